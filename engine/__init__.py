@@ -1,0 +1,97 @@
+"""convexlite's engine: Convex's server model, embedded in one Python process, on LMDB.
+
+Everything public is importable from here::
+
+    from engine import Engine, define_schema, define_table, mutation, query, v
+
+See ``docs/`` for the tutorial, concepts and reference.
+"""
+
+from __future__ import annotations
+
+from .contexts import ActionCtx, Auth, MutationCtx, QueryCtx
+from .engine import Engine
+from .errors import (
+    ArgumentValidationError,
+    ConvexError,
+    CorruptionError,
+    DocumentNotFound,
+    EngineError,
+    EvalError,
+    FormatError,
+    FunctionNotFound,
+    IndexNotFound,
+    InvalidCursor,
+    InvalidId,
+    InvalidIndexRange,
+    InvalidTable,
+    LimitExceeded,
+    OptimisticConcurrencyControlFailure,
+    PaginationError,
+    ReadOnlyError,
+    ReturnsValidationError,
+    SchemaValidationError,
+    StorageError,
+    ValidationError,
+)
+from .functions import (
+    FunctionDef,
+    action,
+    internal_action,
+    internal_mutation,
+    internal_query,
+    mutation,
+    query,
+)
+from .query import Query
+from .readers import DatabaseReader, DatabaseWriter
+from .schema import SchemaDefinition, TableDefinition, define_schema, define_table
+from .validators import Validator, pagination_opts, v
+from .values import UNSET
+
+__all__ = [
+    "UNSET",
+    "ActionCtx",
+    "ArgumentValidationError",
+    "Auth",
+    "ConvexError",
+    "CorruptionError",
+    "DatabaseReader",
+    "DatabaseWriter",
+    "DocumentNotFound",
+    "Engine",
+    "EngineError",
+    "EvalError",
+    "FormatError",
+    "FunctionDef",
+    "FunctionNotFound",
+    "IndexNotFound",
+    "InvalidCursor",
+    "InvalidId",
+    "InvalidIndexRange",
+    "InvalidTable",
+    "LimitExceeded",
+    "MutationCtx",
+    "OptimisticConcurrencyControlFailure",
+    "PaginationError",
+    "Query",
+    "QueryCtx",
+    "ReadOnlyError",
+    "ReturnsValidationError",
+    "SchemaDefinition",
+    "SchemaValidationError",
+    "StorageError",
+    "TableDefinition",
+    "ValidationError",
+    "Validator",
+    "action",
+    "define_schema",
+    "define_table",
+    "internal_action",
+    "internal_mutation",
+    "internal_query",
+    "mutation",
+    "pagination_opts",
+    "query",
+    "v",
+]

@@ -1,0 +1,173 @@
+"""The catalog: which tables and indexes exist, and the numbers they are stored under.
+
+Stored in ``meta`` under ``catalog`` as msgpack, with a version number that
+every change bumps, so each process keeps the decoded catalog cached and
+re-reads it only when the version moved (one small ``get`` per transaction).
+
+Numbers:
+
+- table numbers: user tables from 10001 (ids are then 32 characters, as in
+  Convex); system tables (``_storage``, ``_scheduled_functions``) from 1;
+- index numbers: from 1; index number 0 is the catalog's own key space in
+  read sets and the log (``0 ‖ "t:" ‖ table name``), so a transaction that
+  saw a table missing conflicts with the commit that creates it.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgspec
+
+from .encoding import encode, typed_decoder
+from .ids import FIRST_USER_TABLE_NUMBER
+
+__all__ = [
+    "BY_CREATION_TIME",
+    "BY_ID",
+    "CATALOG_INDEX",
+    "Catalog",
+    "CatalogView",
+    "IndexDef",
+    "TableDef",
+    "catalog_key",
+    "index_prefix",
+]
+
+BY_ID = "by_id"
+BY_CREATION_TIME = "by_creation_time"
+#: The index number reserved for catalog entries in read sets and the log.
+CATALOG_INDEX = 0
+_U32 = struct.Struct(">I")
+FIRST_SYSTEM_TABLE_NUMBER = 1
+
+
+def index_prefix(number: int) -> bytes:
+    """The 4-byte big-endian prefix of every key of index ``number``."""
+    return _U32.pack(number)
+
+
+def catalog_key(name: str) -> bytes:
+    """The read-set/log key standing for "table ``name`` exists or not"."""
+    return _U32.pack(CATALOG_INDEX) + b"t:" + name.encode()
+
+
+#: Read by every transaction that creates a table, written by every commit that
+#: does: two transactions cannot both take the same next table number.
+NEXT_TABLE_KEY = _U32.pack(CATALOG_INDEX) + b"n:next_table"
+
+
+class IndexDef(msgspec.Struct, frozen=True):
+    """An index: its name, number, and the declared fields (dotted paths).
+
+    ``fields`` excludes the ``_creationTime`` and id that every key ends with.
+    ``state`` is ``"ready"`` or ``"backfilling"`` (not yet queryable).
+    """
+
+    name: str
+    number: int
+    fields: tuple[str, ...]
+    state: str = "ready"
+
+    @property
+    def prefix(self) -> bytes:
+        return _U32.pack(self.number)
+
+
+class TableDef(msgspec.Struct, frozen=True):
+    """A table: its name, number and indexes (``by_id`` and ``by_creation_time`` included)."""
+
+    name: str
+    number: int
+    indexes: dict[str, IndexDef]
+
+    @property
+    def prefix(self) -> bytes:
+        """The 4-byte prefix of this table's keys in ``documents``."""
+        return _U32.pack(self.number)
+
+    @property
+    def by_id(self) -> IndexDef:
+        return self.indexes[BY_ID]
+
+    @property
+    def by_creation_time(self) -> IndexDef:
+        return self.indexes[BY_CREATION_TIME]
+
+    def secondary(self) -> list[IndexDef]:
+        """Indexes with stored entries: every index but ``by_id``."""
+        return [ix for name, ix in self.indexes.items() if name != BY_ID]
+
+
+class Catalog(msgspec.Struct, frozen=True):
+    """Every table and index, by name, plus the next free numbers."""
+
+    version: int = 0
+    tables: dict[str, TableDef] = {}
+    next_user_table: int = FIRST_USER_TABLE_NUMBER
+    next_system_table: int = FIRST_SYSTEM_TABLE_NUMBER
+    next_index: int = 1
+
+    def view(self) -> CatalogView:
+        """The lookups transactions need, precomputed once per catalog version."""
+        return CatalogView(self)
+
+    def with_table(self, name: str, *, system: bool = False,
+                   indexes: dict[str, tuple[str, ...]] | None = None) -> Catalog:
+        """A new catalog with table ``name`` added (with ``by_id``, ``by_creation_time``)."""
+        next_index = self.next_index
+        defs: dict[str, IndexDef] = {}
+        for index_name, fields in [(BY_ID, ()), (BY_CREATION_TIME, ()),
+                                   *(indexes or {}).items()]:
+            defs[index_name] = IndexDef(index_name, next_index, tuple(fields))
+            next_index += 1
+        if system:
+            number, next_user, next_system = (self.next_system_table, self.next_user_table,
+                                              self.next_system_table + 1)
+        else:
+            number, next_user, next_system = (self.next_user_table, self.next_user_table + 1,
+                                              self.next_system_table)
+        tables = dict(self.tables)
+        tables[name] = TableDef(name, number, defs)
+        return Catalog(self.version + 1, tables, next_user, next_system, next_index)
+
+    def with_indexes(self, table: str, indexes: dict[str, IndexDef]) -> Catalog:
+        """A new catalog where ``table``'s indexes are exactly ``indexes``."""
+        old = self.tables[table]
+        tables = dict(self.tables)
+        tables[table] = TableDef(old.name, old.number, indexes)
+        highest = max([self.next_index - 1, *(ix.number for ix in indexes.values())])
+        return Catalog(self.version + 1, tables, self.next_user_table,
+                       self.next_system_table, highest + 1)
+
+
+class CatalogView:
+    """A catalog with its lookup tables: by table number and by index number.
+
+    Built once per catalog version and shared by every transaction that sees
+    that version. Cost: linear in the number of indexes, once.
+    """
+
+    __slots__ = ("catalog", "index_owner", "table_by_number", "tables")
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.tables = catalog.tables
+        self.table_by_number: dict[int, TableDef] = {
+            t.number: t for t in catalog.tables.values()}
+        self.index_owner: dict[int, tuple[TableDef, IndexDef]] = {
+            ix.number: (t, ix) for t in catalog.tables.values() for ix in t.indexes.values()}
+
+
+_catalog_decoder = typed_decoder(Catalog)
+
+
+def encode_catalog(catalog: Catalog) -> bytes:
+    """The stored form of ``catalog`` (msgpack)."""
+    return encode(catalog)
+
+
+def decode_catalog(data: Any) -> Catalog:
+    """Decode a stored catalog."""
+    return _catalog_decoder(data)

@@ -1,0 +1,135 @@
+"""Function contexts: what a query, mutation or action handler receives as ``ctx``.
+
+- :class:`QueryCtx`: ``db`` (reader), ``auth``, ``run_query``, ``now``, ``random``, ``env``.
+- :class:`MutationCtx`: ``db`` (writer), ``auth``, ``run_query``, ``run_mutation``
+  (a sub-transaction), ``now``, ``random``, ``env``, ``scheduler`` when available.
+- :class:`ActionCtx`: ``auth``, ``env``, and awaitable ``run_query``,
+  ``run_mutation``, ``run_action``, each its own transaction.
+
+Determinism: ``ctx.now`` (milliseconds since the epoch) is frozen when the
+function starts and ``ctx.random`` is a ``random.Random`` seeded per run, so
+a mutation re-run after a conflict computes from a fresh snapshot with the
+same arguments and no hidden inputs. Handlers must not do I/O: side effects
+belong in actions.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from .readers import DatabaseReader, DatabaseWriter
+
+if TYPE_CHECKING:
+    from .functions import Runtime
+    from .transaction import Transaction
+
+__all__ = ["ActionCtx", "Auth", "MutationCtx", "QueryCtx"]
+
+
+class Auth:
+    """``ctx.auth``: the caller's identity, as verified by the configured provider."""
+
+    __slots__ = ("_identity",)
+
+    def __init__(self, identity: Any) -> None:
+        self._identity = identity
+
+    def get_user_identity(self) -> Any:
+        """The caller's ``UserIdentity``, or None when the call carried no token."""
+        return self._identity
+
+    def __repr__(self) -> str:
+        return f"Auth({self._identity!r})"
+
+
+_EMPTY_ENV: Mapping[str, str] = MappingProxyType({})
+
+
+class QueryCtx:
+    """The context of a query: read-only database access.
+
+    Example::
+
+        @query(args={"channel": v.string()})
+        def count(ctx, channel):
+            return len(ctx.db.query("messages").with_index(
+                "by_channel", lambda q: q.eq("channel", channel)).collect())
+    """
+
+    __slots__ = ("_depth", "_runtime", "_txn", "auth", "db", "env", "now", "random")
+
+    def __init__(self, runtime: Runtime | None, txn: Transaction, identity: Any,
+                 now: float, seed: int, env: Mapping[str, str] | None = None) -> None:
+        self._runtime = runtime
+        self._txn = txn
+        self._depth = 0  # nesting of ctx.run_query / ctx.run_mutation
+        self.db: DatabaseReader = self._make_db(txn)
+        self.auth = Auth(identity)
+        self.now = now
+        self.random = random.Random(seed)
+        self.env = env if env is not None else _EMPTY_ENV
+
+    def _make_db(self, txn: Transaction) -> DatabaseReader:
+        return DatabaseReader(txn)
+
+    def run_query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run another query inside this transaction (same snapshot, same identity)."""
+        if self._runtime is None:
+            raise RuntimeError("run_query needs functions registered with Engine.open")
+        return self._runtime.nested(self, ref, args, kind="query")
+
+
+class MutationCtx(QueryCtx):
+    """The context of a mutation: read-write database access, sub-transactions."""
+
+    __slots__ = ("scheduler",)
+
+    db: DatabaseWriter
+
+    def __init__(self, runtime: Runtime | None, txn: Transaction, identity: Any,
+                 now: float, seed: int, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(runtime, txn, identity, now, seed, env)
+        self.scheduler: Any = None
+
+    def _make_db(self, txn: Transaction) -> DatabaseWriter:
+        return DatabaseWriter(txn)
+
+    def run_mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run another mutation as a sub-transaction of this one.
+
+        If it raises and the caller catches the error, only its writes are
+        rolled back; otherwise its writes commit with the caller's.
+        """
+        if self._runtime is None:
+            raise RuntimeError("run_mutation needs functions registered with Engine.open")
+        return self._runtime.nested(self, ref, args, kind="mutation")
+
+
+class ActionCtx:
+    """The context of an action: no ``db``; each ``run_*`` call is its own transaction."""
+
+    __slots__ = ("_runtime", "auth", "env", "identity", "scheduler")
+
+    def __init__(self, runtime: Runtime, identity: Any,
+                 env: Mapping[str, str] | None = None) -> None:
+        self._runtime = runtime
+        self.identity = identity
+        self.auth = Auth(identity)
+        self.env = env if env is not None else _EMPTY_ENV
+        self.scheduler: Any = None
+
+    async def run_query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run a query in its own read transaction, as the caller's identity."""
+        return await self._runtime.acall(ref, args, self.identity, kind="query", internal=True)
+
+    async def run_mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run a mutation in its own transaction, as the caller's identity."""
+        return await self._runtime.acall(ref, args, self.identity, kind="mutation",
+                                         internal=True)
+
+    async def run_action(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+        """Run another action, as the caller's identity."""
+        return await self._runtime.acall(ref, args, self.identity, kind="action", internal=True)

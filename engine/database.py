@@ -1,0 +1,210 @@
+"""The shared state of one open database, and the transaction runner.
+
+A :class:`Database` owns the storage, the committer, the catalog cache, the
+compiled index-key plans and the schema's document validators. Every
+``Engine`` handle on a folder in this process uses one ``Database``.
+
+:meth:`Database.run` runs a function in a transaction and commits it,
+re-running the function on a conflict with jittered exponential backoff, up
+to Convex's budget (4 retries), then raising
+:class:`OptimisticConcurrencyControlFailure` with Convex's message.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .catalog import CATALOG_INDEX, Catalog, CatalogView, TableDef, decode_catalog
+from .commit import CommitRequest, Committer, Conflict
+from .errors import EngineError, OptimisticConcurrencyControlFailure
+from .indexing import KeyPlan
+from .storage import Storage
+from .transaction import Transaction
+
+__all__ = ["Database", "RetryPolicy"]
+
+T = TypeVar("T")
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+
+DocumentValidator = Callable[[Transaction, str, dict[str, Any]], None]
+CommitListener = Callable[[list[CommitRequest]], None]
+
+
+class RetryPolicy:
+    """How conflicting mutations are retried: Convex retries 4 times.
+
+    Backoff before retry ``n`` (from 1) is uniform in ``[0, min(cap, base·2ⁿ⁻¹)]``
+    ("full jitter"). Convex's server starts at 100 ms; an embedded engine
+    learns of a conflicting commit the moment it lands, so the default base
+    here is 2 ms, which keeps hot-key throughput up while still spreading
+    retries apart.
+    """
+
+    __slots__ = ("base", "cap", "retries")
+
+    def __init__(self, retries: int = 4, base: float = 0.002, cap: float = 2.0) -> None:
+        self.retries = retries
+        self.base = base
+        self.cap = cap
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0.0, min(self.cap, self.base * (2 ** (attempt - 1))))
+
+
+class _Local(threading.local):
+    depth = 0
+
+
+class Database:
+    """Storage, committer and caches of one open database (shared per process)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.committer = Committer(self)
+        self.retry = RetryPolicy()
+        self._catalog_lock = threading.Lock()
+        self._catalog: tuple[int, CatalogView] = (-1, CatalogView(Catalog()))
+        self._plans: dict[int, KeyPlan] = {}
+        self.document_validator: DocumentValidator | None = None
+        self.listeners: list[CommitListener] = []
+        self._local = _Local()
+        self._secret: bytes | None = None
+
+    # -- caches ---------------------------------------------------------------
+
+    def catalog_at(self, rtxn: Any) -> CatalogView:
+        """The catalog as of an LMDB txn; decoded once per catalog version."""
+        raw = rtxn.get(b"catalog_v", db=self.storage.meta)
+        version = _U64.unpack(raw)[0] if raw is not None else 0
+        cached = self._catalog
+        if cached[0] == version:
+            return cached[1]
+        raw = rtxn.get(b"catalog", db=self.storage.meta)
+        view = CatalogView(decode_catalog(raw) if raw is not None else Catalog())
+        with self._catalog_lock:
+            if self._catalog[0] < version:
+                self._catalog = (version, view)
+        return view
+
+    def latest_catalog(self) -> CatalogView:
+        with self.storage.read() as rtxn:
+            return self.catalog_at(rtxn)
+
+    def key_plan(self, table: TableDef) -> KeyPlan:
+        plan = self._plans.get(id(table))
+        if plan is None or plan.table is not table:
+            plan = KeyPlan(table)
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            self._plans[id(table)] = plan
+        return plan
+
+    def table_of_key(self, key: bytes, catalog: Catalog) -> str | None:
+        """The table whose index ``key`` belongs to (for conflict messages)."""
+        if len(key) < 4:
+            return None
+        number = _U32.unpack(key[:4])[0]
+        if number == CATALOG_INDEX:
+            return key[6:].decode(errors="replace") if key[4:6] == b"t:" else None
+        for table in catalog.tables.values():
+            for index in table.indexes.values():
+                if index.number == number:
+                    return table.name
+        return None
+
+    def cursor_secret(self) -> bytes:
+        """The per-database key that authenticates pagination cursors (made on first use)."""
+        secret = self._secret
+        if secret is None:
+            with self.storage.read() as rtxn:
+                raw = rtxn.get(b"secret", db=self.storage.meta)
+                secret = bytes(raw) if raw is not None else None
+            if secret is None:
+                fresh = os.urandom(32)
+
+                def store(wtxn: Any) -> bytes:
+                    existing = wtxn.get(b"secret", db=self.storage.meta)
+                    if existing is not None:  # another process made one first
+                        return bytes(existing)
+                    wtxn.put(b"secret", fresh, db=self.storage.meta)
+                    return fresh
+
+                secret = self.storage.write(store)
+            self._secret = secret
+        return secret
+
+    # -- hooks ----------------------------------------------------------------
+
+    def validate_document(self, txn: Transaction, table: str, document: dict[str, Any]) -> None:
+        """Check ``document`` against ``table``'s schema, if there is one."""
+        validator = self.document_validator
+        if validator is not None:
+            validator(txn, table, document)
+
+    def after_commit(self, requests: list[CommitRequest]) -> None:
+        """Called by the committer with the requests it just made durable."""
+        for listener in list(self.listeners):
+            listener(requests)
+
+    # -- running transactions ---------------------------------------------------
+
+    def begin(self, *, writable: bool) -> Transaction:
+        return Transaction(self, writable=writable)
+
+    def run(self, fn: Callable[[Transaction], T], *, writable: bool = True,
+            source: str = "") -> tuple[T, int]:
+        """Run ``fn`` in a transaction, commit, retry on conflict; returns (result, ts).
+
+        ``ts`` is the commit timestamp, or the snapshot timestamp for a
+        transaction that wrote nothing (read-only transactions never
+        validate). An exception from ``fn`` discards every write and
+        propagates unchanged.
+        """
+        local = self._local
+        if local.depth:
+            raise EngineError(
+                "An engine call was made from inside a running query or mutation. Functions "
+                "call each other with ctx.run_query / ctx.run_mutation, which join the running "
+                "transaction; calling the engine again would wait for this transaction forever."
+            )
+        attempt = 0
+        while True:
+            txn = self.begin(writable=writable)
+            local.depth += 1
+            try:
+                result = fn(txn)
+            except BaseException:
+                txn.close()
+                raise
+            finally:
+                local.depth -= 1
+            if not txn.writes:
+                txn.close()
+                return result, txn.snapshot_ts
+            request = CommitRequest.from_transaction(txn)
+            txn.close()  # commit validates against the log, not the snapshot
+            self.committer.commit(request)
+            if request.error is not None:
+                raise request.error
+            if request.conflict is None:
+                return result, request.ts
+            attempt += 1
+            if attempt > self.retry.retries:
+                raise _occ_failure(request.conflict, attempt - 1, source)
+            time.sleep(self.retry.delay(attempt))
+
+
+def _occ_failure(conflict: Conflict, retries: int, source: str) -> OptimisticConcurrencyControlFailure:
+    table = conflict.table or "unknown"
+    where = f" {source}." if source else ""
+    return OptimisticConcurrencyControlFailure(
+        f'Documents read from or written to the "{table}" table changed while this mutation '
+        f"was being run and on every subsequent retry.{where} See https://docs.convex.dev/error#1",
+        table=conflict.table, retries=retries)

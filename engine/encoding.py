@@ -1,0 +1,49 @@
+"""Byte encodings of stored records: the only module that builds msgspec codecs.
+
+Documents and log entries are msgpack. msgpack keeps every Convex type apart
+(integers, 64-bit floats including NaN and -0.0, bytes, strings, arrays,
+maps), so a stored document decodes to exactly the value that was written.
+Encoders and decoders are built once and reused (building one per call would
+cost more than the encoding itself).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgspec
+
+__all__ = [
+    "decode",
+    "decode_document",
+    "encode",
+    "encode_document",
+    "typed_decoder",
+]
+
+T = TypeVar("T")
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+_document_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+#: Encode any msgpack-able value (documents, log entries, catalog records).
+encode = _encoder.encode
+#: Decode msgpack bytes (or a zero-copy buffer) into plain Python values.
+decode = _decoder.decode
+
+
+def typed_decoder(tp: type[T]) -> Callable[[bytes | memoryview], T]:
+    """A reusable msgpack decoder into ``tp`` (a Struct or typed container)."""
+    return msgspec.msgpack.Decoder(tp).decode
+
+
+def encode_document(document: dict[str, Any]) -> bytes:
+    """Encode a converted document (system fields included). Cost: one msgpack pass."""
+    return _encoder.encode(document)
+
+
+def decode_document(data: bytes | memoryview) -> dict[str, Any]:
+    """Decode a stored document into a fresh ``dict`` the caller may mutate."""
+    return _document_decoder.decode(data)

@@ -1,0 +1,207 @@
+"""``Engine``: the host's handle on a database folder.
+
+Example::
+
+    from engine import Engine
+
+    with Engine.open("./data", schema=schema, functions=myapp.functions) as db:
+        db.mutation("messages:send", {"channel": "general", "body": "hi"}, auth=token)
+        page = db.query("messages:list", {"channel": "general",
+                                          "paginationOpts": {"numItems": 20, "cursor": None}})
+        db.run(lambda ctx: ctx.db.insert("users", {"name": "Ada"}))
+
+Several ``Engine`` objects, threads and processes may use one folder at once;
+mutations stay serializable across all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import MappingProxyType, ModuleType
+from typing import Any, TypeVar
+
+from .contexts import MutationCtx
+from .database import Database
+from .errors import EngineError
+from .functions import Registry, Runtime
+from .integrity import check as check_integrity
+from .storage import Durability, open_storage
+
+__all__ = ["Engine"]
+
+T = TypeVar("T")
+
+_DATABASES: dict[str, Database] = {}
+_DATABASES_LOCK = threading.Lock()
+
+
+class Engine:
+    """An open database with its schema, functions and auth configuration.
+
+    Use :meth:`open`; close with :meth:`close` or a ``with`` block.
+    """
+
+    def __init__(self, db: Database, runtime: Runtime) -> None:
+        self._db = db
+        self._runtime = runtime
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, schema: Any = None,
+             functions: ModuleType | None = None, auth: Any = None,
+             durability: Durability = "full", env: Mapping[str, str] | None = None) -> Engine:
+        """Open (creating if needed) the database in folder ``path``.
+
+        ``schema``: a ``define_schema(...)`` result, or None for schemaless
+        tables; on a changed schema new indexes are backfilled, dropped ones
+        removed, and with schema validation on, existing documents checked
+        first (a mismatch refuses to open and changes nothing).
+        ``functions``: the package whose modules define the functions.
+        ``auth``: an identity-provider configuration (``auth.AuthConfig``).
+        ``durability``: ``"full"`` (every acknowledged mutation survives power
+        loss), ``"normal"`` (a system crash may lose the last commits) or
+        ``"none"`` (nothing synced: for tests and bulk loads).
+        ``env``: variables functions read as ``ctx.env`` (read-only).
+
+        Raises :class:`StorageError` when the folder cannot be opened,
+        :class:`FormatError` for an unknown on-disk format and
+        :class:`SchemaValidationError` when existing data breaks the schema.
+        """
+        storage = open_storage(os.fspath(path), durability=durability)
+        try:
+            with _DATABASES_LOCK:
+                db = _DATABASES.get(storage.path)
+                if db is None:
+                    db = Database(storage)
+                    _DATABASES[storage.path] = db
+            if schema is not None:
+                from .migration import apply_schema
+
+                apply_schema(db, schema)
+            db.cursor_secret()  # made now, never inside a running transaction
+            registry = Registry.from_package(functions)
+            runtime = Runtime(db, registry, auth, MappingProxyType(dict(env or {})))
+        except BaseException:
+            _release(storage)
+            raise
+        return cls(db, runtime)
+
+    def close(self) -> None:
+        """Close this handle; the folder closes when its last handle does. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        _release(self._db.storage)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _live(self) -> Runtime:
+        if self._closed:
+            raise EngineError("This engine is closed: open it again with Engine.open(path).")
+        return self._runtime
+
+    @property
+    def path(self) -> str:
+        """The real path of the database folder."""
+        return self._db.storage.path
+
+    # -- calling functions -------------------------------------------------------
+
+    def query(self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None) -> Any:
+        """Run a public query and return its result (blocking).
+
+        ``ref`` is a decorated function or its name (``"messages:list"``);
+        ``auth`` a raw token, a verified identity, or None.
+        """
+        return self._live().call(ref, args, auth, kind="query")
+
+    def mutation(self, ref: Any, args: dict[str, Any] | None = None, *,
+                 auth: Any = None) -> Any:
+        """Run a public mutation; returns once it is committed (durably in ``full`` mode).
+
+        Retries on conflict; raises :class:`OptimisticConcurrencyControlFailure`
+        after Convex's budget of retries.
+        """
+        return self._live().call(ref, args, auth, kind="mutation")
+
+    def action(self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None) -> Any:
+        """Run a public action to completion (blocking; from async code use :meth:`aaction`)."""
+        runtime = self._live()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise EngineError("Engine.action() blocks, and this thread runs an event loop: "
+                              "use `await engine.aaction(...)` instead.")
+        identity = runtime.identity(auth)
+        return asyncio.run(runtime.acall(ref, args, identity, kind="action"))
+
+    def run(self, fn: Callable[[MutationCtx], T]) -> T:
+        """Run ``fn(ctx)`` as an admin mutation (like convex-test's ``t.run``).
+
+        ``ctx`` is a :class:`MutationCtx` with no identity; ``fn`` may call
+        internal functions through ``ctx.run_query``/``ctx.run_mutation``. The
+        transaction commits when ``fn`` returns and is retried on conflict.
+
+        Example::
+
+            new_id = engine.run(lambda ctx: ctx.db.insert("tasks", {"text": "hi"}))
+        """
+        runtime = self._live()
+
+        def body(txn: Any) -> T:
+            ctx = MutationCtx(runtime, txn, None, time.time() * 1000.0,
+                              int.from_bytes(os.urandom(8), "little"), runtime.env)
+            return fn(ctx)
+
+        return self._db.run(body, writable=True, source="Engine.run")[0]
+
+    async def aquery(self, ref: Any, args: dict[str, Any] | None = None, *,
+                     auth: Any = None) -> Any:
+        """:meth:`query` for asyncio hosts: runs on a worker thread."""
+        return await asyncio.to_thread(self.query, ref, args, auth=auth)
+
+    async def amutation(self, ref: Any, args: dict[str, Any] | None = None, *,
+                        auth: Any = None) -> Any:
+        """:meth:`mutation` for asyncio hosts: the commit never blocks the event loop."""
+        return await asyncio.to_thread(self.mutation, ref, args, auth=auth)
+
+    async def aaction(self, ref: Any, args: dict[str, Any] | None = None, *,
+                      auth: Any = None) -> Any:
+        """:meth:`action` for asyncio hosts: runs on the caller's event loop."""
+        runtime = self._live()
+        identity = await asyncio.to_thread(runtime.identity, auth)
+        return await runtime.acall(ref, args, identity, kind="action")
+
+    async def arun(self, fn: Callable[[MutationCtx], T]) -> T:
+        """:meth:`run` for asyncio hosts."""
+        return await asyncio.to_thread(self.run, fn)
+
+    # -- maintenance ---------------------------------------------------------------
+
+    def check(self) -> dict[str, Any]:
+        """Verify every stored invariant; returns a report, raises ``CorruptionError``.
+
+        Cost: a full pass over documents and index entries (one snapshot).
+        """
+        self._live()
+        return check_integrity(self._db)
+
+
+def _release(storage: Any) -> None:
+    with _DATABASES_LOCK:
+        last = storage._refs == 1
+        if last:
+            _DATABASES.pop(storage.path, None)
+    storage.release()

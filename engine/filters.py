@@ -1,0 +1,232 @@
+"""Filter expressions: ``q.eq(q.field("a"), 1)`` and friends, evaluated per document.
+
+The builder ``q`` passed to ``.filter(lambda q: ...)`` makes an expression
+tree; :func:`evaluate` runs it against one document with Convex's semantics:
+
+- comparisons use the total order of :func:`engine.values.compare` (a missing
+  field is ``UNSET``, smaller than ``None``; ``1 < 0.5`` since every Int64
+  sorts before every Float64);
+- ``add sub mul div mod neg`` need both operands Int64 or both Float64;
+  Int64 overflow and Int64 division or modulo by zero are errors; floats
+  follow IEEE 754 (``1.0 / 0.0`` is ``inf``);
+- ``and_ or_ not_`` need booleans and short-circuit.
+
+Every failure raises :class:`~engine.errors.EvalError` with Convex's wording.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from .errors import EvalError
+from .indexing import field_value, split_path
+from .values import UNSET, compare, convert, format_value, type_name, values_equal
+
+__all__ = ["Expression", "FilterBuilder", "evaluate"]
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+
+class Expression:
+    """A node of a filter expression tree. Build them with :class:`FilterBuilder`."""
+
+    __slots__ = ("args", "op")
+
+    def __init__(self, op: str, args: tuple[Any, ...]) -> None:
+        self.op = op
+        self.args = args
+
+    def __repr__(self) -> str:
+        if self.op == "field":
+            return f"q.field({self.args[0]!r})"
+        if self.op == "literal":
+            return repr(self.args[0])
+        return f"q.{self.op}({', '.join(map(repr, self.args))})"
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "A filter expression has no truth value in Python: combine expressions with "
+            "q.and_(...), q.or_(...) and q.not_(...) instead of `and`, `or`, `not`."
+        )
+
+    def fingerprint(self) -> Any:
+        """A plain, comparable form of the expression (for cursor fingerprints)."""
+        if self.op == "literal":
+            return ["literal", type_name(self.args[0]), format_value(self.args[0])]
+        return [self.op, *(a.fingerprint() if isinstance(a, Expression) else a
+                           for a in self.args)]
+
+
+def _wrap(value: Any) -> Expression:
+    if isinstance(value, Expression):
+        return value
+    if value is UNSET:
+        return Expression("literal", (UNSET,))
+    return Expression("literal", (convert(value),))
+
+
+class FilterBuilder:
+    """The ``q`` of ``.filter(lambda q: ...)``.
+
+    Example::
+
+        db.query("tasks").filter(lambda q: q.and_(
+            q.eq(q.field("done"), False), q.gte(q.field("priority"), 2)))
+    """
+
+    __slots__ = ()
+
+    def field(self, path: str) -> Expression:
+        """The value of field ``path`` (dotted for nested fields); missing → ``UNSET``."""
+        if not isinstance(path, str):
+            raise EvalError(f"q.field() expects a field path string, got {path!r}")
+        return Expression("field", (path, split_path(path)))
+
+    def eq(self, left: Any, right: Any) -> Expression:
+        return Expression("eq", (_wrap(left), _wrap(right)))
+
+    def neq(self, left: Any, right: Any) -> Expression:
+        return Expression("neq", (_wrap(left), _wrap(right)))
+
+    def lt(self, left: Any, right: Any) -> Expression:
+        return Expression("lt", (_wrap(left), _wrap(right)))
+
+    def lte(self, left: Any, right: Any) -> Expression:
+        return Expression("lte", (_wrap(left), _wrap(right)))
+
+    def gt(self, left: Any, right: Any) -> Expression:
+        return Expression("gt", (_wrap(left), _wrap(right)))
+
+    def gte(self, left: Any, right: Any) -> Expression:
+        return Expression("gte", (_wrap(left), _wrap(right)))
+
+    def add(self, left: Any, right: Any) -> Expression:
+        return Expression("add", (_wrap(left), _wrap(right)))
+
+    def sub(self, left: Any, right: Any) -> Expression:
+        return Expression("sub", (_wrap(left), _wrap(right)))
+
+    def mul(self, left: Any, right: Any) -> Expression:
+        return Expression("mul", (_wrap(left), _wrap(right)))
+
+    def div(self, left: Any, right: Any) -> Expression:
+        return Expression("div", (_wrap(left), _wrap(right)))
+
+    def mod(self, left: Any, right: Any) -> Expression:
+        return Expression("mod", (_wrap(left), _wrap(right)))
+
+    def neg(self, value: Any) -> Expression:
+        return Expression("neg", (_wrap(value),))
+
+    def and_(self, *exprs: Any) -> Expression:
+        return Expression("and_", tuple(_wrap(e) for e in exprs))
+
+    def or_(self, *exprs: Any) -> Expression:
+        return Expression("or_", tuple(_wrap(e) for e in exprs))
+
+    def not_(self, value: Any) -> Expression:
+        return Expression("not_", (_wrap(value),))
+
+
+def _boolean(value: Any) -> bool:
+    if type(value) is not bool:
+        raise EvalError(f"Cannot use value {format_value(value)} (type {type_name(value)}) "
+                        "as a Boolean")
+    return value
+
+
+def _int64(result: int, op: str, a: int, b: int) -> int:
+    if not _INT64_MIN <= result <= _INT64_MAX:
+        raise EvalError(f"Int64 overflow: {op} of {a} and {b} does not fit into a 64-bit "
+                        "signed integer")
+    return result
+
+
+def _arith(op: str, a: Any, b: Any) -> Any:
+    ta, tb = type(a), type(b)
+    if ta is int and tb is int:
+        if op == "add":
+            return _int64(a + b, op, a, b)
+        if op == "sub":
+            return _int64(a - b, op, a, b)
+        if op == "mul":
+            return _int64(a * b, op, a, b)
+        if b == 0:
+            raise EvalError(f"Cannot {op} {a} by zero (type int64)")
+        quotient = abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)  # truncates, like i64
+        if op == "div":
+            return _int64(quotient, op, a, b)
+        return a - b * quotient
+    if ta is float and tb is float:
+        if op == "add":
+            return a + b
+        if op == "sub":
+            return a - b
+        if op == "mul":
+            return a * b
+        if op == "div":
+            if b == 0.0:
+                if a == 0.0 or math.isnan(a):
+                    return math.nan
+                return math.copysign(math.inf, a) * math.copysign(1.0, b)
+            return a / b
+        if b == 0.0 or math.isinf(a):
+            return math.nan
+        return math.fmod(a, b)
+    verb = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "mod": "mod"}[op]
+    raise EvalError(f"Cannot {verb} {format_value(a)} (type {type_name(a)}) and "
+                    f"{format_value(b)} (type {type_name(b)})")
+
+
+def evaluate(expr: Expression, document: dict[str, Any]) -> Any:
+    """The value of ``expr`` for ``document``. Raises :class:`EvalError`."""
+    op = expr.op
+    args = expr.args
+    if op == "field":
+        steps = args[1]
+        return document.get(steps[0], UNSET) if len(steps) == 1 else field_value(document, steps)
+    if op == "literal":
+        return args[0]
+    if op in _COMPARISONS:
+        return _COMPARISONS[op](evaluate(args[0], document), evaluate(args[1], document))
+    if op == "and_":
+        return all(_boolean(evaluate(a, document)) for a in args)
+    if op == "or_":
+        return any(_boolean(evaluate(a, document)) for a in args)
+    if op == "not_":
+        return not _boolean(evaluate(args[0], document))
+    if op == "neg":
+        value = evaluate(args[0], document)
+        if type(value) is int:
+            return _int64(-value, "neg", value, -1)
+        if type(value) is float:
+            return -value
+        raise EvalError(f"Cannot negate {format_value(value)} (type {type_name(value)})")
+    return _arith(op, evaluate(args[0], document), evaluate(args[1], document))
+
+
+_COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": values_equal,
+    "neq": lambda a, b: not values_equal(a, b),
+    "lt": lambda a, b: compare(a, b) < 0,
+    "lte": lambda a, b: compare(a, b) <= 0,
+    "gt": lambda a, b: compare(a, b) > 0,
+    "gte": lambda a, b: compare(a, b) >= 0,
+}
+
+
+def predicate(build: Callable[[FilterBuilder], Any]) -> Expression:
+    """Build the expression of a ``.filter`` callback (a bare value is a literal)."""
+    return _wrap(build(FilterBuilder()))
+
+
+def passes(expr: Expression, document: dict[str, Any]) -> bool:
+    """True if the filter keeps ``document``; its result must be a boolean."""
+    result = evaluate(expr, document)
+    if type(result) is not bool:
+        raise EvalError(f"A filter must evaluate to a Boolean, got {format_value(result)} "
+                        f"(type {type_name(result)})")
+    return result

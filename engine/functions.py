@@ -1,0 +1,355 @@
+"""Functions: the ``query``/``mutation``/``action`` decorators, registration, and running them.
+
+Decorate handlers to declare them::
+
+    @mutation(args={"body": v.string()}, returns=v.id("messages"))
+    def send(ctx, body):
+        return ctx.db.insert("messages", {"body": body})
+
+``Engine.open(path, functions=myapp.functions)`` imports every module of the
+package and names each function ``"<module path>:<name>"`` (``"messages:send"``,
+``"admin/users:remove"``). Every call site takes the function object or its
+name. Internal functions (``internal_query`` ...) can be called only from
+other functions, the scheduler and ``Engine.run``; from outside they are
+reported missing exactly as an unknown name is.
+
+:class:`Runtime` runs functions: arguments are validated before the handler
+runs (:class:`ArgumentValidationError`), return values after
+(:class:`ReturnsValidationError`); queries run in a read-only transaction,
+mutations in a read-write one retried on conflict, actions as coroutines
+whose ``ctx.run_*`` calls are each their own transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import os
+import pkgutil
+import time
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+from .contexts import ActionCtx, MutationCtx, QueryCtx
+from .errors import (
+    ArgumentValidationError,
+    EngineError,
+    FunctionNotFound,
+    ReturnsValidationError,
+    ValidationError,
+)
+from .validators import Validator, as_validator
+from .values import convert
+
+if TYPE_CHECKING:
+    from .database import Database
+    from .transaction import Transaction
+
+__all__ = [
+    "FunctionDef",
+    "Registry",
+    "Runtime",
+    "action",
+    "internal_action",
+    "internal_mutation",
+    "internal_query",
+    "mutation",
+    "query",
+]
+
+Kind = Literal["query", "mutation", "action"]
+F = TypeVar("F", bound=Callable[..., Any])
+_MAX_NESTING = 8
+
+
+class FunctionDef:
+    """A registered-able function: handler, kind, visibility and validators.
+
+    Calling the object directly is not how functions run (they need a
+    context); use ``Engine.query/mutation/action`` or ``ctx.run_*``. The
+    handler stays reachable as ``.handler`` for unit tests.
+    """
+
+    __slots__ = ("__dict__", "args", "handler", "internal", "kind", "name", "returns")
+
+    def __init__(self, kind: Kind, handler: Callable[..., Any], *, internal: bool,
+                 args: Any = None, returns: Any = None) -> None:
+        if kind == "action" and not inspect.iscoroutinefunction(handler):
+            raise EngineError(f"Action handler {handler.__qualname__} must be `async def`.")
+        if kind != "action" and inspect.iscoroutinefunction(handler):
+            raise EngineError(
+                f"{kind.capitalize()} handler {handler.__qualname__} must be a plain `def`: "
+                "queries and mutations are synchronous and deterministic; use an action for "
+                "async work.")
+        self.kind: Kind = kind
+        self.handler = handler
+        self.internal = internal
+        self.args: Validator | None = None if args is None else as_validator(args)
+        self.returns: Validator | None = None if returns is None else as_validator(returns)
+        self.name: str | None = None
+        self.__doc__ = handler.__doc__
+        self.__wrapped__ = handler
+
+    def __repr__(self) -> str:
+        visibility = "internal " if self.internal else ""
+        return f"<{visibility}{self.kind} {self.name or self.default_name()}>"
+
+    def default_name(self) -> str:
+        """A name for a function that no functions package registered."""
+        module = (self.handler.__module__ or "").replace(".", "/")
+        return f"{module}:{self.handler.__qualname__}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise EngineError(
+            f"{self!r} cannot be called directly: run it with engine.{self.kind}(...) or, from "
+            f"another function, ctx.run_{self.kind}(...).")
+
+
+def _decorator(kind: Kind, internal: bool) -> Any:
+    @overload
+    def decorate(fn: F, /) -> FunctionDef: ...
+    @overload
+    def decorate(*, args: Any = None, returns: Any = None) -> Callable[[F], FunctionDef]: ...
+
+    def decorate(fn: Any = None, /, *, args: Any = None, returns: Any = None) -> Any:
+        if fn is not None:
+            return FunctionDef(kind, fn, internal=internal)
+
+        def wrap(handler: Callable[..., Any]) -> FunctionDef:
+            return FunctionDef(kind, handler, internal=internal, args=args, returns=returns)
+
+        return wrap
+
+    decorate.__name__ = ("internal_" if internal else "") + kind
+    decorate.__doc__ = (
+        f"Declare a{'n internal' if internal else ''} {kind}: "
+        f"``@{decorate.__name__}(args={{...}}, returns=...)`` or bare ``@{decorate.__name__}``."
+    )
+    return decorate
+
+
+query = _decorator("query", False)
+mutation = _decorator("mutation", False)
+action = _decorator("action", False)
+internal_query = _decorator("query", True)
+internal_mutation = _decorator("mutation", True)
+internal_action = _decorator("action", True)
+
+
+class Registry:
+    """The functions of a functions package, by name."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, FunctionDef] = {}
+        self.names: dict[int, str] = {}
+
+    def add(self, name: str, function: FunctionDef) -> None:
+        if name in self.by_name and self.by_name[name] is not function:
+            raise EngineError(f"Two functions are registered as {name!r}.")
+        self.by_name[name] = function
+        self.names[id(function)] = name
+        if function.name is None:
+            function.name = name
+
+    @classmethod
+    def from_package(cls, package: ModuleType | None) -> Registry:
+        """Import every module of ``package`` and register its functions."""
+        registry = cls()
+        if package is None:
+            return registry
+        modules: list[tuple[str, ModuleType]] = []
+        if hasattr(package, "__path__"):
+            modules.append(("", package))
+            prefix = package.__name__ + "."
+            for info in pkgutil.walk_packages(package.__path__, prefix):
+                modules.append((info.name[len(prefix):].replace(".", "/"),
+                                importlib.import_module(info.name)))
+        else:
+            modules.append((package.__name__.rsplit(".", 1)[-1], package))
+        for module_path, module in modules:
+            for attr, value in vars(module).items():
+                if isinstance(value, FunctionDef) and getattr(
+                        value.handler, "__module__", None) == module.__name__:
+                    name = f"{module_path}:{attr}" if module_path else attr
+                    registry.add(name, value)
+        return registry
+
+
+def _not_found(name: str) -> FunctionNotFound:
+    return FunctionNotFound(
+        f"Could not find public function for '{name}'. Did you forget to run `npx convex dev` "
+        "or `npx convex deploy`? (convexlite: check that the module is inside the package "
+        "passed as Engine.open(functions=...) and that the function is not internal)",
+        name=name)
+
+
+class Runtime:
+    """Runs functions against one database with one auth configuration."""
+
+    def __init__(self, db: Database, registry: Registry, auth: Any,
+                 env: Mapping[str, str]) -> None:
+        self.db = db
+        self.registry = registry
+        self.auth = auth
+        self.env = env
+
+    # -- resolution ------------------------------------------------------------
+
+    def resolve(self, ref: Any, *, internal: bool) -> tuple[str, FunctionDef]:
+        """The name and definition of ``ref`` (a name or a FunctionDef)."""
+        if isinstance(ref, FunctionDef):
+            name = self.registry.names.get(id(ref)) or ref.name or ref.default_name()
+            function = ref
+        elif isinstance(ref, str):
+            name = ref if ":" in ref else f"{ref}:default"
+            found = self.registry.by_name.get(name) or self.registry.by_name.get(ref)
+            if found is None:
+                raise _not_found(ref)
+            function = found
+        else:
+            raise FunctionNotFound(f"Expected a function name or a decorated function, got "
+                                   f"{type(ref).__name__}: {ref!r}", name=repr(ref))
+        if function.internal and not internal:
+            raise _not_found(name)
+        return name, function
+
+    def identity(self, auth: Any) -> Any:
+        """Turn a call's ``auth=`` (token, verified identity, or None) into an identity."""
+        if auth is None:
+            return None
+        if isinstance(auth, str):
+            if self.auth is None:
+                raise EngineError(
+                    "A token was passed as auth=, but the engine has no identity providers: "
+                    "open it with Engine.open(..., auth=auth.AuthConfig(providers=[...])), or "
+                    "pass an already verified identity.")
+            return self.auth.verify(auth)
+        return auth
+
+    # -- validation ----------------------------------------------------------
+
+    @staticmethod
+    def _tag(kind: Kind, name: str) -> str:
+        return f"[{ {'query': 'Q', 'mutation': 'M', 'action': 'A'}[kind]}({name})]"
+
+    def check_args(self, name: str, function: FunctionDef, args: Any) -> dict[str, Any]:
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise ArgumentValidationError(
+                f"{self._tag(function.kind, name)} The arguments to a Convex function must be an "
+                f"object. Received: {args!r}")
+        try:
+            args = convert(args)
+        except ValidationError as error:
+            raise ArgumentValidationError(
+                f"{self._tag(function.kind, name)} ArgumentValidationError: {error}",
+                path=error.path) from None
+        if function.args is not None:
+            try:
+                function.args.validate(args)
+            except ValidationError as error:
+                raise ArgumentValidationError(
+                    f"{self._tag(function.kind, name)} ArgumentValidationError: {error}",
+                    path=error.path) from None
+        return args
+
+    def check_result(self, name: str, function: FunctionDef, result: Any) -> Any:
+        try:
+            value = convert(result)
+        except ValidationError as error:
+            raise ReturnsValidationError(
+                f"{self._tag(function.kind, name)} ReturnsValidationError: the return value is "
+                f"not a Convex value: {error}", path=error.path) from None
+        if function.returns is not None:
+            try:
+                function.returns.validate(value)
+            except ValidationError as error:
+                raise ReturnsValidationError(
+                    f"{self._tag(function.kind, name)} ReturnsValidationError: {error}",
+                    path=error.path) from None
+        return value
+
+    # -- running ---------------------------------------------------------------
+
+    def _kind_error(self, name: str, function: FunctionDef, kind: Kind) -> EngineError:
+        return EngineError(
+            f"Trying to execute {name} as {kind.capitalize()}, but it is defined as "
+            f"{function.kind.capitalize()}.")
+
+    def _body(self, name: str, function: FunctionDef, args: dict[str, Any], identity: Any
+              ) -> Callable[[Transaction], Any]:
+        writable = function.kind == "mutation"
+        ctx_type = MutationCtx if writable else QueryCtx
+
+        def body(txn: Transaction) -> Any:
+            ctx = ctx_type(self, txn, identity, time.time() * 1000.0,
+                           int.from_bytes(os.urandom(8), "little"), self.env)
+            result = function.handler(ctx, **args)
+            if inspect.isawaitable(result):
+                raise EngineError(f"{name} returned an awaitable: queries and mutations are "
+                                  "synchronous; use an action for async work.")
+            return self.check_result(name, function, result)
+
+        return body
+
+    def call(self, ref: Any, args: Any, auth: Any, *, kind: Kind,
+             internal: bool = False, identity_verified: bool = False) -> Any:
+        """Run a query or mutation to completion (blocking); returns its result."""
+        return self.call_with_ts(ref, args, auth, kind=kind, internal=internal,
+                                 identity_verified=identity_verified)[0]
+
+    def call_with_ts(self, ref: Any, args: Any, auth: Any, *, kind: Kind,
+                     internal: bool = False, identity_verified: bool = False,
+                     ) -> tuple[Any, int]:
+        name, function = self.resolve(ref, internal=internal)
+        if function.kind != kind:
+            raise self._kind_error(name, function, kind)
+        if kind == "action":
+            raise EngineError("call_with_ts runs queries and mutations only")
+        identity = auth if identity_verified else self.identity(auth)
+        args = self.check_args(name, function, args)
+        body = self._body(name, function, args, identity)
+        return self.db.run(body, writable=kind == "mutation",
+                           source=f"{kind.capitalize()} {name}")
+
+    async def acall(self, ref: Any, args: Any, auth: Any, *, kind: Kind,
+                    internal: bool = False, identity_verified: bool = True) -> Any:
+        """Run any function from async code; transactions run on a worker thread."""
+        name, function = self.resolve(ref, internal=internal)
+        if function.kind != kind:
+            raise self._kind_error(name, function, kind)
+        identity = auth if identity_verified else self.identity(auth)
+        if kind == "action":
+            args = self.check_args(name, function, args)
+            ctx = ActionCtx(self, identity, self.env)
+            result = await function.handler(ctx, **args)
+            return self.check_result(name, function, result)
+        return await asyncio.to_thread(self.call, function if function.name is None else name,
+                                       args, identity, kind=kind, internal=True,
+                                       identity_verified=True)
+
+    def nested(self, ctx: QueryCtx, ref: Any, args: Any, *, kind: Kind) -> Any:
+        """``ctx.run_query`` / ``ctx.run_mutation`` inside a running transaction."""
+        name, function = self.resolve(ref, internal=True)
+        if function.kind != kind:
+            raise self._kind_error(name, function, kind)
+        if ctx._depth >= _MAX_NESTING:
+            raise EngineError(f"Nested function calls are limited to a depth of {_MAX_NESTING} "
+                              f"(calling {name}).")
+        args = self.check_args(name, function, args)
+        txn = ctx._txn
+        savepoint = txn.writes.savepoint()
+        child_type = MutationCtx if kind == "mutation" else QueryCtx
+        child = child_type(self, txn, ctx.auth.get_user_identity(), ctx.now,
+                           ctx.random.getrandbits(64), ctx.env)
+        child._depth = ctx._depth + 1
+        try:
+            result = function.handler(child, **args)
+            return self.check_result(name, function, result)
+        except BaseException:
+            if kind == "mutation":
+                txn.writes.rollback(savepoint)
+            raise

@@ -1,0 +1,77 @@
+"""Index keys: what a document contributes to each index of its table.
+
+An index key is ``index number (4 B) ‖ sort key of each declared field ‖
+sort key of _creationTime ‖ internal id (16 B)``; a missing field encodes as
+"missing" (Convex's ``undefined``), which sorts before ``null``. ``by_id`` keys
+are ``index number ‖ internal id``. Byte order is value order (see
+:mod:`engine.keys`), so index scans, cursors and read-set intervals are all
+plain byte intervals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import keys
+from .catalog import BY_CREATION_TIME, BY_ID, TableDef
+from .values import UNSET
+
+__all__ = ["KeyPlan", "field_value", "split_path"]
+
+_MISSING_KEY = keys.encode(UNSET)
+
+
+def split_path(path: str) -> tuple[str, ...]:
+    """``"a.b"`` → ``("a", "b")``: the steps of a dotted field path."""
+    return tuple(path.split("."))
+
+
+def field_value(document: Any, steps: tuple[str, ...]) -> Any:
+    """The value at ``steps`` inside ``document``, or ``UNSET`` if any step is missing."""
+    value = document
+    for step in steps:
+        if type(value) is not dict:
+            return UNSET
+        value = value.get(step, UNSET)
+        if value is UNSET:
+            return UNSET
+    return value
+
+
+class KeyPlan:
+    """How to compute every index key of one table's documents, compiled once.
+
+    Cost of :meth:`keys`: one sort-key encoding per indexed field per index.
+    """
+
+    __slots__ = ("by_id_prefix", "plans", "table")
+
+    def __init__(self, table: TableDef) -> None:
+        self.table = table
+        self.by_id_prefix = table.indexes[BY_ID].prefix
+        self.plans: list[tuple[bytes, list[tuple[str, ...]]]] = []
+        for name, index in table.indexes.items():
+            if name == BY_ID:
+                continue
+            steps = [] if name == BY_CREATION_TIME else [split_path(f) for f in index.fields]
+            self.plans.append((index.prefix, steps))
+
+    def keys(self, document: dict[str, Any], internal_id: bytes) -> tuple[bytes, ...]:
+        """Every index key of ``document`` (by_id first), as stored in ``indexes``."""
+        encode = keys.encode
+        tail = encode(document["_creationTime"]) + internal_id
+        out = [self.by_id_prefix + internal_id]
+        for prefix, steps in self.plans:
+            if not steps:
+                out.append(prefix + tail)
+                continue
+            parts = [prefix]
+            for path in steps:
+                if len(path) == 1:
+                    value = document.get(path[0], UNSET)
+                else:
+                    value = field_value(document, path)
+                parts.append(_MISSING_KEY if value is UNSET else encode(value))
+            parts.append(tail)
+            out.append(b"".join(parts))
+        return tuple(out)

@@ -1,0 +1,150 @@
+"""``Engine.check()``: verify every invariant of the stored data.
+
+Invariants, checked on one consistent snapshot:
+
+1. every document key is ``table number ‖ internal id`` of a known table, and
+   the document's ``_id`` decodes to exactly that table and internal id;
+2. every document has exactly the index entries its fields produce, in every
+   index of its table (``by_creation_time`` included);
+3. every index entry belongs to a known index and points to a live document
+   that produces exactly that key (no orphans, no stale keys);
+4. index keys decode as sort keys (key order is byte order, which LMDB keeps);
+5. per index, the entry count equals the table's document count;
+6. the log is ordered and no entry is newer than ``latest_ts``.
+
+Cost: one pass over ``documents`` and one over ``indexes``; memory
+proportional to the number of index entries of one table at a time is not
+needed: expected keys are checked by point lookups.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any
+
+from . import ids, keys
+from .encoding import decode, decode_document
+from .errors import CorruptionError
+
+if TYPE_CHECKING:
+    from .database import Database
+
+__all__ = ["check"]
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_MAX_PROBLEMS = 50
+
+
+def check(db: Database) -> dict[str, Any]:
+    """Verify the stored data; return a report or raise :class:`CorruptionError`.
+
+    The report: ``{"tables": {name: {"documents": n, "indexes": {index: n}}},
+    "log_entries": n, "latest_ts": ts}``.
+    """
+    storage = db.storage
+    problems: list[str] = []
+
+    def problem(text: str) -> None:
+        if len(problems) < _MAX_PROBLEMS:
+            problems.append(text)
+
+    with storage.read() as rtxn:
+        catalog = db.catalog_at(rtxn)
+        report: dict[str, Any] = {"tables": {}}
+        by_number = catalog.table_by_number
+        counts: dict[int, int] = {}
+        # 1 and 2: documents and the index entries they must have.
+        cursor = rtxn.cursor(db=storage.documents)
+        for raw_key, raw_value in cursor.iternext(keys=True, values=True):
+            key = bytes(raw_key)
+            if len(key) != 20:
+                problem(f"document key {key.hex()} is not 20 bytes")
+                continue
+            number = _U32.unpack(key[:4])[0]
+            table = by_number.get(number)
+            if table is None:
+                problem(f"document {key.hex()} belongs to unknown table number {number}")
+                continue
+            counts[number] = counts.get(number, 0) + 1
+            try:
+                document = decode_document(raw_value)
+                id_number, internal_id = ids.decode_id(document["_id"])
+            except Exception as error:
+                problem(f"document {key.hex()} in {table.name!r} does not decode: {error}")
+                continue
+            if id_number != number or internal_id != key[4:]:
+                problem(f"document {document['_id']} is stored under key {key.hex()} of "
+                        f"another table or id")
+            if not isinstance(document.get("_creationTime"), float):
+                problem(f"document {document['_id']} has no float _creationTime")
+                continue
+            for index_key in db.key_plan(table).keys(document, internal_id)[1:]:
+                if rtxn.get(index_key, db=storage.indexes) is None:
+                    problem(f"document {document['_id']} in {table.name!r} is missing index "
+                            f"entry {index_key.hex()}")
+        cursor.close()
+        # 3, 4 and 5: every index entry.
+        index_counts: dict[int, int] = {}
+        cursor = rtxn.cursor(db=storage.indexes)
+        for raw_key in cursor.iternext(keys=True, values=False):
+            key = bytes(raw_key)
+            owner = catalog.index_owner.get(_U32.unpack(key[:4])[0]) if len(key) >= 4 else None
+            if owner is None:
+                problem(f"index entry {key.hex()} belongs to no known index")
+                continue
+            table, index = owner
+            index_counts[index.number] = index_counts.get(index.number, 0) + 1
+            internal_id = key[-16:]
+            raw = rtxn.get(table.prefix + internal_id, db=storage.documents)
+            if raw is None:
+                problem(f"index entry {key.hex()} of {table.name}.{index.name} points to a "
+                        "missing document")
+                continue
+            document = decode_document(raw)
+            expected = db.key_plan(table).keys(document, internal_id)
+            if key not in expected:
+                problem(f"index entry {key.hex()} of {table.name}.{index.name} does not match "
+                        f"document {document.get('_id')}")
+            try:
+                keys.decode_many(key[4:-16])
+            except Exception as error:
+                problem(f"index entry {key.hex()} does not decode as sort keys: {error}")
+        cursor.close()
+        for table in catalog.tables.values():
+            documents = counts.get(table.number, 0)
+            entry = {"documents": documents, "indexes": {}}
+            for index in table.indexes.values():
+                if index.name == "by_id":
+                    entry["indexes"][index.name] = documents
+                    continue
+                n = index_counts.get(index.number, 0)
+                entry["indexes"][index.name] = n
+                if n != documents and index.state == "ready":
+                    problem(f"index {table.name}.{index.name} has {n} entries for "
+                            f"{documents} documents")
+            report["tables"][table.name] = entry
+        # 6: the log.
+        raw = rtxn.get(b"latest_ts", db=storage.meta)
+        latest = _U64.unpack(raw)[0] if raw is not None else 0
+        entries = 0
+        previous = -1
+        cursor = rtxn.cursor(db=storage.log)
+        for raw_key, raw_value in cursor.iternext(keys=True, values=True):
+            ts = _U64.unpack(raw_key)[0]
+            entries += 1
+            if ts <= previous or ts > latest:
+                problem(f"log entry {ts} is out of order or newer than latest_ts {latest}")
+            previous = ts
+            try:
+                decode(raw_value)
+            except Exception as error:
+                problem(f"log entry {ts} does not decode: {error}")
+        cursor.close()
+        report["log_entries"] = entries
+        report["latest_ts"] = latest
+    if problems:
+        raise CorruptionError(
+            f"Engine.check() found {len(problems)} broken invariant(s) in {storage.path!r}:\n"
+            + "\n".join(f"- {p}" for p in problems), problems=problems)
+    return report

@@ -1,0 +1,230 @@
+"""Cursor pagination: ``query.paginate({"numItems": n, "cursor": c})``.
+
+A cursor is an opaque, URL-safe string naming a key position in the query's
+index range ("after this index key", or "the end") and a fingerprint of the
+query (table, index and its fields, range, order, filters). It is
+authenticated with an HMAC keyed by a per-database secret stored in
+``meta``, so a tampered, truncated or foreign cursor, or one from another
+query or another database, raises :class:`InvalidCursor` and never reads
+outside the query's range.
+
+A page costs one seek to the cursor's key plus the rows it reads: deep pages
+cost what the first page costs.
+
+With ``endCursor`` a page returns exactly the documents in
+``(cursor, endCursor]`` whatever their number, so a client that re-runs its
+pages keeps gapless, non-overlapping page boundaries while documents come
+and go (pages grow and shrink; nothing is skipped or repeated).
+
+The read set of a page is the interval it consumed, so writes past the page
+boundary neither conflict with it nor invalidate it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidCursor, PaginationError, ValidationError
+from .filters import passes
+
+if TYPE_CHECKING:
+    from .query import Query
+    from .transaction import Transaction
+
+__all__ = ["MAX_PAGE_SIZE", "decode_cursor", "encode_cursor", "paginate"]
+
+MAX_PAGE_SIZE = 32_000
+_VERSION = 1
+_AFTER = 0
+_END = 1
+_MAC_BYTES = 16
+_FINGERPRINT_BYTES = 16
+_DIFFERENT_QUERY = ("Tried to run a query starting from a cursor, but it looks like this "
+                    "cursor is from a different query.")
+_MALFORMED = ("Tried to run a query starting from a cursor, but the cursor is malformed or was "
+              "not issued by this database (it must be a string returned as continueCursor or "
+              "splitCursor by this query).")
+
+
+def _secret(txn: Transaction) -> bytes:
+    return txn.db.cursor_secret()
+
+
+def fingerprint(query: Query) -> bytes:
+    """A digest of everything that decides which rows a query returns, in what order."""
+    text = json.dumps(query.fingerprint(), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).digest()[:_FINGERPRINT_BYTES]
+
+
+def encode_cursor(secret: bytes, query_fingerprint: bytes, key: bytes | None) -> str:
+    """An opaque cursor for "after ``key``" (None: the end of the range)."""
+    body = bytes([_VERSION, _END if key is None else _AFTER]) + query_fingerprint + (key or b"")
+    mac = hmac.new(secret, body, hashlib.sha256).digest()[:_MAC_BYTES]
+    return base64.urlsafe_b64encode(body + mac).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(secret: bytes, query_fingerprint: bytes, cursor: object) -> bytes | None:
+    """The key a cursor points after (None: the end). Raises :class:`InvalidCursor`."""
+    if not isinstance(cursor, str) or not cursor or len(cursor) > 16384:
+        raise InvalidCursor(_MALFORMED)
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    except (ValueError, TypeError):
+        raise InvalidCursor(_MALFORMED) from None
+    if len(raw) < 2 + _FINGERPRINT_BYTES + _MAC_BYTES:
+        raise InvalidCursor(_MALFORMED)
+    body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+    expected = hmac.new(secret, body, hashlib.sha256).digest()[:_MAC_BYTES]
+    if not hmac.compare_digest(mac, expected) or body[0] != _VERSION:
+        raise InvalidCursor(_MALFORMED)
+    if body[2:2 + _FINGERPRINT_BYTES] != query_fingerprint:
+        raise InvalidCursor(_DIFFERENT_QUERY)
+    kind, key = body[1], body[2 + _FINGERPRINT_BYTES:]
+    if kind == _END and not key:
+        return None
+    if kind != _AFTER or not key:
+        raise InvalidCursor(_MALFORMED)
+    return key
+
+
+def _count(opts: dict[str, Any], name: str, *, required: bool) -> int | None:
+    value = opts.get(name)
+    if value is None:
+        if required:
+            raise ValidationError(f"paginate() options need {name!r} (a number)",
+                                  path=f".{name}")
+        return None
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    if type(value) is not int:
+        raise ValidationError(f"paginate() option {name!r} must be a whole number, got "
+                              f"{value!r}", path=f".{name}")
+    return value
+
+
+def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None, bool]:
+    if not isinstance(opts, dict):
+        raise ValidationError(f"paginate() expects an options dict like "
+                              f"{{'numItems': 10, 'cursor': None}}, got {opts!r}")
+    unknown = set(opts) - {"numItems", "cursor", "endCursor", "id", "maximumRowsRead",
+                           "maximumBytesRead"}
+    if unknown:
+        raise ValidationError(f"Unknown paginate() option(s): {sorted(unknown)}")
+    if "cursor" not in opts:
+        raise ValidationError("paginate() options need 'cursor' (None for the first page)",
+                              path=".cursor")
+    num_items = _count(opts, "numItems", required=True)
+    assert num_items is not None
+    if num_items <= 0:
+        raise PaginationError(
+            f"NoDocumentsForPagination: numItems must be a positive number, got {num_items}.",
+            code="NoDocumentsForPagination")
+    if num_items > MAX_PAGE_SIZE:
+        raise PaginationError(
+            f"PageSizeTooLarge: numItems {num_items} is larger than the maximum page size "
+            f"({MAX_PAGE_SIZE}).", code="PageSizeTooLarge")
+    max_rows = _count(opts, "maximumRowsRead", required=False)
+    max_bytes = _count(opts, "maximumBytesRead", required=False)
+    for name, limit in (("maximumRowsRead", max_rows), ("maximumBytesRead", max_bytes)):
+        if limit is not None and limit <= 0:
+            raise PaginationError(f"InvalidPaginationLimit: {name} must be positive, got "
+                                  f"{limit}.", code="InvalidPaginationLimit")
+    has_end = opts.get("endCursor") is not None
+    return num_items, opts["cursor"], opts.get("endCursor"), max_rows, max_bytes, has_end
+
+
+def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
+    """Run one page of ``query``; see the module docstring. Cost: one seek + rows read."""
+    num_items, cursor, end_cursor, max_rows, max_bytes, has_end = _check_options(opts)
+    txn = query._txn
+    if txn.paginated:
+        raise PaginationError(
+            "MultiplePaginatedDatabaseQueries: This query or mutation function ran multiple "
+            "paginated queries. Convex only supports a single paginated query in each function.",
+            code="MultiplePaginatedDatabaseQueries")
+    txn.paginated = True
+    secret = _secret(txn)
+    digest = fingerprint(query)
+    start_key = None if cursor is None else decode_cursor(secret, digest, cursor)
+    end_key = decode_cursor(secret, digest, end_cursor) if has_end else None
+    end_is_end = not has_end or end_key is None
+    if cursor is not None and start_key is None:
+        # A cursor at the end: the page is empty and the walk is done.
+        return _result([], encode_cursor(secret, digest, None), True, None, None)
+    resolved = query._resolved()
+    if resolved is None:
+        return _result([], encode_cursor(secret, digest, None), True, None, None)
+    table, index, rng = resolved
+    reverse = query._order == "desc"
+    lo, hi = rng.lo, rng.hi
+    if reverse:
+        if start_key is not None:
+            hi = min(hi, start_key)
+        if end_key is not None:
+            lo = max(lo, end_key)
+    else:
+        if start_key is not None:
+            lo = max(lo, start_key + b"\x00")
+        if end_key is not None:
+            hi = min(hi, end_key + b"\x00")
+    page: list[dict[str, Any]] = []
+    page_keys: list[bytes] = []
+    rows_read = 0
+    bytes_before = txn.bytes_read
+    last_key: bytes | None = None
+    status: str | None = None
+    exhausted = True
+    filters = query._filters
+    if lo < hi:
+        scan = txn.scan(table, index, lo, hi, reverse=reverse)
+        for key, document in scan:
+            rows_read += 1
+            last_key = key
+            if not filters or all(passes(f, document) for f in filters):
+                page.append(document)
+                page_keys.append(key)
+            if not has_end and len(page) >= num_items:
+                exhausted = False
+                break
+            if not has_end and (
+                    (max_rows is not None and rows_read >= max_rows)
+                    or (max_bytes is not None and txn.bytes_read - bytes_before >= max_bytes)):
+                exhausted = False
+                status = "SplitRequired"
+                break
+        scan.close()
+    bytes_read = txn.bytes_read - bytes_before
+    if has_end:
+        continue_cursor = end_cursor
+        is_done = end_is_end
+    elif exhausted:
+        continue_cursor = encode_cursor(secret, digest, None)
+        is_done = True
+    else:
+        continue_cursor = encode_cursor(secret, digest, last_key)
+        is_done = False
+    if status is None and (
+            rows_read > 0.75 * min(max_rows or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+            or bytes_read > 0.75 * min(max_bytes or (16 << 20), 16 << 20)
+            or len(page) > 6144):
+        status = "SplitRecommended"
+    split = None
+    if len(page) > 2 or (status is not None and len(page) >= 2):
+        split = encode_cursor(secret, digest, page_keys[len(page) // 2 - 1])
+    return _result(page, continue_cursor, is_done, split, status)
+
+
+def _result(page: list[dict[str, Any]], continue_cursor: str, is_done: bool,
+            split: str | None, status: str | None) -> dict[str, Any]:
+    return {"page": page, "isDone": is_done, "continueCursor": continue_cursor,
+            "splitCursor": split, "pageStatus": status}
+
+
+def new_secret() -> bytes:
+    """32 random bytes: the per-database key that authenticates cursors."""
+    return os.urandom(32)

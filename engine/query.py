@@ -1,0 +1,329 @@
+"""The query builder: ``ctx.db.query(table).with_index(...).order(...).filter(...)``.
+
+A query is lazy: nothing is read until a terminal method (``collect``,
+``take``, ``first``, ``unique``, ``paginate``) or iteration runs it, and it
+streams rows from one index scan without loading the table. Without
+``with_index`` a query scans ``by_creation_time``.
+
+Index ranges follow Convex's grammar: equalities on a prefix of the index
+fields, then at most one lower and one upper bound on the next field.
+The range compiles to one half-open byte interval of index keys
+(:class:`IndexRange`), which is also exactly what the read set records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from . import ids, keys
+from .catalog import BY_CREATION_TIME, BY_ID, IndexDef, TableDef
+from .errors import (
+    IndexNotFound,
+    InvalidId,
+    InvalidIndexRange,
+    ValidationError,
+)
+from .filters import Expression, passes, predicate
+from .values import UNSET, convert, format_value, type_name
+
+if TYPE_CHECKING:
+    from .transaction import Transaction
+
+__all__ = ["IndexRange", "IndexRangeBuilder", "Query"]
+
+
+class IndexRangeBuilder:
+    """The ``q`` of ``.with_index(name, lambda q: ...)``: records eq/gt/gte/lt/lte."""
+
+    __slots__ = ("_ops",)
+
+    def __init__(self) -> None:
+        self._ops: list[tuple[str, str, Any]] = []
+
+    def _add(self, op: str, field: str, value: Any) -> IndexRangeBuilder:
+        if not isinstance(field, str):
+            raise InvalidIndexRange(f"Index range fields are names (str), got {field!r}")
+        self._ops.append((op, field, value if value is UNSET else convert(value)))
+        return self
+
+    def eq(self, field: str, value: Any) -> IndexRangeBuilder:
+        """Documents whose ``field`` equals ``value`` (``UNSET``: the field is missing)."""
+        return self._add("eq", field, value)
+
+    def gt(self, field: str, value: Any) -> IndexRangeBuilder:
+        return self._add("gt", field, value)
+
+    def gte(self, field: str, value: Any) -> IndexRangeBuilder:
+        return self._add("gte", field, value)
+
+    def lt(self, field: str, value: Any) -> IndexRangeBuilder:
+        return self._add("lt", field, value)
+
+    def lte(self, field: str, value: Any) -> IndexRangeBuilder:
+        return self._add("lte", field, value)
+
+
+def effective_fields(name: str, index: IndexDef) -> list[str]:
+    """The fields an index orders by: declared, then ``_creationTime``, then ``_id``."""
+    if name == BY_ID:
+        return ["_id"]
+    if name == BY_CREATION_TIME:
+        return ["_creationTime", "_id"]
+    return [*index.fields, "_creationTime", "_id"]
+
+
+def _encode_part(field: str, value: Any, table: TableDef) -> bytes:
+    if field != "_id":
+        return keys.encode(value)
+    if not isinstance(value, str):
+        raise InvalidId(f"An index range on _id needs a document ID string, got "
+                        f"{format_value(value)} (type {type_name(value)})", value=value)
+    number, internal_id = ids.decode_id(value)
+    if number != table.number:
+        # An id of another table matches nothing; an empty part that sorts past the
+        # table's keys keeps the range empty.
+        return b"\xff" * 17
+    return internal_id
+
+
+class IndexRange:
+    """A compiled index range: the byte interval ``[lo, hi)`` and its description."""
+
+    __slots__ = ("description", "hi", "lo")
+
+    def __init__(self, lo: bytes, hi: bytes, description: list[Any]) -> None:
+        self.lo = lo
+        self.hi = hi
+        self.description = description
+
+    @classmethod
+    def compile(cls, table: TableDef, index_name: str, index: IndexDef,
+                ops: list[tuple[str, str, Any]]) -> IndexRange:
+        """Check ``ops`` against Convex's range grammar and turn them into bytes."""
+        fields = effective_fields(index_name, index)
+        position = {f: i for i, f in enumerate(fields)}
+        equalities: dict[str, Any] = {}
+        lower: tuple[str, str, Any] | None = None
+        upper: tuple[str, str, Any] | None = None
+        for op, field, value in ops:
+            if field not in position:
+                raise InvalidIndexRange(
+                    f"The index range includes a comparison on {field!r}, but this field is not "
+                    f"indexed by {index_name!r} (fields: {', '.join(fields)}). Add it to the "
+                    "index or filter on it with .filter().", code="FieldNotInIndex")
+            bound_fields = {b[1] for b in (lower, upper) if b is not None}
+            if op == "eq":
+                if field in equalities or field in bound_fields:
+                    raise InvalidIndexRange(
+                        f"Already defined a bound or equality on {field!r} in this index range: "
+                        "each field takes one eq, or one lower and one upper bound.",
+                        code="AlreadyDefinedBound")
+                equalities[field] = value
+                continue
+            if field in equalities:
+                raise InvalidIndexRange(
+                    f"Already defined an equality on {field!r}; it cannot also take a bound.",
+                    code="AlreadyDefinedBound")
+            is_lower = op in ("gt", "gte")
+            current = lower if is_lower else upper
+            if current is not None:
+                raise InvalidIndexRange(
+                    f"Already defined a {'lower' if is_lower else 'upper'} bound on "
+                    f"{current[1]!r} in this index range.", code="AlreadyDefinedBound")
+            if bound_fields and field not in bound_fields:
+                raise InvalidIndexRange(
+                    "Upper and lower bounds in `range` can only be applied to a single index "
+                    f"field, got bounds on {sorted(bound_fields | {field})}.",
+                    code="BoundsOnMultipleFields")
+            if is_lower:
+                lower = (op, field, value)
+            else:
+                upper = (op, field, value)
+        used = sorted(equalities, key=position.__getitem__)
+        bound_field = (lower or upper)[1] if (lower or upper) else None  # type: ignore[index]
+        ordered = [*used, bound_field] if bound_field is not None else used
+        for i, field in enumerate(ordered):
+            if fields[i] != field or (bound_field is not None and field == bound_field
+                                       and i != len(ordered) - 1):
+                raise InvalidIndexRange(
+                    f"Tried to query index {table.name}.{index_name} but the query didn't use "
+                    f"the index fields in order.\nIndex fields: {fields}\nQuery fields: "
+                    f"{[op[1] for op in ops]}\nFirst incorrect field: {field!r}",
+                    code="InvalidIndexRange")
+        prefix = index.prefix + b"".join(
+            _encode_part(f, equalities[f], table) for f in used)
+        lo, hi = prefix, keys.prefix_end(prefix) or b"\xff" * 8
+        if lower is not None:
+            part = prefix + _encode_part(lower[1], lower[2], table)
+            lo = part if lower[0] == "gte" else (keys.prefix_end(part) or hi)
+        if upper is not None:
+            part = prefix + _encode_part(upper[1], upper[2], table)
+            hi = part if upper[0] == "lt" else (keys.prefix_end(part) or hi)
+        description = [[op, field, type_name(value), format_value(value)]
+                       for op, field, value in ops]
+        return cls(lo, hi, description)
+
+
+class Query:
+    """A lazy query over one table. Build it with ``ctx.db.query(table)``.
+
+    Example::
+
+        (ctx.db.query("messages")
+            .with_index("by_channel", lambda q: q.eq("channel", "general"))
+            .order("desc")
+            .take(10))
+    """
+
+    __slots__ = ("_filters", "_index", "_index_name", "_order", "_range", "_table",
+                 "_table_name", "_txn")
+
+    def __init__(self, txn: Transaction, table_name: str) -> None:
+        self._txn = txn
+        self._table_name = table_name
+        self._table: TableDef | None = txn.table(table_name)
+        self._index_name: str | None = None
+        self._index: IndexDef | None = None
+        self._range: IndexRange | None = None
+        self._order: str | None = None
+        self._filters: list[Expression] = []
+
+    # -- building ----------------------------------------------------------
+
+    def with_index(self, name: str,
+                   range: Callable[[IndexRangeBuilder], Any] | None = None) -> Query:
+        """Read through index ``name``, restricted to ``range`` (optional).
+
+        Raises :class:`IndexNotFound` for an unknown index and
+        :class:`InvalidIndexRange` for a range that breaks the grammar.
+        """
+        if self._index_name is not None:
+            raise ValidationError("A query may use only one index: with_index was already "
+                                  f"called with {self._index_name!r}.")
+        if self._order is not None or self._filters:
+            raise ValidationError("with_index must come first in a query: call it before "
+                                  ".order() and .filter().")
+        builder = IndexRangeBuilder()
+        if range is not None:
+            result = range(builder)
+            if result is not None and result is not builder:
+                raise InvalidIndexRange("The index range callback must return q (or nothing): "
+                                        "chain q.eq(...).gt(...) on the builder it receives.")
+        self._index_name = name
+        if self._table is None:
+            if name not in (BY_ID, BY_CREATION_TIME):
+                raise IndexNotFound(
+                    f"Index {self._table_name}.{name} not found: table {self._table_name!r} "
+                    "does not exist yet.", table=self._table_name, index=name)
+            self._range = None
+            return self
+        index = self._table.indexes.get(name)
+        if index is None or index.state != "ready":
+            known = ", ".join(sorted(self._table.indexes))
+            state = " is still being backfilled" if index is not None else " not found"
+            raise IndexNotFound(
+                f"Index {self._table_name}.{name}{state}. Indexes of this table: {known}. "
+                "Declare indexes in the schema with define_table(...).index(name, fields).",
+                table=self._table_name, index=name)
+        self._index = index
+        self._range = IndexRange.compile(self._table, name, index, builder._ops)
+        return self
+
+    def order(self, order: str) -> Query:
+        """``"asc"`` (the default) or ``"desc"``, by the full index key."""
+        if self._order is not None:
+            raise ValidationError("Queries may only specify order at most once")
+        if order not in ("asc", "desc"):
+            raise ValidationError(f'order must be "asc" or "desc", got {order!r}')
+        self._order = order
+        return self
+
+    def filter(self, build: Callable[[Any], Any]) -> Query:
+        """Keep only documents for which the expression built by ``build`` is true.
+
+        Filters do not narrow the scan: filtered-out documents count toward
+        the read limits. Prefer an index range where one fits.
+        """
+        self._filters.append(predicate(build))
+        return self
+
+    # -- running -------------------------------------------------------------
+
+    def _resolved(self) -> tuple[TableDef, IndexDef, IndexRange] | None:
+        table = self._table
+        if table is None:
+            return None
+        if self._index is None or self._range is None:
+            index = table.indexes[self._index_name or BY_CREATION_TIME]
+            self._index = index
+            self._range = IndexRange(index.prefix, keys.prefix_end(index.prefix) or b"", [])
+        return table, self._index, self._range
+
+    def _rows(self, lo: bytes | None = None, hi: bytes | None = None
+              ) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """``(index key, document)`` for rows passing the filters, optionally within ``[lo, hi)``."""
+        resolved = self._resolved()
+        if resolved is None:
+            return
+        table, index, rng = resolved
+        start = rng.lo if lo is None or lo < rng.lo else lo
+        end = rng.hi if hi is None or hi > rng.hi else hi
+        if start >= end:
+            return
+        filters = self._filters
+        for key, document in self._txn.scan(table, index, start, end,
+                                            reverse=self._order == "desc"):
+            if not filters or all(passes(f, document) for f in filters):
+                yield key, document
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        """Stream the documents, one LMDB step at a time."""
+        for _, document in self._rows():
+            yield document
+
+    def collect(self) -> list[dict[str, Any]]:
+        """Every matching document. Cost: a scan of the whole range."""
+        return [document for _, document in self._rows()]
+
+    def take(self, n: int) -> list[dict[str, Any]]:
+        """The first ``n`` matching documents (``n`` a non-negative integer)."""
+        if type(n) is not int or n < 0:
+            raise ValidationError(f"take() expects a non-negative integer, got {n!r}")
+        out: list[dict[str, Any]] = []
+        if n == 0:
+            return out
+        for _, document in self._rows():
+            out.append(document)
+            if len(out) >= n:
+                break
+        return out
+
+    def first(self) -> dict[str, Any] | None:
+        """The first matching document, or None."""
+        found = self.take(1)
+        return found[0] if found else None
+
+    def unique(self) -> dict[str, Any] | None:
+        """The only matching document, or None; raises if there are several."""
+        found = self.take(2)
+        if len(found) > 1:
+            raise ValidationError(
+                f"unique() query returned more than one result from table {self._table_name}:\n"
+                f" [{', '.join(d['_id'] for d in found)}, ...]")
+        return found[0] if found else None
+
+    def paginate(self, opts: dict[str, Any]) -> dict[str, Any]:
+        """One page of results and a cursor to continue: see :mod:`engine.pagination`."""
+        from .pagination import paginate
+
+        return paginate(self, opts)
+
+    def fingerprint(self) -> list[Any]:
+        """What identifies this query for cursors: table, index, range, order, filters."""
+        table = self._table
+        index = self._index_name or BY_CREATION_TIME
+        fields = list(table.indexes[index].fields) if table and index in table.indexes else []
+        return [self._table_name, index, fields,
+                self._range.description if self._range else [],
+                self._order or "asc", [f.fingerprint() for f in self._filters]]

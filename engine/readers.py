@@ -1,0 +1,134 @@
+"""``ctx.db``: the database reader (queries) and writer (mutations).
+
+Readers and writers are different types, as in Convex's TypeScript: a
+query's ``ctx.db`` is a :class:`DatabaseReader` and has no ``insert``, so a
+query cannot write by construction, not by a runtime check alone.
+``db.system`` reads the system tables (``_storage``, ``_scheduled_functions``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from . import ids
+from .errors import InvalidId, InvalidTable
+from .query import Query
+
+if TYPE_CHECKING:
+    from .transaction import Transaction
+
+__all__ = ["DatabaseReader", "DatabaseWriter", "SystemReader"]
+
+
+class _Reads:
+    __slots__ = ("_txn",)
+
+    def __init__(self, txn: Transaction) -> None:
+        self._txn = txn
+
+    def _normalize(self, table: str, document_id: object) -> str | None:
+        if not isinstance(document_id, str):
+            return None
+        try:
+            number, _ = ids.decode_id(document_id)
+        except InvalidId:
+            return None
+        found = self._txn.table(table)
+        if found is None or found.number != number:
+            return None
+        return document_id
+
+
+class SystemReader(_Reads):
+    """``db.system``: read-only access to ``_storage`` and ``_scheduled_functions``."""
+
+    __slots__ = ()
+
+    def _check(self, table: str) -> None:
+        if not isinstance(table, str) or not table.startswith("_"):
+            raise InvalidTable(
+                f"User tables can only be accessed from db.normalize_id(), db.get() and "
+                f"db.query(); db.system is for system tables, got {table!r}.", table=str(table))
+
+    def get(self, document_id: str) -> dict[str, Any] | None:
+        """The system document with this id, or None."""
+        return self._txn.get(document_id)
+
+    def query(self, table: str) -> Query:
+        """A query over a system table (``_storage``, ``_scheduled_functions``)."""
+        self._check(table)
+        return Query(self._txn, table)
+
+    def normalize_id(self, table: str, document_id: str) -> str | None:
+        """``document_id`` if it is an id of system table ``table``, else None."""
+        self._check(table)
+        return self._normalize(table, document_id)
+
+
+class DatabaseReader(_Reads):
+    """A query's ``ctx.db``: ``get``, ``query``, ``normalize_id``, ``system``.
+
+    Example::
+
+        @query(args={"id": v.id("tasks")})
+        def get_task(ctx, id):
+            return ctx.db.get(id)
+    """
+
+    __slots__ = ("system",)
+
+    def __init__(self, txn: Transaction) -> None:
+        super().__init__(txn)
+        self.system = SystemReader(txn)
+
+    def get(self, document_id: str) -> dict[str, Any] | None:
+        """The document with this id, or None. Cost: one lookup; records a point read.
+
+        Raises :class:`InvalidId` if ``document_id`` is not a well-formed id.
+        """
+        return self._txn.get(document_id)
+
+    def query(self, table: str) -> Query:
+        """Start a lazy query over ``table`` (see :class:`engine.query.Query`)."""
+        if not isinstance(table, str) or table.startswith("_"):
+            raise InvalidTable(
+                f"db.query({table!r}): system tables are read through db.system.query().",
+                table=str(table))
+        return Query(self._txn, table)
+
+    def normalize_id(self, table: str, document_id: str) -> str | None:
+        """``document_id`` if it is an id of ``table`` (existence is not checked), else None."""
+        return self._normalize(table, document_id)
+
+
+class DatabaseWriter(DatabaseReader):
+    """A mutation's ``ctx.db``: the reader plus ``insert``, ``patch``, ``replace``, ``delete``.
+
+    Writes are buffered in the transaction and visible to its own reads at
+    once; they reach the database when the mutation commits.
+    """
+
+    __slots__ = ()
+
+    def insert(self, table: str, document: dict[str, Any]) -> str:
+        """Insert ``document`` into ``table`` (created if needed); returns the new id.
+
+        Cost: one id, one encoding, one key per index of the table. Raises
+        :class:`ValidationError` / :class:`SchemaValidationError` for bad documents.
+        """
+        return self._txn.insert(table, document)
+
+    def patch(self, document_id: str, fields: dict[str, Any]) -> None:
+        """Shallow-merge ``fields``; a field set to ``engine.UNSET`` is removed.
+
+        Raises :class:`DocumentNotFound` if the document does not exist.
+        """
+        self._txn.patch(document_id, fields)
+
+    def replace(self, document_id: str, document: dict[str, Any]) -> None:
+        """Replace all user fields, keeping ``_id`` and ``_creationTime``."""
+        self._txn.replace(document_id, document)
+
+    def delete(self, document_id: str) -> None:
+        """Delete the document. Raises :class:`DocumentNotFound` if it does not exist."""
+        self._txn.delete(document_id)

@@ -1,0 +1,138 @@
+"""Read sets: the key intervals a transaction's result depends on.
+
+A point read (``db.get``) adds ``[key, key ‖ 0x00)`` on ``by_id``; an index
+scan adds the interval it actually consumed, which grows while the scan runs
+(``[start, last key read]`` ascending, ``[last key read, end)`` descending), so
+a query that stops after 10 rows depends on those 10 rows' interval only.
+Keys carry their 4-byte index number, so intervals of different indexes never
+overlap.
+
+Commit validation and subscription invalidation ask one question: does any
+key written since the snapshot fall inside an interval? :meth:`ReadSet.freeze`
+merges the intervals into sorted disjoint ones and answers it in
+``O(log n)`` per key.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+
+from .errors import LimitExceeded
+
+__all__ = ["MAX_READ_RANGES", "FrozenReadSet", "Interval", "ReadSet"]
+
+#: Convex's limit on distinct intervals read by one function execution.
+MAX_READ_RANGES = 4096
+
+
+class Interval:
+    """A half-open byte interval ``[lo, hi)`` that a running scan may widen."""
+
+    __slots__ = ("hi", "lo")
+
+    def __init__(self, lo: bytes, hi: bytes) -> None:
+        self.lo = lo
+        self.hi = hi
+
+    def __repr__(self) -> str:
+        return f"Interval({self.lo!r}, {self.hi!r})"
+
+
+class ReadSet:
+    """The intervals one transaction read, in the order it read them.
+
+    Cost: an append per read; merging happens once, at :meth:`freeze`, or
+    when the count passes the limit (to count merged intervals as Convex does).
+    """
+
+    __slots__ = ("_intervals",)
+
+    def __init__(self) -> None:
+        self._intervals: list[Interval] = []
+
+    def __len__(self) -> int:
+        return len(self._intervals)
+
+    def add_point(self, key: bytes) -> None:
+        """Record a read of exactly ``key``."""
+        self._add(Interval(key, key + b"\x00"))
+
+    def add_interval(self, lo: bytes, hi: bytes) -> Interval:
+        """Record ``[lo, hi)``; the returned interval may be widened by the caller."""
+        interval = Interval(lo, hi)
+        self._add(interval)
+        return interval
+
+    def _add(self, interval: Interval) -> None:
+        self._intervals.append(interval)
+        if len(self._intervals) > MAX_READ_RANGES:
+            merged = self.freeze()
+            if len(merged) > MAX_READ_RANGES:
+                raise LimitExceeded(
+                    f"Too many reads in a single function execution (limit: {MAX_READ_RANGES}). "
+                    "Consider using smaller limits in your queries, paginating your queries, or "
+                    "using indexed queries with a selective index range expressions.",
+                    limit="TooManyReads",
+                )
+            self._intervals = [Interval(lo, hi) for lo, hi in merged.pairs()]
+
+    def extend(self, other: ReadSet) -> None:
+        """Add every interval of ``other`` (a nested query's reads)."""
+        for interval in other._intervals:
+            self._add(interval)
+
+    def freeze(self) -> FrozenReadSet:
+        """The merged, sorted, immutable form used for overlap tests."""
+        return FrozenReadSet((i.lo, i.hi) for i in self._intervals)
+
+
+class FrozenReadSet:
+    """Sorted disjoint intervals with an ``O(log n)`` membership test."""
+
+    __slots__ = ("_his", "_los")
+
+    def __init__(self, intervals: Iterable[tuple[bytes, bytes]]) -> None:
+        los: list[bytes] = []
+        his: list[bytes] = []
+        for lo, hi in sorted(intervals):
+            if lo >= hi:
+                continue
+            if his and lo <= his[-1]:
+                if hi > his[-1]:
+                    his[-1] = hi
+                continue
+            los.append(lo)
+            his.append(hi)
+        self._los = los
+        self._his = his
+
+    def __len__(self) -> int:
+        return len(self._los)
+
+    def pairs(self) -> list[tuple[bytes, bytes]]:
+        return list(zip(self._los, self._his, strict=True))
+
+    def contains(self, key: bytes) -> bool:
+        """True if ``key`` lies inside one of the intervals."""
+        i = bisect_right(self._los, key) - 1
+        return i >= 0 and key < self._his[i]
+
+    def first_hit(self, keys: Iterable[bytes]) -> bytes | None:
+        """The first of ``keys`` inside the read set, or None."""
+        los, his = self._los, self._his
+        if not los:
+            return None
+        for key in keys:
+            i = bisect_right(los, key) - 1
+            if i >= 0 and key < his[i]:
+                return key
+        return None
+
+    def overlaps_range(self, lo: bytes, hi: bytes) -> bool:
+        """True if ``[lo, hi)`` intersects one of the intervals."""
+        i = bisect_right(self._los, lo) - 1
+        if i >= 0 and lo < self._his[i]:
+            return True
+        j = i + 1
+        return j < len(self._los) and self._los[j] < hi

@@ -1,0 +1,330 @@
+"""The LMDB environment: the only module that imports ``lmdb``.
+
+One environment per database folder, with four named sub-databases (see
+``docs/concepts/storage-layout.md``):
+
+- ``meta``: format version, catalog, schema, latest commit timestamp, secrets;
+- ``documents``: ``table number (4 B) ‖ internal id (16 B)`` → msgpack document;
+- ``indexes``: ``index number (4 B) ‖ sort keys ‖ internal id`` → empty;
+- ``log``: ``commit ts (8 B big-endian)`` → the keys that commit wrote.
+
+Every ``lmdb.Error`` is mapped to a :class:`~engine.errors.StorageError` with a
+hint. The memory map grows by itself: a write that finds the map full is
+aborted, the map is doubled once every transaction of this process has left
+it, and the write runs again, so no caller ever sees ``MapFullError``.
+
+LMDB allows an environment to be opened only once per process, so
+:func:`open_storage` shares one :class:`Storage` per real path, counted by
+reference; several ``Engine`` objects on one folder share it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, TypeVar
+
+import lmdb
+
+from .errors import EngineError, FormatError, StorageError
+
+__all__ = [
+    "DURABILITY_MODES",
+    "FORMAT_VERSION",
+    "Durability",
+    "ReadTxn",
+    "Storage",
+    "WriteTxn",
+    "open_storage",
+]
+
+T = TypeVar("T")
+
+Durability = Literal["full", "normal", "none"]
+DURABILITY_MODES: tuple[str, ...] = ("full", "normal", "none")
+
+#: The on-disk format this version writes and reads.
+FORMAT_VERSION = 1
+_FORMAT_KEY = b"format"
+
+_INITIAL_MAP_SIZE = 256 << 20
+_MAX_READERS = 1022
+
+#: Opaque handles: an LMDB txn. Only this module touches their methods'
+#: LMDB-specific behaviour; callers use ``get``/``put``/``delete``/``cursor``.
+ReadTxn = Any
+WriteTxn = Any
+
+
+class _Gate:
+    """Lets any number of transactions use the map, or one thread remap it.
+
+    ``mdb_env_set_mapsize`` unmaps and remaps the file, which would pull the
+    memory out from under a transaction in another thread, so a resize waits
+    until no transaction of this process is active, and holds new ones back.
+    Cost: one uncontended lock round trip on entry and on exit.
+    """
+
+    __slots__ = ("_active", "_cond", "_resizing")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._resizing = False
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._resizing and self._active == 0:
+                self._cond.notify_all()
+
+    def exclusive(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` with no transaction active; the caller must not be in one."""
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._resizing = True
+            try:
+                while self._active:
+                    self._cond.wait()
+                fn()
+            finally:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+def _map_error(error: lmdb.Error, path: str) -> StorageError:
+    """Translate an LMDB error into a StorageError whose message says what to do."""
+    hints: list[tuple[type[lmdb.Error], str]] = [
+        (lmdb.ReadersFullError, "too many concurrent readers: close idle engines or "
+         "subscriptions, or lower the number of threads reading at once"),
+        (lmdb.DiskError, "the disk reported an I/O error: check the device and free space"),
+        (lmdb.CorruptedError, "the database file is damaged: restore from a copy"),
+        (lmdb.PanicError, "LMDB hit a fatal error and must be reopened: close and reopen the engine"),
+        (lmdb.VersionMismatchError, "the file was written by an incompatible LMDB version"),
+        (lmdb.InvalidError, "the folder does not hold an LMDB database: check the path"),
+        (lmdb.LockError, "could not take LMDB's lock file: check permissions on the folder"),
+        (lmdb.DbsFullError, "too many named sub-databases: this is a bug in convexlite"),
+        (lmdb.MapFullError, "the memory map is full and could not grow: free disk space"),
+    ]
+    for kind, hint in hints:
+        if isinstance(error, kind):
+            return StorageError(f"LMDB error at {path!r}: {error}; {hint}")
+    if isinstance(error, lmdb.Error) and "No space" in str(error):
+        return StorageError(f"LMDB error at {path!r}: {error}; free disk space")
+    return StorageError(f"LMDB error at {path!r}: {error}")
+
+
+class Storage:
+    """One LMDB environment with the engine's sub-databases.
+
+    Use :func:`open_storage`, not the constructor, so that one process opens a
+    folder only once.
+
+    Example::
+
+        storage = open_storage("./data", durability="full")
+        with storage.read() as txn:
+            raw = txn.get(b"format", db=storage.meta)
+        storage.release()
+    """
+
+    def __init__(self, path: str, durability: Durability, map_size: int) -> None:
+        if durability not in DURABILITY_MODES:
+            raise EngineError(
+                f"durability must be one of {', '.join(map(repr, DURABILITY_MODES))}, "
+                f"got {durability!r}"
+            )
+        self.path = path
+        self.durability: Durability = durability
+        self._gate = _Gate()
+        self._refs = 0
+        os.makedirs(path, exist_ok=True)
+        try:
+            self.env = lmdb.open(
+                path,
+                map_size=map_size,
+                max_dbs=8,
+                max_readers=_MAX_READERS,
+                subdir=True,
+                lock=True,
+                # full: data then meta page synced on every commit (power-loss safe);
+                # normal: meta page not synced (a system crash may undo the last commit);
+                # none: nothing synced (process crashes lose nothing, power loss may).
+                sync=durability != "none",
+                metasync=durability == "full",
+                readahead=False,
+            )
+            self.meta = self.env.open_db(b"meta")
+            self.documents = self.env.open_db(b"documents")
+            self.indexes = self.env.open_db(b"indexes")
+            self.log = self.env.open_db(b"log")
+        except lmdb.Error as error:
+            raise _map_error(error, path) from error
+        self._check_format()
+
+    # -- lifecycle -------------------------------------------------------
+
+    def _check_format(self) -> None:
+        def check(txn: WriteTxn) -> None:
+            raw = txn.get(_FORMAT_KEY, db=self.meta)
+            if raw is None:
+                txn.put(_FORMAT_KEY, str(FORMAT_VERSION).encode(), db=self.meta)
+                return
+            version = bytes(raw).decode("ascii", "replace")
+            if version != str(FORMAT_VERSION):
+                raise FormatError(
+                    f"The database at {self.path!r} has format version {version}, but this "
+                    f"convexlite reads format {FORMAT_VERSION}: open it with the convexlite "
+                    "version that wrote it, or export and re-import the data."
+                )
+
+        self.write(check)
+
+    def release(self) -> None:
+        """Drop one reference; the environment closes when the last one goes."""
+        with _REGISTRY_LOCK:
+            self._refs -= 1
+            if self._refs > 0:
+                return
+            _REGISTRY.pop(self.path, None)
+        self.env.close()
+
+    # -- transactions ----------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[ReadTxn]:
+        """A read-only LMDB txn on the latest snapshot; buffers are zero-copy.
+
+        Values read through it (``memoryview``) are valid only inside the block.
+        Cost: one reader-slot acquisition (no lock contention with writers).
+        """
+        txn = self.begin_read()
+        try:
+            yield txn
+        finally:
+            self.end_read(txn)
+
+    def begin_read(self) -> ReadTxn:
+        """Open a read txn; pair with :meth:`end_read` (use :meth:`read` if you can)."""
+        while True:
+            self._gate.enter()
+            try:
+                return self.env.begin(write=False, buffers=True)
+            except lmdb.MapResizedError:
+                self._gate.leave()
+                self._adopt_map_size()
+            except lmdb.Error as error:
+                self._gate.leave()
+                raise _map_error(error, self.path) from error
+
+    def end_read(self, txn: ReadTxn) -> None:
+        """Close a read txn opened by :meth:`begin_read`."""
+        try:
+            txn.abort()
+        finally:
+            self._gate.leave()
+
+    def write(self, fn: Callable[[WriteTxn], T]) -> T:
+        """Run ``fn`` in the single LMDB write txn and commit it; return its result.
+
+        Blocks until this process and every other process holding the writer
+        lock is done. If the map fills up, the txn is aborted, the map grows,
+        and ``fn`` runs again on a fresh txn: ``fn`` must derive everything
+        from the txn it is given. An exception from ``fn`` aborts the txn.
+        Cost: the commit's syncs (two fdatasync calls in ``full`` mode).
+        """
+        while True:
+            self._gate.enter()
+            entered = True
+            try:
+                txn = self.env.begin(write=True, buffers=True)
+                try:
+                    result = fn(txn)
+                    txn.commit()
+                    return result
+                except BaseException:
+                    txn.abort()
+                    raise
+            except lmdb.MapFullError:
+                self._gate.leave()
+                entered = False
+                self._grow_map()
+            except lmdb.MapResizedError:
+                self._gate.leave()
+                entered = False
+                self._adopt_map_size()
+            except lmdb.Error as error:
+                raise _map_error(error, self.path) from error
+            finally:
+                if entered:
+                    self._gate.leave()
+
+    # -- the map ---------------------------------------------------------
+
+    @property
+    def map_size(self) -> int:
+        return int(self.env.info()["map_size"])
+
+    def _grow_map(self) -> None:
+        current = self.map_size
+
+        def grow() -> None:
+            if self.map_size == current:  # another thread may have grown it already
+                self.env.set_mapsize(current * 2)
+
+        try:
+            self._gate.exclusive(grow)
+        except lmdb.Error as error:
+            raise _map_error(error, self.path) from error
+
+    def _adopt_map_size(self) -> None:
+        """Another process grew the map: take its size (``set_mapsize(0)``)."""
+        try:
+            self._gate.exclusive(lambda: self.env.set_mapsize(0))
+        except lmdb.Error as error:
+            raise _map_error(error, self.path) from error
+
+    def copy_to(self, path: str) -> None:
+        """Write a consistent, compacted copy of the environment to folder ``path``."""
+        os.makedirs(path, exist_ok=True)
+        try:
+            self.env.copy(path, compact=True)
+        except lmdb.Error as error:
+            raise _map_error(error, self.path) from error
+
+
+_REGISTRY: dict[str, Storage] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def open_storage(path: str, *, durability: Durability = "full",
+                 map_size: int = _INITIAL_MAP_SIZE) -> Storage:
+    """Open (or share) the storage for folder ``path``.
+
+    Raises :class:`StorageError` when LMDB cannot open the folder and
+    :class:`EngineError` when this process already has the folder open with
+    another durability mode (LMDB's sync flags are per environment).
+    """
+    real = os.path.realpath(path)
+    with _REGISTRY_LOCK:
+        storage = _REGISTRY.get(real)
+        if storage is None:
+            storage = Storage(real, durability, map_size)
+            _REGISTRY[real] = storage
+        elif storage.durability != durability:
+            raise EngineError(
+                f"{path!r} is already open in this process with durability="
+                f"{storage.durability!r}; open it with the same mode, or close the other "
+                f"engine first (asked for durability={durability!r})"
+            )
+        storage._refs += 1
+        return storage

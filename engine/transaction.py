@@ -1,0 +1,466 @@
+"""Transactions: one snapshot, a read set, a write set, and Convex's document rules.
+
+A :class:`Transaction` reads from one LMDB read txn (a consistent snapshot at
+``snapshot_ts``), records what it read (:mod:`engine.readset`) and buffers
+what it writes (:mod:`engine.writeset`). It never writes to LMDB itself:
+:mod:`engine.commit` validates the read set against every commit since the
+snapshot and applies the write set, or reports a conflict so the function
+runs again.
+
+This module implements the semantics of ``ctx.db``'s point operations
+(``get``, ``insert``, ``patch``, ``replace``, ``delete``) and the raw index
+scan that queries are built on; :mod:`engine.database` wraps them in the
+reader and writer types that functions see.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import re
+import struct
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from . import ids, keys
+from .catalog import BY_ID, NEXT_TABLE_KEY, Catalog, CatalogView, IndexDef, TableDef, catalog_key
+from .encoding import decode_document, encode_document
+from .errors import (
+    DocumentNotFound,
+    InvalidId,
+    InvalidTable,
+    LimitExceeded,
+    ReadOnlyError,
+    ValidationError,
+)
+from .indexing import KeyPlan
+from .readset import ReadSet
+from .values import UNSET, convert_document, values_equal
+from .writeset import WriteSet
+
+if TYPE_CHECKING:
+    from .database import Database
+
+__all__ = [
+    "MAX_BYTES_READ",
+    "MAX_BYTES_WRITTEN",
+    "MAX_DOCUMENTS_READ",
+    "MAX_DOCUMENTS_WRITTEN",
+    "Transaction",
+]
+
+MAX_DOCUMENTS_READ = 32_000
+MAX_BYTES_READ = 16 << 20
+MAX_DOCUMENTS_WRITTEN = 16_000
+MAX_BYTES_WRITTEN = 16 << 20
+_SYSTEM_FIELDS = ("_id", "_creationTime")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+_U64 = struct.Struct(">Q")
+_READ_HINT = ("Consider using smaller limits in your queries, paginating your queries, or "
+              "using indexed queries with a selective index range expressions.")
+
+
+def check_table_name(name: object, *, system: bool = False) -> str:
+    """Check a table name against Convex's rules; returns it.
+
+    User tables are identifiers not starting with ``_``; system tables
+    (``system=True``) must start with ``_``.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.match(name) or set(name) == {"_"}:
+        raise InvalidTable(
+            f"Invalid table name {name!r}: table names must be identifiers "
+            "([A-Za-z_][A-Za-z0-9_]*, at most 64 characters, not all underscores).",
+            table=name if isinstance(name, str) else None,
+        )
+    if name.startswith("_") and not system:
+        raise ReadOnlyError(f"System tables (prefixed with `_`) are read-only. (table {name!r})")
+    return name
+
+
+class Transaction:
+    """One function execution's view of the database.
+
+    ``writable=False`` makes every write raise :class:`ReadOnlyError`; such a
+    transaction never validates or commits. Close it with :meth:`close`
+    (releases the LMDB reader slot).
+
+    Example::
+
+        txn = Transaction(db, writable=True)
+        try:
+            new_id = txn.insert("tasks", {"text": "hi"})
+            txn.get(new_id)["text"]      # 'hi': a transaction reads its own writes
+        finally:
+            txn.close()
+    """
+
+    def __init__(self, db: Database, *, writable: bool) -> None:
+        self.db = db
+        self.writable = writable
+        self._storage = db.storage
+        self._rtxn: Any = db.storage.begin_read()
+        try:
+            raw_ts = self._rtxn.get(b"latest_ts", db=db.storage.meta)
+            self.snapshot_ts: int = _U64.unpack(raw_ts)[0] if raw_ts is not None else 0
+            self.catalog: CatalogView = db.catalog_at(self._rtxn)
+        except BaseException:
+            self.close()
+            raise
+        self.reads = ReadSet()
+        self.writes = WriteSet()
+        self.documents_read = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self._plans: dict[str, KeyPlan] = {}
+        #: True while engine-internal code (scheduler, storage) writes system tables.
+        self.system_writes = False
+        #: Set by the first .paginate() of this function run (Convex allows one).
+        self.paginated = False
+        self._random: random.Random | None = None
+        # _creationTime: from max(now, snapshot) (ms), then strictly increasing.
+        self._next_creation_time = max(time.time() * 1000.0, self.snapshot_ts / 1e6)
+        if self._next_creation_time <= self.snapshot_ts / 1e6:
+            self._next_creation_time = math.nextafter(self._next_creation_time, math.inf)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the snapshot. Idempotent."""
+        rtxn, self._rtxn = self._rtxn, None
+        if rtxn is not None:
+            self._storage.end_read(rtxn)
+
+    @property
+    def closed(self) -> bool:
+        return self._rtxn is None
+
+    def _txn(self) -> Any:
+        rtxn = self._rtxn
+        if rtxn is None:
+            raise ValidationError(
+                "This transaction has finished: a query or document read outlived the "
+                "function that started it. Finish reading inside the function."
+            )
+        return rtxn
+
+    # -- catalog -----------------------------------------------------------
+
+    @property
+    def _catalog(self) -> Catalog:
+        return self.writes.catalog or self.catalog.catalog
+
+    def table(self, name: str) -> TableDef | None:
+        """The table called ``name``, or None (recording that it was missing)."""
+        pending = self.writes.catalog
+        table = (pending.tables if pending is not None else self.catalog.tables).get(name)
+        if table is None:
+            self.reads.add_point(catalog_key(name))
+        return table
+
+    def table_by_number(self, number: int) -> TableDef | None:
+        table = self.catalog.table_by_number.get(number)
+        if table is None and self.writes.catalog is not None:
+            for candidate in self.writes.catalog.tables.values():
+                if candidate.number == number:
+                    return candidate
+        if table is None:
+            self.reads.add_point(NEXT_TABLE_KEY)
+        return table
+
+    def _create_table(self, name: str, *, system: bool) -> TableDef:
+        self._require_writable()
+        self.reads.add_point(NEXT_TABLE_KEY)
+        self.writes.catalog = self._catalog.with_table(name, system=system)
+        return self.writes.catalog.tables[name]
+
+    def plan(self, table: TableDef) -> KeyPlan:
+        plan = self._plans.get(table.name)
+        if plan is None or plan.table is not table:
+            plan = self.db.key_plan(table)
+            self._plans[table.name] = plan
+        return plan
+
+    # -- reads ---------------------------------------------------------------
+
+    def _count_read(self, size: int) -> None:
+        self.documents_read += 1
+        self.bytes_read += size
+        if self.documents_read > MAX_DOCUMENTS_READ:
+            raise LimitExceeded(
+                f"Too many documents read in a single function execution (limit: "
+                f"{MAX_DOCUMENTS_READ}). {_READ_HINT}", limit="TooManyDocumentsRead")
+        if self.bytes_read > MAX_BYTES_READ:
+            raise LimitExceeded(
+                f"Too many bytes read in a single function execution (limit: {MAX_BYTES_READ} "
+                f"bytes). {_READ_HINT}", limit="TooManyBytesRead")
+
+    def _locate(self, document_id: object) -> tuple[TableDef | None, bytes, bytes]:
+        """(table or None, document key, internal id) for an id string."""
+        if not isinstance(document_id, str):
+            raise InvalidId(f"Expected a document ID string, got {type(document_id).__name__}: "
+                            f"{document_id!r}", value=document_id)
+        number, internal_id = ids.decode_id(document_id)
+        table = self.table_by_number(number)
+        return table, struct.pack(">I", number) + internal_id, internal_id
+
+    def _raw(self, table: TableDef, doc_key: bytes, internal_id: bytes) -> bytes | None:
+        """The newest version of a document visible here, recording the read."""
+        self.reads.add_point(table.by_id.prefix + internal_id)
+        if doc_key in self.writes.documents:
+            return self.writes.documents[doc_key]
+        raw = self._txn().get(doc_key, db=self._storage.documents)
+        if raw is None:
+            return None
+        self._count_read(len(raw))
+        return bytes(raw)
+
+    def get(self, document_id: str) -> dict[str, Any] | None:
+        """The document with this id, or None. Cost: one B-tree lookup, one decode."""
+        table, doc_key, internal_id = self._locate(document_id)
+        if table is None:
+            return None
+        raw = self._raw(table, doc_key, internal_id)
+        return None if raw is None else decode_document(raw)
+
+    def scan(self, table: TableDef, index: IndexDef, lo: bytes, hi: bytes,
+             reverse: bool = False) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """Yield ``(index key, document)`` for keys in ``[lo, hi)``, own writes merged in.
+
+        The read set grows with the scan: it covers exactly the keys consumed
+        so far (or the whole interval once the scan is exhausted). Cost: one
+        seek, then one step and one document lookup per row.
+        """
+        interval = (self.reads.add_interval(hi, hi) if reverse
+                    else self.reads.add_interval(lo, lo))
+        added = self.writes.added
+        removed = self.writes.removed
+        pending_docs = self.writes.documents
+        documents_db = self._storage.documents
+        table_prefix = table.prefix
+        rtxn = self._txn()
+        overlay = iter(added.irange(lo, hi, inclusive=(True, False), reverse=reverse))
+        if index.name == BY_ID:
+            base = _scan_by_id(rtxn, documents_db, table, index, lo, hi, reverse)
+        else:
+            base = _scan_lmdb(rtxn, self._storage.indexes, lo, hi, reverse)
+        next_overlay = next(overlay, None)
+        next_base = next(base, None)
+        while next_overlay is not None or next_base is not None:
+            if next_base is not None and (next_overlay is None or (
+                    next_base > next_overlay if reverse else next_base < next_overlay)):
+                key = next_base
+                next_base = next(base, None)
+                if key in removed:
+                    continue
+            else:
+                key = next_overlay  # type: ignore[assignment]
+                next_overlay = next(overlay, None)
+            if reverse:
+                interval.lo = key
+            else:
+                interval.hi = key + b"\x00"
+            doc_key = table_prefix + key[-16:]
+            if doc_key in pending_docs:
+                raw = pending_docs[doc_key]
+                if raw is None:  # cannot happen: a deleted document has no keys
+                    continue
+            else:
+                found = rtxn.get(doc_key, db=documents_db)
+                if found is None:
+                    raise AssertionError(f"index entry {key!r} points to a missing document")
+                raw = bytes(found)
+                self._count_read(len(raw))
+            yield key, decode_document(raw)
+        if reverse:
+            interval.lo = lo
+        else:
+            interval.hi = hi
+
+    # -- writes --------------------------------------------------------------
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise ReadOnlyError(
+                "This function is a query (or runs in a read-only context): it cannot write. "
+                "Use a mutation to insert, patch, replace or delete documents."
+            )
+
+    def _new_id(self, table: TableDef) -> tuple[str, bytes]:
+        if self._random is None:
+            self._random = random.Random(os.urandom(16))
+        internal_id = ids.new_internal_id(self._random.randbytes(14), time.time() * 1000.0)
+        return ids.encode_id(table.number, internal_id), internal_id
+
+    def _creation_time(self) -> float:
+        value = self._next_creation_time
+        self._next_creation_time = math.nextafter(value, math.inf)
+        return value
+
+    def _store(self, table: TableDef, doc_key: bytes, internal_id: bytes,
+               document: dict[str, Any] | None, snapshot: bytes | None | Any) -> None:
+        """Buffer ``document`` (None: delete) as the newest version of ``doc_key``."""
+        plan = self.plan(table)
+        snapshot_keys: tuple[bytes, ...] | None = None
+        if not self.writes.touched(doc_key):
+            snapshot_keys = (() if snapshot is None
+                             else plan.keys(decode_document(snapshot), internal_id))
+        if document is None:
+            raw, keys = None, ()
+        else:
+            raw = encode_document(document)
+            keys = plan.keys(document, internal_id)
+            self.bytes_written += len(raw)
+        if self.writes.writes >= MAX_DOCUMENTS_WRITTEN:
+            raise LimitExceeded(
+                f"Too many documents written in a single function execution (limit: "
+                f"{MAX_DOCUMENTS_WRITTEN}).", limit="TooManyWrites")
+        if self.bytes_written > MAX_BYTES_WRITTEN:
+            raise LimitExceeded(
+                f"Too many bytes written in a single function execution (limit: "
+                f"{MAX_BYTES_WRITTEN} bytes).", limit="TooManyBytesWritten")
+        self.writes.write(table.name, doc_key, snapshot_keys, raw, keys)
+
+    def insert(self, table_name: str, value: dict[str, Any], *, system: bool = False) -> str:
+        """Insert a document; returns its new id. The table is created if needed.
+
+        Raises :class:`ValidationError` for values outside the value model or
+        system fields in ``value``, :class:`SchemaValidationError` when the
+        table's schema rejects it, :class:`ReadOnlyError` for system tables.
+        """
+        self._require_writable()
+        check_table_name(table_name, system=system)
+        if not isinstance(value, dict):
+            raise ValidationError(f"insert into {table_name!r} expects a dict, got "
+                                  f"{type(value).__name__}", path="$")
+        for field in _SYSTEM_FIELDS:
+            if field in value:
+                raise ValidationError(
+                    f"Failed to insert or update a document in table \"{table_name}\": the "
+                    f"system field `{field}` cannot be set by insert; the engine assigns it.",
+                    path=f"$.{field}")
+        table = self.table(table_name) or self._create_table(table_name, system=system)
+        document_id, internal_id = self._new_id(table)
+        document = {"_id": document_id, "_creationTime": self._creation_time(), **value}
+        document = convert_document(document)
+        self.db.validate_document(self, table_name, document)
+        self._store(table, table.prefix + internal_id, internal_id, document, None)
+        return document_id
+
+    def _existing(self, document_id: str, verb: str) -> tuple[TableDef, bytes, bytes, bytes]:
+        table, doc_key, internal_id = self._locate(document_id)
+        raw = None if table is None else self._raw(table, doc_key, internal_id)
+        if table is None or raw is None:
+            raise DocumentNotFound(f"{verb} on nonexistent document ID {document_id}",
+                                   id=document_id)
+        if table.name.startswith("_") and not self.system_writes:
+            raise ReadOnlyError(f"System tables (prefixed with `_`) are read-only. "
+                                f"(document {document_id} is in {table.name!r})")
+        return table, doc_key, internal_id, raw
+
+    def _check_system_fields(self, fields: dict[str, Any], old: dict[str, Any],
+                             document_id: str) -> None:
+        if "_id" in fields and fields["_id"] != old["_id"]:
+            raise ValidationError(
+                f"Provided document ID \"{fields['_id']}\" doesn't match '_id' field "
+                f"\"{old['_id']}\"", path="$._id")
+        if "_creationTime" in fields and not values_equal(fields["_creationTime"],
+                                                          old["_creationTime"]):
+            raise ValidationError(
+                f"Provided creation time {fields['_creationTime']!r} doesn't match "
+                f"'_creationTime' field {old['_creationTime']!r} of document {document_id} "
+                "(InvalidCreationTimeError): system fields cannot be changed.",
+                path="$._creationTime")
+
+    def patch(self, document_id: str, fields: dict[str, Any]) -> None:
+        """Shallow-merge ``fields`` into a document; ``UNSET`` removes a field.
+
+        A patch that leaves the document unchanged writes nothing. Raises
+        :class:`DocumentNotFound` (``Update on nonexistent document ID …``).
+        """
+        self._require_writable()
+        if not isinstance(fields, dict):
+            raise ValidationError(f"patch expects a dict of fields, got "
+                                  f"{type(fields).__name__}", path="$")
+        table, doc_key, internal_id, raw = self._existing(document_id, "Update")
+        old = decode_document(raw)
+        self._check_system_fields(fields, old, document_id)
+        document = dict(old)
+        for name, value in fields.items():
+            if value is UNSET:
+                document.pop(name, None)
+            else:
+                document[name] = value
+        document = convert_document(document)
+        if values_equal(document, old):
+            return
+        self.db.validate_document(self, table.name, document)
+        self._store(table, doc_key, internal_id, document, raw)
+
+    def replace(self, document_id: str, value: dict[str, Any]) -> None:
+        """Replace every user field of a document, keeping ``_id`` and ``_creationTime``."""
+        self._require_writable()
+        if not isinstance(value, dict):
+            raise ValidationError(f"replace expects a dict, got {type(value).__name__}",
+                                  path="$")
+        table, doc_key, internal_id, raw = self._existing(document_id, "Replace")
+        old = decode_document(raw)
+        self._check_system_fields(value, old, document_id)
+        document = {"_id": old["_id"], "_creationTime": old["_creationTime"]}
+        document.update((k, v) for k, v in value.items() if k not in _SYSTEM_FIELDS)
+        document = convert_document(document)
+        if values_equal(document, old):
+            return
+        self.db.validate_document(self, table.name, document)
+        self._store(table, doc_key, internal_id, document, raw)
+
+    def delete(self, document_id: str) -> None:
+        """Delete a document. Raises :class:`DocumentNotFound` if it does not exist."""
+        self._require_writable()
+        table, doc_key, internal_id, raw = self._existing(document_id, "Delete")
+        self._store(table, doc_key, internal_id, None, raw)
+
+
+def _scan_by_id(rtxn: Any, documents_db: Any, table: TableDef, index: IndexDef, lo: bytes,
+                hi: bytes, reverse: bool) -> Iterator[bytes]:
+    """``by_id`` keys in ``[lo, hi)``, read from ``documents`` (which is ``by_id``)."""
+    index_prefix, table_prefix = index.prefix, table.prefix
+    table_end = keys.prefix_end(table_prefix) or b"\xff" * 5
+
+    def translate(key: bytes) -> bytes:
+        if key[:4] == index_prefix:
+            return table_prefix + key[4:]
+        return table_prefix if key < index_prefix else table_end
+
+    for key in _scan_lmdb(rtxn, documents_db, translate(lo), translate(hi), reverse):
+        yield index_prefix + key[4:]
+
+
+def _scan_lmdb(rtxn: Any, db: Any, lo: bytes, hi: bytes, reverse: bool) -> Iterator[bytes]:
+    """Keys of LMDB sub-database ``db`` in ``[lo, hi)``, ascending or descending."""
+    cursor = rtxn.cursor(db=db)
+    try:
+        if not reverse:
+            if not cursor.set_range(lo):
+                return
+            for key in cursor.iternext(keys=True, values=False):
+                key = bytes(key)
+                if key >= hi:
+                    return
+                yield key
+        else:
+            positioned = cursor.set_range(hi)
+            if positioned:
+                positioned = cursor.prev()
+            else:
+                positioned = cursor.last()
+            if not positioned:
+                return
+            for key in cursor.iterprev(keys=True, values=False):
+                key = bytes(key)
+                if key < lo:
+                    return
+                yield key
+    finally:
+        cursor.close()

@@ -1,0 +1,152 @@
+"""Write sets: a transaction's buffered writes, readable in index order.
+
+Writes never touch LMDB before commit. The write set keeps, per written
+document, its newest encoded version (``None`` once deleted) and the index
+keys of its snapshot version and of its newest version. Index scans merge
+two overlay structures over the LMDB scan, so a mutation reads its own
+writes in index order, in both directions:
+
+- ``added``: a sorted list of index keys that exist only in the overlay;
+- ``removed``: index keys in LMDB that the overlay deleted.
+
+Nested sub-transactions (``ctx.run_mutation``) take a :meth:`WriteSet.savepoint`
+and, if they raise, :meth:`WriteSet.rollback` to it. An undo log replaces the
+"stack of layers" of DESIGN.md: reads then consult one overlay instead of one
+per nesting level, and rollback costs only what the nested call wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sortedcontainers import SortedList
+
+from .catalog import Catalog
+
+__all__ = ["Savepoint", "WriteSet"]
+
+_ABSENT: Any = object()
+
+
+class Savepoint:
+    """Where to roll a write set back to."""
+
+    __slots__ = ("catalog", "undo_length", "writes")
+
+    def __init__(self, undo_length: int, catalog: Catalog | None, writes: int) -> None:
+        self.undo_length = undo_length
+        self.catalog = catalog
+        self.writes = writes
+
+
+class WriteSet:
+    """Buffered writes of one transaction.
+
+    Cost: ``O(k log n)`` per write for ``k`` indexes on the table and ``n``
+    overlay keys.
+    """
+
+    __slots__ = ("added", "catalog", "current_keys", "documents", "old_keys", "removed",
+                 "tables", "undo", "writes")
+
+    def __init__(self) -> None:
+        #: document key (table prefix ‖ internal id) → newest encoded version, or None.
+        self.documents: dict[bytes, bytes | None] = {}
+        #: document key → index keys of the snapshot version (``()`` if it did not exist).
+        self.old_keys: dict[bytes, tuple[bytes, ...]] = {}
+        #: document key → index keys of the newest version (``()`` once deleted).
+        self.current_keys: dict[bytes, tuple[bytes, ...]] = {}
+        #: document key → table name, for messages and schema checks at commit.
+        self.tables: dict[bytes, str] = {}
+        self.added: SortedList = SortedList()
+        self.removed: set[bytes] = set()
+        self.undo: list[tuple[bytes, Any, tuple[bytes, ...]]] = []
+        #: The catalog with tables this transaction created, or None.
+        self.catalog: Catalog | None = None
+        #: Documents written (Convex's ``documentsWritten``).
+        self.writes = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.documents) or self.catalog is not None
+
+    def touched(self, doc_key: bytes) -> bool:
+        return doc_key in self.current_keys
+
+    def write(self, table: str, doc_key: bytes, snapshot_keys: tuple[bytes, ...] | None,
+              raw: bytes | None, keys: tuple[bytes, ...]) -> None:
+        """Make ``raw`` (or a deletion) the newest version of ``doc_key``.
+
+        ``snapshot_keys`` are the index keys of the version in the snapshot;
+        the caller passes them on the first write of a document (``()`` for an
+        insert) and may pass None afterwards.
+        """
+        if doc_key not in self.current_keys:
+            if snapshot_keys is None:
+                raise AssertionError("first write of a document needs its snapshot keys")
+            self.old_keys[doc_key] = snapshot_keys
+            self.current_keys[doc_key] = snapshot_keys
+            self.tables[doc_key] = table
+        self.undo.append((doc_key, self.documents.get(doc_key, _ABSENT),
+                          self.current_keys[doc_key]))
+        self._move_keys(doc_key, keys)
+        self.documents[doc_key] = raw
+        self.writes += 1
+
+    def _move_keys(self, doc_key: bytes, keys: tuple[bytes, ...]) -> None:
+        before = self.current_keys[doc_key]
+        if before == keys:
+            return
+        after = set(keys)
+        for key in before:
+            if key not in after:
+                if key in self.added:
+                    self.added.remove(key)
+                else:
+                    self.removed.add(key)
+        previous = set(before)
+        for key in keys:
+            if key not in previous:
+                if key in self.removed:
+                    self.removed.discard(key)
+                else:
+                    self.added.add(key)
+        self.current_keys[doc_key] = keys
+
+    def savepoint(self) -> Savepoint:
+        return Savepoint(len(self.undo), self.catalog, self.writes)
+
+    def rollback(self, savepoint: Savepoint) -> None:
+        """Undo every write made after ``savepoint``."""
+        while len(self.undo) > savepoint.undo_length:
+            doc_key, previous, keys = self.undo.pop()
+            self._move_keys(doc_key, keys)
+            if previous is _ABSENT:
+                del self.documents[doc_key]
+            else:
+                self.documents[doc_key] = previous
+        self.catalog = savepoint.catalog
+        self.writes = savepoint.writes
+
+    def changes(self) -> tuple[list[tuple[bytes, bytes | None]], list[bytes], list[bytes],
+                               list[bytes]]:
+        """What commit applies: document puts, index deletes, index puts, log keys.
+
+        Index keys here include ``by_id`` keys (position 0 of each key tuple),
+        which are not stored in ``indexes`` and are left out of puts/deletes.
+        """
+        documents: list[tuple[bytes, bytes | None]] = []
+        deletes: list[bytes] = []
+        puts: list[bytes] = []
+        logged: list[bytes] = []
+        for doc_key, raw in self.documents.items():
+            old = self.old_keys[doc_key]
+            new = self.current_keys[doc_key]
+            if not old and not new:
+                continue  # inserted, then deleted: nothing to apply
+            documents.append((doc_key, raw))
+            old_set = set(old[1:])
+            new_set = set(new[1:])
+            deletes.extend(k for k in old[1:] if k not in new_set)
+            puts.extend(k for k in new[1:] if k not in old_set)
+            logged.extend(set(old).union(new))
+        return documents, deletes, puts, logged

@@ -1,0 +1,1 @@
+"""The chat app's functions: one module per table, named "<module>:<function>"."""

@@ -1,0 +1,33 @@
+"""Channels: create them and list them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import ConvexError, MutationCtx, QueryCtx, mutation, query, v
+
+from .users import require_user
+
+
+@mutation(args={"name": v.string(), "topic": v.optional(v.string())}, returns=v.id("channels"))
+def create(ctx: MutationCtx, name: str, topic: str | None = None) -> str:
+    """Create a channel; names are unique (checked in the same transaction)."""
+    require_user(ctx)
+    taken = ctx.db.query("channels").with_index("by_name", lambda q: q.eq("name", name)).first()
+    if taken is not None:
+        raise ConvexError({"code": "NAME_TAKEN", "name": name})
+    fields: dict[str, Any] = {"name": name}
+    if topic is not None:
+        fields["topic"] = topic
+    return ctx.db.insert("channels", fields)
+
+
+@query(args={})
+def list(ctx: QueryCtx) -> list[dict[str, Any]]:  # noqa: A001 - Convex-style name
+    """Every channel, by name."""
+    return ctx.db.query("channels").with_index("by_name").collect()
+
+
+@query(args={"name": v.string()})
+def by_name(ctx: QueryCtx, name: str) -> dict[str, Any] | None:
+    return ctx.db.query("channels").with_index("by_name", lambda q: q.eq("name", name)).unique()

@@ -1,0 +1,188 @@
+"""Documents through Engine.run: insert/get/patch/replace/delete and Convex's rules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from engine import (
+    UNSET,
+    DocumentNotFound,
+    Engine,
+    InvalidId,
+    LimitExceeded,
+    ReadOnlyError,
+    ValidationError,
+)
+
+
+def log_entries(engine: Engine) -> int:
+    return int(engine.check()["log_entries"])
+
+
+def test_insert_assigns_id_and_creation_time(engine: Engine) -> None:
+    doc_id = engine.run(lambda ctx: ctx.db.insert("tasks", {"text": "hi", "n": 1}))
+    assert isinstance(doc_id, str) and len(doc_id) == 32
+    doc = engine.run(lambda ctx: ctx.db.get(doc_id))
+    assert doc == {"_id": doc_id, "_creationTime": doc["_creationTime"], "text": "hi", "n": 1}
+    assert isinstance(doc["_creationTime"], float) and 0 < doc["_creationTime"] < 2**53
+
+
+def test_creation_times_strictly_increase_within_a_transaction(engine: Engine) -> None:
+    ids = engine.run(lambda ctx: [ctx.db.insert("t", {"i": i}) for i in range(50)])
+    times = engine.run(lambda ctx: [ctx.db.get(i)["_creationTime"] for i in ids])
+    assert all(a < b for a, b in zip(times, times[1:]))
+    later = engine.run(lambda ctx: ctx.db.get(ctx.db.insert("t", {}))["_creationTime"])
+    assert later > times[-1]
+
+
+def test_values_round_trip_exactly(engine: Engine) -> None:
+    value = {"i": -(2**63), "f": -0.0, "nan": math.nan, "inf": math.inf, "b": b"\x00\xff",
+             "nested": {"list": [1, 1.0, True, None, "s"]}, "t": (1, 2)}
+    doc_id = engine.run(lambda ctx: ctx.db.insert("t", value))
+    doc = engine.run(lambda ctx: ctx.db.get(doc_id))
+    assert doc["i"] == -(2**63) and type(doc["i"]) is int
+    assert math.copysign(1.0, doc["f"]) == -1.0
+    assert math.isnan(doc["nan"]) and doc["inf"] == math.inf
+    assert doc["b"] == b"\x00\xff"
+    assert doc["nested"]["list"] == [1, 1.0, True, None, "s"]
+    assert type(doc["nested"]["list"][1]) is float
+    assert doc["t"] == [1, 2]
+
+
+@pytest.mark.parametrize("field", ["_id", "_creationTime"])
+def test_insert_rejects_system_fields(engine: Engine, field: str) -> None:
+    with pytest.raises(ValidationError, match=f"system field `{field}`"):
+        engine.run(lambda ctx: ctx.db.insert("t", {field: 1}))
+
+
+def test_insert_rejects_underscore_fields_and_bad_values(engine: Engine) -> None:
+    with pytest.raises(ValidationError, match="_secret"):
+        engine.run(lambda ctx: ctx.db.insert("t", {"_secret": 1}))
+    with pytest.raises(ValidationError, match=r"\$x"):
+        engine.run(lambda ctx: ctx.db.insert("t", {"a": {"$x": 1}}))
+    with pytest.raises(ValidationError):
+        engine.run(lambda ctx: ctx.db.insert("t", {"a": {1, 2}}))
+    with pytest.raises(ValidationError):
+        engine.run(lambda ctx: ctx.db.insert("t", {"a": 2**63}))
+
+
+def test_document_size_limit(engine: Engine) -> None:
+    with pytest.raises(LimitExceeded) as caught:
+        engine.run(lambda ctx: ctx.db.insert("t", {"a": "x" * (1 << 20)}))
+    assert caught.value.limit == "DocumentTooLarge"
+
+
+def test_table_names(engine: Engine) -> None:
+    with pytest.raises(ReadOnlyError, match="System tables"):
+        engine.run(lambda ctx: ctx.db.insert("_storage", {}))
+    with pytest.raises(ValidationError, match="Invalid table name"):
+        engine.run(lambda ctx: ctx.db.insert("bad-name", {}))
+
+
+def test_patch_is_a_shallow_merge_and_unset_removes(engine: Engine) -> None:
+    doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"a": 1, "b": {"x": 1, "y": 2}, "c": 3}))
+    engine.run(lambda ctx: ctx.db.patch(doc_id, {"b": {"x": 9}, "c": UNSET, "d": 4}))
+    doc = engine.run(lambda ctx: ctx.db.get(doc_id))
+    assert {k: v for k, v in doc.items() if not k.startswith("_")} == {
+        "a": 1, "b": {"x": 9}, "d": 4}
+
+
+def test_unchanged_patch_writes_nothing(engine: Engine) -> None:
+    doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
+    before = log_entries(engine)
+    engine.run(lambda ctx: ctx.db.patch(doc_id, {"a": 1, "missing": UNSET}))
+    assert log_entries(engine) == before
+    engine.run(lambda ctx: ctx.db.patch(doc_id, {"a": 1.0}))  # 1.0 is not 1
+    assert log_entries(engine) == before + 1
+
+
+def test_patch_may_repeat_system_fields_but_not_change_them(engine: Engine) -> None:
+    doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
+    doc = engine.run(lambda ctx: ctx.db.get(doc_id))
+    engine.run(lambda ctx: ctx.db.patch(doc_id, {"_id": doc_id, "a": 2}))
+    other = engine.run(lambda ctx: ctx.db.insert("t", {}))
+    with pytest.raises(ValidationError, match="doesn't match '_id' field"):
+        engine.run(lambda ctx: ctx.db.patch(doc_id, {"_id": other}))
+    with pytest.raises(ValidationError, match="InvalidCreationTimeError"):
+        engine.run(lambda ctx: ctx.db.replace(doc_id, {"_creationTime": 1.0}))
+    engine.run(lambda ctx: ctx.db.replace(doc_id, {"_creationTime": doc["_creationTime"]}))
+
+
+def test_replace_keeps_system_fields(engine: Engine) -> None:
+    doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"a": 1, "b": 2}))
+    created = engine.run(lambda ctx: ctx.db.get(doc_id))["_creationTime"]
+    engine.run(lambda ctx: ctx.db.replace(doc_id, {"c": 3}))
+    assert engine.run(lambda ctx: ctx.db.get(doc_id)) == {
+        "_id": doc_id, "_creationTime": created, "c": 3}
+
+
+def test_missing_documents(engine: Engine) -> None:
+    doc_id = engine.run(lambda ctx: ctx.db.insert("t", {}))
+    engine.run(lambda ctx: ctx.db.delete(doc_id))
+    assert engine.run(lambda ctx: ctx.db.get(doc_id)) is None
+    for verb, call in [("Update", lambda ctx: ctx.db.patch(doc_id, {"a": 1})),
+                       ("Replace", lambda ctx: ctx.db.replace(doc_id, {})),
+                       ("Delete", lambda ctx: ctx.db.delete(doc_id))]:
+        with pytest.raises(DocumentNotFound,
+                           match=f"^{verb} on nonexistent document ID {doc_id}$"):
+            engine.run(call)
+
+
+def test_malformed_ids(engine: Engine) -> None:
+    for bad in ["", "abc", "x" * 32, 42]:
+        with pytest.raises(InvalidId):
+            engine.run(lambda ctx, b=bad: ctx.db.get(b))
+
+
+def test_get_of_unknown_table_number_is_none(engine: Engine) -> None:
+    doc_id = engine.run(lambda ctx: ctx.db.insert("t", {}))
+    other_db_path = engine.path + "-other"
+    with Engine.open(other_db_path, durability="none") as other:
+        assert other.run(lambda ctx: ctx.db.get(doc_id)) is None
+
+
+def test_failed_transaction_commits_nothing(engine: Engine) -> None:
+    class Boom(Exception):
+        pass
+
+    def body(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.insert("t", {"a": 1})
+        raise Boom
+
+    with pytest.raises(Boom):
+        engine.run(body)
+    assert engine.run(lambda ctx: ctx.db.query("t").collect()) == []
+    assert engine.check()["tables"] == {}
+
+
+def test_transaction_reads_its_own_writes(engine: Engine) -> None:
+    def body(ctx):  # type: ignore[no-untyped-def]
+        a = ctx.db.insert("t", {"n": 1})
+        b = ctx.db.insert("t", {"n": 2})
+        ctx.db.patch(a, {"n": 3})
+        ctx.db.delete(b)
+        return [d["n"] for d in ctx.db.query("t").collect()], ctx.db.get(b)
+
+    assert engine.run(body) == ([3], None)
+
+
+def test_check_detects_a_missing_index_entry(engine: Engine) -> None:
+    from engine.errors import CorruptionError
+
+    engine.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
+    storage = engine._db.storage
+
+    def drop_one(txn):  # type: ignore[no-untyped-def]
+        cursor = txn.cursor(db=storage.indexes)
+        assert cursor.first()
+        cursor.delete()
+
+    storage.write(drop_one)
+    with pytest.raises(CorruptionError, match="missing index entry") as caught:
+        engine.check()
+    assert caught.value.problems
+    # repair so the fixture's final check passes
+    storage.write(lambda txn: txn.drop(storage.indexes, delete=False))
+    storage.write(lambda txn: txn.drop(storage.documents, delete=False))

@@ -1,0 +1,75 @@
+"""engine.storage: the LMDB environment, its errors, map growth and formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import Engine, EngineError, FormatError, StorageError
+from engine.storage import open_storage
+
+
+def test_format_version_is_stored_and_checked(db_path: Path) -> None:
+    storage = open_storage(str(db_path), durability="none")
+    storage.write(lambda txn: txn.put(b"format", b"999", db=storage.meta))
+    storage.release()
+    with pytest.raises(FormatError, match="format version 999.*reads format 1"):
+        Engine.open(db_path)
+
+
+def test_map_grows_without_failing_a_write(db_path: Path) -> None:
+    storage = open_storage(str(db_path), durability="none", map_size=1 << 20)
+    try:
+        before = storage.map_size
+        blob = b"x" * 4096
+        for batch in range(4):
+            storage.write(lambda txn, b=batch: [
+                txn.put(f"{b}-{i}".encode(), blob, db=storage.documents) for i in range(300)])
+        assert storage.map_size > before
+        with storage.read() as txn:
+            assert bytes(txn.get(b"3-299", db=storage.documents)) == blob
+    finally:
+        storage.release()
+
+
+def test_same_folder_is_shared_within_a_process(db_path: Path) -> None:
+    first = open_storage(str(db_path), durability="none")
+    second = open_storage(str(db_path) + "/", durability="none")
+    assert first is second
+    first.release()
+    second.release()
+
+
+def test_other_durability_in_same_process_is_refused(db_path: Path) -> None:
+    with Engine.open(db_path, durability="none"), \
+            pytest.raises(EngineError, match="already open in this process with durability='none'"):
+        Engine.open(db_path, durability="full")
+
+
+def test_unknown_durability_is_refused(db_path: Path) -> None:
+    with pytest.raises(EngineError, match="durability must be one of"):
+        Engine.open(db_path, durability="sometimes")  # type: ignore[arg-type]
+
+
+def test_lmdb_errors_become_storage_errors_with_a_hint(tmp_path: Path) -> None:
+    target = tmp_path / "afile"
+    target.write_text("not a database")
+    with pytest.raises((StorageError, FileExistsError, NotADirectoryError)):
+        Engine.open(target)
+
+
+def test_closed_engine_says_so(db_path: Path) -> None:
+    engine = Engine.open(db_path, durability="none")
+    engine.close()
+    engine.close()  # idempotent
+    with pytest.raises(EngineError, match="closed"):
+        engine.run(lambda ctx: None)
+
+
+def test_reopen_keeps_data(db_path: Path) -> None:
+    with Engine.open(db_path) as engine:
+        doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
+    with Engine.open(db_path) as engine:
+        assert engine.run(lambda ctx: ctx.db.get(doc_id))["a"] == 1
+        engine.check()
