@@ -25,6 +25,7 @@ from .commit import CommitRequest, Committer, Conflict
 from .errors import EngineError, OptimisticConcurrencyControlFailure
 from .indexing import KeyPlan
 from .storage import Storage
+from .subscriptions import SubscriptionManager
 from .transaction import Transaction
 
 __all__ = ["Database", "RetryPolicy"]
@@ -76,6 +77,22 @@ class Database:
         self.listeners: list[CommitListener] = []
         self._local = _Local()
         self._secret: bytes | None = None
+        self._subscriptions: SubscriptionManager | None = None
+
+    @property
+    def subscriptions(self) -> SubscriptionManager:
+        """The subscription manager (made on first use)."""
+        if self._subscriptions is None:
+            with self._catalog_lock:
+                if self._subscriptions is None:
+                    self._subscriptions = SubscriptionManager(self)
+        return self._subscriptions
+
+    def wait_for_subscriptions(self, ts: int) -> None:
+        """Read-your-writes: block until subscriptions reflect commit ``ts``."""
+        manager = self._subscriptions
+        if manager is not None and manager.active:
+            manager.wait_for(ts)
 
     # -- caches ---------------------------------------------------------------
 
@@ -139,6 +156,12 @@ class Database:
                 secret = self.storage.write(store)
             self._secret = secret
         return secret
+
+    def set_schema(self, schema: Any) -> None:
+        """Validate writes against ``schema`` from now on (None: no validation)."""
+        from .migration import schema_validator
+
+        self.document_validator = None if schema is None else schema_validator(self, schema)
 
     # -- hooks ----------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from .errors import EngineError
 from .functions import Registry, Runtime
 from .integrity import check as check_integrity
 from .storage import Durability, open_storage
+from .subscriptions import Subscription
 
 __all__ = ["Engine"]
 
@@ -132,7 +133,9 @@ class Engine:
         Retries on conflict; raises :class:`OptimisticConcurrencyControlFailure`
         after Convex's budget of retries.
         """
-        return self._live().call(ref, args, auth, kind="mutation")
+        result, ts = self._live().call_with_ts(ref, args, auth, kind="mutation")
+        self._db.wait_for_subscriptions(ts)
+        return result
 
     def action(self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None) -> Any:
         """Run a public action to completion (blocking; from async code use :meth:`aaction`)."""
@@ -165,7 +168,25 @@ class Engine:
                               int.from_bytes(os.urandom(8), "little"), runtime.env)
             return fn(ctx)
 
-        return self._db.run(body, writable=True, source="Engine.run")[0]
+        result, ts = self._db.run(body, writable=True, source="Engine.run")
+        self._db.wait_for_subscriptions(ts)
+        return result
+
+    def subscribe(self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None,
+                  callback: Callable[[Any], None] | None = None,
+                  on_error: Callable[[BaseException], None] | None = None) -> Subscription:
+        """Follow a public query: its value now, and again after each commit that matters.
+
+        Returns a :class:`Subscription` (``.value``, ``for``, ``async for``,
+        ``close()``, context manager). ``callback(value)`` runs on the
+        subscription thread with the first value and after each change; ``on_error(error)`` when a
+        re-run raises. Cost per commit: proportional to the subscriptions
+        whose read set the commit touched.
+        """
+        runtime = self._live()
+        identity = runtime.identity(auth)
+        return self._db.subscriptions.subscribe(runtime, ref, args, identity,
+                                                callback=callback, on_error=on_error)
 
     async def aquery(self, ref: Any, args: dict[str, Any] | None = None, *,
                      auth: Any = None) -> Any:

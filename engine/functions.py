@@ -45,6 +45,7 @@ from .values import convert
 
 if TYPE_CHECKING:
     from .database import Database
+    from .readset import FrozenReadSet
     from .transaction import Transaction
 
 __all__ = [
@@ -314,6 +315,26 @@ class Runtime:
         body = self._body(name, function, args, identity)
         return self.db.run(body, writable=kind == "mutation",
                            source=f"{kind.capitalize()} {name}")
+
+    def run_on_snapshot(self, name: str, function: FunctionDef, args: dict[str, Any],
+                        identity: Any, rtxn: Any, journal: dict[str, Any]
+                        ) -> tuple[Any, FrozenReadSet, BaseException | None]:
+        """Run a query on a shared LMDB snapshot; returns (result, reads, error).
+
+        Used by subscriptions. The read set is returned even when the query
+        raised, so a later commit that fixes the data re-runs it.
+        """
+        from .transaction import Transaction
+
+        txn = Transaction(self.db, writable=False, rtxn=rtxn)
+        txn.journal = journal
+        try:
+            result = self._body(name, function, args, identity)(txn)
+            return result, txn.reads.freeze(), None
+        except Exception as error:
+            return None, txn.reads.freeze(), error
+        finally:
+            txn.close()
 
     async def acall(self, ref: Any, args: Any, auth: Any, *, kind: Kind,
                     internal: bool = False, identity_verified: bool = True) -> Any:

@@ -142,6 +142,10 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     """Run one page of ``query``; see the module docstring. Cost: one seek + rows read."""
     num_items, cursor, end_cursor, max_rows, max_bytes, has_end = _check_options(opts)
     txn = query._txn
+    journal = txn.journal
+    if journal is not None and not has_end and journal.get("endCursor") is not None:
+        # A subscription re-run: keep the page boundary of the first run.
+        end_cursor, has_end = journal["endCursor"], True
     if txn.paginated:
         raise PaginationError(
             "MultiplePaginatedDatabaseQueries: This query or mutation function ran multiple "
@@ -216,6 +220,8 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     split = None
     if len(page) > 2 or (status is not None and len(page) >= 2):
         split = encode_cursor(secret, digest, page_keys[len(page) // 2 - 1])
+    if journal is not None and journal.get("endCursor") is None:
+        journal["endCursor"] = continue_cursor
     return _result(page, continue_cursor, is_done, split, status)
 
 

@@ -125,17 +125,17 @@ class IndexRange:
                 raise InvalidIndexRange(
                     f"Already defined an equality on {field!r}; it cannot also take a bound.",
                     code="AlreadyDefinedBound")
+            if bound_fields and field not in bound_fields:
+                raise InvalidIndexRange(
+                    "Upper and lower bounds in `range` can only be applied to a single index "
+                    f"field, got bounds on {sorted(bound_fields | {field})}.",
+                    code="BoundsOnMultipleFields")
             is_lower = op in ("gt", "gte")
             current = lower if is_lower else upper
             if current is not None:
                 raise InvalidIndexRange(
                     f"Already defined a {'lower' if is_lower else 'upper'} bound on "
                     f"{current[1]!r} in this index range.", code="AlreadyDefinedBound")
-            if bound_fields and field not in bound_fields:
-                raise InvalidIndexRange(
-                    "Upper and lower bounds in `range` can only be applied to a single index "
-                    f"field, got bounds on {sorted(bound_fields | {field})}.",
-                    code="BoundsOnMultipleFields")
             if is_lower:
                 lower = (op, field, value)
             else:

@@ -96,11 +96,14 @@ class Transaction:
             txn.close()
     """
 
-    def __init__(self, db: Database, *, writable: bool) -> None:
+    def __init__(self, db: Database, *, writable: bool, rtxn: Any = None) -> None:
         self.db = db
         self.writable = writable
         self._storage = db.storage
-        self._rtxn: Any = db.storage.begin_read()
+        #: A shared LMDB txn (subscriptions re-run many queries on one snapshot) is
+        #: not ours to close.
+        self._owns_rtxn = rtxn is None
+        self._rtxn: Any = db.storage.begin_read() if rtxn is None else rtxn
         try:
             raw_ts = self._rtxn.get(b"latest_ts", db=db.storage.meta)
             self.snapshot_ts: int = _U64.unpack(raw_ts)[0] if raw_ts is not None else 0
@@ -118,6 +121,8 @@ class Transaction:
         self.system_writes = False
         #: Set by the first .paginate() of this function run (Convex allows one).
         self.paginated = False
+        #: A subscription's query journal: the end cursor its paginated query keeps.
+        self.journal: dict[str, Any] | None = None
         self._random: random.Random | None = None
         # _creationTime: from max(now, snapshot) (ms), then strictly increasing.
         self._next_creation_time = max(time.time() * 1000.0, self.snapshot_ts / 1e6)
@@ -129,7 +134,7 @@ class Transaction:
     def close(self) -> None:
         """Release the snapshot. Idempotent."""
         rtxn, self._rtxn = self._rtxn, None
-        if rtxn is not None:
+        if rtxn is not None and self._owns_rtxn:
             self._storage.end_read(rtxn)
 
     @property

@@ -11,6 +11,7 @@ from engine import (
     DocumentNotFound,
     Engine,
     InvalidId,
+    InvalidTable,
     LimitExceeded,
     ReadOnlyError,
     ValidationError,
@@ -77,7 +78,7 @@ def test_document_size_limit(engine: Engine) -> None:
 def test_table_names(engine: Engine) -> None:
     with pytest.raises(ReadOnlyError, match="System tables"):
         engine.run(lambda ctx: ctx.db.insert("_storage", {}))
-    with pytest.raises(ValidationError, match="Invalid table name"):
+    with pytest.raises(InvalidTable, match="Invalid table name"):
         engine.run(lambda ctx: ctx.db.insert("bad-name", {}))
 
 

@@ -1,0 +1,237 @@
+"""Schema changes on ``Engine.open``: create tables, backfill and drop indexes, check data.
+
+:func:`apply_schema` compares the schema given to ``Engine.open`` with the
+catalog and:
+
+1. with schema validation on, checks every existing document of every schema
+   table against its new validator *first*; any mismatch refuses to open
+   (:class:`SchemaValidationError` naming the first offending documents) and
+   changes nothing;
+2. in one LMDB write txn: creates missing tables, registers new indexes in
+   state ``backfilling`` (writers maintain them from this commit on), removes
+   dropped indexes and their entries, and stores the schema;
+3. backfills each new index in batches of write txns (each batch reads the
+   documents as they are at that moment, so concurrent writers and the
+   backfill agree), then marks it ``ready`` (queryable).
+
+A crash during a backfill leaves the index ``backfilling``: the next open
+finds it and finishes the backfill (re-putting a key is harmless). A crash
+before step 2 commits changes nothing.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from .catalog import BY_CREATION_TIME, BY_ID, Catalog, IndexDef, decode_catalog, encode_catalog
+from .encoding import decode_document, encode
+from .errors import SchemaValidationError, ValidationError
+
+if TYPE_CHECKING:
+    from .database import Database
+    from .schema import SchemaDefinition
+    from .transaction import Transaction
+
+__all__ = ["apply_schema"]
+
+_U64 = struct.Struct(">Q")
+_BATCH = 5_000
+_MAX_REPORTED = 5
+_PROGRESS_THRESHOLD = 20_000
+
+
+def _load_catalog(wtxn: Any, db: Database) -> Catalog:
+    raw = wtxn.get(b"catalog", db=db.storage.meta)
+    return decode_catalog(raw) if raw is not None else Catalog()
+
+
+def _store_catalog(wtxn: Any, db: Database, catalog: Catalog) -> None:
+    wtxn.put(b"catalog", encode_catalog(catalog), db=db.storage.meta)
+    wtxn.put(b"catalog_v", _U64.pack(catalog.version), db=db.storage.meta)
+
+
+def _resolver(catalog: Catalog) -> Any:
+    names = {t.number: t.name for t in catalog.tables.values()}
+    return names.get
+
+
+def _check_existing(db: Database, schema: SchemaDefinition, catalog: Catalog) -> None:
+    """Every stored document of every schema table must match its validator."""
+    failures: list[str] = []
+    resolver = _resolver(catalog)
+    storage = db.storage
+    with storage.read() as rtxn:
+        for name in schema.tables:
+            table = catalog.tables.get(name)
+            if table is None:
+                continue
+            cursor = rtxn.cursor(db=storage.documents)
+            prefix = table.prefix
+            if cursor.set_range(prefix):
+                for key, value in cursor.iternext(keys=True, values=True):
+                    if bytes(key[:4]) != prefix:
+                        break
+                    document = decode_document(value)
+                    try:
+                        schema.check_document(name, document, resolver)
+                    except ValidationError as error:
+                        failures.append(
+                            f"Document with ID \"{document['_id']}\" in table \"{name}\" does not "
+                            f"match the schema: {getattr(error, 'detail', None) or error}")
+                        if len(failures) >= _MAX_REPORTED:
+                            break
+            cursor.close()
+            if len(failures) >= _MAX_REPORTED:
+                break
+    if failures:
+        raise SchemaValidationError(
+            "Schema validation failed: existing documents do not match the new schema, so the "
+            "database was opened with no changes. Fix the documents (or loosen the schema, or "
+            "open with define_schema(..., schema_validation=False)). First offending "
+            f"documents:\n" + "\n".join(failures), table=None)
+
+
+def apply_schema(db: Database, schema: SchemaDefinition) -> None:
+    """Bring the stored catalog in line with ``schema`` (see the module docstring)."""
+    storage = db.storage
+    with storage.read() as rtxn:
+        raw = rtxn.get(b"catalog", db=storage.meta)
+        catalog = decode_catalog(raw) if raw is not None else Catalog()
+    if schema.schema_validation:
+        _check_existing(db, schema, catalog)
+    schema_json = encode(schema.to_json())
+
+    def change(wtxn: Any) -> list[tuple[str, str]]:
+        current = _load_catalog(wtxn, db)
+        changed = False
+        for name, definition in schema.tables.items():
+            wanted = {index: tuple(fields) for index, fields in definition.indexes.items()}
+            table = current.tables.get(name)
+            if table is None:
+                current = current.with_table(name)
+                table = current.tables[name]
+                changed = True
+            indexes: dict[str, IndexDef] = {}
+            next_number = current.next_index
+            for index_name, index in table.indexes.items():
+                if index_name in (BY_ID, BY_CREATION_TIME):
+                    indexes[index_name] = index
+                elif wanted.get(index_name) == index.fields:
+                    indexes[index_name] = index
+                else:
+                    _drop_entries(wtxn, db, index)
+                    changed = True
+            for index_name, fields in wanted.items():
+                if index_name not in indexes:
+                    indexes[index_name] = IndexDef(index_name, next_number, fields, "backfilling")
+                    next_number += 1
+                    changed = True
+            if changed:
+                current = current.with_indexes(name, indexes)
+        if changed:
+            _store_catalog(wtxn, db, current)
+        wtxn.put(b"schema", schema_json, db=storage.meta)
+        return [(t.name, ix.name) for t in current.tables.values()
+                for ix in t.indexes.values() if ix.state == "backfilling"]
+
+    pending = storage.write(change)
+    for table_name, index_name in pending:
+        _backfill(db, table_name, index_name)
+    db.set_schema(schema)
+
+
+def _drop_entries(wtxn: Any, db: Database, index: IndexDef) -> None:
+    cursor = wtxn.cursor(db=db.storage.indexes)
+    prefix = index.prefix
+    if cursor.set_range(prefix):
+        while bytes(cursor.key()[:4]) == prefix:
+            if not cursor.delete():
+                break
+    cursor.close()
+
+
+def _backfill(db: Database, table_name: str, index_name: str) -> None:
+    """Write the entries of a ``backfilling`` index, batch by batch, then mark it ready."""
+    storage = db.storage
+    after: bytes | None = None
+    done = 0
+    started = time.monotonic()
+    total = _count_documents(db, table_name)
+    show = total >= _PROGRESS_THRESHOLD and sys.stderr.isatty()
+
+    def batch(wtxn: Any) -> tuple[bytes | None, int]:
+        catalog = _load_catalog(wtxn, db)
+        table = catalog.tables[table_name]
+        index = table.indexes[index_name]
+        plan = db.key_plan(table)
+        # keys() returns by_id first, then the other indexes in catalog order.
+        position = [n for n in table.indexes if n != BY_ID].index(index_name)
+        cursor = wtxn.cursor(db=storage.documents)
+        start = table.prefix if after is None else after + b"\x00"
+        last, count = None, 0
+        if cursor.set_range(start):
+            for key, value in cursor.iternext(keys=True, values=True):
+                key = bytes(key)
+                if key[:4] != table.prefix or count >= _BATCH:
+                    break
+                document = decode_document(value)
+                wtxn.put(plan.keys(document, key[4:])[1 + position], b"", db=storage.indexes)
+                last, count = key, count + 1
+        cursor.close()
+        if last is None:
+            indexes = dict(table.indexes)
+            indexes[index_name] = IndexDef(index.name, index.number, index.fields, "ready")
+            _store_catalog(wtxn, db, catalog.with_indexes(table_name, indexes))
+        return last, count
+
+    while True:
+        after, count = storage.write(batch)
+        done += count
+        if show:
+            elapsed = time.monotonic() - started
+            sys.stderr.write(f"\rbackfilling {table_name}.{index_name}: {done}/{total} "
+                             f"documents ({elapsed:.1f}s)")
+            sys.stderr.flush()
+        if after is None:
+            break
+    if show:
+        sys.stderr.write("\n")
+
+
+def _count_documents(db: Database, table_name: str) -> int:
+    storage = db.storage
+    with storage.read() as rtxn:
+        table = db.catalog_at(rtxn).tables.get(table_name)
+        if table is None:
+            return 0
+        count = 0
+        cursor = rtxn.cursor(db=storage.documents)
+        if cursor.set_range(table.prefix):
+            for key in cursor.iternext(keys=True, values=False):
+                if bytes(key[:4]) != table.prefix:
+                    break
+                count += 1
+        cursor.close()
+        return count
+
+
+def schema_validator(db: Database, schema: SchemaDefinition) -> Any:
+    """The write-time check the transaction calls for every insert/patch/replace."""
+    if not schema.schema_validation:
+        return None
+
+    def validate(txn: Transaction, table: str, document: dict[str, Any]) -> None:
+        if table not in schema.tables:
+            return
+        by_number = txn.catalog.table_by_number
+
+        def resolve(number: int) -> str | None:
+            found = by_number.get(number)
+            return None if found is None else found.name
+
+        schema.check_document(table, document, resolve, for_write=True)
+
+    return validate

@@ -1,0 +1,355 @@
+"""Reactive subscriptions: re-run a query only when a commit touches what it read.
+
+One worker thread per open database (started by the first subscription,
+stopped with the last) follows the ``log``. For each batch of new commits it:
+
+1. opens one LMDB snapshot at the newest commit ``ts``;
+2. asks the :class:`~engine.intervals.IntervalIndex` which watched queries
+   hold a read interval containing any key those commits wrote (old or new
+   index keys), so the cost follows the queries affected, not the number open;
+3. re-runs exactly those queries on that one snapshot, and runs the initial
+   execution of queries subscribed since;
+4. delivers every changed result, all at the same ``ts``; a result equal to
+   the previous one is not delivered again.
+
+Commits made through this process wake the worker at once, and the mutation
+call returns only after the worker has caught up with its commit
+(read-your-writes). Commits of other processes are found by polling
+``latest_ts`` every :attr:`SubscriptionManager.poll_interval` seconds.
+
+Identical subscriptions (same function, arguments and identity) share one
+execution. A paginated query keeps its page boundary across re-runs: the end
+cursor of its first run is remembered (Convex's query journal) and later runs
+return exactly ``(cursor, endCursor]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from . import keys
+from .encoding import decode, encode
+from .errors import EngineError
+from .intervals import IntervalIndex
+
+if TYPE_CHECKING:
+    from .database import Database
+    from .functions import FunctionDef, Runtime
+
+__all__ = ["Subscription", "SubscriptionManager"]
+
+_U64 = struct.Struct(">Q")
+_NOTHING: Any = object()
+
+
+class _Watched:
+    """One shared execution: a query, its arguments and identity, and its last result."""
+
+    __slots__ = ("args", "error", "function", "identity", "journal", "key", "name", "result",
+                 "result_bytes", "runtime", "subscribers", "ts")
+
+    def __init__(self, key: Any, runtime: Runtime, name: str, function: FunctionDef,
+                 args: dict[str, Any], identity: Any) -> None:
+        self.key = key
+        self.runtime = runtime
+        self.name = name
+        self.function = function
+        self.args = args
+        self.identity = identity
+        self.journal: dict[str, Any] = {}
+        self.result: Any = _NOTHING
+        self.result_bytes: bytes | None = None
+        self.error: BaseException | None = None
+        self.ts = 0
+        self.subscribers: list[Subscription] = []
+
+
+class Subscription:
+    """A live query result: ``.value``, iteration, async iteration, ``close()``.
+
+    Iteration yields the current value first, then each changed value; it
+    ends when the subscription is closed. A slow consumer sees the newest
+    value, not every intermediate one. If a re-run raises, iteration raises
+    that error (and ``.value`` does too) until a later commit fixes the data;
+    iterate again to keep following it.
+
+    Example::
+
+        with engine.subscribe("messages:list", {"channel": "general"}) as sub:
+            for messages in sub:
+                render(messages)
+    """
+
+    def __init__(self, manager: SubscriptionManager, watched: _Watched,
+                 callback: Callable[[Any], None] | None,
+                 on_error: Callable[[BaseException], None] | None) -> None:
+        self._manager = manager
+        self._watched = watched
+        self._callback = callback
+        self._on_error = on_error
+        self._cond = threading.Condition()
+        self._pending = False  # an undelivered update for the iterators
+        self._closed = False
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    @property
+    def value(self) -> Any:
+        """The newest result (raises the newest error if the last run failed)."""
+        watched = self._watched
+        if watched.error is not None:
+            raise watched.error
+        return watched.result
+
+    @property
+    def ts(self) -> int:
+        """The commit timestamp of the snapshot the newest result was computed at."""
+        return self._watched.ts
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop following the query. Idempotent; ends running iterations."""
+        if self._closed:
+            return
+        self._closed = True
+        self._manager._unsubscribe(self)
+        self._wake()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._pending = True
+            self._cond.notify_all()
+        for loop, event in list(self._async_waiters):
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the loop is closed
+                pass
+
+    def _deliver(self) -> None:
+        """Called by the worker after the result changed."""
+        watched = self._watched
+        try:
+            if watched.error is not None:
+                if self._on_error is not None:
+                    self._on_error(watched.error)
+            elif self._callback is not None:
+                self._callback(watched.result)
+        finally:
+            self._wake()
+
+    def __iter__(self) -> Iterator[Any]:
+        with self._cond:
+            self._pending = False
+        yield self.value
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                self._pending = False
+            if self._closed:
+                return
+            yield self.value
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._aiterate()
+
+    async def _aiterate(self) -> AsyncIterator[Any]:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        waiter = (loop, event)
+        self._async_waiters.append(waiter)
+        try:
+            yield self.value
+            while not self._closed:
+                await event.wait()
+                event.clear()
+                if self._closed:
+                    return
+                yield self.value
+        finally:
+            self._async_waiters.remove(waiter)
+
+
+class SubscriptionManager:
+    """The subscriptions of one database in this process, and their worker thread."""
+
+    #: Seconds between checks for commits made by other processes.
+    poll_interval = 0.02
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lock = threading.Condition(threading.Lock())
+        self._watched: dict[Any, _Watched] = {}
+        self._new: list[_Watched] = []
+        self._index = IntervalIndex()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._wakeup = False
+        self.ts = 0
+        self._worker_error: BaseException | None = None
+        db.listeners.append(self._on_commit)
+
+    # -- subscribing ---------------------------------------------------------
+
+    def subscribe(self, runtime: Runtime, ref: Any, args: Any, identity: Any,
+                  callback: Callable[[Any], None] | None = None,
+                  on_error: Callable[[BaseException], None] | None = None) -> Subscription:
+        name, function = runtime.resolve(ref, internal=False)
+        if function.kind != "query":
+            raise EngineError(f"Only queries can be subscribed to; {name} is a "
+                              f"{function.kind}.")
+        args = runtime.check_args(name, function, args)
+        key = (id(runtime), name, keys.encode(args), identity)
+        with self._lock:
+            watched = self._watched.get(key)
+            if watched is None:
+                watched = _Watched(key, runtime, name, function, args, identity)
+                self._watched[key] = watched
+                self._new.append(watched)
+            subscription = Subscription(self, watched, callback, on_error)
+            watched.subscribers.append(subscription)
+            self._ensure_worker()
+            self._wakeup = True
+            self._lock.notify_all()
+            while watched.result is _NOTHING and watched.error is None:
+                if self._worker_error is not None:
+                    raise EngineError("The subscription worker failed") from self._worker_error
+                self._lock.wait(1.0)
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        watched = subscription._watched
+        with self._lock:
+            if subscription in watched.subscribers:
+                watched.subscribers.remove(subscription)
+            if not watched.subscribers and self._watched.get(watched.key) is watched:
+                del self._watched[watched.key]
+                self._index.remove(watched.key)
+            if not self._watched:
+                self._stopping = True
+                self._lock.notify_all()
+
+    @property
+    def active(self) -> int:
+        """How many distinct query executions are being followed."""
+        return len(self._watched)
+
+    # -- commits -----------------------------------------------------------------
+
+    def _on_commit(self, requests: list[Any]) -> None:
+        if self._watched:
+            with self._lock:
+                self._wakeup = True
+                self._lock.notify_all()
+
+    def wait_for(self, ts: int, timeout: float = 30.0) -> None:
+        """Return once every subscription reflects commit ``ts`` (read-your-writes)."""
+        if not self._watched:
+            return
+        with self._lock:
+            self._wakeup = True
+            self._lock.notify_all()
+            self._lock.wait_for(lambda: self.ts >= ts or not self._watched
+                                or self._thread is None, timeout)
+
+    # -- the worker ----------------------------------------------------------------
+
+    def _ensure_worker(self) -> None:
+        self._stopping = False
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="convexlite-subscriptions",
+                                            daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    if not self._wakeup and not self._stopping:
+                        self._lock.wait(self.poll_interval)
+                    if self._stopping and not self._watched:
+                        self._thread = None
+                        self._lock.notify_all()
+                        return
+                    self._wakeup = False
+                    new, self._new = self._new, []
+                self._step(new)
+        except BaseException as error:  # surfaced to subscribers, never silent
+            with self._lock:
+                self._worker_error = error
+                self._thread = None
+                self._lock.notify_all()
+            raise
+
+    def _step(self, new: list[_Watched]) -> None:
+        storage = self._db.storage
+        changed: list[_Watched] = []
+        with storage.read() as rtxn:
+            raw = rtxn.get(b"latest_ts", db=storage.meta)
+            latest = _U64.unpack(raw)[0] if raw is not None else 0
+            affected: set[Any] = set()
+            if latest > self.ts:
+                raw = rtxn.get(b"log_floor", db=storage.meta)
+                floor = _U64.unpack(raw)[0] if raw is not None else 0
+                if self.ts < floor:
+                    affected = set(self._watched)  # history pruned: re-run everything
+                else:
+                    cursor = rtxn.cursor(db=storage.log)
+                    if cursor.set_range(_U64.pack(self.ts + 1)):
+                        for _, value in cursor.iternext(keys=True, values=True):
+                            affected |= self._index.stab(decode(value))
+                    cursor.close()
+            todo = [w for w in new if w.result is _NOTHING and w.error is None]
+            with self._lock:
+                todo += [self._watched[k] for k in affected
+                         if k in self._watched and self._watched[k] not in todo]
+            for watched in todo:
+                if self._run(watched, rtxn, latest):
+                    changed.append(watched)
+        with self._lock:
+            self.ts = max(self.ts, latest)
+            self._lock.notify_all()
+        for watched in changed:
+            for subscription in list(watched.subscribers):
+                subscription._deliver()
+
+    def _run(self, watched: _Watched, rtxn: Any, ts: int) -> bool:
+        """Re-run ``watched`` on snapshot ``rtxn``; True if its result changed."""
+        runtime = watched.runtime
+        result, reads, error = runtime.run_on_snapshot(
+            watched.name, watched.function, watched.args, watched.identity, rtxn,
+            watched.journal)
+        watched.ts = ts
+        with self._lock:
+            if self._watched.get(watched.key) is watched:
+                self._index.add(watched.key, reads.pairs())
+        if error is not None:
+            first = watched.error is None or type(watched.error) is not type(error) \
+                or str(watched.error) != str(error)
+            watched.error = error
+            watched.result_bytes = None
+            with self._lock:
+                self._lock.notify_all()
+            return first
+        result_bytes = encode(result)
+        was_error = watched.error is not None
+        watched.error = None
+        if not was_error and watched.result is not _NOTHING and result_bytes == watched.result_bytes:
+            return False
+        watched.result = result
+        watched.result_bytes = result_bytes
+        with self._lock:
+            self._lock.notify_all()
+        return True

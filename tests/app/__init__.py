@@ -1,0 +1,1 @@
+"""A functions package used by the runtime tests."""

@@ -1,0 +1,205 @@
+"""Stateful property test: queries agree with a plain-Python reference model.
+
+Random inserts, patches and deletes of documents with mixed-type fields; after
+each step, random index ranges, orders and filters run both on the engine and
+on the model (sort with Convex's comparator, then filter), committed and
+inside a mutation that has uncommitted writes of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+
+from engine import UNSET, Engine, define_schema, define_table, ids
+from engine.values import compare
+
+FIELD_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([-0.0, 0.0, 1.5, -2.0]),
+    st.sampled_from(["", "a", "b", "ab"]), st.sampled_from([b"", b"\x00", b"a"]),
+    st.just(UNSET),
+)
+INDEXES = {"by_x": ["x"], "by_x_y": ["x", "y"], "by_y": ["y"]}
+SCHEMA = define_schema({"docs": define_table({}).index("by_x", ["x"]).index(
+    "by_x_y", ["x", "y"]).index("by_y", ["y"])}, schema_validation=False)
+
+
+def field(doc: dict[str, Any], name: str) -> Any:
+    return doc.get(name, UNSET)
+
+
+def sort_key(fields: list[str]) -> Any:
+    def cmp(a: dict[str, Any], b: dict[str, Any]) -> int:
+        for name in fields:
+            c = compare(field(a, name), field(b, name))
+            if c:
+                return c
+        c = compare(a["_creationTime"], b["_creationTime"])
+        if c:
+            return c
+        ia, ib = ids.decode_id(a["_id"])[1], ids.decode_id(b["_id"])[1]
+        return (ia > ib) - (ia < ib)
+
+    return functools.cmp_to_key(cmp)
+
+
+def model_query(docs: list[dict[str, Any]], index: str | None, eqs: list[Any],
+                bound: tuple[str, Any, str, Any] | None, order: str,
+                flt: Any) -> list[str]:
+    fields = INDEXES[index] if index else []
+    rows = sorted(docs, key=sort_key(fields))
+    out = []
+    for doc in rows:
+        ok = all(compare(field(doc, fields[i]), value) == 0 for i, value in enumerate(eqs))
+        if ok and bound is not None:
+            name = fields[len(eqs)]
+            lo_op, lo, hi_op, hi = bound
+            v = field(doc, name)
+            if lo_op == "gt":
+                ok = compare(v, lo) > 0
+            elif lo_op == "gte":
+                ok = compare(v, lo) >= 0
+            if ok and hi_op == "lt":
+                ok = compare(v, hi) < 0
+            elif ok and hi_op == "lte":
+                ok = compare(v, hi) <= 0
+        if ok and flt is not None:
+            ok = compare(field(doc, "y"), flt) >= 0
+        if ok:
+            out.append(doc["_id"])
+    return out[::-1] if order == "desc" else out
+
+
+def engine_query(ctx: Any, index: str | None, eqs: list[Any],
+                 bound: tuple[str, Any, str, Any] | None, order: str, flt: Any) -> list[str]:
+    q = ctx.db.query("docs")
+    if index is not None:
+        fields = INDEXES[index]
+
+        def rng(r: Any) -> Any:
+            for i, value in enumerate(eqs):
+                r = r.eq(fields[i], value)
+            if bound is not None:
+                name = fields[len(eqs)]
+                lo_op, lo, hi_op, hi = bound
+                if lo_op:
+                    r = getattr(r, lo_op)(name, lo)
+                if hi_op:
+                    r = getattr(r, hi_op)(name, hi)
+            return r
+
+        q = q.with_index(index, rng)
+    q = q.order(order)
+    if flt is not None:
+        q = q.filter(lambda f: f.gte(f.field("y"), flt))
+    return [d["_id"] for d in q.collect()]
+
+
+query_shapes = st.sampled_from([None, "by_x", "by_x_y", "by_y"]).flatmap(
+    lambda index: st.tuples(
+        st.just(index),
+        st.lists(FIELD_VALUES, max_size=len(INDEXES[index]) if index else 0),
+        st.one_of(st.none(), st.tuples(st.sampled_from(["", "gt", "gte"]), FIELD_VALUES,
+                                       st.sampled_from(["", "lt", "lte"]), FIELD_VALUES)),
+        st.sampled_from(["asc", "desc"]),
+        st.one_of(st.none(), FIELD_VALUES.filter(lambda v: v is not UNSET)),
+    ))
+
+
+def normalize(shape: Any) -> Any:
+    index, eqs, bound, order, flt = shape
+    if index is None:
+        return None, [], None, order, flt
+    fields = INDEXES[index]
+    if bound is not None and (len(eqs) >= len(fields) or (not bound[0] and not bound[2])):
+        bound = None
+    return index, eqs, bound, order, flt
+
+
+class QueryModel(RuleBasedStateMachine):
+    documents = Bundle("documents")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = tempfile.mkdtemp()
+        self.engine = Engine.open(self.folder, schema=SCHEMA, durability="none")
+        self.model: dict[str, dict[str, Any]] = {}
+
+    def teardown(self) -> None:
+        self.engine.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    @rule(target=documents, x=FIELD_VALUES, y=FIELD_VALUES)
+    def insert(self, x: Any, y: Any) -> str:
+        fields = {k: val for k, val in (("x", x), ("y", y)) if val is not UNSET}
+        doc_id = self.engine.run(lambda ctx: ctx.db.insert("docs", dict(fields)))
+        self.model[doc_id] = self.engine.run(lambda ctx: ctx.db.get(doc_id))
+        return doc_id
+
+    @rule(doc_id=documents, x=FIELD_VALUES)
+    def patch(self, doc_id: str, x: Any) -> None:
+        if doc_id not in self.model:
+            return
+        self.engine.run(lambda ctx: ctx.db.patch(doc_id, {"x": x}))
+        doc = dict(self.model[doc_id])
+        if x is UNSET:
+            doc.pop("x", None)
+        else:
+            doc["x"] = x
+        self.model[doc_id] = doc
+
+    @rule(doc_id=documents)
+    def delete(self, doc_id: str) -> None:
+        if doc_id not in self.model:
+            return
+        self.engine.run(lambda ctx: ctx.db.delete(doc_id))
+        del self.model[doc_id]
+
+    @rule(shape=query_shapes)
+    def query(self, shape: Any) -> None:
+        args = normalize(shape)
+        got = self.engine.run(lambda ctx: engine_query(ctx, *args))
+        assert got == model_query(list(self.model.values()), *args)
+
+    @rule(shape=query_shapes, x=FIELD_VALUES, y=FIELD_VALUES, doc_id=documents)
+    def query_inside_mutation(self, shape: Any, x: Any, y: Any, doc_id: str) -> None:
+        """Own uncommitted writes are visible, in index order, then rolled back."""
+        args = normalize(shape)
+
+        class Rollback(Exception):
+            pass
+
+        model = dict(self.model)
+        result: list[list[str]] = []
+
+        def body(ctx: Any) -> None:
+            new_id = ctx.db.insert("docs", {k: val for k, val in (("x", x), ("y", y))
+                                            if val is not UNSET})
+            model[new_id] = ctx.db.get(new_id)
+            if doc_id in model:
+                ctx.db.delete(doc_id)
+                del model[doc_id]
+            result.append(engine_query(ctx, *args))
+            raise Rollback
+
+        try:
+            self.engine.run(body)
+        except Rollback:
+            pass
+        assert result[0] == model_query(list(model.values()), *args)
+
+    @invariant()
+    def consistent(self) -> None:
+        report = self.engine.check()
+        assert report["tables"].get("docs", {"documents": 0})["documents"] == len(self.model)
+
+
+TestQueryModel = QueryModel.TestCase
+TestQueryModel.settings = settings(max_examples=40, stateful_step_count=25, deadline=None,
+                                   suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,120 @@
+"""Race tests: many threads (and processes) mutating one database at once.
+
+Each test states an invariant that a non-serializable engine would break.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from pathlib import Path
+
+import pytest
+
+from engine import Engine, OptimisticConcurrencyControlFailure
+
+from .workers import book, go_off_call, increment, process_increments
+
+
+def run_threads(n: int, target, *args) -> list:  # type: ignore[no-untyped-def]
+    results: list = []
+    errors: list = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(n)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        try:
+            value = target(i, *args)
+            with lock:
+                results.append(value)
+        except BaseException as error:  # reported below
+            with lock:
+                errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    return results
+
+
+@pytest.mark.parametrize("durability", ["none", "full"])
+def test_concurrent_increments_are_never_lost(db_path: Path, durability: str) -> None:
+    threads, per_thread = 8, 25
+    with Engine.open(db_path, durability=durability) as engine:  # type: ignore[arg-type]
+        engine._db.retry.retries = 100  # every increment must land; count them all
+        run_threads(threads, lambda i: [engine.run(increment) for _ in range(per_thread)])
+        total = engine.run(lambda ctx: ctx.db.query("counters").first())
+        assert total is not None and total["n"] == threads * per_thread
+        assert len(engine.run(lambda ctx: ctx.db.query("counters").collect())) == 1
+        engine.check()
+
+
+def test_conflicts_surface_as_occ_failure_after_the_budget(db_path: Path) -> None:
+    with Engine.open(db_path, durability="none") as engine:
+        engine._db.retry.retries = 0
+        engine.run(increment)
+        barrier = threading.Barrier(2)
+
+        def slow_increment(ctx):  # type: ignore[no-untyped-def]
+            row = ctx.db.query("counters").first()
+            barrier.wait(5)  # both have read before either commits
+            ctx.db.patch(row["_id"], {"n": row["n"] + 1})
+
+        outcomes: list[str] = []
+
+        def worker() -> None:
+            try:
+                engine.run(slow_increment)
+                outcomes.append("ok")
+            except OptimisticConcurrencyControlFailure as error:
+                assert 'the "counters" table changed' in str(error)
+                assert error.table == "counters"
+                outcomes.append("occ")
+
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) == ["occ", "ok"]
+        assert engine.run(lambda ctx: ctx.db.query("counters").first())["n"] == 2
+
+
+def test_write_skew_is_prevented(db_path: Path) -> None:
+    for round_ in range(10):
+        with Engine.open(db_path / str(round_), durability="none") as engine:
+            engine._db.retry.retries = 100
+            engine.run(lambda ctx: [ctx.db.insert("doctors", {"name": n, "on_call": True})
+                                    for n in ("alice", "bob")])
+            run_threads(2, lambda i: engine.run(
+                lambda ctx: go_off_call(ctx, ("alice", "bob")[i])))
+            on_call = [d for d in engine.run(lambda ctx: ctx.db.query("doctors").collect())
+                       if d["on_call"]]
+            assert len(on_call) >= 1
+
+
+def test_phantoms_are_prevented(db_path: Path) -> None:
+    capacity = 3
+    with Engine.open(db_path, durability="none") as engine:
+        engine._db.retry.retries = 100
+        results = run_threads(8, lambda i: engine.run(
+            lambda ctx: book(ctx, "slot-1", f"user{i}", capacity)))
+        rows = engine.run(lambda ctx: ctx.db.query("bookings").collect())
+        assert len(rows) == capacity
+        assert results.count(True) == capacity
+        engine.check()
+
+
+def test_processes_increment_without_losing_updates(db_path: Path) -> None:
+    Engine.open(db_path).close()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        done = pool.starmap(process_increments, [(str(db_path), 30), (str(db_path), 30)])
+    with Engine.open(db_path) as engine:
+        row = engine.run(lambda ctx: ctx.db.query("counters").first())
+        assert row is not None and row["n"] == sum(done) == 60
+        engine.check()

@@ -1,0 +1,88 @@
+"""Functions and process entry points shared by race and crash tests.
+
+Module-level so that ``multiprocessing`` (spawn) can import them in children.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from engine import Engine, MutationCtx
+
+
+def increment(ctx: MutationCtx, key: str = "counter") -> int:
+    row = ctx.db.query("counters").filter(lambda q: q.eq(q.field("key"), key)).first()
+    if row is None:
+        ctx.db.insert("counters", {"key": key, "n": 1})
+        return 1
+    ctx.db.patch(row["_id"], {"n": row["n"] + 1})
+    return int(row["n"]) + 1
+
+
+def go_off_call(ctx: MutationCtx, doctor: str) -> bool:
+    """Write skew: go off call only if another doctor stays on call."""
+    on_call = [d for d in ctx.db.query("doctors").collect() if d["on_call"]]
+    me = next(d for d in ctx.db.query("doctors").collect() if d["name"] == doctor)
+    if len(on_call) >= 2 and me["on_call"]:
+        ctx.db.patch(me["_id"], {"on_call": False})
+        return True
+    return False
+
+
+def book(ctx: MutationCtx, slot: str, who: str, capacity: int) -> bool:
+    """Phantom: count the rows of a slot, insert only below capacity."""
+    taken = ctx.db.query("bookings").filter(lambda q: q.eq(q.field("slot"), slot)).collect()
+    if len(taken) >= capacity:
+        return False
+    ctx.db.insert("bookings", {"slot": slot, "who": who})
+    return True
+
+
+def process_increments(path: str, count: int, durability: Any = "full") -> int:
+    """Child process: run ``count`` increments, return how many committed."""
+    from engine import OptimisticConcurrencyControlFailure
+
+    done = 0
+    with Engine.open(path, durability=durability) as engine:
+        engine._db.retry.retries = 50
+        for _ in range(count):
+            try:
+                engine.run(increment)
+                done += 1
+            except OptimisticConcurrencyControlFailure:
+                pass
+    return done
+
+
+def crash_writer(path: str, durability: str) -> None:
+    """Child process for crash tests: insert batches, print each acknowledged batch.
+
+    Each transaction inserts 3 documents sharing a batch number and bumps a
+    counter row, so a partial transaction would show up as a batch with
+    fewer than 3 rows or a counter that disagrees with the batches.
+    """
+    with Engine.open(path, durability=durability) as engine:  # type: ignore[arg-type]
+        counter = engine.run(lambda ctx: ctx.db.insert("state", {"batches": 0}))
+        print(f"counter {counter}", flush=True)
+        batch = 0
+        while True:
+            batch += 1
+
+            def body(ctx: MutationCtx, b: int = batch) -> None:
+                for i in range(3):
+                    ctx.db.insert("rows", {"run": counter, "batch": b, "i": i,
+                                           "pad": "x" * (b % 200)})
+                state = ctx.db.get(counter)
+                assert state is not None
+                ctx.db.patch(counter, {"batches": state["batches"] + 1})
+
+            engine.run(body)
+            sys.stdout.write(f"ack {batch}\n")
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    crash_writer(sys.argv[1], sys.argv[2])
+    os._exit(0)

@@ -1,0 +1,220 @@
+"""engine.functions and engine.contexts: decorators, registry, validation, contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from engine import (
+    ArgumentValidationError,
+    ConvexError,
+    Engine,
+    EngineError,
+    FunctionNotFound,
+    ReadOnlyError,
+    ReturnsValidationError,
+    mutation,
+    query,
+)
+from tests import app
+from tests.app import notes
+
+
+@dataclass(frozen=True)
+class Identity:
+    subject: str
+    issuer: str = "https://test"
+
+
+@pytest.fixture
+def engine(db_path: Path):  # type: ignore[no-untyped-def]
+    with Engine.open(db_path, functions=app, durability="none",
+                     env={"GREETING": "hello"}) as handle:
+        yield handle
+        handle.check()
+
+
+def test_names_follow_module_paths(engine: Engine) -> None:
+    names = set(engine._runtime.registry.by_name)
+    assert {"notes:add", "notes:texts", "notes:secret", "admin/users:remove"} <= names
+    assert notes.add.name == "notes:add"
+
+
+def test_call_by_name_or_object(engine: Engine) -> None:
+    engine.mutation("notes:add", {"text": "a"})
+    engine.mutation(notes.add, {"text": "b"})
+    assert engine.query("notes:texts") == ["a", "b"]
+    assert engine.query(notes.texts, {}) == ["a", "b"]
+
+
+def test_unknown_and_internal_functions_look_the_same(engine: Engine) -> None:
+    for ref in ["notes:nope", "notes:secret", notes.secret, "admin/users:remove"]:
+        with pytest.raises(FunctionNotFound, match="Could not find public function"):
+            engine.query(ref, {})
+    assert engine.query("notes:call_secret") == "internal"
+
+
+def test_kind_mismatch(engine: Engine) -> None:
+    with pytest.raises(EngineError, match="as Query, but it is defined as Mutation"):
+        engine.query("notes:add", {"text": "x"})
+
+
+def test_argument_validation(engine: Engine) -> None:
+    with pytest.raises(ArgumentValidationError, match=r"\[M\(notes:add\)\] ArgumentValidationError"):
+        engine.mutation("notes:add", {"text": 5})
+    with pytest.raises(ArgumentValidationError):
+        engine.mutation("notes:add", {"text": "a", "extra": 1})
+    with pytest.raises(ArgumentValidationError, match="must be an object"):
+        engine.mutation("notes:add", ["a"])  # type: ignore[arg-type]
+    assert engine.query("notes:untyped", {"anything": [1, 2]}) == {"anything": [1, 2]}
+
+
+def test_return_validation(engine: Engine) -> None:
+    with pytest.raises(ReturnsValidationError, match="ReturnsValidationError"):
+        engine.query("notes:wrong_return")
+    with pytest.raises(ReturnsValidationError, match="not a Convex value"):
+        engine.query("notes:bad_return")
+
+
+def test_queries_cannot_write(engine: Engine) -> None:
+    with pytest.raises((AttributeError, ReadOnlyError)):
+        engine.query("notes:try_write")
+
+
+def test_nested_mutation_rolls_back_only_itself(engine: Engine) -> None:
+    assert engine.mutation("notes:parent") == "CHILD_FAILED"
+    assert sorted(engine.query("notes:texts")) == ["child", "parent"]
+
+
+def test_convex_error_keeps_data_and_rolls_back(engine: Engine) -> None:
+    with pytest.raises(ConvexError) as caught:
+        engine.mutation("notes:fail_with_data")
+    assert caught.value.data == {"code": "NOPE", "n": 1}
+    assert engine.query("notes:texts") == []
+
+
+def test_clock_random_and_env(engine: Engine) -> None:
+    now, again, rand, greeting = engine.mutation("notes:clock")
+    assert now == again and isinstance(now, float)
+    assert 0 <= rand < 1
+    assert greeting == "hello"
+    assert engine.mutation("notes:clock")[2] != rand
+
+
+def test_identity_reaches_functions_and_actions(engine: Engine) -> None:
+    assert engine.query("notes:who") is None
+    assert engine.query("notes:who", auth=Identity("user_1")) == "user_1"
+    result = engine.action("notes:add_and_count", {"text": "t"}, auth=Identity("user_2"))
+    assert result == {"count": 1, "who": "user_2"}
+    with pytest.raises(EngineError, match="no identity providers"):
+        engine.query("notes:who", auth="a.raw.token")
+
+
+def test_run_is_an_admin_mutation_that_can_call_internal_functions(engine: Engine) -> None:
+    note = engine.mutation("notes:add", {"text": "x"})
+    engine.run(lambda ctx: ctx.run_mutation("admin/users:remove", {"id": note}))
+    assert engine.query("notes:texts") == []
+
+
+def test_async_host_keeps_the_loop_serving(engine: Engine) -> None:
+    async def main() -> tuple[int, list[str]]:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        await asyncio.gather(*(engine.amutation("notes:add", {"text": str(i)})
+                               for i in range(20)))
+        texts = await engine.aquery("notes:texts")
+        result = await engine.aaction("notes:add_and_count", {"text": "z"})
+        stop.set()
+        await task
+        assert result["count"] == 21
+        return ticks, texts
+
+    ticks, texts = asyncio.run(main())
+    assert len(texts) == 20
+    assert ticks > 20  # the loop ran other work while mutations committed
+
+
+def test_blocking_action_refuses_inside_event_loop(engine: Engine) -> None:
+    async def main() -> None:
+        with pytest.raises(EngineError, match="aaction"):
+            engine.action("notes:add_and_count", {"text": "x"})
+
+    asyncio.run(main())
+
+
+def test_many_threads_call_concurrently(engine: Engine) -> None:
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for j in range(10):
+                engine.mutation("notes:add", {"text": f"{i}-{j}"})
+                engine.query("notes:texts")
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(engine.query("notes:texts")) == 80
+
+
+def test_unregistered_function_objects_can_be_called(db_path: Path) -> None:
+    @query(args={})
+    def hello(ctx):  # type: ignore[no-untyped-def]
+        return "hi"
+
+    @mutation
+    def put(ctx, x):  # type: ignore[no-untyped-def]
+        return ctx.db.insert("t", {"x": x})
+
+    with Engine.open(db_path, durability="none") as engine:
+        assert engine.query(hello) == "hi"
+        assert isinstance(engine.mutation(put, {"x": 1}), str)
+
+
+def test_decorator_rules() -> None:
+    with pytest.raises(EngineError, match="must be `async def`"):
+        from engine import action
+
+        action(lambda ctx: None)
+    with pytest.raises(EngineError, match="cannot be called directly"):
+        notes.add(None)
+
+
+def test_determinism_under_forced_conflicts(engine: Engine) -> None:
+    """A conflicting mutation re-runs on a fresh snapshot with the same arguments."""
+    seen: list[int] = []
+    gate = threading.Event()
+
+    def body(ctx):  # type: ignore[no-untyped-def]
+        rows = ctx.db.query("notes").collect()
+        seen.append(len(rows))
+        if len(seen) == 1:
+            gate.set()
+            # let the other thread commit a note we have read around
+            threading.Event().wait(0.2)
+        ctx.db.insert("notes", {"text": f"saw {len(rows)}"})
+
+    other = threading.Thread(target=lambda: (gate.wait(5), engine.mutation(notes.add,
+                                                                           {"text": "x"})))
+    other.start()
+    engine.run(body)
+    other.join()
+    assert seen[0] == 0 and seen[-1] == 1  # the re-run saw the concurrent commit
+    assert sorted(engine.query("notes:texts")) == ["saw 1", "x"]

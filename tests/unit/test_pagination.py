@@ -1,0 +1,164 @@
+"""engine.pagination: pages, cursors, end cursors, limits and errors."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import (
+    Engine,
+    InvalidCursor,
+    PaginationError,
+    define_schema,
+    define_table,
+    v,
+)
+
+SCHEMA = define_schema({
+    "items": define_table({"group": v.string(), "n": v.int64()}).index("by_group", ["group"]),
+})
+
+
+@pytest.fixture
+def items(db_path: Path):  # type: ignore[no-untyped-def]
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("items", {"group": "a" if n % 2 else "b", "n": n})
+                                for n in range(25)])
+        yield engine
+
+
+def page(engine: Engine, opts: dict[str, Any], order: str = "asc",
+         group: str | None = None) -> dict[str, Any]:
+    def body(ctx):  # type: ignore[no-untyped-def]
+        q = ctx.db.query("items")
+        if group is not None:
+            q = q.with_index("by_group", lambda r: r.eq("group", group))
+        return q.order(order).paginate(opts)
+
+    return engine.run(body)
+
+
+def walk(engine: Engine, size: int, order: str = "asc") -> list[int]:
+    out: list[int] = []
+    cursor = None
+    while True:
+        result = page(engine, {"numItems": size, "cursor": cursor}, order)
+        out += [d["n"] for d in result["page"]]
+        if result["isDone"]:
+            return out
+        cursor = result["continueCursor"]
+
+
+@pytest.mark.parametrize("size", [1, 7, 25, 100])
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_walking_all_pages_is_collect(items: Engine, size: int, order: str) -> None:
+    expected = list(range(25)) if order == "asc" else list(range(24, -1, -1))
+    assert walk(items, size, order) == expected
+
+
+def test_result_shape(items: Engine) -> None:
+    result = page(items, {"numItems": 10, "cursor": None})
+    assert set(result) == {"page", "isDone", "continueCursor", "splitCursor", "pageStatus"}
+    assert len(result["page"]) == 10 and result["isDone"] is False
+    assert isinstance(result["continueCursor"], str)
+    last = page(items, {"numItems": 100, "cursor": None})
+    assert last["isDone"] is True
+    after_end = page(items, {"numItems": 5, "cursor": last["continueCursor"]})
+    assert after_end["page"] == [] and after_end["isDone"]
+
+
+def test_end_cursor_fixes_the_page_boundary(items: Engine) -> None:
+    first = page(items, {"numItems": 5, "cursor": None})
+    end = first["continueCursor"]
+    items.run(lambda ctx: ctx.db.delete(first["page"][1]["_id"]))
+    again = page(items, {"numItems": 5, "cursor": None, "endCursor": end})
+    assert [d["n"] for d in again["page"]] == [0, 2, 3, 4]
+    assert again["continueCursor"] == end
+    second = page(items, {"numItems": 5, "cursor": end})
+    assert [d["n"] for d in second["page"]] == [5, 6, 7, 8, 9]
+
+
+def test_filters_and_index_ranges(items: Engine) -> None:
+    result = page(items, {"numItems": 3, "cursor": None}, group="a")
+    assert [d["n"] for d in result["page"]] == [1, 3, 5]
+
+
+def test_maximum_rows_read_splits(items: Engine) -> None:
+    def body(ctx):  # type: ignore[no-untyped-def]
+        return ctx.db.query("items").filter(lambda q: q.eq(q.field("group"), "a")).paginate(
+            {"numItems": 10, "cursor": None, "maximumRowsRead": 4})
+
+    result = items.run(body)
+    assert result["pageStatus"] == "SplitRequired"
+    assert [d["n"] for d in result["page"]] == [1, 3]
+    assert not result["isDone"]
+
+
+def test_split_cursor_splits_the_page(items: Engine) -> None:
+    result = page(items, {"numItems": 10, "cursor": None})
+    split = result["splitCursor"]
+    left = page(items, {"numItems": 10, "cursor": None, "endCursor": split})
+    right = page(items, {"numItems": 10, "cursor": split,
+                         "endCursor": result["continueCursor"]})
+    assert [d["n"] for d in left["page"] + right["page"]] == list(range(10))
+
+
+@pytest.mark.parametrize(("opts", "code"), [
+    ({"numItems": 0, "cursor": None}, "NoDocumentsForPagination"),
+    ({"numItems": -1, "cursor": None}, "NoDocumentsForPagination"),
+    ({"numItems": 32001, "cursor": None}, "PageSizeTooLarge"),
+    ({"numItems": 5, "cursor": None, "maximumRowsRead": 0}, "InvalidPaginationLimit"),
+    ({"numItems": 5, "cursor": None, "maximumBytesRead": 0}, "InvalidPaginationLimit"),
+])
+def test_option_errors(items: Engine, opts: dict[str, Any], code: str) -> None:
+    with pytest.raises(PaginationError) as caught:
+        page(items, opts)
+    assert caught.value.code == code
+
+
+def test_one_paginate_per_function(items: Engine) -> None:
+    def body(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.query("items").paginate({"numItems": 1, "cursor": None})
+        ctx.db.query("items").paginate({"numItems": 1, "cursor": None})
+
+    with pytest.raises(PaginationError, match="MultiplePaginatedDatabaseQueries"):
+        items.run(body)
+
+
+def test_cursor_from_another_query_is_refused(items: Engine) -> None:
+    cursor = page(items, {"numItems": 3, "cursor": None})["continueCursor"]
+    with pytest.raises(InvalidCursor, match="from a different query"):
+        page(items, {"numItems": 3, "cursor": cursor}, order="desc")
+    with pytest.raises(InvalidCursor, match="from a different query"):
+        page(items, {"numItems": 3, "cursor": cursor}, group="a")
+
+
+def test_tampered_and_foreign_cursors_are_refused(items: Engine, tmp_path: Path) -> None:
+    cursor = page(items, {"numItems": 3, "cursor": None})["continueCursor"]
+    raw = bytearray(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    raw[-20] ^= 1
+    tampered = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+    for bad in [tampered, cursor[:-3], "", "!!!", "a" * 40, cursor + "A"]:
+        with pytest.raises(InvalidCursor):
+            page(items, {"numItems": 3, "cursor": bad})
+    with Engine.open(tmp_path / "other", schema=SCHEMA, durability="none") as other:
+        other.run(lambda ctx: ctx.db.insert("items", {"group": "a", "n": 1}))
+        with pytest.raises(InvalidCursor):
+            page(other, {"numItems": 3, "cursor": cursor})
+
+
+def test_deep_pages_cost_one_seek(items: Engine) -> None:
+    cursor = None
+    for _ in range(4):
+        result = page(items, {"numItems": 5, "cursor": cursor})
+        cursor = result["continueCursor"]
+    # a page reads only its own rows, however deep it is
+    def body(ctx):  # type: ignore[no-untyped-def]
+        result = ctx.db.query("items").paginate({"numItems": 3, "cursor": cursor})
+        return [d["n"] for d in result["page"]], ctx.db._txn.documents_read
+
+    numbers, read = items.run(body)
+    assert numbers == [20, 21, 22] and read == 3

@@ -1,0 +1,183 @@
+"""engine.query and engine.filters: index ranges, ordering, filters, terminals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import (
+    UNSET,
+    Engine,
+    EvalError,
+    IndexNotFound,
+    InvalidIndexRange,
+    ValidationError,
+    define_schema,
+    define_table,
+    v,
+)
+
+SCHEMA = define_schema({
+    "people": define_table({
+        "name": v.string(),
+        "age": v.optional(v.union(v.int64(), v.float64(), v.null())),
+        "city": v.optional(v.string()),
+    }).index("by_city_age", ["city", "age"]).index("by_age", ["age"]),
+}, schema_validation=False)
+
+PEOPLE = [
+    {"name": "ann", "age": 30, "city": "oslo"},
+    {"name": "bob", "age": 25, "city": "oslo"},
+    {"name": "cid", "age": 41, "city": "rome"},
+    {"name": "dan", "city": "rome"},                     # age missing
+    {"name": "eve", "age": None, "city": "oslo"},
+    {"name": "fay", "age": 2.5, "city": "oslo"},          # floats sort after every int
+    {"name": "gus", "age": 30, "city": "paris"},
+]
+
+
+@pytest.fixture
+def people(db_path: Path):  # type: ignore[no-untyped-def]
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("people", dict(p)) for p in PEOPLE])
+        yield engine
+        engine.check()
+
+
+def names(engine: Engine, build) -> list[str]:  # type: ignore[no-untyped-def]
+    return [d["name"] for d in engine.run(lambda ctx: build(ctx.db.query("people")).collect())]
+
+
+def test_default_order_is_creation_time(people: Engine) -> None:
+    assert names(people, lambda q: q) == [p["name"] for p in PEOPLE]
+    assert names(people, lambda q: q.order("desc")) == [p["name"] for p in PEOPLE][::-1]
+
+
+def test_index_order_follows_convex_total_order(people: Engine) -> None:
+    # missing < null < int64 < float64
+    assert names(people, lambda q: q.with_index("by_age")) == [
+        "dan", "eve", "bob", "ann", "gus", "cid", "fay"]
+
+
+def test_equality_prefix_then_bounds(people: Engine) -> None:
+    assert names(people, lambda q: q.with_index(
+        "by_city_age", lambda r: r.eq("city", "oslo"))) == ["eve", "bob", "ann", "fay"]
+    assert names(people, lambda q: q.with_index(
+        "by_city_age", lambda r: r.eq("city", "oslo").gt("age", 25).lte("age", 30))) == ["ann"]
+    assert names(people, lambda q: q.with_index(
+        "by_city_age", lambda r: r.eq("city", "oslo").gte("age", 25))) == ["bob", "ann", "fay"]
+    assert names(people, lambda q: q.with_index(
+        "by_city_age", lambda r: r.eq("city", "oslo").lt("age", 30))) == ["eve", "bob"]
+    assert names(people, lambda q: q.with_index(
+        "by_age", lambda r: r.eq("age", UNSET))) == ["dan"]
+    assert names(people, lambda q: q.with_index(
+        "by_age", lambda r: r.gt("age", UNSET)))[0] == "eve"
+    assert names(people, lambda q: q.with_index(
+        "by_city_age", lambda r: r.eq("city", "oslo").eq("age", 30))) == ["ann"]
+
+
+def test_descending_index_range(people: Engine) -> None:
+    assert names(people, lambda q: q.with_index(
+        "by_city_age", lambda r: r.eq("city", "oslo")).order("desc")) == [
+        "fay", "ann", "bob", "eve"]
+
+
+@pytest.mark.parametrize(("build", "code"), [
+    (lambda r: r.eq("age", 1), "InvalidIndexRange"),              # skips city
+    (lambda r: r.gt("city", "a").gt("age", 1), "BoundsOnMultipleFields"),
+    (lambda r: r.gt("city", "a").gte("city", "b"), "AlreadyDefinedBound"),
+    (lambda r: r.eq("city", "a").eq("city", "b"), "AlreadyDefinedBound"),
+    (lambda r: r.eq("city", "a").gt("city", "b"), "AlreadyDefinedBound"),
+    (lambda r: r.eq("nope", 1), "FieldNotInIndex"),
+    (lambda r: r.gt("city", "a").eq("age", 1), "InvalidIndexRange"),  # bound before eq
+])
+def test_range_grammar_errors(people: Engine, build, code: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidIndexRange) as caught:
+        people.run(lambda ctx: ctx.db.query("people").with_index("by_city_age", build).collect())
+    assert caught.value.code == code
+
+
+def test_unknown_index(people: Engine) -> None:
+    with pytest.raises(IndexNotFound, match="people.by_nothing not found"):
+        people.run(lambda ctx: ctx.db.query("people").with_index("by_nothing").collect())
+
+
+def test_filters(people: Engine) -> None:
+    assert names(people, lambda q: q.filter(lambda f: f.eq(f.field("city"), "rome"))) == [
+        "cid", "dan"]
+    assert names(people, lambda q: q.filter(lambda f: f.and_(
+        f.eq(f.field("city"), "oslo"), f.gte(f.field("age"), 30)))) == ["ann", "fay"]
+    assert names(people, lambda q: q.filter(lambda f: f.or_(
+        f.eq(f.field("name"), "ann"), f.not_(f.neq(f.field("name"), "gus"))))) == ["ann", "gus"]
+    assert names(people, lambda q: q.filter(lambda f: f.eq(f.field("age"), UNSET))) == ["dan"]
+    # Int64 and Float64 never compare equal
+    assert names(people, lambda q: q.filter(lambda f: f.eq(f.field("age"), 30.0))) == []
+    # and_ short-circuits: only Int64 ages (above null, below every float) reach mod
+    assert names(people, lambda q: q.filter(lambda f: f.and_(
+        f.gt(f.field("age"), None), f.lt(f.field("age"), float("-inf")),
+        f.eq(f.mod(f.field("age"), 2), 1)))) == ["bob", "cid"]
+
+
+def test_filter_arithmetic_errors(people: Engine) -> None:
+    with pytest.raises(EvalError, match=r"Cannot add .* \(type int64\) and .* \(type float64\)"):
+        people.run(lambda ctx: ctx.db.query("people").filter(
+            lambda f: f.eq(f.add(f.field("age"), 0.5), 1.0)).collect())
+    with pytest.raises(EvalError, match="by zero"):
+        people.run(lambda ctx: ctx.db.query("people").filter(
+            lambda f: f.eq(f.div(f.field("age"), 0), 1)).collect())
+    with pytest.raises(EvalError, match="overflow"):
+        people.run(lambda ctx: ctx.db.query("people").filter(
+            lambda f: f.eq(f.mul(f.field("age"), 2**62), 1)).collect())
+    with pytest.raises(EvalError, match="as a Boolean"):
+        people.run(lambda ctx: ctx.db.query("people").filter(
+            lambda f: f.and_(f.field("name"), True)).collect())
+    with pytest.raises(EvalError, match="must evaluate to a Boolean"):
+        people.run(lambda ctx: ctx.db.query("people").filter(lambda f: f.field("age")).collect())
+
+
+def test_float_arithmetic_follows_ieee(people: Engine) -> None:
+    assert names(people, lambda q: q.filter(lambda f: f.and_(
+        f.gte(f.field("age"), float("-inf")),
+        f.eq(f.div(f.field("age"), 0.0), float("inf"))))) == ["fay"]
+    assert names(people, lambda q: q.filter(lambda f: f.and_(
+        f.gte(f.field("age"), float("-inf")),
+        f.eq(f.mod(f.field("age"), 2.0), 0.5)))) == ["fay"]
+
+
+def test_terminals(people: Engine) -> None:
+    def run(fn):  # type: ignore[no-untyped-def]
+        return people.run(lambda ctx: fn(ctx.db.query("people")))
+
+    assert [d["name"] for d in run(lambda q: q.take(2))] == ["ann", "bob"]
+    assert run(lambda q: q.take(0)) == []
+    assert run(lambda q: q.first())["name"] == "ann"
+    assert run(lambda q: q.filter(lambda f: f.eq(f.field("name"), "zed")).first()) is None
+    assert run(lambda q: q.filter(lambda f: f.eq(f.field("name"), "gus")).unique())["name"] == "gus"
+    with pytest.raises(ValidationError, match="unique\\(\\) query returned more than one result"):
+        run(lambda q: q.unique())
+    with pytest.raises(ValidationError, match="non-negative integer"):
+        run(lambda q: q.take(-1))
+    assert [d["name"] for d in run(lambda q: list(q))][:1] == ["ann"]
+    with pytest.raises(ValidationError, match="order at most once"):
+        run(lambda q: q.order("asc").order("desc"))
+
+
+def test_missing_table_reads_nothing(people: Engine) -> None:
+    assert people.run(lambda ctx: ctx.db.query("nothing").collect()) == []
+
+
+def test_own_writes_visible_in_index_order_both_directions(people: Engine) -> None:
+    def body(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.insert("people", {"name": "hal", "age": 26, "city": "oslo"})
+        bob = ctx.db.query("people").filter(lambda f: f.eq(f.field("name"), "bob")).unique()
+        ctx.db.patch(bob["_id"], {"age": 99})
+        ann = ctx.db.query("people").filter(lambda f: f.eq(f.field("name"), "ann")).unique()
+        ctx.db.delete(ann["_id"])
+        q = lambda: ctx.db.query("people").with_index(  # noqa: E731
+            "by_city_age", lambda r: r.eq("city", "oslo"))
+        return [d["name"] for d in q().collect()], [d["name"] for d in q().order("desc").collect()]
+
+    asc, desc = people.run(body)
+    assert asc == ["eve", "hal", "bob", "fay"]
+    assert desc == ["fay", "bob", "hal", "eve"]

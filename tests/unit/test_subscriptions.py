@@ -1,0 +1,181 @@
+"""engine.subscriptions: re-run only what a commit touches, deliver consistently."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import Engine, QueryCtx, query, v
+from engine.intervals import IntervalIndex
+
+calls: dict[str, int] = {}
+
+
+@query(args={"key": v.string()})
+def by_key(ctx: QueryCtx, key: str) -> Any:
+    calls[key] = calls.get(key, 0) + 1
+    row = ctx.db.query("kv").filter(lambda q: q.eq(q.field("key"), key)).first()
+    return None if row is None else row["value"]
+
+
+@query(args={"id": v.string()})
+def get_one(ctx: QueryCtx, id: str) -> Any:
+    calls[id] = calls.get(id, 0) + 1
+    doc = ctx.db.get(id)
+    return None if doc is None else doc["value"]
+
+
+@query(args={"id": v.string()})
+def strict(ctx: QueryCtx, id: str) -> Any:
+    doc = ctx.db.get(id)
+    if doc is None or doc["value"] < 0:
+        raise ValueError("negative value")
+    return doc["value"]
+
+
+@pytest.fixture
+def engine(db_path: Path):  # type: ignore[no-untyped-def]
+    calls.clear()
+    with Engine.open(db_path, durability="none") as handle:
+        yield handle
+
+
+def put(engine: Engine, key: str, value: Any) -> str:
+    return engine.run(lambda ctx: ctx.db.insert("kv", {"key": key, "value": value}))
+
+
+def test_value_then_updates_with_read_your_writes(engine: Engine) -> None:
+    doc = put(engine, "a", 1)
+    with engine.subscribe(get_one, {"id": doc}) as sub:
+        assert sub.value == 1
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        assert sub.value == 2  # visible before the mutation call returned
+    assert sub.closed
+
+
+def test_only_touched_subscriptions_rerun(engine: Engine) -> None:
+    ids = [put(engine, f"k{i}", i) for i in range(20)]
+    subs = [engine.subscribe(get_one, {"id": i}) for i in ids]
+    before = dict(calls)
+    engine.run(lambda ctx: ctx.db.patch(ids[3], {"value": 100}))
+    assert subs[3].value == 100
+    rerun = {k for k in calls if calls[k] != before.get(k)}
+    assert rerun == {ids[3]}
+    for s in subs:
+        s.close()
+
+
+def test_identical_subscriptions_share_one_execution(engine: Engine) -> None:
+    doc = put(engine, "a", 1)
+    one = engine.subscribe(get_one, {"id": doc})
+    two = engine.subscribe(get_one, {"id": doc})
+    assert calls[doc] == 1
+    engine.run(lambda ctx: ctx.db.patch(doc, {"value": 5}))
+    assert one.value == two.value == 5
+    assert calls[doc] == 2
+    one.close()
+    two.close()
+
+
+def test_unchanged_result_is_not_delivered(engine: Engine) -> None:
+    doc = put(engine, "a", 1)
+    delivered: list[Any] = []
+    with engine.subscribe(get_one, {"id": doc}, callback=delivered.append):
+        engine.run(lambda ctx: ctx.db.patch(doc, {"other": 1}))  # value unchanged
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 3}))
+    assert delivered == [1, 3]  # the first value, then only real changes
+
+
+def test_iteration_yields_current_then_changes(engine: Engine) -> None:
+    doc = put(engine, "a", 0)
+    seen: list[Any] = []
+    sub = engine.subscribe(get_one, {"id": doc})
+
+    def consume() -> None:
+        for value in sub:
+            seen.append(value)
+            if value == 3:
+                break
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    for i in (1, 2, 3):
+        time.sleep(0.05)
+        engine.run(lambda ctx, i=i: ctx.db.patch(doc, {"value": i}))
+    thread.join(5)
+    sub.close()
+    assert seen[0] == 0 and seen[-1] == 3
+
+
+def test_errors_are_delivered_and_recovered_from(engine: Engine) -> None:
+    doc = put(engine, "a", 1)
+    errors: list[BaseException] = []
+    with engine.subscribe(strict, {"id": doc}, on_error=errors.append) as sub:
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": -1}))
+        with pytest.raises(ValueError, match="negative"):
+            sub.value  # noqa: B018
+        assert len(errors) == 1
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 7}))
+        assert sub.value == 7
+
+
+def test_range_subscription_sees_inserts_in_range(engine: Engine) -> None:
+    with engine.subscribe(by_key, {"key": "x"}) as sub:
+        assert sub.value is None
+        put(engine, "x", 42)
+        assert sub.value == 42
+
+
+def test_async_iteration(engine: Engine) -> None:
+    doc = put(engine, "a", 0)
+
+    async def main() -> list[Any]:
+        sub = engine.subscribe(get_one, {"id": doc})
+        seen: list[Any] = []
+
+        async def writer() -> None:
+            for i in (1, 2):
+                await asyncio.sleep(0.05)
+                await engine.arun(lambda ctx, i=i: ctx.db.patch(doc, {"value": i}))
+
+        task = asyncio.create_task(writer())
+        async for value in sub:
+            seen.append(value)
+            if value == 2:
+                break
+        await task
+        sub.close()
+        return seen
+
+    seen = asyncio.run(main())
+    assert seen[0] == 0 and seen[-1] == 2
+
+
+def test_worker_thread_stops_after_last_close(engine: Engine) -> None:
+    doc = put(engine, "a", 0)
+    before = threading.active_count()
+    sub = engine.subscribe(get_one, {"id": doc})
+    sub.close()
+    deadline = time.time() + 2
+    while threading.active_count() >= before + 1 and time.time() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "convexlite-subscriptions" for t in threading.enumerate())
+
+
+def test_interval_index_stabs_only_hits() -> None:
+    index = IntervalIndex()
+    for i in range(1000):
+        key = i.to_bytes(4, "big")
+        index.add(i, [(key, key + b"\x00")])
+    index.add("wide", [(b"\x00", b"\x00\x00\x01\x00")])
+    assert index.stab([(500).to_bytes(4, "big")]) == {500}
+    assert index.stab([(5).to_bytes(4, "big")]) == {5, "wide"}
+    index.remove(5)
+    assert index.stab([(5).to_bytes(4, "big")]) == {"wide"}
+    index.add(5, [(b"\x09", b"\x0a")])
+    assert index.stab([b"\x09\x00"]) == {5}
