@@ -1,0 +1,201 @@
+"""Document ids in Convex's format: the table number and internal id, checksummed, in base32.
+
+An id's bytes are ``VInt(table number) ‖ internal id (16 bytes) ‖ footer (2
+bytes)``: the table number in 7-bit groups, least significant first, each byte
+but the last with ``0x80`` set; the footer is the Fletcher-16 checksum (both
+sums modulo 256, ``sum2 << 8 | sum1``) of the preceding bytes XOR the version
+(0), little-endian. The bytes are written in base32 without padding, 5 bits per
+character, most significant bit first, with the lowercase Crockford alphabet
+``0123456789abcdefghjkmnpqrstvwxyz``. User tables are numbered from 10001, so
+their ids are 20 bytes, 32 characters (tables 1-127 give 31). This follows
+``crates/value/src/id_v6.rs`` and ``base32.rs`` of convex-backend.
+
+Stricter than Convex on purpose, so that each id has exactly one spelling
+(ids compare as strings): a table-number varint must be minimal, and the
+unused low bits of the last character must be zero.
+
+Example::
+
+    >>> encode_id(10001, bytes(16))
+    'j5700000000000000000000000001qv0'
+    >>> decode_id("j5700000000000000000000000001qv0") == (10001, bytes(16))
+    True
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from .errors import InvalidId
+
+__all__ = [
+    "FIRST_USER_TABLE_NUMBER",
+    "MAX_TABLE_NUMBER",
+    "decode_id",
+    "encode_id",
+    "is_id",
+    "new_internal_id",
+]
+
+#: The number of the first user table; smaller numbers are system tables.
+FIRST_USER_TABLE_NUMBER: Final = 10001
+#: Table numbers are unsigned 32-bit and never 0.
+MAX_TABLE_NUMBER: Final = 2**32 - 1
+
+_ALPHABET: Final = "0123456789abcdefghjkmnpqrstvwxyz"
+_DIGITS: Final = {character: value for value, character in enumerate(_ALPHABET)}
+_PAIRS: Final = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+_VALID_CHARACTERS: Final = re.compile("[0-9a-hjkmnp-tv-z]*")
+_TO_INT_DIGITS: Final = str.maketrans(_ALPHABET, "0123456789abcdefghijklmnopqrstuv")
+_INTERNAL_ID_LENGTH: Final = 16
+_VERSION: Final = 0
+_MS_PER_DAY: Final = 86_400_000
+# encoded length for 19..23 bytes (1-5 varint bytes + 16 + 2)
+_MIN_LENGTH: Final = 31
+_MAX_LENGTH: Final = 37
+_ALPHABET_RULE: Final = "ids use only 0-9 and the lowercase letters a-z except i, l, o and u"
+
+
+def new_internal_id(random_bytes: bytes, now_ms: float) -> bytes:
+    """A 16-byte internal id: 14 random bytes, then 2 bytes big-endian of days since the epoch.
+
+    ``random_bytes`` supplies the randomness (the first 14 bytes are used;
+    pass the transaction's seeded generator's bytes for determinism);
+    ``now_ms`` is milliseconds since the Unix epoch. As in Convex, the day
+    count wraps modulo 65536 (in the year 2149).
+
+    Example::
+
+        >>> new_internal_id(bytes(14), 86_400_000.0)[-2:]
+        b'\\x00\\x01'
+
+    Raises :class:`ValueError` if fewer than 14 random bytes are given.
+    """
+    if len(random_bytes) < 14:
+        raise ValueError(f"new_internal_id needs 14 random bytes, got {len(random_bytes)}")
+    days = max(0, int(now_ms // _MS_PER_DAY)) & 0xFFFF
+    return bytes(random_bytes[:14]) + days.to_bytes(2, "big")
+
+
+def _fletcher16(data: bytes) -> int:
+    sum1 = sum2 = 0
+    for byte in data:
+        sum1 = (sum1 + byte) & 0xFF
+        sum2 = (sum2 + sum1) & 0xFF
+    return sum2 << 8 | sum1
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _base32(data: bytes) -> str:
+    """Base32, most significant bit first, no padding; ten bits per table lookup."""
+    bits = len(data) * 8
+    length = (bits + 4) // 5
+    if length % 2:
+        length += 1  # an even count of characters: a whole number of 10-bit pairs
+    number = int.from_bytes(data, "big") << (length * 5 - bits)
+    text = "".join([_PAIRS[(number >> shift) & 1023] for shift in range(length * 5 - 10, -1, -10)])
+    return text[: (bits + 4) // 5]
+
+
+def encode_id(table_number: int, internal_id: bytes) -> str:
+    """The id string of a document: table number and 16-byte internal id, base32.
+
+    Cost: a few microseconds. Example::
+
+        >>> len(encode_id(FIRST_USER_TABLE_NUMBER, bytes(16)))
+        32
+
+    Raises :class:`ValueError` for a table number outside 1..2**32-1 or an
+    internal id that is not 16 bytes.
+    """
+    if type(table_number) is not int or not 1 <= table_number <= MAX_TABLE_NUMBER:
+        raise ValueError(f"table numbers are 1..{MAX_TABLE_NUMBER}, got {table_number!r}")
+    if len(internal_id) != _INTERNAL_ID_LENGTH:
+        raise ValueError(f"an internal id is 16 bytes, got {len(internal_id)}")
+    body = _varint(table_number) + bytes(internal_id)
+    footer = _fletcher16(body) ^ _VERSION
+    return _base32(body + footer.to_bytes(2, "little"))
+
+
+def _invalid(value: object, why: str) -> InvalidId:
+    if isinstance(value, str):
+        shown = value if len(value) <= 64 else value[:61] + "..."
+        return InvalidId(f'Invalid ID "{shown}": {why}', value=value)
+    return InvalidId(f"Invalid ID {value!r:.64}: {why}", value=value)
+
+
+def decode_id(id: object) -> tuple[int, bytes]:
+    """The table number and 16-byte internal id inside an id string.
+
+    Cost: a few microseconds. Example::
+
+        >>> decode_id(encode_id(10001, bytes(16)))[0]
+        10001
+
+    Raises :class:`InvalidId` (``Invalid ID "<id>": <rule>``) when ``id`` is
+    not a ``str``, has the wrong length, holds a character outside the
+    alphabet, has a malformed or zero table number, or fails its checksum.
+    """
+    if type(id) is not str:
+        raise _invalid(id, f"an ID is a str, got {type(id).__name__}")
+    length = len(id)
+    if not _MIN_LENGTH <= length <= _MAX_LENGTH:
+        raise _invalid(
+            id, f"wrong length {length}: an ID has 31 to 37 characters, 32 for user tables"
+        )
+    if _VALID_CHARACTERS.fullmatch(id) is None:
+        position, character = next((i, c) for i, c in enumerate(id) if c not in _DIGITS)
+        raise _invalid(id, f"bad character {character!r} at position {position}: {_ALPHABET_RULE}")
+    # int() reads base 32 with the digits 0-9a-v; translate ours to those (all in C).
+    number = int(id.translate(_TO_INT_DIGITS), 32)
+    size, spare = divmod(length * 5, 8)
+    if (size * 8 + 4) // 5 != length:
+        raise _invalid(id, f"wrong length {length}: no byte string encodes to it")
+    if number & ((1 << spare) - 1):
+        raise _invalid(id, "non-canonical encoding: the last character has stray low bits")
+    data = (number >> spare).to_bytes(size, "big")
+    table_number, offset = _read_varint(id, data)
+    if size - offset != _INTERNAL_ID_LENGTH + 2:
+        expected = ((offset + _INTERNAL_ID_LENGTH + 2) * 8 + 4) // 5
+        raise _invalid(
+            id,
+            f"wrong length {length}: an ID of table {table_number} has {expected} characters",
+        )
+    body = data[:-2]
+    if int.from_bytes(data[-2:], "little") != _fletcher16(body) ^ _VERSION:
+        raise _invalid(id, "bad checksum: the ID was mistyped, truncated or altered")
+    return table_number, data[offset:-2]
+
+
+def _read_varint(id: str, data: bytes) -> tuple[int, int]:
+    number = 0
+    for index in range(5):
+        byte = data[index]
+        number |= (byte & 0x7F) << (7 * index)
+        if byte < 0x80:
+            if index and byte == 0:
+                raise _invalid(id, "bad varint: the table number is not minimally encoded")
+            if number == 0:
+                raise _invalid(id, "bad varint: the table number is 0")
+            if number > MAX_TABLE_NUMBER:
+                raise _invalid(id, "bad varint: the table number does not fit in 32 bits")
+            return number, index + 1
+    raise _invalid(id, "bad varint: the table number is longer than 5 bytes")
+
+
+def is_id(value: object) -> bool:
+    """Whether ``value`` is a well-formed id string (any table). Never raises."""
+    try:
+        decode_id(value)
+    except InvalidId:
+        return False
+    return True
