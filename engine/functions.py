@@ -243,7 +243,7 @@ class Runtime:
                 f"{self._tag(function.kind, name)} The arguments to a Convex function must be an "
                 f"object. Received: {args!r}")
         try:
-            args = convert(args)
+            args = dict(convert(args))
         except ValidationError as error:
             raise ArgumentValidationError(
                 f"{self._tag(function.kind, name)} ArgumentValidationError: {error}",

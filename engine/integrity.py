@@ -113,13 +113,14 @@ def check(db: Database) -> dict[str, Any]:
         cursor.close()
         for table in catalog.tables.values():
             documents = counts.get(table.number, 0)
-            entry = {"documents": documents, "indexes": {}}
+            index_counts_out: dict[str, int] = {}
+            entry: dict[str, Any] = {"documents": documents, "indexes": index_counts_out}
             for index in table.indexes.values():
                 if index.name == "by_id":
-                    entry["indexes"][index.name] = documents
+                    index_counts_out[index.name] = documents
                     continue
                 n = index_counts.get(index.number, 0)
-                entry["indexes"][index.name] = n
+                index_counts_out[index.name] = n
                 if n != documents and index.state == "ready":
                     problem(f"index {table.name}.{index.name} has {n} entries for "
                             f"{documents} documents")

@@ -91,7 +91,7 @@ def _check_existing(db: Database, schema: SchemaDefinition, catalog: Catalog) ->
             "Schema validation failed: existing documents do not match the new schema, so the "
             "database was opened with no changes. Fix the documents (or loosen the schema, or "
             "open with define_schema(..., schema_validation=False)). First offending "
-            f"documents:\n" + "\n".join(failures), table=None)
+            "documents:\n" + "\n".join(failures), table=None)
 
 
 def apply_schema(db: Database, schema: SchemaDefinition) -> None:
@@ -117,9 +117,7 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
             indexes: dict[str, IndexDef] = {}
             next_number = current.next_index
             for index_name, index in table.indexes.items():
-                if index_name in (BY_ID, BY_CREATION_TIME):
-                    indexes[index_name] = index
-                elif wanted.get(index_name) == index.fields:
+                if index_name in (BY_ID, BY_CREATION_TIME) or wanted.get(index_name) == index.fields:
                     indexes[index_name] = index
                 else:
                     _drop_entries(wtxn, db, index)

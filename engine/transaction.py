@@ -21,7 +21,7 @@ import random
 import re
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import ids, keys
@@ -230,7 +230,7 @@ class Transaction:
         return None if raw is None else decode_document(raw)
 
     def scan(self, table: TableDef, index: IndexDef, lo: bytes, hi: bytes,
-             reverse: bool = False) -> Iterator[tuple[bytes, dict[str, Any]]]:
+             reverse: bool = False) -> Generator[tuple[bytes, dict[str, Any]], None, None]:
         """Yield ``(index key, document)`` for keys in ``[lo, hi)``, own writes merged in.
 
         The read set grows with the scan: it covers exactly the keys consumed
@@ -304,16 +304,16 @@ class Transaction:
         return value
 
     def _store(self, table: TableDef, doc_key: bytes, internal_id: bytes,
-               document: dict[str, Any] | None, snapshot: bytes | None | Any) -> None:
+               document: dict[str, Any] | None, snapshot: Any) -> None:
         """Buffer ``document`` (None: delete) as the newest version of ``doc_key``."""
         plan = self.plan(table)
         snapshot_keys: tuple[bytes, ...] | None = None
         if not self.writes.touched(doc_key):
             snapshot_keys = (() if snapshot is None
                              else plan.keys(decode_document(snapshot), internal_id))
-        if document is None:
-            raw, keys = None, ()
-        else:
+        keys: tuple[bytes, ...] = ()
+        raw: bytes | None = None
+        if document is not None:
             raw = encode_document(document)
             keys = plan.keys(document, internal_id)
             self.bytes_written += len(raw)

@@ -23,7 +23,7 @@ def create(ctx: MutationCtx, name: str, topic: str | None = None) -> str:
 
 
 @query(args={})
-def list(ctx: QueryCtx) -> list[dict[str, Any]]:  # noqa: A001 - Convex-style name
+def list(ctx: QueryCtx) -> list[dict[str, Any]]:  # Convex-style name, shadows list here
     """Every channel, by name."""
     return ctx.db.query("channels").with_index("by_name").collect()
 
