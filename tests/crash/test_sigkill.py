@@ -41,8 +41,15 @@ def kill_after(path: Path, durability: str, delay: float) -> tuple[str, int]:
 def verify(path: Path, run: str, acked: int) -> None:
     with Engine.open(path) as engine:
         engine.check()
-        rows = engine.run(lambda ctx: ctx.db.query("rows").collect())
-        per_batch = Counter((r["run"], r["batch"]) for r in rows)
+        per_batch: Counter[tuple[str, int]] = Counter()
+        cursor = None
+        while True:  # page through: a fast child writes more rows than one read may hold
+            page = engine.run(lambda ctx, c=cursor: ctx.db.query("rows").paginate(
+                {"numItems": 5000, "cursor": c}))
+            per_batch.update((r["run"], r["batch"]) for r in page["page"])
+            if page["isDone"]:
+                break
+            cursor = page["continueCursor"]
         assert all(n == 3 for n in per_batch.values()), "a transaction was applied in part"
         for state in engine.run(lambda ctx: ctx.db.query("state").collect()):
             # each run of the child has its own counter, bumped in the batches' transactions

@@ -1,0 +1,179 @@
+"""Schemas: ``define_schema({...})`` of ``define_table(...).index(...)`` tables.
+
+Example::
+
+    schema = define_schema({
+        "messages": define_table({"channel": v.string(), "body": v.string()})
+            .index("by_channel", ["channel"]),
+    })
+
+Rules are Convex's: table and index names are identifiers not starting with
+``_``; ``by_id`` and ``by_creation_time`` are reserved; an index has 1 to 15
+fields (16 counting the ``_creationTime`` appended to every index), no
+duplicates, never ``_id`` or ``_creationTime`` (appended automatically), no
+path component starting with ``_``, and no two indexes of a table share a
+field list. Tables not in the schema are schemaless, as in Convex.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import SchemaValidationError
+from .validators import Resolver, Validator, as_validator
+
+__all__ = ["SchemaDefinition", "TableDefinition", "define_schema", "define_table"]
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+_RESERVED = ("by_id", "by_creation_time")
+_MAX_INDEX_FIELDS = 16  # counting the appended _creationTime
+_SYSTEM_FIELDS = ("_id", "_creationTime")
+
+
+class TableDefinition:
+    """A table's document validator and indexes. Build it with :func:`define_table`."""
+
+    def __init__(self, validator: Validator | None) -> None:
+        self.validator = validator
+        self.indexes: dict[str, tuple[str, ...]] = {}
+
+    def __repr__(self) -> str:
+        text = f"define_table({self.validator!r})"
+        for name, fields in self.indexes.items():
+            text += f".index({name!r}, {list(fields)!r})"
+        return text
+
+    def index(self, name: str, fields: list[str] | tuple[str, ...]) -> TableDefinition:
+        """Declare index ``name`` on ``fields`` (dotted paths for nested fields); chainable.
+
+        Raises :class:`SchemaValidationError` for names or fields that break Convex's rules.
+        """
+        if not isinstance(name, str) or not _IDENTIFIER.match(name) or name.startswith("_"):
+            raise SchemaValidationError(
+                f"Invalid index name {name!r}: index names must be identifiers of at most 64 "
+                "characters ([A-Za-z_][A-Za-z0-9_]*) that do not start with '_'.")
+        if name in _RESERVED:
+            raise SchemaValidationError(
+                f"IndexNameReserved: index name {name!r} is reserved (by_id and "
+                "by_creation_time exist on every table).")
+        if name in self.indexes:
+            raise SchemaValidationError(f"Duplicate index name {name!r}: each index of a table "
+                                        "needs its own name.")
+        if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
+            raise SchemaValidationError(f"Index {name!r}: fields must be a list of field names, "
+                                        f"got {fields!r}")
+        fields = tuple(fields)
+        if not fields:
+            raise SchemaValidationError(f"Index {name!r} must have at least one field.")
+        if len(set(fields)) != len(fields):
+            raise SchemaValidationError(f"Index {name!r} has duplicate fields: {list(fields)}.")
+        if "_id" in fields:
+            raise SchemaValidationError(
+                f"IndexFieldsContainId: index {name!r} cannot contain `_id`: every index ends "
+                "with the document id already.")
+        if "_creationTime" in fields:
+            raise SchemaValidationError(
+                f"IndexFieldsContainCreationTime: index {name!r} cannot contain `_creationTime`: "
+                "it is appended to every index automatically.")
+        for field in fields:
+            if any(not part or part.startswith("_") for part in field.split(".")):
+                raise SchemaValidationError(
+                    f"IndexFieldNameReserved: field {field!r} of index {name!r} has a path "
+                    "component that is empty or starts with '_'.")
+        if len(fields) + 1 > _MAX_INDEX_FIELDS:
+            raise SchemaValidationError(
+                f"IndexTooManyFields: index {name!r} has {len(fields)} fields; at most "
+                f"{_MAX_INDEX_FIELDS - 1} are allowed (plus the appended _creationTime).")
+        for other, other_fields in self.indexes.items():
+            if other_fields == fields:
+                raise SchemaValidationError(
+                    f"Indexes {other!r} and {name!r} have the same fields {list(fields)}: "
+                    "remove one.")
+        self.indexes[name] = fields
+        return self
+
+
+def define_table(fields: Mapping[str, Any] | Validator | None = None) -> TableDefinition:
+    """A table whose documents match ``fields`` (a dict of validators, a ``v.object``,
+    or a ``v.union`` of objects); ``None`` leaves documents unvalidated."""
+    if fields is None:
+        return TableDefinition(None)
+    validator = as_validator(fields)
+    if validator.kind not in ("object", "union", "any"):
+        raise SchemaValidationError(
+            f"A table validator must be an object (or a union of objects), got {validator!r}")
+    if validator.kind == "object":
+        for name in validator._fields():
+            if name.startswith("_"):
+                raise SchemaValidationError(
+                    f"Field {name!r} starts with an underscore, which is only allowed for "
+                    "system fields like '_id'.")
+    return TableDefinition(validator)
+
+
+class SchemaDefinition:
+    """The tables of a schema. Build it with :func:`define_schema`."""
+
+    def __init__(self, tables: dict[str, TableDefinition], schema_validation: bool) -> None:
+        self.tables = tables
+        self.schema_validation = schema_validation
+
+    def __repr__(self) -> str:
+        return f"define_schema({self.tables!r}, schema_validation={self.schema_validation})"
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form: tables with validator JSON and index fields."""
+        return {
+            "schemaValidation": self.schema_validation,
+            "tables": {
+                name: {"validator": None if t.validator is None else t.validator.to_json(),
+                       "indexes": {k: list(f) for k, f in t.indexes.items()}}
+                for name, t in self.tables.items()
+            },
+        }
+
+    def document_validator(self, table: str) -> Validator | None:
+        definition = self.tables.get(table)
+        return None if definition is None else definition.validator
+
+    def check_document(self, table: str, document: dict[str, Any], resolver: Resolver | None,
+                       *, for_write: bool = False) -> None:
+        """Check a stored document (system fields included) against ``table``'s validator.
+
+        Raises :class:`SchemaValidationError`; its ``detail`` is the validator's
+        message alone, its text the Convex-worded message for a write.
+        """
+        validator = self.document_validator(table)
+        if validator is None:
+            return
+        user_fields = {k: x for k, x in document.items() if k not in _SYSTEM_FIELDS}
+        failure = validator.check(user_fields, resolver)
+        if failure is None:
+            return
+        path, detail = failure
+        error = SchemaValidationError(
+            f'Failed to insert or update a document in table "{table}" because it does not '
+            f"match the schema: {detail}", path=path, table=table)
+        error.detail = detail  # type: ignore[attr-defined]
+        raise error
+
+
+def define_schema(tables: Mapping[str, TableDefinition], *,
+                  schema_validation: bool = True) -> SchemaDefinition:
+    """A schema of ``tables``; with ``schema_validation`` every write is checked."""
+    checked: dict[str, TableDefinition] = {}
+    for name, definition in tables.items():
+        if not isinstance(name, str) or not _IDENTIFIER.match(name) or name.startswith("_"):
+            raise SchemaValidationError(
+                f"Invalid table name {name!r}: table names must be identifiers that do not "
+                "start with '_' (system tables are prefixed with '_').", table=str(name))
+        if not isinstance(definition, TableDefinition):
+            raise SchemaValidationError(
+                f"Table {name!r} must be defined with define_table(...), got {definition!r}",
+                table=name)
+        checked[name] = definition
+    return SchemaDefinition(checked, schema_validation)
+
+

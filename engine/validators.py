@@ -1,0 +1,436 @@
+"""Validators: the ``v`` namespace (``v.string()``, ``v.object({...})``, ...).
+
+Validation is exact, as in Convex: object validators reject missing
+required fields and extra fields, ``v.optional`` means the key may be absent
+(``None`` is still a value that must match), ``v.int64()`` accepts only
+``int`` and ``v.number()`` only ``float`` (``1`` does not pass
+``v.number()``), ``v.literal`` compares with Convex's value equality (``1``
+and ``1.0`` differ, ``0.0`` and ``-0.0`` differ), and ``v.id("t")`` accepts
+only ids of table ``t``.
+
+Each validator is compiled once: :meth:`Validator.validate` runs a chain of
+closures whose success path does no allocation and no exception handling;
+the path and message are built only on failure, in Convex's shape::
+
+    Value does not match validator.
+    Path: .author
+    Value: 123.0
+    Validator: v.string()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import ids
+from .errors import InvalidId, ValidationError
+from .values import format_value, values_equal
+
+__all__ = ["Validator", "as_validator", "pagination_opts", "v", "validator_from_json"]
+
+#: resolver(table_number) -> table name or None (the engine supplies it).
+Resolver = Callable[[int], "str | None"]
+#: A compiled check: (value, resolver) -> None if valid, else (path, message).
+Check = Callable[[Any, "Resolver | None"], "tuple[str, str] | None"]
+
+
+def _mismatch(value: Any, validator: Validator, path: str = "") -> tuple[str, str]:
+    lines = ["Value does not match validator."]
+    if path:
+        lines.append(f"Path: {path}")
+    lines.append(f"Value: {format_value(value)}")
+    lines.append(f"Validator: {validator!r}")
+    return path, "\n".join(lines)
+
+
+def _nest(result: tuple[str, str], segment: str) -> tuple[str, str]:
+    """Prefix a failure's path with ``segment`` and rebuild the Path line."""
+    path, message = result
+    new_path = segment + path
+    if message.startswith("Value does not match validator."):
+        lines = message.split("\n")
+        if len(lines) > 1 and lines[1].startswith("Path: "):
+            lines[1] = f"Path: {new_path}"
+        else:
+            lines.insert(1, f"Path: {new_path}")
+        message = "\n".join(lines)
+    elif "\nPath: " in message:
+        head, _, tail = message.partition("\nPath: ")
+        rest = tail.split("\n", 1)
+        message = head + f"\nPath: {new_path}" + ("\n" + rest[1] if len(rest) > 1 else "")
+    else:
+        message = message + f"\nPath: {new_path}"
+    return new_path, message
+
+
+def _field_segment(name: str) -> str:
+    return f".{name}" if name.isidentifier() else f"[{name!r}]"
+
+
+class Validator:
+    """A compiled validator. Build them with ``v``; check values with :meth:`validate`.
+
+    Cost of :meth:`validate`: one pass over the value. Raises
+    :class:`~engine.errors.ValidationError` with ``.path`` on a mismatch.
+    """
+
+    __slots__ = ("_check", "_fields_map", "_json", "_repr", "is_optional", "kind")
+
+    def __init__(self, kind: str, check: Check, text: str, json: Any,
+                 *, is_optional: bool = False,
+                 fields: dict[str, Validator] | None = None) -> None:
+        self.kind = kind
+        self._check = check
+        self._repr = text
+        self._json = json
+        self.is_optional = is_optional
+        self._fields_map = fields
+
+    def __repr__(self) -> str:
+        return self._repr
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Validator) and self.to_json() == other.to_json() \
+            and self.is_optional == other.is_optional
+
+    def __hash__(self) -> int:
+        return hash(self._repr)
+
+    def validate(self, value: Any, *, resolver: Resolver | None = None) -> None:
+        """Raise :class:`ValidationError` unless ``value`` matches.
+
+        ``resolver`` maps a table number to its name so ``v.id("t")`` can
+        check the table; without it only the id's syntax is checked.
+        """
+        failure = self._check(value, resolver)
+        if failure is not None:
+            raise ValidationError(failure[1], path=failure[0])
+
+    def check(self, value: Any, resolver: Resolver | None = None) -> tuple[str, str] | None:
+        """``None`` if ``value`` matches, else ``(path, message)`` (no exception)."""
+        return self._check(value, resolver)
+
+    def to_json(self) -> Any:
+        """Convex's ValidatorJSON form (stored with the schema)."""
+        return self._json
+
+    # -- object helpers -------------------------------------------------------
+
+    def _fields(self) -> dict[str, Validator]:
+        if self._fields_map is None:
+            raise TypeError(f"{self!r} is not an object validator")
+        return self._fields_map
+
+    def pick(self, *names: str) -> Validator:
+        """An object validator with only the fields ``names``."""
+        fields = self._fields()
+        return _object({name: fields[name] for name in names})
+
+    def omit(self, *names: str) -> Validator:
+        """An object validator without the fields ``names``."""
+        return _object({k: f for k, f in self._fields().items() if k not in names})
+
+    def extend(self, more: Mapping[str, Validator]) -> Validator:
+        """An object validator with extra (or replaced) fields."""
+        return _object({**self._fields(), **dict(more)})
+
+    def partial(self) -> Validator:
+        """An object validator whose every field is optional."""
+        return _object({k: f if f.is_optional else _optional(f)
+                        for k, f in self._fields().items()})
+
+
+def _simple(kind: str, text: str, accepts: Callable[[Any], bool]) -> Validator:
+    holder: list[Validator] = []
+
+    def check(value: Any, resolver: Resolver | None) -> tuple[str, str] | None:
+        return None if accepts(value) else _mismatch(value, holder[0])
+
+    validator = Validator(kind, check, text, {"type": kind})
+    holder.append(validator)
+    return validator
+
+
+def _literal(value: Any) -> Validator:
+    if type(value) not in (str, int, float, bool):
+        raise TypeError(f"v.literal() takes a str, int, float or bool, got {value!r}")
+    text = f"v.literal({value!r})"
+    holder: list[Validator] = []
+    literal_type = type(value)
+
+    def check(candidate: Any, resolver: Resolver | None) -> tuple[str, str] | None:
+        if type(candidate) is literal_type and values_equal(candidate, value):
+            return None
+        return "", (f"`{format_value(candidate)}` does not match literal validator `{text}`.\n"
+                    f"Value: {format_value(candidate)}\nValidator: {text}")
+
+    validator = Validator("literal", check, text, {"type": "literal", "value": value})
+    holder.append(validator)
+    return validator
+
+
+def _id(table: str) -> Validator:
+    if not isinstance(table, str):
+        raise TypeError(f"v.id() takes a table name, got {table!r}")
+    text = f'v.id("{table}")'
+    holder: list[Validator] = []
+
+    def check(value: Any, resolver: Resolver | None) -> tuple[str, str] | None:
+        if type(value) is not str:
+            return _mismatch(value, holder[0])
+        try:
+            number, _ = ids.decode_id(value)
+        except InvalidId:
+            return "", (f"Value does not match validator.\nValue: {format_value(value)}\n"
+                        f"Validator: {text}\n(not a valid document ID)")
+        if resolver is not None:
+            found = resolver(number)
+            if found is not None and found != table:
+                return "", (f'Found ID "{value}" from table `{found}`, which does not match '
+                            f"the table name in validator `{text}`.")
+        return None
+
+    validator = Validator("id", check, text, {"type": "id", "tableName": table})
+    holder.append(validator)
+    return validator
+
+
+def _array(item: Validator) -> Validator:
+    item = as_validator(item)
+    item_check = item._check
+    text = f"v.array({item!r})"
+    holder: list[Validator] = []
+
+    def check(value: Any, resolver: Resolver | None) -> tuple[str, str] | None:
+        if type(value) is not list:
+            return _mismatch(value, holder[0])
+        for i, element in enumerate(value):
+            failure = item_check(element, resolver)
+            if failure is not None:
+                return _nest(failure, f"[{i}]")
+        return None
+
+    validator = Validator("array", check, text, {"type": "array", "value": item.to_json()})
+    holder.append(validator)
+    return validator
+
+
+def _object(fields: Mapping[str, Any]) -> Validator:
+    compiled = {name: as_validator(f) for name, f in fields.items()}
+    for name in compiled:
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("$"):
+            raise ValidationError(
+                f"Invalid field name {name!r} in v.object(): field names in validators must be "
+                "identifiers ([A-Za-z_][A-Za-z0-9_]*).")
+    required = [name for name, f in compiled.items() if not f.is_optional]
+    checks = [(name, f._check) for name, f in compiled.items()]
+    text = "v.object({" + ", ".join(f'"{k}": {f!r}' for k, f in compiled.items()) + "})"
+    allowed = set(compiled)
+    holder: list[Validator] = []
+
+    def check(value: Any, resolver: Resolver | None) -> tuple[str, str] | None:
+        if type(value) is not dict:
+            return _mismatch(value, holder[0])
+        for name in required:
+            if name not in value:
+                return "", (f"Object is missing the required field `{name}`. Consider wrapping "
+                            "the field validator in `v.optional(...)` if this is expected.\n\n"
+                            f"Object: {format_value(value)}\nValidator: {text}")
+        if len(value) > len(allowed) or not allowed.issuperset(value):
+            extra = next(k for k in value if k not in allowed)
+            return "", (f"Object contains extra field `{extra}` that is not in the validator."
+                        f"\n\nObject: {format_value(value)}\nValidator: {text}")
+        for name, field_check in checks:
+            if name in value:
+                failure = field_check(value[name], resolver)
+                if failure is not None:
+                    return _nest(failure, _field_segment(name))
+        return None
+
+    json = {"type": "object", "value": {k: {"fieldType": f.to_json(), "optional": f.is_optional}
+                                        for k, f in compiled.items()}}
+    validator = Validator("object", check, text, json, fields=compiled)
+    holder.append(validator)
+    return validator
+
+
+def _record(keys: Validator, values: Validator) -> Validator:
+    keys, values = as_validator(keys), as_validator(values)
+    key_check, value_check = keys._check, values._check
+    text = f"v.record({keys!r}, {values!r})"
+    holder: list[Validator] = []
+
+    def check(value: Any, resolver: Resolver | None) -> tuple[str, str] | None:
+        if type(value) is not dict:
+            return _mismatch(value, holder[0])
+        for key, element in value.items():
+            if not key or key.startswith(("$", "_")):
+                return _mismatch(value, holder[0])
+            failure = key_check(key, resolver)
+            if failure is not None:
+                return _nest(failure, _field_segment(key))
+            failure = value_check(element, resolver)
+            if failure is not None:
+                return _nest(failure, _field_segment(key))
+        return None
+
+    validator = Validator("record", check, text,
+                          {"type": "record", "keys": keys.to_json(), "values": values.to_json()})
+    holder.append(validator)
+    return validator
+
+
+def _union(*members: Any) -> Validator:
+    compiled = [as_validator(m) for m in members]
+    checks = [m._check for m in compiled]
+    text = "v.union(" + ", ".join(map(repr, compiled)) + ")"
+    holder: list[Validator] = []
+
+    def check(value: Any, resolver: Resolver | None) -> tuple[str, str] | None:
+        for member in checks:
+            if member(value, resolver) is None:
+                return None
+        return _mismatch(value, holder[0])
+
+    validator = Validator("union", check, text,
+                          {"type": "union", "value": [m.to_json() for m in compiled]})
+    holder.append(validator)
+    return validator
+
+
+def _optional(inner: Any) -> Validator:
+    inner = as_validator(inner)
+    return Validator(inner.kind, inner._check, f"v.optional({inner!r})", inner.to_json(),
+                     is_optional=True, fields=inner._fields_map)
+
+
+class _V:
+    """The ``v`` namespace: builders for every Convex validator."""
+
+    def string(self) -> Validator:
+        return _STRING
+
+    def number(self) -> Validator:
+        """A Float64 (Python ``float``); ``v.float64()`` is the same validator."""
+        return _FLOAT
+
+    def float64(self) -> Validator:
+        return _FLOAT
+
+    def int64(self) -> Validator:
+        """An Int64 (Python ``int``, not ``bool``)."""
+        return _INT
+
+    def bigint(self) -> Validator:
+        """Deprecated Convex alias of :meth:`int64`."""
+        return _INT
+
+    def boolean(self) -> Validator:
+        return _BOOL
+
+    def null(self) -> Validator:
+        return _NULL
+
+    def bytes(self) -> Validator:
+        return _BYTES
+
+    def any(self) -> Validator:
+        return _ANY
+
+    def id(self, table: str) -> Validator:
+        return _id(table)
+
+    def literal(self, value: Any) -> Validator:
+        return _literal(value)
+
+    def array(self, item: Any) -> Validator:
+        return _array(item)
+
+    def object(self, fields: Mapping[str, Any]) -> Validator:
+        return _object(fields)
+
+    def record(self, keys: Any, values: Any) -> Validator:
+        return _record(keys, values)
+
+    def union(self, *members: Any) -> Validator:
+        return _union(*members)
+
+    def optional(self, inner: Any) -> Validator:
+        return _optional(inner)
+
+    def nullable(self, inner: Any) -> Validator:
+        return _union(inner, _NULL)
+
+
+_STRING = Validator("string", lambda x, r: None if type(x) is str else _mismatch(x, _STRING),
+                    "v.string()", {"type": "string"})
+_FLOAT = Validator("number", lambda x, r: None if type(x) is float else _mismatch(x, _FLOAT),
+                   "v.float64()", {"type": "number"})
+_INT = Validator("bigint", lambda x, r: None if type(x) is int else _mismatch(x, _INT),
+                 "v.int64()", {"type": "bigint"})
+_BOOL = Validator("boolean", lambda x, r: None if type(x) is bool else _mismatch(x, _BOOL),
+                  "v.boolean()", {"type": "boolean"})
+_NULL = Validator("null", lambda x, r: None if x is None else _mismatch(x, _NULL),
+                  "v.null()", {"type": "null"})
+_BYTES = Validator("bytes", lambda x, r: None if type(x) is bytes else _mismatch(x, _BYTES),
+                   "v.bytes()", {"type": "bytes"})
+_ANY = Validator("any", lambda x, r: None, "v.any()", {"type": "any"})
+
+#: The validator builders: ``v.string()``, ``v.object({...})``, ...
+v = _V()
+
+
+def as_validator(spec: Any) -> Validator:
+    """A validator from a validator or a dict of validators (``{...}`` → ``v.object``)."""
+    if isinstance(spec, Validator):
+        return spec
+    if isinstance(spec, Mapping):
+        return _object(spec)
+    raise TypeError(f"Expected a validator (v.string(), v.object({{...}}), ...) or a dict of "
+                    f"validators, got {spec!r}")
+
+
+def validator_from_json(json: Any) -> Validator:
+    """Rebuild a validator from its :meth:`Validator.to_json` form."""
+    kind = json["type"]
+    simple = {"string": _STRING, "number": _FLOAT, "bigint": _INT, "boolean": _BOOL,
+              "null": _NULL, "bytes": _BYTES, "any": _ANY}
+    if kind in simple:
+        return simple[kind]
+    if kind == "literal":
+        return _literal(json["value"])
+    if kind == "id":
+        return _id(json["tableName"])
+    if kind == "array":
+        return _array(validator_from_json(json["value"]))
+    if kind == "record":
+        return _record(validator_from_json(json["keys"]), validator_from_json(json["values"]))
+    if kind == "union":
+        return _union(*(validator_from_json(m) for m in json["value"]))
+    if kind == "object":
+        fields = {}
+        for name, spec in json["value"].items():
+            field = validator_from_json(spec["fieldType"])
+            fields[name] = _optional(field) if spec.get("optional") else field
+        return _object(fields)
+    raise ValueError(f"Unknown validator JSON type {kind!r}")
+
+
+def _whole_number() -> Validator:
+    # Python callers write {"numItems": 10}: accept an int as well as Convex's float.
+    return _union(_FLOAT, _INT)
+
+
+#: The validator of ``paginate()`` options, as Convex's ``paginationOptsValidator``
+#: (numbers may be ``int`` or ``float``: Python callers write ``10``, not ``10.0``).
+pagination_opts = _object({
+    "numItems": _whole_number(),
+    "cursor": _union(_STRING, _NULL),
+    "endCursor": _optional(_union(_STRING, _NULL)),
+    "id": _optional(_whole_number()),
+    "maximumRowsRead": _optional(_whole_number()),
+    "maximumBytesRead": _optional(_whole_number()),
+})
+
+
