@@ -1,0 +1,75 @@
+"""engine.schema: define_table/define_schema rules and document checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import SchemaValidationError, define_schema, define_table, v
+
+
+@pytest.mark.parametrize(("name", "fields", "message"), [
+    ("by_id", ["a"], "IndexNameReserved"),
+    ("by_creation_time", ["a"], "IndexNameReserved"),
+    ("_private", ["a"], "Invalid index name"),
+    ("has space", ["a"], "Invalid index name"),
+    ("x" * 65, ["a"], "Invalid index name"),
+    ("ok", [], "at least one field"),
+    ("ok", ["a", "a"], "duplicate fields"),
+    ("ok", ["_id"], "IndexFieldsContainId"),
+    ("ok", ["_creationTime"], "IndexFieldsContainCreationTime"),
+    ("ok", ["a._b"], "IndexFieldNameReserved"),
+    ("ok", [f"f{i}" for i in range(16)], "IndexTooManyFields"),
+])
+def test_index_rules(name: str, fields: list[str], message: str) -> None:
+    with pytest.raises(SchemaValidationError, match=message):
+        define_table({"a": v.string()}).index(name, fields)
+
+
+def test_index_limits_and_duplicates() -> None:
+    table = define_table({}).index("wide", [f"f{i}" for i in range(15)])
+    assert len(table.indexes["wide"]) == 15
+    table.index("by_a", ["a"])
+    with pytest.raises(SchemaValidationError, match="Duplicate index name"):
+        table.index("by_a", ["b"])
+    with pytest.raises(SchemaValidationError, match="same fields"):
+        table.index("by_a2", ["a"])
+    assert define_table({}).index("nested", ["a.b"]).indexes["nested"] == ("a.b",)
+
+
+def test_table_rules() -> None:
+    with pytest.raises(SchemaValidationError, match="Invalid table name"):
+        define_schema({"_system": define_table({})})
+    with pytest.raises(SchemaValidationError, match="starts with an underscore"):
+        define_table({"_x": v.string()})
+    with pytest.raises(SchemaValidationError, match="must be an object"):
+        define_table(v.string())
+    with pytest.raises(SchemaValidationError, match="define_table"):
+        define_schema({"t": {"a": v.string()}})  # type: ignore[dict-item]
+
+
+def test_check_document_message_names_the_table() -> None:
+    schema = define_schema({"t": define_table({"a": v.string()})})
+    schema.check_document("t", {"_id": "x", "_creationTime": 1.0, "a": "ok"}, None)
+    with pytest.raises(SchemaValidationError) as caught:
+        schema.check_document("t", {"_id": "x", "_creationTime": 1.0, "a": 1}, None)
+    assert str(caught.value).startswith(
+        'Failed to insert or update a document in table "t" because it does not match the '
+        "schema: Value does not match validator.\nPath: .a")
+    schema.check_document("unknown", {"anything": 1}, None)
+
+
+def test_union_of_objects_as_table() -> None:
+    schema = define_schema({"shapes": define_table(v.union(
+        v.object({"kind": v.literal("circle"), "r": v.float64()}),
+        v.object({"kind": v.literal("square"), "side": v.float64()})))})
+    schema.check_document("shapes", {"kind": "circle", "r": 1.0}, None)
+    with pytest.raises(SchemaValidationError):
+        schema.check_document("shapes", {"kind": "circle", "side": 1.0}, None)
+
+
+def test_to_json_is_stable() -> None:
+    schema = define_schema({"t": define_table({"a": v.string()}).index("by_a", ["a"])})
+    assert schema.to_json() == {"schemaValidation": True, "tables": {"t": {
+        "validator": {"type": "object", "value": {"a": {"fieldType": {"type": "string"},
+                                                        "optional": False}}},
+        "indexes": {"by_a": ["a"]}}}}

@@ -1,0 +1,129 @@
+"""engine.validators: every builder, rule and message."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import ValidationError, pagination_opts, v
+from engine.ids import encode_id
+from engine.validators import validator_from_json
+
+USERS_ID = encode_id(10001, bytes(16))
+POSTS_ID = encode_id(10002, bytes(16))
+
+
+def fails(validator, value, *, resolver=None) -> ValidationError:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValidationError) as caught:
+        validator.validate(value, resolver=resolver)
+    return caught.value
+
+
+@pytest.mark.parametrize(("validator", "good", "bad"), [
+    (v.string(), "x", [1, b"x", None]),
+    (v.number(), 1.5, [1, True, "1"]),
+    (v.float64(), float("nan"), [0]),
+    (v.int64(), 1, [1.0, True]),
+    (v.boolean(), True, [0, 1, None]),
+    (v.null(), None, [0, False, ""]),
+    (v.bytes(), b"\x00", ["x", bytearray(b"x")]),
+    (v.array(v.int64()), [1, 2], [(1, 2), [1, 2.0], {}]),
+    (v.literal("a"), "a", ["b", 1]),
+    (v.literal(1), 1, [1.0, True]),
+    (v.literal(0.0), 0.0, [-0.0, 0]),
+    (v.union(v.string(), v.int64()), 3, [3.0, None]),
+    (v.nullable(v.string()), None, [1]),
+    (v.record(v.string(), v.int64()), {"a": 1}, [{"a": "x"}, {"$a": 1}, {"_a": 1}, []]),
+])
+def test_scalars_and_containers(validator, good, bad) -> None:  # type: ignore[no-untyped-def]
+    validator.validate(good)
+    for value in bad:
+        fails(validator, value)
+
+
+def test_any_accepts_everything() -> None:
+    for value in [None, 1, "x", [1], {"a": {"b": b""}}]:
+        v.any().validate(value)
+
+
+def test_mismatch_message_has_convex_shape() -> None:
+    error = fails(v.object({"author": v.string()}), {"author": 123.0})
+    assert str(error) == ("Value does not match validator.\nPath: .author\nValue: 123.0\n"
+                          "Validator: v.string()")
+    assert error.path == ".author"
+
+
+def test_nested_paths() -> None:
+    validator = v.object({"tags": v.array(v.object({"name": v.string()}))})
+    error = fails(validator, {"tags": [{"name": "a"}, {"name": 5}]})
+    assert error.path == ".tags[1].name"
+    assert "Path: .tags[1].name" in str(error)
+
+
+def test_objects_are_exact() -> None:
+    validator = v.object({"body": v.string(), "n": v.optional(v.int64())})
+    validator.validate({"body": "x"})
+    validator.validate({"body": "x", "n": 1})
+    error = fails(validator, {"n": 1})
+    assert str(error).startswith(
+        "Object is missing the required field `body`. Consider wrapping the field validator "
+        "in `v.optional(...)` if this is expected.")
+    error = fails(validator, {"body": "x", "x": 1})
+    assert str(error).startswith("Object contains extra field `x` that is not in the validator.")
+    fails(validator, {"body": "x", "n": None})  # optional means absent, not None
+
+
+def test_literal_message() -> None:
+    error = fails(v.literal("a"), "c")
+    assert str(error).startswith('`"c"` does not match literal validator `v.literal(\'a\')`')
+
+
+def test_ids_check_syntax_and_table() -> None:
+    validator = v.id("users")
+    validator.validate(USERS_ID)
+    fails(validator, "not-an-id")
+    fails(validator, 5)
+    names = {10001: "users", 10002: "posts"}.get
+    validator.validate(USERS_ID, resolver=names)
+    error = fails(validator, POSTS_ID, resolver=names)
+    assert str(error) == (f'Found ID "{POSTS_ID}" from table `posts`, which does not match the '
+                          'table name in validator `v.id("users")`.')
+
+
+def test_reprs_read_as_source() -> None:
+    validator = v.object({"name": v.string(), "age": v.optional(v.int64()),
+                          "kind": v.union(v.literal("a"), v.null())})
+    assert repr(validator) == ('v.object({"name": v.string(), "age": v.optional(v.int64()), '
+                               '"kind": v.union(v.literal(\'a\'), v.null())})')
+    assert repr(v.record(v.string(), v.any())) == "v.record(v.string(), v.any())"
+    assert repr(v.id("users")) == 'v.id("users")'
+
+
+def test_object_helpers() -> None:
+    base = v.object({"a": v.string(), "b": v.int64(), "c": v.boolean()})
+    base.pick("a").validate({"a": "x"})
+    base.omit("a").validate({"b": 1, "c": True})
+    base.extend({"d": v.null()}).validate({"a": "x", "b": 1, "c": False, "d": None})
+    base.partial().validate({})
+    with pytest.raises(TypeError):
+        v.string().pick("a")
+
+
+def test_json_round_trip() -> None:
+    validator = v.object({"a": v.array(v.union(v.literal(1), v.id("t"))),
+                          "b": v.optional(v.record(v.string(), v.bytes())),
+                          "c": v.nullable(v.float64()), "d": v.any(), "e": v.boolean()})
+    again = validator_from_json(validator.to_json())
+    assert again == validator and repr(again) == repr(validator)
+
+
+def test_field_names_must_be_identifiers() -> None:
+    with pytest.raises(ValidationError, match="Invalid field name"):
+        v.object({"not valid": v.string()})
+
+
+def test_pagination_opts_accepts_python_ints() -> None:
+    pagination_opts.validate({"numItems": 10, "cursor": None})
+    pagination_opts.validate({"numItems": 10.0, "cursor": "c", "endCursor": None,
+                              "maximumRowsRead": 100})
+    fails(pagination_opts, {"numItems": "10", "cursor": None})
+    fails(pagination_opts, {"numItems": 10})
