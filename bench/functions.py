@@ -37,10 +37,20 @@ def run(report: Any) -> None:
         raw_ids = [raw.insert_one(d) for d in docs]
         with Engine.open(os.path.join(folder, "none"), durability="none") as engine:
             ids = [engine.mutation(insert, {"doc": d}) for d in docs]
-            report.measure("empty query", lambda: engine.query(empty, {}), seconds=seconds,
-                           group="empty query", system="convexlite")
-            report.measure("empty query", lambda: None, seconds=seconds,
-                           group="empty query", system="python no-op call")
+            report.measure(
+                "empty query",
+                lambda: engine.query(empty, {}),
+                seconds=seconds,
+                group="empty query",
+                system="convexlite",
+            )
+            report.measure(
+                "empty query",
+                lambda: None,
+                seconds=seconds,
+                group="empty query",
+                system="python no-op call",
+            )
             state = {"i": 0}
 
             def one_doc() -> None:
@@ -51,21 +61,47 @@ def run(report: Any) -> None:
                 state["i"] = (state["i"] + 1) % len(raw_ids)
                 raw.get(raw_ids[state["i"]])
 
-            report.measure("one-document query", one_doc, seconds=seconds,
-                           group="one-document query", system="convexlite")
-            report.measure("one-document query", raw_get, seconds=seconds,
-                           group="one-document query", system="raw lmdb")
-            report.measure("one-insert mutation", lambda: engine.mutation(
-                insert, {"doc": docs[0]}), seconds=seconds,
-                group="one-insert mutation, durability none", system="convexlite none")
-            report.measure("one-insert mutation", lambda: raw.insert_one(docs[0]),
-                           seconds=seconds, group="one-insert mutation, durability none",
-                           system="raw lmdb nosync")
+            report.measure(
+                "one-document query",
+                one_doc,
+                seconds=seconds,
+                group="one-document query",
+                system="convexlite",
+            )
+            report.measure(
+                "one-document query",
+                raw_get,
+                seconds=seconds,
+                group="one-document query",
+                system="raw lmdb",
+            )
+            report.measure(
+                "one-insert mutation",
+                lambda: engine.mutation(insert, {"doc": docs[0]}),
+                seconds=seconds,
+                group="one-insert mutation, durability none",
+                system="convexlite none",
+            )
+            report.measure(
+                "one-insert mutation",
+                lambda: raw.insert_one(docs[0]),
+                seconds=seconds,
+                group="one-insert mutation, durability none",
+                system="raw lmdb nosync",
+            )
         raw_sync = RawLmdbStore(os.path.join(folder, "raw-full"), sync=True)
         with Engine.open(os.path.join(folder, "full"), durability="full") as engine:
-            report.measure("one-insert mutation", lambda: engine.mutation(
-                insert, {"doc": docs[0]}), seconds=seconds,
-                group="one-insert mutation, durability full", system="convexlite full")
-            report.measure("one-insert mutation", lambda: raw_sync.insert_one(docs[0]),
-                           seconds=seconds, group="one-insert mutation, durability full",
-                           system="raw lmdb sync")
+            report.measure(
+                "one-insert mutation",
+                lambda: engine.mutation(insert, {"doc": docs[0]}),
+                seconds=seconds,
+                group="one-insert mutation, durability full",
+                system="convexlite full",
+            )
+            report.measure(
+                "one-insert mutation",
+                lambda: raw_sync.insert_one(docs[0]),
+                seconds=seconds,
+                group="one-insert mutation, durability full",
+                system="raw lmdb sync",
+            )

@@ -22,19 +22,33 @@ def run(report: Any) -> None:
     size = 100
     pages = [1, 10, 100, 190] if quick else [1, 100, 1_000, 9_000]
     seconds = 0.3 if quick else 1.0
-    schema = define_schema({"people": define_table({
-        "name": v.string(), "age": v.int64(), "city": v.string(), "score": v.float64(),
-    }).index("by_age", ["age"])})
+    schema = define_schema(
+        {
+            "people": define_table(
+                {
+                    "name": v.string(),
+                    "age": v.int64(),
+                    "city": v.string(),
+                    "score": v.float64(),
+                }
+            ).index("by_age", ["age"])
+        }
+    )
     docs = make_documents(n)
     with tempfile.TemporaryDirectory() as folder:
         with Engine.open(os.path.join(folder, "cl"), schema=schema, durability="none") as engine:
             for start in range(0, n, 20_000):
-                chunk = docs[start:start + 20_000]
+                chunk = docs[start : start + 20_000]
                 engine.run(lambda ctx, c=chunk: [ctx.db.insert("people", d) for d in c])
 
             def page_query(cursor: str | None) -> Any:
-                return engine.run(lambda ctx: ctx.db.query("people").with_index("by_age")
-                                  .paginate({"numItems": size, "cursor": cursor}))
+                return engine.run(
+                    lambda ctx: (
+                        ctx.db.query("people")
+                        .with_index("by_age")
+                        .paginate({"numItems": size, "cursor": cursor})
+                    )
+                )
 
             cursors: dict[int, str | None] = {1: None}
             cursor: str | None = None
@@ -43,10 +57,14 @@ def run(report: Any) -> None:
                     cursors[number] = cursor
                 cursor = page_query(cursor)["continueCursor"]
             for number in pages:
-                report.measure(f"page {number}", lambda c=cursors[number]: page_query(c),
-                               seconds=seconds, group=f"page {number}", system="convexlite")
-        sqlite = SqliteStore(os.path.join(folder, "s.db"), synchronous="NORMAL",
-                             indexes=["age"])
+                report.measure(
+                    f"page {number}",
+                    lambda c=cursors[number]: page_query(c),
+                    seconds=seconds,
+                    group=f"page {number}",
+                    system="convexlite",
+                )
+        sqlite = SqliteStore(os.path.join(folder, "s.db"), synchronous="NORMAL", indexes=["age"])
         sqlite.insert_many(docs)
         keys_at: dict[int, Any] = {}
         after: Any = None
@@ -56,12 +74,20 @@ def run(report: Any) -> None:
             rows = sqlite.page_keyset("age", after, size)
             after = sqlite.keyset_position(rows[-1]) if rows else after
         for number in pages:
-            report.measure(f"page {number}", lambda p=number: sqlite.page_offset(
-                "age", p - 1, size), seconds=seconds, group=f"page {number}",
-                system="sqlite3 OFFSET")
-            report.measure(f"page {number}", lambda k=keys_at[number]: sqlite.page_keyset(
-                "age", k, size), seconds=seconds, group=f"page {number}",
-                system="sqlite3 keyset")
+            report.measure(
+                f"page {number}",
+                lambda p=number: sqlite.page_offset("age", p - 1, size),
+                seconds=seconds,
+                group=f"page {number}",
+                system="sqlite3 OFFSET",
+            )
+            report.measure(
+                f"page {number}",
+                lambda k=keys_at[number]: sqlite.page_keyset("age", k, size),
+                seconds=seconds,
+                group=f"page {number}",
+                system="sqlite3 keyset",
+            )
         raw = RawLmdbStore(os.path.join(folder, "raw"), sync=False, indexes=["age"])
         raw.insert_many(docs)
         raw_at: dict[int, Any] = {}
@@ -71,5 +97,10 @@ def run(report: Any) -> None:
                 raw_at[number] = position
             position = raw.page_after("age", position, size)[1]
         for number in pages:
-            report.measure(f"page {number}", lambda k=raw_at[number]: raw.page_after(
-                "age", k, size), seconds=seconds, group=f"page {number}", system="raw lmdb")
+            report.measure(
+                f"page {number}",
+                lambda k=raw_at[number]: raw.page_after("age", k, size),
+                seconds=seconds,
+                group=f"page {number}",
+                system="raw lmdb",
+            )

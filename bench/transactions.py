@@ -25,8 +25,7 @@ def _doc(i: int) -> dict[str, Any]:
     return {"name": f"user{i}", "age": i % 100, "city": f"c{i % 100}", "score": i * 0.5}
 
 
-def _convexlite_batch(engine: Any, pool: ThreadPoolExecutor, threads: int,
-                      per_thread: int) -> Any:
+def _convexlite_batch(engine: Any, pool: ThreadPoolExecutor, threads: int, per_thread: int) -> Any:
     def one_thread(t: int) -> None:
         for i in range(per_thread):
             engine.run(lambda ctx, i=i: ctx.db.insert("people", _doc(t * 100000 + i)))
@@ -58,13 +57,19 @@ def run(report: Any) -> None:
             for threads in (1, 4, 16):
                 with ThreadPoolExecutor(threads) as pool:
                     batch = _convexlite_batch(engine, pool, threads, per_thread)
-                    report.measure(f"durable insert, {threads} thread(s)", batch,
-                                   ops_per_call=threads * per_thread, seconds=seconds,
-                                   group=f"durable single-document mutations, {threads} threads",
-                                   system="convexlite full")
+                    report.measure(
+                        f"durable insert, {threads} thread(s)",
+                        batch,
+                        ops_per_call=threads * per_thread,
+                        seconds=seconds,
+                        group=f"durable single-document mutations, {threads} threads",
+                        system="convexlite full",
+                    )
             stats = engine._db.committer.stats
-            report.note("convexlite commits per LMDB write txn (group commit)",
-                        round(stats["commits"] / max(1, stats["groups"]), 2))
+            report.note(
+                "convexlite commits per LMDB write txn (group commit)",
+                round(stats["commits"] / max(1, stats["groups"]), 2),
+            )
         # Two processes on one folder.
         path = os.path.join(folder, "procs")
         Engine.open(path, durability="full").close()
@@ -74,12 +79,16 @@ def run(report: Any) -> None:
             started = time.perf_counter()
             pool.starmap(_process_worker, [(path, count), (path, count)])
             elapsed = time.perf_counter() - started
-        report.note("convexlite full, 2 processes: mutations/s (incl. process start)",
-                    round(2 * count / elapsed))
+        report.note(
+            "convexlite full, 2 processes: mutations/s (incl. process start)",
+            round(2 * count / elapsed),
+        )
         for synchronous in ("FULL", "NORMAL"):
             for threads in (1, 16):
-                store = SqliteStore(os.path.join(folder, f"sqlite-{synchronous}-{threads}.db"),
-                                    synchronous=synchronous)
+                store = SqliteStore(
+                    os.path.join(folder, f"sqlite-{synchronous}-{threads}.db"),
+                    synchronous=synchronous,
+                )
                 local = threading.local()
 
                 def insert_one(t: int, store: SqliteStore = store) -> None:
@@ -93,15 +102,21 @@ def run(report: Any) -> None:
                     report.measure(
                         f"durable insert, {threads} thread(s)",
                         lambda pool=pool, fn=insert_one, n=threads: list(pool.map(fn, range(n))),
-                        ops_per_call=threads * per_thread, seconds=seconds,
+                        ops_per_call=threads * per_thread,
+                        seconds=seconds,
                         group=f"durable single-document mutations, {threads} threads",
-                        system=f"sqlite3 WAL {synchronous}")
+                        system=f"sqlite3 WAL {synchronous}",
+                    )
         raw = RawLmdbStore(os.path.join(folder, "raw"), sync=True)
         docs = make_documents(per_thread)
-        report.measure("durable insert, 1 thread(s)",
-                       lambda: [raw.insert_one(d) for d in docs], ops_per_call=len(docs),
-                       seconds=seconds, group="durable single-document mutations, 1 threads",
-                       system="raw lmdb sync")
+        report.measure(
+            "durable insert, 1 thread(s)",
+            lambda: [raw.insert_one(d) for d in docs],
+            ops_per_call=len(docs),
+            seconds=seconds,
+            group="durable single-document mutations, 1 threads",
+            system="raw lmdb sync",
+        )
         _hot_key(report, os.path.join(folder, "hot"), quick)
 
 

@@ -113,21 +113,27 @@ class Catalog(msgspec.Struct, frozen=True):
         """The lookups transactions need, precomputed once per catalog version."""
         return CatalogView(self)
 
-    def with_table(self, name: str, *, system: bool = False,
-                   indexes: dict[str, tuple[str, ...]] | None = None) -> Catalog:
+    def with_table(
+        self, name: str, *, system: bool = False, indexes: dict[str, tuple[str, ...]] | None = None
+    ) -> Catalog:
         """A new catalog with table ``name`` added (with ``by_id``, ``by_creation_time``)."""
         next_index = self.next_index
         defs: dict[str, IndexDef] = {}
-        for index_name, fields in [(BY_ID, ()), (BY_CREATION_TIME, ()),
-                                   *(indexes or {}).items()]:
+        for index_name, fields in [(BY_ID, ()), (BY_CREATION_TIME, ()), *(indexes or {}).items()]:
             defs[index_name] = IndexDef(index_name, next_index, tuple(fields))
             next_index += 1
         if system:
-            number, next_user, next_system = (self.next_system_table, self.next_user_table,
-                                              self.next_system_table + 1)
+            number, next_user, next_system = (
+                self.next_system_table,
+                self.next_user_table,
+                self.next_system_table + 1,
+            )
         else:
-            number, next_user, next_system = (self.next_user_table, self.next_user_table + 1,
-                                              self.next_system_table)
+            number, next_user, next_system = (
+                self.next_user_table,
+                self.next_user_table + 1,
+                self.next_system_table,
+            )
         tables = dict(self.tables)
         tables[name] = TableDef(name, number, defs)
         return Catalog(self.version + 1, tables, next_user, next_system, next_index)
@@ -138,8 +144,9 @@ class Catalog(msgspec.Struct, frozen=True):
         tables = dict(self.tables)
         tables[table] = TableDef(old.name, old.number, indexes)
         highest = max([self.next_index - 1, *(ix.number for ix in indexes.values())])
-        return Catalog(self.version + 1, tables, self.next_user_table,
-                       self.next_system_table, highest + 1)
+        return Catalog(
+            self.version + 1, tables, self.next_user_table, self.next_system_table, highest + 1
+        )
 
 
 class CatalogView:
@@ -154,10 +161,10 @@ class CatalogView:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.tables = catalog.tables
-        self.table_by_number: dict[int, TableDef] = {
-            t.number: t for t in catalog.tables.values()}
+        self.table_by_number: dict[int, TableDef] = {t.number: t for t in catalog.tables.values()}
         self.index_owner: dict[int, tuple[TableDef, IndexDef]] = {
-            ix.number: (t, ix) for t in catalog.tables.values() for ix in t.indexes.values()}
+            ix.number: (t, ix) for t in catalog.tables.values() for ix in t.indexes.values()
+        }
 
 
 _catalog_decoder = typed_decoder(Catalog)

@@ -84,8 +84,17 @@ class CommitRequest:
             for name in new_catalog.tables.keys() - txn.catalog.tables.keys():
                 logged.append(catalog_key(name))
             logged.append(NEXT_TABLE_KEY)
-        return cls(txn.snapshot_ts, txn.reads.freeze(), txn.catalog.catalog.version, tables,
-                   documents, deletes, puts, logged, new_catalog)
+        return cls(
+            txn.snapshot_ts,
+            txn.reads.freeze(),
+            txn.catalog.catalog.version,
+            tables,
+            documents,
+            deletes,
+            puts,
+            logged,
+            new_catalog,
+        )
 
 
 class Committer:
@@ -185,8 +194,13 @@ class Committer:
                 _prune_log(wtxn, storage, latest)
         return outcomes
 
-    def _validate(self, request: CommitRequest, history: list[tuple[int, list[bytes]]],
-                  floor: int, catalog: Catalog) -> Conflict | None:
+    def _validate(
+        self,
+        request: CommitRequest,
+        history: list[tuple[int, list[bytes]]],
+        floor: int,
+        catalog: Catalog,
+    ) -> Conflict | None:
         if request.snapshot_ts < floor:
             return Conflict(b"", None, floor)
         for name, seen in request.tables.items():

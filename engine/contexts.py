@@ -61,8 +61,15 @@ class QueryCtx:
 
     __slots__ = ("_depth", "_runtime", "_txn", "auth", "db", "env", "now", "random")
 
-    def __init__(self, runtime: Runtime | None, txn: Transaction, identity: Any,
-                 now: float, seed: int, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime | None,
+        txn: Transaction,
+        identity: Any,
+        now: float,
+        seed: int,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self._runtime = runtime
         self._txn = txn
         self._depth = 0  # nesting of ctx.run_query / ctx.run_mutation
@@ -89,8 +96,15 @@ class MutationCtx(QueryCtx):
 
     db: DatabaseWriter
 
-    def __init__(self, runtime: Runtime | None, txn: Transaction, identity: Any,
-                 now: float, seed: int, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime | None,
+        txn: Transaction,
+        identity: Any,
+        now: float,
+        seed: int,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(runtime, txn, identity, now, seed, env)
         self.scheduler: Any = None
 
@@ -113,8 +127,9 @@ class ActionCtx:
 
     __slots__ = ("_runtime", "auth", "env", "identity", "scheduler")
 
-    def __init__(self, runtime: Runtime, identity: Any,
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, runtime: Runtime, identity: Any, env: Mapping[str, str] | None = None
+    ) -> None:
         self._runtime = runtime
         self.identity = identity
         self.auth = Auth(identity)
@@ -127,8 +142,7 @@ class ActionCtx:
 
     async def run_mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
         """Run a mutation in its own transaction, as the caller's identity."""
-        return await self._runtime.acall(ref, args, self.identity, kind="mutation",
-                                         internal=True)
+        return await self._runtime.acall(ref, args, self.identity, kind="mutation", internal=True)
 
     async def run_action(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
         """Run another action, as the caller's identity."""

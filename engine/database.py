@@ -181,8 +181,9 @@ class Database:
     def begin(self, *, writable: bool) -> Transaction:
         return Transaction(self, writable=writable)
 
-    def run(self, fn: Callable[[Transaction], T], *, writable: bool = True,
-            source: str = "") -> tuple[T, int]:
+    def run(
+        self, fn: Callable[[Transaction], T], *, writable: bool = True, source: str = ""
+    ) -> tuple[T, int]:
         """Run ``fn`` in a transaction, commit, retry on conflict; returns (result, ts).
 
         ``ts`` is the commit timestamp, or the snapshot timestamp for a
@@ -224,10 +225,14 @@ class Database:
             time.sleep(self.retry.delay(attempt))
 
 
-def _occ_failure(conflict: Conflict, retries: int, source: str) -> OptimisticConcurrencyControlFailure:
+def _occ_failure(
+    conflict: Conflict, retries: int, source: str
+) -> OptimisticConcurrencyControlFailure:
     table = conflict.table or "unknown"
     where = f" {source}." if source else ""
     return OptimisticConcurrencyControlFailure(
         f'Documents read from or written to the "{table}" table changed while this mutation '
         f"was being run and on every subsequent retry.{where} See https://docs.convex.dev/error#1",
-        table=conflict.table, retries=retries)
+        table=conflict.table,
+        retries=retries,
+    )

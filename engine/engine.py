@@ -54,9 +54,16 @@ class Engine:
     # -- lifecycle -------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, schema: Any = None,
-             functions: ModuleType | None = None, auth: Any = None,
-             durability: Durability = "full", env: Mapping[str, str] | None = None) -> Engine:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        schema: Any = None,
+        functions: ModuleType | None = None,
+        auth: Any = None,
+        durability: Durability = "full",
+        env: Mapping[str, str] | None = None,
+    ) -> Engine:
         """Open (creating if needed) the database in folder ``path``.
 
         ``schema``: a ``define_schema(...)`` result, or None for schemaless
@@ -126,8 +133,7 @@ class Engine:
         """
         return self._live().call(ref, args, auth, kind="query")
 
-    def mutation(self, ref: Any, args: dict[str, Any] | None = None, *,
-                 auth: Any = None) -> Any:
+    def mutation(self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None) -> Any:
         """Run a public mutation; returns once it is committed (durably in ``full`` mode).
 
         Retries on conflict; raises :class:`OptimisticConcurrencyControlFailure`
@@ -145,8 +151,10 @@ class Engine:
         except RuntimeError:
             pass
         else:
-            raise EngineError("Engine.action() blocks, and this thread runs an event loop: "
-                              "use `await engine.aaction(...)` instead.")
+            raise EngineError(
+                "Engine.action() blocks, and this thread runs an event loop: "
+                "use `await engine.aaction(...)` instead."
+            )
         identity = runtime.identity(auth)
         return asyncio.run(runtime.acall(ref, args, identity, kind="action"))
 
@@ -164,17 +172,29 @@ class Engine:
         runtime = self._live()
 
         def body(txn: Any) -> T:
-            ctx = MutationCtx(runtime, txn, None, time.time() * 1000.0,
-                              int.from_bytes(os.urandom(8), "little"), runtime.env)
+            ctx = MutationCtx(
+                runtime,
+                txn,
+                None,
+                time.time() * 1000.0,
+                int.from_bytes(os.urandom(8), "little"),
+                runtime.env,
+            )
             return fn(ctx)
 
         result, ts = self._db.run(body, writable=True, source="Engine.run")
         self._db.wait_for_subscriptions(ts)
         return result
 
-    def subscribe(self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None,
-                  callback: Callable[[Any], None] | None = None,
-                  on_error: Callable[[BaseException], None] | None = None) -> Subscription:
+    def subscribe(
+        self,
+        ref: Any,
+        args: dict[str, Any] | None = None,
+        *,
+        auth: Any = None,
+        callback: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> Subscription:
         """Follow a public query: its value now, and again after each commit that matters.
 
         Returns a :class:`Subscription` (``.value``, ``for``, ``async for``,
@@ -185,21 +205,25 @@ class Engine:
         """
         runtime = self._live()
         identity = runtime.identity(auth)
-        return self._db.subscriptions.subscribe(runtime, ref, args, identity,
-                                                callback=callback, on_error=on_error)
+        return self._db.subscriptions.subscribe(
+            runtime, ref, args, identity, callback=callback, on_error=on_error
+        )
 
-    async def aquery(self, ref: Any, args: dict[str, Any] | None = None, *,
-                     auth: Any = None) -> Any:
+    async def aquery(
+        self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None
+    ) -> Any:
         """:meth:`query` for asyncio hosts: runs on a worker thread."""
         return await asyncio.to_thread(self.query, ref, args, auth=auth)
 
-    async def amutation(self, ref: Any, args: dict[str, Any] | None = None, *,
-                        auth: Any = None) -> Any:
+    async def amutation(
+        self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None
+    ) -> Any:
         """:meth:`mutation` for asyncio hosts: the commit never blocks the event loop."""
         return await asyncio.to_thread(self.mutation, ref, args, auth=auth)
 
-    async def aaction(self, ref: Any, args: dict[str, Any] | None = None, *,
-                      auth: Any = None) -> Any:
+    async def aaction(
+        self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None
+    ) -> Any:
         """:meth:`action` for asyncio hosts: runs on the caller's event loop."""
         runtime = self._live()
         identity = await asyncio.to_thread(runtime.identity, auth)

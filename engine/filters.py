@@ -56,8 +56,7 @@ class Expression:
         """A plain, comparable form of the expression (for cursor fingerprints)."""
         if self.op == "literal":
             return ["literal", type_name(self.args[0]), format_value(self.args[0])]
-        return [self.op, *(a.fingerprint() if isinstance(a, Expression) else a
-                           for a in self.args)]
+        return [self.op, *(a.fingerprint() if isinstance(a, Expression) else a for a in self.args)]
 
 
 def _wrap(value: Any) -> Expression:
@@ -133,15 +132,17 @@ class FilterBuilder:
 
 def _boolean(value: Any) -> bool:
     if type(value) is not bool:
-        raise EvalError(f"Cannot use value {format_value(value)} (type {type_name(value)}) "
-                        "as a Boolean")
+        raise EvalError(
+            f"Cannot use value {format_value(value)} (type {type_name(value)}) as a Boolean"
+        )
     return value
 
 
 def _int64(result: int, op: str, a: int, b: int) -> int:
     if not _INT64_MIN <= result <= _INT64_MAX:
-        raise EvalError(f"Int64 overflow: {op} of {a} and {b} does not fit into a 64-bit "
-                        "signed integer")
+        raise EvalError(
+            f"Int64 overflow: {op} of {a} and {b} does not fit into a 64-bit signed integer"
+        )
     return result
 
 
@@ -177,8 +178,10 @@ def _arith(op: str, a: Any, b: Any) -> Any:
             return math.nan
         return math.fmod(a, b)
     verb = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "mod": "mod"}[op]
-    raise EvalError(f"Cannot {verb} {format_value(a)} (type {type_name(a)}) and "
-                    f"{format_value(b)} (type {type_name(b)})")
+    raise EvalError(
+        f"Cannot {verb} {format_value(a)} (type {type_name(a)}) and "
+        f"{format_value(b)} (type {type_name(b)})"
+    )
 
 
 def evaluate(expr: Expression, document: dict[str, Any]) -> Any:
@@ -227,6 +230,8 @@ def passes(expr: Expression, document: dict[str, Any]) -> bool:
     """True if the filter keeps ``document``; its result must be a boolean."""
     result = evaluate(expr, document)
     if type(result) is not bool:
-        raise EvalError(f"A filter must evaluate to a Boolean, got {format_value(result)} "
-                        f"(type {type_name(result)})")
+        raise EvalError(
+            f"A filter must evaluate to a Boolean, got {format_value(result)} "
+            f"(type {type_name(result)})"
+        )
     return result

@@ -75,15 +75,23 @@ class FunctionDef:
 
     __slots__ = ("__dict__", "args", "handler", "internal", "kind", "name", "returns")
 
-    def __init__(self, kind: Kind, handler: Callable[..., Any], *, internal: bool,
-                 args: Any = None, returns: Any = None) -> None:
+    def __init__(
+        self,
+        kind: Kind,
+        handler: Callable[..., Any],
+        *,
+        internal: bool,
+        args: Any = None,
+        returns: Any = None,
+    ) -> None:
         if kind == "action" and not inspect.iscoroutinefunction(handler):
             raise EngineError(f"Action handler {handler.__qualname__} must be `async def`.")
         if kind != "action" and inspect.iscoroutinefunction(handler):
             raise EngineError(
                 f"{kind.capitalize()} handler {handler.__qualname__} must be a plain `def`: "
                 "queries and mutations are synchronous and deterministic; use an action for "
-                "async work.")
+                "async work."
+            )
         self.kind: Kind = kind
         self.handler = handler
         self.internal = internal
@@ -105,7 +113,8 @@ class FunctionDef:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise EngineError(
             f"{self!r} cannot be called directly: run it with engine.{self.kind}(...) or, from "
-            f"another function, ctx.run_{self.kind}(...).")
+            f"another function, ctx.run_{self.kind}(...)."
+        )
 
 
 def _decorator(kind: Kind, internal: bool) -> Any:
@@ -165,14 +174,17 @@ class Registry:
             modules.append(("", package))
             prefix = package.__name__ + "."
             for info in pkgutil.walk_packages(package.__path__, prefix):
-                modules.append((info.name[len(prefix):].replace(".", "/"),
-                                importlib.import_module(info.name)))
+                modules.append(
+                    (info.name[len(prefix) :].replace(".", "/"), importlib.import_module(info.name))
+                )
         else:
             modules.append((package.__name__.rsplit(".", 1)[-1], package))
         for module_path, module in modules:
             for attr, value in vars(module).items():
-                if isinstance(value, FunctionDef) and getattr(
-                        value.handler, "__module__", None) == module.__name__:
+                if (
+                    isinstance(value, FunctionDef)
+                    and getattr(value.handler, "__module__", None) == module.__name__
+                ):
                     name = f"{module_path}:{attr}" if module_path else attr
                     registry.add(name, value)
         return registry
@@ -183,14 +195,14 @@ def _not_found(name: str) -> FunctionNotFound:
         f"Could not find public function for '{name}'. Did you forget to run `npx convex dev` "
         "or `npx convex deploy`? (convexlite: check that the module is inside the package "
         "passed as Engine.open(functions=...) and that the function is not internal)",
-        name=name)
+        name=name,
+    )
 
 
 class Runtime:
     """Runs functions against one database with one auth configuration."""
 
-    def __init__(self, db: Database, registry: Registry, auth: Any,
-                 env: Mapping[str, str]) -> None:
+    def __init__(self, db: Database, registry: Registry, auth: Any, env: Mapping[str, str]) -> None:
         self.db = db
         self.registry = registry
         self.auth = auth
@@ -210,8 +222,11 @@ class Runtime:
                 raise _not_found(ref)
             function = found
         else:
-            raise FunctionNotFound(f"Expected a function name or a decorated function, got "
-                                   f"{type(ref).__name__}: {ref!r}", name=repr(ref))
+            raise FunctionNotFound(
+                f"Expected a function name or a decorated function, got "
+                f"{type(ref).__name__}: {ref!r}",
+                name=repr(ref),
+            )
         if function.internal and not internal:
             raise _not_found(name)
         return name, function
@@ -225,7 +240,8 @@ class Runtime:
                 raise EngineError(
                     "A token was passed as auth=, but the engine has no identity providers: "
                     "open it with Engine.open(..., auth=auth.AuthConfig(providers=[...])), or "
-                    "pass an already verified identity.")
+                    "pass an already verified identity."
+                )
             return self.auth.verify(auth)
         return auth
 
@@ -233,7 +249,7 @@ class Runtime:
 
     @staticmethod
     def _tag(kind: Kind, name: str) -> str:
-        return f"[{ {'query': 'Q', 'mutation': 'M', 'action': 'A'}[kind]}({name})]"
+        return f"[{ {'query': 'Q', 'mutation': 'M', 'action': 'A'}[kind] }({name})]"
 
     def check_args(self, name: str, function: FunctionDef, args: Any) -> dict[str, Any]:
         if args is None:
@@ -241,21 +257,24 @@ class Runtime:
         if not isinstance(args, dict):
             raise ArgumentValidationError(
                 f"{self._tag(function.kind, name)} The arguments to a Convex function must be an "
-                f"object. Received: {args!r}")
+                f"object. Received: {args!r}"
+            )
         try:
-            args = dict(convert(args))
+            converted: dict[str, Any] = dict(convert(args))
         except ValidationError as error:
             raise ArgumentValidationError(
                 f"{self._tag(function.kind, name)} ArgumentValidationError: {error}",
-                path=error.path) from None
+                path=error.path,
+            ) from None
         if function.args is not None:
             try:
-                function.args.validate(args)
+                function.args.validate(converted)
             except ValidationError as error:
                 raise ArgumentValidationError(
                     f"{self._tag(function.kind, name)} ArgumentValidationError: {error}",
-                    path=error.path) from None
-        return args
+                    path=error.path,
+                ) from None
+        return converted
 
     def check_result(self, name: str, function: FunctionDef, result: Any) -> Any:
         try:
@@ -263,14 +282,17 @@ class Runtime:
         except ValidationError as error:
             raise ReturnsValidationError(
                 f"{self._tag(function.kind, name)} ReturnsValidationError: the return value is "
-                f"not a Convex value: {error}", path=error.path) from None
+                f"not a Convex value: {error}",
+                path=error.path,
+            ) from None
         if function.returns is not None:
             try:
                 function.returns.validate(value)
             except ValidationError as error:
                 raise ReturnsValidationError(
                     f"{self._tag(function.kind, name)} ReturnsValidationError: {error}",
-                    path=error.path) from None
+                    path=error.path,
+                ) from None
         return value
 
     # -- running ---------------------------------------------------------------
@@ -278,33 +300,59 @@ class Runtime:
     def _kind_error(self, name: str, function: FunctionDef, kind: Kind) -> EngineError:
         return EngineError(
             f"Trying to execute {name} as {kind.capitalize()}, but it is defined as "
-            f"{function.kind.capitalize()}.")
+            f"{function.kind.capitalize()}."
+        )
 
-    def _body(self, name: str, function: FunctionDef, args: dict[str, Any], identity: Any
-              ) -> Callable[[Transaction], Any]:
+    def _body(
+        self, name: str, function: FunctionDef, args: dict[str, Any], identity: Any
+    ) -> Callable[[Transaction], Any]:
         writable = function.kind == "mutation"
         ctx_type = MutationCtx if writable else QueryCtx
 
         def body(txn: Transaction) -> Any:
-            ctx = ctx_type(self, txn, identity, time.time() * 1000.0,
-                           int.from_bytes(os.urandom(8), "little"), self.env)
+            ctx = ctx_type(
+                self,
+                txn,
+                identity,
+                time.time() * 1000.0,
+                int.from_bytes(os.urandom(8), "little"),
+                self.env,
+            )
             result = function.handler(ctx, **args)
             if inspect.isawaitable(result):
-                raise EngineError(f"{name} returned an awaitable: queries and mutations are "
-                                  "synchronous; use an action for async work.")
+                raise EngineError(
+                    f"{name} returned an awaitable: queries and mutations are "
+                    "synchronous; use an action for async work."
+                )
             return self.check_result(name, function, result)
 
         return body
 
-    def call(self, ref: Any, args: Any, auth: Any, *, kind: Kind,
-             internal: bool = False, identity_verified: bool = False) -> Any:
+    def call(
+        self,
+        ref: Any,
+        args: Any,
+        auth: Any,
+        *,
+        kind: Kind,
+        internal: bool = False,
+        identity_verified: bool = False,
+    ) -> Any:
         """Run a query or mutation to completion (blocking); returns its result."""
-        return self.call_with_ts(ref, args, auth, kind=kind, internal=internal,
-                                 identity_verified=identity_verified)[0]
+        return self.call_with_ts(
+            ref, args, auth, kind=kind, internal=internal, identity_verified=identity_verified
+        )[0]
 
-    def call_with_ts(self, ref: Any, args: Any, auth: Any, *, kind: Kind,
-                     internal: bool = False, identity_verified: bool = False,
-                     ) -> tuple[Any, int]:
+    def call_with_ts(
+        self,
+        ref: Any,
+        args: Any,
+        auth: Any,
+        *,
+        kind: Kind,
+        internal: bool = False,
+        identity_verified: bool = False,
+    ) -> tuple[Any, int]:
         name, function = self.resolve(ref, internal=internal)
         if function.kind != kind:
             raise self._kind_error(name, function, kind)
@@ -313,12 +361,17 @@ class Runtime:
         identity = auth if identity_verified else self.identity(auth)
         args = self.check_args(name, function, args)
         body = self._body(name, function, args, identity)
-        return self.db.run(body, writable=kind == "mutation",
-                           source=f"{kind.capitalize()} {name}")
+        return self.db.run(body, writable=kind == "mutation", source=f"{kind.capitalize()} {name}")
 
-    def run_on_snapshot(self, name: str, function: FunctionDef, args: dict[str, Any],
-                        identity: Any, rtxn: Any, journal: dict[str, Any]
-                        ) -> tuple[Any, FrozenReadSet, BaseException | None]:
+    def run_on_snapshot(
+        self,
+        name: str,
+        function: FunctionDef,
+        args: dict[str, Any],
+        identity: Any,
+        rtxn: Any,
+        journal: dict[str, Any],
+    ) -> tuple[Any, FrozenReadSet, BaseException | None]:
         """Run a query on a shared LMDB snapshot; returns (result, reads, error).
 
         Used by subscriptions. The read set is returned even when the query
@@ -336,8 +389,16 @@ class Runtime:
         finally:
             txn.close()
 
-    async def acall(self, ref: Any, args: Any, auth: Any, *, kind: Kind,
-                    internal: bool = False, identity_verified: bool = True) -> Any:
+    async def acall(
+        self,
+        ref: Any,
+        args: Any,
+        auth: Any,
+        *,
+        kind: Kind,
+        internal: bool = False,
+        identity_verified: bool = True,
+    ) -> Any:
         """Run any function from async code; transactions run on a worker thread."""
         name, function = self.resolve(ref, internal=internal)
         if function.kind != kind:
@@ -348,9 +409,15 @@ class Runtime:
             ctx = ActionCtx(self, identity, self.env)
             result = await function.handler(ctx, **args)
             return self.check_result(name, function, result)
-        return await asyncio.to_thread(self.call, function if function.name is None else name,
-                                       args, identity, kind=kind, internal=True,
-                                       identity_verified=True)
+        return await asyncio.to_thread(
+            self.call,
+            function if function.name is None else name,
+            args,
+            identity,
+            kind=kind,
+            internal=True,
+            identity_verified=True,
+        )
 
     def nested(self, ctx: QueryCtx, ref: Any, args: Any, *, kind: Kind) -> Any:
         """``ctx.run_query`` / ``ctx.run_mutation`` inside a running transaction."""
@@ -358,14 +425,16 @@ class Runtime:
         if function.kind != kind:
             raise self._kind_error(name, function, kind)
         if ctx._depth >= _MAX_NESTING:
-            raise EngineError(f"Nested function calls are limited to a depth of {_MAX_NESTING} "
-                              f"(calling {name}).")
+            raise EngineError(
+                f"Nested function calls are limited to a depth of {_MAX_NESTING} (calling {name})."
+            )
         args = self.check_args(name, function, args)
         txn = ctx._txn
         savepoint = txn.writes.savepoint()
         child_type = MutationCtx if kind == "mutation" else QueryCtx
-        child = child_type(self, txn, ctx.auth.get_user_identity(), ctx.now,
-                           ctx.random.getrandbits(64), ctx.env)
+        child = child_type(
+            self, txn, ctx.auth.get_user_identity(), ctx.now, ctx.random.getrandbits(64), ctx.env
+        )
         child._depth = ctx._depth + 1
         try:
             result = function.handler(child, **args)

@@ -74,15 +74,19 @@ def check(db: Database) -> dict[str, Any]:
                 problem(f"document {key.hex()} in {table.name!r} does not decode: {error}")
                 continue
             if id_number != number or internal_id != key[4:]:
-                problem(f"document {document['_id']} is stored under key {key.hex()} of "
-                        f"another table or id")
+                problem(
+                    f"document {document['_id']} is stored under key {key.hex()} of "
+                    f"another table or id"
+                )
             if not isinstance(document.get("_creationTime"), float):
                 problem(f"document {document['_id']} has no float _creationTime")
                 continue
             for index_key in db.key_plan(table).keys(document, internal_id)[1:]:
                 if rtxn.get(index_key, db=storage.indexes) is None:
-                    problem(f"document {document['_id']} in {table.name!r} is missing index "
-                            f"entry {index_key.hex()}")
+                    problem(
+                        f"document {document['_id']} in {table.name!r} is missing index "
+                        f"entry {index_key.hex()}"
+                    )
         cursor.close()
         # 3, 4 and 5: every index entry.
         index_counts: dict[int, int] = {}
@@ -98,14 +102,18 @@ def check(db: Database) -> dict[str, Any]:
             internal_id = key[-16:]
             raw = rtxn.get(table.prefix + internal_id, db=storage.documents)
             if raw is None:
-                problem(f"index entry {key.hex()} of {table.name}.{index.name} points to a "
-                        "missing document")
+                problem(
+                    f"index entry {key.hex()} of {table.name}.{index.name} points to a "
+                    "missing document"
+                )
                 continue
             document = decode_document(raw)
             expected = db.key_plan(table).keys(document, internal_id)
             if key not in expected:
-                problem(f"index entry {key.hex()} of {table.name}.{index.name} does not match "
-                        f"document {document.get('_id')}")
+                problem(
+                    f"index entry {key.hex()} of {table.name}.{index.name} does not match "
+                    f"document {document.get('_id')}"
+                )
             try:
                 keys.decode_many(key[4:-16])
             except Exception as error:
@@ -122,8 +130,9 @@ def check(db: Database) -> dict[str, Any]:
                 n = index_counts.get(index.number, 0)
                 index_counts_out[index.name] = n
                 if n != documents and index.state == "ready":
-                    problem(f"index {table.name}.{index.name} has {n} entries for "
-                            f"{documents} documents")
+                    problem(
+                        f"index {table.name}.{index.name} has {n} entries for {documents} documents"
+                    )
             report["tables"][table.name] = entry
         # 6: the log.
         raw = rtxn.get(b"latest_ts", db=storage.meta)
@@ -147,5 +156,7 @@ def check(db: Database) -> dict[str, Any]:
     if problems:
         raise CorruptionError(
             f"Engine.check() found {len(problems)} broken invariant(s) in {storage.path!r}:\n"
-            + "\n".join(f"- {p}" for p in problems), problems=problems)
+            + "\n".join(f"- {p}" for p in problems),
+            problems=problems,
+        )
     return report

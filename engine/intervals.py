@@ -102,8 +102,10 @@ class IntervalIndex:
             self._rebuild()
 
     def _rebuild(self) -> None:
-        entries = sorted(((lo, hi, owner) for owner, pairs in self._owners.items()
-                          for lo, hi in pairs), key=lambda e: (e[0], e[1]))
+        entries = sorted(
+            ((lo, hi, owner) for owner, pairs in self._owners.items() for lo, hi in pairs),
+            key=lambda e: (e[0], e[1]),
+        )
         self._los = [e[0] for e in entries]
         self._his = [e[1] for e in entries]
         self._items = [e[2] for e in entries]

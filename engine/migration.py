@@ -79,8 +79,9 @@ def _check_existing(db: Database, schema: SchemaDefinition, catalog: Catalog) ->
                         schema.check_document(name, document, resolver)
                     except ValidationError as error:
                         failures.append(
-                            f"Document with ID \"{document['_id']}\" in table \"{name}\" does not "
-                            f"match the schema: {getattr(error, 'detail', None) or error}")
+                            f'Document with ID "{document["_id"]}" in table "{name}" does not '
+                            f"match the schema: {getattr(error, 'detail', None) or error}"
+                        )
                         if len(failures) >= _MAX_REPORTED:
                             break
             cursor.close()
@@ -91,7 +92,9 @@ def _check_existing(db: Database, schema: SchemaDefinition, catalog: Catalog) ->
             "Schema validation failed: existing documents do not match the new schema, so the "
             "database was opened with no changes. Fix the documents (or loosen the schema, or "
             "open with define_schema(..., schema_validation=False)). First offending "
-            "documents:\n" + "\n".join(failures), table=None)
+            "documents:\n" + "\n".join(failures),
+            table=None,
+        )
 
 
 def apply_schema(db: Database, schema: SchemaDefinition) -> None:
@@ -117,7 +120,10 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
             indexes: dict[str, IndexDef] = {}
             next_number = current.next_index
             for index_name, index in table.indexes.items():
-                if index_name in (BY_ID, BY_CREATION_TIME) or wanted.get(index_name) == index.fields:
+                if (
+                    index_name in (BY_ID, BY_CREATION_TIME)
+                    or wanted.get(index_name) == index.fields
+                ):
                     indexes[index_name] = index
                 else:
                     _drop_entries(wtxn, db, index)
@@ -132,8 +138,12 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
         if changed:
             _store_catalog(wtxn, db, current)
         wtxn.put(b"schema", schema_json, db=storage.meta)
-        return [(t.name, ix.name) for t in current.tables.values()
-                for ix in t.indexes.values() if ix.state == "backfilling"]
+        return [
+            (t.name, ix.name)
+            for t in current.tables.values()
+            for ix in t.indexes.values()
+            if ix.state == "backfilling"
+        ]
 
     pending = storage.write(change)
     for table_name, index_name in pending:
@@ -190,8 +200,10 @@ def _backfill(db: Database, table_name: str, index_name: str) -> None:
         done += count
         if show:
             elapsed = time.monotonic() - started
-            sys.stderr.write(f"\rbackfilling {table_name}.{index_name}: {done}/{total} "
-                             f"documents ({elapsed:.1f}s)")
+            sys.stderr.write(
+                f"\rbackfilling {table_name}.{index_name}: {done}/{total} "
+                f"documents ({elapsed:.1f}s)"
+            )
             sys.stderr.flush()
         if after is None:
             break

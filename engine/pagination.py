@@ -44,11 +44,15 @@ _AFTER = 0
 _END = 1
 _MAC_BYTES = 16
 _FINGERPRINT_BYTES = 16
-_DIFFERENT_QUERY = ("Tried to run a query starting from a cursor, but it looks like this "
-                    "cursor is from a different query.")
-_MALFORMED = ("Tried to run a query starting from a cursor, but the cursor is malformed or was "
-              "not issued by this database (it must be a string returned as continueCursor or "
-              "splitCursor by this query).")
+_DIFFERENT_QUERY = (
+    "Tried to run a query starting from a cursor, but it looks like this "
+    "cursor is from a different query."
+)
+_MALFORMED = (
+    "Tried to run a query starting from a cursor, but the cursor is malformed or was "
+    "not issued by this database (it must be a string returned as continueCursor or "
+    "splitCursor by this query)."
+)
 
 
 def _secret(txn: Transaction) -> bytes:
@@ -82,9 +86,9 @@ def decode_cursor(secret: bytes, query_fingerprint: bytes, cursor: object) -> by
     expected = hmac.new(secret, body, hashlib.sha256).digest()[:_MAC_BYTES]
     if not hmac.compare_digest(mac, expected) or body[0] != _VERSION:
         raise InvalidCursor(_MALFORMED)
-    if body[2:2 + _FINGERPRINT_BYTES] != query_fingerprint:
+    if body[2 : 2 + _FINGERPRINT_BYTES] != query_fingerprint:
         raise InvalidCursor(_DIFFERENT_QUERY)
-    kind, key = body[1], body[2 + _FINGERPRINT_BYTES:]
+    kind, key = body[1], body[2 + _FINGERPRINT_BYTES :]
     if kind == _END and not key:
         return None
     if kind != _AFTER or not key:
@@ -96,44 +100,58 @@ def _count(opts: dict[str, Any], name: str, *, required: bool) -> int | None:
     value = opts.get(name)
     if value is None:
         if required:
-            raise ValidationError(f"paginate() options need {name!r} (a number)",
-                                  path=f".{name}")
+            raise ValidationError(f"paginate() options need {name!r} (a number)", path=f".{name}")
         return None
     if type(value) is float and value.is_integer():
         value = int(value)
     if type(value) is not int:
-        raise ValidationError(f"paginate() option {name!r} must be a whole number, got "
-                              f"{value!r}", path=f".{name}")
+        raise ValidationError(
+            f"paginate() option {name!r} must be a whole number, got {value!r}", path=f".{name}"
+        )
     return value
 
 
 def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None, bool]:
     if not isinstance(opts, dict):
-        raise ValidationError(f"paginate() expects an options dict like "
-                              f"{{'numItems': 10, 'cursor': None}}, got {opts!r}")
-    unknown = set(opts) - {"numItems", "cursor", "endCursor", "id", "maximumRowsRead",
-                           "maximumBytesRead"}
+        raise ValidationError(
+            f"paginate() expects an options dict like "
+            f"{{'numItems': 10, 'cursor': None}}, got {opts!r}"
+        )
+    unknown = set(opts) - {
+        "numItems",
+        "cursor",
+        "endCursor",
+        "id",
+        "maximumRowsRead",
+        "maximumBytesRead",
+    }
     if unknown:
         raise ValidationError(f"Unknown paginate() option(s): {sorted(unknown)}")
     if "cursor" not in opts:
-        raise ValidationError("paginate() options need 'cursor' (None for the first page)",
-                              path=".cursor")
+        raise ValidationError(
+            "paginate() options need 'cursor' (None for the first page)", path=".cursor"
+        )
     num_items = _count(opts, "numItems", required=True)
     assert num_items is not None
     if num_items <= 0:
         raise PaginationError(
             f"NoDocumentsForPagination: numItems must be a positive number, got {num_items}.",
-            code="NoDocumentsForPagination")
+            code="NoDocumentsForPagination",
+        )
     if num_items > MAX_PAGE_SIZE:
         raise PaginationError(
             f"PageSizeTooLarge: numItems {num_items} is larger than the maximum page size "
-            f"({MAX_PAGE_SIZE}).", code="PageSizeTooLarge")
+            f"({MAX_PAGE_SIZE}).",
+            code="PageSizeTooLarge",
+        )
     max_rows = _count(opts, "maximumRowsRead", required=False)
     max_bytes = _count(opts, "maximumBytesRead", required=False)
     for name, limit in (("maximumRowsRead", max_rows), ("maximumBytesRead", max_bytes)):
         if limit is not None and limit <= 0:
-            raise PaginationError(f"InvalidPaginationLimit: {name} must be positive, got "
-                                  f"{limit}.", code="InvalidPaginationLimit")
+            raise PaginationError(
+                f"InvalidPaginationLimit: {name} must be positive, got {limit}.",
+                code="InvalidPaginationLimit",
+            )
     has_end = opts.get("endCursor") is not None
     return num_items, opts["cursor"], opts.get("endCursor"), max_rows, max_bytes, has_end
 
@@ -150,7 +168,8 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
         raise PaginationError(
             "MultiplePaginatedDatabaseQueries: This query or mutation function ran multiple "
             "paginated queries. Convex only supports a single paginated query in each function.",
-            code="MultiplePaginatedDatabaseQueries")
+            code="MultiplePaginatedDatabaseQueries",
+        )
     txn.paginated = True
     secret = _secret(txn)
     digest = fingerprint(query)
@@ -196,8 +215,9 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
                 exhausted = False
                 break
             if not has_end and (
-                    (max_rows is not None and rows_read >= max_rows)
-                    or (max_bytes is not None and txn.bytes_read - bytes_before >= max_bytes)):
+                (max_rows is not None and rows_read >= max_rows)
+                or (max_bytes is not None and txn.bytes_read - bytes_before >= max_bytes)
+            ):
                 exhausted = False
                 status = "SplitRequired"
                 break
@@ -213,9 +233,10 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
         continue_cursor = encode_cursor(secret, digest, last_key)
         is_done = False
     if status is None and (
-            rows_read > 0.75 * min(max_rows or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
-            or bytes_read > 0.75 * min(max_bytes or (16 << 20), 16 << 20)
-            or len(page) > 6144):
+        rows_read > 0.75 * min(max_rows or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
+        or bytes_read > 0.75 * min(max_bytes or (16 << 20), 16 << 20)
+        or len(page) > 6144
+    ):
         status = "SplitRecommended"
     split = None
     if len(page) > 2 or (status is not None and len(page) >= 2):
@@ -225,10 +246,20 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     return _result(page, continue_cursor, is_done, split, status)
 
 
-def _result(page: list[dict[str, Any]], continue_cursor: str, is_done: bool,
-            split: str | None, status: str | None) -> dict[str, Any]:
-    return {"page": page, "isDone": is_done, "continueCursor": continue_cursor,
-            "splitCursor": split, "pageStatus": status}
+def _result(
+    page: list[dict[str, Any]],
+    continue_cursor: str,
+    is_done: bool,
+    split: str | None,
+    status: str | None,
+) -> dict[str, Any]:
+    return {
+        "page": page,
+        "isDone": is_done,
+        "continueCursor": continue_cursor,
+        "splitCursor": split,
+        "pageStatus": status,
+    }
 
 
 def new_secret() -> bytes:

@@ -77,8 +77,11 @@ def _encode_part(field: str, value: Any, table: TableDef) -> bytes:
     if field != "_id":
         return keys.encode(value)
     if not isinstance(value, str):
-        raise InvalidId(f"An index range on _id needs a document ID string, got "
-                        f"{format_value(value)} (type {type_name(value)})", value=value)
+        raise InvalidId(
+            f"An index range on _id needs a document ID string, got "
+            f"{format_value(value)} (type {type_name(value)})",
+            value=value,
+        )
     number, internal_id = ids.decode_id(value)
     if number != table.number:
         # An id of another table matches nothing; an empty part that sorts past the
@@ -98,8 +101,9 @@ class IndexRange:
         self.description = description
 
     @classmethod
-    def compile(cls, table: TableDef, index_name: str, index: IndexDef,
-                ops: list[tuple[str, str, Any]]) -> IndexRange:
+    def compile(
+        cls, table: TableDef, index_name: str, index: IndexDef, ops: list[tuple[str, str, Any]]
+    ) -> IndexRange:
         """Check ``ops`` against Convex's range grammar and turn them into bytes."""
         fields = effective_fields(index_name, index)
         position = {f: i for i, f in enumerate(fields)}
@@ -111,31 +115,38 @@ class IndexRange:
                 raise InvalidIndexRange(
                     f"The index range includes a comparison on {field!r}, but this field is not "
                     f"indexed by {index_name!r} (fields: {', '.join(fields)}). Add it to the "
-                    "index or filter on it with .filter().", code="FieldNotInIndex")
+                    "index or filter on it with .filter().",
+                    code="FieldNotInIndex",
+                )
             bound_fields = {b[1] for b in (lower, upper) if b is not None}
             if op == "eq":
                 if field in equalities or field in bound_fields:
                     raise InvalidIndexRange(
                         f"Already defined a bound or equality on {field!r} in this index range: "
                         "each field takes one eq, or one lower and one upper bound.",
-                        code="AlreadyDefinedBound")
+                        code="AlreadyDefinedBound",
+                    )
                 equalities[field] = value
                 continue
             if field in equalities:
                 raise InvalidIndexRange(
                     f"Already defined an equality on {field!r}; it cannot also take a bound.",
-                    code="AlreadyDefinedBound")
+                    code="AlreadyDefinedBound",
+                )
             if bound_fields and field not in bound_fields:
                 raise InvalidIndexRange(
                     "Upper and lower bounds in `range` can only be applied to a single index "
                     f"field, got bounds on {sorted(bound_fields | {field})}.",
-                    code="BoundsOnMultipleFields")
+                    code="BoundsOnMultipleFields",
+                )
             is_lower = op in ("gt", "gte")
             current = lower if is_lower else upper
             if current is not None:
                 raise InvalidIndexRange(
                     f"Already defined a {'lower' if is_lower else 'upper'} bound on "
-                    f"{current[1]!r} in this index range.", code="AlreadyDefinedBound")
+                    f"{current[1]!r} in this index range.",
+                    code="AlreadyDefinedBound",
+                )
             if is_lower:
                 lower = (op, field, value)
             else:
@@ -144,15 +155,16 @@ class IndexRange:
         bound_field = (lower or upper)[1] if (lower or upper) else None  # type: ignore[index]
         ordered = [*used, bound_field] if bound_field is not None else used
         for i, field in enumerate(ordered):
-            if fields[i] != field or (bound_field is not None and field == bound_field
-                                       and i != len(ordered) - 1):
+            if fields[i] != field or (
+                bound_field is not None and field == bound_field and i != len(ordered) - 1
+            ):
                 raise InvalidIndexRange(
                     f"Tried to query index {table.name}.{index_name} but the query didn't use "
                     f"the index fields in order.\nIndex fields: {fields}\nQuery fields: "
                     f"{[op[1] for op in ops]}\nFirst incorrect field: {field!r}",
-                    code="InvalidIndexRange")
-        prefix = index.prefix + b"".join(
-            _encode_part(f, equalities[f], table) for f in used)
+                    code="InvalidIndexRange",
+                )
+        prefix = index.prefix + b"".join(_encode_part(f, equalities[f], table) for f in used)
         lo, hi = prefix, keys.prefix_end(prefix) or b"\xff" * 8
         if lower is not None:
             part = prefix + _encode_part(lower[1], lower[2], table)
@@ -160,8 +172,9 @@ class IndexRange:
         if upper is not None:
             part = prefix + _encode_part(upper[1], upper[2], table)
             hi = part if upper[0] == "lt" else (keys.prefix_end(part) or hi)
-        description = [[op, field, type_name(value), format_value(value)]
-                       for op, field, value in ops]
+        description = [
+            [op, field, type_name(value), format_value(value)] for op, field, value in ops
+        ]
         return cls(lo, hi, description)
 
 
@@ -176,8 +189,16 @@ class Query:
             .take(10))
     """
 
-    __slots__ = ("_filters", "_index", "_index_name", "_order", "_range", "_table",
-                 "_table_name", "_txn")
+    __slots__ = (
+        "_filters",
+        "_index",
+        "_index_name",
+        "_order",
+        "_range",
+        "_table",
+        "_table_name",
+        "_txn",
+    )
 
     def __init__(self, txn: Transaction, table_name: str) -> None:
         self._txn = txn
@@ -191,31 +212,40 @@ class Query:
 
     # -- building ----------------------------------------------------------
 
-    def with_index(self, name: str,
-                   range: Callable[[IndexRangeBuilder], Any] | None = None) -> Query:
+    def with_index(
+        self, name: str, range: Callable[[IndexRangeBuilder], Any] | None = None
+    ) -> Query:
         """Read through index ``name``, restricted to ``range`` (optional).
 
         Raises :class:`IndexNotFound` for an unknown index and
         :class:`InvalidIndexRange` for a range that breaks the grammar.
         """
         if self._index_name is not None:
-            raise ValidationError("A query may use only one index: with_index was already "
-                                  f"called with {self._index_name!r}.")
+            raise ValidationError(
+                "A query may use only one index: with_index was already "
+                f"called with {self._index_name!r}."
+            )
         if self._order is not None or self._filters:
-            raise ValidationError("with_index must come first in a query: call it before "
-                                  ".order() and .filter().")
+            raise ValidationError(
+                "with_index must come first in a query: call it before .order() and .filter()."
+            )
         builder = IndexRangeBuilder()
         if range is not None:
             result = range(builder)
             if result is not None and result is not builder:
-                raise InvalidIndexRange("The index range callback must return q (or nothing): "
-                                        "chain q.eq(...).gt(...) on the builder it receives.")
+                raise InvalidIndexRange(
+                    "The index range callback must return q (or nothing): "
+                    "chain q.eq(...).gt(...) on the builder it receives."
+                )
         self._index_name = name
         if self._table is None:
             if name not in (BY_ID, BY_CREATION_TIME):
                 raise IndexNotFound(
                     f"Index {self._table_name}.{name} not found: table {self._table_name!r} "
-                    "does not exist yet.", table=self._table_name, index=name)
+                    "does not exist yet.",
+                    table=self._table_name,
+                    index=name,
+                )
             self._range = None
             return self
         index = self._table.indexes.get(name)
@@ -225,7 +255,9 @@ class Query:
             raise IndexNotFound(
                 f"Index {self._table_name}.{name}{state}. Indexes of this table: {known}. "
                 "Declare indexes in the schema with define_table(...).index(name, fields).",
-                table=self._table_name, index=name)
+                table=self._table_name,
+                index=name,
+            )
         self._index = index
         self._range = IndexRange.compile(self._table, name, index, builder._ops)
         return self
@@ -260,8 +292,9 @@ class Query:
             self._range = IndexRange(index.prefix, keys.prefix_end(index.prefix) or b"", [])
         return table, self._index, self._range
 
-    def _rows(self, lo: bytes | None = None, hi: bytes | None = None
-              ) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    def _rows(
+        self, lo: bytes | None = None, hi: bytes | None = None
+    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
         """``(index key, document)`` for rows passing the filters, optionally within ``[lo, hi)``."""
         resolved = self._resolved()
         if resolved is None:
@@ -272,8 +305,9 @@ class Query:
         if start >= end:
             return
         filters = self._filters
-        for key, document in self._txn.scan(table, index, start, end,
-                                            reverse=self._order == "desc"):
+        for key, document in self._txn.scan(
+            table, index, start, end, reverse=self._order == "desc"
+        ):
             if not filters or all(passes(f, document) for f in filters):
                 yield key, document
 
@@ -310,7 +344,8 @@ class Query:
         if len(found) > 1:
             raise ValidationError(
                 f"unique() query returned more than one result from table {self._table_name}:\n"
-                f" [{', '.join(d['_id'] for d in found)}, ...]")
+                f" [{', '.join(d['_id'] for d in found)}, ...]"
+            )
         return found[0] if found else None
 
     def paginate(self, opts: dict[str, Any]) -> dict[str, Any]:
@@ -324,6 +359,11 @@ class Query:
         table = self._table
         index = self._index_name or BY_CREATION_TIME
         fields = list(table.indexes[index].fields) if table and index in table.indexes else []
-        return [self._table_name, index, fields,
-                self._range.description if self._range else [],
-                self._order or "asc", [f.fingerprint() for f in self._filters]]
+        return [
+            self._table_name,
+            index,
+            fields,
+            self._range.description if self._range else [],
+            self._order or "asc",
+            [f.fingerprint() for f in self._filters],
+        ]

@@ -48,7 +48,9 @@ class SystemReader(_Reads):
         if not isinstance(table, str) or not table.startswith("_"):
             raise InvalidTable(
                 f"User tables can only be accessed from db.normalize_id(), db.get() and "
-                f"db.query(); db.system is for system tables, got {table!r}.", table=str(table))
+                f"db.query(); db.system is for system tables, got {table!r}.",
+                table=str(table),
+            )
 
     def get(self, document_id: str) -> dict[str, Any] | None:
         """The system document with this id, or None."""
@@ -93,7 +95,8 @@ class DatabaseReader(_Reads):
         if not isinstance(table, str) or table.startswith("_"):
             raise InvalidTable(
                 f"db.query({table!r}): system tables are read through db.system.query().",
-                table=str(table))
+                table=str(table),
+            )
         return Query(self._txn, table)
 
     def normalize_id(self, table: str, document_id: str) -> str | None:

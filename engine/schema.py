@@ -53,17 +53,21 @@ class TableDefinition:
         if not isinstance(name, str) or not _IDENTIFIER.match(name) or name.startswith("_"):
             raise SchemaValidationError(
                 f"Invalid index name {name!r}: index names must be identifiers of at most 64 "
-                "characters ([A-Za-z_][A-Za-z0-9_]*) that do not start with '_'.")
+                "characters ([A-Za-z_][A-Za-z0-9_]*) that do not start with '_'."
+            )
         if name in _RESERVED:
             raise SchemaValidationError(
                 f"IndexNameReserved: index name {name!r} is reserved (by_id and "
-                "by_creation_time exist on every table).")
+                "by_creation_time exist on every table)."
+            )
         if name in self.indexes:
-            raise SchemaValidationError(f"Duplicate index name {name!r}: each index of a table "
-                                        "needs its own name.")
+            raise SchemaValidationError(
+                f"Duplicate index name {name!r}: each index of a table needs its own name."
+            )
         if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
-            raise SchemaValidationError(f"Index {name!r}: fields must be a list of field names, "
-                                        f"got {fields!r}")
+            raise SchemaValidationError(
+                f"Index {name!r}: fields must be a list of field names, got {fields!r}"
+            )
         fields = tuple(fields)
         if not fields:
             raise SchemaValidationError(f"Index {name!r} must have at least one field.")
@@ -72,25 +76,30 @@ class TableDefinition:
         if "_id" in fields:
             raise SchemaValidationError(
                 f"IndexFieldsContainId: index {name!r} cannot contain `_id`: every index ends "
-                "with the document id already.")
+                "with the document id already."
+            )
         if "_creationTime" in fields:
             raise SchemaValidationError(
                 f"IndexFieldsContainCreationTime: index {name!r} cannot contain `_creationTime`: "
-                "it is appended to every index automatically.")
+                "it is appended to every index automatically."
+            )
         for field in fields:
             if any(not part or part.startswith("_") for part in field.split(".")):
                 raise SchemaValidationError(
                     f"IndexFieldNameReserved: field {field!r} of index {name!r} has a path "
-                    "component that is empty or starts with '_'.")
+                    "component that is empty or starts with '_'."
+                )
         if len(fields) + 1 > _MAX_INDEX_FIELDS:
             raise SchemaValidationError(
                 f"IndexTooManyFields: index {name!r} has {len(fields)} fields; at most "
-                f"{_MAX_INDEX_FIELDS - 1} are allowed (plus the appended _creationTime).")
+                f"{_MAX_INDEX_FIELDS - 1} are allowed (plus the appended _creationTime)."
+            )
         for other, other_fields in self.indexes.items():
             if other_fields == fields:
                 raise SchemaValidationError(
                     f"Indexes {other!r} and {name!r} have the same fields {list(fields)}: "
-                    "remove one.")
+                    "remove one."
+                )
         self.indexes[name] = fields
         return self
 
@@ -103,13 +112,15 @@ def define_table(fields: Mapping[str, Any] | Validator | None = None) -> TableDe
     validator = as_validator(fields)
     if validator.kind not in ("object", "union", "any"):
         raise SchemaValidationError(
-            f"A table validator must be an object (or a union of objects), got {validator!r}")
+            f"A table validator must be an object (or a union of objects), got {validator!r}"
+        )
     if validator.kind == "object":
         for name in validator._fields():
             if name.startswith("_"):
                 raise SchemaValidationError(
                     f"Field {name!r} starts with an underscore, which is only allowed for "
-                    "system fields like '_id'.")
+                    "system fields like '_id'."
+                )
     return TableDefinition(validator)
 
 
@@ -128,8 +139,10 @@ class SchemaDefinition:
         return {
             "schemaValidation": self.schema_validation,
             "tables": {
-                name: {"validator": None if t.validator is None else t.validator.to_json(),
-                       "indexes": {k: list(f) for k, f in t.indexes.items()}}
+                name: {
+                    "validator": None if t.validator is None else t.validator.to_json(),
+                    "indexes": {k: list(f) for k, f in t.indexes.items()},
+                }
                 for name, t in self.tables.items()
             },
         }
@@ -138,8 +151,14 @@ class SchemaDefinition:
         definition = self.tables.get(table)
         return None if definition is None else definition.validator
 
-    def check_document(self, table: str, document: dict[str, Any], resolver: Resolver | None,
-                       *, for_write: bool = False) -> None:
+    def check_document(
+        self,
+        table: str,
+        document: dict[str, Any],
+        resolver: Resolver | None,
+        *,
+        for_write: bool = False,
+    ) -> None:
         """Check a stored document (system fields included) against ``table``'s validator.
 
         Raises :class:`SchemaValidationError`; its ``detail`` is the validator's
@@ -155,25 +174,30 @@ class SchemaDefinition:
         path, detail = failure
         error = SchemaValidationError(
             f'Failed to insert or update a document in table "{table}" because it does not '
-            f"match the schema: {detail}", path=path, table=table)
+            f"match the schema: {detail}",
+            path=path,
+            table=table,
+        )
         error.detail = detail  # type: ignore[attr-defined]
         raise error
 
 
-def define_schema(tables: Mapping[str, TableDefinition], *,
-                  schema_validation: bool = True) -> SchemaDefinition:
+def define_schema(
+    tables: Mapping[str, TableDefinition], *, schema_validation: bool = True
+) -> SchemaDefinition:
     """A schema of ``tables``; with ``schema_validation`` every write is checked."""
     checked: dict[str, TableDefinition] = {}
     for name, definition in tables.items():
         if not isinstance(name, str) or not _IDENTIFIER.match(name) or name.startswith("_"):
             raise SchemaValidationError(
                 f"Invalid table name {name!r}: table names must be identifiers that do not "
-                "start with '_' (system tables are prefixed with '_').", table=str(name))
+                "start with '_' (system tables are prefixed with '_').",
+                table=str(name),
+            )
         if not isinstance(definition, TableDefinition):
             raise SchemaValidationError(
                 f"Table {name!r} must be defined with define_table(...), got {definition!r}",
-                table=name)
+                table=name,
+            )
         checked[name] = definition
     return SchemaDefinition(checked, schema_validation)
-
-

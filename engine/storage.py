@@ -104,11 +104,17 @@ class _Gate:
 def _map_error(error: lmdb.Error, path: str) -> StorageError:
     """Translate an LMDB error into a StorageError whose message says what to do."""
     hints: list[tuple[type[lmdb.Error], str]] = [
-        (lmdb.ReadersFullError, "too many concurrent readers: close idle engines or "
-         "subscriptions, or lower the number of threads reading at once"),
+        (
+            lmdb.ReadersFullError,
+            "too many concurrent readers: close idle engines or "
+            "subscriptions, or lower the number of threads reading at once",
+        ),
         (lmdb.DiskError, "the disk reported an I/O error: check the device and free space"),
         (lmdb.CorruptedError, "the database file is damaged: restore from a copy"),
-        (lmdb.PanicError, "LMDB hit a fatal error and must be reopened: close and reopen the engine"),
+        (
+            lmdb.PanicError,
+            "LMDB hit a fatal error and must be reopened: close and reopen the engine",
+        ),
         (lmdb.VersionMismatchError, "the file was written by an incompatible LMDB version"),
         (lmdb.InvalidError, "the folder does not hold an LMDB database: check the path"),
         (lmdb.LockError, "could not take LMDB's lock file: check permissions on the folder"),
@@ -306,8 +312,9 @@ _REGISTRY: dict[str, Storage] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def open_storage(path: str, *, durability: Durability = "full",
-                 map_size: int = _INITIAL_MAP_SIZE) -> Storage:
+def open_storage(
+    path: str, *, durability: Durability = "full", map_size: int = _INITIAL_MAP_SIZE
+) -> Storage:
     """Open (or share) the storage for folder ``path``.
 
     Raises :class:`StorageError` when LMDB cannot open the folder and

@@ -49,11 +49,30 @@ _NOTHING: Any = object()
 class _Watched:
     """One shared execution: a query, its arguments and identity, and its last result."""
 
-    __slots__ = ("args", "error", "function", "identity", "journal", "key", "name", "result",
-                 "result_bytes", "runtime", "subscribers", "ts")
+    __slots__ = (
+        "args",
+        "error",
+        "function",
+        "identity",
+        "journal",
+        "key",
+        "name",
+        "result",
+        "result_bytes",
+        "runtime",
+        "subscribers",
+        "ts",
+    )
 
-    def __init__(self, key: Any, runtime: Runtime, name: str, function: FunctionDef,
-                 args: dict[str, Any], identity: Any) -> None:
+    def __init__(
+        self,
+        key: Any,
+        runtime: Runtime,
+        name: str,
+        function: FunctionDef,
+        args: dict[str, Any],
+        identity: Any,
+    ) -> None:
         self.key = key
         self.runtime = runtime
         self.name = name
@@ -84,9 +103,13 @@ class Subscription:
                 render(messages)
     """
 
-    def __init__(self, manager: SubscriptionManager, watched: _Watched,
-                 callback: Callable[[Any], None] | None,
-                 on_error: Callable[[BaseException], None] | None) -> None:
+    def __init__(
+        self,
+        manager: SubscriptionManager,
+        watched: _Watched,
+        callback: Callable[[Any], None] | None,
+        on_error: Callable[[BaseException], None] | None,
+    ) -> None:
         self._manager = manager
         self._watched = watched
         self._callback = callback
@@ -203,13 +226,18 @@ class SubscriptionManager:
 
     # -- subscribing ---------------------------------------------------------
 
-    def subscribe(self, runtime: Runtime, ref: Any, args: Any, identity: Any,
-                  callback: Callable[[Any], None] | None = None,
-                  on_error: Callable[[BaseException], None] | None = None) -> Subscription:
+    def subscribe(
+        self,
+        runtime: Runtime,
+        ref: Any,
+        args: Any,
+        identity: Any,
+        callback: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> Subscription:
         name, function = runtime.resolve(ref, internal=False)
         if function.kind != "query":
-            raise EngineError(f"Only queries can be subscribed to; {name} is a "
-                              f"{function.kind}.")
+            raise EngineError(f"Only queries can be subscribed to; {name} is a {function.kind}.")
         args = runtime.check_args(name, function, args)
         key = (id(runtime), name, keys.encode(args), identity)
         with self._lock:
@@ -261,16 +289,18 @@ class SubscriptionManager:
         with self._lock:
             self._wakeup = True
             self._lock.notify_all()
-            self._lock.wait_for(lambda: self.ts >= ts or not self._watched
-                                or self._thread is None, timeout)
+            self._lock.wait_for(
+                lambda: self.ts >= ts or not self._watched or self._thread is None, timeout
+            )
 
     # -- the worker ----------------------------------------------------------------
 
     def _ensure_worker(self) -> None:
         self._stopping = False
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="convexlite-subscriptions",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._work, name="convexlite-subscriptions", daemon=True
+            )
             self._thread.start()
 
     def _work(self) -> None:
@@ -313,8 +343,11 @@ class SubscriptionManager:
                     cursor.close()
             todo = [w for w in new if w.result is _NOTHING and w.error is None]
             with self._lock:
-                todo += [self._watched[k] for k in affected
-                         if k in self._watched and self._watched[k] not in todo]
+                todo += [
+                    self._watched[k]
+                    for k in affected
+                    if k in self._watched and self._watched[k] not in todo
+                ]
             for watched in todo:
                 if self._run(watched, rtxn, latest):
                     changed.append(watched)
@@ -329,15 +362,18 @@ class SubscriptionManager:
         """Re-run ``watched`` on snapshot ``rtxn``; True if its result changed."""
         runtime = watched.runtime
         result, reads, error = runtime.run_on_snapshot(
-            watched.name, watched.function, watched.args, watched.identity, rtxn,
-            watched.journal)
+            watched.name, watched.function, watched.args, watched.identity, rtxn, watched.journal
+        )
         watched.ts = ts
         with self._lock:
             if self._watched.get(watched.key) is watched:
                 self._index.add(watched.key, reads.pairs())
         if error is not None:
-            first = watched.error is None or type(watched.error) is not type(error) \
+            first = (
+                watched.error is None
+                or type(watched.error) is not type(error)
                 or str(watched.error) != str(error)
+            )
             watched.error = error
             watched.result_bytes = None
             with self._lock:
@@ -346,7 +382,11 @@ class SubscriptionManager:
         result_bytes = encode(result)
         was_error = watched.error is not None
         watched.error = None
-        if not was_error and watched.result is not _NOTHING and result_bytes == watched.result_bytes:
+        if (
+            not was_error
+            and watched.result is not _NOTHING
+            and result_bytes == watched.result_bytes
+        ):
             return False
         watched.result = result
         watched.result_bytes = result_bytes

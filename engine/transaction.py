@@ -58,8 +58,10 @@ MAX_BYTES_WRITTEN = 16 << 20
 _SYSTEM_FIELDS = ("_id", "_creationTime")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _U64 = struct.Struct(">Q")
-_READ_HINT = ("Consider using smaller limits in your queries, paginating your queries, or "
-              "using indexed queries with a selective index range expressions.")
+_READ_HINT = (
+    "Consider using smaller limits in your queries, paginating your queries, or "
+    "using indexed queries with a selective index range expressions."
+)
 
 
 def check_table_name(name: object, *, system: bool = False) -> str:
@@ -195,17 +197,23 @@ class Transaction:
         if self.documents_read > MAX_DOCUMENTS_READ:
             raise LimitExceeded(
                 f"Too many documents read in a single function execution (limit: "
-                f"{MAX_DOCUMENTS_READ}). {_READ_HINT}", limit="TooManyDocumentsRead")
+                f"{MAX_DOCUMENTS_READ}). {_READ_HINT}",
+                limit="TooManyDocumentsRead",
+            )
         if self.bytes_read > MAX_BYTES_READ:
             raise LimitExceeded(
                 f"Too many bytes read in a single function execution (limit: {MAX_BYTES_READ} "
-                f"bytes). {_READ_HINT}", limit="TooManyBytesRead")
+                f"bytes). {_READ_HINT}",
+                limit="TooManyBytesRead",
+            )
 
     def _locate(self, document_id: object) -> tuple[TableDef | None, bytes, bytes]:
         """(table or None, document key, internal id) for an id string."""
         if not isinstance(document_id, str):
-            raise InvalidId(f"Expected a document ID string, got {type(document_id).__name__}: "
-                            f"{document_id!r}", value=document_id)
+            raise InvalidId(
+                f"Expected a document ID string, got {type(document_id).__name__}: {document_id!r}",
+                value=document_id,
+            )
         number, internal_id = ids.decode_id(document_id)
         table = self.table_by_number(number)
         return table, struct.pack(">I", number) + internal_id, internal_id
@@ -229,16 +237,16 @@ class Transaction:
         raw = self._raw(table, doc_key, internal_id)
         return None if raw is None else decode_document(raw)
 
-    def scan(self, table: TableDef, index: IndexDef, lo: bytes, hi: bytes,
-             reverse: bool = False) -> Generator[tuple[bytes, dict[str, Any]], None, None]:
+    def scan(
+        self, table: TableDef, index: IndexDef, lo: bytes, hi: bytes, reverse: bool = False
+    ) -> Generator[tuple[bytes, dict[str, Any]], None, None]:
         """Yield ``(index key, document)`` for keys in ``[lo, hi)``, own writes merged in.
 
         The read set grows with the scan: it covers exactly the keys consumed
         so far (or the whole interval once the scan is exhausted). Cost: one
         seek, then one step and one document lookup per row.
         """
-        interval = (self.reads.add_interval(hi, hi) if reverse
-                    else self.reads.add_interval(lo, lo))
+        interval = self.reads.add_interval(hi, hi) if reverse else self.reads.add_interval(lo, lo)
         added = self.writes.added
         removed = self.writes.removed
         pending_docs = self.writes.documents
@@ -253,8 +261,10 @@ class Transaction:
         next_overlay = next(overlay, None)
         next_base = next(base, None)
         while next_overlay is not None or next_base is not None:
-            if next_base is not None and (next_overlay is None or (
-                    next_base > next_overlay if reverse else next_base < next_overlay)):
+            if next_base is not None and (
+                next_overlay is None
+                or (next_base > next_overlay if reverse else next_base < next_overlay)
+            ):
                 key = next_base
                 next_base = next(base, None)
                 if key in removed:
@@ -303,14 +313,21 @@ class Transaction:
         self._next_creation_time = math.nextafter(value, math.inf)
         return value
 
-    def _store(self, table: TableDef, doc_key: bytes, internal_id: bytes,
-               document: dict[str, Any] | None, snapshot: Any) -> None:
+    def _store(
+        self,
+        table: TableDef,
+        doc_key: bytes,
+        internal_id: bytes,
+        document: dict[str, Any] | None,
+        snapshot: Any,
+    ) -> None:
         """Buffer ``document`` (None: delete) as the newest version of ``doc_key``."""
         plan = self.plan(table)
         snapshot_keys: tuple[bytes, ...] | None = None
         if not self.writes.touched(doc_key):
-            snapshot_keys = (() if snapshot is None
-                             else plan.keys(decode_document(snapshot), internal_id))
+            snapshot_keys = (
+                () if snapshot is None else plan.keys(decode_document(snapshot), internal_id)
+            )
         keys: tuple[bytes, ...] = ()
         raw: bytes | None = None
         if document is not None:
@@ -320,11 +337,15 @@ class Transaction:
         if self.writes.writes >= MAX_DOCUMENTS_WRITTEN:
             raise LimitExceeded(
                 f"Too many documents written in a single function execution (limit: "
-                f"{MAX_DOCUMENTS_WRITTEN}).", limit="TooManyWrites")
+                f"{MAX_DOCUMENTS_WRITTEN}).",
+                limit="TooManyWrites",
+            )
         if self.bytes_written > MAX_BYTES_WRITTEN:
             raise LimitExceeded(
                 f"Too many bytes written in a single function execution (limit: "
-                f"{MAX_BYTES_WRITTEN} bytes).", limit="TooManyBytesWritten")
+                f"{MAX_BYTES_WRITTEN} bytes).",
+                limit="TooManyBytesWritten",
+            )
         self.writes.write(table.name, doc_key, snapshot_keys, raw, keys)
 
     def insert(self, table_name: str, value: dict[str, Any], *, system: bool = False) -> str:
@@ -337,14 +358,16 @@ class Transaction:
         self._require_writable()
         check_table_name(table_name, system=system)
         if not isinstance(value, dict):
-            raise ValidationError(f"insert into {table_name!r} expects a dict, got "
-                                  f"{type(value).__name__}", path="$")
+            raise ValidationError(
+                f"insert into {table_name!r} expects a dict, got {type(value).__name__}", path="$"
+            )
         for field in _SYSTEM_FIELDS:
             if field in value:
                 raise ValidationError(
-                    f"Failed to insert or update a document in table \"{table_name}\": the "
+                    f'Failed to insert or update a document in table "{table_name}": the '
                     f"system field `{field}` cannot be set by insert; the engine assigns it.",
-                    path=f"$.{field}")
+                    path=f"$.{field}",
+                )
         table = self.table(table_name) or self._create_table(table_name, system=system)
         document_id, internal_id = self._new_id(table)
         document = {"_id": document_id, "_creationTime": self._creation_time(), **value}
@@ -357,26 +380,34 @@ class Transaction:
         table, doc_key, internal_id = self._locate(document_id)
         raw = None if table is None else self._raw(table, doc_key, internal_id)
         if table is None or raw is None:
-            raise DocumentNotFound(f"{verb} on nonexistent document ID {document_id}",
-                                   id=document_id)
+            raise DocumentNotFound(
+                f"{verb} on nonexistent document ID {document_id}", id=document_id
+            )
         if table.name.startswith("_") and not self.system_writes:
-            raise ReadOnlyError(f"System tables (prefixed with `_`) are read-only. "
-                                f"(document {document_id} is in {table.name!r})")
+            raise ReadOnlyError(
+                f"System tables (prefixed with `_`) are read-only. "
+                f"(document {document_id} is in {table.name!r})"
+            )
         return table, doc_key, internal_id, raw
 
-    def _check_system_fields(self, fields: dict[str, Any], old: dict[str, Any],
-                             document_id: str) -> None:
+    def _check_system_fields(
+        self, fields: dict[str, Any], old: dict[str, Any], document_id: str
+    ) -> None:
         if "_id" in fields and fields["_id"] != old["_id"]:
             raise ValidationError(
                 f"Provided document ID \"{fields['_id']}\" doesn't match '_id' field "
-                f"\"{old['_id']}\"", path="$._id")
-        if "_creationTime" in fields and not values_equal(fields["_creationTime"],
-                                                          old["_creationTime"]):
+                f'"{old["_id"]}"',
+                path="$._id",
+            )
+        if "_creationTime" in fields and not values_equal(
+            fields["_creationTime"], old["_creationTime"]
+        ):
             raise ValidationError(
                 f"Provided creation time {fields['_creationTime']!r} doesn't match "
                 f"'_creationTime' field {old['_creationTime']!r} of document {document_id} "
                 "(InvalidCreationTimeError): system fields cannot be changed.",
-                path="$._creationTime")
+                path="$._creationTime",
+            )
 
     def patch(self, document_id: str, fields: dict[str, Any]) -> None:
         """Shallow-merge ``fields`` into a document; ``UNSET`` removes a field.
@@ -386,8 +417,9 @@ class Transaction:
         """
         self._require_writable()
         if not isinstance(fields, dict):
-            raise ValidationError(f"patch expects a dict of fields, got "
-                                  f"{type(fields).__name__}", path="$")
+            raise ValidationError(
+                f"patch expects a dict of fields, got {type(fields).__name__}", path="$"
+            )
         table, doc_key, internal_id, raw = self._existing(document_id, "Update")
         old = decode_document(raw)
         self._check_system_fields(fields, old, document_id)
@@ -407,8 +439,7 @@ class Transaction:
         """Replace every user field of a document, keeping ``_id`` and ``_creationTime``."""
         self._require_writable()
         if not isinstance(value, dict):
-            raise ValidationError(f"replace expects a dict, got {type(value).__name__}",
-                                  path="$")
+            raise ValidationError(f"replace expects a dict, got {type(value).__name__}", path="$")
         table, doc_key, internal_id, raw = self._existing(document_id, "Replace")
         old = decode_document(raw)
         self._check_system_fields(value, old, document_id)
@@ -427,8 +458,15 @@ class Transaction:
         self._store(table, doc_key, internal_id, None, raw)
 
 
-def _scan_by_id(rtxn: Any, documents_db: Any, table: TableDef, index: IndexDef, lo: bytes,
-                hi: bytes, reverse: bool) -> Iterator[bytes]:
+def _scan_by_id(
+    rtxn: Any,
+    documents_db: Any,
+    table: TableDef,
+    index: IndexDef,
+    lo: bytes,
+    hi: bytes,
+    reverse: bool,
+) -> Iterator[bytes]:
     """``by_id`` keys in ``[lo, hi)``, read from ``documents`` (which is ``by_id``)."""
     index_prefix, table_prefix = index.prefix, table.prefix
     table_end = keys.prefix_end(table_prefix) or b"\xff" * 5

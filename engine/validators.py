@@ -77,9 +77,16 @@ class Validator:
 
     __slots__ = ("_check", "_fields_map", "_json", "_repr", "is_optional", "kind")
 
-    def __init__(self, kind: str, check: Check, text: str, json: Any,
-                 *, is_optional: bool = False,
-                 fields: dict[str, Validator] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        check: Check,
+        text: str,
+        json: Any,
+        *,
+        is_optional: bool = False,
+        fields: dict[str, Validator] | None = None,
+    ) -> None:
         self.kind = kind
         self._check = check
         self._repr = text
@@ -91,8 +98,11 @@ class Validator:
         return self._repr
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Validator) and self.to_json() == other.to_json() \
+        return (
+            isinstance(other, Validator)
+            and self.to_json() == other.to_json()
             and self.is_optional == other.is_optional
+        )
 
     def __hash__(self) -> int:
         return hash(self._repr)
@@ -137,8 +147,7 @@ class Validator:
 
     def partial(self) -> Validator:
         """An object validator whose every field is optional."""
-        return _object({k: f if f.is_optional else _optional(f)
-                        for k, f in self._fields().items()})
+        return _object({k: f if f.is_optional else _optional(f) for k, f in self._fields().items()})
 
 
 def _simple(kind: str, text: str, accepts: Callable[[Any], bool]) -> Validator:
@@ -162,8 +171,10 @@ def _literal(value: Any) -> Validator:
     def check(candidate: Any, resolver: Resolver | None) -> tuple[str, str] | None:
         if type(candidate) is literal_type and values_equal(candidate, value):
             return None
-        return "", (f"`{format_value(candidate)}` does not match literal validator `{text}`.\n"
-                    f"Value: {format_value(candidate)}\nValidator: {text}")
+        return "", (
+            f"`{format_value(candidate)}` does not match literal validator `{text}`.\n"
+            f"Value: {format_value(candidate)}\nValidator: {text}"
+        )
 
     validator = Validator("literal", check, text, {"type": "literal", "value": value})
     holder.append(validator)
@@ -182,13 +193,17 @@ def _id(table: str) -> Validator:
         try:
             number, _ = ids.decode_id(value)
         except InvalidId:
-            return "", (f"Value does not match validator.\nValue: {format_value(value)}\n"
-                        f"Validator: {text}\n(not a valid document ID)")
+            return "", (
+                f"Value does not match validator.\nValue: {format_value(value)}\n"
+                f"Validator: {text}\n(not a valid document ID)"
+            )
         if resolver is not None:
             found = resolver(number)
             if found is not None and found != table:
-                return "", (f'Found ID "{value}" from table `{found}`, which does not match '
-                            f"the table name in validator `{text}`.")
+                return "", (
+                    f'Found ID "{value}" from table `{found}`, which does not match '
+                    f"the table name in validator `{text}`."
+                )
         return None
 
     validator = Validator("id", check, text, {"type": "id", "tableName": table})
@@ -222,7 +237,8 @@ def _object(fields: Mapping[str, Any]) -> Validator:
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("$"):
             raise ValidationError(
                 f"Invalid field name {name!r} in v.object(): field names in validators must be "
-                "identifiers ([A-Za-z_][A-Za-z0-9_]*).")
+                "identifiers ([A-Za-z_][A-Za-z0-9_]*)."
+            )
     required = [name for name, f in compiled.items() if not f.is_optional]
     checks = [(name, f._check) for name, f in compiled.items()]
     text = "v.object({" + ", ".join(f'"{k}": {f!r}' for k, f in compiled.items()) + "})"
@@ -234,13 +250,17 @@ def _object(fields: Mapping[str, Any]) -> Validator:
             return _mismatch(value, holder[0])
         for name in required:
             if name not in value:
-                return "", (f"Object is missing the required field `{name}`. Consider wrapping "
-                            "the field validator in `v.optional(...)` if this is expected.\n\n"
-                            f"Object: {format_value(value)}\nValidator: {text}")
+                return "", (
+                    f"Object is missing the required field `{name}`. Consider wrapping "
+                    "the field validator in `v.optional(...)` if this is expected.\n\n"
+                    f"Object: {format_value(value)}\nValidator: {text}"
+                )
         if len(value) > len(allowed) or not allowed.issuperset(value):
             extra = next(k for k in value if k not in allowed)
-            return "", (f"Object contains extra field `{extra}` that is not in the validator."
-                        f"\n\nObject: {format_value(value)}\nValidator: {text}")
+            return "", (
+                f"Object contains extra field `{extra}` that is not in the validator."
+                f"\n\nObject: {format_value(value)}\nValidator: {text}"
+            )
         for name, field_check in checks:
             if name in value:
                 failure = field_check(value[name], resolver)
@@ -248,8 +268,12 @@ def _object(fields: Mapping[str, Any]) -> Validator:
                     return _nest(failure, _field_segment(name))
         return None
 
-    json = {"type": "object", "value": {k: {"fieldType": f.to_json(), "optional": f.is_optional}
-                                        for k, f in compiled.items()}}
+    json = {
+        "type": "object",
+        "value": {
+            k: {"fieldType": f.to_json(), "optional": f.is_optional} for k, f in compiled.items()
+        },
+    }
     validator = Validator("object", check, text, json, fields=compiled)
     holder.append(validator)
     return validator
@@ -275,8 +299,12 @@ def _record(keys: Validator, values: Validator) -> Validator:
                 return _nest(failure, _field_segment(key))
         return None
 
-    validator = Validator("record", check, text,
-                          {"type": "record", "keys": keys.to_json(), "values": values.to_json()})
+    validator = Validator(
+        "record",
+        check,
+        text,
+        {"type": "record", "keys": keys.to_json(), "values": values.to_json()},
+    )
     holder.append(validator)
     return validator
 
@@ -293,16 +321,23 @@ def _union(*members: Any) -> Validator:
                 return None
         return _mismatch(value, holder[0])
 
-    validator = Validator("union", check, text,
-                          {"type": "union", "value": [m.to_json() for m in compiled]})
+    validator = Validator(
+        "union", check, text, {"type": "union", "value": [m.to_json() for m in compiled]}
+    )
     holder.append(validator)
     return validator
 
 
 def _optional(inner: Any) -> Validator:
     inner = as_validator(inner)
-    return Validator(inner.kind, inner._check, f"v.optional({inner!r})", inner.to_json(),
-                     is_optional=True, fields=inner._fields_map)
+    return Validator(
+        inner.kind,
+        inner._check,
+        f"v.optional({inner!r})",
+        inner.to_json(),
+        is_optional=True,
+        fields=inner._fields_map,
+    )
 
 
 class _V:
@@ -363,19 +398,40 @@ class _V:
         return _union(inner, _NULL)
 
 
-_STRING = Validator("string", lambda x, r: None if type(x) is str else _mismatch(x, _STRING),
-                    "v.string()", {"type": "string"})
-_FLOAT = Validator("number", lambda x, r: None if type(x) is float else _mismatch(x, _FLOAT),
-                   "v.float64()", {"type": "number"})
-_INT = Validator("bigint", lambda x, r: None if type(x) is int else _mismatch(x, _INT),
-                 "v.int64()", {"type": "bigint"})
-_BOOL = Validator("boolean", lambda x, r: None if type(x) is bool else _mismatch(x, _BOOL),
-                  "v.boolean()", {"type": "boolean"})
-_NULL = Validator("null", lambda x, r: None if x is None else _mismatch(x, _NULL),
-                  "v.null()", {"type": "null"})
-_BYTES = Validator("bytes", lambda x, r: None if type(x) is bytes else _mismatch(x, _BYTES),
-                   "v.bytes()", {"type": "bytes"})
-_ANY = Validator("any", lambda x, r: None, "v.any()", {"type": "any"})
+_STRING: Validator = Validator(
+    "string",
+    lambda x, r: None if type(x) is str else _mismatch(x, _STRING),
+    "v.string()",
+    {"type": "string"},
+)
+_FLOAT: Validator = Validator(
+    "number",
+    lambda x, r: None if type(x) is float else _mismatch(x, _FLOAT),
+    "v.float64()",
+    {"type": "number"},
+)
+_INT: Validator = Validator(
+    "bigint",
+    lambda x, r: None if type(x) is int else _mismatch(x, _INT),
+    "v.int64()",
+    {"type": "bigint"},
+)
+_BOOL: Validator = Validator(
+    "boolean",
+    lambda x, r: None if type(x) is bool else _mismatch(x, _BOOL),
+    "v.boolean()",
+    {"type": "boolean"},
+)
+_NULL: Validator = Validator(
+    "null", lambda x, r: None if x is None else _mismatch(x, _NULL), "v.null()", {"type": "null"}
+)
+_BYTES: Validator = Validator(
+    "bytes",
+    lambda x, r: None if type(x) is bytes else _mismatch(x, _BYTES),
+    "v.bytes()",
+    {"type": "bytes"},
+)
+_ANY: Validator = Validator("any", lambda x, r: None, "v.any()", {"type": "any"})
 
 #: The validator builders: ``v.string()``, ``v.object({...})``, ...
 v = _V()
@@ -387,15 +443,24 @@ def as_validator(spec: Any) -> Validator:
         return spec
     if isinstance(spec, Mapping):
         return _object(spec)
-    raise TypeError(f"Expected a validator (v.string(), v.object({{...}}), ...) or a dict of "
-                    f"validators, got {spec!r}")
+    raise TypeError(
+        f"Expected a validator (v.string(), v.object({{...}}), ...) or a dict of "
+        f"validators, got {spec!r}"
+    )
 
 
 def validator_from_json(json: Any) -> Validator:
     """Rebuild a validator from its :meth:`Validator.to_json` form."""
     kind = json["type"]
-    simple = {"string": _STRING, "number": _FLOAT, "bigint": _INT, "boolean": _BOOL,
-              "null": _NULL, "bytes": _BYTES, "any": _ANY}
+    simple = {
+        "string": _STRING,
+        "number": _FLOAT,
+        "bigint": _INT,
+        "boolean": _BOOL,
+        "null": _NULL,
+        "bytes": _BYTES,
+        "any": _ANY,
+    }
     if kind in simple:
         return simple[kind]
     if kind == "literal":
@@ -424,13 +489,13 @@ def _whole_number() -> Validator:
 
 #: The validator of ``paginate()`` options, as Convex's ``paginationOptsValidator``
 #: (numbers may be ``int`` or ``float``: Python callers write ``10``, not ``10.0``).
-pagination_opts = _object({
-    "numItems": _whole_number(),
-    "cursor": _union(_STRING, _NULL),
-    "endCursor": _optional(_union(_STRING, _NULL)),
-    "id": _optional(_whole_number()),
-    "maximumRowsRead": _optional(_whole_number()),
-    "maximumBytesRead": _optional(_whole_number()),
-})
-
-
+pagination_opts = _object(
+    {
+        "numItems": _whole_number(),
+        "cursor": _union(_STRING, _NULL),
+        "endCursor": _optional(_union(_STRING, _NULL)),
+        "id": _optional(_whole_number()),
+        "maximumRowsRead": _optional(_whole_number()),
+        "maximumBytesRead": _optional(_whole_number()),
+    }
+)

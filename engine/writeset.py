@@ -46,8 +46,17 @@ class WriteSet:
     overlay keys.
     """
 
-    __slots__ = ("added", "catalog", "current_keys", "documents", "old_keys", "removed",
-                 "tables", "undo", "writes")
+    __slots__ = (
+        "added",
+        "catalog",
+        "current_keys",
+        "documents",
+        "old_keys",
+        "removed",
+        "tables",
+        "undo",
+        "writes",
+    )
 
     def __init__(self) -> None:
         #: document key (table prefix ‖ internal id) → newest encoded version, or None.
@@ -72,8 +81,14 @@ class WriteSet:
     def touched(self, doc_key: bytes) -> bool:
         return doc_key in self.current_keys
 
-    def write(self, table: str, doc_key: bytes, snapshot_keys: tuple[bytes, ...] | None,
-              raw: bytes | None, keys: tuple[bytes, ...]) -> None:
+    def write(
+        self,
+        table: str,
+        doc_key: bytes,
+        snapshot_keys: tuple[bytes, ...] | None,
+        raw: bytes | None,
+        keys: tuple[bytes, ...],
+    ) -> None:
         """Make ``raw`` (or a deletion) the newest version of ``doc_key``.
 
         ``snapshot_keys`` are the index keys of the version in the snapshot;
@@ -86,8 +101,9 @@ class WriteSet:
             self.old_keys[doc_key] = snapshot_keys
             self.current_keys[doc_key] = snapshot_keys
             self.tables[doc_key] = table
-        self.undo.append((doc_key, self.documents.get(doc_key, _ABSENT),
-                          self.current_keys[doc_key]))
+        self.undo.append(
+            (doc_key, self.documents.get(doc_key, _ABSENT), self.current_keys[doc_key])
+        )
         self._move_keys(doc_key, keys)
         self.documents[doc_key] = raw
         self.writes += 1
@@ -127,8 +143,9 @@ class WriteSet:
         self.catalog = savepoint.catalog
         self.writes = savepoint.writes
 
-    def changes(self) -> tuple[list[tuple[bytes, bytes | None]], list[bytes], list[bytes],
-                               list[bytes]]:
+    def changes(
+        self,
+    ) -> tuple[list[tuple[bytes, bytes | None]], list[bytes], list[bytes], list[bytes]]:
         """What commit applies: document puts, index deletes, index puts, log keys.
 
         Index keys here include ``by_id`` keys (position 0 of each key tuple),

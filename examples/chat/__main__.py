@@ -35,8 +35,7 @@ def main() -> None:
             for who in (ada, grace):
                 user_id = db.mutation("users:store", auth=who)
                 print(f"stored user {who.name}: {user_id}")
-            general = db.mutation("channels:create", {"name": "general", "topic": "chat"},
-                                  auth=ada)
+            general = db.mutation("channels:create", {"name": "general", "topic": "chat"}, auth=ada)
             print(f"created channel #general: {general}")
             try:
                 db.mutation("channels:create", {"name": "general"}, auth=grace)
@@ -48,18 +47,25 @@ def main() -> None:
                 print(f"anonymous send refused with ConvexError {error.data}")
             for i in range(25):
                 who = ada if i % 2 == 0 else grace
-                db.mutation("messages:send", {"channel": general,
-                                              "body": f"message {i} from {who.name}"}, auth=who)
+                db.mutation(
+                    "messages:send",
+                    {"channel": general, "body": f"message {i} from {who.name}"},
+                    auth=who,
+                )
             print("sent 25 messages")
             cursor = None
             page_number = 0
             while True:
-                page = db.query("messages:list_channel", {
-                    "channel": general, "paginationOpts": {"numItems": 10, "cursor": cursor}})
+                page = db.query(
+                    "messages:list_channel",
+                    {"channel": general, "paginationOpts": {"numItems": 10, "cursor": cursor}},
+                )
                 page_number += 1
                 bodies = [m["body"] for m in page["page"]]
-                print(f"page {page_number}: {len(bodies)} messages, newest first: "
-                      f"{bodies[:2]}{' ...' if len(bodies) > 2 else ''}")
+                print(
+                    f"page {page_number}: {len(bodies)} messages, newest first: "
+                    f"{bodies[:2]}{' ...' if len(bodies) > 2 else ''}"
+                )
                 if page["isDone"]:
                     break
                 cursor = page["continueCursor"]

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from engine import define_schema, define_table, v
 
-schema = define_schema({
-    "users": define_table({
-        "name": v.string(),
-        "externalId": v.string(),
-        "role": v.optional(v.union(v.literal("admin"), v.literal("member"))),
-    }).index("byExternalId", ["externalId"]),
-    "channels": define_table({
-        "name": v.string(),
-        "topic": v.optional(v.string()),
-    }).index("by_name", ["name"]),
-    "messages": define_table({
-        "author": v.id("users"),
-        "channel": v.id("channels"),
-        "body": v.string(),
-    }).index("by_channel", ["channel"]),
-})
+schema = define_schema(
+    {
+        "users": define_table(
+            {
+                "name": v.string(),
+                "externalId": v.string(),
+                "role": v.optional(v.union(v.literal("admin"), v.literal("member"))),
+            }
+        ).index("byExternalId", ["externalId"]),
+        "channels": define_table(
+            {
+                "name": v.string(),
+                "topic": v.optional(v.string()),
+            }
+        ).index("by_name", ["name"]),
+        "messages": define_table(
+            {
+                "author": v.id("users"),
+                "channel": v.id("channels"),
+                "body": v.string(),
+            }
+        ).index("by_channel", ["channel"]),
+    }
+)

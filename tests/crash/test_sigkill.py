@@ -28,7 +28,11 @@ def kill_after(path: Path, durability: str, delay: float) -> tuple[str, int]:
     """Run the writer for ``delay`` seconds, SIGKILL it; return (run id, last acked batch)."""
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.race.workers", str(path), durability],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(delay)
     os.kill(child.pid, signal.SIGKILL)
     out, err = child.communicate(timeout=30)
@@ -44,8 +48,9 @@ def verify(path: Path, run: str, acked: int) -> None:
         per_batch: Counter[tuple[str, int]] = Counter()
         cursor = None
         while True:  # page through: a fast child writes more rows than one read may hold
-            page = engine.run(lambda ctx, c=cursor: ctx.db.query("rows").paginate(
-                {"numItems": 5000, "cursor": c}))
+            page = engine.run(
+                lambda ctx, c=cursor: ctx.db.query("rows").paginate({"numItems": 5000, "cursor": c})
+            )
             per_batch.update((r["run"], r["batch"]) for r in page["page"])
             if page["isDone"]:
                 break

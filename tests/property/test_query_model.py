@@ -21,13 +21,24 @@ from engine import UNSET, Engine, define_schema, define_table, ids
 from engine.values import compare
 
 FIELD_VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([-0.0, 0.0, 1.5, -2.0]),
-    st.sampled_from(["", "a", "b", "ab"]), st.sampled_from([b"", b"\x00", b"a"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.sampled_from([-0.0, 0.0, 1.5, -2.0]),
+    st.sampled_from(["", "a", "b", "ab"]),
+    st.sampled_from([b"", b"\x00", b"a"]),
     st.just(UNSET),
 )
 INDEXES = {"by_x": ["x"], "by_x_y": ["x", "y"], "by_y": ["y"]}
-SCHEMA = define_schema({"docs": define_table({}).index("by_x", ["x"]).index(
-    "by_x_y", ["x", "y"]).index("by_y", ["y"])}, schema_validation=False)
+SCHEMA = define_schema(
+    {
+        "docs": define_table({})
+        .index("by_x", ["x"])
+        .index("by_x_y", ["x", "y"])
+        .index("by_y", ["y"])
+    },
+    schema_validation=False,
+)
 
 
 def field(doc: dict[str, Any], name: str) -> Any:
@@ -49,9 +60,14 @@ def sort_key(fields: list[str]) -> Any:
     return functools.cmp_to_key(cmp)
 
 
-def model_query(docs: list[dict[str, Any]], index: str | None, eqs: list[Any],
-                bound: tuple[str, Any, str, Any] | None, order: str,
-                flt: Any) -> list[str]:
+def model_query(
+    docs: list[dict[str, Any]],
+    index: str | None,
+    eqs: list[Any],
+    bound: tuple[str, Any, str, Any] | None,
+    order: str,
+    flt: Any,
+) -> list[str]:
     fields = INDEXES[index] if index else []
     rows = sorted(docs, key=sort_key(fields))
     out = []
@@ -76,8 +92,14 @@ def model_query(docs: list[dict[str, Any]], index: str | None, eqs: list[Any],
     return out[::-1] if order == "desc" else out
 
 
-def engine_query(ctx: Any, index: str | None, eqs: list[Any],
-                 bound: tuple[str, Any, str, Any] | None, order: str, flt: Any) -> list[str]:
+def engine_query(
+    ctx: Any,
+    index: str | None,
+    eqs: list[Any],
+    bound: tuple[str, Any, str, Any] | None,
+    order: str,
+    flt: Any,
+) -> list[str]:
     q = ctx.db.query("docs")
     if index is not None:
         fields = INDEXES[index]
@@ -105,11 +127,19 @@ query_shapes = st.sampled_from([None, "by_x", "by_x_y", "by_y"]).flatmap(
     lambda index: st.tuples(
         st.just(index),
         st.lists(FIELD_VALUES, max_size=len(INDEXES[index]) if index else 0),
-        st.one_of(st.none(), st.tuples(st.sampled_from(["", "gt", "gte"]), FIELD_VALUES,
-                                       st.sampled_from(["", "lt", "lte"]), FIELD_VALUES)),
+        st.one_of(
+            st.none(),
+            st.tuples(
+                st.sampled_from(["", "gt", "gte"]),
+                FIELD_VALUES,
+                st.sampled_from(["", "lt", "lte"]),
+                FIELD_VALUES,
+            ),
+        ),
         st.sampled_from(["asc", "desc"]),
         st.one_of(st.none(), FIELD_VALUES.filter(lambda v: v is not UNSET)),
-    ))
+    )
+)
 
 
 def normalize(shape: Any) -> Any:
@@ -179,8 +209,9 @@ class QueryModel(RuleBasedStateMachine):
         result: list[list[str]] = []
 
         def body(ctx: Any) -> None:
-            new_id = ctx.db.insert("docs", {k: val for k, val in (("x", x), ("y", y))
-                                            if val is not UNSET})
+            new_id = ctx.db.insert(
+                "docs", {k: val for k, val in (("x", x), ("y", y)) if val is not UNSET}
+            )
             model[new_id] = ctx.db.get(new_id)
             if doc_id in model:
                 ctx.db.delete(doc_id)
@@ -201,5 +232,9 @@ class QueryModel(RuleBasedStateMachine):
 
 
 TestQueryModel = QueryModel.TestCase
-TestQueryModel.settings = settings(max_examples=40, stateful_step_count=25, deadline=None,
-                                   suppress_health_check=[HealthCheck.too_slow])
+TestQueryModel.settings = settings(
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)

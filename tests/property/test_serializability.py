@@ -42,7 +42,8 @@ class ListAppend(RuleBasedStateMachine):
         self.engine._db.retry.retries = 200
         self.engine._db.retry.base = 0.0005
         self.ids = self.engine.run(
-            lambda ctx: {k: ctx.db.insert("lists", {"key": k, "items": []}) for k in KEYS})
+            lambda ctx: {k: ctx.db.insert("lists", {"key": k, "items": []}) for k in KEYS}
+        )
         self.counter = itertools.count(1)
         self.history: list[tuple[tuple[int, int], list[tuple[str, str, Any]]]] = []
         self.lock = threading.Lock()
@@ -84,8 +85,9 @@ class ListAppend(RuleBasedStateMachine):
             except BaseException as error:
                 errors.append(error)
 
-        threads = [threading.Thread(target=worker, args=(ops, seed + i))
-                   for i, ops in enumerate(programs)]
+        threads = [
+            threading.Thread(target=worker, args=(ops, seed + i)) for i, ops in enumerate(programs)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -99,15 +101,21 @@ class ListAppend(RuleBasedStateMachine):
             for kind, key, value in observed:
                 if kind == "r":
                     assert value == state[key], (
-                        f"read of {key} saw {value}, serial replay has {state[key]}")
+                        f"read of {key} saw {value}, serial replay has {state[key]}"
+                    )
                 else:
                     state[key].append(value)
-        final = self.engine.run(lambda ctx: {d["key"]: d["items"]
-                                             for d in ctx.db.query("lists").collect()})
+        final = self.engine.run(
+            lambda ctx: {d["key"]: d["items"] for d in ctx.db.query("lists").collect()}
+        )
         assert final == state
         self.engine.check()
 
 
 TestListAppend = ListAppend.TestCase
-TestListAppend.settings = settings(max_examples=15, stateful_step_count=6, deadline=None,
-                                   suppress_health_check=[HealthCheck.too_slow])
+TestListAppend.settings = settings(
+    max_examples=15,
+    stateful_step_count=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)

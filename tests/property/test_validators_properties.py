@@ -23,8 +23,9 @@ LITERALS = st.sampled_from(["a", "", 0, 1, -1, 0.0, -0.0, 1.5, True, False])
 NAMES = st.sampled_from(["a", "b", "c"])
 
 leaf = st.one_of(
-    st.sampled_from([("string",), ("number",), ("int64",), ("boolean",), ("null",),
-                     ("bytes",), ("any",)]),
+    st.sampled_from(
+        [("string",), ("number",), ("int64",), ("boolean",), ("null",), ("bytes",), ("any",)]
+    ),
     LITERALS.map(lambda x: ("literal", x)),
 )
 
@@ -33,7 +34,8 @@ def _extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(
         children.map(lambda c: ("array", c)),
         st.dictionaries(NAMES, st.tuples(children, st.booleans()), max_size=3).map(
-            lambda d: ("object", d)),
+            lambda d: ("object", d)
+        ),
         st.lists(children, min_size=1, max_size=3).map(lambda cs: ("union", tuple(cs))),
         children.map(lambda c: ("record", c)),
     )
@@ -49,8 +51,9 @@ def build(spec: Any) -> Validator:
     if kind == "array":
         return v.array(build(spec[1]))
     if kind == "object":
-        return v.object({k: v.optional(build(c)) if opt else build(c)
-                         for k, (c, opt) in spec[1].items()})
+        return v.object(
+            {k: v.optional(build(c)) if opt else build(c) for k, (c, opt) in spec[1].items()}
+        )
     if kind == "union":
         return v.union(*(build(c) for c in spec[1]))
     if kind == "record":
@@ -83,8 +86,9 @@ def reference(spec: Any, value: Any) -> bool:
         if type(value) is not type(lit):
             return False
         if type(lit) is float:
-            return _bits(value) == _bits(lit) or (math.isnan(value) and math.isnan(lit)
-                                                  and _bits(value) == _bits(lit))
+            return _bits(value) == _bits(lit) or (
+                math.isnan(value) and math.isnan(lit) and _bits(value) == _bits(lit)
+            )
         return bool(value == lit)
     if kind == "array":
         return type(value) is list and all(reference(spec[1], x) for x in value)
@@ -104,16 +108,23 @@ def reference(spec: Any, value: Any) -> bool:
     if kind == "record":
         return type(value) is dict and all(
             isinstance(k, str) and k and not k.startswith(("$", "_")) and reference(spec[1], x)
-            for k, x in value.items())
+            for k, x in value.items()
+        )
     raise AssertionError(kind)
 
 
 def matching(spec: Any) -> st.SearchStrategy[Any]:
     """Values that match ``spec`` (so the accept path is exercised, not just rejects)."""
     kind = spec[0]
-    simple = {"string": st.text(max_size=3), "number": st.floats(), "int64": st.integers(-5, 5),
-              "boolean": st.booleans(), "null": st.none(), "bytes": st.binary(max_size=3),
-              "any": small_values(1)}
+    simple = {
+        "string": st.text(max_size=3),
+        "number": st.floats(),
+        "int64": st.integers(-5, 5),
+        "boolean": st.booleans(),
+        "null": st.none(),
+        "bytes": st.binary(max_size=3),
+        "any": small_values(1),
+    }
     if kind in simple:
         return simple[kind]
     if kind == "literal":
@@ -127,7 +138,8 @@ def matching(spec: Any) -> st.SearchStrategy[Any]:
     fields = spec[1]
     return st.fixed_dictionaries(
         {k: matching(c) for k, (c, opt) in fields.items() if not opt},
-        optional={k: matching(c) for k, (c, opt) in fields.items() if opt})
+        optional={k: matching(c) for k, (c, opt) in fields.items() if opt},
+    )
 
 
 def agrees(spec: Any, value: Any) -> None:

@@ -88,12 +88,15 @@ def test_write_skew_is_prevented(db_path: Path) -> None:
     for round_ in range(10):
         with Engine.open(db_path / str(round_), durability="none") as engine:
             engine._db.retry.retries = 100
-            engine.run(lambda ctx: [ctx.db.insert("doctors", {"name": n, "on_call": True})
-                                    for n in ("alice", "bob")])
-            run_threads(2, lambda i: engine.run(
-                lambda ctx: go_off_call(ctx, ("alice", "bob")[i])))
-            on_call = [d for d in engine.run(lambda ctx: ctx.db.query("doctors").collect())
-                       if d["on_call"]]
+            engine.run(
+                lambda ctx: [
+                    ctx.db.insert("doctors", {"name": n, "on_call": True}) for n in ("alice", "bob")
+                ]
+            )
+            run_threads(2, lambda i: engine.run(lambda ctx: go_off_call(ctx, ("alice", "bob")[i])))
+            on_call = [
+                d for d in engine.run(lambda ctx: ctx.db.query("doctors").collect()) if d["on_call"]
+            ]
             assert len(on_call) >= 1
 
 
@@ -101,8 +104,9 @@ def test_phantoms_are_prevented(db_path: Path) -> None:
     capacity = 3
     with Engine.open(db_path, durability="none") as engine:
         engine._db.retry.retries = 100
-        results = run_threads(8, lambda i: engine.run(
-            lambda ctx: book(ctx, "slot-1", f"user{i}", capacity)))
+        results = run_threads(
+            8, lambda i: engine.run(lambda ctx: book(ctx, "slot-1", f"user{i}", capacity))
+        )
         rows = engine.run(lambda ctx: ctx.db.query("bookings").collect())
         assert len(rows) == capacity
         assert results.count(True) == capacity

@@ -72,8 +72,9 @@ def crash_writer(path: str, durability: str) -> None:
 
             def body(ctx: MutationCtx, b: int = batch) -> None:
                 for i in range(3):
-                    ctx.db.insert("rows", {"run": counter, "batch": b, "i": i,
-                                           "pad": "x" * (b % 200)})
+                    ctx.db.insert(
+                        "rows", {"run": counter, "batch": b, "i": i, "pad": "x" * (b % 200)}
+                    )
                 state = ctx.db.get(counter)
                 assert state is not None
                 ctx.db.patch(counter, {"batches": state["batches"] + 1})

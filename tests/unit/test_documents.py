@@ -39,8 +39,15 @@ def test_creation_times_strictly_increase_within_a_transaction(engine: Engine) -
 
 
 def test_values_round_trip_exactly(engine: Engine) -> None:
-    value = {"i": -(2**63), "f": -0.0, "nan": math.nan, "inf": math.inf, "b": b"\x00\xff",
-             "nested": {"list": [1, 1.0, True, None, "s"]}, "t": (1, 2)}
+    value = {
+        "i": -(2**63),
+        "f": -0.0,
+        "nan": math.nan,
+        "inf": math.inf,
+        "b": b"\x00\xff",
+        "nested": {"list": [1, 1.0, True, None, "s"]},
+        "t": (1, 2),
+    }
     doc_id = engine.run(lambda ctx: ctx.db.insert("t", value))
     doc = engine.run(lambda ctx: ctx.db.get(doc_id))
     assert doc["i"] == -(2**63) and type(doc["i"]) is int
@@ -87,7 +94,10 @@ def test_patch_is_a_shallow_merge_and_unset_removes(engine: Engine) -> None:
     engine.run(lambda ctx: ctx.db.patch(doc_id, {"b": {"x": 9}, "c": UNSET, "d": 4}))
     doc = engine.run(lambda ctx: ctx.db.get(doc_id))
     assert {k: v for k, v in doc.items() if not k.startswith("_")} == {
-        "a": 1, "b": {"x": 9}, "d": 4}
+        "a": 1,
+        "b": {"x": 9},
+        "d": 4,
+    }
 
 
 def test_unchanged_patch_writes_nothing(engine: Engine) -> None:
@@ -116,18 +126,22 @@ def test_replace_keeps_system_fields(engine: Engine) -> None:
     created = engine.run(lambda ctx: ctx.db.get(doc_id))["_creationTime"]
     engine.run(lambda ctx: ctx.db.replace(doc_id, {"c": 3}))
     assert engine.run(lambda ctx: ctx.db.get(doc_id)) == {
-        "_id": doc_id, "_creationTime": created, "c": 3}
+        "_id": doc_id,
+        "_creationTime": created,
+        "c": 3,
+    }
 
 
 def test_missing_documents(engine: Engine) -> None:
     doc_id = engine.run(lambda ctx: ctx.db.insert("t", {}))
     engine.run(lambda ctx: ctx.db.delete(doc_id))
     assert engine.run(lambda ctx: ctx.db.get(doc_id)) is None
-    for verb, call in [("Update", lambda ctx: ctx.db.patch(doc_id, {"a": 1})),
-                       ("Replace", lambda ctx: ctx.db.replace(doc_id, {})),
-                       ("Delete", lambda ctx: ctx.db.delete(doc_id))]:
-        with pytest.raises(DocumentNotFound,
-                           match=f"^{verb} on nonexistent document ID {doc_id}$"):
+    for verb, call in [
+        ("Update", lambda ctx: ctx.db.patch(doc_id, {"a": 1})),
+        ("Replace", lambda ctx: ctx.db.replace(doc_id, {})),
+        ("Delete", lambda ctx: ctx.db.delete(doc_id)),
+    ]:
+        with pytest.raises(DocumentNotFound, match=f"^{verb} on nonexistent document ID {doc_id}$"):
             engine.run(call)
 
 

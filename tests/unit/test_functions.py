@@ -32,8 +32,9 @@ class Identity:
 
 @pytest.fixture
 def engine(db_path: Path):  # type: ignore[no-untyped-def]
-    with Engine.open(db_path, functions=app, durability="none",
-                     env={"GREETING": "hello"}) as handle:
+    with Engine.open(
+        db_path, functions=app, durability="none", env={"GREETING": "hello"}
+    ) as handle:
         yield handle
         handle.check()
 
@@ -64,7 +65,9 @@ def test_kind_mismatch(engine: Engine) -> None:
 
 
 def test_argument_validation(engine: Engine) -> None:
-    with pytest.raises(ArgumentValidationError, match=r"\[M\(notes:add\)\] ArgumentValidationError"):
+    with pytest.raises(
+        ArgumentValidationError, match=r"\[M\(notes:add\)\] ArgumentValidationError"
+    ):
         engine.mutation("notes:add", {"text": 5})
     with pytest.raises(ArgumentValidationError):
         engine.mutation("notes:add", {"text": "a", "extra": 1})
@@ -132,8 +135,7 @@ def test_async_host_keeps_the_loop_serving(engine: Engine) -> None:
                 await asyncio.sleep(0)
 
         task = asyncio.create_task(ticker())
-        await asyncio.gather(*(engine.amutation("notes:add", {"text": str(i)})
-                               for i in range(20)))
+        await asyncio.gather(*(engine.amutation("notes:add", {"text": str(i)}) for i in range(20)))
         texts = await engine.aquery("notes:texts")
         result = await engine.aaction("notes:add_and_count", {"text": "z"})
         stop.set()
@@ -211,8 +213,9 @@ def test_determinism_under_forced_conflicts(engine: Engine) -> None:
             threading.Event().wait(0.2)
         ctx.db.insert("notes", {"text": f"saw {len(rows)}"})
 
-    other = threading.Thread(target=lambda: (gate.wait(5), engine.mutation(notes.add,
-                                                                           {"text": "x"})))
+    other = threading.Thread(
+        target=lambda: (gate.wait(5), engine.mutation(notes.add, {"text": "x"}))
+    )
     other.start()
     engine.run(body)
     other.join()

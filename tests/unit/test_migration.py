@@ -23,25 +23,33 @@ from engine import (
 ROOT = Path(__file__).resolve().parents[2]
 
 V1 = define_schema({"people": define_table({"name": v.string(), "age": v.int64()})})
-V2 = define_schema({"people": define_table({"name": v.string(), "age": v.int64()})
-                    .index("by_age", ["age"])})
-TIGHT = define_schema({"people": define_table({"name": v.string(), "age": v.int64(),
-                                               "email": v.string()})})
+V2 = define_schema(
+    {"people": define_table({"name": v.string(), "age": v.int64()}).index("by_age", ["age"])}
+)
+TIGHT = define_schema(
+    {"people": define_table({"name": v.string(), "age": v.int64(), "email": v.string()})}
+)
 
 
 def populate(path: Path, n: int = 300) -> None:
     with Engine.open(path, schema=V1, durability="none") as engine:
         for start in range(0, n, 5000):  # Convex allows 16,000 writes per transaction
-            engine.run(lambda ctx, s=start: [
-                ctx.db.insert("people", {"name": f"p{i}", "age": i % 50})
-                for i in range(s, min(n, s + 5000))])
+            engine.run(
+                lambda ctx, s=start: [
+                    ctx.db.insert("people", {"name": f"p{i}", "age": i % 50})
+                    for i in range(s, min(n, s + 5000))
+                ]
+            )
 
 
 def test_new_index_is_backfilled_and_queryable(db_path: Path) -> None:
     populate(db_path)
     with Engine.open(db_path, schema=V2, durability="none") as engine:
-        rows = engine.run(lambda ctx: ctx.db.query("people").with_index(
-            "by_age", lambda q: q.eq("age", 7)).collect())
+        rows = engine.run(
+            lambda ctx: (
+                ctx.db.query("people").with_index("by_age", lambda q: q.eq("age", 7)).collect()
+            )
+        )
         assert len(rows) == 6 and {r["age"] for r in rows} == {7}
         report = engine.check()
         assert report["tables"]["people"]["indexes"]["by_age"] == 300
@@ -71,9 +79,11 @@ def test_tightened_validator_refuses_to_open_and_changes_nothing(db_path: Path) 
 
 def test_writes_are_validated_against_the_schema(db_path: Path) -> None:
     with Engine.open(db_path, schema=V1, durability="none") as engine:
-        with pytest.raises(SchemaValidationError,
-                           match='Failed to insert or update a document in table "people" '
-                                 "because it does not match the schema"):
+        with pytest.raises(
+            SchemaValidationError,
+            match='Failed to insert or update a document in table "people" '
+            "because it does not match the schema",
+        ):
             engine.run(lambda ctx: ctx.db.insert("people", {"name": "x", "age": "old"}))
         doc = engine.run(lambda ctx: ctx.db.insert("people", {"name": "x", "age": 1}))
         with pytest.raises(SchemaValidationError):
@@ -82,8 +92,7 @@ def test_writes_are_validated_against_the_schema(db_path: Path) -> None:
 
 
 def test_schema_validation_off_skips_checks(db_path: Path) -> None:
-    loose = define_schema({"people": define_table({"name": v.string()})},
-                          schema_validation=False)
+    loose = define_schema({"people": define_table({"name": v.string()})}, schema_validation=False)
     with Engine.open(db_path, schema=loose, durability="none") as engine:
         engine.run(lambda ctx: ctx.db.insert("people", {"name": 1}))
 

@@ -17,21 +17,27 @@ from engine import (
     v,
 )
 
-SCHEMA = define_schema({
-    "items": define_table({"group": v.string(), "n": v.int64()}).index("by_group", ["group"]),
-})
+SCHEMA = define_schema(
+    {
+        "items": define_table({"group": v.string(), "n": v.int64()}).index("by_group", ["group"]),
+    }
+)
 
 
 @pytest.fixture
 def items(db_path: Path):  # type: ignore[no-untyped-def]
     with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
-        engine.run(lambda ctx: [ctx.db.insert("items", {"group": "a" if n % 2 else "b", "n": n})
-                                for n in range(25)])
+        engine.run(
+            lambda ctx: [
+                ctx.db.insert("items", {"group": "a" if n % 2 else "b", "n": n}) for n in range(25)
+            ]
+        )
         yield engine
 
 
-def page(engine: Engine, opts: dict[str, Any], order: str = "asc",
-         group: str | None = None) -> dict[str, Any]:
+def page(
+    engine: Engine, opts: dict[str, Any], order: str = "asc", group: str | None = None
+) -> dict[str, Any]:
     def body(ctx):  # type: ignore[no-untyped-def]
         q = ctx.db.query("items")
         if group is not None:
@@ -88,8 +94,11 @@ def test_filters_and_index_ranges(items: Engine) -> None:
 
 def test_maximum_rows_read_splits(items: Engine) -> None:
     def body(ctx):  # type: ignore[no-untyped-def]
-        return ctx.db.query("items").filter(lambda q: q.eq(q.field("group"), "a")).paginate(
-            {"numItems": 10, "cursor": None, "maximumRowsRead": 4})
+        return (
+            ctx.db.query("items")
+            .filter(lambda q: q.eq(q.field("group"), "a"))
+            .paginate({"numItems": 10, "cursor": None, "maximumRowsRead": 4})
+        )
 
     result = items.run(body)
     assert result["pageStatus"] == "SplitRequired"
@@ -101,18 +110,20 @@ def test_split_cursor_splits_the_page(items: Engine) -> None:
     result = page(items, {"numItems": 10, "cursor": None})
     split = result["splitCursor"]
     left = page(items, {"numItems": 10, "cursor": None, "endCursor": split})
-    right = page(items, {"numItems": 10, "cursor": split,
-                         "endCursor": result["continueCursor"]})
+    right = page(items, {"numItems": 10, "cursor": split, "endCursor": result["continueCursor"]})
     assert [d["n"] for d in left["page"] + right["page"]] == list(range(10))
 
 
-@pytest.mark.parametrize(("opts", "code"), [
-    ({"numItems": 0, "cursor": None}, "NoDocumentsForPagination"),
-    ({"numItems": -1, "cursor": None}, "NoDocumentsForPagination"),
-    ({"numItems": 32001, "cursor": None}, "PageSizeTooLarge"),
-    ({"numItems": 5, "cursor": None, "maximumRowsRead": 0}, "InvalidPaginationLimit"),
-    ({"numItems": 5, "cursor": None, "maximumBytesRead": 0}, "InvalidPaginationLimit"),
-])
+@pytest.mark.parametrize(
+    ("opts", "code"),
+    [
+        ({"numItems": 0, "cursor": None}, "NoDocumentsForPagination"),
+        ({"numItems": -1, "cursor": None}, "NoDocumentsForPagination"),
+        ({"numItems": 32001, "cursor": None}, "PageSizeTooLarge"),
+        ({"numItems": 5, "cursor": None, "maximumRowsRead": 0}, "InvalidPaginationLimit"),
+        ({"numItems": 5, "cursor": None, "maximumBytesRead": 0}, "InvalidPaginationLimit"),
+    ],
+)
 def test_option_errors(items: Engine, opts: dict[str, Any], code: str) -> None:
     with pytest.raises(PaginationError) as caught:
         page(items, opts)
@@ -155,6 +166,7 @@ def test_deep_pages_cost_one_seek(items: Engine) -> None:
     for _ in range(4):
         result = page(items, {"numItems": 5, "cursor": cursor})
         cursor = result["continueCursor"]
+
     # a page reads only its own rows, however deep it is
     def body(ctx):  # type: ignore[no-untyped-def]
         result = ctx.db.query("items").paginate({"numItems": 3, "cursor": cursor})

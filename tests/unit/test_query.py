@@ -18,21 +18,28 @@ from engine import (
     v,
 )
 
-SCHEMA = define_schema({
-    "people": define_table({
-        "name": v.string(),
-        "age": v.optional(v.union(v.int64(), v.float64(), v.null())),
-        "city": v.optional(v.string()),
-    }).index("by_city_age", ["city", "age"]).index("by_age", ["age"]),
-}, schema_validation=False)
+SCHEMA = define_schema(
+    {
+        "people": define_table(
+            {
+                "name": v.string(),
+                "age": v.optional(v.union(v.int64(), v.float64(), v.null())),
+                "city": v.optional(v.string()),
+            }
+        )
+        .index("by_city_age", ["city", "age"])
+        .index("by_age", ["age"]),
+    },
+    schema_validation=False,
+)
 
 PEOPLE = [
     {"name": "ann", "age": 30, "city": "oslo"},
     {"name": "bob", "age": 25, "city": "oslo"},
     {"name": "cid", "age": 41, "city": "rome"},
-    {"name": "dan", "city": "rome"},                     # age missing
+    {"name": "dan", "city": "rome"},  # age missing
     {"name": "eve", "age": None, "city": "oslo"},
-    {"name": "fay", "age": 2.5, "city": "oslo"},          # floats sort after every int
+    {"name": "fay", "age": 2.5, "city": "oslo"},  # floats sort after every int
     {"name": "gus", "age": 30, "city": "paris"},
 ]
 
@@ -57,41 +64,60 @@ def test_default_order_is_creation_time(people: Engine) -> None:
 def test_index_order_follows_convex_total_order(people: Engine) -> None:
     # missing < null < int64 < float64
     assert names(people, lambda q: q.with_index("by_age")) == [
-        "dan", "eve", "bob", "ann", "gus", "cid", "fay"]
+        "dan",
+        "eve",
+        "bob",
+        "ann",
+        "gus",
+        "cid",
+        "fay",
+    ]
 
 
 def test_equality_prefix_then_bounds(people: Engine) -> None:
-    assert names(people, lambda q: q.with_index(
-        "by_city_age", lambda r: r.eq("city", "oslo"))) == ["eve", "bob", "ann", "fay"]
-    assert names(people, lambda q: q.with_index(
-        "by_city_age", lambda r: r.eq("city", "oslo").gt("age", 25).lte("age", 30))) == ["ann"]
-    assert names(people, lambda q: q.with_index(
-        "by_city_age", lambda r: r.eq("city", "oslo").gte("age", 25))) == ["bob", "ann", "fay"]
-    assert names(people, lambda q: q.with_index(
-        "by_city_age", lambda r: r.eq("city", "oslo").lt("age", 30))) == ["eve", "bob"]
-    assert names(people, lambda q: q.with_index(
-        "by_age", lambda r: r.eq("age", UNSET))) == ["dan"]
-    assert names(people, lambda q: q.with_index(
-        "by_age", lambda r: r.gt("age", UNSET)))[0] == "eve"
-    assert names(people, lambda q: q.with_index(
-        "by_city_age", lambda r: r.eq("city", "oslo").eq("age", 30))) == ["ann"]
+    assert names(people, lambda q: q.with_index("by_city_age", lambda r: r.eq("city", "oslo"))) == [
+        "eve",
+        "bob",
+        "ann",
+        "fay",
+    ]
+    assert names(
+        people,
+        lambda q: q.with_index(
+            "by_city_age", lambda r: r.eq("city", "oslo").gt("age", 25).lte("age", 30)
+        ),
+    ) == ["ann"]
+    assert names(
+        people, lambda q: q.with_index("by_city_age", lambda r: r.eq("city", "oslo").gte("age", 25))
+    ) == ["bob", "ann", "fay"]
+    assert names(
+        people, lambda q: q.with_index("by_city_age", lambda r: r.eq("city", "oslo").lt("age", 30))
+    ) == ["eve", "bob"]
+    assert names(people, lambda q: q.with_index("by_age", lambda r: r.eq("age", UNSET))) == ["dan"]
+    assert names(people, lambda q: q.with_index("by_age", lambda r: r.gt("age", UNSET)))[0] == "eve"
+    assert names(
+        people, lambda q: q.with_index("by_city_age", lambda r: r.eq("city", "oslo").eq("age", 30))
+    ) == ["ann"]
 
 
 def test_descending_index_range(people: Engine) -> None:
-    assert names(people, lambda q: q.with_index(
-        "by_city_age", lambda r: r.eq("city", "oslo")).order("desc")) == [
-        "fay", "ann", "bob", "eve"]
+    assert names(
+        people, lambda q: q.with_index("by_city_age", lambda r: r.eq("city", "oslo")).order("desc")
+    ) == ["fay", "ann", "bob", "eve"]
 
 
-@pytest.mark.parametrize(("build", "code"), [
-    (lambda r: r.eq("age", 1), "InvalidIndexRange"),              # skips city
-    (lambda r: r.gt("city", "a").gt("age", 1), "BoundsOnMultipleFields"),
-    (lambda r: r.gt("city", "a").gte("city", "b"), "AlreadyDefinedBound"),
-    (lambda r: r.eq("city", "a").eq("city", "b"), "AlreadyDefinedBound"),
-    (lambda r: r.eq("city", "a").gt("city", "b"), "AlreadyDefinedBound"),
-    (lambda r: r.eq("nope", 1), "FieldNotInIndex"),
-    (lambda r: r.gt("city", "a").eq("age", 1), "InvalidIndexRange"),  # bound before eq
-])
+@pytest.mark.parametrize(
+    ("build", "code"),
+    [
+        (lambda r: r.eq("age", 1), "InvalidIndexRange"),  # skips city
+        (lambda r: r.gt("city", "a").gt("age", 1), "BoundsOnMultipleFields"),
+        (lambda r: r.gt("city", "a").gte("city", "b"), "AlreadyDefinedBound"),
+        (lambda r: r.eq("city", "a").eq("city", "b"), "AlreadyDefinedBound"),
+        (lambda r: r.eq("city", "a").gt("city", "b"), "AlreadyDefinedBound"),
+        (lambda r: r.eq("nope", 1), "FieldNotInIndex"),
+        (lambda r: r.gt("city", "a").eq("age", 1), "InvalidIndexRange"),  # bound before eq
+    ],
+)
 def test_range_grammar_errors(people: Engine, build, code: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidIndexRange) as caught:
         people.run(lambda ctx: ctx.db.query("people").with_index("by_city_age", build).collect())
@@ -105,44 +131,87 @@ def test_unknown_index(people: Engine) -> None:
 
 def test_filters(people: Engine) -> None:
     assert names(people, lambda q: q.filter(lambda f: f.eq(f.field("city"), "rome"))) == [
-        "cid", "dan"]
-    assert names(people, lambda q: q.filter(lambda f: f.and_(
-        f.eq(f.field("city"), "oslo"), f.gte(f.field("age"), 30)))) == ["ann", "fay"]
-    assert names(people, lambda q: q.filter(lambda f: f.or_(
-        f.eq(f.field("name"), "ann"), f.not_(f.neq(f.field("name"), "gus"))))) == ["ann", "gus"]
+        "cid",
+        "dan",
+    ]
+    assert names(
+        people,
+        lambda q: q.filter(
+            lambda f: f.and_(f.eq(f.field("city"), "oslo"), f.gte(f.field("age"), 30))
+        ),
+    ) == ["ann", "fay"]
+    assert names(
+        people,
+        lambda q: q.filter(
+            lambda f: f.or_(f.eq(f.field("name"), "ann"), f.not_(f.neq(f.field("name"), "gus")))
+        ),
+    ) == ["ann", "gus"]
     assert names(people, lambda q: q.filter(lambda f: f.eq(f.field("age"), UNSET))) == ["dan"]
     # Int64 and Float64 never compare equal
     assert names(people, lambda q: q.filter(lambda f: f.eq(f.field("age"), 30.0))) == []
     # and_ short-circuits: only Int64 ages (above null, below every float) reach mod
-    assert names(people, lambda q: q.filter(lambda f: f.and_(
-        f.gt(f.field("age"), None), f.lt(f.field("age"), float("-inf")),
-        f.eq(f.mod(f.field("age"), 2), 1)))) == ["bob", "cid"]
+    assert names(
+        people,
+        lambda q: q.filter(
+            lambda f: f.and_(
+                f.gt(f.field("age"), None),
+                f.lt(f.field("age"), float("-inf")),
+                f.eq(f.mod(f.field("age"), 2), 1),
+            )
+        ),
+    ) == ["bob", "cid"]
 
 
 def test_filter_arithmetic_errors(people: Engine) -> None:
     with pytest.raises(EvalError, match=r"Cannot add .* \(type int64\) and .* \(type float64\)"):
-        people.run(lambda ctx: ctx.db.query("people").filter(
-            lambda f: f.eq(f.add(f.field("age"), 0.5), 1.0)).collect())
+        people.run(
+            lambda ctx: (
+                ctx.db.query("people")
+                .filter(lambda f: f.eq(f.add(f.field("age"), 0.5), 1.0))
+                .collect()
+            )
+        )
     with pytest.raises(EvalError, match="by zero"):
-        people.run(lambda ctx: ctx.db.query("people").filter(
-            lambda f: f.eq(f.div(f.field("age"), 0), 1)).collect())
+        people.run(
+            lambda ctx: (
+                ctx.db.query("people").filter(lambda f: f.eq(f.div(f.field("age"), 0), 1)).collect()
+            )
+        )
     with pytest.raises(EvalError, match="overflow"):
-        people.run(lambda ctx: ctx.db.query("people").filter(
-            lambda f: f.eq(f.mul(f.field("age"), 2**62), 1)).collect())
+        people.run(
+            lambda ctx: (
+                ctx.db.query("people")
+                .filter(lambda f: f.eq(f.mul(f.field("age"), 2**62), 1))
+                .collect()
+            )
+        )
     with pytest.raises(EvalError, match="as a Boolean"):
-        people.run(lambda ctx: ctx.db.query("people").filter(
-            lambda f: f.and_(f.field("name"), True)).collect())
+        people.run(
+            lambda ctx: (
+                ctx.db.query("people").filter(lambda f: f.and_(f.field("name"), True)).collect()
+            )
+        )
     with pytest.raises(EvalError, match="must evaluate to a Boolean"):
         people.run(lambda ctx: ctx.db.query("people").filter(lambda f: f.field("age")).collect())
 
 
 def test_float_arithmetic_follows_ieee(people: Engine) -> None:
-    assert names(people, lambda q: q.filter(lambda f: f.and_(
-        f.gte(f.field("age"), float("-inf")),
-        f.eq(f.div(f.field("age"), 0.0), float("inf"))))) == ["fay"]
-    assert names(people, lambda q: q.filter(lambda f: f.and_(
-        f.gte(f.field("age"), float("-inf")),
-        f.eq(f.mod(f.field("age"), 2.0), 0.5)))) == ["fay"]
+    assert names(
+        people,
+        lambda q: q.filter(
+            lambda f: f.and_(
+                f.gte(f.field("age"), float("-inf")), f.eq(f.div(f.field("age"), 0.0), float("inf"))
+            )
+        ),
+    ) == ["fay"]
+    assert names(
+        people,
+        lambda q: q.filter(
+            lambda f: f.and_(
+                f.gte(f.field("age"), float("-inf")), f.eq(f.mod(f.field("age"), 2.0), 0.5)
+            )
+        ),
+    ) == ["fay"]
 
 
 def test_terminals(people: Engine) -> None:
@@ -174,8 +243,7 @@ def test_own_writes_visible_in_index_order_both_directions(people: Engine) -> No
         ctx.db.patch(bob["_id"], {"age": 99})
         ann = ctx.db.query("people").filter(lambda f: f.eq(f.field("name"), "ann")).unique()
         ctx.db.delete(ann["_id"])
-        q = lambda: ctx.db.query("people").with_index(  # noqa: E731
-            "by_city_age", lambda r: r.eq("city", "oslo"))
+        q = lambda: ctx.db.query("people").with_index("by_city_age", lambda r: r.eq("city", "oslo"))
         return [d["name"] for d in q().collect()], [d["name"] for d in q().order("desc").collect()]
 
     asc, desc = people.run(body)

@@ -7,19 +7,22 @@ import pytest
 from engine import SchemaValidationError, define_schema, define_table, v
 
 
-@pytest.mark.parametrize(("name", "fields", "message"), [
-    ("by_id", ["a"], "IndexNameReserved"),
-    ("by_creation_time", ["a"], "IndexNameReserved"),
-    ("_private", ["a"], "Invalid index name"),
-    ("has space", ["a"], "Invalid index name"),
-    ("x" * 65, ["a"], "Invalid index name"),
-    ("ok", [], "at least one field"),
-    ("ok", ["a", "a"], "duplicate fields"),
-    ("ok", ["_id"], "IndexFieldsContainId"),
-    ("ok", ["_creationTime"], "IndexFieldsContainCreationTime"),
-    ("ok", ["a._b"], "IndexFieldNameReserved"),
-    ("ok", [f"f{i}" for i in range(16)], "IndexTooManyFields"),
-])
+@pytest.mark.parametrize(
+    ("name", "fields", "message"),
+    [
+        ("by_id", ["a"], "IndexNameReserved"),
+        ("by_creation_time", ["a"], "IndexNameReserved"),
+        ("_private", ["a"], "Invalid index name"),
+        ("has space", ["a"], "Invalid index name"),
+        ("x" * 65, ["a"], "Invalid index name"),
+        ("ok", [], "at least one field"),
+        ("ok", ["a", "a"], "duplicate fields"),
+        ("ok", ["_id"], "IndexFieldsContainId"),
+        ("ok", ["_creationTime"], "IndexFieldsContainCreationTime"),
+        ("ok", ["a._b"], "IndexFieldNameReserved"),
+        ("ok", [f"f{i}" for i in range(16)], "IndexTooManyFields"),
+    ],
+)
 def test_index_rules(name: str, fields: list[str], message: str) -> None:
     with pytest.raises(SchemaValidationError, match=message):
         define_table({"a": v.string()}).index(name, fields)
@@ -54,14 +57,22 @@ def test_check_document_message_names_the_table() -> None:
         schema.check_document("t", {"_id": "x", "_creationTime": 1.0, "a": 1}, None)
     assert str(caught.value).startswith(
         'Failed to insert or update a document in table "t" because it does not match the '
-        "schema: Value does not match validator.\nPath: .a")
+        "schema: Value does not match validator.\nPath: .a"
+    )
     schema.check_document("unknown", {"anything": 1}, None)
 
 
 def test_union_of_objects_as_table() -> None:
-    schema = define_schema({"shapes": define_table(v.union(
-        v.object({"kind": v.literal("circle"), "r": v.float64()}),
-        v.object({"kind": v.literal("square"), "side": v.float64()})))})
+    schema = define_schema(
+        {
+            "shapes": define_table(
+                v.union(
+                    v.object({"kind": v.literal("circle"), "r": v.float64()}),
+                    v.object({"kind": v.literal("square"), "side": v.float64()}),
+                )
+            )
+        }
+    )
     schema.check_document("shapes", {"kind": "circle", "r": 1.0}, None)
     with pytest.raises(SchemaValidationError):
         schema.check_document("shapes", {"kind": "circle", "side": 1.0}, None)
@@ -69,7 +80,15 @@ def test_union_of_objects_as_table() -> None:
 
 def test_to_json_is_stable() -> None:
     schema = define_schema({"t": define_table({"a": v.string()}).index("by_a", ["a"])})
-    assert schema.to_json() == {"schemaValidation": True, "tables": {"t": {
-        "validator": {"type": "object", "value": {"a": {"fieldType": {"type": "string"},
-                                                        "optional": False}}},
-        "indexes": {"by_a": ["a"]}}}}
+    assert schema.to_json() == {
+        "schemaValidation": True,
+        "tables": {
+            "t": {
+                "validator": {
+                    "type": "object",
+                    "value": {"a": {"fieldType": {"type": "string"}, "optional": False}},
+                },
+                "indexes": {"by_a": ["a"]},
+            }
+        },
+    }

@@ -24,8 +24,11 @@ def test_map_grows_without_failing_a_write(db_path: Path) -> None:
         before = storage.map_size
         blob = b"x" * 4096
         for batch in range(4):
-            storage.write(lambda txn, b=batch: [
-                txn.put(f"{b}-{i}".encode(), blob, db=storage.documents) for i in range(300)])
+            storage.write(
+                lambda txn, b=batch: [
+                    txn.put(f"{b}-{i}".encode(), blob, db=storage.documents) for i in range(300)
+                ]
+            )
         assert storage.map_size > before
         with storage.read() as txn:
             assert bytes(txn.get(b"3-299", db=storage.documents)) == blob
@@ -42,8 +45,10 @@ def test_same_folder_is_shared_within_a_process(db_path: Path) -> None:
 
 
 def test_other_durability_in_same_process_is_refused(db_path: Path) -> None:
-    with Engine.open(db_path, durability="none"), \
-            pytest.raises(EngineError, match="already open in this process with durability='none'"):
+    with (
+        Engine.open(db_path, durability="none"),
+        pytest.raises(EngineError, match="already open in this process with durability='none'"),
+    ):
         Engine.open(db_path, durability="full")
 
 

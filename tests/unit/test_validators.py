@@ -18,22 +18,25 @@ def fails(validator, value, *, resolver=None) -> ValidationError:  # type: ignor
     return caught.value
 
 
-@pytest.mark.parametrize(("validator", "good", "bad"), [
-    (v.string(), "x", [1, b"x", None]),
-    (v.number(), 1.5, [1, True, "1"]),
-    (v.float64(), float("nan"), [0]),
-    (v.int64(), 1, [1.0, True]),
-    (v.boolean(), True, [0, 1, None]),
-    (v.null(), None, [0, False, ""]),
-    (v.bytes(), b"\x00", ["x", bytearray(b"x")]),
-    (v.array(v.int64()), [1, 2], [(1, 2), [1, 2.0], {}]),
-    (v.literal("a"), "a", ["b", 1]),
-    (v.literal(1), 1, [1.0, True]),
-    (v.literal(0.0), 0.0, [-0.0, 0]),
-    (v.union(v.string(), v.int64()), 3, [3.0, None]),
-    (v.nullable(v.string()), None, [1]),
-    (v.record(v.string(), v.int64()), {"a": 1}, [{"a": "x"}, {"$a": 1}, {"_a": 1}, []]),
-])
+@pytest.mark.parametrize(
+    ("validator", "good", "bad"),
+    [
+        (v.string(), "x", [1, b"x", None]),
+        (v.number(), 1.5, [1, True, "1"]),
+        (v.float64(), float("nan"), [0]),
+        (v.int64(), 1, [1.0, True]),
+        (v.boolean(), True, [0, 1, None]),
+        (v.null(), None, [0, False, ""]),
+        (v.bytes(), b"\x00", ["x", bytearray(b"x")]),
+        (v.array(v.int64()), [1, 2], [(1, 2), [1, 2.0], {}]),
+        (v.literal("a"), "a", ["b", 1]),
+        (v.literal(1), 1, [1.0, True]),
+        (v.literal(0.0), 0.0, [-0.0, 0]),
+        (v.union(v.string(), v.int64()), 3, [3.0, None]),
+        (v.nullable(v.string()), None, [1]),
+        (v.record(v.string(), v.int64()), {"a": 1}, [{"a": "x"}, {"$a": 1}, {"_a": 1}, []]),
+    ],
+)
 def test_scalars_and_containers(validator, good, bad) -> None:  # type: ignore[no-untyped-def]
     validator.validate(good)
     for value in bad:
@@ -47,8 +50,9 @@ def test_any_accepts_everything() -> None:
 
 def test_mismatch_message_has_convex_shape() -> None:
     error = fails(v.object({"author": v.string()}), {"author": 123.0})
-    assert str(error) == ("Value does not match validator.\nPath: .author\nValue: 123.0\n"
-                          "Validator: v.string()")
+    assert str(error) == (
+        "Value does not match validator.\nPath: .author\nValue: 123.0\nValidator: v.string()"
+    )
     assert error.path == ".author"
 
 
@@ -66,7 +70,8 @@ def test_objects_are_exact() -> None:
     error = fails(validator, {"n": 1})
     assert str(error).startswith(
         "Object is missing the required field `body`. Consider wrapping the field validator "
-        "in `v.optional(...)` if this is expected.")
+        "in `v.optional(...)` if this is expected."
+    )
     error = fails(validator, {"body": "x", "x": 1})
     assert str(error).startswith("Object contains extra field `x` that is not in the validator.")
     fails(validator, {"body": "x", "n": None})  # optional means absent, not None
@@ -74,7 +79,7 @@ def test_objects_are_exact() -> None:
 
 def test_literal_message() -> None:
     error = fails(v.literal("a"), "c")
-    assert str(error).startswith('`"c"` does not match literal validator `v.literal(\'a\')`')
+    assert str(error).startswith("`\"c\"` does not match literal validator `v.literal('a')`")
 
 
 def test_ids_check_syntax_and_table() -> None:
@@ -85,15 +90,24 @@ def test_ids_check_syntax_and_table() -> None:
     names = {10001: "users", 10002: "posts"}.get
     validator.validate(USERS_ID, resolver=names)
     error = fails(validator, POSTS_ID, resolver=names)
-    assert str(error) == (f'Found ID "{POSTS_ID}" from table `posts`, which does not match the '
-                          'table name in validator `v.id("users")`.')
+    assert str(error) == (
+        f'Found ID "{POSTS_ID}" from table `posts`, which does not match the '
+        'table name in validator `v.id("users")`.'
+    )
 
 
 def test_reprs_read_as_source() -> None:
-    validator = v.object({"name": v.string(), "age": v.optional(v.int64()),
-                          "kind": v.union(v.literal("a"), v.null())})
-    assert repr(validator) == ('v.object({"name": v.string(), "age": v.optional(v.int64()), '
-                               '"kind": v.union(v.literal(\'a\'), v.null())})')
+    validator = v.object(
+        {
+            "name": v.string(),
+            "age": v.optional(v.int64()),
+            "kind": v.union(v.literal("a"), v.null()),
+        }
+    )
+    assert repr(validator) == (
+        'v.object({"name": v.string(), "age": v.optional(v.int64()), '
+        "\"kind\": v.union(v.literal('a'), v.null())})"
+    )
     assert repr(v.record(v.string(), v.any())) == "v.record(v.string(), v.any())"
     assert repr(v.id("users")) == 'v.id("users")'
 
@@ -109,9 +123,15 @@ def test_object_helpers() -> None:
 
 
 def test_json_round_trip() -> None:
-    validator = v.object({"a": v.array(v.union(v.literal(1), v.id("t"))),
-                          "b": v.optional(v.record(v.string(), v.bytes())),
-                          "c": v.nullable(v.float64()), "d": v.any(), "e": v.boolean()})
+    validator = v.object(
+        {
+            "a": v.array(v.union(v.literal(1), v.id("t"))),
+            "b": v.optional(v.record(v.string(), v.bytes())),
+            "c": v.nullable(v.float64()),
+            "d": v.any(),
+            "e": v.boolean(),
+        }
+    )
     again = validator_from_json(validator.to_json())
     assert again == validator and repr(again) == repr(validator)
 
@@ -123,7 +143,8 @@ def test_field_names_must_be_identifiers() -> None:
 
 def test_pagination_opts_accepts_python_ints() -> None:
     pagination_opts.validate({"numItems": 10, "cursor": None})
-    pagination_opts.validate({"numItems": 10.0, "cursor": "c", "endCursor": None,
-                              "maximumRowsRead": 100})
+    pagination_opts.validate(
+        {"numItems": 10.0, "cursor": "c", "endCursor": None, "maximumRowsRead": 100}
+    )
     fails(pagination_opts, {"numItems": "10", "cursor": None})
     fails(pagination_opts, {"numItems": 10})

@@ -28,10 +28,12 @@ def send(ctx: MutationCtx, channel: str, body: str) -> str:
 @query(args={"channel": v.id("channels"), "paginationOpts": pagination_opts})
 def list_channel(ctx: QueryCtx, channel: str, paginationOpts: dict[str, Any]) -> Any:
     """Newest messages of a channel first, one page at a time."""
-    return (ctx.db.query("messages")
-            .with_index("by_channel", lambda q: q.eq("channel", channel))
-            .order("desc")
-            .paginate(paginationOpts))
+    return (
+        ctx.db.query("messages")
+        .with_index("by_channel", lambda q: q.eq("channel", channel))
+        .order("desc")
+        .paginate(paginationOpts)
+    )
 
 
 @action(args={"channel": v.string()})
@@ -40,8 +42,9 @@ async def summarize(ctx: ActionCtx, channel: str) -> dict[str, Any]:
     found = await ctx.run_query("channels:by_name", {"name": channel})
     if found is None:
         return {"messages": 0, "summary": None}
-    page = await ctx.run_query(list_channel, {
-        "channel": found["_id"], "paginationOpts": {"numItems": 100, "cursor": None}})
+    page = await ctx.run_query(
+        list_channel, {"channel": found["_id"], "paginationOpts": {"numItems": 100, "cursor": None}}
+    )
     words = sum(len(m["body"].split()) for m in page["page"])
     summary = f"{len(page['page'])} messages, {words} words"
     await ctx.run_mutation(send, {"channel": found["_id"], "body": f"[summary] {summary}"})

@@ -12,8 +12,11 @@ def current_user(ctx: QueryCtx) -> dict[str, Any] | None:
     identity = ctx.auth.get_user_identity()
     if identity is None:
         return None
-    return ctx.db.query("users").with_index(
-        "byExternalId", lambda q: q.eq("externalId", identity.subject)).unique()
+    return (
+        ctx.db.query("users")
+        .with_index("byExternalId", lambda q: q.eq("externalId", identity.subject))
+        .unique()
+    )
 
 
 def require_user(ctx: QueryCtx) -> dict[str, Any]:
