@@ -150,7 +150,8 @@ def test_end_cursor_reruns_tile_the_range(
             else:
                 current = collect(engine, "asc", False, False)
                 if current:
-                    engine.run(lambda ctx, d=current[value % len(current)]: ctx.db.delete(d))
+                    victim = current[value % len(current)]
+                    engine.run(lambda ctx, d=victim: ctx.db.delete(d))
             union: list[str] = []
             for start, end in bounds:
                 page = run_page(
