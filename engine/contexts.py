@@ -59,7 +59,7 @@ class QueryCtx:
                 "by_channel", lambda q: q.eq("channel", channel)).collect())
     """
 
-    __slots__ = ("_depth", "_runtime", "_txn", "auth", "db", "env", "now", "random")
+    __slots__ = ("_depth", "_random", "_runtime", "_seed", "_txn", "auth", "db", "env", "now")
 
     def __init__(
         self,
@@ -76,8 +76,17 @@ class QueryCtx:
         self.db: DatabaseReader = self._make_db(txn)
         self.auth = Auth(identity)
         self.now = now
-        self.random = random.Random(seed)
+        self._seed = seed
+        self._random: random.Random | None = None
         self.env = env if env is not None else _EMPTY_ENV
+
+    @property
+    def random(self) -> random.Random:
+        """A ``random.Random`` seeded for this run (made on first use: seeding costs µs)."""
+        rng = self._random
+        if rng is None:
+            rng = self._random = random.Random(self._seed)
+        return rng
 
     def _make_db(self, txn: Transaction) -> DatabaseReader:
         return DatabaseReader(txn)

@@ -27,6 +27,7 @@ import importlib
 import inspect
 import os
 import pkgutil
+import random
 import time
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -63,6 +64,14 @@ __all__ = [
 Kind = Literal["query", "mutation", "action"]
 F = TypeVar("F", bound=Callable[..., Any])
 _MAX_NESTING = 8
+
+
+def _seed() -> int:
+    """A fresh per-run seed for ``ctx.random`` (cheap: no OS call per run)."""
+    return _SEEDS.getrandbits(64)
+
+
+_SEEDS = random.Random(os.urandom(16))
 
 
 class FunctionDef:

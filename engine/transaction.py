@@ -58,6 +58,11 @@ MAX_BYTES_WRITTEN = 16 << 20
 _SYSTEM_FIELDS = ("_id", "_creationTime")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+#: Decoding an id (base32, checksum) costs microseconds; ids are read again and
+#: again, so decoded ids are cached (pure function, bounded size).
+_DECODED_IDS: dict[str, tuple[int, bytes, bytes]] = {}
+_DECODED_IDS_MAX = 1 << 16
 _READ_HINT = (
     "Consider using smaller limits in your queries, paginating your queries, or "
     "using indexed queries with a selective index range expressions."
@@ -114,7 +119,8 @@ class Transaction:
             self.close()
             raise
         self.reads = ReadSet()
-        self.writes = WriteSet()
+        # A read-only transaction never writes: it shares one empty write set.
+        self.writes = WriteSet() if writable else _NO_WRITES
         self.documents_read = 0
         self.bytes_read = 0
         self.bytes_written = 0
@@ -126,10 +132,7 @@ class Transaction:
         #: A subscription's query journal: the end cursor its paginated query keeps.
         self.journal: dict[str, Any] | None = None
         self._random: random.Random | None = None
-        # _creationTime: from max(now, snapshot) (ms), then strictly increasing.
-        self._next_creation_time = max(time.time() * 1000.0, self.snapshot_ts / 1e6)
-        if self._next_creation_time <= self.snapshot_ts / 1e6:
-            self._next_creation_time = math.nextafter(self._next_creation_time, math.inf)
+        self._next_creation_time = 0.0  # set by the first insert
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -214,9 +217,19 @@ class Transaction:
                 f"Expected a document ID string, got {type(document_id).__name__}: {document_id!r}",
                 value=document_id,
             )
-        number, internal_id = ids.decode_id(document_id)
+        decoded = _DECODED_IDS.get(document_id)
+        if decoded is None:
+            number, internal_id = ids.decode_id(document_id)
+            if len(_DECODED_IDS) >= _DECODED_IDS_MAX:
+                _DECODED_IDS.clear()
+            decoded = _DECODED_IDS[document_id] = (
+                number,
+                internal_id,
+                _U32.pack(number) + internal_id,
+            )
+        number, internal_id, doc_key = decoded
         table = self.table_by_number(number)
-        return table, struct.pack(">I", number) + internal_id, internal_id
+        return table, doc_key, internal_id
 
     def _raw(self, table: TableDef, doc_key: bytes, internal_id: bytes) -> bytes | None:
         """The newest version of a document visible here, recording the read."""
@@ -309,7 +322,13 @@ class Transaction:
         return ids.encode_id(table.number, internal_id), internal_id
 
     def _creation_time(self) -> float:
+        """``max(now, snapshot)`` in ms for the first insert, then strictly increasing."""
         value = self._next_creation_time
+        if not value:
+            snapshot_ms = self.snapshot_ts / 1e6
+            value = max(time.time() * 1000.0, snapshot_ms)
+            if value <= snapshot_ms:
+                value = math.nextafter(value, math.inf)
         self._next_creation_time = math.nextafter(value, math.inf)
         return value
 
@@ -456,6 +475,9 @@ class Transaction:
         self._require_writable()
         table, doc_key, internal_id, raw = self._existing(document_id, "Delete")
         self._store(table, doc_key, internal_id, None, raw)
+
+
+_NO_WRITES = WriteSet()
 
 
 def _scan_by_id(
