@@ -1,0 +1,193 @@
+"""Baselines measured beside convexlite: sqlite3 (JSON + expression indexes, WAL)
+and raw py-lmdb + msgspec (a hand-rolled primary key and secondary indexes: the
+physical limit for Python on LMDB).
+
+Both store the standard workload: documents ``{name: str, age: int 0-99,
+city: one of 100, score: float}`` from :func:`make_documents`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import lmdb
+import msgspec
+
+__all__ = ["RawLmdbStore", "SqliteStore", "make_documents"]
+
+
+def make_documents(n: int, seed: int = 1) -> list[dict[str, Any]]:
+    """``n`` documents of the standard workload (seeded, so every system gets the same)."""
+    rng = random.Random(seed)
+    return [{"name": f"user{i}", "age": rng.randrange(100), "city": f"c{rng.randrange(100)}",
+             "score": rng.random() * 100} for i in range(n)]
+
+
+class SqliteStore:
+    """sqlite3 in WAL mode, documents as JSON text, expression indexes on fields."""
+
+    def __init__(self, path: str, synchronous: str = "NORMAL",
+                 indexes: Sequence[str] = ("city", "age")) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.indexes = tuple(indexes)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                    timeout=60)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS docs (id INTEGER PRIMARY KEY, doc TEXT)")
+        for field in self.indexes:
+            self.conn.execute(
+                f"CREATE INDEX IF NOT EXISTS by_{field} ON docs "
+                f"(json_extract(doc, '$.{field}'), id)")
+
+    def clone(self) -> SqliteStore:
+        """Another connection to the same file (one per thread)."""
+        return SqliteStore(self.path, self.synchronous, self.indexes)
+
+    def insert_many(self, docs: Iterable[dict[str, Any]]) -> list[int]:
+        cur = self.conn.cursor()
+        cur.execute("BEGIN")
+        ids = [int(cur.execute("INSERT INTO docs (doc) VALUES (?)",
+                               (json.dumps(d),)).lastrowid or 0) for d in docs]
+        cur.execute("COMMIT")
+        return ids
+
+    def insert_one(self, doc: dict[str, Any]) -> int:
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        row = cur.execute("INSERT INTO docs (doc) VALUES (?)", (json.dumps(doc),)).lastrowid
+        cur.execute("COMMIT")
+        return int(row or 0)
+
+    def get(self, doc_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT doc FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def eq(self, field: str, value: Any) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            f"SELECT doc FROM docs WHERE json_extract(doc, '$.{field}') = ? "
+            f"ORDER BY json_extract(doc, '$.{field}'), id", (value,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def range_first(self, field: str, low: Any, n: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            f"SELECT doc FROM docs WHERE json_extract(doc, '$.{field}') >= ? "
+            f"ORDER BY json_extract(doc, '$.{field}'), id LIMIT ?", (low, n)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def page_offset(self, field: str, page: int, size: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            f"SELECT doc FROM docs ORDER BY json_extract(doc, '$.{field}'), id "
+            "LIMIT ? OFFSET ?", (size, page * size)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def page_keyset(self, field: str, after: tuple[Any, int] | None,
+                    size: int) -> list[tuple[Any, int, dict[str, Any]]]:
+        """The ``size`` rows after position ``after`` = (field value, id)."""
+        if after is None:
+            rows = self.conn.execute(
+                f"SELECT json_extract(doc, '$.{field}'), id, doc FROM docs "
+                f"ORDER BY json_extract(doc, '$.{field}'), id LIMIT ?", (size,)).fetchall()
+        else:
+            rows = self.conn.execute(
+                f"SELECT json_extract(doc, '$.{field}'), id, doc FROM docs "
+                f"WHERE (json_extract(doc, '$.{field}'), id) > (?, ?) "
+                f"ORDER BY json_extract(doc, '$.{field}'), id LIMIT ?",
+                (after[0], after[1], size)).fetchall()
+        return [(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    @staticmethod
+    def keyset_position(row: tuple[Any, int, dict[str, Any]]) -> tuple[Any, int]:
+        return row[0], row[1]
+
+
+_ID = struct.Struct(">QQ")
+
+
+def _index_value(value: Any) -> bytes:
+    if isinstance(value, int):
+        return struct.pack(">Q", value + (1 << 63))
+    if isinstance(value, str):
+        return value.encode() + b"\x00"
+    raise TypeError(f"unindexed type {type(value).__name__}")
+
+
+class RawLmdbStore:
+    """py-lmdb + msgspec: ``docs`` by 16-byte id and one index sub-db per field."""
+
+    def __init__(self, path: str, sync: bool = True,
+                 indexes: Sequence[str] = ("city", "age")) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.env = lmdb.open(path, map_size=8 << 30, max_dbs=8, sync=sync, metasync=sync)
+        self.docs = self.env.open_db(b"docs")
+        self.indexes = {f: self.env.open_db(f"ix_{f}".encode()) for f in indexes}
+        self.encode = msgspec.msgpack.Encoder().encode
+        self.decode = msgspec.msgpack.Decoder().decode
+        self.next = 0
+
+    def _put(self, txn: Any, doc: dict[str, Any]) -> bytes:
+        self.next += 1
+        doc_id = _ID.pack(0, self.next)
+        txn.put(doc_id, self.encode(doc), db=self.docs)
+        for field, db in self.indexes.items():
+            txn.put(_index_value(doc[field]) + doc_id, b"", db=db)
+        return doc_id
+
+    def insert_many(self, docs: Iterable[dict[str, Any]]) -> list[bytes]:
+        with self.env.begin(write=True) as txn:
+            return [self._put(txn, d) for d in docs]
+
+    def insert_one(self, doc: dict[str, Any]) -> bytes:
+        with self.env.begin(write=True) as txn:
+            return self._put(txn, doc)
+
+    def get(self, doc_id: bytes) -> Any:
+        with self.env.begin(buffers=True) as txn:
+            raw = txn.get(doc_id, db=self.docs)
+            return None if raw is None else self.decode(raw)
+
+    def eq(self, field: str, value: Any) -> list[Any]:
+        prefix = _index_value(value)
+        out = []
+        with self.env.begin(buffers=True) as txn:
+            cursor = txn.cursor(db=self.indexes[field])
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(values=False):
+                    key = bytes(key)
+                    if not key.startswith(prefix):
+                        break
+                    out.append(self.decode(txn.get(key[-16:], db=self.docs)))
+        return out
+
+    def range_first(self, field: str, low: Any, n: int) -> list[Any]:
+        out = []
+        with self.env.begin(buffers=True) as txn:
+            cursor = txn.cursor(db=self.indexes[field])
+            if cursor.set_range(_index_value(low)):
+                for key in cursor.iternext(values=False):
+                    out.append(self.decode(txn.get(bytes(key)[-16:], db=self.docs)))
+                    if len(out) >= n:
+                        break
+        return out
+
+    def page_after(self, field: str, after: bytes | None, size: int) -> tuple[list[Any], Any]:
+        """``size`` documents after index key ``after``; returns (docs, last key)."""
+        out = []
+        last = after
+        with self.env.begin(buffers=True) as txn:
+            cursor = txn.cursor(db=self.indexes[field])
+            found = cursor.set_range(after + b"\x00") if after else cursor.first()
+            if found:
+                for key in cursor.iternext(values=False):
+                    last = bytes(key)
+                    out.append(self.decode(txn.get(last[-16:], db=self.docs)))
+                    if len(out) >= size:
+                        break
+        return out, last
