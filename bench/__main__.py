@@ -16,8 +16,11 @@ _NOT_BENCHMARKS = {"harness", "baselines", "plot"}
 
 def available() -> list[str]:
     folder = Path(__file__).resolve().parent
-    return sorted(m.name for m in pkgutil.iter_modules([str(folder)])
-                  if not m.name.startswith("_") and m.name not in _NOT_BENCHMARKS)
+    return sorted(
+        m.name
+        for m in pkgutil.iter_modules([str(folder)])
+        if not m.name.startswith("_") and m.name not in _NOT_BENCHMARKS
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     chosen = names if args.name == "all" else [args.name]
     for name in chosen:
         if name not in names:
-            print(f"unknown benchmark {name!r}; choose one of: {', '.join(names)}, all",
-                  file=sys.stderr)
+            print(
+                f"unknown benchmark {name!r}; choose one of: {', '.join(names)}, all",
+                file=sys.stderr,
+            )
             return 2
     for name in chosen:
         module = importlib.import_module(f"bench.{name}")

@@ -25,27 +25,35 @@ __all__ = ["RawLmdbStore", "SqliteStore", "make_documents"]
 def make_documents(n: int, seed: int = 1) -> list[dict[str, Any]]:
     """``n`` documents of the standard workload (seeded, so every system gets the same)."""
     rng = random.Random(seed)
-    return [{"name": f"user{i}", "age": rng.randrange(100), "city": f"c{rng.randrange(100)}",
-             "score": rng.random() * 100} for i in range(n)]
+    return [
+        {
+            "name": f"user{i}",
+            "age": rng.randrange(100),
+            "city": f"c{rng.randrange(100)}",
+            "score": rng.random() * 100,
+        }
+        for i in range(n)
+    ]
 
 
 class SqliteStore:
     """sqlite3 in WAL mode, documents as JSON text, expression indexes on fields."""
 
-    def __init__(self, path: str, synchronous: str = "NORMAL",
-                 indexes: Sequence[str] = ("city", "age")) -> None:
+    def __init__(
+        self, path: str, synchronous: str = "NORMAL", indexes: Sequence[str] = ("city", "age")
+    ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.indexes = tuple(indexes)
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                    timeout=60)
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute(f"PRAGMA synchronous={synchronous}")
         self.conn.execute("CREATE TABLE IF NOT EXISTS docs (id INTEGER PRIMARY KEY, doc TEXT)")
         for field in self.indexes:
             self.conn.execute(
                 f"CREATE INDEX IF NOT EXISTS by_{field} ON docs "
-                f"(json_extract(doc, '$.{field}'), id)")
+                f"(json_extract(doc, '$.{field}'), id)"
+            )
 
     def clone(self) -> SqliteStore:
         """Another connection to the same file (one per thread)."""
@@ -54,8 +62,10 @@ class SqliteStore:
     def insert_many(self, docs: Iterable[dict[str, Any]]) -> list[int]:
         cur = self.conn.cursor()
         cur.execute("BEGIN")
-        ids = [int(cur.execute("INSERT INTO docs (doc) VALUES (?)",
-                               (json.dumps(d),)).lastrowid or 0) for d in docs]
+        ids = [
+            int(cur.execute("INSERT INTO docs (doc) VALUES (?)", (json.dumps(d),)).lastrowid or 0)
+            for d in docs
+        ]
         cur.execute("COMMIT")
         return ids
 
@@ -73,34 +83,43 @@ class SqliteStore:
     def eq(self, field: str, value: Any) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             f"SELECT doc FROM docs WHERE json_extract(doc, '$.{field}') = ? "
-            f"ORDER BY json_extract(doc, '$.{field}'), id", (value,)).fetchall()
+            f"ORDER BY json_extract(doc, '$.{field}'), id",
+            (value,),
+        ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     def range_first(self, field: str, low: Any, n: int) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             f"SELECT doc FROM docs WHERE json_extract(doc, '$.{field}') >= ? "
-            f"ORDER BY json_extract(doc, '$.{field}'), id LIMIT ?", (low, n)).fetchall()
+            f"ORDER BY json_extract(doc, '$.{field}'), id LIMIT ?",
+            (low, n),
+        ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     def page_offset(self, field: str, page: int, size: int) -> list[dict[str, Any]]:
         rows = self.conn.execute(
-            f"SELECT doc FROM docs ORDER BY json_extract(doc, '$.{field}'), id "
-            "LIMIT ? OFFSET ?", (size, page * size)).fetchall()
+            f"SELECT doc FROM docs ORDER BY json_extract(doc, '$.{field}'), id LIMIT ? OFFSET ?",
+            (size, page * size),
+        ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    def page_keyset(self, field: str, after: tuple[Any, int] | None,
-                    size: int) -> list[tuple[Any, int, dict[str, Any]]]:
+    def page_keyset(
+        self, field: str, after: tuple[Any, int] | None, size: int
+    ) -> list[tuple[Any, int, dict[str, Any]]]:
         """The ``size`` rows after position ``after`` = (field value, id)."""
         if after is None:
             rows = self.conn.execute(
                 f"SELECT json_extract(doc, '$.{field}'), id, doc FROM docs "
-                f"ORDER BY json_extract(doc, '$.{field}'), id LIMIT ?", (size,)).fetchall()
+                f"ORDER BY json_extract(doc, '$.{field}'), id LIMIT ?",
+                (size,),
+            ).fetchall()
         else:
             rows = self.conn.execute(
                 f"SELECT json_extract(doc, '$.{field}'), id, doc FROM docs "
                 f"WHERE (json_extract(doc, '$.{field}'), id) > (?, ?) "
                 f"ORDER BY json_extract(doc, '$.{field}'), id LIMIT ?",
-                (after[0], after[1], size)).fetchall()
+                (after[0], after[1], size),
+            ).fetchall()
         return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
     @staticmethod
@@ -122,8 +141,9 @@ def _index_value(value: Any) -> bytes:
 class RawLmdbStore:
     """py-lmdb + msgspec: ``docs`` by 16-byte id and one index sub-db per field."""
 
-    def __init__(self, path: str, sync: bool = True,
-                 indexes: Sequence[str] = ("city", "age")) -> None:
+    def __init__(
+        self, path: str, sync: bool = True, indexes: Sequence[str] = ("city", "age")
+    ) -> None:
         os.makedirs(path, exist_ok=True)
         self.env = lmdb.open(path, map_size=8 << 30, max_dbs=8, sync=sync, metasync=sync)
         self.docs = self.env.open_db(b"docs")

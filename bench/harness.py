@@ -57,15 +57,21 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    versions: dict[str, str] = {"python": platform.python_version(),
-                                "sqlite": sqlite3.sqlite_version}
+    versions: dict[str, str] = {
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+    }
     for module in ("lmdb", "msgspec"):
         try:
             versions[module] = __import__(module).__version__
         except (ImportError, AttributeError):
             versions[module] = "?"
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-            "versions": versions}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "versions": versions,
+    }
 
 
 @dataclass
@@ -76,12 +82,21 @@ class Report:
     quick: bool = False
     measurements: list[Measurement] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
-    started: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc)
-                         .strftime("%Y-%m-%dT%H:%M:%SZ"))
+    started: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
 
-    def measure(self, name: str, fn: Callable[[], object], *, ops_per_call: int = 1,
-                seconds: float = 1.0, group: str | None = None,
-                system: str = "convexlite", min_calls: int = 5) -> Measurement:
+    def measure(
+        self,
+        name: str,
+        fn: Callable[[], object],
+        *,
+        ops_per_call: int = 1,
+        seconds: float = 1.0,
+        group: str | None = None,
+        system: str = "convexlite",
+        min_calls: int = 5,
+    ) -> Measurement:
         """Call ``fn`` repeatedly for about ``seconds`` (after a warm-up call).
 
         Latency percentiles are per operation: call time / ``ops_per_call``.
@@ -100,11 +115,16 @@ class Report:
         ordered = sorted(samples)
         total_us = sum(samples) * ops_per_call
         measurement = Measurement(
-            name=name, system=system, group=group or name,
+            name=name,
+            system=system,
+            group=group or name,
             ops_per_sec=(len(samples) * ops_per_call) / (total_us / 1e6) if total_us else 0.0,
-            p50_us=statistics.median(ordered), p90_us=_percentile(ordered, 0.9),
-            p99_us=_percentile(ordered, 0.99), calls=len(samples),
-            ops=len(samples) * ops_per_call)
+            p50_us=statistics.median(ordered),
+            p90_us=_percentile(ordered, 0.9),
+            p99_us=_percentile(ordered, 0.99),
+            calls=len(samples),
+            ops=len(samples) * ops_per_call,
+        )
         self.measurements.append(measurement)
         return measurement
 
@@ -113,29 +133,44 @@ class Report:
         self.notes[key] = value
 
     def to_json(self) -> dict[str, Any]:
-        return {"benchmark": self.name, "started": self.started, "quick": self.quick,
-                "machine": machine(), "measurements": [asdict(m) for m in self.measurements],
-                "notes": self.notes}
+        return {
+            "benchmark": self.name,
+            "started": self.started,
+            "quick": self.quick,
+            "machine": machine(),
+            "measurements": [asdict(m) for m in self.measurements],
+            "notes": self.notes,
+        }
 
     def render(self) -> str:
         """Plain-text tables, one per group, with the ratio to convexlite."""
         info = machine()
-        lines = [f"# {self.name}  ({self.started}{', quick' if self.quick else ''})",
-                 f"# {info['cpu']} x{info['cores']}, {info['platform']}",
-                 "# " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()), ""]
+        lines = [
+            f"# {self.name}  ({self.started}{', quick' if self.quick else ''})",
+            f"# {info['cpu']} x{info['cores']}, {info['platform']}",
+            "# " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+            "",
+        ]
         groups: dict[str, list[Measurement]] = {}
         for m in self.measurements:
             groups.setdefault(m.group, []).append(m)
         for group, items in groups.items():
             base = next((m for m in items if m.system.startswith("convexlite")), None)
             lines.append(f"## {group}")
-            lines.append(f"{'system':<24}{'ops/s':>12}{'p50 µs':>10}{'p90 µs':>10}"
-                         f"{'p99 µs':>10}{'vs convexlite':>15}")
+            lines.append(
+                f"{'system':<24}{'ops/s':>12}{'p50 µs':>10}{'p90 µs':>10}"
+                f"{'p99 µs':>10}{'vs convexlite':>15}"
+            )
             for m in items:
-                ratio = (f"{m.ops_per_sec / base.ops_per_sec:.2f}x"
-                         if base is not None and base.ops_per_sec else "")
-                lines.append(f"{m.system:<24}{m.ops_per_sec:>12,.0f}{m.p50_us:>10.1f}"
-                             f"{m.p90_us:>10.1f}{m.p99_us:>10.1f}{ratio:>15}")
+                ratio = (
+                    f"{m.ops_per_sec / base.ops_per_sec:.2f}x"
+                    if base is not None and base.ops_per_sec
+                    else ""
+                )
+                lines.append(
+                    f"{m.system:<24}{m.ops_per_sec:>12,.0f}{m.p50_us:>10.1f}"
+                    f"{m.p90_us:>10.1f}{m.p99_us:>10.1f}{ratio:>15}"
+                )
             lines.append("")
         if self.notes:
             lines.append("## notes")

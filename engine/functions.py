@@ -362,6 +362,8 @@ class Runtime:
         internal: bool = False,
         identity_verified: bool = False,
     ) -> tuple[Any, int]:
+        if kind != "action" and callable(ref) and not isinstance(ref, FunctionDef):
+            return self._inline(ref, args, auth, kind=kind, identity_verified=identity_verified)
         name, function = self.resolve(ref, internal=internal)
         if function.kind != kind:
             raise self._kind_error(name, function, kind)
@@ -371,6 +373,23 @@ class Runtime:
         args = self.check_args(name, function, args)
         body = self._body(name, function, args, identity)
         return self.db.run(body, writable=kind == "mutation", source=f"{kind.capitalize()} {name}")
+
+    def _inline(
+        self, fn: Callable[..., Any], args: Any, auth: Any, *, kind: Kind, identity_verified: bool
+    ) -> tuple[Any, int]:
+        """An inline function (``engine.query(lambda ctx: ...)``, like convex-test's
+        ``t.query(ctx => ...)``): no registration, no validators, may call internal
+        functions through ``ctx.run_*``."""
+        if args:
+            raise EngineError("An inline function takes no arguments: close over them instead.")
+        identity = auth if identity_verified else self.identity(auth)
+        writable = kind == "mutation"
+        ctx_type = MutationCtx if writable else QueryCtx
+
+        def body(txn: Transaction) -> Any:
+            return fn(ctx_type(self, txn, identity, time.time() * 1000.0, _seed(), self.env))
+
+        return self.db.run(body, writable=writable, source=f"inline {kind}")
 
     def run_on_snapshot(
         self,

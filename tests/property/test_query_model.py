@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import shutil
 import tempfile
+from types import SimpleNamespace
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from engine import UNSET, Engine, define_schema, define_table, ids
+from engine.readers import DatabaseReader
 from engine.values import compare
 
 FIELD_VALUES = st.one_of(
@@ -194,8 +196,14 @@ class QueryModel(RuleBasedStateMachine):
     @rule(shape=query_shapes)
     def query(self, shape: Any) -> None:
         args = normalize(shape)
+        expected = model_query(list(self.model.values()), *args)
         got = self.engine.run(lambda ctx: engine_query(ctx, *args))
-        assert got == model_query(list(self.model.values()), *args)
+        assert got == expected
+        # and in a read-only transaction (a query function's path)
+        got, _ = self.engine._db.run(
+            lambda txn: engine_query(SimpleNamespace(db=DatabaseReader(txn)), *args), writable=False
+        )
+        assert got == expected
 
     @rule(shape=query_shapes, x=FIELD_VALUES, y=FIELD_VALUES, doc_id=documents)
     def query_inside_mutation(self, shape: Any, x: Any, y: Any, doc_id: str) -> None:
