@@ -83,7 +83,7 @@ class Report:
     measurements: list[Measurement] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
     started: str = field(
-        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        default_factory=lambda: _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     )
 
     def measure(
