@@ -37,12 +37,12 @@ def run(report: Any) -> None:
     docs = make_documents(n)
     with tempfile.TemporaryDirectory() as folder:
         with Engine.open(os.path.join(folder, "cl"), schema=schema, durability="none") as engine:
-            for start in range(0, n, 20_000):
-                chunk = docs[start : start + 20_000]
+            for start in range(0, n, 15_000):
+                chunk = docs[start : start + 15_000]
                 engine.run(lambda ctx, c=chunk: [ctx.db.insert("people", d) for d in c])
 
             def page_query(cursor: str | None) -> Any:
-                return engine.run(
+                return engine.query(
                     lambda ctx: (
                         ctx.db.query("people")
                         .with_index("by_age")
