@@ -21,6 +21,7 @@ the path and message are built only on failure, in Convex's shape::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from . import ids
@@ -32,36 +33,72 @@ __all__ = ["Validator", "as_validator", "pagination_opts", "v", "validator_from_
 #: resolver(table_number) -> table name or None (the engine supplies it).
 Resolver = Callable[[int], "str | None"]
 #: A compiled check: (value, resolver) -> None if valid, else (path, message).
-Check = Callable[[Any, "Resolver | None"], "tuple[str, str] | None"]
+Check = Callable[[Any, "Resolver | None"], "tuple[str, Any] | None"]
 
 
-def _mismatch(value: Any, validator: Validator, path: str = "") -> tuple[str, str]:
-    lines = ["Value does not match validator."]
-    if path:
-        lines.append(f"Path: {path}")
-    lines.append(f"Value: {format_value(value)}")
-    lines.append(f"Validator: {validator!r}")
-    return path, "\n".join(lines)
+class _Lazy:
+    """A failure message built only if someone reads it.
+
+    Unions try members that are expected to fail; building their messages
+    (rendering the value) would cost more than the checks themselves.
+    """
+
+    __slots__ = ("_build",)
+
+    def __init__(self, build: Callable[[], str]) -> None:
+        self._build = build
+
+    def __str__(self) -> str:
+        return self._build()
 
 
-def _nest(result: tuple[str, str], segment: str) -> tuple[str, str]:
-    """Prefix a failure's path with ``segment`` and rebuild the Path line."""
-    path, message = result
+def _mismatch(value: Any, validator: Validator, path: str = "") -> tuple[str, Any]:
+    def build() -> str:
+        lines = ["Value does not match validator."]
+        if path:
+            lines.append(f"Path: {path}")
+        lines.append(f"Value: {format_value(value)}")
+        lines.append(f"Validator: {validator!r}")
+        return "\n".join(lines)
+
+    return path, _Lazy(build)
+
+
+def _nest(result: tuple[str, Any], segment: str) -> tuple[str, Any]:
+    """Prefix a failure's path with ``segment`` (the message follows, lazily)."""
+    path, inner = result
     new_path = segment + path
+    return new_path, _Lazy(lambda: _with_path(str(inner), new_path))
+
+
+def _with_path(message: str, new_path: str) -> str:
     if message.startswith("Value does not match validator."):
         lines = message.split("\n")
         if len(lines) > 1 and lines[1].startswith("Path: "):
             lines[1] = f"Path: {new_path}"
         else:
             lines.insert(1, f"Path: {new_path}")
-        message = "\n".join(lines)
-    elif "\nPath: " in message:
+        return "\n".join(lines)
+    if "\nPath: " in message:
         head, _, tail = message.partition("\nPath: ")
         rest = tail.split("\n", 1)
-        message = head + f"\nPath: {new_path}" + ("\n" + rest[1] if len(rest) > 1 else "")
-    else:
-        message = message + f"\nPath: {new_path}"
-    return new_path, message
+        return head + f"\nPath: {new_path}" + ("\n" + rest[1] if len(rest) > 1 else "")
+    return message + f"\nPath: {new_path}"
+
+
+def _missing_message(name: str, value: Any, text: str) -> str:
+    return (
+        f"Object is missing the required field `{name}`. Consider wrapping the field validator "
+        f"in `v.optional(...)` if this is expected.\n\nObject: {format_value(value)}\n"
+        f"Validator: {text}"
+    )
+
+
+def _extra_message(extra: str, value: Any, text: str) -> str:
+    return (
+        f"Object contains extra field `{extra}` that is not in the validator.\n\n"
+        f"Object: {format_value(value)}\nValidator: {text}"
+    )
 
 
 def _field_segment(name: str) -> str:
@@ -115,11 +152,12 @@ class Validator:
         """
         failure = self._check(value, resolver)
         if failure is not None:
-            raise ValidationError(failure[1], path=failure[0])
+            raise ValidationError(str(failure[1]), path=failure[0])
 
     def check(self, value: Any, resolver: Resolver | None = None) -> tuple[str, str] | None:
         """``None`` if ``value`` matches, else ``(path, message)`` (no exception)."""
-        return self._check(value, resolver)
+        failure = self._check(value, resolver)
+        return None if failure is None else (failure[0], str(failure[1]))
 
     def to_json(self) -> Any:
         """Convex's ValidatorJSON form (stored with the schema)."""
@@ -153,7 +191,7 @@ class Validator:
 def _simple(kind: str, text: str, accepts: Callable[[Any], bool]) -> Validator:
     holder: list[Validator] = []
 
-    def check(value: Any, resolver: Resolver | None) -> tuple[str, str] | None:
+    def check(value: Any, resolver: Resolver | None) -> tuple[str, Any] | None:
         return None if accepts(value) else _mismatch(value, holder[0])
 
     validator = Validator(kind, check, text, {"type": kind})
@@ -168,13 +206,20 @@ def _literal(value: Any) -> Validator:
     holder: list[Validator] = []
     literal_type = type(value)
 
-    def check(candidate: Any, resolver: Resolver | None) -> tuple[str, str] | None:
-        if type(candidate) is literal_type and values_equal(candidate, value):
+    def check(candidate: Any, resolver: Resolver | None) -> tuple[str, Any] | None:
+        if type(candidate) is literal_type and (
+            candidate == value if literal_type is not float else values_equal(candidate, value)
+        ):
             return None
-        return "", (
-            f"`{format_value(candidate)}` does not match literal validator `{text}`.\n"
-            f"Value: {format_value(candidate)}\nValidator: {text}"
-        )
+
+        def build() -> str:
+            shown = format_value(candidate)
+            return (
+                f"`{shown}` does not match literal validator `{text}`.\n"
+                f"Value: {shown}\nValidator: {text}"
+            )
+
+        return "", _Lazy(build)
 
     validator = Validator("literal", check, text, {"type": "literal", "value": value})
     holder.append(validator)
@@ -187,7 +232,7 @@ def _id(table: str) -> Validator:
     text = f'v.id("{table}")'
     holder: list[Validator] = []
 
-    def check(value: Any, resolver: Resolver | None) -> tuple[str, str] | None:
+    def check(value: Any, resolver: Resolver | None) -> tuple[str, Any] | None:
         if type(value) is not str:
             return _mismatch(value, holder[0])
         try:
@@ -217,7 +262,7 @@ def _array(item: Validator) -> Validator:
     text = f"v.array({item!r})"
     holder: list[Validator] = []
 
-    def check(value: Any, resolver: Resolver | None) -> tuple[str, str] | None:
+    def check(value: Any, resolver: Resolver | None) -> tuple[str, Any] | None:
         if type(value) is not list:
             return _mismatch(value, holder[0])
         for i, element in enumerate(value):
@@ -245,22 +290,15 @@ def _object(fields: Mapping[str, Any]) -> Validator:
     allowed = set(compiled)
     holder: list[Validator] = []
 
-    def check(value: Any, resolver: Resolver | None) -> tuple[str, str] | None:
+    def check(value: Any, resolver: Resolver | None) -> tuple[str, Any] | None:
         if type(value) is not dict:
             return _mismatch(value, holder[0])
         for name in required:
             if name not in value:
-                return "", (
-                    f"Object is missing the required field `{name}`. Consider wrapping "
-                    "the field validator in `v.optional(...)` if this is expected.\n\n"
-                    f"Object: {format_value(value)}\nValidator: {text}"
-                )
+                return "", _Lazy(partial(_missing_message, name, value, text))
         if len(value) > len(allowed) or not allowed.issuperset(value):
             extra = next(k for k in value if k not in allowed)
-            return "", (
-                f"Object contains extra field `{extra}` that is not in the validator."
-                f"\n\nObject: {format_value(value)}\nValidator: {text}"
-            )
+            return "", _Lazy(partial(_extra_message, extra, value, text))
         for name, field_check in checks:
             if name in value:
                 failure = field_check(value[name], resolver)
@@ -285,7 +323,7 @@ def _record(keys: Validator, values: Validator) -> Validator:
     text = f"v.record({keys!r}, {values!r})"
     holder: list[Validator] = []
 
-    def check(value: Any, resolver: Resolver | None) -> tuple[str, str] | None:
+    def check(value: Any, resolver: Resolver | None) -> tuple[str, Any] | None:
         if type(value) is not dict:
             return _mismatch(value, holder[0])
         for key, element in value.items():
@@ -315,11 +353,27 @@ def _union(*members: Any) -> Validator:
     text = "v.union(" + ", ".join(map(repr, compiled)) + ")"
     holder: list[Validator] = []
 
-    def check(value: Any, resolver: Resolver | None) -> tuple[str, str] | None:
-        for member in checks:
-            if member(value, resolver) is None:
-                return None
-        return _mismatch(value, holder[0])
+    literals = [m.to_json().get("value") for m in compiled if m.kind == "literal"]
+    if len(literals) == len(compiled) and all(type(x) is not float for x in literals):
+        # A union of str/int/bool literals (an enum): one set lookup. The type is part
+        # of the key because True == 1 in Python but not in Convex.
+        allowed = frozenset((type(x), x) for x in literals)
+
+        def check(value: Any, resolver: Resolver | None) -> tuple[str, Any] | None:
+            try:
+                if (type(value), value) in allowed:
+                    return None
+            except TypeError:  # unhashable: a list or dict is no literal
+                pass
+            return _mismatch(value, holder[0])
+
+    else:
+
+        def check(value: Any, resolver: Resolver | None) -> tuple[str, Any] | None:
+            for member in checks:
+                if member(value, resolver) is None:
+                    return None
+            return _mismatch(value, holder[0])
 
     validator = Validator(
         "union", check, text, {"type": "union", "value": [m.to_json() for m in compiled]}
