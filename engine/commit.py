@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .catalog import NEXT_TABLE_KEY, Catalog, catalog_key, decode_catalog, encode_catalog
+from .catalog import NEXT_TABLE_KEY, Catalog, catalog_key, encode_catalog
 from .encoding import decode, encode
 from .readset import FrozenReadSet
 
@@ -156,8 +156,7 @@ class Committer:
         latest = _U64.unpack(raw)[0] if raw is not None else 0
         raw = wtxn.get(b"log_floor", db=meta)
         floor = _U64.unpack(raw)[0] if raw is not None else 0
-        raw = wtxn.get(b"catalog", db=meta)
-        catalog = decode_catalog(raw) if raw is not None else Catalog()
+        catalog = self._db.catalog_at(wtxn).catalog  # decoded once per catalog version
         oldest = min(r.snapshot_ts for r in batch)
         history = _read_log(wtxn, storage.log, oldest)
         outcomes: list[tuple[int, Conflict | None]] = []

@@ -26,6 +26,7 @@ return exactly ``(cursor, endCursor]``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["Subscription", "SubscriptionManager"]
 
 _U64 = struct.Struct(">Q")
+_log = logging.getLogger("convexlite.subscriptions")
 _NOTHING: Any = object()
 
 
@@ -169,6 +171,9 @@ class Subscription:
                     self._on_error(watched.error)
             elif self._callback is not None:
                 self._callback(watched.result)
+        except Exception:
+            # A failing callback must not stop the deliveries of every other subscription.
+            _log.exception("subscription callback for %s raised", watched.name)
         finally:
             self._wake()
 

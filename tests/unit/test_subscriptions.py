@@ -179,3 +179,113 @@ def test_interval_index_stabs_only_hits() -> None:
     assert index.stab([(5).to_bytes(4, "big")]) == {"wide"}
     index.add(5, [(b"\x09", b"\x0a")])
     assert index.stab([b"\x09\x00"]) == {5}
+
+
+@query(args={"paginationOpts": v.any()})
+def page_of_kv(ctx: QueryCtx, paginationOpts: Any) -> Any:
+    calls["page"] = calls.get("page", 0) + 1
+    result = ctx.db.query("kv").paginate(paginationOpts)
+    return [d["key"] for d in result["page"]]
+
+
+def test_paginated_subscription_keeps_its_boundary(engine: Engine) -> None:
+    for i in range(6):
+        put(engine, f"k{i}", i)
+    with engine.subscribe(page_of_kv, {"paginationOpts": {"numItems": 3, "cursor": None}}) as sub:
+        assert sub.value == ["k0", "k1", "k2"]
+        runs = calls["page"]
+        put(engine, "k6", 6)  # past the page boundary: no re-run
+        assert calls["page"] == runs
+        first = engine.query(lambda ctx: ctx.db.query("kv").first())
+        engine.run(lambda ctx: ctx.db.delete(first["_id"]))
+        assert sub.value == ["k1", "k2"]  # the page shrinks; its end stays where it was
+
+
+@query(args={})
+def total(ctx: QueryCtx) -> Any:
+    return sum(d["value"] for d in ctx.db.query("kv").collect())
+
+
+@query(args={})
+def count(ctx: QueryCtx) -> Any:
+    return len(ctx.db.query("kv").collect())
+
+
+def test_subscriptions_update_at_one_timestamp(engine: Engine) -> None:
+    """Two queries over the same rows always agree: both re-run on one snapshot."""
+    by_ts: dict[str, dict[int, Any]] = {"sum": {}, "count": {}}
+    holder: dict[str, Any] = {}
+    manager = engine._db.subscriptions
+
+    def record(kind: str) -> Any:
+        def callback(value: Any) -> None:
+            by_ts[kind][manager.ts] = value  # runs on the worker: the batch's timestamp
+
+        return callback
+
+    holder["sum"] = engine.subscribe(total, {}, callback=record("sum"))
+    holder["count"] = engine.subscribe(count, {}, callback=record("count"))
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            put(engine, "x", 1)
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join()
+    common = by_ts["sum"].keys() & by_ts["count"].keys()
+    assert len(common) > 3
+    for ts in common:  # every value is 1: at one snapshot the sum equals the count
+        assert by_ts["sum"][ts] == by_ts["count"][ts]
+    assert holder["sum"].value == holder["count"].value
+    holder["sum"].close()
+    holder["count"].close()
+
+
+def _remote_patch(path: str, doc_id: str, value: int) -> None:
+    with Engine.open(path, durability="none") as other:
+        other.run(lambda ctx: ctx.db.patch(doc_id, {"value": value}))
+
+
+def test_commits_of_other_processes_are_delivered(engine: Engine) -> None:
+    import multiprocessing
+
+    doc = put(engine, "a", 1)
+    seen = threading.Event()
+    with engine.subscribe(
+        get_one, {"id": doc}, callback=lambda value: value == 99 and seen.set()
+    ) as sub:
+        process = multiprocessing.get_context("spawn").Process(
+            target=_remote_patch, args=(engine.path, doc, 99)
+        )
+        process.start()
+        process.join(60)
+        assert seen.wait(5), "the other process's commit never arrived"
+        assert sub.value == 99
+
+
+def test_a_failing_callback_does_not_stop_deliveries(engine: Engine) -> None:
+    doc = put(engine, "a", 1)
+
+    def bad(value: Any) -> None:
+        raise RuntimeError("callback bug")
+
+    with engine.subscribe(get_one, {"id": doc}, callback=bad) as sub:
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        assert sub.value == 2
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 3}))
+        assert sub.value == 3
+
+
+def test_no_leaked_readers_after_close(engine: Engine) -> None:
+    doc = put(engine, "a", 1)
+    for _ in range(50):
+        with engine.subscribe(get_one, {"id": doc}) as sub:
+            assert sub.value == 1
+    readers = engine._db.storage.env.readers()
+    assert readers.count("\n") <= 3  # header line and at most our own idle slot

@@ -1,0 +1,77 @@
+"""Convex's per-execution limits: documents, bytes and ranges read; documents written."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import Engine, LimitExceeded
+from engine import readset, transaction
+
+
+def fill(engine: Engine, n: int) -> list[str]:
+    ids: list[str] = []
+    for start in range(0, n, 10_000):
+        ids += engine.run(
+            lambda ctx, s=start: [
+                ctx.db.insert("t", {"i": i}) for i in range(s, min(n, s + 10_000))
+            ]
+        )
+    return ids
+
+
+def test_documents_read_limit_counts_filtered_documents(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transaction, "MAX_DOCUMENTS_READ", 100)
+    fill(engine, 150)
+    assert len(engine.query(lambda ctx: ctx.db.query("t").take(100))) == 100
+    with pytest.raises(
+        LimitExceeded,
+        match=r"Too many documents read in a single function "
+        r"execution \(limit: 100\)",
+    ) as caught:
+        engine.query(
+            lambda ctx: ctx.db.query("t").filter(lambda q: q.eq(q.field("i"), -1)).collect()
+        )
+    assert caught.value.limit == "TooManyDocumentsRead"
+    with pytest.raises(LimitExceeded):  # the same in a mutation (the merged scan path)
+        engine.run(lambda ctx: ctx.db.query("t").collect())
+
+
+def test_real_limit_is_32000(engine: Engine) -> None:
+    assert transaction.MAX_DOCUMENTS_READ == 32_000
+    assert transaction.MAX_BYTES_READ == 16 << 20
+    assert readset.MAX_READ_RANGES == 4096
+    assert transaction.MAX_DOCUMENTS_WRITTEN == 16_000
+
+
+def test_bytes_read_limit(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transaction, "MAX_BYTES_READ", 10_000)
+    engine.run(lambda ctx: [ctx.db.insert("t", {"pad": "x" * 1000}) for _ in range(20)])
+    with pytest.raises(LimitExceeded, match="Too many bytes read") as caught:
+        engine.query(lambda ctx: ctx.db.query("t").collect())
+    assert caught.value.limit == "TooManyBytesRead"
+
+
+def test_read_ranges_limit_merges_adjacent_ranges(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(readset, "MAX_READ_RANGES", 50)
+    ids = fill(engine, 120)
+    # the same document read many times is one range after merging
+    engine.query(lambda ctx: [ctx.db.get(ids[0]) for _ in range(200)])
+    with pytest.raises(
+        LimitExceeded,
+        match=r"Too many reads in a single function execution "
+        r"\(limit: 50\)",
+    ) as caught:
+        engine.query(lambda ctx: [ctx.db.get(i) for i in ids[::2]])
+    assert caught.value.limit == "TooManyReads"
+
+
+def test_documents_written_limit(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transaction, "MAX_DOCUMENTS_WRITTEN", 10)
+    with pytest.raises(LimitExceeded, match="Too many documents written") as caught:
+        engine.run(lambda ctx: [ctx.db.insert("t", {}) for _ in range(11)])
+    assert caught.value.limit == "TooManyWrites"
+    assert engine.query(lambda ctx: ctx.db.query("t").collect()) == []
