@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import Engine, LimitExceeded
-from engine import readset, transaction
+from engine import Engine, LimitExceeded, readset, transaction
 
 
 def fill(engine: Engine, n: int) -> list[str]:
