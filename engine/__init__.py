@@ -46,6 +46,7 @@ from .functions import (
 from .query import Query
 from .readers import DatabaseReader, DatabaseWriter
 from .schema import SchemaDefinition, TableDefinition, define_schema, define_table
+from .subscriptions import Subscription, SubscriptionSet
 from .validators import Validator, pagination_opts, v
 from .values import UNSET
 
@@ -81,6 +82,8 @@ __all__ = [
     "SchemaDefinition",
     "SchemaValidationError",
     "StorageError",
+    "Subscription",
+    "SubscriptionSet",
     "TableDefinition",
     "ValidationError",
     "Validator",

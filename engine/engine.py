@@ -30,7 +30,7 @@ from .errors import EngineError
 from .functions import Registry, Runtime
 from .integrity import check as check_integrity
 from .storage import Durability, open_storage
-from .subscriptions import Subscription
+from .subscriptions import Subscription, SubscriptionSet
 
 __all__ = ["Engine"]
 
@@ -232,6 +232,19 @@ class Engine:
     async def arun(self, fn: Callable[[MutationCtx], T]) -> T:
         """:meth:`run` for asyncio hosts."""
         return await asyncio.to_thread(self.run, fn)
+
+    def subscribe_set(
+        self, queries: dict[str, tuple[Any, dict[str, Any] | None]], *, auth: Any = None
+    ) -> SubscriptionSet:
+        """Follow several public queries together: ``{name: (ref, args)}``.
+
+        The returned :class:`SubscriptionSet` always shows every query's result
+        at one commit timestamp (Convex's consistent query set).
+        """
+        members = {
+            name: self.subscribe(ref, args, auth=auth) for name, (ref, args) in queries.items()
+        }
+        return SubscriptionSet(self._db.subscriptions, members)
 
     # -- maintenance ---------------------------------------------------------------
 

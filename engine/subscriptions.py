@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .database import Database
     from .functions import FunctionDef, Runtime
 
-__all__ = ["Subscription", "SubscriptionManager"]
+__all__ = ["Subscription", "SubscriptionManager", "SubscriptionSet"]
 
 _U64 = struct.Struct(">Q")
 _log = logging.getLogger("convexlite.subscriptions")
@@ -120,6 +120,7 @@ class Subscription:
         self._pending = False  # an undelivered update for the iterators
         self._closed = False
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._sets: list[SubscriptionSet] = []
 
     @property
     def value(self) -> Any:
@@ -176,6 +177,8 @@ class Subscription:
             _log.exception("subscription callback for %s raised", watched.name)
         finally:
             self._wake()
+            for member_of in self._sets:
+                member_of._wake()
 
     def __iter__(self) -> Iterator[Any]:
         with self._cond:
@@ -208,6 +211,74 @@ class Subscription:
                 yield self.value
         finally:
             self._async_waiters.remove(waiter)
+
+
+class SubscriptionSet:
+    """Several queries watched together, always seen at one commit timestamp.
+
+    ``.value`` is a dict of the queries' newest results, all computed on the
+    same snapshot; iteration yields such a dict first and after each change.
+
+    Example::
+
+        with engine.subscribe_set({"me": ("users:me", {}),
+                                   "inbox": ("messages:inbox", {})}) as live:
+            for state in live:
+                render(state["me"], state["inbox"])
+    """
+
+    def __init__(self, manager: SubscriptionManager, members: dict[str, Subscription]) -> None:
+        self._manager = manager
+        self._members = members
+        self._cond = threading.Condition()
+        self._pending = False
+        self._closed = False
+        for subscription in members.values():
+            subscription._sets.append(self)
+
+    @property
+    def value(self) -> dict[str, Any]:
+        """Every member's newest result, from one snapshot (raises a member's error)."""
+        with self._manager._lock:
+            return {name: sub.value for name, sub in self._members.items()}
+
+    @property
+    def ts(self) -> int:
+        """The commit timestamp the values are consistent at."""
+        return self._manager.ts
+
+    def close(self) -> None:
+        """Close every member. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for subscription in self._members.values():
+            subscription.close()
+        self._wake()
+
+    def __enter__(self) -> SubscriptionSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._pending = True
+            self._cond.notify_all()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with self._cond:
+            self._pending = False
+        yield self.value
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                self._pending = False
+            if self._closed:
+                return
+            yield self.value
 
 
 class SubscriptionManager:
@@ -334,18 +405,8 @@ class SubscriptionManager:
         with storage.read() as rtxn:
             raw = rtxn.get(b"latest_ts", db=storage.meta)
             latest = _U64.unpack(raw)[0] if raw is not None else 0
-            affected: set[Any] = set()
-            if latest > self.ts:
-                raw = rtxn.get(b"log_floor", db=storage.meta)
-                floor = _U64.unpack(raw)[0] if raw is not None else 0
-                if self.ts < floor:
-                    affected = set(self._watched)  # history pruned: re-run everything
-                else:
-                    cursor = rtxn.cursor(db=storage.log)
-                    if cursor.set_range(_U64.pack(self.ts + 1)):
-                        for _, value in cursor.iternext(keys=True, values=True):
-                            affected |= self._index.stab(decode(value))
-                    cursor.close()
+            with self._lock:  # the interval index changes under subscribe/close
+                affected = self._affected(rtxn, latest)
             todo = [w for w in new if w.result is _NOTHING and w.error is None]
             with self._lock:
                 todo += [
@@ -353,26 +414,52 @@ class SubscriptionManager:
                     for k in affected
                     if k in self._watched and self._watched[k] not in todo
                 ]
-            for watched in todo:
-                if self._run(watched, rtxn, latest):
-                    changed.append(watched)
+            outcomes = [(w, self._run(w, rtxn)) for w in todo]
         with self._lock:
+            # Publish every new result of this snapshot at once, so that readers holding
+            # the lock (SubscriptionSet.value) never see two timestamps mixed.
+            for watched, outcome in outcomes:
+                if self._apply(watched, outcome, latest):
+                    changed.append(watched)
             self.ts = max(self.ts, latest)
             self._lock.notify_all()
         for watched in changed:
             for subscription in list(watched.subscribers):
                 subscription._deliver()
 
-    def _run(self, watched: _Watched, rtxn: Any, ts: int) -> bool:
-        """Re-run ``watched`` on snapshot ``rtxn``; True if its result changed."""
-        runtime = watched.runtime
-        result, reads, error = runtime.run_on_snapshot(
+    def _affected(self, rtxn: Any, latest: int) -> set[Any]:
+        """Keys of the watched queries that commits in ``(self.ts, latest]`` touched."""
+        storage = self._db.storage
+        affected: set[Any] = set()
+        if latest <= self.ts:
+            return affected
+        raw = rtxn.get(b"log_floor", db=storage.meta)
+        floor = _U64.unpack(raw)[0] if raw is not None else 0
+        if self.ts < floor:
+            return set(self._watched)  # history pruned: re-run everything
+        cursor = rtxn.cursor(db=storage.log)
+        try:
+            if cursor.set_range(_U64.pack(self.ts + 1)):
+                for _, value in cursor.iternext(keys=True, values=True):
+                    affected |= self._index.stab(decode(value))
+        finally:
+            cursor.close()
+        return affected
+
+    def _run(self, watched: _Watched, rtxn: Any) -> tuple[Any, Any, BaseException | None]:
+        """Re-run ``watched`` on snapshot ``rtxn``: (result, read set, error)."""
+        return watched.runtime.run_on_snapshot(
             watched.name, watched.function, watched.args, watched.identity, rtxn, watched.journal
         )
+
+    def _apply(
+        self, watched: _Watched, outcome: tuple[Any, Any, BaseException | None], ts: int
+    ) -> bool:
+        """Store a re-run's outcome (the lock is held); True if subscribers must hear of it."""
+        result, reads, error = outcome
         watched.ts = ts
-        with self._lock:
-            if self._watched.get(watched.key) is watched:
-                self._index.add(watched.key, reads.pairs())
+        if self._watched.get(watched.key) is watched:
+            self._index.add(watched.key, reads.pairs())
         if error is not None:
             first = (
                 watched.error is None
@@ -381,8 +468,6 @@ class SubscriptionManager:
             )
             watched.error = error
             watched.result_bytes = None
-            with self._lock:
-                self._lock.notify_all()
             return first
         result_bytes = encode(result)
         was_error = watched.error is not None
@@ -395,6 +480,4 @@ class SubscriptionManager:
             return False
         watched.result = result
         watched.result_bytes = result_bytes
-        with self._lock:
-            self._lock.notify_all()
         return True

@@ -289,3 +289,30 @@ def test_no_leaked_readers_after_close(engine: Engine) -> None:
             assert sub.value == 1
     readers = engine._db.storage.env.readers()
     assert readers.count("\n") <= 3  # header line and at most our own idle slot
+
+
+def test_subscription_set_is_one_snapshot(engine: Engine) -> None:
+    put(engine, "x", 1)
+    with engine.subscribe_set({"sum": (total, {}), "count": (count, {})}) as live:
+        assert live.value == {"sum": 1, "count": 1}
+        stop = threading.Event()
+
+        def writer() -> None:
+            while not stop.is_set():
+                put(engine, "x", 1)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        samples = []
+        deadline = time.time() + 0.5
+        while time.time() < deadline:
+            samples.append(live.value)
+        stop.set()
+        thread.join()
+        assert all(s["sum"] == s["count"] for s in samples)
+        seen = []
+        iterator = iter(live)
+        seen.append(next(iterator))
+        put(engine, "x", 1)
+        seen.append(next(iterator))
+        assert seen[1]["count"] == seen[0]["count"] + 1
