@@ -46,17 +46,25 @@ class ReadSet:
     when the count passes the limit (to count merged intervals as Convex does).
     """
 
-    __slots__ = ("_intervals",)
+    __slots__ = ("_intervals", "_merged", "_points")
 
     def __init__(self) -> None:
+        #: Scan intervals: live objects that running scans keep widening.
         self._intervals: list[Interval] = []
+        #: Point reads since the last merge.
+        self._points: list[bytes] = []
+        #: Points folded together by earlier merges (immutable pairs).
+        self._merged: list[tuple[bytes, bytes]] = []
 
     def __len__(self) -> int:
-        return len(self._intervals)
+        return len(self._intervals) + len(self._points) + len(self._merged)
 
     def add_point(self, key: bytes) -> None:
-        """Record a read of exactly ``key``."""
-        self._add(Interval(key, key + b"\x00"))
+        """Record a read of exactly ``key``. Cost: one append (no object per point)."""
+        points = self._points
+        points.append(key)
+        if len(points) + len(self._intervals) + len(self._merged) > MAX_READ_RANGES:
+            self._merge()
 
     def add_interval(self, lo: bytes, hi: bytes) -> Interval:
         """Record ``[lo, hi)``; the returned interval may be widened by the caller."""
@@ -66,7 +74,16 @@ class ReadSet:
 
     def _add(self, interval: Interval) -> None:
         self._intervals.append(interval)
-        if len(self._intervals) > MAX_READ_RANGES:
+        if len(self) > MAX_READ_RANGES:
+            self._merge()
+
+    def _merge(self) -> None:
+        """Count ranges as Convex does (adjacent ones merged); raise past the limit.
+
+        Only point reads are folded together: scan intervals stay as the live
+        objects their scans keep widening, or the read set would lose reads.
+        """
+        if True:
             merged = self.freeze()
             if len(merged) > MAX_READ_RANGES:
                 raise LimitExceeded(
@@ -75,16 +92,25 @@ class ReadSet:
                     "using indexed queries with a selective index range expressions.",
                     limit="TooManyReads",
                 )
-            self._intervals = [Interval(lo, hi) for lo, hi in merged.pairs()]
+            folded = [(key, key + b"\x00") for key in self._points]
+            self._merged = FrozenReadSet([*self._merged, *folded]).pairs()
+            self._points = []
 
     def extend(self, other: ReadSet) -> None:
         """Add every interval of ``other`` (a nested query's reads)."""
         for interval in other._intervals:
             self._add(interval)
+        for key in other._points:
+            self.add_point(key)
+        for lo, hi in other._merged:
+            self._merged.append((lo, hi))
 
     def freeze(self) -> FrozenReadSet:
         """The merged, sorted, immutable form used for overlap tests."""
-        return FrozenReadSet((i.lo, i.hi) for i in self._intervals)
+        pairs = [(i.lo, i.hi) for i in self._intervals]
+        pairs.extend((key, key + b"\x00") for key in self._points)
+        pairs.extend(self._merged)
+        return FrozenReadSet(pairs)
 
 
 class FrozenReadSet:

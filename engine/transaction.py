@@ -247,8 +247,20 @@ class Transaction:
         table, doc_key, internal_id = self._locate(document_id)
         if table is None:
             return None
-        raw = self._raw(table, doc_key, internal_id)
-        return None if raw is None else decode_document(raw)
+        self.reads.add_point(table.by_id.prefix + internal_id)
+        pending = self.writes.documents
+        if doc_key in pending:
+            raw = pending[doc_key]
+            return None if raw is None else decode_document(raw)
+        found = self._txn().get(doc_key, db=self._storage.documents)
+        if found is None:
+            return None
+        # Decoded straight from LMDB's buffer: no copy of the stored bytes.
+        self.documents_read += 1
+        self.bytes_read += len(found)
+        if self.documents_read > MAX_DOCUMENTS_READ or self.bytes_read > MAX_BYTES_READ:
+            self._count_read(0)
+        return decode_document(found)
 
     def scan(
         self, table: TableDef, index: IndexDef, lo: bytes, hi: bytes, reverse: bool = False

@@ -74,3 +74,14 @@ def test_documents_written_limit(engine: Engine, monkeypatch: pytest.MonkeyPatch
         engine.run(lambda ctx: [ctx.db.insert("t", {}) for _ in range(11)])
     assert caught.value.limit == "TooManyWrites"
     assert engine.query(lambda ctx: ctx.db.query("t").collect()) == []
+
+
+def test_merging_ranges_keeps_live_scans_in_the_read_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A merge triggered mid-scan must not drop what the scan reads afterwards."""
+    monkeypatch.setattr(readset, "MAX_READ_RANGES", 8)
+    reads = readset.ReadSet()
+    scan = reads.add_interval(b"a", b"a")
+    for i in range(20):  # many points on one key merge into one range
+        reads.add_point(b"p")
+    scan.hi = b"z"  # the scan goes on after the merge
+    assert reads.freeze().contains(b"m")
