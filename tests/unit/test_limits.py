@@ -81,7 +81,7 @@ def test_merging_ranges_keeps_live_scans_in_the_read_set(monkeypatch: pytest.Mon
     monkeypatch.setattr(readset, "MAX_READ_RANGES", 8)
     reads = readset.ReadSet()
     scan = reads.add_interval(b"a", b"a")
-    for i in range(20):  # many points on one key merge into one range
+    for _ in range(20):  # many points on one key merge into one range
         reads.add_point(b"p")
     scan.hi = b"z"  # the scan goes on after the merge
     assert reads.freeze().contains(b"m")
