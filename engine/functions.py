@@ -268,41 +268,46 @@ class Runtime:
                 f"{self._tag(function.kind, name)} The arguments to a Convex function must be an "
                 f"object. Received: {args!r}"
             )
-        try:
-            converted: dict[str, Any] = dict(convert(args))
-        except ValidationError as error:
-            raise ArgumentValidationError(
-                f"{self._tag(function.kind, name)} ArgumentValidationError: {error}",
-                path=error.path,
-            ) from None
-        if function.args is not None:
-            try:
-                function.args.validate(converted)
-            except ValidationError as error:
-                raise ArgumentValidationError(
-                    f"{self._tag(function.kind, name)} ArgumentValidationError: {error}",
-                    path=error.path,
-                ) from None
+        converted: dict[str, Any] = dict(
+            self._checked(name, function, args, function.args, ArgumentValidationError, "")
+        )
         return converted
 
     def check_result(self, name: str, function: FunctionDef, result: Any) -> Any:
+        return self._checked(
+            name,
+            function,
+            result,
+            function.returns,
+            ReturnsValidationError,
+            "the return value is not a Convex value: ",
+        )
+
+    def _checked(
+        self,
+        name: str,
+        function: FunctionDef,
+        value: Any,
+        validator: Validator | None,
+        error_type: type[ValidationError],
+        not_a_value: str,
+    ) -> Any:
+        """``value`` converted to a Convex value and checked by ``validator``.
+
+        Raises ``error_type`` with Convex's prefix (``[M(messages:send)]
+        ArgumentValidationError: ...``) naming the function.
+        """
+        prefix = f"{self._tag(function.kind, name)} {error_type.__name__}: "
         try:
-            value = convert(result)
+            converted = convert(value)
         except ValidationError as error:
-            raise ReturnsValidationError(
-                f"{self._tag(function.kind, name)} ReturnsValidationError: the return value is "
-                f"not a Convex value: {error}",
-                path=error.path,
-            ) from None
-        if function.returns is not None:
+            raise error_type(f"{prefix}{not_a_value}{error}", path=error.path) from None
+        if validator is not None:
             try:
-                function.returns.validate(value)
+                validator.validate(converted)
             except ValidationError as error:
-                raise ReturnsValidationError(
-                    f"{self._tag(function.kind, name)} ReturnsValidationError: {error}",
-                    path=error.path,
-                ) from None
-        return value
+                raise error_type(f"{prefix}{error}", path=error.path) from None
+        return converted
 
     # -- running ---------------------------------------------------------------
 

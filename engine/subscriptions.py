@@ -89,7 +89,44 @@ class _Watched:
         self.subscribers: list[Subscription] = []
 
 
-class Subscription:
+class _Notifier:
+    """Wakes blocked iterators (threads) when new values are published."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending = False  # an update the iterators have not seen
+        self._closed = False
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._pending = True
+            self._cond.notify_all()
+
+    def _follow(self, current: Callable[[], Any]) -> Iterator[Any]:
+        """``current()`` now, then again after each wake-up, until closed."""
+        with self._cond:
+            self._pending = False
+        yield current()
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                self._pending = False
+            if self._closed:
+                return
+            yield current()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Subscription(_Notifier):
     """A live query result: ``.value``, iteration, async iteration, ``close()``.
 
     Iteration yields the current value first, then each changed value; it
@@ -112,13 +149,11 @@ class Subscription:
         callback: Callable[[Any], None] | None,
         on_error: Callable[[BaseException], None] | None,
     ) -> None:
+        super().__init__()
         self._manager = manager
         self._watched = watched
         self._callback = callback
         self._on_error = on_error
-        self._cond = threading.Condition()
-        self._pending = False  # an undelivered update for the iterators
-        self._closed = False
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._sets: list[SubscriptionSet] = []
 
@@ -147,16 +182,8 @@ class Subscription:
         self._manager._unsubscribe(self)
         self._wake()
 
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _wake(self) -> None:
-        with self._cond:
-            self._pending = True
-            self._cond.notify_all()
+        super()._wake()
         for loop, event in list(self._async_waiters):
             try:
                 loop.call_soon_threadsafe(event.set)
@@ -181,17 +208,7 @@ class Subscription:
                 member_of._wake()
 
     def __iter__(self) -> Iterator[Any]:
-        with self._cond:
-            self._pending = False
-        yield self.value
-        while True:
-            with self._cond:
-                while not self._pending:
-                    self._cond.wait()
-                self._pending = False
-            if self._closed:
-                return
-            yield self.value
+        return self._follow(lambda: self.value)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._aiterate()
@@ -213,7 +230,7 @@ class Subscription:
             self._async_waiters.remove(waiter)
 
 
-class SubscriptionSet:
+class SubscriptionSet(_Notifier):
     """Several queries watched together, always seen at one commit timestamp.
 
     ``.value`` is a dict of the queries' newest results, all computed on the
@@ -228,11 +245,9 @@ class SubscriptionSet:
     """
 
     def __init__(self, manager: SubscriptionManager, members: dict[str, Subscription]) -> None:
+        super().__init__()
         self._manager = manager
         self._members = members
-        self._cond = threading.Condition()
-        self._pending = False
-        self._closed = False
         for subscription in members.values():
             subscription._sets.append(self)
 
@@ -256,29 +271,8 @@ class SubscriptionSet:
             subscription.close()
         self._wake()
 
-    def __enter__(self) -> SubscriptionSet:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _wake(self) -> None:
-        with self._cond:
-            self._pending = True
-            self._cond.notify_all()
-
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        with self._cond:
-            self._pending = False
-        yield self.value
-        while True:
-            with self._cond:
-                while not self._pending:
-                    self._cond.wait()
-                self._pending = False
-            if self._closed:
-                return
-            yield self.value
+        return self._follow(lambda: self.value)
 
 
 class SubscriptionManager:
