@@ -116,9 +116,10 @@ class SqliteStore:
         else:
             rows = self.conn.execute(
                 f"SELECT json_extract(doc, '$.{field}'), id, doc FROM docs "
-                f"WHERE (json_extract(doc, '$.{field}'), id) > (?, ?) "
+                f"WHERE json_extract(doc, '$.{field}') >= ? "
+                f"AND (json_extract(doc, '$.{field}') > ? OR id > ?) "
                 f"ORDER BY json_extract(doc, '$.{field}'), id LIMIT ?",
-                (after[0], after[1], size),
+                (after[0], after[0], after[1], size),
             ).fetchall()
         return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
