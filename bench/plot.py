@@ -68,7 +68,9 @@ def chart(result: dict[str, Any], path: Path) -> None:
             systems.append(m["system"])
     if not groups:
         return
-    fig, ax = plt.subplots(figsize=(10, 0.6 + 0.45 * len(groups) * max(1, len(systems)) / 2))
+    fig, ax = plt.subplots(
+        figsize=(10, max(3.0, 0.6 + 0.45 * len(groups) * max(1, len(systems)) / 2))
+    )
     height = 0.8 / max(1, len(systems))
     names = list(groups)
     for i, system in enumerate(systems):
