@@ -1,0 +1,44 @@
+"""Helpers for functions: require a signed-in caller, an organization role, a permission.
+
+Each raises ``ConvexError`` with a ``code`` (``UNAUTHENTICATED`` or
+``FORBIDDEN``), which reaches the caller with its data intact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import ConvexError
+
+__all__ = ["require_identity", "require_permission", "require_role"]
+
+
+def require_identity(ctx: Any) -> Any:
+    """The caller's identity; raises ``ConvexError({"code": "UNAUTHENTICATED"})`` if none."""
+    identity = ctx.auth.get_user_identity()
+    if identity is None:
+        raise ConvexError({"code": "UNAUTHENTICATED", "message": "Sign in to do this."})
+    return identity
+
+
+def require_role(ctx: Any, role: str) -> Any:
+    """The caller, if their active organization role is ``role`` (``admin`` or ``org:admin``)."""
+    identity = require_identity(ctx)
+    wanted = role if role.startswith("org:") else f"org:{role}"
+    org = getattr(identity, "org", None)
+    if org is None or org.role != wanted:
+        raise ConvexError(
+            {"code": "FORBIDDEN", "message": f"Requires the role {wanted}.", "role": wanted}
+        )
+    return identity
+
+
+def require_permission(ctx: Any, permission: str) -> Any:
+    """The caller, if their active organization grants ``permission`` (``org:feature:perm``)."""
+    identity = require_identity(ctx)
+    org = getattr(identity, "org", None)
+    if org is None or permission not in org.permissions:
+        raise ConvexError(
+            {"code": "FORBIDDEN", "message": f"Requires {permission}.", "permission": permission}
+        )
+    return identity

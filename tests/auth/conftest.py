@@ -1,0 +1,141 @@
+"""Keys, token factories and a JWKS / discovery server on 127.0.0.1 for auth tests."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+ISSUER = "https://verb-noun-00.clerk.accounts.dev"
+
+
+class Signer:
+    """A key pair that signs tokens and publishes its public JWK."""
+
+    def __init__(self, kind: str, kid: str) -> None:
+        self.kid = kid
+        if kind == "RS256":
+            self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            self.private = ec.generate_private_key(ec.SECP256R1())
+        self.alg = kind
+        self.public_pem = self.private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def jwk(self) -> dict[str, Any]:
+        algorithm = (
+            jwt.algorithms.RSAAlgorithm if self.alg == "RS256" else jwt.algorithms.ECAlgorithm
+        )
+        jwk = json.loads(algorithm.to_jwk(self.private.public_key()))
+        jwk.update(kid=self.kid, use="sig", alg=self.alg)
+        return dict(jwk)
+
+    def token(self, **overrides: Any) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "sub": "user_123",
+            "aud": "convex",
+            "iat": now - 1,
+            "nbf": now - 5,
+            "exp": now + 60,
+            "sid": "sess_1",
+            "v": 2,
+            "fva": [1, -1],
+            "azp": "https://app.example.com",
+            "jti": "abc",
+        }
+        headers = {"kid": self.kid}
+        for key, value in overrides.items():
+            if key.startswith("h_"):
+                headers[key[2:]] = value
+            elif value is None:
+                claims.pop(key, None)
+            else:
+                claims[key] = value
+        return jwt.encode(claims, self.private, algorithm=self.alg, headers=headers)
+
+
+@pytest.fixture(scope="session")
+def rsa_signer() -> Signer:
+    return Signer("RS256", "ins_rsa")
+
+
+@pytest.fixture(scope="session")
+def ec_signer() -> Signer:
+    return Signer("ES256", "ec_1")
+
+
+class JwksServer:
+    """Discovery and JWKS endpoints with switchable keys, cache headers and outages."""
+
+    def __init__(self) -> None:
+        self.keys: list[dict[str, Any]] = []
+        self.cache_control = "max-age=300"
+        self.down = False
+        self.hits: dict[str, int] = {}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                if server.down:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                if self.path == "/.well-known/openid-configuration":
+                    body = {"issuer": server.url, "jwks_uri": server.url + "/jwks"}
+                elif self.path == "/jwks":
+                    body = {"keys": server.keys}
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Cache-Control", server.cache_control)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def jwks_server() -> Iterator[JwksServer]:
+    server = JwksServer()
+    yield server
+    server.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Callable[[], float]:
+    return Clock()
