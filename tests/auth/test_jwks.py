@@ -19,11 +19,13 @@ def test_discovery_then_cached_keys(
 ) -> None:
     jwks_server.keys = [rsa_signer.jwk()]
     config = auth.AuthConfig(providers=[provider(jwks_server, clock)])
-    for _ in range(5):
-        assert config.verify(rsa_signer.token(iss=jwks_server.url)).subject == "user_123"
+    for i in range(5):  # distinct tokens: a repeated token would not even look at the keys
+        assert config.verify(rsa_signer.token(iss=jwks_server.url, jti=str(i))).subject == (
+            "user_123"
+        )
     assert jwks_server.hits == {"/.well-known/openid-configuration": 1, "/jwks": 1}
     clock.now += 301  # max-age=300 passed
-    config.verify(rsa_signer.token(iss=jwks_server.url))
+    config.verify(rsa_signer.token(iss=jwks_server.url, jti="later"))
     assert jwks_server.hits["/jwks"] == 2
 
 
@@ -55,7 +57,9 @@ def test_outage_keeps_serving_cached_keys(
     config.verify(rsa_signer.token(iss=jwks_server.url))
     jwks_server.down = True
     clock.now += 1000
-    assert config.verify(rsa_signer.token(iss=jwks_server.url)).subject == "user_123"
+    fresh = rsa_signer.token(iss=jwks_server.url, jti="during-outage")
+    assert config.verify(fresh).subject == "user_123"
+    assert jwks_server.hits["/jwks"] >= 2  # it did try to refresh
 
 
 def test_first_fetch_failure_is_an_auth_error(
@@ -73,6 +77,6 @@ def test_no_store_means_no_cache(jwks_server: JwksServer, rsa_signer: Signer, cl
     config = auth.AuthConfig(
         providers=[provider(jwks_server, clock, jwks_url=jwks_server.url + "/jwks")]
     )
-    config.verify(rsa_signer.token(iss=jwks_server.url))
-    config.verify(rsa_signer.token(iss=jwks_server.url))
+    config.verify(rsa_signer.token(iss=jwks_server.url, jti="1"))
+    config.verify(rsa_signer.token(iss=jwks_server.url, jti="2"))
     assert jwks_server.hits["/jwks"] == 2

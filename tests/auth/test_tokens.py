@@ -200,3 +200,13 @@ def test_provider_selection_takes_the_first_match(rsa_signer: Signer, ec_signer:
         ]
     )
     assert config.verify(rsa_signer.token()).issuer == ISSUER
+
+
+def test_verified_tokens_are_cached_until_they_expire(rsa_signer: Signer) -> None:
+    config = clerk(rsa_signer, leeway=0.0)
+    token = rsa_signer.token(exp=int(time.time()) + 1)
+    first = config.verify(token)
+    assert config.verify(token) is first  # no second signature check
+    time.sleep(2.1)
+    with pytest.raises(auth.TokenExpired):
+        config.verify(token)

@@ -106,8 +106,6 @@ def test_payloads_signed_by_the_svix_package() -> None:
     now = int(time.time())
     from datetime import datetime
 
-    signature = svix.Webhook(secret).sign(
-        "msg_1", datetime.fromtimestamp(now, tz=UTC), body
-    )
+    signature = svix.Webhook(secret).sign("msg_1", datetime.fromtimestamp(now, tz=UTC), body)
     event = auth.verify_webhook(secret, headers("msg_1", now, signature), body)
     assert event["data"]["id"] == "user_1"
