@@ -11,6 +11,14 @@ Everything public is importable from here::
 
 from __future__ import annotations
 
+from .clerk_sync import (
+    clerk_user_fields,
+    clerk_users_table,
+    current_user,
+    delete_from_clerk,
+    handle_clerk_webhook,
+    upsert_from_clerk,
+)
 from .errors import (
     AuthError,
     InvalidAudience,
@@ -52,8 +60,14 @@ __all__ = [
     "UnknownKey",
     "UserIdentity",
     "WebhookVerificationError",
+    "clerk_user_fields",
+    "clerk_users_table",
+    "current_user",
+    "delete_from_clerk",
+    "handle_clerk_webhook",
     "require_identity",
     "require_permission",
     "require_role",
+    "upsert_from_clerk",
     "verify_webhook",
 ]

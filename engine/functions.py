@@ -31,7 +31,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from .contexts import ActionCtx, MutationCtx, QueryCtx
 from .errors import (
@@ -149,12 +149,23 @@ def _decorator(kind: Kind, internal: bool) -> Any:
     return decorate
 
 
-query = _decorator("query", False)
-mutation = _decorator("mutation", False)
-action = _decorator("action", False)
-internal_query = _decorator("query", True)
-internal_mutation = _decorator("mutation", True)
-internal_action = _decorator("action", True)
+class _Decorator(Protocol):
+    """``@query`` or ``@query(args=..., returns=...)``."""
+
+    @overload
+    def __call__(self, fn: Callable[..., Any], /) -> FunctionDef: ...
+    @overload
+    def __call__(
+        self, *, args: Any = None, returns: Any = None
+    ) -> Callable[[Callable[..., Any]], FunctionDef]: ...
+
+
+query: _Decorator = _decorator("query", False)
+mutation: _Decorator = _decorator("mutation", False)
+action: _Decorator = _decorator("action", False)
+internal_query: _Decorator = _decorator("query", True)
+internal_mutation: _Decorator = _decorator("mutation", True)
+internal_action: _Decorator = _decorator("action", True)
 
 
 class Registry:

@@ -1,0 +1,142 @@
+"""A ready-made Clerk user sync: a ``users`` table kept up to date by Clerk's webhooks.
+
+Put the table in your schema and route Clerk's webhook to :func:`handle_clerk_webhook`::
+
+    schema = define_schema({"users": auth.clerk_users_table(), ...})
+
+    # in the host's HTTP handler for POST /clerk-users-webhook:
+    auth.handle_clerk_webhook(engine, secret, request.headers, request.body)
+
+Deliveries are idempotent and order-proof: a duplicate changes nothing, an
+older ``updated_at`` never overwrites a newer one, and ``user.deleted``
+leaves a tombstone (``deletedAt``) so a late ``user.created`` cannot bring
+the user back. :func:`current_user` handles the sign-up race (an
+authenticated call that arrives before the ``user.created`` webhook) by
+creating the row from the token's identity, which the webhook then updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine import Engine, MutationCtx, QueryCtx, define_table, internal_mutation, v
+
+from .webhooks import verify_webhook
+
+__all__ = [
+    "clerk_user_fields",
+    "clerk_users_table",
+    "current_user",
+    "delete_from_clerk",
+    "handle_clerk_webhook",
+    "upsert_from_clerk",
+]
+
+
+def clerk_users_table() -> Any:
+    """The ``users`` table: one row per Clerk user, looked up by ``externalId``."""
+    return define_table(
+        {
+            "externalId": v.string(),
+            "name": v.optional(v.string()),
+            "email": v.optional(v.string()),
+            "pictureUrl": v.optional(v.string()),
+            "clerkUpdatedAt": v.float64(),
+            "deletedAt": v.optional(v.float64()),
+        }
+    ).index("byExternalId", ["externalId"])
+
+
+def clerk_user_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``users`` fields of a Clerk ``user.created`` / ``user.updated`` payload's ``data``."""
+    fields: dict[str, Any] = {"externalId": str(data["id"])}
+    name = " ".join(p for p in (data.get("first_name"), data.get("last_name")) if p)
+    if name or data.get("username"):
+        fields["name"] = name or str(data["username"])
+    primary = data.get("primary_email_address_id")
+    for address in data.get("email_addresses") or []:
+        if address.get("id") == primary and address.get("email_address"):
+            fields["email"] = str(address["email_address"])
+    if data.get("image_url"):
+        fields["pictureUrl"] = str(data["image_url"])
+    fields["clerkUpdatedAt"] = float(data.get("updated_at") or data.get("created_at") or 0)
+    return fields
+
+
+def _row(ctx: QueryCtx, external_id: str) -> dict[str, Any] | None:
+    return (
+        ctx.db.query("users")
+        .with_index("byExternalId", lambda q: q.eq("externalId", external_id))
+        .unique()
+    )
+
+
+@internal_mutation(args={"data": v.any()})
+def upsert_from_clerk(ctx: MutationCtx, data: dict[str, Any]) -> str | None:
+    """Insert or update the row of a Clerk user; older or post-deletion updates are ignored."""
+    fields = clerk_user_fields(data)
+    row = _row(ctx, fields["externalId"])
+    if row is None:
+        return ctx.db.insert("users", fields)
+    if row.get("deletedAt") is not None and row["deletedAt"] >= fields["clerkUpdatedAt"]:
+        return None  # deleted after this update was made
+    if row["clerkUpdatedAt"] > fields["clerkUpdatedAt"]:
+        return str(row["_id"])  # out of order: a newer update is already stored
+    ctx.db.replace(row["_id"], fields)
+    return str(row["_id"])
+
+
+@internal_mutation(args={"id": v.string(), "deletedAt": v.float64()})
+def delete_from_clerk(ctx: MutationCtx, id: str, deletedAt: float) -> None:
+    """Mark a Clerk user deleted (a tombstone, also when the user was never seen)."""
+    row = _row(ctx, id)
+    if row is None:
+        ctx.db.insert("users", {"externalId": id, "clerkUpdatedAt": 0.0, "deletedAt": deletedAt})
+    elif row.get("deletedAt") is None or row["deletedAt"] < deletedAt:
+        ctx.db.patch(row["_id"], {"deletedAt": deletedAt})
+
+
+def current_user(ctx: QueryCtx) -> dict[str, Any] | None:
+    """The caller's ``users`` row, or None (anonymous, deleted, or not synced yet in a query).
+
+    In a mutation a caller with no row yet (signed up, webhook not arrived)
+    gets one made from the token's identity; the webhook then fills it in.
+    """
+    identity = ctx.auth.get_user_identity()
+    if identity is None:
+        return None
+    row = _row(ctx, identity.subject)
+    if row is not None:
+        return None if row.get("deletedAt") is not None else row
+    if not isinstance(ctx, MutationCtx):
+        return None
+    fields: dict[str, Any] = {"externalId": identity.subject, "clerkUpdatedAt": 0.0}
+    if getattr(identity, "name", None):
+        fields["name"] = identity.name
+    if getattr(identity, "email", None):
+        fields["email"] = identity.email
+    ctx.db.insert("users", fields)
+    return _row(ctx, identity.subject)
+
+
+def handle_clerk_webhook(
+    engine: Engine, secret: str, headers: Mapping[str, str], body: bytes | str
+) -> dict[str, Any]:
+    """Verify a Clerk (Svix) delivery and apply it; returns the event.
+
+    Raises :class:`~auth.WebhookVerificationError` (answer HTTP 400) for a bad
+    delivery; events other than ``user.*`` are verified and returned untouched.
+    """
+    event: dict[str, Any] = verify_webhook(secret, headers, body)
+    kind, data = event.get("type"), event.get("data") or {}
+    if kind in ("user.created", "user.updated"):
+        engine.run(lambda ctx: ctx.run_mutation(upsert_from_clerk, {"data": data}))
+    elif kind == "user.deleted" and data.get("id"):
+        deleted_at = float(event.get("timestamp") or 0)
+        engine.run(
+            lambda ctx: ctx.run_mutation(
+                delete_from_clerk, {"id": str(data["id"]), "deletedAt": deleted_at}
+            )
+        )
+    return event

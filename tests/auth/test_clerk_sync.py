@@ -1,0 +1,109 @@
+"""The Clerk user sync: idempotent, order-proof upserts, tombstones, the sign-up race."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import auth
+from engine import Engine, define_schema
+
+SECRET = "whsec_" + base64.b64encode(b"clerk-sync-test-secret-0123").decode()
+SCHEMA = define_schema({"users": auth.clerk_users_table()})
+
+
+def deliver(engine: Engine, event: dict[str, Any], msg_id: str = "msg_1") -> Any:
+    body = json.dumps(event)
+    ts = int(time.time())
+    key = base64.b64decode(SECRET[6:])
+    sig = base64.b64encode(
+        hmac.new(key, f"{msg_id}.{ts}.{body}".encode(), hashlib.sha256).digest()
+    ).decode()
+    headers = {"svix-id": msg_id, "svix-timestamp": str(ts), "svix-signature": f"v1,{sig}"}
+    return auth.handle_clerk_webhook(engine, SECRET, headers, body)
+
+
+def user_event(kind: str, updated_at: int, first: str = "Ada") -> dict[str, Any]:
+    return {
+        "type": kind,
+        "timestamp": updated_at,
+        "data": {
+            "id": "user_1",
+            "first_name": first,
+            "last_name": "L",
+            "updated_at": updated_at,
+            "primary_email_address_id": "e1",
+            "image_url": "https://img/1.png",
+            "email_addresses": [
+                {"id": "e0", "email_address": "old@x.dev"},
+                {"id": "e1", "email_address": "ada@x.dev"},
+            ],
+        },
+    }
+
+
+def rows(engine: Engine) -> list[dict[str, Any]]:
+    return engine.query(lambda ctx: ctx.db.query("users").collect())
+
+
+@pytest.fixture
+def engine(db_path: Path):  # type: ignore[no-untyped-def]
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as handle:
+        yield handle
+        handle.check()
+
+
+def test_fields_from_a_clerk_payload() -> None:
+    fields = auth.clerk_user_fields(user_event("user.created", 5)["data"])
+    assert fields == {
+        "externalId": "user_1",
+        "name": "Ada L",
+        "email": "ada@x.dev",
+        "pictureUrl": "https://img/1.png",
+        "clerkUpdatedAt": 5.0,
+    }
+
+
+def test_duplicates_and_out_of_order_updates(engine: Engine) -> None:
+    deliver(engine, user_event("user.created", 10))
+    deliver(engine, user_event("user.created", 10))  # duplicate delivery
+    deliver(engine, user_event("user.updated", 30, first="Grace"))
+    deliver(engine, user_event("user.updated", 20, first="Stale"))  # arrives late
+    [row] = rows(engine)
+    assert row["name"] == "Grace L" and row["clerkUpdatedAt"] == 30.0
+
+
+def test_delete_before_create_leaves_a_tombstone(engine: Engine) -> None:
+    deliver(engine, {"type": "user.deleted", "timestamp": 50, "data": {"id": "user_1"}})
+    deliver(engine, user_event("user.created", 10))  # late create must not resurrect
+    [row] = rows(engine)
+    assert row["deletedAt"] == 50.0 and "name" not in row
+
+
+def test_sign_up_race(engine: Engine) -> None:
+    identity = auth.UserIdentity.from_claims({"iss": "https://i", "sub": "user_1", "name": "Ada"})
+    assert engine.query(lambda ctx: auth.current_user(ctx), auth=identity) is None
+    made = engine.mutation(lambda ctx: auth.current_user(ctx), auth=identity)
+    assert made["name"] == "Ada" and made["clerkUpdatedAt"] == 0.0
+    deliver(engine, user_event("user.created", 10))
+    [row] = rows(engine)
+    assert row["_id"] == made["_id"] and row["email"] == "ada@x.dev"
+
+
+def test_bad_signature_changes_nothing(engine: Engine) -> None:
+    body = json.dumps(user_event("user.created", 10))
+    with pytest.raises(auth.WebhookVerificationError):
+        auth.handle_clerk_webhook(
+            engine,
+            SECRET,
+            {"svix-id": "m", "svix-timestamp": str(int(time.time())), "svix-signature": "v1,AAAA"},
+            body,
+        )
+    assert rows(engine) == []
