@@ -4,37 +4,63 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
 
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+import auth
 from engine import ConvexError, Engine
 
 from . import functions
 from .schema import schema
 
+ISSUER = "https://demo.clerk.accounts.dev"
 
-@dataclass(frozen=True)
-class DemoIdentity:
-    """A stand-in for auth.UserIdentity: the host already verified who this is."""
 
-    subject: str
-    issuer: str = "https://demo.example"
-    name: str | None = None
+class DemoIssuer:
+    """Stands in for Clerk: signs RS256 session tokens with a key made for this run."""
 
-    @property
-    def token_identifier(self) -> str:
-        return f"{self.issuer}|{self.subject}"
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.public_pem = self.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def token(self, user_id: str, name: str) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER,
+            "sub": user_id,
+            "aud": "convex",
+            "name": name,
+            "iat": now,
+            "exp": now + 60,
+            "sid": f"sess_{user_id}",
+            "v": 2,
+        }
+        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "ins_demo"})
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="convexlite-demo-") as folder:
         started = time.perf_counter()
-        with Engine.open(folder, schema=schema, functions=functions) as db:
+        issuer = DemoIssuer()
+        auth_config = auth.AuthConfig(
+            providers=[auth.ClerkProvider(issuer=ISSUER, public_key=issuer.public_pem)]
+        )
+        with Engine.open(folder, schema=schema, functions=functions, auth=auth_config) as db:
             print(f"opened a database in {folder}")
-            ada = DemoIdentity("user_ada", name="Ada")
-            grace = DemoIdentity("user_grace", name="Grace")
+            ada = issuer.token("user_ada", "Ada")
+            grace = issuer.token("user_grace", "Grace")
+            try:
+                db.query("users:me", auth=issuer.token("user_x", "X")[:-4] + "AAAA")
+            except auth.AuthError as error:
+                print(f"tampered token refused: {type(error).__name__}")
             for who in (ada, grace):
                 user_id = db.mutation("users:store", auth=who)
-                print(f"stored user {who.name}: {user_id}")
+                me = db.query("users:me", auth=who)
+                print(f"stored user {me['name']} (verified Clerk-style token): {user_id}")
             general = db.mutation("channels:create", {"name": "general", "topic": "chat"}, auth=ada)
             print(f"created channel #general: {general}")
             try:
@@ -46,10 +72,10 @@ def main() -> None:
             except ConvexError as error:
                 print(f"anonymous send refused with ConvexError {error.data}")
             for i in range(25):
-                who = ada if i % 2 == 0 else grace
+                who, name = (ada, "Ada") if i % 2 == 0 else (grace, "Grace")
                 db.mutation(
                     "messages:send",
-                    {"channel": general, "body": f"message {i} from {who.name}"},
+                    {"channel": general, "body": f"message {i} from {name}"},
                     auth=who,
                 )
             print("sent 25 messages")
