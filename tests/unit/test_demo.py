@@ -1,0 +1,23 @@
+"""`make demo` keeps working: the example app runs end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_runs_end_to_end() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.chat"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tampered token refused: InvalidSignature" in result.stdout
+    assert "page 3: 5 messages" in result.stdout
+    assert "Engine.check(): ok" in result.stdout
