@@ -210,3 +210,30 @@ def test_verified_tokens_are_cached_until_they_expire(rsa_signer: Signer) -> Non
     time.sleep(2.1)
     with pytest.raises(auth.TokenExpired):
         config.verify(token)
+
+
+def test_provider_level_issuer_and_audience_errors(rsa_signer: Signer) -> None:
+    provider = auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk()]})
+    with pytest.raises(auth.InvalidIssuer, match="Invalid issuer"):
+        provider.verify(rsa_signer.token(iss="https://evil.example"))
+    with pytest.raises(auth.InvalidAudience, match="Invalid audience"):
+        provider.verify(rsa_signer.token(aud="other"))
+
+
+def test_eddsa_tokens_verify_for_oidc_providers() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    now = int(time.time())
+    token = jwt.encode(
+        {"iss": ISSUER, "sub": "u", "aud": "convex", "iat": now, "exp": now + 60},
+        key,
+        algorithm="EdDSA",
+        headers={"kid": "ed"},
+    )
+    config = auth.AuthConfig(providers=[auth.ClerkProvider(issuer=ISSUER, public_key=pem)])
+    assert config.verify(token).subject == "u"
