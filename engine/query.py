@@ -316,22 +316,39 @@ class Query:
         for _, document in self._rows():
             yield document
 
+    def _batch(self, limit: int | None) -> list[dict[str, Any]]:
+        """Up to ``limit`` matching documents, read in one loop when the snapshot allows."""
+        resolved = self._resolved()
+        if resolved is None:
+            return []
+        table, index, rng = resolved
+        filters = self._filters
+        keep = None
+        if filters:
+            keep = lambda document: all(passes(f, document) for f in filters)  # noqa: E731
+        batch = self._txn.read_range(
+            table, index, rng.lo, rng.hi, reverse=self._order == "desc", limit=limit, keep=keep
+        )
+        if batch is not None:
+            return batch
+        out: list[dict[str, Any]] = []
+        for _, document in self._rows():
+            out.append(document)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
     def collect(self) -> list[dict[str, Any]]:
         """Every matching document. Cost: a scan of the whole range."""
-        return [document for _, document in self._rows()]
+        return self._batch(None)
 
     def take(self, n: int) -> list[dict[str, Any]]:
         """The first ``n`` matching documents (``n`` a non-negative integer)."""
         if type(n) is not int or n < 0:
             raise ValidationError(f"take() expects a non-negative integer, got {n!r}")
-        out: list[dict[str, Any]] = []
         if n == 0:
-            return out
-        for _, document in self._rows():
-            out.append(document)
-            if len(out) >= n:
-                break
-        return out
+            return []
+        return self._batch(n)
 
     def first(self) -> dict[str, Any] | None:
         """The first matching document, or None."""

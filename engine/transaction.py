@@ -20,7 +20,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import ids, keys
@@ -315,6 +315,78 @@ class Transaction:
             interval.lo = lo
         else:
             interval.hi = hi
+
+    def read_range(
+        self,
+        table: TableDef,
+        index: IndexDef,
+        lo: bytes,
+        hi: bytes,
+        *,
+        reverse: bool,
+        limit: int | None,
+        keep: Callable[[dict[str, Any]], bool] | None,
+    ) -> list[dict[str, Any]] | None:
+        """Up to ``limit`` documents of ``[lo, hi)`` that ``keep`` accepts, in one loop.
+
+        Only for read-only transactions (nothing to merge); returns None
+        otherwise and the caller streams with :meth:`scan`. The read set
+        records the interval consumed, as a scan would: up to the last row
+        taken when ``limit`` stopped the loop, the whole range otherwise.
+        Cost: one seek, then per row one step, one lookup and one decode,
+        without a generator between them.
+        """
+        if self.writable or index.name == BY_ID:
+            return None
+        interval = self.reads.add_interval(lo, hi)  # the whole range unless cut short below
+        rtxn = self._txn()
+        get = rtxn.get
+        documents_db = self._storage.documents
+        table_prefix = table.prefix
+        decode = decode_document
+        out: list[dict[str, Any]] = []
+        append = out.append
+        read = 0
+        size = 0
+        budget = MAX_DOCUMENTS_READ - self.documents_read
+        cursor = rtxn.cursor(db=self._storage.indexes)
+        try:
+            keys: Any
+            if reverse:
+                positioned = cursor.prev() if cursor.set_range(hi) else cursor.last()
+                keys = cursor.iterprev(keys=True, values=False) if positioned else ()
+            else:
+                positioned = cursor.set_range(lo)
+                keys = cursor.iternext(keys=True, values=False) if positioned else ()
+            for raw_key in keys:
+                key = bytes(raw_key)
+                if (key < lo) if reverse else (key >= hi):
+                    break
+                found = get(table_prefix + key[-16:], db=documents_db)
+                if found is None:
+                    raise AssertionError(f"index entry {key!r} points to a missing document")
+                read += 1
+                size += len(found)
+                if read > budget:  # stop at Convex's limit, not after reading everything
+                    self.documents_read += read
+                    read = 0
+                    self._count_read(0)
+                document = decode(found)
+                if keep is None or keep(document):
+                    append(document)
+                    if limit is not None and len(out) >= limit:
+                        if reverse:
+                            interval.lo = key
+                        else:
+                            interval.hi = key + b"\x00"
+                        break
+        finally:
+            cursor.close()
+            self.documents_read += read
+            self.bytes_read += size
+        if self.documents_read > MAX_DOCUMENTS_READ or self.bytes_read > MAX_BYTES_READ:
+            self._count_read(0)
+        return out
 
     # -- writes --------------------------------------------------------------
 
