@@ -2,7 +2,7 @@
 
 - :class:`QueryCtx`: ``db`` (reader), ``auth``, ``run_query``, ``now``, ``random``, ``env``.
 - :class:`MutationCtx`: ``db`` (writer), ``auth``, ``run_query``, ``run_mutation``
-  (a sub-transaction), ``now``, ``random``, ``env``, ``scheduler`` when available.
+  (a sub-transaction), ``now``, ``random``, ``env``.
 - :class:`ActionCtx`: ``auth``, ``env``, and awaitable ``run_query``,
   ``run_mutation``, ``run_action``, each its own transaction.
 
@@ -101,21 +101,9 @@ class QueryCtx:
 class MutationCtx(QueryCtx):
     """The context of a mutation: read-write database access, sub-transactions."""
 
-    __slots__ = ("scheduler",)
+    __slots__ = ()
 
     db: DatabaseWriter
-
-    def __init__(
-        self,
-        runtime: Runtime | None,
-        txn: Transaction,
-        identity: Any,
-        now: float,
-        seed: int,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(runtime, txn, identity, now, seed, env)
-        self.scheduler: Any = None
 
     def _make_db(self, txn: Transaction) -> DatabaseWriter:
         return DatabaseWriter(txn)
@@ -134,7 +122,7 @@ class MutationCtx(QueryCtx):
 class ActionCtx:
     """The context of an action: no ``db``; each ``run_*`` call is its own transaction."""
 
-    __slots__ = ("_runtime", "auth", "env", "identity", "scheduler")
+    __slots__ = ("_runtime", "auth", "env", "identity")
 
     def __init__(
         self, runtime: Runtime, identity: Any, env: Mapping[str, str] | None = None
@@ -143,7 +131,6 @@ class ActionCtx:
         self.identity = identity
         self.auth = Auth(identity)
         self.env = env if env is not None else _EMPTY_ENV
-        self.scheduler: Any = None
 
     async def run_query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
         """Run a query in its own read transaction, as the caller's identity."""

@@ -34,32 +34,27 @@ def database(values: list[int]) -> Iterator[Engine]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def build(ctx: Any, order: str, use_index: bool, use_filter: bool) -> Any:
+    """The query every test pages through: optional index range, order, optional filter."""
+    q = ctx.db.query("items")
+    if use_index:
+        q = q.with_index("by_g", lambda r: r.gte("g", 1))
+    q = q.order(order)
+    if use_filter:
+        q = q.filter(lambda f: f.neq(f.mod(f.field("n"), 3), 0))
+    return q
+
+
 def run_page(
     engine: Engine, opts: dict[str, Any], order: str, use_index: bool, use_filter: bool
 ) -> dict[str, Any]:
-    def body(ctx: Any) -> Any:
-        q = ctx.db.query("items")
-        if use_index:
-            q = q.with_index("by_g", lambda r: r.gte("g", 1))
-        q = q.order(order)
-        if use_filter:
-            q = q.filter(lambda f: f.neq(f.mod(f.field("n"), 3), 0))
-        return q.paginate(opts)
-
-    return engine.run(body)
+    return engine.run(lambda ctx: build(ctx, order, use_index, use_filter).paginate(opts))
 
 
 def collect(engine: Engine, order: str, use_index: bool, use_filter: bool) -> list[str]:
-    def body(ctx: Any) -> Any:
-        q = ctx.db.query("items")
-        if use_index:
-            q = q.with_index("by_g", lambda r: r.gte("g", 1))
-        q = q.order(order)
-        if use_filter:
-            q = q.filter(lambda f: f.neq(f.mod(f.field("n"), 3), 0))
-        return [d["_id"] for d in q.collect()]
-
-    return engine.run(body)
+    return engine.run(
+        lambda ctx: [d["_id"] for d in build(ctx, order, use_index, use_filter).collect()]
+    )
 
 
 shapes = st.tuples(st.sampled_from(["asc", "desc"]), st.booleans(), st.booleans())
