@@ -204,10 +204,13 @@ def test_provider_selection_takes_the_first_match(rsa_signer: Signer, ec_signer:
 
 def test_verified_tokens_are_cached_until_they_expire(rsa_signer: Signer) -> None:
     config = clerk(rsa_signer, leeway=0.0)
-    token = rsa_signer.token(exp=int(time.time()) + 1)
+    # Five seconds of life: a loaded CI machine must not see it expire before the
+    # first verify (a one-second token did, once).
+    expires = int(time.time()) + 5
+    token = rsa_signer.token(exp=expires)
     first = config.verify(token)
     assert config.verify(token) is first  # no second signature check
-    time.sleep(2.1)
+    time.sleep(max(0.0, expires - time.time()) + 0.2)
     with pytest.raises(auth.TokenExpired):
         config.verify(token)
 
