@@ -156,12 +156,16 @@ class CatalogView:
     that version. Cost: linear in the number of indexes, once.
     """
 
-    __slots__ = ("catalog", "index_owner", "table_by_number", "tables")
+    __slots__ = ("by_id_prefix", "catalog", "index_owner", "table_by_number", "tables")
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.tables = catalog.tables
         self.table_by_number: dict[int, TableDef] = {t.number: t for t in catalog.tables.values()}
+        #: Table number → (table, prefix of its ``by_id`` keys): what a point read needs.
+        self.by_id_prefix: dict[int, tuple[TableDef, bytes]] = {
+            t.number: (t, t.by_id.prefix) for t in catalog.tables.values()
+        }
         self.index_owner: dict[int, tuple[TableDef, IndexDef]] = {
             ix.number: (t, ix) for t in catalog.tables.values() for ix in t.indexes.values()
         }

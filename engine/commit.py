@@ -13,7 +13,8 @@ commits accepted earlier in the same group; if any key they wrote (old or new
 index key of a written document) lies inside the transaction's read set, the
 transaction conflicts and its function must run again. Otherwise its writes
 are applied, a log entry with all its keys is appended under a new commit
-timestamp, and ``latest_ts`` moves forward.
+timestamp, and the head (``meta`` key ``head``: latest timestamp, catalog
+version) moves forward.
 
 Log retention. Entries older than :data:`LOG_RETENTION_NS` are pruned and
 ``log_floor`` records the newest pruned timestamp; a transaction whose
@@ -152,11 +153,11 @@ class Committer:
         """
         storage = self._db.storage
         meta = storage.meta
-        raw = wtxn.get(b"latest_ts", db=meta)
-        latest = _U64.unpack(raw)[0] if raw is not None else 0
+        latest, catalog_version = storage.head(wtxn)
         raw = wtxn.get(b"log_floor", db=meta)
         floor = _U64.unpack(raw)[0] if raw is not None else 0
-        catalog = self._db.catalog_at(wtxn).catalog  # decoded once per catalog version
+        # Decoded once per catalog version.
+        catalog = self._db.catalog_view(wtxn, catalog_version).catalog
         oldest = min(r.snapshot_ts for r in batch)
         history = _read_log(wtxn, storage.log, oldest)
         outcomes: list[tuple[int, Conflict | None]] = []
@@ -169,7 +170,6 @@ class Committer:
             if request.new_catalog is not None:
                 catalog = _merge_catalog(catalog, request.new_catalog)
                 wtxn.put(b"catalog", encode_catalog(catalog), db=meta)
-                wtxn.put(b"catalog_v", _U64.pack(catalog.version), db=meta)
             for doc_key, document in request.documents:
                 if document is None:
                     wtxn.delete(doc_key, db=storage.documents)
@@ -186,7 +186,7 @@ class Committer:
             outcomes.append((ts, None))
             commits += 1
         if commits:
-            wtxn.put(b"latest_ts", _U64.pack(latest), db=meta)
+            storage.put_head(wtxn, latest, catalog.version)
             self._commits_since_prune += commits
             if self._commits_since_prune >= _PRUNE_EVERY:
                 self._commits_since_prune = 0

@@ -46,6 +46,8 @@ class Auth:
 
 
 _EMPTY_ENV: Mapping[str, str] = MappingProxyType({})
+#: ``ctx.auth`` of every call without an identity (Auth is immutable).
+_NO_AUTH = Auth(None)
 
 
 class QueryCtx:
@@ -74,7 +76,7 @@ class QueryCtx:
         self._txn = txn
         self._depth = 0  # nesting of ctx.run_query / ctx.run_mutation
         self.db: DatabaseReader = self._make_db(txn)
-        self.auth = Auth(identity)
+        self.auth = _NO_AUTH if identity is None else Auth(identity)
         self.now = now
         self._seed = seed
         self._random: random.Random | None = None

@@ -98,8 +98,10 @@ class Database:
 
     def catalog_at(self, rtxn: Any) -> CatalogView:
         """The catalog as of an LMDB txn; decoded once per catalog version."""
-        raw = rtxn.get(b"catalog_v", db=self.storage.meta)
-        version = _U64.unpack(raw)[0] if raw is not None else 0
+        return self.catalog_view(rtxn, self.storage.head(rtxn)[1])
+
+    def catalog_view(self, rtxn: Any, version: int) -> CatalogView:
+        """The catalog of ``version``, read from ``rtxn`` unless it is cached."""
         cached = self._catalog
         if cached[0] == version:
             return cached[1]

@@ -10,7 +10,7 @@ Invariants, checked on one consistent snapshot:
    that produces exactly that key (no orphans, no stale keys);
 4. index keys decode as sort keys (key order is byte order, which LMDB keeps);
 5. per index, the entry count equals the table's document count;
-6. the log is ordered and no entry is newer than ``latest_ts``.
+6. the log is ordered and no entry is newer than the head.
 
 Cost: one pass over ``documents`` and one over ``indexes``; memory
 proportional to the number of index entries of one table at a time is not
@@ -135,8 +135,7 @@ def check(db: Database) -> dict[str, Any]:
                     )
             report["tables"][table.name] = entry
         # 6: the log.
-        raw = rtxn.get(b"latest_ts", db=storage.meta)
-        latest = _U64.unpack(raw)[0] if raw is not None else 0
+        latest = storage.head(rtxn)[0]
         entries = 0
         previous = -1
         cursor = rtxn.cursor(db=storage.log)

@@ -50,7 +50,8 @@ def _load_catalog(wtxn: Any, db: Database) -> Catalog:
 
 def _store_catalog(wtxn: Any, db: Database, catalog: Catalog) -> None:
     wtxn.put(b"catalog", encode_catalog(catalog), db=db.storage.meta)
-    wtxn.put(b"catalog_v", _U64.pack(catalog.version), db=db.storage.meta)
+    latest, _ = db.storage.head(wtxn)
+    db.storage.put_head(wtxn, latest, catalog.version)
 
 
 def _resolver(catalog: Catalog) -> Any:

@@ -77,11 +77,19 @@ class DatabaseReader(_Reads):
             return ctx.db.get(id)
     """
 
-    __slots__ = ("system",)
+    __slots__ = ("_system",)
 
     def __init__(self, txn: Transaction) -> None:
-        super().__init__(txn)
-        self.system = SystemReader(txn)
+        self._txn = txn
+        self._system: SystemReader | None = None
+
+    @property
+    def system(self) -> SystemReader:
+        """The reader of system tables (made on first use)."""
+        system = self._system
+        if system is None:
+            system = self._system = SystemReader(self._txn)
+        return system
 
     def get(self, document_id: str) -> dict[str, Any] | None:
         """The document with this id, or None. Cost: one lookup; records a point read.

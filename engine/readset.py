@@ -46,7 +46,7 @@ class ReadSet:
     when the count passes the limit (to count merged intervals as Convex does).
     """
 
-    __slots__ = ("_intervals", "_merged", "_points")
+    __slots__ = ("_intervals", "_merged", "_points", "_room")
 
     def __init__(self) -> None:
         #: Scan intervals: live objects that running scans keep widening.
@@ -55,6 +55,8 @@ class ReadSet:
         self._points: list[bytes] = []
         #: Points folded together by earlier merges (immutable pairs).
         self._merged: list[tuple[bytes, bytes]] = []
+        #: How many point reads fit before the count must be checked by merging.
+        self._room = MAX_READ_RANGES
 
     def __len__(self) -> int:
         return len(self._intervals) + len(self._points) + len(self._merged)
@@ -63,7 +65,7 @@ class ReadSet:
         """Record a read of exactly ``key``. Cost: one append (no object per point)."""
         points = self._points
         points.append(key)
-        if len(points) + len(self._intervals) + len(self._merged) > MAX_READ_RANGES:
+        if len(points) > self._room:
             self._merge()
 
     def add_interval(self, lo: bytes, hi: bytes) -> Interval:
@@ -74,7 +76,8 @@ class ReadSet:
 
     def _add(self, interval: Interval) -> None:
         self._intervals.append(interval)
-        if len(self) > MAX_READ_RANGES:
+        self._room -= 1
+        if len(self._points) > self._room:
             self._merge()
 
     def _merge(self) -> None:
@@ -83,18 +86,18 @@ class ReadSet:
         Only point reads are folded together: scan intervals stay as the live
         objects their scans keep widening, or the read set would lose reads.
         """
-        if True:
-            merged = self.freeze()
-            if len(merged) > MAX_READ_RANGES:
-                raise LimitExceeded(
-                    f"Too many reads in a single function execution (limit: {MAX_READ_RANGES}). "
-                    "Consider using smaller limits in your queries, paginating your queries, or "
-                    "using indexed queries with a selective index range expressions.",
-                    limit="TooManyReads",
-                )
-            folded = [(key, key + b"\x00") for key in self._points]
-            self._merged = FrozenReadSet([*self._merged, *folded]).pairs()
-            self._points = []
+        merged = self.freeze()
+        if len(merged) > MAX_READ_RANGES:
+            raise LimitExceeded(
+                f"Too many reads in a single function execution (limit: {MAX_READ_RANGES}). "
+                "Consider using smaller limits in your queries, paginating your queries, or "
+                "using indexed queries with a selective index range expressions.",
+                limit="TooManyReads",
+            )
+        folded = [(key, key + b"\x00") for key in self._points]
+        self._merged = FrozenReadSet([*self._merged, *folded]).pairs()
+        self._points = []
+        self._room = MAX_READ_RANGES - len(self._intervals) - len(self._merged)
 
     def extend(self, other: ReadSet) -> None:
         """Add every interval of ``other`` (a nested query's reads)."""
@@ -104,6 +107,9 @@ class ReadSet:
             self.add_point(key)
         for lo, hi in other._merged:
             self._merged.append((lo, hi))
+            self._room -= 1
+        if len(self._points) > self._room:
+            self._merge()
 
     def freeze(self) -> FrozenReadSet:
         """The merged, sorted, immutable form used for overlap tests."""

@@ -15,7 +15,7 @@ stopped with the last) follows the ``log``. For each batch of new commits it:
 Commits made through this process wake the worker at once, and the mutation
 call returns only after the worker has caught up with its commit
 (read-your-writes). Commits of other processes are found by polling
-``latest_ts`` every :attr:`SubscriptionManager.poll_interval` seconds.
+the head every :attr:`SubscriptionManager.poll_interval` seconds.
 
 Identical subscriptions (same function, arguments and identity) share one
 execution. A paginated query keeps its page boundary across re-runs: the end
@@ -397,8 +397,7 @@ class SubscriptionManager:
         storage = self._db.storage
         changed: list[_Watched] = []
         with storage.read() as rtxn:
-            raw = rtxn.get(b"latest_ts", db=storage.meta)
-            latest = _U64.unpack(raw)[0] if raw is not None else 0
+            latest = storage.head(rtxn)[0]
             with self._lock:  # the interval index changes under subscribe/close
                 affected = self._affected(rtxn, latest)
             todo = [w for w in new if w.result is _NOTHING and w.error is None]

@@ -36,6 +36,8 @@ from .errors import (
 )
 from .indexing import KeyPlan
 from .readset import ReadSet
+from .storage import HEAD as _HEAD
+from .storage import HEAD_KEY
 from .values import UNSET, convert_document, values_equal
 from .writeset import WriteSet
 
@@ -102,6 +104,26 @@ class Transaction:
             txn.close()
     """
 
+    __slots__ = (
+        "_next_creation_time",
+        "_owns_rtxn",
+        "_plans",
+        "_rtxn",
+        "_storage",
+        "bytes_read",
+        "bytes_written",
+        "catalog",
+        "db",
+        "documents_read",
+        "journal",
+        "paginated",
+        "reads",
+        "snapshot_ts",
+        "system_writes",
+        "writable",
+        "writes",
+    )
+
     def __init__(self, db: Database, *, writable: bool, rtxn: Any = None) -> None:
         self.db = db
         self.writable = writable
@@ -111,9 +133,10 @@ class Transaction:
         self._owns_rtxn = rtxn is None
         self._rtxn: Any = db.storage.begin_read() if rtxn is None else rtxn
         try:
-            raw_ts = self._rtxn.get(b"latest_ts", db=db.storage.meta)
-            self.snapshot_ts: int = _U64.unpack(raw_ts)[0] if raw_ts is not None else 0
-            self.catalog: CatalogView = db.catalog_at(self._rtxn)
+            raw = self._rtxn.get(HEAD_KEY, db=db.storage.meta)
+            ts, version = (0, 0) if raw is None else _HEAD.unpack(raw)
+            self.snapshot_ts: int = ts
+            self.catalog: CatalogView = db.catalog_view(self._rtxn, version)
         except BaseException:
             self.close()
             raise
@@ -242,15 +265,26 @@ class Transaction:
 
     def get(self, document_id: str) -> dict[str, Any] | None:
         """The document with this id, or None. Cost: one B-tree lookup, one decode."""
-        table, doc_key, internal_id = self._locate(document_id)
-        if table is None:
-            return None
-        self.reads.add_point(table.by_id.prefix + internal_id)
+        # The common case inline (an id seen before, of a committed table): this
+        # is the hottest call in most apps.
+        decoded = _DECODED_IDS.get(document_id) if type(document_id) is str else None
+        known = None if decoded is None else self.catalog.by_id_prefix.get(decoded[0])
+        if known is None:
+            table, doc_key, internal_id = self._locate(document_id)
+            if table is None:
+                return None
+            self.reads.add_point(table.by_id.prefix + internal_id)
+        else:
+            _, internal_id, doc_key = decoded  # type: ignore[misc]
+            self.reads.add_point(known[1] + internal_id)
         pending = self.writes.documents
-        if doc_key in pending:
+        if pending and doc_key in pending:
             raw = pending[doc_key]
             return None if raw is None else decode_document(raw)
-        found = self._txn().get(doc_key, db=self._storage.documents)
+        rtxn = self._rtxn
+        if rtxn is None:
+            rtxn = self._txn()  # raises: the transaction has finished
+        found = rtxn.get(doc_key, db=self._storage.documents)
         if found is None:
             return None
         # Decoded straight from LMDB's buffer: no copy of the stored bytes.

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, EngineError, FormatError, StorageError
-from engine.storage import open_storage
+from engine.storage import FORMAT_VERSION, open_storage
 
 
 def test_format_version_is_stored_and_checked(db_path: Path) -> None:
     storage = open_storage(str(db_path), durability="none")
     storage.write(lambda txn: txn.put(b"format", b"999", db=storage.meta))
     storage.release()
-    with pytest.raises(FormatError, match="format version 999.*reads format 1"):
+    with pytest.raises(FormatError, match=f"format version 999.*reads format {FORMAT_VERSION}"):
         Engine.open(db_path)
 
 
@@ -34,6 +34,55 @@ def test_map_grows_without_failing_a_write(db_path: Path) -> None:
             assert bytes(txn.get(b"3-299", db=storage.documents)) == blob
     finally:
         storage.release()
+
+
+def test_map_grows_while_other_threads_read(db_path: Path) -> None:
+    """The resize waits for active readers and holds new ones back (the gate)."""
+    import threading
+    import time
+
+    storage = open_storage(str(db_path), durability="none", map_size=1 << 20)
+    storage.write(lambda txn: txn.put(b"anchor", b"a" * 100, db=storage.documents))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    reads = [0]
+
+    def reader() -> None:
+        # Each read holds its snapshot across a sleep and reads the zero-copy
+        # buffer afterwards: if the map were remapped under an active reader,
+        # the buffer would point at unmapped memory. (Sleeping, not spinning:
+        # threads that spin on LMDB calls, which release the GIL, can starve
+        # the writer of the GIL.)
+        try:
+            while not stop.is_set():
+                with storage.read() as txn:
+                    value = txn.get(b"anchor", db=storage.documents)
+                    time.sleep(0.002)
+                    assert bytes(value) == b"a" * 100
+                reads[0] += 1
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        before = storage.map_size
+        blob = b"x" * 4096
+        for batch in range(8):
+            storage.write(
+                lambda txn, b=batch: [
+                    txn.put(f"{b}-{i}".encode(), blob, db=storage.documents) for i in range(300)
+                ]
+            )
+        assert storage.map_size > before
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        storage.release()
+    assert not errors
+    assert reads[0] > 0
 
 
 def test_same_folder_is_shared_within_a_process(db_path: Path) -> None:
