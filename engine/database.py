@@ -200,6 +200,14 @@ class Database:
                 "call each other with ctx.run_query / ctx.run_mutation, which join the running "
                 "transaction; calling the engine again would wait for this transaction forever."
             )
+        if not writable:  # the common case, kept short: no write set, no commit
+            txn = Transaction(self, writable=False)
+            local.depth = 1
+            try:
+                return fn(txn), txn.snapshot_ts
+            finally:
+                local.depth = 0
+                txn.close()
         attempt = 0
         while True:
             txn = self.begin(writable=writable)

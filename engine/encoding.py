@@ -17,6 +17,7 @@ import msgspec
 __all__ = [
     "decode",
     "decode_document",
+    "document_decoder",
     "encode",
     "encode_document",
     "typed_decoder",
@@ -42,6 +43,11 @@ def typed_decoder(tp: type[T]) -> Callable[[bytes | memoryview], T]:
 def encode_document(document: dict[str, Any]) -> bytes:
     """Encode a converted document (system fields included). Cost: one msgpack pass."""
     return _encoder.encode(document)
+
+
+def document_decoder() -> Callable[[bytes | memoryview], dict[str, Any]]:
+    """:func:`decode_document` as a bound C method, for hot loops (no Python frame)."""
+    return _document_decoder.decode
 
 
 def decode_document(data: bytes | memoryview) -> dict[str, Any]:

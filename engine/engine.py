@@ -131,7 +131,7 @@ class Engine:
         ``ref`` is a decorated function or its name (``"messages:list"``);
         ``auth`` a raw token, a verified identity, or None.
         """
-        return self._live().call(ref, args, auth, kind="query")
+        return self._live().query(ref, args, auth)
 
     def mutation(self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None) -> Any:
         """Run a public mutation; returns once it is committed (durably in ``full`` mode).

@@ -46,27 +46,35 @@ class ReadSet:
     when the count passes the limit (to count merged intervals as Convex does).
     """
 
-    __slots__ = ("_intervals", "_merged", "_points", "_room")
+    __slots__ = ("_intervals", "_merged", "points", "room")
+
+    # ``points`` and ``room`` are public for the hottest caller (a point get):
+    # it may append to ``points`` itself and must call :meth:`check_room` when
+    # ``len(points) > room``, exactly as :meth:`add_point` does.
 
     def __init__(self) -> None:
         #: Scan intervals: live objects that running scans keep widening.
         self._intervals: list[Interval] = []
         #: Point reads since the last merge.
-        self._points: list[bytes] = []
+        self.points: list[bytes] = []
         #: Points folded together by earlier merges (immutable pairs).
         self._merged: list[tuple[bytes, bytes]] = []
         #: How many point reads fit before the count must be checked by merging.
-        self._room = MAX_READ_RANGES
+        self.room = MAX_READ_RANGES
 
     def __len__(self) -> int:
-        return len(self._intervals) + len(self._points) + len(self._merged)
+        return len(self._intervals) + len(self.points) + len(self._merged)
 
     def add_point(self, key: bytes) -> None:
         """Record a read of exactly ``key``. Cost: one append (no object per point)."""
-        points = self._points
+        points = self.points
         points.append(key)
-        if len(points) > self._room:
+        if len(points) > self.room:
             self._merge()
+
+    def check_room(self) -> None:
+        """Fold point reads together, raising past Convex's limit (see ``points``)."""
+        self._merge()
 
     def add_interval(self, lo: bytes, hi: bytes) -> Interval:
         """Record ``[lo, hi)``; the returned interval may be widened by the caller."""
@@ -76,8 +84,8 @@ class ReadSet:
 
     def _add(self, interval: Interval) -> None:
         self._intervals.append(interval)
-        self._room -= 1
-        if len(self._points) > self._room:
+        self.room -= 1
+        if len(self.points) > self.room:
             self._merge()
 
     def _merge(self) -> None:
@@ -94,27 +102,27 @@ class ReadSet:
                 "using indexed queries with a selective index range expressions.",
                 limit="TooManyReads",
             )
-        folded = [(key, key + b"\x00") for key in self._points]
+        folded = [(key, key + b"\x00") for key in self.points]
         self._merged = FrozenReadSet([*self._merged, *folded]).pairs()
-        self._points = []
-        self._room = MAX_READ_RANGES - len(self._intervals) - len(self._merged)
+        self.points.clear()  # the same list: hot paths hold on to it
+        self.room = MAX_READ_RANGES - len(self._intervals) - len(self._merged)
 
     def extend(self, other: ReadSet) -> None:
         """Add every interval of ``other`` (a nested query's reads)."""
         for interval in other._intervals:
             self._add(interval)
-        for key in other._points:
+        for key in other.points:
             self.add_point(key)
         for lo, hi in other._merged:
             self._merged.append((lo, hi))
-            self._room -= 1
-        if len(self._points) > self._room:
+            self.room -= 1
+        if len(self.points) > self.room:
             self._merge()
 
     def freeze(self) -> FrozenReadSet:
         """The merged, sorted, immutable form used for overlap tests."""
         pairs = [(i.lo, i.hi) for i in self._intervals]
-        pairs.extend((key, key + b"\x00") for key in self._points)
+        pairs.extend((key, key + b"\x00") for key in self.points)
         pairs.extend(self._merged)
         return FrozenReadSet(pairs)
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ids, keys
 from .catalog import BY_ID, NEXT_TABLE_KEY, Catalog, CatalogView, IndexDef, TableDef, catalog_key
-from .encoding import decode_document, encode_document
+from .encoding import decode_document, document_decoder, encode_document
 from .errors import (
     DocumentNotFound,
     InvalidId,
@@ -60,6 +60,7 @@ _SYSTEM_FIELDS = ("_id", "_creationTime")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
+_decode_document = document_decoder()  # decode_document without a Python frame
 #: Decoding an id (base32, checksum) costs microseconds; ids are read again and
 #: again, so decoded ids are cached (pure function, bounded size).
 _DECODED_IDS: dict[str, tuple[int, bytes, bytes]] = {}
@@ -127,16 +128,18 @@ class Transaction:
     def __init__(self, db: Database, *, writable: bool, rtxn: Any = None) -> None:
         self.db = db
         self.writable = writable
-        self._storage = db.storage
+        storage = self._storage = db.storage
         #: A shared LMDB txn (subscriptions re-run many queries on one snapshot) is
         #: not ours to close.
         self._owns_rtxn = rtxn is None
-        self._rtxn: Any = db.storage.begin_read() if rtxn is None else rtxn
+        if rtxn is None:
+            rtxn = storage.begin_read()
+        self._rtxn: Any = rtxn
         try:
-            raw = self._rtxn.get(HEAD_KEY, db=db.storage.meta)
+            raw = rtxn.get(HEAD_KEY, db=storage.meta)
             ts, version = (0, 0) if raw is None else _HEAD.unpack(raw)
             self.snapshot_ts: int = ts
-            self.catalog: CatalogView = db.catalog_view(self._rtxn, version)
+            self.catalog: CatalogView = db.catalog_view(rtxn, version)
         except BaseException:
             self.close()
             raise
@@ -276,7 +279,11 @@ class Transaction:
             self.reads.add_point(table.by_id.prefix + internal_id)
         else:
             _, internal_id, doc_key = decoded  # type: ignore[misc]
-            self.reads.add_point(known[1] + internal_id)
+            reads = self.reads
+            points = reads.points  # ReadSet.add_point, inline
+            points.append(known[1] + internal_id)
+            if len(points) > reads.room:
+                reads.check_room()
         pending = self.writes.documents
         if pending and doc_key in pending:
             raw = pending[doc_key]
@@ -292,7 +299,7 @@ class Transaction:
         self.bytes_read += len(found)
         if self.documents_read > MAX_DOCUMENTS_READ or self.bytes_read > MAX_BYTES_READ:
             self._count_read(0)
-        return decode_document(found)
+        return _decode_document(found)
 
     def scan(
         self, table: TableDef, index: IndexDef, lo: bytes, hi: bytes, reverse: bool = False
