@@ -19,7 +19,7 @@ from typing import Any
 import lmdb
 import msgspec
 
-__all__ = ["RawLmdbStore", "SqliteStore", "make_documents"]
+__all__ = ["RawLmdbLayoutStore", "RawLmdbStore", "SqliteStore", "make_documents"]
 
 
 def make_documents(n: int, seed: int = 1) -> list[dict[str, Any]]:
@@ -126,6 +126,39 @@ class SqliteStore:
     @staticmethod
     def keyset_position(row: tuple[Any, int, dict[str, Any]]) -> tuple[Any, int]:
         return row[0], row[1]
+
+
+class RawLmdbLayoutStore:
+    """py-lmdb writing what one convexlite commit writes, and nothing else.
+
+    Per insert: the document under a random 20-byte key in ``documents``, one
+    ``by_creation_time`` key (ascending) in ``indexes``, a log entry (8-byte
+    timestamp key, the written keys as value) in ``log`` and the 16-byte head
+    in ``meta``: four sub-databases, one of them written at a random place.
+    This is the physical limit of convexlite's storage layout, where
+    :class:`RawLmdbStore` (sequential ids) is the limit of LMDB itself.
+    """
+
+    def __init__(self, path: str, sync: bool = True) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.env = lmdb.open(path, map_size=8 << 30, max_dbs=8, sync=sync, metasync=sync)
+        self.documents = self.env.open_db(b"documents")
+        self.indexes = self.env.open_db(b"indexes")
+        self.log = self.env.open_db(b"log")
+        self.meta = self.env.open_db(b"meta")
+        self.encode = msgspec.msgpack.Encoder().encode
+        self.next = 0
+
+    def insert_one(self, doc: dict[str, Any]) -> bytes:
+        self.next += 1
+        doc_key = struct.pack(">I", 10001) + os.urandom(16)
+        index_key = struct.pack(">IQ", 2, self.next) + doc_key[4:]
+        with self.env.begin(write=True) as txn:
+            txn.put(doc_key, self.encode(doc), db=self.documents)
+            txn.put(index_key, b"", db=self.indexes)
+            txn.put(struct.pack(">Q", self.next), self.encode([doc_key, index_key]), db=self.log)
+            txn.put(b"head", struct.pack(">QQ", self.next, 1), db=self.meta)
+        return doc_key
 
 
 _ID = struct.Struct(">QQ")

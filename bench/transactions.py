@@ -3,7 +3,9 @@
 convexlite (durability "full", group commit) with 1, 4 and 16 threads and with
 2 processes, beside sqlite3 (WAL, synchronous FULL and NORMAL, 1 and 16
 threads with one connection each) and raw py-lmdb with ``sync=True`` (one
-thread: LMDB's single writer is the physical limit without group commit).
+thread: LMDB's single writer is the physical limit without group commit),
+both as a plain store (sequential ids, two index sub-databases) and writing
+exactly what a convexlite commit writes (:class:`RawLmdbLayoutStore`).
 Each measured call commits a batch spread over the threads, so latency
 figures are per mutation (batch time / batch size).
 """
@@ -18,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .baselines import RawLmdbStore, SqliteStore, make_documents
+from .baselines import RawLmdbLayoutStore, RawLmdbStore, SqliteStore, make_documents
 
 
 def _doc(i: int) -> dict[str, Any]:
@@ -116,6 +118,15 @@ def run(report: Any) -> None:
             seconds=seconds,
             group="durable single-document mutations, 1 threads",
             system="raw lmdb sync",
+        )
+        layout = RawLmdbLayoutStore(os.path.join(folder, "raw-layout"), sync=True)
+        report.measure(
+            "durable insert, 1 thread(s)",
+            lambda: [layout.insert_one(d) for d in docs],
+            ops_per_call=len(docs),
+            seconds=seconds,
+            group="durable single-document mutations, 1 threads",
+            system="raw lmdb sync, convexlite's layout",
         )
         _hot_key(report, os.path.join(folder, "hot"), quick)
 

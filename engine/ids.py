@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import re
+from itertools import accumulate
 from typing import Final
 
 from .errors import InvalidId
@@ -79,11 +80,9 @@ def new_internal_id(random_bytes: bytes, now_ms: float) -> bytes:
 
 
 def _fletcher16(data: bytes) -> int:
-    sum1 = sum2 = 0
-    for byte in data:
-        sum1 = (sum1 + byte) & 0xFF
-        sum2 = (sum2 + sum1) & 0xFF
-    return sum2 << 8 | sum1
+    # sum1 is the running sum of the bytes and sum2 the sum of the running sums,
+    # both modulo 256; reducing once at the end gives the same result.
+    return (sum(accumulate(data)) & 0xFF) << 8 | (sum(data) & 0xFF)
 
 
 def _varint(n: int) -> bytes:
