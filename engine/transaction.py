@@ -351,7 +351,7 @@ class Transaction:
                     raise AssertionError(f"index entry {key!r} points to a missing document")
                 raw = bytes(found)
                 self._count_read(len(raw))
-            yield key, decode_document(raw)
+            yield key, _decode_document(raw)
         if reverse:
             interval.lo = lo
         else:
@@ -384,7 +384,7 @@ class Transaction:
         get = rtxn.get
         documents_db = self._storage.documents
         table_prefix = table.prefix
-        decode = decode_document
+        decode = _decode_document
         out: list[dict[str, Any]] = []
         append = out.append
         read = 0
