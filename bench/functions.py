@@ -1,6 +1,7 @@
 """The function runtime's overhead: calls/s through ``Engine`` beside raw py-lmdb.
 
-An empty query, a one-document query (``db.get``) and a one-insert mutation
+An empty query (registered, with argument and return validation, and inline:
+``engine.query(lambda ctx: ...)``), a one-document query (``db.get``) and a one-insert mutation
 (durability ``none`` and ``full``), each beside the same storage work done
 directly on py-lmdb + msgspec, so the runtime's cost shows as a ratio.
 """
@@ -43,6 +44,13 @@ def run(report: Any) -> None:
                 seconds=seconds,
                 group="empty query",
                 system="convexlite",
+            )
+            report.measure(
+                "empty query",
+                lambda: engine.query(lambda ctx: None),
+                seconds=seconds,
+                group="empty query",
+                system="convexlite inline",
             )
             report.measure(
                 "empty query",
