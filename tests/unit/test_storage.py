@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine, EngineError, FormatError, StorageError
-from engine.storage import FORMAT_VERSION, open_storage
+from engine.storage import FORMAT_VERSION, Storage, open_storage
 
 
 def test_format_version_is_stored_and_checked(db_path: Path) -> None:
@@ -18,20 +18,27 @@ def test_format_version_is_stored_and_checked(db_path: Path) -> None:
         Engine.open(db_path)
 
 
+BLOB = b"x" * 4096
+
+
+def fill_past_the_map(storage: Storage, batches: int) -> None:
+    """Write ``batches`` transactions of 300 4-KiB values (1.2 MiB each)."""
+    for batch in range(batches):
+        storage.write(
+            lambda txn, b=batch: [
+                txn.put(f"{b}-{i}".encode(), BLOB, db=storage.documents) for i in range(300)
+            ]
+        )
+
+
 def test_map_grows_without_failing_a_write(db_path: Path) -> None:
     storage = open_storage(str(db_path), durability="none", map_size=1 << 20)
     try:
         before = storage.map_size
-        blob = b"x" * 4096
-        for batch in range(4):
-            storage.write(
-                lambda txn, b=batch: [
-                    txn.put(f"{b}-{i}".encode(), blob, db=storage.documents) for i in range(300)
-                ]
-            )
+        fill_past_the_map(storage, batches=4)
         assert storage.map_size > before
         with storage.read() as txn:
-            assert bytes(txn.get(b"3-299", db=storage.documents)) == blob
+            assert bytes(txn.get(b"3-299", db=storage.documents)) == BLOB
     finally:
         storage.release()
 
@@ -68,13 +75,7 @@ def test_map_grows_while_other_threads_read(db_path: Path) -> None:
         thread.start()
     try:
         before = storage.map_size
-        blob = b"x" * 4096
-        for batch in range(8):
-            storage.write(
-                lambda txn, b=batch: [
-                    txn.put(f"{b}-{i}".encode(), blob, db=storage.documents) for i in range(300)
-                ]
-            )
+        fill_past_the_map(storage, batches=8)
         assert storage.map_size > before
     finally:
         stop.set()
