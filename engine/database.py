@@ -209,7 +209,9 @@ class Database:
                 local.depth = 0
                 txn.close()
         attempt = 0
+        committer = self.committer
         while True:
+            committer.yield_to_commit()
             txn = self.begin(writable=writable)
             local.depth += 1
             try:
