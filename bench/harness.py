@@ -112,12 +112,47 @@ class Report:
             samples.append((time.perf_counter_ns() - start) / 1000 / ops_per_call)
             if len(samples) > 1_000_000:
                 break
+        return self._record(name, system, group or name, samples, ops_per_call)
+
+    def measure_interleaved(
+        self,
+        name: str,
+        fns: dict[str, Callable[[], object]],
+        *,
+        group: str,
+        ops_per_call: int = 1,
+        seconds: float = 1.0,
+    ) -> list[Measurement]:
+        """Measure several systems in alternation: one call of each, round after round.
+
+        For figures that drift over a run (fsync latency on a shared disk), so
+        that every system sees the same conditions; ``fns`` maps system → call.
+        """
+        if self.quick:
+            seconds = min(seconds, 0.2)
+        for fn in fns.values():
+            fn()  # warm-up
+        samples: dict[str, list[float]] = {system: [] for system in fns}
+        deadline = time.perf_counter() + seconds * len(fns)
+        while time.perf_counter() < deadline or min(map(len, samples.values())) < 5:
+            for system, fn in fns.items():
+                start = time.perf_counter_ns()
+                fn()
+                samples[system].append((time.perf_counter_ns() - start) / 1000 / ops_per_call)
+        return [
+            self._record(name, system, group, values, ops_per_call)
+            for system, values in samples.items()
+        ]
+
+    def _record(
+        self, name: str, system: str, group: str, samples: list[float], ops_per_call: int
+    ) -> Measurement:
         ordered = sorted(samples)
         total_us = sum(samples) * ops_per_call
         measurement = Measurement(
             name=name,
             system=system,
-            group=group or name,
+            group=group,
             ops_per_sec=(len(samples) * ops_per_call) / (total_us / 1e6) if total_us else 0.0,
             p50_us=statistics.median(ordered),
             p90_us=_percentile(ordered, 0.9),

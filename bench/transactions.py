@@ -56,7 +56,8 @@ def run(report: Any) -> None:
     seconds = 0.5 if quick else 2.0
     with tempfile.TemporaryDirectory() as folder:
         with Engine.open(os.path.join(folder, "cl"), durability="full") as engine:
-            for threads in (1, 4, 16):
+            _one_thread(report, engine, folder, per_thread, seconds)
+            for threads in (4, 16):
                 with ThreadPoolExecutor(threads) as pool:
                     batch = _convexlite_batch(engine, pool, threads, per_thread)
                     report.measure(
@@ -86,7 +87,7 @@ def run(report: Any) -> None:
             round(2 * count / elapsed),
         )
         for synchronous in ("FULL", "NORMAL"):
-            for threads in (1, 16):
+            for threads in (16,):
                 store = SqliteStore(
                     os.path.join(folder, f"sqlite-{synchronous}-{threads}.db"),
                     synchronous=synchronous,
@@ -109,26 +110,33 @@ def run(report: Any) -> None:
                         group=f"durable single-document mutations, {threads} threads",
                         system=f"sqlite3 WAL {synchronous}",
                     )
-        raw = RawLmdbStore(os.path.join(folder, "raw"), sync=True)
-        docs = make_documents(per_thread)
-        report.measure(
-            "durable insert, 1 thread(s)",
-            lambda: [raw.insert_one(d) for d in docs],
-            ops_per_call=len(docs),
-            seconds=seconds,
-            group="durable single-document mutations, 1 threads",
-            system="raw lmdb sync",
-        )
-        layout = RawLmdbLayoutStore(os.path.join(folder, "raw-layout"), sync=True)
-        report.measure(
-            "durable insert, 1 thread(s)",
-            lambda: [layout.insert_one(d) for d in docs],
-            ops_per_call=len(docs),
-            seconds=seconds,
-            group="durable single-document mutations, 1 threads",
-            system="raw lmdb sync, convexlite's layout",
-        )
         _hot_key(report, os.path.join(folder, "hot"), quick)
+
+
+def _one_thread(report: Any, engine: Any, folder: str, count: int, seconds: float) -> None:
+    """One thread, every system in alternation: fsync latency drifts during a run."""
+    docs = make_documents(count)
+    sqlite = {
+        mode: SqliteStore(os.path.join(folder, f"sqlite-{mode}-1.db"), synchronous=mode)
+        for mode in ("FULL", "NORMAL")
+    }
+    raw = RawLmdbStore(os.path.join(folder, "raw"), sync=True)
+    layout = RawLmdbLayoutStore(os.path.join(folder, "raw-layout"), sync=True)
+    report.measure_interleaved(
+        "durable insert, 1 thread(s)",
+        {
+            "convexlite full": lambda: [
+                engine.run(lambda ctx, d=d: ctx.db.insert("people", d)) for d in docs
+            ],
+            "sqlite3 WAL FULL": lambda: [sqlite["FULL"].insert_one(d) for d in docs],
+            "sqlite3 WAL NORMAL": lambda: [sqlite["NORMAL"].insert_one(d) for d in docs],
+            "raw lmdb sync": lambda: [raw.insert_one(d) for d in docs],
+            "raw lmdb sync, convexlite's layout": lambda: [layout.insert_one(d) for d in docs],
+        },
+        group="durable single-document mutations, 1 threads",
+        ops_per_call=count,
+        seconds=seconds,
+    )
 
 
 def _hot_key(report: Any, path: str, quick: bool) -> None:
