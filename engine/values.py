@@ -1,4 +1,4 @@
-"""Convex's value model in Python: checking, normalizing, sizing, ordering and equality.
+"""Convex's value model in Python: checking, normalizing and sizing values.
 
 A Convex value is one of ``None`` (null), ``int`` (Int64), ``float`` (Float64),
 ``bool`` (Boolean), ``str`` (String, also ids), ``bytes`` (Bytes), ``list``
@@ -9,10 +9,10 @@ missing field (Convex's ``undefined``): it is never stored, removes a field in
 :func:`convert` checks a Python value against the model and returns its stored
 form; :func:`convert_document` adds the rules for a whole document. Both run on
 every write, so they are one recursive pass with type dispatch and return their
-input unchanged (no copy) when it is already in stored form. :func:`compare` is
-Convex's total order, :func:`values_equal` its equality (``1 != 1.0``,
-``0.0 != -0.0``, NaN equals NaN with the same bits); :mod:`engine.keys` encodes
-the same order as bytes.
+input unchanged (no copy) when it is already in stored form. Convex's order
+and equality live in :mod:`engine.ordering`, the way values appear in messages
+in :mod:`engine.formatting`, :data:`UNSET` in :mod:`engine.unset`; this module
+re-exports them.
 
 Example::
 
@@ -25,12 +25,13 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import re
-import struct
 from typing import Any, Final, NoReturn, TypeAlias
 
 from .errors import LimitExceeded, ValidationError
+from .formatting import format_value, human_size, int_text, short_repr, type_name
+from .ordering import compare, values_equal
+from .unset import UNSET
 
 __all__ = [
     "MAX_ARRAY_LENGTH",
@@ -67,43 +68,11 @@ MAX_DOCUMENT_SIZE: Final = 1 << 20
 SYSTEM_FIELDS: Final = frozenset({"_id", "_creationTime"})
 
 
-class _Unset:
-    """The type of :data:`UNSET`; there is exactly one instance."""
-
-    __slots__ = ()
-    _instance: _Unset | None = None
-
-    def __new__(cls) -> _Unset:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __reduce__(self) -> str:
-        return "UNSET"  # pickle by reference to this module's global: stays the singleton
-
-    def __copy__(self) -> _Unset:
-        return self
-
-    def __deepcopy__(self, memo: object) -> _Unset:
-        return self
-
-
-#: A missing field (Convex's ``undefined``): removes a field in ``patch``; the smallest value.
-UNSET: Final = _Unset()
-
 _INT_RANGE_HINT = (
     f"Int64 values must lie in {MIN_INT64}..{MAX_INT64}; store larger numbers as a float or a str."
 )
 _ALLOWED = "expected None, bool, int, float, str, bytes, list or dict"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_DOUBLE = struct.Struct(">d")
-_DOUBLE_BITS = struct.Struct(">q")
 
 # Field names already known to be valid: most documents repeat the same few, so
 # the check is usually one set lookup. Bounded so hostile input cannot grow it.
@@ -219,8 +188,8 @@ def convert_document(document: object, *, path: str = "$") -> dict[str, Value]:
     _check_system_fields(converted, path)
     if size[0] > MAX_DOCUMENT_SIZE:
         raise LimitExceeded(
-            f"Value is too large ({_human_size(size[0])} > maximum size "
-            f"{_human_size(MAX_DOCUMENT_SIZE)}): the document at {path} measures {size[0]} "
+            f"Value is too large ({human_size(size[0])} > maximum size "
+            f"{human_size(MAX_DOCUMENT_SIZE)}): the document at {path} measures {size[0]} "
             f"bytes, over the limit of {MAX_DOCUMENT_SIZE}. Move large fields to file storage "
             "or split the document.",
             limit="DocumentTooLarge",
@@ -265,7 +234,7 @@ def _convert(x: Any, remaining: int, size: list[int]) -> Any:
             return x
         raise _Reject(
             "{0} does not fit into a 64-bit signed integer. (at {path}) {1}",
-            _int_text(x),
+            int_text(x),
             _INT_RANGE_HINT,
         )
     if t is dict:
@@ -379,7 +348,7 @@ def _field_name(key: object) -> str:
         raise _Reject(
             "Object keys must be str; found key {0} of type {1} (at {path}). Convert the "
             "key with str(), or store the mapping as a list of [key, value] pairs.",
-            _short_repr(key),
+            short_repr(key),
             type(key).__name__,
         )
     if type(key) is not str:
@@ -453,7 +422,7 @@ def _convert_other(x: Any, remaining: int, size: list[int]) -> Any:
     raise _Reject(
         "{0} {1} is not a Convex value (at {path}): {2}.{3}",
         type(x).__name__,
-        _short_repr(x),
+        short_repr(x),
         _ALLOWED,
         _hint(x),
     )
@@ -473,21 +442,6 @@ def _hint(x: object) -> str:
     if hasattr(x, "__dataclass_fields__") or hasattr(x, "__struct_fields__"):
         return " Convert it to a dict first (dataclasses.asdict or msgspec.to_builtins)."
     return ""
-
-
-def _int_text(n: int) -> str:
-    """``str(n)``, except for huge ints (Python refuses to print over 4300 digits)."""
-    if n.bit_length() <= 256:
-        return int.__repr__(n)
-    return f"<int of {n.bit_length()} bits>"
-
-
-def _short_repr(x: object, limit: int = 40) -> str:
-    try:
-        text = repr(x)
-    except Exception:  # a broken __repr__ must not hide the real error
-        text = f"<{type(x).__name__} object>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def nesting(value: object) -> int:
@@ -540,235 +494,3 @@ def value_size(value: Value) -> int:
     if t is dict:
         return 2 + sum(len(key) + 1 + value_size(item) for key, item in value.items())
     raise TypeError(f"value_size expects a converted Convex value, got {type(value).__name__}")
-
-
-_RANKS: Final[dict[type, int]] = {
-    _Unset: 0,
-    type(None): 1,
-    int: 2,
-    float: 3,
-    bool: 4,
-    str: 5,
-    bytes: 6,
-    list: 7,
-    dict: 8,
-}
-
-_TYPE_NAMES: Final[dict[type, str]] = {
-    _Unset: "undefined",
-    type(None): "null",
-    int: "int64",
-    float: "float64",
-    bool: "boolean",
-    str: "string",
-    bytes: "bytes",
-    list: "array",
-    dict: "object",
-}
-
-
-def _rank(value: object) -> int:
-    rank = _RANKS.get(type(value))
-    if rank is None:
-        raise TypeError(
-            f"compare expects converted Convex values (see engine.values.convert), got "
-            f"{type(value).__name__} {_short_repr(value)}"
-        )
-    return rank
-
-
-def _float_order_key(x: float) -> int:
-    """An int whose order is IEEE 754 totalOrder (``f64::total_cmp``)."""
-    bits: int = _DOUBLE_BITS.unpack(_DOUBLE.pack(x))[0]
-    return bits ^ 0x7FFF_FFFF_FFFF_FFFF if bits < 0 else bits
-
-
-def compare(a: Value, b: Value) -> int:
-    """Convex's total order: -1, 0 or 1 as ``a`` sorts before, with or after ``b``.
-
-    ``UNSET < None < int < float < bool < str < bytes < list < dict``; across
-    types only the type decides (``1 < 0.5``). Floats follow IEEE totalOrder
-    (``-NaN < -inf < ... < -0.0 < 0.0 < ... < inf < NaN``); strings compare by
-    code point, which for valid Unicode is exactly the UTF-8 byte order Convex
-    uses; bytes bytewise; lists element-wise with a prefix first; dicts as
-    their (key, value) pairs in sorted key order, a prefix first.
-    :func:`engine.keys.encode` produces bytes with the same order.
-    Cost: proportional to the common prefix of the two values.
-
-    Example::
-
-        >>> compare([1, "a"], [1, "b"]), compare(-0.0, 0.0), compare(None, UNSET)
-        (-1, -1, 1)
-
-    Raises :class:`TypeError` for values not in stored form (convert them first).
-    """
-    ta = type(a)
-    tb = type(b)
-    if ta is not tb:
-        ra, rb = _rank(a), _rank(b)
-        return -1 if ra < rb else 1
-    if ta is float:
-        if a < b:
-            return -1
-        if a > b:
-            return 1
-        ka, kb = _float_order_key(a), _float_order_key(b)  # NaNs, or 0.0 against -0.0
-        return (ka > kb) - (ka < kb)
-    if ta is list:
-        for x, y in zip(a, b, strict=False):
-            c = compare(x, y)
-            if c:
-                return c
-        return (len(a) > len(b)) - (len(a) < len(b))
-    if ta is dict:
-        for x, y in zip(sorted(a), sorted(b), strict=False):
-            if x != y:
-                return -1 if x < y else 1
-            c = compare(a[x], b[y])
-            if c:
-                return c
-        return (len(a) > len(b)) - (len(a) < len(b))
-    if ta is str or ta is int or ta is bytes or ta is bool:
-        return -1 if a < b else (1 if a > b else 0)
-    _rank(a)  # raises for anything outside the model
-    return 0  # None == None, UNSET == UNSET
-
-
-def values_equal(a: Value, b: Value) -> bool:
-    """Convex equality: same type and :func:`compare` would return 0.
-
-    So ``1`` and ``1.0`` differ, ``0.0`` and ``-0.0`` differ, and NaN equals a
-    NaN with the same bits. Cost: one pass over the smaller value.
-
-    Example::
-
-        >>> values_equal({"a": [1]}, {"a": [1]}), values_equal(1, 1.0)
-        (True, False)
-    """
-    if a is b:
-        return True
-    t = type(a)
-    if t is not type(b):
-        return False
-    if t is float:
-        if a == b:
-            return a != 0.0 or math.copysign(1.0, a) == math.copysign(1.0, b)
-        return a != a and b != b and _DOUBLE.pack(a) == _DOUBLE.pack(b)
-    if t is list:
-        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
-    if t is dict:
-        if len(a) != len(b):
-            return False
-        for key, x in a.items():
-            y = b.get(key, UNSET)
-            if y is UNSET or not values_equal(x, y):
-                return False
-        return True
-    return bool(a == b)
-
-
-def type_name(value: object) -> str:
-    """Convex's name for the type of ``value``, for messages.
-
-    ``"null" "int64" "float64" "boolean" "string" "bytes" "array" "object"``,
-    ``"undefined"`` for :data:`UNSET`; what :func:`convert` accepts and
-    normalizes is named after its stored type (a tuple is an ``"array"``);
-    other Python types give their class name (``"set"``).
-    """
-    name = _TYPE_NAMES.get(type(value))
-    if name is not None:
-        return name
-    for base, base_name in _TYPE_NAMES.items():
-        if isinstance(value, base):
-            return base_name
-    if isinstance(value, tuple):
-        return "array"  # what convert makes of it
-    if isinstance(value, (bytearray, memoryview)):
-        return "bytes"
-    return type(value).__name__
-
-
-def format_value(value: object, max_length: int = 80) -> str:
-    """A short rendering of ``value`` for error messages, in Convex's style.
-
-    Strings are JSON-quoted, ints print as ``123`` and floats as ``123.0``
-    (so the two stay apart), special floats as ``NaN``/``inf``/``-inf``,
-    bytes as ``b"..."``, arrays and objects JSON-like. Longer output is cut
-    at ``max_length`` characters with ``...``; cost is bounded by that length.
-
-    Example::
-
-        >>> format_value({"a": [1, 2.0, "x"]})
-        '{"a": [1, 2.0, "x"]}'
-    """
-    parts: list[str] = []
-    _format_into(value, parts, max_length + 1)
-    text = "".join(parts)
-    return text if len(text) <= max_length else text[: max_length - 3] + "..."
-
-
-def _format_into(value: object, parts: list[str], budget: int) -> int:
-    """Append a rendering of ``value`` to ``parts``; returns the budget left."""
-    if budget <= 0:
-        return budget
-    if isinstance(value, dict):
-        parts.append("{")
-        budget -= 1
-        for i, (key, item) in enumerate(value.items()):
-            if budget <= 0:
-                break
-            text = (", " if i else "") + _format_scalar(key) + ": "
-            parts.append(text)
-            budget = _format_into(item, parts, budget - len(text))
-        parts.append("}")
-        return budget - 1
-    if isinstance(value, (list, tuple)):
-        parts.append("[")
-        budget -= 1
-        for i, item in enumerate(value):
-            if budget <= 0:
-                break
-            if i:
-                parts.append(", ")
-                budget -= 2
-            budget = _format_into(item, parts, budget)
-        parts.append("]")
-        return budget - 1
-    text = _format_scalar(value, budget)
-    parts.append(text)
-    return budget - len(text)
-
-
-def _format_scalar(value: object, budget: int = 200) -> str:
-    if value is None:
-        return "null"
-    if value is UNSET:
-        return "undefined"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if value != value:
-            return "NaN"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(float(value))
-    if isinstance(value, int):
-        return _int_text(value)
-    if isinstance(value, str):
-        return json.dumps(value[: budget + 1], ensure_ascii=False)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return repr(bytes(value[: budget + 1]))
-    return _short_repr(value, max(budget, 10))
-
-
-def _human_size(n: int) -> str:
-    """Bytes in binary units with two decimals, like Convex's messages (``1.05 MiB``)."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            text = f"{value:.2f}".rstrip("0").rstrip(".")
-            return f"{text} {unit}"
-    raise AssertionError("unreachable")

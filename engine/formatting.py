@@ -1,0 +1,157 @@
+"""How values appear in messages: Convex's type names and short renderings.
+
+:func:`type_name` gives Convex's name for a value's type (``"float64"``,
+``"undefined"``), :func:`format_value` a bounded, Convex-style rendering
+(``{"a": [1, 2.0, "x"]}``: ints and floats stay apart), :func:`human_size` a
+byte count in binary units. Every error message that shows a value uses them.
+
+Example::
+
+    >>> type_name(1.0), format_value(b"x"), human_size(1_100_000)
+    ('float64', "b'x'", '1.05 MiB')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Final
+
+from .unset import UNSET, _Unset
+
+__all__ = ["format_value", "human_size", "int_text", "short_repr", "type_name"]
+
+_TYPE_NAMES: Final[dict[type, str]] = {
+    _Unset: "undefined",
+    type(None): "null",
+    int: "int64",
+    float: "float64",
+    bool: "boolean",
+    str: "string",
+    bytes: "bytes",
+    list: "array",
+    dict: "object",
+}
+
+
+def int_text(n: int) -> str:
+    """``str(n)``, except for huge ints (Python refuses to print over 4300 digits)."""
+    if n.bit_length() <= 256:
+        return int.__repr__(n)
+    return f"<int of {n.bit_length()} bits>"
+
+
+def short_repr(x: object, limit: int = 40) -> str:
+    """``repr(x)`` cut to ``limit`` characters, and never an exception."""
+    try:
+        text = repr(x)
+    except Exception:  # a broken __repr__ must not hide the real error
+        text = f"<{type(x).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def type_name(value: object) -> str:
+    """Convex's name for the type of ``value``, for messages.
+
+    ``"null" "int64" "float64" "boolean" "string" "bytes" "array" "object"``,
+    ``"undefined"`` for :data:`UNSET`; what :func:`convert` accepts and
+    normalizes is named after its stored type (a tuple is an ``"array"``);
+    other Python types give their class name (``"set"``).
+    """
+    name = _TYPE_NAMES.get(type(value))
+    if name is not None:
+        return name
+    for base, base_name in _TYPE_NAMES.items():
+        if isinstance(value, base):
+            return base_name
+    if isinstance(value, tuple):
+        return "array"  # what convert makes of it
+    if isinstance(value, (bytearray, memoryview)):
+        return "bytes"
+    return type(value).__name__
+
+
+def format_value(value: object, max_length: int = 80) -> str:
+    """A short rendering of ``value`` for error messages, in Convex's style.
+
+    Strings are JSON-quoted, ints print as ``123`` and floats as ``123.0``
+    (so the two stay apart), special floats as ``NaN``/``inf``/``-inf``,
+    bytes as ``b"..."``, arrays and objects JSON-like. Longer output is cut
+    at ``max_length`` characters with ``...``; cost is bounded by that length.
+
+    Example::
+
+        >>> format_value({"a": [1, 2.0, "x"]})
+        '{"a": [1, 2.0, "x"]}'
+    """
+    parts: list[str] = []
+    _format_into(value, parts, max_length + 1)
+    text = "".join(parts)
+    return text if len(text) <= max_length else text[: max_length - 3] + "..."
+
+
+def _format_into(value: object, parts: list[str], budget: int) -> int:
+    """Append a rendering of ``value`` to ``parts``; returns the budget left."""
+    if budget <= 0:
+        return budget
+    if isinstance(value, dict):
+        parts.append("{")
+        budget -= 1
+        for i, (key, item) in enumerate(value.items()):
+            if budget <= 0:
+                break
+            text = (", " if i else "") + _format_scalar(key) + ": "
+            parts.append(text)
+            budget = _format_into(item, parts, budget - len(text))
+        parts.append("}")
+        return budget - 1
+    if isinstance(value, (list, tuple)):
+        parts.append("[")
+        budget -= 1
+        for i, item in enumerate(value):
+            if budget <= 0:
+                break
+            if i:
+                parts.append(", ")
+                budget -= 2
+            budget = _format_into(item, parts, budget)
+        parts.append("]")
+        return budget - 1
+    text = _format_scalar(value, budget)
+    parts.append(text)
+    return budget - len(text)
+
+
+def _format_scalar(value: object, budget: int = 200) -> str:
+    if value is None:
+        return "null"
+    if value is UNSET:
+        return "undefined"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(float(value))
+    if isinstance(value, int):
+        return int_text(value)
+    if isinstance(value, str):
+        return json.dumps(value[: budget + 1], ensure_ascii=False)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return repr(bytes(value[: budget + 1]))
+    return short_repr(value, max(budget, 10))
+
+
+def human_size(n: int) -> str:
+    """Bytes in binary units with two decimals, like Convex's messages (``1.05 MiB``)."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            text = f"{value:.2f}".rstrip("0").rstrip(".")
+            return f"{text} {unit}"
+    raise AssertionError("unreachable")
