@@ -8,9 +8,10 @@ snapshot and applies the write set, or reports a conflict so the function
 runs again.
 
 This module implements the semantics of ``ctx.db``'s point operations
-(``get``, ``insert``, ``patch``, ``replace``, ``delete``) and the raw index
-scan that queries are built on; :mod:`engine.database` wraps them in the
-reader and writer types that functions see.
+(``get``, ``insert``, ``patch``, ``replace``, ``delete``); the index scans
+that queries are built on come from :class:`engine.scans.Scans`.
+:mod:`engine.readers` wraps them in the reader and writer types that
+functions see.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import os
 import re
 import struct
 import time
-from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import ids, keys
-from .catalog import BY_ID, NEXT_TABLE_KEY, Catalog, CatalogView, IndexDef, TableDef, catalog_key
+from . import ids
+from . import scans as _scans
+from .catalog import NEXT_TABLE_KEY, Catalog, CatalogView, TableDef, catalog_key
 from .encoding import decode_document, document_decoder, encode_document
 from .errors import (
     DocumentNotFound,
@@ -36,6 +37,7 @@ from .errors import (
 )
 from .indexing import KeyPlan
 from .readset import ReadSet
+from .scans import MAX_BYTES_READ, MAX_DOCUMENTS_READ, Scans
 from .storage import HEAD as _HEAD
 from .storage import HEAD_KEY
 from .values import UNSET, convert_document, values_equal
@@ -52,8 +54,6 @@ __all__ = [
     "Transaction",
 ]
 
-MAX_DOCUMENTS_READ = 32_000
-MAX_BYTES_READ = 16 << 20
 MAX_DOCUMENTS_WRITTEN = 16_000
 MAX_BYTES_WRITTEN = 16 << 20
 _SYSTEM_FIELDS = ("_id", "_creationTime")
@@ -65,10 +65,6 @@ _decode_document = document_decoder()  # decode_document without a Python frame
 #: again, so decoded ids are cached (pure function, bounded size).
 _DECODED_IDS: dict[str, tuple[int, bytes, bytes]] = {}
 _DECODED_IDS_MAX = 1 << 16
-_READ_HINT = (
-    "Consider using smaller limits in your queries, paginating your queries, or "
-    "using indexed queries with a selective index range expressions."
-)
 
 
 def check_table_name(name: object, *, system: bool = False) -> str:
@@ -88,7 +84,7 @@ def check_table_name(name: object, *, system: bool = False) -> str:
     return name
 
 
-class Transaction:
+class Transaction(Scans):
     """One function execution's view of the database.
 
     ``writable=False`` makes every write raise :class:`ReadOnlyError`; such a
@@ -111,11 +107,9 @@ class Transaction:
         "_plans",
         "_rtxn",
         "_storage",
-        "bytes_read",
         "bytes_written",
         "catalog",
         "db",
-        "documents_read",
         "journal",
         "paginated",
         "reads",
@@ -218,22 +212,6 @@ class Transaction:
 
     # -- reads ---------------------------------------------------------------
 
-    def _count_read(self, size: int) -> None:
-        self.documents_read += 1
-        self.bytes_read += size
-        if self.documents_read > MAX_DOCUMENTS_READ:
-            raise LimitExceeded(
-                f"Too many documents read in a single function execution (limit: "
-                f"{MAX_DOCUMENTS_READ}). {_READ_HINT}",
-                limit="TooManyDocumentsRead",
-            )
-        if self.bytes_read > MAX_BYTES_READ:
-            raise LimitExceeded(
-                f"Too many bytes read in a single function execution (limit: {MAX_BYTES_READ} "
-                f"bytes). {_READ_HINT}",
-                limit="TooManyBytesRead",
-            )
-
     def _locate(self, document_id: object) -> tuple[TableDef | None, bytes, bytes]:
         """(table or None, document key, internal id) for an id string."""
         if not isinstance(document_id, str):
@@ -297,137 +275,12 @@ class Transaction:
         # Decoded straight from LMDB's buffer: no copy of the stored bytes.
         self.documents_read += 1
         self.bytes_read += len(found)
-        if self.documents_read > MAX_DOCUMENTS_READ or self.bytes_read > MAX_BYTES_READ:
+        if (
+            self.documents_read > _scans.MAX_DOCUMENTS_READ
+            or self.bytes_read > _scans.MAX_BYTES_READ
+        ):
             self._count_read(0)
         return _decode_document(found)
-
-    def scan(
-        self, table: TableDef, index: IndexDef, lo: bytes, hi: bytes, reverse: bool = False
-    ) -> Generator[tuple[bytes, dict[str, Any]], None, None]:
-        """Yield ``(index key, document)`` for keys in ``[lo, hi)``, own writes merged in.
-
-        The read set grows with the scan: it covers exactly the keys consumed
-        so far (or the whole interval once the scan is exhausted). Cost: one
-        seek, then one step and one document lookup per row.
-        """
-        interval = self.reads.add_interval(hi, hi) if reverse else self.reads.add_interval(lo, lo)
-        added = self.writes.added
-        removed = self.writes.removed
-        pending_docs = self.writes.documents
-        documents_db = self._storage.documents
-        table_prefix = table.prefix
-        rtxn = self._txn()
-        overlay = iter(added.irange(lo, hi, inclusive=(True, False), reverse=reverse))
-        if index.name == BY_ID:
-            base = _scan_by_id(rtxn, documents_db, table, index, lo, hi, reverse)
-        else:
-            base = _scan_lmdb(rtxn, self._storage.indexes, lo, hi, reverse)
-        next_overlay = next(overlay, None)
-        next_base = next(base, None)
-        while next_overlay is not None or next_base is not None:
-            if next_base is not None and (
-                next_overlay is None
-                or (next_base > next_overlay if reverse else next_base < next_overlay)
-            ):
-                key = next_base
-                next_base = next(base, None)
-                if key in removed:
-                    continue
-            else:
-                key = next_overlay  # type: ignore[assignment]
-                next_overlay = next(overlay, None)
-            if reverse:
-                interval.lo = key
-            else:
-                interval.hi = key + b"\x00"
-            doc_key = table_prefix + key[-16:]
-            if doc_key in pending_docs:
-                raw = pending_docs[doc_key]
-                if raw is None:  # cannot happen: a deleted document has no keys
-                    continue
-            else:
-                found = rtxn.get(doc_key, db=documents_db)
-                if found is None:
-                    raise AssertionError(f"index entry {key!r} points to a missing document")
-                raw = bytes(found)
-                self._count_read(len(raw))
-            yield key, _decode_document(raw)
-        if reverse:
-            interval.lo = lo
-        else:
-            interval.hi = hi
-
-    def read_range(
-        self,
-        table: TableDef,
-        index: IndexDef,
-        lo: bytes,
-        hi: bytes,
-        *,
-        reverse: bool,
-        limit: int | None,
-        keep: Callable[[dict[str, Any]], bool] | None,
-    ) -> list[dict[str, Any]] | None:
-        """Up to ``limit`` documents of ``[lo, hi)`` that ``keep`` accepts, in one loop.
-
-        Only for read-only transactions (nothing to merge); returns None
-        otherwise and the caller streams with :meth:`scan`. The read set
-        records the interval consumed, as a scan would: up to the last row
-        taken when ``limit`` stopped the loop, the whole range otherwise.
-        Cost: one seek, then per row one step, one lookup and one decode,
-        without a generator between them.
-        """
-        if self.writable or index.name == BY_ID:
-            return None
-        interval = self.reads.add_interval(lo, hi)  # the whole range unless cut short below
-        rtxn = self._txn()
-        get = rtxn.get
-        documents_db = self._storage.documents
-        table_prefix = table.prefix
-        decode = _decode_document
-        out: list[dict[str, Any]] = []
-        append = out.append
-        read = 0
-        size = 0
-        budget = MAX_DOCUMENTS_READ - self.documents_read
-        cursor = rtxn.cursor(db=self._storage.indexes)
-        try:
-            keys: Any
-            if reverse:
-                positioned = cursor.prev() if cursor.set_range(hi) else cursor.last()
-                keys = cursor.iterprev(keys=True, values=False) if positioned else ()
-            else:
-                positioned = cursor.set_range(lo)
-                keys = cursor.iternext(keys=True, values=False) if positioned else ()
-            for raw_key in keys:
-                key = bytes(raw_key)
-                if (key < lo) if reverse else (key >= hi):
-                    break
-                found = get(table_prefix + key[-16:], db=documents_db)
-                if found is None:
-                    raise AssertionError(f"index entry {key!r} points to a missing document")
-                read += 1
-                size += len(found)
-                if read > budget:  # stop at Convex's limit, not after reading everything
-                    self.documents_read += read
-                    read = 0
-                    self._count_read(0)
-                document = decode(found)
-                if keep is None or keep(document):
-                    append(document)
-                    if limit is not None and len(out) >= limit:
-                        if reverse:
-                            interval.lo = key
-                        else:
-                            interval.hi = key + b"\x00"
-                        break
-        finally:
-            cursor.close()
-            self.documents_read += read
-            self.bytes_read += size
-        if self.documents_read > MAX_DOCUMENTS_READ or self.bytes_read > MAX_BYTES_READ:
-            self._count_read(0)
-        return out
 
     # -- writes --------------------------------------------------------------
 
@@ -609,54 +462,3 @@ class Transaction:
 
 
 _NO_WRITES = WriteSet()
-
-
-def _scan_by_id(
-    rtxn: Any,
-    documents_db: Any,
-    table: TableDef,
-    index: IndexDef,
-    lo: bytes,
-    hi: bytes,
-    reverse: bool,
-) -> Iterator[bytes]:
-    """``by_id`` keys in ``[lo, hi)``, read from ``documents`` (which is ``by_id``)."""
-    index_prefix, table_prefix = index.prefix, table.prefix
-    table_end = keys.prefix_end(table_prefix) or b"\xff" * 5
-
-    def translate(key: bytes) -> bytes:
-        if key[:4] == index_prefix:
-            return table_prefix + key[4:]
-        return table_prefix if key < index_prefix else table_end
-
-    for key in _scan_lmdb(rtxn, documents_db, translate(lo), translate(hi), reverse):
-        yield index_prefix + key[4:]
-
-
-def _scan_lmdb(rtxn: Any, db: Any, lo: bytes, hi: bytes, reverse: bool) -> Iterator[bytes]:
-    """Keys of LMDB sub-database ``db`` in ``[lo, hi)``, ascending or descending."""
-    cursor = rtxn.cursor(db=db)
-    try:
-        if not reverse:
-            if not cursor.set_range(lo):
-                return
-            for key in cursor.iternext(keys=True, values=False):
-                key = bytes(key)
-                if key >= hi:
-                    return
-                yield key
-        else:
-            positioned = cursor.set_range(hi)
-            if positioned:
-                positioned = cursor.prev()
-            else:
-                positioned = cursor.last()
-            if not positioned:
-                return
-            for key in cursor.iterprev(keys=True, values=False):
-                key = bytes(key)
-                if key < lo:
-                    return
-                yield key
-    finally:
-        cursor.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import Engine, LimitExceeded, readset, transaction
+from engine import Engine, LimitExceeded, readset, scans, transaction
 
 
 def fill(engine: Engine, n: int) -> list[str]:
@@ -21,7 +21,7 @@ def fill(engine: Engine, n: int) -> list[str]:
 def test_documents_read_limit_counts_filtered_documents(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(transaction, "MAX_DOCUMENTS_READ", 100)
+    monkeypatch.setattr(scans, "MAX_DOCUMENTS_READ", 100)
     fill(engine, 150)
     assert len(engine.query(lambda ctx: ctx.db.query("t").take(100))) == 100
     with pytest.raises(
@@ -37,6 +37,17 @@ def test_documents_read_limit_counts_filtered_documents(
         engine.run(lambda ctx: ctx.db.query("t").collect())
 
 
+def test_point_gets_count_against_the_documents_read_limit(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = fill(engine, 12)
+    monkeypatch.setattr(scans, "MAX_DOCUMENTS_READ", 10)
+    assert len(engine.query(lambda ctx: [ctx.db.get(i) for i in ids[:10]])) == 10
+    with pytest.raises(LimitExceeded, match=r"Too many documents read") as caught:
+        engine.query(lambda ctx: [ctx.db.get(i) for i in ids[:11]])
+    assert caught.value.limit == "TooManyDocumentsRead"
+
+
 def test_real_limit_is_32000(engine: Engine) -> None:
     assert transaction.MAX_DOCUMENTS_READ == 32_000
     assert transaction.MAX_BYTES_READ == 16 << 20
@@ -45,7 +56,7 @@ def test_real_limit_is_32000(engine: Engine) -> None:
 
 
 def test_bytes_read_limit(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transaction, "MAX_BYTES_READ", 10_000)
+    monkeypatch.setattr(scans, "MAX_BYTES_READ", 10_000)
     engine.run(lambda ctx: [ctx.db.insert("t", {"pad": "x" * 1000}) for _ in range(20)])
     with pytest.raises(LimitExceeded, match="Too many bytes read") as caught:
         engine.query(lambda ctx: ctx.db.query("t").collect())
