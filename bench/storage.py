@@ -132,7 +132,7 @@ def run(report: Any) -> None:
         )
 
         def raw_batch() -> None:
-            with raw.env.begin(buffers=True) as txn:
+            with raw.env.begin() as txn:
                 for i in raw_ids:
                     raw.decode(txn.get(i, db=raw.docs))
 

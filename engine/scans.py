@@ -127,7 +127,7 @@ class Scans:
                 found = rtxn.get(doc_key, db=documents_db)
                 if found is None:
                     raise AssertionError(f"index entry {key!r} points to a missing document")
-                raw = bytes(found)
+                raw = found
                 self._count_read(len(raw))
             yield key, _decode_document(raw)
         if reverse:
@@ -177,8 +177,7 @@ class Scans:
             else:
                 positioned = cursor.set_range(lo)
                 keys = cursor.iternext(keys=True, values=False) if positioned else ()
-            for raw_key in keys:
-                key = bytes(raw_key)
+            for key in keys:  # bytes: storage's txns do not hand out buffers
                 if (key < lo) if reverse else (key >= hi):
                     break
                 found = get(table_prefix + key[-16:], db=documents_db)
@@ -238,7 +237,6 @@ def _scan_lmdb(rtxn: Any, db: Any, lo: bytes, hi: bytes, reverse: bool) -> Itera
             if not cursor.set_range(lo):
                 return
             for key in cursor.iternext(keys=True, values=False):
-                key = bytes(key)
                 if key >= hi:
                     return
                 yield key
@@ -251,7 +249,6 @@ def _scan_lmdb(rtxn: Any, db: Any, lo: bytes, hi: bytes, reverse: bool) -> Itera
             if not positioned:
                 return
             for key in cursor.iterprev(keys=True, values=False):
-                key = bytes(key)
                 if key < lo:
                     return
                 yield key

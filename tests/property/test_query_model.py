@@ -22,15 +22,15 @@ from engine import UNSET, Engine, define_schema, define_table, ids
 from engine.readers import DatabaseReader
 from engine.values import compare
 
-FIELD_VALUES = st.one_of(
+PRESENT_VALUES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-3, 3),
     st.sampled_from([-0.0, 0.0, 1.5, -2.0]),
     st.sampled_from(["", "a", "b", "ab"]),
     st.sampled_from([b"", b"\x00", b"a"]),
-    st.just(UNSET),
 )
+FIELD_VALUES = st.one_of(PRESENT_VALUES, st.just(UNSET))
 INDEXES = {"by_x": ["x"], "by_x_y": ["x", "y"], "by_y": ["y"]}
 SCHEMA = define_schema(
     {
@@ -139,7 +139,7 @@ query_shapes = st.sampled_from([None, "by_x", "by_x_y", "by_y"]).flatmap(
             ),
         ),
         st.sampled_from(["asc", "desc"]),
-        st.one_of(st.none(), FIELD_VALUES.filter(lambda v: v is not UNSET)),
+        st.one_of(st.none(), PRESENT_VALUES),
     )
 )
 
@@ -244,5 +244,7 @@ TestQueryModel.settings = settings(
     max_examples=40,
     stateful_step_count=25,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    # Rules that draw from the (at first empty) documents bundle are discarded
+    # until a document exists; with some seeds that trips filter_too_much.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
