@@ -93,12 +93,23 @@ def _encode_part(field: str, value: Any, table: TableDef) -> bytes:
 class IndexRange:
     """A compiled index range: the byte interval ``[lo, hi)`` and its description."""
 
-    __slots__ = ("description", "hi", "lo")
+    __slots__ = ("_ops", "hi", "lo")
 
-    def __init__(self, lo: bytes, hi: bytes, description: list[Any]) -> None:
+    def __init__(self, lo: bytes, hi: bytes, ops: list[tuple[str, str, Any]]) -> None:
         self.lo = lo
         self.hi = hi
-        self.description = description
+        self._ops = ops
+
+    @property
+    def description(self) -> list[Any]:
+        """The range as ``[op, field, type, value]`` rows (for cursor fingerprints).
+
+        Made on demand: rendering values costs microseconds that most queries,
+        which never paginate, would pay for nothing.
+        """
+        return [
+            [op, field, type_name(value), format_value(value)] for op, field, value in self._ops
+        ]
 
     @classmethod
     def compile(
@@ -172,10 +183,7 @@ class IndexRange:
         if upper is not None:
             part = prefix + _encode_part(upper[1], upper[2], table)
             hi = part if upper[0] == "lt" else (keys.prefix_end(part) or hi)
-        description = [
-            [op, field, type_name(value), format_value(value)] for op, field, value in ops
-        ]
-        return cls(lo, hi, description)
+        return cls(lo, hi, list(ops))
 
 
 class Query:
