@@ -55,17 +55,20 @@ def test_map_grows_while_other_threads_read(db_path: Path) -> None:
     reads = [0]
 
     def reader() -> None:
-        # Each read holds its snapshot across a sleep and reads the zero-copy
-        # buffer afterwards: if the map were remapped under an active reader,
-        # the buffer would point at unmapped memory. (Sleeping, not spinning:
-        # threads that spin on LMDB calls, which release the GIL, can starve
-        # the writer of the GIL.)
+        # Each read positions a cursor, sleeps, then steps it: a cursor holds
+        # pointers into the map, so a remap under an active reader would leave
+        # it reading unmapped memory (a crash, or garbage). Sleeping, not
+        # spinning: threads that spin on LMDB calls, which release the GIL, can
+        # starve the writer of the GIL.
         try:
             while not stop.is_set():
                 with storage.read() as txn:
-                    value = txn.get(b"anchor", db=storage.documents)
+                    cursor = txn.cursor(db=storage.documents)
+                    assert cursor.set_range(b"anchor")
                     time.sleep(0.002)
-                    assert bytes(value) == b"a" * 100
+                    assert cursor.value() == b"a" * 100
+                    for key, value in cursor.iternext():
+                        assert value == (b"a" * 100 if key == b"anchor" else BLOB), key
                 reads[0] += 1
         except BaseException as error:  # reported by the main thread
             errors.append(error)
