@@ -55,9 +55,9 @@ def test_map_grows_while_other_threads_read(db_path: Path) -> None:
     reads = [0]
 
     def reader() -> None:
-        # Each read positions a cursor, sleeps, then steps it: a cursor holds
-        # pointers into the map, so a remap under an active reader would leave
-        # it reading unmapped memory (a crash, or garbage). Sleeping, not
+        # Each read positions a scan (an LMDB cursor), sleeps, then steps it: a
+        # scan holds pointers into the map, so a remap under an active reader
+        # would leave it reading unmapped memory. Sleeping, not
         # spinning: threads that spin on LMDB calls, which release the GIL, can
         # starve the writer of the GIL.
         try:
