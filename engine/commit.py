@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .catalog import NEXT_TABLE_KEY, Catalog, catalog_key, encode_catalog
 from .encoding import decode, encode
+from .errors import EngineError
 from .readset import FrozenReadSet
 
 if TYPE_CHECKING:
@@ -71,6 +72,11 @@ class CommitRequest:
     ts: int = 0
     conflict: Conflict | None = None
     error: BaseException | None = None
+    #: Held while the request waits in the queue; released by the leader when the
+    #: request is done, or to make its thread the next leader.
+    wake: Any = None
+    #: Set (under the committer's lock) when the lead is handed to this request.
+    lead: bool = False
 
     @classmethod
     def from_transaction(cls, txn: Transaction) -> CommitRequest:
@@ -103,7 +109,7 @@ class Committer:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._queue: list[CommitRequest] = []
         self._leading = False
         self._commits_since_prune = 0
@@ -118,23 +124,80 @@ class Committer:
         self.stats = {"commits": 0, "conflicts": 0, "groups": 0}
 
     def commit(self, request: CommitRequest) -> None:
-        """Validate and apply ``request``; on return it is ``done`` (check ``conflict``)."""
-        with self._cond:
+        """Validate and apply ``request``; on return it is ``done`` (check ``conflict``).
+
+        A thread that finds no leader leads: it takes every queued request,
+        commits them as one group, wakes exactly their threads, and hands the
+        lead to the thread of the oldest request queued meanwhile (or drops it).
+        Other threads queue and sleep on their request's own lock, so a group's
+        end wakes only the threads it concerns, not every waiting thread.
+
+        A waiting thread interrupted by an exception from a signal handler (a
+        ``KeyboardInterrupt``) withdraws its request if no leader has taken it
+        yet, and passes the lead on if it had just been handed to it.
+        """
+        with self._lock:
             self._queue.append(request)
-            while not request.done:
-                if not self._leading:
-                    self._leading = True
-                    batch, self._queue = self._queue, []
-                    break
-                self._cond.wait()
+            leads = not self._leading
+            if leads:
+                self._leading = True
             else:
+                wake = request.wake = threading.Lock()
+                wake.acquire()
+        if not leads:
+            try:
+                wake.acquire()  # released when done, or when this thread is to lead
+            except BaseException:
+                self._withdraw(request)
+                raise
+            if request.done:
                 return
+        with self._lock:
+            batch, self._queue = self._queue, []
         try:
             self._run(batch)
         finally:
-            with self._cond:
+            self._finish(request, batch)
+
+    def _finish(self, leader: CommitRequest, batch: list[CommitRequest]) -> None:
+        """Wake the threads of ``batch`` and hand the lead on (or drop it)."""
+        for other in batch:
+            if not other.done:  # only if the group was interrupted half-way
+                other.error = other.error or EngineError("The commit was interrupted.")
+                other.done = True
+            if other is not leader:
+                other.wake.release()
+        with self._lock:
+            successor = self._queue[0] if self._queue else None
+            if successor is None:
                 self._leading = False
-                self._cond.notify_all()
+            else:
+                successor.lead = True
+        if successor is not None:
+            successor.wake.release()  # its thread leads the next group
+
+    def _withdraw(self, request: CommitRequest) -> None:
+        """Take ``request`` out of the queue after its thread stopped waiting.
+
+        A request a leader already took is left to it (it may commit); one still
+        queued is dropped unapplied; if the lead had been handed to it, the lead
+        passes to the next queued request, so the queue never stalls.
+        """
+        with self._lock:
+            position = next((i for i, r in enumerate(self._queue) if r is request), None)
+            if position is None:
+                return
+            del self._queue[position]
+            request.error = EngineError("The commit was interrupted before it was applied.")
+            request.done = True
+            if not request.lead:
+                return
+            successor = self._queue[0] if self._queue else None
+            if successor is None:
+                self._leading = False
+            else:
+                successor.lead = True
+                successor.wake.release()
 
     def yield_to_commit(self) -> None:
         """Wait while a leader applies a group (cheap when none does)."""

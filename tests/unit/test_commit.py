@@ -124,3 +124,165 @@ def test_writers_pause_while_a_group_is_applied(engine: Engine) -> None:
     engine.run(lambda ctx: ctx.db.insert("t", {}))
     assert time.perf_counter() - started < 1.0
     committer.idle.set()
+
+
+def _request() -> commit.CommitRequest:
+    request = commit.CommitRequest(0, None, 0, {}, [], [], [], [], None)  # type: ignore[arg-type]
+    request.wake = threading.Lock()
+    request.wake.acquire()
+    return request
+
+
+def test_a_withdrawn_request_passes_the_lead_on(engine: Engine) -> None:
+    """A thread interrupted just as the lead reached it hands the lead to the next one."""
+    committer = commit.Committer(engine._db)
+    first, second = _request(), _request()
+    committer._leading = True
+    committer._queue = [first, second]
+    first.lead = True  # as `_finish` marks the successor
+    committer._withdraw(first)
+    assert committer._queue == [second] and first.done and first.error is not None
+    assert second.lead and second.wake.acquire(blocking=False)  # its thread was woken to lead
+    second.done = True
+    committer._queue.clear()
+    committer._withdraw(second)  # no longer queued: nothing happens
+    assert committer._leading
+    # A withdrawn successor with nobody behind it drops the lead.
+    third = _request()
+    committer._queue = [third]
+    third.lead = True
+    committer._withdraw(third)
+    assert not committer._leading and committer._queue == []
+
+
+def test_an_interrupted_waiter_withdraws_and_commits_keep_flowing(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    class Interrupted(Exception):
+        pass
+
+    def raise_interrupted(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    slow_once = threading.Event()
+    applying = threading.Event()
+    real_apply = commit.Committer._apply
+
+    def slow_apply(
+        self: commit.Committer, wtxn: object, batch: list[commit.CommitRequest]
+    ) -> object:
+        if not slow_once.is_set():
+            slow_once.set()
+            applying.set()
+            time.sleep(0.4)
+        return real_apply(self, wtxn, batch)
+
+    monkeypatch.setattr(commit.Committer, "_apply", slow_apply)
+    previous = signal.signal(signal.SIGUSR1, raise_interrupted)
+    try:
+        leader = threading.Thread(
+            target=lambda: engine.run(lambda ctx: ctx.db.insert("t", {"who": "leader"}))
+        )
+        leader.start()
+        assert applying.wait(5)
+        main = threading.main_thread().ident
+        assert main is not None
+        timer = threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGUSR1))
+        timer.start()
+        with pytest.raises(Interrupted):
+            engine.run(lambda ctx: ctx.db.insert("t", {"who": "interrupted"}))
+        timer.join()
+        leader.join(5)
+        assert not leader.is_alive()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    # The lead was not lost: other threads still commit.
+    workers = [
+        threading.Thread(
+            target=lambda: engine.run(lambda ctx: ctx.db.insert("t", {"who": "after"}))
+        )
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(5)
+        assert not worker.is_alive()
+    who = sorted(r["who"] for r in engine.query(lambda ctx: ctx.db.query("t").collect()))
+    assert who == ["after"] * 4 + ["leader"]  # the withdrawn insert was never applied
+    engine.check()
+
+
+def test_a_group_that_fails_fails_every_member_and_the_next_group_runs(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failed = threading.Event()
+    entered = threading.Event()
+    real_apply = commit.Committer._apply
+
+    def failing_apply(
+        self: commit.Committer, wtxn: object, batch: list[commit.CommitRequest]
+    ) -> object:
+        if not failed.is_set():
+            entered.set()
+            time.sleep(0.2)  # let the others queue behind this group
+            failed.set()
+            raise RuntimeError("disk on fire")
+        return real_apply(self, wtxn, batch)
+
+    monkeypatch.setattr(commit.Committer, "_apply", failing_apply)
+    outcomes: list[str] = []
+
+    def insert(tag: str) -> None:
+        try:
+            engine.run(lambda ctx: ctx.db.insert("t", {"tag": tag}))
+            outcomes.append("ok")
+        except RuntimeError as error:
+            outcomes.append(str(error))
+
+    first = threading.Thread(target=insert, args=("first",))
+    first.start()
+    assert entered.wait(5)
+    rest = [threading.Thread(target=insert, args=(f"t{i}",)) for i in range(6)]
+    for thread in rest:
+        thread.start()
+    for thread in [first, *rest]:
+        thread.join(5)
+        assert not thread.is_alive()
+    assert outcomes[0] == "disk on fire"
+    assert outcomes.count("ok") == 6  # queued behind the failed group: the next leader ran them
+    assert len(engine.query(lambda ctx: ctx.db.query("t").collect())) == 6
+    engine.check()
+
+
+def test_group_commit_grows_a_full_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight writers on a 1 MiB map: groups hit MapFull, the map grows, nothing is lost."""
+    import functools
+
+    import engine.engine as engine_module
+    from engine.storage import open_storage
+
+    monkeypatch.setattr(
+        engine_module, "open_storage", functools.partial(open_storage, map_size=1 << 20)
+    )
+    with Engine.open(tmp_path / "db", durability="none") as small:
+        before = small._db.storage.map_size
+
+        def worker(t: int) -> None:
+            for i in range(60):
+                small.run(lambda ctx: ctx.db.insert("t", {"t": t, "i": i, "pad": "x" * 2000}))
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+            assert not thread.is_alive()
+        assert small._db.storage.map_size > before
+        rows = small.query(lambda ctx: ctx.db.query("t").collect())
+        assert sorted((r["t"], r["i"]) for r in rows) == [
+            (t, i) for t in range(8) for i in range(60)
+        ]
+        small.check()
