@@ -71,7 +71,7 @@ class Database:
         self.committer = Committer(self)
         self.retry = RetryPolicy()
         self._catalog_lock = threading.Lock()
-        self._catalog: tuple[int, CatalogView] = (-1, CatalogView(Catalog()))
+        self.catalog_cache: tuple[int, CatalogView] = (-1, CatalogView(Catalog()))
         self._plans: dict[int, KeyPlan] = {}
         self.document_validator: DocumentValidator | None = None
         self.listeners: list[CommitListener] = []
@@ -102,14 +102,14 @@ class Database:
 
     def catalog_view(self, rtxn: Any, version: int) -> CatalogView:
         """The catalog of ``version``, read from ``rtxn`` unless it is cached."""
-        cached = self._catalog
+        cached = self.catalog_cache
         if cached[0] == version:
             return cached[1]
         raw = rtxn.get(b"catalog", db=self.storage.meta)
         view = CatalogView(decode_catalog(raw) if raw is not None else Catalog())
         with self._catalog_lock:
-            if self._catalog[0] < version:
-                self._catalog = (version, view)
+            if self.catalog_cache[0] < version:
+                self.catalog_cache = (version, view)
         return view
 
     def latest_catalog(self) -> CatalogView:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from .contexts import MutationCtx
 from .database import Database
 from .errors import EngineError
-from .functions import Registry, Runtime, _seed
+from .functions import Registry, Runtime
 from .integrity import check as check_integrity
 from .storage import Durability, open_storage
 from .subscriptions import Subscription, SubscriptionSet
@@ -177,7 +177,7 @@ class Engine:
                 txn,
                 None,
                 time.time() * 1000.0,
-                _seed(),
+                None,
                 runtime.env,
             )
             return fn(ctx)

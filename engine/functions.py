@@ -25,9 +25,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import os
 import pkgutil
-import random
 import time
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -68,14 +66,6 @@ _MAX_NESTING = 8
 
 #: Result types that are never awaitable (skips ``inspect.isawaitable``, ~1 µs).
 _PLAIN_RESULTS = frozenset({type(None), dict, list, str, int, float, bool, bytes})
-
-
-def _seed() -> int:
-    """A fresh per-run seed for ``ctx.random`` (cheap: no OS call per run)."""
-    return _SEEDS.getrandbits(64)
-
-
-_SEEDS = random.Random(os.urandom(16))
 
 
 class FunctionDef:
@@ -340,7 +330,7 @@ class Runtime:
         ctx_type = MutationCtx if writable else QueryCtx
 
         def body(txn: Transaction) -> Any:
-            ctx = ctx_type(self, txn, identity, time.time() * 1000.0, _seed(), self.env)
+            ctx = ctx_type(self, txn, identity, time.time() * 1000.0, None, self.env)
             result = function.handler(ctx, **args)
             if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
                 raise EngineError(
@@ -365,7 +355,7 @@ class Runtime:
             env = self.env
 
             def inline(txn: Transaction) -> Any:
-                return ref(QueryCtx(runtime, txn, identity, time.time() * 1000.0, _seed(), env))
+                return ref(QueryCtx(runtime, txn, identity, time.time() * 1000.0, None, env))
 
             return self.db.run(inline, writable=False, source="inline query")[0]
         name, function = self.resolve(ref, internal=False)
@@ -425,7 +415,7 @@ class Runtime:
         ctx_type = MutationCtx if writable else QueryCtx
 
         def body(txn: Transaction) -> Any:
-            return fn(ctx_type(self, txn, identity, time.time() * 1000.0, _seed(), self.env))
+            return fn(ctx_type(self, txn, identity, time.time() * 1000.0, None, self.env))
 
         return self.db.run(body, writable=writable, source=f"inline {kind}")
 

@@ -74,51 +74,55 @@ class _Gate:
     until no transaction of this process is active, and holds new ones back.
 
     Entering and leaving take no lock (they run on every transaction): each
-    active transaction holds one entry of ``_active``, a list whose
+    active transaction holds one entry of ``active``, a list whose
     ``append``/``pop`` are atomic under the GIL. A transaction enters first and
-    checks ``_resizing`` second, and a resizer sets ``_resizing`` first and
+    checks ``resizing`` second, and a resizer sets ``resizing`` first and
     counts entries second, so one of them always sees the other. Cost: about
     0.1 µs on entry and on exit; the condition is only touched while a resize
     is pending (rare: the map doubles each time).
     """
 
-    __slots__ = ("_active", "_cond", "_resizing")
+    __slots__ = ("_cond", "active", "resizing")
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._active: list[None] = []
-        self._resizing = False
+        self.active: list[None] = []
+        self.resizing = False
 
     def enter(self) -> None:
-        active = self._active
+        active = self.active
         while True:
             active.append(None)
-            if not self._resizing:
+            if not self.resizing:
                 return
             self.leave()  # a resize is pending: step back and wait for it
             with self._cond:
-                while self._resizing:
+                while self.resizing:
                     self._cond.wait()
 
     def leave(self) -> None:
-        self._active.pop()
-        if self._resizing:
-            with self._cond:
-                self._cond.notify_all()
+        self.active.pop()
+        if self.resizing:
+            self.wake_resizer()
+
+    def wake_resizer(self) -> None:
+        """Tell a pending resize that a transaction left."""
+        with self._cond:
+            self._cond.notify_all()
 
     def exclusive(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` with no transaction active; the caller must not be in one."""
         with self._cond:
-            while self._resizing:
+            while self.resizing:
                 self._cond.wait()
-            self._resizing = True
+            self.resizing = True
             try:
-                while self._active:
+                while self.active:
                     # The timeout only bounds a missed wakeup; leave() notifies.
                     self._cond.wait(0.01)
                 fn()
             finally:
-                self._resizing = False
+                self.resizing = False
                 self._cond.notify_all()
 
 
@@ -173,6 +177,8 @@ class Storage:
         self.path = path
         self.durability: Durability = durability
         self._gate = _Gate()
+        #: ``(LMDB txn id, head)`` of the snapshot last seen (:meth:`snapshot_head`).
+        self.head_cache: tuple[int, tuple[int, int]] = (-1, (0, 0))
         self._refs = 0
         os.makedirs(path, exist_ok=True)
         try:
@@ -217,9 +223,26 @@ class Storage:
         self.write(check)
 
     def head(self, txn: ReadTxn) -> tuple[int, int]:
-        """``(latest commit timestamp, catalog version)`` as of ``txn``."""
+        """``(latest commit timestamp, catalog version)`` as of ``txn`` (read or write)."""
         raw = txn.get(HEAD_KEY, db=self.meta)
         return (0, 0) if raw is None else HEAD.unpack(raw)
+
+    def snapshot_head(self, txn: ReadTxn) -> tuple[int, int]:
+        """:meth:`head` of a *read* txn, remembered by LMDB's txn id.
+
+        A read txn's id is the id of the write txn whose commit it sees; ids
+        only grow, and every process's commits share them, so one id always
+        names one head. Cost: one C call (``mdb_txn_id``) when the snapshot is
+        the one seen last (typical: reads outnumber commits), else one lookup.
+        Never pass a write txn: an aborted write's id is reused by the next one.
+        """
+        txnid = txn.id()
+        cached = self.head_cache
+        if cached[0] == txnid:
+            return cached[1]
+        head = self.head(txn)
+        self.head_cache = (txnid, head)  # one tuple: readers in other threads see old or new
+        return head
 
     def put_head(self, txn: WriteTxn, latest_ts: int, catalog_version: int) -> None:
         """Store the head inside write txn ``txn``."""
@@ -253,7 +276,21 @@ class Storage:
             self.end_read(txn)
 
     def begin_read(self) -> ReadTxn:
-        """Open a read txn; pair with :meth:`end_read` (use :meth:`read` if you can)."""
+        """Open a read txn; pair with :meth:`end_read` (use :meth:`read` if you can).
+
+        Cost: about 0.3 µs (the gate's entry inline, then ``mdb_txn_begin``).
+        """
+        gate = self._gate
+        gate.active.append(None)  # _Gate.enter, inline: this runs for every transaction
+        if not gate.resizing:
+            try:
+                return self.env.begin(write=False, buffers=False)
+            except lmdb.Error:
+                pass  # handled below, where the map size is adopted or the error mapped
+            except BaseException:
+                gate.leave()
+                raise
+        gate.leave()
         while True:
             self._gate.enter()
             try:
@@ -270,7 +307,10 @@ class Storage:
         try:
             txn.abort()
         finally:
-            self._gate.leave()
+            gate = self._gate
+            gate.active.pop()  # _Gate.leave, inline
+            if gate.resizing:
+                gate.wake_resizer()
 
     def write(self, fn: Callable[[WriteTxn], T]) -> T:
         """Run ``fn`` in the single LMDB write txn and commit it; return its result.

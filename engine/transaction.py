@@ -38,8 +38,6 @@ from .errors import (
 from .indexing import KeyPlan
 from .readset import ReadSet
 from .scans import MAX_BYTES_READ, MAX_DOCUMENTS_READ, Scans
-from .storage import HEAD as _HEAD
-from .storage import HEAD_KEY
 from .values import UNSET, convert_document, values_equal
 from .writeset import WriteSet
 
@@ -130,10 +128,12 @@ class Transaction(Scans):
             rtxn = storage.begin_read()
         self._rtxn: Any = rtxn
         try:
-            raw = rtxn.get(HEAD_KEY, db=storage.meta)
-            ts, version = (0, 0) if raw is None else _HEAD.unpack(raw)
+            ts, version = storage.snapshot_head(rtxn)
             self.snapshot_ts: int = ts
-            self.catalog: CatalogView = db.catalog_view(rtxn, version)
+            cached = db.catalog_cache  # Database.catalog_view, inline for the common case
+            self.catalog: CatalogView = (
+                cached[1] if cached[0] == version else db.catalog_view(rtxn, version)
+            )
         except BaseException:
             self.close()
             raise

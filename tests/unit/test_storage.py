@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,41 @@ def test_reopen_keeps_data(db_path: Path) -> None:
     with Engine.open(db_path) as engine:
         assert engine.run(lambda ctx: ctx.db.get(doc_id))["a"] == 1
         engine.check()
+
+
+def test_snapshot_head_follows_every_snapshot(db_path: Path) -> None:
+    """The head cached by LMDB txn id: each snapshot still sees its own head."""
+    storage = open_storage(str(db_path), durability="none")
+    try:
+        storage.write(lambda txn: storage.put_head(txn, 5, 1))
+        old = storage.begin_read()
+        assert storage.snapshot_head(old) == (5, 1)
+        # An aborted write must not leave its txn id behind: the next commit reuses it.
+        with pytest.raises(RuntimeError):
+            storage.write(lambda txn: (storage.put_head(txn, 99, 9), _raise()))
+        storage.write(lambda txn: storage.put_head(txn, 6, 2))
+        new = storage.begin_read()
+        try:
+            assert storage.snapshot_head(new) == (6, 2)
+            assert storage.snapshot_head(old) == (5, 1)  # an older snapshot, still open
+            assert storage.snapshot_head(new) == (6, 2)
+            assert storage.head(new) == (6, 2)
+        finally:
+            storage.end_read(new)
+            storage.end_read(old)
+        # Another process commits: the next snapshot sees its head.
+        code = (
+            "import lmdb, struct, sys\n"
+            "env = lmdb.open(sys.argv[1], max_dbs=8, subdir=True)\n"
+            "with env.begin(write=True) as txn:\n"
+            "    txn.put(b'head', struct.pack('>QQ', 7, 3), db=env.open_db(b'meta', txn=txn))\n"
+        )
+        subprocess.run([sys.executable, "-c", code, str(db_path)], check=True)
+        with storage.read() as txn:
+            assert storage.snapshot_head(txn) == (7, 3)
+    finally:
+        storage.release()
+
+
+def _raise() -> None:
+    raise RuntimeError("abort this write")
