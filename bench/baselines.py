@@ -180,10 +180,22 @@ class RawLmdbStore:
     """
 
     def __init__(
-        self, path: str, sync: bool = True, indexes: Sequence[str] = ("city", "age")
+        self,
+        path: str,
+        sync: bool = True,
+        indexes: Sequence[str] = ("city", "age"),
+        *,
+        metasync: bool | None = None,
     ) -> None:
+        """``sync``/``metasync`` as LMDB's flags (``metasync`` follows ``sync`` unless given)."""
         os.makedirs(path, exist_ok=True)
-        self.env = lmdb.open(path, map_size=8 << 30, max_dbs=8, sync=sync, metasync=sync)
+        self.env = lmdb.open(
+            path,
+            map_size=8 << 30,
+            max_dbs=8,
+            sync=sync,
+            metasync=sync if metasync is None else metasync,
+        )
         self.docs = self.env.open_db(b"docs")
         self.indexes = {f: self.env.open_db(f"ix_{f}".encode()) for f in indexes}
         self.encode = msgspec.msgpack.Encoder().encode

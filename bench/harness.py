@@ -122,23 +122,34 @@ class Report:
         group: str,
         ops_per_call: int = 1,
         seconds: float = 1.0,
+        block: float = 0.0,
     ) -> list[Measurement]:
-        """Measure several systems in alternation: one call of each, round after round.
+        """Measure several systems in alternation, round after round.
 
-        For figures that drift over a run (fsync latency on a shared disk), so
-        that every system sees the same conditions; ``fns`` maps system → call.
+        For figures that drift over a run (fsync latency on a shared disk, a
+        neighbour's load on a shared CPU), so that every system sees the same
+        conditions; ``fns`` maps system → call. Each round gives each system
+        one call, or with ``block`` > 0 as many calls as fit in ``block``
+        seconds (CPU-bound reads: one call at a time would also measure the
+        other systems evicting each other's caches).
         """
         if self.quick:
             seconds = min(seconds, 0.2)
+            block = min(block, 0.02)
         for fn in fns.values():
             fn()  # warm-up
         samples: dict[str, list[float]] = {system: [] for system in fns}
         deadline = time.perf_counter() + seconds * len(fns)
         while time.perf_counter() < deadline or min(map(len, samples.values())) < 5:
             for system, fn in fns.items():
-                start = time.perf_counter_ns()
-                fn()
-                samples[system].append((time.perf_counter_ns() - start) / 1000 / ops_per_call)
+                out = samples[system]
+                block_end = time.perf_counter() + block
+                while True:
+                    start = time.perf_counter_ns()
+                    fn()
+                    out.append((time.perf_counter_ns() - start) / 1000 / ops_per_call)
+                    if time.perf_counter() >= block_end:
+                        break
         return [
             self._record(name, system, group, values, ops_per_call)
             for system, values in samples.items()
