@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import keys
 from .catalog import BY_ID, IndexDef, TableDef
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .storage import Storage
     from .writeset import WriteSet
 
-__all__ = ["MAX_BYTES_READ", "MAX_DOCUMENTS_READ", "Scans"]
+__all__ = ["MAX_BYTES_READ", "MAX_DOCUMENTS_READ", "Rows", "Scans"]
 
 #: Convex's limits on what one function execution reads.
 MAX_DOCUMENTS_READ = 32_000
@@ -148,12 +148,41 @@ class Scans:
     ) -> list[dict[str, Any]] | None:
         """Up to ``limit`` documents of ``[lo, hi)`` that ``keep`` accepts, in one loop.
 
-        Only for read-only transactions (nothing to merge); returns None
-        otherwise and the caller streams with :meth:`scan`. The read set
+        :meth:`read_rows` without the bookkeeping: None when the caller must
+        stream with :meth:`scan` instead (a writable transaction).
+        """
+        rows = self.read_rows(table, index, lo, hi, reverse=reverse, limit=limit, keep=keep)
+        return None if rows is None else rows.documents
+
+    def read_rows(
+        self,
+        table: TableDef,
+        index: IndexDef,
+        lo: bytes,
+        hi: bytes,
+        *,
+        reverse: bool,
+        limit: int | None = None,
+        keep: Callable[[dict[str, Any]], bool] | None = None,
+        max_rows: int | None = None,
+        max_bytes: int | None = None,
+        with_keys: bool = False,
+    ) -> Rows | None:
+        """Read ``[lo, hi)`` in one loop, stopping at the first bound reached.
+
+        Bounds: ``limit`` documents accepted by ``keep``; ``max_rows`` rows
+        scanned (rejected ones included); ``max_bytes`` bytes of documents
+        scanned. Only for read-only transactions (nothing to merge); returns
+        None otherwise, and the caller streams with :meth:`scan`. The read set
         records the interval consumed, as a scan would: up to the last row
-        taken when ``limit`` stopped the loop, the whole range otherwise.
+        read when a bound stopped the loop, the whole range otherwise.
         Cost: one seek, then per row one step, one lookup and one decode,
         without a generator between them.
+
+        Example::
+
+            rows = txn.read_rows(table, index, lo, hi, reverse=False, limit=10)
+            rows.documents, rows.stopped   # up to 10 documents, "limit" if cut short
         """
         if self.writable or index.name == BY_ID:
             return None
@@ -164,10 +193,17 @@ class Scans:
         table_prefix = table.prefix
         decode = _decode_document
         out: list[dict[str, Any]] = []
+        out_keys: list[bytes] = []
         append = out.append
         read = 0
         size = 0
+        # Convex's limits, checked per row (the common case: two compares).
         budget = MAX_DOCUMENTS_READ - self.documents_read
+        byte_budget = MAX_BYTES_READ - self.bytes_read
+        row_bound = max_rows if max_rows is not None else -1  # never equals a count
+        byte_bound = max_bytes if max_bytes is not None else 1 << 62  # never reached
+        last_key: bytes | None = None
+        stopped: str | None = None
         cursor = rtxn.cursor(db=self._storage.indexes)
         try:
             keys: Any
@@ -185,26 +221,50 @@ class Scans:
                     raise AssertionError(f"index entry {key!r} points to a missing document")
                 read += 1
                 size += len(found)
-                if read > budget:  # stop at Convex's limit, not after reading everything
+                if read > budget or size > byte_budget:  # stop at Convex's limit, not after
                     self.documents_read += read
-                    read = 0
-                    self._count_read(0)
+                    self.bytes_read += size
+                    read = size = 0
+                    self._count_read(0)  # raises
+                last_key = key
                 document = decode(found)
                 if keep is None or keep(document):
                     append(document)
+                    if with_keys:
+                        out_keys.append(key)
                     if limit is not None and len(out) >= limit:
-                        if reverse:
-                            interval.lo = key
-                        else:
-                            interval.hi = key + b"\x00"
-                        break
+                        stopped = "limit"
+                if stopped is None and (read == row_bound or size >= byte_bound):
+                    stopped = "rows" if read == row_bound else "bytes"
+                if stopped is not None:
+                    if reverse:
+                        interval.lo = key
+                    else:
+                        interval.hi = key + b"\x00"
+                    break
         finally:
             cursor.close()
             self.documents_read += read
             self.bytes_read += size
         if self.documents_read > MAX_DOCUMENTS_READ or self.bytes_read > MAX_BYTES_READ:
             self._count_read(0)
-        return out
+        return Rows(out, out_keys, read, last_key, stopped)
+
+
+class Rows(NamedTuple):
+    """What :meth:`Scans.read_rows` read."""
+
+    #: The documents accepted, in scan order.
+    documents: list[dict[str, Any]]
+    #: The index key of each accepted document (only when asked ``with_keys``).
+    keys: list[bytes]
+    #: Rows scanned, rejected ones included.
+    rows: int
+    #: The index key of the last row scanned (None if none).
+    last_key: bytes | None
+    #: Which bound stopped the loop: ``"limit"``, ``"rows"``, ``"bytes"``; None when
+    #: the range was read to its end.
+    stopped: str | None
 
 
 def _scan_by_id(

@@ -186,3 +186,55 @@ def test_fuzzed_cursors_only_raise_invalid_cursor(
             return
         # A random string may decode to nothing valid only if it equals the real cursor.
         assert bad == cursor
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.integers(0, 50), max_size=40),
+    size=st.integers(1, 8),
+    max_rows=st.none() | st.integers(1, 10),
+    max_bytes=st.none() | st.integers(1, 400),
+    use_end=st.booleans(),
+    shape=shapes,
+)
+def test_queries_and_mutations_page_alike(
+    values: list[int],
+    size: int,
+    max_rows: int | None,
+    max_bytes: int | None,
+    use_end: bool,
+    shape: tuple[str, bool, bool],
+) -> None:
+    """A query reads a page in one loop, a mutation streams it: same pages, same cursors."""
+    with database(values) as engine:
+        cursor = None
+        for _ in range(100):
+            opts: dict[str, Any] = {"numItems": size, "cursor": cursor}
+            if max_rows is not None:
+                opts["maximumRowsRead"] = max_rows
+            if max_bytes is not None:
+                opts["maximumBytesRead"] = max_bytes
+            if use_end and cursor is not None:
+                ahead = run_page(engine, {"numItems": size + 2, "cursor": cursor}, *shape)
+                opts["endCursor"] = ahead["continueCursor"]
+            in_query, query_reads = paginate_with_reads(engine, opts, shape, writable=False)
+            in_mutation, mutation_reads = paginate_with_reads(engine, opts, shape, writable=True)
+            assert in_query == in_mutation
+            assert query_reads == mutation_reads  # the same interval recorded as read
+            if in_query["isDone"]:
+                break
+            cursor = in_query["continueCursor"]
+
+
+def paginate_with_reads(
+    engine: Engine, opts: dict[str, Any], shape: tuple[str, bool, bool], *, writable: bool
+) -> tuple[dict[str, Any], list[tuple[bytes, bytes]]]:
+    """One page in a query (``writable=False``) or a mutation, and the read set it left."""
+    from engine.contexts import MutationCtx, QueryCtx
+
+    def body(txn: Any) -> tuple[dict[str, Any], list[tuple[bytes, bytes]]]:
+        ctx = (MutationCtx if writable else QueryCtx)(None, txn, None, 0.0)
+        page = build(ctx, *shape).paginate(opts)
+        return page, txn.reads.freeze().pairs()
+
+    return engine._db.run(body, writable=writable)[0]
