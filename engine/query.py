@@ -334,11 +334,11 @@ class Query:
         keep = None
         if filters:
             keep = lambda document: all(passes(f, document) for f in filters)  # noqa: E731
-        batch = self._txn.read_range(
+        rows = self._txn.read_rows(
             table, index, rng.lo, rng.hi, reverse=self._order == "desc", limit=limit, keep=keep
         )
-        if batch is not None:
-            return batch
+        if rows is not None:
+            return rows.documents
         out: list[dict[str, Any]] = []
         for _, document in self._rows():
             out.append(document)

@@ -2,8 +2,8 @@
 
 :meth:`Scans.scan` streams ``(index key, document)`` pairs of ``[lo, hi)`` in
 either direction, merging the transaction's own uncommitted writes over the
-LMDB scan; :meth:`Scans.read_range` is the one-loop path for read-only
-transactions (``collect``/``take`` of a query). Both record in the read set
+LMDB scan; :meth:`Scans.read_rows` is the one-loop path for read-only
+transactions (``collect``/``take``/``paginate`` of a query). Both record in the read set
 exactly the interval they consumed, and count documents and bytes read
 against Convex's limits (:data:`MAX_DOCUMENTS_READ`, :data:`MAX_BYTES_READ`).
 ``by_id`` has no entries in ``indexes``: its scans read ``documents`` directly.
@@ -137,25 +137,6 @@ class Scans:
             interval.lo = lo
         else:
             interval.hi = hi
-
-    def read_range(
-        self,
-        table: TableDef,
-        index: IndexDef,
-        lo: bytes,
-        hi: bytes,
-        *,
-        reverse: bool,
-        limit: int | None,
-        keep: Callable[[dict[str, Any]], bool] | None,
-    ) -> list[dict[str, Any]] | None:
-        """Up to ``limit`` documents of ``[lo, hi)`` that ``keep`` accepts, in one loop.
-
-        :meth:`read_rows` without the bookkeeping: None when the caller must
-        stream with :meth:`scan` instead (a writable transaction).
-        """
-        rows = self.read_rows(table, index, lo, hi, reverse=reverse, limit=limit, keep=keep)
-        return None if rows is None else rows.documents
 
     def read_rows(
         self,

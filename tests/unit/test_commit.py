@@ -126,6 +126,28 @@ def test_writers_pause_while_a_group_is_applied(engine: Engine) -> None:
     committer.idle.set()
 
 
+def _first_group_stalls(
+    monkeypatch: pytest.MonkeyPatch, *, seconds: float, then: Exception | None = None
+) -> threading.Event:
+    """Make the first group's apply sleep ``seconds`` (then raise ``then``, if given).
+
+    Returns an event set when that apply starts.
+    """
+    started = threading.Event()
+    real_apply = commit.Committer._apply
+
+    def apply(self: commit.Committer, wtxn: object, batch: list[commit.CommitRequest]) -> object:
+        if not started.is_set():
+            started.set()
+            time.sleep(seconds)
+            if then is not None:
+                raise then
+        return real_apply(self, wtxn, batch)
+
+    monkeypatch.setattr(commit.Committer, "_apply", apply)
+    return started
+
+
 def _request() -> commit.CommitRequest:
     request = commit.CommitRequest(0, None, 0, {}, [], [], [], [], None)  # type: ignore[arg-type]
     request.wake = threading.Lock()
@@ -166,20 +188,7 @@ def test_an_interrupted_waiter_withdraws_and_commits_keep_flowing(
     def raise_interrupted(signum: int, frame: object) -> None:
         raise Interrupted
 
-    slow_once = threading.Event()
-    applying = threading.Event()
-    real_apply = commit.Committer._apply
-
-    def slow_apply(
-        self: commit.Committer, wtxn: object, batch: list[commit.CommitRequest]
-    ) -> object:
-        if not slow_once.is_set():
-            slow_once.set()
-            applying.set()
-            time.sleep(0.4)
-        return real_apply(self, wtxn, batch)
-
-    monkeypatch.setattr(commit.Committer, "_apply", slow_apply)
+    applying = _first_group_stalls(monkeypatch, seconds=0.4)
     previous = signal.signal(signal.SIGUSR1, raise_interrupted)
     try:
         leader = threading.Thread(
@@ -218,21 +227,8 @@ def test_an_interrupted_waiter_withdraws_and_commits_keep_flowing(
 def test_a_group_that_fails_fails_every_member_and_the_next_group_runs(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    failed = threading.Event()
-    entered = threading.Event()
-    real_apply = commit.Committer._apply
-
-    def failing_apply(
-        self: commit.Committer, wtxn: object, batch: list[commit.CommitRequest]
-    ) -> object:
-        if not failed.is_set():
-            entered.set()
-            time.sleep(0.2)  # let the others queue behind this group
-            failed.set()
-            raise RuntimeError("disk on fire")
-        return real_apply(self, wtxn, batch)
-
-    monkeypatch.setattr(commit.Committer, "_apply", failing_apply)
+    # The first group stalls (so the others queue behind it), then fails.
+    entered = _first_group_stalls(monkeypatch, seconds=0.2, then=RuntimeError("disk on fire"))
     outcomes: list[str] = []
 
     def insert(tag: str) -> None:
