@@ -38,78 +38,54 @@ def run(report: Any) -> None:
         raw_ids = [raw.insert_one(d) for d in docs]
         with Engine.open(os.path.join(folder, "none"), durability="none") as engine:
             ids = [engine.mutation(insert, {"doc": d}) for d in docs]
-            report.measure(
+            # Systems in alternation within each group (see queries.py): 0.1 s blocks
+            # for CPU-bound calls, one call each per round for durable commits.
+            report.measure_interleaved(
                 "empty query",
-                lambda: engine.query(empty, {}),
+                {
+                    "convexlite": lambda: engine.query(empty, {}),
+                    "convexlite inline": lambda: engine.query(lambda ctx: None),
+                    "python no-op call": lambda: None,
+                },
                 seconds=seconds,
+                block=0.1,
                 group="empty query",
-                system="convexlite",
             )
-            report.measure(
-                "empty query",
-                lambda: engine.query(lambda ctx: None),
-                seconds=seconds,
-                group="empty query",
-                system="convexlite inline",
-            )
-            report.measure(
-                "empty query",
-                lambda: None,
-                seconds=seconds,
-                group="empty query",
-                system="python no-op call",
-            )
-            state = {"i": 0}
+            positions = {"convexlite": 0, "raw": 0}
 
             def one_doc() -> None:
-                state["i"] = (state["i"] + 1) % len(ids)
-                engine.query(one, {"id": ids[state["i"]]})
+                positions["convexlite"] = (positions["convexlite"] + 1) % len(ids)
+                engine.query(one, {"id": ids[positions["convexlite"]]})
 
             def raw_get() -> None:
-                state["i"] = (state["i"] + 1) % len(raw_ids)
-                raw.get(raw_ids[state["i"]])
+                positions["raw"] = (positions["raw"] + 1) % len(raw_ids)
+                raw.get(raw_ids[positions["raw"]])
 
-            report.measure(
+            report.measure_interleaved(
                 "one-document query",
-                one_doc,
+                {"convexlite": one_doc, "raw lmdb": raw_get},
                 seconds=seconds,
+                block=0.1,
                 group="one-document query",
-                system="convexlite",
             )
-            report.measure(
-                "one-document query",
-                raw_get,
-                seconds=seconds,
-                group="one-document query",
-                system="raw lmdb",
-            )
-            report.measure(
+            report.measure_interleaved(
                 "one-insert mutation",
-                lambda: engine.mutation(insert, {"doc": docs[0]}),
+                {
+                    "convexlite none": lambda: engine.mutation(insert, {"doc": docs[0]}),
+                    "raw lmdb nosync": lambda: raw.insert_one(docs[0]),
+                },
                 seconds=seconds,
+                block=0.1,
                 group="one-insert mutation, durability none",
-                system="convexlite none",
-            )
-            report.measure(
-                "one-insert mutation",
-                lambda: raw.insert_one(docs[0]),
-                seconds=seconds,
-                group="one-insert mutation, durability none",
-                system="raw lmdb nosync",
             )
         raw_sync = RawLmdbStore(os.path.join(folder, "raw-full"), sync=True)
         with Engine.open(os.path.join(folder, "full"), durability="full") as engine:
-            report.measure(
+            report.measure_interleaved(
                 "one-insert mutation",
-                lambda: engine.mutation(insert, {"doc": docs[0]}),
+                {
+                    "convexlite full": lambda: engine.mutation(insert, {"doc": docs[0]}),
+                    "raw lmdb sync": lambda: raw_sync.insert_one(docs[0]),
+                },
                 seconds=seconds,
                 group="one-insert mutation, durability full",
-                system="convexlite full",
-            )
-            report.measure(
-                "one-insert mutation",
-                lambda: raw_sync.insert_one(docs[0]),
-                seconds=seconds,
-                group="one-insert mutation, durability full",
-                system="raw lmdb sync",
             )
