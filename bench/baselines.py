@@ -114,13 +114,22 @@ class SqliteStore:
                 (size,),
             ).fetchall()
         else:
+            # The rest of the position's own value, then the values after it: two index
+            # seeks. One query with `field >= ? AND (field > ? OR id > ?)` made sqlite3
+            # walk every row of the position's value before it (0.4-1 ms at some pages),
+            # and a row-value comparison `(field, id) > (?, ?)` scanned from the start.
             rows = self.conn.execute(
                 f"SELECT json_extract(doc, '$.{field}'), id, doc FROM docs "
-                f"WHERE json_extract(doc, '$.{field}') >= ? "
-                f"AND (json_extract(doc, '$.{field}') > ? OR id > ?) "
-                f"ORDER BY json_extract(doc, '$.{field}'), id LIMIT ?",
-                (after[0], after[0], after[1], size),
+                f"WHERE json_extract(doc, '$.{field}') = ? AND id > ? ORDER BY id LIMIT ?",
+                (after[0], after[1], size),
             ).fetchall()
+            if len(rows) < size:
+                rows += self.conn.execute(
+                    f"SELECT json_extract(doc, '$.{field}'), id, doc FROM docs "
+                    f"WHERE json_extract(doc, '$.{field}') > ? "
+                    f"ORDER BY json_extract(doc, '$.{field}'), id LIMIT ?",
+                    (after[0], size - len(rows)),
+                ).fetchall()
         return [(r[0], r[1], json.loads(r[2])) for r in rows]
 
     @staticmethod
