@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from .baselines import RawLmdbStore, SqliteStore, make_documents
@@ -39,21 +40,15 @@ def run(report: Any) -> None:
         # The baselines first, each positioned at every measured page.
         sqlite = SqliteStore(os.path.join(folder, "s.db"), synchronous="NORMAL", indexes=["age"])
         sqlite.insert_many(docs)
-        keys_at: dict[int, Any] = {}
-        after: Any = None
-        for number in range(1, max(pages) + 1):
-            if number in pages:
-                keys_at[number] = after
+
+        def keyset_step(after: Any) -> Any:
             rows = sqlite.page_keyset("age", after, size)
-            after = sqlite.keyset_position(rows[-1]) if rows else after
+            return sqlite.keyset_position(rows[-1]) if rows else after
+
+        keys_at = _positions(pages, keyset_step)
         raw = RawLmdbStore(os.path.join(folder, "raw"), sync=False, indexes=["age"])
         raw.insert_many(docs)
-        raw_at: dict[int, Any] = {}
-        position: Any = None
-        for number in range(1, max(pages) + 1):
-            if number in pages:
-                raw_at[number] = position
-            position = raw.page_after("age", position, size)[1]
+        raw_at = _positions(pages, lambda position: raw.page_after("age", position, size)[1])
         with Engine.open(os.path.join(folder, "cl"), schema=schema, durability="none") as engine:
             for start in range(0, n, 15_000):
                 chunk = docs[start : start + 15_000]
@@ -68,12 +63,7 @@ def run(report: Any) -> None:
                     )
                 )
 
-            cursors: dict[int, str | None] = {1: None}
-            cursor: str | None = None
-            for number in range(1, max(pages) + 1):
-                if number in pages:
-                    cursors[number] = cursor
-                cursor = page_query(cursor)["continueCursor"]
+            cursors = _positions(pages, lambda cursor: page_query(cursor)["continueCursor"])
             # Each page depth: the four systems in alternation, 0.1 s of each per round
             # (separately, a later group could run in a slower stretch: page 9,000 once
             # measured 209 µs against 120-130 µs in a direct, repeated measurement).
@@ -92,3 +82,14 @@ def run(report: Any) -> None:
                     block=0.1,
                     group=f"page {number}",
                 )
+
+
+def _positions(pages: list[int], step: Callable[[Any], Any]) -> dict[int, Any]:
+    """Where each page of ``pages`` starts, walking page by page from None with ``step``."""
+    positions: dict[int, Any] = {}
+    position: Any = None
+    for number in range(1, max(pages) + 1):
+        if number in pages:
+            positions[number] = position
+        position = step(position)
+    return positions
