@@ -24,7 +24,7 @@ from .errors import (
     InvalidIndexRange,
     ValidationError,
 )
-from .filters import Expression, passes, predicate
+from .filters import Expression, compile_filters, predicate
 from .values import UNSET, convert, format_value, type_name
 
 if TYPE_CHECKING:
@@ -312,12 +312,16 @@ class Query:
         end = rng.hi if hi is None or hi > rng.hi else hi
         if start >= end:
             return
-        filters = self._filters
+        keep = self.keep()
         for key, document in self._txn.scan(
             table, index, start, end, reverse=self._order == "desc"
         ):
-            if not filters or all(passes(f, document) for f in filters):
+            if keep is None or keep(document):
                 yield key, document
+
+    def keep(self) -> Callable[[dict[str, Any]], bool] | None:
+        """The query's filters as one compiled predicate (None without filters)."""
+        return compile_filters(self._filters) if self._filters else None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Stream the documents, one LMDB step at a time."""
@@ -330,12 +334,14 @@ class Query:
         if resolved is None:
             return []
         table, index, rng = resolved
-        filters = self._filters
-        keep = None
-        if filters:
-            keep = lambda document: all(passes(f, document) for f in filters)  # noqa: E731
         rows = self._txn.read_rows(
-            table, index, rng.lo, rng.hi, reverse=self._order == "desc", limit=limit, keep=keep
+            table,
+            index,
+            rng.lo,
+            rng.hi,
+            reverse=self._order == "desc",
+            limit=limit,
+            keep=self.keep(),
         )
         if rows is not None:
             return rows.documents
