@@ -203,7 +203,7 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     exhausted = True
     rows = None
     if lo < hi:
-        keep = query.keep()
+        keep = query._keep()
         # Read-only transactions read the page in one loop (a third faster than the
         # generator); a mutation streams, merging its own writes.
         rows = txn.read_rows(

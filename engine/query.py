@@ -312,14 +312,14 @@ class Query:
         end = rng.hi if hi is None or hi > rng.hi else hi
         if start >= end:
             return
-        keep = self.keep()
+        keep = self._keep()
         for key, document in self._txn.scan(
             table, index, start, end, reverse=self._order == "desc"
         ):
             if keep is None or keep(document):
                 yield key, document
 
-    def keep(self) -> Callable[[dict[str, Any]], bool] | None:
+    def _keep(self) -> Callable[[dict[str, Any]], bool] | None:
         """The query's filters as one compiled predicate (None without filters)."""
         return compile_filters(self._filters) if self._filters else None
 
@@ -341,7 +341,7 @@ class Query:
             rng.hi,
             reverse=self._order == "desc",
             limit=limit,
-            keep=self.keep(),
+            keep=self._keep(),
         )
         if rows is not None:
             return rows.documents
