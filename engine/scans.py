@@ -221,10 +221,12 @@ class Scans:
                 read += 1
                 size += len(found)
                 if read > budget or size > byte_budget:  # stop at Convex's limit, not after
-                    self.documents_read += read
-                    self.bytes_read += size
+                    # Count the rows before this one, then this one as the scan would:
+                    # the same counters, and the same error (documents checked first).
+                    self.documents_read += read - 1
+                    self.bytes_read += size - len(found)
                     read = size = 0
-                    self._count_read(0)  # raises
+                    self._count_read(len(found))  # raises
                 last_key = key
                 document = decode(found)
                 if keep is None or keep(document):
@@ -290,12 +292,16 @@ class Scans:
             if None in raws:
                 missing = chunk[raws.index(None)]
                 raise AssertionError(f"index entry {missing!r} points to a missing document")
-            read += len(chunk)
-            size += sum(map(len, raws))
-            if read > budget or size > byte_budget:  # Convex's limits, before decoding
+            chunk_bytes = sum(map(len, raws))
+            if read + len(chunk) > budget or size + chunk_bytes > byte_budget:
+                # A limit is crossed inside this chunk: count row by row from its start,
+                # so the error is raised at the row (and with the kind) a scan would.
                 self.documents_read += read
                 self.bytes_read += size
-                self._count_read(0)  # raises
+                for raw in raws:
+                    self._count_read(len(raw))  # raises at the row past a limit
+            read += len(chunk)
+            size += chunk_bytes
             out.extend(map(_decode_document, raws))
             if out_keys is not None:
                 out_keys.extend(chunk)

@@ -81,3 +81,59 @@ def test_queries_and_mutations_read_alike(values: list[int], plan: dict[str, Any
             assert in_query == in_mutation
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_until_limit(engine: Engine, plan: dict[str, Any], *, writable: bool) -> Any:
+    """Run the plan's query, catching Convex's read limit: what was raised and counted."""
+    from engine.errors import LimitExceeded
+
+    def body(txn: Any) -> Any:
+        ctx = (MutationCtx if writable else QueryCtx)(None, txn, None, 0.0)
+        q = ctx.db.query("items").order(plan["order"])
+        if plan["filter"]:
+            q = q.filter(lambda f: f.neq(f.mod(f.field("n"), 3), 0))
+        try:
+            result: Any = q.collect() if plan["take"] is None else q.take(plan["take"])
+        except LimitExceeded as error:
+            result = (error.limit, str(error))
+        return result, txn.documents_read, txn.bytes_read
+
+    return engine._db.run(body, writable=writable)[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pads=st.lists(st.integers(0, 300), min_size=1, max_size=2 * _CHUNK + 10),
+    max_documents=st.integers(1, 2 * _CHUNK + 20),
+    max_bytes=st.integers(50, 40_000),
+    plan=st.fixed_dictionaries(
+        {
+            "order": st.sampled_from(["asc", "desc"]),
+            "filter": st.booleans(),
+            "take": st.none() | st.integers(1, 2 * _CHUNK + 20),
+        }
+    ),
+)
+def test_read_limits_stop_both_paths_at_the_same_row(
+    pads: list[int], max_documents: int, max_bytes: int, plan: dict[str, Any]
+) -> None:
+    """The same error (documents or bytes), at the same row, with the same counts."""
+    from engine import scans
+
+    folder = tempfile.mkdtemp()
+    saved = scans.MAX_DOCUMENTS_READ, scans.MAX_BYTES_READ
+    try:
+        with Engine.open(folder, schema=SCHEMA, durability="none") as engine:
+            engine.run(
+                lambda ctx: [
+                    ctx.db.insert("items", {"g": 0, "n": i, "pad": "x" * pad})
+                    for i, pad in enumerate(pads)
+                ]
+            )
+            scans.MAX_DOCUMENTS_READ, scans.MAX_BYTES_READ = max_documents, max_bytes
+            in_query = read_until_limit(engine, plan, writable=False)
+            in_mutation = read_until_limit(engine, plan, writable=True)
+            assert in_query == in_mutation
+    finally:
+        scans.MAX_DOCUMENTS_READ, scans.MAX_BYTES_READ = saved
+        shutil.rmtree(folder, ignore_errors=True)
