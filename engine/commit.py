@@ -152,15 +152,25 @@ class Committer:
                 raise
             if request.done:
                 return
-        with self._lock:
-            batch, self._queue = self._queue, []
-        try:
+        batch: list[CommitRequest] = []
+        try:  # from here on an interrupt cannot strand the lead: _finish passes it on
+            with self._lock:
+                batch, self._queue = self._queue, []
             self._run(batch)
         finally:
             self._finish(request, batch)
 
     def _finish(self, leader: CommitRequest, batch: list[CommitRequest]) -> None:
-        """Wake the threads of ``batch`` and hand the lead on (or drop it)."""
+        """Wake the threads of ``batch`` and hand the lead on (or drop it).
+
+        An empty ``batch`` means the leader was interrupted before it took the
+        queue: its own request is still queued, and is withdrawn unapplied.
+        """
+        if not batch:
+            with self._lock:
+                self._queue = [r for r in self._queue if r is not leader]
+            leader.error = EngineError("The commit was interrupted before it was applied.")
+            leader.done = True
         for other in batch:
             if not other.done:  # only if the group was interrupted half-way
                 other.error = other.error or EngineError("The commit was interrupted.")

@@ -282,3 +282,90 @@ def test_group_commit_grows_a_full_map(tmp_path: Path, monkeypatch: pytest.Monke
             (t, i) for t in range(8) for i in range(60)
         ]
         small.check()
+
+
+def test_a_leader_interrupted_right_after_taking_the_queue_passes_the_lead_on(
+    engine: Engine,
+) -> None:
+    """An exception between taking the queue and applying it must not strand the lead.
+
+    The committer's lock raises on exit once, just after the leader took the
+    queue: where a KeyboardInterrupt could land. (Found by a review.)
+    """
+    committer = engine._db.committer
+    real = committer._lock
+
+    class Interrupted(Exception):
+        pass
+
+    class RaisesOnceAfterTakingTheQueue:
+        armed = True
+
+        def __enter__(self) -> None:
+            real.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            real.release()
+            if self.armed and exc[0] is None and committer._queue == []:
+                self.armed = False
+                raise Interrupted
+
+        def acquire(self, *args: object) -> bool:
+            return real.acquire(*args)
+
+        def release(self) -> None:
+            real.release()
+
+    committer._lock = RaisesOnceAfterTakingTheQueue()  # type: ignore[assignment]
+    try:
+        with pytest.raises(Interrupted):
+            engine.run(lambda ctx: ctx.db.insert("t", {"x": 1}))
+    finally:
+        committer._lock = real
+    done = threading.Event()
+    other = threading.Thread(
+        target=lambda: (engine.run(lambda ctx: ctx.db.insert("t", {"x": 2})), done.set())
+    )
+    other.start()
+    assert done.wait(5), "the lead was stranded: the next commit never ran"
+    other.join()
+    assert not committer._leading
+    assert [r["x"] for r in engine.query(lambda ctx: ctx.db.query("t").collect())] == [2]
+
+
+def test_a_leader_interrupted_before_taking_the_queue_withdraws_and_passes_the_lead_on(
+    engine: Engine,
+) -> None:
+    committer = engine._db.committer
+    real = committer._lock
+
+    class Interrupted(Exception):
+        pass
+
+    class RaisesOnSecondEntry:
+        entries = 0
+
+        def __enter__(self) -> None:
+            self.entries += 1
+            if self.entries == 2:  # the leader about to take the queue
+                raise Interrupted
+            real.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            real.release()
+
+        def acquire(self, *args: object) -> bool:
+            return real.acquire(*args)
+
+        def release(self) -> None:
+            real.release()
+
+    committer._lock = RaisesOnSecondEntry()  # type: ignore[assignment]
+    try:
+        with pytest.raises(Interrupted):
+            engine.run(lambda ctx: ctx.db.insert("t", {"x": 1}))
+    finally:
+        committer._lock = real
+    assert committer._queue == [] and not committer._leading
+    engine.run(lambda ctx: ctx.db.insert("t", {"x": 2}))
+    assert [r["x"] for r in engine.query(lambda ctx: ctx.db.query("t").collect())] == [2]
