@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -284,44 +285,64 @@ def test_group_commit_grows_a_full_map(tmp_path: Path, monkeypatch: pytest.Monke
         small.check()
 
 
+class _Interrupted(Exception):
+    """Stands in for a KeyboardInterrupt (which would stop pytest itself)."""
+
+
+class _InterruptingLock:
+    """The committer's lock, raising :class:`_Interrupted` once where ``at`` says.
+
+    ``at(stage, entries)``: stage ``"enter"`` (before acquiring) or ``"exit"``
+    (after releasing), ``entries`` counting ``with`` blocks so far.
+    """
+
+    def __init__(self, real: Any, at: Any) -> None:
+        self.real, self.at, self.entries, self.armed = real, at, 0, True
+
+    def _maybe_raise(self, stage: str) -> None:
+        if self.armed and self.at(stage, self.entries):
+            self.armed = False
+            raise _Interrupted
+
+    def __enter__(self) -> None:
+        self.entries += 1
+        self._maybe_raise("enter")
+        self.real.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.real.release()
+        if exc[0] is None:
+            self._maybe_raise("exit")
+
+    def acquire(self, *args: Any) -> bool:
+        return bool(self.real.acquire(*args))
+
+    def release(self) -> None:
+        self.real.release()
+
+
+def _commit_interrupted(engine: Engine, at: Any) -> None:
+    """One insert whose commit is interrupted where ``at`` says (see _InterruptingLock)."""
+    committer = engine._db.committer
+    real = committer._lock
+    committer._lock = _InterruptingLock(real, at)  # type: ignore[assignment]
+    try:
+        with pytest.raises(_Interrupted):
+            engine.run(lambda ctx: ctx.db.insert("t", {"x": 1}))
+    finally:
+        committer._lock = real
+
+
 def test_a_leader_interrupted_right_after_taking_the_queue_passes_the_lead_on(
     engine: Engine,
 ) -> None:
     """An exception between taking the queue and applying it must not strand the lead.
 
-    The committer's lock raises on exit once, just after the leader took the
-    queue: where a KeyboardInterrupt could land. (Found by a review.)
+    The lock raises on exit just after the leader took the queue: where a
+    KeyboardInterrupt could land. (Found by a review.)
     """
     committer = engine._db.committer
-    real = committer._lock
-
-    class Interrupted(Exception):
-        pass
-
-    class RaisesOnceAfterTakingTheQueue:
-        armed = True
-
-        def __enter__(self) -> None:
-            real.acquire()
-
-        def __exit__(self, *exc: object) -> None:
-            real.release()
-            if self.armed and exc[0] is None and committer._queue == []:
-                self.armed = False
-                raise Interrupted
-
-        def acquire(self, *args: object) -> bool:
-            return real.acquire(*args)
-
-        def release(self) -> None:
-            real.release()
-
-    committer._lock = RaisesOnceAfterTakingTheQueue()  # type: ignore[assignment]
-    try:
-        with pytest.raises(Interrupted):
-            engine.run(lambda ctx: ctx.db.insert("t", {"x": 1}))
-    finally:
-        committer._lock = real
+    _commit_interrupted(engine, lambda stage, _: stage == "exit" and committer._queue == [])
     done = threading.Event()
     other = threading.Thread(
         target=lambda: (engine.run(lambda ctx: ctx.db.insert("t", {"x": 2})), done.set())
@@ -337,35 +358,8 @@ def test_a_leader_interrupted_before_taking_the_queue_withdraws_and_passes_the_l
     engine: Engine,
 ) -> None:
     committer = engine._db.committer
-    real = committer._lock
-
-    class Interrupted(Exception):
-        pass
-
-    class RaisesOnSecondEntry:
-        entries = 0
-
-        def __enter__(self) -> None:
-            self.entries += 1
-            if self.entries == 2:  # the leader about to take the queue
-                raise Interrupted
-            real.acquire()
-
-        def __exit__(self, *exc: object) -> None:
-            real.release()
-
-        def acquire(self, *args: object) -> bool:
-            return real.acquire(*args)
-
-        def release(self) -> None:
-            real.release()
-
-    committer._lock = RaisesOnSecondEntry()  # type: ignore[assignment]
-    try:
-        with pytest.raises(Interrupted):
-            engine.run(lambda ctx: ctx.db.insert("t", {"x": 1}))
-    finally:
-        committer._lock = real
+    # The second `with` block of a commit is the leader taking the queue.
+    _commit_interrupted(engine, lambda stage, entries: stage == "enter" and entries == 2)
     assert committer._queue == [] and not committer._leading
     engine.run(lambda ctx: ctx.db.insert("t", {"x": 2}))
     assert [r["x"] for r in engine.query(lambda ctx: ctx.db.query("t").collect())] == [2]
