@@ -115,7 +115,7 @@ class Engine:
 
     def _live(self) -> Runtime:
         if self._closed:
-            raise EngineError("This engine is closed: open it again with Engine.open(path).")
+            raise _closed_error()
         return self._runtime
 
     @property
@@ -131,7 +131,9 @@ class Engine:
         ``ref`` is a decorated function or its name (``"messages:list"``);
         ``auth`` a raw token, a verified identity, or None.
         """
-        return self._live().query(ref, args, auth)
+        if self._closed:  # _live(), inline: this is the path of every query call
+            raise _closed_error()
+        return self._runtime.query(ref, args, auth)
 
     def mutation(self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None) -> Any:
         """Run a public mutation; returns once it is committed (durably in ``full`` mode).
@@ -263,3 +265,7 @@ def _release(storage: Any) -> None:
         if last:
             _DATABASES.pop(storage.path, None)
     storage.release()
+
+
+def _closed_error() -> EngineError:
+    return EngineError("This engine is closed: open it again with Engine.open(path).")

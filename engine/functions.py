@@ -348,22 +348,24 @@ class Runtime:
         this is the path of every ``Engine.query``, so it avoids layers.
         """
         identity = None if auth is None else self.identity(auth)
+        db = self.db
         if callable(ref) and not isinstance(ref, FunctionDef):
             if args:
                 raise EngineError("An inline function takes no arguments: close over them instead.")
-            runtime = self
-            env = self.env
-
-            def inline(txn: Transaction) -> Any:
-                return ref(QueryCtx(runtime, txn, identity, time.time() * 1000.0, None, env))
-
-            return self.db.run(inline, writable=False, source="inline query")[0]
+            txn = db.open_query()
+            try:
+                return ref(QueryCtx(self, txn, identity, time.time() * 1000.0, None, self.env))
+            finally:
+                db.close_query(txn)
         name, function = self.resolve(ref, internal=False)
         if function.kind != "query":
             raise self._kind_error(name, function, "query")
         args = self.check_args(name, function, args)
-        body = self._body(name, function, args, identity)
-        return self.db.run(body, writable=False, source=f"Query {name}")[0]
+        txn = db.open_query()
+        try:
+            return self._body(name, function, args, identity)(txn)
+        finally:
+            db.close_query(txn)
 
     def call(
         self,

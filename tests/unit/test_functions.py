@@ -221,3 +221,23 @@ def test_determinism_under_forced_conflicts(engine: Engine) -> None:
     other.join()
     assert seen[0] == 0 and seen[-1] == 1  # the re-run saw the concurrent commit
     assert sorted(engine.query("notes:texts")) == ["saw 1", "x"]
+
+
+def test_an_engine_call_from_inside_a_function_is_refused(engine: Engine) -> None:
+    engine.mutation("notes:add", {"text": "a"})
+    calls = {
+        "query in query": lambda: engine.query(lambda ctx: engine.query("notes:texts")),
+        "mutation in query": lambda: engine.query(
+            lambda ctx: engine.mutation("notes:add", {"text": "b"})
+        ),
+        "query in mutation": lambda: engine.run(lambda ctx: engine.query("notes:texts")),
+        "mutation in mutation": lambda: engine.run(lambda ctx: engine.run(lambda inner: None)),
+    }
+    for name, call in calls.items():
+        with pytest.raises(EngineError, match="from inside a running query or mutation"):
+            call()
+        # The refusal left the thread free for the next top-level call.
+        assert engine.query("notes:texts") == ["a"], name
+    with pytest.raises(ZeroDivisionError):
+        engine.query(lambda ctx: 1 / 0)
+    assert engine.query(lambda ctx: len(ctx.db.query("notes").collect())) == 1
