@@ -317,6 +317,13 @@ class Committer:
             if catalog.tables.get(name) != seen:
                 # The table's indexes changed under us: our index keys are stale.
                 return Conflict(b"", name, 0)
+        proposed = request.new_catalog
+        if proposed is not None and request.catalog_version != catalog.version:
+            # The catalog changed since our snapshot and we created tables: the
+            # numbers we took may be taken. Schema changes log NEXT_TABLE_KEY, so
+            # validation below catches this too; this check does not rely on it.
+            created = sorted(proposed.tables.keys() - catalog.tables.keys())
+            return Conflict(NEXT_TABLE_KEY, created[0] if created else None, 0)
         reads = request.reads
         if not len(reads):
             return None
@@ -379,9 +386,9 @@ def _prune_log(wtxn: Any, storage: Any, latest: int) -> None:
 def _merge_catalog(current: Catalog, proposed: Catalog) -> Catalog:
     """Add the tables of ``proposed`` missing from ``current``.
 
-    Validation already guaranteed that nobody created a table since the
-    proposer's snapshot (both touch ``NEXT_TABLE_KEY``), so the numbers it
-    took are still free.
+    Validation already guaranteed that the catalog did not change since the
+    proposer's snapshot (its version, and ``NEXT_TABLE_KEY`` in the log), so
+    the numbers it took are still free.
     """
     tables = dict(current.tables)
     for name, table in proposed.tables.items():

@@ -26,7 +26,16 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from .catalog import BY_CREATION_TIME, BY_ID, Catalog, IndexDef, decode_catalog, encode_catalog
+from .catalog import (
+    BY_CREATION_TIME,
+    BY_ID,
+    NEXT_TABLE_KEY,
+    Catalog,
+    IndexDef,
+    catalog_key,
+    decode_catalog,
+    encode_catalog,
+)
 from .encoding import decode_document, encode
 from .errors import SchemaValidationError, ValidationError
 
@@ -48,10 +57,25 @@ def _load_catalog(wtxn: Any, db: Database) -> Catalog:
     return decode_catalog(raw) if raw is not None else Catalog()
 
 
-def _store_catalog(wtxn: Any, db: Database, catalog: Catalog) -> None:
-    wtxn.put(b"catalog", encode_catalog(catalog), db=db.storage.meta)
-    latest, _ = db.storage.head(wtxn)
-    db.storage.put_head(wtxn, latest, catalog.version)
+def _store_catalog(wtxn: Any, db: Database, catalog: Catalog, previous: Catalog) -> None:
+    """Store ``catalog`` (replacing ``previous``) as a commit of its own.
+
+    A schema change is logged like a transaction, under a new timestamp, so
+    that everything that follows the log sees it: the entry holds
+    ``NEXT_TABLE_KEY``, which every table-creating transaction read (one that
+    raced this change conflicts and re-runs on the new catalog, instead of
+    committing table numbers this change gave to other tables), and the catalog
+    key of each table created here (a query or subscription that found the
+    table missing re-runs).
+    """
+    storage = db.storage
+    wtxn.put(b"catalog", encode_catalog(catalog), db=storage.meta)
+    latest, _ = storage.head(wtxn)
+    ts = max(time.time_ns(), latest + 1)
+    created = sorted(catalog.tables.keys() - previous.tables.keys())
+    logged = [NEXT_TABLE_KEY, *(catalog_key(name) for name in created)]
+    wtxn.put(_U64.pack(ts), encode(logged), db=storage.log)
+    storage.put_head(wtxn, ts, catalog.version)
 
 
 def _resolver(catalog: Catalog) -> Any:
@@ -109,7 +133,7 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
     schema_json = encode(schema.to_json())
 
     def change(wtxn: Any) -> list[tuple[str, str]]:
-        current = _load_catalog(wtxn, db)
+        current = stored = _load_catalog(wtxn, db)
         changed = False
         for name, definition in schema.tables.items():
             wanted = {index: tuple(fields) for index, fields in definition.indexes.items()}
@@ -137,7 +161,7 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
             if changed:
                 current = current.with_indexes(name, indexes)
         if changed:
-            _store_catalog(wtxn, db, current)
+            _store_catalog(wtxn, db, current, stored)
         wtxn.put(b"schema", schema_json, db=storage.meta)
         return [
             (t.name, ix.name)
@@ -193,7 +217,7 @@ def _backfill(db: Database, table_name: str, index_name: str) -> None:
         if last is None:
             indexes = dict(table.indexes)
             indexes[index_name] = IndexDef(index.name, index.number, index.fields, "ready")
-            _store_catalog(wtxn, db, catalog.with_indexes(table_name, indexes))
+            _store_catalog(wtxn, db, catalog.with_indexes(table_name, indexes), catalog)
         return last, count
 
     while True:

@@ -38,6 +38,7 @@ from .errors import EngineError
 from .intervals import IntervalIndex
 
 if TYPE_CHECKING:
+    from .catalog import Catalog
     from .database import Database
     from .functions import FunctionDef, Runtime
 
@@ -291,6 +292,8 @@ class SubscriptionManager:
         self._stopping = False
         self._wakeup = False
         self.ts = 0
+        #: The catalog the watched queries last ran against (None before the first step).
+        self._catalog: Catalog | None = None
         self._worker_error: BaseException | None = None
         db.listeners.append(self._on_commit)
 
@@ -397,9 +400,14 @@ class SubscriptionManager:
         storage = self._db.storage
         changed: list[_Watched] = []
         with storage.read() as rtxn:
-            latest = storage.head(rtxn)[0]
+            latest, version = storage.head(rtxn)
+            catalog = self._db.catalog_view(rtxn, version).catalog
             with self._lock:  # the interval index changes under subscribe/close
-                affected = self._affected(rtxn, latest)
+                if self._indexes_changed(catalog):
+                    affected = set(self._watched)
+                else:
+                    affected = self._affected(rtxn, latest)
+                self._catalog = catalog
             todo = [w for w in new if w.result is _NOTHING and w.error is None]
             with self._lock:
                 todo += [
@@ -419,6 +427,20 @@ class SubscriptionManager:
         for watched in changed:
             for subscription in list(watched.subscribers):
                 subscription._deliver()
+
+    def _indexes_changed(self, catalog: Catalog) -> bool:
+        """True if a table the watched queries may have read changed its indexes.
+
+        A schema change that drops or redefines an index moves its entries to a
+        new index number: the read sets recorded under the old one would never be
+        hit again, so every watched query re-runs (schema changes are rare). New
+        tables need no such care: their creation logs their catalog keys, which
+        queries that found them missing have read.
+        """
+        previous = self._catalog
+        if previous is None or previous.version == catalog.version:
+            return False
+        return any(catalog.tables.get(name) != table for name, table in previous.tables.items())
 
     def _affected(self, rtxn: Any, latest: int) -> set[Any]:
         """Keys of the watched queries that commits in ``(self.ts, latest]`` touched."""

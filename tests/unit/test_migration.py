@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +18,10 @@ from engine import (
     SchemaValidationError,
     define_schema,
     define_table,
+    migration,
     v,
 )
+from engine.catalog import encode_catalog
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,3 +116,68 @@ def test_sigkill_during_backfill_then_reopen_completes(db_path: Path) -> None:
     with Engine.open(db_path, schema=V2, durability="none") as engine:
         report = engine.check()
         assert report["tables"]["people"]["indexes"]["by_age"] == 30_000
+
+
+TWO_TABLES = define_schema(
+    {
+        "audit": define_table({"body": v.string()}),
+        "messages": define_table({"body": v.string()}),
+    },
+    schema_validation=False,
+)
+
+
+def _race_table_creation_with_a_schema_change(db_path: Path) -> tuple[int, dict[str, list]]:
+    """A mutation reads that ``messages`` is missing; a schema open creates ``audit``
+    and ``messages`` before it commits its insert into ``messages`` (creating it)."""
+    attempts: list[int] = []
+    read_done, migrated = threading.Event(), threading.Event()
+
+    def insert_message(ctx):  # type: ignore[no-untyped-def]
+        attempts.append(1)
+        ctx.db.query("messages").collect()
+        if len(attempts) == 1:
+            read_done.set()
+            migrated.wait(10)
+        return ctx.db.insert("messages", {"body": "raced"})
+
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("other", {"x": 1}))
+        worker = threading.Thread(target=lambda: engine.run(insert_message))
+        worker.start()
+        assert read_done.wait(10)
+        with Engine.open(db_path, schema=TWO_TABLES, durability="none") as migrated_engine:
+            migrated.set()
+            worker.join(20)
+            tables = {
+                name: migrated_engine.run(lambda ctx, n=name: ctx.db.query(n).collect())
+                for name in ("audit", "messages")
+            }
+            migrated_engine.check()
+    return len(attempts), tables
+
+
+def test_a_schema_change_conflicts_with_a_mutation_creating_a_table(db_path: Path) -> None:
+    # Found by review: the schema change took table numbers without logging it, the
+    # mutation committed the number it had taken for "messages", and its document
+    # landed in "audit".
+    attempts, tables = _race_table_creation_with_a_schema_change(db_path)
+    assert attempts == 2  # the first run conflicted and re-ran on the new catalog
+    assert [d["body"] for d in tables["messages"]] == ["raced"]
+    assert tables["audit"] == []
+
+
+def test_commit_refuses_new_tables_from_an_old_catalog(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The committer's own guard, without the schema change's log entry to rely on.
+    def store_unlogged(wtxn, db, catalog, previous):  # type: ignore[no-untyped-def]
+        wtxn.put(b"catalog", encode_catalog(catalog), db=db.storage.meta)
+        latest, _ = db.storage.head(wtxn)
+        db.storage.put_head(wtxn, latest, catalog.version)
+
+    monkeypatch.setattr(migration, "_store_catalog", store_unlogged)
+    attempts, tables = _race_table_creation_with_a_schema_change(db_path)
+    assert attempts == 2
+    assert [d["body"] for d in tables["messages"]] == ["raced"]
+    assert tables["audit"] == []

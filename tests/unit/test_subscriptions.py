@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, QueryCtx, query, v
+from engine import Engine, QueryCtx, define_schema, define_table, query, v
 from engine.intervals import IntervalIndex
 
 calls: dict[str, int] = {}
@@ -316,3 +316,65 @@ def test_subscription_set_is_one_snapshot(engine: Engine) -> None:
         put(engine, "x", 1)
         seen.append(next(iterator))
         assert seen[1]["count"] == seen[0]["count"] + 1
+
+
+def _by_x_schema(field: str) -> Any:
+    return define_schema(
+        {"t": define_table({"a": v.int64(), "b": v.int64()}).index("by_x", [field])}
+    )
+
+
+def _remote_open(path: str, field: str, insert: bool) -> None:
+    """Another process opens with by_x on ``field`` (a new deployment of the schema)."""
+    schema = _by_x_schema(field)
+    schema.tables["messages"] = define_table({"body": v.string()})
+    with Engine.open(path, schema=schema, durability="none") as other:
+        if insert:
+            other.run(lambda ctx: ctx.db.insert("messages", {"body": "hello"}))
+
+
+@query(args={})
+def t_by_x(ctx: QueryCtx) -> Any:
+    return [[d["a"], d["b"]] for d in ctx.db.query("t").with_index("by_x").collect()]
+
+
+@query(args={})
+def message_bodies(ctx: QueryCtx) -> Any:
+    return [d["body"] for d in ctx.db.query("messages").collect()]
+
+
+def _until(predicate: Any, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_schema_changes_of_other_processes_rerun_subscriptions(db_path: Path) -> None:
+    # Found by review: the schema change wrote no log entry, so a redefined index (its
+    # entries under a new index number) and a table created by the change were never
+    # seen by subscriptions; they stayed stale even after later commits.
+    import multiprocessing
+
+    with Engine.open(db_path, schema=_by_x_schema("a"), durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {"a": 1, "b": 2}))
+        engine.run(lambda ctx: ctx.db.insert("t", {"a": 2, "b": 1}))
+        with (
+            engine.subscribe(t_by_x, {}) as ordered,
+            engine.subscribe(message_bodies, {}) as bodies,
+        ):
+            assert ordered.value == [[1, 2], [2, 1]] and bodies.value == []
+            process = multiprocessing.get_context("spawn").Process(
+                target=_remote_open, args=(engine.path, "b", True)
+            )
+            process.start()
+            process.join(60)
+            assert process.exitcode == 0
+            assert _until(lambda: ordered.value == [[2, 1], [1, 2]]), ordered.value
+            assert _until(lambda: bodies.value == ["hello"]), bodies.value
+            engine.run(lambda ctx: ctx.db.insert("t", {"a": 0, "b": 0}))
+            assert ordered.value == [[0, 0], [2, 1], [1, 2]]  # the new index is followed
+            engine.run(lambda ctx: ctx.db.insert("messages", {"body": "again"}))
+            assert bodies.value == ["hello", "again"]
