@@ -88,6 +88,11 @@ class Database:
                     self._subscriptions = SubscriptionManager(self)
         return self._subscriptions
 
+    def shutdown(self) -> None:
+        """Stop what runs in the background (the subscriptions); the storage closes next."""
+        if self._subscriptions is not None:
+            self._subscriptions.shutdown()
+
     def wait_for_subscriptions(self, ts: int) -> None:
         """Read-your-writes: block until subscriptions reflect commit ``ts``."""
         manager = self._subscriptions

@@ -262,8 +262,9 @@ class Engine:
 def _release(storage: Any) -> None:
     with _DATABASES_LOCK:
         last = storage._refs == 1
-        if last:
-            _DATABASES.pop(storage.path, None)
+        db = _DATABASES.pop(storage.path, None) if last else None
+    if db is not None:
+        db.shutdown()  # subscriptions end before the environment they read closes
     storage.release()
 
 

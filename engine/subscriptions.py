@@ -44,6 +44,16 @@ if TYPE_CHECKING:
 
 __all__ = ["Subscription", "SubscriptionManager", "SubscriptionSet"]
 
+
+def _worker_failed(error: BaseException) -> EngineError:
+    failure = EngineError(
+        f"The subscription worker failed ({type(error).__name__}: {error}); this "
+        "subscription no longer follows its query. Subscribe again."
+    )
+    failure.__cause__ = error
+    return failure
+
+
 _U64 = struct.Struct(">Q")
 _log = logging.getLogger("convexlite.subscriptions")
 _NOTHING: Any = object()
@@ -97,6 +107,8 @@ class _Notifier:
         self._cond = threading.Condition()
         self._pending = False  # an update the iterators have not seen
         self._closed = False
+        #: Why the subscriptions stopped, if their worker failed (iteration raises it).
+        self._failure: BaseException | None = None
 
     def _wake(self) -> None:
         with self._cond:
@@ -104,18 +116,31 @@ class _Notifier:
             self._cond.notify_all()
 
     def _follow(self, current: Callable[[], Any]) -> Iterator[Any]:
-        """``current()`` now, then again after each wake-up, until closed."""
+        """``current()`` now, then again after each wake-up, until closed.
+
+        A closed notifier yields nothing; one whose worker failed raises.
+        """
         with self._cond:
             self._pending = False
+        if self._closed:
+            return
         yield current()
         while True:
             with self._cond:
-                while not self._pending:
+                while not self._pending and not self._closed:
                     self._cond.wait()
                 self._pending = False
+            if self._failure is not None:
+                raise _worker_failed(self._failure)
             if self._closed:
                 return
             yield current()
+
+    def _fail(self, error: BaseException) -> None:
+        """End iterations with ``error`` (the worker died)."""
+        self._failure = error
+        self._closed = True
+        self._wake()
 
     def close(self) -> None:
         raise NotImplementedError
@@ -183,6 +208,10 @@ class Subscription(_Notifier):
         self._manager._unsubscribe(self)
         self._wake()
 
+    def _fail(self, error: BaseException) -> None:
+        self._manager._unsubscribe(self)
+        super()._fail(error)
+
     def _wake(self) -> None:
         super()._wake()
         for loop, event in list(self._async_waiters):
@@ -220,10 +249,14 @@ class Subscription(_Notifier):
         waiter = (loop, event)
         self._async_waiters.append(waiter)
         try:
+            if self._closed:
+                return
             yield self.value
             while not self._closed:
                 await event.wait()
                 event.clear()
+                if self._failure is not None:
+                    raise _worker_failed(self._failure)
                 if self._closed:
                     return
                 yield self.value
@@ -308,6 +341,12 @@ class SubscriptionManager:
         callback: Callable[[Any], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> Subscription:
+        if threading.current_thread() is self._thread:
+            raise EngineError(
+                "subscribe() was called from a subscription callback: callbacks run on the "
+                "subscription worker, which would wait for itself to run the new query. "
+                "Subscribe from another thread, or read once with engine.query()."
+            )
         name, function = runtime.resolve(ref, internal=False)
         if function.kind != "query":
             raise EngineError(f"Only queries can be subscribed to; {name} is a {function.kind}.")
@@ -356,8 +395,12 @@ class SubscriptionManager:
                 self._lock.notify_all()
 
     def wait_for(self, ts: int, timeout: float = 30.0) -> None:
-        """Return once every subscription reflects commit ``ts`` (read-your-writes)."""
-        if not self._watched:
+        """Return once every subscription reflects commit ``ts`` (read-your-writes).
+
+        Returns at once on the worker thread (a callback that calls the engine):
+        the worker cannot wait for itself; it catches up when the callback returns.
+        """
+        if not self._watched or threading.current_thread() is self._thread:
             return
         with self._lock:
             self._wakeup = True
@@ -371,6 +414,7 @@ class SubscriptionManager:
     def _ensure_worker(self) -> None:
         self._stopping = False
         if self._thread is None:
+            self._worker_error = None  # a new worker: an earlier one's failure is reported
             self._thread = threading.Thread(
                 target=self._work, name="convexlite-subscriptions", daemon=True
             )
@@ -394,7 +438,32 @@ class SubscriptionManager:
                 self._worker_error = error
                 self._thread = None
                 self._lock.notify_all()
-            raise
+                subscriptions = self._subscriptions()
+            for subscription in subscriptions:
+                for member_of in subscription._sets:
+                    member_of._fail(error)
+                subscription._fail(error)
+            _log.error("the subscription worker failed", exc_info=error)
+
+    def _subscriptions(self) -> list[Subscription]:
+        """Every open subscription (the lock is held)."""
+        return [s for watched in self._watched.values() for s in watched.subscribers]
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Close every subscription and stop the worker: the database is closing.
+
+        Iterations end; ``.value`` keeps the last result. Waits up to ``timeout``
+        seconds for a running re-run to finish (not when called from a callback).
+        """
+        with self._lock:
+            subscriptions = self._subscriptions()
+        for subscription in subscriptions:
+            for member_of in subscription._sets:
+                member_of.close()
+            subscription.close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _step(self, new: list[_Watched]) -> None:
         storage = self._db.storage

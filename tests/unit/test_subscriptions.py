@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, QueryCtx, define_schema, define_table, query, v
+from engine import Engine, EngineError, QueryCtx, define_schema, define_table, query, v
 from engine.intervals import IntervalIndex
 
 calls: dict[str, int] = {}
@@ -378,3 +378,100 @@ def test_schema_changes_of_other_processes_rerun_subscriptions(db_path: Path) ->
             assert ordered.value == [[0, 0], [2, 1], [1, 2]]  # the new index is followed
             engine.run(lambda ctx: ctx.db.insert("messages", {"body": "again"}))
             assert bodies.value == ["hello", "again"]
+
+
+def _within(seconds: float, fn: Any) -> Any:
+    """``fn()`` on a thread; fails the test if it has not returned after ``seconds``."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as error:  # returned to the test
+            out["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_a_closed_subscription_iterates_nothing(engine: Engine) -> None:
+    # Found by review: iterating after close() waited forever for a wake-up.
+    doc = put(engine, "a", 1)
+    sub = engine.subscribe(get_one, {"id": doc})
+    group = engine.subscribe_set({"one": (get_one, {"id": doc})})
+    sub.close()
+    group.close()
+    assert _within(5, lambda: list(sub)) == []
+    assert _within(5, lambda: list(group)) == []
+    assert sub.value == 1  # the last value stays readable
+
+    async def drain() -> list[Any]:
+        return [value async for value in sub]
+
+    assert _within(5, lambda: asyncio.run(drain())) == []
+
+
+def test_closing_the_engine_ends_its_subscriptions(db_path: Path) -> None:
+    # Found by review: the worker kept reading the closed environment and died, and
+    # a consumer iterating the subscription hung.
+    engine = Engine.open(db_path, durability="none")
+    doc = put(engine, "a", 1)
+    sub = engine.subscribe(get_one, {"id": doc})
+    seen: list[Any] = []
+    consumer = threading.Thread(target=lambda: seen.extend(sub), daemon=True)
+    consumer.start()
+    assert _until(lambda: seen == [1])
+    engine.close()
+    consumer.join(5)
+    assert not consumer.is_alive() and seen == [1]
+    assert sub.closed and sub.value == 1
+    assert not [t for t in threading.enumerate() if t.name == "convexlite-subscriptions"]
+
+
+def test_callbacks_may_call_the_engine(engine: Engine) -> None:
+    # Found by review: a mutation from a callback waited 30 s for the subscriptions to
+    # catch up, on the very thread that updates them; subscribe() from one hung.
+    doc = put(engine, "a", 1)
+    outcomes: list[Any] = []
+
+    def react(value: Any) -> None:
+        if value == 2:
+            started = time.monotonic()
+            engine.run(lambda ctx: ctx.db.insert("audit", {"saw": value}))
+            outcomes.append(time.monotonic() - started)
+            try:
+                engine.subscribe(get_one, {"id": doc})
+            except EngineError as error:
+                outcomes.append(str(error))
+
+    with engine.subscribe(get_one, {"id": doc}, callback=react):
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        assert _until(lambda: len(outcomes) == 2)
+    assert outcomes[0] < 5
+    assert "called from a subscription callback" in outcomes[1]
+    assert engine.run(lambda ctx: len(ctx.db.query("audit").collect())) == 1
+
+
+def test_a_failed_worker_ends_iterations_with_its_error(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = put(engine, "a", 1)
+    sub = engine.subscribe(get_one, {"id": doc})
+    manager = engine._db.subscriptions
+
+    def broken(new: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(manager, "_step", broken)
+    iteration = iter(sub)
+    assert next(iteration) == 1
+    engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))  # wakes the worker, which dies
+    with pytest.raises(EngineError, match="subscription worker failed") as raised:
+        _within(5, lambda: next(iteration))
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    assert sub.closed
