@@ -98,6 +98,10 @@ def check(db: Database) -> dict[str, Any]:
                 problem(f"index entry {key.hex()} belongs to no known index")
                 continue
             table, index = owner
+            if index.name == "by_id":
+                # by_id is the documents sub-database itself: it never stores entries.
+                problem(f"index entry {key.hex()} of {table.name}.by_id should not exist")
+                continue
             index_counts[index.number] = index_counts.get(index.number, 0) + 1
             internal_id = key[-16:]
             raw = rtxn.get(table.prefix + internal_id, db=storage.documents)

@@ -47,6 +47,11 @@ _DIFFERENT_QUERY = (
     "Tried to run a query starting from a cursor, but it looks like this "
     "cursor is from a different query."
 )
+_INDEX_CHANGED = (
+    "Tried to run a query starting from a cursor, but the cursor was issued for an earlier "
+    "definition of index {index}: the schema dropped or redefined it since. Start again "
+    "from the first page (cursor None)."
+)
 _MALFORMED = (
     "Tried to run a query starting from a cursor, but the cursor is malformed or was "
     "not issued by this database (it must be a string returned as continueCursor or "
@@ -182,6 +187,11 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     if resolved is None:
         return _result([], encode_cursor(secret, digest, None), True, None, None)
     table, index, rng = resolved
+    for key in (start_key, end_key):
+        if key is not None and not key.startswith(index.prefix):
+            # Issued for an index that was dropped (and maybe declared again) since: its
+            # keys carry the old index's number, and would clamp to one end of the range.
+            raise InvalidCursor(_INDEX_CHANGED.format(index=f"{table.name}.{index.name}"))
     reverse = query._order == "desc"
     lo, hi = rng.lo, rng.hi
     if reverse:

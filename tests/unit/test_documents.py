@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -201,3 +202,59 @@ def test_check_detects_a_missing_index_entry(engine: Engine) -> None:
     # repair so the fixture's final check passes
     storage.write(lambda txn: txn.drop(storage.indexes, delete=False))
     storage.write(lambda txn: txn.drop(storage.documents, delete=False))
+
+
+def _entries_for(engine: Engine) -> list[bytes]:
+    """A new document's index keys (by_id's first, as the key plan gives them)."""
+    from engine import ids
+
+    doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
+    document = engine.run(lambda ctx: ctx.db.get(doc_id))
+    db = engine._db
+    table = db.catalog_cache[1].tables["t"]
+    return db.key_plan(table).keys(document, ids.decode_id(doc_id)[1])
+
+
+@pytest.mark.parametrize(
+    ("corruption", "message"),
+    [
+        ("stray by_id entry", "by_id should not exist"),
+        ("entry of a missing document", "points to a missing document"),
+        ("entry that does not match", "does not match document"),
+        ("entry of no index", "belongs to no known index"),
+        ("missing entry", "missing index entry"),
+    ],
+)
+def test_check_detects_each_kind_of_index_corruption(
+    db_path: Path, corruption: str, message: str
+) -> None:
+    from engine.errors import CorruptionError
+
+    with Engine.open(db_path, durability="none") as engine:
+        keys = _entries_for(engine)
+        by_id, by_creation_time = keys[0], keys[1]
+        storage = engine._db.storage
+        if corruption == "stray by_id entry":
+            # Found by review: the stray key matched what by_id would hold, and by_id
+            # entries were never counted, so check() passed.
+            change = [(by_id, b"")]
+        elif corruption == "entry of a missing document":
+            change = [(by_creation_time[:-16] + bytes(16), b"")]
+        elif corruption == "entry that does not match":
+            change = [(by_creation_time[:-17] + b"\x00" + by_creation_time[-16:], b"")]
+        elif corruption == "entry of no index":
+            change = [(b"\x7f\xff\xff\xff" + by_creation_time[4:], b"")]
+        else:
+            change = [(by_creation_time, None)]
+
+        def corrupt(txn):  # type: ignore[no-untyped-def]
+            for key, value in change:
+                if value is None:
+                    txn.delete(key, db=storage.indexes)
+                else:
+                    txn.put(key, value, db=storage.indexes)
+
+        engine.check()
+        storage.write(corrupt)
+        with pytest.raises(CorruptionError, match=message):
+            engine.check()

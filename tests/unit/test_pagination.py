@@ -174,3 +174,26 @@ def test_deep_pages_cost_one_seek(items: Engine) -> None:
 
     numbers, read = items.run(body)
     assert numbers == [20, 21, 22] and read == 3
+
+
+def test_cursors_of_a_redefined_index_are_refused(db_path: Path) -> None:
+    # Found by review: after the index was dropped and declared again (same fields, a
+    # new index number), an old cursor clamped to one end of the new range: ascending
+    # it restarted at page 1, descending it ended the walk with rows unread.
+    without = define_schema({"items": define_table({"group": v.string(), "n": v.int64()})})
+
+    def first_pages(engine: Engine) -> dict[str, dict[str, Any]]:
+        return {
+            order: page(engine, {"numItems": 3, "cursor": None}, order, group="a")
+            for order in ("asc", "desc")
+        }
+
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("items", {"group": "a", "n": n}) for n in range(9)])
+        before = first_pages(engine)
+    Engine.open(db_path, schema=without, durability="none").close()
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        for order, result in before.items():
+            with pytest.raises(InvalidCursor, match="earlier definition of index items.by_group"):
+                page(engine, {"numItems": 3, "cursor": result["continueCursor"]}, order, "a")
+        assert [d["n"] for d in first_pages(engine)["asc"]["page"]] == [0, 1, 2]
