@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from .contexts import MutationCtx
 from .database import Database
 from .errors import EngineError
-from .functions import Registry, Runtime
+from .functions import Registry, Runtime, refuse_awaitable
 from .integrity import check as check_integrity
 from .storage import Durability, open_storage
 from .subscriptions import Subscription, SubscriptionSet
@@ -182,7 +182,9 @@ class Engine:
                 None,
                 runtime.env,
             )
-            return fn(ctx)
+            result = fn(ctx)
+            refuse_awaitable("The function given to Engine.run", result)
+            return result
 
         result, ts = self._db.run(body, writable=True, source="Engine.run")
         self._db.wait_for_subscriptions(ts)

@@ -68,6 +68,50 @@ _MAX_NESTING = 8
 _PLAIN_RESULTS = frozenset({type(None), dict, list, str, int, float, bool, bytes})
 
 
+def refuse_awaitable(what: str, result: Any) -> None:
+    """Raise if a query or mutation returned an awaitable (an ``async def`` handler).
+
+    Its body never ran: nothing it would have written exists. The coroutine is
+    closed so Python does not warn that it was never awaited.
+    """
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        raise EngineError(
+            f"{what} returned an awaitable (is it an async def?): queries and mutations "
+            "are synchronous, so its body never ran; use an action for async work."
+        )
+
+
+def fresh_args(args: dict[str, Any]) -> dict[str, Any]:
+    """A copy of validated arguments for one run of a handler.
+
+    Convex hands every run freshly deserialized arguments: a handler may change
+    its lists and objects without the change reaching the caller, or the next
+    run after a conflict. Cost: one dict for flat arguments, plus one container
+    per nested list or object.
+    """
+    return {k: _copy(v) if type(v) in _CONTAINERS else v for k, v in args.items()}
+
+
+_CONTAINERS = (dict, list)
+
+
+def _copy(value: Any) -> Any:
+    if type(value) is dict:
+        return {k: _copy(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+    return [_copy(v) if type(v) in _CONTAINERS else v for v in value]
+
+
+def _txn_resolver(txn: Transaction) -> Callable[[int], str | None]:
+    def resolve(number: int) -> str | None:
+        table = txn.table_by_number(number)
+        return None if table is None else table.name
+
+    return resolve
+
+
 class FunctionDef:
     """A registered-able function: handler, kind, visibility and validators.
 
@@ -169,11 +213,13 @@ class Registry:
         self.by_name: dict[str, FunctionDef] = {}
         self.names: dict[int, str] = {}
 
-    def add(self, name: str, function: FunctionDef) -> None:
+    def add(self, name: str, function: FunctionDef, *, alias: bool = False) -> None:
+        """Register ``function`` as ``name``; an ``alias`` keeps the name it already has."""
         if name in self.by_name and self.by_name[name] is not function:
             raise EngineError(f"Two functions are registered as {name!r}.")
         self.by_name[name] = function
-        self.names[id(function)] = name
+        if not alias:
+            self.names[id(function)] = name
         if function.name is None:
             function.name = name
 
@@ -193,14 +239,23 @@ class Registry:
                 )
         else:
             modules.append((package.__name__.rsplit(".", 1)[-1], package))
+        # A function is named after the module that defines its handler; one made
+        # elsewhere (a factory such as make_crud("users")) after each module of the
+        # package that exports it, the first of them giving the object its name.
+        exported: list[tuple[str, FunctionDef]] = []
         for module_path, module in modules:
             for attr, value in vars(module).items():
-                if (
-                    isinstance(value, FunctionDef)
-                    and getattr(value.handler, "__module__", None) == module.__name__
-                ):
-                    name = f"{module_path}:{attr}" if module_path else attr
+                if not isinstance(value, FunctionDef):
+                    continue
+                name = f"{module_path}:{attr}" if module_path else attr
+                if getattr(value.handler, "__module__", None) == module.__name__:
                     registry.add(name, value)
+                else:
+                    exported.append((name, value))
+        defined_here = {id(f) for f in registry.by_name.values()}
+        for name, value in exported:
+            if id(value) not in defined_here:
+                registry.add(name, value, alias=id(value) in registry.names)
         return registry
 
 
@@ -273,12 +328,18 @@ class Runtime:
                 f"{self._tag(function.kind, name)} The arguments to a Convex function must be an "
                 f"object. Received: {args!r}"
             )
-        converted = self._checked(name, function, args, function.args, ArgumentValidationError, "")
-        # ``convert`` returns an already plain dict as is: copy it, so that the
-        # handler's keyword arguments never alias the caller's dict.
-        return dict(converted) if converted is args else converted
+        converted: dict[str, Any] = self._checked(
+            name, function, args, function.args, ArgumentValidationError, "", self.table_name
+        )
+        # ``convert`` returns already plain values as they are: copy them, so that what
+        # the engine keeps (a subscription's arguments) never aliases the caller's.
+        return fresh_args(converted) if converted is args else converted
 
-    def check_result(self, name: str, function: FunctionDef, result: Any) -> Any:
+    def check_result(
+        self, name: str, function: FunctionDef, result: Any, txn: Transaction | None = None
+    ) -> Any:
+        """``result`` checked by the function's ``returns``; ``txn``: the transaction it
+        ran in (``v.id`` then knows the tables it created)."""
         return self._checked(
             name,
             function,
@@ -286,7 +347,20 @@ class Runtime:
             function.returns,
             ReturnsValidationError,
             "the return value is not a Convex value: ",
+            self.table_name if txn is None else _txn_resolver(txn),
         )
+
+    def table_name(self, number: int) -> str | None:
+        """The name of table ``number`` as of the newest snapshot (for ``v.id`` in args).
+
+        Cost: a dict lookup; one catalog read when the number is unknown (the table
+        may have been created since, in any process).
+        """
+        table = self.db.catalog_cache[1].table_by_number.get(number)
+        if table is None:
+            with self.db.storage.read() as rtxn:
+                table = self.db.catalog_at(rtxn).table_by_number.get(number)
+        return None if table is None else table.name
 
     def _checked(
         self,
@@ -296,6 +370,7 @@ class Runtime:
         validator: Validator | None,
         error_type: type[ValidationError],
         not_a_value: str,
+        resolver: Callable[[int], str | None],
     ) -> Any:
         """``value`` converted to a Convex value and checked by ``validator``.
 
@@ -309,7 +384,7 @@ class Runtime:
             raise error_type(f"{prefix}{not_a_value}{error}", path=error.path) from None
         if validator is not None:
             try:
-                validator.validate(converted)
+                validator.validate(converted, resolver=resolver)
             except ValidationError as error:
                 prefix = f"{self._tag(function.kind, name)} {error_type.__name__}: "
                 raise error_type(f"{prefix}{error}", path=error.path) from None
@@ -331,13 +406,10 @@ class Runtime:
 
         def body(txn: Transaction) -> Any:
             ctx = ctx_type(self, txn, identity, time.time() * 1000.0, None, self.env)
-            result = function.handler(ctx, **args)
-            if type(result) not in _PLAIN_RESULTS and inspect.isawaitable(result):
-                raise EngineError(
-                    f"{name} returned an awaitable: queries and mutations are "
-                    "synchronous; use an action for async work."
-                )
-            return self.check_result(name, function, result)
+            result = function.handler(ctx, **fresh_args(args))
+            if type(result) not in _PLAIN_RESULTS:
+                refuse_awaitable(name, result)
+            return self.check_result(name, function, result, txn)
 
         return body
 
@@ -354,9 +426,12 @@ class Runtime:
                 raise EngineError("An inline function takes no arguments: close over them instead.")
             txn = db.open_query()
             try:
-                return ref(QueryCtx(self, txn, identity, time.time() * 1000.0, None, self.env))
+                result = ref(QueryCtx(self, txn, identity, time.time() * 1000.0, None, self.env))
             finally:
                 db.close_query(txn)
+            if type(result) not in _PLAIN_RESULTS:
+                refuse_awaitable("The inline query", result)
+            return result
         name, function = self.resolve(ref, internal=False)
         if function.kind != "query":
             raise self._kind_error(name, function, "query")
@@ -417,7 +492,10 @@ class Runtime:
         ctx_type = MutationCtx if writable else QueryCtx
 
         def body(txn: Transaction) -> Any:
-            return fn(ctx_type(self, txn, identity, time.time() * 1000.0, None, self.env))
+            result = fn(ctx_type(self, txn, identity, time.time() * 1000.0, None, self.env))
+            if type(result) not in _PLAIN_RESULTS:
+                refuse_awaitable(f"The inline {kind}", result)
+            return result
 
         return self.db.run(body, writable=writable, source=f"inline {kind}")
 
@@ -465,11 +543,11 @@ class Runtime:
         if kind == "action":
             args = self.check_args(name, function, args)
             ctx = ActionCtx(self, identity, self.env)
-            result = await function.handler(ctx, **args)
+            result = await function.handler(ctx, **fresh_args(args))
             return self.check_result(name, function, result)
         return await asyncio.to_thread(
             self.call,
-            function if function.name is None else name,
+            function,
             args,
             identity,
             kind=kind,
@@ -495,8 +573,10 @@ class Runtime:
         )
         child._depth = ctx._depth + 1
         try:
-            result = function.handler(child, **args)
-            return self.check_result(name, function, result)
+            result = function.handler(child, **fresh_args(args))
+            if type(result) not in _PLAIN_RESULTS:
+                refuse_awaitable(name, result)
+            return self.check_result(name, function, result, txn)
         except BaseException:
             if kind == "mutation":
                 txn.writes.rollback(savepoint)

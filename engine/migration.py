@@ -261,10 +261,11 @@ def schema_validator(db: Database, schema: SchemaDefinition) -> Any:
     def validate(txn: Transaction, table: str, document: dict[str, Any]) -> None:
         if table not in schema.tables:
             return
-        by_number = txn.catalog.table_by_number
 
         def resolve(number: int) -> str | None:
-            found = by_number.get(number)
+            # The transaction's own view: tables it created count, and a table found
+            # missing is recorded as read (a concurrent creation then conflicts).
+            found = txn.table_by_number(number)
             return None if found is None else found.name
 
         schema.check_document(table, document, resolve, for_write=True)

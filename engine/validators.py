@@ -20,6 +20,7 @@ the path and message are built only on failure, in Convex's shape::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -27,6 +28,9 @@ from typing import Any
 from . import ids
 from .errors import InvalidId, ValidationError
 from .values import format_value, values_equal
+
+#: Keys a v.object declares: Convex's IdentifierFieldName (all-underscore names refused apart).
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 __all__ = ["Validator", "as_validator", "pagination_opts", "v", "validator_from_json"]
 
@@ -244,7 +248,12 @@ def _id(table: str) -> Validator:
             )
         if resolver is not None:
             found = resolver(number)
-            if found is not None and found != table:
+            if found is None:
+                return "", (
+                    f'Found ID "{value}" from a table that does not exist (table number '
+                    f"{number}), which does not match the table name in validator `{text}`."
+                )
+            if found != table:
                 return "", (
                     f'Found ID "{value}" from table `{found}`, which does not match '
                     f"the table name in validator `{text}`."
@@ -279,10 +288,11 @@ def _array(item: Validator) -> Validator:
 def _object(fields: Mapping[str, Any]) -> Validator:
     compiled = {name: as_validator(f) for name, f in fields.items()}
     for name in compiled:
-        if not isinstance(name, str) or not name.isidentifier() or name.startswith("$"):
+        if not isinstance(name, str) or not _IDENTIFIER.match(name) or not name.strip("_"):
             raise ValidationError(
                 f"Invalid field name {name!r} in v.object(): field names in validators must be "
-                "identifiers ([A-Za-z_][A-Za-z0-9_]*)."
+                "identifiers ([A-Za-z_][A-Za-z0-9_]*, ASCII, at most 64 characters, not all "
+                "underscores), as Convex's IdentifierFieldName requires."
             )
     required = [name for name, f in compiled.items() if not f.is_optional]
     checks = [(name, f._check) for name, f in compiled.items()]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from engine import SchemaValidationError, define_schema, define_table, v
+from engine import Engine, SchemaValidationError, define_schema, define_table, ids, v
 
 
 @pytest.mark.parametrize(
@@ -92,3 +94,26 @@ def test_to_json_is_stable() -> None:
             }
         },
     }
+
+
+def test_v_id_fields_need_an_id_of_that_existing_table(tmp_path: Path) -> None:
+    # Found by review: the write-time check resolved ids through the snapshot's catalog
+    # only, so an id of a table created in the same transaction, or of no table at all,
+    # passed v.id("users").
+    schema = define_schema(
+        {"users": define_table({}), "posts": define_table({"author": v.id("users")})}
+    )
+    with Engine.open(tmp_path / "db", schema=schema, durability="none") as engine:
+        user = engine.run(lambda ctx: ctx.db.insert("users", {}))
+        engine.run(lambda ctx: ctx.db.insert("posts", {"author": user}))
+
+        def author_from_a_new_table(ctx):  # type: ignore[no-untyped-def]
+            other = ctx.db.insert("other", {})
+            ctx.db.insert("posts", {"author": other})
+
+        with pytest.raises(SchemaValidationError, match="from table `other`"):
+            engine.run(author_from_a_new_table)
+        unknown = ids.encode_id(55_555, bytes(16))
+        with pytest.raises(SchemaValidationError, match="from a table that does not exist"):
+            engine.run(lambda ctx: ctx.db.insert("posts", {"author": unknown}))
+        assert len(engine.run(lambda ctx: ctx.db.query("posts").collect())) == 1

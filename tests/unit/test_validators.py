@@ -94,6 +94,9 @@ def test_ids_check_syntax_and_table() -> None:
         f'Found ID "{POSTS_ID}" from table `posts`, which does not match the '
         'table name in validator `v.id("users")`.'
     )
+    # An id of no existing table matches no table (found by review: it passed).
+    error = fails(validator, USERS_ID, resolver={}.get)
+    assert "from a table that does not exist (table number 10001)" in str(error)
 
 
 def test_reprs_read_as_source() -> None:
@@ -136,9 +139,14 @@ def test_json_round_trip() -> None:
     assert again == validator and repr(again) == repr(validator)
 
 
-def test_field_names_must_be_identifiers() -> None:
+@pytest.mark.parametrize("name", ["not valid", "ñame", "名前", "x" * 65, "__", "_", "$x", "1a", ""])
+def test_field_names_must_be_identifiers(name: str) -> None:
+    # Convex's IdentifierFieldName: ASCII [A-Za-z_][A-Za-z0-9_]*, at most 64 characters,
+    # not all underscores (found by review: str.isidentifier() let the non-ASCII and the
+    # long ones through, giving schemas no document can satisfy).
     with pytest.raises(ValidationError, match="Invalid field name"):
-        v.object({"not valid": v.string()})
+        v.object({name: v.string()})
+    v.object({"x" * 64: v.string(), "_a": v.string(), "a_1": v.string()})
 
 
 def test_pagination_opts_accepts_python_ints() -> None:
