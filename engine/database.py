@@ -188,6 +188,10 @@ class Database:
     def begin(self, *, writable: bool) -> Transaction:
         return Transaction(self, writable=writable)
 
+    def in_function(self) -> bool:
+        """True while this thread runs a query or mutation of this database."""
+        return bool(self._local.depth)
+
     def open_query(self) -> Transaction:
         """A read-only transaction for one top-level call; pair with :meth:`close_query`.
 

@@ -101,9 +101,18 @@ class Engine:
         return cls(db, runtime)
 
     def close(self) -> None:
-        """Close this handle; the folder closes when its last handle does. Idempotent."""
+        """Close this handle; the folder closes when its last handle does. Idempotent.
+
+        The last close ends the subscriptions, then waits for the calls other
+        threads are running to finish; calls made after it raise ``EngineError``.
+        """
         if self._closed:
             return
+        if self._db.in_function():
+            raise EngineError(
+                "Engine.close() was called from inside a running query or mutation, which "
+                "would wait for itself to finish: close the engine after the call returns."
+            )
         self._closed = True
         _release(self._db.storage)
 

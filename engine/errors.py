@@ -58,7 +58,23 @@ __all__ = [
 
 
 class EngineError(Exception):
-    """Root of every error the engine raises on purpose."""
+    """Root of every error the engine raises on purpose.
+
+    Errors pickle and copy with their attributes (``.path``, ``.table``, ...),
+    so they cross process boundaries (``multiprocessing``, ``concurrent.futures``)
+    intact, although several take keyword-only arguments Python's default
+    ``Exception`` pickling would not pass back.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+def _restore(cls: type[EngineError], args: tuple[Any, ...], state: dict[str, Any]) -> EngineError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class ValidationError(EngineError, ValueError):

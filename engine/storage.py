@@ -249,13 +249,18 @@ class Storage:
         txn.put(HEAD_KEY, HEAD.pack(latest_ts, catalog_version), db=self.meta)
 
     def release(self) -> None:
-        """Drop one reference; the environment closes when the last one goes."""
+        """Drop one reference; the environment closes when the last one goes.
+
+        Closing waits for the transactions this process still runs (another
+        thread's query, say) to finish, as a resize does, and holds new ones back:
+        those then fail with :class:`StorageError` instead of reading a closed map.
+        """
         with _REGISTRY_LOCK:
             self._refs -= 1
             if self._refs > 0:
                 return
             _REGISTRY.pop(self.path, None)
-        self.env.close()
+        self._gate.exclusive(self.env.close)
 
     # -- transactions ----------------------------------------------------
 

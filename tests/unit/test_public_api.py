@@ -35,3 +35,29 @@ def test_api_md_names_are_provided() -> None:
     for dotted in expected:
         package, _, name = dotted.partition(".")
         assert hasattr(importlib.import_module(package), name), dotted
+
+
+def test_every_engine_error_pickles_and_copies_with_its_attributes() -> None:
+    # Found by review: errors with keyword-only arguments (FunctionNotFound's name, ...)
+    # could not be unpickled or copied, so they broke multiprocessing and futures.
+    import copy
+    import pickle
+
+    import engine.errors as errors
+
+    samples = [
+        errors.FunctionNotFound("no such function", name="a:b"),
+        errors.DocumentNotFound("gone", id="abc"),
+        errors.LimitExceeded("too many", limit="TooManyReads"),
+        errors.PaginationError("bad", code="PageSizeTooLarge"),
+        errors.IndexNotFound("none", table="t", index="by_x"),
+        errors.CorruptionError("broken", problems=["x"]),
+        errors.ConvexError({"code": 1}),
+        errors.ValidationError("bad value", path=".a"),
+        errors.OptimisticConcurrencyControlFailure("busy", table="t", retries=4),
+    ]
+    for error in samples:
+        for clone in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+            assert type(clone) is type(error)
+            assert str(clone) == str(error)
+            assert vars(clone) == vars(error)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,37 @@ def test_snapshot_head_follows_every_snapshot(db_path: Path) -> None:
 
 def _raise() -> None:
     raise RuntimeError("abort this write")
+
+
+def test_closing_waits_for_running_calls_of_other_threads(db_path: Path) -> None:
+    # Found by review: closing the last handle while another thread's query was reading
+    # closed LMDB under it, and the query failed with a raw lmdb.Error.
+    engine = Engine.open(db_path, durability="none")
+    doc = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1}))
+    started = threading.Event()
+    results: list[object] = []
+
+    def slow(ctx):  # type: ignore[no-untyped-def]
+        started.set()
+        time.sleep(0.3)
+        return [ctx.db.get(doc)["n"], len(ctx.db.query("t").collect())]
+
+    def call() -> None:
+        try:
+            results.append(engine.query(slow))
+        except BaseException as error:  # reported by the assert below
+            results.append(error)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    assert started.wait(5)
+    engine.close()  # waits for the query
+    worker.join(5)
+    assert results == [[1, 1]]
+    with pytest.raises(EngineError, match="closed"):
+        engine.query(lambda ctx: None)
+    with (
+        Engine.open(db_path, durability="none") as again,
+        pytest.raises(EngineError, match="from inside a running query"),
+    ):
+        again.query(lambda ctx: again.close())
