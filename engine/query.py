@@ -115,75 +115,111 @@ class IndexRange:
     def compile(
         cls, table: TableDef, index_name: str, index: IndexDef, ops: list[tuple[str, str, Any]]
     ) -> IndexRange:
-        """Check ``ops`` against Convex's range grammar and turn them into bytes."""
-        fields = effective_fields(index_name, index)
-        position = {f: i for i, f in enumerate(fields)}
-        equalities: dict[str, Any] = {}
-        lower: tuple[str, str, Any] | None = None
-        upper: tuple[str, str, Any] | None = None
-        for op, field, value in ops:
-            if field not in position:
-                raise InvalidIndexRange(
-                    f"The index range includes a comparison on {field!r}, but this field is not "
-                    f"indexed by {index_name!r} (fields: {', '.join(fields)}). Add it to the "
-                    "index or filter on it with .filter().",
-                    code="FieldNotInIndex",
-                )
-            bound_fields = {b[1] for b in (lower, upper) if b is not None}
-            if op == "eq":
-                if field in equalities or field in bound_fields:
-                    raise InvalidIndexRange(
-                        f"Already defined a bound or equality on {field!r} in this index range: "
-                        "each field takes one eq, or one lower and one upper bound.",
-                        code="AlreadyDefinedBound",
-                    )
-                equalities[field] = value
-                continue
-            if field in equalities:
-                raise InvalidIndexRange(
-                    f"Already defined an equality on {field!r}; it cannot also take a bound.",
-                    code="AlreadyDefinedBound",
-                )
-            if bound_fields and field not in bound_fields:
-                raise InvalidIndexRange(
-                    "Upper and lower bounds in `range` can only be applied to a single index "
-                    f"field, got bounds on {sorted(bound_fields | {field})}.",
-                    code="BoundsOnMultipleFields",
-                )
-            is_lower = op in ("gt", "gte")
-            current = lower if is_lower else upper
-            if current is not None:
-                raise InvalidIndexRange(
-                    f"Already defined a {'lower' if is_lower else 'upper'} bound on "
-                    f"{current[1]!r} in this index range.",
-                    code="AlreadyDefinedBound",
-                )
-            if is_lower:
-                lower = (op, field, value)
-            else:
-                upper = (op, field, value)
-        used = sorted(equalities, key=position.__getitem__)
-        bound_field = (lower or upper)[1] if (lower or upper) else None  # type: ignore[index]
-        ordered = [*used, bound_field] if bound_field is not None else used
-        for i, field in enumerate(ordered):
-            if fields[i] != field or (
-                bound_field is not None and field == bound_field and i != len(ordered) - 1
-            ):
-                raise InvalidIndexRange(
-                    f"Tried to query index {table.name}.{index_name} but the query didn't use "
-                    f"the index fields in order.\nIndex fields: {fields}\nQuery fields: "
-                    f"{[op[1] for op in ops]}\nFirst incorrect field: {field!r}",
-                    code="InvalidIndexRange",
-                )
-        prefix = index.prefix + b"".join(_encode_part(f, equalities[f], table) for f in used)
+        """Check ``ops`` against Convex's range grammar and turn them into bytes.
+
+        The grammar depends only on the index's fields and the ``(op, field)``
+        sequence, so its verdict is remembered per shape: a query run again with
+        other values only encodes them. Cost: one dict lookup and the encodings.
+        """
+        key = (index_name, index.fields, tuple([(op, field) for op, field, _ in ops]))
+        shape = _SHAPES.get(key)
+        if shape is None:
+            shape = _check_shape(table, index_name, index, ops)
+            if len(_SHAPES) >= _SHAPES_MAX:
+                _SHAPES.clear()
+            _SHAPES[key] = shape
+        equalities, lower, upper = shape
+        prefix = index.prefix
+        if equalities:
+            prefix += b"".join(_encode_part(ops[i][1], ops[i][2], table) for i in equalities)
         lo, hi = prefix, keys.prefix_end(prefix) or b"\xff" * 8
-        if lower is not None:
-            part = prefix + _encode_part(lower[1], lower[2], table)
-            lo = part if lower[0] == "gte" else (keys.prefix_end(part) or hi)
-        if upper is not None:
-            part = prefix + _encode_part(upper[1], upper[2], table)
-            hi = part if upper[0] == "lt" else (keys.prefix_end(part) or hi)
+        if lower >= 0:
+            op, field, value = ops[lower]
+            part = prefix + _encode_part(field, value, table)
+            lo = part if op == "gte" else (keys.prefix_end(part) or hi)
+        if upper >= 0:
+            op, field, value = ops[upper]
+            part = prefix + _encode_part(field, value, table)
+            hi = part if op == "lt" else (keys.prefix_end(part) or hi)
         return cls(lo, hi, list(ops))
+
+
+#: A range's shape, once checked: the positions in ``ops`` of the equalities (in
+#: index order), of the lower bound and of the upper bound (-1: none).
+_Shape = tuple[tuple[int, ...], int, int]
+_SHAPES: dict[tuple[Any, ...], _Shape] = {}
+_SHAPES_MAX = 4096
+
+
+def _check_shape(
+    table: TableDef, index_name: str, index: IndexDef, ops: list[tuple[str, str, Any]]
+) -> _Shape:
+    """Where each op goes in the range; raises :class:`InvalidIndexRange` as Convex does."""
+    fields = effective_fields(index_name, index)
+    position = {f: i for i, f in enumerate(fields)}
+    equalities: dict[str, int] = {}
+    lower: tuple[int, str] | None = None
+    upper: tuple[int, str] | None = None
+    for i, (op, field, _) in enumerate(ops):
+        if field not in position:
+            raise InvalidIndexRange(
+                f"The index range includes a comparison on {field!r}, but this field is not "
+                f"indexed by {index_name!r} (fields: {', '.join(fields)}). Add it to the "
+                "index or filter on it with .filter().",
+                code="FieldNotInIndex",
+            )
+        bound_fields = {b[1] for b in (lower, upper) if b is not None}
+        if op == "eq":
+            if field in equalities or field in bound_fields:
+                raise InvalidIndexRange(
+                    f"Already defined a bound or equality on {field!r} in this index range: "
+                    "each field takes one eq, or one lower and one upper bound.",
+                    code="AlreadyDefinedBound",
+                )
+            equalities[field] = i
+            continue
+        if field in equalities:
+            raise InvalidIndexRange(
+                f"Already defined an equality on {field!r}; it cannot also take a bound.",
+                code="AlreadyDefinedBound",
+            )
+        if bound_fields and field not in bound_fields:
+            raise InvalidIndexRange(
+                "Upper and lower bounds in `range` can only be applied to a single index "
+                f"field, got bounds on {sorted(bound_fields | {field})}.",
+                code="BoundsOnMultipleFields",
+            )
+        is_lower = op in ("gt", "gte")
+        current = lower if is_lower else upper
+        if current is not None:
+            raise InvalidIndexRange(
+                f"Already defined a {'lower' if is_lower else 'upper'} bound on "
+                f"{current[1]!r} in this index range.",
+                code="AlreadyDefinedBound",
+            )
+        if is_lower:
+            lower = (i, field)
+        else:
+            upper = (i, field)
+    used = sorted(equalities, key=position.__getitem__)
+    bound = lower or upper
+    bound_field = bound[1] if bound is not None else None
+    ordered = [*used, bound_field] if bound_field is not None else used
+    for i, field in enumerate(ordered):
+        if fields[i] != field or (
+            bound_field is not None and field == bound_field and i != len(ordered) - 1
+        ):
+            raise InvalidIndexRange(
+                f"Tried to query index {table.name}.{index_name} but the query didn't use "
+                f"the index fields in order.\nIndex fields: {fields}\nQuery fields: "
+                f"{[op[1] for op in ops]}\nFirst incorrect field: {field!r}",
+                code="InvalidIndexRange",
+            )
+    return (
+        tuple(equalities[f] for f in used),
+        -1 if lower is None else lower[0],
+        -1 if upper is None else upper[0],
+    )
 
 
 class Query:

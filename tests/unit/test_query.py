@@ -119,9 +119,37 @@ def test_descending_index_range(people: Engine) -> None:
     ],
 )
 def test_range_grammar_errors(people: Engine, build, code: str) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(InvalidIndexRange) as caught:
-        people.run(lambda ctx: ctx.db.query("people").with_index("by_city_age", build).collect())
-    assert caught.value.code == code
+    for _ in range(2):  # checked shapes are remembered; broken ones must raise every time
+        with pytest.raises(InvalidIndexRange) as caught:
+            people.run(
+                lambda ctx: ctx.db.query("people").with_index("by_city_age", build).collect()
+            )
+        assert caught.value.code == code
+
+
+def test_a_remembered_range_shape_takes_new_values(people: Engine) -> None:
+    from engine.ordering import compare
+
+    def names(city: str, low: int) -> list[str]:
+        return sorted(
+            d["name"]
+            for d in people.run(
+                lambda ctx: (
+                    ctx.db.query("people")
+                    .with_index("by_city_age", lambda r: r.eq("city", city).gte("age", low))
+                    .collect()
+                )
+            )
+        )
+
+    everyone = people.run(lambda ctx: ctx.db.query("people").collect())
+    for city in sorted({d["city"] for d in everyone if isinstance(d.get("city"), str)}):
+        for low in (0, 30, 40):
+            assert names(city, low) == sorted(
+                d["name"]
+                for d in everyone
+                if d.get("city") == city and "age" in d and compare(d["age"], low) >= 0
+            )
 
 
 def test_unknown_index(people: Engine) -> None:
