@@ -3,18 +3,21 @@
 ::
 
     AuthError
-    ├── MalformedToken              not a JWT, or no usable header / claims
+    ├── MalformedToken              not a JWT, a header or claim of the wrong shape, no kid (customJwt)
     ├── NoProviderMatches           no configured provider has this iss and aud
-    ├── InvalidSignature            bad signature, or an algorithm outside the pinned list
+    ├── InvalidSignature            bad signature, an algorithm outside the pinned list, or a key
+    │                               whose type does not fit the algorithm
     ├── UnknownKey                  no key with the token's kid
     ├── KeyFetchError               the JWKS or discovery document could not be fetched
     ├── TokenExpired                exp is in the past (beyond the leeway)
     ├── TokenNotYetValid            nbf or iat is in the future (beyond the leeway)
     ├── InvalidIssuer               iss is not the provider's issuer
-    ├── InvalidAudience             aud does not hold the application id
-    ├── InvalidAuthorizedParty      azp is not one of the authorized parties
+    ├── InvalidAudience             aud does not hold the application id (Clerk: is not exactly it)
+    ├── InvalidAuthorizedParty      azp is missing or not one of the authorized parties
     ├── MissingClaim                a required claim (sub, iss, exp) is absent
     └── WebhookVerificationError    a webhook's signature, timestamp or headers are wrong
+
+Messages say what was expected, what was found, and the fix.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ class UnknownKey(AuthError):
 
 
 class KeyFetchError(AuthError):
-    """The provider's keys could not be fetched (and none are cached)."""
+    """The provider's keys could not be fetched (and none are cached): any HTTP or
+    connection failure, or a reply that is not the expected JSON document."""
 
 
 class TokenExpired(AuthError):
@@ -73,11 +77,11 @@ class InvalidIssuer(AuthError):
 
 
 class InvalidAudience(AuthError):
-    """The token's ``aud`` does not contain the provider's application id."""
+    """The token's ``aud`` does not contain the application id (for Clerk: is not exactly it)."""
 
 
 class InvalidAuthorizedParty(AuthError):
-    """The token's ``azp`` is not one of the provider's authorized parties."""
+    """The token's ``azp`` is missing or not one of the provider's authorized parties."""
 
 
 class MissingClaim(AuthError):

@@ -4,29 +4,219 @@
 the server gives (5 minutes when it gives none), refetches at most once per
 ``cooldown`` when a token names an unknown ``kid`` (key rotation), and keeps
 serving the cached keys when a refresh fails (an outage of the issuer does
-not log everybody out). The HTTP getter and the clock are injectable.
+not log everybody out). A failed fetch is not retried before a ``cooldown``
+has passed, and while one caller refreshes stale keys the others keep using
+them instead of queueing behind the request. Every fetch failure (HTTP error,
+broken reply, a document of the wrong shape) is a :class:`KeyFetchError`.
+The HTTP getter and the clock are injectable.
+
+A key is only chosen for a token if its type fits the token's ``alg``
+(RS256: RSA; ES256: EC P-256; EdDSA: Ed25519 or Ed448) and the JWK's own
+``alg``, when it has one, is the token's.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
-from .errors import KeyFetchError, UnknownKey
+from .errors import InvalidSignature, KeyFetchError, UnknownKey
 
-__all__ = ["HttpGet", "JwksFetcher", "KeySet", "http_get", "keys_from_jwks"]
+__all__ = [
+    "HttpGet",
+    "JwksFetcher",
+    "Key",
+    "KeySet",
+    "decode_data_uri",
+    "http_get",
+    "key_fits",
+    "keys_from_jwks",
+    "select_key",
+]
 
 #: (url) -> (status, headers, body)
 HttpGet = Callable[[str], tuple[int, Mapping[str, str], bytes]]
 _MAX_AGE = re.compile(r"max-age=(\d+)")
+_KTY_FAMILY = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
+#: What each algorithm needs, for messages.
+_NEEDS = {
+    "RS256": "an RSA key (kty RSA)",
+    "ES256": "an EC P-256 key (kty EC, crv P-256)",
+    "EdDSA": "an Ed25519 or Ed448 key (kty OKP)",
+}
+
+
+class Key(NamedTuple):
+    """One public key: its ``kid`` and JWK ``alg`` (either may be absent) and the key."""
+
+    kid: str | None
+    alg: str | None
+    key: Any
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(key: Any) -> str:
+    if isinstance(key, rsa.RSAPublicKey):
+        return "an RSA key"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"an EC {key.curve.name} key"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "an Ed25519 key"
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "an Ed448 key"
+    return f"a {type(key).__name__}"
+
+
+def key_fits(alg: str, key: Key) -> bool:
+    """Whether ``key`` may verify a token signed with ``alg`` (key type and JWK ``alg``)."""
+    if key.alg is not None and key.alg != alg:
+        return False
+    public = key.key
+    if alg.startswith(("RS", "PS")):
+        return isinstance(public, rsa.RSAPublicKey)
+    if alg == "ES256":
+        return isinstance(public, ec.EllipticCurvePublicKey) and isinstance(
+            public.curve, ec.SECP256R1
+        )
+    if alg == "EdDSA":
+        return isinstance(public, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey))
+    return False
+
+
+def select_key(keys: Sequence[Key], kid: str | None, alg: str, *, source: str) -> Any:
+    """The one key of ``keys`` for a token with ``kid`` and ``alg``.
+
+    With a ``kid``, only keys with that ``kid`` are candidates (a set of exactly
+    one key without a kid, such as a PEM key, matches any ``kid``); without one,
+    every key that fits ``alg``. Raises :class:`UnknownKey` when no key has the
+    ``kid`` (or several fit), :class:`InvalidSignature` when the named key's type
+    does not fit ``alg``. ``source`` names the key set in messages.
+    """
+    if kid is not None:
+        named = [k for k in keys if k.kid == kid]
+        if not named and len(keys) == 1 and keys[0].kid is None:
+            named = list(keys)  # one key without a kid (a PEM key): any kid
+    else:
+        named = list(keys)
+    fitting = [k for k in named if key_fits(alg, k)]
+    if len(fitting) == 1:
+        return fitting[0].key
+    known = sorted(str(k.kid) for k in keys)
+    if kid is not None and not named:
+        raise UnknownKey(
+            f"No key with kid {kid!r}: expected one of the kids of {source}, {known}; found "
+            "none. Fix: if the issuer rotated its keys, give the new key (or use jwks_url / "
+            "discovery, which refetch the key set on an unknown kid); otherwise check that "
+            "the token comes from this issuer."
+        )
+    if not fitting:
+        found = ", ".join(
+            f"kid {k.kid!r} is {_describe(k.key)}" + (f" for alg {k.alg}" if k.alg else "")
+            for k in named
+        )
+        raise InvalidSignature(
+            f"Key type does not fit the token's alg {alg}: expected "
+            f"{_NEEDS.get(alg, 'a matching key')}; found "
+            f"{found or 'no keys'} in {source}. Fix: the token and the key do not belong "
+            "together (a forged or mislabeled token); sign with the key its kid names."
+        )
+    raise UnknownKey(
+        f"Expected exactly one key of {source} for a token with alg {alg}"
+        + ("" if kid is None else f" and kid {kid!r}")
+        + f"; found {len(fitting)}: {known}. Fix: put a kid in the token's header"
+        " (or give each key of the JWKS its own kid)."
+    )
+
+
+def decode_data_uri(uri: str) -> bytes:
+    """The bytes of a ``data:`` URI (``data:[<media type>][;base64],<data>``).
+
+    The data is percent-decoded, then base64-decoded when the URI says
+    ``;base64`` (standard or URL-safe alphabet, padding optional). Raises
+    ValueError for anything else.
+    """
+    fix = (
+        "Fix: give data:application/json;base64,<base64 of the JWKS> or "
+        "data:application/json,<percent-encoded JWKS>."
+    )
+    if not uri.startswith("data:"):
+        raise ValueError(f"Expected a data: URI; found {_show(uri)}. {fix}")
+    meta, comma, data = uri[5:].partition(",")
+    if not comma:
+        raise ValueError(f"Expected a ',' after the media type of the data: URI; found none. {fix}")
+    raw = urllib.parse.unquote_to_bytes(data)
+    if meta.split(";")[-1].strip().lower() == "base64":
+        text = re.sub(rb"\s+", b"", raw).translate(bytes.maketrans(b"-_", b"+/"))
+        try:
+            raw = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise ValueError(
+                f"Expected base64 data in the data: URI; found {_show(data)} ({error}). {fix}"
+            ) from error
+    return raw
+
+
+def keys_from_jwks(jwks: Mapping[str, Any] | str | bytes) -> list[Key]:
+    """The public keys of a JWKS document (a mapping, JSON text or a ``data:`` URI).
+
+    Keys of unknown types, with ``use`` other than ``sig``, or that do not parse
+    are skipped. Raises ValueError when the document is not a JWKS: not JSON,
+    not an object, or without a ``keys`` list.
+    """
+    fix = 'Fix: give a JWKS, {"keys": [{"kty": "RSA", "kid": ..., "n": ..., "e": ...}, ...]}.'
+    document: Any = jwks
+    if isinstance(jwks, str) and jwks.startswith("data:"):
+        document = decode_data_uri(jwks)
+    if isinstance(document, (str, bytes)):
+        try:
+            document = json.loads(document)
+        except (ValueError, RecursionError) as error:
+            raise ValueError(
+                f"Expected a JWKS as JSON; found {_show(document)} ({error}). {fix}"
+            ) from error
+    if not isinstance(document, Mapping):
+        raise ValueError(f"Expected a JWKS (a JSON object); found {_show(document)}. {fix}")
+    entries = document.get("keys")
+    if not isinstance(entries, list):
+        raise ValueError(
+            f"Expected a JWKS with a 'keys' list; found keys = {_show(entries)}. {fix}"
+        )
+    algorithms = get_default_algorithms()
+    keys: list[Key] = []
+    for jwk in entries:
+        if not isinstance(jwk, Mapping):
+            continue
+        family = _KTY_FAMILY.get(jwk.get("kty"))  # type: ignore[arg-type]
+        kid, alg = jwk.get("kid"), jwk.get("alg")
+        if (
+            family is None
+            or jwk.get("use", "sig") != "sig"
+            or not isinstance(kid, (str, type(None)))
+            or not isinstance(alg, (str, type(None)))
+        ):
+            continue
+        try:
+            keys.append(Key(kid, alg, algorithms[family].from_jwk(json.dumps(dict(jwk)))))
+        except (jwt.InvalidKeyError, ValueError, KeyError, TypeError):
+            continue
+    return keys
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, Mapping[str, str], bytes]:
@@ -39,37 +229,15 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, Mapping[str, str], by
         return error.code, dict(error.headers or {}), error.read()
 
 
-def keys_from_jwks(jwks: Mapping[str, Any] | str) -> dict[str | None, Any]:
-    """Public keys of a JWKS document, by ``kid`` (keys of unknown types are skipped)."""
-    document = json.loads(jwks) if isinstance(jwks, str) else jwks
-    algorithms = get_default_algorithms()
-    keys: dict[str | None, Any] = {}
-    for jwk in document.get("keys", []):
-        kty = jwk.get("kty")
-        family = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}.get(kty)
-        if family is None or jwk.get("use", "sig") != "sig":
-            continue
-        try:
-            keys[jwk.get("kid")] = algorithms[family].from_jwk(json.dumps(jwk))
-        except (jwt.InvalidKeyError, ValueError, KeyError):
-            continue
-    return keys
-
-
 class KeySet:
     """Keys known ahead of time (a PEM key or a static JWKS)."""
 
-    def __init__(self, keys: dict[str | None, Any]) -> None:
-        self._keys = keys
+    def __init__(self, keys: Sequence[Key]) -> None:
+        self._keys = list(keys)
 
-    def key(self, kid: str | None) -> Any:
-        if kid in self._keys:
-            return self._keys[kid]
-        if kid is None and len(self._keys) == 1:
-            return next(iter(self._keys.values()))
-        if None in self._keys and len(self._keys) == 1:  # one key without a kid (PEM)
-            return self._keys[None]
-        raise UnknownKey(f"No key with kid {kid!r}; known: {sorted(map(str, self._keys))}")
+    def key(self, kid: str | None, alg: str) -> Any:
+        """The key for a token with ``kid`` and ``alg`` (see :func:`select_key`)."""
+        return select_key(self._keys, kid, alg, source="the configured keys")
 
 
 class JwksFetcher:
@@ -93,67 +261,132 @@ class JwksFetcher:
         self._clock = clock
         self._cooldown = cooldown
         self._default_max_age = default_max_age
+        #: Held while fetching; the cached keys are read without it.
         self._lock = threading.Lock()
-        self._keys: dict[str | None, Any] | None = None
+        self._keys: list[Key] | None = None
         self._expires = 0.0
-        self._last_fetch = -1e18
+        self._last_fetch = -1e18  # when the last fetch started (it may have failed)
+        self._retry_at = -1e18  # after a failed fetch: no new fetch before this
+        self._error: KeyFetchError | None = None
         self.fetches = 0
 
-    def _fetch_json(self, url: str) -> tuple[Any, float]:
+    @property
+    def _source(self) -> str:
+        return f"the JWKS of {self._url or self._issuer}"
+
+    def _fail(self, url: str, expected: str, found: str) -> KeyFetchError:
+        return KeyFetchError(
+            f"Fetching keys from {url}: expected {expected}; found {found}. Fix: check that "
+            "the URL (or the issuer, for discovery) is right and reachable from this host; "
+            f"cached keys keep serving meanwhile, and the fetch is retried after "
+            f"{self._cooldown:g} s."
+        )
+
+    def _fetch_json(self, url: str) -> tuple[dict[str, Any], float]:
         try:
             status, headers, body = self._get(url)
-        except OSError as error:
-            raise KeyFetchError(f"Could not fetch {url}: {error}") from error
+            lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+        except Exception as error:  # any failure of the getter is a failed fetch
+            raise self._fail(url, "an HTTP reply", f"{type(error).__name__}: {error}") from error
         if status != 200:
-            raise KeyFetchError(f"Fetching {url} returned HTTP {status}")
-        lowered = {k.lower(): v for k, v in headers.items()}
-        match = _MAX_AGE.search(lowered.get("cache-control", ""))
-        no_store = "no-store" in lowered.get("cache-control", "")
+            raise self._fail(url, "HTTP 200", f"HTTP {status}")
+        cache_control = lowered.get("cache-control", "")
+        match = _MAX_AGE.search(cache_control)
+        no_store = "no-store" in cache_control
         max_age = 0.0 if no_store else (float(match.group(1)) if match else self._default_max_age)
         try:
-            return json.loads(body), max_age
-        except ValueError as error:
-            raise KeyFetchError(f"{url} did not return JSON: {error}") from error
+            document = json.loads(body)
+        except (ValueError, TypeError, RecursionError) as error:
+            raise self._fail(url, "a JSON body", f"{_show(body)} ({error})") from error
+        if not isinstance(document, dict):
+            raise self._fail(url, "a JSON object", _show(document))
+        return document, max_age
 
     def _refresh(self) -> None:
+        """Fetch the key set (through discovery without a url); KeyFetchError on failure."""
         self._last_fetch = self._clock()
         self.fetches += 1
         url = self._url
         if url is None:
             assert self._issuer is not None
-            discovery, _ = self._fetch_json(
-                self._issuer.rstrip("/") + "/.well-known/openid-configuration"
-            )
-            if discovery.get("issuer", "").rstrip("/") != self._issuer.rstrip("/"):
-                raise KeyFetchError(
-                    f"Discovery for {self._issuer} returned issuer {discovery.get('issuer')!r}"
+            discovery_url = self._issuer.rstrip("/") + "/.well-known/openid-configuration"
+            discovery, _ = self._fetch_json(discovery_url)
+            issuer = discovery.get("issuer")
+            if not isinstance(issuer, str) or issuer.rstrip("/") != self._issuer.rstrip("/"):
+                raise self._fail(
+                    discovery_url,
+                    f"a discovery document with issuer {self._issuer!r}",
+                    f"issuer {_show(issuer)}",
                 )
             url = discovery.get("jwks_uri")
             if not isinstance(url, str):
-                raise KeyFetchError(f"Discovery for {self._issuer} has no jwks_uri")
+                raise self._fail(
+                    discovery_url, "a discovery document with a jwks_uri", f"{_show(url)}"
+                )
         document, max_age = self._fetch_json(url)
-        self._keys = keys_from_jwks(document)
+        try:
+            keys = keys_from_jwks(document)
+        except ValueError as error:
+            raise self._fail(url, "a JWKS", str(error)) from error
+        self._keys = keys
         self._expires = self._clock() + max_age
+        self._error = None
 
-    def key(self, kid: str | None) -> Any:
-        """The key for ``kid``, fetching or refreshing the key set when needed."""
-        with self._lock:
+    def _try_refresh(self) -> None:
+        """Refresh (the lock held); on failure, no new attempt for a cooldown."""
+        try:
+            self._refresh()
+        except KeyFetchError as error:
+            self._retry_at = self._clock() + self._cooldown
+            self._error = error
+            raise
+
+    def _current(self) -> list[Key]:
+        """Fresh keys, fetching when needed; stale keys while a refresh fails or runs."""
+        keys = self._keys
+        if keys is not None and self._clock() < self._expires:
+            return keys
+        if keys is not None:
+            if not self._lock.acquire(blocking=False):
+                return keys  # another caller is refreshing: serve the cached keys meanwhile
+        else:
+            self._lock.acquire()  # cold cache: wait for the fetch in flight (one fetch)
+        try:
             now = self._clock()
-            if self._keys is None or now >= self._expires:
+            if self._keys is not None and now < self._expires:
+                return self._keys  # refreshed by another caller meanwhile
+            if now < self._retry_at:
+                if self._keys is not None:
+                    return self._keys
+                assert self._error is not None
+                raise KeyFetchError(
+                    f"{self._error} (The last fetch failed {now - self._last_fetch:.0f} s ago; "
+                    f"the next one is in {self._retry_at - now:.0f} s.)"
+                )
+            try:
+                self._try_refresh()
+            except KeyFetchError:
+                if self._keys is None:
+                    raise
+            assert self._keys is not None
+            return self._keys  # fresh, or stale through an outage
+        finally:
+            self._lock.release()
+
+    def key(self, kid: str | None, alg: str) -> Any:
+        """The key for ``kid`` and ``alg``, fetching or refreshing the key set when needed."""
+        keys = self._current()
+        try:
+            return select_key(keys, kid, alg, source=self._source)
+        except UnknownKey:
+            if kid is None or any(k.kid == kid for k in keys):
+                raise  # a refetch cannot help (ambiguous, or no kid)
+        with self._lock:  # an unknown kid: a rotation? refetch, at most once per cooldown
+            if self._clock() - self._last_fetch >= self._cooldown:
                 try:
-                    self._refresh()
-                except KeyFetchError:
-                    if self._keys is None:
-                        raise
-                    # keep serving the cached keys through an outage
-            keys = self._keys
-            assert keys is not None
-            unknown = kid not in keys and not (kid is None and len(keys) == 1)
-            if unknown and now - self._last_fetch >= self._cooldown:
-                try:
-                    self._refresh()
+                    self._try_refresh()
                 except KeyFetchError:
                     pass
-                keys = self._keys
-                assert keys is not None
-            return KeySet(keys).key(kid)
+            refreshed = self._keys
+        assert refreshed is not None
+        return select_key(refreshed, kid, alg, source=self._source)

@@ -9,6 +9,10 @@ give functions ``ctx.auth.get_user_identity()``.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -28,9 +32,11 @@ from .errors import (
     TokenNotYetValid,
 )
 from .identity import UserIdentity
-from .keys import HttpGet, JwksFetcher, KeySet, http_get, keys_from_jwks
+from .keys import HttpGet, JwksFetcher, Key, KeySet, http_get, keys_from_jwks
 
 __all__ = ["AuthConfig", "ClerkProvider", "CustomJwtProvider", "normalize_issuer"]
+
+_RESEND = "Fix: send the token exactly as the issuer minted it (Authorization: Bearer <token>)."
 
 
 def normalize_issuer(url: str) -> str:
@@ -40,11 +46,64 @@ def normalize_issuer(url: str) -> str:
     return url.rstrip("/")
 
 
+def _show(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _part(segment: str, what: str) -> dict[str, Any]:
+    """One base64url JSON part of a JWT, which must be an object."""
+    try:
+        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        value = json.loads(data)
+    except (binascii.Error, ValueError, RecursionError) as error:
+        raise MalformedToken(
+            f"Could not parse JWT {what}: expected base64url-encoded JSON; found "
+            f"{_show(segment)} ({error}). {_RESEND}"
+        ) from error
+    if not isinstance(value, dict):
+        raise MalformedToken(
+            f"Could not parse JWT {what}: expected a JSON object; found {_show(value)}. {_RESEND}"
+        )
+    return value
+
+
+def parse_unverified(token: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and claims of ``token`` without checking anything but their shape."""
+    if not isinstance(token, str) or token.count(".") != 2:
+        raise MalformedToken(
+            "Expected a JWT (three base64url parts separated by dots); found "
+            f"{type(token).__name__} {_show(token, 40)}. {_RESEND}"
+        )
+    head, payload, _ = token.split(".")
+    return _part(head, "header"), _part(payload, "payload")
+
+
 def _audiences(claims: dict[str, Any]) -> list[str]:
+    """``aud`` as a list (a string is one audience, no claim none); MalformedToken otherwise."""
     aud = claims.get("aud")
     if aud is None:
         return []
-    return [aud] if isinstance(aud, str) else [str(a) for a in aud]
+    if isinstance(aud, str):
+        return [aud]
+    if isinstance(aud, list) and all(isinstance(a, str) for a in aud):
+        return list(aud)
+    raise MalformedToken(
+        f"Invalid claim 'aud': expected a string or a list of strings; found {_show(aud)}. "
+        f"{_RESEND}"
+    )
+
+
+def _number(claims: dict[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise MalformedToken(
+            f"Invalid claim {name!r}: expected a NumericDate (seconds since the epoch, a "
+            f"number); found {_show(value)}. Fix: have the issuer mint {name} as a number."
+        )
+    return float(value)
 
 
 class _Provider:
@@ -68,9 +127,13 @@ class _Provider:
         self.leeway = leeway
         self._clock = clock
         self._keys: KeySet | JwksFetcher
+        #: One PEM key: it verifies tokens whatever their kid (or without one).
+        self._pem = public_key is not None
+        if jwks_url is not None and jwks_url.startswith("data:"):
+            jwks, jwks_url = jwks_url, None
         if public_key is not None:
             pem = public_key.encode() if isinstance(public_key, str) else public_key
-            self._keys = KeySet({None: load_pem_public_key(pem)})
+            self._keys = KeySet([Key(None, None, load_pem_public_key(pem))])
         elif jwks is not None:
             self._keys = KeySet(keys_from_jwks(jwks))
         elif jwks_url is not None:
@@ -86,56 +149,135 @@ class _Provider:
         )
 
     def matches(self, claims: dict[str, Any]) -> bool:
+        """Convex's routing: the issuer matches and ``aud`` contains the application id."""
         iss = claims.get("iss")
         if not isinstance(iss, str) or normalize_issuer(iss) != self.issuer:
             return False
         return self.application_id is None or self.application_id in _audiences(claims)
 
     def verify(self, token: str) -> UserIdentity:
-        """Verify ``token`` with this provider; returns the identity or raises AuthError."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.DecodeError as error:
-            raise MalformedToken(f"Not a JWT: {error}") from error
+        """Verify ``token`` with this provider; returns the identity or raises AuthError.
+
+        Order: the header (``alg`` pinned, ``kid`` a string), the key (its type
+        must fit ``alg``), the signature, then the claims: ``iss``, ``aud``,
+        ``sub``, ``exp`` / ``nbf`` / ``iat`` against this provider's clock
+        with ``leeway`` seconds, and the provider's own checks.
+        """
+        header, _ = parse_unverified(token)
         alg = header.get("alg")
-        if alg not in self.algorithms:
+        if not isinstance(alg, str) or alg not in self.algorithms:
             raise InvalidSignature(
-                f"Algorithm {alg!r} is not allowed for {self!r}; allowed: "
-                f"{', '.join(self.algorithms)} (never 'none' or HS*)."
+                f"Algorithm {_show(alg)} is not allowed for {self!r}: expected one of "
+                f"{', '.join(self.algorithms)}; found {_show(alg)} (never 'none' or HS*). "
+                "Fix: sign the token with an allowed algorithm, or configure a provider for it."
+            )
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise MalformedToken(
+                f"Invalid header 'kid': expected a string (the id of the signing key); found "
+                f"{_show(kid)}. {_RESEND}"
             )
         self._check_header(header)
-        key = self._keys.key(header.get("kid"))
+        key = self._keys.key(kid, alg)
         try:
             claims = jwt.decode(
                 token,
                 key,
                 algorithms=[alg],
-                leeway=self.leeway,
-                audience=self.application_id,
                 options={
-                    "require": ["exp", "iss", "sub"],
-                    "verify_aud": self.application_id is not None,
+                    "verify_signature": True,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_aud": False,
                     "verify_iss": False,
+                    "verify_sub": False,
+                    "verify_jti": False,
                 },
             )
-        except jwt.ExpiredSignatureError as error:
-            raise TokenExpired(f"Token expired: {error}") from error
-        except jwt.ImmatureSignatureError as error:
-            raise TokenNotYetValid(f"Token not yet valid: {error}") from error
-        except jwt.InvalidAudienceError as error:
-            raise InvalidAudience(
-                f"Invalid audience: {self.application_id!r} not in the token's aud"
-            ) from error
-        except jwt.MissingRequiredClaimError as error:
-            raise MissingClaim(f"Missing claim: {error}") from error
         except jwt.InvalidSignatureError as error:
-            raise InvalidSignature(f"Invalid signature: {error}") from error
-        except jwt.InvalidTokenError as error:
-            raise MalformedToken(f"Invalid token: {error}") from error
-        if normalize_issuer(str(claims["iss"])) != self.issuer:
-            raise InvalidIssuer(f"Invalid issuer: {claims['iss']} != {self.issuer}")
+            raise InvalidSignature(
+                f"Invalid signature: expected a signature by key {kid!r} of {self!r}; found one "
+                "that does not verify. Fix: check that the token comes from this issuer (not "
+                "another instance or environment) and was not modified."
+            ) from error
+        except jwt.PyJWTError as error:
+            raise MalformedToken(
+                f"Invalid token: expected a JWT signed with {alg}; found {error}. {_RESEND}"
+            ) from error
+        self._check_standard_claims(claims)
         self._check_claims(claims)
         return UserIdentity.from_claims(claims)
+
+    def _check_standard_claims(self, claims: dict[str, Any]) -> None:
+        iss = claims.get("iss")
+        if iss is None:
+            raise MissingClaim(
+                "Missing issuer claim ('iss'): expected the issuer's URL; found none. "
+                "Fix: have the issuer set iss."
+            )
+        if not isinstance(iss, str):
+            raise MalformedToken(
+                f"Invalid claim 'iss': expected a string; found {_show(iss)}. {_RESEND}"
+            )
+        if normalize_issuer(iss) != self.issuer:
+            raise InvalidIssuer(
+                f"Invalid issuer: {iss} != {self.issuer}. Expected iss {self.issuer!r} (after "
+                f"adding https:// and dropping a trailing /); found {iss!r}. Fix: configure the "
+                "provider with the issuer that mints these tokens (Clerk: the Frontend API URL)."
+            )
+        self._check_audience(_audiences(claims), "aud" in claims)
+        sub = claims.get("sub")
+        if sub is None:
+            raise MissingClaim(
+                "Missing subject: expected a 'sub' claim (the user id); found none. "
+                "Fix: have the issuer set sub."
+            )
+        if not isinstance(sub, str):
+            raise MalformedToken(
+                f"Invalid claim 'sub': expected a string (the user id); found {_show(sub)}. "
+                "Fix: have the issuer mint sub as a string."
+            )
+        exp = _number(claims, "exp")
+        nbf = _number(claims, "nbf")
+        iat = _number(claims, "iat")
+        if exp is None:
+            raise MissingClaim(
+                "Missing expiry: expected an 'exp' claim; found none. Fix: have the issuer "
+                "set exp (Convex refuses tokens that never expire)."
+            )
+        now = self._clock()
+        if exp <= now - self.leeway:
+            raise TokenExpired(
+                f"Token expired: expected exp ({exp:.0f}) after now ({now:.0f}) minus the "
+                f"{self.leeway:g} s leeway; found it {now - exp:.0f} s in the past. Fix: send a "
+                "fresh token (the client refreshes them before they expire), or check this "
+                "host's clock."
+            )
+        for name, value in (("nbf", nbf), ("iat", iat)):
+            if value is not None and value > now + self.leeway:
+                raise TokenNotYetValid(
+                    f"Token not yet valid ({name}): expected {name} ({value:.0f}) at most now "
+                    f"({now:.0f}) plus the {self.leeway:g} s leeway; found it {value - now:.0f} "
+                    "s in the future. Fix: check the clocks of this host and of the issuer, or "
+                    "raise leeway."
+                )
+
+    def _check_audience(self, audiences: list[str], present: bool) -> None:
+        """Convex's customJwt rule: ``aud`` contains the application id (when one is set)."""
+        if self.application_id is None:
+            return
+        if not present:
+            raise InvalidAudience(
+                f"Missing audience claim ('aud'): expected one containing "
+                f"{self.application_id!r}; found none. Fix: have the issuer set aud."
+            )
+        if self.application_id not in audiences:
+            raise InvalidAudience(
+                f"Invalid audience: {self.application_id} not in {audiences}. Expected aud "
+                f"to contain {self.application_id!r}; found {audiences}. Fix: mint the token "
+                "for this application, or configure the provider's application_id."
+            )
 
     def _check_header(self, header: dict[str, Any]) -> None:
         return None
@@ -145,13 +287,17 @@ class _Provider:
 
 
 class ClerkProvider(_Provider):
-    """Clerk (Convex's OIDC provider): ``iss`` = the Frontend API URL, ``aud`` ∋ ``convex``.
+    """Clerk (Convex's OIDC provider): ``iss`` = the Frontend API URL, ``aud`` = ``convex``.
 
-    Keys come from ``public_key`` (PEM, networkless), ``jwks`` (a static JWKS),
-    ``jwks_url``, or, with none of these, OIDC discovery on the issuer. Both
-    Clerk token shapes verify: a session token with ``aud: "convex"`` (the
-    Convex integration) and the legacy ``convex`` JWT template.
-    ``authorized_parties`` checks ``azp`` when the token carries one.
+    Keys come from ``public_key`` (PEM, networkless), ``jwks`` (a static JWKS,
+    also as a ``data:`` URI), ``jwks_url``, or, with none of these, OIDC
+    discovery on the issuer. Both Clerk token shapes verify: a session token
+    with ``aud: "convex"`` (the Convex integration) and the legacy ``convex``
+    JWT template. As Convex's OIDC verifier does, the audience must be exactly
+    the application id: ``"convex"`` or ``["convex"]``, no other audience.
+    ``authorized_parties`` requires ``azp`` to be present and one of them
+    (Clerk #8877; an empty list refuses every token). ``clock`` (seconds since
+    the epoch) is the time ``exp``, ``nbf`` and ``iat`` are checked against.
     """
 
     algorithms = ("RS256", "EdDSA")
@@ -182,24 +328,42 @@ class ClerkProvider(_Provider):
         )
         self.authorized_parties = None if authorized_parties is None else set(authorized_parties)
 
+    def _check_audience(self, audiences: list[str], present: bool) -> None:
+        """Convex's OIDC rule: ``aud`` holds the application id and no other audience."""
+        super()._check_audience(audiences, present)
+        if self.application_id is not None and set(audiences) != {self.application_id}:
+            raise InvalidAudience(
+                f"Invalid audience: expected aud to be exactly {self.application_id!r} (Convex's "
+                f"OIDC verifier rejects any other audience); found {audiences}. Fix: mint the "
+                f"token with aud {self.application_id!r} only (Clerk's Convex integration or the "
+                "'convex' JWT template), or use CustomJwtProvider, whose aud only has to "
+                "contain the application id."
+            )
+
     def _check_claims(self, claims: dict[str, Any]) -> None:
+        if self.authorized_parties is None:
+            return
         azp = claims.get("azp")
-        if (
-            self.authorized_parties is not None
-            and azp is not None
-            and azp not in self.authorized_parties
-        ):
+        if not isinstance(azp, str) or azp not in self.authorized_parties:
+            found = "no azp claim" if "azp" not in claims else f"azp {_show(azp)}"
             raise InvalidAuthorizedParty(
-                f"Invalid authorized party: azp {azp!r} is not one of "
-                f"{sorted(self.authorized_parties)}"
+                f"Invalid authorized party: expected azp to be one of "
+                f"{sorted(self.authorized_parties)}; found {found}. Fix: add your frontend's "
+                "origin to authorized_parties; a token without azp (minted without an Origin "
+                "header) is refused while authorized_parties is set, as Clerk's SDKs do."
             )
 
 
 class CustomJwtProvider(_Provider):
     """Convex's ``customJwt``: a fixed issuer, ``RS256`` or ``ES256``, ``kid`` required.
 
-    Without ``application_id`` the audience is not checked (Convex warns that
-    this is often insecure).
+    ``jwks`` is a JWKS (a dict or JSON text), an ``http(s)`` URL, or a ``data:``
+    URI (``data:application/json;base64,...`` or percent-encoded JSON), as in
+    Convex. A token without ``kid`` is refused (Convex's ``KidMissing``) unless
+    the provider has a single PEM ``public_key``. Without ``application_id`` the
+    audience is not checked (Convex warns that this is often insecure); with
+    one, ``aud`` must contain it. ``clock`` is the time ``exp``, ``nbf`` and
+    ``iat`` are checked against.
     """
 
     def __init__(
@@ -233,8 +397,13 @@ class CustomJwtProvider(_Provider):
         self.algorithms = (algorithm,)
 
     def _check_header(self, header: dict[str, Any]) -> None:
-        if not header.get("kid") and not isinstance(self._keys, KeySet):
-            raise MalformedToken("A custom JWT needs a 'kid' header.")
+        if not header.get("kid") and not self._pem:
+            raise MalformedToken(
+                "A custom JWT needs a 'kid' header (Convex: KidMissing): expected the id of a "
+                f"key of the provider's JWKS; found {_show(header.get('kid'))}. Fix: have the "
+                "issuer put the key's kid in the JWT header, or configure the provider with "
+                "public_key=<PEM> to verify with that one key."
+            )
 
 
 class AuthConfig:
@@ -253,39 +422,49 @@ class AuthConfig:
 
     def __init__(self, providers: Iterable[_Provider]) -> None:
         self.providers = list(providers)
-        self._verified: dict[str, tuple[UserIdentity, float, float]] = {}
+        #: token -> (identity, exp, leeway, the provider's clock)
+        self._verified: dict[str, tuple[UserIdentity, float, float, Callable[[], float]]] = {}
 
     def verify(self, token: str) -> UserIdentity:
         """The identity of ``token``, or an :class:`AuthError` (never a partial identity).
 
         Cost: a signature check (~150 µs for RS256) the first time; a dictionary
-        lookup and an expiry check while the same token is reused.
+        lookup and an expiry check (with the provider's clock and leeway) while
+        the same token is reused.
         """
         cached = self._verified.get(token) if isinstance(token, str) else None
         if cached is not None:
-            identity, expires, leeway = cached
-            if time.time() < expires + leeway:
+            identity, expires, leeway, clock = cached
+            if clock() < expires + leeway:
                 return identity
             self._verified.pop(token, None)
-        identity, expires, leeway = self._verify(token)
+        identity, expires, provider = self._verify(token)
         if len(self._verified) >= self.cache_size:
             self._verified.clear()
-        self._verified[token] = (identity, expires, leeway)
+        self._verified[token] = (identity, expires, provider.leeway, provider._clock)
         return identity
 
-    def _verify(self, token: str) -> tuple[UserIdentity, float, float]:
-        if not isinstance(token, str) or token.count(".") != 2:
-            raise MalformedToken("Expected a JWT (three base64url parts separated by dots).")
-        try:
-            claims = jwt.decode(token, options={"verify_signature": False})
-        except jwt.DecodeError as error:
-            raise MalformedToken(f"Could not parse JWT payload: {error}") from error
-        if not isinstance(claims.get("iss"), str):
-            raise MissingClaim("Missing issuer claim ('iss') in the token.")
+    def _verify(self, token: str) -> tuple[UserIdentity, float, _Provider]:
+        """Route ``token`` to the first matching provider and verify it there."""
+        _, claims = parse_unverified(token)
+        iss = claims.get("iss")
+        if iss is None:
+            raise MissingClaim(
+                "Missing issuer claim ('iss') in the token: expected the issuer's URL; found "
+                "none. Fix: have the issuer set iss (Convex routes tokens by it)."
+            )
+        if not isinstance(iss, str):
+            raise MalformedToken(
+                f"Invalid claim 'iss': expected a string; found {_show(iss)}. {_RESEND}"
+            )
         for provider in self.providers:
             if provider.matches(claims):
-                return provider.verify(token), float(claims["exp"]), provider.leeway
+                identity = provider.verify(token)
+                return identity, float(claims["exp"]), provider
         raise NoProviderMatches(
             "No auth provider found matching the given token. Check that your JWT's issuer and "
-            f"audience match one of your configured providers: {self.providers}"
+            f"audience match one of your configured providers: {self.providers}. Expected iss "
+            "and aud of one of them; found iss "
+            f"{_show(iss)}, aud {_show(claims.get('aud'))}. Fix: configure a provider with this "
+            "issuer and application id, or send a token minted for one of them."
         )

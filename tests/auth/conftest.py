@@ -54,9 +54,11 @@ class Signer:
             "azp": "https://app.example.com",
             "jti": "abc",
         }
-        headers = {"kid": self.kid}
+        headers: dict[str, Any] = {"kid": self.kid}
         for key, value in overrides.items():
-            if key.startswith("h_"):
+            if key.startswith("h_") and value is None:
+                headers.pop(key[2:], None)
+            elif key.startswith("h_"):
                 headers[key[2:]] = value
             elif value is None:
                 claims.pop(key, None)
@@ -76,24 +78,49 @@ def ec_signer() -> Signer:
 
 
 class JwksServer:
-    """Discovery and JWKS endpoints with switchable keys, cache headers and outages."""
+    """Discovery and JWKS endpoints with switchable keys, cache headers and outages.
+
+    ``broken`` makes every reply broken in one way: ``"garbage"`` (not HTTP),
+    ``"truncated"`` (a body shorter than its Content-Length), ``"list"`` (JSON
+    that is not an object) or ``"issuer-null"`` (discovery with ``issuer: null``).
+    ``delay`` seconds pass before each reply (a slow or hanging issuer).
+    """
 
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
         self.cache_control = "max-age=300"
         self.down = False
+        self.broken: str | None = None
+        self.delay = 0.0
         self.hits: dict[str, int] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.hits[self.path] = server.hits.get(self.path, 0) + 1
+                if server.delay:
+                    time.sleep(server.delay)
                 if server.down:
                     self.send_response(503)
                     self.end_headers()
                     return
-                if self.path == "/.well-known/openid-configuration":
-                    body = {"issuer": server.url, "jwks_uri": server.url + "/jwks"}
+                if server.broken == "garbage":
+                    self.wfile.write(b"garbage\r\n\r\n")
+                    self.close_connection = True
+                    return
+                if server.broken == "truncated":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    self.wfile.write(b'{"keys": [')
+                    self.close_connection = True
+                    return
+                body: Any
+                if server.broken == "list":
+                    body = []
+                elif self.path == "/.well-known/openid-configuration":
+                    issuer = None if server.broken == "issuer-null" else server.url
+                    body = {"issuer": issuer, "jwks_uri": server.url + "/jwks"}
                 elif self.path == "/jwks":
                     body = {"keys": server.keys}
                 else:

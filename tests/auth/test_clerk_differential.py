@@ -68,14 +68,17 @@ CASES = [
         False,
         "Clerk's SDK does not check iss (verify_iss=False); Convex routes by iss and must.",
     ),
+    # Both SDKs of Clerk now require azp when authorized parties are set (clerk/javascript
+    # #8877; /work/shared/research/auth-clerk-svix.md §2.5 step 6, §2.6, §7.8, pitfall 18),
+    # and so do we: a token without azp is refused (review 9, bug 1).
+    ("no azp with parties", {"azp": None}, ["https://app.example.com"], False, False, ""),
     (
-        "no azp with parties",
-        {"azp": None},
+        "list azp with parties",
+        {"azp": ["https://app.example.com"]},
         ["https://app.example.com"],
         False,
-        True,
-        "Clerk's SDK requires azp when authorized_parties is set; like Clerk's JS SDK we check "
-        "azp only when the token has one (tokens minted without an Origin carry none).",
+        False,
+        "",
     ),
 ]
 

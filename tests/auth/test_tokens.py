@@ -240,3 +240,246 @@ def test_eddsa_tokens_verify_for_oidc_providers() -> None:
     )
     config = auth.AuthConfig(providers=[auth.ClerkProvider(issuer=ISSUER, public_key=pem)])
     assert config.verify(token).subject == "u"
+
+
+# -- review 9 ---------------------------------------------------------------
+
+MESSAGE = r"(?s)[Ee]xpected.*found.*Fix:"  # every rejection says what, what instead, and the fix
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def raw_token(header: dict, claims: dict, signature: bytes = b"x") -> str:  # type: ignore[type-arg]
+    """A token with any header and claims and a meaningless signature (a forgery)."""
+    return ".".join(
+        [_b64(json.dumps(header).encode()), _b64(json.dumps(claims).encode()), _b64(signature)]
+    )
+
+
+def _claims(**overrides: object) -> dict:  # type: ignore[type-arg]
+    now = int(time.time())
+    claims = {"iss": ISSUER, "sub": "user_123", "aud": "convex", "iat": now, "exp": now + 60}
+    claims.update(overrides)
+    return claims
+
+
+def _ed25519() -> tuple[object, dict, bytes]:  # type: ignore[type-arg]
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid="ed_1", use="sig")
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return key, jwk, pem
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"azp": None}, {"azp": ["https://app.example.com"]}, {"azp": 5}, {"azp": ""}],
+    ids=["missing", "list", "int", "empty"],
+)
+def test_authorized_parties_require_a_listed_string_azp(
+    rsa_signer: Signer,
+    overrides: dict,  # type: ignore[type-arg]
+) -> None:
+    """Review 9 bug 1: with authorized_parties, a token without a listed string azp is
+    refused (Clerk #8877, research §2.5 step 6); before, a missing azp passed and a list
+    raised TypeError."""
+    config = clerk(rsa_signer, authorized_parties=["https://app.example.com"])
+    with pytest.raises(auth.InvalidAuthorizedParty, match=MESSAGE):
+        config.verify(rsa_signer.token(**overrides))
+    assert clerk(rsa_signer).verify(rsa_signer.token(**overrides)).subject == "user_123"
+
+
+def test_clerk_audience_must_be_exactly_the_application_id(
+    rsa_signer: Signer, ec_signer: Signer
+) -> None:
+    """Review 9 bug 2: Convex's OIDC verifier rejects any audience besides the
+    application id (research §1.3, §7.4); a string or a one-element list both pass."""
+    config = clerk(rsa_signer)
+    assert config.verify(rsa_signer.token(aud="convex")).subject == "user_123"
+    assert config.verify(rsa_signer.token(aud=["convex"])).subject == "user_123"
+    for aud in (["convex", "other"], ["other", "convex"]):
+        with pytest.raises(auth.InvalidAudience, match=MESSAGE):
+            config.verify(rsa_signer.token(aud=aud))
+    # customJwt only needs the audience to contain the application id (research §1.4 step 4)
+    custom = auth.AuthConfig(
+        providers=[
+            auth.CustomJwtProvider(
+                issuer=ISSUER,
+                jwks={"keys": [ec_signer.jwk()]},
+                algorithm="ES256",
+                application_id="convex",
+            )
+        ]
+    )
+    assert custom.verify(ec_signer.token(aud=["other", "convex"])).subject == "user_123"
+
+
+def test_forged_tokens_raise_auth_errors(rsa_signer: Signer) -> None:
+    """Review 9 bug 3: malformed or forged tokens raise AuthError subclasses that say what
+    was expected, what was found and the fix; before, TypeError, InvalidTokenError and
+    InvalidKeyError escaped (a host answered 500 instead of 401)."""
+    _, ed_jwk, _ = _ed25519()
+    config = clerk(rsa_signer)
+    mixed = auth.AuthConfig(
+        providers=[auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk(), ed_jwk]})]
+    )
+    pem = auth.AuthConfig(
+        providers=[auth.ClerkProvider(issuer=ISSUER, public_key=rsa_signer.public_pem)]
+    )
+    kid = rsa_signer.kid
+    cases = [
+        (mixed, {"alg": "RS256", "kid": 123}, _claims()),
+        (mixed, {"alg": "RS256", "kid": ["a"]}, _claims()),
+        (mixed, {"alg": ["RS256"], "kid": kid}, _claims()),
+        (mixed, {"alg": "RS256", "kid": kid}, _claims(aud=5)),
+        (mixed, {"alg": "RS256", "kid": kid}, _claims(aud=["convex", 5])),
+        (mixed, {"alg": "RS256", "kid": kid}, _claims(aud={"convex": 1})),
+        (mixed, {"alg": "RS256", "kid": kid}, _claims(iss=5)),
+        (mixed, {"alg": "EdDSA", "kid": kid}, _claims()),
+        (mixed, {"alg": "RS256", "kid": "ed_1"}, _claims()),
+        (pem, {"alg": "EdDSA"}, _claims()),
+        (config, {"alg": "RS256", "kid": kid}, _claims(exp="soon")),
+        (config, {"alg": "RS256", "kid": kid}, _claims(nbf=[1])),
+        (config, {"alg": "RS256", "kid": kid}, _claims(iat=True)),
+        (config, {"alg": "RS256", "kid": kid}, _claims(sub=5)),
+    ]
+    for provider_config, header, claims in cases:
+        with pytest.raises(auth.AuthError, match=MESSAGE):
+            provider_config.verify(raw_token(header, claims))
+        for provider in provider_config.providers:
+            with pytest.raises(auth.AuthError, match=MESSAGE):
+                provider.verify(raw_token(header, claims))
+    signed = [
+        {"exp": "soon"},
+        {"exp": True},
+        {"exp": float("inf")},  # a token that never expires
+        {"exp": float("nan")},
+        {"nbf": [1]},
+        {"iat": "now"},
+        {"sub": 5},
+        {"sub": None},
+        {"exp": None},
+        {"aud": "other"},
+        {"iss": "https://evil.example"},
+    ]
+    for overrides in signed:
+        token = rsa_signer.token(**overrides)
+        with pytest.raises(auth.AuthError, match=MESSAGE):
+            config.verify(token)
+        with pytest.raises(auth.AuthError, match=MESSAGE):
+            config.providers[0].verify(token)
+    not_json = _b64(b"{nope") + "." + _b64(json.dumps(_claims()).encode()) + ".x"
+    with pytest.raises(auth.MalformedToken, match=MESSAGE):
+        config.verify(not_json)
+    list_payload = raw_token({"alg": "RS256", "kid": kid}, [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(auth.MalformedToken, match=MESSAGE):
+        config.verify(list_payload)
+
+
+def test_key_type_must_fit_the_algorithm(rsa_signer: Signer) -> None:
+    """Review 9 bug 3: a key is chosen only if its type fits alg, so an RSA kid named by an
+    EdDSA token is a clear InvalidSignature, and an EdDSA token still finds its key by kid."""
+    ed_key, ed_jwk, _ = _ed25519()
+    config = auth.AuthConfig(
+        providers=[auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk(), ed_jwk]})]
+    )
+    good = jwt.encode(_claims(), ed_key, algorithm="EdDSA", headers={"kid": "ed_1"})  # type: ignore[arg-type]
+    assert config.verify(good).subject == "user_123"
+    wrong = jwt.encode(_claims(), ed_key, algorithm="EdDSA", headers={"kid": rsa_signer.kid})  # type: ignore[arg-type]
+    with pytest.raises(auth.InvalidSignature, match="RSA"):
+        config.verify(wrong)
+    no_kid = jwt.encode(_claims(), ed_key, algorithm="EdDSA")  # type: ignore[arg-type]
+    assert config.verify(no_kid).subject == "user_123"  # one key fits EdDSA
+
+
+def _data_uri_cases(jwks: dict) -> list[str]:  # type: ignore[type-arg]
+    from urllib.parse import quote
+
+    text = json.dumps(jwks)
+    encoded = base64.b64encode(text.encode()).decode()
+    return [
+        "data:application/json;base64," + encoded,
+        "data:application/json," + quote(text),
+        "data:text/plain;charset=utf-8;base64," + encoded,  # Convex's docs example
+        "data:application/json;base64," + encoded.rstrip("="),
+    ]
+
+
+def test_jwks_as_a_data_uri(ec_signer: Signer) -> None:
+    """Review 9 bug 6: customJwt's ``jwks`` may be a ``data:`` URI (research §1.1, §1.4)."""
+    for uri in _data_uri_cases({"keys": [ec_signer.jwk()]}):
+        provider = auth.CustomJwtProvider(
+            issuer=ISSUER, jwks=uri, algorithm="ES256", application_id="convex"
+        )
+        assert auth.AuthConfig(providers=[provider]).verify(ec_signer.token()).subject == (
+            "user_123"
+        ), uri
+    for bad in ["data:application/json;base64,!!!", "data:application/json,%7Bnope", "data:"]:
+        with pytest.raises(ValueError, match=MESSAGE):
+            auth.CustomJwtProvider(issuer=ISSUER, jwks=bad, algorithm="ES256")
+
+
+def test_custom_jwt_requires_a_kid(ec_signer: Signer) -> None:
+    """Review 9 bug 7: Convex's customJwt refuses a token without kid (KidMissing,
+    research §1.4 step 2), also with a static JWKS; a single PEM public_key needs none."""
+    static = auth.AuthConfig(
+        providers=[
+            auth.CustomJwtProvider(
+                issuer=ISSUER, jwks={"keys": [ec_signer.jwk()]}, algorithm="ES256"
+            )
+        ]
+    )
+    with pytest.raises(auth.MalformedToken, match=r"(?s)kid.*Fix:"):
+        static.verify(ec_signer.token(h_kid=None))
+    with pytest.raises(auth.MalformedToken, match=r"(?s)kid.*Fix:"):
+        static.verify(ec_signer.token(h_kid=""))
+    pem = auth.AuthConfig(
+        providers=[
+            auth.CustomJwtProvider(
+                issuer=ISSUER, public_key=ec_signer.public_pem, algorithm="ES256"
+            )
+        ]
+    )
+    assert pem.verify(ec_signer.token(h_kid=None)).subject == "user_123"
+
+
+def test_provider_clock_decides_exp_nbf_and_iat(rsa_signer: Signer, ec_signer: Signer) -> None:
+    """Review 9 bug 9: ``clock=`` is the time exp, nbf and iat are checked against,
+    with the same leeway (default 5 s)."""
+    now = time.time()
+
+    def at(offset: float, **kwargs) -> auth.AuthConfig:  # type: ignore[no-untyped-def]
+        return clerk(rsa_signer, clock=lambda: now + offset, **kwargs)
+
+    token = rsa_signer.token()  # iat now-1, nbf now-5, exp now+60
+    with pytest.raises(auth.TokenExpired, match=MESSAGE):
+        at(3600).verify(token)
+    with pytest.raises(auth.TokenNotYetValid, match=MESSAGE):
+        at(-3600).verify(token)
+    expired = rsa_signer.token(iat=int(now) - 600, nbf=int(now) - 600, exp=int(now) - 300)
+    assert at(-400).verify(expired).subject == "user_123"  # the provider's clock, not time.time
+    exp = int(now) + 60
+    assert at(exp - now + 4).verify(rsa_signer.token(exp=exp)).subject == "user_123"
+    with pytest.raises(auth.TokenExpired):
+        at(exp - now + 6).verify(rsa_signer.token(exp=exp))
+    with pytest.raises(auth.TokenExpired):
+        at(exp - now + 1, leeway=0.0).verify(rsa_signer.token(exp=exp))
+    custom = auth.AuthConfig(
+        providers=[
+            auth.CustomJwtProvider(
+                issuer=ISSUER,
+                jwks={"keys": [ec_signer.jwk()]},
+                algorithm="ES256",
+                clock=lambda: now + 3600,
+            )
+        ]
+    )
+    with pytest.raises(auth.TokenExpired):
+        custom.verify(ec_signer.token())

@@ -109,3 +109,55 @@ def test_payloads_signed_by_the_svix_package() -> None:
     signature = svix.Webhook(secret).sign("msg_1", datetime.fromtimestamp(now, tz=UTC), body)
     event = auth.verify_webhook(secret, headers("msg_1", now, signature), body)
     assert event["data"]["id"] == "user_1"
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "\u00b2",  # superscript two: str.isdigit() is True, int() raises ValueError
+        "١٦١٤٢٦٥٣٣٠",  # Arabic-Indic digits: int() accepts them
+        "１６１４２６５３３０",  # fullwidth digits
+        " 1614265330",
+        "1614265330\n",
+        "+1614265330",
+        "1614265330.9",
+        "9" * 5000,  # beyond int()'s digit limit
+        "",
+    ],
+)
+def test_timestamp_must_be_ascii_digits(stamp: str) -> None:
+    """Review 9 bug 8: only ASCII digits are a timestamp, and every failure is a
+    WebhookVerificationError (research §3 step 3)."""
+    broken = {"svix-id": A_ID, "svix-timestamp": stamp, "svix-signature": A_SIG}
+    with pytest.raises(auth.WebhookVerificationError):
+        auth.verify_webhook(A_SECRET, broken, A_BODY, now=A_TS)
+
+
+@pytest.mark.parametrize(
+    ("secret", "headers_", "body"),
+    [
+        (A_SECRET, {"svix-id": A_ID, "svix-timestamp": A_TS, "svix-signature": A_SIG}, A_BODY),
+        (A_SECRET, {"svix-id": A_ID, "svix-timestamp": str(A_TS), "svix-signature": 1}, A_BODY),
+        (A_SECRET, {1: "x"}, A_BODY),
+        (
+            A_SECRET,
+            {"svix-id": "\ud800", "svix-timestamp": str(A_TS), "svix-signature": A_SIG},
+            A_BODY,
+        ),
+        (A_SECRET, "not a mapping", A_BODY),
+        (12345, headers(A_ID, A_TS, A_SIG), A_BODY),
+        (A_SECRET, headers(A_ID, A_TS, A_SIG), "\ud800"),
+    ],
+    ids=[
+        "int-timestamp",
+        "int-signature",
+        "int-header-name",
+        "surrogate-id",
+        "str-headers",
+        "int-secret",
+        "surrogate-body",
+    ],
+)
+def test_wrong_types_are_webhook_verification_errors(secret, headers_, body) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(auth.WebhookVerificationError):
+        auth.verify_webhook(secret, headers_, body, now=A_TS)
