@@ -112,7 +112,9 @@ class Committer:
         self._lock = threading.Lock()
         self._queue: list[CommitRequest] = []
         self._leading = False
-        self._commits_since_prune = 0
+        # Full at start: the first commit of every process prunes, so a database
+        # written only by short-lived processes (scripts, cron jobs) is pruned too.
+        self._commits_since_prune = _PRUNE_EVERY
         #: Clear while a leader runs the Python part of a group commit (validation
         #: and puts, under LMDB's write lock). Threads about to start a mutation wait
         #: for it (:meth:`yield_to_commit`), so the leader is not starved of the GIL by
@@ -298,6 +300,7 @@ class Committer:
             wtxn.cursor(db=storage.log).putmulti(log_entries, append=True)
             commits = len(log_entries)
             storage.put_head(wtxn, latest, catalog.version)
+            storage.clear_dead_readers()
             self._commits_since_prune += commits
             if self._commits_since_prune >= _PRUNE_EVERY:
                 self._commits_since_prune = 0

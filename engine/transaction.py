@@ -105,7 +105,6 @@ class Transaction(Scans):
         "_plans",
         "_rtxn",
         "_storage",
-        "bytes_written",
         "catalog",
         "db",
         "journal",
@@ -142,7 +141,6 @@ class Transaction(Scans):
         self.writes = WriteSet() if writable else _NO_WRITES
         self.documents_read = 0
         self.bytes_read = 0
-        self.bytes_written = 0
         self._plans: dict[str, KeyPlan] = {}
         #: True while engine-internal code (scheduler, storage) writes system tables.
         self.system_writes = False
@@ -336,20 +334,24 @@ class Transaction(Scans):
         if document is not None:
             raw = encode_document(document)
             keys = plan.keys(document, internal_id)
-            self.bytes_written += len(raw)
-        if self.writes.writes >= MAX_DOCUMENTS_WRITTEN:
+        writes = self.writes
+        if writes.writes >= MAX_DOCUMENTS_WRITTEN:
             raise LimitExceeded(
                 f"Too many documents written in a single function execution (limit: "
                 f"{MAX_DOCUMENTS_WRITTEN}).",
                 limit="TooManyWrites",
             )
-        if self.bytes_written > MAX_BYTES_WRITTEN:
+        # Counted once the write is accepted: a refused write the caller catches
+        # leaves the count as it was.
+        written = writes.bytes_written + (0 if raw is None else len(raw))
+        if written > MAX_BYTES_WRITTEN:
             raise LimitExceeded(
                 f"Too many bytes written in a single function execution (limit: "
                 f"{MAX_BYTES_WRITTEN} bytes).",
                 limit="TooManyBytesWritten",
             )
-        self.writes.write(table.name, doc_key, snapshot_keys, raw, keys)
+        writes.bytes_written = written
+        writes.write(table.name, doc_key, snapshot_keys, raw, keys)
 
     def insert(self, table_name: str, value: dict[str, Any], *, system: bool = False) -> str:
         """Insert a document; returns its new id. The table is created if needed.

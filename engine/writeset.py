@@ -31,12 +31,15 @@ _ABSENT: Any = object()
 class Savepoint:
     """Where to roll a write set back to."""
 
-    __slots__ = ("catalog", "undo_length", "writes")
+    __slots__ = ("bytes_written", "catalog", "undo_length", "writes")
 
-    def __init__(self, undo_length: int, catalog: Catalog | None, writes: int) -> None:
+    def __init__(
+        self, undo_length: int, catalog: Catalog | None, writes: int, bytes_written: int
+    ) -> None:
         self.undo_length = undo_length
         self.catalog = catalog
         self.writes = writes
+        self.bytes_written = bytes_written
 
 
 class WriteSet:
@@ -48,6 +51,7 @@ class WriteSet:
 
     __slots__ = (
         "added",
+        "bytes_written",
         "catalog",
         "current_keys",
         "documents",
@@ -72,6 +76,8 @@ class WriteSet:
         self.undo: list[tuple[bytes, Any, tuple[bytes, ...]]] = []
         #: The catalog with tables this transaction created, or None.
         self.catalog: Catalog | None = None
+        #: Bytes of documents written (Convex's ``bytesWritten``), rolled back with the writes.
+        self.bytes_written = 0
         #: Documents written (Convex's ``documentsWritten``).
         self.writes = 0
 
@@ -129,7 +135,7 @@ class WriteSet:
         self.current_keys[doc_key] = keys
 
     def savepoint(self) -> Savepoint:
-        return Savepoint(len(self.undo), self.catalog, self.writes)
+        return Savepoint(len(self.undo), self.catalog, self.writes, self.bytes_written)
 
     def rollback(self, savepoint: Savepoint) -> None:
         """Undo every write made after ``savepoint``."""
@@ -142,6 +148,7 @@ class WriteSet:
                 self.documents[doc_key] = previous
         self.catalog = savepoint.catalog
         self.writes = savepoint.writes
+        self.bytes_written = savepoint.bytes_written
 
     def changes(
         self,

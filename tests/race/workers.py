@@ -84,6 +84,38 @@ def crash_writer(path: str, durability: str) -> None:
             sys.stdout.flush()
 
 
+def hold_a_read(path: str) -> None:
+    """Child process: start a query, say so, and stay inside it (until killed)."""
+    import time
+
+    with Engine.open(path, durability="none") as engine:
+
+        def reading(ctx: Any) -> None:
+            ctx.db.query("t").first()
+            print("reading", flush=True)
+            time.sleep(120)
+
+        engine.query(reading)
+
+
+def grow_map(path: str, seconds: float) -> None:
+    """Child process: insert 200 KB per commit for ``seconds``, from a 1 MiB map."""
+    import time
+
+    from engine import storage
+
+    storage.open_storage.__kwdefaults__["map_size"] = 1 << 20
+    with Engine.open(path, durability="none") as engine:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            engine.run(lambda ctx: [ctx.db.insert("big", {"pad": "x" * 4000}) for _ in range(50)])
+
+
 if __name__ == "__main__":
-    crash_writer(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "hold_a_read":
+        hold_a_read(sys.argv[2])
+    elif sys.argv[1] == "grow_map":
+        grow_map(sys.argv[2], float(sys.argv[3]))
+    else:
+        crash_writer(sys.argv[1], sys.argv[2])
     os._exit(0)

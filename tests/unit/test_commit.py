@@ -363,3 +363,23 @@ def test_a_leader_interrupted_before_taking_the_queue_withdraws_and_passes_the_l
     assert committer._queue == [] and not committer._leading
     engine.run(lambda ctx: ctx.db.insert("t", {"x": 2}))
     assert [r["x"] for r in engine.query(lambda ctx: ctx.db.query("t").collect())] == [2]
+
+
+def test_short_lived_processes_prune_the_log(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: pruning ran every 512 commits of one process, so a database
+    # written only by processes that make fewer commits (scripts, cron jobs) kept its
+    # whole log. Each open below is a new Database, as a new process would have.
+    monkeypatch.setattr(commit, "LOG_RETENTION_NS", 0)
+    for _ in range(5):
+        with Engine.open(db_path, durability="none") as engine:
+            for _ in range(20):
+                engine.run(lambda ctx: ctx.db.insert("t", {}))
+    with Engine.open(db_path, durability="none") as engine:
+        storage = engine._db.storage
+        with storage.read() as rtxn:
+            kept = rtxn.stat(storage.log)["entries"]
+        assert kept <= 20  # the last open's commits; its first pruned the earlier ones
+        assert len(engine.query(lambda ctx: ctx.db.query("t").collect())) == 100
+        engine.check()

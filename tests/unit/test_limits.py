@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from engine import Engine, LimitExceeded, readset, scans, transaction
+from engine import (
+    ConvexError,
+    Engine,
+    LimitExceeded,
+    internal_mutation,
+    readset,
+    scans,
+    transaction,
+)
 
 
 def fill(engine: Engine, n: int) -> list[str]:
@@ -96,3 +104,33 @@ def test_merging_ranges_keeps_live_scans_in_the_read_set(monkeypatch: pytest.Mon
         reads.add_point(b"p")
     scan.hi = b"z"  # the scan goes on after the merge
     assert reads.freeze().contains(b"m")
+
+
+def test_bytes_written_roll_back_with_the_writes(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: a nested mutation that raised (caught by its caller) kept its bytes
+    # in the count, and so did a write refused for its size: the count disagreed with the
+    # documents count, which rolled back, and the caller hit the limit under it.
+    monkeypatch.setattr(transaction, "MAX_BYTES_WRITTEN", 10_000)
+
+    @internal_mutation(args={})
+    def child(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.insert("t", {"pad": "x" * 6_000})
+        raise ConvexError("changed my mind")
+
+    def parent(ctx):  # type: ignore[no-untyped-def]
+        try:
+            ctx.run_mutation(child, {})
+        except ConvexError:
+            pass
+        try:
+            ctx.db.insert("t", {"pad": "z" * 11_000})  # refused: over the limit alone
+        except LimitExceeded:
+            pass
+        ctx.db.insert("t", {"pad": "y" * 6_000})
+
+    engine.run(parent)
+    assert [len(d["pad"]) for d in engine.query(lambda ctx: ctx.db.query("t").collect())] == [6_000]
+    with pytest.raises(LimitExceeded, match="Too many bytes written"):
+        engine.run(lambda ctx: [ctx.db.insert("t", {"pad": "w" * 6_000}) for _ in range(2)])
