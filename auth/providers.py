@@ -210,16 +210,14 @@ class _Provider:
         return UserIdentity.from_claims(claims)
 
     def _check_standard_claims(self, claims: dict[str, Any]) -> None:
-        iss = claims.get("iss")
-        if iss is None:
-            raise MissingClaim(
-                "Missing issuer claim ('iss'): expected the issuer's URL; found none. "
-                "Fix: have the issuer set iss."
-            )
-        if not isinstance(iss, str):
-            raise MalformedToken(
-                f"Invalid claim 'iss': expected a string; found {_show(iss)}. {_RESEND}"
-            )
+        iss = _string_claim(
+            claims,
+            "iss",
+            "Missing issuer claim ('iss'): expected the issuer's URL; found none. "
+            "Fix: have the issuer set iss.",
+            "expected a string",
+            _RESEND,
+        )
         if normalize_issuer(iss) != self.issuer:
             raise InvalidIssuer(
                 f"Invalid issuer: {iss} != {self.issuer}. Expected iss {self.issuer!r} (after "
@@ -227,17 +225,14 @@ class _Provider:
                 "provider with the issuer that mints these tokens (Clerk: the Frontend API URL)."
             )
         self._check_audience(_audiences(claims), "aud" in claims)
-        sub = claims.get("sub")
-        if sub is None:
-            raise MissingClaim(
-                "Missing subject: expected a 'sub' claim (the user id); found none. "
-                "Fix: have the issuer set sub."
-            )
-        if not isinstance(sub, str):
-            raise MalformedToken(
-                f"Invalid claim 'sub': expected a string (the user id); found {_show(sub)}. "
-                "Fix: have the issuer mint sub as a string."
-            )
+        _string_claim(
+            claims,
+            "sub",
+            "Missing subject: expected a 'sub' claim (the user id); found none. "
+            "Fix: have the issuer set sub.",
+            "expected a string (the user id)",
+            "Fix: have the issuer mint sub as a string.",
+        )
         exp = _number(claims, "exp")
         nbf = _number(claims, "nbf")
         iat = _number(claims, "iat")
@@ -468,3 +463,14 @@ class AuthConfig:
             f"{_show(iss)}, aud {_show(claims.get('aud'))}. Fix: configure a provider with this "
             "issuer and application id, or send a token minted for one of them."
         )
+
+
+def _string_claim(claims: dict[str, Any], name: str, missing: str, expected: str, fix: str) -> str:
+    """Claim ``name`` as a string: ``MissingClaim(missing)`` if absent, ``MalformedToken``
+    saying what was ``expected``, what was found and the ``fix`` if not a string."""
+    value = claims.get(name)
+    if value is None:
+        raise MissingClaim(missing)
+    if not isinstance(value, str):
+        raise MalformedToken(f"Invalid claim {name!r}: {expected}; found {_show(value)}. {fix}")
+    return value

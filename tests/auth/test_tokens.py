@@ -19,6 +19,17 @@ def clerk(signer: Signer, **kwargs) -> auth.AuthConfig:  # type: ignore[no-untyp
     )
 
 
+def custom_es256(signer: Signer, **kwargs) -> auth.AuthConfig:  # type: ignore[no-untyped-def]
+    """A customJwt (ES256) config trusting ``signer``'s key."""
+    return auth.AuthConfig(
+        providers=[
+            auth.CustomJwtProvider(
+                issuer=ISSUER, jwks={"keys": [signer.jwk()]}, algorithm="ES256", **kwargs
+            )
+        ]
+    )
+
+
 def test_clerk_session_token_gives_an_identity(rsa_signer: Signer) -> None:
     token = rsa_signer.token(
         name="Ada L",
@@ -308,16 +319,7 @@ def test_clerk_audience_must_be_exactly_the_application_id(
         with pytest.raises(auth.InvalidAudience, match=MESSAGE):
             config.verify(rsa_signer.token(aud=aud))
     # customJwt only needs the audience to contain the application id (research §1.4 step 4)
-    custom = auth.AuthConfig(
-        providers=[
-            auth.CustomJwtProvider(
-                issuer=ISSUER,
-                jwks={"keys": [ec_signer.jwk()]},
-                algorithm="ES256",
-                application_id="convex",
-            )
-        ]
-    )
+    custom = custom_es256(ec_signer, application_id="convex")
     assert custom.verify(ec_signer.token(aud=["other", "convex"])).subject == "user_123"
 
 
@@ -429,13 +431,7 @@ def test_jwks_as_a_data_uri(ec_signer: Signer) -> None:
 def test_custom_jwt_requires_a_kid(ec_signer: Signer) -> None:
     """Review 9 bug 7: Convex's customJwt refuses a token without kid (KidMissing,
     research §1.4 step 2), also with a static JWKS; a single PEM public_key needs none."""
-    static = auth.AuthConfig(
-        providers=[
-            auth.CustomJwtProvider(
-                issuer=ISSUER, jwks={"keys": [ec_signer.jwk()]}, algorithm="ES256"
-            )
-        ]
-    )
+    static = custom_es256(ec_signer)
     with pytest.raises(auth.MalformedToken, match=r"(?s)kid.*Fix:"):
         static.verify(ec_signer.token(h_kid=None))
     with pytest.raises(auth.MalformedToken, match=r"(?s)kid.*Fix:"):
@@ -471,15 +467,6 @@ def test_provider_clock_decides_exp_nbf_and_iat(rsa_signer: Signer, ec_signer: S
         at(exp - now + 6).verify(rsa_signer.token(exp=exp))
     with pytest.raises(auth.TokenExpired):
         at(exp - now + 1, leeway=0.0).verify(rsa_signer.token(exp=exp))
-    custom = auth.AuthConfig(
-        providers=[
-            auth.CustomJwtProvider(
-                issuer=ISSUER,
-                jwks={"keys": [ec_signer.jwk()]},
-                algorithm="ES256",
-                clock=lambda: now + 3600,
-            )
-        ]
-    )
+    custom = custom_es256(ec_signer, clock=lambda: now + 3600)
     with pytest.raises(auth.TokenExpired):
         custom.verify(ec_signer.token())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,14 @@ from .bank import (
     process_transfers,
     random_transfers,
 )
+
+
+def _sizes(bounded: dict[str, int], longer: dict[str, int]) -> list[Any]:
+    """A bounded size for ``make test``; the same with ``longer`` values for ``make test-slow``."""
+    return [
+        pytest.param(bounded, id="bounded"),
+        pytest.param({**bounded, **longer}, id="long", marks=pytest.mark.slow),
+    ]
 
 
 def _threads_with_auditor(db_path: Path, *, threads: int, transfers: int, accounts: int) -> None:
@@ -60,13 +69,14 @@ def _threads_with_auditor(db_path: Path, *, threads: int, transfers: int, accoun
         check_books(engine, accounts, sum(moved))
 
 
-def test_threads_move_money_and_every_snapshot_balances(db_path: Path) -> None:
-    _threads_with_auditor(db_path, threads=6, transfers=40, accounts=8)
-
-
-@pytest.mark.slow
-def test_threads_move_money_long(db_path: Path) -> None:
-    _threads_with_auditor(db_path, threads=16, transfers=400, accounts=12)
+@pytest.mark.parametrize(
+    "size",
+    _sizes({"threads": 6, "transfers": 40, "accounts": 8}, {"threads": 16, "transfers": 400}),
+)
+def test_threads_move_money_and_every_snapshot_balances(
+    db_path: Path, size: dict[str, int]
+) -> None:
+    _threads_with_auditor(db_path, **size)
 
 
 def _processes(db_path: Path, *, processes: int, transfers: int, accounts: int) -> None:
@@ -82,10 +92,9 @@ def _processes(db_path: Path, *, processes: int, transfers: int, accounts: int) 
         check_books(engine, accounts, sum(moved))
 
 
-def test_processes_move_money_and_the_books_balance(db_path: Path) -> None:
-    _processes(db_path, processes=2, transfers=40, accounts=6)
-
-
-@pytest.mark.slow
-def test_processes_move_money_long(db_path: Path) -> None:
-    _processes(db_path, processes=4, transfers=300, accounts=8)
+@pytest.mark.parametrize(
+    "size",
+    _sizes({"processes": 2, "transfers": 40, "accounts": 6}, {"processes": 4, "transfers": 300}),
+)
+def test_processes_move_money_and_the_books_balance(db_path: Path, size: dict[str, int]) -> None:
+    _processes(db_path, **size)
