@@ -320,7 +320,19 @@ class Runtime:
     def _tag(kind: Kind, name: str) -> str:
         return f"[{ {'query': 'Q', 'mutation': 'M', 'action': 'A'}[kind] }({name})]"
 
-    def check_args(self, name: str, function: FunctionDef, args: Any) -> dict[str, Any]:
+    def check_args(
+        self,
+        name: str,
+        function: FunctionDef,
+        args: Any,
+        resolver: Callable[[int], str | None] | None = None,
+    ) -> dict[str, Any]:
+        """``args`` converted and checked by the function's ``args`` validator.
+
+        ``resolver`` names tables for ``v.id`` (default: the newest snapshot's
+        catalog; a nested call passes its transaction's, which knows the tables
+        the transaction created).
+        """
         if args is None:
             args = {}
         if not isinstance(args, dict):
@@ -329,7 +341,13 @@ class Runtime:
                 f"object. Received: {args!r}"
             )
         converted: dict[str, Any] = self._checked(
-            name, function, args, function.args, ArgumentValidationError, "", self.table_name
+            name,
+            function,
+            args,
+            function.args,
+            ArgumentValidationError,
+            "",
+            resolver or self.table_name,
         )
         # ``convert`` returns already plain values as they are: copy them, so that what
         # the engine keeps (a subscription's arguments) never aliases the caller's.
@@ -564,8 +582,8 @@ class Runtime:
             raise EngineError(
                 f"Nested function calls are limited to a depth of {_MAX_NESTING} (calling {name})."
             )
-        args = self.check_args(name, function, args)
         txn = ctx._txn
+        args = self.check_args(name, function, args, _txn_resolver(txn))
         savepoint = txn.writes.savepoint()
         child_type = MutationCtx if kind == "mutation" else QueryCtx
         child = child_type(

@@ -358,7 +358,7 @@ def _field_name(key: object) -> str:
         raise _Reject(
             "Field name {0} has invalid character {1!r}: Field names can only contain "
             "non-control ASCII characters (at {path}).",
-            json.dumps(key),
+            json.dumps(key, ensure_ascii=False),  # readable; control characters stay escaped
             bad,
         )
     if key[:1] == "$":

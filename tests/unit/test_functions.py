@@ -349,3 +349,18 @@ def test_async_handlers_given_as_inline_functions_are_refused(engine: Engine) ->
         with pytest.raises(EngineError, match="returned an awaitable"):
             call()
     assert engine.query("notes:texts") == []
+
+
+def test_nested_calls_take_ids_of_tables_the_transaction_created(engine: Engine) -> None:
+    # Found by review: a nested call's v.id arguments were checked against the snapshot's
+    # tables only, so an id of a table the mutation had just created was refused.
+    from engine import internal_mutation, v
+
+    @internal_mutation(args={"id": v.id("brand_new")})
+    def takes(ctx, id):  # type: ignore[no-untyped-def]
+        return id
+
+    def parent(ctx):  # type: ignore[no-untyped-def]
+        return ctx.run_mutation(takes, {"id": ctx.db.insert("brand_new", {})})
+
+    assert engine.run(parent)

@@ -21,7 +21,7 @@ from .users import require_user
 @mutation(args={"channel": v.id("channels"), "body": v.string()}, returns=v.id("messages"))
 def send(ctx: MutationCtx, channel: str, body: str) -> str:
     """Post a message as the signed-in user."""
-    user = require_user(ctx)
+    user = require_user(ctx)  # signed out: ConvexError({"code": "UNAUTHENTICATED", ...})
     return ctx.db.insert("messages", {"author": user["_id"], "channel": channel, "body": body})
 
 
