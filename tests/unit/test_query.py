@@ -277,3 +277,24 @@ def test_own_writes_visible_in_index_order_both_directions(people: Engine) -> No
     asc, desc = people.run(body)
     assert asc == ["eve", "hal", "bob", "fay"]
     assert desc == ["fay", "bob", "hal", "eve"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "quotient", "remainder"),
+    [(7, 2, 3, 1), (-7, 2, -3, -1), (7, -2, -3, 1), (-7, -2, 3, -1), (-6, 3, -2, 0)],
+)
+def test_int64_division_truncates_like_i64(
+    db_path: Path, a: int, b: int, quotient: int, remainder: int
+) -> None:
+    # Convex evaluates filters in Rust: i64 division truncates toward zero and the
+    # remainder takes the dividend's sign (Python's // and % floor instead). A mutant
+    # using // survived every test before this one.
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("n", {"a": a, "b": b}))
+
+        def matches(build):  # type: ignore[no-untyped-def]
+            return len(engine.run(lambda ctx: ctx.db.query("n").filter(build).collect()))
+
+        assert matches(lambda f: f.eq(f.div(f.field("a"), f.field("b")), quotient)) == 1
+        assert matches(lambda f: f.eq(f.mod(f.field("a"), f.field("b")), remainder)) == 1
+        assert matches(lambda f: f.eq(f.div(f.field("a"), b), quotient)) == 1  # literal divisor

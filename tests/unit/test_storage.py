@@ -207,3 +207,18 @@ def test_closing_waits_for_running_calls_of_other_threads(db_path: Path) -> None
         pytest.raises(EngineError, match="from inside a running query"),
     ):
         again.query(lambda ctx: again.close())
+
+
+@pytest.mark.parametrize(
+    ("durability", "sync", "metasync"),
+    [("full", True, True), ("normal", True, False), ("none", False, False)],
+)
+def test_durability_modes_set_lmdbs_sync_flags(
+    db_path: Path, durability: str, sync: bool, metasync: bool
+) -> None:
+    # What makes "full" survive power loss cannot be shown by killing a process (the
+    # page cache survives that), so the flags themselves are checked: a mutant that
+    # dropped the syncs passed every crash test.
+    with Engine.open(db_path, durability=durability) as engine:  # type: ignore[arg-type]
+        flags = engine._db.storage.env.flags()
+        assert (flags["sync"], flags["metasync"]) == (sync, metasync)
