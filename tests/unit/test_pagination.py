@@ -113,6 +113,9 @@ def test_split_cursor_splits_the_page(items: Engine) -> None:
     left = page(items, {"numItems": 10, "cursor": None, "endCursor": split})
     right = page(items, {"numItems": 10, "cursor": split, "endCursor": result["continueCursor"]})
     assert [d["n"] for d in left["page"] + right["page"]] == list(range(10))
+    # At the middle: the halves are as even as the page allows (a split one row off
+    # still tiled the page, and survived the assertion above).
+    assert (len(left["page"]), len(right["page"])) == (5, 5)
 
 
 @pytest.mark.parametrize(

@@ -298,3 +298,24 @@ def test_int64_division_truncates_like_i64(
         assert matches(lambda f: f.eq(f.div(f.field("a"), f.field("b")), quotient)) == 1
         assert matches(lambda f: f.eq(f.mod(f.field("a"), f.field("b")), remainder)) == 1
         assert matches(lambda f: f.eq(f.div(f.field("a"), b), quotient)) == 1  # literal divisor
+
+
+def test_a_patch_moving_an_index_key_reads_once_in_both_directions(people: Engine) -> None:
+    # Inside the mutation the old key is removed from the overlay and the new one added;
+    # a descending scan that ignored the removal (a mutant that survived the stateful
+    # model, whose mutations only insert and delete) returned the document twice.
+    def body(ctx):  # type: ignore[no-untyped-def]
+        ann = ctx.db.query("people").filter(lambda f: f.eq(f.field("name"), "ann")).unique()
+        ctx.db.patch(ann["_id"], {"age": 99})
+        by_age = ctx.db.query("people").with_index("by_age")
+        return (
+            [d["name"] for d in by_age.order("asc").collect()],
+            [
+                d["name"]
+                for d in ctx.db.query("people").with_index("by_age").order("desc").collect()
+            ],
+        )
+
+    ascending, descending = people.run(body)
+    assert ascending.count("ann") == descending.count("ann") == 1
+    assert descending == list(reversed(ascending))
