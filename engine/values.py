@@ -3,8 +3,9 @@
 A Convex value is one of ``None`` (null), ``int`` (Int64), ``float`` (Float64),
 ``bool`` (Boolean), ``str`` (String, also ids), ``bytes`` (Bytes), ``list``
 (Array) or ``dict`` with ``str`` keys (Object). :data:`UNSET` stands for a
-missing field (Convex's ``undefined``): it is never stored, removes a field in
-``patch`` and sorts before every value.
+missing field (Convex's ``undefined``): it is never stored; an object field set to
+it is left out (Convex drops ``undefined`` fields), ``patch`` removes it, and it sorts
+before every value.
 
 :func:`convert` checks a Python value against the model and returns its stored
 form; :func:`convert_document` adds the rules for a whole document. Both run on
@@ -126,7 +127,8 @@ def convert(value: object, *, path: str = "$") -> Value:
 
     Raises :class:`ValidationError` (``.path`` like ``$.tags[2]``) for anything
     outside the model: other types, non-``str`` or invalid field names, ints
-    outside 64 bits, strings with lone surrogates, :data:`UNSET`; and
+    outside 64 bits, strings with lone surrogates, :data:`UNSET` as an array element or
+    the whole value (an object field set to it is left out); and
     :class:`LimitExceeded` for arrays over 8192 items (``ArrayTooLong``),
     objects over 1024 fields (``TooManyFields``) or nesting over 64
     (``NestingTooDeep``).
@@ -303,6 +305,14 @@ def _convert_object(x: Any, remaining: int, size: list[int]) -> dict[str, Any]:
     total = 2
     out: dict[str, Any] | None = None if type(x) is dict else {}
     for key, item in x.items():
+        if item is UNSET:  # Convex drops undefined-valued keys: the field is absent
+            if out is None:
+                out = {}
+                for earlier, value in x.items():
+                    if earlier == key:
+                        break
+                    out[earlier] = value
+            continue
         name = key
         if key not in _VALID_FIELD_NAMES or type(key) is not str:
             try:
@@ -415,9 +425,10 @@ def _convert_other(x: Any, remaining: int, size: list[int]) -> Any:
         return _convert_object(x, remaining, size)
     if x is UNSET:
         raise _Reject(
-            "UNSET is not a valid Convex value (at {path}): it means 'missing' and is only "
-            "allowed as a top-level field value in patch(), where it removes the field. "
-            "Store None for an empty value."
+            "UNSET is not a valid Convex value (at {path}): it means 'missing', so it may "
+            "only stand for an object's field (left out, as Convex drops undefined fields; "
+            "removed by patch()), not for an array element or a whole value. Store None "
+            "for an empty value."
         )
     raise _Reject(
         "{0} {1} is not a Convex value (at {path}): {2}.{3}",

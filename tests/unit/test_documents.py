@@ -258,3 +258,17 @@ def test_check_detects_each_kind_of_index_corruption(
         storage.write(corrupt)
         with pytest.raises(CorruptionError, match=message):
             engine.check()
+
+
+def test_insert_and_replace_leave_out_fields_set_to_unset(engine: Engine) -> None:
+    # Convex drops undefined-valued fields on every write, not only in patch.
+    doc = engine.run(lambda ctx: ctx.db.insert("t", {"a": 1, "b": UNSET, "o": {"x": UNSET}}))
+    stored = engine.run(lambda ctx: ctx.db.get(doc))
+    assert {k: v for k, v in stored.items() if not k.startswith("_")} == {"a": 1, "o": {}}
+    engine.run(lambda ctx: ctx.db.replace(doc, {"a": 2, "gone": UNSET}))
+    stored = engine.run(lambda ctx: ctx.db.get(doc))
+    assert {k: v for k, v in stored.items() if not k.startswith("_")} == {"a": 2}
+    with pytest.raises(
+        ValidationError, match=r"UNSET is not a valid Convex value \(at \$\.l\[0\]\)"
+    ):
+        engine.run(lambda ctx: ctx.db.insert("t", {"l": [UNSET]}))

@@ -179,12 +179,20 @@ def test_a_dataclass_gets_a_conversion_hint() -> None:
     assert "dataclasses.asdict" in str(rejection(Point(1)))
 
 
-def test_unset_inside_a_value_is_rejected() -> None:
-    error = rejection({"a": [UNSET]})
+def test_unset_in_an_array_or_as_a_value_is_rejected() -> None:
+    error = rejection({"a": [UNSET]})  # Convex: [undefined] is an error
     assert error.path == "$.a[0]"
     assert str(error).startswith("UNSET is not a valid Convex value (at $.a[0])")
     assert "patch()" in str(error)
     assert rejection(UNSET).path == "$"
+
+
+def test_object_fields_set_to_unset_are_left_out() -> None:
+    # Convex drops undefined-valued keys of objects (research §1.1), at any depth.
+    value = {"a": 1, "b": UNSET, "c": {"d": UNSET, "e": [{"f": UNSET, "g": 2}]}}
+    assert convert(value) == {"a": 1, "c": {"e": [{"g": 2}]}}
+    assert value["b"] is UNSET  # the caller's dict is not changed
+    assert convert({"only": UNSET}) == {}
 
 
 def test_non_str_keys_are_rejected_at_the_object() -> None:
