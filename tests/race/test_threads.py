@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,4 +122,67 @@ def test_processes_increment_without_losing_updates(db_path: Path) -> None:
     with Engine.open(db_path) as engine:
         row = engine.run(lambda ctx: ctx.db.query("counters").first())
         assert row is not None and row["n"] == sum(done) == 60
+        engine.check()
+
+
+def _both_read_first(engine: Engine, read: Any, write: Any) -> list[int]:
+    """Two threads run ``read(ctx)`` then ``write(ctx, seen, i)`` as mutations; on their
+    first attempts both have read before either writes (a barrier), so a
+    snapshot-isolation engine would let both commit on what they read."""
+    barrier = threading.Barrier(2)
+    attempts = [0, 0]
+
+    def run(i: int) -> None:
+        def body(ctx: Any) -> None:
+            attempts[i] += 1
+            seen = read(ctx)
+            if attempts[i] == 1:
+                barrier.wait(5)
+            write(ctx, seen, i)
+
+        engine.run(body)
+
+    run_threads(2, run)
+    return attempts
+
+
+def test_write_skew_is_prevented_when_both_have_read(db_path: Path) -> None:
+    # Deterministic: the timing-based test above needs the threads to overlap by chance.
+    with Engine.open(db_path, durability="none") as engine:
+        engine._db.retry.retries = 100
+        for name in ("alice", "bob"):
+            engine.run(lambda ctx, n=name: ctx.db.insert("doctors", {"name": n, "on_call": True}))
+
+        def read(ctx: Any) -> list[Any]:
+            return [d for d in ctx.db.query("doctors").collect() if d["on_call"]]
+
+        def go_off(ctx: Any, on_call: list[Any], i: int) -> None:
+            me = next(d for d in on_call if d["name"] == ("alice", "bob")[i])
+            if len(on_call) >= 2:
+                ctx.db.patch(me["_id"], {"on_call": False})
+
+        attempts = _both_read_first(engine, read, go_off)
+        on_call = [
+            d for d in engine.run(lambda ctx: ctx.db.query("doctors").collect()) if d["on_call"]
+        ]
+        assert len(on_call) == 1
+        assert sorted(attempts) == [1, 2]  # the second to commit re-ran, and stayed on call
+        engine.check()
+
+
+def test_phantom_is_prevented_when_both_have_counted(db_path: Path) -> None:
+    with Engine.open(db_path, durability="none") as engine:
+        engine._db.retry.retries = 100
+
+        def count(ctx: Any) -> int:
+            slot = ctx.db.query("bookings").filter(lambda q: q.eq(q.field("slot"), "s"))
+            return len(slot.collect())
+
+        def book_if_free(ctx: Any, taken: int, i: int) -> None:
+            if taken < 1:
+                ctx.db.insert("bookings", {"slot": "s", "who": i})
+
+        attempts = _both_read_first(engine, count, book_if_free)
+        assert len(engine.run(lambda ctx: ctx.db.query("bookings").collect())) == 1
+        assert sorted(attempts) == [1, 2]
         engine.check()
