@@ -135,8 +135,21 @@ def _rfc3339(value: Any) -> str | None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = value / 1000 if value > 10**11 else value  # Clerk templates give ms
-        return _dt.datetime.fromtimestamp(seconds, _dt.UTC).isoformat().replace("+00:00", "Z")
+        try:
+            moment = _dt.datetime.fromtimestamp(seconds, _dt.UTC)
+        except (OverflowError, ValueError, OSError):
+            raise _malformed("updated_at", "a time in seconds or milliseconds", value) from None
+        return moment.isoformat().replace("+00:00", "Z")
     return str(value)
+
+
+def _malformed(claim: str, expected: str, found: Any) -> Exception:
+    from .errors import MalformedToken
+
+    return MalformedToken(
+        f"Invalid claim {claim!r}: expected {expected}; found {found!r}. Fix: check the "
+        "issuer's token template (the token is signed, so the issuer minted it this way)."
+    )
 
 
 def decode_organization(claims: Mapping[str, Any]) -> Organization | None:
@@ -153,6 +166,8 @@ def decode_organization(claims: Mapping[str, Any]) -> Organization | None:
     org_id = claims.get("org_id")
     if isinstance(org_id, str):
         permissions = claims.get("org_permissions") or ()
+        if not isinstance(permissions, (list, tuple)):
+            raise _malformed("org_permissions", "a list of permission keys", permissions)
         return Organization(
             id=org_id,
             slug=claims.get("org_slug"),
@@ -177,7 +192,12 @@ def _v2_permissions(features_claim: Any, o: Mapping[str, Any]) -> tuple[str, ...
     for i, feature in enumerate(features):
         if i >= len(masks):
             break
-        mask = int(masks[i])
+        text = masks[i].strip()
+        if not text.isascii() or not text.isdigit():
+            raise _malformed(
+                "o.fpm", "comma-separated integers (Clerk's feature-permission masks)", o["fpm"]
+            )
+        mask = int(text)
         for j, perm in enumerate(perms):
             if mask >> j & 1:
                 out.append(f"org:{feature}:{perm}")

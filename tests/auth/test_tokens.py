@@ -470,3 +470,20 @@ def test_provider_clock_decides_exp_nbf_and_iat(rsa_signer: Signer, ec_signer: S
     custom = custom_es256(ec_signer, clock=lambda: now + 3600)
     with pytest.raises(auth.TokenExpired):
         custom.verify(ec_signer.token())
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"o": {"id": "org_1", "per": "read", "fpm": "x"}, "fea": "o:docs"},
+        {"org_id": "org_1", "org_permissions": 5},
+        {"updated_at": 1e300},
+    ],
+)
+def test_signed_but_malformed_identity_claims_are_auth_errors(
+    rsa_signer: Signer, claims: dict[str, object]
+) -> None:
+    # A validly signed token with a malformed Clerk claim raised ValueError/TypeError
+    # from building the identity (noticed by review); every failure is an AuthError.
+    with pytest.raises(auth.MalformedToken, match=r"(?s)expected.*found.*Fix:"):
+        clerk(rsa_signer).verify(rsa_signer.token(**claims))
