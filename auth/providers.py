@@ -207,6 +207,10 @@ class _Provider:
             ) from error
         self._check_standard_claims(claims)
         self._check_claims(claims)
+        return self._identity(claims)
+
+    def _identity(self, claims: dict[str, Any]) -> UserIdentity:
+        """The identity of verified ``claims`` (OIDC: nested custom claims stay nested)."""
         return UserIdentity.from_claims(claims)
 
     def _check_standard_claims(self, claims: dict[str, Any]) -> None:
@@ -391,6 +395,11 @@ class CustomJwtProvider(_Provider):
         )
         self.algorithms = (algorithm,)
 
+    def _identity(self, claims: dict[str, Any]) -> UserIdentity:
+        """As Convex's customJwt: nested objects of the claims are flattened with dots
+        (``{"properties": {"id": "123"}}`` gives the claim ``"properties.id"``)."""
+        return UserIdentity.from_claims(_flatten(claims))
+
     def _check_header(self, header: dict[str, Any]) -> None:
         if not header.get("kid") and not self._pem:
             raise MalformedToken(
@@ -474,3 +483,15 @@ def _string_claim(claims: dict[str, Any], name: str, missing: str, expected: str
     if not isinstance(value, str):
         raise MalformedToken(f"Invalid claim {name!r}: {expected}; found {_show(value)}. {fix}")
     return value
+
+
+def _flatten(claims: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``claims`` with nested objects spread into dotted keys; arrays and scalars kept."""
+    out: dict[str, Any] = {}
+    for key, value in claims.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out

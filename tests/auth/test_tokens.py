@@ -487,3 +487,16 @@ def test_signed_but_malformed_identity_claims_are_auth_errors(
     # from building the identity (noticed by review); every failure is an AuthError.
     with pytest.raises(auth.MalformedToken, match=r"(?s)expected.*found.*Fix:"):
         clerk(rsa_signer).verify(rsa_signer.token(**claims))
+
+
+def test_custom_jwt_flattens_nested_claims_with_dots(ec_signer: Signer, rsa_signer: Signer) -> None:
+    # Convex's customJwt path (extract_custom_jwt_claims; research §1.7): nested objects
+    # become dotted claims; the OIDC path keeps them nested.
+    nested = {"properties": {"id": "123", "team": {"name": "core"}}, "tags": ["a"]}
+    identity = custom_es256(ec_signer).verify(ec_signer.token(**nested))
+    assert identity.claims["properties.id"] == "123"
+    assert identity.claims["properties.team.name"] == "core"
+    assert identity.claims["tags"] == ["a"]
+    assert "properties" not in identity.claims
+    oidc = clerk(rsa_signer).verify(rsa_signer.token(**nested))
+    assert oidc.claims["properties"] == {"id": "123", "team": {"name": "core"}}
