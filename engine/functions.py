@@ -340,6 +340,9 @@ class Runtime:
                 f"{self._tag(function.kind, name)} The arguments to a Convex function must be an "
                 f"object. Received: {args!r}"
             )
+        # ``convert`` returns already plain values as they are, so the result may alias
+        # the caller's: every handler run takes its own copy (:func:`fresh_args`), and
+        # what the engine keeps (a subscription's arguments) is copied where kept.
         converted: dict[str, Any] = self._checked(
             name,
             function,
@@ -349,9 +352,7 @@ class Runtime:
             "",
             resolver or self.table_name,
         )
-        # ``convert`` returns already plain values as they are: copy them, so that what
-        # the engine keeps (a subscription's arguments) never aliases the caller's.
-        return fresh_args(converted) if converted is args else converted
+        return converted
 
     def check_result(
         self, name: str, function: FunctionDef, result: Any, txn: Transaction | None = None

@@ -182,37 +182,29 @@ class Storage:
         self._refs = 0
         os.makedirs(path, exist_ok=True)
         try:
-            self.env = self._open_env(path, map_size, durability)
-            while True:
-                try:
-                    self.meta = self.env.open_db(b"meta")
-                    self.documents = self.env.open_db(b"documents")
-                    self.indexes = self.env.open_db(b"indexes")
-                    self.log = self.env.open_db(b"log")
-                    break
-                except lmdb.MapResizedError:
-                    # Another process grew the map between our open and these txns:
-                    # adopt its size and try again (nothing is shared with us yet).
-                    self.env.set_mapsize(0)
-            # Reader slots left by processes that died mid-read pin every page freed
-            # after their snapshot: without this the file would only grow.
-            self.env.reader_check()
+            self.env, (self.meta, self.documents, self.indexes, self.log) = self._open_env(
+                path, map_size, durability
+            )
+            self.clear_dead_readers()
         except lmdb.Error as error:
             raise _map_error(error, path) from error
         self._check_format()
 
     @staticmethod
-    def _open_env(path: str, map_size: int, durability: Durability) -> Any:
-        """``lmdb.open``, again while another process grows the map under it.
+    def _open_env(path: str, map_size: int, durability: Durability) -> tuple[Any, list[Any]]:
+        """``lmdb.open`` and the sub-databases (meta, documents, indexes, log), again
+        while another process grows the map under them.
 
-        LMDB sizes the map from the file at open, and py-lmdb's open runs a
-        txn; a commit of another process that grows the file in between makes
-        that txn fail with ``MDB_MAP_RESIZED``. Opening again reads the new size.
+        LMDB sizes the map from the file at open, and py-lmdb's open (and each
+        ``open_db``) runs a txn; a commit of another process that grows the file
+        in between makes that txn fail with ``MDB_MAP_RESIZED``. Opening again
+        reads the new size.
         """
         attempts = 0
         while True:
+            env = None
             try:
-                return lmdb.open(
+                env = lmdb.open(
                     path,
                     map_size=map_size,
                     max_dbs=8,
@@ -227,7 +219,10 @@ class Storage:
                     metasync=durability == "full",
                     readahead=False,
                 )
+                return env, [env.open_db(n) for n in (b"meta", b"documents", b"indexes", b"log")]
             except lmdb.MapResizedError:
+                if env is not None:
+                    env.close()
                 attempts += 1
                 if attempts >= 100:  # a writer growing the map faster than we can open
                     raise
@@ -401,9 +396,7 @@ class Storage:
 
         def grow() -> None:
             if self.map_size == current:  # another thread may have grown it already
-                # Free the reader slots of processes that died mid-read, so the pages
-                # their snapshots pinned are reused from now on.
-                self.env.reader_check()
+                self.clear_dead_readers()  # their pinned pages may make room too
                 self.env.set_mapsize(current * 2)
 
         try:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from . import keys
 from .encoding import decode, encode
 from .errors import EngineError
+from .functions import fresh_args
 from .intervals import IntervalIndex
 
 if TYPE_CHECKING:
@@ -350,7 +351,7 @@ class SubscriptionManager:
         name, function = runtime.resolve(ref, internal=False)
         if function.kind != "query":
             raise EngineError(f"Only queries can be subscribed to; {name} is a {function.kind}.")
-        args = runtime.check_args(name, function, args)
+        args = fresh_args(runtime.check_args(name, function, args))  # kept: not the caller's
         key = (id(runtime), name, keys.encode(args), identity)
         with self._lock:
             watched = self._watched.get(key)
