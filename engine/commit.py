@@ -253,7 +253,7 @@ class Committer:
         storage = self._db.storage
         meta = storage.meta
         latest, catalog_version = storage.head(wtxn)
-        raw = wtxn.get(b"log_floor", db=meta)
+        raw = wtxn.get(b"log_floor", None, meta)
         floor = _U64.unpack(raw)[0] if raw is not None else 0
         # Decoded once per catalog version.
         catalog = self._db.catalog_view(wtxn, catalog_version).catalog
@@ -297,7 +297,7 @@ class Committer:
                 storage.indexes,
                 {k: b"" if present else None for k, present in index_keys.items()},
             )
-            wtxn.cursor(db=storage.log).putmulti(log_entries, append=True)
+            wtxn.cursor(storage.log).putmulti(log_entries, True, True, True)
             commits = len(log_entries)
             storage.put_head(wtxn, latest, catalog.version)
             storage.clear_dead_readers()
@@ -344,21 +344,21 @@ def _apply_net(wtxn: Any, db: Any, changes: dict[bytes, bytes | None]) -> None:
     puts = []
     for key, value in changes.items():
         if value is None:
-            wtxn.delete(key, db=db)
+            wtxn.delete(key, b"", db)
         else:
             puts.append((key, value))
     if puts:
         puts.sort()  # neighbouring keys land on pages already touched
-        wtxn.cursor(db=db).putmulti(puts)
+        wtxn.cursor(db).putmulti(puts)
 
 
 def _read_log(wtxn: Any, log: Any, after: int) -> list[tuple[int, list[bytes]]]:
     """Every log entry with a timestamp greater than ``after``, oldest first."""
     entries: list[tuple[int, list[bytes]]] = []
-    cursor = wtxn.cursor(db=log)
+    cursor = wtxn.cursor(log)
     try:
         if cursor.set_range(_U64.pack(after + 1)):
-            for key, value in cursor.iternext(keys=True, values=True):
+            for key, value in cursor.iternext():
                 entries.append((_U64.unpack(key)[0], decode(value)))
     finally:
         cursor.close()
