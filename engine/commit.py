@@ -267,7 +267,7 @@ class Committer:
         # py-lmdb releases the GIL in every call, and each release lets another
         # thread's Python run while this one holds LMDB's write lock.
         documents: dict[bytes, bytes | None] = {}
-        index_keys: dict[bytes, bool] = {}
+        index_keys: dict[bytes, bytes | None] = {}  # key → b"" (put) or None (delete)
         log_entries: list[tuple[bytes, bytes]] = []
         new_catalog = False
         for request in batch:
@@ -279,10 +279,8 @@ class Committer:
                 catalog = _merge_catalog(catalog, request.new_catalog)
                 new_catalog = True
             documents.update(request.documents)
-            for key in request.index_deletes:
-                index_keys[key] = False
-            for key in request.index_puts:
-                index_keys[key] = True
+            index_keys.update(dict.fromkeys(request.index_deletes))
+            index_keys.update(dict.fromkeys(request.index_puts, b""))
             ts = max(time.time_ns(), latest + 1)
             latest = ts
             log_entries.append((_U64.pack(ts), encode(request.log_keys)))
@@ -292,11 +290,7 @@ class Committer:
             if new_catalog:
                 wtxn.put(b"catalog", encode_catalog(catalog), db=meta)
             _apply_net(wtxn, storage.documents, documents)
-            _apply_net(
-                wtxn,
-                storage.indexes,
-                {k: b"" if present else None for k, present in index_keys.items()},
-            )
+            _apply_net(wtxn, storage.indexes, index_keys)
             wtxn.cursor(storage.log).putmulti(log_entries, True, True, True)
             commits = len(log_entries)
             storage.put_head(wtxn, latest, catalog.version)
