@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .catalog import NEXT_TABLE_KEY, Catalog, catalog_key, encode_catalog
+from .catalog import NEXT_TABLE_KEY, SCHEMA_KEY, Catalog, catalog_key, encode_catalog
 from .encoding import decode, encode
 from .errors import EngineError
 from .readset import FrozenReadSet
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .database import Database
     from .transaction import Transaction
 
-__all__ = ["LOG_RETENTION_NS", "CommitRequest", "Committer", "Conflict"]
+__all__ = ["LOG_RETENTION_NS", "CommitRequest", "Committer", "Conflict", "read_log"]
 
 #: How long log entries are kept (transactions older than this conflict).
 LOG_RETENTION_NS = 120 * 1_000_000_000
@@ -255,12 +255,14 @@ class Committer:
         latest, catalog_version = storage.head(wtxn)
         raw = wtxn.get(b"log_floor", None, meta)
         floor = _U64.unpack(raw)[0] if raw is not None else 0
+        raw = wtxn.get(b"schema_ts", None, meta)
+        schema_ts = _U64.unpack(raw)[0] if raw is not None else 0
         # Decoded once per catalog version.
         catalog = self._db.catalog_view(wtxn, catalog_version).catalog
         # Only transactions that read something validate against the log; a group
         # of blind writes (inserts) needs no history at all.
         readers = [r.snapshot_ts for r in batch if len(r.reads)]
-        history = _read_log(wtxn, storage.log, min(readers)) if readers else []
+        history = read_log(wtxn, storage.log, min(readers)) if readers else []
         outcomes: list[tuple[int, Conflict | None]] = []
         # The group's net effect, in commit order (a later request's write of a key
         # replaces an earlier one's), applied below with one call per sub-database:
@@ -271,7 +273,7 @@ class Committer:
         log_entries: list[tuple[bytes, bytes]] = []
         new_catalog = False
         for request in batch:
-            conflict = self._validate(request, history, floor, catalog)
+            conflict = self._validate(request, history, floor, catalog, schema_ts)
             if conflict is not None:
                 outcomes.append((0, conflict))
                 continue
@@ -307,9 +309,14 @@ class Committer:
         history: list[tuple[int, list[bytes]]],
         floor: int,
         catalog: Catalog,
+        schema_ts: int,
     ) -> Conflict | None:
         if request.snapshot_ts < floor:
             return Conflict(b"", None, floor)
+        if request.snapshot_ts < schema_ts and request.documents:
+            # Its writes were checked against the schema of its snapshot, which a
+            # schema change has since replaced: re-run against the new one.
+            return Conflict(SCHEMA_KEY, next(iter(request.tables), None), schema_ts)
         for name, seen in request.tables.items():
             if catalog.tables.get(name) != seen:
                 # The table's indexes changed under us: our index keys are stale.
@@ -346,7 +353,7 @@ def _apply_net(wtxn: Any, db: Any, changes: dict[bytes, bytes | None]) -> None:
         wtxn.cursor(db).putmulti(puts)
 
 
-def _read_log(wtxn: Any, log: Any, after: int) -> list[tuple[int, list[bytes]]]:
+def read_log(wtxn: Any, log: Any, after: int) -> list[tuple[int, list[bytes]]]:
     """Every log entry with a timestamp greater than ``after``, oldest first."""
     entries: list[tuple[int, list[bytes]]] = []
     cursor = wtxn.cursor(log)
