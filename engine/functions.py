@@ -120,7 +120,7 @@ class FunctionDef:
     handler stays reachable as ``.handler`` for unit tests.
     """
 
-    __slots__ = ("__dict__", "args", "handler", "internal", "kind", "name", "returns")
+    __slots__ = ("__dict__", "accepts", "args", "handler", "internal", "kind", "name", "returns")
 
     def __init__(
         self,
@@ -144,6 +144,8 @@ class FunctionDef:
         self.internal = internal
         self.args: Validator | None = None if args is None else as_validator(args)
         self.returns: Validator | None = None if returns is None else as_validator(returns)
+        #: The argument names the handler takes after ``ctx`` (None: any, it has **kwargs).
+        self.accepts: frozenset[str] | None = _check_signature(kind, handler, self.args)
         self.name: str | None = None
         self.__doc__ = handler.__doc__
         self.__wrapped__ = handler
@@ -162,6 +164,71 @@ class FunctionDef:
             f"{self!r} cannot be called directly: run it with engine.{self.kind}(...) or, from "
             f"another function, ctx.run_{self.kind}(...)."
         )
+
+
+def _check_signature(
+    kind: Kind, handler: Callable[..., Any], args: Validator | None
+) -> frozenset[str] | None:
+    """The keyword arguments ``handler`` takes after its context; raises for an ``args``
+    validator the handler cannot be called with.
+
+    Handlers run as ``handler(ctx, **args)``: an ``args`` field the handler does not
+    take, one named like its context parameter, or an optional field whose parameter
+    has no default would fail on some call with a raw ``TypeError``. Refused when
+    the function is defined instead.
+    """
+    where = f"{kind.capitalize()} handler {getattr(handler, '__qualname__', handler)!r}"
+    if args is not None and (args.kind != "object" or args.is_optional):
+        raise EngineError(
+            f"{where}: args must be a dict of validators or a v.object(...), got {args!r}. "
+            "The arguments to a Convex function are an object."
+        )
+    try:
+        parameters = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):  # no signature to read (a builtin): trust it
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    takes_context = bool(parameters) and parameters[0].kind in positional
+    if not takes_context and not any(
+        p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters
+    ):
+        raise EngineError(f"{where} must take the context as its first parameter: def f(ctx, ...).")
+    rest = parameters[1:] if takes_context else parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest):
+        accepts = None
+    else:
+        accepts = frozenset(
+            p.name
+            for p in rest
+            if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        )
+    if args is None:
+        return accepts
+    context = parameters[0].name if takes_context else None
+    by_name = {p.name: p for p in rest}
+    for field, validator in args._fields().items():
+        if field == context:
+            raise EngineError(
+                f"{where}: the argument {field!r} has the name of the handler's context "
+                f"parameter; rename that parameter (def f(c, {field}, ...))."
+            )
+        if accepts is not None and field not in accepts:
+            raise EngineError(
+                f"{where} does not take the argument {field!r} that its args declare: add "
+                f"the parameter ({field}=...) or **kwargs, or remove it from args."
+            )
+        parameter = by_name.get(field)
+        if (
+            validator.is_optional
+            and parameter is not None
+            and parameter.default is inspect.Parameter.empty
+        ):
+            raise EngineError(
+                f"{where}: the argument {field!r} is optional (v.optional) but its parameter "
+                f"has no default, so a call without it would fail: give it one "
+                f"({field}=None)."
+            )
+    return accepts
 
 
 def _decorator(kind: Kind, internal: bool) -> Any:
@@ -339,6 +406,15 @@ class Runtime:
             raise ArgumentValidationError(
                 f"{self._tag(function.kind, name)} The arguments to a Convex function must be an "
                 f"object. Received: {args!r}"
+            )
+        accepts = function.accepts
+        if function.args is None and accepts is not None and not accepts.issuperset(args):
+            unexpected = sorted(k for k in args if k not in accepts)
+            raise ArgumentValidationError(
+                f"{self._tag(function.kind, name)} The function takes no argument "
+                f"{', '.join(map(repr, unexpected))}: its handler takes "
+                f"{sorted(accepts) or 'no arguments'}. Add the parameter (or **kwargs) to "
+                "the handler, or declare args=... to validate them."
             )
         # ``convert`` returns already plain values as they are, so the result may alias
         # the caller's: every handler run takes its own copy (:func:`fresh_args`), and

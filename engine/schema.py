@@ -120,14 +120,36 @@ def define_table(fields: Mapping[str, Any] | Validator | None = None) -> TableDe
         raise SchemaValidationError(
             f"A table validator must be an object (or a union of objects), got {validator!r}"
         )
+    members = validator.to_json()["value"] if validator.kind == "union" else []
+    if any(member["type"] != "object" for member in members):
+        raise SchemaValidationError(
+            f"A table validator that is a union must be a union of objects, got {validator!r}"
+        )
     if validator.kind == "object":
-        for name in validator._fields():
+        members = [validator.to_json()]
+    for member in members:
+        for name in member["value"]:
             if name.startswith("_"):
                 raise SchemaValidationError(
                     f"Field {name!r} starts with an underscore, which is only allowed for "
                     "system fields like '_id'."
                 )
     return TableDefinition(validator)
+
+
+def _path_exists(json: Any, parts: list[str]) -> bool:
+    """Whether a document matching validator ``json`` can hold the field at ``parts``."""
+    if not parts:
+        return True
+    kind = json["type"]
+    if kind in ("any", "record"):
+        return True
+    if kind == "object":
+        field = json["value"].get(parts[0])
+        return field is not None and _path_exists(field["fieldType"], parts[1:])
+    if kind == "union":
+        return any(_path_exists(member, parts) for member in json["value"])
+    return False
 
 
 class SchemaDefinition:
@@ -205,6 +227,16 @@ def define_schema(
                 f"Table {name!r} must be defined with define_table(...), got {definition!r}",
                 table=name,
             )
+        if schema_validation and definition.validator is not None:
+            json = definition.validator.to_json()
+            for index, fields in definition.indexes.items():
+                for field in fields:
+                    if not _path_exists(json, field.split(".")):
+                        raise SchemaValidationError(
+                            f'In table "{name}" the index "{index}" is invalid because it '
+                            f"references the field {field} that does not exist.",
+                            table=name,
+                        )
         checked[name] = definition
     return SchemaDefinition(checked, schema_validation)
 

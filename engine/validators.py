@@ -27,7 +27,7 @@ from typing import Any
 
 from . import ids
 from .errors import InvalidId, ValidationError
-from .values import format_value, values_equal
+from .values import MAX_INT64, MIN_INT64, convert, format_value, values_equal
 
 #: Keys a v.object declares: Convex's IdentifierFieldName (all-underscore names refused apart).
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
@@ -139,9 +139,11 @@ class Validator:
         return self._repr
 
     def __eq__(self, other: object) -> bool:
+        # By the text, as the hash is: JSON forms compare 1 == 1.0 == True in Python,
+        # and v.literal(1), v.literal(1.0) and v.literal(True) accept different values.
         return (
             isinstance(other, Validator)
-            and self.to_json() == other.to_json()
+            and self._repr == other._repr
             and self.is_optional == other.is_optional
         )
 
@@ -151,15 +153,23 @@ class Validator:
     def validate(self, value: Any, *, resolver: Resolver | None = None) -> None:
         """Raise :class:`ValidationError` unless ``value`` matches.
 
+        ``value`` is first taken into the value model as function arguments are
+        (tuples become lists, ``bytearray`` becomes ``bytes``, ``UNSET`` object
+        fields are dropped; sets, ints beyond Int64 or lone surrogates are
+        refused), so ``validate`` accepts exactly what a function call would.
         ``resolver`` maps a table number to its name so ``v.id("t")`` can
         check the table; without it only the id's syntax is checked.
         """
-        failure = self._check(value, resolver)
+        failure = self._check(convert(value), resolver)
         if failure is not None:
             raise ValidationError(str(failure[1]), path=failure[0])
 
     def check(self, value: Any, resolver: Resolver | None = None) -> tuple[str, str] | None:
-        """``None`` if ``value`` matches, else ``(path, message)`` (no exception)."""
+        """``None`` if ``value`` matches, else ``(path, message)`` (no exception).
+
+        For values already in the value model (stored documents, converted
+        arguments): unlike :meth:`validate`, nothing is converted first.
+        """
         failure = self._check(value, resolver)
         return None if failure is None else (failure[0], str(failure[1]))
 
@@ -174,22 +184,35 @@ class Validator:
             raise TypeError(f"{self!r} is not an object validator")
         return self._fields_map
 
+    def _derived(self, fields: Mapping[str, Validator]) -> Validator:
+        # Convex's object helpers keep the validator's optionality.
+        derived = _object(fields)
+        return _optional(derived) if self.is_optional else derived
+
     def pick(self, *names: str) -> Validator:
-        """An object validator with only the fields ``names``."""
+        """An object validator with only the fields ``names`` (optional if this one is)."""
         fields = self._fields()
-        return _object({name: fields[name] for name in names})
+        missing = [name for name in names if name not in fields]
+        if missing:
+            raise ValidationError(
+                f"Cannot pick {missing!r} from {self!r}: it has no such field. "
+                f"Its fields are {sorted(fields)!r}."
+            )
+        return self._derived({name: fields[name] for name in names})
 
     def omit(self, *names: str) -> Validator:
-        """An object validator without the fields ``names``."""
-        return _object({k: f for k, f in self._fields().items() if k not in names})
+        """An object validator without the fields ``names`` (optional if this one is)."""
+        return self._derived({k: f for k, f in self._fields().items() if k not in names})
 
     def extend(self, more: Mapping[str, Validator]) -> Validator:
-        """An object validator with extra (or replaced) fields."""
-        return _object({**self._fields(), **dict(more)})
+        """An object validator with extra (or replaced) fields (optional if this one is)."""
+        return self._derived({**self._fields(), **dict(more)})
 
     def partial(self) -> Validator:
-        """An object validator whose every field is optional."""
-        return _object({k: f if f.is_optional else _optional(f) for k, f in self._fields().items()})
+        """An object validator whose every field is optional (optional if this one is)."""
+        return self._derived(
+            {k: f if f.is_optional else _optional(f) for k, f in self._fields().items()}
+        )
 
 
 def _simple(kind: str, text: str, accepts: Callable[[Any], bool]) -> Validator:
@@ -206,6 +229,11 @@ def _simple(kind: str, text: str, accepts: Callable[[Any], bool]) -> Validator:
 def _literal(value: Any) -> Validator:
     if type(value) not in (str, int, float, bool):
         raise TypeError(f"v.literal() takes a str, int, float or bool, got {value!r}")
+    if type(value) is int and not MIN_INT64 <= value <= MAX_INT64:
+        raise ValidationError(
+            f"v.literal({value!r}) is outside the Int64 range "
+            f"[{MIN_INT64}, {MAX_INT64}]: no value could ever match it."
+        )
     text = f"v.literal({value!r})"
     holder: list[Validator] = []
     literal_type = type(value)
@@ -248,10 +276,12 @@ def _id(table: str) -> Validator:
             )
         if resolver is not None:
             found = resolver(number)
-            if found is None:
+            if found is None:  # Convex reports no table here, only the mismatch
+                return _mismatch(value, holder[0])
+            if found != table and found.startswith("_") and not table.startswith("_"):
                 return "", (
-                    f'Found ID "{value}" from a table that does not exist (table number '
-                    f"{number}), which does not match the table name in validator `{text}`."
+                    f'Found ID "{value}" from a system table, which does not match '
+                    f"the table name in validator `{text}`."
                 )
             if found != table:
                 return "", (
@@ -327,8 +357,27 @@ def _object(fields: Mapping[str, Any]) -> Validator:
     return validator
 
 
+def _record_keys_allowed(keys: Validator) -> bool:
+    if keys.kind in ("string", "id"):
+        return True
+    json = keys.to_json()
+    return keys.kind == "union" and all(m["type"] in ("string", "id") for m in json["value"])
+
+
 def _record(keys: Validator, values: Validator) -> Validator:
     keys, values = as_validator(keys), as_validator(values)
+    if keys.is_optional or values.is_optional:
+        raise ValidationError(
+            f"Record validator cannot have optional {'keys' if keys.is_optional else 'values'}: "
+            f"v.record({keys!r}, {values!r}). A record's fields are all optional already; "
+            "use v.union(x, v.null()) for values that may be null."
+        )
+    if not _record_keys_allowed(keys):
+        raise ValidationError(
+            f"Invalid record key validator {keys!r} (InvalidRecordType): record keys are "
+            "strings, so the key validator must be v.string(), v.id(...), or a union of "
+            "those."
+        )
     key_check, value_check = keys._check, values._check
     text = f"v.record({keys!r}, {values!r})"
     holder: list[Validator] = []
@@ -337,7 +386,7 @@ def _record(keys: Validator, values: Validator) -> Validator:
         if type(value) is not dict:
             return _mismatch(value, holder[0])
         for key, element in value.items():
-            if not key or key.startswith(("$", "_")):
+            if type(key) is not str or not key or key.startswith(("$", "_")):
                 return _mismatch(value, holder[0])
             failure = key_check(key, resolver)
             if failure is not None:

@@ -288,7 +288,9 @@ def test_v_id_arguments_and_results_must_be_ids_of_that_table(engine: Engine) ->
     from engine import ids
 
     unknown = ids.encode_id(55_555, bytes(16))
-    with pytest.raises(ArgumentValidationError, match="from a table that does not exist"):
+    with pytest.raises(
+        ArgumentValidationError, match=r"Value does not match validator\.\nPath: \.id\n"
+    ):
         engine.query(pets.echo_pet, {"id": unknown})
 
 
@@ -364,3 +366,43 @@ def test_nested_calls_take_ids_of_tables_the_transaction_created(engine: Engine)
         return ctx.run_mutation(takes, {"id": ctx.db.insert("brand_new", {})})
 
     assert engine.run(parent)
+
+
+def test_handlers_that_cannot_take_their_declared_args_are_refused_when_defined() -> None:
+    # Each of these failed on some call with a raw TypeError (found by review).
+    from engine import v
+
+    def takes_x(ctx, x):  # type: ignore[no-untyped-def]
+        return x
+
+    with pytest.raises(EngineError, match="does not take the argument 'y'"):
+        query(args={"x": v.string(), "y": v.string()})(takes_x)
+    with pytest.raises(EngineError, match="optional .* has no default"):
+        query(args={"x": v.optional(v.string())})(takes_x)
+    with pytest.raises(EngineError, match="name of the handler's context parameter"):
+        query(args={"ctx": v.string()})(lambda ctx, **rest: None)
+    with pytest.raises(EngineError, match="args must be a dict of validators or a v.object"):
+        query(args=v.string())(takes_x)
+    with pytest.raises(EngineError, match="must take the context as its first parameter"):
+        query(lambda: None)
+    # What works: defaults for optional args, **kwargs, a context under another name.
+    query(args={"x": v.optional(v.string())})(lambda ctx, x=None: x)
+    query(args={"x": v.string(), "y": v.int64()})(lambda ctx, **rest: rest)
+    query(args={"ctx": v.string()})(lambda c, ctx: ctx)
+
+
+def test_unvalidated_functions_refuse_arguments_their_handler_does_not_take(
+    engine: Engine,
+) -> None:
+    @query
+    def no_args(ctx):  # type: ignore[no-untyped-def]
+        return "ok"
+
+    @query
+    def anything(ctx, **args):  # type: ignore[no-untyped-def]
+        return sorted(args)
+
+    assert engine.query(no_args) == "ok"
+    with pytest.raises(ArgumentValidationError, match="takes no argument 'x'"):
+        engine.query(no_args, {"x": 1})
+    assert engine.query(anything, {"b": 1, "a": 2}) == ["a", "b"]

@@ -114,6 +114,39 @@ def test_v_id_fields_need_an_id_of_that_existing_table(tmp_path: Path) -> None:
         with pytest.raises(SchemaValidationError, match="from table `other`"):
             engine.run(author_from_a_new_table)
         unknown = ids.encode_id(55_555, bytes(16))
-        with pytest.raises(SchemaValidationError, match="from a table that does not exist"):
+        with pytest.raises(SchemaValidationError, match=r'Validator: v\.id\("users"\)'):
             engine.run(lambda ctx: ctx.db.insert("posts", {"author": unknown}))
         assert len(engine.run(lambda ctx: ctx.db.query("posts").collect())) == 1
+
+
+def test_definitions_convex_refuses_are_refused() -> None:
+    # Found by review: each of these was accepted.
+    with pytest.raises(
+        SchemaValidationError, match='index "by_b" is invalid because it references'
+    ):
+        define_schema({"t": define_table({"a": v.string()}).index("by_b", ["b"])})
+    with pytest.raises(SchemaValidationError, match="references the field a.b that does not exist"):
+        define_schema({"t": define_table({"a": v.string()}).index("by_ab", ["a.b"])})
+    with pytest.raises(SchemaValidationError, match="starts with an underscore"):
+        define_table(v.union(v.object({"_secret": v.string()}), v.object({"a": v.string()})))
+    with pytest.raises(SchemaValidationError, match="must be a union of objects"):
+        define_table(v.union(v.object({"a": v.string()}), v.string()))
+    # Accepted: fields reachable through a union member, an optional object, any, records.
+    define_schema(
+        {
+            "t": define_table(
+                v.union(
+                    v.object({"kind": v.literal("a"), "x": v.optional(v.object({"y": v.any()}))}),
+                    v.object({"kind": v.literal("b"), "m": v.record(v.string(), v.int64())}),
+                )
+            )
+            .index("by_y", ["x.y"])
+            .index("by_m", ["m.k"])
+            .index("by_kind", ["kind"]),
+            "u": define_table({"a": v.any()}).index("by_deep", ["a.b.c"]),
+        }
+    )
+    # Without schema validation Convex does not check index references either.
+    define_schema(
+        {"t": define_table({"a": v.string()}).index("by_b", ["b"])}, schema_validation=False
+    )
