@@ -20,6 +20,7 @@ the path and message are built only on failure, in Convex's shape::
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -234,7 +235,10 @@ def _literal(value: Any) -> Validator:
             f"v.literal({value!r}) is outside the Int64 range "
             f"[{MIN_INT64}, {MAX_INT64}]: no value could ever match it."
         )
-    text = f"v.literal({value!r})"
+    # Strings as Convex prints them (double quotes, also valid Python source).
+    text = (
+        f"v.literal({json.dumps(value, ensure_ascii=False) if type(value) is str else repr(value)})"
+    )
     holder: list[Validator] = []
     literal_type = type(value)
 

@@ -79,7 +79,7 @@ def test_objects_are_exact() -> None:
 
 def test_literal_message() -> None:
     error = fails(v.literal("a"), "c")
-    assert str(error).startswith("`\"c\"` does not match literal validator `v.literal('a')`")
+    assert str(error).startswith('`"c"` does not match literal validator `v.literal("a")`')
 
 
 def test_ids_check_syntax_and_table() -> None:
@@ -113,7 +113,7 @@ def test_reprs_read_as_source() -> None:
     )
     assert repr(validator) == (
         'v.object({"name": v.string(), "age": v.optional(v.int64()), '
-        "\"kind\": v.union(v.literal('a'), v.null())})"
+        '"kind": v.union(v.literal("a"), v.null())})'
     )
     assert repr(v.record(v.string(), v.any())) == "v.record(v.string(), v.any())"
     assert repr(v.id("users")) == 'v.id("users")'
