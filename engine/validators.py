@@ -447,6 +447,8 @@ def _union(*members: Any) -> Validator:
 
 def _optional(inner: Any) -> Validator:
     inner = as_validator(inner)
+    if inner.is_optional:  # idempotent, as convex-js's asOptional is
+        return inner
     return Validator(
         inner.kind,
         inner._check,

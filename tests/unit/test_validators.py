@@ -174,6 +174,7 @@ def test_object_helpers_keep_optionality() -> None:
         assert derived.is_optional
         v.object({"x": derived}).validate({})
     assert not v.object({"a": v.string()}).partial().is_optional
+    assert repr(v.optional(v.optional(v.string()))) == "v.optional(v.string())"
     with pytest.raises(ValidationError, match=r"Cannot pick \['zz'\]"):
         inner.pick("zz")
 
