@@ -445,8 +445,8 @@ def _union(*members: Any) -> Validator:
     return validator
 
 
-def _optional(inner: Any) -> Validator:
-    inner = as_validator(inner)
+def _optional(spec: Any) -> Validator:
+    inner = as_validator(spec)
     if inner.is_optional:  # idempotent, as convex-js's asOptional is
         return inner
     return Validator(
