@@ -18,15 +18,30 @@ Every failure raises :class:`~engine.errors.EvalError` with Convex's wording.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
+from . import keys
 from .errors import EvalError
 from .indexing import field_value, split_path
 from .values import UNSET, compare, convert, format_value, type_name, values_equal
 
-__all__ = ["Expression", "FilterBuilder", "compile_expression", "compile_filters", "evaluate"]
+__all__ = [
+    "MAX_EXPRESSION_DEPTH",
+    "MAX_QUERY_OPERATORS",
+    "Expression",
+    "FilterBuilder",
+    "compile_expression",
+    "compile_filters",
+    "evaluate",
+]
+
+#: Convex's cap on the operators of one query (each ``.filter`` is one).
+MAX_QUERY_OPERATORS = 256
+#: How deeply filter expressions may nest (evaluation recurses once per level).
+MAX_EXPRESSION_DEPTH = 128
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -35,11 +50,28 @@ _INT64_MAX = (1 << 63) - 1
 class Expression:
     """A node of a filter expression tree. Build them with :class:`FilterBuilder`."""
 
-    __slots__ = ("args", "op")
+    __slots__ = ("args", "depth", "op")
+
+    depth: int
+
+    #: Operators this expression counts toward :data:`MAX_QUERY_OPERATORS` (one filter).
+    size = 1
 
     def __init__(self, op: str, args: tuple[Any, ...]) -> None:
         self.op = op
         self.args = args
+        depth = 1
+        for arg in args:
+            if type(arg) is Expression:
+                inner: int = arg.depth
+                if inner >= depth:
+                    depth = inner + 1
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise EvalError(
+                f"Filter expression nested more than {MAX_EXPRESSION_DEPTH} levels deep: "
+                "combine conditions with one q.and_(a, b, c, ...) instead of nesting them."
+            )
+        self.depth = depth
 
     def __repr__(self) -> str:
         if self.op == "field":
@@ -49,15 +81,75 @@ class Expression:
         return f"q.{self.op}({', '.join(map(repr, self.args))})"
 
     def __bool__(self) -> bool:
-        raise TypeError(
+        raise EvalError(
             "A filter expression has no truth value in Python: combine expressions with "
             "q.and_(...), q.or_(...) and q.not_(...) instead of `and`, `or`, `not`."
         )
 
+    # Python's operators would build plain values (``==`` a bool that then filters as a
+    # literal) or fail with TypeError: each says which builder method to use instead.
+    def _operator(self, symbol: str, method: str) -> NoReturn:
+        raise EvalError(
+            f"Filter expressions do not support Python's `{symbol}`: write "
+            f"q.{method}(left, right) (for example q.{method}(q.field('n'), 1))."
+        )
+
+    def __eq__(self, other: object) -> bool:
+        self._operator("==", "eq")
+
+    def __ne__(self, other: object) -> bool:
+        self._operator("!=", "neq")
+
+    def __lt__(self, other: object) -> bool:
+        self._operator("<", "lt")
+
+    def __le__(self, other: object) -> bool:
+        self._operator("<=", "lte")
+
+    def __gt__(self, other: object) -> bool:
+        self._operator(">", "gt")
+
+    def __ge__(self, other: object) -> bool:
+        self._operator(">=", "gte")
+
+    def __add__(self, other: object) -> Any:
+        self._operator("+", "add")
+
+    __radd__ = __add__
+
+    def __sub__(self, other: object) -> Any:
+        self._operator("-", "sub")
+
+    __rsub__ = __sub__
+
+    def __mul__(self, other: object) -> Any:
+        self._operator("*", "mul")
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other: object) -> Any:
+        self._operator("/", "div")
+
+    __rtruediv__ = __truediv__
+
+    def __mod__(self, other: object) -> Any:
+        self._operator("%", "mod")
+
+    __rmod__ = __mod__
+
+    def __neg__(self) -> Any:
+        raise EvalError("Filter expressions do not support Python's unary `-`: write q.neg(x).")
+
+    __hash__ = object.__hash__
+
     def fingerprint(self) -> Any:
-        """A plain, comparable form of the expression (for cursor fingerprints)."""
+        """A plain, comparable form of the expression (for cursor fingerprints).
+
+        Literals by their exact sort key, never a shortened rendering: two filters
+        that differ only past a long string's first characters are different queries.
+        """
         if self.op == "literal":
-            return ["literal", type_name(self.args[0]), format_value(self.args[0])]
+            return ["literal", type_name(self.args[0]), keys.encode(self.args[0]).hex()]
         return [self.op, *(a.fingerprint() if isinstance(a, Expression) else a for a in self.args)]
 
 
@@ -66,7 +158,12 @@ def _wrap(value: Any) -> Expression:
         return value
     if value is UNSET:
         return Expression("literal", (UNSET,))
-    return Expression("literal", (convert(value),))
+    converted = convert(value)
+    if type(converted) in (list, dict):
+        # Kept by value, as Convex serializes a filter when it is built: the caller
+        # changing its list or dict afterwards must not change the query.
+        converted = copy.deepcopy(converted)
+    return Expression("literal", (converted,))
 
 
 class FilterBuilder:
@@ -84,7 +181,15 @@ class FilterBuilder:
         """The value of field ``path`` (dotted for nested fields); missing → ``UNSET``."""
         if not isinstance(path, str):
             raise EvalError(f"q.field() expects a field path string, got {path!r}")
-        return Expression("field", (path, split_path(path)))
+        trimmed = path.strip(".")  # as Convex's FieldPath parsing does
+        if not trimmed:
+            raise EvalError(f"Empty path: q.field({path!r}) names no field.")
+        steps = split_path(trimmed)
+        if "" in steps:
+            raise EvalError(
+                f'Invalid field path {path!r}: a path is field names joined by single dots ("a.b").'
+            )
+        return Expression("field", (trimmed, steps))
 
     def eq(self, left: Any, right: Any) -> Expression:
         return Expression("eq", (_wrap(left), _wrap(right)))

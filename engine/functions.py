@@ -667,6 +667,11 @@ class Runtime:
             self, txn, ctx.auth.get_user_identity(), ctx.now, ctx.random.getrandbits(64), ctx.env
         )
         child._depth = ctx._depth + 1
+        # The callee is a function run of its own, as in Convex: it may paginate once
+        # whatever its caller did, and its page is not pinned by the caller's
+        # subscription journal (Convex gives a nested query a fresh journal).
+        paginated, journal = txn.paginated, txn.journal
+        txn.paginated, txn.journal = False, None
         try:
             result = function.handler(child, **fresh_args(args))
             if type(result) not in PLAIN_RESULTS:
@@ -676,3 +681,5 @@ class Runtime:
             if kind == "mutation":
                 txn.writes.rollback(savepoint)
             raise
+        finally:
+            txn.paginated, txn.journal = paginated, journal

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 from . import ids, keys
 from .catalog import BY_CREATION_TIME, BY_ID, IndexDef, TableDef
 from .errors import (
+    EvalError,
     IndexNotFound,
     InvalidId,
     InvalidIndexRange,
     ValidationError,
 )
-from .filters import Expression, compile_filters, predicate
+from .filters import MAX_QUERY_OPERATORS, Expression, compile_filters, predicate
 from .values import UNSET, convert, format_value, type_name
 
 if TYPE_CHECKING:
@@ -107,8 +108,11 @@ class IndexRange:
         Made on demand: rendering values costs microseconds that most queries,
         which never paginate, would pay for nothing.
         """
+        # The exact value (its sort key), never a shortened rendering: two ranges that
+        # differ only past a long string's first characters are different queries.
         return [
-            [op, field, type_name(value), format_value(value)] for op, field, value in self._ops
+            [op, field, type_name(value), keys.encode(value).hex()]
+            for op, field, value in self._ops
         ]
 
     @classmethod
@@ -237,6 +241,7 @@ class Query:
         "_filters",
         "_index",
         "_index_name",
+        "_ops",
         "_order",
         "_range",
         "_table",
@@ -253,8 +258,35 @@ class Query:
         self._range: IndexRange | None = None
         self._order: str | None = None
         self._filters: list[Expression] = []
+        #: A range given before its table existed, compiled when the query runs.
+        self._ops: list[tuple[str, str, Any]] | None = None
 
     # -- building ----------------------------------------------------------
+    #
+    # Each step returns a new query and leaves this one as it was, so a query can be
+    # reused as the start of several (Convex's ``ctx.db.query(t)`` can; a chained
+    # Convex query cannot be chained again: here it can, with the same meaning).
+
+    def _copy(self) -> Query:
+        other = Query.__new__(Query)
+        other._txn = self._txn
+        other._table_name = self._table_name
+        other._table = self._table
+        other._index_name = self._index_name
+        other._index = self._index
+        other._range = self._range
+        other._order = self._order
+        other._filters = list(self._filters)
+        other._ops = self._ops
+        return other
+
+    def _table_now(self) -> TableDef | None:
+        """The table, looked up again while it is missing: the mutation may have
+        created it since this query was made (Convex resolves it when the query runs)."""
+        table = self._table
+        if table is None:
+            table = self._table = self._txn.table(self._table_name)
+        return table
 
     def with_index(
         self, name: str, range: Callable[[IndexRangeBuilder], Any] | None = None
@@ -281,8 +313,10 @@ class Query:
                     "The index range callback must return q (or nothing): "
                     "chain q.eq(...).gt(...) on the builder it receives."
                 )
-        self._index_name = name
-        if self._table is None:
+        table = self._table_now()
+        query = self._copy()
+        query._index_name = name
+        if table is None:
             if name not in (BY_ID, BY_CREATION_TIME):
                 raise IndexNotFound(
                     f"Index {self._table_name}.{name} not found: table {self._table_name!r} "
@@ -290,11 +324,12 @@ class Query:
                     table=self._table_name,
                     index=name,
                 )
-            self._range = None
-            return self
-        index = self._table.indexes.get(name)
+            query._range = None
+            query._ops = builder._ops
+            return query
+        index = table.indexes.get(name)
         if index is None or index.state != "ready":
-            known = ", ".join(sorted(self._table.indexes))
+            known = ", ".join(sorted(table.indexes))
             state = " is still being backfilled" if index is not None else " not found"
             raise IndexNotFound(
                 f"Index {self._table_name}.{name}{state}. Indexes of this table: {known}. "
@@ -302,9 +337,9 @@ class Query:
                 table=self._table_name,
                 index=name,
             )
-        self._index = index
-        self._range = IndexRange.compile(self._table, name, index, builder._ops)
-        return self
+        query._index = index
+        query._range = IndexRange.compile(table, name, index, builder._ops)
+        return query
 
     def order(self, order: str) -> Query:
         """``"asc"`` (the default) or ``"desc"``, by the full index key."""
@@ -312,28 +347,40 @@ class Query:
             raise ValidationError("Queries may only specify order at most once")
         if order not in ("asc", "desc"):
             raise ValidationError(f'order must be "asc" or "desc", got {order!r}')
-        self._order = order
-        return self
+        query = self._copy()
+        query._order = order
+        return query
 
     def filter(self, build: Callable[[Any], Any]) -> Query:
         """Keep only documents for which the expression built by ``build`` is true.
 
         Filters do not narrow the scan: filtered-out documents count toward
-        the read limits. Prefer an index range where one fits.
+        the read limits. Prefer an index range where one fits. Raises
+        :class:`EvalError` past Convex's 256 operators per query.
         """
-        self._filters.append(predicate(build))
-        return self
+        expression = predicate(build)
+        operators = sum(f.size for f in self._filters) + expression.size
+        if operators > MAX_QUERY_OPERATORS:
+            raise EvalError(f"Can't construct query with more than {MAX_QUERY_OPERATORS} operators")
+        query = self._copy()
+        query._filters.append(expression)
+        return query
 
     # -- running -------------------------------------------------------------
 
     def _resolved(self) -> tuple[TableDef, IndexDef, IndexRange] | None:
-        table = self._table
+        table = self._table_now()
         if table is None:
             return None
         if self._index is None or self._range is None:
-            index = table.indexes[self._index_name or BY_CREATION_TIME]
+            name = self._index_name or BY_CREATION_TIME
+            index = table.indexes[name]
             self._index = index
-            self._range = IndexRange(index.prefix, keys.prefix_end(index.prefix) or b"", [])
+            self._range = (
+                IndexRange.compile(table, name, index, self._ops)
+                if self._ops
+                else IndexRange(index.prefix, keys.prefix_end(index.prefix) or b"", [])
+            )
         return table, self._index, self._range
 
     def _rows(

@@ -61,6 +61,7 @@ class Scans:
     writes: WriteSet
     writable: bool
     _storage: Storage
+    _rtxn: Any
 
     if TYPE_CHECKING:
 
@@ -92,9 +93,11 @@ class Scans:
         seek, then one step and one document lookup per row.
         """
         interval = self.reads.add_interval(hi, hi) if reverse else self.reads.add_interval(lo, lo)
-        added = self.writes.added
-        removed = self.writes.removed
-        pending_docs = self.writes.documents
+        writes = self.writes
+        generation = writes.generation
+        added = writes.added
+        removed = writes.removed
+        pending_docs = writes.documents
         documents_db = self._storage.documents
         table_prefix = table.prefix
         rtxn = self._txn()
@@ -133,6 +136,19 @@ class Scans:
                 raw = found
                 self._count_read(len(raw))
             yield key, _decode_document(raw)
+            if self._rtxn is None:
+                self._txn()  # raises: the function that started this scan has returned
+            if writes.generation != generation:
+                # The caller wrote while iterating: the overlay changed under the scan.
+                # Re-seek it past the last key yielded, so no key comes twice, none that
+                # exists is skipped, and rows written ahead of the scan are read.
+                generation = writes.generation
+                overlay = iter(
+                    added.irange(lo, key, inclusive=(True, False), reverse=True)
+                    if reverse
+                    else added.irange(key, hi, inclusive=(False, False))
+                )
+                next_overlay = next(overlay, None)
         if reverse:
             interval.lo = lo
         else:

@@ -56,6 +56,7 @@ class WriteSet:
         "catalog",
         "current_keys",
         "documents",
+        "generation",
         "old_keys",
         "removed",
         "tables",
@@ -85,6 +86,9 @@ class WriteSet:
         self.bytes_written = 0
         #: Documents written (Convex's ``documentsWritten``).
         self.writes = 0
+        #: Bumped whenever the overlay's index keys change (a write, a rollback): a
+        #: scan that yielded to its caller re-seeks the overlay when it moved.
+        self.generation = 0
 
     def __bool__(self) -> bool:
         return bool(self.documents) or self.catalog is not None
@@ -134,6 +138,7 @@ class WriteSet:
         before = self.current_keys[doc_key]
         if before == keys:
             return
+        self.generation += 1
         added = self._added_keys
         added_sorted = self._added_sorted
         after = set(keys)
