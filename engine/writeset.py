@@ -52,6 +52,7 @@ class WriteSet:
     __slots__ = (
         "_added_keys",
         "_added_sorted",
+        "blobs",
         "bytes_written",
         "catalog",
         "current_keys",
@@ -85,6 +86,9 @@ class WriteSet:
         self.bytes_written = 0
         #: Documents written (Convex's ``documentsWritten``).
         self.writes = 0
+        #: ``_storage`` document key → file bytes to store, or None to delete them
+        #: (made on first use; see :meth:`set_blob`).
+        self.blobs: dict[bytes, bytes | None] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.documents) or self.catalog is not None
@@ -155,6 +159,32 @@ class WriteSet:
                     if added_sorted is not None:
                         added_sorted.add(key)
         self.current_keys[doc_key] = keys
+
+    def set_blob(self, doc_key: bytes, data: bytes | None) -> None:
+        """Store ``data`` (None: delete the bytes) with the ``_storage`` document ``doc_key``.
+
+        Call it beside the write of that document. No undo entry is needed: at
+        commit, :meth:`blob_changes` keeps a blob change only if the document's
+        net change agrees with it, so a rolled-back insert or delete drops it.
+        """
+        if self.blobs is None:
+            self.blobs = {}
+        self.blobs[doc_key] = data
+
+    def blob_changes(self) -> dict[bytes, bytes | None]:
+        """The blob writes that commit applies: bytes of documents this transaction
+        inserted (and kept), deletions of documents that existed and are deleted."""
+        changes: dict[bytes, bytes | None] = {}
+        for doc_key, data in (self.blobs or {}).items():
+            if doc_key not in self.documents:
+                continue  # rolled back
+            raw = self.documents[doc_key]
+            existed = bool(self.old_keys[doc_key])
+            if data is None and raw is None and existed:
+                changes[doc_key] = None
+            elif data is not None and raw is not None and not existed:
+                changes[doc_key] = data
+        return changes
 
     def savepoint(self) -> Savepoint:
         return Savepoint(len(self.undo), self.catalog, self.writes, self.bytes_written)
