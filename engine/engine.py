@@ -28,6 +28,7 @@ from .contexts import MutationCtx
 from .database import Database
 from .errors import EngineError
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
+from .httpserver import HttpServer
 from .integrity import check as check_integrity
 from .storage import Durability, open_storage
 from .subscriptions import Subscription, SubscriptionSet
@@ -50,6 +51,7 @@ class Engine:
         self._db = db
         self._runtime = runtime
         self._closed = False
+        self._servers: list[HttpServer] = []
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -63,6 +65,7 @@ class Engine:
         auth: Any = None,
         durability: Durability = "full",
         env: Mapping[str, str] | None = None,
+        site_url: str | None = None,
     ) -> Engine:
         """Open (creating if needed) the database in folder ``path``.
 
@@ -76,6 +79,10 @@ class Engine:
         loss), ``"normal"`` (a system crash may lose the last commits) or
         ``"none"`` (nothing synced: for tests and bulk loads).
         ``env``: variables functions read as ``ctx.env`` (read-only).
+        ``site_url``: the origin of file URLs (``ctx.storage.get_url``,
+        ``generate_upload_url``), e.g. ``"https://files.example.com"`` where the
+        host serves them; default: the server of :meth:`serve_http` while one
+        runs, else ``http://127.0.0.1:3210`` (a self-hosted Convex's origin).
 
         Raises :class:`StorageError` when the folder cannot be opened,
         :class:`FormatError` for an unknown on-disk format and
@@ -95,6 +102,8 @@ class Engine:
             db.cursor_secret()  # made now, never inside a running transaction
             registry = Registry.from_package(functions)
             runtime = Runtime(db, registry, auth, MappingProxyType(dict(env or {})))
+            if site_url is not None:
+                runtime.site_url = _check_site_url(site_url)
         except BaseException:
             _release(storage)
             raise
@@ -114,6 +123,8 @@ class Engine:
                 "would wait for itself to finish: close the engine after the call returns."
             )
         self._closed = True
+        for server in self._servers:
+            server.close()
         _release(self._db.storage)
 
     def __enter__(self) -> Engine:
@@ -260,6 +271,32 @@ class Engine:
         }
         return SubscriptionSet(self._db.subscriptions, members)
 
+    # -- serving files -------------------------------------------------------------
+
+    def serve_http(self, host: str = "127.0.0.1", port: int = 3210) -> HttpServer:
+        """Serve file URLs over HTTP on a background thread; returns the running server.
+
+        Answers ``GET /api/storage/<id>-<signature>`` (downloads) and
+        ``POST /api/storage/upload?token=...`` (uploads), as Convex does (see
+        :mod:`engine.httpserver`). Unless ``Engine.open(site_url=...)`` was
+        given, file and upload URLs made while it runs use its origin. ``port=0``
+        picks a free port (``server.url`` tells which). It stops on
+        ``server.close()`` or when this engine closes.
+
+        Example::
+
+            with engine.serve_http("127.0.0.1", 0) as server:
+                url = engine.mutation("files:upload_url")   # starts with server.url
+
+        Raises ``OSError`` when the address cannot be bound.
+        """
+        runtime = self._live()
+        server = HttpServer(runtime, host, port)
+        self._servers.append(server)
+        if runtime.served_url is None:
+            runtime.served_url = server.url
+        return server
+
     # -- maintenance ---------------------------------------------------------------
 
     def check(self) -> dict[str, Any]:
@@ -278,6 +315,15 @@ def _release(storage: Any) -> None:
     if db is not None:
         db.shutdown()  # subscriptions end before the environment they read closes
     storage.release()
+
+
+def _check_site_url(site_url: object) -> str:
+    if not isinstance(site_url, str) or not site_url.startswith(("http://", "https://")):
+        raise EngineError(
+            f"site_url must be an http:// or https:// origin such as "
+            f"'https://files.example.com', got {site_url!r}"
+        )
+    return site_url.rstrip("/")
 
 
 def _closed_error() -> EngineError:
