@@ -67,7 +67,11 @@ class HttpServer:
         self.port = int(bound_port)
         self.url = f"http://{shown}:{self.port}"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"convexlite-http-{self.port}", daemon=True
+            # A short poll: close() waits up to one interval for the loop to notice.
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=f"convexlite-http-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         self._closed = False
