@@ -221,9 +221,13 @@ def store_file(
             "contents (bytes, bytearray or memoryview)",
             path="data",
         )
-    if content_type is not None and not isinstance(content_type, str):
+    if content_type is not None and (
+        not isinstance(content_type, str) or not content_type.isprintable()
+    ):
+        # Printable only: the value is sent back as a Content-Type header.
         raise ValidationError(
-            f"content_type must be a str or None, got {type(content_type).__name__}",
+            f"content_type must be a str of printable characters (a MIME type such as "
+            f"'image/png') or None, got {content_type!r}",
             path="content_type",
         )
     data = bytes(data)

@@ -204,9 +204,12 @@ def test_sha256_option_is_checked(engine: Engine) -> None:
     assert engine.check()["files"]["files"] == 2
 
 
-def test_store_rejects_non_bytes(engine: Engine) -> None:
+def test_store_rejects_non_bytes_and_bad_content_types(engine: Engine) -> None:
     with pytest.raises(ValidationError, match="expects bytes"):
         store(engine, "text")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="printable"):
+        store(engine, b"x", "text/html\r\nSet-Cookie: a=b")  # would be sent back as a header
+    assert engine.check()["files"]["files"] == 0
 
 
 def test_subscription_on_url_follows_deletion(engine: Engine) -> None:
