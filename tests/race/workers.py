@@ -114,6 +114,16 @@ def file_writer(path: str, durability: str) -> None:
                 print(f"deleted {victim}", flush=True)
 
 
+def store_files(path: str, count: int) -> None:
+    """Child process: open the folder, store ``count`` files, print each id."""
+    from engine.files import store_file
+
+    with Engine.open(path, durability="none") as engine:
+        for i in range(count):
+            data = f"{os.getpid()}:{i}".encode()
+            print(f"stored {store_file(engine._db, data)} {data.decode()}", flush=True)
+
+
 def hold_a_read(path: str) -> None:
     """Child process: start a query, say so, and stay inside it (until killed)."""
     import time
@@ -144,6 +154,8 @@ def grow_map(path: str, seconds: float) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "hold_a_read":
         hold_a_read(sys.argv[2])
+    elif sys.argv[1] == "store_files":
+        store_files(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "file_writer":
         file_writer(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "grow_map":

@@ -277,3 +277,46 @@ def test_default_origin_without_site_url(db_path: Path) -> None:
         assert engine.query(files.url, {"id": storage_id}).startswith(
             f"http://127.0.0.1:3210/api/storage/{storage_id}-"
         )
+
+
+def test_a_file_larger_than_the_map_grows_it(db_path: Path, monkeypatch: Any) -> None:
+    from engine import storage as storage_module
+
+    # The map starts at 1 MiB: the commit of a 3 MiB file finds it full, the write txn
+    # is aborted, the map grows, and the same group is applied again.
+    monkeypatch.setitem(storage_module.open_storage.__kwdefaults__, "map_size", 1 << 20)
+    with Engine.open(db_path, durability="none", functions=app) as engine:
+        before = engine._db.storage.map_size
+        data = bytes(range(256)) * (3 * 4096)
+        storage_id = store(engine, data)
+        assert engine._db.storage.map_size > before
+        assert run_action(engine, lambda ctx: ctx.storage.get(storage_id)) == data
+        assert engine.check()["files"] == {"files": 1, "bytes": len(data)}
+
+
+def test_concurrent_stores_and_deletes_from_threads(engine: Engine) -> None:
+    import threading
+
+    from engine.files import store_file
+
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for i in range(10):
+            storage_id = store_file(engine._db, f"{n}:{i}".encode() * 1000, "text/plain")
+            with lock:
+                ids.append(storage_id)
+            if i % 3 == 0:
+                engine.mutation(files.delete_file, {"id": storage_id, "fail": False})
+                with lock:
+                    ids.remove(storage_id)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    rows = engine.query(files.files)
+    assert sorted(r["_id"] for r in rows) == sorted(ids)
+    assert engine.check()["files"]["files"] == len(ids) == 6 * 6
