@@ -172,6 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         split = urlsplit(self.path)
         if split.path != _UPLOAD:
+            self._discard_body()  # keep the connection usable for the next request
             self._error(404, "NotFound", f"No route for POST {split.path}")
             return
         token = parse_qs(split.query).get("token", [""])[0]
@@ -197,9 +198,11 @@ class _Handler(BaseHTTPRequestHandler):
                 db, data, self.headers.get("Content-Type") or None, sha256=sha256
             )
         except ValidationError as error:
-            self._error(
-                400, "Sha256Mismatch" if "Sha256" in str(error) else "BadRequest", str(error)
-            )
+            code = "Sha256Mismatch" if "Sha256" in str(error) else "BadRequest"
+            self._error(400, code, str(error))
+            return
+        except EngineError as error:  # the storage failed (disk full, engine closed, ...)
+            self._error(500, "StorageFailed", f"The file could not be stored: {error}")
             return
         self._json(200, {"storageId": storage_id})
 

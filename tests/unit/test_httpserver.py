@@ -147,3 +147,24 @@ def test_closing_the_engine_stops_its_server(db_path: Path) -> None:
     engine.close()
     with pytest.raises(OSError):
         request(server.url + "/nothing")
+
+
+def test_one_connection_serves_several_requests(engine: Engine, server: HttpServer) -> None:
+    # HTTP/1.1 keep-alive: an answer must leave the connection at the next request,
+    # also after a refused POST whose body was never used.
+    url = engine.mutation(files.upload_url)
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request("POST", "/api/nowhere", body=b"x" * 1000)
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())["code"]) == (404, "NotFound")
+        connection.request("POST", f"{parts.path}?{parts.query}", body=b"kept")
+        response = connection.getresponse()
+        storage_id = json.loads(response.read())["storageId"]
+        file_url = urlsplit(engine.query(files.url, {"id": storage_id}))
+        connection.request("GET", file_url.path)
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"kept")
+    finally:
+        connection.close()
