@@ -101,7 +101,9 @@ def file_url(db: Database, site: str, storage_id: str) -> str:
 def parse_file_url_path(db: Database, segment: str) -> str | None:
     """The storage id of a file URL's last path segment, or None if it was not signed here."""
     storage_id, _, signature = segment.rpartition("-")
-    if not storage_id or not hmac.compare_digest(signature, _url_signature(db, storage_id)):
+    expected = _url_signature(db, storage_id).encode()
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters.
+    if not storage_id or not hmac.compare_digest(signature.encode(), expected):
         return None
     return storage_id
 

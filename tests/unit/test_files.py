@@ -136,6 +136,7 @@ def test_url_is_stable_and_signed(engine: Engine) -> None:
     segment = first.rsplit("/", 1)[1]
     assert parse_file_url_path(engine._db, segment) == storage_id
     assert parse_file_url_path(engine._db, storage_id) is None
+    assert parse_file_url_path(engine._db, storage_id + "-é") is None  # no TypeError
     assert (
         parse_file_url_path(engine._db, segment[:-1] + ("0" if segment[-1] != "0" else "1")) is None
     )
