@@ -104,7 +104,7 @@ class CommitRequest:
             puts,
             logged,
             new_catalog,
-            blobs=txn.writes.blob_changes() if txn.writes.blobs else None,
+            blobs=txn.writes.blob_changes() if txn.writes.has_blobs() else None,
         )
 
 
