@@ -45,7 +45,7 @@ from .functions import (
     mutation,
     query,
 )
-from .httpserver import HttpServer
+from .httpserver import HttpServer, WsgiApp
 from .query import Query
 from .readers import DatabaseReader, DatabaseWriter
 from .schema import SchemaDefinition, TableDefinition, define_schema, define_table
@@ -95,6 +95,7 @@ __all__ = [
     "TableDefinition",
     "ValidationError",
     "Validator",
+    "WsgiApp",
     "action",
     "define_schema",
     "define_table",

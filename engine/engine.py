@@ -28,7 +28,7 @@ from .contexts import MutationCtx
 from .database import Database
 from .errors import EngineError
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
-from .httpserver import HttpServer
+from .httpserver import HttpServer, WsgiApp
 from .integrity import check as check_integrity
 from .storage import Durability, open_storage
 from .subscriptions import Subscription, SubscriptionSet
@@ -296,6 +296,19 @@ class Engine:
         if runtime.served_url is None:
             runtime.served_url = server.url
         return server
+
+    def wsgi_app(self) -> WsgiApp:
+        """The file endpoints of :meth:`serve_http` as a WSGI application, to mount in
+        the host's own web server (pass the mount point's URL as ``site_url``).
+
+        Example::
+
+            engine = Engine.open("./data", functions=app, site_url="https://example.com/files")
+            application = engine.wsgi_app()     # serve it under /files
+
+        Cost: as :meth:`serve_http`, per request; the host's server owns the threads.
+        """
+        return WsgiApp(self._live())
 
     # -- maintenance ---------------------------------------------------------------
 

@@ -168,3 +168,57 @@ def test_one_connection_serves_several_requests(engine: Engine, server: HttpServ
         assert (response.status, response.read()) == (200, b"kept")
     finally:
         connection.close()
+
+
+def test_wsgi_app_uploads_and_downloads(db_path: Path) -> None:
+    import io
+    from wsgiref.util import setup_testing_defaults
+    from wsgiref.validate import validator  # checks the app keeps the WSGI protocol
+
+    def call(app: Any, method: str, url: str, body: bytes = b"", **headers: str) -> Any:
+        parts = urlsplit(url)
+        assert parts.path.startswith("/files")  # the mount point, as a dispatcher strips it
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "SCRIPT_NAME": "/files",
+            "PATH_INFO": parts.path[len("/files") :],
+            "QUERY_STRING": parts.query,
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            **{"HTTP_" + k.upper(): v for k, v in headers.items()},
+        }
+        if "HTTP_CONTENT_TYPE" in environ:
+            environ["CONTENT_TYPE"] = environ.pop("HTTP_CONTENT_TYPE")
+        setup_testing_defaults(environ)
+        answer: dict[str, Any] = {}
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            answer["status"], answer["headers"] = status, dict(headers)
+            return lambda data: None
+
+        result = app(environ, start_response)
+        try:
+            answer["body"] = b"".join(result)
+        finally:
+            getattr(result, "close", lambda: None)()
+        return answer
+
+    with Engine.open(
+        db_path, functions=app, durability="none", site_url="https://example.com/files"
+    ) as engine:
+        wsgi = validator(engine.wsgi_app())
+        url = engine.mutation(files.upload_url)
+        assert url.startswith("https://example.com/files/api/storage/upload?token=")
+        answer = call(wsgi, "POST", url, b"via wsgi", Content_Type="text/plain")
+        assert answer["status"] == "200 OK", answer
+        storage_id = json.loads(answer["body"])["storageId"]
+        file_url = engine.query(files.url, {"id": storage_id})
+        answer = call(wsgi, "GET", file_url)
+        assert (answer["status"], answer["body"]) == ("200 OK", b"via wsgi")
+        assert answer["headers"]["Content-Type"] == "text/plain"
+        assert call(wsgi, "GET", "https://example.com/files/api/storage/x-y")["status"] == (
+            "404 Not Found"
+        )
+        engine.check()
