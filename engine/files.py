@@ -57,10 +57,15 @@ __all__ = [
     "StorageReader",
     "StorageWriter",
     "check_upload_token",
+    "delete_in",
     "file_url",
+    "metadata",
+    "metadata_and_key",
+    "origin",
     "parse_file_url_path",
     "read_file",
     "store_file",
+    "upload_url",
 ]
 
 STORAGE_TABLE = "_storage"
@@ -190,6 +195,10 @@ def delete_in(txn: Transaction, storage_id: str) -> None:
 
 def _sha256_option(sha256: str) -> bytes:
     """The digest a ``sha256=`` option names: 64 hex digits or base64 (as a Digest header)."""
+    if not isinstance(sha256, str):
+        raise ValidationError(
+            f"sha256 must be a str (hex or base64), got {type(sha256).__name__}", path="sha256"
+        )
     try:
         if len(sha256) == 64:
             return bytes.fromhex(sha256)
