@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from .contexts import MutationCtx
 from .database import Database
 from .errors import EngineError
+from .files import read_file, store_file
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
 from .httpserver import HttpServer, WsgiApp
 from .integrity import check as check_integrity
@@ -270,6 +271,53 @@ class Engine:
             name: self.subscribe(ref, args, auth=auth) for name, (ref, args) in queries.items()
         }
         return SubscriptionSet(self._db.subscriptions, members)
+
+    # -- files -------------------------------------------------------------------------
+
+    def store_file(
+        self,
+        data: bytes | bytearray | memoryview,
+        content_type: str | None = None,
+        *,
+        sha256: str | None = None,
+    ) -> str:
+        """Store ``data`` as a new file from the host; returns its storage id.
+
+        What an action's ``await ctx.storage.store(...)`` does, for hosts that receive
+        files themselves (a form post to their own web app, a CLI import, test
+        fixtures, as convex-test's ``t.run`` offers ``storage.store``). ``sha256``
+        (hex or base64), if given, must match. Cost: a SHA-256 pass and one commit.
+
+        Example::
+
+            storage_id = engine.store_file(open("logo.png", "rb").read(), "image/png")
+            engine.mutation("profiles:set_logo", {"logo": storage_id})
+        """
+        runtime = self._live()
+        return store_file(runtime.db, data, content_type, sha256)
+
+    def get_file(self, storage_id: str) -> bytes | None:
+        """The bytes of a stored file, or None if it does not exist (one snapshot).
+
+        Raises :class:`InvalidId` for an id that is malformed or of another table.
+        Cost: one lookup and a read of every chunk.
+        """
+        found = read_file(self._live().db, storage_id)
+        return None if found is None else found[1]
+
+    async def astore_file(
+        self,
+        data: bytes | bytearray | memoryview,
+        content_type: str | None = None,
+        *,
+        sha256: str | None = None,
+    ) -> str:
+        """:meth:`store_file` for asyncio hosts: hashing and the commit run on a worker thread."""
+        return await asyncio.to_thread(self.store_file, data, content_type, sha256=sha256)
+
+    async def aget_file(self, storage_id: str) -> bytes | None:
+        """:meth:`get_file` for asyncio hosts."""
+        return await asyncio.to_thread(self.get_file, storage_id)
 
     # -- serving files -------------------------------------------------------------
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from engine import Engine
-from engine.files import read_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,14 +58,14 @@ def verify(path: Path, stored: dict[str, str], deleted: set[str], deleting: set[
     with Engine.open(path) as engine:
         report = engine.check()
         for storage_id, sha in stored.items():
-            found = read_file(engine._db, storage_id)
+            found = engine.get_file(storage_id)
             if storage_id in deleted:
                 assert found is None, f"acknowledged deletion of {storage_id} was lost"
             elif storage_id in deleting and found is None:
                 pass  # killed after the delete committed, before it was acknowledged
             else:
                 assert found is not None, f"acknowledged file {storage_id} was lost"
-                assert hashlib.sha256(found[1]).hexdigest() == sha
+                assert hashlib.sha256(found).hexdigest() == sha
         assert report["files"]["files"] >= len(set(stored) - deleted - deleting)
 
 

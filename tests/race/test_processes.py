@@ -85,10 +85,7 @@ def test_processes_opening_an_older_folder_at_once_share_one_blobs_sub_database(
             _, storage_id, data = line.split()
             stored[storage_id] = data.encode()
     assert len(stored) == 15
-    from engine.files import read_file
-
     with Engine.open(db_path, durability="none") as engine:
         assert engine.check()["files"] == {"files": 15, "bytes": sum(map(len, stored.values()))}
         for storage_id, data in stored.items():
-            found = read_file(engine._db, storage_id)
-            assert found is not None and found[1] == data
+            assert engine.get_file(storage_id) == data

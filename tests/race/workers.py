@@ -94,8 +94,6 @@ def file_writer(path: str, durability: str) -> None:
     import hashlib
     import random
 
-    from engine.files import store_file
-
     rng = random.Random(os.getpid())
     kept: list[str] = []
     with Engine.open(path, durability=durability) as engine:  # type: ignore[arg-type]
@@ -104,7 +102,7 @@ def file_writer(path: str, durability: str) -> None:
             n += 1
             size = rng.choice([0, 10, 5000, 300_000, 600_000])
             data = rng.randbytes(size)
-            storage_id = store_file(engine._db, data, "application/octet-stream")
+            storage_id = engine.store_file(data, "application/octet-stream")
             print(f"stored {storage_id} {hashlib.sha256(data).hexdigest()}", flush=True)
             kept.append(storage_id)
             if n % 4 == 0:
@@ -116,12 +114,10 @@ def file_writer(path: str, durability: str) -> None:
 
 def store_files(path: str, count: int) -> None:
     """Child process: open the folder, store ``count`` files, print each id."""
-    from engine.files import store_file
-
     with Engine.open(path, durability="none") as engine:
         for i in range(count):
             data = f"{os.getpid()}:{i}".encode()
-            print(f"stored {store_file(engine._db, data)} {data.decode()}", flush=True)
+            print(f"stored {engine.store_file(data)} {data.decode()}", flush=True)
 
 
 def hold_a_read(path: str) -> None:

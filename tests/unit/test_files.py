@@ -298,14 +298,12 @@ def test_a_file_larger_than_the_map_grows_it(db_path: Path, monkeypatch: Any) ->
 def test_concurrent_stores_and_deletes_from_threads(engine: Engine) -> None:
     import threading
 
-    from engine.files import store_file
-
     ids: list[str] = []
     lock = threading.Lock()
 
     def worker(n: int) -> None:
         for i in range(10):
-            storage_id = store_file(engine._db, f"{n}:{i}".encode() * 1000, "text/plain")
+            storage_id = engine.store_file(f"{n}:{i}".encode() * 1000, "text/plain")
             with lock:
                 ids.append(storage_id)
             if i % 3 == 0:
@@ -321,3 +319,14 @@ def test_concurrent_stores_and_deletes_from_threads(engine: Engine) -> None:
     rows = engine.query(files.files)
     assert sorted(r["_id"] for r in rows) == sorted(ids)
     assert engine.check()["files"]["files"] == len(ids) == 6 * 6
+
+
+async def test_host_store_and_get_file(engine: Engine) -> None:
+    storage_id = await engine.astore_file(b"from the host", "text/plain")
+    assert engine.get_file(storage_id) == b"from the host"
+    assert await engine.aget_file(storage_id) == b"from the host"
+    assert engine.query(files.url, {"id": storage_id}) is not None
+    engine.mutation(files.delete_file, {"id": storage_id, "fail": False})
+    assert engine.get_file(storage_id) is None
+    with pytest.raises(ValidationError, match="Sha256 mismatch"):
+        engine.store_file(b"x", sha256=hashlib.sha256(b"y").hexdigest())
