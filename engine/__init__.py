@@ -32,8 +32,10 @@ from .errors import (
     ReturnsValidationError,
     SchemaValidationError,
     StorageError,
+    StorageIdNotFound,
     ValidationError,
 )
+from .files import StorageActionWriter, StorageReader, StorageWriter
 from .functions import (
     FunctionDef,
     action,
@@ -43,6 +45,7 @@ from .functions import (
     mutation,
     query,
 )
+from .httpserver import HttpServer, WsgiApp
 from .query import Query
 from .readers import DatabaseReader, DatabaseWriter
 from .schema import SchemaDefinition, TableDefinition, define_schema, define_table
@@ -66,6 +69,7 @@ __all__ = [
     "FormatError",
     "FunctionDef",
     "FunctionNotFound",
+    "HttpServer",
     "IndexNotFound",
     "InvalidCursor",
     "InvalidId",
@@ -81,12 +85,17 @@ __all__ = [
     "ReturnsValidationError",
     "SchemaDefinition",
     "SchemaValidationError",
+    "StorageActionWriter",
     "StorageError",
+    "StorageIdNotFound",
+    "StorageReader",
+    "StorageWriter",
     "Subscription",
     "SubscriptionSet",
     "TableDefinition",
     "ValidationError",
     "Validator",
+    "WsgiApp",
     "action",
     "define_schema",
     "define_table",

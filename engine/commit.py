@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import blobs as _blobs
 from .catalog import NEXT_TABLE_KEY, SCHEMA_KEY, Catalog, catalog_key, encode_catalog
 from .encoding import decode, encode
 from .errors import EngineError
@@ -77,6 +78,8 @@ class CommitRequest:
     wake: Any = None
     #: Set (under the committer's lock) when the lead is handed to this request.
     lead: bool = False
+    #: File bytes to store or delete with ``_storage`` documents (see engine.blobs).
+    blobs: dict[bytes, bytes | None] | None = None
 
     @classmethod
     def from_transaction(cls, txn: Transaction) -> CommitRequest:
@@ -101,6 +104,7 @@ class CommitRequest:
             puts,
             logged,
             new_catalog,
+            blobs=txn.writes.blob_changes() if txn.writes.has_blobs() else None,
         )
 
 
@@ -271,6 +275,7 @@ class Committer:
         documents: dict[bytes, bytes | None] = {}
         index_keys: dict[bytes, bytes | None] = {}  # key → b"" (put) or None (delete)
         log_entries: list[tuple[bytes, bytes]] = []
+        blob_changes: dict[bytes, bytes | None] = {}
         new_catalog = False
         for request in batch:
             conflict = self._validate(request, history, floor, catalog, schema_ts)
@@ -281,6 +286,8 @@ class Committer:
                 catalog = _merge_catalog(catalog, request.new_catalog)
                 new_catalog = True
             documents.update(request.documents)
+            if request.blobs:
+                blob_changes.update(request.blobs)
             index_keys.update(dict.fromkeys(request.index_deletes))
             index_keys.update(dict.fromkeys(request.index_puts, b""))
             ts = max(time.time_ns(), latest + 1)
@@ -292,6 +299,8 @@ class Committer:
             if new_catalog:
                 wtxn.put(b"catalog", encode_catalog(catalog), db=meta)
             _apply_net(wtxn, storage.documents, documents)
+            if blob_changes:  # in the same LMDB txn as the _storage rows they belong to
+                _blobs.apply(wtxn, storage.blobs, blob_changes)
             _apply_net(wtxn, storage.indexes, index_keys)
             wtxn.cursor(storage.log).putmulti(log_entries, True, True, True)
             commits = len(log_entries)

@@ -1,9 +1,10 @@
 """Function contexts: what a query, mutation or action handler receives as ``ctx``.
 
-- :class:`QueryCtx`: ``db`` (reader), ``auth``, ``run_query``, ``now``, ``random``, ``env``.
-- :class:`MutationCtx`: ``db`` (writer), ``auth``, ``run_query``, ``run_mutation``
-  (a sub-transaction), ``now``, ``random``, ``env``.
-- :class:`ActionCtx`: ``auth``, ``env``, and awaitable ``run_query``,
+- :class:`QueryCtx`: ``db`` (reader), ``auth``, ``storage`` (reader), ``run_query``,
+  ``now``, ``random``, ``env``.
+- :class:`MutationCtx`: ``db`` (writer), ``auth``, ``storage`` (writer), ``run_query``,
+  ``run_mutation`` (a sub-transaction), ``now``, ``random``, ``env``.
+- :class:`ActionCtx`: ``auth``, ``env``, ``storage`` and awaitable ``run_query``,
   ``run_mutation``, ``run_action``, each its own transaction.
 
 Determinism: ``ctx.now`` (milliseconds since the epoch) is frozen when the
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .files import StorageActionWriter, StorageReader, StorageWriter
 from .readers import DatabaseReader, DatabaseWriter
 
 if TYPE_CHECKING:
@@ -99,6 +101,15 @@ class QueryCtx:
     #: The class of ``ctx.db`` (a class attribute, not a method: one call less per run).
     _reader: Any = DatabaseReader
 
+    @property
+    def storage(self) -> StorageReader:
+        """``ctx.storage``: file URLs and metadata (see :mod:`engine.files`).
+
+        Made on each use (cheap, and nothing to set up for the runs that never
+        touch files).
+        """
+        return StorageReader(self._txn, self._runtime)
+
     def run_query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
         """Run another query inside this transaction (same snapshot, same identity)."""
         if self._runtime is None:
@@ -114,6 +125,12 @@ class MutationCtx(QueryCtx):
     db: DatabaseWriter
 
     _reader = DatabaseWriter
+
+    @property
+    def storage(self) -> StorageWriter:
+        """``ctx.storage``: the reader plus ``generate_upload_url`` and ``delete``
+        (transactional: a rollback keeps the file)."""
+        return StorageWriter(self._txn, self._runtime)
 
     def run_mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
         """Run another mutation as a sub-transaction of this one.
@@ -138,6 +155,12 @@ class ActionCtx:
         self.identity = identity
         self.auth = Auth(identity)
         self.env = env if env is not None else _EMPTY_ENV
+
+    @property
+    def storage(self) -> StorageActionWriter:
+        """``ctx.storage``: awaitable ``store``, ``get``, ``get_url``, ``delete``,
+        ``generate_upload_url``, ``get_metadata``; each call is its own transaction."""
+        return StorageActionWriter(self._runtime)
 
     async def run_query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
         """Run a query in its own read transaction, as the caller's identity."""

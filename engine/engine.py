@@ -27,7 +27,9 @@ from typing import Any, TypeVar
 from .contexts import MutationCtx
 from .database import Database
 from .errors import EngineError
+from .files import read_file, store_file
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
+from .httpserver import HttpServer, WsgiApp
 from .integrity import check as check_integrity
 from .storage import Durability, open_storage
 from .subscriptions import Subscription, SubscriptionSet
@@ -50,6 +52,7 @@ class Engine:
         self._db = db
         self._runtime = runtime
         self._closed = False
+        self._servers: list[HttpServer] = []
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -63,6 +66,7 @@ class Engine:
         auth: Any = None,
         durability: Durability = "full",
         env: Mapping[str, str] | None = None,
+        site_url: str | None = None,
     ) -> Engine:
         """Open (creating if needed) the database in folder ``path``.
 
@@ -76,6 +80,10 @@ class Engine:
         loss), ``"normal"`` (a system crash may lose the last commits) or
         ``"none"`` (nothing synced: for tests and bulk loads).
         ``env``: variables functions read as ``ctx.env`` (read-only).
+        ``site_url``: the origin of file URLs (``ctx.storage.get_url``,
+        ``generate_upload_url``), e.g. ``"https://files.example.com"`` where the
+        host serves them; default: the server of :meth:`serve_http` while one
+        runs, else ``http://127.0.0.1:3210`` (a self-hosted Convex's origin).
 
         Raises :class:`StorageError` when the folder cannot be opened,
         :class:`FormatError` for an unknown on-disk format and
@@ -95,6 +103,8 @@ class Engine:
             db.cursor_secret()  # made now, never inside a running transaction
             registry = Registry.from_package(functions)
             runtime = Runtime(db, registry, auth, MappingProxyType(dict(env or {})))
+            if site_url is not None:
+                runtime.site_url = _check_site_url(site_url)
         except BaseException:
             _release(storage)
             raise
@@ -114,6 +124,8 @@ class Engine:
                 "would wait for itself to finish: close the engine after the call returns."
             )
         self._closed = True
+        for server in self._servers:
+            server.close()
         _release(self._db.storage)
 
     def __enter__(self) -> Engine:
@@ -260,6 +272,92 @@ class Engine:
         }
         return SubscriptionSet(self._db.subscriptions, members)
 
+    # -- files -------------------------------------------------------------------------
+
+    def store_file(
+        self,
+        data: bytes | bytearray | memoryview,
+        content_type: str | None = None,
+        *,
+        sha256: str | None = None,
+    ) -> str:
+        """Store ``data`` as a new file from the host; returns its storage id.
+
+        What an action's ``await ctx.storage.store(...)`` does, for hosts that receive
+        files themselves (a form post to their own web app, a CLI import, test
+        fixtures, as convex-test's ``t.run`` offers ``storage.store``). ``sha256``
+        (hex or base64), if given, must match. Cost: a SHA-256 pass and one commit.
+
+        Example::
+
+            storage_id = engine.store_file(open("logo.png", "rb").read(), "image/png")
+            engine.mutation("profiles:set_logo", {"logo": storage_id})
+        """
+        runtime = self._live()
+        return store_file(runtime.db, data, content_type, sha256)
+
+    def get_file(self, storage_id: str) -> bytes | None:
+        """The bytes of a stored file, or None if it does not exist (one snapshot).
+
+        Raises :class:`InvalidId` for an id that is malformed or of another table.
+        Cost: one lookup and a read of every chunk.
+        """
+        found = read_file(self._live().db, storage_id)
+        return None if found is None else found[1]
+
+    async def astore_file(
+        self,
+        data: bytes | bytearray | memoryview,
+        content_type: str | None = None,
+        *,
+        sha256: str | None = None,
+    ) -> str:
+        """:meth:`store_file` for asyncio hosts: hashing and the commit run on a worker thread."""
+        return await asyncio.to_thread(self.store_file, data, content_type, sha256=sha256)
+
+    async def aget_file(self, storage_id: str) -> bytes | None:
+        """:meth:`get_file` for asyncio hosts."""
+        return await asyncio.to_thread(self.get_file, storage_id)
+
+    # -- serving files -------------------------------------------------------------
+
+    def serve_http(self, host: str = "127.0.0.1", port: int = 3210) -> HttpServer:
+        """Serve file URLs over HTTP on a background thread; returns the running server.
+
+        Answers ``GET /api/storage/<id>-<signature>`` (downloads) and
+        ``POST /api/storage/upload?token=...`` (uploads), as Convex does (see
+        :mod:`engine.httpserver`). Unless ``Engine.open(site_url=...)`` was
+        given, file and upload URLs made while it runs use its origin. ``port=0``
+        picks a free port (``server.url`` tells which). It stops on
+        ``server.close()`` or when this engine closes.
+
+        Example::
+
+            with engine.serve_http("127.0.0.1", 0) as server:
+                url = engine.mutation("files:upload_url")   # starts with server.url
+
+        Raises ``OSError`` when the address cannot be bound.
+        """
+        runtime = self._live()
+        server = HttpServer(runtime, host, port)
+        self._servers.append(server)
+        if runtime.served_url is None:
+            runtime.served_url = server.url
+        return server
+
+    def wsgi_app(self) -> WsgiApp:
+        """The file endpoints of :meth:`serve_http` as a WSGI application, to mount in
+        the host's own web server (pass the mount point's URL as ``site_url``).
+
+        Example::
+
+            engine = Engine.open("./data", functions=app, site_url="https://example.com/files")
+            application = engine.wsgi_app()     # serve it under /files
+
+        Cost: as :meth:`serve_http`, per request; the host's server owns the threads.
+        """
+        return WsgiApp(self._live())
+
     # -- maintenance ---------------------------------------------------------------
 
     def check(self) -> dict[str, Any]:
@@ -278,6 +376,15 @@ def _release(storage: Any) -> None:
     if db is not None:
         db.shutdown()  # subscriptions end before the environment they read closes
     storage.release()
+
+
+def _check_site_url(site_url: object) -> str:
+    if not isinstance(site_url, str) or not site_url.startswith(("http://", "https://")):
+        raise EngineError(
+            f"site_url must be an http:// or https:// origin such as "
+            f"'https://files.example.com', got {site_url!r}"
+        )
+    return site_url.rstrip("/")
 
 
 def _closed_error() -> EngineError:

@@ -9,6 +9,7 @@ Every error the engine raises on purpose is an :class:`EngineError`::
     │   └── SchemaValidationError             documents against the schema
     ├── LimitExceeded                         .limit: Convex's limit code
     ├── DocumentNotFound (KeyError)           .id
+    │   └── StorageIdNotFound                 a file that does not exist
     ├── InvalidId (ValueError)                .value
     ├── InvalidTable (ValueError)             .table
     ├── InvalidIndexRange (ValueError)        .code: Convex's error code
@@ -53,6 +54,7 @@ __all__ = [
     "ReturnsValidationError",
     "SchemaValidationError",
     "StorageError",
+    "StorageIdNotFound",
     "ValidationError",
 ]
 
@@ -128,6 +130,13 @@ class DocumentNotFound(EngineError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class StorageIdNotFound(DocumentNotFound):
+    """``ctx.storage.delete`` named a file that does not exist (Convex: ``StorageIdNotFound``).
+
+    The message is Convex's: ``storage id <id> not found``.
+    """
 
 
 class InvalidId(EngineError, ValueError):

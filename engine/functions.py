@@ -343,6 +343,10 @@ class Runtime:
         self.registry = registry
         self.auth = auth
         self.env = env
+        #: The origin of file URLs (``Engine.open(site_url=...)``), and that of the
+        #: server ``Engine.serve_http`` runs; see :func:`engine.files.origin`.
+        self.site_url: str | None = None
+        self.served_url: str | None = None
 
     # -- resolution ------------------------------------------------------------
 

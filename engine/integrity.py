@@ -10,7 +10,10 @@ Invariants, checked on one consistent snapshot:
    that produces exactly that key (no orphans, no stale keys);
 4. index keys decode as sort keys (key order is byte order, which LMDB keeps);
 5. per index, the entry count equals the table's document count;
-6. the log is ordered and no entry is newer than the head.
+6. the log is ordered and no entry is newer than the head;
+7. every ``_storage`` row has its file's bytes in ``blobs``, with the recorded
+   size and sha256, and every blob belongs to a ``_storage`` row
+   (:func:`engine.blobs.check`).
 
 Cost: one pass over ``documents`` and one over ``indexes``; memory
 proportional to the number of index entries of one table at a time is not
@@ -22,7 +25,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
-from . import ids, keys
+from . import blobs, ids, keys
 from .encoding import decode, decode_document
 from .errors import CorruptionError
 
@@ -40,7 +43,7 @@ def check(db: Database) -> dict[str, Any]:
     """Verify the stored data; return a report or raise :class:`CorruptionError`.
 
     The report: ``{"tables": {name: {"documents": n, "indexes": {index: n}}},
-    "log_entries": n, "latest_ts": ts}``.
+    "log_entries": n, "latest_ts": ts, "files": {"files": n, "bytes": n}}``.
     """
     storage = db.storage
     problems: list[str] = []
@@ -156,6 +159,15 @@ def check(db: Database) -> dict[str, Any]:
         cursor.close()
         report["log_entries"] = entries
         report["latest_ts"] = latest
+        # 7: files.
+        storage_table = catalog.tables.get("_storage")
+        report["files"] = blobs.check(
+            rtxn,
+            storage.blobs,
+            storage.documents,
+            None if storage_table is None else storage_table.prefix,
+            problem,
+        )
     if problems:
         raise CorruptionError(
             f"Engine.check() found {len(problems)} broken invariant(s) in {storage.path!r}:\n"

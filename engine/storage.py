@@ -1,12 +1,15 @@
 """The LMDB environment: the only module that imports ``lmdb``.
 
-One environment per database folder, with four named sub-databases (see
+One environment per database folder, with five named sub-databases (see
 ``docs/concepts/storage-layout.md``):
 
 - ``meta``: format version, catalog, schema, latest commit timestamp, secrets;
 - ``documents``: ``table number (4 B) ‖ internal id (16 B)`` → msgpack document;
 - ``indexes``: ``index number (4 B) ‖ sort keys ‖ internal id`` → empty;
-- ``log``: ``commit ts (8 B big-endian)`` → the keys that commit wrote.
+- ``log``: ``commit ts (8 B big-endian)`` → the keys that commit wrote;
+- ``blobs``: ``_storage`` document key (20 B) ‖ chunk number (4 B) → file bytes
+  (:mod:`engine.blobs`). Created on open when missing, so a folder written
+  before file storage existed opens unchanged (same format version).
 
 Every ``lmdb.Error`` is mapped to a :class:`~engine.errors.StorageError` with a
 hint. The memory map grows by itself: a write that finds the map full is
@@ -63,6 +66,7 @@ HEAD_KEY = b"head"
 HEAD = struct.Struct(">QQ")
 
 _INITIAL_MAP_SIZE = 256 << 20
+_SUB_DATABASES = (b"meta", b"documents", b"indexes", b"log", b"blobs")
 _MAX_READERS = 1022
 
 #: Opaque handles: an LMDB txn. Only this module touches their methods'
@@ -187,8 +191,8 @@ class Storage:
         self._refs = 0
         os.makedirs(path, exist_ok=True)
         try:
-            self.env, (self.meta, self.documents, self.indexes, self.log) = self._open_env(
-                path, map_size, durability
+            self.env, (self.meta, self.documents, self.indexes, self.log, self.blobs) = (
+                self._open_env(path, map_size, durability)
             )
             self.clear_dead_readers()
         except lmdb.Error as error:
@@ -197,8 +201,8 @@ class Storage:
 
     @staticmethod
     def _open_env(path: str, map_size: int, durability: Durability) -> tuple[Any, list[Any]]:
-        """``lmdb.open`` and the sub-databases (meta, documents, indexes, log), again
-        while another process grows the map under them.
+        """``lmdb.open`` and the sub-databases (meta, documents, indexes, log, blobs),
+        again while another process grows the map under them.
 
         LMDB sizes the map from the file at open, and py-lmdb's open (and each
         ``open_db``) runs a txn; a commit of another process that grows the file
@@ -224,7 +228,10 @@ class Storage:
                     metasync=durability == "full",
                     readahead=False,
                 )
-                return env, [env.open_db(n) for n in (b"meta", b"documents", b"indexes", b"log")]
+                # open_db creates a missing sub-database in a write txn of its own, under
+                # LMDB's writer lock: two processes opening an older folder at once
+                # cannot both create ``blobs``.
+                return env, [env.open_db(n) for n in _SUB_DATABASES]
             except lmdb.MapResizedError:
                 if env is not None:
                     env.close()

@@ -52,6 +52,7 @@ class WriteSet:
     __slots__ = (
         "_added_keys",
         "_added_sorted",
+        "blobs",
         "bytes_written",
         "catalog",
         "current_keys",
@@ -160,6 +161,44 @@ class WriteSet:
                     if added_sorted is not None:
                         added_sorted.add(key)
         self.current_keys[doc_key] = keys
+
+    #: ``_storage`` document key → file bytes to store, or None to delete them. The
+    #: slot is left unset until :meth:`set_blob` (read it with :meth:`has_blobs`):
+    #: every mutation makes a write set, few store files, and an assignment in
+    #: ``__init__`` would cost them all.
+    blobs: dict[bytes, bytes | None]
+
+    def set_blob(self, doc_key: bytes, data: bytes | None) -> None:
+        """Store ``data`` (None: delete the bytes) with the ``_storage`` document ``doc_key``.
+
+        Call it beside the write of that document. No undo entry is needed: at
+        commit, :meth:`blob_changes` keeps a blob change only if the document's
+        net change agrees with it, so a rolled-back insert or delete drops it.
+        """
+        try:
+            blobs = self.blobs
+        except AttributeError:
+            blobs = self.blobs = {}
+        blobs[doc_key] = data
+
+    def has_blobs(self) -> bool:
+        """Whether :meth:`set_blob` was called (cheap: the commit path asks every time)."""
+        return hasattr(self, "blobs")
+
+    def blob_changes(self) -> dict[bytes, bytes | None]:
+        """The blob writes that commit applies: bytes of documents this transaction
+        inserted (and kept), deletions of documents that existed and are deleted."""
+        changes: dict[bytes, bytes | None] = {}
+        for doc_key, data in getattr(self, "blobs", {}).items():
+            if doc_key not in self.documents:
+                continue  # rolled back
+            raw = self.documents[doc_key]
+            existed = bool(self.old_keys[doc_key])
+            if data is None and raw is None and existed:
+                changes[doc_key] = None
+            elif data is not None and raw is not None and not existed:
+                changes[doc_key] = data
+        return changes
 
     def savepoint(self) -> Savepoint:
         return Savepoint(len(self.undo), self.catalog, self.writes, self.bytes_written)

@@ -64,3 +64,28 @@ def test_a_reader_killed_mid_read_does_not_pin_pages(db_path: Path) -> None:
         engine.check()
     size = os.path.getsize(db_path / "data.mdb")
     assert size < 16 << 20, f"data.mdb grew to {size >> 20} MiB"
+
+
+def test_processes_opening_an_older_folder_at_once_share_one_blobs_sub_database(
+    db_path: Path,
+) -> None:
+    # A folder from before file storage has no `blobs`: every process that opens it tries
+    # to create it. LMDB creates a named sub-database under its writer lock, so all of
+    # them must end up storing into the same one.
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("things", {}))
+        s = engine._db.storage
+        s.write(lambda w: w.drop(s.blobs, delete=True))
+    children = [_child("store_files", str(db_path), "5") for _ in range(3)]
+    stored: dict[str, bytes] = {}
+    for child in children:
+        out, _ = child.communicate(timeout=60)
+        assert child.returncode == 0
+        for line in out.splitlines():
+            _, storage_id, data = line.split()
+            stored[storage_id] = data.encode()
+    assert len(stored) == 15
+    with Engine.open(db_path, durability="none") as engine:
+        assert engine.check()["files"] == {"files": 15, "bytes": sum(map(len, stored.values()))}
+        for storage_id, data in stored.items():
+            assert engine.get_file(storage_id) == data

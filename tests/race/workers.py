@@ -84,6 +84,42 @@ def crash_writer(path: str, durability: str) -> None:
             sys.stdout.flush()
 
 
+def file_writer(path: str, durability: str) -> None:
+    """Child process for crash tests: store files (some of several chunks), delete some.
+
+    Prints ``stored <id> <sha256 hex>`` after each store returns, ``deleting <id>``
+    before a delete starts and ``deleted <id>`` after it commits, so the parent
+    knows what was acknowledged (and which files a kill may have caught mid-delete).
+    """
+    import hashlib
+    import random
+
+    rng = random.Random(os.getpid())
+    kept: list[str] = []
+    with Engine.open(path, durability=durability) as engine:  # type: ignore[arg-type]
+        n = 0
+        while True:
+            n += 1
+            size = rng.choice([0, 10, 5000, 300_000, 600_000])
+            data = rng.randbytes(size)
+            storage_id = engine.store_file(data, "application/octet-stream")
+            print(f"stored {storage_id} {hashlib.sha256(data).hexdigest()}", flush=True)
+            kept.append(storage_id)
+            if n % 4 == 0:
+                victim = kept.pop(rng.randrange(len(kept)))
+                print(f"deleting {victim}", flush=True)
+                engine.run(lambda ctx, v=victim: ctx.storage.delete(v))
+                print(f"deleted {victim}", flush=True)
+
+
+def store_files(path: str, count: int) -> None:
+    """Child process: open the folder, store ``count`` files, print each id."""
+    with Engine.open(path, durability="none") as engine:
+        for i in range(count):
+            data = f"{os.getpid()}:{i}".encode()
+            print(f"stored {engine.store_file(data)} {data.decode()}", flush=True)
+
+
 def hold_a_read(path: str) -> None:
     """Child process: start a query, say so, and stay inside it (until killed)."""
     import time
@@ -114,6 +150,10 @@ def grow_map(path: str, seconds: float) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "hold_a_read":
         hold_a_read(sys.argv[2])
+    elif sys.argv[1] == "store_files":
+        store_files(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "file_writer":
+        file_writer(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "grow_map":
         grow_map(sys.argv[2], float(sys.argv[3]))
     else:

@@ -1,0 +1,170 @@
+"""Blobs: the bytes of stored files, chunked in the ``blobs`` sub-database.
+
+A file is a ``_storage`` document (its metadata) plus its bytes under the
+same 20-byte document key::
+
+    blobs:  document key (table number 4 B ‖ internal id 16 B) ‖ chunk number (4 B BE)
+            → up to CHUNK_SIZE bytes
+
+Chunks are numbered from 0 without gaps; every file has at least chunk 0 (an
+empty file has one empty chunk), so "the file has its bytes" is a key lookup.
+Chunking keeps every LMDB value small enough that a large file never needs
+one giant run of contiguous overflow pages.
+
+Bytes never travel alone: a transaction buffers them in its write set next
+to the ``_storage`` document (:meth:`engine.writeset.WriteSet.set_blob`), and
+the committer writes both in the same LMDB write txn (:func:`apply`). A crash
+therefore leaves either the document and every chunk, or neither; deleting
+the document deletes the chunks in the same txn.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .encoding import decode_document
+
+__all__ = ["CHUNK_SIZE", "apply", "check", "chunk_key", "chunks", "read"]
+
+#: Bytes per chunk: large enough that a file costs few B-tree entries, small
+#: enough that each value's overflow pages are easy for LMDB to place.
+CHUNK_SIZE = 256 << 10
+_U32 = struct.Struct(">I")
+_DOC_KEY = 20
+
+
+def chunk_key(doc_key: bytes, number: int) -> bytes:
+    """The ``blobs`` key of chunk ``number`` of the file stored under ``doc_key``."""
+    return doc_key + _U32.pack(number)
+
+
+def chunks(data: bytes) -> Iterator[bytes]:
+    """``data`` cut into chunks (at least one, possibly empty). Cost: one copy per chunk."""
+    view = memoryview(data)
+    yield bytes(view[:CHUNK_SIZE])
+    for start in range(CHUNK_SIZE, len(data), CHUNK_SIZE):
+        yield bytes(view[start : start + CHUNK_SIZE])
+
+
+def apply(wtxn: Any, blobs_db: Any, changes: dict[bytes, bytes | None]) -> None:
+    """Write every ``doc_key → bytes`` of ``changes`` and delete every ``doc_key → None``.
+
+    Runs inside the committer's LMDB write txn, after the validation that
+    made these changes final. Cost: one put per chunk; a delete walks the
+    file's chunks.
+    """
+    puts: list[tuple[bytes, bytes]] = []
+    for doc_key, data in changes.items():
+        if data is None:
+            _delete(wtxn, blobs_db, doc_key)
+        else:
+            puts.extend((chunk_key(doc_key, n), c) for n, c in enumerate(chunks(data)))
+    if puts:
+        puts.sort()
+        wtxn.cursor(db=blobs_db).putmulti(puts)
+
+
+def _delete(wtxn: Any, blobs_db: Any, doc_key: bytes) -> None:
+    cursor = wtxn.cursor(db=blobs_db)
+    try:
+        if not cursor.set_range(doc_key):
+            return
+        while cursor.key()[:_DOC_KEY] == doc_key:
+            if not cursor.delete():  # moves to the next key; False at the end
+                break
+    finally:
+        cursor.close()
+
+
+def read(rtxn: Any, blobs_db: Any, doc_key: bytes) -> bytes | None:
+    """Every chunk of the file under ``doc_key``, joined; None when it has none.
+
+    Cost: one scan over the file's chunks, one copy of its bytes.
+    """
+    parts: list[bytes] = []
+    cursor = rtxn.cursor(db=blobs_db)
+    try:
+        if cursor.set_range(doc_key):
+            for key, value in cursor.iternext(keys=True, values=True):
+                if key[:_DOC_KEY] != doc_key:
+                    break
+                parts.append(value)
+    finally:
+        cursor.close()
+    return b"".join(parts) if parts else None
+
+
+def check(
+    rtxn: Any,
+    blobs_db: Any,
+    documents_db: Any,
+    storage_prefix: bytes | None,
+    problem: Callable[[str], None],
+) -> dict[str, int]:
+    """Verify the blobs against the ``_storage`` rows; report ``{"files", "bytes"}``.
+
+    Every file's chunks are numbered 0, 1, … without gaps, their bytes have the
+    row's ``size`` and ``sha256``; no chunk lacks a row, and no row lacks its
+    chunks. ``storage_prefix`` is the ``_storage`` table's 4-byte key prefix
+    (None: the table does not exist, so no chunk may). Cost: one pass over
+    ``blobs`` (hashing every byte) and one over the ``_storage`` rows.
+    """
+    files = total = 0
+    seen: set[bytes] = set()
+    cursor = rtxn.cursor(db=blobs_db)
+    current: bytes | None = None
+    digest: Any = None
+    size = expected_chunk = 0
+
+    def finish() -> None:
+        nonlocal files, total
+        assert current is not None
+        raw = rtxn.get(current, db=documents_db)
+        if storage_prefix is None or current[:4] != storage_prefix or raw is None:
+            problem(f"blob {current.hex()} has no _storage row")
+            return
+        document = decode_document(raw)
+        sha = base64.b64encode(digest.digest()).decode()
+        if document.get("size") != float(size) or document.get("sha256") != sha:
+            problem(
+                f"file {document.get('_id')} has {size} bytes with sha256 {sha}, but its "
+                f"_storage row records size {document.get('size')!r} and sha256 "
+                f"{document.get('sha256')!r}"
+            )
+        files += 1
+        total += size
+
+    for raw_key, value in cursor.iternext(keys=True, values=True):
+        key = bytes(raw_key)
+        if len(key) != _DOC_KEY + 4:
+            problem(f"blob key {key.hex()} is not {_DOC_KEY + 4} bytes")
+            continue
+        doc_key, number = key[:_DOC_KEY], _U32.unpack(key[_DOC_KEY:])[0]
+        if doc_key != current:
+            if current is not None:
+                finish()
+            current, digest, size, expected_chunk = doc_key, hashlib.sha256(), 0, 0
+            seen.add(doc_key)
+        if number != expected_chunk:
+            problem(f"blob {doc_key.hex()} has chunk {number} where chunk {expected_chunk} belongs")
+        expected_chunk = number + 1
+        digest.update(value)
+        size += len(value)
+    if current is not None:
+        finish()
+    cursor.close()
+    if storage_prefix is not None:
+        cursor = rtxn.cursor(db=documents_db)
+        if cursor.set_range(storage_prefix):
+            for raw_key in cursor.iternext(keys=True, values=False):
+                key = bytes(raw_key)
+                if key[:4] != storage_prefix:
+                    break
+                if key not in seen:
+                    problem(f"_storage row {key.hex()} has no blob (its file's bytes are missing)")
+        cursor.close()
+    return {"files": files, "bytes": total}

@@ -1,0 +1,329 @@
+"""The HTTP endpoints of file storage: downloads and uploads, on the standard library.
+
+Two front ends share one request handler (:func:`handle`):
+``Engine.serve_http(host, port)`` runs an :class:`HttpServer` (``http.server``)
+on a daemon thread, and ``Engine.wsgi_app()`` returns a :class:`WsgiApp` a host
+mounts in its own web server. Both answer Convex's two storage endpoints:
+
+- ``GET <origin>/api/storage/<storage id>-<signature>`` (a URL from
+  ``ctx.storage.get_url``): the file's bytes with its ``Content-Type``,
+  ``Content-Length`` and ``Digest: sha-256=<base64>``; 404 once the file is
+  deleted or for a URL this database did not sign. ``HEAD`` as well.
+- ``POST <origin>/api/storage/upload?token=...`` (a URL from
+  ``ctx.storage.generate_upload_url``, valid one hour): stores the request
+  body as a new file, with the request's ``Content-Type``; an optional
+  ``Digest: sha-256=<base64>`` header is checked. Answers
+  ``{"storageId": "..."}``. The body needs a ``Content-Length``.
+
+Every answer allows any origin (``Access-Control-Allow-Origin: *``) and
+``OPTIONS`` answers CORS preflights, so a browser page on another origin can
+upload and download, as with Convex. Errors are JSON
+``{"code": ..., "message": ...}``.
+
+A download reads the file chunk by chunk, each chunk in a short read txn of
+its own (a slow client does not pin a snapshot); an upload is held in memory
+until it is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from . import blobs, files
+from .errors import EngineError, ValidationError
+
+if TYPE_CHECKING:
+    from .functions import Runtime
+
+__all__ = ["HttpServer", "Response", "WsgiApp", "handle"]
+
+_PREFIX = "/api/storage/"
+_UPLOAD = "/api/storage/upload"
+
+
+class HttpServer:
+    """A running file server; stop it with :meth:`close` (or a ``with`` block).
+
+    Example::
+
+        with Engine.open("./data", functions=app) as db, db.serve_http("127.0.0.1", 0) as server:
+            print(server.url)    # http://127.0.0.1:43817, the origin of file URLs now
+
+    ``url`` is the origin it serves (the port resolved when 0 was asked).
+    """
+
+    def __init__(self, runtime: Runtime, host: str, port: int) -> None:
+        self._runtime = runtime
+        handler = type("_BoundHandler", (_Handler,), {"runtime": runtime})
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        address = self._server.server_address
+        bound_host = address[0].decode() if isinstance(address[0], bytes) else str(address[0])
+        bound_port = address[1]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self.host = bound_host
+        self.port = int(bound_port)
+        self.url = f"http://{shown}:{self.port}"
+        self._thread = threading.Thread(
+            # A short poll: close() waits up to one interval for the loop to notice.
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=f"convexlite-http-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop serving and free the port. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+        if self._runtime.served_url == self.url:
+            self._runtime.served_url = None
+
+    def __enter__(self) -> HttpServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Response:
+    """What :func:`handle` answers: a status, headers, and the body as an iterable of bytes.
+
+    ``complete`` turns False when a download stopped short (the file was deleted
+    while being sent): the front end then closes the connection.
+    """
+
+    __slots__ = ("body", "complete", "headers", "status")
+
+    def __init__(
+        self, status: int, headers: list[tuple[str, str]], body: Iterable[bytes] = ()
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.complete = True
+
+
+_CORS = ("Access-Control-Allow-Origin", "*")
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    data = json.dumps(body).encode()
+    return Response(
+        status,
+        [_CORS, ("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+        [data],
+    )
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return _json(status, {"code": code, "message": message})
+
+
+def handle(
+    runtime: Runtime,
+    method: str,
+    target: str,
+    header: Callable[[str], str | None],
+    read_body: Callable[[int], bytes],
+) -> Response:
+    """Answer one request to the storage endpoints, whatever server carries it.
+
+    ``target`` is the path (after any mount point) with its query string;
+    ``header(name)`` returns a request header or None; ``read_body(n)`` reads
+    ``n`` bytes of the request body (only called for an upload with a valid
+    token). Cost: a download reads one chunk per read txn as the body is
+    iterated; an upload holds the body in memory, then stores it in one commit.
+    """
+    split = urlsplit(target)
+    path = split.path
+    if method == "OPTIONS":
+        return Response(
+            204,
+            [
+                _CORS,
+                ("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS"),
+                ("Access-Control-Allow-Headers", "Content-Type, Digest"),
+                ("Access-Control-Max-Age", "86400"),
+                ("Content-Length", "0"),
+            ],
+        )
+    if method in ("GET", "HEAD") and path.startswith(_PREFIX) and path != _UPLOAD:
+        return _download(runtime, path[len(_PREFIX) :], head=method == "HEAD")
+    if method == "POST" and path == _UPLOAD:
+        return _upload(runtime, split.query, header, read_body)
+    return _error(404, "NotFound", f"No route for {method} {path}")
+
+
+def _download(runtime: Runtime, segment: str, *, head: bool) -> Response:
+    db = runtime.db
+    storage_id = files.parse_file_url_path(db, segment)
+    found = None
+    if storage_id is not None:
+        try:
+            found = files.metadata_and_key(db, storage_id)
+        except EngineError:
+            found = None
+    if found is None:
+        return _error(404, "FileNotFound", "File not found")
+    document, doc_key = found
+    size = int(document["size"])
+    headers = [
+        _CORS,
+        ("Content-Type", document.get("contentType", "application/octet-stream")),
+        ("Content-Length", str(size)),
+        ("Digest", f"sha-256={document['sha256']}"),
+        ("ETag", f'"{document["sha256"]}"'),
+    ]
+    response = Response(200, headers)
+    if not head:
+        response.body = _chunks(db.storage, doc_key, size, response)
+    return response
+
+
+def _chunks(storage: Any, doc_key: bytes, size: int, response: Response) -> Iterator[bytes]:
+    for number in range(max(1, -(-size // blobs.CHUNK_SIZE))):
+        with storage.read() as rtxn:  # one short txn per chunk: a slow client pins nothing
+            chunk = rtxn.get(blobs.chunk_key(doc_key, number), db=storage.blobs)
+        if chunk is None:  # deleted while being sent: cut the response short
+            response.complete = False
+            return
+        yield chunk
+
+
+def _upload(
+    runtime: Runtime,
+    query: str,
+    header: Callable[[str], str | None],
+    read_body: Callable[[int], bytes],
+) -> Response:
+    db = runtime.db
+    token = parse_qs(query).get("token", [""])[0]
+    why = files.check_upload_token(db, token) if token else "the upload URL has no token"
+    if why is not None:
+        return _error(401, "InvalidUploadToken", f"Invalid upload URL: {why}.")
+    length = header("Content-Length")
+    if length is None or not length.isdigit():
+        return _error(411, "LengthRequired", "An upload needs a Content-Length header.")
+    data = read_body(int(length))
+    if len(data) != int(length):
+        return _error(400, "IncompleteBody", "The upload ended before Content-Length bytes.")
+    try:
+        storage_id = files.store_file(
+            db, data, header("Content-Type") or None, sha256=_digest_header(header("Digest"))
+        )
+    except ValidationError as error:
+        code = "Sha256Mismatch" if "Sha256" in str(error) else "BadRequest"
+        return _error(400, code, str(error))
+    except EngineError as error:  # the storage failed (disk full, engine closed, ...)
+        return _error(500, "StorageFailed", f"The file could not be stored: {error}")
+    return _json(200, {"storageId": storage_id})
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """The ``http.server`` front end of :func:`handle`."""
+
+    runtime: Runtime
+    protocol_version = "HTTP/1.1"
+    server_version = "convexlite"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # an embedded server does not write to stderr; the host logs if it wants
+
+    def _serve(self) -> None:
+        consumed = False
+
+        def read_body(n: int) -> bytes:
+            nonlocal consumed
+            consumed = True
+            return self.rfile.read(n)
+
+        response = handle(self.runtime, self.command, self.path, self.headers.get, read_body)
+        if not consumed and not self._discard_body():
+            self.close_connection = True  # an unread body would be taken for the next request
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            for part in response.body:
+                self.wfile.write(part)
+        if not response.complete:
+            self.close_connection = True
+
+    def _discard_body(self) -> bool:
+        """Read and drop an unused request body (up to 1 MiB); False if it could not be."""
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return self.headers.get("Transfer-Encoding") is None
+        if not length.isdigit() or int(length) > 1 << 20:
+            return False
+        self.rfile.read(int(length))
+        return True
+
+    do_GET = do_HEAD = do_POST = do_OPTIONS = _serve
+
+
+class WsgiApp:
+    """The WSGI front end of :func:`handle`, for hosts that mount it in their own server.
+
+    Mount it where file URLs should point, and give that place as ``site_url``::
+
+        engine = Engine.open("./data", functions=app, site_url="https://example.com/files")
+        # with werkzeug's DispatcherMiddleware, say: {"/files": engine.wsgi_app()}
+
+    Routes are matched on ``PATH_INFO`` (the path after the mount point).
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        target = environ.get("PATH_INFO", "") or "/"
+        if environ.get("QUERY_STRING"):
+            target += "?" + environ["QUERY_STRING"]
+
+        def header(name: str) -> str | None:
+            key = name.upper().replace("-", "_")
+            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                value = environ.get(key)
+            else:
+                value = environ.get("HTTP_" + key)
+            return str(value) if value else None
+
+        def read_body(n: int) -> bytes:
+            data: bytes = environ["wsgi.input"].read(n)
+            return data
+
+        response = handle(
+            self._runtime, environ.get("REQUEST_METHOD", "GET"), target, header, read_body
+        )
+        start_response(f"{response.status} {HTTPStatus(response.status).phrase}", response.headers)
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            return []
+        return response.body
+
+
+def _digest_header(value: str | None) -> str | None:
+    """The base64 SHA-256 of a ``Digest: sha-256=<base64>`` header (other algorithms ignored)."""
+    if not value:
+        return None
+    for part in value.split(","):
+        algorithm, _, digest = part.strip().partition("=")
+        if algorithm.lower() == "sha-256" and digest:
+            return digest
+    return None

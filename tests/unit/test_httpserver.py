@@ -1,0 +1,224 @@
+"""engine.httpserver: file downloads and uploads over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from engine import Engine, EngineError, HttpServer
+from engine.blobs import CHUNK_SIZE
+from tests import app
+from tests.app import files
+
+
+@pytest.fixture
+def engine(db_path: Path) -> Iterator[Engine]:
+    with Engine.open(db_path, functions=app, durability="none") as handle:
+        yield handle
+        handle.check()
+
+
+@pytest.fixture
+def server(engine: Engine) -> Iterator[HttpServer]:
+    with engine.serve_http("127.0.0.1", 0) as running:
+        yield running
+
+
+def request(
+    url: str, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def upload(engine: Engine, data: bytes, content_type: str = "image/png", **headers: str) -> Any:
+    url = engine.mutation(files.upload_url)
+    status, _, body = request(url, "POST", data, {"Content-Type": content_type, **headers})
+    return status, json.loads(body)
+
+
+def test_upload_then_download(engine: Engine, server: HttpServer) -> None:
+    data = bytes(range(256)) * (CHUNK_SIZE // 256 * 2 + 3)  # three chunks
+    status, answer = upload(engine, data)
+    assert status == 200, answer
+    storage_id = answer["storageId"]
+    document = engine.run(lambda ctx: ctx.db.system.get(storage_id))
+    assert document["contentType"] == "image/png"
+    assert document["size"] == float(len(data))
+    url = engine.query(files.url, {"id": storage_id})
+    assert url.startswith(server.url + "/api/storage/")
+    status, headers, body = request(url)
+    assert status == 200
+    assert body == data
+    assert headers["Content-Type"] == "image/png"
+    assert (
+        headers["Digest"] == "sha-256=" + base64.b64encode(hashlib.sha256(data).digest()).decode()
+    )
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    status, headers, body = request(url, "HEAD")
+    assert (status, body, headers["Content-Length"]) == (200, b"", str(len(data)))
+
+
+def test_deleted_files_and_unsigned_urls_answer_404(engine: Engine, server: HttpServer) -> None:
+    _, answer = upload(engine, b"short")
+    storage_id = answer["storageId"]
+    url = engine.query(files.url, {"id": storage_id})
+    assert request(server.url + f"/api/storage/{storage_id}")[0] == 404  # the id alone
+    assert request(url[:-1] + ("0" if url[-1] != "0" else "1"))[0] == 404  # tampered
+    engine.mutation(files.delete_file, {"id": storage_id, "fail": False})
+    status, _, body = request(url)
+    assert status == 404
+    assert json.loads(body)["code"] == "FileNotFound"
+
+
+def test_bad_and_expired_upload_tokens_are_refused(engine: Engine, server: HttpServer) -> None:
+    from engine.files import upload_url
+
+    url = engine.mutation(files.upload_url)
+    tampered = url[:-2] + ("AA" if not url.endswith("AA") else "BB")
+    for bad in [
+        tampered,
+        server.url + "/api/storage/upload",
+        server.url + "/api/storage/upload?token=x",
+    ]:
+        status, _, body = request(bad, "POST", b"data", {"Content-Type": "text/plain"})
+        assert status == 401, body
+        assert json.loads(body)["code"] == "InvalidUploadToken"
+    expired = upload_url(engine._db, server.url, now=0.0)
+    status, _, body = request(expired, "POST", b"data")
+    assert status == 401
+    assert "expired" in json.loads(body)["message"]
+    assert engine.check()["files"]["files"] == 0
+
+
+def test_digest_header_is_checked(engine: Engine, server: HttpServer) -> None:
+    good = "sha-256=" + base64.b64encode(hashlib.sha256(b"abc").digest()).decode()
+    bad = "sha-256=" + base64.b64encode(hashlib.sha256(b"xyz").digest()).decode()
+    assert upload(engine, b"abc", Digest=good)[0] == 200
+    status, answer = upload(engine, b"abc", Digest=bad)
+    assert (status, answer["code"]) == (400, "Sha256Mismatch")
+    assert engine.check()["files"]["files"] == 1
+
+
+def test_cors_preflight(engine: Engine, server: HttpServer) -> None:
+    status, headers, _ = request(server.url + "/api/storage/upload?token=x", "OPTIONS")
+    assert status == 204
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+
+
+def test_urls_use_the_server_origin_unless_site_url_is_set(db_path: Path) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        before = engine.mutation(files.upload_url)
+        assert before.startswith("http://127.0.0.1:3210/api/storage/upload?token=")
+        with engine.serve_http("127.0.0.1", 0) as server:
+            assert engine.mutation(files.upload_url).startswith(server.url + "/")
+        assert engine.mutation(files.upload_url).startswith("http://127.0.0.1:3210/")
+    with (
+        Engine.open(
+            db_path, functions=app, durability="none", site_url="https://cdn.example/"
+        ) as engine,
+        engine.serve_http("127.0.0.1", 0),
+    ):
+        assert engine.mutation(files.upload_url).startswith("https://cdn.example/api/storage/")
+    with pytest.raises(EngineError, match="site_url must be an http"):
+        Engine.open(db_path, site_url="cdn.example")
+
+
+def test_closing_the_engine_stops_its_server(db_path: Path) -> None:
+    engine = Engine.open(db_path, functions=app, durability="none")
+    server = engine.serve_http("127.0.0.1", 0)
+    assert request(server.url + "/nothing")[0] == 404
+    engine.close()
+    with pytest.raises(OSError):
+        request(server.url + "/nothing")
+
+
+def test_one_connection_serves_several_requests(engine: Engine, server: HttpServer) -> None:
+    # HTTP/1.1 keep-alive: an answer must leave the connection at the next request,
+    # also after a refused POST whose body was never used.
+    url = engine.mutation(files.upload_url)
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request("POST", "/api/nowhere", body=b"x" * 1000)
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())["code"]) == (404, "NotFound")
+        connection.request("POST", f"{parts.path}?{parts.query}", body=b"kept")
+        response = connection.getresponse()
+        storage_id = json.loads(response.read())["storageId"]
+        file_url = urlsplit(engine.query(files.url, {"id": storage_id}))
+        connection.request("GET", file_url.path)
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"kept")
+    finally:
+        connection.close()
+
+
+def test_wsgi_app_uploads_and_downloads(db_path: Path) -> None:
+    import io
+    from wsgiref.util import setup_testing_defaults
+    from wsgiref.validate import validator  # checks the app keeps the WSGI protocol
+
+    def call(app: Any, method: str, url: str, body: bytes = b"", **headers: str) -> Any:
+        parts = urlsplit(url)
+        assert parts.path.startswith("/files")  # the mount point, as a dispatcher strips it
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": method,
+            "SCRIPT_NAME": "/files",
+            "PATH_INFO": parts.path[len("/files") :],
+            "QUERY_STRING": parts.query,
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            **{"HTTP_" + k.upper(): v for k, v in headers.items()},
+        }
+        if "HTTP_CONTENT_TYPE" in environ:
+            environ["CONTENT_TYPE"] = environ.pop("HTTP_CONTENT_TYPE")
+        setup_testing_defaults(environ)
+        answer: dict[str, Any] = {}
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Any:
+            answer["status"], answer["headers"] = status, dict(headers)
+            return lambda data: None
+
+        result = app(environ, start_response)
+        try:
+            answer["body"] = b"".join(result)
+        finally:
+            getattr(result, "close", lambda: None)()
+        return answer
+
+    with Engine.open(
+        db_path, functions=app, durability="none", site_url="https://example.com/files"
+    ) as engine:
+        wsgi = validator(engine.wsgi_app())
+        url = engine.mutation(files.upload_url)
+        assert url.startswith("https://example.com/files/api/storage/upload?token=")
+        answer = call(wsgi, "POST", url, b"via wsgi", Content_Type="text/plain")
+        assert answer["status"] == "200 OK", answer
+        storage_id = json.loads(answer["body"])["storageId"]
+        file_url = engine.query(files.url, {"id": storage_id})
+        answer = call(wsgi, "GET", file_url)
+        assert (answer["status"], answer["body"]) == ("200 OK", b"via wsgi")
+        assert answer["headers"]["Content-Type"] == "text/plain"
+        assert call(wsgi, "GET", "https://example.com/files/api/storage/x-y")["status"] == (
+            "404 Not Found"
+        )
+        engine.check()
