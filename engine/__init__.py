@@ -30,6 +30,7 @@ from .errors import (
     PaginationError,
     ReadOnlyError,
     ReturnsValidationError,
+    SchedulerError,
     SchemaValidationError,
     StorageError,
     ValidationError,
@@ -45,6 +46,7 @@ from .functions import (
 )
 from .query import Query
 from .readers import DatabaseReader, DatabaseWriter
+from .scheduler import Scheduler
 from .schema import SchemaDefinition, TableDefinition, define_schema, define_table
 from .subscriptions import Subscription, SubscriptionSet
 from .validators import Validator, pagination_opts, v
@@ -79,6 +81,8 @@ __all__ = [
     "QueryCtx",
     "ReadOnlyError",
     "ReturnsValidationError",
+    "Scheduler",
+    "SchedulerError",
     "SchemaDefinition",
     "SchemaValidationError",
     "StorageError",

@@ -1,9 +1,9 @@
 """Function contexts: what a query, mutation or action handler receives as ``ctx``.
 
 - :class:`QueryCtx`: ``db`` (reader), ``auth``, ``run_query``, ``now``, ``random``, ``env``.
-- :class:`MutationCtx`: ``db`` (writer), ``auth``, ``run_query``, ``run_mutation``
-  (a sub-transaction), ``now``, ``random``, ``env``.
-- :class:`ActionCtx`: ``auth``, ``env``, and awaitable ``run_query``,
+- :class:`MutationCtx`: ``db`` (writer), ``auth``, ``scheduler``, ``run_query``,
+  ``run_mutation`` (a sub-transaction), ``now``, ``random``, ``env``.
+- :class:`ActionCtx`: ``auth``, ``env``, ``scheduler``, and awaitable ``run_query``,
   ``run_mutation``, ``run_action``, each its own transaction.
 
 Determinism: ``ctx.now`` (milliseconds since the epoch) is frozen when the
@@ -25,6 +25,7 @@ from .readers import DatabaseReader, DatabaseWriter
 
 if TYPE_CHECKING:
     from .functions import Runtime
+    from .scheduler import Scheduler
     from .transaction import Transaction
 
 __all__ = ["ActionCtx", "Auth", "MutationCtx", "QueryCtx"]
@@ -109,11 +110,34 @@ class QueryCtx:
 class MutationCtx(QueryCtx):
     """The context of a mutation: read-write database access, sub-transactions."""
 
-    __slots__ = ()
+    #: ``_scheduler`` is set on first use (queries never pay for it); a nested
+    #: ``run_mutation`` shares its caller's, so the per-mutation limit counts both.
+    __slots__ = ("_scheduler",)
 
     db: DatabaseWriter
+    _scheduler: Scheduler
 
     _reader = DatabaseWriter
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """``ctx.scheduler``: ``run_after``, ``run_at``, ``cancel``, part of this transaction.
+
+        Example::
+
+            ctx.scheduler.run_after(60, "messages:destruct", {"id": message_id})
+        """
+        try:
+            return self._scheduler
+        except AttributeError:
+            if self._runtime is None:
+                raise RuntimeError(
+                    "ctx.scheduler needs functions registered with Engine.open"
+                ) from None
+            from .scheduler import Scheduler
+
+            scheduler = self._scheduler = Scheduler(self._runtime, self._txn, self.now)
+            return scheduler
 
     def run_mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
         """Run another mutation as a sub-transaction of this one.
@@ -129,7 +153,7 @@ class MutationCtx(QueryCtx):
 class ActionCtx:
     """The context of an action: no ``db``; each ``run_*`` call is its own transaction."""
 
-    __slots__ = ("_runtime", "auth", "env", "identity")
+    __slots__ = ("_job", "_runtime", "_scheduler", "auth", "env", "identity")
 
     def __init__(
         self, runtime: Runtime, identity: Any, env: Mapping[str, str] | None = None
@@ -138,6 +162,23 @@ class ActionCtx:
         self.identity = identity
         self.auth = Auth(identity)
         self.env = env if env is not None else _EMPTY_ENV
+        #: The ``_scheduled_functions`` job this action runs as, if scheduled.
+        self._job: str | None = None
+        self._scheduler: Scheduler | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """``ctx.scheduler``: each call commits its own transaction at once.
+
+        What is scheduled stays scheduled even if the action fails afterwards.
+        The methods are plain (not ``async``): each is one short commit.
+        """
+        scheduler = self._scheduler
+        if scheduler is None:
+            from .scheduler import Scheduler
+
+            scheduler = self._scheduler = Scheduler(self._runtime, None, parent_job=self._job)
+        return scheduler
 
     async def run_query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
         """Run a query in its own read transaction, as the caller's identity."""

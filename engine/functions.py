@@ -591,6 +591,8 @@ class Runtime:
             self, txn, ctx.auth.get_user_identity(), ctx.now, ctx.random.getrandbits(64), ctx.env
         )
         child._depth = ctx._depth + 1
+        if isinstance(child, MutationCtx) and isinstance(ctx, MutationCtx):
+            child._scheduler = ctx.scheduler  # one scheduled-function count per transaction
         try:
             result = function.handler(child, **fresh_args(args))
             if type(result) not in _PLAIN_RESULTS:

@@ -1,0 +1,273 @@
+"""``ctx.scheduler``: run a mutation or action later, recorded in ``_scheduled_functions``.
+
+A job is a document of the system table ``_scheduled_functions``, in Convex's
+shape (stored data is camelCase, times in milliseconds)::
+
+    {"name": "messages:destruct",        # the target's function name
+     "args": [{"id": "..."}],            # [argsObject]
+     "scheduledTime": 1767225600000.0,   # ms since the epoch, as requested
+     "completedTime": 1767225600012.5,   # ms; set once the job is done or canceled
+     "state": {"kind": "pending"}}       # | inProgress | success
+                                         # | {"kind": "failed", "error": "..."} | canceled
+
+From a mutation, scheduling and canceling are writes of the mutation's own
+transaction: they commit with it and roll back with it (also inside a nested
+``ctx.run_mutation`` that raises and is caught). From an action each call is
+its own transaction and takes effect at once, whatever the action does next.
+:mod:`engine.executor` runs the jobs.
+
+Users read jobs with ``ctx.db.system.get(id)`` and
+``ctx.db.system.query("_scheduled_functions")``; only the engine writes them
+(``ctx.db.patch`` of a job raises :class:`ReadOnlyError`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import ids
+from .catalog import NEXT_TABLE_KEY, TableDef
+from .errors import FunctionNotFound, InvalidId, LimitExceeded, SchedulerError
+
+if TYPE_CHECKING:
+    from .functions import Runtime
+    from .transaction import Transaction
+
+__all__ = [
+    "BY_STATE",
+    "MAX_SCHEDULED_PER_MUTATION",
+    "SCHEDULED_FUNCTIONS",
+    "TRANSIENT_ACTION_ERROR",
+    "Scheduler",
+]
+
+#: The system table of scheduled jobs.
+SCHEDULED_FUNCTIONS = "_scheduled_functions"
+#: Its index for the executor: pending jobs in scheduled-time order.
+BY_STATE = "by_state"
+_BY_STATE_FIELDS = ("state.kind", "scheduledTime")
+#: Convex's limit on the functions one mutation may schedule.
+MAX_SCHEDULED_PER_MUTATION = 1000
+#: Convex refuses a time more than five years away from now, either way.
+_FIVE_YEARS_MS = 5 * 365 * 24 * 3600 * 1000.0
+#: The error of an action whose executor died while it ran (Convex's wording).
+TRANSIENT_ACTION_ERROR = "Transient error while executing action"
+
+
+def jobs_table(txn: Transaction) -> TableDef:
+    """``_scheduled_functions`` as ``txn`` sees it, created (with its index) if missing."""
+    table = txn.table(SCHEDULED_FUNCTIONS)
+    if table is None:
+        txn._require_writable()
+        txn.reads.add_point(NEXT_TABLE_KEY)  # as Transaction._create_table does
+        catalog = txn._catalog.with_table(
+            SCHEDULED_FUNCTIONS, system=True, indexes={BY_STATE: _BY_STATE_FIELDS}
+        )
+        txn.writes.catalog = catalog
+        table = catalog.tables[SCHEDULED_FUNCTIONS]
+    return table
+
+
+def patch_job(txn: Transaction, job_id: str, fields: dict[str, Any]) -> None:
+    """Engine-internal write of a job document (users' writes are refused)."""
+    previous = txn.system_writes
+    txn.system_writes = True
+    try:
+        txn.patch(job_id, fields)
+    finally:
+        txn.system_writes = previous
+
+
+def get_job(txn: Transaction, job_id: str) -> dict[str, Any] | None:
+    """The job with this id, or None; raises :class:`InvalidId` for an id of another table."""
+    try:
+        number, _ = ids.decode_id(job_id)
+    except InvalidId:
+        number = -1
+    table = txn.table(SCHEDULED_FUNCTIONS)
+    if table is None or table.number != number:
+        raise InvalidId(
+            f"Expected an id of table {SCHEDULED_FUNCTIONS!r} (as returned by "
+            f"ctx.scheduler.run_after / run_at), got {job_id!r}.",
+            value=job_id,
+        )
+    return txn.get(job_id)
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+class Scheduler:
+    """``ctx.scheduler`` of a mutation or an action: ``run_after``, ``run_at``, ``cancel``.
+
+    In a mutation it writes to the mutation's transaction; in an action each
+    call commits its own small transaction at once. Cost per call: argument
+    validation plus one document insert (or one read and one patch for
+    ``cancel``).
+
+    Example::
+
+        @mutation(args={"id": v.id("messages")})
+        def send_expiring(ctx, id):
+            ctx.scheduler.run_after(60, internal.messages.destruct, {"id": id})
+    """
+
+    __slots__ = ("_count", "_now", "_parent_job", "_runtime", "_txn")
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        txn: Transaction | None,
+        now: float | None = None,
+        parent_job: str | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self._txn = txn
+        #: A mutation's frozen clock (Convex's ``Date.now()``); None: the wall clock.
+        self._now = now
+        #: The job of the scheduled action this scheduler belongs to, if any.
+        self._parent_job = parent_job
+        self._count = 0
+
+    def __repr__(self) -> str:
+        where = "mutation" if self._txn is not None else "action"
+        return f"<Scheduler of a {where}>"
+
+    # -- scheduling ----------------------------------------------------------
+
+    def run_after(self, delay: float, ref: Any, args: dict[str, Any] | None = None) -> str:
+        """Run ``ref(args)`` ``delay`` seconds from now; returns the job's id.
+
+        ``ref`` is a mutation or an action (public or internal), as a
+        decorated function or its name; ``args`` are checked against its
+        validators now. Delay 0 runs it right after this function commits.
+
+        Raises :class:`SchedulerError` for a delay that is not a finite
+        number ≥ 0, :class:`FunctionNotFound`, :class:`ArgumentValidationError`,
+        :class:`LimitExceeded` past 1000 jobs in one mutation.
+        """
+        if isinstance(delay, bool) or not isinstance(delay, int | float):
+            raise SchedulerError(
+                f"`delay` must be a number (seconds), got {type(delay).__name__}: {delay!r}."
+            )
+        if not math.isfinite(delay):
+            raise SchedulerError(f"`delay` must be a finite number (seconds), got {delay!r}.")
+        if delay < 0:
+            raise SchedulerError(
+                f"`delay` must be non-negative, got {delay!r}: use 0 to run right after "
+                "this function."
+            )
+        return self._schedule(self._clock() + delay * 1000.0, ref, args)
+
+    def run_at(self, when: float | datetime, ref: Any, args: dict[str, Any] | None = None) -> str:
+        """Run ``ref(args)`` at ``when`` (seconds since the epoch, or a ``datetime``).
+
+        A time in the past runs right away. ``when`` must lie within 5 years of
+        now. A naive ``datetime`` is read as local time, as ``datetime.timestamp()``
+        does. Raises as :meth:`run_after` does.
+        """
+        if isinstance(when, datetime):
+            seconds = when.timestamp()
+        elif isinstance(when, int | float) and not isinstance(when, bool):
+            seconds = float(when)
+        else:
+            raise SchedulerError(
+                f"The invoke time must be a datetime or a timestamp (seconds since the "
+                f"epoch), got {type(when).__name__}: {when!r}."
+            )
+        if not math.isfinite(seconds):
+            raise SchedulerError(f"The invoke time must be a finite number, got {when!r}.")
+        return self._schedule(seconds * 1000.0, ref, args)
+
+    def _clock(self) -> float:
+        return self._now if self._now is not None else now_ms()
+
+    def _schedule(self, when_ms: float, ref: Any, args: dict[str, Any] | None) -> str:
+        now = self._clock()
+        if abs(when_ms - now) > _FIVE_YEARS_MS:
+            direction = "future" if when_ms > now else "past"
+            raise SchedulerError(
+                f"The scheduled time {when_ms / 1000.0!r} (seconds since the epoch) is more "
+                f"than 5 years in the {direction}: scheduled times must be within 5 years of "
+                "now. run_at takes seconds (not milliseconds) or a datetime; run_after a delay "
+                "in seconds."
+            )
+        runtime = self._runtime
+        name, function = runtime.resolve(ref, internal=True)
+        if runtime.registry.by_name.get(name) is not function:
+            raise FunctionNotFound(
+                f"{function!r} is not registered: the scheduler runs functions by name, so "
+                "the target must be in the package passed as Engine.open(functions=...).",
+                name=name,
+            )
+        if function.kind not in ("mutation", "action"):
+            raise SchedulerError(
+                f"{name} is a {function.kind}: the scheduler runs a mutation or an action "
+                "(public or internal). Run queries from the scheduled function instead."
+            )
+        txn = self._txn
+        if txn is None:
+            checked = runtime.check_args(name, function, args)
+            result: str = runtime.db.run(
+                lambda t: self._insert(t, name, checked, when_ms),
+                writable=True,
+                source="ctx.scheduler",
+            )[0]
+            return result
+        from .functions import _txn_resolver
+
+        checked = runtime.check_args(name, function, args, _txn_resolver(txn))
+        if self._count >= MAX_SCHEDULED_PER_MUTATION:
+            raise LimitExceeded(
+                f"Too many functions scheduled by this mutation (limit: "
+                f"{MAX_SCHEDULED_PER_MUTATION}). Schedule one function that schedules the "
+                "rest in batches.",
+                limit="TooManyFunctionsScheduled",
+            )
+        job_id = self._insert(txn, name, checked, when_ms)
+        self._count += 1
+        return job_id
+
+    def _insert(self, txn: Transaction, name: str, args: dict[str, Any], when_ms: float) -> str:
+        jobs_table(txn)
+        state = "pending"
+        if self._parent_job is not None:
+            parent = txn.get(self._parent_job)
+            if parent is not None and parent["state"]["kind"] == "canceled":
+                state = "canceled"  # a canceled action's new jobs never run (Convex)
+        job: dict[str, Any] = {
+            "name": name,
+            "args": [args],
+            "scheduledTime": float(when_ms),
+            "state": {"kind": state},
+        }
+        if state == "canceled":
+            job["completedTime"] = now_ms()
+        return txn.insert(SCHEDULED_FUNCTIONS, job, system=True)
+
+    # -- canceling -------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job: a pending one never runs; a running action keeps running,
+        but what it schedules from now on is created canceled.
+
+        Canceling a job that already finished or was canceled does nothing (as
+        Convex's backend does). Raises :class:`InvalidId` for an id that is not
+        a ``_scheduled_functions`` id.
+        """
+        txn = self._txn
+        if txn is None:
+            self._runtime.db.run(lambda t: _cancel(t, job_id), writable=True, source="cancel")
+        else:
+            _cancel(txn, job_id)
+
+
+def _cancel(txn: Transaction, job_id: str) -> None:
+    job = get_job(txn, job_id)
+    if job is None or job["state"]["kind"] not in ("pending", "inProgress"):
+        return
+    patch_job(txn, job_id, {"state": {"kind": "canceled"}, "completedTime": now_ms()})
