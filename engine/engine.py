@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from .contexts import MutationCtx
 from .database import Database
 from .errors import EngineError
+from .executor import Executor
 from .functions import Registry, Runtime, refuse_awaitable
 from .integrity import check as check_integrity
 from .storage import Durability, open_storage
@@ -46,9 +47,10 @@ class Engine:
     Use :meth:`open`; close with :meth:`close` or a ``with`` block.
     """
 
-    def __init__(self, db: Database, runtime: Runtime) -> None:
+    def __init__(self, db: Database, runtime: Runtime, executor: Executor | None = None) -> None:
         self._db = db
         self._runtime = runtime
+        self._executor = executor
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------
@@ -63,6 +65,7 @@ class Engine:
         auth: Any = None,
         durability: Durability = "full",
         env: Mapping[str, str] | None = None,
+        scheduler: bool = True,
     ) -> Engine:
         """Open (creating if needed) the database in folder ``path``.
 
@@ -76,6 +79,9 @@ class Engine:
         loss), ``"normal"`` (a system crash may lose the last commits) or
         ``"none"`` (nothing synced: for tests and bulk loads).
         ``env``: variables functions read as ``ctx.env`` (read-only).
+        ``scheduler``: run scheduled functions on a background thread as they
+        come due (the default); False runs them only when
+        :meth:`finish_scheduled_functions` is called (deterministic tests).
 
         Raises :class:`StorageError` when the folder cannot be opened,
         :class:`FormatError` for an unknown on-disk format and
@@ -95,16 +101,22 @@ class Engine:
             db.cursor_secret()  # made now, never inside a running transaction
             registry = Registry.from_package(functions)
             runtime = Runtime(db, registry, auth, MappingProxyType(dict(env or {})))
+            executor = None
+            if registry.by_name:
+                executor = Executor(runtime)
+                executor.start(background=scheduler)
         except BaseException:
             _release(storage)
             raise
-        return cls(db, runtime)
+        return cls(db, runtime, executor)
 
     def close(self) -> None:
         """Close this handle; the folder closes when its last handle does. Idempotent.
 
-        The last close ends the subscriptions, then waits for the calls other
-        threads are running to finish; calls made after it raise ``EngineError``.
+        The scheduler's worker stops first (the job in hand finishes; running
+        scheduled actions get ``Executor.shutdown_timeout`` seconds). The last
+        close ends the subscriptions, then waits for the calls other threads
+        are running to finish; calls made after it raise ``EngineError``.
         """
         if self._closed:
             return
@@ -114,6 +126,8 @@ class Engine:
                 "would wait for itself to finish: close the engine after the call returns."
             )
         self._closed = True
+        if self._executor is not None:
+            self._executor.stop()
         _release(self._db.storage)
 
     def __enter__(self) -> Engine:
@@ -258,6 +272,53 @@ class Engine:
             name: self.subscribe(ref, args, auth=auth) for name, (ref, args) in queries.items()
         }
         return SubscriptionSet(self._db.subscriptions, members)
+
+    # -- scheduled functions ---------------------------------------------------------
+
+    def finish_scheduled_functions(self, *, timeout: float = 30.0) -> int:
+        """Run every scheduled function that is due, now, on this thread; returns how many.
+
+        Jobs those functions schedule run too if they are due (delay 0); the
+        call returns when no job is due or running anywhere (as convex-test's
+        ``t.finishInProgressScheduledFunctions()``). Works with or without the
+        background worker (``Engine.open(..., scheduler=False)`` for tests).
+        Cost: one index scan per pass plus the jobs' own transactions.
+
+        Example::
+
+            engine.mutation("messages:send_later", {"body": "hi", "delay": 0})
+            engine.finish_scheduled_functions()
+
+        Raises :class:`SchedulerError` when jobs still run after ``timeout``
+        seconds, :class:`EngineError` for an engine without functions.
+        """
+        return self._scheduled_executor().finish(
+            all_pending=False, timeout=timeout, max_iterations=1_000_000
+        )
+
+    def finish_all_scheduled_functions(
+        self, *, max_iterations: int = 100, timeout: float = 30.0
+    ) -> int:
+        """Run every pending scheduled function, due or not, until none is left.
+
+        Like convex-test's ``t.finishAllScheduledFunctions(vi.runAllTimers)``:
+        future jobs run as if their time had come (their ``scheduledTime`` is
+        kept). Raises :class:`SchedulerError` after ``max_iterations`` passes that
+        each ran something (a job that reschedules itself forever), or when jobs
+        still run after ``timeout`` seconds.
+        """
+        return self._scheduled_executor().finish(
+            all_pending=True, timeout=timeout, max_iterations=max_iterations
+        )
+
+    def _scheduled_executor(self) -> Executor:
+        self._live()
+        if self._executor is None:
+            raise EngineError(
+                "This engine has no functions, so it runs no scheduled functions: open it "
+                "with Engine.open(path, functions=myapp.functions)."
+            )
+        return self._executor
 
     # -- maintenance ---------------------------------------------------------------
 
