@@ -102,8 +102,9 @@ class Executor:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
-        self._actions: set[concurrent.futures.Future[None]] = set()
-        self._actions_lock = threading.Lock()
+        #: Scheduled actions started on the loop and not yet recorded as finished.
+        self._running: dict[str, concurrent.futures.Future[None]] = {}
+        self._idle = threading.Condition()
         self._lock_fd: int | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -126,13 +127,14 @@ class Executor:
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
-        with self._actions_lock:
-            running = set(self._actions)
-        if running:
-            _, late = concurrent.futures.wait(running, timeout=self.shutdown_timeout)
-            for future in late:
-                future.cancel()  # cancels the task: it records the transient error
-            concurrent.futures.wait(late, timeout=5.0)
+        with self._idle:
+            if not self._idle.wait_for(lambda: not self._running, self.shutdown_timeout):
+                for future in self._running.values():
+                    future.cancel()  # cancels the task: it records the transient error
+                self._idle.wait_for(lambda: not self._running, 5.0)
+            late = list(self._running)
+        for job_id in late:  # cancelled before it started, or stuck: never finished
+            self._complete(job_id, ("inProgress",), _TRANSIENT)
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(loop.stop)
@@ -363,15 +365,14 @@ class Executor:
             asyncio.run(run)
             return True
         loop = self._action_loop()
-        future = asyncio.run_coroutine_threadsafe(run, loop)
-        with self._actions_lock:
-            self._actions.add(future)
-        future.add_done_callback(self._forget)
+        with self._idle:
+            self._running[job_id] = asyncio.run_coroutine_threadsafe(run, loop)
         return True
 
-    def _forget(self, future: concurrent.futures.Future[None]) -> None:
-        with self._actions_lock:
-            self._actions.discard(future)
+    def _finished(self, job_id: str) -> None:
+        with self._idle:
+            self._running.pop(job_id, None)
+            self._idle.notify_all()
 
     def _action_loop(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
@@ -399,12 +400,18 @@ class Executor:
                 runtime.check_result(name, function, result)
                 state = {"kind": "success"}
             except asyncio.CancelledError:
-                state = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
+                state = _TRANSIENT
             except Exception as error:
                 state = _failed(error)
-            await asyncio.to_thread(self._complete, job_id, ("inProgress",), state)
+            try:
+                await asyncio.to_thread(self._complete, job_id, ("inProgress",), state)
+            finally:
+                self._finished(job_id)
 
         return run()
+
+
+_TRANSIENT: dict[str, Any] = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
 
 
 def _failed(error: BaseException) -> dict[str, Any]:

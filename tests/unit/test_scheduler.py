@@ -347,3 +347,18 @@ def test_cancel_in_progress_action_cancels_what_it_schedules(db_path: Path) -> N
         assert child["state"] == {"kind": "canceled"}
         assert job(engine, job_id)["state"] == {"kind": "canceled"}
         assert "child" not in engine.query(jobs.notes)
+
+
+def test_close_cancels_an_action_that_outlives_the_shutdown_timeout(db_path: Path) -> None:
+    engine = Engine.open(db_path, functions=app, durability="none")
+    assert engine._executor is not None
+    engine._executor.shutdown_timeout = 0.05
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 30.0}))
+    wait_until(lambda: job(engine, job_id)["state"]["kind"] == "inProgress")
+    start = time.monotonic()
+    engine.close()
+    assert time.monotonic() - start < 2.0
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+        state = job(again, job_id)["state"]
+        assert state == {"kind": "failed", "error": "Transient error while executing action"}
+        assert again.query(jobs.notes) == []
