@@ -313,6 +313,16 @@ class Engine:
 
     def _scheduled_executor(self) -> Executor:
         self._live()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise EngineError(
+                "finish_scheduled_functions() blocks and runs scheduled actions with their own "
+                "event loop, and this thread runs one: call it from a worker thread, e.g. "
+                "`await asyncio.to_thread(engine.finish_scheduled_functions)`."
+            )
         if self._executor is None:
             raise EngineError(
                 "This engine has no functions, so it runs no scheduled functions: open it "

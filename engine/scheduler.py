@@ -198,6 +198,7 @@ class Scheduler:
             )
         runtime = self._runtime
         name, function = runtime.resolve(ref, internal=True)
+        name = runtime.registry.names.get(id(function), name)  # the name jobs are run by
         if runtime.registry.by_name.get(name) is not function:
             raise FunctionNotFound(
                 f"{function!r} is not registered: the scheduler runs functions by name, so "

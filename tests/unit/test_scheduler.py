@@ -362,3 +362,22 @@ def test_close_cancels_an_action_that_outlives_the_shutdown_timeout(db_path: Pat
         state = job(again, job_id)["state"]
         assert state == {"kind": "failed", "error": "Transient error while executing action"}
         assert again.query(jobs.notes) == []
+
+
+def test_finish_refuses_to_run_on_an_event_loop_thread(engine: Engine) -> None:
+    import asyncio
+
+    async def inside() -> None:
+        with pytest.raises(EngineError, match="asyncio.to_thread"):
+            engine.finish_scheduled_functions()
+        engine.mutation(jobs.later, {"text": "t", "delay": 0.0})
+        assert await asyncio.to_thread(engine.finish_scheduled_functions) == 1
+
+    asyncio.run(inside())
+
+
+def test_engine_without_functions_has_no_executor(db_path: Path) -> None:
+    with Engine.open(db_path, durability="none") as bare:
+        assert bare._executor is None
+        with pytest.raises(EngineError, match="no functions"):
+            bare.finish_scheduled_functions()
