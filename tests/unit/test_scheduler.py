@@ -20,7 +20,6 @@ from engine import (
     InvalidId,
     LimitExceeded,
     ReadOnlyError,
-    query,
 )
 from engine.scheduler import patch_job
 from tests import app
@@ -118,12 +117,9 @@ def test_targets_are_mutations_or_actions_and_args_are_checked(engine: Engine) -
 
 
 def test_queries_have_no_scheduler(engine: Engine) -> None:
-    @query
-    def peek(ctx: Any) -> None:
-        ctx.scheduler  # noqa: B018
-
     with pytest.raises(AttributeError):
         engine.query(lambda ctx: ctx.scheduler)
+    assert engine.run(lambda ctx: repr(ctx.scheduler)) == "<Scheduler of a mutation>"
 
 
 def test_scheduling_rolls_back_with_the_mutation(engine: Engine) -> None:
@@ -381,3 +377,13 @@ def test_engine_without_functions_has_no_executor(db_path: Path) -> None:
         assert bare._executor is None
         with pytest.raises(EngineError, match="no functions"):
             bare.finish_scheduled_functions()
+
+
+def test_subscription_sees_the_job_finish(db_path: Path) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        with engine.subscribe(jobs.job_summary, {}) as sub:
+            engine.mutation(jobs.schedule_bumps, {"keys": ["s"]})
+            for value in sub:
+                if value["states"] == {"success": 2}:
+                    break
+        assert engine.query(jobs.job_summary)["runs"] == {"s": 1, "action:s": 1}
