@@ -230,6 +230,13 @@ class Executor:
         total = 0
         passes = 0
         while True:
+            if time.monotonic() > deadline:
+                raise SchedulerError(
+                    f"Scheduled functions were still due or running after {timeout} s (a "
+                    "function that keeps rescheduling itself, jobs in progress in another "
+                    "executor, or left inProgress by a dead process): raise timeout, or "
+                    "inspect ctx.db.system.query('_scheduled_functions')."
+                )
             ran, _ = self._pass(all_pending=all_pending, background=False)
             total += ran
             if ran:
@@ -243,12 +250,6 @@ class Executor:
                 continue
             if not self._busy(all_pending):
                 return total
-            if time.monotonic() > deadline:
-                raise SchedulerError(
-                    f"Scheduled functions were still running after {timeout} s (jobs in "
-                    "progress in another executor, or left inProgress by a dead process): "
-                    "raise timeout, or inspect ctx.db.system.query('_scheduled_functions')."
-                )
             time.sleep(0.005)
 
     def _pending(self, txn: Transaction, kind: str) -> list[dict[str, Any]]:

@@ -150,3 +150,8 @@ def job_summary(ctx: Any) -> dict[str, Any]:
     for row in ctx.db.query("job_runs").collect():
         runs[row["key"]] = runs.get(row["key"], 0) + 1
     return {"states": states, "runs": runs}
+
+
+@internal_mutation(args={"delay": v.number()})
+def reschedule_forever(ctx: Any, delay: float) -> None:
+    ctx.scheduler.run_after(delay, reschedule_forever, {"delay": delay})

@@ -20,6 +20,7 @@ from engine import (
     InvalidId,
     LimitExceeded,
     ReadOnlyError,
+    SchedulerError,
 )
 from engine.scheduler import patch_job
 from tests import app
@@ -387,3 +388,14 @@ def test_subscription_sees_the_job_finish(db_path: Path) -> None:
                 if value["states"] == {"success": 2}:
                     break
         assert engine.query(jobs.job_summary)["runs"] == {"s": 1, "action:s": 1}
+
+
+def test_finish_stops_a_job_that_reschedules_itself(engine: Engine) -> None:
+    engine.run(
+        lambda ctx: ctx.scheduler.run_after(3600, jobs.reschedule_forever, {"delay": 3600.0})
+    )
+    with pytest.raises(SchedulerError, match="after 5 passes"):
+        engine.finish_all_scheduled_functions(max_iterations=5)
+    engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.reschedule_forever, {"delay": 0.0}))
+    with pytest.raises(SchedulerError, match="after 0.2 s"):
+        engine.finish_scheduled_functions(timeout=0.2)
