@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from engine import ConvexError, action, internal_action, internal_mutation, mutation, query, v
@@ -155,3 +156,30 @@ def job_summary(ctx: Any) -> dict[str, Any]:
 @internal_mutation(args={"delay": v.number()})
 def reschedule_forever(ctx: Any, delay: float) -> None:
     ctx.scheduler.run_after(delay, reschedule_forever, {"delay": delay})
+
+
+@internal_mutation(args={"pause": v.number()})
+def increment_shared(ctx: Any, pause: float) -> None:
+    """Every job reads and writes one row: scheduled jobs conflict with each other.
+
+    ``pause`` (seconds, between the read and the write) widens the window in which
+    executors' transactions overlap, so conflicts happen on every run.
+    """
+    row = ctx.db.query("job_counter").first()
+    time.sleep(pause)
+    if row is None:
+        ctx.db.insert("job_counter", {"n": 1})
+    else:
+        ctx.db.patch(row["_id"], {"n": row["n"] + 1})
+
+
+@mutation(args={"n": v.int64(), "pause": v.number()})
+def schedule_increments(ctx: Any, n: int, pause: float) -> None:
+    for _ in range(n):
+        ctx.scheduler.run_after(0, increment_shared, {"pause": pause})
+
+
+@query(args={})
+def shared_count(ctx: Any) -> int:
+    row = ctx.db.query("job_counter").first()
+    return 0 if row is None else int(row["n"])

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from engine import Engine
 from tests import app
 from tests.app import jobs
@@ -74,4 +76,58 @@ def test_executors_in_processes_run_each_job_once(db_path: Path) -> None:
         summary = engine.query(jobs.job_summary)
         assert summary["runs"] == expected_keys(keys)
         assert summary["states"] == {"success": total}
+        engine.check()
+
+
+def run_increments(path: str, total: int) -> None:
+    """Child process: run the background executor until ``total`` increments landed."""
+    with Engine.open(path, functions=app, durability="none") as engine:
+        deadline = time.monotonic() + 60
+        while engine.query(jobs.shared_count) < total:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
+def check_increments(engine: Engine, total: int) -> None:
+    assert engine.query(jobs.shared_count) == total
+    assert engine.query(jobs.job_summary)["states"] == {"success": total}
+
+
+def test_conflicting_jobs_in_threads_all_land_once(db_path: Path) -> None:
+    """Jobs that all conflict: OCC retries them (no budget), none is lost or doubled."""
+    handles = [Engine.open(db_path, functions=app, durability="none") for _ in range(4)]
+    # No retry budget: every conflict raises OptimisticConcurrencyControlFailure at
+    # once, which a scheduled mutation must survive (retry) rather than fail on.
+    handles[0]._db.retry.retries = 0
+    try:
+        handles[0].mutation(jobs.schedule_increments, {"n": 40, "pause": 0.001})
+        deadline = time.monotonic() + 30
+        while handles[1].query(jobs.shared_count) < 40:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.05)  # a doubled run would land now
+        check_increments(handles[2], 40)
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+@pytest.mark.slow
+def test_conflicting_jobs_in_processes_all_land_once(db_path: Path) -> None:
+    total = 300
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        spawn = multiprocessing.get_context("spawn")
+        children = [
+            spawn.Process(target=run_increments, args=(str(db_path), total)) for _ in range(4)
+        ]
+        for child in children:
+            child.start()
+        for _ in range(3):
+            engine.mutation(jobs.schedule_increments, {"n": total // 3, "pause": 0.0})
+            time.sleep(0.1)
+        for child in children:
+            child.join(120)
+            assert child.exitcode == 0
+        time.sleep(0.2)
+        check_increments(engine, total)
         engine.check()

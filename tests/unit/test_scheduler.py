@@ -399,3 +399,31 @@ def test_finish_stops_a_job_that_reschedules_itself(engine: Engine) -> None:
     engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.reschedule_forever, {"delay": 0.0}))
     with pytest.raises(SchedulerError, match="after 0.2 s"):
         engine.finish_scheduled_functions(timeout=0.2)
+
+
+def test_scheduled_mutation_retries_conflicts_past_the_retry_budget(engine: Engine) -> None:
+    """Exactly once: a conflict is never a failure for a scheduled mutation."""
+    import threading
+
+    engine._db.retry.retries = 0  # every conflict raises at once
+    counter = engine.run(lambda ctx: ctx.db.insert("job_counter", {"n": 0}))
+    job_id = engine.run(
+        lambda ctx: ctx.scheduler.run_after(0, jobs.increment_shared, {"pause": 0.02})
+    )
+
+    def add_1000(ctx: Any) -> None:
+        ctx.db.patch(counter, {"n": ctx.db.get(counter)["n"] + 1000})
+
+    def hammer() -> None:  # ten writes to the row the job reads, while it pauses
+        for _ in range(10):
+            engine.run(add_1000)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        assert engine.finish_scheduled_functions() == 1
+    finally:
+        thread.join()
+    assert job(engine, job_id)["state"] == {"kind": "success"}
+    assert engine.query(jobs.shared_count) == 10_001
