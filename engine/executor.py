@@ -295,7 +295,9 @@ class Executor:
                 ran += self._run_mutation(job["_id"], job["name"], function)
             else:
                 ran += self._run_action(job["_id"], job["name"], function, background)
-        return ran, (now if len(jobs) == _BATCH else None)
+        # A full batch that made progress: more may be due at once. (A batch of jobs that
+        # all belong to other processes' functions is not progress: no busy loop.)
+        return ran, (now if len(jobs) == _BATCH and ran else None)
 
     def _run_mutation(self, job_id: str, name: str, function: FunctionDef) -> bool:
         """Run a mutation job exactly once; False if it was not pending (any more)."""

@@ -427,3 +427,16 @@ def test_scheduled_mutation_retries_conflicts_past_the_retry_budget(engine: Engi
         thread.join()
     assert job(engine, job_id)["state"] == {"kind": "success"}
     assert engine.query(jobs.shared_count) == 10_001
+
+
+def test_jobs_of_functions_this_engine_lacks_are_left_pending(
+    engine: Engine, db_path: Path
+) -> None:
+    from tests.app import notes
+
+    job_id = engine.mutation(jobs.later, {"text": "elsewhere", "delay": 0.0})
+    with Engine.open(db_path, functions=notes, durability="none") as other:
+        assert other.finish_all_scheduled_functions() == 0
+        time.sleep(0.05)  # its background worker skips the job too
+        assert job(other, job_id)["state"] == {"kind": "pending"}
+    assert engine.finish_scheduled_functions() == 1
