@@ -440,3 +440,21 @@ def test_jobs_of_functions_this_engine_lacks_are_left_pending(
         time.sleep(0.05)  # its background worker skips the job too
         assert job(other, job_id)["state"] == {"kind": "pending"}
     assert engine.finish_scheduled_functions() == 1
+
+
+def test_jobs_survive_schema_changes(db_path: Path) -> None:
+    from engine import define_schema, define_table, v
+
+    first = define_schema(
+        {"job_notes": define_table({"text": v.string()})}, schema_validation=False
+    )
+    second = define_schema(
+        {"job_notes": define_table({"text": v.string()}).index("by_text", ["text"])},
+        schema_validation=False,
+    )
+    with Engine.open(db_path, functions=app, schema=first, scheduler=False) as engine:
+        job_id = engine.mutation(jobs.later, {"text": "kept", "delay": 0.0})
+    with Engine.open(db_path, functions=app, schema=second, scheduler=False) as engine:
+        assert engine.finish_scheduled_functions() == 1
+        assert job(engine, job_id)["state"] == {"kind": "success"}
+        engine.check()
