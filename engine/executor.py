@@ -59,6 +59,7 @@ from .scheduler import (
     BY_STATE,
     SCHEDULED_FUNCTIONS,
     TRANSIENT_ACTION_ERROR,
+    Scheduler,
     now_ms,
     patch_job,
 )
@@ -311,6 +312,7 @@ class Executor:
             patch_job(txn, job_id, {"state": {"kind": "inProgress"}})  # as it sees itself
             args = runtime.check_args(name, function, job["args"][0], _txn_resolver(txn))
             ctx = MutationCtx(runtime, txn, None, now_ms(), None, runtime.env)
+            ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=job_id)
             result = function.handler(ctx, **fresh_args(args))
             if type(result) not in _PLAIN_RESULTS:
                 refuse_awaitable(name, result)

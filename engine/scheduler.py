@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from . import ids
 from .catalog import NEXT_TABLE_KEY, TableDef
 from .errors import FunctionNotFound, InvalidId, LimitExceeded, SchedulerError
+from .values import value_size
 
 if TYPE_CHECKING:
     from .functions import Runtime
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BY_STATE",
+    "MAX_SCHEDULED_ARGS_BYTES",
     "MAX_SCHEDULED_PER_MUTATION",
     "SCHEDULED_FUNCTIONS",
     "TRANSIENT_ACTION_ERROR",
@@ -51,6 +53,8 @@ BY_STATE = "by_state"
 _BY_STATE_FIELDS = ("state.kind", "scheduledTime")
 #: Convex's limit on the functions one mutation may schedule.
 MAX_SCHEDULED_PER_MUTATION = 1000
+#: Convex's limit on the total size of their arguments (Convex's size formula).
+MAX_SCHEDULED_ARGS_BYTES = 16 << 20
 #: Convex refuses a time more than five years away from now, either way.
 _FIVE_YEARS_MS = 5 * 365 * 24 * 3600 * 1000.0
 #: The error of an action whose executor died while it ran (Convex's wording).
@@ -90,8 +94,9 @@ def get_job(txn: Transaction, job_id: str) -> dict[str, Any] | None:
     table = txn.table(SCHEDULED_FUNCTIONS)
     if table is None or table.number != number:
         raise InvalidId(
-            f"Expected an id of table {SCHEDULED_FUNCTIONS!r} (as returned by "
-            f"ctx.scheduler.run_after / run_at), got {job_id!r}.",
+            f"Invalid scheduled function ID. The ID must be an ID on the "
+            f"'{SCHEDULED_FUNCTIONS}' table. (got {job_id!r}; ids of jobs are what "
+            "ctx.scheduler.run_after / run_at return)",
             value=job_id,
         )
     return txn.get(job_id)
@@ -116,7 +121,7 @@ class Scheduler:
             ctx.scheduler.run_after(60, internal.messages.destruct, {"id": id})
     """
 
-    __slots__ = ("_count", "_now", "_parent_job", "_runtime", "_txn")
+    __slots__ = ("_bytes", "_count", "_now", "_own_job", "_parent_job", "_runtime", "_txn")
 
     def __init__(
         self,
@@ -124,6 +129,7 @@ class Scheduler:
         txn: Transaction | None,
         now: float | None = None,
         parent_job: str | None = None,
+        own_job: str | None = None,
     ) -> None:
         self._runtime = runtime
         self._txn = txn
@@ -131,7 +137,10 @@ class Scheduler:
         self._now = now
         #: The job of the scheduled action this scheduler belongs to, if any.
         self._parent_job = parent_job
+        #: The job of the scheduled mutation this scheduler belongs to (it cannot cancel it).
+        self._own_job = own_job
         self._count = 0
+        self._bytes = 0
 
     def __repr__(self) -> str:
         where = "mutation" if self._txn is not None else "action"
@@ -148,7 +157,8 @@ class Scheduler:
 
         Raises :class:`SchedulerError` for a delay that is not a finite
         number ≥ 0, :class:`FunctionNotFound`, :class:`ArgumentValidationError`,
-        :class:`LimitExceeded` past 1000 jobs in one mutation.
+        :class:`LimitExceeded` past 1000 jobs, or 16 MiB of their arguments, in
+        one mutation.
         """
         if isinstance(delay, bool) or not isinstance(delay, int | float):
             raise SchedulerError(
@@ -191,9 +201,9 @@ class Scheduler:
         if abs(when_ms - now) > _FIVE_YEARS_MS:
             direction = "future" if when_ms > now else "past"
             raise SchedulerError(
-                f"The scheduled time {when_ms / 1000.0!r} (seconds since the epoch) is more "
-                f"than 5 years in the {direction}: scheduled times must be within 5 years of "
-                "now. run_at takes seconds (not milliseconds) or a datetime; run_after a delay "
+                f"UnixTimestamp({when_ms / 1000.0!r}s) is more than 5 years in the "
+                f"{direction}: scheduled times must be within 5 years of now. run_at takes "
+                "seconds since the epoch (not milliseconds) or a datetime; run_after a delay "
                 "in seconds."
             )
         runtime = self._runtime
@@ -229,8 +239,17 @@ class Scheduler:
                 "rest in batches.",
                 limit="TooManyFunctionsScheduled",
             )
+        size = value_size([checked])
+        if self._bytes + size > MAX_SCHEDULED_ARGS_BYTES:
+            raise LimitExceeded(
+                "Too large total size of the arguments of scheduled functions from this "
+                f"mutation (limit: {MAX_SCHEDULED_ARGS_BYTES} bytes). Pass ids of stored "
+                "documents instead of large values.",
+                limit="ScheduledFunctionsArgumentsTooLarge",
+            )
         job_id = self._insert(txn, name, checked, when_ms)
         self._count += 1
+        self._bytes += size
         return job_id
 
     def _insert(self, txn: Transaction, name: str, args: dict[str, Any], when_ms: float) -> str:
@@ -246,8 +265,8 @@ class Scheduler:
             "scheduledTime": float(when_ms),
             "state": {"kind": state},
         }
-        if state == "canceled":
-            job["completedTime"] = now_ms()
+        if state == "canceled":  # as Convex records it: scheduled and completed now
+            job["scheduledTime"] = job["completedTime"] = now_ms()
         return txn.insert(SCHEDULED_FUNCTIONS, job, system=True)
 
     # -- canceling -------------------------------------------------------------
@@ -258,8 +277,14 @@ class Scheduler:
 
         Canceling a job that already finished or was canceled does nothing (as
         Convex's backend does). Raises :class:`InvalidId` for an id that is not
-        a ``_scheduled_functions`` id.
+        a ``_scheduled_functions`` id, :class:`SchedulerError` when a scheduled
+        mutation cancels its own job.
         """
+        if job_id == self._own_job:
+            raise SchedulerError(
+                "A mutation cannot cancel itself: a scheduled mutation's job completes with "
+                "its transaction. Return early instead."
+            )
         txn = self._txn
         if txn is None:
             self._runtime.db.run(lambda t: _cancel(t, job_id), writable=True, source="cancel")

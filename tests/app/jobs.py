@@ -183,3 +183,15 @@ def schedule_increments(ctx: Any, n: int, pause: float) -> None:
 def shared_count(ctx: Any) -> int:
     row = ctx.db.query("job_counter").first()
     return 0 if row is None else int(row["n"])
+
+
+@internal_mutation(args={})
+def cancel_own_job(ctx: Any) -> None:
+    own = ctx.db.system.query("_scheduled_functions").first()
+    ctx.scheduler.cancel(own["_id"])
+
+
+@mutation(args={"size": v.int64(), "n": v.int64()})
+def schedule_big(ctx: Any, size: int, n: int) -> None:
+    for _ in range(n):
+        ctx.scheduler.run_after(3600, write_note, {"text": "x" * size})

@@ -154,6 +154,22 @@ def test_at_most_1000_scheduled_per_mutation(engine: Engine) -> None:
     assert len(jobs_of(engine)) == 1000
 
 
+def test_scheduled_arguments_are_limited_to_16_mib_per_mutation(engine: Engine) -> None:
+    engine.mutation(jobs.schedule_big, {"size": 900_000, "n": 2})
+    with pytest.raises(LimitExceeded, match="limit: 16777216 bytes") as caught:
+        engine.mutation(jobs.schedule_big, {"size": 900_000, "n": 19})
+    assert caught.value.limit == "ScheduledFunctionsArgumentsTooLarge"
+    assert len(jobs_of(engine)) == 2
+
+
+def test_a_scheduled_mutation_cannot_cancel_itself(engine: Engine) -> None:
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.cancel_own_job))
+    assert engine.finish_scheduled_functions() == 1
+    state = job(engine, job_id)["state"]
+    assert state["kind"] == "failed"
+    assert "A mutation cannot cancel itself" in state["error"]
+
+
 # -- running -----------------------------------------------------------------------
 
 
@@ -257,7 +273,7 @@ def test_cancel_rolls_back_with_the_mutation(engine: Engine) -> None:
 
 def test_cancel_rejects_ids_of_other_tables(engine: Engine) -> None:
     note = engine.run(lambda ctx: ctx.db.insert("job_notes", {"text": "x"}))
-    with pytest.raises(InvalidId, match="_scheduled_functions"):
+    with pytest.raises(InvalidId, match="Invalid scheduled function ID"):
         engine.run(lambda ctx: ctx.scheduler.cancel(note))
 
 
