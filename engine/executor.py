@@ -53,7 +53,12 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .contexts import ActionCtx, MutationCtx
-from .errors import EngineError, OptimisticConcurrencyControlFailure, SchedulerError
+from .errors import (
+    EngineError,
+    OptimisticConcurrencyControlFailure,
+    SchedulerError,
+    StorageError,
+)
 from .query import Query
 from .scheduler import (
     BY_STATE,
@@ -153,7 +158,14 @@ class Executor:
 
     def _take_lock(self) -> int:
         path = os.path.join(self._db.storage.path, "scheduler.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise StorageError(
+                f"Cannot open the scheduler's lock file {path!r}: {error}. The engine keeps it "
+                "beside the database to tell live executors from dead ones: make the folder "
+                "writable, or open the engine without functions."
+            ) from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
