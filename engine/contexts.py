@@ -134,9 +134,12 @@ class MutationCtx(QueryCtx):
                 raise RuntimeError(
                     "ctx.scheduler needs functions registered with Engine.open"
                 ) from None
-            from .scheduler import Scheduler
+            from .scheduler import Scheduler, current_job
 
-            scheduler = self._scheduler = Scheduler(self._runtime, self._txn, self.now)
+            job = current_job.get()  # set while a scheduled action runs this mutation
+            scheduler = self._scheduler = Scheduler(
+                self._runtime, self._txn, self.now, parent_job=job, own_job=job
+            )
             return scheduler
 
     def run_mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
@@ -153,7 +156,7 @@ class MutationCtx(QueryCtx):
 class ActionCtx:
     """The context of an action: no ``db``; each ``run_*`` call is its own transaction."""
 
-    __slots__ = ("_job", "_runtime", "_scheduler", "auth", "env", "identity")
+    __slots__ = ("_runtime", "_scheduler", "auth", "env", "identity")
 
     def __init__(
         self, runtime: Runtime, identity: Any, env: Mapping[str, str] | None = None
@@ -162,8 +165,6 @@ class ActionCtx:
         self.identity = identity
         self.auth = Auth(identity)
         self.env = env if env is not None else _EMPTY_ENV
-        #: The ``_scheduled_functions`` job this action runs as, if scheduled.
-        self._job: str | None = None
         self._scheduler: Scheduler | None = None
 
     @property
@@ -175,9 +176,10 @@ class ActionCtx:
         """
         scheduler = self._scheduler
         if scheduler is None:
-            from .scheduler import Scheduler
+            from .scheduler import Scheduler, current_job
 
-            scheduler = self._scheduler = Scheduler(self._runtime, None, parent_job=self._job)
+            job = current_job.get()  # the job of the scheduled action this runs in, if any
+            scheduler = self._scheduler = Scheduler(self._runtime, None, parent_job=job)
         return scheduler
 
     async def run_query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:

@@ -65,6 +65,7 @@ from .scheduler import (
     SCHEDULED_FUNCTIONS,
     TRANSIENT_ACTION_ERROR,
     Scheduler,
+    current_job,
     now_ms,
     patch_job,
 )
@@ -411,8 +412,8 @@ class Executor:
             state: dict[str, Any]
             try:
                 args = runtime.check_args(name, function, raw_args)
+                current_job.set(job_id)  # this task's context only
                 ctx = ActionCtx(runtime, None, runtime.env)
-                ctx._job = job_id
                 result = await function.handler(ctx, **fresh_args(args))
                 runtime.check_result(name, function, result)
                 state = {"kind": "success"}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,13 @@ MAX_SCHEDULED_ARGS_BYTES = 16 << 20
 _FIVE_YEARS_MS = 5 * 365 * 24 * 3600 * 1000.0
 #: The error of an action whose executor died while it ran (Convex's wording).
 TRANSIENT_ACTION_ERROR = "Transient error while executing action"
+
+
+#: The job of the scheduled action running in this context (asyncio task, and the
+#: threads ``ctx.run_mutation`` uses, which copy it), or None. Functions the action
+#: calls see it: what they schedule after the job is canceled is created canceled,
+#: and they cannot cancel the job (Convex's rules for a job's "execution context").
+current_job: ContextVar[str | None] = ContextVar("convexlite_scheduled_job", default=None)
 
 
 def jobs_table(txn: Transaction) -> TableDef:

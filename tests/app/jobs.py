@@ -195,3 +195,29 @@ def cancel_own_job(ctx: Any) -> None:
 def schedule_big(ctx: Any, size: int, n: int) -> None:
     for _ in range(n):
         ctx.scheduler.run_after(3600, write_note, {"text": "x" * size})
+
+
+@internal_action(args={})
+async def cancel_self_then_schedule_via_functions(ctx: Any) -> None:
+    """As cancel_self_then_schedule, but the children come from functions it calls."""
+    await ctx.run_mutation(write_note, {"text": "started"})
+    for _ in range(500):
+        if "go" in await ctx.run_query(notes_query_internal, {}):
+            break
+        await asyncio.sleep(0.01)
+    await ctx.run_mutation(later, {"text": "via mutation", "delay": 0.0})
+    await ctx.run_action(schedule_from_action, {})
+
+
+@internal_action(args={})
+async def schedule_from_action(ctx: Any) -> None:
+    ctx.scheduler.run_after(0, write_note, {"text": "via action"})
+
+
+@internal_action(args={})
+async def cancel_own_job_via_mutation(ctx: Any) -> str:
+    try:
+        await ctx.run_mutation(cancel_own_job, {})
+    except Exception as error:
+        await ctx.run_mutation(write_note, {"text": str(error)})
+    return "done"

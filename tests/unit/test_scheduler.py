@@ -474,3 +474,25 @@ def test_jobs_survive_schema_changes(db_path: Path) -> None:
         assert engine.finish_scheduled_functions() == 1
         assert job(engine, job_id)["state"] == {"kind": "success"}
         engine.check()
+
+
+def test_cancel_in_progress_action_cancels_what_its_functions_schedule(db_path: Path) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        job_id = engine.run(
+            lambda ctx: ctx.scheduler.run_after(0, jobs.cancel_self_then_schedule_via_functions)
+        )
+        wait_until(lambda: "started" in engine.query(jobs.notes))
+        engine.run(lambda ctx: ctx.scheduler.cancel(job_id))
+        engine.run(lambda ctx: ctx.db.insert("job_notes", {"text": "go"}))
+        wait_until(lambda: len(jobs_of(engine)) == 3)
+        engine.finish_scheduled_functions()
+        children = [d for d in jobs_of(engine) if d["_id"] != job_id]
+        assert [d["state"] for d in children] == [{"kind": "canceled"}] * 2
+        assert engine.query(jobs.notes) == ["started", "go"]
+
+
+def test_a_mutation_called_by_a_scheduled_action_cannot_cancel_its_job(engine: Engine) -> None:
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.cancel_own_job_via_mutation))
+    assert engine.finish_scheduled_functions() == 1
+    assert job(engine, job_id)["state"] == {"kind": "success"}
+    assert any("A mutation cannot cancel itself" in t for t in engine.query(jobs.notes))
