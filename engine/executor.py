@@ -316,7 +316,7 @@ class Executor:
     def _run_mutation(self, job_id: str, name: str, function: FunctionDef) -> bool:
         """Run a mutation job exactly once; False if it was not pending (any more)."""
         runtime = self._runtime
-        from .functions import _PLAIN_RESULTS, _txn_resolver, fresh_args, refuse_awaitable
+        from .functions import _txn_resolver, fresh_args, refuse_awaitable
 
         def body(txn: Transaction) -> bool:
             job = txn.get(job_id)
@@ -327,8 +327,7 @@ class Executor:
             ctx = MutationCtx(runtime, txn, None, now_ms(), None, runtime.env)
             ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=job_id)
             result = function.handler(ctx, **fresh_args(args))
-            if type(result) not in _PLAIN_RESULTS:
-                refuse_awaitable(name, result)
+            refuse_awaitable(name, result)
             runtime.check_result(name, function, result, txn)
             patch_job(txn, job_id, {"state": {"kind": "success"}, "completedTime": now_ms()})
             return True
