@@ -162,11 +162,18 @@ class RawLmdbLayoutStore:
         self.next += 1
         doc_key = struct.pack(">I", 10001) + os.urandom(16)
         index_key = struct.pack(">IQ", 2, self.next) + doc_key[4:]
-        with self.env.begin(write=True) as txn:
-            txn.put(doc_key, self.encode(doc), db=self.documents)
-            txn.put(index_key, b"", db=self.indexes)
-            txn.put(struct.pack(">Q", self.next), self.encode([doc_key, index_key]), db=self.log)
-            txn.put(b"head", struct.pack(">QQ", self.next, 1), db=self.meta)
+        with self.env.begin(None, None, True) as txn:
+            txn.put(doc_key, self.encode(doc), True, True, False, self.documents)
+            txn.put(index_key, b"", True, True, False, self.indexes)
+            txn.put(
+                struct.pack(">Q", self.next),
+                self.encode([doc_key, index_key]),
+                True,
+                True,
+                False,
+                self.log,
+            )
+            txn.put(b"head", struct.pack(">QQ", self.next, 1), True, True, False, self.meta)
         return doc_key
 
 
@@ -185,7 +192,9 @@ class RawLmdbStore:
     """py-lmdb + msgspec: ``docs`` by 16-byte id and one index sub-db per field.
 
     Read txns hand out ``bytes`` (py-lmdb's default): for small values that is
-    faster than its zero-copy buffers, so it is the physical limit.
+    faster than its zero-copy buffers, so it is the physical limit. Arguments
+    are passed to py-lmdb positionally, as convexlite does: its keyword parsing
+    costs 80–190 ns per call.
     """
 
     def __init__(
@@ -214,43 +223,43 @@ class RawLmdbStore:
     def _put(self, txn: Any, doc: dict[str, Any]) -> bytes:
         self.next += 1
         doc_id = _ID.pack(0, self.next)
-        txn.put(doc_id, self.encode(doc), db=self.docs)
+        txn.put(doc_id, self.encode(doc), True, True, False, self.docs)
         for field, db in self.indexes.items():
-            txn.put(_index_value(doc[field]) + doc_id, b"", db=db)
+            txn.put(_index_value(doc[field]) + doc_id, b"", True, True, False, db)
         return doc_id
 
     def insert_many(self, docs: Iterable[dict[str, Any]]) -> list[bytes]:
-        with self.env.begin(write=True) as txn:
+        with self.env.begin(None, None, True) as txn:
             return [self._put(txn, d) for d in docs]
 
     def insert_one(self, doc: dict[str, Any]) -> bytes:
-        with self.env.begin(write=True) as txn:
+        with self.env.begin(None, None, True) as txn:
             return self._put(txn, doc)
 
     def get(self, doc_id: bytes) -> Any:
         with self.env.begin() as txn:
-            raw = txn.get(doc_id, db=self.docs)
+            raw = txn.get(doc_id, None, self.docs)
             return None if raw is None else self.decode(raw)
 
     def eq(self, field: str, value: Any) -> list[Any]:
         prefix = _index_value(value)
         out = []
         with self.env.begin() as txn:
-            cursor = txn.cursor(db=self.indexes[field])
+            cursor = txn.cursor(self.indexes[field])
             if cursor.set_range(prefix):
-                for key in cursor.iternext(values=False):
+                for key in cursor.iternext(True, False):
                     if not key.startswith(prefix):
                         break
-                    out.append(self.decode(txn.get(key[-16:], db=self.docs)))
+                    out.append(self.decode(txn.get(key[-16:], None, self.docs)))
         return out
 
     def range_first(self, field: str, low: Any, n: int) -> list[Any]:
         out = []
         with self.env.begin() as txn:
-            cursor = txn.cursor(db=self.indexes[field])
+            cursor = txn.cursor(self.indexes[field])
             if cursor.set_range(_index_value(low)):
-                for key in cursor.iternext(values=False):
-                    out.append(self.decode(txn.get(key[-16:], db=self.docs)))
+                for key in cursor.iternext(True, False):
+                    out.append(self.decode(txn.get(key[-16:], None, self.docs)))
                     if len(out) >= n:
                         break
         return out
@@ -260,12 +269,12 @@ class RawLmdbStore:
         out = []
         last = after
         with self.env.begin() as txn:
-            cursor = txn.cursor(db=self.indexes[field])
+            cursor = txn.cursor(self.indexes[field])
             found = cursor.set_range(after + b"\x00") if after else cursor.first()
             if found:
-                for key in cursor.iternext(values=False):
+                for key in cursor.iternext(True, False):
                     last = key
-                    out.append(self.decode(txn.get(last[-16:], db=self.docs)))
+                    out.append(self.decode(txn.get(last[-16:], None, self.docs)))
                     if len(out) >= size:
                         break
         return out, last

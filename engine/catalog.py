@@ -57,6 +57,10 @@ def catalog_key(name: str) -> bytes:
 #: does: two transactions cannot both take the same next table number.
 NEXT_TABLE_KEY = _U32.pack(CATALOG_INDEX) + b"n:next_table"
 
+#: Stands for "the schema": named by the conflict of a write that was checked
+#: against a schema another commit has since replaced.
+SCHEMA_KEY = _U32.pack(CATALOG_INDEX) + b"s:schema"
+
 
 class IndexDef(msgspec.Struct, frozen=True):
     """An index: its name, number, and the declared fields (dotted paths).
@@ -109,6 +113,16 @@ class Catalog(msgspec.Struct, frozen=True):
     next_system_table: int = FIRST_SYSTEM_TABLE_NUMBER
     next_index: int = 1
 
+    def bumped(self) -> Catalog:
+        """The same catalog under the next version (a schema change names a new version)."""
+        return Catalog(
+            self.version + 1,
+            self.tables,
+            self.next_user_table,
+            self.next_system_table,
+            self.next_index,
+        )
+
     def view(self) -> CatalogView:
         """The lookups transactions need, precomputed once per catalog version."""
         return CatalogView(self)
@@ -156,7 +170,7 @@ class CatalogView:
     that version. Cost: linear in the number of indexes, once.
     """
 
-    __slots__ = ("by_id_prefix", "catalog", "index_owner", "table_by_number", "tables")
+    __slots__ = ("by_id_prefix", "catalog", "index_owner", "schema", "table_by_number", "tables")
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
@@ -169,6 +183,9 @@ class CatalogView:
         self.index_owner: dict[int, tuple[TableDef, IndexDef]] = {
             ix.number: (t, ix) for t in catalog.tables.values() for ix in t.indexes.values()
         }
+        #: The schema stored with this catalog version (a ``SchemaDefinition``), or None:
+        #: every write is checked against the schema of its transaction's snapshot.
+        self.schema: Any = None
 
 
 _catalog_decoder = typed_decoder(Catalog)

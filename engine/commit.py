@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .catalog import NEXT_TABLE_KEY, Catalog, catalog_key, encode_catalog
+from .catalog import NEXT_TABLE_KEY, SCHEMA_KEY, Catalog, catalog_key, encode_catalog
 from .encoding import decode, encode
 from .errors import EngineError
 from .readset import FrozenReadSet
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .database import Database
     from .transaction import Transaction
 
-__all__ = ["LOG_RETENTION_NS", "CommitRequest", "Committer", "Conflict"]
+__all__ = ["LOG_RETENTION_NS", "CommitRequest", "Committer", "Conflict", "read_log"]
 
 #: How long log entries are kept (transactions older than this conflict).
 LOG_RETENTION_NS = 120 * 1_000_000_000
@@ -253,25 +253,27 @@ class Committer:
         storage = self._db.storage
         meta = storage.meta
         latest, catalog_version = storage.head(wtxn)
-        raw = wtxn.get(b"log_floor", db=meta)
+        raw = wtxn.get(b"log_floor", None, meta)
         floor = _U64.unpack(raw)[0] if raw is not None else 0
+        raw = wtxn.get(b"schema_ts", None, meta)
+        schema_ts = _U64.unpack(raw)[0] if raw is not None else 0
         # Decoded once per catalog version.
         catalog = self._db.catalog_view(wtxn, catalog_version).catalog
         # Only transactions that read something validate against the log; a group
         # of blind writes (inserts) needs no history at all.
         readers = [r.snapshot_ts for r in batch if len(r.reads)]
-        history = _read_log(wtxn, storage.log, min(readers)) if readers else []
+        history = read_log(wtxn, storage.log, min(readers)) if readers else []
         outcomes: list[tuple[int, Conflict | None]] = []
         # The group's net effect, in commit order (a later request's write of a key
         # replaces an earlier one's), applied below with one call per sub-database:
         # py-lmdb releases the GIL in every call, and each release lets another
         # thread's Python run while this one holds LMDB's write lock.
         documents: dict[bytes, bytes | None] = {}
-        index_keys: dict[bytes, bool] = {}
+        index_keys: dict[bytes, bytes | None] = {}  # key → b"" (put) or None (delete)
         log_entries: list[tuple[bytes, bytes]] = []
         new_catalog = False
         for request in batch:
-            conflict = self._validate(request, history, floor, catalog)
+            conflict = self._validate(request, history, floor, catalog, schema_ts)
             if conflict is not None:
                 outcomes.append((0, conflict))
                 continue
@@ -279,10 +281,8 @@ class Committer:
                 catalog = _merge_catalog(catalog, request.new_catalog)
                 new_catalog = True
             documents.update(request.documents)
-            for key in request.index_deletes:
-                index_keys[key] = False
-            for key in request.index_puts:
-                index_keys[key] = True
+            index_keys.update(dict.fromkeys(request.index_deletes))
+            index_keys.update(dict.fromkeys(request.index_puts, b""))
             ts = max(time.time_ns(), latest + 1)
             latest = ts
             log_entries.append((_U64.pack(ts), encode(request.log_keys)))
@@ -292,12 +292,8 @@ class Committer:
             if new_catalog:
                 wtxn.put(b"catalog", encode_catalog(catalog), db=meta)
             _apply_net(wtxn, storage.documents, documents)
-            _apply_net(
-                wtxn,
-                storage.indexes,
-                {k: b"" if present else None for k, present in index_keys.items()},
-            )
-            wtxn.cursor(db=storage.log).putmulti(log_entries, append=True)
+            _apply_net(wtxn, storage.indexes, index_keys)
+            wtxn.cursor(storage.log).putmulti(log_entries, True, True, True)
             commits = len(log_entries)
             storage.put_head(wtxn, latest, catalog.version)
             storage.clear_dead_readers()
@@ -313,9 +309,14 @@ class Committer:
         history: list[tuple[int, list[bytes]]],
         floor: int,
         catalog: Catalog,
+        schema_ts: int,
     ) -> Conflict | None:
         if request.snapshot_ts < floor:
             return Conflict(b"", None, floor)
+        if request.snapshot_ts < schema_ts and request.documents:
+            # Its writes were checked against the schema of its snapshot, which a
+            # schema change has since replaced: re-run against the new one.
+            return Conflict(SCHEMA_KEY, next(iter(request.tables), None), schema_ts)
         for name, seen in request.tables.items():
             if catalog.tables.get(name) != seen:
                 # The table's indexes changed under us: our index keys are stale.
@@ -344,21 +345,21 @@ def _apply_net(wtxn: Any, db: Any, changes: dict[bytes, bytes | None]) -> None:
     puts = []
     for key, value in changes.items():
         if value is None:
-            wtxn.delete(key, db=db)
+            wtxn.delete(key, b"", db)
         else:
             puts.append((key, value))
     if puts:
         puts.sort()  # neighbouring keys land on pages already touched
-        wtxn.cursor(db=db).putmulti(puts)
+        wtxn.cursor(db).putmulti(puts)
 
 
-def _read_log(wtxn: Any, log: Any, after: int) -> list[tuple[int, list[bytes]]]:
+def read_log(wtxn: Any, log: Any, after: int) -> list[tuple[int, list[bytes]]]:
     """Every log entry with a timestamp greater than ``after``, oldest first."""
     entries: list[tuple[int, list[bytes]]] = []
-    cursor = wtxn.cursor(db=log)
+    cursor = wtxn.cursor(log)
     try:
         if cursor.set_range(_U64.pack(after + 1)):
-            for key, value in cursor.iternext(keys=True, values=True):
+            for key, value in cursor.iternext():
                 entries.append((_U64.unpack(key)[0], decode(value)))
     finally:
         cursor.close()

@@ -22,8 +22,10 @@ from typing import Any, TypeVar
 
 from .catalog import CATALOG_INDEX, Catalog, CatalogView, TableDef, decode_catalog
 from .commit import CommitRequest, Committer, Conflict
+from .encoding import decode
 from .errors import EngineError, OptimisticConcurrencyControlFailure
 from .indexing import KeyPlan
+from .schema import SchemaDefinition, schema_from_json
 from .storage import Storage
 from .subscriptions import SubscriptionManager
 from .transaction import Transaction
@@ -34,7 +36,6 @@ T = TypeVar("T")
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 
-DocumentValidator = Callable[[Transaction, str, dict[str, Any]], None]
 CommitListener = Callable[[list[CommitRequest]], None]
 
 
@@ -73,7 +74,8 @@ class Database:
         self._catalog_lock = threading.Lock()
         self.catalog_cache: tuple[int, CatalogView] = (-1, CatalogView(Catalog()))
         self._plans: dict[int, KeyPlan] = {}
-        self.document_validator: DocumentValidator | None = None
+        #: The stored schema last decoded, by its stored bytes (schemas change rarely).
+        self._schema_cache: tuple[bytes, SchemaDefinition] | None = None
         self.listeners: list[CommitListener] = []
         self._local = _Local()
         self._secret: bytes | None = None
@@ -110,8 +112,10 @@ class Database:
         cached = self.catalog_cache
         if cached[0] == version:
             return cached[1]
-        raw = rtxn.get(b"catalog", db=self.storage.meta)
+        raw = rtxn.get(b"catalog", None, self.storage.meta)
         view = CatalogView(decode_catalog(raw) if raw is not None else Catalog())
+        # A schema change always stores a new catalog version: the version names the schema too.
+        view.schema = self._stored_schema(rtxn)
         with self._catalog_lock:
             if self.catalog_cache[0] < version:
                 self.catalog_cache = (version, view)
@@ -164,19 +168,40 @@ class Database:
             self._secret = secret
         return secret
 
-    def set_schema(self, schema: Any) -> None:
-        """Validate writes against ``schema`` from now on (None: no validation)."""
-        from .migration import schema_validator
-
-        self.document_validator = None if schema is None else schema_validator(self, schema)
+    def _stored_schema(self, rtxn: Any) -> SchemaDefinition | None:
+        """The schema stored as of ``rtxn`` (decoded once per distinct schema), or None."""
+        raw = rtxn.get(b"schema", None, self.storage.meta)
+        if raw is None:
+            return None
+        cached = self._schema_cache
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        schema = schema_from_json(decode(raw))
+        self._schema_cache = (raw, schema)
+        return schema
 
     # -- hooks ----------------------------------------------------------------
 
     def validate_document(self, txn: Transaction, table: str, document: dict[str, Any]) -> None:
-        """Check ``document`` against ``table``'s schema, if there is one."""
-        validator = self.document_validator
-        if validator is not None:
-            validator(txn, table, document)
+        """Check ``document`` against ``table``'s schema as stored in ``txn``'s snapshot.
+
+        The stored schema, not the one this process opened with: every handle and
+        process on the folder enforces the schema last stored (a Convex deployment
+        has one schema). A write checked against a schema that a later commit
+        replaced conflicts at commit (see ``Committer``) and re-runs on the new one.
+        Raises :class:`SchemaValidationError`.
+        """
+        schema = txn.catalog.schema
+        if schema is None or not schema.schema_validation or table not in schema.tables:
+            return
+
+        def resolve(number: int) -> str | None:
+            # The transaction's own view: tables it created count, and a table found
+            # missing is recorded as read (a concurrent creation then conflicts).
+            found = txn.table_by_number(number)
+            return None if found is None else found.name
+
+        schema.check_document(table, document, resolve, for_write=True)
 
     def after_commit(self, requests: list[CommitRequest]) -> None:
         """Called by the committer with the requests it just made durable."""

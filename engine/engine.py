@@ -28,7 +28,7 @@ from .contexts import MutationCtx
 from .database import Database
 from .errors import EngineError
 from .executor import Executor
-from .functions import Registry, Runtime, refuse_awaitable
+from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
 from .integrity import check as check_integrity
 from .storage import Durability, open_storage
 from .subscriptions import Subscription, SubscriptionSet
@@ -206,7 +206,8 @@ class Engine:
                 runtime.env,
             )
             result = fn(ctx)
-            refuse_awaitable("The function given to Engine.run", result)
+            if type(result) not in PLAIN_RESULTS:
+                refuse_awaitable("The function given to Engine.run", result)
             return result
 
         result, ts = self._db.run(body, writable=True, source="Engine.run")

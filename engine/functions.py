@@ -65,7 +65,7 @@ _MAX_NESTING = 8
 
 
 #: Result types that are never awaitable (skips ``inspect.isawaitable``, ~1 µs).
-_PLAIN_RESULTS = frozenset({type(None), dict, list, str, int, float, bool, bytes})
+PLAIN_RESULTS = frozenset({type(None), dict, list, str, int, float, bool, bytes})
 
 
 def refuse_awaitable(what: str, result: Any) -> None:
@@ -426,7 +426,7 @@ class Runtime:
         def body(txn: Transaction) -> Any:
             ctx = ctx_type(self, txn, identity, time.time() * 1000.0, None, self.env)
             result = function.handler(ctx, **fresh_args(args))
-            if type(result) not in _PLAIN_RESULTS:
+            if type(result) not in PLAIN_RESULTS:
                 refuse_awaitable(name, result)
             return self.check_result(name, function, result, txn)
 
@@ -448,7 +448,7 @@ class Runtime:
                 result = ref(QueryCtx(self, txn, identity, time.time() * 1000.0, None, self.env))
             finally:
                 db.close_query(txn)
-            if type(result) not in _PLAIN_RESULTS:
+            if type(result) not in PLAIN_RESULTS:
                 refuse_awaitable("The inline query", result)
             return result
         name, function = self.resolve(ref, internal=False)
@@ -512,7 +512,7 @@ class Runtime:
 
         def body(txn: Transaction) -> Any:
             result = fn(ctx_type(self, txn, identity, time.time() * 1000.0, None, self.env))
-            if type(result) not in _PLAIN_RESULTS:
+            if type(result) not in PLAIN_RESULTS:
                 refuse_awaitable(f"The inline {kind}", result)
             return result
 
@@ -595,7 +595,7 @@ class Runtime:
             child._scheduler = ctx.scheduler  # one scheduled-function count per transaction
         try:
             result = function.handler(child, **fresh_args(args))
-            if type(result) not in _PLAIN_RESULTS:
+            if type(result) not in PLAIN_RESULTS:
                 refuse_awaitable(name, result)
             return self.check_result(name, function, result, txn)
         except BaseException:

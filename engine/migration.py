@@ -4,12 +4,18 @@
 catalog and:
 
 1. with schema validation on, checks every existing document of every schema
-   table against its new validator *first*; any mismatch refuses to open
-   (:class:`SchemaValidationError` naming the first offending documents) and
-   changes nothing;
-2. in one LMDB write txn: creates missing tables, registers new indexes in
+   table against its new validator *first*, in one snapshot; any mismatch
+   refuses to open (:class:`SchemaValidationError` naming the first offending
+   documents) and changes nothing;
+2. in one LMDB write txn: checks the documents committed since that snapshot
+   (found through the log), creates missing tables, registers new indexes in
    state ``backfilling`` (writers maintain them from this commit on), removes
-   dropped indexes and their entries, and stores the schema;
+   dropped indexes and their entries, and stores the schema with a new catalog
+   version and its timestamp (``schema_ts``). Every write is checked against
+   the schema stored in its transaction's snapshot, and the committer refuses
+   (as a conflict: the mutation re-runs) a write whose snapshot predates
+   ``schema_ts``; so no document that breaks the new schema can commit, from
+   this process or another, before or after the change;
 3. backfills each new index in batches of write txns (each batch reads the
    documents as they are at that moment, so concurrent writers and the
    backfill agree), then marks it ``ready`` (queryable).
@@ -30,22 +36,24 @@ from .catalog import (
     BY_CREATION_TIME,
     BY_ID,
     NEXT_TABLE_KEY,
+    SCHEMA_KEY,
     Catalog,
     IndexDef,
     catalog_key,
     decode_catalog,
     encode_catalog,
 )
+from .commit import read_log
 from .encoding import decode_document, encode
 from .errors import SchemaValidationError, ValidationError
 
 if TYPE_CHECKING:
     from .database import Database
     from .schema import SchemaDefinition
-    from .transaction import Transaction
 
 __all__ = ["apply_schema"]
 
+_U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _BATCH = 5_000
 _MAX_REPORTED = 5
@@ -57,7 +65,9 @@ def _load_catalog(wtxn: Any, db: Database) -> Catalog:
     return decode_catalog(raw) if raw is not None else Catalog()
 
 
-def _store_catalog(wtxn: Any, db: Database, catalog: Catalog, previous: Catalog) -> None:
+def _store_catalog(
+    wtxn: Any, db: Database, catalog: Catalog, previous: Catalog, *, schema: bool = False
+) -> int:
     """Store ``catalog`` (replacing ``previous``) as a commit of its own.
 
     A schema change is logged like a transaction, under a new timestamp, so
@@ -66,7 +76,8 @@ def _store_catalog(wtxn: Any, db: Database, catalog: Catalog, previous: Catalog)
     raced this change conflicts and re-runs on the new catalog, instead of
     committing table numbers this change gave to other tables), and the catalog
     key of each table created here (a query or subscription that found the
-    table missing re-runs).
+    table missing re-runs), and ``SCHEMA_KEY`` when the schema changes with it.
+    Returns the commit's timestamp.
     """
     storage = db.storage
     wtxn.put(b"catalog", encode_catalog(catalog), db=storage.meta)
@@ -74,8 +85,11 @@ def _store_catalog(wtxn: Any, db: Database, catalog: Catalog, previous: Catalog)
     ts = max(time.time_ns(), latest + 1)
     created = sorted(catalog.tables.keys() - previous.tables.keys())
     logged = [NEXT_TABLE_KEY, *(catalog_key(name) for name in created)]
+    if schema:
+        logged.append(SCHEMA_KEY)
     wtxn.put(_U64.pack(ts), encode(logged), db=storage.log)
     storage.put_head(wtxn, ts, catalog.version)
+    return ts
 
 
 def _resolver(catalog: Catalog) -> Any:
@@ -83,35 +97,78 @@ def _resolver(catalog: Catalog) -> Any:
     return names.get
 
 
-def _check_existing(db: Database, schema: SchemaDefinition, catalog: Catalog) -> None:
-    """Every stored document of every schema table must match its validator."""
+def _check_existing(db: Database, schema: SchemaDefinition, catalog: Catalog, txn: Any) -> None:
+    """Every document of every schema table in ``txn`` must match its validator."""
     failures: list[str] = []
     resolver = _resolver(catalog)
     storage = db.storage
-    with storage.read() as rtxn:
-        for name in schema.tables:
-            table = catalog.tables.get(name)
-            if table is None:
-                continue
-            cursor = rtxn.cursor(db=storage.documents)
-            prefix = table.prefix
-            if cursor.set_range(prefix):
-                for key, value in cursor.iternext(keys=True, values=True):
-                    if bytes(key[:4]) != prefix:
-                        break
-                    document = decode_document(value)
-                    try:
-                        schema.check_document(name, document, resolver)
-                    except ValidationError as error:
-                        failures.append(
-                            f'Document with ID "{document["_id"]}" in table "{name}" does not '
-                            f"match the schema: {getattr(error, 'detail', None) or error}"
-                        )
-                        if len(failures) >= _MAX_REPORTED:
-                            break
-            cursor.close()
+    for name in schema.tables:
+        table = catalog.tables.get(name)
+        if table is None:
+            continue
+        cursor = txn.cursor(storage.documents)
+        prefix = table.prefix
+        if cursor.set_range(prefix):
+            for key, value in cursor.iternext():
+                if bytes(key[:4]) != prefix:
+                    break
+                _check_one(schema, name, decode_document(value), resolver, failures)
+                if len(failures) >= _MAX_REPORTED:
+                    break
+        cursor.close()
+        if len(failures) >= _MAX_REPORTED:
+            break
+    _refuse(failures)
+
+
+def _check_written_since(
+    db: Database, schema: SchemaDefinition, catalog: Catalog, wtxn: Any, after: int
+) -> None:
+    """:func:`_check_existing` for the documents committed after timestamp ``after``.
+
+    The log names every document a commit wrote (its ``by_id`` key); if the log
+    no longer reaches back to ``after`` (pruned), every document is checked.
+    """
+    storage = db.storage
+    raw = wtxn.get(b"log_floor", None, storage.meta)
+    if raw is not None and _U64.unpack(raw)[0] > after:
+        _check_existing(db, schema, catalog, wtxn)
+        return
+    view = catalog.view()
+    written: dict[bytes, str] = {}
+    for _, keys in read_log(wtxn, storage.log, after):
+        for key in keys:
+            owner = view.index_owner.get(_U32.unpack_from(key)[0]) if len(key) >= 4 else None
+            if owner is not None and owner[1].name == BY_ID and owner[0].name in schema.tables:
+                written[owner[0].prefix + key[4:]] = owner[0].name
+    failures: list[str] = []
+    resolver = _resolver(catalog)
+    for doc_key, name in sorted(written.items()):
+        value = wtxn.get(doc_key, None, storage.documents)
+        if value is not None:  # deleted since: nothing to check
+            _check_one(schema, name, decode_document(value), resolver, failures)
             if len(failures) >= _MAX_REPORTED:
                 break
+    _refuse(failures)
+
+
+def _check_one(
+    schema: SchemaDefinition,
+    table: str,
+    document: dict[str, Any],
+    resolver: Any,
+    failures: list[str],
+) -> None:
+    try:
+        schema.check_document(table, document, resolver)
+    except ValidationError as error:
+        failures.append(
+            f'Document with ID "{document["_id"]}" in table "{table}" does not '
+            f"match the schema: {getattr(error, 'detail', None) or error}"
+        )
+
+
+def _refuse(failures: list[str]) -> None:
     if failures:
         raise SchemaValidationError(
             "Schema validation failed: existing documents do not match the new schema, so the "
@@ -125,16 +182,22 @@ def _check_existing(db: Database, schema: SchemaDefinition, catalog: Catalog) ->
 def apply_schema(db: Database, schema: SchemaDefinition) -> None:
     """Bring the stored catalog in line with ``schema`` (see the module docstring)."""
     storage = db.storage
-    with storage.read() as rtxn:
-        raw = rtxn.get(b"catalog", db=storage.meta)
-        catalog = decode_catalog(raw) if raw is not None else Catalog()
-    if schema.schema_validation:
-        _check_existing(db, schema, catalog)
     schema_json = encode(schema.to_json())
+    with storage.read() as rtxn:
+        raw = rtxn.get(b"catalog", None, storage.meta)
+        catalog = decode_catalog(raw) if raw is not None else Catalog()
+        checked_at = storage.head(rtxn)[0]
+        new_schema = rtxn.get(b"schema", None, storage.meta) != schema_json
+        if schema.schema_validation and new_schema:
+            _check_existing(db, schema, catalog, rtxn)
 
     def change(wtxn: Any) -> list[tuple[str, str]]:
         current = stored = _load_catalog(wtxn, db)
-        changed = False
+        new_schema = wtxn.get(b"schema", None, storage.meta) != schema_json
+        if schema.schema_validation and new_schema and storage.head(wtxn)[0] > checked_at:
+            # Commits since the check's snapshot were checked against the old schema.
+            _check_written_since(db, schema, stored, wtxn, checked_at)
+        changed = new_schema  # a new schema is a new catalog version (it names the schema)
         for name, definition in schema.tables.items():
             wanted = {index: tuple(fields) for index, fields in definition.indexes.items()}
             table = current.tables.get(name)
@@ -161,8 +224,12 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
             if changed:
                 current = current.with_indexes(name, indexes)
         if changed:
-            _store_catalog(wtxn, db, current, stored)
-        wtxn.put(b"schema", schema_json, db=storage.meta)
+            if current.version == stored.version:
+                current = current.bumped()
+            ts = _store_catalog(wtxn, db, current, stored, schema=new_schema)
+            if new_schema:
+                wtxn.put(b"schema", schema_json, db=storage.meta)
+                wtxn.put(b"schema_ts", _U64.pack(ts), db=storage.meta)
         return [
             (t.name, ix.name)
             for t in current.tables.values()
@@ -173,7 +240,6 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
     pending = storage.write(change)
     for table_name, index_name in pending:
         _backfill(db, table_name, index_name)
-    db.set_schema(schema)
 
 
 def _drop_entries(wtxn: Any, db: Database, index: IndexDef) -> None:
@@ -251,23 +317,3 @@ def _count_documents(db: Database, table_name: str) -> int:
                 count += 1
         cursor.close()
         return count
-
-
-def schema_validator(db: Database, schema: SchemaDefinition) -> Any:
-    """The write-time check the transaction calls for every insert/patch/replace."""
-    if not schema.schema_validation:
-        return None
-
-    def validate(txn: Transaction, table: str, document: dict[str, Any]) -> None:
-        if table not in schema.tables:
-            return
-
-        def resolve(number: int) -> str | None:
-            # The transaction's own view: tables it created count, and a table found
-            # missing is recorded as read (a concurrent creation then conflicts).
-            found = txn.table_by_number(number)
-            return None if found is None else found.name
-
-        schema.check_document(table, document, resolve, for_write=True)
-
-    return validate

@@ -127,7 +127,7 @@ class Scans:
                 if raw is None:  # cannot happen: a deleted document has no keys
                     continue
             else:
-                found = rtxn.get(doc_key, db=documents_db)
+                found = rtxn.get(doc_key, None, documents_db)
                 if found is None:
                     raise AssertionError(f"index entry {key!r} points to a missing document")
                 raw = found
@@ -188,15 +188,15 @@ class Scans:
         byte_bound = max_bytes if max_bytes is not None else 1 << 62  # never reached
         last_key: bytes | None = None
         stopped: str | None = None
-        cursor = rtxn.cursor(db=self._storage.indexes)
+        cursor = rtxn.cursor(self._storage.indexes)
         try:
             keys: Any
             if reverse:
                 positioned = cursor.prev() if cursor.set_range(hi) else cursor.last()
-                keys = cursor.iterprev(keys=True, values=False) if positioned else ()
+                keys = cursor.iterprev(True, False) if positioned else ()
             else:
                 positioned = cursor.set_range(lo)
-                keys = cursor.iternext(keys=True, values=False) if positioned else ()
+                keys = cursor.iternext(True, False) if positioned else ()
             if keep is None and max_rows is None and max_bytes is None:
                 # No filter and no bounds but the limit (the common case): by chunks.
                 read, size, last_key, stopped = self._read_plain(
@@ -215,7 +215,7 @@ class Scans:
             for key in keys:  # bytes: storage's txns do not hand out buffers
                 if (key < lo) if reverse else (key >= hi):
                     break
-                found = get(table_prefix + key[-16:], db=documents_db)
+                found = get(table_prefix + key[-16:], None, documents_db)
                 if found is None:
                     raise AssertionError(f"index entry {key!r} points to a missing document")
                 read += 1
@@ -275,7 +275,8 @@ class Scans:
         ``out_keys`` if given); returns (rows, bytes, last key, stopped). Chunks keep
         what is held before a limit check small.
         """
-        in_range = (lambda key: key >= lo) if reverse else (lambda key: key < hi)
+        # C-level comparisons (bound methods of bytes), not a Python call per key.
+        in_range = lo.__le__ if reverse else hi.__gt__
         wanted = takewhile(in_range, keys)
         get = self._txn().get
         documents_db = self._storage.documents
@@ -288,7 +289,7 @@ class Scans:
             chunk = list(islice(wanted, chunk_size))
             if not chunk:
                 return read, size, last_key, None
-            raws = [get(table_prefix + key[-16:], db=documents_db) for key in chunk]
+            raws = [get(table_prefix + key[-16:], None, documents_db) for key in chunk]
             if None in raws:
                 missing = chunk[raws.index(None)]
                 raise AssertionError(f"index entry {missing!r} points to a missing document")
@@ -352,12 +353,12 @@ def _scan_by_id(
 
 def _scan_lmdb(rtxn: Any, db: Any, lo: bytes, hi: bytes, reverse: bool) -> Iterator[bytes]:
     """Keys of LMDB sub-database ``db`` in ``[lo, hi)``, ascending or descending."""
-    cursor = rtxn.cursor(db=db)
+    cursor = rtxn.cursor(db)
     try:
         if not reverse:
             if not cursor.set_range(lo):
                 return
-            for key in cursor.iternext(keys=True, values=False):
+            for key in cursor.iternext(True, False):
                 if key >= hi:
                     return
                 yield key
@@ -369,7 +370,7 @@ def _scan_lmdb(rtxn: Any, db: Any, lo: bytes, hi: bytes, reverse: bool) -> Itera
                 positioned = cursor.last()
             if not positioned:
                 return
-            for key in cursor.iterprev(keys=True, values=False):
+            for key in cursor.iterprev(True, False):
                 if key < lo:
                     return
                 yield key

@@ -522,10 +522,10 @@ class SubscriptionManager:
         floor = _U64.unpack(raw)[0] if raw is not None else 0
         if self.ts < floor:
             return set(self._watched)  # history pruned: re-run everything
-        cursor = rtxn.cursor(db=storage.log)
+        cursor = rtxn.cursor(storage.log)
         try:
             if cursor.set_range(_U64.pack(self.ts + 1)):
-                for _, value in cursor.iternext(keys=True, values=True):
+                for _, value in cursor.iternext():
                     affected |= self._index.stab(decode(value))
         finally:
             cursor.close()

@@ -236,7 +236,7 @@ class Transaction(Scans):
         self.reads.add_point(table.by_id.prefix + internal_id)
         if doc_key in self.writes.documents:
             return self.writes.documents[doc_key]
-        raw = self._txn().get(doc_key, db=self._storage.documents)
+        raw = self._txn().get(doc_key, None, self._storage.documents)
         if raw is None:
             return None
         self._count_read(len(raw))
@@ -267,7 +267,7 @@ class Transaction(Scans):
         rtxn = self._rtxn
         if rtxn is None:
             rtxn = self._txn()  # raises: the transaction has finished
-        found = rtxn.get(doc_key, db=self._storage.documents)
+        found = rtxn.get(doc_key, None, self._storage.documents)
         if found is None:
             return None
         # Counted inline (the common case stays under the limits with two compares).

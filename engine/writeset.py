@@ -50,7 +50,8 @@ class WriteSet:
     """
 
     __slots__ = (
-        "added",
+        "_added_keys",
+        "_added_sorted",
         "bytes_written",
         "catalog",
         "current_keys",
@@ -71,7 +72,11 @@ class WriteSet:
         self.current_keys: dict[bytes, tuple[bytes, ...]] = {}
         #: document key → table name, for messages and schema checks at commit.
         self.tables: dict[bytes, str] = {}
-        self.added: SortedList = SortedList()
+        #: Index keys that exist only in the overlay; kept sorted (``added``) only
+        #: once a scan asks: a mutation that writes without scanning after its
+        #: writes pays a set insertion per key, not a sorted insertion.
+        self._added_keys: set[bytes] = set()
+        self._added_sorted: SortedList | None = None
         self.removed: set[bytes] = set()
         self.undo: list[tuple[bytes, Any, tuple[bytes, ...]]] = []
         #: The catalog with tables this transaction created, or None.
@@ -83,6 +88,17 @@ class WriteSet:
 
     def __bool__(self) -> bool:
         return bool(self.documents) or self.catalog is not None
+
+    @property
+    def added(self) -> SortedList:
+        """The overlay's own index keys, sorted (built on first use, then kept up to date).
+
+        Cost: ``O(n log n)`` for ``n`` keys on the first call, then nothing.
+        """
+        added = self._added_sorted
+        if added is None:
+            added = self._added_sorted = SortedList(self._added_keys)
+        return added
 
     def touched(self, doc_key: bytes) -> bool:
         return doc_key in self.current_keys
@@ -118,11 +134,15 @@ class WriteSet:
         before = self.current_keys[doc_key]
         if before == keys:
             return
+        added = self._added_keys
+        added_sorted = self._added_sorted
         after = set(keys)
         for key in before:
             if key not in after:
-                if key in self.added:
-                    self.added.remove(key)
+                if key in added:
+                    added.discard(key)
+                    if added_sorted is not None:
+                        added_sorted.remove(key)
                 else:
                     self.removed.add(key)
         previous = set(before)
@@ -131,7 +151,9 @@ class WriteSet:
                 if key in self.removed:
                     self.removed.discard(key)
                 else:
-                    self.added.add(key)
+                    added.add(key)
+                    if added_sorted is not None:
+                        added_sorted.add(key)
         self.current_keys[doc_key] = keys
 
     def savepoint(self) -> Savepoint:

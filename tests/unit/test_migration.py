@@ -171,10 +171,11 @@ def test_commit_refuses_new_tables_from_an_old_catalog(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The committer's own guard, without the schema change's log entry to rely on.
-    def store_unlogged(wtxn, db, catalog, previous):  # type: ignore[no-untyped-def]
+    def store_unlogged(wtxn, db, catalog, previous, *, schema=False):  # type: ignore[no-untyped-def]
         wtxn.put(b"catalog", encode_catalog(catalog), db=db.storage.meta)
         latest, _ = db.storage.head(wtxn)
         db.storage.put_head(wtxn, latest, catalog.version)
+        return latest
 
     monkeypatch.setattr(migration, "_store_catalog", store_unlogged)
     attempts, tables = _race_table_creation_with_a_schema_change(db_path)
