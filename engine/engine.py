@@ -114,7 +114,7 @@ class Engine:
         """Close this handle; the folder closes when its last handle does. Idempotent.
 
         The scheduler's worker stops first (the job in hand finishes; running
-        scheduled actions get ``Executor.shutdown_timeout`` seconds). The last
+        scheduled actions get ``engine.executor.Executor.shutdown_timeout`` seconds). The last
         close ends the subscriptions, then waits for the calls other threads
         are running to finish; calls made after it raise ``EngineError``.
         """
