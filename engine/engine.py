@@ -26,10 +26,11 @@ from typing import Any, TypeVar
 
 from .contexts import MutationCtx
 from .database import Database
-from .errors import EngineError
+from .errors import CorruptionError, EngineError
 from .executor import Executor
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
 from .integrity import check as check_integrity
+from .scheduler import check_jobs
 from .storage import Durability, open_storage
 from .subscriptions import Subscription, SubscriptionSet
 
@@ -336,10 +337,23 @@ class Engine:
     def check(self) -> dict[str, Any]:
         """Verify every stored invariant; returns a report, raises ``CorruptionError``.
 
-        Cost: a full pass over documents and index entries (one snapshot).
+        Also checks the shape of every scheduled job (``report["scheduled_functions"]``
+        counts them by state). Cost: a full pass over documents and index entries
+        (one snapshot), and one over the jobs.
         """
-        self._live()
-        return check_integrity(self._db)
+        runtime = self._live()
+        report = check_integrity(self._db)
+        kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
+        counts, problems = check_jobs(self._db, kinds)
+        if problems:
+            raise CorruptionError(
+                f"Engine.check() found {len(problems)} broken invariant(s) in "
+                f"_scheduled_functions of {self.path!r}:\n"
+                + "\n".join(f"- {p}" for p in problems[:50]),
+                problems=problems,
+            )
+        report["scheduled_functions"] = counts
+        return report
 
 
 def _release(storage: Any) -> None:

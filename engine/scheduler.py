@@ -31,10 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 from . import ids
 from .catalog import NEXT_TABLE_KEY, TableDef
+from .encoding import decode_document
 from .errors import FunctionNotFound, InvalidId, LimitExceeded, SchedulerError
 from .values import value_size
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .database import Database
     from .functions import Runtime
     from .transaction import Transaction
 
@@ -45,6 +49,7 @@ __all__ = [
     "SCHEDULED_FUNCTIONS",
     "TRANSIENT_ACTION_ERROR",
     "Scheduler",
+    "check_jobs",
 ]
 
 #: The system table of scheduled jobs.
@@ -108,6 +113,70 @@ def get_job(txn: Transaction, job_id: str) -> dict[str, Any] | None:
             value=job_id,
         )
     return txn.get(job_id)
+
+
+_STATES = frozenset({"pending", "inProgress", "success", "failed", "canceled"})
+_FINAL = frozenset({"success", "failed", "canceled"})
+_FIELDS = frozenset(
+    {"_id", "_creationTime", "name", "args", "scheduledTime", "completedTime", "state"}
+)
+
+
+def check_jobs(db: Database, kinds: dict[str, str]) -> tuple[dict[str, int], list[str]]:
+    """Check every job's shape; returns (jobs by state, problems). Part of ``Engine.check()``.
+
+    Invariants: Convex's fields and no others; ``args`` is ``[object]``; a known
+    state, with ``error`` (a string) exactly when failed; ``completedTime`` exactly
+    when the job is final; a job ``inProgress`` is an action's (``kinds``: function
+    name → kind, for the functions this engine knows). Cost: one pass over the table.
+    """
+    counts: dict[str, int] = {}
+    problems: list[str] = []
+    for job in _all_jobs(db):
+        where = f"{SCHEDULED_FUNCTIONS} {job['_id']}"
+        state = job.get("state")
+        kind = state.get("kind") if isinstance(state, dict) else None
+        if kind not in _STATES:
+            problems.append(f"{where}: unknown state {state!r}")
+            continue
+        assert isinstance(state, dict)
+        counts[kind] = counts.get(kind, 0) + 1
+        if set(job) - _FIELDS:
+            problems.append(f"{where}: unexpected fields {sorted(set(job) - _FIELDS)}")
+        if not isinstance(job.get("name"), str):
+            problems.append(f"{where}: name is not a string: {job.get('name')!r}")
+        args = job.get("args")
+        if not (isinstance(args, list) and len(args) == 1 and isinstance(args[0], dict)):
+            problems.append(f"{where}: args is not [argsObject]: {args!r}")
+        if not isinstance(job.get("scheduledTime"), float):
+            problems.append(f"{where}: scheduledTime is not a float")
+        wanted_state_fields = {"kind", "error"} if kind == "failed" else {"kind"}
+        if set(state) != wanted_state_fields or not isinstance(state.get("error", ""), str):
+            problems.append(f"{where}: state {state!r} does not have Convex's shape")
+        if (kind in _FINAL) != isinstance(job.get("completedTime"), float):
+            problems.append(f"{where}: completedTime must be set exactly when a job is final")
+        if kind == "inProgress" and kinds.get(job.get("name", "")) == "mutation":
+            problems.append(f"{where}: a mutation's job is stored inProgress")
+    return counts, problems
+
+
+def _all_jobs(db: Database) -> Iterator[dict[str, Any]]:
+    """Every job, read straight from storage on one snapshot (no read limits: a check)."""
+    storage = db.storage
+    with storage.read() as rtxn:
+        table = db.catalog_at(rtxn).tables.get(SCHEDULED_FUNCTIONS)
+        if table is None:
+            return
+        prefix = table.prefix
+        cursor = rtxn.cursor(db=storage.documents)
+        try:
+            if cursor.set_range(prefix):
+                for key, raw in cursor.iternext(keys=True, values=True):
+                    if bytes(key[:4]) != prefix:
+                        break
+                    yield decode_document(raw)
+        finally:
+            cursor.close()
 
 
 def now_ms() -> float:

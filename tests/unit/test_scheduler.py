@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from engine import (
+    UNSET,
     ArgumentValidationError,
     ConvexError,
+    CorruptionError,
     Engine,
     EngineError,
     FunctionNotFound,
@@ -496,3 +498,21 @@ def test_a_mutation_called_by_a_scheduled_action_cannot_cancel_its_job(engine: E
     assert engine.finish_scheduled_functions() == 1
     assert job(engine, job_id)["state"] == {"kind": "success"}
     assert any("A mutation cannot cancel itself" in t for t in engine.query(jobs.notes))
+
+
+def test_check_counts_jobs_and_finds_broken_ones(engine: Engine) -> None:
+    done = engine.mutation(jobs.later, {"text": "a", "delay": 0.0})
+    engine.finish_scheduled_functions()
+    pending = engine.mutation(jobs.later, {"text": "b", "delay": 60.0})
+    assert engine.check()["scheduled_functions"] == {"success": 1, "pending": 1}
+    # A mutation's job is never stored inProgress; a final job always has completedTime.
+    engine.run(lambda ctx: patch_job(ctx._txn, pending, {"state": {"kind": "inProgress"}}))
+    engine.run(lambda ctx: patch_job(ctx._txn, done, {"completedTime": UNSET}))
+    with pytest.raises(CorruptionError) as caught:
+        engine.check()
+    problems = "\n".join(caught.value.problems)
+    assert "a mutation's job is stored inProgress" in problems
+    assert "completedTime must be set exactly when a job is final" in problems
+    # Put back, so the fixture's own check passes.
+    engine.run(lambda ctx: patch_job(ctx._txn, pending, {"state": {"kind": "pending"}}))
+    engine.run(lambda ctx: patch_job(ctx._txn, done, {"completedTime": 1.0}))
