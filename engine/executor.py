@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import fcntl
 import logging
 import os
 import threading
@@ -157,7 +156,11 @@ class Executor:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
-    def _take_lock(self) -> int:
+    def _take_lock(self) -> int | None:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): orphans cannot be told, none is failed
+            return None
         path = os.path.join(self._db.storage.path, "scheduler.lock")
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
