@@ -30,6 +30,7 @@ from .errors import (
     PaginationError,
     ReadOnlyError,
     ReturnsValidationError,
+    SchedulerError,
     SchemaValidationError,
     StorageError,
     StorageIdNotFound,
@@ -48,6 +49,7 @@ from .functions import (
 from .httpserver import HttpServer, WsgiApp
 from .query import Query
 from .readers import DatabaseReader, DatabaseWriter
+from .scheduler import Scheduler
 from .schema import SchemaDefinition, TableDefinition, define_schema, define_table
 from .subscriptions import Subscription, SubscriptionSet
 from .validators import Validator, pagination_opts, v
@@ -83,6 +85,8 @@ __all__ = [
     "QueryCtx",
     "ReadOnlyError",
     "ReturnsValidationError",
+    "Scheduler",
+    "SchedulerError",
     "SchemaDefinition",
     "SchemaValidationError",
     "StorageActionWriter",

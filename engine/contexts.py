@@ -2,9 +2,9 @@
 
 - :class:`QueryCtx`: ``db`` (reader), ``auth``, ``storage`` (reader), ``run_query``,
   ``now``, ``random``, ``env``.
-- :class:`MutationCtx`: ``db`` (writer), ``auth``, ``storage`` (writer), ``run_query``,
-  ``run_mutation`` (a sub-transaction), ``now``, ``random``, ``env``.
-- :class:`ActionCtx`: ``auth``, ``env``, ``storage`` and awaitable ``run_query``,
+- :class:`MutationCtx`: ``db`` (writer), ``auth``, ``storage`` (writer), ``scheduler``,
+  ``run_query``, ``run_mutation`` (a sub-transaction), ``now``, ``random``, ``env``.
+- :class:`ActionCtx`: ``auth``, ``env``, ``storage``, ``scheduler`` and awaitable ``run_query``,
   ``run_mutation``, ``run_action``, each its own transaction.
 
 Determinism: ``ctx.now`` (milliseconds since the epoch) is frozen when the
@@ -27,6 +27,7 @@ from .readers import DatabaseReader, DatabaseWriter
 
 if TYPE_CHECKING:
     from .functions import Runtime
+    from .scheduler import Scheduler
     from .transaction import Transaction
 
 __all__ = ["ActionCtx", "Auth", "MutationCtx", "QueryCtx"]
@@ -120,9 +121,12 @@ class QueryCtx:
 class MutationCtx(QueryCtx):
     """The context of a mutation: read-write database access, sub-transactions."""
 
-    __slots__ = ()
+    #: ``_scheduler`` is set on first use (queries never pay for it); a nested
+    #: ``run_mutation`` shares its caller's, so the per-mutation limit counts both.
+    __slots__ = ("_scheduler",)
 
     db: DatabaseWriter
+    _scheduler: Scheduler
 
     _reader = DatabaseWriter
 
@@ -131,6 +135,29 @@ class MutationCtx(QueryCtx):
         """``ctx.storage``: the reader plus ``generate_upload_url`` and ``delete``
         (transactional: a rollback keeps the file)."""
         return StorageWriter(self._txn, self._runtime)
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """``ctx.scheduler``: ``run_after``, ``run_at``, ``cancel``, part of this transaction.
+
+        Example::
+
+            ctx.scheduler.run_after(60, "messages:destruct", {"id": message_id})
+        """
+        try:
+            return self._scheduler
+        except AttributeError:
+            if self._runtime is None:
+                raise RuntimeError(
+                    "ctx.scheduler needs functions registered with Engine.open"
+                ) from None
+            from .scheduler import Scheduler, current_job
+
+            job = current_job.get()  # set while a scheduled action runs this mutation
+            scheduler = self._scheduler = Scheduler(
+                self._runtime, self._txn, self.now, parent_job=job, own_job=job
+            )
+            return scheduler
 
     def run_mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
         """Run another mutation as a sub-transaction of this one.
@@ -146,7 +173,7 @@ class MutationCtx(QueryCtx):
 class ActionCtx:
     """The context of an action: no ``db``; each ``run_*`` call is its own transaction."""
 
-    __slots__ = ("_runtime", "auth", "env", "identity")
+    __slots__ = ("_runtime", "_scheduler", "auth", "env", "identity")
 
     def __init__(
         self, runtime: Runtime, identity: Any, env: Mapping[str, str] | None = None
@@ -155,6 +182,22 @@ class ActionCtx:
         self.identity = identity
         self.auth = Auth(identity)
         self.env = env if env is not None else _EMPTY_ENV
+        self._scheduler: Scheduler | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """``ctx.scheduler``: each call commits its own transaction at once.
+
+        What is scheduled stays scheduled even if the action fails afterwards.
+        The methods are plain (not ``async``): each is one short commit.
+        """
+        scheduler = self._scheduler
+        if scheduler is None:
+            from .scheduler import Scheduler, current_job
+
+            job = current_job.get()  # the job of the scheduled action this runs in, if any
+            scheduler = self._scheduler = Scheduler(self._runtime, None, parent_job=job)
+        return scheduler
 
     @property
     def storage(self) -> StorageActionWriter:

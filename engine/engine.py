@@ -26,11 +26,13 @@ from typing import Any, TypeVar
 
 from .contexts import MutationCtx
 from .database import Database
-from .errors import EngineError
+from .errors import CorruptionError, EngineError
+from .executor import Executor
 from .files import read_file, store_file
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
 from .httpserver import HttpServer, WsgiApp
 from .integrity import check as check_integrity
+from .scheduler import check_jobs
 from .storage import Durability, open_storage
 from .subscriptions import Subscription, SubscriptionSet
 
@@ -48,9 +50,10 @@ class Engine:
     Use :meth:`open`; close with :meth:`close` or a ``with`` block.
     """
 
-    def __init__(self, db: Database, runtime: Runtime) -> None:
+    def __init__(self, db: Database, runtime: Runtime, executor: Executor | None = None) -> None:
         self._db = db
         self._runtime = runtime
+        self._executor = executor
         self._closed = False
         self._servers: list[HttpServer] = []
 
@@ -67,6 +70,7 @@ class Engine:
         durability: Durability = "full",
         env: Mapping[str, str] | None = None,
         site_url: str | None = None,
+        scheduler: bool = True,
     ) -> Engine:
         """Open (creating if needed) the database in folder ``path``.
 
@@ -84,6 +88,9 @@ class Engine:
         ``generate_upload_url``), e.g. ``"https://files.example.com"`` where the
         host serves them; default: the server of :meth:`serve_http` while one
         runs, else ``http://127.0.0.1:3210`` (a self-hosted Convex's origin).
+        ``scheduler``: run scheduled functions on a background thread as they
+        come due (the default); False runs them only when
+        :meth:`finish_scheduled_functions` is called (deterministic tests).
 
         Raises :class:`StorageError` when the folder cannot be opened,
         :class:`FormatError` for an unknown on-disk format and
@@ -105,16 +112,22 @@ class Engine:
             runtime = Runtime(db, registry, auth, MappingProxyType(dict(env or {})))
             if site_url is not None:
                 runtime.site_url = _check_site_url(site_url)
+            executor = None
+            if registry.by_name:
+                executor = Executor(runtime)
+                executor.start(background=scheduler)
         except BaseException:
             _release(storage)
             raise
-        return cls(db, runtime)
+        return cls(db, runtime, executor)
 
     def close(self) -> None:
         """Close this handle; the folder closes when its last handle does. Idempotent.
 
-        The last close ends the subscriptions, then waits for the calls other
-        threads are running to finish; calls made after it raise ``EngineError``.
+        The scheduler's worker stops first (the job in hand finishes; running
+        scheduled actions get ``engine.executor.Executor.shutdown_timeout`` seconds). The last
+        close ends the subscriptions, then waits for the calls other threads
+        are running to finish; calls made after it raise ``EngineError``.
         """
         if self._closed:
             return
@@ -124,6 +137,8 @@ class Engine:
                 "would wait for itself to finish: close the engine after the call returns."
             )
         self._closed = True
+        if self._executor is not None:
+            self._executor.stop()
         for server in self._servers:
             server.close()
         _release(self._db.storage)
@@ -358,15 +373,85 @@ class Engine:
         """
         return WsgiApp(self._live())
 
+    # -- scheduled functions ---------------------------------------------------------
+
+    def finish_scheduled_functions(self, *, timeout: float = 30.0) -> int:
+        """Run every scheduled function that is due, now, on this thread; returns how many.
+
+        Jobs those functions schedule run too if they are due (delay 0); the
+        call returns when no job is due or running anywhere (as convex-test's
+        ``t.finishInProgressScheduledFunctions()``). Works with or without the
+        background worker (``Engine.open(..., scheduler=False)`` for tests).
+        Cost: one index scan per pass plus the jobs' own transactions.
+
+        Example::
+
+            engine.mutation("messages:send_later", {"body": "hi", "delay": 0})
+            engine.finish_scheduled_functions()
+
+        Raises :class:`SchedulerError` when jobs still run after ``timeout``
+        seconds, :class:`EngineError` for an engine without functions.
+        """
+        return self._scheduled_executor().finish(
+            all_pending=False, timeout=timeout, max_iterations=1_000_000
+        )
+
+    def finish_all_scheduled_functions(
+        self, *, max_iterations: int = 100, timeout: float = 30.0
+    ) -> int:
+        """Run every pending scheduled function, due or not, until none is left.
+
+        Like convex-test's ``t.finishAllScheduledFunctions(vi.runAllTimers)``:
+        future jobs run as if their time had come (their ``scheduledTime`` is
+        kept). Raises :class:`SchedulerError` after ``max_iterations`` passes that
+        each ran something (a job that reschedules itself forever), or when jobs
+        still run after ``timeout`` seconds.
+        """
+        return self._scheduled_executor().finish(
+            all_pending=True, timeout=timeout, max_iterations=max_iterations
+        )
+
+    def _scheduled_executor(self) -> Executor:
+        self._live()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise EngineError(
+                "finish_scheduled_functions() blocks and runs scheduled actions with their own "
+                "event loop, and this thread runs one: call it from a worker thread, e.g. "
+                "`await asyncio.to_thread(engine.finish_scheduled_functions)`."
+            )
+        if self._executor is None:
+            raise EngineError(
+                "This engine has no functions, so it runs no scheduled functions: open it "
+                "with Engine.open(path, functions=myapp.functions)."
+            )
+        return self._executor
+
     # -- maintenance ---------------------------------------------------------------
 
     def check(self) -> dict[str, Any]:
         """Verify every stored invariant; returns a report, raises ``CorruptionError``.
 
-        Cost: a full pass over documents and index entries (one snapshot).
+        Also checks the shape of every scheduled job (``report["scheduled_functions"]``
+        counts them by state). Cost: a full pass over documents and index entries
+        (one snapshot), and one over the jobs.
         """
-        self._live()
-        return check_integrity(self._db)
+        runtime = self._live()
+        report = check_integrity(self._db)
+        kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
+        counts, problems = check_jobs(self._db, kinds)
+        if problems:
+            raise CorruptionError(
+                f"Engine.check() found {len(problems)} broken invariant(s) in "
+                f"_scheduled_functions of {self.path!r}:\n"
+                + "\n".join(f"- {p}" for p in problems[:50]),
+                problems=problems,
+            )
+        report["scheduled_functions"] = counts
+        return report
 
 
 def _release(storage: Any) -> None:

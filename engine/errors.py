@@ -19,6 +19,7 @@ Every error the engine raises on purpose is an :class:`EngineError`::
     ├── PaginationError (ValueError)          .code: page options and limits
     ├── OptimisticConcurrencyControlFailure   .table
     ├── FunctionNotFound (LookupError)        .name
+    ├── SchedulerError (ValueError)           ctx.scheduler arguments, scheduled-job runs
     ├── ReadOnlyError                         writes from a reader
     ├── StorageError                          LMDB failures, with a hint
     │   ├── FormatError                       unknown on-disk format
@@ -52,6 +53,7 @@ __all__ = [
     "PaginationError",
     "ReadOnlyError",
     "ReturnsValidationError",
+    "SchedulerError",
     "SchemaValidationError",
     "StorageError",
     "StorageIdNotFound",
@@ -217,6 +219,14 @@ class FunctionNotFound(EngineError, LookupError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class SchedulerError(EngineError, ValueError):
+    """``ctx.scheduler`` was given a bad time or target, or scheduled jobs did not finish.
+
+    Example: ``ctx.scheduler.run_after(-1, ...)`` raises ``SchedulerError("`delay` must
+    be non-negative ...")``.
+    """
 
 
 class ReadOnlyError(EngineError):

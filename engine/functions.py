@@ -671,6 +671,8 @@ class Runtime:
             self, txn, ctx.auth.get_user_identity(), ctx.now, ctx.random.getrandbits(64), ctx.env
         )
         child._depth = ctx._depth + 1
+        if isinstance(child, MutationCtx) and isinstance(ctx, MutationCtx):
+            child._scheduler = ctx.scheduler  # one scheduled-function count per transaction
         # The callee is a function run of its own, as in Convex: it may paginate once
         # whatever its caller did, and its page is not pinned by the caller's
         # subscription journal (Convex gives a nested query a fresh journal).

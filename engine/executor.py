@@ -1,0 +1,438 @@
+"""The executor: runs the jobs of ``_scheduled_functions`` when they come due.
+
+Each open :class:`~engine.Engine` with functions owns one :class:`Executor`.
+With ``Engine.open(..., scheduler=True)`` (the default) a background thread
+runs due jobs; with ``scheduler=False`` jobs run only when the host calls
+``engine.finish_scheduled_functions()`` / ``finish_all_scheduled_functions()``.
+
+Guarantees (Convex's):
+
+- **A scheduled mutation runs exactly once.** One transaction reads the job,
+  checks it is still ``pending``, runs the mutation and writes ``success``
+  with ``completedTime``, so the job's state commits with the mutation's
+  writes or not at all. Conflicts are retried without a budget (while the
+  engine stays open). A user error discards the mutation's writes and marks the
+  job ``failed`` in a separate transaction.
+- **A scheduled action runs at most once.** A transaction claims the job
+  (``pending`` → ``inProgress``) before the action starts; the action's
+  outcome is written after it ends (``success`` or ``failed``).
+- **Several executors** (threads, handles, processes on one folder) may run at
+  once: claiming is transactional, so two executors racing for one job
+  conflict and the loser, re-running, sees the job is no longer pending.
+- Identity is not propagated: scheduled functions run with no user identity.
+
+Wake-up: a commit of this process that writes ``_scheduled_functions`` wakes
+the worker at once (a commit listener, O(1) per commit); otherwise it sleeps
+until the next pending job is due, or at most :attr:`Executor.poll_interval`
+seconds, which is how jobs committed by other processes are found.
+
+Orphaned actions: every executor holds a shared ``flock`` on
+``<folder>/scheduler.lock``. When an executor starts and can take that lock
+exclusively, no other executor is alive on the folder, so every job left
+``inProgress`` belonged to a dead one: it is marked ``failed`` with Convex's
+"Transient error while executing action". While another executor is alive
+nothing can be told, and such jobs stay ``inProgress`` until a later start
+finds itself alone.
+
+Close: the worker finishes the job in hand (a mutation job's transaction
+commits or is discarded, never half-applied), running actions get
+:attr:`Executor.shutdown_timeout` seconds to end, then are cancelled and marked
+failed with the transient error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .contexts import ActionCtx, MutationCtx
+from .errors import (
+    EngineError,
+    OptimisticConcurrencyControlFailure,
+    SchedulerError,
+    StorageError,
+)
+from .query import Query
+from .scheduler import (
+    BY_STATE,
+    SCHEDULED_FUNCTIONS,
+    TRANSIENT_ACTION_ERROR,
+    Scheduler,
+    current_job,
+    now_ms,
+    patch_job,
+)
+
+if TYPE_CHECKING:
+    from .commit import CommitRequest
+    from .functions import FunctionDef, Runtime
+    from .transaction import Transaction
+
+__all__ = ["Executor"]
+
+_log = logging.getLogger("engine.scheduler")
+#: Pending jobs read per pass (the rest are read on the next pass, at once).
+_BATCH = 256
+
+
+def _error_message(error: BaseException) -> str:
+    return f"Uncaught {type(error).__name__}: {error}"
+
+
+class Executor:
+    """Runs scheduled jobs for one engine handle (see the module docstring).
+
+    Example::
+
+        with Engine.open(path, functions=app, scheduler=False) as engine:
+            engine.mutation("messages:send_later", {...})
+            engine.finish_scheduled_functions()   # runs what is due, synchronously
+    """
+
+    #: Longest sleep between two looks at the table (jobs of other processes).
+    poll_interval = 0.5
+    #: How long close() waits for running actions before cancelling them.
+    shutdown_timeout = 10.0
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._db = runtime.db
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        #: Scheduled actions started on the loop and not yet recorded as finished.
+        self._running: dict[str, concurrent.futures.Future[None]] = {}
+        self._idle = threading.Condition()
+        self._lock_fd: int | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self, *, background: bool) -> None:
+        """Take the executors' lock (failing orphaned actions if alone), start the worker."""
+        self._lock_fd = self._take_lock()
+        self._db.listeners.append(self._on_commit)
+        if background:
+            self._thread = threading.Thread(
+                target=self._work, name="convexlite-scheduler", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the worker, let running actions end (bounded), release the lock. Idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._idle:
+            if not self._idle.wait_for(lambda: not self._running, self.shutdown_timeout):
+                for future in self._running.values():
+                    future.cancel()  # cancels the task: it records the transient error
+                self._idle.wait_for(lambda: not self._running, 5.0)
+            late = list(self._running)
+        for job_id in late:  # cancelled before it started, or stuck: never finished
+            self._complete(job_id, ("inProgress",), _TRANSIENT)
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            assert self._loop_thread is not None
+            self._loop_thread.join(5.0)
+            if not self._loop_thread.is_alive():
+                loop.close()
+        try:
+            self._db.listeners.remove(self._on_commit)
+        except ValueError:
+            pass
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _take_lock(self) -> int | None:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): orphans cannot be told, none is failed
+            return None
+        path = os.path.join(self._db.storage.path, "scheduler.lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise StorageError(
+                f"Cannot open the scheduler's lock file {path!r}: {error}. The engine keeps it "
+                "beside the database to tell live executors from dead ones: make the folder "
+                "writable, or open the engine without functions."
+            ) from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            alone = False
+        else:
+            alone = True
+        try:
+            if alone:
+                self._fail_orphans()
+            fcntl.flock(fd, fcntl.LOCK_SH)  # converts an exclusive lock; waits for one
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _fail_orphans(self) -> None:
+        def fail(txn: Transaction) -> int:
+            if txn.table(SCHEDULED_FUNCTIONS) is None:
+                return 0
+            stuck = (
+                Query(txn, SCHEDULED_FUNCTIONS)
+                .with_index(BY_STATE, lambda q: q.eq("state.kind", "inProgress"))
+                .collect()
+            )
+            for job in stuck:
+                patch_job(
+                    txn,
+                    job["_id"],
+                    {
+                        "state": {"kind": "failed", "error": TRANSIENT_ACTION_ERROR},
+                        "completedTime": now_ms(),
+                    },
+                )
+            return len(stuck)
+
+        self._db.run(fail, writable=True, source="scheduler recovery")
+
+    def _on_commit(self, requests: list[CommitRequest]) -> None:
+        # Called by the committer after every commit group: keep it O(1) per request.
+        for request in requests:
+            catalog = request.new_catalog
+            if SCHEDULED_FUNCTIONS in request.tables or (
+                catalog is not None and SCHEDULED_FUNCTIONS in catalog.tables
+            ):
+                self._wake.set()
+                return
+
+    def _work(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            timeout = self.poll_interval
+            try:
+                _, next_due = self._pass(all_pending=False, background=True)
+            except Exception:  # keep the worker alive; the next pass tries again
+                _log.exception("The scheduler's worker failed a pass; retrying.")
+            else:
+                if next_due is not None:
+                    timeout = max(0.0, min(timeout, (next_due - now_ms()) / 1000.0))
+            if timeout > 0 or self._stopping:
+                self._wake.wait(timeout)
+
+    # -- running jobs ------------------------------------------------------------
+
+    def finish(self, *, all_pending: bool, timeout: float, max_iterations: int) -> int:
+        """Run jobs synchronously until none is due (``all_pending``: none is pending),
+        and no job runs elsewhere; returns how many this call ran.
+
+        Raises :class:`SchedulerError` after ``timeout`` seconds or
+        ``max_iterations`` passes that each ran something (a job that keeps
+        rescheduling itself).
+        """
+        if self._stopping:
+            raise EngineError("This engine is closed: open it again with Engine.open(path).")
+        deadline = time.monotonic() + timeout
+        total = 0
+        passes = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise SchedulerError(
+                    f"Scheduled functions were still due or running after {timeout} s (a "
+                    "function that keeps rescheduling itself, jobs in progress in another "
+                    "executor, or left inProgress by a dead process): raise timeout, or "
+                    "inspect ctx.db.system.query('_scheduled_functions')."
+                )
+            ran, _ = self._pass(all_pending=all_pending, background=False)
+            total += ran
+            if ran:
+                passes += 1
+                if passes >= max_iterations:
+                    raise SchedulerError(
+                        f"Scheduled functions kept being scheduled after {max_iterations} "
+                        "passes (a function that reschedules itself?): raise max_iterations "
+                        "or stop the loop."
+                    )
+                continue
+            if not self._busy(all_pending):
+                return total
+            time.sleep(0.005)
+
+    def _pending(self, txn: Transaction, kind: str) -> list[dict[str, Any]]:
+        if txn.table(SCHEDULED_FUNCTIONS) is None:
+            return []
+        return (
+            Query(txn, SCHEDULED_FUNCTIONS)
+            .with_index(BY_STATE, lambda q: q.eq("state.kind", kind))
+            .take(_BATCH)
+        )
+
+    def _busy(self, all_pending: bool) -> bool:
+        """True while some job is in progress, or pending, due and runnable here."""
+
+        def look(txn: Transaction) -> bool:
+            if self._pending(txn, "inProgress"):
+                return True
+            now = now_ms()
+            names = self._runtime.registry.by_name
+            return any(
+                job["name"] in names and (all_pending or job["scheduledTime"] <= now)
+                for job in self._pending(txn, "pending")
+            )
+
+        return self._db.run(look, writable=False)[0]
+
+    def _pass(self, *, all_pending: bool, background: bool) -> tuple[int, float | None]:
+        """Run every due job once; returns (jobs run, time in ms the next one is due)."""
+        jobs = self._db.run(lambda txn: self._pending(txn, "pending"), writable=False)[0]
+        registry = self._runtime.registry.by_name
+        now = now_ms()
+        ran = 0
+        for job in jobs:
+            if self._stopping:
+                return ran, None
+            if not all_pending and job["scheduledTime"] > now:
+                return ran, job["scheduledTime"]
+            function = registry.get(job["name"])
+            if function is None:
+                # Registered by another process's functions package: left for it.
+                continue
+            if function.kind == "mutation":
+                ran += self._run_mutation(job["_id"], job["name"], function)
+            else:
+                ran += self._run_action(job["_id"], job["name"], function, background)
+        # A full batch that made progress: more may be due at once. (A batch of jobs that
+        # all belong to other processes' functions is not progress: no busy loop.)
+        return ran, (now if len(jobs) == _BATCH and ran else None)
+
+    def _run_mutation(self, job_id: str, name: str, function: FunctionDef) -> bool:
+        """Run a mutation job exactly once; False if it was not pending (any more)."""
+        runtime = self._runtime
+        from .functions import _txn_resolver, fresh_args, refuse_awaitable
+
+        def body(txn: Transaction) -> bool:
+            job = txn.get(job_id)
+            if job is None or job["state"]["kind"] != "pending":
+                return False
+            patch_job(txn, job_id, {"state": {"kind": "inProgress"}})  # as it sees itself
+            args = runtime.check_args(name, function, job["args"][0], _txn_resolver(txn))
+            ctx = MutationCtx(runtime, txn, None, now_ms(), None, runtime.env)
+            ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=job_id)
+            result = function.handler(ctx, **fresh_args(args))
+            refuse_awaitable(name, result)
+            runtime.check_result(name, function, result, txn)
+            patch_job(txn, job_id, {"state": {"kind": "success"}, "completedTime": now_ms()})
+            return True
+
+        attempt = 0
+        while True:
+            try:
+                return self._db.run(body, writable=True, source=f"Scheduled mutation {name}")[0]
+            except OptimisticConcurrencyControlFailure:
+                # Exactly once: conflicts are retried for as long as the engine is open.
+                if self._stopping:
+                    return False
+                attempt += 1
+                time.sleep(min(1.0, 0.01 * attempt))
+            except Exception as error:
+                return self._complete(job_id, ("pending",), _failed(error))
+
+    def _complete(self, job_id: str, expected: tuple[str, ...], state: dict[str, Any]) -> bool:
+        """Write a job's final state if it is still in one of the ``expected`` states."""
+
+        def body(txn: Transaction) -> bool:
+            job = txn.get(job_id)
+            if job is None or job["state"]["kind"] not in expected:
+                return False
+            patch_job(txn, job_id, {"state": state, "completedTime": now_ms()})
+            return True
+
+        while True:
+            try:
+                return self._db.run(body, writable=True, source="scheduler")[0]
+            except OptimisticConcurrencyControlFailure:
+                time.sleep(0.01)
+
+    def _run_action(self, job_id: str, name: str, function: FunctionDef, background: bool) -> bool:
+        """Claim an action job and run it (at most once); False if it was not pending."""
+
+        def claim(txn: Transaction) -> dict[str, Any] | None:
+            job = txn.get(job_id)
+            if job is None or job["state"]["kind"] != "pending":
+                return None
+            patch_job(txn, job_id, {"state": {"kind": "inProgress"}})
+            return job
+
+        try:
+            job = self._db.run(claim, writable=True, source=f"Scheduled action {name}")[0]
+        except OptimisticConcurrencyControlFailure:
+            return False  # another executor keeps winning it; a later pass looks again
+        if job is None:
+            return False
+        run = self._action(job_id, name, function, job["args"][0])
+        if not background:
+            asyncio.run(run)
+            return True
+        loop = self._action_loop()
+        with self._idle:
+            self._running[job_id] = asyncio.run_coroutine_threadsafe(run, loop)
+        return True
+
+    def _finished(self, job_id: str) -> None:
+        with self._idle:
+            self._running.pop(job_id, None)
+            self._idle.notify_all()
+
+    def _action_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(
+                target=loop.run_forever, name="convexlite-scheduled-actions", daemon=True
+            )
+            self._loop_thread.start()
+        return loop
+
+    def _action(
+        self, job_id: str, name: str, function: FunctionDef, raw_args: Any
+    ) -> Coroutine[Any, Any, None]:
+        runtime = self._runtime
+        from .functions import fresh_args
+
+        async def run() -> None:
+            state: dict[str, Any]
+            try:
+                args = runtime.check_args(name, function, raw_args)
+                current_job.set(job_id)  # this task's context only
+                ctx = ActionCtx(runtime, None, runtime.env)
+                result = await function.handler(ctx, **fresh_args(args))
+                runtime.check_result(name, function, result)
+                state = {"kind": "success"}
+            except asyncio.CancelledError:
+                state = _TRANSIENT
+            except Exception as error:
+                state = _failed(error)
+            try:
+                await asyncio.to_thread(self._complete, job_id, ("inProgress",), state)
+            finally:
+                self._finished(job_id)
+
+        return run()
+
+
+_TRANSIENT: dict[str, Any] = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
+
+
+def _failed(error: BaseException) -> dict[str, Any]:
+    return {"kind": "failed", "error": _error_message(error)}

@@ -1,0 +1,376 @@
+"""``ctx.scheduler``: run a mutation or action later, recorded in ``_scheduled_functions``.
+
+A job is a document of the system table ``_scheduled_functions``, in Convex's
+shape (stored data is camelCase, times in milliseconds)::
+
+    {"name": "messages:destruct",        # the target's function name
+     "args": [{"id": "..."}],            # [argsObject]
+     "scheduledTime": 1767225600000.0,   # ms since the epoch, as requested
+     "completedTime": 1767225600012.5,   # ms; set once the job is done or canceled
+     "state": {"kind": "pending"}}       # | inProgress | success
+                                         # | {"kind": "failed", "error": "..."} | canceled
+
+From a mutation, scheduling and canceling are writes of the mutation's own
+transaction: they commit with it and roll back with it (also inside a nested
+``ctx.run_mutation`` that raises and is caught). From an action each call is
+its own transaction and takes effect at once, whatever the action does next.
+:mod:`engine.executor` runs the jobs.
+
+Users read jobs with ``ctx.db.system.get(id)`` and
+``ctx.db.system.query("_scheduled_functions")``; only the engine writes them
+(``ctx.db.patch`` of a job raises :class:`ReadOnlyError`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextvars import ContextVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import ids
+from .catalog import NEXT_TABLE_KEY, TableDef
+from .encoding import decode_document
+from .errors import FunctionNotFound, InvalidId, LimitExceeded, SchedulerError
+from .values import value_size
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from .database import Database
+    from .functions import Runtime
+    from .transaction import Transaction
+
+__all__ = [
+    "BY_STATE",
+    "MAX_SCHEDULED_ARGS_BYTES",
+    "MAX_SCHEDULED_PER_MUTATION",
+    "SCHEDULED_FUNCTIONS",
+    "TRANSIENT_ACTION_ERROR",
+    "Scheduler",
+    "check_jobs",
+]
+
+#: The system table of scheduled jobs.
+SCHEDULED_FUNCTIONS = "_scheduled_functions"
+#: Its index for the executor: pending jobs in scheduled-time order.
+BY_STATE = "by_state"
+_BY_STATE_FIELDS = ("state.kind", "scheduledTime")
+#: Convex's limit on the functions one mutation may schedule.
+MAX_SCHEDULED_PER_MUTATION = 1000
+#: Convex's limit on the total size of their arguments (Convex's size formula).
+MAX_SCHEDULED_ARGS_BYTES = 16 << 20
+#: Convex refuses a time more than five years away from now, either way.
+_FIVE_YEARS_MS = 5 * 365 * 24 * 3600 * 1000.0
+#: The error of an action whose executor died while it ran (Convex's wording).
+TRANSIENT_ACTION_ERROR = "Transient error while executing action"
+
+
+#: The job of the scheduled action running in this context (asyncio task, and the
+#: threads ``ctx.run_mutation`` uses, which copy it), or None. Functions the action
+#: calls see it: what they schedule after the job is canceled is created canceled,
+#: and they cannot cancel the job (Convex's rules for a job's "execution context").
+current_job: ContextVar[str | None] = ContextVar("convexlite_scheduled_job", default=None)
+
+
+def jobs_table(txn: Transaction) -> TableDef:
+    """``_scheduled_functions`` as ``txn`` sees it, created (with its index) if missing."""
+    table = txn.table(SCHEDULED_FUNCTIONS)
+    if table is None:
+        txn._require_writable()
+        txn.reads.add_point(NEXT_TABLE_KEY)  # as Transaction._create_table does
+        catalog = txn._catalog.with_table(
+            SCHEDULED_FUNCTIONS, system=True, indexes={BY_STATE: _BY_STATE_FIELDS}
+        )
+        txn.writes.catalog = catalog
+        table = catalog.tables[SCHEDULED_FUNCTIONS]
+    return table
+
+
+def patch_job(txn: Transaction, job_id: str, fields: dict[str, Any]) -> None:
+    """Engine-internal write of a job document (users' writes are refused)."""
+    previous = txn.system_writes
+    txn.system_writes = True
+    try:
+        txn.patch(job_id, fields)
+    finally:
+        txn.system_writes = previous
+
+
+def get_job(txn: Transaction, job_id: str) -> dict[str, Any] | None:
+    """The job with this id, or None; raises :class:`InvalidId` for an id of another table."""
+    try:
+        number, _ = ids.decode_id(job_id)
+    except InvalidId:
+        number = -1
+    table = txn.table(SCHEDULED_FUNCTIONS)
+    if table is None or table.number != number:
+        raise InvalidId(
+            f"Invalid scheduled function ID. The ID must be an ID on the "
+            f"'{SCHEDULED_FUNCTIONS}' table. (got {job_id!r}; ids of jobs are what "
+            "ctx.scheduler.run_after / run_at return)",
+            value=job_id,
+        )
+    return txn.get(job_id)
+
+
+_STATES = frozenset({"pending", "inProgress", "success", "failed", "canceled"})
+_FINAL = frozenset({"success", "failed", "canceled"})
+_FIELDS = frozenset(
+    {"_id", "_creationTime", "name", "args", "scheduledTime", "completedTime", "state"}
+)
+
+
+def check_jobs(db: Database, kinds: dict[str, str]) -> tuple[dict[str, int], list[str]]:
+    """Check every job's shape; returns (jobs by state, problems). Part of ``Engine.check()``.
+
+    Invariants: Convex's fields and no others; ``args`` is ``[object]``; a known
+    state, with ``error`` (a string) exactly when failed; ``completedTime`` exactly
+    when the job is final; a job ``inProgress`` is an action's (``kinds``: function
+    name → kind, for the functions this engine knows). Cost: one pass over the table.
+    """
+    counts: dict[str, int] = {}
+    problems: list[str] = []
+    for job in _all_jobs(db):
+        where = f"{SCHEDULED_FUNCTIONS} {job['_id']}"
+        state = job.get("state")
+        kind = state.get("kind") if isinstance(state, dict) else None
+        if kind not in _STATES:
+            problems.append(f"{where}: unknown state {state!r}")
+            continue
+        assert isinstance(state, dict)
+        counts[kind] = counts.get(kind, 0) + 1
+        if set(job) - _FIELDS:
+            problems.append(f"{where}: unexpected fields {sorted(set(job) - _FIELDS)}")
+        if not isinstance(job.get("name"), str):
+            problems.append(f"{where}: name is not a string: {job.get('name')!r}")
+        args = job.get("args")
+        if not (isinstance(args, list) and len(args) == 1 and isinstance(args[0], dict)):
+            problems.append(f"{where}: args is not [argsObject]: {args!r}")
+        if not isinstance(job.get("scheduledTime"), float):
+            problems.append(f"{where}: scheduledTime is not a float")
+        wanted_state_fields = {"kind", "error"} if kind == "failed" else {"kind"}
+        if set(state) != wanted_state_fields or not isinstance(state.get("error", ""), str):
+            problems.append(f"{where}: state {state!r} does not have Convex's shape")
+        if (kind in _FINAL) != isinstance(job.get("completedTime"), float):
+            problems.append(f"{where}: completedTime must be set exactly when a job is final")
+        if kind == "inProgress" and kinds.get(job.get("name", "")) == "mutation":
+            problems.append(f"{where}: a mutation's job is stored inProgress")
+    return counts, problems
+
+
+def _all_jobs(db: Database) -> Iterator[dict[str, Any]]:
+    """Every job, read straight from storage on one snapshot (no read limits: a check)."""
+    storage = db.storage
+    with storage.read() as rtxn:
+        table = db.catalog_at(rtxn).tables.get(SCHEDULED_FUNCTIONS)
+        if table is None:
+            return
+        prefix = table.prefix
+        cursor = rtxn.cursor(db=storage.documents)
+        try:
+            if cursor.set_range(prefix):
+                for key, raw in cursor.iternext(keys=True, values=True):
+                    if bytes(key[:4]) != prefix:
+                        break
+                    yield decode_document(raw)
+        finally:
+            cursor.close()
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+class Scheduler:
+    """``ctx.scheduler`` of a mutation or an action: ``run_after``, ``run_at``, ``cancel``.
+
+    In a mutation it writes to the mutation's transaction; in an action each
+    call commits its own small transaction at once. Cost per call: argument
+    validation plus one document insert (or one read and one patch for
+    ``cancel``).
+
+    Example::
+
+        @mutation(args={"id": v.id("messages")})
+        def send_expiring(ctx, id):
+            ctx.scheduler.run_after(60, internal.messages.destruct, {"id": id})
+    """
+
+    __slots__ = ("_bytes", "_count", "_now", "_own_job", "_parent_job", "_runtime", "_txn")
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        txn: Transaction | None,
+        now: float | None = None,
+        parent_job: str | None = None,
+        own_job: str | None = None,
+    ) -> None:
+        self._runtime = runtime
+        self._txn = txn
+        #: A mutation's frozen clock (Convex's ``Date.now()``); None: the wall clock.
+        self._now = now
+        #: The job of the scheduled action this scheduler belongs to, if any.
+        self._parent_job = parent_job
+        #: The job of the scheduled mutation this scheduler belongs to (it cannot cancel it).
+        self._own_job = own_job
+        self._count = 0
+        self._bytes = 0
+
+    def __repr__(self) -> str:
+        where = "mutation" if self._txn is not None else "action"
+        return f"<Scheduler of a {where}>"
+
+    # -- scheduling ----------------------------------------------------------
+
+    def run_after(self, delay: float, ref: Any, args: dict[str, Any] | None = None) -> str:
+        """Run ``ref(args)`` ``delay`` seconds from now; returns the job's id.
+
+        ``ref`` is a mutation or an action (public or internal), as a
+        decorated function or its name; ``args`` are checked against its
+        validators now. Delay 0 runs it right after this function commits.
+
+        Raises :class:`SchedulerError` for a delay that is not a finite
+        number ≥ 0, :class:`FunctionNotFound`, :class:`ArgumentValidationError`,
+        :class:`LimitExceeded` past 1000 jobs, or 16 MiB of their arguments, in
+        one mutation.
+        """
+        if isinstance(delay, bool) or not isinstance(delay, int | float):
+            raise SchedulerError(
+                f"`delay` must be a number (seconds), got {type(delay).__name__}: {delay!r}."
+            )
+        if not math.isfinite(delay):
+            raise SchedulerError(f"`delay` must be a finite number (seconds), got {delay!r}.")
+        if delay < 0:
+            raise SchedulerError(
+                f"`delay` must be non-negative, got {delay!r}: use 0 to run right after "
+                "this function."
+            )
+        return self._schedule(self._clock() + delay * 1000.0, ref, args)
+
+    def run_at(self, when: float | datetime, ref: Any, args: dict[str, Any] | None = None) -> str:
+        """Run ``ref(args)`` at ``when`` (seconds since the epoch, or a ``datetime``).
+
+        A time in the past runs right away. ``when`` must lie within 5 years of
+        now. A naive ``datetime`` is read as local time, as ``datetime.timestamp()``
+        does. Raises as :meth:`run_after` does.
+        """
+        if isinstance(when, datetime):
+            seconds = when.timestamp()
+        elif isinstance(when, int | float) and not isinstance(when, bool):
+            seconds = float(when)
+        else:
+            raise SchedulerError(
+                f"The invoke time must be a datetime or a timestamp (seconds since the "
+                f"epoch), got {type(when).__name__}: {when!r}."
+            )
+        if not math.isfinite(seconds):
+            raise SchedulerError(f"The invoke time must be a finite number, got {when!r}.")
+        return self._schedule(seconds * 1000.0, ref, args)
+
+    def _clock(self) -> float:
+        return self._now if self._now is not None else now_ms()
+
+    def _schedule(self, when_ms: float, ref: Any, args: dict[str, Any] | None) -> str:
+        now = self._clock()
+        if abs(when_ms - now) > _FIVE_YEARS_MS:
+            direction = "future" if when_ms > now else "past"
+            raise SchedulerError(
+                f"UnixTimestamp({when_ms / 1000.0!r}s) is more than 5 years in the "
+                f"{direction}: scheduled times must be within 5 years of now. run_at takes "
+                "seconds since the epoch (not milliseconds) or a datetime; run_after a delay "
+                "in seconds."
+            )
+        runtime = self._runtime
+        name, function = runtime.resolve(ref, internal=True)
+        name = runtime.registry.names.get(id(function), name)  # the name jobs are run by
+        if runtime.registry.by_name.get(name) is not function:
+            raise FunctionNotFound(
+                f"{function!r} is not registered: the scheduler runs functions by name, so "
+                "the target must be in the package passed as Engine.open(functions=...).",
+                name=name,
+            )
+        if function.kind not in ("mutation", "action"):
+            raise SchedulerError(
+                f"{name} is a {function.kind}: the scheduler runs a mutation or an action "
+                "(public or internal). Run queries from the scheduled function instead."
+            )
+        txn = self._txn
+        if txn is None:
+            checked = runtime.check_args(name, function, args)
+            result: str = runtime.db.run(
+                lambda t: self._insert(t, name, checked, when_ms),
+                writable=True,
+                source="ctx.scheduler",
+            )[0]
+            return result
+        from .functions import _txn_resolver
+
+        checked = runtime.check_args(name, function, args, _txn_resolver(txn))
+        if self._count >= MAX_SCHEDULED_PER_MUTATION:
+            raise LimitExceeded(
+                f"Too many functions scheduled by this mutation (limit: "
+                f"{MAX_SCHEDULED_PER_MUTATION}). Schedule one function that schedules the "
+                "rest in batches.",
+                limit="TooManyFunctionsScheduled",
+            )
+        size = value_size([checked])
+        if self._bytes + size > MAX_SCHEDULED_ARGS_BYTES:
+            raise LimitExceeded(
+                "Too large total size of the arguments of scheduled functions from this "
+                f"mutation (limit: {MAX_SCHEDULED_ARGS_BYTES} bytes). Pass ids of stored "
+                "documents instead of large values.",
+                limit="ScheduledFunctionsArgumentsTooLarge",
+            )
+        job_id = self._insert(txn, name, checked, when_ms)
+        self._count += 1
+        self._bytes += size
+        return job_id
+
+    def _insert(self, txn: Transaction, name: str, args: dict[str, Any], when_ms: float) -> str:
+        jobs_table(txn)
+        state = "pending"
+        if self._parent_job is not None:
+            parent = txn.get(self._parent_job)
+            if parent is not None and parent["state"]["kind"] == "canceled":
+                state = "canceled"  # a canceled action's new jobs never run (Convex)
+        job: dict[str, Any] = {
+            "name": name,
+            "args": [args],
+            "scheduledTime": float(when_ms),
+            "state": {"kind": state},
+        }
+        if state == "canceled":  # as Convex records it: scheduled and completed now
+            job["scheduledTime"] = job["completedTime"] = now_ms()
+        return txn.insert(SCHEDULED_FUNCTIONS, job, system=True)
+
+    # -- canceling -------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job: a pending one never runs; a running action keeps running,
+        but what it schedules from now on is created canceled.
+
+        Canceling a job that already finished or was canceled does nothing (as
+        Convex's backend does). Raises :class:`InvalidId` for an id that is not
+        a ``_scheduled_functions`` id, :class:`SchedulerError` when a scheduled
+        mutation cancels its own job.
+        """
+        if job_id == self._own_job:
+            raise SchedulerError(
+                "A mutation cannot cancel itself: a scheduled mutation's job completes with "
+                "its transaction. Return early instead."
+            )
+        txn = self._txn
+        if txn is None:
+            self._runtime.db.run(lambda t: _cancel(t, job_id), writable=True, source="cancel")
+        else:
+            _cancel(txn, job_id)
+
+
+def _cancel(txn: Transaction, job_id: str) -> None:
+    job = get_job(txn, job_id)
+    if job is None or job["state"]["kind"] not in ("pending", "inProgress"):
+        return
+    patch_job(txn, job_id, {"state": {"kind": "canceled"}, "completedTime": now_ms()})

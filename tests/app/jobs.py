@@ -1,0 +1,223 @@
+"""Functions that use ``ctx.scheduler``: the scheduler's unit, app and race tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from engine import ConvexError, action, internal_action, internal_mutation, mutation, query, v
+
+
+@internal_mutation(args={"text": v.string()})
+def write_note(ctx: Any, text: str) -> None:
+    identity = ctx.auth.get_user_identity()
+    ctx.db.insert("job_notes", {"text": text, "identity": None if identity is None else "set"})
+
+
+@query(args={})
+def notes(ctx: Any) -> list[str]:
+    return [doc["text"] for doc in ctx.db.query("job_notes").collect()]
+
+
+@mutation(args={"text": v.string(), "delay": v.number()})
+def later(ctx: Any, text: str, delay: float) -> str:
+    job_id: str = ctx.scheduler.run_after(delay, write_note, {"text": text})
+    return job_id
+
+
+@mutation(args={"text": v.string(), "at": v.number()})
+def at(ctx: Any, text: str, at: float) -> str:
+    job_id: str = ctx.scheduler.run_at(at, "jobs:write_note", {"text": text})
+    return job_id
+
+
+@mutation(args={"text": v.string()})
+def later_then_fail(ctx: Any, text: str) -> None:
+    ctx.scheduler.run_after(0, write_note, {"text": text})
+    raise ConvexError("rolled back")
+
+
+@internal_mutation(args={"text": v.string()})
+def schedule_and_raise(ctx: Any, text: str) -> None:
+    ctx.scheduler.run_after(0, write_note, {"text": text})
+    raise ConvexError("inner failed")
+
+
+@mutation(args={})
+def nested_caught(ctx: Any) -> str:
+    try:
+        ctx.run_mutation(schedule_and_raise, {"text": "inner"})
+    except ConvexError:
+        pass
+    job_id: str = ctx.scheduler.run_after(0, write_note, {"text": "outer"})
+    return job_id
+
+
+@internal_mutation(args={"text": v.string()})
+def write_then_fail(ctx: Any, text: str) -> None:
+    ctx.db.insert("job_notes", {"text": text})
+    raise ConvexError("job failed on purpose")
+
+
+@mutation(args={})
+def schedule_failing(ctx: Any) -> str:
+    job_id: str = ctx.scheduler.run_after(0, write_then_fail, {"text": "never"})
+    return job_id
+
+
+@internal_action(args={"text": v.string()})
+async def note_from_action(ctx: Any, text: str) -> str:
+    await asyncio.sleep(0)
+    await ctx.run_mutation(write_note, {"text": "action:" + text})
+    return text
+
+
+@internal_action(args={"seconds": v.number()})
+async def slow_action(ctx: Any, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    await ctx.run_mutation(write_note, {"text": "slow done"})
+
+
+@internal_action(args={})
+async def failing_action(ctx: Any) -> None:
+    raise ConvexError("action failed on purpose")
+
+
+@mutation(args={"text": v.string()})
+def schedule_action(ctx: Any, text: str) -> str:
+    job_id: str = ctx.scheduler.run_after(0, note_from_action, {"text": text})
+    return job_id
+
+
+@action(args={"text": v.string()})
+async def action_schedules_then_fails(ctx: Any, text: str) -> None:
+    ctx.scheduler.run_after(0, write_note, {"text": text})
+    raise ConvexError("the action failed after scheduling")
+
+
+@internal_action(args={})
+async def cancel_self_then_schedule(ctx: Any) -> None:
+    # The test cancels this job while it runs; what it schedules afterwards is
+    # created already canceled.
+    await ctx.run_mutation(write_note, {"text": "started"})
+    for _ in range(500):
+        notes = await ctx.run_query(notes_query_internal, {})
+        if "go" in notes:
+            break
+        await asyncio.sleep(0.01)
+    ctx.scheduler.run_after(0, write_note, {"text": "child"})
+
+
+@query(args={})
+def notes_query_internal(ctx: Any) -> list[str]:
+    return [doc["text"] for doc in ctx.db.query("job_notes").collect()]
+
+
+@mutation(args={"n": v.int64()})
+def schedule_many(ctx: Any, n: int) -> None:
+    for i in range(n):
+        ctx.scheduler.run_after(60, write_note, {"text": str(i)})
+
+
+@internal_mutation(args={"key": v.string()})
+def bump(ctx: Any, key: str) -> None:
+    """One row per run of job ``key``: the race tests check each ran exactly once."""
+    ctx.db.insert("job_runs", {"key": key})
+
+
+@internal_action(args={"key": v.string()})
+async def bump_from_action(ctx: Any, key: str) -> None:
+    await ctx.run_mutation(bump, {"key": key})
+
+
+@mutation(args={"keys": v.array(v.string())})
+def schedule_bumps(ctx: Any, keys: list[str]) -> list[str]:
+    """Schedule, for each key, a mutation job and an action job (``action:<key>``)."""
+    mutations = [ctx.scheduler.run_after(0, bump, {"key": key}) for key in keys]
+    actions = [
+        ctx.scheduler.run_after(0, bump_from_action, {"key": "action:" + key}) for key in keys
+    ]
+    return mutations + actions
+
+
+@query(args={})
+def job_summary(ctx: Any) -> dict[str, Any]:
+    """Job states by kind, and runs by key."""
+    states: dict[str, int] = {}
+    for job in ctx.db.system.query("_scheduled_functions").collect():
+        states[job["state"]["kind"]] = states.get(job["state"]["kind"], 0) + 1
+    runs: dict[str, int] = {}
+    for row in ctx.db.query("job_runs").collect():
+        runs[row["key"]] = runs.get(row["key"], 0) + 1
+    return {"states": states, "runs": runs}
+
+
+@internal_mutation(args={"delay": v.number()})
+def reschedule_forever(ctx: Any, delay: float) -> None:
+    ctx.scheduler.run_after(delay, reschedule_forever, {"delay": delay})
+
+
+@internal_mutation(args={"pause": v.number()})
+def increment_shared(ctx: Any, pause: float) -> None:
+    """Every job reads and writes one row: scheduled jobs conflict with each other.
+
+    ``pause`` (seconds, between the read and the write) widens the window in which
+    executors' transactions overlap, so conflicts happen on every run.
+    """
+    row = ctx.db.query("job_counter").first()
+    time.sleep(pause)
+    if row is None:
+        ctx.db.insert("job_counter", {"n": 1})
+    else:
+        ctx.db.patch(row["_id"], {"n": row["n"] + 1})
+
+
+@mutation(args={"n": v.int64(), "pause": v.number()})
+def schedule_increments(ctx: Any, n: int, pause: float) -> None:
+    for _ in range(n):
+        ctx.scheduler.run_after(0, increment_shared, {"pause": pause})
+
+
+@query(args={})
+def shared_count(ctx: Any) -> int:
+    row = ctx.db.query("job_counter").first()
+    return 0 if row is None else int(row["n"])
+
+
+@internal_mutation(args={})
+def cancel_own_job(ctx: Any) -> None:
+    own = ctx.db.system.query("_scheduled_functions").first()
+    ctx.scheduler.cancel(own["_id"])
+
+
+@mutation(args={"size": v.int64(), "n": v.int64()})
+def schedule_big(ctx: Any, size: int, n: int) -> None:
+    for _ in range(n):
+        ctx.scheduler.run_after(3600, write_note, {"text": "x" * size})
+
+
+@internal_action(args={})
+async def cancel_self_then_schedule_via_functions(ctx: Any) -> None:
+    """As cancel_self_then_schedule, but the children come from functions it calls."""
+    await ctx.run_mutation(write_note, {"text": "started"})
+    for _ in range(500):
+        if "go" in await ctx.run_query(notes_query_internal, {}):
+            break
+        await asyncio.sleep(0.01)
+    await ctx.run_mutation(later, {"text": "via mutation", "delay": 0.0})
+    await ctx.run_action(schedule_from_action, {})
+
+
+@internal_action(args={})
+async def schedule_from_action(ctx: Any) -> None:
+    ctx.scheduler.run_after(0, write_note, {"text": "via action"})
+
+
+@internal_action(args={})
+async def cancel_own_job_via_mutation(ctx: Any) -> str:
+    try:
+        await ctx.run_mutation(cancel_own_job, {})
+    except Exception as error:
+        await ctx.run_mutation(write_note, {"text": str(error)})
+    return "done"

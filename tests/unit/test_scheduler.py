@@ -1,0 +1,518 @@
+"""engine.scheduler and engine.executor: ctx.scheduler, _scheduled_functions, running jobs."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import (
+    UNSET,
+    ArgumentValidationError,
+    ConvexError,
+    CorruptionError,
+    Engine,
+    EngineError,
+    FunctionNotFound,
+    InvalidId,
+    LimitExceeded,
+    ReadOnlyError,
+    SchedulerError,
+)
+from engine.scheduler import patch_job
+from tests import app
+from tests.app import jobs
+
+SYSTEM = "_scheduled_functions"
+
+
+@pytest.fixture
+def engine(db_path: Path) -> Iterator[Engine]:
+    """An engine without the background worker: jobs run when the test says so."""
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as handle:
+        yield handle
+        handle.check()
+
+
+def job(engine: Engine, job_id: str) -> dict[str, Any]:
+    found = engine.run(lambda ctx: ctx.db.system.get(job_id))
+    assert found is not None
+    return found  # type: ignore[no-any-return]
+
+
+def jobs_of(engine: Engine) -> list[dict[str, Any]]:
+    return engine.run(lambda ctx: ctx.db.system.query(SYSTEM).collect())  # type: ignore[no-any-return]
+
+
+def wait_until(predicate: Any, timeout: float = 5.0) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.002)
+    return time.monotonic() - start
+
+
+# -- scheduling ------------------------------------------------------------------
+
+
+def test_run_after_writes_a_pending_job_in_convex_shape(engine: Engine) -> None:
+    before = time.time() * 1000
+    job_id = engine.mutation(jobs.later, {"text": "hi", "delay": 30.0})
+    doc = job(engine, job_id)
+    assert doc["name"] == "jobs:write_note"
+    assert doc["args"] == [{"text": "hi"}]
+    assert doc["state"] == {"kind": "pending"}
+    assert "completedTime" not in doc
+    assert before + 30_000 <= doc["scheduledTime"] <= time.time() * 1000 + 30_000
+    assert isinstance(doc["scheduledTime"], float)
+    assert [d["_id"] for d in jobs_of(engine)] == [job_id]
+    assert engine.query(jobs.notes) == []
+
+
+def test_run_at_takes_seconds_or_datetime(engine: Engine) -> None:
+    when = time.time() + 100
+    job_id = engine.mutation(jobs.at, {"text": "x", "at": when})
+    assert job(engine, job_id)["scheduledTime"] == pytest.approx(when * 1000)
+    moment = datetime.now(UTC) + timedelta(hours=1)
+    other = engine.run(lambda ctx: ctx.scheduler.run_at(moment, jobs.write_note, {"text": "d"}))
+    assert job(engine, other)["scheduledTime"] == pytest.approx(moment.timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("delay", "message"),
+    [
+        (-1, "must be non-negative"),
+        (math.inf, "must be a finite number"),
+        (math.nan, "must be a finite number"),
+        ("1", "must be a number"),
+    ],
+)
+def test_run_after_rejects_bad_delays(engine: Engine, delay: Any, message: str) -> None:
+    with pytest.raises(EngineError, match=message):
+        engine.run(lambda ctx: ctx.scheduler.run_after(delay, jobs.write_note, {"text": "x"}))
+    assert jobs_of(engine) == []
+
+
+def test_run_at_must_be_within_five_years(engine: Engine) -> None:
+    far = time.time() + 6 * 365 * 86400
+    with pytest.raises(EngineError, match="5 years"):
+        engine.run(lambda ctx: ctx.scheduler.run_at(far, jobs.write_note, {"text": "x"}))
+    with pytest.raises(EngineError, match="5 years"):
+        engine.run(lambda ctx: ctx.scheduler.run_at(-far, jobs.write_note, {"text": "x"}))
+    with pytest.raises(EngineError, match="must be a datetime or a timestamp"):
+        engine.run(lambda ctx: ctx.scheduler.run_at("soon", jobs.write_note, {"text": "x"}))
+
+
+def test_targets_are_mutations_or_actions_and_args_are_checked(engine: Engine) -> None:
+    with pytest.raises(EngineError, match="mutation or an action"):
+        engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.notes, {}))
+    with pytest.raises(FunctionNotFound):
+        engine.run(lambda ctx: ctx.scheduler.run_after(0, "jobs:nope", {}))
+    with pytest.raises(ArgumentValidationError, match="write_note"):
+        engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.write_note, {"text": 1}))
+    assert jobs_of(engine) == []
+
+
+def test_queries_have_no_scheduler(engine: Engine) -> None:
+    with pytest.raises(AttributeError):
+        engine.query(lambda ctx: ctx.scheduler)
+    assert engine.run(lambda ctx: repr(ctx.scheduler)) == "<Scheduler of a mutation>"
+
+
+def test_scheduling_rolls_back_with_the_mutation(engine: Engine) -> None:
+    with pytest.raises(ConvexError):
+        engine.mutation(jobs.later_then_fail, {"text": "x"})
+    assert jobs_of(engine) == []
+
+
+def test_scheduling_in_a_caught_sub_mutation_rolls_back_with_it(engine: Engine) -> None:
+    kept = engine.mutation(jobs.nested_caught, {})
+    assert [d["_id"] for d in jobs_of(engine)] == [kept]
+    assert engine.finish_scheduled_functions() == 1
+    assert engine.query(jobs.notes) == ["outer"]
+
+
+def test_users_cannot_write_the_system_table(engine: Engine) -> None:
+    job_id = engine.mutation(jobs.later, {"text": "x", "delay": 30.0})
+    with pytest.raises(ReadOnlyError):
+        engine.run(lambda ctx: ctx.db.patch(job_id, {"state": {"kind": "success"}}))
+    with pytest.raises(ReadOnlyError):
+        engine.run(lambda ctx: ctx.db.delete(job_id))
+    with pytest.raises(ReadOnlyError):
+        engine.run(lambda ctx: ctx.db.insert(SYSTEM, {"name": "x"}))
+    assert job(engine, job_id)["state"] == {"kind": "pending"}
+
+
+def test_at_most_1000_scheduled_per_mutation(engine: Engine) -> None:
+    engine.mutation(jobs.schedule_many, {"n": 1000})
+    with pytest.raises(LimitExceeded, match="1000"):
+        engine.mutation(jobs.schedule_many, {"n": 1001})
+    assert len(jobs_of(engine)) == 1000
+
+
+def test_scheduled_arguments_are_limited_to_16_mib_per_mutation(engine: Engine) -> None:
+    engine.mutation(jobs.schedule_big, {"size": 900_000, "n": 2})
+    with pytest.raises(LimitExceeded, match="limit: 16777216 bytes") as caught:
+        engine.mutation(jobs.schedule_big, {"size": 900_000, "n": 19})
+    assert caught.value.limit == "ScheduledFunctionsArgumentsTooLarge"
+    assert len(jobs_of(engine)) == 2
+
+
+def test_a_scheduled_mutation_cannot_cancel_itself(engine: Engine) -> None:
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.cancel_own_job))
+    assert engine.finish_scheduled_functions() == 1
+    state = job(engine, job_id)["state"]
+    assert state["kind"] == "failed"
+    assert "A mutation cannot cancel itself" in state["error"]
+
+
+# -- running -----------------------------------------------------------------------
+
+
+def test_due_mutation_runs_once_with_success_written_with_it(engine: Engine) -> None:
+    job_id = engine.mutation(jobs.later, {"text": "hi", "delay": 0.0})
+    assert engine.finish_scheduled_functions() == 1
+    assert engine.finish_scheduled_functions() == 0
+    assert engine.query(jobs.notes) == ["hi"]
+    doc = job(engine, job_id)
+    assert doc["state"] == {"kind": "success"}
+    assert doc["completedTime"] >= doc["scheduledTime"]
+
+
+def test_future_jobs_wait_unless_all_are_finished(engine: Engine) -> None:
+    job_id = engine.mutation(jobs.later, {"text": "later", "delay": 3600.0})
+    assert engine.finish_scheduled_functions() == 0
+    assert job(engine, job_id)["state"] == {"kind": "pending"}
+    assert engine.finish_all_scheduled_functions() == 1
+    assert engine.query(jobs.notes) == ["later"]
+
+
+def test_past_run_at_runs_right_away(engine: Engine) -> None:
+    engine.mutation(jobs.at, {"text": "past", "at": time.time() - 3600})
+    assert engine.finish_scheduled_functions() == 1
+    assert engine.query(jobs.notes) == ["past"]
+
+
+def test_identity_is_not_propagated(engine: Engine) -> None:
+    engine.mutation(jobs.later, {"text": "who", "delay": 0.0}, auth=object())
+    engine.finish_scheduled_functions()
+    rows = engine.run(lambda ctx: ctx.db.query("job_notes").collect())
+    assert [r["identity"] for r in rows] == [None]
+
+
+def test_failed_mutation_rolls_back_and_records_the_error(engine: Engine) -> None:
+    job_id = engine.mutation(jobs.schedule_failing, {})
+    assert engine.finish_scheduled_functions() == 1
+    doc = job(engine, job_id)
+    assert doc["state"]["kind"] == "failed"
+    assert "job failed on purpose" in doc["state"]["error"]
+    assert "completedTime" in doc
+    assert engine.query(jobs.notes) == []
+
+
+def test_scheduled_action_runs_and_succeeds(engine: Engine) -> None:
+    job_id = engine.mutation(jobs.schedule_action, {"text": "a"})
+    assert engine.finish_scheduled_functions() == 1
+    assert engine.query(jobs.notes) == ["action:a"]
+    assert job(engine, job_id)["state"] == {"kind": "success"}
+
+
+def test_failing_action_is_marked_failed(engine: Engine) -> None:
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.failing_action))
+    assert engine.finish_scheduled_functions() == 1
+    state = job(engine, job_id)["state"]
+    assert state["kind"] == "failed"
+    assert "action failed on purpose" in state["error"]
+
+
+def test_scheduling_from_an_action_survives_its_failure(engine: Engine) -> None:
+    with pytest.raises(ConvexError):
+        engine.action(jobs.action_schedules_then_fails, {"text": "kept"})
+    assert engine.finish_scheduled_functions() == 1
+    assert engine.query(jobs.notes) == ["kept"]
+
+
+# -- cancel ----------------------------------------------------------------------------
+
+
+def test_cancel_pending_never_runs_and_cancel_again_is_a_no_op(engine: Engine) -> None:
+    job_id = engine.mutation(jobs.later, {"text": "no", "delay": 0.0})
+    engine.run(lambda ctx: ctx.scheduler.cancel(job_id))
+    doc = job(engine, job_id)
+    assert doc["state"] == {"kind": "canceled"}
+    assert "completedTime" in doc
+    assert engine.finish_all_scheduled_functions() == 0
+    assert engine.query(jobs.notes) == []
+    engine.run(lambda ctx: ctx.scheduler.cancel(job_id))
+    assert job(engine, job_id)["state"] == {"kind": "canceled"}
+
+
+def test_cancel_of_a_completed_job_is_a_no_op(engine: Engine) -> None:
+    job_id = engine.mutation(jobs.later, {"text": "done", "delay": 0.0})
+    engine.finish_scheduled_functions()
+    engine.run(lambda ctx: ctx.scheduler.cancel(job_id))
+    assert job(engine, job_id)["state"] == {"kind": "success"}
+
+
+def test_cancel_rolls_back_with_the_mutation(engine: Engine) -> None:
+    job_id = engine.mutation(jobs.later, {"text": "yes", "delay": 0.0})
+
+    def cancel_then_fail(ctx: Any) -> None:
+        ctx.scheduler.cancel(job_id)
+        raise ConvexError("no")
+
+    with pytest.raises(ConvexError):
+        engine.run(cancel_then_fail)
+    assert engine.finish_scheduled_functions() == 1
+    assert engine.query(jobs.notes) == ["yes"]
+
+
+def test_cancel_rejects_ids_of_other_tables(engine: Engine) -> None:
+    note = engine.run(lambda ctx: ctx.db.insert("job_notes", {"text": "x"}))
+    with pytest.raises(InvalidId, match="Invalid scheduled function ID"):
+        engine.run(lambda ctx: ctx.scheduler.cancel(note))
+
+
+# -- the background worker ---------------------------------------------------------------
+
+
+def test_worker_runs_a_job_within_milliseconds_of_the_commit(db_path: Path) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        job_id = engine.mutation(jobs.later, {"text": "fast", "delay": 0.0})
+        took = wait_until(lambda: job(engine, job_id)["state"]["kind"] == "success")
+        assert took < 0.25  # the commit wakes the worker; its poll tick is much longer
+        assert engine.query(jobs.notes) == ["fast"]
+
+
+def test_worker_runs_a_delayed_job_on_time(db_path: Path) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        job_id = engine.mutation(jobs.later, {"text": "soon", "delay": 0.05})
+        took = wait_until(lambda: job(engine, job_id)["state"]["kind"] == "success")
+        assert 0.03 <= took < 0.4
+
+
+def test_worker_picks_up_jobs_of_another_handle(db_path: Path) -> None:
+    with (
+        Engine.open(db_path, functions=app, durability="none") as runner,
+        Engine.open(db_path, functions=app, durability="none", scheduler=False) as writer,
+    ):
+        job_id = writer.mutation(jobs.schedule_action, {"text": "other"})
+        wait_until(lambda: job(runner, job_id)["state"]["kind"] == "success")
+        assert runner.query(jobs.notes) == ["action:other"]
+
+
+def test_close_stops_the_worker_and_pending_jobs_survive(db_path: Path) -> None:
+    engine = Engine.open(db_path, functions=app, durability="none")
+    job_id = engine.mutation(jobs.later, {"text": "x", "delay": 3600.0})
+    engine.close()
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+        assert job(again, job_id)["state"] == {"kind": "pending"}
+        assert again.finish_all_scheduled_functions() == 1
+
+
+def test_close_waits_for_a_running_action(db_path: Path) -> None:
+    engine = Engine.open(db_path, functions=app, durability="none")
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.2}))
+    wait_until(lambda: job(engine, job_id)["state"]["kind"] == "inProgress")
+    engine.close()
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+        assert job(again, job_id)["state"] == {"kind": "success"}
+        assert again.query(jobs.notes) == ["slow done"]
+
+
+def test_orphaned_in_progress_action_fails_on_open(db_path: Path) -> None:
+    engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    job_id = engine.run(
+        lambda ctx: ctx.scheduler.run_after(0, jobs.note_from_action, {"text": "x"})
+    )
+    # What a killed executor leaves behind: the job claimed, the action never finished.
+    engine.run(lambda ctx: patch_job(ctx._txn, job_id, {"state": {"kind": "inProgress"}}))
+    engine.close()
+    with Engine.open(db_path, functions=app, durability="none") as again:
+        state = job(again, job_id)["state"]
+        assert state == {"kind": "failed", "error": "Transient error while executing action"}
+
+
+def test_in_progress_action_of_a_live_executor_is_left_alone(db_path: Path) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as first:
+        job_id = first.run(
+            lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.3})
+        )
+        wait_until(lambda: job(first, job_id)["state"]["kind"] == "inProgress")
+        with Engine.open(db_path, functions=app, durability="none") as second:
+            assert job(second, job_id)["state"] == {"kind": "inProgress"}
+        wait_until(lambda: job(first, job_id)["state"]["kind"] == "success")
+
+
+def test_cancel_in_progress_action_cancels_what_it_schedules(db_path: Path) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.cancel_self_then_schedule))
+        wait_until(lambda: "started" in engine.query(jobs.notes))
+        engine.run(lambda ctx: ctx.scheduler.cancel(job_id))
+        engine.run(lambda ctx: ctx.db.insert("job_notes", {"text": "go"}))
+        wait_until(lambda: len(jobs_of(engine)) == 2)
+        engine.finish_scheduled_functions()
+        child = next(d for d in jobs_of(engine) if d["_id"] != job_id)
+        assert child["state"] == {"kind": "canceled"}
+        assert job(engine, job_id)["state"] == {"kind": "canceled"}
+        assert "child" not in engine.query(jobs.notes)
+
+
+def test_close_cancels_an_action_that_outlives_the_shutdown_timeout(db_path: Path) -> None:
+    engine = Engine.open(db_path, functions=app, durability="none")
+    assert engine._executor is not None
+    engine._executor.shutdown_timeout = 0.05
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 30.0}))
+    wait_until(lambda: job(engine, job_id)["state"]["kind"] == "inProgress")
+    start = time.monotonic()
+    engine.close()
+    assert time.monotonic() - start < 2.0
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+        state = job(again, job_id)["state"]
+        assert state == {"kind": "failed", "error": "Transient error while executing action"}
+        assert again.query(jobs.notes) == []
+
+
+def test_finish_refuses_to_run_on_an_event_loop_thread(engine: Engine) -> None:
+    import asyncio
+
+    async def inside() -> None:
+        with pytest.raises(EngineError, match="asyncio.to_thread"):
+            engine.finish_scheduled_functions()
+        engine.mutation(jobs.later, {"text": "t", "delay": 0.0})
+        assert await asyncio.to_thread(engine.finish_scheduled_functions) == 1
+
+    asyncio.run(inside())
+
+
+def test_engine_without_functions_has_no_executor(db_path: Path) -> None:
+    with Engine.open(db_path, durability="none") as bare:
+        assert bare._executor is None
+        with pytest.raises(EngineError, match="no functions"):
+            bare.finish_scheduled_functions()
+
+
+def test_subscription_sees_the_job_finish(db_path: Path) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        with engine.subscribe(jobs.job_summary, {}) as sub:
+            engine.mutation(jobs.schedule_bumps, {"keys": ["s"]})
+            for value in sub:
+                if value["states"] == {"success": 2}:
+                    break
+        assert engine.query(jobs.job_summary)["runs"] == {"s": 1, "action:s": 1}
+
+
+def test_finish_stops_a_job_that_reschedules_itself(engine: Engine) -> None:
+    engine.run(
+        lambda ctx: ctx.scheduler.run_after(3600, jobs.reschedule_forever, {"delay": 3600.0})
+    )
+    with pytest.raises(SchedulerError, match="after 5 passes"):
+        engine.finish_all_scheduled_functions(max_iterations=5)
+    engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.reschedule_forever, {"delay": 0.0}))
+    with pytest.raises(SchedulerError, match="after 0.2 s"):
+        engine.finish_scheduled_functions(timeout=0.2)
+
+
+def test_scheduled_mutation_retries_conflicts_past_the_retry_budget(engine: Engine) -> None:
+    """Exactly once: a conflict is never a failure for a scheduled mutation."""
+    import threading
+
+    engine._db.retry.retries = 0  # every conflict raises at once
+    counter = engine.run(lambda ctx: ctx.db.insert("job_counter", {"n": 0}))
+    job_id = engine.run(
+        lambda ctx: ctx.scheduler.run_after(0, jobs.increment_shared, {"pause": 0.02})
+    )
+
+    def add_1000(ctx: Any) -> None:
+        ctx.db.patch(counter, {"n": ctx.db.get(counter)["n"] + 1000})
+
+    def hammer() -> None:  # ten writes to the row the job reads, while it pauses
+        for _ in range(10):
+            engine.run(add_1000)
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        assert engine.finish_scheduled_functions() == 1
+    finally:
+        thread.join()
+    assert job(engine, job_id)["state"] == {"kind": "success"}
+    assert engine.query(jobs.shared_count) == 10_001
+
+
+def test_jobs_of_functions_this_engine_lacks_are_left_pending(
+    engine: Engine, db_path: Path
+) -> None:
+    from tests.app import notes
+
+    job_id = engine.mutation(jobs.later, {"text": "elsewhere", "delay": 0.0})
+    with Engine.open(db_path, functions=notes, durability="none") as other:
+        assert other.finish_all_scheduled_functions() == 0
+        time.sleep(0.05)  # its background worker skips the job too
+        assert job(other, job_id)["state"] == {"kind": "pending"}
+    assert engine.finish_scheduled_functions() == 1
+
+
+def test_jobs_survive_schema_changes(db_path: Path) -> None:
+    from engine import define_schema, define_table, v
+
+    first = define_schema(
+        {"job_notes": define_table({"text": v.string()})}, schema_validation=False
+    )
+    second = define_schema(
+        {"job_notes": define_table({"text": v.string()}).index("by_text", ["text"])},
+        schema_validation=False,
+    )
+    with Engine.open(db_path, functions=app, schema=first, scheduler=False) as engine:
+        job_id = engine.mutation(jobs.later, {"text": "kept", "delay": 0.0})
+    with Engine.open(db_path, functions=app, schema=second, scheduler=False) as engine:
+        assert engine.finish_scheduled_functions() == 1
+        assert job(engine, job_id)["state"] == {"kind": "success"}
+        engine.check()
+
+
+def test_cancel_in_progress_action_cancels_what_its_functions_schedule(db_path: Path) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        job_id = engine.run(
+            lambda ctx: ctx.scheduler.run_after(0, jobs.cancel_self_then_schedule_via_functions)
+        )
+        wait_until(lambda: "started" in engine.query(jobs.notes))
+        engine.run(lambda ctx: ctx.scheduler.cancel(job_id))
+        engine.run(lambda ctx: ctx.db.insert("job_notes", {"text": "go"}))
+        wait_until(lambda: len(jobs_of(engine)) == 3)
+        engine.finish_scheduled_functions()
+        children = [d for d in jobs_of(engine) if d["_id"] != job_id]
+        assert [d["state"] for d in children] == [{"kind": "canceled"}] * 2
+        assert engine.query(jobs.notes) == ["started", "go"]
+
+
+def test_a_mutation_called_by_a_scheduled_action_cannot_cancel_its_job(engine: Engine) -> None:
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.cancel_own_job_via_mutation))
+    assert engine.finish_scheduled_functions() == 1
+    assert job(engine, job_id)["state"] == {"kind": "success"}
+    assert any("A mutation cannot cancel itself" in t for t in engine.query(jobs.notes))
+
+
+def test_check_counts_jobs_and_finds_broken_ones(engine: Engine) -> None:
+    done = engine.mutation(jobs.later, {"text": "a", "delay": 0.0})
+    engine.finish_scheduled_functions()
+    pending = engine.mutation(jobs.later, {"text": "b", "delay": 60.0})
+    assert engine.check()["scheduled_functions"] == {"success": 1, "pending": 1}
+    # A mutation's job is never stored inProgress; a final job always has completedTime.
+    engine.run(lambda ctx: patch_job(ctx._txn, pending, {"state": {"kind": "inProgress"}}))
+    engine.run(lambda ctx: patch_job(ctx._txn, done, {"completedTime": UNSET}))
+    with pytest.raises(CorruptionError) as caught:
+        engine.check()
+    problems = "\n".join(caught.value.problems)
+    assert "a mutation's job is stored inProgress" in problems
+    assert "completedTime must be set exactly when a job is final" in problems
+    # Put back, so the fixture's own check passes.
+    engine.run(lambda ctx: patch_job(ctx._txn, pending, {"state": {"kind": "pending"}}))
+    engine.run(lambda ctx: patch_job(ctx._txn, done, {"completedTime": 1.0}))
