@@ -67,9 +67,28 @@ def test_writes_outside_the_read_set_do_not_conflict(engine: Engine) -> None:
     assert runs == [1]
 
 
-def test_group_commit_batches_concurrent_transactions(engine: Engine) -> None:
-    stats = engine._db.committer.stats
+def test_group_commit_batches_concurrent_transactions(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    committer = engine._db.committer
+    stats = committer.stats
     before = dict(stats)
+    storage = engine._db.storage
+    write = storage.write
+    held = threading.Event()
+
+    def first_write_waits_for_a_queue(fn):  # type: ignore[no-untyped-def]
+        # The first group holds the lead until other commits queue behind it, so the
+        # next group has several (on a loaded machine the threads could otherwise
+        # happen to commit one at a time, and the assertion below would flake).
+        if not held.is_set():
+            held.set()
+            deadline = time.monotonic() + 5
+            while len(committer._queue) < 2 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        return write(fn)
+
+    monkeypatch.setattr(storage, "write", first_write_waits_for_a_queue)
     threads = [
         threading.Thread(
             target=lambda: [engine.run(lambda ctx: ctx.db.insert("t", {})) for _ in range(20)]

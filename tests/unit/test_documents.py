@@ -241,7 +241,10 @@ def test_check_detects_each_kind_of_index_corruption(
         elif corruption == "entry of a missing document":
             change = [(by_creation_time[:-16] + bytes(16), b"")]
         elif corruption == "entry that does not match":
-            change = [(by_creation_time[:-17] + b"\x00" + by_creation_time[-16:], b"")]
+            # The byte before the id changed (to a value it cannot already hold: with
+            # b"\x00" the key was unchanged one run in 256, and check() rightly passed).
+            changed = bytes([by_creation_time[-17] ^ 0xFF])
+            change = [(by_creation_time[:-17] + changed + by_creation_time[-16:], b"")]
         elif corruption == "entry of no index":
             change = [(b"\x7f\xff\xff\xff" + by_creation_time[4:], b"")]
         else:
