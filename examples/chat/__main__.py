@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import urllib.request
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -97,6 +98,28 @@ def main() -> None:
                 cursor = page["continueCursor"]
             result = db.action("messages:summarize", {"channel": "general"}, auth=ada)
             print(f"action summarize: {result}")
+            job = db.mutation(
+                "messages:remind",
+                {"channel": general, "body": "stand-up in 5", "seconds": 0.0},
+                auth=grace,
+            )
+            db.finish_scheduled_functions()  # the background worker would run it too
+            state = db.run(lambda ctx: ctx.db.system.get(job))["state"]
+            newest = db.query(
+                "messages:list_channel",
+                {"channel": general, "paginationOpts": {"numItems": 1, "cursor": None}},
+            )["page"][0]["body"]
+            print(f"scheduled reminder ran: job state {state}, newest message {newest!r}")
+            with db.serve_http("127.0.0.1", 0) as server:
+                message = db.action(
+                    "messages:attach",
+                    {"channel": general, "name": "notes.txt", "text": "agenda: ship it"},
+                    auth=ada,
+                )
+                url = db.query("messages:attachment_url", {"message": message})
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    body = response.read().decode()
+                print(f"attached a file; downloaded over HTTP from {server.url}: {body!r}")
             report = db.check()
             counts = {name: t["documents"] for name, t in report["tables"].items()}
             print(f"Engine.check(): ok, documents per table {counts}")

@@ -1,4 +1,5 @@
-"""The chat app's schema: users (synced from the identity provider), channels, messages."""
+"""The chat app's schema: users (synced from the identity provider), channels, messages
+(optionally with a file attached)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ schema = define_schema(
                 "author": v.id("users"),
                 "channel": v.id("channels"),
                 "body": v.string(),
+                "attachment": v.optional(v.id("_storage")),
             }
         ).index("by_channel", ["channel"]),
     }

@@ -20,4 +20,7 @@ def test_demo_runs_end_to_end() -> None:
     assert result.returncode == 0, result.stderr
     assert "tampered token refused: InvalidSignature" in result.stdout
     assert "page 3: 5 messages" in result.stdout
+    assert "scheduled reminder ran: job state {'kind': 'success'}" in result.stdout
+    assert "downloaded over HTTP from http://127.0.0.1:" in result.stdout
+    assert "'agenda: ship it'" in result.stdout
     assert "Engine.check(): ok" in result.stdout

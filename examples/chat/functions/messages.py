@@ -1,4 +1,5 @@
-"""Messages: send, list a channel page by page, and an action that summarizes."""
+"""Messages: send, list a channel page by page, an action that summarizes, reminders
+posted later by the scheduler, and file attachments."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from engine import (
     MutationCtx,
     QueryCtx,
     action,
+    internal_mutation,
     mutation,
     pagination_opts,
     query,
@@ -18,11 +20,58 @@ from engine import (
 from .users import require_user
 
 
-@mutation(args={"channel": v.id("channels"), "body": v.string()}, returns=v.id("messages"))
-def send(ctx: MutationCtx, channel: str, body: str) -> str:
-    """Post a message as the signed-in user."""
+@mutation(
+    args={
+        "channel": v.id("channels"),
+        "body": v.string(),
+        "attachment": v.optional(v.id("_storage")),
+    },
+    returns=v.id("messages"),
+)
+def send(ctx: MutationCtx, channel: str, body: str, attachment: str | None = None) -> str:
+    """Post a message as the signed-in user, with a stored file attached if given."""
     user = require_user(ctx)  # signed out: ConvexError({"code": "UNAUTHENTICATED", ...})
-    return ctx.db.insert("messages", {"author": user["_id"], "channel": channel, "body": body})
+    message = {"author": user["_id"], "channel": channel, "body": body}
+    if attachment is not None:
+        message["attachment"] = attachment
+    return ctx.db.insert("messages", message)
+
+
+@mutation(
+    args={"channel": v.id("channels"), "body": v.string(), "seconds": v.float64()},
+    returns=v.id("_scheduled_functions"),
+)
+def remind(ctx: MutationCtx, channel: str, body: str, seconds: float) -> str:
+    """Schedule a reminder message: the job commits with this mutation, or not at all."""
+    user = require_user(ctx)
+    return ctx.scheduler.run_after(  # type: ignore[no-any-return]
+        seconds, post_reminder, {"channel": channel, "author": user["_id"], "body": body}
+    )
+
+
+@internal_mutation(args={"channel": v.id("channels"), "author": v.id("users"), "body": v.string()})
+def post_reminder(ctx: MutationCtx, channel: str, author: str, body: str) -> None:
+    """Run by the scheduler (no identity), exactly once."""
+    ctx.db.insert("messages", {"author": author, "channel": channel, "body": f"[reminder] {body}"})
+
+
+@action(args={"channel": v.id("channels"), "name": v.string(), "text": v.string()})
+async def attach(ctx: ActionCtx, channel: str, name: str, text: str) -> str:
+    """Store a text file, then post a message carrying it; returns the message id."""
+    storage_id = await ctx.storage.store(text.encode(), "text/plain")
+    message: str = await ctx.run_mutation(
+        send, {"channel": channel, "body": f"attached {name}", "attachment": storage_id}
+    )
+    return message
+
+
+@query(args={"message": v.id("messages")})
+def attachment_url(ctx: QueryCtx, message: str) -> str | None:
+    """A download URL of the message's file (None without one)."""
+    found = ctx.db.get(message)
+    if found is None or "attachment" not in found:
+        return None
+    return ctx.storage.get_url(found["attachment"])  # type: ignore[no-any-return]
 
 
 @query(args={"channel": v.id("channels"), "paginationOpts": pagination_opts})
