@@ -184,15 +184,10 @@ class Engine:
     def action(self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None) -> Any:
         """Run a public action to completion (blocking; from async code use :meth:`aaction`)."""
         runtime = self._live()
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise EngineError(
-                "Engine.action() blocks, and this thread runs an event loop: "
-                "use `await engine.aaction(...)` instead."
-            )
+        _refuse_in_event_loop(
+            "Engine.action() blocks, and this thread runs an event loop: "
+            "use `await engine.aaction(...)` instead."
+        )
         identity = runtime.identity(auth)
         return asyncio.run(runtime.acall(ref, args, identity, kind="action"))
 
@@ -413,16 +408,11 @@ class Engine:
 
     def _scheduled_executor(self) -> Executor:
         self._live()
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise EngineError(
-                "finish_scheduled_functions() blocks and runs scheduled actions with their own "
-                "event loop, and this thread runs one: call it from a worker thread, e.g. "
-                "`await asyncio.to_thread(engine.finish_scheduled_functions)`."
-            )
+        _refuse_in_event_loop(
+            "finish_scheduled_functions() blocks and runs scheduled actions with their own "
+            "event loop, and this thread runs one: call it from a worker thread, e.g. "
+            "`await asyncio.to_thread(engine.finish_scheduled_functions)`."
+        )
         if self._executor is None:
             raise EngineError(
                 "This engine has no functions, so it runs no scheduled functions: open it "
@@ -470,6 +460,16 @@ def _check_site_url(site_url: object) -> str:
             f"'https://files.example.com', got {site_url!r}"
         )
     return site_url.rstrip("/")
+
+
+def _refuse_in_event_loop(message: str) -> None:
+    """Raise ``EngineError(message)`` if this thread runs an event loop (a blocking call
+    there would stall it, or need a loop of its own)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise EngineError(message)
 
 
 def _closed_error() -> EngineError:

@@ -9,19 +9,13 @@ every acknowledged deletion is gone.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from engine import Engine
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.crash import kill_worker_after
 
 
 def kill_after(
@@ -29,17 +23,7 @@ def kill_after(
 ) -> tuple[dict[str, str], set[str], set[str]]:
     """Run the file writer for ``delay`` seconds, SIGKILL it; return what it acknowledged:
     (files stored, deletions committed, deletions started)."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.race.workers", "file_writer", str(path), durability],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(delay)
-    os.kill(child.pid, signal.SIGKILL)
-    out, err = child.communicate(timeout=30)
-    assert "Traceback" not in err, err
+    out = kill_worker_after(delay, "file_writer", str(path), durability)
     stored: dict[str, str] = {}
     deleted: set[str] = set()
     deleting: set[str] = set()

@@ -8,35 +8,19 @@ batch is partial (a transaction is all or nothing).
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from engine import Engine
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.crash import kill_worker_after
 
 
 def kill_after(path: Path, durability: str, delay: float) -> tuple[str, int]:
     """Run the writer for ``delay`` seconds, SIGKILL it; return (run id, last acked batch)."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.race.workers", str(path), durability],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(delay)
-    os.kill(child.pid, signal.SIGKILL)
-    out, err = child.communicate(timeout=30)
-    assert "Traceback" not in err, err
+    out = kill_worker_after(delay, str(path), durability)
     runs = [line.split()[1] for line in out.splitlines() if line.startswith("counter ")]
     acked = [int(line.split()[1]) for line in out.splitlines() if line.startswith("ack ")]
     return (runs[0] if runs else ""), max(acked, default=0)
