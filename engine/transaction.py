@@ -295,6 +295,8 @@ class Transaction(Scans):
                 "This function is a query (or runs in a read-only context): it cannot write. "
                 "Use a mutation to insert, patch, replace or delete documents."
             )
+        if self._rtxn is None:
+            self._txn()  # raises: a ctx kept after its mutation returned would write nowhere
         self.db.committer.yield_to_commit()
 
     def _new_id(self, table: TableDef) -> tuple[str, bytes]:

@@ -275,3 +275,14 @@ def test_insert_and_replace_leave_out_fields_set_to_unset(engine: Engine) -> Non
         ValidationError, match=r"UNSET is not a valid Convex value \(at \$\.l\[0\]\)"
     ):
         engine.run(lambda ctx: ctx.db.insert("t", {"l": [UNSET]}))
+
+
+def test_writes_through_a_context_kept_after_its_mutation_returned_are_refused(
+    engine: Engine,
+) -> None:
+    # They were accepted and silently lost (found by review): the write set was
+    # already committed or discarded.
+    kept = engine.run(lambda ctx: ctx)
+    with pytest.raises(ValidationError, match="This transaction has finished"):
+        kept.db.insert("t", {"a": 1})
+    assert engine.query(lambda ctx: ctx.db.query("t").collect()) == []
