@@ -16,6 +16,9 @@ Guarantees (Convex's):
 - **A scheduled action runs at most once.** A transaction claims the job
   (``pending`` → ``inProgress``) before the action starts; the action's
   outcome is written after it ends (``success`` or ``failed``).
+- **Bounded parallelism.** The background worker runs at most
+  :attr:`Executor.max_running_actions` actions at once; at the cap it stops claiming
+  until one ends (Convex's ``SCHEDULED_JOB_EXECUTION_PARALLELISM``).
 - **Several executors** (threads, handles, processes on one folder) may run at
   once: claiming is transactional, so two executors racing for one job
   conflict and the loser, re-running, sees the job is no longer pending.
@@ -30,7 +33,8 @@ Orphaned actions: every executor holds a shared ``flock`` on
 ``<folder>/scheduler.lock``. When an executor starts and can take that lock
 exclusively, no other executor is alive on the folder, so every job left
 ``inProgress`` belonged to a dead one: it is marked ``failed`` with Convex's
-"Transient error while executing action". While another executor is alive
+"Transient error while executing action" (in batches of
+:data:`_ORPHAN_BATCH` per transaction). While another executor is alive
 nothing can be told, and such jobs stay ``inProgress`` until a later start
 finds itself alone.
 
@@ -79,6 +83,9 @@ __all__ = ["Executor"]
 _log = logging.getLogger("engine.scheduler")
 #: Pending jobs read per pass (the rest are read on the next pass, at once).
 _BATCH = 256
+#: Orphaned actions failed per transaction on start (a transaction's reads and writes
+#: are limited: thousands of orphans are failed in several transactions).
+_ORPHAN_BATCH = 256
 
 
 def _error_message(error: BaseException) -> str:
@@ -99,6 +106,10 @@ class Executor:
     poll_interval = 0.5
     #: How long close() waits for running actions before cancelling them.
     shutdown_timeout = 10.0
+    #: Most scheduled actions the background worker runs at once (Convex's
+    #: ``SCHEDULED_JOB_EXECUTION_PARALLELISM``, 10). Due jobs behind them wait, in
+    #: order, until one ends: a burst of thousands of due actions is not claimed at once.
+    max_running_actions = 10
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -186,13 +197,15 @@ class Executor:
         return fd
 
     def _fail_orphans(self) -> None:
+        """Fail every job left ``inProgress``, :data:`_ORPHAN_BATCH` per transaction."""
+
         def fail(txn: Transaction) -> int:
             if txn.table(SCHEDULED_FUNCTIONS) is None:
                 return 0
             stuck = (
                 Query(txn, SCHEDULED_FUNCTIONS)
                 .with_index(BY_STATE, lambda q: q.eq("state.kind", "inProgress"))
-                .collect()
+                .take(_ORPHAN_BATCH)
             )
             for job in stuck:
                 patch_job(
@@ -205,7 +218,8 @@ class Executor:
                 )
             return len(stuck)
 
-        self._db.run(fail, writable=True, source="scheduler recovery")
+        while self._db.run(fail, writable=True, source="scheduler recovery")[0] == _ORPHAN_BATCH:
+            pass
 
     def _on_commit(self, requests: list[CommitRequest]) -> None:
         # Called by the committer after every commit group: keep it O(1) per request.
@@ -311,6 +325,8 @@ class Executor:
             if function.kind == "mutation":
                 ran += self._run_mutation(job["_id"], job["name"], function)
             else:
+                if background and len(self._running) >= self.max_running_actions:
+                    return ran, None  # at the cap: the end of a running action wakes the worker
                 ran += self._run_action(job["_id"], job["name"], function, background)
         # A full batch that made progress: more may be due at once. (A batch of jobs that
         # all belong to other processes' functions is not progress: no busy loop.)
@@ -391,6 +407,8 @@ class Executor:
 
     def _finished(self, job_id: str) -> None:
         with self._idle:
+            if len(self._running) >= self.max_running_actions:
+                self._wake.set()  # the worker stopped at the cap: room for one more
             self._running.pop(job_id, None)
             self._idle.notify_all()
 

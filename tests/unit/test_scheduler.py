@@ -516,3 +516,54 @@ def test_check_counts_jobs_and_finds_broken_ones(engine: Engine) -> None:
     # Put back, so the fixture's own check passes.
     engine.run(lambda ctx: patch_job(ctx._txn, pending, {"state": {"kind": "pending"}}))
     engine.run(lambda ctx: patch_job(ctx._txn, done, {"completedTime": 1.0}))
+
+
+def test_thousands_of_orphans_are_failed_in_several_transactions(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More orphans than one transaction may touch: open still succeeds and fails them all."""
+    from engine import executor, readset
+
+    handle = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    ids = handle.run(
+        lambda ctx: [
+            ctx.scheduler.run_after(0, jobs.note_from_action, {"text": "x"}) for _ in range(120)
+        ]
+    )
+    for start in range(0, len(ids), 20):  # what a killed executor leaves behind
+        handle.run(
+            lambda ctx, part=ids[start : start + 20]: [
+                patch_job(ctx._txn, i, {"state": {"kind": "inProgress"}}) for i in part
+            ]
+        )
+    handle.close()
+    # Scaled down: a transaction may read 100 ranges, recovery fails 30 jobs per transaction.
+    monkeypatch.setattr(readset, "MAX_READ_RANGES", 100)
+    monkeypatch.setattr(executor, "_ORPHAN_BATCH", 30, raising=False)
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+        monkeypatch.undo()
+        states = {j["state"].get("error") for j in jobs_of(again)}
+        assert states == {"Transient error while executing action"}
+        again.check()
+
+
+def test_the_worker_runs_a_bounded_number_of_actions_at_once(db_path: Path) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        assert engine._executor is not None
+        engine._executor.max_running_actions = 2
+        engine.run(
+            lambda ctx: [
+                ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.05}) for _ in range(6)
+            ]
+        )
+        most = 0
+
+        def done() -> bool:
+            nonlocal most
+            kinds = [j["state"]["kind"] for j in jobs_of(engine)]
+            most = max(most, kinds.count("inProgress"))
+            return kinds == ["success"] * 6
+
+        wait_until(done)
+        assert most == 2
+        assert engine.query(jobs.notes) == ["slow done"] * 6
