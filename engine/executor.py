@@ -52,7 +52,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .contexts import ActionCtx, MutationCtx
@@ -283,54 +283,70 @@ class Executor:
                 return total
             time.sleep(0.005)
 
-    def _pending(self, txn: Transaction, kind: str) -> list[dict[str, Any]]:
-        if txn.table(SCHEDULED_FUNCTIONS) is None:
-            return []
-        return (
-            Query(txn, SCHEDULED_FUNCTIONS)
-            .with_index(BY_STATE, lambda q: q.eq("state.kind", kind))
-            .take(_BATCH)
-        )
+    def _pages(self, kind: str) -> Iterator[list[dict[str, Any]]]:
+        """Jobs in state ``kind`` in due order, :data:`_BATCH` per page, each page read
+        in its own snapshot (a cursor carries the position: the jobs run between two
+        pages leave the range without moving it)."""
+        cursor: str | None = None
+
+        def read(txn: Transaction) -> tuple[list[dict[str, Any]], str | None, bool]:
+            if txn.table(SCHEDULED_FUNCTIONS) is None:
+                return [], None, True
+            page = (
+                Query(txn, SCHEDULED_FUNCTIONS)
+                .with_index(BY_STATE, lambda q: q.eq("state.kind", kind))
+                .paginate({"numItems": _BATCH, "cursor": cursor})
+            )
+            return page["page"], page["continueCursor"], page["isDone"]
+
+        while True:
+            jobs, cursor, done = self._db.run(read, writable=False)[0]
+            yield jobs
+            if done:
+                return
+
+    def _due(self, all_pending: bool, now: float) -> Iterator[dict[str, Any]]:
+        """Pending jobs due at ``now`` (``all_pending``: every pending job), in due order."""
+        for jobs in self._pages("pending"):
+            for job in jobs:
+                if not all_pending and job["scheduledTime"] > now:
+                    return
+                yield job
 
     def _busy(self, all_pending: bool) -> bool:
         """True while some job is in progress, or pending, due and runnable here."""
-
-        def look(txn: Transaction) -> bool:
-            if self._pending(txn, "inProgress"):
-                return True
-            now = now_ms()
-            names = self._runtime.registry.by_name
-            return any(
-                job["name"] in names and (all_pending or job["scheduledTime"] <= now)
-                for job in self._pending(txn, "pending")
-            )
-
-        return self._db.run(look, writable=False)[0]
+        names = self._runtime.registry.by_name
+        # Pages past any number of jobs of other packages' functions.
+        if any(job["name"] in names for job in self._due(all_pending, now_ms())):
+            return True
+        # Read after the pending jobs: a job claimed meanwhile is seen in progress here.
+        return bool(next(self._pages("inProgress")))
 
     def _pass(self, *, all_pending: bool, background: bool) -> tuple[int, float | None]:
-        """Run every due job once; returns (jobs run, time in ms the next one is due)."""
-        jobs = self._db.run(lambda txn: self._pending(txn, "pending"), writable=False)[0]
+        """Run every due job once; returns (jobs run, time in ms the next one is due).
+
+        Jobs of functions this engine does not know (another process's package) are
+        left pending and paged past, so the runnable jobs behind them run.
+        """
         registry = self._runtime.registry.by_name
         now = now_ms()
         ran = 0
-        for job in jobs:
-            if self._stopping:
-                return ran, None
-            if not all_pending and job["scheduledTime"] > now:
-                return ran, job["scheduledTime"]
-            function = registry.get(job["name"])
-            if function is None:
-                # Registered by another process's functions package: left for it.
-                continue
-            if function.kind == "mutation":
-                ran += self._run_mutation(job["_id"], job["name"], function)
-            else:
-                if background and len(self._running) >= self.max_running_actions:
-                    return ran, None  # at the cap: the end of a running action wakes the worker
-                ran += self._run_action(job["_id"], job["name"], function, background)
-        # A full batch that made progress: more may be due at once. (A batch of jobs that
-        # all belong to other processes' functions is not progress: no busy loop.)
-        return ran, (now if len(jobs) == _BATCH and ran else None)
+        for jobs in self._pages("pending"):
+            for job in jobs:
+                if self._stopping:
+                    return ran, None
+                if not all_pending and job["scheduledTime"] > now:
+                    return ran, job["scheduledTime"]
+                function = registry.get(job["name"])
+                if function is None:
+                    continue  # registered by another process's functions: left for it
+                if function.kind == "mutation":
+                    ran += self._run_mutation(job["_id"], job["name"], function)
+                else:
+                    if background and len(self._running) >= self.max_running_actions:
+                        return ran, None  # at the cap: an action's end wakes the worker
+                    ran += self._run_action(job["_id"], job["name"], function, background)
+        return ran, None
 
     def _run_mutation(self, job_id: str, name: str, function: FunctionDef) -> bool:
         """Run a mutation job exactly once; False if it was not pending (any more)."""

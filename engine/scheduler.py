@@ -122,8 +122,11 @@ _FIELDS = frozenset(
 )
 
 
-def check_jobs(db: Database, kinds: dict[str, str]) -> tuple[dict[str, int], list[str]]:
-    """Check every job's shape; returns (jobs by state, problems). Part of ``Engine.check()``.
+def check_jobs(
+    db: Database, kinds: dict[str, str]
+) -> tuple[dict[str, int], list[str], dict[str, int]]:
+    """Check every job's shape; returns (jobs by state, problems, pending jobs by name
+    for the names this engine does not know). Part of ``Engine.check()``.
 
     Invariants: Convex's fields and no others; ``args`` is ``[object]``; a known
     state, with ``error`` (a string) exactly when failed; ``completedTime`` exactly
@@ -132,6 +135,7 @@ def check_jobs(db: Database, kinds: dict[str, str]) -> tuple[dict[str, int], lis
     """
     counts: dict[str, int] = {}
     problems: list[str] = []
+    unknown: dict[str, int] = {}
     for job in _all_jobs(db):
         where = f"{SCHEDULED_FUNCTIONS} {job['_id']}"
         state = job.get("state")
@@ -157,7 +161,10 @@ def check_jobs(db: Database, kinds: dict[str, str]) -> tuple[dict[str, int], lis
             problems.append(f"{where}: completedTime must be set exactly when a job is final")
         if kind == "inProgress" and kinds.get(job.get("name", "")) == "mutation":
             problems.append(f"{where}: a mutation's job is stored inProgress")
-    return counts, problems
+        name = job.get("name")
+        if kind == "pending" and isinstance(name, str) and name not in kinds:
+            unknown[name] = unknown.get(name, 0) + 1
+    return counts, problems, unknown
 
 
 def _all_jobs(db: Database) -> Iterator[dict[str, Any]]:

@@ -567,3 +567,25 @@ def test_the_worker_runs_a_bounded_number_of_actions_at_once(db_path: Path) -> N
         wait_until(done)
         assert most == 2
         assert engine.query(jobs.notes) == ["slow done"] * 6
+
+
+def test_jobs_of_unknown_functions_do_not_starve_the_jobs_behind_them(
+    engine: Engine, db_path: Path
+) -> None:
+    """More due jobs of a function this engine lacks than a page: the rest still run."""
+
+    def schedule_gone(ctx: Any) -> None:
+        for _ in range(300):  # a renamed function's, or another process package's
+            job_id = ctx.scheduler.run_after(0, jobs.write_note, {"text": "gone"})
+            patch_job(ctx._txn, job_id, {"name": "gone:function"})
+
+    engine.run(schedule_gone)
+    engine.mutation(jobs.later, {"text": "behind", "delay": 0.0})
+    assert engine.finish_scheduled_functions(timeout=2) == 1
+    assert engine.query(jobs.notes) == ["behind"]
+    with Engine.open(db_path, functions=app, durability="none") as worker:
+        job_id = worker.mutation(jobs.later, {"text": "worker", "delay": 0.0})
+        wait_until(lambda: job(worker, job_id)["state"]["kind"] == "success")
+    report = engine.check()
+    assert report["scheduled_functions"] == {"pending": 300, "success": 2}
+    assert report["scheduled_functions_unknown"] == {"gone:function": 300}
