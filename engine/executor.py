@@ -11,8 +11,12 @@ Guarantees (Convex's):
   checks it is still ``pending``, runs the mutation and writes ``success``
   with ``completedTime``, so the job's state commits with the mutation's
   writes or not at all. Conflicts are retried without a budget (while the
-  engine stays open). A user error discards the mutation's writes and marks the
-  job ``failed`` in a separate transaction.
+  engine stays open). A user error (raised by the function, or by the
+  validation of its arguments or return value) discards the mutation's writes and
+  marks the job ``failed`` in a separate transaction. A system error around it (a
+  :class:`StorageError` at commit, raised even through the function) is not the
+  job's failure: the job stays pending and is retried with backoff, then left to a
+  later pass (Convex's ``schedule_retry``).
 - **A scheduled action runs at most once.** A transaction claims the job
   (``pending`` → ``inProgress``) before the action starts; the action's
   outcome is written after it ends (``success`` or ``failed``).
@@ -349,7 +353,8 @@ class Executor:
         return ran, None
 
     def _run_mutation(self, job_id: str, name: str, function: FunctionDef) -> bool:
-        """Run a mutation job exactly once; False if it was not pending (any more)."""
+        """Run a mutation job exactly once; False if it was not pending (any more), or
+        the engine failed around it (the job is left pending for a later pass)."""
         runtime = self._runtime
         from .functions import _txn_resolver, fresh_args, refuse_awaitable
 
@@ -358,16 +363,22 @@ class Executor:
             if job is None or job["state"]["kind"] != "pending":
                 return False
             patch_job(txn, job_id, {"state": {"kind": "inProgress"}})  # as it sees itself
-            args = runtime.check_args(name, function, job["args"][0], _txn_resolver(txn))
-            ctx = MutationCtx(runtime, txn, None, now_ms(), None, runtime.env)
-            ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=job_id)
-            result = function.handler(ctx, **fresh_args(args))
-            refuse_awaitable(name, result)
-            runtime.check_result(name, function, result, txn)
+            try:  # the function's part: what it raises is the job's failure
+                args = runtime.check_args(name, function, job["args"][0], _txn_resolver(txn))
+                ctx = MutationCtx(runtime, txn, None, now_ms(), None, runtime.env)
+                ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=job_id)
+                result = function.handler(ctx, **fresh_args(args))
+                refuse_awaitable(name, result)
+                runtime.check_result(name, function, result, txn)
+            except (OptimisticConcurrencyControlFailure, StorageError):
+                raise  # the engine's, even when raised through the function: retried
+            except Exception as error:
+                raise _JobFailed(error) from error
             patch_job(txn, job_id, {"state": {"kind": "success"}, "completedTime": now_ms()})
             return True
 
         attempt = 0
+        failures = 0
         while True:
             try:
                 return self._db.run(body, writable=True, source=f"Scheduled mutation {name}")[0]
@@ -377,8 +388,31 @@ class Executor:
                     return False
                 attempt += 1
                 time.sleep(min(1.0, 0.01 * attempt))
-            except Exception as error:
-                return self._complete(job_id, ("pending",), _failed(error))
+            except _JobFailed as failed:
+                return self._complete(job_id, ("pending",), _failed(failed.error))
+            except Exception:
+                # Storage or engine around the function (its commit, the job's own reads
+                # and writes): not the function's error, so the job stays pending and is
+                # retried with backoff (Convex's schedule_retry); then a later pass tries.
+                if self._stopping:
+                    return False
+                failures += 1
+                if failures > _SYSTEM_RETRIES:
+                    _log.exception(
+                        "Scheduled mutation %s (job %s) failed %d times on a system error; "
+                        "left pending for a later pass.",
+                        name,
+                        job_id,
+                        failures,
+                    )
+                    return False
+                _log.warning(
+                    "Scheduled mutation %s (job %s): system error, retrying.",
+                    name,
+                    job_id,
+                    exc_info=True,
+                )
+                time.sleep(min(1.0, 0.01 * 2**failures))
 
     def _complete(self, job_id: str, expected: tuple[str, ...], state: dict[str, Any]) -> bool:
         """Write a job's final state if it is still in one of the ``expected`` states."""
@@ -466,6 +500,17 @@ class Executor:
 
 
 _TRANSIENT: dict[str, Any] = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
+#: In-place retries of a scheduled mutation that failed on a system error, with backoff
+#: (20 ms, 40 ms, ... 320 ms); after them the job is left pending for a later pass.
+_SYSTEM_RETRIES = 4
+
+
+class _JobFailed(Exception):
+    """What a scheduled function (or its argument or return validation) raised."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _failed(error: BaseException) -> dict[str, Any]:

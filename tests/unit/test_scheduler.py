@@ -589,3 +589,29 @@ def test_jobs_of_unknown_functions_do_not_starve_the_jobs_behind_them(
     report = engine.check()
     assert report["scheduled_functions"] == {"pending": 300, "success": 2}
     assert report["scheduled_functions_unknown"] == {"gone:function": 300}
+
+
+def test_a_system_error_around_a_scheduled_mutation_is_retried_not_its_failure(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transient storage error at commit: the job stays pending and runs once."""
+    from engine import StorageError
+
+    job_id = engine.mutation(jobs.later, {"text": "once", "delay": 0.0})
+    storage = engine._db.storage
+    real_write = storage.write
+    faults = [StorageError("LMDB error: Input/output error (simulated)")]
+
+    def flaky_write(fn: Any) -> Any:
+        if faults:
+            raise faults.pop()
+        return real_write(fn)
+
+    monkeypatch.setattr(storage, "write", flaky_write)
+    assert engine.finish_scheduled_functions(timeout=5) == 1
+    assert job(engine, job_id)["state"] == {"kind": "success"}
+    assert engine.query(jobs.notes) == ["once"]
+    # The function's own errors are still the job's failure (not retried).
+    failing = engine.mutation(jobs.schedule_failing, {})
+    assert engine.finish_scheduled_functions() == 1
+    assert job(engine, failing)["state"]["kind"] == "failed"
