@@ -124,7 +124,7 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         #: Scheduled actions started on the loop and not yet recorded as finished.
-        self._running: dict[str, concurrent.futures.Future[None]] = {}
+        self._running: dict[str, concurrent.futures.Future[BaseException | None]] = {}
         self._idle = threading.Condition()
         self._lock_fd: int | None = None
 
@@ -345,14 +345,16 @@ class Executor:
                 if function is None:
                     continue  # registered by another process's functions: left for it
                 if function.kind == "mutation":
-                    ran += self._run_mutation(job["_id"], job["name"], function)
+                    ran += self._run_mutation(job["_id"], job["name"], function, background)
                 else:
                     if background and len(self._running) >= self.max_running_actions:
                         return ran, None  # at the cap: an action's end wakes the worker
                     ran += self._run_action(job["_id"], job["name"], function, background)
         return ran, None
 
-    def _run_mutation(self, job_id: str, name: str, function: FunctionDef) -> bool:
+    def _run_mutation(
+        self, job_id: str, name: str, function: FunctionDef, background: bool
+    ) -> bool:
         """Run a mutation job exactly once; False if it was not pending (any more), or
         the engine failed around it (the job is left pending for a later pass)."""
         runtime = self._runtime
@@ -372,7 +374,7 @@ class Executor:
                 runtime.check_result(name, function, result, txn)
             except (OptimisticConcurrencyControlFailure, StorageError):
                 raise  # the engine's, even when raised through the function: retried
-            except Exception as error:
+            except BaseException as error:  # SystemExit too: the worker survives it
                 raise _JobFailed(error) from error
             patch_job(txn, job_id, {"state": {"kind": "success"}, "completedTime": now_ms()})
             return True
@@ -389,7 +391,10 @@ class Executor:
                 attempt += 1
                 time.sleep(min(1.0, 0.01 * attempt))
             except _JobFailed as failed:
-                return self._complete(job_id, ("pending",), _failed(failed.error))
+                done = self._complete(job_id, ("pending",), _failed(failed.error))
+                if not background and isinstance(failed.error, KeyboardInterrupt):
+                    raise failed.error from None  # Ctrl-C in finish_*: recorded, then stops
+                return done
             except Exception:
                 # Storage or engine around the function (its commit, the job's own reads
                 # and writes): not the function's error, so the job stays pending and is
@@ -448,7 +453,9 @@ class Executor:
             return False
         run = self._action(job_id, name, function, job["args"][0])
         if not background:
-            asyncio.run(run)
+            error = asyncio.run(run)
+            if isinstance(error, KeyboardInterrupt):
+                raise error  # Ctrl-C in finish_*: recorded as the job's failure, then stops
             return True
         loop = self._action_loop()
         with self._idle:
@@ -474,12 +481,14 @@ class Executor:
 
     def _action(
         self, job_id: str, name: str, function: FunctionDef, raw_args: Any
-    ) -> Coroutine[Any, Any, None]:
+    ) -> Coroutine[Any, Any, BaseException | None]:
+        """The job's task; it returns what the action raised, if not an Exception."""
         runtime = self._runtime
         from .functions import fresh_args
 
-        async def run() -> None:
+        async def run() -> BaseException | None:
             state: dict[str, Any]
+            raised: BaseException | None = None
             try:
                 args = runtime.check_args(name, function, raw_args)
                 current_job.set(job_id)  # this task's context only
@@ -487,14 +496,20 @@ class Executor:
                 result = await function.handler(ctx, **fresh_args(args))
                 runtime.check_result(name, function, result)
                 state = {"kind": "success"}
-            except asyncio.CancelledError:
+            except asyncio.CancelledError:  # close() cancelled it
                 state = _TRANSIENT
             except Exception as error:
                 state = _failed(error)
+            except BaseException as error:
+                # SystemExit, KeyboardInterrupt: re-raised, they would stop the loop's
+                # thread and every action on it; they are this job's failure only.
+                state = _failed(error)
+                raised = error
             try:
                 await asyncio.to_thread(self._complete, job_id, ("inProgress",), state)
             finally:
                 self._finished(job_id)
+            return raised
 
         return run()
 

@@ -615,3 +615,30 @@ def test_a_system_error_around_a_scheduled_mutation_is_retried_not_its_failure(
     failing = engine.mutation(jobs.schedule_failing, {})
     assert engine.finish_scheduled_functions() == 1
     assert job(engine, failing)["state"]["kind"] == "failed"
+
+
+def test_a_job_raising_system_exit_or_keyboard_interrupt_fails_and_the_worker_survives(
+    db_path: Path,
+) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        exits = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.exit_mutation))
+        interrupts = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.interrupt_action))
+        wait_until(lambda: job(engine, interrupts)["state"]["kind"] == "failed", 2)
+        after = engine.mutation(jobs.schedule_action, {"text": "after"})
+        wait_until(lambda: job(engine, after)["state"]["kind"] == "success", 2)
+        assert job(engine, exits)["state"] == {"kind": "failed", "error": "Uncaught SystemExit: 3"}
+        assert job(engine, interrupts)["state"] == {
+            "kind": "failed",
+            "error": "Uncaught KeyboardInterrupt: ",
+        }
+        assert engine.query(jobs.notes) == ["action:after"]
+
+
+def test_finish_records_a_keyboard_interrupt_then_stops(engine: Engine) -> None:
+    interrupts = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.interrupt_action))
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during finish_* still stops the host
+        engine.finish_scheduled_functions()
+    assert job(engine, interrupts)["state"]["error"] == "Uncaught KeyboardInterrupt: "
+    exits = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.exit_mutation))
+    assert engine.finish_scheduled_functions() == 1  # SystemExit: the job's failure only
+    assert job(engine, exits)["state"]["error"] == "Uncaught SystemExit: 3"
