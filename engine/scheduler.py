@@ -248,6 +248,10 @@ class Scheduler:
             raise SchedulerError(
                 f"`delay` must be a number (seconds), got {type(delay).__name__}: {delay!r}."
             )
+        try:
+            delay = float(delay)
+        except OverflowError:  # an int past the floats' range
+            delay = math.inf
         if not math.isfinite(delay):
             raise SchedulerError(f"`delay` must be a finite number (seconds), got {delay!r}.")
         if delay < 0:
@@ -265,9 +269,18 @@ class Scheduler:
         does. Raises as :meth:`run_after` does.
         """
         if isinstance(when, datetime):
-            seconds = when.timestamp()
+            try:
+                seconds = when.timestamp()
+            except (ValueError, OverflowError, OSError) as error:  # datetime.min, local time
+                raise SchedulerError(
+                    f"The invoke time {when!r} has no timestamp ({error}): it must lie within "
+                    "5 years of now."
+                ) from None
         elif isinstance(when, int | float) and not isinstance(when, bool):
-            seconds = float(when)
+            try:
+                seconds = float(when)
+            except OverflowError:  # an int past the floats' range
+                seconds = math.inf
         else:
             raise SchedulerError(
                 f"The invoke time must be a datetime or a timestamp (seconds since the "
@@ -364,6 +377,13 @@ class Scheduler:
         a ``_scheduled_functions`` id, :class:`SchedulerError` when a scheduled
         mutation cancels its own job.
         """
+        if not isinstance(job_id, str):
+            raise InvalidId(
+                f"Invalid scheduled function ID. The ID must be an ID on the "
+                f"'{SCHEDULED_FUNCTIONS}' table. (got {type(job_id).__name__} {job_id!r}; ids "
+                "of jobs are what ctx.scheduler.run_after / run_at return)",
+                value=job_id,
+            )
         if job_id == self._own_job:
             raise SchedulerError(
                 "A mutation cannot cancel itself: a scheduled mutation's job completes with "

@@ -90,6 +90,7 @@ def test_run_at_takes_seconds_or_datetime(engine: Engine) -> None:
         (-1, "must be non-negative"),
         (math.inf, "must be a finite number"),
         (math.nan, "must be a finite number"),
+        (10**400, "must be a finite number"),  # an int past the floats' range
         ("1", "must be a number"),
     ],
 )
@@ -107,6 +108,11 @@ def test_run_at_must_be_within_five_years(engine: Engine) -> None:
         engine.run(lambda ctx: ctx.scheduler.run_at(-far, jobs.write_note, {"text": "x"}))
     with pytest.raises(EngineError, match="must be a datetime or a timestamp"):
         engine.run(lambda ctx: ctx.scheduler.run_at("soon", jobs.write_note, {"text": "x"}))
+    # Times past the floats' range, or without a timestamp: SchedulerError, not Python's.
+    for when in (10**400, datetime.min, datetime.min.replace(tzinfo=UTC), datetime.max):
+        with pytest.raises(SchedulerError):
+            engine.run(lambda ctx, w=when: ctx.scheduler.run_at(w, jobs.write_note, {"text": "x"}))
+    assert jobs_of(engine) == []
 
 
 def test_targets_are_mutations_or_actions_and_args_are_checked(engine: Engine) -> None:
@@ -277,6 +283,9 @@ def test_cancel_rejects_ids_of_other_tables(engine: Engine) -> None:
     note = engine.run(lambda ctx: ctx.db.insert("job_notes", {"text": "x"}))
     with pytest.raises(InvalidId, match="Invalid scheduled function ID"):
         engine.run(lambda ctx: ctx.scheduler.cancel(note))
+    for wrong in (None, 123, b"x"):  # not "A mutation cannot cancel itself" for None
+        with pytest.raises(InvalidId, match="Invalid scheduled function ID"):
+            engine.run(lambda ctx, w=wrong: ctx.scheduler.cancel(w))
 
 
 # -- the background worker ---------------------------------------------------------------
