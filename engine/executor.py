@@ -346,6 +346,8 @@ class Executor:
                     continue  # registered by another process's functions: left for it
                 if function.kind == "mutation":
                     ran += self._run_mutation(job["_id"], job["name"], function, background)
+                elif function.kind != "action":  # it was one when scheduled: code changed
+                    ran += self._complete(job["_id"], ("pending",), _unsupported(function.kind))
                 else:
                     if background and len(self._running) >= self.max_running_actions:
                         return ran, None  # at the cap: an action's end wakes the worker
@@ -526,6 +528,15 @@ class _JobFailed(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _unsupported(kind: str) -> dict[str, Any]:
+    """The failure of a job whose function is now neither a mutation nor an action."""
+    return {
+        "kind": "failed",
+        "error": f"Unsupported function type {kind} in scheduler: only Mutation and Action "
+        "can be scheduled",
+    }
 
 
 def _failed(error: BaseException) -> dict[str, Any]:

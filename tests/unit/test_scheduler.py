@@ -651,3 +651,18 @@ def test_finish_records_a_keyboard_interrupt_then_stops(engine: Engine) -> None:
     exits = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.exit_mutation))
     assert engine.finish_scheduled_functions() == 1  # SystemExit: the job's failure only
     assert job(engine, exits)["state"]["error"] == "Uncaught SystemExit: 3"
+
+
+def test_a_job_whose_function_became_a_query_fails_with_convexs_error(engine: Engine) -> None:
+    def schedule_then_change(ctx: Any) -> str:
+        job_id: str = ctx.scheduler.run_after(0, jobs.write_note, {"text": "x"})
+        patch_job(ctx._txn, job_id, {"name": "jobs:notes", "args": [{}]})  # now a query
+        return job_id
+
+    job_id = engine.run(schedule_then_change)
+    assert engine.finish_scheduled_functions() == 1
+    assert job(engine, job_id)["state"] == {
+        "kind": "failed",
+        "error": "Unsupported function type query in scheduler: only Mutation and Action can "
+        "be scheduled",
+    }
