@@ -257,23 +257,27 @@ class Executor:
 
         Raises :class:`SchedulerError` after ``timeout`` seconds or
         ``max_iterations`` passes that each ran something (a job that keeps
-        rescheduling itself).
+        rescheduling itself), but never once nothing is left; :class:`EngineError`
+        when the engine is closed meanwhile (the job in hand commits or is discarded).
         """
         if self._stopping:
-            raise EngineError("This engine is closed: open it again with Engine.open(path).")
+            raise _closed()
         deadline = time.monotonic() + timeout
         total = 0
         passes = 0
         while True:
-            if time.monotonic() > deadline:
-                raise SchedulerError(
-                    f"Scheduled functions were still due or running after {timeout} s (a "
-                    "function that keeps rescheduling itself, jobs in progress in another "
-                    "executor, or left inProgress by a dead process): raise timeout, or "
-                    "inspect ctx.db.system.query('_scheduled_functions')."
-                )
-            ran, _ = self._pass(all_pending=all_pending, background=False)
-            total += ran
+            try:
+                ran, _ = self._pass(all_pending=all_pending, background=False)
+                total += ran
+                busy = self._busy(all_pending)  # before the deadline: done in time is done
+            except Exception as error:
+                if self._stopping:  # closed meanwhile: its storage fails under us
+                    raise _closed() from error
+                raise
+            if self._stopping:
+                raise _closed()
+            if not busy:
+                return total
             if ran:
                 passes += 1
                 if passes >= max_iterations:
@@ -282,10 +286,15 @@ class Executor:
                         "passes (a function that reschedules itself?): raise max_iterations "
                         "or stop the loop."
                     )
-                continue
-            if not self._busy(all_pending):
-                return total
-            time.sleep(0.005)
+            if time.monotonic() > deadline:
+                raise SchedulerError(
+                    f"Scheduled functions were still due or running after {timeout} s (a "
+                    "function that keeps rescheduling itself, jobs in progress in another "
+                    "executor, or left inProgress by a dead process): raise timeout, or "
+                    "inspect ctx.db.system.query('_scheduled_functions')."
+                )
+            if not ran:
+                time.sleep(0.005)
 
     def _pages(self, kind: str) -> Iterator[list[dict[str, Any]]]:
         """Jobs in state ``kind`` in due order, :data:`_BATCH` per page, each page read
@@ -517,6 +526,12 @@ class Executor:
 
 
 _TRANSIENT: dict[str, Any] = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
+
+
+def _closed() -> EngineError:
+    return EngineError("This engine is closed: open it again with Engine.open(path).")
+
+
 #: In-place retries of a scheduled mutation that failed on a system error, with backoff
 #: (20 ms, 40 ms, ... 320 ms); after them the job is left pending for a later pass.
 _SYSTEM_RETRIES = 4

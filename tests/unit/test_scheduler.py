@@ -666,3 +666,36 @@ def test_a_job_whose_function_became_a_query_fails_with_convexs_error(engine: En
         "error": "Unsupported function type query in scheduler: only Mutation and Action can "
         "be scheduled",
     }
+
+
+def test_finish_raced_by_close_raises_the_closed_engine_error(db_path: Path) -> None:
+    import threading
+
+    engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    engine.mutation(jobs.schedule_increments, {"n": 5, "pause": 0.05})
+    raised: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            engine.finish_all_scheduled_functions()
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    time.sleep(0.03)
+    engine.close()
+    thread.join(5)
+    assert len(raised) == 1 and type(raised[0]) is EngineError, raised
+    assert "This engine is closed" in str(raised[0])
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+        states = [j["state"]["kind"] for j in jobs_of(again)]
+        assert again.query(jobs.shared_count) == states.count("success")  # none half-applied
+        again.check()
+
+
+def test_finish_done_in_time_does_not_raise_the_timeout(engine: Engine) -> None:
+    engine.mutation(jobs.schedule_increments, {"n": 1, "pause": 0.15})
+    assert engine.finish_scheduled_functions(timeout=0.05) == 1  # ran past it, nothing left
+    assert engine.finish_scheduled_functions(timeout=0) == 0
+    assert engine.finish_all_scheduled_functions(timeout=0, max_iterations=1) == 0
