@@ -85,7 +85,8 @@ if TYPE_CHECKING:
 __all__ = ["Executor"]
 
 _log = logging.getLogger("engine.scheduler")
-#: Pending jobs read per pass (the rest are read on the next pass, at once).
+#: Jobs read per page (each page in its own snapshot; a pass reads pages until the first
+#: job not yet due).
 _BATCH = 256
 #: Orphaned actions failed per transaction on start (a transaction's reads and writes
 #: are limited: thousands of orphans are failed in several transactions).
