@@ -426,13 +426,15 @@ class Engine:
         """Verify every stored invariant; returns a report, raises ``CorruptionError``.
 
         Also checks the shape of every scheduled job (``report["scheduled_functions"]``
-        counts them by state). Cost: a full pass over documents and index entries
+        counts them by state; ``report["scheduled_functions_unknown"]`` counts the pending
+        jobs of functions this engine does not know, by name: they wait for an executor
+        with those functions). Cost: a full pass over documents and index entries
         (one snapshot), and one over the jobs.
         """
         runtime = self._live()
         report = check_integrity(self._db)
         kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
-        counts, problems = check_jobs(self._db, kinds)
+        counts, problems, unknown = check_jobs(self._db, kinds)
         if problems:
             raise CorruptionError(
                 f"Engine.check() found {len(problems)} broken invariant(s) in "
@@ -441,6 +443,7 @@ class Engine:
                 problems=problems,
             )
         report["scheduled_functions"] = counts
+        report["scheduled_functions_unknown"] = unknown
         return report
 
 

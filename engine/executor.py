@@ -11,11 +11,18 @@ Guarantees (Convex's):
   checks it is still ``pending``, runs the mutation and writes ``success``
   with ``completedTime``, so the job's state commits with the mutation's
   writes or not at all. Conflicts are retried without a budget (while the
-  engine stays open). A user error discards the mutation's writes and marks the
-  job ``failed`` in a separate transaction.
+  engine stays open). A user error (raised by the function, or by the
+  validation of its arguments or return value) discards the mutation's writes and
+  marks the job ``failed`` in a separate transaction. A system error around it (a
+  :class:`StorageError` at commit, raised even through the function) is not the
+  job's failure: the job stays pending and is retried with backoff, then left to a
+  later pass (Convex's ``schedule_retry``).
 - **A scheduled action runs at most once.** A transaction claims the job
   (``pending`` → ``inProgress``) before the action starts; the action's
   outcome is written after it ends (``success`` or ``failed``).
+- **Bounded parallelism.** The background worker runs at most
+  :attr:`Executor.max_running_actions` actions at once; at the cap it stops claiming
+  until one ends (Convex's ``SCHEDULED_JOB_EXECUTION_PARALLELISM``).
 - **Several executors** (threads, handles, processes on one folder) may run at
   once: claiming is transactional, so two executors racing for one job
   conflict and the loser, re-running, sees the job is no longer pending.
@@ -30,7 +37,8 @@ Orphaned actions: every executor holds a shared ``flock`` on
 ``<folder>/scheduler.lock``. When an executor starts and can take that lock
 exclusively, no other executor is alive on the folder, so every job left
 ``inProgress`` belonged to a dead one: it is marked ``failed`` with Convex's
-"Transient error while executing action". While another executor is alive
+"Transient error while executing action" (in batches of
+:data:`_ORPHAN_BATCH` per transaction). While another executor is alive
 nothing can be told, and such jobs stay ``inProgress`` until a later start
 finds itself alone.
 
@@ -48,7 +56,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .contexts import ActionCtx, MutationCtx
@@ -77,8 +85,12 @@ if TYPE_CHECKING:
 __all__ = ["Executor"]
 
 _log = logging.getLogger("engine.scheduler")
-#: Pending jobs read per pass (the rest are read on the next pass, at once).
+#: Jobs read per page (each page in its own snapshot; a pass reads pages until the first
+#: job not yet due).
 _BATCH = 256
+#: Orphaned actions failed per transaction on start (a transaction's reads and writes
+#: are limited: thousands of orphans are failed in several transactions).
+_ORPHAN_BATCH = 256
 
 
 def _error_message(error: BaseException) -> str:
@@ -99,6 +111,10 @@ class Executor:
     poll_interval = 0.5
     #: How long close() waits for running actions before cancelling them.
     shutdown_timeout = 10.0
+    #: Most scheduled actions the background worker runs at once (Convex's
+    #: ``SCHEDULED_JOB_EXECUTION_PARALLELISM``, 10). Due jobs behind them wait, in
+    #: order, until one ends: a burst of thousands of due actions is not claimed at once.
+    max_running_actions = 10
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -109,7 +125,7 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         #: Scheduled actions started on the loop and not yet recorded as finished.
-        self._running: dict[str, concurrent.futures.Future[None]] = {}
+        self._running: dict[str, concurrent.futures.Future[BaseException | None]] = {}
         self._idle = threading.Condition()
         self._lock_fd: int | None = None
 
@@ -186,13 +202,15 @@ class Executor:
         return fd
 
     def _fail_orphans(self) -> None:
+        """Fail every job left ``inProgress``, :data:`_ORPHAN_BATCH` per transaction."""
+
         def fail(txn: Transaction) -> int:
             if txn.table(SCHEDULED_FUNCTIONS) is None:
                 return 0
             stuck = (
                 Query(txn, SCHEDULED_FUNCTIONS)
                 .with_index(BY_STATE, lambda q: q.eq("state.kind", "inProgress"))
-                .collect()
+                .take(_ORPHAN_BATCH)
             )
             for job in stuck:
                 patch_job(
@@ -205,7 +223,8 @@ class Executor:
                 )
             return len(stuck)
 
-        self._db.run(fail, writable=True, source="scheduler recovery")
+        while self._db.run(fail, writable=True, source="scheduler recovery")[0] == _ORPHAN_BATCH:
+            pass
 
     def _on_commit(self, requests: list[CommitRequest]) -> None:
         # Called by the committer after every commit group: keep it O(1) per request.
@@ -239,23 +258,27 @@ class Executor:
 
         Raises :class:`SchedulerError` after ``timeout`` seconds or
         ``max_iterations`` passes that each ran something (a job that keeps
-        rescheduling itself).
+        rescheduling itself), but never once nothing is left; :class:`EngineError`
+        when the engine is closed meanwhile (the job in hand commits or is discarded).
         """
         if self._stopping:
-            raise EngineError("This engine is closed: open it again with Engine.open(path).")
+            raise _closed()
         deadline = time.monotonic() + timeout
         total = 0
         passes = 0
         while True:
-            if time.monotonic() > deadline:
-                raise SchedulerError(
-                    f"Scheduled functions were still due or running after {timeout} s (a "
-                    "function that keeps rescheduling itself, jobs in progress in another "
-                    "executor, or left inProgress by a dead process): raise timeout, or "
-                    "inspect ctx.db.system.query('_scheduled_functions')."
-                )
-            ran, _ = self._pass(all_pending=all_pending, background=False)
-            total += ran
+            try:
+                ran, _ = self._pass(all_pending=all_pending, background=False)
+                total += ran
+                busy = self._busy(all_pending)  # before the deadline: done in time is done
+            except Exception as error:
+                if self._stopping:  # closed meanwhile: its storage fails under us
+                    raise _closed() from error
+                raise
+            if self._stopping:
+                raise _closed()
+            if not busy:
+                return total
             if ran:
                 passes += 1
                 if passes >= max_iterations:
@@ -264,60 +287,88 @@ class Executor:
                         "passes (a function that reschedules itself?): raise max_iterations "
                         "or stop the loop."
                     )
-                continue
-            if not self._busy(all_pending):
-                return total
-            time.sleep(0.005)
+            if time.monotonic() > deadline:
+                raise SchedulerError(
+                    f"Scheduled functions were still due or running after {timeout} s (a "
+                    "function that keeps rescheduling itself, jobs in progress in another "
+                    "executor, or left inProgress by a dead process): raise timeout, or "
+                    "inspect ctx.db.system.query('_scheduled_functions')."
+                )
+            if not ran:
+                time.sleep(0.005)
 
-    def _pending(self, txn: Transaction, kind: str) -> list[dict[str, Any]]:
-        if txn.table(SCHEDULED_FUNCTIONS) is None:
-            return []
-        return (
-            Query(txn, SCHEDULED_FUNCTIONS)
-            .with_index(BY_STATE, lambda q: q.eq("state.kind", kind))
-            .take(_BATCH)
-        )
+    def _pages(self, kind: str) -> Iterator[list[dict[str, Any]]]:
+        """Jobs in state ``kind`` in due order, :data:`_BATCH` per page, each page read
+        in its own snapshot (a cursor carries the position: the jobs run between two
+        pages leave the range without moving it)."""
+        cursor: str | None = None
+
+        def read(txn: Transaction) -> tuple[list[dict[str, Any]], str | None, bool]:
+            if txn.table(SCHEDULED_FUNCTIONS) is None:
+                return [], None, True
+            page = (
+                Query(txn, SCHEDULED_FUNCTIONS)
+                .with_index(BY_STATE, lambda q: q.eq("state.kind", kind))
+                .paginate({"numItems": _BATCH, "cursor": cursor})
+            )
+            return page["page"], page["continueCursor"], page["isDone"]
+
+        while True:
+            jobs, cursor, done = self._db.run(read, writable=False)[0]
+            yield jobs
+            if done:
+                return
+
+    def _due(self, all_pending: bool, now: float) -> Iterator[dict[str, Any]]:
+        """Pending jobs due at ``now`` (``all_pending``: every pending job), in due order."""
+        for jobs in self._pages("pending"):
+            for job in jobs:
+                if not all_pending and job["scheduledTime"] > now:
+                    return
+                yield job
 
     def _busy(self, all_pending: bool) -> bool:
         """True while some job is in progress, or pending, due and runnable here."""
-
-        def look(txn: Transaction) -> bool:
-            if self._pending(txn, "inProgress"):
-                return True
-            now = now_ms()
-            names = self._runtime.registry.by_name
-            return any(
-                job["name"] in names and (all_pending or job["scheduledTime"] <= now)
-                for job in self._pending(txn, "pending")
-            )
-
-        return self._db.run(look, writable=False)[0]
+        names = self._runtime.registry.by_name
+        # Pages past any number of jobs of other packages' functions.
+        if any(job["name"] in names for job in self._due(all_pending, now_ms())):
+            return True
+        # Read after the pending jobs: a job claimed meanwhile is seen in progress here.
+        return bool(next(self._pages("inProgress")))
 
     def _pass(self, *, all_pending: bool, background: bool) -> tuple[int, float | None]:
-        """Run every due job once; returns (jobs run, time in ms the next one is due)."""
-        jobs = self._db.run(lambda txn: self._pending(txn, "pending"), writable=False)[0]
+        """Run every due job once; returns (jobs run, time in ms the next one is due).
+
+        Jobs of functions this engine does not know (another process's package) are
+        left pending and paged past, so the runnable jobs behind them run.
+        """
         registry = self._runtime.registry.by_name
         now = now_ms()
         ran = 0
-        for job in jobs:
-            if self._stopping:
-                return ran, None
-            if not all_pending and job["scheduledTime"] > now:
-                return ran, job["scheduledTime"]
-            function = registry.get(job["name"])
-            if function is None:
-                # Registered by another process's functions package: left for it.
-                continue
-            if function.kind == "mutation":
-                ran += self._run_mutation(job["_id"], job["name"], function)
-            else:
-                ran += self._run_action(job["_id"], job["name"], function, background)
-        # A full batch that made progress: more may be due at once. (A batch of jobs that
-        # all belong to other processes' functions is not progress: no busy loop.)
-        return ran, (now if len(jobs) == _BATCH and ran else None)
+        for jobs in self._pages("pending"):
+            for job in jobs:
+                if self._stopping:
+                    return ran, None
+                if not all_pending and job["scheduledTime"] > now:
+                    return ran, job["scheduledTime"]
+                function = registry.get(job["name"])
+                if function is None:
+                    continue  # registered by another process's functions: left for it
+                if function.kind == "mutation":
+                    ran += self._run_mutation(job["_id"], job["name"], function, background)
+                elif function.kind != "action":  # it was one when scheduled: code changed
+                    ran += self._complete(job["_id"], ("pending",), _unsupported(function.kind))
+                else:
+                    if background and len(self._running) >= self.max_running_actions:
+                        return ran, None  # at the cap: an action's end wakes the worker
+                    ran += self._run_action(job["_id"], job["name"], function, background)
+        return ran, None
 
-    def _run_mutation(self, job_id: str, name: str, function: FunctionDef) -> bool:
-        """Run a mutation job exactly once; False if it was not pending (any more)."""
+    def _run_mutation(
+        self, job_id: str, name: str, function: FunctionDef, background: bool
+    ) -> bool:
+        """Run a mutation job exactly once; False if it was not pending (any more), or
+        the engine failed around it (the job is left pending for a later pass)."""
         runtime = self._runtime
         from .functions import _txn_resolver, fresh_args, refuse_awaitable
 
@@ -326,16 +377,22 @@ class Executor:
             if job is None or job["state"]["kind"] != "pending":
                 return False
             patch_job(txn, job_id, {"state": {"kind": "inProgress"}})  # as it sees itself
-            args = runtime.check_args(name, function, job["args"][0], _txn_resolver(txn))
-            ctx = MutationCtx(runtime, txn, None, now_ms(), None, runtime.env)
-            ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=job_id)
-            result = function.handler(ctx, **fresh_args(args))
-            refuse_awaitable(name, result)
-            runtime.check_result(name, function, result, txn)
+            try:  # the function's part: what it raises is the job's failure
+                args = runtime.check_args(name, function, job["args"][0], _txn_resolver(txn))
+                ctx = MutationCtx(runtime, txn, None, now_ms(), None, runtime.env)
+                ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=job_id)
+                result = function.handler(ctx, **fresh_args(args))
+                refuse_awaitable(name, result)
+                runtime.check_result(name, function, result, txn)
+            except (OptimisticConcurrencyControlFailure, StorageError):
+                raise  # the engine's, even when raised through the function: retried
+            except BaseException as error:  # SystemExit too: the worker survives it
+                raise _JobFailed(error) from error
             patch_job(txn, job_id, {"state": {"kind": "success"}, "completedTime": now_ms()})
             return True
 
         attempt = 0
+        failures = 0
         while True:
             try:
                 return self._db.run(body, writable=True, source=f"Scheduled mutation {name}")[0]
@@ -345,8 +402,34 @@ class Executor:
                     return False
                 attempt += 1
                 time.sleep(min(1.0, 0.01 * attempt))
-            except Exception as error:
-                return self._complete(job_id, ("pending",), _failed(error))
+            except _JobFailed as failed:
+                done = self._complete(job_id, ("pending",), _failed(failed.error))
+                if not background and isinstance(failed.error, KeyboardInterrupt):
+                    raise failed.error from None  # Ctrl-C in finish_*: recorded, then stops
+                return done
+            except Exception:
+                # Storage or engine around the function (its commit, the job's own reads
+                # and writes): not the function's error, so the job stays pending and is
+                # retried with backoff (Convex's schedule_retry); then a later pass tries.
+                if self._stopping:
+                    return False
+                failures += 1
+                if failures > _SYSTEM_RETRIES:
+                    _log.exception(
+                        "Scheduled mutation %s (job %s) failed %d times on a system error; "
+                        "left pending for a later pass.",
+                        name,
+                        job_id,
+                        failures,
+                    )
+                    return False
+                _log.warning(
+                    "Scheduled mutation %s (job %s): system error, retrying.",
+                    name,
+                    job_id,
+                    exc_info=True,
+                )
+                time.sleep(min(1.0, 0.01 * 2**failures))
 
     def _complete(self, job_id: str, expected: tuple[str, ...], state: dict[str, Any]) -> bool:
         """Write a job's final state if it is still in one of the ``expected`` states."""
@@ -382,7 +465,9 @@ class Executor:
             return False
         run = self._action(job_id, name, function, job["args"][0])
         if not background:
-            asyncio.run(run)
+            error = asyncio.run(run)
+            if isinstance(error, KeyboardInterrupt):
+                raise error  # Ctrl-C in finish_*: recorded as the job's failure, then stops
             return True
         loop = self._action_loop()
         with self._idle:
@@ -391,6 +476,8 @@ class Executor:
 
     def _finished(self, job_id: str) -> None:
         with self._idle:
+            if len(self._running) >= self.max_running_actions:
+                self._wake.set()  # the worker stopped at the cap: room for one more
             self._running.pop(job_id, None)
             self._idle.notify_all()
 
@@ -406,12 +493,14 @@ class Executor:
 
     def _action(
         self, job_id: str, name: str, function: FunctionDef, raw_args: Any
-    ) -> Coroutine[Any, Any, None]:
+    ) -> Coroutine[Any, Any, BaseException | None]:
+        """The job's task; it returns what the action raised, if not an Exception."""
         runtime = self._runtime
         from .functions import fresh_args
 
-        async def run() -> None:
+        async def run() -> BaseException | None:
             state: dict[str, Any]
+            raised: BaseException | None = None
             try:
                 args = runtime.check_args(name, function, raw_args)
                 current_job.set(job_id)  # this task's context only
@@ -419,19 +508,51 @@ class Executor:
                 result = await function.handler(ctx, **fresh_args(args))
                 runtime.check_result(name, function, result)
                 state = {"kind": "success"}
-            except asyncio.CancelledError:
+            except asyncio.CancelledError:  # close() cancelled it
                 state = _TRANSIENT
             except Exception as error:
                 state = _failed(error)
+            except BaseException as error:
+                # SystemExit, KeyboardInterrupt: re-raised, they would stop the loop's
+                # thread and every action on it; they are this job's failure only.
+                state = _failed(error)
+                raised = error
             try:
                 await asyncio.to_thread(self._complete, job_id, ("inProgress",), state)
             finally:
                 self._finished(job_id)
+            return raised
 
         return run()
 
 
 _TRANSIENT: dict[str, Any] = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
+
+
+def _closed() -> EngineError:
+    return EngineError("This engine is closed: open it again with Engine.open(path).")
+
+
+#: In-place retries of a scheduled mutation that failed on a system error, with backoff
+#: (20 ms, 40 ms, ... 320 ms); after them the job is left pending for a later pass.
+_SYSTEM_RETRIES = 4
+
+
+class _JobFailed(Exception):
+    """What a scheduled function (or its argument or return validation) raised."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _unsupported(kind: str) -> dict[str, Any]:
+    """The failure of a job whose function is now neither a mutation nor an action."""
+    return {
+        "kind": "failed",
+        "error": f"Unsupported function type {kind} in scheduler: only Mutation and Action "
+        "can be scheduled",
+    }
 
 
 def _failed(error: BaseException) -> dict[str, Any]:

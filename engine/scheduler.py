@@ -122,8 +122,11 @@ _FIELDS = frozenset(
 )
 
 
-def check_jobs(db: Database, kinds: dict[str, str]) -> tuple[dict[str, int], list[str]]:
-    """Check every job's shape; returns (jobs by state, problems). Part of ``Engine.check()``.
+def check_jobs(
+    db: Database, kinds: dict[str, str]
+) -> tuple[dict[str, int], list[str], dict[str, int]]:
+    """Check every job's shape; returns (jobs by state, problems, pending jobs by name
+    for the names this engine does not know). Part of ``Engine.check()``.
 
     Invariants: Convex's fields and no others; ``args`` is ``[object]``; a known
     state, with ``error`` (a string) exactly when failed; ``completedTime`` exactly
@@ -132,6 +135,7 @@ def check_jobs(db: Database, kinds: dict[str, str]) -> tuple[dict[str, int], lis
     """
     counts: dict[str, int] = {}
     problems: list[str] = []
+    unknown: dict[str, int] = {}
     for job in _all_jobs(db):
         where = f"{SCHEDULED_FUNCTIONS} {job['_id']}"
         state = job.get("state")
@@ -157,7 +161,10 @@ def check_jobs(db: Database, kinds: dict[str, str]) -> tuple[dict[str, int], lis
             problems.append(f"{where}: completedTime must be set exactly when a job is final")
         if kind == "inProgress" and kinds.get(job.get("name", "")) == "mutation":
             problems.append(f"{where}: a mutation's job is stored inProgress")
-    return counts, problems
+        name = job.get("name")
+        if kind == "pending" and isinstance(name, str) and name not in kinds:
+            unknown[name] = unknown.get(name, 0) + 1
+    return counts, problems, unknown
 
 
 def _all_jobs(db: Database) -> Iterator[dict[str, Any]]:
@@ -241,6 +248,10 @@ class Scheduler:
             raise SchedulerError(
                 f"`delay` must be a number (seconds), got {type(delay).__name__}: {delay!r}."
             )
+        try:
+            delay = float(delay)
+        except OverflowError:  # an int past the floats' range
+            delay = math.inf
         if not math.isfinite(delay):
             raise SchedulerError(f"`delay` must be a finite number (seconds), got {delay!r}.")
         if delay < 0:
@@ -258,9 +269,18 @@ class Scheduler:
         does. Raises as :meth:`run_after` does.
         """
         if isinstance(when, datetime):
-            seconds = when.timestamp()
+            try:
+                seconds = when.timestamp()
+            except (ValueError, OverflowError, OSError) as error:  # datetime.min, local time
+                raise SchedulerError(
+                    f"The invoke time {when!r} has no timestamp ({error}): it must lie within "
+                    "5 years of now."
+                ) from None
         elif isinstance(when, int | float) and not isinstance(when, bool):
-            seconds = float(when)
+            try:
+                seconds = float(when)
+            except OverflowError:  # an int past the floats' range
+                seconds = math.inf
         else:
             raise SchedulerError(
                 f"The invoke time must be a datetime or a timestamp (seconds since the "
@@ -357,6 +377,13 @@ class Scheduler:
         a ``_scheduled_functions`` id, :class:`SchedulerError` when a scheduled
         mutation cancels its own job.
         """
+        if not isinstance(job_id, str):
+            raise InvalidId(
+                f"Invalid scheduled function ID. The ID must be an ID on the "
+                f"'{SCHEDULED_FUNCTIONS}' table. (got {type(job_id).__name__} {job_id!r}; ids "
+                "of jobs are what ctx.scheduler.run_after / run_at return)",
+                value=job_id,
+            )
         if job_id == self._own_job:
             raise SchedulerError(
                 "A mutation cannot cancel itself: a scheduled mutation's job completes with "

@@ -221,3 +221,14 @@ async def cancel_own_job_via_mutation(ctx: Any) -> str:
     except Exception as error:
         await ctx.run_mutation(write_note, {"text": str(error)})
     return "done"
+
+
+@internal_mutation(args={})
+def exit_mutation(ctx: Any) -> None:
+    ctx.db.insert("job_notes", {"text": "never"})
+    raise SystemExit(3)
+
+
+@internal_action(args={})
+async def interrupt_action(ctx: Any) -> None:
+    raise KeyboardInterrupt

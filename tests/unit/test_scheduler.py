@@ -90,6 +90,7 @@ def test_run_at_takes_seconds_or_datetime(engine: Engine) -> None:
         (-1, "must be non-negative"),
         (math.inf, "must be a finite number"),
         (math.nan, "must be a finite number"),
+        (10**400, "must be a finite number"),  # an int past the floats' range
         ("1", "must be a number"),
     ],
 )
@@ -107,6 +108,11 @@ def test_run_at_must_be_within_five_years(engine: Engine) -> None:
         engine.run(lambda ctx: ctx.scheduler.run_at(-far, jobs.write_note, {"text": "x"}))
     with pytest.raises(EngineError, match="must be a datetime or a timestamp"):
         engine.run(lambda ctx: ctx.scheduler.run_at("soon", jobs.write_note, {"text": "x"}))
+    # Times past the floats' range, or without a timestamp: SchedulerError, not Python's.
+    for when in (10**400, datetime.min, datetime.min.replace(tzinfo=UTC), datetime.max):
+        with pytest.raises(SchedulerError):
+            engine.run(lambda ctx, w=when: ctx.scheduler.run_at(w, jobs.write_note, {"text": "x"}))
+    assert jobs_of(engine) == []
 
 
 def test_targets_are_mutations_or_actions_and_args_are_checked(engine: Engine) -> None:
@@ -277,6 +283,9 @@ def test_cancel_rejects_ids_of_other_tables(engine: Engine) -> None:
     note = engine.run(lambda ctx: ctx.db.insert("job_notes", {"text": "x"}))
     with pytest.raises(InvalidId, match="Invalid scheduled function ID"):
         engine.run(lambda ctx: ctx.scheduler.cancel(note))
+    for wrong in (None, 123, b"x"):  # not "A mutation cannot cancel itself" for None
+        with pytest.raises(InvalidId, match="Invalid scheduled function ID"):
+            engine.run(lambda ctx, w=wrong: ctx.scheduler.cancel(w))
 
 
 # -- the background worker ---------------------------------------------------------------
@@ -516,3 +525,177 @@ def test_check_counts_jobs_and_finds_broken_ones(engine: Engine) -> None:
     # Put back, so the fixture's own check passes.
     engine.run(lambda ctx: patch_job(ctx._txn, pending, {"state": {"kind": "pending"}}))
     engine.run(lambda ctx: patch_job(ctx._txn, done, {"completedTime": 1.0}))
+
+
+def test_thousands_of_orphans_are_failed_in_several_transactions(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More orphans than one transaction may touch: open still succeeds and fails them all."""
+    from engine import executor, readset
+
+    handle = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    ids = handle.run(
+        lambda ctx: [
+            ctx.scheduler.run_after(0, jobs.note_from_action, {"text": "x"}) for _ in range(120)
+        ]
+    )
+    for start in range(0, len(ids), 20):  # what a killed executor leaves behind
+        handle.run(
+            lambda ctx, part=ids[start : start + 20]: [
+                patch_job(ctx._txn, i, {"state": {"kind": "inProgress"}}) for i in part
+            ]
+        )
+    handle.close()
+    # Scaled down: a transaction may read 100 ranges, recovery fails 30 jobs per transaction.
+    monkeypatch.setattr(readset, "MAX_READ_RANGES", 100)
+    monkeypatch.setattr(executor, "_ORPHAN_BATCH", 30, raising=False)
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+        monkeypatch.undo()
+        states = {j["state"].get("error") for j in jobs_of(again)}
+        assert states == {"Transient error while executing action"}
+        again.check()
+
+
+def test_the_worker_runs_a_bounded_number_of_actions_at_once(db_path: Path) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        assert engine._executor is not None
+        engine._executor.max_running_actions = 2
+        engine.run(
+            lambda ctx: [
+                ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.05}) for _ in range(6)
+            ]
+        )
+        most = 0
+
+        def done() -> bool:
+            nonlocal most
+            kinds = [j["state"]["kind"] for j in jobs_of(engine)]
+            most = max(most, kinds.count("inProgress"))
+            return kinds == ["success"] * 6
+
+        wait_until(done)
+        assert most == 2
+        assert engine.query(jobs.notes) == ["slow done"] * 6
+
+
+def test_jobs_of_unknown_functions_do_not_starve_the_jobs_behind_them(
+    engine: Engine, db_path: Path
+) -> None:
+    """More due jobs of a function this engine lacks than a page: the rest still run."""
+
+    def schedule_gone(ctx: Any) -> None:
+        for _ in range(300):  # a renamed function's, or another process package's
+            job_id = ctx.scheduler.run_after(0, jobs.write_note, {"text": "gone"})
+            patch_job(ctx._txn, job_id, {"name": "gone:function"})
+
+    engine.run(schedule_gone)
+    engine.mutation(jobs.later, {"text": "behind", "delay": 0.0})
+    assert engine.finish_scheduled_functions(timeout=2) == 1
+    assert engine.query(jobs.notes) == ["behind"]
+    with Engine.open(db_path, functions=app, durability="none") as worker:
+        job_id = worker.mutation(jobs.later, {"text": "worker", "delay": 0.0})
+        wait_until(lambda: job(worker, job_id)["state"]["kind"] == "success")
+    report = engine.check()
+    assert report["scheduled_functions"] == {"pending": 300, "success": 2}
+    assert report["scheduled_functions_unknown"] == {"gone:function": 300}
+
+
+def test_a_system_error_around_a_scheduled_mutation_is_retried_not_its_failure(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transient storage error at commit: the job stays pending and runs once."""
+    from engine import StorageError
+
+    job_id = engine.mutation(jobs.later, {"text": "once", "delay": 0.0})
+    storage = engine._db.storage
+    real_write = storage.write
+    faults = [StorageError("LMDB error: Input/output error (simulated)")]
+
+    def flaky_write(fn: Any) -> Any:
+        if faults:
+            raise faults.pop()
+        return real_write(fn)
+
+    monkeypatch.setattr(storage, "write", flaky_write)
+    assert engine.finish_scheduled_functions(timeout=5) == 1
+    assert job(engine, job_id)["state"] == {"kind": "success"}
+    assert engine.query(jobs.notes) == ["once"]
+    # The function's own errors are still the job's failure (not retried).
+    failing = engine.mutation(jobs.schedule_failing, {})
+    assert engine.finish_scheduled_functions() == 1
+    assert job(engine, failing)["state"]["kind"] == "failed"
+
+
+def test_a_job_raising_system_exit_or_keyboard_interrupt_fails_and_the_worker_survives(
+    db_path: Path,
+) -> None:
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        exits = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.exit_mutation))
+        interrupts = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.interrupt_action))
+        wait_until(lambda: job(engine, interrupts)["state"]["kind"] == "failed", 2)
+        after = engine.mutation(jobs.schedule_action, {"text": "after"})
+        wait_until(lambda: job(engine, after)["state"]["kind"] == "success", 2)
+        assert job(engine, exits)["state"] == {"kind": "failed", "error": "Uncaught SystemExit: 3"}
+        assert job(engine, interrupts)["state"] == {
+            "kind": "failed",
+            "error": "Uncaught KeyboardInterrupt: ",
+        }
+        assert engine.query(jobs.notes) == ["action:after"]
+
+
+def test_finish_records_a_keyboard_interrupt_then_stops(engine: Engine) -> None:
+    interrupts = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.interrupt_action))
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C during finish_* still stops the host
+        engine.finish_scheduled_functions()
+    assert job(engine, interrupts)["state"]["error"] == "Uncaught KeyboardInterrupt: "
+    exits = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.exit_mutation))
+    assert engine.finish_scheduled_functions() == 1  # SystemExit: the job's failure only
+    assert job(engine, exits)["state"]["error"] == "Uncaught SystemExit: 3"
+
+
+def test_a_job_whose_function_became_a_query_fails_with_convexs_error(engine: Engine) -> None:
+    def schedule_then_change(ctx: Any) -> str:
+        job_id: str = ctx.scheduler.run_after(0, jobs.write_note, {"text": "x"})
+        patch_job(ctx._txn, job_id, {"name": "jobs:notes", "args": [{}]})  # now a query
+        return job_id
+
+    job_id = engine.run(schedule_then_change)
+    assert engine.finish_scheduled_functions() == 1
+    assert job(engine, job_id)["state"] == {
+        "kind": "failed",
+        "error": "Unsupported function type query in scheduler: only Mutation and Action can "
+        "be scheduled",
+    }
+
+
+def test_finish_raced_by_close_raises_the_closed_engine_error(db_path: Path) -> None:
+    import threading
+
+    engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    engine.mutation(jobs.schedule_increments, {"n": 5, "pause": 0.05})
+    raised: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            engine.finish_all_scheduled_functions()
+        except BaseException as error:
+            raised.append(error)
+
+    thread = threading.Thread(target=finish)
+    thread.start()
+    time.sleep(0.03)
+    engine.close()
+    thread.join(5)
+    assert len(raised) == 1 and type(raised[0]) is EngineError, raised
+    assert "This engine is closed" in str(raised[0])
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+        states = [j["state"]["kind"] for j in jobs_of(again)]
+        assert again.query(jobs.shared_count) == states.count("success")  # none half-applied
+        again.check()
+
+
+def test_finish_done_in_time_does_not_raise_the_timeout(engine: Engine) -> None:
+    engine.mutation(jobs.schedule_increments, {"n": 1, "pause": 0.15})
+    assert engine.finish_scheduled_functions(timeout=0.05) == 1  # ran past it, nothing left
+    assert engine.finish_scheduled_functions(timeout=0) == 0
+    assert engine.finish_all_scheduled_functions(timeout=0, max_iterations=1) == 0
