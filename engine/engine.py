@@ -30,7 +30,7 @@ from .errors import CorruptionError, EngineError
 from .executor import Executor
 from .files import read_file, store_file
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
-from .httpserver import HttpServer, WsgiApp
+from .httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, HttpServer, WsgiApp
 from .integrity import check as check_integrity
 from .scheduler import check_jobs
 from .storage import Durability, open_storage
@@ -331,7 +331,14 @@ class Engine:
 
     # -- serving files -------------------------------------------------------------
 
-    def serve_http(self, host: str = "127.0.0.1", port: int = 3210) -> HttpServer:
+    def serve_http(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 3210,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> HttpServer:
         """Serve file URLs over HTTP on a background thread; returns the running server.
 
         Answers ``GET /api/storage/<id>-<signature>`` (downloads) and
@@ -341,6 +348,10 @@ class Engine:
         picks a free port (``server.url`` tells which). It stops on
         ``server.close()`` or when this engine closes.
 
+        ``timeout``: seconds a socket read or write may wait (default 120, Convex's
+        request timeout): a stalled client is disconnected. ``max_connections``:
+        connections served at once, one thread each (default 64); more get a 503.
+
         Example::
 
             with engine.serve_http("127.0.0.1", 0) as server:
@@ -349,7 +360,7 @@ class Engine:
         Raises ``OSError`` when the address cannot be bound.
         """
         runtime = self._live()
-        server = HttpServer(runtime, host, port)
+        server = HttpServer(runtime, host, port, timeout=timeout, max_connections=max_connections)
         self._servers.append(server)
         if runtime.served_url is None:
             runtime.served_url = server.url

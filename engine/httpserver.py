@@ -21,8 +21,16 @@ upload and download, as with Convex. Errors are JSON
 ``{"code": ..., "message": ...}``.
 
 A download reads the file chunk by chunk, each chunk in a short read txn of
-its own (a slow client does not pin a snapshot); an upload is held in memory
-until it is stored.
+its own (a slow client does not pin a snapshot); an upload is read in 1 MiB
+pieces and held in memory until it is stored.
+
+Limits of :class:`HttpServer` (arguments of ``Engine.serve_http``):
+``timeout`` (default :data:`DEFAULT_TIMEOUT`, 120 s, Convex's request
+timeout) bounds every socket read and write, so a client that stalls
+(headers never finished, a body never sent, a download never read) is
+disconnected instead of holding its thread forever; ``max_connections``
+(default :data:`DEFAULT_MAX_CONNECTIONS`) caps the connections served at
+once: one more is answered ``503`` and closed.
 """
 
 from __future__ import annotations
@@ -41,10 +49,59 @@ from .errors import EngineError, ValidationError
 if TYPE_CHECKING:
     from .functions import Runtime
 
-__all__ = ["HttpServer", "Response", "WsgiApp", "handle"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_TIMEOUT",
+    "HttpServer",
+    "Response",
+    "WsgiApp",
+    "handle",
+]
 
 _PREFIX = "/api/storage/"
 _UPLOAD = "/api/storage/upload"
+#: Seconds a socket read or write may wait before the connection is dropped
+#: (Convex's request timeout: 2 minutes).
+DEFAULT_TIMEOUT = 120.0
+#: Connections an :class:`HttpServer` serves at once (one thread each).
+DEFAULT_MAX_CONNECTIONS = 64
+_PIECE = 1 << 20  # upload bodies are read this many bytes at a time
+_BUSY_BODY = b'{"code": "TooManyConnections", "message": "Too many connections, retry later"}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Access-Control-Allow-Origin: *\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
+class _Server(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with a cap on the connections served at once."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:  # a fresh socket's send buffer takes this without blocking
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class HttpServer:
@@ -56,13 +113,24 @@ class HttpServer:
             print(server.url)    # http://127.0.0.1:43817, the origin of file URLs now
 
     ``url`` is the origin it serves (the port resolved when 0 was asked).
+    ``timeout``: seconds any socket read or write may wait before the
+    connection is dropped (default :data:`DEFAULT_TIMEOUT`, 120).
+    ``max_connections``: connections served at once, one thread each
+    (default :data:`DEFAULT_MAX_CONNECTIONS`); more are answered 503.
     """
 
-    def __init__(self, runtime: Runtime, host: str, port: int) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        host: str,
+        port: int,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
         self._runtime = runtime
-        handler = type("_BoundHandler", (_Handler,), {"runtime": runtime})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        handler = type("_BoundHandler", (_Handler,), {"runtime": runtime, "timeout": timeout})
+        self._server = _Server((host, port), handler, max_connections)
         address = self._server.server_address
         bound_host = address[0].decode() if isinstance(address[0], bytes) else str(address[0])
         bound_port = address[1]
@@ -217,8 +285,8 @@ def _upload(
     length = header("Content-Length")
     if length is None or not length.isdigit():
         return _error(411, "LengthRequired", "An upload needs a Content-Length header.")
-    data = read_body(int(length))
-    if len(data) != int(length):
+    data = _read_all(read_body, int(length))
+    if data is None:
         return _error(400, "IncompleteBody", "The upload ended before Content-Length bytes.")
     try:
         storage_id = files.store_file(
@@ -230,6 +298,23 @@ def _upload(
     except EngineError as error:  # the storage failed (disk full, engine closed, ...)
         return _error(500, "StorageFailed", f"The file could not be stored: {error}")
     return _json(200, {"storageId": storage_id})
+
+
+def _read_all(read_body: Callable[[int], bytes], length: int) -> bytes | None:
+    """``length`` bytes of body, read in pieces (a declared length is never allocated
+    up front); None if the body ends, or its socket fails or times out, before."""
+    parts: list[bytes] = []
+    left = length
+    while left > 0:
+        try:
+            part = read_body(min(left, _PIECE))
+        except OSError:  # TimeoutError included: the client stalled
+            return None
+        if not part:
+            return None
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -251,8 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self.rfile.read(n)
 
         response = handle(self.runtime, self.command, self.path, self.headers.get, read_body)
-        if not consumed and not self._discard_body():
-            self.close_connection = True  # an unread body would be taken for the next request
+        if consumed and response.status == 400:
+            self.close_connection = True  # the body may be partly unread
         self.send_response(response.status)
         for name, value in response.headers:
             self.send_header(name, value)
@@ -262,16 +347,22 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(part)
         if not response.complete:
             self.close_connection = True
+        # An unread body would be taken for the next request: drop it (after the
+        # answer, so a client that never sends the body it announced still gets one).
+        if not consumed and not self.close_connection and not self._discard_body():
+            self.close_connection = True
 
     def _discard_body(self) -> bool:
         """Read and drop an unused request body (up to 1 MiB); False if it could not be."""
         length = self.headers.get("Content-Length")
         if length is None:
             return self.headers.get("Transfer-Encoding") is None
-        if not length.isdigit() or int(length) > 1 << 20:
+        if not (length.isascii() and length.isdigit()) or int(length) > _PIECE:
             return False
-        self.rfile.read(int(length))
-        return True
+        try:
+            return len(self.rfile.read(int(length))) == int(length)
+        except OSError:  # the client stalled past the timeout
+            return False
 
     do_GET = do_HEAD = do_POST = do_OPTIONS = _serve
 

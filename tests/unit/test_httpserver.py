@@ -6,6 +6,8 @@ import base64
 import hashlib
 import http.client
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -222,3 +224,59 @@ def test_wsgi_app_uploads_and_downloads(db_path: Path) -> None:
             "404 Not Found"
         )
         engine.check()
+
+
+def _raw(server: HttpServer, data: bytes) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    connection.sendall(data)
+    return connection
+
+
+def _answer(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (or 5 s pass)."""
+    received = b""
+    try:
+        while part := connection.recv(65536):
+            received += part
+    except TimeoutError:
+        pass
+    finally:
+        connection.close()
+    return received
+
+
+def test_stalled_clients_are_disconnected_after_the_timeout(engine: Engine) -> None:
+    url = urlsplit(engine.mutation(files.upload_url))
+    with engine.serve_http("127.0.0.1", 0, timeout=0.3) as server:
+        stalled = [
+            _raw(server, b"GET /api/storage/x HTTP/1.1\r\nHost: x\r\n"),  # headers never end
+            _raw(  # an upload that announces 1 MiB and sends 10 bytes
+                server,
+                f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Length: {1 << 20}\r\n\r\n0123456789".encode(),
+            ),
+        ]
+        started = time.monotonic()
+        answers = [_answer(connection) for connection in stalled]
+        assert time.monotonic() - started < 3
+        assert answers[0] == b""
+        assert b" 400 " in answers[1] and b"IncompleteBody" in answers[1]
+        # A GET announcing a body it never sends is answered at once.
+        connection = _raw(server, b"GET /api/storage/x HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+        connection.settimeout(2)
+        assert b" 404 " in connection.recv(65536)
+        connection.close()
+    assert engine.check()["files"]["files"] == 0
+
+
+def test_connections_beyond_the_cap_are_refused(engine: Engine) -> None:
+    with engine.serve_http("127.0.0.1", 0, max_connections=2, timeout=5) as server:
+        held = [_raw(server, b"GET /api/storage/x HTTP/1.1\r\n") for _ in range(2)]
+        time.sleep(0.1)
+        answer = _answer(_raw(server, b""))
+        assert b" 503 " in answer and b"TooManyConnections" in answer
+        for connection in held:
+            connection.close()
+        deadline = time.monotonic() + 3
+        while request(server.url + "/nothing")[0] != 404:  # slots come back as they close
+            assert time.monotonic() < deadline
