@@ -72,9 +72,7 @@ def run(report: Any) -> None:
                 "delay-0 job, schedule to done",
                 {
                     "convexlite scheduled": scheduled,
-                    "convexlite direct call": lambda: (
-                        db.mutation(direct, {"token": 0})
-                    ),
+                    "convexlite direct call": lambda: db.mutation(direct, {"token": 0}),
                 },
                 group="a mutation, then another one run for it",
                 seconds=seconds,
