@@ -36,6 +36,7 @@ once: one more is answered ``503`` and closed.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import blobs, files
-from .errors import EngineError, ValidationError
+from .errors import EngineError, InvalidId, ValidationError
 
 if TYPE_CHECKING:
     from .functions import Runtime
@@ -75,33 +76,57 @@ _BUSY = (
 
 
 class _Server(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` with a cap on the connections served at once."""
+    """``ThreadingHTTPServer`` with a cap on the connections served at once, which
+    tracks them so that :meth:`close_connections` can end the kept-alive ones."""
 
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: Any, max_connections: int) -> None:
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._connections: set[socket.socket] = set()
+        self._changed = threading.Condition()
+        self.closing = False
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        if self.closing or not self._slots.acquire(blocking=False):
             try:  # a fresh socket's send buffer takes this without blocking
                 request.sendall(_BUSY)
             except OSError:
                 pass
             self.shutdown_request(request)
             return
+        with self._changed:
+            self._connections.add(request)
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._forget(request)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._forget(request)
+
+    def _forget(self, request: Any) -> None:
+        with self._changed:
+            self._connections.discard(request)
+            self._changed.notify_all()
+        self._slots.release()
+
+    def close_connections(self, wait: float) -> None:
+        """End every open connection (kept-alive or mid-request), then wait up to
+        ``wait`` seconds for their threads to finish the request in hand."""
+        self.closing = True
+        with self._changed:
+            for connection in list(self._connections):
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._changed.wait_for(lambda: not self._connections, timeout=wait)
 
 
 class HttpServer:
@@ -149,13 +174,19 @@ class HttpServer:
         self._closed = False
 
     def close(self) -> None:
-        """Stop serving and free the port. Idempotent."""
+        """Stop serving, free the port and end the open connections. Idempotent.
+
+        Kept-alive connections are shut down too (a client can make no request
+        after this); a request being served when it is called gets up to 5 s
+        to finish.
+        """
         if self._closed:
             return
         self._closed = True
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+        self._server.close_connections(wait=5.0)
         if self._runtime.served_url == self.url:
             self._runtime.served_url = None
 
@@ -228,10 +259,13 @@ def handle(
                 ("Content-Length", "0"),
             ],
         )
-    if method in ("GET", "HEAD") and path.startswith(_PREFIX) and path != _UPLOAD:
-        return _download(runtime, path[len(_PREFIX) :], head=method == "HEAD")
-    if method == "POST" and path == _UPLOAD:
-        return _upload(runtime, split.query, header, read_body)
+    try:
+        if method in ("GET", "HEAD") and path.startswith(_PREFIX) and path != _UPLOAD:
+            return _download(runtime, path[len(_PREFIX) :], head=method == "HEAD")
+        if method == "POST" and path == _UPLOAD:
+            return _upload(runtime, split.query, header, read_body)
+    except EngineError as error:  # the engine closed, the disk failed, ...
+        return _failed(runtime.db, error)
     return _error(404, "NotFound", f"No route for {method} {path}")
 
 
@@ -242,8 +276,10 @@ def _download(runtime: Runtime, segment: str, *, head: bool) -> Response:
     if storage_id is not None:
         try:
             found = files.metadata_and_key(db, storage_id)
-        except EngineError:
+        except InvalidId:
             found = None
+        except EngineError as error:
+            return _failed(db, error)
     if found is None:
         return _error(404, "FileNotFound", "File not found")
     document, doc_key = found
@@ -263,8 +299,11 @@ def _download(runtime: Runtime, segment: str, *, head: bool) -> Response:
 
 def _chunks(storage: Any, doc_key: bytes, size: int, response: Response) -> Iterator[bytes]:
     for number in range(max(1, -(-size // blobs.CHUNK_SIZE))):
-        with storage.read() as rtxn:  # one short txn per chunk: a slow client pins nothing
-            chunk = rtxn.get(blobs.chunk_key(doc_key, number), db=storage.blobs)
+        try:
+            with storage.read() as rtxn:  # one short txn per chunk: a slow client pins nothing
+                chunk = rtxn.get(blobs.chunk_key(doc_key, number), db=storage.blobs)
+        except EngineError:  # the engine closed mid-download
+            chunk = None
         if chunk is None:  # deleted while being sent: cut the response short
             response.complete = False
             return
@@ -296,8 +335,15 @@ def _upload(
         code = "Sha256Mismatch" if "Sha256" in str(error) else "BadRequest"
         return _error(400, code, str(error))
     except EngineError as error:  # the storage failed (disk full, engine closed, ...)
-        return _error(500, "StorageFailed", f"The file could not be stored: {error}")
+        return _failed(db, error)
     return _json(200, {"storageId": storage_id})
+
+
+def _failed(db: Any, error: EngineError) -> Response:
+    """503 when the engine is closed, else 500: the storage failed (disk full, ...)."""
+    if db.storage.closed:
+        return _error(503, "EngineClosed", "The database is closed.")
+    return _error(500, "StorageFailed", f"The storage failed: {error}")
 
 
 def _read_all(read_body: Callable[[int], bytes], length: int) -> bytes | None:
@@ -328,6 +374,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # an embedded server does not write to stderr; the host logs if it wants
 
     def _serve(self) -> None:
+        if self.server.closing:  # type: ignore[attr-defined]
+            self.close_connection = True
+            self.wfile.write(_BUSY)
+            return
         consumed = False
 
         def read_body(n: int) -> bytes:

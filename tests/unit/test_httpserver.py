@@ -280,3 +280,38 @@ def test_connections_beyond_the_cap_are_refused(engine: Engine) -> None:
         deadline = time.monotonic() + 3
         while request(server.url + "/nothing")[0] != 404:  # slots come back as they close
             assert time.monotonic() < deadline
+
+
+def test_closing_ends_kept_alive_connections(db_path: Path) -> None:
+    engine = Engine.open(db_path, functions=app, durability="none")
+    storage_id = engine.store_file(b"private")
+    path = urlsplit(engine.query(files.url, {"id": storage_id})).path
+    for close in ("server", "engine"):
+        server = engine.serve_http("127.0.0.1", 0)
+        kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        kept.request("GET", path)
+        assert kept.getresponse().read() == b"private"
+        if close == "server":
+            server.close()
+        else:
+            engine.close()
+        with pytest.raises((http.client.HTTPException, OSError)):  # no more requests
+            kept.request("GET", path)
+            kept.getresponse()
+        kept.close()
+
+
+def test_a_closed_engine_answers_503_not_404(db_path: Path) -> None:
+    from engine.httpserver import handle
+
+    engine = Engine.open(db_path, functions=app, durability="none")
+    storage_id = engine.store_file(b"kept")
+    path = urlsplit(engine.query(files.url, {"id": storage_id})).path
+    upload_path = urlsplit(engine.mutation(files.upload_url))
+    runtime = engine._runtime
+    assert handle(runtime, "GET", path, lambda name: None, bytes).status == 200
+    engine.close()
+    for method, target in [("GET", path), ("POST", f"{upload_path.path}?{upload_path.query}")]:
+        response = handle(runtime, method, target, {"Content-Length": "1"}.get, lambda n: b"x")
+        assert response.status == 503, (method, b"".join(response.body))
+        assert json.loads(b"".join(response.body))["code"] == "EngineClosed"
