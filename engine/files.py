@@ -233,12 +233,16 @@ def store_file(
             path="data",
         )
     if content_type is not None and (
-        not isinstance(content_type, str) or not content_type.isprintable()
+        not isinstance(content_type, str)
+        or not content_type.isascii()
+        or not content_type.isprintable()
     ):
-        # Printable only: the value is sent back as a Content-Type header.
+        # Visible ASCII and spaces only: the value is sent back as a Content-Type
+        # header, which carries no other characters (PEP 3333 forbids them in WSGI).
         raise ValidationError(
-            f"content_type must be a str of printable characters (a MIME type such as "
-            f"'image/png') or None, got {content_type!r}",
+            f"content_type must be a str of visible ASCII characters and spaces (a MIME "
+            f"type such as 'image/png' or 'text/plain; charset=utf-8') or None, got "
+            f"{content_type!r}; percent-encode other characters (RFC 8187)",
             path="content_type",
         )
     data = bytes(data)

@@ -286,7 +286,7 @@ def _download(runtime: Runtime, segment: str, *, head: bool) -> Response:
     size = int(document["size"])
     headers = [
         _CORS,
-        ("Content-Type", document.get("contentType", "application/octet-stream")),
+        ("Content-Type", _content_type(document)),
         ("Content-Length", str(size)),
         ("Digest", f"sha-256={document['sha256']}"),
         ("ETag", f'"{document["sha256"]}"'),
@@ -295,6 +295,15 @@ def _download(runtime: Runtime, segment: str, *, head: bool) -> Response:
     if not head:
         response.body = _chunks(db.storage, doc_key, size, response)
     return response
+
+
+def _content_type(document: dict[str, Any]) -> str:
+    """The row's content type, if a header can carry it (rows stored before store_file
+    required visible ASCII may hold others), else ``application/octet-stream``."""
+    value = document.get("contentType")
+    if isinstance(value, str) and value.isascii() and value.isprintable():
+        return value
+    return "application/octet-stream"
 
 
 def _chunks(storage: Any, doc_key: bytes, size: int, response: Response) -> Iterator[bytes]:

@@ -208,9 +208,17 @@ def test_sha256_option_is_checked(engine: Engine) -> None:
 def test_store_rejects_non_bytes_and_bad_content_types(engine: Engine) -> None:
     with pytest.raises(ValidationError, match="expects bytes"):
         store(engine, "text")  # type: ignore[arg-type]
-    with pytest.raises(ValidationError, match="printable"):
-        store(engine, b"x", "text/html\r\nSet-Cookie: a=b")  # would be sent back as a header
-    assert engine.check()["files"]["files"] == 0
+    for bad in [
+        "text/html\r\nSet-Cookie: a=b",  # would be sent back as a header
+        "text/plain; name=résumé€.txt",  # not ASCII: no HTTP header can carry it
+        "text/plain\x7f",
+    ]:
+        with pytest.raises(ValidationError, match="visible ASCII"):
+            store(engine, b"x", bad)
+        with pytest.raises(ValidationError, match="visible ASCII"):
+            engine.store_file(b"x", bad)
+    assert engine.store_file(b"x", "text/plain; charset=utf-8")  # spaces are fine
+    assert engine.check()["files"]["files"] == 1
 
 
 def test_subscription_on_url_follows_deletion(engine: Engine) -> None:

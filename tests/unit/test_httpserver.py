@@ -315,3 +315,18 @@ def test_a_closed_engine_answers_503_not_404(db_path: Path) -> None:
         response = handle(runtime, method, target, {"Content-Length": "1"}.get, lambda n: b"x")
         assert response.status == 503, (method, b"".join(response.body))
         assert json.loads(b"".join(response.body))["code"] == "EngineClosed"
+
+
+def test_an_upload_with_a_non_ascii_content_type_is_refused(
+    engine: Engine, server: HttpServer
+) -> None:
+    url = engine.mutation(files.upload_url)
+    parts = urlsplit(url)
+    connection = _raw(
+        server,
+        f"POST {parts.path}?{parts.query} HTTP/1.1\r\nContent-Type: text/plain; n=\xe9\r\n"
+        "Content-Length: 2\r\n\r\nhi".encode("latin-1"),
+    )
+    answer = _answer(connection)
+    assert b" 400 " in answer and b"visible ASCII" in answer
+    assert engine.check()["files"]["files"] == 0
