@@ -19,6 +19,7 @@ from engine import (
     InvalidTable,
     ReadOnlyError,
     StorageIdNotFound,
+    SystemTableError,
     ValidationError,
 )
 from engine.blobs import CHUNK_SIZE, chunk_key
@@ -353,3 +354,20 @@ def test_a_file_deleted_between_its_row_and_its_bytes_reads_as_missing(
     monkeypatch.setattr(engine_files, "metadata_and_key", lambda db, sid: stale)
     assert engine_files.read_file(engine._db, storage_id) is None
     assert engine.get_file(storage_id) is None
+
+
+def test_db_get_and_db_system_get_keep_to_their_tables(engine: Engine) -> None:
+    # Convex's system_table_guard: whether or not the document exists.
+    storage_id = engine.store_file(b"x")
+    user_id = engine.run(lambda ctx: ctx.db.insert("things", {"n": 1}))
+    assert engine.run(lambda ctx: ctx.db.system.get(storage_id))["size"] == 1.0
+    assert engine.run(lambda ctx: ctx.db.get(user_id))["n"] == 1
+    for _ in ("existing", "deleted"):
+        with pytest.raises(SystemTableError, match="System tables can only be accessed with db"):
+            engine.run(lambda ctx: ctx.db.get(storage_id))
+        with pytest.raises(SystemTableError, match="User tables cannot be accessed with db.system"):
+            engine.run(lambda ctx: ctx.db.system.get(user_id))
+        if engine.get_file(storage_id) is not None:
+            engine.run(lambda ctx: ctx.storage.delete(storage_id))
+            engine.run(lambda ctx: ctx.db.delete(user_id))
+    assert issubclass(SystemTableError, InvalidTable)
