@@ -24,7 +24,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import ids
-from .ids import FIRST_USER_TABLE_NUMBER
 from . import scans as _scans
 from .catalog import NEXT_TABLE_KEY, Catalog, CatalogView, TableDef, catalog_key
 from .encoding import decode_document, document_decoder, encode_document
@@ -32,11 +31,12 @@ from .errors import (
     DocumentNotFound,
     InvalidId,
     InvalidTable,
-    SystemTableError,
     LimitExceeded,
     ReadOnlyError,
+    SystemTableError,
     ValidationError,
 )
+from .ids import FIRST_USER_TABLE_NUMBER
 from .indexing import KeyPlan
 from .readset import ReadSet
 from .scans import MAX_BYTES_READ, MAX_DOCUMENTS_READ, Scans
