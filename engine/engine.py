@@ -30,7 +30,13 @@ from .errors import CorruptionError, EngineError
 from .executor import Executor
 from .files import read_file, store_file
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
-from .httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, HttpServer, WsgiApp
+from .httpserver import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_UPLOAD_SIZE,
+    DEFAULT_TIMEOUT,
+    HttpServer,
+    WsgiApp,
+)
 from .integrity import check as check_integrity
 from .scheduler import check_jobs
 from .storage import Durability, open_storage
@@ -338,6 +344,7 @@ class Engine:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
     ) -> HttpServer:
         """Serve file URLs over HTTP on a background thread; returns the running server.
 
@@ -351,6 +358,8 @@ class Engine:
         ``timeout``: seconds a socket read or write may wait (default 120, Convex's
         request timeout): a stalled client is disconnected. ``max_connections``:
         connections served at once, one thread each (default 64); more get a 503.
+        ``max_upload_size``: bytes an upload may have (default 256 MiB, held in memory
+        until stored); a larger ``Content-Length`` gets a 413.
 
         Example::
 
@@ -360,13 +369,20 @@ class Engine:
         Raises ``OSError`` when the address cannot be bound.
         """
         runtime = self._live()
-        server = HttpServer(runtime, host, port, timeout=timeout, max_connections=max_connections)
+        server = HttpServer(
+            runtime,
+            host,
+            port,
+            timeout=timeout,
+            max_connections=max_connections,
+            max_upload_size=max_upload_size,
+        )
         self._servers.append(server)
         if runtime.served_url is None:
             runtime.served_url = server.url
         return server
 
-    def wsgi_app(self) -> WsgiApp:
+    def wsgi_app(self, *, max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE) -> WsgiApp:
         """The file endpoints of :meth:`serve_http` as a WSGI application, to mount in
         the host's own web server (pass the mount point's URL as ``site_url``).
 
@@ -375,9 +391,10 @@ class Engine:
             engine = Engine.open("./data", functions=app, site_url="https://example.com/files")
             application = engine.wsgi_app()     # serve it under /files
 
-        Cost: as :meth:`serve_http`, per request; the host's server owns the threads.
+        ``max_upload_size`` as for :meth:`serve_http`. Cost: as :meth:`serve_http`,
+        per request; the host's server owns the threads (and their timeouts).
         """
-        return WsgiApp(self._live())
+        return WsgiApp(self._live(), max_upload_size)
 
     # -- scheduled functions ---------------------------------------------------------
 

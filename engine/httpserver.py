@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_UPLOAD_SIZE",
     "DEFAULT_TIMEOUT",
     "HttpServer",
     "Response",
@@ -66,6 +67,8 @@ _UPLOAD = "/api/storage/upload"
 DEFAULT_TIMEOUT = 120.0
 #: Connections an :class:`HttpServer` serves at once (one thread each).
 DEFAULT_MAX_CONNECTIONS = 64
+#: Bytes an upload may have (it is held in memory until stored): larger ones get 413.
+DEFAULT_MAX_UPLOAD_SIZE = 256 << 20
 _PIECE = 1 << 20  # upload bodies are read this many bytes at a time
 _BUSY_BODY = b'{"code": "TooManyConnections", "message": "Too many connections, retry later"}'
 _BUSY = (
@@ -142,6 +145,8 @@ class HttpServer:
     connection is dropped (default :data:`DEFAULT_TIMEOUT`, 120).
     ``max_connections``: connections served at once, one thread each
     (default :data:`DEFAULT_MAX_CONNECTIONS`); more are answered 503.
+    ``max_upload_size``: bytes an upload may have (default
+    :data:`DEFAULT_MAX_UPLOAD_SIZE`, 256 MiB; it is held in memory); larger get 413.
     """
 
     def __init__(
@@ -152,9 +157,14 @@ class HttpServer:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
     ) -> None:
         self._runtime = runtime
-        handler = type("_BoundHandler", (_Handler,), {"runtime": runtime, "timeout": timeout})
+        handler = type(
+            "_BoundHandler",
+            (_Handler,),
+            {"runtime": runtime, "timeout": timeout, "max_upload_size": max_upload_size},
+        )
         self._server = _Server((host, port), handler, max_connections)
         address = self._server.server_address
         bound_host = address[0].decode() if isinstance(address[0], bytes) else str(address[0])
@@ -237,6 +247,7 @@ def handle(
     target: str,
     header: Callable[[str], str | None],
     read_body: Callable[[int], bytes],
+    max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
 ) -> Response:
     """Answer one request to the storage endpoints, whatever server carries it.
 
@@ -263,7 +274,7 @@ def handle(
         if method in ("GET", "HEAD") and path.startswith(_PREFIX) and path != _UPLOAD:
             return _download(runtime, path[len(_PREFIX) :], head=method == "HEAD")
         if method == "POST" and path == _UPLOAD:
-            return _upload(runtime, split.query, header, read_body)
+            return _upload(runtime, split.query, header, read_body, max_upload_size)
     except EngineError as error:  # the engine closed, the disk failed, ...
         return _failed(runtime.db, error)
     return _error(404, "NotFound", f"No route for {method} {path}")
@@ -324,16 +335,29 @@ def _upload(
     query: str,
     header: Callable[[str], str | None],
     read_body: Callable[[int], bytes],
+    max_upload_size: int,
 ) -> Response:
     db = runtime.db
     token = parse_qs(query).get("token", [""])[0]
     why = files.check_upload_token(db, token) if token else "the upload URL has no token"
     if why is not None:
         return _error(401, "InvalidUploadToken", f"Invalid upload URL: {why}.")
-    length = header("Content-Length")
-    if length is None or not length.isdigit():
+    value = header("Content-Length")
+    if value is None:
         return _error(411, "LengthRequired", "An upload needs a Content-Length header.")
-    data = _read_all(read_body, int(length))
+    length = _content_length(value)
+    if length is None:
+        return _error(
+            400, "BadContentLength", f"Content-Length must be a number of bytes, got {value!r}."
+        )
+    if length > max_upload_size:
+        return _error(
+            413,
+            "PayloadTooLarge",
+            f"The upload has {length} bytes; this server takes at most {max_upload_size} "
+            "(serve_http(max_upload_size=...)).",
+        )
+    data = _read_all(read_body, length)
     if data is None:
         return _error(400, "IncompleteBody", "The upload ended before Content-Length bytes.")
     try:
@@ -353,6 +377,14 @@ def _failed(db: Any, error: EngineError) -> Response:
     if db.storage.closed:
         return _error(503, "EngineClosed", "The database is closed.")
     return _error(500, "StorageFailed", f"The storage failed: {error}")
+
+
+def _content_length(value: str) -> int | None:
+    """A ``Content-Length`` header's value: ASCII digits only (``int`` would take
+    ``"\\xb2"`` or ``" 1_0 "``), else None; an absurd length comes back as 2**62."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    return int(value) if len(value.lstrip("0")) <= 18 else 1 << 62
 
 
 def _read_all(read_body: Callable[[int], bytes], length: int) -> bytes | None:
@@ -376,6 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
     """The ``http.server`` front end of :func:`handle`."""
 
     runtime: Runtime
+    max_upload_size: int
     protocol_version = "HTTP/1.1"
     server_version = "convexlite"
 
@@ -394,7 +427,14 @@ class _Handler(BaseHTTPRequestHandler):
             consumed = True
             return self.rfile.read(n)
 
-        response = handle(self.runtime, self.command, self.path, self.headers.get, read_body)
+        response = handle(
+            self.runtime,
+            self.command,
+            self.path,
+            self.headers.get,
+            read_body,
+            self.max_upload_size,
+        )
         if consumed and response.status == 400:
             self.close_connection = True  # the body may be partly unread
         self.send_response(response.status)
@@ -416,10 +456,11 @@ class _Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if length is None:
             return self.headers.get("Transfer-Encoding") is None
-        if not (length.isascii() and length.isdigit()) or int(length) > _PIECE:
+        size = _content_length(length)
+        if size is None or size > _PIECE:
             return False
         try:
-            return len(self.rfile.read(int(length))) == int(length)
+            return len(self.rfile.read(size)) == size
         except OSError:  # the client stalled past the timeout
             return False
 
@@ -435,10 +476,13 @@ class WsgiApp:
         # with werkzeug's DispatcherMiddleware, say: {"/files": engine.wsgi_app()}
 
     Routes are matched on ``PATH_INFO`` (the path after the mount point).
+    ``max_upload_size`` as for :class:`HttpServer`; timeouts and connection
+    limits are the host server's.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE) -> None:
         self._runtime = runtime
+        self._max_upload_size = max_upload_size
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -460,7 +504,12 @@ class WsgiApp:
             return data
 
         response = handle(
-            self._runtime, environ.get("REQUEST_METHOD", "GET"), target, header, read_body
+            self._runtime,
+            environ.get("REQUEST_METHOD", "GET"),
+            target,
+            header,
+            read_body,
+            self._max_upload_size,
         )
         start_response(f"{response.status} {HTTPStatus(response.status).phrase}", response.headers)
         if environ.get("REQUEST_METHOD") == "HEAD":

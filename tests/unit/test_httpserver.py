@@ -330,3 +330,22 @@ def test_an_upload_with_a_non_ascii_content_type_is_refused(
     answer = _answer(connection)
     assert b" 400 " in answer and b"visible ASCII" in answer
     assert engine.check()["files"]["files"] == 0
+
+
+def test_bad_and_oversized_content_lengths_are_answered(engine: Engine) -> None:
+    url = urlsplit(engine.mutation(files.upload_url))
+    post = f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\n".encode()
+    with engine.serve_http("127.0.0.1", 0, max_upload_size=1000, timeout=2) as server:
+        cases = [
+            (b"GET /anything HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", b" 404 "),
+            (post + b"Content-Length: \xb9\r\n\r\nx", b"BadContentLength"),
+            (post + b"Content-Length: 1_0\r\n\r\nx", b"BadContentLength"),
+            (post + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\nx", b"PayloadTooLarge"),
+            (post + f"Content-Length: {10**15}\r\n\r\nx".encode(), b"PayloadTooLarge"),
+            (post + b"Connection: close\r\nContent-Length: 1001\r\n\r\n" + b"x" * 1001, b" 413 "),
+        ]
+        for data, expected in cases:
+            answer = _answer(_raw(server, data))
+            assert expected in answer, (data[-120:], answer)
+        assert upload(engine, b"x" * 1000)[0] == 200  # at the cap: fine
+    assert engine.check()["files"]["files"] == 1
