@@ -36,7 +36,9 @@ once: one more is answered ``503`` and closed.
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
@@ -60,6 +62,7 @@ __all__ = [
     "handle",
 ]
 
+_log = logging.getLogger(__name__)
 _PREFIX = "/api/storage/"
 _UPLOAD = "/api/storage/upload"
 #: Seconds a socket read or write may wait before the connection is dropped
@@ -118,6 +121,17 @@ class _Server(ThreadingHTTPServer):
             self._connections.discard(request)
             self._changed.notify_all()
         self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request failed: silent when the client went away (it aborted, or stalled past
+        the timeout, or the server is closing), else logged to ``engine.httpserver``,
+        never printed to stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError) or (
+            self.closing and isinstance(error, OSError)
+        ):
+            return
+        _log.error("Error serving a request from %s", client_address, exc_info=True)
 
     def close_connections(self, wait: float) -> None:
         """End every open connection (kept-alive or mid-request), then wait up to

@@ -349,3 +349,22 @@ def test_bad_and_oversized_content_lengths_are_answered(engine: Engine) -> None:
             assert expected in answer, (data[-120:], answer)
         assert upload(engine, b"x" * 1000)[0] == 200  # at the cap: fine
     assert engine.check()["files"]["files"] == 1
+
+
+def test_aborted_requests_print_nothing_and_other_errors_are_logged(
+    server: HttpServer, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    for error in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(), TimeoutError()):
+        try:
+            raise error
+        except OSError:
+            server._server.handle_error(None, ("127.0.0.1", 1))
+    assert capfd.readouterr().err == ""
+    assert not caplog.records
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        server._server.handle_error(None, ("127.0.0.1", 1))
+    assert capfd.readouterr().err == ""
+    (record,) = caplog.records
+    assert record.name == "engine.httpserver" and record.exc_info is not None
