@@ -371,3 +371,34 @@ def test_db_get_and_db_system_get_keep_to_their_tables(engine: Engine) -> None:
             engine.run(lambda ctx: ctx.storage.delete(storage_id))
             engine.run(lambda ctx: ctx.db.delete(user_id))
     assert issubclass(SystemTableError, InvalidTable)
+
+
+def test_check_requires_full_chunks_but_the_last(engine: Engine) -> None:
+    from engine import ids
+
+    data = bytes(range(256)) * (300 * 4)  # 300 KiB: chunks of 256 KiB and 44 KiB
+    storage_id = store(engine, data)
+    storage = engine._db.storage
+    table = engine._db.latest_catalog().tables["_storage"]
+    key = table.prefix + ids.decode_id(storage_id)[1]
+
+    def split(sizes: list[int]) -> None:
+        def write(w: Any) -> None:
+            cursor = w.cursor(db=storage.blobs)
+            while cursor.set_range(key) and cursor.key()[:20] == key:
+                cursor.delete()
+            start = 0
+            for number, size in enumerate(sizes):
+                w.put(chunk_key(key, number), data[start : start + size], db=storage.blobs)
+                start += size
+
+        storage.write(write)
+
+    split([100 * 1024, 100 * 1024, 100 * 1024])  # same bytes, same sha256, short chunks
+    with pytest.raises(CorruptionError, match="every chunk but the last has"):
+        engine.check()
+    split([CHUNK_SIZE, len(data) - CHUNK_SIZE, 0])  # a trailing empty chunk
+    with pytest.raises(CorruptionError, match="has 3 chunks for 307200 bytes; 2 of"):
+        engine.check()
+    split([CHUNK_SIZE, len(data) - CHUNK_SIZE])
+    assert engine.check()["files"] == {"files": 1, "bytes": len(data)}
