@@ -211,8 +211,11 @@ class HttpServer:
         self._server.server_close()
         self._thread.join()
         self._server.close_connections(wait=5.0)
-        if self._runtime.served_url == self.url:
-            self._runtime.served_url = None
+        runtime = self._runtime
+        if self.url in runtime.serving:
+            runtime.serving.remove(self.url)
+        if runtime.served_url == self.url:  # the next running server's origin, if any
+            runtime.served_url = runtime.serving[0] if runtime.serving else None
 
     def __enter__(self) -> HttpServer:
         return self

@@ -368,3 +368,58 @@ def test_aborted_requests_print_nothing_and_other_errors_are_logged(
     assert capfd.readouterr().err == ""
     (record,) = caplog.records
     assert record.name == "engine.httpserver" and record.exc_info is not None
+
+
+def test_urls_follow_the_servers_still_running(engine: Engine) -> None:
+    first = engine.serve_http("127.0.0.1", 0)
+    second = engine.serve_http("127.0.0.1", 0)
+    assert engine.mutation(files.upload_url).startswith(first.url + "/")
+    first.close()
+    assert engine.mutation(files.upload_url).startswith(second.url + "/")
+    second.close()
+    assert engine.mutation(files.upload_url).startswith("http://127.0.0.1:3210/")
+
+
+@pytest.mark.parametrize(
+    "site_url",
+    [
+        "http://",
+        "https:///",
+        "http://x.com/?q=1",
+        "http://x.com/#f",
+        "http://exa mple.com",
+        "ftp://x.com",
+        "http://x.com:99999",
+        "http://x.com/\n",
+        42,
+    ],
+)
+def test_bad_site_urls_are_refused(db_path: Path, site_url: Any) -> None:
+    with pytest.raises(EngineError, match="site_url must be an http"):
+        Engine.open(db_path, site_url=site_url)
+
+
+def test_good_site_urls_are_kept(db_path: Path) -> None:
+    for site_url in ["https://example.com/files/", "http://[::1]:8080", "http://x.com:80/a/b"]:
+        with Engine.open(db_path, functions=app, durability="none", site_url=site_url) as e:
+            assert e.mutation(files.upload_url).startswith(site_url.rstrip("/") + "/api/")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"port": -1},
+        {"port": 70000},
+        {"port": "80"},
+        {"port": True},
+        {"host": None},
+        {"timeout": 0},
+        {"max_connections": 0},
+        {"max_upload_size": -1},
+    ],
+)
+def test_bad_serve_http_arguments_are_refused(engine: Engine, options: dict[str, Any]) -> None:
+    arguments: dict[str, Any] = {"host": "127.0.0.1", "port": 0, **options}
+    name = next(iter(options))
+    with pytest.raises(EngineError, match=rf"serve_http\({name}="):
+        engine.serve_http(**arguments)
