@@ -402,3 +402,26 @@ def test_check_requires_full_chunks_but_the_last(engine: Engine) -> None:
         engine.check()
     split([CHUNK_SIZE, len(data) - CHUNK_SIZE])
     assert engine.check()["files"] == {"files": 1, "bytes": len(data)}
+
+
+def test_upload_tokens_are_parsed_strictly(engine: Engine) -> None:
+    from engine.files import check_upload_token, upload_url
+
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    token = upload_url(engine._db, "http://x").split("token=")[1]
+    assert check_upload_token(engine._db, token) is None
+    spare_bits = token[:-1] + alphabet[alphabet.index(token[-1]) ^ 1]  # same bytes decoded
+    standard = token.replace("-", "+").replace("_", "/")
+    for bad in (
+        [
+            token[:5] + "!!*" + token[5:],  # urlsafe_b64decode drops characters it does not know
+            token[:5] + "\n" + token[5:],
+            spare_bits,
+            token + "=",
+            token + "A",
+            " " + token[1:],
+            token[:-1] + "é",
+        ]
+        + ([standard] if standard != token else [])
+    ):
+        assert check_upload_token(engine._db, bad) == "the upload token is malformed", bad
