@@ -73,12 +73,20 @@ DEFAULT_MAX_CONNECTIONS = 64
 #: Bytes an upload may have (it is held in memory until stored): larger ones get 413.
 DEFAULT_MAX_UPLOAD_SIZE = 256 << 20
 _PIECE = 1 << 20  # upload bodies are read this many bytes at a time
-_BUSY_BODY = b'{"code": "TooManyConnections", "message": "Too many connections, retry later"}'
-_BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b"Access-Control-Allow-Origin: *\r\nConnection: close\r\n"
-    b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
-)
+
+
+def _raw_error(code: str, message: str) -> bytes:
+    """A whole ``503`` answer that closes the connection, written straight to a socket."""
+    body = json.dumps({"code": code, "message": message}).encode()
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        b"Access-Control-Allow-Origin: *\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+_BUSY = _raw_error("TooManyConnections", "Too many connections, retry later")
+_CLOSING = _raw_error("ServerClosing", "The server is closing")
 
 
 class _Server(ThreadingHTTPServer):
@@ -97,7 +105,7 @@ class _Server(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         if self.closing or not self._slots.acquire(blocking=False):
             try:  # a fresh socket's send buffer takes this without blocking
-                request.sendall(_BUSY)
+                request.sendall(_CLOSING if self.closing else _BUSY)
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -435,7 +443,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         if self.server.closing:  # type: ignore[attr-defined]
             self.close_connection = True
-            self.wfile.write(_BUSY)
+            self.wfile.write(_CLOSING)
             return
         consumed = False
 
