@@ -34,6 +34,7 @@ from .errors import (
     SchemaValidationError,
     StorageError,
     StorageIdNotFound,
+    SystemTableError,
     ValidationError,
 )
 from .files import StorageActionWriter, StorageReader, StorageWriter
@@ -96,6 +97,7 @@ __all__ = [
     "StorageWriter",
     "Subscription",
     "SubscriptionSet",
+    "SystemTableError",
     "TableDefinition",
     "ValidationError",
     "Validator",

@@ -109,8 +109,9 @@ def check(
 ) -> dict[str, int]:
     """Verify the blobs against the ``_storage`` rows; report ``{"files", "bytes"}``.
 
-    Every file's chunks are numbered 0, 1, … without gaps, their bytes have the
-    row's ``size`` and ``sha256``; no chunk lacks a row, and no row lacks its
+    Every file's chunks are numbered 0, 1, … without gaps, all but the last exactly
+    :data:`CHUNK_SIZE` bytes, ``max(1, ceil(size / CHUNK_SIZE))`` of them (the HTTP
+    download relies on that layout), their bytes have the row's ``size`` and ``sha256``; no chunk lacks a row, and no row lacks its
     chunks. ``storage_prefix`` is the ``_storage`` table's 4-byte key prefix
     (None: the table does not exist, so no chunk may). Cost: one pass over
     ``blobs`` (hashing every byte) and one over the ``_storage`` rows.
@@ -120,11 +121,16 @@ def check(
     cursor = rtxn.cursor(db=blobs_db)
     current: bytes | None = None
     digest: Any = None
-    size = expected_chunk = 0
+    size = expected_chunk = previous_length = 0
 
     def finish() -> None:
         nonlocal files, total
         assert current is not None
+        if expected_chunk != max(1, -(-size // CHUNK_SIZE)):
+            problem(
+                f"blob {current.hex()} has {expected_chunk} chunks for {size} bytes; "
+                f"{max(1, -(-size // CHUNK_SIZE))} of {CHUNK_SIZE} bytes belong"
+            )
         raw = rtxn.get(current, db=documents_db)
         if storage_prefix is None or current[:4] != storage_prefix or raw is None:
             problem(f"blob {current.hex()} has no _storage row")
@@ -151,9 +157,15 @@ def check(
                 finish()
             current, digest, size, expected_chunk = doc_key, hashlib.sha256(), 0, 0
             seen.add(doc_key)
+        elif previous_length != CHUNK_SIZE:
+            problem(
+                f"blob {doc_key.hex()} has chunk {expected_chunk - 1} of {previous_length} "
+                f"bytes; every chunk but the last has {CHUNK_SIZE}"
+            )
         if number != expected_chunk:
             problem(f"blob {doc_key.hex()} has chunk {number} where chunk {expected_chunk} belongs")
         expected_chunk = number + 1
+        previous_length = len(value)
         digest.update(value)
         size += len(value)
     if current is not None:

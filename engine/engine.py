@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, ModuleType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from .contexts import MutationCtx
 from .database import Database
@@ -30,7 +31,13 @@ from .errors import CorruptionError, EngineError
 from .executor import Executor
 from .files import read_file, store_file
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
-from .httpserver import HttpServer, WsgiApp
+from .httpserver import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_UPLOAD_SIZE,
+    DEFAULT_TIMEOUT,
+    HttpServer,
+    WsgiApp,
+)
 from .integrity import check as check_integrity
 from .scheduler import check_jobs
 from .storage import Durability, open_storage
@@ -331,7 +338,15 @@ class Engine:
 
     # -- serving files -------------------------------------------------------------
 
-    def serve_http(self, host: str = "127.0.0.1", port: int = 3210) -> HttpServer:
+    def serve_http(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 3210,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
+    ) -> HttpServer:
         """Serve file URLs over HTTP on a background thread; returns the running server.
 
         Answers ``GET /api/storage/<id>-<signature>`` (downloads) and
@@ -341,6 +356,12 @@ class Engine:
         picks a free port (``server.url`` tells which). It stops on
         ``server.close()`` or when this engine closes.
 
+        ``timeout``: seconds a socket read or write may wait (default 120, Convex's
+        request timeout): a stalled client is disconnected. ``max_connections``:
+        connections served at once, one thread each (default 64); more get a 503.
+        ``max_upload_size``: bytes an upload may have (default 256 MiB, held in memory
+        until stored); a larger ``Content-Length`` gets a 413.
+
         Example::
 
             with engine.serve_http("127.0.0.1", 0) as server:
@@ -349,13 +370,22 @@ class Engine:
         Raises ``OSError`` when the address cannot be bound.
         """
         runtime = self._live()
-        server = HttpServer(runtime, host, port)
+        _check_serve_args(host, port, timeout, max_connections, max_upload_size)
+        server = HttpServer(
+            runtime,
+            host,
+            port,
+            timeout=timeout,
+            max_connections=max_connections,
+            max_upload_size=max_upload_size,
+        )
         self._servers.append(server)
+        runtime.serving.append(server.url)
         if runtime.served_url is None:
             runtime.served_url = server.url
         return server
 
-    def wsgi_app(self) -> WsgiApp:
+    def wsgi_app(self, *, max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE) -> WsgiApp:
         """The file endpoints of :meth:`serve_http` as a WSGI application, to mount in
         the host's own web server (pass the mount point's URL as ``site_url``).
 
@@ -364,9 +394,10 @@ class Engine:
             engine = Engine.open("./data", functions=app, site_url="https://example.com/files")
             application = engine.wsgi_app()     # serve it under /files
 
-        Cost: as :meth:`serve_http`, per request; the host's server owns the threads.
+        ``max_upload_size`` as for :meth:`serve_http`. Cost: as :meth:`serve_http`,
+        per request; the host's server owns the threads (and their timeouts).
         """
-        return WsgiApp(self._live())
+        return WsgiApp(self._live(), max_upload_size)
 
     # -- scheduled functions ---------------------------------------------------------
 
@@ -457,12 +488,63 @@ def _release(storage: Any) -> None:
 
 
 def _check_site_url(site_url: object) -> str:
-    if not isinstance(site_url, str) or not site_url.startswith(("http://", "https://")):
+    """``site_url`` without its trailing slash, if it is an http(s) origin with an
+    optional path (a mount point), else :class:`EngineError` saying what is wrong."""
+    problem = None
+    if not isinstance(site_url, str):
+        problem = f"it is a {type(site_url).__name__}"
+    else:
+        parts = urlsplit(site_url)
+        if parts.scheme not in ("http", "https") or not site_url.startswith(parts.scheme + "://"):
+            problem = "it must start with http:// or https://"
+        elif not parts.hostname:
+            problem = "it has no host name"
+        elif parts.query or parts.fragment or "?" in site_url or "#" in site_url:
+            problem = "it must not have a query (?...) or fragment (#...)"
+        elif any(c.isspace() or not c.isprintable() for c in site_url):
+            problem = "it contains spaces or control characters"
+        else:
+            try:
+                parts.port  # noqa: B018  (raises ValueError for a port out of range)
+            except ValueError:
+                problem = "its port is not a number from 0 to 65535"
+    if problem is not None:
         raise EngineError(
             f"site_url must be an http:// or https:// origin such as "
-            f"'https://files.example.com', got {site_url!r}"
+            f"'https://files.example.com' (optionally with a path, e.g. "
+            f"'https://example.com/files'), got {site_url!r}: {problem}"
         )
+    assert isinstance(site_url, str)
     return site_url.rstrip("/")
+
+
+def _check_serve_args(
+    host: object, port: object, timeout: object, max_connections: object, max_upload_size: object
+) -> None:
+    """Refuse ``serve_http`` arguments that would fail deep in ``socket`` with an
+    unhelpful OverflowError or TypeError."""
+
+    def whole(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not isinstance(host, str):
+        raise EngineError(f"serve_http(host=...) must be a str such as '127.0.0.1', got {host!r}")
+    if not whole(port) or not 0 <= port <= 65535:  # type: ignore[operator]
+        raise EngineError(
+            f"serve_http(port=...) must be an int from 0 to 65535 (0 picks a free port), "
+            f"got {port!r}"
+        )
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise EngineError(f"serve_http(timeout=...) must be seconds > 0, got {timeout!r}")
+    if not whole(max_connections) or max_connections < 1:  # type: ignore[operator]
+        raise EngineError(
+            f"serve_http(max_connections=...) must be an int >= 1, got {max_connections!r}"
+        )
+    if not whole(max_upload_size) or max_upload_size < 0:  # type: ignore[operator]
+        raise EngineError(
+            f"serve_http(max_upload_size=...) must be a number of bytes >= 0, "
+            f"got {max_upload_size!r}"
+        )
 
 
 def _refuse_in_event_loop(message: str) -> None:

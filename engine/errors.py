@@ -57,6 +57,7 @@ __all__ = [
     "SchemaValidationError",
     "StorageError",
     "StorageIdNotFound",
+    "SystemTableError",
     "ValidationError",
 ]
 
@@ -155,6 +156,11 @@ class InvalidTable(EngineError, ValueError):
     def __init__(self, message: str, *, table: str | None = None) -> None:
         super().__init__(message)
         self.table = table
+
+
+class SystemTableError(InvalidTable):
+    """``ctx.db.get`` was given an id of a system table, or ``ctx.db.system.get`` one of
+    a user table (Convex's ``system_table_guard``), whether or not the document exists."""
 
 
 class InvalidIndexRange(EngineError, ValueError):

@@ -76,6 +76,7 @@ DEFAULT_SITE_URL = "http://127.0.0.1:3210"
 UPLOAD_URL_TTL = 3600.0
 _U64 = struct.Struct(">Q")
 _SIGNATURE_BYTES = 16
+_TOKEN_CHARS = 43  # 8 B expiry ‖ 8 B nonce ‖ 16 B MAC, base64url without its "="
 
 
 # -- URLs and tokens -------------------------------------------------------------
@@ -124,11 +125,16 @@ def upload_url(db: Database, site: str, now: float | None = None) -> str:
 
 def check_upload_token(db: Database, token: str, now: float | None = None) -> str | None:
     """None if ``token`` is a valid, unexpired upload token of this database, else why not."""
+    # Strict: exactly the 43 characters upload_url writes (base64url, unpadded), in
+    # their canonical form; urlsafe_b64decode alone skips characters outside the
+    # alphabet and ignores the spare bits of the last one.
+    if len(token) != _TOKEN_CHARS or not token.isascii():
+        return "the upload token is malformed"
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        raw = base64.b64decode(token.encode() + b"=", altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         return "the upload token is malformed"
-    if len(raw) != 16 + _SIGNATURE_BYTES:
+    if len(raw) != 16 + _SIGNATURE_BYTES or base64.urlsafe_b64encode(raw)[:-1] != token.encode():
         return "the upload token is malformed"
     body, mac = raw[:16], raw[16:]
     expected = hmac.new(_key(db, b"upload"), body, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
@@ -233,12 +239,16 @@ def store_file(
             path="data",
         )
     if content_type is not None and (
-        not isinstance(content_type, str) or not content_type.isprintable()
+        not isinstance(content_type, str)
+        or not content_type.isascii()
+        or not content_type.isprintable()
     ):
-        # Printable only: the value is sent back as a Content-Type header.
+        # Visible ASCII and spaces only: the value is sent back as a Content-Type
+        # header, which carries no other characters (PEP 3333 forbids them in WSGI).
         raise ValidationError(
-            f"content_type must be a str of printable characters (a MIME type such as "
-            f"'image/png') or None, got {content_type!r}",
+            f"content_type must be a str of visible ASCII characters and spaces (a MIME "
+            f"type such as 'image/png' or 'text/plain; charset=utf-8') or None, got "
+            f"{content_type!r}; percent-encode other characters (RFC 8187)",
             path="content_type",
         )
     data = bytes(data)

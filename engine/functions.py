@@ -347,6 +347,9 @@ class Runtime:
         #: server ``Engine.serve_http`` runs; see :func:`engine.files.origin`.
         self.site_url: str | None = None
         self.served_url: str | None = None
+        #: The origins of the running servers, oldest first: when the server of
+        #: ``served_url`` closes, the next one's origin takes its place.
+        self.serving: list[str] = []
 
     # -- resolution ------------------------------------------------------------
 

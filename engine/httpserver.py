@@ -21,13 +21,24 @@ upload and download, as with Convex. Errors are JSON
 ``{"code": ..., "message": ...}``.
 
 A download reads the file chunk by chunk, each chunk in a short read txn of
-its own (a slow client does not pin a snapshot); an upload is held in memory
-until it is stored.
+its own (a slow client does not pin a snapshot); an upload is read in 1 MiB
+pieces and held in memory until it is stored.
+
+Limits of :class:`HttpServer` (arguments of ``Engine.serve_http``):
+``timeout`` (default :data:`DEFAULT_TIMEOUT`, 120 s, Convex's request
+timeout) bounds every socket read and write, so a client that stalls
+(headers never finished, a body never sent, a download never read) is
+disconnected instead of holding its thread forever; ``max_connections``
+(default :data:`DEFAULT_MAX_CONNECTIONS`) caps the connections served at
+once: one more is answered ``503`` and closed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
@@ -36,15 +47,111 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from . import blobs, files
-from .errors import EngineError, ValidationError
+from .errors import EngineError, InvalidId, ValidationError
 
 if TYPE_CHECKING:
     from .functions import Runtime
 
-__all__ = ["HttpServer", "Response", "WsgiApp", "handle"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_UPLOAD_SIZE",
+    "DEFAULT_TIMEOUT",
+    "HttpServer",
+    "Response",
+    "WsgiApp",
+    "handle",
+]
 
+_log = logging.getLogger(__name__)
 _PREFIX = "/api/storage/"
 _UPLOAD = "/api/storage/upload"
+#: Seconds a socket read or write may wait before the connection is dropped
+#: (Convex's request timeout: 2 minutes).
+DEFAULT_TIMEOUT = 120.0
+#: Connections an :class:`HttpServer` serves at once (one thread each).
+DEFAULT_MAX_CONNECTIONS = 64
+#: Bytes an upload may have (it is held in memory until stored): larger ones get 413.
+DEFAULT_MAX_UPLOAD_SIZE = 256 << 20
+_PIECE = 1 << 20  # upload bodies are read this many bytes at a time
+
+
+def _raw_error(code: str, message: str) -> bytes:
+    """A whole ``503`` answer that closes the connection, written straight to a socket."""
+    body = json.dumps({"code": code, "message": message}).encode()
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        b"Access-Control-Allow-Origin: *\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
+_BUSY = _raw_error("TooManyConnections", "Too many connections, retry later")
+_CLOSING = _raw_error("ServerClosing", "The server is closing")
+
+
+class _Server(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` with a cap on the connections served at once, which
+    tracks them so that :meth:`close_connections` can end the kept-alive ones."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._connections: set[socket.socket] = set()
+        self._changed = threading.Condition()
+        self.closing = False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if self.closing or not self._slots.acquire(blocking=False):
+            try:  # a fresh socket's send buffer takes this without blocking
+                request.sendall(_CLOSING if self.closing else _BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        with self._changed:
+            self._connections.add(request)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: Any) -> None:
+        with self._changed:
+            self._connections.discard(request)
+            self._changed.notify_all()
+        self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A request failed: silent when the client went away (it aborted, or stalled past
+        the timeout, or the server is closing), else logged to ``engine.httpserver``,
+        never printed to stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError) or (
+            self.closing and isinstance(error, OSError)
+        ):
+            return
+        _log.error("Error serving a request from %s", client_address, exc_info=True)
+
+    def close_connections(self, wait: float) -> None:
+        """End every open connection (kept-alive or mid-request), then wait up to
+        ``wait`` seconds for their threads to finish the request in hand."""
+        self.closing = True
+        with self._changed:
+            for connection in list(self._connections):
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._changed.wait_for(lambda: not self._connections, timeout=wait)
 
 
 class HttpServer:
@@ -56,13 +163,31 @@ class HttpServer:
             print(server.url)    # http://127.0.0.1:43817, the origin of file URLs now
 
     ``url`` is the origin it serves (the port resolved when 0 was asked).
+    ``timeout``: seconds any socket read or write may wait before the
+    connection is dropped (default :data:`DEFAULT_TIMEOUT`, 120).
+    ``max_connections``: connections served at once, one thread each
+    (default :data:`DEFAULT_MAX_CONNECTIONS`); more are answered 503.
+    ``max_upload_size``: bytes an upload may have (default
+    :data:`DEFAULT_MAX_UPLOAD_SIZE`, 256 MiB; it is held in memory); larger get 413.
     """
 
-    def __init__(self, runtime: Runtime, host: str, port: int) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        host: str,
+        port: int,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
+    ) -> None:
         self._runtime = runtime
-        handler = type("_BoundHandler", (_Handler,), {"runtime": runtime})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
+        handler = type(
+            "_BoundHandler",
+            (_Handler,),
+            {"runtime": runtime, "timeout": timeout, "max_upload_size": max_upload_size},
+        )
+        self._server = _Server((host, port), handler, max_connections)
         address = self._server.server_address
         bound_host = address[0].decode() if isinstance(address[0], bytes) else str(address[0])
         bound_port = address[1]
@@ -81,15 +206,24 @@ class HttpServer:
         self._closed = False
 
     def close(self) -> None:
-        """Stop serving and free the port. Idempotent."""
+        """Stop serving, free the port and end the open connections. Idempotent.
+
+        Kept-alive connections are shut down too (a client can make no request
+        after this); a request being served when it is called gets up to 5 s
+        to finish.
+        """
         if self._closed:
             return
         self._closed = True
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
-        if self._runtime.served_url == self.url:
-            self._runtime.served_url = None
+        self._server.close_connections(wait=5.0)
+        runtime = self._runtime
+        if self.url in runtime.serving:
+            runtime.serving.remove(self.url)
+        if runtime.served_url == self.url:  # the next running server's origin, if any
+            runtime.served_url = runtime.serving[0] if runtime.serving else None
 
     def __enter__(self) -> HttpServer:
         return self
@@ -138,6 +272,7 @@ def handle(
     target: str,
     header: Callable[[str], str | None],
     read_body: Callable[[int], bytes],
+    max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
 ) -> Response:
     """Answer one request to the storage endpoints, whatever server carries it.
 
@@ -160,10 +295,13 @@ def handle(
                 ("Content-Length", "0"),
             ],
         )
-    if method in ("GET", "HEAD") and path.startswith(_PREFIX) and path != _UPLOAD:
-        return _download(runtime, path[len(_PREFIX) :], head=method == "HEAD")
-    if method == "POST" and path == _UPLOAD:
-        return _upload(runtime, split.query, header, read_body)
+    try:
+        if method in ("GET", "HEAD") and path.startswith(_PREFIX) and path != _UPLOAD:
+            return _download(runtime, path[len(_PREFIX) :], head=method == "HEAD")
+        if method == "POST" and path == _UPLOAD:
+            return _upload(runtime, split.query, header, read_body, max_upload_size)
+    except EngineError as error:  # the engine closed, the disk failed, ...
+        return _failed(runtime.db, error)
     return _error(404, "NotFound", f"No route for {method} {path}")
 
 
@@ -174,15 +312,17 @@ def _download(runtime: Runtime, segment: str, *, head: bool) -> Response:
     if storage_id is not None:
         try:
             found = files.metadata_and_key(db, storage_id)
-        except EngineError:
+        except InvalidId:
             found = None
+        except EngineError as error:
+            return _failed(db, error)
     if found is None:
         return _error(404, "FileNotFound", "File not found")
     document, doc_key = found
     size = int(document["size"])
     headers = [
         _CORS,
-        ("Content-Type", document.get("contentType", "application/octet-stream")),
+        ("Content-Type", _content_type(document)),
         ("Content-Length", str(size)),
         ("Digest", f"sha-256={document['sha256']}"),
         ("ETag", f'"{document["sha256"]}"'),
@@ -193,10 +333,22 @@ def _download(runtime: Runtime, segment: str, *, head: bool) -> Response:
     return response
 
 
+def _content_type(document: dict[str, Any]) -> str:
+    """The row's content type, if a header can carry it (rows stored before store_file
+    required visible ASCII may hold others), else ``application/octet-stream``."""
+    value = document.get("contentType")
+    if isinstance(value, str) and value.isascii() and value.isprintable():
+        return value
+    return "application/octet-stream"
+
+
 def _chunks(storage: Any, doc_key: bytes, size: int, response: Response) -> Iterator[bytes]:
     for number in range(max(1, -(-size // blobs.CHUNK_SIZE))):
-        with storage.read() as rtxn:  # one short txn per chunk: a slow client pins nothing
-            chunk = rtxn.get(blobs.chunk_key(doc_key, number), db=storage.blobs)
+        try:
+            with storage.read() as rtxn:  # one short txn per chunk: a slow client pins nothing
+                chunk = rtxn.get(blobs.chunk_key(doc_key, number), db=storage.blobs)
+        except EngineError:  # the engine closed mid-download
+            chunk = None
         if chunk is None:  # deleted while being sent: cut the response short
             response.complete = False
             return
@@ -208,17 +360,30 @@ def _upload(
     query: str,
     header: Callable[[str], str | None],
     read_body: Callable[[int], bytes],
+    max_upload_size: int,
 ) -> Response:
     db = runtime.db
     token = parse_qs(query).get("token", [""])[0]
     why = files.check_upload_token(db, token) if token else "the upload URL has no token"
     if why is not None:
         return _error(401, "InvalidUploadToken", f"Invalid upload URL: {why}.")
-    length = header("Content-Length")
-    if length is None or not length.isdigit():
+    value = header("Content-Length")
+    if value is None:
         return _error(411, "LengthRequired", "An upload needs a Content-Length header.")
-    data = read_body(int(length))
-    if len(data) != int(length):
+    length = _content_length(value)
+    if length is None:
+        return _error(
+            400, "BadContentLength", f"Content-Length must be a number of bytes, got {value!r}."
+        )
+    if length > max_upload_size:
+        return _error(
+            413,
+            "PayloadTooLarge",
+            f"The upload has {length} bytes; this server takes at most {max_upload_size} "
+            "(serve_http(max_upload_size=...)).",
+        )
+    data = _read_all(read_body, length)
+    if data is None:
         return _error(400, "IncompleteBody", "The upload ended before Content-Length bytes.")
     try:
         storage_id = files.store_file(
@@ -228,14 +393,47 @@ def _upload(
         code = "Sha256Mismatch" if "Sha256" in str(error) else "BadRequest"
         return _error(400, code, str(error))
     except EngineError as error:  # the storage failed (disk full, engine closed, ...)
-        return _error(500, "StorageFailed", f"The file could not be stored: {error}")
+        return _failed(db, error)
     return _json(200, {"storageId": storage_id})
+
+
+def _failed(db: Any, error: EngineError) -> Response:
+    """503 when the engine is closed, else 500: the storage failed (disk full, ...)."""
+    if db.storage.closed:
+        return _error(503, "EngineClosed", "The database is closed.")
+    return _error(500, "StorageFailed", f"The storage failed: {error}")
+
+
+def _content_length(value: str) -> int | None:
+    """A ``Content-Length`` header's value: ASCII digits only (``int`` would take
+    ``"\\xb2"`` or ``" 1_0 "``), else None; an absurd length comes back as 2**62."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    return int(value) if len(value.lstrip("0")) <= 18 else 1 << 62
+
+
+def _read_all(read_body: Callable[[int], bytes], length: int) -> bytes | None:
+    """``length`` bytes of body, read in pieces (a declared length is never allocated
+    up front); None if the body ends, or its socket fails or times out, before."""
+    parts: list[bytes] = []
+    left = length
+    while left > 0:
+        try:
+            part = read_body(min(left, _PIECE))
+        except OSError:  # TimeoutError included: the client stalled
+            return None
+        if not part:
+            return None
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
 
 
 class _Handler(BaseHTTPRequestHandler):
     """The ``http.server`` front end of :func:`handle`."""
 
     runtime: Runtime
+    max_upload_size: int
     protocol_version = "HTTP/1.1"
     server_version = "convexlite"
 
@@ -243,6 +441,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # an embedded server does not write to stderr; the host logs if it wants
 
     def _serve(self) -> None:
+        if self.server.closing:  # type: ignore[attr-defined]
+            self.close_connection = True
+            self.wfile.write(_CLOSING)
+            return
         consumed = False
 
         def read_body(n: int) -> bytes:
@@ -250,9 +452,16 @@ class _Handler(BaseHTTPRequestHandler):
             consumed = True
             return self.rfile.read(n)
 
-        response = handle(self.runtime, self.command, self.path, self.headers.get, read_body)
-        if not consumed and not self._discard_body():
-            self.close_connection = True  # an unread body would be taken for the next request
+        response = handle(
+            self.runtime,
+            self.command,
+            self.path,
+            self.headers.get,
+            read_body,
+            self.max_upload_size,
+        )
+        if consumed and response.status == 400:
+            self.close_connection = True  # the body may be partly unread
         self.send_response(response.status)
         for name, value in response.headers:
             self.send_header(name, value)
@@ -262,16 +471,23 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(part)
         if not response.complete:
             self.close_connection = True
+        # An unread body would be taken for the next request: drop it (after the
+        # answer, so a client that never sends the body it announced still gets one).
+        if not consumed and not self.close_connection and not self._discard_body():
+            self.close_connection = True
 
     def _discard_body(self) -> bool:
         """Read and drop an unused request body (up to 1 MiB); False if it could not be."""
         length = self.headers.get("Content-Length")
         if length is None:
             return self.headers.get("Transfer-Encoding") is None
-        if not length.isdigit() or int(length) > 1 << 20:
+        size = _content_length(length)
+        if size is None or size > _PIECE:
             return False
-        self.rfile.read(int(length))
-        return True
+        try:
+            return len(self.rfile.read(size)) == size
+        except OSError:  # the client stalled past the timeout
+            return False
 
     do_GET = do_HEAD = do_POST = do_OPTIONS = _serve
 
@@ -285,10 +501,13 @@ class WsgiApp:
         # with werkzeug's DispatcherMiddleware, say: {"/files": engine.wsgi_app()}
 
     Routes are matched on ``PATH_INFO`` (the path after the mount point).
+    ``max_upload_size`` as for :class:`HttpServer`; timeouts and connection
+    limits are the host server's.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE) -> None:
         self._runtime = runtime
+        self._max_upload_size = max_upload_size
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
@@ -310,7 +529,12 @@ class WsgiApp:
             return data
 
         response = handle(
-            self._runtime, environ.get("REQUEST_METHOD", "GET"), target, header, read_body
+            self._runtime,
+            environ.get("REQUEST_METHOD", "GET"),
+            target,
+            header,
+            read_body,
+            self._max_upload_size,
         )
         start_response(f"{response.status} {HTTPStatus(response.status).phrase}", response.headers)
         if environ.get("REQUEST_METHOD") == "HEAD":

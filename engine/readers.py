@@ -53,8 +53,12 @@ class SystemReader(_Reads):
             )
 
     def get(self, document_id: str) -> dict[str, Any] | None:
-        """The system document with this id, or None."""
-        return self._txn.get(document_id)
+        """The system document with this id, or None.
+
+        Raises :class:`SystemTableError` for an id of a user table (existing or
+        not), as Convex: read those with ``ctx.db.get``.
+        """
+        return self._txn.get(document_id, True)
 
     def query(self, table: str) -> Query:
         """A query over a system table (``_storage``, ``_scheduled_functions``)."""
@@ -94,9 +98,12 @@ class DatabaseReader(_Reads):
     def get(self, document_id: str) -> dict[str, Any] | None:
         """The document with this id, or None. Cost: one lookup; records a point read.
 
-        Raises :class:`InvalidId` if ``document_id`` is not a well-formed id.
+        Raises :class:`InvalidId` if ``document_id`` is not a well-formed id, and
+        :class:`SystemTableError` for an id of a system table (``_storage``,
+        ``_scheduled_functions``; existing or not), as Convex: read those with
+        ``ctx.db.system.get``.
         """
-        return self._txn.get(document_id)
+        return self._txn.get(document_id, False)
 
     def query(self, table: str) -> Query:
         """Start a lazy query over ``table`` (see :class:`engine.query.Query`)."""

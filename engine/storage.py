@@ -283,6 +283,11 @@ class Storage:
         """Store the head inside write txn ``txn``."""
         txn.put(HEAD_KEY, HEAD.pack(latest_ts, catalog_version), True, True, False, self.meta)
 
+    @property
+    def closed(self) -> bool:
+        """True once the last reference is released (the environment is closed)."""
+        return self._refs <= 0
+
     def release(self) -> None:
         """Drop one reference; the environment closes when the last one goes.
 

@@ -33,8 +33,10 @@ from .errors import (
     InvalidTable,
     LimitExceeded,
     ReadOnlyError,
+    SystemTableError,
     ValidationError,
 )
+from .ids import FIRST_USER_TABLE_NUMBER
 from .indexing import KeyPlan
 from .readset import ReadSet
 from .scans import MAX_BYTES_READ, MAX_DOCUMENTS_READ, Scans
@@ -242,18 +244,27 @@ class Transaction(Scans):
         self._count_read(len(raw))
         return raw  # type: ignore[no-any-return]
 
-    def get(self, document_id: str) -> dict[str, Any] | None:
-        """The document with this id, or None. Cost: one B-tree lookup, one decode."""
+    def get(self, document_id: str, system: bool | None = None) -> dict[str, Any] | None:
+        """The document with this id, or None. Cost: one B-tree lookup, one decode.
+
+        ``system``: None reads any table (engine-internal code); False (``ctx.db.get``)
+        and True (``ctx.db.system.get``) raise :class:`SystemTableError` for an id of
+        a system, resp. user, table, whether or not the document exists, as Convex.
+        """
         # The common case inline (an id seen before, of a committed table): this
         # is the hottest call in most apps.
         decoded = _DECODED_IDS.get(document_id) if type(document_id) is str else None
         known = None if decoded is None else self.catalog.by_id_prefix.get(decoded[0])
         if known is None:
             table, doc_key, internal_id = self._locate(document_id)
+            if system is not None:
+                _guard(_U32.unpack(doc_key[:4])[0], system, table)
             if table is None:
                 return None
             self.reads.add_point(table.by_id.prefix + internal_id)
         else:
+            if system is not None and (decoded[0] < FIRST_USER_TABLE_NUMBER) is not system:  # type: ignore[index]
+                _guard(decoded[0], system, known[0])  # type: ignore[index]
             _, internal_id, doc_key = decoded  # type: ignore[misc]
             reads = self.reads
             points = reads.points  # ReadSet.add_point, inline
@@ -466,3 +477,21 @@ class Transaction(Scans):
 
 
 _NO_WRITES = WriteSet()
+
+
+def _guard(number: int, system: bool, table: TableDef | None) -> None:
+    """Convex's ``system_table_guard``: ``ctx.db`` reads user tables, ``ctx.db.system``
+    system tables, whether or not the document exists."""
+    if (number < FIRST_USER_TABLE_NUMBER) is system:
+        return
+    which = f'an ID of table "{table.name}"' if table is not None else "that ID"
+    if system:
+        raise SystemTableError(
+            f"User tables cannot be accessed with db.system. Read {which} with ctx.db.get(id).",
+            table=None if table is None else table.name,
+        )
+    raise SystemTableError(
+        f"System tables can only be accessed with db.system. Read {which} with "
+        "ctx.db.system.get(id).",
+        table=None if table is None else table.name,
+    )

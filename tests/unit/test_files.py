@@ -19,6 +19,7 @@ from engine import (
     InvalidTable,
     ReadOnlyError,
     StorageIdNotFound,
+    SystemTableError,
     ValidationError,
 )
 from engine.blobs import CHUNK_SIZE, chunk_key
@@ -208,9 +209,17 @@ def test_sha256_option_is_checked(engine: Engine) -> None:
 def test_store_rejects_non_bytes_and_bad_content_types(engine: Engine) -> None:
     with pytest.raises(ValidationError, match="expects bytes"):
         store(engine, "text")  # type: ignore[arg-type]
-    with pytest.raises(ValidationError, match="printable"):
-        store(engine, b"x", "text/html\r\nSet-Cookie: a=b")  # would be sent back as a header
-    assert engine.check()["files"]["files"] == 0
+    for bad in [
+        "text/html\r\nSet-Cookie: a=b",  # would be sent back as a header
+        "text/plain; name=résumé€.txt",  # not ASCII: no HTTP header can carry it
+        "text/plain\x7f",
+    ]:
+        with pytest.raises(ValidationError, match="visible ASCII"):
+            store(engine, b"x", bad)
+        with pytest.raises(ValidationError, match="visible ASCII"):
+            engine.store_file(b"x", bad)
+    assert engine.store_file(b"x", "text/plain; charset=utf-8")  # spaces are fine
+    assert engine.check()["files"]["files"] == 1
 
 
 def test_subscription_on_url_follows_deletion(engine: Engine) -> None:
@@ -345,3 +354,74 @@ def test_a_file_deleted_between_its_row_and_its_bytes_reads_as_missing(
     monkeypatch.setattr(engine_files, "metadata_and_key", lambda db, sid: stale)
     assert engine_files.read_file(engine._db, storage_id) is None
     assert engine.get_file(storage_id) is None
+
+
+def test_db_get_and_db_system_get_keep_to_their_tables(engine: Engine) -> None:
+    # Convex's system_table_guard: whether or not the document exists.
+    storage_id = engine.store_file(b"x")
+    user_id = engine.run(lambda ctx: ctx.db.insert("things", {"n": 1}))
+    assert engine.run(lambda ctx: ctx.db.system.get(storage_id))["size"] == 1.0
+    assert engine.run(lambda ctx: ctx.db.get(user_id))["n"] == 1
+    for _ in ("existing", "deleted"):
+        with pytest.raises(SystemTableError, match="System tables can only be accessed with db"):
+            engine.run(lambda ctx: ctx.db.get(storage_id))
+        with pytest.raises(SystemTableError, match="User tables cannot be accessed with db.system"):
+            engine.run(lambda ctx: ctx.db.system.get(user_id))
+        if engine.get_file(storage_id) is not None:
+            engine.run(lambda ctx: ctx.storage.delete(storage_id))
+            engine.run(lambda ctx: ctx.db.delete(user_id))
+    assert issubclass(SystemTableError, InvalidTable)
+
+
+def test_check_requires_full_chunks_but_the_last(engine: Engine) -> None:
+    from engine import ids
+
+    data = bytes(range(256)) * (300 * 4)  # 300 KiB: chunks of 256 KiB and 44 KiB
+    storage_id = store(engine, data)
+    storage = engine._db.storage
+    table = engine._db.latest_catalog().tables["_storage"]
+    key = table.prefix + ids.decode_id(storage_id)[1]
+
+    def split(sizes: list[int]) -> None:
+        def write(w: Any) -> None:
+            cursor = w.cursor(db=storage.blobs)
+            while cursor.set_range(key) and cursor.key()[:20] == key:
+                cursor.delete()
+            start = 0
+            for number, size in enumerate(sizes):
+                w.put(chunk_key(key, number), data[start : start + size], db=storage.blobs)
+                start += size
+
+        storage.write(write)
+
+    split([100 * 1024, 100 * 1024, 100 * 1024])  # same bytes, same sha256, short chunks
+    with pytest.raises(CorruptionError, match="every chunk but the last has"):
+        engine.check()
+    split([CHUNK_SIZE, len(data) - CHUNK_SIZE, 0])  # a trailing empty chunk
+    with pytest.raises(CorruptionError, match="has 3 chunks for 307200 bytes; 2 of"):
+        engine.check()
+    split([CHUNK_SIZE, len(data) - CHUNK_SIZE])
+    assert engine.check()["files"] == {"files": 1, "bytes": len(data)}
+
+
+def test_upload_tokens_are_parsed_strictly(engine: Engine) -> None:
+    from engine.files import check_upload_token, upload_url
+
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    token = upload_url(engine._db, "http://x").split("token=")[1]
+    assert check_upload_token(engine._db, token) is None
+    spare_bits = token[:-1] + alphabet[alphabet.index(token[-1]) ^ 1]  # same bytes decoded
+    standard = token.replace("-", "+").replace("_", "/")
+    for bad in (
+        [
+            token[:5] + "!!*" + token[5:],  # urlsafe_b64decode drops characters it does not know
+            token[:5] + "\n" + token[5:],
+            spare_bits,
+            token + "=",
+            token + "A",
+            " " + token[1:],
+            token[:-1] + "é",
+        ]
+        + ([standard] if standard != token else [])
+    ):
+        assert check_upload_token(engine._db, bad) == "the upload token is malformed", bad

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import http.client
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -222,3 +224,202 @@ def test_wsgi_app_uploads_and_downloads(db_path: Path) -> None:
             "404 Not Found"
         )
         engine.check()
+
+
+def _raw(server: HttpServer, data: bytes) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    connection.sendall(data)
+    return connection
+
+
+def _answer(connection: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (or 5 s pass)."""
+    received = b""
+    try:
+        while part := connection.recv(65536):
+            received += part
+    except TimeoutError:
+        pass
+    finally:
+        connection.close()
+    return received
+
+
+def test_stalled_clients_are_disconnected_after_the_timeout(engine: Engine) -> None:
+    url = urlsplit(engine.mutation(files.upload_url))
+    with engine.serve_http("127.0.0.1", 0, timeout=0.3) as server:
+        stalled = [
+            _raw(server, b"GET /api/storage/x HTTP/1.1\r\nHost: x\r\n"),  # headers never end
+            _raw(  # an upload that announces 1 MiB and sends 10 bytes
+                server,
+                f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Length: {1 << 20}\r\n\r\n0123456789".encode(),
+            ),
+        ]
+        started = time.monotonic()
+        answers = [_answer(connection) for connection in stalled]
+        assert time.monotonic() - started < 3
+        assert answers[0] == b""
+        assert b" 400 " in answers[1] and b"IncompleteBody" in answers[1]
+        # A GET announcing a body it never sends is answered at once.
+        connection = _raw(server, b"GET /api/storage/x HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+        connection.settimeout(2)
+        assert b" 404 " in connection.recv(65536)
+        connection.close()
+    assert engine.check()["files"]["files"] == 0
+
+
+def test_connections_beyond_the_cap_are_refused(engine: Engine) -> None:
+    with engine.serve_http("127.0.0.1", 0, max_connections=2, timeout=5) as server:
+        held = [_raw(server, b"GET /api/storage/x HTTP/1.1\r\n") for _ in range(2)]
+        time.sleep(0.1)
+        answer = _answer(_raw(server, b""))
+        assert b" 503 " in answer and b"TooManyConnections" in answer
+        for connection in held:
+            connection.close()
+        deadline = time.monotonic() + 3
+        while request(server.url + "/nothing")[0] != 404:  # slots come back as they close
+            assert time.monotonic() < deadline
+
+
+def test_closing_ends_kept_alive_connections(db_path: Path) -> None:
+    engine = Engine.open(db_path, functions=app, durability="none")
+    storage_id = engine.store_file(b"private")
+    path = urlsplit(engine.query(files.url, {"id": storage_id})).path
+    for close in ("server", "engine"):
+        server = engine.serve_http("127.0.0.1", 0)
+        kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        kept.request("GET", path)
+        assert kept.getresponse().read() == b"private"
+        if close == "server":
+            server.close()
+        else:
+            engine.close()
+        with pytest.raises((http.client.HTTPException, OSError)):  # no more requests
+            kept.request("GET", path)
+            kept.getresponse()
+        kept.close()
+
+
+def test_a_closed_engine_answers_503_not_404(db_path: Path) -> None:
+    from engine.httpserver import handle
+
+    engine = Engine.open(db_path, functions=app, durability="none")
+    storage_id = engine.store_file(b"kept")
+    path = urlsplit(engine.query(files.url, {"id": storage_id})).path
+    upload_path = urlsplit(engine.mutation(files.upload_url))
+    runtime = engine._runtime
+    assert handle(runtime, "GET", path, lambda name: None, bytes).status == 200
+    engine.close()
+    for method, target in [("GET", path), ("POST", f"{upload_path.path}?{upload_path.query}")]:
+        response = handle(runtime, method, target, {"Content-Length": "1"}.get, lambda n: b"x")
+        assert response.status == 503, (method, b"".join(response.body))
+        assert json.loads(b"".join(response.body))["code"] == "EngineClosed"
+
+
+def test_an_upload_with_a_non_ascii_content_type_is_refused(
+    engine: Engine, server: HttpServer
+) -> None:
+    url = engine.mutation(files.upload_url)
+    parts = urlsplit(url)
+    connection = _raw(
+        server,
+        f"POST {parts.path}?{parts.query} HTTP/1.1\r\nContent-Type: text/plain; n=\xe9\r\n"
+        "Content-Length: 2\r\n\r\nhi".encode("latin-1"),
+    )
+    answer = _answer(connection)
+    assert b" 400 " in answer and b"visible ASCII" in answer
+    assert engine.check()["files"]["files"] == 0
+
+
+def test_bad_and_oversized_content_lengths_are_answered(engine: Engine) -> None:
+    url = urlsplit(engine.mutation(files.upload_url))
+    post = f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\n".encode()
+    with engine.serve_http("127.0.0.1", 0, max_upload_size=1000, timeout=2) as server:
+        cases = [
+            (b"GET /anything HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n", b" 404 "),
+            (post + b"Content-Length: \xb9\r\n\r\nx", b"BadContentLength"),
+            (post + b"Content-Length: 1_0\r\n\r\nx", b"BadContentLength"),
+            (post + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\nx", b"PayloadTooLarge"),
+            (post + f"Content-Length: {10**15}\r\n\r\nx".encode(), b"PayloadTooLarge"),
+            (post + b"Connection: close\r\nContent-Length: 1001\r\n\r\n" + b"x" * 1001, b" 413 "),
+        ]
+        for data, expected in cases:
+            answer = _answer(_raw(server, data))
+            assert expected in answer, (data[-120:], answer)
+        assert upload(engine, b"x" * 1000)[0] == 200  # at the cap: fine
+    assert engine.check()["files"]["files"] == 1
+
+
+def test_aborted_requests_print_nothing_and_other_errors_are_logged(
+    server: HttpServer, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    for error in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(), TimeoutError()):
+        try:
+            raise error
+        except OSError:
+            server._server.handle_error(None, ("127.0.0.1", 1))
+    assert capfd.readouterr().err == ""
+    assert not caplog.records
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        server._server.handle_error(None, ("127.0.0.1", 1))
+    assert capfd.readouterr().err == ""
+    (record,) = caplog.records
+    assert record.name == "engine.httpserver" and record.exc_info is not None
+
+
+def test_urls_follow_the_servers_still_running(engine: Engine) -> None:
+    first = engine.serve_http("127.0.0.1", 0)
+    second = engine.serve_http("127.0.0.1", 0)
+    assert engine.mutation(files.upload_url).startswith(first.url + "/")
+    first.close()
+    assert engine.mutation(files.upload_url).startswith(second.url + "/")
+    second.close()
+    assert engine.mutation(files.upload_url).startswith("http://127.0.0.1:3210/")
+
+
+@pytest.mark.parametrize(
+    "site_url",
+    [
+        "http://",
+        "https:///",
+        "http://x.com/?q=1",
+        "http://x.com/#f",
+        "http://exa mple.com",
+        "ftp://x.com",
+        "http://x.com:99999",
+        "http://x.com/\n",
+        42,
+    ],
+)
+def test_bad_site_urls_are_refused(db_path: Path, site_url: Any) -> None:
+    with pytest.raises(EngineError, match="site_url must be an http"):
+        Engine.open(db_path, site_url=site_url)
+
+
+def test_good_site_urls_are_kept(db_path: Path) -> None:
+    for site_url in ["https://example.com/files/", "http://[::1]:8080", "http://x.com:80/a/b"]:
+        with Engine.open(db_path, functions=app, durability="none", site_url=site_url) as e:
+            assert e.mutation(files.upload_url).startswith(site_url.rstrip("/") + "/api/")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"port": -1},
+        {"port": 70000},
+        {"port": "80"},
+        {"port": True},
+        {"host": None},
+        {"timeout": 0},
+        {"max_connections": 0},
+        {"max_upload_size": -1},
+    ],
+)
+def test_bad_serve_http_arguments_are_refused(engine: Engine, options: dict[str, Any]) -> None:
+    arguments: dict[str, Any] = {"host": "127.0.0.1", "port": 0, **options}
+    name = next(iter(options))
+    with pytest.raises(EngineError, match=rf"serve_http\({name}="):
+        engine.serve_http(**arguments)
