@@ -349,9 +349,12 @@ def test_a_file_deleted_between_its_row_and_its_bytes_reads_as_missing(
     from engine import files as engine_files
 
     storage_id = engine.store_file(b"x" * (CHUNK_SIZE + 5))
-    stale = engine_files.metadata_and_key(engine._db, storage_id)
+    # What read_file's first snapshot finds: the row and its key (bytes read later).
+    stale = engine_files._read(
+        engine._db, lambda txn: (*engine_files._document(txn, storage_id), None)
+    )
     engine.mutation(files.delete_file, {"id": storage_id, "fail": False})
-    monkeypatch.setattr(engine_files, "metadata_and_key", lambda db, sid: stale)
+    monkeypatch.setattr(engine_files, "_read", lambda db, fn: stale)
     assert engine_files.read_file(engine._db, storage_id) is None
     assert engine.get_file(storage_id) is None
 
