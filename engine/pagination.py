@@ -139,7 +139,8 @@ def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None,
     assert num_items is not None
     if num_items <= 0:
         raise PaginationError(
-            f"NoDocumentsForPagination: numItems must be a positive number, got {num_items}.",
+            f"NoDocumentsForPagination: Must request at least 1 document while paginating "
+            f"(numItems was {num_items}).",
             code="NoDocumentsForPagination",
         )
     if num_items > MAX_PAGE_SIZE:
@@ -153,7 +154,8 @@ def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None,
     for name, limit in (("maximumRowsRead", max_rows), ("maximumBytesRead", max_bytes)):
         if limit is not None and limit <= 0:
             raise PaginationError(
-                f"InvalidPaginationLimit: {name} must be positive, got {limit}.",
+                f"InvalidPaginationLimit: maximumRowsRead and maximumBytesRead must be "
+                f"greater than 0 ({name} was {limit}).",
                 code="InvalidPaginationLimit",
             )
     has_end = opts.get("endCursor") is not None

@@ -119,17 +119,26 @@ def test_split_cursor_splits_the_page(items: Engine) -> None:
 
 
 @pytest.mark.parametrize(
-    ("opts", "code"),
+    ("opts", "code", "wording"),
     [
-        ({"numItems": 0, "cursor": None}, "NoDocumentsForPagination"),
-        ({"numItems": -1, "cursor": None}, "NoDocumentsForPagination"),
-        ({"numItems": 32001, "cursor": None}, "PageSizeTooLarge"),
-        ({"numItems": 5, "cursor": None, "maximumRowsRead": 0}, "InvalidPaginationLimit"),
-        ({"numItems": 5, "cursor": None, "maximumBytesRead": 0}, "InvalidPaginationLimit"),
+        ({"numItems": 0, "cursor": None}, "NoDocumentsForPagination", "at least 1 document"),
+        ({"numItems": -1, "cursor": None}, "NoDocumentsForPagination", "at least 1 document"),
+        ({"numItems": 32001, "cursor": None}, "PageSizeTooLarge", "maximum page size"),
+        (
+            {"numItems": 5, "cursor": None, "maximumRowsRead": 0},
+            "InvalidPaginationLimit",
+            "maximumRowsRead and maximumBytesRead must be greater than 0",
+        ),
+        (
+            {"numItems": 5, "cursor": None, "maximumBytesRead": 0},
+            "InvalidPaginationLimit",
+            "maximumRowsRead and maximumBytesRead must be greater than 0",
+        ),
     ],
 )
-def test_option_errors(items: Engine, opts: dict[str, Any], code: str) -> None:
-    with pytest.raises(PaginationError) as caught:
+def test_option_errors(items: Engine, opts: dict[str, Any], code: str, wording: str) -> None:
+    # Convex's wording (async_syscall.rs), after the code.
+    with pytest.raises(PaginationError, match=wording) as caught:
         page(items, opts)
     assert caught.value.code == code
 
