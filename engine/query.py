@@ -307,6 +307,11 @@ class Query:
             )
         builder = IndexRangeBuilder()
         if range is not None:
+            if not callable(range):
+                raise InvalidIndexRange(
+                    f"with_index({name!r}, range) expects a function of q, such as "
+                    f"lambda q: q.eq('field', value), got {range!r}"
+                )
             result = range(builder)
             if result is not None and result is not builder:
                 raise InvalidIndexRange(
@@ -358,6 +363,11 @@ class Query:
         the read limits. Prefer an index range where one fits. Raises
         :class:`EvalError` past Convex's 256 operators per query.
         """
+        if not callable(build):
+            raise EvalError(
+                f"filter() expects a function of q, such as lambda q: q.eq(q.field('done'), "
+                f"False), got {build!r}"
+            )
         expression = predicate(build)
         operators = sum(f.size for f in self._filters) + expression.size
         if operators > MAX_QUERY_OPERATORS:

@@ -216,3 +216,12 @@ def test_a_started_iterator_used_after_its_function_returned(engine: Engine) -> 
     iterator = engine.query(leak)
     with pytest.raises(ValidationError, match="This transaction has finished"):
         next(iterator)
+
+
+def test_builder_arguments_that_are_not_functions_are_refused(engine: Engine) -> None:
+    from engine import InvalidIndexRange
+
+    with pytest.raises(EvalError, match="filter\\(\\) expects a function of q"):
+        engine.query(lambda ctx: ctx.db.query("rows").filter(True))  # type: ignore[arg-type]
+    with pytest.raises(InvalidIndexRange, match="expects a function of q"):
+        engine.query(lambda ctx: ctx.db.query("rows").with_index("by_n", 5))  # type: ignore[arg-type]
