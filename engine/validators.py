@@ -227,10 +227,10 @@ def _simple(kind: str, text: str, accepts: Callable[[Any], bool]) -> Validator:
     return validator
 
 
-def _literal(value: Any) -> Validator:
+def _literal(value: Any, *, checked: bool = True) -> Validator:
     if type(value) not in (str, int, float, bool):
         raise TypeError(f"v.literal() takes a str, int, float or bool, got {value!r}")
-    if type(value) is int and not MIN_INT64 <= value <= MAX_INT64:
+    if checked and type(value) is int and not MIN_INT64 <= value <= MAX_INT64:
         raise ValidationError(
             f"v.literal({value!r}) is outside the Int64 range "
             f"[{MIN_INT64}, {MAX_INT64}]: no value could ever match it."
@@ -368,15 +368,15 @@ def _record_keys_allowed(keys: Validator) -> bool:
     return keys.kind == "union" and all(m["type"] in ("string", "id") for m in json["value"])
 
 
-def _record(keys: Validator, values: Validator) -> Validator:
+def _record(keys: Validator, values: Validator, *, checked: bool = True) -> Validator:
     keys, values = as_validator(keys), as_validator(values)
-    if keys.is_optional or values.is_optional:
+    if checked and (keys.is_optional or values.is_optional):
         raise ValidationError(
             f"Record validator cannot have optional {'keys' if keys.is_optional else 'values'}: "
             f"v.record({keys!r}, {values!r}). A record's fields are all optional already; "
             "use v.union(x, v.null()) for values that may be null."
         )
-    if not _record_keys_allowed(keys):
+    if checked and not _record_keys_allowed(keys):
         raise ValidationError(
             f"Invalid record key validator {keys!r} (InvalidRecordType): record keys are "
             "strings, so the key validator must be v.string(), v.id(...), or a union of "
@@ -582,14 +582,18 @@ def validator_from_json(json: Any) -> Validator:
     }
     if kind in simple:
         return simple[kind]
+    # Definition rules added since a schema was stored are not applied again here: a
+    # stored schema must stay readable (a folder would otherwise refuse every read).
     if kind == "literal":
-        return _literal(json["value"])
+        return _literal(json["value"], checked=False)
     if kind == "id":
         return _id(json["tableName"])
     if kind == "array":
         return _array(validator_from_json(json["value"]))
     if kind == "record":
-        return _record(validator_from_json(json["keys"]), validator_from_json(json["values"]))
+        return _record(
+            validator_from_json(json["keys"]), validator_from_json(json["values"]), checked=False
+        )
     if kind == "union":
         return _union(*(validator_from_json(m) for m in json["value"]))
     if kind == "object":

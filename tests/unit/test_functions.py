@@ -414,3 +414,24 @@ def test_unvalidated_functions_refuse_arguments_their_handler_does_not_take(
     with pytest.raises(ArgumentValidationError, match="takes no argument 'x'"):
         engine.query(no_args, {"x": 1})
     assert engine.query(anything, {"b": 1, "a": 2}) == ["a", "b"]
+
+
+def test_arguments_and_results_are_converted_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # validate() converts what it is given; the runtime converts first and must not
+    # pay for it twice (a query returning 5,000 validated rows cost 1.5x).
+    from engine import validators
+
+    calls = 0
+    original = validators.convert
+
+    def counting(value):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return original(value)
+
+    monkeypatch.setattr(validators, "convert", counting)
+    engine.mutation("notes:add", {"text": "x"})
+    assert engine.query("notes:texts") == ["x"]
+    assert calls == 0

@@ -146,3 +146,28 @@ def test_another_process_follows_a_schema_change(db_path: Path) -> None:
             assert process.stdout.readline().strip() == "refused"
             assert process.wait(30) == 0
             assert _users(engine) == []
+
+
+def test_a_stored_schema_older_rules_allowed_stays_readable(db_path: Path) -> None:
+    # A schema stored before today's definition rules (a record keyed by float64 is
+    # refused now) made every transaction of a folder opened without schema= raise.
+    import lmdb
+
+    from engine.encoding import decode, encode
+
+    Engine.open(db_path, schema=LOOSE, durability="none").close()
+    env = lmdb.open(str(db_path), max_dbs=8, subdir=True)
+    meta = env.open_db(b"meta")
+    with env.begin(write=True) as txn:
+        stored = decode(txn.get(b"schema", db=meta))
+        stored["tables"]["users"]["validator"]["value"]["tags"] = {
+            "fieldType": {"type": "record", "keys": {"type": "number"}, "values": {"type": "any"}},
+            "optional": True,
+        }
+        txn.put(b"schema", encode(stored), db=meta)
+    env.close()
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("users", {"name": "a"}))
+        assert [u["name"] for u in _users(engine)] == ["a"]
+        with pytest.raises(SchemaValidationError, match="missing the required field `name`"):
+            engine.run(lambda ctx: ctx.db.insert("users", {}))
