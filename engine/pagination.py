@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_PAGE_SIZE", "decode_cursor", "encode_cursor", "paginate"]
 
 MAX_PAGE_SIZE = 32_000
-_VERSION = 1
+_VERSION = 2  # 2: fingerprints by exact values (cursors of version 1 are refused as such)
 _AFTER = 0
 _END = 1
 _MAC_BYTES = 16
@@ -88,8 +88,13 @@ def decode_cursor(secret: bytes, query_fingerprint: bytes, cursor: object) -> by
         raise InvalidCursor(_MALFORMED)
     body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
     expected = hmac.new(secret, body, hashlib.sha256).digest()[:_MAC_BYTES]
-    if not hmac.compare_digest(mac, expected) or body[0] != _VERSION:
+    if not hmac.compare_digest(mac, expected):
         raise InvalidCursor(_MALFORMED)
+    if body[0] != _VERSION:
+        raise InvalidCursor(
+            f"This cursor was issued by an earlier convexlite (cursor format {body[0]}, now "
+            f"{_VERSION}): restart the pagination from the first page (cursor None)."
+        )
     if body[2 : 2 + _FINGERPRINT_BYTES] != query_fingerprint:
         raise InvalidCursor(_DIFFERENT_QUERY)
     kind, key = body[1], body[2 + _FINGERPRINT_BYTES :]

@@ -91,6 +91,12 @@ def _encode_part(field: str, value: Any, table: TableDef) -> bytes:
     return internal_id
 
 
+_CHAINED_TWICE = (
+    "A query can only be chained once and can't be chained after iteration begins. "
+    "Start again from ctx.db.query(table), or keep the query each step returns."
+)
+
+
 class IndexRange:
     """A compiled index range: the byte interval ``[lo, hi)`` and its description."""
 
@@ -238,9 +244,11 @@ class Query:
     """
 
     __slots__ = (
+        "_chained",
         "_filters",
         "_index",
         "_index_name",
+        "_initializer",
         "_ops",
         "_order",
         "_range",
@@ -260,15 +268,28 @@ class Query:
         self._filters: list[Expression] = []
         #: A range given before its table existed, compiled when the query runs.
         self._ops: list[tuple[str, str, Any]] | None = None
+        #: ``ctx.db.query(t)`` itself, which may start any number of queries; a query
+        #: made by a builder step may be chained once (``_chained`` once it was).
+        self._initializer = True
+        self._chained = False
 
     # -- building ----------------------------------------------------------
     #
-    # Each step returns a new query and leaves this one as it was, so a query can be
-    # reused as the start of several (Convex's ``ctx.db.query(t)`` can; a chained
-    # Convex query cannot be chained again: here it can, with the same meaning).
+    # As in Convex: ``ctx.db.query(t)`` can start several queries (each step returns a
+    # new query); a query made by a step can be chained once, and is then used up: a
+    # discarded ``q.filter(...)`` must not leave ``q`` running without the filter.
+
+    def _chain(self) -> None:
+        if self._chained:
+            raise ValidationError(_CHAINED_TWICE)
+        if not self._initializer:
+            self._chained = True
 
     def _copy(self) -> Query:
+        self._chain()
         other = Query.__new__(Query)
+        other._initializer = False
+        other._chained = False
         other._txn = self._txn
         other._table_name = self._table_name
         other._table = self._table
@@ -418,11 +439,15 @@ class Query:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Stream the documents, one LMDB step at a time."""
+        if self._chained:
+            raise ValidationError(_CHAINED_TWICE)
         for _, document in self._rows():
             yield document
 
     def _batch(self, limit: int | None) -> list[dict[str, Any]]:
         """Up to ``limit`` matching documents, read in one loop when the snapshot allows."""
+        if self._chained:
+            raise ValidationError(_CHAINED_TWICE)
         resolved = self._resolved()
         if resolved is None:
             return []
@@ -476,10 +501,13 @@ class Query:
         """One page of results and a cursor to continue: see :mod:`engine.pagination`."""
         from .pagination import paginate
 
+        if self._chained:
+            raise ValidationError(_CHAINED_TWICE)
         return paginate(self, opts)
 
     def fingerprint(self) -> list[Any]:
         """What identifies this query for cursors: table, index, range, order, filters."""
+        self._resolved()  # a table created since the query was built, and its range
         table = self._table
         index = self._index_name or BY_CREATION_TIME
         fields = list(table.indexes[index].fields) if table and index in table.indexes else []

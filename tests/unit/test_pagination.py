@@ -210,3 +210,17 @@ def test_cursors_of_a_redefined_index_are_refused(db_path: Path) -> None:
             with pytest.raises(InvalidCursor, match="earlier definition of index items.by_group"):
                 page(engine, {"numItems": 3, "cursor": result["continueCursor"]}, order, "a")
         assert [d["n"] for d in first_pages(engine)["asc"]["page"]] == [0, 1, 2]
+
+
+def test_a_cursor_of_an_earlier_format_says_so(
+    items: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fingerprints changed (exact values): an older cursor names no query any more,
+    # and the error tells the client to start over rather than "a different query".
+    from engine import InvalidCursor, pagination
+
+    monkeypatch.setattr(pagination, "_VERSION", 1)
+    old = page(items, {"numItems": 2, "cursor": None})["continueCursor"]
+    monkeypatch.setattr(pagination, "_VERSION", 2)
+    with pytest.raises(InvalidCursor, match="issued by an earlier convexlite"):
+        page(items, {"numItems": 2, "cursor": old})
