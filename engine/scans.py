@@ -367,6 +367,12 @@ def _scan_by_id(
         yield index_prefix + key[4:]
 
 
+#: LMDB's largest key (``mdb_env_get_maxkeysize``: 511 bytes in py-lmdb's build): writes
+#: refuse longer index keys (``LimitExceeded``). Range bounds may be longer: LMDB seeks
+#: and compares with them as with any key.
+MAX_KEY_SIZE = 511
+
+
 def _scan_lmdb(rtxn: Any, db: Any, lo: bytes, hi: bytes, reverse: bool) -> Iterator[bytes]:
     """Keys of LMDB sub-database ``db`` in ``[lo, hi)``, ascending or descending."""
     cursor = rtxn.cursor(db)

@@ -67,6 +67,19 @@ _DECODED_IDS: dict[str, tuple[int, bytes, bytes]] = {}
 _DECODED_IDS_MAX = 1 << 16
 
 
+def _refuse_long_key(table: TableDef, keys: tuple[bytes, ...]) -> None:
+    key = max(keys, key=len)
+    number = int.from_bytes(key[:4], "big")
+    index = next((i.name for i in table.indexes.values() if i.number == number), "?")
+    raise LimitExceeded(
+        f'Index key too large: the values document fields give index "{index}" of table '
+        f'"{table.name}" encode to {len(key)} bytes, and an index key holds at most '
+        f"{_scans.MAX_KEY_SIZE} bytes (LMDB's key size). Index a shorter field instead "
+        "(a prefix or a hash of the long value), or leave this field out of the index.",
+        limit="IndexKeyTooLarge",
+    )
+
+
 def check_table_name(name: object, *, system: bool = False) -> str:
     """Check a table name against Convex's rules; returns it.
 
@@ -347,6 +360,8 @@ class Transaction(Scans):
         if document is not None:
             raw = encode_document(document)
             keys = plan.keys(document, internal_id)
+            if max(map(len, keys)) > _scans.MAX_KEY_SIZE:
+                _refuse_long_key(table, keys)
         writes = self.writes
         if writes.writes >= MAX_DOCUMENTS_WRITTEN:
             raise LimitExceeded(
