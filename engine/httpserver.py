@@ -209,8 +209,9 @@ class HttpServer:
         """Stop serving, free the port and end the open connections. Idempotent.
 
         Kept-alive connections are shut down too (a client can make no request
-        after this); a request being served when it is called gets up to 5 s
-        to finish.
+        after this), and so is a response being sent: a download in progress is
+        cut short (the client sees fewer bytes than Content-Length). Up to 5 s
+        are given to request handlers to return after the shutdown.
         """
         if self._closed:
             return
@@ -282,7 +283,10 @@ def handle(
     token). Cost: a download reads one chunk per read txn as the body is
     iterated; an upload holds the body in memory, then stores it in one commit.
     """
-    split = urlsplit(target)
+    try:
+        split = urlsplit(target)
+    except ValueError:  # "//[x": an unparsable authority
+        return _error(400, "BadRequest", "The request target is not a valid URL path.")
     path = split.path
     if method == "OPTIONS":
         return Response(
