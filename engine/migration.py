@@ -39,6 +39,7 @@ from .catalog import (
     SCHEMA_KEY,
     Catalog,
     IndexDef,
+    TableDef,
     catalog_key,
     decode_catalog,
     encode_catalog,
@@ -121,6 +122,55 @@ def _check_existing(db: Database, schema: SchemaDefinition, catalog: Catalog, tx
     _refuse(failures)
 
 
+def _check_new_index_keys(
+    db: Database, schema: SchemaDefinition, catalog: Catalog, txn: Any
+) -> None:
+    """Every existing document must fit the indexes the schema adds (LMDB's key size).
+
+    Checked before anything is stored: a backfill that met a key too long would fail
+    on every open, with the index stuck in ``backfilling``. Cost: one pass over the
+    tables that gain an index.
+    """
+    from .indexing import KeyPlan
+    from .scans import MAX_KEY_SIZE
+
+    storage = db.storage
+    for name, definition in schema.tables.items():
+        table = catalog.tables.get(name)
+        if table is None:
+            continue
+        known = {index.fields for index in table.indexes.values()}
+        added = {
+            index: IndexDef(index, 0xFFFFFFFF, tuple(fields), "backfilling")
+            for index, fields in definition.indexes.items()
+            if tuple(fields) not in known
+        }
+        if not added:
+            continue
+        plan = KeyPlan(TableDef(table.name, table.number, {BY_ID: table.by_id, **added}))
+        cursor = txn.cursor(storage.documents)
+        try:
+            if cursor.set_range(table.prefix):
+                for key, value in cursor.iternext():
+                    if bytes(key[:4]) != table.prefix:
+                        break
+                    document = decode_document(value)
+                    index_keys = plan.keys(document, bytes(key[4:]))[1:]
+                    for index_name, index_key in zip(added, index_keys, strict=True):
+                        if len(index_key) > MAX_KEY_SIZE:
+                            raise SchemaValidationError(
+                                f'Index key too large: document with ID "{document["_id"]}" '
+                                f'gives the new index "{index_name}" of table "{name}" a '
+                                f"key of {len(index_key)} bytes, and an index key holds at "
+                                f"most {MAX_KEY_SIZE} bytes (LMDB's key size), so the "
+                                "database was opened with no changes. Index a shorter "
+                                "field (a prefix or a hash of the long value) instead.",
+                                table=name,
+                            )
+        finally:
+            cursor.close()
+
+
 def _check_written_since(
     db: Database, schema: SchemaDefinition, catalog: Catalog, wtxn: Any, after: int
 ) -> None:
@@ -190,6 +240,7 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
         new_schema = rtxn.get(b"schema", None, storage.meta) != schema_json
         if schema.schema_validation and new_schema:
             _check_existing(db, schema, catalog, rtxn)
+        _check_new_index_keys(db, schema, catalog, rtxn)
 
     def change(wtxn: Any) -> list[tuple[str, str]]:
         current = stored = _load_catalog(wtxn, db)

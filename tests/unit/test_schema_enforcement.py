@@ -171,3 +171,33 @@ def test_a_stored_schema_older_rules_allowed_stays_readable(db_path: Path) -> No
         assert [u["name"] for u in _users(engine)] == ["a"]
         with pytest.raises(SchemaValidationError, match="missing the required field `name`"):
             engine.run(lambda ctx: ctx.db.insert("users", {}))
+
+
+def test_a_new_index_that_existing_documents_cannot_fit_is_refused_up_front(
+    db_path: Path,
+) -> None:
+    # The backfill met a key over LMDB's 511 bytes and failed on every later open, the
+    # index stuck in "backfilling" (found by the second review's key-size defect).
+    from engine import LimitExceeded
+
+    plain = define_schema({"notes": define_table({"text": v.string()})})
+    indexed = define_schema(
+        {"notes": define_table({"text": v.string()}).index("by_text", ["text"])}
+    )
+    with Engine.open(db_path, schema=plain, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("notes", {"text": "x" * 600}))
+    with pytest.raises(SchemaValidationError, match='new index "by_text" of table "notes"'):
+        Engine.open(db_path, schema=indexed, durability="none")
+    with Engine.open(db_path, schema=plain, durability="none") as engine:  # unchanged
+        assert len(engine.run(lambda ctx: ctx.db.query("notes").collect())) == 1
+        engine.check()
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.query("notes").first())
+    # Short texts fit: the index is built.
+    with Engine.open(db_path, schema=plain, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.delete(d["_id"]) for d in ctx.db.query("notes").collect()])
+        engine.run(lambda ctx: ctx.db.insert("notes", {"text": "short"}))
+    with Engine.open(db_path, schema=indexed, durability="none") as engine:
+        with pytest.raises(LimitExceeded, match="Index key too large"):
+            engine.run(lambda ctx: ctx.db.insert("notes", {"text": "y" * 600}))
+        engine.check()
