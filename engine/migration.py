@@ -47,6 +47,8 @@ from .catalog import (
 from .commit import read_log
 from .encoding import decode_document, encode
 from .errors import SchemaValidationError, ValidationError
+from .indexing import KeyPlan
+from .scans import MAX_KEY_SIZE
 
 if TYPE_CHECKING:
     from .database import Database
@@ -131,9 +133,6 @@ def _check_new_index_keys(
     on every open, with the index stuck in ``backfilling``. Cost: one pass over the
     tables that gain an index.
     """
-    from .indexing import KeyPlan
-    from .scans import MAX_KEY_SIZE
-
     storage = db.storage
     for name, definition in schema.tables.items():
         table = catalog.tables.get(name)
