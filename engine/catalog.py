@@ -170,7 +170,15 @@ class CatalogView:
     that version. Cost: linear in the number of indexes, once.
     """
 
-    __slots__ = ("by_id_prefix", "catalog", "index_owner", "schema", "table_by_number", "tables")
+    __slots__ = (
+        "by_id_prefix",
+        "catalog",
+        "index_owner",
+        "schema",
+        "schema_ts",
+        "table_by_number",
+        "tables",
+    )
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
@@ -186,6 +194,9 @@ class CatalogView:
         #: The schema stored with this catalog version (a ``SchemaDefinition``), or None:
         #: every write is checked against the schema of its transaction's snapshot.
         self.schema: Any = None
+        #: The commit timestamp of the last schema change (0: none): writes from older
+        #: snapshots were checked against a replaced schema and must re-run.
+        self.schema_ts = 0
 
 
 _catalog_decoder = typed_decoder(Catalog)

@@ -104,7 +104,8 @@ class CommitRequest:
             puts,
             logged,
             new_catalog,
-            blobs=txn.writes.blob_changes() if txn.writes.has_blobs() else None,
+            # A failed hasattr on an unset slot, as this once asked, cost ~0.7 us a commit.
+            blobs=None if txn.writes.blobs is None else txn.writes.blob_changes(),
         )
 
 
@@ -259,10 +260,10 @@ class Committer:
         latest, catalog_version = storage.head(wtxn)
         raw = wtxn.get(b"log_floor", None, meta)
         floor = _U64.unpack(raw)[0] if raw is not None else 0
-        raw = wtxn.get(b"schema_ts", None, meta)
-        schema_ts = _U64.unpack(raw)[0] if raw is not None else 0
-        # Decoded once per catalog version.
-        catalog = self._db.catalog_view(wtxn, catalog_version).catalog
+        # Decoded once per catalog version (a schema change stores a new version, so the
+        # view also knows when the schema last changed).
+        view = self._db.catalog_view(wtxn, catalog_version)
+        catalog, schema_ts = view.catalog, view.schema_ts
         # Only transactions that read something validate against the log; a group
         # of blind writes (inserts) needs no history at all.
         readers = [r.snapshot_ts for r in batch if len(r.reads)]

@@ -114,8 +114,11 @@ class Database:
             return cached[1]
         raw = rtxn.get(b"catalog", None, self.storage.meta)
         view = CatalogView(decode_catalog(raw) if raw is not None else Catalog())
-        # A schema change always stores a new catalog version: the version names the schema too.
+        # A schema change always stores a new catalog version: the version names the schema
+        # and the time it changed too.
         view.schema = self._stored_schema(rtxn)
+        raw_ts = rtxn.get(b"schema_ts", None, self.storage.meta)
+        view.schema_ts = _U64.unpack(raw_ts)[0] if raw_ts is not None else 0
         with self._catalog_lock:
             if self.catalog_cache[0] < version:
                 self.catalog_cache = (version, view)

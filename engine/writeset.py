@@ -90,6 +90,9 @@ class WriteSet:
         #: Bumped whenever the overlay's index keys change (a write, a rollback): a
         #: scan that yielded to its caller re-seeks the overlay when it moved.
         self.generation = 0
+        #: ``_storage`` document key → file bytes to store, or None to delete them
+        #: (None until the first :meth:`set_blob`).
+        self.blobs: dict[bytes, bytes | None] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.documents) or self.catalog is not None
@@ -162,12 +165,6 @@ class WriteSet:
                         added_sorted.add(key)
         self.current_keys[doc_key] = keys
 
-    #: ``_storage`` document key → file bytes to store, or None to delete them. The
-    #: slot is left unset until :meth:`set_blob` (read it with :meth:`has_blobs`):
-    #: every mutation makes a write set, few store files, and an assignment in
-    #: ``__init__`` would cost them all.
-    blobs: dict[bytes, bytes | None]
-
     def set_blob(self, doc_key: bytes, data: bytes | None) -> None:
         """Store ``data`` (None: delete the bytes) with the ``_storage`` document ``doc_key``.
 
@@ -175,21 +172,15 @@ class WriteSet:
         commit, :meth:`blob_changes` keeps a blob change only if the document's
         net change agrees with it, so a rolled-back insert or delete drops it.
         """
-        try:
-            blobs = self.blobs
-        except AttributeError:
-            blobs = self.blobs = {}
-        blobs[doc_key] = data
-
-    def has_blobs(self) -> bool:
-        """Whether :meth:`set_blob` was called (cheap: the commit path asks every time)."""
-        return hasattr(self, "blobs")
+        if self.blobs is None:
+            self.blobs = {}
+        self.blobs[doc_key] = data
 
     def blob_changes(self) -> dict[bytes, bytes | None]:
         """The blob writes that commit applies: bytes of documents this transaction
         inserted (and kept), deletions of documents that existed and are deleted."""
         changes: dict[bytes, bytes | None] = {}
-        for doc_key, data in getattr(self, "blobs", {}).items():
+        for doc_key, data in (self.blobs or {}).items():
             if doc_key not in self.documents:
                 continue  # rolled back
             raw = self.documents[doc_key]
