@@ -54,9 +54,6 @@ class Expression:
 
     depth: int
 
-    #: Operators this expression counts toward :data:`MAX_QUERY_OPERATORS` (one filter).
-    size = 1
-
     def __init__(self, op: str, args: tuple[Any, ...]) -> None:
         self.op = op
         self.args = args

@@ -30,6 +30,7 @@ from __future__ import annotations
 import struct
 import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .catalog import (
@@ -100,25 +101,31 @@ def _resolver(catalog: Catalog) -> Any:
     return names.get
 
 
+def _documents(txn: Any, db: Database, table: TableDef) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """``(internal id, document)`` of every document of ``table`` in ``txn``."""
+    cursor = txn.cursor(db.storage.documents)
+    try:
+        if cursor.set_range(table.prefix):
+            for key, value in cursor.iternext():
+                if bytes(key[:4]) != table.prefix:
+                    return
+                yield bytes(key[4:]), decode_document(value)
+    finally:
+        cursor.close()
+
+
 def _check_existing(db: Database, schema: SchemaDefinition, catalog: Catalog, txn: Any) -> None:
     """Every document of every schema table in ``txn`` must match its validator."""
     failures: list[str] = []
     resolver = _resolver(catalog)
-    storage = db.storage
     for name in schema.tables:
         table = catalog.tables.get(name)
         if table is None:
             continue
-        cursor = txn.cursor(storage.documents)
-        prefix = table.prefix
-        if cursor.set_range(prefix):
-            for key, value in cursor.iternext():
-                if bytes(key[:4]) != prefix:
-                    break
-                _check_one(schema, name, decode_document(value), resolver, failures)
-                if len(failures) >= _MAX_REPORTED:
-                    break
-        cursor.close()
+        for _, document in _documents(txn, db, table):
+            _check_one(schema, name, document, resolver, failures)
+            if len(failures) >= _MAX_REPORTED:
+                break
         if len(failures) >= _MAX_REPORTED:
             break
     _refuse(failures)
@@ -133,7 +140,6 @@ def _check_new_index_keys(
     on every open, with the index stuck in ``backfilling``. Cost: one pass over the
     tables that gain an index.
     """
-    storage = db.storage
     for name, definition in schema.tables.items():
         table = catalog.tables.get(name)
         if table is None:
@@ -147,27 +153,19 @@ def _check_new_index_keys(
         if not added:
             continue
         plan = KeyPlan(TableDef(table.name, table.number, {BY_ID: table.by_id, **added}))
-        cursor = txn.cursor(storage.documents)
-        try:
-            if cursor.set_range(table.prefix):
-                for key, value in cursor.iternext():
-                    if bytes(key[:4]) != table.prefix:
-                        break
-                    document = decode_document(value)
-                    index_keys = plan.keys(document, bytes(key[4:]))[1:]
-                    for index_name, index_key in zip(added, index_keys, strict=True):
-                        if len(index_key) > MAX_KEY_SIZE:
-                            raise SchemaValidationError(
-                                f'Index key too large: document with ID "{document["_id"]}" '
-                                f'gives the new index "{index_name}" of table "{name}" a '
-                                f"key of {len(index_key)} bytes, and an index key holds at "
-                                f"most {MAX_KEY_SIZE} bytes (LMDB's key size), so the "
-                                "database was opened with no changes. Index a shorter "
-                                "field (a prefix or a hash of the long value) instead.",
-                                table=name,
-                            )
-        finally:
-            cursor.close()
+        for internal_id, document in _documents(txn, db, table):
+            index_keys = plan.keys(document, internal_id)[1:]
+            for index_name, index_key in zip(added, index_keys, strict=True):
+                if len(index_key) > MAX_KEY_SIZE:
+                    raise SchemaValidationError(
+                        f'Index key too large: document with ID "{document["_id"]}" gives '
+                        f'the new index "{index_name}" of table "{name}" a key of '
+                        f"{len(index_key)} bytes, and an index key holds at most "
+                        f"{MAX_KEY_SIZE} bytes (LMDB's key size), so the database was "
+                        "opened with no changes. Index a shorter field (a prefix or a "
+                        "hash of the long value) instead.",
+                        table=name,
+                    )
 
 
 def _check_written_since(

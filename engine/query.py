@@ -279,9 +279,13 @@ class Query:
     # new query); a query made by a step can be chained once, and is then used up: a
     # discarded ``q.filter(...)`` must not leave ``q`` running without the filter.
 
-    def _chain(self) -> None:
+    def _usable(self) -> None:
+        """Raise if a later step used this query up (steps and terminals check it)."""
         if self._chained:
             raise ValidationError(_CHAINED_TWICE)
+
+    def _chain(self) -> None:
+        self._usable()
         if not self._initializer:
             self._chained = True
 
@@ -390,8 +394,7 @@ class Query:
                 f"False), got {build!r}"
             )
         expression = predicate(build)
-        operators = sum(f.size for f in self._filters) + expression.size
-        if operators > MAX_QUERY_OPERATORS:
+        if len(self._filters) >= MAX_QUERY_OPERATORS:  # each filter is one operator
             raise EvalError(f"Can't construct query with more than {MAX_QUERY_OPERATORS} operators")
         query = self._copy()
         query._filters.append(expression)
@@ -439,15 +442,13 @@ class Query:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Stream the documents, one LMDB step at a time."""
-        if self._chained:
-            raise ValidationError(_CHAINED_TWICE)
+        self._usable()
         for _, document in self._rows():
             yield document
 
     def _batch(self, limit: int | None) -> list[dict[str, Any]]:
         """Up to ``limit`` matching documents, read in one loop when the snapshot allows."""
-        if self._chained:
-            raise ValidationError(_CHAINED_TWICE)
+        self._usable()
         resolved = self._resolved()
         if resolved is None:
             return []
@@ -501,8 +502,7 @@ class Query:
         """One page of results and a cursor to continue: see :mod:`engine.pagination`."""
         from .pagination import paginate
 
-        if self._chained:
-            raise ValidationError(_CHAINED_TWICE)
+        self._usable()
         return paginate(self, opts)
 
     def fingerprint(self) -> list[Any]:
