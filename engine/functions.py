@@ -296,6 +296,13 @@ class Registry:
         registry = cls()
         if package is None:
             return registry
+        if not isinstance(package, ModuleType):
+            raise EngineError(
+                "Engine.open(functions=...) takes the module or package that defines your "
+                f"functions (functions=myapp.functions), got {type(package).__name__}: "
+                "functions are named after their module ('messages:send'), so put them in "
+                "a module and pass it."
+            )
         modules: list[tuple[str, ModuleType]] = []
         if hasattr(package, "__path__"):
             modules.append(("", package))

@@ -33,7 +33,9 @@ from .errors import InvalidId
 __all__ = [
     "FIRST_USER_TABLE_NUMBER",
     "MAX_TABLE_NUMBER",
+    "RECENT_IDS",
     "decode_id",
+    "decode_id_key",
     "encode_id",
     "is_id",
     "new_internal_id",
@@ -48,7 +50,8 @@ _ALPHABET: Final = "0123456789abcdefghjkmnpqrstvwxyz"
 _DIGITS: Final = {character: value for value, character in enumerate(_ALPHABET)}
 _PAIRS: Final = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
 _VALID_CHARACTERS: Final = re.compile("[0-9a-hjkmnp-tv-z]*")
-_TO_INT_DIGITS: Final = str.maketrans(_ALPHABET, "0123456789abcdefghijklmnopqrstuv")
+# bytes.translate, not str.translate: a 256-byte table is ~8x faster than a dict.
+_TO_INT_DIGITS: Final = bytes.maketrans(_ALPHABET.encode(), b"0123456789abcdefghijklmnopqrstuv")
 _INTERNAL_ID_LENGTH: Final = 16
 _VERSION: Final = 0
 _MS_PER_DAY: Final = 86_400_000
@@ -132,10 +135,20 @@ def _invalid(value: object, why: str) -> InvalidId:
     return InvalidId(f"Invalid ID {value!r:.64}: {why}", value=value)
 
 
+#: Ids decoded lately: id string -> ``(table number, internal id, document key)``,
+#: the key being the 4-byte big-endian table number then the internal id (the
+#: ``documents`` key). Decoding costs about a microsecond and apps read the same
+#: ids again and again; read it (``RECENT_IDS.get(id)``) on hot paths, never write
+#: it: :func:`decode_id_key` fills it. Bounded: emptied when it reaches
+#: ``_RECENT_IDS_MAX`` entries (about 20 MB at most).
+RECENT_IDS: Final[dict[str, tuple[int, bytes, bytes]]] = {}
+_RECENT_IDS_MAX: Final = 1 << 16
+
+
 def decode_id(id: object) -> tuple[int, bytes]:
     """The table number and 16-byte internal id inside an id string.
 
-    Cost: a few microseconds. Example::
+    Cost: a dict lookup for an id decoded lately, about 1 µs otherwise. Example::
 
         >>> decode_id(encode_id(10001, bytes(16)))[0]
         10001
@@ -144,6 +157,26 @@ def decode_id(id: object) -> tuple[int, bytes]:
     not a ``str``, has the wrong length, holds a character outside the
     alphabet, has a malformed or zero table number, or fails its checksum.
     """
+    found = RECENT_IDS.get(id) if type(id) is str else None
+    if found is None:
+        found = decode_id_key(id)
+    return found[0], found[1]
+
+
+def decode_id_key(id: object) -> tuple[int, bytes, bytes]:
+    """``(table number, internal id, document key)`` of an id string, remembered
+    in :data:`RECENT_IDS`. Raises :class:`InvalidId` as :func:`decode_id` does."""
+    found = RECENT_IDS.get(id) if type(id) is str else None
+    if found is None:
+        number, internal_id = _decode(id)
+        found = (number, internal_id, number.to_bytes(4, "big") + internal_id)
+        if len(RECENT_IDS) >= _RECENT_IDS_MAX:
+            RECENT_IDS.clear()
+        RECENT_IDS[id] = found  # type: ignore[index]
+    return found
+
+
+def _decode(id: object) -> tuple[int, bytes]:
     if type(id) is not str:
         raise _invalid(id, f"an ID is a str, got {type(id).__name__}")
     length = len(id)
@@ -155,7 +188,7 @@ def decode_id(id: object) -> tuple[int, bytes]:
         position, character = next((i, c) for i, c in enumerate(id) if c not in _DIGITS)
         raise _invalid(id, f"bad character {character!r} at position {position}: {_ALPHABET_RULE}")
     # int() reads base 32 with the digits 0-9a-v; translate ours to those (all in C).
-    number = int(id.translate(_TO_INT_DIGITS), 32)
+    number = int(id.encode("ascii").translate(_TO_INT_DIGITS), 32)
     size, spare = divmod(length * 5, 8)
     if (size * 8 + 4) // 5 != length:
         raise _invalid(id, f"wrong length {length}: no byte string encodes to it")

@@ -45,6 +45,16 @@ def test_names_follow_module_paths(engine: Engine) -> None:
     assert notes.add.name == "notes:add"
 
 
+def test_functions_must_be_a_module(db_path: Path) -> None:
+    for wrong in ([notes.add, notes.texts], {"notes:add": notes.add}, "tests.app"):
+        with pytest.raises(
+            EngineError, match=r"takes the module or package .* got (list|dict|str)"
+        ):
+            Engine.open(db_path, functions=wrong, durability="none")  # type: ignore[arg-type]
+    # Nothing was left open by the refused calls: the folder opens normally.
+    Engine.open(db_path, functions=notes, durability="none").close()
+
+
 def test_call_by_name_or_object(engine: Engine) -> None:
     engine.mutation("notes:add", {"text": "a"})
     engine.mutation(notes.add, {"text": "b"})

@@ -202,3 +202,28 @@ def test_new_internal_id_is_random_bytes_then_days_since_epoch() -> None:
     assert new_internal_id(random, -5.0)[-2:] == b"\x00\x00"
     with pytest.raises(ValueError, match="needs 14 random bytes, got 13"):
         new_internal_id(bytes(13), 0.0)
+
+
+def test_decoded_ids_are_remembered_with_their_document_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ids, "_RECENT_IDS_MAX", 4)
+    ids.RECENT_IDS.clear()
+    made = [encode_id(10001 + n, bytes([n]) * 16) for n in range(10)]
+    for n, value in enumerate(made):
+        assert decode_id(value) == (10001 + n, bytes([n]) * 16)
+        assert ids.RECENT_IDS[value] == (
+            10001 + n,
+            bytes([n]) * 16,
+            (10001 + n).to_bytes(4, "big") + bytes([n]) * 16,
+        )
+        assert len(ids.RECENT_IDS) <= 4  # bounded: emptied when full
+    # A remembered id decodes to the same result; a rejected one is never remembered,
+    # so it is rejected again.
+    assert decode_id(made[-1]) == (10010, bytes([9]) * 16)
+    bad = made[0][:-1] + ("1" if made[0][-1] != "1" else "2")
+    for _ in range(2):
+        with pytest.raises(InvalidId, match="bad checksum|stray low bits"):
+            decode_id(bad)
+    assert bad not in ids.RECENT_IDS
+    ids.RECENT_IDS.clear()
