@@ -284,9 +284,14 @@ class Engine:
         The returned :class:`SubscriptionSet` always shows every query's result
         at one commit timestamp (Convex's consistent query set).
         """
-        members = {
-            name: self.subscribe(ref, args, auth=auth) for name, (ref, args) in queries.items()
-        }
+        members: dict[str, Subscription] = {}
+        try:
+            for name, (ref, args) in queries.items():
+                members[name] = self.subscribe(ref, args, auth=auth)
+        except BaseException:
+            for member in members.values():  # the caller gets no handle to close them
+                member.close()
+            raise
         return SubscriptionSet(self._db.subscriptions, members)
 
     # -- files -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ return exactly ``(cursor, endCursor]``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import struct
 import threading
@@ -183,6 +184,8 @@ class Subscription(_Notifier):
         self._on_error = on_error
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._sets: list[SubscriptionSet] = []
+        #: True once a value or error was delivered (a joiner's first value is sent once).
+        self._delivered = False
 
     @property
     def value(self) -> Any:
@@ -222,7 +225,10 @@ class Subscription(_Notifier):
                 pass
 
     def _deliver(self) -> None:
-        """Called by the worker after the result changed."""
+        """Called by the worker after the result changed (nothing once closed)."""
+        if self._closed:  # closed by an earlier callback of this same delivery round
+            return
+        self._delivered = True
         watched = self._watched
         try:
             if watched.error is not None:
@@ -321,6 +327,10 @@ class SubscriptionManager:
         self._lock = threading.Condition(threading.Lock())
         self._watched: dict[Any, _Watched] = {}
         self._new: list[_Watched] = []
+        #: Subscriptions that joined an execution which already had a value: the
+        #: worker delivers that value to them once (their callback's first value).
+        self._joined: list[Subscription] = []
+        self._fresh_keys = itertools.count()
         self._index = IntervalIndex()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -355,12 +365,19 @@ class SubscriptionManager:
         key = (id(runtime), name, keys.encode(args), identity)
         with self._lock:
             watched = self._watched.get(key)
+            if watched is not None and watched.journal:
+                # It paginated: its page ends where its first run ended, and Convex
+                # gives a new subscription a first page of its own (its own journal).
+                key = (*key, next(self._fresh_keys))
+                watched = None
             if watched is None:
                 watched = _Watched(key, runtime, name, function, args, identity)
                 self._watched[key] = watched
                 self._new.append(watched)
             subscription = Subscription(self, watched, callback, on_error)
             watched.subscribers.append(subscription)
+            if watched.result is not _NOTHING or watched.error is not None:
+                self._joined.append(subscription)
             self._ensure_worker()
             self._wakeup = True
             self._lock.notify_all()
@@ -433,6 +450,10 @@ class SubscriptionManager:
                         return
                     self._wakeup = False
                     new, self._new = self._new, []
+                    joined, self._joined = self._joined, []
+                for subscription in joined:
+                    if not subscription._delivered:  # else a change reached it already
+                        subscription._deliver()
                 self._step(new)
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
@@ -468,7 +489,7 @@ class SubscriptionManager:
 
     def _step(self, new: list[_Watched]) -> None:
         storage = self._db.storage
-        changed: list[_Watched] = []
+        changed: list[list[Subscription]] = []
         with storage.read() as rtxn:
             latest, version = storage.head(rtxn)
             catalog = self._db.catalog_view(rtxn, version).catalog
@@ -491,11 +512,13 @@ class SubscriptionManager:
             # the lock (SubscriptionSet.value) never see two timestamps mixed.
             for watched, outcome in outcomes:
                 if self._apply(watched, outcome, latest):
-                    changed.append(watched)
+                    # Who hears of it is decided here, under the lock: a subscription
+                    # joining after this point gets the value as a joiner, once.
+                    changed.append(list(watched.subscribers))
             self.ts = max(self.ts, latest)
             self._lock.notify_all()
-        for watched in changed:
-            for subscription in list(watched.subscribers):
+        for subscribers in changed:
+            for subscription in subscribers:
                 subscription._deliver()
 
     def _indexes_changed(self, catalog: Catalog) -> bool:

@@ -475,3 +475,83 @@ def test_a_failed_worker_ends_iterations_with_its_error(
         _within(5, lambda: next(iteration))
     assert isinstance(raised.value.__cause__, RuntimeError)
     assert sub.closed
+
+
+@query(args={"paginationOpts": v.any()})
+def first_page(ctx: QueryCtx, paginationOpts: Any) -> Any:
+    result = ctx.db.query("kv").paginate(paginationOpts)
+    return [row["value"] for row in result["page"]]
+
+
+def _eventually(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_new_paginated_subscription_gets_a_first_page_of_its_own(engine: Engine) -> None:
+    ids = [put(engine, "k", n) for n in range(10)]
+    opts = {"paginationOpts": {"numItems": 3, "cursor": None}}
+    with engine.subscribe(first_page, opts) as old:
+        assert old.value == [0, 1, 2]
+        engine.run(lambda ctx: [ctx.db.delete(i) for i in ids[:3]])
+        assert old.value == []  # its page keeps the boundary its first run found (journal)
+        # A new subscription is not pinned by the old one's journal: a fresh first page.
+        with engine.subscribe(first_page, opts) as new:
+            assert new.value == engine.query(first_page, opts) == [3, 4, 5]
+            engine.run(lambda ctx: ctx.db.delete(ids[3]))
+            assert new.value == [4, 5]  # and from now on it keeps its own boundary
+            assert old.value == []
+
+
+def test_joining_a_running_query_delivers_its_value_to_the_callback(engine: Engine) -> None:
+    doc = put(engine, "a", 0)
+    got_a: list[Any] = []
+    got_b: list[Any] = []
+    with engine.subscribe(get_one, {"id": doc}, callback=got_a.append):
+        _eventually(lambda: got_a == [0])
+        with engine.subscribe(get_one, {"id": doc}, callback=got_b.append) as b:
+            assert b.value == 0
+            _eventually(lambda: got_b == [0])  # the first value, once
+            engine.run(lambda ctx: ctx.db.patch(doc, {"value": 1}))
+            _eventually(lambda: got_b == [0, 1])
+    assert got_a == [0, 1]
+    assert calls[doc] == 2  # one shared execution: run once, then once per change
+
+
+def test_joining_a_failing_query_delivers_its_error(engine: Engine) -> None:
+    doc = put(engine, "a", -1)
+    errors: list[BaseException] = []
+    with (
+        engine.subscribe(strict, {"id": doc}),
+        engine.subscribe(strict, {"id": doc}, on_error=errors.append),
+    ):
+        _eventually(lambda: len(errors) == 1)
+    assert "negative value" in str(errors[0])
+
+
+def test_a_subscription_closed_by_another_callback_hears_nothing_more(engine: Engine) -> None:
+    doc = put(engine, "a", 0)
+    heard: list[tuple[Any, bool]] = []
+    holder: dict[str, Any] = {}
+
+    def close_b(value: Any) -> None:
+        if value == 1:
+            holder["b"].close()
+
+    with engine.subscribe(get_one, {"id": doc}, callback=close_b):
+        holder["b"] = engine.subscribe(
+            get_one, {"id": doc}, callback=lambda value: heard.append((value, holder["b"].closed))
+        )
+        _eventually(lambda: heard == [(0, False)])
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 1}))
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+    assert heard == [(0, False)]
+
+
+def test_subscribe_set_closes_what_it_opened_when_a_member_fails(engine: Engine) -> None:
+    doc = put(engine, "a", 0)
+    with pytest.raises(EngineError):
+        engine.subscribe_set({"ok": (get_one, {"id": doc}), "bad": ("nope:missing", {})})
+    assert engine._db.subscriptions.active == 0
