@@ -362,7 +362,7 @@ class SubscriptionManager:
         if function.kind != "query":
             raise EngineError(f"Only queries can be subscribed to; {name} is a {function.kind}.")
         args = fresh_args(runtime.check_args(name, function, args))  # kept: not the caller's
-        key = (id(runtime), name, keys.encode(args), identity)
+        key: tuple[Any, ...] = (id(runtime), name, keys.encode(args), identity)
         with self._lock:
             watched = self._watched.get(key)
             if watched is not None and watched.journal:
