@@ -135,7 +135,11 @@ def check(
         if storage_prefix is None or current[:4] != storage_prefix or raw is None:
             problem(f"blob {current.hex()} has no _storage row")
             return
-        document = decode_document(raw)
+        try:
+            document = decode_document(raw)
+        except Exception as error:
+            problem(f"the _storage row of blob {current.hex()} does not decode: {error}")
+            return
         sha = base64.b64encode(digest.digest()).decode()
         if document.get("size") != float(size) or document.get("sha256") != sha:
             problem(

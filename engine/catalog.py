@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from .encoding import encode, typed_decoder
+from .errors import CorruptionError
 from .ids import FIRST_USER_TABLE_NUMBER
 
 __all__ = [
@@ -208,5 +209,14 @@ def encode_catalog(catalog: Catalog) -> bytes:
 
 
 def decode_catalog(data: Any) -> Catalog:
-    """Decode a stored catalog."""
-    return _catalog_decoder(data)
+    """Decode a stored catalog; :class:`CorruptionError` if it does not decode."""
+    try:
+        return _catalog_decoder(data)
+    except msgspec.MsgspecError as error:
+        problem = f"the stored catalog (meta/catalog) does not decode: {error}"
+        raise CorruptionError(
+            f"The database is damaged: {problem}. Every table's name and indexes are "
+            "recorded there, so nothing can be read safely: restore the folder from a "
+            "backup (or a copy made with `mdb_copy`).",
+            problems=[problem],
+        ) from None

@@ -300,8 +300,17 @@ def _reentry_error() -> EngineError:
 def _occ_failure(
     conflict: Conflict, retries: int, source: str
 ) -> OptimisticConcurrencyControlFailure:
-    table = conflict.table or "unknown"
     where = f" {source}." if source else ""
+    if conflict.key == b"" and conflict.table is None:  # see Committer._validate
+        return OptimisticConcurrencyControlFailure(
+            "This mutation's snapshot was older than the commit log kept for validating "
+            f"it (log_floor {conflict.ts}) on every attempt.{where} A mutation must finish "
+            "within the log's retention window; if it does, run Engine.check(): the "
+            "stored log_floor may be damaged.",
+            table=None,
+            retries=retries,
+        )
+    table = conflict.table or "unknown"
     return OptimisticConcurrencyControlFailure(
         f'Documents read from or written to the "{table}" table changed while this mutation '
         f"was being run and on every subsequent retry.{where} See https://docs.convex.dev/error#1",

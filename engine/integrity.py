@@ -2,20 +2,23 @@
 
 Invariants, checked on one consistent snapshot:
 
-1. every document key is ``table number ‖ internal id`` of a known table, and
-   the document's ``_id`` decodes to exactly that table and internal id;
+1. every document key is ``table number ‖ internal id`` of a known table, the
+   document's ``_id`` decodes to exactly that table and internal id, and the
+   document is a Convex value that matches the stored schema (if it validates);
 2. every document has exactly the index entries its fields produce, in every
    index of its table (``by_creation_time`` included);
-3. every index entry belongs to a known index and points to a live document
-   that produces exactly that key (no orphans, no stale keys);
+3. every index entry belongs to a known index, has an empty value, and points
+   to a live document that produces exactly that key (no orphans, no stale keys);
 4. index keys decode as sort keys (key order is byte order, which LMDB keeps);
 5. per index, the entry count equals the table's document count;
-6. the log is ordered and no entry is newer than the head;
+6. the log is ordered, no entry is newer than the head, and the log floor
+   (the newest pruned timestamp) is below every entry and not above the head;
 7. every ``_storage`` row has its file's bytes in ``blobs``, with the recorded
    size and sha256, and every blob belongs to a ``_storage`` row
    (:func:`engine.blobs.check`).
 
-Cost: one pass over ``documents`` and one over ``indexes``; memory
+Cost: one pass over ``documents`` (each decoded and validated) and one over
+``indexes``; memory
 proportional to the number of index entries of one table at a time is not
 needed: expected keys are checked by point lookups.
 """
@@ -25,9 +28,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any
 
-from . import blobs, ids, keys
+from . import blobs, ids, keys, values
 from .encoding import decode, decode_document
-from .errors import CorruptionError
+from .errors import CorruptionError, ValidationError
 
 if TYPE_CHECKING:
     from .database import Database
@@ -56,6 +59,12 @@ def check(db: Database) -> dict[str, Any]:
         catalog = db.catalog_at(rtxn)
         report: dict[str, Any] = {"tables": {}}
         by_number = catalog.table_by_number
+        schema = catalog.schema  # the stored schema: enforced on every write since stored
+
+        def table_name(number: int) -> str | None:
+            found = by_number.get(number)
+            return None if found is None else found.name
+
         counts: dict[int, int] = {}
         # 1 and 2: documents and the index entries they must have.
         cursor = rtxn.cursor(db=storage.documents)
@@ -84,7 +93,18 @@ def check(db: Database) -> dict[str, Any]:
             if not isinstance(document.get("_creationTime"), float):
                 problem(f"document {document['_id']} has no float _creationTime")
                 continue
-            for index_key in db.key_plan(table).keys(document, internal_id)[1:]:
+            try:
+                values.convert(document)
+                if schema is not None and schema.schema_validation:
+                    schema.check_document(table.name, document, table_name)
+            except ValidationError as error:
+                problem(f"document {document['_id']} in {table.name!r} is invalid: {error}")
+            try:
+                expected_keys = db.key_plan(table).keys(document, internal_id)
+            except Exception as error:  # a value outside the model in an indexed field
+                problem(f"document {document['_id']} in {table.name!r} has no index keys: {error}")
+                continue
+            for index_key in expected_keys[1:]:
                 if rtxn.get(index_key, db=storage.indexes) is None:
                     problem(
                         f"document {document['_id']} in {table.name!r} is missing index "
@@ -94,8 +114,10 @@ def check(db: Database) -> dict[str, Any]:
         # 3, 4 and 5: every index entry.
         index_counts: dict[int, int] = {}
         cursor = rtxn.cursor(db=storage.indexes)
-        for raw_key in cursor.iternext(keys=True, values=False):
+        for raw_key, raw_value in cursor.iternext(keys=True, values=True):
             key = bytes(raw_key)
+            if raw_value:
+                problem(f"index entry {key.hex()} has a value (index entries are keys only)")
             owner = catalog.index_owner.get(_U32.unpack(key[:4])[0]) if len(key) >= 4 else None
             if owner is None:
                 problem(f"index entry {key.hex()} belongs to no known index")
@@ -114,8 +136,15 @@ def check(db: Database) -> dict[str, Any]:
                     "missing document"
                 )
                 continue
-            document = decode_document(raw)
-            expected = db.key_plan(table).keys(document, internal_id)
+            try:
+                document = decode_document(raw)
+                expected = db.key_plan(table).keys(document, internal_id)
+            except Exception:  # reported by the documents pass; the entry cannot match
+                problem(
+                    f"index entry {key.hex()} of {table.name}.{index.name} points to a "
+                    "document that does not decode to index keys"
+                )
+                continue
             if key not in expected:
                 problem(
                     f"index entry {key.hex()} of {table.name}.{index.name} does not match "
@@ -141,16 +170,31 @@ def check(db: Database) -> dict[str, Any]:
                         f"index {table.name}.{index.name} has {n} entries for {documents} documents"
                     )
             report["tables"][table.name] = entry
-        # 6: the log.
+        # 6: the log, and its floor (the newest pruned timestamp).
         latest = storage.head(rtxn)[0]
+        raw_floor = rtxn.get(b"log_floor", db=storage.meta)
+        floor = 0
+        if raw_floor is not None and len(raw_floor) != 8:
+            problem(f"log_floor {bytes(raw_floor).hex()} is not 8 bytes")
+        elif raw_floor is not None:
+            floor = _U64.unpack(raw_floor)[0]
+            if floor > latest:
+                # Every snapshot would be older than the floor: every mutation that
+                # reads would conflict, forever.
+                problem(f"log_floor {floor} is newer than latest_ts {latest}")
         entries = 0
         previous = -1
         cursor = rtxn.cursor(db=storage.log)
         for raw_key, raw_value in cursor.iternext(keys=True, values=True):
-            ts = _U64.unpack(raw_key)[0]
             entries += 1
+            if len(raw_key) != 8:
+                problem(f"log key {bytes(raw_key).hex()} is not an 8-byte timestamp")
+                continue
+            ts = _U64.unpack(raw_key)[0]
             if ts <= previous or ts > latest:
                 problem(f"log entry {ts} is out of order or newer than latest_ts {latest}")
+            if ts <= floor:
+                problem(f"log entry {ts} is not newer than log_floor {floor} (it was pruned)")
             previous = ts
             try:
                 decode(raw_value)

@@ -1,0 +1,167 @@
+"""engine.integrity: Engine.check() reports each kind of damage as CorruptionError.
+
+Each case damages a healthy database with raw LMDB writes (as a bug, a bad tool or
+a failing disk would) and expects check() to name the damage; no case may escape as
+another exception type (a decoder's or struct's error), which would hide the
+problems found so far.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import (
+    Engine,
+    OptimisticConcurrencyControlFailure,
+    define_schema,
+    define_table,
+    ids,
+    v,
+)
+from engine.encoding import decode, encode
+from engine.errors import CorruptionError
+
+SCHEMA = define_schema(
+    {"t": define_table({"n": v.number(), "s": v.optional(v.string())}).index("by_n", ["n"])}
+)
+
+
+def _document_key(doc_id: str) -> bytes:
+    number, internal = ids.decode_id(doc_id)
+    return number.to_bytes(4, "big") + internal
+
+
+def _rewrite(document: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> bytes:
+    change(document)
+    return encode(document)
+
+
+# (name, damage(storage, txn, doc_id, stored document), expected message)
+CASES: list[tuple[str, Callable[[Any, Any, str, dict[str, Any]], None], str]] = [
+    (
+        "document bytes that do not decode",
+        lambda st, txn, doc_id, doc: txn.put(_document_key(doc_id), b"\xc1\xc1", db=st.documents),
+        "does not decode",
+    ),
+    (
+        "a document that is not an object",
+        lambda st, txn, doc_id, doc: txn.put(_document_key(doc_id), encode([1]), db=st.documents),
+        "does not decode",
+    ),
+    (
+        "an indexed field outside the value model",
+        lambda st, txn, doc_id, doc: txn.put(
+            _document_key(doc_id),
+            _rewrite(doc, lambda d: d.update(n={1: 2})),
+            db=st.documents,
+        ),
+        "has no index keys|is invalid",
+    ),
+    (
+        "an unindexed field outside the value model",
+        lambda st, txn, doc_id, doc: txn.put(
+            _document_key(doc_id),
+            _rewrite(doc, lambda d: d.update(extra={1: 2})),
+            db=st.documents,
+        ),
+        "is invalid: Object keys must be str",
+    ),
+    (
+        "a document that breaks the stored schema",
+        lambda st, txn, doc_id, doc: txn.put(
+            _document_key(doc_id), _rewrite(doc, lambda d: d.update(s=12)), db=st.documents
+        ),
+        "does not match the schema",
+    ),
+    (
+        "an index entry with a value",
+        lambda st, txn, doc_id, doc: _put_value_on_an_index_entry(st, txn),
+        "has a value",
+    ),
+    (
+        "a log key that is not a timestamp",
+        lambda st, txn, doc_id, doc: txn.put(b"abc", encode([]), db=st.log),
+        "not an 8-byte timestamp",
+    ),
+    (
+        "a log floor newer than the head",
+        lambda st, txn, doc_id, doc: txn.put(b"log_floor", struct.pack(">Q", 2**63), db=st.meta),
+        "log_floor .* is newer than latest_ts",
+    ),
+    (
+        "a log entry at or below the log floor",
+        lambda st, txn, doc_id, doc: txn.put(b"log_floor", struct.pack(">Q", 2**62), db=st.meta),
+        "is not newer than log_floor",
+    ),
+    (
+        "a _storage row that does not decode",
+        lambda st, txn, doc_id, doc: _garble_the_storage_row(st, txn),
+        "does not decode",
+    ),
+]
+
+
+def _put_value_on_an_index_entry(storage: Any, txn: Any) -> None:
+    cursor = txn.cursor(db=storage.indexes)
+    assert cursor.first()
+    key = bytes(cursor.key())
+    cursor.close()
+    txn.put(key, b"x", db=storage.indexes)
+
+
+def _garble_the_storage_row(storage: Any, txn: Any) -> None:
+    cursor = txn.cursor(db=storage.documents)
+    assert cursor.first()  # _storage (table 1) sorts before user tables
+    key = bytes(cursor.key())
+    cursor.close()
+    assert decode(txn.get(key, db=storage.documents))["contentType"] == "text/plain"
+    txn.put(key, b"\xc1", db=storage.documents)
+
+
+@pytest.mark.parametrize(("name", "damage", "message"), CASES, ids=[c[0] for c in CASES])
+def test_check_names_the_damage(
+    db_path: Path,
+    name: str,
+    damage: Callable[[Any, Any, str, dict[str, Any]], None],
+    message: str,
+) -> None:
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1.0}))
+        engine.run(lambda ctx: ctx.db.insert("t", {"n": 2.0}))
+        engine.store_file(b"hello", "text/plain")
+        document = engine.run(lambda ctx: ctx.db.get(doc_id))
+        engine.check()  # healthy before
+        storage = engine._db.storage
+        storage.write(lambda txn: damage(storage, txn, doc_id, document))
+        with pytest.raises(CorruptionError, match=message) as caught:
+            engine.check()
+        assert caught.value.problems
+
+
+def test_a_log_floor_newer_than_every_snapshot_is_named_by_the_conflict(db_path: Path) -> None:
+    with Engine.open(db_path, durability="none") as engine:
+        doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1}))
+        storage = engine._db.storage
+        storage.write(lambda txn: txn.put(b"log_floor", struct.pack(">Q", 2**63), db=storage.meta))
+        engine._db.retry.base = 0.0001
+        with pytest.raises(OptimisticConcurrencyControlFailure, match="older than the commit log"):
+            engine.run(lambda ctx: ctx.db.patch(doc_id, {"n": ctx.db.get(doc_id)["n"] + 1}))
+
+
+def test_a_catalog_that_does_not_decode_refuses_to_open(db_path: Path) -> None:
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {"n": 1}))
+        storage = engine._db.storage
+        storage.write(lambda txn: txn.put(b"catalog", b"\xc1", db=storage.meta))
+    with pytest.raises(CorruptionError, match="stored catalog .* does not decode"):
+        Engine.open(db_path, schema=SCHEMA, durability="none")
+    with Engine.open(db_path, durability="none") as engine:  # no schema: read on first use
+        with pytest.raises(CorruptionError, match="restore the folder from a backup"):
+            engine.run(lambda ctx: ctx.db.query("t").collect())
+        with pytest.raises(CorruptionError, match="stored catalog"):
+            engine.check()
