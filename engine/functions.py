@@ -45,6 +45,7 @@ from .values import convert
 if TYPE_CHECKING:
     from .database import Database
     from .readset import FrozenReadSet
+    from .scheduler import Scheduler
     from .transaction import Transaction
 
 __all__ = [
@@ -682,8 +683,11 @@ class Runtime:
             self, txn, ctx.auth.get_user_identity(), ctx.now, ctx.random.getrandbits(64), ctx.env
         )
         child._depth = ctx._depth + 1
+        scheduler: Scheduler | None = None
+        scheduled = (0, 0)
         if isinstance(child, MutationCtx) and isinstance(ctx, MutationCtx):
-            child._scheduler = ctx.scheduler  # one scheduled-function count per transaction
+            scheduler = child._scheduler = ctx.scheduler  # one count per transaction
+            scheduled = scheduler.usage()
         # The callee is a function run of its own, as in Convex: it may paginate once
         # whatever its caller did, and its page is not pinned by the caller's
         # subscription journal (Convex gives a nested query a fresh journal).
@@ -697,6 +701,8 @@ class Runtime:
         except BaseException:
             if kind == "mutation":
                 txn.writes.rollback(savepoint)
+                if scheduler is not None:  # its jobs are gone: so is their share of the limit
+                    scheduler.restore_usage(scheduled)
             raise
         finally:
             txn.paginated, txn.journal = paginated, journal

@@ -187,12 +187,15 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     start_key = None if cursor is None else decode_cursor(secret, digest, cursor)
     end_key = decode_cursor(secret, digest, end_cursor) if has_end else None
     end_is_end = not has_end or end_key is None
-    if cursor is not None and start_key is None:
-        # A cursor at the end: the page is empty and the walk is done.
-        return _result([], encode_cursor(secret, digest, None), True, None, None)
     resolved = query._resolved()
-    if resolved is None:
-        return _result([], encode_cursor(secret, digest, None), True, None, None)
+    if (cursor is not None and start_key is None) or resolved is None:
+        # A cursor at the end, or a table that does not exist (yet): an empty page, and
+        # the walk is done. Its end is the End, as for an empty table, so a subscription
+        # keeps the page growing once rows appear.
+        at_end = encode_cursor(secret, digest, None)
+        if journal is not None and journal.get("endCursor") is None:
+            journal["endCursor"] = at_end
+        return _result([], at_end, True, None, None)
     table, index, rng = resolved
     for key in (start_key, end_key):
         if key is not None and not key.startswith(index.prefix):

@@ -349,6 +349,14 @@ class Scheduler:
         self._bytes += size
         return job_id
 
+    def usage(self) -> tuple[int, int]:
+        """(jobs scheduled, bytes of their arguments) so far: a savepoint of the limits."""
+        return self._count, self._bytes
+
+    def restore_usage(self, usage: tuple[int, int]) -> None:
+        """Go back to :meth:`usage` (a rolled-back sub-transaction's jobs are gone)."""
+        self._count, self._bytes = usage
+
     def _insert(self, txn: Transaction, name: str, args: dict[str, Any], when_ms: float) -> str:
         jobs_table(txn)
         state = "pending"

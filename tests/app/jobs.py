@@ -120,6 +120,21 @@ def schedule_many(ctx: Any, n: int) -> None:
         ctx.scheduler.run_after(60, write_note, {"text": str(i)})
 
 
+@internal_mutation(args={"n": v.int64()})
+def schedule_many_and_raise(ctx: Any, n: int) -> None:
+    schedule_many.handler(ctx, n)
+    raise ConvexError("inner failed")
+
+
+@mutation(args={"n": v.int64()})
+def schedule_many_after_a_failed_child(ctx: Any, n: int) -> None:
+    try:
+        ctx.run_mutation(schedule_many_and_raise, {"n": n})
+    except ConvexError:
+        pass
+    schedule_many.handler(ctx, n)
+
+
 @internal_mutation(args={"key": v.string()})
 def bump(ctx: Any, key: str) -> None:
     """One row per run of job ``key``: the race tests check each ran exactly once."""

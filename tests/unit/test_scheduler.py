@@ -144,6 +144,15 @@ def test_scheduling_in_a_caught_sub_mutation_rolls_back_with_it(engine: Engine) 
     assert engine.query(jobs.notes) == ["outer"]
 
 
+def test_a_rolled_back_sub_mutation_gives_back_its_share_of_the_limit(engine: Engine) -> None:
+    # Found by review: the child's 600 jobs were rolled back but still counted, so the
+    # parent could not schedule 600 of its own (limit 1000 per mutation).
+    engine.mutation(jobs.schedule_many_after_a_failed_child, {"n": 600})
+    assert len(jobs_of(engine)) == 600
+    with pytest.raises(LimitExceeded, match="Too many functions scheduled"):
+        engine.mutation(jobs.schedule_many_after_a_failed_child, {"n": 1001})
+
+
 def test_users_cannot_write_the_system_table(engine: Engine) -> None:
     job_id = engine.mutation(jobs.later, {"text": "x", "delay": 30.0})
     with pytest.raises(ReadOnlyError):

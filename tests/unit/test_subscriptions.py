@@ -555,3 +555,25 @@ def test_subscribe_set_closes_what_it_opened_when_a_member_fails(engine: Engine)
     with pytest.raises(EngineError):
         engine.subscribe_set({"ok": (get_one, {"id": doc}), "bad": ("nope:missing", {})})
     assert engine._db.subscriptions.active == 0
+
+
+@query(args={"table": v.string(), "paginationOpts": v.any()})
+def page_of(ctx: QueryCtx, table: str, paginationOpts: Any) -> Any:
+    result = ctx.db.query(table).paginate(paginationOpts)
+    return len(result["page"]), result["isDone"]
+
+
+def test_a_page_of_a_table_yet_to_exist_grows_as_one_of_an_empty_table(engine: Engine) -> None:
+    gone = engine.run(lambda ctx: ctx.db.insert("empty", {}))
+    engine.run(lambda ctx: ctx.db.delete(gone))
+    opts = {"numItems": 2, "cursor": None}
+    with (
+        engine.subscribe(page_of, {"table": "empty", "paginationOpts": opts}) as empty,
+        engine.subscribe(page_of, {"table": "missing", "paginationOpts": opts}) as missing,
+    ):
+        assert empty.value == missing.value == [0, True]  # a Convex array
+        engine.run(
+            lambda ctx: [ctx.db.insert(t, {}) for t in ("empty", "missing") for _ in range(5)]
+        )
+        # The first page ended at the End: it keeps every row (Convex's journal).
+        assert empty.value == missing.value == [5, True]
