@@ -214,7 +214,7 @@ class Database:
     # -- running transactions ---------------------------------------------------
 
     def begin(self, *, writable: bool) -> Transaction:
-        return Transaction(self, writable=writable)
+        return Transaction(self, writable)
 
     def in_function(self) -> bool:
         """True while this thread runs a query or mutation of this database."""
@@ -232,7 +232,7 @@ class Database:
         local = self._local
         if local.depth:
             raise _reentry_error()
-        txn = Transaction(self, writable=False)
+        txn = Transaction(self, False)  # positional: keywords cost a class call ~0.1 µs
         local.depth = 1
         return txn
 

@@ -626,7 +626,7 @@ class Runtime:
         """
         from .transaction import Transaction
 
-        txn = Transaction(self.db, writable=False, rtxn=rtxn)
+        txn = Transaction(self.db, False, rtxn)
         txn.journal = journal
         try:
             result = self._body(name, function, args, identity)(txn)

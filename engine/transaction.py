@@ -129,7 +129,7 @@ class Transaction(Scans):
         "writes",
     )
 
-    def __init__(self, db: Database, *, writable: bool, rtxn: Any = None) -> None:
+    def __init__(self, db: Database, writable: bool, rtxn: Any = None) -> None:
         self.db = db
         self.writable = writable
         storage = self._storage = db.storage
