@@ -35,6 +35,7 @@ once: one more is answered ``503`` and closed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -44,13 +45,16 @@ from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
+from wsgiref.util import request_uri
 
-from . import blobs, files
+from . import blobs, files, httpactions
 from .errors import EngineError, InvalidId, ValidationError
+from .httpmessages import HttpRequest
 
 if TYPE_CHECKING:
     from .functions import Runtime
+    from .router import HttpRouter
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -73,6 +77,8 @@ DEFAULT_MAX_CONNECTIONS = 64
 #: Bytes an upload may have (it is held in memory until stored): larger ones get 413.
 DEFAULT_MAX_UPLOAD_SIZE = 256 << 20
 _PIECE = 1 << 20  # upload bodies are read this many bytes at a time
+#: Characters a path keeps unescaped (RFC 3986 pchar and "/", besides letters and digits).
+_PATH_SAFE = "/:@!$&'()*+,;=~"
 
 
 def _raw_error(code: str, message: str) -> bytes:
@@ -274,20 +280,46 @@ def handle(
     header: Callable[[str], str | None],
     read_body: Callable[[int], bytes],
     max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
+    *,
+    headers: Callable[[], list[tuple[str, str]]] | None = None,
+    url: str | None = None,
 ) -> Response:
-    """Answer one request to the storage endpoints, whatever server carries it.
+    """Answer one request, to the storage endpoints or an HTTP action, whatever server
+    carries it.
 
     ``target`` is the path (after any mount point) with its query string;
     ``header(name)`` returns a request header or None; ``read_body(n)`` reads
     ``n`` bytes of the request body (only called for an upload with a valid
-    token). Cost: a download reads one chunk per read txn as the body is
-    iterated; an upload holds the body in memory, then stores it in one commit.
+    token, or a request an HTTP action will answer). ``headers()`` returns every
+    request header and ``url`` is the request's absolute URL, both for HTTP actions
+    (defaults: none, and the engine's origin followed by ``target``).
+
+    Paths under ``/api/storage/`` are the storage endpoints'; every other path goes to
+    the HTTP actions' router when the engine has one (``Engine.open(http=...)`` or the
+    functions package's ``http`` module), else is answered 404. Cost: a download reads
+    one chunk per read txn as the body is iterated; an upload holds the body in memory,
+    then stores it in one commit; an HTTP action reads its body in full, then runs on
+    an event loop of its own (this thread's).
     """
     try:
         split = urlsplit(target)
     except ValueError:  # "//[x": an unparsable authority
         return _error(400, "BadRequest", "The request target is not a valid URL path.")
     path = split.path
+    router = runtime.registry.http
+    if router is not None and not (path == _PREFIX[:-1] or path.startswith(_PREFIX)):
+        return _http_action(
+            runtime,
+            router,
+            method,
+            target,
+            split.path,
+            header,
+            read_body,
+            max_upload_size,
+            headers,
+            url,
+        )
     if method == "OPTIONS":
         return Response(
             204,
@@ -371,24 +403,9 @@ def _upload(
     why = files.check_upload_token(db, token) if token else "the upload URL has no token"
     if why is not None:
         return _error(401, "InvalidUploadToken", f"Invalid upload URL: {why}.")
-    value = header("Content-Length")
-    if value is None:
-        return _error(411, "LengthRequired", "An upload needs a Content-Length header.")
-    length = _content_length(value)
-    if length is None:
-        return _error(
-            400, "BadContentLength", f"Content-Length must be a number of bytes, got {value!r}."
-        )
-    if length > max_upload_size:
-        return _error(
-            413,
-            "PayloadTooLarge",
-            f"The upload has {length} bytes; this server takes at most {max_upload_size} "
-            "(serve_http(max_upload_size=...)).",
-        )
-    data = _read_all(read_body, length)
-    if data is None:
-        return _error(400, "IncompleteBody", "The upload ended before Content-Length bytes.")
+    data = _body(header, read_body, max_upload_size, "An upload")
+    if isinstance(data, Response):
+        return data
     try:
         storage_id = files.store_file(
             db, data, header("Content-Type") or None, sha256=_digest_header(header("Digest"))
@@ -399,6 +416,73 @@ def _upload(
     except EngineError as error:  # the storage failed (disk full, engine closed, ...)
         return _failed(db, error)
     return _json(200, {"storageId": storage_id})
+
+
+def _body(
+    header: Callable[[str], str | None],
+    read_body: Callable[[int], bytes],
+    max_size: int,
+    what: str,
+    *,
+    optional: bool = False,
+) -> bytes | Response:
+    """The request body, or the error answer: 411 without ``Content-Length`` (unless
+    ``optional`` and the request announces no body at all), 400 for a bad length or a
+    body that ends early, 413 above ``max_size``."""
+    value = header("Content-Length")
+    if value is None:
+        if optional and header("Transfer-Encoding") is None:
+            return b""
+        return _error(411, "LengthRequired", f"{what} needs a Content-Length header.")
+    length = _content_length(value)
+    if length is None:
+        return _error(
+            400, "BadContentLength", f"Content-Length must be a number of bytes, got {value!r}."
+        )
+    if length > max_size:
+        return _error(
+            413,
+            "PayloadTooLarge",
+            f"{what} has {length} bytes; this server takes at most {max_size} "
+            "(serve_http(max_upload_size=...)).",
+        )
+    data = _read_all(read_body, length)
+    if data is None:
+        return _error(400, "IncompleteBody", f"{what} ended before Content-Length bytes.")
+    return data
+
+
+def _http_action(
+    runtime: Runtime,
+    router: HttpRouter,
+    method: str,
+    target: str,
+    path: str,
+    header: Callable[[str], str | None],
+    read_body: Callable[[int], bytes],
+    max_size: int,
+    headers: Callable[[], list[tuple[str, str]]] | None,
+    url: str | None,
+) -> Response:
+    """Answer a request with the HTTP action its route names (see :mod:`engine.httpactions`)."""
+    body = b""
+    if method not in ("GET", "HEAD", "OPTIONS"):  # Convex hands these no body
+        data = _body(header, read_body, max_size, "The request body", optional=True)
+        if isinstance(data, Response):
+            return data
+        body = data
+    if url is None:
+        url = files.origin(runtime) + (target if target.startswith("/") else "/" + target)
+    try:
+        request = HttpRequest(
+            method, url, headers=headers() if headers is not None else None, body=body, path=path
+        )
+    except (EngineError, ValueError) as error:  # a control character, a bad Host
+        return _error(400, "BadRequest", str(error))
+    answer = httpactions.finish(
+        asyncio.run(httpactions.respond(runtime, router, request)), head=method == "HEAD"
+    )
+    return Response(answer.status, answer.headers.pairs(), [answer.body])
 
 
 def _failed(db: Any, error: EngineError) -> Response:
@@ -456,13 +540,22 @@ class _Handler(BaseHTTPRequestHandler):
             consumed = True
             return self.rfile.read(n)
 
+        target = self.path
+        if target.startswith("/"):
+            address: Any = self.server.server_address
+            host = self.headers.get("Host") or f"{address[0]!s}:{address[1]}"
+            url = f"http://{host}{target}"
+        else:  # absolute-form: "GET http://host/path HTTP/1.1"
+            url = target
         response = handle(
             self.runtime,
             self.command,
-            self.path,
+            target,
             self.headers.get,
             read_body,
             self.max_upload_size,
+            headers=self.headers.items,
+            url=url,
         )
         if consumed and response.status == 400:
             self.close_connection = True  # the body may be partly unread
@@ -493,7 +586,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the client stalled past the timeout
             return False
 
-    do_GET = do_HEAD = do_POST = do_OPTIONS = _serve
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
 
 
 class WsgiApp:
@@ -516,7 +609,9 @@ class WsgiApp:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        target = environ.get("PATH_INFO", "") or "/"
+        # PATH_INFO is decoded (latin-1 text of the raw bytes): escaped again, it routes
+        # as the raw path does behind serve_http (Convex routes on escaped pathnames).
+        target = quote(environ.get("PATH_INFO", "") or "/", safe=_PATH_SAFE, encoding="latin-1")
         if environ.get("QUERY_STRING"):
             target += "?" + environ["QUERY_STRING"]
 
@@ -532,6 +627,17 @@ class WsgiApp:
             data: bytes = environ["wsgi.input"].read(n)
             return data
 
+        def headers() -> list[tuple[str, str]]:
+            pairs = [
+                (key[5:].replace("_", "-").title(), str(value))
+                for key, value in environ.items()
+                if key.startswith("HTTP_")
+            ]
+            for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                if environ.get(key):
+                    pairs.append((key.replace("_", "-").title(), str(environ[key])))
+            return pairs
+
         response = handle(
             self._runtime,
             environ.get("REQUEST_METHOD", "GET"),
@@ -539,6 +645,8 @@ class WsgiApp:
             header,
             read_body,
             self._max_upload_size,
+            headers=headers,
+            url=request_uri(environ, include_query=True),
         )
         start_response(f"{response.status} {HTTPStatus(response.status).phrase}", response.headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
