@@ -359,11 +359,12 @@ class Engine:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
     ) -> HttpServer:
-        """Serve file URLs over HTTP on a background thread; returns the running server.
+        """Serve file URLs and HTTP actions on a background thread; returns the running server.
 
         Answers ``GET /api/storage/<id>-<signature>`` (downloads) and
         ``POST /api/storage/upload?token=...`` (uploads), as Convex does (see
-        :mod:`engine.httpserver`). Unless ``Engine.open(site_url=...)`` was
+        :mod:`engine.httpserver`), and every other path with the HTTP actions of
+        the engine's router, if it has one (see :mod:`engine.router`). Unless ``Engine.open(site_url=...)`` was
         given, file and upload URLs made while it runs use its origin. ``port=0``
         picks a free port (``server.url`` tells which). It stops on
         ``server.close()`` or when this engine closes.
@@ -371,8 +372,8 @@ class Engine:
         ``timeout``: seconds a socket read or write may wait (default 120, Convex's
         request timeout): a stalled client is disconnected. ``max_connections``:
         connections served at once, one thread each (default 64); more get a 503.
-        ``max_upload_size``: bytes an upload may have (default 256 MiB, held in memory
-        until stored); a larger ``Content-Length`` gets a 413.
+        ``max_upload_size``: bytes an upload or an HTTP action's request body may have
+        (default 256 MiB, held in memory); a larger ``Content-Length`` gets a 413.
 
         Example::
 
@@ -398,8 +399,9 @@ class Engine:
         return server
 
     def wsgi_app(self, *, max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE) -> WsgiApp:
-        """The file endpoints of :meth:`serve_http` as a WSGI application, to mount in
-        the host's own web server (pass the mount point's URL as ``site_url``).
+        """The endpoints of :meth:`serve_http` (files and HTTP actions) as a WSGI
+        application, to mount in the host's own web server (pass the mount point's URL
+        as ``site_url``).
 
         Example::
 

@@ -1,9 +1,15 @@
-"""The HTTP endpoints of file storage: downloads and uploads, on the standard library.
+"""The HTTP front ends: file storage's endpoints and HTTP actions, on the standard library.
 
 Two front ends share one request handler (:func:`handle`):
 ``Engine.serve_http(host, port)`` runs an :class:`HttpServer` (``http.server``)
 on a daemon thread, and ``Engine.wsgi_app()`` returns a :class:`WsgiApp` a host
-mounts in its own web server. Both answer Convex's two storage endpoints:
+mounts in its own web server. Paths under ``/api/storage/`` are the storage
+endpoints'; every other path belongs to the engine's HTTP actions when it has a
+router (see :mod:`engine.router` and :mod:`engine.httpactions`: a request is read
+in full, its ``Content-Length`` at most ``max_upload_size``, then its action runs
+on an event loop of the request's thread), else is answered 404. Convex serves
+files and HTTP actions on different origins; here they share one, so routes may
+not be defined under ``/api/storage``. The storage endpoints are Convex's two:
 
 - ``GET <origin>/api/storage/<storage id>-<signature>`` (a URL from
   ``ctx.storage.get_url``): the file's bytes with its ``Content-Type``,
@@ -15,10 +21,10 @@ mounts in its own web server. Both answer Convex's two storage endpoints:
   ``Digest: sha-256=<base64>`` header is checked. Answers
   ``{"storageId": "..."}``. The body needs a ``Content-Length``.
 
-Every answer allows any origin (``Access-Control-Allow-Origin: *``) and
+Every storage answer allows any origin (``Access-Control-Allow-Origin: *``) and
 ``OPTIONS`` answers CORS preflights, so a browser page on another origin can
-upload and download, as with Convex. Errors are JSON
-``{"code": ..., "message": ...}``.
+upload and download, as with Convex (for HTTP actions, CORS is the app's job, as
+in Convex). The engine's own errors are JSON ``{"code": ..., "message": ...}``.
 
 A download reads the file chunk by chunk, each chunk in a short read txn of
 its own (a slow client does not pin a snapshot); an upload is read in 1 MiB
@@ -28,7 +34,8 @@ Limits of :class:`HttpServer` (arguments of ``Engine.serve_http``):
 ``timeout`` (default :data:`DEFAULT_TIMEOUT`, 120 s, Convex's request
 timeout) bounds every socket read and write, so a client that stalls
 (headers never finished, a body never sent, a download never read) is
-disconnected instead of holding its thread forever; ``max_connections``
+disconnected instead of holding its thread forever (it does not bound how long an
+HTTP action's handler runs); ``max_connections``
 (default :data:`DEFAULT_MAX_CONNECTIONS`) caps the connections served at
 once: one more is answered ``503`` and closed.
 """
@@ -173,8 +180,9 @@ class HttpServer:
     connection is dropped (default :data:`DEFAULT_TIMEOUT`, 120).
     ``max_connections``: connections served at once, one thread each
     (default :data:`DEFAULT_MAX_CONNECTIONS`); more are answered 503.
-    ``max_upload_size``: bytes an upload may have (default
-    :data:`DEFAULT_MAX_UPLOAD_SIZE`, 256 MiB; it is held in memory); larger get 413.
+    ``max_upload_size``: bytes an upload or an HTTP action's request body may have
+    (default :data:`DEFAULT_MAX_UPLOAD_SIZE`, 256 MiB; it is held in memory); larger
+    get 413.
     """
 
     def __init__(
@@ -592,12 +600,14 @@ class _Handler(BaseHTTPRequestHandler):
 class WsgiApp:
     """The WSGI front end of :func:`handle`, for hosts that mount it in their own server.
 
-    Mount it where file URLs should point, and give that place as ``site_url``::
+    It answers the storage endpoints and the HTTP actions. Mount it where file URLs
+    should point, and give that place as ``site_url``::
 
         engine = Engine.open("./data", functions=app, site_url="https://example.com/files")
         # with werkzeug's DispatcherMiddleware, say: {"/files": engine.wsgi_app()}
 
-    Routes are matched on ``PATH_INFO`` (the path after the mount point).
+    Routes are matched on ``PATH_INFO`` (the path after the mount point); an HTTP
+    action's ``request.url`` is the full URL, mount point included.
     ``max_upload_size`` as for :class:`HttpServer`; timeouts and connection
     limits are the host server's.
     """
