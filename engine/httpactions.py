@@ -39,7 +39,7 @@ from .router import HttpRouter
 if TYPE_CHECKING:
     from .functions import Runtime
 
-__all__ = ["FROM_HEADER", "NOT_FOUND", "finish", "respond"]
+__all__ = ["FROM_HEADER", "NOT_FOUND", "convex_json", "finish", "respond"]
 
 _log = logging.getLogger(__name__)
 

@@ -81,3 +81,27 @@ def test_a_bad_header_makes_get_user_identity_raise_as_in_convex(
         assert isinstance(record.exc_info[1], expected)
     else:
         assert "not `Bearer <token>`" in str(record.exc_info[1])
+
+
+def test_the_raise_reaches_the_functions_the_action_runs(db_path: Path, rsa_signer: Signer) -> None:
+    from engine import HttpRequest, HttpResponse, HttpRouter, http_action
+    from tests.app import notes
+
+    @http_action
+    async def via_query(ctx: object, request: HttpRequest) -> HttpResponse:
+        try:
+            subject = await ctx.run_query(notes.who)  # type: ignore[attr-defined]
+        except auth.AuthError as error:
+            return HttpResponse(f"query raised {type(error).__name__}", status=401)
+        return HttpResponse(f"query saw {subject}")
+
+    router = HttpRouter()
+    router.route(path="/who", method="GET", handler=via_query)
+    config = auth.AuthConfig(
+        providers=[auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk()]})]
+    )
+    with Engine.open(db_path, functions=notes, durability="none", auth=config, http=router) as e:
+        assert e.fetch("/who", auth=rsa_signer.token()).text() == "query saw user_123"
+        assert e.fetch("/who").text() == "query saw None"
+        answer = e.fetch("/who", auth=rsa_signer.token(exp=1))
+        assert (answer.status, answer.text()) == (401, "query raised TokenExpired")
