@@ -47,9 +47,11 @@ from .functions import (
     mutation,
     query,
 )
+from .httpmessages import Headers, HttpRequest, HttpResponse
 from .httpserver import HttpServer, WsgiApp
 from .query import Query
 from .readers import DatabaseReader, DatabaseWriter
+from .router import ROUTABLE_HTTP_METHODS, HttpAction, HttpRouter, http_action
 from .scheduler import Scheduler
 from .schema import SchemaDefinition, TableDefinition, define_schema, define_table
 from .subscriptions import Subscription, SubscriptionSet
@@ -57,6 +59,7 @@ from .validators import Validator, pagination_opts, v
 from .values import UNSET
 
 __all__ = [
+    "ROUTABLE_HTTP_METHODS",
     "UNSET",
     "ActionCtx",
     "ArgumentValidationError",
@@ -72,6 +75,11 @@ __all__ = [
     "FormatError",
     "FunctionDef",
     "FunctionNotFound",
+    "Headers",
+    "HttpAction",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpRouter",
     "HttpServer",
     "IndexNotFound",
     "InvalidCursor",
@@ -105,6 +113,7 @@ __all__ = [
     "action",
     "define_schema",
     "define_table",
+    "http_action",
     "internal_action",
     "internal_mutation",
     "internal_query",

@@ -30,7 +30,25 @@ if TYPE_CHECKING:
     from .scheduler import Scheduler
     from .transaction import Transaction
 
-__all__ = ["ActionCtx", "Auth", "MutationCtx", "QueryCtx"]
+__all__ = ["ActionCtx", "Auth", "MutationCtx", "QueryCtx", "UnverifiedIdentity"]
+
+
+class UnverifiedIdentity:
+    """The identity of an HTTP request whose ``Authorization`` header did not verify.
+
+    Convex lets such a request reach its HTTP action and makes
+    ``ctx.auth.get_user_identity()`` raise there (convex-backend#120): :class:`Auth`
+    raises ``error`` when asked for this identity, also in the functions the action
+    runs with ``ctx.run_query`` and friends.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"UnverifiedIdentity({self.error!r})"
 
 
 class Auth:
@@ -42,8 +60,15 @@ class Auth:
         self._identity = identity
 
     def get_user_identity(self) -> Any:
-        """The caller's ``UserIdentity``, or None when the call carried no token."""
-        return self._identity
+        """The caller's ``UserIdentity``, or None when the call carried no token.
+
+        In an HTTP action whose request had an ``Authorization`` header that did not
+        verify, raises the verification error (as Convex does).
+        """
+        identity = self._identity
+        if type(identity) is UnverifiedIdentity:
+            raise identity.error.with_traceback(None)
+        return identity
 
     def __repr__(self) -> str:
         return f"Auth({self._identity!r})"

@@ -17,6 +17,7 @@ mutations stay serializable across all of them.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import threading
 import time
@@ -25,20 +26,24 @@ from types import MappingProxyType, ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from . import files, httpactions
 from .contexts import MutationCtx
 from .database import Database
 from .errors import CorruptionError, EngineError
 from .executor import Executor
 from .files import read_file, store_file
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
+from .httpmessages import Headers, HeadersInit, HttpRequest, HttpResponse
 from .httpserver import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_UPLOAD_SIZE,
     DEFAULT_TIMEOUT,
     HttpServer,
     WsgiApp,
+    handle,
 )
 from .integrity import check as check_integrity
+from .router import HttpRouter
 from .scheduler import check_jobs
 from .storage import Durability, open_storage
 from .subscriptions import Subscription, SubscriptionSet
@@ -78,6 +83,7 @@ class Engine:
         env: Mapping[str, str] | None = None,
         site_url: str | None = None,
         scheduler: bool = True,
+        http: HttpRouter | None = None,
     ) -> Engine:
         """Open (creating if needed) the database in folder ``path``.
 
@@ -98,6 +104,9 @@ class Engine:
         ``scheduler``: run scheduled functions on a background thread as they
         come due (the default); False runs them only when
         :meth:`finish_scheduled_functions` is called (deterministic tests).
+        ``http``: the :class:`HttpRouter` of the HTTP actions, for an app that does not
+        keep it in its functions package (there it is the attribute ``http`` of the
+        module ``http``, as Convex's ``convex/http.ts``); giving both is refused.
 
         Raises :class:`StorageError` when the folder cannot be opened,
         :class:`FormatError` for an unknown on-disk format and
@@ -116,6 +125,9 @@ class Engine:
                 apply_schema(db, schema)
             db.cursor_secret()  # made now, never inside a running transaction
             registry = Registry.from_package(functions)
+            if http is not None:
+                _check_router(http, registry)
+                registry.http = http
             runtime = Runtime(db, registry, auth, MappingProxyType(dict(env or {})))
             if site_url is not None:
                 runtime.site_url = _check_site_url(site_url)
@@ -352,11 +364,12 @@ class Engine:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
     ) -> HttpServer:
-        """Serve file URLs over HTTP on a background thread; returns the running server.
+        """Serve file URLs and HTTP actions on a background thread; returns the running server.
 
         Answers ``GET /api/storage/<id>-<signature>`` (downloads) and
         ``POST /api/storage/upload?token=...`` (uploads), as Convex does (see
-        :mod:`engine.httpserver`). Unless ``Engine.open(site_url=...)`` was
+        :mod:`engine.httpserver`), and every other path with the HTTP actions of
+        the engine's router, if it has one (see :mod:`engine.router`). Unless ``Engine.open(site_url=...)`` was
         given, file and upload URLs made while it runs use its origin. ``port=0``
         picks a free port (``server.url`` tells which). It stops on
         ``server.close()`` or when this engine closes.
@@ -364,8 +377,8 @@ class Engine:
         ``timeout``: seconds a socket read or write may wait (default 120, Convex's
         request timeout): a stalled client is disconnected. ``max_connections``:
         connections served at once, one thread each (default 64); more get a 503.
-        ``max_upload_size``: bytes an upload may have (default 256 MiB, held in memory
-        until stored); a larger ``Content-Length`` gets a 413.
+        ``max_upload_size``: bytes an upload or an HTTP action's request body may have
+        (default 256 MiB, held in memory); a larger ``Content-Length`` gets a 413.
 
         Example::
 
@@ -391,8 +404,9 @@ class Engine:
         return server
 
     def wsgi_app(self, *, max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE) -> WsgiApp:
-        """The file endpoints of :meth:`serve_http` as a WSGI application, to mount in
-        the host's own web server (pass the mount point's URL as ``site_url``).
+        """The endpoints of :meth:`serve_http` (files and HTTP actions) as a WSGI
+        application, to mount in the host's own web server (pass the mount point's URL
+        as ``site_url``).
 
         Example::
 
@@ -403,6 +417,79 @@ class Engine:
         per request; the host's server owns the threads (and their timeouts).
         """
         return WsgiApp(self._live(), max_upload_size)
+
+    # -- HTTP actions ----------------------------------------------------------------
+
+    def fetch(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        headers: HeadersInit = None,
+        body: bytes | bytearray | memoryview | str | None = None,
+        auth: Any = None,
+    ) -> HttpResponse:
+        """Send an HTTP request to this engine without a socket (convex-test's ``t.fetch``).
+
+        ``path`` is the path and query (``"/notes?tag=a"``); the request goes where
+        :meth:`serve_http` would send it: an HTTP action's route, or the storage
+        endpoints under ``/api/storage/``. ``auth``: a raw token (sent as
+        ``Authorization: Bearer <token>``) or an already verified identity (trusted as
+        is). Returns the response as a client receives it: ``Content-Length`` set, no
+        body for ``HEAD``; a handler's error is a 500 here too (see
+        :mod:`engine.httpactions`). Blocking; from async code use :meth:`afetch`.
+
+        Example::
+
+            response = engine.fetch("/notes", method="POST", body='{"text": "hi"}',
+                                    headers={"Content-Type": "application/json"})
+            assert response.status == 201, response.text()
+
+        Cost: as the handler's (no body cap: the body is already in memory).
+        """
+        self._live()
+        _refuse_in_event_loop(
+            "Engine.fetch() blocks, and this thread runs an event loop: "
+            "use `await engine.afetch(...)` instead."
+        )
+        return asyncio.run(self.afetch(path, method=method, headers=headers, body=body, auth=auth))
+
+    async def afetch(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        headers: HeadersInit = None,
+        body: bytes | bytearray | memoryview | str | None = None,
+        auth: Any = None,
+    ) -> HttpResponse:
+        """:meth:`fetch` for asyncio hosts: the HTTP action runs on the caller's event loop."""
+        runtime = self._live()
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise EngineError(f"fetch(path) takes a path starting with '/', got {path!r}")
+        method = method.upper()
+        given = Headers(headers)
+        identity = httpactions.FROM_HEADER
+        if isinstance(auth, str):
+            if "authorization" not in given:
+                given = Headers([*given.pairs(), ("Authorization", f"Bearer {auth}")])
+        elif auth is not None:
+            identity = auth
+        data = b"" if body is None else body.encode() if isinstance(body, str) else bytes(body)
+        if body is not None and "content-length" not in given:
+            given = Headers([*given.pairs(), ("Content-Length", str(len(data)))])
+        router = runtime.registry.http
+        route_path = urlsplit(path).path
+        if router is None or route_path == "/api/storage" or route_path.startswith("/api/storage/"):
+            return await asyncio.to_thread(_fetch_handled, runtime, method, path, given, data)
+        request = HttpRequest(
+            method,
+            files.origin(runtime) + path,
+            headers=given,
+            body=b"" if method in ("GET", "HEAD", "OPTIONS") else data,
+        )
+        response = await httpactions.respond(runtime, router, request, identity=identity)
+        return httpactions.finish(response, head=method == "HEAD")
 
     # -- scheduled functions ---------------------------------------------------------
 
@@ -481,6 +568,32 @@ class Engine:
         report["scheduled_functions"] = counts
         report["scheduled_functions_unknown"] = unknown
         return report
+
+
+def _fetch_handled(
+    runtime: Runtime, method: str, target: str, headers: Headers, data: bytes
+) -> HttpResponse:
+    """A request of :meth:`Engine.fetch` to the storage endpoints (or to an engine
+    without HTTP routes), answered by :func:`engine.httpserver.handle`."""
+    stream = io.BytesIO(data)
+    response = handle(runtime, method, target, headers.get, stream.read, 1 << 62)
+    body = b"" if method == "HEAD" else b"".join(response.body)
+    return HttpResponse(body, status=response.status, headers=response.headers)
+
+
+def _check_router(http: object, registry: Registry) -> None:
+    """Refuse an ``Engine.open(http=...)`` that is not a router, or that would replace
+    the one of the functions package."""
+    if not isinstance(http, HttpRouter):
+        raise EngineError(
+            f"Engine.open(http=...) takes an HttpRouter, got {type(http).__name__}: "
+            "http = HttpRouter(); http.route(path=..., method=..., handler=...)."
+        )
+    if registry.http is not None:
+        raise EngineError(
+            "Engine.open(http=...) was given, but the functions package also has HTTP routes "
+            "(its module `http`): keep one router, in the package or passed as http=."
+        )
 
 
 def _release(storage: Any) -> None:

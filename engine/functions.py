@@ -39,6 +39,7 @@ from .errors import (
     ReturnsValidationError,
     ValidationError,
 )
+from .router import HttpRouter, router_of_module
 from .validators import Validator, as_validator
 from .values import convert
 
@@ -280,6 +281,9 @@ class Registry:
     def __init__(self) -> None:
         self.by_name: dict[str, FunctionDef] = {}
         self.names: dict[int, str] = {}
+        #: The HTTP routes: the attribute ``http`` of the package's module ``http``
+        #: (Convex's ``convex/http.ts``), or ``Engine.open(http=...)``.
+        self.http: HttpRouter | None = None
 
     def add(self, name: str, function: FunctionDef, *, alias: bool = False) -> None:
         """Register ``function`` as ``name``; an ``alias`` keeps the name it already has."""
@@ -314,6 +318,9 @@ class Registry:
                 )
         else:
             modules.append((package.__name__.rsplit(".", 1)[-1], package))
+        for module_path, module in modules:
+            if module_path == "http":
+                registry.http = router_of_module(module)
         # A function is named after the module that defines its handler; one made
         # elsewhere (a factory such as make_crud("users")) after each module of the
         # package that exports it, the first of them giving the object its name.
@@ -680,7 +687,7 @@ class Runtime:
         savepoint = txn.writes.savepoint()
         child_type = MutationCtx if kind == "mutation" else QueryCtx
         child = child_type(
-            self, txn, ctx.auth.get_user_identity(), ctx.now, ctx.random.getrandbits(64), ctx.env
+            self, txn, ctx.auth._identity, ctx.now, ctx.random.getrandbits(64), ctx.env
         )
         child._depth = ctx._depth + 1
         scheduler: Scheduler | None = None

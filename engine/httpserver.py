@@ -1,9 +1,15 @@
-"""The HTTP endpoints of file storage: downloads and uploads, on the standard library.
+"""The HTTP front ends: file storage's endpoints and HTTP actions, on the standard library.
 
 Two front ends share one request handler (:func:`handle`):
 ``Engine.serve_http(host, port)`` runs an :class:`HttpServer` (``http.server``)
 on a daemon thread, and ``Engine.wsgi_app()`` returns a :class:`WsgiApp` a host
-mounts in its own web server. Both answer Convex's two storage endpoints:
+mounts in its own web server. Paths under ``/api/storage/`` are the storage
+endpoints'; every other path belongs to the engine's HTTP actions when it has a
+router (see :mod:`engine.router` and :mod:`engine.httpactions`: a request is read
+in full, its ``Content-Length`` at most ``max_upload_size``, then its action runs
+on an event loop of the request's thread), else is answered 404. Convex serves
+files and HTTP actions on different origins; here they share one, so routes may
+not be defined under ``/api/storage``. The storage endpoints are Convex's two:
 
 - ``GET <origin>/api/storage/<storage id>-<signature>`` (a URL from
   ``ctx.storage.get_url``): the file's bytes with its ``Content-Type``,
@@ -15,10 +21,10 @@ mounts in its own web server. Both answer Convex's two storage endpoints:
   ``Digest: sha-256=<base64>`` header is checked. Answers
   ``{"storageId": "..."}``. The body needs a ``Content-Length``.
 
-Every answer allows any origin (``Access-Control-Allow-Origin: *``) and
+Every storage answer allows any origin (``Access-Control-Allow-Origin: *``) and
 ``OPTIONS`` answers CORS preflights, so a browser page on another origin can
-upload and download, as with Convex. Errors are JSON
-``{"code": ..., "message": ...}``.
+upload and download, as with Convex (for HTTP actions, CORS is the app's job, as
+in Convex). The engine's own errors are JSON ``{"code": ..., "message": ...}``.
 
 A download reads the file chunk by chunk, each chunk in a short read txn of
 its own (a slow client does not pin a snapshot); an upload is read in 1 MiB
@@ -28,13 +34,15 @@ Limits of :class:`HttpServer` (arguments of ``Engine.serve_http``):
 ``timeout`` (default :data:`DEFAULT_TIMEOUT`, 120 s, Convex's request
 timeout) bounds every socket read and write, so a client that stalls
 (headers never finished, a body never sent, a download never read) is
-disconnected instead of holding its thread forever; ``max_connections``
+disconnected instead of holding its thread forever (it does not bound how long an
+HTTP action's handler runs); ``max_connections``
 (default :data:`DEFAULT_MAX_CONNECTIONS`) caps the connections served at
 once: one more is answered ``503`` and closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -44,13 +52,16 @@ from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
+from wsgiref.util import request_uri
 
-from . import blobs, files
+from . import blobs, files, httpactions
 from .errors import EngineError, InvalidId, ValidationError
+from .httpmessages import HttpRequest
 
 if TYPE_CHECKING:
     from .functions import Runtime
+    from .router import HttpRouter
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -73,6 +84,8 @@ DEFAULT_MAX_CONNECTIONS = 64
 #: Bytes an upload may have (it is held in memory until stored): larger ones get 413.
 DEFAULT_MAX_UPLOAD_SIZE = 256 << 20
 _PIECE = 1 << 20  # upload bodies are read this many bytes at a time
+#: Characters a path keeps unescaped (RFC 3986 pchar and "/", besides letters and digits).
+_PATH_SAFE = "/:@!$&'()*+,;=~"
 
 
 def _raw_error(code: str, message: str) -> bytes:
@@ -167,8 +180,9 @@ class HttpServer:
     connection is dropped (default :data:`DEFAULT_TIMEOUT`, 120).
     ``max_connections``: connections served at once, one thread each
     (default :data:`DEFAULT_MAX_CONNECTIONS`); more are answered 503.
-    ``max_upload_size``: bytes an upload may have (default
-    :data:`DEFAULT_MAX_UPLOAD_SIZE`, 256 MiB; it is held in memory); larger get 413.
+    ``max_upload_size``: bytes an upload or an HTTP action's request body may have
+    (default :data:`DEFAULT_MAX_UPLOAD_SIZE`, 256 MiB; it is held in memory); larger
+    get 413.
     """
 
     def __init__(
@@ -274,20 +288,46 @@ def handle(
     header: Callable[[str], str | None],
     read_body: Callable[[int], bytes],
     max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE,
+    *,
+    headers: Callable[[], list[tuple[str, str]]] | None = None,
+    url: str | None = None,
 ) -> Response:
-    """Answer one request to the storage endpoints, whatever server carries it.
+    """Answer one request, to the storage endpoints or an HTTP action, whatever server
+    carries it.
 
     ``target`` is the path (after any mount point) with its query string;
     ``header(name)`` returns a request header or None; ``read_body(n)`` reads
     ``n`` bytes of the request body (only called for an upload with a valid
-    token). Cost: a download reads one chunk per read txn as the body is
-    iterated; an upload holds the body in memory, then stores it in one commit.
+    token, or a request an HTTP action will answer). ``headers()`` returns every
+    request header and ``url`` is the request's absolute URL, both for HTTP actions
+    (defaults: none, and the engine's origin followed by ``target``).
+
+    Paths under ``/api/storage/`` are the storage endpoints'; every other path goes to
+    the HTTP actions' router when the engine has one (``Engine.open(http=...)`` or the
+    functions package's ``http`` module), else is answered 404. Cost: a download reads
+    one chunk per read txn as the body is iterated; an upload holds the body in memory,
+    then stores it in one commit; an HTTP action reads its body in full, then runs on
+    an event loop of its own (this thread's).
     """
     try:
         split = urlsplit(target)
     except ValueError:  # "//[x": an unparsable authority
         return _error(400, "BadRequest", "The request target is not a valid URL path.")
     path = split.path
+    router = runtime.registry.http
+    if router is not None and not (path == _PREFIX[:-1] or path.startswith(_PREFIX)):
+        return _http_action(
+            runtime,
+            router,
+            method,
+            target,
+            split.path,
+            header,
+            read_body,
+            max_upload_size,
+            headers,
+            url,
+        )
     if method == "OPTIONS":
         return Response(
             204,
@@ -371,24 +411,9 @@ def _upload(
     why = files.check_upload_token(db, token) if token else "the upload URL has no token"
     if why is not None:
         return _error(401, "InvalidUploadToken", f"Invalid upload URL: {why}.")
-    value = header("Content-Length")
-    if value is None:
-        return _error(411, "LengthRequired", "An upload needs a Content-Length header.")
-    length = _content_length(value)
-    if length is None:
-        return _error(
-            400, "BadContentLength", f"Content-Length must be a number of bytes, got {value!r}."
-        )
-    if length > max_upload_size:
-        return _error(
-            413,
-            "PayloadTooLarge",
-            f"The upload has {length} bytes; this server takes at most {max_upload_size} "
-            "(serve_http(max_upload_size=...)).",
-        )
-    data = _read_all(read_body, length)
-    if data is None:
-        return _error(400, "IncompleteBody", "The upload ended before Content-Length bytes.")
+    data = _body(header, read_body, max_upload_size, "An upload")
+    if isinstance(data, Response):
+        return data
     try:
         storage_id = files.store_file(
             db, data, header("Content-Type") or None, sha256=_digest_header(header("Digest"))
@@ -399,6 +424,73 @@ def _upload(
     except EngineError as error:  # the storage failed (disk full, engine closed, ...)
         return _failed(db, error)
     return _json(200, {"storageId": storage_id})
+
+
+def _body(
+    header: Callable[[str], str | None],
+    read_body: Callable[[int], bytes],
+    max_size: int,
+    what: str,
+    *,
+    optional: bool = False,
+) -> bytes | Response:
+    """The request body, or the error answer: 411 without ``Content-Length`` (unless
+    ``optional`` and the request announces no body at all), 400 for a bad length or a
+    body that ends early, 413 above ``max_size``."""
+    value = header("Content-Length")
+    if value is None:
+        if optional and header("Transfer-Encoding") is None:
+            return b""
+        return _error(411, "LengthRequired", f"{what} needs a Content-Length header.")
+    length = _content_length(value)
+    if length is None:
+        return _error(
+            400, "BadContentLength", f"Content-Length must be a number of bytes, got {value!r}."
+        )
+    if length > max_size:
+        return _error(
+            413,
+            "PayloadTooLarge",
+            f"{what} has {length} bytes; this server takes at most {max_size} "
+            "(serve_http(max_upload_size=...)).",
+        )
+    data = _read_all(read_body, length)
+    if data is None:
+        return _error(400, "IncompleteBody", f"{what} ended before Content-Length bytes.")
+    return data
+
+
+def _http_action(
+    runtime: Runtime,
+    router: HttpRouter,
+    method: str,
+    target: str,
+    path: str,
+    header: Callable[[str], str | None],
+    read_body: Callable[[int], bytes],
+    max_size: int,
+    headers: Callable[[], list[tuple[str, str]]] | None,
+    url: str | None,
+) -> Response:
+    """Answer a request with the HTTP action its route names (see :mod:`engine.httpactions`)."""
+    body = b""
+    if method not in ("GET", "HEAD", "OPTIONS"):  # Convex hands these no body
+        data = _body(header, read_body, max_size, "The request body", optional=True)
+        if isinstance(data, Response):
+            return data
+        body = data
+    if url is None:
+        url = files.origin(runtime) + (target if target.startswith("/") else "/" + target)
+    try:
+        request = HttpRequest(
+            method, url, headers=headers() if headers is not None else None, body=body, path=path
+        )
+    except (EngineError, ValueError) as error:  # a control character, a bad Host
+        return _error(400, "BadRequest", str(error))
+    answer = httpactions.finish(
+        asyncio.run(httpactions.respond(runtime, router, request)), head=method == "HEAD"
+    )
+    return Response(answer.status, answer.headers.pairs(), [answer.body])
 
 
 def _failed(db: Any, error: EngineError) -> Response:
@@ -456,13 +548,22 @@ class _Handler(BaseHTTPRequestHandler):
             consumed = True
             return self.rfile.read(n)
 
+        target = self.path
+        if target.startswith("/"):
+            address: Any = self.server.server_address
+            host = self.headers.get("Host") or f"{address[0]!s}:{address[1]}"
+            url = f"http://{host}{target}"
+        else:  # absolute-form: "GET http://host/path HTTP/1.1"
+            url = target
         response = handle(
             self.runtime,
             self.command,
-            self.path,
+            target,
             self.headers.get,
             read_body,
             self.max_upload_size,
+            headers=self.headers.items,
+            url=url,
         )
         if consumed and response.status == 400:
             self.close_connection = True  # the body may be partly unread
@@ -493,18 +594,20 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the client stalled past the timeout
             return False
 
-    do_GET = do_HEAD = do_POST = do_OPTIONS = _serve
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _serve
 
 
 class WsgiApp:
     """The WSGI front end of :func:`handle`, for hosts that mount it in their own server.
 
-    Mount it where file URLs should point, and give that place as ``site_url``::
+    It answers the storage endpoints and the HTTP actions. Mount it where file URLs
+    should point, and give that place as ``site_url``::
 
         engine = Engine.open("./data", functions=app, site_url="https://example.com/files")
         # with werkzeug's DispatcherMiddleware, say: {"/files": engine.wsgi_app()}
 
-    Routes are matched on ``PATH_INFO`` (the path after the mount point).
+    Routes are matched on ``PATH_INFO`` (the path after the mount point); an HTTP
+    action's ``request.url`` is the full URL, mount point included.
     ``max_upload_size`` as for :class:`HttpServer`; timeouts and connection
     limits are the host server's.
     """
@@ -516,7 +619,9 @@ class WsgiApp:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        target = environ.get("PATH_INFO", "") or "/"
+        # PATH_INFO is decoded (latin-1 text of the raw bytes): escaped again, it routes
+        # as the raw path does behind serve_http (Convex routes on escaped pathnames).
+        target = quote(environ.get("PATH_INFO", "") or "/", safe=_PATH_SAFE, encoding="latin-1")
         if environ.get("QUERY_STRING"):
             target += "?" + environ["QUERY_STRING"]
 
@@ -532,6 +637,17 @@ class WsgiApp:
             data: bytes = environ["wsgi.input"].read(n)
             return data
 
+        def headers() -> list[tuple[str, str]]:
+            pairs = [
+                (key[5:].replace("_", "-").title(), str(value))
+                for key, value in environ.items()
+                if key.startswith("HTTP_")
+            ]
+            for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                if environ.get(key):
+                    pairs.append((key.replace("_", "-").title(), str(environ[key])))
+            return pairs
+
         response = handle(
             self._runtime,
             environ.get("REQUEST_METHOD", "GET"),
@@ -539,6 +655,8 @@ class WsgiApp:
             header,
             read_body,
             self._max_upload_size,
+            headers=headers,
+            url=request_uri(environ, include_query=True),
         )
         start_response(f"{response.status} {HTTPStatus(response.status).phrase}", response.headers)
         if environ.get("REQUEST_METHOD") == "HEAD":

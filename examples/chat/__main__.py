@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 import urllib.request
@@ -120,6 +121,23 @@ def main() -> None:
                 with urllib.request.urlopen(url, timeout=10) as response:
                     body = response.read().decode()
                 print(f"attached a file; downloaded over HTTP from {server.url}: {body!r}")
+                request = urllib.request.Request(
+                    f"{server.url}/channels/general/messages",
+                    data=json.dumps({"body": "posted over HTTP"}).encode(),
+                    headers={"Authorization": f"Bearer {grace}"},
+                    method="POST",
+                )
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    status, answer = response.status, json.loads(response.read())
+                newest = db.query(
+                    "messages:list_channel",
+                    {"channel": general, "paginationOpts": {"numItems": 1, "cursor": None}},
+                )["page"][0]
+                author = db.run(lambda ctx: ctx.db.get(newest["author"]))["name"]
+                print(
+                    f"HTTP action POST /channels/general/messages: {status}, "
+                    f"{newest['body']!r} by {author} (id {answer['id']})"
+                )
             report = db.check()
             counts = {name: t["documents"] for name, t in report["tables"].items()}
             print(f"Engine.check(): ok, documents per table {counts}")

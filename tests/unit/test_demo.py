@@ -23,4 +23,7 @@ def test_demo_runs_end_to_end() -> None:
     assert "scheduled reminder ran: job state {'kind': 'success'}" in result.stdout
     assert "downloaded over HTTP from http://127.0.0.1:" in result.stdout
     assert "'agenda: ship it'" in result.stdout
+    assert "HTTP action POST /channels/general/messages: 201, 'posted over HTTP' by Grace" in (
+        result.stdout
+    )
     assert "Engine.check(): ok" in result.stdout

@@ -158,7 +158,12 @@ def test_one_connection_serves_several_requests(engine: Engine, server: HttpServ
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
+        # The app has HTTP routes: an unrouted path is theirs (Convex's plain-text 404),
+        # a path under /api/storage/ the storage endpoints' (JSON).
         connection.request("POST", "/api/nowhere", body=b"x" * 1000)
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (404, b"No matching routes found")
+        connection.request("POST", "/api/storage/nowhere", body=b"x" * 1000)
         response = connection.getresponse()
         assert (response.status, json.loads(response.read())["code"]) == (404, "NotFound")
         connection.request("POST", f"{parts.path}?{parts.query}", body=b"kept")

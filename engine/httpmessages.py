@@ -1,0 +1,244 @@
+"""The request and response of an HTTP action: :class:`HttpRequest`, :class:`HttpResponse`,
+and the case-insensitive :class:`Headers` both carry.
+
+They play the part of the Fetch API's ``Request`` and ``Response`` in a Convex
+``httpAction``, with one difference: the request body is read in full before the
+handler runs (bounded by the server's ``max_upload_size``), so ``request.body``,
+``request.text()`` and ``request.json()`` are plain, not awaitable::
+
+    @http_action
+    async def echo(ctx, request):
+        data = request.json()                      # parsed from request.body
+        return HttpResponse.json({"got": data, "from": request.headers.get("user-agent")})
+
+Responses are whole bodies (``bytes`` or ``str``), not streams.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .errors import EngineError
+
+__all__ = ["Headers", "HttpRequest", "HttpResponse"]
+
+HeadersInit = Mapping[str, str] | Iterable[tuple[str, str]] | None
+
+#: Characters an HTTP token (a header name) may have (RFC 9110 section 5.6.2).
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+class Headers(Mapping[str, str]):
+    """HTTP headers: a read-only mapping with case-insensitive names, in arrival order.
+
+    A name sent several times reads as its values joined by ``", "`` (as the Fetch
+    API's ``Headers.get``); :meth:`get_all` returns them one by one (``Set-Cookie``).
+    Iteration yields each name once, lowercased.
+
+    Example::
+
+        headers = Headers([("Content-Type", "text/plain"), ("X-Tag", "a"), ("x-tag", "b")])
+        headers["content-type"]     # 'text/plain'
+        headers["X-TAG"]            # 'a, b'
+        headers.get_all("x-tag")    # ['a', 'b']
+
+    Cost: a lookup is a scan of the pairs (a request has a few dozen at most).
+    Raises :class:`EngineError` for a name that is not an HTTP token, or a value with
+    a line break or another control character (it would split the header).
+    """
+
+    __slots__ = ("_pairs",)
+
+    _pairs: list[tuple[str, str]]
+
+    def __init__(self, init: HeadersInit = None) -> None:
+        if init is None:
+            pairs: list[tuple[str, str]] = []
+        elif isinstance(init, Headers):
+            pairs = list(init._pairs)
+        elif isinstance(init, Mapping):
+            pairs = [(str(k), str(v)) for k, v in init.items()]
+        else:
+            pairs = [(str(k), str(v)) for k, v in init]
+        for name, value in pairs:
+            _check_header(name, value)
+        self._pairs = pairs
+
+    def __getitem__(self, name: str) -> str:
+        values = self.get_all(name)
+        if not values:
+            raise KeyError(name)
+        return ", ".join(values)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of header ``name`` (any case), in order; ``[]`` if absent."""
+        key = name.lower()
+        return [v for k, v in self._pairs if k.lower() == key]
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = name.lower()
+        return any(k.lower() == key for k, _ in self._pairs)
+
+    def __iter__(self) -> Iterator[str]:
+        seen: dict[str, None] = {}
+        for name, _ in self._pairs:
+            seen.setdefault(name.lower())
+        return iter(seen)
+
+    def __len__(self) -> int:
+        return len({name.lower() for name, _ in self._pairs})
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The headers as sent or given: ``(name, value)`` pairs, names as spelled."""
+        return list(self._pairs)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._pairs!r})"
+
+
+def _check_header(name: str, value: str) -> None:
+    if not name or not _TOKEN.issuperset(name):
+        raise EngineError(
+            f"{name!r} is not a valid HTTP header name (letters, digits, !#$%&'*+-.^_`|~)."
+        )
+    if any((c < " " and c != "\t") or c == "\x7f" for c in value):
+        raise EngineError(
+            f"The value of header {name!r} contains a line break or control character: "
+            f"{value!r}. Header values are one line of text."
+        )
+
+
+class HttpRequest:
+    """An HTTP request as an HTTP action receives it.
+
+    ``method`` (upper case; ``HEAD`` requests reach the handler as ``"HEAD"`` on the
+    route of ``GET``), ``url`` (absolute: ``http://host/path?query``), ``path`` (the
+    routed path, percent-escapes kept, as Convex's ``new URL(url).pathname``; behind
+    ``wsgi_app`` the path after the mount point),
+    ``query`` (the raw query string), ``query_params`` (first value of each name),
+    ``query_lists`` (every value), ``headers`` (:class:`Headers`), ``body`` (``bytes``,
+    empty for ``GET``, ``HEAD`` and ``OPTIONS``).
+
+    Example::
+
+        request = HttpRequest("POST", "http://127.0.0.1:3210/notes?tag=a",
+                              headers={"Content-Type": "application/json"}, body=b'{"x": 1}')
+        request.path, request.query_params, request.json()
+        # ('/notes', {'tag': 'a'}, {'x': 1})
+    """
+
+    __slots__ = ("body", "headers", "method", "path", "query", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: HeadersInit = None,
+        body: bytes | bytearray | memoryview | str = b"",
+        path: str | None = None,
+    ) -> None:
+        self.method = method.upper()
+        self.url = url
+        split = urlsplit(url)
+        # The routed path: the URL's, unless a front end mounted under a prefix says
+        # otherwise (WSGI's PATH_INFO), as Convex routes on its ``requestRoute``.
+        self.path = path if path is not None else (split.path or "/")
+        self.query = split.query
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.body = body.encode() if isinstance(body, str) else bytes(body)
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        """The first value of each query parameter (``URLSearchParams.get``)."""
+        return {name: values[0] for name, values in self.query_lists.items()}
+
+    @property
+    def query_lists(self) -> dict[str, list[str]]:
+        """Every value of each query parameter, in order (``URLSearchParams.getAll``)."""
+        return parse_qs(self.query, keep_blank_values=True)
+
+    def text(self) -> str:
+        """The body decoded as UTF-8 (invalid bytes become U+FFFD, as Fetch's ``text()``)."""
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON; raises ``ValueError`` (``json.JSONDecodeError``) if it is not."""
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<HttpRequest {self.method} {self.url} ({len(self.body)} bytes)>"
+
+
+#: The content type Fetch's ``Response`` gives a string body.
+TEXT_PLAIN = "text/plain;charset=UTF-8"
+
+
+class HttpResponse:
+    """What an HTTP action returns: a body, a status and headers.
+
+    ``body``: ``bytes`` (sent as is), ``str`` (UTF-8; ``Content-Type:
+    text/plain;charset=UTF-8`` unless given, as Fetch's ``Response``) or ``None``
+    (empty). ``status``: 200 to 599 (Fetch's range; anything else raises
+    :class:`EngineError`). ``headers``: a mapping or ``(name, value)`` pairs
+    (repeat a name for several values). The server sets ``Content-Length`` itself.
+    :meth:`json` builds a JSON answer.
+
+    Example::
+
+        return HttpResponse("created", status=201, headers={"Location": "/notes/1"})
+        return HttpResponse.json({"ok": True})
+        return HttpResponse(png_bytes, headers={"Content-Type": "image/png"})
+    """
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(
+        self,
+        body: bytes | bytearray | memoryview | str | None = None,
+        *,
+        status: int = 200,
+        headers: HeadersInit = None,
+    ) -> None:
+        if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+            raise EngineError(
+                f"HttpResponse(status=...) must be an int from 200 to 599, got {status!r}"
+            )
+        self.status = status
+        self.headers = Headers(headers)
+        if body is None:
+            self.body = b""
+        elif isinstance(body, str):
+            self.body = body.encode()
+            if "content-type" not in self.headers:
+                self.headers = Headers([*self.headers.pairs(), ("Content-Type", TEXT_PLAIN)])
+        elif isinstance(body, bytes | bytearray | memoryview):
+            self.body = bytes(body)
+        else:
+            raise EngineError(
+                f"HttpResponse(body=...) takes bytes, str or None, got {type(body).__name__}: "
+                "for a JSON answer use HttpResponse.json(value)."
+            )
+
+    @classmethod
+    def json(cls, data: Any, *, status: int = 200, headers: HeadersInit = None) -> HttpResponse:
+        """A JSON answer (``Content-Type: application/json`` unless given), as Fetch's
+        ``Response.json(data)``. Raises ``TypeError`` for a value JSON cannot hold (bytes).
+        """
+        given = Headers(headers)
+        pairs = given.pairs()
+        if "content-type" not in given:
+            pairs.append(("Content-Type", "application/json"))
+        return cls(json.dumps(data).encode(), status=status, headers=pairs)
+
+    def text(self) -> str:
+        """The body decoded as UTF-8 (for tests reading an answer of ``Engine.fetch``)."""
+        return self.body.decode("utf-8", errors="replace")
+
+    def __repr__(self) -> str:
+        return f"<HttpResponse {self.status} ({len(self.body)} bytes)>"

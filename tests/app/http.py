@@ -1,0 +1,109 @@
+"""The test app's HTTP routes, as a Convex app's ``convex/http.ts``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from engine import ActionCtx, ConvexError, HttpRequest, HttpResponse, HttpRouter, http_action
+
+from . import notes
+
+
+@http_action
+async def add_note(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    """POST /notes {"text": ...}: runs a mutation, answers 201 with the new id."""
+    note_id = await ctx.run_mutation(notes.add, {"text": request.json()["text"]})
+    return HttpResponse.json({"id": note_id}, status=201)
+
+
+@http_action
+async def list_notes(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    """GET /notes: every note's text, through a query."""
+    return HttpResponse.json(await ctx.run_query("notes:texts"), headers={"X-Route": "notes"})
+
+
+@http_action
+async def whoami(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    """GET /whoami: the subject of the request's identity, from the handler and a query."""
+    identity = ctx.auth.get_user_identity()
+    via_query = await ctx.run_query("notes:who")
+    return HttpResponse.json(
+        {"subject": None if identity is None else identity.subject, "viaQuery": via_query}
+    )
+
+
+@http_action
+async def echo(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    """Any method under /echo/: what the handler saw."""
+    return HttpResponse.json(
+        {
+            "method": request.method,
+            "path": request.path,
+            "url": request.url,
+            "query": request.query_params,
+            "body": request.text(),
+            "contentType": request.headers.get("content-type"),
+            "tags": request.headers.get_all("x-tag"),
+        }
+    )
+
+
+@http_action
+async def echo_deep(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    return HttpResponse("deep", headers={"X-Route": "deep"})
+
+
+@http_action
+async def exact(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    return HttpResponse("exact", headers={"X-Route": "exact"})
+
+
+@http_action
+async def fail(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    raise RuntimeError("secret detail: password=hunter2")
+
+
+@http_action
+async def fail_convex(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    raise ConvexError({"code": "NOT_ALLOWED", "limit": 3.0})
+
+
+@http_action
+async def not_a_response(ctx: ActionCtx, request: HttpRequest) -> Any:
+    return {"oops": True}
+
+
+@http_action
+async def preflight(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    """OPTIONS /notes: CORS is the app's job, as in Convex."""
+    return HttpResponse(
+        None,
+        status=204,
+        headers={
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Methods": "GET, POST",
+        },
+    )
+
+
+@http_action
+async def slow(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    """GET /slow?seconds=s: sleeps, so concurrent requests overlap."""
+    await asyncio.sleep(float(request.query_params.get("seconds", "0.2")))
+    return HttpResponse("done")
+
+
+http = HttpRouter()
+http.route(path="/notes", method="POST", handler=add_note)
+http.route(path="/notes", method="GET", handler=list_notes)
+http.route(path="/notes", method="OPTIONS", handler=preflight)
+http.route(path="/whoami", method="GET", handler=whoami)
+for _method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+    http.route(path_prefix="/echo/", method=_method, handler=echo)
+http.route(path_prefix="/echo/deep/", method="GET", handler=echo_deep)
+http.route(path="/echo/exact", method="GET", handler=exact)
+http.route(path="/fail", method="GET", handler=fail)
+http.route(path="/fail-convex", method="GET", handler=fail_convex)
+http.route(path="/not-a-response", method="GET", handler=not_a_response)
+http.route(path="/slow", method="GET", handler=slow)

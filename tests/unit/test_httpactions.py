@@ -1,0 +1,424 @@
+"""HTTP actions end to end: tests/app/http.py through Engine.fetch, a real server on
+127.0.0.1 (urllib / http.client) and wsgi_app."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import io
+import json
+import logging
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+from wsgiref.validate import validator
+
+import pytest
+
+from engine import (
+    ConvexError,
+    Engine,
+    EngineError,
+    Headers,
+    HttpRequest,
+    HttpResponse,
+    HttpRouter,
+    HttpServer,
+    http_action,
+)
+from engine.httpactions import convex_json
+from tests import app
+from tests.app import files, notes
+
+Answer = tuple[int, dict[str, str], bytes]
+Call = Callable[..., Answer]
+FRONT_ENDS = ["fetch", "server", "wsgi"]
+
+
+@pytest.fixture
+def engine(db_path: Path) -> Iterator[Engine]:
+    with Engine.open(db_path, functions=app, durability="none") as handle:
+        yield handle
+        handle.check()
+
+
+@pytest.fixture
+def server(engine: Engine) -> Iterator[HttpServer]:
+    with engine.serve_http("127.0.0.1", 0) as running:
+        yield running
+
+
+def over_http(url: str, method: str, body: bytes | None, headers: dict[str, str]) -> Answer:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, _lower(response.getheaders()), response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, _lower(error.headers.items()), error.read()
+
+
+def over_wsgi(wsgi: Any, method: str, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+    target, _, query = path.partition("?")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "/mount",
+        "PATH_INFO": target,
+        "QUERY_STRING": query,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+    for name, value in headers.items():
+        key = name.upper().replace("-", "_")
+        environ[key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key] = value
+    setup_testing_defaults(environ)
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, pairs: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        answer["status"], answer["headers"] = int(status.split()[0]), _lower(pairs)
+        return lambda data: None
+
+    result = validator(wsgi)(environ, start_response)
+    try:
+        data = b"".join(result)
+    finally:
+        getattr(result, "close", lambda: None)()
+    return answer["status"], answer["headers"], data
+
+
+def _lower(pairs: Any) -> dict[str, str]:
+    return {name.lower(): value for name, value in pairs}
+
+
+def caller(front: str, engine: Engine, **serve: Any) -> tuple[Call, Callable[[], None]]:
+    """``call(method, path, body=None, headers=None) -> (status, headers, body)`` for one
+    front end, and a function that stops it."""
+    if front == "fetch":
+
+        def call(method: str, path: str, body: bytes | None = None, headers: Any = None) -> Answer:
+            response = engine.fetch(path, method=method, body=body, headers=headers)
+            return response.status, _lower(response.headers.pairs()), response.body
+
+        return call, lambda: None
+    if front == "server":
+        server = engine.serve_http("127.0.0.1", 0, **serve)
+
+        def call(method: str, path: str, body: bytes | None = None, headers: Any = None) -> Answer:
+            return over_http(server.url + path, method, body, headers or {})
+
+        return call, server.close
+    wsgi = engine.wsgi_app(**serve)
+
+    def call(method: str, path: str, body: bytes | None = None, headers: Any = None) -> Answer:
+        return over_wsgi(wsgi, method, path, body or b"", headers or {})
+
+    return call, lambda: None
+
+
+@pytest.fixture(params=FRONT_ENDS)
+def call(request: pytest.FixtureRequest, engine: Engine) -> Iterator[Call]:
+    function, stop = caller(request.param, engine)
+    yield function
+    stop()
+
+
+def test_a_json_post_runs_a_mutation_that_a_query_then_sees(engine: Engine, call: Call) -> None:
+    body = json.dumps({"text": "from http"}).encode()
+    status, headers, answer = call("POST", "/notes", body, {"Content-Type": "application/json"})
+    assert status == 201, answer
+    assert headers["content-type"] == "application/json"
+    assert headers["content-length"] == str(len(answer))
+    note_id = json.loads(answer)["id"]
+    assert engine.run(lambda ctx: ctx.db.get(note_id))["text"] == "from http"
+    status, headers, answer = call("GET", "/notes")
+    assert (status, json.loads(answer), headers["x-route"]) == (200, ["from http"], "notes")
+    assert engine.query(notes.texts) == ["from http"]
+
+
+def test_unrouted_paths_and_methods_get_convexs_404(call: Call) -> None:
+    for method, path in [
+        ("GET", "/nowhere"),
+        ("DELETE", "/notes"),  # the path exists for other methods: still 404, as Convex
+        ("PUT", "/whoami"),
+        ("GET", "/echo"),  # the prefix /echo/ does not cover /echo
+        ("OPTIONS", "/whoami"),
+    ]:
+        status, headers, body = call(method, path)
+        assert (status, body) == (404, b"No matching routes found"), (method, path)
+        assert headers["content-type"] == "text/plain; charset=utf-8"
+
+
+def test_a_raising_handler_is_a_redacted_500_logged_on_the_server(
+    call: Call, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="engine.httpactions")
+    status, headers, body = call("GET", "/fail")
+    assert status == 500
+    assert headers["content-type"] == "application/json"
+    answer = json.loads(body)
+    assert set(answer) == {"code"}
+    assert answer["code"].startswith("[Request ID: ") and answer["code"].endswith("] Server Error")
+    assert b"hunter2" not in body and b"Traceback" not in body and b"RuntimeError" not in body
+    (record,) = [r for r in caplog.records if r.name == "engine.httpactions"]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+    assert "GET /fail" in record.getMessage()
+    request_id = answer["code"][len("[Request ID: ") : -len("] Server Error")]
+    assert request_id in record.getMessage()  # the client's id finds the server's log
+
+
+def test_convex_error_data_reaches_the_client(call: Call) -> None:
+    status, _, body = call("GET", "/fail-convex")
+    answer = json.loads(body)
+    assert status == 500
+    assert answer["data"] == {"code": "NOT_ALLOWED", "limit": 3.0}
+    assert answer["code"].endswith("] Server Error")
+
+
+def test_a_handler_returning_no_response_is_a_500_with_a_clear_log(
+    call: Call, caplog: pytest.LogCaptureFixture
+) -> None:
+    status, _, body = call("GET", "/not-a-response")
+    assert status == 500 and b"oops" not in body
+    (record,) = [r for r in caplog.records if r.name == "engine.httpactions"]
+    assert "returned dict, not an HttpResponse" in record.getMessage()
+
+
+def test_prefix_routes_see_the_request(call: Call) -> None:
+    status, _, body = call(
+        "PUT",
+        "/echo/a/b?x=1&x=2&y=",
+        b"caf\xc3\xa9",
+        {"Content-Type": "text/plain", "X-Tag": "t1"},
+    )
+    assert status == 200, body
+    seen = json.loads(body)
+    assert seen["method"] == "PUT"
+    assert seen["path"] == "/echo/a/b"
+    assert seen["query"] == {"x": "1", "y": ""}
+    assert seen["body"] == "café"
+    assert seen["contentType"] == "text/plain"
+    assert seen["tags"] == ["t1"]
+    assert seen["url"].startswith("http://") and seen["url"].endswith("/echo/a/b?x=1&x=2&y=")
+    assert call("GET", "/echo/deep/x")[1]["x-route"] == "deep"  # the longest prefix
+    assert call("GET", "/echo/exact")[1]["x-route"] == "exact"  # an exact path first
+    assert call("POST", "/echo/deep/x")[0] == 200  # /echo/deep/ is GET only: /echo/ answers
+    assert json.loads(call("POST", "/echo/deep/x")[2])["method"] == "POST"
+
+
+def test_head_runs_the_get_route_without_its_body(call: Call) -> None:
+    call("POST", "/notes", b'{"text": "x"}')
+    _, get_headers, get_body = call("GET", "/notes")
+    status, headers, body = call("HEAD", "/notes")
+    assert (status, body) == (200, b"")
+    assert headers["content-length"] == str(len(get_body)) == get_headers["content-length"]
+    assert headers["x-route"] == "notes"
+    assert call("HEAD", "/nowhere")[0] == 404
+
+
+def test_options_goes_to_the_apps_route(call: Call) -> None:
+    status, headers, body = call("OPTIONS", "/notes")
+    assert (status, body) == (204, b"")
+    assert headers["access-control-allow-methods"] == "GET, POST"
+    # The storage endpoints keep answering their own preflights.
+    status, headers, _ = call("OPTIONS", "/api/storage/upload?token=x")
+    assert status == 204 and "POST" in headers["access-control-allow-methods"]
+
+
+def test_storage_endpoints_still_answer_beside_the_routes(engine: Engine, call: Call) -> None:
+    from urllib.parse import urlsplit
+
+    upload = urlsplit(engine.mutation(files.upload_url))
+    status, _, body = call(
+        "POST", f"{upload.path}?{upload.query}", b"file bytes", {"Content-Type": "text/plain"}
+    )
+    assert status == 200, body
+    storage_id = json.loads(body)["storageId"]
+    download = urlsplit(engine.query(files.url, {"id": storage_id})).path
+    status, headers, body = call("GET", download)
+    assert (status, body, headers["content-type"]) == (200, b"file bytes", "text/plain")
+    status, _, body = call("GET", "/api/storage/nothing-here")
+    assert (status, json.loads(body)["code"]) == (404, "FileNotFound")
+
+
+@pytest.mark.parametrize("front", ["server", "wsgi"])
+def test_request_bodies_are_capped(engine: Engine, front: str) -> None:
+    call, stop = caller(front, engine, max_upload_size=100)
+    try:
+        status, _, body = call("POST", "/echo/x", b"y" * 101)
+        assert status == 413 and json.loads(body)["code"] == "PayloadTooLarge"
+        status, _, body = call("POST", "/echo/x", b"y" * 100)
+        assert status == 200 and json.loads(body)["body"] == "y" * 100
+    finally:
+        stop()
+
+
+def test_a_body_without_a_length_is_refused_and_a_bad_header_is_a_400(
+    engine: Engine, server: HttpServer
+) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request(
+            "POST", "/echo/x", body=iter([b"chunk"]), headers={"Transfer-Encoding": "chunked"}
+        )
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())["code"]) == (411, "LengthRequired")
+    finally:
+        connection.close()
+    with pytest.raises(EngineError, match="line break or control character"):
+        engine.fetch("/echo/x", headers={"X-Bad": "a\x00b"})
+
+
+def test_concurrent_requests_run_at_once(engine: Engine, server: HttpServer) -> None:
+    answers: list[Answer] = []
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        try:
+            answers.append(over_http(f"{server.url}/slow?seconds=0.4", "GET", None, {}))
+            body = json.dumps({"text": f"note {index}"}).encode()
+            answers.append(over_http(f"{server.url}/notes", "POST", body, {}))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    assert not errors, errors
+    assert sorted(status for status, _, _ in answers) == [200] * 8 + [201] * 8
+    assert elapsed < 8 * 0.4 / 2, elapsed  # the sleeps overlapped
+    assert sorted(engine.query(notes.texts)) == sorted(f"note {i}" for i in range(8))
+
+
+def test_fetch_and_afetch(engine: Engine) -> None:
+    async def main() -> HttpResponse:
+        with pytest.raises(EngineError, match="use `await engine.afetch"):
+            engine.fetch("/notes")
+        return await engine.afetch("/echo/a", method="post", body="hi")
+
+    response = asyncio.run(main())
+    assert response.status == 200 and json.loads(response.body)["body"] == "hi"
+    assert json.loads(response.body)["method"] == "POST"
+    assert json.loads(engine.fetch("/echo/a", method="POST").body)["body"] == ""
+    with pytest.raises(EngineError, match="starting with '/'"):
+        engine.fetch("notes")
+
+
+def test_a_closed_engine_answers_503(db_path: Path) -> None:
+    from engine.httpserver import handle
+
+    engine = Engine.open(db_path, functions=app, durability="none")
+    runtime = engine._runtime
+    assert handle(runtime, "GET", "/notes", lambda name: None, bytes).status == 200
+    engine.close()
+    response = handle(runtime, "GET", "/notes", lambda name: None, bytes)
+    assert response.status == 503
+    assert json.loads(b"".join(response.body))["code"] == "EngineClosed"
+    with pytest.raises(EngineError, match="closed"):
+        engine.fetch("/notes")
+
+
+def test_a_router_can_be_passed_to_open(db_path: Path) -> None:
+    @http_action
+    async def count(ctx: Any, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(str(len(await ctx.run_query(notes.texts))))
+
+    router = HttpRouter()
+    router.route(path="/count", method="GET", handler=count)
+    with Engine.open(db_path, functions=notes, durability="none", http=router) as engine:
+        engine.mutation(notes.add, {"text": "a"})
+        assert engine.fetch("/count").text() == "1"
+        assert engine._runtime.registry.http is router
+    with pytest.raises(EngineError, match="also has HTTP routes"):
+        Engine.open(db_path, functions=app, durability="none", http=router)
+    with pytest.raises(EngineError, match=r"takes an HttpRouter, got dict"):
+        Engine.open(db_path, durability="none", http={"/count": count})  # type: ignore[arg-type]
+    with Engine.open(db_path, durability="none") as bare:  # no routes: the old JSON 404
+        response = bare.fetch("/count")
+        assert response.status == 404 and json.loads(response.body)["code"] == "NotFound"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("", "must have an attribute `http = HttpRouter\\(\\)`; found nothing"),
+        ("http = 5\n", "found int 5"),
+        ("import engine\nhttp = engine.http_action\n", "found function"),
+    ],
+)
+def test_a_misconfigured_http_module_refuses_to_open(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str, message: str
+) -> None:
+    import importlib
+
+    name = f"badapp_{abs(hash(source))}"
+    package = tmp_path / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "http.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(name)
+    try:
+        with pytest.raises(EngineError, match=message):
+            Engine.open(db_path, functions=module, durability="none")
+    finally:
+        for loaded in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            del sys.modules[loaded]
+
+
+def test_headers_are_case_insensitive_and_checked() -> None:
+    headers = Headers([("Content-Type", "text/plain"), ("X-Tag", "a"), ("x-tag", "b")])
+    assert headers["content-type"] == "text/plain"
+    assert headers["X-TAG"] == "a, b" and headers.get_all("X-Tag") == ["a", "b"]
+    assert list(headers) == ["content-type", "x-tag"] and len(headers) == 2
+    assert "CONTENT-TYPE" in headers and "nope" not in headers and 5 not in headers
+    assert headers.get("nope") is None
+    with pytest.raises(KeyError):
+        headers["nope"]
+    for bad in ([("Bad Name", "x")], [("", "x")], {"X": "a\r\nInjected: 1"}):
+        with pytest.raises(EngineError):
+            Headers(bad)
+
+
+def test_responses_check_their_arguments() -> None:
+    assert HttpResponse("é").headers["content-type"] == "text/plain;charset=UTF-8"
+    assert HttpResponse("x", headers={"content-type": "text/html"}).headers.get_all(
+        "Content-Type"
+    ) == ["text/html"]
+    assert HttpResponse(b"\x00").headers.get("content-type") is None
+    assert HttpResponse(None).body == b""
+    assert HttpResponse.json([1.5], status=202).status == 202
+    for status in (199, 600, True, "200"):
+        with pytest.raises(EngineError, match="must be an int from 200 to 599"):
+            HttpResponse(status=status)  # type: ignore[arg-type]
+    with pytest.raises(EngineError, match="HttpResponse.json"):
+        HttpResponse({"a": 1})  # type: ignore[arg-type]
+    request = HttpRequest("post", "http://h/p?a=1&a=2", body="{}")
+    assert (request.method, request.path, request.query_lists, request.json()) == (
+        "POST",
+        "/p",
+        {"a": ["1", "2"]},
+        {},
+    )
+
+
+def test_convex_error_data_uses_convexs_json_encoding() -> None:
+    data = {"n": 1, "b": b"\x01", "f": float("inf"), "z": -0.0, "l": [True, None, 2.5]}
+    assert convex_json(data) == {
+        "n": {"$integer": "AQAAAAAAAAA="},
+        "b": {"$bytes": "AQ=="},
+        "f": {"$float": "AAAAAAAA8H8="},
+        "z": {"$float": "AAAAAAAAAIA="},
+        "l": [True, None, 2.5],
+    }
+    assert convex_json(1 << 70) == str(1 << 70)
+    assert isinstance(ConvexError(data).data, dict)
