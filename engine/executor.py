@@ -370,7 +370,7 @@ class Executor:
         """Run a mutation job exactly once; False if it was not pending (any more), or
         the engine failed around it (the job is left pending for a later pass)."""
         runtime = self._runtime
-        from .functions import _txn_resolver, fresh_args, refuse_awaitable
+        from .functions import _txn_resolver, handler_args, refuse_awaitable
 
         def body(txn: Transaction) -> bool:
             job = txn.get(job_id)
@@ -381,7 +381,7 @@ class Executor:
                 args = runtime.check_args(name, function, job["args"][0], _txn_resolver(txn))
                 ctx = MutationCtx(runtime, txn, None, now_ms(), None, runtime.env)
                 ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=job_id)
-                result = function.handler(ctx, **fresh_args(args))
+                result = function.handler(ctx, **handler_args(args))
                 refuse_awaitable(name, result)
                 runtime.check_result(name, function, result, txn)
             except (OptimisticConcurrencyControlFailure, StorageError):
@@ -496,7 +496,7 @@ class Executor:
     ) -> Coroutine[Any, Any, BaseException | None]:
         """The job's task; it returns what the action raised, if not an Exception."""
         runtime = self._runtime
-        from .functions import fresh_args
+        from .functions import handler_args
 
         async def run() -> BaseException | None:
             state: dict[str, Any]
@@ -505,7 +505,7 @@ class Executor:
                 args = runtime.check_args(name, function, raw_args)
                 current_job.set(job_id)  # this task's context only
                 ctx = ActionCtx(runtime, None, runtime.env)
-                result = await function.handler(ctx, **fresh_args(args))
+                result = await function.handler(ctx, **handler_args(args))
                 runtime.check_result(name, function, result)
                 state = {"kind": "success"}
             except asyncio.CancelledError:  # close() cancelled it

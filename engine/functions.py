@@ -100,6 +100,20 @@ def fresh_args(args: dict[str, Any]) -> dict[str, Any]:
 _CONTAINERS = (dict, list)
 
 
+def handler_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The arguments to splat into one run of a handler (``handler(ctx, **...)``).
+
+    :func:`fresh_args`, but flat arguments are passed as they are: the ``**``
+    call binds them to the handler's parameters (or a new ``**kwargs`` dict),
+    so the handler cannot change the caller's dict. Cost: a type check per
+    argument; a copy only when one is a list or object.
+    """
+    for value in args.values():
+        if type(value) in _CONTAINERS:
+            return fresh_args(args)
+    return args
+
+
 def _copy(value: Any) -> Any:
     if type(value) is dict:
         return {k: _copy(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
@@ -439,7 +453,7 @@ class Runtime:
                 "the handler, or declare args=... to validate them."
             )
         # ``convert`` returns already plain values as they are, so the result may alias
-        # the caller's: every handler run takes its own copy (:func:`fresh_args`), and
+        # the caller's: every handler run takes its own copy (:func:`handler_args`), and
         # what the engine keeps (a subscription's arguments) is copied where kept.
         converted: dict[str, Any] = self._checked(
             name,
@@ -464,7 +478,8 @@ class Runtime:
             function.returns,
             ReturnsValidationError,
             "the return value is not a Convex value: ",
-            self.table_name if txn is None else _txn_resolver(txn),
+            # The closure only where a validator may call it (~0.1 µs per call saved).
+            self.table_name if txn is None or function.returns is None else _txn_resolver(txn),
         )
 
     def table_name(self, number: int) -> str | None:
@@ -524,7 +539,7 @@ class Runtime:
 
         def body(txn: Transaction) -> Any:
             ctx = ctx_type(self, txn, identity, time.time() * 1000.0, None, self.env)
-            result = function.handler(ctx, **fresh_args(args))
+            result = function.handler(ctx, **handler_args(args))
             if type(result) not in PLAIN_RESULTS:
                 refuse_awaitable(name, result)
             return self.check_result(name, function, result, txn)
@@ -555,8 +570,12 @@ class Runtime:
             raise self._kind_error(name, function, "query")
         args = self.check_args(name, function, args)
         txn = db.open_query()
-        try:
-            return self._body(name, function, args, identity)(txn)
+        try:  # _body's steps, without making a closure per call
+            ctx = QueryCtx(self, txn, identity, time.time() * 1000.0, None, self.env)
+            result = function.handler(ctx, **handler_args(args))
+            if type(result) not in PLAIN_RESULTS:
+                refuse_awaitable(name, result)
+            return self.check_result(name, function, result, txn)
         finally:
             db.close_query(txn)
 
@@ -661,7 +680,7 @@ class Runtime:
         if kind == "action":
             args = self.check_args(name, function, args)
             ctx = ActionCtx(self, identity, self.env)
-            result = await function.handler(ctx, **fresh_args(args))
+            result = await function.handler(ctx, **handler_args(args))
             return self.check_result(name, function, result)
         return await asyncio.to_thread(
             self.call,
@@ -701,7 +720,7 @@ class Runtime:
         paginated, journal = txn.paginated, txn.journal
         txn.paginated, txn.journal = False, None
         try:
-            result = function.handler(child, **fresh_args(args))
+            result = function.handler(child, **handler_args(args))
             if type(result) not in PLAIN_RESULTS:
                 refuse_awaitable(name, result)
             return self.check_result(name, function, result, txn)

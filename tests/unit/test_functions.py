@@ -19,6 +19,7 @@ from engine import (
     ReturnsValidationError,
     mutation,
     query,
+    v,
 )
 from tests import app
 from tests.app import notes
@@ -353,6 +354,21 @@ def test_every_run_gets_fresh_arguments(engine: Engine) -> None:
     assert len(calls) == 2  # it did conflict and re-run
     assert seen == [["a"], {"n": 0}]  # the re-run saw the arguments as called
     assert args == {"tags": ["a"], "meta": {"n": 0}}  # and the caller's are untouched
+
+
+def test_flat_arguments_are_passed_without_a_copy_yet_stay_the_callers(engine: Engine) -> None:
+    # handler_args passes flat arguments as they are: the ** call binds them, so a
+    # handler taking **kwargs gets a dict of its own.
+    @query(args={"n": v.int64(), "s": v.string()})
+    def change_kwargs(ctx, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs["n"] += 1
+        kwargs["extra"] = True
+        return kwargs
+
+    args = {"n": 1, "s": "x"}
+    assert engine.query(change_kwargs, args) == {"n": 2, "s": "x", "extra": True}
+    assert engine.query(change_kwargs, args) == {"n": 2, "s": "x", "extra": True}
+    assert args == {"n": 1, "s": "x"}
 
 
 def test_async_handlers_given_as_inline_functions_are_refused(engine: Engine) -> None:
