@@ -123,6 +123,10 @@ class Engine:
                 from .migration import apply_schema
 
                 apply_schema(db, schema)
+            else:  # an index a crash left half built is finished by any next open
+                from .migration import finish_backfills
+
+                finish_backfills(db)
             db.cursor_secret()  # made now, never inside a running transaction
             registry = Registry.from_package(functions)
             if http is not None:

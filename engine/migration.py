@@ -20,8 +20,9 @@ catalog and:
    documents as they are at that moment, so concurrent writers and the
    backfill agree), then marks it ``ready`` (queryable).
 
-A crash during a backfill leaves the index ``backfilling``: the next open
-finds it and finishes the backfill (re-putting a key is harmless). A crash
+A crash during a backfill leaves the index ``backfilling``: the next open,
+with or without a schema, finds it and finishes the backfill (re-putting a key
+is harmless; :func:`finish_backfills`). A crash
 before step 2 commits changes nothing.
 """
 
@@ -308,11 +309,23 @@ def _backfill(db: Database, table_name: str, index_name: str) -> None:
     started = time.monotonic()
     total = _count_documents(db, table_name)
     show = total >= _PROGRESS_THRESHOLD and sys.stderr.isatty()
+    number: list[int] = []  # the index's number when this backfill started
 
     def batch(wtxn: Any) -> tuple[bytes | None, int]:
         catalog = _load_catalog(wtxn, db)
-        table = catalog.tables[table_name]
-        index = table.indexes[index_name]
+        table = catalog.tables.get(table_name)
+        index = None if table is None else table.indexes.get(index_name)
+        if (
+            table is None
+            or index is None
+            or index.state != "backfilling"
+            or (number and index.number != number[0])
+        ):
+            # Dropped, finished by another handle or process, or redefined since (its
+            # new definition has a backfill of its own, from the first document).
+            return None, 0
+        if not number:
+            number.append(index.number)
         plan = db.key_plan(table)
         # keys() returns by_id first, then the other indexes in catalog order.
         position = [n for n in table.indexes if n != BY_ID].index(index_name)
@@ -348,6 +361,26 @@ def _backfill(db: Database, table_name: str, index_name: str) -> None:
             break
     if show:
         sys.stderr.write("\n")
+
+
+def finish_backfills(db: Database) -> None:
+    """Finish every index left ``backfilling`` (a crash, or another process's open).
+
+    Called by an ``Engine.open`` without a schema; one with a schema does this in
+    :func:`apply_schema`. Cost: one read of the catalog; then the backfills, which
+    may run beside another process's backfill of the same index (both write the
+    same keys; the first to reach the end marks it ready).
+    """
+    with db.storage.read() as rtxn:
+        catalog = db.catalog_at(rtxn)
+        pending = [
+            (table.name, index.name)
+            for table in catalog.tables.values()
+            for index in table.indexes.values()
+            if index.state == "backfilling"
+        ]
+    for table_name, index_name in pending:
+        _backfill(db, table_name, index_name)
 
 
 def _count_documents(db: Database, table_name: str) -> int:

@@ -158,10 +158,6 @@ def test_a_catalog_that_does_not_decode_refuses_to_open(db_path: Path) -> None:
         engine.run(lambda ctx: ctx.db.insert("t", {"n": 1}))
         storage = engine._db.storage
         storage.write(lambda txn: txn.put(b"catalog", b"\xc1", db=storage.meta))
-    with pytest.raises(CorruptionError, match="stored catalog .* does not decode"):
-        Engine.open(db_path, schema=SCHEMA, durability="none")
-    with Engine.open(db_path, durability="none") as engine:  # no schema: read on first use
-        with pytest.raises(CorruptionError, match="restore the folder from a backup"):
-            engine.run(lambda ctx: ctx.db.query("t").collect())
-        with pytest.raises(CorruptionError, match="stored catalog"):
-            engine.check()
+    for schema in (SCHEMA, None):  # every open reads the catalog (indexes left half built)
+        with pytest.raises(CorruptionError, match="stored catalog .* restore the folder"):
+            Engine.open(db_path, schema=schema, durability="none")
