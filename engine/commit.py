@@ -45,6 +45,8 @@ __all__ = ["LOG_RETENTION_NS", "CommitRequest", "Committer", "Conflict", "read_l
 LOG_RETENTION_NS = 120 * 1_000_000_000
 _PRUNE_EVERY = 512
 _U64 = struct.Struct(">Q")
+#: The read set of every transaction that read nothing (immutable, so shared).
+_NO_READS = FrozenReadSet(())
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,11 @@ class CommitRequest:
             for name in new_catalog.tables.keys() - txn.catalog.tables.keys():
                 logged.append(catalog_key(name))
             logged.append(NEXT_TABLE_KEY)
+        reads = txn.reads
         return cls(
             txn.snapshot_ts,
-            txn.reads.freeze(),
+            # Blind writes (inserts) read nothing: they share one empty read set.
+            reads.freeze() if len(reads) else _NO_READS,
             txn.catalog.catalog.version,
             tables,
             documents,
