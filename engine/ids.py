@@ -31,9 +31,11 @@ from typing import Final
 from .errors import InvalidId
 
 __all__ = [
+    "DECODED_IDS",
     "FIRST_USER_TABLE_NUMBER",
     "MAX_TABLE_NUMBER",
     "decode_id",
+    "decode_id_cached",
     "encode_id",
     "is_id",
     "new_internal_id",
@@ -173,6 +175,29 @@ def decode_id(id: object) -> tuple[int, bytes]:
     if int.from_bytes(data[-2:], "little") != _fletcher16(body) ^ _VERSION:
         raise _invalid(id, "bad checksum: the ID was mistyped, truncated or altered")
     return table_number, data[offset:-2]
+
+
+#: Ids decoded by :func:`decode_id_cached`: ``id → (table number, internal id,
+#: document key)``. Decoding (base32, checksum) costs microseconds, and the same
+#: ids come back again and again (as arguments, in documents read and written);
+#: a pure function, so a bounded cache.
+DECODED_IDS: dict[str, tuple[int, bytes, bytes]] = {}
+_DECODED_IDS_MAX: Final = 1 << 16
+
+
+def decode_id_cached(id: str) -> tuple[int, bytes, bytes]:
+    """:func:`decode_id`, cached, plus the document's key in storage
+    (``table number (4 B big-endian) ‖ internal id``).
+
+    Raises :class:`InvalidId` as :func:`decode_id` does (invalid ids are not cached).
+    """
+    decoded = DECODED_IDS.get(id)
+    if decoded is None:
+        number, internal_id = decode_id(id)
+        if len(DECODED_IDS) >= _DECODED_IDS_MAX:
+            DECODED_IDS.clear()
+        decoded = DECODED_IDS[id] = (number, internal_id, number.to_bytes(4, "big") + internal_id)
+    return decoded
 
 
 def _read_varint(id: str, data: bytes) -> tuple[int, int]:

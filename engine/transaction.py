@@ -61,10 +61,8 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _decode_document = document_decoder()  # decode_document without a Python frame
-#: Decoding an id (base32, checksum) costs microseconds; ids are read again and
-#: again, so decoded ids are cached (pure function, bounded size).
-_DECODED_IDS: dict[str, tuple[int, bytes, bytes]] = {}
-_DECODED_IDS_MAX = 1 << 16
+#: Decoded ids (see ids.decode_id_cached), read inline by the hottest path.
+_DECODED_IDS = ids.DECODED_IDS
 
 
 def _refuse_long_key(table: TableDef, keys: tuple[bytes, ...]) -> None:
@@ -232,17 +230,7 @@ class Transaction(Scans):
                 f"Expected a document ID string, got {type(document_id).__name__}: {document_id!r}",
                 value=document_id,
             )
-        decoded = _DECODED_IDS.get(document_id)
-        if decoded is None:
-            number, internal_id = ids.decode_id(document_id)
-            if len(_DECODED_IDS) >= _DECODED_IDS_MAX:
-                _DECODED_IDS.clear()
-            decoded = _DECODED_IDS[document_id] = (
-                number,
-                internal_id,
-                _U32.pack(number) + internal_id,
-            )
-        number, internal_id, doc_key = decoded
+        number, internal_id, doc_key = ids.decode_id_cached(document_id)
         table = self.table_by_number(number)
         return table, doc_key, internal_id
 
