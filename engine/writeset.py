@@ -145,16 +145,18 @@ class WriteSet:
         self.generation += 1
         added = self._added_keys
         added_sorted = self._added_sorted
-        after = set(keys)
-        for key in before:
-            if key not in after:
-                if key in added:
-                    added.discard(key)
-                    if added_sorted is not None:
-                        added_sorted.remove(key)
-                else:
-                    self.removed.add(key)
-        previous = set(before)
+        previous: set[bytes] | tuple[()] = ()  # an insert had no keys: nothing to remove
+        if before:
+            after = set(keys)
+            for key in before:
+                if key not in after:
+                    if key in added:
+                        added.discard(key)
+                        if added_sorted is not None:
+                            added_sorted.remove(key)
+                    else:
+                        self.removed.add(key)
+            previous = set(before)
         for key in keys:
             if key not in previous:
                 if key in self.removed:
