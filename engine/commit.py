@@ -45,6 +45,8 @@ __all__ = ["LOG_RETENTION_NS", "CommitRequest", "Committer", "Conflict", "read_l
 LOG_RETENTION_NS = 120 * 1_000_000_000
 _PRUNE_EVERY = 512
 _U64 = struct.Struct(">Q")
+#: The read set of every transaction that read nothing (immutable, so shared).
+_NO_READS = FrozenReadSet(())
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,11 @@ class CommitRequest:
             for name in new_catalog.tables.keys() - txn.catalog.tables.keys():
                 logged.append(catalog_key(name))
             logged.append(NEXT_TABLE_KEY)
+        reads = txn.reads
         return cls(
             txn.snapshot_ts,
-            txn.reads.freeze(),
+            # Blind writes (inserts) read nothing: they share one empty read set.
+            reads.freeze() if len(reads) else _NO_READS,
             txn.catalog.catalog.version,
             tables,
             documents,
@@ -303,7 +307,10 @@ class Committer:
             if blob_changes:  # in the same LMDB txn as the _storage rows they belong to
                 _blobs.apply(wtxn, storage.blobs, blob_changes)
             _apply_net(wtxn, storage.indexes, index_keys)
-            wtxn.cursor(storage.log).putmulti(log_entries, True, True, True)
+            if len(log_entries) == 1:  # one py-lmdb call either way; put makes no cursor
+                wtxn.put(*log_entries[0], True, True, True, storage.log)
+            else:
+                wtxn.cursor(storage.log).putmulti(log_entries, True, True, True)
             commits = len(log_entries)
             storage.put_head(wtxn, latest, catalog.version)
             storage.clear_dead_readers()
@@ -358,7 +365,9 @@ def _apply_net(wtxn: Any, db: Any, changes: dict[bytes, bytes | None]) -> None:
             wtxn.delete(key, b"", db)
         else:
             puts.append((key, value))
-    if puts:
+    if len(puts) == 1:  # one py-lmdb call either way; put makes no cursor
+        wtxn.put(*puts[0], True, True, False, db)
+    elif puts:
         puts.sort()  # neighbouring keys land on pages already touched
         wtxn.cursor(db).putmulti(puts)
 

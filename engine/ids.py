@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from itertools import accumulate
 from typing import Final
 
@@ -48,7 +49,6 @@ MAX_TABLE_NUMBER: Final = 2**32 - 1
 
 _ALPHABET: Final = "0123456789abcdefghjkmnpqrstvwxyz"
 _DIGITS: Final = {character: value for value, character in enumerate(_ALPHABET)}
-_PAIRS: Final = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
 _VALID_CHARACTERS: Final = re.compile("[0-9a-hjkmnp-tv-z]*")
 # bytes.translate, not str.translate: a 256-byte table is ~8x faster than a dict.
 _TO_INT_DIGITS: Final = bytes.maketrans(_ALPHABET.encode(), b"0123456789abcdefghijklmnopqrstuv")
@@ -88,6 +88,7 @@ def _fletcher16(data: bytes) -> int:
     return (sum(accumulate(data)) & 0xFF) << 8 | (sum(data) & 0xFF)
 
 
+@lru_cache(maxsize=1024)  # one entry per table: ids are made for few tables, again and again
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
@@ -97,15 +98,46 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+def _spreading(groups: int) -> tuple[tuple[int, int], ...]:
+    """The steps that move each of ``groups`` (a power of two) 5-bit groups of an
+    integer into a byte of its own: (mask of the groups that move, shift).
+
+    Each step halves the lanes: the upper half of the groups of every lane moves
+    up into the upper half of the lane's bits.
+    """
+    steps = []
+    total = width = groups * 8
+    while groups > 1:
+        low = 5 * (groups // 2)  # bits that stay in the lower half
+        upper = ((1 << (5 * groups)) - 1) ^ ((1 << low) - 1)
+        mask = sum(upper << lane for lane in range(0, total, width))
+        steps.append((mask, width // 2 - low))
+        width, groups = width // 2, groups // 2
+    return tuple(steps)
+
+
+# Ids are 31 to 37 characters: those of system tables and of user tables below
+# 16384 fit 32 groups.
+_SPREAD_32: Final = _spreading(32)
+_SPREAD_64: Final = _spreading(64)
+_DIGIT_TO_CHARACTER: Final = bytes.maketrans(bytes(range(32)), _ALPHABET.encode())
+
+
 def _base32(data: bytes) -> str:
-    """Base32, most significant bit first, no padding; ten bits per table lookup."""
+    """Base32, most significant bit first, no padding.
+
+    Each 5-bit group is moved into a byte of its own by a few whole-integer
+    steps (a table lookup per two characters cost ~1.6x more), then the bytes are
+    translated into characters.
+    """
     bits = len(data) * 8
     length = (bits + 4) // 5
-    if length % 2:
-        length += 1  # an even count of characters: a whole number of 10-bit pairs
     number = int.from_bytes(data, "big") << (length * 5 - bits)
-    text = "".join([_PAIRS[(number >> shift) & 1023] for shift in range(length * 5 - 10, -1, -10)])
-    return text[: (bits + 4) // 5]
+    size, steps = (32, _SPREAD_32) if length <= 32 else (64, _SPREAD_64)
+    for mask, shift in steps:
+        moving = number & mask
+        number = number ^ moving | moving << shift
+    return number.to_bytes(size, "big")[-length:].translate(_DIGIT_TO_CHARACTER).decode("ascii")
 
 
 def encode_id(table_number: int, internal_id: bytes) -> str:

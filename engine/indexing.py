@@ -44,7 +44,7 @@ class KeyPlan:
     Cost of :meth:`keys`: one sort-key encoding per indexed field per index.
     """
 
-    __slots__ = ("by_id_prefix", "plans", "table")
+    __slots__ = ("by_id_prefix", "fields", "plans", "table")
 
     def __init__(self, table: TableDef) -> None:
         self.table = table
@@ -55,6 +55,9 @@ class KeyPlan:
                 continue
             steps = [] if name == BY_CREATION_TIME else [split_path(f) for f in index.fields]
             self.plans.append((index.prefix, steps))
+        #: The top-level fields that some index key depends on (besides the system
+        #: fields): a write that changes none of them keeps every index key.
+        self.fields = frozenset(path[0] for _, steps in self.plans for path in steps)
 
     def keys(self, document: dict[str, Any], internal_id: bytes) -> tuple[bytes, ...]:
         """Every index key of ``document`` (by_id first), as stored in ``indexes``."""

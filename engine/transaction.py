@@ -334,23 +334,34 @@ class Transaction(Scans):
         doc_key: bytes,
         internal_id: bytes,
         document: dict[str, Any] | None,
-        snapshot: Any,
+        previous: dict[str, Any] | None,
+        *,
+        keys_kept: bool = False,
     ) -> None:
-        """Buffer ``document`` (None: delete) as the newest version of ``doc_key``."""
+        """Buffer ``document`` (None: delete) as the newest version of ``doc_key``.
+
+        ``previous`` is the version it replaces (None for an insert);
+        ``keys_kept``: the caller knows that ``document`` has every index key of
+        ``previous`` (a patch of fields no index covers), so they are not computed.
+        """
         plan = self.plan(table)
+        writes = self.writes
+        previous_keys: tuple[bytes, ...] | None = None  # of ``previous``, if needed
         snapshot_keys: tuple[bytes, ...] | None = None
-        if not self.writes.touched(doc_key):
-            snapshot_keys = (
-                () if snapshot is None else plan.keys(decode_document(snapshot), internal_id)
+        if not writes.touched(doc_key):
+            previous_keys = snapshot_keys = (
+                () if previous is None else plan.keys(previous, internal_id)
             )
         keys: tuple[bytes, ...] = ()
         raw: bytes | None = None
         if document is not None:
             raw = encode_document(document)
-            keys = plan.keys(document, internal_id)
-            if max(map(len, keys)) > _scans.MAX_KEY_SIZE:
-                _refuse_long_key(table, keys)
-        writes = self.writes
+            if keys_kept:
+                keys = writes.current_keys[doc_key] if previous_keys is None else previous_keys
+            else:
+                keys = plan.keys(document, internal_id)
+                if max(map(len, keys)) > _scans.MAX_KEY_SIZE:
+                    _refuse_long_key(table, keys)
         if writes.writes >= MAX_DOCUMENTS_WRITTEN:
             raise LimitExceeded(
                 f"Too many documents written in a single function execution (limit: "
@@ -451,10 +462,14 @@ class Transaction(Scans):
             else:
                 document[name] = value
         document = convert_document(document)
-        if values_equal(document, old):
+        # Only the patched fields can differ from ``old``.
+        if all(values_equal(document.get(name, UNSET), old.get(name, UNSET)) for name in fields):
             return
         self.db.validate_document(self, table.name, document)
-        self._store(table, doc_key, internal_id, document, raw)
+        plan = self.plan(table)
+        self._store(
+            table, doc_key, internal_id, document, old, keys_kept=plan.fields.isdisjoint(fields)
+        )
 
     def replace(self, document_id: str, value: dict[str, Any]) -> None:
         """Replace every user field of a document, keeping ``_id`` and ``_creationTime``."""
@@ -470,13 +485,13 @@ class Transaction(Scans):
         if values_equal(document, old):
             return
         self.db.validate_document(self, table.name, document)
-        self._store(table, doc_key, internal_id, document, raw)
+        self._store(table, doc_key, internal_id, document, old)
 
     def delete(self, document_id: str) -> None:
         """Delete a document. Raises :class:`DocumentNotFound` if it does not exist."""
         self._require_writable()
         table, doc_key, internal_id, raw = self._existing(document_id, "Delete")
-        self._store(table, doc_key, internal_id, None, raw)
+        self._store(table, doc_key, internal_id, None, decode_document(raw))
 
 
 _NO_WRITES = WriteSet()

@@ -272,7 +272,7 @@ def _id(table: str) -> Validator:
         if type(value) is not str:
             return _mismatch(value, holder[0])
         try:
-            number, _ = ids.decode_id(value)
+            number = ids.decode_id(value)[0]
         except InvalidId:
             return "", (
                 f"Value does not match validator.\nValue: {format_value(value)}\n"

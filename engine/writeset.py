@@ -145,16 +145,18 @@ class WriteSet:
         self.generation += 1
         added = self._added_keys
         added_sorted = self._added_sorted
-        after = set(keys)
-        for key in before:
-            if key not in after:
-                if key in added:
-                    added.discard(key)
-                    if added_sorted is not None:
-                        added_sorted.remove(key)
-                else:
-                    self.removed.add(key)
-        previous = set(before)
+        previous: set[bytes] | tuple[()] = ()  # an insert had no keys: nothing to remove
+        if before:
+            after = set(keys)
+            for key in before:
+                if key not in after:
+                    if key in added:
+                        added.discard(key)
+                        if added_sorted is not None:
+                            added_sorted.remove(key)
+                    else:
+                        self.removed.add(key)
+            previous = set(before)
         for key in keys:
             if key not in previous:
                 if key in self.removed:
@@ -219,15 +221,31 @@ class WriteSet:
         deletes: list[bytes] = []
         puts: list[bytes] = []
         logged: list[bytes] = []
+        old_keys, current_keys = self.old_keys, self.current_keys
         for doc_key, raw in self.documents.items():
-            old = self.old_keys[doc_key]
-            new = self.current_keys[doc_key]
-            if not old and not new:
-                continue  # inserted, then deleted: nothing to apply
-            documents.append((doc_key, raw))
-            old_set = set(old[1:])
-            new_set = set(new[1:])
-            deletes.extend(k for k in old[1:] if k not in new_set)
-            puts.extend(k for k in new[1:] if k not in old_set)
-            logged.extend(set(old).union(new))
+            old = old_keys[doc_key]
+            new = current_keys[doc_key]
+            # A document's keys are distinct (one per index), so the common cases
+            # need no sets: a write that kept every key (a patch of unindexed fields)
+            # logs them, an insert puts and logs them, a delete removes and logs them.
+            if old == new:
+                if not new:
+                    continue  # inserted, then deleted: nothing to apply
+                documents.append((doc_key, raw))
+                logged.extend(new)
+            elif not old:
+                documents.append((doc_key, raw))
+                puts.extend(new[1:])
+                logged.extend(new)
+            elif not new:
+                documents.append((doc_key, raw))
+                deletes.extend(old[1:])
+                logged.extend(old)
+            else:
+                documents.append((doc_key, raw))
+                old_set = set(old)
+                new_set = set(new)
+                deletes.extend(k for k in old[1:] if k not in new_set)
+                puts.extend(k for k in new[1:] if k not in old_set)
+                logged.extend(old_set.union(new))
         return documents, deletes, puts, logged
