@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, ModuleType
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from . import files, httpactions
 from .contexts import MutationCtx
@@ -483,7 +483,10 @@ class Engine:
         if body is not None and "content-length" not in given:
             given = Headers([*given.pairs(), ("Content-Length", str(len(data)))])
         router = runtime.registry.http
-        route_path = urlsplit(path).path
+        # Escaped as a client sends it (convex-test's fetch goes through `new URL`): a
+        # test then reaches exactly the routes a real client reaches.
+        path = quote(path, safe=_URL_SAFE)
+        route_path = path.partition("?")[0].partition("#")[0]
         if router is None or route_path == "/api/storage" or route_path.startswith("/api/storage/"):
             return await asyncio.to_thread(_fetch_handled, runtime, method, path, given, data)
         request = HttpRequest(
@@ -491,6 +494,7 @@ class Engine:
             files.origin(runtime) + path,
             headers=given,
             body=b"" if method in ("GET", "HEAD", "OPTIONS") else data,
+            path=route_path,  # the route, whatever mount point site_url names
         )
         response = await httpactions.respond(runtime, router, request, identity=identity)
         return httpactions.finish(response, head=method == "HEAD")
@@ -607,6 +611,11 @@ def _release(storage: Any) -> None:
     if db is not None:
         db.shutdown()  # subscriptions end before the environment they read closes
     storage.release()
+
+
+#: What Engine.fetch leaves unescaped in a path and query: what a URL may hold as is,
+#: "%" included (an escape the caller wrote stays one), as `new URL(...)` does.
+_URL_SAFE = "/:@!$&'()*+,;=~?%"
 
 
 def _check_site_url(site_url: object) -> str:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .contexts import ActionCtx, UnverifiedIdentity
 from .errors import ConvexError, EngineError
-from .httpmessages import HttpRequest, HttpResponse
+from .httpmessages import Headers, HttpRequest, HttpResponse
 from .router import HttpRouter
 
 if TYPE_CHECKING:
@@ -79,6 +79,12 @@ async def respond(
     except ConvexError as error:
         _log.warning("HTTP action %s raised ConvexError: %s", where, error)
         return _server_error(request_id, error)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this request itself is cancelled (its caller's task, or shutdown)
+        _log.error("HTTP action %s let a CancelledError escape", where, exc_info=True)
+        return _server_error(request_id, None)
     except Exception:
         _log.error("HTTP action %s raised", where, exc_info=True)
         return _server_error(request_id, None)
@@ -90,7 +96,17 @@ async def respond(
             type(result).__name__,
         )
         return _server_error(request_id, None)
-    return result
+    try:
+        # Checked again as built: the handler may have reassigned its attributes.
+        headers = result.headers
+        return HttpResponse(
+            result.body,
+            status=result.status,
+            headers=headers.pairs() if isinstance(headers, Headers) else headers,
+        )
+    except Exception:
+        _log.error("HTTP action %s returned a response that is not valid", where, exc_info=True)
+        return _server_error(request_id, None)
 
 
 async def _identity(runtime: Runtime, header: str | None) -> Any:
@@ -121,10 +137,12 @@ def _server_error(request_id: str, error: ConvexError | None) -> HttpResponse:
 
 
 def finish(response: HttpResponse, *, head: bool) -> HttpResponse:
-    """``response`` as sent: hop-by-hop headers dropped, ``Content-Length`` set, and
-    for a ``HEAD`` request no body (its length is that of the ``GET`` answer)."""
+    """``response`` as sent: hop-by-hop headers dropped, ``Content-Length`` set (none
+    on a 204 or 304, RFC 9110 §8.6), and for a ``HEAD`` request no body (its length is
+    that of the ``GET`` answer)."""
     headers = [(k, v) for k, v in response.headers.pairs() if k.lower() not in _HOP_BY_HOP]
-    headers.append(("Content-Length", str(len(response.body))))
+    if response.status not in (204, 304):
+        headers.append(("Content-Length", str(len(response.body))))
     sent = HttpResponse(None if head else response.body, status=response.status, headers=headers)
     return sent
 

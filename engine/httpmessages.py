@@ -111,6 +111,12 @@ def _check_header(name: str, value: str) -> None:
             f"The value of header {name!r} contains a line break or control character: "
             f"{value!r}. Header values are one line of text."
         )
+    if not value.isascii() and any(c > "\xff" for c in value):
+        raise EngineError(
+            f"The value of header {name!r} has a character outside Latin-1: {value!r}. "
+            "HTTP header values are bytes (Fetch's ByteString): percent-encode the text, "
+            "or put it in the body."
+        )
 
 
 class HttpRequest:
@@ -168,15 +174,22 @@ class HttpRequest:
         return self.body.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        """The body parsed as JSON; raises ``ValueError`` (``json.JSONDecodeError``) if it is not."""
-        return json.loads(self.body)
+        """The body parsed as JSON; raises ``ValueError`` (``json.JSONDecodeError``) if it is
+        not JSON, ``NaN`` and ``Infinity`` included (as Fetch's ``json()``)."""
+        return json.loads(self.body, parse_constant=_not_json)
 
     def __repr__(self) -> str:
         return f"<HttpRequest {self.method} {self.url} ({len(self.body)} bytes)>"
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON (JSON has no NaN or infinities)")
+
+
 #: The content type Fetch's ``Response`` gives a string body.
 TEXT_PLAIN = "text/plain;charset=UTF-8"
+#: Statuses whose responses have no body (Fetch's "null body status").
+NULL_BODY_STATUSES = frozenset({101, 103, 204, 205, 304})
 
 
 class HttpResponse:
@@ -224,17 +237,23 @@ class HttpResponse:
                 f"HttpResponse(body=...) takes bytes, str or None, got {type(body).__name__}: "
                 "for a JSON answer use HttpResponse.json(value)."
             )
+        if self.body and status in NULL_BODY_STATUSES:
+            raise EngineError(
+                f"Response with null body status cannot have body: status {status} never "
+                "carries a body (Fetch's rule); return HttpResponse(None, status=...)."
+            )
 
     @classmethod
     def json(cls, data: Any, *, status: int = 200, headers: HeadersInit = None) -> HttpResponse:
         """A JSON answer (``Content-Type: application/json`` unless given), as Fetch's
-        ``Response.json(data)``. Raises ``TypeError`` for a value JSON cannot hold (bytes).
+        ``Response.json(data)``. Raises ``TypeError`` for a value JSON cannot hold (bytes)
+        and ``ValueError`` for NaN or an infinity (JSON has none; convert them first).
         """
         given = Headers(headers)
         pairs = given.pairs()
         if "content-type" not in given:
             pairs.append(("Content-Type", "application/json"))
-        return cls(json.dumps(data).encode(), status=status, headers=pairs)
+        return cls(json.dumps(data, allow_nan=False).encode(), status=status, headers=pairs)
 
     def text(self) -> str:
         """The body decoded as UTF-8 (for tests reading an answer of ``Engine.fetch``)."""

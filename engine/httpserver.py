@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import sys
 import threading
@@ -109,6 +110,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: Any, max_connections: int) -> None:
+        # The listen backlog (socketserver's default is 5: a burst of connections got
+        # resets before the accept loop could answer them, even a 503).
+        self.request_queue_size = max(128, max_connections)
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
         self._connections: set[socket.socket] = set()
@@ -309,11 +313,16 @@ def handle(
     then stores it in one commit; an HTTP action reads its body in full, then runs on
     an event loop of its own (this thread's).
     """
-    try:
-        split = urlsplit(target)
-    except ValueError:  # "//[x": an unparsable authority
-        return _error(400, "BadRequest", "The request target is not a valid URL path.")
-    path = split.path
+    if target.startswith("/"):
+        # Origin-form: a path and a query, never an authority (urlsplit would read
+        # "//admin/secret" as host "admin" and path "/secret").
+        path, _, query = target.partition("#")[0].partition("?")
+    else:
+        try:
+            split = urlsplit(target)
+        except ValueError:  # "http://[x": an unparsable authority
+            return _error(400, "BadRequest", "The request target is not a valid URL path.")
+        path, query = split.path, split.query
     router = runtime.registry.http
     if router is not None and not (path == _PREFIX[:-1] or path.startswith(_PREFIX)):
         return _http_action(
@@ -321,7 +330,7 @@ def handle(
             router,
             method,
             target,
-            split.path,
+            path,
             header,
             read_body,
             max_upload_size,
@@ -343,7 +352,7 @@ def handle(
         if method in ("GET", "HEAD") and path.startswith(_PREFIX) and path != _UPLOAD:
             return _download(runtime, path[len(_PREFIX) :], head=method == "HEAD")
         if method == "POST" and path == _UPLOAD:
-            return _upload(runtime, split.query, header, read_body, max_upload_size)
+            return _upload(runtime, query, header, read_body, max_upload_size)
     except EngineError as error:  # the engine closed, the disk failed, ...
         return _failed(runtime.db, error)
     return _error(404, "NotFound", f"No route for {method} {path}")
@@ -525,6 +534,30 @@ def _read_all(read_body: Callable[[int], bytes], length: int) -> bytes | None:
     return b"".join(parts)
 
 
+_HOST = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _valid_host(host: str) -> bool:
+    """Whether a ``Host`` header is a host and optional port (RFC 9110 §7.2): nothing
+    that would move the path or query of the URL an HTTP action sees."""
+    return _HOST.fullmatch(host) is not None
+
+
+def _refuse_framing(lengths: list[str] | None, headers: Any) -> Response | None:
+    """400 for a request whose body length is ambiguous (RFC 9112 §6.3): both
+    ``Transfer-Encoding`` and ``Content-Length``, or several ``Content-Length``. A server
+    that guessed could take part of a body for the next request (request smuggling)."""
+    lengths = lengths or []
+    if len(lengths) > 1 or (lengths and headers.get("Transfer-Encoding") is not None):
+        return _error(
+            400,
+            "BadRequest",
+            "The request's body length is ambiguous (Content-Length with Transfer-Encoding, "
+            "or several Content-Length headers): send exactly one of them.",
+        )
+    return None
+
+
 class _Handler(BaseHTTPRequestHandler):
     """The ``http.server`` front end of :func:`handle`."""
 
@@ -549,22 +582,29 @@ class _Handler(BaseHTTPRequestHandler):
             return self.rfile.read(n)
 
         target = self.path
+        host = self.headers.get("Host")
         if target.startswith("/"):
             address: Any = self.server.server_address
-            host = self.headers.get("Host") or f"{address[0]!s}:{address[1]}"
-            url = f"http://{host}{target}"
+            url = f"http://{host or f'{address[0]!s}:{address[1]}'}{target}"
         else:  # absolute-form: "GET http://host/path HTTP/1.1"
             url = target
-        response = handle(
-            self.runtime,
-            self.command,
-            target,
-            self.headers.get,
-            read_body,
-            self.max_upload_size,
-            headers=self.headers.items,
-            url=url,
-        )
+        refusal = _refuse_framing(self.headers.get_all("Content-Length"), self.headers)
+        if refusal is None and host is not None and not _valid_host(host):
+            refusal = _error(400, "BadRequest", f"The Host header {host!r} is not a host[:port].")
+        if refusal is not None:
+            self.close_connection = True  # where the next request starts is unknown
+            response = refusal
+        else:
+            response = handle(
+                self.runtime,
+                self.command,
+                target,
+                self.headers.get,
+                read_body,
+                self.max_upload_size,
+                headers=self.headers.items,
+                url=url,
+            )
         if consumed and response.status == 400:
             self.close_connection = True  # the body may be partly unread
         self.send_response(response.status)
@@ -648,16 +688,21 @@ class WsgiApp:
                     pairs.append((key.replace("_", "-").title(), str(environ[key])))
             return pairs
 
-        response = handle(
-            self._runtime,
-            environ.get("REQUEST_METHOD", "GET"),
-            target,
-            header,
-            read_body,
-            self._max_upload_size,
-            headers=headers,
-            url=request_uri(environ, include_query=True),
-        )
+        host = environ.get("HTTP_HOST")
+        if host is not None and not _valid_host(str(host)):
+            # request_uri() would put it into the URL an HTTP action reads.
+            response = _error(400, "BadRequest", f"The Host header {host!r} is not a host[:port].")
+        else:
+            response = handle(
+                self._runtime,
+                environ.get("REQUEST_METHOD", "GET"),
+                target,
+                header,
+                read_body,
+                self._max_upload_size,
+                headers=headers,
+                url=request_uri(environ, include_query=True),
+            )
         start_response(f"{response.status} {HTTPStatus(response.status).phrase}", response.headers)
         if environ.get("REQUEST_METHOD") == "HEAD":
             return []

@@ -94,7 +94,30 @@ async def slow(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
     return HttpResponse("done")
 
 
+@http_action
+async def changed_after(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    """GET /changed: a response whose status is reassigned out of range after it was built."""
+    response = HttpResponse("fine")
+    response.status = 1000
+    return response
+
+
+@http_action
+async def cancelled_inside(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    """GET /cancelled: a CancelledError of the handler's own escapes it."""
+    raise asyncio.CancelledError
+
+
+@http_action
+async def non_latin_header(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    """GET /euro: a header value that HTTP cannot carry."""
+    return HttpResponse("price", headers={"X-Price": "5 \u20ac"})
+
+
 http = HttpRouter()
+http.route(path="/changed", method="GET", handler=changed_after)
+http.route(path="/cancelled", method="GET", handler=cancelled_inside)
+http.route(path="/euro", method="GET", handler=non_latin_header)
 http.route(path="/notes", method="POST", handler=add_note)
 http.route(path="/notes", method="GET", handler=list_notes)
 http.route(path="/notes", method="OPTIONS", handler=preflight)

@@ -422,3 +422,121 @@ def test_convex_error_data_uses_convexs_json_encoding() -> None:
     }
     assert convex_json(1 << 70) == str(1 << 70)
     assert isinstance(ConvexError(data).data, dict)
+
+
+# -- found by review (HTTP protocol and framing) ---------------------------------------
+
+
+def _raw_exchange(server: HttpServer, data: bytes, wait: float = 1.0) -> bytes:
+    """Send raw bytes on one connection; everything the server sends back until it
+    closes the connection or goes quiet for ``wait`` seconds."""
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        sock.sendall(data)
+        received = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                return received
+            if not chunk:
+                return received
+            received += chunk
+
+
+def test_null_body_statuses_carry_no_body_and_keep_the_connection_in_step(
+    server: HttpServer,
+) -> None:
+    for status in (204, 205, 304):
+        with pytest.raises(EngineError, match="null body status cannot have body"):
+            HttpResponse(b"HTTP/1.1 200 OK\r\n\r\nforged", status=status)
+    # A 204 (the app's preflight) then a GET on the same kept-alive connection.
+    received = _raw_exchange(
+        server,
+        b"OPTIONS /notes HTTP/1.1\r\nHost: x\r\n\r\nGET /notes HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    first, _, rest = received.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 204")
+    assert b"content-length" not in first.lower()  # RFC 9110 section 8.6
+    assert rest.startswith(b"HTTP/1.1 200"), received
+
+
+def test_ambiguous_body_lengths_are_refused_and_the_connection_closed(
+    server: HttpServer,
+) -> None:
+    hidden = b"GET /fail HTTP/1.1\r\nHost: x\r\n\r\n"
+    for framing in (
+        b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n" % len(hidden),
+        b"Content-Length: 0\r\nContent-Length: %d\r\n" % len(hidden),
+    ):
+        received = _raw_exchange(
+            server, b"POST /echo/x HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n" + hidden
+        )
+        assert received.startswith(b"HTTP/1.1 400"), received
+        assert received.count(b"HTTP/1.1 ") == 1  # the hidden request was never served
+
+
+def test_a_host_header_cannot_move_the_path_or_query(engine: Engine, server: HttpServer) -> None:
+    received = _raw_exchange(
+        server, b"GET /echo/x?real=1 HTTP/1.1\r\nHost: h?admin=1#\r\nConnection: close\r\n\r\n"
+    )
+    assert received.startswith(b"HTTP/1.1 400"), received
+    status, _, body = over_wsgi(engine.wsgi_app(), "GET", "/echo/x?real=1", b"", {"Host": "h?a=1#"})
+    assert status == 400, body
+    status, _, body = over_wsgi(engine.wsgi_app(), "GET", "/echo/x?real=1", b"", {"Host": "h:8"})
+    assert status == 200 and json.loads(body)["query"] == {"real": "1"}
+
+
+def test_a_path_starting_with_two_slashes_is_a_path_not_a_host(engine: Engine) -> None:
+    # urlsplit("//evil/notes") reads host "evil" and path "/notes": behind wsgi_app the
+    # request reached the /notes route.
+    status, _, body = over_wsgi(engine.wsgi_app(), "GET", "//evil/notes", b"", {})
+    assert (status, body) == (404, b"No matching routes found")
+    assert engine.fetch("//evil/notes").status == 404
+
+
+def test_a_bad_response_is_a_500_whatever_the_handler_did(
+    call: Call, caplog: pytest.LogCaptureFixture
+) -> None:
+    for path in ("/changed", "/cancelled", "/euro"):
+        status, _, body = call("GET", path)
+        assert status == 500, (path, body)
+        assert json.loads(body)["code"].endswith("Server Error")
+    assert call("GET", "/notes")[0] == 200  # and the server keeps serving
+
+
+def test_a_cancelled_fetch_is_cancelled_not_answered(engine: Engine) -> None:
+    async def cancel_a_slow_request() -> None:
+        task = asyncio.create_task(engine.afetch("/slow?seconds=5"))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_a_slow_request())
+
+
+def test_fetch_escapes_its_path_and_routes_under_a_mounted_site_url(db_path: Path) -> None:
+    with Engine.open(
+        db_path, functions=app, durability="none", site_url="https://example.com/files"
+    ) as engine:
+        response = engine.fetch("/echo/a b/café?q=1")
+        assert response.status == 200, response.text()
+        seen = json.loads(response.body)
+        assert seen["path"] == "/echo/a%20b/caf%C3%A9"  # what a client's request carries
+        assert seen["url"] == "https://example.com/files/echo/a%20b/caf%C3%A9?q=1"
+        assert seen["query"] == {"q": "1"}
+
+
+def test_json_has_no_nan_or_infinity() -> None:
+    with pytest.raises(ValueError):
+        HttpResponse.json({"x": float("nan")})
+    with pytest.raises(ValueError, match="not JSON"):
+        HttpRequest("POST", "http://x/", body=b'{"v": NaN}').json()
+
+
+def test_the_server_queues_bursts_of_connections(server: HttpServer) -> None:
+    # socketserver's default backlog of 5 reset connections in a burst of 300.
+    assert server._server.request_queue_size >= 128  # type: ignore[attr-defined]
