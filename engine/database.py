@@ -80,6 +80,12 @@ class Database:
         self._local = _Local()
         self._secret: bytes | None = None
         self._subscriptions: SubscriptionManager | None = None
+        #: One entry per call running in :meth:`run` (list append/pop: atomic, no lock).
+        self._calls: list[None] = []
+        #: Set by :meth:`shutdown`: new calls raise the engine-closed error.
+        self.closing = False
+        #: How long :meth:`shutdown` waits for running calls before the storage closes.
+        self.close_timeout = 30.0
 
     @property
     def subscriptions(self) -> SubscriptionManager:
@@ -91,9 +97,16 @@ class Database:
         return self._subscriptions
 
     def shutdown(self) -> None:
-        """Stop what runs in the background (the subscriptions); the storage closes next."""
+        """The last handle closes: end the subscriptions, refuse new calls, and wait
+        (up to :attr:`close_timeout` seconds) for the calls other threads run, a
+        mutation between its function and its commit included; the storage closes next.
+        """
+        self.closing = True
         if self._subscriptions is not None:
             self._subscriptions.shutdown()
+        deadline = time.monotonic() + self.close_timeout
+        while self._calls and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def wait_for_subscriptions(self, ts: int) -> None:
         """Read-your-writes: block until subscriptions reflect commit ``ts``."""
@@ -232,6 +245,8 @@ class Database:
         local = self._local
         if local.depth:
             raise _reentry_error()
+        if self.closing:
+            raise closed_error()
         txn = Transaction(self, False)  # positional: keywords cost a class call ~0.1 µs
         local.depth = 1
         return txn
@@ -242,6 +257,19 @@ class Database:
         txn.close()
 
     def run(
+        self, fn: Callable[[Transaction], T], *, writable: bool = True, source: str = ""
+    ) -> tuple[T, int]:
+        """:meth:`_run`, counted as a running call (:meth:`shutdown` waits for it)."""
+        calls = self._calls
+        calls.append(None)  # atomic under the GIL, as the storage gate's entries
+        try:
+            if self.closing:
+                raise closed_error()
+            return self._run(fn, writable=writable, source=source)
+        finally:
+            calls.pop()
+
+    def _run(
         self, fn: Callable[[Transaction], T], *, writable: bool = True, source: str = ""
     ) -> tuple[T, int]:
         """Run ``fn`` in a transaction, commit, retry on conflict; returns (result, ts).
@@ -287,6 +315,11 @@ class Database:
             if attempt > self.retry.retries:
                 raise _occ_failure(request.conflict, attempt - 1, source)
             time.sleep(self.retry.delay(attempt))
+
+
+def closed_error() -> EngineError:
+    """What a call to a closed engine raises."""
+    return EngineError("This engine is closed: open it again with Engine.open(path).")
 
 
 def _reentry_error() -> EngineError:

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlsplit
 
 from . import files, httpactions
 from .contexts import MutationCtx
-from .database import Database
+from .database import Database, closed_error
 from .errors import CorruptionError, EngineError
 from .executor import Executor
 from .files import read_file, store_file
@@ -605,12 +605,17 @@ def _check_router(http: object, registry: Registry) -> None:
 
 
 def _release(storage: Any) -> None:
+    # The reference is dropped and the database unregistered under one lock: two handles
+    # closing at once both read "not last" when the count was read apart from the drop,
+    # and left a closed database registered (the folder could not be reopened).
     with _DATABASES_LOCK:
-        last = storage._refs == 1
+        last = storage.drop_ref()
         db = _DATABASES.pop(storage.path, None) if last else None
+    if not last:
+        return
     if db is not None:
-        db.shutdown()  # subscriptions end before the environment they read closes
-    storage.release()
+        db.shutdown()  # subscriptions end and running calls finish before the storage closes
+    storage.close_env()
 
 
 #: What Engine.fetch leaves unescaped in a path and query: what a URL may hold as is,
@@ -689,4 +694,4 @@ def _refuse_in_event_loop(message: str) -> None:
 
 
 def _closed_error() -> EngineError:
-    return EngineError("This engine is closed: open it again with Engine.open(path).")
+    return closed_error()

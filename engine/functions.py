@@ -657,7 +657,9 @@ class Runtime:
         try:
             result = self._body(name, function, args, identity)(txn)
             return result, txn.reads.freeze(), None
-        except Exception as error:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # SystemExit too: this query's error, not the worker's
             return None, txn.reads.freeze(), error
         finally:
             txn.close()

@@ -295,11 +295,24 @@ class Storage:
         thread's query, say) to finish, as a resize does, and holds new ones back:
         those then fail with :class:`StorageError` instead of reading a closed map.
         """
+        if self.drop_ref():
+            self.close_env()
+
+    def drop_ref(self) -> bool:
+        """Drop one reference; True if it was the last (call :meth:`close_env` then).
+
+        Atomic with :func:`open_storage`: of two handles released at once, exactly one
+        learns it was the last.
+        """
         with _REGISTRY_LOCK:
             self._refs -= 1
             if self._refs > 0:
-                return
+                return False
             _REGISTRY.pop(self.path, None)
+            return True
+
+    def close_env(self) -> None:
+        """Close the environment once this process's transactions end (see :meth:`release`)."""
         self._gate.exclusive(self.env.close)
 
     # -- transactions ----------------------------------------------------
@@ -389,6 +402,12 @@ class Storage:
                 entered = False
                 self._adopt_map_size()
             except lmdb.Error as error:
+                if self.closed:
+                    raise StorageError(
+                        f"The database at {self.path!r} was closed while this write waited: "
+                        "nothing was written. Close engines after the calls of other threads "
+                        "return."
+                    ) from error
                 raise _map_error(error, self.path) from error
             finally:
                 if entered:

@@ -124,6 +124,8 @@ class _Notifier:
         """
         with self._cond:
             self._pending = False
+        if self._failure is not None:  # the worker failed before this iteration began
+            raise _worker_failed(self._failure)
         if self._closed:
             return
         yield current()
@@ -189,7 +191,10 @@ class Subscription(_Notifier):
 
     @property
     def value(self) -> Any:
-        """The newest result (raises the newest error if the last run failed)."""
+        """The newest result (raises the newest error if the last run failed, and
+        ``EngineError`` if the subscription worker failed: the value is stale)."""
+        if self._failure is not None:
+            raise _worker_failed(self._failure)
         watched = self._watched
         if watched.error is not None:
             raise watched.error
@@ -256,6 +261,8 @@ class Subscription(_Notifier):
         waiter = (loop, event)
         self._async_waiters.append(waiter)
         try:
+            if self._failure is not None:
+                raise _worker_failed(self._failure)
             if self._closed:
                 return
             yield self.value
@@ -336,6 +343,8 @@ class SubscriptionManager:
         self._stopping = False
         self._wakeup = False
         self.ts = 0
+        #: The newest snapshot whose results are published and whose callbacks have run.
+        self.delivered_ts = 0
         #: The catalog the watched queries last ran against (None before the first step).
         self._catalog: Catalog | None = None
         self._worker_error: BaseException | None = None
@@ -413,10 +422,12 @@ class SubscriptionManager:
                 self._lock.notify_all()
 
     def wait_for(self, ts: int, timeout: float = 30.0) -> None:
-        """Return once every subscription reflects commit ``ts`` (read-your-writes).
+        """Return once every subscription reflects commit ``ts`` and the callbacks of
+        the results it changed have run (read-your-writes, callbacks included).
 
         Returns at once on the worker thread (a callback that calls the engine):
         the worker cannot wait for itself; it catches up when the callback returns.
+        So a slow callback delays the mutations of this process while it runs.
         """
         if not self._watched or threading.current_thread() is self._thread:
             return
@@ -424,7 +435,8 @@ class SubscriptionManager:
             self._wakeup = True
             self._lock.notify_all()
             self._lock.wait_for(
-                lambda: self.ts >= ts or not self._watched or self._thread is None, timeout
+                lambda: self.delivered_ts >= ts or not self._watched or self._thread is None,
+                timeout,
             )
 
     # -- the worker ----------------------------------------------------------------
@@ -520,6 +532,9 @@ class SubscriptionManager:
         for subscribers in changed:
             for subscription in subscribers:
                 subscription._deliver()
+        with self._lock:  # read-your-writes includes the callbacks of this snapshot
+            self.delivered_ts = max(self.delivered_ts, latest)
+            self._lock.notify_all()
 
     def _indexes_changed(self, catalog: Catalog) -> bool:
         """True if a table the watched queries may have read changed its indexes.

@@ -209,6 +209,75 @@ def test_closing_waits_for_running_calls_of_other_threads(db_path: Path) -> None
         again.query(lambda ctx: again.close())
 
 
+def test_closing_waits_for_a_mutation_between_its_function_and_its_commit(
+    db_path: Path,
+) -> None:
+    # Found by review: close() waited only for open LMDB transactions; a mutation whose
+    # function had returned (its read txn closed) but which had not committed yet failed
+    # with a raw LMDB error and was lost.
+    engine = Engine.open(db_path, durability="none")
+    started = threading.Event()
+    results: list[object] = []
+
+    def slow_insert(ctx):  # type: ignore[no-untyped-def]
+        started.set()
+        time.sleep(0.3)
+        return ctx.db.insert("t", {"n": 1})
+
+    def call() -> None:
+        try:
+            results.append(engine.run(slow_insert))
+        except BaseException as error:  # reported by the assert below
+            results.append(error)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    assert started.wait(5)
+    engine.close()
+    worker.join(5)
+    assert len(results) == 1 and isinstance(results[0], str), results
+    with Engine.open(db_path, durability="none") as again:
+        assert again.query(lambda ctx: ctx.db.get(results[0]))["n"] == 1
+        db = again._db
+    # A call that starts after the last close is refused with the engine's message.
+    with pytest.raises(EngineError, match="This engine is closed"):
+        db.run(lambda txn: None)
+
+
+def test_two_handles_closing_at_once_leave_the_folder_reopenable(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: each closer read "two references" before either dropped one, so
+    # neither unregistered the database, and the next open got the closed one.
+    from engine import engine as engine_module
+    from engine.storage import Storage
+
+    drop = Storage.drop_ref
+
+    def slow_drop(self: Storage) -> bool:
+        time.sleep(0.02)  # widens the window between two closers
+        return drop(self)
+
+    monkeypatch.setattr(Storage, "drop_ref", slow_drop)
+    handles = [Engine.open(db_path, durability="none") for _ in range(2)]
+    barrier = threading.Barrier(2)
+
+    def close(handle: Engine) -> None:
+        barrier.wait()
+        handle.close()
+
+    threads = [threading.Thread(target=close, args=(h,)) for h in handles]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert engine_module._DATABASES == {}
+    monkeypatch.undo()
+    with Engine.open(db_path, durability="none") as again:
+        again.run(lambda ctx: ctx.db.insert("t", {"n": 1}))
+        again.check()
+
+
 @pytest.mark.parametrize(
     ("durability", "sync", "metasync"),
     [("full", True, True), ("normal", True, False), ("none", False, False)],

@@ -475,6 +475,43 @@ def test_a_failed_worker_ends_iterations_with_its_error(
         _within(5, lambda: next(iteration))
     assert isinstance(raised.value.__cause__, RuntimeError)
     assert sub.closed
+    # Found by review: after the failure, .value gave the stale value and new iterations
+    # (sync and async) ended silently, as if the subscription had been closed.
+    with pytest.raises(EngineError, match="subscription worker failed"):
+        sub.value  # noqa: B018
+    with pytest.raises(EngineError, match="subscription worker failed"):
+        list(sub)
+
+    async def follow() -> list[Any]:
+        return [value async for value in sub]
+
+    with pytest.raises(EngineError, match="subscription worker failed"):
+        asyncio.run(follow())
+
+
+@query(args={"id": v.string()})
+def exits(ctx: QueryCtx, id: str) -> Any:
+    if ctx.db.get(id)["value"] == "exit":
+        raise SystemExit("bad query")
+    return "fine"
+
+
+def test_a_query_raising_system_exit_fails_alone(engine: Engine) -> None:
+    # Found by review: a SystemExit from one subscribed query killed the worker, which
+    # closed every subscription of the process.
+    good_doc, bad_doc = put(engine, "good", 1), put(engine, "bad", "ok")
+    with (
+        engine.subscribe(get_one, {"id": good_doc}) as good,
+        engine.subscribe(exits, {"id": bad_doc}) as bad,
+    ):
+        assert bad.value == "fine"
+        engine.run(lambda ctx: ctx.db.patch(bad_doc, {"value": "exit"}))
+        with pytest.raises(SystemExit, match="bad query"):
+            bad.value  # noqa: B018
+        engine.run(lambda ctx: ctx.db.patch(good_doc, {"value": 2}))
+        assert good.value == 2 and not good.closed
+        engine.run(lambda ctx: ctx.db.patch(bad_doc, {"value": "ok again"}))
+        assert bad.value == "fine"
 
 
 @query(args={"paginationOpts": v.any()})
@@ -577,3 +614,20 @@ def test_a_page_of_a_table_yet_to_exist_grows_as_one_of_an_empty_table(engine: E
         )
         # The first page ended at the End: it keeps every row (Convex's journal).
         assert empty.value == missing.value == [5, True]
+
+
+def test_a_mutation_returns_after_the_callbacks_of_its_changes_ran(engine: Engine) -> None:
+    # Read-your-writes covers callbacks: the worker published the new value, then ran the
+    # callbacks; a mutation used to return in between (and a subscription closed right
+    # after it could miss its last callback).
+    doc = put(engine, "a", 0)
+    seen: list[Any] = []
+
+    def slow_record(value: Any) -> None:
+        time.sleep(0.002)
+        seen.append(value)
+
+    with engine.subscribe(get_one, {"id": doc}, callback=slow_record):
+        for n in range(1, 20):
+            engine.run(lambda ctx, n=n: ctx.db.patch(doc, {"value": n}))
+            assert seen[-1] == n
