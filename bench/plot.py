@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ def table(result: dict[str, Any]) -> str:
 
 
 def chart(result: dict[str, Any], path: Path) -> None:
+    """One horizontal bar per measured system, grouped by workload and labelled with
+    its ops/s; a system keeps its colour across groups."""
     groups: dict[str, dict[str, float]] = {}
     systems: list[str] = []
     for m in result["measurements"]:
@@ -68,25 +71,39 @@ def chart(result: dict[str, Any], path: Path) -> None:
             systems.append(m["system"])
     if not groups:
         return
-    fig, ax = plt.subplots(
-        figsize=(10, max(3.0, 0.6 + 0.45 * len(groups) * max(1, len(systems)) / 2))
-    )
-    height = 0.8 / max(1, len(systems))
-    names = list(groups)
-    for i, system in enumerate(systems):
-        ys = [g + i * height for g in range(len(names))]
-        xs = [groups[n].get(system, 0) for n in names]
-        ax.barh(ys, xs, height=height, label=system)
-    ax.set_yticks([g + 0.4 - height / 2 for g in range(len(names))])
-    ax.set_yticklabels(names, fontsize=8)
+    colours = plt.get_cmap("tab20").colors
+    colour = {system: colours[i % len(colours)] for i, system in enumerate(systems)}
+    bars = sum(len(measured) for measured in groups.values())
+    fig, ax = plt.subplots(figsize=(12, max(3.0, 0.8 + 0.32 * bars + 0.3 * len(groups))))
+    y = 0.0
+    ticks: list[float] = []
+    labelled: set[str] = set()
+    for measured in groups.values():
+        start = y
+        for system, ops in measured.items():
+            label = None if system in labelled else system
+            labelled.add(system)
+            ax.barh(y, ops, height=0.8, color=colour[system], label=label)
+            ax.text(ops, y, f" {ops:,.0f}", va="center", fontsize=7)
+            y += 1
+        ticks.append((start + y - 1) / 2)
+        y += 0.8  # a gap between groups
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(names_wrapped(list(groups)), fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.set_xlim(right=ax.get_xlim()[1] * 3)  # room for the labels
     ax.set_xlabel("operations per second (log scale, higher is better)")
     ax.set_title(f"python -m bench {result['benchmark']}")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def names_wrapped(names: list[str], width: int = 28) -> list[str]:
+    """Group names broken into lines of about ``width`` characters."""
+    return [textwrap.fill(name, width) for name in names]
 
 
 def main() -> None:
