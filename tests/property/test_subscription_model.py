@@ -3,7 +3,9 @@
 Random mutations (inserts, patches that set or remove fields, replaces and
 deletes of documents with mixed-type fields; several writes per mutation, some
 from a second thread or two threads at once, some raising after they wrote)
-run while subscriptions to random registered queries are open: index ranges
+run (through this handle or a second one on the folder) while other handles
+drop, redefine or add indexes, and while subscriptions to random registered
+queries are opened and closed, some during another thread's writes: index ranges
 over one and two fields with eq/gt/gte/lt/lte, both orders, an optional filter,
 ``collect``/``take``/``first``/``unique``/streaming reads; ``db.get`` of ids
 that exist, were deleted or were never committed; a table that does not exist
@@ -71,7 +73,7 @@ SCHEMAS = {
 #: "docs" has the indexes; "later" is created by its first insert (queries may
 #: read it before it exists).
 TABLES = ["docs", "later"]
-MAX_OPEN = 8
+MAX_OPEN = 12
 
 # -- the registered queries --------------------------------------------------------
 #
@@ -284,6 +286,7 @@ class SubscriptionModel(RuleBasedStateMachine):
         self.live: dict[str, str] = {}  # id -> table, committed and not deleted
         self.seen: list[str] = []  # every id ever returned by an insert, committed or not
         self.open: list[Open] = []
+        self.other: Engine | None = None  # a second handle, opened by its first write
         self.sets: list[tuple[SubscriptionSet, dict[str, tuple[str, dict[str, Any]]]]] = []
         # Count the worker's runs of each shared execution (by its key).
         self.runs: Counter[Any] = Counter()
@@ -305,6 +308,8 @@ class SubscriptionModel(RuleBasedStateMachine):
             for entry in self.open:
                 entry.sub.close()
         finally:
+            if self.other is not None:
+                self.other.close()
             self.engine.close()
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -466,6 +471,11 @@ class SubscriptionModel(RuleBasedStateMachine):
         self._mutate(ops, "two_threads")
 
     @rule(ops=operations)
+    def write_through_another_handle(self, ops: list[Any]) -> None:
+        """A second Engine on the folder shares the subscriptions: it waits for them too."""
+        self._mutate(ops, "other_handle")
+
+    @rule(ops=operations)
     def write_then_raise(self, ops: list[Any]) -> None:
         self._mutate(ops, "fail")
 
@@ -517,6 +527,10 @@ class SubscriptionModel(RuleBasedStateMachine):
             return
         if mode == "here":
             inserted = self.engine.run(self._body(ops, written, fail=False))
+        elif mode == "other_handle":
+            if self.other is None:
+                self.other = Engine.open(self.folder, durability="none")
+            inserted = self.other.run(self._body(ops, written, fail=False))
         elif mode == "thread":
             inserted = self._run_in_thread(self._body(ops, written, fail=False))()
         else:
