@@ -485,8 +485,8 @@ class Engine:
         router = runtime.registry.http
         # Escaped as a client sends it (convex-test's fetch goes through `new URL`): a
         # test then reaches exactly the routes a real client reaches.
-        path = quote(path, safe=_URL_SAFE)
-        route_path = path.partition("?")[0].partition("#")[0]
+        path = quote(path.partition("#")[0], safe=_URL_SAFE)  # a fragment is never sent
+        route_path = path.partition("?")[0]
         if router is None or route_path == "/api/storage" or route_path.startswith("/api/storage/"):
             return await asyncio.to_thread(_fetch_handled, runtime, method, path, given, data)
         request = HttpRequest(

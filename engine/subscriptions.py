@@ -229,8 +229,12 @@ class Subscription(_Notifier):
             except RuntimeError:  # the loop is closed
                 pass
 
-    def _deliver(self) -> None:
-        """Called by the worker after the result changed (nothing once closed)."""
+    def _deliver(self, wake: bool = True) -> None:
+        """Called by the worker after the result changed (nothing once closed).
+
+        ``wake=False`` (a joiner's first value): the callback only; iterations have
+        the current value already and must not yield it twice.
+        """
         if self._closed:  # closed by an earlier callback of this same delivery round
             return
         self._delivered = True
@@ -245,9 +249,10 @@ class Subscription(_Notifier):
             # A failing callback must not stop the deliveries of every other subscription.
             _log.exception("subscription callback for %s raised", watched.name)
         finally:
-            self._wake()
-            for member_of in self._sets:
-                member_of._wake()
+            if wake:
+                self._wake()
+                for member_of in self._sets:
+                    member_of._wake()
 
     def __iter__(self) -> Iterator[Any]:
         return self._follow(lambda: self.value)
@@ -343,8 +348,6 @@ class SubscriptionManager:
         self._stopping = False
         self._wakeup = False
         self.ts = 0
-        #: The newest snapshot whose results are published and whose callbacks have run.
-        self.delivered_ts = 0
         #: The catalog the watched queries last ran against (None before the first step).
         self._catalog: Catalog | None = None
         self._worker_error: BaseException | None = None
@@ -422,9 +425,10 @@ class SubscriptionManager:
                 self._lock.notify_all()
 
     def wait_for(self, ts: int, timeout: float = 30.0) -> None:
-        """Return once every subscription reflects commit ``ts`` and the callbacks of
-        the results it changed have run (read-your-writes, callbacks included).
+        """Return once every subscription reflects commit ``ts`` (read-your-writes).
 
+        The results, not the callbacks: a callback may wait on the thread that waits
+        here (an app lock, a thread it joins), and waiting for it would stall both.
         Returns at once on the worker thread (a callback that calls the engine):
         the worker cannot wait for itself; it catches up when the callback returns.
         So a slow callback delays the mutations of this process while it runs.
@@ -434,8 +438,14 @@ class SubscriptionManager:
         with self._lock:
             self._wakeup = True
             self._lock.notify_all()
-            self._lock.wait_for(
-                lambda: self.delivered_ts >= ts or not self._watched or self._thread is None,
+            caught_up = self._lock.wait_for(
+                lambda: self.ts >= ts or not self._watched or self._thread is None, timeout
+            )
+        if not caught_up:
+            _log.warning(
+                "subscriptions had not reached commit %d after %.0f s (a callback still "
+                "running?): returning without read-your-writes for them",
+                ts,
                 timeout,
             )
 
@@ -465,7 +475,7 @@ class SubscriptionManager:
                     joined, self._joined = self._joined, []
                 for subscription in joined:
                     if not subscription._delivered:  # else a change reached it already
-                        subscription._deliver()
+                        subscription._deliver(wake=False)
                 self._step(new)
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
@@ -532,9 +542,6 @@ class SubscriptionManager:
         for subscribers in changed:
             for subscription in subscribers:
                 subscription._deliver()
-        with self._lock:  # read-your-writes includes the callbacks of this snapshot
-            self.delivered_ts = max(self.delivered_ts, latest)
-            self._lock.notify_all()
 
     def _indexes_changed(self, catalog: Catalog) -> bool:
         """True if a table the watched queries may have read changed its indexes.

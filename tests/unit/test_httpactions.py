@@ -540,3 +540,9 @@ def test_json_has_no_nan_or_infinity() -> None:
 def test_the_server_queues_bursts_of_connections(server: HttpServer) -> None:
     # socketserver's default backlog of 5 reset connections in a burst of 300.
     assert server._server.request_queue_size >= 128  # type: ignore[attr-defined]
+
+
+def test_fetch_drops_a_fragment_as_a_client_does(engine: Engine) -> None:
+    assert engine.fetch("/notes#top").status == 200
+    seen = json.loads(engine.fetch("/echo/x?tag=a#top").body)
+    assert (seen["path"], seen["query"]) == ("/echo/x", {"tag": "a"})

@@ -88,6 +88,10 @@ def test_unchanged_result_is_not_delivered(engine: Engine) -> None:
     with engine.subscribe(get_one, {"id": doc}, callback=delivered.append):
         engine.run(lambda ctx: ctx.db.patch(doc, {"other": 1}))  # value unchanged
         engine.run(lambda ctx: ctx.db.patch(doc, {"value": 3}))
+        # Callbacks run on the worker after the value is published: wait for them (a
+        # closed subscription's callbacks never run).
+        _eventually(lambda: len(delivered) >= 2)
+        time.sleep(0.05)
     assert delivered == [1, 3]  # the first value, then only real changes
 
 
@@ -616,18 +620,43 @@ def test_a_page_of_a_table_yet_to_exist_grows_as_one_of_an_empty_table(engine: E
         assert empty.value == missing.value == [5, True]
 
 
-def test_a_mutation_returns_after_the_callbacks_of_its_changes_ran(engine: Engine) -> None:
-    # Read-your-writes covers callbacks: the worker published the new value, then ran the
-    # callbacks; a mutation used to return in between (and a subscription closed right
-    # after it could miss its last callback).
+def test_a_callback_waiting_on_the_mutating_thread_does_not_stall_it(engine: Engine) -> None:
+    # Found by review: while mutations waited for the callbacks of their changes too, a
+    # callback taking a lock the mutating thread held stalled both for the 30 s timeout.
     doc = put(engine, "a", 0)
+    app_lock = threading.Lock()
     seen: list[Any] = []
 
-    def slow_record(value: Any) -> None:
-        time.sleep(0.002)
-        seen.append(value)
+    def record(value: Any) -> None:
+        with app_lock:
+            seen.append(value)
 
-    with engine.subscribe(get_one, {"id": doc}, callback=slow_record):
-        for n in range(1, 20):
-            engine.run(lambda ctx, n=n: ctx.db.patch(doc, {"value": n}))
-            assert seen[-1] == n
+    with engine.subscribe(get_one, {"id": doc}, callback=record):
+        _eventually(lambda: seen == [0])
+        started = time.monotonic()
+        with app_lock:
+            engine.run(lambda ctx: ctx.db.patch(doc, {"value": 1}))
+        assert time.monotonic() - started < 5
+        _eventually(lambda: seen == [0, 1])
+
+
+def test_iterating_a_joined_subscription_yields_its_value_once(engine: Engine) -> None:
+    # Found by review: the joiner's first-value callback also woke its iterations, which
+    # then yielded the unchanged value a second time.
+    doc = put(engine, "a", 1)
+    for _ in range(10):
+        with (
+            engine.subscribe(get_one, {"id": doc}),
+            engine.subscribe(get_one, {"id": doc}, callback=lambda value: None) as joined,
+        ):
+            yielded: list[Any] = []
+
+            def follow(sub: Any = joined) -> None:
+                for value in sub:
+                    yielded.append(value)
+
+            reader = threading.Thread(target=follow)
+            reader.start()
+            time.sleep(0.05)  # the worker greets the joiner meanwhile
+            assert yielded == [1]
+        reader.join(5)
