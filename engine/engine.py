@@ -478,7 +478,7 @@ class Engine:
             if "authorization" not in given:
                 given = Headers([*given.pairs(), ("Authorization", f"Bearer {auth}")])
         elif auth is not None:
-            identity = auth
+            identity = runtime.identity(auth)  # refuses raw credentials and plain data
         data = b"" if body is None else body.encode() if isinstance(body, str) else bytes(body)
         if body is not None and "content-length" not in given:
             given = Headers([*given.pairs(), ("Content-Length", str(len(data)))])

@@ -415,6 +415,13 @@ class Runtime:
                     "pass an already verified identity."
                 )
             return self.auth.verify(auth)
+        if isinstance(auth, bytes | bytearray | memoryview | dict | list | tuple | int | float):
+            # Raw credentials or plain data are never a verified identity: trusting them
+            # would let an unverified token (bytes) or a client's dict act as a user.
+            raise EngineError(
+                f"auth= takes a token (str), a verified identity (auth.UserIdentity) or "
+                f"None, got {type(auth).__name__}: decode a bytes token to str first."
+            )
         return auth
 
     # -- validation ----------------------------------------------------------

@@ -376,6 +376,8 @@ class SubscriptionManager:
         args = fresh_args(runtime.check_args(name, function, args))  # kept: not the caller's
         key: tuple[Any, ...] = (id(runtime), name, keys.encode(args), identity)
         with self._lock:
+            if self._db.closing:  # under the lock: shutdown() collects what to close under it
+                raise EngineError("This engine is closed: open it again with Engine.open(path).")
             watched = self._watched.get(key)
             if watched is not None and watched.journal:
                 # It paginated: its page ends where its first run ended, and Convex

@@ -461,3 +461,14 @@ def test_arguments_and_results_are_converted_once(
     engine.mutation("notes:add", {"text": "x"})
     assert engine.query("notes:texts") == ["x"]
     assert calls == 0
+
+
+def test_raw_credentials_and_plain_data_are_not_a_verified_identity(engine: Engine) -> None:
+    # Found by review: any non-str auth= was trusted as verified, so a forged token passed
+    # as bytes, or a client-supplied dict, reached functions as an identity.
+    for forged in (b"eyJhbGciOi.forged.token", {"tokenIdentifier": "x|admin"}, ["admin"]):
+        with pytest.raises(EngineError, match="auth= takes a token"):
+            engine.query("notes:texts", auth=forged)
+        with pytest.raises(EngineError, match="auth= takes a token"):
+            engine.fetch("/notes", auth=forged)
+    assert engine.query("notes:texts", auth=Identity("user")) == []

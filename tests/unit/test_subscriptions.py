@@ -660,3 +660,15 @@ def test_iterating_a_joined_subscription_yields_its_value_once(engine: Engine) -
             time.sleep(0.05)  # the worker greets the joiner meanwhile
             assert yielded == [1]
         reader.join(5)
+
+
+def test_subscribing_while_the_last_handle_closes_is_refused(engine: Engine) -> None:
+    # Found by review: a subscribe racing close() started a worker on a closing database.
+    doc = put(engine, "a", 1)
+    engine._db.closing = True  # what the last close() sets before ending subscriptions
+    try:
+        with pytest.raises(EngineError, match="This engine is closed"):
+            engine.subscribe(get_one, {"id": doc})
+        assert engine._db.subscriptions.active == 0
+    finally:
+        engine._db.closing = False
