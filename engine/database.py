@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from .catalog import CATALOG_INDEX, Catalog, CatalogView, TableDef, decode_catalog
 from .commit import CommitRequest, Committer, Conflict
 from .encoding import decode
-from .errors import EngineError, OptimisticConcurrencyControlFailure
+from .errors import EngineError, OptimisticConcurrencyControlFailure, closed_error
 from .indexing import KeyPlan
 from .schema import SchemaDefinition, schema_from_json
 from .storage import Storage
@@ -315,11 +315,6 @@ class Database:
             if attempt > self.retry.retries:
                 raise _occ_failure(request.conflict, attempt - 1, source)
             time.sleep(self.retry.delay(attempt))
-
-
-def closed_error() -> EngineError:
-    """What a call to a closed engine raises."""
-    return EngineError("This engine is closed: open it again with Engine.open(path).")
 
 
 def _reentry_error() -> EngineError:

@@ -28,13 +28,14 @@ from urllib.parse import quote, urlsplit
 
 from . import files, httpactions
 from .contexts import MutationCtx
-from .database import Database, closed_error
-from .errors import CorruptionError, EngineError
+from .database import Database
+from .errors import CorruptionError, EngineError, closed_error
 from .executor import Executor
 from .files import read_file, store_file
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
 from .httpmessages import Headers, HeadersInit, HttpRequest, HttpResponse
 from .httpserver import (
+    _PATH_SAFE,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_UPLOAD_SIZE,
     DEFAULT_TIMEOUT,
@@ -174,7 +175,7 @@ class Engine:
 
     def _live(self) -> Runtime:
         if self._closed:
-            raise _closed_error()
+            raise closed_error()
         return self._runtime
 
     @property
@@ -191,7 +192,7 @@ class Engine:
         ``auth`` a raw token, a verified identity, or None.
         """
         if self._closed:  # _live(), inline: this is the path of every query call
-            raise _closed_error()
+            raise closed_error()
         return self._runtime.query(ref, args, auth)
 
     def mutation(self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None) -> Any:
@@ -620,7 +621,7 @@ def _release(storage: Any) -> None:
 
 #: What Engine.fetch leaves unescaped in a path and query: what a URL may hold as is,
 #: "%" included (an escape the caller wrote stays one), as `new URL(...)` does.
-_URL_SAFE = "/:@!$&'()*+,;=~?%"
+_URL_SAFE = _PATH_SAFE + "?%"
 
 
 def _check_site_url(site_url: object) -> str:
@@ -691,7 +692,3 @@ def _refuse_in_event_loop(message: str) -> None:
     except RuntimeError:
         return
     raise EngineError(message)
-
-
-def _closed_error() -> EngineError:
-    return closed_error()

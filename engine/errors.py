@@ -281,3 +281,8 @@ def _json_message(data: Any) -> str:
         return json.dumps(data, sort_keys=True, default=repr)
     except (TypeError, ValueError):
         return repr(data)
+
+
+def closed_error() -> EngineError:
+    """What any call to a closed engine raises (one wording for every entry point)."""
+    return EngineError("This engine is closed: open it again with Engine.open(path).")

@@ -61,10 +61,10 @@ from typing import TYPE_CHECKING, Any
 
 from .contexts import ActionCtx, MutationCtx
 from .errors import (
-    EngineError,
     OptimisticConcurrencyControlFailure,
     SchedulerError,
     StorageError,
+    closed_error,
 )
 from .query import Query
 from .scheduler import (
@@ -262,7 +262,7 @@ class Executor:
         when the engine is closed meanwhile (the job in hand commits or is discarded).
         """
         if self._stopping:
-            raise _closed()
+            raise closed_error()
         deadline = time.monotonic() + timeout
         total = 0
         passes = 0
@@ -273,10 +273,10 @@ class Executor:
                 busy = self._busy(all_pending)  # before the deadline: done in time is done
             except Exception as error:
                 if self._stopping:  # closed meanwhile: its storage fails under us
-                    raise _closed() from error
+                    raise closed_error() from error
                 raise
             if self._stopping:
-                raise _closed()
+                raise closed_error()
             if not busy:
                 return total
             if ran:
@@ -527,10 +527,6 @@ class Executor:
 
 
 _TRANSIENT: dict[str, Any] = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
-
-
-def _closed() -> EngineError:
-    return EngineError("This engine is closed: open it again with Engine.open(path).")
 
 
 #: In-place retries of a scheduled mutation that failed on a system error, with backoff

@@ -543,11 +543,11 @@ def _valid_host(host: str) -> bool:
     return _HOST.fullmatch(host) is not None
 
 
-def _refuse_framing(lengths: list[str] | None, headers: Any) -> Response | None:
+def _refuse_framing(headers: Any) -> Response | None:
     """400 for a request whose body length is ambiguous (RFC 9112 §6.3): both
     ``Transfer-Encoding`` and ``Content-Length``, or several ``Content-Length``. A server
     that guessed could take part of a body for the next request (request smuggling)."""
-    lengths = lengths or []
+    lengths = headers.get_all("Content-Length") or []
     if len(lengths) > 1 or (lengths and headers.get("Transfer-Encoding") is not None):
         return _error(
             400,
@@ -588,7 +588,7 @@ class _Handler(BaseHTTPRequestHandler):
             url = f"http://{host or f'{address[0]!s}:{address[1]}'}{target}"
         else:  # absolute-form: "GET http://host/path HTTP/1.1"
             url = target
-        refusal = _refuse_framing(self.headers.get_all("Content-Length"), self.headers)
+        refusal = _refuse_framing(self.headers)
         if refusal is None and host is not None and not _valid_host(host):
             refusal = _error(400, "BadRequest", f"The Host header {host!r} is not a host[:port].")
         if refusal is not None:

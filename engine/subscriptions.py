@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import keys
 from .encoding import decode, encode
-from .errors import EngineError
+from .errors import EngineError, closed_error
 from .functions import fresh_args
 from .intervals import IntervalIndex
 
@@ -377,7 +377,7 @@ class SubscriptionManager:
         key: tuple[Any, ...] = (id(runtime), name, keys.encode(args), identity)
         with self._lock:
             if self._db.closing:  # under the lock: shutdown() collects what to close under it
-                raise EngineError("This engine is closed: open it again with Engine.open(path).")
+                raise closed_error()
             watched = self._watched.get(key)
             if watched is not None and watched.journal:
                 # It paginated: its page ends where its first run ended, and Convex

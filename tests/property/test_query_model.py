@@ -94,6 +94,25 @@ def model_query(
     return out[::-1] if order == "desc" else out
 
 
+def index_range(fields: list[str], eqs: list[Any], bound: tuple[str, Any, str, Any] | None) -> Any:
+    """The ``with_index`` range: equalities on a prefix of ``fields``, then the bound
+    ``(lower op or "", lower, upper op or "", upper)`` on the next field."""
+
+    def rng(r: Any) -> Any:
+        for i, value in enumerate(eqs):
+            r = r.eq(fields[i], value)
+        if bound is not None:
+            name = fields[len(eqs)]
+            lo_op, lo, hi_op, hi = bound
+            if lo_op:
+                r = getattr(r, lo_op)(name, lo)
+            if hi_op:
+                r = getattr(r, hi_op)(name, hi)
+        return r
+
+    return rng
+
+
 def engine_query(
     ctx: Any,
     index: str | None,
@@ -104,21 +123,7 @@ def engine_query(
 ) -> list[str]:
     q = ctx.db.query("docs")
     if index is not None:
-        fields = INDEXES[index]
-
-        def rng(r: Any) -> Any:
-            for i, value in enumerate(eqs):
-                r = r.eq(fields[i], value)
-            if bound is not None:
-                name = fields[len(eqs)]
-                lo_op, lo, hi_op, hi = bound
-                if lo_op:
-                    r = getattr(r, lo_op)(name, lo)
-                if hi_op:
-                    r = getattr(r, hi_op)(name, hi)
-            return r
-
-        q = q.with_index(index, rng)
+        q = q.with_index(index, index_range(INDEXES[index], eqs, bound))
     q = q.order(order)
     if flt is not None:
         q = q.filter(lambda f: f.gte(f.field("y"), flt))

@@ -50,7 +50,7 @@ from engine.encoding import encode
 from engine.intervals import IntervalIndex
 from engine.subscriptions import Subscription, SubscriptionSet
 from engine.values import compare
-from tests.property.test_query_model import FIELD_VALUES, INDEXES, PRESENT_VALUES
+from tests.property.test_query_model import FIELD_VALUES, INDEXES, PRESENT_VALUES, index_range
 
 
 def docs_schema(indexes: dict[str, list[str]]) -> Any:
@@ -94,23 +94,11 @@ def range_query(ctx: QueryCtx, spec: dict[str, Any]) -> Any:
     q = ctx.db.query(spec["table"])
     index = spec["index"]
     if index is not None:
-        fields = INDEXES[index]
         eqs = [unbox(b) for b in spec["eqs"]]
         bound = spec["bound"]
-
-        def rng(r: Any) -> Any:
-            for i, value in enumerate(eqs):
-                r = r.eq(fields[i], value)
-            if bound is not None:
-                name = fields[len(eqs)]
-                lo_op, lo, hi_op, hi = bound
-                if lo_op:
-                    r = getattr(r, lo_op)(name, unbox(lo))
-                if hi_op:
-                    r = getattr(r, hi_op)(name, unbox(hi))
-            return r
-
-        q = q.with_index(index, rng)
+        if bound is not None:
+            bound = (bound[0], unbox(bound[1]), bound[2], unbox(bound[3]))
+        q = q.with_index(index, index_range(INDEXES[index], eqs, bound))
     q = q.order(spec["order"])
     if spec["flt"] is not None:
         flt = unbox(spec["flt"])
