@@ -614,9 +614,11 @@ def _release(storage: Any) -> None:
         db = _DATABASES.pop(storage.path, None) if last else None
     if not last:
         return
-    if db is not None:
-        db.shutdown()  # subscriptions end and running calls finish before the storage closes
-    storage.close_env()
+    try:
+        if db is not None:
+            db.shutdown()  # subscriptions end and running calls finish before the storage closes
+    finally:
+        storage.close_env()  # an open() of the folder waits for this
 
 
 #: What Engine.fetch leaves unescaped in a path and query: what a URL may hold as is,

@@ -189,6 +189,8 @@ class Storage:
         #: ``(LMDB txn id, head)`` of the snapshot last seen (:meth:`snapshot_head`).
         self.head_cache: tuple[int, tuple[int, int]] = (-1, (0, 0))
         self._refs = 0
+        #: Set once the environment is closed (after the last reference was dropped).
+        self._closed = threading.Event()
         os.makedirs(path, exist_ok=True)
         try:
             self.env, (self.meta, self.documents, self.indexes, self.log, self.blobs) = (
@@ -309,11 +311,22 @@ class Storage:
             if self._refs > 0:
                 return False
             _REGISTRY.pop(self.path, None)
+            _CLOSING[self.path] = self._closed
             return True
 
     def close_env(self) -> None:
-        """Close the environment once this process's transactions end (see :meth:`release`)."""
-        self._gate.exclusive(self.env.close)
+        """Close the environment once this process's transactions end (see :meth:`release`).
+
+        An :func:`open_storage` of the folder waits for this (LMDB refuses a second
+        environment on one folder in a process).
+        """
+        try:
+            self._gate.exclusive(self.env.close)
+        finally:
+            with _REGISTRY_LOCK:
+                if _CLOSING.get(self.path) is self._closed:
+                    del _CLOSING[self.path]
+            self._closed.set()
 
     # -- transactions ----------------------------------------------------
 
@@ -459,6 +472,8 @@ class Storage:
 
 
 _REGISTRY: dict[str, Storage] = {}
+#: Folders whose last reference is gone but whose environment is still closing.
+_CLOSING: dict[str, threading.Event] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
@@ -472,16 +487,25 @@ def open_storage(
     another durability mode (LMDB's sync flags are per environment).
     """
     real = os.path.realpath(path)
-    with _REGISTRY_LOCK:
-        storage = _REGISTRY.get(real)
-        if storage is None:
-            storage = Storage(real, durability, map_size)
-            _REGISTRY[real] = storage
-        elif storage.durability != durability:
-            raise EngineError(
-                f"{path!r} is already open in this process with durability="
-                f"{storage.durability!r}; open it with the same mode, or close the other "
-                f"engine first (asked for durability={durability!r})"
-            )
-        storage._refs += 1
-        return storage
+    while True:  # the last handle of the folder may be closing: wait for it, then open
+        with _REGISTRY_LOCK:
+            closing = _CLOSING.get(real)
+            if closing is None:
+                return _register(path, real, durability, map_size)
+        closing.wait()
+
+
+def _register(path: str, real: str, durability: Durability, map_size: int) -> Storage:
+    """:func:`open_storage`'s step under the registry lock."""
+    storage = _REGISTRY.get(real)
+    if storage is None:
+        storage = Storage(real, durability, map_size)
+        _REGISTRY[real] = storage
+    elif storage.durability != durability:
+        raise EngineError(
+            f"{path!r} is already open in this process with durability="
+            f"{storage.durability!r}; open it with the same mode, or close the other "
+            f"engine first (asked for durability={durability!r})"
+        )
+    storage._refs += 1
+    return storage

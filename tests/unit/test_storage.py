@@ -291,3 +291,32 @@ def test_durability_modes_set_lmdbs_sync_flags(
     with Engine.open(db_path, durability=durability) as engine:  # type: ignore[arg-type]
         flags = engine._db.storage.env.flags()
         assert (flags["sync"], flags["metasync"]) == (sync, metasync)
+
+
+def test_opening_while_the_last_handle_closes_waits_for_the_close(db_path: Path) -> None:
+    # Found by review: close() of the last handle unregisters the folder, then waits for
+    # running calls before closing LMDB; an open() in that window made a second LMDB
+    # environment on the same folder, which LMDB refuses in one process ("already open").
+    engine = Engine.open(db_path, durability="none")
+    started = threading.Event()
+    closing = threading.Event()
+
+    def slow(ctx):  # type: ignore[no-untyped-def]
+        started.set()
+        closing.wait(5)
+        time.sleep(0.2)  # close() is now waiting for this call
+        return ctx.db.insert("t", {"n": 1})
+
+    worker = threading.Thread(target=lambda: engine.run(slow))
+    worker.start()
+    assert started.wait(5)
+    closer = threading.Thread(target=engine.close)
+    closer.start()
+    time.sleep(0.05)
+    closing.set()
+    with Engine.open(db_path, durability="none") as again:  # waits for the close
+        assert not closer.is_alive()
+        assert [d["n"] for d in again.query(lambda ctx: ctx.db.query("t").collect())] == [1]
+        again.check()
+    worker.join(5)
+    closer.join(5)
