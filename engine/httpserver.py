@@ -581,7 +581,11 @@ class _Handler(BaseHTTPRequestHandler):
             consumed = True
             return self.rfile.read(n)
 
-        target = self.path
+        # The request line's own target: http.server folds a leading "//" into "/" in
+        # self.path, which would route "//notes" to "/notes" here but not behind
+        # wsgi_app, Engine.fetch or Convex (whose URL pathname keeps "//notes").
+        words = self.requestline.split()
+        target = words[1] if len(words) >= 2 else self.path
         host = self.headers.get("Host")
         if target.startswith("/"):
             address: Any = self.server.server_address

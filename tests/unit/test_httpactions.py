@@ -148,6 +148,9 @@ def test_unrouted_paths_and_methods_get_convexs_404(call: Call) -> None:
         ("PUT", "/whoami"),
         ("GET", "/echo"),  # the prefix /echo/ does not cover /echo
         ("OPTIONS", "/whoami"),
+        # A URL's pathname keeps "//" (new URL("http://h//whoami").pathname is "//whoami"):
+        # serve_http routed it to /whoami (http.server folds a leading "//" into "/").
+        ("GET", "//whoami"),
     ]:
         status, headers, body = call(method, path)
         assert (status, body) == (404, b"No matching routes found"), (method, path)
