@@ -91,6 +91,9 @@ _BATCH = 256
 #: Orphaned actions failed per transaction on start (a transaction's reads and writes
 #: are limited: thousands of orphans are failed in several transactions).
 _ORPHAN_BATCH = 256
+#: Bytes of job documents read per page (or orphan batch), well inside a transaction's
+#: 16 MiB read limit: a job's arguments may be up to 1 MiB, so 256 of them would not fit.
+_PAGE_BYTES = 4 << 20
 
 
 def _error_message(error: BaseException) -> str:
@@ -210,8 +213,10 @@ class Executor:
             stuck = (
                 Query(txn, SCHEDULED_FUNCTIONS)
                 .with_index(BY_STATE, lambda q: q.eq("state.kind", "inProgress"))
-                .take(_ORPHAN_BATCH)
-            )
+                .paginate(
+                    {"numItems": _ORPHAN_BATCH, "cursor": None, "maximumBytesRead": _PAGE_BYTES}
+                )
+            )["page"]
             for job in stuck:
                 patch_job(
                     txn,
@@ -223,8 +228,8 @@ class Executor:
                 )
             return len(stuck)
 
-        while self._db.run(fail, writable=True, source="scheduler recovery")[0] == _ORPHAN_BATCH:
-            pass
+        while self._db.run(fail, writable=True, source="scheduler recovery")[0]:
+            pass  # each batch leaves inProgress: the next one starts at the front again
 
     def _on_commit(self, requests: list[CommitRequest]) -> None:
         # Called by the committer after every commit group: keep it O(1) per request.
@@ -309,7 +314,7 @@ class Executor:
             page = (
                 Query(txn, SCHEDULED_FUNCTIONS)
                 .with_index(BY_STATE, lambda q: q.eq("state.kind", kind))
-                .paginate({"numItems": _BATCH, "cursor": cursor})
+                .paginate({"numItems": _BATCH, "cursor": cursor, "maximumBytesRead": _PAGE_BYTES})
             )
             return page["page"], page["continueCursor"], page["isDone"]
 
@@ -464,14 +469,22 @@ class Executor:
         if job is None:
             return False
         run = self._action(job_id, name, function, job["args"][0])
-        if not background:
-            error = asyncio.run(run)
-            if isinstance(error, KeyboardInterrupt):
-                raise error  # Ctrl-C in finish_*: recorded as the job's failure, then stops
-            return True
+        # On the executor's loop even for finish_*, which waits for it: close() then
+        # waits for it (and cancels it after shutdown_timeout) as for the worker's.
         loop = self._action_loop()
-        with self._idle:
-            self._running[job_id] = asyncio.run_coroutine_threadsafe(run, loop)
+        with self._idle:  # registered before the task can end and unregister itself
+            future = self._running[job_id] = asyncio.run_coroutine_threadsafe(run, loop)
+        if background:
+            return True
+        try:
+            error = future.result()
+        except concurrent.futures.CancelledError:  # close() cancelled it before it began
+            raise closed_error() from None
+        except BaseException:  # Ctrl-C while waiting: the action is cancelled, and recorded
+            future.cancel()
+            raise
+        if isinstance(error, KeyboardInterrupt):
+            raise error  # Ctrl-C in finish_*: recorded as the job's failure, then stops
         return True
 
     def _finished(self, job_id: str) -> None:

@@ -89,13 +89,22 @@ def jobs_table(txn: Transaction) -> TableDef:
 
 
 def patch_job(txn: Transaction, job_id: str, fields: dict[str, Any]) -> None:
-    """Engine-internal write of a job document (users' writes are refused)."""
+    """Engine-internal write of a job document (users' writes are refused).
+
+    Not counted against the function's write limits: the state a scheduled mutation's
+    job moves through (inProgress, success) is the engine's bookkeeping, written in
+    the function's transaction, and a function may write up to the limits itself.
+    """
     previous = txn.system_writes
+    writes = txn.writes
+    counts = writes.writes, writes.bytes_written
     txn.system_writes = True
+    writes.writes = writes.bytes_written = 0
     try:
         txn.patch(job_id, fields)
     finally:
         txn.system_writes = previous
+        writes.writes, writes.bytes_written = counts
 
 
 def get_job(txn: Transaction, job_id: str) -> dict[str, Any] | None:

@@ -247,3 +247,20 @@ def exit_mutation(ctx: Any) -> None:
 @internal_action(args={})
 async def interrupt_action(ctx: Any) -> None:
     raise KeyboardInterrupt
+
+
+@mutation(args={"size": v.int64(), "n": v.int64()})
+def schedule_big_now(ctx: Any, size: int, n: int) -> None:
+    for _ in range(n):
+        ctx.scheduler.run_after(0, write_note, {"text": "x" * size})
+
+
+@internal_mutation(args={"n": v.int64()})
+def write_many(ctx: Any, n: int) -> None:
+    for i in range(n):
+        ctx.db.insert("many", {"i": i})
+
+
+@internal_action(args={"seconds": v.number(), "size": v.int64()})
+async def slow_big_action(ctx: Any, seconds: float, size: int) -> None:
+    await asyncio.sleep(seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -708,3 +709,83 @@ def test_finish_done_in_time_does_not_raise_the_timeout(engine: Engine) -> None:
     assert engine.finish_scheduled_functions(timeout=0.05) == 1  # ran past it, nothing left
     assert engine.finish_scheduled_functions(timeout=0) == 0
     assert engine.finish_all_scheduled_functions(timeout=0, max_iterations=1) == 0
+
+
+def test_due_jobs_whose_arguments_pass_16_mib_together_all_run(engine: Engine) -> None:
+    # Found by review: the executor read due jobs 256 per page with a function's read
+    # limits, so 20 due jobs of 900 KB (each within the limits) stopped every pass with
+    # "Too many bytes read" and no job ran again.
+    for _ in range(10):
+        engine.mutation(jobs.schedule_big_now, {"size": 900_000, "n": 2})
+    assert engine.finish_scheduled_functions() == 20
+
+    def pages(read: Any) -> list[Any]:  # 8 per query: 20 of them pass 16 MiB of reads
+        rows, cursor, done = [], None, False
+        while not done:
+            page = engine.run(lambda ctx: read(ctx).paginate({"numItems": 8, "cursor": cursor}))
+            rows += page["page"]
+            cursor, done = page["continueCursor"], page["isDone"]
+        return rows
+
+    assert len(pages(lambda ctx: ctx.db.query("job_notes"))) == 20
+    states = [j["state"]["kind"] for j in pages(lambda ctx: ctx.db.system.query(SYSTEM))]
+    assert states == ["success"] * 20
+
+
+def test_a_scheduled_mutation_may_write_up_to_the_limit(engine: Engine) -> None:
+    # Found by review: the job's own state writes (inProgress, success) counted against
+    # the function's 16,000 writes; a job writing 15,999 documents (allowed when called
+    # directly) failed its success write as a system error and was re-run forever.
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.write_many, {"n": 15_999}))
+    assert engine.finish_scheduled_functions(timeout=30) == 1
+    assert job(engine, job_id)["state"] == {"kind": "success"}
+    assert engine.query(lambda ctx: len(ctx.db.query("many").collect())) == 15_999
+    over = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.write_many, {"n": 16_001}))
+    assert engine.finish_scheduled_functions(timeout=30) == 1
+    state = job(engine, over)["state"]
+    assert state["kind"] == "failed" and "Too many documents written" in state["error"]
+
+
+def test_orphaned_actions_with_large_arguments_are_failed_at_open(db_path: Path) -> None:
+    # Found by review: the orphans were read 100 per transaction with a function's read
+    # limits: 50 orphaned jobs of 400 KB made Engine.open(functions=...) raise LimitExceeded.
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        ids = engine.run(
+            lambda ctx: [
+                ctx.scheduler.run_after(0, jobs.slow_big_action, {"seconds": 0.0, "size": i})
+                for i in range(50)
+            ]
+        )
+        pad = "x" * 400_000
+        for job_id in ids:  # as a SIGKILLed executor leaves them, with large arguments
+            engine.run(
+                lambda ctx, j=job_id: patch_job(
+                    ctx._txn, j, {"state": {"kind": "inProgress"}, "args": [{"pad": pad}]}
+                )
+            )
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        states = {job(engine, j)["state"]["kind"] for j in ids}
+        assert states == {"failed"}
+
+
+def test_close_waits_for_an_action_that_finish_runs_on_another_thread(db_path: Path) -> None:
+    # Found by review: close() waited only for the background worker's actions; one run
+    # by finish_scheduled_functions() on another thread was left inProgress for good.
+    engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.5}))
+    errors: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            engine.finish_scheduled_functions()
+        except BaseException as error:  # the engine closes under it: checked below
+            errors.append(error)
+
+    worker = threading.Thread(target=finish)
+    worker.start()
+    wait_until(lambda: job(engine, job_id)["state"]["kind"] == "inProgress")
+    engine.close()
+    worker.join(10)
+    assert len(errors) <= 1 and all("closed" in str(e) for e in errors), errors
+    with Engine.open(db_path, durability="none") as again:
+        assert again.run(lambda ctx: ctx.db.system.get(job_id))["state"] == {"kind": "success"}
