@@ -100,6 +100,10 @@ def read(rtxn: Any, blobs_db: Any, doc_key: bytes) -> bytes | None:
     return b"".join(parts) if parts else None
 
 
+#: The fields of a ``_storage`` row (Convex's, with ``contentType`` optional).
+_ROW_FIELDS = frozenset({"_id", "_creationTime", "sha256", "size", "contentType"})
+
+
 def check(
     rtxn: Any,
     blobs_db: Any,
@@ -141,7 +145,25 @@ def check(
             problem(f"the _storage row of blob {current.hex()} does not decode: {error}")
             return
         sha = base64.b64encode(digest.digest()).decode()
-        if document.get("size") != float(size) or document.get("sha256") != sha:
+        extra = set(document) - _ROW_FIELDS
+        if extra:
+            problem(
+                f"file {document.get('_id')}: its _storage row has unexpected fields "
+                f"{sorted(extra)}; a row has {sorted(_ROW_FIELDS)} only"
+            )
+        content_type = document.get("contentType", "")
+        if not isinstance(content_type, str):
+            problem(
+                f"file {document.get('_id')}: its _storage row's contentType is a "
+                f"{type(content_type).__name__} ({content_type!r}); a string belongs there"
+            )
+        if type(document.get("size")) is not float:  # an Int64 5 equals 5.0 in Python
+            problem(
+                f"file {document.get('_id')}: its _storage row's size is "
+                f"{document.get('size')!r}, a {type(document.get('size')).__name__}; the "
+                "size is a Float64 (Convex's number)"
+            )
+        elif document["size"] != float(size) or document.get("sha256") != sha:
             problem(
                 f"file {document.get('_id')} has {size} bytes with sha256 {sha}, but its "
                 f"_storage row records size {document.get('size')!r} and sha256 "

@@ -103,6 +103,25 @@ CASES: list[tuple[str, Callable[[Any, Any, str, dict[str, Any]], None], str]] = 
         lambda st, txn, doc_id, doc: _garble_the_storage_row(st, txn),
         "does not decode",
     ),
+    # Found by review: check() compared the size with == (an Int64 5 equals 5.0) and
+    # never looked at the row's other fields.
+    (
+        "a _storage row whose size is an Int64",
+        lambda st, txn, doc_id, doc: _change_the_storage_row(st, txn, lambda d: d.update(size=5)),
+        "size is 5, a int; the size is a Float64",
+    ),
+    (
+        "a _storage row with a field Convex's rows do not have",
+        lambda st, txn, doc_id, doc: _change_the_storage_row(st, txn, lambda d: d.update(evil=1)),
+        r"unexpected fields \['evil'\]",
+    ),
+    (
+        "a _storage row whose contentType is not a string",
+        lambda st, txn, doc_id, doc: _change_the_storage_row(
+            st, txn, lambda d: d.update(contentType=5.0)
+        ),
+        "contentType is a float",
+    ),
 ]
 
 
@@ -112,6 +131,16 @@ def _put_value_on_an_index_entry(storage: Any, txn: Any) -> None:
     key = bytes(cursor.key())
     cursor.close()
     txn.put(key, b"x", db=storage.indexes)
+
+
+def _change_the_storage_row(
+    storage: Any, txn: Any, change: Callable[[dict[str, Any]], None]
+) -> None:
+    cursor = txn.cursor(db=storage.documents)
+    assert cursor.first()  # _storage (table 1) sorts before user tables
+    key = bytes(cursor.key())
+    cursor.close()
+    txn.put(key, _rewrite(decode(txn.get(key, db=storage.documents)), change), db=storage.documents)
 
 
 def _garble_the_storage_row(storage: Any, txn: Any) -> None:
