@@ -117,7 +117,9 @@ class IndexRange:
         # The exact value (its sort key), never a shortened rendering: two ranges that
         # differ only past a long string's first characters are different queries.
         return [
-            [op, field, type_name(value), keys.encode(value).hex()]
+            # Lowercased type names: what cursors were fingerprinted with before
+            # type_name took Convex's capitalized spelling (issued cursors stay valid).
+            [op, field, type_name(value).lower(), keys.encode(value).hex()]
             for op, field, value in self._ops
         ]
 
