@@ -112,7 +112,16 @@ def test_descending_index_range(people: Engine) -> None:
     ("build", "code"),
     [
         (lambda r: r.eq("age", 1), "InvalidIndexRange"),  # skips city
-        (lambda r: r.gt("city", "a").gt("age", 1), "BoundsOnMultipleFields"),
+        # Convex's split() checks a bound's slot before its field: two lower bounds are
+        # AlreadyDefinedBound even on two fields; a lower and an upper on two fields not
+        (lambda r: r.gt("city", "a").gt("age", 1), "AlreadyDefinedBound"),
+        (lambda r: r.lt("city", "a").lte("age", 1), "AlreadyDefinedBound"),
+        (lambda r: r.gt("city", "a").lt("age", 1), "BoundsOnMultipleFields"),
+        # every split() error comes before FieldNotInIndex and the order check
+        (lambda r: r.eq("nope", 1).eq("nope", 2), "AlreadyDefinedBound"),
+        (lambda r: r.gt("nope", 1).eq("nope", 2), "AlreadyDefinedBound"),
+        (lambda r: r.eq("age", 1).gt("nope", 1).lt("zzz", 2), "BoundsOnMultipleFields"),
+        (lambda r: r.eq("age", 1).eq("nope", 1), "FieldNotInIndex"),
         (lambda r: r.gt("city", "a").gte("city", "b"), "AlreadyDefinedBound"),
         (lambda r: r.eq("city", "a").eq("city", "b"), "AlreadyDefinedBound"),
         (lambda r: r.eq("city", "a").gt("city", "b"), "AlreadyDefinedBound"),
@@ -127,6 +136,44 @@ def test_range_grammar_errors(people: Engine, build, code: str) -> None:  # type
                 lambda ctx: ctx.db.query("people").with_index("by_city_age", build).collect()
             )
         assert caught.value.code == code
+
+
+def test_range_errors_use_convex_wording(people: Engine) -> None:
+    # crates/common/src/query.rs: already_defined_bound_error, bounds_on_multiple_fields_error,
+    # field_not_in_index_error, invalid_index_range
+    def message(build: Any) -> str:
+        with pytest.raises(InvalidIndexRange) as caught:
+            people.run(
+                lambda ctx: ctx.db.query("people").with_index("by_city_age", build).collect()
+            )
+        return str(caught.value)
+
+    assert message(lambda r: r.gt("city", "a").gt("age", 1)) == (
+        'Already defined lower bound in index range. Can\'t add "age" > 1.'
+    )
+    assert message(lambda r: r.eq("city", "a").eq("city", "b")) == (
+        'Already defined equality bound in index range. Can\'t add "city" == "a".'
+    )
+    assert message(lambda r: r.gt("city", "a").eq("city", "b")) == (
+        'Already defined inequality bound in index range. Can\'t add "city" == "b".'
+    )
+    assert message(lambda r: r.gt("city", "a").lt("age", 1)) == (
+        "Upper and lower bounds in `range` can only be applied to a single index field. "
+        "This query against index people.by_city_age attempted to set a range bound on both "
+        '"city" and "age". Consider using `filter` instead. '
+        "See https://docs.convex.dev/using/indexes for more info."
+    )
+    assert message(lambda r: r.eq("nope", 1)) == (
+        'The index range included a comparison with "nope", but people.by_city_age with '
+        'fields ["city", "age", "_creationTime"] doesn\'t index this field. '
+        "For more information see https://docs.convex.dev/using/indexes."
+    )
+    assert message(lambda r: r.eq("age", 1)) == (
+        "Tried to query index people.by_city_age but the query didn't use the index fields "
+        'in order.\nIndex fields: ["city", "age", "_creationTime"]\nQuery fields: ["age"]\n'
+        'First incorrect field: "age"\n'
+        "For more information see https://docs.convex.dev/using/indexes."
+    )
 
 
 def test_a_remembered_range_shape_takes_new_values(people: Engine) -> None:
