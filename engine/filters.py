@@ -9,8 +9,9 @@ same, faster, for scans):
   field is ``UNSET``, smaller than ``None``; ``1 < 0.5`` since every Int64
   sorts before every Float64);
 - ``add sub mul div mod neg`` need both operands Int64 or both Float64;
-  Int64 overflow and Int64 division or modulo by zero are errors; floats
-  follow IEEE 754 (``1.0 / 0.0`` is ``inf``);
+  Int64 overflow (``INT64_MIN / -1`` and ``INT64_MIN % -1`` included, as
+  Rust's ``checked_div``/``checked_rem``) and Int64 division or modulo by
+  zero are errors; floats follow IEEE 754 (``1.0 / 0.0`` is ``inf``);
 - ``and_ or_ not_`` need booleans and short-circuit.
 
 Every failure raises :class:`~engine.errors.EvalError` with Convex's wording.
@@ -146,7 +147,9 @@ class Expression:
         that differ only past a long string's first characters are different queries.
         """
         if self.op == "literal":
-            return ["literal", type_name(self.args[0]), keys.encode(self.args[0]).hex()]
+            # Lowercased: the names cursors were fingerprinted with before type_name
+            # took Convex's capitalized spelling, so issued cursors stay valid.
+            return ["literal", type_name(self.args[0]).lower(), keys.encode(self.args[0]).hex()]
         return [self.op, *(a.fingerprint() if isinstance(a, Expression) else a for a in self.args)]
 
 
@@ -242,11 +245,19 @@ def _boolean(value: Any) -> bool:
     return value
 
 
+#: The verbs of Convex's messages (``binary_arithmetic`` in crates/common/src/query.rs).
+_VERBS: dict[str, str] = {
+    "add": "add",
+    "sub": "subtract",
+    "mul": "multiply",
+    "div": "divide",
+    "mod": "mod",
+}
+
+
 def _int64(result: int, op: str, a: int, b: int) -> int:
     if not _INT64_MIN <= result <= _INT64_MAX:
-        raise EvalError(
-            f"Int64 overflow: {op} of {a} and {b} does not fit into a 64-bit signed integer"
-        )
+        raise EvalError(f"Cannot {_VERBS[op]} {a} and {b}: the result is out of range for Int64")
     return result
 
 
@@ -260,10 +271,13 @@ def _arith(op: str, a: Any, b: Any) -> Any:
         if op == "mul":
             return _int64(a * b, op, a, b)
         if b == 0:
-            raise EvalError(f"Cannot {op} {a} by zero (type int64)")
+            raise EvalError(f"Cannot {_VERBS[op]} {a} by zero")
         quotient = abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)  # truncates, like i64
+        # Rust's checked_div and checked_rem both fail for INT64_MIN and -1 (the
+        # quotient, 2**63, overflows), so the remainder, 0 in mathematics, is an error too.
+        _int64(quotient, op, a, b)
         if op == "div":
-            return _int64(quotient, op, a, b)
+            return quotient
         return a - b * quotient
     if ta is float and tb is float:
         if op == "add":
@@ -281,9 +295,8 @@ def _arith(op: str, a: Any, b: Any) -> Any:
         if b == 0.0 or math.isinf(a):
             return math.nan
         return math.fmod(a, b)
-    verb = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide", "mod": "mod"}[op]
     raise EvalError(
-        f"Cannot {verb} {format_value(a)} (type {type_name(a)}) and "
+        f"Cannot {_VERBS[op]} {format_value(a)} (type {type_name(a)}) and "
         f"{format_value(b)} (type {type_name(b)})"
     )
 
@@ -312,7 +325,9 @@ def evaluate(expr: Expression, document: dict[str, Any]) -> Any:
 
 def _negate(value: Any) -> Any:
     if type(value) is int:
-        return _int64(-value, "neg", value, -1)
+        if value == _INT64_MIN:
+            raise EvalError(f"Cannot negate {value}: the result is out of range for Int64")
+        return -value
     if type(value) is float:
         return -value
     raise EvalError(f"Cannot negate {format_value(value)} (type {type_name(value)})")
@@ -342,9 +357,9 @@ def passes(expr: Expression, document: dict[str, Any]) -> bool:
 
 
 def _not_boolean(result: Any) -> EvalError:
+    # Convex applies the same into_boolean to a filter's result as to and/or/not operands.
     return EvalError(
-        f"A filter must evaluate to a Boolean, got {format_value(result)} "
-        f"(type {type_name(result)})"
+        f"Cannot use value {format_value(result)} (type {type_name(result)}) as a Boolean"
     )
 
 

@@ -1,6 +1,6 @@
 """How values appear in messages: Convex's type names and short renderings.
 
-:func:`type_name` gives Convex's name for a value's type (``"float64"``,
+:func:`type_name` gives Convex's name for a value's type (``"Float64"``,
 ``"undefined"``), :func:`format_value` a bounded, Convex-style rendering
 (``{"a": [1, 2.0, "x"]}``: ints and floats stay apart), :func:`human_size` a
 byte count in binary units. Every error message that shows a value uses them.
@@ -8,7 +8,7 @@ byte count in binary units. Every error message that shows a value uses them.
 Example::
 
     >>> type_name(1.0), format_value(b"x"), human_size(1_100_000)
-    ('float64', "b'x'", '1.05 MiB')
+    ('Float64', "b'x'", '1.05 MiB')
 """
 
 from __future__ import annotations
@@ -21,16 +21,18 @@ from .unset import UNSET, _Unset
 
 __all__ = ["format_value", "human_size", "int_text", "short_repr", "type_name"]
 
+# As Convex's ConvexValue::type_name (crates/value/src/walk.rs) and MaybeValue's
+# "undefined" for a missing field (crates/common/src/types/maybe_value.rs).
 _TYPE_NAMES: Final[dict[type, str]] = {
     _Unset: "undefined",
-    type(None): "null",
-    int: "int64",
-    float: "float64",
-    bool: "boolean",
-    str: "string",
-    bytes: "bytes",
-    list: "array",
-    dict: "object",
+    type(None): "Null",
+    int: "Int64",
+    float: "Float64",
+    bool: "Boolean",
+    str: "String",
+    bytes: "Bytes",
+    list: "Array",
+    dict: "Object",
 }
 
 
@@ -53,10 +55,11 @@ def short_repr(x: object, limit: int = 40) -> str:
 def type_name(value: object) -> str:
     """Convex's name for the type of ``value``, for messages.
 
-    ``"null" "int64" "float64" "boolean" "string" "bytes" "array" "object"``,
-    ``"undefined"`` for :data:`UNSET`; what :func:`convert` accepts and
-    normalizes is named after its stored type (a tuple is an ``"array"``);
-    other Python types give their class name (``"set"``).
+    ``"Null" "Int64" "Float64" "Boolean" "String" "Bytes" "Array" "Object"``,
+    as Convex spells them in messages (``Cannot add 1 (type Int64) and 0.5
+    (type Float64)``), ``"undefined"`` for :data:`UNSET`; what :func:`convert`
+    accepts and normalizes is named after its stored type (a tuple is an
+    ``"Array"``); other Python types give their class name (``"set"``).
     """
     name = _TYPE_NAMES.get(type(value))
     if name is not None:
@@ -65,17 +68,18 @@ def type_name(value: object) -> str:
         if isinstance(value, base):
             return base_name
     if isinstance(value, tuple):
-        return "array"  # what convert makes of it
+        return "Array"  # what convert makes of it
     if isinstance(value, (bytearray, memoryview)):
-        return "bytes"
+        return "Bytes"
     return type(value).__name__
 
 
 def format_value(value: object, max_length: int = 80) -> str:
     """A short rendering of ``value`` for error messages, in Convex's style.
 
-    Strings are JSON-quoted, ints print as ``123`` and floats as ``123.0``
-    (so the two stay apart), special floats as ``NaN``/``inf``/``-inf``,
+    Strings are JSON-quoted, ints print as ``123`` and floats as Rust prints
+    an f64 (``123.0``, ``1e16``, ``1e-5``: ints and floats stay apart),
+    special floats as ``NaN``/``inf``/``-inf``,
     bytes as ``b"..."``, arrays and objects JSON-like. Longer output is cut
     at ``max_length`` characters with ``...``; cost is bounded by that length.
 
@@ -134,7 +138,11 @@ def _format_scalar(value: object, budget: int = 200) -> str:
             return "NaN"
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
-        return repr(float(value))
+        text = repr(float(value))
+        if "e" in text:  # Rust's f64 Debug writes 1e16 and 1e-5 where Python writes 1e+16, 1e-05
+            mantissa, exponent = text.split("e")
+            text = f"{mantissa}e{int(exponent)}"
+        return text
     if isinstance(value, int):
         return int_text(value)
     if isinstance(value, str):

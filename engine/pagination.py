@@ -30,6 +30,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidCursor, PaginationError, ValidationError
+from .values import UNSET, format_value
 
 if TYPE_CHECKING:
     from .query import Query
@@ -105,11 +106,9 @@ def decode_cursor(secret: bytes, query_fingerprint: bytes, cursor: object) -> by
     return key
 
 
-def _count(opts: dict[str, Any], name: str, *, required: bool) -> int | None:
+def _count(opts: dict[str, Any], name: str) -> int | None:
     value = opts.get(name)
     if value is None:
-        if required:
-            raise ValidationError(f"paginate() options need {name!r} (a number)", path=f".{name}")
         return None
     if type(value) is float and value.is_integer():
         value = int(value)
@@ -121,41 +120,35 @@ def _count(opts: dict[str, Any], name: str, *, required: bool) -> int | None:
 
 
 def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None, bool]:
+    # As Convex (convex-js QueryImpl.paginate, then queryPage in
+    # crates/isolate/src/environment/udf/async_syscall.rs): a missing cursor is the
+    # first page, other keys (the client's "id", ...) are ignored.
     if not isinstance(opts, dict):
         raise ValidationError(
             f"paginate() expects an options dict like "
             f"{{'numItems': 10, 'cursor': None}}, got {opts!r}"
         )
-    unknown = set(opts) - {
-        "numItems",
-        "cursor",
-        "endCursor",
-        "id",
-        "maximumRowsRead",
-        "maximumBytesRead",
-    }
-    if unknown:
-        raise ValidationError(f"Unknown paginate() option(s): {sorted(unknown)}")
-    if "cursor" not in opts:
+    raw = opts.get("numItems", UNSET)
+    if type(raw) not in (int, float) or raw < 0:
         raise ValidationError(
-            "paginate() options need 'cursor' (None for the first page)", path=".cursor"
+            f"`options.numItems` must be a positive number. Received `{format_value(raw)}`.",
+            path=".numItems",
         )
-    num_items = _count(opts, "numItems", required=True)
+    num_items = _count(opts, "numItems")
     assert num_items is not None
-    if num_items <= 0:
+    if num_items == 0:
         raise PaginationError(
-            f"NoDocumentsForPagination: Must request at least 1 document while paginating "
-            f"(numItems was {num_items}).",
+            "NoDocumentsForPagination: Must request at least 1 document while paginating",
             code="NoDocumentsForPagination",
         )
     if num_items > MAX_PAGE_SIZE:
         raise PaginationError(
-            f"PageSizeTooLarge: numItems {num_items} is larger than the maximum page size "
-            f"({MAX_PAGE_SIZE}).",
+            f"PageSizeTooLarge: Requested too many items: {num_items} (at most "
+            f"{MAX_PAGE_SIZE} per page).",
             code="PageSizeTooLarge",
         )
-    max_rows = _count(opts, "maximumRowsRead", required=False)
-    max_bytes = _count(opts, "maximumBytesRead", required=False)
+    max_rows = _count(opts, "maximumRowsRead")
+    max_bytes = _count(opts, "maximumBytesRead")
     for name, limit in (("maximumRowsRead", max_rows), ("maximumBytesRead", max_bytes)):
         if limit is not None and limit <= 0:
             raise PaginationError(
@@ -164,7 +157,7 @@ def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None,
                 code="InvalidPaginationLimit",
             )
     has_end = opts.get("endCursor") is not None
-    return num_items, opts["cursor"], opts.get("endCursor"), max_rows, max_bytes, has_end
+    return num_items, opts.get("cursor"), opts.get("endCursor"), max_rows, max_bytes, has_end
 
 
 def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +208,8 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
         if end_key is not None:
             hi = min(hi, end_key + b"\x00")
     page: list[dict[str, Any]] = []
-    page_keys: list[bytes] = []
+    #: The index key of every row scanned, rejected ones included.
+    scanned_keys: list[bytes] = []
     rows_read = 0
     bytes_before = txn.bytes_read
     last_key: bytes | None = None
@@ -239,7 +233,12 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
             with_keys=True,
         )
     if rows is not None:
-        page, page_keys, rows_read, last_key = rows.documents, rows.keys, rows.rows, rows.last_key
+        page, scanned_keys, rows_read, last_key = (
+            rows.documents,
+            rows.keys,
+            rows.rows,
+            rows.last_key,
+        )
         if rows.stopped is not None:
             exhausted = False
             if rows.stopped != "limit":
@@ -249,9 +248,9 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
         for key, document in scan:
             rows_read += 1
             last_key = key
+            scanned_keys.append(key)
             if keep is None or keep(document):
                 page.append(document)
-                page_keys.append(key)
             if not has_end and len(page) >= num_items:
                 exhausted = False
                 break
@@ -279,9 +278,12 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
         or len(page) > 6144
     ):
         status = "SplitRecommended"
+    # Convex's split cursor (IndexRange::split_cursor_position in
+    # crates/database/src/query/index_range.rs): after the middle row scanned, at index
+    # len // 2, once more than two rows were scanned (filtered-out rows count).
     split = None
-    if len(page) > 2 or (status is not None and len(page) >= 2):
-        split = encode_cursor(secret, digest, page_keys[len(page) // 2 - 1])
+    if len(scanned_keys) > 2:
+        split = encode_cursor(secret, digest, scanned_keys[len(scanned_keys) // 2])
     if journal is not None and journal.get("endCursor") is None:
         journal["endCursor"] = continue_cursor
     return _result(page, continue_cursor, is_done, split, status)

@@ -117,7 +117,9 @@ class IndexRange:
         # The exact value (its sort key), never a shortened rendering: two ranges that
         # differ only past a long string's first characters are different queries.
         return [
-            [op, field, type_name(value), keys.encode(value).hex()]
+            # Lowercased type names: what cursors were fingerprinted with before
+            # type_name took Convex's capitalized spelling (issued cursors stay valid).
+            [op, field, type_name(value).lower(), keys.encode(value).hex()]
             for op, field, value in self._ops
         ]
 
@@ -164,72 +166,84 @@ _SHAPES_MAX = 4096
 def _check_shape(
     table: TableDef, index_name: str, index: IndexDef, ops: list[tuple[str, str, Any]]
 ) -> _Shape:
-    """Where each op goes in the range; raises :class:`InvalidIndexRange` as Convex does."""
+    """Where each op goes in the range; raises :class:`InvalidIndexRange` as Convex does.
+
+    In Convex's order (``IndexRange::split`` then ``compile`` in
+    crates/common/src/query.rs): while reading the ops, a second eq on a field, or
+    a second lower or upper bound, is ``AlreadyDefinedBound`` (before any other
+    check), a bound on a second field ``BoundsOnMultipleFields``; then an eq and a
+    bound on one field ``AlreadyDefinedBound``; then a field the index lacks
+    ``FieldNotInIndex``; then fields out of index order ``InvalidIndexRange``.
+    """
     fields = effective_fields(index_name, index)
     position = {f: i for i, f in enumerate(fields)}
     equalities: dict[str, int] = {}
-    lower: tuple[int, str] | None = None
-    upper: tuple[int, str] | None = None
-    for i, (op, field, _) in enumerate(ops):
-        if field not in position:
-            raise InvalidIndexRange(
-                f"The index range includes a comparison on {field!r}, but this field is not "
-                f"indexed by {index_name!r} (fields: {', '.join(fields)}). Add it to the "
-                "index or filter on it with .filter().",
-                code="FieldNotInIndex",
-            )
-        bound_fields = {b[1] for b in (lower, upper) if b is not None}
+    lower: int = -1
+    upper: int = -1
+    bound_field: str | None = None
+    for i, (op, field, value) in enumerate(ops):
         if op == "eq":
-            if field in equalities or field in bound_fields:
-                raise InvalidIndexRange(
-                    f"Already defined a bound or equality on {field!r} in this index range: "
-                    "each field takes one eq, or one lower and one upper bound.",
-                    code="AlreadyDefinedBound",
-                )
+            if field in equalities:
+                old = ops[equalities[field]][2]
+                raise _already_defined("equality", field, "==", old)
             equalities[field] = i
             continue
-        if field in equalities:
-            raise InvalidIndexRange(
-                f"Already defined an equality on {field!r}; it cannot also take a bound.",
-                code="AlreadyDefinedBound",
-            )
-        if bound_fields and field not in bound_fields:
+        is_lower = op in ("gt", "gte")
+        if (lower if is_lower else upper) >= 0:
+            raise _already_defined("lower" if is_lower else "upper", field, _SYMBOLS[op], value)
+        if bound_field is not None and bound_field != field:
             raise InvalidIndexRange(
                 "Upper and lower bounds in `range` can only be applied to a single index "
-                f"field, got bounds on {sorted(bound_fields | {field})}.",
+                f"field. This query against index {table.name}.{index_name} attempted to set "
+                f'a range bound on both "{bound_field}" and "{field}". Consider using '
+                "`filter` instead. See https://docs.convex.dev/using/indexes for more info.",
                 code="BoundsOnMultipleFields",
             )
-        is_lower = op in ("gt", "gte")
-        current = lower if is_lower else upper
-        if current is not None:
-            raise InvalidIndexRange(
-                f"Already defined a {'lower' if is_lower else 'upper'} bound on "
-                f"{current[1]!r} in this index range.",
-                code="AlreadyDefinedBound",
-            )
+        bound_field = field
         if is_lower:
-            lower = (i, field)
+            lower = i
         else:
-            upper = (i, field)
+            upper = i
+    if bound_field is not None and bound_field in equalities:
+        raise _already_defined("inequality", bound_field, "==", ops[equalities[bound_field]][2])
+    shown = _shown_fields(fields)
+    for field in [*sorted(equalities), *([bound_field] if bound_field is not None else [])]:
+        if field not in position:
+            raise InvalidIndexRange(
+                f'The index range included a comparison with "{field}", but '
+                f"{table.name}.{index_name} with fields {shown} doesn't index this field. "
+                "For more information see https://docs.convex.dev/using/indexes.",
+                code="FieldNotInIndex",
+            )
     used = sorted(equalities, key=position.__getitem__)
-    bound = lower or upper
-    bound_field = bound[1] if bound is not None else None
     ordered = [*used, bound_field] if bound_field is not None else used
     for i, field in enumerate(ordered):
-        if fields[i] != field or (
-            bound_field is not None and field == bound_field and i != len(ordered) - 1
-        ):
+        if fields[i] != field:
+            query_fields = "[" + ", ".join(f'"{f}"' for f in ordered) + "]"
             raise InvalidIndexRange(
                 f"Tried to query index {table.name}.{index_name} but the query didn't use "
-                f"the index fields in order.\nIndex fields: {fields}\nQuery fields: "
-                f"{[op[1] for op in ops]}\nFirst incorrect field: {field!r}",
+                f"the index fields in order.\nIndex fields: {shown}\nQuery fields: "
+                f'{query_fields}\nFirst incorrect field: "{field}"\n'
+                "For more information see https://docs.convex.dev/using/indexes.",
                 code="InvalidIndexRange",
             )
-    return (
-        tuple(equalities[f] for f in used),
-        -1 if lower is None else lower[0],
-        -1 if upper is None else upper[0],
+    return tuple(equalities[f] for f in used), lower, upper
+
+
+_SYMBOLS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _already_defined(kind: str, field: str, symbol: str, value: Any) -> InvalidIndexRange:
+    return InvalidIndexRange(
+        f'Already defined {kind} bound in index range. Can\'t add "{field}" {symbol} '
+        f"{format_value(value)}.",
+        code="AlreadyDefinedBound",
     )
+
+
+def _shown_fields(fields: list[str]) -> str:
+    """An index's fields as Convex prints them: quoted, without the implicit ``_id``."""
+    return "[" + ", ".join(f'"{f}"' for f in fields if f != "_id") + "]"
 
 
 class Query:

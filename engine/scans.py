@@ -244,11 +244,11 @@ class Scans:
                     read = size = 0
                     self._count_read(len(found))  # raises
                 last_key = key
+                if with_keys:
+                    out_keys.append(key)
                 document = decode(found)
                 if keep is None or keep(document):
                     append(document)
-                    if with_keys:
-                        out_keys.append(key)
                     if limit is not None and len(out) >= limit:
                         stopped = "limit"
                 if stopped is None and (read == row_bound or size >= byte_bound):
@@ -288,7 +288,7 @@ class Scans:
         """:meth:`read_rows` with no filter and no bounds: index keys a chunk at a time,
         then their documents and decodes in comprehensions (a fifth faster per row than
         one statement-heavy loop). Appends to ``out`` (and each document's index key to
-        ``out_keys`` if given); returns (rows, bytes, last key, stopped). Chunks keep
+        ``out_keys`` if given: with no filter every row scanned is accepted); returns (rows, bytes, last key, stopped). Chunks keep
         what is held before a limit check small.
         """
         # C-level comparisons (bound methods of bytes), not a Python call per key.
@@ -334,7 +334,8 @@ class Rows(NamedTuple):
 
     #: The documents accepted, in scan order.
     documents: list[dict[str, Any]]
-    #: The index key of each accepted document (only when asked ``with_keys``).
+    #: The index key of each row scanned, rejected ones included (only when asked
+    #: ``with_keys``): Convex places a page's split cursor among the rows scanned.
     keys: list[bytes]
     #: Rows scanned, rejected ones included.
     rows: int

@@ -42,66 +42,55 @@ Check = Callable[[Any, "Resolver | None"], "tuple[str, Any] | None"]
 
 
 class _Lazy:
-    """A failure message built only if someone reads it.
+    """A failure message built only if someone reads it, for the failure's final path.
 
     Unions try members that are expected to fail; building their messages
-    (rendering the value) would cost more than the checks themselves.
+    (rendering the value) would cost more than the checks themselves. ``build``
+    takes the Convex context line (``"Path: .a[2]"``, or ``""`` at the top).
     """
 
-    __slots__ = ("_build",)
+    __slots__ = ("_build", "_path")
 
-    def __init__(self, build: Callable[[], str]) -> None:
+    def __init__(self, build: Callable[[str], str], path: str = "") -> None:
         self._build = build
+        self._path = path
+
+    def at(self, path: str) -> _Lazy:
+        return _Lazy(self._build, path)
 
     def __str__(self) -> str:
-        return self._build()
+        return self._build(f"Path: {self._path}" if self._path else "")
 
 
-def _mismatch(value: Any, validator: Validator, path: str = "") -> tuple[str, Any]:
-    def build() -> str:
-        lines = ["Value does not match validator."]
-        if path:
-            lines.append(f"Path: {path}")
-        lines.append(f"Value: {format_value(value)}")
-        lines.append(f"Validator: {validator!r}")
-        return "\n".join(lines)
+def _mismatch(value: Any, validator: Validator) -> tuple[str, Any]:
+    # Convex's ValidationError::NoMatch (crates/common/src/schemas/validator.rs).
+    def build(context: str) -> str:
+        return (
+            f"Value does not match validator.\n{context}\nValue: {format_value(value)}\n"
+            f"Validator: {validator!r}"
+        )
 
-    return path, _Lazy(build)
+    return "", _Lazy(build)
 
 
 def _nest(result: tuple[str, Any], segment: str) -> tuple[str, Any]:
     """Prefix a failure's path with ``segment`` (the message follows, lazily)."""
     path, inner = result
     new_path = segment + path
-    return new_path, _Lazy(lambda: _with_path(str(inner), new_path))
+    return new_path, inner.at(new_path)
 
 
-def _with_path(message: str, new_path: str) -> str:
-    if message.startswith("Value does not match validator."):
-        lines = message.split("\n")
-        if len(lines) > 1 and lines[1].startswith("Path: "):
-            lines[1] = f"Path: {new_path}"
-        else:
-            lines.insert(1, f"Path: {new_path}")
-        return "\n".join(lines)
-    if "\nPath: " in message:
-        head, _, tail = message.partition("\nPath: ")
-        rest = tail.split("\n", 1)
-        return head + f"\nPath: {new_path}" + ("\n" + rest[1] if len(rest) > 1 else "")
-    return message + f"\nPath: {new_path}"
-
-
-def _missing_message(name: str, value: Any, text: str) -> str:
+def _missing_message(name: str, value: Any, text: str, context: str) -> str:
     return (
         f"Object is missing the required field `{name}`. Consider wrapping the field validator "
-        f"in `v.optional(...)` if this is expected.\n\nObject: {format_value(value)}\n"
+        f"in `v.optional(...)` if this is expected.\n{context}\nObject: {format_value(value)}\n"
         f"Validator: {text}"
     )
 
 
-def _extra_message(extra: str, value: Any, text: str) -> str:
+def _extra_message(extra: str, value: Any, text: str, context: str) -> str:
     return (
-        f"Object contains extra field `{extra}` that is not in the validator.\n\n"
+        f"Object contains extra field `{extra}` that is not in the validator.\n{context}\n"
         f"Object: {format_value(value)}\nValidator: {text}"
     )
 
@@ -248,11 +237,10 @@ def _literal(value: Any, *, checked: bool = True) -> Validator:
         ):
             return None
 
-        def build() -> str:
-            shown = format_value(candidate)
+        def build(context: str) -> str:
+            # Convex appends the path right after the sentence (LiteralValuesDoNotMatch).
             return (
-                f"`{shown}` does not match literal validator `{text}`.\n"
-                f"Value: {shown}\nValidator: {text}"
+                f"`{format_value(candidate)}` does not match literal validator `{text}`.{context}"
             )
 
         return "", _Lazy(build)
@@ -274,23 +262,24 @@ def _id(table: str) -> Validator:
         try:
             number = ids.decode_id(value)[0]
         except InvalidId:
-            return "", (
-                f"Value does not match validator.\nValue: {format_value(value)}\n"
-                f"Validator: {text}\n(not a valid document ID)"
-            )
+            return _mismatch(value, holder[0])
         if resolver is not None:
             found = resolver(number)
             if found is None:  # Convex reports no table here, only the mismatch
                 return _mismatch(value, holder[0])
             if found != table and found.startswith("_") and not table.startswith("_"):
-                return "", (
-                    f'Found ID "{value}" from a system table, which does not match '
-                    f"the table name in validator `{text}`."
+                return "", _Lazy(
+                    lambda context: (
+                        f'Found ID "{value}" from a system table, which does not '
+                        f"match the table name in validator `{text}`.{context}"
+                    )
                 )
             if found != table:
-                return "", (
-                    f'Found ID "{value}" from table `{found}`, which does not match '
-                    f"the table name in validator `{text}`."
+                return "", _Lazy(
+                    lambda context: (
+                        f'Found ID "{value}" from table `{found}`, which does not '
+                        f"match the table name in validator `{text}`.{context}"
+                    )
                 )
         return None
 
@@ -328,8 +317,9 @@ def _object(fields: Mapping[str, Any]) -> Validator:
                 "identifiers ([A-Za-z_][A-Za-z0-9_]*, ASCII, at most 64 characters, not all "
                 "underscores), as Convex's IdentifierFieldName requires."
             )
-    required = [name for name, f in compiled.items() if not f.is_optional]
-    checks = [(name, f._check) for name, f in compiled.items()]
+    # Convex checks the fields in sorted order (its ObjectValidator is a BTreeMap): a
+    # field's value, or its absence, before the next field; extra fields after all.
+    checks = [(name, f._check, not f.is_optional) for name, f in sorted(compiled.items())]
     text = "v.object({" + ", ".join(f'"{k}": {f!r}' for k, f in compiled.items()) + "})"
     allowed = set(compiled)
     holder: list[Validator] = []
@@ -337,17 +327,16 @@ def _object(fields: Mapping[str, Any]) -> Validator:
     def check(value: Any, resolver: Resolver | None) -> tuple[str, Any] | None:
         if type(value) is not dict:
             return _mismatch(value, holder[0])
-        for name in required:
-            if name not in value:
-                return "", _Lazy(partial(_missing_message, name, value, text))
-        if len(value) > len(allowed) or not allowed.issuperset(value):
-            extra = next(k for k in value if k not in allowed)
-            return "", _Lazy(partial(_extra_message, extra, value, text))
-        for name, field_check in checks:
+        for name, field_check, required in checks:
             if name in value:
                 failure = field_check(value[name], resolver)
                 if failure is not None:
                     return _nest(failure, _field_segment(name))
+            elif required:
+                return "", _Lazy(partial(_missing_message, name, value, text))
+        if len(value) > len(allowed) or not allowed.issuperset(value):
+            extra = min(k for k in value if k not in allowed)
+            return "", _Lazy(partial(_extra_message, extra, value, text))
         return None
 
     json = {
@@ -389,15 +378,17 @@ def _record(keys: Validator, values: Validator, *, checked: bool = True) -> Vali
     def check(value: Any, resolver: Resolver | None) -> tuple[str, Any] | None:
         if type(value) is not dict:
             return _mismatch(value, holder[0])
-        for key, element in value.items():
-            if type(key) is not str or not key or key.startswith(("$", "_")):
+        # As Convex: keys in sorted order, each key then its value; a failure's path
+        # says which side failed (".keys()" or ".values()"), not which key.
+        for key in sorted(value) if len(value) > 1 else value:
+            if type(key) is not str:
                 return _mismatch(value, holder[0])
             failure = key_check(key, resolver)
             if failure is not None:
-                return _nest(failure, _field_segment(key))
-            failure = value_check(element, resolver)
+                return _nest(failure, ".keys()")
+            failure = value_check(value[key], resolver)
             if failure is not None:
-                return _nest(failure, _field_segment(key))
+                return _nest(failure, ".values()")
         return None
 
     validator = Validator(
@@ -417,7 +408,10 @@ def _union(*members: Any) -> Validator:
     holder: list[Validator] = []
 
     literals = [m.to_json().get("value") for m in compiled if m.kind == "literal"]
-    if len(literals) == len(compiled) and all(type(x) is not float for x in literals):
+    if len(compiled) == 1:
+        # As Convex: a one-member union reports its member's own failure.
+        check = checks[0]
+    elif len(literals) == len(compiled) and all(type(x) is not float for x in literals):
         # A union of str/int/bool literals (an enum): one set lookup. The type is part
         # of the key because True == 1 in Python but not in Convex.
         allowed = frozenset((type(x), x) for x in literals)

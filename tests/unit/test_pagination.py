@@ -12,6 +12,7 @@ from engine import (
     Engine,
     InvalidCursor,
     PaginationError,
+    ValidationError,
     define_schema,
     define_table,
     v,
@@ -113,17 +114,65 @@ def test_split_cursor_splits_the_page(items: Engine) -> None:
     left = page(items, {"numItems": 10, "cursor": None, "endCursor": split})
     right = page(items, {"numItems": 10, "cursor": split, "endCursor": result["continueCursor"]})
     assert [d["n"] for d in left["page"] + right["page"]] == list(range(10))
-    # At the middle: the halves are as even as the page allows (a split one row off
-    # still tiled the page, and survived the assertion above).
-    assert (len(left["page"]), len(right["page"])) == (5, 5)
+    # Where Convex puts it (IndexRange::split_cursor_position): after the scanned row
+    # at index len // 2, so 10 rows split 6 + 4.
+    assert (len(left["page"]), len(right["page"])) == (6, 4)
+
+
+@pytest.mark.parametrize(
+    ("num_items", "first_half"), [(2, None), (3, [0, 1]), (4, [0, 1, 2]), (5, [0, 1, 2])]
+)
+def test_split_cursor_position_is_convexs(
+    items: Engine, num_items: int, first_half: list[int] | None
+) -> None:
+    result = page(items, {"numItems": num_items, "cursor": None})
+    if first_half is None:
+        assert result["splitCursor"] is None  # two rows scanned or fewer
+        return
+    left = page(items, {"numItems": 100, "cursor": None, "endCursor": result["splitCursor"]})
+    assert [d["n"] for d in left["page"]] == first_half
+
+
+def test_split_cursor_counts_filtered_out_rows(items: Engine) -> None:
+    # Three rows scanned, one kept: Convex still splits, after the second row scanned.
+    def run(ctx):  # type: ignore[no-untyped-def]
+        return (
+            ctx.db.query("items")
+            .filter(lambda q: q.eq(q.mod(q.field("n"), 2), 1))
+            .paginate({"numItems": 5, "cursor": None, "maximumRowsRead": 3})
+        )
+
+    result = items.run(run)
+    assert [d["n"] for d in result["page"]] == [1]
+    assert result["pageStatus"] == "SplitRequired"
+    assert result["splitCursor"] is not None
+
+
+def test_options_are_as_lenient_as_convexs(items: Engine) -> None:
+    # convex-js QueryImpl.paginate: a missing cursor is the first page; other keys
+    # (the client's "id" and anything else) are ignored.
+    first = page(items, {"numItems": 2})
+    assert [d["n"] for d in first["page"]] == [0, 1]
+    assert page(items, {"numItems": 2, "cursor": None, "foo": 1})["page"] == first["page"]
+    for bad, shown in ((-1, "-1"), ("3", '"3"'), (None, "null"), (True, "true")):
+        with pytest.raises(ValidationError) as caught:
+            page(items, {"numItems": bad, "cursor": None})
+        assert str(caught.value) == (
+            f"`options.numItems` must be a positive number. Received `{shown}`."
+        )
+    with pytest.raises(ValidationError, match="Received `undefined`"):
+        page(items, {"cursor": None})
 
 
 @pytest.mark.parametrize(
     ("opts", "code", "wording"),
     [
         ({"numItems": 0, "cursor": None}, "NoDocumentsForPagination", "at least 1 document"),
-        ({"numItems": -1, "cursor": None}, "NoDocumentsForPagination", "at least 1 document"),
-        ({"numItems": 32001, "cursor": None}, "PageSizeTooLarge", "maximum page size"),
+        (
+            {"numItems": 32001, "cursor": None},
+            "PageSizeTooLarge",
+            "Requested too many items: 32001",
+        ),
         (
             {"numItems": 5, "cursor": None, "maximumRowsRead": 0},
             "InvalidPaginationLimit",

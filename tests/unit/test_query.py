@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from engine import (
     define_table,
     v,
 )
+from engine.filters import compile_expression, compile_filters, evaluate, passes, predicate
 
 SCHEMA = define_schema(
     {
@@ -110,7 +112,16 @@ def test_descending_index_range(people: Engine) -> None:
     ("build", "code"),
     [
         (lambda r: r.eq("age", 1), "InvalidIndexRange"),  # skips city
-        (lambda r: r.gt("city", "a").gt("age", 1), "BoundsOnMultipleFields"),
+        # Convex's split() checks a bound's slot before its field: two lower bounds are
+        # AlreadyDefinedBound even on two fields; a lower and an upper on two fields not
+        (lambda r: r.gt("city", "a").gt("age", 1), "AlreadyDefinedBound"),
+        (lambda r: r.lt("city", "a").lte("age", 1), "AlreadyDefinedBound"),
+        (lambda r: r.gt("city", "a").lt("age", 1), "BoundsOnMultipleFields"),
+        # every split() error comes before FieldNotInIndex and the order check
+        (lambda r: r.eq("nope", 1).eq("nope", 2), "AlreadyDefinedBound"),
+        (lambda r: r.gt("nope", 1).eq("nope", 2), "AlreadyDefinedBound"),
+        (lambda r: r.eq("age", 1).gt("nope", 1).lt("zzz", 2), "BoundsOnMultipleFields"),
+        (lambda r: r.eq("age", 1).eq("nope", 1), "FieldNotInIndex"),
         (lambda r: r.gt("city", "a").gte("city", "b"), "AlreadyDefinedBound"),
         (lambda r: r.eq("city", "a").eq("city", "b"), "AlreadyDefinedBound"),
         (lambda r: r.eq("city", "a").gt("city", "b"), "AlreadyDefinedBound"),
@@ -125,6 +136,44 @@ def test_range_grammar_errors(people: Engine, build, code: str) -> None:  # type
                 lambda ctx: ctx.db.query("people").with_index("by_city_age", build).collect()
             )
         assert caught.value.code == code
+
+
+def test_range_errors_use_convex_wording(people: Engine) -> None:
+    # crates/common/src/query.rs: already_defined_bound_error, bounds_on_multiple_fields_error,
+    # field_not_in_index_error, invalid_index_range
+    def message(build: Any) -> str:
+        with pytest.raises(InvalidIndexRange) as caught:
+            people.run(
+                lambda ctx: ctx.db.query("people").with_index("by_city_age", build).collect()
+            )
+        return str(caught.value)
+
+    assert message(lambda r: r.gt("city", "a").gt("age", 1)) == (
+        'Already defined lower bound in index range. Can\'t add "age" > 1.'
+    )
+    assert message(lambda r: r.eq("city", "a").eq("city", "b")) == (
+        'Already defined equality bound in index range. Can\'t add "city" == "a".'
+    )
+    assert message(lambda r: r.gt("city", "a").eq("city", "b")) == (
+        'Already defined inequality bound in index range. Can\'t add "city" == "b".'
+    )
+    assert message(lambda r: r.gt("city", "a").lt("age", 1)) == (
+        "Upper and lower bounds in `range` can only be applied to a single index field. "
+        "This query against index people.by_city_age attempted to set a range bound on both "
+        '"city" and "age". Consider using `filter` instead. '
+        "See https://docs.convex.dev/using/indexes for more info."
+    )
+    assert message(lambda r: r.eq("nope", 1)) == (
+        'The index range included a comparison with "nope", but people.by_city_age with '
+        'fields ["city", "age", "_creationTime"] doesn\'t index this field. '
+        "For more information see https://docs.convex.dev/using/indexes."
+    )
+    assert message(lambda r: r.eq("age", 1)) == (
+        "Tried to query index people.by_city_age but the query didn't use the index fields "
+        'in order.\nIndex fields: ["city", "age", "_creationTime"]\nQuery fields: ["age"]\n'
+        'First incorrect field: "age"\n'
+        "For more information see https://docs.convex.dev/using/indexes."
+    )
 
 
 def test_a_remembered_range_shape_takes_new_values(people: Engine) -> None:
@@ -191,7 +240,7 @@ def test_filters(people: Engine) -> None:
 
 
 def test_filter_arithmetic_errors(people: Engine) -> None:
-    with pytest.raises(EvalError, match=r"Cannot add .* \(type int64\) and .* \(type float64\)"):
+    with pytest.raises(EvalError, match=r"Cannot add .* \(type Int64\) and .* \(type Float64\)"):
         people.run(
             lambda ctx: (
                 ctx.db.query("people")
@@ -199,13 +248,13 @@ def test_filter_arithmetic_errors(people: Engine) -> None:
                 .collect()
             )
         )
-    with pytest.raises(EvalError, match="by zero"):
+    with pytest.raises(EvalError, match=r"^Cannot divide \d+ by zero$"):
         people.run(
             lambda ctx: (
                 ctx.db.query("people").filter(lambda f: f.eq(f.div(f.field("age"), 0), 1)).collect()
             )
         )
-    with pytest.raises(EvalError, match="overflow"):
+    with pytest.raises(EvalError, match="the result is out of range for Int64"):
         people.run(
             lambda ctx: (
                 ctx.db.query("people")
@@ -219,7 +268,7 @@ def test_filter_arithmetic_errors(people: Engine) -> None:
                 ctx.db.query("people").filter(lambda f: f.and_(f.field("name"), True)).collect()
             )
         )
-    with pytest.raises(EvalError, match="must evaluate to a Boolean"):
+    with pytest.raises(EvalError, match=r"^Cannot use value \d+ \(type Int64\) as a Boolean$"):
         people.run(lambda ctx: ctx.db.query("people").filter(lambda f: f.field("age")).collect())
 
 
@@ -319,3 +368,71 @@ def test_a_patch_moving_an_index_key_reads_once_in_both_directions(people: Engin
     ascending, descending = people.run(body)
     assert ascending.count("ann") == descending.count("ann") == 1
     assert descending == list(reversed(ascending))
+
+
+_MIN, _MAX = -(2**63), 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda q: q.add(_MAX, 1), f"Cannot add {_MAX} and 1: the result is out of range for Int64"),
+        (lambda q: q.add(_MIN, -1), f"Cannot add {_MIN} and -1: the result is out of range for Int64"),
+        (lambda q: q.sub(_MIN, 1), f"Cannot subtract {_MIN} and 1: the result is out of range for Int64"),
+        (lambda q: q.sub(0, _MIN), f"Cannot subtract 0 and {_MIN}: the result is out of range for Int64"),
+        (lambda q: q.mul(_MIN, -1), f"Cannot multiply {_MIN} and -1: the result is out of range for Int64"),
+        (lambda q: q.mul(2**32, 2**31), f"Cannot multiply {2**32} and {2**31}: the result is out of range for Int64"),
+        (lambda q: q.div(_MIN, -1), f"Cannot divide {_MIN} and -1: the result is out of range for Int64"),
+        # Rust's checked_rem fails for INT64_MIN % -1 too, though the remainder is 0
+        (lambda q: q.mod(_MIN, -1), f"Cannot mod {_MIN} and -1: the result is out of range for Int64"),
+        (lambda q: q.div(1, 0), "Cannot divide 1 by zero"),
+        (lambda q: q.mod(-7, 0), "Cannot mod -7 by zero"),
+        (lambda q: q.neg(_MIN), f"Cannot negate {_MIN}: the result is out of range for Int64"),
+        (lambda q: q.neg("a"), 'Cannot negate "a" (type String)'),
+        (lambda q: q.add(1, 0.5), "Cannot add 1 (type Int64) and 0.5 (type Float64)"),
+        (lambda q: q.mul(q.field("x"), 1), "Cannot multiply undefined (type undefined) and 1 (type Int64)"),
+        (lambda q: q.sub(None, b"x"), "Cannot subtract null (type Null) and b'x' (type Bytes)"),
+        (lambda q: q.not_(2), "Cannot use value 2 (type Int64) as a Boolean"),
+        (lambda q: q.or_(False, [1]), "Cannot use value [1] (type Array) as a Boolean"),
+        (lambda q: q.and_(True, 1e16), "Cannot use value 1e16 (type Float64) as a Boolean"),
+    ],
+)  # fmt: skip
+def test_filter_errors_use_convex_wording(build: Any, message: str) -> None:
+    # crates/common/src/query.rs (binary_arithmetic, Expression::eval) and
+    # crates/common/src/types/maybe_value.rs (into_boolean).
+    expr = predicate(build)
+    for run in (lambda: evaluate(expr, {}), lambda: compile_expression(expr)({})):
+        with pytest.raises(EvalError) as caught:
+            run()
+        assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("build", "result"),
+    [
+        (lambda q: q.add(_MAX, 0), _MAX),
+        (lambda q: q.sub(_MIN, 0), _MIN),
+        (lambda q: q.mul(_MIN, 1), _MIN),
+        (lambda q: q.div(_MIN, 1), _MIN),
+        (lambda q: q.div(_MAX, -1), -_MAX),
+        (lambda q: q.mod(_MIN, 1), 0),
+        (lambda q: q.mod(_MIN, 2), 0),
+        (lambda q: q.mod(_MAX, -1), 0),
+        (lambda q: q.div(-7, 2), -3),
+        (lambda q: q.mod(-7, 2), -1),
+        (lambda q: q.mod(7, -2), 1),
+        (lambda q: q.neg(_MAX), -_MAX),
+    ],
+)  # fmt: skip
+def test_int64_arithmetic_at_the_edges(build: Any, result: int) -> None:
+    expr = predicate(build)
+    assert evaluate(expr, {}) == result
+    assert compile_expression(expr)({}) == result
+
+
+def test_filter_result_must_be_a_boolean_in_convex_words() -> None:
+    expr = predicate(lambda q: q.add(1, 1))
+    with pytest.raises(EvalError, match=r"^Cannot use value 2 \(type Int64\) as a Boolean$"):
+        passes(expr, {})
+    with pytest.raises(EvalError, match=r"^Cannot use value 2 \(type Int64\) as a Boolean$"):
+        compile_filters([expr])({})

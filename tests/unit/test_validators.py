@@ -34,7 +34,7 @@ def fails(validator, value, *, resolver=None) -> ValidationError:  # type: ignor
         (v.literal(0.0), 0.0, [-0.0, 0]),
         (v.union(v.string(), v.int64()), 3, [3.0, None]),
         (v.nullable(v.string()), None, [1]),
-        (v.record(v.string(), v.int64()), {"a": 1}, [{"a": "x"}, {"$a": 1}, {"_a": 1}, []]),
+        (v.record(v.string(), v.int64()), {"a": 1}, [{"a": "x"}, {"$a": 1}, {"a": 1.0}, []]),
     ],
 )
 def test_scalars_and_containers(validator, good, bad) -> None:  # type: ignore[no-untyped-def]
@@ -97,7 +97,7 @@ def test_ids_check_syntax_and_table() -> None:
     # An id of no existing table matches no table (found by review: it passed), and
     # Convex reports it as a plain mismatch.
     error = fails(validator, USERS_ID, resolver={}.get)
-    assert str(error).startswith("Value does not match validator.\nValue: ")
+    assert str(error).startswith("Value does not match validator.\n\nValue: ")
     # An id of a system table says so, as Convex does.
     error = fails(validator, encode_id(1, bytes(16)), resolver={1: "_storage"}.get)
     assert "from a system table, which does not match" in str(error)
@@ -224,3 +224,57 @@ def test_equal_validators_accept_the_same_values() -> None:
     assert v.literal(1) == v.literal(1)
     assert hash(v.object({"a": v.string()})) == hash(v.object({"a": v.string()}))
     assert v.object({"a": v.string()}) == v.object({"a": v.string()})
+
+
+def test_object_fields_are_checked_in_sorted_order_as_convex_does() -> None:
+    # crates/common/src/schemas/validator.rs: the ObjectValidator is a BTreeMap; each
+    # field in sorted order is checked (value, or absence) before the next, extra
+    # fields come last, the smallest first.
+    both_wrong = v.object({"b": v.string(), "a": v.string()})
+    error = fails(both_wrong, {"b": 2, "a": 1})
+    assert error.path == ".a"
+    assert (
+        str(error) == "Value does not match validator.\nPath: .a\nValue: 1\nValidator: v.string()"
+    )
+    # a bad value of "a" before the missing "b", and before an extra field
+    two = v.object({"b": v.string(), "a": v.string()})
+    assert fails(two, {"a": 1}).path == ".a"
+    assert fails(v.object({"a": v.string()}), {"z": 1, "a": 1}).path == ".a"
+    # a missing "a" before a bad value of "b"
+    error = fails(two, {"b": 1})
+    assert error.path == ""
+    assert str(error).startswith("Object is missing the required field `a`.")
+    # extra fields in sorted order, whatever the dict's order
+    error = fails(v.object({"a": v.string()}), {"z": 1, "y": 2, "a": "x"})
+    assert str(error).startswith(
+        "Object contains extra field `y` that is not in the validator.\n\n"
+    )
+
+
+def test_record_failures_name_keys_or_values_as_convex_does() -> None:
+    record = v.record(v.string(), v.float64())
+    error = fails(record, {"k": "x"})
+    assert error.path == ".values()"
+    assert str(error) == (
+        'Value does not match validator.\nPath: .values()\nValue: "x"\nValidator: v.float64()'
+    )
+    nested = v.object({"m": record})
+    assert fails(nested, {"m": {"b": 1.0, "a": "x"}}).path == ".m.values()"
+    users = v.record(v.id("users"), v.float64())
+    assert fails(users, {"notanid": 1.0}).path == ".keys()"
+    # keys are sorted, and each key is checked before its value
+    assert fails(users, {"zzz": 1.0, USERS_ID: "x"}).path == ".values()"
+    assert fails(users, {"000": "x", USERS_ID: 1.0}).path == ".keys()"
+    # only the key validator judges a key: "" and "_x" are valid nested keys
+    record.validate({"_x": 1.0, "": 2.0})
+
+
+def test_literal_and_union_failures_in_convex_shape() -> None:
+    error = fails(v.object({"n": v.literal("a")}), {"n": "c"})
+    assert error.path == ".n"
+    assert str(error) == '`"c"` does not match literal validator `v.literal("a")`.Path: .n'
+    # a one-member union reports its member's failure (validator.rs: validators.len() == 1)
+    error = fails(v.union(v.object({"a": v.string()})), {"a": 1})
+    assert error.path == ".a"
+    error = fails(v.union(v.string()), 1)
+    assert str(error) == "Value does not match validator.\n\nValue: 1\nValidator: v.string()"

@@ -109,7 +109,7 @@ def test_subclasses_of_builtin_types_become_the_plain_types() -> None:
 
 def test_bool_stays_a_boolean_and_never_an_int64() -> None:
     assert convert(True) is True
-    assert type_name(True) == "boolean"
+    assert type_name(True) == "Boolean"
     assert compare(True, 2**62) == 1  # Boolean sorts after Int64 and Float64
     assert not values_equal(True, 1)
 
@@ -309,7 +309,7 @@ def test_system_field_types_are_checked() -> None:
 def test_a_document_must_be_a_dict() -> None:
     error = document_rejection([1])
     assert error.path == "$"
-    assert str(error).startswith("A document must be a dict (a Convex object), got array [1]")
+    assert str(error).startswith("A document must be a dict (a Convex object), got Array [1]")
 
 
 def test_document_values_follow_the_value_rules() -> None:
@@ -457,10 +457,10 @@ def test_values_equal_is_convex_equality() -> None:
 
 @pytest.mark.parametrize(
     ("value", "name"),
-    [(UNSET, "undefined"), (None, "null"), (1, "int64"), (1.0, "float64"), (False, "boolean"),
-     ("", "string"), (b"", "bytes"), ([], "array"), ({}, "object"), ((), "array"),
-     (bytearray(), "bytes"),
-     (Color.RED, "string"), ({1}, "set")],
+    [(UNSET, "undefined"), (None, "Null"), (1, "Int64"), (1.0, "Float64"), (False, "Boolean"),
+     ("", "String"), (b"", "Bytes"), ([], "Array"), ({}, "Object"), ((), "Array"),
+     (bytearray(), "Bytes"),
+     (Color.RED, "String"), ({1}, "set")],
 )  # fmt: skip
 def test_type_names(value: Any, name: str) -> None:
     assert type_name(value) == name
@@ -470,6 +470,7 @@ def test_type_names(value: Any, name: str) -> None:
     ("value", "text"),
     [(None, "null"), (UNSET, "undefined"), (True, "true"), (123, "123"), (123.0, "123.0"),
      (-0.0, "-0.0"), (math.nan, "NaN"), (math.inf, "inf"), (-math.inf, "-inf"),
+     (1e16, "1e16"), (1.5e-5, "1.5e-5"), (-2.5e300, "-2.5e300"), (1e15, "1000000000000000.0"),
      ("a\"b", '"a\\"b"'), ("é", '"é"'), (b"\x00", "b'\\x00'"),
      ({"a": [1, 2.0, "x"]}, '{"a": [1, 2.0, "x"]}'), ([], "[]"), ({}, "{}")],
 )  # fmt: skip
