@@ -450,7 +450,9 @@ class Engine:
                                     headers={"Content-Type": "application/json"})
             assert response.status == 201, response.text()
 
-        Cost: as the handler's (no body cap: the body is already in memory).
+        Cost: as the handler's. Bodies are capped at Convex's 20 MiB both ways, as
+        behind :meth:`serve_http` (a 413; a redacted 500); uploads to the storage
+        endpoints are not capped (the body is already in memory).
         """
         self._live()
         _refuse_in_event_loop(

@@ -15,7 +15,10 @@
    and answered ``500`` with Convex's redacted JSON body
    ``{"code": "[Request ID: <id>] Server Error"}``, plus ``"data"`` (the value in
    Convex's JSON encoding) for a :class:`~engine.ConvexError`. The traceback never
-   reaches the client.
+   reaches the client;
+5. bodies are capped at Convex's 20 MiB (:data:`BODY_LIMIT`) both ways: a larger
+   request body is a ``413`` ``PayloadTooLarge`` before the handler runs, a larger
+   response a logged ``HttpResponseTooLarge`` and the redacted ``500``.
 
 Cost: one dict lookup and a few prefix tests to route, a token verification when
 the request carries one, then whatever the handler awaits.
@@ -39,12 +42,15 @@ from .router import HttpRouter
 if TYPE_CHECKING:
     from .functions import Runtime
 
-__all__ = ["FROM_HEADER", "NOT_FOUND", "convex_json", "finish", "respond"]
+__all__ = ["BODY_LIMIT", "FROM_HEADER", "NOT_FOUND", "convex_json", "finish", "respond"]
 
 _log = logging.getLogger(__name__)
 
 #: Convex's body for a request no route matches (crates/isolate, HTTP action routing).
 NOT_FOUND = "No matching routes found"
+#: Bytes a request or response body may have: Convex's ``HTTP_ACTION_BODY_LIMIT``
+#: (crates/udf/src/http_action.rs), 20 MiB.
+BODY_LIMIT = 20 << 20
 #: ``respond(identity=...)`` default: read the identity from the ``Authorization`` header.
 FROM_HEADER: Any = object()
 _HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
@@ -69,6 +75,10 @@ async def respond(
             NOT_FOUND, status=404, headers={"Content-Type": "text/plain; charset=utf-8"}
         )
     action, _, route = match
+    if len(request.body) > BODY_LIMIT:
+        return HttpResponse.json(
+            {"code": "PayloadTooLarge", "message": too_large(len(request.body))}, status=413
+        )
     if identity is FROM_HEADER:
         identity = await _identity(runtime, request.headers.get("authorization"))
     request_id = secrets.token_hex(8)
@@ -99,7 +109,7 @@ async def respond(
     try:
         # Checked again as built: the handler may have reassigned its attributes.
         headers = result.headers
-        return HttpResponse(
+        checked = HttpResponse(
             result.body,
             status=result.status,
             headers=headers.pairs() if isinstance(headers, Headers) else headers,
@@ -107,6 +117,25 @@ async def respond(
     except Exception:
         _log.error("HTTP action %s returned a response that is not valid", where, exc_info=True)
         return _server_error(request_id, None)
+    if len(checked.body) > BODY_LIMIT:  # Convex's words (crates/isolate, http_action.rs)
+        _log.error(
+            "HTTP action %s: HttpResponseTooLarge: HTTP actions support responses up to "
+            "20 MiB (returned response was %d bytes); stream large files from file "
+            "storage (ctx.storage.get_url) instead",
+            where,
+            len(checked.body),
+        )
+        return _server_error(request_id, None)
+    return checked
+
+
+def too_large(size: int) -> str:
+    """The message of a 413 for a request body of ``size`` bytes, over :data:`BODY_LIMIT`."""
+    return (
+        f"The request body has {size} bytes; HTTP actions take at most {BODY_LIMIT} "
+        "(20 MiB, Convex's limit). Upload large files to an upload URL "
+        "(ctx.storage.generate_upload_url()) instead."
+    )
 
 
 async def _identity(runtime: Runtime, header: str | None) -> Any:

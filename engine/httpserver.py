@@ -6,7 +6,8 @@ on a daemon thread, and ``Engine.wsgi_app()`` returns a :class:`WsgiApp` a host
 mounts in its own web server. Paths under ``/api/storage/`` are the storage
 endpoints'; every other path belongs to the engine's HTTP actions when it has a
 router (see :mod:`engine.router` and :mod:`engine.httpactions`: a request is read
-in full, its ``Content-Length`` at most ``max_upload_size``, then its action runs
+in full, its ``Content-Length`` at most 20 MiB (Convex's limit) or a smaller
+``max_upload_size``, then its action runs
 on an event loop of the request's thread), else is answered 404. Convex serves
 files and HTTP actions on different origins; here they share one, so routes may
 not be defined under ``/api/storage``. The storage endpoints are Convex's two:
@@ -184,9 +185,10 @@ class HttpServer:
     connection is dropped (default :data:`DEFAULT_TIMEOUT`, 120).
     ``max_connections``: connections served at once, one thread each
     (default :data:`DEFAULT_MAX_CONNECTIONS`); more are answered 503.
-    ``max_upload_size``: bytes an upload or an HTTP action's request body may have
-    (default :data:`DEFAULT_MAX_UPLOAD_SIZE`, 256 MiB; it is held in memory); larger
-    get 413.
+    ``max_upload_size``: bytes an upload may have (default
+    :data:`DEFAULT_MAX_UPLOAD_SIZE`, 256 MiB; it is held in memory); larger get 413.
+    An HTTP action's request body is capped at Convex's 20 MiB, or at
+    ``max_upload_size`` if that is smaller.
     """
 
     def __init__(
@@ -457,16 +459,22 @@ def _body(
             400, "BadContentLength", f"Content-Length must be a number of bytes, got {value!r}."
         )
     if length > max_size:
-        return _error(
-            413,
-            "PayloadTooLarge",
-            f"{what} has {length} bytes; this server takes at most {max_size} "
-            "(serve_http(max_upload_size=...)).",
-        )
+        return _error(413, "PayloadTooLarge", _too_large(length, max_size, what))
     data = _read_all(read_body, length)
     if data is None:
         return _error(400, "IncompleteBody", f"{what} ended before Content-Length bytes.")
     return data
+
+
+def _too_large(length: int, max_size: int, what: str) -> str:
+    """The 413 message for a body of ``length`` bytes over ``max_size``: Convex's
+    20 MiB limit when that is the cap (an HTTP action's body), else the server's."""
+    if what == "The request body" and max_size == httpactions.BODY_LIMIT:
+        return httpactions.too_large(length)
+    return (
+        f"{what} has {length} bytes; this server takes at most {max_size} "
+        "(serve_http(max_upload_size=...))."
+    )
 
 
 def _http_action(
@@ -484,7 +492,8 @@ def _http_action(
     """Answer a request with the HTTP action its route names (see :mod:`engine.httpactions`)."""
     body = b""
     if method not in ("GET", "HEAD", "OPTIONS"):  # Convex hands these no body
-        data = _body(header, read_body, max_size, "The request body", optional=True)
+        cap = min(max_size, httpactions.BODY_LIMIT)
+        data = _body(header, read_body, cap, "The request body", optional=True)
         if isinstance(data, Response):
             return data
         body = data

@@ -114,7 +114,18 @@ async def non_latin_header(ctx: ActionCtx, request: HttpRequest) -> HttpResponse
     return HttpResponse("price", headers={"X-Price": "5 \u20ac"})
 
 
+@http_action
+async def sized(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    """POST /sized?n=N: answers N bytes, and the size of the body it received."""
+    n = int(request.query_params.get("n", "0"))
+    return HttpResponse(
+        b"x" * n,
+        headers={"X-Received": str(len(request.body)), "Content-Type": "text/plain"},
+    )
+
+
 http = HttpRouter()
+http.route(path="/sized", method="POST", handler=sized)
 http.route(path="/changed", method="GET", handler=changed_after)
 http.route(path="/cancelled", method="GET", handler=cancelled_inside)
 http.route(path="/euro", method="GET", handler=non_latin_header)

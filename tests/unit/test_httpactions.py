@@ -261,6 +261,41 @@ def test_request_bodies_are_capped(engine: Engine, front: str) -> None:
         stop()
 
 
+@pytest.mark.parametrize("front", FRONT_ENDS)
+def test_bodies_are_capped_at_convexs_20_mib_both_ways(
+    engine: Engine, front: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HTTP_ACTION_BODY_LIMIT in Convex (crates/udf/src/http_action.rs): a request body
+    over 20 MiB is a 413 before the handler runs, a response over it a redacted 500."""
+    limit = 20 << 20
+    call, stop = caller(front, engine)
+    try:
+        status, headers, body = call("POST", f"/sized?n={limit}", b"y" * limit)
+        assert (status, headers["x-received"], len(body)) == (200, str(limit), limit)
+        if front == "server":  # refused from its Content-Length, before the body is sent
+            with engine.serve_http("127.0.0.1", 0) as server:
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                connection.putrequest("POST", "/sized?n=1")
+                connection.putheader("Content-Length", str(limit + 1))
+                connection.endheaders()
+                response = connection.getresponse()
+                status, body = response.status, response.read()
+                connection.close()
+        else:
+            status, _, body = call("POST", "/sized?n=1", b"y" * (limit + 1))
+        assert status == 413, body[:200]
+        answer = json.loads(body)
+        assert answer["code"] == "PayloadTooLarge"
+        assert "20971521 bytes" in answer["message"] and "20 MiB" in answer["message"]
+        with caplog.at_level(logging.ERROR, logger="engine.httpactions"):
+            status, _, body = call("POST", f"/sized?n={limit + 1}", b"")
+        assert status == 500 and json.loads(body)["code"].endswith("] Server Error")
+        assert "HttpResponseTooLarge: HTTP actions support responses up to 20 MiB" in caplog.text
+        assert "(returned response was 20971521 bytes)" in caplog.text
+    finally:
+        stop()
+
+
 def test_a_body_without_a_length_is_refused_and_a_bad_header_is_a_400(
     engine: Engine, server: HttpServer
 ) -> None:
