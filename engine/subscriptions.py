@@ -398,6 +398,8 @@ class SubscriptionManager:
             while watched.result is _NOTHING and watched.error is None:
                 if self._worker_error is not None:
                     raise EngineError("The subscription worker failed") from self._worker_error
+                if subscription._closed:  # the last close() ended it before a first value
+                    raise closed_error()
                 self._lock.wait(1.0)
         return subscription
 
@@ -411,7 +413,7 @@ class SubscriptionManager:
                 self._index.remove(watched.key)
             if not self._watched:
                 self._stopping = True
-                self._lock.notify_all()
+            self._lock.notify_all()  # the worker, and a subscribe() waiting for a first value
 
     @property
     def active(self) -> int:

@@ -672,3 +672,29 @@ def test_subscribing_while_the_last_handle_closes_is_refused(engine: Engine) -> 
         assert engine._db.subscriptions.active == 0
     finally:
         engine._db.closing = False
+
+
+def test_a_subscribe_racing_the_last_close_returns_or_is_refused(db_path: Path) -> None:
+    # A subscribe registered just before close() ended every subscription waited for a
+    # first value that the stopped worker never computed: the thread hung forever.
+    for _ in range(15):
+        engine = Engine.open(db_path, durability="none")
+        doc = put(engine, "a", 1)
+        outcomes: list[Any] = []
+
+        def subscribe(engine: Engine = engine, doc: str = doc) -> None:
+            try:
+                with engine.subscribe(get_one, {"id": doc}) as subscription:
+                    outcomes.append(subscription.value)
+            except EngineError as error:
+                outcomes.append(str(error))
+
+        threads = [threading.Thread(target=subscribe) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        engine.close()
+        for thread in threads:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in threads), "a subscribe() hung"
+        for outcome in outcomes:
+            assert outcome == 1 or "This engine is closed" in outcome
