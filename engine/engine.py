@@ -21,6 +21,7 @@ import io
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, ModuleType
 from typing import Any, TypeVar
@@ -55,6 +56,8 @@ T = TypeVar("T")
 
 _DATABASES: dict[str, Database] = {}
 _DATABASES_LOCK = threading.Lock()
+#: Every open handle of this process (to refuse their use in a fork child).
+_HANDLES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 class Engine:
@@ -68,7 +71,10 @@ class Engine:
         self._runtime = runtime
         self._executor = executor
         self._closed = False
+        #: The process that opened this handle, when this one is its fork child.
+        self._forked_from: int | None = None
         self._servers: list[HttpServer] = []
+        _HANDLES.add(self)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -175,8 +181,18 @@ class Engine:
 
     def _live(self) -> Runtime:
         if self._closed:
-            raise closed_error()
+            raise self._closed_error()
         return self._runtime
+
+    def _closed_error(self) -> EngineError:
+        if self._forked_from is None:
+            return closed_error()
+        return EngineError(
+            f"This engine was opened by process {self._forked_from}, before this process "
+            "forked from it; an LMDB environment cannot be used across fork(): call "
+            "Engine.open(path) in the child (or start workers with the 'spawn' or "
+            "'forkserver' start method)."
+        )
 
     @property
     def path(self) -> str:
@@ -192,7 +208,7 @@ class Engine:
         ``auth`` a raw token, a verified identity, or None.
         """
         if self._closed:  # _live(), inline: this is the path of every query call
-            raise closed_error()
+            raise self._closed_error()
         return self._runtime.query(ref, args, auth)
 
     def mutation(self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None) -> Any:
@@ -605,6 +621,24 @@ def _check_router(http: object, registry: Registry) -> None:
             "Engine.open(http=...) was given, but the functions package also has HTTP routes "
             "(its module `http`): keep one router, in the package or passed as http=."
         )
+
+
+def _after_fork_in_child() -> None:
+    """In a fork child, every handle the parent opened is closed, without touching
+    LMDB (its environment is the parent's): calls raise an error naming the fork, and
+    ``Engine.open`` opens the folder afresh (see ``storage.Storage.forked_away``)."""
+    global _DATABASES_LOCK
+    parent = os.getppid()
+    for engine in list(_HANDLES):
+        if not engine._closed:
+            engine._closed = True
+            engine._forked_from = parent
+    _DATABASES.clear()
+    _DATABASES_LOCK = threading.Lock()  # a parent thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _release(storage: Any) -> None:

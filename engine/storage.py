@@ -29,13 +29,21 @@ call (measured: ``txn.get(k, db=d)`` 0.50 µs, ``txn.get(k, None, d)`` 0.32 µs;
 from __future__ import annotations
 
 import os
+import random
 import struct
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
 import lmdb
+
+try:
+    import fcntl
+except ImportError:  # Windows: no cross-process durability check
+    fcntl = None  # type: ignore[assignment]
 
 from .errors import EngineError, FormatError, StorageError
 
@@ -119,6 +127,30 @@ class _Gate:
         with self._cond:
             self._cond.notify_all()
 
+    def pause(self, timeout: float) -> tuple[bool, bool]:
+        """Hold new transactions back and wait up to ``timeout`` seconds for the running
+        ones to end: ``(held, quiet)``; call :meth:`resume` when ``held``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.resizing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False, False
+                self._cond.wait(left)
+            self.resizing = True
+            while self.active:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return True, False
+                self._cond.wait(min(left, 0.01))
+            return True, True
+
+    def resume(self) -> None:
+        """Let transactions in again after :meth:`pause`."""
+        with self._cond:
+            self.resizing = False
+            self._cond.notify_all()
+
     def exclusive(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` with no transaction active; the caller must not be in one."""
         with self._cond:
@@ -145,6 +177,11 @@ def _map_error(error: lmdb.Error, path: str) -> StorageError:
         ),
         (lmdb.DiskError, "the disk reported an I/O error: check the device and free space"),
         (lmdb.CorruptedError, "the database file is damaged: restore from a copy"),
+        (
+            lmdb.BadTxnError,
+            "an earlier LMDB error ended this transaction; if it recurs (at every open, "
+            "say) the database file is damaged: run Engine.check() or restore from a copy",
+        ),
         (
             lmdb.PanicError,
             "LMDB hit a fatal error and must be reopened: close and reopen the engine",
@@ -189,17 +226,30 @@ class Storage:
         #: ``(LMDB txn id, head)`` of the snapshot last seen (:meth:`snapshot_head`).
         self.head_cache: tuple[int, tuple[int, int]] = (-1, (0, 0))
         self._refs = 0
+        #: True once the last reference is dropped (or the process forked away from it).
+        self._released = False
         #: Set once the environment is closed (after the last reference was dropped).
         self._closed = threading.Event()
         os.makedirs(path, exist_ok=True)
+        self._mode_lock = _ModeLock(path, durability)
         try:
             self.env, (self.meta, self.documents, self.indexes, self.log, self.blobs) = (
                 self._open_env(path, map_size, durability)
             )
             self.clear_dead_readers()
         except lmdb.Error as error:
+            self._mode_lock.close()
             raise _map_error(error, path) from error
-        self._check_format()
+        except BaseException:
+            self._mode_lock.close()
+            raise
+        try:
+            self._check_format()
+        except BaseException:
+            self.env.close()
+            self._mode_lock.close()
+            raise
+        _OPENED.add(self)
 
     @staticmethod
     def _open_env(path: str, map_size: int, durability: Durability) -> tuple[Any, list[Any]]:
@@ -288,7 +338,32 @@ class Storage:
     @property
     def closed(self) -> bool:
         """True once the last reference is released (the environment is closed)."""
-        return self._refs <= 0
+        return self._released
+
+    def forked_away(self, parent: int, quiet: bool) -> None:
+        """This process is a ``fork()`` child of ``parent``, which opened this storage:
+        LMDB forbids using an environment across a fork, so every use from now on
+        raises :class:`EngineError` saying so.
+
+        ``quiet``: no transaction of the parent was open at the fork; the inherited
+        environment is then closed here, so that this process can open the folder
+        afresh (py-lmdb refuses a second environment on a path). With a transaction
+        open it is left alone: closing it would end that transaction in the shared
+        reader table (or release the writer lock) under the parent's feet.
+        """
+        self._released = True
+        self._gate = _Gate()  # the parent's threads' entries would block a resize for ever
+        self._mode_lock.close()  # its fcntl locks are the parent's; closing it later would
+        # drop those of this process's own open of the folder
+        env = self.env
+        if quiet:
+            try:
+                env.close()
+            except lmdb.Error:
+                quiet = False
+        else:
+            _UNREOPENABLE[self.path] = parent
+        self.env = _ForkedEnv(env, self.path, parent)
 
     def release(self) -> None:
         """Drop one reference; the environment closes when the last one goes.
@@ -310,8 +385,10 @@ class Storage:
             self._refs -= 1
             if self._refs > 0:
                 return False
-            _REGISTRY.pop(self.path, None)
-            _CLOSING[self.path] = self._closed
+            self._released = True
+            if _REGISTRY.get(self.path) is self:  # else a fork child's own open of the folder
+                del _REGISTRY[self.path]
+                _CLOSING[self.path] = self._closed
             return True
 
     def close_env(self) -> None:
@@ -323,6 +400,7 @@ class Storage:
         try:
             self._gate.exclusive(self.env.close)
         finally:
+            self._mode_lock.close()
             with _REGISTRY_LOCK:
                 if _CLOSING.get(self.path) is self._closed:
                     del _CLOSING[self.path]
@@ -364,6 +442,7 @@ class Storage:
                 gate.leave()
                 raise
         gate.leave()
+        checked = False
         while True:
             self._gate.enter()
             try:
@@ -371,6 +450,12 @@ class Storage:
             except lmdb.MapResizedError:
                 self._gate.leave()
                 self._adopt_map_size()
+            except lmdb.ReadersFullError as error:
+                self._gate.leave()
+                # Killed processes' slots fill the table: free them, once, and retry.
+                if checked or not self._clear_dead_readers_for_read():
+                    raise _map_error(error, self.path) from error
+                checked = True
             except lmdb.Error as error:
                 self._gate.leave()
                 raise _map_error(error, self.path) from error
@@ -442,6 +527,14 @@ class Storage:
         """
         self.env.reader_check()
 
+    def _clear_dead_readers_for_read(self) -> bool:
+        """:meth:`clear_dead_readers` for a read that found the table full: True if
+        it freed a slot."""
+        try:
+            return int(self.env.reader_check()) > 0
+        except lmdb.Error:
+            return False
+
     def _grow_map(self) -> None:
         current = self.map_size
 
@@ -475,6 +568,141 @@ _REGISTRY: dict[str, Storage] = {}
 #: Folders whose last reference is gone but whose environment is still closing.
 _CLOSING: dict[str, threading.Event] = {}
 _REGISTRY_LOCK = threading.Lock()
+#: Every storage this process opened (to refuse their use in a fork child).
+_OPENED: weakref.WeakSet[Storage] = weakref.WeakSet()
+#: In a fork child: folders whose inherited environment could not be closed, by the
+#: parent's pid (a transaction was open at the fork).
+_UNREOPENABLE: dict[str, int] = {}
+#: Storages held quiet by :func:`_before_fork`, with whether they went quiet.
+_PAUSED: list[tuple[Storage, bool]] = []
+#: How long a fork waits for this process's transactions to end (see _before_fork).
+FORK_WAIT = 2.0
+
+
+class _ModeLock:
+    """Keeps processes with and without syncing off one folder at once.
+
+    LMDB's sync flags are per process, and a process that never syncs
+    (``durability="none"``) rewrites pages that the last synced commit of a ``full``
+    process still needs: a power loss then loses that process's acknowledged writes
+    and can leave the file unreadable. Each process holds a shared ``fcntl`` lock on
+    one byte of ``durability.lock`` in the folder (byte 0 for ``full`` and ``normal``,
+    byte 1 for ``none``) and checks that nobody holds the other byte; an open that
+    finds the other kind raises :class:`EngineError`. Two opens racing may both be
+    refused, never both admitted. Cost: an ``open`` and three ``fcntl`` calls per
+    open of the folder. Without ``fcntl`` (Windows) nothing is checked.
+    """
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, path: str, durability: Durability) -> None:
+        self._fd: int | None = None
+        if fcntl is None:
+            return
+        mine, other = (1, 0) if durability == "none" else (0, 1)
+        fd = os.open(os.path.join(path, "durability.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH, 1, mine)  # waits out another open's probe
+            if not self._probe(fd, other):
+                theirs = "none" if durability != "none" else "full or normal"
+                raise EngineError(
+                    f"{path!r} is open in another process with durability={theirs}, and "
+                    f"this open asks for durability={durability!r}: a process that does "
+                    "not sync can make the synced writes of another one unrecoverable "
+                    "after a power loss. Open every process with durability='none' (tests, "
+                    "bulk loads) or none with it."
+                )
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    @staticmethod
+    def _probe(fd: int, byte: int) -> bool:
+        """True if no other process holds a lock on ``byte``: an exclusive lock on it
+        is taken and dropped at once. Opens of the same mode probe the same byte, so a
+        failure is retried for up to a second (theirs last microseconds; a holder of
+        the other mode holds it for as long as its engine is open)."""
+        assert fcntl is not None
+        for _ in range(200):
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
+            except OSError:
+                time.sleep(0.001 + 0.004 * random.random())
+                continue
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
+            return True
+        return False
+
+    def close(self) -> None:
+        """Release the lock (closing the file drops this process's locks on it)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class _ForkedEnv:
+    """What a fork child sees instead of an LMDB environment its parent opened: any use
+    raises, and closing it does nothing (the parent's environment stays as it is)."""
+
+    __slots__ = ("_env", "_message")
+
+    def __init__(self, env: Any, path: str, parent: int) -> None:
+        self._env = env  # kept: py-lmdb skips LMDB calls when a child frees it, but need not
+        self._message = (
+            f"The database at {path!r} was opened by process {parent}, before this process "
+            "forked from it; an LMDB environment cannot be used across fork(): call "
+            "Engine.open(path) in the child (or start workers with the 'spawn' or "
+            "'forkserver' start method)."
+        )
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise EngineError(self._message)
+
+
+def _before_fork() -> None:
+    """Before ``fork()``: hold new transactions back and wait (up to :data:`FORK_WAIT`
+    seconds) for the running ones, so that the child inherits no open transaction
+    and can close the environments it inherits."""
+    for storage in list(_OPENED):
+        if not storage._released:
+            held, quiet = storage._gate.pause(FORK_WAIT)
+            if held:
+                _PAUSED.append((storage, quiet))
+
+
+def _after_fork_in_parent() -> None:
+    paused = _PAUSED[:]
+    _PAUSED.clear()
+    for storage, _ in paused:
+        storage._gate.resume()
+
+
+def _after_fork_in_child() -> None:
+    """Forget, in a fork child, every environment the parent opened (see
+    :meth:`Storage.forked_away`): the child's own opens get fresh ones."""
+    global _REGISTRY_LOCK
+    parent = os.getppid()
+    quiet = {id(storage) for storage, was_quiet in _PAUSED if was_quiet}
+    _PAUSED.clear()
+    for storage in list(_OPENED):
+        if not storage._released:
+            storage.forked_away(parent, id(storage) in quiet)
+    _OPENED.clear()
+    _REGISTRY.clear()
+    _CLOSING.clear()
+    _REGISTRY_LOCK = threading.Lock()  # a parent thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
 
 
 def open_storage(
@@ -487,6 +715,14 @@ def open_storage(
     another durability mode (LMDB's sync flags are per environment).
     """
     real = os.path.realpath(path)
+    if real in _UNREOPENABLE:
+        raise EngineError(
+            f"{path!r} cannot be opened in this process: it forked from process "
+            f"{_UNREOPENABLE[real]} while a transaction there had the folder open, and "
+            "LMDB cannot open a folder twice in one process. Fork before opening the "
+            "engine, or while no query or mutation runs, or start workers with the "
+            "'spawn' or 'forkserver' start method."
+        )
     while True:  # the last handle of the folder may be closing: wait for it, then open
         with _REGISTRY_LOCK:
             closing = _CLOSING.get(real)

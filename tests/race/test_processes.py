@@ -66,6 +66,23 @@ def test_a_reader_killed_mid_read_does_not_pin_pages(db_path: Path) -> None:
     assert size < 16 << 20, f"data.mdb grew to {size >> 20} MiB"
 
 
+def test_reader_slots_left_by_killed_processes_are_freed_when_the_table_is_full(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: a process that only reads got MDB_READERS_FULL for as long as the
+    # slots of killed processes filled the table (they were freed by commits and opens).
+    monkeypatch.setattr(storage, "_MAX_READERS", 8)  # the first open sizes the table
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {"x": 1}))
+        holder = _child("hold_reads", str(db_path), "8")
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "reading"
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(30)
+        holder.stdout.close()
+        assert len(engine._db.storage.env.readers().splitlines()) - 1 == 8  # all stale
+        assert engine.query(lambda ctx: ctx.db.query("t").first())["x"] == 1
+
+
 def test_processes_opening_an_older_folder_at_once_share_one_blobs_sub_database(
     db_path: Path,
 ) -> None:
@@ -89,3 +106,42 @@ def test_processes_opening_an_older_folder_at_once_share_one_blobs_sub_database(
         assert engine.check()["files"] == {"files": 15, "bytes": sum(map(len, stored.values()))}
         for storage_id, data in stored.items():
             assert engine.get_file(storage_id) == data
+
+
+def _open_in_another_process(path: Path, durability: str) -> str:
+    code = (
+        "import sys\n"
+        "from engine import Engine, EngineError\n"
+        "try:\n"
+        f"    Engine.open(sys.argv[1], durability={durability!r}).close()\n"
+        "    print('opened')\n"
+        "except EngineError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_processes_that_sync_and_one_that_does_not_never_share_a_folder(db_path: Path) -> None:
+    # Found by review: a durability="none" process rewrote, unsynced, the pages of the
+    # last synced commit of a "full" one; after a power loss those acknowledged writes
+    # were gone and the file unreadable. LMDB's sync flags are per process.
+    for mine, theirs, allowed in [
+        ("full", "normal", True),
+        ("normal", "full", True),
+        ("none", "none", True),
+        ("full", "none", False),
+        ("normal", "none", False),
+        ("none", "full", False),
+    ]:
+        with Engine.open(db_path, durability=mine):
+            answer = _open_in_another_process(db_path, theirs)
+        if allowed:
+            assert answer == "opened", (mine, theirs, answer)
+        else:
+            assert f"asks for durability={theirs!r}" in answer, (mine, theirs, answer)
+            assert "open in another process" in answer
+    assert _open_in_another_process(db_path, "none") == "opened"  # once the others closed

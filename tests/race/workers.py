@@ -134,6 +134,26 @@ def hold_a_read(path: str) -> None:
         engine.query(reading)
 
 
+def hold_reads(path: str, count: int) -> None:
+    """Child process: ``count`` threads each inside a query (until killed)."""
+    import threading
+
+    with Engine.open(path, durability="none") as engine:
+        inside = threading.Semaphore(0)
+
+        def reading(ctx: Any) -> None:
+            ctx.db.query("t").first()
+            inside.release()
+            threading.Event().wait()
+
+        for _ in range(count):
+            threading.Thread(target=engine.query, args=(reading,), daemon=True).start()
+        for _ in range(count):
+            inside.acquire()
+        print("reading", flush=True)
+        threading.Event().wait()
+
+
 def grow_map(path: str, seconds: float) -> None:
     """Child process: insert 200 KB per commit for ``seconds``, from a 1 MiB map."""
     import time
@@ -150,6 +170,8 @@ def grow_map(path: str, seconds: float) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "hold_a_read":
         hold_a_read(sys.argv[2])
+    elif sys.argv[1] == "hold_reads":
+        hold_reads(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "store_files":
         store_files(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "file_writer":

@@ -7,10 +7,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import lmdb
 import pytest
 
-from engine import Engine, EngineError, FormatError, StorageError
+from engine import Engine, EngineError, FormatError, StorageError, storage
 from engine.storage import FORMAT_VERSION, Storage, open_storage
 
 
@@ -320,3 +322,26 @@ def test_opening_while_the_last_handle_closes_waits_for_the_close(db_path: Path)
         again.check()
     worker.join(5)
     closer.join(5)
+
+
+def test_an_lmdb_error_during_open_is_not_reported_as_a_close(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: `closed` was "no reference counted yet" during the open itself,
+    # so a damaged file failing open's first write read "was closed while this write
+    # waited" instead of the damage hint.
+    Engine.open(db_path, durability="none").close()
+
+    def damaged(self: storage.Storage) -> None:
+        def fail(txn: Any) -> None:
+            raise lmdb.CorruptedError("mdb_get: MDB_CORRUPTED: Located page was wrong type")
+
+        self.write(fail)
+
+    monkeypatch.setattr(storage.Storage, "_check_format", damaged)
+    with pytest.raises(StorageError) as raised:
+        Engine.open(db_path, durability="none")
+    assert "closed" not in str(raised.value)
+    assert "the database file is damaged: restore from a copy" in str(raised.value)
+    monkeypatch.undo()
+    Engine.open(db_path, durability="none").close()  # nothing was left open

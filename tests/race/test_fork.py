@@ -1,0 +1,154 @@
+"""fork() after Engine.open: LMDB environments must not cross a fork, so a child gets
+a clear error from the handles it inherited and a fresh environment from its own open."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import Engine, EngineError, storage
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def in_child(body: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Run ``body`` in a forked child; its JSON result, or fail if it hangs or dies."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        os.close(reader)
+        try:
+            answer = {"ok": body()}
+        except BaseException as error:  # reported to the parent
+            answer = {"error": f"{type(error).__name__}: {error}"}
+        os.write(writer, json.dumps(answer).encode())
+        os._exit(0)
+    os.close(writer)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.02)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(reader)
+        pytest.fail("the forked child hung")
+    with os.fdopen(reader, "rb") as pipe:
+        data = pipe.read()
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    answer = json.loads(data)
+    assert "ok" in answer, answer["error"]
+    return answer["ok"]
+
+
+def count(ctx: Any) -> int:
+    return len(ctx.db.query("n").collect())
+
+
+def test_a_child_cannot_use_an_inherited_engine_but_can_open_its_own(db_path: Path) -> None:
+    with Engine.open(db_path) as engine:
+        engine.run(lambda ctx: ctx.db.insert("n", {"by": "parent"}))
+
+        def child() -> Any:
+            try:
+                engine.query(count)
+                inherited = "no error"
+            except EngineError as error:
+                inherited = str(error)
+            engine.close()  # allowed, and it must not touch the parent's environment
+            with Engine.open(db_path) as own:
+                own.run(lambda ctx: ctx.db.insert("n", {"by": "child"}))
+                own.check()
+                return [inherited, own.query(count)]
+
+        inherited, seen = in_child(child)
+        assert "fork" in inherited and "Engine.open" in inherited, inherited
+        assert seen == 2
+        assert engine.query(count) == 2  # the parent's handle still works
+        engine.run(lambda ctx: ctx.db.insert("n", {"by": "parent"}))
+        engine.check()
+
+
+def test_forking_while_threads_commit_does_not_hang_the_child(db_path: Path) -> None:
+    # Found by review: a child forked while a parent thread led a group commit inherited
+    # that state (and the locks held) and hung for ever in its first mutation.
+    with Engine.open(db_path, durability="none") as engine:
+        stop = threading.Event()
+
+        def write() -> None:
+            while not stop.is_set():
+                engine.run(lambda ctx: ctx.db.insert("n", {"by": "thread"}))
+
+        threads = [threading.Thread(target=write) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        try:
+            for _ in range(5):
+
+                def child() -> int:
+                    with Engine.open(db_path, durability="none") as own:
+                        for _ in range(10):
+                            own.run(lambda ctx: ctx.db.insert("n", {"by": "child"}))
+                        return len(own.query(lambda ctx: ctx.db.query("n").collect()))
+
+                assert in_child(child) > 0
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        engine.check()
+        by_child = engine.query(
+            lambda ctx: len([d for d in ctx.db.query("n").collect() if d["by"] == "child"])
+        )
+        assert by_child == 50
+
+
+def test_a_fork_during_a_long_transaction_leaves_the_parents_reader_alone(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fork waits (storage.FORK_WAIT) for this process's transactions to end, so that
+    # the child can close what it inherited. A transaction still open then must not be
+    # ended by the child (py-lmdb's close would clear the parent's reader slot, letting
+    # writers reuse the pages it reads): the child cannot reopen the folder instead.
+    monkeypatch.setattr(storage, "FORK_WAIT", 0.2)
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("n", {"by": "parent"}))
+        inside, release = threading.Event(), threading.Event()
+
+        def slow(ctx: Any) -> int:
+            inside.set()
+            release.wait(10)
+            return count(ctx)
+
+        reader = threading.Thread(target=engine.query, args=(slow,))
+        reader.start()
+        inside.wait(5)
+        slots = engine._db.storage.env.readers()
+        try:
+
+            def child() -> str:
+                try:
+                    Engine.open(db_path, durability="none").close()
+                except EngineError as error:
+                    return str(error)
+                return "opened"
+
+            answer = in_child(child)
+            assert "cannot be opened in this process" in answer and "spawn" in answer
+            assert engine._db.storage.env.readers() == slots  # its slot is still there
+        finally:
+            release.set()
+            reader.join()
+        engine.run(lambda ctx: ctx.db.insert("n", {"by": "parent"}))
+        assert engine.query(count) == 2
+        engine.check()
