@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from functools import lru_cache
 from itertools import accumulate
 from typing import Final
@@ -38,6 +39,7 @@ __all__ = [
     "decode_id",
     "decode_id_key",
     "encode_id",
+    "first_at_or_after",
     "is_id",
     "new_internal_id",
 ]
@@ -254,6 +256,76 @@ def _read_varint(id: str, data: bytes) -> tuple[int, int]:
                 raise _invalid(id, "bad varint: the table number does not fit in 32 bits")
             return number, index + 1
     raise _invalid(id, "bad varint: the table number is longer than 5 bytes")
+
+
+def _digits_threshold(text: str, length: int) -> int | None:
+    """The least ``N`` such that a ``length``-character string of the alphabet sorts at
+    or after ``text`` exactly when its base-32 value is at least ``N``; None when
+    every such string sorts before ``text``.
+
+    Python orders ``str`` by code point, which is UTF-8 byte order (Convex's String
+    order) for the valid Unicode that values hold.
+    """
+    number = 0
+    for index, character in enumerate(text):
+        if index == length:
+            # ``text`` goes on past the length: a string equal to its start sorts before it.
+            number += 1
+            return number if number >> (5 * length) == 0 else None
+        digit = _DIGITS.get(character)
+        if digit is None:
+            # Strings sharing text[:index] sort at or after text from the first digit
+            # above this character on; without one, from the next value of text[:index].
+            above = bisect_right(_ALPHABET, character)
+            if above < 32:
+                return (number << 5 | above) << (5 * (length - index - 1))
+            number += 1
+            return number << (5 * (length - index)) if number >> (5 * index) == 0 else None
+        number = number << 5 | digit
+    # ``text`` is as long as the strings, or a prefix of some (which sort after it).
+    return number << (5 * (length - len(text)))
+
+
+def first_at_or_after(table_number: int, text: str) -> bytes | None:
+    """The internal id of the first id of table ``table_number`` (in string order)
+    that sorts at or after ``text``; None when every id of the table sorts before it.
+
+    Ids are strings, so an index range bound on ``_id`` may be any string (Convex
+    stores ``_id`` in index keys as a String: ``IndexKey`` in
+    crates/common/src/index.rs). A table's ids all have one length and, the table
+    number being their common first bytes, sort as their internal ids: the ids at or
+    after ``text`` are exactly those whose internal id is at least the result. For an
+    id of the table that is its own internal id. Cost: a few big-integer operations
+    and one id encoding.
+
+    Example::
+
+        >>> first_at_or_after(10001, "") == bytes(16)   # every id sorts after ""
+        True
+        >>> first_at_or_after(10001, "~") is None       # "~" sorts after every id
+        True
+    """
+    varint = _varint(table_number)
+    size = len(varint) + _INTERNAL_ID_LENGTH + 2
+    length = (size * 8 + 4) // 5
+    threshold = _digits_threshold(text, length)
+    if threshold is None:
+        return None
+    # The id bytes as an integer, at least the threshold once the id's spare low bits
+    # are appended (rounded up); their top bytes are the table number's varint.
+    least = -(-threshold >> (length * 5 - size * 8))
+    rest_bits = (_INTERNAL_ID_LENGTH + 2) * 8
+    table_part = int.from_bytes(varint, "big")
+    if least >> rest_bits != table_part:
+        return bytes(_INTERNAL_ID_LENGTH) if least >> rest_bits < table_part else None
+    # The internal id in the threshold's bytes, or the next one if the checksum
+    # footer of that one makes its id sort before text.
+    candidate = (least & ((1 << rest_bits) - 1)) >> 16
+    if encode_id(table_number, candidate.to_bytes(_INTERNAL_ID_LENGTH, "big")) < text:
+        candidate += 1
+        if candidate >> (_INTERNAL_ID_LENGTH * 8):
+            return None
+    return candidate.to_bytes(_INTERNAL_ID_LENGTH, "big")
 
 
 def is_id(value: object) -> bool:

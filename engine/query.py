@@ -26,6 +26,7 @@ from .errors import (
     ValidationError,
 )
 from .filters import MAX_QUERY_OPERATORS, Expression, compile_filters, predicate
+from .ordering import compare
 from .values import UNSET, convert, format_value, type_name
 
 if TYPE_CHECKING:
@@ -74,21 +75,41 @@ def effective_fields(name: str, index: IndexDef) -> list[str]:
     return [*index.fields, "_creationTime", "_id"]
 
 
-def _encode_part(field: str, value: Any, table: TableDef) -> bytes:
+def _id_position(value: Any, table: TableDef) -> tuple[bytes | None, bool]:
+    """Where ``value`` falls among the ids of ``table``, as an ``_id`` range bound.
+
+    An id is a string and ``_id`` compares as one: Convex's index key holds it as a
+    String (``IndexKey`` in crates/common/src/index.rs) and ``IndexRange::compile``
+    (crates/common/src/query.rs) accepts any value, so a bound need not be an id of
+    the table. Our keys end with the internal id, which sorts as the id strings do
+    within a table. Returns the internal id of the first id sorting at or after
+    ``value`` (None: none does) and whether that id equals ``value``. Cost: a dict
+    lookup for an id of the table; a few big-integer operations for any other string.
+    """
+    if type(value) is str:
+        try:
+            number, internal_id = ids.decode_id(value)
+        except InvalidId:
+            pass
+        else:
+            if number == table.number:
+                return internal_id, True
+        return ids.first_at_or_after(table.number, value), False
+    # Other types compare by type alone: before every string, or after.
+    return (bytes(16) if compare(value, "") < 0 else None), False
+
+
+def _position(field: str, value: Any, table: TableDef, prefix: bytes, after: bool) -> bytes | None:
+    """The index key where ``field``'s values stop being below ``value`` (``after``:
+    stop being at most ``value``), after the equality ``prefix``; None: past them all."""
     if field != "_id":
-        return keys.encode(value)
-    if not isinstance(value, str):
-        raise InvalidId(
-            f"An index range on _id needs a document ID string, got "
-            f"{format_value(value)} (type {type_name(value)})",
-            value=value,
-        )
-    number, internal_id = ids.decode_id(value)
-    if number != table.number:
-        # An id of another table matches nothing; an empty part that sorts past the
-        # table's keys keeps the range empty.
-        return b"\xff" * 17
-    return internal_id
+        part = prefix + keys.encode(value)
+        return keys.prefix_end(part) if after else part
+    internal_id, exact = _id_position(value, table)
+    if internal_id is None:
+        return None
+    part = prefix + internal_id
+    return keys.prefix_end(part) if after and exact else part
 
 
 _CHAINED_TWICE = (
@@ -142,17 +163,25 @@ class IndexRange:
             _SHAPES[key] = shape
         equalities, lower, upper = shape
         prefix = index.prefix
-        if equalities:
-            prefix += b"".join(_encode_part(ops[i][1], ops[i][2], table) for i in equalities)
+        for i in equalities:
+            _, field, value = ops[i]
+            if field != "_id":
+                prefix += keys.encode(value)
+                continue
+            # _id is an index's last field: nothing is bounded after an equality on it.
+            internal_id, exact = _id_position(value, table)
+            if not exact or internal_id is None:  # no id of the table equals it: empty
+                return cls(prefix, prefix, list(ops))
+            prefix += internal_id
         lo, hi = prefix, keys.prefix_end(prefix) or b"\xff" * 8
         if lower >= 0:
             op, field, value = ops[lower]
-            part = prefix + _encode_part(field, value, table)
-            lo = part if op == "gte" else (keys.prefix_end(part) or hi)
+            position = _position(field, value, table, prefix, op == "gt")
+            lo = hi if position is None else position
         if upper >= 0:
             op, field, value = ops[upper]
-            part = prefix + _encode_part(field, value, table)
-            hi = part if op == "lt" else (keys.prefix_end(part) or hi)
+            position = _position(field, value, table, prefix, op == "lte")
+            hi = hi if position is None else position
         return cls(lo, hi, list(ops))
 
 

@@ -10,6 +10,9 @@
 - :func:`documents` draws top-level documents with user field names.
 - :func:`field_names` draws valid nested field names (printable ASCII, not
   starting with ``$``, the empty string included).
+- :func:`id_strings` draws strings around the ids of given tables: ids, ids
+  cut short, lengthened or with a character changed (:func:`id_edits`), and
+  arbitrary strings (what a range bound on ``_id`` may be).
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from engine import ids
+
 __all__ = [
     "INT_BOUNDARIES",
     "documents",
     "field_names",
     "float64s",
+    "id_edits",
+    "id_strings",
     "int64s",
     "scalars",
     "small_values",
@@ -157,3 +164,38 @@ def small_values(max_depth: int = 2) -> st.SearchStrategy[Any]:
 def documents() -> st.SearchStrategy[dict[str, Any]]:
     """Top-level documents with user field names (no system fields)."""
     return st.dictionaries(user_field_names(), values(2), max_size=6)
+
+
+#: Characters to splice into ids: the alphabet's ends and neighbours, the letters
+#: it skips, and characters sorting before, between and after its ranges.
+_ID_EDITS = "0189ahjkmnpz" + "ilou" + "\x00 /:@AZ_`{~\x7f" + "\xe9\uffff\U00010000"
+
+
+@st.composite
+def id_edits(draw: st.DrawFn, text: str) -> str:
+    """``text`` (an id) as is, cut short, with one character replaced, or lengthened.
+
+    Edits fall often in the last characters, which hold the checksum: a string there
+    sorts between the id and the one before it (no other id shares all but its last
+    characters), the only place where "first id at or after" is a live id it is not.
+    """
+    cut = draw(st.one_of(st.integers(0, len(text)), st.integers(max(0, len(text) - 4), len(text))))
+    edit = draw(st.sampled_from(["id", "cut", "replace", "cut and add", "extend"]))
+    if edit == "cut":
+        return text[:cut]
+    if edit == "replace":
+        return text[:cut] + draw(st.sampled_from(_ID_EDITS)) + text[cut + 1 :]
+    if edit == "cut and add":
+        return text[:cut] + draw(st.text(_ID_EDITS, min_size=1, max_size=3))
+    if edit == "extend":
+        return text + draw(st.text(_ID_EDITS, min_size=1, max_size=3))
+    return text
+
+
+def id_strings(tables: st.SearchStrategy[int]) -> st.SearchStrategy[str]:
+    """Strings near the ids of ``tables`` (and any string): what ``_id`` bounds may be."""
+    internal_ids = st.one_of(
+        st.binary(min_size=16, max_size=16), st.sampled_from([bytes(16), b"\xff" * 16])
+    )
+    made = st.builds(ids.encode_id, tables, internal_ids)
+    return st.one_of(made.flatmap(id_edits), strings())

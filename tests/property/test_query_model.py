@@ -4,6 +4,11 @@ Random inserts, patches and deletes of documents with mixed-type fields; after
 each step, random index ranges, orders and filters run both on the engine and
 on the model (sort with Convex's comparator, then filter), committed and
 inside a mutation that has uncommitted writes of its own.
+
+Every index ends with ``_creationTime`` and ``_id``, and the model orders and
+bounds ``_id`` as the string it is (Convex keeps it in index keys as a String):
+ranges on ``_id`` draw any value, mostly strings near the ids of documents,
+live or deleted.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-from engine import UNSET, Engine, define_schema, define_table, ids
+from engine import UNSET, Engine, define_schema, define_table
 from engine.readers import DatabaseReader
 from engine.values import compare
+from tests.property.strategies import id_edits, id_strings
 
 PRESENT_VALUES = st.one_of(
     st.none(),
@@ -47,17 +53,20 @@ def field(doc: dict[str, Any], name: str) -> Any:
     return doc.get(name, UNSET)
 
 
+def effective_fields(index: str | None) -> list[str]:
+    """What an index orders by: its fields, then ``_creationTime``, then ``_id``."""
+    if index == "by_id":
+        return ["_id"]
+    return [*INDEXES.get(index or "", []), "_creationTime", "_id"]
+
+
 def sort_key(fields: list[str]) -> Any:
     def cmp(a: dict[str, Any], b: dict[str, Any]) -> int:
-        for name in fields:
+        for name in fields:  # ends with _id, compared as a string
             c = compare(field(a, name), field(b, name))
             if c:
                 return c
-        c = compare(a["_creationTime"], b["_creationTime"])
-        if c:
-            return c
-        ia, ib = ids.decode_id(a["_id"])[1], ids.decode_id(b["_id"])[1]
-        return (ia > ib) - (ia < ib)
+        return 0
 
     return functools.cmp_to_key(cmp)
 
@@ -70,7 +79,7 @@ def model_query(
     order: str,
     flt: Any,
 ) -> list[str]:
-    fields = INDEXES[index] if index else []
+    fields = effective_fields(index)
     rows = sorted(docs, key=sort_key(fields))
     out = []
     for doc in rows:
@@ -123,7 +132,7 @@ def engine_query(
 ) -> list[str]:
     q = ctx.db.query("docs")
     if index is not None:
-        q = q.with_index(index, index_range(INDEXES[index], eqs, bound))
+        q = q.with_index(index, index_range(effective_fields(index), eqs, bound))
     q = q.order(order)
     if flt is not None:
         q = q.filter(lambda f: f.gte(f.field("y"), flt))
@@ -209,6 +218,53 @@ class QueryModel(RuleBasedStateMachine):
             lambda txn: engine_query(SimpleNamespace(db=DatabaseReader(txn)), *args), writable=False
         )
         assert got == expected
+
+    @rule(
+        index=st.sampled_from(["by_id", "by_creation_time", "by_x", "by_x_y"]),
+        anchor=documents,
+        order=st.sampled_from(["asc", "desc"]),
+        flt=st.one_of(st.none(), PRESENT_VALUES),
+        data=st.data(),
+    )
+    def query_id_range(self, index: str, anchor: str, order: str, flt: Any, data: Any) -> None:
+        """Equalities on every field before ``_id`` (an anchor document's values; when
+        it was deleted, values no document has), then an equality or bounds on ``_id``,
+        each drawn value with every operator, and pairs of them as both bounds."""
+        doc = self.model.get(anchor, {"_creationTime": 1.0, "_id": anchor})
+        fields = effective_fields(index)
+        eqs = [field(doc, name) for name in fields[:-1]]
+        live = sorted(self.model) or [anchor]
+        values = data.draw(
+            st.lists(
+                st.one_of(
+                    st.sampled_from(live).flatmap(id_edits),
+                    id_edits(anchor),
+                    id_strings(st.sampled_from([10001, 10002, 10129])),
+                    FIELD_VALUES,
+                ),
+                min_size=1,
+                max_size=6,
+            )
+        )
+        shapes: list[tuple[Any, ...]] = []
+        for value in values:
+            shapes.append((index, [*eqs, value], None, order, flt))
+            shapes += [(index, eqs, (op, value, "", None), order, flt) for op in ("gt", "gte")]
+            shapes += [(index, eqs, ("", None, op, value), order, flt) for op in ("lt", "lte")]
+        for low, high in zip(values, values[1:], strict=False):
+            lo_op, hi_op = (
+                data.draw(st.sampled_from(["gt", "gte"])),
+                data.draw(st.sampled_from(["lt", "lte"])),
+            )
+            shapes.append((index, eqs, (lo_op, low, hi_op, high), order, flt))
+        for args in shapes:
+            expected = model_query(list(self.model.values()), *args)
+            assert self.engine.run(lambda ctx, args=args: engine_query(ctx, *args)) == expected
+            got, _ = self.engine._db.run(
+                lambda txn, args=args: engine_query(SimpleNamespace(db=DatabaseReader(txn)), *args),
+                writable=False,
+            )
+            assert got == expected
 
     @rule(shape=query_shapes, x=FIELD_VALUES, y=FIELD_VALUES, doc_id=documents)
     def query_inside_mutation(self, shape: Any, x: Any, y: Any, doc_id: str) -> None:

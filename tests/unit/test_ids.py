@@ -227,3 +227,47 @@ def test_decoded_ids_are_remembered_with_their_document_key(
             decode_id(bad)
     assert bad not in ids.RECENT_IDS
     ids.RECENT_IDS.clear()
+
+
+# -- where a string falls among a table's ids (index ranges on _id) ---------------
+
+TABLES = st.one_of(
+    st.sampled_from([1, 127, 128, 10001, 10002, 10129, 2**14 - 1, 2**14, 2**32 - 1]),
+    st.integers(1, 2**32 - 1),
+)
+
+
+def test_first_at_or_after_examples() -> None:
+    first = encode_id(10001, bytes(16))
+    assert ids.first_at_or_after(10001, "") == bytes(16)  # every id sorts after ""
+    assert ids.first_at_or_after(10001, first) == bytes(16)  # an id of the table: itself
+    assert ids.first_at_or_after(10001, first + "0") == bytes(15) + b"\x01"  # just after it
+    assert ids.first_at_or_after(10001, "~") is None  # "~" sorts after every id
+    assert ids.first_at_or_after(10001, "j5") == bytes(16)  # a prefix of every id
+    assert ids.first_at_or_after(10001, "j6") is None
+    # ids of table 10002 sort after those of 10001 ("j97..." > "j57..."); of 10129,
+    # before (its id bytes start 0x91 0x4f, 10001's 0x91 0x4e, 10002's 0x92 0x4e)
+    assert ids.first_at_or_after(10001, encode_id(10002, bytes(16))) is None
+    assert ids.first_at_or_after(10002, encode_id(10129, bytes(16))) == bytes(16)
+
+
+@settings(max_examples=1000)
+@given(st.data())
+def test_first_at_or_after_is_the_first_id_not_sorting_before_the_string(
+    data: st.DataObject,
+) -> None:
+    from tests.property.strategies import id_strings
+
+    table = data.draw(TABLES)
+    text = data.draw(id_strings(st.one_of(st.just(table), TABLES)))
+    found = ids.first_at_or_after(table, text)
+    # Python compares str by code point, which is UTF-8 byte order: Convex's String order.
+    if found is None:
+        assert encode_id(table, b"\xff" * 16) < text
+        return
+    assert encode_id(table, found) >= text
+    number = int.from_bytes(found, "big")
+    if number:
+        assert encode_id(table, (number - 1).to_bytes(16, "big")) < text
+    if is_id(text) and decode_id(text)[0] == table:
+        assert found == decode_id(text)[1]
