@@ -217,6 +217,6 @@ def decode_catalog(data: Any) -> Catalog:
         raise CorruptionError(
             f"The database is damaged: {problem}. Every table's name and indexes are "
             "recorded there, so nothing can be read safely: restore the folder from a "
-            "backup (or a copy made with `mdb_copy`).",
+            "backup (Engine.backup, or `mdb_copy`).",
             problems=[problem],
         ) from None

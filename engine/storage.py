@@ -176,11 +176,15 @@ def _map_error(error: lmdb.Error, path: str) -> StorageError:
             "subscriptions, or lower the number of threads reading at once",
         ),
         (lmdb.DiskError, "the disk reported an I/O error: check the device and free space"),
-        (lmdb.CorruptedError, "the database file is damaged: restore from a copy"),
+        (
+            lmdb.CorruptedError,
+            "the database file is damaged: restore it from a backup (Engine.backup)",
+        ),
         (
             lmdb.BadTxnError,
             "an earlier LMDB error ended this transaction; if it recurs (at every open, "
-            "say) the database file is damaged: run Engine.check() or restore from a copy",
+            "say) the database file is damaged: run Engine.check(), or restore it from a "
+            "backup (Engine.backup)",
         ),
         (
             lmdb.PanicError,
@@ -555,13 +559,42 @@ class Storage:
         except lmdb.Error as error:
             raise _map_error(error, self.path) from error
 
-    def copy_to(self, path: str) -> None:
-        """Write a consistent, compacted copy of the environment to folder ``path``."""
-        os.makedirs(path, exist_ok=True)
-        try:
-            self.env.copy(path, compact=True)
-        except lmdb.Error as error:
-            raise _map_error(error, self.path) from error
+    def copy_to(self, path: str) -> int:
+        """Write a consistent, compacted copy of the environment to the folder ``path``
+        (which must hold no ``data.mdb``); returns the copy's size in bytes.
+
+        The copy is of one snapshot, taken like a read txn (it holds a reader slot and
+        a gate entry, so a resize waits for it; writers go on). On failure the partial
+        file is removed. Cost: one pass over the used pages, written sequentially.
+        """
+        target = os.path.join(path, "data.mdb")
+        while True:
+            self._gate.enter()
+            entered = True
+            try:
+                self.env.copy(path, compact=True)
+                return os.path.getsize(target)
+            except lmdb.MapResizedError:
+                self._gate.leave()
+                entered = False
+                _remove_quietly(target)
+                self._adopt_map_size()
+            except lmdb.Error as error:
+                _remove_quietly(target)
+                raise _map_error(error, self.path) from error
+            except BaseException:
+                _remove_quietly(target)
+                raise
+            finally:
+                if entered:
+                    self._gate.leave()
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 _REGISTRY: dict[str, Storage] = {}

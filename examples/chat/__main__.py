@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 import urllib.request
@@ -141,6 +142,10 @@ def main() -> None:
             report = db.check()
             counts = {name: t["documents"] for name, t in report["tables"].items()}
             print(f"Engine.check(): ok, documents per table {counts}")
+            size = db.backup(os.path.join(folder, "backup"))
+        with Engine.open(os.path.join(folder, "backup")) as copy:
+            copied = copy.check()["tables"]["messages"]["documents"]
+            print(f"Engine.backup(): a {size // 1024} KiB copy, {copied} messages, checks ok")
         print(f"done in {time.perf_counter() - started:.2f}s")
 
 

@@ -27,3 +27,4 @@ def test_demo_runs_end_to_end() -> None:
         result.stdout
     )
     assert "Engine.check(): ok" in result.stdout
+    assert "Engine.backup(): a " in result.stdout and "checks ok" in result.stdout

@@ -342,6 +342,6 @@ def test_an_lmdb_error_during_open_is_not_reported_as_a_close(
     with pytest.raises(StorageError) as raised:
         Engine.open(db_path, durability="none")
     assert "closed" not in str(raised.value)
-    assert "the database file is damaged: restore from a copy" in str(raised.value)
+    assert "the database file is damaged: restore it from a backup" in str(raised.value)
     monkeypatch.undo()
     Engine.open(db_path, durability="none").close()  # nothing was left open
