@@ -633,7 +633,15 @@ class _ModeLock:
         if fcntl is None:
             return
         mine, other = (1, 0) if durability == "none" else (0, 1)
-        fd = os.open(os.path.join(path, "durability.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        name = os.path.join(path, "durability.lock")
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise StorageError(
+                f"Cannot open {name!r} ({error.strerror}): the database folder must be "
+                "writable by this process (LMDB's lock.mdb beside it too); check its "
+                "permissions and owner."
+            ) from error
         try:
             fcntl.lockf(fd, fcntl.LOCK_SH, 1, mine)  # waits out another open's probe
             if not self._probe(fd, other):

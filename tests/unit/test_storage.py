@@ -345,3 +345,13 @@ def test_an_lmdb_error_during_open_is_not_reported_as_a_close(
     assert "the database file is damaged: restore it from a backup" in str(raised.value)
     monkeypatch.undo()
     Engine.open(db_path, durability="none").close()  # nothing was left open
+
+
+def test_a_durability_lock_that_cannot_be_opened_is_a_storage_error(db_path: Path) -> None:
+    Engine.open(db_path, durability="none").close()
+    (db_path / "durability.lock").unlink()
+    (db_path / "durability.lock").mkdir()  # os.open fails as it would in a read-only folder
+    with pytest.raises(StorageError, match="must be writable"):
+        Engine.open(db_path, durability="none")
+    (db_path / "durability.lock").rmdir()
+    Engine.open(db_path, durability="none").close()
