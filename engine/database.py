@@ -86,6 +86,7 @@ class Database:
         self.closing = False
         #: How long :meth:`shutdown` waits for running calls before the storage closes.
         self.close_timeout = 30.0
+        storage.in_transaction = self.in_function  # a fork from a function: no wait
 
     @property
     def subscriptions(self) -> SubscriptionManager:

@@ -69,16 +69,16 @@ async def respond(
         return HttpResponse.json(
             {"code": "EngineClosed", "message": "The database is closed."}, status=503
         )
+    if len(request.body) > BODY_LIMIT:  # before routing, as behind serve_http and wsgi_app
+        return HttpResponse.json(
+            {"code": "PayloadTooLarge", "message": too_large(len(request.body))}, status=413
+        )
     match = router.lookup(request.path, request.method)
     if match is None:
         return HttpResponse(
             NOT_FOUND, status=404, headers={"Content-Type": "text/plain; charset=utf-8"}
         )
     action, _, route = match
-    if len(request.body) > BODY_LIMIT:
-        return HttpResponse.json(
-            {"code": "PayloadTooLarge", "message": too_large(len(request.body))}, status=413
-        )
     if identity is FROM_HEADER:
         identity = await _identity(runtime, request.headers.get("authorization"))
     request_id = secrets.token_hex(8)

@@ -50,6 +50,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -85,6 +86,10 @@ DEFAULT_TIMEOUT = 120.0
 DEFAULT_MAX_CONNECTIONS = 64
 #: Bytes an upload may have (it is held in memory until stored): larger ones get 413.
 DEFAULT_MAX_UPLOAD_SIZE = 256 << 20
+#: How much of a refused request body is read and dropped before the connection closes,
+#: and for how long (see ``_Handler._linger``).
+_LINGER_BYTES = 64 << 20
+_LINGER_SECONDS = 5.0
 _PIECE = 1 << 20  # upload bodies are read this many bytes at a time
 #: Characters a path keeps unescaped (RFC 3986 pchar and "/", besides letters and digits).
 _PATH_SAFE = "/:@!$&'()*+,;=~"
@@ -631,8 +636,30 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         # An unread body would be taken for the next request: drop it (after the
         # answer, so a client that never sends the body it announced still gets one).
-        if not consumed and not self.close_connection and not self._discard_body():
+        if not consumed and (self.close_connection or not self._discard_body()):
             self.close_connection = True
+            self._linger()
+
+    def _linger(self) -> None:
+        """Before closing with a request body unread (a 413, say): read and drop it, up
+        to ``_LINGER_BYTES`` for up to ``_LINGER_SECONDS``. A client that is still
+        sending when the socket closes gets a reset, not the answer already sent
+        (RFC 9112 §9.6: close in stages); most clients read only once they have sent."""
+        size = _content_length(self.headers.get("Content-Length") or "")
+        if not size:
+            return
+        try:
+            self.wfile.flush()
+            self.connection.settimeout(1.0)
+            deadline = time.monotonic() + _LINGER_SECONDS
+            left = min(size, _LINGER_BYTES)
+            while left > 0 and time.monotonic() < deadline:
+                part = self.rfile.read1(min(left, _PIECE))
+                if not part:
+                    return
+                left -= len(part)
+        except OSError:  # the client stalled or went away: close now
+            return
 
     def _discard_body(self) -> bool:
         """Read and drop an unused request body (up to 1 MiB); False if it could not be."""

@@ -28,6 +28,8 @@ call (measured: ``txn.get(k, db=d)`` 0.50 µs, ``txn.get(k, None, d)`` 0.32 µs;
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import random
 import struct
@@ -46,6 +48,8 @@ except ImportError:  # Windows: no cross-process durability check
     fcntl = None  # type: ignore[assignment]
 
 from .errors import EngineError, FormatError, StorageError
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "DURABILITY_MODES",
@@ -138,11 +142,16 @@ class _Gate:
                     return False, False
                 self._cond.wait(left)
             self.resizing = True
-            while self.active:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return True, False
-                self._cond.wait(min(left, 0.01))
+            try:
+                while self.active:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return True, False
+                    self._cond.wait(min(left, 0.01))
+            except BaseException:  # a KeyboardInterrupt while waiting: let them in again
+                self.resizing = False
+                self._cond.notify_all()
+                raise
             return True, True
 
     def resume(self) -> None:
@@ -234,26 +243,33 @@ class Storage:
         self._released = False
         #: Set once the environment is closed (after the last reference was dropped).
         self._closed = threading.Event()
+        #: Whether the calling thread is inside a transaction (set by the database):
+        #: a fork from there does not wait for the transaction (see _before_fork).
+        self.in_transaction: Callable[[], bool] = _never
+        #: When a fork last waited in vain for this process's transactions.
+        self._fork_waited_in_vain = -FORK_WAIT
+        self.env: Any = None
+        self._mode_lock: _ModeLock | None = None
+        _OPENED.add(self)  # before anything is opened: a fork now must see it
         os.makedirs(path, exist_ok=True)
-        self._mode_lock = _ModeLock(path, durability)
+        mode_lock = self._mode_lock = _ModeLock(path, durability)
         try:
             self.env, (self.meta, self.documents, self.indexes, self.log, self.blobs) = (
                 self._open_env(path, map_size, durability)
             )
             self.clear_dead_readers()
         except lmdb.Error as error:
-            self._mode_lock.close()
+            mode_lock.close()
             raise _map_error(error, path) from error
         except BaseException:
-            self._mode_lock.close()
+            mode_lock.close()
             raise
         try:
             self._check_format()
         except BaseException:
             self.env.close()
-            self._mode_lock.close()
+            mode_lock.close()
             raise
-        _OPENED.add(self)
 
     @staticmethod
     def _open_env(path: str, map_size: int, durability: Durability) -> tuple[Any, list[Any]]:
@@ -294,6 +310,24 @@ class Storage:
                 attempts += 1
                 if attempts >= 100:  # a writer growing the map faster than we can open
                     raise
+            except lmdb.Error as error:
+                if path not in _INHERITED or "already open" not in str(error):
+                    raise
+                # A fork child: the parent's environment is still referred to. A cycle
+                # may hold it (collect once); a transaction open at the fork does.
+                attempts += 1
+                if attempts == 1:
+                    gc.collect()
+                    continue
+                raise EngineError(
+                    f"{path!r} cannot be opened in this process: it forked from process "
+                    f"{_INHERITED[path]} while a transaction there had the folder open "
+                    "(or was being opened or closed), and LMDB cannot open a folder twice "
+                    "in one process. Fork when no query or mutation runs (a fork waits "
+                    "up to storage.FORK_WAIT seconds for them), or before opening the "
+                    "engine, or start workers with the 'spawn' or 'forkserver' start "
+                    "method."
+                ) from None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -344,30 +378,28 @@ class Storage:
         """True once the last reference is released (the environment is closed)."""
         return self._released
 
-    def forked_away(self, parent: int, quiet: bool) -> None:
+    def forked_away(self, parent: int) -> None:
         """This process is a ``fork()`` child of ``parent``, which opened this storage:
         LMDB forbids using an environment across a fork, so every use from now on
         raises :class:`EngineError` saying so.
 
-        ``quiet``: no transaction of the parent was open at the fork; the inherited
-        environment is then closed here, so that this process can open the folder
-        afresh (py-lmdb refuses a second environment on a path). With a transaction
-        open it is left alone: closing it would end that transaction in the shared
-        reader table (or release the writer lock) under the parent's feet.
+        The inherited environment is never closed here: py-lmdb's ``close`` ends the
+        transactions it knows of, its cached read txn included, and in the child
+        that frees reader slots the parent still reads under. This storage lets go
+        of it instead; once nothing refers to it, py-lmdb frees it without a call
+        into LMDB (it checks the pid) and forgets its path, so this process can open
+        the folder afresh. A transaction the parent had open at the fork keeps it
+        alive (the frames of the parent's other threads are never freed here): then
+        the folder cannot be opened again in this process.
         """
         self._released = True
         self._gate = _Gate()  # the parent's threads' entries would block a resize for ever
-        self._mode_lock.close()  # its fcntl locks are the parent's; closing it later would
-        # drop those of this process's own open of the folder
-        env = self.env
-        if quiet:
-            try:
-                env.close()
-            except lmdb.Error:
-                quiet = False
-        else:
-            _UNREOPENABLE[self.path] = parent
-        self.env = _ForkedEnv(env, self.path, parent)
+        if self._mode_lock is not None:  # its fcntl locks are the parent's; closing it
+            self._mode_lock.close()  # later would drop those of the child's own open
+        forked = _ForkedEnv(self.path, parent)
+        self.env = forked
+        self.meta = self.documents = self.indexes = self.log = self.blobs = forked
+        _INHERITED[self.path] = parent
 
     def release(self) -> None:
         """Drop one reference; the environment closes when the last one goes.
@@ -401,10 +433,19 @@ class Storage:
         An :func:`open_storage` of the folder waits for this (LMDB refuses a second
         environment on one folder in a process).
         """
+
+        def close() -> None:
+            try:
+                if self.durability == "none":  # nothing was synced: make the folder safe
+                    self.env.sync(True)  # for the processes that sync and open it next
+            finally:
+                self.env.close()
+
         try:
-            self._gate.exclusive(self.env.close)
+            self._gate.exclusive(close)
         finally:
-            self._mode_lock.close()
+            if self._mode_lock is not None:
+                self._mode_lock.close()
             with _REGISTRY_LOCK:
                 if _CLOSING.get(self.path) is self._closed:
                     del _CLOSING[self.path]
@@ -603,13 +644,16 @@ _CLOSING: dict[str, threading.Event] = {}
 _REGISTRY_LOCK = threading.Lock()
 #: Every storage this process opened (to refuse their use in a fork child).
 _OPENED: weakref.WeakSet[Storage] = weakref.WeakSet()
-#: In a fork child: folders whose inherited environment could not be closed, by the
-#: parent's pid (a transaction was open at the fork).
-_UNREOPENABLE: dict[str, int] = {}
-#: Storages held quiet by :func:`_before_fork`, with whether they went quiet.
-_PAUSED: list[tuple[Storage, bool]] = []
+#: In a fork child: the folders its parent had open, with the parent's pid.
+_INHERITED: dict[str, int] = {}
+#: Storages whose transactions :func:`_before_fork` holds back until the fork is done.
+_PAUSED: list[Storage] = []
 #: How long a fork waits for this process's transactions to end (see _before_fork).
 FORK_WAIT = 2.0
+
+
+def _never() -> bool:
+    return False
 
 
 class _ModeLock:
@@ -636,6 +680,17 @@ class _ModeLock:
         name = os.path.join(path, "durability.lock")
         try:
             fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError as error:
+            # A folder shared with other users may let LMDB write its files and still
+            # refuse a new one here: open anyway, unchecked, and say so.
+            _log.warning(
+                "Cannot open %r (%s): durability modes are not checked across processes "
+                "for %r; create the file with write access for every user of the folder.",
+                name,
+                error.strerror,
+                path,
+            )
+            return
         except OSError as error:
             raise StorageError(
                 f"Cannot open {name!r} ({error.strerror}): the database folder must be "
@@ -686,10 +741,9 @@ class _ForkedEnv:
     """What a fork child sees instead of an LMDB environment its parent opened: any use
     raises, and closing it does nothing (the parent's environment stays as it is)."""
 
-    __slots__ = ("_env", "_message")
+    __slots__ = ("_message",)
 
-    def __init__(self, env: Any, path: str, parent: int) -> None:
-        self._env = env  # kept: py-lmdb skips LMDB calls when a child frees it, but need not
+    def __init__(self, path: str, parent: int) -> None:
         self._message = (
             f"The database at {path!r} was opened by process {parent}, before this process "
             "forked from it; an LMDB environment cannot be used across fork(): call "
@@ -706,19 +760,30 @@ class _ForkedEnv:
 
 def _before_fork() -> None:
     """Before ``fork()``: hold new transactions back and wait (up to :data:`FORK_WAIT`
-    seconds) for the running ones, so that the child inherits no open transaction
-    and can close the environments it inherits."""
+    seconds) for the running ones, so that the child inherits no open transaction and
+    can open the folder afresh (see :meth:`Storage.forked_away`).
+
+    No wait when the forking thread is itself inside a transaction of the folder (it
+    cannot end), nor when a fork waited in vain less than FORK_WAIT ago (a
+    ``multiprocessing.Pool`` forks once per worker: a long query costs one wait).
+    """
+    now = time.monotonic()
     for storage in list(_OPENED):
-        if not storage._released:
-            held, quiet = storage._gate.pause(FORK_WAIT)
-            if held:
-                _PAUSED.append((storage, quiet))
+        if storage._closed.is_set() or storage.in_transaction():
+            continue
+        if now - storage._fork_waited_in_vain < FORK_WAIT:
+            continue
+        held, quiet = storage._gate.pause(FORK_WAIT)
+        if held:
+            _PAUSED.append(storage)
+        if not quiet:
+            storage._fork_waited_in_vain = time.monotonic()
 
 
 def _after_fork_in_parent() -> None:
     paused = _PAUSED[:]
     _PAUSED.clear()
-    for storage, _ in paused:
+    for storage in paused:
         storage._gate.resume()
 
 
@@ -727,11 +792,10 @@ def _after_fork_in_child() -> None:
     :meth:`Storage.forked_away`): the child's own opens get fresh ones."""
     global _REGISTRY_LOCK
     parent = os.getppid()
-    quiet = {id(storage) for storage, was_quiet in _PAUSED if was_quiet}
     _PAUSED.clear()
     for storage in list(_OPENED):
-        if not storage._released:
-            storage.forked_away(parent, id(storage) in quiet)
+        if not storage._closed.is_set():
+            storage.forked_away(parent)
     _OPENED.clear()
     _REGISTRY.clear()
     _CLOSING.clear()
@@ -756,14 +820,6 @@ def open_storage(
     another durability mode (LMDB's sync flags are per environment).
     """
     real = os.path.realpath(path)
-    if real in _UNREOPENABLE:
-        raise EngineError(
-            f"{path!r} cannot be opened in this process: it forked from process "
-            f"{_UNREOPENABLE[real]} while a transaction there had the folder open, and "
-            "LMDB cannot open a folder twice in one process. Fork before opening the "
-            "engine, or while no query or mutation runs, or start workers with the "
-            "'spawn' or 'forkserver' start method."
-        )
     while True:  # the last handle of the folder may be closing: wait for it, then open
         with _REGISTRY_LOCK:
             closing = _CLOSING.get(real)

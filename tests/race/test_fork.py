@@ -152,3 +152,64 @@ def test_a_fork_during_a_long_transaction_leaves_the_parents_reader_alone(
         engine.run(lambda ctx: ctx.db.insert("n", {"by": "parent"}))
         assert engine.query(count) == 2
         engine.check()
+
+
+def test_children_never_free_the_reader_slots_the_parent_reads_under(db_path: Path) -> None:
+    # Found by review: a child that closed its inherited environment ended py-lmdb's
+    # cached read txn, whose slot the parent reused right after the fork: the parent's
+    # open reads lost their slots (106 of 120 forks) and saw pages rewritten under them.
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("n", {"by": "parent"}))
+        storage_ = engine._db.storage
+        me = os.getpid()
+        forked = threading.Event()
+        os.register_at_fork(after_in_parent=forked.set)
+        for _ in range(25):
+            forked.clear()
+            held: list[Any] = []
+
+            def hold() -> None:
+                while True:  # reads begin as soon as the fork lets them in
+                    txn = storage_.begin_read()
+                    if forked.is_set():
+                        held.append(txn)
+                        return
+                    storage_.end_read(txn)
+
+            threads = [threading.Thread(target=hold) for _ in range(3)]
+            for thread in threads:
+                thread.start()
+            try:
+                in_child(lambda: None)  # the after-fork hook is what ran the close
+            finally:
+                for thread in threads:
+                    thread.join()
+            table = [line.split() for line in storage_.env.readers().splitlines()[1:]]
+            mine = [row for row in table if int(row[0]) == me and row[2] != "-"]
+            for txn in held:
+                storage_.end_read(txn)
+            assert len(mine) >= len(held) == 3, table
+        engine.check()
+
+
+def test_a_fork_from_inside_a_query_does_not_wait_for_it(db_path: Path) -> None:
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("n", {"by": "parent"}))
+
+        def forking(ctx: Any) -> list[Any]:
+            started = time.monotonic()
+
+            def child() -> str:
+                try:
+                    Engine.open(db_path, durability="none").close()
+                except EngineError as error:
+                    return str(error)
+                return "opened"
+
+            answer = in_child(child)
+            return [time.monotonic() - started, answer, count(ctx)]
+
+        took, answer, seen = engine.query(forking)
+        assert took < storage.FORK_WAIT, took  # its own transaction cannot end first
+        assert "cannot be opened in this process" in answer and "spawn" in answer
+        assert seen == 1

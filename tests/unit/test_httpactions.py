@@ -272,17 +272,12 @@ def test_bodies_are_capped_at_convexs_20_mib_both_ways(
     try:
         status, headers, body = call("POST", f"/sized?n={limit}", b"y" * limit)
         assert (status, headers["x-received"], len(body)) == (200, str(limit), limit)
-        if front == "server":  # refused from its Content-Length, before the body is sent
-            with engine.serve_http("127.0.0.1", 0) as server:
-                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-                connection.putrequest("POST", "/sized?n=1")
-                connection.putheader("Content-Length", str(limit + 1))
-                connection.endheaders()
-                response = connection.getresponse()
-                status, body = response.status, response.read()
-                connection.close()
-        else:
-            status, _, body = call("POST", "/sized?n=1", b"y" * (limit + 1))
+        status, _, body = call("POST", "/sized?n=1", b"y" * (limit + 1))
+        # Size before route, on every front end (an unrouted path too). serve_http
+        # refuses from Content-Length, then reads and drops the body before closing: an
+        # ordinary client, still sending, would get a reset instead of the 413.
+        unrouted, _, _ = call("POST", "/no-such-route", b"y" * (limit + 1))
+        assert unrouted == 413
         assert status == 413, body[:200]
         answer = json.loads(body)
         assert answer["code"] == "PayloadTooLarge"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -355,3 +356,58 @@ def test_a_durability_lock_that_cannot_be_opened_is_a_storage_error(db_path: Pat
         Engine.open(db_path, durability="none")
     (db_path / "durability.lock").rmdir()
     Engine.open(db_path, durability="none").close()
+
+
+def test_an_interrupt_while_a_fork_waits_lets_transactions_in_again() -> None:
+    # Found by review: a KeyboardInterrupt in the before-fork wait (swallowed by fork's
+    # hook machinery) left the gate shut: every later transaction blocked for ever.
+    gate = storage._Gate()
+    gate.active.append(None)  # a transaction of another thread
+
+    class Interrupting(threading.Condition):
+        def wait(self, timeout: float | None = None) -> bool:
+            raise KeyboardInterrupt
+
+    gate._cond = Interrupting(threading.Lock())
+    with pytest.raises(KeyboardInterrupt):
+        gate.pause(1.0)
+    assert gate.resizing is False
+
+
+def test_closing_a_durability_none_folder_syncs_it(db_path: Path) -> None:
+    # Its writes were never synced: a process that syncs may open the folder next, and
+    # must not build on pages that a power loss would take back.
+    engine = Engine.open(db_path, durability="none")
+    engine.run(lambda ctx: ctx.db.insert("t", {"x": 1}))
+    synced: list[bool] = []
+    real = engine._db.storage.env
+
+    class Spy:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def sync(self, force: bool = False) -> None:
+            synced.append(force)
+            real.sync(force)
+
+    engine._db.storage.env = Spy()
+    engine.close()
+    assert synced == [True]
+
+
+def test_a_durability_lock_this_process_may_not_create_skips_the_check(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A folder shared between users can let LMDB write its files and refuse a new file:
+    # such a folder opened before durability.lock existed, and must still open.
+    real_open = os.open
+
+    def refusing(name: Any, *args: Any, **kwargs: Any) -> int:
+        if str(name).endswith("durability.lock"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(storage.os, "open", refusing)
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {"x": 1}))
+    assert "durability modes are not checked across processes" in caplog.text
