@@ -529,14 +529,16 @@ class Executor:
             self._idle.notify_all()
 
     def _action_loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.new_event_loop()
-            self._loop_thread = threading.Thread(
-                target=loop.run_forever, name="convexlite-scheduled-actions", daemon=True
-            )
-            self._loop_thread.start()
-        return loop
+        with self._idle:  # the worker and finish_* threads may start the first actions at once
+            loop = self._loop
+            if loop is None:
+                loop = asyncio.new_event_loop()
+                self._loop_thread = threading.Thread(
+                    target=loop.run_forever, name="convexlite-scheduled-actions", daemon=True
+                )
+                self._loop_thread.start()
+                self._loop = loop  # published once its thread runs it
+            return loop
 
     def _action(
         self, job_id: str, name: str, function: FunctionDef, raw_args: Any
