@@ -129,6 +129,9 @@ class Executor:
         self._loop_thread: threading.Thread | None = None
         #: Scheduled actions started on the loop and not yet recorded as finished.
         self._running: dict[str, concurrent.futures.Future[BaseException | None]] = {}
+        #: Claims of actions under way (claimed or being claimed, not yet in ``_running``):
+        #: close() waits for them too, and none starts once it has begun.
+        self._claiming = 0
         self._idle = threading.Condition()
         self._lock_fd: int | None = None
 
@@ -153,10 +156,14 @@ class Executor:
         if self._thread is not None:
             self._thread.join()
         with self._idle:
-            if not self._idle.wait_for(lambda: not self._running, self.shutdown_timeout):
+            # A claim under way (finish_* on another thread) has committed, or may commit,
+            # its job inProgress: wait until its action is registered in _running as well.
+            if not self._idle.wait_for(
+                lambda: not self._running and not self._claiming, self.shutdown_timeout
+            ):
                 for future in self._running.values():
                     future.cancel()  # cancels the task: it records the transient error
-                self._idle.wait_for(lambda: not self._running, 5.0)
+                self._idle.wait_for(lambda: not self._running and not self._claiming, 5.0)
             late = list(self._running)
         for job_id in late:  # cancelled before it started, or stuck: never finished
             self._complete(job_id, ("inProgress",), _TRANSIENT)
@@ -453,27 +460,12 @@ class Executor:
                 time.sleep(0.01)
 
     def _run_action(self, job_id: str, name: str, function: FunctionDef, background: bool) -> bool:
-        """Claim an action job and run it (at most once); False if it was not pending."""
+        """Claim an action job and run it (at most once); False if it was not pending,
+        or close() has begun."""
 
-        def claim(txn: Transaction) -> dict[str, Any] | None:
-            job = txn.get(job_id)
-            if job is None or job["state"]["kind"] != "pending":
-                return None
-            patch_job(txn, job_id, {"state": {"kind": "inProgress"}})
-            return job
-
-        try:
-            job = self._db.run(claim, writable=True, source=f"Scheduled action {name}")[0]
-        except OptimisticConcurrencyControlFailure:
-            return False  # another executor keeps winning it; a later pass looks again
-        if job is None:
+        future = self._claim_and_start(job_id, name, function)
+        if future is None:
             return False
-        run = self._action(job_id, name, function, job["args"][0])
-        # On the executor's loop even for finish_*, which waits for it: close() then
-        # waits for it (and cancels it after shutdown_timeout) as for the worker's.
-        loop = self._action_loop()
-        with self._idle:  # registered before the task can end and unregister itself
-            future = self._running[job_id] = asyncio.run_coroutine_threadsafe(run, loop)
         if background:
             return True
         try:
@@ -487,6 +479,48 @@ class Executor:
             raise error  # Ctrl-C in finish_*: recorded as the job's failure, then stops
         return True
 
+    def _claim_and_start(
+        self, job_id: str, name: str, function: FunctionDef
+    ) -> concurrent.futures.Future[BaseException | None] | None:
+        """Claim an action job and start it on the loop; None if it was not pending, or
+        close() has begun.
+
+        From the claim to the registration in ``_running`` the job is counted in
+        ``_claiming``, which close() waits for: otherwise a close() from another thread
+        that lands after the claim's commit sees nothing running, stops the loop and
+        closes the storage, and the job is left inProgress for good.
+        """
+
+        def claim(txn: Transaction) -> dict[str, Any] | None:
+            job = txn.get(job_id)
+            if job is None or job["state"]["kind"] != "pending":
+                return None
+            patch_job(txn, job_id, {"state": {"kind": "inProgress"}})
+            return job
+
+        with self._idle:
+            if self._stopping:
+                return None
+            self._claiming += 1
+        try:
+            try:
+                job = self._db.run(claim, writable=True, source=f"Scheduled action {name}")[0]
+            except OptimisticConcurrencyControlFailure:
+                return None  # another executor keeps winning it; a later pass looks again
+            if job is None:
+                return None
+            run = self._action(job_id, name, function, job["args"][0])
+            # On the executor's loop even for finish_*, which waits for it: close() then
+            # waits for it (and cancels it after shutdown_timeout) as for the worker's.
+            loop = self._action_loop()
+            with self._idle:  # registered before the task can end and unregister itself
+                future = self._running[job_id] = asyncio.run_coroutine_threadsafe(run, loop)
+            return future
+        finally:
+            with self._idle:
+                self._claiming -= 1
+                self._idle.notify_all()
+
     def _finished(self, job_id: str) -> None:
         with self._idle:
             if len(self._running) >= self.max_running_actions:
@@ -495,14 +529,16 @@ class Executor:
             self._idle.notify_all()
 
     def _action_loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.new_event_loop()
-            self._loop_thread = threading.Thread(
-                target=loop.run_forever, name="convexlite-scheduled-actions", daemon=True
-            )
-            self._loop_thread.start()
-        return loop
+        with self._idle:  # the worker and finish_* threads may start the first actions at once
+            loop = self._loop
+            if loop is None:
+                loop = asyncio.new_event_loop()
+                self._loop_thread = threading.Thread(
+                    target=loop.run_forever, name="convexlite-scheduled-actions", daemon=True
+                )
+                self._loop_thread.start()
+                self._loop = loop  # published once its thread runs it
+            return loop
 
     def _action(
         self, job_id: str, name: str, function: FunctionDef, raw_args: Any

@@ -789,3 +789,96 @@ def test_close_waits_for_an_action_that_finish_runs_on_another_thread(db_path: P
     assert len(errors) <= 1 and all("closed" in str(e) for e in errors), errors
     with Engine.open(db_path, durability="none") as again:
         assert again.run(lambda ctx: ctx.db.system.get(job_id))["state"] == {"kind": "success"}
+
+
+def test_close_waits_for_an_action_claimed_but_not_yet_started_on_another_thread(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found chasing a flaky run of the test above: finish_* on another thread commits the
+    # claim (inProgress) before it registers the action as running, and close() arriving
+    # in between saw nothing running: it stopped the loop (joining a loop thread not yet
+    # started raised RuntimeError) or closed the storage under the action, which was left
+    # inProgress for good (and the finishing thread waited on it for ever).
+    from engine.executor import Executor
+
+    claimed = threading.Event()
+    release = threading.Event()
+    real_action_loop = Executor._action_loop
+
+    def gated_action_loop(self: Executor) -> Any:  # between the claim and the registration
+        claimed.set()
+        assert release.wait(10)
+        return real_action_loop(self)
+
+    monkeypatch.setattr(Executor, "_action_loop", gated_action_loop)
+    engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.0}))
+    errors: list[BaseException] = []
+
+    def run(target: Any) -> threading.Thread:
+        def body() -> None:
+            try:
+                target()
+            except BaseException as error:  # checked below
+                errors.append(error)
+
+        thread = threading.Thread(target=body, daemon=True)
+        thread.start()
+        return thread
+
+    finisher = run(engine.finish_scheduled_functions)
+    assert claimed.wait(10)
+    assert job(engine, job_id)["state"] == {"kind": "inProgress"}
+    closer = run(engine.close)
+    closer.join(0.5)  # a close that does not wait for the claimed action ends here
+    release.set()
+    closer.join(10)
+    finisher.join(10)
+    assert not closer.is_alive() and not finisher.is_alive()
+    assert len(errors) <= 1 and all("closed" in str(e) for e in errors), errors
+    with Engine.open(db_path, durability="none") as again:
+        assert again.run(lambda ctx: ctx.db.system.get(job_id))["state"] == {"kind": "success"}
+        assert again.query(jobs.notes) == ["slow done"]
+
+
+def test_actions_started_on_two_threads_at_once_share_one_loop(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found with the race above: two threads starting the first actions at once (the
+    # worker and finish_*, or two finish_* calls) each made an event loop; close()
+    # stopped only the one it kept, and the other loop's thread ran on for good.
+    import asyncio
+
+    def loop_threads() -> int:
+        return sum(t.name == "convexlite-scheduled-actions" for t in threading.enumerate())
+
+    before = loop_threads()
+    made: list[Any] = []
+    second = threading.Event()
+    real_new_event_loop = asyncio.new_event_loop
+
+    def new_event_loop() -> asyncio.AbstractEventLoop:
+        made.append(None)
+        if len(made) == 1:
+            second.wait(1.0)  # a second thread that gets here makes a second loop
+        else:
+            second.set()
+        return real_new_event_loop()
+
+    engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    ids = engine.run(
+        lambda ctx: [
+            ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.0}) for _ in range(2)
+        ]
+    )
+    monkeypatch.setattr(asyncio, "new_event_loop", new_event_loop)
+    threads = [threading.Thread(target=engine.finish_scheduled_functions) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    monkeypatch.undo()
+    assert [job(engine, i)["state"] for i in ids] == [{"kind": "success"}] * 2
+    engine.close()
+    assert len(made) == 1
+    assert loop_threads() == before
