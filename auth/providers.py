@@ -247,12 +247,7 @@ class _Provider:
             )
         now = self._clock()
         if exp <= now - self.leeway:
-            raise TokenExpired(
-                f"Token expired: expected exp ({exp:.0f}) after now ({now:.0f}) minus the "
-                f"{self.leeway:g} s leeway; found it {now - exp:.0f} s in the past. Fix: send a "
-                "fresh token (the client refreshes them before they expire), or check this "
-                "host's clock."
-            )
+            raise _expired(exp, now, self.leeway)
         for name, value in (("nbf", nbf), ("iat", iat)):
             if value is not None and value > now + self.leeway:
                 raise TokenNotYetValid(
@@ -436,17 +431,42 @@ class AuthConfig:
         lookup and an expiry check (with the provider's clock and leeway) while
         the same token is reused.
         """
+        return self._entry(token)[0]
+
+    def seconds_left(self, token: str) -> float:
+        """Seconds until ``token`` stops verifying: its ``exp`` plus its provider's
+        ``leeway``, minus now on the provider's clock. Always positive.
+
+        The engine ends a subscription made with ``auth=token`` when this runs out,
+        as Convex ends a session whose token expired. Raises what :meth:`verify`
+        raises, so :class:`TokenExpired` once no time is left.
+        Cost: that of :meth:`verify` (a dictionary lookup for a cached token).
+
+        Example::
+
+            auth_config.seconds_left(token)   # 42.3
+        """
+        _, expires, leeway, clock = self._entry(token)
+        now = clock()
+        left = expires + leeway - now
+        if left <= 0:
+            raise _expired(expires, now, leeway)
+        return left
+
+    def _entry(self, token: str) -> tuple[UserIdentity, float, float, Callable[[], float]]:
+        """The cache entry of ``token``: (identity, exp, leeway, clock), verified if needed."""
         cached = self._verified.get(token) if isinstance(token, str) else None
         if cached is not None:
             identity, expires, leeway, clock = cached
             if clock() < expires + leeway:
-                return identity
+                return cached
             self._verified.pop(token, None)
         identity, expires, provider = self._verify(token)
         if len(self._verified) >= self.cache_size:
             self._verified.clear()
-        self._verified[token] = (identity, expires, provider.leeway, provider._clock)
-        return identity
+        entry = (identity, expires, provider.leeway, provider._clock)
+        self._verified[token] = entry
+        return entry
 
     def _verify(self, token: str) -> tuple[UserIdentity, float, _Provider]:
         """Route ``token`` to the first matching provider and verify it there."""
@@ -472,6 +492,16 @@ class AuthConfig:
             f"{_show(iss)}, aud {_show(claims.get('aud'))}. Fix: configure a provider with this "
             "issuer and application id, or send a token minted for one of them."
         )
+
+
+def _expired(exp: float, now: float, leeway: float) -> TokenExpired:
+    """The TokenExpired of a token whose ``exp`` is ``leeway`` seconds or more before ``now``."""
+    return TokenExpired(
+        f"Token expired: expected exp ({exp:.0f}) after now ({now:.0f}) minus the "
+        f"{leeway:g} s leeway; found it {now - exp:.0f} s in the past. Fix: send a "
+        "fresh token (the client refreshes them before they expire), or check this "
+        "host's clock."
+    )
 
 
 def _string_claim(claims: dict[str, Any], name: str, missing: str, expected: str, fix: str) -> str:

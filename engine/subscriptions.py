@@ -18,7 +18,12 @@ call returns only after the worker has caught up with its commit
 the head every :attr:`SubscriptionManager.poll_interval` seconds.
 
 Identical subscriptions (same function, arguments and identity) share one
-execution. A paginated query keeps its page boundary across re-runs: the end
+execution.
+
+A subscription made with a token ends when the token expires (Convex ends the
+session with ``TokenExpired``): the worker keeps a heap of the subscriptions'
+deadlines and, when one is due, asks the token how long it has left; once it has
+none, that subscription alone ends with the provider's error. A paginated query keeps its page boundary across re-runs: the end
 cursor of its first run is remembered (Convex's query journal) and later runs
 return exactly ``(cursor, endCursor]``.
 """
@@ -26,10 +31,12 @@ return exactly ``(cursor, endCursor]``.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import struct
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +118,15 @@ class _Notifier:
         self._closed = False
         #: Why the subscriptions stopped, if their worker failed (iteration raises it).
         self._failure: BaseException | None = None
+        #: Why this subscription ended (its token expired): ``.value`` and iteration raise it.
+        self._ended: BaseException | None = None
+
+    def _raise_if_stopped(self) -> None:
+        """Raise why following stopped: the worker failed, or the token expired."""
+        if self._failure is not None:
+            raise _worker_failed(self._failure)
+        if self._ended is not None:
+            raise self._ended.with_traceback(None)
 
     def _wake(self) -> None:
         with self._cond:
@@ -124,8 +140,7 @@ class _Notifier:
         """
         with self._cond:
             self._pending = False
-        if self._failure is not None:  # the worker failed before this iteration began
-            raise _worker_failed(self._failure)
+        self._raise_if_stopped()  # the worker failed, or the token expired, before this began
         if self._closed:
             return
         yield current()
@@ -134,8 +149,7 @@ class _Notifier:
                 while not self._pending and not self._closed:
                     self._cond.wait()
                 self._pending = False
-            if self._failure is not None:
-                raise _worker_failed(self._failure)
+            self._raise_if_stopped()
             if self._closed:
                 return
             yield current()
@@ -145,6 +159,10 @@ class _Notifier:
         self._failure = error
         self._closed = True
         self._wake()
+
+    def _end(self, error: BaseException) -> None:
+        """Stop following because ``error`` (the token expired); ``.value`` raises it."""
+        raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
@@ -188,13 +206,16 @@ class Subscription(_Notifier):
         self._sets: list[SubscriptionSet] = []
         #: True once a value or error was delivered (a joiner's first value is sent once).
         self._delivered = False
+        #: Seconds the subscription's token has left (raises once none): see Engine.subscribe.
+        self._expiry: Callable[[], float] | None = None
+        #: True while the manager's deadline heap holds an entry for this subscription.
+        self._scheduled = False
 
     @property
     def value(self) -> Any:
         """The newest result (raises the newest error if the last run failed, and
         ``EngineError`` if the subscription worker failed: the value is stale)."""
-        if self._failure is not None:
-            raise _worker_failed(self._failure)
+        self._raise_if_stopped()
         watched = self._watched
         if watched.error is not None:
             raise watched.error
@@ -220,6 +241,23 @@ class Subscription(_Notifier):
     def _fail(self, error: BaseException) -> None:
         self._manager._unsubscribe(self)
         super()._fail(error)
+
+    def _end(self, error: BaseException) -> None:
+        """The token expired (on the worker): unsubscribe, tell ``on_error``, wake iterations."""
+        if self._closed:
+            return
+        self._ended = error
+        self._closed = True
+        self._manager._unsubscribe(self)
+        try:
+            if self._on_error is not None:
+                self._on_error(error)
+        except Exception:
+            _log.exception("subscription on_error for %s raised", self._watched.name)
+        finally:
+            self._wake()
+            for member_of in self._sets:
+                member_of._end(error)
 
     def _wake(self) -> None:
         super()._wake()
@@ -266,19 +304,18 @@ class Subscription(_Notifier):
         waiter = (loop, event)
         self._async_waiters.append(waiter)
         try:
-            if self._failure is not None:
-                raise _worker_failed(self._failure)
+            self._raise_if_stopped()
             if self._closed:
                 return
             yield self.value
             while not self._closed:
                 await event.wait()
                 event.clear()
-                if self._failure is not None:
-                    raise _worker_failed(self._failure)
+                self._raise_if_stopped()
                 if self._closed:
                     return
                 yield self.value
+            self._raise_if_stopped()  # ended while the value was being consumed
         finally:
             self._async_waiters.remove(waiter)
 
@@ -307,6 +344,7 @@ class SubscriptionSet(_Notifier):
     @property
     def value(self) -> dict[str, Any]:
         """Every member's newest result, from one snapshot (raises a member's error)."""
+        self._raise_if_stopped()
         with self._manager._lock:
             return {name: sub.value for name, sub in self._members.items()}
 
@@ -319,6 +357,16 @@ class SubscriptionSet(_Notifier):
         """Close every member. Idempotent."""
         if self._closed:
             return
+        self._closed = True
+        for subscription in self._members.values():
+            subscription.close()
+        self._wake()
+
+    def _end(self, error: BaseException) -> None:
+        """A member's token expired: the set ends with its error (members share a token)."""
+        if self._closed:
+            return
+        self._ended = error
         self._closed = True
         for subscription in self._members.values():
             subscription.close()
@@ -351,6 +399,10 @@ class SubscriptionManager:
         #: The catalog the watched queries last ran against (None before the first step).
         self._catalog: Catalog | None = None
         self._worker_error: BaseException | None = None
+        #: (monotonic deadline, tie-breaker, subscription): when to ask a token again.
+        self._deadlines: list[tuple[float, int, Subscription]] = []
+        self._stale = 0  # entries of _deadlines whose subscription has gone
+        self._deadline_order = itertools.count()
         db.listeners.append(self._on_commit)
 
     # -- subscribing ---------------------------------------------------------
@@ -363,7 +415,10 @@ class SubscriptionManager:
         identity: Any,
         callback: Callable[[Any], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        expiry: Callable[[], float] | None = None,
     ) -> Subscription:
+        """Follow a query; ``expiry()`` (seconds the identity's token has left, raising
+        once none are left) ends the subscription with its error when it runs out."""
         if threading.current_thread() is self._thread:
             raise EngineError(
                 "subscribe() was called from a subscription callback: callbacks run on the "
@@ -375,6 +430,7 @@ class SubscriptionManager:
             raise EngineError(f"Only queries can be subscribed to; {name} is a {function.kind}.")
         args = fresh_args(runtime.check_args(name, function, args))  # kept: not the caller's
         key: tuple[Any, ...] = (id(runtime), name, keys.encode(args), identity)
+        deadline = None if expiry is None else time.monotonic() + expiry()
         with self._lock:
             if self._db.closing:  # under the lock: shutdown() collects what to close under it
                 raise closed_error()
@@ -390,6 +446,9 @@ class SubscriptionManager:
                 self._new.append(watched)
             subscription = Subscription(self, watched, callback, on_error)
             watched.subscribers.append(subscription)
+            if expiry is not None and deadline is not None:
+                subscription._expiry = expiry
+                self._push_deadline(deadline, subscription)
             if watched.result is not _NOTHING or watched.error is not None:
                 self._joined.append(subscription)
             self._ensure_worker()
@@ -406,6 +465,15 @@ class SubscriptionManager:
         with self._lock:
             if subscription in watched.subscribers:
                 watched.subscribers.remove(subscription)
+                if subscription._scheduled:
+                    subscription._scheduled = False
+                    self._stale += 1
+                    if self._stale > 64 and 2 * self._stale > len(self._deadlines):
+                        # Mostly gone: drop them, so closed subscriptions are not kept
+                        # alive until their tokens' deadlines.
+                        self._deadlines = [e for e in self._deadlines if e[2]._scheduled]
+                        heapq.heapify(self._deadlines)
+                        self._stale = 0
             if not watched.subscribers and self._watched.get(watched.key) is watched:
                 del self._watched[watched.key]
                 self._index.remove(watched.key)
@@ -475,9 +543,12 @@ class SubscriptionManager:
                     self._wakeup = False
                     new, self._new = self._new, []
                     joined, self._joined = self._joined, []
+                    due = self._due()
                 for subscription in joined:
                     if not subscription._delivered:  # else a change reached it already
                         subscription._deliver(wake=False)
+                for subscription in due:
+                    self._check_expiry(subscription)
                 self._step(new)
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
@@ -490,6 +561,39 @@ class SubscriptionManager:
                     member_of._fail(error)
                 subscription._fail(error)
             _log.error("the subscription worker failed", exc_info=error)
+
+    def _push_deadline(self, deadline: float, subscription: Subscription) -> None:
+        """Ask ``subscription``'s token again at ``deadline`` (the lock is held)."""
+        heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), subscription))
+        subscription._scheduled = True
+
+    def _due(self) -> list[Subscription]:
+        """The open subscriptions whose deadline has come (the lock is held). Cost: one
+        heap pop per due or closed entry; nothing while no deadline is due."""
+        due: list[Subscription] = []
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, subscription = heapq.heappop(self._deadlines)
+            if subscription._scheduled:
+                subscription._scheduled = False
+                due.append(subscription)
+            else:
+                self._stale -= 1
+        return due
+
+    def _check_expiry(self, subscription: Subscription) -> None:
+        """Ask a due subscription's token how long it has left: end the subscription
+        with the error once it has none, else ask again then (a provider clock or a
+        leeway can move the deadline)."""
+        assert subscription._expiry is not None
+        try:
+            left = subscription._expiry()
+        except Exception as error:  # auth.TokenExpired, or another AuthError
+            subscription._end(error)
+            return
+        with self._lock:
+            if subscription in subscription._watched.subscribers:
+                self._push_deadline(time.monotonic() + max(left, self.poll_interval), subscription)
 
     def _subscriptions(self) -> list[Subscription]:
         """Every open subscription (the lock is held)."""
