@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -31,7 +30,7 @@ from .errors import (
     TokenExpired,
     TokenNotYetValid,
 )
-from .identity import UserIdentity
+from .identity import MAX_DATE, MIN_DATE, UserIdentity, _show
 from .keys import HttpGet, JwksFetcher, Key, KeySet, http_get, keys_from_jwks
 
 __all__ = ["AuthConfig", "ClerkProvider", "CustomJwtProvider", "normalize_issuer"]
@@ -44,11 +43,6 @@ def normalize_issuer(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         url = "https://" + url
     return url.rstrip("/")
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _part(segment: str, what: str) -> dict[str, Any]:
@@ -98,10 +92,16 @@ def _number(claims: dict[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # Compared as they are: float() of a huge int overflows, NaN fails both bounds.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not MIN_DATE <= value <= MAX_DATE
+    ):
         raise MalformedToken(
             f"Invalid claim {name!r}: expected a NumericDate (seconds since the epoch, a "
-            f"number); found {_show(value)}. Fix: have the issuer mint {name} as a number."
+            f"number for a date in the years 1-9999); found {_show(value)}. Fix: have the "
+            f"issuer mint {name} as such a number."
         )
     return float(value)
 
