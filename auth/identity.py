@@ -17,9 +17,10 @@ claim, never an identity that cannot be hashed or a silently stringified value.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -52,6 +53,61 @@ _HIDDEN = {"iss", "sub", "jti", "nbf", "fva", "iat", "exp", "aud", "azp"}
 #: NumericDate may hold (datetime's range; Convex's chrono-based parse refuses more).
 MIN_DATE = -62135596800
 MAX_DATE = 253402300799
+
+
+_READ_ONLY = (
+    "identity claims are read-only: an identity is shared by every call with its token "
+    "(the token cache returns the same one). Copy them to change them: dict(claims), "
+    "list(value) or copy.deepcopy(claims)"
+)
+
+
+def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
+    raise TypeError(_READ_ONLY)
+
+
+class _ReadOnlyDict(dict[str, Any]):
+    """A claims object: a ``dict`` (``==``, ``json.dumps``, ``isinstance`` work) that
+    refuses changes. ``copy.copy`` / ``copy.deepcopy`` give plain, mutable copies."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_ReadOnlyDict, (dict(self),))
+
+
+class _ReadOnlyList(list[Any]):
+    """A claim's array: a ``list`` that refuses changes (see :class:`_ReadOnlyDict`)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return [copy.deepcopy(v, memo) for v in self]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_ReadOnlyList, (list(self),))
+
+
+def read_only(value: Any) -> Any:
+    """``value`` with every dict and list in it made read-only (copied once)."""
+    if isinstance(value, dict):
+        return _ReadOnlyDict({k: read_only(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return _ReadOnlyList(read_only(v) for v in value)
+    return value
 
 
 class Organization(msgspec.Struct, frozen=True):
@@ -87,6 +143,11 @@ def _freeze(value: Any) -> Any:
 
 class UserIdentity(msgspec.Struct, frozen=True, kw_only=True):
     """The verified caller. Immutable and hashable (subscriptions key on it).
+
+    Identities built from tokens have read-only ``claims`` (nested lists and
+    objects too): the token cache gives every call with a token the same
+    identity, so no caller may change what the next one sees. Changing them
+    raises ``TypeError``; ``copy.deepcopy(identity.claims)`` is a mutable copy.
 
     Example::
 
@@ -150,7 +211,7 @@ class UserIdentity(msgspec.Struct, frozen=True, kw_only=True):
             token_identifier=f"{issuer}|{subject}",
             subject=subject,
             issuer=issuer,
-            claims=extra,
+            claims=read_only(extra),
             org=decode_organization(claims),
             **fields,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -106,8 +107,19 @@ def _number(claims: dict[str, Any], name: str) -> float | None:
     return float(value)
 
 
+#: Versions of provider settings: every assignment to a provider's attribute takes
+#: the next one, so a config sees that its cached verifications are out of date.
+_VERSIONS = itertools.count()
+
+
 class _Provider:
     algorithms: tuple[str, ...] = ()
+    #: Changes with every attribute assignment (see AuthConfig's token cache).
+    _version = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "_version", next(_VERSIONS))
 
     def __init__(
         self,
@@ -320,7 +332,11 @@ class ClerkProvider(_Provider):
             get=get,
             clock=clock,
         )
-        self.authorized_parties = None if authorized_parties is None else set(authorized_parties)
+        #: A frozenset: changing the parties means assigning a new value, which the
+        #: token cache notices (an in-place change of a set would go unseen).
+        self.authorized_parties = (
+            None if authorized_parties is None else frozenset(authorized_parties)
+        )
 
     def _check_audience(self, audiences: list[str], present: bool) -> None:
         """Convex's OIDC rule: ``aud`` holds the application id and no other audience."""
@@ -423,13 +439,34 @@ class AuthConfig:
         self.providers = list(providers)
         #: token -> (identity, exp, leeway, the provider's clock)
         self._verified: dict[str, tuple[UserIdentity, float, float, Callable[[], float]]] = {}
+        #: The providers (and their versions) the cached verifications were made with.
+        self._cached_with: list[tuple[_Provider, int]] = []
+
+    def _config_changed(self) -> bool:
+        """True if the provider list or a provider's settings changed since the cached
+        verifications were made (then they are dropped and the new settings noted).
+        Cost: one comparison per provider."""
+        providers = self.providers
+        cached_with = self._cached_with
+        if len(providers) == len(cached_with):
+            for provider, (seen, version) in zip(providers, cached_with, strict=True):
+                if provider is not seen or provider._version != version:
+                    break
+            else:
+                return False
+        self._verified.clear()
+        self._cached_with = [(p, p._version) for p in providers]
+        return True
 
     def verify(self, token: str) -> UserIdentity:
         """The identity of ``token``, or an :class:`AuthError` (never a partial identity).
 
         Cost: a signature check (~150 µs for RS256) the first time; a dictionary
         lookup and an expiry check (with the provider's clock and leeway) while
-        the same token is reused.
+        the same token is reused and the providers are unchanged (assigning to a
+        provider's attribute, or changing ``providers``, verifies cached tokens
+        again). The identity returned for a token is shared by every call with
+        it: its ``claims`` are read-only.
         """
         return self._entry(token)[0]
 
@@ -454,7 +491,12 @@ class AuthConfig:
         return left
 
     def _entry(self, token: str) -> tuple[UserIdentity, float, float, Callable[[], float]]:
-        """The cache entry of ``token``: (identity, exp, leeway, clock), verified if needed."""
+        """The cache entry of ``token``: (identity, exp, leeway, clock), verified if needed.
+
+        A cached entry serves only while the configuration is the one it was verified
+        with: a change of the provider list or of a provider's settings drops them all.
+        """
+        self._config_changed()
         cached = self._verified.get(token) if isinstance(token, str) else None
         if cached is not None:
             identity, expires, leeway, clock = cached

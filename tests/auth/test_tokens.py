@@ -500,3 +500,68 @@ def test_custom_jwt_flattens_nested_claims_with_dots(ec_signer: Signer, rsa_sign
     assert "properties" not in identity.claims
     oidc = clerk(rsa_signer).verify(rsa_signer.token(**nested))
     assert oidc.claims["properties"] == {"id": "123", "team": {"name": "core"}}
+
+
+# -- the token cache ------------------------------------------------------------
+
+
+def test_cached_identities_cannot_be_changed_by_a_caller(rsa_signer: Signer) -> None:
+    """The cache handed every caller one identity whose claims dict (and nested lists
+    and dicts) any caller could change, for every later call with the token."""
+    import copy
+    import pickle
+
+    config = clerk(rsa_signer)
+    token = rsa_signer.token(tags=["a"], meta={"k": "v"})
+    first = config.verify(token)
+    changes = [
+        lambda: first.claims.__setitem__("sid", "sess_evil"),
+        lambda: first.claims.update(admin=True),
+        lambda: first.claims.pop("sid"),
+        lambda: first.claims["tags"].append("admin"),
+        lambda: first.claims["tags"].__setitem__(0, "b"),
+        lambda: first.claims["meta"].__setitem__("k", "x"),
+        lambda: first.claims["meta"].clear(),
+    ]
+    for change in changes:
+        with pytest.raises(TypeError, match="read-only"):
+            change()
+    expected = {"sid": "sess_1", "v": 2, "tags": ["a"], "meta": {"k": "v"}}
+    assert config.verify(token).claims == expected
+    mine = copy.deepcopy(first.claims)  # a copy is the caller's to change
+    mine["tags"].append("b")
+    mine["meta"]["k"] = "x"
+    assert dict(first.claims) | {"sid": "x"} == expected | {"sid": "x"}
+    assert config.verify(token).claims == expected
+    assert json.loads(json.dumps(first.claims)) == expected
+    assert pickle.loads(pickle.dumps(first)) == first
+
+
+def test_cached_tokens_are_checked_again_when_the_configuration_changes(
+    rsa_signer: Signer,
+) -> None:
+    """The cache kept accepting a token after its provider or the provider list changed."""
+    provider = auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk()]})
+    config = auth.AuthConfig(providers=[provider])
+    token = rsa_signer.token()
+    config.verify(token)
+    provider.authorized_parties = frozenset({"https://other.example"})
+    with pytest.raises(auth.InvalidAuthorizedParty):
+        config.verify(token)
+    provider.authorized_parties = None
+    assert config.verify(token).subject == "user_123"
+    provider.application_id = "another-app"
+    with pytest.raises(auth.NoProviderMatches):
+        config.verify(token)
+    provider.application_id = "convex"
+    config.verify(token)
+    config.providers.clear()
+    with pytest.raises(auth.NoProviderMatches):
+        config.verify(token)
+    config.providers.append(
+        auth.ClerkProvider(issuer=ISSUER, public_key=Signer("RS256", "x").public_pem)
+    )
+    with pytest.raises(auth.InvalidSignature):
+        config.verify(token)
+    config.providers = [provider]
+    assert config.verify(token).subject == "user_123"
