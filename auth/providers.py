@@ -46,29 +46,51 @@ def normalize_issuer(url: str) -> str:
     return url.rstrip("/")
 
 
+# A credential is never quoted in an error (messages reach logs and HTTP answers, and
+# the "token" may be an API key pasted by mistake): parse errors describe its shape only.
+
+
 def _part(segment: str, what: str) -> dict[str, Any]:
     """One base64url JSON part of a JWT, which must be an object."""
     try:
         data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        value = json.loads(data)
-    except (binascii.Error, ValueError, RecursionError) as error:
+    except (binascii.Error, ValueError):
         raise MalformedToken(
             f"Could not parse JWT {what}: expected base64url-encoded JSON; found "
-            f"{_show(segment)} ({error}). {_RESEND}"
-        ) from error
+            f"{len(segment)} characters that do not decode as base64url. {_RESEND}"
+        ) from None
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        raise MalformedToken(
+            f"Could not parse JWT {what}: expected base64url-encoded JSON; found base64url "
+            f"of {len(data)} bytes that are not JSON. {_RESEND}"
+        ) from None
     if not isinstance(value, dict):
         raise MalformedToken(
-            f"Could not parse JWT {what}: expected a JSON object; found {_show(value)}. {_RESEND}"
+            f"Could not parse JWT {what}: expected a JSON object; found a JSON "
+            f"{_JSON_TYPES.get(type(value), type(value).__name__)}. {_RESEND}"
         )
     return value
 
 
+_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
 def parse_unverified(token: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The header and claims of ``token`` without checking anything but their shape."""
+    """The header and claims of ``token`` without checking anything but their shape.
+
+    Errors describe what the token looks like (its type, length, number of parts),
+    never its text: it may be a credential that must not reach a log.
+    """
     if not isinstance(token, str) or token.count(".") != 2:
+        found = (
+            f"a value of type {type(token).__name__}"
+            if not isinstance(token, str)
+            else f"{len(token)} characters with {token.count('.')} dots"
+        )
         raise MalformedToken(
-            "Expected a JWT (three base64url parts separated by dots); found "
-            f"{type(token).__name__} {_show(token, 40)}. {_RESEND}"
+            f"Expected a JWT (three base64url parts separated by dots); found {found}. {_RESEND}"
         )
     head, payload, _ = token.split(".")
     return _part(head, "header"), _part(payload, "payload")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 
 import jwt
@@ -565,3 +566,34 @@ def test_cached_tokens_are_checked_again_when_the_configuration_changes(
         config.verify(token)
     config.providers = [provider]
     assert config.verify(token).subject == "user_123"
+
+
+# -- credentials are never echoed -------------------------------------------------
+
+SECRET = "sk_live_s3cr3tK3yM4teri4l"
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [
+        SECRET,
+        f"Bearer {SECRET}",
+        f"{SECRET}.{SECRET}",
+        f"{SECRET}.{SECRET}.{SECRET}",
+        f"{_b64(json.dumps({'alg': 'RS256'}).encode())}.{SECRET}.sig",
+        f"{_b64(json.dumps(SECRET).encode())}.{_b64(b'{}')}.sig",  # a JSON string header
+        f"{_b64(b'{}')}.{_b64(json.dumps([SECRET]).encode())}.sig",  # a JSON list payload
+        f"{_b64(SECRET.encode())}.{_b64(b'{}')}.sig",  # base64 of text that is not JSON
+    ],
+    ids=["plain", "bearer", "two-parts", "three-parts", "payload", "header-str", "list", "b64"],
+)
+def test_a_credential_never_appears_in_an_error(rsa_signer: Signer, credential: str) -> None:
+    """A non-JWT credential (an API key pasted as a token) was quoted in the
+    MalformedToken message, which ends up in logs and HTTP answers."""
+    config = clerk(rsa_signer)
+    for verify in (config.verify, config.providers[0].verify):
+        with pytest.raises(auth.MalformedToken) as caught:
+            verify(credential)
+        message = str(caught.value)
+        assert "s3cr3t" not in message and "czNjcjN0" not in message, message
+        assert re.search(MESSAGE, message), message
