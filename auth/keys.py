@@ -17,7 +17,7 @@ server trickling a byte at a time never trips a per-read timeout), and at most
 body is held to that size too.
 
 A key is only chosen for a token if its type fits the token's ``alg``
-(RS256: RSA; ES256: EC P-256; EdDSA: Ed25519 or Ed448) and the JWK's own
+(RS256: RSA; ES256: EC P-256; EdDSA: Ed25519 only, as Convex's OIDC verifier) and the JWK's own
 ``alg``, when it has one, is the token's.
 """
 
@@ -69,7 +69,7 @@ _KTY_FAMILY = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
 _NEEDS = {
     "RS256": "an RSA key (kty RSA)",
     "ES256": "an EC P-256 key (kty EC, crv P-256)",
-    "EdDSA": "an Ed25519 or Ed448 key (kty OKP)",
+    "EdDSA": "an Ed25519 key (kty OKP, crv Ed25519; Ed448 is not allowed)",
 }
 
 
@@ -109,8 +109,8 @@ def key_fits(alg: str, key: Key) -> bool:
         return isinstance(public, ec.EllipticCurvePublicKey) and isinstance(
             public.curve, ec.SECP256R1
         )
-    if alg == "EdDSA":
-        return isinstance(public, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey))
+    if alg == "EdDSA":  # Convex allows EdDSA with Ed25519 only (research §1.3)
+        return isinstance(public, ed25519.Ed25519PublicKey)
     return False
 
 
@@ -494,7 +494,7 @@ class JwksFetcher:
             discovery_url = self._issuer.rstrip("/") + "/.well-known/openid-configuration"
             discovery, _ = self._fetch_json(discovery_url)
             issuer = discovery.get("issuer")
-            if not isinstance(issuer, str) or issuer.rstrip("/") != self._issuer.rstrip("/"):
+            if issuer != self._issuer:  # exactly, as Convex (openidconnect) compares it
                 raise self._fail(
                     discovery_url,
                     f"a discovery document with issuer {self._issuer!r}",

@@ -256,12 +256,7 @@ class _Provider:
             "expected a string",
             _RESEND,
         )
-        if normalize_issuer(iss) != self.issuer:
-            raise InvalidIssuer(
-                f"Invalid issuer: {iss} != {self.issuer}. Expected iss {self.issuer!r} (after "
-                f"adding https:// and dropping a trailing /); found {iss!r}. Fix: configure the "
-                "provider with the issuer that mints these tokens (Clerk: the Frontend API URL)."
-            )
+        self._check_issuer(iss)
         self._check_audience(_audiences(claims), "aud" in claims)
         _string_claim(
             claims,
@@ -290,6 +285,16 @@ class _Provider:
                     "s in the future. Fix: check the clocks of this host and of the issuer, or "
                     "raise leeway."
                 )
+
+    def _check_issuer(self, iss: str) -> None:
+        """Convex's customJwt rule: ``iss`` normalized is the issuer."""
+        if normalize_issuer(iss) != self.issuer:
+            raise InvalidIssuer(
+                f"Invalid issuer: {iss} != {self.issuer}. Expected iss {self.issuer!r} (after "
+                f"adding https:// and dropping a trailing /); found {_show(iss)}. Fix: configure "
+                "the provider with the issuer that mints these tokens (Clerk: the Frontend API "
+                "URL)."
+            )
 
     def _check_audience(self, audiences: list[str], present: bool) -> None:
         """Convex's customJwt rule: ``aud`` contains the application id (when one is set)."""
@@ -322,7 +327,12 @@ class ClerkProvider(_Provider):
     discovery on the issuer. Both Clerk token shapes verify: a session token
     with ``aud: "convex"`` (the Convex integration) and the legacy ``convex``
     JWT template. As Convex's OIDC verifier does, the audience must be exactly
-    the application id: ``"convex"`` or ``["convex"]``, no other audience.
+    the application id: ``"convex"`` or ``["convex"]``, no other audience; ``iss``
+    must be exactly the issuer (``https://`` added when the configured one has no
+    scheme, a trailing ``/`` dropped): ``"https://x/"`` would name the same user with
+    another ``token_identifier``; ``iat`` is required; the header's ``typ``, if any,
+    is ``JWT`` or ``JOSE`` (not ``at+jwt``), and ``cty`` and ``crit`` are refused.
+    Algorithms: RS256, and EdDSA with an Ed25519 key.
     ``authorized_parties`` requires ``azp`` to be present and one of them
     (Clerk #8877; an empty list refuses every token). ``clock`` (seconds since
     the epoch) is the time ``exp``, ``nbf`` and ``iat`` are checked against.
@@ -372,7 +382,45 @@ class ClerkProvider(_Provider):
                 "contain the application id."
             )
 
+    def _check_issuer(self, iss: str) -> None:
+        """Convex's OIDC rule: ``iss`` is the issuer exactly (require_issuer_match against
+        the discovery document's issuer; no normalization)."""
+        if iss != self.issuer:
+            raise InvalidIssuer(
+                f"Invalid issuer: expected iss to be exactly {self.issuer!r}; found "
+                f"{_show(iss)}. A trailing '/', a missing scheme or another case would give "
+                "the same user another token_identifier, and Convex's OIDC verifier compares "
+                "the issuer exactly. Fix: send tokens minted by this issuer unchanged (Clerk "
+                "always sets its Frontend API URL, without a trailing '/'); for an OIDC issuer "
+                "whose URL ends in '/', use CustomJwtProvider."
+            )
+
+    def _check_header(self, header: dict[str, Any]) -> None:
+        """Convex's OIDC verifier: ``typ`` absent, JWT or JOSE; no nested token (``cty``);
+        and no ``crit`` extension, none being implemented (RFC 7515 §4.1.11)."""
+        typ = header.get("typ")
+        if typ is not None and _media_type(typ) not in ("application/jwt", "application/jose"):
+            raise MalformedToken(
+                f"Invalid header 'typ': expected none, 'JWT' or 'JOSE' (an ID or session "
+                f"token); found {_show(typ)}. Fix: send the session token (or the 'convex' "
+                "template's token), not an access token or another kind of JWT."
+            )
+        for name, meaning in (("cty", "a nested token"), ("crit", "critical extensions")):
+            if name in header:
+                raise MalformedToken(
+                    f"Invalid header {name!r}: expected none ({meaning} are not accepted); "
+                    f"found {_show(header[name])}. Fix: send the token the issuer minted for "
+                    "sign-in, without nesting or extensions."
+                )
+
     def _check_claims(self, claims: dict[str, Any]) -> None:
+        if claims.get("iat") is None:
+            raise MissingClaim(
+                "Missing issued-at claim ('iat'): expected the time the token was minted; "
+                "found none. Convex's OIDC verifier requires it (its clients refresh tokens "
+                "by it). Fix: have the issuer set iat, or use CustomJwtProvider, where it is "
+                "optional."
+            )
         if self.authorized_parties is None:
             return
         azp = claims.get("azp")
@@ -556,6 +604,14 @@ class AuthConfig:
             f"{_show(iss)}, aud {_show(claims.get('aud'))}. Fix: configure a provider with this "
             "issuer and application id, or send a token minted for one of them."
         )
+
+
+def _media_type(typ: Any) -> str | None:
+    """A ``typ`` header as a media type (RFC 7515 §4.1.9: ``JWT`` = ``application/jwt``)."""
+    if not isinstance(typ, str):
+        return None
+    text: str = typ.lower()
+    return text if "/" in text else "application/" + text
 
 
 def _expired(exp: float, now: float, leeway: float) -> TokenExpired:

@@ -82,7 +82,8 @@ class JwksServer:
 
     ``broken`` makes every reply broken in one way: ``"garbage"`` (not HTTP),
     ``"truncated"`` (a body shorter than its Content-Length), ``"list"`` (JSON
-    that is not an object) or ``"issuer-null"`` (discovery with ``issuer: null``).
+    that is not an object), ``"issuer-null"`` (discovery with ``issuer: null``) or
+    ``"issuer-slash"`` (discovery naming the issuer with a trailing ``/``).
     ``delay`` seconds pass before each reply (a slow or hanging issuer).
     ``"trickle-headers"`` / ``"trickle-body"`` send a byte every 50 ms, forever, in
     the headers or the body (each read succeeds, so a per-read timeout never fires);
@@ -128,7 +129,9 @@ class JwksServer:
                 if server.broken == "list":
                     body = []
                 elif self.path == "/.well-known/openid-configuration":
-                    issuer = None if server.broken == "issuer-null" else server.url
+                    issuer = {"issuer-null": None, "issuer-slash": server.url + "/"}.get(
+                        server.broken or "", server.url
+                    )
                     body = {"issuer": issuer, "jwks_uri": server.url + "/jwks"}
                 elif self.path == "/jwks":
                     body = {"keys": server.keys}

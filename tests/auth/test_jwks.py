@@ -239,3 +239,15 @@ def test_a_custom_getter_is_held_to_the_size_cap(rsa_signer: Signer, clock: Cloc
     )
     with pytest.raises(auth.KeyFetchError, match=r"(?s)https://x/j.*at most 1 MiB.*Fix:"):
         config.verify(rsa_signer.token(iss="https://x.example"))
+
+
+def test_discovery_must_name_the_issuer_exactly(
+    jwks_server: JwksServer, rsa_signer: Signer, clock: Clock
+) -> None:
+    """Convex (openidconnect) requires the discovery document's issuer to be the issuer
+    exactly; one with a trailing '/' was accepted."""
+    jwks_server.keys = [rsa_signer.jwk()]
+    jwks_server.broken = "issuer-slash"
+    config = auth.AuthConfig(providers=[provider(jwks_server, clock)])
+    with pytest.raises(auth.KeyFetchError, match=r"(?s)issuer.*/'.*Fix:"):
+        config.verify(rsa_signer.token(iss=jwks_server.url))

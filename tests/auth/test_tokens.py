@@ -175,7 +175,8 @@ def test_issuer_normalization(rsa_signer: Signer) -> None:
         ]
     )
     config.verify(rsa_signer.token())
-    config.verify(rsa_signer.token(iss=ISSUER + "/"))
+    with pytest.raises(auth.InvalidIssuer):  # routed by the normalized iss, then refused
+        config.verify(rsa_signer.token(iss=ISSUER + "/"))
 
 
 def test_custom_jwt_es256_and_algorithm_pinning(ec_signer: Signer, rsa_signer: Signer) -> None:
@@ -597,3 +598,104 @@ def test_a_credential_never_appears_in_an_error(rsa_signer: Signer, credential: 
         message = str(caught.value)
         assert "s3cr3t" not in message and "czNjcjN0" not in message, message
         assert re.search(MESSAGE, message), message
+
+
+# -- ClerkProvider: Convex's OIDC verifier is strict ------------------------------
+
+
+def signed(signer: Signer, header: dict, claims: dict) -> str:  # type: ignore[type-arg]
+    """A token signed by ``signer`` with exactly ``header`` (pyjwt always adds typ)."""
+    from jwt.algorithms import RSAAlgorithm
+
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    signature = RSAAlgorithm(RSAAlgorithm.SHA256).sign(signing_input.encode(), signer.private)  # type: ignore[arg-type]
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def test_clerk_accepts_only_the_canonical_issuer(rsa_signer: Signer) -> None:
+    """iss 'https://x/' or 'x' routed to the provider (Convex normalizes for routing) and
+    verified, with another token_identifier than 'https://x' for the same user. Convex's
+    OIDC verifier then requires iss to be the discovery document's issuer exactly
+    (research §1.3: require_issuer_match); Clerk's issuer is the Frontend API URL."""
+    config = clerk(rsa_signer)
+    assert config.verify(rsa_signer.token()).token_identifier == f"{ISSUER}|user_123"
+    for iss in (ISSUER + "/", ISSUER.removeprefix("https://"), ISSUER + "//"):
+        with pytest.raises(auth.InvalidIssuer, match=MESSAGE):
+            config.verify(rsa_signer.token(iss=iss))
+    upper = ISSUER.replace("verb", "VERB")
+    with pytest.raises(auth.AuthError):
+        config.verify(rsa_signer.token(iss=upper))
+    with pytest.raises(auth.InvalidIssuer, match=MESSAGE):
+        config.providers[0].verify(rsa_signer.token(iss=upper))
+    # The configured issuer may be written loosely; the token's must be canonical.
+    loose = auth.AuthConfig(
+        providers=[
+            auth.ClerkProvider(
+                issuer="verb-noun-00.clerk.accounts.dev/", jwks={"keys": [rsa_signer.jwk()]}
+            )
+        ]
+    )
+    assert loose.verify(rsa_signer.token()).issuer == ISSUER
+    # customJwt keeps Convex's normalization (research §1.4 step 3).
+    custom = auth.AuthConfig(
+        providers=[auth.CustomJwtProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk()]})]
+    )
+    assert custom.verify(rsa_signer.token(iss=ISSUER + "/")).issuer == ISSUER + "/"
+
+
+@pytest.mark.parametrize(
+    ("header", "error"),
+    [
+        ({"typ": "at+jwt"}, auth.MalformedToken),
+        ({"typ": "application/at+jwt"}, auth.MalformedToken),
+        ({"typ": "JWS"}, auth.MalformedToken),
+        ({"typ": 5}, auth.MalformedToken),
+        ({"typ": "JWT", "cty": "JWT"}, auth.MalformedToken),
+        ({"typ": "JWT", "cty": "json"}, auth.MalformedToken),
+        ({"typ": "JWT", "crit": ["exp"]}, auth.MalformedToken),
+        ({"typ": "JWT", "crit": ["x-ours"], "x-ours": 1}, auth.MalformedToken),
+    ],
+)
+def test_clerk_refuses_other_token_types_and_extensions(
+    rsa_signer: Signer,
+    header: dict,  # type: ignore[type-arg]
+    error: type,
+) -> None:
+    """An access token (typ at+jwt), a nested JWT (cty) or a critical extension we do not
+    implement (crit, RFC 7515 §4.1.11) verified as a session token."""
+    token = signed(rsa_signer, {"alg": "RS256", "kid": rsa_signer.kid, **header}, _claims())
+    with pytest.raises(error, match=MESSAGE):
+        clerk(rsa_signer).verify(token)
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "jwt", "JOSE", "application/jwt", "application/JOSE"])
+def test_clerk_accepts_typ_absent_jwt_or_jose(rsa_signer: Signer, typ: str | None) -> None:
+    header = {"alg": "RS256", "kid": rsa_signer.kid} | ({} if typ is None else {"typ": typ})
+    assert clerk(rsa_signer).verify(signed(rsa_signer, header, _claims())).subject == "user_123"
+
+
+def test_clerk_requires_iat(rsa_signer: Signer) -> None:
+    """Convex's OIDC claims need iat (IdTokenClaims.issue_time), whatever its value."""
+    with pytest.raises(auth.MissingClaim, match=r"(?s)'iat'.*Fix:"):
+        clerk(rsa_signer).verify(rsa_signer.token(iat=None))
+    custom = auth.AuthConfig(
+        providers=[auth.CustomJwtProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk()]})]
+    )
+    assert custom.verify(rsa_signer.token(iat=None)).subject == "user_123"  # customJwt: optional
+
+
+def test_clerk_algorithms_are_rs256_and_ed25519_only(rsa_signer: Signer) -> None:
+    """Convex's OIDC verifier allows RS256 and EdDSA with Ed25519 (research §1.3); an
+    Ed448 key passed as EdDSA."""
+    from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
+
+    ed448 = Ed448PrivateKey.generate()
+    jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(ed448.public_key()))
+    jwk.update(kid="ed448", use="sig")
+    config = auth.AuthConfig(providers=[auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [jwk]})])
+    token = jwt.encode(_claims(), ed448, algorithm="EdDSA", headers={"kid": "ed448"})  # type: ignore[arg-type]
+    with pytest.raises(auth.InvalidSignature, match=r"(?s)Ed25519.*Ed448.*Fix:"):
+        config.verify(token)
+    for alg in ("RS384", "RS512", "PS256", "ES256"):
+        with pytest.raises(auth.InvalidSignature, match="not allowed"):
+            clerk(rsa_signer).verify(raw_token({"alg": alg, "kid": rsa_signer.kid}, _claims()))
