@@ -34,7 +34,16 @@ from .errors import (
 from .identity import MAX_DATE, MIN_DATE, UserIdentity, _show
 from .keys import HttpGet, JwksFetcher, Key, KeySet, http_get, keys_from_jwks
 
-__all__ = ["AuthConfig", "ClerkProvider", "CustomJwtProvider", "normalize_issuer"]
+__all__ = [
+    "MAX_TOKEN_LENGTH",
+    "AuthConfig",
+    "ClerkProvider",
+    "CustomJwtProvider",
+    "normalize_issuer",
+]
+
+#: AuthConfig's default cap on a token's length, in characters: 16 KiB.
+MAX_TOKEN_LENGTH = 16 * 1024
 
 _RESEND = "Fix: send the token exactly as the issuer minted it (Authorization: Bearer <token>)."
 
@@ -494,6 +503,9 @@ class CustomJwtProvider(_Provider):
 class AuthConfig:
     """The providers a database accepts tokens from (Convex's ``auth.config.ts``).
 
+    ``max_token_length`` (16 KiB by default) caps the tokens it looks at: a longer
+    one is a :class:`MalformedToken` before any parsing or cache lookup.
+
     Example::
 
         auth_config = AuthConfig(providers=[
@@ -505,8 +517,12 @@ class AuthConfig:
     #: Verified tokens kept (a client sends the same token with every call until it expires).
     cache_size = 1024
 
-    def __init__(self, providers: Iterable[_Provider]) -> None:
+    def __init__(
+        self, providers: Iterable[_Provider], *, max_token_length: int = MAX_TOKEN_LENGTH
+    ) -> None:
         self.providers = list(providers)
+        #: Longer tokens are a MalformedToken before any parsing (Clerk's fit a 4 KB cookie).
+        self.max_token_length = max_token_length
         #: token -> (identity, exp, leeway, the provider's clock)
         self._verified: dict[str, tuple[UserIdentity, float, float, Callable[[], float]]] = {}
         #: The providers (and their versions) the cached verifications were made with.
@@ -566,6 +582,13 @@ class AuthConfig:
         A cached entry serves only while the configuration is the one it was verified
         with: a change of the provider list or of a provider's settings drops them all.
         """
+        if isinstance(token, str) and len(token) > self.max_token_length:
+            raise MalformedToken(
+                f"Token too long: expected at most {self.max_token_length} characters "
+                f"(AuthConfig.max_token_length); found {len(token)}. Fix: send the token as "
+                "minted (a Clerk session token fits a 4 KB cookie); if your issuer mints "
+                "bigger tokens, raise max_token_length."
+            )
         self._config_changed()
         cached = self._verified.get(token) if isinstance(token, str) else None
         if cached is not None:

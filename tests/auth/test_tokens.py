@@ -699,3 +699,25 @@ def test_clerk_algorithms_are_rs256_and_ed25519_only(rsa_signer: Signer) -> None
     for alg in ("RS384", "RS512", "PS256", "ES256"):
         with pytest.raises(auth.InvalidSignature, match="not allowed"):
             clerk(rsa_signer).verify(raw_token({"alg": alg, "kid": rsa_signer.kid}, _claims()))
+
+
+def test_tokens_longer_than_max_token_length_are_refused_before_parsing(
+    rsa_signer: Signer,
+) -> None:
+    """Any length was parsed (base64, JSON, a signature check) and cached as a key."""
+    config = clerk(rsa_signer)
+    assert config.max_token_length == 16 * 1024
+    big = rsa_signer.token(pad="x" * 20_000)
+    with pytest.raises(auth.MalformedToken, match=r"(?s)at most 16384.*found \d+.*Fix:"):
+        config.verify(big)
+    with pytest.raises(auth.MalformedToken, match="max_token_length"):
+        config.seconds_left(big)
+    config.max_token_length = 64 * 1024
+    assert config.verify(big).subject == "user_123"
+    small = auth.AuthConfig(providers=config.providers, max_token_length=100)
+    with pytest.raises(auth.MalformedToken, match="at most 100"):
+        small.verify(rsa_signer.token())
+    bomb = "{" * (1 << 20) + ".."  # would parse (and recurse) without the cap
+    with pytest.raises(auth.MalformedToken, match="at most 16384") as caught:
+        clerk(rsa_signer).verify(bomb)
+    assert "{{" not in str(caught.value)
