@@ -3,8 +3,11 @@
 ``token_identifier`` is ``"{iss}|{sub}"``; OIDC standard claims map to
 snake_case fields (``picture`` → ``picture_url``, ``birthdate`` →
 ``birthday``, ``zoneinfo`` → ``timezone``, ``locale`` → ``language``);
-every other claim is kept in ``claims`` except the ones that change on each
-refresh or only serve verification (``jti nbf fva iat exp aud azp``).
+every other claim is kept in ``claims`` except the hidden ones: those that
+change on each refresh or only serve verification. Which claims are hidden is a
+provider setting (``hidden_claims``); the defaults are Convex's:
+:data:`OIDC_HIDDEN_CLAIMS` for Clerk / OIDC, :data:`CUSTOM_JWT_HIDDEN_CLAIMS`
+for customJwt.
 ``org`` is the Clerk organization, from the v2 ``o`` claim or the v1
 ``org_*`` claims.
 
@@ -19,12 +22,18 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, NoReturn
 
 import msgspec
 
-__all__ = ["Organization", "UserIdentity", "decode_organization"]
+__all__ = [
+    "CUSTOM_JWT_HIDDEN_CLAIMS",
+    "OIDC_HIDDEN_CLAIMS",
+    "Organization",
+    "UserIdentity",
+    "decode_organization",
+]
 
 _STANDARD = {
     "name": "name",
@@ -46,7 +55,19 @@ _STANDARD = {
     "address": "address",
     "updated_at": "updated_at",
 }
-_HIDDEN = {"iss", "sub", "jti", "nbf", "fva", "iat", "exp", "aud", "azp"}
+#: Not surfaced by Convex's OIDC path (research §1.7): the claims its typed ID-token
+#: fields consume, and jti, nbf, fva, which change on every refresh and would make each
+#: refreshed token a new identity (re-running every subscription).
+OIDC_HIDDEN_CLAIMS = frozenset(
+    {"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp"}
+    | {"at_hash", "c_hash", "jti", "nbf", "fva"}
+)
+#: Not surfaced by Convex's customJwt path: the registered claims and fva (azp shows).
+CUSTOM_JWT_HIDDEN_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "fva"})
+#: The name of the one global set this module had; the OIDC default now.
+_HIDDEN = OIDC_HIDDEN_CLAIMS
+#: Always fields of the identity (issuer, subject), never claims.
+_IDENTITY_FIELDS = frozenset({"iss", "sub"})
 
 
 #: Seconds since the epoch of 0001-01-01 and of 9999-12-31T23:59:59Z: the dates a
@@ -184,8 +205,19 @@ class UserIdentity(msgspec.Struct, frozen=True, kw_only=True):
         return hash(_freeze((self.token_identifier, self.name, self.email, self.org, self.claims)))
 
     @classmethod
-    def from_claims(cls, claims: Mapping[str, Any]) -> UserIdentity:
-        """The identity of verified ``claims`` (``iss`` and ``sub`` required)."""
+    def from_claims(
+        cls, claims: Mapping[str, Any], *, hidden: Collection[str] = OIDC_HIDDEN_CLAIMS
+    ) -> UserIdentity:
+        """The identity of verified ``claims`` (``iss`` and ``sub`` required).
+
+        Claims named in ``hidden`` are not surfaced, neither as a standard field nor
+        in ``claims`` (``iss`` and ``sub`` are always the ``issuer`` and ``subject``
+        fields); ``org`` is decoded from all claims. Cost: one pass over the claims.
+
+        Example::
+
+            UserIdentity.from_claims({"iss": "https://i", "sub": "u", "team": "core"})
+        """
         issuer, subject = claims.get("iss"), claims.get("sub")
         if not isinstance(issuer, str) or not isinstance(subject, str):
             from .errors import MissingClaim
@@ -194,7 +226,7 @@ class UserIdentity(msgspec.Struct, frozen=True, kw_only=True):
         fields: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for key, value in claims.items():
-            if key in _HIDDEN:
+            if key in hidden or key in _IDENTITY_FIELDS:
                 continue
             target = _STANDARD.get(key)
             if target is None:

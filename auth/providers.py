@@ -31,7 +31,14 @@ from .errors import (
     TokenExpired,
     TokenNotYetValid,
 )
-from .identity import MAX_DATE, MIN_DATE, UserIdentity, _show
+from .identity import (
+    CUSTOM_JWT_HIDDEN_CLAIMS,
+    MAX_DATE,
+    MIN_DATE,
+    OIDC_HIDDEN_CLAIMS,
+    UserIdentity,
+    _show,
+)
 from .keys import HttpGet, JwksFetcher, Key, KeySet, http_get, keys_from_jwks
 
 __all__ = [
@@ -145,6 +152,9 @@ _VERSIONS = itertools.count()
 
 class _Provider:
     algorithms: tuple[str, ...] = ()
+    #: Claims not surfaced in identities (by default Convex's for the provider kind);
+    #: ``hidden_claims=`` sets them per provider.
+    hidden_claims: frozenset[str] = OIDC_HIDDEN_CLAIMS
     #: Changes with every attribute assignment (see AuthConfig's token cache).
     _version = 0
 
@@ -164,7 +174,12 @@ class _Provider:
         discovery: bool,
         get: HttpGet,
         clock: Callable[[], float],
+        hidden_claims: Iterable[str] | None,
     ) -> None:
+        if hidden_claims is not None:
+            if isinstance(hidden_claims, str):
+                raise TypeError("hidden_claims takes claim names (a set or list), not a str")
+            self.hidden_claims = frozenset(hidden_claims)
         self.issuer = normalize_issuer(issuer)
         self.application_id = application_id
         self.leeway = leeway
@@ -254,7 +269,7 @@ class _Provider:
 
     def _identity(self, claims: dict[str, Any]) -> UserIdentity:
         """The identity of verified ``claims`` (OIDC: nested custom claims stay nested)."""
-        return UserIdentity.from_claims(claims)
+        return UserIdentity.from_claims(claims, hidden=self.hidden_claims)
 
     def _check_standard_claims(self, claims: dict[str, Any]) -> None:
         iss = _string_claim(
@@ -345,6 +360,13 @@ class ClerkProvider(_Provider):
     ``authorized_parties`` requires ``azp`` to be present and one of them
     (Clerk #8877; an empty list refuses every token). ``clock`` (seconds since
     the epoch) is the time ``exp``, ``nbf`` and ``iat`` are checked against.
+    ``hidden_claims`` are not surfaced in identities (default: Convex's OIDC set,
+    :data:`auth.identity.OIDC_HIDDEN_CLAIMS`).
+
+    Example::
+
+        ClerkProvider(issuer="https://verb-noun-00.clerk.accounts.dev",
+                      hidden_claims=ClerkProvider.hidden_claims | {"sid"})
     """
 
     algorithms = ("RS256", "EdDSA")
@@ -361,6 +383,7 @@ class ClerkProvider(_Provider):
         leeway: float = 5.0,
         get: HttpGet = http_get,
         clock: Callable[[], float] = time.time,
+        hidden_claims: Iterable[str] | None = None,
     ) -> None:
         super().__init__(
             issuer,
@@ -372,6 +395,7 @@ class ClerkProvider(_Provider):
             discovery=True,
             get=get,
             clock=clock,
+            hidden_claims=hidden_claims,
         )
         #: A frozenset: changing the parties means assigning a new value, which the
         #: token cache notices (an in-place change of a set would go unseen).
@@ -452,8 +476,12 @@ class CustomJwtProvider(_Provider):
     the provider has a single PEM ``public_key``. Without ``application_id`` the
     audience is not checked (Convex warns that this is often insecure); with
     one, ``aud`` must contain it. ``clock`` is the time ``exp``, ``nbf`` and
-    ``iat`` are checked against.
+    ``iat`` are checked against. ``hidden_claims`` are not surfaced in identities
+    (default: Convex's customJwt set, the registered claims and ``fva``; ``azp``
+    shows).
     """
+
+    hidden_claims = CUSTOM_JWT_HIDDEN_CLAIMS
 
     def __init__(
         self,
@@ -467,6 +495,7 @@ class CustomJwtProvider(_Provider):
         leeway: float = 5.0,
         get: HttpGet = http_get,
         clock: Callable[[], float] = time.time,
+        hidden_claims: Iterable[str] | None = None,
     ) -> None:
         if algorithm not in ("RS256", "ES256"):
             raise ValueError(f"algorithm must be 'RS256' or 'ES256', got {algorithm!r}")
@@ -482,13 +511,14 @@ class CustomJwtProvider(_Provider):
             discovery=False,
             get=get,
             clock=clock,
+            hidden_claims=hidden_claims,
         )
         self.algorithms = (algorithm,)
 
     def _identity(self, claims: dict[str, Any]) -> UserIdentity:
         """As Convex's customJwt: nested objects of the claims are flattened with dots
         (``{"properties": {"id": "123"}}`` gives the claim ``"properties.id"``)."""
-        return UserIdentity.from_claims(_flatten(claims))
+        return UserIdentity.from_claims(_flatten(claims), hidden=self.hidden_claims)
 
     def _check_header(self, header: dict[str, Any]) -> None:
         if not header.get("kid") and not self._pem:

@@ -721,3 +721,39 @@ def test_tokens_longer_than_max_token_length_are_refused_before_parsing(
     with pytest.raises(auth.MalformedToken, match="at most 16384") as caught:
         clerk(rsa_signer).verify(bomb)
     assert "{{" not in str(caught.value)
+
+
+# -- hidden claims, per provider ----------------------------------------------------
+
+
+def test_hidden_claims_are_per_provider(rsa_signer: Signer, ec_signer: Signer) -> None:
+    """One global set hid the same claims for every provider; Convex hides different ones
+    on its OIDC and customJwt paths (research §1.7), and a host may want its own."""
+    extra = {"nonce": "n", "amr": ["pwd"], "auth_time": 1, "team": "core"}
+    clerk_identity = clerk(rsa_signer).verify(rsa_signer.token(**extra))
+    assert set(clerk_identity.claims) == {"sid", "v", "team"}  # azp, nonce, amr, jti... hidden
+    custom_identity = custom_es256(ec_signer).verify(ec_signer.token(**extra))
+    assert custom_identity.claims["azp"] == "https://app.example.com"  # customJwt shows azp
+    assert "jti" not in custom_identity.claims and "fva" not in custom_identity.claims
+    assert auth.ClerkProvider.hidden_claims >= {"azp", "nonce", "jti", "fva", "iat", "exp"}
+    assert "azp" not in auth.CustomJwtProvider.hidden_claims
+
+    provider = auth.ClerkProvider(
+        issuer=ISSUER,
+        jwks={"keys": [rsa_signer.jwk()]},
+        hidden_claims=(auth.ClerkProvider.hidden_claims - {"azp"}) | {"sid", "email"},
+    )
+    config = auth.AuthConfig(providers=[provider])
+    token = rsa_signer.token(email="a@x.dev", **extra)
+    identity = config.verify(token)
+    assert identity.claims["azp"] == "https://app.example.com"
+    assert "sid" not in identity.claims and identity.email is None
+    assert identity.subject == "user_123" and "sub" not in identity.claims  # always fields
+    provider.hidden_claims = auth.ClerkProvider.hidden_claims  # the cache notices
+    assert "azp" not in config.verify(token).claims
+    # The name that existed keeps working: from_claims hides the OIDC set by default.
+    built = auth.UserIdentity.from_claims({"iss": "i", "sub": "u", "azp": "a", "x": 1})
+    assert built.claims == {"x": 1}
+    assert (
+        auth.UserIdentity.from_claims({"iss": "i", "sub": "u", "x": 1}, hidden={"x"}).claims == {}
+    )
