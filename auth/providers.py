@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jwt
+import msgspec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .errors import (
@@ -38,6 +39,7 @@ from .identity import (
     OIDC_HIDDEN_CLAIMS,
     UserIdentity,
     _show,
+    decode_organization,
 )
 from .keys import HttpGet, JwksFetcher, Key, KeySet, http_get, keys_from_jwks
 
@@ -517,8 +519,11 @@ class CustomJwtProvider(_Provider):
 
     def _identity(self, claims: dict[str, Any]) -> UserIdentity:
         """As Convex's customJwt: nested objects of the claims are flattened with dots
-        (``{"properties": {"id": "123"}}`` gives the claim ``"properties.id"``)."""
-        return UserIdentity.from_claims(_flatten(claims), hidden=self.hidden_claims)
+        (``{"properties": {"id": "123"}}`` gives the claim ``"properties.id"``); two
+        claims flattening to one name are a MalformedToken. The organization is
+        decoded from the claims as minted, as ClerkProvider does."""
+        identity = UserIdentity.from_claims(_flatten(claims), hidden=self.hidden_claims)
+        return msgspec.structs.replace(identity, org=decode_organization(claims))
 
     def _check_header(self, header: dict[str, Any]) -> None:
         if not header.get("kid") and not self._pem:
@@ -688,13 +693,26 @@ def _string_claim(claims: dict[str, Any], name: str, missing: str, expected: str
     return value
 
 
-def _flatten(claims: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``claims`` with nested objects spread into dotted keys; arrays and scalars kept."""
-    out: dict[str, Any] = {}
+def _flatten(
+    claims: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``claims`` with nested objects spread into dotted keys; arrays and scalars kept.
+
+    Two claims that flatten to one name (``{"a.b": 1, "a": {"b": 2}}``) are a
+    MalformedToken: neither may silently replace the other.
+    """
+    out = {} if out is None else out
     for key, value in claims.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{name}."))
+            _flatten(value, f"{name}.", out)
+        elif name in out:
+            raise MalformedToken(
+                f"Invalid claim {name!r}: expected each flattened claim name once "
+                "(customJwt claims are flattened with dots, as in Convex); found it twice, "
+                "from a dotted name and a nested object. Fix: have the issuer mint only one "
+                "of them."
+            )
         else:
             out[name] = value
     return out

@@ -757,3 +757,37 @@ def test_hidden_claims_are_per_provider(rsa_signer: Signer, ec_signer: Signer) -
     assert (
         auth.UserIdentity.from_claims({"iss": "i", "sub": "u", "x": 1}, hidden={"x"}).claims == {}
     )
+
+
+# -- CustomJwtProvider: organizations and flattening ---------------------------------
+
+
+def test_custom_jwt_decodes_organizations_like_clerk(ec_signer: Signer) -> None:
+    """Flattening turned Clerk's o claim into o.id, o.rol, ... before the organization
+    was decoded, so a custom JWT never had an org, and a malformed one went unnoticed."""
+    o = {"id": "org_1", "slg": "acme", "rol": "admin", "per": "read,manage", "fpm": "1"}
+    identity = custom_es256(ec_signer).verify(ec_signer.token(o=o, fea="o:docs"))
+    assert identity.org == auth.Organization(
+        id="org_1", slug="acme", role="org:admin", permissions=("org:docs:read",)
+    )
+    assert identity.claims["o.id"] == "org_1"  # the claims stay flattened, as in Convex
+    v1 = ec_signer.token(org_id="org_2", org_role="org:member", org_permissions=["org:a:b"])
+    assert custom_es256(ec_signer).verify(v1).org == auth.Organization(
+        id="org_2", role="org:member", permissions=("org:a:b",)
+    )
+    with pytest.raises(auth.MalformedToken, match=r"(?s)'o\.slg'.*Fix:"):
+        custom_es256(ec_signer).verify(ec_signer.token(o={"id": "org_1", "slg": ["x"]}))
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"a.b": 1, "a": {"b": 2}},
+        {"a": {"b": 2}, "a.b": 1},
+        {"a": {"b.c": 1, "b": {"c": 2}}},
+    ],
+)
+def test_custom_jwt_flattening_never_overwrites(ec_signer: Signer, claims: dict) -> None:  # type: ignore[type-arg]
+    """{"a.b": 1, "a": {"b": 2}} flattened to one 'a.b', the last one silently winning."""
+    with pytest.raises(auth.MalformedToken, match=r"(?s)'a\.b(\.c)?'.*expected.*found.*Fix:"):
+        custom_es256(ec_signer).verify(ec_signer.token(**claims))
