@@ -1,18 +1,12 @@
-"""Identity providers: ``ClerkProvider`` (Convex's OIDC provider + Clerk's extras),
-``CustomJwtProvider`` (Convex's ``customJwt``), and ``AuthConfig`` that routes a
-token to the first provider whose issuer and audience match, as Convex does.
-
-``AuthConfig`` implements the engine's identity-provider protocol:
-``Engine.open(..., auth=AuthConfig(...))`` and ``engine.query(..., auth=token)``
-give functions ``ctx.auth.get_user_identity()``.
+"""Identity providers: ``ClerkProvider`` (Convex's OIDC provider + Clerk's extras)
+and ``CustomJwtProvider`` (Convex's ``customJwt``). ``AuthConfig``
+(:mod:`auth.config`) routes a token to the first provider whose issuer and
+audience match, as Convex does.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -21,6 +15,17 @@ import jwt
 import msgspec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from .claims import (
+    _RESEND,
+    _audiences,
+    _expired,
+    _flatten,
+    _media_type,
+    _number,
+    _string_claim,
+    normalize_issuer,
+    parse_unverified,
+)
 from .errors import (
     InvalidAudience,
     InvalidAuthorizedParty,
@@ -28,14 +33,10 @@ from .errors import (
     InvalidSignature,
     MalformedToken,
     MissingClaim,
-    NoProviderMatches,
-    TokenExpired,
     TokenNotYetValid,
 )
 from .identity import (
     CUSTOM_JWT_HIDDEN_CLAIMS,
-    MAX_DATE,
-    MIN_DATE,
     OIDC_HIDDEN_CLAIMS,
     UserIdentity,
     _show,
@@ -43,109 +44,7 @@ from .identity import (
 )
 from .keys import HttpGet, JwksFetcher, Key, KeySet, http_get, keys_from_jwks
 
-__all__ = [
-    "MAX_TOKEN_LENGTH",
-    "AuthConfig",
-    "ClerkProvider",
-    "CustomJwtProvider",
-    "normalize_issuer",
-]
-
-#: AuthConfig's default cap on a token's length, in characters: 16 KiB.
-MAX_TOKEN_LENGTH = 16 * 1024
-
-_RESEND = "Fix: send the token exactly as the issuer minted it (Authorization: Bearer <token>)."
-
-
-def normalize_issuer(url: str) -> str:
-    """Convex's issuer normalization: add ``https://`` if no scheme, drop a trailing ``/``."""
-    if not url.startswith(("http://", "https://")):
-        url = "https://" + url
-    return url.rstrip("/")
-
-
-# A credential is never quoted in an error (messages reach logs and HTTP answers, and
-# the "token" may be an API key pasted by mistake): parse errors describe its shape only.
-
-
-def _part(segment: str, what: str) -> dict[str, Any]:
-    """One base64url JSON part of a JWT, which must be an object."""
-    try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise MalformedToken(
-            f"Could not parse JWT {what}: expected base64url-encoded JSON; found "
-            f"{len(segment)} characters that do not decode as base64url. {_RESEND}"
-        ) from None
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
-        raise MalformedToken(
-            f"Could not parse JWT {what}: expected base64url-encoded JSON; found base64url "
-            f"of {len(data)} bytes that are not JSON. {_RESEND}"
-        ) from None
-    if not isinstance(value, dict):
-        raise MalformedToken(
-            f"Could not parse JWT {what}: expected a JSON object; found a JSON "
-            f"{_JSON_TYPES.get(type(value), type(value).__name__)}. {_RESEND}"
-        )
-    return value
-
-
-_JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
-
-
-def parse_unverified(token: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The header and claims of ``token`` without checking anything but their shape.
-
-    Errors describe what the token looks like (its type, length, number of parts),
-    never its text: it may be a credential that must not reach a log.
-    """
-    if not isinstance(token, str) or token.count(".") != 2:
-        found = (
-            f"a value of type {type(token).__name__}"
-            if not isinstance(token, str)
-            else f"{len(token)} characters with {token.count('.')} dots"
-        )
-        raise MalformedToken(
-            f"Expected a JWT (three base64url parts separated by dots); found {found}. {_RESEND}"
-        )
-    head, payload, _ = token.split(".")
-    return _part(head, "header"), _part(payload, "payload")
-
-
-def _audiences(claims: dict[str, Any]) -> list[str]:
-    """``aud`` as a list (a string is one audience, no claim none); MalformedToken otherwise."""
-    aud = claims.get("aud")
-    if aud is None:
-        return []
-    if isinstance(aud, str):
-        return [aud]
-    if isinstance(aud, list) and all(isinstance(a, str) for a in aud):
-        return list(aud)
-    raise MalformedToken(
-        f"Invalid claim 'aud': expected a string or a list of strings; found {_show(aud)}. "
-        f"{_RESEND}"
-    )
-
-
-def _number(claims: dict[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    # Compared as they are: float() of a huge int overflows, NaN fails both bounds.
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not MIN_DATE <= value <= MAX_DATE
-    ):
-        raise MalformedToken(
-            f"Invalid claim {name!r}: expected a NumericDate (seconds since the epoch, a "
-            f"number for a date in the years 1-9999); found {_show(value)}. Fix: have the "
-            f"issuer mint {name} as such a number."
-        )
-    return float(value)
-
+__all__ = ["ClerkProvider", "CustomJwtProvider", "normalize_issuer"]
 
 #: Versions of provider settings: every assignment to a provider's attribute takes
 #: the next one, so a config sees that its cached verifications are out of date.
@@ -533,186 +432,3 @@ class CustomJwtProvider(_Provider):
                 "issuer put the key's kid in the JWT header, or configure the provider with "
                 "public_key=<PEM> to verify with that one key."
             )
-
-
-class AuthConfig:
-    """The providers a database accepts tokens from (Convex's ``auth.config.ts``).
-
-    ``max_token_length`` (16 KiB by default) caps the tokens it looks at: a longer
-    one is a :class:`MalformedToken` before any parsing or cache lookup.
-
-    Example::
-
-        auth_config = AuthConfig(providers=[
-            ClerkProvider(issuer="https://example.clerk.accounts.dev"),
-        ])
-        identity = auth_config.verify(token)
-    """
-
-    #: Verified tokens kept (a client sends the same token with every call until it expires).
-    cache_size = 1024
-
-    def __init__(
-        self, providers: Iterable[_Provider], *, max_token_length: int = MAX_TOKEN_LENGTH
-    ) -> None:
-        self.providers = list(providers)
-        #: Longer tokens are a MalformedToken before any parsing (Clerk's fit a 4 KB cookie).
-        self.max_token_length = max_token_length
-        #: token -> (identity, exp, leeway, the provider's clock)
-        self._verified: dict[str, tuple[UserIdentity, float, float, Callable[[], float]]] = {}
-        #: The providers (and their versions) the cached verifications were made with.
-        self._cached_with: list[tuple[_Provider, int]] = []
-
-    def _config_changed(self) -> bool:
-        """True if the provider list or a provider's settings changed since the cached
-        verifications were made (then they are dropped and the new settings noted).
-        Cost: one comparison per provider."""
-        providers = self.providers
-        cached_with = self._cached_with
-        if len(providers) == len(cached_with):
-            for provider, (seen, version) in zip(providers, cached_with, strict=True):
-                if provider is not seen or provider._version != version:
-                    break
-            else:
-                return False
-        self._verified.clear()
-        self._cached_with = [(p, p._version) for p in providers]
-        return True
-
-    def verify(self, token: str) -> UserIdentity:
-        """The identity of ``token``, or an :class:`AuthError` (never a partial identity).
-
-        Cost: a signature check (~150 µs for RS256) the first time; a dictionary
-        lookup and an expiry check (with the provider's clock and leeway) while
-        the same token is reused and the providers are unchanged (assigning to a
-        provider's attribute, or changing ``providers``, verifies cached tokens
-        again). The identity returned for a token is shared by every call with
-        it: its ``claims`` are read-only.
-        """
-        return self._entry(token)[0]
-
-    def seconds_left(self, token: str) -> float:
-        """Seconds until ``token`` stops verifying: its ``exp`` plus its provider's
-        ``leeway``, minus now on the provider's clock. Always positive.
-
-        The engine ends a subscription made with ``auth=token`` when this runs out,
-        as Convex ends a session whose token expired. Raises what :meth:`verify`
-        raises, so :class:`TokenExpired` once no time is left.
-        Cost: that of :meth:`verify` (a dictionary lookup for a cached token).
-
-        Example::
-
-            auth_config.seconds_left(token)   # 42.3
-        """
-        _, expires, leeway, clock = self._entry(token)
-        now = clock()
-        left = expires + leeway - now
-        if left <= 0:
-            raise _expired(expires, now, leeway)
-        return left
-
-    def _entry(self, token: str) -> tuple[UserIdentity, float, float, Callable[[], float]]:
-        """The cache entry of ``token``: (identity, exp, leeway, clock), verified if needed.
-
-        A cached entry serves only while the configuration is the one it was verified
-        with: a change of the provider list or of a provider's settings drops them all.
-        """
-        if isinstance(token, str) and len(token) > self.max_token_length:
-            raise MalformedToken(
-                f"Token too long: expected at most {self.max_token_length} characters "
-                f"(AuthConfig.max_token_length); found {len(token)}. Fix: send the token as "
-                "minted (a Clerk session token fits a 4 KB cookie); if your issuer mints "
-                "bigger tokens, raise max_token_length."
-            )
-        self._config_changed()
-        cached = self._verified.get(token) if isinstance(token, str) else None
-        if cached is not None:
-            identity, expires, leeway, clock = cached
-            if clock() < expires + leeway:
-                return cached
-            self._verified.pop(token, None)
-        identity, expires, provider = self._verify(token)
-        if len(self._verified) >= self.cache_size:
-            self._verified.clear()
-        entry = (identity, expires, provider.leeway, provider._clock)
-        self._verified[token] = entry
-        return entry
-
-    def _verify(self, token: str) -> tuple[UserIdentity, float, _Provider]:
-        """Route ``token`` to the first matching provider and verify it there."""
-        _, claims = parse_unverified(token)
-        iss = claims.get("iss")
-        if iss is None:
-            raise MissingClaim(
-                "Missing issuer claim ('iss') in the token: expected the issuer's URL; found "
-                "none. Fix: have the issuer set iss (Convex routes tokens by it)."
-            )
-        if not isinstance(iss, str):
-            raise MalformedToken(
-                f"Invalid claim 'iss': expected a string; found {_show(iss)}. {_RESEND}"
-            )
-        for provider in self.providers:
-            if provider.matches(claims):
-                identity = provider.verify(token)
-                return identity, float(claims["exp"]), provider
-        raise NoProviderMatches(
-            "No auth provider found matching the given token. Check that your JWT's issuer and "
-            f"audience match one of your configured providers: {self.providers}. Expected iss "
-            "and aud of one of them; found iss "
-            f"{_show(iss)}, aud {_show(claims.get('aud'))}. Fix: configure a provider with this "
-            "issuer and application id, or send a token minted for one of them."
-        )
-
-
-def _media_type(typ: Any) -> str | None:
-    """A ``typ`` header as a media type (RFC 7515 §4.1.9: ``JWT`` = ``application/jwt``)."""
-    if not isinstance(typ, str):
-        return None
-    text: str = typ.lower()
-    return text if "/" in text else "application/" + text
-
-
-def _expired(exp: float, now: float, leeway: float) -> TokenExpired:
-    """The TokenExpired of a token whose ``exp`` is ``leeway`` seconds or more before ``now``."""
-    return TokenExpired(
-        f"Token expired: expected exp ({exp:.0f}) after now ({now:.0f}) minus the "
-        f"{leeway:g} s leeway; found it {now - exp:.0f} s in the past. Fix: send a "
-        "fresh token (the client refreshes them before they expire), or check this "
-        "host's clock."
-    )
-
-
-def _string_claim(claims: dict[str, Any], name: str, missing: str, expected: str, fix: str) -> str:
-    """Claim ``name`` as a string: ``MissingClaim(missing)`` if absent, ``MalformedToken``
-    saying what was ``expected``, what was found and the ``fix`` if not a string."""
-    value = claims.get(name)
-    if value is None:
-        raise MissingClaim(missing)
-    if not isinstance(value, str):
-        raise MalformedToken(f"Invalid claim {name!r}: {expected}; found {_show(value)}. {fix}")
-    return value
-
-
-def _flatten(
-    claims: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """``claims`` with nested objects spread into dotted keys; arrays and scalars kept.
-
-    Two claims that flatten to one name (``{"a.b": 1, "a": {"b": 2}}``) are a
-    MalformedToken: neither may silently replace the other.
-    """
-    out = {} if out is None else out
-    for key, value in claims.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            _flatten(value, f"{name}.", out)
-        elif name in out:
-            raise MalformedToken(
-                f"Invalid claim {name!r}: expected each flattened claim name once "
-                "(customJwt claims are flattened with dots, as in Convex); found it twice, "
-                "from a dotted name and a nested object. Fix: have the issuer mint only one "
-                "of them."
-            )
-        else:
-            out[name] = value
-    return out

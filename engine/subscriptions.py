@@ -21,9 +21,10 @@ Identical subscriptions (same function, arguments and identity) share one
 execution.
 
 A subscription made with a token ends when the token expires (Convex ends the
-session with ``TokenExpired``): the worker keeps a heap of the subscriptions'
-deadlines and, when one is due, asks the token how long it has left; once it has
-none, that subscription alone ends with the provider's error. A paginated query keeps its page boundary across re-runs: the end
+session with ``TokenExpired``): the worker keeps the subscriptions' deadlines
+(:class:`~engine.deadlines.Deadlines`) and, when one is due, asks the token how
+long it has left; once it has none, that subscription alone ends with the
+provider's error. A paginated query keeps its page boundary across re-runs: the end
 cursor of its first run is remembered (Convex's query journal) and later runs
 return exactly ``(cursor, endCursor]``.
 """
@@ -31,7 +32,6 @@ return exactly ``(cursor, endCursor]``.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import logging
 import struct
@@ -41,6 +41,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import keys
+from .deadlines import Deadlines
 from .encoding import decode, encode
 from .errors import EngineError, closed_error
 from .functions import fresh_args
@@ -208,8 +209,6 @@ class Subscription(_Notifier):
         self._delivered = False
         #: Seconds the subscription's token has left (raises once none): see Engine.subscribe.
         self._expiry: Callable[[], float] | None = None
-        #: True while the manager's deadline heap holds an entry for this subscription.
-        self._scheduled = False
 
     @property
     def value(self) -> Any:
@@ -400,9 +399,8 @@ class SubscriptionManager:
         self._catalog: Catalog | None = None
         self._worker_error: BaseException | None = None
         #: (monotonic deadline, tie-breaker, subscription): when to ask a token again.
-        self._deadlines: list[tuple[float, int, Subscription]] = []
-        self._stale = 0  # entries of _deadlines whose subscription has gone
-        self._deadline_order = itertools.count()
+        #: When to ask the tokens of subscriptions made with one how long they have left.
+        self._deadlines: Deadlines[Subscription] = Deadlines()
         db.listeners.append(self._on_commit)
 
     # -- subscribing ---------------------------------------------------------
@@ -448,7 +446,7 @@ class SubscriptionManager:
             watched.subscribers.append(subscription)
             if expiry is not None and deadline is not None:
                 subscription._expiry = expiry
-                self._push_deadline(deadline, subscription)
+                self._deadlines.add(subscription, deadline)
             if watched.result is not _NOTHING or watched.error is not None:
                 self._joined.append(subscription)
             self._ensure_worker()
@@ -465,15 +463,7 @@ class SubscriptionManager:
         with self._lock:
             if subscription in watched.subscribers:
                 watched.subscribers.remove(subscription)
-                if subscription._scheduled:
-                    subscription._scheduled = False
-                    self._stale += 1
-                    if self._stale > 64 and 2 * self._stale > len(self._deadlines):
-                        # Mostly gone: drop them, so closed subscriptions are not kept
-                        # alive until their tokens' deadlines.
-                        self._deadlines = [e for e in self._deadlines if e[2]._scheduled]
-                        heapq.heapify(self._deadlines)
-                        self._stale = 0
+                self._deadlines.discard(subscription)
             if not watched.subscribers and self._watched.get(watched.key) is watched:
                 del self._watched[watched.key]
                 self._index.remove(watched.key)
@@ -543,7 +533,7 @@ class SubscriptionManager:
                     self._wakeup = False
                     new, self._new = self._new, []
                     joined, self._joined = self._joined, []
-                    due = self._due()
+                    due = self._deadlines.pop_due(time.monotonic())
                 for subscription in joined:
                     if not subscription._delivered:  # else a change reached it already
                         subscription._deliver(wake=False)
@@ -562,25 +552,6 @@ class SubscriptionManager:
                 subscription._fail(error)
             _log.error("the subscription worker failed", exc_info=error)
 
-    def _push_deadline(self, deadline: float, subscription: Subscription) -> None:
-        """Ask ``subscription``'s token again at ``deadline`` (the lock is held)."""
-        heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), subscription))
-        subscription._scheduled = True
-
-    def _due(self) -> list[Subscription]:
-        """The open subscriptions whose deadline has come (the lock is held). Cost: one
-        heap pop per due or closed entry; nothing while no deadline is due."""
-        due: list[Subscription] = []
-        now = time.monotonic()
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, _, subscription = heapq.heappop(self._deadlines)
-            if subscription._scheduled:
-                subscription._scheduled = False
-                due.append(subscription)
-            else:
-                self._stale -= 1
-        return due
-
     def _check_expiry(self, subscription: Subscription) -> None:
         """Ask a due subscription's token how long it has left: end the subscription
         with the error once it has none, else ask again then (a provider clock or a
@@ -593,7 +564,7 @@ class SubscriptionManager:
             return
         with self._lock:
             if subscription in subscription._watched.subscribers:
-                self._push_deadline(time.monotonic() + max(left, self.poll_interval), subscription)
+                self._deadlines.add(subscription, time.monotonic() + max(left, self.poll_interval))
 
     def _subscriptions(self) -> list[Subscription]:
         """Every open subscription (the lock is held)."""
