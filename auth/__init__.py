@@ -19,6 +19,7 @@ from .clerk_sync import (
     handle_clerk_webhook,
     upsert_from_clerk,
 )
+from .config import AuthConfig
 from .errors import (
     AuthError,
     InvalidAudience,
@@ -37,7 +38,7 @@ from .errors import (
 from .guards import require_identity, require_permission, require_role
 from .identity import Organization, UserIdentity
 from .keys import JwksFetcher
-from .providers import AuthConfig, ClerkProvider, CustomJwtProvider
+from .providers import ClerkProvider, CustomJwtProvider
 from .webhooks import verify_webhook
 
 __all__ = [

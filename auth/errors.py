@@ -3,21 +3,29 @@
 ::
 
     AuthError
-    ├── MalformedToken              not a JWT, a header or claim of the wrong shape, no kid (customJwt)
+    ├── MalformedToken              not a JWT, longer than max_token_length, a header or claim
+    │                               of the wrong shape (a date outside the years 1-9999, a list
+    │                               where a string belongs, a flattening collision), no kid
+    │                               (customJwt), a typ other than JWT/JOSE or a cty/crit (Clerk)
     ├── NoProviderMatches           no configured provider has this iss and aud
     ├── InvalidSignature            bad signature, an algorithm outside the pinned list, or a key
-    │                               whose type does not fit the algorithm
+    │                               whose type does not fit the algorithm (Ed448 for EdDSA)
     ├── UnknownKey                  no key with the token's kid
-    ├── KeyFetchError               the JWKS or discovery document could not be fetched
-    ├── TokenExpired                exp is in the past (beyond the leeway)
+    ├── KeyFetchError               the JWKS or discovery document could not be fetched: an HTTP
+    │                               or connection failure, a broken reply, past the 10 s deadline
+    │                               or over the 1 MiB cap
+    ├── TokenExpired                exp is in the past (beyond the leeway); also ends a
+    │                               subscription made with the token
     ├── TokenNotYetValid            nbf or iat is in the future (beyond the leeway)
-    ├── InvalidIssuer               iss is not the provider's issuer
+    ├── InvalidIssuer               iss is not the provider's issuer (Clerk: not exactly it)
     ├── InvalidAudience             aud does not hold the application id (Clerk: is not exactly it)
     ├── InvalidAuthorizedParty      azp is missing or not one of the authorized parties
-    ├── MissingClaim                a required claim (sub, iss, exp) is absent
-    └── WebhookVerificationError    a webhook's signature, timestamp or headers are wrong
+    ├── MissingClaim                a required claim (sub, iss, exp; iat for Clerk) is absent
+    └── WebhookVerificationError    a webhook's signature, timestamp or headers are wrong, or
+                                    verify_webhook's arguments are (a NaN now)
 
-Messages say what was expected, what was found, and the fix.
+Messages say what was expected, what was found, and the fix; they never quote a
+credential (the token's text, a webhook secret).
 """
 
 from __future__ import annotations

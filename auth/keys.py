@@ -10,9 +10,13 @@ them instead of queueing behind the request. Every fetch failure (HTTP error,
 broken reply, a document of the wrong shape) is a :class:`KeyFetchError`.
 The HTTP getter and the clock are injectable.
 
+The default getter is :func:`auth.fetch.http_get` (re-exported here), which
+bounds each fetch in time (10 s) and size (1 MiB); any getter's body is held
+to that size too.
+
 A key is only chosen for a token if its type fits the token's ``alg``
-(RS256: RSA; ES256: EC P-256; EdDSA: Ed25519 or Ed448) and the JWK's own
-``alg``, when it has one, is the token's.
+(RS256: RSA; ES256: EC P-256; EdDSA: Ed25519 only, as Convex's OIDC verifier)
+and the JWK's own ``alg``, when it has one, is the token's.
 """
 
 from __future__ import annotations
@@ -23,9 +27,7 @@ import json
 import re
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -34,8 +36,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
 from .errors import InvalidSignature, KeyFetchError, UnknownKey
+from .fetch import (
+    FETCH_DEADLINE,
+    MAX_FETCH_BYTES,
+    HttpGet,
+    _LimitExceeded,
+    _too_large,
+    http_get,
+)
 
 __all__ = [
+    "FETCH_DEADLINE",
+    "MAX_FETCH_BYTES",
     "HttpGet",
     "JwksFetcher",
     "Key",
@@ -47,15 +59,13 @@ __all__ = [
     "select_key",
 ]
 
-#: (url) -> (status, headers, body)
-HttpGet = Callable[[str], tuple[int, Mapping[str, str], bytes]]
 _MAX_AGE = re.compile(r"max-age=(\d+)")
 _KTY_FAMILY = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
 #: What each algorithm needs, for messages.
 _NEEDS = {
     "RS256": "an RSA key (kty RSA)",
     "ES256": "an EC P-256 key (kty EC, crv P-256)",
-    "EdDSA": "an Ed25519 or Ed448 key (kty OKP)",
+    "EdDSA": "an Ed25519 key (kty OKP, crv Ed25519; Ed448 is not allowed)",
 }
 
 
@@ -95,8 +105,8 @@ def key_fits(alg: str, key: Key) -> bool:
         return isinstance(public, ec.EllipticCurvePublicKey) and isinstance(
             public.curve, ec.SECP256R1
         )
-    if alg == "EdDSA":
-        return isinstance(public, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey))
+    if alg == "EdDSA":  # Convex allows EdDSA with Ed25519 only (research §1.3)
+        return isinstance(public, ed25519.Ed25519PublicKey)
     return False
 
 
@@ -219,16 +229,6 @@ def keys_from_jwks(jwks: Mapping[str, Any] | str | bytes) -> list[Key]:
     return keys
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, Mapping[str, str], bytes]:
-    """GET ``url`` with the standard library; returns status, headers and body."""
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers or {}), error.read()
-
-
 class KeySet:
     """Keys known ahead of time (a PEM key or a static JWKS)."""
 
@@ -274,10 +274,13 @@ class JwksFetcher:
     def _source(self) -> str:
         return f"the JWKS of {self._url or self._issuer}"
 
-    def _fail(self, url: str, expected: str, found: str) -> KeyFetchError:
+    def _fail(self, url: str, expected: str, found: str, fix: str | None = None) -> KeyFetchError:
+        fix = (
+            fix
+            or "check that the URL (or the issuer, for discovery) is right and reachable from this host"
+        )
         return KeyFetchError(
-            f"Fetching keys from {url}: expected {expected}; found {found}. Fix: check that "
-            "the URL (or the issuer, for discovery) is right and reachable from this host; "
+            f"Fetching keys from {url}: expected {expected}; found {found}. Fix: {fix}; "
             f"cached keys keep serving meanwhile, and the fetch is retried after "
             f"{self._cooldown:g} s."
         )
@@ -286,8 +289,13 @@ class JwksFetcher:
         try:
             status, headers, body = self._get(url)
             lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+        except _LimitExceeded as error:
+            raise self._fail(url, error.expected, error.found, error.fix) from error
         except Exception as error:  # any failure of the getter is a failed fetch
             raise self._fail(url, "an HTTP reply", f"{type(error).__name__}: {error}") from error
+        if isinstance(body, (bytes, bytearray)) and len(body) > MAX_FETCH_BYTES:
+            too_large = _too_large(url, f"{len(body)} bytes", MAX_FETCH_BYTES)
+            raise self._fail(url, too_large.expected, too_large.found, too_large.fix)
         if status != 200:
             raise self._fail(url, "HTTP 200", f"HTTP {status}")
         cache_control = lowered.get("cache-control", "")
@@ -312,7 +320,7 @@ class JwksFetcher:
             discovery_url = self._issuer.rstrip("/") + "/.well-known/openid-configuration"
             discovery, _ = self._fetch_json(discovery_url)
             issuer = discovery.get("issuer")
-            if not isinstance(issuer, str) or issuer.rstrip("/") != self._issuer.rstrip("/"):
+            if issuer != self._issuer:  # exactly, as Convex (openidconnect) compares it
                 raise self._fail(
                     discovery_url,
                     f"a discovery document with issuer {self._issuer!r}",

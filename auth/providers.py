@@ -1,25 +1,31 @@
-"""Identity providers: ``ClerkProvider`` (Convex's OIDC provider + Clerk's extras),
-``CustomJwtProvider`` (Convex's ``customJwt``), and ``AuthConfig`` that routes a
-token to the first provider whose issuer and audience match, as Convex does.
-
-``AuthConfig`` implements the engine's identity-provider protocol:
-``Engine.open(..., auth=AuthConfig(...))`` and ``engine.query(..., auth=token)``
-give functions ``ctx.auth.get_user_identity()``.
+"""Identity providers: ``ClerkProvider`` (Convex's OIDC provider + Clerk's extras)
+and ``CustomJwtProvider`` (Convex's ``customJwt``). ``AuthConfig``
+(:mod:`auth.config`) routes a token to the first provider whose issuer and
+audience match, as Convex does.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import math
+import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jwt
+import msgspec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from .claims import (
+    _RESEND,
+    _audiences,
+    _expired,
+    _flatten,
+    _media_type,
+    _number,
+    _string_claim,
+    normalize_issuer,
+    parse_unverified,
+)
 from .errors import (
     InvalidAudience,
     InvalidAuthorizedParty,
@@ -27,87 +33,35 @@ from .errors import (
     InvalidSignature,
     MalformedToken,
     MissingClaim,
-    NoProviderMatches,
-    TokenExpired,
     TokenNotYetValid,
 )
-from .identity import UserIdentity
+from .identity import (
+    CUSTOM_JWT_HIDDEN_CLAIMS,
+    OIDC_HIDDEN_CLAIMS,
+    UserIdentity,
+    _show,
+    decode_organization,
+)
 from .keys import HttpGet, JwksFetcher, Key, KeySet, http_get, keys_from_jwks
 
-__all__ = ["AuthConfig", "ClerkProvider", "CustomJwtProvider", "normalize_issuer"]
+__all__ = ["ClerkProvider", "CustomJwtProvider", "normalize_issuer"]
 
-_RESEND = "Fix: send the token exactly as the issuer minted it (Authorization: Bearer <token>)."
-
-
-def normalize_issuer(url: str) -> str:
-    """Convex's issuer normalization: add ``https://`` if no scheme, drop a trailing ``/``."""
-    if not url.startswith(("http://", "https://")):
-        url = "https://" + url
-    return url.rstrip("/")
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _part(segment: str, what: str) -> dict[str, Any]:
-    """One base64url JSON part of a JWT, which must be an object."""
-    try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        value = json.loads(data)
-    except (binascii.Error, ValueError, RecursionError) as error:
-        raise MalformedToken(
-            f"Could not parse JWT {what}: expected base64url-encoded JSON; found "
-            f"{_show(segment)} ({error}). {_RESEND}"
-        ) from error
-    if not isinstance(value, dict):
-        raise MalformedToken(
-            f"Could not parse JWT {what}: expected a JSON object; found {_show(value)}. {_RESEND}"
-        )
-    return value
-
-
-def parse_unverified(token: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The header and claims of ``token`` without checking anything but their shape."""
-    if not isinstance(token, str) or token.count(".") != 2:
-        raise MalformedToken(
-            "Expected a JWT (three base64url parts separated by dots); found "
-            f"{type(token).__name__} {_show(token, 40)}. {_RESEND}"
-        )
-    head, payload, _ = token.split(".")
-    return _part(head, "header"), _part(payload, "payload")
-
-
-def _audiences(claims: dict[str, Any]) -> list[str]:
-    """``aud`` as a list (a string is one audience, no claim none); MalformedToken otherwise."""
-    aud = claims.get("aud")
-    if aud is None:
-        return []
-    if isinstance(aud, str):
-        return [aud]
-    if isinstance(aud, list) and all(isinstance(a, str) for a in aud):
-        return list(aud)
-    raise MalformedToken(
-        f"Invalid claim 'aud': expected a string or a list of strings; found {_show(aud)}. "
-        f"{_RESEND}"
-    )
-
-
-def _number(claims: dict[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise MalformedToken(
-            f"Invalid claim {name!r}: expected a NumericDate (seconds since the epoch, a "
-            f"number); found {_show(value)}. Fix: have the issuer mint {name} as a number."
-        )
-    return float(value)
+#: Versions of provider settings: every assignment to a provider's attribute takes
+#: the next one, so a config sees that its cached verifications are out of date.
+_VERSIONS = itertools.count()
 
 
 class _Provider:
     algorithms: tuple[str, ...] = ()
+    #: Claims not surfaced in identities (by default Convex's for the provider kind);
+    #: ``hidden_claims=`` sets them per provider.
+    hidden_claims: frozenset[str] = OIDC_HIDDEN_CLAIMS
+    #: Changes with every attribute assignment (see AuthConfig's token cache).
+    _version = 0
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        object.__setattr__(self, "_version", next(_VERSIONS))
 
     def __init__(
         self,
@@ -121,7 +75,12 @@ class _Provider:
         discovery: bool,
         get: HttpGet,
         clock: Callable[[], float],
+        hidden_claims: Iterable[str] | None,
     ) -> None:
+        if hidden_claims is not None:
+            if isinstance(hidden_claims, str):
+                raise TypeError("hidden_claims takes claim names (a set or list), not a str")
+            self.hidden_claims = frozenset(hidden_claims)
         self.issuer = normalize_issuer(issuer)
         self.application_id = application_id
         self.leeway = leeway
@@ -211,7 +170,7 @@ class _Provider:
 
     def _identity(self, claims: dict[str, Any]) -> UserIdentity:
         """The identity of verified ``claims`` (OIDC: nested custom claims stay nested)."""
-        return UserIdentity.from_claims(claims)
+        return UserIdentity.from_claims(claims, hidden=self.hidden_claims)
 
     def _check_standard_claims(self, claims: dict[str, Any]) -> None:
         iss = _string_claim(
@@ -222,12 +181,7 @@ class _Provider:
             "expected a string",
             _RESEND,
         )
-        if normalize_issuer(iss) != self.issuer:
-            raise InvalidIssuer(
-                f"Invalid issuer: {iss} != {self.issuer}. Expected iss {self.issuer!r} (after "
-                f"adding https:// and dropping a trailing /); found {iss!r}. Fix: configure the "
-                "provider with the issuer that mints these tokens (Clerk: the Frontend API URL)."
-            )
+        self._check_issuer(iss)
         self._check_audience(_audiences(claims), "aud" in claims)
         _string_claim(
             claims,
@@ -247,12 +201,7 @@ class _Provider:
             )
         now = self._clock()
         if exp <= now - self.leeway:
-            raise TokenExpired(
-                f"Token expired: expected exp ({exp:.0f}) after now ({now:.0f}) minus the "
-                f"{self.leeway:g} s leeway; found it {now - exp:.0f} s in the past. Fix: send a "
-                "fresh token (the client refreshes them before they expire), or check this "
-                "host's clock."
-            )
+            raise _expired(exp, now, self.leeway)
         for name, value in (("nbf", nbf), ("iat", iat)):
             if value is not None and value > now + self.leeway:
                 raise TokenNotYetValid(
@@ -261,6 +210,16 @@ class _Provider:
                     "s in the future. Fix: check the clocks of this host and of the issuer, or "
                     "raise leeway."
                 )
+
+    def _check_issuer(self, iss: str) -> None:
+        """Convex's customJwt rule: ``iss`` normalized is the issuer."""
+        if normalize_issuer(iss) != self.issuer:
+            raise InvalidIssuer(
+                f"Invalid issuer: {iss} != {self.issuer}. Expected iss {self.issuer!r} (after "
+                f"adding https:// and dropping a trailing /); found {_show(iss)}. Fix: configure "
+                "the provider with the issuer that mints these tokens (Clerk: the Frontend API "
+                "URL)."
+            )
 
     def _check_audience(self, audiences: list[str], present: bool) -> None:
         """Convex's customJwt rule: ``aud`` contains the application id (when one is set)."""
@@ -293,10 +252,22 @@ class ClerkProvider(_Provider):
     discovery on the issuer. Both Clerk token shapes verify: a session token
     with ``aud: "convex"`` (the Convex integration) and the legacy ``convex``
     JWT template. As Convex's OIDC verifier does, the audience must be exactly
-    the application id: ``"convex"`` or ``["convex"]``, no other audience.
+    the application id: ``"convex"`` or ``["convex"]``, no other audience; ``iss``
+    must be exactly the issuer (``https://`` added when the configured one has no
+    scheme, a trailing ``/`` dropped): ``"https://x/"`` would name the same user with
+    another ``token_identifier``; ``iat`` is required; the header's ``typ``, if any,
+    is ``JWT`` or ``JOSE`` (not ``at+jwt``), and ``cty`` and ``crit`` are refused.
+    Algorithms: RS256, and EdDSA with an Ed25519 key.
     ``authorized_parties`` requires ``azp`` to be present and one of them
     (Clerk #8877; an empty list refuses every token). ``clock`` (seconds since
     the epoch) is the time ``exp``, ``nbf`` and ``iat`` are checked against.
+    ``hidden_claims`` are not surfaced in identities (default: Convex's OIDC set,
+    :data:`auth.identity.OIDC_HIDDEN_CLAIMS`).
+
+    Example::
+
+        ClerkProvider(issuer="https://verb-noun-00.clerk.accounts.dev",
+                      hidden_claims=ClerkProvider.hidden_claims | {"sid"})
     """
 
     algorithms = ("RS256", "EdDSA")
@@ -313,6 +284,7 @@ class ClerkProvider(_Provider):
         leeway: float = 5.0,
         get: HttpGet = http_get,
         clock: Callable[[], float] = time.time,
+        hidden_claims: Iterable[str] | None = None,
     ) -> None:
         super().__init__(
             issuer,
@@ -324,8 +296,13 @@ class ClerkProvider(_Provider):
             discovery=True,
             get=get,
             clock=clock,
+            hidden_claims=hidden_claims,
         )
-        self.authorized_parties = None if authorized_parties is None else set(authorized_parties)
+        #: A frozenset: changing the parties means assigning a new value, which the
+        #: token cache notices (an in-place change of a set would go unseen).
+        self.authorized_parties = (
+            None if authorized_parties is None else frozenset(authorized_parties)
+        )
 
     def _check_audience(self, audiences: list[str], present: bool) -> None:
         """Convex's OIDC rule: ``aud`` holds the application id and no other audience."""
@@ -339,7 +316,45 @@ class ClerkProvider(_Provider):
                 "contain the application id."
             )
 
+    def _check_issuer(self, iss: str) -> None:
+        """Convex's OIDC rule: ``iss`` is the issuer exactly (require_issuer_match against
+        the discovery document's issuer; no normalization)."""
+        if iss != self.issuer:
+            raise InvalidIssuer(
+                f"Invalid issuer: expected iss to be exactly {self.issuer!r}; found "
+                f"{_show(iss)}. A trailing '/', a missing scheme or another case would give "
+                "the same user another token_identifier, and Convex's OIDC verifier compares "
+                "the issuer exactly. Fix: send tokens minted by this issuer unchanged (Clerk "
+                "always sets its Frontend API URL, without a trailing '/'); for an OIDC issuer "
+                "whose URL ends in '/', use CustomJwtProvider."
+            )
+
+    def _check_header(self, header: dict[str, Any]) -> None:
+        """Convex's OIDC verifier: ``typ`` absent, JWT or JOSE; no nested token (``cty``);
+        and no ``crit`` extension, none being implemented (RFC 7515 §4.1.11)."""
+        typ = header.get("typ")
+        if typ is not None and _media_type(typ) not in ("application/jwt", "application/jose"):
+            raise MalformedToken(
+                f"Invalid header 'typ': expected none, 'JWT' or 'JOSE' (an ID or session "
+                f"token); found {_show(typ)}. Fix: send the session token (or the 'convex' "
+                "template's token), not an access token or another kind of JWT."
+            )
+        for name, meaning in (("cty", "a nested token"), ("crit", "critical extensions")):
+            if name in header:
+                raise MalformedToken(
+                    f"Invalid header {name!r}: expected none ({meaning} are not accepted); "
+                    f"found {_show(header[name])}. Fix: send the token the issuer minted for "
+                    "sign-in, without nesting or extensions."
+                )
+
     def _check_claims(self, claims: dict[str, Any]) -> None:
+        if claims.get("iat") is None:
+            raise MissingClaim(
+                "Missing issued-at claim ('iat'): expected the time the token was minted; "
+                "found none. Convex's OIDC verifier requires it (its clients refresh tokens "
+                "by it). Fix: have the issuer set iat, or use CustomJwtProvider, where it is "
+                "optional."
+            )
         if self.authorized_parties is None:
             return
         azp = claims.get("azp")
@@ -362,8 +377,12 @@ class CustomJwtProvider(_Provider):
     the provider has a single PEM ``public_key``. Without ``application_id`` the
     audience is not checked (Convex warns that this is often insecure); with
     one, ``aud`` must contain it. ``clock`` is the time ``exp``, ``nbf`` and
-    ``iat`` are checked against.
+    ``iat`` are checked against. ``hidden_claims`` are not surfaced in identities
+    (default: Convex's customJwt set, the registered claims and ``fva``; ``azp``
+    shows).
     """
+
+    hidden_claims = CUSTOM_JWT_HIDDEN_CLAIMS
 
     def __init__(
         self,
@@ -377,6 +396,7 @@ class CustomJwtProvider(_Provider):
         leeway: float = 5.0,
         get: HttpGet = http_get,
         clock: Callable[[], float] = time.time,
+        hidden_claims: Iterable[str] | None = None,
     ) -> None:
         if algorithm not in ("RS256", "ES256"):
             raise ValueError(f"algorithm must be 'RS256' or 'ES256', got {algorithm!r}")
@@ -392,13 +412,17 @@ class CustomJwtProvider(_Provider):
             discovery=False,
             get=get,
             clock=clock,
+            hidden_claims=hidden_claims,
         )
         self.algorithms = (algorithm,)
 
     def _identity(self, claims: dict[str, Any]) -> UserIdentity:
         """As Convex's customJwt: nested objects of the claims are flattened with dots
-        (``{"properties": {"id": "123"}}`` gives the claim ``"properties.id"``)."""
-        return UserIdentity.from_claims(_flatten(claims))
+        (``{"properties": {"id": "123"}}`` gives the claim ``"properties.id"``); two
+        claims flattening to one name are a MalformedToken. The organization is
+        decoded from the claims as minted, as ClerkProvider does."""
+        identity = UserIdentity.from_claims(_flatten(claims), hidden=self.hidden_claims)
+        return msgspec.structs.replace(identity, org=decode_organization(claims))
 
     def _check_header(self, header: dict[str, Any]) -> None:
         if not header.get("kid") and not self._pem:
@@ -408,90 +432,3 @@ class CustomJwtProvider(_Provider):
                 "issuer put the key's kid in the JWT header, or configure the provider with "
                 "public_key=<PEM> to verify with that one key."
             )
-
-
-class AuthConfig:
-    """The providers a database accepts tokens from (Convex's ``auth.config.ts``).
-
-    Example::
-
-        auth_config = AuthConfig(providers=[
-            ClerkProvider(issuer="https://example.clerk.accounts.dev"),
-        ])
-        identity = auth_config.verify(token)
-    """
-
-    #: Verified tokens kept (a client sends the same token with every call until it expires).
-    cache_size = 1024
-
-    def __init__(self, providers: Iterable[_Provider]) -> None:
-        self.providers = list(providers)
-        #: token -> (identity, exp, leeway, the provider's clock)
-        self._verified: dict[str, tuple[UserIdentity, float, float, Callable[[], float]]] = {}
-
-    def verify(self, token: str) -> UserIdentity:
-        """The identity of ``token``, or an :class:`AuthError` (never a partial identity).
-
-        Cost: a signature check (~150 µs for RS256) the first time; a dictionary
-        lookup and an expiry check (with the provider's clock and leeway) while
-        the same token is reused.
-        """
-        cached = self._verified.get(token) if isinstance(token, str) else None
-        if cached is not None:
-            identity, expires, leeway, clock = cached
-            if clock() < expires + leeway:
-                return identity
-            self._verified.pop(token, None)
-        identity, expires, provider = self._verify(token)
-        if len(self._verified) >= self.cache_size:
-            self._verified.clear()
-        self._verified[token] = (identity, expires, provider.leeway, provider._clock)
-        return identity
-
-    def _verify(self, token: str) -> tuple[UserIdentity, float, _Provider]:
-        """Route ``token`` to the first matching provider and verify it there."""
-        _, claims = parse_unverified(token)
-        iss = claims.get("iss")
-        if iss is None:
-            raise MissingClaim(
-                "Missing issuer claim ('iss') in the token: expected the issuer's URL; found "
-                "none. Fix: have the issuer set iss (Convex routes tokens by it)."
-            )
-        if not isinstance(iss, str):
-            raise MalformedToken(
-                f"Invalid claim 'iss': expected a string; found {_show(iss)}. {_RESEND}"
-            )
-        for provider in self.providers:
-            if provider.matches(claims):
-                identity = provider.verify(token)
-                return identity, float(claims["exp"]), provider
-        raise NoProviderMatches(
-            "No auth provider found matching the given token. Check that your JWT's issuer and "
-            f"audience match one of your configured providers: {self.providers}. Expected iss "
-            "and aud of one of them; found iss "
-            f"{_show(iss)}, aud {_show(claims.get('aud'))}. Fix: configure a provider with this "
-            "issuer and application id, or send a token minted for one of them."
-        )
-
-
-def _string_claim(claims: dict[str, Any], name: str, missing: str, expected: str, fix: str) -> str:
-    """Claim ``name`` as a string: ``MissingClaim(missing)`` if absent, ``MalformedToken``
-    saying what was ``expected``, what was found and the ``fix`` if not a string."""
-    value = claims.get(name)
-    if value is None:
-        raise MissingClaim(missing)
-    if not isinstance(value, str):
-        raise MalformedToken(f"Invalid claim {name!r}: {expected}; found {_show(value)}. {fix}")
-    return value
-
-
-def _flatten(claims: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``claims`` with nested objects spread into dotted keys; arrays and scalars kept."""
-    out: dict[str, Any] = {}
-    for key, value in claims.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out

@@ -278,11 +278,23 @@ class Engine:
         subscription thread with the first value and after each change; ``on_error(error)`` when a
         re-run raises. Cost per commit: proportional to the subscriptions
         whose read set the commit touched.
+
+        With ``auth=token`` the subscription ends when the token expires, as a
+        Convex session does: ``on_error`` gets the provider's error
+        (``auth.TokenExpired``), and ``.value`` and iteration raise it from then
+        on; subscribe again with a fresh token. An already verified identity
+        never expires.
         """
         runtime = self._live()
         identity = runtime.identity(auth)
         return self._db.subscriptions.subscribe(
-            runtime, ref, args, identity, callback=callback, on_error=on_error
+            runtime,
+            ref,
+            args,
+            identity,
+            callback=callback,
+            on_error=on_error,
+            expiry=runtime.token_expiry(auth),
         )
 
     async def aquery(

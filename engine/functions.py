@@ -424,6 +424,19 @@ class Runtime:
             )
         return auth
 
+    def token_expiry(self, auth: Any) -> Callable[[], float] | None:
+        """For a raw token: a function giving the seconds it keeps verifying, which
+        raises the provider's error (``auth.TokenExpired``) once none are left.
+
+        None for an already verified identity (trusted as is) or no identity, and
+        when the providers cannot tell (their configuration has no
+        ``seconds_left(token)``).
+        """
+        seconds_left = getattr(self.auth, "seconds_left", None)
+        if not isinstance(auth, str) or seconds_left is None:
+            return None
+        return lambda: float(seconds_left(auth))
+
     # -- validation ----------------------------------------------------------
 
     @staticmethod

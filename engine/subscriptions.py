@@ -18,7 +18,13 @@ call returns only after the worker has caught up with its commit
 the head every :attr:`SubscriptionManager.poll_interval` seconds.
 
 Identical subscriptions (same function, arguments and identity) share one
-execution. A paginated query keeps its page boundary across re-runs: the end
+execution.
+
+A subscription made with a token ends when the token expires (Convex ends the
+session with ``TokenExpired``): the worker keeps the subscriptions' deadlines
+(:class:`~engine.deadlines.Deadlines`) and, when one is due, asks the token how
+long it has left; once it has none, that subscription alone ends with the
+provider's error. A paginated query keeps its page boundary across re-runs: the end
 cursor of its first run is remembered (Convex's query journal) and later runs
 return exactly ``(cursor, endCursor]``.
 """
@@ -30,10 +36,12 @@ import itertools
 import logging
 import struct
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import keys
+from .deadlines import Deadlines
 from .encoding import decode, encode
 from .errors import EngineError, closed_error
 from .functions import fresh_args
@@ -111,6 +119,15 @@ class _Notifier:
         self._closed = False
         #: Why the subscriptions stopped, if their worker failed (iteration raises it).
         self._failure: BaseException | None = None
+        #: Why this subscription ended (its token expired): ``.value`` and iteration raise it.
+        self._ended: BaseException | None = None
+
+    def _raise_if_stopped(self) -> None:
+        """Raise why following stopped: the worker failed, or the token expired."""
+        if self._failure is not None:
+            raise _worker_failed(self._failure)
+        if self._ended is not None:
+            raise self._ended.with_traceback(None)
 
     def _wake(self) -> None:
         with self._cond:
@@ -124,8 +141,7 @@ class _Notifier:
         """
         with self._cond:
             self._pending = False
-        if self._failure is not None:  # the worker failed before this iteration began
-            raise _worker_failed(self._failure)
+        self._raise_if_stopped()  # the worker failed, or the token expired, before this began
         if self._closed:
             return
         yield current()
@@ -134,8 +150,7 @@ class _Notifier:
                 while not self._pending and not self._closed:
                     self._cond.wait()
                 self._pending = False
-            if self._failure is not None:
-                raise _worker_failed(self._failure)
+            self._raise_if_stopped()
             if self._closed:
                 return
             yield current()
@@ -145,6 +160,10 @@ class _Notifier:
         self._failure = error
         self._closed = True
         self._wake()
+
+    def _end(self, error: BaseException) -> None:
+        """Stop following because ``error`` (the token expired); ``.value`` raises it."""
+        raise NotImplementedError
 
     def close(self) -> None:
         raise NotImplementedError
@@ -188,13 +207,14 @@ class Subscription(_Notifier):
         self._sets: list[SubscriptionSet] = []
         #: True once a value or error was delivered (a joiner's first value is sent once).
         self._delivered = False
+        #: Seconds the subscription's token has left (raises once none): see Engine.subscribe.
+        self._expiry: Callable[[], float] | None = None
 
     @property
     def value(self) -> Any:
         """The newest result (raises the newest error if the last run failed, and
         ``EngineError`` if the subscription worker failed: the value is stale)."""
-        if self._failure is not None:
-            raise _worker_failed(self._failure)
+        self._raise_if_stopped()
         watched = self._watched
         if watched.error is not None:
             raise watched.error
@@ -220,6 +240,23 @@ class Subscription(_Notifier):
     def _fail(self, error: BaseException) -> None:
         self._manager._unsubscribe(self)
         super()._fail(error)
+
+    def _end(self, error: BaseException) -> None:
+        """The token expired (on the worker): unsubscribe, tell ``on_error``, wake iterations."""
+        if self._closed:
+            return
+        self._ended = error
+        self._closed = True
+        self._manager._unsubscribe(self)
+        try:
+            if self._on_error is not None:
+                self._on_error(error)
+        except Exception:
+            _log.exception("subscription on_error for %s raised", self._watched.name)
+        finally:
+            self._wake()
+            for member_of in self._sets:
+                member_of._end(error)
 
     def _wake(self) -> None:
         super()._wake()
@@ -266,19 +303,18 @@ class Subscription(_Notifier):
         waiter = (loop, event)
         self._async_waiters.append(waiter)
         try:
-            if self._failure is not None:
-                raise _worker_failed(self._failure)
+            self._raise_if_stopped()
             if self._closed:
                 return
             yield self.value
             while not self._closed:
                 await event.wait()
                 event.clear()
-                if self._failure is not None:
-                    raise _worker_failed(self._failure)
+                self._raise_if_stopped()
                 if self._closed:
                     return
                 yield self.value
+            self._raise_if_stopped()  # ended while the value was being consumed
         finally:
             self._async_waiters.remove(waiter)
 
@@ -307,6 +343,7 @@ class SubscriptionSet(_Notifier):
     @property
     def value(self) -> dict[str, Any]:
         """Every member's newest result, from one snapshot (raises a member's error)."""
+        self._raise_if_stopped()
         with self._manager._lock:
             return {name: sub.value for name, sub in self._members.items()}
 
@@ -319,6 +356,16 @@ class SubscriptionSet(_Notifier):
         """Close every member. Idempotent."""
         if self._closed:
             return
+        self._closed = True
+        for subscription in self._members.values():
+            subscription.close()
+        self._wake()
+
+    def _end(self, error: BaseException) -> None:
+        """A member's token expired: the set ends with its error (members share a token)."""
+        if self._closed:
+            return
+        self._ended = error
         self._closed = True
         for subscription in self._members.values():
             subscription.close()
@@ -351,6 +398,9 @@ class SubscriptionManager:
         #: The catalog the watched queries last ran against (None before the first step).
         self._catalog: Catalog | None = None
         self._worker_error: BaseException | None = None
+        #: (monotonic deadline, tie-breaker, subscription): when to ask a token again.
+        #: When to ask the tokens of subscriptions made with one how long they have left.
+        self._deadlines: Deadlines[Subscription] = Deadlines()
         db.listeners.append(self._on_commit)
 
     # -- subscribing ---------------------------------------------------------
@@ -363,7 +413,10 @@ class SubscriptionManager:
         identity: Any,
         callback: Callable[[Any], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        expiry: Callable[[], float] | None = None,
     ) -> Subscription:
+        """Follow a query; ``expiry()`` (seconds the identity's token has left, raising
+        once none are left) ends the subscription with its error when it runs out."""
         if threading.current_thread() is self._thread:
             raise EngineError(
                 "subscribe() was called from a subscription callback: callbacks run on the "
@@ -375,6 +428,7 @@ class SubscriptionManager:
             raise EngineError(f"Only queries can be subscribed to; {name} is a {function.kind}.")
         args = fresh_args(runtime.check_args(name, function, args))  # kept: not the caller's
         key: tuple[Any, ...] = (id(runtime), name, keys.encode(args), identity)
+        deadline = None if expiry is None else time.monotonic() + expiry()
         with self._lock:
             if self._db.closing:  # under the lock: shutdown() collects what to close under it
                 raise closed_error()
@@ -390,6 +444,9 @@ class SubscriptionManager:
                 self._new.append(watched)
             subscription = Subscription(self, watched, callback, on_error)
             watched.subscribers.append(subscription)
+            if expiry is not None and deadline is not None:
+                subscription._expiry = expiry
+                self._deadlines.add(subscription, deadline)
             if watched.result is not _NOTHING or watched.error is not None:
                 self._joined.append(subscription)
             self._ensure_worker()
@@ -408,6 +465,7 @@ class SubscriptionManager:
         with self._lock:
             if subscription in watched.subscribers:
                 watched.subscribers.remove(subscription)
+                self._deadlines.discard(subscription)
             if not watched.subscribers and self._watched.get(watched.key) is watched:
                 del self._watched[watched.key]
                 self._index.remove(watched.key)
@@ -477,9 +535,12 @@ class SubscriptionManager:
                     self._wakeup = False
                     new, self._new = self._new, []
                     joined, self._joined = self._joined, []
+                    due = self._deadlines.pop_due(time.monotonic())
                 for subscription in joined:
                     if not subscription._delivered:  # else a change reached it already
                         subscription._deliver(wake=False)
+                for subscription in due:
+                    self._check_expiry(subscription)
                 self._step(new)
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
@@ -492,6 +553,20 @@ class SubscriptionManager:
                     member_of._fail(error)
                 subscription._fail(error)
             _log.error("the subscription worker failed", exc_info=error)
+
+    def _check_expiry(self, subscription: Subscription) -> None:
+        """Ask a due subscription's token how long it has left: end the subscription
+        with the error once it has none, else ask again then (a provider clock or a
+        leeway can move the deadline)."""
+        assert subscription._expiry is not None
+        try:
+            left = subscription._expiry()
+        except Exception as error:  # auth.TokenExpired, or another AuthError
+            subscription._end(error)
+            return
+        with self._lock:
+            if subscription in subscription._watched.subscribers:
+                self._deadlines.add(subscription, time.monotonic() + max(left, self.poll_interval))
 
     def _subscriptions(self) -> list[Subscription]:
         """Every open subscription (the lock is held)."""

@@ -82,8 +82,13 @@ class JwksServer:
 
     ``broken`` makes every reply broken in one way: ``"garbage"`` (not HTTP),
     ``"truncated"`` (a body shorter than its Content-Length), ``"list"`` (JSON
-    that is not an object) or ``"issuer-null"`` (discovery with ``issuer: null``).
+    that is not an object), ``"issuer-null"`` (discovery with ``issuer: null``) or
+    ``"issuer-slash"`` (discovery naming the issuer with a trailing ``/``).
     ``delay`` seconds pass before each reply (a slow or hanging issuer).
+    ``"trickle-headers"`` / ``"trickle-body"`` send a byte every 50 ms, forever, in
+    the headers or the body (each read succeeds, so a per-read timeout never fires);
+    ``"huge"`` streams an endless body without a Content-Length and
+    ``"huge-length"`` announces 300 MB. ``sent`` counts the bytes of those bodies.
     """
 
     def __init__(self) -> None:
@@ -93,6 +98,7 @@ class JwksServer:
         self.broken: str | None = None
         self.delay = 0.0
         self.hits: dict[str, int] = {}
+        self.sent = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -108,6 +114,10 @@ class JwksServer:
                     self.wfile.write(b"garbage\r\n\r\n")
                     self.close_connection = True
                     return
+                if server.broken in ("trickle-headers", "trickle-body", "huge", "huge-length"):
+                    self.close_connection = True
+                    self.endless(server.broken)
+                    return
                 if server.broken == "truncated":
                     self.send_response(200)
                     self.send_header("Content-Length", "1000")
@@ -119,7 +129,9 @@ class JwksServer:
                 if server.broken == "list":
                     body = []
                 elif self.path == "/.well-known/openid-configuration":
-                    issuer = None if server.broken == "issuer-null" else server.url
+                    issuer = {"issuer-null": None, "issuer-slash": server.url + "/"}.get(
+                        server.broken or "", server.url
+                    )
                     body = {"issuer": issuer, "jwks_uri": server.url + "/jwks"}
                 elif self.path == "/jwks":
                     body = {"keys": server.keys}
@@ -135,12 +147,38 @@ class JwksServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def endless(self, mode: str) -> None:
+                """Write until the client hangs up (or 5 s, so no thread lingers)."""
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                if mode == "trickle-body":
+                    head += b"Content-Length: 100000\r\n\r\n"
+                elif mode == "huge-length":
+                    head += b"Content-Length: 300000000\r\n\r\n"
+                elif mode == "huge":
+                    head += b"\r\n"
+                else:
+                    head += b"X-Slow: "
+                chunk = b" " * 65536 if mode.startswith("huge") else b"a"
+                ends = time.monotonic() + 5.0
+                try:
+                    self.wfile.write(head)
+                    while time.monotonic() < ends:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        server.sent += len(chunk)
+                        if chunk == b"a":
+                            time.sleep(0.05)
+                except OSError:
+                    pass  # the client gave up: what the tests want
+
             def log_message(self, *args: Any) -> None:
                 return None
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=lambda: self.httpd.serve_forever(poll_interval=0.05), daemon=True
+        )
         self.thread.start()
 
     def close(self) -> None:

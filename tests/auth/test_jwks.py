@@ -177,3 +177,77 @@ def test_slow_outage_does_not_serialize_callers(
     assert results == ["user_123"] * 8
     assert jwks_server.hits["/jwks"] == 2
     assert elapsed < 3.0, f"{elapsed:.1f} s: callers waited for each other's refresh"
+
+
+# -- limits of a fetch ------------------------------------------------------
+
+
+def _fetching(server: JwksServer, get: object = None) -> auth.AuthConfig:
+    kwargs = {} if get is None else {"get": get}
+    return auth.AuthConfig(
+        providers=[auth.ClerkProvider(issuer=server.url, jwks_url=server.url + "/jwks", **kwargs)]
+    )
+
+
+def test_a_fetch_has_a_total_deadline_of_10_seconds_by_default() -> None:
+    import inspect
+
+    from auth import keys
+
+    assert keys.FETCH_DEADLINE == 10.0
+    assert inspect.signature(keys.http_get).parameters["deadline"].default == keys.FETCH_DEADLINE
+
+
+@pytest.mark.parametrize("mode", ["trickle-headers", "trickle-body"])
+def test_a_trickling_server_hits_the_total_deadline(
+    jwks_server: JwksServer, rsa_signer: Signer, mode: str
+) -> None:
+    """A server sending a byte every 50 ms never trips the 5 s per-read timeout; it held
+    a fetch for as long as it liked (1 byte/s: 12 s with timeout=5). The fetch's total
+    deadline (10 s by default, 0.5 s here) ends it with a KeyFetchError naming the URL."""
+    from functools import partial
+
+    from auth import keys
+
+    jwks_server.broken = mode
+    config = _fetching(jwks_server, partial(keys.http_get, deadline=0.5))
+    started = time.monotonic()
+    with pytest.raises(auth.KeyFetchError, match=r"(?s)/jwks.*within 0.5 s.*Fix:"):
+        config.verify(rsa_signer.token(iss=jwks_server.url))
+    assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize("mode", ["huge", "huge-length"])
+def test_a_huge_reply_is_refused_at_1_mib(
+    jwks_server: JwksServer, rsa_signer: Signer, mode: str
+) -> None:
+    """A 300 MB body was read whole (+900 MB of memory); now at most 1 MiB is read."""
+    jwks_server.broken = mode
+    started = time.monotonic()
+    with pytest.raises(auth.KeyFetchError, match=r"(?s)/jwks.*at most 1 MiB.*Fix:"):
+        _fetching(jwks_server).verify(rsa_signer.token(iss=jwks_server.url))
+    assert time.monotonic() - started < 3.0
+    assert jwks_server.sent < 64 << 20  # the client stopped reading (socket buffers aside)
+
+
+def test_a_custom_getter_is_held_to_the_size_cap(rsa_signer: Signer, clock: Clock) -> None:
+    def get(url: str) -> tuple[int, dict[str, str], bytes]:
+        return 200, {}, b'{"keys": []}' + b" " * (1 << 20)
+
+    config = auth.AuthConfig(
+        providers=[auth.ClerkProvider(issuer="https://x.example", jwks_url="https://x/j", get=get)]
+    )
+    with pytest.raises(auth.KeyFetchError, match=r"(?s)https://x/j.*at most 1 MiB.*Fix:"):
+        config.verify(rsa_signer.token(iss="https://x.example"))
+
+
+def test_discovery_must_name_the_issuer_exactly(
+    jwks_server: JwksServer, rsa_signer: Signer, clock: Clock
+) -> None:
+    """Convex (openidconnect) requires the discovery document's issuer to be the issuer
+    exactly; one with a trailing '/' was accepted."""
+    jwks_server.keys = [rsa_signer.jwk()]
+    jwks_server.broken = "issuer-slash"
+    config = auth.AuthConfig(providers=[provider(jwks_server, clock)])
+    with pytest.raises(auth.KeyFetchError, match=r"(?s)issuer.*/'.*Fix:"):
+        config.verify(rsa_signer.token(iss=jwks_server.url))

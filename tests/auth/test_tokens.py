@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 
 import jwt
@@ -174,7 +175,8 @@ def test_issuer_normalization(rsa_signer: Signer) -> None:
         ]
     )
     config.verify(rsa_signer.token())
-    config.verify(rsa_signer.token(iss=ISSUER + "/"))
+    with pytest.raises(auth.InvalidIssuer):  # routed by the normalized iss, then refused
+        config.verify(rsa_signer.token(iss=ISSUER + "/"))
 
 
 def test_custom_jwt_es256_and_algorithm_pinning(ec_signer: Signer, rsa_signer: Signer) -> None:
@@ -500,3 +502,292 @@ def test_custom_jwt_flattens_nested_claims_with_dots(ec_signer: Signer, rsa_sign
     assert "properties" not in identity.claims
     oidc = clerk(rsa_signer).verify(rsa_signer.token(**nested))
     assert oidc.claims["properties"] == {"id": "123", "team": {"name": "core"}}
+
+
+# -- the token cache ------------------------------------------------------------
+
+
+def test_cached_identities_cannot_be_changed_by_a_caller(rsa_signer: Signer) -> None:
+    """The cache handed every caller one identity whose claims dict (and nested lists
+    and dicts) any caller could change, for every later call with the token."""
+    import copy
+    import pickle
+
+    config = clerk(rsa_signer)
+    token = rsa_signer.token(tags=["a"], meta={"k": "v"})
+    first = config.verify(token)
+    changes = [
+        lambda: first.claims.__setitem__("sid", "sess_evil"),
+        lambda: first.claims.update(admin=True),
+        lambda: first.claims.pop("sid"),
+        lambda: first.claims["tags"].append("admin"),
+        lambda: first.claims["tags"].__setitem__(0, "b"),
+        lambda: first.claims["meta"].__setitem__("k", "x"),
+        lambda: first.claims["meta"].clear(),
+    ]
+    for change in changes:
+        with pytest.raises(TypeError, match="read-only"):
+            change()
+    expected = {"sid": "sess_1", "v": 2, "tags": ["a"], "meta": {"k": "v"}}
+    assert config.verify(token).claims == expected
+    mine = copy.deepcopy(first.claims)  # a copy is the caller's to change
+    mine["tags"].append("b")
+    mine["meta"]["k"] = "x"
+    assert dict(first.claims) | {"sid": "x"} == expected | {"sid": "x"}
+    assert config.verify(token).claims == expected
+    assert json.loads(json.dumps(first.claims)) == expected
+    assert pickle.loads(pickle.dumps(first)) == first
+
+
+def test_cached_tokens_are_checked_again_when_the_configuration_changes(
+    rsa_signer: Signer,
+) -> None:
+    """The cache kept accepting a token after its provider or the provider list changed."""
+    provider = auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk()]})
+    config = auth.AuthConfig(providers=[provider])
+    token = rsa_signer.token()
+    config.verify(token)
+    provider.authorized_parties = frozenset({"https://other.example"})
+    with pytest.raises(auth.InvalidAuthorizedParty):
+        config.verify(token)
+    provider.authorized_parties = None
+    assert config.verify(token).subject == "user_123"
+    provider.application_id = "another-app"
+    with pytest.raises(auth.NoProviderMatches):
+        config.verify(token)
+    provider.application_id = "convex"
+    config.verify(token)
+    config.providers.clear()
+    with pytest.raises(auth.NoProviderMatches):
+        config.verify(token)
+    config.providers.append(
+        auth.ClerkProvider(issuer=ISSUER, public_key=Signer("RS256", "x").public_pem)
+    )
+    with pytest.raises(auth.InvalidSignature):
+        config.verify(token)
+    config.providers = [provider]
+    assert config.verify(token).subject == "user_123"
+
+
+# -- credentials are never echoed -------------------------------------------------
+
+SECRET = "sk_live_s3cr3tK3yM4teri4l"
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [
+        SECRET,
+        f"Bearer {SECRET}",
+        f"{SECRET}.{SECRET}",
+        f"{SECRET}.{SECRET}.{SECRET}",
+        f"{_b64(json.dumps({'alg': 'RS256'}).encode())}.{SECRET}.sig",
+        f"{_b64(json.dumps(SECRET).encode())}.{_b64(b'{}')}.sig",  # a JSON string header
+        f"{_b64(b'{}')}.{_b64(json.dumps([SECRET]).encode())}.sig",  # a JSON list payload
+        f"{_b64(SECRET.encode())}.{_b64(b'{}')}.sig",  # base64 of text that is not JSON
+    ],
+    ids=["plain", "bearer", "two-parts", "three-parts", "payload", "header-str", "list", "b64"],
+)
+def test_a_credential_never_appears_in_an_error(rsa_signer: Signer, credential: str) -> None:
+    """A non-JWT credential (an API key pasted as a token) was quoted in the
+    MalformedToken message, which ends up in logs and HTTP answers."""
+    config = clerk(rsa_signer)
+    for verify in (config.verify, config.providers[0].verify):
+        with pytest.raises(auth.MalformedToken) as caught:
+            verify(credential)
+        message = str(caught.value)
+        assert "s3cr3t" not in message and "czNjcjN0" not in message, message
+        assert re.search(MESSAGE, message), message
+
+
+# -- ClerkProvider: Convex's OIDC verifier is strict ------------------------------
+
+
+def signed(signer: Signer, header: dict, claims: dict) -> str:  # type: ignore[type-arg]
+    """A token signed by ``signer`` with exactly ``header`` (pyjwt always adds typ)."""
+    from jwt.algorithms import RSAAlgorithm
+
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    signature = RSAAlgorithm(RSAAlgorithm.SHA256).sign(signing_input.encode(), signer.private)  # type: ignore[arg-type]
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def test_clerk_accepts_only_the_canonical_issuer(rsa_signer: Signer) -> None:
+    """iss 'https://x/' or 'x' routed to the provider (Convex normalizes for routing) and
+    verified, with another token_identifier than 'https://x' for the same user. Convex's
+    OIDC verifier then requires iss to be the discovery document's issuer exactly
+    (research §1.3: require_issuer_match); Clerk's issuer is the Frontend API URL."""
+    config = clerk(rsa_signer)
+    assert config.verify(rsa_signer.token()).token_identifier == f"{ISSUER}|user_123"
+    for iss in (ISSUER + "/", ISSUER.removeprefix("https://"), ISSUER + "//"):
+        with pytest.raises(auth.InvalidIssuer, match=MESSAGE):
+            config.verify(rsa_signer.token(iss=iss))
+    upper = ISSUER.replace("verb", "VERB")
+    with pytest.raises(auth.AuthError):
+        config.verify(rsa_signer.token(iss=upper))
+    with pytest.raises(auth.InvalidIssuer, match=MESSAGE):
+        config.providers[0].verify(rsa_signer.token(iss=upper))
+    # The configured issuer may be written loosely; the token's must be canonical.
+    loose = auth.AuthConfig(
+        providers=[
+            auth.ClerkProvider(
+                issuer="verb-noun-00.clerk.accounts.dev/", jwks={"keys": [rsa_signer.jwk()]}
+            )
+        ]
+    )
+    assert loose.verify(rsa_signer.token()).issuer == ISSUER
+    # customJwt keeps Convex's normalization (research §1.4 step 3).
+    custom = auth.AuthConfig(
+        providers=[auth.CustomJwtProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk()]})]
+    )
+    assert custom.verify(rsa_signer.token(iss=ISSUER + "/")).issuer == ISSUER + "/"
+
+
+@pytest.mark.parametrize(
+    ("header", "error"),
+    [
+        ({"typ": "at+jwt"}, auth.MalformedToken),
+        ({"typ": "application/at+jwt"}, auth.MalformedToken),
+        ({"typ": "JWS"}, auth.MalformedToken),
+        ({"typ": 5}, auth.MalformedToken),
+        ({"typ": "JWT", "cty": "JWT"}, auth.MalformedToken),
+        ({"typ": "JWT", "cty": "json"}, auth.MalformedToken),
+        ({"typ": "JWT", "crit": ["exp"]}, auth.MalformedToken),
+        ({"typ": "JWT", "crit": ["x-ours"], "x-ours": 1}, auth.MalformedToken),
+    ],
+)
+def test_clerk_refuses_other_token_types_and_extensions(
+    rsa_signer: Signer,
+    header: dict,  # type: ignore[type-arg]
+    error: type,
+) -> None:
+    """An access token (typ at+jwt), a nested JWT (cty) or a critical extension we do not
+    implement (crit, RFC 7515 §4.1.11) verified as a session token."""
+    token = signed(rsa_signer, {"alg": "RS256", "kid": rsa_signer.kid, **header}, _claims())
+    with pytest.raises(error, match=MESSAGE):
+        clerk(rsa_signer).verify(token)
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "jwt", "JOSE", "application/jwt", "application/JOSE"])
+def test_clerk_accepts_typ_absent_jwt_or_jose(rsa_signer: Signer, typ: str | None) -> None:
+    header = {"alg": "RS256", "kid": rsa_signer.kid} | ({} if typ is None else {"typ": typ})
+    assert clerk(rsa_signer).verify(signed(rsa_signer, header, _claims())).subject == "user_123"
+
+
+def test_clerk_requires_iat(rsa_signer: Signer) -> None:
+    """Convex's OIDC claims need iat (IdTokenClaims.issue_time), whatever its value."""
+    with pytest.raises(auth.MissingClaim, match=r"(?s)'iat'.*Fix:"):
+        clerk(rsa_signer).verify(rsa_signer.token(iat=None))
+    custom = auth.AuthConfig(
+        providers=[auth.CustomJwtProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk()]})]
+    )
+    assert custom.verify(rsa_signer.token(iat=None)).subject == "user_123"  # customJwt: optional
+
+
+def test_clerk_algorithms_are_rs256_and_ed25519_only(rsa_signer: Signer) -> None:
+    """Convex's OIDC verifier allows RS256 and EdDSA with Ed25519 (research §1.3); an
+    Ed448 key passed as EdDSA."""
+    from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
+
+    ed448 = Ed448PrivateKey.generate()
+    jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(ed448.public_key()))
+    jwk.update(kid="ed448", use="sig")
+    config = auth.AuthConfig(providers=[auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [jwk]})])
+    token = jwt.encode(_claims(), ed448, algorithm="EdDSA", headers={"kid": "ed448"})  # type: ignore[arg-type]
+    with pytest.raises(auth.InvalidSignature, match=r"(?s)Ed25519.*Ed448.*Fix:"):
+        config.verify(token)
+    for alg in ("RS384", "RS512", "PS256", "ES256"):
+        with pytest.raises(auth.InvalidSignature, match="not allowed"):
+            clerk(rsa_signer).verify(raw_token({"alg": alg, "kid": rsa_signer.kid}, _claims()))
+
+
+def test_tokens_longer_than_max_token_length_are_refused_before_parsing(
+    rsa_signer: Signer,
+) -> None:
+    """Any length was parsed (base64, JSON, a signature check) and cached as a key."""
+    config = clerk(rsa_signer)
+    assert config.max_token_length == 16 * 1024
+    big = rsa_signer.token(pad="x" * 20_000)
+    with pytest.raises(auth.MalformedToken, match=r"(?s)at most 16384.*found \d+.*Fix:"):
+        config.verify(big)
+    with pytest.raises(auth.MalformedToken, match="max_token_length"):
+        config.seconds_left(big)
+    config.max_token_length = 64 * 1024
+    assert config.verify(big).subject == "user_123"
+    small = auth.AuthConfig(providers=config.providers, max_token_length=100)
+    with pytest.raises(auth.MalformedToken, match="at most 100"):
+        small.verify(rsa_signer.token())
+    bomb = "{" * (1 << 20) + ".."  # would parse (and recurse) without the cap
+    with pytest.raises(auth.MalformedToken, match="at most 16384") as caught:
+        clerk(rsa_signer).verify(bomb)
+    assert "{{" not in str(caught.value)
+
+
+# -- hidden claims, per provider ----------------------------------------------------
+
+
+def test_hidden_claims_are_per_provider(rsa_signer: Signer, ec_signer: Signer) -> None:
+    """One global set hid the same claims for every provider; Convex hides different ones
+    on its OIDC and customJwt paths (research §1.7), and a host may want its own."""
+    extra = {"nonce": "n", "amr": ["pwd"], "auth_time": 1, "team": "core"}
+    clerk_identity = clerk(rsa_signer).verify(rsa_signer.token(**extra))
+    assert set(clerk_identity.claims) == {"sid", "v", "team"}  # azp, nonce, amr, jti... hidden
+    custom_identity = custom_es256(ec_signer).verify(ec_signer.token(**extra))
+    assert custom_identity.claims["azp"] == "https://app.example.com"  # customJwt shows azp
+    assert "jti" not in custom_identity.claims and "fva" not in custom_identity.claims
+    assert auth.ClerkProvider.hidden_claims >= {"azp", "nonce", "jti", "fva", "iat", "exp"}
+    assert "azp" not in auth.CustomJwtProvider.hidden_claims
+
+    provider = auth.ClerkProvider(
+        issuer=ISSUER,
+        jwks={"keys": [rsa_signer.jwk()]},
+        hidden_claims=(auth.ClerkProvider.hidden_claims - {"azp"}) | {"sid", "email"},
+    )
+    config = auth.AuthConfig(providers=[provider])
+    token = rsa_signer.token(email="a@x.dev", **extra)
+    identity = config.verify(token)
+    assert identity.claims["azp"] == "https://app.example.com"
+    assert "sid" not in identity.claims and identity.email is None
+    assert identity.subject == "user_123" and "sub" not in identity.claims  # always fields
+    provider.hidden_claims = auth.ClerkProvider.hidden_claims  # the cache notices
+    assert "azp" not in config.verify(token).claims
+    # The name that existed keeps working: from_claims hides the OIDC set by default.
+    built = auth.UserIdentity.from_claims({"iss": "i", "sub": "u", "azp": "a", "x": 1})
+    assert built.claims == {"x": 1}
+    assert (
+        auth.UserIdentity.from_claims({"iss": "i", "sub": "u", "x": 1}, hidden={"x"}).claims == {}
+    )
+
+
+# -- CustomJwtProvider: organizations and flattening ---------------------------------
+
+
+def test_custom_jwt_decodes_organizations_like_clerk(ec_signer: Signer) -> None:
+    """Flattening turned Clerk's o claim into o.id, o.rol, ... before the organization
+    was decoded, so a custom JWT never had an org, and a malformed one went unnoticed."""
+    o = {"id": "org_1", "slg": "acme", "rol": "admin", "per": "read,manage", "fpm": "1"}
+    identity = custom_es256(ec_signer).verify(ec_signer.token(o=o, fea="o:docs"))
+    assert identity.org == auth.Organization(
+        id="org_1", slug="acme", role="org:admin", permissions=("org:docs:read",)
+    )
+    assert identity.claims["o.id"] == "org_1"  # the claims stay flattened, as in Convex
+    v1 = ec_signer.token(org_id="org_2", org_role="org:member", org_permissions=["org:a:b"])
+    assert custom_es256(ec_signer).verify(v1).org == auth.Organization(
+        id="org_2", role="org:member", permissions=("org:a:b",)
+    )
+    with pytest.raises(auth.MalformedToken, match=r"(?s)'o\.slg'.*Fix:"):
+        custom_es256(ec_signer).verify(ec_signer.token(o={"id": "org_1", "slg": ["x"]}))
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"a.b": 1, "a": {"b": 2}},
+        {"a": {"b": 2}, "a.b": 1},
+        {"a": {"b.c": 1, "b": {"c": 2}}},
+    ],
+)
+def test_custom_jwt_flattening_never_overwrites(ec_signer: Signer, claims: dict) -> None:  # type: ignore[type-arg]
+    """{"a.b": 1, "a": {"b": 2}} flattened to one 'a.b', the last one silently winning."""
+    with pytest.raises(auth.MalformedToken, match=r"(?s)'a\.b(\.c)?'.*expected.*found.*Fix:"):
+        custom_es256(ec_signer).verify(ec_signer.token(**claims))

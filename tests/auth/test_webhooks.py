@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC
 
@@ -161,3 +162,78 @@ def test_timestamp_must_be_ascii_digits(stamp: str) -> None:
 def test_wrong_types_are_webhook_verification_errors(secret, headers_, body) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(auth.WebhookVerificationError):
         auth.verify_webhook(secret, headers_, body, now=A_TS)
+
+
+# -- messages, secrets from env files, refused clocks --------------------------------
+
+MESSAGE = r"(?s)[Ee]xpected.*found.*Fix:"
+
+
+def _error(secret: object, headers_: object, body: object, **kwargs: object) -> str:
+    with pytest.raises(auth.WebhookVerificationError) as caught:
+        auth.verify_webhook(secret, headers_, body, **kwargs)  # type: ignore[arg-type]
+    return str(caught.value)
+
+
+def test_messages_say_expected_and_found() -> None:
+    """'Message timestamp too old' said neither how old nor the tolerance; 'No matching
+    signature found' and 'Missing required headers' said nothing of what was there."""
+    old = _error(A_SECRET, headers(A_ID, A_TS, A_SIG), A_BODY, now=A_TS + 301)
+    assert re.search(r"(?s)too old.*within 300 s.*301 s old.*Fix:", old), old
+    new = _error(A_SECRET, headers(A_ID, A_TS, A_SIG), A_BODY, now=A_TS - 1000)
+    assert re.search(r"(?s)too new.*within 300 s.*1000 s in the future.*Fix:", new), new
+    missing = _error(A_SECRET, {"svix-id": A_ID}, A_BODY, now=A_TS)
+    assert re.search(r"(?s)svix-timestamp.*svix-signature.*found.*svix-id.*Fix:", missing)
+    other = "Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc="
+    wrong = _error(A_SECRET, headers(A_ID, A_TS, f"v1,{other} v2,{other}"), A_BODY, now=A_TS)
+    assert re.search(r"(?s)No matching signature.*found 2 signatures.*v1.*v2.*Fix:", wrong)
+    cases = [
+        (A_SECRET, headers(A_ID, A_TS, "garbage"), A_BODY),
+        (A_SECRET, {**headers(A_ID, A_TS, A_SIG), "svix-timestamp": "hello"}, A_BODY),
+        ("whsec_", headers(A_ID, A_TS, A_SIG), A_BODY),
+        ("whsec_not base64!", headers(A_ID, A_TS, A_SIG), A_BODY),
+        (A_SECRET, headers(A_ID, A_TS, A_SIG), {"parsed": True}),
+        (A_SECRET, headers(A_ID, A_TS, A_SIG), "{nope"),
+        (12345, headers(A_ID, A_TS, A_SIG), A_BODY),
+        (A_SECRET, "not a mapping", A_BODY),
+    ]
+    for secret, headers_, body in cases:
+        message = _error(secret, headers_, body, now=A_TS)
+        assert re.search(MESSAGE, message), message
+    assert "MfKQ9r8GKY" not in _error(
+        "whsec_MfKQ9r8GKY!!", headers(A_ID, A_TS, A_SIG), A_BODY, now=A_TS
+    )
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [A_SECRET + "\n", A_SECRET + "\r\n", f"  {A_SECRET}\t", "\n" + A_SECRET[6:] + "\n"],
+    ids=["newline", "crlf", "spaces", "bare-base64"],
+)
+def test_a_secret_read_from_an_env_file_works(secret: str) -> None:
+    """A secret with a trailing newline (read from a file) was 'not base64'."""
+    assert auth.verify_webhook(secret, headers(A_ID, A_TS, A_SIG), A_BODY, now=A_TS) == {
+        "test": 2432232314
+    }
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"now": float("nan")},
+        {"now": float("inf")},
+        {"now": float("-inf")},
+        {"now": True},
+        {"now": "1614265330"},
+        {"tolerance": float("nan")},
+        {"tolerance": float("inf")},
+        {"tolerance": -1},
+        {"tolerance": True},
+    ],
+    ids=str,
+)
+def test_a_clock_or_tolerance_that_is_not_a_number_is_refused(kwargs: dict[str, object]) -> None:
+    """now=NaN made both timestamp checks False, so a delivery of any age passed."""
+    kwargs = {"now": A_TS + 10**6, **kwargs}
+    message = _error(A_SECRET, headers(A_ID, A_TS, A_SIG), A_BODY, **kwargs)
+    assert re.search(r"(?s)(now|tolerance).*[Ee]xpected.*found.*Fix:", message), message

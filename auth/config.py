@@ -1,0 +1,151 @@
+"""``AuthConfig``: the providers a database accepts tokens from, and a cache of
+verified tokens.
+
+``AuthConfig`` implements the engine's identity-provider protocol:
+``Engine.open(..., auth=AuthConfig(...))`` and ``engine.query(..., auth=token)``
+give functions ``ctx.auth.get_user_identity()``; ``seconds_left(token)`` lets
+the engine end a subscription when its token expires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from .claims import _RESEND, _expired, parse_unverified
+from .errors import MalformedToken, MissingClaim, NoProviderMatches
+from .identity import UserIdentity, _show
+from .providers import _Provider
+
+__all__ = ["MAX_TOKEN_LENGTH", "AuthConfig"]
+
+#: AuthConfig's default cap on a token's length, in characters: 16 KiB.
+MAX_TOKEN_LENGTH = 16 * 1024
+
+
+class AuthConfig:
+    """The providers a database accepts tokens from (Convex's ``auth.config.ts``).
+
+    ``max_token_length`` (16 KiB by default) caps the tokens it looks at: a longer
+    one is a :class:`MalformedToken` before any parsing or cache lookup.
+
+    Example::
+
+        auth_config = AuthConfig(providers=[
+            ClerkProvider(issuer="https://example.clerk.accounts.dev"),
+        ])
+        identity = auth_config.verify(token)
+    """
+
+    #: Verified tokens kept (a client sends the same token with every call until it expires).
+    cache_size = 1024
+
+    def __init__(
+        self, providers: Iterable[_Provider], *, max_token_length: int = MAX_TOKEN_LENGTH
+    ) -> None:
+        self.providers = list(providers)
+        #: Longer tokens are a MalformedToken before any parsing (Clerk's fit a 4 KB cookie).
+        self.max_token_length = max_token_length
+        #: token -> (identity, exp, leeway, the provider's clock)
+        self._verified: dict[str, tuple[UserIdentity, float, float, Callable[[], float]]] = {}
+        #: The providers (and their versions) the cached verifications were made with.
+        self._cached_with: list[tuple[_Provider, int]] = []
+
+    def _config_changed(self) -> bool:
+        """True if the provider list or a provider's settings changed since the cached
+        verifications were made (then they are dropped and the new settings noted).
+        Cost: one comparison per provider."""
+        providers = self.providers
+        cached_with = self._cached_with
+        if len(providers) == len(cached_with):
+            for provider, (seen, version) in zip(providers, cached_with, strict=True):
+                if provider is not seen or provider._version != version:
+                    break
+            else:
+                return False
+        self._verified.clear()
+        self._cached_with = [(p, p._version) for p in providers]
+        return True
+
+    def verify(self, token: str) -> UserIdentity:
+        """The identity of ``token``, or an :class:`AuthError` (never a partial identity).
+
+        Cost: a signature check (~150 µs for RS256) the first time; a dictionary
+        lookup and an expiry check (with the provider's clock and leeway) while
+        the same token is reused and the providers are unchanged (assigning to a
+        provider's attribute, or changing ``providers``, verifies cached tokens
+        again). The identity returned for a token is shared by every call with
+        it: its ``claims`` are read-only.
+        """
+        return self._entry(token)[0]
+
+    def seconds_left(self, token: str) -> float:
+        """Seconds until ``token`` stops verifying: its ``exp`` plus its provider's
+        ``leeway``, minus now on the provider's clock. Always positive.
+
+        The engine ends a subscription made with ``auth=token`` when this runs out,
+        as Convex ends a session whose token expired. Raises what :meth:`verify`
+        raises, so :class:`TokenExpired` once no time is left.
+        Cost: that of :meth:`verify` (a dictionary lookup for a cached token).
+
+        Example::
+
+            auth_config.seconds_left(token)   # 42.3
+        """
+        _, expires, leeway, clock = self._entry(token)
+        now = clock()
+        left = expires + leeway - now
+        if left <= 0:
+            raise _expired(expires, now, leeway)
+        return left
+
+    def _entry(self, token: str) -> tuple[UserIdentity, float, float, Callable[[], float]]:
+        """The cache entry of ``token``: (identity, exp, leeway, clock), verified if needed.
+
+        A cached entry serves only while the configuration is the one it was verified
+        with: a change of the provider list or of a provider's settings drops them all.
+        """
+        if isinstance(token, str) and len(token) > self.max_token_length:
+            raise MalformedToken(
+                f"Token too long: expected at most {self.max_token_length} characters "
+                f"(AuthConfig.max_token_length); found {len(token)}. Fix: send the token as "
+                "minted (a Clerk session token fits a 4 KB cookie); if your issuer mints "
+                "bigger tokens, raise max_token_length."
+            )
+        self._config_changed()
+        cached = self._verified.get(token) if isinstance(token, str) else None
+        if cached is not None:
+            identity, expires, leeway, clock = cached
+            if clock() < expires + leeway:
+                return cached
+            self._verified.pop(token, None)
+        identity, expires, provider = self._verify(token)
+        if len(self._verified) >= self.cache_size:
+            self._verified.clear()
+        entry = (identity, expires, provider.leeway, provider._clock)
+        self._verified[token] = entry
+        return entry
+
+    def _verify(self, token: str) -> tuple[UserIdentity, float, _Provider]:
+        """Route ``token`` to the first matching provider and verify it there."""
+        _, claims = parse_unverified(token)
+        iss = claims.get("iss")
+        if iss is None:
+            raise MissingClaim(
+                "Missing issuer claim ('iss') in the token: expected the issuer's URL; found "
+                "none. Fix: have the issuer set iss (Convex routes tokens by it)."
+            )
+        if not isinstance(iss, str):
+            raise MalformedToken(
+                f"Invalid claim 'iss': expected a string; found {_show(iss)}. {_RESEND}"
+            )
+        for provider in self.providers:
+            if provider.matches(claims):
+                identity = provider.verify(token)
+                return identity, float(claims["exp"]), provider
+        raise NoProviderMatches(
+            "No auth provider found matching the given token. Check that your JWT's issuer and "
+            f"audience match one of your configured providers: {self.providers}. Expected iss "
+            "and aud of one of them; found iss "
+            f"{_show(iss)}, aud {_show(claims.get('aud'))}. Fix: configure a provider with this "
+            "issuer and application id, or send a token minted for one of them."
+        )
