@@ -187,12 +187,7 @@ class Engine:
     def _closed_error(self) -> EngineError:
         if self._forked_from is None:
             return closed_error()
-        return EngineError(
-            f"This engine was opened by process {self._forked_from}, before this process "
-            "forked from it; an LMDB environment cannot be used across fork(): call "
-            "Engine.open(path) in the child (or start workers with the 'spawn' or "
-            "'forkserver' start method)."
-        )
+        return _forked_error(self._forked_from)
 
     @property
     def path(self) -> str:
@@ -683,6 +678,14 @@ def _check_router(http: object, registry: Registry) -> None:
         )
 
 
+def _forked_error(parent: int) -> EngineError:
+    return EngineError(
+        f"This engine was opened by process {parent}, before this process forked from "
+        "it; an LMDB environment cannot be used across fork(): call Engine.open(path) in "
+        "the child (or start workers with the 'spawn' or 'forkserver' start method)."
+    )
+
+
 def _after_fork_in_child() -> None:
     """In a fork child, every handle the parent opened is closed, without touching
     LMDB (its environment is the parent's): calls raise an error naming the fork, and
@@ -693,6 +696,9 @@ def _after_fork_in_child() -> None:
         if not engine._closed:
             engine._closed = True
             engine._forked_from = parent
+    for db in _DATABASES.values():
+        if db._subscriptions is not None:
+            db._subscriptions.forked_away(_forked_error(parent))
     _DATABASES.clear()
     _DATABASES_LOCK = threading.Lock()  # a parent thread may have held it at the fork
 

@@ -572,6 +572,22 @@ class SubscriptionManager:
         """Every open subscription (the lock is held)."""
         return [s for watched in self._watched.values() for s in watched.subscribers]
 
+    def forked_away(self, error: EngineError) -> None:
+        """In a ``fork()`` child: end every subscription with ``error`` (no worker runs
+        here, and none may: the storage is the parent's). Takes no lock a thread of the
+        parent may have held at the fork: this process's locks are made afresh."""
+        self._lock = threading.Condition(threading.Lock())
+        self._thread = None
+        for watched in list(self._watched.values()):
+            for subscription in list(watched.subscribers):
+                for notifier in (subscription, *subscription._sets):
+                    notifier._cond = threading.Condition()
+                    notifier._ended = error
+                    notifier._closed = True
+        self._watched.clear()
+        self._new.clear()
+        self._joined.clear()
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Close every subscription and stop the worker: the database is closing.
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, EngineError, storage
+from engine import Engine, EngineError, QueryCtx, query, storage
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -53,6 +53,11 @@ def in_child(body: Callable[[], Any], timeout: float = 20.0) -> Any:
 
 def count(ctx: Any) -> int:
     return len(ctx.db.query("n").collect())
+
+
+@query(args={})
+def counted(ctx: QueryCtx) -> int:
+    return count(ctx)
 
 
 def test_a_child_cannot_use_an_inherited_engine_but_can_open_its_own(db_path: Path) -> None:
@@ -213,3 +218,37 @@ def test_a_fork_from_inside_a_query_does_not_wait_for_it(db_path: Path) -> None:
         assert took < storage.FORK_WAIT, took  # its own transaction cannot end first
         assert "cannot be opened in this process" in answer and "spawn" in answer
         assert seen == 1
+
+
+def test_subscriptions_a_child_inherits_raise_instead_of_waiting_for_ever(
+    db_path: Path,
+) -> None:
+    # Found by review: iterating an inherited subscription in a child yielded the stale
+    # value, then waited for ever for a worker that does not exist there.
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("n", {"by": "parent"}))
+        subscription = engine.subscribe(counted, {})
+        together = engine.subscribe_set({"n": (counted, {})})
+
+        def child() -> list[str]:
+            seen = []
+            for attempt in (
+                lambda: subscription.value,
+                lambda: next(iter(subscription)),
+                lambda: together.value,
+            ):
+                try:
+                    attempt()
+                    seen.append("no error")
+                except EngineError as error:
+                    seen.append(str(error))
+            subscription.close()
+            together.close()
+            return seen
+
+        for message in in_child(child):
+            assert "forked from it" in message, message
+        engine.run(lambda ctx: ctx.db.insert("n", {"by": "parent"}))
+        assert subscription.value == 2 and together.value == {"n": 2}
+        subscription.close()
+        together.close()
