@@ -51,6 +51,15 @@ def in_child(body: Callable[[], Any], timeout: float = 20.0) -> Any:
     return answer["ok"]
 
 
+def open_in_child(path: Path) -> str:
+    """What ``Engine.open(path)`` does in a fork child: "opened", or its error."""
+    try:
+        Engine.open(path, durability="none").close()
+    except EngineError as error:
+        return str(error)
+    return "opened"
+
+
 def count(ctx: Any) -> int:
     return len(ctx.db.query("n").collect())
 
@@ -140,15 +149,7 @@ def test_a_fork_during_a_long_transaction_leaves_the_parents_reader_alone(
         inside.wait(5)
         slots = engine._db.storage.env.readers()
         try:
-
-            def child() -> str:
-                try:
-                    Engine.open(db_path, durability="none").close()
-                except EngineError as error:
-                    return str(error)
-                return "opened"
-
-            answer = in_child(child)
+            answer = in_child(lambda: open_in_child(db_path))
             assert "cannot be opened in this process" in answer and "spawn" in answer
             assert engine._db.storage.env.readers() == slots  # its slot is still there
         finally:
@@ -204,14 +205,7 @@ def test_a_fork_from_inside_a_query_does_not_wait_for_it(db_path: Path) -> None:
         def forking(ctx: Any) -> list[Any]:
             started = time.monotonic()
 
-            def child() -> str:
-                try:
-                    Engine.open(db_path, durability="none").close()
-                except EngineError as error:
-                    return str(error)
-                return "opened"
-
-            answer = in_child(child)
+            answer = in_child(lambda: open_in_child(db_path))
             return [time.monotonic() - started, answer, count(ctx)]
 
         took, answer, seen = engine.query(forking)
