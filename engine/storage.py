@@ -397,6 +397,10 @@ class Storage:
         if self._mode_lock is not None:  # its fcntl locks are the parent's; closing it
             self._mode_lock.close()  # later would drop those of the child's own open
         forked = _ForkedEnv(self.path, parent)
+        # A transaction of the parent that unwinds here (a fork from inside a query)
+        # must not be aborted: py-lmdb's abort resets the reader slot, which is the
+        # parent's. It is dropped instead (instance attribute: no cost on the hot path).
+        setattr(self, "end_read", _drop_txn)  # noqa: B010
         self.env = forked
         self.meta = self.documents = self.indexes = self.log = self.blobs = forked
         _INHERITED[self.path] = parent
@@ -654,6 +658,10 @@ FORK_WAIT = 2.0
 
 def _never() -> bool:
     return False
+
+
+def _drop_txn(txn: Any) -> None:
+    """``end_read`` of a storage a fork child inherited: no LMDB call, no gate."""
 
 
 class _ModeLock:

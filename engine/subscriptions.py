@@ -37,6 +37,7 @@ import logging
 import struct
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,29 @@ if TYPE_CHECKING:
     from .functions import FunctionDef, Runtime
 
 __all__ = ["Subscription", "SubscriptionManager", "SubscriptionSet"]
+
+
+def _forget_frames(error: BaseException) -> None:
+    """Clear the locals of the finished frames in ``error``'s tracebacks (and its
+    causes'): a stored error kept the snapshot's LMDB txn alive through them, holding a
+    reader slot per failing subscription (1,022 filled the table) and the environment
+    (a fork child could not reopen the folder). File names and lines stay."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        if current.__traceback__ is not None:
+            # A finished frame links to its caller's frame (f_back): the re-run's
+            # callers, whose locals held the txn. Frames still running are skipped.
+            frame = current.__traceback__.tb_frame.f_back
+            while frame is not None:
+                try:
+                    frame.clear()
+                except RuntimeError:
+                    pass
+                frame = frame.f_back
+        current = current.__cause__ or current.__context__
 
 
 def _worker_failed(error: BaseException) -> EngineError:
@@ -455,7 +479,9 @@ class SubscriptionManager:
             while watched.result is _NOTHING and watched.error is None:
                 if self._worker_error is not None:
                     raise EngineError("The subscription worker failed") from self._worker_error
-                if subscription._closed:  # the last close() ended it before a first value
+                if subscription._closed:  # ended before a first value: its token expired,
+                    if subscription._ended is not None:  # or the last close() came
+                        raise subscription._ended.with_traceback(None)
                     raise closed_error()
                 self._lock.wait(1.0)
         return subscription
@@ -624,6 +650,9 @@ class SubscriptionManager:
                     if k in self._watched and self._watched[k] not in todo
                 ]
             outcomes = [(w, self._run(w, rtxn)) for w in todo]
+        # A stored error's traceback refers to this frame: keep no LMDB txn in it (an
+        # ended py-lmdb txn still holds its reader slot and its environment).
+        del rtxn
         with self._lock:
             # Publish every new result of this snapshot at once, so that readers holding
             # the lock (SubscriptionSet.value) never see two timestamps mixed.
@@ -686,6 +715,7 @@ class SubscriptionManager:
         if self._watched.get(watched.key) is watched:
             self._index.add(watched.key, reads.pairs())
         if error is not None:
+            _forget_frames(error)
             first = (
                 watched.error is None
                 or type(watched.error) is not type(error)

@@ -119,3 +119,53 @@ def test_closed_subscriptions_leave_the_deadline_heap(engine: Engine, rsa_signer
         sub.close()
     # Not held (with their results) until the token's deadline an hour from now.
     assert len(engine._db.subscriptions._deadlines) <= 2 * 64
+
+
+@query(args={})
+def held(ctx: QueryCtx) -> int:
+    gate_in.set()
+    gate_out.wait(5)
+    return 1
+
+
+gate_in, gate_out = threading.Event(), threading.Event()
+
+
+@query(args={})
+def me_slowly(ctx: QueryCtx) -> Any:
+    time.sleep(0.3)
+    return me(ctx)
+
+
+def test_a_token_expiring_before_the_first_run_is_token_expired_not_closed(
+    engine: Engine, rsa_signer: Signer
+) -> None:
+    # Found by review: with the worker busy, a token that ran out before the worker
+    # reached the new subscription made subscribe() raise "This engine is closed".
+    gate_in.clear()
+    gate_out.clear()
+    busy = threading.Thread(target=lambda: engine.subscribe(held, {}).close())
+    busy.start()
+    assert gate_in.wait(5)  # the worker is inside held's first run
+    outcome: list[Any] = []
+
+    def subscribe() -> None:
+        try:
+            token = rsa_signer.token(exp=time.time() + 0.2)
+            outcome.append(engine.subscribe(me_slowly, {}, auth=token))
+        except Exception as error:  # reported below
+            outcome.append(error)
+
+    late = threading.Thread(target=subscribe)
+    late.start()
+    time.sleep(0.5)  # the token runs out while the worker is still busy
+    gate_out.set()
+    late.join(5)
+    busy.join(5)
+    (result,) = outcome
+    if isinstance(result, BaseException):
+        assert isinstance(result, auth.TokenExpired), result
+    else:
+        with pytest.raises(auth.TokenExpired):
+            result.value  # noqa: B018
+    assert engine.query(me, {}) is None  # the engine is open

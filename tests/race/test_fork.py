@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, EngineError, QueryCtx, query, storage
+from engine import Engine, EngineError, QueryCtx, query, storage, v
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -246,3 +246,62 @@ def test_subscriptions_a_child_inherits_raise_instead_of_waiting_for_ever(
         assert subscription.value == 2 and together.value == {"n": 2}
         subscription.close()
         together.close()
+
+
+def test_a_child_unwinding_an_inherited_query_leaves_the_parents_snapshot(
+    db_path: Path,
+) -> None:
+    # Found by review: a fork from inside a query (allowed, without waiting) let the
+    # child end that query normally, and its close aborted the inherited read txn:
+    # py-lmdb's abort reset the parent's reader slot, and the parent's next reads in the
+    # same query found index entries pointing to rewritten pages.
+    parent = os.getpid()
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("n", {"by": "parent"}))
+        storage_ = engine._db.storage
+
+        def forking(ctx: Any) -> Any:
+            pid = os.fork()
+            if pid == 0:
+                return "child"  # the query ends here, in the child
+            os.waitpid(pid, 0)
+            rows = [row.split() for row in storage_.env.readers().splitlines()[1:]]
+            return [row[2] for row in rows if int(row[0]) == parent], count(ctx)
+
+        try:
+            result = engine.query(forking)
+        except BaseException:
+            if os.getpid() != parent:
+                os._exit(1)
+            raise
+        if os.getpid() != parent:
+            os._exit(0 if result == "child" else 2)
+        slots, seen = result
+        assert slots and "-" not in slots, slots  # the parent's txn still holds its slot
+        assert seen == 1
+
+
+@query(args={"k": v.int64()})
+def failing(ctx: QueryCtx, k: int) -> int:
+    count(ctx)
+    raise ValueError(f"query {k} fails")
+
+
+def test_failing_subscriptions_pin_no_reader_slot_and_a_child_still_reopens(
+    db_path: Path,
+) -> None:
+    # Found by review: a subscription whose query raised kept the error, whose traceback
+    # kept the snapshot's py-lmdb txn: one reader slot per failing subscription (about
+    # 1,022 filled the table and killed the worker), and the environment alive, so no
+    # fork child could reopen the folder.
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("n", {"by": "parent"}))
+        before = len(engine._db.storage.env.readers().splitlines())
+        subscriptions = [engine.subscribe(failing, {"k": k}) for k in range(40)]
+        with pytest.raises(ValueError, match="query 3 fails"):
+            _ = subscriptions[3].value
+        after = len(engine._db.storage.env.readers().splitlines())
+        assert after - before < 5, (before, after)
+        assert in_child(lambda: open_in_child(db_path)) == "opened"
+        for subscription in subscriptions:
+            subscription.close()
