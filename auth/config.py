@@ -61,12 +61,13 @@ class AuthConfig:
     #: call) without being cached.
     _RETRIES = 3
 
-    def _config_changed(self) -> bool:
+    def _config_changed(self, providers: tuple[_Provider, ...]) -> bool:
         """True if the provider list or a provider's settings changed since the cached
         verifications were made (then they are dropped, the new settings noted and the
-        generation counted up). Called with ``_cache_lock`` held.
+        generation counted up). ``providers`` is the caller's snapshot of
+        ``self.providers`` (another thread may change the list in place meanwhile).
+        Called with ``_cache_lock`` held.
         Cost: one comparison per provider."""
-        providers = self.providers
         cached_with = self._cached_with
         if len(providers) == len(cached_with):
             for provider, (seen, version) in zip(providers, cached_with, strict=True):
@@ -127,8 +128,9 @@ class AuthConfig:
                 "bigger tokens, raise max_token_length."
             )
         for _attempt in range(self._RETRIES + 1):
+            providers = tuple(self.providers)  # one snapshot for the check and the routing
             with self._cache_lock:
-                self._config_changed()
+                self._config_changed(providers)
                 generation = self._generation
                 cached = self._verified.get(token) if isinstance(token, str) else None
             if cached is not None:
@@ -138,10 +140,10 @@ class AuthConfig:
                 with self._cache_lock:
                     if self._verified.get(token) is cached:
                         del self._verified[token]
-            identity, expires, provider = self._verify(token)
+            identity, expires, provider = self._verify(token, providers)
             entry = (identity, expires, provider.leeway, provider._clock)
             with self._cache_lock:
-                self._config_changed()
+                self._config_changed(tuple(self.providers))
                 if self._generation == generation:
                     if len(self._verified) >= self.cache_size:
                         self._verified.clear()
@@ -151,8 +153,13 @@ class AuthConfig:
             # new one (a provider removed or restricted), so verify again with it.
         return entry
 
-    def _verify(self, token: str) -> tuple[UserIdentity, float, _Provider]:
-        """Route ``token`` to the first matching provider and verify it there."""
+    def _verify(
+        self, token: str, providers: tuple[_Provider, ...] | None = None
+    ) -> tuple[UserIdentity, float, _Provider]:
+        """Route ``token`` to the first of ``providers`` (a snapshot of ``self.providers``
+        by default) that matches it and verify it there."""
+        if providers is None:
+            providers = tuple(self.providers)
         _, claims = parse_unverified(token)
         iss = claims.get("iss")
         if iss is None:
@@ -164,13 +171,13 @@ class AuthConfig:
             raise MalformedToken(
                 f"Invalid claim 'iss': expected a string; found {_show(iss)}. {_RESEND}"
             )
-        for provider in self.providers:
+        for provider in providers:
             if provider.matches(claims):
                 identity = provider.verify(token)
                 return identity, float(claims["exp"]), provider
         raise NoProviderMatches(
             "No auth provider found matching the given token. Check that your JWT's issuer and "
-            f"audience match one of your configured providers: {self.providers}. Expected iss "
+            f"audience match one of your configured providers: {list(providers)}. Expected iss "
             "and aud of one of them; found iss "
             f"{_show(iss)}, aud {_show(claims.get('aud'))}. Fix: configure a provider with this "
             "issuer and application id, or send a token minted for one of them."

@@ -103,3 +103,36 @@ def test_a_verification_in_flight_is_not_cached_for_a_changed_provider(
     with pytest.raises(auth.NoProviderMatches):
         config.verify(token)
     assert token not in config._verified
+
+
+class _GrowsAfterLen(list[Any]):
+    """A provider list another thread appends to right after its length is read
+    (once ``then_append`` is set)."""
+
+    then_append: Any = None
+
+    def __len__(self) -> int:
+        size = super().__len__()
+        extra, self.then_append = self.then_append, None
+        if extra is not None:
+            self.append(extra)
+        return size
+
+
+def test_providers_changed_in_place_while_verifying_do_not_break_verify(
+    rsa_signer: Signer,
+) -> None:
+    """``config.providers`` mutated in place by another thread between the change check's
+    length comparison and its zip made verify() raise ``ValueError: zip() argument 2 is
+    shorter``; each call now works on one snapshot of the list."""
+    jwks = {"keys": [rsa_signer.jwk()]}
+    clerk = auth.ClerkProvider(issuer=ISSUER, jwks=jwks)
+    config = auth.AuthConfig(providers=[clerk])
+    token = rsa_signer.token()
+    assert config.verify(token).subject == "user_123"
+    providers = _GrowsAfterLen([clerk])
+    config.providers = providers
+    providers.then_append = auth.CustomJwtProvider(OTHER, jwks=jwks)
+    assert config.verify(token).subject == "user_123"
+    assert list.__len__(providers) == 2  # the other thread's append happened
+    assert config.verify(rsa_signer.token(iss=OTHER)).issuer == OTHER
