@@ -34,22 +34,45 @@ def normalize_issuer(url: str) -> str:
 # the "token" may be an API key pasted by mistake): parse errors describe its shape only.
 
 
-def _part(segment: str, what: str) -> dict[str, Any]:
-    """One base64url JSON part of a JWT, which must be an object."""
+_FAILED: Any = object()  # what _unjson returns for input that is not JSON (null is None)
+
+
+def _unbase64(segment: str) -> bytes | None:
+    """``segment`` base64url-decoded, or None."""
     try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
+        return None
+
+
+def _unjson(data: bytes) -> Any:
+    """``data`` parsed as JSON, or ``_FAILED`` (the error, whose ``.object`` or ``.doc``
+    holds all of ``data``, is dropped here, not kept as a ``__context__``)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return _FAILED
+
+
+def _part(segment: str, what: str) -> dict[str, Any]:
+    """One base64url JSON part of a JWT, which must be an object.
+
+    The MalformedTokens are raised outside any ``except`` block: a decoding error
+    holds the decoded bytes (the credential), and ``from None`` would still leave it
+    reachable as ``__context__``.
+    """
+    data = _unbase64(segment)
+    if data is None:
         raise MalformedToken(
             f"Could not parse JWT {what}: expected base64url-encoded JSON; found "
             f"{len(segment)} characters that do not decode as base64url. {_RESEND}"
-        ) from None
-    try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
+        )
+    value = _unjson(data)
+    if value is _FAILED:
         raise MalformedToken(
             f"Could not parse JWT {what}: expected base64url-encoded JSON; found base64url "
             f"of {len(data)} bytes that are not JSON. {_RESEND}"
-        ) from None
+        )
     if not isinstance(value, dict):
         raise MalformedToken(
             f"Could not parse JWT {what}: expected a JSON object; found a JSON "

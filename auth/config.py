@@ -9,6 +9,7 @@ the engine end a subscription when its token expires.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 
 from .claims import _RESEND, _expired, parse_unverified
@@ -49,12 +50,24 @@ class AuthConfig:
         self._verified: dict[str, tuple[UserIdentity, float, float, Callable[[], float]]] = {}
         #: The providers (and their versions) the cached verifications were made with.
         self._cached_with: list[tuple[_Provider, int]] = []
+        #: Counts configuration changes: a verification is cached only if none happened
+        #: while it ran (it was then made with the configuration the cache is for).
+        self._generation = 0
+        #: Guards _verified, _cached_with and _generation (never held while verifying).
+        self._cache_lock = threading.Lock()
 
-    def _config_changed(self) -> bool:
+    #: Verifications started again when the configuration changed while they ran; after
+    #: that many the last one is returned (made with a configuration current during the
+    #: call) without being cached.
+    _RETRIES = 3
+
+    def _config_changed(self, providers: tuple[_Provider, ...]) -> bool:
         """True if the provider list or a provider's settings changed since the cached
-        verifications were made (then they are dropped and the new settings noted).
+        verifications were made (then they are dropped, the new settings noted and the
+        generation counted up). ``providers`` is the caller's snapshot of
+        ``self.providers`` (another thread may change the list in place meanwhile).
+        Called with ``_cache_lock`` held.
         Cost: one comparison per provider."""
-        providers = self.providers
         cached_with = self._cached_with
         if len(providers) == len(cached_with):
             for provider, (seen, version) in zip(providers, cached_with, strict=True):
@@ -64,6 +77,7 @@ class AuthConfig:
                 return False
         self._verified.clear()
         self._cached_with = [(p, p._version) for p in providers]
+        self._generation += 1
         return True
 
     def verify(self, token: str) -> UserIdentity:
@@ -103,6 +117,8 @@ class AuthConfig:
 
         A cached entry serves only while the configuration is the one it was verified
         with: a change of the provider list or of a provider's settings drops them all.
+        A verification during which the configuration changed is not cached; it is made
+        again with the new configuration (up to ``_RETRIES`` times).
         """
         if isinstance(token, str) and len(token) > self.max_token_length:
             raise MalformedToken(
@@ -111,22 +127,39 @@ class AuthConfig:
                 "minted (a Clerk session token fits a 4 KB cookie); if your issuer mints "
                 "bigger tokens, raise max_token_length."
             )
-        self._config_changed()
-        cached = self._verified.get(token) if isinstance(token, str) else None
-        if cached is not None:
-            identity, expires, leeway, clock = cached
-            if clock() < expires + leeway:
-                return cached
-            self._verified.pop(token, None)
-        identity, expires, provider = self._verify(token)
-        if len(self._verified) >= self.cache_size:
-            self._verified.clear()
-        entry = (identity, expires, provider.leeway, provider._clock)
-        self._verified[token] = entry
+        for _attempt in range(self._RETRIES + 1):
+            providers = tuple(self.providers)  # one snapshot for the check and the routing
+            with self._cache_lock:
+                self._config_changed(providers)
+                generation = self._generation
+                cached = self._verified.get(token) if isinstance(token, str) else None
+            if cached is not None:
+                identity, expires, leeway, clock = cached
+                if clock() < expires + leeway:
+                    return cached
+                with self._cache_lock:
+                    if self._verified.get(token) is cached:
+                        del self._verified[token]
+            identity, expires, provider = self._verify(token, providers)
+            entry = (identity, expires, provider.leeway, provider._clock)
+            with self._cache_lock:
+                self._config_changed(tuple(self.providers))
+                if self._generation == generation:
+                    if len(self._verified) >= self.cache_size:
+                        self._verified.clear()
+                    self._verified[token] = entry
+                    return entry
+            # The configuration changed while verifying: the result may not hold for the
+            # new one (a provider removed or restricted), so verify again with it.
         return entry
 
-    def _verify(self, token: str) -> tuple[UserIdentity, float, _Provider]:
-        """Route ``token`` to the first matching provider and verify it there."""
+    def _verify(
+        self, token: str, providers: tuple[_Provider, ...] | None = None
+    ) -> tuple[UserIdentity, float, _Provider]:
+        """Route ``token`` to the first of ``providers`` (a snapshot of ``self.providers``
+        by default) that matches it and verify it there."""
+        if providers is None:
+            providers = tuple(self.providers)
         _, claims = parse_unverified(token)
         iss = claims.get("iss")
         if iss is None:
@@ -138,13 +171,13 @@ class AuthConfig:
             raise MalformedToken(
                 f"Invalid claim 'iss': expected a string; found {_show(iss)}. {_RESEND}"
             )
-        for provider in self.providers:
+        for provider in providers:
             if provider.matches(claims):
                 identity = provider.verify(token)
                 return identity, float(claims["exp"]), provider
         raise NoProviderMatches(
             "No auth provider found matching the given token. Check that your JWT's issuer and "
-            f"audience match one of your configured providers: {self.providers}. Expected iss "
+            f"audience match one of your configured providers: {list(providers)}. Expected iss "
             "and aud of one of them; found iss "
             f"{_show(iss)}, aud {_show(claims.get('aud'))}. Fix: configure a provider with this "
             "issuer and application id, or send a token minted for one of them."

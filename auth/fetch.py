@@ -6,6 +6,12 @@ server trickling a byte at a time never trips a per-read timeout: a timer
 shuts the fetch's sockets down), and at most :data:`MAX_FETCH_BYTES` of body
 are read (a JWKS is a few KiB). Breaking either is a :class:`KeyFetchError`
 naming the URL, the limit and what was found.
+
+Each connect (the first one and those to redirect targets) gets at most the time
+left before the deadline, and none is attempted once it has passed. Resolving the
+host name is not covered: ``getaddrinfo`` cannot be interrupted, so a resolver that
+hangs can hold a fetch past the deadline (for as long as the system resolver's own
+timeouts allow).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -28,6 +35,9 @@ HttpGet = Callable[[str], tuple[int, Mapping[str, str], bytes]]
 FETCH_DEADLINE = 10.0
 #: Bytes of body one fetch reads at most: 1 MiB (Clerk's JWKS is about 1 KiB).
 MAX_FETCH_BYTES = 1 << 20
+
+#: The clock deadlines are measured with (replaced by tests).
+_monotonic = time.monotonic
 
 
 class _LimitExceeded(KeyFetchError):
@@ -61,11 +71,20 @@ class _Deadline:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False
+        self._ends = _monotonic() + seconds
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._timer.start()
+
+    def left(self) -> float:
+        """Seconds until the deadline (zero or less once it has passed)."""
+        return 0.0 if self.expired else self._ends - _monotonic()
+
+    def passed(self) -> bool:
+        """True once the deadline has passed (even if the timer has not fired yet)."""
+        return self.left() <= 0
 
     def watch(self, sock: socket.socket) -> socket.socket:
         with self._lock:
@@ -121,10 +140,18 @@ class _HttpsHandler(urllib.request.HTTPSHandler):
 
 def _watched(kind: type[http.client.HTTPConnection], deadline: _Deadline) -> Any:
     """A connection factory for ``do_open`` whose TCP sockets ``deadline`` watches
-    (TLS runs on top of that socket, so its handshake is covered too)."""
+    (TLS runs on top of that socket, so its handshake is covered too). Each connect
+    may take at most the time left; none is made once the deadline has passed."""
 
-    def connect(*args: Any, **kwargs: Any) -> socket.socket:
-        return deadline.watch(socket.create_connection(*args, **kwargs))
+    def connect(
+        address: tuple[str, int], timeout: Any = None, *args: Any, **kwargs: Any
+    ) -> socket.socket:
+        left = deadline.left()
+        if left <= 0:
+            raise TimeoutError("the fetch's deadline passed before connecting")
+        if not isinstance(timeout, int | float) or timeout > left:
+            timeout = left  # also replaces socket's "global default" (no timeout)
+        return deadline.watch(socket.create_connection(address, timeout, *args, **kwargs))
 
     def make(host: str, **kwargs: Any) -> http.client.HTTPConnection:
         connection = kind(host, **kwargs)
@@ -161,7 +188,9 @@ def http_get(
     """GET ``url`` with the standard library; returns status, headers and body.
 
     ``timeout`` bounds each socket operation; ``deadline`` the whole fetch (connect,
-    headers, body, redirects): past it the sockets are shut down. At most
+    headers, body, redirects): each connect gets at most the time left, and past it
+    the sockets are shut down (resolving a host name is not covered: a hanging DNS
+    resolver can outlast the deadline). At most
     ``max_bytes`` of body are read. Cost: one HTTP exchange and a timer thread
     that lives as long as the fetch. Raises :class:`KeyFetchError` past the
     deadline or the cap, and what urllib raises for other failures.
@@ -182,11 +211,11 @@ def http_get(
             with error:
                 status, headers = error.code, dict(error.headers or {})
                 body = _read_capped(error, url, max_bytes)
-        if watch.expired:  # a body cut short by the deadline looks complete
+        if watch.passed():  # a body cut short by the deadline looks complete
             raise OSError("deadline")
         return status, headers, body
     except (OSError, http.client.HTTPException, ValueError) as error:
-        if not watch.expired:
+        if not watch.passed():
             raise
         raise _LimitExceeded(
             url,

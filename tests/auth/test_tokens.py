@@ -791,3 +791,64 @@ def test_custom_jwt_flattening_never_overwrites(ec_signer: Signer, claims: dict)
     """{"a.b": 1, "a": {"b": 2}} flattened to one 'a.b', the last one silently winning."""
     with pytest.raises(auth.MalformedToken, match=r"(?s)'a\.b(\.c)?'.*expected.*found.*Fix:"):
         custom_es256(ec_signer).verify(ec_signer.token(**claims))
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and every exception reachable through ``__cause__`` and ``__context__``."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [error]
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is s for s in seen):
+            continue
+        seen.append(current)
+        todo += [current.__cause__, current.__context__]
+    return seen
+
+
+def _holds(value: object, secret: bytes) -> bool:
+    """True if ``value`` (or a str/bytes/tuple/list/dict inside it) contains ``secret``."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return secret in bytes(value)
+    if isinstance(value, str):
+        return secret.decode() in value or secret in value.encode("utf-8", "surrogateescape")
+    if isinstance(value, tuple | list):
+        return any(_holds(v, secret) for v in value)
+    if isinstance(value, dict):
+        return any(_holds(k, secret) or _holds(v, secret) for k, v in value.items())
+    return False
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        b"\xff" + SECRET.encode(),  # not UTF-8: UnicodeDecodeError.object held the bytes
+        SECRET.encode(),  # UTF-8 but not JSON: JSONDecodeError.doc held the text
+    ],
+    ids=["not-utf8", "not-json"],
+)
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_no_exception_in_a_malformed_token_chain_holds_the_token(
+    rsa_signer: Signer, part: bytes, where: str
+) -> None:
+    """MalformedToken's ``__context__`` kept the UnicodeDecodeError (or JSONDecodeError)
+    whose ``.object`` (``.doc``) was the whole decoded part: a credential reachable by
+    any handler that walks the chain (``raise ... from None`` only hides it from
+    tracebacks)."""
+    config = clerk(rsa_signer)
+    head, payload, sig = rsa_signer.token().split(".")
+    if where == "header":
+        head = _b64(part)
+    else:
+        payload = _b64(part)
+    token = f"{head}.{payload}.{sig}"
+    secret = SECRET.encode()
+    for verify in (config.verify, config.providers[0].verify):
+        with pytest.raises(auth.MalformedToken) as caught:
+            verify(token)
+        for error in _chain(caught.value):
+            assert not _holds(str(error), secret), error
+            assert not _holds(error.args, secret), repr(error)
+            assert not _holds(vars(error), secret), repr(error)
+            for name in ("object", "doc", "msg"):
+                assert not _holds(getattr(error, name, None), secret), (name, repr(error))
