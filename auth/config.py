@@ -61,6 +61,17 @@ class AuthConfig:
     #: call) without being cached.
     _RETRIES = 3
 
+    def _unchanged(self, providers: tuple[_Provider, ...]) -> bool:
+        """True if ``providers`` and their settings are those the cache was made with.
+        Cost: one comparison per provider; takes no lock."""
+        cached_with = self._cached_with  # replaced whole, never changed in place
+        if len(providers) != len(cached_with):
+            return False
+        for provider, (seen, version) in zip(providers, cached_with, strict=True):
+            if provider is not seen or provider._version != version:
+                return False
+        return True
+
     def _config_changed(self, providers: tuple[_Provider, ...]) -> bool:
         """True if the provider list or a provider's settings changed since the cached
         verifications were made (then they are dropped, the new settings noted and the
@@ -68,13 +79,8 @@ class AuthConfig:
         ``self.providers`` (another thread may change the list in place meanwhile).
         Called with ``_cache_lock`` held.
         Cost: one comparison per provider."""
-        cached_with = self._cached_with
-        if len(providers) == len(cached_with):
-            for provider, (seen, version) in zip(providers, cached_with, strict=True):
-                if provider is not seen or provider._version != version:
-                    break
-            else:
-                return False
+        if self._unchanged(providers):
+            return False
         self._verified.clear()
         self._cached_with = [(p, p._version) for p in providers]
         self._generation += 1
@@ -127,6 +133,15 @@ class AuthConfig:
                 "minted (a Clerk session token fits a 4 KB cookie); if your issuer mints "
                 "bigger tokens, raise max_token_length."
             )
+        providers = tuple(self.providers)
+        # The common case without the lock: a cached token, the configuration unchanged.
+        # Reading _cached_with then _verified without the lock is safe: a change clears
+        # _verified only after it is visible here, so an entry read now was made with
+        # the configuration just compared (the call takes effect before the change).
+        if self._unchanged(providers):
+            cached = self._verified.get(token) if isinstance(token, str) else None
+            if cached is not None and cached[3]() < cached[1] + cached[2]:
+                return cached
         for _attempt in range(self._RETRIES + 1):
             providers = tuple(self.providers)  # one snapshot for the check and the routing
             with self._cache_lock:
