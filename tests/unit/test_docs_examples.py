@@ -15,9 +15,9 @@ run), for later blocks to import::
 
     <!-- docs-test: file myapp/functions/messages.py -->
 
-A skipped block must still parse; any other block that raises fails its test. When a file's blocks are done (the next
-file starts, or the last test ends), the engines they opened are closed and the modules
-they imported from their folder forgotten.
+A skipped block must still parse; any other block that raises fails its test. When a
+file's blocks are done (the next file starts, or the last test ends), the engines they
+opened are closed and the modules they imported from their folder forgotten.
 """
 
 from __future__ import annotations
