@@ -109,6 +109,31 @@ def test_maximum_rows_read_splits(items: Engine) -> None:
     assert not result["isDone"]
 
 
+def test_maximum_bytes_read_counts_a_mutations_own_writes(db_path: Path) -> None:
+    # Found by review: in a mutation, rows the mutation itself wrote were streamed from
+    # its write set without being counted as bytes read, so maximumBytesRead let a page
+    # of them through whole (maximumRowsRead did count them). Convex's IndexRange counts
+    # every document it returns, pending writes included (returned_bytes).
+    def body(ctx):  # type: ignore[no-untyped-def]
+        for n in range(6):
+            ctx.db.insert("items", {"group": "a", "n": n})
+        result = ctx.db.query("items").paginate(
+            {"numItems": 5, "cursor": None, "maximumBytesRead": 1}
+        )
+        return [d["n"] for d in result["page"]], result["pageStatus"], result["isDone"]
+
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        assert engine.run(body) == ([0], "SplitRequired", False)
+        # The same page once they are committed: alike.
+        committed = engine.query(
+            lambda ctx: ctx.db.query("items").paginate(
+                {"numItems": 5, "cursor": None, "maximumBytesRead": 1}
+            )
+        )
+        assert [d["n"] for d in committed["page"]] == [0]
+        assert committed["pageStatus"] == "SplitRequired"
+
+
 def test_split_cursor_splits_the_page(items: Engine) -> None:
     result = page(items, {"numItems": 10, "cursor": None})
     split = result["splitCursor"]
