@@ -533,7 +533,9 @@ class Engine:
         Jobs those functions schedule run too if they are due (delay 0); the
         call returns when no job is due or running anywhere (as convex-test's
         ``t.finishInProgressScheduledFunctions()``). Works with or without the
-        background worker (``Engine.open(..., scheduler=False)`` for tests).
+        background worker (``Engine.open(..., scheduler=False)`` for tests). As
+        :meth:`mutation`, it returns once this process's subscriptions reflect the
+        jobs' commits.
         Cost: one index scan per pass plus the jobs' own transactions.
 
         Example::
@@ -544,9 +546,11 @@ class Engine:
         Raises :class:`SchedulerError` when jobs still run after ``timeout``
         seconds, :class:`EngineError` for an engine without functions.
         """
-        return self._scheduled_executor().finish(
+        ran = self._scheduled_executor().finish(
             all_pending=False, timeout=timeout, max_iterations=1_000_000
         )
+        self._wait_for_jobs_in_subscriptions(ran)
+        return ran
 
     def finish_all_scheduled_functions(
         self, *, max_iterations: int = 100, timeout: float = 30.0
@@ -559,9 +563,21 @@ class Engine:
         each ran something (a job that reschedules itself forever), or when jobs
         still run after ``timeout`` seconds.
         """
-        return self._scheduled_executor().finish(
+        ran = self._scheduled_executor().finish(
             all_pending=True, timeout=timeout, max_iterations=max_iterations
         )
+        self._wait_for_jobs_in_subscriptions(ran)
+        return ran
+
+    def _wait_for_jobs_in_subscriptions(self, ran: int) -> None:
+        """Read-your-writes for ``finish_*``, as for :meth:`mutation`: return once this
+        process's subscriptions reflect the commits of the jobs that ran (their
+        transactions do not hand their timestamps back: wait for the latest commit)."""
+        if ran:
+            storage = self._db.storage
+            with storage.read() as rtxn:
+                ts = storage.head(rtxn)[0]
+            self._db.wait_for_subscriptions(ts)
 
     def _scheduled_executor(self) -> Executor:
         self._live()

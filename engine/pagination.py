@@ -168,13 +168,6 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     if journal is not None and not has_end and journal.get("endCursor") is not None:
         # A subscription re-run: keep the page boundary of the first run.
         end_cursor, has_end = journal["endCursor"], True
-    if txn.paginated:
-        raise PaginationError(
-            "MultiplePaginatedDatabaseQueries: This query or mutation function ran multiple "
-            "paginated queries. Convex only supports a single paginated query in each function.",
-            code="MultiplePaginatedDatabaseQueries",
-        )
-    txn.paginated = True
     secret = _secret(txn)
     digest = fingerprint(query)
     start_key = None if cursor is None else decode_cursor(secret, digest, cursor)
@@ -186,8 +179,7 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
         # the walk is done. Its end is the End, as for an empty table, so a subscription
         # keeps the page growing once rows appear.
         at_end = encode_cursor(secret, digest, None)
-        if journal is not None and journal.get("endCursor") is None:
-            journal["endCursor"] = at_end
+        _record_page(txn, at_end)
         return _result([], at_end, True, None, None)
     table, index, rng = resolved
     for key in (start_key, end_key):
@@ -212,6 +204,7 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     scanned_keys: list[bytes] = []
     rows_read = 0
     bytes_before = txn.bytes_read
+    own_bytes = 0
     last_key: bytes | None = None
     status: str | None = None
     exhausted = True
@@ -244,11 +237,19 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
             if rows.stopped != "limit":
                 status = "SplitRequired"
     elif lo < hi:
+        # A mutation's own writes come from its write set, which the transaction does not
+        # count as read: count their bytes here, as Convex's IndexRange counts every
+        # document it returns (returned_bytes), pending writes included.
+        pending = txn.writes.documents
+        prefix = table.prefix
         scan = txn.scan(table, index, lo, hi, reverse=reverse)
         for key, document in scan:
             rows_read += 1
             last_key = key
             scanned_keys.append(key)
+            own = pending.get(prefix + key[-16:])
+            if own is not None:
+                own_bytes += len(own)
             if keep is None or keep(document):
                 page.append(document)
             if not has_end and len(page) >= num_items:
@@ -256,13 +257,15 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
                 break
             if not has_end and (
                 (max_rows is not None and rows_read >= max_rows)
-                or (max_bytes is not None and txn.bytes_read - bytes_before >= max_bytes)
+                or (
+                    max_bytes is not None and txn.bytes_read - bytes_before + own_bytes >= max_bytes
+                )
             ):
                 exhausted = False
                 status = "SplitRequired"
                 break
         scan.close()
-    bytes_read = txn.bytes_read - bytes_before
+    bytes_read = txn.bytes_read - bytes_before + own_bytes
     if has_end:
         continue_cursor = end_cursor
         is_done = end_is_end
@@ -284,9 +287,28 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     split = None
     if len(scanned_keys) > 2:
         split = encode_cursor(secret, digest, scanned_keys[len(scanned_keys) // 2])
+    _record_page(txn, continue_cursor)
+    return _result(page, continue_cursor, is_done, split, status)
+
+
+def _record_page(txn: Transaction, continue_cursor: str) -> None:
+    """Count this page as the function's one paginated query, and journal its end.
+
+    As Convex's ``query_page`` (``crates/isolate/src/environment/udf/async_syscall.rs``)
+    does, only once the page was read: a ``paginate()`` that raised (a stale cursor,
+    a filter error) is not the function's paginated query, so the function may catch
+    its error and paginate again (e.g. from the first page).
+    """
+    if txn.paginated:
+        raise PaginationError(
+            "MultiplePaginatedDatabaseQueries: This query or mutation function ran multiple "
+            "paginated queries. Convex only supports a single paginated query in each function.",
+            code="MultiplePaginatedDatabaseQueries",
+        )
+    txn.paginated = True
+    journal = txn.journal
     if journal is not None and journal.get("endCursor") is None:
         journal["endCursor"] = continue_cursor
-    return _result(page, continue_cursor, is_done, split, status)
 
 
 def _result(

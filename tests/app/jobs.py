@@ -264,3 +264,10 @@ def write_many(ctx: Any, n: int) -> None:
 @internal_action(args={"seconds": v.number(), "size": v.int64()})
 async def slow_big_action(ctx: Any, seconds: float, size: int) -> None:
     await asyncio.sleep(seconds)
+
+
+@query(args={})
+def slow_notes(ctx: Any) -> list[str]:
+    """``notes``, slowly: a subscription to it lags a commit by 50 ms."""
+    time.sleep(0.05)
+    return [doc["text"] for doc in ctx.db.query("job_notes").collect()]

@@ -10,6 +10,7 @@ import pytest
 
 from engine import (
     Engine,
+    EvalError,
     InvalidCursor,
     PaginationError,
     ValidationError,
@@ -108,6 +109,31 @@ def test_maximum_rows_read_splits(items: Engine) -> None:
     assert not result["isDone"]
 
 
+def test_maximum_bytes_read_counts_a_mutations_own_writes(db_path: Path) -> None:
+    # Found by review: in a mutation, rows the mutation itself wrote were streamed from
+    # its write set without being counted as bytes read, so maximumBytesRead let a page
+    # of them through whole (maximumRowsRead did count them). Convex's IndexRange counts
+    # every document it returns, pending writes included (returned_bytes).
+    def body(ctx):  # type: ignore[no-untyped-def]
+        for n in range(6):
+            ctx.db.insert("items", {"group": "a", "n": n})
+        result = ctx.db.query("items").paginate(
+            {"numItems": 5, "cursor": None, "maximumBytesRead": 1}
+        )
+        return [d["n"] for d in result["page"]], result["pageStatus"], result["isDone"]
+
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        assert engine.run(body) == ([0], "SplitRequired", False)
+        # The same page once they are committed: alike.
+        committed = engine.query(
+            lambda ctx: ctx.db.query("items").paginate(
+                {"numItems": 5, "cursor": None, "maximumBytesRead": 1}
+            )
+        )
+        assert [d["n"] for d in committed["page"]] == [0]
+        assert committed["pageStatus"] == "SplitRequired"
+
+
 def test_split_cursor_splits_the_page(items: Engine) -> None:
     result = page(items, {"numItems": 10, "cursor": None})
     split = result["splitCursor"]
@@ -199,6 +225,39 @@ def test_one_paginate_per_function(items: Engine) -> None:
 
     with pytest.raises(PaginationError, match="MultiplePaginatedDatabaseQueries"):
         items.run(body)
+
+
+def test_a_paginate_that_raised_does_not_count_as_the_functions_one(items: Engine) -> None:
+    # Found by review: paginate() marked the function as having paginated before it
+    # decoded the cursor, so the common recovery "catch InvalidCursor, start again from
+    # the first page" raised MultiplePaginatedDatabaseQueries. Convex (query_page in
+    # async_syscall.rs) checks and records the function's one paginated query only once
+    # a page was read, so a failed paginate() leaves the function free to paginate.
+    stale = page(items, {"numItems": 3, "cursor": None}, order="desc")["continueCursor"]
+
+    def body(ctx):  # type: ignore[no-untyped-def]
+        try:
+            ctx.db.query("items").paginate({"numItems": 3, "cursor": stale})
+        except InvalidCursor:
+            pass
+        with pytest.raises(EvalError):  # a filter that raises while the page is read
+            ctx.db.query("items").filter(lambda q: q.add(q.field("n"), 0.5)).paginate(
+                {"numItems": 3, "cursor": None}
+            )
+        result = ctx.db.query("items").paginate({"numItems": 3, "cursor": None})
+        return [d["n"] for d in result["page"]]
+
+    assert items.run(body) == [0, 1, 2]
+
+    def twice(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.query("items").paginate({"numItems": 1, "cursor": None})
+        # The second one's own error first, as Convex (the check follows the page).
+        with pytest.raises(InvalidCursor):
+            ctx.db.query("items").paginate({"numItems": 1, "cursor": stale})
+        ctx.db.query("items").paginate({"numItems": 1, "cursor": None})
+
+    with pytest.raises(PaginationError, match="MultiplePaginatedDatabaseQueries"):
+        items.run(twice)
 
 
 def test_cursor_from_another_query_is_refused(items: Engine) -> None:

@@ -427,6 +427,21 @@ def test_subscription_sees_the_job_finish(db_path: Path) -> None:
         assert engine.query(jobs.job_summary)["runs"] == {"s": 1, "action:s": 1}
 
 
+def test_subscriptions_reflect_what_finish_ran_when_it_returns(engine: Engine) -> None:
+    # Found by review: engine.mutation() and engine.run() return once this process's
+    # subscriptions reflect their commit (read-your-writes), but finish_*() returned as
+    # soon as the jobs had committed, so a test reading sub.value right after it saw
+    # the state before the jobs ran.
+    with engine.subscribe(jobs.slow_notes, {}) as sub:
+        engine.mutation(jobs.later, {"text": "soon", "delay": 0.0})
+        engine.mutation(jobs.schedule_action, {"text": "a"})
+        assert engine.finish_scheduled_functions() == 2  # a mutation's job, an action's
+        assert sorted(sub.value) == ["action:a", "soon"]
+        engine.mutation(jobs.later, {"text": "later", "delay": 3600.0})
+        assert engine.finish_all_scheduled_functions() == 1
+        assert sorted(sub.value) == ["action:a", "later", "soon"]
+
+
 def test_finish_stops_a_job_that_reschedules_itself(engine: Engine) -> None:
     engine.run(
         lambda ctx: ctx.scheduler.run_after(3600, jobs.reschedule_forever, {"delay": 3600.0})
