@@ -15,7 +15,13 @@ Invariants, checked on one consistent snapshot:
    (the newest pruned timestamp) is below every entry and not above the head;
 7. every ``_storage`` row has its file's bytes in ``blobs``, with the recorded
    size and sha256, and every blob belongs to a ``_storage`` row
-   (:func:`engine.blobs.check`).
+   (:func:`engine.blobs.check`);
+8. the catalog (read afresh, not from the cache) has the version the head names;
+   each table is stored under its own name, with a number of its kind (user
+   tables from 10001, system tables below) used by no other table and below the
+   next free number; each has ``by_id`` and ``by_creation_time``; index numbers
+   are unique across tables, at least 1 (0 is the catalog's own) and below the
+   next free number. A broken one would let two tables or two indexes share keys.
 
 Cost: one pass over ``documents`` (each decoded and validated) and one over
 ``indexes``; memory
@@ -29,8 +35,16 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from . import blobs, ids, keys, values
+from .catalog import (
+    BY_CREATION_TIME,
+    BY_ID,
+    FIRST_SYSTEM_TABLE_NUMBER,
+    Catalog,
+    decode_catalog,
+)
 from .encoding import decode, decode_document
 from .errors import CorruptionError, ValidationError
+from .ids import FIRST_USER_TABLE_NUMBER
 
 if TYPE_CHECKING:
     from .database import Database
@@ -209,6 +223,8 @@ def check(db: Database) -> dict[str, Any]:
         cursor.close()
         report["log_entries"] = entries
         report["latest_ts"] = latest
+        # 8: the catalog itself.
+        _check_catalog(rtxn, storage, catalog.catalog, problem)
         # 7: files.
         storage_table = catalog.tables.get("_storage")
         report["files"] = blobs.check(
@@ -225,3 +241,58 @@ def check(db: Database) -> dict[str, Any]:
             problems=problems,
         )
     return report
+
+
+def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> None:
+    """Invariant 8: the stored catalog, decoded afresh, against the head and itself."""
+    raw = rtxn.get(b"catalog", db=storage.meta)
+    try:
+        stored = Catalog() if raw is None else decode_catalog(raw)
+    except CorruptionError as error:
+        problem(str(error.problems[0]) if error.problems else str(error))
+        return
+    version = storage.head(rtxn)[1]
+    if stored.version != version:
+        problem(f"the stored catalog has version {stored.version}, the head names {version}")
+    elif stored != cached:
+        problem(
+            f"the stored catalog differs from the one this process read for version "
+            f"{version} (it was rewritten without a new version)"
+        )
+    tables_by_number: dict[int, str] = {}
+    indexes_by_number: dict[int, str] = {}
+    for name, table in stored.tables.items():
+        where = f"catalog table {name!r}"
+        if table.name != name:
+            problem(f"{where} is stored as table {table.name!r}")
+        system = name.startswith("_")
+        low, high, kind = (
+            (FIRST_SYSTEM_TABLE_NUMBER, stored.next_system_table, "system")
+            if system
+            else (FIRST_USER_TABLE_NUMBER, stored.next_user_table, "user")
+        )
+        if system and high > FIRST_USER_TABLE_NUMBER:
+            high = FIRST_USER_TABLE_NUMBER
+        if not low <= table.number < high:
+            problem(
+                f"{where} has number {table.number}, outside the {kind} tables' "
+                f"range [{low}, {high}) (the next free number is below it)"
+            )
+        other = tables_by_number.setdefault(table.number, name)
+        if other != name:
+            problem(f"{where} has number {table.number}, as table {other!r}")
+        for required in (BY_ID, BY_CREATION_TIME):
+            if required not in table.indexes:
+                problem(f"{where} has no {required} index")
+        for index_name, index in table.indexes.items():
+            label = f"{name}.{index_name}"
+            if index.name != index_name:
+                problem(f"catalog index {label} is stored as index {index.name!r}")
+            if not 1 <= index.number < stored.next_index:
+                problem(
+                    f"catalog index {label} has number {index.number}, outside "
+                    f"[1, {stored.next_index}) (the next free number is below it)"
+                )
+            owner = indexes_by_number.setdefault(index.number, label)
+            if owner != label:
+                problem(f"catalog index {label} has number {index.number}, as index {owner}")
