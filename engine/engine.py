@@ -34,7 +34,7 @@ from .errors import CorruptionError, EngineError, closed_error
 from .executor import Executor
 from .files import read_file, store_file
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
-from .httpmessages import Headers, HeadersInit, HttpRequest, HttpResponse
+from .httpmessages import Headers, HeadersInit, HttpRequest, HttpResponse, normalize_path
 from .httpserver import (
     _PATH_SAFE,
     DEFAULT_MAX_CONNECTIONS,
@@ -512,7 +512,7 @@ class Engine:
         # Escaped as a client sends it (convex-test's fetch goes through `new URL`): a
         # test then reaches exactly the routes a real client reaches.
         path = quote(path.partition("#")[0], safe=_URL_SAFE)  # a fragment is never sent
-        route_path = path.partition("?")[0]
+        route_path = normalize_path(path.partition("?")[0])
         if router is None or route_path == "/api/storage" or route_path.startswith("/api/storage/"):
             return await asyncio.to_thread(_fetch_handled, runtime, method, path, given, data)
         request = HttpRequest(

@@ -60,7 +60,7 @@ from wsgiref.util import request_uri
 
 from . import blobs, files, httpactions
 from .errors import EngineError, InvalidId, ValidationError
-from .httpmessages import HttpRequest
+from .httpmessages import HttpRequest, escape_raw_path, normalize_path
 
 if TYPE_CHECKING:
     from .functions import Runtime
@@ -330,6 +330,8 @@ def handle(
         except ValueError:  # "http://[x": an unparsable authority
             return _error(400, "BadRequest", "The request target is not a valid URL path.")
         path, query = split.path, split.query
+    # "/x/../api/storage/..." is a storage path: routed as a WHATWG URL parser reads it.
+    path = normalize_path(path)
     router = runtime.registry.http
     if router is not None and not (path == _PREFIX[:-1] or path.startswith(_PREFIX)):
         return _http_action(
@@ -598,8 +600,10 @@ class _Handler(BaseHTTPRequestHandler):
         # The request line's own target: http.server folds a leading "//" into "/" in
         # self.path, which would route "//notes" to "/notes" here but not behind
         # wsgi_app, Engine.fetch or Convex (whose URL pathname keeps "//notes").
+        # Its bytes outside URL syntax escaped, as a WHATWG URL parser (Convex's) escapes
+        # them: http.server decoded them as Latin-1.
         words = self.requestline.split()
-        target = words[1] if len(words) >= 2 else self.path
+        target = escape_raw_path((words[1] if len(words) >= 2 else self.path).encode("latin-1"))
         host = self.headers.get("Host")
         if target.startswith("/"):
             address: Any = self.server.server_address

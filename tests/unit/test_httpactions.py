@@ -579,3 +579,43 @@ def test_fetch_drops_a_fragment_as_a_client_does(engine: Engine) -> None:
     assert engine.fetch("/notes#top").status == 200
     seen = json.loads(engine.fetch("/echo/x?tag=a#top").body)
     assert (seen["path"], seen["query"]) == ("/echo/x", {"tag": "a"})
+
+
+def test_dot_segments_are_resolved_before_routing_as_convexs_url_parser_does(
+    call: Call,
+) -> None:
+    # Convex builds request.url with Rust's url::Url (WHATWG parsing) and routes on its
+    # pathname: "/echo/../notes" is "/notes", "%2e" is a dot, "\\" is a "/". Routed as
+    # sent, "/echo/../notes" ran the /echo/ handler, with the dots in request.path.
+    for path in ("/echo/../notes", "/echo/x/./../../notes"):
+        status, headers, body = call("GET", path)
+        assert (status, headers.get("x-route")) == (200, "notes"), (path, body)
+    assert call("GET", "/echo/./deep/x")[1]["x-route"] == "deep"
+    status, _, body = call("GET", "/echo/a/./b/../c/.?q=1")
+    seen = json.loads(body)
+    assert (status, seen["path"]) == (200, "/echo/a/c/")
+    assert seen["url"].endswith("/echo/a/c/?q=1") and ".." not in seen["url"]
+    assert call("GET", "/../../notes")[1].get("x-route") == "notes"  # no climbing above /
+    # Into the storage endpoints' area as well, whatever the router has.
+    status, _, body = call("GET", "/echo/../api/storage/nothing-here")
+    assert (status, json.loads(body)["code"]) == (404, "FileNotFound")
+
+
+def test_a_raw_request_path_is_escaped_and_unfolded_as_convex_does(
+    engine: Engine, server: HttpServer
+) -> None:
+    # Bytes a URL path cannot hold arrive escaped in Convex's pathname (UTF-8 bytes,
+    # quotes, braces), and a backslash is a slash; http.server decoded them as Latin-1.
+    received = _raw_exchange(
+        server,
+        b'GET /echo/caf\xc3\xa9/"{x}"\\y HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n',
+    )
+    body = json.loads(received.partition(b"\r\n\r\n")[2])
+    assert body["path"] == "/echo/caf%C3%A9/%22%7Bx%7D%22/y"
+    assert body["url"] == "http://h/echo/caf%C3%A9/%22%7Bx%7D%22/y"
+    # An escaped dot is a dot (WSGI servers decode PATH_INFO before the app sees it).
+    for path in (b"/echo/%2E%2e/notes", b"/echo/x/.%2E/../notes"):
+        received = _raw_exchange(
+            server, b"GET " + path + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
+        assert b"\r\nX-Route: notes\r\n" in received, received
