@@ -38,7 +38,9 @@ timeout) bounds every socket read and write, so a client that stalls
 disconnected instead of holding its thread forever (it does not bound how long an
 HTTP action's handler runs); ``max_connections``
 (default :data:`DEFAULT_MAX_CONNECTIONS`) caps the connections served at
-once: one more is answered ``503`` and closed.
+once: one more is answered ``503`` and closed, unless a kept-alive connection is idle
+(it is then closed to make room). An idle kept-alive connection is closed after
+:data:`KEEP_ALIVE_TIMEOUT` (5 s).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_UPLOAD_SIZE",
     "DEFAULT_TIMEOUT",
+    "KEEP_ALIVE_TIMEOUT",
     "HttpServer",
     "Response",
     "WsgiApp",
@@ -84,6 +87,11 @@ _UPLOAD = "/api/storage/upload"
 DEFAULT_TIMEOUT = 120.0
 #: Connections an :class:`HttpServer` serves at once (one thread each).
 DEFAULT_MAX_CONNECTIONS = 64
+#: Seconds a kept-alive connection may wait idle for its next request before it is
+#: closed (Node's and uvicorn's 5 s); never more than the server's ``timeout``.
+KEEP_ALIVE_TIMEOUT = 5.0
+#: Seconds a new connection waits for the slot of an idle one closed to make room.
+_EVICTION_WAIT = 1.0
 #: Bytes an upload may have (it is held in memory until stored): larger ones get 413.
 DEFAULT_MAX_UPLOAD_SIZE = 256 << 20
 #: How much of a refused request body is read and dropped before the connection closes,
@@ -111,7 +119,11 @@ _CLOSING = _raw_error("ServerClosing", "The server is closing")
 
 class _Server(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` with a cap on the connections served at once, which
-    tracks them so that :meth:`close_connections` can end the kept-alive ones."""
+    tracks them so that :meth:`close_connections` can end the kept-alive ones.
+
+    A kept-alive connection waiting for its next request is *idle*: when every slot is
+    taken, a new connection closes the longest idle one and takes its slot (as nginx
+    reuses idle keep-alive connections), so idle clients never lock others out."""
 
     daemon_threads = True
 
@@ -122,11 +134,52 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
         self._connections: set[socket.socket] = set()
+        self._idle: dict[socket.socket, None] = {}  # oldest first
+        self._evicted: set[socket.socket] = set()
         self._changed = threading.Condition()
         self.closing = False
 
+    def mark_idle(self, connection: socket.socket) -> bool:
+        """``connection`` now waits for its next request; False if it should close."""
+        with self._changed:
+            if self.closing:
+                return False
+            self._idle[connection] = None
+            return True
+
+    def mark_busy(self, connection: socket.socket) -> bool:
+        """``connection`` has a request to serve; False if it was closed to make room."""
+        with self._changed:
+            self._idle.pop(connection, None)
+            if connection in self._evicted:
+                self._evicted.discard(connection)
+                return False
+            return True
+
+    def _evict_idle(self) -> bool:
+        """Shut down the longest idle kept-alive connection; False if none is idle."""
+        with self._changed:
+            if not self._idle:
+                return False
+            connection = next(iter(self._idle))
+            del self._idle[connection]
+            self._evicted.add(connection)
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # its thread sees the end and returns
+            except OSError:
+                pass
+            return True
+
+    def _take_slot(self) -> bool:
+        if self._slots.acquire(blocking=False):
+            return True
+        while self._evict_idle():
+            if self._slots.acquire(timeout=_EVICTION_WAIT):
+                return True
+        return False
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if self.closing or not self._slots.acquire(blocking=False):
+        if self.closing or not self._take_slot():
             try:  # a fresh socket's send buffer takes this without blocking
                 request.sendall(_CLOSING if self.closing else _BUSY)
             except OSError:
@@ -150,6 +203,8 @@ class _Server(ThreadingHTTPServer):
     def _forget(self, request: Any) -> None:
         with self._changed:
             self._connections.discard(request)
+            self._idle.pop(request, None)
+            self._evicted.discard(request)
             self._changed.notify_all()
         self._slots.release()
 
@@ -584,6 +639,35 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # an embedded server does not write to stderr; the host logs if it wants
+
+    def handle(self) -> None:
+        """Serve the connection's requests; between two, wait at most
+        :data:`KEEP_ALIVE_TIMEOUT` for the next, as an idle connection that a new one
+        may close to take its slot (see :class:`_Server`)."""
+        self.close_connection = True
+        self.handle_one_request()
+        while not self.close_connection and self._next_request():
+            self.handle_one_request()
+
+    def _next_request(self) -> bool:
+        """Whether a next request arrives on this kept-alive connection in time."""
+        server: _Server = self.server  # type: ignore[assignment]
+        connection = self.connection
+        if not server.mark_idle(connection):
+            return False
+        arrived = False
+        try:
+            connection.settimeout(min(KEEP_ALIVE_TIMEOUT, self.timeout or KEEP_ALIVE_TIMEOUT))
+            # At once if pipelined bytes are buffered (rfile is a BufferedReader).
+            arrived = bool(self.rfile.peek(1))  # type: ignore[attr-defined]
+        except OSError:  # idle past the keep-alive timeout, or closed to make room
+            arrived = False
+        finally:
+            kept = server.mark_busy(connection)
+        if not (arrived and kept):
+            return False
+        connection.settimeout(self.timeout)
+        return True
 
     def _serve(self) -> None:
         if self.server.closing:  # type: ignore[attr-defined]

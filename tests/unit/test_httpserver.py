@@ -431,3 +431,44 @@ def test_bad_serve_http_arguments_are_refused(engine: Engine, options: dict[str,
     name = next(iter(options))
     with pytest.raises(EngineError, match=rf"serve_http\({name}="):
         engine.serve_http(**arguments)
+
+
+def test_idle_kept_alive_connections_make_room_for_new_clients(engine: Engine) -> None:
+    # Found by holding max_connections kept-alive connections open after one request each
+    # (a client's connection pool): every other client got 503 TooManyConnections for up
+    # to `timeout` (120 s) while the server served nothing.
+    with engine.serve_http("127.0.0.1", 0, max_connections=2, timeout=30) as server:
+        pool = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=5) for _ in "ab"]
+        try:
+            for connection in pool:
+                connection.request("GET", "/api/storage/x")
+                assert connection.getresponse().read()  # kept alive, now idle
+            time.sleep(0.1)
+            started = time.monotonic()
+            assert request(server.url + "/api/storage/x")[0] == 404  # served, not 503
+            assert time.monotonic() - started < 2
+            # A connection busy with a request is never closed to make room.
+            busy = _raw(server, b"GET /api/storage/x HTTP/1.1\r\nHost: x\r\n")  # unfinished
+            time.sleep(0.1)
+            assert request(server.url + "/api/storage/x")[0] == 404
+            busy.sendall(b"Connection: close\r\n\r\n")
+            assert b" 404 " in _answer(busy)
+        finally:
+            for connection in pool:
+                connection.close()
+
+
+def test_idle_kept_alive_connections_are_closed_after_the_keep_alive_timeout(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine import httpserver
+
+    monkeypatch.setattr(httpserver, "KEEP_ALIVE_TIMEOUT", 0.2)
+    with engine.serve_http("127.0.0.1", 0, timeout=30) as server:
+        connection = _raw(server, b"GET /api/storage/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        answer = _answer(connection)  # the answer, then the server closes the idle connection
+        assert b" 404 " in answer and time.monotonic() - started < 3
+        # Pipelined requests already sent are all answered.
+        connection = _raw(server, b"GET /api/storage/x HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        assert _answer(connection).count(b" 404 ") == 3
