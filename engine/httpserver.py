@@ -713,7 +713,14 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if consumed and response.status == 400:
             self.close_connection = True  # the body may be partly unread
-        self.send_response(response.status)
+        # send_response() adds Server and Date even when the handler gave its own: two
+        # Date headers (a singleton field). Added here only when the answer has none.
+        self.send_response_only(response.status)
+        given = {name.lower() for name, _ in response.headers}
+        if "server" not in given:
+            self.send_header("Server", self.version_string())
+        if "date" not in given:
+            self.send_header("Date", self.date_time_string())
         for name, value in response.headers:
             self.send_header(name, value)
         self.end_headers()

@@ -619,3 +619,45 @@ def test_a_raw_request_path_is_escaped_and_unfolded_as_convex_does(
             server, b"GET " + path + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
         )
         assert b"\r\nX-Route: notes\r\n" in received, received
+
+
+def test_a_handlers_date_and_server_headers_replace_the_servers_own(db_path: Path) -> None:
+    # Found by sending a handler's Date through serve_http: the answer carried two Date
+    # headers (a singleton field, RFC 9110 section 6.6.1) and two Server headers, the
+    # standard library's and the handler's. Convex's server (hyper) adds Date only when
+    # the response has none, and no Server header.
+    @http_action
+    async def dated(ctx: Any, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(
+            "ok",
+            headers=[
+                ("Date", "Mon, 01 Jan 2001 00:00:00 GMT"),
+                ("Server", "mine"),
+                ("Set-Cookie", "a=1"),
+                ("Set-Cookie", "b=2"),
+            ],
+        )
+
+    router = HttpRouter()
+    router.route(path="/dated", method="GET", handler=dated)
+    with (
+        Engine.open(db_path, http=router, durability="none") as engine,
+        engine.serve_http("127.0.0.1", 0) as server,
+    ):
+        received = _raw_exchange(
+            server, b"GET /dated HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
+        head = received.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+        assert [line for line in head if line.startswith(b"date:")] == [
+            b"date: mon, 01 jan 2001 00:00:00 gmt"
+        ]
+        assert [line for line in head if line.startswith(b"server:")] == [b"server: mine"]
+        assert [line for line in head if line.startswith(b"set-cookie:")] == [
+            b"set-cookie: a=1",
+            b"set-cookie: b=2",
+        ]
+        # Without them, the server still dates its answers.
+        received = _raw_exchange(
+            server, b"GET /nowhere HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
+        assert received.lower().count(b"\r\ndate: ") == 1
