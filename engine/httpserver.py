@@ -92,6 +92,10 @@ DEFAULT_MAX_CONNECTIONS = 64
 KEEP_ALIVE_TIMEOUT = 5.0
 #: Seconds a new connection waits for the slot of an idle one closed to make room.
 _EVICTION_WAIT = 1.0
+#: Seconds ``HttpServer.close`` lets requests in flight finish (and answer), and then
+#: waits for the threads of those it had to cut short.
+_GRACE = 5.0
+_SHUTDOWN_WAIT = 1.0
 #: Bytes an upload may have (it is held in memory until stored): larger ones get 413.
 DEFAULT_MAX_UPLOAD_SIZE = 256 << 20
 #: How much of a refused request body is read and dropped before the connection closes,
@@ -115,6 +119,13 @@ def _raw_error(code: str, message: str) -> bytes:
 
 _BUSY = _raw_error("TooManyConnections", "Too many connections, retry later")
 _CLOSING = _raw_error("ServerClosing", "The server is closing")
+
+
+def _shut(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)  # its thread's next read or write fails
+    except OSError:
+        pass
 
 
 class _Server(ThreadingHTTPServer):
@@ -164,10 +175,7 @@ class _Server(ThreadingHTTPServer):
             connection = next(iter(self._idle))
             del self._idle[connection]
             self._evicted.add(connection)
-            try:
-                connection.shutdown(socket.SHUT_RDWR)  # its thread sees the end and returns
-            except OSError:
-                pass
+            _shut(connection)
             return True
 
     def _take_slot(self) -> bool:
@@ -220,16 +228,17 @@ class _Server(ThreadingHTTPServer):
         _log.error("Error serving a request from %s", client_address, exc_info=True)
 
     def close_connections(self, wait: float) -> None:
-        """End every open connection (kept-alive or mid-request), then wait up to
-        ``wait`` seconds for their threads to finish the request in hand."""
-        self.closing = True
+        """End every open connection: the idle kept-alive ones at once, the others once
+        they have answered the request in hand (``Connection: close``), or after
+        ``wait`` seconds, whichever comes first; then wait a moment for their threads."""
         with self._changed:
-            for connection in list(self._connections):
-                try:
-                    connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            self.closing = True
+            for connection in list(self._idle):
+                _shut(connection)
             self._changed.wait_for(lambda: not self._connections, timeout=wait)
+            for connection in list(self._connections):  # still busy after the grace period
+                _shut(connection)
+            self._changed.wait_for(lambda: not self._connections, timeout=_SHUTDOWN_WAIT)
 
 
 class HttpServer:
@@ -288,10 +297,11 @@ class HttpServer:
     def close(self) -> None:
         """Stop serving, free the port and end the open connections. Idempotent.
 
-        Kept-alive connections are shut down too (a client can make no request
-        after this), and so is a response being sent: a download in progress is
-        cut short (the client sees fewer bytes than Content-Length). Up to 5 s
-        are given to request handlers to return after the shutdown.
+        Idle kept-alive connections are shut down at once (a client can make no
+        request after this). A request in flight gets up to 5 s to finish and send
+        its answer (with ``Connection: close``); one still running then (a slow
+        download, a long handler) is cut short: the client sees fewer bytes than
+        Content-Length, or no answer. Cost: up to 6 s with a request in flight.
         """
         if self._closed:
             return
@@ -299,7 +309,7 @@ class HttpServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
-        self._server.close_connections(wait=5.0)
+        self._server.close_connections(wait=_GRACE)
         runtime = self._runtime
         if self.url in runtime.serving:
             runtime.serving.remove(self.url)
@@ -723,6 +733,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Date", self.date_time_string())
         for name, value in response.headers:
             self.send_header(name, value)
+        if self.server.closing:  # type: ignore[attr-defined]
+            self.send_header("Connection", "close")  # sets close_connection too
         self.end_headers()
         if self.command != "HEAD":
             for part in response.body:

@@ -661,3 +661,32 @@ def test_a_handlers_date_and_server_headers_replace_the_servers_own(db_path: Pat
             server, b"GET /nowhere HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
         )
         assert received.lower().count(b"\r\ndate: ") == 1
+
+
+def test_closing_the_server_lets_a_request_in_flight_finish_and_answer(engine: Engine) -> None:
+    # Found by closing a server while a request ran: its handler ran to the end (a
+    # mutation it ran was committed) but close() had shut its socket down, so the
+    # client saw "Remote end closed connection without response" and could only retry.
+    server = engine.serve_http("127.0.0.1", 0)
+    answers: list[Any] = []
+
+    def client() -> None:
+        answers.append(over_http(server.url + "/slow?seconds=0.6", "GET", None, {}))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    time.sleep(0.2)
+    idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    idle.request("GET", "/notes")
+    idle.getresponse().read()  # kept alive, idle: closed at once
+    started = time.monotonic()
+    server.close()
+    assert time.monotonic() - started < 3
+    thread.join()
+    status, headers, body = answers[0]
+    assert (status, body) == (200, b"done")
+    assert headers.get("connection") == "close"
+    with pytest.raises((http.client.HTTPException, OSError)):
+        idle.request("GET", "/notes")
+        idle.getresponse()
+    idle.close()
