@@ -14,7 +14,9 @@ not be defined under ``/api/storage``. The storage endpoints are Convex's two:
 
 - ``GET <origin>/api/storage/<storage id>-<signature>`` (a URL from
   ``ctx.storage.get_url``): the file's bytes with its ``Content-Type``,
-  ``Content-Length`` and ``Digest: sha-256=<base64>``; 404 once the file is
+  ``Content-Length`` and ``Digest: sha-256=<base64>``, and ``Content-Security-Policy:
+  sandbox`` (a file opened as a page runs no script on this origin, which is also the
+  HTTP actions'); 404 once the file is
   deleted or for a URL this database did not sign. ``HEAD`` as well.
 - ``POST <origin>/api/storage/upload?token=...`` (a URL from
   ``ctx.storage.generate_upload_url``, valid one hour): stores the request
@@ -453,6 +455,12 @@ def _download(runtime: Runtime, segment: str, *, head: bool) -> Response:
         ("Content-Length", str(size)),
         ("Digest", f"sha-256={document['sha256']}"),
         ("ETag", f'"{document["sha256"]}"'),
+        # Files share this origin with the HTTP actions (Convex serves them on another),
+        # and an uploader picks the Content-Type: a file opened as a page gets an opaque
+        # origin and runs no script, so an uploaded HTML or SVG file cannot act as the
+        # app. <img>, <video>, <audio> and downloads are unaffected.
+        ("Content-Security-Policy", "sandbox"),
+        ("X-Content-Type-Options", "nosniff"),
     ]
     response = Response(200, headers)
     if not head:

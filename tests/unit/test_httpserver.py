@@ -472,3 +472,22 @@ def test_idle_kept_alive_connections_are_closed_after_the_keep_alive_timeout(
         # Pipelined requests already sent are all answered.
         connection = _raw(server, b"GET /api/storage/x HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
         assert _answer(connection).count(b" 404 ") == 3
+
+
+def test_downloads_cannot_run_script_on_the_origin_of_the_http_actions(
+    engine: Engine, server: HttpServer
+) -> None:
+    # Found by uploading an HTML file: its URL served it as text/html on the origin of
+    # the app's HTTP actions (Convex serves files on another origin), so a script in it
+    # ran there and could call the HTTP actions with a visitor's cookies and read the
+    # answers. Whoever has an upload URL chooses the Content-Type.
+    page = b"<script>fetch('/notes', {credentials: 'include'})</script>"
+    status, body = upload(engine, page, "text/html")
+    assert status == 200
+    url = engine.query(files.url, {"id": body["storageId"]})
+    for method in ("GET", "HEAD"):
+        status, headers, data = request(url, method)
+        assert status == 200 and headers["Content-Type"] == "text/html"
+        assert headers["Content-Security-Policy"] == "sandbox"  # an opaque origin, no script
+        assert headers["X-Content-Type-Options"] == "nosniff"
+    assert data == b"" and request(url)[2] == page
