@@ -17,7 +17,9 @@ not be defined under ``/api/storage``. The storage endpoints are Convex's two:
   ``Content-Length`` and ``Digest: sha-256=<base64>``, and ``Content-Security-Policy:
   sandbox`` (a file opened as a page runs no script on this origin, which is also the
   HTTP actions'); 404 once the file is
-  deleted or for a URL this database did not sign. ``HEAD`` as well.
+  deleted or for a URL this database did not sign. ``HEAD`` as well. One byte
+  range (``Range: bytes=...``) gets ``206`` with ``Content-Range``; several, or one
+  past the end, ``416``, as in Convex.
 - ``POST <origin>/api/storage/upload?token=...`` (a URL from
   ``ctx.storage.generate_upload_url``, valid one hour): stores the request
   body as a new file, with the request's ``Content-Type``; an optional
@@ -426,7 +428,13 @@ def handle(
         )
     try:
         if method in ("GET", "HEAD") and path.startswith(_PREFIX) and path != _UPLOAD:
-            return _download(runtime, path[len(_PREFIX) :], head=method == "HEAD")
+            return _download(
+                runtime,
+                path[len(_PREFIX) :],
+                head=method == "HEAD",
+                byte_range=header("Range"),
+                if_range=header("If-Range"),
+            )
         if method == "POST" and path == _UPLOAD:
             return _upload(runtime, query, header, read_body, max_upload_size)
     except EngineError as error:  # the engine closed, the disk failed, ...
@@ -434,7 +442,14 @@ def handle(
     return _error(404, "NotFound", f"No route for {method} {path}")
 
 
-def _download(runtime: Runtime, segment: str, *, head: bool) -> Response:
+def _download(
+    runtime: Runtime,
+    segment: str,
+    *,
+    head: bool,
+    byte_range: str | None = None,
+    if_range: str | None = None,
+) -> Response:
     db = runtime.db
     storage_id = files.parse_file_url_path(db, segment)
     found = None
@@ -449,23 +464,75 @@ def _download(runtime: Runtime, segment: str, *, head: bool) -> Response:
         return _error(404, "FileNotFound", "File not found")
     document, doc_key = found
     size = int(document["size"])
+    etag = f'"{document["sha256"]}"'
+    span = None
+    if byte_range is not None and (if_range is None or if_range.strip() == etag):
+        span = _byte_range(byte_range, size)
+    if span == "unsatisfiable":
+        return Response(416, [_CORS, ("Content-Range", f"bytes */{size}"), ("Content-Length", "0")])
+    if isinstance(span, tuple):
+        start, end = span
+        headers = [
+            _CORS,
+            ("Content-Type", _content_type(document)),
+            ("Content-Range", f"bytes {start}-{end}/{size}"),
+            ("Content-Length", str(end - start + 1)),
+            ("Accept-Ranges", "bytes"),
+            ("ETag", etag),
+            *_SANDBOX,
+        ]
+        response = Response(206, headers)
+        if not head:
+            response.body = _chunks(db.storage, doc_key, size, response, start, end + 1)
+        return response
     headers = [
         _CORS,
         ("Content-Type", _content_type(document)),
         ("Content-Length", str(size)),
+        ("Accept-Ranges", "bytes"),
         ("Digest", f"sha-256={document['sha256']}"),
-        ("ETag", f'"{document["sha256"]}"'),
+        ("ETag", etag),
         # Files share this origin with the HTTP actions (Convex serves them on another),
         # and an uploader picks the Content-Type: a file opened as a page gets an opaque
         # origin and runs no script, so an uploaded HTML or SVG file cannot act as the
         # app. <img>, <video>, <audio> and downloads are unaffected.
-        ("Content-Security-Policy", "sandbox"),
-        ("X-Content-Type-Options", "nosniff"),
+        *_SANDBOX,
     ]
     response = Response(200, headers)
     if not head:
         response.body = _chunks(db.storage, doc_key, size, response)
     return response
+
+
+_SANDBOX = (("Content-Security-Policy", "sandbox"), ("X-Content-Type-Options", "nosniff"))
+_RANGE = re.compile(r"bytes=(?:([0-9]{1,18})-([0-9]{0,18})|-([0-9]{1,18}))")
+
+
+def _byte_range(value: str, size: int) -> tuple[int, int] | str | None:
+    """The ``(first, last)`` bytes a ``Range`` header asks of a ``size``-byte file;
+    ``"unsatisfiable"`` (416) for a range past the end or several ranges (Convex serves
+    one, as S3 does); None for a header that is no byte range (the whole file, 200)."""
+    specs = value.strip().removeprefix("bytes=").split(",")
+    if len(specs) > 1 and value.strip().startswith("bytes="):
+        if all(_RANGE.fullmatch("bytes=" + spec.strip()) for spec in specs):
+            return "unsatisfiable"
+        return None
+    match = _RANGE.fullmatch(value.strip())
+    if match is None:
+        return None
+    first, last, suffix = match.groups()
+    if suffix is not None:
+        length = int(suffix)
+        if length == 0 or size == 0:
+            return "unsatisfiable"
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = size - 1 if not last else int(last)
+    if last and end < start:
+        return None  # "bytes=9-5" is not a valid range: ignored (RFC 9110 14.1.1)
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(end, size - 1)
 
 
 def _content_type(document: dict[str, Any]) -> str:
@@ -477,8 +544,19 @@ def _content_type(document: dict[str, Any]) -> str:
     return "application/octet-stream"
 
 
-def _chunks(storage: Any, doc_key: bytes, size: int, response: Response) -> Iterator[bytes]:
-    for number in range(max(1, -(-size // blobs.CHUNK_SIZE))):
+def _chunks(
+    storage: Any,
+    doc_key: bytes,
+    size: int,
+    response: Response,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[bytes]:
+    """The file's bytes ``[start, stop)`` (all by default), one chunk per read txn."""
+    stop = size if stop is None else stop
+    first = start // blobs.CHUNK_SIZE
+    last = max(first + 1, -(-stop // blobs.CHUNK_SIZE))
+    for number in range(first, last):
         try:
             with storage.read() as rtxn:  # one short txn per chunk: a slow client pins nothing
                 chunk = rtxn.get(blobs.chunk_key(doc_key, number), db=storage.blobs)
@@ -487,6 +565,9 @@ def _chunks(storage: Any, doc_key: bytes, size: int, response: Response) -> Iter
         if chunk is None:  # deleted while being sent: cut the response short
             response.complete = False
             return
+        offset = number * blobs.CHUNK_SIZE
+        if offset < start or offset + len(chunk) > stop:  # the ends of a range
+            chunk = chunk[max(0, start - offset) : stop - offset]
         yield chunk
 
 
