@@ -439,6 +439,13 @@ def handle(
             return _upload(runtime, query, header, read_body, max_upload_size)
     except EngineError as error:  # the engine closed, the disk failed, ...
         return _failed(runtime.db, error)
+    if path.startswith(_PREFIX):  # an endpoint that exists, for other methods
+        allowed = "POST, OPTIONS" if path == _UPLOAD else "GET, HEAD, OPTIONS"
+        response = _error(
+            405, "MethodNotAllowed", f"{method} is not allowed on {path}: use {allowed}."
+        )
+        response.headers.append(("Allow", allowed))
+        return response
     return _error(404, "NotFound", f"No route for {method} {path}")
 
 

@@ -165,7 +165,10 @@ def test_one_connection_serves_several_requests(engine: Engine, server: HttpServ
         assert (response.status, response.read()) == (404, b"No matching routes found")
         connection.request("POST", "/api/storage/nowhere", body=b"x" * 1000)
         response = connection.getresponse()
-        assert (response.status, json.loads(response.read())["code"]) == (404, "NotFound")
+        assert (response.status, json.loads(response.read())["code"]) == (
+            405,
+            "MethodNotAllowed",
+        )
         connection.request("POST", f"{parts.path}?{parts.query}", body=b"kept")
         response = connection.getresponse()
         storage_id = json.loads(response.read())["storageId"]
@@ -537,3 +540,22 @@ def test_range_requests_are_answered_as_convex_does(engine: Engine, server: Http
 
 def headers_etag(url: str) -> str:
     return request(url, "HEAD")[1]["ETag"]
+
+
+def test_other_methods_on_the_storage_endpoints_get_405_with_allow(
+    engine: Engine, server: HttpServer
+) -> None:
+    # The two endpoints exist, for other methods: 405 Method Not Allowed with Allow
+    # (RFC 9110 15.5.6), as Convex's router (axum) answers; they got 404 "No route".
+    storage_id = engine.store_file(b"kept")
+    file_path = urlsplit(engine.query(files.url, {"id": storage_id})).path
+    upload = urlsplit(engine.mutation(files.upload_url))
+    for method in ("PUT", "DELETE", "PATCH", "POST"):
+        status, headers, body = request(server.url + file_path, method, b"x")
+        assert (status, headers["Allow"]) == (405, "GET, HEAD, OPTIONS"), method
+        assert json.loads(body)["code"] == "MethodNotAllowed"
+    for method in ("GET", "HEAD", "PUT", "DELETE"):
+        status, headers, _ = request(f"{server.url}{upload.path}?{upload.query}", method)
+        assert (status, headers["Allow"]) == (405, "POST, OPTIONS"), method
+    assert request(server.url + file_path)[2] == b"kept"  # the file is untouched
+    assert len(engine.query(files.files)) == 1
