@@ -801,6 +801,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:  # absolute-form: "GET http://host/path HTTP/1.1"
             url = target
         refusal = _refuse_framing(self.headers)
+        if refusal is None and len(self.headers.get_all("Host") or ()) > 1:
+            # RFC 9112 3.2: a proxy in front may have checked another Host than ours.
+            refusal = _error(
+                400, "BadRequest", "The request has several Host headers: send one (RFC 9112)."
+            )
         if refusal is None and host is not None and not _valid_host(host):
             refusal = _error(400, "BadRequest", f"The Host header {host!r} is not a host[:port].")
         if refusal is not None:

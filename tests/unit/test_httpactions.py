@@ -690,3 +690,15 @@ def test_closing_the_server_lets_a_request_in_flight_finish_and_answer(engine: E
         idle.request("GET", "/notes")
         idle.getresponse()
     idle.close()
+
+
+def test_several_host_headers_are_refused(server: HttpServer) -> None:
+    # RFC 9112 3.2: a request with more than one Host is a 400. The first one became
+    # request.url's host, while a proxy in front may have checked the last one.
+    received = _raw_exchange(
+        server,
+        b"GET /echo/x HTTP/1.1\r\nHost: evil.example\r\nHost: app.example\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert received.startswith(b"HTTP/1.1 400"), received
+    assert b"several Host headers" in received
