@@ -136,9 +136,11 @@ class _Server(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` with a cap on the connections served at once, which
     tracks them so that :meth:`close_connections` can end the kept-alive ones.
 
-    A kept-alive connection waiting for its next request is *idle*: when every slot is
-    taken, a new connection closes the longest idle one and takes its slot (as nginx
-    reuses idle keep-alive connections), so idle clients never lock others out."""
+    A connection waiting for a request to start arriving (its next on a kept-alive
+    connection, or its first: browsers open connections ahead of need) is *idle*: when
+    every slot is taken, a new connection closes the longest idle one and takes its slot
+    (as nginx reuses idle keep-alive connections), so idle clients never lock others
+    out, and closing the server ends idle connections at once."""
 
     daemon_threads = True
 
@@ -747,23 +749,30 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # an embedded server does not write to stderr; the host logs if it wants
 
     def handle(self) -> None:
-        """Serve the connection's requests; between two, wait at most
-        :data:`KEEP_ALIVE_TIMEOUT` for the next, as an idle connection that a new one
-        may close to take its slot (see :class:`_Server`)."""
+        """Serve the connection's requests. Until a request starts arriving the
+        connection is idle: close() ends it at once, and a new connection may close
+        it to take its slot (see :class:`_Server`). Between two requests it waits at
+        most :data:`KEEP_ALIVE_TIMEOUT` for the next; for the first, ``timeout``."""
         self.close_connection = True
-        self.handle_one_request()
-        while not self.close_connection and self._next_request():
+        first = True
+        while self._next_request(first):
+            first = False
             self.handle_one_request()
+            if self.close_connection:
+                return
 
-    def _next_request(self) -> bool:
-        """Whether a next request arrives on this kept-alive connection in time."""
+    def _next_request(self, first: bool) -> bool:
+        """Whether a request starts arriving on this connection in time."""
         server: _Server = self.server  # type: ignore[assignment]
         connection = self.connection
         if not server.mark_idle(connection):
             return False
         arrived = False
+        wait = (
+            self.timeout if first else min(KEEP_ALIVE_TIMEOUT, self.timeout or KEEP_ALIVE_TIMEOUT)
+        )
         try:
-            connection.settimeout(min(KEEP_ALIVE_TIMEOUT, self.timeout or KEEP_ALIVE_TIMEOUT))
+            connection.settimeout(wait)
             # At once if pipelined bytes are buffered (rfile is a BufferedReader).
             arrived = bool(self.rfile.peek(1))  # type: ignore[attr-defined]
         except OSError:  # idle past the keep-alive timeout, or closed to make room
