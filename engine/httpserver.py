@@ -488,7 +488,7 @@ def _download(
             ("Content-Length", str(end - start + 1)),
             ("Accept-Ranges", "bytes"),
             ("ETag", etag),
-            *_SANDBOX,
+            *_sandbox(document),
         ]
         response = Response(206, headers)
         if not head:
@@ -505,7 +505,7 @@ def _download(
         # and an uploader picks the Content-Type: a file opened as a page gets an opaque
         # origin and runs no script, so an uploaded HTML or SVG file cannot act as the
         # app. <img>, <video>, <audio> and downloads are unaffected.
-        *_SANDBOX,
+        *_sandbox(document),
     ]
     response = Response(200, headers)
     if not head:
@@ -513,7 +513,19 @@ def _download(
     return response
 
 
-_SANDBOX = (("Content-Security-Policy", "sandbox"), ("X-Content-Type-Options", "nosniff"))
+_NOSNIFF = ("X-Content-Type-Options", "nosniff")
+
+
+def _sandbox(document: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``Content-Security-Policy: sandbox`` and ``nosniff`` for a download, but for a PDF
+    only ``nosniff``: browsers' PDF viewers do not run in a sandboxed document, and their
+    scripts never run on the page's origin anyway."""
+    media_type = _content_type(document).partition(";")[0].strip().lower()
+    if media_type == "application/pdf":
+        return (_NOSNIFF,)
+    return (("Content-Security-Policy", "sandbox"), _NOSNIFF)
+
+
 _RANGE = re.compile(r"bytes=(?:([0-9]{1,18})-([0-9]{0,18})|-([0-9]{1,18}))")
 
 

@@ -494,6 +494,11 @@ def test_downloads_cannot_run_script_on_the_origin_of_the_http_actions(
         assert headers["Content-Security-Policy"] == "sandbox"  # an opaque origin, no script
         assert headers["X-Content-Type-Options"] == "nosniff"
     assert data == b"" and request(url)[2] == page
+    # A PDF is shown by the browser's viewer, which a sandbox would stop.
+    _, body = upload(engine, b"%PDF-1.4", "Application/PDF")
+    headers = request(engine.query(files.url, {"id": body["storageId"]}))[1]
+    assert "Content-Security-Policy" not in headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_range_requests_are_answered_as_convex_does(engine: Engine, server: HttpServer) -> None:
