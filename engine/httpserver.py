@@ -17,7 +17,9 @@ not be defined under ``/api/storage``. The storage endpoints are Convex's two:
   ``Content-Length`` and ``Digest: sha-256=<base64>``, and ``Content-Security-Policy:
   sandbox`` (a file opened as a page runs no script on this origin, which is also the
   HTTP actions'); 404 once the file is
-  deleted or for a URL this database did not sign. ``HEAD`` as well. One byte
+  deleted or for a URL this database did not sign. ``HEAD`` as well. Convex's
+  ``Cache-Control: private, max-age=2592000``, an ``ETag`` (``304`` for an
+  ``If-None-Match`` naming it). One byte
   range (``Range: bytes=...``) gets ``206`` with ``Content-Range``; several, or one
   past the end, ``416``, as in Convex.
 - ``POST <origin>/api/storage/upload?token=...`` (a URL from
@@ -436,6 +438,7 @@ def handle(
                 head=method == "HEAD",
                 byte_range=header("Range"),
                 if_range=header("If-Range"),
+                if_none_match=header("If-None-Match"),
             )
         if method == "POST" and path == _UPLOAD:
             return _upload(runtime, query, header, read_body, max_upload_size)
@@ -458,6 +461,7 @@ def _download(
     head: bool,
     byte_range: str | None = None,
     if_range: str | None = None,
+    if_none_match: str | None = None,
 ) -> Response:
     db = runtime.db
     storage_id = files.parse_file_url_path(db, segment)
@@ -474,6 +478,8 @@ def _download(
     document, doc_key = found
     size = int(document["size"])
     etag = f'"{document["sha256"]}"'
+    if if_none_match is not None and _matches(if_none_match, etag):  # before Range
+        return Response(304, [_CORS, ("ETag", etag), _CACHE_CONTROL])
     span = None
     if byte_range is not None and (if_range is None or if_range.strip() == etag):
         span = _byte_range(byte_range, size)
@@ -488,6 +494,7 @@ def _download(
             ("Content-Length", str(end - start + 1)),
             ("Accept-Ranges", "bytes"),
             ("ETag", etag),
+            _CACHE_CONTROL,
             *_sandbox(document),
         ]
         response = Response(206, headers)
@@ -501,6 +508,7 @@ def _download(
         ("Accept-Ranges", "bytes"),
         ("Digest", f"sha-256={document['sha256']}"),
         ("ETag", etag),
+        _CACHE_CONTROL,
         # Files share this origin with the HTTP actions (Convex serves them on another),
         # and an uploader picks the Content-Type: a file opened as a page gets an opaque
         # origin and runs no script, so an uploaded HTML or SVG file cannot act as the
@@ -514,6 +522,16 @@ def _download(
 
 
 _NOSNIFF = ("X-Content-Type-Options", "nosniff")
+#: Convex's (local_backend/storage.rs): a file URL's bytes never change, and only the
+#: browser that fetched them keeps them.
+_CACHE_CONTROL = ("Cache-Control", "private, max-age=2592000")
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` list names ``etag`` (weak comparison) or is ``*``."""
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
 
 
 def _sandbox(document: dict[str, Any]) -> tuple[tuple[str, str], ...]:

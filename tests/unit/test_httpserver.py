@@ -584,3 +584,24 @@ def test_connections_that_sent_nothing_yet_are_idle(engine: Engine) -> None:
     finally:
         preconnected.close()
         server.close()
+
+
+def test_downloads_are_cacheable_as_convexs_and_revalidate(
+    engine: Engine, server: HttpServer
+) -> None:
+    # Convex sends Cache-Control: private, max-age=2592000 (a storage URL's bytes never
+    # change); convexlite sent neither that nor honoured If-None-Match for the ETag it
+    # sent, so a browser fetched every image in full on every view.
+    _, body = upload(engine, b"image bytes", "image/png")
+    url = engine.query(files.url, {"id": body["storageId"]})
+    status, headers, _ = request(url)
+    assert headers["Cache-Control"] == "private, max-age=2592000"
+    etag = headers["ETag"]
+    for value in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        status, headers, data = request(url, headers={"If-None-Match": value})
+        assert (status, data, headers["ETag"]) == (304, b"", etag), value
+        assert "Content-Length" not in headers
+    status, _, data = request(url, headers={"If-None-Match": '"other"'})
+    assert (status, data) == (200, b"image bytes")
+    status, _, data = request(url, headers={"If-None-Match": etag, "Range": "bytes=0-1"})
+    assert (status, data) == (304, b"")  # If-None-Match first (RFC 9110 13.2.2)
