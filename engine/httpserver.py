@@ -352,6 +352,19 @@ class Response:
 _CORS = ("Access-Control-Allow-Origin", "*")
 
 
+_HEADER_LIST = re.compile(
+    r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*,[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*"
+)
+
+
+def _allowed_headers(header: Callable[[str], str | None]) -> str:
+    """A preflight's ``Access-Control-Allow-Headers``: the headers it asks for, as
+    Convex's CORS layer mirrors them (a browser upload may add its own), when they are
+    a list of header names; else the endpoints' own."""
+    asked = (header("Access-Control-Request-Headers") or "").strip()
+    return asked if _HEADER_LIST.fullmatch(asked) else "Content-Type, Digest"
+
+
 def _json(status: int, body: dict[str, Any]) -> Response:
     data = json.dumps(body).encode()
     return Response(
@@ -425,7 +438,7 @@ def handle(
             [
                 _CORS,
                 ("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS"),
-                ("Access-Control-Allow-Headers", "Content-Type, Digest"),
+                ("Access-Control-Allow-Headers", _allowed_headers(header)),
                 ("Access-Control-Max-Age", "86400"),
                 ("Content-Length", "0"),
             ],

@@ -605,3 +605,34 @@ def test_downloads_are_cacheable_as_convexs_and_revalidate(
     assert (status, data) == (200, b"image bytes")
     status, _, data = request(url, headers={"If-None-Match": etag, "Range": "bytes=0-1"})
     assert (status, data) == (304, b"")  # If-None-Match first (RFC 9110 13.2.2)
+
+
+def test_cors_preflights_allow_the_headers_the_browser_asks_for(
+    engine: Engine, server: HttpServer
+) -> None:
+    # A browser upload whose fetch adds a header (an Authorization from a fetch wrapper,
+    # an upload library's X- header) failed its preflight: only Content-Type and Digest
+    # were allowed. Convex's CORS layer mirrors Access-Control-Request-Headers.
+    asked = "content-type, authorization, x-upload-id"
+    for path in ("/api/storage/upload?token=x", "/api/storage/some-file"):
+        status, headers, _ = request(
+            server.url + path,
+            "OPTIONS",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": asked,
+            },
+        )
+        assert status == 204
+        assert headers["Access-Control-Allow-Headers"] == asked
+    # Without the request header, the endpoints' own headers; a value that is not a
+    # list of header names is not echoed.
+    status, headers, _ = request(server.url + "/api/storage/upload", "OPTIONS")
+    assert headers["Access-Control-Allow-Headers"] == "Content-Type, Digest"
+    status, headers, _ = request(
+        server.url + "/api/storage/upload",
+        "OPTIONS",
+        headers={"Access-Control-Request-Headers": "x-a; evil=1"},
+    )
+    assert headers["Access-Control-Allow-Headers"] == "Content-Type, Digest"
