@@ -102,6 +102,8 @@ _EVICTION_WAIT = 1.0
 #: waits for the threads of those it had to cut short.
 _GRACE = 5.0
 _SHUTDOWN_WAIT = 1.0
+#: Seconds a connection accepted as the server closes waits for its first request.
+_CLOSING_PEEK = 0.2
 #: Bytes an upload may have (it is held in memory until stored): larger ones get 413.
 DEFAULT_MAX_UPLOAD_SIZE = 256 << 20
 #: How much of a refused request body is read and dropped before the connection closes,
@@ -808,12 +810,14 @@ class _Handler(BaseHTTPRequestHandler):
         """Whether a request starts arriving on this connection in time."""
         server: _Server = self.server  # type: ignore[assignment]
         connection = self.connection
-        if not server.mark_idle(connection):
-            return False
-        arrived = False
         wait = (
             self.timeout if first else min(KEEP_ALIVE_TIMEOUT, self.timeout or KEEP_ALIVE_TIMEOUT)
         )
+        if not server.mark_idle(connection):  # the server is closing
+            if not first:
+                return False
+            wait = _CLOSING_PEEK  # a request already sent is answered 503 ServerClosing
+        arrived = False
         try:
             connection.settimeout(wait)
             # At once if pipelined bytes are buffered (rfile is a BufferedReader).
