@@ -64,7 +64,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
-from wsgiref.util import request_uri
+from wsgiref.util import is_hop_by_hop, request_uri
 
 from . import blobs, files, httpactions
 from .errors import EngineError, InvalidId, ValidationError
@@ -1007,7 +1007,10 @@ class WsgiApp:
                 headers=headers,
                 url=request_uri(environ, include_query=True),
             )
-        start_response(f"{response.status} {HTTPStatus(response.status).phrase}", response.headers)
+        # PEP 3333 forbids hop-by-hop headers to applications (wsgiref raises on one,
+        # Proxy-Authenticate included): the host's server owns the connection.
+        pairs = [(name, value) for name, value in response.headers if not is_hop_by_hop(name)]
+        start_response(f"{response.status} {HTTPStatus(response.status).phrase}", pairs)
         if environ.get("REQUEST_METHOD") == "HEAD":
             return []
         return response.body

@@ -702,3 +702,55 @@ def test_several_host_headers_are_refused(server: HttpServer) -> None:
     )
     assert received.startswith(b"HTTP/1.1 400"), received
     assert b"several Host headers" in received
+
+
+def test_hop_by_hop_headers_of_a_handler_are_dropped_on_every_front_end(db_path: Path) -> None:
+    # Found by serving wsgi_app with wsgiref: a handler's Upgrade, TE or
+    # Proxy-Authenticate header made wsgiref raise "Hop-by-hop header ... not allowed"
+    # (PEP 3333 forbids them to applications) and the client got wsgiref's 500. Behind
+    # serve_http an Upgrade or TE header went out, though it concerns one connection.
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    @http_action
+    async def hoppy(ctx: Any, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(
+            "need auth",
+            status=407,
+            headers=[
+                ("Proxy-Authenticate", "Basic"),
+                ("Upgrade", "h2c"),
+                ("TE", "trailers"),
+                ("Trailer", "X-Sum"),
+                ("Proxy-Connection", "keep-alive"),
+                ("X-Kept", "yes"),
+            ],
+        )
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    router = HttpRouter()
+    router.route(path="/hoppy", method="GET", handler=hoppy)
+    dropped = {"upgrade", "te", "trailer", "proxy-connection"}
+    with Engine.open(db_path, http=router, durability="none") as engine:
+        for front in FRONT_ENDS:
+            call, stop = caller(front, engine)
+            try:
+                status, headers, body = call("GET", "/hoppy")
+            finally:
+                stop()
+            assert (status, body, headers["x-kept"]) == (407, b"need auth", "yes"), front
+            assert not dropped & set(headers), (front, headers)
+        wsgi = make_server("127.0.0.1", 0, engine.wsgi_app(), handler_class=QuietHandler)
+        thread = threading.Thread(target=wsgi.handle_request)
+        thread.start()
+        try:
+            status, headers, body = over_http(
+                f"http://127.0.0.1:{wsgi.server_port}/hoppy", "GET", None, {}
+            )
+        finally:
+            thread.join()
+            wsgi.server_close()
+        assert (status, body, headers["x-kept"]) == (407, b"need auth", "yes")
+        assert "proxy-authenticate" not in headers  # PEP 3333: not an application's
