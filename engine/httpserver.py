@@ -767,6 +767,22 @@ def _valid_host(host: str) -> bool:
     return _HOST.fullmatch(host) is not None
 
 
+def _forwarded_scheme(headers: Any) -> str:
+    """The scheme of ``request.url``: a TLS-terminating proxy's ``X-Forwarded-Proto``,
+    else the ``proto=`` of the first ``Forwarded`` element, else ``http`` (Convex's
+    rule, local_backend/http_actions.rs); only ``http`` or ``https`` is taken."""
+    value = headers.get("X-Forwarded-Proto")
+    if value is None:
+        first = (headers.get("Forwarded") or "").split(",")[0]
+        for pair in first.split(";"):
+            key, _, proto = pair.partition("=")
+            if key.strip().lower() == "proto":
+                value = proto.strip().strip('"')
+                break
+    scheme = (value or "").split(",")[0].strip().lower()  # the first proxy's, if several
+    return scheme if scheme in ("http", "https") else "http"
+
+
 def _refuse_framing(headers: Any) -> Response | None:
     """400 for a request whose body length is ambiguous (RFC 9112 §6.3): both
     ``Transfer-Encoding`` and ``Content-Length``, or several ``Content-Length``. A server
@@ -853,7 +869,8 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host")
         if target.startswith("/"):
             address: Any = self.server.server_address
-            url = f"http://{host or f'{address[0]!s}:{address[1]}'}{target}"
+            scheme = _forwarded_scheme(self.headers)
+            url = f"{scheme}://{host or f'{address[0]!s}:{address[1]}'}{target}"
         else:  # absolute-form: "GET http://host/path HTTP/1.1"
             url = target
         refusal = _refuse_framing(self.headers)

@@ -754,3 +754,36 @@ def test_hop_by_hop_headers_of_a_handler_are_dropped_on_every_front_end(db_path:
             wsgi.server_close()
         assert (status, body, headers["x-kept"]) == (407, b"need auth", "yes")
         assert "proxy-authenticate" not in headers  # PEP 3333: not an application's
+
+
+def test_request_url_takes_its_scheme_from_a_tls_proxy_as_convex_does(
+    server: HttpServer,
+) -> None:
+    # The docs put a TLS-terminating reverse proxy in front of serve_http; request.url
+    # still said http://, so an app building a redirect or a callback URL from it sent
+    # browsers to http. Convex (local_backend/http_actions.rs) takes the scheme from
+    # X-Forwarded-Proto, else from Forwarded's proto=, else http.
+    def seen_url(extra: bytes) -> str:
+        received = _raw_exchange(
+            server, b"GET /echo/x?q=1 HTTP/1.1\r\nHost: app.example\r\n" + extra + b"\r\n"
+        )
+        return str(json.loads(received.partition(b"\r\n\r\n")[2])["url"])
+
+    assert seen_url(b"Connection: close\r\n") == "http://app.example/echo/x?q=1"
+    assert (
+        seen_url(b"X-Forwarded-Proto: https\r\nConnection: close\r\n")
+        == "https://app.example/echo/x?q=1"
+    )
+    assert (
+        seen_url(b'Forwarded: for=1.2.3.4;proto="https", for=5.6.7.8\r\nConnection: close\r\n')
+        == "https://app.example/echo/x?q=1"
+    )
+    assert (  # proxies in a chain append theirs: the first is the client's
+        seen_url(b"X-Forwarded-Proto: https, http\r\nConnection: close\r\n")
+        == "https://app.example/echo/x?q=1"
+    )
+    # Only a scheme: anything else is ignored.
+    assert (
+        seen_url(b"X-Forwarded-Proto: javascript:alert(1)//\r\nConnection: close\r\n")
+        == "http://app.example/echo/x?q=1"
+    )
