@@ -568,19 +568,23 @@ def test_other_methods_on_the_storage_endpoints_get_405_with_allow(
 
 def test_connections_that_sent_nothing_yet_are_idle(engine: Engine) -> None:
     # A browser opens connections ahead of need (preconnect) and may send nothing on
-    # them: close() must not wait out its grace period for them, and a client with a
-    # request must be able to take their slot.
-    server = engine.serve_http("127.0.0.1", 0, max_connections=1, timeout=30)
+    # them: a client with a request must be able to take their slot, and close() must
+    # not wait out its grace period for them.
+    with engine.serve_http("127.0.0.1", 0, max_connections=1, timeout=30) as server:
+        preconnected = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        try:
+            time.sleep(0.1)
+            assert request(server.url + "/api/storage/x")[0] == 404  # not 503
+        finally:
+            preconnected.close()
+    server = engine.serve_http("127.0.0.1", 0, timeout=30)
     preconnected = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     try:
-        time.sleep(0.1)
-        assert request(server.url + "/api/storage/x")[0] == 404  # not 503
-        other = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         time.sleep(0.1)
         started = time.monotonic()
         server.close()
         assert time.monotonic() - started < 2
-        assert _answer(other) == b""
+        assert _answer(preconnected) == b""
     finally:
         preconnected.close()
         server.close()
