@@ -32,9 +32,9 @@ from .contexts import MutationCtx
 from .database import Database
 from .errors import CorruptionError, EngineError, closed_error
 from .executor import Executor
-from .files import read_file, store_file
+from .files import read_file, store_file_at
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
-from .httpmessages import Headers, HeadersInit, HttpRequest, HttpResponse
+from .httpmessages import Headers, HeadersInit, HttpRequest, HttpResponse, normalize_path
 from .httpserver import (
     _PATH_SAFE,
     DEFAULT_MAX_CONNECTIONS,
@@ -348,7 +348,9 @@ class Engine:
         What an action's ``await ctx.storage.store(...)`` does, for hosts that receive
         files themselves (a form post to their own web app, a CLI import, test
         fixtures, as convex-test's ``t.run`` offers ``storage.store``). ``sha256``
-        (hex or base64), if given, must match. Cost: a SHA-256 pass and one commit.
+        (hex or base64), if given, must match. Returns once the subscriptions of this
+        process show the file, as :meth:`mutation` does. Cost: a SHA-256 pass and one
+        commit.
 
         Example::
 
@@ -356,7 +358,11 @@ class Engine:
             engine.mutation("profiles:set_logo", {"logo": storage_id})
         """
         runtime = self._live()
-        return store_file(runtime.db, data, content_type, sha256)
+        # Read-your-writes, as Engine.mutation and Engine.run: subscriptions of this
+        # process show the file when this returns.
+        storage_id, ts = store_file_at(runtime.db, data, content_type, sha256)
+        self._db.wait_for_subscriptions(ts)
+        return storage_id
 
     def get_file(self, storage_id: str) -> bytes | None:
         """The bytes of a stored file, or None if it does not exist (one snapshot).
@@ -512,7 +518,7 @@ class Engine:
         # Escaped as a client sends it (convex-test's fetch goes through `new URL`): a
         # test then reaches exactly the routes a real client reaches.
         path = quote(path.partition("#")[0], safe=_URL_SAFE)  # a fragment is never sent
-        route_path = path.partition("?")[0]
+        route_path = normalize_path(path.partition("?")[0])
         if router is None or route_path == "/api/storage" or route_path.startswith("/api/storage/"):
             return await asyncio.to_thread(_fetch_handled, runtime, method, path, given, data)
         request = HttpRequest(

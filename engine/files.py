@@ -65,6 +65,7 @@ __all__ = [
     "parse_file_url_path",
     "read_file",
     "store_file",
+    "store_file_at",
     "upload_url",
 ]
 
@@ -228,6 +229,20 @@ def store_file(
 ) -> str:
     """Store ``data`` as a new file in one transaction; returns its storage id.
 
+    As :func:`store_file_at`, without the commit timestamp.
+    """
+    return store_file_at(db, data, content_type, sha256)[0]
+
+
+def store_file_at(
+    db: Database,
+    data: bytes | bytearray | memoryview,
+    content_type: str | None = None,
+    sha256: str | None = None,
+) -> tuple[str, int]:
+    """Store ``data`` as a new file in one transaction; returns its storage id and the
+    commit timestamp (for ``Database.wait_for_subscriptions``).
+
     Cost: one SHA-256 pass over the bytes, one commit writing the row and
     ``ceil(size / 256 KiB)`` chunks. Raises :class:`ValidationError` when
     ``sha256`` is given and does not match the bytes.
@@ -277,7 +292,8 @@ def store_file(
         txn.writes.set_blob(doc_key, data)
         return storage_id
 
-    return db.run(body, writable=True, source="storage.store")[0]
+    storage_id, ts = db.run(body, writable=True, source="storage.store")
+    return storage_id, ts
 
 
 def _read(db: Database, fn: Any) -> Any:

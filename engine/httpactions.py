@@ -53,7 +53,20 @@ NOT_FOUND = "No matching routes found"
 BODY_LIMIT = 20 << 20
 #: ``respond(identity=...)`` default: read the identity from the ``Authorization`` header.
 FROM_HEADER: Any = object()
-_HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+#: Headers the server frames or that concern one connection (RFC 9110 7.6.1, and
+#: Trailer: bodies are whole here): never passed on from a handler's response.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "content-length",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 
 
 async def respond(

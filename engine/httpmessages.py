@@ -23,12 +23,79 @@ from urllib.parse import parse_qs, urlsplit
 
 from .errors import EngineError
 
-__all__ = ["Headers", "HttpRequest", "HttpResponse"]
+__all__ = [
+    "Headers",
+    "HttpRequest",
+    "HttpResponse",
+    "escape_raw_path",
+    "normalize_path",
+    "normalize_url",
+]
 
 HeadersInit = Mapping[str, str] | Iterable[tuple[str, str]] | None
 
 #: Characters an HTTP token (a header name) may have (RFC 9110 section 5.6.2).
 _TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+_SINGLE_DOT = frozenset({".", "%2e"})
+_DOUBLE_DOT = frozenset({"..", ".%2e", "%2e.", "%2e%2e"})
+#: Bytes a WHATWG URL parser escapes in a path (its path percent-encode set, bar "#" and
+#: "?", which end a path) and in a query (its special-query set, bar "#"). A "%" stays.
+_PATH_ESCAPED = frozenset(b' "<>`{}') | frozenset(range(0x20)) | frozenset(range(0x7F, 0x100))
+_QUERY_ESCAPED = frozenset(b" \"<>'") | frozenset(range(0x20)) | frozenset(range(0x7F, 0x100))
+
+
+def normalize_path(path: str) -> str:
+    """A URL path as a WHATWG URL parser leaves it (Convex's ``new URL(url).pathname``):
+    ``\\`` read as ``/``, and the dot segments ``.`` and ``..`` (``%2e`` spelled or not)
+    resolved, never above the root.
+
+    ``"/a/./b/../c"`` is ``"/a/c"``, ``"/a/.."`` is ``"/"``, ``"/../x"`` is ``"/x"``;
+    empty segments (``"//x"``) are kept. Cost: one split when the path has a dot or a
+    backslash, else none.
+    """
+    if "." not in path and "\\" not in path and "%2e" not in path.lower():
+        return path
+    segments = path.replace("\\", "/").split("/")
+    leading = segments[0]  # "" for a path that starts with "/"
+    kept: list[str] = []
+    last = len(segments) - 1
+    for number, segment in enumerate(segments[1:], 1):
+        lowered = segment.lower()
+        if lowered in _DOUBLE_DOT:
+            if kept:
+                kept.pop()
+            if number == last:
+                kept.append("")
+        elif lowered in _SINGLE_DOT:
+            if number == last:
+                kept.append("")
+        else:
+            kept.append(segment)
+    if not kept and len(segments) == 1:
+        return path
+    return "/".join([leading, *kept])
+
+
+def normalize_url(url: str) -> str:
+    """``url`` with its path normalized as :func:`normalize_path` does (query kept)."""
+    split = urlsplit(url)
+    path = normalize_path(split.path)
+    return url if path == split.path else split._replace(path=path).geturl()
+
+
+def escape_raw_path(target: bytes) -> str:
+    """A request line's target, its bytes outside URL syntax escaped as a WHATWG parser
+    escapes them (UTF-8 and other non-ASCII bytes, controls, space, and ``"<>`{}`` in the
+    path, ``"<>'`` in the query): ``b"/caf\\xc3\\xa9"`` is ``"/caf%C3%A9"``."""
+    path, mark, query = target.partition(b"?")
+    escaped = "".join(f"%{byte:02X}" if byte in _PATH_ESCAPED else chr(byte) for byte in path)
+    if mark:
+        escaped += "?" + "".join(
+            f"%{byte:02X}" if byte in _QUERY_ESCAPED else chr(byte) for byte in query
+        )
+    return escaped
 
 
 class Headers(Mapping[str, str]):
@@ -150,11 +217,12 @@ class HttpRequest:
         path: str | None = None,
     ) -> None:
         self.method = method.upper()
-        self.url = url
+        # Dot segments resolved, as in the URL Convex builds (Rust's url::Url).
+        self.url = url = normalize_url(url)
         split = urlsplit(url)
         # The routed path: the URL's, unless a front end mounted under a prefix says
         # otherwise (WSGI's PATH_INFO), as Convex routes on its ``requestRoute``.
-        self.path = path if path is not None else (split.path or "/")
+        self.path = normalize_path(path) if path is not None else (split.path or "/")
         self.query = split.query
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         self.body = body.encode() if isinstance(body, str) else bytes(body)

@@ -14,8 +14,14 @@ not be defined under ``/api/storage``. The storage endpoints are Convex's two:
 
 - ``GET <origin>/api/storage/<storage id>-<signature>`` (a URL from
   ``ctx.storage.get_url``): the file's bytes with its ``Content-Type``,
-  ``Content-Length`` and ``Digest: sha-256=<base64>``; 404 once the file is
-  deleted or for a URL this database did not sign. ``HEAD`` as well.
+  ``Content-Length`` and ``Digest: sha-256=<base64>``, and ``Content-Security-Policy:
+  sandbox`` (a file opened as a page runs no script on this origin, which is also the
+  HTTP actions'); 404 once the file is
+  deleted or for a URL this database did not sign. ``HEAD`` as well. Convex's
+  ``Cache-Control: private, max-age=2592000``, an ``ETag`` (``304`` for an
+  ``If-None-Match`` naming it). One byte
+  range (``Range: bytes=...``) gets ``206`` with ``Content-Range``; several, or one
+  past the end, ``416``, as in Convex.
 - ``POST <origin>/api/storage/upload?token=...`` (a URL from
   ``ctx.storage.generate_upload_url``, valid one hour): stores the request
   body as a new file, with the request's ``Content-Type``; an optional
@@ -38,7 +44,9 @@ timeout) bounds every socket read and write, so a client that stalls
 disconnected instead of holding its thread forever (it does not bound how long an
 HTTP action's handler runs); ``max_connections``
 (default :data:`DEFAULT_MAX_CONNECTIONS`) caps the connections served at
-once: one more is answered ``503`` and closed.
+once: one more is answered ``503`` and closed, unless a kept-alive connection is idle
+(it is then closed to make room). An idle kept-alive connection is closed after
+:data:`KEEP_ALIVE_TIMEOUT` (5 s).
 """
 
 from __future__ import annotations
@@ -56,11 +64,11 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
-from wsgiref.util import request_uri
+from wsgiref.util import is_hop_by_hop, request_uri
 
 from . import blobs, files, httpactions
 from .errors import EngineError, InvalidId, ValidationError
-from .httpmessages import HttpRequest
+from .httpmessages import HttpRequest, escape_raw_path, normalize_path
 
 if TYPE_CHECKING:
     from .functions import Runtime
@@ -70,6 +78,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_UPLOAD_SIZE",
     "DEFAULT_TIMEOUT",
+    "KEEP_ALIVE_TIMEOUT",
     "HttpServer",
     "Response",
     "WsgiApp",
@@ -84,6 +93,17 @@ _UPLOAD = "/api/storage/upload"
 DEFAULT_TIMEOUT = 120.0
 #: Connections an :class:`HttpServer` serves at once (one thread each).
 DEFAULT_MAX_CONNECTIONS = 64
+#: Seconds a kept-alive connection may wait idle for its next request before it is
+#: closed (Node's and uvicorn's 5 s); never more than the server's ``timeout``.
+KEEP_ALIVE_TIMEOUT = 5.0
+#: Seconds a new connection waits for the slot of an idle one closed to make room.
+_EVICTION_WAIT = 1.0
+#: Seconds ``HttpServer.close`` lets requests in flight finish (and answer), and then
+#: waits for the threads of those it had to cut short.
+_GRACE = 5.0
+_SHUTDOWN_WAIT = 1.0
+#: Seconds a connection accepted as the server closes waits for its first request.
+_CLOSING_PEEK = 0.2
 #: Bytes an upload may have (it is held in memory until stored): larger ones get 413.
 DEFAULT_MAX_UPLOAD_SIZE = 256 << 20
 #: How much of a refused request body is read and dropped before the connection closes,
@@ -109,9 +129,22 @@ _BUSY = _raw_error("TooManyConnections", "Too many connections, retry later")
 _CLOSING = _raw_error("ServerClosing", "The server is closing")
 
 
+def _shut(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)  # its thread's next read or write fails
+    except OSError:
+        pass
+
+
 class _Server(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` with a cap on the connections served at once, which
-    tracks them so that :meth:`close_connections` can end the kept-alive ones."""
+    tracks them so that :meth:`close_connections` can end the kept-alive ones.
+
+    A connection waiting for a request to start arriving (its next on a kept-alive
+    connection, or its first: browsers open connections ahead of need) is *idle*: when
+    every slot is taken, a new connection closes the longest idle one and takes its slot
+    (as nginx reuses idle keep-alive connections), so idle clients never lock others
+    out, and closing the server ends idle connections at once."""
 
     daemon_threads = True
 
@@ -122,11 +155,49 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
         self._connections: set[socket.socket] = set()
+        self._idle: dict[socket.socket, None] = {}  # oldest first
+        self._evicted: set[socket.socket] = set()
         self._changed = threading.Condition()
         self.closing = False
 
+    def mark_idle(self, connection: socket.socket) -> bool:
+        """``connection`` now waits for its next request; False if it should close."""
+        with self._changed:
+            if self.closing:
+                return False
+            self._idle[connection] = None
+            return True
+
+    def mark_busy(self, connection: socket.socket) -> bool:
+        """``connection`` has a request to serve; False if it was closed to make room."""
+        with self._changed:
+            self._idle.pop(connection, None)
+            if connection in self._evicted:
+                self._evicted.discard(connection)
+                return False
+            return True
+
+    def _evict_idle(self) -> bool:
+        """Shut down the longest idle kept-alive connection; False if none is idle."""
+        with self._changed:
+            if not self._idle:
+                return False
+            connection = next(iter(self._idle))
+            del self._idle[connection]
+            self._evicted.add(connection)
+            _shut(connection)
+            return True
+
+    def _take_slot(self) -> bool:
+        if self._slots.acquire(blocking=False):
+            return True
+        while self._evict_idle():
+            if self._slots.acquire(timeout=_EVICTION_WAIT):
+                return True
+        return False
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if self.closing or not self._slots.acquire(blocking=False):
+        if self.closing or not self._take_slot():
             try:  # a fresh socket's send buffer takes this without blocking
                 request.sendall(_CLOSING if self.closing else _BUSY)
             except OSError:
@@ -150,6 +221,8 @@ class _Server(ThreadingHTTPServer):
     def _forget(self, request: Any) -> None:
         with self._changed:
             self._connections.discard(request)
+            self._idle.pop(request, None)
+            self._evicted.discard(request)
             self._changed.notify_all()
         self._slots.release()
 
@@ -165,16 +238,17 @@ class _Server(ThreadingHTTPServer):
         _log.error("Error serving a request from %s", client_address, exc_info=True)
 
     def close_connections(self, wait: float) -> None:
-        """End every open connection (kept-alive or mid-request), then wait up to
-        ``wait`` seconds for their threads to finish the request in hand."""
-        self.closing = True
+        """End every open connection: the idle kept-alive ones at once, the others once
+        they have answered the request in hand (``Connection: close``), or after
+        ``wait`` seconds, whichever comes first; then wait a moment for their threads."""
         with self._changed:
-            for connection in list(self._connections):
-                try:
-                    connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            self.closing = True
+            for connection in list(self._idle):
+                _shut(connection)
             self._changed.wait_for(lambda: not self._connections, timeout=wait)
+            for connection in list(self._connections):  # still busy after the grace period
+                _shut(connection)
+            self._changed.wait_for(lambda: not self._connections, timeout=_SHUTDOWN_WAIT)
 
 
 class HttpServer:
@@ -233,10 +307,11 @@ class HttpServer:
     def close(self) -> None:
         """Stop serving, free the port and end the open connections. Idempotent.
 
-        Kept-alive connections are shut down too (a client can make no request
-        after this), and so is a response being sent: a download in progress is
-        cut short (the client sees fewer bytes than Content-Length). Up to 5 s
-        are given to request handlers to return after the shutdown.
+        Idle kept-alive connections are shut down at once (a client can make no
+        request after this). A request in flight gets up to 5 s to finish and send
+        its answer (with ``Connection: close``); one still running then (a slow
+        download, a long handler) is cut short: the client sees fewer bytes than
+        Content-Length, or no answer. Cost: up to 6 s with a request in flight.
         """
         if self._closed:
             return
@@ -244,7 +319,7 @@ class HttpServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
-        self._server.close_connections(wait=5.0)
+        self._server.close_connections(wait=_GRACE)
         runtime = self._runtime
         if self.url in runtime.serving:
             runtime.serving.remove(self.url)
@@ -277,6 +352,19 @@ class Response:
 
 
 _CORS = ("Access-Control-Allow-Origin", "*")
+
+
+_HEADER_LIST = re.compile(
+    r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*,[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*"
+)
+
+
+def _allowed_headers(header: Callable[[str], str | None]) -> str:
+    """A preflight's ``Access-Control-Allow-Headers``: the headers it asks for, as
+    Convex's CORS layer mirrors them (a browser upload may add its own), when they are
+    a list of header names; else the endpoints' own."""
+    asked = (header("Access-Control-Request-Headers") or "").strip()
+    return asked if _HEADER_LIST.fullmatch(asked) else "Content-Type, Digest"
 
 
 def _json(status: int, body: dict[str, Any]) -> Response:
@@ -330,6 +418,8 @@ def handle(
         except ValueError:  # "http://[x": an unparsable authority
             return _error(400, "BadRequest", "The request target is not a valid URL path.")
         path, query = split.path, split.query
+    # "/x/../api/storage/..." is a storage path: routed as a WHATWG URL parser reads it.
+    path = normalize_path(path)
     router = runtime.registry.http
     if router is not None and not (path == _PREFIX[:-1] or path.startswith(_PREFIX)):
         return _http_action(
@@ -350,22 +440,44 @@ def handle(
             [
                 _CORS,
                 ("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS"),
-                ("Access-Control-Allow-Headers", "Content-Type, Digest"),
+                ("Access-Control-Allow-Headers", _allowed_headers(header)),
                 ("Access-Control-Max-Age", "86400"),
                 ("Content-Length", "0"),
             ],
         )
     try:
         if method in ("GET", "HEAD") and path.startswith(_PREFIX) and path != _UPLOAD:
-            return _download(runtime, path[len(_PREFIX) :], head=method == "HEAD")
+            return _download(
+                runtime,
+                path[len(_PREFIX) :],
+                head=method == "HEAD",
+                byte_range=header("Range"),
+                if_range=header("If-Range"),
+                if_none_match=header("If-None-Match"),
+            )
         if method == "POST" and path == _UPLOAD:
             return _upload(runtime, query, header, read_body, max_upload_size)
     except EngineError as error:  # the engine closed, the disk failed, ...
         return _failed(runtime.db, error)
+    if path.startswith(_PREFIX):  # an endpoint that exists, for other methods
+        allowed = "POST, OPTIONS" if path == _UPLOAD else "GET, HEAD, OPTIONS"
+        response = _error(
+            405, "MethodNotAllowed", f"{method} is not allowed on {path}: use {allowed}."
+        )
+        response.headers.append(("Allow", allowed))
+        return response
     return _error(404, "NotFound", f"No route for {method} {path}")
 
 
-def _download(runtime: Runtime, segment: str, *, head: bool) -> Response:
+def _download(
+    runtime: Runtime,
+    segment: str,
+    *,
+    head: bool,
+    byte_range: str | None = None,
+    if_range: str | None = None,
+    if_none_match: str | None = None,
+) -> Response:
     db = runtime.db
     storage_id = files.parse_file_url_path(db, segment)
     found = None
@@ -380,17 +492,101 @@ def _download(runtime: Runtime, segment: str, *, head: bool) -> Response:
         return _error(404, "FileNotFound", "File not found")
     document, doc_key = found
     size = int(document["size"])
+    etag = f'"{document["sha256"]}"'
+    if if_none_match is not None and _matches(if_none_match, etag):  # before Range
+        return Response(304, [_CORS, ("ETag", etag), _CACHE_CONTROL])
+    span = None
+    if byte_range is not None and (if_range is None or if_range.strip() == etag):
+        span = _byte_range(byte_range, size)
+    if span == "unsatisfiable":
+        return Response(416, [_CORS, ("Content-Range", f"bytes */{size}"), ("Content-Length", "0")])
+    if isinstance(span, tuple):
+        start, end = span
+        headers = [
+            _CORS,
+            ("Content-Type", _content_type(document)),
+            ("Content-Range", f"bytes {start}-{end}/{size}"),
+            ("Content-Length", str(end - start + 1)),
+            ("Accept-Ranges", "bytes"),
+            ("ETag", etag),
+            _CACHE_CONTROL,
+            *_sandbox(document),
+        ]
+        response = Response(206, headers)
+        if not head:
+            response.body = _chunks(db.storage, doc_key, size, response, start, end + 1)
+        return response
     headers = [
         _CORS,
         ("Content-Type", _content_type(document)),
         ("Content-Length", str(size)),
+        ("Accept-Ranges", "bytes"),
         ("Digest", f"sha-256={document['sha256']}"),
-        ("ETag", f'"{document["sha256"]}"'),
+        ("ETag", etag),
+        _CACHE_CONTROL,
+        # Files share this origin with the HTTP actions (Convex serves them on another),
+        # and an uploader picks the Content-Type: a file opened as a page gets an opaque
+        # origin and runs no script, so an uploaded HTML or SVG file cannot act as the
+        # app. <img>, <video>, <audio> and downloads are unaffected.
+        *_sandbox(document),
     ]
     response = Response(200, headers)
     if not head:
         response.body = _chunks(db.storage, doc_key, size, response)
     return response
+
+
+_NOSNIFF = ("X-Content-Type-Options", "nosniff")
+#: Convex's (local_backend/storage.rs): a file URL's bytes never change, and only the
+#: browser that fetched them keeps them.
+_CACHE_CONTROL = ("Cache-Control", "private, max-age=2592000")
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` list names ``etag`` (weak comparison) or is ``*``."""
+    if if_none_match.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in if_none_match.split(","))
+
+
+def _sandbox(document: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``Content-Security-Policy: sandbox`` and ``nosniff`` for a download, but for a PDF
+    only ``nosniff``: browsers' PDF viewers do not run in a sandboxed document, and their
+    scripts never run on the page's origin anyway."""
+    media_type = _content_type(document).partition(";")[0].strip().lower()
+    if media_type == "application/pdf":
+        return (_NOSNIFF,)
+    return (("Content-Security-Policy", "sandbox"), _NOSNIFF)
+
+
+_RANGE = re.compile(r"bytes=(?:([0-9]{1,18})-([0-9]{0,18})|-([0-9]{1,18}))")
+
+
+def _byte_range(value: str, size: int) -> tuple[int, int] | str | None:
+    """The ``(first, last)`` bytes a ``Range`` header asks of a ``size``-byte file;
+    ``"unsatisfiable"`` (416) for a range past the end or several ranges (Convex serves
+    one, as S3 does); None for a header that is no byte range (the whole file, 200)."""
+    specs = value.strip().removeprefix("bytes=").split(",")
+    if len(specs) > 1 and value.strip().startswith("bytes="):
+        if all(_RANGE.fullmatch("bytes=" + spec.strip()) for spec in specs):
+            return "unsatisfiable"
+        return None
+    match = _RANGE.fullmatch(value.strip())
+    if match is None:
+        return None
+    first, last, suffix = match.groups()
+    if suffix is not None:
+        length = int(suffix)
+        if length == 0 or size == 0:
+            return "unsatisfiable"
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = size - 1 if not last else int(last)
+    if last and end < start:
+        return None  # "bytes=9-5" is not a valid range: ignored (RFC 9110 14.1.1)
+    if start >= size:
+        return "unsatisfiable"
+    return start, min(end, size - 1)
 
 
 def _content_type(document: dict[str, Any]) -> str:
@@ -402,8 +598,19 @@ def _content_type(document: dict[str, Any]) -> str:
     return "application/octet-stream"
 
 
-def _chunks(storage: Any, doc_key: bytes, size: int, response: Response) -> Iterator[bytes]:
-    for number in range(max(1, -(-size // blobs.CHUNK_SIZE))):
+def _chunks(
+    storage: Any,
+    doc_key: bytes,
+    size: int,
+    response: Response,
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[bytes]:
+    """The file's bytes ``[start, stop)`` (all by default), one chunk per read txn."""
+    stop = size if stop is None else stop
+    first = start // blobs.CHUNK_SIZE
+    last = max(first + 1, -(-stop // blobs.CHUNK_SIZE))
+    for number in range(first, last):
         try:
             with storage.read() as rtxn:  # one short txn per chunk: a slow client pins nothing
                 chunk = rtxn.get(blobs.chunk_key(doc_key, number), db=storage.blobs)
@@ -412,6 +619,9 @@ def _chunks(storage: Any, doc_key: bytes, size: int, response: Response) -> Iter
         if chunk is None:  # deleted while being sent: cut the response short
             response.complete = False
             return
+        offset = number * blobs.CHUNK_SIZE
+        if offset < start or offset + len(chunk) > stop:  # the ends of a range
+            chunk = chunk[max(0, start - offset) : stop - offset]
         yield chunk
 
 
@@ -557,6 +767,22 @@ def _valid_host(host: str) -> bool:
     return _HOST.fullmatch(host) is not None
 
 
+def _forwarded_scheme(headers: Any) -> str:
+    """The scheme of ``request.url``: a TLS-terminating proxy's ``X-Forwarded-Proto``,
+    else the ``proto=`` of the first ``Forwarded`` element, else ``http`` (Convex's
+    rule, local_backend/http_actions.rs); only ``http`` or ``https`` is taken."""
+    value = headers.get("X-Forwarded-Proto")
+    if value is None:
+        first = (headers.get("Forwarded") or "").split(",")[0]
+        for pair in first.split(";"):
+            key, _, proto = pair.partition("=")
+            if key.strip().lower() == "proto":
+                value = proto.strip().strip('"')
+                break
+    scheme = (value or "").split(",")[0].strip().lower()  # the first proxy's, if several
+    return scheme if scheme in ("http", "https") else "http"
+
+
 def _refuse_framing(headers: Any) -> Response | None:
     """400 for a request whose body length is ambiguous (RFC 9112 §6.3): both
     ``Transfer-Encoding`` and ``Content-Length``, or several ``Content-Length``. A server
@@ -583,6 +809,44 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # an embedded server does not write to stderr; the host logs if it wants
 
+    def handle(self) -> None:
+        """Serve the connection's requests. Until a request starts arriving the
+        connection is idle: close() ends it at once, and a new connection may close
+        it to take its slot (see :class:`_Server`). Between two requests it waits at
+        most :data:`KEEP_ALIVE_TIMEOUT` for the next; for the first, ``timeout``."""
+        self.close_connection = True
+        first = True
+        while self._next_request(first):
+            first = False
+            self.handle_one_request()
+            if self.close_connection:
+                return
+
+    def _next_request(self, first: bool) -> bool:
+        """Whether a request starts arriving on this connection in time."""
+        server: _Server = self.server  # type: ignore[assignment]
+        connection = self.connection
+        wait = (
+            self.timeout if first else min(KEEP_ALIVE_TIMEOUT, self.timeout or KEEP_ALIVE_TIMEOUT)
+        )
+        if not server.mark_idle(connection):  # the server is closing
+            if not first:
+                return False
+            wait = _CLOSING_PEEK  # a request already sent is answered 503 ServerClosing
+        arrived = False
+        try:
+            connection.settimeout(wait)
+            # At once if pipelined bytes are buffered (rfile is a BufferedReader).
+            arrived = bool(self.rfile.peek(1))  # type: ignore[attr-defined]
+        except OSError:  # idle past the keep-alive timeout, or closed to make room
+            arrived = False
+        finally:
+            kept = server.mark_busy(connection)
+        if not (arrived and kept):
+            return False
+        connection.settimeout(self.timeout)
+        return True
+
     def _serve(self) -> None:
         if self.server.closing:  # type: ignore[attr-defined]
             self.close_connection = True
@@ -598,15 +862,23 @@ class _Handler(BaseHTTPRequestHandler):
         # The request line's own target: http.server folds a leading "//" into "/" in
         # self.path, which would route "//notes" to "/notes" here but not behind
         # wsgi_app, Engine.fetch or Convex (whose URL pathname keeps "//notes").
+        # Its bytes outside URL syntax escaped, as a WHATWG URL parser (Convex's) escapes
+        # them: http.server decoded them as Latin-1.
         words = self.requestline.split()
-        target = words[1] if len(words) >= 2 else self.path
+        target = escape_raw_path((words[1] if len(words) >= 2 else self.path).encode("latin-1"))
         host = self.headers.get("Host")
         if target.startswith("/"):
             address: Any = self.server.server_address
-            url = f"http://{host or f'{address[0]!s}:{address[1]}'}{target}"
+            scheme = _forwarded_scheme(self.headers)
+            url = f"{scheme}://{host or f'{address[0]!s}:{address[1]}'}{target}"
         else:  # absolute-form: "GET http://host/path HTTP/1.1"
             url = target
         refusal = _refuse_framing(self.headers)
+        if refusal is None and len(self.headers.get_all("Host") or ()) > 1:
+            # RFC 9112 3.2: a proxy in front may have checked another Host than ours.
+            refusal = _error(
+                400, "BadRequest", "The request has several Host headers: send one (RFC 9112)."
+            )
         if refusal is None and host is not None and not _valid_host(host):
             refusal = _error(400, "BadRequest", f"The Host header {host!r} is not a host[:port].")
         if refusal is not None:
@@ -625,9 +897,18 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if consumed and response.status == 400:
             self.close_connection = True  # the body may be partly unread
-        self.send_response(response.status)
+        # send_response() adds Server and Date even when the handler gave its own: two
+        # Date headers (a singleton field). Added here only when the answer has none.
+        self.send_response_only(response.status)
+        given = {name.lower() for name, _ in response.headers}
+        if "server" not in given:
+            self.send_header("Server", self.version_string())
+        if "date" not in given:
+            self.send_header("Date", self.date_time_string())
         for name, value in response.headers:
             self.send_header(name, value)
+        if self.server.closing:  # type: ignore[attr-defined]
+            self.send_header("Connection", "close")  # sets close_connection too
         self.end_headers()
         if self.command != "HEAD":
             for part in response.body:
@@ -743,7 +1024,10 @@ class WsgiApp:
                 headers=headers,
                 url=request_uri(environ, include_query=True),
             )
-        start_response(f"{response.status} {HTTPStatus(response.status).phrase}", response.headers)
+        # PEP 3333 forbids hop-by-hop headers to applications (wsgiref raises on one,
+        # Proxy-Authenticate included): the host's server owns the connection.
+        pairs = [(name, value) for name, value in response.headers if not is_hop_by_hop(name)]
+        start_response(f"{response.status} {HTTPStatus(response.status).phrase}", pairs)
         if environ.get("REQUEST_METHOD") == "HEAD":
             return []
         return response.body

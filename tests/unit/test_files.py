@@ -428,3 +428,21 @@ def test_upload_tokens_are_parsed_strictly(engine: Engine) -> None:
         + ([standard] if standard != token else [])
     ):
         assert check_upload_token(engine._db, bad) == "the upload token is malformed", bad
+
+
+def test_store_file_returns_once_subscriptions_show_the_file(engine: Engine) -> None:
+    # Found by subscribing to the _storage rows and storing a file from the host: the
+    # subscription still showed no file when store_file returned, unlike after
+    # Engine.mutation and Engine.run (read-your-writes for this process's writes).
+    with engine.subscribe(files.files, {}) as sub:
+        assert sub.value == []
+        for n in range(1, 6):
+            storage_id = engine.store_file(b"x" * n, "text/plain")
+            assert [row["_id"] for row in sub.value][-1:] == [storage_id]
+            assert len(sub.value) == n
+
+
+async def test_astore_file_returns_once_subscriptions_show_the_file(engine: Engine) -> None:
+    with engine.subscribe(files.files, {}) as sub:
+        storage_id = await engine.astore_file(b"x", "text/plain")
+        assert [row["_id"] for row in sub.value] == [storage_id]

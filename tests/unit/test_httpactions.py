@@ -579,3 +579,211 @@ def test_fetch_drops_a_fragment_as_a_client_does(engine: Engine) -> None:
     assert engine.fetch("/notes#top").status == 200
     seen = json.loads(engine.fetch("/echo/x?tag=a#top").body)
     assert (seen["path"], seen["query"]) == ("/echo/x", {"tag": "a"})
+
+
+def test_dot_segments_are_resolved_before_routing_as_convexs_url_parser_does(
+    call: Call,
+) -> None:
+    # Convex builds request.url with Rust's url::Url (WHATWG parsing) and routes on its
+    # pathname: "/echo/../notes" is "/notes", "%2e" is a dot, "\\" is a "/". Routed as
+    # sent, "/echo/../notes" ran the /echo/ handler, with the dots in request.path.
+    for path in ("/echo/../notes", "/echo/x/./../../notes"):
+        status, headers, body = call("GET", path)
+        assert (status, headers.get("x-route")) == (200, "notes"), (path, body)
+    assert call("GET", "/echo/./deep/x")[1]["x-route"] == "deep"
+    status, _, body = call("GET", "/echo/a/./b/../c/.?q=1")
+    seen = json.loads(body)
+    assert (status, seen["path"]) == (200, "/echo/a/c/")
+    assert seen["url"].endswith("/echo/a/c/?q=1") and ".." not in seen["url"]
+    assert call("GET", "/../../notes")[1].get("x-route") == "notes"  # no climbing above /
+    # Into the storage endpoints' area as well, whatever the router has.
+    status, _, body = call("GET", "/echo/../api/storage/nothing-here")
+    assert (status, json.loads(body)["code"]) == (404, "FileNotFound")
+
+
+def test_a_raw_request_path_is_escaped_and_unfolded_as_convex_does(
+    engine: Engine, server: HttpServer
+) -> None:
+    # Bytes a URL path cannot hold arrive escaped in Convex's pathname (UTF-8 bytes,
+    # quotes, braces), and a backslash is a slash; http.server decoded them as Latin-1.
+    received = _raw_exchange(
+        server,
+        b'GET /echo/caf\xc3\xa9/"{x}"\\y HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n',
+    )
+    body = json.loads(received.partition(b"\r\n\r\n")[2])
+    assert body["path"] == "/echo/caf%C3%A9/%22%7Bx%7D%22/y"
+    assert body["url"] == "http://h/echo/caf%C3%A9/%22%7Bx%7D%22/y"
+    # An escaped dot is a dot (WSGI servers decode PATH_INFO before the app sees it).
+    for path in (b"/echo/%2E%2e/notes", b"/echo/x/.%2E/../notes"):
+        received = _raw_exchange(
+            server, b"GET " + path + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
+        assert b"\r\nX-Route: notes\r\n" in received, received
+
+
+def test_a_handlers_date_and_server_headers_replace_the_servers_own(db_path: Path) -> None:
+    # Found by sending a handler's Date through serve_http: the answer carried two Date
+    # headers (a singleton field, RFC 9110 section 6.6.1) and two Server headers, the
+    # standard library's and the handler's. Convex's server (hyper) adds Date only when
+    # the response has none, and no Server header.
+    @http_action
+    async def dated(ctx: Any, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(
+            "ok",
+            headers=[
+                ("Date", "Mon, 01 Jan 2001 00:00:00 GMT"),
+                ("Server", "mine"),
+                ("Set-Cookie", "a=1"),
+                ("Set-Cookie", "b=2"),
+            ],
+        )
+
+    router = HttpRouter()
+    router.route(path="/dated", method="GET", handler=dated)
+    with (
+        Engine.open(db_path, http=router, durability="none") as engine,
+        engine.serve_http("127.0.0.1", 0) as server,
+    ):
+        received = _raw_exchange(
+            server, b"GET /dated HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
+        head = received.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
+        assert [line for line in head if line.startswith(b"date:")] == [
+            b"date: mon, 01 jan 2001 00:00:00 gmt"
+        ]
+        assert [line for line in head if line.startswith(b"server:")] == [b"server: mine"]
+        assert [line for line in head if line.startswith(b"set-cookie:")] == [
+            b"set-cookie: a=1",
+            b"set-cookie: b=2",
+        ]
+        # Without them, the server still dates its answers.
+        received = _raw_exchange(
+            server, b"GET /nowhere HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
+        assert received.lower().count(b"\r\ndate: ") == 1
+
+
+def test_closing_the_server_lets_a_request_in_flight_finish_and_answer(engine: Engine) -> None:
+    # Found by closing a server while a request ran: its handler ran to the end (a
+    # mutation it ran was committed) but close() had shut its socket down, so the
+    # client saw "Remote end closed connection without response" and could only retry.
+    server = engine.serve_http("127.0.0.1", 0)
+    answers: list[Any] = []
+
+    def client() -> None:
+        answers.append(over_http(server.url + "/slow?seconds=0.6", "GET", None, {}))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    time.sleep(0.2)
+    idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    idle.request("GET", "/notes")
+    idle.getresponse().read()  # kept alive, idle: closed at once
+    started = time.monotonic()
+    server.close()
+    assert time.monotonic() - started < 3
+    thread.join()
+    status, headers, body = answers[0]
+    assert (status, body) == (200, b"done")
+    assert headers.get("connection") == "close"
+    with pytest.raises((http.client.HTTPException, OSError)):
+        idle.request("GET", "/notes")
+        idle.getresponse()
+    idle.close()
+
+
+def test_several_host_headers_are_refused(server: HttpServer) -> None:
+    # RFC 9112 3.2: a request with more than one Host is a 400. The first one became
+    # request.url's host, while a proxy in front may have checked the last one.
+    received = _raw_exchange(
+        server,
+        b"GET /echo/x HTTP/1.1\r\nHost: evil.example\r\nHost: app.example\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert received.startswith(b"HTTP/1.1 400"), received
+    assert b"several Host headers" in received
+
+
+def test_hop_by_hop_headers_of_a_handler_are_dropped_on_every_front_end(db_path: Path) -> None:
+    # Found by serving wsgi_app with wsgiref: a handler's Upgrade, TE or
+    # Proxy-Authenticate header made wsgiref raise "Hop-by-hop header ... not allowed"
+    # (PEP 3333 forbids them to applications) and the client got wsgiref's 500. Behind
+    # serve_http an Upgrade or TE header went out, though it concerns one connection.
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    @http_action
+    async def hoppy(ctx: Any, request: HttpRequest) -> HttpResponse:
+        return HttpResponse(
+            "need auth",
+            status=407,
+            headers=[
+                ("Proxy-Authenticate", "Basic"),
+                ("Upgrade", "h2c"),
+                ("TE", "trailers"),
+                ("Trailer", "X-Sum"),
+                ("Proxy-Connection", "keep-alive"),
+                ("X-Kept", "yes"),
+            ],
+        )
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    router = HttpRouter()
+    router.route(path="/hoppy", method="GET", handler=hoppy)
+    dropped = {"upgrade", "te", "trailer", "proxy-connection"}
+    with Engine.open(db_path, http=router, durability="none") as engine:
+        for front in FRONT_ENDS:
+            call, stop = caller(front, engine)
+            try:
+                status, headers, body = call("GET", "/hoppy")
+            finally:
+                stop()
+            assert (status, body, headers["x-kept"]) == (407, b"need auth", "yes"), front
+            assert not dropped & set(headers), (front, headers)
+        wsgi = make_server("127.0.0.1", 0, engine.wsgi_app(), handler_class=QuietHandler)
+        thread = threading.Thread(target=wsgi.handle_request)
+        thread.start()
+        try:
+            status, headers, body = over_http(
+                f"http://127.0.0.1:{wsgi.server_port}/hoppy", "GET", None, {}
+            )
+        finally:
+            thread.join()
+            wsgi.server_close()
+        assert (status, body, headers["x-kept"]) == (407, b"need auth", "yes")
+        assert "proxy-authenticate" not in headers  # PEP 3333: not an application's
+
+
+def test_request_url_takes_its_scheme_from_a_tls_proxy_as_convex_does(
+    server: HttpServer,
+) -> None:
+    # The docs put a TLS-terminating reverse proxy in front of serve_http; request.url
+    # still said http://, so an app building a redirect or a callback URL from it sent
+    # browsers to http. Convex (local_backend/http_actions.rs) takes the scheme from
+    # X-Forwarded-Proto, else from Forwarded's proto=, else http.
+    def seen_url(extra: bytes) -> str:
+        received = _raw_exchange(
+            server, b"GET /echo/x?q=1 HTTP/1.1\r\nHost: app.example\r\n" + extra + b"\r\n"
+        )
+        return str(json.loads(received.partition(b"\r\n\r\n")[2])["url"])
+
+    assert seen_url(b"Connection: close\r\n") == "http://app.example/echo/x?q=1"
+    assert (
+        seen_url(b"X-Forwarded-Proto: https\r\nConnection: close\r\n")
+        == "https://app.example/echo/x?q=1"
+    )
+    assert (
+        seen_url(b'Forwarded: for=1.2.3.4;proto="https", for=5.6.7.8\r\nConnection: close\r\n')
+        == "https://app.example/echo/x?q=1"
+    )
+    assert (  # proxies in a chain append theirs: the first is the client's
+        seen_url(b"X-Forwarded-Proto: https, http\r\nConnection: close\r\n")
+        == "https://app.example/echo/x?q=1"
+    )
+    # Only a scheme: anything else is ignored.
+    assert (
+        seen_url(b"X-Forwarded-Proto: javascript:alert(1)//\r\nConnection: close\r\n")
+        == "http://app.example/echo/x?q=1"
+    )

@@ -165,7 +165,10 @@ def test_one_connection_serves_several_requests(engine: Engine, server: HttpServ
         assert (response.status, response.read()) == (404, b"No matching routes found")
         connection.request("POST", "/api/storage/nowhere", body=b"x" * 1000)
         response = connection.getresponse()
-        assert (response.status, json.loads(response.read())["code"]) == (404, "NotFound")
+        assert (response.status, json.loads(response.read())["code"]) == (
+            405,
+            "MethodNotAllowed",
+        )
         connection.request("POST", f"{parts.path}?{parts.query}", body=b"kept")
         response = connection.getresponse()
         storage_id = json.loads(response.read())["storageId"]
@@ -431,3 +434,209 @@ def test_bad_serve_http_arguments_are_refused(engine: Engine, options: dict[str,
     name = next(iter(options))
     with pytest.raises(EngineError, match=rf"serve_http\({name}="):
         engine.serve_http(**arguments)
+
+
+def test_idle_kept_alive_connections_make_room_for_new_clients(engine: Engine) -> None:
+    # Found by holding max_connections kept-alive connections open after one request each
+    # (a client's connection pool): every other client got 503 TooManyConnections for up
+    # to `timeout` (120 s) while the server served nothing.
+    with engine.serve_http("127.0.0.1", 0, max_connections=2, timeout=30) as server:
+        pool = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=5) for _ in "ab"]
+        try:
+            for connection in pool:
+                connection.request("GET", "/api/storage/x")
+                assert connection.getresponse().read()  # kept alive, now idle
+            time.sleep(0.1)
+            started = time.monotonic()
+            assert request(server.url + "/api/storage/x")[0] == 404  # served, not 503
+            assert time.monotonic() - started < 2
+            # A connection busy with a request is never closed to make room.
+            busy = _raw(server, b"GET /api/storage/x HTTP/1.1\r\nHost: x\r\n")  # unfinished
+            time.sleep(0.1)
+            assert request(server.url + "/api/storage/x")[0] == 404
+            busy.sendall(b"Connection: close\r\n\r\n")
+            assert b" 404 " in _answer(busy)
+        finally:
+            for connection in pool:
+                connection.close()
+
+
+def test_idle_kept_alive_connections_are_closed_after_the_keep_alive_timeout(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine import httpserver
+
+    monkeypatch.setattr(httpserver, "KEEP_ALIVE_TIMEOUT", 0.2)
+    with engine.serve_http("127.0.0.1", 0, timeout=30) as server:
+        connection = _raw(server, b"GET /api/storage/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        answer = _answer(connection)  # the answer, then the server closes the idle connection
+        assert b" 404 " in answer and time.monotonic() - started < 3
+        # Pipelined requests already sent are all answered.
+        connection = _raw(server, b"GET /api/storage/x HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        assert _answer(connection).count(b" 404 ") == 3
+
+
+def test_downloads_cannot_run_script_on_the_origin_of_the_http_actions(
+    engine: Engine, server: HttpServer
+) -> None:
+    # Found by uploading an HTML file: its URL served it as text/html on the origin of
+    # the app's HTTP actions (Convex serves files on another origin), so a script in it
+    # ran there and could call the HTTP actions with a visitor's cookies and read the
+    # answers. Whoever has an upload URL chooses the Content-Type.
+    page = b"<script>fetch('/notes', {credentials: 'include'})</script>"
+    status, body = upload(engine, page, "text/html")
+    assert status == 200
+    url = engine.query(files.url, {"id": body["storageId"]})
+    for method in ("GET", "HEAD"):
+        status, headers, data = request(url, method)
+        assert status == 200 and headers["Content-Type"] == "text/html"
+        assert headers["Content-Security-Policy"] == "sandbox"  # an opaque origin, no script
+        assert headers["X-Content-Type-Options"] == "nosniff"
+    assert data == b"" and request(url)[2] == page
+    # A PDF is shown by the browser's viewer, which a sandbox would stop.
+    _, body = upload(engine, b"%PDF-1.4", "Application/PDF")
+    headers = request(engine.query(files.url, {"id": body["storageId"]}))[1]
+    assert "Content-Security-Policy" not in headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_range_requests_are_answered_as_convex_does(engine: Engine, server: HttpServer) -> None:
+    # Convex answers one byte range with 206 (a <video> in Safari, or a resumed
+    # download, needs it) and several with 416; the whole file said Accept-Ranges.
+    data = bytes(i % 251 for i in range(2 * CHUNK_SIZE + 10))
+    _, body = upload(engine, data, "video/mp4")
+    url = engine.query(files.url, {"id": body["storageId"]})
+    size = len(data)
+    status, headers, whole = request(url)
+    assert (status, whole, headers["Accept-Ranges"]) == (200, data, "bytes")
+    cases = {
+        "bytes=0-0": (0, 0),
+        "bytes=5-9": (5, 9),
+        f"bytes={CHUNK_SIZE - 2}-{CHUNK_SIZE + 1}": (CHUNK_SIZE - 2, CHUNK_SIZE + 1),
+        f"bytes={CHUNK_SIZE}-": (CHUNK_SIZE, size - 1),
+        "bytes=-7": (size - 7, size - 1),
+        f"bytes=-{size + 100}": (0, size - 1),
+        f"bytes=10-{size * 2}": (10, size - 1),
+    }
+    for value, (start, end) in cases.items():
+        status, headers, part = request(url, headers={"Range": value})
+        assert status == 206, value
+        assert part == data[start : end + 1], value
+        assert headers["Content-Range"] == f"bytes {start}-{end}/{size}", value
+        assert headers["Content-Length"] == str(end - start + 1)
+        assert headers["Content-Type"] == "video/mp4"
+    status, headers, part = request(url, "HEAD", headers={"Range": "bytes=5-9"})
+    assert (status, part, headers["Content-Length"]) == (206, b"", "5")
+    for value in (f"bytes={size}-", "bytes=-0", "bytes=0-1,5-6"):
+        status, headers, part = request(url, headers={"Range": value})
+        assert (status, part) == (416, b""), value
+    assert (
+        request(url, headers={"Range": f"bytes={size}-"})[1]["Content-Range"] == f"bytes */{size}"
+    )
+    for value in ("items=0-1", "bytes=9-5", "bytes=a-b", "bytes="):  # not a byte range: all
+        assert request(url, headers={"Range": value})[:3:2] == (200, data), value
+    # If-Range with another validator: the file changed, so the whole of it.
+    status, _, part = request(url, headers={"Range": "bytes=0-1", "If-Range": '"other"'})
+    assert (status, part) == (200, data)
+    status, _, part = request(url, headers={"Range": "bytes=0-1", "If-Range": headers_etag(url)})
+    assert (status, part) == (206, data[:2])
+
+
+def headers_etag(url: str) -> str:
+    return request(url, "HEAD")[1]["ETag"]
+
+
+def test_other_methods_on_the_storage_endpoints_get_405_with_allow(
+    engine: Engine, server: HttpServer
+) -> None:
+    # The two endpoints exist, for other methods: 405 Method Not Allowed with Allow
+    # (RFC 9110 15.5.6), as Convex's router (axum) answers; they got 404 "No route".
+    storage_id = engine.store_file(b"kept")
+    file_path = urlsplit(engine.query(files.url, {"id": storage_id})).path
+    upload = urlsplit(engine.mutation(files.upload_url))
+    for method in ("PUT", "DELETE", "PATCH", "POST"):
+        status, headers, body = request(server.url + file_path, method, b"x")
+        assert (status, headers["Allow"]) == (405, "GET, HEAD, OPTIONS"), method
+        assert json.loads(body)["code"] == "MethodNotAllowed"
+    for method in ("GET", "HEAD", "PUT", "DELETE"):
+        status, headers, _ = request(f"{server.url}{upload.path}?{upload.query}", method)
+        assert (status, headers["Allow"]) == (405, "POST, OPTIONS"), method
+    assert request(server.url + file_path)[2] == b"kept"  # the file is untouched
+    assert len(engine.query(files.files)) == 1
+
+
+def test_connections_that_sent_nothing_yet_are_idle(engine: Engine) -> None:
+    # A browser opens connections ahead of need (preconnect) and may send nothing on
+    # them: a client with a request must be able to take their slot, and close() must
+    # not wait out its grace period for them.
+    with engine.serve_http("127.0.0.1", 0, max_connections=1, timeout=30) as server:
+        preconnected = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        try:
+            time.sleep(0.1)
+            assert request(server.url + "/api/storage/x")[0] == 404  # not 503
+        finally:
+            preconnected.close()
+    server = engine.serve_http("127.0.0.1", 0, timeout=30)
+    preconnected = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    try:
+        time.sleep(0.1)
+        started = time.monotonic()
+        server.close()
+        assert time.monotonic() - started < 2
+        assert _answer(preconnected) == b""
+    finally:
+        preconnected.close()
+        server.close()
+
+
+def test_downloads_are_cacheable_as_convexs_and_revalidate(
+    engine: Engine, server: HttpServer
+) -> None:
+    # Convex sends Cache-Control: private, max-age=2592000 (a storage URL's bytes never
+    # change); convexlite sent neither that nor honoured If-None-Match for the ETag it
+    # sent, so a browser fetched every image in full on every view.
+    _, body = upload(engine, b"image bytes", "image/png")
+    url = engine.query(files.url, {"id": body["storageId"]})
+    status, headers, _ = request(url)
+    assert headers["Cache-Control"] == "private, max-age=2592000"
+    etag = headers["ETag"]
+    for value in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        status, headers, data = request(url, headers={"If-None-Match": value})
+        assert (status, data, headers["ETag"]) == (304, b"", etag), value
+        assert "Content-Length" not in headers
+    status, _, data = request(url, headers={"If-None-Match": '"other"'})
+    assert (status, data) == (200, b"image bytes")
+    status, _, data = request(url, headers={"If-None-Match": etag, "Range": "bytes=0-1"})
+    assert (status, data) == (304, b"")  # If-None-Match first (RFC 9110 13.2.2)
+
+
+def test_cors_preflights_allow_the_headers_the_browser_asks_for(
+    engine: Engine, server: HttpServer
+) -> None:
+    # A browser upload whose fetch adds a header (an Authorization from a fetch wrapper,
+    # an upload library's X- header) failed its preflight: only Content-Type and Digest
+    # were allowed. Convex's CORS layer mirrors Access-Control-Request-Headers.
+    asked = "content-type, authorization, x-upload-id"
+    for path in ("/api/storage/upload?token=x", "/api/storage/some-file"):
+        status, headers, _ = request(
+            server.url + path,
+            "OPTIONS",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": asked,
+            },
+        )
+        assert status == 204
+        assert headers["Access-Control-Allow-Headers"] == asked
+    # Without the request header, the endpoints' own headers; a value that is not a
+    # list of header names is not echoed.
+    status, headers, _ = request(server.url + "/api/storage/upload", "OPTIONS")
+    assert headers["Access-Control-Allow-Headers"] == "Content-Type, Digest"
+    status, headers, _ = request(
+        server.url + "/api/storage/upload",
+        "OPTIONS",
+        headers={"Access-Control-Request-Headers": "x-a; evil=1"},
+    )
+    assert headers["Access-Control-Allow-Headers"] == "Content-Type, Digest"
