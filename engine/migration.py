@@ -10,7 +10,8 @@ catalog and:
 2. in one LMDB write txn: checks the documents committed since that snapshot
    (found through the log), creates missing tables, registers new indexes in
    state ``backfilling`` (writers maintain them from this commit on), removes
-   dropped indexes and their entries, and stores the schema with a new catalog
+   dropped indexes and their entries (also every declared index of a table the
+   schema no longer names, as Convex does), and stores the schema with a new catalog
    version and its timestamp (``schema_ts``). Every write is checked against
    the schema stored in its transaction's snapshot, and the committer refuses
    (as a conflict: the mutation re-runs) a write whose snapshot predates
@@ -272,6 +273,19 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
                     changed = True
             if changed:
                 current = current.with_indexes(name, indexes)
+        for table in list(current.tables.values()):
+            # As Convex: an index the schema does not declare is dropped, also one of a
+            # table the schema no longer names (the table and its documents stay,
+            # schemaless). System tables keep the indexes the engine gives them.
+            if table.name in schema.tables or table.name.startswith("_"):
+                continue
+            kept = {n: ix for n, ix in table.indexes.items() if n in (BY_ID, BY_CREATION_TIME)}
+            if len(kept) != len(table.indexes):
+                for index_name, index in table.indexes.items():
+                    if index_name not in kept:
+                        _drop_entries(wtxn, db, index)
+                current = current.with_indexes(table.name, kept)
+                changed = True
         if changed:
             if current.version == stored.version:
                 current = current.bumped()
