@@ -217,6 +217,10 @@ def _simple(kind: str, text: str, accepts: Callable[[Any], bool]) -> Validator:
 
 
 def _literal(value: Any, *, checked: bool = True) -> Validator:
+    if type(value) not in (str, int, float, bool) and isinstance(value, (str, int, float)):
+        # A StrEnum or IntEnum member: its plain value, as convert() stores it (bool
+        # cannot be subclassed, so an int subclass is never a Boolean).
+        value = convert(value)
     if type(value) not in (str, int, float, bool):
         raise TypeError(f"v.literal() takes a str, int, float or bool, got {value!r}")
     if checked and type(value) is int and not MIN_INT64 <= value <= MAX_INT64:

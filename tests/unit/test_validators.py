@@ -278,3 +278,33 @@ def test_literal_and_union_failures_in_convex_shape() -> None:
     assert error.path == ".a"
     error = fails(v.union(v.string()), 1)
     assert str(error) == "Value does not match validator.\n\nValue: 1\nValidator: v.string()"
+
+
+def test_literals_of_enum_members_are_their_plain_values() -> None:
+    # Found by review: v.literal(Role.ADMIN) raised TypeError although a StrEnum member
+    # is a str everywhere else in the value model (convert() stores it as the plain str),
+    # which broke the usual v.union(*(v.literal(r) for r in Role)).
+    import enum
+
+    class Role(enum.StrEnum):
+        ADMIN = "admin"
+        MEMBER = "member"
+
+    class Level(enum.IntEnum):
+        ONE = 1
+
+    roles = v.union(*(v.literal(role) for role in Role))
+    assert repr(roles) == 'v.union(v.literal("admin"), v.literal("member"))'
+    assert roles.to_json()["value"][0] == {"type": "literal", "value": "admin"}
+    assert type(roles.to_json()["value"][0]["value"]) is str
+    roles.validate("admin")
+    roles.validate(Role.MEMBER)
+    fails(roles, "owner")
+    one = v.literal(Level.ONE)
+    assert repr(one) == "v.literal(1)" and one == v.literal(1)
+    one.validate(1)
+    fails(one, 1.0)
+    fails(one, True)
+    assert v.literal(Level.ONE) != v.literal(True)
+    with pytest.raises(TypeError):
+        v.literal(None)
