@@ -10,8 +10,8 @@ Example::
 Rules are Convex's: table and index names are identifiers not starting with
 ``_``; ``by_id`` and ``by_creation_time`` are reserved; an index has 1 to 15
 fields (16 counting the ``_creationTime`` appended to every index), no
-duplicates, never ``_id`` or ``_creationTime`` (appended automatically), no
-path component starting with ``_``, and no two indexes of a table share a
+duplicates, never ``_id`` or ``_creationTime`` (appended automatically), every
+path component an identifier not starting with ``_``, and no two indexes of a table share a
 field list. Tables not in the schema are schemaless, as in Convex.
 """
 
@@ -94,6 +94,14 @@ class TableDefinition:
                 raise SchemaValidationError(
                     f"IndexFieldNameReserved: field {field!r} of index {name!r} has a path "
                     "component that is empty or starts with '_'."
+                )
+            bad = next((p for p in field.split(".") if not _IDENTIFIER.match(p)), None)
+            if bad is not None:
+                # Convex parses each component as an IdentifierFieldName (FieldPath::from_str).
+                raise SchemaValidationError(
+                    f"Invalid field {field!r} of index {name!r}: the path component {bad!r} "
+                    "is not an identifier. Identifiers must start with a letter and can only "
+                    "contain letters, digits, and underscores (at most 64 characters)."
                 )
         if len(fields) + 1 > _MAX_INDEX_FIELDS:
             raise SchemaValidationError(
