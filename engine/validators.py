@@ -254,9 +254,15 @@ def _literal(value: Any, *, checked: bool = True) -> Validator:
     return validator
 
 
-def _id(table: str) -> Validator:
+def _id(table: str, *, checked: bool = True) -> Validator:
     if not isinstance(table, str):
         raise TypeError(f"v.id() takes a table name, got {table!r}")
+    if checked and (not _IDENTIFIER.match(table) or not table.strip("_")):
+        # Convex parses it as a TableName (check_valid_identifier); "_" tables are system ones.
+        raise ValidationError(
+            f"Invalid table name {table!r} in v.id(): table names are identifiers "
+            "([A-Za-z_][A-Za-z0-9_]*, ASCII, at most 64 characters, not all underscores)."
+        )
     text = f'v.id("{table}")'
     holder: list[Validator] = []
 
@@ -585,7 +591,7 @@ def validator_from_json(json: Any) -> Validator:
     if kind == "literal":
         return _literal(json["value"], checked=False)
     if kind == "id":
-        return _id(json["tableName"])
+        return _id(json["tableName"], checked=False)
     if kind == "array":
         return _array(validator_from_json(json["value"]))
     if kind == "record":

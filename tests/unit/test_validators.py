@@ -308,3 +308,17 @@ def test_literals_of_enum_members_are_their_plain_values() -> None:
     assert v.literal(Level.ONE) != v.literal(True)
     with pytest.raises(TypeError):
         v.literal(None)
+
+
+@pytest.mark.parametrize("table", ["", "a b", "1users", "users!", "___", "x" * 65, "é"])
+def test_id_validators_name_a_valid_table(table: str) -> None:
+    # Found by review: v.id() took any string, so v.id("user s") was defined and its
+    # check accepted any syntactically valid id when no resolver was given. Convex parses
+    # the table name of an id validator as a TableName (an identifier; system tables
+    # start with "_") and refuses the validator.
+    with pytest.raises(ValidationError, match="Invalid table name"):
+        v.id(table)
+    v.id("users")
+    v.id("_storage")
+    # A stored validator stays readable whatever rules were in force when it was stored.
+    assert repr(validator_from_json({"type": "id", "tableName": table})) == f'v.id("{table}")'
