@@ -361,10 +361,18 @@ def _object(fields: Mapping[str, Any]) -> Validator:
 
 
 def _record_keys_allowed(keys: Validator) -> bool:
-    if keys.kind in ("string", "id"):
+    return _string_keys(keys.to_json())
+
+
+def _string_keys(json: Any) -> bool:
+    """Whether validator ``json`` accepts only strings and no string literal.
+
+    Convex's rule for record keys (``is_subset(v.string())``, unions recursively,
+    and ``!is_string_subtype_with_string_literal``).
+    """
+    if json["type"] in ("string", "id"):
         return True
-    json = keys.to_json()
-    return keys.kind == "union" and all(m["type"] in ("string", "id") for m in json["value"])
+    return json["type"] == "union" and all(_string_keys(m) for m in json["value"])
 
 
 def _record(keys: Validator, values: Validator, *, checked: bool = True) -> Validator:

@@ -322,3 +322,16 @@ def test_id_validators_name_a_valid_table(table: str) -> None:
     v.id("_storage")
     # A stored validator stays readable whatever rules were in force when it was stored.
     assert repr(validator_from_json({"type": "id", "tableName": table})) == f'v.id("{table}")'
+
+
+def test_record_keys_may_be_nested_unions_of_strings_and_ids() -> None:
+    # Found by review: only a flat union of v.string()/v.id() was accepted as a record's
+    # key validator. Convex accepts any key validator that is a subset of v.string()
+    # without string literals (Validator::is_subset recurses into unions), so nested
+    # unions pass; a literal anywhere inside is still refused.
+    keys = v.union(v.union(v.string(), v.id("users")), v.id("posts"))
+    v.record(keys, v.int64()).validate({"k": 1})
+    with pytest.raises(ValidationError, match="InvalidRecordType"):
+        v.record(v.union(v.union(v.string(), v.literal("a"))), v.int64())
+    with pytest.raises(ValidationError, match="InvalidRecordType"):
+        v.record(v.union(v.union(v.int64())), v.int64())
