@@ -159,6 +159,8 @@ class FunctionDef:
         self.handler = handler
         self.internal = internal
         self.args: Validator | None = None if args is None else as_validator(args)
+        if self.args is not None and self.args.kind == "any" and not self.args.is_optional:
+            self.args = None  # as Convex: args v.any() is ArgsValidator::Unvalidated
         self.returns: Validator | None = None if returns is None else as_validator(returns)
         #: The argument names the handler takes after ``ctx`` (None: any, it has **kwargs).
         self.accepts: frozenset[str] | None = _check_signature(kind, handler, self.args)

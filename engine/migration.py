@@ -8,9 +8,11 @@ catalog and:
    refuses to open (:class:`SchemaValidationError` naming the first offending
    documents) and changes nothing;
 2. in one LMDB write txn: checks the documents committed since that snapshot
-   (found through the log), creates missing tables, registers new indexes in
+   (found through the log; against the validators and the new indexes' key
+   size), creates missing tables, registers new indexes in
    state ``backfilling`` (writers maintain them from this commit on), removes
-   dropped indexes and their entries, and stores the schema with a new catalog
+   dropped indexes and their entries (also every declared index of a table the
+   schema no longer names, as Convex does), and stores the schema with a new catalog
    version and its timestamp (``schema_ts``). Every write is checked against
    the schema stored in its transaction's snapshot, and the committer refuses
    (as a conflict: the mutation re-runs) a write whose snapshot predates
@@ -133,17 +135,22 @@ def _check_existing(db: Database, schema: SchemaDefinition, catalog: Catalog, tx
 
 
 def _check_new_index_keys(
-    db: Database, schema: SchemaDefinition, catalog: Catalog, txn: Any
+    db: Database,
+    schema: SchemaDefinition,
+    catalog: Catalog,
+    txn: Any,
+    written: dict[str, list[bytes]] | None = None,
 ) -> None:
     """Every existing document must fit the indexes the schema adds (LMDB's key size).
 
     Checked before anything is stored: a backfill that met a key too long would fail
-    on every open, with the index stuck in ``backfilling``. Cost: one pass over the
-    tables that gain an index.
+    on every open, with the index stuck in ``backfilling``. ``written``: check only
+    these documents (internal ids by table), those committed since the first check.
+    Cost: one pass over the tables that gain an index.
     """
     for name, definition in schema.tables.items():
         table = catalog.tables.get(name)
-        if table is None:
+        if table is None or (written is not None and name not in written):
             continue
         known = {index.fields for index in table.indexes.values()}
         added = {
@@ -154,7 +161,11 @@ def _check_new_index_keys(
         if not added:
             continue
         plan = KeyPlan(TableDef(table.name, table.number, {BY_ID: table.by_id, **added}))
-        for internal_id, document in _documents(txn, db, table):
+        if written is None:
+            documents: Iterator[tuple[bytes, dict[str, Any]]] = _documents(txn, db, table)
+        else:
+            documents = _documents_by_id(txn, db, table, written[name])
+        for internal_id, document in documents:
             index_keys = plan.keys(document, internal_id)[1:]
             for index_name, index_key in zip(added, index_keys, strict=True):
                 if len(index_key) > MAX_KEY_SIZE:
@@ -169,34 +180,60 @@ def _check_new_index_keys(
                     )
 
 
-def _check_written_since(
-    db: Database, schema: SchemaDefinition, catalog: Catalog, wtxn: Any, after: int
-) -> None:
-    """:func:`_check_existing` for the documents committed after timestamp ``after``.
+def _documents_by_id(
+    txn: Any, db: Database, table: TableDef, internal_ids: list[bytes]
+) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """``(internal id, document)`` of each of ``internal_ids`` still in ``table``."""
+    for internal_id in internal_ids:
+        value = txn.get(table.prefix + internal_id, None, db.storage.documents)
+        if value is not None:  # deleted since: nothing to check
+            yield internal_id, decode_document(value)
 
-    The log names every document a commit wrote (its ``by_id`` key); if the log
-    no longer reaches back to ``after`` (pruned), every document is checked.
+
+def _written_since(
+    db: Database, catalog: Catalog, wtxn: Any, after: int
+) -> dict[str, list[bytes]] | None:
+    """The documents committed after timestamp ``after``: internal ids by table name.
+
+    The log names every document a commit wrote (its ``by_id`` key); ``None`` if
+    the log no longer reaches back to ``after`` (pruned): then every document counts.
     """
     storage = db.storage
     raw = wtxn.get(b"log_floor", None, storage.meta)
     if raw is not None and _U64.unpack(raw)[0] > after:
-        _check_existing(db, schema, catalog, wtxn)
-        return
+        return None
     view = catalog.view()
-    written: dict[bytes, str] = {}
+    written: dict[str, set[bytes]] = {}
     for _, keys in read_log(wtxn, storage.log, after):
         for key in keys:
             owner = view.index_owner.get(_U32.unpack_from(key)[0]) if len(key) >= 4 else None
-            if owner is not None and owner[1].name == BY_ID and owner[0].name in schema.tables:
-                written[owner[0].prefix + key[4:]] = owner[0].name
+            if owner is not None and owner[1].name == BY_ID:
+                written.setdefault(owner[0].name, set()).add(bytes(key[4:]))
+    return {name: sorted(ids) for name, ids in written.items()}
+
+
+def _check_written_since(
+    db: Database,
+    schema: SchemaDefinition,
+    catalog: Catalog,
+    wtxn: Any,
+    written: dict[str, list[bytes]] | None,
+) -> None:
+    """:func:`_check_existing` for the documents committed since the first check
+    (``written``, from :func:`_written_since`; ``None``: every document)."""
+    if written is None:
+        _check_existing(db, schema, catalog, wtxn)
+        return
     failures: list[str] = []
     resolver = _resolver(catalog)
-    for doc_key, name in sorted(written.items()):
-        value = wtxn.get(doc_key, None, storage.documents)
-        if value is not None:  # deleted since: nothing to check
-            _check_one(schema, name, decode_document(value), resolver, failures)
+    for name in sorted(written.keys() & schema.tables.keys()):
+        table = catalog.tables[name]
+        for _, document in _documents_by_id(wtxn, db, table, written[name]):
+            _check_one(schema, name, document, resolver, failures)
             if len(failures) >= _MAX_REPORTED:
                 break
+        if len(failures) >= _MAX_REPORTED:
+            break
     _refuse(failures)
 
 
@@ -243,9 +280,13 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
     def change(wtxn: Any) -> list[tuple[str, str]]:
         current = stored = _load_catalog(wtxn, db)
         new_schema = wtxn.get(b"schema", None, storage.meta) != schema_json
-        if schema.schema_validation and new_schema and storage.head(wtxn)[0] > checked_at:
-            # Commits since the check's snapshot were checked against the old schema.
-            _check_written_since(db, schema, stored, wtxn, checked_at)
+        if storage.head(wtxn)[0] > checked_at:
+            # Commits since the checks' snapshot: checked against the old schema, and
+            # written by handles that did not maintain the indexes this change adds.
+            written = _written_since(db, stored, wtxn, checked_at)
+            if schema.schema_validation and new_schema:
+                _check_written_since(db, schema, stored, wtxn, written)
+            _check_new_index_keys(db, schema, stored, wtxn, written)
         changed = new_schema  # a new schema is a new catalog version (it names the schema)
         for name, definition in schema.tables.items():
             wanted = {index: tuple(fields) for index, fields in definition.indexes.items()}
@@ -272,6 +313,19 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
                     changed = True
             if changed:
                 current = current.with_indexes(name, indexes)
+        for table in list(current.tables.values()):
+            # As Convex: an index the schema does not declare is dropped, also one of a
+            # table the schema no longer names (the table and its documents stay,
+            # schemaless). System tables keep the indexes the engine gives them.
+            if table.name in schema.tables or table.name.startswith("_"):
+                continue
+            kept = {n: ix for n, ix in table.indexes.items() if n in (BY_ID, BY_CREATION_TIME)}
+            if len(kept) != len(table.indexes):
+                for index_name, index in table.indexes.items():
+                    if index_name not in kept:
+                        _drop_entries(wtxn, db, index)
+                current = current.with_indexes(table.name, kept)
+                changed = True
         if changed:
             if current.version == stored.version:
                 current = current.bumped()

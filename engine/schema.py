@@ -10,9 +10,10 @@ Example::
 Rules are Convex's: table and index names are identifiers not starting with
 ``_``; ``by_id`` and ``by_creation_time`` are reserved; an index has 1 to 15
 fields (16 counting the ``_creationTime`` appended to every index), no
-duplicates, never ``_id`` or ``_creationTime`` (appended automatically), no
-path component starting with ``_``, and no two indexes of a table share a
-field list. Tables not in the schema are schemaless, as in Convex.
+duplicates, never ``_id`` or ``_creationTime`` (appended automatically), every
+path component an identifier not starting with ``_``, and no two indexes of a
+table share a field list; a table declares at most 64 indexes. Tables not in
+the schema are schemaless, as in Convex.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ __all__ = [
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 _RESERVED = ("by_id", "by_creation_time")
 _MAX_INDEX_FIELDS = 16  # counting the appended _creationTime
+#: Convex's MAX_INDEXES_PER_TABLE (crates/common/src/schemas/mod.rs; its docs say 32).
+_MAX_INDEXES = 64
 _SYSTEM_FIELDS = ("_id", "_creationTime")
 
 
@@ -94,6 +97,14 @@ class TableDefinition:
                 raise SchemaValidationError(
                     f"IndexFieldNameReserved: field {field!r} of index {name!r} has a path "
                     "component that is empty or starts with '_'."
+                )
+            bad = next((p for p in field.split(".") if not _IDENTIFIER.match(p)), None)
+            if bad is not None:
+                # Convex parses each component as an IdentifierFieldName (FieldPath::from_str).
+                raise SchemaValidationError(
+                    f"Invalid field {field!r} of index {name!r}: the path component {bad!r} "
+                    "is not an identifier. Identifiers must start with a letter and can only "
+                    "contain letters, digits, and underscores (at most 64 characters)."
                 )
         if len(fields) + 1 > _MAX_INDEX_FIELDS:
             raise SchemaValidationError(
@@ -225,6 +236,13 @@ def define_schema(
         if not isinstance(definition, TableDefinition):
             raise SchemaValidationError(
                 f"Table {name!r} must be defined with define_table(...), got {definition!r}",
+                table=name,
+            )
+        if len(definition.indexes) > _MAX_INDEXES:
+            raise SchemaValidationError(
+                f'TooManyIndexes: Table "{name}" cannot have more than {_MAX_INDEXES} indexes '
+                f"(it declares {len(definition.indexes)}); by_id and by_creation_time do not "
+                "count.",
                 table=name,
             )
         if schema_validation and definition.validator is not None:

@@ -217,6 +217,10 @@ def _simple(kind: str, text: str, accepts: Callable[[Any], bool]) -> Validator:
 
 
 def _literal(value: Any, *, checked: bool = True) -> Validator:
+    if type(value) not in (str, int, float, bool) and isinstance(value, (str, int, float)):
+        # A StrEnum or IntEnum member: its plain value, as convert() stores it (bool
+        # cannot be subclassed, so an int subclass is never a Boolean).
+        value = convert(value)
     if type(value) not in (str, int, float, bool):
         raise TypeError(f"v.literal() takes a str, int, float or bool, got {value!r}")
     if checked and type(value) is int and not MIN_INT64 <= value <= MAX_INT64:
@@ -250,9 +254,15 @@ def _literal(value: Any, *, checked: bool = True) -> Validator:
     return validator
 
 
-def _id(table: str) -> Validator:
+def _id(table: str, *, checked: bool = True) -> Validator:
     if not isinstance(table, str):
         raise TypeError(f"v.id() takes a table name, got {table!r}")
+    if checked and (not _IDENTIFIER.match(table) or not table.strip("_")):
+        # Convex parses it as a TableName (check_valid_identifier); "_" tables are system ones.
+        raise ValidationError(
+            f"Invalid table name {table!r} in v.id(): table names are identifiers "
+            "([A-Za-z_][A-Za-z0-9_]*, ASCII, at most 64 characters, not all underscores)."
+        )
     text = f'v.id("{table}")'
     holder: list[Validator] = []
 
@@ -351,10 +361,18 @@ def _object(fields: Mapping[str, Any]) -> Validator:
 
 
 def _record_keys_allowed(keys: Validator) -> bool:
-    if keys.kind in ("string", "id"):
+    return _string_keys(keys.to_json())
+
+
+def _string_keys(json: Any) -> bool:
+    """Whether validator ``json`` accepts only strings and no string literal.
+
+    Convex's rule for record keys (``is_subset(v.string())``, unions recursively,
+    and ``!is_string_subtype_with_string_literal``).
+    """
+    if json["type"] in ("string", "id"):
         return True
-    json = keys.to_json()
-    return keys.kind == "union" and all(m["type"] in ("string", "id") for m in json["value"])
+    return json["type"] == "union" and all(_string_keys(m) for m in json["value"])
 
 
 def _record(keys: Validator, values: Validator, *, checked: bool = True) -> Validator:
@@ -581,7 +599,7 @@ def validator_from_json(json: Any) -> Validator:
     if kind == "literal":
         return _literal(json["value"], checked=False)
     if kind == "id":
-        return _id(json["tableName"])
+        return _id(json["tableName"], checked=False)
     if kind == "array":
         return _array(validator_from_json(json["value"]))
     if kind == "record":

@@ -442,6 +442,31 @@ def test_unvalidated_functions_refuse_arguments_their_handler_does_not_take(
     assert engine.query(anything, {"b": 1, "a": 2}) == ["a", "b"]
 
 
+def test_args_v_any_leaves_the_arguments_unvalidated(engine: Engine) -> None:
+    # Found by review: args=v.any() raised EngineError when the function was defined.
+    # Convex accepts it: an args validator of type any is ArgsValidator::Unvalidated
+    # (crates/model/src/modules/function_validators.rs), as omitting args is.
+    from engine import v
+
+    @query(args=v.any())
+    def anything(ctx, **args):  # type: ignore[no-untyped-def]
+        return sorted(args)
+
+    @query(args=v.any())
+    def no_args(ctx):  # type: ignore[no-untyped-def]
+        return "ok"
+
+    assert anything.args is None
+    assert engine.query(anything, {"b": 1, "a": 2}) == ["a", "b"]
+    assert engine.query(no_args) == "ok"
+    with pytest.raises(ArgumentValidationError, match="takes no argument 'x'"):
+        engine.query(no_args, {"x": 1})
+    with pytest.raises(ArgumentValidationError, match="must be an object"):
+        engine.query(anything, [1])  # type: ignore[arg-type]
+    with pytest.raises(EngineError, match="args must be a dict of validators or a v.object"):
+        query(args=v.optional(v.any()))(lambda ctx, **rest: rest)
+
+
 def test_arguments_and_results_are_converted_once(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

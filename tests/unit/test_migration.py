@@ -245,3 +245,21 @@ def test_commit_refuses_new_tables_from_an_old_catalog(
     assert attempts == 2
     assert [d["body"] for d in tables["messages"]] == ["raced"]
     assert tables["audit"] == []
+
+
+def test_a_table_removed_from_the_schema_loses_its_indexes(db_path: Path) -> None:
+    # Found by review: the table's indexes stayed, maintained by every write and still
+    # queryable, although the schema no longer declared them. Convex drops every index
+    # the pushed schema does not declare (IndexModel::get_index_diff), also those of a
+    # table the schema no longer names; the table and its documents stay, schemaless.
+    populate(db_path, 20)
+    Engine.open(db_path, schema=V2, durability="none").close()
+    other = define_schema({"others": define_table({"n": v.int64()}).index("by_n", ["n"])})
+    with Engine.open(db_path, schema=other, durability="none") as engine:
+        with pytest.raises(IndexNotFound):
+            engine.run(lambda ctx: ctx.db.query("people").with_index("by_age").collect())
+        engine.run(lambda ctx: ctx.db.insert("people", {"name": 1}))  # schemaless now
+        report = engine.check()
+        assert report["tables"]["people"]["documents"] == 21
+        assert set(report["tables"]["people"]["indexes"]) == {"by_id", "by_creation_time"}
+        assert "by_n" in report["tables"]["others"]["indexes"]

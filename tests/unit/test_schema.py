@@ -150,3 +150,30 @@ def test_definitions_convex_refuses_are_refused() -> None:
     define_schema(
         {"t": define_table({"a": v.string()}).index("by_b", ["b"])}, schema_validation=False
     )
+
+
+@pytest.mark.parametrize("field", ["a b", "a-b", "1a", "m.a b", "m.1", "é", "m." + "x" * 65])
+def test_index_field_path_components_are_identifiers(field: str) -> None:
+    # Found by review: any path component not starting with "_" was accepted, so an
+    # index on "m.a b" (through a v.any() or a record, or with schema validation off)
+    # was defined. Convex parses each component as an IdentifierFieldName
+    # (FieldPath::from_str) and refuses the schema.
+    table = define_table({"m": v.any(), "a": v.string()})
+    with pytest.raises(SchemaValidationError, match="not an identifier"):
+        table.index("by_field", [field])
+    with pytest.raises(SchemaValidationError, match="not an identifier"):
+        define_table(None).index("by_field", [field])
+    table.index("by_ok", ["m.a_b", "m.B2", "a"])  # identifiers are fine
+
+
+def test_a_table_has_at_most_64_indexes() -> None:
+    # Found by review: any number of indexes was accepted. Convex refuses a schema whose
+    # table declares more than MAX_INDEXES_PER_TABLE = 64 (TooManyIndexes; its docs say
+    # 32, its code 64).
+    wide = define_table(None)
+    for i in range(64):
+        wide.index(f"by_f{i}", [f"f{i}"])
+    define_schema({"t": wide})
+    wide.index("by_one_more", ["g"])
+    with pytest.raises(SchemaValidationError, match='Table "t" cannot have more than 64 indexes'):
+        define_schema({"t": wide})

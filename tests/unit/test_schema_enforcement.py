@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, SchemaValidationError, define_schema, define_table, migration, v
+from engine import (
+    Engine,
+    IndexNotFound,
+    SchemaValidationError,
+    define_schema,
+    define_table,
+    migration,
+    v,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,4 +208,37 @@ def test_a_new_index_that_existing_documents_cannot_fit_is_refused_up_front(
     with Engine.open(db_path, schema=indexed, durability="none") as engine:
         with pytest.raises(LimitExceeded, match="Index key too large"):
             engine.run(lambda ctx: ctx.db.insert("notes", {"text": "y" * 600}))
+        engine.check()
+
+
+def test_a_write_committed_during_the_index_key_check_is_checked_too(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: the key-size check of a new index ran in the read snapshot only.
+    # A document committed after it (from another handle or process, which did not
+    # maintain the index yet) with a key over 511 bytes made the backfill fail on this
+    # and every later open, the index stuck in "backfilling".
+    plain = define_schema({"notes": define_table({"text": v.string()})})
+    indexed = define_schema(
+        {"notes": define_table({"text": v.string()}).index("by_text", ["text"])}
+    )
+    old = Engine.open(db_path, schema=plain, durability="none")
+    old.run(lambda ctx: ctx.db.insert("notes", {"text": "short"}))
+    original = migration._check_new_index_keys
+
+    def check_then_a_write_commits(*args: Any) -> None:
+        original(*args)  # passes: every text in the check's snapshot is short
+        monkeypatch.setattr(migration, "_check_new_index_keys", original)
+        old.run(lambda ctx: ctx.db.insert("notes", {"text": "x" * 600}))
+
+    monkeypatch.setattr(migration, "_check_new_index_keys", check_then_a_write_commits)
+    with pytest.raises(SchemaValidationError, match='new index "by_text" of table "notes"'):
+        Engine.open(db_path, schema=indexed, durability="none")
+    # Nothing changed: no index, the stored schema is still the plain one.
+    with pytest.raises(IndexNotFound):
+        old.run(lambda ctx: ctx.db.query("notes").with_index("by_text").first())
+    assert len(old.run(lambda ctx: ctx.db.query("notes").collect())) == 2
+    old.check()
+    old.close()
+    with Engine.open(db_path, durability="none") as engine:  # opens: nothing left to finish
         engine.check()

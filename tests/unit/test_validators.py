@@ -278,3 +278,60 @@ def test_literal_and_union_failures_in_convex_shape() -> None:
     assert error.path == ".a"
     error = fails(v.union(v.string()), 1)
     assert str(error) == "Value does not match validator.\n\nValue: 1\nValidator: v.string()"
+
+
+def test_literals_of_enum_members_are_their_plain_values() -> None:
+    # Found by review: v.literal(Role.ADMIN) raised TypeError although a StrEnum member
+    # is a str everywhere else in the value model (convert() stores it as the plain str),
+    # which broke the usual v.union(*(v.literal(r) for r in Role)).
+    import enum
+
+    class Role(enum.StrEnum):
+        ADMIN = "admin"
+        MEMBER = "member"
+
+    class Level(enum.IntEnum):
+        ONE = 1
+
+    roles = v.union(*(v.literal(role) for role in Role))
+    assert repr(roles) == 'v.union(v.literal("admin"), v.literal("member"))'
+    assert roles.to_json()["value"][0] == {"type": "literal", "value": "admin"}
+    assert type(roles.to_json()["value"][0]["value"]) is str
+    roles.validate("admin")
+    roles.validate(Role.MEMBER)
+    fails(roles, "owner")
+    one = v.literal(Level.ONE)
+    assert repr(one) == "v.literal(1)" and one == v.literal(1)
+    one.validate(1)
+    fails(one, 1.0)
+    fails(one, True)
+    assert v.literal(Level.ONE) != v.literal(True)
+    with pytest.raises(TypeError):
+        v.literal(None)
+
+
+@pytest.mark.parametrize("table", ["", "a b", "1users", "users!", "___", "x" * 65, "é"])
+def test_id_validators_name_a_valid_table(table: str) -> None:
+    # Found by review: v.id() took any string, so v.id("user s") was defined and its
+    # check accepted any syntactically valid id when no resolver was given. Convex parses
+    # the table name of an id validator as a TableName (an identifier; system tables
+    # start with "_") and refuses the validator.
+    with pytest.raises(ValidationError, match="Invalid table name"):
+        v.id(table)
+    v.id("users")
+    v.id("_storage")
+    # A stored validator stays readable whatever rules were in force when it was stored.
+    assert repr(validator_from_json({"type": "id", "tableName": table})) == f'v.id("{table}")'
+
+
+def test_record_keys_may_be_nested_unions_of_strings_and_ids() -> None:
+    # Found by review: only a flat union of v.string()/v.id() was accepted as a record's
+    # key validator. Convex accepts any key validator that is a subset of v.string()
+    # without string literals (Validator::is_subset recurses into unions), so nested
+    # unions pass; a literal anywhere inside is still refused.
+    keys = v.union(v.union(v.string(), v.id("users")), v.id("posts"))
+    v.record(keys, v.int64()).validate({"k": 1})
+    with pytest.raises(ValidationError, match="InvalidRecordType"):
+        v.record(v.union(v.union(v.string(), v.literal("a"))), v.int64())
+    with pytest.raises(ValidationError, match="InvalidRecordType"):
+        v.record(v.union(v.union(v.int64())), v.int64())
