@@ -273,14 +273,15 @@ def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> No
         )
         if system and high > FIRST_USER_TABLE_NUMBER:
             high = FIRST_USER_TABLE_NUMBER
-        if not low <= table.number < high:
-            problem(
-                f"{where} has number {table.number}, outside the {kind} tables' "
-                f"range [{low}, {high}) (the next free number is below it)"
-            )
-        other = tables_by_number.setdefault(table.number, name)
-        if other != name:
-            problem(f"{where} has number {table.number}, as table {other!r}")
+        _check_number(
+            problem,
+            where,
+            table.number,
+            (low, high),
+            f"the {kind} tables' range",
+            tables_by_number,
+            f"table {name!r}",
+        )
         for required in (BY_ID, BY_CREATION_TIME):
             if required not in table.indexes:
                 problem(f"{where} has no {required} index")
@@ -288,11 +289,34 @@ def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> No
             label = f"{name}.{index_name}"
             if index.name != index_name:
                 problem(f"catalog index {label} is stored as index {index.name!r}")
-            if not 1 <= index.number < stored.next_index:
-                problem(
-                    f"catalog index {label} has number {index.number}, outside "
-                    f"[1, {stored.next_index}) (the next free number is below it)"
-                )
-            owner = indexes_by_number.setdefault(index.number, label)
-            if owner != label:
-                problem(f"catalog index {label} has number {index.number}, as index {owner}")
+            _check_number(
+                problem,
+                f"catalog index {label}",
+                index.number,
+                (1, stored.next_index),
+                "",
+                indexes_by_number,
+                f"index {label}",
+            )
+
+
+def _check_number(
+    problem: Any,
+    where: str,
+    number: int,
+    bounds: tuple[int, int],
+    range_name: str,
+    taken: dict[int, str],
+    owner: str,
+) -> None:
+    """``number`` (of ``owner``, described as ``where``) lies in ``bounds`` (the upper
+    one the next free number) and no other owner in ``taken`` has it."""
+    low, high = bounds
+    if not low <= number < high:
+        problem(
+            f"{where} has number {number}, outside {range_name + ' ' if range_name else ''}"
+            f"[{low}, {high}) (the next free number is below it)"
+        )
+    other = taken.setdefault(number, owner)
+    if other != owner:
+        problem(f"{where} has number {number}, as {other}")
