@@ -68,6 +68,8 @@ _MAX_NESTING = 8
 
 #: Result types that are never awaitable (skips ``inspect.isawaitable``, ~1 µs).
 PLAIN_RESULTS = frozenset({type(None), dict, list, str, int, float, bool, bytes})
+#: What an ``auth=`` can never be: raw credentials or plain data (a tuple, built once).
+_NOT_IDENTITIES = (bytes, bytearray, memoryview, dict, list, tuple, int, float)
 
 
 def refuse_awaitable(what: str, result: Any) -> None:
@@ -417,7 +419,7 @@ class Runtime:
                     "pass an already verified identity."
                 )
             return self.auth.verify(auth)
-        if isinstance(auth, bytes | bytearray | memoryview | dict | list | tuple | int | float):
+        if isinstance(auth, _NOT_IDENTITIES):
             # Raw credentials or plain data are never a verified identity: trusting them
             # would let an unverified token (bytes) or a client's dict act as a user.
             raise EngineError(
