@@ -48,7 +48,7 @@ from .functions import (
     query,
 )
 from .httpmessages import Headers, HttpRequest, HttpResponse
-from .httpserver import HttpServer, WsgiApp
+from .httpserver import HttpServer
 from .query import Query
 from .readers import DatabaseReader, DatabaseWriter
 from .router import ROUTABLE_HTTP_METHODS, HttpAction, HttpRouter, http_action
@@ -57,6 +57,7 @@ from .schema import SchemaDefinition, TableDefinition, define_schema, define_tab
 from .subscriptions import Subscription, SubscriptionSet
 from .validators import Validator, pagination_opts, v
 from .values import UNSET
+from .wsgi import WsgiApp
 
 __all__ = [
     "ROUTABLE_HTTP_METHODS",

@@ -34,21 +34,16 @@ from .errors import CorruptionError, EngineError, closed_error
 from .executor import Executor
 from .files import read_file, store_file_at
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
+from .httpbodies import DEFAULT_MAX_UPLOAD_SIZE
+from .httphandling import _PATH_SAFE, handle
 from .httpmessages import Headers, HeadersInit, HttpRequest, HttpResponse, normalize_path
-from .httpserver import (
-    _PATH_SAFE,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_UPLOAD_SIZE,
-    DEFAULT_TIMEOUT,
-    HttpServer,
-    WsgiApp,
-    handle,
-)
+from .httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, HttpServer
 from .integrity import check as check_integrity
 from .router import HttpRouter
 from .scheduler import check_jobs
 from .storage import Durability, open_storage
 from .subscriptions import Subscription, SubscriptionSet
+from .wsgi import WsgiApp
 
 __all__ = ["Engine"]
 

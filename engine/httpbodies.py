@@ -1,0 +1,88 @@
+"""Reading a request body for the HTTP endpoints: its ``Content-Length`` checked, its
+bytes read in pieces.
+
+An upload or an HTTP action's body is read in full and held in memory: ``_body``
+answers 411 without a ``Content-Length``, 400 for a length that is not a number or a
+body that ends early, 413 above the cap (:data:`DEFAULT_MAX_UPLOAD_SIZE`, 256 MiB, or
+the server's ``max_upload_size``; for an HTTP action's body, Convex's 20 MiB if that is
+smaller). It is read 1 MiB at a time (``_PIECE``), so a declared length is never
+allocated up front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import httpactions
+from .httpresponses import Response, _error
+
+__all__ = ["DEFAULT_MAX_UPLOAD_SIZE"]
+
+#: Bytes an upload may have (it is held in memory until stored): larger ones get 413.
+DEFAULT_MAX_UPLOAD_SIZE = 256 << 20
+_PIECE = 1 << 20  # upload bodies are read this many bytes at a time
+
+
+def _body(
+    header: Callable[[str], str | None],
+    read_body: Callable[[int], bytes],
+    max_size: int,
+    what: str,
+    *,
+    optional: bool = False,
+) -> bytes | Response:
+    """The request body, or the error answer: 411 without ``Content-Length`` (unless
+    ``optional`` and the request announces no body at all), 400 for a bad length or a
+    body that ends early, 413 above ``max_size``."""
+    value = header("Content-Length")
+    if value is None:
+        if optional and header("Transfer-Encoding") is None:
+            return b""
+        return _error(411, "LengthRequired", f"{what} needs a Content-Length header.")
+    length = _content_length(value)
+    if length is None:
+        return _error(
+            400, "BadContentLength", f"Content-Length must be a number of bytes, got {value!r}."
+        )
+    if length > max_size:
+        return _error(413, "PayloadTooLarge", _too_large(length, max_size, what))
+    data = _read_all(read_body, length)
+    if data is None:
+        return _error(400, "IncompleteBody", f"{what} ended before Content-Length bytes.")
+    return data
+
+
+def _too_large(length: int, max_size: int, what: str) -> str:
+    """The 413 message for a body of ``length`` bytes over ``max_size``: Convex's
+    20 MiB limit when that is the cap (an HTTP action's body), else the server's."""
+    if what == "The request body" and max_size == httpactions.BODY_LIMIT:
+        return httpactions.too_large(length)
+    return (
+        f"{what} has {length} bytes; this server takes at most {max_size} "
+        "(serve_http(max_upload_size=...))."
+    )
+
+
+def _content_length(value: str) -> int | None:
+    """A ``Content-Length`` header's value: ASCII digits only (``int`` would take
+    ``"\\xb2"`` or ``" 1_0 "``), else None; an absurd length comes back as 2**62."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    return int(value) if len(value.lstrip("0")) <= 18 else 1 << 62
+
+
+def _read_all(read_body: Callable[[int], bytes], length: int) -> bytes | None:
+    """``length`` bytes of body, read in pieces (a declared length is never allocated
+    up front); None if the body ends, or its socket fails or times out, before."""
+    parts: list[bytes] = []
+    left = length
+    while left > 0:
+        try:
+            part = read_body(min(left, _PIECE))
+        except OSError:  # TimeoutError included: the client stalled
+            return None
+        if not part:
+            return None
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)

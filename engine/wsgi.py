@@ -1,0 +1,100 @@
+"""The WSGI front end: :class:`WsgiApp`, what ``Engine.wsgi_app()`` returns for a host to
+mount in its own web server.
+
+It turns a WSGI ``environ`` into a call of :func:`engine.httphandling.handle` (the
+storage endpoints and the HTTP actions), and the :class:`~engine.httpresponses.Response`
+into ``start_response`` and a body, without hop-by-hop headers (PEP 3333). Timeouts and
+connection limits are the host server's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+from wsgiref.util import is_hop_by_hop, request_uri
+
+from .httpbodies import DEFAULT_MAX_UPLOAD_SIZE
+from .httphandling import _PATH_SAFE, _valid_host, handle
+from .httpresponses import _error
+
+if TYPE_CHECKING:
+    from .functions import Runtime
+
+__all__ = ["WsgiApp"]
+
+
+class WsgiApp:
+    """The WSGI front end of :func:`handle`, for hosts that mount it in their own server.
+
+    It answers the storage endpoints and the HTTP actions. Mount it where file URLs
+    should point, and give that place as ``site_url``::
+
+        engine = Engine.open("./data", functions=app, site_url="https://example.com/files")
+        # with werkzeug's DispatcherMiddleware, say: {"/files": engine.wsgi_app()}
+
+    Routes are matched on ``PATH_INFO`` (the path after the mount point); an HTTP
+    action's ``request.url`` is the full URL, mount point included.
+    ``max_upload_size`` as for :class:`~engine.httpserver.HttpServer`; timeouts and connection
+    limits are the host server's.
+    """
+
+    def __init__(self, runtime: Runtime, max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE) -> None:
+        self._runtime = runtime
+        self._max_upload_size = max_upload_size
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        # PATH_INFO is decoded (latin-1 text of the raw bytes): escaped again, it routes
+        # as the raw path does behind serve_http (Convex routes on escaped pathnames).
+        target = quote(environ.get("PATH_INFO", "") or "/", safe=_PATH_SAFE, encoding="latin-1")
+        if environ.get("QUERY_STRING"):
+            target += "?" + environ["QUERY_STRING"]
+
+        def header(name: str) -> str | None:
+            key = name.upper().replace("-", "_")
+            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                value = environ.get(key)
+            else:
+                value = environ.get("HTTP_" + key)
+            return str(value) if value else None
+
+        def read_body(n: int) -> bytes:
+            data: bytes = environ["wsgi.input"].read(n)
+            return data
+
+        def headers() -> list[tuple[str, str]]:
+            pairs = [
+                (key[5:].replace("_", "-").title(), str(value))
+                for key, value in environ.items()
+                if key.startswith("HTTP_")
+            ]
+            for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                if environ.get(key):
+                    pairs.append((key.replace("_", "-").title(), str(environ[key])))
+            return pairs
+
+        host = environ.get("HTTP_HOST")
+        if host is not None and not _valid_host(str(host)):
+            # request_uri() would put it into the URL an HTTP action reads.
+            response = _error(400, "BadRequest", f"The Host header {host!r} is not a host[:port].")
+        else:
+            response = handle(
+                self._runtime,
+                environ.get("REQUEST_METHOD", "GET"),
+                target,
+                header,
+                read_body,
+                self._max_upload_size,
+                headers=headers,
+                url=request_uri(environ, include_query=True),
+            )
+        # PEP 3333 forbids hop-by-hop headers to applications (wsgiref raises on one,
+        # Proxy-Authenticate included): the host's server owns the connection.
+        pairs = [(name, value) for name, value in response.headers if not is_hop_by_hop(name)]
+        start_response(f"{response.status} {HTTPStatus(response.status).phrase}", pairs)
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            return []
+        return response.body
