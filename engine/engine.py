@@ -397,7 +397,7 @@ class Engine:
 
         Answers ``GET /api/storage/<id>-<signature>`` (downloads) and
         ``POST /api/storage/upload?token=...`` (uploads), as Convex does (see
-        :mod:`engine.httpserver`), and every other path with the HTTP actions of
+        :mod:`engine.httpstorage`), and every other path with the HTTP actions of
         the engine's router, if it has one (see :mod:`engine.router`). Unless ``Engine.open(site_url=...)`` was
         given, file and upload URLs made while it runs use its origin. ``port=0``
         picks a free port (``server.url`` tells which). It stops on
@@ -673,7 +673,7 @@ def _fetch_handled(
     runtime: Runtime, method: str, target: str, headers: Headers, data: bytes
 ) -> HttpResponse:
     """A request of :meth:`Engine.fetch` to the storage endpoints (or to an engine
-    without HTTP routes), answered by :func:`engine.httpserver.handle`."""
+    without HTTP routes), answered by :func:`engine.httphandling.handle`."""
     stream = io.BytesIO(data)
     response = handle(runtime, method, target, headers.get, stream.read, 1 << 62)
     body = b"" if method == "HEAD" else b"".join(response.body)
