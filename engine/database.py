@@ -109,6 +109,11 @@ class Database:
         while self._calls and time.monotonic() < deadline:
             time.sleep(0.001)
 
+    def subscriptions_active(self) -> bool:
+        """True if this process has subscriptions to keep up to date."""
+        manager = self._subscriptions
+        return manager is not None and bool(manager.active)
+
     def wait_for_subscriptions(self, ts: int) -> None:
         """Read-your-writes: block until subscriptions reflect commit ``ts``."""
         manager = self._subscriptions

@@ -212,14 +212,21 @@ class Engine:
         return result
 
     def action(self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None) -> Any:
-        """Run a public action to completion (blocking; from async code use :meth:`aaction`)."""
+        """Run a public action to completion (blocking; from async code use :meth:`aaction`).
+
+        Returns (or raises) once this process's subscriptions reflect what the
+        action's mutations committed, as :meth:`mutation` does.
+        """
         runtime = self._live()
         _refuse_in_event_loop(
             "Engine.action() blocks, and this thread runs an event loop: "
             "use `await engine.aaction(...)` instead."
         )
         identity = runtime.identity(auth)
-        return asyncio.run(runtime.acall(ref, args, identity, kind="action"))
+        try:
+            return asyncio.run(runtime.acall(ref, args, identity, kind="action"))
+        finally:  # what it committed shows in subscriptions, as after mutation()
+            self._catch_up_subscriptions()
 
     def run(self, fn: Callable[[MutationCtx], T]) -> T:
         """Run ``fn(ctx)`` as an admin mutation (like convex-test's ``t.run``).
@@ -305,7 +312,11 @@ class Engine:
         """:meth:`action` for asyncio hosts: runs on the caller's event loop."""
         runtime = self._live()
         identity = await asyncio.to_thread(runtime.identity, auth)
-        return await runtime.acall(ref, args, identity, kind="action")
+        try:
+            return await runtime.acall(ref, args, identity, kind="action")
+        finally:
+            if self._db.subscriptions_active():
+                await asyncio.to_thread(self._catch_up_subscriptions)
 
     async def arun(self, fn: Callable[[MutationCtx], T]) -> T:
         """:meth:`run` for asyncio hosts."""
@@ -550,7 +561,8 @@ class Engine:
         ran = self._scheduled_executor().finish(
             all_pending=False, timeout=timeout, max_iterations=1_000_000
         )
-        self._wait_for_jobs_in_subscriptions(ran)
+        if ran:
+            self._catch_up_subscriptions()
         return ran
 
     def finish_all_scheduled_functions(
@@ -567,18 +579,21 @@ class Engine:
         ran = self._scheduled_executor().finish(
             all_pending=True, timeout=timeout, max_iterations=max_iterations
         )
-        self._wait_for_jobs_in_subscriptions(ran)
+        if ran:
+            self._catch_up_subscriptions()
         return ran
 
-    def _wait_for_jobs_in_subscriptions(self, ran: int) -> None:
-        """Read-your-writes for ``finish_*``, as for :meth:`mutation`: return once this
-        process's subscriptions reflect the commits of the jobs that ran (their
-        transactions do not hand their timestamps back: wait for the latest commit)."""
-        if ran:
-            storage = self._db.storage
+    def _catch_up_subscriptions(self) -> None:
+        """Read-your-writes for calls whose commits do not hand their timestamps back
+        (actions' inner mutations, scheduled jobs): return once this process's
+        subscriptions reflect the latest commit. Cost: nothing without subscriptions,
+        else a head read and the wait."""
+        db = self._db
+        if db.subscriptions_active():
+            storage = db.storage
             with storage.read() as rtxn:
                 ts = storage.head(rtxn)[0]
-            self._db.wait_for_subscriptions(ts)
+            db.wait_for_subscriptions(ts)
 
     def _scheduled_executor(self) -> Executor:
         self._live()

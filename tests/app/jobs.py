@@ -90,6 +90,15 @@ def schedule_action(ctx: Any, text: str) -> str:
     return job_id
 
 
+@action(args={"text": v.string(), "fail": v.boolean()})
+async def note_now(ctx: Any, text: str, fail: bool) -> str:
+    """Write a note through a mutation, then raise if ``fail``."""
+    await ctx.run_mutation(write_note, {"text": "action:" + text})
+    if fail:
+        raise ConvexError("failed after writing")
+    return text
+
+
 @action(args={"text": v.string()})
 async def action_schedules_then_fails(ctx: Any, text: str) -> None:
     ctx.scheduler.run_after(0, write_note, {"text": text})

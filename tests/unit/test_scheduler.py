@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -440,6 +441,20 @@ def test_subscriptions_reflect_what_finish_ran_when_it_returns(engine: Engine) -
         engine.mutation(jobs.later, {"text": "later", "delay": 3600.0})
         assert engine.finish_all_scheduled_functions() == 1
         assert sorted(sub.value) == ["action:a", "later", "soon"]
+
+
+def test_subscriptions_reflect_what_an_action_committed_when_it_returns(engine: Engine) -> None:
+    # Found by review: Engine.action() returned as soon as its inner mutations had
+    # committed, unlike mutation(), run() and finish_*(), so sub.value read right after
+    # it could miss them; also when the action raised after writing.
+    with engine.subscribe(jobs.slow_notes, {}) as sub:
+        assert engine.action(jobs.note_now, {"text": "a", "fail": False}) == "a"
+        assert sub.value == ["action:a"]
+        with pytest.raises(ConvexError, match="failed after writing"):
+            engine.action(jobs.note_now, {"text": "b", "fail": True})
+        assert sorted(sub.value) == ["action:a", "action:b"]
+        assert asyncio.run(engine.aaction(jobs.note_now, {"text": "c", "fail": False})) == "c"
+        assert sorted(sub.value) == ["action:a", "action:b", "action:c"]
 
 
 def test_finish_stops_a_job_that_reschedules_itself(engine: Engine) -> None:
