@@ -208,6 +208,13 @@ def encode_catalog(catalog: Catalog) -> bytes:
     return encode(catalog)
 
 
+def load_catalog(txn: Any, meta: Any) -> Catalog:
+    """The catalog stored in ``meta`` as of LMDB txn ``txn`` (empty before the first
+    table); :class:`CorruptionError` if it does not decode."""
+    raw = txn.get(b"catalog", None, meta)
+    return decode_catalog(raw) if raw is not None else Catalog()
+
+
 def decode_catalog(data: Any) -> Catalog:
     """Decode a stored catalog; :class:`CorruptionError` if it does not decode."""
     try:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .catalog import CATALOG_INDEX, Catalog, CatalogView, TableDef, decode_catalog
+from .catalog import CATALOG_INDEX, Catalog, CatalogView, TableDef, load_catalog
 from .commit import CommitRequest, Committer, Conflict
 from .encoding import decode
 from .errors import EngineError, OptimisticConcurrencyControlFailure, closed_error
@@ -114,6 +114,16 @@ class Database:
         manager = self._subscriptions
         return manager is not None and bool(manager.active)
 
+    def catch_up_subscriptions(self) -> None:
+        """Read-your-writes for calls whose commits do not hand their timestamps back
+        (an action's mutations, scheduled jobs): block until subscriptions reflect the
+        latest commit. Cost: nothing without subscriptions, else a head read and the wait."""
+        manager = self._subscriptions
+        if manager is not None and manager.active:
+            with self.storage.read() as rtxn:
+                ts = self.storage.head(rtxn)[0]
+            manager.wait_for(ts)
+
     def wait_for_subscriptions(self, ts: int) -> None:
         """Read-your-writes: block until subscriptions reflect commit ``ts``."""
         manager = self._subscriptions
@@ -131,8 +141,7 @@ class Database:
         cached = self.catalog_cache
         if cached[0] == version:
             return cached[1]
-        raw = rtxn.get(b"catalog", None, self.storage.meta)
-        view = CatalogView(decode_catalog(raw) if raw is not None else Catalog())
+        view = CatalogView(load_catalog(rtxn, self.storage.meta))
         # A schema change always stores a new catalog version: the version names the schema
         # and the time it changed too.
         view.schema = self._stored_schema(rtxn)

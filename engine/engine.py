@@ -226,7 +226,7 @@ class Engine:
         try:
             return asyncio.run(runtime.acall(ref, args, identity, kind="action"))
         finally:  # what it committed shows in subscriptions, as after mutation()
-            self._catch_up_subscriptions()
+            self._db.catch_up_subscriptions()
 
     def run(self, fn: Callable[[MutationCtx], T]) -> T:
         """Run ``fn(ctx)`` as an admin mutation (like convex-test's ``t.run``).
@@ -316,7 +316,7 @@ class Engine:
             return await runtime.acall(ref, args, identity, kind="action")
         finally:
             if self._db.subscriptions_active():
-                await asyncio.to_thread(self._catch_up_subscriptions)
+                await asyncio.to_thread(self._db.catch_up_subscriptions)
 
     async def arun(self, fn: Callable[[MutationCtx], T]) -> T:
         """:meth:`run` for asyncio hosts."""
@@ -562,7 +562,7 @@ class Engine:
             all_pending=False, timeout=timeout, max_iterations=1_000_000
         )
         if ran:
-            self._catch_up_subscriptions()
+            self._db.catch_up_subscriptions()
         return ran
 
     def finish_all_scheduled_functions(
@@ -580,20 +580,8 @@ class Engine:
             all_pending=True, timeout=timeout, max_iterations=max_iterations
         )
         if ran:
-            self._catch_up_subscriptions()
+            self._db.catch_up_subscriptions()
         return ran
-
-    def _catch_up_subscriptions(self) -> None:
-        """Read-your-writes for calls whose commits do not hand their timestamps back
-        (actions' inner mutations, scheduled jobs): return once this process's
-        subscriptions reflect the latest commit. Cost: nothing without subscriptions,
-        else a head read and the wait."""
-        db = self._db
-        if db.subscriptions_active():
-            storage = db.storage
-            with storage.read() as rtxn:
-                ts = storage.head(rtxn)[0]
-            db.wait_for_subscriptions(ts)
 
     def _scheduled_executor(self) -> Executor:
         self._live()

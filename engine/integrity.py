@@ -40,7 +40,7 @@ from .catalog import (
     BY_ID,
     FIRST_SYSTEM_TABLE_NUMBER,
     Catalog,
-    decode_catalog,
+    load_catalog,
 )
 from .encoding import decode, decode_document
 from .errors import CorruptionError, ValidationError
@@ -245,9 +245,8 @@ def check(db: Database) -> dict[str, Any]:
 
 def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> None:
     """Invariant 8: the stored catalog, decoded afresh, against the head and itself."""
-    raw = rtxn.get(b"catalog", db=storage.meta)
     try:
-        stored = Catalog() if raw is None else decode_catalog(raw)
+        stored = load_catalog(rtxn, storage.meta)
     except CorruptionError as error:
         problem(str(error.problems[0]) if error.problems else str(error))
         return

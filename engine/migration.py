@@ -45,8 +45,8 @@ from .catalog import (
     IndexDef,
     TableDef,
     catalog_key,
-    decode_catalog,
     encode_catalog,
+    load_catalog,
 )
 from .commit import read_log
 from .encoding import decode_document, encode
@@ -65,11 +65,6 @@ _U64 = struct.Struct(">Q")
 _BATCH = 5_000
 _MAX_REPORTED = 5
 _PROGRESS_THRESHOLD = 20_000
-
-
-def _load_catalog(wtxn: Any, db: Database) -> Catalog:
-    raw = wtxn.get(b"catalog", db=db.storage.meta)
-    return decode_catalog(raw) if raw is not None else Catalog()
 
 
 def _store_catalog(
@@ -269,8 +264,7 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
     storage = db.storage
     schema_json = encode(schema.to_json())
     with storage.read() as rtxn:
-        raw = rtxn.get(b"catalog", None, storage.meta)
-        catalog = decode_catalog(raw) if raw is not None else Catalog()
+        catalog = load_catalog(rtxn, storage.meta)
         checked_at = storage.head(rtxn)[0]
         new_schema = rtxn.get(b"schema", None, storage.meta) != schema_json
         if schema.schema_validation and new_schema:
@@ -278,7 +272,7 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
         _check_new_index_keys(db, schema, catalog, rtxn)
 
     def change(wtxn: Any) -> list[tuple[str, str]]:
-        current = stored = _load_catalog(wtxn, db)
+        current = stored = load_catalog(wtxn, db.storage.meta)
         new_schema = wtxn.get(b"schema", None, storage.meta) != schema_json
         if storage.head(wtxn)[0] > checked_at:
             # Commits since the checks' snapshot: checked against the old schema, and
@@ -366,7 +360,7 @@ def _backfill(db: Database, table_name: str, index_name: str) -> None:
     number: list[int] = []  # the index's number when this backfill started
 
     def batch(wtxn: Any) -> tuple[bytes | None, int]:
-        catalog = _load_catalog(wtxn, db)
+        catalog = load_catalog(wtxn, db.storage.meta)
         table = catalog.tables.get(table_name)
         index = None if table is None else table.indexes.get(index_name)
         if (

@@ -93,12 +93,13 @@ class TableDefinition:
                 "it is appended to every index automatically."
             )
         for field in fields:
-            if any(not part or part.startswith("_") for part in field.split(".")):
+            parts = field.split(".")
+            if any(not part or part.startswith("_") for part in parts):
                 raise SchemaValidationError(
                     f"IndexFieldNameReserved: field {field!r} of index {name!r} has a path "
                     "component that is empty or starts with '_'."
                 )
-            bad = next((p for p in field.split(".") if not _IDENTIFIER.match(p)), None)
+            bad = next((p for p in parts if not _IDENTIFIER.match(p)), None)
             if bad is not None:
                 # Convex parses each component as an IdentifierFieldName (FieldPath::from_str).
                 raise SchemaValidationError(

@@ -387,13 +387,9 @@ class SubscriptionSet(_Notifier):
 
     def _end(self, error: BaseException) -> None:
         """A member's token expired: the set ends with its error (members share a token)."""
-        if self._closed:
-            return
-        self._ended = error
-        self._closed = True
-        for subscription in self._members.values():
-            subscription.close()
-        self._wake()
+        if not self._closed:
+            self._ended = error
+            self.close()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self._follow(lambda: self.value)
@@ -422,7 +418,6 @@ class SubscriptionManager:
         #: The catalog the watched queries last ran against (None before the first step).
         self._catalog: Catalog | None = None
         self._worker_error: BaseException | None = None
-        #: (monotonic deadline, tie-breaker, subscription): when to ask a token again.
         #: When to ask the tokens of subscriptions made with one how long they have left.
         self._deadlines: Deadlines[Subscription] = Deadlines()
         db.listeners.append(self._on_commit)
