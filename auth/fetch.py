@@ -69,7 +69,6 @@ class _Deadline:
     blocked on them (a socket timeout only bounds each read, not their sum)."""
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
         self.expired = False
         self._ends = _monotonic() + seconds
         self._lock = threading.Lock()

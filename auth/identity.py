@@ -64,8 +64,6 @@ OIDC_HIDDEN_CLAIMS = frozenset(
 )
 #: Not surfaced by Convex's customJwt path: the registered claims and fva (azp shows).
 CUSTOM_JWT_HIDDEN_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "fva"})
-#: The name of the one global set this module had; the OIDC default now.
-_HIDDEN = OIDC_HIDDEN_CLAIMS
 #: Always fields of the identity (issuer, subject), never claims.
 _IDENTITY_FIELDS = frozenset({"iss", "sub"})
 

@@ -107,3 +107,16 @@ def test_identities_built_by_hand_are_always_hashable() -> None:
     assert hash(identity) == hash(identity)
     assert hash(identity.org) == hash(identity.org)
     assert {identity: 1}[identity] == 1
+    # Equal identities hash equal (hash(x) == hash(x) alone could only fail by raising):
+    # the same claims inserted in another order.
+    twin = auth.UserIdentity(
+        token_identifier="i|u",
+        subject="u",
+        issuer="i",
+        name=["not", "a", "string"],  # type: ignore[arg-type]
+        claims={"nested": {"x": [1, {"y": 2}]}, "tags": {"b", "a"}},
+        org=auth.Organization(id="org_1", slug=["acme"]),  # type: ignore[arg-type]
+    )
+    assert twin == identity
+    assert hash(twin) == hash(identity)
+    assert {identity: 1}[twin] == 1

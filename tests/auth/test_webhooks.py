@@ -229,6 +229,9 @@ def test_a_secret_read_from_an_env_file_works(secret: str) -> None:
         {"tolerance": float("inf")},
         {"tolerance": -1},
         {"tolerance": True},
+        # Found by review: math.isfinite() of a huge int raised OverflowError.
+        {"now": 10**400},
+        {"tolerance": 10**400},
     ],
     ids=str,
 )
