@@ -80,28 +80,15 @@ def _download(
         span = _byte_range(byte_range, size)
     if span == "unsatisfiable":
         return Response(416, [_CORS, ("Content-Range", f"bytes */{size}"), ("Content-Length", "0")])
+    start, stop = span if isinstance(span, tuple) else (0, size - 1)
+    headers = [_CORS, ("Content-Type", _content_type(document))]
     if isinstance(span, tuple):
-        start, end = span
-        headers = [
-            _CORS,
-            ("Content-Type", _content_type(document)),
-            ("Content-Range", f"bytes {start}-{end}/{size}"),
-            ("Content-Length", str(end - start + 1)),
-            ("Accept-Ranges", "bytes"),
-            ("ETag", etag),
-            _CACHE_CONTROL,
-            *_sandbox(document),
-        ]
-        response = Response(206, headers)
-        if not head:
-            response.body = _chunks(db.storage, doc_key, size, response, start, end + 1)
-        return response
-    headers = [
-        _CORS,
-        ("Content-Type", _content_type(document)),
-        ("Content-Length", str(size)),
+        headers.append(("Content-Range", f"bytes {start}-{stop}/{size}"))
+    else:  # the digest is of the whole file: a part gets none
+        headers.append(("Digest", f"sha-256={document['sha256']}"))
+    headers += [
+        ("Content-Length", str(stop - start + 1)),
         ("Accept-Ranges", "bytes"),
-        ("Digest", f"sha-256={document['sha256']}"),
         ("ETag", etag),
         _CACHE_CONTROL,
         # Files share this origin with the HTTP actions (Convex serves them on another),
@@ -110,9 +97,9 @@ def _download(
         # app. <img>, <video>, <audio> and downloads are unaffected.
         *_sandbox(document),
     ]
-    response = Response(200, headers)
+    response = Response(206 if isinstance(span, tuple) else 200, headers)
     if not head:
-        response.body = _chunks(db.storage, doc_key, size, response)
+        response.body = _chunks(db.storage, doc_key, response, start, stop + 1)
     return response
 
 
@@ -181,13 +168,11 @@ def _content_type(document: dict[str, Any]) -> str:
 def _chunks(
     storage: Any,
     doc_key: bytes,
-    size: int,
     response: Response,
-    start: int = 0,
-    stop: int | None = None,
+    start: int,
+    stop: int,
 ) -> Iterator[bytes]:
-    """The file's bytes ``[start, stop)`` (all by default), one chunk per read txn."""
-    stop = size if stop is None else stop
+    """The file's bytes ``[start, stop)``, one chunk per read txn."""
     first = start // blobs.CHUNK_SIZE
     last = max(first + 1, -(-stop // blobs.CHUNK_SIZE))
     for number in range(first, last):
