@@ -25,7 +25,13 @@ from .errors import (
     InvalidIndexRange,
     ValidationError,
 )
-from .filters import MAX_QUERY_OPERATORS, Expression, compile_filters, predicate
+from .filters import (
+    MAX_QUERY_OPERATORS,
+    Expression,
+    compile_filters,
+    field_path_problem,
+    predicate,
+)
 from .ordering import compare
 from .values import UNSET, convert, format_value, type_name
 
@@ -46,7 +52,13 @@ class IndexRangeBuilder:
     def _add(self, op: str, field: str, value: Any) -> IndexRangeBuilder:
         if not isinstance(field, str):
             raise InvalidIndexRange(f"Index range fields are names (str), got {field!r}")
-        self._ops.append((op, field, value if value is UNSET else convert(value)))
+        # Parsed as Convex parses a range's field path: trimmed of dots, each step
+        # an identifier (an unparsable path fails before any grammar check).
+        path = field.strip(".")
+        problem = field_path_problem(path) if path else f"Empty path {field}"
+        if problem is not None:
+            raise InvalidIndexRange(f"Invalid field path {field!r} in the index range: {problem}")
+        self._ops.append((op, path, value if value is UNSET else convert(value)))
         return self
 
     def eq(self, field: str, value: Any) -> IndexRangeBuilder:

@@ -4,6 +4,7 @@ nested paginations, filter expressions. Each test is a defect found by review
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,45 @@ def test_field_paths_parse_as_convex_parses_them(engine: Engine) -> None:
         engine.query(lambda ctx: ctx.db.query("rows").filter(lambda q: q.field("")).collect())
     with pytest.raises(EvalError, match="Invalid field path"):
         engine.query(lambda ctx: ctx.db.query("rows").filter(lambda q: q.field("a..b")).collect())
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("a-b", "Identifier a-b has invalid character '-': Identifiers can only contain"),
+        ("a b", "Identifier a b has invalid character ' '"),
+        ("n.1x", "Invalid first character '1' in 1x: Identifiers must start with"),
+        ("__", "Identifier __ cannot have exclusively underscores"),
+        ("$n", "Field name $n starts with '$', which is reserved."),
+        ("é", "Field name é has invalid character 'é': Field names can only contain"),
+        ("x" * 65, "Identifier is too long (65 > maximum 64)"),
+        ("a..b", "Identifier cannot be empty"),
+    ],
+)
+def test_field_paths_must_be_identifiers_as_in_convex(
+    engine: Engine, path: str, message: str
+) -> None:
+    """Convex parses q.field and index range paths as FieldPaths of identifiers: a
+    document may hold a field "a-b", but no filter or range can name it."""
+    from engine import InvalidIndexRange
+
+    engine.run(lambda ctx: ctx.db.insert("things", {"a-b": 1}))  # a valid document
+    with pytest.raises(EvalError, match=re.escape(message)):
+        engine.query(
+            lambda ctx: ctx.db.query("things").filter(lambda q: q.eq(q.field(path), 1)).collect()
+        )
+    with pytest.raises(InvalidIndexRange, match=re.escape(message)):
+        engine.query(
+            lambda ctx: ctx.db.query("rows").with_index("by_n", lambda q: q.eq(path, 1)).collect()
+        )
+
+
+def test_index_range_paths_are_trimmed_of_dots_as_in_convex(engine: Engine) -> None:
+    _fill(engine, [1, 2])
+    rows = engine.query(
+        lambda ctx: ctx.db.query("rows").with_index("by_n", lambda q: q.eq(".n.", 2)).collect()
+    )
+    assert [r["n"] for r in rows] == [2]
 
 
 def test_query_operator_and_nesting_limits(engine: Engine) -> None:
