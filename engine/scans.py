@@ -134,7 +134,9 @@ class Scans:
                 if found is None:
                     raise AssertionError(f"index entry {key!r} points to a missing document")
                 raw = found
-                self._count_read(len(raw))
+            # Own writes count too: Convex's index range reads the transaction's
+            # pending writes with the snapshot and records every document it returns.
+            self._count_read(len(raw))
             yield key, _decode_document(raw)
             if self._rtxn is None:
                 self._txn()  # raises: the function that started this scan has returned

@@ -238,12 +238,13 @@ class Transaction(Scans):
         """The newest version of a document visible here, recording the read."""
         self.reads.add_point(table.by_id.prefix + internal_id)
         if doc_key in self.writes.documents:
-            return self.writes.documents[doc_key]
-        raw = self._txn().get(doc_key, None, self._storage.documents)
+            raw = self.writes.documents[doc_key]
+        else:
+            raw = self._txn().get(doc_key, None, self._storage.documents)
         if raw is None:
             return None
-        self._count_read(len(raw))
-        return raw  # type: ignore[no-any-return]
+        self._count_read(len(raw))  # an own write too, as Convex's get_inner counts it
+        return raw
 
     def get(self, document_id: str, system: bool | None = None) -> dict[str, Any] | None:
         """The document with this id, or None. Cost: one B-tree lookup, one decode.
@@ -275,7 +276,11 @@ class Transaction(Scans):
         pending = self.writes.documents
         if pending and doc_key in pending:
             raw = pending[doc_key]
-            return None if raw is None else decode_document(raw)
+            if raw is None:
+                return None
+            # Counted as Convex counts it: its get reads the pending writes too.
+            self._count_read(len(raw))
+            return decode_document(raw)
         rtxn = self._rtxn
         if rtxn is None:
             rtxn = self._txn()  # raises: the transaction has finished

@@ -56,6 +56,43 @@ def test_point_gets_count_against_the_documents_read_limit(
     assert caught.value.limit == "TooManyDocumentsRead"
 
 
+def test_a_mutations_own_writes_count_as_read(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Convex's reads go through the transaction index, pending writes included, and
+    record every document returned (get_inner, IndexRange): reading back documents
+    the mutation wrote itself counts against the limits like any other read."""
+    monkeypatch.setattr(scans, "MAX_DOCUMENTS_READ", 10)
+
+    def scan_own_inserts(ctx):  # type: ignore[no-untyped-def]
+        for i in range(11):
+            ctx.db.insert("t", {"i": i})
+        return ctx.db.query("t").collect()
+
+    with pytest.raises(LimitExceeded, match="Too many documents read") as caught:
+        engine.run(scan_own_inserts)
+    assert caught.value.limit == "TooManyDocumentsRead"
+
+    def get_own_inserts(ctx):  # type: ignore[no-untyped-def]
+        ids = [ctx.db.insert("t", {"i": i}) for i in range(11)]
+        return [ctx.db.get(i) for i in ids]
+
+    with pytest.raises(LimitExceeded, match="Too many documents read"):
+        engine.run(get_own_inserts)
+
+    def patch_one_twice_each(ctx):  # type: ignore[no-untyped-def]
+        ids = [ctx.db.insert("t", {"i": i}) for i in range(6)]
+        for i in ids:
+            ctx.db.patch(i, {"i": 1})  # reads the pending document, as Convex's patch does
+            ctx.db.patch(i, {"i": 2})
+
+    with pytest.raises(LimitExceeded, match="Too many documents read"):
+        engine.run(patch_one_twice_each)
+    # Ten reads of own writes stay within the limit.
+    assert len(engine.run(lambda ctx: [ctx.db.insert("t", {}) for _ in range(10)])) == 10
+    engine.run(lambda ctx: ctx.db.query("t").collect())
+
+
 def test_real_limit_is_32000(engine: Engine) -> None:
     assert transaction.MAX_DOCUMENTS_READ == 32_000
     assert transaction.MAX_BYTES_READ == 16 << 20
