@@ -105,7 +105,14 @@ class ReadSet:
         folded = [(key, key + b"\x00") for key in self.points]
         self._merged = FrozenReadSet([*self._merged, *folded]).pairs()
         self.points.clear()  # the same list: hot paths hold on to it
-        self.room = MAX_READ_RANGES - len(self._intervals) - len(self._merged)
+        # Room left before the count could pass the limit: the merged count now, plus
+        # one for each live scan interval still empty (a scan widening a non-empty
+        # interval can only join ranges, never add one; one that starts reading adds at
+        # most one). Counting every live interval instead made each read past 4,096
+        # scans merge them all again: quadratic for a loop of queries whose ranges
+        # merge (as Convex's do, which never raise).
+        empty = sum(1 for interval in self._intervals if interval.lo >= interval.hi)
+        self.room = MAX_READ_RANGES - len(merged) - empty
 
     def extend(self, other: ReadSet) -> None:
         """Add every interval of ``other`` (a nested query's reads)."""
