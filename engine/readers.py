@@ -8,6 +8,7 @@ query cannot write by construction, not by a runtime check alone.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from . import ids
@@ -20,6 +21,23 @@ if TYPE_CHECKING:
 __all__ = ["DatabaseReader", "DatabaseWriter", "SystemReader"]
 
 
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
+
+def _check_table_name(table: str) -> None:
+    """Refuse a name Convex cannot parse as a ``TableName`` (an identifier).
+
+    Convex parses the table of a query and of ``normalizeId`` before looking it up,
+    so a malformed name is an error there, not an empty result or None.
+    """
+    if not _TABLE_NAME.match(table) or not table.strip("_"):
+        raise InvalidTable(
+            f"Invalid table name {table!r}: table names are identifiers "
+            "([A-Za-z_][A-Za-z0-9_]*, at most 64 characters, not all underscores).",
+            table=table,
+        )
+
+
 class _Reads:
     __slots__ = ("_txn",)
 
@@ -27,6 +45,9 @@ class _Reads:
         self._txn = txn
 
     def _normalize(self, table: str, document_id: object) -> str | None:
+        if not isinstance(table, str):
+            raise InvalidTable(f"normalize_id: a table name is a str, got {table!r}", table=None)
+        _check_table_name(table)
         if not isinstance(document_id, str):
             return None
         try:
@@ -106,16 +127,24 @@ class DatabaseReader(_Reads):
         return self._txn.get(document_id, False)
 
     def query(self, table: str) -> Query:
-        """Start a lazy query over ``table`` (see :class:`engine.query.Query`)."""
+        """Start a lazy query over ``table`` (see :class:`engine.query.Query`).
+
+        A table that does not exist reads no rows; a name that is not an identifier
+        raises :class:`InvalidTable`, as Convex.
+        """
         if not isinstance(table, str) or table.startswith("_"):
             raise InvalidTable(
                 f"db.query({table!r}): system tables are read through db.system.query().",
                 table=str(table),
             )
+        _check_table_name(table)
         return Query(self._txn, table)
 
     def normalize_id(self, table: str, document_id: str) -> str | None:
-        """``document_id`` if it is an id of ``table`` (existence is not checked), else None."""
+        """``document_id`` if it is an id of ``table`` (existence is not checked), else None.
+
+        Raises :class:`InvalidTable` for a table name that is not an identifier, as Convex.
+        """
         return self._normalize(table, document_id)
 
 
