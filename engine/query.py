@@ -344,6 +344,12 @@ class Query:
         if not self._initializer:
             self._chained = True
 
+    def _run(self) -> None:
+        """Start running: a query made by a step runs once, as in Convex, where a
+        terminal takes the query (``takeQuery``) and iteration consumes it; the
+        initializer ``ctx.db.query(t)`` starts a new query each time."""
+        self._chain()
+
     def _copy(self) -> Query:
         self._chain()
         other = Query.__new__(Query)
@@ -497,13 +503,13 @@ class Query:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Stream the documents, one LMDB step at a time."""
-        self._usable()
+        self._run()
         for _, document in self._rows():
             yield document
 
     def _batch(self, limit: int | None) -> list[dict[str, Any]]:
         """Up to ``limit`` matching documents, read in one loop when the snapshot allows."""
-        self._usable()
+        self._run()
         resolved = self._resolved()
         if resolved is None:
             return []
@@ -557,7 +563,7 @@ class Query:
         """One page of results and a cursor to continue: see :mod:`engine.pagination`."""
         from .pagination import paginate
 
-        self._usable()
+        self._run()
         return paginate(self, opts)
 
     def fingerprint(self) -> list[Any]:

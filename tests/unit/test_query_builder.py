@@ -124,6 +124,38 @@ def test_a_chained_query_is_used_up_by_its_next_step(engine: Engine) -> None:
             engine.query(body)
 
 
+@pytest.mark.parametrize(
+    "second",
+    [
+        lambda q: q.collect(),
+        lambda q: q.first(),
+        lambda q: q.take(1),
+        lambda q: q.unique(),
+        lambda q: list(q),
+        lambda q: q.paginate({"numItems": 1, "cursor": None}),
+        lambda q: q.filter(lambda f: True),
+    ],
+)
+@pytest.mark.parametrize(
+    "first",
+    [lambda q: q.collect(), lambda q: q.first(), lambda q: next(iter(q))],
+)
+def test_a_query_made_by_a_step_runs_once(engine: Engine, first: Any, second: Any) -> None:
+    """As in Convex: a terminal takes the query (takeQuery) and iteration consumes it,
+    so running a step's query a second time raises; the initializer starts anew."""
+    _fill(engine, [1, 2])
+
+    def body(ctx: Any) -> Any:
+        base = ctx.db.query("rows")
+        indexed = base.with_index("by_n")
+        first(indexed)
+        assert len(base.collect()) == 2 and len(base.collect()) == 2
+        return second(indexed)
+
+    with pytest.raises(ValidationError, match="can only be chained once"):
+        engine.query(body)
+
+
 def test_a_query_made_before_its_table_sees_rows_inserted_after(engine: Engine) -> None:
     def body(ctx: Any) -> Any:
         everything = ctx.db.query("fresh")
