@@ -537,9 +537,18 @@ class Query:
         return self._batch(None)
 
     def take(self, n: int) -> list[dict[str, Any]]:
-        """The first ``n`` matching documents (``n`` a non-negative integer)."""
+        """The first ``n`` matching documents (``n`` a non-negative integer).
+
+        A whole ``float`` counts as the integer it holds, as in Convex, whose ``n`` is a
+        JavaScript number (``Number.isInteger``): a limit passed in as a ``v.number()``
+        argument works. Raises :class:`ValidationError` otherwise.
+        """
+        if type(n) is float and n.is_integer():
+            n = int(n)
         if type(n) is not int or n < 0:
-            raise ValidationError(f"take() expects a non-negative integer, got {n!r}")
+            raise ValidationError(
+                f"Arg 1 `n` to `take` must be a non-negative integer, got {format_value(n)}"
+            )
         if n == 0:
             return []
         return self._batch(n)

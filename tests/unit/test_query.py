@@ -310,6 +310,20 @@ def test_terminals(people: Engine) -> None:
         run(lambda q: q.order("asc").order("desc"))
 
 
+def test_take_accepts_a_whole_float_as_convex_does(people: Engine) -> None:
+    """Convex's n is a JS number checked with Number.isInteger, so a limit that came in
+    as a v.number() argument (a float here) works; fractions, NaN and bools do not."""
+
+    def take(n: Any) -> Any:
+        return people.run(lambda ctx: ctx.db.query("people").take(n))
+
+    assert [d["name"] for d in take(2.0)] == ["ann", "bob"]
+    assert take(0.0) == [] and take(-0.0) == []
+    for bad in (2.5, -1.0, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValidationError, match="Arg 1 `n` to `take` must be a non-negative"):
+            take(bad)
+
+
 def test_missing_table_reads_nothing(people: Engine) -> None:
     assert people.run(lambda ctx: ctx.db.query("nothing").collect()) == []
 
