@@ -105,14 +105,22 @@ class ReadSet:
         folded = [(key, key + b"\x00") for key in self.points]
         self._merged = FrozenReadSet([*self._merged, *folded]).pairs()
         self.points.clear()  # the same list: hot paths hold on to it
-        # Room left before the count could pass the limit: the merged count now, plus
-        # one for each live scan interval still empty (a scan widening a non-empty
-        # interval can only join ranges, never add one; one that starts reading adds at
-        # most one). Counting every live interval instead made each read past 4,096
-        # scans merge them all again: quadratic for a loop of queries whose ranges
-        # merge (as Convex's do, which never raise).
-        empty = sum(1 for interval in self._intervals if interval.lo >= interval.hi)
-        self.room = MAX_READ_RANGES - len(merged) - empty
+        # Room left before the count could pass the limit. Live scan intervals only
+        # widen, which can join ranges but never add one, except that one still empty
+        # adds at most one when it starts reading, and the newest may still shrink
+        # (Scans.read_rows records its whole range, then cuts it where it stopped): it
+        # counts as one range of its own. Counting every live interval as its own
+        # range instead made each read past 4,096 scans merge them all again:
+        # quadratic for a loop of queries whose ranges merge (as Convex's do, which
+        # never raise).
+        live = self._intervals
+        if live:
+            older = live[:-1]
+            settled = FrozenReadSet([(i.lo, i.hi) for i in older] + self._merged)
+            empty = sum(1 for i in older if i.lo >= i.hi)
+            self.room = MAX_READ_RANGES - len(settled) - empty - 1
+        else:
+            self.room = MAX_READ_RANGES - len(self._merged)
 
     def extend(self, other: ReadSet) -> None:
         """Add every interval of ``other`` (a nested query's reads)."""

@@ -174,6 +174,19 @@ def test_many_scans_of_one_range_merge_without_quadratic_work(
         reads.add_point(b"z")
 
 
+def test_a_range_cut_short_after_a_merge_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scans.read_rows records its whole range, then cuts it where it stopped: a merge
+    made in between must not count the ranges that whole range joined as one."""
+    monkeypatch.setattr(readset, "MAX_READ_RANGES", 3)
+    reads = readset.ReadSet()
+    for lo in (b"b", b"e", b"h"):
+        reads.add_interval(lo, lo + b"\x00")
+    whole = reads.add_interval(b"a", b"z")  # merges: one range
+    whole.hi = b"a\x00"  # the read stopped at its first key: four ranges
+    with pytest.raises(LimitExceeded, match="Too many reads"):
+        reads.add_point(b"q")
+
+
 def test_bytes_written_roll_back_with_the_writes(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
