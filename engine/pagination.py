@@ -203,7 +203,7 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     #: The index key of every row scanned, rejected ones included.
     scanned_keys: list[bytes] = []
     rows_read = 0
-    bytes_before = txn.bytes_read
+    bytes_before = txn.bytes_read + txn.system_bytes_read
     last_key: bytes | None = None
     status: str | None = None
     exhausted = True
@@ -250,13 +250,16 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
                 break
             if not has_end and (
                 (max_rows is not None and rows_read >= max_rows)
-                or (max_bytes is not None and txn.bytes_read - bytes_before >= max_bytes)
+                or (
+                    max_bytes is not None
+                    and txn.bytes_read + txn.system_bytes_read - bytes_before >= max_bytes
+                )
             ):
                 exhausted = False
                 status = "SplitRequired"
                 break
         scan.close()
-    bytes_read = txn.bytes_read - bytes_before
+    bytes_read = txn.bytes_read + txn.system_bytes_read - bytes_before
     if has_end:
         continue_cursor = end_cursor
         is_done = end_is_end

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine import (
@@ -13,6 +15,7 @@ from engine import (
     scans,
     transaction,
 )
+from tests import app
 
 
 def fill(engine: Engine, n: int) -> list[str]:
@@ -91,6 +94,43 @@ def test_a_mutations_own_writes_count_as_read(
     # Ten reads of own writes stay within the limit.
     assert len(engine.run(lambda ctx: [ctx.db.insert("t", {}) for _ in range(10)])) == 10
     engine.run(lambda ctx: ctx.db.query("t").collect())
+
+
+def test_reads_of_system_tables_do_not_count_against_the_limits(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Convex counts the documents of system tables (_storage, _scheduled_functions)
+    apart and never raises for them (ReadSet::record_read_document skips is_system
+    tables): listing many scheduled jobs is not a TooManyDocumentsRead."""
+    from tests.app import jobs
+
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        job_ids = engine.run(
+            lambda ctx: [
+                ctx.scheduler.run_after(3600, jobs.write_note, {"text": str(i)}) for i in range(8)
+            ]
+        )
+        monkeypatch.setattr(scans, "MAX_DOCUMENTS_READ", 5)
+        listed = lambda ctx: ctx.db.system.query("_scheduled_functions").collect()
+        assert len(engine.query(listed)) == 8
+        assert len(engine.run(listed)) == 8  # the streaming path of a mutation
+        got = engine.query(lambda ctx: [ctx.db.system.get(i) for i in job_ids])
+        assert all(got)
+        page = engine.run(
+            lambda ctx: ctx.db.system.query("_scheduled_functions").paginate(
+                {"numItems": 8, "cursor": None, "maximumBytesRead": 1}
+            )
+        )
+        assert len(page["page"]) == 1 and page["pageStatus"] == "SplitRequired"
+
+        def user_rows_still_count(ctx):  # type: ignore[no-untyped-def]
+            listed(ctx)
+            for _ in range(6):
+                ctx.db.insert("t", {})
+            return ctx.db.query("t").collect()
+
+        with pytest.raises(LimitExceeded, match="Too many documents read"):
+            engine.run(user_rows_still_count)
 
 
 def test_real_limit_is_32000(engine: Engine) -> None:
