@@ -65,11 +65,10 @@ class SystemReader(_Reads):
 
     __slots__ = ()
 
-    def _check(self, table: str) -> None:
+    def _check(self, table: str, method: str) -> None:
         if not isinstance(table, str) or not table.startswith("_"):
             raise InvalidTable(
-                f"User tables can only be accessed from db.normalize_id(), db.get() and "
-                f"db.query(); db.system is for system tables, got {table!r}.",
+                f"User tables can only be accessed from db.{method}(). (table {table!r})",
                 table=str(table),
             )
 
@@ -83,12 +82,12 @@ class SystemReader(_Reads):
 
     def query(self, table: str) -> Query:
         """A query over a system table (``_storage``, ``_scheduled_functions``)."""
-        self._check(table)
+        self._check(table, "query")
         return Query(self._txn, table)
 
     def normalize_id(self, table: str, document_id: str) -> str | None:
         """``document_id`` if it is an id of system table ``table``, else None."""
-        self._check(table)
+        self._check(table, "normalize_id")
         return self._normalize(table, document_id)
 
 
@@ -134,7 +133,7 @@ class DatabaseReader(_Reads):
         """
         if not isinstance(table, str) or table.startswith("_"):
             raise InvalidTable(
-                f"db.query({table!r}): system tables are read through db.system.query().",
+                f"System tables can only be accessed from db.system.query(). (table {table!r})",
                 table=str(table),
             )
         _check_table_name(table)
@@ -143,8 +142,15 @@ class DatabaseReader(_Reads):
     def normalize_id(self, table: str, document_id: str) -> str | None:
         """``document_id`` if it is an id of ``table`` (existence is not checked), else None.
 
-        Raises :class:`InvalidTable` for a table name that is not an identifier, as Convex.
+        Raises :class:`InvalidTable` for a table name that is not an identifier, or
+        that of a system table (read those with ``db.system.normalize_id``), as Convex.
         """
+        if isinstance(table, str) and table.startswith("_"):
+            raise InvalidTable(
+                "System tables can only be accessed from db.system.normalize_id(). "
+                f"(table {table!r})",
+                table=table,
+            )
         return self._normalize(table, document_id)
 
 
