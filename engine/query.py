@@ -419,11 +419,18 @@ class Query:
             query._ops = builder._ops
             return query
         index = table.indexes.get(name)
-        if index is None or index.state != "ready":
-            known = ", ".join(sorted(table.indexes))
-            state = " is still being backfilled" if index is not None else " not found"
+        if index is not None and index.state != "ready":
+            # Convex's index_backfilling_error (crates/indexing/src/index_registry.rs).
             raise IndexNotFound(
-                f"Index {self._table_name}.{name}{state}. Indexes of this table: {known}. "
+                f"Index {self._table_name}.{name} is currently backfilling and not available "
+                "to query yet. (Opening the engine finishes an interrupted backfill.)",
+                table=self._table_name,
+                index=name,
+            )
+        if index is None:
+            known = ", ".join(sorted(n for n, i in table.indexes.items() if i.state == "ready"))
+            raise IndexNotFound(
+                f"Index {self._table_name}.{name} not found. Indexes of this table: {known}. "
                 "Declare indexes in the schema with define_table(...).index(name, fields).",
                 table=self._table_name,
                 index=name,
