@@ -556,7 +556,12 @@ class Query:
             raise ValidationError(
                 f"Arg 1 `n` to `take` must be a non-negative integer, got {format_value(n)}"
             )
+        if len(self._filters) >= MAX_QUERY_OPERATORS:
+            # take (and first, unique) adds Convex's limit operator to the filters: the
+            # backend refuses a query of more than 256 (JsonQuery in common/src/json).
+            raise EvalError(f"Query has too many operators: {len(self._filters) + 1}")
         if n == 0:
+            self._run()  # takes the query all the same, as Convex's limit(0) does
             return []
         return self._batch(n)
 

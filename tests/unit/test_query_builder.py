@@ -288,6 +288,31 @@ def test_query_operator_and_nesting_limits(engine: Engine) -> None:
         engine.query(lambda ctx: ctx.db.query("rows").filter(deep).collect())
 
 
+def test_take_adds_an_operator_and_uses_the_query_up_as_in_convex(engine: Engine) -> None:
+    """take/first/unique push Convex's limit operator: 256 filters then take() is 257
+    operators, which the backend refuses; take(0) takes the query like any take."""
+    _fill(engine, [1])
+
+    def filtered(ctx: Any) -> Any:
+        query = ctx.db.query("rows")
+        for _ in range(256):
+            query = query.filter(lambda q: True)
+        return query
+
+    assert len(engine.query(lambda ctx: filtered(ctx).collect())) == 1
+    for terminal in (lambda q: q.take(1), lambda q: q.first(), lambda q: q.unique()):
+        with pytest.raises(EvalError, match="Query has too many operators: 257"):
+            engine.query(lambda ctx, t=terminal: t(filtered(ctx)))
+
+    def take_zero_then_collect(ctx: Any) -> Any:
+        query = ctx.db.query("rows").with_index("by_n")
+        assert query.take(0) == []
+        return query.collect()
+
+    with pytest.raises(ValidationError, match="can only be chained once"):
+        engine.query(take_zero_then_collect)
+
+
 def test_filter_literals_are_kept_by_value(engine: Engine) -> None:
     engine.run(lambda ctx: ctx.db.insert("things", {"tags": ["a"]}))
 
