@@ -38,6 +38,38 @@ def _check_table_name(table: str) -> None:
         )
 
 
+#: "No second argument": the one-argument (id-only) form of get/patch/replace/delete.
+_ID_ONLY: Any = object()
+
+
+def _check_id_table(txn: Transaction, method: str, table: object, document_id: object) -> None:
+    """For the table-first forms (``db.get(table, id)``, Convex's preferred spelling
+    since 2025): refuse an id of another existing table, as Convex's
+    ``check_table_name`` (crates/isolate/src/environment/helpers/mod.rs) does.
+
+    A malformed id, or an id of a table that does not exist, is left to the call
+    itself (``InvalidId``; None or ``DocumentNotFound``), as in Convex.
+    """
+    if not isinstance(table, str):
+        raise InvalidTable(
+            f"Invalid argument `table` for `{method}`: a table name is a str, got {table!r}",
+            table=None,
+        )
+    if type(document_id) is not str:
+        return
+    try:
+        number, _ = ids.decode_id(document_id)
+    except InvalidId:
+        return
+    found = txn.table_by_number(number)
+    if found is not None and found.name != table:
+        raise InvalidTable(
+            f"Invalid argument `id` for `{method}`: expected to be an "
+            f'Id<"{table}">, got Id<"{found.name}"> instead.',
+            table=table,
+        )
+
+
 class _Reads:
     __slots__ = ("_txn",)
 
@@ -72,12 +104,16 @@ class SystemReader(_Reads):
                 table=str(table),
             )
 
-    def get(self, document_id: str) -> dict[str, Any] | None:
-        """The system document with this id, or None.
+    def get(self, table_or_id: str, document_id: str = _ID_ONLY) -> dict[str, Any] | None:
+        """The system document with this id, or None: ``get(id)`` or ``get(table, id)``.
 
         Raises :class:`SystemTableError` for an id of a user table (existing or
-        not), as Convex: read those with ``ctx.db.get``.
+        not), as Convex: read those with ``ctx.db.get``; :class:`InvalidTable` for
+        an id of another table than ``table``.
         """
+        if document_id is _ID_ONLY:
+            return self._txn.get(table_or_id, True)
+        _check_id_table(self._txn, "db.system.get", table_or_id, document_id)
         return self._txn.get(document_id, True)
 
     def query(self, table: str) -> Query:
@@ -115,14 +151,21 @@ class DatabaseReader(_Reads):
             system = self._system = SystemReader(self._txn)
         return system
 
-    def get(self, document_id: str) -> dict[str, Any] | None:
+    def get(self, table_or_id: str, document_id: str = _ID_ONLY) -> dict[str, Any] | None:
         """The document with this id, or None. Cost: one lookup; records a point read.
 
-        Raises :class:`InvalidId` if ``document_id`` is not a well-formed id, and
+        ``get(id)`` or, as Convex prefers since 2025, ``get(table, id)``, which also
+        checks that the id belongs to ``table``.
+
+        Raises :class:`InvalidId` if ``document_id`` is not a well-formed id,
         :class:`SystemTableError` for an id of a system table (``_storage``,
         ``_scheduled_functions``; existing or not), as Convex: read those with
-        ``ctx.db.system.get``.
+        ``ctx.db.system.get``; and :class:`InvalidTable` for an id of another table
+        than ``table`` (``expected to be an Id<"a">, got Id<"b"> instead.``).
         """
+        if document_id is _ID_ONLY:
+            return self._txn.get(table_or_id, False)
+        _check_id_table(self._txn, "db.get", table_or_id, document_id)
         return self._txn.get(document_id, False)
 
     def query(self, table: str) -> Query:
@@ -171,17 +214,39 @@ class DatabaseWriter(DatabaseReader):
         """
         return self._txn.insert(table, document)
 
-    def patch(self, document_id: str, fields: dict[str, Any]) -> None:
+    def patch(self, table_or_id: str, id_or_fields: Any, fields: dict[str, Any] = _ID_ONLY) -> None:
         """Shallow-merge ``fields``; a field set to ``engine.UNSET`` is removed.
 
+        ``patch(id, fields)`` or ``patch(table, id, fields)`` (Convex's preferred form,
+        which also checks that the id belongs to ``table``: else :class:`InvalidTable`).
         Raises :class:`DocumentNotFound` if the document does not exist.
         """
-        self._txn.patch(document_id, fields)
+        if fields is _ID_ONLY:
+            self._txn.patch(table_or_id, id_or_fields)
+            return
+        _check_id_table(self._txn, "db.patch", table_or_id, id_or_fields)
+        self._txn.patch(id_or_fields, fields)
 
-    def replace(self, document_id: str, document: dict[str, Any]) -> None:
-        """Replace all user fields, keeping ``_id`` and ``_creationTime``."""
-        self._txn.replace(document_id, document)
+    def replace(
+        self, table_or_id: str, id_or_document: Any, document: dict[str, Any] = _ID_ONLY
+    ) -> None:
+        """Replace all user fields, keeping ``_id`` and ``_creationTime``.
 
-    def delete(self, document_id: str) -> None:
-        """Delete the document. Raises :class:`DocumentNotFound` if it does not exist."""
+        ``replace(id, document)`` or ``replace(table, id, document)`` (see :meth:`patch`).
+        """
+        if document is _ID_ONLY:
+            self._txn.replace(table_or_id, id_or_document)
+            return
+        _check_id_table(self._txn, "db.replace", table_or_id, id_or_document)
+        self._txn.replace(id_or_document, document)
+
+    def delete(self, table_or_id: str, document_id: str = _ID_ONLY) -> None:
+        """Delete the document: ``delete(id)`` or ``delete(table, id)`` (see :meth:`patch`).
+
+        Raises :class:`DocumentNotFound` if it does not exist.
+        """
+        if document_id is _ID_ONLY:
+            self._txn.delete(table_or_id)
+            return
+        _check_id_table(self._txn, "db.delete", table_or_id, document_id)
         self._txn.delete(document_id)
