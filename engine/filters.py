@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -37,6 +38,7 @@ __all__ = [
     "compile_expression",
     "compile_filters",
     "evaluate",
+    "field_path_problem",
 ]
 
 #: Convex's cap on the operators of one query (each ``.filter`` is one).
@@ -153,6 +155,56 @@ class Expression:
         return [self.op, *(a.fingerprint() if isinstance(a, Expression) else a for a in self.args)]
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_MAX_IDENTIFIER_LENGTH = 64
+_MAX_FIELD_NAME_LENGTH = 1024
+
+
+def field_path_problem(path: str) -> str | None:
+    """Why Convex cannot parse ``path`` (already trimmed of dots) as a field path, or None.
+
+    Convex parses the paths of ``q.field`` and of index ranges as a ``FieldPath``
+    (crates/value/src/field_path.rs): steps split on ``.``, each a field name
+    (non-control ASCII, not starting with ``$``, at most 1024 characters) and an
+    identifier (``[A-Za-z_][A-Za-z0-9_]*``, at most 64 characters, not only
+    underscores). The message is Convex's (``check_valid_field_name`` and
+    ``check_valid_identifier`` in crates/convex/sync_types/src/identifier.rs).
+    So ``"a-b"`` or ``"a b"`` name no field a query can read, even if documents
+    have it (Convex's documents may; its queries may not). Cost: one regex match
+    per step.
+    """
+    for step in path.split("."):
+        if len(step) <= _MAX_IDENTIFIER_LENGTH and _IDENTIFIER.match(step) and step.strip("_"):
+            continue
+        if step[:1] == "$":
+            return f"Field name {step} starts with '$', which is reserved."
+        bad = next((c for c in step if not (c.isascii() and c.isprintable())), None)
+        if bad is not None:
+            return (
+                f"Field name {step} has invalid character {bad!r}: Field names can only "
+                "contain non-control ASCII characters"
+            )
+        if len(step) > _MAX_FIELD_NAME_LENGTH:
+            return f"Field name is too long ({len(step)} > maximum {_MAX_FIELD_NAME_LENGTH})"
+        if not step:
+            return "Identifier cannot be empty"
+        if not (step[0].isascii() and (step[0].isalpha() or step[0] == "_")):
+            return (
+                f"Invalid first character {step[0]!r} in {step}: Identifiers must start with "
+                "an alphabetic character or underscore"
+            )
+        bad = next((c for c in step if not (c.isascii() and (c.isalnum() or c == "_"))), None)
+        if bad is not None:
+            return (
+                f"Identifier {step} has invalid character {bad!r}: Identifiers can only "
+                "contain alphanumeric characters or underscores"
+            )
+        if len(step) > _MAX_IDENTIFIER_LENGTH:
+            return f"Identifier is too long ({len(step)} > maximum {_MAX_IDENTIFIER_LENGTH})"
+        return f"Identifier {step} cannot have exclusively underscores"
+    return None
+
+
 def _wrap(value: Any) -> Expression:
     if isinstance(value, Expression):
         return value
@@ -178,18 +230,20 @@ class FilterBuilder:
     __slots__ = ()
 
     def field(self, path: str) -> Expression:
-        """The value of field ``path`` (dotted for nested fields); missing → ``UNSET``."""
+        """The value of field ``path`` (dotted for nested fields); missing → ``UNSET``.
+
+        Raises :class:`EvalError` for a path Convex cannot parse (see
+        :func:`field_path_problem`): each step must be an identifier.
+        """
         if not isinstance(path, str):
             raise EvalError(f"q.field() expects a field path string, got {path!r}")
         trimmed = path.strip(".")  # as Convex's FieldPath parsing does
         if not trimmed:
             raise EvalError(f"Empty path: q.field({path!r}) names no field.")
-        steps = split_path(trimmed)
-        if "" in steps:
-            raise EvalError(
-                f'Invalid field path {path!r}: a path is field names joined by single dots ("a.b").'
-            )
-        return Expression("field", (trimmed, steps))
+        problem = field_path_problem(trimmed)
+        if problem is not None:
+            raise EvalError(f"Invalid field path {path!r}: {problem}")
+        return Expression("field", (trimmed, split_path(trimmed)))
 
     def eq(self, left: Any, right: Any) -> Expression:
         return Expression("eq", (_wrap(left), _wrap(right)))

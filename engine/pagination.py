@@ -203,8 +203,7 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     #: The index key of every row scanned, rejected ones included.
     scanned_keys: list[bytes] = []
     rows_read = 0
-    bytes_before = txn.bytes_read
-    own_bytes = 0
+    bytes_before = txn.bytes_read + txn.system_bytes_read
     last_key: bytes | None = None
     status: str | None = None
     exhausted = True
@@ -237,19 +236,13 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
             if rows.stopped != "limit":
                 status = "SplitRequired"
     elif lo < hi:
-        # A mutation's own writes come from its write set, which the transaction does not
-        # count as read: count their bytes here, as Convex's IndexRange counts every
-        # document it returns (returned_bytes), pending writes included.
-        pending = txn.writes.documents
-        prefix = table.prefix
+        # A mutation streams, its own writes merged in; the scan counts them as read, as
+        # Convex's IndexRange counts every document it returns, pending writes included.
         scan = txn.scan(table, index, lo, hi, reverse=reverse)
         for key, document in scan:
             rows_read += 1
             last_key = key
             scanned_keys.append(key)
-            own = pending.get(prefix + key[-16:])
-            if own is not None:
-                own_bytes += len(own)
             if keep is None or keep(document):
                 page.append(document)
             if not has_end and len(page) >= num_items:
@@ -258,14 +251,15 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
             if not has_end and (
                 (max_rows is not None and rows_read >= max_rows)
                 or (
-                    max_bytes is not None and txn.bytes_read - bytes_before + own_bytes >= max_bytes
+                    max_bytes is not None
+                    and txn.bytes_read + txn.system_bytes_read - bytes_before >= max_bytes
                 )
             ):
                 exhausted = False
                 status = "SplitRequired"
                 break
         scan.close()
-    bytes_read = txn.bytes_read - bytes_before + own_bytes
+    bytes_read = txn.bytes_read + txn.system_bytes_read - bytes_before
     if has_end:
         continue_cursor = end_cursor
         is_done = end_is_end

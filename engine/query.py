@@ -25,7 +25,13 @@ from .errors import (
     InvalidIndexRange,
     ValidationError,
 )
-from .filters import MAX_QUERY_OPERATORS, Expression, compile_filters, predicate
+from .filters import (
+    MAX_QUERY_OPERATORS,
+    Expression,
+    compile_filters,
+    field_path_problem,
+    predicate,
+)
 from .ordering import compare
 from .values import UNSET, convert, format_value, type_name
 
@@ -46,7 +52,13 @@ class IndexRangeBuilder:
     def _add(self, op: str, field: str, value: Any) -> IndexRangeBuilder:
         if not isinstance(field, str):
             raise InvalidIndexRange(f"Index range fields are names (str), got {field!r}")
-        self._ops.append((op, field, value if value is UNSET else convert(value)))
+        # Parsed as Convex parses a range's field path: trimmed of dots, each step
+        # an identifier (an unparsable path fails before any grammar check).
+        path = field.strip(".")
+        problem = field_path_problem(path) if path else f"Empty path {field}"
+        if problem is not None:
+            raise InvalidIndexRange(f"Invalid field path {field!r} in the index range: {problem}")
+        self._ops.append((op, path, value if value is UNSET else convert(value)))
         return self
 
     def eq(self, field: str, value: Any) -> IndexRangeBuilder:
@@ -332,6 +344,12 @@ class Query:
         if not self._initializer:
             self._chained = True
 
+    def _run(self) -> None:
+        """Start running: a query made by a step runs once, as in Convex, where a
+        terminal takes the query (``takeQuery``) and iteration consumes it; the
+        initializer ``ctx.db.query(t)`` starts a new query each time."""
+        self._chain()
+
     def _copy(self) -> Query:
         self._chain()
         other = Query.__new__(Query)
@@ -401,11 +419,18 @@ class Query:
             query._ops = builder._ops
             return query
         index = table.indexes.get(name)
-        if index is None or index.state != "ready":
-            known = ", ".join(sorted(table.indexes))
-            state = " is still being backfilled" if index is not None else " not found"
+        if index is not None and index.state != "ready":
+            # Convex's index_backfilling_error (crates/indexing/src/index_registry.rs).
             raise IndexNotFound(
-                f"Index {self._table_name}.{name}{state}. Indexes of this table: {known}. "
+                f"Index {self._table_name}.{name} is currently backfilling and not available "
+                "to query yet. (Opening the engine finishes an interrupted backfill.)",
+                table=self._table_name,
+                index=name,
+            )
+        if index is None:
+            known = ", ".join(sorted(n for n, i in table.indexes.items() if i.state == "ready"))
+            raise IndexNotFound(
+                f"Index {self._table_name}.{name} not found. Indexes of this table: {known}. "
                 "Declare indexes in the schema with define_table(...).index(name, fields).",
                 table=self._table_name,
                 index=name,
@@ -485,13 +510,13 @@ class Query:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Stream the documents, one LMDB step at a time."""
-        self._usable()
+        self._run()
         for _, document in self._rows():
             yield document
 
     def _batch(self, limit: int | None) -> list[dict[str, Any]]:
         """Up to ``limit`` matching documents, read in one loop when the snapshot allows."""
-        self._usable()
+        self._run()
         resolved = self._resolved()
         if resolved is None:
             return []
@@ -519,10 +544,24 @@ class Query:
         return self._batch(None)
 
     def take(self, n: int) -> list[dict[str, Any]]:
-        """The first ``n`` matching documents (``n`` a non-negative integer)."""
+        """The first ``n`` matching documents (``n`` a non-negative integer).
+
+        A whole ``float`` counts as the integer it holds, as in Convex, whose ``n`` is a
+        JavaScript number (``Number.isInteger``): a limit passed in as a ``v.number()``
+        argument works. Raises :class:`ValidationError` otherwise.
+        """
+        if type(n) is float and n.is_integer():
+            n = int(n)
         if type(n) is not int or n < 0:
-            raise ValidationError(f"take() expects a non-negative integer, got {n!r}")
+            raise ValidationError(
+                f"Arg 1 `n` to `take` must be a non-negative integer, got {format_value(n)}"
+            )
+        if len(self._filters) >= MAX_QUERY_OPERATORS:
+            # take (and first, unique) adds Convex's limit operator to the filters: the
+            # backend refuses a query of more than 256 (JsonQuery in common/src/json).
+            raise EvalError(f"Query has too many operators: {len(self._filters) + 1}")
         if n == 0:
+            self._run()  # takes the query all the same, as Convex's limit(0) does
             return []
         return self._batch(n)
 
@@ -545,7 +584,7 @@ class Query:
         """One page of results and a cursor to continue: see :mod:`engine.pagination`."""
         from .pagination import paginate
 
-        self._usable()
+        self._run()
         return paginate(self, opts)
 
     def fingerprint(self) -> list[Any]:

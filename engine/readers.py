@@ -8,6 +8,7 @@ query cannot write by construction, not by a runtime check alone.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from . import ids
@@ -20,6 +21,55 @@ if TYPE_CHECKING:
 __all__ = ["DatabaseReader", "DatabaseWriter", "SystemReader"]
 
 
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+
+
+def _check_table_name(table: str) -> None:
+    """Refuse a name Convex cannot parse as a ``TableName`` (an identifier).
+
+    Convex parses the table of a query and of ``normalizeId`` before looking it up,
+    so a malformed name is an error there, not an empty result or None.
+    """
+    if not _TABLE_NAME.match(table) or not table.strip("_"):
+        raise InvalidTable(
+            f"Invalid table name {table!r}: table names are identifiers "
+            "([A-Za-z_][A-Za-z0-9_]*, at most 64 characters, not all underscores).",
+            table=table,
+        )
+
+
+#: "No second argument": the one-argument (id-only) form of get/patch/replace/delete.
+_ID_ONLY: Any = object()
+
+
+def _check_id_table(txn: Transaction, method: str, table: object, document_id: object) -> None:
+    """For the table-first forms (``db.get(table, id)``, Convex's preferred spelling
+    since 2025): refuse an id of another existing table, as Convex's
+    ``check_table_name`` (crates/isolate/src/environment/helpers/mod.rs) does.
+
+    A malformed id, or an id of a table that does not exist, is left to the call
+    itself (``InvalidId``; None or ``DocumentNotFound``), as in Convex.
+    """
+    if not isinstance(table, str):
+        raise InvalidTable(
+            f"Invalid argument `table` for `{method}`: a table name is a str, got {table!r}",
+            table=None,
+        )
+    if type(document_id) is not str:
+        return
+    try:
+        number, _ = ids.decode_id(document_id)
+    except InvalidId:
+        return
+    found = txn.table_by_number(number)
+    if found is not None and found.name != table:
+        raise InvalidTable(
+            f"Invalid argument `id` for `{method}`: expected to be an "
+            f'Id<"{table}">, got Id<"{found.name}"> instead.',
+            table=table,
+        )
+
+
 class _Reads:
     __slots__ = ("_txn",)
 
@@ -27,6 +77,9 @@ class _Reads:
         self._txn = txn
 
     def _normalize(self, table: str, document_id: object) -> str | None:
+        if not isinstance(table, str):
+            raise InvalidTable(f"normalize_id: a table name is a str, got {table!r}", table=None)
+        _check_table_name(table)
         if not isinstance(document_id, str):
             return None
         try:
@@ -44,30 +97,33 @@ class SystemReader(_Reads):
 
     __slots__ = ()
 
-    def _check(self, table: str) -> None:
+    def _check(self, table: str, method: str) -> None:
         if not isinstance(table, str) or not table.startswith("_"):
             raise InvalidTable(
-                f"User tables can only be accessed from db.normalize_id(), db.get() and "
-                f"db.query(); db.system is for system tables, got {table!r}.",
+                f"User tables can only be accessed from db.{method}(). (table {table!r})",
                 table=str(table),
             )
 
-    def get(self, document_id: str) -> dict[str, Any] | None:
-        """The system document with this id, or None.
+    def get(self, table_or_id: str, document_id: str = _ID_ONLY) -> dict[str, Any] | None:
+        """The system document with this id, or None: ``get(id)`` or ``get(table, id)``.
 
         Raises :class:`SystemTableError` for an id of a user table (existing or
-        not), as Convex: read those with ``ctx.db.get``.
+        not), as Convex: read those with ``ctx.db.get``; :class:`InvalidTable` for
+        an id of another table than ``table``.
         """
+        if document_id is _ID_ONLY:
+            return self._txn.get(table_or_id, True)
+        _check_id_table(self._txn, "db.system.get", table_or_id, document_id)
         return self._txn.get(document_id, True)
 
     def query(self, table: str) -> Query:
         """A query over a system table (``_storage``, ``_scheduled_functions``)."""
-        self._check(table)
+        self._check(table, "query")
         return Query(self._txn, table)
 
     def normalize_id(self, table: str, document_id: str) -> str | None:
         """``document_id`` if it is an id of system table ``table``, else None."""
-        self._check(table)
+        self._check(table, "normalize_id")
         return self._normalize(table, document_id)
 
 
@@ -95,27 +151,49 @@ class DatabaseReader(_Reads):
             system = self._system = SystemReader(self._txn)
         return system
 
-    def get(self, document_id: str) -> dict[str, Any] | None:
+    def get(self, table_or_id: str, document_id: str = _ID_ONLY) -> dict[str, Any] | None:
         """The document with this id, or None. Cost: one lookup; records a point read.
 
-        Raises :class:`InvalidId` if ``document_id`` is not a well-formed id, and
+        ``get(id)`` or, as Convex prefers since 2025, ``get(table, id)``, which also
+        checks that the id belongs to ``table``.
+
+        Raises :class:`InvalidId` if ``document_id`` is not a well-formed id,
         :class:`SystemTableError` for an id of a system table (``_storage``,
         ``_scheduled_functions``; existing or not), as Convex: read those with
-        ``ctx.db.system.get``.
+        ``ctx.db.system.get``; and :class:`InvalidTable` for an id of another table
+        than ``table`` (``expected to be an Id<"a">, got Id<"b"> instead.``).
         """
+        if document_id is _ID_ONLY:
+            return self._txn.get(table_or_id, False)
+        _check_id_table(self._txn, "db.get", table_or_id, document_id)
         return self._txn.get(document_id, False)
 
     def query(self, table: str) -> Query:
-        """Start a lazy query over ``table`` (see :class:`engine.query.Query`)."""
+        """Start a lazy query over ``table`` (see :class:`engine.query.Query`).
+
+        A table that does not exist reads no rows; a name that is not an identifier
+        raises :class:`InvalidTable`, as Convex.
+        """
         if not isinstance(table, str) or table.startswith("_"):
             raise InvalidTable(
-                f"db.query({table!r}): system tables are read through db.system.query().",
+                f"System tables can only be accessed from db.system.query(). (table {table!r})",
                 table=str(table),
             )
+        _check_table_name(table)
         return Query(self._txn, table)
 
     def normalize_id(self, table: str, document_id: str) -> str | None:
-        """``document_id`` if it is an id of ``table`` (existence is not checked), else None."""
+        """``document_id`` if it is an id of ``table`` (existence is not checked), else None.
+
+        Raises :class:`InvalidTable` for a table name that is not an identifier, or
+        that of a system table (read those with ``db.system.normalize_id``), as Convex.
+        """
+        if isinstance(table, str) and table.startswith("_"):
+            raise InvalidTable(
+                "System tables can only be accessed from db.system.normalize_id(). "
+                f"(table {table!r})",
+                table=table,
+            )
         return self._normalize(table, document_id)
 
 
@@ -136,17 +214,39 @@ class DatabaseWriter(DatabaseReader):
         """
         return self._txn.insert(table, document)
 
-    def patch(self, document_id: str, fields: dict[str, Any]) -> None:
+    def patch(self, table_or_id: str, id_or_fields: Any, fields: dict[str, Any] = _ID_ONLY) -> None:
         """Shallow-merge ``fields``; a field set to ``engine.UNSET`` is removed.
 
+        ``patch(id, fields)`` or ``patch(table, id, fields)`` (Convex's preferred form,
+        which also checks that the id belongs to ``table``: else :class:`InvalidTable`).
         Raises :class:`DocumentNotFound` if the document does not exist.
         """
-        self._txn.patch(document_id, fields)
+        if fields is _ID_ONLY:
+            self._txn.patch(table_or_id, id_or_fields)
+            return
+        _check_id_table(self._txn, "db.patch", table_or_id, id_or_fields)
+        self._txn.patch(id_or_fields, fields)
 
-    def replace(self, document_id: str, document: dict[str, Any]) -> None:
-        """Replace all user fields, keeping ``_id`` and ``_creationTime``."""
-        self._txn.replace(document_id, document)
+    def replace(
+        self, table_or_id: str, id_or_document: Any, document: dict[str, Any] = _ID_ONLY
+    ) -> None:
+        """Replace all user fields, keeping ``_id`` and ``_creationTime``.
 
-    def delete(self, document_id: str) -> None:
-        """Delete the document. Raises :class:`DocumentNotFound` if it does not exist."""
+        ``replace(id, document)`` or ``replace(table, id, document)`` (see :meth:`patch`).
+        """
+        if document is _ID_ONLY:
+            self._txn.replace(table_or_id, id_or_document)
+            return
+        _check_id_table(self._txn, "db.replace", table_or_id, id_or_document)
+        self._txn.replace(id_or_document, document)
+
+    def delete(self, table_or_id: str, document_id: str = _ID_ONLY) -> None:
+        """Delete the document: ``delete(id)`` or ``delete(table, id)`` (see :meth:`patch`).
+
+        Raises :class:`DocumentNotFound` if it does not exist.
+        """
+        if document_id is _ID_ONLY:
+            self._txn.delete(table_or_id)
+            return
+        _check_id_table(self._txn, "db.delete", table_or_id, document_id)
         self._txn.delete(document_id)

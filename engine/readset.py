@@ -105,7 +105,22 @@ class ReadSet:
         folded = [(key, key + b"\x00") for key in self.points]
         self._merged = FrozenReadSet([*self._merged, *folded]).pairs()
         self.points.clear()  # the same list: hot paths hold on to it
-        self.room = MAX_READ_RANGES - len(self._intervals) - len(self._merged)
+        # Room left before the count could pass the limit. Live scan intervals only
+        # widen, which can join ranges but never add one, except that one still empty
+        # adds at most one when it starts reading, and the newest may still shrink
+        # (Scans.read_rows records its whole range, then cuts it where it stopped): it
+        # counts as one range of its own. Counting every live interval as its own
+        # range instead made each read past 4,096 scans merge them all again:
+        # quadratic for a loop of queries whose ranges merge (as Convex's do, which
+        # never raise).
+        live = self._intervals
+        if live:
+            older = live[:-1]
+            settled = FrozenReadSet([(i.lo, i.hi) for i in older] + self._merged)
+            empty = sum(1 for i in older if i.lo >= i.hi)
+            self.room = MAX_READ_RANGES - len(settled) - empty - 1
+        else:
+            self.room = MAX_READ_RANGES - len(self._merged)
 
     def extend(self, other: ReadSet) -> None:
         """Add every interval of ``other`` (a nested query's reads)."""

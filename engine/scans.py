@@ -28,6 +28,7 @@ from . import keys
 from .catalog import BY_ID, IndexDef, TableDef
 from .encoding import document_decoder
 from .errors import LimitExceeded
+from .ids import FIRST_USER_TABLE_NUMBER
 
 if TYPE_CHECKING:
     from .readset import ReadSet
@@ -51,11 +52,13 @@ _CHUNK = 128
 class Scans:
     """The range reads of a transaction (a base class of ``Transaction``)."""
 
-    #: Documents and bytes read so far, counted against Convex's limits.
-    __slots__ = ("bytes_read", "documents_read")
+    #: Documents and bytes read so far, counted against Convex's limits; bytes read
+    #: from system tables, which Convex does not count against them.
+    __slots__ = ("bytes_read", "documents_read", "system_bytes_read")
 
     bytes_read: int
     documents_read: int
+    system_bytes_read: int
     # Provided by Transaction.
     reads: ReadSet
     writes: WriteSet
@@ -93,6 +96,9 @@ class Scans:
         seek, then one step and one document lookup per row.
         """
         interval = self.reads.add_interval(hi, hi) if reverse else self.reads.add_interval(lo, lo)
+        # Convex counts reads of system tables (_storage, _scheduled_functions) apart,
+        # outside the limits (ReadSet::record_read_document skips is_system tables).
+        system = table.number < FIRST_USER_TABLE_NUMBER
         writes = self.writes
         generation = writes.generation
         added = writes.added
@@ -134,6 +140,11 @@ class Scans:
                 if found is None:
                     raise AssertionError(f"index entry {key!r} points to a missing document")
                 raw = found
+            # Own writes count too: Convex's index range reads the transaction's
+            # pending writes with the snapshot and records every document it returns.
+            if system:
+                self.system_bytes_read += len(raw)
+            else:
                 self._count_read(len(raw))
             yield key, _decode_document(raw)
             if self._rtxn is None:
@@ -197,9 +208,11 @@ class Scans:
         append = out.append
         read = 0
         size = 0
-        # Convex's limits, checked per row (the common case: two compares).
-        budget = MAX_DOCUMENTS_READ - self.documents_read
-        byte_budget = MAX_BYTES_READ - self.bytes_read
+        # Convex's limits, checked per row (the common case: two compares); none for
+        # system tables, whose reads Convex does not count against them.
+        system = table.number < FIRST_USER_TABLE_NUMBER
+        budget = 1 << 62 if system else MAX_DOCUMENTS_READ - self.documents_read
+        byte_budget = 1 << 62 if system else MAX_BYTES_READ - self.bytes_read
         row_bound = max_rows if max_rows is not None else -1  # never equals a count
         byte_bound = max_bytes if max_bytes is not None else 1 << 62  # never reached
         last_key: bytes | None = None
@@ -261,8 +274,11 @@ class Scans:
                     break
         finally:
             cursor.close()
-            self.documents_read += read
-            self.bytes_read += size
+            if system:
+                self.system_bytes_read += size
+            else:
+                self.documents_read += read
+                self.bytes_read += size
         if stopped is not None and last_key is not None:  # the plain path cut short
             if reverse:
                 interval.lo = last_key

@@ -146,6 +146,33 @@ def test_missing_documents(engine: Engine) -> None:
             engine.run(call)
 
 
+def test_table_first_forms_check_the_table_as_convex(engine: Engine) -> None:
+    """Convex's db.get(table, id), patch(table, id, v), replace(table, id, v) and
+    delete(table, id) (preferred since 2025) work, and refuse an id of another table
+    (check_table_name in crates/isolate/src/environment/helpers/mod.rs)."""
+    a = engine.run(lambda ctx: ctx.db.insert("a", {"n": 1}))
+    b = engine.run(lambda ctx: ctx.db.insert("b", {"n": 1}))
+    assert engine.run(lambda ctx: ctx.db.get("a", a))["n"] == 1
+    engine.run(lambda ctx: ctx.db.patch("a", a, {"n": 2}))
+    assert engine.run(lambda ctx: ctx.db.get(a))["n"] == 2
+    engine.run(lambda ctx: ctx.db.replace("a", a, {"n": 3}))
+    assert engine.run(lambda ctx: ctx.db.get("a", a))["n"] == 3
+    message = r'Invalid argument `id` for `db\.{}`: expected to be an Id<"a">, got Id<"b">'
+    for method, call in [
+        ("get", lambda ctx: ctx.db.get("a", b)),
+        ("patch", lambda ctx: ctx.db.patch("a", b, {"n": 9})),
+        ("replace", lambda ctx: ctx.db.replace("a", b, {"n": 9})),
+        ("delete", lambda ctx: ctx.db.delete("a", b)),
+    ]:
+        with pytest.raises(InvalidTable, match=message.format(method)):
+            engine.run(call)
+    assert engine.run(lambda ctx: ctx.db.get("b", b))["n"] == 1  # nothing changed
+    with pytest.raises(InvalidId):
+        engine.run(lambda ctx: ctx.db.get("a", "junk"))
+    engine.run(lambda ctx: ctx.db.delete("a", a))
+    assert engine.run(lambda ctx: ctx.db.get("a", a)) is None
+
+
 def test_malformed_ids(engine: Engine) -> None:
     for bad in ["", "abc", "x" * 32, 42]:
         with pytest.raises(InvalidId):

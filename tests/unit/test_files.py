@@ -376,6 +376,29 @@ def test_db_get_and_db_system_get_keep_to_their_tables(engine: Engine) -> None:
     assert issubclass(SystemTableError, InvalidTable)
 
 
+def test_query_and_normalize_id_keep_to_their_tables_with_convex_words(engine: Engine) -> None:
+    """convex-js TableReader.query and normalizeId: a system table through db, or a
+    user table through db.system, throws (normalizeId answered the id here)."""
+    storage_id = engine.store_file(b"x")
+    user_id = engine.run(lambda ctx: ctx.db.insert("things", {"n": 1}))
+    with pytest.raises(
+        InvalidTable, match=r"System tables can only be accessed from db\.system\.normalize_id\(\)"
+    ):
+        engine.run(lambda ctx: ctx.db.normalize_id("_storage", storage_id))
+    with pytest.raises(
+        InvalidTable, match=r"System tables can only be accessed from db\.system\.query\(\)"
+    ):
+        engine.run(lambda ctx: ctx.db.query("_storage"))
+    with pytest.raises(
+        InvalidTable, match=r"User tables can only be accessed from db\.normalize_id\(\)"
+    ):
+        engine.run(lambda ctx: ctx.db.system.normalize_id("things", user_id))
+    with pytest.raises(InvalidTable, match=r"User tables can only be accessed from db\.query\(\)"):
+        engine.run(lambda ctx: ctx.db.system.query("things"))
+    assert engine.run(lambda ctx: ctx.db.system.normalize_id("_storage", storage_id)) == storage_id
+    assert engine.run(lambda ctx: ctx.db.normalize_id("things", user_id)) == user_id
+
+
 def test_check_requires_full_chunks_but_the_last(engine: Engine) -> None:
     from engine import ids
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from engine import (
@@ -13,6 +15,7 @@ from engine import (
     scans,
     transaction,
 )
+from tests import app
 
 
 def fill(engine: Engine, n: int) -> list[str]:
@@ -54,6 +57,80 @@ def test_point_gets_count_against_the_documents_read_limit(
     with pytest.raises(LimitExceeded, match=r"Too many documents read") as caught:
         engine.query(lambda ctx: [ctx.db.get(i) for i in ids[:11]])
     assert caught.value.limit == "TooManyDocumentsRead"
+
+
+def test_a_mutations_own_writes_count_as_read(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Convex's reads go through the transaction index, pending writes included, and
+    record every document returned (get_inner, IndexRange): reading back documents
+    the mutation wrote itself counts against the limits like any other read."""
+    monkeypatch.setattr(scans, "MAX_DOCUMENTS_READ", 10)
+
+    def scan_own_inserts(ctx):  # type: ignore[no-untyped-def]
+        for i in range(11):
+            ctx.db.insert("t", {"i": i})
+        return ctx.db.query("t").collect()
+
+    with pytest.raises(LimitExceeded, match="Too many documents read") as caught:
+        engine.run(scan_own_inserts)
+    assert caught.value.limit == "TooManyDocumentsRead"
+
+    def get_own_inserts(ctx):  # type: ignore[no-untyped-def]
+        ids = [ctx.db.insert("t", {"i": i}) for i in range(11)]
+        return [ctx.db.get(i) for i in ids]
+
+    with pytest.raises(LimitExceeded, match="Too many documents read"):
+        engine.run(get_own_inserts)
+
+    def patch_one_twice_each(ctx):  # type: ignore[no-untyped-def]
+        ids = [ctx.db.insert("t", {"i": i}) for i in range(6)]
+        for i in ids:
+            ctx.db.patch(i, {"i": 1})  # reads the pending document, as Convex's patch does
+            ctx.db.patch(i, {"i": 2})
+
+    with pytest.raises(LimitExceeded, match="Too many documents read"):
+        engine.run(patch_one_twice_each)
+    # Ten reads of own writes stay within the limit.
+    assert len(engine.run(lambda ctx: [ctx.db.insert("t", {}) for _ in range(10)])) == 10
+    engine.run(lambda ctx: ctx.db.query("t").collect())
+
+
+def test_reads_of_system_tables_do_not_count_against_the_limits(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Convex counts the documents of system tables (_storage, _scheduled_functions)
+    apart and never raises for them (ReadSet::record_read_document skips is_system
+    tables): listing many scheduled jobs is not a TooManyDocumentsRead."""
+    from tests.app import jobs
+
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        job_ids = engine.run(
+            lambda ctx: [
+                ctx.scheduler.run_after(3600, jobs.write_note, {"text": str(i)}) for i in range(8)
+            ]
+        )
+        monkeypatch.setattr(scans, "MAX_DOCUMENTS_READ", 5)
+        listed = lambda ctx: ctx.db.system.query("_scheduled_functions").collect()
+        assert len(engine.query(listed)) == 8
+        assert len(engine.run(listed)) == 8  # the streaming path of a mutation
+        got = engine.query(lambda ctx: [ctx.db.system.get(i) for i in job_ids])
+        assert all(got)
+        page = engine.run(
+            lambda ctx: ctx.db.system.query("_scheduled_functions").paginate(
+                {"numItems": 8, "cursor": None, "maximumBytesRead": 1}
+            )
+        )
+        assert len(page["page"]) == 1 and page["pageStatus"] == "SplitRequired"
+
+        def user_rows_still_count(ctx):  # type: ignore[no-untyped-def]
+            listed(ctx)
+            for _ in range(6):
+                ctx.db.insert("t", {})
+            return ctx.db.query("t").collect()
+
+        with pytest.raises(LimitExceeded, match="Too many documents read"):
+            engine.run(user_rows_still_count)
 
 
 def test_real_limit_is_32000(engine: Engine) -> None:
@@ -104,6 +181,50 @@ def test_merging_ranges_keeps_live_scans_in_the_read_set(monkeypatch: pytest.Mon
         reads.add_point(b"p")
     scan.hi = b"z"  # the scan goes on after the merge
     assert reads.freeze().contains(b"m")
+
+
+def test_many_scans_of_one_range_merge_without_quadratic_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scans whose ranges merge count as one range, as in Convex, and past the limit
+    they are merged again only once per limit's worth of reads (each read past the
+    limit used to merge every scan again: 12,000 queries of one range took 10 s)."""
+    monkeypatch.setattr(readset, "MAX_READ_RANGES", 50)
+    merges = 0
+    freeze = readset.ReadSet.freeze
+
+    def counting_freeze(self: readset.ReadSet) -> readset.FrozenReadSet:
+        nonlocal merges
+        merges += 1
+        return freeze(self)
+
+    monkeypatch.setattr(readset.ReadSet, "freeze", counting_freeze)
+    reads = readset.ReadSet()
+    for _ in range(2000):
+        reads.add_interval(b"a", b"b")
+    assert len(freeze(reads)) == 1
+    assert merges <= 2000 // 49 + 1
+    empty = reads.add_interval(b"k", b"k")  # a scan that has read nothing yet
+    for _ in range(48):
+        reads.add_interval(b"a", b"b")
+    empty.hi = b"l"  # it reads: a second range
+    for n in range(48):  # the limit still holds exactly: 50 ranges pass, 51 raise
+        reads.add_point(bytes([0x70, n]))
+    with pytest.raises(LimitExceeded, match="Too many reads"):
+        reads.add_point(b"z")
+
+
+def test_a_range_cut_short_after_a_merge_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scans.read_rows records its whole range, then cuts it where it stopped: a merge
+    made in between must not count the ranges that whole range joined as one."""
+    monkeypatch.setattr(readset, "MAX_READ_RANGES", 3)
+    reads = readset.ReadSet()
+    for lo in (b"b", b"e", b"h"):
+        reads.add_interval(lo, lo + b"\x00")
+    whole = reads.add_interval(b"a", b"z")  # merges: one range
+    whole.hi = b"a\x00"  # the read stopped at its first key: four ranges
+    with pytest.raises(LimitExceeded, match="Too many reads"):
+        reads.add_point(b"q")
 
 
 def test_bytes_written_roll_back_with_the_writes(

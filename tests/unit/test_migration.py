@@ -155,7 +155,10 @@ def test_a_half_built_index_passes_check_and_any_next_open_finishes_it(
         index = engine._db.latest_catalog().tables["people"].indexes["by_age"]
         assert index.state == "backfilling"
         assert engine.check()["tables"]["people"]["indexes"]["by_age"] == 100  # a valid state
-        with pytest.raises(IndexNotFound, match="still being backfilled"):
+        with pytest.raises(
+            IndexNotFound,
+            match=r"Index people\.by_age is currently backfilling and not available to query yet",
+        ):
             engine.query(lambda ctx: ctx.db.query("people").with_index("by_age").first())
     monkeypatch.undo()
     with Engine.open(db_path, durability="none") as engine:  # no schema=

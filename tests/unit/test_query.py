@@ -13,6 +13,7 @@ from engine import (
     EvalError,
     IndexNotFound,
     InvalidIndexRange,
+    InvalidTable,
     ValidationError,
     define_schema,
     define_table,
@@ -309,8 +310,35 @@ def test_terminals(people: Engine) -> None:
         run(lambda q: q.order("asc").order("desc"))
 
 
+def test_take_accepts_a_whole_float_as_convex_does(people: Engine) -> None:
+    """Convex's n is a JS number checked with Number.isInteger, so a limit that came in
+    as a v.number() argument (a float here) works; fractions, NaN and bools do not."""
+
+    def take(n: Any) -> Any:
+        return people.run(lambda ctx: ctx.db.query("people").take(n))
+
+    assert [d["name"] for d in take(2.0)] == ["ann", "bob"]
+    assert take(0.0) == [] and take(-0.0) == []
+    for bad in (2.5, -1.0, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValidationError, match="Arg 1 `n` to `take` must be a non-negative"):
+            take(bad)
+
+
 def test_missing_table_reads_nothing(people: Engine) -> None:
     assert people.run(lambda ctx: ctx.db.query("nothing").collect()) == []
+
+
+@pytest.mark.parametrize("name", ["bad-name", "a.b", "1st", "a b", "", "x" * 65])
+def test_a_table_name_that_is_not_an_identifier_is_an_error(people: Engine, name: str) -> None:
+    """Convex parses the table of a query and of normalizeId as a TableName (an
+    identifier) before looking it up: a malformed name raises rather than reading
+    nothing, as a missing table does."""
+    some_id = people.query(lambda ctx: ctx.db.query("people").first())["_id"]
+    with pytest.raises(InvalidTable, match="Invalid table name"):
+        people.query(lambda ctx: ctx.db.query(name).collect())
+    with pytest.raises(InvalidTable, match="Invalid table name"):
+        people.query(lambda ctx: ctx.db.normalize_id(name, some_id))
+    assert people.query(lambda ctx: ctx.db.normalize_id("nothere", some_id)) is None
 
 
 def test_own_writes_visible_in_index_order_both_directions(people: Engine) -> None:

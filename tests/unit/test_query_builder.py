@@ -4,6 +4,7 @@ nested paginations, filter expressions. Each test is a defect found by review
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,38 @@ def test_a_chained_query_is_used_up_by_its_next_step(engine: Engine) -> None:
             engine.query(body)
 
 
+@pytest.mark.parametrize(
+    "second",
+    [
+        lambda q: q.collect(),
+        lambda q: q.first(),
+        lambda q: q.take(1),
+        lambda q: q.unique(),
+        lambda q: list(q),
+        lambda q: q.paginate({"numItems": 1, "cursor": None}),
+        lambda q: q.filter(lambda f: True),
+    ],
+)
+@pytest.mark.parametrize(
+    "first",
+    [lambda q: q.collect(), lambda q: q.first(), lambda q: next(iter(q))],
+)
+def test_a_query_made_by_a_step_runs_once(engine: Engine, first: Any, second: Any) -> None:
+    """As in Convex: a terminal takes the query (takeQuery) and iteration consumes it,
+    so running a step's query a second time raises; the initializer starts anew."""
+    _fill(engine, [1, 2])
+
+    def body(ctx: Any) -> Any:
+        base = ctx.db.query("rows")
+        indexed = base.with_index("by_n")
+        first(indexed)
+        assert len(base.collect()) == 2 and len(base.collect()) == 2
+        return second(indexed)
+
+    with pytest.raises(ValidationError, match="can only be chained once"):
+        engine.query(body)
+
+
 def test_a_query_made_before_its_table_sees_rows_inserted_after(engine: Engine) -> None:
     def body(ctx: Any) -> Any:
         everything = ctx.db.query("fresh")
@@ -196,6 +229,45 @@ def test_field_paths_parse_as_convex_parses_them(engine: Engine) -> None:
         engine.query(lambda ctx: ctx.db.query("rows").filter(lambda q: q.field("a..b")).collect())
 
 
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("a-b", "Identifier a-b has invalid character '-': Identifiers can only contain"),
+        ("a b", "Identifier a b has invalid character ' '"),
+        ("n.1x", "Invalid first character '1' in 1x: Identifiers must start with"),
+        ("__", "Identifier __ cannot have exclusively underscores"),
+        ("$n", "Field name $n starts with '$', which is reserved."),
+        ("é", "Field name é has invalid character 'é': Field names can only contain"),
+        ("x" * 65, "Identifier is too long (65 > maximum 64)"),
+        ("a..b", "Identifier cannot be empty"),
+    ],
+)
+def test_field_paths_must_be_identifiers_as_in_convex(
+    engine: Engine, path: str, message: str
+) -> None:
+    """Convex parses q.field and index range paths as FieldPaths of identifiers: a
+    document may hold a field "a-b", but no filter or range can name it."""
+    from engine import InvalidIndexRange
+
+    engine.run(lambda ctx: ctx.db.insert("things", {"a-b": 1}))  # a valid document
+    with pytest.raises(EvalError, match=re.escape(message)):
+        engine.query(
+            lambda ctx: ctx.db.query("things").filter(lambda q: q.eq(q.field(path), 1)).collect()
+        )
+    with pytest.raises(InvalidIndexRange, match=re.escape(message)):
+        engine.query(
+            lambda ctx: ctx.db.query("rows").with_index("by_n", lambda q: q.eq(path, 1)).collect()
+        )
+
+
+def test_index_range_paths_are_trimmed_of_dots_as_in_convex(engine: Engine) -> None:
+    _fill(engine, [1, 2])
+    rows = engine.query(
+        lambda ctx: ctx.db.query("rows").with_index("by_n", lambda q: q.eq(".n.", 2)).collect()
+    )
+    assert [r["n"] for r in rows] == [2]
+
+
 def test_query_operator_and_nesting_limits(engine: Engine) -> None:
     def many_filters(ctx: Any) -> Any:
         query = ctx.db.query("rows")
@@ -214,6 +286,31 @@ def test_query_operator_and_nesting_limits(engine: Engine) -> None:
 
     with pytest.raises(EvalError, match="nested more than"):
         engine.query(lambda ctx: ctx.db.query("rows").filter(deep).collect())
+
+
+def test_take_adds_an_operator_and_uses_the_query_up_as_in_convex(engine: Engine) -> None:
+    """take/first/unique push Convex's limit operator: 256 filters then take() is 257
+    operators, which the backend refuses; take(0) takes the query like any take."""
+    _fill(engine, [1])
+
+    def filtered(ctx: Any) -> Any:
+        query = ctx.db.query("rows")
+        for _ in range(256):
+            query = query.filter(lambda q: True)
+        return query
+
+    assert len(engine.query(lambda ctx: filtered(ctx).collect())) == 1
+    for terminal in (lambda q: q.take(1), lambda q: q.first(), lambda q: q.unique()):
+        with pytest.raises(EvalError, match="Query has too many operators: 257"):
+            engine.query(lambda ctx, t=terminal: t(filtered(ctx)))
+
+    def take_zero_then_collect(ctx: Any) -> Any:
+        query = ctx.db.query("rows").with_index("by_n")
+        assert query.take(0) == []
+        return query.collect()
+
+    with pytest.raises(ValidationError, match="can only be chained once"):
+        engine.query(take_zero_then_collect)
 
 
 def test_filter_literals_are_kept_by_value(engine: Engine) -> None:
