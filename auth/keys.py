@@ -15,8 +15,8 @@ bounds each fetch in time (10 s) and size (1 MiB); any getter's body is held
 to that size too.
 
 A key is only chosen for a token if its type fits the token's ``alg``
-(RS256: RSA; ES256: EC P-256; EdDSA: Ed25519 only, as Convex's OIDC verifier)
-and the JWK's own ``alg``, when it has one, is the token's.
+(RS256: RSA of 2048 to 8192 bits; ES256: EC P-256; EdDSA: Ed25519 only, as
+Convex's verifiers) and the JWK's own ``alg``, when it has one, is the token's.
 """
 
 from __future__ import annotations
@@ -60,10 +60,12 @@ __all__ = [
 ]
 
 _MAX_AGE = re.compile(r"max-age=(\d+)")
+#: The RSA modulus sizes Convex's verifiers accept (ring's RSA_PKCS1_2048_8192_SHA256).
+RSA_MIN_BITS, RSA_MAX_BITS = 2048, 8192
 _KTY_FAMILY = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
 #: What each algorithm needs, for messages.
 _NEEDS = {
-    "RS256": "an RSA key (kty RSA)",
+    "RS256": "an RSA key of 2048 to 8192 bits (kty RSA)",
     "ES256": "an EC P-256 key (kty EC, crv P-256)",
     "EdDSA": "an Ed25519 key (kty OKP, crv Ed25519; Ed448 is not allowed)",
 }
@@ -84,7 +86,7 @@ def _show(value: Any, limit: int = 80) -> str:
 
 def _describe(key: Any) -> str:
     if isinstance(key, rsa.RSAPublicKey):
-        return "an RSA key"
+        return f"a {key.key_size}-bit RSA key"
     if isinstance(key, ec.EllipticCurvePublicKey):
         return f"an EC {key.curve.name} key"
     if isinstance(key, ed25519.Ed25519PublicKey):
@@ -100,7 +102,11 @@ def key_fits(alg: str, key: Key) -> bool:
         return False
     public = key.key
     if alg.startswith(("RS", "PS")):
-        return isinstance(public, rsa.RSAPublicKey)
+        # Convex verifies RS256 with RSA_PKCS1_2048_8192_SHA256: a shorter modulus is
+        # refused (pyjwt would only warn), a longer one too.
+        return isinstance(public, rsa.RSAPublicKey) and (
+            RSA_MIN_BITS <= public.key_size <= RSA_MAX_BITS
+        )
     if alg == "ES256":
         return isinstance(public, ec.EllipticCurvePublicKey) and isinstance(
             public.curve, ec.SECP256R1

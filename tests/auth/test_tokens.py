@@ -403,6 +403,36 @@ def test_key_type_must_fit_the_algorithm(rsa_signer: Signer) -> None:
     assert config.verify(no_kid).subject == "user_123"  # one key fits EdDSA
 
 
+def test_rsa_keys_under_2048_bits_are_refused(rsa_signer: Signer) -> None:
+    """Convex verifies RS256 with RSA_PKCS1_2048_8192_SHA256 (openidconnect's and biscuit's
+    crypto), which refuses a modulus under 2048 bits. A 1024-bit key verified here (with
+    pyjwt's InsecureKeyLengthWarning, which under ``-W error`` escaped as a non-AuthError):
+    it must be an InvalidSignature naming the key size, whichever way the key is given."""
+    import warnings
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(weak.public_key()))
+    jwk.update(kid="weak", use="sig")
+    pem = weak.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyjwt warns when signing with it, too
+        token = jwt.encode(_claims(), weak, algorithm="RS256", headers={"kid": "weak"})
+    configs = [
+        auth.AuthConfig(providers=[auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [jwk]})]),
+        auth.AuthConfig(providers=[auth.ClerkProvider(issuer=ISSUER, public_key=pem)]),
+        auth.AuthConfig(providers=[auth.CustomJwtProvider(issuer=ISSUER, jwks={"keys": [jwk]})]),
+    ]
+    for config in configs:
+        with pytest.raises(auth.InvalidSignature, match=r"(?s)2048.*1024-bit.*Fix:"):
+            config.verify(token)
+    assert clerk(rsa_signer).verify(rsa_signer.token()).subject == "user_123"  # 2048 bits
+
+
 def _data_uri_cases(jwks: dict) -> list[str]:  # type: ignore[type-arg]
     from urllib.parse import quote
 
