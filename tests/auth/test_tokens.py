@@ -83,8 +83,28 @@ def test_legacy_convex_template_token(rsa_signer: Signer) -> None:
     )
     identity = clerk(rsa_signer).verify(token)
     assert identity.given_name == "Ada" and identity.picture_url == "https://img/x.png"
-    assert identity.updated_at == "2023-11-14T22:13:20Z"
+    assert identity.updated_at == "2023-11-14T22:13:20+00:00"
     assert identity.email_verified is True
+
+
+@pytest.mark.parametrize(
+    ("updated_at", "rendered"),
+    [
+        (1700000000, "2023-11-14T22:13:20+00:00"),
+        (1700000000.5, "2023-11-14T22:13:20.500+00:00"),
+        (1700000000123, "2023-11-14T22:13:20.123+00:00"),  # ms, as Clerk's templates give
+        (1700000000.25, "2023-11-14T22:13:20.250+00:00"),
+        (0, "1970-01-01T00:00:00+00:00"),
+    ],
+)
+def test_updated_at_is_rendered_as_convex_renders_it(
+    rsa_signer: Signer, updated_at: float, rendered: str
+) -> None:
+    """Convex sets updatedAt to chrono's ``to_rfc3339()`` of the claim (crates/keybroker
+    broker.rs ``UserIdentity::from_token``): a ``+00:00`` offset, not ``Z``, and only the
+    sub-second digits that are not zero, in groups of three. We gave ``...20Z``."""
+    identity = clerk(rsa_signer).verify(rsa_signer.token(updated_at=updated_at))
+    assert identity.updated_at == rendered
 
 
 def test_v1_org_claims(rsa_signer: Signer) -> None:
