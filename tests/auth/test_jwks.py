@@ -120,6 +120,32 @@ def test_no_cache_and_age_shorten_the_cache(
     assert jwks_server.hits["/jwks"] == 5
 
 
+def test_a_cached_token_expires_without_fetching_keys(
+    jwks_server: JwksServer, rsa_signer: Signer, clock: Clock
+) -> None:
+    """A subscription's deadline asks ``seconds_left(token)`` once the token ran out. The
+    cached verification already proves the token's signature and gives its exp, yet the
+    token was verified again from scratch: with the key set stale by then, the subscription
+    worker fetched discovery and JWKS (blocking every subscription and every mutation
+    waiting on them for up to the 10 s deadline when the issuer is slow), and a key rotated
+    away since made it UnknownKey instead of TokenExpired."""
+    jwks_server.keys = [rsa_signer.jwk()]
+    now = [time.time()]
+    clerk = auth.ClerkProvider(issuer=jwks_server.url, clock=lambda: now[0])
+    clerk._keys._clock = clock  # type: ignore[union-attr]
+    config = auth.AuthConfig(providers=[clerk])
+    token = rsa_signer.token(iss=jwks_server.url, exp=int(now[0]) + 60)
+    assert config.seconds_left(token) > 50
+    hits = dict(jwks_server.hits)
+    clock.now += 301  # the key set went stale meanwhile
+    now[0] += 66  # and the token ran out (60 s, plus the 5 s leeway)
+    jwks_server.keys = [Signer("RS256", "ins_rotated").jwk()]  # its key rotated away
+    for check in (config.seconds_left, config.verify):
+        with pytest.raises(auth.TokenExpired):
+            check(token)
+    assert jwks_server.hits == hits  # decided from the cached verification: no fetch
+
+
 @pytest.mark.parametrize("broken", ["garbage", "truncated", "list", "issuer-null"])
 def test_broken_replies_are_key_fetch_errors_and_keep_cached_keys(
     jwks_server: JwksServer, rsa_signer: Signer, clock: Clock, broken: str
