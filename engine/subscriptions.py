@@ -294,7 +294,9 @@ class Subscription(_Notifier):
         """Called by the worker after the result changed (nothing once closed).
 
         ``wake=False`` (a joiner's first value): the callback only; iterations have
-        the current value already and must not yield it twice.
+        the current value already and must not yield it twice. The sets the
+        subscription belongs to are woken by the worker, once per step (see
+        :meth:`SubscriptionManager._step`).
         """
         if self._closed:  # closed by an earlier callback of this same delivery round
             return
@@ -312,8 +314,6 @@ class Subscription(_Notifier):
         finally:
             if wake:
                 self._wake()
-                for member_of in self._sets:
-                    member_of._wake()
 
     def __iter__(self) -> Iterator[Any]:
         return self._follow(lambda: self.value)
@@ -658,9 +658,19 @@ class SubscriptionManager:
                     changed.append(list(watched.subscribers))
             self.ts = max(self.ts, latest)
             self._lock.notify_all()
-        for subscribers in changed:
-            for subscription in subscribers:
-                subscription._deliver()
+        deliveries = [subscription for subscribers in changed for subscription in subscribers]
+        # A set hears of a step once, after its last member changed in it: woken per
+        # member, a quick iteration would read the new dict between two wakes and then
+        # yield it again.
+        last: dict[SubscriptionSet, int] = {}
+        for position, subscription in enumerate(deliveries):
+            for member_of in subscription._sets:
+                last[member_of] = position
+        for position, subscription in enumerate(deliveries):
+            subscription._deliver()
+            for member_of in subscription._sets:  # a set made meanwhile is not in last
+                if last.get(member_of) == position:
+                    member_of._wake()
 
     def _indexes_changed(self, catalog: Catalog) -> bool:
         """True if a table the watched queries may have read changed its indexes.
