@@ -39,6 +39,7 @@ import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import keys
@@ -99,6 +100,7 @@ class _Watched:
     __slots__ = (
         "args",
         "error",
+        "error_tb",
         "function",
         "identity",
         "journal",
@@ -130,8 +132,21 @@ class _Watched:
         self.result: Any = _NOTHING
         self.result_bytes: bytes | None = None
         self.error: BaseException | None = None
+        #: The stored error and the traceback it had when the query raised it.
+        self.error_tb: tuple[BaseException, TracebackType | None] | None = None
         self.ts = 0
         self.subscribers: list[Subscription] = []
+
+    def failure(self) -> BaseException | None:
+        """The stored error, its traceback set back to the query's own: raising one
+        exception object again adds the raiser's frames to its traceback, so every read
+        of a failing subscription grew the stored chain (and kept the readers' frames
+        and locals alive)."""
+        error = self.error
+        if error is None:
+            return None
+        pair = self.error_tb
+        return error.with_traceback(pair[1] if pair is not None and pair[0] is error else None)
 
 
 class _Notifier:
@@ -240,8 +255,9 @@ class Subscription(_Notifier):
         ``EngineError`` if the subscription worker failed: the value is stale)."""
         self._raise_if_stopped()
         watched = self._watched
-        if watched.error is not None:
-            raise watched.error
+        error = watched.failure()
+        if error is not None:
+            raise error
         return watched.result
 
     @property
@@ -303,9 +319,10 @@ class Subscription(_Notifier):
         self._delivered = True
         watched = self._watched
         try:
-            if watched.error is not None:
+            error = watched.failure()
+            if error is not None:
                 if self._on_error is not None:
-                    self._on_error(watched.error)
+                    self._on_error(error)
             elif self._callback is not None:
                 self._callback(watched.result)
         except Exception:
@@ -727,11 +744,13 @@ class SubscriptionManager:
                 or str(watched.error) != str(error)
             )
             watched.error = error
+            watched.error_tb = (error, error.__traceback__)
             watched.result_bytes = None
             return first
         result_bytes = encode(result)
         was_error = watched.error is not None
         watched.error = None
+        watched.error_tb = None
         if (
             not was_error
             and watched.result is not _NOTHING

@@ -128,6 +128,36 @@ def test_errors_are_delivered_and_recovered_from(engine: Engine) -> None:
         assert sub.value == 7
 
 
+def _frames(error: BaseException) -> list[str]:
+    names = []
+    tb = error.__traceback__
+    while tb is not None:
+        names.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return names
+
+
+def test_reading_a_failed_value_does_not_grow_its_traceback(engine: Engine) -> None:
+    """``.value`` re-raised the one stored error object, and each raise adds the reader's
+    frames to that object's traceback: a failing subscription read in a loop (or
+    iterated again and again) kept a growing chain of every reader's frames, and their
+    locals, alive. Each read now raises it with the query's own traceback."""
+    doc = put(engine, "a", -1)
+    with engine.subscribe(strict, {"id": doc}) as sub:
+        lengths = []
+        for _ in range(5):
+            with pytest.raises(ValueError, match="negative") as caught:
+                sub.value  # noqa: B018
+            lengths.append(len(_frames(caught.value)))
+            assert "strict" in _frames(caught.value)  # where the query raised is kept
+        for _ in range(3):
+            with pytest.raises(ValueError):
+                next(iter(sub))
+        with pytest.raises(ValueError) as caught:
+            sub.value  # noqa: B018
+        assert len(set(lengths)) == 1 and len(_frames(caught.value)) == lengths[0]
+
+
 def test_range_subscription_sees_inserts_in_range(engine: Engine) -> None:
     with engine.subscribe(by_key, {"key": "x"}) as sub:
         assert sub.value is None
