@@ -9,8 +9,10 @@ stopped with the last) follows the ``log``. For each batch of new commits it:
    index keys), so the cost follows the queries affected, not the number open;
 3. re-runs exactly those queries on that one snapshot, and runs the initial
    execution of queries subscribed since;
-4. delivers every changed result, all at the same ``ts``; a result equal to
-   the previous one is not delivered again.
+4. publishes every changed result, all at the same ``ts``, and wakes the
+   iterations; a result equal to the previous one is not delivered again. The
+   callbacks hear of each result in order on a thread of their own (the callback
+   thread), so a slow or blocked callback never holds up the worker.
 
 Commits made through this process wake the worker at once, and the mutation
 call returns only after the worker has caught up with its commit
@@ -34,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import queue
 import struct
 import threading
 import time
@@ -136,6 +139,11 @@ class _Watched:
         self.error_tb: tuple[BaseException, TracebackType | None] | None = None
         self.ts = 0
         self.subscribers: list[Subscription] = []
+
+    def outcome(self) -> tuple[Any, BaseException | None]:
+        """The published result, or the error (with the query's traceback)."""
+        error = self.failure()
+        return (None, error) if error is not None else (self.result, None)
 
     def failure(self) -> BaseException | None:
         """The stored error, its traceback set back to the query's own: raising one
@@ -288,15 +296,20 @@ class Subscription(_Notifier):
         self._ended = error
         self._closed = True
         self._manager._unsubscribe(self)
+        on_error = self._on_error
+        if on_error is not None:
+            self._manager._callbacks_later(lambda: self._tell(on_error, error))
+        self._wake()
+        for member_of in self._sets:
+            member_of._end(error)
+
+    def _tell(self, function: Callable[[Any], None], value: Any) -> None:
+        """Run one callback (on the callback thread), logging what it raises."""
         try:
-            if self._on_error is not None:
-                self._on_error(error)
+            function(value)
         except Exception:
-            _log.exception("subscription on_error for %s raised", self._watched.name)
-        finally:
-            self._wake()
-            for member_of in self._sets:
-                member_of._end(error)
+            # A failing callback must not stop the deliveries of every other subscription.
+            _log.exception("subscription callback for %s raised", self._watched.name)
 
     def _wake(self) -> None:
         super()._wake()
@@ -306,31 +319,31 @@ class Subscription(_Notifier):
             except RuntimeError:  # the loop is closed
                 pass
 
-    def _deliver(self, wake: bool = True) -> None:
-        """Called by the worker after the result changed (nothing once closed).
-
-        ``wake=False`` (a joiner's first value): the callback only; iterations have
-        the current value already and must not yield it twice. The sets the
-        subscription belongs to are woken by the worker, once per step (see
-        :meth:`SubscriptionManager._step`).
-        """
-        if self._closed:  # closed by an earlier callback of this same delivery round
+    def _deliver(self, outcome: tuple[Any, BaseException | None]) -> None:
+        """Called by the worker once ``outcome`` (a result, or an error with the
+        query's traceback) was published for this subscription: its callback or
+        ``on_error`` hears of it on the callback thread, in order, with that very
+        outcome (a later one may be published meanwhile: each is heard of once)."""
+        if self._closed:
             return
         self._delivered = True
-        watched = self._watched
-        try:
-            error = watched.failure()
-            if error is not None:
-                if self._on_error is not None:
-                    self._on_error(error)
-            elif self._callback is not None:
-                self._callback(watched.result)
-        except Exception:
-            # A failing callback must not stop the deliveries of every other subscription.
-            _log.exception("subscription callback for %s raised", watched.name)
-        finally:
-            if wake:
-                self._wake()
+        result, error = outcome
+        if error is None:
+            callback = self._callback
+            if callback is not None:
+                self._manager._callbacks_later(lambda: self._callback_now(callback, result))
+            return
+        on_error = self._on_error
+        if on_error is not None:
+            pair = self._watched.error_tb  # the query's traceback (a raise adds to it)
+            tb = pair[1] if pair is not None and pair[0] is error else None
+            self._manager._callbacks_later(
+                lambda: self._callback_now(on_error, error.with_traceback(tb))
+            )
+
+    def _callback_now(self, function: Callable[[Any], None], value: Any) -> None:
+        if not self._closed:  # closed by an earlier callback: it hears nothing more
+            self._tell(function, value)
 
     def __iter__(self) -> Iterator[Any]:
         return self._follow(lambda: self.value)
@@ -429,6 +442,10 @@ class SubscriptionManager:
         self._fresh_keys = itertools.count()
         self._index = IntervalIndex()
         self._thread: threading.Thread | None = None
+        #: Runs the callbacks, in order, so that a callback never holds up the worker
+        #: (each worker has its own queue and callback thread).
+        self._callback_thread: threading.Thread | None = None
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._stopping = False
         self._wakeup = False
         self.ts = 0
@@ -453,10 +470,10 @@ class SubscriptionManager:
     ) -> Subscription:
         """Follow a query; ``expiry()`` (seconds the identity's token has left, raising
         once none are left) ends the subscription with its error when it runs out."""
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() in (self._thread, self._callback_thread):
             raise EngineError(
-                "subscribe() was called from a subscription callback: callbacks run on the "
-                "subscription worker, which would wait for itself to run the new query. "
+                "subscribe() was called from a subscription callback, where subscribing is "
+                "not supported (callbacks run one at a time on the callback thread). "
                 "Subscribe from another thread, or read once with engine.query()."
             )
         name, function = runtime.resolve(ref, internal=False)
@@ -529,9 +546,9 @@ class SubscriptionManager:
 
         The results, not the callbacks: a callback may wait on the thread that waits
         here (an app lock, a thread it joins), and waiting for it would stall both.
-        Returns at once on the worker thread (a callback that calls the engine):
-        the worker cannot wait for itself; it catches up when the callback returns.
-        So a slow callback delays the mutations of this process while it runs.
+        Callbacks run on their own thread, so a slow or waiting callback holds up
+        neither the worker nor this wait; a callback that calls the engine gets
+        read-your-writes too. Returns at once on the worker thread itself.
         """
         if not self._watched or threading.current_thread() is self._thread:
             return
@@ -555,12 +572,40 @@ class SubscriptionManager:
         self._stopping = False
         if self._thread is None:
             self._worker_error = None  # a new worker: an earlier one's failure is reported
+            tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+            self._queue = tasks
+            self._callback_thread = threading.Thread(
+                target=self._run_callbacks,
+                args=(tasks,),
+                name="convexlite-subscription-callbacks",
+                daemon=True,
+            )
+            self._callback_thread.start()
             self._thread = threading.Thread(
-                target=self._work, name="convexlite-subscriptions", daemon=True
+                target=self._work, args=(tasks,), name="convexlite-subscriptions", daemon=True
             )
             self._thread.start()
 
-    def _work(self) -> None:
+    def _callbacks_later(self, task: Callable[[], None]) -> None:
+        """Run ``task`` (a callback) on the callback thread, after those queued before."""
+        self._queue.put(task)
+
+    def _run_callbacks(self, tasks: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+        """The callback thread: run the worker's callbacks in order until it stops.
+
+        A callback that raises ``Exception`` is logged; one that raises anything else
+        (``SystemExit``) ends every subscription with it, as a failed worker does.
+        """
+        while True:
+            task = tasks.get()
+            if task is None:
+                return
+            try:
+                task()
+            except BaseException as error:
+                self._fail_all(error, worker=False)
+
+    def _work(self, tasks: queue.SimpleQueue[Callable[[], None] | None]) -> None:
         try:
             while True:
                 with self._lock:
@@ -576,21 +621,30 @@ class SubscriptionManager:
                     due = self._deadlines.pop_due(time.monotonic())
                 for subscription in joined:
                     if not subscription._delivered:  # else a change reached it already
-                        subscription._deliver(wake=False)
+                        subscription._deliver(subscription._watched.outcome())
                 for subscription in due:
                     self._check_expiry(subscription)
                 self._step(new)
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
-                self._worker_error = error
                 self._thread = None
-                self._lock.notify_all()
-                subscriptions = self._subscriptions()
-            for subscription in subscriptions:
-                for member_of in subscription._sets:
-                    member_of._fail(error)
-                subscription._fail(error)
-            _log.error("the subscription worker failed", exc_info=error)
+            self._fail_all(error, worker=True)
+        finally:
+            tasks.put(None)  # the callback thread ends after the callbacks queued
+
+    def _fail_all(self, error: BaseException, *, worker: bool) -> None:
+        """End every subscription with ``error``: the worker failed, or a callback
+        raised what is not an ``Exception`` (the worker then goes on, for new ones)."""
+        with self._lock:
+            if worker:
+                self._worker_error = error
+            self._lock.notify_all()
+            subscriptions = self._subscriptions()
+        for subscription in subscriptions:
+            for member_of in subscription._sets:
+                member_of._fail(error)
+            subscription._fail(error)
+        _log.error("the subscription worker failed", exc_info=error)
 
     def _check_expiry(self, subscription: Subscription) -> None:
         """Ask a due subscription's token how long it has left: end the subscription
@@ -616,6 +670,8 @@ class SubscriptionManager:
         parent may have held at the fork: this process's locks are made afresh."""
         self._lock = threading.Condition(threading.Lock())
         self._thread = None
+        self._callback_thread = None
+        self._queue = queue.SimpleQueue()
         for watched in list(self._watched.values()):
             for subscription in list(watched.subscribers):
                 for notifier in (subscription, *subscription._sets):
@@ -638,13 +694,14 @@ class SubscriptionManager:
             for member_of in subscription._sets:
                 member_of.close()
             subscription.close()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in (self._thread, self._callback_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _step(self, new: list[_Watched]) -> None:
         storage = self._db.storage
-        changed: list[list[Subscription]] = []
+        changed: list[tuple[list[Subscription], tuple[Any, BaseException | None]]] = []
         with storage.read() as rtxn:
             latest, version = storage.head(rtxn)
             catalog = self._db.catalog_view(rtxn, version).catalog
@@ -672,22 +729,24 @@ class SubscriptionManager:
                 if self._apply(watched, outcome, latest):
                     # Who hears of it is decided here, under the lock: a subscription
                     # joining after this point gets the value as a joiner, once.
-                    changed.append(list(watched.subscribers))
+                    changed.append((list(watched.subscribers), watched.outcome()))
             self.ts = max(self.ts, latest)
             self._lock.notify_all()
-        deliveries = [subscription for subscribers in changed for subscription in subscribers]
-        # A set hears of a step once, after its last member changed in it: woken per
+        # Iterations read the published values: wake them now, each set once (woken per
         # member, a quick iteration would read the new dict between two wakes and then
-        # yield it again.
-        last: dict[SubscriptionSet, int] = {}
-        for position, subscription in enumerate(deliveries):
-            for member_of in subscription._sets:
-                last[member_of] = position
-        for position, subscription in enumerate(deliveries):
-            subscription._deliver()
-            for member_of in subscription._sets:  # a set made meanwhile is not in last
-                if last.get(member_of) == position:
-                    member_of._wake()
+        # yield it again). Callbacks run on their own thread: one that waits for
+        # something (an app lock held by a thread waiting for these results) holds up
+        # neither the worker nor the next mutations' read-your-writes.
+        sets: dict[SubscriptionSet, None] = {}
+        for subscribers, _ in changed:
+            for subscription in subscribers:
+                subscription._wake()
+                sets.update(dict.fromkeys(subscription._sets))
+        for member_of in sets:
+            member_of._wake()
+        for subscribers, published in changed:
+            for subscription in subscribers:
+                subscription._deliver(published)
 
     def _indexes_changed(self, catalog: Catalog) -> bool:
         """True if a table the watched queries may have read changed its indexes.
