@@ -92,6 +92,9 @@ def _worker_failed(error: BaseException) -> EngineError:
     return failure
 
 
+#: (the version of a published outcome, a function giving its value or raising its error)
+_Versioned = tuple[Any, Callable[[], Any]]
+
 _U64 = struct.Struct(">Q")
 _log = logging.getLogger("convexlite.subscriptions")
 _NOTHING: Any = object()
@@ -114,6 +117,7 @@ class _Watched:
         "runtime",
         "subscribers",
         "ts",
+        "version",
     )
 
     def __init__(
@@ -138,6 +142,8 @@ class _Watched:
         #: The stored error and the traceback it had when the query raised it.
         self.error_tb: tuple[BaseException, TracebackType | None] | None = None
         self.ts = 0
+        #: Counts the outcomes published (a new result or error), for iterations.
+        self.version = 0
         self.subscribers: list[Subscription] = []
 
     def outcome(self) -> tuple[Any, BaseException | None]:
@@ -181,8 +187,12 @@ class _Notifier:
             self._pending = True
             self._cond.notify_all()
 
-    def _follow(self, current: Callable[[], Any]) -> Iterator[Any]:
-        """``current()`` now, then again after each wake-up, until closed.
+    def _follow(self, current: Callable[[], _Versioned]) -> Iterator[Any]:
+        """The value now, then again after each wake-up that brought a new one, until
+        closed. ``current()`` gives the version of what was published and a function
+        giving the value (or raising the error), read together: a wake-up for a value
+        already yielded (read early, when the commit that woke us had already been
+        followed by another) yields nothing.
 
         A closed notifier yields nothing; one whose worker failed raises.
         """
@@ -191,7 +201,8 @@ class _Notifier:
         self._raise_if_stopped()  # the worker failed, or the token expired, before this began
         if self._closed:
             return
-        yield current()
+        seen, value = current()
+        yield value()
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
@@ -200,7 +211,10 @@ class _Notifier:
             self._raise_if_stopped()
             if self._closed:
                 return
-            yield current()
+            version, value = current()
+            if version != seen:
+                seen = version
+                yield value()
 
     def _fail(self, error: BaseException) -> None:
         """End iterations with ``error`` (the worker died)."""
@@ -345,8 +359,22 @@ class Subscription(_Notifier):
         if not self._closed:  # closed by an earlier callback: it hears nothing more
             self._tell(function, value)
 
+    def _current(self) -> _Versioned:
+        """The version of the published outcome, and a function giving its value (or
+        raising its error), read together under the manager's lock."""
+        with self._manager._lock:
+            watched = self._watched
+            version, error, result = watched.version, watched.failure(), watched.result
+        if error is not None:
+
+            def fail() -> Any:
+                raise error
+
+            return version, fail
+        return version, lambda: result
+
     def __iter__(self) -> Iterator[Any]:
-        return self._follow(lambda: self.value)
+        return self._follow(self._current)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._aiterate()
@@ -360,14 +388,18 @@ class Subscription(_Notifier):
             self._raise_if_stopped()
             if self._closed:
                 return
-            yield self.value
+            seen, value = self._current()
+            yield value()
             while not self._closed:
                 await event.wait()
                 event.clear()
                 self._raise_if_stopped()
                 if self._closed:
                     return
-                yield self.value
+                version, value = self._current()
+                if version != seen:  # else woken for a value already yielded
+                    seen = version
+                    yield value()
             self._raise_if_stopped()  # ended while the value was being consumed
         finally:
             self._async_waiters.remove(waiter)
@@ -421,8 +453,24 @@ class SubscriptionSet(_Notifier):
             self._ended = error
             self.close()
 
+    def _current(self) -> _Versioned:
+        """The members' versions and a function giving their values (or raising a
+        member's error), read together under the manager's lock."""
+        with self._manager._lock:
+            version = tuple(sub._watched.version for sub in self._members.values())
+            try:
+                state = {name: sub.value for name, sub in self._members.items()}
+            except Exception as error:
+                failure = error
+
+                def fail() -> Any:
+                    raise failure
+
+                return version, fail
+        return version, lambda: state
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self._follow(lambda: self.value)
+        return self._follow(self._current)
 
 
 class SubscriptionManager:
@@ -727,6 +775,7 @@ class SubscriptionManager:
             # the lock (SubscriptionSet.value) never see two timestamps mixed.
             for watched, outcome in outcomes:
                 if self._apply(watched, outcome, latest):
+                    watched.version += 1
                     # Who hears of it is decided here, under the lock: a subscription
                     # joining after this point gets the value as a joiner, once.
                     changed.append((list(watched.subscribers), watched.outcome()))

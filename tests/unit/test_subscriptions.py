@@ -389,6 +389,38 @@ def test_a_set_yields_once_per_commit_that_changes_several_members(engine: Engin
     assert seen == [{"a": 1, "b": 1}, {"a": 2, "b": 2}]
 
 
+def test_iteration_never_yields_one_published_value_twice(engine: Engine) -> None:
+    """An iteration woken for one commit read the value a moment later; a second commit
+    published in that moment was read then, and its own wake made the iteration yield
+    it again. Iterations now yield only what was published since their last yield
+    (here a pause at that moment makes the race happen every time)."""
+    doc = put(engine, "a", 0)
+    seen: list[Any] = []
+    with engine.subscribe(get_one, {"id": doc}) as sub:
+        original = sub._raise_if_stopped
+
+        def pause() -> None:  # runs between the wake-up and reading the value
+            time.sleep(0.15)
+            original()
+
+        sub._raise_if_stopped = pause  # type: ignore[method-assign]
+
+        def follow() -> None:
+            for value in sub:
+                seen.append(value)
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        assert _until(lambda: seen == [0])
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 1}))
+        time.sleep(0.05)  # the iteration is woken and pauses
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        assert _until(lambda: seen[-1:] == [2])
+        time.sleep(0.4)  # a second wake would have been read by now
+    follower.join(5)
+    assert seen == [0, 2]
+
+
 def _by_x_schema(field: str) -> Any:
     return define_schema(
         {"t": define_table({"a": v.int64(), "b": v.int64()}).index("by_x", [field])}
