@@ -37,7 +37,8 @@ class AuthConfig:
         identity = auth_config.verify(token)
     """
 
-    #: Verified tokens kept (a client sends the same token with every call until it expires).
+    #: Verified tokens kept (a client sends the same token with every call until it
+    #: expires); when full, the oldest is forgotten.
     cache_size = 1024
 
     def __init__(
@@ -159,8 +160,11 @@ class AuthConfig:
             with self._cache_lock:
                 self._config_changed(tuple(self.providers))
                 if self._generation == generation:
-                    if len(self._verified) >= self.cache_size:
-                        self._verified.clear()
+                    while self._verified and len(self._verified) >= self.cache_size:
+                        # Full: forget the oldest verification (the first to expire, as
+                        # tokens live alike), not all of them: a clear made every live
+                        # token (and every subscription's expiry check) verify again.
+                        del self._verified[next(iter(self._verified))]
                     self._verified[token] = entry
                     return entry
             # The configuration changed while verifying: the result may not hold for the

@@ -248,6 +248,20 @@ def test_verified_tokens_are_cached_until_they_expire(rsa_signer: Signer) -> Non
         config.verify(token)
 
 
+def test_a_full_token_cache_forgets_its_oldest_entry_only(rsa_signer: Signer) -> None:
+    """A full cache was cleared whole: every live token was verified again on its next
+    use (with a JWKS fetch when the keys were stale), in a burst each time the cache
+    filled, and a subscription's expiry check then verified its token from scratch on
+    the subscription thread. Now only the oldest entry goes."""
+    config = clerk(rsa_signer)
+    config.cache_size = 3
+    tokens = [rsa_signer.token(jti=str(i)) for i in range(5)]
+    for token in tokens:
+        config.verify(token)
+    assert list(config._verified) == tokens[2:]
+    assert config.verify(tokens[4]) is config.verify(tokens[4])
+
+
 def test_provider_level_issuer_and_audience_errors(rsa_signer: Signer) -> None:
     provider = auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk()]})
     with pytest.raises(auth.InvalidIssuer, match="Invalid issuer"):
