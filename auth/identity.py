@@ -274,7 +274,16 @@ def _rfc3339(value: Any) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        return value
+        try:  # an RFC 3339 time is rendered as Convex renders it (in UTC, "+00:00")
+            moment = _dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value  # not one: kept as the issuer wrote it
+        if moment.tzinfo is None or "T" not in value.upper():
+            return value  # no offset (or no time): not RFC 3339, kept as it is
+        try:
+            return _render(moment.astimezone(_dt.UTC))
+        except (OverflowError, ValueError):  # before the year 1 in UTC
+            return value
     expected = "a time in seconds or milliseconds since the epoch, in the years 1-9999"
     if (
         isinstance(value, bool)
@@ -288,8 +297,13 @@ def _rfc3339(value: Any) -> str | None:
         moment = _dt.datetime.fromtimestamp(seconds, _dt.UTC) + _dt.timedelta(milliseconds=ms)
     except (OverflowError, ValueError, OSError):
         raise _malformed("updated_at", expected, value) from None
-    # As chrono's to_rfc3339() (Convex's rendering): "+00:00", not "Z", and the
-    # sub-second digits only when not zero, in groups of three.
+    return _render(moment)
+
+
+def _render(moment: _dt.datetime) -> str:
+    """A UTC time as chrono's ``to_rfc3339()`` renders it (Convex's rendering):
+    ``+00:00``, not ``Z``, and the sub-second digits only when not zero, in groups
+    of three."""
     fraction = moment.microsecond
     digits = (
         ""

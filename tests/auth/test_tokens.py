@@ -95,14 +95,20 @@ def test_legacy_convex_template_token(rsa_signer: Signer) -> None:
         (1700000000123, "2023-11-14T22:13:20.123+00:00"),  # ms, as Clerk's templates give
         (1700000000.25, "2023-11-14T22:13:20.250+00:00"),
         (0, "1970-01-01T00:00:00+00:00"),
+        ("2023-11-14T22:13:20Z", "2023-11-14T22:13:20+00:00"),  # RFC 3339 text, re-rendered
+        ("2023-11-14T23:13:20.5+01:00", "2023-11-14T22:13:20.500+00:00"),
+        ("0001-01-01T00:00:00+01:00", "0001-01-01T00:00:00+01:00"),  # no UTC time: kept
+        ("2023-11-14", "2023-11-14"),  # not RFC 3339: kept as the issuer wrote it
+        ("last tuesday", "last tuesday"),
     ],
 )
 def test_updated_at_is_rendered_as_convex_renders_it(
-    rsa_signer: Signer, updated_at: float, rendered: str
+    rsa_signer: Signer, updated_at: float | str, rendered: str
 ) -> None:
     """Convex sets updatedAt to chrono's ``to_rfc3339()`` of the claim (crates/keybroker
-    broker.rs ``UserIdentity::from_token``): a ``+00:00`` offset, not ``Z``, and only the
-    sub-second digits that are not zero, in groups of three. We gave ``...20Z``."""
+    broker.rs ``UserIdentity::from_token``; openidconnect reads a number or RFC 3339
+    text): a ``+00:00`` offset, not ``Z``, and only the sub-second digits that are not
+    zero, in groups of three. We gave ``...20Z``, and RFC 3339 text unchanged."""
     identity = clerk(rsa_signer).verify(rsa_signer.token(updated_at=updated_at))
     assert identity.updated_at == rendered
 
