@@ -349,9 +349,11 @@ class JwksFetcher:
                     f"issuer {_show(issuer)}",
                 )
             url = discovery.get("jwks_uri")
-            if not isinstance(url, str):
+            if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
                 raise self._fail(
-                    discovery_url, "a discovery document with a jwks_uri", f"{_show(url)}"
+                    discovery_url,
+                    "a discovery document with a jwks_uri, an http:// or https:// URL",
+                    f"{_show(url)}",
                 )
         document, max_age = self._fetch_json(url)
         try:
