@@ -37,7 +37,8 @@ class AuthConfig:
         identity = auth_config.verify(token)
     """
 
-    #: Verified tokens kept (a client sends the same token with every call until it expires).
+    #: Verified tokens kept (a client sends the same token with every call until it
+    #: expires); when full, the oldest is forgotten.
     cache_size = 1024
 
     def __init__(
@@ -123,6 +124,10 @@ class AuthConfig:
 
         A cached entry serves only while the configuration is the one it was verified
         with: a change of the provider list or of a provider's settings drops them all.
+        Once its token has expired, the entry gives :class:`TokenExpired` at once: the
+        signature was checked, so verifying again (a key fetch, perhaps, on the thread
+        that ends subscriptions) could only end the same way, or with a worse error
+        (``UnknownKey`` once the key rotated away).
         A verification during which the configuration changed is not cached; it is made
         again with the new configuration (up to ``_RETRIES`` times).
         """
@@ -140,8 +145,8 @@ class AuthConfig:
         # the configuration just compared (the call takes effect before the change).
         if self._unchanged(providers):
             cached = self._verified.get(token) if isinstance(token, str) else None
-            if cached is not None and cached[3]() < cached[1] + cached[2]:
-                return cached
+            if cached is not None:
+                return _unexpired(cached)
         for _attempt in range(self._RETRIES + 1):
             providers = tuple(self.providers)  # one snapshot for the check and the routing
             with self._cache_lock:
@@ -149,19 +154,17 @@ class AuthConfig:
                 generation = self._generation
                 cached = self._verified.get(token) if isinstance(token, str) else None
             if cached is not None:
-                identity, expires, leeway, clock = cached
-                if clock() < expires + leeway:
-                    return cached
-                with self._cache_lock:
-                    if self._verified.get(token) is cached:
-                        del self._verified[token]
+                return _unexpired(cached)
             identity, expires, provider = self._verify(token, providers)
             entry = (identity, expires, provider.leeway, provider._clock)
             with self._cache_lock:
                 self._config_changed(tuple(self.providers))
                 if self._generation == generation:
-                    if len(self._verified) >= self.cache_size:
-                        self._verified.clear()
+                    while self._verified and len(self._verified) >= self.cache_size:
+                        # Full: forget the oldest verification (the first to expire, as
+                        # tokens live alike), not all of them: a clear made every live
+                        # token (and every subscription's expiry check) verify again.
+                        del self._verified[next(iter(self._verified))]
                     self._verified[token] = entry
                     return entry
             # The configuration changed while verifying: the result may not hold for the
@@ -197,3 +200,15 @@ class AuthConfig:
             f"{_show(iss)}, aud {_show(claims.get('aud'))}. Fix: configure a provider with this "
             "issuer and application id, or send a token minted for one of them."
         )
+
+
+def _unexpired(
+    entry: tuple[UserIdentity, float, float, Callable[[], float]],
+) -> tuple[UserIdentity, float, float, Callable[[], float]]:
+    """A cache entry (identity, exp, leeway, clock), or TokenExpired once its token
+    has expired on its provider's clock."""
+    _, expires, leeway, clock = entry
+    now = clock()
+    if now < expires + leeway:
+        return entry
+    raise _expired(expires, now, leeway)

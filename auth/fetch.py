@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -160,6 +161,38 @@ def _watched(kind: type[http.client.HTTPConnection], deadline: _Deadline) -> Any
     return make
 
 
+def _http_url(url: str) -> bool:
+    return urllib.parse.urlsplit(url).scheme.lower() in ("http", "https")
+
+
+def _not_http(url: str) -> _LimitExceeded:
+    scheme = urllib.parse.urlsplit(url).scheme
+    return _LimitExceeded(
+        url,
+        "an http:// or https:// URL",
+        f"a {scheme + ':' if scheme else 'relative'} URL",
+        "give the JWKS or issuer URL over https (keys are fetched over HTTP only, as "
+        "Convex does: never a local file, data: or FTP)",
+    )
+
+
+class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, to http(s) targets only (it would follow one to FTP)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if not _http_url(newurl):
+            raise _not_http(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def _read_capped(response: Any, url: str, max_bytes: int) -> bytes:
     """The body of ``response``, refusing more than ``max_bytes`` without reading them."""
     length = response.headers.get("Content-Length")
@@ -184,7 +217,8 @@ def http_get(
     deadline: float = FETCH_DEADLINE,
     max_bytes: int = MAX_FETCH_BYTES,
 ) -> tuple[int, Mapping[str, str], bytes]:
-    """GET ``url`` with the standard library; returns status, headers and body.
+    """GET ``url`` (http or https only, redirects too) with the standard library;
+    returns status, headers and body.
 
     ``timeout`` bounds each socket operation; ``deadline`` the whole fetch (connect,
     headers, body, redirects): each connect gets at most the time left, and past it
@@ -198,9 +232,23 @@ def http_get(
 
         status, headers, body = http_get("https://x.clerk.accounts.dev/.well-known/jwks.json")
     """
+    if not _http_url(url):
+        raise _not_http(url)
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     watch = _Deadline(deadline)
-    opener = urllib.request.build_opener(_HttpHandler(watch), _HttpsHandler(watch))
+    # Only what an HTTP fetch needs: no file:, data: or FTP handler (any other scheme,
+    # also a redirect's, is an error).
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(),
+        urllib.request.UnknownHandler(),
+        _HttpHandler(watch),
+        _HttpsHandler(watch),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _RedirectHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
     try:
         try:
             with opener.open(request, timeout=min(timeout, deadline)) as response:

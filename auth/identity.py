@@ -274,7 +274,16 @@ def _rfc3339(value: Any) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        return value
+        try:  # an RFC 3339 time is rendered as Convex renders it (in UTC, "+00:00")
+            moment = _dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value  # not one: kept as the issuer wrote it
+        if moment.tzinfo is None or "T" not in value.upper():
+            return value  # no offset (or no time): not RFC 3339, kept as it is
+        try:
+            return _render(moment.astimezone(_dt.UTC))
+        except (OverflowError, ValueError):  # before the year 1 in UTC
+            return value
     expected = "a time in seconds or milliseconds since the epoch, in the years 1-9999"
     if (
         isinstance(value, bool)
@@ -282,12 +291,28 @@ def _rfc3339(value: Any) -> str | None:
         or not MIN_DATE <= value <= MAX_DATE * 1000 + 999
     ):
         raise _malformed("updated_at", expected, value)
-    seconds = value / 1000 if value > 10**11 else value  # Clerk templates give ms
+    # Clerk templates give ms: split exactly (a float of ms would blur the last digits)
+    seconds, ms = divmod(value, 1000) if value > 10**11 else (value, 0)
     try:
-        moment = _dt.datetime.fromtimestamp(seconds, _dt.UTC)
+        moment = _dt.datetime.fromtimestamp(seconds, _dt.UTC) + _dt.timedelta(milliseconds=ms)
     except (OverflowError, ValueError, OSError):
         raise _malformed("updated_at", expected, value) from None
-    return moment.isoformat().replace("+00:00", "Z")
+    return _render(moment)
+
+
+def _render(moment: _dt.datetime) -> str:
+    """A UTC time as chrono's ``to_rfc3339()`` renders it (Convex's rendering):
+    ``+00:00``, not ``Z``, and the sub-second digits only when not zero, in groups
+    of three."""
+    fraction = moment.microsecond
+    digits = (
+        ""
+        if not fraction
+        else f".{fraction // 1000:03d}"
+        if not fraction % 1000
+        else f".{fraction:06d}"
+    )
+    return moment.replace(microsecond=0, tzinfo=None).isoformat() + digits + "+00:00"
 
 
 def _show(value: Any, limit: int = 80) -> str:

@@ -14,9 +14,12 @@ The default getter is :func:`auth.fetch.http_get` (re-exported here), which
 bounds each fetch in time (10 s) and size (1 MiB); any getter's body is held
 to that size too.
 
+``Cache-Control: no-cache`` counts as ``no-store`` (revalidate before each use)
+and an ``Age`` header shortens ``max-age``, as in an HTTP cache.
+
 A key is only chosen for a token if its type fits the token's ``alg``
-(RS256: RSA; ES256: EC P-256; EdDSA: Ed25519 only, as Convex's OIDC verifier)
-and the JWK's own ``alg``, when it has one, is the token's.
+(RS256: RSA of 2048 to 8192 bits; ES256: EC P-256; EdDSA: Ed25519 only, as
+Convex's verifiers) and the JWK's own ``alg``, when it has one, is the token's.
 """
 
 from __future__ import annotations
@@ -59,11 +62,13 @@ __all__ = [
     "select_key",
 ]
 
-_MAX_AGE = re.compile(r"max-age=(\d+)")
+_MAX_AGE = re.compile(r"(?:^|[,\s])max-age=(\d+)")
+#: The RSA modulus sizes Convex's verifiers accept (ring's RSA_PKCS1_2048_8192_SHA256).
+RSA_MIN_BITS, RSA_MAX_BITS = 2048, 8192
 _KTY_FAMILY = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
 #: What each algorithm needs, for messages.
 _NEEDS = {
-    "RS256": "an RSA key (kty RSA)",
+    "RS256": "an RSA key of 2048 to 8192 bits (kty RSA)",
     "ES256": "an EC P-256 key (kty EC, crv P-256)",
     "EdDSA": "an Ed25519 key (kty OKP, crv Ed25519; Ed448 is not allowed)",
 }
@@ -84,7 +89,7 @@ def _show(value: Any, limit: int = 80) -> str:
 
 def _describe(key: Any) -> str:
     if isinstance(key, rsa.RSAPublicKey):
-        return "an RSA key"
+        return f"a {key.key_size}-bit RSA key"
     if isinstance(key, ec.EllipticCurvePublicKey):
         return f"an EC {key.curve.name} key"
     if isinstance(key, ed25519.Ed25519PublicKey):
@@ -100,7 +105,11 @@ def key_fits(alg: str, key: Key) -> bool:
         return False
     public = key.key
     if alg.startswith(("RS", "PS")):
-        return isinstance(public, rsa.RSAPublicKey)
+        # Convex verifies RS256 with RSA_PKCS1_2048_8192_SHA256: a shorter modulus is
+        # refused (pyjwt would only warn), a longer one too.
+        return isinstance(public, rsa.RSAPublicKey) and (
+            RSA_MIN_BITS <= public.key_size <= RSA_MAX_BITS
+        )
     if alg == "ES256":
         return isinstance(public, ec.EllipticCurvePublicKey) and isinstance(
             public.curve, ec.SECP256R1
@@ -298,10 +307,7 @@ class JwksFetcher:
             raise self._fail(url, too_large.expected, too_large.found, too_large.fix)
         if status != 200:
             raise self._fail(url, "HTTP 200", f"HTTP {status}")
-        cache_control = lowered.get("cache-control", "")
-        match = _MAX_AGE.search(cache_control)
-        no_store = "no-store" in cache_control
-        max_age = 0.0 if no_store else (float(match.group(1)) if match else self._default_max_age)
+        max_age = self._max_age(lowered)
         try:
             document = json.loads(body)
         except (ValueError, TypeError, RecursionError) as error:
@@ -309,6 +315,22 @@ class JwksFetcher:
         if not isinstance(document, dict):
             raise self._fail(url, "a JSON object", _show(document))
         return document, max_age
+
+    def _max_age(self, headers: Mapping[str, str]) -> float:
+        """Seconds a reply with ``headers`` (lower-cased names) stays fresh, as an HTTP
+        cache (Convex's) reckons it: none for ``no-store`` or ``no-cache`` (which means
+        revalidate before each use), else ``max-age`` (the default without one) minus
+        the ``Age`` the reply already had (a CDN's copy)."""
+        cache_control = headers.get("cache-control", "").lower()
+        directives = {part.strip().partition("=")[0] for part in cache_control.split(",")}
+        if directives & {"no-store", "no-cache"}:
+            return 0.0
+        match = _MAX_AGE.search(cache_control)
+        max_age = float(match.group(1)) if match else self._default_max_age
+        age = headers.get("age", "").strip()
+        if age.isascii() and age.isdigit():
+            max_age -= float(age)
+        return max(max_age, 0.0)
 
     def _refresh(self) -> None:
         """Fetch the key set (through discovery without a url); KeyFetchError on failure."""
@@ -327,9 +349,11 @@ class JwksFetcher:
                     f"issuer {_show(issuer)}",
                 )
             url = discovery.get("jwks_uri")
-            if not isinstance(url, str):
+            if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
                 raise self._fail(
-                    discovery_url, "a discovery document with a jwks_uri", f"{_show(url)}"
+                    discovery_url,
+                    "a discovery document with a jwks_uri, an http:// or https:// URL",
+                    f"{_show(url)}",
                 )
         document, max_age = self._fetch_json(url)
         try:

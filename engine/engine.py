@@ -272,9 +272,9 @@ class Engine:
 
         Returns a :class:`Subscription` (``.value``, ``for``, ``async for``,
         ``close()``, context manager). ``callback(value)`` runs on the
-        subscription thread with the first value and after each change; ``on_error(error)`` when a
-        re-run raises. Cost per commit: proportional to the subscriptions
-        whose read set the commit touched.
+        subscriptions' callback thread with the first value and after each change;
+        ``on_error(error)`` when a re-run raises. Cost per commit: proportional to the
+        subscriptions whose read set the commit touched.
 
         With ``auth=token`` the subscription ends when the token expires, as a
         Convex session does: ``on_error`` gets the provider's error

@@ -9,8 +9,10 @@ stopped with the last) follows the ``log``. For each batch of new commits it:
    index keys), so the cost follows the queries affected, not the number open;
 3. re-runs exactly those queries on that one snapshot, and runs the initial
    execution of queries subscribed since;
-4. delivers every changed result, all at the same ``ts``; a result equal to
-   the previous one is not delivered again.
+4. publishes every changed result, all at the same ``ts``, and wakes the
+   iterations; a result equal to the previous one is not delivered again. The
+   callbacks hear of each result in order on a thread of their own (the callback
+   thread), so a slow or blocked callback never holds up the worker.
 
 Commits made through this process wake the worker at once, and the mutation
 call returns only after the worker has caught up with its commit
@@ -34,11 +36,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import queue
 import struct
 import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import keys
@@ -88,6 +92,9 @@ def _worker_failed(error: BaseException) -> EngineError:
     return failure
 
 
+#: (the version of a published outcome, a function giving its value or raising its error)
+_Versioned = tuple[Any, Callable[[], Any]]
+
 _U64 = struct.Struct(">Q")
 _log = logging.getLogger("convexlite.subscriptions")
 _NOTHING: Any = object()
@@ -99,6 +106,7 @@ class _Watched:
     __slots__ = (
         "args",
         "error",
+        "error_tb",
         "function",
         "identity",
         "journal",
@@ -109,6 +117,7 @@ class _Watched:
         "runtime",
         "subscribers",
         "ts",
+        "version",
     )
 
     def __init__(
@@ -130,8 +139,28 @@ class _Watched:
         self.result: Any = _NOTHING
         self.result_bytes: bytes | None = None
         self.error: BaseException | None = None
+        #: The stored error and the traceback it had when the query raised it.
+        self.error_tb: tuple[BaseException, TracebackType | None] | None = None
         self.ts = 0
+        #: Counts the outcomes published (a new result or error), for iterations.
+        self.version = 0
         self.subscribers: list[Subscription] = []
+
+    def outcome(self) -> tuple[Any, BaseException | None]:
+        """The published result, or the error (with the query's traceback)."""
+        error = self.failure()
+        return (None, error) if error is not None else (self.result, None)
+
+    def failure(self) -> BaseException | None:
+        """The stored error, its traceback set back to the query's own: raising one
+        exception object again adds the raiser's frames to its traceback, so every read
+        of a failing subscription grew the stored chain (and kept the readers' frames
+        and locals alive)."""
+        error = self.error
+        if error is None:
+            return None
+        pair = self.error_tb
+        return error.with_traceback(pair[1] if pair is not None and pair[0] is error else None)
 
 
 class _Notifier:
@@ -158,8 +187,12 @@ class _Notifier:
             self._pending = True
             self._cond.notify_all()
 
-    def _follow(self, current: Callable[[], Any]) -> Iterator[Any]:
-        """``current()`` now, then again after each wake-up, until closed.
+    def _follow(self, current: Callable[[], _Versioned]) -> Iterator[Any]:
+        """The value now, then again after each wake-up that brought a new one, until
+        closed. ``current()`` gives the version of what was published and a function
+        giving the value (or raising the error), read together: a wake-up for a value
+        already yielded (read early, when the commit that woke us had already been
+        followed by another) yields nothing.
 
         A closed notifier yields nothing; one whose worker failed raises.
         """
@@ -168,7 +201,8 @@ class _Notifier:
         self._raise_if_stopped()  # the worker failed, or the token expired, before this began
         if self._closed:
             return
-        yield current()
+        seen, value = current()
+        yield value()
         while True:
             with self._cond:
                 while not self._pending and not self._closed:
@@ -177,7 +211,10 @@ class _Notifier:
             self._raise_if_stopped()
             if self._closed:
                 return
-            yield current()
+            version, value = current()
+            if version != seen:
+                seen = version
+                yield value()
 
     def _fail(self, error: BaseException) -> None:
         """End iterations with ``error`` (the worker died)."""
@@ -240,8 +277,9 @@ class Subscription(_Notifier):
         ``EngineError`` if the subscription worker failed: the value is stale)."""
         self._raise_if_stopped()
         watched = self._watched
-        if watched.error is not None:
-            raise watched.error
+        error = watched.failure()
+        if error is not None:
+            raise error
         return watched.result
 
     @property
@@ -272,15 +310,20 @@ class Subscription(_Notifier):
         self._ended = error
         self._closed = True
         self._manager._unsubscribe(self)
+        on_error = self._on_error
+        if on_error is not None:
+            self._manager._callbacks_later(lambda: self._tell(on_error, error))
+        self._wake()
+        for member_of in self._sets:
+            member_of._end(error)
+
+    def _tell(self, function: Callable[[Any], None], value: Any) -> None:
+        """Run one callback (on the callback thread), logging what it raises."""
         try:
-            if self._on_error is not None:
-                self._on_error(error)
+            function(value)
         except Exception:
-            _log.exception("subscription on_error for %s raised", self._watched.name)
-        finally:
-            self._wake()
-            for member_of in self._sets:
-                member_of._end(error)
+            # A failing callback must not stop the deliveries of every other subscription.
+            _log.exception("subscription callback for %s raised", self._watched.name)
 
     def _wake(self) -> None:
         super()._wake()
@@ -290,33 +333,48 @@ class Subscription(_Notifier):
             except RuntimeError:  # the loop is closed
                 pass
 
-    def _deliver(self, wake: bool = True) -> None:
-        """Called by the worker after the result changed (nothing once closed).
-
-        ``wake=False`` (a joiner's first value): the callback only; iterations have
-        the current value already and must not yield it twice.
-        """
-        if self._closed:  # closed by an earlier callback of this same delivery round
+    def _deliver(self, outcome: tuple[Any, BaseException | None]) -> None:
+        """Called by the worker once ``outcome`` (a result, or an error with the
+        query's traceback) was published for this subscription: its callback or
+        ``on_error`` hears of it on the callback thread, in order, with that very
+        outcome (a later one may be published meanwhile: each is heard of once)."""
+        if self._closed:
             return
         self._delivered = True
-        watched = self._watched
-        try:
-            if watched.error is not None:
-                if self._on_error is not None:
-                    self._on_error(watched.error)
-            elif self._callback is not None:
-                self._callback(watched.result)
-        except Exception:
-            # A failing callback must not stop the deliveries of every other subscription.
-            _log.exception("subscription callback for %s raised", watched.name)
-        finally:
-            if wake:
-                self._wake()
-                for member_of in self._sets:
-                    member_of._wake()
+        result, error = outcome
+        if error is None:
+            callback = self._callback
+            if callback is not None:
+                self._manager._callbacks_later(lambda: self._callback_now(callback, result))
+            return
+        on_error = self._on_error
+        if on_error is not None:
+            pair = self._watched.error_tb  # the query's traceback (a raise adds to it)
+            tb = pair[1] if pair is not None and pair[0] is error else None
+            self._manager._callbacks_later(
+                lambda: self._callback_now(on_error, error.with_traceback(tb))
+            )
+
+    def _callback_now(self, function: Callable[[Any], None], value: Any) -> None:
+        if not self._closed:  # closed by an earlier callback: it hears nothing more
+            self._tell(function, value)
+
+    def _current(self) -> _Versioned:
+        """The version of the published outcome, and a function giving its value (or
+        raising its error), read together under the manager's lock."""
+        with self._manager._lock:
+            watched = self._watched
+            version, error, result = watched.version, watched.failure(), watched.result
+        if error is not None:
+
+            def fail() -> Any:
+                raise error
+
+            return version, fail
+        return version, lambda: result
 
     def __iter__(self) -> Iterator[Any]:
-        return self._follow(lambda: self.value)
+        return self._follow(self._current)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._aiterate()
@@ -330,14 +388,18 @@ class Subscription(_Notifier):
             self._raise_if_stopped()
             if self._closed:
                 return
-            yield self.value
+            seen, value = self._current()
+            yield value()
             while not self._closed:
                 await event.wait()
                 event.clear()
                 self._raise_if_stopped()
                 if self._closed:
                     return
-                yield self.value
+                version, value = self._current()
+                if version != seen:  # else woken for a value already yielded
+                    seen = version
+                    yield value()
             self._raise_if_stopped()  # ended while the value was being consumed
         finally:
             self._async_waiters.remove(waiter)
@@ -391,8 +453,24 @@ class SubscriptionSet(_Notifier):
             self._ended = error
             self.close()
 
+    def _current(self) -> _Versioned:
+        """The members' versions and a function giving their values (or raising a
+        member's error), read together under the manager's lock."""
+        with self._manager._lock:
+            version = tuple(sub._watched.version for sub in self._members.values())
+            try:
+                state = {name: sub.value for name, sub in self._members.items()}
+            except Exception as error:
+                failure = error
+
+                def fail() -> Any:
+                    raise failure
+
+                return version, fail
+        return version, lambda: state
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self._follow(lambda: self.value)
+        return self._follow(self._current)
 
 
 class SubscriptionManager:
@@ -412,6 +490,10 @@ class SubscriptionManager:
         self._fresh_keys = itertools.count()
         self._index = IntervalIndex()
         self._thread: threading.Thread | None = None
+        #: Runs the callbacks, in order, so that a callback never holds up the worker
+        #: (each worker has its own queue and callback thread).
+        self._callback_thread: threading.Thread | None = None
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._stopping = False
         self._wakeup = False
         self.ts = 0
@@ -436,10 +518,10 @@ class SubscriptionManager:
     ) -> Subscription:
         """Follow a query; ``expiry()`` (seconds the identity's token has left, raising
         once none are left) ends the subscription with its error when it runs out."""
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() in (self._thread, self._callback_thread):
             raise EngineError(
-                "subscribe() was called from a subscription callback: callbacks run on the "
-                "subscription worker, which would wait for itself to run the new query. "
+                "subscribe() was called from a subscription callback, where subscribing is "
+                "not supported (callbacks run one at a time on the callback thread). "
                 "Subscribe from another thread, or read once with engine.query()."
             )
         name, function = runtime.resolve(ref, internal=False)
@@ -512,9 +594,9 @@ class SubscriptionManager:
 
         The results, not the callbacks: a callback may wait on the thread that waits
         here (an app lock, a thread it joins), and waiting for it would stall both.
-        Returns at once on the worker thread (a callback that calls the engine):
-        the worker cannot wait for itself; it catches up when the callback returns.
-        So a slow callback delays the mutations of this process while it runs.
+        Callbacks run on their own thread, so a slow or waiting callback holds up
+        neither the worker nor this wait; a callback that calls the engine gets
+        read-your-writes too. Returns at once on the worker thread itself.
         """
         if not self._watched or threading.current_thread() is self._thread:
             return
@@ -538,12 +620,40 @@ class SubscriptionManager:
         self._stopping = False
         if self._thread is None:
             self._worker_error = None  # a new worker: an earlier one's failure is reported
+            tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+            self._queue = tasks
+            self._callback_thread = threading.Thread(
+                target=self._run_callbacks,
+                args=(tasks,),
+                name="convexlite-subscription-callbacks",
+                daemon=True,
+            )
+            self._callback_thread.start()
             self._thread = threading.Thread(
-                target=self._work, name="convexlite-subscriptions", daemon=True
+                target=self._work, args=(tasks,), name="convexlite-subscriptions", daemon=True
             )
             self._thread.start()
 
-    def _work(self) -> None:
+    def _callbacks_later(self, task: Callable[[], None]) -> None:
+        """Run ``task`` (a callback) on the callback thread, after those queued before."""
+        self._queue.put(task)
+
+    def _run_callbacks(self, tasks: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+        """The callback thread: run the worker's callbacks in order until it stops.
+
+        A callback that raises ``Exception`` is logged; one that raises anything else
+        (``SystemExit``) ends every subscription with it, as a failed worker does.
+        """
+        while True:
+            task = tasks.get()
+            if task is None:
+                return
+            try:
+                task()
+            except BaseException as error:
+                self._fail_all(error, worker=False)
+
+    def _work(self, tasks: queue.SimpleQueue[Callable[[], None] | None]) -> None:
         try:
             while True:
                 with self._lock:
@@ -559,21 +669,30 @@ class SubscriptionManager:
                     due = self._deadlines.pop_due(time.monotonic())
                 for subscription in joined:
                     if not subscription._delivered:  # else a change reached it already
-                        subscription._deliver(wake=False)
+                        subscription._deliver(subscription._watched.outcome())
                 for subscription in due:
                     self._check_expiry(subscription)
                 self._step(new)
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
-                self._worker_error = error
                 self._thread = None
-                self._lock.notify_all()
-                subscriptions = self._subscriptions()
-            for subscription in subscriptions:
-                for member_of in subscription._sets:
-                    member_of._fail(error)
-                subscription._fail(error)
-            _log.error("the subscription worker failed", exc_info=error)
+            self._fail_all(error, worker=True)
+        finally:
+            tasks.put(None)  # the callback thread ends after the callbacks queued
+
+    def _fail_all(self, error: BaseException, *, worker: bool) -> None:
+        """End every subscription with ``error``: the worker failed, or a callback
+        raised what is not an ``Exception`` (the worker then goes on, for new ones)."""
+        with self._lock:
+            if worker:
+                self._worker_error = error
+            self._lock.notify_all()
+            subscriptions = self._subscriptions()
+        for subscription in subscriptions:
+            for member_of in subscription._sets:
+                member_of._fail(error)
+            subscription._fail(error)
+        _log.error("the subscription worker failed", exc_info=error)
 
     def _check_expiry(self, subscription: Subscription) -> None:
         """Ask a due subscription's token how long it has left: end the subscription
@@ -599,6 +718,8 @@ class SubscriptionManager:
         parent may have held at the fork: this process's locks are made afresh."""
         self._lock = threading.Condition(threading.Lock())
         self._thread = None
+        self._callback_thread = None
+        self._queue = queue.SimpleQueue()
         for watched in list(self._watched.values()):
             for subscription in list(watched.subscribers):
                 for notifier in (subscription, *subscription._sets):
@@ -621,13 +742,14 @@ class SubscriptionManager:
             for member_of in subscription._sets:
                 member_of.close()
             subscription.close()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in (self._thread, self._callback_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _step(self, new: list[_Watched]) -> None:
         storage = self._db.storage
-        changed: list[list[Subscription]] = []
+        changed: list[tuple[list[Subscription], tuple[Any, BaseException | None]]] = []
         with storage.read() as rtxn:
             latest, version = storage.head(rtxn)
             catalog = self._db.catalog_view(rtxn, version).catalog
@@ -653,14 +775,27 @@ class SubscriptionManager:
             # the lock (SubscriptionSet.value) never see two timestamps mixed.
             for watched, outcome in outcomes:
                 if self._apply(watched, outcome, latest):
+                    watched.version += 1
                     # Who hears of it is decided here, under the lock: a subscription
                     # joining after this point gets the value as a joiner, once.
-                    changed.append(list(watched.subscribers))
+                    changed.append((list(watched.subscribers), watched.outcome()))
             self.ts = max(self.ts, latest)
             self._lock.notify_all()
-        for subscribers in changed:
+        # Iterations read the published values: wake them now, each set once (woken per
+        # member, a quick iteration would read the new dict between two wakes and then
+        # yield it again). Callbacks run on their own thread: one that waits for
+        # something (an app lock held by a thread waiting for these results) holds up
+        # neither the worker nor the next mutations' read-your-writes.
+        sets: dict[SubscriptionSet, None] = {}
+        for subscribers, _ in changed:
             for subscription in subscribers:
-                subscription._deliver()
+                subscription._wake()
+                sets.update(dict.fromkeys(subscription._sets))
+        for member_of in sets:
+            member_of._wake()
+        for subscribers, published in changed:
+            for subscription in subscribers:
+                subscription._deliver(published)
 
     def _indexes_changed(self, catalog: Catalog) -> bool:
         """True if a table the watched queries may have read changed its indexes.
@@ -717,11 +852,13 @@ class SubscriptionManager:
                 or str(watched.error) != str(error)
             )
             watched.error = error
+            watched.error_tb = (error, error.__traceback__)
             watched.result_bytes = None
             return first
         result_bytes = encode(result)
         was_error = watched.error is not None
         watched.error = None
+        watched.error_tb = None
         if (
             not was_error
             and watched.result is not _NOTHING

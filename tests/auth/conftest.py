@@ -94,6 +94,8 @@ class JwksServer:
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
         self.cache_control = "max-age=300"
+        #: More headers for the discovery and JWKS replies (an ``Age`` from a CDN).
+        self.headers: dict[str, str] = {}
         self.down = False
         self.broken: str | None = None
         self.delay = 0.0
@@ -143,6 +145,8 @@ class JwksServer:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Cache-Control", server.cache_control)
+                for name, value in server.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -125,3 +125,30 @@ def test_a_fetch_within_its_deadline_still_works(
     status, _, body = fetch.http_get(redirecting + "/start", timeout=5.0, deadline=10.0)
     assert (status, body) == (200, b'{"keys": []}')
     assert connects.timeouts == [5.0, pytest.approx(5.0)]
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///etc/hostname", "data:application/json,%7B%22keys%22%3A%5B%5D%7D", "ftp://x/"]
+)
+def test_only_http_and_https_urls_are_fetched(url: str) -> None:
+    """http_get opened any URL urllib can (a local file, data:, FTP), and a discovery
+    document's jwks_uri was fetched whatever its scheme: an issuer could make the
+    verifying host read a local file (a FIFO or /dev/stdin hangs it past every
+    deadline, which only covers sockets). Convex (reqwest) and pyjwt 2.15 fetch keys
+    over http(s) only."""
+    with pytest.raises(auth.KeyFetchError, match=r"(?s)expected an http:// or https:// URL"):
+        fetch.http_get(url)
+
+
+def test_a_discovery_document_must_name_an_http_jwks_uri() -> None:
+    asked: list[str] = []
+
+    def get(url: str) -> tuple[int, dict[str, str], bytes]:
+        asked.append(url)
+        body = b'{"issuer": "https://issuer.example", "jwks_uri": "file:///etc/hostname"}'
+        return 200, {"Content-Type": "application/json"}, body
+
+    fetcher = auth.JwksFetcher(discovery_issuer="https://issuer.example", get=get)
+    with pytest.raises(auth.KeyFetchError, match=r"(?s)jwks_uri.*http.*file:///etc/hostname"):
+        fetcher.key("kid", "RS256")
+    assert asked == ["https://issuer.example/.well-known/openid-configuration"]

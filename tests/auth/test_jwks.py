@@ -85,6 +85,67 @@ def test_no_store_means_no_cache(jwks_server: JwksServer, rsa_signer: Signer, cl
     assert jwks_server.hits["/jwks"] == 2
 
 
+def test_no_cache_and_age_shorten_the_cache(
+    jwks_server: JwksServer, rsa_signer: Signer, clock: Clock
+) -> None:
+    """Convex fetches keys through an HTTP cache that honors Cache-Control: ``no-cache``
+    means revalidate before every use, and a reply already ``Age`` seconds old (from a
+    CDN) is fresh only for the rest of its max-age. Both were cached 300 s here."""
+    jwks_server.keys = [rsa_signer.jwk()]
+    jwks_server.cache_control = "public, no-cache"
+    config = auth.AuthConfig(
+        providers=[provider(jwks_server, clock, jwks_url=jwks_server.url + "/jwks")]
+    )
+    config.verify(rsa_signer.token(iss=jwks_server.url, jti="1"))
+    config.verify(rsa_signer.token(iss=jwks_server.url, jti="2"))
+    assert jwks_server.hits["/jwks"] == 2
+
+    jwks_server.cache_control = "public, max-age=300"
+    jwks_server.headers = {"Age": "290"}
+    clock.now += 1
+    config.verify(rsa_signer.token(iss=jwks_server.url, jti="3"))
+    assert jwks_server.hits["/jwks"] == 3
+    clock.now += 5  # 295 s old: still fresh
+    config.verify(rsa_signer.token(iss=jwks_server.url, jti="4"))
+    assert jwks_server.hits["/jwks"] == 3
+    clock.now += 6  # 301 s old: stale, fetched again
+    config.verify(rsa_signer.token(iss=jwks_server.url, jti="5"))
+    assert jwks_server.hits["/jwks"] == 4
+
+    jwks_server.headers = {"Age": "soon"}  # not a number: ignored
+    clock.now += 301
+    config.verify(rsa_signer.token(iss=jwks_server.url, jti="6"))
+    clock.now += 200
+    config.verify(rsa_signer.token(iss=jwks_server.url, jti="7"))
+    assert jwks_server.hits["/jwks"] == 5
+
+
+def test_a_cached_token_expires_without_fetching_keys(
+    jwks_server: JwksServer, rsa_signer: Signer, clock: Clock
+) -> None:
+    """A subscription's deadline asks ``seconds_left(token)`` once the token ran out. The
+    cached verification already proves the token's signature and gives its exp, yet the
+    token was verified again from scratch: with the key set stale by then, the subscription
+    worker fetched discovery and JWKS (blocking every subscription and every mutation
+    waiting on them for up to the 10 s deadline when the issuer is slow), and a key rotated
+    away since made it UnknownKey instead of TokenExpired."""
+    jwks_server.keys = [rsa_signer.jwk()]
+    now = [time.time()]
+    clerk = auth.ClerkProvider(issuer=jwks_server.url, clock=lambda: now[0])
+    clerk._keys._clock = clock  # type: ignore[union-attr]
+    config = auth.AuthConfig(providers=[clerk])
+    token = rsa_signer.token(iss=jwks_server.url, exp=int(now[0]) + 60)
+    assert config.seconds_left(token) > 50
+    hits = dict(jwks_server.hits)
+    clock.now += 301  # the key set went stale meanwhile
+    now[0] += 66  # and the token ran out (60 s, plus the 5 s leeway)
+    jwks_server.keys = [Signer("RS256", "ins_rotated").jwk()]  # its key rotated away
+    for check in (config.seconds_left, config.verify):
+        with pytest.raises(auth.TokenExpired):
+            check(token)
+    assert jwks_server.hits == hits  # decided from the cached verification: no fetch
+
+
 @pytest.mark.parametrize("broken", ["garbage", "truncated", "list", "issuer-null"])
 def test_broken_replies_are_key_fetch_errors_and_keep_cached_keys(
     jwks_server: JwksServer, rsa_signer: Signer, clock: Clock, broken: str

@@ -83,8 +83,34 @@ def test_legacy_convex_template_token(rsa_signer: Signer) -> None:
     )
     identity = clerk(rsa_signer).verify(token)
     assert identity.given_name == "Ada" and identity.picture_url == "https://img/x.png"
-    assert identity.updated_at == "2023-11-14T22:13:20Z"
+    assert identity.updated_at == "2023-11-14T22:13:20+00:00"
     assert identity.email_verified is True
+
+
+@pytest.mark.parametrize(
+    ("updated_at", "rendered"),
+    [
+        (1700000000, "2023-11-14T22:13:20+00:00"),
+        (1700000000.5, "2023-11-14T22:13:20.500+00:00"),
+        (1700000000123, "2023-11-14T22:13:20.123+00:00"),  # ms, as Clerk's templates give
+        (1700000000.25, "2023-11-14T22:13:20.250+00:00"),
+        (0, "1970-01-01T00:00:00+00:00"),
+        ("2023-11-14T22:13:20Z", "2023-11-14T22:13:20+00:00"),  # RFC 3339 text, re-rendered
+        ("2023-11-14T23:13:20.5+01:00", "2023-11-14T22:13:20.500+00:00"),
+        ("0001-01-01T00:00:00+01:00", "0001-01-01T00:00:00+01:00"),  # no UTC time: kept
+        ("2023-11-14", "2023-11-14"),  # not RFC 3339: kept as the issuer wrote it
+        ("last tuesday", "last tuesday"),
+    ],
+)
+def test_updated_at_is_rendered_as_convex_renders_it(
+    rsa_signer: Signer, updated_at: float | str, rendered: str
+) -> None:
+    """Convex sets updatedAt to chrono's ``to_rfc3339()`` of the claim (crates/keybroker
+    broker.rs ``UserIdentity::from_token``; openidconnect reads a number or RFC 3339
+    text): a ``+00:00`` offset, not ``Z``, and only the sub-second digits that are not
+    zero, in groups of three. We gave ``...20Z``, and RFC 3339 text unchanged."""
+    identity = clerk(rsa_signer).verify(rsa_signer.token(updated_at=updated_at))
+    assert identity.updated_at == rendered
 
 
 def test_v1_org_claims(rsa_signer: Signer) -> None:
@@ -226,6 +252,20 @@ def test_verified_tokens_are_cached_until_they_expire(rsa_signer: Signer) -> Non
     time.sleep(max(0.0, expires - time.time()) + 0.2)
     with pytest.raises(auth.TokenExpired):
         config.verify(token)
+
+
+def test_a_full_token_cache_forgets_its_oldest_entry_only(rsa_signer: Signer) -> None:
+    """A full cache was cleared whole: every live token was verified again on its next
+    use (with a JWKS fetch when the keys were stale), in a burst each time the cache
+    filled, and a subscription's expiry check then verified its token from scratch on
+    the subscription thread. Now only the oldest entry goes."""
+    config = clerk(rsa_signer)
+    config.cache_size = 3
+    tokens = [rsa_signer.token(jti=str(i)) for i in range(5)]
+    for token in tokens:
+        config.verify(token)
+    assert list(config._verified) == tokens[2:]
+    assert config.verify(tokens[4]) is config.verify(tokens[4])
 
 
 def test_provider_level_issuer_and_audience_errors(rsa_signer: Signer) -> None:
@@ -401,6 +441,36 @@ def test_key_type_must_fit_the_algorithm(rsa_signer: Signer) -> None:
         config.verify(wrong)
     no_kid = jwt.encode(_claims(), ed_key, algorithm="EdDSA")  # type: ignore[arg-type]
     assert config.verify(no_kid).subject == "user_123"  # one key fits EdDSA
+
+
+def test_rsa_keys_under_2048_bits_are_refused(rsa_signer: Signer) -> None:
+    """Convex verifies RS256 with RSA_PKCS1_2048_8192_SHA256 (openidconnect's and biscuit's
+    crypto), which refuses a modulus under 2048 bits. A 1024-bit key verified here (with
+    pyjwt's InsecureKeyLengthWarning, which under ``-W error`` escaped as a non-AuthError):
+    it must be an InvalidSignature naming the key size, whichever way the key is given."""
+    import warnings
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(weak.public_key()))
+    jwk.update(kid="weak", use="sig")
+    pem = weak.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyjwt warns when signing with it, too
+        token = jwt.encode(_claims(), weak, algorithm="RS256", headers={"kid": "weak"})
+    configs = [
+        auth.AuthConfig(providers=[auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [jwk]})]),
+        auth.AuthConfig(providers=[auth.ClerkProvider(issuer=ISSUER, public_key=pem)]),
+        auth.AuthConfig(providers=[auth.CustomJwtProvider(issuer=ISSUER, jwks={"keys": [jwk]})]),
+    ]
+    for config in configs:
+        with pytest.raises(auth.InvalidSignature, match=r"(?s)2048.*1024-bit.*Fix:"):
+            config.verify(token)
+    assert clerk(rsa_signer).verify(rsa_signer.token()).subject == "user_123"  # 2048 bits
 
 
 def _data_uri_cases(jwks: dict) -> list[str]:  # type: ignore[type-arg]

@@ -123,9 +123,39 @@ def test_errors_are_delivered_and_recovered_from(engine: Engine) -> None:
         engine.run(lambda ctx: ctx.db.patch(doc, {"value": -1}))
         with pytest.raises(ValueError, match="negative"):
             sub.value  # noqa: B018
-        assert len(errors) == 1
+        assert _until(lambda: len(errors) == 1)  # callbacks may lag the mutation's return
         engine.run(lambda ctx: ctx.db.patch(doc, {"value": 7}))
         assert sub.value == 7
+
+
+def _frames(error: BaseException) -> list[str]:
+    names = []
+    tb = error.__traceback__
+    while tb is not None:
+        names.append(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
+    return names
+
+
+def test_reading_a_failed_value_does_not_grow_its_traceback(engine: Engine) -> None:
+    """``.value`` re-raised the one stored error object, and each raise adds the reader's
+    frames to that object's traceback: a failing subscription read in a loop (or
+    iterated again and again) kept a growing chain of every reader's frames, and their
+    locals, alive. Each read now raises it with the query's own traceback."""
+    doc = put(engine, "a", -1)
+    with engine.subscribe(strict, {"id": doc}) as sub:
+        lengths = []
+        for _ in range(5):
+            with pytest.raises(ValueError, match="negative") as caught:
+                sub.value  # noqa: B018
+            lengths.append(len(_frames(caught.value)))
+            assert "strict" in _frames(caught.value)  # where the query raised is kept
+        for _ in range(3):
+            with pytest.raises(ValueError):
+                next(iter(sub))
+        with pytest.raises(ValueError) as caught:
+            sub.value  # noqa: B018
+        assert len(set(lengths)) == 1 and len(_frames(caught.value)) == lengths[0]
 
 
 def test_range_subscription_sees_inserts_in_range(engine: Engine) -> None:
@@ -320,6 +350,75 @@ def test_subscription_set_is_one_snapshot(engine: Engine) -> None:
         put(engine, "x", 1)
         seen.append(next(iterator))
         assert seen[1]["count"] == seen[0]["count"] + 1
+
+
+def test_a_set_yields_once_per_commit_that_changes_several_members(engine: Engine) -> None:
+    """A commit that changed two members woke the set's iterations once per member, so
+    an iteration quick enough to read between the two wakes yielded the same dict twice
+    (any fast consumer could; here callbacks hold the worker between the deliveries
+    until the consumer has read, which makes the race happen every time)."""
+    doc = put(engine, "a", 1)
+    consumed = threading.Event()
+    held: list[Any] = []
+
+    def hold(value: Any) -> None:
+        if value == 2:
+            consumed.wait(0.2)  # the first member's callback: nothing to read yet
+        held.append(value)
+
+    # Subscribed before the set: the same executions, delivered to first.
+    helpers = [engine.subscribe(q, {"id": doc}, callback=hold) for q in (get_one, strict)]
+    seen: list[Any] = []
+    with engine.subscribe_set({"a": (get_one, {"id": doc}), "b": (strict, {"id": doc})}) as live:
+
+        def follow() -> None:
+            for value in live:
+                seen.append(value)
+                if len(seen) > 1:
+                    consumed.set()
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        assert _until(lambda: len(seen) == 1)
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        assert _until(lambda: held.count(2) == 2)  # both members delivered
+        time.sleep(0.1)  # a second wake would have been read by now
+    follower.join(5)
+    for helper in helpers:
+        helper.close()
+    assert seen == [{"a": 1, "b": 1}, {"a": 2, "b": 2}]
+
+
+def test_iteration_never_yields_one_published_value_twice(engine: Engine) -> None:
+    """An iteration woken for one commit read the value a moment later; a second commit
+    published in that moment was read then, and its own wake made the iteration yield
+    it again. Iterations now yield only what was published since their last yield
+    (here a pause at that moment makes the race happen every time)."""
+    doc = put(engine, "a", 0)
+    seen: list[Any] = []
+    with engine.subscribe(get_one, {"id": doc}) as sub:
+        original = sub._raise_if_stopped
+
+        def pause() -> None:  # runs between the wake-up and reading the value
+            time.sleep(0.15)
+            original()
+
+        sub._raise_if_stopped = pause  # type: ignore[method-assign]
+
+        def follow() -> None:
+            for value in sub:
+                seen.append(value)
+
+        follower = threading.Thread(target=follow)
+        follower.start()
+        assert _until(lambda: seen == [0])
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 1}))
+        time.sleep(0.05)  # the iteration is woken and pauses
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        assert _until(lambda: seen[-1:] == [2])
+        time.sleep(0.4)  # a second wake would have been read by now
+    follower.join(5)
+    assert seen == [0, 2]
 
 
 def _by_x_schema(field: str) -> Any:
@@ -638,6 +737,32 @@ def test_a_callback_waiting_on_the_mutating_thread_does_not_stall_it(engine: Eng
             engine.run(lambda ctx: ctx.db.patch(doc, {"value": 1}))
         assert time.monotonic() - started < 5
         _eventually(lambda: seen == [0, 1])
+
+
+def test_a_callback_waiting_on_the_mutating_thread_does_not_stall_its_next_mutation(
+    engine: Engine,
+) -> None:
+    """Callbacks ran on the worker: a callback waiting for an app lock held by the thread
+    that mutates stalled the worker, so that thread's *next* mutation waited the whole
+    30 s for read-your-writes and then returned without it. Callbacks now run on a
+    thread of their own, in order, and see every published value."""
+    doc = put(engine, "a", 0)
+    app_lock = threading.Lock()
+    seen: list[Any] = []
+
+    def record(value: Any) -> None:
+        with app_lock:
+            seen.append(value)
+
+    with engine.subscribe(get_one, {"id": doc}, callback=record) as sub:
+        assert _until(lambda: seen == [0])
+        started = time.monotonic()
+        with app_lock:
+            engine.run(lambda ctx: ctx.db.patch(doc, {"value": 1}))
+            engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+            assert sub.value == 2  # read-your-writes, while the callback still waits
+        assert time.monotonic() - started < 5
+        assert _until(lambda: seen == [0, 1, 2])
 
 
 def test_iterating_a_joined_subscription_yields_its_value_once(engine: Engine) -> None:
