@@ -17,11 +17,13 @@ creating the row from the token's identity, which the webhook then updates.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from engine import Engine, MutationCtx, QueryCtx, define_table, internal_mutation, v
 
+from .errors import WebhookVerificationError
 from .webhooks import verify_webhook
 
 __all__ = [
@@ -129,14 +131,48 @@ def handle_clerk_webhook(
     delivery; events other than ``user.*`` are verified and returned untouched.
     """
     event: dict[str, Any] = verify_webhook(secret, headers, body)
-    kind, data = event.get("type"), event.get("data") or {}
+    kind, data = _user_event(event)
     if kind in ("user.created", "user.updated"):
         engine.run(lambda ctx: ctx.run_mutation(upsert_from_clerk, {"data": data}))
     elif kind == "user.deleted" and data.get("id"):
-        deleted_at = float(event.get("timestamp") or 0)
+        deleted_at = float(event.get("timestamp") or 0)  # a number: _user_event checked it
         engine.run(
             lambda ctx: ctx.run_mutation(
                 delete_from_clerk, {"id": str(data["id"]), "deletedAt": deleted_at}
             )
         )
     return event
+
+
+def _user_event(event: object) -> tuple[Any, dict[str, Any]]:
+    """The ``type`` and ``data`` of a verified event, refusing a shape Clerk never sends.
+
+    The signature holds, so the sender knows the secret; but a body that is not a JSON
+    object, a ``user.*`` event whose ``data`` is not an object, or a ``timestamp`` that
+    is not a finite number is a bad delivery (HTTP 400), not an ``AttributeError``.
+    """
+    if not isinstance(event, dict):
+        raise WebhookVerificationError(
+            f"Expected a Clerk event (a JSON object) in the webhook body, found "
+            f"{type(event).__name__}: send Clerk's event payload as it was signed."
+        )
+    kind, data = event.get("type"), event.get("data")
+    if data is None:
+        data = {}
+    timestamp = event.get("timestamp")
+    if isinstance(kind, str) and kind.startswith("user."):
+        if not isinstance(data, dict):
+            raise WebhookVerificationError(
+                f"Expected an object as the data of the Clerk event {kind!r}, found "
+                f"{type(data).__name__}: send Clerk's event payload as it was signed."
+            )
+        if timestamp is not None and (
+            isinstance(timestamp, bool)
+            or not isinstance(timestamp, int | float)
+            or not math.isfinite(timestamp)
+        ):
+            raise WebhookVerificationError(
+                f"Expected a number (milliseconds) as the timestamp of the Clerk event "
+                f"{kind!r}, found {timestamp!r:.40}: send Clerk's event payload as it was signed."
+            )
+    return kind, data if isinstance(data, dict) else {}

@@ -107,3 +107,35 @@ def test_bad_signature_changes_nothing(engine: Engine) -> None:
             body,
         )
     assert rows(engine) == []
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ([1, 2], "a JSON object"),
+        ({"type": "user.created", "data": [1]}, "data of the Clerk event 'user.created'"),
+        ({"type": "user.updated", "data": "x"}, "data of the Clerk event 'user.updated'"),
+        (
+            {"type": "user.deleted", "data": {"id": "user_1"}, "timestamp": "soon"},
+            "timestamp of the Clerk event 'user.deleted'",
+        ),
+        (
+            {"type": "user.deleted", "data": {"id": "user_1"}, "timestamp": float("nan")},
+            "timestamp",
+        ),
+    ],
+)
+def test_a_signed_body_clerk_never_sends_is_a_bad_delivery(
+    engine: Engine, event: Any, expected: str
+) -> None:
+    """Signed, but not an event of Clerk's shape: WebhookVerificationError (HTTP 400),
+    not an AttributeError or ValueError, and nothing written."""
+    with pytest.raises(auth.WebhookVerificationError, match=expected):
+        deliver(engine, event)
+    assert rows(engine) == []
+
+
+def test_other_events_and_a_null_data_still_pass(engine: Engine) -> None:
+    assert deliver(engine, {"type": "session.created", "data": [1]})["type"] == "session.created"
+    assert deliver(engine, {"type": "user.deleted", "data": None})["data"] is None
+    assert rows(engine) == []
