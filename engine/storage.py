@@ -300,10 +300,7 @@ class Storage:
                     metasync=durability == "full",
                     readahead=False,
                 )
-                # open_db creates a missing sub-database in a write txn of its own, under
-                # LMDB's writer lock: two processes opening an older folder at once
-                # cannot both create ``blobs``.
-                return env, [env.open_db(n) for n in _SUB_DATABASES]
+                return env, _open_sub_databases(env, path)
             except lmdb.MapResizedError:
                 if env is not None:
                     env.close()
@@ -311,6 +308,9 @@ class Storage:
                 if attempts >= 100:  # a writer growing the map faster than we can open
                     raise
             except lmdb.Error as error:
+                if env is not None:  # opened, then refused: leave nothing open
+                    env.close()
+                    raise
                 if path not in _INHERITED or "already open" not in str(error):
                     raise
                 # A fork child: the parent's environment is still referred to. A cycle
@@ -328,6 +328,10 @@ class Storage:
                     "engine, or start workers with the 'spawn' or 'forkserver' start "
                     "method."
                 ) from None
+            except BaseException:
+                if env is not None:
+                    env.close()
+                raise
 
     # -- lifecycle -------------------------------------------------------
 
@@ -339,11 +343,7 @@ class Storage:
                 return
             version = bytes(raw).decode("ascii", "replace")
             if version != str(FORMAT_VERSION):
-                raise FormatError(
-                    f"The database at {self.path!r} has format version {version}, but this "
-                    f"convexlite reads format {FORMAT_VERSION}: open it with the convexlite "
-                    "version that wrote it, or export and re-import the data."
-                )
+                raise _format_error(self.path, version)
 
         self.write(check)
 
@@ -633,6 +633,58 @@ class Storage:
             finally:
                 if entered:
                     self._gate.leave()
+
+
+def _open_sub_databases(env: Any, path: str) -> list[Any]:
+    """The sub-databases (meta, documents, indexes, log, blobs) of a just-opened
+    environment, created if missing, in one write txn that commits only if the folder
+    is a convexlite database of this format (or empty).
+
+    Checked before anything is created, so a refused open changes nothing: an LMDB
+    database another program wrote (a key of its main database that is none of ours,
+    or sub-databases holding data without a format version) and a folder of another
+    format version raise :class:`FormatError`. The txn holds LMDB's writer lock: two
+    processes opening an older folder at once cannot both create ``blobs``.
+    """
+    txn = env.begin(None, None, True)
+    try:
+        cursor = txn.cursor()
+        try:
+            for key in cursor.iternext(True, False):
+                if bytes(key) not in _SUB_DATABASES:
+                    raise FormatError(
+                        f"The folder {path!r} holds an LMDB database that convexlite did "
+                        f"not write (its main database has the key {bytes(key)[:40]!r}, "
+                        "which is not one of convexlite's sub-databases): nothing was "
+                        "changed. Open an empty folder, or one written by convexlite."
+                    )
+        finally:
+            cursor.close()
+        dbs = [env.open_db(name, txn) for name in _SUB_DATABASES]
+        raw = txn.get(_FORMAT_KEY, None, dbs[0])
+        if raw is not None:
+            version = bytes(raw).decode("ascii", "replace")
+            if version != str(FORMAT_VERSION):
+                raise _format_error(path, version)
+        elif any(txn.stat(db)["entries"] for db in dbs):
+            raise FormatError(
+                f"The folder {path!r} holds an LMDB database with data in sub-databases "
+                "named as convexlite's but no format version: convexlite did not write it, "
+                "and nothing was changed. Open an empty folder, or one written by convexlite."
+            )
+        txn.commit()
+    except BaseException:
+        txn.abort()
+        raise
+    return dbs
+
+
+def _format_error(path: str, version: str) -> FormatError:
+    return FormatError(
+        f"The database at {path!r} has format version {version}, but this "
+        f"convexlite reads format {FORMAT_VERSION}: open it with the convexlite "
+        "version that wrote it, or export and re-import the data."
+    )
 
 
 def _remove_quietly(path: str) -> None:

@@ -411,3 +411,53 @@ def test_a_durability_lock_this_process_may_not_create_skips_the_check(
     with Engine.open(db_path, durability="none") as engine:
         engine.run(lambda ctx: ctx.db.insert("t", {"x": 1}))
     assert "durability modes are not checked across processes" in caplog.text
+
+
+def _keys_of_main_database(path: Path) -> list[bytes]:
+    env = lmdb.open(str(path), max_dbs=8)
+    try:
+        with env.begin() as txn:
+            return [bytes(key) for key in txn.cursor().iternext(values=False)]
+    finally:
+        env.close()
+
+
+def test_a_foreign_lmdb_database_is_refused_and_left_unchanged(db_path: Path) -> None:
+    # Found by the storage hunt: another program's LMDB folder was stamped as a
+    # convexlite database (five sub-databases and a format key added to its file).
+    env = lmdb.open(str(db_path))
+    with env.begin(write=True) as txn:
+        txn.put(b"users:1", b"alice")
+    env.close()
+    with pytest.raises(FormatError, match="convexlite did not write"):
+        Engine.open(db_path, durability="none")
+    assert _keys_of_main_database(db_path) == [b"users:1"]
+
+
+def test_sub_databases_with_data_but_no_format_version_are_refused(db_path: Path) -> None:
+    env = lmdb.open(str(db_path), max_dbs=8)
+    meta = env.open_db(b"meta")
+    with env.begin(write=True) as txn:
+        txn.put(b"settings", b"theirs", db=meta)
+    env.close()
+    with pytest.raises(FormatError, match="no format version"):
+        Engine.open(db_path, durability="none")
+    assert _keys_of_main_database(db_path) == [b"meta"]
+
+
+def test_another_format_version_is_refused_before_any_sub_database_is_made(
+    db_path: Path,
+) -> None:
+    # "Opening a folder with another version raises FormatError and changes nothing":
+    # the missing sub-databases (blobs, ...) were created before the version was read.
+    env = lmdb.open(str(db_path), max_dbs=8)
+    meta = env.open_db(b"meta")
+    with env.begin(write=True) as txn:
+        txn.put(b"format", str(FORMAT_VERSION + 1).encode(), db=meta)
+    env.close()
+    with pytest.raises(FormatError, match=f"format version {FORMAT_VERSION + 1}"):
+        Engine.open(db_path, durability="none")
+    assert _keys_of_main_database(db_path) == [b"meta"]
+    with Engine.open(db_path.parent / "fresh", durability="none") as fresh:  # still opens
+        fresh.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
+        assert fresh.check()["tables"]["t"]["documents"] == 1
