@@ -56,6 +56,7 @@ __all__ = [
     "FORMAT_VERSION",
     "HEAD",
     "HEAD_KEY",
+    "SUB_DATABASES",
     "Durability",
     "ReadTxn",
     "Storage",
@@ -78,7 +79,8 @@ HEAD_KEY = b"head"
 HEAD = struct.Struct(">QQ")
 
 _INITIAL_MAP_SIZE = 256 << 20
-_SUB_DATABASES = (b"meta", b"documents", b"indexes", b"log", b"blobs")
+#: The names of the sub-databases: the only keys of the environment's main database.
+SUB_DATABASES = (b"meta", b"documents", b"indexes", b"log", b"blobs")
 _MAX_READERS = 1022
 
 #: Opaque handles: an LMDB txn. Only this module touches their methods'
@@ -651,7 +653,7 @@ def _open_sub_databases(env: Any, path: str) -> list[Any]:
         cursor = txn.cursor()
         try:
             for key in cursor.iternext(True, False):
-                if bytes(key) not in _SUB_DATABASES:
+                if bytes(key) not in SUB_DATABASES:
                     raise FormatError(
                         f"The folder {path!r} holds an LMDB database that convexlite did "
                         f"not write (its main database has the key {bytes(key)[:40]!r}, "
@@ -660,7 +662,7 @@ def _open_sub_databases(env: Any, path: str) -> list[Any]:
                     )
         finally:
             cursor.close()
-        dbs = [env.open_db(name, txn) for name in _SUB_DATABASES]
+        dbs = [env.open_db(name, txn) for name in SUB_DATABASES]
         raw = txn.get(_FORMAT_KEY, None, dbs[0])
         if raw is not None:
             version = bytes(raw).decode("ascii", "replace")

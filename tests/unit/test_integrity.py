@@ -100,6 +100,48 @@ CASES: list[tuple[str, Callable[[Any, Any, str, dict[str, Any]], None], str]] = 
         lambda st, txn, doc_id, doc: txn.put(b"log_floor", struct.pack(">Q", 2**62), db=st.meta),
         "is not newer than log_floor",
     ),
+    # Found by the storage hunt: check() read none of these (a head that did not
+    # decode escaped as struct.error).
+    (
+        "the newest log entry missing",
+        lambda st, txn, doc_id, doc: txn.delete(_newest_log_key(st, txn), db=st.log),
+        "the log has no entry for latest_ts",
+    ),
+    (
+        "a log entry that is not a list of keys",
+        lambda st, txn, doc_id, doc: txn.put(_newest_log_key(st, txn), encode({"a": 1}), db=st.log),
+        "is not a list of keys",
+    ),
+    (
+        "a schema_ts newer than the head",
+        lambda st, txn, doc_id, doc: txn.put(b"schema_ts", struct.pack(">Q", 2**63), db=st.meta),
+        "meta/schema_ts .* is newer than latest_ts",
+    ),
+    (
+        "a schema_ts that is not 8 bytes",
+        lambda st, txn, doc_id, doc: txn.put(b"schema_ts", b"abc", db=st.meta),
+        "meta/schema_ts 616263 is not 8 bytes",
+    ),
+    (
+        "a head that is not 16 bytes",
+        lambda st, txn, doc_id, doc: txn.put(b"head", b"abc", db=st.meta),
+        "meta/head 616263 is not 16 bytes",
+    ),
+    (
+        "a stored schema that does not decode",
+        lambda st, txn, doc_id, doc: txn.put(b"schema", b"\xc1", db=st.meta),
+        r"the stored schema \(meta/schema\) does not decode",
+    ),
+    (
+        "a missing format version",
+        lambda st, txn, doc_id, doc: txn.delete(b"format", db=st.meta),
+        "meta/format is missing",
+    ),
+    (
+        "a key in the main database",
+        lambda st, txn, doc_id, doc: txn.put(b"zzz", b"1"),
+        "the main database has key b'zzz'",
+    ),
     (
         "a _storage row that does not decode",
         lambda st, txn, doc_id, doc: _garble_the_storage_row(st, txn),
@@ -125,6 +167,14 @@ CASES: list[tuple[str, Callable[[Any, Any, str, dict[str, Any]], None], str]] = 
         "contentType is a float",
     ),
 ]
+
+
+def _newest_log_key(storage: Any, txn: Any) -> bytes:
+    cursor = txn.cursor(db=storage.log)
+    assert cursor.last()
+    key = bytes(cursor.key())
+    cursor.close()
+    return key
 
 
 def _put_value_on_an_index_entry(storage: Any, txn: Any) -> None:
@@ -242,6 +292,18 @@ CATALOG_CASES: list[tuple[str, Callable[[Catalog], Catalog], str]] = [
             indexes={k: i for k, i in c.tables["u"].indexes.items() if k != "by_creation_time"},
         ),
         "table 'u' has no by_creation_time index",
+    ),
+    (
+        "an index in an unknown state",
+        lambda c: _retable(
+            c,
+            "t",
+            indexes={
+                **c.tables["t"].indexes,
+                "by_n": msgspec.structs.replace(c.tables["t"].indexes["by_n"], state="bogus"),
+            },
+        ),
+        "catalog index t.by_n has state 'bogus'",
     ),
     (
         "a catalog rewritten under the same version",
