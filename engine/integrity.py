@@ -343,6 +343,9 @@ def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> No
         for required in (BY_ID, BY_CREATION_TIME):
             if required not in table.indexes:
                 problem(f"{where} has no {required} index")
+            elif table.indexes[required].fields:
+                # Keys never hold them: a range on them would read wrong rows.
+                problem(f"{where} has {required} on fields {table.indexes[required].fields}")
         for index_name, index in table.indexes.items():
             label = f"{name}.{index_name}"
             if index.name != index_name:

@@ -293,6 +293,29 @@ CATALOG_CASES: list[tuple[str, Callable[[Catalog], Catalog], str]] = [
         ),
         "table 'u' has no by_creation_time index",
     ),
+    # Found by the storage hunt: a table without by_id made every open fail with a
+    # KeyError (the catalog's lookups), and by_creation_time on fields passed check().
+    (
+        "a table without by_id",
+        lambda c: _retable(
+            c, "u", indexes={k: i for k, i in c.tables["u"].indexes.items() if k != "by_id"}
+        ),
+        "table 'u' has no by_id index",
+    ),
+    (
+        "by_creation_time on fields",
+        lambda c: _retable(
+            c,
+            "u",
+            indexes={
+                **c.tables["u"].indexes,
+                "by_creation_time": msgspec.structs.replace(
+                    c.tables["u"].indexes["by_creation_time"], fields=("n",)
+                ),
+            },
+        ),
+        r"table 'u' has by_creation_time on fields \('n',\)",
+    ),
     (
         "an index in an unknown state",
         lambda c: _retable(
