@@ -253,7 +253,13 @@ class Storage:
         self.env: Any = None
         self._mode_lock: _ModeLock | None = None
         _OPENED.add(self)  # before anything is opened: a fork now must see it
-        os.makedirs(path, exist_ok=True)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:  # a file at the path, a file as a parent, no permission
+            raise StorageError(
+                f"Cannot use {path!r} as a database folder ({error.strerror}): give the path "
+                "of a folder, or of one to create, that this process may write to."
+            ) from error
         mode_lock = self._mode_lock = _ModeLock(path, durability)
         try:
             self.env, (self.meta, self.documents, self.indexes, self.log, self.blobs) = (

@@ -461,3 +461,14 @@ def test_another_format_version_is_refused_before_any_sub_database_is_made(
     with Engine.open(db_path.parent / "fresh", durability="none") as fresh:  # still opens
         fresh.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
         assert fresh.check()["tables"]["t"]["documents"] == 1
+
+
+def test_a_path_that_cannot_be_a_folder_is_a_storage_error(tmp_path: Path) -> None:
+    # Found by the storage hunt: a file at the path (or as a parent of it) escaped as a
+    # bare FileExistsError / NotADirectoryError, where Engine.open promises StorageError.
+    a_file = tmp_path / "file"
+    a_file.write_text("not a database")
+    for path in (a_file, a_file / "db"):
+        with pytest.raises(StorageError, match="as a database folder"):
+            Engine.open(path, durability="none")
+    assert a_file.read_text() == "not a database"
