@@ -23,7 +23,12 @@ from typing import Any, TypeVar
 from .catalog import CATALOG_INDEX, Catalog, CatalogView, TableDef, load_catalog
 from .commit import CommitRequest, Committer, Conflict
 from .encoding import decode
-from .errors import EngineError, OptimisticConcurrencyControlFailure, closed_error
+from .errors import (
+    CorruptionError,
+    EngineError,
+    OptimisticConcurrencyControlFailure,
+    closed_error,
+)
 from .indexing import KeyPlan
 from .schema import SchemaDefinition, schema_from_json
 from .storage import Storage
@@ -207,7 +212,16 @@ class Database:
         cached = self._schema_cache
         if cached is not None and cached[0] == raw:
             return cached[1]
-        schema = schema_from_json(decode(raw))
+        try:
+            schema = schema_from_json(decode(raw))
+        except Exception as error:  # msgspec's, or a shape schema_from_json cannot read
+            problem = f"the stored schema (meta/schema) does not decode: {error}"
+            raise CorruptionError(
+                f"The database is damaged: {problem}. Open it with the app's schema "
+                "(Engine.open(path, schema=...)), which stores that schema again, or "
+                "restore the folder from a backup (Engine.backup).",
+                problems=[problem],
+            ) from None
         self._schema_cache = (raw, schema)
         return schema
 

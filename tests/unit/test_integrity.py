@@ -384,3 +384,20 @@ def test_a_catalog_that_does_not_decode_refuses_to_open(db_path: Path) -> None:
     for schema in (SCHEMA, None):  # every open reads the catalog (indexes left half built)
         with pytest.raises(CorruptionError, match="stored catalog .* restore the folder"):
             Engine.open(db_path, schema=schema, durability="none")
+
+
+@pytest.mark.parametrize("stored", [b"\xc1", encode({"tables": 5})], ids=["bytes", "shape"])
+def test_a_stored_schema_that_does_not_decode_is_named_and_the_apps_schema_repairs_it(
+    db_path: Path, stored: bytes
+) -> None:
+    # Found by the storage hunt: an open without a schema failed with msgspec's
+    # DecodeError (or an AttributeError) from deep inside the catalog cache.
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {"n": 1.0}))
+        storage = engine._db.storage
+        storage.write(lambda txn: txn.put(b"schema", stored, db=storage.meta))
+    with pytest.raises(CorruptionError, match=r"stored schema \(meta/schema\) does not decode"):
+        Engine.open(db_path, durability="none")
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {"n": 2.0}))
+        assert engine.check()["tables"]["t"]["documents"] == 2
