@@ -38,7 +38,6 @@ from .transaction import Transaction
 __all__ = ["Database", "RetryPolicy"]
 
 T = TypeVar("T")
-_U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 
 CommitListener = Callable[[list[CommitRequest]], None]
@@ -150,8 +149,7 @@ class Database:
         # A schema change always stores a new catalog version: the version names the schema
         # and the time it changed too.
         view.schema = self._stored_schema(rtxn)
-        raw_ts = rtxn.get(b"schema_ts", None, self.storage.meta)
-        view.schema_ts = _U64.unpack(raw_ts)[0] if raw_ts is not None else 0
+        view.schema_ts = self.storage.meta_timestamp(rtxn, b"schema_ts")
         with self._catalog_lock:
             if self.catalog_cache[0] < version:
                 self.catalog_cache = (version, view)

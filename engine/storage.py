@@ -47,7 +47,7 @@ try:
 except ImportError:  # Windows: no cross-process durability check
     fcntl = None  # type: ignore[assignment]
 
-from .errors import EngineError, FormatError, StorageError
+from .errors import CorruptionError, EngineError, FormatError, StorageError
 
 _log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ _FORMAT_KEY = b"format"
 #: version, two big-endian u64s that every transaction reads in one lookup.
 HEAD_KEY = b"head"
 HEAD = struct.Struct(">QQ")
+_U64 = struct.Struct(">Q")
 
 _INITIAL_MAP_SIZE = 256 << 20
 #: The names of the sub-databases: the only keys of the environment's main database.
@@ -356,9 +357,29 @@ class Storage:
         self.write(check)
 
     def head(self, txn: ReadTxn) -> tuple[int, int]:
-        """``(latest commit timestamp, catalog version)`` as of ``txn`` (read or write)."""
+        """``(latest commit timestamp, catalog version)`` as of ``txn`` (read or write).
+
+        Raises :class:`CorruptionError` if the stored head does not decode.
+        """
         raw = txn.get(HEAD_KEY, None, self.meta)
-        return (0, 0) if raw is None else HEAD.unpack(raw)
+        if raw is None:
+            return (0, 0)
+        try:
+            return HEAD.unpack(raw)
+        except struct.error:
+            raise _damaged_meta("head", raw) from None
+
+    def meta_timestamp(self, txn: ReadTxn, key: bytes) -> int:
+        """The big-endian u64 stored in ``meta`` under ``key`` (``log_floor``,
+        ``schema_ts``) as of ``txn``, 0 if absent; :class:`CorruptionError` if it is
+        not 8 bytes."""
+        raw = txn.get(key, None, self.meta)
+        if raw is None:
+            return 0
+        try:
+            return int(_U64.unpack(raw)[0])
+        except struct.error:
+            raise _damaged_meta(key.decode(), raw) from None
 
     def snapshot_head(self, txn: ReadTxn) -> tuple[int, int]:
         """:meth:`head` of a *read* txn, remembered by LMDB's txn id.
@@ -685,6 +706,15 @@ def _open_sub_databases(env: Any, path: str) -> list[Any]:
         txn.abort()
         raise
     return dbs
+
+
+def _damaged_meta(name: str, raw: Any) -> CorruptionError:
+    problem = f"meta/{name} {bytes(raw)[:40].hex()} does not decode (wrong length)"
+    return CorruptionError(
+        f"The database is damaged: {problem}. Restore the folder from a backup "
+        "(Engine.backup, or `mdb_copy`).",
+        problems=[problem],
+    )
 
 
 def _format_error(path: str, version: str) -> FormatError:

@@ -401,3 +401,18 @@ def test_a_stored_schema_that_does_not_decode_is_named_and_the_apps_schema_repai
     with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
         engine.run(lambda ctx: ctx.db.insert("t", {"n": 2.0}))
         assert engine.check()["tables"]["t"]["documents"] == 2
+
+
+@pytest.mark.parametrize("key", [b"head", b"log_floor", b"schema_ts"])
+def test_a_meta_timestamp_that_does_not_decode_is_a_corruption_error(
+    db_path: Path, key: bytes
+) -> None:
+    # Found by the storage hunt: each escaped as struct.error from every open (head),
+    # every commit (log_floor) or every catalog change (schema_ts).
+    with Engine.open(db_path, durability="none") as engine:
+        doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1}))
+        storage = engine._db.storage
+        storage.write(lambda txn: txn.put(key, b"abc", db=storage.meta))
+    damaged = f"meta/{key.decode()} 616263 does not decode"
+    with pytest.raises(CorruptionError, match=damaged), Engine.open(db_path) as engine:
+        engine.run(lambda ctx: ctx.db.patch(doc_id, {"n": ctx.db.get(doc_id)["n"] + 1}))
