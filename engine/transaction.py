@@ -400,12 +400,18 @@ class Transaction(Scans):
                     f"system field `{field}` cannot be set by insert; the engine assigns it.",
                     path=f"$.{field}",
                 )
+        pending = self.writes.catalog
         table = self.table(table_name) or self._create_table(table_name, system=system)
-        document_id, internal_id = self._new_id(table)
-        document = {"_id": document_id, "_creationTime": self._creation_time(), **value}
-        document = convert_document(document)
-        self.db.validate_document(self, table_name, document)
-        self._store(table, table.prefix + internal_id, internal_id, document, None)
+        try:
+            document_id, internal_id = self._new_id(table)
+            document = {"_id": document_id, "_creationTime": self._creation_time(), **value}
+            document = convert_document(document)
+            self.db.validate_document(self, table_name, document)
+            self._store(table, table.prefix + internal_id, internal_id, document, None)
+        except BaseException:
+            # A refused insert creates no table (the caller may catch it and commit).
+            self.writes.catalog = pending
+            raise
         return document_id
 
     def _existing(self, document_id: str, verb: str) -> tuple[TableDef, bytes, bytes, bytes]:
