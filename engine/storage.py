@@ -578,13 +578,7 @@ class Storage:
                 entered = False
                 self._adopt_map_size()
             except lmdb.Error as error:
-                if self.closed:
-                    raise StorageError(
-                        f"The database at {self.path!r} was closed while this write waited: "
-                        "nothing was written. Close engines after the calls of other threads "
-                        "return."
-                    ) from error
-                raise _map_error(error, self.path) from error
+                raise self._write_error(error) from error
             finally:
                 if entered:
                     self._gate.leave()
@@ -613,18 +607,30 @@ class Storage:
         except lmdb.Error:
             return False
 
+    def _write_error(self, error: lmdb.Error) -> StorageError:
+        """The StorageError for an LMDB error of a write (one the last close ended, too)."""
+        if self.closed:
+            return StorageError(
+                f"The database at {self.path!r} was closed while this write waited: "
+                "nothing was written. Close engines after the calls of other threads "
+                "return."
+            )
+        return _map_error(error, self.path)
+
     def _grow_map(self) -> None:
-        current = self.map_size
-
-        def grow() -> None:
-            if self.map_size == current:  # another thread may have grown it already
-                self.clear_dead_readers()  # their pinned pages may make room too
-                self.env.set_mapsize(current * 2)
-
+        """Double the map for a write that found it full (between two of its attempts:
+        the environment may have been closed meanwhile, which raises StorageError)."""
         try:
+            current = self.map_size
+
+            def grow() -> None:
+                if self.map_size == current:  # another thread may have grown it already
+                    self.clear_dead_readers()  # their pinned pages may make room too
+                    self.env.set_mapsize(current * 2)
+
             self._gate.exclusive(grow)
         except lmdb.Error as error:
-            raise _map_error(error, self.path) from error
+            raise self._write_error(error) from error
 
     def _adopt_map_size(self) -> None:
         """Another process grew the map: take its size (``set_mapsize(0)``)."""
