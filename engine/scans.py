@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from . import keys
 from .catalog import BY_ID, IndexDef, TableDef
 from .encoding import document_decoder
-from .errors import LimitExceeded
+from .errors import CorruptionError, LimitExceeded
 
 if TYPE_CHECKING:
     from .readset import ReadSet
@@ -132,7 +132,7 @@ class Scans:
             else:
                 found = rtxn.get(doc_key, None, documents_db)
                 if found is None:
-                    raise AssertionError(f"index entry {key!r} points to a missing document")
+                    raise _missing_document(key)
                 raw = found
                 self._count_read(len(raw))
             yield key, _decode_document(raw)
@@ -233,7 +233,7 @@ class Scans:
                     break
                 found = get(table_prefix + key[-16:], None, documents_db)
                 if found is None:
-                    raise AssertionError(f"index entry {key!r} points to a missing document")
+                    raise _missing_document(key)
                 read += 1
                 size += len(found)
                 if read > budget or size > byte_budget:  # stop at Convex's limit, not after
@@ -308,7 +308,7 @@ class Scans:
             raws = [get(table_prefix + key[-16:], None, documents_db) for key in chunk]
             if None in raws:
                 missing = chunk[raws.index(None)]
-                raise AssertionError(f"index entry {missing!r} points to a missing document")
+                raise _missing_document(missing)
             chunk_bytes = sum(map(len, raws))
             if read + len(chunk) > budget or size + chunk_bytes > byte_budget:
                 # A limit is crossed inside this chunk: count row by row from its start,
@@ -327,6 +327,16 @@ class Scans:
                 return read, size, last_key, "limit"
             if len(chunk) < chunk_size:
                 return read, size, last_key, None
+
+
+def _missing_document(key: bytes) -> CorruptionError:
+    """The error of a scan that met an index entry without its document (damage)."""
+    problem = f"index entry {key.hex()} points to a missing document"
+    return CorruptionError(
+        f"The database is damaged: {problem}. Run Engine.check() to list the damage, "
+        "and restore the folder from a backup (Engine.backup).",
+        problems=[problem],
+    )
 
 
 class Rows(NamedTuple):

@@ -18,7 +18,9 @@ import pytest
 
 from engine import (
     Engine,
+    MutationCtx,
     OptimisticConcurrencyControlFailure,
+    QueryCtx,
     define_schema,
     define_table,
     ids,
@@ -416,3 +418,27 @@ def test_a_meta_timestamp_that_does_not_decode_is_a_corruption_error(
     damaged = f"meta/{key.decode()} 616263 does not decode"
     with pytest.raises(CorruptionError, match=damaged), Engine.open(db_path) as engine:
         engine.run(lambda ctx: ctx.db.patch(doc_id, {"n": ctx.db.get(doc_id)["n"] + 1}))
+
+
+@pytest.mark.parametrize(
+    ("writable", "filtered"), [(False, False), (False, True), (True, False)], ids=str
+)
+def test_a_query_that_meets_an_entry_without_its_document_raises_corruption_error(
+    db_path: Path, writable: bool, filtered: bool
+) -> None:
+    # Found by the storage hunt: every read path raised a bare AssertionError here.
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1.0}))
+        storage = engine._db.storage
+        storage.write(lambda txn: txn.delete(_document_key(doc_id), db=storage.documents))
+
+        def body(txn: Any) -> Any:
+            ctx = (MutationCtx if writable else QueryCtx)(None, txn, None, 0.0)
+            query = ctx.db.query("t").with_index("by_n")
+            if filtered:
+                query = query.filter(lambda f: f.gt(f.field("n"), 0))
+            return query.collect()
+
+        with pytest.raises(CorruptionError, match="points to a missing document") as caught:
+            engine._db.run(body, writable=writable)
+        assert caught.value.problems
