@@ -260,6 +260,14 @@ class Database:
         """True while this thread runs a query or mutation of this database."""
         return bool(self._local.depth)
 
+    def refuse_reentry(self) -> None:
+        """Raise :class:`EngineError` if this thread runs a query or mutation: a call
+        that opens a snapshot of its own from there (``Engine.get_file``, ``check``,
+        ``backup``) would wait for ever on a map resize, which waits for the running
+        function's snapshot to end."""
+        if self._local.depth:
+            raise _reentry_error()
+
     def open_query(self) -> Transaction:
         """A read-only transaction for one top-level call; pair with :meth:`close_query`.
 

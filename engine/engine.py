@@ -376,7 +376,9 @@ class Engine:
         Raises :class:`InvalidId` for an id that is malformed or of another table.
         Cost: one lookup and a read of every chunk.
         """
-        found = read_file(self._live().db, storage_id)
+        runtime = self._live()
+        runtime.db.refuse_reentry()
+        found = read_file(runtime.db, storage_id)
         return None if found is None else found[1]
 
     async def astore_file(
@@ -490,6 +492,7 @@ class Engine:
         endpoints are not capped (the body is already in memory).
         """
         self._live()
+        self._db.refuse_reentry()
         _refuse_in_event_loop(
             "Engine.fetch() blocks, and this thread runs an event loop: "
             "use `await engine.afetch(...)` instead."
@@ -622,6 +625,7 @@ class Engine:
         only after it ends.
         """
         runtime = self._live()
+        runtime.db.refuse_reentry()
         target = os.path.abspath(os.fspath(path))
         problem = None
         if os.path.isfile(target):
@@ -657,6 +661,7 @@ class Engine:
         (one snapshot), and one over the jobs.
         """
         runtime = self._live()
+        self._db.refuse_reentry()
         report = check_integrity(self._db)
         kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
         counts, problems, unknown = check_jobs(self._db, kinds)

@@ -490,3 +490,56 @@ def test_a_close_between_a_full_write_and_its_retry_is_a_storage_error(
     monkeypatch.setattr(small, "_grow_map", closed_first)
     with pytest.raises(StorageError, match="was closed while this write waited"):
         fill_past_the_map(small, batches=4)
+
+
+def test_engine_calls_that_open_a_snapshot_are_refused_inside_a_function(
+    db_path: Path, tmp_path: Path
+) -> None:
+    # Found by the storage hunt: engine.get_file (or check, backup, fetch) from inside a
+    # mutation opened a second snapshot; if another thread was growing the map, the
+    # growth waited for the mutation's snapshot and the new one for the growth: both
+    # threads hung for ever. Engine.query/mutation were already refused there.
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setitem(storage.open_storage.__kwdefaults__, "map_size", 1 << 20)
+    engine = Engine.open(db_path, durability="none")
+    monkeypatch.undo()
+    file_id = engine.store_file(b"x")
+    gate = engine._db.storage._gate
+    entered = threading.Event()
+    outcome: list[str] = []
+
+    def body(ctx: Any) -> None:
+        ctx.db.query("t").collect()  # the mutation's snapshot is open
+        entered.set()
+        deadline = time.monotonic() + 5
+        while not gate.resizing and time.monotonic() < deadline:
+            time.sleep(0.001)
+        try:
+            engine.get_file(file_id)
+        except EngineError as error:
+            outcome.append(str(error))
+            raise
+
+    def mutate() -> None:
+        with pytest.raises(EngineError, match="from inside a running query or mutation"):
+            engine.run(body)
+
+    mutation = threading.Thread(target=mutate, daemon=True)
+    mutation.start()
+    assert entered.wait(5)
+    grower = threading.Thread(target=lambda: engine.store_file(b"y" * (2 << 20)), daemon=True)
+    grower.start()
+    mutation.join(10)
+    grower.join(10)
+    assert not mutation.is_alive() and not grower.is_alive(), "deadlocked"
+    assert outcome
+    assert engine.get_file(file_id) == b"x"
+    for call in (
+        lambda: engine.check(),
+        lambda: engine.backup(tmp_path / "copy"),
+        lambda: engine.fetch("/api/storage/" + file_id),
+    ):
+        with pytest.raises(EngineError, match="from inside a running query or mutation"):
+            engine.run(lambda ctx, call=call: call())
+    engine.check()
+    engine.close()
