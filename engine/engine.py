@@ -218,6 +218,10 @@ class Engine:
         action's mutations committed, as :meth:`mutation` does.
         """
         runtime = self._live()
+        # Convex's mutations cannot run actions (their commits would outlive a mutation
+        # that fails); here the action's snapshots could also wait for ever on a map
+        # resize that waits for the running function's snapshot.
+        runtime.db.refuse_reentry()
         _refuse_in_event_loop(
             "Engine.action() blocks, and this thread runs an event loop: "
             "use `await engine.aaction(...)` instead."
@@ -561,6 +565,7 @@ class Engine:
         Raises :class:`SchedulerError` when jobs still run after ``timeout``
         seconds, :class:`EngineError` for an engine without functions.
         """
+        self._db.refuse_reentry()
         ran = self._scheduled_executor().finish(
             all_pending=False, timeout=timeout, max_iterations=1_000_000
         )
@@ -579,6 +584,7 @@ class Engine:
         each ran something (a job that reschedules itself forever), or when jobs
         still run after ``timeout`` seconds.
         """
+        self._db.refuse_reentry()
         ran = self._scheduled_executor().finish(
             all_pending=True, timeout=timeout, max_iterations=max_iterations
         )
