@@ -260,6 +260,14 @@ class Database:
         """True while this thread runs a query or mutation of this database."""
         return bool(self._local.depth)
 
+    def enter_function(self) -> None:
+        """This thread starts running a function outside :meth:`run` and
+        :meth:`open_query` (a subscription's re-run); pair with :meth:`leave_function`."""
+        self._local.depth += 1
+
+    def leave_function(self) -> None:
+        self._local.depth -= 1
+
     def refuse_reentry(self) -> None:
         """Raise :class:`EngineError` if this thread runs a query or mutation: a call
         that opens a snapshot of its own from there (``Engine.get_file``, ``check``,
