@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import keys
 from .catalog import BY_ID, IndexDef, TableDef
-from .encoding import document_decoder
+from .encoding import DecodeError, document_decoder
 from .errors import CorruptionError, LimitExceeded
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .storage import Storage
     from .writeset import WriteSet
 
-__all__ = ["MAX_BYTES_READ", "MAX_DOCUMENTS_READ", "Rows", "Scans"]
+__all__ = ["MAX_BYTES_READ", "MAX_DOCUMENTS_READ", "Rows", "Scans", "damaged_document"]
 
 #: Convex's limits on what one function execution reads.
 MAX_DOCUMENTS_READ = 32_000
@@ -135,7 +135,11 @@ class Scans:
                     raise _missing_document(key)
                 raw = found
                 self._count_read(len(raw))
-            yield key, _decode_document(raw)
+            try:
+                document = _decode_document(raw)
+            except DecodeError as error:
+                raise damaged_document(doc_key, error) from None
+            yield key, document
             if self._rtxn is None:
                 self._txn()  # raises: the function that started this scan has returned
             if writes.generation != generation:
@@ -246,7 +250,10 @@ class Scans:
                 last_key = key
                 if with_keys:
                     out_keys.append(key)
-                document = decode(found)
+                try:
+                    document = decode(found)
+                except DecodeError as error:
+                    raise damaged_document(table_prefix + key[-16:], error) from None
                 if keep is None or keep(document):
                     append(document)
                     if limit is not None and len(out) >= limit:
@@ -319,7 +326,15 @@ class Scans:
                     self._count_read(len(raw))  # raises at the row past a limit
             read += len(chunk)
             size += chunk_bytes
-            out.extend(map(_decode_document, raws))
+            try:
+                out.extend(map(_decode_document, raws))
+            except DecodeError:
+                for key, raw in zip(chunk, raws, strict=True):  # name the damaged one
+                    try:
+                        _decode_document(raw)
+                    except DecodeError as error:
+                        raise damaged_document(table_prefix + key[-16:], error) from None
+                raise
             if out_keys is not None:
                 out_keys.extend(chunk)
             last_key = chunk[-1]
@@ -327,6 +342,16 @@ class Scans:
                 return read, size, last_key, "limit"
             if len(chunk) < chunk_size:
                 return read, size, last_key, None
+
+
+def damaged_document(doc_key: bytes, error: Exception) -> CorruptionError:
+    """The error of a read that met stored document bytes that do not decode."""
+    problem = f"document {doc_key.hex()} does not decode: {error}"
+    return CorruptionError(
+        f"The database is damaged: {problem}. Run Engine.check() to list the damage, "
+        "and restore the folder from a backup (Engine.backup).",
+        problems=[problem],
+    )
 
 
 def _missing_document(key: bytes) -> CorruptionError:

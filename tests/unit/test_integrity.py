@@ -442,3 +442,37 @@ def test_a_query_that_meets_an_entry_without_its_document_raises_corruption_erro
         with pytest.raises(CorruptionError, match="points to a missing document") as caught:
             engine._db.run(body, writable=writable)
         assert caught.value.problems
+
+
+@pytest.mark.parametrize(
+    "read",
+    ["get", "patch", "delete", "collect", "filtered", "scan"],
+)
+def test_a_read_that_meets_a_document_that_does_not_decode_raises_corruption_error(
+    db_path: Path, read: str
+) -> None:
+    # Found by the storage hunt: each path raised msgspec's DecodeError.
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1.0}))
+        storage = engine._db.storage
+        storage.write(lambda txn: txn.put(_document_key(doc_id), b"\xc1", db=storage.documents))
+
+        def body(txn: Any) -> Any:
+            ctx = (QueryCtx if read in ("collect", "filtered") else MutationCtx)(
+                None, txn, None, 0.0
+            )
+            if read == "get":
+                return ctx.db.get(doc_id)
+            if read == "patch":
+                return ctx.db.patch(doc_id, {"n": 2.0})
+            if read == "delete":
+                return ctx.db.delete(doc_id)
+            query = ctx.db.query("t").with_index("by_n")
+            if read == "filtered":
+                query = query.filter(lambda f: f.gt(f.field("n"), 0))
+            return query.collect()
+
+        writable = read not in ("collect", "filtered")
+        with pytest.raises(CorruptionError, match="document .* does not decode") as caught:
+            engine._db.run(body, writable=writable)
+        assert caught.value.problems
