@@ -186,8 +186,12 @@ class CatalogView:
         self.tables = catalog.tables
         self.table_by_number: dict[int, TableDef] = {t.number: t for t in catalog.tables.values()}
         #: Table number → (table, prefix of its ``by_id`` keys): what a point read needs.
+        #: A table a damaged catalog left without ``by_id`` is left out (its documents
+        #: are then not found), so that the folder opens and ``Engine.check()`` names it.
         self.by_id_prefix: dict[int, tuple[TableDef, bytes]] = {
-            t.number: (t, t.by_id.prefix) for t in catalog.tables.values()
+            t.number: (t, t.indexes[BY_ID].prefix)
+            for t in catalog.tables.values()
+            if BY_ID in t.indexes
         }
         self.index_owner: dict[int, tuple[TableDef, IndexDef]] = {
             ix.number: (t, ix) for t in catalog.tables.values() for ix in t.indexes.values()

@@ -262,8 +262,7 @@ class Committer:
         storage = self._db.storage
         meta = storage.meta
         latest, catalog_version = storage.head(wtxn)
-        raw = wtxn.get(b"log_floor", None, meta)
-        floor = _U64.unpack(raw)[0] if raw is not None else 0
+        floor = storage.meta_timestamp(wtxn, b"log_floor")
         # Decoded once per catalog version (a schema change stores a new version, so the
         # view also knows when the schema last changed).
         view = self._db.catalog_view(wtxn, catalog_version)

@@ -23,7 +23,12 @@ from typing import Any, TypeVar
 from .catalog import CATALOG_INDEX, Catalog, CatalogView, TableDef, load_catalog
 from .commit import CommitRequest, Committer, Conflict
 from .encoding import decode
-from .errors import EngineError, OptimisticConcurrencyControlFailure, closed_error
+from .errors import (
+    CorruptionError,
+    EngineError,
+    OptimisticConcurrencyControlFailure,
+    closed_error,
+)
 from .indexing import KeyPlan
 from .schema import SchemaDefinition, schema_from_json
 from .storage import Storage
@@ -33,7 +38,6 @@ from .transaction import Transaction
 __all__ = ["Database", "RetryPolicy"]
 
 T = TypeVar("T")
-_U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 
 CommitListener = Callable[[list[CommitRequest]], None]
@@ -145,8 +149,7 @@ class Database:
         # A schema change always stores a new catalog version: the version names the schema
         # and the time it changed too.
         view.schema = self._stored_schema(rtxn)
-        raw_ts = rtxn.get(b"schema_ts", None, self.storage.meta)
-        view.schema_ts = _U64.unpack(raw_ts)[0] if raw_ts is not None else 0
+        view.schema_ts = self.storage.meta_timestamp(rtxn, b"schema_ts")
         with self._catalog_lock:
             if self.catalog_cache[0] < version:
                 self.catalog_cache = (version, view)
@@ -207,7 +210,16 @@ class Database:
         cached = self._schema_cache
         if cached is not None and cached[0] == raw:
             return cached[1]
-        schema = schema_from_json(decode(raw))
+        try:
+            schema = schema_from_json(decode(raw))
+        except Exception as error:  # msgspec's, or a shape schema_from_json cannot read
+            problem = f"the stored schema (meta/schema) does not decode: {error}"
+            raise CorruptionError(
+                f"The database is damaged: {problem}. Open it with the app's schema "
+                "(Engine.open(path, schema=...)), which stores that schema again, or "
+                "restore the folder from a backup (Engine.backup).",
+                problems=[problem],
+            ) from None
         self._schema_cache = (raw, schema)
         return schema
 
@@ -247,6 +259,22 @@ class Database:
     def in_function(self) -> bool:
         """True while this thread runs a query or mutation of this database."""
         return bool(self._local.depth)
+
+    def enter_function(self) -> None:
+        """This thread starts running a function outside :meth:`run` and
+        :meth:`open_query` (a subscription's re-run); pair with :meth:`leave_function`."""
+        self._local.depth += 1
+
+    def leave_function(self) -> None:
+        self._local.depth -= 1
+
+    def refuse_reentry(self) -> None:
+        """Raise :class:`EngineError` if this thread runs a query or mutation: a call
+        that opens a snapshot of its own from there (``Engine.get_file``, ``check``,
+        ``backup``) would wait for ever on a map resize, which waits for the running
+        function's snapshot to end."""
+        if self._local.depth:
+            raise _reentry_error()
 
     def open_query(self) -> Transaction:
         """A read-only transaction for one top-level call; pair with :meth:`close_query`.

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import msgspec
 
 __all__ = [
+    "DecodeError",
     "decode",
     "decode_document",
     "document_decoder",
@@ -28,6 +29,10 @@ T = TypeVar("T")
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 _document_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+#: What the decoders raise for bytes that are not what they expect (msgspec's; its
+#: ``ValidationError``, a wrong shape, included): stored bytes that raise it are damaged.
+DecodeError = msgspec.DecodeError
 
 #: Encode any msgpack-able value (documents, log entries, catalog records).
 encode = _encoder.encode

@@ -218,6 +218,10 @@ class Engine:
         action's mutations committed, as :meth:`mutation` does.
         """
         runtime = self._live()
+        # Convex's mutations cannot run actions (their commits would outlive a mutation
+        # that fails); here the action's snapshots could also wait for ever on a map
+        # resize that waits for the running function's snapshot.
+        runtime.db.refuse_reentry()
         _refuse_in_event_loop(
             "Engine.action() blocks, and this thread runs an event loop: "
             "use `await engine.aaction(...)` instead."
@@ -376,7 +380,9 @@ class Engine:
         Raises :class:`InvalidId` for an id that is malformed or of another table.
         Cost: one lookup and a read of every chunk.
         """
-        found = read_file(self._live().db, storage_id)
+        runtime = self._live()
+        runtime.db.refuse_reentry()
+        found = read_file(runtime.db, storage_id)
         return None if found is None else found[1]
 
     async def astore_file(
@@ -490,6 +496,7 @@ class Engine:
         endpoints are not capped (the body is already in memory).
         """
         self._live()
+        self._db.refuse_reentry()
         _refuse_in_event_loop(
             "Engine.fetch() blocks, and this thread runs an event loop: "
             "use `await engine.afetch(...)` instead."
@@ -558,6 +565,7 @@ class Engine:
         Raises :class:`SchedulerError` when jobs still run after ``timeout``
         seconds, :class:`EngineError` for an engine without functions.
         """
+        self._db.refuse_reentry()
         ran = self._scheduled_executor().finish(
             all_pending=False, timeout=timeout, max_iterations=1_000_000
         )
@@ -576,6 +584,7 @@ class Engine:
         each ran something (a job that reschedules itself forever), or when jobs
         still run after ``timeout`` seconds.
         """
+        self._db.refuse_reentry()
         ran = self._scheduled_executor().finish(
             all_pending=True, timeout=timeout, max_iterations=max_iterations
         )
@@ -622,6 +631,7 @@ class Engine:
         only after it ends.
         """
         runtime = self._live()
+        runtime.db.refuse_reentry()
         target = os.path.abspath(os.fspath(path))
         problem = None
         if os.path.isfile(target):
@@ -657,6 +667,7 @@ class Engine:
         (one snapshot), and one over the jobs.
         """
         runtime = self._live()
+        self._db.refuse_reentry()
         report = check_integrity(self._db)
         kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
         counts, problems, unknown = check_jobs(self._db, kinds)

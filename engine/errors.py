@@ -23,7 +23,7 @@ Every error the engine raises on purpose is an :class:`EngineError`::
     ├── ReadOnlyError                         writes from a reader
     ├── StorageError                          LMDB failures, with a hint
     │   ├── FormatError                       unknown on-disk format
-    │   └── CorruptionError                   Engine.check() found a broken invariant
+    │   └── CorruptionError                   stored data is damaged (check(), or a read)
     └── ConvexError                           .data: an application error value
 
 Messages say what was expected, what was found, where, and the fix; where
@@ -248,7 +248,9 @@ class FormatError(StorageError):
 
 
 class CorruptionError(StorageError):
-    """Stored data breaks an invariant (found by ``Engine.check()``).
+    """Stored data breaks an invariant: found by ``Engine.check()``, or met by an open
+    or a read (an index entry without its document, a ``meta`` record that does not
+    decode).
 
     ``problems`` lists every broken invariant found, one line each.
     """

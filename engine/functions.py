@@ -678,6 +678,9 @@ class Runtime:
 
         txn = Transaction(self.db, False, rtxn)
         txn.journal = journal
+        # Engine calls from the query are refused here too, as in Engine.query: one that
+        # wrote would run again on every re-run its own commit caused.
+        self.db.enter_function()
         try:
             result = self._body(name, function, args, identity)(txn)
             return result, txn.reads.freeze(), None
@@ -686,6 +689,7 @@ class Runtime:
         except BaseException as error:  # SystemExit too: this query's error, not the worker's
             return None, txn.reads.freeze(), error
         finally:
+            self.db.leave_function()
             txn.close()
 
     async def acall(

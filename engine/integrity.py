@@ -21,7 +21,10 @@ Invariants, checked on one consistent snapshot:
    tables from 10001, system tables below) used by no other table and below the
    next free number; each has ``by_id`` and ``by_creation_time``; index numbers
    are unique across tables, at least 1 (0 is the catalog's own) and below the
-   next free number. A broken one would let two tables or two indexes share keys.
+   next free number. A broken one would let two tables or two indexes share keys;
+9. the environment's main database names only the sub-databases; ``meta`` holds
+   this format version, a head that decodes, the newest log entry at the head's
+   timestamp, and a stored schema that decodes, changed no later than the head.
 
 Cost: one pass over ``documents`` (each decoded and validated) and one over
 ``indexes``; memory
@@ -45,6 +48,8 @@ from .catalog import (
 from .encoding import decode, decode_document
 from .errors import CorruptionError, ValidationError
 from .ids import FIRST_USER_TABLE_NUMBER
+from .schema import schema_from_json
+from .storage import FORMAT_VERSION, HEAD, HEAD_KEY, SUB_DATABASES
 
 if TYPE_CHECKING:
     from .database import Database
@@ -70,6 +75,9 @@ def check(db: Database) -> dict[str, Any]:
             problems.append(text)
 
     with storage.read() as rtxn:
+        if not _check_meta(rtxn, storage, problem):
+            # The head does not decode: no catalog version, so nothing else can be read.
+            raise _corruption(storage.path, problems)
         catalog = db.catalog_at(rtxn)
         report: dict[str, Any] = {"tables": {}}
         by_number = catalog.table_by_number
@@ -204,6 +212,7 @@ def check(db: Database) -> dict[str, Any]:
                 problem(f"log_floor {floor} is newer than latest_ts {latest}")
         entries = 0
         previous = -1
+        newest = 0
         cursor = rtxn.cursor(db=storage.log)
         for raw_key, raw_value in cursor.iternext(keys=True, values=True):
             entries += 1
@@ -215,12 +224,22 @@ def check(db: Database) -> dict[str, Any]:
                 problem(f"log entry {ts} is out of order or newer than latest_ts {latest}")
             if ts <= floor:
                 problem(f"log entry {ts} is not newer than log_floor {floor} (it was pruned)")
-            previous = ts
+            previous = newest = ts
             try:
-                decode(raw_value)
+                logged = decode(raw_value)
             except Exception as error:
                 problem(f"log entry {ts} does not decode: {error}")
+                continue
+            if not isinstance(logged, list) or not all(type(k) is bytes for k in logged):
+                # Validation and subscriptions look its keys up in read sets: anything
+                # else fails every commit whose snapshot is older than it.
+                problem(f"log entry {ts} is not a list of keys: {logged!r:.80}")
         cursor.close()
+        if latest and newest != latest:
+            # Every commit logs its keys under the timestamp it puts in the head, and
+            # pruning keeps the newest entry: without it, a transaction that read what
+            # that commit wrote would commit on a stale read.
+            problem(f"the log has no entry for latest_ts {latest} (the newest is {newest})")
         report["log_entries"] = entries
         report["latest_ts"] = latest
         # 8: the catalog itself.
@@ -235,12 +254,52 @@ def check(db: Database) -> dict[str, Any]:
             problem,
         )
     if problems:
-        raise CorruptionError(
-            f"Engine.check() found {len(problems)} broken invariant(s) in {storage.path!r}:\n"
-            + "\n".join(f"- {p}" for p in problems),
-            problems=problems,
-        )
+        raise _corruption(storage.path, problems)
     return report
+
+
+def _corruption(path: str, problems: list[str]) -> CorruptionError:
+    return CorruptionError(
+        f"Engine.check() found {len(problems)} broken invariant(s) in {path!r}:\n"
+        + "\n".join(f"- {p}" for p in problems),
+        problems=problems,
+    )
+
+
+def _check_meta(rtxn: Any, storage: Any, problem: Any) -> bool:
+    """Invariant 9: the environment's main database names only the sub-databases, and
+    ``meta`` holds this format version, a head that decodes, and a stored schema (with
+    its timestamp, not after the head's) that decodes. False if the head does not
+    decode (then nothing else can be checked)."""
+    cursor = rtxn.cursor()
+    try:
+        for raw_key in cursor.iternext(True, False):
+            if bytes(raw_key) not in SUB_DATABASES:
+                problem(f"the main database has key {bytes(raw_key)!r:.60}, not a sub-database")
+    finally:
+        cursor.close()
+    raw = rtxn.get(b"format", None, storage.meta)
+    if raw is None or bytes(raw) != str(FORMAT_VERSION).encode():
+        found = "missing" if raw is None else repr(bytes(raw)[:20])
+        problem(f"meta/format is {found}, not {FORMAT_VERSION}")
+    raw = rtxn.get(HEAD_KEY, None, storage.meta)
+    if raw is not None and len(raw) != HEAD.size:
+        problem(f"meta/head {bytes(raw)[:40].hex()} is not {HEAD.size} bytes")
+        return False
+    latest = storage.head(rtxn)[0]
+    raw = rtxn.get(b"schema_ts", None, storage.meta)
+    if raw is not None and len(raw) != 8:
+        problem(f"meta/schema_ts {bytes(raw)[:40].hex()} is not 8 bytes")
+    elif raw is not None and _U64.unpack(raw)[0] > latest:
+        # Every write's snapshot would predate the schema change: all would conflict.
+        problem(f"meta/schema_ts {_U64.unpack(raw)[0]} is newer than latest_ts {latest}")
+    raw = rtxn.get(b"schema", None, storage.meta)
+    if raw is not None:
+        try:
+            schema_from_json(decode(raw))
+        except Exception as error:
+            problem(f"the stored schema (meta/schema) does not decode: {error}")
+    return True
 
 
 def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> None:
@@ -284,10 +343,16 @@ def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> No
         for required in (BY_ID, BY_CREATION_TIME):
             if required not in table.indexes:
                 problem(f"{where} has no {required} index")
+            elif table.indexes[required].fields:
+                # Keys never hold them: a range on them would read wrong rows.
+                problem(f"{where} has {required} on fields {table.indexes[required].fields}")
         for index_name, index in table.indexes.items():
             label = f"{name}.{index_name}"
             if index.name != index_name:
                 problem(f"catalog index {label} is stored as index {index.name!r}")
+            if index.state not in ("ready", "backfilling"):
+                # Neither queryable nor finished by an open: its entries go unchecked.
+                problem(f"catalog index {label} has state {index.state!r}")
             _check_number(
                 problem,
                 f"catalog index {label}",

@@ -194,8 +194,7 @@ def _written_since(
     the log no longer reaches back to ``after`` (pruned): then every document counts.
     """
     storage = db.storage
-    raw = wtxn.get(b"log_floor", None, storage.meta)
-    if raw is not None and _U64.unpack(raw)[0] > after:
+    if storage.meta_timestamp(wtxn, b"log_floor") > after:
         return None
     view = catalog.view()
     written: dict[str, set[bytes]] = {}

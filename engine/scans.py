@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import keys
 from .catalog import BY_ID, IndexDef, TableDef
-from .encoding import document_decoder
-from .errors import LimitExceeded
+from .encoding import DecodeError, document_decoder
+from .errors import CorruptionError, LimitExceeded
 from .ids import FIRST_USER_TABLE_NUMBER
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .storage import Storage
     from .writeset import WriteSet
 
-__all__ = ["MAX_BYTES_READ", "MAX_DOCUMENTS_READ", "Rows", "Scans"]
+__all__ = ["MAX_BYTES_READ", "MAX_DOCUMENTS_READ", "Rows", "Scans", "damaged_document"]
 
 #: Convex's limits on what one function execution reads.
 MAX_DOCUMENTS_READ = 32_000
@@ -138,7 +138,7 @@ class Scans:
             else:
                 found = rtxn.get(doc_key, None, documents_db)
                 if found is None:
-                    raise AssertionError(f"index entry {key!r} points to a missing document")
+                    raise _missing_document(key)
                 raw = found
             # Own writes count too: Convex's index range reads the transaction's
             # pending writes with the snapshot and records every document it returns.
@@ -146,7 +146,11 @@ class Scans:
                 self.system_bytes_read += len(raw)
             else:
                 self._count_read(len(raw))
-            yield key, _decode_document(raw)
+            try:
+                document = _decode_document(raw)
+            except DecodeError as error:
+                raise damaged_document(doc_key, error) from None
+            yield key, document
             if self._rtxn is None:
                 self._txn()  # raises: the function that started this scan has returned
             if writes.generation != generation:
@@ -246,7 +250,7 @@ class Scans:
                     break
                 found = get(table_prefix + key[-16:], None, documents_db)
                 if found is None:
-                    raise AssertionError(f"index entry {key!r} points to a missing document")
+                    raise _missing_document(key)
                 read += 1
                 size += len(found)
                 if read > budget or size > byte_budget:  # stop at Convex's limit, not after
@@ -259,7 +263,10 @@ class Scans:
                 last_key = key
                 if with_keys:
                     out_keys.append(key)
-                document = decode(found)
+                try:
+                    document = decode(found)
+                except DecodeError as error:
+                    raise damaged_document(table_prefix + key[-16:], error) from None
                 if keep is None or keep(document):
                     append(document)
                     if limit is not None and len(out) >= limit:
@@ -324,7 +331,7 @@ class Scans:
             raws = [get(table_prefix + key[-16:], None, documents_db) for key in chunk]
             if None in raws:
                 missing = chunk[raws.index(None)]
-                raise AssertionError(f"index entry {missing!r} points to a missing document")
+                raise _missing_document(missing)
             chunk_bytes = sum(map(len, raws))
             if read + len(chunk) > budget or size + chunk_bytes > byte_budget:
                 # A limit is crossed inside this chunk: count row by row from its start,
@@ -335,7 +342,15 @@ class Scans:
                     self._count_read(len(raw))  # raises at the row past a limit
             read += len(chunk)
             size += chunk_bytes
-            out.extend(map(_decode_document, raws))
+            try:
+                out.extend(map(_decode_document, raws))
+            except DecodeError:
+                for key, raw in zip(chunk, raws, strict=True):  # name the damaged one
+                    try:
+                        _decode_document(raw)
+                    except DecodeError as error:
+                        raise damaged_document(table_prefix + key[-16:], error) from None
+                raise
             if out_keys is not None:
                 out_keys.extend(chunk)
             last_key = chunk[-1]
@@ -343,6 +358,26 @@ class Scans:
                 return read, size, last_key, "limit"
             if len(chunk) < chunk_size:
                 return read, size, last_key, None
+
+
+def damaged_document(doc_key: bytes, error: Exception) -> CorruptionError:
+    """The error of a read that met stored document bytes that do not decode."""
+    problem = f"document {doc_key.hex()} does not decode: {error}"
+    return CorruptionError(
+        f"The database is damaged: {problem}. Run Engine.check() to list the damage, "
+        "and restore the folder from a backup (Engine.backup).",
+        problems=[problem],
+    )
+
+
+def _missing_document(key: bytes) -> CorruptionError:
+    """The error of a scan that met an index entry without its document (damage)."""
+    problem = f"index entry {key.hex()} points to a missing document"
+    return CorruptionError(
+        f"The database is damaged: {problem}. Run Engine.check() to list the damage, "
+        "and restore the folder from a backup (Engine.backup).",
+        problems=[problem],
+    )
 
 
 class Rows(NamedTuple):

@@ -47,7 +47,7 @@ try:
 except ImportError:  # Windows: no cross-process durability check
     fcntl = None  # type: ignore[assignment]
 
-from .errors import EngineError, FormatError, StorageError
+from .errors import CorruptionError, EngineError, FormatError, StorageError
 
 _log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ __all__ = [
     "FORMAT_VERSION",
     "HEAD",
     "HEAD_KEY",
+    "SUB_DATABASES",
     "Durability",
     "ReadTxn",
     "Storage",
@@ -76,9 +77,11 @@ _FORMAT_KEY = b"format"
 #: version, two big-endian u64s that every transaction reads in one lookup.
 HEAD_KEY = b"head"
 HEAD = struct.Struct(">QQ")
+_U64 = struct.Struct(">Q")
 
 _INITIAL_MAP_SIZE = 256 << 20
-_SUB_DATABASES = (b"meta", b"documents", b"indexes", b"log", b"blobs")
+#: The names of the sub-databases: the only keys of the environment's main database.
+SUB_DATABASES = (b"meta", b"documents", b"indexes", b"log", b"blobs")
 _MAX_READERS = 1022
 
 #: Opaque handles: an LMDB txn. Only this module touches their methods'
@@ -251,7 +254,13 @@ class Storage:
         self.env: Any = None
         self._mode_lock: _ModeLock | None = None
         _OPENED.add(self)  # before anything is opened: a fork now must see it
-        os.makedirs(path, exist_ok=True)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as error:  # a file at the path, a file as a parent, no permission
+            raise StorageError(
+                f"Cannot use {path!r} as a database folder ({error.strerror}): give the path "
+                "of a folder, or of one to create, that this process may write to."
+            ) from error
         mode_lock = self._mode_lock = _ModeLock(path, durability)
         try:
             self.env, (self.meta, self.documents, self.indexes, self.log, self.blobs) = (
@@ -300,10 +309,7 @@ class Storage:
                     metasync=durability == "full",
                     readahead=False,
                 )
-                # open_db creates a missing sub-database in a write txn of its own, under
-                # LMDB's writer lock: two processes opening an older folder at once
-                # cannot both create ``blobs``.
-                return env, [env.open_db(n) for n in _SUB_DATABASES]
+                return env, _open_sub_databases(env, path)
             except lmdb.MapResizedError:
                 if env is not None:
                     env.close()
@@ -311,6 +317,9 @@ class Storage:
                 if attempts >= 100:  # a writer growing the map faster than we can open
                     raise
             except lmdb.Error as error:
+                if env is not None:  # opened, then refused: leave nothing open
+                    env.close()
+                    raise
                 if path not in _INHERITED or "already open" not in str(error):
                     raise
                 # A fork child: the parent's environment is still referred to. A cycle
@@ -328,6 +337,10 @@ class Storage:
                     "engine, or start workers with the 'spawn' or 'forkserver' start "
                     "method."
                 ) from None
+            except BaseException:
+                if env is not None:
+                    env.close()
+                raise
 
     # -- lifecycle -------------------------------------------------------
 
@@ -339,18 +352,34 @@ class Storage:
                 return
             version = bytes(raw).decode("ascii", "replace")
             if version != str(FORMAT_VERSION):
-                raise FormatError(
-                    f"The database at {self.path!r} has format version {version}, but this "
-                    f"convexlite reads format {FORMAT_VERSION}: open it with the convexlite "
-                    "version that wrote it, or export and re-import the data."
-                )
+                raise _format_error(self.path, version)
 
         self.write(check)
 
     def head(self, txn: ReadTxn) -> tuple[int, int]:
-        """``(latest commit timestamp, catalog version)`` as of ``txn`` (read or write)."""
+        """``(latest commit timestamp, catalog version)`` as of ``txn`` (read or write).
+
+        Raises :class:`CorruptionError` if the stored head does not decode.
+        """
         raw = txn.get(HEAD_KEY, None, self.meta)
-        return (0, 0) if raw is None else HEAD.unpack(raw)
+        if raw is None:
+            return (0, 0)
+        try:
+            return HEAD.unpack(raw)
+        except struct.error:
+            raise _damaged_meta("head", raw) from None
+
+    def meta_timestamp(self, txn: ReadTxn, key: bytes) -> int:
+        """The big-endian u64 stored in ``meta`` under ``key`` (``log_floor``,
+        ``schema_ts``) as of ``txn``, 0 if absent; :class:`CorruptionError` if it is
+        not 8 bytes."""
+        raw = txn.get(key, None, self.meta)
+        if raw is None:
+            return 0
+        try:
+            return int(_U64.unpack(raw)[0])
+        except struct.error:
+            raise _damaged_meta(key.decode(), raw) from None
 
     def snapshot_head(self, txn: ReadTxn) -> tuple[int, int]:
         """:meth:`head` of a *read* txn, remembered by LMDB's txn id.
@@ -549,13 +578,7 @@ class Storage:
                 entered = False
                 self._adopt_map_size()
             except lmdb.Error as error:
-                if self.closed:
-                    raise StorageError(
-                        f"The database at {self.path!r} was closed while this write waited: "
-                        "nothing was written. Close engines after the calls of other threads "
-                        "return."
-                    ) from error
-                raise _map_error(error, self.path) from error
+                raise self._write_error(error) from error
             finally:
                 if entered:
                     self._gate.leave()
@@ -584,18 +607,30 @@ class Storage:
         except lmdb.Error:
             return False
 
+    def _write_error(self, error: lmdb.Error) -> StorageError:
+        """The StorageError for an LMDB error of a write (one the last close ended, too)."""
+        if self.closed:
+            return StorageError(
+                f"The database at {self.path!r} was closed while this write waited: "
+                "nothing was written. Close engines after the calls of other threads "
+                "return."
+            )
+        return _map_error(error, self.path)
+
     def _grow_map(self) -> None:
-        current = self.map_size
-
-        def grow() -> None:
-            if self.map_size == current:  # another thread may have grown it already
-                self.clear_dead_readers()  # their pinned pages may make room too
-                self.env.set_mapsize(current * 2)
-
+        """Double the map for a write that found it full (between two of its attempts:
+        the environment may have been closed meanwhile, which raises StorageError)."""
         try:
+            current = self.map_size
+
+            def grow() -> None:
+                if self.map_size == current:  # another thread may have grown it already
+                    self.clear_dead_readers()  # their pinned pages may make room too
+                    self.env.set_mapsize(current * 2)
+
             self._gate.exclusive(grow)
         except lmdb.Error as error:
-            raise _map_error(error, self.path) from error
+            raise self._write_error(error) from error
 
     def _adopt_map_size(self) -> None:
         """Another process grew the map: take its size (``set_mapsize(0)``)."""
@@ -633,6 +668,67 @@ class Storage:
             finally:
                 if entered:
                     self._gate.leave()
+
+
+def _open_sub_databases(env: Any, path: str) -> list[Any]:
+    """The sub-databases (meta, documents, indexes, log, blobs) of a just-opened
+    environment, created if missing, in one write txn that commits only if the folder
+    is a convexlite database of this format (or empty).
+
+    Checked before anything is created, so a refused open changes nothing: an LMDB
+    database another program wrote (a key of its main database that is none of ours,
+    or sub-databases holding data without a format version) and a folder of another
+    format version raise :class:`FormatError`. The txn holds LMDB's writer lock: two
+    processes opening an older folder at once cannot both create ``blobs``.
+    """
+    txn = env.begin(None, None, True)
+    try:
+        cursor = txn.cursor()
+        try:
+            for key in cursor.iternext(True, False):
+                if bytes(key) not in SUB_DATABASES:
+                    raise FormatError(
+                        f"The folder {path!r} holds an LMDB database that convexlite did "
+                        f"not write (its main database has the key {bytes(key)[:40]!r}, "
+                        "which is not one of convexlite's sub-databases): nothing was "
+                        "changed. Open an empty folder, or one written by convexlite."
+                    )
+        finally:
+            cursor.close()
+        dbs = [env.open_db(name, txn) for name in SUB_DATABASES]
+        raw = txn.get(_FORMAT_KEY, None, dbs[0])
+        if raw is not None:
+            version = bytes(raw).decode("ascii", "replace")
+            if version != str(FORMAT_VERSION):
+                raise _format_error(path, version)
+        elif any(txn.stat(db)["entries"] for db in dbs):
+            raise FormatError(
+                f"The folder {path!r} holds an LMDB database with data in sub-databases "
+                "named as convexlite's but no format version: convexlite did not write it, "
+                "and nothing was changed. Open an empty folder, or one written by convexlite."
+            )
+        txn.commit()
+    except BaseException:
+        txn.abort()
+        raise
+    return dbs
+
+
+def _damaged_meta(name: str, raw: Any) -> CorruptionError:
+    problem = f"meta/{name} {bytes(raw)[:40].hex()} does not decode (wrong length)"
+    return CorruptionError(
+        f"The database is damaged: {problem}. Restore the folder from a backup "
+        "(Engine.backup, or `mdb_copy`).",
+        problems=[problem],
+    )
+
+
+def _format_error(path: str, version: str) -> FormatError:
+    return FormatError(
+        f"The database at {path!r} has format version {version}, but this "
+        f"convexlite reads format {FORMAT_VERSION}: open it with the convexlite "
+        "version that wrote it, or export and re-import the data."
+    )
 
 
 def _remove_quietly(path: str) -> None:

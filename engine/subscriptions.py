@@ -817,8 +817,7 @@ class SubscriptionManager:
         affected: set[Any] = set()
         if latest <= self.ts:
             return affected
-        raw = rtxn.get(b"log_floor", db=storage.meta)
-        floor = _U64.unpack(raw)[0] if raw is not None else 0
+        floor = storage.meta_timestamp(rtxn, b"log_floor")
         if self.ts < floor:
             return set(self._watched)  # history pruned: re-run everything
         cursor = rtxn.cursor(storage.log)

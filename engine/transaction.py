@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from . import ids
 from . import scans as _scans
 from .catalog import NEXT_TABLE_KEY, Catalog, CatalogView, TableDef, catalog_key
-from .encoding import decode_document, document_decoder, encode_document
+from .encoding import DecodeError, decode_document, document_decoder, encode_document
 from .errors import (
     DocumentNotFound,
     InvalidId,
@@ -310,7 +310,10 @@ class Transaction(Scans):
             or self.bytes_read > _scans.MAX_BYTES_READ
         ):
             self._count_read(0)
-        return _decode_document(found)
+        try:
+            return _decode_document(found)
+        except DecodeError as error:
+            raise _scans.damaged_document(doc_key, error) from None
 
     # -- writes --------------------------------------------------------------
 
@@ -420,12 +423,18 @@ class Transaction(Scans):
                     f"system field `{field}` cannot be set by insert; the engine assigns it.",
                     path=f"$.{field}",
                 )
+        pending = self.writes.catalog
         table = self.table(table_name) or self._create_table(table_name, system=system)
-        document_id, internal_id = self._new_id(table)
-        document = {"_id": document_id, "_creationTime": self._creation_time(), **value}
-        document = convert_document(document)
-        self.db.validate_document(self, table_name, document)
-        self._store(table, table.prefix + internal_id, internal_id, document, None)
+        try:
+            document_id, internal_id = self._new_id(table)
+            document = {"_id": document_id, "_creationTime": self._creation_time(), **value}
+            document = convert_document(document)
+            self.db.validate_document(self, table_name, document)
+            self._store(table, table.prefix + internal_id, internal_id, document, None)
+        except BaseException:
+            # A refused insert creates no table (the caller may catch it and commit).
+            self.writes.catalog = pending
+            raise
         return document_id
 
     def _existing(self, document_id: str, verb: str) -> tuple[TableDef, bytes, bytes, bytes]:
@@ -473,7 +482,7 @@ class Transaction(Scans):
                 f"patch expects a dict of fields, got {type(fields).__name__}", path="$"
             )
         table, doc_key, internal_id, raw = self._existing(document_id, "Update")
-        old = decode_document(raw)
+        old = _decode_stored(raw, doc_key)
         self._check_system_fields(fields, old, document_id)
         document = dict(old)
         for name, value in fields.items():
@@ -497,7 +506,7 @@ class Transaction(Scans):
         if not isinstance(value, dict):
             raise ValidationError(f"replace expects a dict, got {type(value).__name__}", path="$")
         table, doc_key, internal_id, raw = self._existing(document_id, "Replace")
-        old = decode_document(raw)
+        old = _decode_stored(raw, doc_key)
         self._check_system_fields(value, old, document_id)
         document = {"_id": old["_id"], "_creationTime": old["_creationTime"]}
         document.update((k, v) for k, v in value.items() if k not in _SYSTEM_FIELDS)
@@ -511,10 +520,18 @@ class Transaction(Scans):
         """Delete a document. Raises :class:`DocumentNotFound` if it does not exist."""
         self._require_writable()
         table, doc_key, internal_id, raw = self._existing(document_id, "Delete")
-        self._store(table, doc_key, internal_id, None, decode_document(raw))
+        self._store(table, doc_key, internal_id, None, _decode_stored(raw, doc_key))
 
 
 _NO_WRITES = WriteSet()
+
+
+def _decode_stored(raw: bytes, doc_key: bytes) -> dict[str, Any]:
+    """:func:`decode_document` of a document read for a write; CorruptionError if damaged."""
+    try:
+        return decode_document(raw)
+    except DecodeError as error:
+        raise _scans.damaged_document(doc_key, error) from None
 
 
 def _guard(number: int, system: bool, table: TableDef | None) -> None:

@@ -200,6 +200,25 @@ def test_failed_transaction_commits_nothing(engine: Engine) -> None:
     assert engine.check()["tables"] == {}
 
 
+def test_a_refused_insert_the_mutation_catches_creates_no_table(engine: Engine) -> None:
+    # Found by the storage hunt: the table was created before the value was checked,
+    # so a mutation that caught the error committed an empty table (Convex checks the
+    # value before the insert reaches the database).
+    def body(ctx):  # type: ignore[no-untyped-def]
+        with pytest.raises(ValidationError):
+            ctx.db.insert("ghost", {"a": {1: 2}})
+        with pytest.raises(ValidationError):
+            ctx.db.insert("ghost", {"a": {1, 2}})
+        kept = ctx.db.insert("kept", {"a": 1})
+        with pytest.raises(ValidationError):
+            ctx.db.insert("ghost", {"a": object()})
+        return kept
+
+    kept = engine.run(body)
+    assert sorted(engine.check()["tables"]) == ["kept"]
+    assert engine.run(lambda ctx: ctx.db.get(kept))["a"] == 1
+
+
 def test_transaction_reads_its_own_writes(engine: Engine) -> None:
     def body(ctx):  # type: ignore[no-untyped-def]
         a = ctx.db.insert("t", {"n": 1})

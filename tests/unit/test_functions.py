@@ -104,6 +104,26 @@ def test_nested_mutation_rolls_back_only_itself(engine: Engine) -> None:
     assert sorted(engine.query("notes:texts")) == ["child", "parent"]
 
 
+def test_an_action_run_from_inside_a_mutation_is_refused(engine: Engine) -> None:
+    # Found by the storage hunt: engine.action from a mutation's body committed the
+    # action's writes even when the mutation then failed (Convex's mutations cannot
+    # run actions), and its snapshots could deadlock with a map resize.
+    class Boom(Exception):
+        pass
+
+    def body(ctx):  # type: ignore[no-untyped-def]
+        with pytest.raises(EngineError, match="from inside a running query or mutation"):
+            engine.action("notes:add_and_count", {"text": "from inside"})
+        for finish in (engine.finish_scheduled_functions, engine.finish_all_scheduled_functions):
+            with pytest.raises(EngineError, match="from inside a running query or mutation"):
+                finish()
+        raise Boom
+
+    with pytest.raises(Boom):
+        engine.run(body)
+    assert engine.query("notes:texts") == []
+
+
 def test_convex_error_keeps_data_and_rolls_back(engine: Engine) -> None:
     with pytest.raises(ConvexError) as caught:
         engine.mutation("notes:fail_with_data")

@@ -18,7 +18,9 @@ import pytest
 
 from engine import (
     Engine,
+    MutationCtx,
     OptimisticConcurrencyControlFailure,
+    QueryCtx,
     define_schema,
     define_table,
     ids,
@@ -100,6 +102,48 @@ CASES: list[tuple[str, Callable[[Any, Any, str, dict[str, Any]], None], str]] = 
         lambda st, txn, doc_id, doc: txn.put(b"log_floor", struct.pack(">Q", 2**62), db=st.meta),
         "is not newer than log_floor",
     ),
+    # Found by the storage hunt: check() read none of these (a head that did not
+    # decode escaped as struct.error).
+    (
+        "the newest log entry missing",
+        lambda st, txn, doc_id, doc: txn.delete(_newest_log_key(st, txn), db=st.log),
+        "the log has no entry for latest_ts",
+    ),
+    (
+        "a log entry that is not a list of keys",
+        lambda st, txn, doc_id, doc: txn.put(_newest_log_key(st, txn), encode({"a": 1}), db=st.log),
+        "is not a list of keys",
+    ),
+    (
+        "a schema_ts newer than the head",
+        lambda st, txn, doc_id, doc: txn.put(b"schema_ts", struct.pack(">Q", 2**63), db=st.meta),
+        "meta/schema_ts .* is newer than latest_ts",
+    ),
+    (
+        "a schema_ts that is not 8 bytes",
+        lambda st, txn, doc_id, doc: txn.put(b"schema_ts", b"abc", db=st.meta),
+        "meta/schema_ts 616263 is not 8 bytes",
+    ),
+    (
+        "a head that is not 16 bytes",
+        lambda st, txn, doc_id, doc: txn.put(b"head", b"abc", db=st.meta),
+        "meta/head 616263 is not 16 bytes",
+    ),
+    (
+        "a stored schema that does not decode",
+        lambda st, txn, doc_id, doc: txn.put(b"schema", b"\xc1", db=st.meta),
+        r"the stored schema \(meta/schema\) does not decode",
+    ),
+    (
+        "a missing format version",
+        lambda st, txn, doc_id, doc: txn.delete(b"format", db=st.meta),
+        "meta/format is missing",
+    ),
+    (
+        "a key in the main database",
+        lambda st, txn, doc_id, doc: txn.put(b"zzz", b"1"),
+        "the main database has key b'zzz'",
+    ),
     (
         "a _storage row that does not decode",
         lambda st, txn, doc_id, doc: _garble_the_storage_row(st, txn),
@@ -125,6 +169,14 @@ CASES: list[tuple[str, Callable[[Any, Any, str, dict[str, Any]], None], str]] = 
         "contentType is a float",
     ),
 ]
+
+
+def _newest_log_key(storage: Any, txn: Any) -> bytes:
+    cursor = txn.cursor(db=storage.log)
+    assert cursor.last()
+    key = bytes(cursor.key())
+    cursor.close()
+    return key
 
 
 def _put_value_on_an_index_entry(storage: Any, txn: Any) -> None:
@@ -243,6 +295,41 @@ CATALOG_CASES: list[tuple[str, Callable[[Catalog], Catalog], str]] = [
         ),
         "table 'u' has no by_creation_time index",
     ),
+    # Found by the storage hunt: a table without by_id made every open fail with a
+    # KeyError (the catalog's lookups), and by_creation_time on fields passed check().
+    (
+        "a table without by_id",
+        lambda c: _retable(
+            c, "u", indexes={k: i for k, i in c.tables["u"].indexes.items() if k != "by_id"}
+        ),
+        "table 'u' has no by_id index",
+    ),
+    (
+        "by_creation_time on fields",
+        lambda c: _retable(
+            c,
+            "u",
+            indexes={
+                **c.tables["u"].indexes,
+                "by_creation_time": msgspec.structs.replace(
+                    c.tables["u"].indexes["by_creation_time"], fields=("n",)
+                ),
+            },
+        ),
+        r"table 'u' has by_creation_time on fields \('n',\)",
+    ),
+    (
+        "an index in an unknown state",
+        lambda c: _retable(
+            c,
+            "t",
+            indexes={
+                **c.tables["t"].indexes,
+                "by_n": msgspec.structs.replace(c.tables["t"].indexes["by_n"], state="bogus"),
+            },
+        ),
+        "catalog index t.by_n has state 'bogus'",
+    ),
     (
         "a catalog rewritten under the same version",
         lambda c: msgspec.structs.replace(c, next_index=c.next_index + 1),
@@ -299,3 +386,93 @@ def test_a_catalog_that_does_not_decode_refuses_to_open(db_path: Path) -> None:
     for schema in (SCHEMA, None):  # every open reads the catalog (indexes left half built)
         with pytest.raises(CorruptionError, match="stored catalog .* restore the folder"):
             Engine.open(db_path, schema=schema, durability="none")
+
+
+@pytest.mark.parametrize("stored", [b"\xc1", encode({"tables": 5})], ids=["bytes", "shape"])
+def test_a_stored_schema_that_does_not_decode_is_named_and_the_apps_schema_repairs_it(
+    db_path: Path, stored: bytes
+) -> None:
+    # Found by the storage hunt: an open without a schema failed with msgspec's
+    # DecodeError (or an AttributeError) from deep inside the catalog cache.
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {"n": 1.0}))
+        storage = engine._db.storage
+        storage.write(lambda txn: txn.put(b"schema", stored, db=storage.meta))
+    with pytest.raises(CorruptionError, match=r"stored schema \(meta/schema\) does not decode"):
+        Engine.open(db_path, durability="none")
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {"n": 2.0}))
+        assert engine.check()["tables"]["t"]["documents"] == 2
+
+
+@pytest.mark.parametrize("key", [b"head", b"log_floor", b"schema_ts"])
+def test_a_meta_timestamp_that_does_not_decode_is_a_corruption_error(
+    db_path: Path, key: bytes
+) -> None:
+    # Found by the storage hunt: each escaped as struct.error from every open (head),
+    # every commit (log_floor) or every catalog change (schema_ts).
+    with Engine.open(db_path, durability="none") as engine:
+        doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1}))
+        storage = engine._db.storage
+        storage.write(lambda txn: txn.put(key, b"abc", db=storage.meta))
+    damaged = f"meta/{key.decode()} 616263 does not decode"
+    with pytest.raises(CorruptionError, match=damaged), Engine.open(db_path) as engine:
+        engine.run(lambda ctx: ctx.db.patch(doc_id, {"n": ctx.db.get(doc_id)["n"] + 1}))
+
+
+@pytest.mark.parametrize(
+    ("writable", "filtered"), [(False, False), (False, True), (True, False)], ids=str
+)
+def test_a_query_that_meets_an_entry_without_its_document_raises_corruption_error(
+    db_path: Path, writable: bool, filtered: bool
+) -> None:
+    # Found by the storage hunt: every read path raised a bare AssertionError here.
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1.0}))
+        storage = engine._db.storage
+        storage.write(lambda txn: txn.delete(_document_key(doc_id), db=storage.documents))
+
+        def body(txn: Any) -> Any:
+            ctx = (MutationCtx if writable else QueryCtx)(None, txn, None, 0.0)
+            query = ctx.db.query("t").with_index("by_n")
+            if filtered:
+                query = query.filter(lambda f: f.gt(f.field("n"), 0))
+            return query.collect()
+
+        with pytest.raises(CorruptionError, match="points to a missing document") as caught:
+            engine._db.run(body, writable=writable)
+        assert caught.value.problems
+
+
+@pytest.mark.parametrize(
+    "read",
+    ["get", "patch", "delete", "collect", "filtered", "scan"],
+)
+def test_a_read_that_meets_a_document_that_does_not_decode_raises_corruption_error(
+    db_path: Path, read: str
+) -> None:
+    # Found by the storage hunt: each path raised msgspec's DecodeError.
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as engine:
+        doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1.0}))
+        storage = engine._db.storage
+        storage.write(lambda txn: txn.put(_document_key(doc_id), b"\xc1", db=storage.documents))
+
+        def body(txn: Any) -> Any:
+            ctx = (QueryCtx if read in ("collect", "filtered") else MutationCtx)(
+                None, txn, None, 0.0
+            )
+            if read == "get":
+                return ctx.db.get(doc_id)
+            if read == "patch":
+                return ctx.db.patch(doc_id, {"n": 2.0})
+            if read == "delete":
+                return ctx.db.delete(doc_id)
+            query = ctx.db.query("t").with_index("by_n")
+            if read == "filtered":
+                query = query.filter(lambda f: f.gt(f.field("n"), 0))
+            return query.collect()
+
+        writable = read not in ("collect", "filtered")
+        with pytest.raises(CorruptionError, match="document .* does not decode") as caught:
+            engine._db.run(body, writable=writable)
+        assert caught.value.problems

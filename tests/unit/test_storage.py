@@ -411,3 +411,135 @@ def test_a_durability_lock_this_process_may_not_create_skips_the_check(
     with Engine.open(db_path, durability="none") as engine:
         engine.run(lambda ctx: ctx.db.insert("t", {"x": 1}))
     assert "durability modes are not checked across processes" in caplog.text
+
+
+def _keys_of_main_database(path: Path) -> list[bytes]:
+    env = lmdb.open(str(path), max_dbs=8)
+    try:
+        with env.begin() as txn:
+            return [bytes(key) for key in txn.cursor().iternext(values=False)]
+    finally:
+        env.close()
+
+
+def test_a_foreign_lmdb_database_is_refused_and_left_unchanged(db_path: Path) -> None:
+    # Found by the storage hunt: another program's LMDB folder was stamped as a
+    # convexlite database (five sub-databases and a format key added to its file).
+    env = lmdb.open(str(db_path))
+    with env.begin(write=True) as txn:
+        txn.put(b"users:1", b"alice")
+    env.close()
+    with pytest.raises(FormatError, match="convexlite did not write"):
+        Engine.open(db_path, durability="none")
+    assert _keys_of_main_database(db_path) == [b"users:1"]
+
+
+def test_sub_databases_with_data_but_no_format_version_are_refused(db_path: Path) -> None:
+    env = lmdb.open(str(db_path), max_dbs=8)
+    meta = env.open_db(b"meta")
+    with env.begin(write=True) as txn:
+        txn.put(b"settings", b"theirs", db=meta)
+    env.close()
+    with pytest.raises(FormatError, match="no format version"):
+        Engine.open(db_path, durability="none")
+    assert _keys_of_main_database(db_path) == [b"meta"]
+
+
+def test_another_format_version_is_refused_before_any_sub_database_is_made(
+    db_path: Path,
+) -> None:
+    # "Opening a folder with another version raises FormatError and changes nothing":
+    # the missing sub-databases (blobs, ...) were created before the version was read.
+    env = lmdb.open(str(db_path), max_dbs=8)
+    meta = env.open_db(b"meta")
+    with env.begin(write=True) as txn:
+        txn.put(b"format", str(FORMAT_VERSION + 1).encode(), db=meta)
+    env.close()
+    with pytest.raises(FormatError, match=f"format version {FORMAT_VERSION + 1}"):
+        Engine.open(db_path, durability="none")
+    assert _keys_of_main_database(db_path) == [b"meta"]
+    with Engine.open(db_path.parent / "fresh", durability="none") as fresh:  # still opens
+        fresh.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
+        assert fresh.check()["tables"]["t"]["documents"] == 1
+
+
+def test_a_path_that_cannot_be_a_folder_is_a_storage_error(tmp_path: Path) -> None:
+    # Found by the storage hunt: a file at the path (or as a parent of it) escaped as a
+    # bare FileExistsError / NotADirectoryError, where Engine.open promises StorageError.
+    a_file = tmp_path / "file"
+    a_file.write_text("not a database")
+    for path in (a_file, a_file / "db"):
+        with pytest.raises(StorageError, match="as a database folder"):
+            Engine.open(path, durability="none")
+    assert a_file.read_text() == "not a database"
+
+
+def test_a_close_between_a_full_write_and_its_retry_is_a_storage_error(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the storage hunt: the map size was read outside the error mapping, so
+    # a write whose retry found the environment closed (by another thread's close,
+    # here made deterministic) raised a bare lmdb.Error.
+    small = open_storage(str(db_path), durability="none", map_size=1 << 20)
+    grow = small._grow_map
+
+    def closed_first() -> None:
+        small.release()  # the last reference: the environment closes
+        grow()
+
+    monkeypatch.setattr(small, "_grow_map", closed_first)
+    with pytest.raises(StorageError, match="was closed while this write waited"):
+        fill_past_the_map(small, batches=4)
+
+
+def test_engine_calls_that_open_a_snapshot_are_refused_inside_a_function(
+    db_path: Path, tmp_path: Path
+) -> None:
+    # Found by the storage hunt: engine.get_file (or check, backup, fetch) from inside a
+    # mutation opened a second snapshot; if another thread was growing the map, the
+    # growth waited for the mutation's snapshot and the new one for the growth: both
+    # threads hung for ever. Engine.query/mutation were already refused there.
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setitem(storage.open_storage.__kwdefaults__, "map_size", 1 << 20)
+    engine = Engine.open(db_path, durability="none")
+    monkeypatch.undo()
+    file_id = engine.store_file(b"x")
+    gate = engine._db.storage._gate
+    entered = threading.Event()
+    outcome: list[str] = []
+
+    def body(ctx: Any) -> None:
+        ctx.db.query("t").collect()  # the mutation's snapshot is open
+        entered.set()
+        deadline = time.monotonic() + 5
+        while not gate.resizing and time.monotonic() < deadline:
+            time.sleep(0.001)
+        try:
+            engine.get_file(file_id)
+        except EngineError as error:
+            outcome.append(str(error))
+            raise
+
+    def mutate() -> None:
+        with pytest.raises(EngineError, match="from inside a running query or mutation"):
+            engine.run(body)
+
+    mutation = threading.Thread(target=mutate, daemon=True)
+    mutation.start()
+    assert entered.wait(5)
+    grower = threading.Thread(target=lambda: engine.store_file(b"y" * (2 << 20)), daemon=True)
+    grower.start()
+    mutation.join(10)
+    grower.join(10)
+    assert not mutation.is_alive() and not grower.is_alive(), "deadlocked"
+    assert outcome
+    assert engine.get_file(file_id) == b"x"
+    for call in (
+        lambda: engine.check(),
+        lambda: engine.backup(tmp_path / "copy"),
+        lambda: engine.fetch("/api/storage/" + file_id),
+    ):
+        with pytest.raises(EngineError, match="from inside a running query or mutation"):
+            engine.run(lambda ctx, call=call: call())
+    engine.check()
+    engine.close()

@@ -823,3 +823,32 @@ def test_a_subscribe_racing_the_last_close_returns_or_is_refused(db_path: Path) 
         assert not any(thread.is_alive() for thread in threads), "a subscribe() hung"
         for outcome in outcomes:
             assert outcome == 1 or "This engine is closed" in outcome
+
+
+#: The engine a query below calls from inside itself (a misuse the engine refuses).
+_handle: list[Engine] = []
+_refused: list[str] = []
+
+
+@query(args={})
+def writes_through_the_engine(ctx: QueryCtx) -> int:
+    try:
+        _handle[0].run(lambda c: c.db.insert("kv", {"key": "from a query", "value": 1}))
+    except EngineError as error:
+        _refused.append(str(error))
+    return len(ctx.db.query("kv").collect())
+
+
+def test_a_subscribed_query_cannot_call_the_engine(engine: Engine) -> None:
+    # Found by the storage hunt: Engine.query refused engine calls from inside the
+    # query, but a subscription's re-runs did not, so a query that wrote through the
+    # engine handle committed on every re-run, and each commit re-ran it: for ever.
+    _handle[:] = [engine]
+    _refused.clear()
+    with engine.subscribe(writes_through_the_engine, {}) as sub:
+        assert sub.value == 0
+        put(engine, "other", 1)
+        assert sub.value == 1
+    assert _refused and all("from inside a running query" in r for r in _refused)
+    assert engine.run(lambda ctx: len(ctx.db.query("kv").collect())) == 1
+    _handle.clear()
