@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -497,3 +498,19 @@ def test_raw_credentials_and_plain_data_are_not_a_verified_identity(engine: Engi
         with pytest.raises(EngineError, match="auth= takes a token"):
             engine.fetch("/notes", auth=forged)
     assert engine.query("notes:texts", auth=Identity("user")) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_child_draws_its_own_ctx_random(db_path: Path) -> None:
+    # Found by hunt: the generator that seeds each run's ctx.random was inherited by a
+    # fork child, so parent and child functions drew the same "random" numbers.
+    from tests.race.test_fork import in_child
+
+    def draw() -> float:
+        with Engine.open(db_path, durability="none") as engine:
+            value: float = engine.query(lambda ctx: ctx.random.random())
+        return value
+
+    Engine.open(db_path, durability="none").close()  # the folder exists before the fork
+    child = in_child(draw)
+    assert child != draw()
