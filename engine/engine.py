@@ -179,6 +179,18 @@ class Engine:
             raise self._closed_error()
         return self._runtime
 
+    def _refuse_in_function(self, call: str) -> None:
+        """Raise if this thread runs a query or mutation: what ``call`` runs would commit
+        on its own, outside that transaction, and again on each of its retries."""
+        if self._db.in_function():
+            raise EngineError(
+                f"Engine.{call}() was called from inside a running query or mutation: its "
+                "functions would commit on their own, outside the running transaction, and "
+                "run again each time that transaction is retried. From a function, call "
+                "others with ctx.run_query / ctx.run_mutation, or schedule an action with "
+                "ctx.scheduler.run_after(0, ...)."
+            )
+
     def _closed_error(self) -> EngineError:
         if self._forked_from is None:
             return closed_error()
@@ -218,6 +230,7 @@ class Engine:
         action's mutations committed, as :meth:`mutation` does.
         """
         runtime = self._live()
+        self._refuse_in_function("action")
         _refuse_in_event_loop(
             "Engine.action() blocks, and this thread runs an event loop: "
             "use `await engine.aaction(...)` instead."
@@ -283,6 +296,7 @@ class Engine:
         never expires.
         """
         runtime = self._live()
+        self._refuse_in_function("subscribe")
         identity = runtime.identity(auth)
         return self._db.subscriptions.subscribe(
             runtime,
@@ -311,6 +325,7 @@ class Engine:
     ) -> Any:
         """:meth:`action` for asyncio hosts: runs on the caller's event loop."""
         runtime = self._live()
+        self._refuse_in_function("aaction")
         identity = await asyncio.to_thread(runtime.identity, auth)
         try:
             return await runtime.acall(ref, args, identity, kind="action")
@@ -507,6 +522,7 @@ class Engine:
     ) -> HttpResponse:
         """:meth:`fetch` for asyncio hosts: the HTTP action runs on the caller's event loop."""
         runtime = self._live()
+        self._refuse_in_function("fetch")
         if not isinstance(path, str) or not path.startswith("/"):
             raise EngineError(f"fetch(path) takes a path starting with '/', got {path!r}")
         method = method.upper()

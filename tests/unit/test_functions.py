@@ -263,6 +263,27 @@ def test_an_engine_call_from_inside_a_function_is_refused(engine: Engine) -> Non
     assert engine.query(lambda ctx: len(ctx.db.query("notes").collect())) == 1
 
 
+def test_actions_fetches_and_subscriptions_from_inside_a_function_are_refused(
+    engine: Engine,
+) -> None:
+    # Found by hunt: Engine.action inside a mutation ran, and its run_mutation committed
+    # from a worker thread, outside the running transaction (and again on each retry).
+    engine.mutation("notes:add", {"text": "a"})
+    action = ("notes:add_and_count", {"text": "b"})
+    calls = {
+        "action in mutation": lambda: engine.run(lambda ctx: engine.action(*action)),
+        "action in query": lambda: engine.query(lambda ctx: engine.action(*action)),
+        "aaction in mutation": lambda: engine.run(lambda ctx: asyncio.run(engine.aaction(*action))),
+        "fetch in mutation": lambda: engine.run(lambda ctx: engine.fetch("/notes")),
+        "subscribe in query": lambda: engine.query(lambda ctx: engine.subscribe("notes:texts")),
+    }
+    for name, call in calls.items():
+        with pytest.raises(EngineError, match="from inside a running query or mutation"):
+            call()
+        assert engine.query("notes:texts") == ["a"], name
+    assert engine.action(*action) == {"count": 2, "who": None}
+
+
 def test_functions_made_by_a_factory_are_named_by_the_module_exporting_them(
     engine: Engine,
 ) -> None:
