@@ -98,3 +98,8 @@ async def add_and_count(ctx: ActionCtx, text: str) -> dict[str, Any]:
     notes = await ctx.run_query(texts, {})
     who_am_i = await ctx.run_query(who, {})
     return {"count": len(notes), "who": who_am_i}
+
+
+@action(args={})
+async def mutation_error_in_action(ctx: ActionCtx) -> None:
+    await ctx.run_mutation(fail_with_data, {})

@@ -112,6 +112,27 @@ def test_convex_error_keeps_data_and_rolls_back(engine: Engine) -> None:
     assert engine.query("notes:texts") == []
 
 
+def test_convex_error_data_must_be_a_convex_value() -> None:
+    # Found by hunt: any object was accepted as data, so a caller could receive a set
+    # or a custom object, where Convex fails to serialize it.
+    from engine import ValidationError
+
+    assert ConvexError(("a", 1)).data == ["a", 1]
+    assert ConvexError({"tags": (b"x",)}).data == {"tags": [b"x"]}
+    with pytest.raises(ValidationError, match=r"ConvexError data must be a Convex value") as bad:
+        ConvexError({"ok": 1, "tags": {1, 2}})
+    assert bad.value.path == "$.tags"
+    with pytest.raises(ValidationError):
+        ConvexError(object())
+
+
+def test_convex_error_data_crosses_an_action_intact(engine: Engine) -> None:
+    with pytest.raises(ConvexError) as caught:
+        engine.action("notes:mutation_error_in_action")
+    assert caught.value.data == {"code": "NOPE", "n": 1}
+    assert engine.query("notes:texts") == []
+
+
 def test_clock_random_and_env(engine: Engine) -> None:
     now, again, rand, greeting = engine.mutation("notes:clock")
     assert now == again and isinstance(now, float)
