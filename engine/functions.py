@@ -36,12 +36,14 @@ from .errors import (
     ArgumentValidationError,
     EngineError,
     FunctionNotFound,
+    LimitExceeded,
     ReturnsValidationError,
     ValidationError,
 )
+from .formatting import human_size
 from .router import HttpRouter, router_of_module
 from .validators import Validator, as_validator
-from .values import convert
+from .values import MAX_VALUE_NESTING, _convert, _Reject, convert
 
 if TYPE_CHECKING:
     from .database import Database
@@ -64,6 +66,9 @@ __all__ = [
 Kind = Literal["query", "mutation", "action"]
 F = TypeVar("F", bound=Callable[..., Any])
 _MAX_NESTING = 8
+#: Convex's FUNCTION_MAX_ARGS_SIZE and FUNCTION_MAX_RESULT_SIZE (bytes, Convex's measure).
+MAX_ARGS_SIZE = 16 << 20
+MAX_RESULT_SIZE = 16 << 20
 
 
 #: Result types that are never awaitable (skips ``inspect.isawaitable``, ~1 µs).
@@ -368,6 +373,19 @@ def _not_found(name: str) -> FunctionNotFound:
     )
 
 
+def _too_large(name: str, arguments: bool, size: int) -> LimitExceeded:
+    """Convex's error for arguments or a return value over 16 MiB (as Convex, a function
+    error: a mutation writes nothing, a caller of a nested call may catch it)."""
+    limit = MAX_ARGS_SIZE if arguments else MAX_RESULT_SIZE
+    what = f"Arguments for {name} are" if arguments else f"Function {name} return value is"
+    return LimitExceeded(
+        f"{what} too large (actual: {human_size(size)}, limit: {human_size(limit)}): "
+        f"{size} bytes by Convex's measure, over {limit}. Pass large data as a file "
+        "(ctx.storage) or split it over several calls.",
+        limit="TooLargeFunctionArguments" if arguments else "TooLargeFunctionResult",
+    )
+
+
 class Runtime:
     """Runs functions against one database with one auth configuration."""
 
@@ -531,13 +549,22 @@ class Runtime:
         """``value`` converted to a Convex value and checked by ``validator``.
 
         Raises ``error_type`` with Convex's prefix (``[M(messages:send)]
-        ArgumentValidationError: ...``) naming the function.
+        ArgumentValidationError: ...``) naming the function, and :class:`LimitExceeded`
+        (``TooLargeFunctionArguments``, ``TooLargeFunctionResult``) for a value over
+        Convex's 16 MiB, before the validator runs (as Convex).
         """
+        size = [0]
         try:
-            converted = convert(value)
+            try:  # convert(), keeping the size it measures on the way
+                converted = _convert(value, MAX_VALUE_NESTING, size)
+            except _Reject:
+                convert(value)  # raises the error with its message and path
+                raise
         except ValidationError as error:
             prefix = f"{self._tag(function.kind, name)} {error_type.__name__}: "
             raise error_type(f"{prefix}{not_a_value}{error}", path=error.path) from None
+        if size[0] > MAX_ARGS_SIZE:  # == MAX_RESULT_SIZE
+            raise _too_large(name, error_type is ArgumentValidationError, size[0])
         if validator is not None:
             # check(), not validate(): the value is converted already (validate() would
             # convert it again, 1.5x the cost of a call returning 5,000 rows).

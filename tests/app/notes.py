@@ -7,6 +7,7 @@ from typing import Any
 from engine import (
     ActionCtx,
     ConvexError,
+    LimitExceeded,
     MutationCtx,
     QueryCtx,
     action,
@@ -103,3 +104,18 @@ async def add_and_count(ctx: ActionCtx, text: str) -> dict[str, Any]:
 @action(args={})
 async def mutation_error_in_action(ctx: ActionCtx) -> None:
     await ctx.run_mutation(fail_with_data, {})
+
+
+@query(args={"n": v.float64()})
+def long_text(ctx: QueryCtx, n: float) -> str:
+    return "x" * int(n)
+
+
+@mutation(args={"n": v.float64()})
+def catches_a_long_text(ctx: MutationCtx, n: float) -> str:
+    ctx.db.insert("notes", {"text": "kept"})
+    try:
+        ctx.run_query(long_text, {"n": n})
+    except LimitExceeded as error:
+        return error.limit
+    return "no error"

@@ -133,6 +133,25 @@ def test_convex_error_data_crosses_an_action_intact(engine: Engine) -> None:
     assert engine.query("notes:texts") == []
 
 
+def test_arguments_and_results_over_16_mib_are_refused(engine: Engine) -> None:
+    # Found by hunt: Convex's FUNCTION_MAX_ARGS_SIZE / FUNCTION_MAX_RESULT_SIZE (16 MiB
+    # each) were not enforced.
+    from engine import LimitExceeded
+
+    big = "x" * (16 << 20)
+    with pytest.raises(LimitExceeded, match=r"Arguments for notes:add are too large") as args:
+        engine.mutation("notes:add", {"text": big})
+    assert args.value.limit == "TooLargeFunctionArguments"
+    with pytest.raises(LimitExceeded, match=r"Function notes:long_text return value is too"):
+        engine.query("notes:long_text", {"n": float(16 << 20)})
+    assert len(engine.query("notes:long_text", {"n": float((16 << 20) - 10)})) == (16 << 20) - 10
+    # A nested call's failure is its caller's to catch, as any function error.
+    assert engine.mutation("notes:catches_a_long_text", {"n": float(16 << 20)}) == (
+        "TooLargeFunctionResult"
+    )
+    assert engine.query("notes:texts") == ["kept"]
+
+
 def test_clock_random_and_env(engine: Engine) -> None:
     now, again, rand, greeting = engine.mutation("notes:clock")
     assert now == again and isinstance(now, float)
