@@ -143,7 +143,17 @@ class FunctionDef:
     handler stays reachable as ``.handler`` for unit tests.
     """
 
-    __slots__ = ("__dict__", "accepts", "args", "handler", "internal", "kind", "name", "returns")
+    __slots__ = (
+        "__dict__",
+        "accepts",
+        "args",
+        "handler",
+        "internal",
+        "kind",
+        "name",
+        "required",
+        "returns",
+    )
 
     def __init__(
         self,
@@ -169,8 +179,11 @@ class FunctionDef:
         if self.args is not None and self.args.kind == "any" and not self.args.is_optional:
             self.args = None  # as Convex: args v.any() is ArgsValidator::Unvalidated
         self.returns: Validator | None = None if returns is None else as_validator(returns)
-        #: The argument names the handler takes after ``ctx`` (None: any, it has **kwargs).
-        self.accepts: frozenset[str] | None = _check_signature(kind, handler, self.args)
+        #: The argument names the handler takes after ``ctx`` (None: any, it has **kwargs),
+        #: and those it needs (parameters without a default).
+        self.accepts: frozenset[str] | None
+        self.required: frozenset[str]
+        self.accepts, self.required = _check_signature(kind, handler, self.args)
         self.name: str | None = None
         self.__doc__ = handler.__doc__
         self.__wrapped__ = handler
@@ -193,14 +206,15 @@ class FunctionDef:
 
 def _check_signature(
     kind: Kind, handler: Callable[..., Any], args: Validator | None
-) -> frozenset[str] | None:
-    """The keyword arguments ``handler`` takes after its context; raises for an ``args``
-    validator the handler cannot be called with.
+) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """The keyword arguments ``handler`` takes after its context (None: any) and those it
+    needs; raises for an ``args`` validator the handler cannot be called with.
 
     Handlers run as ``handler(ctx, **args)``: an ``args`` field the handler does not
-    take, one named like its context parameter, or an optional field whose parameter
-    has no default would fail on some call with a raw ``TypeError``. Refused when
-    the function is defined instead.
+    take, one named like its context parameter, an optional field whose parameter
+    has no default, or a parameter without a default that ``args`` does not declare
+    would fail on some call with a raw ``TypeError``. Refused when the function is
+    defined instead.
     """
     where = f"{kind.capitalize()} handler {getattr(handler, '__qualname__', handler)!r}"
     if args is not None and (args.kind != "object" or args.is_optional):
@@ -211,7 +225,7 @@ def _check_signature(
     try:
         parameters = list(inspect.signature(handler).parameters.values())
     except (TypeError, ValueError):  # no signature to read (a builtin): trust it
-        return None
+        return None, frozenset()
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     takes_context = bool(parameters) and parameters[0].kind in positional
     if not takes_context and not any(
@@ -219,6 +233,18 @@ def _check_signature(
     ):
         raise EngineError(f"{where} must take the context as its first parameter: def f(ctx, ...).")
     rest = parameters[1:] if takes_context else parameters
+    for p in rest:
+        if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.default is inspect.Parameter.empty:
+            raise EngineError(
+                f"{where}: its parameter {p.name!r} is positional-only without a default, "
+                "and arguments are passed by name (handler(ctx, **args)): remove the '/'."
+            )
+    required = frozenset(
+        p.name
+        for p in rest
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest):
         accepts = None
     else:
@@ -228,10 +254,18 @@ def _check_signature(
             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         )
     if args is None:
-        return accepts
+        return accepts, required
     context = parameters[0].name if takes_context else None
     by_name = {p.name: p for p in rest}
-    for field, validator in args._fields().items():
+    fields = args._fields()
+    undeclared = sorted(required - fields.keys())
+    if undeclared:
+        raise EngineError(
+            f"{where} takes the parameter {undeclared[0]!r}, which its args do not declare, "
+            f"so every call would fail: declare it in args ({undeclared[0]!r}: v...), or give "
+            "the parameter a default."
+        )
+    for field, validator in fields.items():
         if field == context:
             raise EngineError(
                 f"{where}: the argument {field!r} has the name of the handler's context "
@@ -253,7 +287,7 @@ def _check_signature(
                 f"has no default, so a call without it would fail: give it one "
                 f"({field}=None)."
             )
-    return accepts
+    return accepts, required
 
 
 def _decorator(kind: Kind, internal: bool) -> Any:
@@ -486,6 +520,14 @@ class Runtime:
                 f"object. Received: {args!r}"
             )
         accepts = function.accepts
+        required = function.required
+        if function.args is None and required and not required <= args.keys():
+            missing = sorted(k for k in required if k not in args)
+            raise ArgumentValidationError(
+                f"{self._tag(function.kind, name)} The function's handler needs the argument "
+                f"{', '.join(map(repr, missing))}, which the call did not pass. Pass it, give "
+                "the parameter a default, or declare args=... to validate the arguments."
+            )
         if function.args is None and accepts is not None and not accepts.issuperset(args):
             unexpected = sorted(k for k in args if k not in accepts)
             raise ArgumentValidationError(

@@ -481,6 +481,15 @@ def test_handlers_that_cannot_take_their_declared_args_are_refused_when_defined(
         query(args=v.string())(takes_x)
     with pytest.raises(EngineError, match="must take the context as its first parameter"):
         query(lambda: None)
+    # Found by hunt: a parameter without a default that args does not declare failed
+    # every call with a raw TypeError.
+    with pytest.raises(EngineError, match="takes the parameter 'y', which its args do not"):
+        query(args={"x": v.string()})(lambda ctx, x, y: x)
+    with pytest.raises(EngineError, match="takes the parameter 'y'"):
+        query(args={"x": v.string()})(lambda ctx, x, *, y: x)
+    with pytest.raises(EngineError, match="positional-only"):
+        query(args={})(lambda ctx, x, /: x)
+    query(args={"x": v.string()})(lambda ctx, x, y=1, *, z=2: x)
     # What works: defaults for optional args, **kwargs, a context under another name.
     query(args={"x": v.optional(v.string())})(lambda ctx, x=None: x)
     query(args={"x": v.string(), "y": v.int64()})(lambda ctx, **rest: rest)
@@ -498,10 +507,20 @@ def test_unvalidated_functions_refuse_arguments_their_handler_does_not_take(
     def anything(ctx, **args):  # type: ignore[no-untyped-def]
         return sorted(args)
 
+    @query
+    def needs_x(ctx, x, y=0, **rest):  # type: ignore[no-untyped-def]
+        return x
+
     assert engine.query(no_args) == "ok"
     with pytest.raises(ArgumentValidationError, match="takes no argument 'x'"):
         engine.query(no_args, {"x": 1})
     assert engine.query(anything, {"b": 1, "a": 2}) == ["a", "b"]
+    # Found by hunt: a missing argument the handler needs was a raw TypeError.
+    with pytest.raises(
+        ArgumentValidationError, match=r"\[Q\(.*needs_x\)\] .* needs the argument 'x'"
+    ):
+        engine.query(needs_x, {"y": 1})
+    assert engine.query(needs_x, {"x": 3}) == 3
 
 
 def test_args_v_any_leaves_the_arguments_unvalidated(engine: Engine) -> None:
