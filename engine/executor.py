@@ -545,7 +545,7 @@ class Executor:
     ) -> Coroutine[Any, Any, BaseException | None]:
         """The job's task; it returns what the action raised, if not an Exception."""
         runtime = self._runtime
-        from .functions import handler_args
+        from .functions import handler_args, refuse_awaited_result
 
         async def run() -> BaseException | None:
             state: dict[str, Any]
@@ -555,6 +555,7 @@ class Executor:
                 current_job.set(job_id)  # this task's context only
                 ctx = ActionCtx(runtime, None, runtime.env)
                 result = await function.handler(ctx, **handler_args(args))
+                refuse_awaited_result(name, result)
                 runtime.check_result(name, function, result)
                 state = {"kind": "success"}
             except asyncio.CancelledError:  # close() cancelled it

@@ -93,6 +93,20 @@ def refuse_awaitable(what: str, result: Any) -> None:
         )
 
 
+def refuse_awaited_result(name: str, result: Any) -> None:
+    """Raise if an action returned an awaitable (``return ctx.run_query(...)`` without
+    ``await``). It is closed unawaited, so what it would have run never runs."""
+    if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        raise EngineError(
+            f"Action {name} returned an awaitable instead of a value: did you forget "
+            "`await` (return await ctx.run_query(...))? It was never awaited, so what it "
+            "would have run did not run."
+        )
+
+
 def fresh_args(args: dict[str, Any]) -> dict[str, Any]:
     """A copy of validated arguments for one run of a handler.
 
@@ -776,6 +790,7 @@ class Runtime:
             args = self.check_args(name, function, args)
             ctx = ActionCtx(self, identity, self.env)
             result = await function.handler(ctx, **handler_args(args))
+            refuse_awaited_result(name, result)
             return self.check_result(name, function, result)
         return await asyncio.to_thread(
             self.call,

@@ -119,3 +119,8 @@ def catches_a_long_text(ctx: MutationCtx, n: float) -> str:
     except LimitExceeded as error:
         return error.limit
     return "no error"
+
+
+@action(args={"text": v.string()})
+async def forgets_await(ctx: ActionCtx, text: str) -> Any:
+    return ctx.run_mutation(add, {"text": text})  # no await: a bug the engine names

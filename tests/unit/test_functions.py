@@ -152,6 +152,20 @@ def test_arguments_and_results_over_16_mib_are_refused(engine: Engine) -> None:
     assert engine.query("notes:texts") == ["kept"]
 
 
+def test_an_action_returning_an_unawaited_call_is_told_to_await_it(tmp_path: Path) -> None:
+    # Found by hunt: it failed return validation as "not a Convex value", and Python
+    # warned later that the coroutine was never awaited.
+    with Engine.open(tmp_path / "db", functions=app, durability="none", scheduler=False) as e:
+        with pytest.raises(EngineError, match=r"notes:forgets_await .* did you forget `await`"):
+            e.action("notes:forgets_await", {"text": "x"})
+        e.run(lambda ctx: ctx.scheduler.run_after(0, notes.forgets_await, {"text": "y"}))
+        assert e.finish_scheduled_functions() == 1
+        job = e.query(lambda ctx: ctx.db.system.query("_scheduled_functions").first())
+        assert job["state"]["kind"] == "failed"
+        assert "did you forget `await`" in job["state"]["error"]
+        assert e.query("notes:texts") == []
+
+
 def test_clock_random_and_env(engine: Engine) -> None:
     now, again, rand, greeting = engine.mutation("notes:clock")
     assert now == again and isinstance(now, float)
