@@ -807,12 +807,15 @@ class Runtime:
         name, function = self.resolve(ref, internal=True)
         if function.kind != kind:
             raise self._kind_error(name, function, kind)
-        if ctx._depth >= _MAX_NESTING:
-            raise EngineError(
-                f"Nested function calls are limited to a depth of {_MAX_NESTING} (calling {name})."
-            )
         txn = ctx._txn
         args = self.check_args(name, function, args, _txn_resolver(txn))
+        if ctx._depth >= _MAX_NESTING:  # after the arguments, as Convex checks them
+            raise LimitExceeded(
+                "Cross component call depth limit exceeded. Do you have an infinite loop in "
+                f"your app? (calling {name}: ctx.run_query / ctx.run_mutation nest at most "
+                f"{_MAX_NESTING} levels below the top function)",
+                limit="MaximumCallDepthExceeded",
+            )
         savepoint = txn.writes.savepoint()
         child_type = MutationCtx if kind == "mutation" else QueryCtx
         child = child_type(

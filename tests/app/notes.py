@@ -124,3 +124,8 @@ def catches_a_long_text(ctx: MutationCtx, n: float) -> str:
 @action(args={"text": v.string()})
 async def forgets_await(ctx: ActionCtx, text: str) -> Any:
     return ctx.run_mutation(add, {"text": text})  # no await: a bug the engine names
+
+
+@query(args={"level": v.float64()})
+def deep(ctx: QueryCtx, level: float) -> str:
+    return "bottom" if level == 0 else str(ctx.run_query(deep, {"level": level - 1}))

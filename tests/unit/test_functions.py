@@ -166,6 +166,15 @@ def test_an_action_returning_an_unawaited_call_is_told_to_await_it(tmp_path: Pat
         assert e.query("notes:texts") == []
 
 
+def test_nested_calls_stop_eight_levels_down_with_convexs_message(engine: Engine) -> None:
+    # Found by hunt: the message was our own; Convex's is the one users search for.
+    from engine import LimitExceeded
+
+    assert engine.query("notes:deep", {"level": 8.0}) == "bottom"
+    with pytest.raises(LimitExceeded, match=r"^Cross component call depth limit exceeded\. Do"):
+        engine.query("notes:deep", {"level": 9.0})
+
+
 def test_clock_random_and_env(engine: Engine) -> None:
     now, again, rand, greeting = engine.mutation("notes:clock")
     assert now == again and isinstance(now, float)
