@@ -161,6 +161,13 @@ class Engine:
                 "Engine.close() was called from inside a running query or mutation, which "
                 "would wait for itself to finish: close the engine after the call returns."
             )
+        if self._executor is not None and self._executor.on_action_loop():
+            raise EngineError(
+                "Engine.close() was called from inside a scheduled action of this engine, "
+                "and close() waits for running scheduled actions to end (this one "
+                "included), then cancels them: close the engine from the host instead, "
+                "e.g. once finish_scheduled_functions() returns."
+            )
         self._closed = True
         if self._executor is not None:
             self._executor.stop()

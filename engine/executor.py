@@ -182,6 +182,11 @@ class Executor:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
+    def on_action_loop(self) -> bool:
+        """True on the thread that runs this executor's scheduled actions."""
+        thread = self._loop_thread
+        return thread is not None and thread is threading.current_thread()
+
     def _take_lock(self) -> int | None:
         try:
             import fcntl
