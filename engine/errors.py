@@ -12,6 +12,7 @@ Every error the engine raises on purpose is an :class:`EngineError`::
     │   └── StorageIdNotFound                 a file that does not exist
     ├── InvalidId (ValueError)                .value
     ├── InvalidTable (ValueError)             .table
+    │   └── SystemTableError                  a system table's id in ctx.db (or the reverse)
     ├── InvalidIndexRange (ValueError)        .code: Convex's error code
     ├── IndexNotFound (LookupError)           .table, .index
     ├── EvalError (ValueError)                filter arithmetic and logic
