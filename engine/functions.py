@@ -470,7 +470,9 @@ class Runtime:
                 name=repr(ref),
             )
         if function.internal and not internal:
-            raise _not_found(name)
+            # Worded exactly as for a missing name, as the caller wrote it: the error
+            # must not tell that an internal function exists (nor its full name).
+            raise _not_found(ref if isinstance(ref, str) else name)
         return name, function
 
     def identity(self, auth: Any) -> Any:

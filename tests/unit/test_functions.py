@@ -71,6 +71,17 @@ def test_unknown_and_internal_functions_look_the_same(engine: Engine) -> None:
     assert engine.query("notes:call_secret") == "internal"
 
 
+def test_an_internal_default_export_is_reported_missing_as_named(engine: Engine) -> None:
+    # Found by hunt: "admin/hidden" (internal) was reported as 'admin/hidden:default' and
+    # a missing "admin/nothing" as 'admin/nothing': the difference told it existed.
+    for ref in ["admin/hidden", "admin/nothing", "admin/hidden:default"]:
+        with pytest.raises(FunctionNotFound) as caught:
+            engine.query(ref)
+        assert str(caught.value).startswith(f"Could not find public function for '{ref}'. ")
+        assert caught.value.name == ref
+    assert engine.run(lambda ctx: ctx.run_query("admin/hidden")) == "hidden"
+
+
 def test_kind_mismatch(engine: Engine) -> None:
     with pytest.raises(EngineError, match="as Query, but it is defined as Mutation"):
         engine.query("notes:add", {"text": "x"})
