@@ -319,12 +319,14 @@ class Engine:
         self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None
     ) -> Any:
         """:meth:`query` for asyncio hosts: runs on a worker thread."""
+        self._refuse_in_function("aquery")  # here: the call runs on another thread
         return await asyncio.to_thread(self.query, ref, args, auth=auth)
 
     async def amutation(
         self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None
     ) -> Any:
         """:meth:`mutation` for asyncio hosts: the commit never blocks the event loop."""
+        self._refuse_in_function("amutation")  # here: the call runs on another thread
         return await asyncio.to_thread(self.mutation, ref, args, auth=auth)
 
     async def aaction(
@@ -342,6 +344,7 @@ class Engine:
 
     async def arun(self, fn: Callable[[MutationCtx], T]) -> T:
         """:meth:`run` for asyncio hosts."""
+        self._refuse_in_function("arun")  # here: the call runs on another thread
         return await asyncio.to_thread(self.run, fn)
 
     def subscribe_set(
@@ -409,6 +412,7 @@ class Engine:
         sha256: str | None = None,
     ) -> str:
         """:meth:`store_file` for asyncio hosts: hashing and the commit run on a worker thread."""
+        self._refuse_in_function("astore_file")  # here: the call runs on another thread
         return await asyncio.to_thread(self.store_file, data, content_type, sha256=sha256)
 
     async def aget_file(self, storage_id: str) -> bytes | None:

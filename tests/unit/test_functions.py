@@ -337,7 +337,7 @@ def test_an_engine_call_from_inside_a_function_is_refused(engine: Engine) -> Non
     assert engine.query(lambda ctx: len(ctx.db.query("notes").collect())) == 1
 
 
-def test_actions_fetches_and_subscriptions_from_inside_a_function_are_refused(
+def test_actions_fetches_subscriptions_and_async_twins_inside_a_function_are_refused(
     engine: Engine,
 ) -> None:
     # Found by hunt: Engine.action inside a mutation ran, and its run_mutation committed
@@ -349,6 +349,19 @@ def test_actions_fetches_and_subscriptions_from_inside_a_function_are_refused(
         "action in query": lambda: engine.query(lambda ctx: engine.action(*action)),
         "aaction in mutation": lambda: engine.run(lambda ctx: asyncio.run(engine.aaction(*action))),
         "fetch in mutation": lambda: engine.run(lambda ctx: engine.fetch("/notes")),
+        # The async twins run the call on another thread, where it was not seen as nested.
+        "amutation in mutation": lambda: engine.run(
+            lambda ctx: asyncio.run(engine.amutation("notes:add", {"text": "b"}))
+        ),
+        "arun in mutation": lambda: engine.run(
+            lambda ctx: asyncio.run(engine.arun(lambda inner: inner.db.insert("notes", {})))
+        ),
+        "aquery in query": lambda: engine.query(
+            lambda ctx: asyncio.run(engine.aquery("notes:texts"))
+        ),
+        "astore_file in mutation": lambda: engine.run(
+            lambda ctx: asyncio.run(engine.astore_file(b"x"))
+        ),
         "subscribe in query": lambda: engine.query(lambda ctx: engine.subscribe("notes:texts")),
     }
     for name, call in calls.items():
