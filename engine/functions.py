@@ -535,23 +535,6 @@ class Runtime:
                 f"{self._tag(function.kind, name)} The arguments to a Convex function must be an "
                 f"object. Received: {args!r}"
             )
-        accepts = function.accepts
-        required = function.required
-        if function.args is None and required and not required <= args.keys():
-            missing = sorted(k for k in required if k not in args)
-            raise ArgumentValidationError(
-                f"{self._tag(function.kind, name)} The function's handler needs the argument "
-                f"{', '.join(map(repr, missing))}, which the call did not pass. Pass it, give "
-                "the parameter a default, or declare args=... to validate the arguments."
-            )
-        if function.args is None and accepts is not None and not accepts.issuperset(args):
-            unexpected = sorted(k for k in args if k not in accepts)
-            raise ArgumentValidationError(
-                f"{self._tag(function.kind, name)} The function takes no argument "
-                f"{', '.join(map(repr, unexpected))}: its handler takes "
-                f"{sorted(accepts) or 'no arguments'}. Add the parameter (or **kwargs) to "
-                "the handler, or declare args=... to validate them."
-            )
         # ``convert`` returns already plain values as they are, so the result may alias
         # the caller's: every handler run takes its own copy (:func:`handler_args`), and
         # what the engine keeps (a subscription's arguments) is copied where kept.
@@ -564,6 +547,24 @@ class Runtime:
             "",
             resolver or self.table_name,
         )
+        # After conversion: a field set to UNSET is absent (the handler does not get it).
+        accepts = function.accepts
+        if function.args is None and accepts is not None and not accepts.issuperset(converted):
+            unexpected = sorted(k for k in converted if k not in accepts)
+            raise ArgumentValidationError(
+                f"{self._tag(function.kind, name)} The function takes no argument "
+                f"{', '.join(map(repr, unexpected))}: its handler takes "
+                f"{sorted(accepts) or 'no arguments'}. Add the parameter (or **kwargs) to "
+                "the handler, or declare args=... to validate them."
+            )
+        required = function.required
+        if function.args is None and required and not required <= converted.keys():
+            missing = sorted(k for k in required if k not in converted)
+            raise ArgumentValidationError(
+                f"{self._tag(function.kind, name)} The function's handler needs the argument "
+                f"{', '.join(map(repr, missing))}, which the call did not pass. Pass it, give "
+                "the parameter a default, or declare args=... to validate the arguments."
+            )
         return converted
 
     def check_result(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine import (
+    UNSET,
     ArgumentValidationError,
     ConvexError,
     Engine,
@@ -561,12 +562,15 @@ def test_unvalidated_functions_refuse_arguments_their_handler_does_not_take(
     assert engine.query(no_args) == "ok"
     with pytest.raises(ArgumentValidationError, match="takes no argument 'x'"):
         engine.query(no_args, {"x": 1})
+    assert engine.query(no_args, {"x": UNSET}) == "ok"  # absent, as undefined in Convex
     assert engine.query(anything, {"b": 1, "a": 2}) == ["a", "b"]
     # Found by hunt: a missing argument the handler needs was a raw TypeError.
     with pytest.raises(
         ArgumentValidationError, match=r"\[Q\(.*needs_x\)\] .* needs the argument 'x'"
     ):
         engine.query(needs_x, {"y": 1})
+    with pytest.raises(ArgumentValidationError, match="needs the argument 'x'"):
+        engine.query(needs_x, {"x": UNSET})  # an UNSET field is absent
     assert engine.query(needs_x, {"x": 3}) == 3
 
 
