@@ -764,6 +764,11 @@ class Runtime:
 
         txn = Transaction(self.db, False, rtxn)
         txn.journal = journal
+        # This thread now runs a query, as in Database.open_query: an engine call made
+        # from it is refused (a mutation committed from a subscribed query wrote).
+        local = self.db._local
+        depth = local.depth
+        local.depth = depth + 1
         try:
             result = self._body(name, function, args, identity)(txn)
             return result, txn.reads.freeze(), None
@@ -772,6 +777,7 @@ class Runtime:
         except BaseException as error:  # SystemExit too: this query's error, not the worker's
             return None, txn.reads.freeze(), error
         finally:
+            local.depth = depth
             txn.close()
 
     async def acall(

@@ -372,6 +372,24 @@ def test_actions_fetches_subscriptions_and_async_twins_inside_a_function_are_ref
     assert engine.action(*action) == {"count": 2, "who": None}
 
 
+def test_an_engine_call_from_a_subscribed_query_is_refused(engine: Engine) -> None:
+    # Found by hunt: subscriptions run queries outside Database.open_query, so a
+    # subscribed query could commit a mutation through the engine (a query that wrote).
+    @query(args={})
+    def writes_through_the_engine(ctx):  # type: ignore[no-untyped-def]
+        return engine.mutation("notes:add", {"text": "from a query"})
+
+    with (
+        engine.subscribe(writes_through_the_engine) as subscription,
+        pytest.raises(EngineError, match="from inside a running query or mutation"),
+    ):
+        subscription.value  # noqa: B018
+    assert engine.query("notes:texts") == []
+    # The thread that subscribed is free again for engine calls.
+    engine.mutation("notes:add", {"text": "after"})
+    assert engine.query("notes:texts") == ["after"]
+
+
 def test_functions_made_by_a_factory_are_named_by_the_module_exporting_them(
     engine: Engine,
 ) -> None:
