@@ -161,6 +161,7 @@ class FunctionDef:
         "__dict__",
         "accepts",
         "args",
+        "context",
         "handler",
         "internal",
         "kind",
@@ -194,10 +195,11 @@ class FunctionDef:
             self.args = None  # as Convex: args v.any() is ArgsValidator::Unvalidated
         self.returns: Validator | None = None if returns is None else as_validator(returns)
         #: The argument names the handler takes after ``ctx`` (None: any, it has **kwargs),
-        #: and those it needs (parameters without a default).
+        #: those it needs (parameters without a default), and its context parameter's name.
         self.accepts: frozenset[str] | None
         self.required: frozenset[str]
-        self.accepts, self.required = _check_signature(kind, handler, self.args)
+        self.context: str | None
+        self.accepts, self.required, self.context = _check_signature(kind, handler, self.args)
         self.name: str | None = None
         self.__doc__ = handler.__doc__
         self.__wrapped__ = handler
@@ -220,9 +222,10 @@ class FunctionDef:
 
 def _check_signature(
     kind: Kind, handler: Callable[..., Any], args: Validator | None
-) -> tuple[frozenset[str] | None, frozenset[str]]:
-    """The keyword arguments ``handler`` takes after its context (None: any) and those it
-    needs; raises for an ``args`` validator the handler cannot be called with.
+) -> tuple[frozenset[str] | None, frozenset[str], str | None]:
+    """The keyword arguments ``handler`` takes after its context (None: any), those it
+    needs, and the name of its context parameter; raises for an ``args`` validator the
+    handler cannot be called with.
 
     Handlers run as ``handler(ctx, **args)``: an ``args`` field the handler does not
     take, one named like its context parameter, an optional field whose parameter
@@ -239,7 +242,7 @@ def _check_signature(
     try:
         parameters = list(inspect.signature(handler).parameters.values())
     except (TypeError, ValueError):  # no signature to read (a builtin): trust it
-        return None, frozenset()
+        return None, frozenset(), None
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     takes_context = bool(parameters) and parameters[0].kind in positional
     if not takes_context and not any(
@@ -267,9 +270,9 @@ def _check_signature(
             for p in rest
             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         )
-    if args is None:
-        return accepts, required
     context = parameters[0].name if takes_context else None
+    if args is None:
+        return accepts, required, context
     by_name = {p.name: p for p in rest}
     fields = args._fields()
     undeclared = sorted(required - fields.keys())
@@ -301,7 +304,7 @@ def _check_signature(
                 f"has no default, so a call without it would fail: give it one "
                 f"({field}=None)."
             )
-    return accepts, required
+    return accepts, required, context
 
 
 def _decorator(kind: Kind, internal: bool) -> Any:
@@ -549,6 +552,12 @@ class Runtime:
         )
         # After conversion: a field set to UNSET is absent (the handler does not get it).
         accepts = function.accepts
+        if function.args is None and accepts is None and function.context in converted:
+            raise ArgumentValidationError(
+                f"{self._tag(function.kind, name)} The argument {function.context!r} has the "
+                "name of the handler's context parameter, so the handler cannot take it: "
+                "rename that parameter (def f(c, **args))."
+            )
         if function.args is None and accepts is not None and not accepts.issuperset(converted):
             unexpected = sorted(k for k in converted if k not in accepts)
             raise ArgumentValidationError(

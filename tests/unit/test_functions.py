@@ -590,6 +590,14 @@ def test_unvalidated_functions_refuse_arguments_their_handler_does_not_take(
     with pytest.raises(ArgumentValidationError, match="needs the argument 'x'"):
         engine.query(needs_x, {"x": UNSET})  # an UNSET field is absent
     assert engine.query(needs_x, {"x": 3}) == 3
+    # Found by hunt: an argument named like the context parameter of a **kwargs handler
+    # was a raw TypeError ("got multiple values for argument 'ctx'").
+    with pytest.raises(ArgumentValidationError, match="'ctx' has the name of the handler's"):
+        engine.query(anything, {"ctx": 1})
+    with pytest.raises(ArgumentValidationError, match="'ctx' has the name of the handler's"):
+        engine.query(needs_x, {"x": 1, "ctx": 1})
+    with pytest.raises(ArgumentValidationError, match="takes no argument 'ctx'"):
+        engine.query(no_args, {"ctx": 1})
 
 
 def test_args_v_any_leaves_the_arguments_unvalidated(engine: Engine) -> None:
