@@ -83,6 +83,16 @@ _NO_AUTH = Auth(None)
 _SEEDS = random.Random(os.urandom(16))
 
 
+def _reseed_after_fork() -> None:
+    # A fork child inherits the generator's state: without a fresh seed, parent and
+    # child would hand their functions the same ctx.random sequences.
+    _SEEDS.seed(os.urandom(16))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed_after_fork)
+
+
 class QueryCtx:
     """The context of a query: read-only database access.
 

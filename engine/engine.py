@@ -161,6 +161,13 @@ class Engine:
                 "Engine.close() was called from inside a running query or mutation, which "
                 "would wait for itself to finish: close the engine after the call returns."
             )
+        if self._executor is not None and self._executor.on_action_loop():
+            raise EngineError(
+                "Engine.close() was called from inside a scheduled action of this engine, "
+                "and close() waits for running scheduled actions to end (this one "
+                "included), then cancels them: close the engine from the host instead, "
+                "e.g. once finish_scheduled_functions() returns."
+            )
         self._closed = True
         if self._executor is not None:
             self._executor.stop()
@@ -178,6 +185,18 @@ class Engine:
         if self._closed:
             raise self._closed_error()
         return self._runtime
+
+    def _refuse_in_function(self, call: str) -> None:
+        """Raise if this thread runs a query or mutation: what ``call`` runs would commit
+        on its own, outside that transaction, and again on each of its retries."""
+        if self._db.in_function():
+            raise EngineError(
+                f"Engine.{call}() was called from inside a running query or mutation: its "
+                "functions would commit on their own, outside the running transaction, and "
+                "run again each time that transaction is retried. From a function, call "
+                "others with ctx.run_query / ctx.run_mutation, or schedule an action with "
+                "ctx.scheduler.run_after(0, ...)."
+            )
 
     def _closed_error(self) -> EngineError:
         if self._forked_from is None:
@@ -218,10 +237,7 @@ class Engine:
         action's mutations committed, as :meth:`mutation` does.
         """
         runtime = self._live()
-        # Convex's mutations cannot run actions (their commits would outlive a mutation
-        # that fails); here the action's snapshots could also wait for ever on a map
-        # resize that waits for the running function's snapshot.
-        runtime.db.refuse_reentry()
+        self._refuse_in_function("action")
         _refuse_in_event_loop(
             "Engine.action() blocks, and this thread runs an event loop: "
             "use `await engine.aaction(...)` instead."
@@ -287,6 +303,7 @@ class Engine:
         never expires.
         """
         runtime = self._live()
+        self._refuse_in_function("subscribe")
         identity = runtime.identity(auth)
         return self._db.subscriptions.subscribe(
             runtime,
@@ -302,12 +319,14 @@ class Engine:
         self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None
     ) -> Any:
         """:meth:`query` for asyncio hosts: runs on a worker thread."""
+        self._refuse_in_function("aquery")  # here: the call runs on another thread
         return await asyncio.to_thread(self.query, ref, args, auth=auth)
 
     async def amutation(
         self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None
     ) -> Any:
         """:meth:`mutation` for asyncio hosts: the commit never blocks the event loop."""
+        self._refuse_in_function("amutation")  # here: the call runs on another thread
         return await asyncio.to_thread(self.mutation, ref, args, auth=auth)
 
     async def aaction(
@@ -315,6 +334,7 @@ class Engine:
     ) -> Any:
         """:meth:`action` for asyncio hosts: runs on the caller's event loop."""
         runtime = self._live()
+        self._refuse_in_function("aaction")
         identity = await asyncio.to_thread(runtime.identity, auth)
         try:
             return await runtime.acall(ref, args, identity, kind="action")
@@ -324,6 +344,7 @@ class Engine:
 
     async def arun(self, fn: Callable[[MutationCtx], T]) -> T:
         """:meth:`run` for asyncio hosts."""
+        self._refuse_in_function("arun")  # here: the call runs on another thread
         return await asyncio.to_thread(self.run, fn)
 
     def subscribe_set(
@@ -393,6 +414,7 @@ class Engine:
         sha256: str | None = None,
     ) -> str:
         """:meth:`store_file` for asyncio hosts: hashing and the commit run on a worker thread."""
+        self._refuse_in_function("astore_file")  # here: the call runs on another thread
         return await asyncio.to_thread(self.store_file, data, content_type, sha256=sha256)
 
     async def aget_file(self, storage_id: str) -> bytes | None:
@@ -514,6 +536,7 @@ class Engine:
     ) -> HttpResponse:
         """:meth:`fetch` for asyncio hosts: the HTTP action runs on the caller's event loop."""
         runtime = self._live()
+        self._refuse_in_function("fetch")
         if not isinstance(path, str) or not path.startswith("/"):
             raise EngineError(f"fetch(path) takes a path starting with '/', got {path!r}")
         method = method.upper()

@@ -12,6 +12,7 @@ Every error the engine raises on purpose is an :class:`EngineError`::
     │   └── StorageIdNotFound                 a file that does not exist
     ├── InvalidId (ValueError)                .value
     ├── InvalidTable (ValueError)             .table
+    │   └── SystemTableError                  a system table's id in ctx.db (or the reverse)
     ├── InvalidIndexRange (ValueError)        .code: Convex's error code
     ├── IndexNotFound (LookupError)           .table, .index
     ├── EvalError (ValueError)                filter arithmetic and logic
@@ -263,15 +264,27 @@ class CorruptionError(StorageError):
 class ConvexError(EngineError):
     """An application error carrying a Convex value to the caller.
 
-    ``data`` is any Convex value; the message is ``data`` if it is a string,
-    else its JSON.
+    ``data`` is any Convex value, taken in its stored form (a tuple becomes a
+    list); the message is ``data`` if it is a string, else its JSON.
 
     Example::
 
         raise ConvexError({"code": "UNAUTHENTICATED"})
+
+    Raises :class:`ValidationError` (naming the path) when ``data`` is not a Convex
+    value: Convex serializes the data to send it to the caller, and fails there.
     """
 
     def __init__(self, data: Any) -> None:
+        if type(data) is not str:
+            from .values import convert  # values imports this module
+
+            try:
+                data = convert(data)
+            except ValidationError as error:
+                raise ValidationError(
+                    f"ConvexError data must be a Convex value: {error}", path=error.path
+                ) from None
         self.data = data
         super().__init__(data if isinstance(data, str) else _json_message(data))
 

@@ -182,6 +182,11 @@ class Executor:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
+    def on_action_loop(self) -> bool:
+        """True on the thread that runs this executor's scheduled actions."""
+        thread = self._loop_thread
+        return thread is not None and thread is threading.current_thread()
+
     def _take_lock(self) -> int | None:
         try:
             import fcntl
@@ -545,7 +550,7 @@ class Executor:
     ) -> Coroutine[Any, Any, BaseException | None]:
         """The job's task; it returns what the action raised, if not an Exception."""
         runtime = self._runtime
-        from .functions import handler_args
+        from .functions import handler_args, refuse_awaited_result
 
         async def run() -> BaseException | None:
             state: dict[str, Any]
@@ -555,6 +560,7 @@ class Executor:
                 current_job.set(job_id)  # this task's context only
                 ctx = ActionCtx(runtime, None, runtime.env)
                 result = await function.handler(ctx, **handler_args(args))
+                refuse_awaited_result(name, result)
                 runtime.check_result(name, function, result)
                 state = {"kind": "success"}
             except asyncio.CancelledError:  # close() cancelled it

@@ -36,12 +36,14 @@ from .errors import (
     ArgumentValidationError,
     EngineError,
     FunctionNotFound,
+    LimitExceeded,
     ReturnsValidationError,
     ValidationError,
 )
+from .formatting import human_size
 from .router import HttpRouter, router_of_module
 from .validators import Validator, as_validator
-from .values import convert
+from .values import MAX_VALUE_NESTING, _convert, _Reject, convert
 
 if TYPE_CHECKING:
     from .database import Database
@@ -64,6 +66,9 @@ __all__ = [
 Kind = Literal["query", "mutation", "action"]
 F = TypeVar("F", bound=Callable[..., Any])
 _MAX_NESTING = 8
+#: Convex's FUNCTION_MAX_ARGS_SIZE and FUNCTION_MAX_RESULT_SIZE (bytes, Convex's measure).
+MAX_ARGS_SIZE = 16 << 20
+MAX_RESULT_SIZE = 16 << 20
 
 
 #: Result types that are never awaitable (skips ``inspect.isawaitable``, ~1 µs).
@@ -85,6 +90,20 @@ def refuse_awaitable(what: str, result: Any) -> None:
         raise EngineError(
             f"{what} returned an awaitable (is it an async def?): queries and mutations "
             "are synchronous, so its body never ran; use an action for async work."
+        )
+
+
+def refuse_awaited_result(name: str, result: Any) -> None:
+    """Raise if an action returned an awaitable (``return ctx.run_query(...)`` without
+    ``await``). It is closed unawaited, so what it would have run never runs."""
+    if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        raise EngineError(
+            f"Action {name} returned an awaitable instead of a value: did you forget "
+            "`await` (return await ctx.run_query(...))? It was never awaited, so what it "
+            "would have run did not run."
         )
 
 
@@ -138,7 +157,18 @@ class FunctionDef:
     handler stays reachable as ``.handler`` for unit tests.
     """
 
-    __slots__ = ("__dict__", "accepts", "args", "handler", "internal", "kind", "name", "returns")
+    __slots__ = (
+        "__dict__",
+        "accepts",
+        "args",
+        "context",
+        "handler",
+        "internal",
+        "kind",
+        "name",
+        "required",
+        "returns",
+    )
 
     def __init__(
         self,
@@ -164,8 +194,12 @@ class FunctionDef:
         if self.args is not None and self.args.kind == "any" and not self.args.is_optional:
             self.args = None  # as Convex: args v.any() is ArgsValidator::Unvalidated
         self.returns: Validator | None = None if returns is None else as_validator(returns)
-        #: The argument names the handler takes after ``ctx`` (None: any, it has **kwargs).
-        self.accepts: frozenset[str] | None = _check_signature(kind, handler, self.args)
+        #: The argument names the handler takes after ``ctx`` (None: any, it has **kwargs),
+        #: those it needs (parameters without a default), and its context parameter's name.
+        self.accepts: frozenset[str] | None
+        self.required: frozenset[str]
+        self.context: str | None
+        self.accepts, self.required, self.context = _check_signature(kind, handler, self.args)
         self.name: str | None = None
         self.__doc__ = handler.__doc__
         self.__wrapped__ = handler
@@ -188,14 +222,16 @@ class FunctionDef:
 
 def _check_signature(
     kind: Kind, handler: Callable[..., Any], args: Validator | None
-) -> frozenset[str] | None:
-    """The keyword arguments ``handler`` takes after its context; raises for an ``args``
-    validator the handler cannot be called with.
+) -> tuple[frozenset[str] | None, frozenset[str], str | None]:
+    """The keyword arguments ``handler`` takes after its context (None: any), those it
+    needs, and the name of its context parameter; raises for an ``args`` validator the
+    handler cannot be called with.
 
     Handlers run as ``handler(ctx, **args)``: an ``args`` field the handler does not
-    take, one named like its context parameter, or an optional field whose parameter
-    has no default would fail on some call with a raw ``TypeError``. Refused when
-    the function is defined instead.
+    take, one named like its context parameter, an optional field whose parameter
+    has no default, or a parameter without a default that ``args`` does not declare
+    would fail on some call with a raw ``TypeError``. Refused when the function is
+    defined instead.
     """
     where = f"{kind.capitalize()} handler {getattr(handler, '__qualname__', handler)!r}"
     if args is not None and (args.kind != "object" or args.is_optional):
@@ -206,7 +242,7 @@ def _check_signature(
     try:
         parameters = list(inspect.signature(handler).parameters.values())
     except (TypeError, ValueError):  # no signature to read (a builtin): trust it
-        return None
+        return None, frozenset(), None
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     takes_context = bool(parameters) and parameters[0].kind in positional
     if not takes_context and not any(
@@ -214,6 +250,18 @@ def _check_signature(
     ):
         raise EngineError(f"{where} must take the context as its first parameter: def f(ctx, ...).")
     rest = parameters[1:] if takes_context else parameters
+    for p in rest:
+        if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.default is inspect.Parameter.empty:
+            raise EngineError(
+                f"{where}: its parameter {p.name!r} is positional-only without a default, "
+                "and arguments are passed by name (handler(ctx, **args)): remove the '/'."
+            )
+    required = frozenset(
+        p.name
+        for p in rest
+        if p.default is inspect.Parameter.empty
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest):
         accepts = None
     else:
@@ -222,11 +270,19 @@ def _check_signature(
             for p in rest
             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         )
-    if args is None:
-        return accepts
     context = parameters[0].name if takes_context else None
+    if args is None:
+        return accepts, required, context
     by_name = {p.name: p for p in rest}
-    for field, validator in args._fields().items():
+    fields = args._fields()
+    undeclared = sorted(required - fields.keys())
+    if undeclared:
+        raise EngineError(
+            f"{where} takes the parameter {undeclared[0]!r}, which its args do not declare, "
+            f"so every call would fail: declare it in args ({undeclared[0]!r}: v...), or give "
+            "the parameter a default."
+        )
+    for field, validator in fields.items():
         if field == context:
             raise EngineError(
                 f"{where}: the argument {field!r} has the name of the handler's context "
@@ -248,7 +304,7 @@ def _check_signature(
                 f"has no default, so a call without it would fail: give it one "
                 f"({field}=None)."
             )
-    return accepts
+    return accepts, required, context
 
 
 def _decorator(kind: Kind, internal: bool) -> Any:
@@ -368,6 +424,19 @@ def _not_found(name: str) -> FunctionNotFound:
     )
 
 
+def _too_large(name: str, arguments: bool, size: int) -> LimitExceeded:
+    """Convex's error for arguments or a return value over 16 MiB (as Convex, a function
+    error: a mutation writes nothing, a caller of a nested call may catch it)."""
+    limit = MAX_ARGS_SIZE if arguments else MAX_RESULT_SIZE
+    what = f"Arguments for {name} are" if arguments else f"Function {name} return value is"
+    return LimitExceeded(
+        f"{what} too large (actual: {human_size(size)}, limit: {human_size(limit)}): "
+        f"{size} bytes by Convex's measure, over {limit}. Pass large data as a file "
+        "(ctx.storage) or split it over several calls.",
+        limit="TooLargeFunctionArguments" if arguments else "TooLargeFunctionResult",
+    )
+
+
 class Runtime:
     """Runs functions against one database with one auth configuration."""
 
@@ -404,7 +473,9 @@ class Runtime:
                 name=repr(ref),
             )
         if function.internal and not internal:
-            raise _not_found(name)
+            # Worded exactly as for a missing name, as the caller wrote it: the error
+            # must not tell that an internal function exists (nor its full name).
+            raise _not_found(ref if isinstance(ref, str) else name)
         return name, function
 
     def identity(self, auth: Any) -> Any:
@@ -467,15 +538,6 @@ class Runtime:
                 f"{self._tag(function.kind, name)} The arguments to a Convex function must be an "
                 f"object. Received: {args!r}"
             )
-        accepts = function.accepts
-        if function.args is None and accepts is not None and not accepts.issuperset(args):
-            unexpected = sorted(k for k in args if k not in accepts)
-            raise ArgumentValidationError(
-                f"{self._tag(function.kind, name)} The function takes no argument "
-                f"{', '.join(map(repr, unexpected))}: its handler takes "
-                f"{sorted(accepts) or 'no arguments'}. Add the parameter (or **kwargs) to "
-                "the handler, or declare args=... to validate them."
-            )
         # ``convert`` returns already plain values as they are, so the result may alias
         # the caller's: every handler run takes its own copy (:func:`handler_args`), and
         # what the engine keeps (a subscription's arguments) is copied where kept.
@@ -488,6 +550,30 @@ class Runtime:
             "",
             resolver or self.table_name,
         )
+        # After conversion: a field set to UNSET is absent (the handler does not get it).
+        accepts = function.accepts
+        if function.args is None and accepts is None and function.context in converted:
+            raise ArgumentValidationError(
+                f"{self._tag(function.kind, name)} The argument {function.context!r} has the "
+                "name of the handler's context parameter, so the handler cannot take it: "
+                "rename that parameter (def f(c, **args))."
+            )
+        if function.args is None and accepts is not None and not accepts.issuperset(converted):
+            unexpected = sorted(k for k in converted if k not in accepts)
+            raise ArgumentValidationError(
+                f"{self._tag(function.kind, name)} The function takes no argument "
+                f"{', '.join(map(repr, unexpected))}: its handler takes "
+                f"{sorted(accepts) or 'no arguments'}. Add the parameter (or **kwargs) to "
+                "the handler, or declare args=... to validate them."
+            )
+        required = function.required
+        if function.args is None and required and not required <= converted.keys():
+            missing = sorted(k for k in required if k not in converted)
+            raise ArgumentValidationError(
+                f"{self._tag(function.kind, name)} The function's handler needs the argument "
+                f"{', '.join(map(repr, missing))}, which the call did not pass. Pass it, give "
+                "the parameter a default, or declare args=... to validate the arguments."
+            )
         return converted
 
     def check_result(
@@ -531,13 +617,22 @@ class Runtime:
         """``value`` converted to a Convex value and checked by ``validator``.
 
         Raises ``error_type`` with Convex's prefix (``[M(messages:send)]
-        ArgumentValidationError: ...``) naming the function.
+        ArgumentValidationError: ...``) naming the function, and :class:`LimitExceeded`
+        (``TooLargeFunctionArguments``, ``TooLargeFunctionResult``) for a value over
+        Convex's 16 MiB, before the validator runs (as Convex).
         """
+        size = [0]
         try:
-            converted = convert(value)
+            try:  # convert(), keeping the size it measures on the way
+                converted = _convert(value, MAX_VALUE_NESTING, size)
+            except _Reject:
+                convert(value)  # raises the error with its message and path
+                raise
         except ValidationError as error:
             prefix = f"{self._tag(function.kind, name)} {error_type.__name__}: "
             raise error_type(f"{prefix}{not_a_value}{error}", path=error.path) from None
+        if size[0] > MAX_ARGS_SIZE:  # == MAX_RESULT_SIZE
+            raise _too_large(name, error_type is ArgumentValidationError, size[0])
         if validator is not None:
             # check(), not validate(): the value is converted already (validate() would
             # convert it again, 1.5x the cost of a call returning 5,000 rows).
@@ -711,6 +806,7 @@ class Runtime:
             args = self.check_args(name, function, args)
             ctx = ActionCtx(self, identity, self.env)
             result = await function.handler(ctx, **handler_args(args))
+            refuse_awaited_result(name, result)
             return self.check_result(name, function, result)
         return await asyncio.to_thread(
             self.call,
@@ -727,12 +823,15 @@ class Runtime:
         name, function = self.resolve(ref, internal=True)
         if function.kind != kind:
             raise self._kind_error(name, function, kind)
-        if ctx._depth >= _MAX_NESTING:
-            raise EngineError(
-                f"Nested function calls are limited to a depth of {_MAX_NESTING} (calling {name})."
-            )
         txn = ctx._txn
         args = self.check_args(name, function, args, _txn_resolver(txn))
+        if ctx._depth >= _MAX_NESTING:  # after the arguments, as Convex checks them
+            raise LimitExceeded(
+                "Cross component call depth limit exceeded. Do you have an infinite loop in "
+                f"your app? (calling {name}: ctx.run_query / ctx.run_mutation nest at most "
+                f"{_MAX_NESTING} levels below the top function)",
+                limit="MaximumCallDepthExceeded",
+            )
         savepoint = txn.writes.savepoint()
         child_type = MutationCtx if kind == "mutation" else QueryCtx
         child = child_type(

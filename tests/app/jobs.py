@@ -280,3 +280,12 @@ def slow_notes(ctx: Any) -> list[str]:
     """``notes``, slowly: a subscription to it lags a commit by 50 ms."""
     time.sleep(0.05)
     return [doc["text"] for doc in ctx.db.query("job_notes").collect()]
+
+
+#: The engine ``close_own_engine`` closes (set by the test that schedules it).
+ENGINES_TO_CLOSE: list[Any] = []
+
+
+@internal_action(args={})
+async def close_own_engine(ctx: Any) -> None:
+    ENGINES_TO_CLOSE.pop().close()

@@ -7,6 +7,7 @@ from typing import Any
 from engine import (
     ActionCtx,
     ConvexError,
+    LimitExceeded,
     MutationCtx,
     QueryCtx,
     action,
@@ -98,3 +99,33 @@ async def add_and_count(ctx: ActionCtx, text: str) -> dict[str, Any]:
     notes = await ctx.run_query(texts, {})
     who_am_i = await ctx.run_query(who, {})
     return {"count": len(notes), "who": who_am_i}
+
+
+@action(args={})
+async def mutation_error_in_action(ctx: ActionCtx) -> None:
+    await ctx.run_mutation(fail_with_data, {})
+
+
+@query(args={"n": v.float64()})
+def long_text(ctx: QueryCtx, n: float) -> str:
+    return "x" * int(n)
+
+
+@mutation(args={"n": v.float64()})
+def catches_a_long_text(ctx: MutationCtx, n: float) -> str:
+    ctx.db.insert("notes", {"text": "kept"})
+    try:
+        ctx.run_query(long_text, {"n": n})
+    except LimitExceeded as error:
+        return error.limit
+    return "no error"
+
+
+@action(args={"text": v.string()})
+async def forgets_await(ctx: ActionCtx, text: str) -> Any:
+    return ctx.run_mutation(add, {"text": text})  # no await: a bug the engine names
+
+
+@query(args={"level": v.float64()})
+def deep(ctx: QueryCtx, level: float) -> str:
+    return "bottom" if level == 0 else str(ctx.run_query(deep, {"level": level - 1}))

@@ -126,9 +126,9 @@ def test_v1_org_claims(rsa_signer: Signer) -> None:
 @pytest.mark.parametrize(
     ("overrides", "error"),
     [
-        ({"exp": int(time.time()) - 60}, auth.TokenExpired),
-        ({"nbf": int(time.time()) + 60}, auth.TokenNotYetValid),
-        ({"iat": int(time.time()) + 60}, auth.TokenNotYetValid),
+        ({"exp": lambda now: now - 60}, auth.TokenExpired),
+        ({"nbf": lambda now: now + 60}, auth.TokenNotYetValid),
+        ({"iat": lambda now: now + 60}, auth.TokenNotYetValid),
         ({"aud": "other"}, auth.NoProviderMatches),
         ({"iss": "https://evil.example"}, auth.NoProviderMatches),
         ({"sub": None}, auth.MissingClaim),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine import (
+    UNSET,
     ArgumentValidationError,
     ConvexError,
     Engine,
@@ -68,6 +70,17 @@ def test_unknown_and_internal_functions_look_the_same(engine: Engine) -> None:
         with pytest.raises(FunctionNotFound, match="Could not find public function"):
             engine.query(ref, {})
     assert engine.query("notes:call_secret") == "internal"
+
+
+def test_an_internal_default_export_is_reported_missing_as_named(engine: Engine) -> None:
+    # Found by hunt: "admin/hidden" (internal) was reported as 'admin/hidden:default' and
+    # a missing "admin/nothing" as 'admin/nothing': the difference told it existed.
+    for ref in ["admin/hidden", "admin/nothing", "admin/hidden:default"]:
+        with pytest.raises(FunctionNotFound) as caught:
+            engine.query(ref)
+        assert str(caught.value).startswith(f"Could not find public function for '{ref}'. ")
+        assert caught.value.name == ref
+    assert engine.run(lambda ctx: ctx.run_query("admin/hidden")) == "hidden"
 
 
 def test_kind_mismatch(engine: Engine) -> None:
@@ -129,6 +142,69 @@ def test_convex_error_keeps_data_and_rolls_back(engine: Engine) -> None:
         engine.mutation("notes:fail_with_data")
     assert caught.value.data == {"code": "NOPE", "n": 1}
     assert engine.query("notes:texts") == []
+
+
+def test_convex_error_data_must_be_a_convex_value() -> None:
+    # Found by hunt: any object was accepted as data, so a caller could receive a set
+    # or a custom object, where Convex fails to serialize it.
+    from engine import ValidationError
+
+    assert ConvexError(("a", 1)).data == ["a", 1]
+    assert ConvexError({"tags": (b"x",)}).data == {"tags": [b"x"]}
+    with pytest.raises(ValidationError, match=r"ConvexError data must be a Convex value") as bad:
+        ConvexError({"ok": 1, "tags": {1, 2}})
+    assert bad.value.path == "$.tags"
+    with pytest.raises(ValidationError):
+        ConvexError(object())
+
+
+def test_convex_error_data_crosses_an_action_intact(engine: Engine) -> None:
+    with pytest.raises(ConvexError) as caught:
+        engine.action("notes:mutation_error_in_action")
+    assert caught.value.data == {"code": "NOPE", "n": 1}
+    assert engine.query("notes:texts") == []
+
+
+def test_arguments_and_results_over_16_mib_are_refused(engine: Engine) -> None:
+    # Found by hunt: Convex's FUNCTION_MAX_ARGS_SIZE / FUNCTION_MAX_RESULT_SIZE (16 MiB
+    # each) were not enforced.
+    from engine import LimitExceeded
+
+    big = "x" * (16 << 20)
+    with pytest.raises(LimitExceeded, match=r"Arguments for notes:add are too large") as args:
+        engine.mutation("notes:add", {"text": big})
+    assert args.value.limit == "TooLargeFunctionArguments"
+    with pytest.raises(LimitExceeded, match=r"Function notes:long_text return value is too"):
+        engine.query("notes:long_text", {"n": float(16 << 20)})
+    assert len(engine.query("notes:long_text", {"n": float((16 << 20) - 10)})) == (16 << 20) - 10
+    # A nested call's failure is its caller's to catch, as any function error.
+    assert engine.mutation("notes:catches_a_long_text", {"n": float(16 << 20)}) == (
+        "TooLargeFunctionResult"
+    )
+    assert engine.query("notes:texts") == ["kept"]
+
+
+def test_an_action_returning_an_unawaited_call_is_told_to_await_it(tmp_path: Path) -> None:
+    # Found by hunt: it failed return validation as "not a Convex value", and Python
+    # warned later that the coroutine was never awaited.
+    with Engine.open(tmp_path / "db", functions=app, durability="none", scheduler=False) as e:
+        with pytest.raises(EngineError, match=r"notes:forgets_await .* did you forget `await`"):
+            e.action("notes:forgets_await", {"text": "x"})
+        e.run(lambda ctx: ctx.scheduler.run_after(0, notes.forgets_await, {"text": "y"}))
+        assert e.finish_scheduled_functions() == 1
+        job = e.query(lambda ctx: ctx.db.system.query("_scheduled_functions").first())
+        assert job["state"]["kind"] == "failed"
+        assert "did you forget `await`" in job["state"]["error"]
+        assert e.query("notes:texts") == []
+
+
+def test_nested_calls_stop_eight_levels_down_with_convexs_message(engine: Engine) -> None:
+    # Found by hunt: the message was our own; Convex's is the one users search for.
+    from engine import LimitExceeded
+
+    assert engine.query("notes:deep", {"level": 8.0}) == "bottom"
+    with pytest.raises(LimitExceeded, match=r"^Cross component call depth limit exceeded\. Do"):
+        engine.query("notes:deep", {"level": 9.0})
 
 
 def test_clock_random_and_env(engine: Engine) -> None:
@@ -280,6 +356,58 @@ def test_an_engine_call_from_inside_a_function_is_refused(engine: Engine) -> Non
     with pytest.raises(ZeroDivisionError):
         engine.query(lambda ctx: 1 / 0)
     assert engine.query(lambda ctx: len(ctx.db.query("notes").collect())) == 1
+
+
+def test_actions_fetches_subscriptions_and_async_twins_inside_a_function_are_refused(
+    engine: Engine,
+) -> None:
+    # Found by hunt: Engine.action inside a mutation ran, and its run_mutation committed
+    # from a worker thread, outside the running transaction (and again on each retry).
+    engine.mutation("notes:add", {"text": "a"})
+    action = ("notes:add_and_count", {"text": "b"})
+    calls = {
+        "action in mutation": lambda: engine.run(lambda ctx: engine.action(*action)),
+        "action in query": lambda: engine.query(lambda ctx: engine.action(*action)),
+        "aaction in mutation": lambda: engine.run(lambda ctx: asyncio.run(engine.aaction(*action))),
+        "fetch in mutation": lambda: engine.run(lambda ctx: engine.fetch("/notes")),
+        # The async twins run the call on another thread, where it was not seen as nested.
+        "amutation in mutation": lambda: engine.run(
+            lambda ctx: asyncio.run(engine.amutation("notes:add", {"text": "b"}))
+        ),
+        "arun in mutation": lambda: engine.run(
+            lambda ctx: asyncio.run(engine.arun(lambda inner: inner.db.insert("notes", {})))
+        ),
+        "aquery in query": lambda: engine.query(
+            lambda ctx: asyncio.run(engine.aquery("notes:texts"))
+        ),
+        "astore_file in mutation": lambda: engine.run(
+            lambda ctx: asyncio.run(engine.astore_file(b"x"))
+        ),
+        "subscribe in query": lambda: engine.query(lambda ctx: engine.subscribe("notes:texts")),
+    }
+    for name, call in calls.items():
+        with pytest.raises(EngineError, match="from inside a running query or mutation"):
+            call()
+        assert engine.query("notes:texts") == ["a"], name
+    assert engine.action(*action) == {"count": 2, "who": None}
+
+
+def test_an_engine_call_from_a_subscribed_query_is_refused(engine: Engine) -> None:
+    # Found by hunt: subscriptions run queries outside Database.open_query, so a
+    # subscribed query could commit a mutation through the engine (a query that wrote).
+    @query(args={})
+    def writes_through_the_engine(ctx):  # type: ignore[no-untyped-def]
+        return engine.mutation("notes:add", {"text": "from a query"})
+
+    with (
+        engine.subscribe(writes_through_the_engine) as subscription,
+        pytest.raises(EngineError, match="from inside a running query or mutation"),
+    ):
+        subscription.value  # noqa: B018
+    assert engine.query("notes:texts") == []
+    # The thread that subscribed is free again for engine calls.
+    engine.mutation("notes:add", {"text": "after"})
+    assert engine.query("notes:texts") == ["after"]
 
 
 def test_functions_made_by_a_factory_are_named_by_the_module_exporting_them(
@@ -439,6 +567,15 @@ def test_handlers_that_cannot_take_their_declared_args_are_refused_when_defined(
         query(args=v.string())(takes_x)
     with pytest.raises(EngineError, match="must take the context as its first parameter"):
         query(lambda: None)
+    # Found by hunt: a parameter without a default that args does not declare failed
+    # every call with a raw TypeError.
+    with pytest.raises(EngineError, match="takes the parameter 'y', which its args do not"):
+        query(args={"x": v.string()})(lambda ctx, x, y: x)
+    with pytest.raises(EngineError, match="takes the parameter 'y'"):
+        query(args={"x": v.string()})(lambda ctx, x, *, y: x)
+    with pytest.raises(EngineError, match="positional-only"):
+        query(args={})(lambda ctx, x, /: x)
+    query(args={"x": v.string()})(lambda ctx, x, y=1, *, z=2: x)
     # What works: defaults for optional args, **kwargs, a context under another name.
     query(args={"x": v.optional(v.string())})(lambda ctx, x=None: x)
     query(args={"x": v.string(), "y": v.int64()})(lambda ctx, **rest: rest)
@@ -456,10 +593,31 @@ def test_unvalidated_functions_refuse_arguments_their_handler_does_not_take(
     def anything(ctx, **args):  # type: ignore[no-untyped-def]
         return sorted(args)
 
+    @query
+    def needs_x(ctx, x, y=0, **rest):  # type: ignore[no-untyped-def]
+        return x
+
     assert engine.query(no_args) == "ok"
     with pytest.raises(ArgumentValidationError, match="takes no argument 'x'"):
         engine.query(no_args, {"x": 1})
+    assert engine.query(no_args, {"x": UNSET}) == "ok"  # absent, as undefined in Convex
     assert engine.query(anything, {"b": 1, "a": 2}) == ["a", "b"]
+    # Found by hunt: a missing argument the handler needs was a raw TypeError.
+    with pytest.raises(
+        ArgumentValidationError, match=r"\[Q\(.*needs_x\)\] .* needs the argument 'x'"
+    ):
+        engine.query(needs_x, {"y": 1})
+    with pytest.raises(ArgumentValidationError, match="needs the argument 'x'"):
+        engine.query(needs_x, {"x": UNSET})  # an UNSET field is absent
+    assert engine.query(needs_x, {"x": 3}) == 3
+    # Found by hunt: an argument named like the context parameter of a **kwargs handler
+    # was a raw TypeError ("got multiple values for argument 'ctx'").
+    with pytest.raises(ArgumentValidationError, match="'ctx' has the name of the handler's"):
+        engine.query(anything, {"ctx": 1})
+    with pytest.raises(ArgumentValidationError, match="'ctx' has the name of the handler's"):
+        engine.query(needs_x, {"x": 1, "ctx": 1})
+    with pytest.raises(ArgumentValidationError, match="takes no argument 'ctx'"):
+        engine.query(no_args, {"ctx": 1})
 
 
 def test_args_v_any_leaves_the_arguments_unvalidated(engine: Engine) -> None:
@@ -517,3 +675,19 @@ def test_raw_credentials_and_plain_data_are_not_a_verified_identity(engine: Engi
         with pytest.raises(EngineError, match="auth= takes a token"):
             engine.fetch("/notes", auth=forged)
     assert engine.query("notes:texts", auth=Identity("user")) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_child_draws_its_own_ctx_random(db_path: Path) -> None:
+    # Found by hunt: the generator that seeds each run's ctx.random was inherited by a
+    # fork child, so parent and child functions drew the same "random" numbers.
+    from tests.race.test_fork import in_child
+
+    def draw() -> float:
+        with Engine.open(db_path, durability="none") as engine:
+            value: float = engine.query(lambda ctx: ctx.random.random())
+        return value
+
+    Engine.open(db_path, durability="none").close()  # the folder exists before the fork
+    child = in_child(draw)
+    assert child != draw()

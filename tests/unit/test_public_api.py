@@ -61,3 +61,13 @@ def test_every_engine_error_pickles_and_copies_with_its_attributes() -> None:
             assert type(clone) is type(error)
             assert str(clone) == str(error)
             assert vars(clone) == vars(error)
+
+
+def test_the_error_tree_in_the_docstring_names_every_error() -> None:
+    # Found by hunt: SystemTableError was missing from the drawn tree.
+    from engine import errors
+
+    tree = errors.__doc__ or ""
+    assert "\n    EngineError\n" in tree  # the root
+    missing = [n for n in errors.__all__ if n != "EngineError" and f"── {n}" not in tree]
+    assert missing == []

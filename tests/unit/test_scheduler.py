@@ -399,6 +399,20 @@ def test_close_cancels_an_action_that_outlives_the_shutdown_timeout(db_path: Pat
         assert again.query(jobs.notes) == []
 
 
+def test_a_scheduled_action_closing_its_own_engine_is_refused(engine: Engine) -> None:
+    # Found by hunt: close() waited for the action calling it (shutdown_timeout, then 5 s
+    # more), stalling every action on the loop, then cancelled it as a transient failure.
+    assert engine._executor is not None
+    engine._executor.shutdown_timeout = 0.2  # keeps the stall short if the refusal breaks
+    jobs.ENGINES_TO_CLOSE[:] = [engine]
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.close_own_engine, {}))
+    assert engine.finish_scheduled_functions() == 1
+    state = job(engine, job_id)["state"]
+    assert state["kind"] == "failed"
+    assert "close() was called from inside a scheduled action" in state["error"]
+    assert engine.query(jobs.notes) == []  # still open
+
+
 def test_finish_refuses_to_run_on_an_event_loop_thread(engine: Engine) -> None:
     import asyncio
 
