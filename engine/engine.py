@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 from . import files, httpactions
 from .contexts import MutationCtx
 from .database import Database
-from .errors import CorruptionError, EngineError, closed_error
+from .errors import CorruptionError, EngineError, StorageError, closed_error
 from .executor import Executor
 from .files import read_file, store_file_at
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
@@ -98,7 +98,8 @@ class Engine:
         ``durability``: ``"full"`` (every acknowledged mutation survives power
         loss), ``"normal"`` (a system crash may lose the last commits) or
         ``"none"`` (nothing synced: for tests and bulk loads).
-        ``env``: variables functions read as ``ctx.env`` (read-only).
+        ``env``: variables functions read as ``ctx.env`` (read-only): names and values
+        are strings, as Convex's environment variables (anything else is refused).
         ``site_url``: the origin of file URLs (``ctx.storage.get_url``,
         ``generate_upload_url``), e.g. ``"https://files.example.com"`` where the
         host serves them; default: the server of :meth:`serve_http` while one
@@ -114,6 +115,7 @@ class Engine:
         :class:`FormatError` for an unknown on-disk format and
         :class:`SchemaValidationError` when existing data breaks the schema.
         """
+        variables = _check_env(env)  # before anything opens
         storage = open_storage(os.fspath(path), durability=durability)
         try:
             with _DATABASES_LOCK:
@@ -134,7 +136,7 @@ class Engine:
             if http is not None:
                 _check_router(http, registry)
                 registry.http = http
-            runtime = Runtime(db, registry, auth, MappingProxyType(dict(env or {})))
+            runtime = Runtime(db, registry, auth, variables)
             if site_url is not None:
                 runtime.site_url = _check_site_url(site_url)
             executor = None
@@ -669,7 +671,13 @@ class Engine:
                 "to a new folder (or an empty one)."
             )
         created = not os.path.exists(target)
-        os.makedirs(target, exist_ok=True)
+        try:
+            os.makedirs(target, exist_ok=True)
+        except OSError as error:  # a file as a parent, no permission
+            raise StorageError(
+                f"Engine.backup({os.fspath(path)!r}): cannot make the destination folder "
+                f"({error.strerror}); back up to a new folder this process may create."
+            ) from error
         try:
             return runtime.db.storage.copy_to(target)
         except BaseException:
@@ -780,6 +788,25 @@ def _release(storage: Any) -> None:
 #: What Engine.fetch leaves unescaped in a path and query: what a URL may hold as is,
 #: "%" included (an escape the caller wrote stays one), as `new URL(...)` does.
 _URL_SAFE = _PATH_SAFE + "?%"
+
+
+def _check_env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    """A read-only copy of ``env``; EngineError unless it maps strings to strings."""
+    if env is None:
+        return MappingProxyType({})
+    if not isinstance(env, Mapping):
+        raise EngineError(
+            f"Engine.open(env=...) expects a mapping of names to strings (as os.environ), "
+            f"got {type(env).__name__}."
+        )
+    for name, value in env.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise EngineError(
+                f"Engine.open(env=...): environment variables are strings, as in Convex; "
+                f"found {name!r}: {type(value).__name__} {value!r:.60}. Pass str(value), "
+                "and parse it where a function reads it."
+            )
+    return MappingProxyType(dict(env))
 
 
 def _check_site_url(site_url: object) -> str:

@@ -67,7 +67,7 @@ def new_internal_id(random_bytes: bytes, now_ms: float) -> bytes:
     """A 16-byte internal id: 14 random bytes, then 2 bytes big-endian of days since the epoch.
 
     ``random_bytes`` supplies the randomness (the first 14 bytes are used;
-    pass the transaction's seeded generator's bytes for determinism);
+    the engine passes ``os.urandom(14)``; a test may pass fixed bytes);
     ``now_ms`` is milliseconds since the Unix epoch. As in Convex, the day
     count wraps modulo 65536 (in the year 2149).
 

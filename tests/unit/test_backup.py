@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine, EngineError
+from engine import Engine, EngineError, StorageError
 
 
 def test_a_backup_taken_while_writers_run_opens_and_holds_one_snapshot(
@@ -66,3 +66,12 @@ def test_a_backup_goes_to_a_new_or_empty_folder_only(db_path: Path, tmp_path: Pa
     engine.close()
     with pytest.raises(EngineError, match="closed"):
         engine.backup(tmp_path / "after")
+
+
+def test_a_destination_under_a_file_is_a_storage_error(tmp_path: Path) -> None:
+    """A parent that is a file: StorageError naming the destination, not a bare OSError."""
+    (tmp_path / "plain").write_text("x")
+    with Engine.open(tmp_path / "db", durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {}))
+        with pytest.raises(StorageError, match=r"cannot make the destination folder"):
+            engine.backup(tmp_path / "plain" / "copy")

@@ -7,6 +7,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -691,3 +692,19 @@ def test_a_fork_child_draws_its_own_ctx_random(db_path: Path) -> None:
     Engine.open(db_path, durability="none").close()  # the folder exists before the fork
     child = in_child(draw)
     assert child != draw()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"PORT": 8080}, r"environment variables are strings.*'PORT': int 8080"),
+        ({1: "x"}, r"environment variables are strings"),
+        (["A=1"], r"expects a mapping of names to strings.*got list"),
+    ],
+)
+def test_env_holds_strings_only_as_in_convex(db_path: Path, env: Any, expected: str) -> None:
+    """Convex's environment variables are strings: anything else is refused at open,
+    before the folder is created."""
+    with pytest.raises(EngineError, match=expected):
+        Engine.open(db_path, durability="none", env=env)
+    assert not db_path.exists()
