@@ -43,7 +43,7 @@ from .errors import (
 from .formatting import human_size
 from .router import HttpRouter, router_of_module
 from .validators import Validator, as_validator
-from .values import MAX_VALUE_NESTING, _convert, _Reject, convert
+from .values import convert_sized
 
 if TYPE_CHECKING:
     from .database import Database
@@ -621,18 +621,13 @@ class Runtime:
         (``TooLargeFunctionArguments``, ``TooLargeFunctionResult``) for a value over
         Convex's 16 MiB, before the validator runs (as Convex).
         """
-        size = [0]
         try:
-            try:  # convert(), keeping the size it measures on the way
-                converted = _convert(value, MAX_VALUE_NESTING, size)
-            except _Reject:
-                convert(value)  # raises the error with its message and path
-                raise
+            converted, size = convert_sized(value)
         except ValidationError as error:
             prefix = f"{self._tag(function.kind, name)} {error_type.__name__}: "
             raise error_type(f"{prefix}{not_a_value}{error}", path=error.path) from None
-        if size[0] > MAX_ARGS_SIZE:  # == MAX_RESULT_SIZE
-            raise _too_large(name, error_type is ArgumentValidationError, size[0])
+        if size > MAX_ARGS_SIZE:  # == MAX_RESULT_SIZE
+            raise _too_large(name, error_type is ArgumentValidationError, size)
         if validator is not None:
             # check(), not validate(): the value is converted already (validate() would
             # convert it again, 1.5x the cost of a call returning 5,000 rows).

@@ -47,6 +47,7 @@ __all__ = [
     "compare",
     "convert",
     "convert_document",
+    "convert_sized",
     "format_value",
     "nesting",
     "type_name",
@@ -136,12 +137,32 @@ def convert(value: object, *, path: str = "$") -> Value:
     try:
         return _convert(value, MAX_VALUE_NESTING, [0])
     except _Reject as reject:
-        if reject.limit == "NestingTooDeep":
-            reject.template = (
-                "Value is too nested (nested {0} levels deep > maximum nesting {1}) (at {path})."
-            )
-            reject.args_ = (nesting(value), MAX_VALUE_NESTING)
-        reject.raise_at(path)
+        _raise_for_value(reject, value, path)
+
+
+def convert_sized(value: object, *, path: str = "$") -> tuple[Value, int]:
+    """:func:`convert`, and the value's size by Convex's size rule (measured on the way,
+    no extra pass): what Convex's 16 MiB limits on function arguments and results count.
+
+    Example::
+
+        >>> convert_sized(["ab", 1])
+        (['ab', 1], 15)
+    """
+    size = [0]
+    try:
+        return _convert(value, MAX_VALUE_NESTING, size), size[0]
+    except _Reject as reject:
+        _raise_for_value(reject, value, path)
+
+
+def _raise_for_value(reject: _Reject, value: object, path: str) -> NoReturn:
+    if reject.limit == "NestingTooDeep":
+        reject.template = (
+            "Value is too nested (nested {0} levels deep > maximum nesting {1}) (at {path})."
+        )
+        reject.args_ = (nesting(value), MAX_VALUE_NESTING)
+    reject.raise_at(path)
 
 
 def convert_document(document: object, *, path: str = "$") -> dict[str, Value]:
