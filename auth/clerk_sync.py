@@ -17,7 +17,6 @@ creating the row from the token's identity, which the webhook then updates.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -144,12 +143,16 @@ def handle_clerk_webhook(
     return event
 
 
+#: Beyond any real time in milliseconds (year 2286 is 1e13), and a float exactly.
+_MAX_TIMESTAMP = 1e15
+
+
 def _user_event(event: object) -> tuple[Any, dict[str, Any]]:
     """The ``type`` and ``data`` of a verified event, refusing a shape Clerk never sends.
 
     The signature holds, so the sender knows the secret; but a body that is not a JSON
     object, a ``user.*`` event whose ``data`` is not an object, or a ``timestamp`` that
-    is not a finite number is a bad delivery (HTTP 400), not an ``AttributeError``.
+    is not a number of milliseconds is a bad delivery (HTTP 400), not an ``AttributeError``.
     """
     if not isinstance(event, dict):
         raise WebhookVerificationError(
@@ -169,7 +172,7 @@ def _user_event(event: object) -> tuple[Any, dict[str, Any]]:
         if timestamp is not None and (
             isinstance(timestamp, bool)
             or not isinstance(timestamp, int | float)
-            or not math.isfinite(timestamp)
+            or not -_MAX_TIMESTAMP <= timestamp <= _MAX_TIMESTAMP  # NaN, ±inf, 10**400
         ):
             raise WebhookVerificationError(
                 f"Expected a number (milliseconds) as the timestamp of the Clerk event "

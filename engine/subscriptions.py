@@ -651,7 +651,7 @@ class SubscriptionManager:
             try:
                 task()
             except BaseException as error:
-                self._fail_all(error, worker=False)
+                self._fail_all(error)
 
     def _work(self, tasks: queue.SimpleQueue[Callable[[], None] | None]) -> None:
         try:
@@ -675,24 +675,31 @@ class SubscriptionManager:
                 self._step(new)
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
+                # One lock for all three: a subscribe() in between would start a new
+                # worker, whose subscriptions this failure must not end.
                 self._thread = None
-            self._fail_all(error, worker=True)
+                self._worker_error = error
+                self._lock.notify_all()
+                subscriptions = self._subscriptions()
+            self._fail(subscriptions, error, "the subscription worker failed")
         finally:
             tasks.put(None)  # the callback thread ends after the callbacks queued
 
-    def _fail_all(self, error: BaseException, *, worker: bool) -> None:
-        """End every subscription with ``error``: the worker failed, or a callback
-        raised what is not an ``Exception`` (the worker then goes on, for new ones)."""
+    def _fail_all(self, error: BaseException) -> None:
+        """End every subscription with ``error``: a callback raised what is not an
+        ``Exception`` (the worker then goes on, for new ones)."""
         with self._lock:
-            if worker:
-                self._worker_error = error
             self._lock.notify_all()
             subscriptions = self._subscriptions()
+        self._fail(subscriptions, error, "a subscription callback raised")
+
+    @staticmethod
+    def _fail(subscriptions: list[Subscription], error: BaseException, what: str) -> None:
         for subscription in subscriptions:
             for member_of in subscription._sets:
                 member_of._fail(error)
             subscription._fail(error)
-        _log.error("the subscription worker failed", exc_info=error)
+        _log.error(what, exc_info=error)
 
     def _check_expiry(self, subscription: Subscription) -> None:
         """Ask a due subscription's token how long it has left: end the subscription

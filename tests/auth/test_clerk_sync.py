@@ -123,6 +123,10 @@ def test_bad_signature_changes_nothing(engine: Engine) -> None:
             {"type": "user.deleted", "data": {"id": "user_1"}, "timestamp": float("nan")},
             "timestamp",
         ),
+        (
+            {"type": "user.deleted", "data": {"id": "user_1"}, "timestamp": 10**400},
+            "timestamp",
+        ),
     ],
 )
 def test_a_signed_body_clerk_never_sends_is_a_bad_delivery(

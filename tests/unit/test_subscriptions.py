@@ -592,6 +592,43 @@ def test_a_failed_worker_ends_iterations_with_its_error(
         asyncio.run(follow())
 
 
+def test_a_worker_failure_spares_subscriptions_a_new_worker_serves(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: the dying worker let go of the lock between leaving and ending the
+    subscriptions; a subscribe() there started a new worker, and the old one's failure
+    then ended the new subscription too (and marked the new worker failed)."""
+    doc = put(engine, "a", 1)
+    other = put(engine, "b", 5)
+    sub = engine.subscribe(get_one, {"id": doc})
+    manager = engine._db.subscriptions
+    real_step, real_fail = manager._step, manager._fail
+    fresh: list[Any] = []
+
+    def broken(new: Any) -> None:
+        monkeypatch.setattr(manager, "_step", real_step)  # only the first round fails
+        raise RuntimeError("disk on fire")
+
+    def fail_after_a_subscribe(subscriptions: Any, error: BaseException, what: str) -> None:
+        # Where the old code let go of the lock: another thread subscribes now.
+        thread = threading.Thread(
+            target=lambda: fresh.append(engine.subscribe(get_one, {"id": other}))
+        )
+        thread.start()
+        thread.join(5)
+        real_fail(subscriptions, error, what)
+
+    monkeypatch.setattr(manager, "_step", broken)
+    monkeypatch.setattr(manager, "_fail", fail_after_a_subscribe)
+    engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))  # wakes the worker, which dies
+    assert _until(lambda: sub.closed)
+    assert len(fresh) == 1
+    assert fresh[0].value == 5 and not fresh[0].closed
+    engine.run(lambda ctx: ctx.db.patch(other, {"value": 6}))
+    assert fresh[0].value == 6  # served by the new worker
+    fresh[0].close()
+
+
 @query(args={"id": v.string()})
 def exits(ctx: QueryCtx, id: str) -> Any:
     if ctx.db.get(id)["value"] == "exit":
