@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import KeyFetchError
 
-__all__ = ["FETCH_DEADLINE", "MAX_FETCH_BYTES", "HttpGet", "http_get"]
+__all__ = ["FETCH_DEADLINE", "MAX_FETCH_BYTES", "HttpGet", "http_get", "is_http_url"]
 
 #: (url) -> (status, headers, body)
 HttpGet = Callable[[str], tuple[int, Mapping[str, str], bytes]]
@@ -161,8 +161,11 @@ def _watched(kind: type[http.client.HTTPConnection], deadline: _Deadline) -> Any
     return make
 
 
-def _http_url(url: str) -> bool:
-    return urllib.parse.urlsplit(url).scheme.lower() in ("http", "https")
+def is_http_url(url: str) -> bool:
+    """Whether ``url`` is an ``http://`` or ``https://`` URL with a host: the only ones
+    fetched (not ``file:``, ``data:``, FTP, nor ``https:host`` without ``//``)."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
 def _not_http(url: str) -> _LimitExceeded:
@@ -188,7 +191,7 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         headers: Any,
         newurl: str,
     ) -> urllib.request.Request | None:
-        if not _http_url(newurl):
+        if not is_http_url(newurl):
             raise _not_http(newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
@@ -232,7 +235,7 @@ def http_get(
 
         status, headers, body = http_get("https://x.clerk.accounts.dev/.well-known/jwks.json")
     """
-    if not _http_url(url):
+    if not is_http_url(url):
         raise _not_http(url)
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     watch = _Deadline(deadline)

@@ -46,6 +46,7 @@ from .fetch import (
     _LimitExceeded,
     _too_large,
     http_get,
+    is_http_url,
 )
 
 __all__ = [
@@ -62,7 +63,6 @@ __all__ = [
     "select_key",
 ]
 
-_MAX_AGE = re.compile(r"(?:^|[,\s])max-age=(\d+)")
 #: The RSA modulus sizes Convex's verifiers accept (ring's RSA_PKCS1_2048_8192_SHA256).
 RSA_MIN_BITS, RSA_MAX_BITS = 2048, 8192
 _KTY_FAMILY = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
@@ -105,8 +105,10 @@ def key_fits(alg: str, key: Key) -> bool:
         return False
     public = key.key
     if alg.startswith(("RS", "PS")):
-        # Convex verifies RS256 with RSA_PKCS1_2048_8192_SHA256: a shorter modulus is
-        # refused (pyjwt would only warn), a longer one too.
+        # Convex verifies RS256 with ring's RSA_PKCS1_2048_8192_SHA256: a shorter modulus
+        # is refused (pyjwt would only warn), a longer one too. ring rounds the length up
+        # to whole bytes for the lower bound, so it takes 2041 to 2047 bits; we do not
+        # (pyjwt would warn on every verification with them; no issuer mints them).
         return isinstance(public, rsa.RSAPublicKey) and (
             RSA_MIN_BITS <= public.key_size <= RSA_MAX_BITS
         )
@@ -317,16 +319,26 @@ class JwksFetcher:
         return document, max_age
 
     def _max_age(self, headers: Mapping[str, str]) -> float:
-        """Seconds a reply with ``headers`` (lower-cased names) stays fresh, as an HTTP
-        cache (Convex's) reckons it: none for ``no-store`` or ``no-cache`` (which means
-        revalidate before each use), else ``max-age`` (the default without one) minus
-        the ``Age`` the reply already had (a CDN's copy)."""
-        cache_control = headers.get("cache-control", "").lower()
-        directives = {part.strip().partition("=")[0] for part in cache_control.split(",")}
-        if directives & {"no-store", "no-cache"}:
+        """Seconds a reply with ``headers`` (lower-cased names) stays fresh, as a shared
+        HTTP cache reckons it (Convex's, http-cache-semantics with ``shared: true``):
+        none for ``no-store``, ``no-cache`` (revalidate before each use) or ``private``;
+        else ``s-maxage``, or ``max-age``, or the default, minus the ``Age`` the reply
+        already had (a CDN's copy). ``no-cache="field"`` only concerns that header field.
+        """
+        directives: dict[str, str | None] = {}
+        for part in headers.get("cache-control", "").lower().split(","):
+            name, equals, value = part.strip().partition("=")
+            directives.setdefault(name.strip(), value.strip().strip('"') if equals else None)
+        if "no-store" in directives or "private" in directives:
             return 0.0
-        match = _MAX_AGE.search(cache_control)
-        max_age = float(match.group(1)) if match else self._default_max_age
+        if "no-cache" in directives and directives["no-cache"] is None:
+            return 0.0
+        max_age = self._default_max_age
+        for name in ("s-maxage", "max-age"):
+            seconds = directives.get(name)
+            if seconds is not None and seconds.isascii() and seconds.isdigit():
+                max_age = float(seconds)
+                break
         age = headers.get("age", "").strip()
         if age.isascii() and age.isdigit():
             max_age -= float(age)
@@ -349,7 +361,7 @@ class JwksFetcher:
                     f"issuer {_show(issuer)}",
                 )
             url = discovery.get("jwks_uri")
-            if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            if not isinstance(url, str) or not is_http_url(url):
                 raise self._fail(
                     discovery_url,
                     "a discovery document with a jwks_uri, an http:// or https:// URL",

@@ -312,3 +312,24 @@ def test_discovery_must_name_the_issuer_exactly(
     config = auth.AuthConfig(providers=[provider(jwks_server, clock)])
     with pytest.raises(auth.KeyFetchError, match=r"(?s)issuer.*/'.*Fix:"):
         config.verify(rsa_signer.token(iss=jwks_server.url))
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "age", "fresh_for"),
+    [
+        ("public, max-age=600, s-maxage=60", "", 60.0),  # a shared cache takes s-maxage
+        ("s-maxage=60", "", 60.0),
+        ("private, max-age=600", "", 0.0),  # a shared cache keeps no private reply
+        ('no-cache="set-cookie", max-age=600', "", 600.0),  # only that field
+        ("no-cache", "", 0.0),
+        ("max-age=600", "590", 10.0),
+        ("foo-max-age=5", "", 300.0),  # not max-age: the default
+        ("", "", 300.0),
+    ],
+)
+def test_freshness_is_a_shared_http_caches(cache_control: str, age: str, fresh_for: float) -> None:
+    """Convex fetches keys through http-cache-semantics with ``shared: true``: found by
+    review, s-maxage and private were read as a private cache reads them."""
+    fetcher = auth.JwksFetcher("https://issuer.example/jwks")
+    headers = {"cache-control": cache_control, **({"age": age} if age else {})}
+    assert fetcher._max_age(headers) == fresh_for
