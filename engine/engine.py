@@ -421,6 +421,7 @@ class Engine:
 
     async def aget_file(self, storage_id: str) -> bytes | None:
         """:meth:`get_file` for asyncio hosts."""
+        self._refuse_in_function("aget_file")  # here: the call runs on another thread
         return await asyncio.to_thread(self.get_file, storage_id)
 
     # -- serving files -------------------------------------------------------------

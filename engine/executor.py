@@ -183,9 +183,14 @@ class Executor:
             self._lock_fd = None
 
     def on_action_loop(self) -> bool:
-        """True on the thread that runs this executor's scheduled actions."""
+        """True inside one of this executor's scheduled actions: on the thread that runs
+        them, or in code the action handed to another thread (``asyncio.to_thread``
+        copies the context, and with it the job being run)."""
         thread = self._loop_thread
-        return thread is not None and thread is threading.current_thread()
+        if thread is not None and thread is threading.current_thread():
+            return True
+        job = current_job.get()
+        return job is not None and job in self._running
 
     def _take_lock(self) -> int | None:
         try:

@@ -42,6 +42,42 @@ def _check_table_name(table: str) -> None:
 _ID_ONLY: Any = object()
 
 
+def _id_form(method: str, table_or_id: Any, document_id: Any) -> tuple[str | None, Any]:
+    """(table or None, id) of ``method(id)``, ``method(table, id)`` or, as before the
+    table-first form, ``method(document_id=id)``."""
+    if table_or_id is _ID_ONLY:
+        if document_id is _ID_ONLY:
+            raise TypeError(f"db.{method}() needs an id: db.{method}(id) or db.{method}(table, id)")
+        return None, document_id
+    if document_id is _ID_ONLY:
+        return None, table_or_id
+    return table_or_id, document_id
+
+
+def _write_form(
+    method: str, payload: str, first: Any, second: Any, third: Any, document_id: Any
+) -> tuple[str | None, Any, Any]:
+    """(table or None, id, fields or document) of ``method(id, x)``,
+    ``method(table, id, x)`` and the keyword forms from before the table-first one,
+    ``method(id, {payload}=x)`` and ``method(document_id=id, {payload}=x)``."""
+    if first is _ID_ONLY:  # method(document_id=id, payload=x)
+        table, target, value = None, document_id, third
+    elif document_id is not _ID_ONLY:
+        raise TypeError(f"db.{method}() got the id twice (positional and document_id=)")
+    elif second is _ID_ONLY:  # method(id, payload=x)
+        table, target, value = None, first, third
+    elif third is _ID_ONLY:  # method(id, x)
+        table, target, value = None, first, second
+    else:  # method(table, id, x)
+        table, target, value = first, second, third
+    if target is _ID_ONLY or value is _ID_ONLY:
+        raise TypeError(
+            f"db.{method}() takes (id, {payload}) or (table, id, {payload}); "
+            f"got an id or the {payload} missing"
+        )
+    return table, target, value
+
+
 def _check_id_table(txn: Transaction, method: str, table: object, document_id: object) -> None:
     """For the table-first forms (``db.get(table, id)``, Convex's preferred spelling
     since 2025): refuse an id of another existing table, as Convex's
@@ -104,16 +140,18 @@ class SystemReader(_Reads):
                 table=str(table),
             )
 
-    def get(self, table_or_id: str, document_id: str = _ID_ONLY) -> dict[str, Any] | None:
+    def get(
+        self, table_or_id: str = _ID_ONLY, document_id: str = _ID_ONLY
+    ) -> dict[str, Any] | None:
         """The system document with this id, or None: ``get(id)`` or ``get(table, id)``.
 
         Raises :class:`SystemTableError` for an id of a user table (existing or
         not), as Convex: read those with ``ctx.db.get``; :class:`InvalidTable` for
         an id of another table than ``table``.
         """
-        if document_id is _ID_ONLY:
-            return self._txn.get(table_or_id, True)
-        _check_id_table(self._txn, "db.system.get", table_or_id, document_id)
+        table, document_id = _id_form("system.get", table_or_id, document_id)
+        if table is not None:
+            _check_id_table(self._txn, "db.system.get", table, document_id)
         return self._txn.get(document_id, True)
 
     def query(self, table: str) -> Query:
@@ -151,7 +189,9 @@ class DatabaseReader(_Reads):
             system = self._system = SystemReader(self._txn)
         return system
 
-    def get(self, table_or_id: str, document_id: str = _ID_ONLY) -> dict[str, Any] | None:
+    def get(
+        self, table_or_id: str = _ID_ONLY, document_id: str = _ID_ONLY
+    ) -> dict[str, Any] | None:
         """The document with this id, or None. Cost: one lookup; records a point read.
 
         ``get(id)`` or, as Convex prefers since 2025, ``get(table, id)``, which also
@@ -163,9 +203,11 @@ class DatabaseReader(_Reads):
         ``ctx.db.system.get``; and :class:`InvalidTable` for an id of another table
         than ``table`` (``expected to be an Id<"a">, got Id<"b"> instead.``).
         """
-        if document_id is _ID_ONLY:
+        if document_id is _ID_ONLY and table_or_id is not _ID_ONLY:  # get(id): the hot path
             return self._txn.get(table_or_id, False)
-        _check_id_table(self._txn, "db.get", table_or_id, document_id)
+        table, document_id = _id_form("get", table_or_id, document_id)
+        if table is not None:
+            _check_id_table(self._txn, "db.get", table, document_id)
         return self._txn.get(document_id, False)
 
     def query(self, table: str) -> Query:
@@ -214,39 +256,52 @@ class DatabaseWriter(DatabaseReader):
         """
         return self._txn.insert(table, document)
 
-    def patch(self, table_or_id: str, id_or_fields: Any, fields: dict[str, Any] = _ID_ONLY) -> None:
+    def patch(
+        self,
+        table_or_id: str = _ID_ONLY,
+        id_or_fields: Any = _ID_ONLY,
+        fields: dict[str, Any] = _ID_ONLY,
+        *,
+        document_id: str = _ID_ONLY,
+    ) -> None:
         """Shallow-merge ``fields``; a field set to ``engine.UNSET`` is removed.
 
         ``patch(id, fields)`` or ``patch(table, id, fields)`` (Convex's preferred form,
         which also checks that the id belongs to ``table``: else :class:`InvalidTable`).
         Raises :class:`DocumentNotFound` if the document does not exist.
         """
-        if fields is _ID_ONLY:
-            self._txn.patch(table_or_id, id_or_fields)
-            return
-        _check_id_table(self._txn, "db.patch", table_or_id, id_or_fields)
-        self._txn.patch(id_or_fields, fields)
+        table, target, fields = _write_form(
+            "patch", "fields", table_or_id, id_or_fields, fields, document_id
+        )
+        if table is not None:
+            _check_id_table(self._txn, "db.patch", table, target)
+        self._txn.patch(target, fields)
 
     def replace(
-        self, table_or_id: str, id_or_document: Any, document: dict[str, Any] = _ID_ONLY
+        self,
+        table_or_id: str = _ID_ONLY,
+        id_or_document: Any = _ID_ONLY,
+        document: dict[str, Any] = _ID_ONLY,
+        *,
+        document_id: str = _ID_ONLY,
     ) -> None:
         """Replace all user fields, keeping ``_id`` and ``_creationTime``.
 
         ``replace(id, document)`` or ``replace(table, id, document)`` (see :meth:`patch`).
         """
-        if document is _ID_ONLY:
-            self._txn.replace(table_or_id, id_or_document)
-            return
-        _check_id_table(self._txn, "db.replace", table_or_id, id_or_document)
-        self._txn.replace(id_or_document, document)
+        table, target, document = _write_form(
+            "replace", "document", table_or_id, id_or_document, document, document_id
+        )
+        if table is not None:
+            _check_id_table(self._txn, "db.replace", table, target)
+        self._txn.replace(target, document)
 
-    def delete(self, table_or_id: str, document_id: str = _ID_ONLY) -> None:
+    def delete(self, table_or_id: str = _ID_ONLY, document_id: str = _ID_ONLY) -> None:
         """Delete the document: ``delete(id)`` or ``delete(table, id)`` (see :meth:`patch`).
 
         Raises :class:`DocumentNotFound` if it does not exist.
         """
-        if document_id is _ID_ONLY:
-            self._txn.delete(table_or_id)
-            return
-        _check_id_table(self._txn, "db.delete", table_or_id, document_id)
+        table, document_id = _id_form("delete", table_or_id, document_id)
+        if table is not None:
+            _check_id_table(self._txn, "db.delete", table, document_id)
         self._txn.delete(document_id)

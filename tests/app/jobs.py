@@ -286,6 +286,10 @@ def slow_notes(ctx: Any) -> list[str]:
 ENGINES_TO_CLOSE: list[Any] = []
 
 
-@internal_action(args={})
-async def close_own_engine(ctx: Any) -> None:
-    ENGINES_TO_CLOSE.pop().close()
+@internal_action(args={"through_a_thread": v.optional(v.boolean())})
+async def close_own_engine(ctx: Any, through_a_thread: bool = False) -> None:
+    engine = ENGINES_TO_CLOSE.pop()
+    if through_a_thread:  # as async code calls blocking code
+        await asyncio.to_thread(engine.close)
+    else:
+        engine.close()

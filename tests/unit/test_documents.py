@@ -332,3 +332,22 @@ def test_writes_through_a_context_kept_after_its_mutation_returned_are_refused(
     with pytest.raises(ValidationError, match="This transaction has finished"):
         kept.db.insert("t", {"a": 1})
     assert engine.query(lambda ctx: ctx.db.query("t").collect()) == []
+
+
+def test_keyword_forms_from_before_the_table_first_ones_still_work(engine: Engine) -> None:
+    """Found by review: adding ``get(table, id)`` and friends renamed the parameters, so
+    ``db.patch(id, fields=...)`` and ``db.get(document_id=...)`` raised TypeError."""
+    doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
+    engine.run(lambda ctx: ctx.db.patch(doc_id, fields={"b": 2}))
+    engine.run(lambda ctx: ctx.db.patch(document_id=doc_id, fields={"c": 3}))
+    got = engine.query(lambda ctx: ctx.db.get(document_id=doc_id))
+    assert {k: got[k] for k in "abc"} == {"a": 1, "b": 2, "c": 3}
+    engine.run(lambda ctx: ctx.db.replace(doc_id, document={"d": 4}))
+    engine.run(lambda ctx: ctx.db.replace(document_id=doc_id, document={"e": 5}))
+    assert engine.query(lambda ctx: ctx.db.get("t", doc_id))["e"] == 5
+    with pytest.raises(TypeError, match=r"db\.patch\(\) takes \(id, fields\)"):
+        engine.run(lambda ctx: ctx.db.patch(doc_id))
+    with pytest.raises(TypeError, match="needs an id"):
+        engine.run(lambda ctx: ctx.db.get())
+    engine.run(lambda ctx: ctx.db.delete(document_id=doc_id))
+    assert engine.query(lambda ctx: ctx.db.get(doc_id)) is None

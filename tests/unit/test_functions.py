@@ -366,6 +366,7 @@ def test_actions_fetches_subscriptions_and_async_twins_inside_a_function_are_ref
     # from a worker thread, outside the running transaction (and again on each retry).
     engine.mutation("notes:add", {"text": "a"})
     action = ("notes:add_and_count", {"text": "b"})
+    stored = engine.store_file(b"x")
     calls = {
         "action in mutation": lambda: engine.run(lambda ctx: engine.action(*action)),
         "action in query": lambda: engine.query(lambda ctx: engine.action(*action)),
@@ -383,6 +384,10 @@ def test_actions_fetches_subscriptions_and_async_twins_inside_a_function_are_ref
         ),
         "astore_file in mutation": lambda: engine.run(
             lambda ctx: asyncio.run(engine.astore_file(b"x"))
+        ),
+        # Found by review: aget_file was missed, and deadlocked against a map resize.
+        "aget_file in mutation": lambda: engine.run(
+            lambda ctx: asyncio.run(engine.aget_file(stored))
         ),
         "subscribe in query": lambda: engine.query(lambda ctx: engine.subscribe("notes:texts")),
     }

@@ -399,13 +399,18 @@ def test_close_cancels_an_action_that_outlives_the_shutdown_timeout(db_path: Pat
         assert again.query(jobs.notes) == []
 
 
-def test_a_scheduled_action_closing_its_own_engine_is_refused(engine: Engine) -> None:
+@pytest.mark.parametrize("through_a_thread", [False, True])
+def test_a_scheduled_action_closing_its_own_engine_is_refused(
+    engine: Engine, through_a_thread: bool
+) -> None:
     # Found by hunt: close() waited for the action calling it (shutdown_timeout, then 5 s
     # more), stalling every action on the loop, then cancelled it as a transient failure.
+    # Found by review: through asyncio.to_thread (another thread) it still did.
     assert engine._executor is not None
     engine._executor.shutdown_timeout = 0.2  # keeps the stall short if the refusal breaks
     jobs.ENGINES_TO_CLOSE[:] = [engine]
-    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.close_own_engine, {}))
+    args = {"through_a_thread": through_a_thread}
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.close_own_engine, args))
     assert engine.finish_scheduled_functions() == 1
     state = job(engine, job_id)["state"]
     assert state["kind"] == "failed"
