@@ -173,6 +173,8 @@ def field_path_problem(path: str) -> str | None:
     have it (Convex's documents may; its queries may not). Cost: one regex match
     per step.
     """
+    if path in _GOOD_PATHS:
+        return None
     for step in path.split("."):
         if len(step) <= _MAX_IDENTIFIER_LENGTH and _IDENTIFIER.match(step) and step.strip("_"):
             continue
@@ -202,7 +204,15 @@ def field_path_problem(path: str) -> str | None:
         if len(step) > _MAX_IDENTIFIER_LENGTH:
             return f"Identifier is too long ({len(step)} > maximum {_MAX_IDENTIFIER_LENGTH})"
         return f"Identifier {step} cannot have exclusively underscores"
+    if len(_GOOD_PATHS) < _MAX_GOOD_PATHS:
+        _GOOD_PATHS.add(path)
     return None
+
+
+#: Paths found good, so that a query built again checks its paths with one set lookup
+#: each (the paths come from the app's code: few; bounded for paths made at run time).
+_GOOD_PATHS: set[str] = set()
+_MAX_GOOD_PATHS = 4096
 
 
 def _wrap(value: Any) -> Expression:

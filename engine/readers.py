@@ -8,34 +8,17 @@ query cannot write by construction, not by a runtime check alone.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from . import ids
 from .errors import InvalidId, InvalidTable
 from .query import Query
+from .transaction import check_table_name
 
 if TYPE_CHECKING:
     from .transaction import Transaction
 
 __all__ = ["DatabaseReader", "DatabaseWriter", "SystemReader"]
-
-
-_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
-
-
-def _check_table_name(table: str) -> None:
-    """Refuse a name Convex cannot parse as a ``TableName`` (an identifier).
-
-    Convex parses the table of a query and of ``normalizeId`` before looking it up,
-    so a malformed name is an error there, not an empty result or None.
-    """
-    if not _TABLE_NAME.match(table) or not table.strip("_"):
-        raise InvalidTable(
-            f"Invalid table name {table!r}: table names are identifiers "
-            "([A-Za-z_][A-Za-z0-9_]*, at most 64 characters, not all underscores).",
-            table=table,
-        )
 
 
 #: "No second argument": the one-argument (id-only) form of get/patch/replace/delete.
@@ -115,7 +98,7 @@ class _Reads:
     def _normalize(self, table: str, document_id: object) -> str | None:
         if not isinstance(table, str):
             raise InvalidTable(f"normalize_id: a table name is a str, got {table!r}", table=None)
-        _check_table_name(table)
+        check_table_name(table, system=True)
         if not isinstance(document_id, str):
             return None
         try:
@@ -221,7 +204,7 @@ class DatabaseReader(_Reads):
                 f"System tables can only be accessed from db.system.query(). (table {table!r})",
                 table=str(table),
             )
-        _check_table_name(table)
+        check_table_name(table, system=True)
         return Query(self._txn, table)
 
     def normalize_id(self, table: str, document_id: str) -> str | None:

@@ -87,15 +87,27 @@ def check_table_name(name: object, *, system: bool = False) -> str:
     User tables are identifiers not starting with ``_``; system tables
     (``system=True``) must start with ``_``.
     """
-    if not isinstance(name, str) or not _IDENTIFIER.match(name) or set(name) == {"_"}:
+    if type(name) is str and name in _CHECKED_NAMES:  # one set lookup for the usual names
+        if system or name[0] != "_":
+            return name
+    elif not isinstance(name, str) or not _IDENTIFIER.match(name) or set(name) == {"_"}:
         raise InvalidTable(
             f"Invalid table name {name!r}: table names must be identifiers "
             "([A-Za-z_][A-Za-z0-9_]*, at most 64 characters, not all underscores).",
             table=name if isinstance(name, str) else None,
         )
+    elif type(name) is str and len(_CHECKED_NAMES) < _MAX_CHECKED_NAMES:
+        _CHECKED_NAMES.add(name)
     if name.startswith("_") and not system:
         raise ReadOnlyError(f"System tables (prefixed with `_`) are read-only. (table {name!r})")
     return name
+
+
+#: Table names that are identifiers, remembered (a few, from the app's code) so that
+#: checking one again is a set lookup, not a regex match; bounded for apps that make
+#: names at run time.
+_CHECKED_NAMES: set[str] = set()
+_MAX_CHECKED_NAMES = 4096
 
 
 class Transaction(Scans):
