@@ -268,13 +268,13 @@ class Database:
     def leave_function(self) -> None:
         self._local.depth -= 1
 
-    def refuse_reentry(self) -> None:
-        """Raise :class:`EngineError` if this thread runs a query or mutation: a call
-        that opens a snapshot of its own from there (``Engine.get_file``, ``check``,
-        ``backup``) would wait for ever on a map resize, which waits for the running
-        function's snapshot to end."""
+    def refuse_reentry(self, call: str = "An engine call") -> None:
+        """Raise :class:`EngineError` if this thread runs a query or mutation: an engine
+        call from there would wait for the running transaction, commit outside it (and
+        again on each of its retries), or open a snapshot of its own that can wait for
+        ever on a map resize waiting for the running function's snapshot to end."""
         if self._local.depth:
-            raise _reentry_error()
+            raise _reentry_error(call)
 
     def open_query(self) -> Transaction:
         """A read-only transaction for one top-level call; pair with :meth:`close_query`.
@@ -360,11 +360,13 @@ class Database:
             time.sleep(self.retry.delay(attempt))
 
 
-def _reentry_error() -> EngineError:
+def _reentry_error(call: str = "An engine call") -> EngineError:
     return EngineError(
-        "An engine call was made from inside a running query or mutation. Functions "
-        "call each other with ctx.run_query / ctx.run_mutation, which join the running "
-        "transaction; calling the engine again would wait for this transaction forever."
+        f"{call} was made from inside a running query or mutation: it would wait for the "
+        "running transaction, or commit outside it (and again on each of its retries). "
+        "Functions call each other with ctx.run_query / ctx.run_mutation, which join the "
+        "running transaction, and use ctx.storage and ctx.scheduler (schedule an action "
+        "with ctx.scheduler.run_after(0, ...)); call the engine after the function returns."
     )
 
 

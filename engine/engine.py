@@ -189,16 +189,9 @@ class Engine:
         return self._runtime
 
     def _refuse_in_function(self, call: str) -> None:
-        """Raise if this thread runs a query or mutation: what ``call`` runs would commit
-        on its own, outside that transaction, and again on each of its retries."""
-        if self._db.in_function():
-            raise EngineError(
-                f"Engine.{call}() was called from inside a running query or mutation: its "
-                "functions would commit on their own, outside the running transaction, and "
-                "run again each time that transaction is retried. From a function, call "
-                "others with ctx.run_query / ctx.run_mutation, or schedule an action with "
-                "ctx.scheduler.run_after(0, ...)."
-            )
+        """Raise :class:`EngineError` if this thread runs a query or mutation (see
+        :meth:`Database.refuse_reentry`)."""
+        self._db.refuse_reentry(f"Engine.{call}()")
 
     def _closed_error(self) -> EngineError:
         if self._forked_from is None:
@@ -404,7 +397,7 @@ class Engine:
         Cost: one lookup and a read of every chunk.
         """
         runtime = self._live()
-        runtime.db.refuse_reentry()
+        self._refuse_in_function("get_file")
         found = read_file(runtime.db, storage_id)
         return None if found is None else found[1]
 
@@ -521,7 +514,7 @@ class Engine:
         endpoints are not capped (the body is already in memory).
         """
         self._live()
-        self._db.refuse_reentry()
+        self._refuse_in_function("fetch")
         _refuse_in_event_loop(
             "Engine.fetch() blocks, and this thread runs an event loop: "
             "use `await engine.afetch(...)` instead."
@@ -539,7 +532,7 @@ class Engine:
     ) -> HttpResponse:
         """:meth:`fetch` for asyncio hosts: the HTTP action runs on the caller's event loop."""
         runtime = self._live()
-        self._refuse_in_function("fetch")
+        self._refuse_in_function("afetch")
         if not isinstance(path, str) or not path.startswith("/"):
             raise EngineError(f"fetch(path) takes a path starting with '/', got {path!r}")
         method = method.upper()
@@ -591,7 +584,7 @@ class Engine:
         Raises :class:`SchedulerError` when jobs still run after ``timeout``
         seconds, :class:`EngineError` for an engine without functions.
         """
-        self._db.refuse_reentry()
+        self._refuse_in_function("finish_scheduled_functions")
         ran = self._scheduled_executor().finish(
             all_pending=False, timeout=timeout, max_iterations=1_000_000
         )
@@ -610,7 +603,7 @@ class Engine:
         each ran something (a job that reschedules itself forever), or when jobs
         still run after ``timeout`` seconds.
         """
-        self._db.refuse_reentry()
+        self._refuse_in_function("finish_all_scheduled_functions")
         ran = self._scheduled_executor().finish(
             all_pending=True, timeout=timeout, max_iterations=max_iterations
         )
@@ -657,7 +650,7 @@ class Engine:
         only after it ends.
         """
         runtime = self._live()
-        runtime.db.refuse_reentry()
+        self._refuse_in_function("backup")
         target = os.path.abspath(os.fspath(path))
         problem = None
         if os.path.isfile(target):
@@ -699,7 +692,7 @@ class Engine:
         (one snapshot), and one over the jobs.
         """
         runtime = self._live()
-        self._db.refuse_reentry()
+        self._refuse_in_function("check")
         report = check_integrity(self._db)
         kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
         counts, problems, unknown = check_jobs(self._db, kinds)
