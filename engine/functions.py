@@ -80,31 +80,35 @@ _NOT_IDENTITIES = (bytes, bytearray, memoryview, dict, list, tuple, int, float)
 def refuse_awaitable(what: str, result: Any) -> None:
     """Raise if a query or mutation returned an awaitable (an ``async def`` handler).
 
-    Its body never ran: nothing it would have written exists. The coroutine is
-    closed so Python does not warn that it was never awaited.
+    Its body never ran: nothing it would have written exists.
     """
-    if inspect.isawaitable(result):
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-        raise EngineError(
-            f"{what} returned an awaitable (is it an async def?): queries and mutations "
-            "are synchronous, so its body never ran; use an action for async work."
-        )
+    _refuse(
+        result,
+        f"{what} returned an awaitable (is it an async def?): queries and mutations "
+        "are synchronous, so its body never ran; use an action for async work.",
+    )
 
 
 def refuse_awaited_result(name: str, result: Any) -> None:
     """Raise if an action returned an awaitable (``return ctx.run_query(...)`` without
-    ``await``). It is closed unawaited, so what it would have run never runs."""
-    if type(result) not in PLAIN_RESULTS and inspect.isawaitable(result):
+    ``await``): what it would have run never runs."""
+    if type(result) not in PLAIN_RESULTS:
+        _refuse(
+            result,
+            f"Action {name} returned an awaitable instead of a value: did you forget "
+            "`await` (return await ctx.run_query(...))? It was never awaited, so what it "
+            "would have run did not run.",
+        )
+
+
+def _refuse(result: Any, message: str) -> None:
+    """EngineError(message) if ``result`` is awaitable, closed first (else Python warns
+    that a coroutine was never awaited)."""
+    if inspect.isawaitable(result):
         close = getattr(result, "close", None)
         if close is not None:
             close()
-        raise EngineError(
-            f"Action {name} returned an awaitable instead of a value: did you forget "
-            "`await` (return await ctx.run_query(...))? It was never awaited, so what it "
-            "would have run did not run."
-        )
+        raise EngineError(message)
 
 
 def fresh_args(args: dict[str, Any]) -> dict[str, Any]:
