@@ -518,11 +518,10 @@ class SubscriptionManager:
     ) -> Subscription:
         """Follow a query; ``expiry()`` (seconds the identity's token has left, raising
         once none are left) ends the subscription with its error when it runs out."""
-        if threading.current_thread() in (self._thread, self._callback_thread):
+        if threading.current_thread() is self._thread:  # it would wait for itself
             raise EngineError(
-                "subscribe() was called from a subscription callback, where subscribing is "
-                "not supported (callbacks run one at a time on the callback thread). "
-                "Subscribe from another thread, or read once with engine.query()."
+                "subscribe() was called on the subscription worker thread, which runs the "
+                "subscribed queries: subscribe from another thread (a callback may)."
             )
         name, function = runtime.resolve(ref, internal=False)
         if function.kind != "query":
@@ -740,8 +739,10 @@ class SubscriptionManager:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Close every subscription and stop the worker: the database is closing.
 
-        Iterations end; ``.value`` keeps the last result. Waits up to ``timeout``
-        seconds for a running re-run to finish (not when called from a callback).
+        Iterations end; ``.value`` keeps the last result; callbacks still queued are
+        dropped. Waits up to ``timeout`` seconds (in all) for the worker's running re-run
+        and the callback thread's running callback to finish (called from a callback, it
+        does not wait for that callback: a thread does not wait for itself).
         """
         with self._lock:
             subscriptions = self._subscriptions()
