@@ -554,15 +554,24 @@ class Runtime:
             "",
             resolver or self.table_name,
         )
-        # After conversion: a field set to UNSET is absent (the handler does not get it).
+        if function.args is None:  # unvalidated: what the handler can take, checked here
+            self._check_unvalidated(name, function, converted)
+        return converted
+
+    def _check_unvalidated(
+        self, name: str, function: FunctionDef, converted: dict[str, Any]
+    ) -> None:
+        """ArgumentValidationError for arguments the handler of a function without an
+        ``args`` validator cannot take (checked after conversion, where a field set to
+        UNSET is absent: the handler does not get it)."""
         accepts = function.accepts
-        if function.args is None and accepts is None and function.context in converted:
+        if accepts is None and function.context in converted:
             raise ArgumentValidationError(
                 f"{self._tag(function.kind, name)} The argument {function.context!r} has the "
                 "name of the handler's context parameter, so the handler cannot take it: "
                 "rename that parameter (def f(c, **args))."
             )
-        if function.args is None and accepts is not None and not accepts.issuperset(converted):
+        if accepts is not None and not accepts.issuperset(converted):
             unexpected = sorted(k for k in converted if k not in accepts)
             raise ArgumentValidationError(
                 f"{self._tag(function.kind, name)} The function takes no argument "
@@ -571,14 +580,13 @@ class Runtime:
                 "the handler, or declare args=... to validate them."
             )
         required = function.required
-        if function.args is None and required and not required <= converted.keys():
+        if required and not required <= converted.keys():
             missing = sorted(k for k in required if k not in converted)
             raise ArgumentValidationError(
                 f"{self._tag(function.kind, name)} The function's handler needs the argument "
                 f"{', '.join(map(repr, missing))}, which the call did not pass. Pass it, give "
                 "the parameter a default, or declare args=... to validate the arguments."
             )
-        return converted
 
     def check_result(
         self, name: str, function: FunctionDef, result: Any, txn: Transaction | None = None
