@@ -471,6 +471,8 @@ class Storage:
             try:
                 if self.durability == "none":  # nothing was synced: make the folder safe
                     self.env.sync(True)  # for the processes that sync and open it next
+            except lmdb.Error as error:  # EIO, ENOSPC: say where, as every other LMDB error
+                raise _map_error(error, self.path) from error
             finally:
                 self.env.close()
 

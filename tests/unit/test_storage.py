@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -543,3 +544,26 @@ def test_engine_calls_that_open_a_snapshot_are_refused_inside_a_function(
             engine.run(lambda ctx, call=call: call())
     engine.check()
     engine.close()
+
+
+def test_a_failing_final_sync_in_none_mode_is_a_storage_error(db_path: Path) -> None:
+    """The last close in ``durability="none"`` syncs the folder; a sync failing there (EIO,
+    a full disk) escaped as a bare lmdb.Error, not naming the folder. The environment is
+    closed all the same: the folder opens again."""
+    engine = Engine.open(db_path, durability="none")
+    engine.run(lambda ctx: ctx.db.insert("t", {}))
+    store = engine._db.storage
+    real = store.env
+
+    class FailingSync:
+        def sync(self, force: bool = False) -> None:
+            raise lmdb.Error("mdb_env_sync: Input/output error")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    store.env = FailingSync()
+    with pytest.raises(StorageError, match=re.escape(store.path)):
+        engine.close()
+    with Engine.open(db_path, durability="none") as again:
+        assert again.query(lambda ctx: len(ctx.db.query("t").collect())) == 1
