@@ -83,9 +83,11 @@ def _forget_frames(error: BaseException) -> None:
         current = current.__cause__ or current.__context__
 
 
-def _worker_failed(error: BaseException) -> EngineError:
+def _worker_failed(
+    error: BaseException, what: str = "The subscription worker failed"
+) -> EngineError:
     failure = EngineError(
-        f"The subscription worker failed ({type(error).__name__}: {error}); this "
+        f"{what} ({type(error).__name__}: {error}); this "
         "subscription no longer follows its query. Subscribe again."
     )
     failure.__cause__ = error
@@ -170,15 +172,17 @@ class _Notifier:
         self._cond = threading.Condition()
         self._pending = False  # an update the iterators have not seen
         self._closed = False
-        #: Why the subscriptions stopped, if their worker failed (iteration raises it).
+        #: Why the subscriptions stopped, if their worker failed or a callback raised
+        #: what is not an Exception (iteration raises it), and which of the two it was.
         self._failure: BaseException | None = None
+        self._failed = "The subscription worker failed"
         #: Why this subscription ended (its token expired): ``.value`` and iteration raise it.
         self._ended: BaseException | None = None
 
     def _raise_if_stopped(self) -> None:
         """Raise why following stopped: the worker failed, or the token expired."""
         if self._failure is not None:
-            raise _worker_failed(self._failure)
+            raise _worker_failed(self._failure, self._failed)
         if self._ended is not None:
             raise self._ended.with_traceback(None)
 
@@ -216,9 +220,11 @@ class _Notifier:
                 seen = version
                 yield value()
 
-    def _fail(self, error: BaseException) -> None:
-        """End iterations with ``error`` (the worker died)."""
+    def _fail(self, error: BaseException, what: str) -> None:
+        """End iterations with ``error`` (``what``: the worker died, or a callback raised
+        what is not an Exception)."""
         self._failure = error
+        self._failed = what
         self._closed = True
         self._wake()
 
@@ -299,9 +305,9 @@ class Subscription(_Notifier):
         self._manager._unsubscribe(self)
         self._wake()
 
-    def _fail(self, error: BaseException) -> None:
+    def _fail(self, error: BaseException, what: str) -> None:
         self._manager._unsubscribe(self)
-        super()._fail(error)
+        super()._fail(error, what)
 
     def _end(self, error: BaseException) -> None:
         """The token expired (on the worker): unsubscribe, tell ``on_error``, wake iterations."""
@@ -680,7 +686,7 @@ class SubscriptionManager:
                 self._worker_error = error
                 self._lock.notify_all()
                 subscriptions = self._subscriptions()
-            self._fail(subscriptions, error, "the subscription worker failed")
+            self._fail(subscriptions, error, "The subscription worker failed")
         finally:
             tasks.put(None)  # the callback thread ends after the callbacks queued
 
@@ -690,14 +696,14 @@ class SubscriptionManager:
         with self._lock:
             self._lock.notify_all()
             subscriptions = self._subscriptions()
-        self._fail(subscriptions, error, "a subscription callback raised")
+        self._fail(subscriptions, error, "A subscription callback raised")
 
     @staticmethod
     def _fail(subscriptions: list[Subscription], error: BaseException, what: str) -> None:
         for subscription in subscriptions:
             for member_of in subscription._sets:
-                member_of._fail(error)
-            subscription._fail(error)
+                member_of._fail(error, what)
+            subscription._fail(error, what)
         _log.error(what, exc_info=error)
 
     def _check_expiry(self, subscription: Subscription) -> None:

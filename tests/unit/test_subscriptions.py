@@ -623,6 +623,25 @@ def test_a_worker_failure_spares_subscriptions_a_new_worker_serves(
     fresh[0].close()
 
 
+def test_a_callback_raising_system_exit_is_named_as_the_cause(engine: Engine) -> None:
+    """Found by review: a callback raising what is not an Exception ends the
+    subscriptions, and their errors said "The subscription worker failed", which had not:
+    the worker goes on serving new subscriptions."""
+    doc = put(engine, "a", 1)
+
+    def leave(value: Any) -> None:
+        if value == 2:
+            raise SystemExit("callback quits")
+
+    sub = engine.subscribe(get_one, {"id": doc}, callback=leave)
+    engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+    assert _until(lambda: sub.closed)
+    with pytest.raises(EngineError, match=r"A subscription callback raised \(SystemExit"):
+        sub.value  # noqa: B018
+    with engine.subscribe(get_one, {"id": doc}) as fresh:  # the worker serves on
+        assert fresh.value == 2
+
+
 @query(args={"id": v.string()})
 def exits(ctx: QueryCtx, id: str) -> Any:
     if ctx.db.get(id)["value"] == "exit":
