@@ -225,9 +225,8 @@ def decode_catalog(data: Any) -> Catalog:
         return _catalog_decoder(data)
     except msgspec.MsgspecError as error:
         problem = f"the stored catalog (meta/catalog) does not decode: {error}"
-        raise CorruptionError(
-            f"The database is damaged: {problem}. Every table's name and indexes are "
-            "recorded there, so nothing can be read safely: restore the folder from a "
-            "backup (Engine.backup, or `mdb_copy`).",
-            problems=[problem],
+        raise CorruptionError.damaged(
+            problem,
+            "Every table's name and indexes are recorded there, so nothing can be read "
+            "safely: restore the folder from a backup (Engine.backup, or `mdb_copy`).",
         ) from None

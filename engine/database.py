@@ -214,11 +214,11 @@ class Database:
             schema = schema_from_json(decode(raw))
         except Exception as error:  # msgspec's, or a shape schema_from_json cannot read
             problem = f"the stored schema (meta/schema) does not decode: {error}"
-            raise CorruptionError(
-                f"The database is damaged: {problem}. Open it with the app's schema "
-                "(Engine.open(path, schema=...)), which stores that schema again, or "
-                "restore the folder from a backup (Engine.backup).",
-                problems=[problem],
+            raise CorruptionError.damaged(
+                problem,
+                "Open it with the app's schema (Engine.open(path, schema=...)), which "
+                "stores that schema again, or restore the folder from a backup "
+                "(Engine.backup).",
             ) from None
         self._schema_cache = (raw, schema)
         return schema

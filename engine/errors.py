@@ -260,6 +260,12 @@ class CorruptionError(StorageError):
         super().__init__(message)
         self.problems = problems
 
+    @classmethod
+    def damaged(cls, problem: str, fix: str) -> CorruptionError:
+        """The error of an open or a read that met one damaged record: ``problem`` says
+        what, ``fix`` what to do (a sentence)."""
+        return cls(f"The database is damaged: {problem}. {fix}", problems=[problem])
+
 
 class ConvexError(EngineError):
     """An application error carrying a Convex value to the caller.

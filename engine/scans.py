@@ -360,24 +360,21 @@ class Scans:
                 return read, size, last_key, None
 
 
+_CHECK_AND_RESTORE = (
+    "Run Engine.check() to list the damage, and restore the folder from a backup (Engine.backup)."
+)
+
+
 def damaged_document(doc_key: bytes, error: Exception) -> CorruptionError:
     """The error of a read that met stored document bytes that do not decode."""
     problem = f"document {doc_key.hex()} does not decode: {error}"
-    return CorruptionError(
-        f"The database is damaged: {problem}. Run Engine.check() to list the damage, "
-        "and restore the folder from a backup (Engine.backup).",
-        problems=[problem],
-    )
+    return CorruptionError.damaged(problem, _CHECK_AND_RESTORE)
 
 
 def _missing_document(key: bytes) -> CorruptionError:
     """The error of a scan that met an index entry without its document (damage)."""
     problem = f"index entry {key.hex()} points to a missing document"
-    return CorruptionError(
-        f"The database is damaged: {problem}. Run Engine.check() to list the damage, "
-        "and restore the folder from a backup (Engine.backup).",
-        problems=[problem],
-    )
+    return CorruptionError.damaged(problem, _CHECK_AND_RESTORE)
 
 
 class Rows(NamedTuple):

@@ -718,10 +718,8 @@ def _open_sub_databases(env: Any, path: str) -> list[Any]:
 
 def _damaged_meta(name: str, raw: Any) -> CorruptionError:
     problem = f"meta/{name} {bytes(raw)[:40].hex()} does not decode (wrong length)"
-    return CorruptionError(
-        f"The database is damaged: {problem}. Restore the folder from a backup "
-        "(Engine.backup, or `mdb_copy`).",
-        problems=[problem],
+    return CorruptionError.damaged(
+        problem, "Restore the folder from a backup (Engine.backup, or `mdb_copy`)."
     )
 
 
