@@ -357,8 +357,11 @@ class Engine:
         """Follow several public queries together: ``{name: (ref, args)}``.
 
         The returned :class:`SubscriptionSet` always shows every query's result
-        at one commit timestamp (Convex's consistent query set).
+        at one commit timestamp (Convex's consistent query set). Refused
+        (:class:`EngineError`) inside a running query or mutation, as :meth:`subscribe`.
         """
+        self._live()
+        self._refuse_in_function("subscribe_set")  # also for an empty set
         members: dict[str, Subscription] = {}
         try:
             for name, (ref, args) in queries.items():
