@@ -390,6 +390,10 @@ class Engine:
         process show the file, as :meth:`mutation` does. Cost: a SHA-256 pass and one
         commit.
 
+        Raises :class:`ValidationError` when ``data`` is not bytes, ``content_type`` is
+        not visible ASCII and spaces, or ``sha256`` does not match; :class:`EngineError`
+        from inside a running query or mutation.
+
         Example::
 
             storage_id = engine.store_file(open("logo.png", "rb").read(), "image/png")
