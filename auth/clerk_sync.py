@@ -50,8 +50,14 @@ def clerk_users_table() -> Any:
 
 
 def clerk_user_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``users`` fields of a Clerk ``user.created`` / ``user.updated`` payload's ``data``."""
-    fields: dict[str, Any] = {"externalId": str(data["id"])}
+    """The ``users`` fields of a Clerk ``user.created`` / ``user.updated`` payload's ``data``.
+
+    Raises :class:`~auth.WebhookVerificationError` for data not of Clerk's shape (an
+    ``id`` that is not a string, a name that is not a string, a time that is not a
+    number): a bad delivery, answered HTTP 400.
+    """
+    _check_user_data(data)
+    fields: dict[str, Any] = {"externalId": data["id"]}
     name = " ".join(p for p in (data.get("first_name"), data.get("last_name")) if p)
     if name or data.get("username"):
         fields["name"] = name or str(data["username"])
@@ -63,6 +69,41 @@ def clerk_user_fields(data: Mapping[str, Any]) -> dict[str, Any]:
         fields["pictureUrl"] = str(data["image_url"])
     fields["clerkUpdatedAt"] = float(data.get("updated_at") or data.get("created_at") or 0)
     return fields
+
+
+def _shape_error(field: str, expected: str, found: object) -> WebhookVerificationError:
+    return WebhookVerificationError(
+        f"Expected {expected} as the {field!r} of the Clerk user, found "
+        f"{type(found).__name__} {found!r:.40}: send Clerk's event payload as it was signed."
+    )
+
+
+def _check_user_data(data: Mapping[str, Any]) -> None:
+    """Refuse a user's ``data`` that Clerk never sends, before anything reads it."""
+    if not isinstance(data.get("id"), str) or not data["id"]:
+        raise _shape_error("id", "a non-empty string", data.get("id"))
+    for name in ("first_name", "last_name", "username", "image_url", "primary_email_address_id"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _shape_error(name, "a string or null", value)
+    addresses = data.get("email_addresses")
+    if addresses is not None and not (
+        isinstance(addresses, list)
+        and all(
+            isinstance(address, dict)
+            and all(isinstance(address.get(k), str | None) for k in ("id", "email_address"))
+            for address in addresses
+        )
+    ):
+        raise _shape_error("email_addresses", "a list of email address objects", addresses)
+    for name in ("updated_at", "created_at"):
+        value = data.get(name)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not -_MAX_TIMESTAMP <= value <= _MAX_TIMESTAMP  # NaN, ±inf, 10**400
+        ):
+            raise _shape_error(name, "a number (milliseconds) or null", value)
 
 
 def _row(ctx: QueryCtx, external_id: str) -> dict[str, Any] | None:
@@ -132,8 +173,11 @@ def handle_clerk_webhook(
     event: dict[str, Any] = verify_webhook(secret, headers, body)
     kind, data = _user_event(event)
     if kind in ("user.created", "user.updated"):
+        clerk_user_fields(data)  # a payload of another shape: refused before any write
         engine.run(lambda ctx: ctx.run_mutation(upsert_from_clerk, {"data": data}))
     elif kind == "user.deleted" and data.get("id"):
+        if not isinstance(data["id"], str):
+            raise _shape_error("id", "a non-empty string", data["id"])
         deleted_at = float(event.get("timestamp") or 0)  # a number: _user_event checked it
         engine.run(
             lambda ctx: ctx.run_mutation(

@@ -112,8 +112,12 @@ class Engine:
         module ``http``, as Convex's ``convex/http.ts``); giving both is refused.
 
         Raises :class:`StorageError` when the folder cannot be opened,
-        :class:`FormatError` for an unknown on-disk format and
-        :class:`SchemaValidationError` when existing data breaks the schema.
+        :class:`FormatError` for an unknown on-disk format or an LMDB folder
+        convexlite did not write, :class:`CorruptionError` for a damaged ``meta``,
+        :class:`SchemaValidationError` when existing data breaks the schema, and
+        :class:`EngineError` for a bad ``env``, ``site_url``, ``http`` or
+        ``durability``, or a durability mode that clashes with another open of the
+        folder (another process's, or a handle of this one).
         """
         variables = _check_env(env)  # before anything opens
         storage = open_storage(os.fspath(path), durability=durability)
@@ -155,6 +159,9 @@ class Engine:
         scheduled actions get ``engine.executor.Executor.shutdown_timeout`` seconds). The last
         close ends the subscriptions, then waits for the calls other threads
         are running to finish; calls made after it raise ``EngineError``.
+
+        Raises :class:`EngineError` when called from inside a running query or
+        mutation, or from a scheduled action of this engine (it would wait for itself).
         """
         if self._closed:
             return
@@ -229,7 +236,9 @@ class Engine:
         """Run a public action to completion (blocking; from async code use :meth:`aaction`).
 
         Returns (or raises) once this process's subscriptions reflect what the
-        action's mutations committed, as :meth:`mutation` does.
+        action's mutations committed, as :meth:`mutation` does. Raises
+        :class:`EngineError` from a thread running an event loop, or from inside a
+        running query or mutation.
         """
         runtime = self._live()
         self._refuse_in_function("action")
@@ -348,8 +357,11 @@ class Engine:
         """Follow several public queries together: ``{name: (ref, args)}``.
 
         The returned :class:`SubscriptionSet` always shows every query's result
-        at one commit timestamp (Convex's consistent query set).
+        at one commit timestamp (Convex's consistent query set). Refused
+        (:class:`EngineError`) inside a running query or mutation, as :meth:`subscribe`.
         """
+        self._live()
+        self._refuse_in_function("subscribe_set")  # also for an empty set
         members: dict[str, Subscription] = {}
         try:
             for name, (ref, args) in queries.items():
@@ -378,6 +390,10 @@ class Engine:
         process show the file, as :meth:`mutation` does. Cost: a SHA-256 pass and one
         commit.
 
+        Raises :class:`ValidationError` when ``data`` is not bytes, ``content_type`` is
+        not visible ASCII and spaces, or ``sha256`` does not match; :class:`EngineError`
+        from inside a running query or mutation.
+
         Example::
 
             storage_id = engine.store_file(open("logo.png", "rb").read(), "image/png")
@@ -393,7 +409,8 @@ class Engine:
     def get_file(self, storage_id: str) -> bytes | None:
         """The bytes of a stored file, or None if it does not exist (one snapshot).
 
-        Raises :class:`InvalidId` for an id that is malformed or of another table.
+        Raises :class:`InvalidId` for an id that is malformed or of another table, and
+        :class:`EngineError` when called from inside a running query or mutation.
         Cost: one lookup and a read of every chunk.
         """
         runtime = self._live()
@@ -449,7 +466,8 @@ class Engine:
             with engine.serve_http("127.0.0.1", 0) as server:
                 url = engine.mutation("files:upload_url")   # starts with server.url
 
-        Raises ``OSError`` when the address cannot be bound.
+        Raises :class:`EngineError` for a bad argument (``port=-1``, ``port="80"``, ...)
+        and ``OSError`` when the address cannot be bound.
         """
         runtime = self._live()
         _check_serve_args(host, port, timeout, max_connections, max_upload_size)
@@ -582,7 +600,8 @@ class Engine:
             engine.finish_scheduled_functions()
 
         Raises :class:`SchedulerError` when jobs still run after ``timeout``
-        seconds, :class:`EngineError` for an engine without functions.
+        seconds, :class:`EngineError` for an engine without functions, from a thread
+        running an event loop, or from inside a running query or mutation.
         """
         self._refuse_in_function("finish_scheduled_functions")
         ran = self._scheduled_executor().finish(
@@ -601,7 +620,8 @@ class Engine:
         future jobs run as if their time had come (their ``scheduledTime`` is
         kept). Raises :class:`SchedulerError` after ``max_iterations`` passes that
         each ran something (a job that reschedules itself forever), or when jobs
-        still run after ``timeout`` seconds.
+        still run after ``timeout`` seconds; :class:`EngineError` as
+        :meth:`finish_scheduled_functions` does.
         """
         self._refuse_in_function("finish_all_scheduled_functions")
         ran = self._scheduled_executor().finish(
@@ -635,7 +655,9 @@ class Engine:
         indexes, files and scheduled jobs included, and opens with :meth:`open` like
         the original. Writers in this and other processes go on meanwhile. ``path``
         must not exist, or be an empty folder; the original's folder, a file or a
-        folder with anything in it raise :class:`EngineError` and nothing is written.
+        folder with anything in it raise :class:`EngineError` and nothing is written;
+        a folder that cannot be made (under a file, no permission) raises
+        :class:`StorageError`. Refused (``EngineError``) inside a running function.
         Copying a live LMDB file with ``cp`` can give a damaged copy; this cannot.
 
         Example::

@@ -127,6 +127,27 @@ def test_bad_signature_changes_nothing(engine: Engine) -> None:
             {"type": "user.deleted", "data": {"id": "user_1"}, "timestamp": 10**400},
             "timestamp",
         ),
+        # Found by the docs audit: a user's data of another shape raised KeyError,
+        # ValueError, TypeError or AttributeError (HTTP 500), or stored str() of an id.
+        ({"type": "user.created", "data": {}}, "'id' of the Clerk user"),
+        ({"type": "user.created", "data": {"id": 7}}, "'id' of the Clerk user"),
+        ({"type": "user.deleted", "data": {"id": {"a": 1}}}, "'id' of the Clerk user"),
+        (
+            {"type": "user.updated", "data": {"id": "user_1", "updated_at": "x"}},
+            "'updated_at' of the Clerk user",
+        ),
+        (
+            {"type": "user.updated", "data": {"id": "user_1", "created_at": float("nan")}},
+            "'created_at' of the Clerk user",
+        ),
+        (
+            {"type": "user.created", "data": {"id": "user_1", "first_name": 5}},
+            "'first_name' of the Clerk user",
+        ),
+        (
+            {"type": "user.created", "data": {"id": "user_1", "email_addresses": [5]}},
+            "'email_addresses' of the Clerk user",
+        ),
     ],
 )
 def test_a_signed_body_clerk_never_sends_is_a_bad_delivery(

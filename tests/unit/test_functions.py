@@ -390,6 +390,8 @@ def test_actions_fetches_subscriptions_and_async_twins_inside_a_function_are_ref
             lambda ctx: asyncio.run(engine.aget_file(stored))
         ),
         "subscribe in query": lambda: engine.query(lambda ctx: engine.subscribe("notes:texts")),
+        # Found by the docs audit: an empty set was returned, naming no refusal.
+        "subscribe_set in query": lambda: engine.query(lambda ctx: engine.subscribe_set({})),
     }
     for name, call in calls.items():
         with pytest.raises(EngineError, match="from inside a running query or mutation"):
