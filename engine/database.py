@@ -287,7 +287,7 @@ class Database:
         """
         local = self._local
         if local.depth:
-            raise _reentry_error()
+            raise _reentry_error("A query (Engine.query, Engine.aquery)")
         if self.closing:
             raise closed_error()
         txn = Transaction(self, False)  # positional: keywords cost a class call ~0.1 µs
@@ -330,7 +330,7 @@ class Database:
                 self.close_query(txn)
         local = self._local
         if local.depth:
-            raise _reentry_error()
+            raise _reentry_error(f"A call of {source}" if source else "A mutation")
         attempt = 0
         committer = self.committer
         while True:
