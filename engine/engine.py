@@ -543,6 +543,13 @@ class Engine:
                 given = Headers([*given.pairs(), ("Authorization", f"Bearer {auth}")])
         elif auth is not None:
             identity = runtime.identity(auth)  # refuses raw credentials and plain data
+        if not isinstance(body, (bytes, bytearray, memoryview, str, type(None))):
+            # bytes(...) would raise an obscure TypeError for a dict and turn an int n
+            # into n zero bytes.
+            hint = " (json.dumps(...) it first)" if isinstance(body, (dict, list)) else ""
+            raise EngineError(
+                f"fetch(body=...) takes bytes or str, got {type(body).__name__}{hint}"
+            )
         data = b"" if body is None else body.encode() if isinstance(body, str) else bytes(body)
         if body is not None and "content-length" not in given:
             given = Headers([*given.pairs(), ("Content-Length", str(len(data)))])

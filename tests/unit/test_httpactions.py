@@ -346,6 +346,17 @@ def test_fetch_and_afetch(engine: Engine) -> None:
         engine.fetch("notes")
 
 
+def test_fetch_refuses_a_body_that_is_not_bytes_or_str(engine: Engine) -> None:
+    # bytes(body) raised "'str' object cannot be interpreted as an integer" for a dict,
+    # and sent 3 zero bytes for body=3.
+    with pytest.raises(EngineError, match=r"takes bytes or str, got dict \(json.dumps"):
+        engine.fetch("/echo/a", method="POST", body={"text": "hi"})  # type: ignore[arg-type]
+    with pytest.raises(EngineError, match="takes bytes or str, got int"):
+        engine.fetch("/echo/a", method="POST", body=3)  # type: ignore[arg-type]
+    sent = engine.fetch("/echo/a", method="POST", body=bytearray(b"hi"))
+    assert json.loads(sent.body)["body"] == "hi"
+
+
 def test_a_closed_engine_answers_503(db_path: Path) -> None:
     from engine.httpserver import handle
 
