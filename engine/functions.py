@@ -497,9 +497,14 @@ class Runtime:
         if isinstance(auth, _NOT_IDENTITIES):
             # Raw credentials or plain data are never a verified identity: trusting them
             # would let an unverified token (bytes) or a client's dict act as a user.
+            fix = (
+                "decode a bytes token to str first"
+                if isinstance(auth, (bytes, bytearray, memoryview))
+                else "verify the caller first, then pass the token or an auth.UserIdentity"
+            )
             raise EngineError(
                 f"auth= takes a token (str), a verified identity (auth.UserIdentity) or "
-                f"None, got {type(auth).__name__}: decode a bytes token to str first."
+                f"None, got {type(auth).__name__}: {fix}."
             )
         return auth
 

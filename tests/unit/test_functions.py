@@ -681,6 +681,12 @@ def test_raw_credentials_and_plain_data_are_not_a_verified_identity(engine: Engi
         with pytest.raises(EngineError, match="auth= takes a token"):
             engine.fetch("/notes", auth=forged)
     assert engine.query("notes:texts", auth=Identity("user")) == []
+    # The fix fits what was passed: a dict was told to "decode a bytes token to str".
+    with pytest.raises(EngineError, match="got bytes: decode a bytes token to str first"):
+        engine.query("notes:texts", auth=b"token")
+    with pytest.raises(EngineError, match="got dict: verify the caller first") as raised:
+        engine.query("notes:texts", auth={"subject": "x"})
+    assert "bytes" not in str(raised.value)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
