@@ -20,6 +20,7 @@ from engine import (
     FunctionNotFound,
     ReadOnlyError,
     ReturnsValidationError,
+    action,
     mutation,
     query,
     v,
@@ -719,3 +720,45 @@ def test_env_holds_strings_only_as_in_convex(db_path: Path, env: Any, expected: 
     with pytest.raises(EngineError, match=expected):
         Engine.open(db_path, durability="none", env=env)
     assert not db_path.exists()
+
+
+@action
+async def _reads_ctx_attribute(ctx: Any, name: str) -> str:
+    try:
+        getattr(ctx, name)
+    except AttributeError as error:
+        return str(error)
+    return "found"
+
+
+def test_a_context_attribute_of_another_kind_of_function_says_where_it_is(
+    engine: Engine,
+) -> None:
+    # Found by a first-time user: a query's ctx.db.insert raised "'DatabaseReader' object
+    # has no attribute 'insert'", and a mutation's ctx.run_action no more than that.
+    def missing(kind: str, fn: Any) -> str:
+        with pytest.raises(AttributeError) as raised:
+            engine.query(fn) if kind == "query" else engine.mutation(fn)
+        return str(raised.value)
+
+    assert "ctx.db.insert is not available in a query" in missing(
+        "query", lambda ctx: ctx.db.insert("t", {})
+    )
+    assert "schedule from a mutation or an action" in missing("query", lambda ctx: ctx.scheduler)
+    assert "ctx.run_mutation is not available in a query" in missing(
+        "query", lambda ctx: ctx.run_mutation
+    )
+    assert "ctx.storage.delete is not available in a query" in missing(
+        "query", lambda ctx: ctx.storage.delete
+    )
+    assert "ctx.storage.store is not available in a mutation: it is in actions only" in (
+        missing("mutation", lambda ctx: ctx.storage.store)
+    )
+    assert "ctx.scheduler.run_after(0, ...)" in missing("mutation", lambda ctx: ctx.run_action)
+    # Other names keep Python's message; what exists is unaffected.
+    assert missing("query", lambda ctx: ctx.nope) == "'QueryCtx' object has no attribute 'nope'"
+    assert missing("query", lambda ctx: ctx.db.nope).endswith("no attribute 'nope'")
+    assert engine.mutation(lambda ctx: ctx.scheduler is not None and ctx.db.insert is not None)
+    said = engine.action(_reads_ctx_attribute, {"name": "db"})
+    assert said.startswith("ctx.db is not available in an action") and "ctx.run_query" in said
+    assert engine.action(_reads_ctx_attribute, {"name": "scheduler"}) == "found"
