@@ -116,6 +116,7 @@ class Engine:
         :class:`SchemaValidationError` when existing data breaks the schema.
         """
         variables = _check_env(env)  # before anything opens
+        _check_schema(schema)
         storage = open_storage(os.fspath(path), durability=durability)
         try:
             with _DATABASES_LOCK:
@@ -350,6 +351,21 @@ class Engine:
         The returned :class:`SubscriptionSet` always shows every query's result
         at one commit timestamp (Convex's consistent query set).
         """
+        if not isinstance(queries, Mapping):
+            raise EngineError(
+                f"subscribe_set takes a dict {{name: (ref, args)}}, got {type(queries).__name__}"
+            )
+        for name, entry in queries.items():
+            # Unpacked as is, ("notes:list",) and "notes:list" raised bare "not enough /
+            # too many values to unpack", and a two-letter string was (ref, args).
+            if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+                raise EngineError(
+                    f"subscribe_set: the entry {name!r} must be a pair (ref, args), got "
+                    f"{entry!r}; write ({entry!r}, {{}}) for a query without arguments"
+                    if isinstance(entry, str)
+                    else f"subscribe_set: the entry {name!r} must be a pair (ref, args), "
+                    f"got {entry!r}"
+                )
         members: dict[str, Subscription] = {}
         try:
             for name, (ref, args) in queries.items():
@@ -713,6 +729,18 @@ class Engine:
         report["scheduled_functions"] = counts
         report["scheduled_functions_unknown"] = unknown
         return report
+
+
+def _check_schema(schema: Any) -> None:
+    """Refuse, before anything opens, a ``schema=`` that is no ``define_schema`` result."""
+    from .schema import SchemaDefinition
+
+    if schema is not None and not isinstance(schema, SchemaDefinition):
+        hint = ": wrap the tables in define_schema({...})" if isinstance(schema, Mapping) else ""
+        raise EngineError(
+            "Engine.open(schema=...) takes a define_schema({...}) result or None, got "
+            f"{type(schema).__name__}{hint}"
+        )
 
 
 def _fetch_handled(

@@ -747,6 +747,24 @@ def test_subscribe_set_closes_what_it_opened_when_a_member_fails(engine: Engine)
     assert engine._db.subscriptions.active == 0
 
 
+def test_subscribe_set_refuses_an_entry_that_is_not_a_ref_args_pair(engine: Engine) -> None:
+    # Unpacked as is: (ref,) raised a bare "not enough values to unpack", a name alone
+    # "too many values to unpack", and a two-letter string ran as (ref, args).
+    doc = put(engine, "a", 0)
+    for entry, said in [
+        ((get_one,), "must be a pair"),
+        ("notes:list", r"write \('notes:list', \{\}\)"),
+        ("ab", "must be a pair"),
+    ]:
+        with pytest.raises(EngineError, match=said):
+            engine.subscribe_set({"ok": (get_one, {"id": doc}), "bad": entry})  # type: ignore[dict-item]
+        assert engine._db.subscriptions.active == 0  # nothing opened, nothing left open
+    with pytest.raises(EngineError, match="takes a dict"):
+        engine.subscribe_set([("ok", (get_one, {"id": doc}))])  # type: ignore[arg-type]
+    with engine.subscribe_set({"ok": [get_one, {"id": doc}]}) as live:  # type: ignore[dict-item]
+        assert live.value == {"ok": 0}
+
+
 @query(args={"table": v.string(), "paginationOpts": v.any()})
 def page_of(ctx: QueryCtx, table: str, paginationOpts: Any) -> Any:
     result = ctx.db.query(table).paginate(paginationOpts)
