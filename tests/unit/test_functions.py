@@ -580,6 +580,14 @@ def test_handlers_that_cannot_take_their_declared_args_are_refused_when_defined(
         query(args={"x": v.string()})(lambda ctx, x, y: x)
     with pytest.raises(EngineError, match="takes the parameter 'y'"):
         query(args={"x": v.string()})(lambda ctx, x, *, y: x)
+
+    # Convex's JavaScript shape, handler(ctx, args), is told the Python one (the advice
+    # was to declare a field 'args').
+    def create(ctx, args):  # type: ignore[no-untyped-def]
+        return args["title"]
+
+    with pytest.raises(EngineError, match=r"keyword parameters.*def create\(ctx, title, n\)"):
+        mutation(args={"title": v.string(), "n": v.int64()})(create)
     with pytest.raises(EngineError, match="positional-only"):
         query(args={})(lambda ctx, x, /: x)
     query(args={"x": v.string()})(lambda ctx, x, y=1, *, z=2: x)
