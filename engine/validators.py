@@ -318,8 +318,27 @@ def _array(item: Validator) -> Validator:
     return validator
 
 
+class _FieldTypeError(TypeError):
+    """What is no validator, in a field of a dict of validators (``field``: its path)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"Field {field!r}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles, as every error here does
+        return (type(self), (self.field, self.reason))
+
+
 def _object(fields: Mapping[str, Any]) -> Validator:
-    compiled = {name: as_validator(f) for name, f in fields.items()}
+    compiled: dict[str, Validator] = {}
+    for name, field in fields.items():
+        try:
+            compiled[name] = as_validator(field)
+        except _FieldTypeError as error:  # a nested field: the path grows
+            raise _FieldTypeError(f"{name}.{error.field}", error.reason) from None
+        except TypeError as error:  # say which field, in a dict of dozens
+            raise _FieldTypeError(name, str(error)) from None
     for name in compiled:
         if not isinstance(name, str) or not _IDENTIFIER.match(name) or not name.strip("_"):
             raise ValidationError(
@@ -574,10 +593,29 @@ def as_validator(spec: Any) -> Validator:
         return spec
     if isinstance(spec, Mapping):
         return _object(spec)
+    meant = _MEANT.get(spec) if isinstance(spec, (type, str)) else None
     raise TypeError(
         f"Expected a validator (v.string(), v.object({{...}}), ...) or a dict of "
-        f"validators, got {spec!r}"
+        f"validators, got {spec!r}" + (f": write {meant}" if meant else "")
     )
+
+
+#: What a Python type or a type's name given where a validator belongs stands for.
+_MEANT: dict[Any, str] = {
+    str: "v.string()",
+    "string": "v.string()",
+    int: "v.int64() (an int is a Convex Int64; v.number() takes floats)",
+    "int64": "v.int64()",
+    float: "v.float64()",
+    "number": "v.number()",
+    "float64": "v.float64()",
+    bool: "v.boolean()",
+    "boolean": "v.boolean()",
+    bytes: "v.bytes()",
+    type(None): "v.null()",
+    list: "v.array(<item validator>)",
+    dict: "v.object({...}) or v.record(<keys>, <values>)",
+}
 
 
 def validator_from_json(json: Any) -> Validator:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
-from engine import UNSET, ValidationError, pagination_opts, v
+from engine import UNSET, ValidationError, mutation, pagination_opts, v
 from engine.ids import encode_id
 from engine.validators import validator_from_json
 
@@ -335,3 +337,22 @@ def test_record_keys_may_be_nested_unions_of_strings_and_ids() -> None:
         v.record(v.union(v.union(v.string(), v.literal("a"))), v.int64())
     with pytest.raises(ValidationError, match="InvalidRecordType"):
         v.record(v.union(v.union(v.int64())), v.int64())
+
+
+def test_a_python_type_where_a_validator_belongs_is_named_with_its_field_and_fix() -> None:
+    # Found by a first-time user: {"title": str} raised "Expected a validator ... got
+    # <class 'str'>" without saying which field, in a dict of dozens, or what to write.
+    with pytest.raises(
+        TypeError, match=r"^Field 'title': .*got <class 'str'>: write v\.string\(\)$"
+    ):
+        v.object({"title": str, "n": v.int64()})
+    with pytest.raises(TypeError, match=r"^Field 'a\.b\.c': .*: write v\.int64\(\) \(an int"):
+        v.object({"a": {"b": {"c": int}}})
+    with pytest.raises(TypeError, match=r"got 'number': write v\.number\(\)$"):
+        mutation(args={"price": "number"})(lambda ctx, price: price)
+    with pytest.raises(TypeError, match=r"^Expected a validator .* got 5$"):
+        v.array(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="write v.bytes()") as raised:
+        v.object({"x": bytes})
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert (type(copy), str(copy)) == (type(raised.value), str(raised.value))
