@@ -318,6 +318,24 @@ def _array(item: Validator) -> Validator:
     return validator
 
 
+def _none_for_optional(failure: tuple[str, Any], name: str) -> tuple[str, Any]:
+    """``failure`` of an optional field given None, with the Python fix appended.
+
+    In JavaScript, ``undefined`` leaves an optional field out; Python's None is
+    Convex's null, a value, so ``{"b": None}`` fails ``v.optional(v.string())``.
+    """
+    path, inner = failure
+    build = inner._build
+
+    def hinted(context: str) -> str:
+        return (
+            f"{build(context)}\n(None is null, a value: leave the optional field `{name}` "
+            "out, or patch it with engine.UNSET to remove it.)"
+        )
+
+    return path, _Lazy(hinted, inner._path)
+
+
 class _FieldTypeError(TypeError):
     """What is no validator, in a field of a dict of validators (``field``: its path)."""
 
@@ -360,6 +378,8 @@ def _object(fields: Mapping[str, Any]) -> Validator:
             if name in value:
                 failure = field_check(value[name], resolver)
                 if failure is not None:
+                    if not required and value[name] is None:
+                        failure = _none_for_optional(failure, name)
                     return _nest(failure, _field_segment(name))
             elif required:
                 return "", _Lazy(partial(_missing_message, name, value, text))

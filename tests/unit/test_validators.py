@@ -356,3 +356,23 @@ def test_a_python_type_where_a_validator_belongs_is_named_with_its_field_and_fix
         v.object({"x": bytes})
     copy = pickle.loads(pickle.dumps(raised.value))
     assert (type(copy), str(copy)) == (type(raised.value), str(raised.value))
+
+
+def test_none_for_an_optional_field_says_to_leave_it_out_or_patch_unset() -> None:
+    # In JavaScript `undefined` leaves an optional field out; in Python None is null, a
+    # value, and the Convex message alone did not say how to clear the field.
+    validator = v.object({"a": v.string(), "b": v.optional(v.string())})
+    with pytest.raises(ValidationError) as raised:
+        validator.validate({"a": "x", "b": None})
+    message = str(raised.value)
+    assert message.startswith("Value does not match validator.\nPath: .b\nValue: null\n")
+    assert message.endswith(
+        "leave the optional field `b` out, or patch it with engine.UNSET to remove it.)"
+    )
+    # Only for None in an optional field: a required field, or another value, is as before.
+    for value in ({"a": None}, {"a": "x", "b": 1}):
+        with pytest.raises(ValidationError) as raised:
+            validator.validate(value)
+        assert "engine.UNSET" not in str(raised.value)
+    validator.validate({"a": "x"})
+    v.object({"b": v.optional(v.nullable(v.string()))}).validate({"b": None})
