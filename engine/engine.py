@@ -117,6 +117,7 @@ class Engine:
         """
         variables = _check_env(env)  # before anything opens
         _check_schema(schema)
+        _check_auth(auth)
         storage = open_storage(os.fspath(path), durability=durability)
         try:
             with _DATABASES_LOCK:
@@ -729,6 +730,27 @@ class Engine:
         report["scheduled_functions"] = counts
         report["scheduled_functions_unknown"] = unknown
         return report
+
+
+def _check_auth(config: Any) -> None:
+    """Refuse, before anything opens, an ``auth=`` that cannot verify tokens.
+
+    Anything with a ``verify(token)`` method is a configuration (``auth.AuthConfig``, a
+    provider); a list of providers or an issuer URL raised AttributeError on the first
+    call with a token instead.
+    """
+    if config is not None and not callable(getattr(config, "verify", None)):
+        hint = (
+            ": wrap the providers in auth.AuthConfig(providers=[...])"
+            if isinstance(config, (list, tuple))
+            else ": write auth.AuthConfig(providers=[auth.ClerkProvider(issuer=...)])"
+            if isinstance(config, str)
+            else ""
+        )
+        raise EngineError(
+            "Engine.open(auth=...) takes an identity-provider configuration "
+            f"(auth.AuthConfig), got {type(config).__name__}{hint}"
+        )
 
 
 def _check_schema(schema: Any) -> None:

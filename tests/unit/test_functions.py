@@ -681,6 +681,22 @@ def test_arguments_and_results_are_converted_once(
     assert calls == 0
 
 
+def test_open_refuses_an_auth_configuration_that_cannot_verify(db_path: Path) -> None:
+    # auth=[provider] or an issuer URL opened, then every call with a token raised
+    # "'list' object has no attribute 'verify'".
+    for wrong, said in [
+        ([object()], r"got list: wrap the providers in auth\.AuthConfig"),
+        ("https://a.clerk.accounts.dev", r"got str: write auth\.AuthConfig\(providers="),
+        (
+            {"issuer": "x"},
+            r"takes an identity-provider configuration \(auth\.AuthConfig\), got dict$",
+        ),
+    ]:
+        with pytest.raises(EngineError, match=said):
+            Engine.open(db_path, auth=wrong, durability="none")
+    assert not db_path.exists() or not any(db_path.iterdir())  # refused before opening
+
+
 def test_raw_credentials_and_plain_data_are_not_a_verified_identity(engine: Engine) -> None:
     # Found by review: any non-str auth= was trusted as verified, so a forged token passed
     # as bytes, or a client-supplied dict, reached functions as an identity.
