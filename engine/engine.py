@@ -550,6 +550,17 @@ class Engine:
         """:meth:`fetch` for asyncio hosts: the HTTP action runs on the caller's event loop."""
         runtime = self._live()
         self._refuse_in_function("afetch")
+        if isinstance(path, str) and path.startswith(("http://", "https://")):
+            # A URL this engine handed out (ctx.storage.get_url, generate_upload_url):
+            # sent to its path, as a client at that origin would.
+            site = files.origin(runtime)
+            if path != site and not path.startswith((site + "/", site + "?")):
+                raise EngineError(
+                    f"fetch() sends requests to this engine: the URL {path!r} is not under "
+                    f"its origin {site!r} (site_url, or the running serve_http); pass the "
+                    "path instead ('/notes')"
+                )
+            path = "/" + path[len(site) :].lstrip("/")
         if not isinstance(path, str) or not path.startswith("/"):
             raise EngineError(f"fetch(path) takes a path starting with '/', got {path!r}")
         method = method.upper()
