@@ -62,15 +62,38 @@ class _Lazy:
         return self._build(f"Path: {self._path}" if self._path else "")
 
 
-def _mismatch(value: Any, validator: Validator) -> tuple[str, Any]:
-    # Convex's ValidationError::NoMatch (crates/common/src/schemas/validator.rs).
+def _mismatch(value: Any, validator: Validator, hint: str = "") -> tuple[str, Any]:
+    # Convex's ValidationError::NoMatch (crates/common/src/schemas/validator.rs); a
+    # ``hint`` (for Python callers) goes on a line of its own after it.
     def build(context: str) -> str:
         return (
             f"Value does not match validator.\n{context}\nValue: {format_value(value)}\n"
-            f"Validator: {validator!r}"
+            f"Validator: {validator!r}" + (f"\n{hint}" if hint else "")
         )
 
     return "", _Lazy(build)
+
+
+def _float_mismatch(value: Any) -> tuple[str, Any]:
+    # In JavaScript 1 is a float; in Python it is an int, which Convex stores as an Int64.
+    if type(value) is int:
+        return _mismatch(
+            value,
+            _FLOAT,
+            f"(A Python int is a Convex Int64: pass a float, {value}.0, or declare v.int64().)",
+        )
+    return _mismatch(value, _FLOAT)
+
+
+def _int_mismatch(value: Any) -> tuple[str, Any]:
+    if type(value) is float and value.is_integer():
+        return _mismatch(
+            value,
+            _INT,
+            f"(A Python float is a Convex Float64: pass an int, {int(value)}, or declare "
+            "v.float64().)",
+        )
+    return _mismatch(value, _INT)
 
 
 def _nest(result: tuple[str, Any], segment: str) -> tuple[str, Any]:
@@ -576,13 +599,13 @@ _STRING: Validator = Validator(
 )
 _FLOAT: Validator = Validator(
     "number",
-    lambda x, r: None if type(x) is float else _mismatch(x, _FLOAT),
+    lambda x, r: None if type(x) is float else _float_mismatch(x),
     "v.float64()",
     {"type": "number"},
 )
 _INT: Validator = Validator(
     "bigint",
-    lambda x, r: None if type(x) is int else _mismatch(x, _INT),
+    lambda x, r: None if type(x) is int else _int_mismatch(x),
     "v.int64()",
     {"type": "bigint"},
 )

@@ -376,3 +376,21 @@ def test_none_for_an_optional_field_says_to_leave_it_out_or_patch_unset() -> Non
         assert "engine.UNSET" not in str(raised.value)
     validator.validate({"a": "x"})
     v.object({"b": v.optional(v.nullable(v.string()))}).validate({"b": None})
+
+
+def test_an_int_for_a_float_or_a_whole_float_for_an_int_says_which_python_type_to_pass() -> None:
+    # In JavaScript 1 is a float; a Python caller passing priority=1 to v.number() got
+    # "Value: 1 / Validator: v.float64()" and no word that an int is a Convex Int64.
+    with pytest.raises(ValidationError) as raised:
+        v.object({"p": v.number()}).validate({"p": 1})
+    assert str(raised.value).endswith(
+        "Validator: v.float64()\n(A Python int is a Convex Int64: pass a float, 1.0, or "
+        "declare v.int64().)"
+    )
+    with pytest.raises(ValidationError, match=r"pass an int, 2, or declare v\.float64\(\)"):
+        v.int64().validate(2.0)
+    # Other mismatches keep Convex's message alone.
+    for validator, value in ((v.int64(), 2.5), (v.number(), "1"), (v.number(), True)):
+        with pytest.raises(ValidationError) as raised:
+            validator.validate(value)
+        assert "(A Python" not in str(raised.value)
