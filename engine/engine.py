@@ -688,7 +688,9 @@ class Engine:
         self._refuse_in_function("backup")
         target = os.path.abspath(os.fspath(path))
         problem = None
-        if os.path.isfile(target):
+        if not os.fspath(path):  # abspath("") is the working directory
+            problem = "is empty (the working directory)"
+        elif os.path.isfile(target):
             problem = "is a file"
         elif os.path.realpath(target) == runtime.db.storage.path:
             problem = "is the database itself"
