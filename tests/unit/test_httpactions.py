@@ -419,6 +419,11 @@ def test_a_router_can_be_passed_to_open(db_path: Path) -> None:
         ("", "must have an attribute `http = HttpRouter\\(\\)`; found nothing"),
         ("http = 5\n", "found int 5"),
         ("import engine\nhttp = engine.http_action\n", "found function"),
+        # A router under another name (`router`) was told to rename the module.
+        (
+            "import engine\nrouter = engine.HttpRouter()\n",
+            "found nothing. Name the router `http` \\(it is 'router'\\)",
+        ),
     ],
 )
 def test_a_misconfigured_http_module_refuses_to_open(
