@@ -90,6 +90,13 @@ def parse_unverified(token: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     Errors describe what the token looks like (its type, length, number of parts),
     never its text: it may be a credential that must not reach a log.
     """
+    if isinstance(token, str) and token[:7].lower() == "bearer ":
+        # The Authorization header's value pasted as the token: say so, rather than
+        # that the header "does not decode as base64url".
+        raise MalformedToken(
+            "Expected a JWT alone; found the scheme 'Bearer ' in front of it. Fix: pass "
+            "the token without 'Bearer ' (only an Authorization header carries the scheme)."
+        )
     if not isinstance(token, str) or token.count(".") != 2:
         found = (
             f"a value of type {type(token).__name__}"

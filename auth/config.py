@@ -44,7 +44,25 @@ class AuthConfig:
     def __init__(
         self, providers: Iterable[_Provider], *, max_token_length: int = MAX_TOKEN_LENGTH
     ) -> None:
+        if isinstance(providers, _Provider):
+            raise TypeError(
+                "AuthConfig(providers=...) takes a list of providers, got one "
+                f"{type(providers).__name__}: write providers=[provider]"
+            )
         self.providers = list(providers)
+        for provider in self.providers:
+            # A list of issuer URLs was accepted, then every verify() failed with
+            # "'str' object has no attribute '_version'".
+            if not isinstance(provider, _Provider):
+                hint = (
+                    f": write ClerkProvider(issuer={provider!r}) (or CustomJwtProvider)"
+                    if isinstance(provider, str)
+                    else ""
+                )
+                raise TypeError(
+                    "AuthConfig(providers=[...]) takes ClerkProvider and CustomJwtProvider "
+                    f"objects, got {type(provider).__name__}{hint}"
+                )
         #: Longer tokens are a MalformedToken before any parsing (Clerk's fit a 4 KB cookie).
         self.max_token_length = max_token_length
         #: token -> (identity, exp, leeway, the provider's clock)

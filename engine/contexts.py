@@ -20,7 +20,7 @@ import os
 import random
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .files import StorageActionWriter, StorageReader, StorageWriter
 from .readers import DatabaseReader, DatabaseWriter
@@ -137,6 +137,11 @@ class QueryCtx:
     #: The class of ``ctx.db`` (a class attribute, not a method: one call less per run).
     _reader: Any = DatabaseReader
 
+    def __getattr__(self, name: str) -> Any:
+        # Only for names the class lacks (and unset slots): "'QueryCtx' object has no
+        # attribute 'scheduler'" did not say where the attribute is.
+        _unavailable(self, name, "query" if type(self) is QueryCtx else "mutation")
+
     @property
     def storage(self) -> StorageReader:
         """``ctx.storage``: file URLs and metadata (see :mod:`engine.files`).
@@ -219,6 +224,9 @@ class ActionCtx:
         self.env = env if env is not None else _EMPTY_ENV
         self._scheduler: Scheduler | None = None
 
+    def __getattr__(self, name: str) -> Any:
+        _unavailable(self, name, "action")
+
     @property
     def scheduler(self) -> Scheduler:
         """``ctx.scheduler``: each call commits its own transaction at once.
@@ -251,3 +259,39 @@ class ActionCtx:
     async def run_action(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
         """Run another action, as the caller's identity."""
         return await self._runtime.acall(ref, args, self.identity, kind="action", internal=True)
+
+
+#: What a context of each kind lacks, and where to find it instead.
+_ELSEWHERE = {
+    "scheduler": {
+        "query": "a query only reads; schedule from a mutation or an action",
+    },
+    "run_mutation": {
+        "query": "a query only reads; call mutations from a mutation or an action",
+    },
+    "run_action": {
+        "query": "actions run from actions only",
+        "mutation": "a mutation cannot run an action (its effects would outlive a mutation "
+        "that fails); schedule it with ctx.scheduler.run_after(0, ...) instead",
+    },
+    "db": {
+        "action": "an action has no database of its own; read and write through "
+        "ctx.run_query and ctx.run_mutation",
+    },
+    "now": {"action": "an action may read the clock itself (time.time() * 1000)"},
+    "random": {"action": "an action may use the random module itself"},
+}
+
+
+def _unavailable(ctx: object, name: str, kind: str) -> NoReturn:
+    """Raise the AttributeError for ``ctx.<name>``, saying where it is when it exists elsewhere."""
+    hint = _ELSEWHERE.get(name, {}).get(kind)
+    if hint is not None:
+        raise AttributeError(
+            f"ctx.{name} is not available in {'an' if kind == 'action' else 'a'} {kind}: {hint}.",
+            name=name,
+            obj=ctx,
+        )
+    raise AttributeError(
+        f"{type(ctx).__name__!r} object has no attribute {name!r}", name=name, obj=ctx
+    )

@@ -120,6 +120,8 @@ class Engine:
         folder (another process's, or a handle of this one).
         """
         variables = _check_env(env)  # before anything opens
+        _check_schema(schema)
+        _check_auth(auth)
         storage = open_storage(os.fspath(path), durability=durability)
         try:
             with _DATABASES_LOCK:
@@ -362,6 +364,21 @@ class Engine:
         """
         self._live()
         self._refuse_in_function("subscribe_set")  # also for an empty set
+        if not isinstance(queries, Mapping):
+            raise EngineError(
+                f"subscribe_set takes a dict {{name: (ref, args)}}, got {type(queries).__name__}"
+            )
+        for name, entry in queries.items():
+            # Unpacked as is, ("notes:list",) and "notes:list" raised bare "not enough /
+            # too many values to unpack", and a two-letter string was (ref, args).
+            if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+                raise EngineError(
+                    f"subscribe_set: the entry {name!r} must be a pair (ref, args), got "
+                    f"{entry!r}; write ({entry!r}, {{}}) for a query without arguments"
+                    if isinstance(entry, str)
+                    else f"subscribe_set: the entry {name!r} must be a pair (ref, args), "
+                    f"got {entry!r}"
+                )
         members: dict[str, Subscription] = {}
         try:
             for name, (ref, args) in queries.items():
@@ -551,6 +568,17 @@ class Engine:
         """:meth:`fetch` for asyncio hosts: the HTTP action runs on the caller's event loop."""
         runtime = self._live()
         self._refuse_in_function("afetch")
+        if isinstance(path, str) and path.startswith(("http://", "https://")):
+            # A URL this engine handed out (ctx.storage.get_url, generate_upload_url):
+            # sent to its path, as a client at that origin would.
+            site = files.origin(runtime)
+            if path != site and not path.startswith((site + "/", site + "?")):
+                raise EngineError(
+                    f"fetch() sends requests to this engine: the URL {path!r} is not under "
+                    f"its origin {site!r} (site_url, or the running serve_http); pass the "
+                    "path instead ('/notes')"
+                )
+            path = "/" + path[len(site) :].lstrip("/")
         if not isinstance(path, str) or not path.startswith("/"):
             raise EngineError(f"fetch(path) takes a path starting with '/', got {path!r}")
         method = method.upper()
@@ -561,6 +589,13 @@ class Engine:
                 given = Headers([*given.pairs(), ("Authorization", f"Bearer {auth}")])
         elif auth is not None:
             identity = runtime.identity(auth)  # refuses raw credentials and plain data
+        if not isinstance(body, (bytes, bytearray, memoryview, str, type(None))):
+            # bytes(...) would raise an obscure TypeError for a dict and turn an int n
+            # into n zero bytes.
+            hint = " (json.dumps(...) it first)" if isinstance(body, (dict, list)) else ""
+            raise EngineError(
+                f"fetch(body=...) takes bytes or str, got {type(body).__name__}{hint}"
+            )
         data = b"" if body is None else body.encode() if isinstance(body, str) else bytes(body)
         if body is not None and "content-length" not in given:
             given = Headers([*given.pairs(), ("Content-Length", str(len(data)))])
@@ -675,7 +710,9 @@ class Engine:
         self._refuse_in_function("backup")
         target = os.path.abspath(os.fspath(path))
         problem = None
-        if os.path.isfile(target):
+        if not os.fspath(path):  # abspath("") is the working directory
+            problem = "is empty (the working directory)"
+        elif os.path.isfile(target):
             problem = "is a file"
         elif os.path.realpath(target) == runtime.db.storage.path:
             problem = "is the database itself"
@@ -728,6 +765,39 @@ class Engine:
         report["scheduled_functions"] = counts
         report["scheduled_functions_unknown"] = unknown
         return report
+
+
+def _check_auth(config: Any) -> None:
+    """Refuse, before anything opens, an ``auth=`` that cannot verify tokens.
+
+    Anything with a ``verify(token)`` method is a configuration (``auth.AuthConfig``, a
+    provider); a list of providers or an issuer URL raised AttributeError on the first
+    call with a token instead.
+    """
+    if config is not None and not callable(getattr(config, "verify", None)):
+        hint = (
+            ": wrap the providers in auth.AuthConfig(providers=[...])"
+            if isinstance(config, (list, tuple))
+            else ": write auth.AuthConfig(providers=[auth.ClerkProvider(issuer=...)])"
+            if isinstance(config, str)
+            else ""
+        )
+        raise EngineError(
+            "Engine.open(auth=...) takes an identity-provider configuration "
+            f"(auth.AuthConfig), got {type(config).__name__}{hint}"
+        )
+
+
+def _check_schema(schema: Any) -> None:
+    """Refuse, before anything opens, a ``schema=`` that is no ``define_schema`` result."""
+    from .schema import SchemaDefinition
+
+    if schema is not None and not isinstance(schema, SchemaDefinition):
+        hint = ": wrap the tables in define_schema({...})" if isinstance(schema, Mapping) else ""
+        raise EngineError(
+            "Engine.open(schema=...) takes a define_schema({...}) result or None, got "
+            f"{type(schema).__name__}{hint}"
+        )
 
 
 def _fetch_handled(

@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 from .contexts import ActionCtx, MutationCtx
 from .errors import (
+    ConvexError,
     OptimisticConcurrencyControlFailure,
     SchedulerError,
     StorageError,
@@ -426,6 +427,8 @@ class Executor:
                 time.sleep(min(1.0, 0.01 * attempt))
             except _JobFailed as failed:
                 done = self._complete(job_id, ("pending",), _failed(failed.error))
+                if done:
+                    _log_failure("mutation", name, job_id, failed.error)
                 if not background and isinstance(failed.error, KeyboardInterrupt):
                     raise failed.error from None  # Ctrl-C in finish_*: recorded, then stops
                 return done
@@ -572,11 +575,13 @@ class Executor:
                 state = _TRANSIENT
             except Exception as error:
                 state = _failed(error)
+                _log_failure("action", name, job_id, error)
             except BaseException as error:
                 # SystemExit, KeyboardInterrupt: re-raised, they would stop the loop's
                 # thread and every action on it; they are this job's failure only.
                 state = _failed(error)
                 raised = error
+                _log_failure("action", name, job_id, error)
             try:
                 await asyncio.to_thread(self._complete, job_id, ("inProgress",), state)
             finally:
@@ -609,6 +614,25 @@ def _unsupported(kind: str) -> dict[str, Any]:
         "error": f"Unsupported function type {kind} in scheduler: only Mutation and Action "
         "can be scheduled",
     }
+
+
+def _log_failure(kind: str, name: str, job_id: str, error: BaseException) -> None:
+    """Log a scheduled function's failure, as Convex shows it in the function logs.
+
+    The job's ``state.error`` keeps the message only; without this the traceback was
+    lost and a failing job was silent. A ``ConvexError`` (an expected failure) is a
+    WARNING without traceback, anything else an ERROR with it (as for HTTP actions).
+    """
+    if isinstance(error, ConvexError):
+        _log.warning("Scheduled %s %s (job %s) failed: %s", kind, name, job_id, error)
+    else:
+        _log.error(
+            "Scheduled %s %s (job %s) failed",
+            kind,
+            name,
+            job_id,
+            exc_info=(type(error), error, error.__traceback__),
+        )
 
 
 def _failed(error: BaseException) -> dict[str, Any]:

@@ -372,6 +372,20 @@ class StorageReader:
         self._txn = txn
         self._runtime = runtime
 
+    def __getattr__(self, name: str) -> Any:
+        # Only for names the class lacks: say where the method is (Convex's types do).
+        where = _STORAGE_METHODS.get(name)
+        if where is not None:
+            kind = "query" if type(self) is StorageReader else "mutation"
+            raise AttributeError(
+                f"ctx.storage.{name} is not available in a {kind}: it is {where}.",
+                name=name,
+                obj=self,
+            )
+        raise AttributeError(
+            f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+        )
+
     def get_url(self, storage_id: str) -> str | None:
         """A URL that downloads the file with an HTTP GET, or None if it does not exist.
 
@@ -480,3 +494,14 @@ class StorageActionWriter:
         await asyncio.to_thread(
             db.run, lambda txn: delete_in(txn, storage_id), writable=True, source="storage.delete"
         )
+
+
+#: Where the ctx.storage methods a query's or mutation's ctx.storage may lack are.
+_STORAGE_METHODS = {
+    "generate_upload_url": "in mutations and actions",
+    "delete": "in mutations and actions",
+    "store": "in actions only: store the bytes from an action (or from the host with "
+    "Engine.store_file) and pass the storage id",
+    "get": "in actions only: a query or mutation reads the file's row with "
+    "ctx.db.system.get(id), or hands out ctx.storage.get_url(id)",
+}

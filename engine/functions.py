@@ -281,6 +281,15 @@ def _check_signature(
     fields = args._fields()
     undeclared = sorted(required - fields.keys())
     if undeclared:
+        if undeclared == ["args"] and "args" not in fields and fields:
+            # Convex's JavaScript shape, handler(ctx, args): here each argument is a
+            # parameter of its own, which the generic advice below did not say.
+            raise EngineError(
+                f"{where} takes the parameter 'args', which its args do not declare: "
+                "handlers receive the arguments as keyword parameters, handler(ctx, **args), "
+                f"not as one object: write def {getattr(handler, '__name__', 'f')}(ctx, "
+                f"{', '.join(fields)})."
+            )
         raise EngineError(
             f"{where} takes the parameter {undeclared[0]!r}, which its args do not declare, "
             f"so every call would fail: declare it in args ({undeclared[0]!r}: v...), or give "
@@ -497,9 +506,14 @@ class Runtime:
         if isinstance(auth, _NOT_IDENTITIES):
             # Raw credentials or plain data are never a verified identity: trusting them
             # would let an unverified token (bytes) or a client's dict act as a user.
+            fix = (
+                "decode a bytes token to str first"
+                if isinstance(auth, (bytes, bytearray, memoryview))
+                else "verify the caller first, then pass the token or an auth.UserIdentity"
+            )
             raise EngineError(
                 f"auth= takes a token (str), a verified identity (auth.UserIdentity) or "
-                f"None, got {type(auth).__name__}: decode a bytes token to str first."
+                f"None, got {type(auth).__name__}: {fix}."
             )
         return auth
 

@@ -23,6 +23,7 @@ once: one more is answered ``503`` and closed, unless a kept-alive connection is
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import socket
@@ -246,7 +247,19 @@ class HttpServer:
             (_Handler,),
             {"runtime": runtime, "timeout": timeout, "max_upload_size": max_upload_size},
         )
-        self._server = _Server((host, port), handler, max_connections)
+        try:
+            self._server = _Server((host, port), handler, max_connections)
+        except OSError as error:
+            # "[Errno 98] Address already in use" said neither which address nor what
+            # to do; the errno stays, for callers that test it.
+            hint = (
+                ": another server listens there (pass port=0 for a free port)"
+                if error.errno == errno.EADDRINUSE
+                else ""
+            )
+            raise OSError(
+                error.errno, f"serve_http cannot listen on {host}:{port}: {error.strerror}{hint}"
+            ) from error
         address = self._server.server_address
         bound_host = address[0].decode() if isinstance(address[0], bytes) else str(address[0])
         bound_port = address[1]

@@ -164,6 +164,20 @@ class DatabaseReader(_Reads):
         self._txn = txn
         self._system: SystemReader | None = None
 
+    def __getattr__(self, name: str) -> Any:
+        # Only for names the class lacks: a query's ctx.db.insert said no more than
+        # "'DatabaseReader' object has no attribute 'insert'".
+        if name in ("insert", "patch", "replace", "delete"):
+            raise AttributeError(
+                f"ctx.db.{name} is not available in a query: a query's ctx.db only reads. "
+                "Write from a mutation (from an action, through ctx.run_mutation).",
+                name=name,
+                obj=self,
+            )
+        raise AttributeError(
+            f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+        )
+
     @property
     def system(self) -> SystemReader:
         """The reader of system tables (made on first use)."""

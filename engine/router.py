@@ -258,9 +258,14 @@ def router_of_module(module: ModuleType) -> HttpRouter:
     router = getattr(module, "http", None)
     if not isinstance(router, HttpRouter):
         found = "nothing" if router is None else f"{type(router).__name__} {router!r}"
+        named = sorted(k for k, v in vars(module).items() if isinstance(v, HttpRouter))
+        fix = (
+            f"Name the router `http` (it is {named[0]!r})."
+            if router is None and len(named) == 1
+            else "Rename the module if it is not meant to define HTTP routes."
+        )
         raise EngineError(
             f"The functions module {module.__name__!r} is where HTTP routes are defined, "
-            f"so it must have an attribute `http = HttpRouter()`; found {found}. Rename "
-            "the module if it is not meant to define HTTP routes."
+            f"so it must have an attribute `http = HttpRouter()`; found {found}. {fix}"
         )
     return router

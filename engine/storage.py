@@ -923,6 +923,11 @@ def open_storage(
     :class:`EngineError` when this process already has the folder open with
     another durability mode (LMDB's sync flags are per environment).
     """
+    if not path:  # realpath("") is the working directory: data.mdb would land there
+        raise StorageError(
+            "Cannot use '' as a database folder: the path is empty; give the path of a "
+            "folder, or of one to create ('./data'; '.' for the working directory)."
+        )
     real = os.path.realpath(path)
     while True:  # the last handle of the folder may be closing: wait for it, then open
         with _REGISTRY_LOCK:

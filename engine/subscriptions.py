@@ -276,6 +276,23 @@ class Subscription(_Notifier):
         self._delivered = False
         #: Seconds the subscription's token has left (raises once none): see Engine.subscribe.
         self._expiry: Callable[[], float] | None = None
+        #: (a published result, this subscription's own copy of it): see _mine.
+        self._copy: tuple[Any, Any] | None = None
+
+    def _mine(self, result: Any) -> Any:
+        """This subscription's own copy of the published ``result``, made once per result.
+
+        Identical subscriptions share one execution, and so one result object: handed
+        out as is, a caller sorting ``value["page"]`` in place, or a callback editing a
+        document, changed what every other subscriber (and a later ``.value``) saw.
+        Cost: one msgpack round trip per result and subscription that reads it.
+        """
+        copy = self._copy
+        if copy is not None and copy[0] is result:
+            return copy[1]
+        mine = decode(encode(result)) if type(result) in (dict, list) else result
+        self._copy = (result, mine)
+        return mine
 
     @property
     def value(self) -> Any:
@@ -286,7 +303,7 @@ class Subscription(_Notifier):
         error = watched.failure()
         if error is not None:
             raise error
-        return watched.result
+        return self._mine(watched.result)
 
     @property
     def ts(self) -> int:
@@ -351,7 +368,9 @@ class Subscription(_Notifier):
         if error is None:
             callback = self._callback
             if callback is not None:
-                self._manager._callbacks_later(lambda: self._callback_now(callback, result))
+                self._manager._callbacks_later(
+                    lambda: self._callback_now(callback, self._mine(result))
+                )
             return
         on_error = self._on_error
         if on_error is not None:
@@ -377,7 +396,7 @@ class Subscription(_Notifier):
                 raise error
 
             return version, fail
-        return version, lambda: result
+        return version, lambda: self._mine(result)
 
     def __iter__(self) -> Iterator[Any]:
         return self._follow(self._current)

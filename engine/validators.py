@@ -62,15 +62,38 @@ class _Lazy:
         return self._build(f"Path: {self._path}" if self._path else "")
 
 
-def _mismatch(value: Any, validator: Validator) -> tuple[str, Any]:
-    # Convex's ValidationError::NoMatch (crates/common/src/schemas/validator.rs).
+def _mismatch(value: Any, validator: Validator, hint: str = "") -> tuple[str, Any]:
+    # Convex's ValidationError::NoMatch (crates/common/src/schemas/validator.rs); a
+    # ``hint`` (for Python callers) goes on a line of its own after it.
     def build(context: str) -> str:
         return (
             f"Value does not match validator.\n{context}\nValue: {format_value(value)}\n"
-            f"Validator: {validator!r}"
+            f"Validator: {validator!r}" + (f"\n{hint}" if hint else "")
         )
 
     return "", _Lazy(build)
+
+
+def _float_mismatch(value: Any) -> tuple[str, Any]:
+    # In JavaScript 1 is a float; in Python it is an int, which Convex stores as an Int64.
+    if type(value) is int:
+        return _mismatch(
+            value,
+            _FLOAT,
+            f"(A Python int is a Convex Int64: pass a float, {value}.0, or declare v.int64().)",
+        )
+    return _mismatch(value, _FLOAT)
+
+
+def _int_mismatch(value: Any) -> tuple[str, Any]:
+    if type(value) is float and value.is_integer():
+        return _mismatch(
+            value,
+            _INT,
+            f"(A Python float is a Convex Float64: pass an int, {int(value)}, or declare "
+            "v.float64().)",
+        )
+    return _mismatch(value, _INT)
 
 
 def _nest(result: tuple[str, Any], segment: str) -> tuple[str, Any]:
@@ -318,8 +341,45 @@ def _array(item: Validator) -> Validator:
     return validator
 
 
+def _none_for_optional(failure: tuple[str, Any], name: str) -> tuple[str, Any]:
+    """``failure`` of an optional field given None, with the Python fix appended.
+
+    In JavaScript, ``undefined`` leaves an optional field out; Python's None is
+    Convex's null, a value, so ``{"b": None}`` fails ``v.optional(v.string())``.
+    """
+    path, inner = failure
+    build = inner._build
+
+    def hinted(context: str) -> str:
+        return (
+            f"{build(context)}\n(None is null, a value: leave the optional field `{name}` "
+            "out, or patch it with engine.UNSET to remove it.)"
+        )
+
+    return path, _Lazy(hinted, inner._path)
+
+
+class _FieldTypeError(TypeError):
+    """What is no validator, in a field of a dict of validators (``field``: its path)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"Field {field!r}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles, as every error here does
+        return (type(self), (self.field, self.reason))
+
+
 def _object(fields: Mapping[str, Any]) -> Validator:
-    compiled = {name: as_validator(f) for name, f in fields.items()}
+    compiled: dict[str, Validator] = {}
+    for name, field in fields.items():
+        try:
+            compiled[name] = as_validator(field)
+        except _FieldTypeError as error:  # a nested field: the path grows
+            raise _FieldTypeError(f"{name}.{error.field}", error.reason) from None
+        except TypeError as error:  # say which field, in a dict of dozens
+            raise _FieldTypeError(name, str(error)) from None
     for name in compiled:
         if not isinstance(name, str) or not _IDENTIFIER.match(name) or not name.strip("_"):
             raise ValidationError(
@@ -341,6 +401,8 @@ def _object(fields: Mapping[str, Any]) -> Validator:
             if name in value:
                 failure = field_check(value[name], resolver)
                 if failure is not None:
+                    if not required and value[name] is None:
+                        failure = _none_for_optional(failure, name)
                     return _nest(failure, _field_segment(name))
             elif required:
                 return "", _Lazy(partial(_missing_message, name, value, text))
@@ -537,13 +599,13 @@ _STRING: Validator = Validator(
 )
 _FLOAT: Validator = Validator(
     "number",
-    lambda x, r: None if type(x) is float else _mismatch(x, _FLOAT),
+    lambda x, r: None if type(x) is float else _float_mismatch(x),
     "v.float64()",
     {"type": "number"},
 )
 _INT: Validator = Validator(
     "bigint",
-    lambda x, r: None if type(x) is int else _mismatch(x, _INT),
+    lambda x, r: None if type(x) is int else _int_mismatch(x),
     "v.int64()",
     {"type": "bigint"},
 )
@@ -574,10 +636,29 @@ def as_validator(spec: Any) -> Validator:
         return spec
     if isinstance(spec, Mapping):
         return _object(spec)
+    meant = _MEANT.get(spec) if isinstance(spec, (type, str)) else None
     raise TypeError(
         f"Expected a validator (v.string(), v.object({{...}}), ...) or a dict of "
-        f"validators, got {spec!r}"
+        f"validators, got {spec!r}" + (f": write {meant}" if meant else "")
     )
+
+
+#: What a Python type or a type's name given where a validator belongs stands for.
+_MEANT: dict[Any, str] = {
+    str: "v.string()",
+    "string": "v.string()",
+    int: "v.int64() (an int is a Convex Int64; v.number() takes floats)",
+    "int64": "v.int64()",
+    float: "v.float64()",
+    "number": "v.number()",
+    "float64": "v.float64()",
+    bool: "v.boolean()",
+    "boolean": "v.boolean()",
+    bytes: "v.bytes()",
+    type(None): "v.null()",
+    list: "v.array(<item validator>)",
+    dict: "v.object({...}) or v.record(<keys>, <values>)",
+}
 
 
 def validator_from_json(json: Any) -> Validator:

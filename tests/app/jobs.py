@@ -84,6 +84,16 @@ async def failing_action(ctx: Any) -> None:
     raise ConvexError("action failed on purpose")
 
 
+@internal_mutation(args={})
+def crashing_mutation(ctx: Any) -> None:
+    raise RuntimeError("mutation crashed on purpose")
+
+
+@internal_action(args={})
+async def crashing_action(ctx: Any) -> None:
+    raise RuntimeError("action crashed on purpose")
+
+
 @mutation(args={"text": v.string()})
 def schedule_action(ctx: Any, text: str) -> str:
     job_id: str = ctx.scheduler.run_after(0, note_from_action, {"text": text})

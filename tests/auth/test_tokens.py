@@ -231,6 +231,31 @@ def test_malformed_tokens(rsa_signer: Signer) -> None:
         clerk(rsa_signer).verify(rsa_signer.token(iss=None))
 
 
+def test_auth_config_refuses_what_is_not_a_list_of_providers(rsa_signer: Signer) -> None:
+    # A list of issuer URLs was accepted and every verify() then raised "'str' object has
+    # no attribute '_version'"; one provider not in a list, "object is not iterable".
+    provider = auth.ClerkProvider(issuer=ISSUER, public_key=rsa_signer.public_pem)
+    with pytest.raises(TypeError, match=r"write ClerkProvider\(issuer='https://a\.example'\)"):
+        auth.AuthConfig(providers=["https://a.example"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"got one ClerkProvider: write providers=\[provider\]"):
+        auth.AuthConfig(providers=provider)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="objects, got dict$"):
+        auth.AuthConfig(providers=[{"issuer": ISSUER}])  # type: ignore[list-item]
+    assert auth.AuthConfig(providers=(provider,)).verify(rsa_signer.token()).subject == "user_123"
+
+
+def test_a_token_with_its_bearer_scheme_is_told_to_drop_it(rsa_signer: Signer) -> None:
+    # The Authorization header's value passed as auth= was "Could not parse JWT header:
+    # ... do not decode as base64url", with a fix that showed the Bearer form.
+    token = rsa_signer.token()
+    for pasted in (f"Bearer {token}", f"bearer {token}"):
+        with pytest.raises(auth.MalformedToken, match="without 'Bearer '") as caught:
+            clerk(rsa_signer).verify(pasted)
+        assert re.search(MESSAGE, str(caught.value))
+        assert token.split(".")[1] not in str(caught.value)
+    assert clerk(rsa_signer).verify(token).subject == "user_123"
+
+
 def test_provider_selection_takes_the_first_match(rsa_signer: Signer, ec_signer: Signer) -> None:
     config = auth.AuthConfig(
         providers=[

@@ -68,6 +68,21 @@ def test_a_backup_goes_to_a_new_or_empty_folder_only(db_path: Path, tmp_path: Pa
         engine.backup(tmp_path / "after")
 
 
+def test_an_empty_destination_path_is_refused(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # backup("") wrote data.mdb into an empty working directory.
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    with (
+        Engine.open(db_path, durability="none") as engine,
+        pytest.raises(EngineError, match=r"Engine.backup\(''\): the destination is empty"),
+    ):
+        engine.backup("")
+    assert list(cwd.iterdir()) == []
+
+
 def test_a_destination_under_a_file_is_a_storage_error(tmp_path: Path) -> None:
     """A parent that is a file: StorageError naming the destination, not a bare OSError."""
     (tmp_path / "plain").write_text("x")

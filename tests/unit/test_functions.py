@@ -20,6 +20,7 @@ from engine import (
     FunctionNotFound,
     ReadOnlyError,
     ReturnsValidationError,
+    action,
     mutation,
     query,
     v,
@@ -581,6 +582,14 @@ def test_handlers_that_cannot_take_their_declared_args_are_refused_when_defined(
         query(args={"x": v.string()})(lambda ctx, x, y: x)
     with pytest.raises(EngineError, match="takes the parameter 'y'"):
         query(args={"x": v.string()})(lambda ctx, x, *, y: x)
+
+    # Convex's JavaScript shape, handler(ctx, args), is told the Python one (the advice
+    # was to declare a field 'args').
+    def create(ctx, args):  # type: ignore[no-untyped-def]
+        return args["title"]
+
+    with pytest.raises(EngineError, match=r"keyword parameters.*def create\(ctx, title, n\)"):
+        mutation(args={"title": v.string(), "n": v.int64()})(create)
     with pytest.raises(EngineError, match="positional-only"):
         query(args={})(lambda ctx, x, /: x)
     query(args={"x": v.string()})(lambda ctx, x, y=1, *, z=2: x)
@@ -674,6 +683,22 @@ def test_arguments_and_results_are_converted_once(
     assert calls == 0
 
 
+def test_open_refuses_an_auth_configuration_that_cannot_verify(db_path: Path) -> None:
+    # auth=[provider] or an issuer URL opened, then every call with a token raised
+    # "'list' object has no attribute 'verify'".
+    for wrong, said in [
+        ([object()], r"got list: wrap the providers in auth\.AuthConfig"),
+        ("https://a.clerk.accounts.dev", r"got str: write auth\.AuthConfig\(providers="),
+        (
+            {"issuer": "x"},
+            r"takes an identity-provider configuration \(auth\.AuthConfig\), got dict$",
+        ),
+    ]:
+        with pytest.raises(EngineError, match=said):
+            Engine.open(db_path, auth=wrong, durability="none")
+    assert not db_path.exists() or not any(db_path.iterdir())  # refused before opening
+
+
 def test_raw_credentials_and_plain_data_are_not_a_verified_identity(engine: Engine) -> None:
     # Found by review: any non-str auth= was trusted as verified, so a forged token passed
     # as bytes, or a client-supplied dict, reached functions as an identity.
@@ -683,6 +708,12 @@ def test_raw_credentials_and_plain_data_are_not_a_verified_identity(engine: Engi
         with pytest.raises(EngineError, match="auth= takes a token"):
             engine.fetch("/notes", auth=forged)
     assert engine.query("notes:texts", auth=Identity("user")) == []
+    # The fix fits what was passed: a dict was told to "decode a bytes token to str".
+    with pytest.raises(EngineError, match="got bytes: decode a bytes token to str first"):
+        engine.query("notes:texts", auth=b"token")
+    with pytest.raises(EngineError, match="got dict: verify the caller first") as raised:
+        engine.query("notes:texts", auth={"subject": "x"})
+    assert "bytes" not in str(raised.value)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -715,3 +746,45 @@ def test_env_holds_strings_only_as_in_convex(db_path: Path, env: Any, expected: 
     with pytest.raises(EngineError, match=expected):
         Engine.open(db_path, durability="none", env=env)
     assert not db_path.exists()
+
+
+@action
+async def _reads_ctx_attribute(ctx: Any, name: str) -> str:
+    try:
+        getattr(ctx, name)
+    except AttributeError as error:
+        return str(error)
+    return "found"
+
+
+def test_a_context_attribute_of_another_kind_of_function_says_where_it_is(
+    engine: Engine,
+) -> None:
+    # Found by a first-time user: a query's ctx.db.insert raised "'DatabaseReader' object
+    # has no attribute 'insert'", and a mutation's ctx.run_action no more than that.
+    def missing(kind: str, fn: Any) -> str:
+        with pytest.raises(AttributeError) as raised:
+            engine.query(fn) if kind == "query" else engine.mutation(fn)
+        return str(raised.value)
+
+    assert "ctx.db.insert is not available in a query" in missing(
+        "query", lambda ctx: ctx.db.insert("t", {})
+    )
+    assert "schedule from a mutation or an action" in missing("query", lambda ctx: ctx.scheduler)
+    assert "ctx.run_mutation is not available in a query" in missing(
+        "query", lambda ctx: ctx.run_mutation
+    )
+    assert "ctx.storage.delete is not available in a query" in missing(
+        "query", lambda ctx: ctx.storage.delete
+    )
+    assert "ctx.storage.store is not available in a mutation: it is in actions only" in (
+        missing("mutation", lambda ctx: ctx.storage.store)
+    )
+    assert "ctx.scheduler.run_after(0, ...)" in missing("mutation", lambda ctx: ctx.run_action)
+    # Other names keep Python's message; what exists is unaffected.
+    assert missing("query", lambda ctx: ctx.nope) == "'QueryCtx' object has no attribute 'nope'"
+    assert missing("query", lambda ctx: ctx.db.nope).endswith("no attribute 'nope'")
+    assert engine.mutation(lambda ctx: ctx.scheduler is not None and ctx.db.insert is not None)
+    said = engine.action(_reads_ctx_attribute, {"name": "db"})
+    assert said.startswith("ctx.db is not available in an action") and "ctx.run_query" in said
+    assert engine.action(_reads_ctx_attribute, {"name": "scheduler"}) == "found"

@@ -346,6 +346,39 @@ def test_fetch_and_afetch(engine: Engine) -> None:
         engine.fetch("notes")
 
 
+def test_fetch_takes_the_urls_the_engine_hands_out(engine: Engine, tmp_path: Path) -> None:
+    # An upload URL or a file URL had to be cut down to its path by hand: "fetch(path)
+    # takes a path starting with '/'", though the docs say tests upload with fetch.
+    upload = engine.mutation(lambda ctx: ctx.storage.generate_upload_url())
+    assert upload.startswith("http://")
+    response = engine.fetch(upload, method="POST", body=b"abc")
+    assert response.status == 200, response.text()
+    storage_id = json.loads(response.body)["storageId"]
+    assert engine.fetch(engine.query(lambda ctx: ctx.storage.get_url(storage_id))).body == b"abc"
+    with pytest.raises(EngineError, match=r"not under its origin 'http://127\.0\.0\.1:3210'"):
+        engine.fetch("http://example.com/notes")
+    with pytest.raises(EngineError, match="not under its origin"):
+        engine.fetch("http://127.0.0.1:32100/notes")  # a longer port is another origin
+    with Engine.open(
+        tmp_path / "mounted", functions=app, durability="none", site_url="https://example.com/app"
+    ) as mounted:
+        assert mounted.fetch("https://example.com/app/notes").status == 200
+        assert mounted.fetch("https://example.com/app/notes?x=1").status == 200
+        with pytest.raises(EngineError, match="not under its origin"):
+            mounted.fetch("https://example.com/notes")
+
+
+def test_fetch_refuses_a_body_that_is_not_bytes_or_str(engine: Engine) -> None:
+    # bytes(body) raised "'str' object cannot be interpreted as an integer" for a dict,
+    # and sent 3 zero bytes for body=3.
+    with pytest.raises(EngineError, match=r"takes bytes or str, got dict \(json.dumps"):
+        engine.fetch("/echo/a", method="POST", body={"text": "hi"})  # type: ignore[arg-type]
+    with pytest.raises(EngineError, match="takes bytes or str, got int"):
+        engine.fetch("/echo/a", method="POST", body=3)  # type: ignore[arg-type]
+    sent = engine.fetch("/echo/a", method="POST", body=bytearray(b"hi"))
+    assert json.loads(sent.body)["body"] == "hi"
+
+
 def test_a_closed_engine_answers_503(db_path: Path) -> None:
     from engine.httpserver import handle
 
@@ -386,6 +419,11 @@ def test_a_router_can_be_passed_to_open(db_path: Path) -> None:
         ("", "must have an attribute `http = HttpRouter\\(\\)`; found nothing"),
         ("http = 5\n", "found int 5"),
         ("import engine\nhttp = engine.http_action\n", "found function"),
+        # A router under another name (`router`) was told to rename the module.
+        (
+            "import engine\nrouter = engine.HttpRouter()\n",
+            "found nothing. Name the router `http` \\(it is 'router'\\)",
+        ),
     ],
 )
 def test_a_misconfigured_http_module_refuses_to_open(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import http.client
 import json
@@ -434,6 +435,22 @@ def test_bad_serve_http_arguments_are_refused(engine: Engine, options: dict[str,
     name = next(iter(options))
     with pytest.raises(EngineError, match=rf"serve_http\({name}="):
         engine.serve_http(**arguments)
+
+
+def test_a_port_in_use_is_an_oserror_naming_the_address_and_port_0(
+    engine: Engine, server: HttpServer
+) -> None:
+    # It was the socket's bare "[Errno 98] Address already in use".
+    with pytest.raises(OSError, match=rf"cannot listen on 127\.0\.0\.1:{server.port}: .*port=0"):
+        engine.serve_http("127.0.0.1", server.port)
+    try:
+        engine.serve_http("127.0.0.1", server.port)
+    except OSError as error:
+        assert error.errno == errno.EADDRINUSE  # kept for callers that test it
+    upload_url = engine.mutation(lambda ctx: ctx.storage.generate_upload_url())
+    assert upload_url.startswith(server.url + "/")  # the refused server left no trace
+    with engine.serve_http("127.0.0.1", 0) as other:  # nothing half-registered
+        assert other.port != server.port
 
 
 def test_idle_kept_alive_connections_make_room_for_new_clients(engine: Engine) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -246,6 +247,35 @@ def test_failing_action_is_marked_failed(engine: Engine) -> None:
     state = job(engine, job_id)["state"]
     assert state["kind"] == "failed"
     assert "action failed on purpose" in state["error"]
+
+
+def test_a_failing_job_is_logged_with_its_traceback(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by a first-time user: a failed job was silent, and its state kept only the
+    # message ("Uncaught RuntimeError: ..."): the traceback was lost.
+    caplog.set_level(logging.WARNING, logger="engine.scheduler")
+    crash_m = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.crashing_mutation))
+    crash_a = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.crashing_action))
+    expected = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.failing_action))
+    assert engine.finish_scheduled_functions() == 3
+    records = {r.getMessage(): r for r in caplog.records if r.name == "engine.scheduler"}
+    assert len(records) == 3, list(records)
+    for kind, name, job_id in [
+        ("mutation", "jobs:crashing_mutation", crash_m),
+        ("action", "jobs:crashing_action", crash_a),
+    ]:
+        record = records[f"Scheduled {kind} {name} (job {job_id}) failed"]
+        assert record.levelno == logging.ERROR and record.exc_info is not None
+        assert f"{kind} crashed on purpose" in caplog.text
+        assert "raise RuntimeError" in caplog.text  # the traceback, down to the raise
+    convex = records[
+        f"Scheduled action jobs:failing_action (job {expected}) failed: action failed on purpose"
+    ]
+    assert convex.levelno == logging.WARNING and convex.exc_info is None
+    assert job(engine, crash_m)["state"]["error"] == (
+        "Uncaught RuntimeError: mutation crashed on purpose"
+    )
 
 
 def test_scheduling_from_an_action_survives_its_failure(engine: Engine) -> None:

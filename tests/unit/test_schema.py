@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine, SchemaValidationError, define_schema, define_table, ids, v
+from engine import Engine, EngineError, SchemaValidationError, define_schema, define_table, ids, v
 
 
 @pytest.mark.parametrize(
@@ -177,3 +177,16 @@ def test_a_table_has_at_most_64_indexes() -> None:
     wide.index("by_one_more", ["g"])
     with pytest.raises(SchemaValidationError, match='Table "t" cannot have more than 64 indexes'):
         define_schema({"t": wide})
+
+
+def test_open_refuses_a_schema_that_is_not_a_define_schema_result(tmp_path: Path) -> None:
+    # A dict of tables (define_schema forgotten) raised "'dict' object has no attribute
+    # 'to_json'" from inside the schema migration.
+    tables = {"notes": define_table({"text": v.string()})}
+    with pytest.raises(EngineError, match=r"got dict: wrap the tables in define_schema"):
+        Engine.open(tmp_path / "db", schema=tables, durability="none")
+    with pytest.raises(EngineError, match=r"takes a define_schema\(\{...\}\) result .* got str$"):
+        Engine.open(tmp_path / "db", schema="notes", durability="none")
+    assert not (tmp_path / "db").exists()  # refused before anything opened
+    with Engine.open(tmp_path / "db", schema=define_schema(tables), durability="none") as db:
+        assert db.check()["tables"]["notes"]["documents"] == 0

@@ -475,6 +475,19 @@ def test_a_path_that_cannot_be_a_folder_is_a_storage_error(tmp_path: Path) -> No
     assert a_file.read_text() == "not a database"
 
 
+def test_an_empty_path_is_refused_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Engine.open("") (an unset DB_PATH, say) opened the working directory and wrote
+    # data.mdb, lock.mdb and durability.lock into it.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StorageError, match="the path is empty"):
+        Engine.open("", durability="none")
+    assert list(tmp_path.iterdir()) == []
+    with Engine.open(".", durability="none") as here:  # said explicitly, it is allowed
+        assert here.check()["tables"] == {}
+
+
 def test_a_close_between_a_full_write_and_its_retry_is_a_storage_error(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

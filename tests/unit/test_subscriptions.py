@@ -747,6 +747,60 @@ def test_subscribe_set_closes_what_it_opened_when_a_member_fails(engine: Engine)
     assert engine._db.subscriptions.active == 0
 
 
+@query(args={"key": v.string()})
+def rows_of(ctx: QueryCtx, key: str) -> Any:
+    rows = ctx.db.query("kv").filter(lambda q: q.eq(q.field("key"), key)).collect()
+    return {"values": [row["value"] for row in rows]}
+
+
+def test_subscribers_sharing_an_execution_each_get_their_own_value(engine: Engine) -> None:
+    # Identical subscriptions share one execution, and got one result object: a caller
+    # sorting value["values"] in place, or a callback editing it, changed what the other
+    # subscriber (and its next .value, iteration and callback) saw.
+    put(engine, "k", 2)
+    put(engine, "k", 1)
+    heard: list[Any] = []
+
+    def edit(value: Any) -> None:
+        value["values"].append("edited by a callback")
+        heard.append(value)
+
+    with (
+        engine.subscribe(rows_of, {"key": "k"}) as a,
+        engine.subscribe(rows_of, {"key": "k"}) as b,
+        engine.subscribe(rows_of, {"key": "k"}, callback=edit) as c,
+    ):
+        assert a._watched is b._watched is c._watched  # one execution
+        _eventually(lambda: len(heard) == 1)
+        mine = a.value
+        mine["values"].sort()
+        assert mine["values"] == [1, 2] and a.value is mine  # a's own, kept while unchanged
+        assert b.value == {"values": [2, 1]}
+        assert next(iter(b)) == {"values": [2, 1]}
+        put(engine, "k", 3)
+        _eventually(lambda: len(heard) == 2)
+        assert a.value == b.value == {"values": [2, 1, 3]}
+        assert heard[1]["values"] == [2, 1, 3, "edited by a callback"]
+
+
+def test_subscribe_set_refuses_an_entry_that_is_not_a_ref_args_pair(engine: Engine) -> None:
+    # Unpacked as is: (ref,) raised a bare "not enough values to unpack", a name alone
+    # "too many values to unpack", and a two-letter string ran as (ref, args).
+    doc = put(engine, "a", 0)
+    for entry, said in [
+        ((get_one,), "must be a pair"),
+        ("notes:list", r"write \('notes:list', \{\}\)"),
+        ("ab", "must be a pair"),
+    ]:
+        with pytest.raises(EngineError, match=said):
+            engine.subscribe_set({"ok": (get_one, {"id": doc}), "bad": entry})  # type: ignore[dict-item]
+        assert engine._db.subscriptions.active == 0  # nothing opened, nothing left open
+    with pytest.raises(EngineError, match="takes a dict"):
+        engine.subscribe_set([("ok", (get_one, {"id": doc}))])  # type: ignore[arg-type]
+    with engine.subscribe_set({"ok": [get_one, {"id": doc}]}) as live:  # type: ignore[dict-item]
+        assert live.value == {"ok": 0}
+
+
 @query(args={"table": v.string(), "paginationOpts": v.any()})
 def page_of(ctx: QueryCtx, table: str, paginationOpts: Any) -> Any:
     result = ctx.db.query(table).paginate(paginationOpts)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
-from engine import UNSET, ValidationError, pagination_opts, v
+from engine import UNSET, ValidationError, mutation, pagination_opts, v
 from engine.ids import encode_id
 from engine.validators import validator_from_json
 
@@ -335,3 +337,60 @@ def test_record_keys_may_be_nested_unions_of_strings_and_ids() -> None:
         v.record(v.union(v.union(v.string(), v.literal("a"))), v.int64())
     with pytest.raises(ValidationError, match="InvalidRecordType"):
         v.record(v.union(v.union(v.int64())), v.int64())
+
+
+def test_a_python_type_where_a_validator_belongs_is_named_with_its_field_and_fix() -> None:
+    # Found by a first-time user: {"title": str} raised "Expected a validator ... got
+    # <class 'str'>" without saying which field, in a dict of dozens, or what to write.
+    with pytest.raises(
+        TypeError, match=r"^Field 'title': .*got <class 'str'>: write v\.string\(\)$"
+    ):
+        v.object({"title": str, "n": v.int64()})
+    with pytest.raises(TypeError, match=r"^Field 'a\.b\.c': .*: write v\.int64\(\) \(an int"):
+        v.object({"a": {"b": {"c": int}}})
+    with pytest.raises(TypeError, match=r"got 'number': write v\.number\(\)$"):
+        mutation(args={"price": "number"})(lambda ctx, price: price)
+    with pytest.raises(TypeError, match=r"^Expected a validator .* got 5$"):
+        v.array(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="write v.bytes()") as raised:
+        v.object({"x": bytes})
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert (type(copy), str(copy)) == (type(raised.value), str(raised.value))
+
+
+def test_none_for_an_optional_field_says_to_leave_it_out_or_patch_unset() -> None:
+    # In JavaScript `undefined` leaves an optional field out; in Python None is null, a
+    # value, and the Convex message alone did not say how to clear the field.
+    validator = v.object({"a": v.string(), "b": v.optional(v.string())})
+    with pytest.raises(ValidationError) as raised:
+        validator.validate({"a": "x", "b": None})
+    message = str(raised.value)
+    assert message.startswith("Value does not match validator.\nPath: .b\nValue: null\n")
+    assert message.endswith(
+        "leave the optional field `b` out, or patch it with engine.UNSET to remove it.)"
+    )
+    # Only for None in an optional field: a required field, or another value, is as before.
+    for value in ({"a": None}, {"a": "x", "b": 1}):
+        with pytest.raises(ValidationError) as raised:
+            validator.validate(value)
+        assert "engine.UNSET" not in str(raised.value)
+    validator.validate({"a": "x"})
+    v.object({"b": v.optional(v.nullable(v.string()))}).validate({"b": None})
+
+
+def test_an_int_for_a_float_or_a_whole_float_for_an_int_says_which_python_type_to_pass() -> None:
+    # In JavaScript 1 is a float; a Python caller passing priority=1 to v.number() got
+    # "Value: 1 / Validator: v.float64()" and no word that an int is a Convex Int64.
+    with pytest.raises(ValidationError) as raised:
+        v.object({"p": v.number()}).validate({"p": 1})
+    assert str(raised.value).endswith(
+        "Validator: v.float64()\n(A Python int is a Convex Int64: pass a float, 1.0, or "
+        "declare v.int64().)"
+    )
+    with pytest.raises(ValidationError, match=r"pass an int, 2, or declare v\.float64\(\)"):
+        v.int64().validate(2.0)
+    # Other mismatches keep Convex's message alone.
+    for validator, value in ((v.int64(), 2.5), (v.number(), "1"), (v.number(), True)):
+        with pytest.raises(ValidationError) as raised:
+            validator.validate(value)
+        assert "(A Python" not in str(raised.value)
