@@ -114,6 +114,7 @@ class _Watched:
         "journal",
         "key",
         "name",
+        "published",
         "result",
         "result_bytes",
         "runtime",
@@ -140,6 +141,8 @@ class _Watched:
         self.journal: dict[str, Any] = {}
         self.result: Any = _NOTHING
         self.result_bytes: bytes | None = None
+        #: (result, its bytes), replaced as one: what copy_of reads from other threads.
+        self.published: tuple[Any, bytes] | None = None
         self.error: BaseException | None = None
         #: The stored error and the traceback it had when the query raised it.
         self.error_tb: tuple[BaseException, TracebackType | None] | None = None
@@ -147,6 +150,16 @@ class _Watched:
         #: Counts the outcomes published (a new result or error), for iterations.
         self.version = 0
         self.subscribers: list[Subscription] = []
+
+    def copy_of(self, result: Any) -> Any:
+        """A copy of ``result`` (a value this execution published) that nothing else
+        holds: decoded from the stored bytes while they are ``result``'s (any thread)."""
+        if type(result) not in (dict, list):
+            return result  # immutable
+        published = self.published  # one read: the worker replaces the pair as one
+        if published is not None and published[0] is result:
+            return decode(published[1])
+        return decode(encode(result))
 
     def outcome(self) -> tuple[Any, BaseException | None]:
         """The published result, or the error (with the query's traceback)."""
@@ -280,30 +293,35 @@ class Subscription(_Notifier):
         self._copy: tuple[Any, Any] | None = None
 
     def _mine(self, result: Any) -> Any:
-        """This subscription's own copy of the published ``result``, made once per result.
+        """This subscription's own copy of the published ``result`` for ``.value`` and
+        iterations, made once per result (callbacks get copies of their own).
 
         Identical subscriptions share one execution, and so one result object: handed
-        out as is, a caller sorting ``value["page"]`` in place, or a callback editing a
-        document, changed what every other subscriber (and a later ``.value``) saw.
-        Cost: one msgpack round trip per result and subscription that reads it.
+        out as is, a caller sorting ``value["page"]`` in place changed what every other
+        subscriber (and a later ``.value``) saw. Cost: one decode of the stored result
+        per result and subscription that reads it.
         """
         copy = self._copy
         if copy is not None and copy[0] is result:
             return copy[1]
-        mine = decode(encode(result)) if type(result) in (dict, list) else result
+        mine = self._watched.copy_of(result)
         self._copy = (result, mine)
         return mine
 
-    @property
-    def value(self) -> Any:
-        """The newest result (raises the newest error if the last run failed, and
-        ``EngineError`` if the subscription worker failed: the value is stale)."""
+    def _published(self) -> Any:
+        """The newest result as published (shared: not for handing out), or raise."""
         self._raise_if_stopped()
         watched = self._watched
         error = watched.failure()
         if error is not None:
             raise error
-        return self._mine(watched.result)
+        return watched.result
+
+    @property
+    def value(self) -> Any:
+        """The newest result (raises the newest error if the last run failed, and
+        ``EngineError`` if the subscription worker failed: the value is stale)."""
+        return self._mine(self._published())
 
     @property
     def ts(self) -> int:
@@ -368,8 +386,9 @@ class Subscription(_Notifier):
         if error is None:
             callback = self._callback
             if callback is not None:
+                watched = self._watched
                 self._manager._callbacks_later(
-                    lambda: self._callback_now(callback, self._mine(result))
+                    lambda: self._callback_now(callback, result, watched.copy_of)
                 )
             return
         on_error = self._on_error
@@ -380,9 +399,16 @@ class Subscription(_Notifier):
                 lambda: self._callback_now(on_error, error.with_traceback(tb))
             )
 
-    def _callback_now(self, function: Callable[[Any], None], value: Any) -> None:
+    def _callback_now(
+        self,
+        function: Callable[[Any], None],
+        value: Any,
+        copy: Callable[[Any], Any] | None = None,
+    ) -> None:
+        """Run a callback (on the callback thread) unless the subscription closed
+        meanwhile; ``copy``: give it its own copy of ``value``, made only now."""
         if not self._closed:  # closed by an earlier callback: it hears nothing more
-            self._tell(function, value)
+            self._tell(function, value if copy is None else copy(value))
 
     def _current(self) -> _Versioned:
         """The version of the published outcome, and a function giving its value (or
@@ -455,8 +481,9 @@ class SubscriptionSet(_Notifier):
     def value(self) -> dict[str, Any]:
         """Every member's newest result, from one snapshot (raises a member's error)."""
         self._raise_if_stopped()
-        with self._manager._lock:
-            return {name: sub.value for name, sub in self._members.items()}
+        with self._manager._lock:  # one snapshot; the copies are made outside the lock
+            published = {name: sub._published() for name, sub in self._members.items()}
+        return {name: self._members[name]._mine(r) for name, r in published.items()}
 
     @property
     def ts(self) -> int:
@@ -484,7 +511,7 @@ class SubscriptionSet(_Notifier):
         with self._manager._lock:
             version = tuple(sub._watched.version for sub in self._members.values())
             try:
-                state = {name: sub.value for name, sub in self._members.items()}
+                published = {name: sub._published() for name, sub in self._members.items()}
             except Exception as error:
                 failure = error
 
@@ -492,7 +519,8 @@ class SubscriptionSet(_Notifier):
                     raise failure
 
                 return version, fail
-        return version, lambda: state
+        members = self._members
+        return version, lambda: {name: members[name]._mine(r) for name, r in published.items()}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self._follow(self._current)
@@ -899,4 +927,5 @@ class SubscriptionManager:
             return False
         watched.result = result
         watched.result_bytes = result_bytes
+        watched.published = (result, result_bytes)
         return True

@@ -783,6 +783,31 @@ def test_subscribers_sharing_an_execution_each_get_their_own_value(engine: Engin
         assert heard[1]["values"] == [2, 1, 3, "edited by a callback"]
 
 
+def test_a_late_callback_leaves_the_value_handed_out_alone(engine: Engine) -> None:
+    """Found by review: a callback queued for an older result, run late, replaced the
+    subscription's copy of the current result, so an edit made to ``.value`` vanished
+    with no new result. Callbacks now get copies of their own, made when they run."""
+    put(engine, "k", 3)
+    gate = threading.Event()
+    heard: list[Any] = []
+
+    def slow(value: Any) -> None:
+        heard.append(value)
+        if len(heard) == 1:
+            gate.wait(5)  # the callback thread waits: the next two callbacks queue
+
+    with engine.subscribe(rows_of, {"key": "k"}, callback=slow) as sub:
+        _eventually(lambda: len(heard) == 1)
+        put(engine, "k", 1)
+        put(engine, "k", 2)
+        mine = sub.value
+        mine["values"].sort()
+        gate.set()
+        _eventually(lambda: len(heard) == 3)
+        assert sub.value is mine and mine["values"] == [1, 2, 3]
+        assert heard[1:] == [{"values": [3, 1]}, {"values": [3, 1, 2]}]
+
+
 def test_subscribe_set_refuses_an_entry_that_is_not_a_ref_args_pair(engine: Engine) -> None:
     # Unpacked as is: (ref,) raised a bare "not enough values to unpack", a name alone
     # "too many values to unpack", and a two-letter string ran as (ref, args).
