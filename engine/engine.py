@@ -589,14 +589,21 @@ class Engine:
                 given = Headers([*given.pairs(), ("Authorization", f"Bearer {auth}")])
         elif auth is not None:
             identity = runtime.identity(auth)  # refuses raw credentials and plain data
-        if not isinstance(body, (bytes, bytearray, memoryview, str, type(None))):
-            # bytes(...) would raise an obscure TypeError for a dict and turn an int n
-            # into n zero bytes.
-            hint = " (json.dumps(...) it first)" if isinstance(body, (dict, list)) else ""
-            raise EngineError(
-                f"fetch(body=...) takes bytes or str, got {type(body).__name__}{hint}"
-            )
-        data = b"" if body is None else body.encode() if isinstance(body, str) else bytes(body)
+        if body is None:
+            data = b""
+        elif isinstance(body, str):
+            data = body.encode()
+        else:
+            try:  # bytes, bytearray, memoryview, array.array: any buffer
+                data = bytes(memoryview(body))
+            except TypeError:
+                # bytes(...) raised an obscure TypeError for a dict, and turned an int n
+                # into n zero bytes.
+                hint = " (json.dumps(...) it first)" if isinstance(body, (dict, list)) else ""
+                raise EngineError(
+                    f"fetch(body=...) takes bytes (any buffer) or str, got "
+                    f"{type(body).__name__}{hint}"
+                ) from None
         if body is not None and "content-length" not in given:
             given = Headers([*given.pairs(), ("Content-Length", str(len(data)))])
         router = runtime.registry.http

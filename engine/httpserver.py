@@ -250,15 +250,14 @@ class HttpServer:
         try:
             self._server = _Server((host, port), handler, max_connections)
         except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise  # as raised (socket.gaierror for a host that does not resolve, ...)
             # "[Errno 98] Address already in use" said neither which address nor what
             # to do; the errno stays, for callers that test it.
-            hint = (
-                ": another server listens there (pass port=0 for a free port)"
-                if error.errno == errno.EADDRINUSE
-                else ""
-            )
             raise OSError(
-                error.errno, f"serve_http cannot listen on {host}:{port}: {error.strerror}{hint}"
+                error.errno,
+                f"serve_http cannot listen on {host}:{port}: {error.strerror}: another "
+                "server listens there (pass port=0 for a free port)",
             ) from error
         address = self._server.server_address
         bound_host = address[0].decode() if isinstance(address[0], bytes) else str(address[0])

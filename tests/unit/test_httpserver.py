@@ -453,6 +453,21 @@ def test_a_port_in_use_is_an_oserror_naming_the_address_and_port_0(
         assert other.port != server.port
 
 
+def test_other_listen_errors_keep_their_type(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: every OSError of listening came back a plain OSError (a
+    # socket.gaierror for a host that does not resolve).
+    import engine.httpserver as httpserver
+
+    def unresolved(*args: object, **kwargs: object) -> None:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(httpserver, "_Server", unresolved)
+    with pytest.raises(socket.gaierror):
+        engine.serve_http("no-such-host.invalid", 0)
+
+
 def test_idle_kept_alive_connections_make_room_for_new_clients(engine: Engine) -> None:
     # Found by holding max_connections kept-alive connections open after one request each
     # (a client's connection pool): every other client got 503 TooManyConnections for up
