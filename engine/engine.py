@@ -530,7 +530,8 @@ class Engine:
     ) -> HttpResponse:
         """Send an HTTP request to this engine without a socket (convex-test's ``t.fetch``).
 
-        ``path`` is the path and query (``"/notes?tag=a"``); the request goes where
+        ``path`` is the path and query (``"/notes?tag=a"``), or a whole URL under this
+        engine's own origin (the upload URLs it hands out); the request goes where
         :meth:`serve_http` would send it: an HTTP action's route, or the storage
         endpoints under ``/api/storage/``. ``auth``: a raw token (sent as
         ``Authorization: Bearer <token>``) or an already verified identity (trusted as
