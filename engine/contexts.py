@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .errors import unavailable_attribute
 from .files import StorageActionWriter, StorageReader, StorageWriter
 from .readers import DatabaseReader, DatabaseWriter
 
@@ -285,13 +286,4 @@ _ELSEWHERE = {
 
 def _unavailable(ctx: object, name: str, kind: str) -> NoReturn:
     """Raise the AttributeError for ``ctx.<name>``, saying where it is when it exists elsewhere."""
-    hint = _ELSEWHERE.get(name, {}).get(kind)
-    if hint is not None:
-        raise AttributeError(
-            f"ctx.{name} is not available in {'an' if kind == 'action' else 'a'} {kind}: {hint}.",
-            name=name,
-            obj=ctx,
-        )
-    raise AttributeError(
-        f"{type(ctx).__name__!r} object has no attribute {name!r}", name=name, obj=ctx
-    )
+    unavailable_attribute(ctx, name, f"ctx.{name}", kind, _ELSEWHERE.get(name, {}).get(kind))

@@ -33,7 +33,7 @@ Convex has a wording for the same failure, the message uses it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "ArgumentValidationError",
@@ -307,3 +307,19 @@ def _json_message(data: Any) -> str:
 def closed_error() -> EngineError:
     """What any call to a closed engine raises (one wording for every entry point)."""
     return EngineError("This engine is closed: open it again with Engine.open(path).")
+
+
+def unavailable_attribute(
+    obj: object, name: str, shown: str, kind: str, hint: str | None
+) -> NoReturn:
+    """Raise the ``AttributeError`` for ``obj.<name>`` (shown as ``shown``, e.g.
+    ``ctx.db``) in a function of ``kind``: saying where it is available when ``hint``
+    tells it, else Python's usual message."""
+    if hint is not None:
+        article = "an" if kind == "action" else "a"
+        raise AttributeError(
+            f"{shown} is not available in {article} {kind}: {hint}.", name=name, obj=obj
+        )
+    raise AttributeError(
+        f"{type(obj).__name__!r} object has no attribute {name!r}", name=name, obj=obj
+    )

@@ -42,7 +42,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import blobs
-from .errors import InvalidId, StorageIdNotFound, ValidationError
+from .errors import InvalidId, StorageIdNotFound, ValidationError, unavailable_attribute
 
 if TYPE_CHECKING:
     from .database import Database
@@ -375,16 +375,9 @@ class StorageReader:
     def __getattr__(self, name: str) -> Any:
         # Only for names the class lacks: say where the method is (Convex's types do).
         where = _STORAGE_METHODS.get(name)
-        if where is not None:
-            kind = "query" if type(self) is StorageReader else "mutation"
-            raise AttributeError(
-                f"ctx.storage.{name} is not available in a {kind}: it is {where}.",
-                name=name,
-                obj=self,
-            )
-        raise AttributeError(
-            f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
-        )
+        kind = "query" if type(self) is StorageReader else "mutation"
+        hint = None if where is None else f"it is {where}"
+        unavailable_attribute(self, name, f"ctx.storage.{name}", kind, hint)
 
     def get_url(self, storage_id: str) -> str | None:
         """A URL that downloads the file with an HTTP GET, or None if it does not exist.

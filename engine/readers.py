@@ -267,12 +267,7 @@ class DatabaseWriter(DatabaseReader):
         which also checks that the id belongs to ``table``: else :class:`InvalidTable`).
         Raises :class:`DocumentNotFound` if the document does not exist.
         """
-        table, target, fields = _write_form(
-            "patch", "fields", table_or_id, id_or_fields, fields, document_id
-        )
-        if table is not None:
-            _check_id_table(self._txn, "db.patch", table, target)
-        self._txn.patch(target, fields)
+        self._write("patch", "fields", table_or_id, id_or_fields, fields, document_id)
 
     def replace(
         self,
@@ -286,12 +281,16 @@ class DatabaseWriter(DatabaseReader):
 
         ``replace(id, document)`` or ``replace(table, id, document)`` (see :meth:`patch`).
         """
-        table, target, document = _write_form(
-            "replace", "document", table_or_id, id_or_document, document, document_id
-        )
+        self._write("replace", "document", table_or_id, id_or_document, document, document_id)
+
+    def _write(
+        self, method: str, payload: str, first: Any, second: Any, third: Any, document_id: Any
+    ) -> None:
+        """``patch`` or ``replace`` in any of their forms (see :func:`_write_form`)."""
+        table, target, value = _write_form(method, payload, first, second, third, document_id)
         if table is not None:
-            _check_id_table(self._txn, "db.replace", table, target)
-        self._txn.replace(target, document)
+            _check_id_table(self._txn, f"db.{method}", table, target)
+        getattr(self._txn, method)(target, value)
 
     def delete(self, table_or_id: str = _ID_ONLY, document_id: str = _ID_ONLY) -> None:
         """Delete the document: ``delete(id)`` or ``delete(table, id)`` (see :meth:`patch`).

@@ -45,6 +45,9 @@ _READ_HINT = (
     "using indexed queries with a selective index range expressions."
 )
 _decode_document = document_decoder()
+#: Document keys start with the table number (4 bytes, big-endian): keys below this
+#: one are documents of system tables.
+FIRST_USER_DOCUMENT_KEY = FIRST_USER_TABLE_NUMBER.to_bytes(4, "big")
 #: Index keys read per chunk by the plain one-loop path (Scans._read_plain).
 _CHUNK = 128
 
@@ -69,6 +72,14 @@ class Scans:
     if TYPE_CHECKING:
 
         def _txn(self) -> Any: ...
+
+    def _count_document(self, doc_key: bytes, size: int) -> None:
+        """Count one document read of ``size`` bytes: against Convex's limits, or apart
+        for a system table (``_storage``, ``_scheduled_functions``), as Convex does."""
+        if doc_key < FIRST_USER_DOCUMENT_KEY:
+            self.system_bytes_read += size
+        else:
+            self._count_read(size)
 
     def _count_read(self, size: int) -> None:
         self.documents_read += 1

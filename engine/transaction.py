@@ -63,9 +63,7 @@ _U32 = struct.Struct(">I")
 _decode_document = document_decoder()  # decode_document without a Python frame
 #: Decoded ids (a pure function's results, bounded): ids are read again and again.
 _DECODED_IDS = ids.RECENT_IDS
-#: Document keys start with the table number (4 bytes, big-endian): keys below this
-#: one are documents of system tables.
-_FIRST_USER_DOCUMENT_KEY = FIRST_USER_TABLE_NUMBER.to_bytes(4, "big")
+_FIRST_USER_DOCUMENT_KEY = _scans.FIRST_USER_DOCUMENT_KEY
 
 
 def _refuse_long_key(table: TableDef, keys: tuple[bytes, ...]) -> None:
@@ -259,10 +257,7 @@ class Transaction(Scans):
             raw = self._txn().get(doc_key, None, self._storage.documents)
         if raw is None:
             return None
-        if doc_key < _FIRST_USER_DOCUMENT_KEY:  # a system table: not counted, as Convex
-            self.system_bytes_read += len(raw)
-        else:
-            self._count_read(len(raw))  # an own write too, as Convex's get_inner counts it
+        self._count_document(doc_key, len(raw))  # an own write too, as Convex's get_inner
         return raw
 
     def get(self, document_id: str, system: bool | None = None) -> dict[str, Any] | None:
@@ -298,10 +293,7 @@ class Transaction(Scans):
             if raw is None:
                 return None
             # Counted as Convex counts it: its get reads the pending writes too.
-            if doc_key < _FIRST_USER_DOCUMENT_KEY:
-                self.system_bytes_read += len(raw)
-            else:
-                self._count_read(len(raw))
+            self._count_document(doc_key, len(raw))
             return decode_document(raw)
         rtxn = self._rtxn
         if rtxn is None:
