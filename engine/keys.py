@@ -345,7 +345,12 @@ def prefix_end(key: bytes) -> bytes | None:
     stripped = key.rstrip(b"\xff")
     if not stripped:
         return None
-    return stripped[:-1] + bytes((stripped[-1] + 1,))
+    return stripped[:-1] + _NEXT_BYTE[stripped[-1]]
+
+
+#: ``bytes((b + 1,))`` for each byte value below 0xFF, made once: building a
+#: one-byte string per call cost more than the rest of :func:`prefix_end`.
+_NEXT_BYTE = [bytes((b + 1,)) for b in range(255)]
 
 
 def key_after(key: bytes) -> bytes:

@@ -140,6 +140,22 @@ class IndexRange:
         self.hi = hi
         self._ops = ops
 
+    @classmethod
+    def whole(cls, index: IndexDef) -> IndexRange:
+        """The range of every key of ``index`` (a query without a range).
+
+        Shared: ranges are never changed once made, and one of a whole index depends
+        only on the index's number. Cost: one dict lookup.
+        """
+        found = _WHOLE.get(index.number)
+        if found is None:
+            prefix = index.prefix
+            found = cls(prefix, keys.prefix_end(prefix) or b"\xff" * 8, [])
+            if len(_WHOLE) >= _SHAPES_MAX:
+                _WHOLE.clear()
+            _WHOLE[index.number] = found
+        return found
+
     @property
     def description(self) -> list[Any]:
         """The range as ``[op, field, type, value]`` rows (for cursor fingerprints).
@@ -166,6 +182,8 @@ class IndexRange:
         sequence, so its verdict is remembered per shape: a query run again with
         other values only encodes them. Cost: one dict lookup and the encodings.
         """
+        if not ops:
+            return cls.whole(index)
         key = (index_name, index.fields, tuple([(op, field) for op, field, _ in ops]))
         shape = _SHAPES.get(key)
         if shape is None:
@@ -202,6 +220,8 @@ class IndexRange:
 _Shape = tuple[tuple[int, ...], int, int]
 _SHAPES: dict[tuple[Any, ...], _Shape] = {}
 _SHAPES_MAX = 4096
+#: IndexRange.whole's ranges, by index number.
+_WHOLE: dict[int, IndexRange] = {}
 
 
 def _check_shape(
@@ -481,7 +501,7 @@ class Query:
             self._range = (
                 IndexRange.compile(table, name, index, self._ops)
                 if self._ops
-                else IndexRange(index.prefix, keys.prefix_end(index.prefix) or b"", [])
+                else IndexRange.whole(index)
             )
         return table, self._index, self._range
 
