@@ -21,6 +21,7 @@ the path and message are built only on failure, in Convex's shape::
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -250,6 +251,13 @@ def _literal(value: Any, *, checked: bool = True) -> Validator:
         raise ValidationError(
             f"v.literal({value!r}) is outside the Int64 range "
             f"[{MIN_INT64}, {MAX_INT64}]: no value could ever match it."
+        )
+    if checked and type(value) is float and not math.isfinite(value):
+        # Convex's ValidatorJSON holds a float literal as a JSON number (LiteralValidator).
+        raise ValidationError(
+            f"UnsupportedFloatLiteral: v.literal({value!r}): Infinite or NaN values are not "
+            "supported in literal validators. Use v.float64() (and check the value in the "
+            "function), or a string literal."
         )
     # Strings as Convex prints them (double quotes, also valid Python source).
     text = (

@@ -394,3 +394,15 @@ def test_an_int_for_a_float_or_a_whole_float_for_an_int_says_which_python_type_t
         with pytest.raises(ValidationError) as raised:
             validator.validate(value)
         assert "(A Python" not in str(raised.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_literal_of_a_non_finite_float_is_refused(value: float) -> None:
+    # Convex refuses them (UnsupportedFloatLiteral: its ValidatorJSON holds a literal as
+    # a JSON number); accepting them gave validators whose repr, v.literal(nan), is no
+    # Python source and that Convex would reject.
+    with pytest.raises(ValidationError, match="UnsupportedFloatLiteral"):
+        v.literal(value)
+    # A schema stored before the rule still reads back.
+    again = validator_from_json({"type": "literal", "value": value})
+    again.validate(value)
