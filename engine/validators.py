@@ -483,7 +483,12 @@ def _record(keys: Validator, values: Validator, *, checked: bool = True) -> Vali
         "record",
         check,
         text,
-        {"type": "record", "keys": keys.to_json(), "values": values.to_json()},
+        # As convex-js and the backend write it: the values as a field type.
+        {
+            "type": "record",
+            "keys": keys.to_json(),
+            "values": {"fieldType": values.to_json(), "optional": False},
+        },
     )
     holder.append(validator)
     return validator
@@ -692,8 +697,11 @@ def validator_from_json(json: Any) -> Validator:
     if kind == "array":
         return _array(validator_from_json(json["value"]))
     if kind == "record":
+        values = json["values"]
+        if "fieldType" in values:  # Convex's form; before it, the bare value validator
+            values = values["fieldType"]
         return _record(
-            validator_from_json(json["keys"]), validator_from_json(json["values"]), checked=False
+            validator_from_json(json["keys"]), validator_from_json(values), checked=False
         )
     if kind == "union":
         return _union(*(validator_from_json(m) for m in json["value"]))

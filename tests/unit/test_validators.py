@@ -406,3 +406,18 @@ def test_literal_of_a_non_finite_float_is_refused(value: float) -> None:
     # A schema stored before the rule still reads back.
     again = validator_from_json({"type": "literal", "value": value})
     again.validate(value)
+
+
+def test_record_json_is_convex_validator_json() -> None:
+    # convex-js and the backend write a record's values as a field type
+    # ({"fieldType": ..., "optional": false}), as an object's fields.
+    record = v.record(v.string(), v.int64())
+    assert record.to_json() == {
+        "type": "record",
+        "keys": {"type": "string"},
+        "values": {"fieldType": {"type": "bigint"}, "optional": False},
+    }
+    assert validator_from_json(record.to_json()) == record
+    # The form stored by earlier versions (values as a bare validator) still reads.
+    old = {"type": "record", "keys": {"type": "string"}, "values": {"type": "bigint"}}
+    assert validator_from_json(old) == record
