@@ -188,8 +188,13 @@ class Validator:
         return None if failure is None else (failure[0], str(failure[1]))
 
     def to_json(self) -> Any:
-        """Convex's ValidatorJSON form (stored with the schema)."""
-        return self._json
+        """Convex's ValidatorJSON form (stored with the schema): a copy the caller owns.
+
+        The validator's own JSON is shared (by every ``v.string()``, and by the
+        validators built on this one), so it is never handed out. Cost: linear in
+        the validator's size.
+        """
+        return _copy_json(self._json)
 
     # -- object helpers -------------------------------------------------------
 
@@ -227,6 +232,15 @@ class Validator:
         return self._derived(
             {k: f if f.is_optional else _optional(f) for k, f in self._fields().items()}
         )
+
+
+def _copy_json(json: Any) -> Any:
+    """A copy of validator JSON: its dicts and lists new, its scalars shared."""
+    if type(json) is dict:
+        return {key: _copy_json(item) for key, item in json.items()}
+    if type(json) is list:
+        return [_copy_json(item) for item in json]
+    return json
 
 
 def _simple(kind: str, text: str, accepts: Callable[[Any], bool]) -> Validator:
@@ -344,7 +358,7 @@ def _array(item: Validator) -> Validator:
                 return _nest(failure, f"[{i}]")
         return None
 
-    validator = Validator("array", check, text, {"type": "array", "value": item.to_json()})
+    validator = Validator("array", check, text, {"type": "array", "value": item._json})
     holder.append(validator)
     return validator
 
@@ -422,7 +436,7 @@ def _object(fields: Mapping[str, Any]) -> Validator:
     json = {
         "type": "object",
         "value": {
-            k: {"fieldType": f.to_json(), "optional": f.is_optional} for k, f in compiled.items()
+            k: {"fieldType": f._json, "optional": f.is_optional} for k, f in compiled.items()
         },
     }
     validator = Validator("object", check, text, json, fields=compiled)
@@ -431,7 +445,7 @@ def _object(fields: Mapping[str, Any]) -> Validator:
 
 
 def _record_keys_allowed(keys: Validator) -> bool:
-    return _string_keys(keys.to_json())
+    return _string_keys(keys._json)
 
 
 def _string_keys(json: Any) -> bool:
@@ -486,8 +500,8 @@ def _record(keys: Validator, values: Validator, *, checked: bool = True) -> Vali
         # As convex-js and the backend write it: the values as a field type.
         {
             "type": "record",
-            "keys": keys.to_json(),
-            "values": {"fieldType": values.to_json(), "optional": False},
+            "keys": keys._json,
+            "values": {"fieldType": values._json, "optional": False},
         },
     )
     holder.append(validator)
@@ -500,7 +514,7 @@ def _union(*members: Any) -> Validator:
     text = "v.union(" + ", ".join(map(repr, compiled)) + ")"
     holder: list[Validator] = []
 
-    literals = [m.to_json().get("value") for m in compiled if m.kind == "literal"]
+    literals = [m._json.get("value") for m in compiled if m.kind == "literal"]
     if len(compiled) == 1:
         # As Convex: a one-member union reports its member's own failure.
         check = checks[0]
@@ -526,7 +540,7 @@ def _union(*members: Any) -> Validator:
             return _mismatch(value, holder[0])
 
     validator = Validator(
-        "union", check, text, {"type": "union", "value": [m.to_json() for m in compiled]}
+        "union", check, text, {"type": "union", "value": [m._json for m in compiled]}
     )
     holder.append(validator)
     return validator
@@ -540,7 +554,7 @@ def _optional(spec: Any) -> Validator:
         inner.kind,
         inner._check,
         f"v.optional({inner!r})",
-        inner.to_json(),
+        inner._json,
         is_optional=True,
         fields=inner._fields_map,
     )

@@ -421,3 +421,20 @@ def test_record_json_is_convex_validator_json() -> None:
     # The form stored by earlier versions (values as a bare validator) still reads.
     old = {"type": "record", "keys": {"type": "string"}, "values": {"type": "bigint"}}
     assert validator_from_json(old) == record
+
+
+def test_to_json_cannot_change_the_validator() -> None:
+    # to_json() handed out the validator's own dicts (v.string()'s is shared by every
+    # string validator): changing the result changed what every later schema stored.
+    obj = v.object({"a": v.string(), "b": v.array(v.int64())})
+    json = obj.to_json()
+    json["value"]["a"]["fieldType"]["type"] = "number"
+    json["value"]["b"]["fieldType"]["value"]["type"] = "string"
+    v.string().to_json()["type"] = "bytes"
+    assert v.string().to_json() == {"type": "string"}
+    assert obj.to_json()["value"]["a"]["fieldType"] == {"type": "string"}
+    assert obj.to_json()["value"]["b"]["fieldType"] == {
+        "type": "array",
+        "value": {"type": "bigint"},
+    }
+    assert validator_from_json(obj.to_json()) == obj
