@@ -73,7 +73,7 @@ class TableDefinition:
             raise SchemaValidationError(
                 f"Duplicate index name {name!r}: each index of a table needs its own name."
             )
-        if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
+        if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
             raise SchemaValidationError(
                 f"Index {name!r}: fields must be a list of field names, got {fields!r}"
             )
@@ -226,6 +226,11 @@ def define_schema(
     tables: Mapping[str, TableDefinition], *, schema_validation: bool = True
 ) -> SchemaDefinition:
     """A schema of ``tables``; with ``schema_validation`` every write is checked."""
+    if not isinstance(tables, Mapping):
+        raise SchemaValidationError(
+            f"define_schema() takes a dict of table names to define_table(...) results, got "
+            f"{tables!r}."
+        )
     checked: dict[str, TableDefinition] = {}
     for name, definition in tables.items():
         if not isinstance(name, str) or not _IDENTIFIER.match(name) or name.startswith("_"):

@@ -190,3 +190,18 @@ def test_open_refuses_a_schema_that_is_not_a_define_schema_result(tmp_path: Path
     assert not (tmp_path / "db").exists()  # refused before anything opened
     with Engine.open(tmp_path / "db", schema=define_schema(tables), durability="none") as db:
         assert db.check()["tables"]["notes"]["documents"] == 0
+
+
+@pytest.mark.parametrize("fields", [None, 5, [1], b"ab", {"a": 1}])
+def test_index_fields_that_are_no_list_of_names_are_refused(fields: object) -> None:
+    # None and 5 raised "'NoneType' object is not iterable" (a raw TypeError) before
+    # the check meant for them; bytes and a dict slipped past it as field lists.
+    with pytest.raises(SchemaValidationError, match="fields must be a list of field names"):
+        define_table({"a": v.string()}).index("by_a", fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tables", [None, [("t", define_table())], "t"])
+def test_define_schema_of_no_mapping_is_refused(tables: object) -> None:
+    # Raised AttributeError ("'list' object has no attribute 'items'").
+    with pytest.raises(SchemaValidationError, match=r"define_schema\(\) takes a dict"):
+        define_schema(tables)  # type: ignore[arg-type]
