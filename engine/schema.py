@@ -150,11 +150,15 @@ def define_table(fields: Mapping[str, Any] | Validator | None = None) -> TableDe
 
 
 def _path_exists(json: Any, parts: list[str]) -> bool:
-    """Whether a document matching validator ``json`` can hold the field at ``parts``."""
+    """Whether a document matching validator ``json`` can hold the field at ``parts``.
+
+    Convex's ``can_contain_field``: only objects, union members and ``v.any()``
+    hold named fields (a record's keys are data, not fields).
+    """
     if not parts:
         return True
     kind = json["type"]
-    if kind in ("any", "record"):
+    if kind == "any":
         return True
     if kind == "object":
         field = json["value"].get(parts[0])
