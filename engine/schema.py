@@ -122,6 +122,15 @@ class TableDefinition:
         return self
 
 
+def _invalid_top_level_type(found: str) -> SchemaValidationError:
+    # Convex's InvalidTopLevelTypeInSchemaError (crates/common/src/schemas/mod.rs).
+    return SchemaValidationError(
+        "InvalidTopLevelTypeInSchemaError: The document validator in a schema must be an "
+        f"object, a union of objects, or `v.any()`. Found {found}. To learn more, see the "
+        "schema documentation at https://docs.convex.dev/database/schemas."
+    )
+
+
 def define_table(fields: Mapping[str, Any] | Validator | None = None) -> TableDefinition:
     """A table whose documents match ``fields`` (a dict of validators, a ``v.object``,
     or a ``v.union`` of objects); ``None`` leaves documents unvalidated."""
@@ -129,14 +138,11 @@ def define_table(fields: Mapping[str, Any] | Validator | None = None) -> TableDe
         return TableDefinition(None)
     validator = as_validator(fields)
     if validator.kind not in ("object", "union", "any"):
-        raise SchemaValidationError(
-            f"A table validator must be an object (or a union of objects), got {validator!r}"
-        )
+        raise _invalid_top_level_type(repr(validator))
     members = validator.to_json()["value"] if validator.kind == "union" else []
-    if any(member["type"] != "object" for member in members):
-        raise SchemaValidationError(
-            f"A table validator that is a union must be a union of objects, got {validator!r}"
-        )
+    for member in members:
+        if member["type"] != "object":  # Convex names the member that is no object
+            raise _invalid_top_level_type(repr(validator_from_json(member)))
     if validator.kind == "object":
         members = [validator.to_json()]
     for member in members:

@@ -129,7 +129,7 @@ def test_definitions_convex_refuses_are_refused() -> None:
         define_schema({"t": define_table({"a": v.string()}).index("by_ab", ["a.b"])})
     with pytest.raises(SchemaValidationError, match="starts with an underscore"):
         define_table(v.union(v.object({"_secret": v.string()}), v.object({"a": v.string()})))
-    with pytest.raises(SchemaValidationError, match="must be a union of objects"):
+    with pytest.raises(SchemaValidationError, match="must be an object, a union of objects"):
         define_table(v.union(v.object({"a": v.string()}), v.string()))
     # Accepted: fields reachable through a union member, an optional object, any.
     define_schema(
@@ -216,3 +216,16 @@ def test_an_index_into_a_record_is_refused_as_convex_does() -> None:
         define_schema({"t": table.index("by_mk", ["m.k"])})
     define_schema({"t": define_table({"m": v.record(v.string(), v.int64())}).index("by_m", ["m"])})
     define_schema({"t": table}, schema_validation=False)  # not checked without validation
+
+
+def test_a_table_validator_of_another_type_is_refused_in_convex_words() -> None:
+    # Convex's InvalidTopLevelTypeInSchemaError; for a union, it names the member that
+    # is no object (the message was our own wording, naming the whole validator).
+    with pytest.raises(SchemaValidationError) as caught:
+        define_table(v.array(v.string()))
+    assert str(caught.value).startswith(
+        "InvalidTopLevelTypeInSchemaError: The document validator in a schema must be an "
+        "object, a union of objects, or `v.any()`. Found v.array(v.string()). To learn more"
+    )
+    with pytest.raises(SchemaValidationError, match=r"Found v\.null\(\)\. To learn more"):
+        define_table(v.union(v.object({"a": v.string()}), v.null()))
