@@ -266,6 +266,8 @@ def _literal(value: Any, *, checked: bool = True) -> Validator:
             f"v.literal({value!r}) is outside the Int64 range "
             f"[{MIN_INT64}, {MAX_INT64}]: no value could ever match it."
         )
+    if checked and type(value) is str:
+        convert(value, path="v.literal()")  # no Convex string holds a lone surrogate
     if checked and type(value) is float and not math.isfinite(value):
         # Convex's ValidatorJSON holds a float literal as a JSON number (LiteralValidator).
         raise ValidationError(

@@ -438,3 +438,12 @@ def test_to_json_cannot_change_the_validator() -> None:
         "value": {"type": "bigint"},
     }
     assert validator_from_json(obj.to_json()) == obj
+
+
+def test_literal_of_a_string_no_value_can_hold_is_refused() -> None:
+    # A lone surrogate is no Convex string: v.literal("\ud800") was accepted, matched
+    # nothing, and an Engine.open with it in a schema raised a raw UnicodeEncodeError
+    # (storing the schema).
+    with pytest.raises(ValidationError, match="lone surrogate"):
+        v.literal("\ud800")
+    assert repr(v.literal("é\u2028")) == 'v.literal("é\u2028")'
