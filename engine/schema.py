@@ -271,7 +271,11 @@ def define_schema(
                             f"references the field {field} that does not exist.",
                             table=name,
                         )
-        checked[name] = definition
+        # A copy: an .index() on the caller's table afterwards must not reach the
+        # schema unchecked.
+        copy = TableDefinition(definition.validator)
+        copy.indexes = dict(definition.indexes)
+        checked[name] = copy
     return SchemaDefinition(checked, schema_validation)
 
 

@@ -229,3 +229,14 @@ def test_a_table_validator_of_another_type_is_refused_in_convex_words() -> None:
     )
     with pytest.raises(SchemaValidationError, match=r"Found v\.null\(\)\. To learn more"):
         define_table(v.union(v.object({"a": v.string()}), v.null()))
+
+
+def test_a_table_changed_after_define_schema_leaves_the_schema_as_checked() -> None:
+    # define_schema checked the table's indexes, then kept the caller's TableDefinition:
+    # an .index() added afterwards (on a field no document can hold, or the 65th) went
+    # into the schema unchecked.
+    table = define_table({"a": v.string()}).index("by_a", ["a"])
+    schema = define_schema({"t": table})
+    table.index("by_b", ["b"])
+    assert schema.tables["t"].indexes == {"by_a": ("a",)}
+    assert schema.to_json()["tables"]["t"]["indexes"] == {"by_a": ["a"]}
