@@ -324,7 +324,7 @@ def _id(table: str, *, checked: bool = True) -> Validator:
             found = resolver(number)
             if found is None:  # Convex reports no table here, only the mismatch
                 return _mismatch(value, holder[0])
-            if found != table and found.startswith("_") and not table.startswith("_"):
+            if found != table and found.startswith("_"):  # Convex's SystemTableReference
                 return "", _Lazy(
                     lambda context: (
                         f'Found ID "{value}" from a system table, which does not '

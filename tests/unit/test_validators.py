@@ -447,3 +447,17 @@ def test_literal_of_a_string_no_value_can_hold_is_refused() -> None:
     with pytest.raises(ValidationError, match="lone surrogate"):
         v.literal("\ud800")
     assert repr(v.literal("é\u2028")) == 'v.literal("é\u2028")'
+
+
+def test_an_id_of_another_system_table_is_reported_as_convex_does() -> None:
+    # Convex reports any id of a system table that is not the validator's table as
+    # "from a system table" (ValidationError::SystemTableReference), also when the
+    # validator names a system table itself; this said "from table `_scheduled_functions`".
+    job = encode_id(2, bytes(16))
+    names = {1: "_storage", 2: "_scheduled_functions"}.get
+    error = fails(v.id("_storage"), job, resolver=names)
+    assert str(error) == (
+        f'Found ID "{job}" from a system table, which does not match the table name in '
+        'validator `v.id("_storage")`.'
+    )
+    v.id("_storage").validate(encode_id(1, bytes(16)), resolver=names)
