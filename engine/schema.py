@@ -121,6 +121,22 @@ class TableDefinition:
         self.indexes[name] = fields
         return self
 
+    def search_index(self, name: str, *args: Any, **kwargs: Any) -> TableDefinition:
+        """Convex's ``.searchIndex``: not supported; raises :class:`SchemaValidationError`."""
+        raise SchemaValidationError(
+            f"Search index {name!r}: full-text search indexes (Convex's .searchIndex) are not "
+            "supported by this engine. Declare an .index(...) on the fields to filter by and "
+            "match the text in the query (.filter(...) or Python code)."
+        )
+
+    def vector_index(self, name: str, *args: Any, **kwargs: Any) -> TableDefinition:
+        """Convex's ``.vectorIndex``: not supported; raises :class:`SchemaValidationError`."""
+        raise SchemaValidationError(
+            f"Vector index {name!r}: vector indexes (Convex's .vectorIndex) are not supported "
+            "by this engine. Store the vectors in a field and rank them in an action, or use "
+            "a vector database beside it."
+        )
+
 
 def _invalid_top_level_type(found: str) -> SchemaValidationError:
     # Convex's InvalidTopLevelTypeInSchemaError (crates/common/src/schemas/mod.rs).
