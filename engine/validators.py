@@ -87,7 +87,7 @@ def _float_mismatch(value: Any) -> tuple[str, Any]:
 
 
 def _int_mismatch(value: Any) -> tuple[str, Any]:
-    if type(value) is float and value.is_integer():
+    if type(value) is float and value.is_integer() and MIN_INT64 <= value <= MAX_INT64:
         return _mismatch(
             value,
             _INT,

@@ -461,3 +461,13 @@ def test_an_id_of_another_system_table_is_reported_as_convex_does() -> None:
         'validator `v.id("_storage")`.'
     )
     v.id("_storage").validate(encode_id(1, bytes(16)), resolver=names)
+
+
+def test_the_int_hint_is_only_given_for_a_float_an_int64_can_hold() -> None:
+    # v.int64() given 1e308 suggested "pass an int, 1000000000000000010979...", a
+    # 309-digit int that is itself refused (outside Int64); 2.0 still gets the hint.
+    message = str(fails(v.int64(), 1e308))
+    assert "pass an int" not in message and len(message) < 200
+    assert "pass an int, 2, or declare v.float64()" in str(fails(v.int64(), 2.0))
+    assert "pass an int" not in str(fails(v.int64(), 2.0**63))
+    assert "pass an int, -9223372036854775808," in str(fails(v.int64(), -(2.0**63)))
