@@ -73,7 +73,7 @@ class TableDefinition:
             raise SchemaValidationError(
                 f"Duplicate index name {name!r}: each index of a table needs its own name."
             )
-        if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
+        if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
             raise SchemaValidationError(
                 f"Index {name!r}: fields must be a list of field names, got {fields!r}"
             )
@@ -121,6 +121,31 @@ class TableDefinition:
         self.indexes[name] = fields
         return self
 
+    def search_index(self, name: str, *args: Any, **kwargs: Any) -> TableDefinition:
+        """Convex's ``.searchIndex``: not supported; raises :class:`SchemaValidationError`."""
+        raise SchemaValidationError(
+            f"Search index {name!r}: full-text search indexes (Convex's .searchIndex) are not "
+            "supported by this engine. Declare an .index(...) on the fields to filter by and "
+            "match the text in the query (.filter(...) or Python code)."
+        )
+
+    def vector_index(self, name: str, *args: Any, **kwargs: Any) -> TableDefinition:
+        """Convex's ``.vectorIndex``: not supported; raises :class:`SchemaValidationError`."""
+        raise SchemaValidationError(
+            f"Vector index {name!r}: vector indexes (Convex's .vectorIndex) are not supported "
+            "by this engine. Store the vectors in a field and rank them in an action, or use "
+            "a vector database beside it."
+        )
+
+
+def _invalid_top_level_type(found: str) -> SchemaValidationError:
+    # Convex's InvalidTopLevelTypeInSchemaError (crates/common/src/schemas/mod.rs).
+    return SchemaValidationError(
+        "InvalidTopLevelTypeInSchemaError: The document validator in a schema must be an "
+        f"object, a union of objects, or `v.any()`. Found {found}. To learn more, see the "
+        "schema documentation at https://docs.convex.dev/database/schemas."
+    )
+
 
 def define_table(fields: Mapping[str, Any] | Validator | None = None) -> TableDefinition:
     """A table whose documents match ``fields`` (a dict of validators, a ``v.object``,
@@ -129,14 +154,11 @@ def define_table(fields: Mapping[str, Any] | Validator | None = None) -> TableDe
         return TableDefinition(None)
     validator = as_validator(fields)
     if validator.kind not in ("object", "union", "any"):
-        raise SchemaValidationError(
-            f"A table validator must be an object (or a union of objects), got {validator!r}"
-        )
+        raise _invalid_top_level_type(repr(validator))
     members = validator.to_json()["value"] if validator.kind == "union" else []
-    if any(member["type"] != "object" for member in members):
-        raise SchemaValidationError(
-            f"A table validator that is a union must be a union of objects, got {validator!r}"
-        )
+    for member in members:
+        if member["type"] != "object":  # Convex names the member that is no object
+            raise _invalid_top_level_type(repr(validator_from_json(member)))
     if validator.kind == "object":
         members = [validator.to_json()]
     for member in members:
@@ -150,11 +172,15 @@ def define_table(fields: Mapping[str, Any] | Validator | None = None) -> TableDe
 
 
 def _path_exists(json: Any, parts: list[str]) -> bool:
-    """Whether a document matching validator ``json`` can hold the field at ``parts``."""
+    """Whether a document matching validator ``json`` can hold the field at ``parts``.
+
+    Convex's ``can_contain_field``: only objects, union members and ``v.any()``
+    hold named fields (a record's keys are data, not fields).
+    """
     if not parts:
         return True
     kind = json["type"]
-    if kind in ("any", "record"):
+    if kind == "any":
         return True
     if kind == "object":
         field = json["value"].get(parts[0])
@@ -226,6 +252,11 @@ def define_schema(
     tables: Mapping[str, TableDefinition], *, schema_validation: bool = True
 ) -> SchemaDefinition:
     """A schema of ``tables``; with ``schema_validation`` every write is checked."""
+    if not isinstance(tables, Mapping):
+        raise SchemaValidationError(
+            f"define_schema() takes a dict of table names to define_table(...) results, got "
+            f"{tables!r}."
+        )
     checked: dict[str, TableDefinition] = {}
     for name, definition in tables.items():
         if not isinstance(name, str) or not _IDENTIFIER.match(name) or name.startswith("_"):
@@ -256,7 +287,11 @@ def define_schema(
                             f"references the field {field} that does not exist.",
                             table=name,
                         )
-        checked[name] = definition
+        # A copy: an .index() on the caller's table afterwards must not reach the
+        # schema unchecked.
+        copy = TableDefinition(definition.validator)
+        copy.indexes = dict(definition.indexes)
+        checked[name] = copy
     return SchemaDefinition(checked, schema_validation)
 
 

@@ -21,6 +21,7 @@ the path and message are built only on failure, in Convex's shape::
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -86,7 +87,7 @@ def _float_mismatch(value: Any) -> tuple[str, Any]:
 
 
 def _int_mismatch(value: Any) -> tuple[str, Any]:
-    if type(value) is float and value.is_integer():
+    if type(value) is float and value.is_integer() and MIN_INT64 <= value <= MAX_INT64:
         return _mismatch(
             value,
             _INT,
@@ -187,8 +188,13 @@ class Validator:
         return None if failure is None else (failure[0], str(failure[1]))
 
     def to_json(self) -> Any:
-        """Convex's ValidatorJSON form (stored with the schema)."""
-        return self._json
+        """Convex's ValidatorJSON form (stored with the schema): a copy the caller owns.
+
+        The validator's own JSON is shared (by every ``v.string()``, and by the
+        validators built on this one), so it is never handed out. Cost: linear in
+        the validator's size.
+        """
+        return _copy_json(self._json)
 
     # -- object helpers -------------------------------------------------------
 
@@ -228,6 +234,15 @@ class Validator:
         )
 
 
+def _copy_json(json: Any) -> Any:
+    """A copy of validator JSON: its dicts and lists new, its scalars shared."""
+    if type(json) is dict:
+        return {key: _copy_json(item) for key, item in json.items()}
+    if type(json) is list:
+        return [_copy_json(item) for item in json]
+    return json
+
+
 def _simple(kind: str, text: str, accepts: Callable[[Any], bool]) -> Validator:
     holder: list[Validator] = []
 
@@ -250,6 +265,15 @@ def _literal(value: Any, *, checked: bool = True) -> Validator:
         raise ValidationError(
             f"v.literal({value!r}) is outside the Int64 range "
             f"[{MIN_INT64}, {MAX_INT64}]: no value could ever match it."
+        )
+    if checked and type(value) is str:
+        convert(value, path="v.literal()")  # no Convex string holds a lone surrogate
+    if checked and type(value) is float and not math.isfinite(value):
+        # Convex's ValidatorJSON holds a float literal as a JSON number (LiteralValidator).
+        raise ValidationError(
+            f"UnsupportedFloatLiteral: v.literal({value!r}): Infinite or NaN values are not "
+            "supported in literal validators. Use v.float64() (and check the value in the "
+            "function), or a string literal."
         )
     # Strings as Convex prints them (double quotes, also valid Python source).
     text = (
@@ -300,7 +324,7 @@ def _id(table: str, *, checked: bool = True) -> Validator:
             found = resolver(number)
             if found is None:  # Convex reports no table here, only the mismatch
                 return _mismatch(value, holder[0])
-            if found != table and found.startswith("_") and not table.startswith("_"):
+            if found != table and found.startswith("_"):  # Convex's SystemTableReference
                 return "", _Lazy(
                     lambda context: (
                         f'Found ID "{value}" from a system table, which does not '
@@ -336,7 +360,7 @@ def _array(item: Validator) -> Validator:
                 return _nest(failure, f"[{i}]")
         return None
 
-    validator = Validator("array", check, text, {"type": "array", "value": item.to_json()})
+    validator = Validator("array", check, text, {"type": "array", "value": item._json})
     holder.append(validator)
     return validator
 
@@ -414,7 +438,7 @@ def _object(fields: Mapping[str, Any]) -> Validator:
     json = {
         "type": "object",
         "value": {
-            k: {"fieldType": f.to_json(), "optional": f.is_optional} for k, f in compiled.items()
+            k: {"fieldType": f._json, "optional": f.is_optional} for k, f in compiled.items()
         },
     }
     validator = Validator("object", check, text, json, fields=compiled)
@@ -423,7 +447,7 @@ def _object(fields: Mapping[str, Any]) -> Validator:
 
 
 def _record_keys_allowed(keys: Validator) -> bool:
-    return _string_keys(keys.to_json())
+    return _string_keys(keys._json)
 
 
 def _string_keys(json: Any) -> bool:
@@ -475,7 +499,12 @@ def _record(keys: Validator, values: Validator, *, checked: bool = True) -> Vali
         "record",
         check,
         text,
-        {"type": "record", "keys": keys.to_json(), "values": values.to_json()},
+        # As convex-js and the backend write it: the values as a field type.
+        {
+            "type": "record",
+            "keys": keys._json,
+            "values": {"fieldType": values._json, "optional": False},
+        },
     )
     holder.append(validator)
     return validator
@@ -487,7 +516,7 @@ def _union(*members: Any) -> Validator:
     text = "v.union(" + ", ".join(map(repr, compiled)) + ")"
     holder: list[Validator] = []
 
-    literals = [m.to_json().get("value") for m in compiled if m.kind == "literal"]
+    literals = [m._json.get("value") for m in compiled if m.kind == "literal"]
     if len(compiled) == 1:
         # As Convex: a one-member union reports its member's own failure.
         check = checks[0]
@@ -513,7 +542,7 @@ def _union(*members: Any) -> Validator:
             return _mismatch(value, holder[0])
 
     validator = Validator(
-        "union", check, text, {"type": "union", "value": [m.to_json() for m in compiled]}
+        "union", check, text, {"type": "union", "value": [m._json for m in compiled]}
     )
     holder.append(validator)
     return validator
@@ -527,7 +556,7 @@ def _optional(spec: Any) -> Validator:
         inner.kind,
         inner._check,
         f"v.optional({inner!r})",
-        inner.to_json(),
+        inner._json,
         is_optional=True,
         fields=inner._fields_map,
     )
@@ -684,8 +713,11 @@ def validator_from_json(json: Any) -> Validator:
     if kind == "array":
         return _array(validator_from_json(json["value"]))
     if kind == "record":
+        values = json["values"]
+        if "fieldType" in values:  # Convex's form; before it, the bare value validator
+            values = values["fieldType"]
         return _record(
-            validator_from_json(json["keys"]), validator_from_json(json["values"]), checked=False
+            validator_from_json(json["keys"]), validator_from_json(values), checked=False
         )
     if kind == "union":
         return _union(*(validator_from_json(m) for m in json["value"]))

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import ValidationError, v
-from engine.validators import Validator
+from engine.encoding import decode, encode
+from engine.validators import Validator, validator_from_json
 
 from .strategies import small_values
 
@@ -166,3 +167,14 @@ def test_matching_values_pass(data: st.DataObject, spec: Any) -> None:
     value = data.draw(matching(spec))
     agrees(spec, value)
     assert reference(spec, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(spec=specs, value=small_values(2))
+def test_stored_form_round_trips(spec: Any, value: Any) -> None:
+    # A schema is stored as msgpack of to_json() and enforced as validator_from_json of
+    # it: the rebuilt validator reads the same, stores the same and judges alike.
+    validator = build(spec)
+    again = validator_from_json(decode(encode(validator.to_json())))
+    assert again == validator and again.to_json() == validator.to_json()
+    assert (again.check(value) is None) == (validator.check(value) is None)

@@ -129,9 +129,9 @@ def test_definitions_convex_refuses_are_refused() -> None:
         define_schema({"t": define_table({"a": v.string()}).index("by_ab", ["a.b"])})
     with pytest.raises(SchemaValidationError, match="starts with an underscore"):
         define_table(v.union(v.object({"_secret": v.string()}), v.object({"a": v.string()})))
-    with pytest.raises(SchemaValidationError, match="must be a union of objects"):
+    with pytest.raises(SchemaValidationError, match="must be an object, a union of objects"):
         define_table(v.union(v.object({"a": v.string()}), v.string()))
-    # Accepted: fields reachable through a union member, an optional object, any, records.
+    # Accepted: fields reachable through a union member, an optional object, any.
     define_schema(
         {
             "t": define_table(
@@ -141,7 +141,7 @@ def test_definitions_convex_refuses_are_refused() -> None:
                 )
             )
             .index("by_y", ["x.y"])
-            .index("by_m", ["m.k"])
+            .index("by_m", ["m"])
             .index("by_kind", ["kind"]),
             "u": define_table({"a": v.any()}).index("by_deep", ["a.b.c"]),
         }
@@ -190,3 +190,62 @@ def test_open_refuses_a_schema_that_is_not_a_define_schema_result(tmp_path: Path
     assert not (tmp_path / "db").exists()  # refused before anything opened
     with Engine.open(tmp_path / "db", schema=define_schema(tables), durability="none") as db:
         assert db.check()["tables"]["notes"]["documents"] == 0
+
+
+@pytest.mark.parametrize("fields", [None, 5, [1], b"ab", {"a": 1}])
+def test_index_fields_that_are_no_list_of_names_are_refused(fields: object) -> None:
+    # None and 5 raised "'NoneType' object is not iterable" (a raw TypeError) before
+    # the check meant for them; bytes and a dict slipped past it as field lists.
+    with pytest.raises(SchemaValidationError, match="fields must be a list of field names"):
+        define_table({"a": v.string()}).index("by_a", fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tables", [None, [("t", define_table())], "t"])
+def test_define_schema_of_no_mapping_is_refused(tables: object) -> None:
+    # Raised AttributeError ("'list' object has no attribute 'items'").
+    with pytest.raises(SchemaValidationError, match=r"define_schema\(\) takes a dict"):
+        define_schema(tables)  # type: ignore[arg-type]
+
+
+def test_an_index_into_a_record_is_refused_as_convex_does() -> None:
+    # Convex's Validator::can_contain_field answers false for a record (only objects,
+    # unions and v.any() hold named fields), so it refuses an index on "m.k" where m is
+    # a v.record; this was accepted. The record field itself can be indexed.
+    table = define_table({"m": v.record(v.string(), v.int64())})
+    with pytest.raises(SchemaValidationError, match="references the field m.k that does not"):
+        define_schema({"t": table.index("by_mk", ["m.k"])})
+    define_schema({"t": define_table({"m": v.record(v.string(), v.int64())}).index("by_m", ["m"])})
+    define_schema({"t": table}, schema_validation=False)  # not checked without validation
+
+
+def test_a_table_validator_of_another_type_is_refused_in_convex_words() -> None:
+    # Convex's InvalidTopLevelTypeInSchemaError; for a union, it names the member that
+    # is no object (the message was our own wording, naming the whole validator).
+    with pytest.raises(SchemaValidationError) as caught:
+        define_table(v.array(v.string()))
+    assert str(caught.value).startswith(
+        "InvalidTopLevelTypeInSchemaError: The document validator in a schema must be an "
+        "object, a union of objects, or `v.any()`. Found v.array(v.string()). To learn more"
+    )
+    with pytest.raises(SchemaValidationError, match=r"Found v\.null\(\)\. To learn more"):
+        define_table(v.union(v.object({"a": v.string()}), v.null()))
+
+
+def test_a_table_changed_after_define_schema_leaves_the_schema_as_checked() -> None:
+    # define_schema checked the table's indexes, then kept the caller's TableDefinition:
+    # an .index() added afterwards (on a field no document can hold, or the 65th) went
+    # into the schema unchecked.
+    table = define_table({"a": v.string()}).index("by_a", ["a"])
+    schema = define_schema({"t": table})
+    table.index("by_b", ["b"])
+    assert schema.tables["t"].indexes == {"by_a": ("a",)}
+    assert schema.to_json()["tables"]["t"]["indexes"] == {"by_a": ["a"]}
+
+
+@pytest.mark.parametrize("method", ["search_index", "vector_index"])
+def test_search_and_vector_indexes_are_refused_clearly(method: str) -> None:
+    # Convex's .searchIndex/.vectorIndex have no counterpart here: porting one raised
+    # "'TableDefinition' object has no attribute 'search_index'".
+    table = define_table({"body": v.string()})
+    with pytest.raises(SchemaValidationError, match="not supported by this engine"):
+        getattr(table, method)("by_body", {"searchField": "body"})

@@ -394,3 +394,80 @@ def test_an_int_for_a_float_or_a_whole_float_for_an_int_says_which_python_type_t
         with pytest.raises(ValidationError) as raised:
             validator.validate(value)
         assert "(A Python" not in str(raised.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_literal_of_a_non_finite_float_is_refused(value: float) -> None:
+    # Convex refuses them (UnsupportedFloatLiteral: its ValidatorJSON holds a literal as
+    # a JSON number); accepting them gave validators whose repr, v.literal(nan), is no
+    # Python source and that Convex would reject.
+    with pytest.raises(ValidationError, match="UnsupportedFloatLiteral"):
+        v.literal(value)
+    # A schema stored before the rule still reads back.
+    again = validator_from_json({"type": "literal", "value": value})
+    again.validate(value)
+
+
+def test_record_json_is_convex_validator_json() -> None:
+    # convex-js and the backend write a record's values as a field type
+    # ({"fieldType": ..., "optional": false}), as an object's fields.
+    record = v.record(v.string(), v.int64())
+    assert record.to_json() == {
+        "type": "record",
+        "keys": {"type": "string"},
+        "values": {"fieldType": {"type": "bigint"}, "optional": False},
+    }
+    assert validator_from_json(record.to_json()) == record
+    # The form stored by earlier versions (values as a bare validator) still reads.
+    old = {"type": "record", "keys": {"type": "string"}, "values": {"type": "bigint"}}
+    assert validator_from_json(old) == record
+
+
+def test_to_json_cannot_change_the_validator() -> None:
+    # to_json() handed out the validator's own dicts (v.string()'s is shared by every
+    # string validator): changing the result changed what every later schema stored.
+    obj = v.object({"a": v.string(), "b": v.array(v.int64())})
+    json = obj.to_json()
+    json["value"]["a"]["fieldType"]["type"] = "number"
+    json["value"]["b"]["fieldType"]["value"]["type"] = "string"
+    v.string().to_json()["type"] = "bytes"
+    assert v.string().to_json() == {"type": "string"}
+    assert obj.to_json()["value"]["a"]["fieldType"] == {"type": "string"}
+    assert obj.to_json()["value"]["b"]["fieldType"] == {
+        "type": "array",
+        "value": {"type": "bigint"},
+    }
+    assert validator_from_json(obj.to_json()) == obj
+
+
+def test_literal_of_a_string_no_value_can_hold_is_refused() -> None:
+    # A lone surrogate is no Convex string: v.literal("\ud800") was accepted, matched
+    # nothing, and an Engine.open with it in a schema raised a raw UnicodeEncodeError
+    # (storing the schema).
+    with pytest.raises(ValidationError, match="lone surrogate"):
+        v.literal("\ud800")
+    assert repr(v.literal("é\u2028")) == 'v.literal("é\u2028")'
+
+
+def test_an_id_of_another_system_table_is_reported_as_convex_does() -> None:
+    # Convex reports any id of a system table that is not the validator's table as
+    # "from a system table" (ValidationError::SystemTableReference), also when the
+    # validator names a system table itself; this said "from table `_scheduled_functions`".
+    job = encode_id(2, bytes(16))
+    names = {1: "_storage", 2: "_scheduled_functions"}.get
+    error = fails(v.id("_storage"), job, resolver=names)
+    assert str(error) == (
+        f'Found ID "{job}" from a system table, which does not match the table name in '
+        'validator `v.id("_storage")`.'
+    )
+    v.id("_storage").validate(encode_id(1, bytes(16)), resolver=names)
+
+
+def test_the_int_hint_is_only_given_for_a_float_an_int64_can_hold() -> None:
+    # v.int64() given 1e308 suggested "pass an int, 1000000000000000010979...", a
+    # 309-digit int that is itself refused (outside Int64); 2.0 still gets the hint.
+    message = str(fails(v.int64(), 1e308))
+    assert "pass an int" not in message and len(message) < 200
+    assert "pass an int, 2, or declare v.float64()" in str(fails(v.int64(), 2.0))
+    assert "pass an int" not in str(fails(v.int64(), 2.0**63))
+    assert "pass an int, -9223372036854775808," in str(fails(v.int64(), -(2.0**63)))
