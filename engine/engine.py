@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 from . import files, httpactions
 from .contexts import MutationCtx
 from .database import Database
-from .errors import CorruptionError, EngineError, StorageError, closed_error
+from .errors import CorruptionError, EngineError, SchedulerError, StorageError, closed_error
 from .executor import Executor
 from .files import read_file, store_file_at
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
@@ -643,10 +643,11 @@ class Engine:
             engine.finish_scheduled_functions()
 
         Raises :class:`SchedulerError` when jobs still run after ``timeout``
-        seconds, :class:`EngineError` for an engine without functions, from a thread
+        seconds (a number >= 0), :class:`EngineError` for an engine without functions, from a thread
         running an event loop, or from inside a running query or mutation.
         """
         self._refuse_in_function("finish_scheduled_functions")
+        _check_finish_args("finish_scheduled_functions", timeout, 1)
         ran = self._scheduled_executor().finish(
             all_pending=False, timeout=timeout, max_iterations=1_000_000
         )
@@ -661,12 +662,13 @@ class Engine:
 
         Like convex-test's ``t.finishAllScheduledFunctions(vi.runAllTimers)``:
         future jobs run as if their time had come (their ``scheduledTime`` is
-        kept). Raises :class:`SchedulerError` after ``max_iterations`` passes that
-        each ran something (a job that reschedules itself forever), or when jobs
-        still run after ``timeout`` seconds; :class:`EngineError` as
+        kept). Raises :class:`SchedulerError` after ``max_iterations`` (an int >= 1)
+        passes that each ran something (a job that reschedules itself forever), or when
+        jobs still run after ``timeout`` seconds (a number >= 0); :class:`EngineError` as
         :meth:`finish_scheduled_functions` does.
         """
         self._refuse_in_function("finish_all_scheduled_functions")
+        _check_finish_args("finish_all_scheduled_functions", timeout, max_iterations)
         ran = self._scheduled_executor().finish(
             all_pending=True, timeout=timeout, max_iterations=max_iterations
         )
@@ -960,6 +962,23 @@ def _check_serve_args(
         raise EngineError(
             f"serve_http(max_upload_size=...) must be a number of bytes >= 0, "
             f"got {max_upload_size!r}"
+        )
+
+
+def _check_finish_args(call: str, timeout: object, max_iterations: object) -> None:
+    """Refuse a ``finish_*`` timeout or ``max_iterations`` that would fail deep in the
+    loop with a TypeError, or never end it (a NaN timeout is never passed)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise SchedulerError(
+            f"{call}(timeout=...) must be a number of seconds >= 0, got {timeout!r}"
+        )
+    if (
+        isinstance(max_iterations, bool)
+        or not isinstance(max_iterations, int)
+        or max_iterations < 1
+    ):
+        raise SchedulerError(
+            f"{call}(max_iterations=...) must be an int >= 1, got {max_iterations!r}"
         )
 
 

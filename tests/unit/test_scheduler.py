@@ -790,6 +790,33 @@ def test_finish_done_in_time_does_not_raise_the_timeout(engine: Engine) -> None:
     assert engine.finish_all_scheduled_functions(timeout=0, max_iterations=1) == 0
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"timeout": float("nan")},  # never past it: a job left in progress looped for ever
+        {"timeout": -1},
+        {"timeout": "5"},
+        {"timeout": None},
+        {"timeout": True},
+        {"max_iterations": 0},
+        {"max_iterations": -3},
+        {"max_iterations": 2.5},
+        {"max_iterations": "10"},
+    ],
+)
+def test_finish_refuses_a_bad_timeout_or_max_iterations(
+    engine: Engine, kwargs: dict[str, Any]
+) -> None:
+    # Found by review: these reached `time.monotonic() + timeout` (a raw TypeError) or were
+    # taken as given (NaN never times out; max_iterations=0 raised after one pass).
+    name = next(iter(kwargs))
+    with pytest.raises(SchedulerError, match=rf"{name}=\.\.\.\) must be"):
+        engine.finish_all_scheduled_functions(**kwargs)
+    if name == "timeout":
+        with pytest.raises(SchedulerError, match=r"timeout=\.\.\.\) must be"):
+            engine.finish_scheduled_functions(**kwargs)
+
+
 def test_due_jobs_whose_arguments_pass_16_mib_together_all_run(engine: Engine) -> None:
     # Found by review: the executor read due jobs 256 per page with a function's read
     # limits, so 20 due jobs of 900 KB (each within the limits) stopped every pass with
