@@ -643,8 +643,9 @@ class Engine:
             engine.finish_scheduled_functions()
 
         Raises :class:`SchedulerError` when jobs still run after ``timeout``
-        seconds (a number >= 0), :class:`EngineError` for an engine without functions, from a thread
-        running an event loop, or from inside a running query or mutation.
+        seconds (a number >= 0), :class:`EngineError` for an engine without functions,
+        from a thread running an event loop, from inside a running query or mutation, or
+        from a scheduled action of this engine (it would wait for itself).
         """
         self._refuse_in_function("finish_scheduled_functions")
         _check_finish_args("finish_scheduled_functions", timeout, 1)
@@ -687,6 +688,13 @@ class Engine:
             raise EngineError(
                 "This engine has no functions, so it runs no scheduled functions: open it "
                 "with Engine.open(path, functions=myapp.functions)."
+            )
+        if self._executor.on_action_loop():
+            raise EngineError(
+                "finish_(all_)scheduled_functions() was called from inside a scheduled "
+                "action of this engine, and it waits until no job is in progress, this "
+                "action's own included: it would wait out its timeout. Call it from the "
+                "host instead."
             )
         return self._executor
 

@@ -448,6 +448,20 @@ def test_a_scheduled_action_closing_its_own_engine_is_refused(
     assert engine.query(jobs.notes) == []  # still open
 
 
+def test_a_scheduled_action_calling_finish_on_its_own_engine_is_refused(engine: Engine) -> None:
+    # Found by hunt: finish_*() waits until no job is in progress, the calling action's own
+    # job included, so it waited out its whole timeout, then blamed "jobs in progress in
+    # another executor".
+    jobs.ENGINES_TO_FINISH[:] = [engine]
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.finish_from_own_action, {}))
+    start = time.monotonic()
+    assert engine.finish_scheduled_functions() == 1
+    assert time.monotonic() - start < 0.5
+    state = job(engine, job_id)["state"]
+    assert state["kind"] == "failed"
+    assert "called from inside a scheduled action" in state["error"]
+
+
 def test_finish_refuses_to_run_on_an_event_loop_thread(engine: Engine) -> None:
     import asyncio
 
