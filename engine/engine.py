@@ -634,7 +634,7 @@ class Engine:
         ``t.finishInProgressScheduledFunctions()``). Works with or without the
         background worker (``Engine.open(..., scheduler=False)`` for tests). As
         :meth:`mutation`, it returns once this process's subscriptions reflect the
-        jobs' commits.
+        jobs' commits (also those of jobs it waited for while other executors ran them).
         Cost: one index scan per pass plus the jobs' own transactions.
 
         Example::
@@ -652,8 +652,8 @@ class Engine:
         ran = self._scheduled_executor().finish(
             all_pending=False, timeout=timeout, max_iterations=1_000_000
         )
-        if ran:
-            self._db.catch_up_subscriptions()
+        # Also when it ran nothing itself: it may have waited for jobs other executors ran.
+        self._db.catch_up_subscriptions()
         return ran
 
     def finish_all_scheduled_functions(
@@ -673,8 +673,7 @@ class Engine:
         ran = self._scheduled_executor().finish(
             all_pending=True, timeout=timeout, max_iterations=max_iterations
         )
-        if ran:
-            self._db.catch_up_subscriptions()
+        self._db.catch_up_subscriptions()  # also for the jobs it waited for (see above)
         return ran
 
     def _scheduled_executor(self) -> Executor:

@@ -506,6 +506,24 @@ def test_subscriptions_reflect_what_finish_ran_when_it_returns(engine: Engine) -
         assert sorted(sub.value) == ["action:a", "later", "soon"]
 
 
+def test_subscriptions_reflect_the_jobs_finish_waited_for_beside_the_worker(
+    db_path: Path,
+) -> None:
+    # Found by hunt: finish_*() caught subscriptions up only when it ran a job itself, so
+    # after waiting for an action the background worker ran (finish returned 0: "no job
+    # is due or running anywhere"), sub.value still showed the state before it.
+    with (
+        Engine.open(db_path, functions=app, durability="none") as engine,
+        engine.subscribe(jobs.slow_notes, {}) as sub,
+    ):
+        job_id = engine.run(
+            lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.2})
+        )
+        wait_until(lambda: job(engine, job_id)["state"]["kind"] == "inProgress")
+        assert engine.finish_scheduled_functions() == 0  # the worker ran it
+        assert sub.value == ["slow done"]
+
+
 def test_subscriptions_reflect_what_an_action_committed_when_it_returns(engine: Engine) -> None:
     # Found by review: Engine.action() returned as soon as its inner mutations had
     # committed, unlike mutation(), run() and finish_*(), so sub.value read right after
