@@ -861,6 +861,8 @@ def _after_fork_in_child() -> None:
         if not engine._closed:
             engine._closed = True
             engine._forked_from = parent
+            if engine._executor is not None:
+                engine._executor.forked_away()  # its lock must not outlive the parent's
     for db in _DATABASES.values():
         if db._subscriptions is not None:
             db._subscriptions.forked_away(_forked_error(parent))

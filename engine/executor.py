@@ -183,6 +183,22 @@ class Executor:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
+    def forked_away(self) -> None:
+        """In a fork child: drop the inherited descriptor of the parent's lock, unlocked.
+
+        ``flock`` locks belong to the open file, which the child shares: kept open, it
+        would hold the parent's shared lock for as long as the child lives, and no
+        executor started after the parent's is gone would find itself alone (its
+        orphaned actions would stay ``inProgress``). Closing the child's descriptor
+        leaves the parent's lock alone; ``flock(LOCK_UN)`` here would release it.
+        """
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def on_action_loop(self) -> bool:
         """True inside one of this executor's scheduled actions: on the thread that runs
         them, or in code the action handed to another thread (``asyncio.to_thread``
