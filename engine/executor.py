@@ -19,7 +19,8 @@ Guarantees (Convex's):
   later pass (Convex's ``schedule_retry``).
 - **A scheduled action runs at most once.** A transaction claims the job
   (``pending`` → ``inProgress``) before the action starts; the action's
-  outcome is written after it ends (``success`` or ``failed``).
+  outcome is written after it ends (``success`` or ``failed``; a system error
+  writing it is retried with backoff, the action is not).
 - **Bounded parallelism.** The background worker runs at most
   :attr:`Executor.max_running_actions` actions at once; at the cap it stops claiming
   until one ends (Convex's ``SCHEDULED_JOB_EXECUTION_PARALLELISM``).
@@ -473,7 +474,12 @@ class Executor:
                 time.sleep(min(1.0, 0.01 * 2**failures))
 
     def _complete(self, job_id: str, expected: tuple[str, ...], state: dict[str, Any]) -> bool:
-        """Write a job's final state if it is still in one of the ``expected`` states."""
+        """Write a job's final state if it is still in one of the ``expected`` states.
+
+        Conflicts are retried; a system error (:class:`StorageError`) is retried with
+        backoff, as for a mutation's job: otherwise an action's outcome would be lost
+        and its job left ``inProgress`` with nothing running it.
+        """
 
         def body(txn: Transaction) -> bool:
             job = txn.get(job_id)
@@ -482,11 +488,22 @@ class Executor:
             patch_job(txn, job_id, {"state": state, "completedTime": now_ms()})
             return True
 
+        failures = 0
         while True:
             try:
                 return self._db.run(body, writable=True, source="scheduler")[0]
             except OptimisticConcurrencyControlFailure:
                 time.sleep(0.01)
+            except StorageError:
+                failures += 1
+                if failures > _SYSTEM_RETRIES:
+                    raise
+                _log.warning(
+                    "Recording the outcome of job %s: system error, retrying.",
+                    job_id,
+                    exc_info=True,
+                )
+                time.sleep(min(1.0, 0.01 * 2**failures))
 
     def _run_action(self, job_id: str, name: str, function: FunctionDef, background: bool) -> bool:
         """Claim an action job and run it (at most once); False if it was not pending,

@@ -747,6 +747,35 @@ def test_a_system_error_around_a_scheduled_mutation_is_retried_not_its_failure(
     assert job(engine, failing)["state"]["kind"] == "failed"
 
 
+def test_a_system_error_recording_an_actions_outcome_is_retried(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transient storage error when the action's outcome is written: written again."""
+    # Found by hunt: the mutation path retried such errors, but the action's outcome was
+    # written once: the error escaped finish_*() and the job stayed inProgress, with
+    # nothing running it, so every later finish_*() waited for it until its timeout.
+    from engine import StorageError
+
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.failing_action, {}))
+    storage = engine._db.storage
+    real_write = storage.write
+    writes = [0]
+
+    def flaky_write(fn: Any) -> Any:
+        writes[0] += 1
+        if writes[0] == 2:  # the claim is the first write, the outcome the second
+            raise StorageError("LMDB error: Input/output error (simulated)")
+        return real_write(fn)
+
+    monkeypatch.setattr(storage, "write", flaky_write)
+    assert engine.finish_scheduled_functions(timeout=2) == 1
+    assert job(engine, job_id)["state"] == {
+        "kind": "failed",
+        "error": "Uncaught ConvexError: action failed on purpose",
+    }
+    assert writes[0] == 3
+
+
 def test_a_job_raising_system_exit_or_keyboard_interrupt_fails_and_the_worker_survives(
     db_path: Path,
 ) -> None:
