@@ -368,10 +368,14 @@ class Executor:
                 yield job
 
     def _busy(self, all_pending: bool) -> bool:
-        """True while some job is in progress, or pending, due and runnable here."""
+        """True while some job is in progress, or pending, due and runnable here, or an
+        action of this executor still runs (one canceled while running is no longer
+        ``inProgress``, but keeps running, as in Convex)."""
         names = self._runtime.registry.by_name
         # Pages past any number of jobs of other packages' functions.
         if any(job["name"] in names for job in self._due(all_pending, now_ms())):
+            return True
+        if self._running:
             return True
         # Read after the pending jobs: a job claimed meanwhile is seen in progress here.
         return bool(next(self._pages("inProgress")))

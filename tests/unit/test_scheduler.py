@@ -524,6 +524,21 @@ def test_subscriptions_reflect_the_jobs_finish_waited_for_beside_the_worker(
         assert sub.value == ["slow done"]
 
 
+def test_finish_waits_for_a_canceled_action_that_still_runs(db_path: Path) -> None:
+    # Found by hunt: a canceled action keeps running (Convex), but its job is no longer
+    # inProgress, so finish_*() returned at once ("no job is due or running anywhere")
+    # while the action went on writing.
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        job_id = engine.run(
+            lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.3})
+        )
+        wait_until(lambda: job(engine, job_id)["state"]["kind"] == "inProgress")
+        engine.run(lambda ctx: ctx.scheduler.cancel(job_id))
+        assert engine.finish_scheduled_functions() == 0
+        assert engine.query(jobs.notes) == ["slow done"]
+        assert job(engine, job_id)["state"]["kind"] == "canceled"
+
+
 def test_subscriptions_reflect_what_an_action_committed_when_it_returns(engine: Engine) -> None:
     # Found by review: Engine.action() returned as soon as its inner mutations had
     # committed, unlike mutation(), run() and finish_*(), so sub.value read right after
