@@ -375,7 +375,7 @@ class Executor:
         # Pages past any number of jobs of other packages' functions.
         if any(job["name"] in names for job in self._due(all_pending, now_ms())):
             return True
-        if self._running:
+        if self._running or self._claiming:  # claimed, maybe canceled, not yet registered
             return True
         # Read after the pending jobs: a job claimed meanwhile is seen in progress here.
         return bool(next(self._pages("inProgress")))
