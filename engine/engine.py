@@ -66,6 +66,9 @@ class Engine:
         self._runtime = runtime
         self._executor = executor
         self._closed = False
+        #: Makes close()'s check and set of ``_closed`` one step (two threads closing this
+        #: handle at once would both release the folder, closing it under other handles).
+        self._close_lock = threading.Lock()
         #: The process that opened this handle, when this one is its fork child.
         self._forked_from: int | None = None
         self._servers: list[HttpServer] = []
@@ -165,21 +168,25 @@ class Engine:
         Raises :class:`EngineError` when called from inside a running query or
         mutation, or from a scheduled action of this engine (it would wait for itself).
         """
-        if self._closed:
+        if self._closed:  # also every handle a fork child inherited: the lock is unused
             return
-        if self._db.in_function():
-            raise EngineError(
-                "Engine.close() was called from inside a running query or mutation, which "
-                "would wait for itself to finish: close the engine after the call returns."
-            )
-        if self._executor is not None and self._executor.on_action_loop():
-            raise EngineError(
-                "Engine.close() was called from inside a scheduled action of this engine, "
-                "and close() waits for running scheduled actions to end (this one "
-                "included), then cancels them: close the engine from the host instead, "
-                "e.g. once finish_scheduled_functions() returns."
-            )
-        self._closed = True
+        with self._close_lock:
+            if self._closed:
+                return
+            if self._db.in_function():
+                raise EngineError(
+                    "Engine.close() was called from inside a running query or mutation, "
+                    "which would wait for itself to finish: close the engine after the "
+                    "call returns."
+                )
+            if self._executor is not None and self._executor.on_action_loop():
+                raise EngineError(
+                    "Engine.close() was called from inside a scheduled action of this "
+                    "engine, and close() waits for running scheduled actions to end (this "
+                    "one included), then cancels them: close the engine from the host "
+                    "instead, e.g. once finish_scheduled_functions() returns."
+                )
+            self._closed = True
         if self._executor is not None:
             self._executor.stop()
         for server in self._servers:
