@@ -163,7 +163,9 @@ class Engine:
         The scheduler's worker stops first (the job in hand finishes; running
         scheduled actions get ``engine.executor.Executor.shutdown_timeout`` seconds). The last
         close ends the subscriptions, then waits for the calls other threads
-        are running to finish; calls made after it raise ``EngineError``.
+        are running to finish; calls made after it raise ``EngineError``. Interrupted
+        (Ctrl-C) while it waits for scheduled actions, it still closes the handle's HTTP
+        servers and releases the folder.
 
         Raises :class:`EngineError` when called from inside a running query or
         mutation, or from a scheduled action of this engine (it would wait for itself).
@@ -187,11 +189,13 @@ class Engine:
                     "instead, e.g. once finish_scheduled_functions() returns."
                 )
             self._closed = True
-        if self._executor is not None:
-            self._executor.stop()
-        for server in self._servers:
-            server.close()
-        _release(self._db.storage)
+        try:
+            if self._executor is not None:
+                self._executor.stop()
+        finally:  # also after a Ctrl-C while it waited for actions: a second close() is a no-op
+            for server in self._servers:
+                server.close()
+            _release(self._db.storage)
 
     def __enter__(self) -> Engine:
         return self

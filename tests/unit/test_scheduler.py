@@ -462,6 +462,26 @@ def test_a_scheduled_action_calling_finish_on_its_own_engine_is_refused(engine: 
     assert "called from inside a scheduled action" in state["error"]
 
 
+def test_a_close_interrupted_while_it_waits_for_actions_still_releases_the_folder(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by hunt: Ctrl-C while close() waited for running scheduled actions left the
+    # handle marked closed with the folder still held (and its HTTP servers serving):
+    # a second close() did nothing, so the process kept it open for good.
+    engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    assert engine._executor is not None
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine._executor, "stop", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        engine.close()
+    # Released: a handle of this process with another durability may open it again.
+    with Engine.open(db_path, functions=app, durability="full", scheduler=False) as again:
+        assert again.query(jobs.notes) == []
+
+
 def test_finish_refuses_to_run_on_an_event_loop_thread(engine: Engine) -> None:
     import asyncio
 
