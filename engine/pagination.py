@@ -132,6 +132,8 @@ def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None,
             f"paginate() expects an options dict like "
             f"{{'numItems': 10, 'cursor': None}}, got {opts!r}"
         )
+    if any(value is UNSET for value in opts.values()):  # UNSET is `undefined`: missing
+        opts = {name: value for name, value in opts.items() if value is not UNSET}
     raw = opts.get("numItems", UNSET)
     if type(raw) not in (int, float) or raw < 0:
         raise ValidationError(

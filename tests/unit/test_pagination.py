@@ -190,6 +190,18 @@ def test_options_are_as_lenient_as_convexs(items: Engine) -> None:
         page(items, {"cursor": None})
 
 
+def test_an_unset_option_is_a_missing_one(items: Engine) -> None:
+    # Found by hunt: UNSET (convexlite's `undefined`) was read as missing for numItems
+    # ("Received `undefined`") but as a value for the others: a cursor or endCursor of
+    # UNSET raised InvalidCursor ("malformed"), a limit of UNSET a ValidationError.
+    from engine import UNSET
+
+    first = page(items, {"numItems": 2, "cursor": None})
+    for extra in ({"cursor": UNSET}, {"endCursor": UNSET}, {"maximumRowsRead": UNSET}):
+        opts = {"numItems": 2, "cursor": None, "maximumBytesRead": UNSET, **extra}
+        assert page(items, opts) == first
+
+
 @pytest.mark.parametrize(
     ("opts", "code", "wording"),
     [
