@@ -30,7 +30,7 @@ from urllib.parse import quote, urlsplit
 from . import files, httpactions
 from .contexts import MutationCtx
 from .database import Database
-from .errors import CorruptionError, EngineError, StorageError, closed_error
+from .errors import CorruptionError, EngineError, SchedulerError, StorageError, closed_error
 from .executor import Executor
 from .files import read_file, store_file_at
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
@@ -66,6 +66,9 @@ class Engine:
         self._runtime = runtime
         self._executor = executor
         self._closed = False
+        #: Makes close()'s check and set of ``_closed`` one step (two threads closing this
+        #: handle at once would both release the folder, closing it under other handles).
+        self._close_lock = threading.Lock()
         #: The process that opened this handle, when this one is its fork child.
         self._forked_from: int | None = None
         self._servers: list[HttpServer] = []
@@ -160,31 +163,39 @@ class Engine:
         The scheduler's worker stops first (the job in hand finishes; running
         scheduled actions get ``engine.executor.Executor.shutdown_timeout`` seconds). The last
         close ends the subscriptions, then waits for the calls other threads
-        are running to finish; calls made after it raise ``EngineError``.
+        are running to finish; calls made after it raise ``EngineError``. Interrupted
+        (Ctrl-C) while it waits for scheduled actions, it still closes the handle's HTTP
+        servers and releases the folder.
 
         Raises :class:`EngineError` when called from inside a running query or
         mutation, or from a scheduled action of this engine (it would wait for itself).
         """
-        if self._closed:
+        if self._closed:  # also every handle a fork child inherited: the lock is unused
             return
-        if self._db.in_function():
-            raise EngineError(
-                "Engine.close() was called from inside a running query or mutation, which "
-                "would wait for itself to finish: close the engine after the call returns."
-            )
-        if self._executor is not None and self._executor.on_action_loop():
-            raise EngineError(
-                "Engine.close() was called from inside a scheduled action of this engine, "
-                "and close() waits for running scheduled actions to end (this one "
-                "included), then cancels them: close the engine from the host instead, "
-                "e.g. once finish_scheduled_functions() returns."
-            )
-        self._closed = True
-        if self._executor is not None:
-            self._executor.stop()
-        for server in self._servers:
-            server.close()
-        _release(self._db.storage)
+        with self._close_lock:
+            if self._closed:
+                return
+            if self._db.in_function():
+                raise EngineError(
+                    "Engine.close() was called from inside a running query or mutation, "
+                    "which would wait for itself to finish: close the engine after the "
+                    "call returns."
+                )
+            if self._executor is not None and self._executor.on_action_loop():
+                raise EngineError(
+                    "Engine.close() was called from inside a scheduled action of this "
+                    "engine, and close() waits for running scheduled actions to end (this "
+                    "one included), then cancels them: close the engine from the host "
+                    "instead, e.g. once finish_scheduled_functions() returns."
+                )
+            self._closed = True
+        try:
+            if self._executor is not None:
+                self._executor.stop()
+        finally:  # also after a Ctrl-C while it waited for actions: a second close() is a no-op
+            for server in self._servers:
+                server.close()
+            _release(self._db.storage)
 
     def __enter__(self) -> Engine:
         return self
@@ -634,7 +645,7 @@ class Engine:
         ``t.finishInProgressScheduledFunctions()``). Works with or without the
         background worker (``Engine.open(..., scheduler=False)`` for tests). As
         :meth:`mutation`, it returns once this process's subscriptions reflect the
-        jobs' commits.
+        jobs' commits (also those of jobs it waited for while other executors ran them).
         Cost: one index scan per pass plus the jobs' own transactions.
 
         Example::
@@ -643,15 +654,17 @@ class Engine:
             engine.finish_scheduled_functions()
 
         Raises :class:`SchedulerError` when jobs still run after ``timeout``
-        seconds, :class:`EngineError` for an engine without functions, from a thread
-        running an event loop, or from inside a running query or mutation.
+        seconds (a number >= 0), :class:`EngineError` for an engine without functions,
+        from a thread running an event loop, from inside a running query or mutation, or
+        from a scheduled action of this engine (it would wait for itself).
         """
         self._refuse_in_function("finish_scheduled_functions")
+        _check_finish_args("finish_scheduled_functions", timeout, 1)
         ran = self._scheduled_executor().finish(
             all_pending=False, timeout=timeout, max_iterations=1_000_000
         )
-        if ran:
-            self._db.catch_up_subscriptions()
+        # Also when it ran nothing itself: it may have waited for jobs other executors ran.
+        self._db.catch_up_subscriptions()
         return ran
 
     def finish_all_scheduled_functions(
@@ -661,17 +674,17 @@ class Engine:
 
         Like convex-test's ``t.finishAllScheduledFunctions(vi.runAllTimers)``:
         future jobs run as if their time had come (their ``scheduledTime`` is
-        kept). Raises :class:`SchedulerError` after ``max_iterations`` passes that
-        each ran something (a job that reschedules itself forever), or when jobs
-        still run after ``timeout`` seconds; :class:`EngineError` as
+        kept). Raises :class:`SchedulerError` after ``max_iterations`` (an int >= 1)
+        passes that each ran something (a job that reschedules itself forever), or when
+        jobs still run after ``timeout`` seconds (a number >= 0); :class:`EngineError` as
         :meth:`finish_scheduled_functions` does.
         """
         self._refuse_in_function("finish_all_scheduled_functions")
+        _check_finish_args("finish_all_scheduled_functions", timeout, max_iterations)
         ran = self._scheduled_executor().finish(
             all_pending=True, timeout=timeout, max_iterations=max_iterations
         )
-        if ran:
-            self._db.catch_up_subscriptions()
+        self._db.catch_up_subscriptions()  # also for the jobs it waited for (see above)
         return ran
 
     def _scheduled_executor(self) -> Executor:
@@ -685,6 +698,13 @@ class Engine:
             raise EngineError(
                 "This engine has no functions, so it runs no scheduled functions: open it "
                 "with Engine.open(path, functions=myapp.functions)."
+            )
+        if self._executor.on_action_loop():
+            raise EngineError(
+                "finish_(all_)scheduled_functions() was called from inside a scheduled "
+                "action of this engine, and it waits until no job is in progress, this "
+                "action's own included: it would wait out its timeout. Call it from the "
+                "host instead."
             )
         return self._executor
 
@@ -852,6 +872,8 @@ def _after_fork_in_child() -> None:
         if not engine._closed:
             engine._closed = True
             engine._forked_from = parent
+            if engine._executor is not None:
+                engine._executor.forked_away()  # its lock must not outlive the parent's
     for db in _DATABASES.values():
         if db._subscriptions is not None:
             db._subscriptions.forked_away(_forked_error(parent))
@@ -960,6 +982,23 @@ def _check_serve_args(
         raise EngineError(
             f"serve_http(max_upload_size=...) must be a number of bytes >= 0, "
             f"got {max_upload_size!r}"
+        )
+
+
+def _check_finish_args(call: str, timeout: object, max_iterations: object) -> None:
+    """Refuse a ``finish_*`` timeout or ``max_iterations`` that would fail deep in the
+    loop with a TypeError, or never end it (a NaN timeout is never passed)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise SchedulerError(
+            f"{call}(timeout=...) must be a number of seconds >= 0, got {timeout!r}"
+        )
+    if (
+        isinstance(max_iterations, bool)
+        or not isinstance(max_iterations, int)
+        or max_iterations < 1
+    ):
+        raise SchedulerError(
+            f"{call}(max_iterations=...) must be an int >= 1, got {max_iterations!r}"
         )
 
 

@@ -19,7 +19,8 @@ Guarantees (Convex's):
   later pass (Convex's ``schedule_retry``).
 - **A scheduled action runs at most once.** A transaction claims the job
   (``pending`` → ``inProgress``) before the action starts; the action's
-  outcome is written after it ends (``success`` or ``failed``).
+  outcome is written after it ends (``success`` or ``failed``; a system error
+  writing it is retried with backoff, the action is not).
 - **Bounded parallelism.** The background worker runs at most
   :attr:`Executor.max_running_actions` actions at once; at the cap it stops claiming
   until one ends (Convex's ``SCHEDULED_JOB_EXECUTION_PARALLELISM``).
@@ -182,6 +183,22 @@ class Executor:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+
+    def forked_away(self) -> None:
+        """In a fork child: drop the inherited descriptor of the parent's lock, unlocked.
+
+        ``flock`` locks belong to the open file, which the child shares: kept open, it
+        would hold the parent's shared lock for as long as the child lives, and no
+        executor started after the parent's is gone would find itself alone (its
+        orphaned actions would stay ``inProgress``). Closing the child's descriptor
+        leaves the parent's lock alone; ``flock(LOCK_UN)`` here would release it.
+        """
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def on_action_loop(self) -> bool:
         """True inside one of this executor's scheduled actions: on the thread that runs
@@ -351,10 +368,14 @@ class Executor:
                 yield job
 
     def _busy(self, all_pending: bool) -> bool:
-        """True while some job is in progress, or pending, due and runnable here."""
+        """True while some job is in progress, or pending, due and runnable here, or an
+        action of this executor still runs (one canceled while running is no longer
+        ``inProgress``, but keeps running, as in Convex)."""
         names = self._runtime.registry.by_name
         # Pages past any number of jobs of other packages' functions.
         if any(job["name"] in names for job in self._due(all_pending, now_ms())):
+            return True
+        if self._running or self._claiming:  # claimed, maybe canceled, not yet registered
             return True
         # Read after the pending jobs: a job claimed meanwhile is seen in progress here.
         return bool(next(self._pages("inProgress")))
@@ -457,7 +478,12 @@ class Executor:
                 time.sleep(min(1.0, 0.01 * 2**failures))
 
     def _complete(self, job_id: str, expected: tuple[str, ...], state: dict[str, Any]) -> bool:
-        """Write a job's final state if it is still in one of the ``expected`` states."""
+        """Write a job's final state if it is still in one of the ``expected`` states.
+
+        Conflicts are retried; a system error (:class:`StorageError`) is retried with
+        backoff, as for a mutation's job: otherwise an action's outcome would be lost
+        and its job left ``inProgress`` with nothing running it.
+        """
 
         def body(txn: Transaction) -> bool:
             job = txn.get(job_id)
@@ -466,11 +492,22 @@ class Executor:
             patch_job(txn, job_id, {"state": state, "completedTime": now_ms()})
             return True
 
+        failures = 0
         while True:
             try:
                 return self._db.run(body, writable=True, source="scheduler")[0]
             except OptimisticConcurrencyControlFailure:
                 time.sleep(0.01)
+            except StorageError:
+                failures += 1
+                if failures > _SYSTEM_RETRIES:
+                    raise
+                _log.warning(
+                    "Recording the outcome of job %s: system error, retrying.",
+                    job_id,
+                    exc_info=True,
+                )
+                time.sleep(min(1.0, 0.01 * 2**failures))
 
     def _run_action(self, job_id: str, name: str, function: FunctionDef, background: bool) -> bool:
         """Claim an action job and run it (at most once); False if it was not pending,

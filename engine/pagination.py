@@ -85,6 +85,10 @@ def decode_cursor(secret: bytes, query_fingerprint: bytes, cursor: object) -> by
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     except (ValueError, TypeError):
         raise InvalidCursor(_MALFORMED) from None
+    # Decoding skips characters outside the alphabet and a last character's spare bits:
+    # only the exact string issued names a position (nothing else is taken for it).
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != cursor:
+        raise InvalidCursor(_MALFORMED)
     if len(raw) < 2 + _FINGERPRINT_BYTES + _MAC_BYTES:
         raise InvalidCursor(_MALFORMED)
     body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
@@ -128,6 +132,8 @@ def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None,
             f"paginate() expects an options dict like "
             f"{{'numItems': 10, 'cursor': None}}, got {opts!r}"
         )
+    if any(value is UNSET for value in opts.values()):  # UNSET is `undefined`: missing
+        opts = {name: value for name, value in opts.items() if value is not UNSET}
     raw = opts.get("numItems", UNSET)
     if type(raw) not in (int, float) or raw < 0:
         raise ValidationError(

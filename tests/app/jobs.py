@@ -303,3 +303,13 @@ async def close_own_engine(ctx: Any, through_a_thread: bool = False) -> None:
         await asyncio.to_thread(engine.close)
     else:
         engine.close()
+
+
+#: The engine ``finish_from_own_action`` calls finish_scheduled_functions on.
+ENGINES_TO_FINISH: list[Any] = []
+
+
+@internal_action(args={})
+async def finish_from_own_action(ctx: Any) -> None:
+    engine = ENGINES_TO_FINISH.pop()
+    await asyncio.to_thread(engine.finish_scheduled_functions, timeout=1.0)

@@ -305,3 +305,33 @@ def test_failing_subscriptions_pin_no_reader_slot_and_a_child_still_reopens(
         assert in_child(lambda: open_in_child(db_path)) == "opened"
         for subscription in subscriptions:
             subscription.close()
+
+
+def test_a_fork_child_does_not_keep_the_parents_executor_alive(db_path: Path) -> None:
+    # Found by hunt: a fork child inherited the descriptor of the parent executor's shared
+    # flock on scheduler.lock. Once the parent's executor was gone (closed, or the process
+    # killed), the child (which cannot use the parent's engine) still held that lock, so
+    # no executor starting afterwards found itself alone: actions orphaned by the parent
+    # stayed inProgress for as long as the child lived.
+    from engine.scheduler import patch_job
+    from tests import app
+    from tests.app import jobs
+
+    engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    job_id = engine.run(
+        lambda ctx: ctx.scheduler.run_after(0, jobs.note_from_action, {"text": "x"})
+    )
+    # What a killed executor leaves behind: the job claimed, the action never finished.
+    engine.run(lambda ctx: patch_job(ctx._txn, job_id, {"state": {"kind": "inProgress"}}))
+    pid = os.fork()
+    if pid == 0:  # a worker child that lives on and never touches the engine
+        time.sleep(30)
+        os._exit(0)
+    try:
+        engine.close()
+        with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+            state = again.run(lambda ctx: ctx.db.system.get(job_id))["state"]
+            assert state == {"kind": "failed", "error": "Transient error while executing action"}
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

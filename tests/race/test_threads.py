@@ -191,3 +191,27 @@ def test_phantom_is_prevented_when_both_have_counted(db_path: Path) -> None:
         assert len([b for b in booked if b["slot"] == "s"]) == 1
         assert sorted(attempts) == [1, 2]
         engine.check()
+
+
+def test_one_handle_closed_by_two_threads_at_once_releases_the_folder_once(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by hunt: close() read `_closed` and set it apart, so two threads closing one
+    # handle at once both went on and dropped two references to the shared folder: the
+    # other handle's storage was closed under it.
+    first = Engine.open(db_path, durability="none")
+    with Engine.open(db_path, durability="none") as second:
+        second.run(lambda ctx: ctx.db.insert("n", {"k": 1}))
+        real = first._db.in_function
+
+        def slow_in_function() -> bool:  # widens the window between the check and the set
+            result = real()
+            threading.Event().wait(0.05)
+            return result
+
+        monkeypatch.setattr(first._db, "in_function", slow_in_function)
+        run_threads(2, lambda i: first.close())
+        monkeypatch.undo()
+        assert len(second.query(lambda ctx: ctx.db.query("n").collect())) == 1
+        second.run(lambda ctx: ctx.db.insert("n", {"k": 2}))
+        second.check()

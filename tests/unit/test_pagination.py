@@ -190,6 +190,18 @@ def test_options_are_as_lenient_as_convexs(items: Engine) -> None:
         page(items, {"cursor": None})
 
 
+def test_an_unset_option_is_a_missing_one(items: Engine) -> None:
+    # Found by hunt: UNSET (convexlite's `undefined`) was read as missing for numItems
+    # ("Received `undefined`") but as a value for the others: a cursor or endCursor of
+    # UNSET raised InvalidCursor ("malformed"), a limit of UNSET a ValidationError.
+    from engine import UNSET
+
+    first = page(items, {"numItems": 2, "cursor": None})
+    for extra in ({"cursor": UNSET}, {"endCursor": UNSET}, {"maximumRowsRead": UNSET}):
+        opts = {"numItems": 2, "cursor": None, "maximumBytesRead": UNSET, **extra}
+        assert page(items, opts) == first
+
+
 @pytest.mark.parametrize(
     ("opts", "code", "wording"),
     [
@@ -280,6 +292,23 @@ def test_tampered_and_foreign_cursors_are_refused(items: Engine, tmp_path: Path)
         other.run(lambda ctx: ctx.db.insert("items", {"group": "a", "n": 1}))
         with pytest.raises(InvalidCursor):
             page(other, {"numItems": 3, "cursor": cursor})
+
+
+def test_a_cursor_is_refused_unless_spelled_exactly_as_issued(items: Engine) -> None:
+    # Found by hunt: base64 decoding skipped characters outside its alphabet and ignored
+    # the spare bits of the last character, so edited strings ("<cursor>!", a newline
+    # inside it, its last character changed) were taken as the cursor they came from.
+    cursor = page(items, {"numItems": 3, "cursor": None})["continueCursor"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    spare = [c for c in alphabet if c != cursor[-1]]
+    last = [cursor[:-1] + c for c in spare]
+    for bad in [cursor + "!", "!" + cursor, cursor[:10] + "\n" + cursor[10:], *last]:
+        try:
+            page(items, {"numItems": 3, "cursor": bad})
+        except InvalidCursor:
+            continue
+        raise AssertionError(f"{bad!r} was taken for {cursor!r}")
+    assert [d["n"] for d in page(items, {"numItems": 3, "cursor": cursor})["page"]] == [3, 4, 5]
 
 
 def test_deep_pages_cost_one_seek(items: Engine) -> None:

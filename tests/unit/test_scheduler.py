@@ -448,6 +448,40 @@ def test_a_scheduled_action_closing_its_own_engine_is_refused(
     assert engine.query(jobs.notes) == []  # still open
 
 
+def test_a_scheduled_action_calling_finish_on_its_own_engine_is_refused(engine: Engine) -> None:
+    # Found by hunt: finish_*() waits until no job is in progress, the calling action's own
+    # job included, so it waited out its whole timeout, then blamed "jobs in progress in
+    # another executor".
+    jobs.ENGINES_TO_FINISH[:] = [engine]
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.finish_from_own_action, {}))
+    start = time.monotonic()
+    assert engine.finish_scheduled_functions() == 1
+    assert time.monotonic() - start < 0.5
+    state = job(engine, job_id)["state"]
+    assert state["kind"] == "failed"
+    assert "called from inside a scheduled action" in state["error"]
+
+
+def test_a_close_interrupted_while_it_waits_for_actions_still_releases_the_folder(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by hunt: Ctrl-C while close() waited for running scheduled actions left the
+    # handle marked closed with the folder still held (and its HTTP servers serving):
+    # a second close() did nothing, so the process kept it open for good.
+    engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    assert engine._executor is not None
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine._executor, "stop", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        engine.close()
+    # Released: a handle of this process with another durability may open it again.
+    with Engine.open(db_path, functions=app, durability="full", scheduler=False) as again:
+        assert again.query(jobs.notes) == []
+
+
 def test_finish_refuses_to_run_on_an_event_loop_thread(engine: Engine) -> None:
     import asyncio
 
@@ -490,6 +524,39 @@ def test_subscriptions_reflect_what_finish_ran_when_it_returns(engine: Engine) -
         engine.mutation(jobs.later, {"text": "later", "delay": 3600.0})
         assert engine.finish_all_scheduled_functions() == 1
         assert sorted(sub.value) == ["action:a", "later", "soon"]
+
+
+def test_subscriptions_reflect_the_jobs_finish_waited_for_beside_the_worker(
+    db_path: Path,
+) -> None:
+    # Found by hunt: finish_*() caught subscriptions up only when it ran a job itself, so
+    # after waiting for an action the background worker ran (finish returned 0: "no job
+    # is due or running anywhere"), sub.value still showed the state before it.
+    with (
+        Engine.open(db_path, functions=app, durability="none") as engine,
+        engine.subscribe(jobs.slow_notes, {}) as sub,
+    ):
+        job_id = engine.run(
+            lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.2})
+        )
+        wait_until(lambda: job(engine, job_id)["state"]["kind"] == "inProgress")
+        assert engine.finish_scheduled_functions() == 0  # the worker ran it
+        assert sub.value == ["slow done"]
+
+
+def test_finish_waits_for_a_canceled_action_that_still_runs(db_path: Path) -> None:
+    # Found by hunt: a canceled action keeps running (Convex), but its job is no longer
+    # inProgress, so finish_*() returned at once ("no job is due or running anywhere")
+    # while the action went on writing.
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        job_id = engine.run(
+            lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.3})
+        )
+        wait_until(lambda: job(engine, job_id)["state"]["kind"] == "inProgress")
+        engine.run(lambda ctx: ctx.scheduler.cancel(job_id))
+        assert engine.finish_scheduled_functions() == 0
+        assert engine.query(jobs.notes) == ["slow done"]
+        assert job(engine, job_id)["state"]["kind"] == "canceled"
 
 
 def test_subscriptions_reflect_what_an_action_committed_when_it_returns(engine: Engine) -> None:
@@ -715,6 +782,35 @@ def test_a_system_error_around_a_scheduled_mutation_is_retried_not_its_failure(
     assert job(engine, failing)["state"]["kind"] == "failed"
 
 
+def test_a_system_error_recording_an_actions_outcome_is_retried(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transient storage error when the action's outcome is written: written again."""
+    # Found by hunt: the mutation path retried such errors, but the action's outcome was
+    # written once: the error escaped finish_*() and the job stayed inProgress, with
+    # nothing running it, so every later finish_*() waited for it until its timeout.
+    from engine import StorageError
+
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.failing_action, {}))
+    storage = engine._db.storage
+    real_write = storage.write
+    writes = [0]
+
+    def flaky_write(fn: Any) -> Any:
+        writes[0] += 1
+        if writes[0] == 2:  # the claim is the first write, the outcome the second
+            raise StorageError("LMDB error: Input/output error (simulated)")
+        return real_write(fn)
+
+    monkeypatch.setattr(storage, "write", flaky_write)
+    assert engine.finish_scheduled_functions(timeout=2) == 1
+    assert job(engine, job_id)["state"] == {
+        "kind": "failed",
+        "error": "Uncaught ConvexError: action failed on purpose",
+    }
+    assert writes[0] == 3
+
+
 def test_a_job_raising_system_exit_or_keyboard_interrupt_fails_and_the_worker_survives(
     db_path: Path,
 ) -> None:
@@ -788,6 +884,33 @@ def test_finish_done_in_time_does_not_raise_the_timeout(engine: Engine) -> None:
     assert engine.finish_scheduled_functions(timeout=0.05) == 1  # ran past it, nothing left
     assert engine.finish_scheduled_functions(timeout=0) == 0
     assert engine.finish_all_scheduled_functions(timeout=0, max_iterations=1) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"timeout": float("nan")},  # never past it: a job left in progress looped for ever
+        {"timeout": -1},
+        {"timeout": "5"},
+        {"timeout": None},
+        {"timeout": True},
+        {"max_iterations": 0},
+        {"max_iterations": -3},
+        {"max_iterations": 2.5},
+        {"max_iterations": "10"},
+    ],
+)
+def test_finish_refuses_a_bad_timeout_or_max_iterations(
+    engine: Engine, kwargs: dict[str, Any]
+) -> None:
+    # Found by review: these reached `time.monotonic() + timeout` (a raw TypeError) or were
+    # taken as given (NaN never times out; max_iterations=0 raised after one pass).
+    name = next(iter(kwargs))
+    with pytest.raises(SchedulerError, match=rf"{name}=\.\.\.\) must be"):
+        engine.finish_all_scheduled_functions(**kwargs)
+    if name == "timeout":
+        with pytest.raises(SchedulerError, match=r"timeout=\.\.\.\) must be"):
+            engine.finish_scheduled_functions(**kwargs)
 
 
 def test_due_jobs_whose_arguments_pass_16_mib_together_all_run(engine: Engine) -> None:
