@@ -428,7 +428,15 @@ class Registry:
         return registry
 
 
-def _not_found(name: str) -> FunctionNotFound:
+def _not_found(name: str, *, internal: bool = False) -> FunctionNotFound:
+    """Convex's error for a name no function has; ``internal``: the lookup accepted internal
+    functions too (ctx.run_*, the scheduler), so the hint does not blame visibility."""
+    if internal:
+        return FunctionNotFound(
+            f"Could not find function for '{name}'. (convexlite: check the name, and that "
+            "its module is inside the package passed as Engine.open(functions=...))",
+            name=name,
+        )
     return FunctionNotFound(
         f"Could not find public function for '{name}'. Did you forget to run `npx convex dev` "
         "or `npx convex deploy`? (convexlite: check that the module is inside the package "
@@ -477,7 +485,7 @@ class Runtime:
             name = ref if ":" in ref else f"{ref}:default"
             found = self.registry.by_name.get(name) or self.registry.by_name.get(ref)
             if found is None:
-                raise _not_found(ref)
+                raise _not_found(ref, internal=internal)
             function = found
         else:
             raise FunctionNotFound(

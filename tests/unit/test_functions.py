@@ -85,6 +85,19 @@ def test_an_internal_default_export_is_reported_missing_as_named(engine: Engine)
     assert engine.run(lambda ctx: ctx.run_query("admin/hidden")) == "hidden"
 
 
+def test_a_missing_name_called_from_a_function_does_not_blame_visibility(
+    engine: Engine,
+) -> None:
+    # ctx.run_* (and the scheduler) take internal functions: "check that the function is
+    # not internal" sent the reader the wrong way there.
+    with pytest.raises(FunctionNotFound) as caught:
+        engine.run(lambda ctx: ctx.run_query("notes:nope"))
+    assert str(caught.value).startswith("Could not find function for 'notes:nope'. ")
+    assert "internal" not in str(caught.value)
+    with pytest.raises(FunctionNotFound, match="Could not find function for 'notes:nope'"):
+        engine.run(lambda ctx: ctx.scheduler.run_after(0, "notes:nope"))
+
+
 def test_kind_mismatch(engine: Engine) -> None:
     with pytest.raises(EngineError, match="as Query, but it is defined as Mutation"):
         engine.query("notes:add", {"text": "x"})
