@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 __all__ = ["WsgiApp"]
 
 
+def _reason(status: int) -> str:
+    """The reason phrase of ``status`` for the WSGI status line: Python's name for it, or
+    ``Unknown`` for a status it does not name (a handler may answer any of 200..599, and
+    ``HTTPStatus(299)`` raises ValueError)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
 class WsgiApp:
     """The WSGI front end of :func:`handle`, for hosts that mount it in their own server.
 
@@ -94,7 +104,7 @@ class WsgiApp:
         # PEP 3333 forbids hop-by-hop headers to applications (wsgiref raises on one,
         # Proxy-Authenticate included): the host's server owns the connection.
         pairs = [(name, value) for name, value in response.headers if not is_hop_by_hop(name)]
-        start_response(f"{response.status} {HTTPStatus(response.status).phrase}", pairs)
+        start_response(f"{response.status} {_reason(response.status)}", pairs)
         if environ.get("REQUEST_METHOD") == "HEAD":
             return []
         return response.body

@@ -831,3 +831,26 @@ def test_request_url_takes_its_scheme_from_a_tls_proxy_as_convex_does(
         seen_url(b"X-Forwarded-Proto: javascript:alert(1)//\r\nConnection: close\r\n")
         == "http://app.example/echo/x?q=1"
     )
+
+
+def test_a_status_without_a_standard_reason_phrase_is_served_by_every_front_end(
+    db_path: Path,
+) -> None:
+    # wsgi_app looked the reason phrase up with http.HTTPStatus(status), which raises
+    # ValueError for a status Python does not name (299, 420, 599): a handler's valid
+    # HttpResponse(status=299) crashed the WSGI request, where serve_http and fetch sent it.
+    @http_action
+    async def odd(ctx: Any, request: HttpRequest) -> HttpResponse:
+        return HttpResponse("odd", status=int(request.query_params["status"]))
+
+    router = HttpRouter()
+    router.route(path="/odd", method="GET", handler=odd)
+    with Engine.open(db_path, http=router, durability="none") as engine:
+        for front in FRONT_ENDS:
+            call, stop = caller(front, engine)
+            try:
+                for status in (299, 420, 599):
+                    answer = call("GET", f"/odd?status={status}")
+                    assert answer[0] == status and answer[2] == b"odd", (front, answer)
+            finally:
+                stop()
