@@ -9,15 +9,16 @@ connection limits are the host server's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from wsgiref.util import is_hop_by_hop, request_uri
 
+from .errors import EngineError
 from .httpbodies import DEFAULT_MAX_UPLOAD_SIZE
 from .httphandling import _PATH_SAFE, _valid_host, handle
-from .httpresponses import _error
+from .httpresponses import Response, _error
 
 if TYPE_CHECKING:
     from .functions import Runtime
@@ -33,6 +34,19 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown"
+
+
+def _body(response: Response) -> Iterator[bytes]:
+    """The response's body; raises once sent if it stopped short (a file deleted, or the
+    engine closed, mid-download): a WSGI server aborts the connection when the iterable
+    raises, as ``serve_http`` closes it, so a client sees fewer bytes than the
+    ``Content-Length`` instead of a short body taken as whole."""
+    yield from response.body
+    if not response.complete:
+        raise EngineError(
+            "The file was deleted while it was being sent (or the engine closed): the "
+            "download is cut short, and the connection must close."
+        )
 
 
 class WsgiApp:
@@ -107,4 +121,4 @@ class WsgiApp:
         start_response(f"{response.status} {_reason(response.status)}", pairs)
         if environ.get("REQUEST_METHOD") == "HEAD":
             return []
-        return response.body
+        return _body(response)

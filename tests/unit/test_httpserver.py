@@ -672,3 +672,26 @@ def test_cors_preflights_allow_the_headers_the_browser_asks_for(
         headers={"Access-Control-Request-Headers": "x-a; evil=1"},
     )
     assert headers["Access-Control-Allow-Headers"] == "Content-Type, Digest"
+
+
+def test_a_download_cut_short_by_a_delete_is_aborted_behind_wsgi_app(engine: Engine) -> None:
+    # A file deleted while being sent ends the body early. serve_http then closes the
+    # connection, but wsgi_app's body iterable just ended: the WSGI server took the short
+    # body as complete (Content-Length promised more) and could keep the connection
+    # alive out of step. A WSGI app signals an abort by raising from its iterable.
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    data = b"z" * (CHUNK_SIZE * 2 + 7)
+    storage_id = engine.store_file(data)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": urlsplit(engine.query(files.url, {"id": storage_id})).path,
+        "wsgi.input": io.BytesIO(b""),
+    }
+    setup_testing_defaults(environ)
+    body = iter(engine.wsgi_app()(environ, lambda status, headers, exc_info=None: None))
+    assert next(body) == data[:CHUNK_SIZE]
+    engine.mutation(files.delete_file, {"id": storage_id, "fail": False})
+    with pytest.raises(EngineError, match="deleted while it was being sent"):
+        b"".join(body)
