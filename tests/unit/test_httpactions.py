@@ -854,3 +854,36 @@ def test_a_status_without_a_standard_reason_phrase_is_served_by_every_front_end(
                     assert answer[0] == status and answer[2] == b"odd", (front, answer)
             finally:
                 stop()
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_serve_http_listens_on_an_ipv6_address(engine: Engine) -> None:
+    # serve_http("::1") raised socket.gaierror "Address family for hostname not
+    # supported" (ThreadingHTTPServer binds AF_INET sockets only), though the server
+    # writes its URL with brackets for such an address. And a request without a Host
+    # header (HTTP/1.0) got a request.url of "http://::1:port/...", which is no URL.
+    import socket
+
+    with engine.serve_http("::1", 0) as server:
+        assert server.url == f"http://[::1]:{server.port}"
+        status, _, body = over_http(server.url + "/echo/a?x=1", "GET", None, {})
+        assert status == 200 and json.loads(body)["url"] == server.url + "/echo/a?x=1"
+        with socket.create_connection(("::1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET /echo/b HTTP/1.0\r\n\r\n")
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), received
+        assert json.loads(body)["url"] == server.url + "/echo/b"
