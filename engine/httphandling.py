@@ -98,7 +98,7 @@ def handle(
             split = urlsplit(target)
         except ValueError:  # "http://[x": an unparsable authority
             return _error(400, "BadRequest", "The request target is not a valid URL path.")
-        path, query = split.path, split.query
+        path, query = split.path or "/", split.query  # "http://host" is "/" (RFC 9112 3.2.2)
     # "/x/../api/storage/..." is a storage path: routed as a WHATWG URL parser reads it.
     path = normalize_path(path)
     router = runtime.registry.http

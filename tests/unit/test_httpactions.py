@@ -887,3 +887,26 @@ def test_serve_http_listens_on_an_ipv6_address(engine: Engine) -> None:
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 "), received
         assert json.loads(body)["url"] == server.url + "/echo/b"
+
+
+def test_an_absolute_form_target_without_a_path_is_the_root(db_path: Path) -> None:
+    # "GET http://host HTTP/1.1" (absolute-form, as proxies send) has an empty path,
+    # which is "/" (RFC 9112 3.2.2; a WHATWG URL's pathname is "/"): it was looked up
+    # as "" and answered 404 "No matching routes found" beside a route for "/".
+    @http_action
+    async def root(ctx: Any, request: HttpRequest) -> HttpResponse:
+        return HttpResponse.json({"path": request.path, "query": request.query})
+
+    router = HttpRouter()
+    router.route(path="/", method="GET", handler=root)
+    with (
+        Engine.open(db_path, http=router, durability="none") as engine,
+        engine.serve_http("127.0.0.1", 0) as server,
+    ):
+        for target, query in ((b"http://h", ""), (b"http://h?a=1", "a=1")):
+            received = _raw_exchange(
+                server, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+            )
+            head, _, body = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 "), received
+            assert json.loads(body) == {"path": "/", "query": query}
