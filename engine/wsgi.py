@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-from wsgiref.util import is_hop_by_hop, request_uri
+from wsgiref.util import application_uri, is_hop_by_hop
 
 from .errors import EngineError
 from .httpbodies import DEFAULT_MAX_UPLOAD_SIZE
 from .httphandling import _PATH_SAFE, _valid_host, handle
+from .httpmessages import escape_raw_path
 from .httpresponses import Response, _error
 
 if TYPE_CHECKING:
@@ -34,6 +35,17 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Unknown"
+
+
+def _url(environ: dict[str, Any], target: str) -> str:
+    """The request's absolute URL: the scheme and host, the mount point (``SCRIPT_NAME``)
+    and ``target``, escaped as behind ``serve_http`` (wsgiref's ``request_uri`` escapes
+    ``:@!$&'()*+`` in the path, which a URL keeps, and leaves the query raw)."""
+    root = application_uri({**environ, "SCRIPT_NAME": ""}).rstrip("/")
+    mount = quote(environ.get("SCRIPT_NAME", ""), safe=_PATH_SAFE, encoding="latin-1")
+    if mount and not environ.get("PATH_INFO"):  # "/files" itself, routed as "/"
+        target = target[1:]
+    return root + mount + target
 
 
 def _body(response: Response) -> Iterator[bytes]:
@@ -75,7 +87,9 @@ class WsgiApp:
         # as the raw path does behind serve_http (Convex routes on escaped pathnames).
         target = quote(environ.get("PATH_INFO", "") or "/", safe=_PATH_SAFE, encoding="latin-1")
         if environ.get("QUERY_STRING"):
-            target += "?" + environ["QUERY_STRING"]
+            # Raw bytes as Latin-1 text (PEP 3333): escaped as serve_http escapes a query.
+            query = str(environ["QUERY_STRING"]).encode("latin-1", "replace")
+            target += escape_raw_path(b"?" + query)
 
         def header(name: str) -> str | None:
             key = name.upper().replace("-", "_")
@@ -102,7 +116,7 @@ class WsgiApp:
 
         host = environ.get("HTTP_HOST")
         if host is not None and not _valid_host(str(host)):
-            # request_uri() would put it into the URL an HTTP action reads.
+            # _url() would put it into the URL an HTTP action reads.
             response = _error(400, "BadRequest", f"The Host header {host!r} is not a host[:port].")
         else:
             response = handle(
@@ -113,7 +127,7 @@ class WsgiApp:
                 read_body,
                 self._max_upload_size,
                 headers=headers,
-                url=request_uri(environ, include_query=True),
+                url=_url(environ, target),
             )
         # PEP 3333 forbids hop-by-hop headers to applications (wsgiref raises on one,
         # Proxy-Authenticate included): the host's server owns the connection.

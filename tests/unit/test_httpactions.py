@@ -910,3 +910,29 @@ def test_an_absolute_form_target_without_a_path_is_the_root(db_path: Path) -> No
             head, _, body = received.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200 "), received
             assert json.loads(body) == {"path": "/", "query": query}
+
+
+def test_wsgi_request_url_is_escaped_as_serve_http_escapes_it(
+    engine: Engine, server: HttpServer
+) -> None:
+    # wsgi_app built request.url with wsgiref's request_uri: its path escaped
+    # ":@!$&'()*+" (so it disagreed with request.path and with serve_http, whose
+    # URL keeps them, as Convex's pathname does), and the query went in raw: UTF-8 bytes
+    # as Latin-1 text ("cafÃ©" in query_params) and spaces inside the URL.
+    target = "/echo/a:b@c!$&'()*+,;=~?q=caf\xc3\xa9&r=a b"
+    received = _raw_exchange(
+        server,
+        b"GET " + target.replace(" ", "%20").encode("latin-1") + b" HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    served = json.loads(received.partition(b"\r\n\r\n")[2])
+    path_info, _, query = target.partition("?")
+    status, _, body = over_wsgi(engine.wsgi_app(), "GET", path_info + "?" + query, b"", {})
+    seen = json.loads(body)
+    assert status == 200
+    assert seen["url"] == "http://127.0.0.1/mount/echo/a:b@c!$&'()*+,;=~?q=caf%C3%A9&r=a%20b"
+    assert seen["path"] == served["path"] == "/echo/a:b@c!$&'()*+,;=~"
+    assert seen["query"] == served["query"] == {"q": "café", "r": "a b"}
+    assert seen["url"].removeprefix("http://127.0.0.1/mount") == served["url"].removeprefix(
+        "http://127.0.0.1"
+    )
