@@ -129,7 +129,12 @@ class Headers(Mapping[str, str]):
         elif isinstance(init, Mapping):
             pairs = [(str(k), str(v)) for k, v in init.items()]
         else:
-            pairs = [(str(k), str(v)) for k, v in init]
+            try:
+                pairs = [(str(k), str(v)) for k, v in init]
+            except (TypeError, ValueError):  # not iterable, or items that are not pairs
+                raise EngineError(
+                    f"headers must be a mapping or (name, value) pairs, got {init!r}"
+                ) from None
         for name, value in pairs:
             _check_header(name, value)
         self._pairs = pairs
@@ -203,6 +208,9 @@ class HttpRequest:
                               headers={"Content-Type": "application/json"}, body=b'{"x": 1}')
         request.path, request.query_params, request.json()
         # ('/notes', {'tag': 'a'}, {'x': 1})
+
+    Raises :class:`EngineError` for a ``method``, ``url`` or ``path`` that is no str, a
+    ``url`` that does not parse, a ``body`` that is not bytes or str, or bad headers.
     """
 
     __slots__ = ("body", "headers", "method", "path", "query", "url")
@@ -216,10 +224,25 @@ class HttpRequest:
         body: bytes | bytearray | memoryview | str = b"",
         path: str | None = None,
     ) -> None:
+        for name, given in (("method", method), ("url", url)):
+            if not isinstance(given, str):
+                raise EngineError(f"HttpRequest {name} must be a str, got {given!r}")
+        if path is not None and not isinstance(path, str):
+            raise EngineError(f"HttpRequest path must be a str or None, got {path!r}")
+        if not isinstance(body, bytes | bytearray | memoryview | str):
+            # bytes(5) would be five zero bytes, bytes({...}) a bare TypeError.
+            hint = " (json.dumps(...) it first)" if isinstance(body, dict | list) else ""
+            raise EngineError(
+                f"HttpRequest(body=...) takes bytes, str, bytearray or memoryview, got "
+                f"{type(body).__name__}{hint}"
+            )
         self.method = method.upper()
-        # Dot segments resolved, as in the URL Convex builds (Rust's url::Url).
-        self.url = url = normalize_url(url)
-        split = urlsplit(url)
+        try:
+            # Dot segments resolved, as in the URL Convex builds (Rust's url::Url).
+            self.url = url = normalize_url(url)
+            split = urlsplit(url)
+        except ValueError as error:  # "http://[bad": an unparsable authority
+            raise EngineError(f"HttpRequest url {url!r} is not a valid URL: {error}") from None
         # The routed path: the URL's, unless a front end mounted under a prefix says
         # otherwise (WSGI's PATH_INFO), as Convex routes on its ``requestRoute``.
         self.path = normalize_path(path) if path is not None else (split.path or "/")

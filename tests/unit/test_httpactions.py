@@ -936,3 +936,26 @@ def test_wsgi_request_url_is_escaped_as_serve_http_escapes_it(
     assert seen["url"].removeprefix("http://127.0.0.1/mount") == served["url"].removeprefix(
         "http://127.0.0.1"
     )
+
+
+def test_requests_check_their_arguments() -> None:
+    # HttpRequest (built by tests that call a handler directly) turned body=5 into five
+    # zero bytes (bytes(5)), and raised bare TypeError, AttributeError or ValueError for
+    # a dict body, a method or URL that is no str, headers that are no mapping or pairs,
+    # and an unparsable URL; HttpResponse already raised EngineError saying what it takes.
+    bad: list[tuple[tuple[Any, ...], dict[str, Any], str]] = [
+        (("POST", "http://h/x"), {"body": 5}, r"body=\.\.\.\) takes bytes, str"),
+        (("POST", "http://h/x"), {"body": {"a": 1}}, r"json\.dumps"),
+        ((5, "http://h/x"), {}, r"method must be a str"),
+        (("GET", None), {}, r"url must be a str"),
+        (("GET", "http://[bad/x"), {}, r"not a valid URL"),
+        (("GET", "http://h/x"), {"path": 5}, r"path must be a str"),
+        (("GET", "http://h/x"), {"headers": 5}, r"headers must be a mapping"),
+    ]
+    for args, kwargs, message in bad:
+        with pytest.raises(EngineError, match=message):
+            HttpRequest(*args, **kwargs)
+    with pytest.raises(EngineError, match="headers must be a mapping"):
+        Headers(5)  # type: ignore[arg-type]
+    assert HttpRequest("PUT", "http://h/x", body=bytearray(b"ab")).body == b"ab"
+    assert HttpRequest("PUT", "http://h/x", body=memoryview(b"cd")).body == b"cd"
