@@ -36,7 +36,7 @@ from .files import read_file, store_file_at
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
 from .httpbodies import DEFAULT_MAX_UPLOAD_SIZE
 from .httphandling import _PATH_SAFE, handle
-from .httpmessages import Headers, HeadersInit, HttpRequest, HttpResponse, normalize_path
+from .httpmessages import _TOKEN, Headers, HeadersInit, HttpRequest, HttpResponse, normalize_path
 from .httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, HttpServer
 from .integrity import check as check_integrity
 from .router import HttpRouter
@@ -582,6 +582,11 @@ class Engine:
             path = "/" + path[len(site) :].lstrip("/")
         if not isinstance(path, str) or not path.startswith("/"):
             raise EngineError(f"fetch(path) takes a path starting with '/', got {path!r}")
+        if not isinstance(method, str) or not method or not _TOKEN.issuperset(method):
+            raise EngineError(
+                f"fetch(method=...) must be an HTTP method such as 'GET' or 'POST' (a "
+                f"token: letters, digits, !#$%&'*+-.^_`|~), got {method!r}"
+            )
         method = method.upper()
         given = Headers(headers)
         identity = httpactions.FROM_HEADER

@@ -959,3 +959,13 @@ def test_requests_check_their_arguments() -> None:
         Headers(5)  # type: ignore[arg-type]
     assert HttpRequest("PUT", "http://h/x", body=bytearray(b"ab")).body == b"ab"
     assert HttpRequest("PUT", "http://h/x", body=memoryview(b"cd")).body == b"cd"
+
+
+def test_fetch_refuses_a_method_that_is_not_an_http_token(engine: Engine) -> None:
+    # fetch(method=5) or method=None raised AttributeError ('int' object has no attribute
+    # 'upper'); a method with a space or a line break, which no client can send, was
+    # looked up and answered 404 as if it had been.
+    for method in (5, None, "", "GE T", "GET\r\nX-Injected: 1"):
+        with pytest.raises(EngineError, match="fetch\\(method=...\\) must be an HTTP method"):
+            engine.fetch("/echo/a", method=method)  # type: ignore[arg-type]
+    assert engine.fetch("/echo/a", method="patch").status == 200
