@@ -9,6 +9,7 @@ connection limits are the host server's.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from urllib.parse import quote
 from wsgiref.util import application_uri, is_hop_by_hop
 
 from .errors import EngineError
-from .httpbodies import DEFAULT_MAX_UPLOAD_SIZE
+from .httpbodies import _PIECE, DEFAULT_MAX_UPLOAD_SIZE
 from .httphandling import _PATH_SAFE, _valid_host, handle
 from .httpmessages import escape_raw_path
 from .httpresponses import Response, _error
@@ -48,6 +49,18 @@ def _url(environ: dict[str, Any], target: str) -> str:
     return root + mount + target
 
 
+def _read_to_end(stream: Any, max_size: int) -> bytes | None:
+    """A terminated ``wsgi.input`` read to its end, in pieces; None past ``max_size`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    while part := stream.read(_PIECE):
+        size += len(part)
+        if size > max_size:
+            return None
+        parts.append(part)
+    return b"".join(parts)
+
+
 def _body(response: Response) -> Iterator[bytes]:
     """The response's body; raises once sent if it stopped short (a file deleted, or the
     engine closed, mid-download): a WSGI server aborts the connection when the iterable
@@ -73,7 +86,8 @@ class WsgiApp:
     Routes are matched on ``PATH_INFO`` (the path after the mount point); an HTTP
     action's ``request.url`` is the full URL, mount point included.
     ``max_upload_size`` as for :class:`~engine.httpserver.HttpServer`; timeouts and connection
-    limits are the host server's.
+    limits are the host server's. A chunked request body is taken when the server decoded
+    it and marks where it ends (``wsgi.input_terminated``), else answered 411.
     """
 
     def __init__(self, runtime: Runtime, max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE) -> None:
@@ -91,16 +105,30 @@ class WsgiApp:
             query = str(environ["QUERY_STRING"]).encode("latin-1", "replace")
             target += escape_raw_path(b"?" + query)
 
+        stream = environ.get("wsgi.input")
+        length = environ.get("CONTENT_LENGTH") or None
+        too_large = False
+        chunked = length is None and environ.get("HTTP_TRANSFER_ENCODING") is not None
+        if chunked and stream is not None and environ.get("wsgi.input_terminated"):
+            # The server decoded a chunked body and ends wsgi.input with it: read it to
+            # its end (capped), and give handle() its length.
+            data = _read_to_end(stream, self._max_upload_size)
+            too_large = data is None
+            if data is not None:
+                length, stream = str(len(data)), io.BytesIO(data)
+
         def header(name: str) -> str | None:
             key = name.upper().replace("-", "_")
-            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if key == "CONTENT_LENGTH":
+                value = length
+            elif key == "CONTENT_TYPE":
                 value = environ.get(key)
             else:
                 value = environ.get("HTTP_" + key)
             return str(value) if value else None
 
         def read_body(n: int) -> bytes:
-            data: bytes = environ["wsgi.input"].read(n)
+            data: bytes = stream.read(n) if stream is not None else b""
             return data
 
         def headers() -> list[tuple[str, str]]:
@@ -118,6 +146,13 @@ class WsgiApp:
         if host is not None and not _valid_host(str(host)):
             # _url() would put it into the URL an HTTP action reads.
             response = _error(400, "BadRequest", f"The Host header {host!r} is not a host[:port].")
+        elif too_large:
+            response = _error(
+                413,
+                "PayloadTooLarge",
+                f"The request body has more than {self._max_upload_size} bytes; this app "
+                "takes at most that many (wsgi_app(max_upload_size=...)).",
+            )
         else:
             response = handle(
                 self._runtime,

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -969,3 +970,42 @@ def test_fetch_refuses_a_method_that_is_not_an_http_token(engine: Engine) -> Non
         with pytest.raises(EngineError, match="fetch\\(method=...\\) must be an HTTP method"):
             engine.fetch("/echo/a", method=method)  # type: ignore[arg-type]
     assert engine.fetch("/echo/a", method="patch").status == 200
+
+
+def test_wsgi_takes_a_chunked_body_its_server_has_decoded(engine: Engine) -> None:
+    # A WSGI server that decodes a chunked body (gunicorn, werkzeug) sets no
+    # CONTENT_LENGTH and marks wsgi.input as ending with the body
+    # ("wsgi.input_terminated"); wsgi_app answered 411 LengthRequired anyway, so a
+    # browser's streamed upload or POST never reached the endpoint behind such a server.
+    wsgi = engine.wsgi_app(max_upload_size=64)
+
+    def post(path: str, body: bytes, terminated: bool = True) -> Answer:
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path.partition("?")[0],
+            "QUERY_STRING": path.partition("?")[2],
+            "HTTP_TRANSFER_ENCODING": "chunked",
+            "CONTENT_TYPE": "text/plain",
+            "wsgi.input": io.BytesIO(body),
+        }
+        setup_testing_defaults(environ)
+        environ["wsgi.input_terminated"] = terminated
+        answer: dict[str, Any] = {}
+
+        def start_response(status: str, pairs: Any, exc_info: Any = None) -> Any:
+            answer["status"] = int(status.split()[0])
+            return lambda data: None
+
+        data = b"".join(wsgi(environ, start_response))
+        return answer["status"], {}, data
+
+    status, _, body = post("/echo/x", b"streamed")
+    assert (status, json.loads(body)["body"]) == (200, "streamed")
+    upload = urllib.parse.urlsplit(engine.mutation(files.upload_url))
+    status, _, body = post(f"{upload.path}?{upload.query}", b"a file")
+    assert status == 200, body
+    assert engine.get_file(json.loads(body)["storageId"]) == b"a file"
+    status, _, body = post("/echo/x", b"x" * 65)
+    assert (status, json.loads(body)["code"]) == (413, "PayloadTooLarge")
+    status, _, body = post("/echo/x", b"streamed", terminated=False)  # where would it end?
+    assert (status, json.loads(body)["code"]) == (411, "LengthRequired")
