@@ -158,9 +158,10 @@ def _byte_range(value: str, size: int) -> tuple[int, int] | str | None:
 
 def _content_type(document: dict[str, Any]) -> str:
     """The row's content type, if a header can carry it (rows stored before store_file
-    required visible ASCII may hold others), else ``application/octet-stream``."""
+    required visible ASCII may hold others) and it is not blank (``store_file(data, "")``
+    keeps ``""``), else ``application/octet-stream``."""
     value = document.get("contentType")
-    if isinstance(value, str) and value.isascii() and value.isprintable():
+    if isinstance(value, str) and value.strip() and value.isascii() and value.isprintable():
         return value
     return "application/octet-stream"
 

@@ -695,3 +695,16 @@ def test_a_download_cut_short_by_a_delete_is_aborted_behind_wsgi_app(engine: Eng
     engine.mutation(files.delete_file, {"id": storage_id, "fail": False})
     with pytest.raises(EngineError, match="deleted while it was being sent"):
         b"".join(body)
+
+
+def test_a_file_stored_with_an_empty_content_type_is_served_as_octet_stream(
+    engine: Engine,
+) -> None:
+    # Engine.store_file(data, "") (and ctx.storage.store) keep contentType "", and the
+    # download sent "Content-Type: " with no media type; a blank one is now served as
+    # an unknown type is, application/octet-stream.
+    for content_type in ("", "   "):
+        storage_id = engine.store_file(b"x", content_type)
+        response = engine.fetch(engine.query(files.url, {"id": storage_id}))
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/octet-stream"
