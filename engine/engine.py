@@ -821,6 +821,11 @@ def _fetch_handled(
     stream = io.BytesIO(data)
     response = handle(runtime, method, target, headers.get, stream.read, 1 << 62)
     body = b"" if method == "HEAD" else b"".join(response.body)
+    if not response.complete:  # where serve_http would close the connection mid-body
+        raise EngineError(
+            "The file was deleted while it was being sent (or the engine closed): the "
+            f"download is cut short after {len(body)} bytes; fetch it again."
+        )
     return HttpResponse(body, status=response.status, headers=response.headers)
 
 

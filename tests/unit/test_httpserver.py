@@ -708,3 +708,20 @@ def test_a_file_stored_with_an_empty_content_type_is_served_as_octet_stream(
         response = engine.fetch(engine.query(files.url, {"id": storage_id}))
         assert response.status == 200
         assert response.headers["Content-Type"] == "application/octet-stream"
+
+
+def test_fetch_of_a_download_cut_short_raises_as_a_client_connection_would(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file deleted between its row and its bytes ends a download early: serve_http
+    # closes the connection (a client sees fewer bytes than Content-Length), but
+    # Engine.fetch returned a 200 whose body was shorter than its Content-Length.
+    from engine import files as engine_files
+
+    storage_id = engine.store_file(b"y" * (CHUNK_SIZE + 5))
+    url = engine.query(files.url, {"id": storage_id})
+    stale = engine_files.metadata_and_key(engine._db, storage_id)
+    engine.mutation(files.delete_file, {"id": storage_id, "fail": False})
+    monkeypatch.setattr(engine_files, "metadata_and_key", lambda db, storage_id: stale)
+    with pytest.raises(EngineError, match="cut short"):
+        engine.fetch(url)
