@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, ModuleType
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from . import files, httpactions
 from .contexts import MutationCtx
@@ -35,8 +35,16 @@ from .executor import Executor
 from .files import read_file, store_file_at
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
 from .httpbodies import DEFAULT_MAX_UPLOAD_SIZE
-from .httphandling import _PATH_SAFE, handle
-from .httpmessages import _TOKEN, Headers, HeadersInit, HttpRequest, HttpResponse, normalize_path
+from .httphandling import handle
+from .httpmessages import (
+    _TOKEN,
+    Headers,
+    HeadersInit,
+    HttpRequest,
+    HttpResponse,
+    escape_raw_path,
+    normalize_path,
+)
 from .httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, HttpServer
 from .integrity import check as check_integrity
 from .router import HttpRouter
@@ -613,9 +621,10 @@ class Engine:
         if body is not None and "content-length" not in given:
             given = Headers([*given.pairs(), ("Content-Length", str(len(data)))])
         router = runtime.registry.http
-        # Escaped as a client sends it (convex-test's fetch goes through `new URL`): a
-        # test then reaches exactly the routes a real client reaches.
-        path = quote(path.partition("#")[0], safe=_URL_SAFE)  # a fragment is never sent
+        # Escaped as a client sends it (convex-test's fetch goes through `new URL`) and as
+        # serve_http escapes a raw request line: a test then reaches exactly the routes
+        # a real client reaches.
+        path = escape_raw_path(path.partition("#")[0].encode())  # a fragment is never sent
         route_path = normalize_path(path.partition("?")[0])
         if router is None or route_path == "/api/storage" or route_path.startswith("/api/storage/"):
             return await asyncio.to_thread(_fetch_handled, runtime, method, path, given, data)
@@ -887,11 +896,6 @@ def _release(storage: Any) -> None:
             db.shutdown()  # subscriptions end and running calls finish before the storage closes
     finally:
         storage.close_env()  # an open() of the folder waits for this
-
-
-#: What Engine.fetch leaves unescaped in a path and query: what a URL may hold as is,
-#: "%" included (an escape the caller wrote stays one), as `new URL(...)` does.
-_URL_SAFE = _PATH_SAFE + "?%"
 
 
 def _check_env(env: Mapping[str, str] | None) -> Mapping[str, str]:
