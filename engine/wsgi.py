@@ -13,12 +13,11 @@ import io
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 from wsgiref.util import application_uri, is_hop_by_hop
 
 from .errors import EngineError
 from .httpbodies import _PIECE, DEFAULT_MAX_UPLOAD_SIZE
-from .httphandling import _PATH_SAFE, _valid_host, handle
+from .httphandling import _valid_host, handle
 from .httpmessages import escape_raw_path
 from .httpresponses import Response, _error
 
@@ -26,6 +25,19 @@ if TYPE_CHECKING:
     from .functions import Runtime
 
 __all__ = ["WsgiApp"]
+
+
+#: Characters of PATH_INFO that were escaped in the request line ("%" first).
+_ESCAPED_AGAIN = ((b"%", b"%25"), (b"?", b"%3F"), (b"#", b"%23"), (b"\\", b"%5C"))
+
+
+def _escaped(path: str) -> str:
+    """A decoded WSGI path (``PATH_INFO``, ``SCRIPT_NAME``: Latin-1 text of the bytes)
+    escaped as ``serve_http`` escapes a raw request path."""
+    raw = path.encode("latin-1", "replace")
+    for char, escape in _ESCAPED_AGAIN:
+        raw = raw.replace(char, escape)
+    return escape_raw_path(raw)
 
 
 def _reason(status: int) -> str:
@@ -43,7 +55,7 @@ def _url(environ: dict[str, Any], target: str) -> str:
     and ``target``, escaped as behind ``serve_http`` (wsgiref's ``request_uri`` escapes
     ``:@!$&'()*+`` in the path, which a URL keeps, and leaves the query raw)."""
     root = application_uri({**environ, "SCRIPT_NAME": ""}).rstrip("/")
-    mount = quote(environ.get("SCRIPT_NAME", ""), safe=_PATH_SAFE, encoding="latin-1")
+    mount = _escaped(str(environ.get("SCRIPT_NAME", "")))
     if mount and not environ.get("PATH_INFO"):  # "/files" itself, routed as "/"
         target = target[1:]
     return root + mount + target
@@ -97,9 +109,11 @@ class WsgiApp:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        # PATH_INFO is decoded (latin-1 text of the raw bytes): escaped again, it routes
-        # as the raw path does behind serve_http (Convex routes on escaped pathnames).
-        target = quote(environ.get("PATH_INFO", "") or "/", safe=_PATH_SAFE, encoding="latin-1")
+        # PATH_INFO is decoded (latin-1 text of the raw bytes): escaped again as
+        # serve_http escapes a raw path, it routes as the raw path does there (Convex
+        # routes on escaped pathnames). Its "%", "?", "#" and "\\" were escaped in the
+        # request (a client sends no raw one in a path), so they are again.
+        target = _escaped(str(environ.get("PATH_INFO", "") or "/"))
         if environ.get("QUERY_STRING"):
             # Raw bytes as Latin-1 text (PEP 3333): escaped as serve_http escapes a query.
             query = str(environ["QUERY_STRING"]).encode("latin-1", "replace")

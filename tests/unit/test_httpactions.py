@@ -1031,3 +1031,23 @@ def test_fetch_escapes_and_routes_a_path_as_serve_http_does(
         assert seen["url"].removeprefix(server.url) == served["url"].removeprefix(
             "http://127.0.0.1"
         ), target
+
+
+def test_wsgi_routes_a_path_as_serve_http_does(engine: Engine, server: HttpServer) -> None:
+    # wsgi_app re-escaped PATH_INFO with urllib's quote, which escapes "|^[]": a client's
+    # raw "/a|b" routed as "/a|b" behind serve_http (and Convex) but as "/a%7Cb" behind
+    # wsgi_app. A "%", "#" or "?" of PATH_INFO was escaped in the request ("%25", "%23",
+    # "%3F") and must stay so.
+    for wire, path_info in (
+        ("/echo/a|b^c[d]", "/echo/a|b^c[d]"),
+        ("/echo/caf%C3%A9/a%20b", "/echo/caf\xc3\xa9/a b"),
+        ("/echo/100%25/%23", "/echo/100%/#"),
+    ):
+        received = _raw_exchange(
+            server,
+            b"GET " + wire.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        served = json.loads(received.partition(b"\r\n\r\n")[2])
+        status, _, body = over_wsgi(engine.wsgi_app(), "GET", path_info, b"", {})
+        assert status == 200, body
+        assert json.loads(body)["path"] == served["path"] == wire, wire
