@@ -173,9 +173,12 @@ def _chunks(
     start: int,
     stop: int,
 ) -> Iterator[bytes]:
-    """The file's bytes ``[start, stop)``, one chunk per read txn."""
+    """The file's bytes ``[start, stop)``, one chunk per read txn (none for an empty file:
+    its answer is whole, and a delete meanwhile must not close the connection)."""
+    if start >= stop:
+        return
     first = start // blobs.CHUNK_SIZE
-    last = max(first + 1, -(-stop // blobs.CHUNK_SIZE))
+    last = -(-stop // blobs.CHUNK_SIZE)
     for number in range(first, last):
         try:
             with storage.read() as rtxn:  # one short txn per chunk: a slow client pins nothing

@@ -725,3 +725,31 @@ def test_fetch_of_a_download_cut_short_raises_as_a_client_connection_would(
     monkeypatch.setattr(engine_files, "metadata_and_key", lambda db, storage_id: stale)
     with pytest.raises(EngineError, match="cut short"):
         engine.fetch(url)
+
+
+def test_an_empty_file_deleted_during_its_download_keeps_the_connection(
+    engine: Engine, server: HttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a stress run (uploads, downloads and deletes on kept-alive connections):
+    # an empty file deleted between its row and its bytes got its whole answer (200,
+    # Content-Length: 0), but the download still read chunk 0, found none, and closed
+    # the connection without "Connection: close": the client's next request on it
+    # (an upload) failed with a broken pipe. Nothing is left to send: no chunk is read.
+    from engine import files as engine_files
+
+    storage_id = engine.store_file(b"")
+    path = urlsplit(engine.query(files.url, {"id": storage_id})).path
+    stale = engine_files.metadata_and_key(engine._db, storage_id)
+    engine.mutation(files.delete_file, {"id": storage_id, "fail": False})
+    monkeypatch.setattr(engine_files, "metadata_and_key", lambda db, storage_id: stale)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"")
+        monkeypatch.undo()
+        connection.request("GET", path)  # the same connection, still open
+        assert connection.getresponse().status == 404
+    finally:
+        connection.close()
+    assert engine.fetch(path).status == 404
