@@ -624,7 +624,15 @@ class Engine:
         # Escaped as a client sends it (convex-test's fetch goes through `new URL`) and as
         # serve_http escapes a raw request line: a test then reaches exactly the routes
         # a real client reaches.
-        path = escape_raw_path(path.partition("#")[0].encode())  # a fragment is never sent
+        try:
+            raw = path.partition("#")[0].encode()  # a fragment is never sent
+        except UnicodeEncodeError as error:
+            raise EngineError(
+                f"fetch(path) {path!r} has a lone surrogate ({error.object[error.start]!r}), "
+                "which no URL can carry: decode the path's bytes properly, or percent-encode "
+                "them"
+            ) from None
+        path = escape_raw_path(raw)
         route_path = normalize_path(path.partition("?")[0])
         if router is None or route_path == "/api/storage" or route_path.startswith("/api/storage/"):
             return await asyncio.to_thread(_fetch_handled, runtime, method, path, given, data)

@@ -1051,3 +1051,11 @@ def test_wsgi_routes_a_path_as_serve_http_does(engine: Engine, server: HttpServe
         status, _, body = over_wsgi(engine.wsgi_app(), "GET", path_info, b"", {})
         assert status == 200, body
         assert json.loads(body)["path"] == served["path"] == wire, wire
+
+
+def test_fetch_refuses_a_path_with_a_lone_surrogate(engine: Engine) -> None:
+    # A lone surrogate ("\udcff", as os.fsdecode leaves undecodable bytes) has no UTF-8
+    # form: fetch raised a bare UnicodeEncodeError while escaping the path.
+    for path in ("/echo/\udcff", "/echo/x?q=\ud800"):
+        with pytest.raises(EngineError, match="lone surrogate"):
+            engine.fetch(path)
