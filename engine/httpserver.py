@@ -54,6 +54,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+# Without it, a host that configured no logging would see the records on stderr (Python's
+# last-resort handler): the server logs for the host's handlers, never prints.
+_log.addHandler(logging.NullHandler())
 #: Seconds a socket read or write may wait before the connection is dropped
 #: (Convex's request timeout: 2 minutes).
 DEFAULT_TIMEOUT = 120.0

@@ -753,3 +753,32 @@ def test_an_empty_file_deleted_during_its_download_keeps_the_connection(
     finally:
         connection.close()
     assert engine.fetch(path).status == 404
+
+
+def test_server_errors_reach_no_stderr_when_the_host_configured_no_logging(
+    tmp_path: Path,
+) -> None:
+    # The docs promise that an error serving a request is logged to engine.httpserver,
+    # never printed to stderr; but with no logging configured (no handler anywhere),
+    # Python's last-resort handler printed the record and its traceback to stderr.
+    import subprocess
+    import sys
+
+    script = (
+        "from engine import Engine\n"
+        f"with Engine.open({str(tmp_path / 'db')!r}, durability='none') as db, "
+        "db.serve_http('127.0.0.1', 0) as server:\n"
+        "    try:\n"
+        "        raise ValueError('a bug')\n"
+        "    except ValueError:\n"
+        "        server._server.handle_error(None, ('127.0.0.1', 1))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
