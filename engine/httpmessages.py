@@ -17,6 +17,7 @@ Responses are whole bodies (``bytes`` or ``str``), not streams.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -248,7 +249,7 @@ class HttpRequest:
         self.path = normalize_path(path) if path is not None else (split.path or "/")
         self.query = split.query
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
-        self.body = body.encode() if isinstance(body, str) else bytes(body)
+        self.body = _utf8(body) if isinstance(body, str) else bytes(body)
 
     @property
     def query_params(self) -> dict[str, str]:
@@ -271,6 +272,18 @@ class HttpRequest:
 
     def __repr__(self) -> str:
         return f"<HttpRequest {self.method} {self.url} ({len(self.body)} bytes)>"
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` in UTF-8, a lone surrogate (which UTF-8 cannot hold) as U+FFFD: Fetch's
+    string bodies are USVStrings."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _not_json(constant: str) -> Any:
@@ -318,7 +331,7 @@ class HttpResponse:
         if body is None:
             self.body = b""
         elif isinstance(body, str):
-            self.body = body.encode()
+            self.body = _utf8(body)
             if "content-type" not in self.headers:
                 self.headers = Headers([*self.headers.pairs(), ("Content-Type", TEXT_PLAIN)])
         elif isinstance(body, bytes | bytearray | memoryview):

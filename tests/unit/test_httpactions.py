@@ -1059,3 +1059,11 @@ def test_fetch_refuses_a_path_with_a_lone_surrogate(engine: Engine) -> None:
     for path in ("/echo/\udcff", "/echo/x?q=\ud800"):
         with pytest.raises(EngineError, match="lone surrogate"):
             engine.fetch(path)
+
+
+def test_str_bodies_with_a_lone_surrogate_are_sent_as_fetch_sends_them() -> None:
+    # HttpResponse("...\udcff") and HttpRequest(body="...\ud800") raised a bare
+    # UnicodeEncodeError; Fetch's Response and Request turn a lone surrogate into U+FFFD
+    # (a string body is a USVString), as text() already reads bad bytes back.
+    assert HttpResponse("a\udcffb").body == "a\ufffdb".encode()
+    assert HttpRequest("POST", "http://h/x", body="\ud800!").body == "\ufffd!".encode()
