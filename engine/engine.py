@@ -42,6 +42,7 @@ from .httpmessages import (
     HeadersInit,
     HttpRequest,
     HttpResponse,
+    _utf8,
     escape_raw_path,
     normalize_path,
 )
@@ -606,7 +607,7 @@ class Engine:
         if body is None:
             data = b""
         elif isinstance(body, str):
-            data = body.encode()
+            data = _utf8(body)  # a lone surrogate as U+FFFD, as Fetch sends a str body
         else:
             try:  # bytes, bytearray, memoryview, array.array: any buffer
                 data = bytes(memoryview(body))

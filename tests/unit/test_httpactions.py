@@ -1067,3 +1067,9 @@ def test_str_bodies_with_a_lone_surrogate_are_sent_as_fetch_sends_them() -> None
     # (a string body is a USVString), as text() already reads bad bytes back.
     assert HttpResponse("a\udcffb").body == "a\ufffdb".encode()
     assert HttpRequest("POST", "http://h/x", body="\ud800!").body == "\ufffd!".encode()
+
+
+def test_fetch_sends_a_str_body_with_a_lone_surrogate_as_fetch_does(engine: Engine) -> None:
+    # Engine.fetch(body="\udcff") raised a bare UnicodeEncodeError.
+    sent = engine.fetch("/echo/a", method="POST", body="x\udcff")
+    assert json.loads(sent.body)["body"] == "x\ufffd"
