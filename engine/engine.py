@@ -933,11 +933,21 @@ def _check_site_url(site_url: object) -> str:
     if not isinstance(site_url, str):
         problem = f"it is a {type(site_url).__name__}"
     else:
-        parts = urlsplit(site_url)
-        if parts.scheme not in ("http", "https") or not site_url.startswith(parts.scheme + "://"):
+        try:
+            parts = urlsplit(site_url)
+        except ValueError as error:  # "http://[::1": an unclosed IPv6 bracket
+            parts = None
+            problem = f"its host does not parse ({error})"
+        if parts is None:
+            pass
+        elif parts.scheme not in ("http", "https") or not site_url.startswith(parts.scheme + "://"):
             problem = "it must start with http:// or https://"
         elif not parts.hostname:
             problem = "it has no host name"
+        elif "@" in parts.netloc:
+            problem = "it has credentials (user:password@), which browsers refuse in URLs"
+        elif "\\" in site_url:
+            problem = "it has a backslash, which a URL parser reads as '/'"
         elif parts.query or parts.fragment or "?" in site_url or "#" in site_url:
             problem = "it must not have a query (?...) or fragment (#...)"
         elif any(c.isspace() or not c.isprintable() for c in site_url):

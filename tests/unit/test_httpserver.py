@@ -404,6 +404,12 @@ def test_urls_follow_the_servers_still_running(engine: Engine) -> None:
         "http://x.com:99999",
         "http://x.com/\n",
         42,
+        # Found by review: an unclosed IPv6 bracket raised a bare ValueError ("Invalid
+        # IPv6 URL"); credentials were taken into every URL (browsers' fetch refuses a
+        # URL with them), and a backslash, which a URL parser reads as "/", too.
+        "http://[::1",
+        "http://user:pw@x.com",
+        "http://x.com\\files",
     ],
 )
 def test_bad_site_urls_are_refused(db_path: Path, site_url: Any) -> None:
