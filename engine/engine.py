@@ -509,6 +509,8 @@ class Engine:
         runtime.serving.append(server.url)
         if runtime.served_url is None:
             runtime.served_url = server.url
+            if runtime.site_url is None:  # file URLs now start with the server's origin
+                runtime.db.subscriptions.rerun_all()
         return server
 
     def wsgi_app(self, *, max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE) -> WsgiApp:

@@ -302,6 +302,8 @@ class HttpServer:
             runtime.serving.remove(self.url)
         if runtime.served_url == self.url:  # the next running server's origin, if any
             runtime.served_url = runtime.serving[0] if runtime.serving else None
+            if runtime.site_url is None:  # subscribed file URLs follow the new origin
+                runtime.db.subscriptions.rerun_all()
 
     def __enter__(self) -> HttpServer:
         return self

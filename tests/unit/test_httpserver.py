@@ -788,3 +788,26 @@ def test_server_errors_reach_no_stderr_when_the_host_configured_no_logging(
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_subscribed_file_urls_follow_the_server_origin(engine: Engine) -> None:
+    # A file URL's origin is that of the running server (no site_url), but a
+    # subscription re-ran only on commits: one made before serve_http kept handing out
+    # http://127.0.0.1:3210/... (nothing listens there) while the server ran, and one
+    # made while it ran kept its URLs after it closed.
+    storage_id = engine.store_file(b"x")
+
+    def settles(sub: Any, origin: str) -> bool:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if sub.value.startswith(origin + "/api/storage/"):
+                return True
+            time.sleep(0.01)
+        return False
+
+    with engine.subscribe(files.url, {"id": storage_id}) as sub:
+        assert sub.value.startswith("http://127.0.0.1:3210/api/storage/")
+        with engine.serve_http("127.0.0.1", 0) as server:
+            assert settles(sub, server.url), sub.value
+            assert sub.value == engine.query(files.url, {"id": storage_id})
+        assert settles(sub, "http://127.0.0.1:3210"), sub.value
