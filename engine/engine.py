@@ -523,10 +523,13 @@ class Engine:
             engine = Engine.open("./data", functions=app, site_url="https://example.com/files")
             application = engine.wsgi_app()     # serve it under /files
 
-        ``max_upload_size`` as for :meth:`serve_http`. Cost: as :meth:`serve_http`,
-        per request; the host's server owns the threads (and their timeouts).
+        ``max_upload_size`` as for :meth:`serve_http` (not a whole number of bytes >= 0:
+        :class:`EngineError`). Cost: as :meth:`serve_http`, per request; the host's
+        server owns the threads (and their timeouts).
         """
-        return WsgiApp(self._live(), max_upload_size)
+        runtime = self._live()
+        _check_upload_size("wsgi_app", max_upload_size)
+        return WsgiApp(runtime, max_upload_size)
 
     # -- HTTP actions ----------------------------------------------------------------
 
@@ -985,16 +988,31 @@ def _check_serve_args(
             f"serve_http(port=...) must be an int from 0 to 65535 (0 picks a free port), "
             f"got {port!r}"
         )
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise EngineError(f"serve_http(timeout=...) must be seconds > 0, got {timeout!r}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout <= threading.TIMEOUT_MAX  # a socket timeout takes no more
+    ):
+        raise EngineError(
+            f"serve_http(timeout=...) must be seconds > 0 and finite (at most "
+            f"{threading.TIMEOUT_MAX:.0f}), got {timeout!r}"
+        )
     if not whole(max_connections) or max_connections < 1:  # type: ignore[operator]
         raise EngineError(
             f"serve_http(max_connections=...) must be an int >= 1, got {max_connections!r}"
         )
-    if not whole(max_upload_size) or max_upload_size < 0:  # type: ignore[operator]
+    _check_upload_size("serve_http", max_upload_size)
+
+
+def _check_upload_size(method: str, max_upload_size: object) -> None:
+    """Refuse a ``max_upload_size`` that is not a whole number of bytes >= 0."""
+    if (
+        isinstance(max_upload_size, bool)
+        or not isinstance(max_upload_size, int)
+        or max_upload_size < 0
+    ):
         raise EngineError(
-            f"serve_http(max_upload_size=...) must be a number of bytes >= 0, "
-            f"got {max_upload_size!r}"
+            f"{method}(max_upload_size=...) must be a number of bytes >= 0, got {max_upload_size!r}"
         )
 
 
