@@ -981,7 +981,7 @@ def _check_serve_args(
     def whole(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    if not isinstance(host, str):
+    if not isinstance(host, str) or "\x00" in host:
         raise EngineError(f"serve_http(host=...) must be a str such as '127.0.0.1', got {host!r}")
     if not whole(port) or not 0 <= port <= 65535:  # type: ignore[operator]
         raise EngineError(

@@ -431,6 +431,7 @@ def test_good_site_urls_are_kept(db_path: Path) -> None:
         {"port": "80"},
         {"port": True},
         {"host": None},
+        {"host": "127.0.0.1\x00"},  # was a bare TypeError from socket
         {"timeout": 0},
         # Found by review: accepted, then every connection failed in settimeout with
         # OverflowError (the client saw the connection close, with no answer).
