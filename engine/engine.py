@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, ModuleType
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from . import files, httpactions
 from .contexts import MutationCtx
@@ -35,8 +35,17 @@ from .executor import Executor
 from .files import read_file, store_file_at
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
 from .httpbodies import DEFAULT_MAX_UPLOAD_SIZE
-from .httphandling import _PATH_SAFE, handle
-from .httpmessages import Headers, HeadersInit, HttpRequest, HttpResponse, normalize_path
+from .httphandling import handle
+from .httpmessages import (
+    _TOKEN,
+    Headers,
+    HeadersInit,
+    HttpRequest,
+    HttpResponse,
+    _utf8,
+    escape_raw_path,
+    normalize_path,
+)
 from .httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, HttpServer
 from .integrity import check as check_integrity
 from .router import HttpRouter
@@ -511,6 +520,8 @@ class Engine:
         runtime.serving.append(server.url)
         if runtime.served_url is None:
             runtime.served_url = server.url
+            if runtime.site_url is None:  # file URLs now start with the server's origin
+                runtime.db.subscriptions.rerun_all()
         return server
 
     def wsgi_app(self, *, max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE) -> WsgiApp:
@@ -523,10 +534,13 @@ class Engine:
             engine = Engine.open("./data", functions=app, site_url="https://example.com/files")
             application = engine.wsgi_app()     # serve it under /files
 
-        ``max_upload_size`` as for :meth:`serve_http`. Cost: as :meth:`serve_http`,
-        per request; the host's server owns the threads (and their timeouts).
+        ``max_upload_size`` as for :meth:`serve_http` (not a whole number of bytes >= 0:
+        :class:`EngineError`). Cost: as :meth:`serve_http`, per request; the host's
+        server owns the threads (and their timeouts).
         """
-        return WsgiApp(self._live(), max_upload_size)
+        runtime = self._live()
+        _check_upload_size("wsgi_app", max_upload_size)
+        return WsgiApp(runtime, max_upload_size)
 
     # -- HTTP actions ----------------------------------------------------------------
 
@@ -593,6 +607,11 @@ class Engine:
             path = "/" + path[len(site) :].lstrip("/")
         if not isinstance(path, str) or not path.startswith("/"):
             raise EngineError(f"fetch(path) takes a path starting with '/', got {path!r}")
+        if not isinstance(method, str) or not method or not _TOKEN.issuperset(method):
+            raise EngineError(
+                f"fetch(method=...) must be an HTTP method such as 'GET' or 'POST' (a "
+                f"token: letters, digits, !#$%&'*+-.^_`|~), got {method!r}"
+            )
         method = method.upper()
         given = Headers(headers)
         identity = httpactions.FROM_HEADER
@@ -604,7 +623,7 @@ class Engine:
         if body is None:
             data = b""
         elif isinstance(body, str):
-            data = body.encode()
+            data = _utf8(body)  # a lone surrogate as U+FFFD, as Fetch sends a str body
         else:
             try:  # bytes, bytearray, memoryview, array.array: any buffer
                 data = bytes(memoryview(body))
@@ -619,9 +638,18 @@ class Engine:
         if body is not None and "content-length" not in given:
             given = Headers([*given.pairs(), ("Content-Length", str(len(data)))])
         router = runtime.registry.http
-        # Escaped as a client sends it (convex-test's fetch goes through `new URL`): a
-        # test then reaches exactly the routes a real client reaches.
-        path = quote(path.partition("#")[0], safe=_URL_SAFE)  # a fragment is never sent
+        # Escaped as a client sends it (convex-test's fetch goes through `new URL`) and as
+        # serve_http escapes a raw request line: a test then reaches exactly the routes
+        # a real client reaches.
+        try:
+            raw = path.partition("#")[0].encode()  # a fragment is never sent
+        except UnicodeEncodeError as error:
+            raise EngineError(
+                f"fetch(path) {path!r} has a lone surrogate ({error.object[error.start]!r}), "
+                "which no URL can carry: decode the path's bytes properly, or percent-encode "
+                "them"
+            ) from None
+        path = escape_raw_path(raw)
         route_path = normalize_path(path.partition("?")[0])
         if router is None or route_path == "/api/storage" or route_path.startswith("/api/storage/"):
             return await asyncio.to_thread(_fetch_handled, runtime, method, path, given, data)
@@ -836,6 +864,11 @@ def _fetch_handled(
     stream = io.BytesIO(data)
     response = handle(runtime, method, target, headers.get, stream.read, 1 << 62)
     body = b"" if method == "HEAD" else b"".join(response.body)
+    if not response.complete:  # where serve_http would close the connection mid-body
+        raise EngineError(
+            "The file was deleted while it was being sent (or the engine closed): the "
+            f"download is cut short after {len(body)} bytes; fetch it again."
+        )
     return HttpResponse(body, status=response.status, headers=response.headers)
 
 
@@ -901,11 +934,6 @@ def _release(storage: Any) -> None:
         storage.close_env()  # an open() of the folder waits for this
 
 
-#: What Engine.fetch leaves unescaped in a path and query: what a URL may hold as is,
-#: "%" included (an escape the caller wrote stays one), as `new URL(...)` does.
-_URL_SAFE = _PATH_SAFE + "?%"
-
-
 def _check_env(env: Mapping[str, str] | None) -> Mapping[str, str]:
     """A read-only copy of ``env``; EngineError unless it maps strings to strings."""
     if env is None:
@@ -932,11 +960,21 @@ def _check_site_url(site_url: object) -> str:
     if not isinstance(site_url, str):
         problem = f"it is a {type(site_url).__name__}"
     else:
-        parts = urlsplit(site_url)
-        if parts.scheme not in ("http", "https") or not site_url.startswith(parts.scheme + "://"):
+        try:
+            parts = urlsplit(site_url)
+        except ValueError as error:  # "http://[::1": an unclosed IPv6 bracket
+            parts = None
+            problem = f"its host does not parse ({error})"
+        if parts is None:
+            pass
+        elif parts.scheme not in ("http", "https") or not site_url.startswith(parts.scheme + "://"):
             problem = "it must start with http:// or https://"
         elif not parts.hostname:
             problem = "it has no host name"
+        elif "@" in parts.netloc:
+            problem = "it has credentials (user:password@), which browsers refuse in URLs"
+        elif "\\" in site_url:
+            problem = "it has a backslash, which a URL parser reads as '/'"
         elif parts.query or parts.fragment or "?" in site_url or "#" in site_url:
             problem = "it must not have a query (?...) or fragment (#...)"
         elif any(c.isspace() or not c.isprintable() for c in site_url):
@@ -965,23 +1003,38 @@ def _check_serve_args(
     def whole(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
-    if not isinstance(host, str):
+    if not isinstance(host, str) or "\x00" in host:
         raise EngineError(f"serve_http(host=...) must be a str such as '127.0.0.1', got {host!r}")
     if not whole(port) or not 0 <= port <= 65535:  # type: ignore[operator]
         raise EngineError(
             f"serve_http(port=...) must be an int from 0 to 65535 (0 picks a free port), "
             f"got {port!r}"
         )
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise EngineError(f"serve_http(timeout=...) must be seconds > 0, got {timeout!r}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout <= threading.TIMEOUT_MAX  # a socket timeout takes no more
+    ):
+        raise EngineError(
+            f"serve_http(timeout=...) must be seconds > 0 and finite (at most "
+            f"{threading.TIMEOUT_MAX:.0f}), got {timeout!r}"
+        )
     if not whole(max_connections) or max_connections < 1:  # type: ignore[operator]
         raise EngineError(
             f"serve_http(max_connections=...) must be an int >= 1, got {max_connections!r}"
         )
-    if not whole(max_upload_size) or max_upload_size < 0:  # type: ignore[operator]
+    _check_upload_size("serve_http", max_upload_size)
+
+
+def _check_upload_size(method: str, max_upload_size: object) -> None:
+    """Refuse a ``max_upload_size`` that is not a whole number of bytes >= 0."""
+    if (
+        isinstance(max_upload_size, bool)
+        or not isinstance(max_upload_size, int)
+        or max_upload_size < 0
+    ):
         raise EngineError(
-            f"serve_http(max_upload_size=...) must be a number of bytes >= 0, "
-            f"got {max_upload_size!r}"
+            f"{method}(max_upload_size=...) must be a number of bytes >= 0, got {max_upload_size!r}"
         )
 
 

@@ -19,8 +19,9 @@ errors are JSON ``{"code": ..., "message": ...}`` (:mod:`engine.httpresponses`).
 
 Also here, for the front ends to check what only they see before calling
 :func:`handle`: ``_valid_host`` (the ``Host`` header), ``_forwarded_scheme`` (the
-scheme of ``request.url`` behind a proxy), ``_refuse_framing`` (a body length that is
-ambiguous), and ``_PATH_SAFE`` (the characters a path keeps unescaped).
+scheme of ``request.url`` behind a proxy), and ``_refuse_framing`` (a body length that
+is ambiguous). Paths are escaped as a raw request line's
+(:func:`engine.httpmessages.escape_raw_path`) by every front end.
 """
 
 from __future__ import annotations
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
     from .router import HttpRouter
 
 __all__ = ["handle"]
-
-#: Characters a path keeps unescaped (RFC 3986 pchar and "/", besides letters and digits).
-_PATH_SAFE = "/:@!$&'()*+,;=~"
 
 
 _HEADER_LIST = re.compile(
@@ -98,7 +96,7 @@ def handle(
             split = urlsplit(target)
         except ValueError:  # "http://[x": an unparsable authority
             return _error(400, "BadRequest", "The request target is not a valid URL path.")
-        path, query = split.path, split.query
+        path, query = split.path or "/", split.query  # "http://host" is "/" (RFC 9112 3.2.2)
     # "/x/../api/storage/..." is a storage path: routed as a WHATWG URL parser reads it.
     path = normalize_path(path)
     router = runtime.registry.http

@@ -17,6 +17,7 @@ Responses are whole bodies (``bytes`` or ``str``), not streams.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -129,7 +130,12 @@ class Headers(Mapping[str, str]):
         elif isinstance(init, Mapping):
             pairs = [(str(k), str(v)) for k, v in init.items()]
         else:
-            pairs = [(str(k), str(v)) for k, v in init]
+            try:
+                pairs = [(str(k), str(v)) for k, v in init]
+            except (TypeError, ValueError):  # not iterable, or items that are not pairs
+                raise EngineError(
+                    f"headers must be a mapping or (name, value) pairs, got {init!r}"
+                ) from None
         for name, value in pairs:
             _check_header(name, value)
         self._pairs = pairs
@@ -203,6 +209,9 @@ class HttpRequest:
                               headers={"Content-Type": "application/json"}, body=b'{"x": 1}')
         request.path, request.query_params, request.json()
         # ('/notes', {'tag': 'a'}, {'x': 1})
+
+    Raises :class:`EngineError` for a ``method``, ``url`` or ``path`` that is no str, a
+    ``url`` that does not parse, a ``body`` that is not bytes or str, or bad headers.
     """
 
     __slots__ = ("body", "headers", "method", "path", "query", "url")
@@ -216,16 +225,31 @@ class HttpRequest:
         body: bytes | bytearray | memoryview | str = b"",
         path: str | None = None,
     ) -> None:
+        for name, given in (("method", method), ("url", url)):
+            if not isinstance(given, str):
+                raise EngineError(f"HttpRequest {name} must be a str, got {given!r}")
+        if path is not None and not isinstance(path, str):
+            raise EngineError(f"HttpRequest path must be a str or None, got {path!r}")
+        if not isinstance(body, bytes | bytearray | memoryview | str):
+            # bytes(5) would be five zero bytes, bytes({...}) a bare TypeError.
+            hint = " (json.dumps(...) it first)" if isinstance(body, dict | list) else ""
+            raise EngineError(
+                f"HttpRequest(body=...) takes bytes, str, bytearray or memoryview, got "
+                f"{type(body).__name__}{hint}"
+            )
         self.method = method.upper()
-        # Dot segments resolved, as in the URL Convex builds (Rust's url::Url).
-        self.url = url = normalize_url(url)
-        split = urlsplit(url)
+        try:
+            # Dot segments resolved, as in the URL Convex builds (Rust's url::Url).
+            self.url = url = normalize_url(url)
+            split = urlsplit(url)
+        except ValueError as error:  # "http://[bad": an unparsable authority
+            raise EngineError(f"HttpRequest url {url!r} is not a valid URL: {error}") from None
         # The routed path: the URL's, unless a front end mounted under a prefix says
         # otherwise (WSGI's PATH_INFO), as Convex routes on its ``requestRoute``.
         self.path = normalize_path(path) if path is not None else (split.path or "/")
         self.query = split.query
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
-        self.body = body.encode() if isinstance(body, str) else bytes(body)
+        self.body = _utf8(body) if isinstance(body, str) else bytes(body)
 
     @property
     def query_params(self) -> dict[str, str]:
@@ -248,6 +272,18 @@ class HttpRequest:
 
     def __repr__(self) -> str:
         return f"<HttpRequest {self.method} {self.url} ({len(self.body)} bytes)>"
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` in UTF-8, a lone surrogate (which UTF-8 cannot hold) as U+FFFD: Fetch's
+    string bodies are USVStrings."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text).encode()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _not_json(constant: str) -> Any:
@@ -295,7 +331,7 @@ class HttpResponse:
         if body is None:
             self.body = b""
         elif isinstance(body, str):
-            self.body = body.encode()
+            self.body = _utf8(body)
             if "content-type" not in self.headers:
                 self.headers = Headers([*self.headers.pairs(), ("Content-Type", TEXT_PLAIN)])
         elif isinstance(body, bytes | bytearray | memoryview):

@@ -54,6 +54,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+# Without it, a host that configured no logging would see the records on stderr (Python's
+# last-resort handler): the server logs for the host's handlers, never prints.
+_log.addHandler(logging.NullHandler())
 #: Seconds a socket read or write may wait before the connection is dropped
 #: (Convex's request timeout: 2 minutes).
 DEFAULT_TIMEOUT = 120.0
@@ -113,6 +116,8 @@ class _Server(ThreadingHTTPServer):
         # The listen backlog (socketserver's default is 5: a burst of connections got
         # resets before the accept loop could answer them, even a 503).
         self.request_queue_size = max(128, max_connections)
+        # An IPv6 literal ("::1", "::") needs an AF_INET6 socket (the class's is AF_INET).
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, handler)
         self._slots = threading.BoundedSemaphore(max_connections)
         self._connections: set[socket.socket] = set()
@@ -297,6 +302,8 @@ class HttpServer:
             runtime.serving.remove(self.url)
         if runtime.served_url == self.url:  # the next running server's origin, if any
             runtime.served_url = runtime.serving[0] if runtime.serving else None
+            if runtime.site_url is None:  # subscribed file URLs follow the new origin
+                runtime.db.subscriptions.rerun_all()
 
     def __enter__(self) -> HttpServer:
         return self
@@ -377,7 +384,11 @@ class _Handler(BaseHTTPRequestHandler):
         if target.startswith("/"):
             address: Any = self.server.server_address
             scheme = _forwarded_scheme(self.headers)
-            url = f"{scheme}://{host or f'{address[0]!s}:{address[1]}'}{target}"
+            authority = host
+            if authority is None:  # HTTP/1.0 may send none: the address served (IPv6 bracketed)
+                bound = str(address[0])
+                authority = f"[{bound}]:{address[1]}" if ":" in bound else f"{bound}:{address[1]}"
+            url = f"{scheme}://{authority}{target}"
         else:  # absolute-form: "GET http://host/path HTTP/1.1"
             url = target
         refusal = _refuse_framing(self.headers)

@@ -158,9 +158,10 @@ def _byte_range(value: str, size: int) -> tuple[int, int] | str | None:
 
 def _content_type(document: dict[str, Any]) -> str:
     """The row's content type, if a header can carry it (rows stored before store_file
-    required visible ASCII may hold others), else ``application/octet-stream``."""
+    required visible ASCII may hold others) and it is not blank (``store_file(data, "")``
+    keeps ``""``), else ``application/octet-stream``."""
     value = document.get("contentType")
-    if isinstance(value, str) and value.isascii() and value.isprintable():
+    if isinstance(value, str) and value.strip() and value.isascii() and value.isprintable():
         return value
     return "application/octet-stream"
 
@@ -172,9 +173,12 @@ def _chunks(
     start: int,
     stop: int,
 ) -> Iterator[bytes]:
-    """The file's bytes ``[start, stop)``, one chunk per read txn."""
+    """The file's bytes ``[start, stop)``, one chunk per read txn (none for an empty file:
+    its answer is whole, and a delete meanwhile must not close the connection)."""
+    if start >= stop:
+        return
     first = start // blobs.CHUNK_SIZE
-    last = max(first + 1, -(-stop // blobs.CHUNK_SIZE))
+    last = -(-stop // blobs.CHUNK_SIZE)
     for number in range(first, last):
         try:
             with storage.read() as rtxn:  # one short txn per chunk: a slow client pins nothing

@@ -553,6 +553,8 @@ class SubscriptionManager:
         #: The catalog the watched queries last ran against (None before the first step).
         self._catalog: Catalog | None = None
         self._worker_error: BaseException | None = None
+        #: Set by :meth:`rerun_all`: the next step re-runs every watched query.
+        self._rerun = False
         #: When to ask the tokens of subscriptions made with one how long they have left.
         self._deadlines: Deadlines[Subscription] = Deadlines()
         db.listeners.append(self._on_commit)
@@ -632,6 +634,16 @@ class SubscriptionManager:
     def active(self) -> int:
         """How many distinct query executions are being followed."""
         return len(self._watched)
+
+    def rerun_all(self) -> None:
+        """Re-run every followed query soon, and tell subscribers of the results that
+        changed: something they read outside the database changed (the origin of file
+        URLs, as a server starts or stops). Cost: one run of each watched query."""
+        with self._lock:
+            if self._watched:
+                self._rerun = True
+                self._wakeup = True
+                self._lock.notify_all()
 
     # -- commits -----------------------------------------------------------------
 
@@ -815,7 +827,8 @@ class SubscriptionManager:
             latest, version = storage.head(rtxn)
             catalog = self._db.catalog_view(rtxn, version).catalog
             with self._lock:  # the interval index changes under subscribe/close
-                if self._indexes_changed(catalog):
+                if self._indexes_changed(catalog) or self._rerun:
+                    self._rerun = False
                     affected = set(self._watched)
                 else:
                     affected = self._affected(rtxn, latest)

@@ -9,20 +9,81 @@ connection limits are the host server's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import io
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
-from wsgiref.util import is_hop_by_hop, request_uri
+from wsgiref.util import application_uri, is_hop_by_hop
 
-from .httpbodies import DEFAULT_MAX_UPLOAD_SIZE
-from .httphandling import _PATH_SAFE, _valid_host, handle
-from .httpresponses import _error
+from .errors import EngineError
+from .httpbodies import _PIECE, DEFAULT_MAX_UPLOAD_SIZE
+from .httphandling import _valid_host, handle
+from .httpmessages import escape_raw_path
+from .httpresponses import Response, _error
 
 if TYPE_CHECKING:
     from .functions import Runtime
 
 __all__ = ["WsgiApp"]
+
+
+#: Characters of PATH_INFO that were escaped in the request line ("%" first).
+_ESCAPED_AGAIN = ((b"%", b"%25"), (b"?", b"%3F"), (b"#", b"%23"), (b"\\", b"%5C"))
+
+
+def _escaped(path: str) -> str:
+    """A decoded WSGI path (``PATH_INFO``, ``SCRIPT_NAME``: Latin-1 text of the bytes)
+    escaped as ``serve_http`` escapes a raw request path."""
+    raw = path.encode("latin-1", "replace")
+    for char, escape in _ESCAPED_AGAIN:
+        raw = raw.replace(char, escape)
+    return escape_raw_path(raw)
+
+
+def _reason(status: int) -> str:
+    """The reason phrase of ``status`` for the WSGI status line: Python's name for it, or
+    ``Unknown`` for a status it does not name (a handler may answer any of 200..599, and
+    ``HTTPStatus(299)`` raises ValueError)."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _url(environ: dict[str, Any], target: str) -> str:
+    """The request's absolute URL: the scheme and host, the mount point (``SCRIPT_NAME``)
+    and ``target``, escaped as behind ``serve_http`` (wsgiref's ``request_uri`` escapes
+    ``:@!$&'()*+`` in the path, which a URL keeps, and leaves the query raw)."""
+    root = application_uri({**environ, "SCRIPT_NAME": ""}).rstrip("/")
+    mount = _escaped(str(environ.get("SCRIPT_NAME", "")))
+    if mount and not environ.get("PATH_INFO"):  # "/files" itself, routed as "/"
+        target = target[1:]
+    return root + mount + target
+
+
+def _read_to_end(stream: Any, max_size: int) -> bytes | None:
+    """A terminated ``wsgi.input`` read to its end, in pieces; None past ``max_size`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    while part := stream.read(_PIECE):
+        size += len(part)
+        if size > max_size:
+            return None
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _body(response: Response) -> Iterator[bytes]:
+    """The response's body; raises once sent if it stopped short (a file deleted, or the
+    engine closed, mid-download): a WSGI server aborts the connection when the iterable
+    raises, as ``serve_http`` closes it, so a client sees fewer bytes than the
+    ``Content-Length`` instead of a short body taken as whole."""
+    yield from response.body
+    if not response.complete:
+        raise EngineError(
+            "The file was deleted while it was being sent (or the engine closed): the "
+            "download is cut short, and the connection must close."
+        )
 
 
 class WsgiApp:
@@ -37,7 +98,8 @@ class WsgiApp:
     Routes are matched on ``PATH_INFO`` (the path after the mount point); an HTTP
     action's ``request.url`` is the full URL, mount point included.
     ``max_upload_size`` as for :class:`~engine.httpserver.HttpServer`; timeouts and connection
-    limits are the host server's.
+    limits are the host server's. A chunked request body is taken when the server decoded
+    it and marks where it ends (``wsgi.input_terminated``), else answered 411.
     """
 
     def __init__(self, runtime: Runtime, max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE) -> None:
@@ -47,22 +109,40 @@ class WsgiApp:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        # PATH_INFO is decoded (latin-1 text of the raw bytes): escaped again, it routes
-        # as the raw path does behind serve_http (Convex routes on escaped pathnames).
-        target = quote(environ.get("PATH_INFO", "") or "/", safe=_PATH_SAFE, encoding="latin-1")
+        # PATH_INFO is decoded (latin-1 text of the raw bytes): escaped again as
+        # serve_http escapes a raw path, it routes as the raw path does there (Convex
+        # routes on escaped pathnames). Its "%", "?", "#" and "\\" were escaped in the
+        # request (a client sends no raw one in a path), so they are again.
+        target = _escaped(str(environ.get("PATH_INFO", "") or "/"))
         if environ.get("QUERY_STRING"):
-            target += "?" + environ["QUERY_STRING"]
+            # Raw bytes as Latin-1 text (PEP 3333): escaped as serve_http escapes a query.
+            query = str(environ["QUERY_STRING"]).encode("latin-1", "replace")
+            target += escape_raw_path(b"?" + query)
+
+        stream = environ.get("wsgi.input")
+        length = environ.get("CONTENT_LENGTH") or None
+        too_large = False
+        chunked = length is None and environ.get("HTTP_TRANSFER_ENCODING") is not None
+        if chunked and stream is not None and environ.get("wsgi.input_terminated"):
+            # The server decoded a chunked body and ends wsgi.input with it: read it to
+            # its end (capped), and give handle() its length.
+            data = _read_to_end(stream, self._max_upload_size)
+            too_large = data is None
+            if data is not None:
+                length, stream = str(len(data)), io.BytesIO(data)
 
         def header(name: str) -> str | None:
             key = name.upper().replace("-", "_")
-            if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if key == "CONTENT_LENGTH":
+                value = length
+            elif key == "CONTENT_TYPE":
                 value = environ.get(key)
             else:
                 value = environ.get("HTTP_" + key)
             return str(value) if value else None
 
         def read_body(n: int) -> bytes:
-            data: bytes = environ["wsgi.input"].read(n)
+            data: bytes = stream.read(n) if stream is not None else b""
             return data
 
         def headers() -> list[tuple[str, str]]:
@@ -78,8 +158,15 @@ class WsgiApp:
 
         host = environ.get("HTTP_HOST")
         if host is not None and not _valid_host(str(host)):
-            # request_uri() would put it into the URL an HTTP action reads.
+            # _url() would put it into the URL an HTTP action reads.
             response = _error(400, "BadRequest", f"The Host header {host!r} is not a host[:port].")
+        elif too_large:
+            response = _error(
+                413,
+                "PayloadTooLarge",
+                f"The request body has more than {self._max_upload_size} bytes; this app "
+                "takes at most that many (wsgi_app(max_upload_size=...)).",
+            )
         else:
             response = handle(
                 self._runtime,
@@ -89,12 +176,12 @@ class WsgiApp:
                 read_body,
                 self._max_upload_size,
                 headers=headers,
-                url=request_uri(environ, include_query=True),
+                url=_url(environ, target),
             )
         # PEP 3333 forbids hop-by-hop headers to applications (wsgiref raises on one,
         # Proxy-Authenticate included): the host's server owns the connection.
         pairs = [(name, value) for name, value in response.headers if not is_hop_by_hop(name)]
-        start_response(f"{response.status} {HTTPStatus(response.status).phrase}", pairs)
+        start_response(f"{response.status} {_reason(response.status)}", pairs)
         if environ.get("REQUEST_METHOD") == "HEAD":
             return []
-        return response.body
+        return _body(response)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -831,3 +832,244 @@ def test_request_url_takes_its_scheme_from_a_tls_proxy_as_convex_does(
         seen_url(b"X-Forwarded-Proto: javascript:alert(1)//\r\nConnection: close\r\n")
         == "http://app.example/echo/x?q=1"
     )
+
+
+def test_a_status_without_a_standard_reason_phrase_is_served_by_every_front_end(
+    db_path: Path,
+) -> None:
+    # wsgi_app looked the reason phrase up with http.HTTPStatus(status), which raises
+    # ValueError for a status Python does not name (299, 420, 599): a handler's valid
+    # HttpResponse(status=299) crashed the WSGI request, where serve_http and fetch sent it.
+    @http_action
+    async def odd(ctx: Any, request: HttpRequest) -> HttpResponse:
+        return HttpResponse("odd", status=int(request.query_params["status"]))
+
+    router = HttpRouter()
+    router.route(path="/odd", method="GET", handler=odd)
+    with Engine.open(db_path, http=router, durability="none") as engine:
+        for front in FRONT_ENDS:
+            call, stop = caller(front, engine)
+            try:
+                for status in (299, 420, 599):
+                    answer = call("GET", f"/odd?status={status}")
+                    assert answer[0] == status and answer[2] == b"odd", (front, answer)
+            finally:
+                stop()
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_serve_http_listens_on_an_ipv6_address(engine: Engine) -> None:
+    # serve_http("::1") raised socket.gaierror "Address family for hostname not
+    # supported" (ThreadingHTTPServer binds AF_INET sockets only), though the server
+    # writes its URL with brackets for such an address. And a request without a Host
+    # header (HTTP/1.0) got a request.url of "http://::1:port/...", which is no URL.
+    import socket
+
+    with engine.serve_http("::1", 0) as server:
+        assert server.url == f"http://[::1]:{server.port}"
+        status, _, body = over_http(server.url + "/echo/a?x=1", "GET", None, {})
+        assert status == 200 and json.loads(body)["url"] == server.url + "/echo/a?x=1"
+        with socket.create_connection(("::1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET /echo/b HTTP/1.0\r\n\r\n")
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), received
+        assert json.loads(body)["url"] == server.url + "/echo/b"
+
+
+def test_an_absolute_form_target_without_a_path_is_the_root(db_path: Path) -> None:
+    # "GET http://host HTTP/1.1" (absolute-form, as proxies send) has an empty path,
+    # which is "/" (RFC 9112 3.2.2; a WHATWG URL's pathname is "/"): it was looked up
+    # as "" and answered 404 "No matching routes found" beside a route for "/".
+    @http_action
+    async def root(ctx: Any, request: HttpRequest) -> HttpResponse:
+        return HttpResponse.json({"path": request.path, "query": request.query})
+
+    router = HttpRouter()
+    router.route(path="/", method="GET", handler=root)
+    with (
+        Engine.open(db_path, http=router, durability="none") as engine,
+        engine.serve_http("127.0.0.1", 0) as server,
+    ):
+        for target, query in ((b"http://h", ""), (b"http://h?a=1", "a=1")):
+            received = _raw_exchange(
+                server, b"GET " + target + b" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+            )
+            head, _, body = received.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 "), received
+            assert json.loads(body) == {"path": "/", "query": query}
+
+
+def test_wsgi_request_url_is_escaped_as_serve_http_escapes_it(
+    engine: Engine, server: HttpServer
+) -> None:
+    # wsgi_app built request.url with wsgiref's request_uri: its path escaped
+    # ":@!$&'()*+" (so it disagreed with request.path and with serve_http, whose
+    # URL keeps them, as Convex's pathname does), and the query went in raw: UTF-8 bytes
+    # as Latin-1 text ("cafÃ©" in query_params) and spaces inside the URL.
+    target = "/echo/a:b@c!$&'()*+,;=~?q=caf\xc3\xa9&r=a b"
+    received = _raw_exchange(
+        server,
+        b"GET " + target.replace(" ", "%20").encode("latin-1") + b" HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    served = json.loads(received.partition(b"\r\n\r\n")[2])
+    path_info, _, query = target.partition("?")
+    status, _, body = over_wsgi(engine.wsgi_app(), "GET", path_info + "?" + query, b"", {})
+    seen = json.loads(body)
+    assert status == 200
+    assert seen["url"] == "http://127.0.0.1/mount/echo/a:b@c!$&'()*+,;=~?q=caf%C3%A9&r=a%20b"
+    assert seen["path"] == served["path"] == "/echo/a:b@c!$&'()*+,;=~"
+    assert seen["query"] == served["query"] == {"q": "café", "r": "a b"}
+    assert seen["url"].removeprefix("http://127.0.0.1/mount") == served["url"].removeprefix(
+        "http://127.0.0.1"
+    )
+
+
+def test_requests_check_their_arguments() -> None:
+    # HttpRequest (built by tests that call a handler directly) turned body=5 into five
+    # zero bytes (bytes(5)), and raised bare TypeError, AttributeError or ValueError for
+    # a dict body, a method or URL that is no str, headers that are no mapping or pairs,
+    # and an unparsable URL; HttpResponse already raised EngineError saying what it takes.
+    bad: list[tuple[tuple[Any, ...], dict[str, Any], str]] = [
+        (("POST", "http://h/x"), {"body": 5}, r"body=\.\.\.\) takes bytes, str"),
+        (("POST", "http://h/x"), {"body": {"a": 1}}, r"json\.dumps"),
+        ((5, "http://h/x"), {}, r"method must be a str"),
+        (("GET", None), {}, r"url must be a str"),
+        (("GET", "http://[bad/x"), {}, r"not a valid URL"),
+        (("GET", "http://h/x"), {"path": 5}, r"path must be a str"),
+        (("GET", "http://h/x"), {"headers": 5}, r"headers must be a mapping"),
+    ]
+    for args, kwargs, message in bad:
+        with pytest.raises(EngineError, match=message):
+            HttpRequest(*args, **kwargs)
+    with pytest.raises(EngineError, match="headers must be a mapping"):
+        Headers(5)  # type: ignore[arg-type]
+    assert HttpRequest("PUT", "http://h/x", body=bytearray(b"ab")).body == b"ab"
+    assert HttpRequest("PUT", "http://h/x", body=memoryview(b"cd")).body == b"cd"
+
+
+def test_fetch_refuses_a_method_that_is_not_an_http_token(engine: Engine) -> None:
+    # fetch(method=5) or method=None raised AttributeError ('int' object has no attribute
+    # 'upper'); a method with a space or a line break, which no client can send, was
+    # looked up and answered 404 as if it had been.
+    for method in (5, None, "", "GE T", "GET\r\nX-Injected: 1"):
+        with pytest.raises(EngineError, match="fetch\\(method=...\\) must be an HTTP method"):
+            engine.fetch("/echo/a", method=method)  # type: ignore[arg-type]
+    assert engine.fetch("/echo/a", method="patch").status == 200
+
+
+def test_wsgi_takes_a_chunked_body_its_server_has_decoded(engine: Engine) -> None:
+    # A WSGI server that decodes a chunked body (gunicorn, werkzeug) sets no
+    # CONTENT_LENGTH and marks wsgi.input as ending with the body
+    # ("wsgi.input_terminated"); wsgi_app answered 411 LengthRequired anyway, so a
+    # browser's streamed upload or POST never reached the endpoint behind such a server.
+    wsgi = engine.wsgi_app(max_upload_size=64)
+
+    def post(path: str, body: bytes, terminated: bool = True) -> Answer:
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path.partition("?")[0],
+            "QUERY_STRING": path.partition("?")[2],
+            "HTTP_TRANSFER_ENCODING": "chunked",
+            "CONTENT_TYPE": "text/plain",
+            "wsgi.input": io.BytesIO(body),
+        }
+        setup_testing_defaults(environ)
+        environ["wsgi.input_terminated"] = terminated
+        answer: dict[str, Any] = {}
+
+        def start_response(status: str, pairs: Any, exc_info: Any = None) -> Any:
+            answer["status"] = int(status.split()[0])
+            return lambda data: None
+
+        data = b"".join(wsgi(environ, start_response))
+        return answer["status"], {}, data
+
+    status, _, body = post("/echo/x", b"streamed")
+    assert (status, json.loads(body)["body"]) == (200, "streamed")
+    upload = urllib.parse.urlsplit(engine.mutation(files.upload_url))
+    status, _, body = post(f"{upload.path}?{upload.query}", b"a file")
+    assert status == 200, body
+    assert engine.get_file(json.loads(body)["storageId"]) == b"a file"
+    status, _, body = post("/echo/x", b"x" * 65)
+    assert (status, json.loads(body)["code"]) == (413, "PayloadTooLarge")
+    status, _, body = post("/echo/x", b"streamed", terminated=False)  # where would it end?
+    assert (status, json.loads(body)["code"]) == (411, "LengthRequired")
+
+
+def test_fetch_escapes_and_routes_a_path_as_serve_http_does(
+    engine: Engine, server: HttpServer
+) -> None:
+    # Engine.fetch escaped with urllib's quote, which escapes "|^[]\" in a path and
+    # "{}|^`[]\" in a query, and keeps "'" in a query: a URL parser (a client's, and
+    # serve_http's escaping) does the opposite, and reads "\" in a path as "/". So
+    # fetch("/echo/a\\b") reached /echo/a%5Cb where a client reaches /echo/a/b, and a
+    # route for "/a|b" answered a client but was 404 through fetch.
+    for target in ("/echo/a|b^c[d]\\e", "/echo/x?q={a}|^`[]\\'\"&r=caf\u00e9 x"):
+        seen = json.loads(engine.fetch(target).body)
+        wire = target.replace(" ", "%20").encode()
+        received = _raw_exchange(
+            server, b"GET " + wire + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        served = json.loads(received.partition(b"\r\n\r\n")[2])
+        assert seen["path"] == served["path"], target
+        assert seen["query"] == served["query"], target
+        assert seen["url"].removeprefix(server.url) == served["url"].removeprefix(
+            "http://127.0.0.1"
+        ), target
+
+
+def test_wsgi_routes_a_path_as_serve_http_does(engine: Engine, server: HttpServer) -> None:
+    # wsgi_app re-escaped PATH_INFO with urllib's quote, which escapes "|^[]": a client's
+    # raw "/a|b" routed as "/a|b" behind serve_http (and Convex) but as "/a%7Cb" behind
+    # wsgi_app. A "%", "#" or "?" of PATH_INFO was escaped in the request ("%25", "%23",
+    # "%3F") and must stay so.
+    for wire, path_info in (
+        ("/echo/a|b^c[d]", "/echo/a|b^c[d]"),
+        ("/echo/caf%C3%A9/a%20b", "/echo/caf\xc3\xa9/a b"),
+        ("/echo/100%25/%23", "/echo/100%/#"),
+    ):
+        received = _raw_exchange(
+            server,
+            b"GET " + wire.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        served = json.loads(received.partition(b"\r\n\r\n")[2])
+        status, _, body = over_wsgi(engine.wsgi_app(), "GET", path_info, b"", {})
+        assert status == 200, body
+        assert json.loads(body)["path"] == served["path"] == wire, wire
+
+
+def test_fetch_refuses_a_path_with_a_lone_surrogate(engine: Engine) -> None:
+    # A lone surrogate ("\udcff", as os.fsdecode leaves undecodable bytes) has no UTF-8
+    # form: fetch raised a bare UnicodeEncodeError while escaping the path.
+    for path in ("/echo/\udcff", "/echo/x?q=\ud800"):
+        with pytest.raises(EngineError, match="lone surrogate"):
+            engine.fetch(path)
+
+
+def test_str_bodies_with_a_lone_surrogate_are_sent_as_fetch_sends_them() -> None:
+    # HttpResponse("...\udcff") and HttpRequest(body="...\ud800") raised a bare
+    # UnicodeEncodeError; Fetch's Response and Request turn a lone surrogate into U+FFFD
+    # (a string body is a USVString), as text() already reads bad bytes back.
+    assert HttpResponse("a\udcffb").body == "a\ufffdb".encode()
+    assert HttpRequest("POST", "http://h/x", body="\ud800!").body == "\ufffd!".encode()
+
+
+def test_fetch_sends_a_str_body_with_a_lone_surrogate_as_fetch_does(engine: Engine) -> None:
+    # Engine.fetch(body="\udcff") raised a bare UnicodeEncodeError.
+    sent = engine.fetch("/echo/a", method="POST", body="x\udcff")
+    assert json.loads(sent.body)["body"] == "x\ufffd"
