@@ -202,7 +202,9 @@ class Engine:
             if self._executor is not None:
                 self._executor.stop()
         finally:  # also after a Ctrl-C while it waited for actions: a second close() is a no-op
-            for server in self._servers:
+            with self._runtime.serving_lock:
+                servers, self._servers = self._servers, []
+            for server in servers:
                 server.close()
             _release(self._db.storage)
 
@@ -516,12 +518,23 @@ class Engine:
             max_connections=max_connections,
             max_upload_size=max_upload_size,
         )
-        self._servers.append(server)
-        runtime.serving.append(server.url)
-        if runtime.served_url is None:
-            runtime.served_url = server.url
-            if runtime.site_url is None:  # file URLs now start with the server's origin
-                runtime.db.subscriptions.rerun_all()
+        with runtime.serving_lock:
+            closed = self._closed  # close() sets it before it takes the servers to close
+            first = False
+            if not closed:
+                # Closed servers are dropped: a host that starts and stops servers
+                # would otherwise keep every one it ever ran.
+                self._servers[:] = [s for s in self._servers if not s.closed]
+                self._servers.append(server)
+                runtime.serving.append(server.url)
+                first = runtime.served_url is None
+                if first:
+                    runtime.served_url = server.url
+        if closed:  # the engine closed while the server started: it must not outlive it
+            server.close()
+            raise self._closed_error()
+        if first and runtime.site_url is None:  # file URLs now start with its origin
+            runtime.db.subscriptions.rerun_all()
         return server
 
     def wsgi_app(self, *, max_upload_size: int = DEFAULT_MAX_UPLOAD_SIZE) -> WsgiApp:

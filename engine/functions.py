@@ -26,6 +26,7 @@ import asyncio
 import importlib
 import inspect
 import pkgutil
+import threading
 import time
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -473,6 +474,9 @@ class Runtime:
         #: The origins of the running servers, oldest first: when the server of
         #: ``served_url`` closes, the next one's origin takes its place.
         self.serving: list[str] = []
+        #: Guards ``served_url``, ``serving`` and the engine's list of servers: servers
+        #: start and close on any thread (serve_http, server.close, Engine.close).
+        self.serving_lock = threading.Lock()
 
     # -- resolution ------------------------------------------------------------
 

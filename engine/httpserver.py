@@ -225,7 +225,10 @@ class HttpServer:
         with Engine.open("./data", functions=app) as db, db.serve_http("127.0.0.1", 0) as server:
             print(server.url)    # http://127.0.0.1:43817, the origin of file URLs now
 
-    ``url`` is the origin it serves (the port resolved when 0 was asked).
+    ``url`` is the origin it serves (the port resolved when 0 was asked); for a server
+    on every interface (``"0.0.0.0"``, ``"::"``) it names the loopback address, which
+    only this machine can reach: give ``Engine.open(site_url=...)`` the address other
+    machines use, or file URLs will not work for them.
     ``timeout``: seconds any socket read or write may wait before the
     connection is dropped (default :data:`DEFAULT_TIMEOUT`, 120).
     ``max_connections``: connections served at once, one thread each
@@ -267,7 +270,10 @@ class HttpServer:
         address = self._server.server_address
         bound_host = address[0].decode() if isinstance(address[0], bytes) else str(address[0])
         bound_port = address[1]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        # A wildcard address listens on every interface but is no address to send a
+        # request to (browsers refuse 0.0.0.0): URLs name the loopback one instead.
+        shown = _LOOPBACK.get(bound_host, bound_host)
+        shown = f"[{shown}]" if ":" in shown else shown
         self.host = bound_host
         self.port = int(bound_port)
         self.url = f"http://{shown}:{self.port}"
@@ -298,18 +304,29 @@ class HttpServer:
         self._thread.join()
         self._server.close_connections(wait=_GRACE)
         runtime = self._runtime
-        if self.url in runtime.serving:
-            runtime.serving.remove(self.url)
-        if runtime.served_url == self.url:  # the next running server's origin, if any
-            runtime.served_url = runtime.serving[0] if runtime.serving else None
-            if runtime.site_url is None:  # subscribed file URLs follow the new origin
-                runtime.db.subscriptions.rerun_all()
+        with runtime.serving_lock:
+            if self.url in runtime.serving:
+                runtime.serving.remove(self.url)
+            moved = runtime.served_url == self.url
+            if moved:  # the next running server's origin, if any
+                runtime.served_url = runtime.serving[0] if runtime.serving else None
+        if moved and runtime.site_url is None:  # subscribed file URLs follow the new origin
+            runtime.db.subscriptions.rerun_all()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has begun."""
+        return self._closed
 
     def __enter__(self) -> HttpServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: What URLs name for a server bound to a wildcard address.
+_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 class _Handler(BaseHTTPRequestHandler):

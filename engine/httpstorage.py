@@ -126,19 +126,23 @@ def _sandbox(document: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     return (("Content-Security-Policy", "sandbox"), _NOSNIFF)
 
 
-_RANGE = re.compile(r"bytes=(?:([0-9]{1,18})-([0-9]{0,18})|-([0-9]{1,18}))")
+_RANGE_SPEC = re.compile(r"([0-9]{1,18})-([0-9]{0,18})|-([0-9]{1,18})")
 
 
 def _byte_range(value: str, size: int) -> tuple[int, int] | str | None:
     """The ``(first, last)`` bytes a ``Range`` header asks of a ``size``-byte file;
     ``"unsatisfiable"`` (416) for a range past the end or several ranges (Convex serves
-    one, as S3 does); None for a header that is no byte range (the whole file, 200)."""
-    specs = value.strip().removeprefix("bytes=").split(",")
-    if len(specs) > 1 and value.strip().startswith("bytes="):
-        if all(_RANGE.fullmatch("bytes=" + spec.strip()) for spec in specs):
+    one, as S3 does); None for a header that is no byte range (the whole file, 200).
+    The unit is matched without regard to case (``Bytes=0-1``), as RFC 9110 14.1 says."""
+    unit, equals, ranges = value.strip().partition("=")
+    if not equals or unit.lower() != "bytes":
+        return None
+    specs = [spec.strip() for spec in ranges.split(",")]
+    if len(specs) > 1:
+        if all(_RANGE_SPEC.fullmatch(spec) for spec in specs):
             return "unsatisfiable"
         return None
-    match = _RANGE.fullmatch(value.strip())
+    match = _RANGE_SPEC.fullmatch(specs[0])
     if match is None:
         return None
     first, last, suffix = match.groups()

@@ -824,3 +824,78 @@ def test_subscribed_file_urls_follow_the_server_origin(engine: Engine) -> None:
             assert settles(sub, server.url), sub.value
             assert sub.value == engine.query(files.url, {"id": storage_id})
         assert settles(sub, "http://127.0.0.1:3210"), sub.value
+
+
+def test_the_range_unit_is_matched_without_regard_to_case(
+    engine: Engine, server: HttpServer
+) -> None:
+    # RFC 9110 14.1: "Range units are compared in a case-insensitive manner."
+    data = bytes(range(100))
+    _, body = upload(engine, data, "application/octet-stream")
+    url = engine.query(files.url, {"id": body["storageId"]})
+    for value in ("Bytes=5-9", "BYTES=5-9", "bytes=5-9"):
+        status, headers, part = request(url, headers={"Range": value})
+        assert (status, part, headers["Content-Range"]) == (206, data[5:10], "bytes 5-9/100")
+
+
+def test_a_server_on_every_interface_hands_out_loopback_urls(engine: Engine) -> None:
+    # http://0.0.0.0:port/... is no address to send a request to (browsers refuse it).
+    with engine.serve_http("0.0.0.0", 0) as server:
+        assert server.url == f"http://127.0.0.1:{server.port}"
+        status, body = upload(engine, b"hello", "text/plain")
+        assert status == 200
+        url = engine.query(files.url, {"id": body["storageId"]})
+        assert url.startswith(server.url + "/")
+        assert request(url)[::2] == (200, b"hello")
+
+
+def test_closed_servers_are_not_kept_by_the_engine(engine: Engine) -> None:
+    import gc
+    import weakref
+
+    with engine.serve_http("127.0.0.1", 0) as first:
+        pass
+    gone = weakref.ref(first)
+    del first
+    with engine.serve_http("127.0.0.1", 0):
+        gc.collect()
+        assert gone() is None
+
+
+def test_a_server_started_while_the_engine_closes_does_not_outlive_it(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import engine.engine as engine_module
+
+    started = threading.Event()
+    resume = threading.Event()
+    made: list[HttpServer] = []
+
+    class SlowServer(HttpServer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+            started.set()
+            resume.wait(10)
+
+    monkeypatch.setattr(engine_module, "HttpServer", SlowServer)
+    handle = Engine.open(db_path, functions=app, durability="none")
+    outcome: list[BaseException | HttpServer] = []
+
+    def serve() -> None:
+        try:
+            outcome.append(handle.serve_http("127.0.0.1", 0))
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    assert started.wait(10)
+    handle.close()  # while serve_http is between binding and registering its server
+    resume.set()
+    thread.join(10)
+    assert isinstance(outcome[0], EngineError), outcome
+    with pytest.raises(OSError):  # nothing listens there any more
+        socket.create_connection(("127.0.0.1", made[0].port), timeout=2).close()
