@@ -568,7 +568,7 @@ class Executor:
                 current_job.set(job_id)  # this task's context only
                 ctx = ActionCtx(runtime, None, runtime.env)
                 result = await function.handler(ctx, **handler_args(args))
-                refuse_awaited_result(name, result)
+                result = refuse_awaited_result(name, result)
                 runtime.check_result(name, function, result)
                 state = {"kind": "success"}
             except asyncio.CancelledError:  # close() cancelled it

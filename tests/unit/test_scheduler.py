@@ -285,6 +285,21 @@ def test_scheduling_from_an_action_survives_its_failure(engine: Engine) -> None:
     assert engine.query(jobs.notes) == ["kept"]
 
 
+def test_an_action_may_await_its_scheduler_calls(engine: Engine) -> None:
+    # Convex's actions write `await ctx.scheduler.runAfter(...)`; the plain call works too.
+    kept, dropped, plain = engine.action(jobs.action_awaits_scheduler, {"text": "awaited"})
+    assert all(type(job_id) is str for job_id in (kept, dropped, plain))
+    assert job(engine, kept)["state"] == {"kind": "pending"}
+    assert job(engine, dropped)["state"] == job(engine, plain)["state"] == {"kind": "canceled"}
+    assert engine.finish_all_scheduled_functions() == 1
+    assert engine.query(jobs.notes) == ["awaited"]
+    returned = engine.action(jobs.action_returns_its_job)
+    assert type(returned) is str and job(engine, returned)["state"] == {"kind": "pending"}
+    scheduled = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.action_returns_its_job))
+    assert engine.finish_scheduled_functions() == 1
+    assert job(engine, scheduled)["state"] == {"kind": "success"}
+
+
 # -- cancel ----------------------------------------------------------------------------
 
 
