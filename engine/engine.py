@@ -661,7 +661,7 @@ class Engine:
 
         Like convex-test's ``t.finishAllScheduledFunctions(vi.runAllTimers)``:
         future jobs run as if their time had come (their ``scheduledTime`` is
-        kept). Raises :class:`SchedulerError` after ``max_iterations`` passes that
+        kept, and a mutation job's ``ctx.now`` is that time). Raises :class:`SchedulerError` after ``max_iterations`` passes that
         each ran something (a job that reschedules itself forever), or when jobs
         still run after ``timeout`` seconds; :class:`EngineError` as
         :meth:`finish_scheduled_functions` does.

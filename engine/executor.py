@@ -402,7 +402,10 @@ class Executor:
             patch_job(txn, job_id, {"state": {"kind": "inProgress"}})  # as it sees itself
             try:  # the function's part: what it raises is the job's failure
                 args = runtime.check_args(name, function, job["args"][0], _txn_resolver(txn))
-                ctx = MutationCtx(runtime, txn, None, now_ms(), None, runtime.env)
+                # A job run before its time (finish_all_scheduled_functions) sees the
+                # clock at its time, as convex-test's jobs see fake timers run to it.
+                now = max(now_ms(), job["scheduledTime"])
+                ctx = MutationCtx(runtime, txn, None, now, None, runtime.env)
                 ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=job_id)
                 result = function.handler(ctx, **handler_args(args))
                 refuse_awaitable(name, result)

@@ -182,6 +182,14 @@ async def bump_from_action(ctx: Any, key: str) -> None:
     await ctx.run_mutation(bump, {"key": key})
 
 
+@internal_mutation(args={"due": v.float64()})
+def expire_if_due(ctx: Any, due: float) -> None:
+    """A job scheduled at ``due`` that checks the clock, as a Convex job checks
+    ``Date.now()`` (the deadline may have moved since it was scheduled)."""
+    ctx.db.insert("job_notes", {"text": "expired" if ctx.now >= due else "not yet"})
+    ctx.scheduler.run_after(60, write_note, {"text": "a minute later"})
+
+
 @mutation(args={"keys": v.array(v.string())})
 def schedule_bumps(ctx: Any, keys: list[str]) -> list[str]:
     """Schedule, for each key, a mutation job and an action job (``action:<key>``)."""

@@ -211,6 +211,18 @@ def test_future_jobs_wait_unless_all_are_finished(engine: Engine) -> None:
     assert engine.query(jobs.notes) == ["later"]
 
 
+def test_finish_all_runs_future_mutations_at_their_time(engine: Engine) -> None:
+    # convex-test's finishAllScheduledFunctions(vi.runAllTimers) runs a job with the fake
+    # clock at its time: Date.now() >= scheduledTime, and what it schedules counts from there.
+    first = engine.run(
+        lambda ctx: ctx.scheduler.run_after(3600, jobs.expire_if_due, {"due": ctx.now + 3.6e6})
+    )
+    assert engine.finish_all_scheduled_functions() == 2
+    assert engine.query(jobs.notes) == ["expired", "a minute later"]
+    second = next(j for j in jobs_of(engine) if j["name"] == "jobs:write_note")
+    assert second["scheduledTime"] == job(engine, first)["scheduledTime"] + 60_000
+
+
 def test_past_run_at_runs_right_away(engine: Engine) -> None:
     engine.mutation(jobs.at, {"text": "past", "at": time.time() - 3600})
     assert engine.finish_scheduled_functions() == 1
