@@ -275,9 +275,12 @@ class Executor:
 
     # -- running jobs ------------------------------------------------------------
 
-    def finish(self, *, all_pending: bool, timeout: float, max_iterations: int) -> int:
-        """Run jobs synchronously until none is due (``all_pending``: none is pending),
-        and no job runs elsewhere; returns how many this call ran.
+    def finish(
+        self, *, all_pending: bool, timeout: float, max_iterations: int, advance_ms: float = 0.0
+    ) -> int:
+        """Run jobs synchronously until none is due (``all_pending``: none is pending;
+        ``advance_ms``: due by that much after now), and no job runs elsewhere; returns
+        how many this call ran.
 
         Raises :class:`SchedulerError` after ``timeout`` seconds or
         ``max_iterations`` passes that each ran something (a job that keeps
@@ -291,9 +294,11 @@ class Executor:
         passes = 0
         while True:
             try:
-                ran, _ = self._pass(all_pending=all_pending, background=False)
+                ran, _ = self._pass(
+                    all_pending=all_pending, background=False, advance_ms=advance_ms
+                )
                 total += ran
-                busy = self._busy(all_pending)  # before the deadline: done in time is done
+                busy = self._busy(all_pending, advance_ms)  # done in time is done
             except Exception as error:
                 if self._stopping:  # closed meanwhile: its storage fails under us
                     raise closed_error() from error
@@ -350,23 +355,28 @@ class Executor:
                     return
                 yield job
 
-    def _busy(self, all_pending: bool) -> bool:
-        """True while some job is in progress, or pending, due and runnable here."""
+    def _busy(self, all_pending: bool, advance_ms: float = 0.0) -> bool:
+        """True while some job is in progress, or pending, due (by ``advance_ms`` after
+        now) and runnable here."""
         names = self._runtime.registry.by_name
         # Pages past any number of jobs of other packages' functions.
-        if any(job["name"] in names for job in self._due(all_pending, now_ms())):
+        due = self._due(all_pending, now_ms() + advance_ms)
+        if any(job["name"] in names for job in due):
             return True
         # Read after the pending jobs: a job claimed meanwhile is seen in progress here.
         return bool(next(self._pages("inProgress")))
 
-    def _pass(self, *, all_pending: bool, background: bool) -> tuple[int, float | None]:
-        """Run every due job once; returns (jobs run, time in ms the next one is due).
+    def _pass(
+        self, *, all_pending: bool, background: bool, advance_ms: float = 0.0
+    ) -> tuple[int, float | None]:
+        """Run every due job once (due by ``advance_ms`` after now, for ``finish``);
+        returns (jobs run, time in ms the next one is due).
 
         Jobs of functions this engine does not know (another process's package) are
         left pending and paged past, so the runnable jobs behind them run.
         """
         registry = self._runtime.registry.by_name
-        now = now_ms()
+        now = now_ms() + advance_ms
         ran = 0
         for jobs in self._pages("pending"):
             for job in jobs:

@@ -223,6 +223,23 @@ def test_finish_all_runs_future_mutations_at_their_time(engine: Engine) -> None:
     assert second["scheduledTime"] == job(engine, first)["scheduledTime"] + 60_000
 
 
+def test_finish_with_advance_runs_the_jobs_due_by_then(engine: Engine) -> None:
+    # convex-test's vi.advanceTimersByTime(5000) leaves a job due in 10 s pending; 11 s runs
+    # it, at its time, and what it schedules within the window runs too.
+    first = engine.run(
+        lambda ctx: ctx.scheduler.run_after(10, jobs.expire_if_due, {"due": ctx.now + 1e4})
+    )
+    assert engine.finish_scheduled_functions(advance=5) == 0
+    assert job(engine, first)["state"] == {"kind": "pending"}
+    assert engine.finish_scheduled_functions(advance=11) == 1  # its note comes 60 s later
+    assert engine.query(jobs.notes) == ["expired"]
+    assert engine.finish_scheduled_functions(advance=timedelta(seconds=75)) == 1
+    assert engine.query(jobs.notes) == ["expired", "a minute later"]
+    for bad in (-1, math.inf, math.nan, "5", True):
+        with pytest.raises(SchedulerError, match="advance"):
+            engine.finish_scheduled_functions(advance=bad)  # type: ignore[arg-type]
+
+
 def test_past_run_at_runs_right_away(engine: Engine) -> None:
     engine.mutation(jobs.at, {"text": "past", "at": time.time() - 3600})
     assert engine.finish_scheduled_functions() == 1
