@@ -233,7 +233,8 @@ class ActionCtx:
         """``ctx.scheduler``: each call commits its own transaction at once.
 
         What is scheduled stays scheduled even if the action fails afterwards.
-        The methods are plain (not ``async``): each is one short commit.
+        The methods are plain (not ``async``): each is one short commit; what they
+        return may also be awaited (``await ctx.scheduler.run_after(...)``, as in Convex).
         """
         scheduler = self._scheduler
         if scheduler is None:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from types import MappingProxyType, ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -678,12 +680,19 @@ class Engine:
 
     # -- scheduled functions ---------------------------------------------------------
 
-    def finish_scheduled_functions(self, *, timeout: float = 30.0) -> int:
+    def finish_scheduled_functions(
+        self, *, timeout: float = 30.0, advance: float | timedelta = 0.0
+    ) -> int:
         """Run every scheduled function that is due, now, on this thread; returns how many.
 
         Jobs those functions schedule run too if they are due (delay 0); the
         call returns when no job is due or running anywhere (as convex-test's
-        ``t.finishInProgressScheduledFunctions()``). Works with or without the
+        ``t.finishInProgressScheduledFunctions()``). ``advance`` (seconds or a
+        ``timedelta``) also runs the jobs due that much later, as if the clock had moved
+        on (convex-test's ``vi.advanceTimersByTime`` then
+        ``finishInProgressScheduledFunctions``): a mutation job sees ``ctx.now`` at its
+        ``scheduledTime``. The window starts at the real clock on each call; it does
+        not add up across calls. Works with or without the
         background worker (``Engine.open(..., scheduler=False)`` for tests). As
         :meth:`mutation`, it returns once this process's subscriptions reflect the
         jobs' commits (also those of jobs it waited for while other executors ran them).
@@ -695,14 +704,16 @@ class Engine:
             engine.finish_scheduled_functions()
 
         Raises :class:`SchedulerError` when jobs still run after ``timeout``
-        seconds (a number >= 0), :class:`EngineError` for an engine without functions,
-        from a thread running an event loop, from inside a running query or mutation, or
-        from a scheduled action of this engine (it would wait for itself).
+        seconds (a number >= 0) or for an ``advance`` that is not a finite, non-negative
+        number, :class:`EngineError` for an engine without functions, from a thread
+        running an event loop, from inside a running query or mutation, or from a
+        scheduled action of this engine (it would wait for itself).
         """
         self._refuse_in_function("finish_scheduled_functions")
         _check_finish_args("finish_scheduled_functions", timeout, 1)
+        advance_ms = _advance_ms(advance)
         ran = self._scheduled_executor().finish(
-            all_pending=False, timeout=timeout, max_iterations=1_000_000
+            all_pending=False, timeout=timeout, max_iterations=1_000_000, advance_ms=advance_ms
         )
         # Also when it ran nothing itself: it may have waited for jobs other executors ran.
         self._db.catch_up_subscriptions()
@@ -715,9 +726,10 @@ class Engine:
 
         Like convex-test's ``t.finishAllScheduledFunctions(vi.runAllTimers)``:
         future jobs run as if their time had come (their ``scheduledTime`` is
-        kept). Raises :class:`SchedulerError` after ``max_iterations`` (an int >= 1)
-        passes that each ran something (a job that reschedules itself forever), or when
-        jobs still run after ``timeout`` seconds (a number >= 0); :class:`EngineError` as
+        kept, and a mutation job's ``ctx.now`` is that time). Raises :class:`SchedulerError`
+        after ``max_iterations`` (an int >= 1) passes that each ran something (a job that
+        reschedules itself forever), or when jobs still run after ``timeout`` seconds (a
+        number >= 0); :class:`EngineError` as
         :meth:`finish_scheduled_functions` does.
         """
         self._refuse_in_function("finish_all_scheduled_functions")
@@ -1076,3 +1088,25 @@ def _refuse_in_event_loop(message: str) -> None:
     except RuntimeError:
         return
     raise EngineError(message)
+
+
+def _advance_ms(advance: object) -> float:
+    """``finish_scheduled_functions(advance=...)`` in milliseconds: a finite,
+    non-negative number of seconds, or a ``timedelta``; else :class:`SchedulerError`."""
+    if isinstance(advance, timedelta):
+        seconds = advance.total_seconds()
+    elif isinstance(advance, int | float) and not isinstance(advance, bool):
+        try:
+            seconds = float(advance)
+        except OverflowError:  # an int past the floats' range
+            seconds = math.inf
+    else:
+        raise SchedulerError(
+            f"`advance` must be a number of seconds or a timedelta, got "
+            f"{type(advance).__name__}: {advance!r}."
+        )
+    if not math.isfinite(seconds) or seconds < 0:
+        raise SchedulerError(
+            f"`advance` must be a finite, non-negative number of seconds, got {advance!r}."
+        )
+    return seconds * 1000.0

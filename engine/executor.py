@@ -292,9 +292,12 @@ class Executor:
 
     # -- running jobs ------------------------------------------------------------
 
-    def finish(self, *, all_pending: bool, timeout: float, max_iterations: int) -> int:
-        """Run jobs synchronously until none is due (``all_pending``: none is pending),
-        and no job runs elsewhere; returns how many this call ran.
+    def finish(
+        self, *, all_pending: bool, timeout: float, max_iterations: int, advance_ms: float = 0.0
+    ) -> int:
+        """Run jobs synchronously until none is due (``all_pending``: none is pending;
+        ``advance_ms``: due by that much after now), and no job runs elsewhere; returns
+        how many this call ran.
 
         Raises :class:`SchedulerError` after ``timeout`` seconds or
         ``max_iterations`` passes that each ran something (a job that keeps
@@ -308,9 +311,11 @@ class Executor:
         passes = 0
         while True:
             try:
-                ran, _ = self._pass(all_pending=all_pending, background=False)
+                ran, _ = self._pass(
+                    all_pending=all_pending, background=False, advance_ms=advance_ms
+                )
                 total += ran
-                busy = self._busy(all_pending)  # before the deadline: done in time is done
+                busy = self._busy(all_pending, advance_ms)  # done in time is done
             except Exception as error:
                 if self._stopping:  # closed meanwhile: its storage fails under us
                     raise closed_error() from error
@@ -367,27 +372,31 @@ class Executor:
                     return
                 yield job
 
-    def _busy(self, all_pending: bool) -> bool:
-        """True while some job is in progress, or pending, due and runnable here, or an
-        action of this executor still runs (one canceled while running is no longer
-        ``inProgress``, but keeps running, as in Convex)."""
+    def _busy(self, all_pending: bool, advance_ms: float = 0.0) -> bool:
+        """True while some job is in progress, or pending, due (by ``advance_ms`` after
+        now) and runnable here, or an action of this executor still runs (one canceled
+        while running is no longer ``inProgress``, but keeps running, as in Convex)."""
         names = self._runtime.registry.by_name
         # Pages past any number of jobs of other packages' functions.
-        if any(job["name"] in names for job in self._due(all_pending, now_ms())):
+        due = self._due(all_pending, now_ms() + advance_ms)
+        if any(job["name"] in names for job in due):
             return True
         if self._running or self._claiming:  # claimed, maybe canceled, not yet registered
             return True
         # Read after the pending jobs: a job claimed meanwhile is seen in progress here.
         return bool(next(self._pages("inProgress")))
 
-    def _pass(self, *, all_pending: bool, background: bool) -> tuple[int, float | None]:
-        """Run every due job once; returns (jobs run, time in ms the next one is due).
+    def _pass(
+        self, *, all_pending: bool, background: bool, advance_ms: float = 0.0
+    ) -> tuple[int, float | None]:
+        """Run every due job once (due by ``advance_ms`` after now, for ``finish``);
+        returns (jobs run, time in ms the next one is due).
 
         Jobs of functions this engine does not know (another process's package) are
         left pending and paged past, so the runnable jobs behind them run.
         """
         registry = self._runtime.registry.by_name
-        now = now_ms()
+        now = now_ms() + advance_ms
         ran = 0
         for jobs in self._pages("pending"):
             for job in jobs:
@@ -423,7 +432,10 @@ class Executor:
             patch_job(txn, job_id, {"state": {"kind": "inProgress"}})  # as it sees itself
             try:  # the function's part: what it raises is the job's failure
                 args = runtime.check_args(name, function, job["args"][0], _txn_resolver(txn))
-                ctx = MutationCtx(runtime, txn, None, now_ms(), None, runtime.env)
+                # A job run before its time (finish_all_scheduled_functions) sees the
+                # clock at its time, as convex-test's jobs see fake timers run to it.
+                now = max(now_ms(), job["scheduledTime"])
+                ctx = MutationCtx(runtime, txn, None, now, None, runtime.env)
                 ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=job_id)
                 result = function.handler(ctx, **handler_args(args))
                 refuse_awaitable(name, result)
@@ -605,7 +617,7 @@ class Executor:
                 current_job.set(job_id)  # this task's context only
                 ctx = ActionCtx(runtime, None, runtime.env)
                 result = await function.handler(ctx, **handler_args(args))
-                refuse_awaited_result(name, result)
+                result = refuse_awaited_result(name, result)
                 runtime.check_result(name, function, result)
                 state = {"kind": "success"}
             except asyncio.CancelledError:  # close() cancelled it

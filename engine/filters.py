@@ -408,8 +408,20 @@ _COMPARISONS: dict[str, Callable[[Any, Any], bool]] = {
 
 
 def predicate(build: Callable[[FilterBuilder], Any]) -> Expression:
-    """Build the expression of a ``.filter`` callback (a bare value is a literal)."""
-    return _wrap(build(FilterBuilder()))
+    """Build the expression of a ``.filter`` callback (a bare value is a literal).
+
+    A callback returning ``None`` is refused here: it is a ``def`` that built its
+    expression and forgot to return it (Convex's types refuse a predicate returning
+    ``undefined``), and a null filter could never keep a document.
+    """
+    built = build(FilterBuilder())
+    if built is None:
+        raise EvalError(
+            f"The filter function {getattr(build, '__qualname__', build)!r} returned None: "
+            "return the expression it builds (def f(q): return q.eq(q.field('done'), "
+            "False), or lambda q: q.eq(...))."
+        )
+    return _wrap(built)
 
 
 def passes(expr: Expression, document: dict[str, Any]) -> bool:

@@ -43,6 +43,7 @@ from .errors import (
 )
 from .formatting import human_size
 from .router import HttpRouter, router_of_module
+from .scheduler import ActionCancel, ActionJobId
 from .validators import Validator, as_validator
 from .values import convert_sized
 
@@ -90,16 +91,23 @@ def refuse_awaitable(what: str, result: Any) -> None:
     )
 
 
-def refuse_awaited_result(name: str, result: Any) -> None:
+def refuse_awaited_result(name: str, result: Any) -> Any:
     """Raise if an action returned an awaitable (``return ctx.run_query(...)`` without
-    ``await``): what it would have run never runs."""
+    ``await``): what it would have run never runs. Returns the result to use: what
+    ``ctx.scheduler`` returns in an action may be awaited or not, and is done either
+    way (a job id, or ``None`` for ``cancel``)."""
     if type(result) not in PLAIN_RESULTS:
+        if isinstance(result, ActionJobId):
+            return str(result)
+        if isinstance(result, ActionCancel):
+            return None
         _refuse(
             result,
             f"Action {name} returned an awaitable instead of a value: did you forget "
             "`await` (return await ctx.run_query(...))? It was never awaited, so what it "
             "would have run did not run.",
         )
+    return result
 
 
 def _refuse(result: Any, message: str) -> None:
@@ -839,7 +847,7 @@ class Runtime:
             args = self.check_args(name, function, args)
             ctx = ActionCtx(self, identity, self.env)
             result = await function.handler(ctx, **handler_args(args))
-            refuse_awaited_result(name, result)
+            result = refuse_awaited_result(name, result)
             return self.check_result(name, function, result)
         return await asyncio.to_thread(
             self.call,

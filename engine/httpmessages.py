@@ -16,10 +16,11 @@ Responses are whole bodies (``bytes`` or ``str``), not streams.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol, overload
 from urllib.parse import parse_qs, urlsplit
 
 from .errors import EngineError
@@ -296,6 +297,64 @@ TEXT_PLAIN = "text/plain;charset=UTF-8"
 NULL_BODY_STATUSES = frozenset({101, 103, 204, 205, 304})
 
 
+class _BuildJson(Protocol):
+    def __call__(
+        self, data: Any, *, status: int = 200, headers: HeadersInit = None
+    ) -> HttpResponse: ...
+
+
+class _ReadJson(Protocol):
+    def __call__(self) -> Any: ...
+
+
+def _build_json(
+    cls: type[HttpResponse], data: Any, *, status: int = 200, headers: HeadersInit = None
+) -> HttpResponse:
+    given = Headers(headers)
+    pairs = given.pairs()
+    if "content-type" not in given:
+        pairs.append(("Content-Type", "application/json"))
+    return cls(json.dumps(data, allow_nan=False).encode(), status=status, headers=pairs)
+
+
+class _JsonMethod:
+    """``HttpResponse.json``, both of Fetch's ``json``s.
+
+    On the class, ``HttpResponse.json(data, *, status=200, headers=None)`` builds a JSON
+    answer (``Content-Type: application/json`` unless given), as ``Response.json(data)``:
+    ``TypeError`` for a value JSON cannot hold (bytes), ``ValueError`` for NaN or an
+    infinity (JSON has none; convert them first). On a response, ``response.json()``
+    parses its body, as ``await response.json()`` on what convex-test's ``t.fetch``
+    returns (``ValueError`` if it is not JSON, ``NaN`` and ``Infinity`` included).
+    """
+
+    @overload
+    def __get__(self, instance: None, owner: type[HttpResponse]) -> _BuildJson: ...
+
+    @overload
+    def __get__(
+        self, instance: HttpResponse, owner: type[HttpResponse] | None = None
+    ) -> _ReadJson: ...
+
+    def __get__(
+        self, instance: HttpResponse | None, owner: type[HttpResponse] | None = None
+    ) -> _BuildJson | _ReadJson:
+        if instance is None:
+            assert owner is not None
+            return functools.partial(_build_json, owner)
+        response = instance
+
+        def read(*args: Any, **kwargs: Any) -> Any:
+            if args or kwargs:
+                raise TypeError(
+                    "response.json() takes no arguments: it reads the response's body; "
+                    "to build a JSON response call the class, HttpResponse.json(data)"
+                )
+            return json.loads(response.body, parse_constant=_not_json)
+
+        return read
+
+
 class HttpResponse:
     """What an HTTP action returns: a body, a status and headers.
 
@@ -304,7 +363,8 @@ class HttpResponse:
     (empty). ``status``: 200 to 599 (Fetch's range; anything else raises
     :class:`EngineError`). ``headers``: a mapping or ``(name, value)`` pairs
     (repeat a name for several values). The server sets ``Content-Length`` itself.
-    :meth:`json` builds a JSON answer.
+    :attr:`json` builds a JSON answer (``HttpResponse.json(data)``), and on a response
+    reads its body (``response.json()``, for tests reading an answer of ``Engine.fetch``).
 
     Example::
 
@@ -347,21 +407,11 @@ class HttpResponse:
                 "carries a body (Fetch's rule); return HttpResponse(None, status=...)."
             )
 
-    @classmethod
-    def json(cls, data: Any, *, status: int = 200, headers: HeadersInit = None) -> HttpResponse:
-        """A JSON answer (``Content-Type: application/json`` unless given), as Fetch's
-        ``Response.json(data)``. Raises ``TypeError`` for a value JSON cannot hold (bytes)
-        and ``ValueError`` for NaN or an infinity (JSON has none; convert them first).
-        """
-        given = Headers(headers)
-        pairs = given.pairs()
-        if "content-type" not in given:
-            pairs.append(("Content-Type", "application/json"))
-        return cls(json.dumps(data, allow_nan=False).encode(), status=status, headers=pairs)
-
     def text(self) -> str:
         """The body decoded as UTF-8 (for tests reading an answer of ``Engine.fetch``)."""
         return self.body.decode("utf-8", errors="replace")
 
     def __repr__(self) -> str:
         return f"<HttpResponse {self.status} ({len(self.body)} bytes)>"
+
+    json = _JsonMethod()

@@ -36,7 +36,7 @@ from .errors import FunctionNotFound, InvalidId, LimitExceeded, SchedulerError
 from .values import value_size
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Generator, Iterator
 
     from .database import Database
     from .functions import Runtime
@@ -48,6 +48,8 @@ __all__ = [
     "MAX_SCHEDULED_PER_MUTATION",
     "SCHEDULED_FUNCTIONS",
     "TRANSIENT_ACTION_ERROR",
+    "ActionCancel",
+    "ActionJobId",
     "Scheduler",
     "check_jobs",
 ]
@@ -199,6 +201,37 @@ def now_ms() -> float:
     return time.time() * 1000.0
 
 
+class ActionJobId(str):
+    """A job id as ``ctx.scheduler.run_after`` / ``run_at`` return it in an action: a
+    plain ``str`` that may also be awaited (to the same id), since a Convex action
+    writes ``await ctx.scheduler.runAfter(...)``. The job is scheduled by the call
+    itself, awaited or not.
+    """
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, str]:
+        yield from ()
+        return str(self)
+
+
+class ActionCancel:
+    """What ``ctx.scheduler.cancel`` returns in an action: ``None`` to await (the job
+    was canceled by the call itself), so ``await ctx.scheduler.cancel(id)`` works as in
+    Convex."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from ()
+
+    def __repr__(self) -> str:
+        return "<canceled>"
+
+
+_ACTION_CANCEL = ActionCancel()
+
+
 class Scheduler:
     """``ctx.scheduler`` of a mutation or an action: ``run_after``, ``run_at``, ``cancel``.
 
@@ -334,7 +367,7 @@ class Scheduler:
                 writable=True,
                 source="ctx.scheduler",
             )[0]
-            return result
+            return ActionJobId(result)  # awaitable: `await ctx.scheduler.run_after(...)`
         from .functions import _txn_resolver
 
         checked = runtime.check_args(name, function, args, _txn_resolver(txn))
@@ -385,14 +418,16 @@ class Scheduler:
 
     # -- canceling -------------------------------------------------------------
 
-    def cancel(self, job_id: str) -> None:
+    def cancel(self, job_id: str) -> ActionCancel | None:
         """Cancel a job: a pending one never runs; a running action keeps running,
         but what it schedules from now on is created canceled.
 
         Canceling a job that already finished or was canceled does nothing (as
         Convex's backend does). Raises :class:`InvalidId` for an id that is not
         a ``_scheduled_functions`` id, :class:`SchedulerError` when a scheduled
-        mutation cancels its own job.
+        mutation cancels its own job. Returns ``None`` in a mutation; in an action,
+        where the call commits at once, something to ``await`` (to ``None``), as a
+        Convex action writes ``await ctx.scheduler.cancel(id)``.
         """
         if not isinstance(job_id, str):
             raise InvalidId(
@@ -401,6 +436,7 @@ class Scheduler:
                 "of jobs are what ctx.scheduler.run_after / run_at return)",
                 value=job_id,
             )
+        job_id = str(job_id)  # an ActionJobId, as an action's run_after returns it
         if job_id == self._own_job:
             raise SchedulerError(
                 "A mutation cannot cancel itself: a scheduled mutation's job completes with "
@@ -409,8 +445,9 @@ class Scheduler:
         txn = self._txn
         if txn is None:
             self._runtime.db.run(lambda t: _cancel(t, job_id), writable=True, source="cancel")
-        else:
-            _cancel(txn, job_id)
+            return _ACTION_CANCEL
+        _cancel(txn, job_id)
+        return None
 
 
 def _cancel(txn: Transaction, job_id: str) -> None:

@@ -115,6 +115,23 @@ async def action_schedules_then_fails(ctx: Any, text: str) -> None:
     raise ConvexError("the action failed after scheduling")
 
 
+@action(args={"text": v.string()})
+async def action_awaits_scheduler(ctx: Any, text: str) -> list[str]:
+    """Awaits ``ctx.scheduler``, as a Convex action writes ``await ctx.scheduler.runAfter``."""
+    kept = await ctx.scheduler.run_after(0, write_note, {"text": text})
+    dropped = await ctx.scheduler.run_at(time.time() + 60, write_note, {"text": "never"})
+    await ctx.scheduler.cancel(dropped)
+    plain = ctx.scheduler.run_after(3600, write_note, {"text": "later"})  # not awaited
+    ctx.scheduler.cancel(plain)
+    return [kept, dropped, plain]
+
+
+@action(args={}, returns=v.id("_scheduled_functions"))
+async def action_returns_its_job(ctx: Any) -> str:
+    job_id: str = ctx.scheduler.run_after(3600, write_note, {"text": "returned"})
+    return job_id  # not awaited: still the id, not "an awaitable"
+
+
 @internal_action(args={})
 async def cancel_self_then_schedule(ctx: Any) -> None:
     # The test cancels this job while it runs; what it schedules afterwards is
@@ -163,6 +180,14 @@ def bump(ctx: Any, key: str) -> None:
 @internal_action(args={"key": v.string()})
 async def bump_from_action(ctx: Any, key: str) -> None:
     await ctx.run_mutation(bump, {"key": key})
+
+
+@internal_mutation(args={"due": v.float64()})
+def expire_if_due(ctx: Any, due: float) -> None:
+    """A job scheduled at ``due`` that checks the clock, as a Convex job checks
+    ``Date.now()`` (the deadline may have moved since it was scheduled)."""
+    ctx.db.insert("job_notes", {"text": "expired" if ctx.now >= due else "not yet"})
+    ctx.scheduler.run_after(60, write_note, {"text": "a minute later"})
 
 
 @mutation(args={"keys": v.array(v.string())})

@@ -347,6 +347,19 @@ def test_fetch_and_afetch(engine: Engine) -> None:
         engine.fetch("notes")
 
 
+def test_a_fetched_response_reads_its_body_as_json(engine: Engine) -> None:
+    # convex-test: `const response = await t.fetch(...); await response.json()`. On a
+    # response, json() reads the body; on the class, HttpResponse.json(data) still builds one.
+    response = engine.fetch("/notes", method="POST", body='{"text": "hi"}')
+    assert response.status == 201
+    assert response.json() == {"id": json.loads(response.body)["id"]}
+    assert HttpResponse.json({"a": 1}).json() == {"a": 1}
+    with pytest.raises(ValueError):
+        HttpResponse("not json").json()
+    with pytest.raises(TypeError, match=r"HttpResponse\.json\(data\)"):
+        response.json({"a": 1})  # type: ignore[call-arg]
+
+
 def test_fetch_takes_the_urls_the_engine_hands_out(engine: Engine, tmp_path: Path) -> None:
     # An upload URL or a file URL had to be cut down to its path by hand: "fetch(path)
     # takes a path starting with '/'", though the docs say tests upload with fetch.

@@ -273,6 +273,21 @@ def test_filter_arithmetic_errors(people: Engine) -> None:
         people.run(lambda ctx: ctx.db.query("people").filter(lambda f: f.field("age")).collect())
 
 
+def test_a_filter_function_that_returns_nothing_is_refused_when_built(people: Engine) -> None:
+    # A `def` that builds the expression but forgets `return` (Convex's types refuse a
+    # predicate returning undefined at compile time): named at .filter(), not a runtime
+    # "Cannot use value null" per document, and not silently nothing on an empty table.
+    def unfinished(q: Any) -> None:
+        q.eq(q.field("name"), "ada")
+
+    with pytest.raises(EvalError, match=r"returned None.*return q\.eq"):
+        people.run(lambda ctx: ctx.db.query("people").filter(unfinished).collect())
+    with pytest.raises(EvalError, match="returned None"):
+        people.run(lambda ctx: ctx.db.query("nothing_here").filter(unfinished).collect())
+    # a literal null elsewhere in an expression is still a value
+    assert names(people, lambda q: q.filter(lambda f: f.eq(f.field("nope"), None))) == []
+
+
 def test_float_arithmetic_follows_ieee(people: Engine) -> None:
     assert names(
         people,

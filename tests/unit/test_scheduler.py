@@ -211,6 +211,35 @@ def test_future_jobs_wait_unless_all_are_finished(engine: Engine) -> None:
     assert engine.query(jobs.notes) == ["later"]
 
 
+def test_finish_all_runs_future_mutations_at_their_time(engine: Engine) -> None:
+    # convex-test's finishAllScheduledFunctions(vi.runAllTimers) runs a job with the fake
+    # clock at its time: Date.now() >= scheduledTime, and what it schedules counts from there.
+    first = engine.run(
+        lambda ctx: ctx.scheduler.run_after(3600, jobs.expire_if_due, {"due": ctx.now + 3.6e6})
+    )
+    assert engine.finish_all_scheduled_functions() == 2
+    assert engine.query(jobs.notes) == ["expired", "a minute later"]
+    second = next(j for j in jobs_of(engine) if j["name"] == "jobs:write_note")
+    assert second["scheduledTime"] == job(engine, first)["scheduledTime"] + 60_000
+
+
+def test_finish_with_advance_runs_the_jobs_due_by_then(engine: Engine) -> None:
+    # convex-test's vi.advanceTimersByTime(5000) leaves a job due in 10 s pending; 11 s runs
+    # it, at its time, and what it schedules within the window runs too.
+    first = engine.run(
+        lambda ctx: ctx.scheduler.run_after(10, jobs.expire_if_due, {"due": ctx.now + 1e4})
+    )
+    assert engine.finish_scheduled_functions(advance=5) == 0
+    assert job(engine, first)["state"] == {"kind": "pending"}
+    assert engine.finish_scheduled_functions(advance=11) == 1  # its note comes 60 s later
+    assert engine.query(jobs.notes) == ["expired"]
+    assert engine.finish_scheduled_functions(advance=timedelta(seconds=75)) == 1
+    assert engine.query(jobs.notes) == ["expired", "a minute later"]
+    for bad in (-1, math.inf, math.nan, "5", True):
+        with pytest.raises(SchedulerError, match="advance"):
+            engine.finish_scheduled_functions(advance=bad)  # type: ignore[arg-type]
+
+
 def test_past_run_at_runs_right_away(engine: Engine) -> None:
     engine.mutation(jobs.at, {"text": "past", "at": time.time() - 3600})
     assert engine.finish_scheduled_functions() == 1
@@ -283,6 +312,21 @@ def test_scheduling_from_an_action_survives_its_failure(engine: Engine) -> None:
         engine.action(jobs.action_schedules_then_fails, {"text": "kept"})
     assert engine.finish_scheduled_functions() == 1
     assert engine.query(jobs.notes) == ["kept"]
+
+
+def test_an_action_may_await_its_scheduler_calls(engine: Engine) -> None:
+    # Convex's actions write `await ctx.scheduler.runAfter(...)`; the plain call works too.
+    kept, dropped, plain = engine.action(jobs.action_awaits_scheduler, {"text": "awaited"})
+    assert all(type(job_id) is str for job_id in (kept, dropped, plain))
+    assert job(engine, kept)["state"] == {"kind": "pending"}
+    assert job(engine, dropped)["state"] == job(engine, plain)["state"] == {"kind": "canceled"}
+    assert engine.finish_all_scheduled_functions() == 1
+    assert engine.query(jobs.notes) == ["awaited"]
+    returned = engine.action(jobs.action_returns_its_job)
+    assert type(returned) is str and job(engine, returned)["state"] == {"kind": "pending"}
+    scheduled = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.action_returns_its_job))
+    assert engine.finish_scheduled_functions() == 1
+    assert job(engine, scheduled)["state"] == {"kind": "success"}
 
 
 # -- cancel ----------------------------------------------------------------------------
