@@ -49,10 +49,11 @@ from .catalog import (
     load_catalog,
 )
 from .commit import read_log
-from .encoding import decode_document, encode
+from .encoding import decode, decode_document, encode
 from .errors import SchemaValidationError, ValidationError
 from .indexing import KeyPlan
 from .scans import MAX_KEY_SIZE
+from .schema import schema_from_json
 
 if TYPE_CHECKING:
     from .database import Database
@@ -258,6 +259,21 @@ def _refuse(failures: list[str]) -> None:
         )
 
 
+def _same_schema(stored: bytes | None, schema_json: bytes) -> bool:
+    """Whether the stored schema is ``schema_json`` (encoded), also when it was stored in
+    an older spelling of the same validators (a ``v.record``'s values before they took
+    Convex's ``{fieldType, optional}`` form): upgrading must not re-check every document.
+    Cost: a bytes compare; a decode and re-encode of the stored schema when they differ."""
+    if stored is None:
+        return False
+    if stored == schema_json:
+        return True
+    try:
+        return encode(schema_from_json(decode(stored)).to_json()) == schema_json
+    except Exception:  # a schema that does not decode differs: it is replaced
+        return False
+
+
 def apply_schema(db: Database, schema: SchemaDefinition) -> None:
     """Bring the stored catalog in line with ``schema`` (see the module docstring)."""
     storage = db.storage
@@ -265,14 +281,14 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
     with storage.read() as rtxn:
         catalog = load_catalog(rtxn, storage.meta)
         checked_at = storage.head(rtxn)[0]
-        new_schema = rtxn.get(b"schema", None, storage.meta) != schema_json
+        new_schema = not _same_schema(rtxn.get(b"schema", None, storage.meta), schema_json)
         if schema.schema_validation and new_schema:
             _check_existing(db, schema, catalog, rtxn)
         _check_new_index_keys(db, schema, catalog, rtxn)
 
     def change(wtxn: Any) -> list[tuple[str, str]]:
         current = stored = load_catalog(wtxn, db.storage.meta)
-        new_schema = wtxn.get(b"schema", None, storage.meta) != schema_json
+        new_schema = not _same_schema(wtxn.get(b"schema", None, storage.meta), schema_json)
         if storage.head(wtxn)[0] > checked_at:
             # Commits since the checks' snapshot: checked against the old schema, and
             # written by handles that did not maintain the indexes this change adds.

@@ -190,6 +190,25 @@ def _path_exists(json: Any, parts: list[str]) -> bool:
     return False
 
 
+def _record_on_path(json: Any, parts: list[str], depth: int = 0) -> int | None:
+    """How many of ``parts`` lead to a ``v.record`` the rest would index into (None:
+    no record on the way): the hint of an index :func:`_path_exists` refuses."""
+    if not parts:
+        return None
+    kind = json["type"]
+    if kind == "record":
+        return depth
+    if kind == "object":
+        field = json["value"].get(parts[0])
+        return None if field is None else _record_on_path(field["fieldType"], parts[1:], depth + 1)
+    if kind == "union":
+        for member in json["value"]:
+            found = _record_on_path(member, parts, depth)
+            if found is not None:
+                return found
+    return None
+
+
 class SchemaDefinition:
     """The tables of a schema. Build it with :func:`define_schema`."""
 
@@ -281,10 +300,19 @@ def define_schema(
             json = definition.validator.to_json()
             for index, fields in definition.indexes.items():
                 for field in fields:
-                    if not _path_exists(json, field.split(".")):
+                    parts = field.split(".")
+                    if not _path_exists(json, parts):
+                        record = _record_on_path(json, parts)
+                        hint = (
+                            ""
+                            if record is None
+                            else f" ({'.'.join(parts[:record])} is a v.record: its keys are "
+                            "data, not fields, so Convex indexes no path into it; index "
+                            f"{'.'.join(parts[:record])} itself, or make it a v.object)"
+                        )
                         raise SchemaValidationError(
                             f'In table "{name}" the index "{index}" is invalid because it '
-                            f"references the field {field} that does not exist.",
+                            f"references the field {field} that does not exist.{hint}",
                             table=name,
                         )
         # A copy: an .index() on the caller's table afterwards must not reach the

@@ -214,6 +214,9 @@ def test_an_index_into_a_record_is_refused_as_convex_does() -> None:
     table = define_table({"m": v.record(v.string(), v.int64())})
     with pytest.raises(SchemaValidationError, match="references the field m.k that does not"):
         define_schema({"t": table.index("by_mk", ["m.k"])})
+    # An app upgraded from a version that took such an index is told why.
+    with pytest.raises(SchemaValidationError, match=r"\(m is a v.record: its keys are data"):
+        define_schema({"t": table})
     define_schema({"t": define_table({"m": v.record(v.string(), v.int64())}).index("by_m", ["m"])})
     define_schema({"t": table}, schema_validation=False)  # not checked without validation
 
@@ -249,3 +252,29 @@ def test_search_and_vector_indexes_are_refused_clearly(method: str) -> None:
     table = define_table({"body": v.string()})
     with pytest.raises(SchemaValidationError, match="not supported by this engine"):
         getattr(table, method)("by_body", {"searchField": "body"})
+
+
+def test_a_schema_stored_in_an_older_spelling_is_not_a_schema_change(tmp_path: Path) -> None:
+    # Records' values took Convex's {fieldType, optional} form: a schema stored in the
+    # earlier form is the same schema, and upgrading must not re-check every document
+    # (nor move the catalog version) on the first open.
+    from engine.encoding import decode, encode
+
+    schema = define_schema({"t": define_table({"m": v.record(v.string(), v.int64())})})
+    with Engine.open(tmp_path, schema=schema, durability="none") as db:
+        db.run(lambda ctx: ctx.db.insert("t", {"m": {"a": 1}}))
+        storage = db._db.storage
+        with storage.env.begin(write=True) as wtxn:
+            stored = decode(wtxn.get(b"schema", db=storage.meta))
+            values = stored["tables"]["t"]["validator"]["value"]["m"]["fieldType"]["values"]
+            stored["tables"]["t"]["validator"]["value"]["m"]["fieldType"]["values"] = values[
+                "fieldType"
+            ]
+            wtxn.put(b"schema", encode(stored), db=storage.meta)
+        with storage.env.begin() as rtxn:
+            before = (storage.head(rtxn), rtxn.get(b"schema_ts", db=storage.meta))
+    with Engine.open(tmp_path, schema=schema, durability="none") as db:
+        storage = db._db.storage
+        with storage.env.begin() as rtxn:
+            assert (storage.head(rtxn), rtxn.get(b"schema_ts", db=storage.meta)) == before
+        db.check()
