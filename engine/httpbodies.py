@@ -30,14 +30,23 @@ def _body(
     what: str,
     *,
     optional: bool = False,
+    read_all: Callable[[int], bytes | None] | None = None,
 ) -> bytes | Response:
     """The request body, or the error answer: 411 without ``Content-Length`` (unless
-    ``optional`` and the request announces no body at all), 400 for a bad length or a
-    body that ends early, 413 above ``max_size``."""
+    ``optional`` and the request announces no body at all, or the server can read a
+    body of unknown length to its end: ``read_all(n)``, None past ``n`` bytes), 400 for
+    a bad length or a body that ends early, 413 above ``max_size``."""
     value = header("Content-Length")
     if value is None:
         if optional and header("Transfer-Encoding") is None:
             return b""
+        if read_all is not None and header("Transfer-Encoding") is not None:
+            data = read_all(max_size)  # read now: only a request that will be served
+            if data is None:
+                return _error(
+                    413, "PayloadTooLarge", _too_large(max_size + 1, max_size, what, more=True)
+                )
+            return data
         return _error(411, "LengthRequired", f"{what} needs a Content-Length header.")
     length = _content_length(value)
     if length is None:
@@ -52,14 +61,16 @@ def _body(
     return data
 
 
-def _too_large(length: int, max_size: int, what: str) -> str:
-    """The 413 message for a body of ``length`` bytes over ``max_size``: Convex's
-    20 MiB limit when that is the cap (an HTTP action's body), else the server's."""
-    if what == "The request body" and max_size == httpactions.BODY_LIMIT:
+def _too_large(length: int, max_size: int, what: str, *, more: bool = False) -> str:
+    """The 413 message for a body of ``length`` bytes over ``max_size`` (``more``: of
+    unknown length, known to be longer): Convex's 20 MiB limit when that is the cap (an
+    HTTP action's body), else the server's."""
+    if what == "The request body" and max_size == httpactions.BODY_LIMIT and not more:
         return httpactions.too_large(length)
+    has = f"more than {max_size}" if more else str(length)
     return (
-        f"{what} has {length} bytes; this server takes at most {max_size} "
-        "(serve_http(max_upload_size=...))."
+        f"{what} has {has} bytes; this server takes at most {max_size} "
+        "(serve_http(max_upload_size=...), wsgi_app(max_upload_size=...))."
     )
 
 

@@ -69,6 +69,7 @@ def handle(
     *,
     headers: Callable[[], list[tuple[str, str]]] | None = None,
     url: str | None = None,
+    read_all: Callable[[int], bytes | None] | None = None,
 ) -> Response:
     """Answer one request, to the storage endpoints or an HTTP action, whatever server
     carries it.
@@ -78,7 +79,9 @@ def handle(
     ``n`` bytes of the request body (only called for an upload with a valid
     token, or a request an HTTP action will answer). ``headers()`` returns every
     request header and ``url`` is the request's absolute URL, both for HTTP actions
-    (defaults: none, and the engine's origin followed by ``target``).
+    (defaults: none, and the engine's origin followed by ``target``). ``read_all(n)``:
+    for a server that decoded a chunked body, its bytes read to the end (None past
+    ``n``), called where ``read_body`` would be.
 
     Paths under ``/api/storage/`` are the storage endpoints'; every other path goes to
     the HTTP actions' router when the engine has one (``Engine.open(http=...)`` or the
@@ -112,6 +115,7 @@ def handle(
             max_upload_size,
             headers,
             url,
+            read_all,
         )
     if method == "OPTIONS":
         return Response(
@@ -135,7 +139,7 @@ def handle(
                 if_none_match=header("If-None-Match"),
             )
         if method == "POST" and path == _UPLOAD:
-            return _upload(runtime, query, header, read_body, max_upload_size)
+            return _upload(runtime, query, header, read_body, max_upload_size, read_all)
     except EngineError as error:  # the engine closed, the disk failed, ...
         return _failed(runtime.db, error)
     if path.startswith(_PREFIX):  # an endpoint that exists, for other methods
@@ -159,12 +163,13 @@ def _http_action(
     max_size: int,
     headers: Callable[[], list[tuple[str, str]]] | None,
     url: str | None,
+    read_all: Callable[[int], bytes | None] | None = None,
 ) -> Response:
     """Answer a request with the HTTP action its route names (see :mod:`engine.httpactions`)."""
     body = b""
     if method not in ("GET", "HEAD", "OPTIONS"):  # Convex hands these no body
         cap = min(max_size, httpactions.BODY_LIMIT)
-        data = _body(header, read_body, cap, "The request body", optional=True)
+        data = _body(header, read_body, cap, "The request body", optional=True, read_all=read_all)
         if isinstance(data, Response):
             return data
         body = data

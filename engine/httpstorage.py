@@ -204,13 +204,14 @@ def _upload(
     header: Callable[[str], str | None],
     read_body: Callable[[int], bytes],
     max_upload_size: int,
+    read_all: Callable[[int], bytes | None] | None = None,
 ) -> Response:
     db = runtime.db
     token = parse_qs(query).get("token", [""])[0]
     why = files.check_upload_token(db, token) if token else "the upload URL has no token"
     if why is not None:
         return _error(401, "InvalidUploadToken", f"Invalid upload URL: {why}.")
-    data = _body(header, read_body, max_upload_size, "An upload")
+    data = _body(header, read_body, max_upload_size, "An upload", read_all=read_all)
     if isinstance(data, Response):
         return data
     try:

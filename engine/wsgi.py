@@ -9,10 +9,10 @@ connection limits are the host server's.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
 from wsgiref.util import application_uri, is_hop_by_hop
 
 from .errors import EngineError
@@ -38,6 +38,25 @@ def _escaped(path: str) -> str:
     for char, escape in _ESCAPED_AGAIN:
         raw = raw.replace(char, escape)
     return escape_raw_path(raw)
+
+
+def _raw_path(environ: dict[str, Any]) -> str | None:
+    """The request's path after the mount point as the client sent it, escaped as
+    ``serve_http`` escapes a raw path, when the server passes the raw target
+    (``RAW_URI``: gunicorn, werkzeug; ``REQUEST_URI``: uwsgi, werkzeug) and it agrees
+    with ``PATH_INFO``; None otherwise. ``PATH_INFO`` alone cannot tell a client's
+    ``%7C`` from its ``|``, which serve_http (and Convex) route apart."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not isinstance(raw, str) or not raw.startswith("/"):
+        return None
+    path = raw.partition("#")[0].partition("?")[0]
+    mount = str(environ.get("SCRIPT_NAME", ""))
+    if not path.startswith(mount):
+        return None  # an escaped or rewritten mount point: PATH_INFO it is
+    rest = path[len(mount) :]
+    if unquote_to_bytes(rest).decode("latin-1") != str(environ.get("PATH_INFO", "")):
+        return None  # middleware changed PATH_INFO: route what it says
+    return escape_raw_path((rest or "/").encode("latin-1", "replace"))
 
 
 def _reason(status: int) -> str:
@@ -109,11 +128,12 @@ class WsgiApp:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        # PATH_INFO is decoded (latin-1 text of the raw bytes): escaped again as
-        # serve_http escapes a raw path, it routes as the raw path does there (Convex
-        # routes on escaped pathnames). Its "%", "?", "#" and "\\" were escaped in the
-        # request (a client sends no raw one in a path), so they are again.
-        target = _escaped(str(environ.get("PATH_INFO", "") or "/"))
+        # The raw target when the server passes it; else PATH_INFO, which is decoded
+        # (latin-1 text of the raw bytes): escaped again as serve_http escapes a raw
+        # path, it routes as the raw path does there (Convex routes on escaped
+        # pathnames), except that an escape the client chose ("%7C" for "|") is lost.
+        # Its "%", "?", "#" and "\\" were escaped in the request, so they are again.
+        target = _raw_path(environ) or _escaped(str(environ.get("PATH_INFO", "") or "/"))
         if environ.get("QUERY_STRING"):
             # Raw bytes as Latin-1 text (PEP 3333): escaped as serve_http escapes a query.
             query = str(environ["QUERY_STRING"]).encode("latin-1", "replace")
@@ -121,15 +141,14 @@ class WsgiApp:
 
         stream = environ.get("wsgi.input")
         length = environ.get("CONTENT_LENGTH") or None
-        too_large = False
+        read_all: Callable[[int], bytes | None] | None = None
         chunked = length is None and environ.get("HTTP_TRANSFER_ENCODING") is not None
         if chunked and stream is not None and environ.get("wsgi.input_terminated"):
-            # The server decoded a chunked body and ends wsgi.input with it: read it to
-            # its end (capped), and give handle() its length.
-            data = _read_to_end(stream, self._max_upload_size)
-            too_large = data is None
-            if data is not None:
-                length, stream = str(len(data)), io.BytesIO(data)
+            # The server decoded a chunked body and ends wsgi.input with it: handle()
+            # reads it to its end (capped by the endpoint's limit) once it knows the
+            # request will be served (after the route and an upload's token).
+            def read_all(max_size: int) -> bytes | None:
+                return _read_to_end(stream, max_size)
 
         def header(name: str) -> str | None:
             key = name.upper().replace("-", "_")
@@ -160,13 +179,6 @@ class WsgiApp:
         if host is not None and not _valid_host(str(host)):
             # _url() would put it into the URL an HTTP action reads.
             response = _error(400, "BadRequest", f"The Host header {host!r} is not a host[:port].")
-        elif too_large:
-            response = _error(
-                413,
-                "PayloadTooLarge",
-                f"The request body has more than {self._max_upload_size} bytes; this app "
-                "takes at most that many (wsgi_app(max_upload_size=...)).",
-            )
         else:
             response = handle(
                 self._runtime,
@@ -177,6 +189,7 @@ class WsgiApp:
                 self._max_upload_size,
                 headers=headers,
                 url=_url(environ, target),
+                read_all=read_all,
             )
         # PEP 3333 forbids hop-by-hop headers to applications (wsgiref raises on one,
         # Proxy-Authenticate included): the host's server owns the connection.

@@ -1024,6 +1024,55 @@ def test_wsgi_takes_a_chunked_body_its_server_has_decoded(engine: Engine) -> Non
     assert (status, json.loads(body)["code"]) == (411, "LengthRequired")
 
 
+class _CountingBody:
+    """A decoded chunked body of ``size`` bytes, made as it is read; counts what was read."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.read_bytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        self.read_bytes += n
+        return b"x" * n
+
+
+def test_wsgi_reads_a_chunked_body_only_for_a_request_it_serves(engine: Engine) -> None:
+    # Found by review: wsgi_app read a decoded chunked body to its end (up to
+    # max_upload_size, 256 MiB) before routing: an upload with a forged token, or an
+    # HTTP action's body over Convex's 20 MiB, was held whole in memory first.
+    wsgi = engine.wsgi_app()
+
+    def post(target: str, body: _CountingBody) -> tuple[int, bytes]:
+        path, _, query = target.partition("?")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "HTTP_TRANSFER_ENCODING": "chunked",
+            "wsgi.input": body,
+        }
+        setup_testing_defaults(environ)
+        environ["wsgi.input_terminated"] = True
+        answer: list[int] = []
+
+        def start_response(status: str, pairs: Any, exc_info: Any = None) -> Any:
+            answer.append(int(status.split()[0]))
+            return lambda data: None
+
+        data = b"".join(wsgi(environ, start_response))
+        return answer[0], data
+
+    forged = _CountingBody(40 << 20)
+    status, _ = post("/api/storage/upload?token=forged", forged)
+    assert (status, forged.read_bytes) == (401, 0)
+    big = _CountingBody(40 << 20)
+    status, data = post("/echo/x", big)
+    assert (status, json.loads(data)["code"]) == (413, "PayloadTooLarge")
+    assert big.read_bytes <= (20 << 20) + (1 << 20)  # Convex's cap, plus one piece
+
+
 def test_fetch_escapes_and_routes_a_path_as_serve_http_does(
     engine: Engine, server: HttpServer
 ) -> None:
@@ -1064,6 +1113,50 @@ def test_wsgi_routes_a_path_as_serve_http_does(engine: Engine, server: HttpServe
         status, _, body = over_wsgi(engine.wsgi_app(), "GET", path_info, b"", {})
         assert status == 200, body
         assert json.loads(body)["path"] == served["path"] == wire, wire
+
+
+def test_wsgi_routes_on_the_raw_target_when_the_server_passes_it(
+    engine: Engine, server: HttpServer
+) -> None:
+    # Found by review: PATH_INFO is decoded, so a client's "%7C" (encodeURIComponent's
+    # "|") reached wsgi_app as "|" and routed as "/a|b", where serve_http (and Convex)
+    # route "/a%7Cb". gunicorn and werkzeug pass the raw target as RAW_URI, uwsgi as
+    # REQUEST_URI: it is used when it agrees with PATH_INFO.
+    wsgi = engine.wsgi_app()
+    for wire in ("/echo/a%7Cb", "/echo/a|b", "/echo/a%2Fb", "/echo/caf%C3%A9", "/echo/a%zz"):
+        received = _raw_exchange(
+            server,
+            b"GET " + wire.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        )
+        served = json.loads(received.partition(b"\r\n\r\n")[2])["path"]
+        path_info = urllib.parse.unquote_to_bytes(wire).decode("latin-1")
+        for key in ("RAW_URI", "REQUEST_URI"):
+            status, _, body = over_wsgi_raw(wsgi, path_info, {key: "/mount" + wire + "?q=1"})
+            assert status == 200, body
+            assert json.loads(body)["path"] == served, (wire, key)
+    # A PATH_INFO some middleware rewrote is routed as it says, not as the raw target.
+    status, _, body = over_wsgi_raw(wsgi, "/echo/other", {"RAW_URI": "/mount/echo/a%7Cb"})
+    assert (status, json.loads(body)["path"]) == (200, "/echo/other")
+
+
+def over_wsgi_raw(wsgi: Any, path_info: str, extra: dict[str, str]) -> Answer:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "/mount",
+        "PATH_INFO": path_info,
+        "QUERY_STRING": "q=1",
+        "wsgi.input": io.BytesIO(b""),
+        **extra,
+    }
+    setup_testing_defaults(environ)
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, pairs: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        answer["status"] = int(status.split()[0])
+        return lambda data: None
+
+    data = b"".join(wsgi(environ, start_response))
+    return answer["status"], {}, data
 
 
 def test_fetch_refuses_a_path_with_a_lone_surrogate(engine: Engine) -> None:
