@@ -20,7 +20,10 @@ Guarantees (Convex's):
 - **A scheduled action runs at most once.** A transaction claims the job
   (``pending`` → ``inProgress``) before the action starts; the action's
   outcome is written after it ends (``success`` or ``failed``; a system error
-  writing it is retried with backoff, the action is not).
+  writing it is retried with backoff, the action is not). An action that cannot be
+  started once claimed is recorded ``failed`` with the transient error (the cause is
+  logged); the loop's thread starts before the claim, so a thread that cannot start
+  leaves the job pending.
 - **Bounded parallelism.** The background worker runs at most
   :attr:`Executor.max_running_actions` actions at once; at the cap it stops claiming
   until one ends (Convex's ``SCHEDULED_JOB_EXECUTION_PARALLELISM``).
@@ -553,23 +556,57 @@ class Executor:
                 return None
             self._claiming += 1
         try:
+            # On the executor's loop even for finish_*, which waits for it: close() then
+            # waits for it (and cancels it after shutdown_timeout) as for the worker's.
+            # Started before the claim: a loop whose thread cannot start leaves the job
+            # pending for a later pass, not claimed with nothing to run it.
+            loop = self._action_loop()
             try:
                 job = self._db.run(claim, writable=True, source=f"Scheduled action {name}")[0]
             except OptimisticConcurrencyControlFailure:
                 return None  # another executor keeps winning it; a later pass looks again
             if job is None:
                 return None
-            run = self._action(job_id, name, function, job["args"][0])
-            # On the executor's loop even for finish_*, which waits for it: close() then
-            # waits for it (and cancels it after shutdown_timeout) as for the worker's.
-            loop = self._action_loop()
-            with self._idle:  # registered before the task can end and unregister itself
-                future = self._running[job_id] = asyncio.run_coroutine_threadsafe(run, loop)
+            run: Coroutine[Any, Any, BaseException | None] | None = None
+            try:
+                run = self._action(job_id, name, function, job["args"][0])
+                with self._idle:  # registered before the task can end and unregister itself
+                    future = self._running[job_id] = asyncio.run_coroutine_threadsafe(run, loop)
+            except BaseException as error:
+                if job_id in self._running:
+                    raise  # handed to the loop: its task records its outcome
+                if run is not None:
+                    run.close()  # never handed to the loop
+                return self._not_started(job_id, name, error)
             return future
         finally:
             with self._idle:
                 self._claiming -= 1
                 self._idle.notify_all()
+
+    def _not_started(
+        self, job_id: str, name: str, error: BaseException
+    ) -> concurrent.futures.Future[BaseException | None]:
+        """Record a claimed action that could not be started (its stored arguments are
+        not ``[argsObject]``, the loop refused its task) ``failed`` with Convex's
+        transient error, as Convex does with an action its executor failed to run (the
+        system's fault, not the action's); the cause is logged. Returns the job's future,
+        already done; re-raises what is not an ``Exception`` (Ctrl-C in finish_*), once
+        recorded."""
+        _log.error(
+            "Scheduled action %s (job %s) could not be started after its claim; recorded "
+            "failed with %r.",
+            name,
+            job_id,
+            TRANSIENT_ACTION_ERROR,
+            exc_info=(type(error), error, error.__traceback__),
+        )
+        self._complete(job_id, ("inProgress",), _TRANSIENT)
+        if not isinstance(error, Exception):
+            raise error
+        future: concurrent.futures.Future[BaseException | None] = concurrent.futures.Future()
+        future.set_result(None)
+        return future
 
     def _finished(self, job_id: str) -> None:
         with self._idle:
@@ -583,10 +620,15 @@ class Executor:
             loop = self._loop
             if loop is None:
                 loop = asyncio.new_event_loop()
-                self._loop_thread = threading.Thread(
+                thread = threading.Thread(
                     target=loop.run_forever, name="convexlite-scheduled-actions", daemon=True
                 )
-                self._loop_thread.start()
+                try:
+                    thread.start()
+                except BaseException:  # no thread to be had: a later call tries again
+                    loop.close()
+                    raise
+                self._loop_thread = thread
                 self._loop = loop  # published once its thread runs it
             return loop
 

@@ -1005,14 +1005,14 @@ def test_close_waits_for_an_action_claimed_but_not_yet_started_on_another_thread
 
     claimed = threading.Event()
     release = threading.Event()
-    real_action_loop = Executor._action_loop
+    real_action = Executor._action
 
-    def gated_action_loop(self: Executor) -> Any:  # between the claim and the registration
+    def gated_action(self: Executor, *args: Any) -> Any:  # between the claim and the registration
         claimed.set()
         assert release.wait(10)
-        return real_action_loop(self)
+        return real_action(self, *args)
 
-    monkeypatch.setattr(Executor, "_action_loop", gated_action_loop)
+    monkeypatch.setattr(Executor, "_action", gated_action)
     engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
     job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.0}))
     errors: list[BaseException] = []
@@ -1084,3 +1084,72 @@ def test_actions_started_on_two_threads_at_once_share_one_loop(
     engine.close()
     assert len(made) == 1
     assert loop_threads() == before
+
+
+def test_an_action_whose_event_loop_cannot_start_is_left_pending(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by hunt: the job was claimed (inProgress) before the actions' event-loop thread
+    # was started; when that thread could not start, the error escaped with the job left
+    # inProgress and nothing running it, until some later lone start failed orphans.
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name == "convexlite-scheduled-actions":
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        job_id = engine.mutation(jobs.schedule_action, {"text": "x"})
+        monkeypatch.setattr(threading.Thread, "start", start)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            engine.finish_scheduled_functions(timeout=2)
+        monkeypatch.undo()
+        assert job(engine, job_id)["state"] == {"kind": "pending"}  # nothing ran: not claimed
+        assert engine.finish_scheduled_functions(timeout=2) == 1
+        assert job(engine, job_id)["state"] == {"kind": "success"}
+        assert engine.query(jobs.notes) == ["action:x"]
+
+
+@pytest.mark.parametrize("fault", ["stored args not [argsObject]", "loop refuses the task"])
+def test_an_action_that_cannot_start_after_its_claim_is_recorded_failed(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fault: str
+) -> None:
+    # Found by hunt: an error between the claim's commit and the action's start (stored
+    # args without [0], the loop refusing the task) escaped finish_*() (or a worker's
+    # pass) and left the job inProgress with nothing running it. Convex records an action
+    # its executor failed to run as failed with the transient error; the cause is logged.
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        broken = engine.mutation(jobs.schedule_action, {"text": "broken"})
+        after = engine.run(
+            lambda ctx: ctx.scheduler.run_after(0.001, jobs.note_from_action, {"text": "after"})
+        )
+        if fault == "stored args not [argsObject]":
+            engine.run(lambda ctx: patch_job(ctx._txn, broken, {"args": []}))
+        else:
+            real = asyncio.run_coroutine_threadsafe
+
+            def refuse(coro: Any, loop: Any) -> Any:
+                if broken in str(coro.cr_frame.f_locals.get("job_id", "")):
+                    coro.close()
+                    raise RuntimeError("Event loop is closed (simulated)")
+                return real(coro, loop)
+
+            monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", refuse)
+        time.sleep(0.002)
+        with caplog.at_level(logging.ERROR, logger="engine.scheduler"):
+            assert engine.finish_scheduled_functions(timeout=2) == 2
+        monkeypatch.undo()
+        assert job(engine, broken)["state"] == {
+            "kind": "failed",
+            "error": "Transient error while executing action",
+        }
+        assert job(engine, broken)["completedTime"] > 0
+        assert job(engine, after)["state"] == {"kind": "success"}  # the pass went on
+        assert engine.query(jobs.notes) == ["action:after"]
+        [record] = [r for r in caplog.records if broken in r.getMessage()]
+        assert "could not be started" in record.getMessage()
+        assert record.exc_info is not None
+        if fault == "stored args not [argsObject]":
+            engine.run(lambda ctx: patch_job(ctx._txn, broken, {"args": [{"text": "broken"}]}))
+        engine.check()
