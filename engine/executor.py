@@ -153,39 +153,69 @@ class Executor:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop the worker, let running actions end (bounded), release the lock. Idempotent."""
+        """Stop the worker, let running actions end (bounded), release the lock. Idempotent.
+
+        The loop, the commit listener and the lock are released whatever happens before
+        (a late job's failure that cannot be recorded is logged, the others are still
+        recorded).
+        """
         if self._stopping:
             return
         self._stopping = True
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-        with self._idle:
-            # A claim under way (finish_* on another thread) has committed, or may commit,
-            # its job inProgress: wait until its action is registered in _running as well.
-            if not self._idle.wait_for(
-                lambda: not self._running and not self._claiming, self.shutdown_timeout
-            ):
-                for future in self._running.values():
-                    future.cancel()  # cancels the task: it records the transient error
-                self._idle.wait_for(lambda: not self._running and not self._claiming, 5.0)
-            late = list(self._running)
-        for job_id in late:  # cancelled before it started, or stuck: never finished
-            self._complete(job_id, ("inProgress",), _TRANSIENT)
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            assert self._loop_thread is not None
-            self._loop_thread.join(5.0)
-            if not self._loop_thread.is_alive():
-                loop.close()
         try:
-            self._db.listeners.remove(self._on_commit)
-        except ValueError:
-            pass
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = None
+            if self._thread is not None:
+                self._thread.join()
+            with self._idle:
+                # A claim under way (finish_* on another thread) has committed, or may
+                # commit, its job inProgress: wait until its action is registered as well.
+                if not self._idle.wait_for(
+                    lambda: not self._running and not self._claiming, self.shutdown_timeout
+                ):
+                    for future in self._running.values():
+                        future.cancel()  # cancels the task: it records the transient error
+                    self._idle.wait_for(
+                        lambda: not self._running and not self._claiming, _CANCEL_GRACE
+                    )
+                late = list(self._running)
+            for job_id in late:  # cancelled before it started, or stuck: never finished
+                self._fail_late(job_id)
+        finally:
+            self._release()
+
+    def _fail_late(self, job_id: str) -> None:
+        """Record an action that did not end in time ``failed`` with the transient error;
+        if even that fails (after :meth:`_complete`'s retries), log it: the job stays
+        ``inProgress`` until an executor starts alone on the folder."""
+        try:
+            self._complete(job_id, ("inProgress",), _TRANSIENT)
+        except Exception:
+            _log.exception(
+                "Could not record the failure of scheduled action job %s, stopped at "
+                "close; it stays inProgress until an executor starts with no other alive "
+                "on the folder (which fails it).",
+                job_id,
+            )
+
+    def _release(self) -> None:
+        """stop()'s last steps, each one even when one before it fails: stop the actions'
+        loop, remove the commit listener, release the lock."""
+        try:
+            loop = self._loop
+            if loop is not None:
+                loop.call_soon_threadsafe(loop.stop)
+                assert self._loop_thread is not None
+                self._loop_thread.join(_CANCEL_GRACE)
+                if not self._loop_thread.is_alive():
+                    loop.close()
+        finally:
+            try:
+                self._db.listeners.remove(self._on_commit)
+            except ValueError:
+                pass
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
 
     def forked_away(self) -> None:
         """In a fork child: drop the inherited descriptor of the parent's lock, unlocked.
@@ -671,6 +701,10 @@ class Executor:
 
 
 _TRANSIENT: dict[str, Any] = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
+
+#: Seconds close() waits for cancelled actions to end, then for the loop's thread to stop
+#: (an action that ignores its cancellation, or blocks the loop, is then left behind).
+_CANCEL_GRACE = 5.0
 
 
 #: In-place retries of a scheduled mutation that failed on a system error, with backoff

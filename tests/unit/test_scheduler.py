@@ -1153,3 +1153,48 @@ def test_an_action_that_cannot_start_after_its_claim_is_recorded_failed(
         if fault == "stored args not [argsObject]":
             engine.run(lambda ctx: patch_job(ctx._txn, broken, {"args": [{"text": "broken"}]}))
         engine.check()
+
+
+def test_close_cleans_up_when_recording_a_late_actions_failure_fails(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by hunt: when recording the failure of an action that outlived its
+    # cancellation raised (a StorageError after the retries), the rest of close() was
+    # skipped: the actions' loop ran on, the commit listener stayed, and the scheduler
+    # lock stayed held, so no later executor found itself alone to fail the orphan.
+    import concurrent.futures
+
+    from engine import StorageError, executor
+
+    engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    runner = engine._executor
+    assert runner is not None
+    db = engine._db
+    runner.shutdown_timeout = 0.05
+    monkeypatch.setattr(executor, "_CANCEL_GRACE", 0.05, raising=False)
+    job_id = engine.run(
+        lambda ctx: ctx.scheduler.run_after(0, jobs.note_from_action, {"text": "x"})
+    )
+    engine.run(lambda ctx: patch_job(ctx._txn, job_id, {"state": {"kind": "inProgress"}}))
+    runner._action_loop()
+    loop_thread = runner._loop_thread
+    assert loop_thread is not None
+    runner._running[job_id] = concurrent.futures.Future()  # an action that never ends
+
+    def failing_complete(*args: Any) -> bool:
+        raise StorageError("LMDB error: Input/output error (simulated)")
+
+    monkeypatch.setattr(runner, "_complete", failing_complete)
+    with caplog.at_level(logging.ERROR, logger="engine.scheduler"):
+        engine.close()
+    assert any(job_id in r.getMessage() for r in caplog.records)
+    loop_thread.join(2)
+    assert not loop_thread.is_alive()
+    assert runner._on_commit not in db.listeners
+    assert runner._lock_fd is None
+    # The lock is released: the next executor is alone and fails the orphan.
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+        assert job(again, job_id)["state"] == {
+            "kind": "failed",
+            "error": "Transient error while executing action",
+        }
