@@ -49,7 +49,8 @@ finds itself alone.
 Close: the worker finishes the job in hand (a mutation job's transaction
 commits or is discarded, never half-applied), running actions get
 :attr:`Executor.shutdown_timeout` seconds to end, then are cancelled and marked
-failed with the transient error.
+failed with the transient error (a ``CancelledError`` the action raises itself, not
+from the executor's cancel, is the action's own failure).
 """
 
 from __future__ import annotations
@@ -134,6 +135,9 @@ class Executor:
         self._loop_thread: threading.Thread | None = None
         #: Scheduled actions started on the loop and not yet recorded as finished.
         self._running: dict[str, concurrent.futures.Future[BaseException | None]] = {}
+        #: Jobs whose action this executor cancelled (close(), Ctrl-C in finish_*): their
+        #: CancelledError is the transient error, any other is the action's own failure.
+        self._cancelled: set[str] = set()
         #: Claims of actions under way (claimed or being claimed, not yet in ``_running``):
         #: close() waits for them too, and none starts once it has begun.
         self._claiming = 0
@@ -172,8 +176,8 @@ class Executor:
                 if not self._idle.wait_for(
                     lambda: not self._running and not self._claiming, self.shutdown_timeout
                 ):
-                    for future in self._running.values():
-                        future.cancel()  # cancels the task: it records the transient error
+                    for job_id in list(self._running):
+                        self._cancel(job_id)  # its task records the transient error
                     self._idle.wait_for(
                         lambda: not self._running and not self._claiming, _CANCEL_GRACE
                     )
@@ -556,7 +560,8 @@ class Executor:
         except concurrent.futures.CancelledError:  # close() cancelled it before it began
             raise closed_error() from None
         except BaseException:  # Ctrl-C while waiting: the action is cancelled, and recorded
-            future.cancel()
+            with self._idle:
+                self._cancel(job_id)
             raise
         if isinstance(error, KeyboardInterrupt):
             raise error  # Ctrl-C in finish_*: recorded as the job's failure, then stops
@@ -638,11 +643,20 @@ class Executor:
         future.set_result(None)
         return future
 
+    def _cancel(self, job_id: str) -> None:
+        """Cancel a running action's task (call with ``_idle`` held); marked first, so
+        its CancelledError is told from one the action raised itself."""
+        future = self._running.get(job_id)
+        if future is not None:
+            self._cancelled.add(job_id)
+            future.cancel()
+
     def _finished(self, job_id: str) -> None:
         with self._idle:
             if len(self._running) >= self.max_running_actions:
                 self._wake.set()  # the worker stopped at the cap: room for one more
             self._running.pop(job_id, None)
+            self._cancelled.discard(job_id)
             self._idle.notify_all()
 
     def _action_loop(self) -> asyncio.AbstractEventLoop:
@@ -680,8 +694,12 @@ class Executor:
                 refuse_awaited_result(name, result)
                 runtime.check_result(name, function, result)
                 state = {"kind": "success"}
-            except asyncio.CancelledError:  # close() cancelled it
-                state = _TRANSIENT
+            except asyncio.CancelledError as error:
+                if job_id in self._cancelled:  # close(), or Ctrl-C in finish_*, cancelled it
+                    state = _TRANSIENT
+                else:  # raised by the action's own code: its failure, as any error it throws
+                    state = _failed(error)
+                    _log_failure("action", name, job_id, error)
             except Exception as error:
                 state = _failed(error)
                 _log_failure("action", name, job_id, error)

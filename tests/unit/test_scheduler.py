@@ -1198,3 +1198,42 @@ def test_close_cleans_up_when_recording_a_late_actions_failure_fails(
             "kind": "failed",
             "error": "Transient error while executing action",
         }
+
+
+@pytest.mark.parametrize(
+    ("action", "error"),
+    [
+        ("raise_cancelled_error", "Uncaught CancelledError: the action gave up"),
+        ("await_a_cancelled_task", "Uncaught CancelledError: "),
+    ],
+)
+def test_an_action_raising_cancelled_error_itself_fails_with_its_error(
+    engine: Engine, action: str, error: str
+) -> None:
+    # Found by hunt: any CancelledError was taken for close()'s cancellation and recorded
+    # as Convex's "Transient error while executing action" (the system's fault); raised by
+    # the action's own code it is the action's failure, as any error it throws.
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, getattr(jobs, action)))
+    assert engine.finish_scheduled_functions(timeout=2) == 1
+    assert job(engine, job_id)["state"] == {"kind": "failed", "error": error}
+
+
+def test_ctrl_c_while_finish_waits_for_an_action_cancels_it_as_a_transient_failure(
+    engine: Engine,
+) -> None:
+    # The executor's own cancellation (here: Ctrl-C in finish_*) stays the transient error.
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGINT is delivered to the main thread")
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 30.0}))
+    ctrl_c = threading.Timer(
+        0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+    )
+    ctrl_c.start()
+    with pytest.raises(KeyboardInterrupt):
+        engine.finish_scheduled_functions()
+    ctrl_c.join()
+    wait_until(lambda: job(engine, job_id)["state"]["kind"] == "failed")
+    assert job(engine, job_id)["state"]["error"] == "Transient error while executing action"
+    assert engine.query(jobs.notes) == []
