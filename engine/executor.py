@@ -161,31 +161,48 @@ class Executor:
 
         The loop, the commit listener and the lock are released whatever happens before
         (a late job's failure that cannot be recorded is logged, the others are still
-        recorded).
+        recorded). Interrupted (Ctrl-C) while it waits, it cancels the running actions
+        all the same, records them and releases everything, then re-raises.
         """
         if self._stopping:
             return
         self._stopping = True
         self._wake.set()
         try:
-            if self._thread is not None:
-                self._thread.join()
-            with self._idle:
-                # A claim under way (finish_* on another thread) has committed, or may
-                # commit, its job inProgress: wait until its action is registered as well.
-                if not self._idle.wait_for(
-                    lambda: not self._running and not self._claiming, self.shutdown_timeout
-                ):
-                    for job_id in list(self._running):
-                        self._cancel(job_id)  # its task records the transient error
-                    self._idle.wait_for(
-                        lambda: not self._running and not self._claiming, _CANCEL_GRACE
-                    )
-                late = list(self._running)
-            for job_id in late:  # cancelled before it started, or stuck: never finished
-                self._fail_late(job_id)
+            try:
+                if self._thread is not None:
+                    self._thread.join()
+                with self._idle:
+                    # A claim under way (finish_* on another thread) has committed, or may
+                    # commit, its job inProgress: wait until its action is registered too.
+                    if not self._idle.wait_for(
+                        lambda: not self._running and not self._claiming, self.shutdown_timeout
+                    ):
+                        self._cancel_all()
+            except BaseException:  # Ctrl-C while it waited: the actions are cancelled anyway
+                with self._idle:
+                    self._cancel_all()
+                raise
+            finally:
+                with self._idle:
+                    late = list(self._running)
+                for job_id in late:  # cancelled before it started, or stuck: never finished
+                    self._fail_late(job_id)
         finally:
             self._release()
+
+    def _cancel_all(self) -> None:
+        """Cancel every running action (call with ``_idle`` held; each task records the
+        transient error) and wait up to :data:`_CANCEL_GRACE` for them to end, cancelling
+        the actions of claims under way as they register."""
+
+        def ended() -> bool:
+            for job_id in list(self._running):
+                if job_id not in self._cancelled:
+                    self._cancel(job_id)
+            return not self._running and not self._claiming
+
+        self._idle.wait_for(ended, _CANCEL_GRACE)
 
     def _fail_late(self, job_id: str) -> None:
         """Record an action that did not end in time ``failed`` with the transient error;

@@ -1237,3 +1237,39 @@ def test_ctrl_c_while_finish_waits_for_an_action_cancels_it_as_a_transient_failu
     wait_until(lambda: job(engine, job_id)["state"]["kind"] == "failed")
     assert job(engine, job_id)["state"]["error"] == "Transient error while executing action"
     assert engine.query(jobs.notes) == []
+
+
+def test_a_close_interrupted_while_it_waits_for_actions_cancels_them_and_stops_the_loop(
+    db_path: Path,
+) -> None:
+    # Found by hunt: Ctrl-C while close() waited for running scheduled actions released
+    # the folder but left the actions running on the loop's (daemon) thread, and their
+    # jobs inProgress with the lock still held, so no executor failed them.
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGINT is delivered to the main thread")
+    engine = Engine.open(db_path, functions=app, durability="none")
+    runner = engine._executor
+    assert runner is not None
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 30.0}))
+    wait_until(lambda: job(engine, job_id)["state"]["kind"] == "inProgress")
+    loop_thread = runner._loop_thread
+    assert loop_thread is not None
+    ctrl_c = threading.Timer(
+        0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+    )
+    start = time.monotonic()
+    ctrl_c.start()
+    with pytest.raises(KeyboardInterrupt):
+        engine.close()  # waits up to shutdown_timeout (10 s) for the action
+    assert time.monotonic() - start < 3.0
+    ctrl_c.join()
+    assert not loop_thread.is_alive()
+    assert runner._lock_fd is None
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+        assert job(again, job_id)["state"] == {
+            "kind": "failed",
+            "error": "Transient error while executing action",
+        }
+        assert again.query(jobs.notes) == []
