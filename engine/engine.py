@@ -175,8 +175,9 @@ class Engine:
         scheduled actions get ``engine.executor.Executor.shutdown_timeout`` seconds). The last
         close ends the subscriptions, then waits for the calls other threads
         are running to finish; calls made after it raise ``EngineError``. Interrupted
-        (Ctrl-C) while it waits for scheduled actions, it still closes the handle's HTTP
-        servers and releases the folder.
+        (Ctrl-C) while it waits for scheduled actions, it still cancels them (recorded
+        failed with the transient error), stops their event loop, closes the handle's HTTP
+        servers and releases the folder, then re-raises.
 
         Raises :class:`EngineError` when called from inside a running query or
         mutation, or from a scheduled action of this engine (it would wait for itself).

@@ -20,7 +20,10 @@ Guarantees (Convex's):
 - **A scheduled action runs at most once.** A transaction claims the job
   (``pending`` → ``inProgress``) before the action starts; the action's
   outcome is written after it ends (``success`` or ``failed``; a system error
-  writing it is retried with backoff, the action is not).
+  writing it is retried with backoff, the action is not). An action that cannot be
+  started once claimed is recorded ``failed`` with the transient error (the cause is
+  logged); the loop's thread starts before the claim, so a thread that cannot start
+  leaves the job pending.
 - **Bounded parallelism.** The background worker runs at most
   :attr:`Executor.max_running_actions` actions at once; at the cap it stops claiming
   until one ends (Convex's ``SCHEDULED_JOB_EXECUTION_PARALLELISM``).
@@ -46,7 +49,8 @@ finds itself alone.
 Close: the worker finishes the job in hand (a mutation job's transaction
 commits or is discarded, never half-applied), running actions get
 :attr:`Executor.shutdown_timeout` seconds to end, then are cancelled and marked
-failed with the transient error.
+failed with the transient error (a ``CancelledError`` the action raises itself, not
+from the executor's cancel, is the action's own failure).
 """
 
 from __future__ import annotations
@@ -131,6 +135,9 @@ class Executor:
         self._loop_thread: threading.Thread | None = None
         #: Scheduled actions started on the loop and not yet recorded as finished.
         self._running: dict[str, concurrent.futures.Future[BaseException | None]] = {}
+        #: Jobs whose action this executor cancelled (close(), Ctrl-C in finish_*): their
+        #: CancelledError is the transient error, any other is the action's own failure.
+        self._cancelled: set[str] = set()
         #: Claims of actions under way (claimed or being claimed, not yet in ``_running``):
         #: close() waits for them too, and none starts once it has begun.
         self._claiming = 0
@@ -150,39 +157,86 @@ class Executor:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop the worker, let running actions end (bounded), release the lock. Idempotent."""
+        """Stop the worker, let running actions end (bounded), release the lock. Idempotent.
+
+        The loop, the commit listener and the lock are released whatever happens before
+        (a late job's failure that cannot be recorded is logged, the others are still
+        recorded). Interrupted (Ctrl-C) while it waits, it cancels the running actions
+        all the same, records them and releases everything, then re-raises.
+        """
         if self._stopping:
             return
         self._stopping = True
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-        with self._idle:
-            # A claim under way (finish_* on another thread) has committed, or may commit,
-            # its job inProgress: wait until its action is registered in _running as well.
-            if not self._idle.wait_for(
-                lambda: not self._running and not self._claiming, self.shutdown_timeout
-            ):
-                for future in self._running.values():
-                    future.cancel()  # cancels the task: it records the transient error
-                self._idle.wait_for(lambda: not self._running and not self._claiming, 5.0)
-            late = list(self._running)
-        for job_id in late:  # cancelled before it started, or stuck: never finished
-            self._complete(job_id, ("inProgress",), _TRANSIENT)
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            assert self._loop_thread is not None
-            self._loop_thread.join(5.0)
-            if not self._loop_thread.is_alive():
-                loop.close()
         try:
-            self._db.listeners.remove(self._on_commit)
-        except ValueError:
-            pass
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = None
+            try:
+                if self._thread is not None:
+                    self._thread.join()
+                with self._idle:
+                    # A claim under way (finish_* on another thread) has committed, or may
+                    # commit, its job inProgress: wait until its action is registered too.
+                    if not self._idle.wait_for(
+                        lambda: not self._running and not self._claiming, self.shutdown_timeout
+                    ):
+                        self._cancel_all()
+            except BaseException:  # Ctrl-C while it waited: the actions are cancelled anyway
+                with self._idle:
+                    self._cancel_all()
+                raise
+            finally:
+                with self._idle:
+                    late = list(self._running)
+                for job_id in late:  # cancelled before it started, or stuck: never finished
+                    self._fail_late(job_id)
+        finally:
+            self._release()
+
+    def _cancel_all(self) -> None:
+        """Cancel every running action (call with ``_idle`` held; each task records the
+        transient error) and wait up to :data:`_CANCEL_GRACE` for them to end, cancelling
+        the actions of claims under way as they register."""
+
+        def ended() -> bool:
+            for job_id in list(self._running):
+                if job_id not in self._cancelled:
+                    self._cancel(job_id)
+            return not self._running and not self._claiming
+
+        self._idle.wait_for(ended, _CANCEL_GRACE)
+
+    def _fail_late(self, job_id: str) -> None:
+        """Record an action that did not end in time ``failed`` with the transient error;
+        if even that fails (after :meth:`_complete`'s retries), log it: the job stays
+        ``inProgress`` until an executor starts alone on the folder."""
+        try:
+            self._complete(job_id, ("inProgress",), _TRANSIENT)
+        except Exception:
+            _log.exception(
+                "Could not record the failure of scheduled action job %s, stopped at "
+                "close; it stays inProgress until an executor starts with no other alive "
+                "on the folder (which fails it).",
+                job_id,
+            )
+
+    def _release(self) -> None:
+        """stop()'s last steps, each one even when one before it fails: stop the actions'
+        loop, remove the commit listener, release the lock."""
+        try:
+            loop = self._loop
+            if loop is not None:
+                loop.call_soon_threadsafe(loop.stop)
+                assert self._loop_thread is not None
+                self._loop_thread.join(_CANCEL_GRACE)
+                if not self._loop_thread.is_alive():
+                    loop.close()
+        finally:
+            try:
+                self._db.listeners.remove(self._on_commit)
+            except ValueError:
+                pass
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
 
     def forked_away(self) -> None:
         """In a fork child: drop the inherited descriptor of the parent's lock, unlocked.
@@ -535,7 +589,8 @@ class Executor:
         except concurrent.futures.CancelledError:  # close() cancelled it before it began
             raise closed_error() from None
         except BaseException:  # Ctrl-C while waiting: the action is cancelled, and recorded
-            future.cancel()
+            with self._idle:
+                self._cancel(job_id)
             raise
         if isinstance(error, KeyboardInterrupt):
             raise error  # Ctrl-C in finish_*: recorded as the job's failure, then stops
@@ -565,29 +620,72 @@ class Executor:
                 return None
             self._claiming += 1
         try:
+            # On the executor's loop even for finish_*, which waits for it: close() then
+            # waits for it (and cancels it after shutdown_timeout) as for the worker's.
+            # Started before the claim: a loop whose thread cannot start leaves the job
+            # pending for a later pass, not claimed with nothing to run it.
+            loop = self._action_loop()
             try:
                 job = self._db.run(claim, writable=True, source=f"Scheduled action {name}")[0]
             except OptimisticConcurrencyControlFailure:
                 return None  # another executor keeps winning it; a later pass looks again
             if job is None:
                 return None
-            run = self._action(job_id, name, function, job["args"][0])
-            # On the executor's loop even for finish_*, which waits for it: close() then
-            # waits for it (and cancels it after shutdown_timeout) as for the worker's.
-            loop = self._action_loop()
-            with self._idle:  # registered before the task can end and unregister itself
-                future = self._running[job_id] = asyncio.run_coroutine_threadsafe(run, loop)
+            run: Coroutine[Any, Any, BaseException | None] | None = None
+            try:
+                run = self._action(job_id, name, function, job["args"][0])
+                with self._idle:  # registered before the task can end and unregister itself
+                    future = self._running[job_id] = asyncio.run_coroutine_threadsafe(run, loop)
+            except BaseException as error:
+                if job_id in self._running:
+                    raise  # handed to the loop: its task records its outcome
+                if run is not None:
+                    run.close()  # never handed to the loop
+                return self._not_started(job_id, name, error)
             return future
         finally:
             with self._idle:
                 self._claiming -= 1
                 self._idle.notify_all()
 
+    def _not_started(
+        self, job_id: str, name: str, error: BaseException
+    ) -> concurrent.futures.Future[BaseException | None]:
+        """Record a claimed action that could not be started (its stored arguments are
+        not ``[argsObject]``, the loop refused its task) ``failed`` with Convex's
+        transient error, as Convex does with an action its executor failed to run (the
+        system's fault, not the action's); the cause is logged. Returns the job's future,
+        already done; re-raises what is not an ``Exception`` (Ctrl-C in finish_*), once
+        recorded."""
+        _log.error(
+            "Scheduled action %s (job %s) could not be started after its claim; recorded "
+            "failed with %r.",
+            name,
+            job_id,
+            TRANSIENT_ACTION_ERROR,
+            exc_info=(type(error), error, error.__traceback__),
+        )
+        self._complete(job_id, ("inProgress",), _TRANSIENT)
+        if not isinstance(error, Exception):
+            raise error
+        future: concurrent.futures.Future[BaseException | None] = concurrent.futures.Future()
+        future.set_result(None)
+        return future
+
+    def _cancel(self, job_id: str) -> None:
+        """Cancel a running action's task (call with ``_idle`` held); marked first, so
+        its CancelledError is told from one the action raised itself."""
+        future = self._running.get(job_id)
+        if future is not None:
+            self._cancelled.add(job_id)
+            future.cancel()
+
     def _finished(self, job_id: str) -> None:
         with self._idle:
             if len(self._running) >= self.max_running_actions:
                 self._wake.set()  # the worker stopped at the cap: room for one more
             self._running.pop(job_id, None)
+            self._cancelled.discard(job_id)
             self._idle.notify_all()
 
     def _action_loop(self) -> asyncio.AbstractEventLoop:
@@ -595,10 +693,15 @@ class Executor:
             loop = self._loop
             if loop is None:
                 loop = asyncio.new_event_loop()
-                self._loop_thread = threading.Thread(
+                thread = threading.Thread(
                     target=loop.run_forever, name="convexlite-scheduled-actions", daemon=True
                 )
-                self._loop_thread.start()
+                try:
+                    thread.start()
+                except BaseException:  # no thread to be had: a later call tries again
+                    loop.close()
+                    raise
+                self._loop_thread = thread
                 self._loop = loop  # published once its thread runs it
             return loop
 
@@ -620,8 +723,12 @@ class Executor:
                 result = refuse_awaited_result(name, result)
                 runtime.check_result(name, function, result)
                 state = {"kind": "success"}
-            except asyncio.CancelledError:  # close() cancelled it
-                state = _TRANSIENT
+            except asyncio.CancelledError as error:
+                if job_id in self._cancelled:  # close(), or Ctrl-C in finish_*, cancelled it
+                    state = _TRANSIENT
+                else:  # raised by the action's own code: its failure, as any error it throws
+                    state = _failed(error)
+                    _log_failure("action", name, job_id, error)
             except Exception as error:
                 state = _failed(error)
                 _log_failure("action", name, job_id, error)
@@ -641,6 +748,10 @@ class Executor:
 
 
 _TRANSIENT: dict[str, Any] = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
+
+#: Seconds close() waits for cancelled actions to end, then for the loop's thread to stop
+#: (an action that ignores its cancellation, or blocks the loop, is then left behind).
+_CANCEL_GRACE = 5.0
 
 
 #: In-place retries of a scheduled mutation that failed on a system error, with backoff

@@ -293,6 +293,21 @@ async def interrupt_action(ctx: Any) -> None:
     raise KeyboardInterrupt
 
 
+@internal_action(args={})
+async def raise_cancelled_error(ctx: Any) -> None:
+    raise asyncio.CancelledError("the action gave up")
+
+
+@internal_action(args={})
+async def await_a_cancelled_task(ctx: Any) -> None:
+    # Awaiting a task the action cancelled itself raises CancelledError in the action,
+    # though nobody cancelled the action.
+    task = asyncio.ensure_future(asyncio.sleep(30))
+    await asyncio.sleep(0)
+    task.cancel()
+    await task
+
+
 @mutation(args={"size": v.int64(), "n": v.int64()})
 def schedule_big_now(ctx: Any, size: int, n: int) -> None:
     for _ in range(n):

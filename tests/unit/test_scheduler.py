@@ -1049,14 +1049,14 @@ def test_close_waits_for_an_action_claimed_but_not_yet_started_on_another_thread
 
     claimed = threading.Event()
     release = threading.Event()
-    real_action_loop = Executor._action_loop
+    real_action = Executor._action
 
-    def gated_action_loop(self: Executor) -> Any:  # between the claim and the registration
+    def gated_action(self: Executor, *args: Any) -> Any:  # between the claim and the registration
         claimed.set()
         assert release.wait(10)
-        return real_action_loop(self)
+        return real_action(self, *args)
 
-    monkeypatch.setattr(Executor, "_action_loop", gated_action_loop)
+    monkeypatch.setattr(Executor, "_action", gated_action)
     engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
     job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.0}))
     errors: list[BaseException] = []
@@ -1128,3 +1128,192 @@ def test_actions_started_on_two_threads_at_once_share_one_loop(
     engine.close()
     assert len(made) == 1
     assert loop_threads() == before
+
+
+def test_an_action_whose_event_loop_cannot_start_is_left_pending(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by hunt: the job was claimed (inProgress) before the actions' event-loop thread
+    # was started; when that thread could not start, the error escaped with the job left
+    # inProgress and nothing running it, until some later lone start failed orphans.
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name == "convexlite-scheduled-actions":
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        job_id = engine.mutation(jobs.schedule_action, {"text": "x"})
+        monkeypatch.setattr(threading.Thread, "start", start)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            engine.finish_scheduled_functions(timeout=2)
+        monkeypatch.undo()
+        assert job(engine, job_id)["state"] == {"kind": "pending"}  # nothing ran: not claimed
+        assert engine.finish_scheduled_functions(timeout=2) == 1
+        assert job(engine, job_id)["state"] == {"kind": "success"}
+        assert engine.query(jobs.notes) == ["action:x"]
+
+
+@pytest.mark.parametrize("fault", ["stored args not [argsObject]", "loop refuses the task"])
+def test_an_action_that_cannot_start_after_its_claim_is_recorded_failed(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fault: str
+) -> None:
+    # Found by hunt: an error between the claim's commit and the action's start (stored
+    # args without [0], the loop refusing the task) escaped finish_*() (or a worker's
+    # pass) and left the job inProgress with nothing running it. Convex records an action
+    # its executor failed to run as failed with the transient error; the cause is logged.
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        broken = engine.mutation(jobs.schedule_action, {"text": "broken"})
+        after = engine.run(
+            lambda ctx: ctx.scheduler.run_after(0.001, jobs.note_from_action, {"text": "after"})
+        )
+        if fault == "stored args not [argsObject]":
+            engine.run(lambda ctx: patch_job(ctx._txn, broken, {"args": []}))
+        else:
+            real = asyncio.run_coroutine_threadsafe
+
+            def refuse(coro: Any, loop: Any) -> Any:
+                if broken in str(coro.cr_frame.f_locals.get("job_id", "")):
+                    coro.close()
+                    raise RuntimeError("Event loop is closed (simulated)")
+                return real(coro, loop)
+
+            monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", refuse)
+        time.sleep(0.002)
+        with caplog.at_level(logging.ERROR, logger="engine.scheduler"):
+            assert engine.finish_scheduled_functions(timeout=2) == 2
+        monkeypatch.undo()
+        assert job(engine, broken)["state"] == {
+            "kind": "failed",
+            "error": "Transient error while executing action",
+        }
+        assert job(engine, broken)["completedTime"] > 0
+        assert job(engine, after)["state"] == {"kind": "success"}  # the pass went on
+        assert engine.query(jobs.notes) == ["action:after"]
+        [record] = [r for r in caplog.records if broken in r.getMessage()]
+        assert "could not be started" in record.getMessage()
+        assert record.exc_info is not None
+        if fault == "stored args not [argsObject]":
+            engine.run(lambda ctx: patch_job(ctx._txn, broken, {"args": [{"text": "broken"}]}))
+        engine.check()
+
+
+def test_close_cleans_up_when_recording_a_late_actions_failure_fails(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by hunt: when recording the failure of an action that outlived its
+    # cancellation raised (a StorageError after the retries), the rest of close() was
+    # skipped: the actions' loop ran on, the commit listener stayed, and the scheduler
+    # lock stayed held, so no later executor found itself alone to fail the orphan.
+    import concurrent.futures
+
+    from engine import StorageError, executor
+
+    engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
+    runner = engine._executor
+    assert runner is not None
+    db = engine._db
+    runner.shutdown_timeout = 0.05
+    monkeypatch.setattr(executor, "_CANCEL_GRACE", 0.05, raising=False)
+    job_id = engine.run(
+        lambda ctx: ctx.scheduler.run_after(0, jobs.note_from_action, {"text": "x"})
+    )
+    engine.run(lambda ctx: patch_job(ctx._txn, job_id, {"state": {"kind": "inProgress"}}))
+    runner._action_loop()
+    loop_thread = runner._loop_thread
+    assert loop_thread is not None
+    runner._running[job_id] = concurrent.futures.Future()  # an action that never ends
+
+    def failing_complete(*args: Any) -> bool:
+        raise StorageError("LMDB error: Input/output error (simulated)")
+
+    monkeypatch.setattr(runner, "_complete", failing_complete)
+    with caplog.at_level(logging.ERROR, logger="engine.scheduler"):
+        engine.close()
+    assert any(job_id in r.getMessage() for r in caplog.records)
+    loop_thread.join(2)
+    assert not loop_thread.is_alive()
+    assert runner._on_commit not in db.listeners
+    assert runner._lock_fd is None
+    # The lock is released: the next executor is alone and fails the orphan.
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+        assert job(again, job_id)["state"] == {
+            "kind": "failed",
+            "error": "Transient error while executing action",
+        }
+
+
+@pytest.mark.parametrize(
+    ("action", "error"),
+    [
+        ("raise_cancelled_error", "Uncaught CancelledError: the action gave up"),
+        ("await_a_cancelled_task", "Uncaught CancelledError: "),
+    ],
+)
+def test_an_action_raising_cancelled_error_itself_fails_with_its_error(
+    engine: Engine, action: str, error: str
+) -> None:
+    # Found by hunt: any CancelledError was taken for close()'s cancellation and recorded
+    # as Convex's "Transient error while executing action" (the system's fault); raised by
+    # the action's own code it is the action's failure, as any error it throws.
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, getattr(jobs, action)))
+    assert engine.finish_scheduled_functions(timeout=2) == 1
+    assert job(engine, job_id)["state"] == {"kind": "failed", "error": error}
+
+
+def test_ctrl_c_while_finish_waits_for_an_action_cancels_it_as_a_transient_failure(
+    engine: Engine,
+) -> None:
+    # The executor's own cancellation (here: Ctrl-C in finish_*) stays the transient error.
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGINT is delivered to the main thread")
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 30.0}))
+    ctrl_c = threading.Timer(
+        0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+    )
+    ctrl_c.start()
+    with pytest.raises(KeyboardInterrupt):
+        engine.finish_scheduled_functions()
+    ctrl_c.join()
+    wait_until(lambda: job(engine, job_id)["state"]["kind"] == "failed")
+    assert job(engine, job_id)["state"]["error"] == "Transient error while executing action"
+    assert engine.query(jobs.notes) == []
+
+
+def test_a_close_interrupted_while_it_waits_for_actions_cancels_them_and_stops_the_loop(
+    db_path: Path,
+) -> None:
+    # Found by hunt: Ctrl-C while close() waited for running scheduled actions released
+    # the folder but left the actions running on the loop's (daemon) thread, and their
+    # jobs inProgress with the lock still held, so no executor failed them.
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGINT is delivered to the main thread")
+    engine = Engine.open(db_path, functions=app, durability="none")
+    runner = engine._executor
+    assert runner is not None
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 30.0}))
+    wait_until(lambda: job(engine, job_id)["state"]["kind"] == "inProgress")
+    loop_thread = runner._loop_thread
+    assert loop_thread is not None
+    ctrl_c = threading.Timer(
+        0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+    )
+    start = time.monotonic()
+    ctrl_c.start()
+    with pytest.raises(KeyboardInterrupt):
+        engine.close()  # waits up to shutdown_timeout (10 s) for the action
+    assert time.monotonic() - start < 3.0
+    ctrl_c.join()
+    assert not loop_thread.is_alive()
+    assert runner._lock_fd is None
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
+        assert job(again, job_id)["state"] == {
+            "kind": "failed",
+            "error": "Transient error while executing action",
+        }
+        assert again.query(jobs.notes) == []
