@@ -51,7 +51,7 @@ from .httpmessages import (
 from .httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, HttpServer
 from .integrity import check as check_integrity
 from .router import HttpRouter
-from .scheduler import check_jobs
+from .scheduler import as_seconds, check_jobs
 from .storage import Durability, open_storage
 from .subscriptions import Subscription, SubscriptionSet
 from .wsgi import WsgiApp
@@ -1096,11 +1096,8 @@ def _advance_ms(advance: object) -> float:
     non-negative number of seconds, or a ``timedelta``; else :class:`SchedulerError`."""
     if isinstance(advance, timedelta):
         seconds = advance.total_seconds()
-    elif isinstance(advance, int | float) and not isinstance(advance, bool):
-        try:
-            seconds = float(advance)
-        except OverflowError:  # an int past the floats' range
-            seconds = math.inf
+    elif (number := as_seconds(advance)) is not None:
+        seconds = number
     else:
         raise SchedulerError(
             f"`advance` must be a number of seconds or a timedelta, got "

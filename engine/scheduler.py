@@ -197,6 +197,18 @@ def _all_jobs(db: Database) -> Iterator[dict[str, Any]]:
             cursor.close()
 
 
+def as_seconds(value: object) -> float | None:
+    """``value`` as a float if it is a number (``int`` or ``float``, not ``bool``), an
+    ``int`` past the floats' range as infinity; None for anything else. For the callers
+    that then refuse what is not finite, in their own words."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf
+    return None
+
+
 def now_ms() -> float:
     return time.time() * 1000.0
 
@@ -318,11 +330,8 @@ class Scheduler:
                     f"The invoke time {when!r} has no timestamp ({error}): it must lie within "
                     "5 years of now."
                 ) from None
-        elif isinstance(when, int | float) and not isinstance(when, bool):
-            try:
-                seconds = float(when)
-            except OverflowError:  # an int past the floats' range
-                seconds = math.inf
+        elif (number := as_seconds(when)) is not None:
+            seconds = number
         else:
             raise SchedulerError(
                 f"The invoke time must be a datetime or a timestamp (seconds since the "

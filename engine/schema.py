@@ -171,42 +171,28 @@ def define_table(fields: Mapping[str, Any] | Validator | None = None) -> TableDe
     return TableDefinition(validator)
 
 
-def _path_exists(json: Any, parts: list[str]) -> bool:
-    """Whether a document matching validator ``json`` can hold the field at ``parts``.
+def _unreachable(json: Any, parts: list[str], depth: int = 0) -> int | None:
+    """None when a document matching validator ``json`` can hold the field at ``parts``;
+    else how many of ``parts`` lead to the ``v.record`` the rest would index into (-1:
+    no record on the way, the field just does not exist).
 
     Convex's ``can_contain_field``: only objects, union members and ``v.any()``
     hold named fields (a record's keys are data, not fields).
     """
     if not parts:
-        return True
-    kind = json["type"]
-    if kind == "any":
-        return True
-    if kind == "object":
-        field = json["value"].get(parts[0])
-        return field is not None and _path_exists(field["fieldType"], parts[1:])
-    if kind == "union":
-        return any(_path_exists(member, parts) for member in json["value"])
-    return False
-
-
-def _record_on_path(json: Any, parts: list[str], depth: int = 0) -> int | None:
-    """How many of ``parts`` lead to a ``v.record`` the rest would index into (None:
-    no record on the way): the hint of an index :func:`_path_exists` refuses."""
-    if not parts:
         return None
     kind = json["type"]
+    if kind == "any":
+        return None
     if kind == "record":
         return depth
     if kind == "object":
         field = json["value"].get(parts[0])
-        return None if field is None else _record_on_path(field["fieldType"], parts[1:], depth + 1)
+        return -1 if field is None else _unreachable(field["fieldType"], parts[1:], depth + 1)
     if kind == "union":
-        for member in json["value"]:
-            found = _record_on_path(member, parts, depth)
-            if found is not None:
-                return found
-    return None
+        found = [_unreachable(member, parts, depth) for member in json["value"]]
+        return None if None in found else max(found, default=-1)  # type: ignore[type-var]
+    return -1
 
 
 class SchemaDefinition:
@@ -301,11 +287,11 @@ def define_schema(
             for index, fields in definition.indexes.items():
                 for field in fields:
                     parts = field.split(".")
-                    if not _path_exists(json, parts):
-                        record = _record_on_path(json, parts)
+                    record = _unreachable(json, parts)
+                    if record is not None:
                         hint = (
                             ""
-                            if record is None
+                            if record < 0
                             else f" ({'.'.join(parts[:record])} is a v.record: its keys are "
                             "data, not fields, so Convex indexes no path into it; index "
                             f"{'.'.join(parts[:record])} itself, or make it a v.object)"
