@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any, Final, NoReturn, TypeAlias
 
 from .errors import LimitExceeded, ValidationError
@@ -158,11 +159,26 @@ def convert_sized(value: object, *, path: str = "$") -> tuple[Value, int]:
 
 def _raise_for_value(reject: _Reject, value: object, path: str) -> NoReturn:
     if reject.limit == "NestingTooDeep":
-        reject.template = (
-            "Value is too nested (nested {0} levels deep > maximum nesting {1}) (at {path})."
-        )
-        reject.args_ = (nesting(value), MAX_VALUE_NESTING)
+        _explain_nesting(reject, "Value", value, MAX_VALUE_NESTING, "")
     reject.raise_at(path)
+
+
+def _explain_nesting(reject: _Reject, what: str, value: object, limit: int, hint: str) -> None:
+    """Word ``reject`` (a ``NestingTooDeep``) for ``value``: its depth, or its cycle."""
+    try:
+        depth = nesting(value)
+    except ValueError:
+        reject.template = (
+            what + " is too nested (it contains itself: nested without end > maximum nesting "
+            "{0}) (at {path}). A Convex value is a tree: copy the repeated part "
+            "instead of referring to it again." + hint
+        )
+        reject.args_ = (limit,)
+        return
+    reject.template = (
+        what + " is too nested (nested {0} levels deep > maximum nesting {1}) (at {path})." + hint
+    )
+    reject.args_ = (depth, limit)
 
 
 def convert_document(document: object, *, path: str = "$") -> dict[str, Value]:
@@ -202,11 +218,13 @@ def convert_document(document: object, *, path: str = "$") -> dict[str, Value]:
         converted: dict[str, Value] = _convert(document, MAX_DOCUMENT_NESTING, size)
     except _Reject as reject:
         if reject.limit == "NestingTooDeep":
-            reject.template = (
-                "Document is too nested (nested {0} levels deep > maximum nesting {1}) "
-                "(at {path}). Flatten the document or store the nested part in its own table."
+            _explain_nesting(
+                reject,
+                "Document",
+                document,
+                MAX_DOCUMENT_NESTING,
+                " Flatten the document or store the nested part in its own table.",
             )
-            reject.args_ = (nesting(document), MAX_DOCUMENT_NESTING)
         reject.raise_at(path)
     _check_system_fields(converted, path)
     if size[0] > MAX_DOCUMENT_SIZE:
@@ -479,23 +497,52 @@ def _hint(x: object) -> str:
 def nesting(value: object) -> int:
     """How deeply arrays and objects nest in ``value``: 0 for a scalar, 1 for ``[1]``.
 
-    Convex's measure for the nesting limits. Iterative, so any depth is safe.
-    Cost: one pass over the value.
+    Convex's measure for the nesting limits. Iterative, so any depth is safe, and
+    each list or dict is measured once, however many times it is shared. Cost: one
+    pass over the distinct lists and dicts.
+
+    Example::
+
+        >>> nesting({"a": [1, {"b": ()}]})
+        4
+
+    Raises :class:`ValueError` for a value that contains itself (its nesting has
+    no end).
     """
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, (list, tuple)):
-            children = item
+    if not isinstance(value, (dict, list, tuple)):
+        return 0
+    depths: dict[int, int] = {}  # id -> nesting of each container measured so far
+    open_ids = {id(value)}  # the containers on the path being walked
+    # Per open container: its id, an iterator over its children, its deepest child.
+    frames: list[tuple[int, Iterator[object], list[int]]] = [
+        (id(value), iter(_children(value)), [0])
+    ]
+    while True:
+        key, children, deepest = frames[-1]
+        for child in children:
+            if not isinstance(child, (dict, list, tuple)):
+                continue
+            known = depths.get(id(child))
+            if known is not None:
+                deepest[0] = max(deepest[0], known)
+                continue
+            if id(child) in open_ids:
+                raise ValueError("the value contains itself: its nesting has no end")
+            open_ids.add(id(child))
+            frames.append((id(child), iter(_children(child)), [0]))
+            break
         else:
-            continue
-        level += 1
-        deepest = max(deepest, level)
-        stack.extend((child, level) for child in children)
-    return deepest
+            frames.pop()
+            open_ids.discard(key)
+            depth = depths[key] = deepest[0] + 1
+            if not frames:
+                return depth
+            parent = frames[-1][2]
+            parent[0] = max(parent[0], depth)
+
+
+def _children(container: Any) -> Iterable[object]:
+    return container.values() if isinstance(container, dict) else container
 
 
 def value_size(value: Value) -> int:

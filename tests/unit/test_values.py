@@ -274,6 +274,38 @@ def test_nesting_measure() -> None:
     assert nesting(nested_lists(5000)) == 5000  # iterative: no RecursionError
 
 
+def test_a_value_that_contains_itself_is_refused_not_measured_forever() -> None:
+    # A list or dict holding itself nests without end: convert stops at the limit, and
+    # the message must not try to measure the infinite depth (it hung, growing a stack).
+    looped: list[Any] = [1]
+    looped.append(looped)
+    with pytest.raises(LimitExceeded) as caught:
+        convert({"a": looped})
+    assert caught.value.limit == "NestingTooDeep"
+    assert "contains itself" in str(caught.value)
+    assert caught.value.path == "$.a" + "[1]" * 63
+    branching: dict[str, Any] = {}
+    branching["x"] = branching
+    branching["y"] = [branching, branching]  # each level doubles the paths to walk
+    with pytest.raises(LimitExceeded) as caught:
+        convert_document({"b": branching})
+    assert str(caught.value).startswith("Document is too nested (it contains itself")
+    with pytest.raises(ValueError, match="contains itself"):
+        nesting(branching)
+
+
+def test_nesting_of_shared_parts_is_measured_once() -> None:
+    shared: list[Any] = [1]
+    for _ in range(100):  # 2**100 paths, 101 distinct lists
+        shared = [shared, shared]
+    assert nesting(shared) == 101
+    with pytest.raises(LimitExceeded) as caught:
+        convert(shared)
+    assert str(caught.value).startswith(
+        "Value is too nested (nested 101 levels deep > maximum nesting 64)"
+    )
+
+
 # -- convert_document -------------------------------------------------------------------
 
 
