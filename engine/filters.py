@@ -11,7 +11,9 @@ same, faster, for scans):
 - ``add sub mul div mod neg`` need both operands Int64 or both Float64;
   Int64 overflow (``INT64_MIN / -1`` and ``INT64_MIN % -1`` included, as
   Rust's ``checked_div``/``checked_rem``) and Int64 division or modulo by
-  zero are errors; floats follow IEEE 754 (``1.0 / 0.0`` is ``inf``);
+  zero are errors; floats follow IEEE 754 (``1.0 / 0.0`` is ``inf``, a NaN
+  operand is the result, an invalid operation such as ``inf - inf`` the positive
+  default NaN whatever the host, so results never depend on the CPU);
 - ``and_ or_ not_`` need booleans and short-circuit.
 
 Every failure raises :class:`~engine.errors.EvalError` with Convex's wording.
@@ -345,20 +347,29 @@ def _arith(op: str, a: Any, b: Any) -> Any:
         return a - b * quotient
     if ta is float and tb is float:
         if op == "add":
-            return a + b
-        if op == "sub":
-            return a - b
-        if op == "mul":
-            return a * b
-        if op == "div":
-            if b == 0.0:
-                if a == 0.0 or math.isnan(a):
+            result = a + b
+        elif op == "sub":
+            result = a - b
+        elif op == "mul":
+            result = a * b
+        elif op == "div":
+            if b == 0.0 and a == a:  # Python raises where IEEE gives inf or NaN
+                if a == 0.0:
                     return math.nan
                 return math.copysign(math.inf, a) * math.copysign(1.0, b)
-            return a / b
-        if b == 0.0 or math.isinf(a):
+            # A NaN over zero: a + b is that NaN, as the division is in IEEE.
+            result = a / b if b != 0.0 else a + b
+        elif a != a or b != b:
+            return math.fmod(a, b)  # the NaN operand (Python raises for none of these)
+        elif b == 0.0 or math.isinf(a):
             return math.nan
-        return math.fmod(a, b)
+        else:
+            return math.fmod(a, b)
+        if result != result and a == a and b == b:
+            # An invalid operation (inf - inf, 0 * inf, inf / inf): IEEE's default NaN,
+            # which x86 makes with the sign bit set and aarch64 (Convex's hosts) without.
+            return math.nan
+        return result
     raise EvalError(
         f"Cannot {_VERBS[op]} {format_value(a)} (type {type_name(a)}) and "
         f"{format_value(b)} (type {type_name(b)})"
