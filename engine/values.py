@@ -447,7 +447,13 @@ def _convert_other(x: Any, remaining: int, size: list[int]) -> Any:
     if isinstance(x, tuple):
         return _convert_array(x, remaining, size)
     if isinstance(x, (bytearray, memoryview)):
-        data = bytes(x)
+        try:
+            data = bytes(x)
+        except ValueError:  # a released memoryview has no bytes left to read
+            raise _Reject(
+                "memoryview at {path} was released: its bytes can no longer be read. "
+                "Convert it with bytes(...) before releasing it."
+            ) from None
         size[0] += 2 + len(data)
         return data
     if isinstance(x, int):  # IntEnum and the like (bool cannot be subclassed)

@@ -85,6 +85,15 @@ def test_tuples_and_byte_buffers_are_normalized_without_touching_the_input() -> 
     assert original["t"] == (1, (2, 3))  # the input is not modified
 
 
+def test_a_released_memoryview_is_a_validation_error_with_its_path() -> None:
+    released = memoryview(b"ab")
+    released.release()
+    with pytest.raises(ValidationError) as caught:  # was a bare ValueError from bytes()
+        convert({"m": [released]})
+    assert caught.value.path == "$.m[0]"
+    assert str(caught.value).startswith("memoryview at $.m[0] was released")
+
+
 def test_a_change_late_in_a_list_keeps_the_earlier_items() -> None:
     assert convert([1, "a", (2,), 3]) == [1, "a", [2], 3]
     assert convert({"a": 1, "b": (2,), "c": 3}) == {"a": 1, "b": [2], "c": 3}
