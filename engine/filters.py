@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 
 from . import keys
 from .errors import EvalError
+from .formatting import printable
 from .indexing import field_value, split_path
 from .values import UNSET, compare, convert, format_value, type_name, values_equal
 
@@ -180,12 +181,13 @@ def field_path_problem(path: str) -> str | None:
     for step in path.split("."):
         if len(step) <= _MAX_IDENTIFIER_LENGTH and _IDENTIFIER.match(step) and step.strip("_"):
             continue
+        shown = printable(step)  # a lone surrogate must stay encodable in the message
         if step[:1] == "$":
-            return f"Field name {step} starts with '$', which is reserved."
+            return f"Field name {shown} starts with '$', which is reserved."
         bad = next((c for c in step if not (c.isascii() and c.isprintable())), None)
         if bad is not None:
             return (
-                f"Field name {step} has invalid character {bad!r}: Field names can only "
+                f"Field name {shown} has invalid character {bad!r}: Field names can only "
                 "contain non-control ASCII characters"
             )
         if len(step) > _MAX_FIELD_NAME_LENGTH:
@@ -194,18 +196,18 @@ def field_path_problem(path: str) -> str | None:
             return "Identifier cannot be empty"
         if not (step[0].isascii() and (step[0].isalpha() or step[0] == "_")):
             return (
-                f"Invalid first character {step[0]!r} in {step}: Identifiers must start with "
+                f"Invalid first character {step[0]!r} in {shown}: Identifiers must start with "
                 "an alphabetic character or underscore"
             )
         bad = next((c for c in step if not (c.isascii() and (c.isalnum() or c == "_"))), None)
         if bad is not None:
             return (
-                f"Identifier {step} has invalid character {bad!r}: Identifiers can only "
+                f"Identifier {shown} has invalid character {bad!r}: Identifiers can only "
                 "contain alphanumeric characters or underscores"
             )
         if len(step) > _MAX_IDENTIFIER_LENGTH:
             return f"Identifier is too long ({len(step)} > maximum {_MAX_IDENTIFIER_LENGTH})"
-        return f"Identifier {step} cannot have exclusively underscores"
+        return f"Identifier {shown} cannot have exclusively underscores"
     if len(_GOOD_PATHS) < _MAX_GOOD_PATHS:
         _GOOD_PATHS.add(path)
     return None

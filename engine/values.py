@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Final, NoReturn, TypeAlias
 
 from .errors import LimitExceeded, ValidationError
-from .formatting import format_value, human_size, int_text, short_repr, type_name
+from .formatting import format_value, human_size, int_text, printable, short_repr, type_name
 from .ordering import compare, values_equal
 from .unset import UNSET
 
@@ -209,7 +209,7 @@ def convert_document(document: object, *, path: str = "$") -> dict[str, Value]:
         if isinstance(field, str) and field[:1] == "_" and field not in SYSTEM_FIELDS:
             where = path + _segment(str.__str__(field))
             raise ValidationError(
-                f"Field '{field}' starts with an underscore, which is only allowed for system "
+                f"Field '{printable(field)}' starts with an underscore, which is only allowed for system "
                 f"fields like '_id' (at {where}). Rename the field.",
                 path=where,
             )
@@ -407,7 +407,8 @@ def _field_name(key: object) -> str:
         raise _Reject(
             "Field name {0} has invalid character {1!r}: Field names can only contain "
             "non-control ASCII characters (at {path}).",
-            json.dumps(key, ensure_ascii=False),  # readable; control characters stay escaped
+            # readable; control characters and lone surrogates stay escaped
+            printable(json.dumps(key, ensure_ascii=False)),
             bad,
         )
     if key[:1] == "$":

@@ -529,3 +529,9 @@ def test_float_arithmetic_nans_are_the_same_on_every_host(build: Any, bits: int)
     # The sign decides where the NaN sorts: after every float, not before -inf.
     if bits == _DEFAULT_NAN:
         assert passes(predicate(lambda q: q.gt(build(q), _INF)), {})
+
+
+def test_a_field_path_with_a_lone_surrogate_is_refused_in_printable_words() -> None:
+    with pytest.raises(EvalError) as caught:
+        predicate(lambda q: q.field("a.\ud800"))
+    assert "Field name \\ud800 has invalid character" in str(caught.value).encode().decode()

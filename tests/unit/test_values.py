@@ -519,6 +519,20 @@ def test_format_value(value: Any, text: str) -> None:
     assert format_value(value) == text
 
 
+def test_messages_show_lone_surrogates_escaped() -> None:
+    # Strings that are not valid Unicode may reach a message (a field name, a value
+    # shown by format_value): written raw, the message could not be encoded as UTF-8.
+    assert format_value("a\ud800") == '"a\\ud800"'
+    assert format_value({"k": "\udfff\u00e9"}) == '{"k": "\\udfff\u00e9"}'
+    for bad in ({"\ud800": 1}, {"ok": {"x\udc80": 1}}):
+        with pytest.raises(ValidationError) as caught:
+            convert(bad)
+        assert "\\ud" in str(caught.value).encode("utf-8").decode("utf-8")
+    with pytest.raises(ValidationError) as caught:
+        convert_document({"_\ud800": 1})
+    assert str(caught.value).encode("utf-8").startswith(b"Field '_\\ud800' starts with")
+
+
 def test_format_value_truncates_long_values_cheaply() -> None:
     text = format_value(list(range(8192)))
     assert len(text) == 80 and text.endswith("...")
