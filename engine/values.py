@@ -206,7 +206,12 @@ def convert_document(document: object, *, path: str = "$") -> dict[str, Value]:
             path=path,
         )
     for field in document:
-        if isinstance(field, str) and field[:1] == "_" and field not in SYSTEM_FIELDS:
+        if (
+            isinstance(field, str)
+            and field[:1] == "_"
+            and field not in SYSTEM_FIELDS
+            and document[field] is not UNSET  # left out, as Convex drops undefined fields
+        ):
             where = path + _segment(str.__str__(field))
             raise ValidationError(
                 f"Field '{printable(field)}' starts with an underscore, which is only allowed for system "
@@ -332,7 +337,7 @@ def _convert_array(x: Any, remaining: int, size: list[int]) -> list[Any]:
 def _convert_object(x: Any, remaining: int, size: list[int]) -> dict[str, Any]:
     if remaining == 0:
         raise _Reject("", limit="NestingTooDeep")
-    if len(x) > MAX_OBJECT_FIELDS:
+    if len(x) > MAX_OBJECT_FIELDS and _present_fields(x) > MAX_OBJECT_FIELDS:
         raise _Reject(
             "Object has too many fields ({0} > maximum number {1}) (at {path}). "
             "Store the entries as an array or as documents.",
@@ -389,6 +394,11 @@ def _convert_object(x: Any, remaining: int, size: list[int]) -> dict[str, Any]:
             out[name] = converted
     size[0] += total
     return x if out is None else out
+
+
+def _present_fields(x: Any) -> int:
+    """How many fields of ``x`` are not :data:`UNSET` (those are left out, unchecked)."""
+    return sum(1 for item in x.values() if item is not UNSET)
 
 
 def _field_name(key: object) -> str:

@@ -204,6 +204,16 @@ def test_object_fields_set_to_unset_are_left_out() -> None:
     assert convert({"only": UNSET}) == {}
 
 
+def test_fields_set_to_unset_count_toward_no_rule() -> None:
+    # Convex drops undefined fields before it checks anything (convexToJson): a field
+    # that is left out neither counts toward the 1024 fields nor is a reserved name.
+    wide = {f"f{i}": 0 for i in range(1024)} | {"gone": UNSET}
+    assert len(convert(wide)) == 1024
+    assert convert_document({"a": 1, "_gone": UNSET}) == {"a": 1}
+    with pytest.raises(LimitExceeded):
+        convert(wide | {"gone": 0})
+
+
 def test_non_str_keys_are_rejected_at_the_object() -> None:
     error = rejection({"meta": {3: "x"}})
     assert error.path == "$.meta"
