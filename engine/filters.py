@@ -11,7 +11,9 @@ same, faster, for scans):
 - ``add sub mul div mod neg`` need both operands Int64 or both Float64;
   Int64 overflow (``INT64_MIN / -1`` and ``INT64_MIN % -1`` included, as
   Rust's ``checked_div``/``checked_rem``) and Int64 division or modulo by
-  zero are errors; floats follow IEEE 754 (``1.0 / 0.0`` is ``inf``);
+  zero are errors; floats follow IEEE 754 (``1.0 / 0.0`` is ``inf``, a NaN
+  operand is the result, an invalid operation such as ``inf - inf`` the positive
+  default NaN whatever the host, so results never depend on the CPU);
 - ``and_ or_ not_`` need booleans and short-circuit.
 
 Every failure raises :class:`~engine.errors.EvalError` with Convex's wording.
@@ -27,6 +29,7 @@ from typing import Any, NoReturn
 
 from . import keys
 from .errors import EvalError
+from .formatting import printable
 from .indexing import field_value, split_path
 from .values import UNSET, compare, convert, format_value, type_name, values_equal
 
@@ -178,12 +181,13 @@ def field_path_problem(path: str) -> str | None:
     for step in path.split("."):
         if len(step) <= _MAX_IDENTIFIER_LENGTH and _IDENTIFIER.match(step) and step.strip("_"):
             continue
+        shown = printable(step)  # a lone surrogate must stay encodable in the message
         if step[:1] == "$":
-            return f"Field name {step} starts with '$', which is reserved."
+            return f"Field name {shown} starts with '$', which is reserved."
         bad = next((c for c in step if not (c.isascii() and c.isprintable())), None)
         if bad is not None:
             return (
-                f"Field name {step} has invalid character {bad!r}: Field names can only "
+                f"Field name {shown} has invalid character {bad!r}: Field names can only "
                 "contain non-control ASCII characters"
             )
         if len(step) > _MAX_FIELD_NAME_LENGTH:
@@ -192,18 +196,18 @@ def field_path_problem(path: str) -> str | None:
             return "Identifier cannot be empty"
         if not (step[0].isascii() and (step[0].isalpha() or step[0] == "_")):
             return (
-                f"Invalid first character {step[0]!r} in {step}: Identifiers must start with "
+                f"Invalid first character {step[0]!r} in {shown}: Identifiers must start with "
                 "an alphabetic character or underscore"
             )
         bad = next((c for c in step if not (c.isascii() and (c.isalnum() or c == "_"))), None)
         if bad is not None:
             return (
-                f"Identifier {step} has invalid character {bad!r}: Identifiers can only "
+                f"Identifier {shown} has invalid character {bad!r}: Identifiers can only "
                 "contain alphanumeric characters or underscores"
             )
         if len(step) > _MAX_IDENTIFIER_LENGTH:
             return f"Identifier is too long ({len(step)} > maximum {_MAX_IDENTIFIER_LENGTH})"
-        return f"Identifier {step} cannot have exclusively underscores"
+        return f"Identifier {shown} cannot have exclusively underscores"
     if len(_GOOD_PATHS) < _MAX_GOOD_PATHS:
         _GOOD_PATHS.add(path)
     return None
@@ -345,20 +349,29 @@ def _arith(op: str, a: Any, b: Any) -> Any:
         return a - b * quotient
     if ta is float and tb is float:
         if op == "add":
-            return a + b
-        if op == "sub":
-            return a - b
-        if op == "mul":
-            return a * b
-        if op == "div":
-            if b == 0.0:
-                if a == 0.0 or math.isnan(a):
+            result = a + b
+        elif op == "sub":
+            result = a - b
+        elif op == "mul":
+            result = a * b
+        elif op == "div":
+            if b == 0.0 and a == a:  # Python raises where IEEE gives inf or NaN
+                if a == 0.0:
                     return math.nan
                 return math.copysign(math.inf, a) * math.copysign(1.0, b)
-            return a / b
-        if b == 0.0 or math.isinf(a):
+            # A NaN over zero: a + b is that NaN, as the division is in IEEE.
+            result = a / b if b != 0.0 else a + b
+        elif a != a or b != b:
+            return math.fmod(a, b)  # the NaN operand (Python raises for none of these)
+        elif b == 0.0 or math.isinf(a):
             return math.nan
-        return math.fmod(a, b)
+        else:
+            return math.fmod(a, b)
+        if result != result and a == a and b == b:
+            # An invalid operation (inf - inf, 0 * inf, inf / inf): IEEE's default NaN,
+            # which x86 makes with the sign bit set and aarch64 (Convex's hosts) without.
+            return math.nan
+        return result
     raise EvalError(
         f"Cannot {_VERBS[op]} {format_value(a)} (type {type_name(a)}) and "
         f"{format_value(b)} (type {type_name(b)})"

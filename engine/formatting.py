@@ -19,7 +19,7 @@ from typing import Final
 
 from .unset import UNSET, _Unset
 
-__all__ = ["format_value", "human_size", "int_text", "short_repr", "type_name"]
+__all__ = ["format_value", "human_size", "int_text", "printable", "short_repr", "type_name"]
 
 # As Convex's ConvexValue::type_name (crates/value/src/walk.rs) and MaybeValue's
 # "undefined" for a missing field (crates/common/src/types/maybe_value.rs).
@@ -41,6 +41,23 @@ def int_text(n: int) -> str:
     if n.bit_length() <= 256:
         return int.__repr__(n)
     return f"<int of {n.bit_length()} bits>"
+
+
+def printable(text: str) -> str:
+    """``text`` with any lone surrogate written as an escape (``\\ud800``), so that a
+    message quoting it can be encoded as UTF-8; other text is returned unchanged.
+
+    Values hold no lone surrogates (:func:`engine.values.convert` refuses them), but
+    messages quote what was refused. Cost: one check for ASCII text.
+
+    Example::
+
+        >>> printable("a\\ud800é")
+        'a\\\\ud800é'
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def short_repr(x: object, limit: int = 40) -> str:
@@ -146,7 +163,7 @@ def _format_scalar(value: object, budget: int = 200) -> str:
     if isinstance(value, int):
         return int_text(value)
     if isinstance(value, str):
-        return json.dumps(value[: budget + 1], ensure_ascii=False)
+        return printable(json.dumps(value[: budget + 1], ensure_ascii=False))
     if isinstance(value, (bytes, bytearray, memoryview)):
         return repr(bytes(value[: budget + 1]))
     return short_repr(value, max(budget, 10))

@@ -31,6 +31,7 @@ from itertools import accumulate
 from typing import Final
 
 from .errors import InvalidId
+from .formatting import printable
 
 __all__ = [
     "FIRST_USER_TABLE_NUMBER",
@@ -164,7 +165,7 @@ def encode_id(table_number: int, internal_id: bytes) -> str:
 
 def _invalid(value: object, why: str) -> InvalidId:
     if isinstance(value, str):
-        shown = value if len(value) <= 64 else value[:61] + "..."
+        shown = printable(value if len(value) <= 64 else value[:61] + "...")
         return InvalidId(f'Invalid ID "{shown}": {why}', value=value)
     return InvalidId(f"Invalid ID {value!r:.64}: {why}", value=value)
 

@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from typing import Any, Final, NoReturn, TypeAlias
 
 from .errors import LimitExceeded, ValidationError
-from .formatting import format_value, human_size, int_text, short_repr, type_name
+from .formatting import format_value, human_size, int_text, printable, short_repr, type_name
 from .ordering import compare, values_equal
 from .unset import UNSET
 
@@ -158,11 +159,26 @@ def convert_sized(value: object, *, path: str = "$") -> tuple[Value, int]:
 
 def _raise_for_value(reject: _Reject, value: object, path: str) -> NoReturn:
     if reject.limit == "NestingTooDeep":
-        reject.template = (
-            "Value is too nested (nested {0} levels deep > maximum nesting {1}) (at {path})."
-        )
-        reject.args_ = (nesting(value), MAX_VALUE_NESTING)
+        _explain_nesting(reject, "Value", value, MAX_VALUE_NESTING, "")
     reject.raise_at(path)
+
+
+def _explain_nesting(reject: _Reject, what: str, value: object, limit: int, hint: str) -> None:
+    """Word ``reject`` (a ``NestingTooDeep``) for ``value``: its depth, or its cycle."""
+    try:
+        depth = nesting(value)
+    except ValueError:
+        reject.template = (
+            what + " is too nested (it contains itself: nested without end > maximum nesting "
+            "{0}) (at {path}). A Convex value is a tree: copy the repeated part "
+            "instead of referring to it again." + hint
+        )
+        reject.args_ = (limit,)
+        return
+    reject.template = (
+        what + " is too nested (nested {0} levels deep > maximum nesting {1}) (at {path})." + hint
+    )
+    reject.args_ = (depth, limit)
 
 
 def convert_document(document: object, *, path: str = "$") -> dict[str, Value]:
@@ -190,10 +206,15 @@ def convert_document(document: object, *, path: str = "$") -> dict[str, Value]:
             path=path,
         )
     for field in document:
-        if isinstance(field, str) and field[:1] == "_" and field not in SYSTEM_FIELDS:
+        if (
+            isinstance(field, str)
+            and field[:1] == "_"
+            and field not in SYSTEM_FIELDS
+            and document[field] is not UNSET  # left out, as Convex drops undefined fields
+        ):
             where = path + _segment(str.__str__(field))
             raise ValidationError(
-                f"Field '{field}' starts with an underscore, which is only allowed for system "
+                f"Field '{printable(field)}' starts with an underscore, which is only allowed for system "
                 f"fields like '_id' (at {where}). Rename the field.",
                 path=where,
             )
@@ -202,11 +223,13 @@ def convert_document(document: object, *, path: str = "$") -> dict[str, Value]:
         converted: dict[str, Value] = _convert(document, MAX_DOCUMENT_NESTING, size)
     except _Reject as reject:
         if reject.limit == "NestingTooDeep":
-            reject.template = (
-                "Document is too nested (nested {0} levels deep > maximum nesting {1}) "
-                "(at {path}). Flatten the document or store the nested part in its own table."
+            _explain_nesting(
+                reject,
+                "Document",
+                document,
+                MAX_DOCUMENT_NESTING,
+                " Flatten the document or store the nested part in its own table.",
             )
-            reject.args_ = (nesting(document), MAX_DOCUMENT_NESTING)
         reject.raise_at(path)
     _check_system_fields(converted, path)
     if size[0] > MAX_DOCUMENT_SIZE:
@@ -314,7 +337,7 @@ def _convert_array(x: Any, remaining: int, size: list[int]) -> list[Any]:
 def _convert_object(x: Any, remaining: int, size: list[int]) -> dict[str, Any]:
     if remaining == 0:
         raise _Reject("", limit="NestingTooDeep")
-    if len(x) > MAX_OBJECT_FIELDS:
+    if len(x) > MAX_OBJECT_FIELDS and _present_fields(x) > MAX_OBJECT_FIELDS:
         raise _Reject(
             "Object has too many fields ({0} > maximum number {1}) (at {path}). "
             "Store the entries as an array or as documents.",
@@ -373,6 +396,11 @@ def _convert_object(x: Any, remaining: int, size: list[int]) -> dict[str, Any]:
     return x if out is None else out
 
 
+def _present_fields(x: Any) -> int:
+    """How many fields of ``x`` are not :data:`UNSET` (those are left out, unchecked)."""
+    return sum(1 for item in x.values() if item is not UNSET)
+
+
 def _field_name(key: object) -> str:
     """``key`` as a checked field name (a ``str`` subclass such as a ``StrEnum`` becomes ``str``)."""
     if not isinstance(key, str):
@@ -389,7 +417,8 @@ def _field_name(key: object) -> str:
         raise _Reject(
             "Field name {0} has invalid character {1!r}: Field names can only contain "
             "non-control ASCII characters (at {path}).",
-            json.dumps(key, ensure_ascii=False),  # readable; control characters stay escaped
+            # readable; control characters and lone surrogates stay escaped
+            printable(json.dumps(key, ensure_ascii=False)),
             bad,
         )
     if key[:1] == "$":
@@ -429,7 +458,13 @@ def _convert_other(x: Any, remaining: int, size: list[int]) -> Any:
     if isinstance(x, tuple):
         return _convert_array(x, remaining, size)
     if isinstance(x, (bytearray, memoryview)):
-        data = bytes(x)
+        try:
+            data = bytes(x)
+        except ValueError:  # a released memoryview has no bytes left to read
+            raise _Reject(
+                "memoryview at {path} was released: its bytes can no longer be read. "
+                "Convert it with bytes(...) before releasing it."
+            ) from None
         size[0] += 2 + len(data)
         return data
     if isinstance(x, int):  # IntEnum and the like (bool cannot be subclassed)
@@ -479,23 +514,52 @@ def _hint(x: object) -> str:
 def nesting(value: object) -> int:
     """How deeply arrays and objects nest in ``value``: 0 for a scalar, 1 for ``[1]``.
 
-    Convex's measure for the nesting limits. Iterative, so any depth is safe.
-    Cost: one pass over the value.
+    Convex's measure for the nesting limits. Iterative, so any depth is safe, and
+    each list or dict is measured once, however many times it is shared. Cost: one
+    pass over the distinct lists and dicts.
+
+    Example::
+
+        >>> nesting({"a": [1, {"b": ()}]})
+        4
+
+    Raises :class:`ValueError` for a value that contains itself (its nesting has
+    no end).
     """
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, (list, tuple)):
-            children = item
+    if not isinstance(value, (dict, list, tuple)):
+        return 0
+    depths: dict[int, int] = {}  # id -> nesting of each container measured so far
+    open_ids = {id(value)}  # the containers on the path being walked
+    # Per open container: its id, an iterator over its children, its deepest child.
+    frames: list[tuple[int, Iterator[object], list[int]]] = [
+        (id(value), iter(_children(value)), [0])
+    ]
+    while True:
+        key, children, deepest = frames[-1]
+        for child in children:
+            if not isinstance(child, (dict, list, tuple)):
+                continue
+            known = depths.get(id(child))
+            if known is not None:
+                deepest[0] = max(deepest[0], known)
+                continue
+            if id(child) in open_ids:
+                raise ValueError("the value contains itself: its nesting has no end")
+            open_ids.add(id(child))
+            frames.append((id(child), iter(_children(child)), [0]))
+            break
         else:
-            continue
-        level += 1
-        deepest = max(deepest, level)
-        stack.extend((child, level) for child in children)
-    return deepest
+            frames.pop()
+            open_ids.discard(key)
+            depth = depths[key] = deepest[0] + 1
+            if not frames:
+                return depth
+            parent = frames[-1][2]
+            parent[0] = max(parent[0], depth)
+
+
+def _children(container: Any) -> Iterable[object]:
+    return container.values() if isinstance(container, dict) else container
 
 
 def value_size(value: Value) -> int:

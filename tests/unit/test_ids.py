@@ -145,6 +145,12 @@ def test_characters_outside_the_alphabet_are_invalid(character: str, position: i
     )
 
 
+def test_a_message_about_a_lone_surrogate_can_be_printed() -> None:
+    # The id is shown escaped: a raw lone surrogate made str(error).encode() fail.
+    message = invalid("\ud800" * 32)
+    assert message.encode("utf-8").startswith(b'Invalid ID "\\ud800\\ud800')
+
+
 def test_bad_checksum_is_invalid() -> None:
     id = encode_id(FIRST_USER_TABLE_NUMBER, bytes(16))
     bad = id[:10] + ("1" if id[10] != "1" else "2") + id[11:]

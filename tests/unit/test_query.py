@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -479,3 +481,57 @@ def test_filter_result_must_be_a_boolean_in_convex_words() -> None:
         passes(expr, {})
     with pytest.raises(EvalError, match=r"^Cannot use value 2 \(type Int64\) as a Boolean$"):
         compile_filters([expr])({})
+
+
+def _float_bits(x: float) -> int:
+    bits: int = struct.unpack(">Q", struct.pack(">d", x))[0]
+    return bits
+
+
+def _bits_float(bits: int) -> float:
+    value: float = struct.unpack(">d", struct.pack(">Q", bits))[0]
+    return value
+
+
+_INF = math.inf
+_NEGATIVE_NAN = _bits_float(0xFFF8_0000_0000_0001)  # a quiet NaN, sign bit set, a payload
+_DEFAULT_NAN = 0x7FF8_0000_0000_0000
+
+
+@pytest.mark.parametrize(
+    ("build", "bits"),
+    [
+        # An invalid operation on non-NaN operands gives IEEE's default NaN, the same on
+        # every host: x86 makes it with the sign bit set (so inf - inf computed by Python
+        # there sorted before -inf), aarch64 (where Convex runs) and 0.0 / 0.0 without it.
+        (lambda q: q.sub(_INF, _INF), _DEFAULT_NAN),
+        (lambda q: q.add(_INF, -_INF), _DEFAULT_NAN),
+        (lambda q: q.mul(_INF, 0.0), _DEFAULT_NAN),
+        (lambda q: q.div(_INF, -_INF), _DEFAULT_NAN),
+        (lambda q: q.div(0.0, -0.0), _DEFAULT_NAN),
+        (lambda q: q.mod(_INF, 1.0), _DEFAULT_NAN),
+        (lambda q: q.mod(1.0, 0.0), _DEFAULT_NAN),
+        # A NaN operand is the result (IEEE 754 6.2.3), its sign and payload kept, also
+        # where Python would raise (division and modulo by zero, fmod of an infinity).
+        (lambda q: q.div(_NEGATIVE_NAN, 0.0), 0xFFF8_0000_0000_0001),
+        (lambda q: q.mod(_NEGATIVE_NAN, 0.0), 0xFFF8_0000_0000_0001),
+        (lambda q: q.mod(_INF, _NEGATIVE_NAN), 0xFFF8_0000_0000_0001),
+        (lambda q: q.sub(_NEGATIVE_NAN, 1.0), 0xFFF8_0000_0000_0001),
+        (lambda q: q.neg(_NEGATIVE_NAN), 0x7FF8_0000_0000_0001),
+    ],
+    ids=["inf-inf", "inf+-inf", "inf*0", "inf/-inf", "0/-0", "inf%1", "1%0", "-nan/0",
+         "-nan%0", "inf%-nan", "-nan-1", "neg -nan"],
+)  # fmt: skip
+def test_float_arithmetic_nans_are_the_same_on_every_host(build: Any, bits: int) -> None:
+    expr = predicate(build)
+    for run in (lambda: evaluate(expr, {}), lambda: compile_expression(expr)({})):
+        assert hex(_float_bits(run())) == hex(bits)
+    # The sign decides where the NaN sorts: after every float, not before -inf.
+    if bits == _DEFAULT_NAN:
+        assert passes(predicate(lambda q: q.gt(build(q), _INF)), {})
+
+
+def test_a_field_path_with_a_lone_surrogate_is_refused_in_printable_words() -> None:
+    with pytest.raises(EvalError) as caught:
+        predicate(lambda q: q.field("a.\ud800"))
+    assert "Field name \\ud800 has invalid character" in str(caught.value).encode().decode()

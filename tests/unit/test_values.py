@@ -85,6 +85,15 @@ def test_tuples_and_byte_buffers_are_normalized_without_touching_the_input() -> 
     assert original["t"] == (1, (2, 3))  # the input is not modified
 
 
+def test_a_released_memoryview_is_a_validation_error_with_its_path() -> None:
+    released = memoryview(b"ab")
+    released.release()
+    with pytest.raises(ValidationError) as caught:  # was a bare ValueError from bytes()
+        convert({"m": [released]})
+    assert caught.value.path == "$.m[0]"
+    assert str(caught.value).startswith("memoryview at $.m[0] was released")
+
+
 def test_a_change_late_in_a_list_keeps_the_earlier_items() -> None:
     assert convert([1, "a", (2,), 3]) == [1, "a", [2], 3]
     assert convert({"a": 1, "b": (2,), "c": 3}) == {"a": 1, "b": [2], "c": 3}
@@ -195,6 +204,16 @@ def test_object_fields_set_to_unset_are_left_out() -> None:
     assert convert({"only": UNSET}) == {}
 
 
+def test_fields_set_to_unset_count_toward_no_rule() -> None:
+    # Convex drops undefined fields before it checks anything (convexToJson): a field
+    # that is left out neither counts toward the 1024 fields nor is a reserved name.
+    wide = {f"f{i}": 0 for i in range(1024)} | {"gone": UNSET}
+    assert len(convert(wide)) == 1024
+    assert convert_document({"a": 1, "_gone": UNSET}) == {"a": 1}
+    with pytest.raises(LimitExceeded):
+        convert(wide | {"gone": 0})
+
+
 def test_non_str_keys_are_rejected_at_the_object() -> None:
     error = rejection({"meta": {3: "x"}})
     assert error.path == "$.meta"
@@ -272,6 +291,38 @@ def test_nesting_measure() -> None:
     assert nesting([]) == 1
     assert nesting({"a": [1, {"b": ()}]}) == 4
     assert nesting(nested_lists(5000)) == 5000  # iterative: no RecursionError
+
+
+def test_a_value_that_contains_itself_is_refused_not_measured_forever() -> None:
+    # A list or dict holding itself nests without end: convert stops at the limit, and
+    # the message must not try to measure the infinite depth (it hung, growing a stack).
+    looped: list[Any] = [1]
+    looped.append(looped)
+    with pytest.raises(LimitExceeded) as caught:
+        convert({"a": looped})
+    assert caught.value.limit == "NestingTooDeep"
+    assert "contains itself" in str(caught.value)
+    assert caught.value.path == "$.a" + "[1]" * 63
+    branching: dict[str, Any] = {}
+    branching["x"] = branching
+    branching["y"] = [branching, branching]  # each level doubles the paths to walk
+    with pytest.raises(LimitExceeded) as caught:
+        convert_document({"b": branching})
+    assert str(caught.value).startswith("Document is too nested (it contains itself")
+    with pytest.raises(ValueError, match="contains itself"):
+        nesting(branching)
+
+
+def test_nesting_of_shared_parts_is_measured_once() -> None:
+    shared: list[Any] = [1]
+    for _ in range(100):  # 2**100 paths, 101 distinct lists
+        shared = [shared, shared]
+    assert nesting(shared) == 101
+    with pytest.raises(LimitExceeded) as caught:
+        convert(shared)
+    assert str(caught.value).startswith(
+        "Value is too nested (nested 101 levels deep > maximum nesting 64)"
+    )
 
 
 # -- convert_document -------------------------------------------------------------------
@@ -476,6 +527,20 @@ def test_type_names(value: Any, name: str) -> None:
 )  # fmt: skip
 def test_format_value(value: Any, text: str) -> None:
     assert format_value(value) == text
+
+
+def test_messages_show_lone_surrogates_escaped() -> None:
+    # Strings that are not valid Unicode may reach a message (a field name, a value
+    # shown by format_value): written raw, the message could not be encoded as UTF-8.
+    assert format_value("a\ud800") == '"a\\ud800"'
+    assert format_value({"k": "\udfff\u00e9"}) == '{"k": "\\udfff\u00e9"}'
+    for bad in ({"\ud800": 1}, {"ok": {"x\udc80": 1}}):
+        with pytest.raises(ValidationError) as caught:
+            convert(bad)
+        assert "\\ud" in str(caught.value).encode("utf-8").decode("utf-8")
+    with pytest.raises(ValidationError) as caught:
+        convert_document({"_\ud800": 1})
+    assert str(caught.value).encode("utf-8").startswith(b"Field '_\\ud800' starts with")
 
 
 def test_format_value_truncates_long_values_cheaply() -> None:
