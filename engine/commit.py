@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import blobs as _blobs
+from . import longkeys
 from .catalog import NEXT_TABLE_KEY, SCHEMA_KEY, Catalog, catalog_key, encode_catalog
 from .encoding import decode, encode
 from .errors import EngineError
@@ -305,7 +306,7 @@ class Committer:
             _apply_net(wtxn, storage.documents, documents)
             if blob_changes:  # in the same LMDB txn as the _storage rows they belong to
                 _blobs.apply(wtxn, storage.blobs, blob_changes)
-            _apply_net(wtxn, storage.indexes, index_keys)
+            _apply_index_keys(wtxn, storage, index_keys)
             if len(log_entries) == 1:  # one py-lmdb call either way; put makes no cursor
                 wtxn.put(*log_entries[0], True, True, True, storage.log)
             else:
@@ -369,6 +370,16 @@ def _apply_net(wtxn: Any, db: Any, changes: dict[bytes, bytes | None]) -> None:
     elif puts:
         puts.sort()  # neighbouring keys land on pages already touched
         wtxn.cursor(db).putmulti(puts)
+
+
+def _apply_index_keys(wtxn: Any, storage: Any, changes: dict[bytes, bytes | None]) -> None:
+    """:func:`_apply_net` for index keys: those of LMDB's key size or longer go to the
+    entries of :mod:`engine.longkeys` (rare: one length check per key otherwise)."""
+    if changes and max(map(len, changes)) >= longkeys.SPLIT:
+        long = {key: value for key, value in changes.items() if len(key) >= longkeys.SPLIT}
+        changes = {key: value for key, value in changes.items() if len(key) < longkeys.SPLIT}
+        longkeys.apply(wtxn, storage.indexes, storage.meta, long)
+    _apply_net(wtxn, storage.indexes, changes)
 
 
 def read_log(wtxn: Any, log: Any, after: int) -> list[tuple[int, list[bytes]]]:

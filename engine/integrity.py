@@ -35,9 +35,11 @@ needed: expected keys are checked by point lookups.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Iterator
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from . import blobs, ids, keys, values
+from . import blobs, ids, keys, longkeys, values
 from .catalog import (
     BY_CREATION_TIME,
     BY_ID,
@@ -49,7 +51,7 @@ from .encoding import decode, decode_document
 from .errors import CorruptionError, ValidationError
 from .ids import FIRST_USER_TABLE_NUMBER
 from .schema import schema_from_json
-from .storage import FORMAT_VERSION, HEAD, HEAD_KEY, SUB_DATABASES
+from .storage import HEAD, HEAD_KEY, READABLE_FORMATS, SUB_DATABASES
 
 if TYPE_CHECKING:
     from .database import Database
@@ -79,6 +81,15 @@ def check(db: Database) -> dict[str, Any]:
             # The head does not decode: no catalog version, so nothing else can be read.
             raise _corruption(storage.path, problems)
         catalog = db.catalog_at(rtxn)
+        raw_long = rtxn.get(longkeys.LONG_KEYS_KEY, None, storage.meta)
+        long_indexes: set[int] = set()
+        if raw_long is not None:
+            try:
+                long_indexes = set(decode(raw_long))
+            except Exception:
+                problem(f"meta/long_keys {bytes(raw_long)[:40].hex()} does not decode")
+            if rtxn.get(b"format", None, storage.meta) != longkeys.FORMAT:
+                problem("meta/long_keys is set, but meta/format is not 3")
         report: dict[str, Any] = {"tables": {}}
         by_number = catalog.table_by_number
         schema = catalog.schema  # the stored schema: enforced on every write since stored
@@ -133,7 +144,9 @@ def check(db: Database) -> dict[str, Any]:
                 expected_keys[1:],
                 strict=True,
             ):
-                if index.state == "ready" and rtxn.get(index_key, db=storage.indexes) is None:
+                if index.state == "ready" and not longkeys.contains(
+                    rtxn, storage.indexes, index_key
+                ):
                     problem(
                         f"document {document['_id']} in {table.name!r} is missing index "
                         f"entry {index_key.hex()}"
@@ -142,10 +155,10 @@ def check(db: Database) -> dict[str, Any]:
         # 3, 4 and 5: every index entry.
         index_counts: dict[int, int] = {}
         cursor = rtxn.cursor(db=storage.indexes)
-        for raw_key, raw_value in cursor.iternext(keys=True, values=True):
-            key = bytes(raw_key)
-            if raw_value:
-                problem(f"index entry {key.hex()} has a value (index entries are keys only)")
+        stored_keys: Iterator[bytes] = _entry_keys(
+            cursor.iternext(keys=True, values=True), problem, long_indexes
+        )
+        for key in stored_keys:
             owner = catalog.index_owner.get(_U32.unpack(key[:4])[0]) if len(key) >= 4 else None
             if owner is None:
                 problem(f"index entry {key.hex()} belongs to no known index")
@@ -258,6 +271,50 @@ def check(db: Database) -> dict[str, Any]:
     return report
 
 
+def _entry_keys(
+    entries: Iterable[tuple[bytes, bytes]], problem: Any, long_indexes: set[int]
+) -> Iterator[bytes]:
+    """The index keys the ``indexes`` entries hold, in order: an entry's own key, and the
+    long keys an entry of :data:`engine.longkeys.SPLIT` bytes lists (checked: a list of
+    keys longer than it, starting with it, ascending, of an index in ``meta/long_keys``,
+    without which readers would not see them)."""
+    for raw_key, raw_value in entries:
+        key = bytes(raw_key)
+        if not raw_value:
+            yield key
+            continue
+        if len(key) != longkeys.SPLIT:
+            problem(f"index entry {key.hex()} has a value (only entries of long keys do)")
+            yield key
+            continue
+        if int.from_bytes(key[:4], "big") not in long_indexes:
+            problem(f"index entry {key.hex()} lists long keys, but meta/long_keys lacks its index")
+        try:
+            has_self, members = decode(raw_value)
+            well_formed = (
+                isinstance(has_self, bool)
+                and isinstance(members, list)
+                and members
+                and all(
+                    type(m) is bytes and len(m) > longkeys.SPLIT and m.startswith(key)
+                    for m in members
+                )
+                and all(a < b for a, b in pairwise(members))
+            )
+        except Exception:
+            well_formed = False
+        if not well_formed:
+            problem(
+                f"index entry {key.hex()} has a value that is no sorted list of the long keys "
+                "it starts"
+            )
+            yield key
+            continue
+        if has_self:
+            yield key
+        yield from members
+
+
 def _corruption(path: str, problems: list[str]) -> CorruptionError:
     return CorruptionError(
         f"Engine.check() found {len(problems)} broken invariant(s) in {path!r}:\n"
@@ -279,9 +336,9 @@ def _check_meta(rtxn: Any, storage: Any, problem: Any) -> bool:
     finally:
         cursor.close()
     raw = rtxn.get(b"format", None, storage.meta)
-    if raw is None or bytes(raw) != str(FORMAT_VERSION).encode():
+    if raw is None or bytes(raw).decode("ascii", "replace") not in READABLE_FORMATS:
         found = "missing" if raw is None else repr(bytes(raw)[:20])
-        problem(f"meta/format is {found}, not {FORMAT_VERSION}")
+        problem(f"meta/format is {found}, not one of {', '.join(READABLE_FORMATS)}")
     raw = rtxn.get(HEAD_KEY, None, storage.meta)
     if raw is not None and len(raw) != HEAD.size:
         problem(f"meta/head {bytes(raw)[:40].hex()} is not {HEAD.size} bytes")

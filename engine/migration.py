@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import longkeys
 from .catalog import (
     BY_CREATION_TIME,
     BY_ID,
@@ -51,8 +52,6 @@ from .catalog import (
 from .commit import read_log
 from .encoding import decode, decode_document, encode
 from .errors import SchemaValidationError, ValidationError
-from .indexing import KeyPlan
-from .scans import MAX_KEY_SIZE
 from .schema import schema_from_json
 
 if TYPE_CHECKING:
@@ -128,52 +127,6 @@ def _check_existing(db: Database, schema: SchemaDefinition, catalog: Catalog, tx
         if len(failures) >= _MAX_REPORTED:
             break
     _refuse(failures)
-
-
-def _check_new_index_keys(
-    db: Database,
-    schema: SchemaDefinition,
-    catalog: Catalog,
-    txn: Any,
-    written: dict[str, list[bytes]] | None = None,
-) -> None:
-    """Every existing document must fit the indexes the schema adds (LMDB's key size).
-
-    Checked before anything is stored: a backfill that met a key too long would fail
-    on every open, with the index stuck in ``backfilling``. ``written``: check only
-    these documents (internal ids by table), those committed since the first check.
-    Cost: one pass over the tables that gain an index.
-    """
-    for name, definition in schema.tables.items():
-        table = catalog.tables.get(name)
-        if table is None or (written is not None and name not in written):
-            continue
-        known = {index.fields for index in table.indexes.values()}
-        added = {
-            index: IndexDef(index, 0xFFFFFFFF, tuple(fields), "backfilling")
-            for index, fields in definition.indexes.items()
-            if tuple(fields) not in known
-        }
-        if not added:
-            continue
-        plan = KeyPlan(TableDef(table.name, table.number, {BY_ID: table.by_id, **added}))
-        if written is None:
-            documents: Iterator[tuple[bytes, dict[str, Any]]] = _documents(txn, db, table)
-        else:
-            documents = _documents_by_id(txn, db, table, written[name])
-        for internal_id, document in documents:
-            index_keys = plan.keys(document, internal_id)[1:]
-            for index_name, index_key in zip(added, index_keys, strict=True):
-                if len(index_key) > MAX_KEY_SIZE:
-                    raise SchemaValidationError(
-                        f'Index key too large: document with ID "{document["_id"]}" gives '
-                        f'the new index "{index_name}" of table "{name}" a key of '
-                        f"{len(index_key)} bytes, and an index key holds at most "
-                        f"{MAX_KEY_SIZE} bytes (LMDB's key size), so the database was "
-                        "opened with no changes. Index a shorter field (a prefix or a "
-                        "hash of the long value) instead.",
-                        table=name,
-                    )
 
 
 def _documents_by_id(
@@ -284,7 +237,6 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
         new_schema = not _same_schema(rtxn.get(b"schema", None, storage.meta), schema_json)
         if schema.schema_validation and new_schema:
             _check_existing(db, schema, catalog, rtxn)
-        _check_new_index_keys(db, schema, catalog, rtxn)
 
     def change(wtxn: Any) -> list[tuple[str, str]]:
         current = stored = load_catalog(wtxn, db.storage.meta)
@@ -295,7 +247,6 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
             written = _written_since(db, stored, wtxn, checked_at)
             if schema.schema_validation and new_schema:
                 _check_written_since(db, schema, stored, wtxn, written)
-            _check_new_index_keys(db, schema, stored, wtxn, written)
         changed = new_schema  # a new schema is a new catalog version (it names the schema)
         for name, definition in schema.tables.items():
             wanted = {index: tuple(fields) for index, fields in definition.indexes.items()}
@@ -401,7 +352,11 @@ def _backfill(db: Database, table_name: str, index_name: str) -> None:
                 if key[:4] != table.prefix or count >= _BATCH:
                     break
                 document = decode_document(value)
-                wtxn.put(plan.keys(document, key[4:])[1 + position], b"", db=storage.indexes)
+                index_key = plan.keys(document, key[4:])[1 + position]
+                if len(index_key) < longkeys.SPLIT:
+                    wtxn.put(index_key, b"", db=storage.indexes)
+                else:
+                    longkeys.apply(wtxn, storage.indexes, storage.meta, {index_key: b""})
                 last, count = key, count + 1
         cursor.close()
         if last is None:

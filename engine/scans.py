@@ -24,7 +24,7 @@ from collections.abc import Callable, Generator, Iterator
 from itertools import islice, takewhile
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from . import keys
+from . import keys, longkeys
 from .catalog import BY_ID, IndexDef, TableDef
 from .encoding import DecodeError, document_decoder
 from .errors import CorruptionError, LimitExceeded
@@ -124,6 +124,8 @@ class Scans:
         overlay = iter(added.irange(lo, hi, inclusive=(True, False), reverse=reverse))
         if index.name == BY_ID:
             base = _scan_by_id(rtxn, documents_db, table, index, lo, hi, reverse)
+        elif index.number in self._storage.long_indexes(rtxn):
+            base = _scan_index(rtxn, self._storage.indexes, lo, hi, reverse)
         else:
             base = _scan_lmdb(rtxn, self._storage.indexes, lo, hi, reverse)
         next_overlay = next(overlay, None)
@@ -215,8 +217,12 @@ class Scans:
         """
         if self.writable or index.name == BY_ID:
             return None
-        interval = self.reads.add_interval(lo, hi)  # the whole range unless cut short below
         rtxn = self._txn()
+        if index.number in self._storage.long_indexes(rtxn):
+            # An index holding keys past LMDB's key size (engine.longkeys), rare: the
+            # scan reads them in order.
+            return None
+        interval = self.reads.add_interval(lo, hi)  # the whole range unless cut short below
         get = rtxn.get
         documents_db = self._storage.documents
         table_prefix = table.prefix
@@ -437,10 +443,51 @@ def _scan_by_id(
         yield index_prefix + key[4:]
 
 
-#: LMDB's largest key (``mdb_env_get_maxkeysize``: 511 bytes in py-lmdb's build): writes
-#: refuse longer index keys (``LimitExceeded``). Range bounds may be longer: LMDB seeks
-#: and compares with them as with any key.
-MAX_KEY_SIZE = 511
+#: LMDB's largest key (``mdb_env_get_maxkeysize``: 511 bytes in py-lmdb's build): longer
+#: index keys live in the entry of their first 511 bytes (:mod:`engine.longkeys`).
+MAX_KEY_SIZE = longkeys.SPLIT
+
+
+def _scan_index(rtxn: Any, db: Any, lo: bytes, hi: bytes, reverse: bool) -> Iterator[bytes]:
+    """Index keys in ``[lo, hi)``, ascending or descending: :func:`_scan_lmdb` over the
+    ``indexes`` sub-database, the keys an entry of :data:`longkeys.SPLIT` bytes holds
+    read in place (its own key when it is one, then the long keys it lists)."""
+    split = longkeys.SPLIT
+    cursor = rtxn.cursor(db)
+    try:
+        if not reverse:
+            # The entry holding a long ``lo`` (its first bytes) sorts before ``lo``.
+            if not cursor.set_range(lo[:split]):
+                return
+            for key in cursor.iternext(True, False):
+                if key >= hi:  # and so is every key an entry from here on holds
+                    return
+                if len(key) == split:
+                    for member in longkeys.expand(key, cursor.value()):
+                        if lo <= member < hi:
+                            yield member
+                elif key >= lo:
+                    yield key
+        else:
+            # An entry at or past ``hi`` holds no key below it (its keys start with it).
+            positioned = cursor.set_range(hi)
+            positioned = cursor.prev() if positioned else cursor.last()
+            if not positioned:
+                return
+            for key in cursor.iterprev(True, False):
+                if len(key) == split:
+                    members = longkeys.expand(key, cursor.value())
+                    for member in reversed(members):
+                        if lo <= member < hi:
+                            yield member
+                    if key < lo:  # every entry before it holds keys below ``lo``
+                        return
+                elif key < lo:
+                    return
+                else:
+                    yield key
+    finally:
+        cursor.close()
 
 
 def _scan_lmdb(rtxn: Any, db: Any, lo: bytes, hi: bytes, reverse: bool) -> Iterator[bytes]:

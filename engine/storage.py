@@ -47,7 +47,9 @@ try:
 except ImportError:  # Windows: no cross-process durability check
     fcntl = None  # type: ignore[assignment]
 
+from .encoding import decode
 from .errors import CorruptionError, EngineError, FormatError, StorageError
+from .longkeys import LONG_KEYS_KEY
 
 _log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ __all__ = [
     "FORMAT_VERSION",
     "HEAD",
     "HEAD_KEY",
+    "READABLE_FORMATS",
     "SUB_DATABASES",
     "Durability",
     "ReadTxn",
@@ -72,6 +75,9 @@ DURABILITY_MODES: tuple[str, ...] = ("full", "normal", "none")
 #: The on-disk format this version writes and reads (2: ``head`` replaced
 #: ``latest_ts`` and ``catalog_v``).
 FORMAT_VERSION = 2
+#: The formats this version reads: 3 is 2 with index keys longer than LMDB's key size
+#: (``engine.longkeys``), marked when the first one is stored.
+READABLE_FORMATS = ("2", "3")
 _FORMAT_KEY = b"format"
 #: ``meta`` key of the head: the newest commit timestamp and the catalog
 #: version, two big-endian u64s that every transaction reads in one lookup.
@@ -241,6 +247,7 @@ class Storage:
         self._gate = _Gate()
         #: ``(LMDB txn id, head)`` of the snapshot last seen (:meth:`snapshot_head`).
         self.head_cache: tuple[int, tuple[int, int]] = (-1, (0, 0))
+        self.long_cache: tuple[int, frozenset[int]] = (-1, frozenset())
         self._refs = 0
         #: True once the last reference is dropped (or the process forked away from it).
         self._released = False
@@ -351,7 +358,7 @@ class Storage:
                 txn.put(_FORMAT_KEY, str(FORMAT_VERSION).encode(), db=self.meta)
                 return
             version = bytes(raw).decode("ascii", "replace")
-            if version != str(FORMAT_VERSION):
+            if version not in READABLE_FORMATS:
                 raise _format_error(self.path, version)
 
         self.write(check)
@@ -397,6 +404,21 @@ class Storage:
         head = self.head(txn)
         self.head_cache = (txnid, head)  # one tuple: readers in other threads see old or new
         return head
+
+    def long_indexes(self, txn: ReadTxn) -> frozenset[int]:
+        """The numbers of the indexes holding keys past LMDB's key size as of read txn
+        ``txn`` (``meta/long_keys``, see :mod:`engine.longkeys`): their ranges are read
+        by the scan that expands them. Cost: as :meth:`snapshot_head`, one C call when
+        the snapshot is the one seen last.
+        """
+        txnid = txn.id()
+        cached = self.long_cache
+        if cached[0] == txnid:
+            return cached[1]
+        raw = txn.get(LONG_KEYS_KEY, None, self.meta)
+        found = frozenset(decode(raw)) if raw is not None else frozenset()
+        self.long_cache = (txnid, found)
+        return found
 
     def put_head(self, txn: WriteTxn, latest_ts: int, catalog_version: int) -> None:
         """Store the head inside write txn ``txn``."""
@@ -701,7 +723,7 @@ def _open_sub_databases(env: Any, path: str) -> list[Any]:
         raw = txn.get(_FORMAT_KEY, None, dbs[0])
         if raw is not None:
             version = bytes(raw).decode("ascii", "replace")
-            if version != str(FORMAT_VERSION):
+            if version not in READABLE_FORMATS:
                 raise _format_error(path, version)
         elif any(txn.stat(db)["entries"] for db in dbs):
             raise FormatError(
@@ -726,7 +748,8 @@ def _damaged_meta(name: str, raw: Any) -> CorruptionError:
 def _format_error(path: str, version: str) -> FormatError:
     return FormatError(
         f"The database at {path!r} has format version {version}, but this "
-        f"convexlite reads format {FORMAT_VERSION}: open it with the convexlite "
+        f"convexlite reads formats {' and '.join(READABLE_FORMATS)}: open it with the "
+        "convexlite "
         "version that wrote it, or export and re-import the data."
     )
 

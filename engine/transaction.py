@@ -66,19 +66,6 @@ _DECODED_IDS = ids.RECENT_IDS
 _FIRST_USER_DOCUMENT_KEY = _scans.FIRST_USER_DOCUMENT_KEY
 
 
-def _refuse_long_key(table: TableDef, keys: tuple[bytes, ...]) -> None:
-    key = max(keys, key=len)
-    number = int.from_bytes(key[:4], "big")
-    index = next((i.name for i in table.indexes.values() if i.number == number), "?")
-    raise LimitExceeded(
-        f'Index key too large: the values document fields give index "{index}" of table '
-        f'"{table.name}" encode to {len(key)} bytes, and an index key holds at most '
-        f"{_scans.MAX_KEY_SIZE} bytes (LMDB's key size). Index a shorter field instead "
-        "(a prefix or a hash of the long value), or leave this field out of the index.",
-        limit="IndexKeyTooLarge",
-    )
-
-
 def check_table_name(name: object, *, system: bool = False) -> str:
     """Check a table name against Convex's rules; returns it.
 
@@ -387,8 +374,6 @@ class Transaction(Scans):
                 keys = writes.current_keys[doc_key] if previous_keys is None else previous_keys
             else:
                 keys = plan.keys(document, internal_id)
-                if max(map(len, keys)) > _scans.MAX_KEY_SIZE:
-                    _refuse_long_key(table, keys)
         if writes.writes >= MAX_DOCUMENTS_WRITTEN:
             raise LimitExceeded(
                 f"Too many documents written in a single function execution (limit: "

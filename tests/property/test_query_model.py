@@ -35,6 +35,9 @@ PRESENT_VALUES = st.one_of(
     st.sampled_from([-0.0, 0.0, 1.5, -2.0]),
     st.sampled_from(["", "a", "b", "ab"]),
     st.sampled_from([b"", b"\x00", b"a"]),
+    # Index keys past LMDB's 511 bytes (engine.longkeys): values sharing a long prefix
+    # share one entry; "L" * 480 gives a key of exactly 511 bytes.
+    st.sampled_from(["L" * 480, "L" * 490, "L" * 600, "L" * 600 + "a", "L" * 600 + "\x00"]),
 )
 FIELD_VALUES = st.one_of(PRESENT_VALUES, st.just(UNSET))
 INDEXES = {"by_x": ["x"], "by_x_y": ["x", "y"], "by_y": ["y"]}

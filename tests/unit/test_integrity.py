@@ -476,3 +476,50 @@ def test_a_read_that_meets_a_document_that_does_not_decode_raises_corruption_err
         with pytest.raises(CorruptionError, match="document .* does not decode") as caught:
             engine._db.run(body, writable=writable)
         assert caught.value.problems
+
+
+LONG_SCHEMA = define_schema({"t": define_table({"s": v.string()}).index("by_s", ["s"])})
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda members: [members[1], members[0]], "no sorted list of the long keys"),
+        (
+            lambda members: [members[0], members[1][:100] + b"y" + members[1][101:]],
+            "no sorted list",
+        ),
+        (lambda members: members[:1], "has 1 entries for 2 documents|missing index entry"),
+        (lambda members: [*members, members[1] + b"x"], "has 3 entries for 2 documents"),
+    ],
+    ids=["unsorted", "a key of another entry", "a key dropped", "a key added"],
+)
+def test_check_reads_and_checks_the_entries_of_long_index_keys(
+    db_path: Path, damage: Callable[[list[bytes]], list[bytes]], message: str
+) -> None:
+    # Index keys past LMDB's 511 bytes live in the entry of their first 511 bytes, whose
+    # value lists them (engine.longkeys): check() counts and verifies each key listed.
+    with Engine.open(db_path, schema=LONG_SCHEMA, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("t", {"s": "x" * 600 + c}) for c in "ab"])
+        assert engine.check()["tables"]["t"]["indexes"]["by_s"] == 2
+        storage = engine._db.storage
+        with storage.env.begin(write=True) as txn:
+            cursor = txn.cursor(db=storage.indexes)
+            entries = [(k, v) for k, v in cursor.iternext() if v]
+            assert len(entries) == 1 and len(entries[0][0]) == 511
+            key, value = entries[0]
+            has_self, members = decode(value)
+            txn.put(key, encode([has_self, damage(members)]), db=storage.indexes)
+        with pytest.raises(CorruptionError, match=message):
+            engine.check()
+
+
+def test_check_names_long_index_keys_that_readers_would_not_see(db_path: Path) -> None:
+    # Readers expand the entries of the indexes meta/long_keys lists, and only those.
+    with Engine.open(db_path, schema=LONG_SCHEMA, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("t", {"s": "x" * 600 + c}) for c in "ab"])
+        storage = engine._db.storage
+        with storage.env.begin(write=True) as txn:
+            txn.put(b"long_keys", encode([]), db=storage.meta)
+        with pytest.raises(CorruptionError, match="meta/long_keys lacks its index"):
+            engine.check()

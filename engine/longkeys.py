@@ -1,0 +1,110 @@
+"""Index keys longer than LMDB's key size (511 bytes), stored in order.
+
+Convex has no index key size limit (its persistence splits a long key into a prefix
+kept in the primary key and a suffix beside it). LMDB keys hold at most
+:data:`SPLIT` bytes, so a longer index key ``k`` lives in the *entry* of its first
+:data:`SPLIT` bytes, ``k[:SPLIT]``, whose value lists every long key with that prefix,
+sorted::
+
+    entry key   k[:511]
+    entry value msgpack [has_self, [long keys with that prefix, ascending]]
+
+``has_self`` says whether the 511-byte key ``k[:511]`` is itself an index key (a plain
+entry has an empty value: every entry of a shorter key, and of a 511-byte key with no
+longer key after it). The order of entries is then the order of the keys they hold:
+an entry's key sorts before every long key it lists (a proper prefix), and every other
+entry's key sorts before or after all of them at once (it differs from them within the
+first 511 bytes, or is shorter than 511 bytes and so is no prefix of them). A scan that
+meets an entry with a value reads its keys in place (:func:`expand`).
+
+Only entries whose key is exactly :data:`SPLIT` bytes long can carry a value. The
+indexes that have held one are listed in ``meta`` (:data:`LONG_KEYS_KEY`, in the same
+write txn): readers send their ranges to the scan that expands entries and keep their
+one-loop fast paths for every other index. A database holding one is format 3
+(:func:`apply` marks it): versions that read format 2 would miss the keys an entry
+lists, so they refuse it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+from .encoding import decode, encode
+
+__all__ = ["FORMAT", "LONG_KEYS_KEY", "SPLIT", "apply", "contains", "expand"]
+
+#: LMDB's largest key (``mdb_env_get_maxkeysize``, 511 bytes in py-lmdb's build): keys of
+#: this length or longer go through :func:`apply`, longer ones live in an entry's value.
+SPLIT = 511
+#: The format version of a database that holds an entry with a value.
+FORMAT = b"3"
+_FORMAT_KEY = b"format"
+#: ``meta`` key of the numbers of the indexes that have held an entry with a value
+#: (msgpack list): readers send their ranges to the scan that expands entries, and
+#: keep their one-loop fast paths for every other index.
+LONG_KEYS_KEY = b"long_keys"
+
+
+def expand(key: bytes, value: bytes) -> list[bytes]:
+    """The index keys entry ``key`` holds, ascending: itself (when it is one) and the
+    long keys its value lists. Cost: one decode for an entry with a value."""
+    if not value:
+        return [key]
+    has_self, members = decode(value)
+    return [key, *members] if has_self else list(members)
+
+
+def contains(rtxn: Any, db: Any, key: bytes) -> bool:
+    """Whether index key ``key`` (any length) is stored. Cost: one lookup (and a decode
+    and a binary search for a long key)."""
+    if len(key) < SPLIT:
+        return rtxn.get(key, None, db) is not None
+    value = rtxn.get(key[:SPLIT], None, db)
+    if value is None:
+        return False
+    if len(key) == SPLIT:
+        return not value or bool(decode(value)[0])
+    if not value:
+        return False
+    members = decode(value)[1]
+    at = bisect.bisect_left(members, key)
+    return at < len(members) and members[at] == key
+
+
+def apply(wtxn: Any, db: Any, meta: Any, changes: dict[bytes, bytes | None]) -> None:
+    """Put (``key -> b""``) or delete (``key -> None``) index keys of :data:`SPLIT` bytes
+    or more, in write txn ``wtxn``: each updates the entry of its first :data:`SPLIT`
+    bytes. Marks the database format 3 when an entry gets a value. Cost: per key, one
+    lookup and one write of its entry (a decode and re-encode of its list)."""
+    by_entry: dict[bytes, list[tuple[bytes, bool]]] = {}
+    for key, value in changes.items():
+        by_entry.setdefault(key[:SPLIT], []).append((key, value is not None))
+    listed: set[int] = set()
+    for entry, edits in by_entry.items():
+        raw = wtxn.get(entry, None, db)
+        has_self = raw is not None and (not raw or bool(decode(raw)[0]))
+        members: list[bytes] = list(decode(raw)[1]) if raw else []
+        for key, put in edits:
+            if len(key) == SPLIT:
+                has_self = put
+                continue
+            at = bisect.bisect_left(members, key)
+            present = at < len(members) and members[at] == key
+            if put and not present:
+                members.insert(at, key)
+            elif not put and present:
+                del members[at]
+        if members:
+            wtxn.put(entry, encode([has_self, members]), True, True, False, db)
+            listed.add(int.from_bytes(entry[:4], "big"))
+        elif has_self:
+            wtxn.put(entry, b"", True, True, False, db)
+        elif raw is not None:
+            wtxn.delete(entry, b"", db)
+    if listed:
+        raw = wtxn.get(LONG_KEYS_KEY, None, meta)
+        known = set(decode(raw)) if raw is not None else set()
+        if not listed <= known:
+            wtxn.put(LONG_KEYS_KEY, encode(sorted(known | listed)), True, True, False, meta)
+            wtxn.put(_FORMAT_KEY, FORMAT, True, True, False, meta)
