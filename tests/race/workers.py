@@ -61,9 +61,14 @@ def crash_writer(path: str, durability: str) -> None:
 
     Each transaction inserts 3 documents sharing a batch number and bumps a
     counter row, so a partial transaction would show up as a batch with
-    fewer than 3 rows or a counter that disagrees with the batches.
+    fewer than 3 rows or a counter that disagrees with the batches. ``pad`` is
+    indexed, and every third batch's is long: its index keys pass LMDB's 511 bytes
+    (engine.longkeys), so kills also land in writes of long-key entries.
     """
-    with Engine.open(path, durability=durability) as engine:  # type: ignore[arg-type]
+    from engine import define_schema, define_table
+
+    schema = define_schema({"rows": define_table().index("by_pad", ["pad"])})
+    with Engine.open(path, durability=durability, schema=schema) as engine:  # type: ignore[arg-type]
         counter = engine.run(lambda ctx: ctx.db.insert("state", {"batches": 0}))
         print(f"counter {counter}", flush=True)
         batch = 0
@@ -73,7 +78,13 @@ def crash_writer(path: str, durability: str) -> None:
             def body(ctx: MutationCtx, b: int = batch) -> None:
                 for i in range(3):
                     ctx.db.insert(
-                        "rows", {"run": counter, "batch": b, "i": i, "pad": "x" * (b % 200)}
+                        "rows",
+                        {
+                            "run": counter,
+                            "batch": b,
+                            "i": i,
+                            "pad": "x" * (b % 200) + ("y" * 600 if b % 3 == 0 else ""),
+                        },
                     )
                 state = ctx.db.get(counter)
                 assert state is not None
