@@ -290,16 +290,13 @@ def _entry_keys(
         if int.from_bytes(key[:4], "big") not in long_indexes:
             problem(f"index entry {key.hex()} lists long keys, but meta/long_keys lacks its index")
         try:
-            has_self, members = decode(raw_value)
+            has_self, rests = decode(raw_value)
             well_formed = (
                 isinstance(has_self, bool)
-                and isinstance(members, list)
-                and members
-                and all(
-                    type(m) is bytes and len(m) > longkeys.SPLIT and m.startswith(key)
-                    for m in members
-                )
-                and all(a < b for a, b in pairwise(members))
+                and isinstance(rests, list)
+                and rests
+                and all(type(rest) is bytes and rest for rest in rests)
+                and all(a < b for a, b in pairwise(rests))
             )
         except Exception:
             well_formed = False
@@ -312,7 +309,8 @@ def _entry_keys(
             continue
         if has_self:
             yield key
-        yield from members
+        for rest in rests:
+            yield key + rest
 
 
 def _corruption(path: str, problems: list[str]) -> CorruptionError:

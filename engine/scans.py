@@ -463,9 +463,7 @@ def _scan_index(rtxn: Any, db: Any, lo: bytes, hi: bytes, reverse: bool) -> Iter
                 if key >= hi:  # and so is every key an entry from here on holds
                     return
                 if len(key) == split:
-                    for member in longkeys.expand(key, cursor.value()):
-                        if lo <= member < hi:
-                            yield member
+                    yield from longkeys.keys_in(key, cursor.value(), lo, hi)
                 elif key >= lo:
                     yield key
         else:
@@ -476,10 +474,7 @@ def _scan_index(rtxn: Any, db: Any, lo: bytes, hi: bytes, reverse: bool) -> Iter
                 return
             for key in cursor.iterprev(True, False):
                 if len(key) == split:
-                    members = longkeys.expand(key, cursor.value())
-                    for member in reversed(members):
-                        if lo <= member < hi:
-                            yield member
+                    yield from longkeys.keys_in(key, cursor.value(), lo, hi, reverse=True)
                     if key < lo:  # every entry before it holds keys below ``lo``
                         return
                 elif key < lo:

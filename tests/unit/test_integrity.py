@@ -485,14 +485,11 @@ LONG_SCHEMA = define_schema({"t": define_table({"s": v.string()}).index("by_s", 
     ("damage", "message"),
     [
         (lambda members: [members[1], members[0]], "no sorted list of the long keys"),
-        (
-            lambda members: [members[0], members[1][:100] + b"y" + members[1][101:]],
-            "no sorted list",
-        ),
+        (lambda rests: [rests[0], b""], "no sorted list"),
         (lambda members: members[:1], "has 1 entries for 2 documents|missing index entry"),
         (lambda members: [*members, members[1] + b"x"], "has 3 entries for 2 documents"),
     ],
-    ids=["unsorted", "a key of another entry", "a key dropped", "a key added"],
+    ids=["unsorted", "an empty rest", "a key dropped", "a key added"],
 )
 def test_check_reads_and_checks_the_entries_of_long_index_keys(
     db_path: Path, damage: Callable[[list[bytes]], list[bytes]], message: str
