@@ -78,6 +78,7 @@ from .scheduler import (
     now_ms,
     patch_job,
 )
+from .storage import LMDB_ERRORS
 
 if TYPE_CHECKING:
     from .commit import CommitRequest
@@ -442,6 +443,8 @@ class Executor:
                 runtime.check_result(name, function, result, txn)
             except (OptimisticConcurrencyControlFailure, StorageError):
                 raise  # the engine's, even when raised through the function: retried
+            except LMDB_ERRORS:
+                raise  # a damaged page met by a read: StorageError once out of db.run
             except BaseException as error:  # SystemExit too: the worker survives it
                 raise _JobFailed(error) from error
             patch_job(txn, job_id, {"state": {"kind": "success"}, "completedTime": now_ms()})

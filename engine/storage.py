@@ -56,6 +56,7 @@ __all__ = [
     "FORMAT_VERSION",
     "HEAD",
     "HEAD_KEY",
+    "LMDB_ERRORS",
     "SUB_DATABASES",
     "Durability",
     "ReadTxn",
@@ -83,6 +84,10 @@ _INITIAL_MAP_SIZE = 256 << 20
 #: The names of the sub-databases: the only keys of the environment's main database.
 SUB_DATABASES = (b"meta", b"documents", b"indexes", b"log", b"blobs")
 _MAX_READERS = 1022
+#: What a read inside a transaction may raise from LMDB (a damaged page, say): for
+#: ``except`` clauses outside this module, which hand the error to
+#: :meth:`Storage.mapped` (only this module imports ``lmdb``).
+LMDB_ERRORS: tuple[type[BaseException], ...] = (lmdb.Error,)
 
 #: Opaque handles: an LMDB txn. Only this module touches their methods'
 #: LMDB-specific behaviour; callers use ``get``/``put``/``delete``/``cursor``.
@@ -189,10 +194,6 @@ def _map_error(error: lmdb.Error, path: str) -> StorageError:
         ),
         (lmdb.DiskError, "the disk reported an I/O error: check the device and free space"),
         (
-            lmdb.CorruptedError,
-            "the database file is damaged: restore it from a backup (Engine.backup)",
-        ),
-        (
             lmdb.BadTxnError,
             "an earlier LMDB error ended this transaction; if it recurs (at every open, "
             "say) the database file is damaged: run Engine.check(), or restore it from a "
@@ -208,6 +209,12 @@ def _map_error(error: lmdb.Error, path: str) -> StorageError:
         (lmdb.DbsFullError, "too many named sub-databases: this is a bug in convexlite"),
         (lmdb.MapFullError, "the memory map is full and could not grow: free disk space"),
     ]
+    if isinstance(error, (lmdb.CorruptedError, lmdb.PageNotFoundError)):
+        return CorruptionError(
+            f"LMDB error at {path!r}: {error}; the database file is damaged: restore it "
+            "from a backup (Engine.backup)",
+            problems=[f"LMDB: {error}"],
+        )
     for kind, hint in hints:
         if isinstance(error, kind):
             return StorageError(f"LMDB error at {path!r}: {error}; {hint}")
@@ -503,8 +510,20 @@ class Storage:
         txn = self.begin_read(buffers)
         try:
             yield txn
+        except lmdb.Error as error:  # a damaged page met by a read: say so, with a hint
+            raise _map_error(error, self.path) from error
         finally:
             self.end_read(txn)
+
+    def mapped(self, error: BaseException) -> BaseException:
+        """The error to raise for ``error``, met in a transaction of this storage: an
+        LMDB error becomes a :class:`StorageError` with a hint (a :class:`CorruptionError`
+        for a damaged page), caused by it; anything else is returned unchanged."""
+        if not isinstance(error, lmdb.Error):
+            return error
+        mapped = _map_error(error, self.path)
+        mapped.__cause__ = error
+        return mapped
 
     def begin_read(self, buffers: bool = False) -> ReadTxn:
         """Open a read txn; pair with :meth:`end_read` (use :meth:`read` if you can).

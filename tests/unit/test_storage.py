@@ -14,8 +14,9 @@ from typing import Any
 import lmdb
 import pytest
 
-from engine import Engine, EngineError, FormatError, StorageError, storage
+from engine import CorruptionError, Engine, EngineError, FormatError, StorageError, storage
 from engine.storage import FORMAT_VERSION, Storage, open_storage
+from tests import app
 
 
 def test_format_version_is_stored_and_checked(db_path: Path) -> None:
@@ -580,3 +581,44 @@ def test_a_failing_final_sync_in_none_mode_is_a_storage_error(db_path: Path) -> 
         engine.close()
     with Engine.open(db_path, durability="none") as again:
         assert again.query(lambda ctx: len(ctx.db.query("t").collect())) == 1
+
+
+def _damage_pages_holding(path: Path, marker: bytes) -> int:
+    """Give every page of ``data.mdb`` that holds ``marker`` an impossible type (its
+    ``mp_flags``), as a torn write or a bad sector would; returns how many."""
+    page = 4096
+    data = bytearray((path / "data.mdb").read_bytes())
+    damaged = 0
+    for number in range(2, len(data) // page):  # pages 0 and 1 are the meta pages
+        start = number * page
+        if marker in data[start : start + page]:
+            data[start + 10 : start + 12] = b"\xff\xff"
+            damaged += 1
+    (path / "data.mdb").write_bytes(bytes(data))
+    return damaged
+
+
+def test_a_damaged_page_met_by_a_read_is_a_corruption_error(db_path: Path) -> None:
+    # Found by review: a query, a mutation's read and Engine.check() that met a damaged
+    # page raised a bare lmdb.CorruptedError (not an EngineError, no hint), though every
+    # LMDB error is promised as a StorageError and check() as a CorruptionError.
+    with Engine.open(db_path, durability="none") as engine:
+        ids = engine.run(
+            lambda ctx: [ctx.db.insert("notes", {"text": "MARKER" * 60}) for _ in range(200)]
+        )
+    assert _damage_pages_holding(db_path, b"MARKER") > 0
+    with Engine.open(db_path, durability="none", functions=app, scheduler=False) as engine:
+        calls: list[Any] = [
+            lambda: engine.query(lambda ctx: ctx.db.query("notes").collect()),
+            lambda: engine.query("notes:texts"),
+            lambda: engine.run(lambda ctx: ctx.db.patch(ids[0], {"text": "-"})),
+            engine.check,
+        ]
+        for call in calls:
+            with pytest.raises(CorruptionError, match="restore it from a backup") as raised:
+                call()
+            assert isinstance(raised.value.__cause__, lmdb.Error)
+        subscription = engine.subscribe("notes:texts")
+        with pytest.raises(CorruptionError, match="restore it from a backup"):
+            subscription.value  # noqa: B018
+        subscription.close()
