@@ -665,8 +665,10 @@ class Storage:
         (which must hold no ``data.mdb``); returns the copy's size in bytes.
 
         The copy is of one snapshot, taken like a read txn (it holds a reader slot and
-        a gate entry, so a resize waits for it; writers go on). On failure the partial
-        file is removed. Cost: one pass over the used pages, written sequentially.
+        a gate entry, so a resize waits for it; writers go on), and is synced to disk
+        (file, folder and the folder's parent) before this returns. On failure the
+        partial file is removed. Cost: one pass over the used pages, written
+        sequentially, and the sync.
         """
         target = os.path.join(path, "data.mdb")
         while True:
@@ -674,7 +676,7 @@ class Storage:
             entered = True
             try:
                 self.env.copy(path, compact=True)
-                return os.path.getsize(target)
+                break
             except lmdb.MapResizedError:
                 self._gate.leave()
                 entered = False
@@ -689,6 +691,34 @@ class Storage:
             finally:
                 if entered:
                     self._gate.leave()
+        # LMDB's copy closes the file unsynced: make the copy durable before returning
+        # (outside the gate: a resize need not wait for the disk).
+        try:
+            _fsync_path(target)
+            _fsync_path(path, folder=True)  # its entry for data.mdb
+            _fsync_path(os.path.dirname(os.path.abspath(path)), folder=True)  # the folder's
+        except OSError as error:
+            _remove_quietly(target)
+            raise StorageError(
+                f"The backup at {path!r} could not be synced to disk ({error.strerror}): "
+                "nothing was kept; check the device and free space, and back up again."
+            ) from error
+        return os.path.getsize(target)
+
+
+def _fsync_path(path: str, *, folder: bool = False) -> None:
+    """``fsync`` a file or a folder (a folder's sync makes the entries in it durable;
+    skipped where folders cannot be opened, on Windows)."""
+    flags = os.O_RDONLY
+    if folder:
+        if not hasattr(os, "O_DIRECTORY"):
+            return
+        flags |= os.O_DIRECTORY
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _open_sub_databases(env: Any, path: str) -> list[Any]:
