@@ -60,6 +60,7 @@ __all__ = [
     "SUB_DATABASES",
     "Durability",
     "ReadTxn",
+    "ReadersFull",
     "Storage",
     "WriteTxn",
     "open_storage",
@@ -184,6 +185,11 @@ class _Gate:
                 self._cond.notify_all()
 
 
+class ReadersFull(StorageError):
+    """LMDB's reader table is full (the readers of every process on the folder share
+    its slots): a :class:`StorageError` that passes once some reader ends."""
+
+
 def _map_error(error: lmdb.Error, path: str) -> StorageError:
     """Translate an LMDB error into a StorageError whose message says what to do."""
     hints: list[tuple[type[lmdb.Error], str]] = [
@@ -217,7 +223,8 @@ def _map_error(error: lmdb.Error, path: str) -> StorageError:
         )
     for kind, hint in hints:
         if isinstance(error, kind):
-            return StorageError(f"LMDB error at {path!r}: {error}; {hint}")
+            made = ReadersFull if kind is lmdb.ReadersFullError else StorageError
+            return made(f"LMDB error at {path!r}: {error}; {hint}")
     if isinstance(error, lmdb.Error) and "No space" in str(error):
         return StorageError(f"LMDB error at {path!r}: {error}; free disk space")
     return StorageError(f"LMDB error at {path!r}: {error}")

@@ -51,6 +51,7 @@ from .encoding import decode, encode
 from .errors import EngineError, closed_error
 from .functions import fresh_args
 from .intervals import IntervalIndex
+from .storage import ReadersFull
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -718,6 +719,7 @@ class SubscriptionManager:
                 self._fail_all(error)
 
     def _work(self, tasks: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+        waited = False  # a step found the reader table full (logged once until one passes)
         try:
             while True:
                 with self._lock:
@@ -736,7 +738,22 @@ class SubscriptionManager:
                         subscription._deliver(subscription._watched.outcome())
                 for subscription in due:
                     self._check_expiry(subscription)
-                self._step(new)
+                try:
+                    self._step(new)
+                except ReadersFull:
+                    # Every reader slot is taken for now (they are shared by the processes
+                    # on the folder): keep the subscriptions and try again next poll.
+                    if not waited:
+                        _log.warning(
+                            "subscriptions wait for a free LMDB reader slot", exc_info=True
+                        )
+                    waited = True
+                    with self._lock:
+                        self._new[:0] = new
+                        self._wakeup = True
+                    time.sleep(self.poll_interval)
+                    continue
+                waited = False
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
                 # One lock for all three: a subscribe() in between would start a new
