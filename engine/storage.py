@@ -28,6 +28,7 @@ call (measured: ``txn.get(k, db=d)`` 0.50 µs, ``txn.get(k, None, d)`` 0.32 µs;
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -268,6 +269,8 @@ class Storage:
         self.env: Any = None
         self._mode_lock: _ModeLock | None = None
         _OPENED.add(self)  # before anything is opened: a fork now must see it
+        made = _missing_folders(path)
+        fresh = not os.path.exists(os.path.join(path, "data.mdb"))
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as error:  # a file at the path, a file as a parent, no permission
@@ -289,6 +292,8 @@ class Storage:
             raise
         try:
             self._check_format()
+            if durability != "none" and (fresh or made):
+                _sync_new_entries(path, made)
         except BaseException:
             self.env.close()
             mode_lock.close()
@@ -715,7 +720,7 @@ class Storage:
 
 def _fsync_path(path: str, *, folder: bool = False) -> None:
     """``fsync`` a file or a folder (a folder's sync makes the entries in it durable;
-    skipped where folders cannot be opened, on Windows)."""
+    skipped where folders cannot be opened, on Windows, or synced: ``EINVAL``)."""
     flags = os.O_RDONLY
     if folder:
         if not hasattr(os, "O_DIRECTORY"):
@@ -724,8 +729,39 @@ def _fsync_path(path: str, *, folder: bool = False) -> None:
     fd = os.open(path, flags)
     try:
         os.fsync(fd)
+    except OSError as error:
+        if not folder or error.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)
+
+
+def _missing_folders(path: str) -> list[str]:
+    """The folders ``os.makedirs(path)`` would make, ``path`` first."""
+    missing = []
+    while path and not os.path.exists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def _sync_new_entries(path: str, made: list[str]) -> None:
+    """Make a new database's names durable: LMDB syncs ``data.mdb`` at each commit, but
+    not the folder naming it, nor the parents naming the folders this open made (a power
+    loss could take them, with every acknowledged commit). Once per new folder or file;
+    raises :class:`StorageError` if the disk refuses."""
+    try:
+        _fsync_path(path, folder=True)
+        for folder in made:
+            _fsync_path(os.path.dirname(folder), folder=True)
+    except OSError as error:
+        raise StorageError(
+            f"Cannot sync the new database folder {path!r} ({error.strerror}): check the "
+            "device, or open it with durability='none' where power loss does not matter."
+        ) from error
 
 
 def _open_sub_databases(env: Any, path: str) -> list[Any]:

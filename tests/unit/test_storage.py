@@ -622,3 +622,30 @@ def test_a_damaged_page_met_by_a_read_is_a_corruption_error(db_path: Path) -> No
         with pytest.raises(CorruptionError, match="restore it from a backup"):
             subscription.value  # noqa: B018
         subscription.close()
+
+
+@pytest.mark.parametrize("durability", ["full", "normal"])
+def test_a_new_database_folder_is_synced_into_its_parents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durability: Any
+) -> None:
+    # Found by review: LMDB syncs data.mdb at each commit, but nothing synced the folders
+    # that name it: after a power loss, the acknowledged commits of a new database could
+    # be gone with data.mdb's entry (or the new folder's), whatever the file system
+    # orders. Syncing them once, when they are made, is POSIX's way.
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "a" / "b" / "db"
+    Engine.open(path, durability=durability).close()
+    made = [str(path), str(path.parent), str(path.parent.parent)]
+    assert {os.path.realpath(p) for p in [*made, tmp_path]} <= set(synced)
+    synced.clear()
+    Engine.open(path, durability=durability).close()  # nothing new: nothing to sync
+    assert not synced
+    Engine.open(tmp_path / "scratch", durability="none").close()  # never synced
+    assert not synced
