@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import os
 import threading
@@ -78,7 +79,7 @@ from .scheduler import (
     now_ms,
     patch_job,
 )
-from .storage import LMDB_ERRORS
+from .storage import LMDB_ERRORS, no_locks_error
 
 if TYPE_CHECKING:
     from .commit import CommitRequest
@@ -227,14 +228,20 @@ class Executor:
             ) from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):  # else: another holds it
+                os.close(fd)
+                raise no_locks_error(path, error) from error
             alone = False
         else:
             alone = True
         try:
             if alone:
                 self._fail_orphans()
-            fcntl.flock(fd, fcntl.LOCK_SH)  # converts an exclusive lock; waits for one
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # converts an exclusive lock; waits for one
+            except OSError as error:
+                raise no_locks_error(path, error) from error
         except BaseException:
             os.close(fd)
             raise

@@ -894,8 +894,11 @@ class _ModeLock:
                 "permissions and owner."
             ) from error
         try:
-            fcntl.lockf(fd, fcntl.LOCK_SH, 1, mine)  # waits out another open's probe
-            if not self._probe(fd, other):
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_SH, 1, mine)  # waits out another open's probe
+            except OSError as error:
+                raise no_locks_error(name, error) from error
+            if not self._probe(fd, other, name):
                 theirs = "none" if durability != "none" else "full or normal"
                 raise EngineError(
                     f"{path!r} is open in another process with durability={theirs}, and "
@@ -910,7 +913,7 @@ class _ModeLock:
         self._fd = fd
 
     @staticmethod
-    def _probe(fd: int, byte: int) -> bool:
+    def _probe(fd: int, byte: int, name: str) -> bool:
         """True if no other process holds a lock on ``byte``: an exclusive lock on it
         is taken and dropped at once. Opens of the same mode probe the same byte, so a
         failure is retried for up to a second (theirs last microseconds; a holder of
@@ -919,7 +922,9 @@ class _ModeLock:
         for _ in range(200):
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
-            except OSError:
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):  # held: try again
+                    raise no_locks_error(name, error) from error
                 time.sleep(0.001 + 0.004 * random.random())
                 continue
             fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
@@ -931,6 +936,16 @@ class _ModeLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+def no_locks_error(name: str, error: OSError) -> StorageError:
+    """The error of an open that cannot lock ``name`` (``durability.lock``,
+    ``scheduler.lock``): ``ENOLCK`` and the like, on a file system without locks."""
+    return StorageError(
+        f"Cannot lock {name!r} ({error.strerror}): the file system does not support file "
+        "locks (an NFS or FUSE mount?), which LMDB needs as well: put the database folder "
+        "on a local disk."
+    )
 
 
 class _ForkedEnv:

@@ -649,3 +649,28 @@ def test_a_new_database_folder_is_synced_into_its_parents(
     assert not synced
     Engine.open(tmp_path / "scratch", durability="none").close()  # never synced
     assert not synced
+
+
+def test_a_file_system_without_locks_is_a_storage_error(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: on a file system without fcntl/flock locks (some NFS and FUSE
+    # mounts: ENOLCK), Engine.open raised the bare OSError of durability.lock's or
+    # scheduler.lock's lock, not a StorageError saying what to do.
+    import errno
+    import fcntl
+
+    def no_locks(*args: Any) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fcntl, "lockf", no_locks)
+        with pytest.raises(StorageError, match="No locks available.*local disk"):
+            Engine.open(db_path, durability="none")
+    Engine.open(db_path, durability="none").close()  # nothing was left open
+    with monkeypatch.context() as patched:
+        patched.setattr(fcntl, "flock", no_locks)
+        with pytest.raises(StorageError, match="No locks available.*local disk"):
+            Engine.open(db_path, durability="none", functions=app)
+    with Engine.open(db_path, durability="none", functions=app) as engine:
+        engine.check()
