@@ -720,13 +720,19 @@ class Storage:
 
 def _fsync_path(path: str, *, folder: bool = False) -> None:
     """``fsync`` a file or a folder (a folder's sync makes the entries in it durable;
-    skipped where folders cannot be opened, on Windows, or synced: ``EINVAL``)."""
+    skipped where a folder cannot be opened, on Windows or without read permission, or
+    cannot be synced: ``EINVAL``)."""
     flags = os.O_RDONLY
     if folder:
         if not hasattr(os, "O_DIRECTORY"):
             return
         flags |= os.O_DIRECTORY
-    fd = os.open(path, flags)
+    try:
+        fd = os.open(path, flags)
+    except PermissionError:
+        if folder:  # a parent this process may write but not read: best effort
+            return
+        raise
     try:
         os.fsync(fd)
     except OSError as error:
