@@ -31,7 +31,7 @@ from .errors import (
 )
 from .indexing import KeyPlan
 from .schema import SchemaDefinition, schema_from_json
-from .storage import Storage
+from .storage import LMDB_ERRORS, Storage
 from .subscriptions import SubscriptionManager
 from .transaction import Transaction
 
@@ -326,6 +326,8 @@ class Database:
             txn = self.open_query()
             try:
                 return fn(txn), txn.snapshot_ts
+            except LMDB_ERRORS as error:  # a damaged page met by a read
+                raise self.storage.mapped(error) from error
             finally:
                 self.close_query(txn)
         local = self._local
@@ -339,6 +341,9 @@ class Database:
             local.depth += 1
             try:
                 result = fn(txn)
+            except LMDB_ERRORS as error:  # a damaged page met by a read
+                txn.close()
+                raise self.storage.mapped(error) from error
             except BaseException:
                 txn.close()
                 raise

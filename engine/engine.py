@@ -769,13 +769,14 @@ class Engine:
         returns the size of the copy's ``data.mdb`` in bytes.
 
         The copy holds one snapshot (every commit before it, none after), documents,
-        indexes, files and scheduled jobs included, and opens with :meth:`open` like
-        the original. Writers in this and other processes go on meanwhile. ``path``
-        must not exist, or be an empty folder; the original's folder, a file or a
-        folder with anything in it raise :class:`EngineError` and nothing is written;
-        a folder that cannot be made (under a file, no permission) raises
-        :class:`StorageError`. Refused (``EngineError``) inside a running function.
-        Copying a live LMDB file with ``cp`` can give a damaged copy; this cannot.
+        indexes, files and scheduled jobs included, opens with :meth:`open` like the
+        original, and is synced to disk before this returns. Writers in this and other
+        processes go on meanwhile. ``path`` must not exist, or be an empty folder; the
+        original's folder, a file or a folder with anything in it raise
+        :class:`EngineError` and nothing is written; a folder that cannot be made (under
+        a file, no permission) raises :class:`StorageError`. Refused (``EngineError``)
+        inside a running function. Copying a live LMDB file with ``cp`` can give a
+        damaged copy; this cannot.
 
         Example::
 

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import os
 import threading
@@ -82,6 +83,7 @@ from .scheduler import (
     now_ms,
     patch_job,
 )
+from .storage import LMDB_ERRORS, no_locks_error
 
 if TYPE_CHECKING:
     from .commit import CommitRequest
@@ -280,14 +282,20 @@ class Executor:
             ) from error
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):  # else: another holds it
+                os.close(fd)
+                raise no_locks_error(path, error) from error
             alone = False
         else:
             alone = True
         try:
             if alone:
                 self._fail_orphans()
-            fcntl.flock(fd, fcntl.LOCK_SH)  # converts an exclusive lock; waits for one
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # converts an exclusive lock; waits for one
+            except OSError as error:
+                raise no_locks_error(path, error) from error
         except BaseException:
             os.close(fd)
             raise
@@ -496,6 +504,8 @@ class Executor:
                 runtime.check_result(name, function, result, txn)
             except (OptimisticConcurrencyControlFailure, StorageError):
                 raise  # the engine's, even when raised through the function: retried
+            except LMDB_ERRORS:
+                raise  # a damaged page met by a read: StorageError once out of db.run
             except BaseException as error:  # SystemExit too: the worker survives it
                 raise _JobFailed(error) from error
             patch_job(txn, job_id, {"state": {"kind": "success"}, "completedTime": now_ms()})

@@ -44,6 +44,7 @@ from .errors import (
 from .formatting import human_size
 from .router import HttpRouter, router_of_module
 from .scheduler import ActionCancel, ActionJobId
+from .storage import LMDB_ERRORS
 from .validators import Validator, as_validator
 from .values import convert_sized
 
@@ -722,6 +723,8 @@ class Runtime:
             txn = db.open_query()
             try:
                 result = ref(QueryCtx(self, txn, identity, time.time() * 1000.0, None, self.env))
+            except LMDB_ERRORS as error:  # a damaged page met by a read
+                raise db.storage.mapped(error) from error
             finally:
                 db.close_query(txn)
             if type(result) not in PLAIN_RESULTS:
@@ -738,6 +741,8 @@ class Runtime:
             if type(result) not in PLAIN_RESULTS:
                 refuse_awaitable(name, result)
             return self.check_result(name, function, result, txn)
+        except LMDB_ERRORS as error:  # a damaged page met by a read
+            raise db.storage.mapped(error) from error
         finally:
             db.close_query(txn)
 
@@ -825,7 +830,7 @@ class Runtime:
         except KeyboardInterrupt:
             raise
         except BaseException as error:  # SystemExit too: this query's error, not the worker's
-            return None, txn.reads.freeze(), error
+            return None, txn.reads.freeze(), self.db.storage.mapped(error)
         finally:
             self.db.leave_function()
             txn.close()

@@ -28,6 +28,7 @@ call (measured: ``txn.get(k, db=d)`` 0.50 µs, ``txn.get(k, None, d)`` 0.32 µs;
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -58,10 +59,12 @@ __all__ = [
     "FORMAT_VERSION",
     "HEAD",
     "HEAD_KEY",
+    "LMDB_ERRORS",
     "READABLE_FORMATS",
     "SUB_DATABASES",
     "Durability",
     "ReadTxn",
+    "ReadersFull",
     "Storage",
     "WriteTxn",
     "open_storage",
@@ -89,6 +92,10 @@ _INITIAL_MAP_SIZE = 256 << 20
 #: The names of the sub-databases: the only keys of the environment's main database.
 SUB_DATABASES = (b"meta", b"documents", b"indexes", b"log", b"blobs")
 _MAX_READERS = 1022
+#: What a read inside a transaction may raise from LMDB (a damaged page, say): for
+#: ``except`` clauses outside this module, which hand the error to
+#: :meth:`Storage.mapped` (only this module imports ``lmdb``).
+LMDB_ERRORS: tuple[type[BaseException], ...] = (lmdb.Error,)
 
 #: Opaque handles: an LMDB txn. Only this module touches their methods'
 #: LMDB-specific behaviour; callers use ``get``/``put``/``delete``/``cursor``.
@@ -185,6 +192,11 @@ class _Gate:
                 self._cond.notify_all()
 
 
+class ReadersFull(StorageError):
+    """LMDB's reader table is full (the readers of every process on the folder share
+    its slots): a :class:`StorageError` that passes once some reader ends."""
+
+
 def _map_error(error: lmdb.Error, path: str) -> StorageError:
     """Translate an LMDB error into a StorageError whose message says what to do."""
     hints: list[tuple[type[lmdb.Error], str]] = [
@@ -194,10 +206,6 @@ def _map_error(error: lmdb.Error, path: str) -> StorageError:
             "subscriptions, or lower the number of threads reading at once",
         ),
         (lmdb.DiskError, "the disk reported an I/O error: check the device and free space"),
-        (
-            lmdb.CorruptedError,
-            "the database file is damaged: restore it from a backup (Engine.backup)",
-        ),
         (
             lmdb.BadTxnError,
             "an earlier LMDB error ended this transaction; if it recurs (at every open, "
@@ -214,9 +222,16 @@ def _map_error(error: lmdb.Error, path: str) -> StorageError:
         (lmdb.DbsFullError, "too many named sub-databases: this is a bug in convexlite"),
         (lmdb.MapFullError, "the memory map is full and could not grow: free disk space"),
     ]
+    if isinstance(error, (lmdb.CorruptedError, lmdb.PageNotFoundError)):
+        return CorruptionError(
+            f"LMDB error at {path!r}: {error}; the database file is damaged: restore it "
+            "from a backup (Engine.backup)",
+            problems=[f"LMDB: {error}"],
+        )
     for kind, hint in hints:
         if isinstance(error, kind):
-            return StorageError(f"LMDB error at {path!r}: {error}; {hint}")
+            made = ReadersFull if kind is lmdb.ReadersFullError else StorageError
+            return made(f"LMDB error at {path!r}: {error}; {hint}")
     if isinstance(error, lmdb.Error) and "No space" in str(error):
         return StorageError(f"LMDB error at {path!r}: {error}; free disk space")
     return StorageError(f"LMDB error at {path!r}: {error}")
@@ -261,6 +276,8 @@ class Storage:
         self.env: Any = None
         self._mode_lock: _ModeLock | None = None
         _OPENED.add(self)  # before anything is opened: a fork now must see it
+        made = _missing_folders(path)
+        fresh = not os.path.exists(os.path.join(path, "data.mdb"))
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as error:  # a file at the path, a file as a parent, no permission
@@ -282,6 +299,8 @@ class Storage:
             raise
         try:
             self._check_format()
+            if durability != "none" and (fresh or made):
+                _sync_new_entries(path, made)
         except BaseException:
             self.env.close()
             mode_lock.close()
@@ -525,8 +544,20 @@ class Storage:
         txn = self.begin_read(buffers)
         try:
             yield txn
+        except lmdb.Error as error:  # a damaged page met by a read: say so, with a hint
+            raise _map_error(error, self.path) from error
         finally:
             self.end_read(txn)
+
+    def mapped(self, error: BaseException) -> BaseException:
+        """The error to raise for ``error``, met in a transaction of this storage: an
+        LMDB error becomes a :class:`StorageError` with a hint (a :class:`CorruptionError`
+        for a damaged page), caused by it; anything else is returned unchanged."""
+        if not isinstance(error, lmdb.Error):
+            return error
+        mapped = _map_error(error, self.path)
+        mapped.__cause__ = error
+        return mapped
 
     def begin_read(self, buffers: bool = False) -> ReadTxn:
         """Open a read txn; pair with :meth:`end_read` (use :meth:`read` if you can).
@@ -668,8 +699,10 @@ class Storage:
         (which must hold no ``data.mdb``); returns the copy's size in bytes.
 
         The copy is of one snapshot, taken like a read txn (it holds a reader slot and
-        a gate entry, so a resize waits for it; writers go on). On failure the partial
-        file is removed. Cost: one pass over the used pages, written sequentially.
+        a gate entry, so a resize waits for it; writers go on), and is synced to disk
+        (file, folder and the folder's parent) before this returns. On failure the
+        partial file is removed. Cost: one pass over the used pages, written
+        sequentially, and the sync.
         """
         target = os.path.join(path, "data.mdb")
         while True:
@@ -677,7 +710,7 @@ class Storage:
             entered = True
             try:
                 self.env.copy(path, compact=True)
-                return os.path.getsize(target)
+                break
             except lmdb.MapResizedError:
                 self._gate.leave()
                 entered = False
@@ -692,6 +725,71 @@ class Storage:
             finally:
                 if entered:
                     self._gate.leave()
+        # LMDB's copy closes the file unsynced: make the copy durable before returning
+        # (outside the gate: a resize need not wait for the disk).
+        try:
+            _fsync_path(target)
+            _fsync_path(path, folder=True)  # its entry for data.mdb
+            _fsync_path(os.path.dirname(os.path.abspath(path)), folder=True)  # the folder's
+        except OSError as error:
+            _remove_quietly(target)
+            raise StorageError(
+                f"The backup at {path!r} could not be synced to disk ({error.strerror}): "
+                "nothing was kept; check the device and free space, and back up again."
+            ) from error
+        return os.path.getsize(target)
+
+
+def _fsync_path(path: str, *, folder: bool = False) -> None:
+    """``fsync`` a file or a folder (a folder's sync makes the entries in it durable;
+    skipped where a folder cannot be opened, on Windows or without read permission, or
+    cannot be synced: ``EINVAL``)."""
+    flags = os.O_RDONLY
+    if folder:
+        if not hasattr(os, "O_DIRECTORY"):
+            return
+        flags |= os.O_DIRECTORY
+    try:
+        fd = os.open(path, flags)
+    except PermissionError:
+        if folder:  # a parent this process may write but not read: best effort
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if not folder or error.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _missing_folders(path: str) -> list[str]:
+    """The folders ``os.makedirs(path)`` would make, ``path`` first."""
+    missing = []
+    while path and not os.path.exists(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
+
+
+def _sync_new_entries(path: str, made: list[str]) -> None:
+    """Make a new database's names durable: LMDB syncs ``data.mdb`` at each commit, but
+    not the folder naming it, nor the parents naming the folders this open made (a power
+    loss could take them, with every acknowledged commit). Once per new folder or file;
+    raises :class:`StorageError` if the disk refuses."""
+    try:
+        _fsync_path(path, folder=True)
+        for folder in made:
+            _fsync_path(os.path.dirname(folder), folder=True)
+    except OSError as error:
+        raise StorageError(
+            f"Cannot sync the new database folder {path!r} ({error.strerror}): check the "
+            "device, or open it with durability='none' where power loss does not matter."
+        ) from error
 
 
 def _open_sub_databases(env: Any, path: str) -> list[Any]:
@@ -825,8 +923,11 @@ class _ModeLock:
                 "permissions and owner."
             ) from error
         try:
-            fcntl.lockf(fd, fcntl.LOCK_SH, 1, mine)  # waits out another open's probe
-            if not self._probe(fd, other):
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_SH, 1, mine)  # waits out another open's probe
+            except OSError as error:
+                raise no_locks_error(name, error) from error
+            if not self._probe(fd, other, name):
                 theirs = "none" if durability != "none" else "full or normal"
                 raise EngineError(
                     f"{path!r} is open in another process with durability={theirs}, and "
@@ -841,7 +942,7 @@ class _ModeLock:
         self._fd = fd
 
     @staticmethod
-    def _probe(fd: int, byte: int) -> bool:
+    def _probe(fd: int, byte: int, name: str) -> bool:
         """True if no other process holds a lock on ``byte``: an exclusive lock on it
         is taken and dropped at once. Opens of the same mode probe the same byte, so a
         failure is retried for up to a second (theirs last microseconds; a holder of
@@ -850,7 +951,9 @@ class _ModeLock:
         for _ in range(200):
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
-            except OSError:
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):  # held: try again
+                    raise no_locks_error(name, error) from error
                 time.sleep(0.001 + 0.004 * random.random())
                 continue
             fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
@@ -862,6 +965,16 @@ class _ModeLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+def no_locks_error(name: str, error: OSError) -> StorageError:
+    """The error of an open that cannot lock ``name`` (``durability.lock``,
+    ``scheduler.lock``): ``ENOLCK`` and the like, on a file system without locks."""
+    return StorageError(
+        f"Cannot lock {name!r} ({error.strerror}): the file system does not support file "
+        "locks (an NFS or FUSE mount?), which LMDB needs as well: put the database folder "
+        "on a local disk."
+    )
 
 
 class _ForkedEnv:

@@ -51,6 +51,7 @@ from .encoding import decode, encode
 from .errors import EngineError, closed_error
 from .functions import fresh_args
 from .intervals import IntervalIndex
+from .storage import ReadersFull
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -531,6 +532,9 @@ class SubscriptionManager:
 
     #: Seconds between checks for commits made by other processes.
     poll_interval = 0.02
+    #: How long the worker keeps trying while LMDB's reader table stays full before the
+    #: subscriptions end with the StorageError.
+    readers_full_patience = 10.0
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -718,6 +722,8 @@ class SubscriptionManager:
                 self._fail_all(error)
 
     def _work(self, tasks: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+        #: When steps began to find the reader table full (None: the last step passed).
+        full_since: float | None = None
         try:
             while True:
                 with self._lock:
@@ -736,7 +742,26 @@ class SubscriptionManager:
                         subscription._deliver(subscription._watched.outcome())
                 for subscription in due:
                     self._check_expiry(subscription)
-                self._step(new)
+                try:
+                    self._step(new)
+                except ReadersFull:
+                    # Every reader slot is taken for now (they are shared by the processes
+                    # on the folder): keep the subscriptions and try again next poll, for
+                    # up to readers_full_patience seconds (then they end with the error).
+                    now = time.monotonic()
+                    if full_since is None:
+                        full_since = now
+                        _log.warning(
+                            "subscriptions wait for a free LMDB reader slot", exc_info=True
+                        )
+                    elif now - full_since > self.readers_full_patience:
+                        raise
+                    with self._lock:
+                        self._new[:0] = new
+                        self._wakeup = True
+                    time.sleep(self.poll_interval)
+                    continue
+                full_since = None
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
                 # One lock for all three: a subscribe() in between would start a new

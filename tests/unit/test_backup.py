@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -90,3 +91,26 @@ def test_a_destination_under_a_file_is_a_storage_error(tmp_path: Path) -> None:
         engine.run(lambda ctx: ctx.db.insert("t", {}))
         with pytest.raises(StorageError, match=r"cannot make the destination folder"):
             engine.backup(tmp_path / "plain" / "copy")
+
+
+def test_a_backup_is_on_disk_when_backup_returns(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: LMDB's copy writes data.mdb and closes it without a sync, and
+    # nothing synced the folders, so a power loss soon after backup() returned could
+    # leave an empty or partial copy (or none at all) of a database kept in full mode.
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
+        monkeypatch.setattr(os, "fsync", fsync)
+        engine.backup(tmp_path / "copies" / "copy")
+    copy = os.path.realpath(tmp_path / "copies" / "copy")
+    assert os.path.join(copy, "data.mdb") in synced  # the bytes
+    assert copy in synced  # the folder's entry for data.mdb
+    assert os.path.dirname(copy) in synced  # the parent's entry for the folder made

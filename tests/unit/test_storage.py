@@ -14,8 +14,9 @@ from typing import Any
 import lmdb
 import pytest
 
-from engine import Engine, EngineError, FormatError, StorageError, storage
+from engine import CorruptionError, Engine, EngineError, FormatError, StorageError, storage
 from engine.storage import FORMAT_VERSION, Storage, open_storage
+from tests import app
 
 
 def test_format_version_is_stored_and_checked(db_path: Path) -> None:
@@ -580,3 +581,96 @@ def test_a_failing_final_sync_in_none_mode_is_a_storage_error(db_path: Path) -> 
         engine.close()
     with Engine.open(db_path, durability="none") as again:
         assert again.query(lambda ctx: len(ctx.db.query("t").collect())) == 1
+
+
+def _damage_pages_holding(path: Path, marker: bytes) -> int:
+    """Give every page of ``data.mdb`` that holds ``marker`` an impossible type (its
+    ``mp_flags``), as a torn write or a bad sector would; returns how many."""
+    page = 4096
+    data = bytearray((path / "data.mdb").read_bytes())
+    damaged = 0
+    for number in range(2, len(data) // page):  # pages 0 and 1 are the meta pages
+        start = number * page
+        if marker in data[start : start + page]:
+            data[start + 10 : start + 12] = b"\xff\xff"
+            damaged += 1
+    (path / "data.mdb").write_bytes(bytes(data))
+    return damaged
+
+
+def test_a_damaged_page_met_by_a_read_is_a_corruption_error(db_path: Path) -> None:
+    # Found by review: a query, a mutation's read and Engine.check() that met a damaged
+    # page raised a bare lmdb.CorruptedError (not an EngineError, no hint), though every
+    # LMDB error is promised as a StorageError and check() as a CorruptionError.
+    with Engine.open(db_path, durability="none") as engine:
+        ids = engine.run(
+            lambda ctx: [ctx.db.insert("notes", {"text": "MARKER" * 60}) for _ in range(200)]
+        )
+    assert _damage_pages_holding(db_path, b"MARKER") > 0
+    with Engine.open(db_path, durability="none", functions=app, scheduler=False) as engine:
+        calls: list[Any] = [
+            lambda: engine.query(lambda ctx: ctx.db.query("notes").collect()),
+            lambda: engine.query("notes:texts"),
+            lambda: engine.run(lambda ctx: ctx.db.patch(ids[0], {"text": "-"})),
+            engine.check,
+        ]
+        for call in calls:
+            with pytest.raises(CorruptionError, match="restore it from a backup") as raised:
+                call()
+            assert isinstance(raised.value.__cause__, lmdb.Error)
+        subscription = engine.subscribe("notes:texts")
+        with pytest.raises(CorruptionError, match="restore it from a backup"):
+            subscription.value  # noqa: B018
+        subscription.close()
+
+
+@pytest.mark.parametrize("durability", ["full", "normal"])
+def test_a_new_database_folder_is_synced_into_its_parents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durability: Any
+) -> None:
+    # Found by review: LMDB syncs data.mdb at each commit, but nothing synced the folders
+    # that name it: after a power loss, the acknowledged commits of a new database could
+    # be gone with data.mdb's entry (or the new folder's), whatever the file system
+    # orders. Syncing them once, when they are made, is POSIX's way.
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    path = tmp_path / "a" / "b" / "db"
+    Engine.open(path, durability=durability).close()
+    made = [str(path), str(path.parent), str(path.parent.parent)]
+    assert {os.path.realpath(p) for p in [*made, tmp_path]} <= set(synced)
+    synced.clear()
+    Engine.open(path, durability=durability).close()  # nothing new: nothing to sync
+    assert not synced
+    Engine.open(tmp_path / "scratch", durability="none").close()  # never synced
+    assert not synced
+
+
+def test_a_file_system_without_locks_is_a_storage_error(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: on a file system without fcntl/flock locks (some NFS and FUSE
+    # mounts: ENOLCK), Engine.open raised the bare OSError of durability.lock's or
+    # scheduler.lock's lock, not a StorageError saying what to do.
+    import errno
+    import fcntl
+
+    def no_locks(*args: Any) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(fcntl, "lockf", no_locks)
+        with pytest.raises(StorageError, match="No locks available.*local disk"):
+            Engine.open(db_path, durability="none")
+    Engine.open(db_path, durability="none").close()  # nothing was left open
+    with monkeypatch.context() as patched:
+        patched.setattr(fcntl, "flock", no_locks)
+        with pytest.raises(StorageError, match="No locks available.*local disk"):
+            Engine.open(db_path, durability="none", functions=app)
+    with Engine.open(db_path, durability="none", functions=app) as engine:
+        engine.check()

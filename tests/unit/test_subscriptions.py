@@ -10,7 +10,17 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, EngineError, QueryCtx, define_schema, define_table, query, v
+from engine import (
+    Engine,
+    EngineError,
+    QueryCtx,
+    StorageError,
+    define_schema,
+    define_table,
+    query,
+    storage,
+    v,
+)
 from engine.intervals import IntervalIndex
 
 calls: dict[str, int] = {}
@@ -981,3 +991,56 @@ def test_a_subscribed_query_cannot_call_the_engine(engine: Engine) -> None:
     assert _refused and all("from inside a running query" in r for r in _refused)
     assert engine.run(lambda ctx: len(ctx.db.query("kv").collect())) == 1
     _handle.clear()
+
+
+@pytest.mark.parametrize("patience", [10.0, 0.05])
+def test_a_reader_table_full_for_a_moment_does_not_end_subscriptions(
+    db_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    patience: float,
+) -> None:
+    # Found by review: the worker's poll found LMDB's reader table full (readers of every
+    # process on the folder share its 1,022 slots), and that one StorageError ended every
+    # subscription of the process for good ("Subscribe again"), though the next poll
+    # would have found a slot. A table that stays full past the patience still ends them.
+    monkeypatch.setattr(storage, "_MAX_READERS", 8)  # the first open sizes the table
+    with Engine.open(db_path, durability="none") as engine:
+        manager = engine._db.subscriptions
+        monkeypatch.setattr(manager, "readers_full_patience", patience)
+        doc = put(engine, "a", 1)
+        subscription = engine.subscribe(get_one, {"id": doc})
+        assert subscription.value == 1
+        release = threading.Event()
+        held: list[None] = []
+
+        def hold() -> None:
+            while not release.is_set():
+                try:
+                    engine.query(lambda ctx: (held.append(None), release.wait(10)))
+                    return
+                except StorageError:  # full: the worker's poll has a slot; try again
+                    time.sleep(0.001)
+
+        holders = [threading.Thread(target=hold) for _ in range(16)]
+        for holder in holders:
+            holder.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # every slot held, so the worker's poll fails
+            try:
+                engine.query(lambda ctx: None)
+            except StorageError:
+                break
+        time.sleep(0.2)  # ten polls: past the short patience, within the long one
+        release.set()
+        for holder in holders:
+            holder.join(10)
+        assert held
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        if patience < 1:
+            with pytest.raises(EngineError, match="MDB_READERS_FULL"):
+                subscription.value  # noqa: B018
+        else:
+            assert subscription.value == 2
+        subscription.close()
+    assert "subscriptions wait for a free LMDB reader slot" in caplog.text
