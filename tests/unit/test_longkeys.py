@@ -62,3 +62,50 @@ def test_apply_keeps_each_entry_sorted_and_drops_it_when_empty(tmp_path: object)
     with env.begin() as txn:
         assert txn.get(PREFIX, db=db) is None
     env.close()
+
+
+def test_a_range_read_over_long_keys_conflicts_with_an_insert_into_it(tmp_path: object) -> None:
+    # The read set holds whole keys: a mutation that read a range of long keys must not
+    # commit once another one has inserted a long key inside that range (a phantom).
+    import threading
+
+    from engine import Engine, define_schema, define_table, v
+
+    schema = define_schema({"t": define_table({"s": v.string()}).index("by_s", ["s"])})
+    long = "x" * 600
+    with Engine.open(str(tmp_path), schema=schema, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("t", {"s": long + c}) for c in "ac"])
+        read, go = threading.Event(), threading.Event()
+        seen: list[int] = []
+
+        def count_then_write(ctx: object) -> None:
+            rows = (
+                ctx.db.query("t")
+                .with_index(  # type: ignore[attr-defined]
+                    "by_s", lambda q: q.gte("s", long + "a").lte("s", long + "c")
+                )
+                .collect()
+            )
+            seen.append(len(rows))
+            if len(seen) == 1:
+                read.set()
+                go.wait(10)
+            ctx.db.insert("t", {"s": f"count {len(rows)}"})  # type: ignore[attr-defined]
+
+        worker = threading.Thread(target=lambda: engine.run(count_then_write))
+        worker.start()
+        assert read.wait(10)
+        engine.run(lambda ctx: ctx.db.insert("t", {"s": long + "b"}))
+        go.set()
+        worker.join(10)
+        assert seen == [2, 3]  # the first run conflicted and ran again
+        counts = engine.query(
+            lambda ctx: [
+                d["s"]
+                for d in ctx.db.query("t")
+                .with_index("by_s", lambda q: q.gte("s", "count").lt("s", "count~"))
+                .collect()
+            ]
+        )
+        assert counts == ["count 3"]
+        engine.check()
