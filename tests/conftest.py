@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,22 @@ def engine(db_path: Path) -> Iterator[Engine]:
     with Engine.open(db_path, durability="none") as handle:
         yield handle
         handle.check()
+
+
+@pytest.fixture
+def record_fsyncs(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[str]]:
+    """Call it to start recording: every ``os.fsync`` from then on still syncs, and the
+    real path of what it synced is appended to the list it returns."""
+
+    def start() -> list[str]:
+        synced: list[str] = []
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        return synced
+
+    return start

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,21 +95,14 @@ def test_a_destination_under_a_file_is_a_storage_error(tmp_path: Path) -> None:
 
 
 def test_a_backup_is_on_disk_when_backup_returns(
-    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_path: Path, tmp_path: Path, record_fsyncs: Callable[[], list[str]]
 ) -> None:
     # Found by review: LMDB's copy writes data.mdb and closes it without a sync, and
     # nothing synced the folders, so a power loss soon after backup() returned could
     # leave an empty or partial copy (or none at all) of a database kept in full mode.
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
     with Engine.open(db_path, durability="none") as engine:
         engine.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
-        monkeypatch.setattr(os, "fsync", fsync)
+        synced = record_fsyncs()
         engine.backup(tmp_path / "copies" / "copy")
     copy = os.path.realpath(tmp_path / "copies" / "copy")
     assert os.path.join(copy, "data.mdb") in synced  # the bytes

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -626,20 +627,13 @@ def test_a_damaged_page_met_by_a_read_is_a_corruption_error(db_path: Path) -> No
 
 @pytest.mark.parametrize("durability", ["full", "normal"])
 def test_a_new_database_folder_is_synced_into_its_parents(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durability: Any
+    tmp_path: Path, record_fsyncs: Callable[[], list[str]], durability: Any
 ) -> None:
     # Found by review: LMDB syncs data.mdb at each commit, but nothing synced the folders
     # that name it: after a power loss, the acknowledged commits of a new database could
     # be gone with data.mdb's entry (or the new folder's), whatever the file system
     # orders. Syncing them once, when they are made, is POSIX's way.
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    synced = record_fsyncs()
     path = tmp_path / "a" / "b" / "db"
     Engine.open(path, durability=durability).close()
     made = [str(path), str(path.parent), str(path.parent.parent)]
