@@ -407,6 +407,9 @@ class Transaction(Scans):
             )
         for field in _SYSTEM_FIELDS:
             if field in value:
+                if value[field] is UNSET:  # left out, as Convex drops undefined fields
+                    value = {k: v for k, v in value.items() if k != field}
+                    continue
                 raise ValidationError(
                     f'Failed to insert or update a document in table "{table_name}": the '
                     f"system field `{field}` cannot be set by insert; the engine assigns it.",

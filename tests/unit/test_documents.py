@@ -110,6 +110,19 @@ def test_unchanged_patch_writes_nothing(engine: Engine) -> None:
     assert log_entries(engine) == before + 1
 
 
+def test_insert_leaves_out_system_fields_set_to_unset(engine: Engine) -> None:
+    # Convex drops undefined fields before anything looks at them ({_id: undefined} is
+    # {}); convexlite refused such an insert as one setting a system field.
+    from engine import UNSET
+
+    new_id = engine.run(
+        lambda ctx: ctx.db.insert("t", {"_id": UNSET, "_creationTime": UNSET, "a": 1})
+    )
+    document = engine.query(lambda ctx: ctx.db.get(new_id))
+    assert document is not None and document["_id"] == new_id and document["a"] == 1
+    assert set(document) == {"_id", "_creationTime", "a"}
+
+
 def test_patch_may_repeat_system_fields_but_not_change_them(engine: Engine) -> None:
     doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
     doc = engine.run(lambda ctx: ctx.db.get(doc_id))
