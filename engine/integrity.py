@@ -82,14 +82,13 @@ def check(db: Database) -> dict[str, Any]:
             raise _corruption(storage.path, problems)
         catalog = db.catalog_at(rtxn)
         raw_long = rtxn.get(longkeys.LONG_KEYS_KEY, None, storage.meta)
-        long_indexes: set[int] = set()
-        if raw_long is not None:
-            try:
-                long_indexes = set(decode(raw_long))
-            except Exception:
-                problem(f"meta/long_keys {bytes(raw_long)[:40].hex()} does not decode")
-            if rtxn.get(b"format", None, storage.meta) != longkeys.FORMAT:
-                problem("meta/long_keys is set, but meta/format is not 3")
+        long_counts: dict[int, int] = {}
+        try:
+            long_counts = longkeys.long_index_counts(raw_long)
+        except CorruptionError as error:
+            problem(str(error.problems[0]) if error.problems else str(error))
+        if raw_long is not None and rtxn.get(b"format", None, storage.meta) != longkeys.FORMAT:
+            problem("meta/long_keys is set, but meta/format is not 3")
         report: dict[str, Any] = {"tables": {}}
         by_number = catalog.table_by_number
         schema = catalog.schema  # the stored schema: enforced on every write since stored
@@ -144,9 +143,12 @@ def check(db: Database) -> dict[str, Any]:
                 expected_keys[1:],
                 strict=True,
             ):
-                if index.state == "ready" and not longkeys.contains(
-                    rtxn, storage.indexes, index_key
-                ):
+                try:
+                    found = longkeys.contains(rtxn, storage.indexes, index_key)
+                except CorruptionError as error:  # a damaged list of long keys
+                    problem(str(error.problems[0]) if error.problems else str(error))
+                    continue
+                if index.state == "ready" and not found:
                     problem(
                         f"document {document['_id']} in {table.name!r} is missing index "
                         f"entry {index_key.hex()}"
@@ -155,8 +157,9 @@ def check(db: Database) -> dict[str, Any]:
         # 3, 4 and 5: every index entry.
         index_counts: dict[int, int] = {}
         cursor = rtxn.cursor(db=storage.indexes)
+        listed: dict[int, int] = {}  # entries with a value, by index number
         stored_keys: Iterator[bytes] = _entry_keys(
-            cursor.iternext(keys=True, values=True), problem, long_indexes
+            cursor.iternext(keys=True, values=True), problem, listed
         )
         for key in stored_keys:
             owner = catalog.index_owner.get(_U32.unpack(key[:4])[0]) if len(key) >= 4 else None
@@ -211,6 +214,11 @@ def check(db: Database) -> dict[str, Any]:
                         f"index {table.name}.{index.name} has {n} entries for {documents} documents"
                     )
             report["tables"][table.name] = entry
+        if listed != long_counts:  # readers expand the entries of the indexes counted
+            problem(
+                f"meta/long_keys counts {long_counts} entries of long keys by index, the "
+                f"index holds {listed}"
+            )
         # 6: the log, and its floor (the newest pruned timestamp).
         latest = storage.head(rtxn)[0]
         raw_floor = rtxn.get(b"log_floor", db=storage.meta)
@@ -272,12 +280,12 @@ def check(db: Database) -> dict[str, Any]:
 
 
 def _entry_keys(
-    entries: Iterable[tuple[bytes, bytes]], problem: Any, long_indexes: set[int]
+    entries: Iterable[tuple[bytes, bytes]], problem: Any, listed: dict[int, int]
 ) -> Iterator[bytes]:
     """The index keys the ``indexes`` entries hold, in order: an entry's own key, and the
-    long keys an entry of :data:`engine.longkeys.SPLIT` bytes lists (checked: a list of
-    keys longer than it, starting with it, ascending, of an index in ``meta/long_keys``,
-    without which readers would not see them)."""
+    long keys an entry of :data:`engine.longkeys.SPLIT` bytes lists (checked: a sorted
+    list of rests); counts those entries by index into ``listed`` (``meta/long_keys``
+    must agree: readers expand only the entries of the indexes it counts)."""
     for raw_key, raw_value in entries:
         key = bytes(raw_key)
         if not raw_value:
@@ -287,8 +295,8 @@ def _entry_keys(
             problem(f"index entry {key.hex()} has a value (only entries of long keys do)")
             yield key
             continue
-        if int.from_bytes(key[:4], "big") not in long_indexes:
-            problem(f"index entry {key.hex()} lists long keys, but meta/long_keys lacks its index")
+        number = int.from_bytes(key[:4], "big")
+        listed[number] = listed.get(number, 0) + 1
         try:
             has_self, rests = decode(raw_value)
             well_formed = (

@@ -48,9 +48,8 @@ try:
 except ImportError:  # Windows: no cross-process durability check
     fcntl = None  # type: ignore[assignment]
 
-from .encoding import decode
 from .errors import CorruptionError, EngineError, FormatError, StorageError
-from .longkeys import LONG_KEYS_KEY
+from .longkeys import LONG_KEYS_KEY, long_index_counts
 
 _log = logging.getLogger(__name__)
 
@@ -434,8 +433,7 @@ class Storage:
         cached = self.long_cache
         if cached[0] == txnid:
             return cached[1]
-        raw = txn.get(LONG_KEYS_KEY, None, self.meta)
-        found = frozenset(decode(raw)) if raw is not None else frozenset()
+        found = frozenset(long_index_counts(txn.get(LONG_KEYS_KEY, None, self.meta)))
         self.long_cache = (txnid, found)
         return found
 

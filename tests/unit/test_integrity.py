@@ -517,6 +517,55 @@ def test_check_names_long_index_keys_that_readers_would_not_see(db_path: Path) -
         engine.run(lambda ctx: [ctx.db.insert("t", {"s": "x" * 600 + c}) for c in "ab"])
         storage = engine._db.storage
         with storage.env.begin(write=True) as txn:
-            txn.put(b"long_keys", encode([]), db=storage.meta)
-        with pytest.raises(CorruptionError, match="meta/long_keys lacks its index"):
+            txn.put(b"long_keys", encode({}), db=storage.meta)
+        with pytest.raises(CorruptionError, match="meta/long_keys counts"):
             engine.check()
+
+
+@pytest.mark.parametrize(
+    ("where", "damage"),
+    [
+        ("entry", b"\xc1"),
+        ("entry", encode(5)),
+        ("entry", encode([True, ["text"]])),
+        ("meta", b"\xc1"),
+        ("meta", encode([1, 2])),
+    ],
+    ids=["entry bytes", "entry shape", "entry rest types", "meta bytes", "meta shape"],
+)
+def test_damaged_long_key_data_is_a_corruption_error(
+    db_path: Path, where: str, damage: bytes
+) -> None:
+    # Found by review: a damaged entry value or meta/long_keys escaped as a raw msgspec
+    # DecodeError or TypeError from reads, writes and check() itself.
+    with Engine.open(db_path, schema=LONG_SCHEMA, durability="none") as engine:
+        ids = engine.run(lambda ctx: [ctx.db.insert("t", {"s": "x" * 600 + c}) for c in "ab"])
+        storage = engine._db.storage
+        with storage.env.begin(write=True) as txn:
+            if where == "meta":
+                txn.put(b"long_keys", damage, db=storage.meta)
+            else:
+                key = next(k for k, v in txn.cursor(db=storage.indexes).iternext() if v)
+                txn.put(key, damage, db=storage.indexes)
+        with pytest.raises(CorruptionError, match="damaged|broken invariant"):
+            engine.query(lambda ctx: ctx.db.query("t").with_index("by_s").collect())
+        with pytest.raises(CorruptionError):
+            engine.check()
+        if where == "entry":
+            with pytest.raises(CorruptionError):
+                engine.run(lambda ctx: ctx.db.delete(ids[0]))
+
+
+def test_an_index_whose_long_keys_are_gone_leaves_the_scans_path(db_path: Path) -> None:
+    # Found by review: meta/long_keys was never cleared, so one long key inserted and
+    # deleted kept the index off the one-loop read paths for good.
+    with Engine.open(db_path, schema=LONG_SCHEMA, durability="none") as engine:
+        long_id = engine.run(lambda ctx: ctx.db.insert("t", {"s": "x" * 600}))
+        storage = engine._db.storage
+        with storage.env.begin() as txn:
+            assert storage.long_indexes(txn)
+        engine.run(lambda ctx: ctx.db.delete(long_id))
+        with storage.env.begin() as txn:
+            assert not storage.long_indexes(txn)
+            assert txn.get(b"long_keys", db=storage.meta) is None
+        engine.check()
