@@ -147,7 +147,8 @@ def apply(wtxn: Any, db: Any, meta: Any, changes: dict[bytes, bytes | None]) -> 
     back at zero leaves the scan's path). Marks the database format 3 when an entry gets
     a value. Cost: per entry changed, one lookup and one write, a decode and re-encode of
     its list: linear in the long keys sharing its first bytes and in their size (5,000
-    documents with one 600-character indexed value: ~1.4 ms an insert, measured).
+    documents with one 600-character indexed value: ~1.2 ms an insert,
+    ``bench/probes/long_keys.py``).
     """
     by_entry: dict[bytes, list[tuple[bytes, bool]]] = {}
     for key, value in changes.items():
