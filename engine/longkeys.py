@@ -29,8 +29,8 @@ lists, so they refuse it.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from .encoding import DecodeError, encode, typed_decoder
 from .errors import CorruptionError
@@ -56,33 +56,31 @@ _FORMAT_KEY = b"format"
 #: the scan that expands entries, and keep their one-loop fast paths for every other.
 LONG_KEYS_KEY = b"long_keys"
 
+T = TypeVar("T")
+
 _decode_entry = typed_decoder(tuple[bool, list[bytes]])
 _decode_counts = typed_decoder(dict[int, int])
 _RESTORE = "Run Engine.check() to list the damage, and restore the folder from a backup."
 
 
-def _entry(key: bytes, value: bytes) -> tuple[bool, list[bytes]]:
-    """The ``(has_self, rests)`` of an entry with a value; :class:`CorruptionError` for a
-    value of another shape (a damaged page, a bad tool). Cost: one typed decode."""
+def _decoded(decoder: Callable[[bytes], T], raw: bytes, what: str) -> T:
+    """``decoder(raw)``; :class:`CorruptionError` naming ``what`` for bytes of another
+    shape (a damaged page, a bad tool)."""
     try:
-        return _decode_entry(value)
+        return decoder(raw)
     except DecodeError as error:
-        raise CorruptionError.damaged(
-            f"index entry {key.hex()} holds no list of long keys ({error})", _RESTORE
-        ) from None
+        raise CorruptionError.damaged(f"{what} does not decode ({error})", _RESTORE) from None
+
+
+def _entry(key: bytes, value: bytes) -> tuple[bool, list[bytes]]:
+    """The ``(has_self, rests)`` of an entry with a value. Cost: one typed decode."""
+    return _decoded(_decode_entry, value, f"the list of long keys of index entry {key.hex()}")
 
 
 def long_index_counts(raw: bytes | None) -> dict[int, int]:
     """The decoded ``meta/long_keys`` (``{}`` when missing); :class:`CorruptionError` for
     bytes of another shape."""
-    if raw is None:
-        return {}
-    try:
-        return _decode_counts(raw)
-    except DecodeError as error:
-        raise CorruptionError.damaged(
-            f"meta/long_keys does not decode ({error})", _RESTORE
-        ) from None
+    return {} if raw is None else _decoded(_decode_counts, raw, "meta/long_keys")
 
 
 def keys_in(
