@@ -41,6 +41,7 @@ __all__ = [
     "SPLIT",
     "apply",
     "contains",
+    "forget_index",
     "keys_in",
     "long_index_counts",
 ]
@@ -81,6 +82,19 @@ def long_index_counts(raw: bytes | None) -> dict[int, int]:
     """The decoded ``meta/long_keys`` (``{}`` when missing); :class:`CorruptionError` for
     bytes of another shape."""
     return {} if raw is None else _decoded(_decode_counts, raw, "meta/long_keys")
+
+
+def forget_index(wtxn: Any, meta: Any, number: int) -> None:
+    """Drop index ``number``'s count from ``meta/long_keys``, in the write txn that
+    deletes its entries (a dropped index's numbers are never used again)."""
+    raw = wtxn.get(LONG_KEYS_KEY, None, meta)
+    counts = long_index_counts(raw)
+    if counts.pop(number, None) is None:
+        return
+    if counts:
+        wtxn.put(LONG_KEYS_KEY, encode(counts), True, True, False, meta)
+    else:
+        wtxn.delete(LONG_KEYS_KEY, b"", meta)
 
 
 def keys_in(

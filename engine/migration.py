@@ -313,6 +313,7 @@ def _drop_entries(wtxn: Any, db: Database, index: IndexDef) -> None:
             if not cursor.delete():
                 break
     cursor.close()
+    longkeys.forget_index(wtxn, db.storage.meta, index.number)
 
 
 def _backfill(db: Database, table_name: str, index_name: str) -> None:

@@ -109,3 +109,19 @@ def test_a_range_read_over_long_keys_conflicts_with_an_insert_into_it(tmp_path: 
         )
         assert counts == ["count 3"]
         engine.check()
+
+
+def test_dropping_an_index_of_long_keys_drops_its_count(tmp_path: object) -> None:
+    # meta/long_keys counts the entries of long keys per index: a dropped index's
+    # entries are gone, and so must its count be (check() compares them).
+    from engine import Engine, define_schema, define_table, v
+
+    indexed = define_schema({"t": define_table({"s": v.string()}).index("by_s", ["s"])})
+    plain = define_schema({"t": define_table({"s": v.string()})})
+    with Engine.open(str(tmp_path), schema=indexed, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {"s": "x" * 600}))
+    with Engine.open(str(tmp_path), schema=plain, durability="none") as engine:
+        storage = engine._db.storage
+        with storage.env.begin() as txn:
+            assert not storage.long_indexes(txn)
+        engine.check()
