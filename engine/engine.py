@@ -52,7 +52,7 @@ from .httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, HttpServer
 from .integrity import check as check_integrity
 from .router import HttpRouter
 from .scheduler import as_seconds, check_jobs
-from .storage import Durability, open_storage
+from .storage import Durability, missing_folders, open_storage
 from .subscriptions import Subscription, SubscriptionSet
 from .wsgi import WsgiApp
 
@@ -807,6 +807,7 @@ class Engine:
                 "to a new folder (or an empty one)."
             )
         created = not os.path.exists(target)
+        made = missing_folders(target)
         try:
             os.makedirs(target, exist_ok=True)
         except OSError as error:  # a file as a parent, no permission
@@ -815,7 +816,7 @@ class Engine:
                 f"({error.strerror}); back up to a new folder this process may create."
             ) from error
         try:
-            return runtime.db.storage.copy_to(target)
+            return runtime.db.storage.copy_to(target, made)
         except BaseException:
             if created:
                 try:

@@ -37,7 +37,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
@@ -275,7 +275,7 @@ class Storage:
         self.env: Any = None
         self._mode_lock: _ModeLock | None = None
         _OPENED.add(self)  # before anything is opened: a fork now must see it
-        made = _missing_folders(path)
+        made = missing_folders(path)
         fresh = not os.path.exists(os.path.join(path, "data.mdb"))
         try:
             os.makedirs(path, exist_ok=True)
@@ -692,15 +692,16 @@ class Storage:
         except lmdb.Error as error:
             raise _map_error(error, self.path) from error
 
-    def copy_to(self, path: str) -> int:
+    def copy_to(self, path: str, made: Sequence[str] = ()) -> int:
         """Write a consistent, compacted copy of the environment to the folder ``path``
         (which must hold no ``data.mdb``); returns the copy's size in bytes.
 
         The copy is of one snapshot, taken like a read txn (it holds a reader slot and
         a gate entry, so a resize waits for it; writers go on), and is synced to disk
-        (file, folder and the folder's parent) before this returns. On failure the
-        partial file is removed. Cost: one pass over the used pages, written
-        sequentially, and the sync.
+        (the file, its folder, the folder's parent, and the parent of each folder the
+        caller made for it, ``made``: see :func:`missing_folders`) before this returns.
+        On failure the partial file is removed. Cost: one pass over the used pages,
+        written sequentially, and the sync.
         """
         target = os.path.join(path, "data.mdb")
         while True:
@@ -728,7 +729,10 @@ class Storage:
         try:
             _fsync_path(target)
             _fsync_path(path, folder=True)  # its entry for data.mdb
-            _fsync_path(os.path.dirname(os.path.abspath(path)), folder=True)  # the folder's
+            # The entries naming the folder, and each folder made for it.
+            made_here = [os.path.abspath(path), *made]
+            for parent in dict.fromkeys(os.path.dirname(folder) for folder in made_here):
+                _fsync_path(parent, folder=True)
         except OSError as error:
             _remove_quietly(target)
             raise StorageError(
@@ -762,7 +766,7 @@ def _fsync_path(path: str, *, folder: bool = False) -> None:
         os.close(fd)
 
 
-def _missing_folders(path: str) -> list[str]:
+def missing_folders(path: str) -> list[str]:
     """The folders ``os.makedirs(path)`` would make, ``path`` first."""
     missing = []
     while path and not os.path.exists(path):
