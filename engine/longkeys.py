@@ -21,9 +21,9 @@ Only entries whose key is exactly :data:`SPLIT` bytes long can carry a value. Ho
 each index holds is counted in ``meta`` (:data:`LONG_KEYS_KEY`, in the same write txn):
 readers send the ranges of the indexes counted to the scan that expands entries and keep
 their one-loop fast paths for every other index (one whose count is back at zero too).
-A value that does not decode as such a list is a :class:`CorruptionError`. A database holding one is format 3
-(:func:`apply` marks it): versions that read format 2 would miss the keys an entry
-lists, so they refuse it.
+A value that does not decode as such a list is a :class:`CorruptionError`. A database
+holding one is format 4 (:func:`apply` marks it): versions that read format 2 would miss
+the keys an entry lists, so they refuse it.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ __all__ = [
 #: this length or longer go through :func:`apply`, longer ones live in an entry's value.
 SPLIT = 511
 #: The format version of a database that holds an entry with a value.
-FORMAT = b"3"
+FORMAT = b"4"
 _FORMAT_KEY = b"format"
 #: ``meta`` key of how many entries with a value each index has (msgpack map of index
 #: number to count, zero counts left out): readers send the ranges of those indexes to
@@ -156,7 +156,7 @@ def apply(wtxn: Any, db: Any, meta: Any, changes: dict[bytes, bytes | None]) -> 
     """Put (``key -> b""``) or delete (``key -> None``) index keys of :data:`SPLIT` bytes
     or more, in write txn ``wtxn``: each updates the entry of its first :data:`SPLIT`
     bytes, and ``meta/long_keys`` counts the entries with a value per index (an index
-    back at zero leaves the scan's path). Marks the database format 3 when an entry gets
+    back at zero leaves the scan's path). Marks the database format 4 when an entry gets
     a value. Cost: per entry changed, one lookup and one write, a decode and re-encode of
     its list: linear in the long keys sharing its first bytes and in their size (5,000
     documents with one 600-character indexed value: ~1.2 ms an insert,

@@ -77,9 +77,10 @@ DURABILITY_MODES: tuple[str, ...] = ("full", "normal", "none")
 #: The on-disk format this version writes and reads (2: ``head`` replaced
 #: ``latest_ts`` and ``catalog_v``).
 FORMAT_VERSION = 2
-#: The formats this version reads: 3 is 2 with index keys longer than LMDB's key size
-#: (``engine.longkeys``), marked when the first one is stored.
-READABLE_FORMATS = ("2", "3")
+#: The formats this version reads: 4 is 2 with index keys longer than LMDB's key size
+#: (``engine.longkeys``), marked when the first one is stored. (3 was an earlier layout
+#: of those keys, never released, whose ``meta/long_keys`` was a list: refused.)
+READABLE_FORMATS = ("2", "4")
 _FORMAT_KEY = b"format"
 #: ``meta`` key of the head: the newest commit timestamp and the catalog
 #: version, two big-endian u64s that every transaction reads in one lookup.

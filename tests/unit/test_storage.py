@@ -24,7 +24,7 @@ def test_format_version_is_stored_and_checked(db_path: Path) -> None:
     storage = open_storage(str(db_path), durability="none")
     storage.write(lambda txn: txn.put(b"format", b"999", db=storage.meta))
     storage.release()
-    with pytest.raises(FormatError, match="format version 999.*reads formats 2 and 3"):
+    with pytest.raises(FormatError, match="format version 999.*reads formats 2 and 4"):
         Engine.open(db_path)
 
 
@@ -456,9 +456,9 @@ def test_another_format_version_is_refused_before_any_sub_database_is_made(
     env = lmdb.open(str(db_path), max_dbs=8)
     meta = env.open_db(b"meta")
     with env.begin(write=True) as txn:
-        txn.put(b"format", str(FORMAT_VERSION + 2).encode(), db=meta)
+        txn.put(b"format", str(FORMAT_VERSION + 1).encode(), db=meta)
     env.close()
-    with pytest.raises(FormatError, match=f"format version {FORMAT_VERSION + 2}"):
+    with pytest.raises(FormatError, match=f"format version {FORMAT_VERSION + 1}"):
         Engine.open(db_path, durability="none")
     assert _keys_of_main_database(db_path) == [b"meta"]
     with Engine.open(db_path.parent / "fresh", durability="none") as fresh:  # still opens
