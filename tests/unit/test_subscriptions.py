@@ -378,12 +378,7 @@ def test_a_set_yields_once_per_commit_that_changes_several_members(engine: Engin
 
         live._wake = wake_then_pause  # type: ignore[method-assign]
 
-        def follow() -> None:
-            for value in live:
-                seen.append(value)
-
-        follower = threading.Thread(target=follow)
-        follower.start()
+        follower = _follow(live, seen)
         assert _until(lambda: len(seen) == 1)
         engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
         assert _until(lambda: len(seen) >= 2)
@@ -408,12 +403,7 @@ def test_iteration_never_yields_one_published_value_twice(engine: Engine) -> Non
 
         sub._raise_if_stopped = pause  # type: ignore[method-assign]
 
-        def follow() -> None:
-            for value in sub:
-                seen.append(value)
-
-        follower = threading.Thread(target=follow)
-        follower.start()
+        follower = _follow(sub, seen)
         assert _until(lambda: seen == [0])
         engine.run(lambda ctx: ctx.db.patch(doc, {"value": 1}))
         time.sleep(0.05)  # the iteration is woken and pauses
@@ -447,6 +437,13 @@ def t_by_x(ctx: QueryCtx) -> Any:
 @query(args={})
 def message_bodies(ctx: QueryCtx) -> Any:
     return [d["body"] for d in ctx.db.query("messages").collect()]
+
+
+def _follow(values: Any, seen: list[Any]) -> threading.Thread:
+    """A started thread appending every value ``values`` yields to ``seen``."""
+    follower = threading.Thread(target=lambda: seen.extend(values))
+    follower.start()
+    return follower
 
 
 def _until(predicate: Any, seconds: float = 10.0) -> bool:
