@@ -86,7 +86,7 @@ def check(db: Database) -> dict[str, Any]:
         try:
             long_counts = longkeys.long_index_counts(raw_long)
         except CorruptionError as error:
-            problem(str(error.problems[0]) if error.problems else str(error))
+            problem(_named(error))
             long_counts = None  # reported: no comparison with the entries below
         if raw_long is not None and rtxn.get(b"format", None, storage.meta) != longkeys.FORMAT:
             problem("meta/long_keys is set, but meta/format is not 4")
@@ -147,7 +147,7 @@ def check(db: Database) -> dict[str, Any]:
                 try:
                     found = longkeys.contains(rtxn, storage.indexes, index_key)
                 except CorruptionError as error:  # a damaged list of long keys
-                    problem(str(error.problems[0]) if error.problems else str(error))
+                    problem(_named(error))
                     continue
                 if index.state == "ready" and not found:
                     problem(
@@ -299,17 +299,12 @@ def _entry_keys(
         number = int.from_bytes(key[:4], "big")
         listed[number] = listed.get(number, 0) + 1
         try:
-            has_self, rests = decode(raw_value)
-            well_formed = (
-                isinstance(has_self, bool)
-                and isinstance(rests, list)
-                and rests
-                and all(type(rest) is bytes and rest for rest in rests)
-                and all(a < b for a, b in pairwise(rests))
-            )
-        except Exception:
-            well_formed = False
-        if not well_formed:
+            has_self, rests = longkeys.decode_entry(key, raw_value)
+        except CorruptionError as error:
+            problem(_named(error))
+            yield key
+            continue
+        if not rests or not all(rests) or any(a >= b for a, b in pairwise(rests)):
             problem(
                 f"index entry {key.hex()} has a value that is no sorted list of the long keys "
                 "it starts"
@@ -320,6 +315,11 @@ def _entry_keys(
             yield key
         for rest in rests:
             yield key + rest
+
+
+def _named(error: CorruptionError) -> str:
+    """The damage a :class:`CorruptionError` from a read names, as one report line."""
+    return error.problems[0] if error.problems else str(error)
 
 
 def _corruption(path: str, problems: list[str]) -> CorruptionError:
@@ -371,7 +371,7 @@ def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> No
     try:
         stored = load_catalog(rtxn, storage.meta)
     except CorruptionError as error:
-        problem(str(error.problems[0]) if error.problems else str(error))
+        problem(_named(error))
         return
     version = storage.head(rtxn)[1]
     if stored.version != version:

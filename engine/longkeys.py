@@ -41,6 +41,7 @@ __all__ = [
     "SPLIT",
     "apply",
     "contains",
+    "decode_entry",
     "forget_index",
     "keys_in",
     "long_index_counts",
@@ -73,7 +74,7 @@ def _decoded(decoder: Callable[[bytes], T], raw: bytes, what: str) -> T:
         raise CorruptionError.damaged(f"{what} does not decode ({error})", _RESTORE) from None
 
 
-def _entry(key: bytes, value: bytes) -> tuple[bool, list[bytes]]:
+def decode_entry(key: bytes, value: bytes) -> tuple[bool, list[bytes]]:
     """The ``(has_self, rests)`` of an entry with a value. Cost: one typed decode."""
     return _decoded(_decode_entry, value, f"the list of long keys of index entry {key.hex()}")
 
@@ -107,7 +108,7 @@ def keys_in(
         if lo <= key < hi:
             yield key
         return
-    has_self, rests = _entry(key, value)
+    has_self, rests = decode_entry(key, value)
     own = has_self and lo <= key < hi
     # The long keys are key + rest, all above key: bound them by the rests.
     if lo <= key:
@@ -143,10 +144,10 @@ def contains(rtxn: Any, db: Any, key: bytes) -> bool:
     if value is None:
         return False
     if len(key) == SPLIT:
-        return not value or _entry(key, value)[0]
+        return not value or decode_entry(key, value)[0]
     if not value:
         return False
-    rests = _entry(key[:SPLIT], value)[1]
+    rests = decode_entry(key[:SPLIT], value)[1]
     rest = key[SPLIT:]
     at = bisect.bisect_left(rests, rest)
     return at < len(rests) and rests[at] == rest
@@ -168,7 +169,7 @@ def apply(wtxn: Any, db: Any, meta: Any, changes: dict[bytes, bytes | None]) -> 
     deltas: dict[int, int] = {}
     for entry, edits in by_entry.items():
         raw = wtxn.get(entry, None, db)
-        has_self, rests = (raw is not None, []) if not raw else _entry(entry, raw)
+        has_self, rests = (raw is not None, []) if not raw else decode_entry(entry, raw)
         listed_before = bool(rests)
         for key, put in edits:
             if len(key) == SPLIT:
