@@ -4,7 +4,9 @@ Keys over 511 bytes live in the entry of their first 511 bytes (``engine/longkey
 whose list a write rewrites and a scan decodes: documents with the same long indexed
 value share one entry. This times, as their number grows (100, 1,000, 5,000), an insert
 of one more such document, an insert of a short value beside them, and a ``take(10)``
-of them through the index.
+of them through the index; then the same for documents whose values are distinct, 50 KB
+each, and share their first 520 characters (100 and 400 of them: a write rewrites the
+rest of every one of them), with a ``first()`` through the index.
 
 Run: ``.venv/bin/python bench/probes/long_keys.py``.
 """
@@ -54,6 +56,29 @@ def main() -> None:
                 f"{count:6d} documents sharing one 600-character value: insert "
                 f"{insert * 1e3:.2f} ms (a short value {short * 1e3:.2f} ms), "
                 f"take(10) of them {take * 1e3:.2f} ms"
+            )
+
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        Engine.open(folder, schema=schema, durability="none") as engine,
+    ):
+        prefix = "p" * 520
+        times: list[float] = []
+        for target in (100, 400):
+            while len(times) < target:
+                document = {"s": prefix + str(len(times)).zfill(6) + "x" * 50_000}
+                start = time.perf_counter()
+                engine.run(lambda ctx: ctx.db.insert("t", document))
+                times.append(time.perf_counter() - start)
+            insert = sorted(times[-21:])[10]
+            start = time.perf_counter()
+            for _ in range(10):
+                engine.query(lambda ctx: ctx.db.query("t").with_index("by_s").first())
+            first = (time.perf_counter() - start) / 10
+            print(
+                f"{target:6d} documents with distinct 50 KB values sharing 520 characters: "
+                f"insert {insert * 1e3:.1f} ms (median of the last 21), first() "
+                f"{first * 1e3:.1f} ms"
             )
 
 
