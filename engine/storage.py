@@ -729,11 +729,7 @@ class Storage:
         # (outside the gate: a resize need not wait for the disk).
         try:
             _fsync_path(target)
-            _fsync_path(path, folder=True)  # its entry for data.mdb
-            # The entries naming the folder, and each folder made for it.
-            made_here = [os.path.abspath(path), *made]
-            for parent in dict.fromkeys(os.path.dirname(folder) for folder in made_here):
-                _fsync_path(parent, folder=True)
+            _fsync_entries(path, [os.path.abspath(path), *made])  # data.mdb's and the folders'
         except OSError as error:
             _remove_quietly(target)
             raise StorageError(
@@ -779,15 +775,21 @@ def missing_folders(path: str) -> list[str]:
     return missing
 
 
+def _fsync_entries(path: str, made: list[str]) -> None:
+    """Make durable the names in folder ``path`` and those of the folders ``made`` (each
+    in its parent); raises ``OSError``."""
+    _fsync_path(path, folder=True)
+    for parent in dict.fromkeys(os.path.dirname(folder) for folder in made):
+        _fsync_path(parent, folder=True)
+
+
 def _sync_new_entries(path: str, made: list[str]) -> None:
     """Make a new database's names durable: LMDB syncs ``data.mdb`` at each commit, but
     not the folder naming it, nor the parents naming the folders this open made (a power
     loss could take them, with every acknowledged commit). Once per new folder or file;
     raises :class:`StorageError` if the disk refuses."""
     try:
-        _fsync_path(path, folder=True)
-        for folder in made:
-            _fsync_path(os.path.dirname(folder), folder=True)
+        _fsync_entries(path, made)
     except OSError as error:
         raise StorageError(
             f"Cannot sync the new database folder {path!r} ({error.strerror}): check the "
