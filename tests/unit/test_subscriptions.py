@@ -681,10 +681,7 @@ def first_page(ctx: QueryCtx, paginationOpts: Any) -> Any:
 
 
 def _eventually(check: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
+    assert _until(check, timeout), "timed out"
 
 
 def test_a_new_paginated_subscription_gets_a_first_page_of_its_own(engine: Engine) -> None:
