@@ -10,6 +10,7 @@ See ``docs/`` for the tutorial, concepts and reference.
 from __future__ import annotations
 
 from .contexts import ActionCtx, Auth, MutationCtx, QueryCtx
+from .crons import Crons, cron_jobs
 from .engine import Engine
 from .errors import (
     ArgumentValidationError,
@@ -67,6 +68,7 @@ __all__ = [
     "Auth",
     "ConvexError",
     "CorruptionError",
+    "Crons",
     "DatabaseReader",
     "DatabaseWriter",
     "DocumentNotFound",
@@ -112,6 +114,7 @@ __all__ = [
     "Validator",
     "WsgiApp",
     "action",
+    "cron_jobs",
     "define_schema",
     "define_table",
     "http_action",

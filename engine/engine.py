@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from . import files, httpactions
 from .contexts import MutationCtx
+from .crons import CRON_JOBS, Crons, check_crons, defined_crons, sync_crons
 from .database import Database
 from .errors import CorruptionError, EngineError, SchedulerError, StorageError, closed_error
 from .executor import Executor
@@ -100,6 +101,7 @@ class Engine:
         site_url: str | None = None,
         scheduler: bool = True,
         http: HttpRouter | None = None,
+        crons: Crons | None = None,
     ) -> Engine:
         """Open (creating if needed) the database in folder ``path``.
 
@@ -124,6 +126,11 @@ class Engine:
         ``http``: the :class:`HttpRouter` of the HTTP actions, for an app that does not
         keep it in its functions package (there it is the attribute ``http`` of the
         module ``http``, as Convex's ``convex/http.ts``); giving both is refused.
+        ``crons``: the :class:`Crons` (``cron_jobs()``) to run, for an app that does not
+        keep them in its functions package (there they are the module ``crons``, as
+        Convex's ``convex/crons.ts``); giving both is refused. With functions, the
+        stored crons are made to match (new ones added, changed ones updated, the rest
+        deleted): see :mod:`engine.crons`.
 
         Raises :class:`StorageError` when the folder cannot be opened,
         :class:`FormatError` for an unknown on-disk format or an LMDB folder
@@ -156,11 +163,16 @@ class Engine:
             if http is not None:
                 _check_router(http, registry)
                 registry.http = http
+            if crons is not None:
+                _check_crons(crons, registry)
+                registry.crons = crons
             runtime = Runtime(db, registry, auth, variables)
             if site_url is not None:
                 runtime.site_url = _check_site_url(site_url)
             executor = None
             if registry.by_name:
+                # The package's crons are the stored ones (as a Convex deploy makes them).
+                sync_crons(runtime, defined_crons(registry.crons, runtime))
                 executor = Executor(runtime)
                 executor.start(background=scheduler)
         except BaseException:
@@ -831,8 +843,9 @@ class Engine:
         Also checks the shape of every scheduled job (``report["scheduled_functions"]``
         counts them by state; ``report["scheduled_functions_unknown"]`` counts the pending
         jobs of functions this engine does not know, by name: they wait for an executor
-        with those functions). Cost: a full pass over documents and index entries
-        (one snapshot), and one over the jobs.
+        with those functions), and of every cron (``report["crons"]`` counts them by
+        state). Cost: a full pass over documents and index entries (one snapshot), and
+        one over the jobs and the crons.
         """
         runtime = self._live()
         self._refuse_in_function("check")
@@ -848,6 +861,15 @@ class Engine:
             )
         report["scheduled_functions"] = counts
         report["scheduled_functions_unknown"] = unknown
+        cron_counts, cron_problems = check_crons(self._db)
+        if cron_problems:
+            raise CorruptionError(
+                f"Engine.check() found {len(cron_problems)} broken invariant(s) in "
+                f"{CRON_JOBS} of {self.path!r}:\n"
+                + "\n".join(f"- {p}" for p in cron_problems[:50]),
+                problems=cron_problems,
+            )
+        report["crons"] = cron_counts
         return report
 
 
@@ -898,6 +920,26 @@ def _fetch_handled(
             f"download is cut short after {len(body)} bytes; fetch it again."
         )
     return HttpResponse(body, status=response.status, headers=response.headers)
+
+
+def _check_crons(crons: object, registry: Registry) -> None:
+    """Refuse an ``Engine.open(crons=...)`` that is not a :class:`Crons`, that has no
+    functions to run them, or that would replace the package's."""
+    if not isinstance(crons, Crons):
+        raise EngineError(
+            f"Engine.open(crons=...) takes the result of cron_jobs(), got "
+            f"{type(crons).__name__}: {crons!r}."
+        )
+    if not registry.by_name:
+        raise EngineError(
+            "Engine.open(crons=...) was given without functions: crons run functions of "
+            "the package passed as Engine.open(functions=...)."
+        )
+    if registry.crons is not None:
+        raise EngineError(
+            "Engine.open(crons=...) was given, but the functions package also has crons "
+            "(its module `crons`): keep one set, in the package or passed as crons=."
+        )
 
 
 def _check_router(http: object, registry: Registry) -> None:

@@ -62,10 +62,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Coroutine, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .contexts import ActionCtx, MutationCtx
+from .crons import CRON_JOBS
 from .errors import (
     ConvexError,
     OptimisticConcurrencyControlFailure,
@@ -137,6 +138,8 @@ class Executor:
         self._loop_thread: threading.Thread | None = None
         #: Scheduled actions started on the loop and not yet recorded as finished.
         self._running: dict[str, concurrent.futures.Future[BaseException | None]] = {}
+        #: The runs of those actions (a job's, or a cron's), by the same keys.
+        self._runs: dict[str, _Run] = {}
         #: Jobs whose action this executor cancelled (close(), Ctrl-C in finish_*): their
         #: CancelledError is the transient error, any other is the action's own failure.
         self._cancelled: set[str] = set()
@@ -206,18 +209,19 @@ class Executor:
 
         self._idle.wait_for(ended, _CANCEL_GRACE)
 
-    def _fail_late(self, job_id: str) -> None:
+    def _fail_late(self, key: str) -> None:
         """Record an action that did not end in time ``failed`` with the transient error;
-        if even that fails (after :meth:`_complete`'s retries), log it: the job stays
-        ``inProgress`` until an executor starts alone on the folder."""
+        if even that fails (after :meth:`write_outcome`'s retries), log it: the job (or
+        cron) stays ``inProgress`` until an executor starts alone on the folder."""
+        run = self._runs.get(key) or _JobRun(self, key, "?", "action")
         try:
-            self._complete(job_id, ("inProgress",), _TRANSIENT)
+            run.record(_TRANSIENT, None, 0.0, running=True)
         except Exception:
             _log.exception(
-                "Could not record the failure of scheduled action job %s, stopped at "
+                "Could not record the failure of scheduled action %s, stopped at "
                 "close; it stays inProgress until an executor starts with no other alive "
                 "on the folder (which fails it).",
-                job_id,
+                run.label,
             )
 
     def _release(self) -> None:
@@ -327,13 +331,19 @@ class Executor:
 
         while self._db.run(fail, writable=True, source="scheduler recovery")[0]:
             pass  # each batch leaves inProgress: the next one starts at the front again
+        from .crons import fail_orphaned_crons
+
+        self._db.run(fail_orphaned_crons, writable=True, source="scheduler recovery")
 
     def _on_commit(self, requests: list[CommitRequest]) -> None:
         # Called by the committer after every commit group: keep it O(1) per request.
         for request in requests:
             catalog = request.new_catalog
-            if SCHEDULED_FUNCTIONS in request.tables or (
-                catalog is not None and SCHEDULED_FUNCTIONS in catalog.tables
+            tables = request.tables
+            if (
+                SCHEDULED_FUNCTIONS in tables
+                or CRON_JOBS in tables
+                or (catalog is not None and SCHEDULED_FUNCTIONS in catalog.tables)
             ):
                 self._wake.set()
                 return
@@ -446,17 +456,36 @@ class Executor:
         if self._running or self._claiming:  # claimed, maybe canceled, not yet registered
             return True
         # Read after the pending jobs: a job claimed meanwhile is seen in progress here.
-        return bool(next(self._pages("inProgress")))
+        if next(self._pages("inProgress")):
+            return True
+        from .crons import all_crons, target_function
+
+        until = now_ms() + advance_ms
+        for cron in self._db.run(all_crons, writable=False)[0]:
+            if cron["state"]["kind"] != "pending":
+                return True  # a cron's action under way (here or elsewhere)
+            if cron["nextTs"] <= until and target_function(self._runtime, cron) is not None:
+                return True
+        return False
 
     def _pass(
         self, *, all_pending: bool, background: bool, advance_ms: float = 0.0
     ) -> tuple[int, float | None]:
-        """Run every due job once (due by ``advance_ms`` after now, for ``finish``);
-        returns (jobs run, time in ms the next one is due).
+        """Run every due job, then every due cron, once (due by ``advance_ms`` after now,
+        for ``finish``); returns (runs, time in ms the next one is due)."""
+        ran, next_job = self._pass_jobs(all_pending, background, advance_ms)
+        if self._stopping:
+            return ran, None
+        ran_crons, next_cron = self._pass_crons(background, advance_ms)
+        dues = [due for due in (next_job, next_cron) if due is not None]
+        return ran + ran_crons, min(dues) if dues else None
 
-        Jobs of functions this engine does not know (another process's package) are
-        left pending and paged past, so the runnable jobs behind them run.
-        """
+    def _pass_jobs(
+        self, all_pending: bool, background: bool, advance_ms: float
+    ) -> tuple[int, float | None]:
+        """Run every due job once. Jobs of functions this engine does not know (another
+        process's package) are left pending and paged past, so the runnable jobs behind
+        them run."""
         registry = self._runtime.registry.by_name
         now = now_ms() + advance_ms
         ran = 0
@@ -469,36 +498,63 @@ class Executor:
                 function = registry.get(job["name"])
                 if function is None:
                     continue  # registered by another process's functions: left for it
+                run = _JobRun(self, job["_id"], job["name"], function.kind)
                 if function.kind == "mutation":
-                    ran += self._run_mutation(job["_id"], job["name"], function, background)
+                    ran += self._run_mutation(run, function, background)
                 elif function.kind != "action":  # it was one when scheduled: code changed
                     ran += self._complete(job["_id"], ("pending",), _unsupported(function.kind))
                 else:
                     if background and len(self._running) >= self.max_running_actions:
                         return ran, None  # at the cap: an action's end wakes the worker
-                    ran += self._run_action(job["_id"], job["name"], function, background)
+                    ran += self._run_action(run, function, background)
         return ran, None
 
-    def _run_mutation(
-        self, job_id: str, name: str, function: FunctionDef, background: bool
-    ) -> bool:
-        """Run a mutation job exactly once; False if it was not pending (any more), or
-        the engine failed around it (the job is left pending for a later pass)."""
+    def _pass_crons(self, background: bool, advance_ms: float) -> tuple[int, float | None]:
+        """Run every due cron once (only by their time: ``finish_all`` does not run crons
+        ahead, they would never end); returns (runs, when the next one is due)."""
+        from .crons import CronRun, all_crons, target_function
+
+        now = now_ms() + advance_ms
+        ran = 0
+        for cron in self._db.run(all_crons, writable=False)[0]:
+            if self._stopping:
+                return ran, None
+            function = target_function(self._runtime, cron)
+            if function is None or cron["state"]["kind"] != "pending":
+                continue  # another process's function, or a run under way
+            if cron["nextTs"] > now:
+                return ran, cron["nextTs"]
+            run = CronRun(self, cron, function.kind, advance_ms)
+            if function.kind == "mutation":
+                ran += self._run_mutation(run, function, background)
+            elif function.kind != "action":  # it was one when the engine opened: code changed
+                ran += run.record(_unsupported(function.kind), None, 0.0, running=False)
+            else:
+                if background and len(self._running) >= self.max_running_actions:
+                    return ran, None  # at the cap: an action's end wakes the worker
+                ran += self._run_action(run, function, background)
+        return ran, None
+
+    def _run_mutation(self, run: _Run, function: FunctionDef, background: bool) -> bool:
+        """Run a mutation's job or cron run exactly once; False if it was not due or
+        pending (any more), or the engine failed around it (left for a later pass)."""
         runtime = self._runtime
+        name = run.name
         from .functions import _txn_resolver, handler_args, refuse_awaitable
 
         def body(txn: Transaction) -> bool:
-            job = txn.get(job_id)
-            if job is None or job["state"]["kind"] != "pending":
+            started = run.start(txn, claim=False)
+            if started is None:
                 return False
-            patch_job(txn, job_id, {"state": {"kind": "inProgress"}})  # as it sees itself
-            try:  # the function's part: what it raises is the job's failure
-                args = runtime.check_args(name, function, job["args"][0], _txn_resolver(txn))
+            stored_args, scheduled = started
+            began = time.monotonic()
+            try:  # the function's part: what it raises is the run's failure
+                args = runtime.check_args(name, function, stored_args[0], _txn_resolver(txn))
                 # A job run before its time (finish_all_scheduled_functions) sees the
                 # clock at its time, as convex-test's jobs see fake timers run to it.
-                now = max(now_ms(), job["scheduledTime"])
+                now = max(now_ms(), scheduled)
                 ctx = MutationCtx(runtime, txn, None, now, None, runtime.env)
-                ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=job_id)
+                ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=run.own_job)
                 result = function.handler(ctx, **handler_args(args))
                 refuse_awaitable(name, result)
                 runtime.check_result(name, function, result, txn)
@@ -507,15 +563,15 @@ class Executor:
             except LMDB_ERRORS:
                 raise  # a damaged page met by a read: StorageError once out of db.run
             except BaseException as error:  # SystemExit too: the worker survives it
-                raise _JobFailed(error) from error
-            patch_job(txn, job_id, {"state": {"kind": "success"}, "completedTime": now_ms()})
+                raise _JobFailed(error, time.monotonic() - began) from error
+            run.succeed(txn, result, time.monotonic() - began)
             return True
 
         attempt = 0
         failures = 0
         while True:
             try:
-                return self._db.run(body, writable=True, source=f"Scheduled mutation {name}")[0]
+                return self._db.run(body, writable=True, source=run.source)[0]
             except OptimisticConcurrencyControlFailure:
                 # Exactly once: conflicts are retried for as long as the engine is open.
                 if self._stopping:
@@ -523,43 +579,35 @@ class Executor:
                 attempt += 1
                 time.sleep(min(1.0, 0.01 * attempt))
             except _JobFailed as failed:
-                done = self._complete(job_id, ("pending",), _failed(failed.error))
+                done = run.record(_failed(failed.error), None, failed.seconds, running=False)
                 if done:
-                    _log_failure("mutation", name, job_id, failed.error)
+                    _log_failure("mutation", name, run.label, failed.error)
                 if not background and isinstance(failed.error, KeyboardInterrupt):
                     raise failed.error from None  # Ctrl-C in finish_*: recorded, then stops
                 return done
             except Exception:
-                # Storage or engine around the function (its commit, the job's own reads
-                # and writes): not the function's error, so the job stays pending and is
+                # Storage or engine around the function (its commit, the run's own reads
+                # and writes): not the function's error, so the run stays pending and is
                 # retried with backoff (Convex's schedule_retry); then a later pass tries.
                 if self._stopping:
                     return False
                 failures += 1
                 if failures > _SYSTEM_RETRIES:
                     _log.exception(
-                        "Scheduled mutation %s (job %s) failed %d times on a system error; "
-                        "left pending for a later pass.",
-                        name,
-                        job_id,
+                        "%s (%s) failed %d times on a system error; left pending for a later pass.",
+                        run.source,
+                        run.label,
                         failures,
                     )
                     return False
                 _log.warning(
-                    "Scheduled mutation %s (job %s): system error, retrying.",
-                    name,
-                    job_id,
-                    exc_info=True,
+                    "%s (%s): system error, retrying.", run.source, run.label, exc_info=True
                 )
                 time.sleep(min(1.0, 0.01 * 2**failures))
 
     def _complete(self, job_id: str, expected: tuple[str, ...], state: dict[str, Any]) -> bool:
-        """Write a job's final state if it is still in one of the ``expected`` states.
-
-        Conflicts are retried; a system error (:class:`StorageError`) is retried with
-        backoff, as for a mutation's job: otherwise an action's outcome would be lost
-        and its job left ``inProgress`` with nothing running it.
-        """
+        """Write a job's final state if it is still in one of the ``expected`` states
+        (retried as :meth:`write_outcome` does)."""
 
         def body(txn: Transaction) -> bool:
             job = txn.get(job_id)
@@ -568,10 +616,20 @@ class Executor:
             patch_job(txn, job_id, {"state": state, "completedTime": now_ms()})
             return True
 
+        return self.write_outcome(body, f"job {job_id}")
+
+    def write_outcome(self, body: Callable[[Transaction], bool], label: str) -> bool:
+        """Commit ``body``, which records a run's outcome; returns what it returns.
+
+        Conflicts are retried; a system error (:class:`StorageError`) is retried with
+        backoff, as for a mutation's run: otherwise an action's outcome would be lost
+        and its job (or cron) left ``inProgress`` with nothing running it.
+        """
         failures = 0
         while True:
             try:
-                return self._db.run(body, writable=True, source="scheduler")[0]
+                result: bool = self._db.run(body, writable=True, source="scheduler")[0]
+                return result
             except OptimisticConcurrencyControlFailure:
                 time.sleep(0.01)
             except StorageError:
@@ -579,17 +637,17 @@ class Executor:
                 if failures > _SYSTEM_RETRIES:
                     raise
                 _log.warning(
-                    "Recording the outcome of job %s: system error, retrying.",
-                    job_id,
+                    "Recording the outcome of %s: system error, retrying.",
+                    label,
                     exc_info=True,
                 )
                 time.sleep(min(1.0, 0.01 * 2**failures))
 
-    def _run_action(self, job_id: str, name: str, function: FunctionDef, background: bool) -> bool:
-        """Claim an action job and run it (at most once); False if it was not pending,
-        or close() has begun."""
+    def _run_action(self, run: _Run, function: FunctionDef, background: bool) -> bool:
+        """Claim an action's job or cron run and run it (at most once); False if it was
+        not due or pending, or close() has begun."""
 
-        future = self._claim_and_start(job_id, name, function)
+        future = self._claim_and_start(run, function)
         if future is None:
             return False
         if background:
@@ -600,31 +658,24 @@ class Executor:
             raise closed_error() from None
         except BaseException:  # Ctrl-C while waiting: the action is cancelled, and recorded
             with self._idle:
-                self._cancel(job_id)
+                self._cancel(run.key)
             raise
         if isinstance(error, KeyboardInterrupt):
-            raise error  # Ctrl-C in finish_*: recorded as the job's failure, then stops
+            raise error  # Ctrl-C in finish_*: recorded as the run's failure, then stops
         return True
 
     def _claim_and_start(
-        self, job_id: str, name: str, function: FunctionDef
+        self, run: _Run, function: FunctionDef
     ) -> concurrent.futures.Future[BaseException | None] | None:
-        """Claim an action job and start it on the loop; None if it was not pending, or
-        close() has begun.
+        """Claim an action's run and start it on the loop; None if it was not pending,
+        or close() has begun.
 
-        From the claim to the registration in ``_running`` the job is counted in
+        From the claim to the registration in ``_running`` the run is counted in
         ``_claiming``, which close() waits for: otherwise a close() from another thread
         that lands after the claim's commit sees nothing running, stops the loop and
-        closes the storage, and the job is left inProgress for good.
+        closes the storage, and the run is left inProgress for good.
         """
-
-        def claim(txn: Transaction) -> dict[str, Any] | None:
-            job = txn.get(job_id)
-            if job is None or job["state"]["kind"] != "pending":
-                return None
-            patch_job(txn, job_id, {"state": {"kind": "inProgress"}})
-            return job
-
+        key = run.key
         with self._idle:
             if self._stopping:
                 return None
@@ -632,26 +683,30 @@ class Executor:
         try:
             # On the executor's loop even for finish_*, which waits for it: close() then
             # waits for it (and cancels it after shutdown_timeout) as for the worker's.
-            # Started before the claim: a loop whose thread cannot start leaves the job
+            # Started before the claim: a loop whose thread cannot start leaves the run
             # pending for a later pass, not claimed with nothing to run it.
             loop = self._action_loop()
             try:
-                job = self._db.run(claim, writable=True, source=f"Scheduled action {name}")[0]
+                started = self._db.run(
+                    lambda txn: run.start(txn, claim=True), writable=True, source=run.source
+                )[0]
             except OptimisticConcurrencyControlFailure:
                 return None  # another executor keeps winning it; a later pass looks again
-            if job is None:
+            if started is None:
                 return None
-            run: Coroutine[Any, Any, BaseException | None] | None = None
+            action: Coroutine[Any, Any, BaseException | None] | None = None
             try:
-                run = self._action(job_id, name, function, job["args"][0])
+                action = self._action(run, function, started[0][0])
                 with self._idle:  # registered before the task can end and unregister itself
-                    future = self._running[job_id] = asyncio.run_coroutine_threadsafe(run, loop)
+                    self._runs[key] = run
+                    future = self._running[key] = asyncio.run_coroutine_threadsafe(action, loop)
             except BaseException as error:
-                if job_id in self._running:
+                if key in self._running:
                     raise  # handed to the loop: its task records its outcome
-                if run is not None:
-                    run.close()  # never handed to the loop
-                return self._not_started(job_id, name, error)
+                self._runs.pop(key, None)
+                if action is not None:
+                    action.close()  # never handed to the loop
+                return self._not_started(run, error)
             return future
         finally:
             with self._idle:
@@ -659,23 +714,22 @@ class Executor:
                 self._idle.notify_all()
 
     def _not_started(
-        self, job_id: str, name: str, error: BaseException
+        self, run: _Run, error: BaseException
     ) -> concurrent.futures.Future[BaseException | None]:
         """Record a claimed action that could not be started (its stored arguments are
         not ``[argsObject]``, the loop refused its task) ``failed`` with Convex's
         transient error, as Convex does with an action its executor failed to run (the
-        system's fault, not the action's); the cause is logged. Returns the job's future,
+        system's fault, not the action's); the cause is logged. Returns the run's future,
         already done; re-raises what is not an ``Exception`` (Ctrl-C in finish_*), once
         recorded."""
         _log.error(
-            "Scheduled action %s (job %s) could not be started after its claim; recorded "
-            "failed with %r.",
-            name,
-            job_id,
+            "%s (%s) could not be started after its claim; recorded failed with %r.",
+            run.source,
+            run.label,
             TRANSIENT_ACTION_ERROR,
             exc_info=(type(error), error, error.__traceback__),
         )
-        self._complete(job_id, ("inProgress",), _TRANSIENT)
+        run.record(_TRANSIENT, None, 0.0, running=True)
         if not isinstance(error, Exception):
             raise error
         future: concurrent.futures.Future[BaseException | None] = concurrent.futures.Future()
@@ -695,6 +749,7 @@ class Executor:
             if len(self._running) >= self.max_running_actions:
                 self._wake.set()  # the worker stopped at the cap: room for one more
             self._running.pop(job_id, None)
+            self._runs.pop(job_id, None)
             self._cancelled.discard(job_id)
             self._idle.notify_all()
 
@@ -716,18 +771,21 @@ class Executor:
             return loop
 
     def _action(
-        self, job_id: str, name: str, function: FunctionDef, raw_args: Any
+        self, run: _Run, function: FunctionDef, raw_args: Any
     ) -> Coroutine[Any, Any, BaseException | None]:
-        """The job's task; it returns what the action raised, if not an Exception."""
+        """The run's task; it returns what the action raised, if not an Exception."""
         runtime = self._runtime
+        job_id, name = run.key, run.name  # a job's id, or a cron's
         from .functions import handler_args, refuse_awaited_result
 
-        async def run() -> BaseException | None:
+        async def task() -> BaseException | None:
             state: dict[str, Any]
             raised: BaseException | None = None
+            result: Any = None
+            began = time.monotonic()
             try:
                 args = runtime.check_args(name, function, raw_args)
-                current_job.set(job_id)  # this task's context only
+                current_job.set(run.own_job)  # this task's context only
                 ctx = ActionCtx(runtime, None, runtime.env)
                 result = await function.handler(ctx, **handler_args(args))
                 result = refuse_awaited_result(name, result)
@@ -738,23 +796,24 @@ class Executor:
                     state = _TRANSIENT
                 else:  # raised by the action's own code: its failure, as any error it throws
                     state = _failed(error)
-                    _log_failure("action", name, job_id, error)
+                    _log_failure("action", name, run.label, error)
             except Exception as error:
                 state = _failed(error)
-                _log_failure("action", name, job_id, error)
+                _log_failure("action", name, run.label, error)
             except BaseException as error:
                 # SystemExit, KeyboardInterrupt: re-raised, they would stop the loop's
-                # thread and every action on it; they are this job's failure only.
+                # thread and every action on it; they are this run's failure only.
                 state = _failed(error)
                 raised = error
-                _log_failure("action", name, job_id, error)
+                _log_failure("action", name, run.label, error)
+            seconds = time.monotonic() - began
             try:
-                await asyncio.to_thread(self._complete, job_id, ("inProgress",), state)
+                await asyncio.to_thread(run.record, state, result, seconds, running=True)
             finally:
                 self._finished(job_id)
             return raised
 
-        return run()
+        return task()
 
 
 _TRANSIENT: dict[str, Any] = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
@@ -770,11 +829,13 @@ _SYSTEM_RETRIES = 4
 
 
 class _JobFailed(Exception):
-    """What a scheduled function (or its argument or return validation) raised."""
+    """What a scheduled function (or its argument or return validation) raised, and
+    after how many seconds."""
 
-    def __init__(self, error: BaseException) -> None:
+    def __init__(self, error: BaseException, seconds: float) -> None:
         super().__init__(str(error))
         self.error = error
+        self.seconds = seconds
 
 
 def _unsupported(kind: str) -> dict[str, Any]:
@@ -786,7 +847,7 @@ def _unsupported(kind: str) -> dict[str, Any]:
     }
 
 
-def _log_failure(kind: str, name: str, job_id: str, error: BaseException) -> None:
+def _log_failure(kind: str, name: str, label: str, error: BaseException) -> None:
     """Log a scheduled function's failure, as Convex shows it in the function logs.
 
     The job's ``state.error`` keeps the message only; without this the traceback was
@@ -794,16 +855,75 @@ def _log_failure(kind: str, name: str, job_id: str, error: BaseException) -> Non
     WARNING without traceback, anything else an ERROR with it (as for HTTP actions).
     """
     if isinstance(error, ConvexError):
-        _log.warning("Scheduled %s %s (job %s) failed: %s", kind, name, job_id, error)
+        _log.warning("Scheduled %s %s (%s) failed: %s", kind, name, label, error)
     else:
         _log.error(
-            "Scheduled %s %s (job %s) failed",
+            "Scheduled %s %s (%s) failed",
             kind,
             name,
-            job_id,
+            label,
             exc_info=(type(error), error, error.__traceback__),
         )
 
 
 def _failed(error: BaseException) -> dict[str, Any]:
     return {"kind": "failed", "error": _error_message(error)}
+
+
+class _Run(Protocol):
+    """One run of a scheduled job or of a cron: how the executor starts and records it."""
+
+    #: The job's or cron's id (keys ``_running``).
+    key: str
+    #: The function's name.
+    name: str
+    #: What logs and errors call it ("job <id>", "cron 'name'").
+    label: str
+    #: The source of its transactions.
+    source: str
+    #: The job a scheduled function belongs to (it cannot cancel it; what an action
+    #: schedules after its job is canceled is created canceled), or None.
+    own_job: str | None
+
+    def start(self, txn: Transaction, *, claim: bool) -> tuple[Any, float] | None:
+        """In ``txn``: (stored arguments ``[argsObject]``, the run's time) if it is pending
+        and due, else None; ``claim`` (an action's) marks it inProgress. The arguments
+        are taken out of their list by the caller, where a damaged list is the run's
+        failure."""
+
+    def succeed(self, txn: Transaction, result: Any, seconds: float) -> None:
+        """In a mutation's ``txn``: record its success, to commit with its writes."""
+
+    def record(self, state: dict[str, Any], result: Any, seconds: float, *, running: bool) -> bool:
+        """In a transaction of its own: record the outcome ``state`` (``{"kind":
+        "success"}`` or ``failed``) of a run that was claimed (``running``) or pending;
+        False if it was not in that state any more."""
+
+
+class _JobRun:
+    """A job of ``_scheduled_functions`` (see :class:`_Run`)."""
+
+    __slots__ = ("_executor", "key", "label", "name", "own_job", "source")
+
+    own_job: str | None
+
+    def __init__(self, executor: Executor, job_id: str, name: str, kind: str) -> None:
+        self._executor = executor
+        self.key = self.own_job = job_id
+        self.name = name
+        self.label = f"job {job_id}"
+        self.source = f"Scheduled {kind} {name}"
+
+    def start(self, txn: Transaction, *, claim: bool) -> tuple[Any, float] | None:
+        job = txn.get(self.key)
+        if job is None or job["state"]["kind"] != "pending":
+            return None
+        patch_job(txn, self.key, {"state": {"kind": "inProgress"}})  # as it sees itself
+        return job["args"], job["scheduledTime"]
+
+    def succeed(self, txn: Transaction, result: Any, seconds: float) -> None:
+        patch_job(txn, self.key, {"state": {"kind": "success"}, "completedTime": now_ms()})
+
+    def record(self, state: dict[str, Any], result: Any, seconds: float, *, running: bool) -> bool:
+        expected = ("inProgress",) if running else ("pending",)
+        return self._executor._complete(self.key, expected, state)

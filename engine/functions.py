@@ -33,6 +33,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, overload
 
 from .contexts import ActionCtx, MutationCtx, QueryCtx
+from .crons import Crons, package_crons
 from .errors import (
     ArgumentValidationError,
     EngineError,
@@ -381,6 +382,9 @@ class Registry:
         #: The HTTP routes: the attribute ``http`` of the package's module ``http``
         #: (Convex's ``convex/http.ts``), or ``Engine.open(http=...)``.
         self.http: HttpRouter | None = None
+        #: The cron jobs: the :class:`~engine.crons.Crons` of the package's module
+        #: ``crons`` (Convex's ``convex/crons.ts``), or None.
+        self.crons: Crons | None = None
 
     def add(self, name: str, function: FunctionDef, *, alias: bool = False) -> None:
         """Register ``function`` as ``name``; an ``alias`` keeps the name it already has."""
@@ -418,6 +422,7 @@ class Registry:
         for module_path, module in modules:
             if module_path == "http":
                 registry.http = router_of_module(module)
+        registry.crons = package_crons(modules)
         # A function is named after the module that defines its handler; one made
         # elsewhere (a factory such as make_crud("users")) after each module of the
         # package that exports it, the first of them giving the object its name.

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -36,7 +38,7 @@ from .errors import FunctionNotFound, InvalidId, LimitExceeded, SchedulerError
 from .values import value_size
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterator
+    from collections.abc import Generator
 
     from .database import Database
     from .functions import Runtime
@@ -78,24 +80,28 @@ current_job: ContextVar[str | None] = ContextVar("convexlite_scheduled_job", def
 
 def jobs_table(txn: Transaction) -> TableDef:
     """``_scheduled_functions`` as ``txn`` sees it, created (with its index) if missing."""
-    table = txn.table(SCHEDULED_FUNCTIONS)
+    return system_table(txn, SCHEDULED_FUNCTIONS, {BY_STATE: _BY_STATE_FIELDS})
+
+
+def system_table(txn: Transaction, name: str, indexes: dict[str, tuple[str, ...]]) -> TableDef:
+    """System table ``name`` as ``txn`` sees it, created with ``indexes`` if missing."""
+    table = txn.table(name)
     if table is None:
         txn._require_writable()
         txn.reads.add_point(NEXT_TABLE_KEY)  # as Transaction._create_table does
-        catalog = txn._catalog.with_table(
-            SCHEDULED_FUNCTIONS, system=True, indexes={BY_STATE: _BY_STATE_FIELDS}
-        )
+        catalog = txn._catalog.with_table(name, system=True, indexes=indexes)
         txn.writes.catalog = catalog
-        table = catalog.tables[SCHEDULED_FUNCTIONS]
+        table = catalog.tables[name]
     return table
 
 
-def patch_job(txn: Transaction, job_id: str, fields: dict[str, Any]) -> None:
-    """Engine-internal write of a job document (users' writes are refused).
+@contextmanager
+def engine_writes(txn: Transaction) -> Iterator[None]:
+    """Inside: the engine's own writes to system tables (users' writes are refused).
 
-    Not counted against the function's write limits: the state a scheduled mutation's
-    job moves through (inProgress, success) is the engine's bookkeeping, written in
-    the function's transaction, and a function may write up to the limits itself.
+    Not counted against the function's write limits: the bookkeeping written in a
+    function's transaction (a job's state, a cron's next run) is the engine's, and a
+    function may write up to the limits itself.
     """
     previous = txn.system_writes
     writes = txn.writes
@@ -103,10 +109,16 @@ def patch_job(txn: Transaction, job_id: str, fields: dict[str, Any]) -> None:
     txn.system_writes = True
     writes.writes = writes.bytes_written = 0
     try:
-        txn.patch(job_id, fields)
+        yield
     finally:
         txn.system_writes = previous
         writes.writes, writes.bytes_written = counts
+
+
+def patch_job(txn: Transaction, job_id: str, fields: dict[str, Any]) -> None:
+    """Engine-internal write of a job document (see :func:`engine_writes`)."""
+    with engine_writes(txn):
+        txn.patch(job_id, fields)
 
 
 def get_job(txn: Transaction, job_id: str) -> dict[str, Any] | None:
@@ -147,7 +159,7 @@ def check_jobs(
     counts: dict[str, int] = {}
     problems: list[str] = []
     unknown: dict[str, int] = {}
-    for job in _all_jobs(db):
+    for job in all_documents(db, SCHEDULED_FUNCTIONS):
         where = f"{SCHEDULED_FUNCTIONS} {job['_id']}"
         state = job.get("state")
         kind = state.get("kind") if isinstance(state, dict) else None
@@ -178,11 +190,12 @@ def check_jobs(
     return counts, problems, unknown
 
 
-def _all_jobs(db: Database) -> Iterator[dict[str, Any]]:
-    """Every job, read straight from storage on one snapshot (no read limits: a check)."""
+def all_documents(db: Database, table_name: str) -> Iterator[dict[str, Any]]:
+    """Every document of a table, read straight from storage on one snapshot (no read
+    limits: for checks)."""
     storage = db.storage
     with storage.read() as rtxn:
-        table = db.catalog_at(rtxn).tables.get(SCHEDULED_FUNCTIONS)
+        table = db.catalog_at(rtxn).tables.get(table_name)
         if table is None:
             return
         prefix = table.prefix

@@ -21,6 +21,7 @@ def test_demo_runs_end_to_end() -> None:
     assert "tampered token refused: InvalidSignature" in result.stdout
     assert "page 3: 5 messages" in result.stdout
     assert "scheduled reminder ran: job state {'kind': 'success'}" in result.stdout
+    assert "cron 'refresh topics' ran: #general topic '27 messages'" in result.stdout
     assert "downloaded over HTTP from http://127.0.0.1:" in result.stdout
     assert "'agenda: ship it'" in result.stdout
     assert "HTTP action POST /channels/general/messages: 201, 'posted over HTTP' by Grace" in (

@@ -1,0 +1,49 @@
+"""Functions that crons run: the crons' unit tests (tests/unit/test_crons.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from engine import ConvexError, internal_action, internal_mutation, mutation, query, v
+
+
+@internal_mutation(args={"label": v.string()})
+def tick(ctx: Any, label: str) -> str:
+    ctx.db.insert("ticks", {"label": label, "now": ctx.now})
+    return label
+
+
+@mutation(args={})
+def fail(ctx: Any) -> None:
+    ctx.db.insert("ticks", {"label": "never committed", "now": ctx.now})
+    raise ConvexError("cron failure")
+
+
+@internal_action(args={"label": v.string(), "seconds": v.number()})
+async def act(ctx: Any, label: str, seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    await ctx.run_mutation(tick, {"label": label})
+    return f"acted {label}"
+
+
+@query(args={})
+def ticks(ctx: Any) -> list[str]:
+    return [doc["label"] for doc in ctx.db.query("ticks").collect()]
+
+
+@query(args={})
+def read_only(ctx: Any) -> None:
+    return None
+
+
+@internal_mutation(args={"cron": v.string()})
+def record_run(ctx: Any, cron: str) -> None:
+    """Record which run of cron ``cron`` this is (its ``nextTs``, not yet moved on)."""
+    row = ctx.db.system.query("_cron_jobs").with_index("by_name", lambda q: q.eq("name", cron))
+    ctx.db.insert("cron_runs", {"cron": cron, "run": row.unique()["nextTs"]})
+
+
+@query(args={})
+def runs(ctx: Any) -> list[float]:
+    return [doc["run"] for doc in ctx.db.query("cron_runs").collect()]

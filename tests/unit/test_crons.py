@@ -1,0 +1,586 @@
+"""engine.crons and engine.cronschedule: cron definitions, schedules, storage, runs."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import (
+    ArgumentValidationError,
+    Crons,
+    Engine,
+    EngineError,
+    FunctionNotFound,
+    SchedulerError,
+    cron_jobs,
+)
+from engine.cronschedule import next_run, next_ts, parse_cron
+from engine.scheduler import engine_writes
+from tests import app
+from tests.app import cronjobs
+
+CRONS = "_cron_jobs"
+LOGS = "_cron_job_logs"
+
+
+def at(text: str) -> float:
+    """ms since the epoch of an ISO time in UTC."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000.0
+
+
+def iso(ms: float) -> str:
+    return datetime.fromtimestamp(ms / 1000.0, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def stored(engine: Engine, table: str = CRONS) -> list[dict[str, Any]]:
+    return engine.run(lambda ctx: ctx.db.system.query(table).collect())  # type: ignore[no-any-return]
+
+
+def by_name(engine: Engine) -> dict[str, dict[str, Any]]:
+    return {cron["name"]: cron for cron in stored(engine)}
+
+
+def logs(engine: Engine, name: str) -> list[dict[str, Any]]:
+    return [log for log in stored(engine, LOGS) if log["name"] == name]
+
+
+def open_with(db_path: Path, crons: Crons, **options: Any) -> Engine:
+    options.setdefault("scheduler", False)
+    return Engine.open(db_path, functions=app, crons=crons, durability="none", **options)
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+def test_next_ts_follows_convexs_own_test_vectors() -> None:
+    # The cases of Convex's compute_next_ts tests (crates/model/src/cron_jobs/next_ts.rs).
+    now = at("2023-03-01 08:35")
+    interval = {"type": "interval", "seconds": 60}
+    assert next_ts(interval, None, now) == now
+    assert next_ts(interval, now, now) == at("2023-03-01 08:36")
+    hourly = {"type": "hourly", "minuteUTC": 5}
+    assert next_ts(hourly, None, now) == at("2023-03-01 09:05")
+    assert next_ts(hourly, at("2023-03-01 09:05"), now) == at("2023-03-01 10:05")
+    now = at("2023-02-28 08:35")
+    daily = {"type": "daily", "hourUTC": 8, "minuteUTC": 30}
+    assert next_ts(daily, None, now) == at("2023-03-01 08:30")
+    assert next_ts(daily, at("2023-03-01 08:30"), now) == at("2023-03-02 08:30")
+    weekly = {"type": "weekly", "dayOfWeek": "tuesday", "hourUTC": 12, "minuteUTC": 30}
+    assert next_ts(weekly, None, now) == at("2023-02-28 12:30")
+    assert next_ts(weekly, at("2023-02-28 12:30"), now) == at("2023-03-07 12:30")
+    monthly = {"type": "monthly", "day": 1, "hourUTC": 12, "minuteUTC": 30}
+    assert next_ts(monthly, None, now) == at("2023-03-01 12:30")
+    assert next_ts(monthly, at("2023-03-01 12:30"), now) == at("2023-04-01 12:30")
+    cron = {"type": "cron", "cron": "0 12 * * 1,5"}  # Mondays and Fridays at noon
+    assert next_ts(cron, None, now) == at("2023-03-03 12:00")
+    assert next_ts(cron, at("2023-03-03 12:00"), now) == at("2023-03-06 12:00")
+
+
+def test_parse_cron_reads_values_ranges_steps_lists_and_names() -> None:
+    parsed = parse_cron("*/15 9-17/4 1,15 jan-mar MON-fri")
+    assert parsed.minutes == (0, 15, 30, 45)
+    assert parsed.hours == (9, 13, 17)
+    assert parsed.days == {1, 15}
+    assert parsed.months == {1, 2, 3}
+    assert parsed.weekdays == {1, 2, 3, 4, 5}
+    assert parse_cron("5/20 * ? * *").minutes == (5, 25, 45)
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("0 12 * * 7", "day of week field '7': 7 is outside 0-6"),
+        ("* * *", "expected 5 fields"),
+        ("60 * * * *", "60 is outside 0-59"),
+        ("* 5-2 * * *", "range '5-2' runs backwards"),
+        ("*/0 * * * *", "step '0' must be a whole number from 1"),
+        ("* * L * *", "L, W and # are not supported"),
+        ("* * * * 5#2", "L, W and # are not supported"),
+        ("x * * * *", "'x' is not a number"),
+        ("* * * foo *", "'foo' is not a number or a name"),
+        ("? * * * *", "'?' is not a number"),  # only the day fields take ?
+    ],
+)
+def test_parse_cron_refuses_what_it_cannot_read(expression: str, message: str) -> None:
+    with pytest.raises(SchedulerError, match="Invalid cron expression") as raised:
+        parse_cron(expression)
+    assert message in str(raised.value)
+
+
+def _matches(expression: str, when: datetime) -> bool:
+    """A second reading of cron's rules, for the property below."""
+    fields = expression.split()
+
+    def within(field: str, value: int, low: int, high: int) -> bool:
+        for part in field.split(","):
+            base, _, step = part.partition("/")
+            start, end = (
+                (low, high) if base == "*" else (int(base.split("-")[0]), int(base.split("-")[-1]))
+            )
+            if "/" in part and base != "*" and "-" not in base:
+                end = high
+            if start <= value <= end and (value - start) % int(step or 1) == 0:
+                return True
+        return False
+
+    weekday = (when.weekday() + 1) % 7
+    day = within(fields[2], when.day, 1, 31)
+    week = within(fields[4], weekday, 0, 6)
+    if fields[2].startswith("*") or fields[4].startswith("*"):  # Vixie cron's "star" fields
+        either = day and week
+    else:
+        either = day or week
+    return (
+        within(fields[0], when.minute, 0, 59)
+        and within(fields[1], when.hour, 0, 23)
+        and within(fields[3], when.month, 1, 12)
+        and either
+    )
+
+
+def _field(low: int, high: int) -> st.SearchStrategy[str]:
+    value = st.integers(low, high)
+    single = st.one_of(
+        st.just("*"),
+        value.map(str),
+        st.tuples(value, value).map(lambda p: f"{min(p)}-{max(p)}"),
+        st.tuples(st.sampled_from(["*", str(low)]), st.integers(1, 7)).map(
+            lambda p: f"{p[0]}/{p[1]}"
+        ),
+    )
+    return st.lists(single, min_size=1, max_size=3).map(",".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    minute=_field(0, 59),
+    hour=_field(0, 23),
+    day=_field(1, 31),
+    month=st.sampled_from(["*", "1-12", "2", "3,9", "*/2"]),
+    weekday=_field(0, 6),
+    start=st.integers(at("2023-01-01 00:00") // 60000, at("2031-01-01 00:00") // 60000),
+    second=st.integers(0, 59_999),
+)
+def test_next_run_is_the_first_matching_minute(
+    minute: str, hour: str, day: str, month: str, weekday: str, start: int, second: int
+) -> None:
+    # Checked against a minute-by-minute walk over the next four days.
+    expression = f"{minute} {hour} {day} {month} {weekday}"
+    after = start * 60000.0 + second
+    found = next_run(parse_cron(expression), after)
+    when = datetime.fromtimestamp(start * 60.0, UTC)
+    for _ in range(4 * 24 * 60):
+        when += timedelta(minutes=1)
+        if _matches(expression, when):
+            assert found == when.timestamp() * 1000.0, expression
+            return
+    assert found is None or found > when.timestamp() * 1000.0
+
+
+def test_next_run_of_a_date_that_never_comes_is_none() -> None:
+    assert next_run(parse_cron("0 0 30 2 *"), at("2024-01-01 00:00")) is None
+    leap = next_run(parse_cron("0 0 29 2 *"), at("2097-01-01 00:00"))  # 2100 is not leap
+    assert leap == at("2104-02-29 00:00")
+
+
+# -- definitions ---------------------------------------------------------------------------
+
+
+def test_each_schedule_in_pythons_and_convexs_argument_order() -> None:
+    crons = cron_jobs()
+    crons.interval("a", cronjobs.tick, {"label": "a"}, minutes=5)
+    crons.interval("b", {"hours": 2}, cronjobs.tick, {"label": "b"})
+    crons.hourly("c", cronjobs.tick, {"label": "c"}, minute_utc=7)
+    crons.daily("d", {"hourUTC": 17, "minuteUTC": 30}, "cronjobs:tick", {"label": "d"})
+    crons.weekly("e", cronjobs.act, day_of_week="friday", hour_utc=8, minute_utc=0)
+    crons.monthly("f", cronjobs.tick, {"label": "f"}, day=31, hour_utc=0, minute_utc=0)
+    crons.cron("g", "15 7 * * *", cronjobs.tick, {"label": "g"})
+    schedules = {cron.name: cron.schedule for cron in crons}
+    assert schedules == {
+        "a": {"type": "interval", "seconds": 300},
+        "b": {"type": "interval", "seconds": 7200},
+        "c": {"type": "hourly", "minuteUTC": 7},
+        "d": {"type": "daily", "hourUTC": 17, "minuteUTC": 30},
+        "e": {"type": "weekly", "dayOfWeek": "friday", "hourUTC": 8, "minuteUTC": 0},
+        "f": {"type": "monthly", "day": 31, "hourUTC": 0, "minuteUTC": 0},
+        "g": {"type": "cron", "cron": "15 7 * * *"},
+    }
+    # A left-out minute is the same for a name in every process (Convex picks one at random).
+    again = cron_jobs()
+    again.hourly("spread out", cronjobs.tick, {"label": "x"})
+    assert next(iter(again)).schedule == {"type": "hourly", "minuteUTC": 12}  # crc32 % 60
+
+
+@pytest.mark.parametrize(
+    ("define", "message"),
+    [
+        (lambda c: c.interval("n", cronjobs.tick, {}), "Must specify one of seconds, minutes"),
+        (lambda c: c.interval("n", cronjobs.tick, seconds=1, minutes=1), "Must specify one of"),
+        (
+            lambda c: c.interval("n", cronjobs.tick, seconds=0),
+            "Interval must be an integer greater",
+        ),
+        (lambda c: c.interval("n", cronjobs.tick, seconds=1.5), "Interval must be an integer"),
+        (
+            lambda c: c.hourly("n", cronjobs.tick, minute_utc=60),
+            "Minute of hour must be an integer",
+        ),
+        (lambda c: c.daily("n", cronjobs.tick, minute_utc=0), "Hour of day must be an integer"),
+        (lambda c: c.daily("n", cronjobs.tick, hour_utc=True), "Hour of day must be an integer"),
+        (
+            lambda c: c.weekly("n", cronjobs.tick, day_of_week="Monday", hour_utc=1),
+            'Day of week must be a string like "monday"',
+        ),
+        (lambda c: c.monthly("n", cronjobs.tick, day=0, hour_utc=1), "Day of month must be"),
+        (lambda c: c.cron("n", "* * * *", cronjobs.tick), "expected 5 fields"),
+        (lambda c: c.cron("bad/name", "* * * * *", cronjobs.tick), "Invalid cron identifier"),
+        (lambda c: c.cron("", "* * * * *", cronjobs.tick), "Invalid cron identifier"),
+        (lambda c: c.cron("n", "* * * * *", cronjobs.ticks), "is a query; a cron runs"),
+        (lambda c: c.cron("n", "* * * * *", print), "the target must be a mutation or action"),
+        (lambda c: c.cron("n", "* * * * *", cronjobs.tick, ["x"]), "arguments are a dict"),
+        (
+            lambda c: c.daily("n", {"hourUTC": 1}, cronjobs.tick, hour_utc=1),
+            "either as a dict before the function",
+        ),
+        (lambda c: c.daily("n", hour_utc=1), "takes the cron's name, then the function"),
+    ],
+)
+def test_definitions_are_checked_with_convexs_messages(define: Any, message: str) -> None:
+    with pytest.raises(SchedulerError) as raised:
+        define(cron_jobs())
+    assert message in str(raised.value)
+
+
+def test_a_name_registered_twice_is_refused() -> None:
+    crons = cron_jobs()
+    crons.interval("twice", cronjobs.tick, {"label": "x"}, seconds=5)
+    with pytest.raises(SchedulerError, match="Cron identifier registered twice: twice"):
+        crons.hourly("twice", cronjobs.tick, {"label": "x"}, minute_utc=0)
+
+
+# -- stored crons ----------------------------------------------------------------------------
+
+
+def test_open_stores_the_crons_and_keeps_them_in_step_with_the_definitions(db_path: Path) -> None:
+    crons = cron_jobs()
+    crons.interval("often", cronjobs.tick, {"label": "one"}, hours=1)
+    crons.daily("nightly", cronjobs.tick, {"label": "n"}, hour_utc=3, minute_utc=0)
+    before = time.time() * 1000.0
+    with open_with(db_path, crons) as engine:
+        first = by_name(engine)
+        assert set(first) == {"often", "nightly"}
+        often = first["often"]
+        assert often["cronSpec"] == {
+            "udfPath": "cronjobs:tick",
+            "udfArgs": [{"label": "one"}],
+            "cronSchedule": {"type": "interval", "seconds": 3600},
+        }
+        assert often["state"] == {"kind": "pending"}
+        assert before <= often["nextTs"] <= time.time() * 1000.0  # an interval runs at once
+        assert iso(first["nightly"]["nextTs"]).endswith("03:00")
+        engine.check()
+    with open_with(db_path, crons) as engine:  # the same definitions: nothing written
+        assert by_name(engine) == first
+    changed = cron_jobs()
+    changed.interval("often", cronjobs.tick, {"label": "two"}, hours=1)  # new arguments
+    changed.daily("nightly", cronjobs.tick, {"label": "n"}, hour_utc=4, minute_utc=0)
+    changed.cron("new", "0 0 1 1 *", cronjobs.tick, {"label": "new"})
+    with open_with(db_path, changed) as engine:
+        now = by_name(engine)
+        assert now["often"]["cronSpec"]["udfArgs"] == [{"label": "two"}]
+        assert now["often"]["nextTs"] == often["nextTs"]  # same schedule: same next run
+        assert now["often"]["_id"] == often["_id"]
+        assert iso(now["nightly"]["nextTs"]).endswith("04:00")  # new schedule: moved
+        assert iso(now["new"]["nextTs"]).endswith("01-01 00:00")
+    with Engine.open(db_path, durability="none") as engine:  # no functions: left alone
+        assert set(by_name(engine)) == {"often", "nightly", "new"}
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        assert stored(engine) == []  # a package without crons has none
+
+
+def test_a_package_module_named_crons_holds_the_crons(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "cronpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "work.py").write_text(
+        textwrap.dedent(
+            """
+            from engine import internal_mutation
+
+            @internal_mutation(args={})
+            def tidy(ctx):
+                ctx.db.insert("tidied", {"at": ctx.now})
+            """
+        )
+    )
+    (package / "crons.py").write_text(
+        textwrap.dedent(
+            """
+            from engine import cron_jobs
+            from . import work
+
+            crons = cron_jobs()
+            crons.interval("tidy", work.tidy, minutes=10)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import cronpkg  # type: ignore[import-not-found]
+
+    try:
+        with Engine.open(
+            tmp_path / "db", functions=cronpkg, durability="none", scheduler=False
+        ) as e:
+            assert [c["cronSpec"]["udfPath"] for c in stored(e)] == ["work:tidy"]
+            assert e.finish_scheduled_functions() == 1
+            assert len(e.run(lambda ctx: ctx.db.query("tidied").collect())) == 1
+            with pytest.raises(EngineError, match="functions package also has crons"):
+                Engine.open(
+                    tmp_path / "db", functions=cronpkg, crons=cron_jobs(), durability="none"
+                )
+        (package / "crons.py").write_text("X = 1\n")
+        for name in [m for m in sys.modules if m.startswith("cronpkg")]:
+            del sys.modules[name]
+        import cronpkg as reloaded
+
+        with pytest.raises(EngineError, match="exactly one `crons = cron_jobs\\(\\)`, found 0"):
+            Engine.open(tmp_path / "db", functions=reloaded, durability="none")
+    finally:
+        for name in [m for m in sys.modules if m.startswith("cronpkg")]:
+            del sys.modules[name]
+
+
+@pytest.mark.parametrize(
+    ("target", "args", "error", "message"),
+    [
+        (
+            "cronjobs:missing",
+            {},
+            FunctionNotFound,
+            "Could not find function for 'cronjobs:missing'",
+        ),
+        ("cronjobs:read_only", {}, SchedulerError, "is a query; a cron runs a mutation"),
+        ("cronjobs:tick", {"label": 1}, ArgumentValidationError, "label"),
+    ],
+)
+def test_open_refuses_crons_it_could_not_run(
+    db_path: Path, target: str, args: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    crons = cron_jobs()
+    crons.interval("bad", target, args, seconds=10)
+    with pytest.raises(error) as raised:
+        open_with(db_path, crons)
+    assert message in str(raised.value)
+
+
+def test_crons_without_functions_or_of_another_type_are_refused(db_path: Path) -> None:
+    with pytest.raises(EngineError, match="was given without functions"):
+        Engine.open(db_path, crons=cron_jobs())
+    with pytest.raises(EngineError, match="takes the result of cron_jobs"):
+        Engine.open(db_path, functions=app, crons={"a": 1})  # type: ignore[arg-type]
+
+
+# -- runs -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def engine(db_path: Path) -> Iterator[Engine]:
+    crons = cron_jobs()
+    crons.interval("tick", cronjobs.tick, {"label": "t"}, seconds=60)
+    crons.hourly("act", cronjobs.act, {"label": "a", "seconds": 0.0}, minute_utc=0)
+    crons.daily("fail", cronjobs.fail, hour_utc=0, minute_utc=0)
+    with open_with(db_path, crons) as handle:
+        yield handle
+        handle.check()
+
+
+def test_a_due_mutation_runs_once_and_logs_with_its_next_run(engine: Engine) -> None:
+    tick = by_name(engine)["tick"]
+    assert engine.finish_scheduled_functions() == 1  # only the interval is due at once
+    assert engine.query(cronjobs.ticks) == ["t"]
+    after = by_name(engine)["tick"]
+    assert after["prevTs"] == tick["nextTs"]
+    assert after["nextTs"] == tick["nextTs"] + 60_000.0
+    (log,) = logs(engine, "tick")
+    assert log["ts"] == tick["nextTs"]
+    assert log["status"] == {"type": "success", "result": "t"}
+    assert log["udfPath"] == "cronjobs:tick" and log["udfArgs"] == [{"label": "t"}]
+    assert 0.0 <= log["executionTime"] < 5.0
+    assert engine.finish_scheduled_functions() == 0  # not due again yet
+    assert engine.finish_all_scheduled_functions() == 0  # crons are not run ahead of time
+
+
+def test_a_failing_mutation_commits_nothing_but_its_log_and_next_run(engine: Engine) -> None:
+    assert engine.finish_scheduled_functions(advance=timedelta(days=1)) == 3
+    assert "never committed" not in engine.query(cronjobs.ticks)
+    (log,) = logs(engine, "fail")
+    assert log["status"] == {"type": "err", "error": "Uncaught ConvexError: cron failure"}
+    fail = by_name(engine)["fail"]
+    assert fail["nextTs"] - fail["prevTs"] == 86_400_000.0
+    assert fail["state"] == {"kind": "pending"}
+
+
+def test_an_action_runs_at_most_once_and_logs_its_result(engine: Engine) -> None:
+    assert engine.finish_scheduled_functions(advance=3600) == 2  # tick, act
+    assert sorted(engine.query(cronjobs.ticks)) == ["a", "t"]
+    (log,) = logs(engine, "act")
+    assert log["status"] == {"type": "success", "result": "acted a"}
+    act = by_name(engine)["act"]
+    assert act["state"] == {"kind": "pending"}
+    assert act["nextTs"] - act["prevTs"] == 3_600_000.0
+
+
+def test_runs_that_came_due_meanwhile_are_skipped_and_counted(engine: Engine) -> None:
+    # The clock moves a day on: the interval cron runs once, not 1,440 times.
+    assert engine.finish_scheduled_functions(advance=timedelta(days=1)) == 3
+    assert engine.query(cronjobs.ticks).count("t") == 1
+    entries = logs(engine, "tick")
+    assert [log["status"]["type"] for log in entries] == ["success", "canceled"]
+    assert entries[1]["status"]["numCanceled"] == 1440
+    tick = by_name(engine)["tick"]
+    assert tick["nextTs"] >= time.time() * 1000.0 + 86_400_000.0 - 60_000.0
+
+
+def test_the_five_newest_logs_of_each_cron_are_kept(db_path: Path) -> None:
+    crons = cron_jobs()
+    crons.interval("tick", cronjobs.tick, {"label": "t"}, seconds=60)
+    with open_with(db_path, crons) as engine:
+        for step in range(7):
+            assert engine.finish_scheduled_functions(advance=60 * step) == 1
+        entries = logs(engine, "tick")
+        assert len(entries) == 5
+        assert all(log["status"]["type"] == "success" for log in entries)
+        assert engine.query(cronjobs.ticks) == ["t"] * 7
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        assert stored(engine, LOGS) == []  # deleted with their cron
+
+
+def test_two_executors_run_each_due_cron_once(db_path: Path) -> None:
+    crons = cron_jobs()
+    crons.interval("tick", cronjobs.tick, {"label": "t"}, seconds=60)
+    first = open_with(db_path, crons)
+    second = open_with(db_path, crons)
+    try:
+        ran: list[int] = []
+        barrier = threading.Barrier(2)
+
+        def finish(engine: Engine) -> None:
+            for step in range(5):
+                barrier.wait()
+                ran.append(engine.finish_scheduled_functions(advance=60 * step))
+
+        threads = [threading.Thread(target=finish, args=(e,)) for e in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sum(ran) == 5
+        assert first.query(cronjobs.ticks) == ["t"] * 5
+        first.check()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_background_worker_runs_crons_as_they_come_due(db_path: Path) -> None:
+    crons = cron_jobs()
+    crons.interval("tick", cronjobs.tick, {"label": "t"}, seconds=1)
+    with open_with(db_path, crons, scheduler=True) as engine:
+        deadline = time.monotonic() + 10
+        while len(engine.query(cronjobs.ticks)) < 2:
+            assert time.monotonic() < deadline, "the cron did not run twice within 10 s"
+            time.sleep(0.05)
+        runs = [log["ts"] for log in logs(engine, "tick")]
+        assert runs[1] - runs[0] == 1000.0  # one second apart, by their runs' times
+
+
+def test_an_action_left_in_progress_by_a_dead_executor_is_failed_by_the_next(
+    db_path: Path,
+) -> None:
+    crons = cron_jobs()
+    crons.hourly("act", cronjobs.act, {"label": "a", "seconds": 0.0}, minute_utc=0)
+    with open_with(db_path, crons) as engine:
+        act = by_name(engine)["act"]
+
+        def claim(ctx: Any) -> None:
+            with engine_writes(ctx._txn):
+                ctx._txn.patch(act["_id"], {"state": {"kind": "inProgress"}})
+
+        engine.run(claim)  # as the executor claims it; then the process "dies"
+    with open_with(db_path, crons) as engine:  # alone on the folder: fails the orphan
+        (log,) = logs(engine, "act")
+        assert log["status"] == {"type": "err", "error": "Transient error while executing action"}
+        after = by_name(engine)["act"]
+        assert after["state"] == {"kind": "pending"}
+        assert after["prevTs"] == act["nextTs"]
+        assert after["nextTs"] > act["nextTs"]
+
+
+def test_check_counts_the_crons_and_reports_a_damaged_one(engine: Engine) -> None:
+    from engine import CorruptionError
+
+    assert engine.check()["crons"] == {"pending": 3}
+    tick = by_name(engine)["tick"]
+
+    def damage(ctx: Any) -> None:
+        with engine_writes(ctx._txn):
+            ctx._txn.patch(tick["_id"], {"state": {"kind": "done"}, "nextTs": 5})
+
+    engine.run(damage)
+    with pytest.raises(CorruptionError, match="broken invariant") as raised:
+        engine.check()
+    assert any("neither pending nor inProgress" in p for p in raised.value.problems)
+    assert any("nextTs is not a float" in p for p in raised.value.problems)
+    engine.run(lambda ctx: _restore(ctx, tick))
+
+
+def _restore(ctx: Any, cron: dict[str, Any]) -> None:
+    with engine_writes(ctx._txn):
+        ctx._txn.replace(cron["_id"], {k: v for k, v in cron.items() if not k.startswith("_")})
+
+
+def test_a_target_outside_the_functions_package_is_refused(db_path: Path) -> None:
+    from engine import internal_mutation
+
+    @internal_mutation(args={})
+    def stray(ctx: Any) -> None:
+        return None
+
+    crons = cron_jobs()
+    crons.interval("stray", stray, seconds=5)
+    with pytest.raises(FunctionNotFound, match="Cron 'stray': .* is not registered"):
+        open_with(db_path, crons)
+
+
+def test_a_run_read_before_another_executor_ran_it_does_not_run_again(engine: Engine) -> None:
+    # Two executors read the same due cron; the one that starts second must see, in its
+    # own transaction, that the run is done (its next time has moved on), for mutations
+    # and for actions.
+    from engine.crons import CronRun
+
+    runner = engine._executor
+    assert runner is not None
+    stale = by_name(engine)
+    assert engine.finish_scheduled_functions(advance=3600) == 2  # tick and act ran
+    for name, kind, function in (
+        ("tick", "mutation", cronjobs.tick),
+        ("act", "action", cronjobs.act),
+    ):
+        run = CronRun(runner, stale[name], kind, 3600 * 1000.0)
+        if kind == "mutation":
+            assert runner._run_mutation(run, function, background=False) is False
+        else:
+            assert runner._run_action(run, function, background=False) is False
+    assert sorted(engine.query(cronjobs.ticks)) == ["a", "t"]  # each ran once
