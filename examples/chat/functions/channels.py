@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import ConvexError, MutationCtx, QueryCtx, mutation, query, v
+from engine import ConvexError, MutationCtx, QueryCtx, internal_mutation, mutation, query, v
 
 from .users import require_user
 
@@ -31,3 +31,17 @@ def list(ctx: QueryCtx) -> list[dict[str, Any]]:  # Convex-style name, shadows l
 @query(args={"name": v.string()})
 def by_name(ctx: QueryCtx, name: str) -> dict[str, Any] | None:
     return ctx.db.query("channels").with_index("by_name", lambda q: q.eq("name", name)).unique()
+
+
+@internal_mutation(args={})
+def refresh_topics(ctx: MutationCtx) -> int:
+    """Set each channel's topic to its message count (run hourly by a cron: crons.py)."""
+    channels = ctx.db.query("channels").collect()
+    for channel in channels:
+        count = len(
+            ctx.db.query("messages")
+            .with_index("by_channel", lambda q, c=channel["_id"]: q.eq("channel", c))
+            .collect()
+        )
+        ctx.db.patch(channel["_id"], {"topic": f"{count} message{'' if count == 1 else 's'}"})
+    return len(channels)
