@@ -52,8 +52,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .cronschedule import DAYS_OF_WEEK, after_skips, next_ts, parse_cron
-from .errors import EngineError, FunctionNotFound, SchedulerError
+from .cronschedule import DAYS_OF_WEEK, after_skips, next_run, next_ts, parse_cron
+from .errors import ArgumentValidationError, EngineError, FunctionNotFound, SchedulerError
 from .query import Query
 from .scheduler import (
     TRANSIENT_ACTION_ERROR,
@@ -62,7 +62,7 @@ from .scheduler import (
     now_ms,
     system_table,
 )
-from .values import value_size
+from .values import nesting, value_size
 
 if TYPE_CHECKING:
     from .database import Database
@@ -86,6 +86,7 @@ MAX_LOGS_PER_CRON = 5
 #: A run's result is logged whole up to this size (Convex's size measure), else as the
 #: first characters of its text (Convex truncates results over 1,000 characters).
 _MAX_LOGGED_RESULT = 1000
+_MAX_LOGGED_NESTING = 14
 
 _IDENTIFIER = re.compile(r"[a-zA-Z0-9_ '-]+")
 
@@ -256,7 +257,11 @@ class Crons:
         """Run ``function(args)`` on a 5-field cron expression in UTC,
         ``"minute hour day-of-month month day-of-week"`` (see :func:`parse_cron`),
         e.g. ``"15 7 * * *"`` every day at 7:15. Convex's argument order."""
-        parse_cron(expression)
+        if next_run(parse_cron(expression), now_ms()) is None:
+            raise SchedulerError(
+                f"Invalid cron expression {expression!r}: it matches no date (a day that "
+                "month never has?)."
+            )
         _check_target(name, function, args)
         self._add(name, {"type": "cron", "cron": expression}, function, args)
 
@@ -354,7 +359,10 @@ def defined_crons(package_crons: Crons | None, runtime: Runtime) -> dict[str, di
     if package_crons is None:
         return specs
     for cron in package_crons:
-        name, function = runtime.resolve(cron.function, internal=True)
+        try:
+            name, function = runtime.resolve(cron.function, internal=True)
+        except FunctionNotFound as error:
+            raise FunctionNotFound(f"Cron {cron.name!r}: {error}", name=error.name) from None
         name = runtime.registry.names.get(id(function), name)
         if runtime.registry.by_name.get(name) is not function:
             raise FunctionNotFound(
@@ -368,7 +376,10 @@ def defined_crons(package_crons: Crons | None, runtime: Runtime) -> dict[str, di
                 f"Cron {cron.name!r}: {name} is a {function.kind}; a cron runs a mutation or "
                 "an action (public or internal)."
             )
-        args = runtime.check_args(name, function, cron.args)
+        try:
+            args = runtime.check_args(name, function, cron.args)
+        except ArgumentValidationError as error:
+            raise ArgumentValidationError(f"Cron {cron.name!r}: {error}", path=error.path) from None
         specs[cron.name] = {"udfPath": name, "udfArgs": [args], "cronSchedule": cron.schedule}
     return specs
 
@@ -448,7 +459,11 @@ def _log(
 
 def success_status(result: Any) -> dict[str, Any]:
     """A successful run's logged status: the result whole when small, else its text cut."""
-    if result is None or value_size(result) <= _MAX_LOGGED_RESULT:
+    # The log nests the result two levels down (log, status): a result nested deeper than
+    # a document may be (16 levels) is kept as text too, so the log can always be stored.
+    if result is None or (
+        value_size(result) <= _MAX_LOGGED_RESULT and nesting(result) <= _MAX_LOGGED_NESTING
+    ):
         return {"type": "success", "result": result}
     from .formatting import format_value
 

@@ -6,14 +6,24 @@ Every schedule but ``interval`` is a cron expression in UTC (Convex turns ``hour
 
 from __future__ import annotations
 
+import calendar
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .errors import SchedulerError
 
-__all__ = ["DAYS_OF_WEEK", "CronExpression", "after_skips", "next_run", "next_ts", "parse_cron"]
+__all__ = [
+    "DAYS_OF_WEEK",
+    "CronExpression",
+    "after_skips",
+    "count_runs",
+    "next_run",
+    "next_ts",
+    "parse_cron",
+]
 
 #: Convex's names of the days of the week, Sunday first (Sunday is 0 in expressions).
 DAYS_OF_WEEK = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
@@ -28,8 +38,12 @@ _CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
     ("month", 1, 12, _MONTHS),
     ("day of week", 0, 6, _DAY_NAMES),
 )
-#: How far :func:`next_run` looks for a match (Feb 29 repeats within 8 years).
-_HORIZON_DAYS = 8 * 366 + 1
+#: How far :func:`next_run` looks for a match: the Gregorian calendar repeats, weekdays
+#: included, every 400 years, so a date not found within them never comes.
+_HORIZON_MONTHS = 400 * 12 + 1
+_DIGITS = re.compile(r"[0-9]+")
+#: The last year :func:`next_run` looks at (``datetime``'s own limit).
+_MAX_YEAR = 9998
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +123,7 @@ def _cron_field(
         lowered = part.lower()
         if names and lowered in names:
             return low + names.index(lowered)
-        if not part.isdigit():
+        if _DIGITS.fullmatch(part) is None:
             if any(c in part.upper() for c in "LW#"):
                 raise bad("L, W and # are not supported")
             raise bad(f"{part!r} is not a number" + (" or a name" if names else ""))
@@ -123,7 +137,7 @@ def _cron_field(
         base, slash, step_text = part.partition("/")
         step = 1
         if slash:
-            if not step_text.isdigit() or int(step_text) == 0:
+            if _DIGITS.fullmatch(step_text) is None or int(step_text) == 0:
                 raise bad(f"step {step_text!r} must be a whole number from 1")
             step = int(step_text)
         if base == "*" or (base == "?" and day_field):
@@ -142,27 +156,66 @@ def _cron_field(
 
 def next_run(expression: CronExpression, after_ms: float) -> float | None:
     """The first minute matching ``expression`` strictly after ``after_ms`` (ms since
-    the epoch, UTC), in ms; None when none comes within 8 years (``"0 0 30 2 *"``).
-    Cost: a step per day, hour or minute skipped (a few hundred at most, but a
-    sparse day rule scans up to 2,900 days)."""
-    start = datetime.fromtimestamp(math.floor(after_ms / 60000.0) * 60.0, UTC)
-    when = start + timedelta(minutes=1)
-    day = when.replace(hour=0, minute=0)
-    for _ in range(_HORIZON_DAYS):
-        if expression.day_matches(day):
-            first_hour = when.hour if day.date() == when.date() else 0
-            for hour in expression.hours:
-                if hour < first_hour:
+    the epoch, UTC), in ms; None when no date ever matches (``"0 0 30 2 *"``).
+
+    Looks as far as 400 years ahead, the Gregorian calendar's whole cycle (weekdays
+    included), so a rare match (``"0 0 */29 2 1"``: a Monday that is February 1st) is
+    found. Cost: a step per month skipped, per day of a matching month, and per hour and
+    minute of the day found: microseconds for common schedules, a few milliseconds for
+    dates years apart.
+    """
+    when = datetime.fromtimestamp(math.floor(after_ms / 60000.0) * 60.0 + 60.0, UTC)
+    year, month = when.year, when.month
+    first_day = when.day
+    for _ in range(_HORIZON_MONTHS):
+        if month in expression.months:
+            for day_number in range(first_day, calendar.monthrange(year, month)[1] + 1):
+                day = datetime(year, month, day_number, tzinfo=UTC)
+                if not expression.day_matches(day):
                     continue
-                first_minute = (
-                    when.minute if (day.date() == when.date() and hour == when.hour) else 0
-                )
-                for minute in expression.minutes:
-                    if minute >= first_minute:
-                        found = day.replace(hour=hour, minute=minute)
-                        return found.timestamp() * 1000.0
-        day += timedelta(days=1)
+                same_day = day.date() == when.date()
+                for hour in expression.hours:
+                    if same_day and hour < when.hour:
+                        continue
+                    first_minute = when.minute if same_day and hour == when.hour else 0
+                    for minute in expression.minutes:
+                        if minute >= first_minute:
+                            found = day.replace(hour=hour, minute=minute)
+                            return found.timestamp() * 1000.0
+        month += 1
+        if month == 13:
+            year, month = year + 1, 1
+        first_day = 1
+        if year > _MAX_YEAR:
+            return None
     return None
+
+
+def count_runs(expression: CronExpression, after_ms: float, before_ms: float) -> int:
+    """How many minutes matching ``expression`` lie strictly between ``after_ms`` and
+    ``before_ms``. Cost: a step per day between them, plus the minutes of the two days
+    at the ends (a year of outage: 365 steps)."""
+    start = datetime.fromtimestamp(math.floor(after_ms / 60000.0) * 60.0 + 60.0, UTC)
+    end_ms = before_ms
+    if start.timestamp() * 1000.0 >= end_ms:
+        return 0
+    per_day = len(expression.hours) * len(expression.minutes)
+    count = 0
+    day = start.replace(hour=0, minute=0)
+    while day.timestamp() * 1000.0 < end_ms:
+        next_day = day + timedelta(days=1)
+        if expression.day_matches(day):
+            whole = day >= start and next_day.timestamp() * 1000.0 <= end_ms
+            if whole:
+                count += per_day
+            else:
+                for hour in expression.hours:
+                    for minute in expression.minutes:
+                        at = day.replace(hour=hour, minute=minute)
+                        if at >= start and at.timestamp() * 1000.0 < end_ms:
+                            count += 1
+        day = next_day
+    return count
 
 
 def _expression(schedule: dict[str, Any]) -> CronExpression:
@@ -193,7 +246,7 @@ def next_ts(schedule: dict[str, Any], prev_ts: float | None, now: float) -> floa
     if found is None:
         raise SchedulerError(
             f"Could not compute next timestamp for cron schedule {schedule!r}: it matches no "
-            "date within 8 years (a day that month never has?)."
+            "date ever (a day that month never has?)."
         )
     return found
 
@@ -208,12 +261,10 @@ def after_skips(schedule: dict[str, Any], prev_ts: float, now: float) -> tuple[f
         period = schedule["seconds"] * 1000.0
         late = math.ceil((now - following) / period)
         return following + late * period, late
-    skipped = 0
-    while following < now and skipped < 10_000:
-        skipped += 1
-        following = next_ts(schedule, following, now)
-    if following < now:  # a long outage of a frequent cron: stop counting exactly
-        found = next_run(_expression(schedule), now - 1.0)
-        assert found is not None  # it matched within the horizon moments ago
-        following = found
-    return following, skipped
+    expression = _expression(schedule)
+    # Every match in (prev_ts, now) is skipped; the next run is the first not before now.
+    skipped = count_runs(expression, prev_ts, now)
+    found = next_run(expression, now - 1.0)
+    if found is None:  # cannot happen: it matched moments ago, and matches recur
+        raise SchedulerError(f"Could not compute next timestamp for cron schedule {schedule!r}.")
+    return found, skipped

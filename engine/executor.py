@@ -63,6 +63,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .contexts import ActionCtx, MutationCtx
@@ -106,7 +107,17 @@ _PAGE_BYTES = 4 << 20
 
 
 def _error_message(error: BaseException) -> str:
-    return f"Uncaught {type(error).__name__}: {error}"
+    """A failure as stored (a job's ``state.error``, a cron log's ``error``): Convex's
+    ``Uncaught <Type>: <message>``, cut at :data:`_MAX_ERROR_CHARS` characters so the
+    document that records it always fits the 1 MiB limit (the whole error is logged)."""
+    text = f"Uncaught {type(error).__name__}: {error}"
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[:_MAX_ERROR_CHARS] + " ... (truncated)"
+    return text
+
+
+#: Characters of an error kept in a job's state or a cron's log.
+_MAX_ERROR_CHARS = 64 * 1024
 
 
 class Executor:
@@ -267,8 +278,8 @@ class Executor:
         thread = self._loop_thread
         if thread is not None and thread is threading.current_thread():
             return True
-        job = current_job.get()
-        return job is not None and job in self._running
+        run = _current_run.get()  # a job's or a cron's
+        return run is not None and self._runs.get(run.key) is run
 
     def _take_lock(self) -> int | None:
         try:
@@ -409,7 +420,8 @@ class Executor:
                     f"Scheduled functions were still due or running after {timeout} s (a "
                     "function that keeps rescheduling itself, jobs in progress in another "
                     "executor, or left inProgress by a dead process): raise timeout, or "
-                    "inspect ctx.db.system.query('_scheduled_functions')."
+                    "inspect ctx.db.system.query('_scheduled_functions') and "
+                    "ctx.db.system.query('_cron_jobs')."
                 )
             if not ran:
                 time.sleep(0.005)
@@ -520,8 +532,8 @@ class Executor:
             if self._stopping:
                 return ran, None
             function = target_function(self._runtime, cron)
-            if function is None or cron["state"]["kind"] != "pending":
-                continue  # another process's function, or a run under way
+            if function is None or cron["state"]["kind"] != "pending" or cron["_id"] in self._runs:
+                continue  # another process's function, or a run under way (here: ending)
             if cron["nextTs"] > now:
                 return ran, cron["nextTs"]
             run = CronRun(self, cron, function.kind, advance_ms)
@@ -744,13 +756,17 @@ class Executor:
             self._cancelled.add(job_id)
             future.cancel()
 
-    def _finished(self, job_id: str) -> None:
+    def _finished(self, run: _Run) -> None:
+        """Unregister ``run``'s action, and only it: a cron's next run, claimed as soon as
+        this one's outcome committed, is registered under the same key."""
+        job_id = run.key
         with self._idle:
             if len(self._running) >= self.max_running_actions:
                 self._wake.set()  # the worker stopped at the cap: room for one more
-            self._running.pop(job_id, None)
-            self._runs.pop(job_id, None)
-            self._cancelled.discard(job_id)
+            if self._runs.get(job_id, run) is run:
+                self._running.pop(job_id, None)
+                self._runs.pop(job_id, None)
+                self._cancelled.discard(job_id)
             self._idle.notify_all()
 
     def _action_loop(self) -> asyncio.AbstractEventLoop:
@@ -786,6 +802,7 @@ class Executor:
             try:
                 args = runtime.check_args(name, function, raw_args)
                 current_job.set(run.own_job)  # this task's context only
+                _current_run.set(run)
                 ctx = ActionCtx(runtime, None, runtime.env)
                 result = await function.handler(ctx, **handler_args(args))
                 result = refuse_awaited_result(name, result)
@@ -810,13 +827,17 @@ class Executor:
             try:
                 await asyncio.to_thread(run.record, state, result, seconds, running=True)
             finally:
-                self._finished(job_id)
+                self._finished(run)
             return raised
 
         return task()
 
 
 _TRANSIENT: dict[str, Any] = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
+
+#: The run (a job's or a cron's) of the scheduled action running in this context: the
+#: action's task and the threads it hands work to, which copy the context.
+_current_run: ContextVar[_Run | None] = ContextVar("convexlite_scheduled_run", default=None)
 
 #: Seconds close() waits for cancelled actions to end, then for the loop's thread to stop
 #: (an action that ignores its cancellation, or blocks the loop, is then left behind).

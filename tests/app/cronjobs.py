@@ -47,3 +47,18 @@ def record_run(ctx: Any, cron: str) -> None:
 @query(args={})
 def runs(ctx: Any) -> list[float]:
     return [doc["run"] for doc in ctx.db.query("cron_runs").collect()]
+
+
+@internal_mutation(args={"depth": v.int64()})
+def deep(ctx: Any, depth: int) -> Any:
+    """Return a value nested ``depth`` levels (a valid result up to 64 levels)."""
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = [value]
+    ctx.db.insert("ticks", {"label": "deep", "now": ctx.now})
+    return value
+
+
+@internal_mutation(args={"size": v.int64()})
+def huge_error(ctx: Any, size: int) -> None:
+    raise ValueError("x" * size)

@@ -383,6 +383,7 @@ def test_open_refuses_crons_it_could_not_run(
     with pytest.raises(error) as raised:
         open_with(db_path, crons)
     assert message in str(raised.value)
+    assert str(raised.value).startswith("Cron 'bad': ")
 
 
 def test_crons_without_functions_or_of_another_type_are_refused(db_path: Path) -> None:
@@ -584,3 +585,129 @@ def test_a_run_read_before_another_executor_ran_it_does_not_run_again(engine: En
         else:
             assert runner._run_action(run, function, background=False) is False
     assert sorted(engine.query(cronjobs.ticks)) == ["a", "t"]  # each ran once
+
+
+# -- found by review --------------------------------------------------------------------------
+
+
+def test_a_rare_date_more_than_eight_years_apart_is_found() -> None:
+    # "Feb 1st or the 30th that is a Monday" (a day field starting with * ANDs the days):
+    # Mondays that are February 1st come 5 to 11 years apart.
+    expression = parse_cron("0 0 */29 2 1")
+    first = next_run(expression, at("2026-12-03 00:00"))
+    assert first is not None and iso(first) == "2027-02-01 00:00"
+    second = next_run(expression, first)
+    assert second is not None and iso(second) == "2038-02-01 00:00"
+
+
+def test_an_expression_that_matches_no_date_is_refused_where_it_is_defined() -> None:
+    with pytest.raises(SchedulerError, match="matches no date"):
+        cron_jobs().cron("never", "0 0 30 2 *", cronjobs.tick, {"label": "x"})
+
+
+def test_non_ascii_digits_are_refused_as_cron_syntax() -> None:
+    for expression in ("² * * * *", "٣ * * * *", "*/² * * * *"):
+        with pytest.raises(SchedulerError, match="Invalid cron expression"):
+            parse_cron(expression)
+
+
+def test_skipped_runs_are_counted_exactly_after_a_long_outage() -> None:
+    from engine.cronschedule import after_skips, count_runs
+
+    every_minute = {"type": "cron", "cron": "* * * * *"}
+    start = at("2025-03-01 00:00")
+    year_later = at("2026-03-01 00:00")  # 365 days
+    assert after_skips(every_minute, start, year_later) == (year_later, 365 * 1440 - 1)
+    hourly = {"type": "hourly", "minuteUTC": 30}
+    following, skipped = after_skips(hourly, at("2025-03-01 00:30"), at("2025-03-03 00:10"))
+    assert (iso(following), skipped) == ("2025-03-03 00:30", 47)
+    assert (
+        count_runs(parse_cron("0 12 * * 1,5"), at("2023-02-28 08:35"), at("2023-03-07 00:00")) == 2
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    expression=st.sampled_from(
+        ["* * * * *", "*/7 3-5 * * *", "0 0 1,15 * 1", "30 */2 * jan-mar *"]
+    ),
+    start=st.integers(at("2024-01-01 00:00") // 60000, at("2025-01-01 00:00") // 60000),
+    minutes=st.integers(0, 3 * 1440),
+    second=st.integers(0, 59_999),
+)
+def test_count_runs_counts_what_next_run_walks(
+    expression: str, start: int, minutes: int, second: int
+) -> None:
+    from engine.cronschedule import count_runs
+
+    parsed = parse_cron(expression)
+    after = start * 60000.0 + second
+    before = after + minutes * 60000.0
+    walked = 0
+    found = next_run(parsed, after)
+    while found is not None and found < before:
+        walked += 1
+        found = next_run(parsed, found)
+    assert count_runs(parsed, after, before) == walked
+
+
+def test_a_deeply_nested_result_is_logged_as_text_and_the_cron_moves_on(db_path: Path) -> None:
+    crons = cron_jobs()
+    crons.interval("deep", cronjobs.deep, {"depth": 15}, minutes=10)
+    with open_with(db_path, crons) as engine:
+        assert engine.finish_scheduled_functions(timeout=5) == 1
+        (log,) = logs(engine, "deep")
+        assert log["status"]["type"] == "success" and "truncated" in log["status"]
+        assert engine.query(cronjobs.ticks) == ["deep"]
+        assert "prevTs" in by_name(engine)["deep"]
+
+
+def test_a_huge_error_is_cut_so_its_log_fits(db_path: Path) -> None:
+    crons = cron_jobs()
+    crons.interval("huge", cronjobs.huge_error, {"size": 2 << 20}, minutes=10)
+    with open_with(db_path, crons) as engine:
+        assert engine.finish_scheduled_functions(timeout=5) == 1
+        (log,) = logs(engine, "huge")
+        assert log["status"]["error"].startswith("Uncaught ValueError: xxx")
+        assert log["status"]["error"].endswith("... (truncated)")
+        assert len(log["status"]["error"]) < 70_000
+
+
+def test_a_cron_run_ending_does_not_unregister_the_next_run_of_the_same_cron(
+    engine: Engine,
+) -> None:
+    # Found by review: every run of a cron has the cron's id as its key; the next run,
+    # claimed as soon as this one's outcome committed, was unregistered by this run's
+    # task ending after it, and close() then neither waited for it nor recorded it.
+    import concurrent.futures
+
+    from engine.crons import CronRun
+
+    runner = engine._executor
+    assert runner is not None
+    act = by_name(engine)["act"]
+    ending = CronRun(runner, act, "action", 0.0)
+    next_run_ = CronRun(runner, act, "action", 0.0)
+    runner._runs[act["_id"]] = next_run_
+    runner._running[act["_id"]] = concurrent.futures.Future()
+    runner._finished(ending)
+    assert runner._runs.get(act["_id"]) is next_run_  # still registered
+    # And a pass does not claim a cron whose run is still registered here.
+    assert runner._pass_crons(False, 3600 * 1000.0)[0] == 1  # tick only
+    assert by_name(engine)["act"]["state"] == {"kind": "pending"}
+    runner._finished(next_run_)
+    assert act["_id"] not in runner._runs and act["_id"] not in runner._running
+
+
+def test_finish_called_from_a_cron_actions_thread_is_refused(db_path: Path) -> None:
+    from tests.app import jobs
+
+    crons = cron_jobs()
+    crons.interval("finisher", jobs.finish_from_own_action, minutes=10)
+    with open_with(db_path, crons) as engine:
+        jobs.ENGINES_TO_FINISH[:] = [engine]
+        started = time.monotonic()
+        assert engine.finish_scheduled_functions() == 1
+        assert time.monotonic() - started < 0.9  # not its own 1 s timeout
+        (log,) = logs(engine, "finisher")
+        assert "called from inside a scheduled action" in log["status"]["error"]

@@ -1317,3 +1317,15 @@ def test_a_close_interrupted_while_it_waits_for_actions_cancels_them_and_stops_t
             "error": "Transient error while executing action",
         }
         assert again.query(jobs.notes) == []
+
+
+def test_a_huge_error_is_cut_so_the_failed_job_can_be_recorded(engine: Engine) -> None:
+    # Found by review (crons): an error message over 1 MiB made the job's failed state
+    # too large to store; the job stayed pending and was re-run on every pass.
+    job_id = engine.run(
+        lambda ctx: ctx.scheduler.run_after(0, "cronjobs:huge_error", {"size": 2 << 20})
+    )
+    assert engine.finish_scheduled_functions(timeout=5) == 1
+    state = job(engine, job_id)["state"]
+    assert state["kind"] == "failed"
+    assert state["error"].endswith("... (truncated)") and len(state["error"]) < 70_000
