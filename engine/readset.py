@@ -46,7 +46,7 @@ class ReadSet:
     when the count passes the limit (to count merged intervals as Convex does).
     """
 
-    __slots__ = ("_intervals", "_merged", "points", "room")
+    __slots__ = ("_intervals", "_merged", "limit", "points", "room")
 
     # ``points`` and ``room`` are public for the hottest caller (a point get):
     # it may append to ``points`` itself and must call :meth:`check_room` when
@@ -59,8 +59,10 @@ class ReadSet:
         self.points: list[bytes] = []
         #: Points folded together by earlier merges (immutable pairs).
         self._merged: list[tuple[bytes, bytes]] = []
-        #: How many point reads fit before the count must be checked by merging.
-        self.room = MAX_READ_RANGES
+        #: How many point reads fit before the count must be checked by merging;
+        #: the most ranges allowed (Convex's ``databaseQueries``), which a nested call's
+        #: ``transaction_limits`` may lower for its duration (:meth:`set_limit`).
+        self.room = self.limit = MAX_READ_RANGES
 
     def __len__(self) -> int:
         return len(self._intervals) + len(self.points) + len(self._merged)
@@ -75,6 +77,21 @@ class ReadSet:
     def check_room(self) -> None:
         """Fold point reads together, raising past Convex's limit (see ``points``)."""
         self._merge()
+
+    def ranges(self) -> int:
+        """How many ranges count against the limit (adjacent ones merged, as Convex's
+        ``databaseQueries``). Cost: one sort of the intervals, as :meth:`freeze`."""
+        return len(self.freeze())
+
+    def set_limit(self, limit: int) -> None:
+        """Make ``limit`` the most ranges allowed from now on (a nested call's lowered
+        limit, or its caller's again once it returns).
+
+        Raises nothing, even below the ranges read already: the next read raises, as
+        in Convex. Cost: one sort of the intervals, as :meth:`freeze`.
+        """
+        self.limit = limit
+        self._fold()
 
     def add_interval(self, lo: bytes, hi: bytes) -> Interval:
         """Record ``[lo, hi)``; the returned interval may be widened by the caller."""
@@ -94,14 +111,17 @@ class ReadSet:
         Only point reads are folded together: scan intervals stay as the live
         objects their scans keep widening, or the read set would lose reads.
         """
-        merged = self.freeze()
-        if len(merged) > MAX_READ_RANGES:
+        if len(self.freeze()) > self.limit:
             raise LimitExceeded(
-                f"Too many reads in a single function execution (limit: {MAX_READ_RANGES}). "
+                f"Too many reads in a single function execution (limit: {self.limit}). "
                 "Consider using smaller limits in your queries, paginating your queries, or "
                 "using indexed queries with a selective index range expressions.",
                 limit="TooManyReads",
             )
+        self._fold()
+
+    def _fold(self) -> None:
+        """Fold point reads into ``_merged`` and count the room left under ``limit``."""
         folded = [(key, key + b"\x00") for key in self.points]
         self._merged = FrozenReadSet([*self._merged, *folded]).pairs()
         self.points.clear()  # the same list: hot paths hold on to it
@@ -118,9 +138,9 @@ class ReadSet:
             older = live[:-1]
             settled = FrozenReadSet([(i.lo, i.hi) for i in older] + self._merged)
             empty = sum(1 for i in older if i.lo >= i.hi)
-            self.room = MAX_READ_RANGES - len(settled) - empty - 1
+            self.room = self.limit - len(settled) - empty - 1
         else:
-            self.room = MAX_READ_RANGES - len(self._merged)
+            self.room = self.limit - len(self._merged)
 
     def extend(self, other: ReadSet) -> None:
         """Add every interval of ``other`` (a nested query's reads)."""
