@@ -9,7 +9,7 @@ See ``docs/`` for the tutorial, concepts and reference.
 
 from __future__ import annotations
 
-from .contexts import ActionCtx, Auth, MutationCtx, QueryCtx
+from .contexts import ActionCtx, Auth, MutationCtx, MutationMeta, QueryCtx, QueryMeta
 from .engine import Engine
 from .errors import (
     ArgumentValidationError,
@@ -49,6 +49,7 @@ from .functions import (
 )
 from .httpmessages import Headers, HttpRequest, HttpResponse
 from .httpserver import HttpServer
+from .limits import TransactionLimits, TransactionMetric, TransactionMetrics
 from .query import Query
 from .readers import DatabaseReader, DatabaseWriter
 from .router import ROUTABLE_HTTP_METHODS, HttpAction, HttpRouter, http_action
@@ -89,10 +90,12 @@ __all__ = [
     "InvalidTable",
     "LimitExceeded",
     "MutationCtx",
+    "MutationMeta",
     "OptimisticConcurrencyControlFailure",
     "PaginationError",
     "Query",
     "QueryCtx",
+    "QueryMeta",
     "ReadOnlyError",
     "ReturnsValidationError",
     "Scheduler",
@@ -108,6 +111,9 @@ __all__ = [
     "SubscriptionSet",
     "SystemTableError",
     "TableDefinition",
+    "TransactionLimits",
+    "TransactionMetric",
+    "TransactionMetrics",
     "ValidationError",
     "Validator",
     "WsgiApp",
