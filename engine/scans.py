@@ -127,7 +127,7 @@ class Scans:
         so far (or the whole interval once the scan is exhausted). Cost: one
         seek, then one step and one document lookup per row.
         """
-        interval = self.reads.add_interval(hi, hi) if reverse else self.reads.add_interval(lo, lo)
+        interval = self.reads.add_scan(hi, hi) if reverse else self.reads.add_scan(lo, lo)
         # Convex counts reads of system tables (_storage, _scheduled_functions) apart,
         # outside the limits (ReadSet::record_read_document skips is_system tables).
         system = table.number < FIRST_USER_TABLE_NUMBER
@@ -202,6 +202,9 @@ class Scans:
             interval.lo = lo
         else:
             interval.hi = hi
+        # Done: the range is final. (A scan dropped before its end keeps `running`: the
+        # read set cannot tell it from one paused, and checks it for widening.)
+        interval.running = False
 
     def read_rows(
         self,

@@ -659,3 +659,38 @@ def test_actions_have_no_transaction_metrics_nor_limits(engine: Engine) -> None:
 
     with pytest.raises(TypeError, match="transaction_limits"):
         engine.action(limited_in_action, {})
+
+
+def test_metrics_in_a_loop_of_reads_cost_no_sort_of_everything_read(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Convex's own example asks for the metrics after each document it deletes: the
+    ranges count must not sort every range read on each call (500 turns of a loop of
+    gets and queries sorted 250,000 ranges; now the reads since the last call are
+    merged in, a bisection each)."""
+    ids = fill(engine, 500)
+    sorted_ranges = 0
+    frozen_init = readset.FrozenReadSet.__init__
+
+    def counting_init(self: readset.FrozenReadSet, intervals: Any) -> None:
+        nonlocal sorted_ranges
+        intervals = list(intervals)
+        sorted_ranges += len(intervals)
+        frozen_init(self, intervals)
+
+    monkeypatch.setattr(readset.FrozenReadSet, "__init__", counting_init)
+
+    def loop(ctx):  # type: ignore[no-untyped-def]
+        for i in ids:
+            ctx.db.get(i)
+            ctx.db.query("t").with_index("by_id", lambda q, i=i: q.eq("_id", i)).first()
+            ctx.meta.get_transaction_metrics()
+        for document in ctx.db.query("t"):  # a scan running while asked: still counted
+            if document["_id"] == ids[100]:
+                return ctx.meta.get_transaction_metrics()["databaseQueries"]
+
+    for run in (engine.query, engine.run):  # read_rows's ranges, and dropped scans'
+        sorted_ranges = 0
+        # A range per id (its get and its query read the same key), and the scan's.
+        assert run(loop) == {"used": 501, "remaining": 3595}
+        assert sorted_ranges < 2_000
