@@ -186,7 +186,8 @@ def lowered(txn: Transaction, budget: object) -> Limits:
     """The limits of a nested call given ``transaction_limits=budget``.
 
     Each given key allows ``used + value`` in its dimension, clamped to the limit in
-    force (a larger value is no error: it keeps that limit); a key left out keeps it.
+    force (a larger value is no error: it keeps that limit); a key left out, or set to
+    ``UNSET`` (Convex's ``undefined``), keeps it.
     Raises :class:`ValidationError` (``.path`` the key) for a budget that is not a
     dict, an unknown key, or a value that is not a whole number >= 0.
     """
