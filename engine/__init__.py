@@ -9,7 +9,7 @@ See ``docs/`` for the tutorial, concepts and reference.
 
 from __future__ import annotations
 
-from .contexts import ActionCtx, Auth, MutationCtx, QueryCtx
+from .contexts import ActionCtx, Auth, MutationCtx, MutationMeta, QueryCtx, QueryMeta
 from .crons import Crons, cron_jobs
 from .engine import Engine
 from .errors import (
@@ -50,6 +50,7 @@ from .functions import (
 )
 from .httpmessages import Headers, HttpRequest, HttpResponse
 from .httpserver import HttpServer
+from .limits import TransactionLimits, TransactionMetric, TransactionMetrics
 from .query import Query
 from .readers import DatabaseReader, DatabaseWriter
 from .router import ROUTABLE_HTTP_METHODS, HttpAction, HttpRouter, http_action
@@ -91,10 +92,12 @@ __all__ = [
     "InvalidTable",
     "LimitExceeded",
     "MutationCtx",
+    "MutationMeta",
     "OptimisticConcurrencyControlFailure",
     "PaginationError",
     "Query",
     "QueryCtx",
+    "QueryMeta",
     "ReadOnlyError",
     "ReturnsValidationError",
     "Scheduler",
@@ -110,6 +113,9 @@ __all__ = [
     "SubscriptionSet",
     "SystemTableError",
     "TableDefinition",
+    "TransactionLimits",
+    "TransactionMetric",
+    "TransactionMetrics",
     "ValidationError",
     "Validator",
     "WsgiApp",

@@ -1,9 +1,10 @@
 """Function contexts: what a query, mutation or action handler receives as ``ctx``.
 
 - :class:`QueryCtx`: ``db`` (reader), ``auth``, ``storage`` (reader), ``run_query``,
-  ``now``, ``random``, ``env``.
+  ``meta``, ``now``, ``random``, ``env``.
 - :class:`MutationCtx`: ``db`` (writer), ``auth``, ``storage`` (writer), ``scheduler``,
-  ``run_query``, ``run_mutation`` (a sub-transaction), ``now``, ``random``, ``env``.
+  ``run_query``, ``run_mutation`` (a sub-transaction), ``meta``, ``now``, ``random``,
+  ``env``.
 - :class:`ActionCtx`: ``auth``, ``env``, ``storage``, ``scheduler`` and awaitable ``run_query``,
   ``run_mutation``, ``run_action``, each its own transaction.
 
@@ -22,16 +23,26 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from . import limits
 from .errors import unavailable_attribute
 from .files import StorageActionWriter, StorageReader, StorageWriter
 from .readers import DatabaseReader, DatabaseWriter
 
 if TYPE_CHECKING:
-    from .functions import Runtime
+    from .functions import Kind, Runtime
+    from .limits import TransactionLimits, TransactionMetrics
     from .scheduler import Scheduler
     from .transaction import Transaction
 
-__all__ = ["ActionCtx", "Auth", "MutationCtx", "QueryCtx", "UnverifiedIdentity"]
+__all__ = [
+    "ActionCtx",
+    "Auth",
+    "MutationCtx",
+    "MutationMeta",
+    "QueryCtx",
+    "QueryMeta",
+    "UnverifiedIdentity",
+]
 
 
 class UnverifiedIdentity:
@@ -73,6 +84,63 @@ class Auth:
 
     def __repr__(self) -> str:
         return f"Auth({self._identity!r})"
+
+
+class QueryMeta:
+    """``ctx.meta`` of a query: facts about the running function's transaction.
+
+    Of Convex's ``QueryMeta``, convexlite has ``get_transaction_metrics``
+    (``getFunctionMetadata`` and ``getDeploymentMetadata`` are not implemented).
+    """
+
+    __slots__ = ("_txn",)
+
+    def __init__(self, txn: Transaction) -> None:
+        self._txn = txn
+
+    def get_transaction_metrics(self) -> TransactionMetrics:
+        """How much of each of Convex's transaction limits is used, and how much remains.
+
+        Returns a dict with Convex's keys ``bytesRead``, ``bytesWritten``,
+        ``databaseQueries`` (ranges read, adjacent ones merged), ``documentsRead``,
+        ``documentsWritten``, ``functionsScheduled``, ``scheduledFunctionArgsBytes``,
+        each ``{"used": int, "remaining": int}``, for the whole transaction: the
+        caller's and nested calls' use together, as Convex counts it. ``remaining`` is
+        against the limits in force (lower inside a ``run_query`` / ``run_mutation``
+        given ``transaction_limits``); it is negative once a read past a limit was
+        counted and its ``LimitExceeded`` caught. All seven limits are enforced; bytes
+        are convexlite's stored (msgpack) size of documents, near Convex's size
+        formula, and scheduled arguments are measured by Convex's formula. See
+        :mod:`engine.limits`.
+
+        Cost: a few µs: the ranges read since the last call are merged into the
+        count (a bisection each), then a small dict per key; plus ~0.1 µs per query
+        of the transaction that stopped before its end (a mutation's ``first()``,
+        ``unique()``, ``take(n)``), which may be resumed, so is looked at each time.
+
+        Example::
+
+            @mutation
+            def clear(ctx):
+                for task in ctx.db.query("tasks"):
+                    ctx.db.delete(task["_id"])
+                    if ctx.meta.get_transaction_metrics()["documentsWritten"]["remaining"] < 100:
+                        ctx.scheduler.run_after(0, "tasks:clear")  # go on in a new one
+                        break
+
+        Raises nothing (an action has no ``ctx.meta``: it is no transaction).
+        """
+        return limits.metrics(self._txn)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+class MutationMeta(QueryMeta):
+    """``ctx.meta`` of a mutation: :meth:`get_transaction_metrics` as a query's
+    (Convex's ``getRequestMetadata`` is not implemented)."""
+
+    __slots__ = ()
 
 
 _EMPTY_ENV: Mapping[str, str] = MappingProxyType({})
@@ -152,10 +220,32 @@ class QueryCtx:
         """
         return StorageReader(self._txn, self._runtime)
 
-    def run_query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
-        """Run another query inside this transaction (same snapshot, same identity)."""
+    @property
+    def meta(self) -> QueryMeta:
+        """``ctx.meta``: :meth:`QueryMeta.get_transaction_metrics` (made on each use)."""
+        return QueryMeta(self._txn)
+
+    def run_query(
+        self,
+        ref: Any,
+        args: dict[str, Any] | None = None,
+        *,
+        transaction_limits: TransactionLimits | None = None,
+    ) -> Any:
+        """Run another query inside this transaction (same snapshot, same identity).
+
+        ``transaction_limits`` (Convex's ``transactionLimits``): a dict of any of
+        :meth:`QueryMeta.get_transaction_metrics`'s keys, each how much *more* the
+        nested call may use, e.g. ``{"documentsRead": 100}``; past it the call raises
+        :class:`LimitExceeded` as at Convex's own limits. Limits only go down: a value
+        past the limit in force keeps that limit, a key left out keeps it too; the
+        caller's limits are back when the call returns or raises. A budget that is not
+        such a dict raises :class:`ValidationError`.
+        """
         if self._runtime is None:
             raise RuntimeError("run_query needs functions registered with Engine.open")
+        if transaction_limits is not None:
+            return _run_limited(self._runtime, self, ref, args, "query", transaction_limits)
         return self._runtime.nested(self, ref, args, kind="query")
 
 
@@ -170,6 +260,11 @@ class MutationCtx(QueryCtx):
     _scheduler: Scheduler
 
     _reader = DatabaseWriter
+
+    @property
+    def meta(self) -> MutationMeta:
+        """``ctx.meta``: :meth:`QueryMeta.get_transaction_metrics` (made on each use)."""
+        return MutationMeta(self._txn)
 
     @property
     def storage(self) -> StorageWriter:
@@ -200,14 +295,33 @@ class MutationCtx(QueryCtx):
             )
             return scheduler
 
-    def run_mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
+    def run_mutation(
+        self,
+        ref: Any,
+        args: dict[str, Any] | None = None,
+        *,
+        transaction_limits: TransactionLimits | None = None,
+    ) -> Any:
         """Run another mutation as a sub-transaction of this one.
 
         If it raises and the caller catches the error, only its writes are
         rolled back; otherwise its writes commit with the caller's.
+        ``transaction_limits`` lowers the limits for the call, as in :meth:`run_query`;
+        a caller can so keep room for what it does after the call, even when the call
+        fails::
+
+            left = ctx.meta.get_transaction_metrics()["documentsWritten"]["remaining"]
+            try:
+                ctx.run_mutation(
+                    "tasks:process", {}, transaction_limits={"documentsWritten": left - 10}
+                )
+            except LimitExceeded:
+                ctx.db.insert("log", {"failed": True})  # room is left for this write
         """
         if self._runtime is None:
             raise RuntimeError("run_mutation needs functions registered with Engine.open")
+        if transaction_limits is not None:
+            return _run_limited(self._runtime, self, ref, args, "mutation", transaction_limits)
         return self._runtime.nested(self, ref, args, kind="mutation")
 
 
@@ -263,6 +377,14 @@ class ActionCtx:
         return await self._runtime.acall(ref, args, self.identity, kind="action", internal=True)
 
 
+def _run_limited(
+    runtime: Runtime, ctx: QueryCtx, ref: Any, args: Any, kind: Kind, budget: object
+) -> Any:
+    """A nested call under ``transaction_limits=budget`` (:func:`engine.limits.limited`)."""
+    with limits.limited(ctx._txn, budget):
+        return runtime.nested(ctx, ref, args, kind=kind)
+
+
 #: What a context of each kind lacks, and where to find it instead.
 _ELSEWHERE = {
     "scheduler": {
@@ -279,6 +401,14 @@ _ELSEWHERE = {
     "db": {
         "action": "an action has no database of its own; read and write through "
         "ctx.run_query and ctx.run_mutation",
+    },
+    # Convex's ActionMeta has no getTransactionMetrics ("getTransactionMetrics() can only
+    # be called from a query or mutation"), and convexlite none of ActionMeta's others.
+    "meta": {
+        "action": "get_transaction_metrics() can only be called from a query or mutation; "
+        "it is not available in actions, which are no transaction (each ctx.run_query and "
+        "ctx.run_mutation is its own). Call ctx.meta.get_transaction_metrics() inside the "
+        "query or mutation the action runs",
     },
     "now": {"action": "an action may read the clock itself (time.time() * 1000)"},
     "random": {"action": "an action may use the random module itself"},

@@ -15,12 +15,13 @@ merges the intervals into sorted disjoint ones and answers it in
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from operator import itemgetter
 
 from .errors import LimitExceeded
 
-__all__ = ["MAX_READ_RANGES", "FrozenReadSet", "Interval", "ReadSet"]
+__all__ = ["MAX_READ_RANGES", "FrozenReadSet", "Interval", "ReadSet", "ScanInterval"]
 
 #: Convex's limit on distinct intervals read by one function execution.
 MAX_READ_RANGES = 4096
@@ -39,6 +40,21 @@ class Interval:
         return f"Interval({self.lo!r}, {self.hi!r})"
 
 
+class ScanInterval(Interval):
+    """The interval of a streaming scan (``Scans.scan``): it only widens, until the
+    scan clears ``running`` at its end. Every other interval is final once the read
+    that added it returns. ``counted``: the bounds :meth:`ReadSet.ranges` last folded
+    into its count (None: none yet)."""
+
+    __slots__ = ("counted", "running")
+
+    def __init__(self, lo: bytes, hi: bytes) -> None:
+        self.lo = lo
+        self.hi = hi
+        self.running = True
+        self.counted: tuple[bytes, bytes] | None = None
+
+
 class ReadSet:
     """The intervals one transaction read, in the order it read them.
 
@@ -46,21 +62,25 @@ class ReadSet:
     when the count passes the limit (to count merged intervals as Convex does).
     """
 
-    __slots__ = ("_intervals", "_merged", "points", "room")
+    __slots__ = ("_intervals", "_merged", "limit", "points", "room")
 
     # ``points`` and ``room`` are public for the hottest caller (a point get):
     # it may append to ``points`` itself and must call :meth:`check_room` when
     # ``len(points) > room``, exactly as :meth:`add_point` does.
 
     def __init__(self) -> None:
-        #: Scan intervals: live objects that running scans keep widening.
+        #: Scan intervals: live objects that running scans keep widening (those that
+        #: can change no more move to ``_merged`` when :meth:`ranges` counts).
         self._intervals: list[Interval] = []
         #: Point reads since the last merge.
         self.points: list[bytes] = []
-        #: Points folded together by earlier merges (immutable pairs).
+        #: Points (and, by :meth:`ranges`, final intervals) folded together: sorted,
+        #: disjoint, touching ones joined, immutable pairs.
         self._merged: list[tuple[bytes, bytes]] = []
-        #: How many point reads fit before the count must be checked by merging.
-        self.room = MAX_READ_RANGES
+        #: How many point reads fit before the count must be checked by merging;
+        #: the most ranges allowed (Convex's ``databaseQueries``), which a nested call's
+        #: ``transaction_limits`` may lower for its duration (:meth:`set_limit`).
+        self.room = self.limit = MAX_READ_RANGES
 
     def __len__(self) -> int:
         return len(self._intervals) + len(self.points) + len(self._merged)
@@ -76,9 +96,71 @@ class ReadSet:
         """Fold point reads together, raising past Convex's limit (see ``points``)."""
         self._merge()
 
+    def ranges(self) -> int:
+        """How many ranges count against the limit (adjacent ones merged, as Convex's
+        ``databaseQueries``): ``len(self.freeze())``, without its sort of every range.
+
+        Reads since the last call are folded into the merged ranges, a bisection each:
+        point reads, ranges of reads that returned, scans done (then forgotten here,
+        as final) and the ranges of scans not done as far as they reached (checked for
+        widening on each call: a scan only widens, so the merged ranges stay exactly
+        the union of every range read). A loop that reads and asks again costs
+        ``O(log n)`` per turn, plus a look at each scan not run to its end (a
+        mutation's ``first()``, ``take(n)`` or ``unique()`` stops early). Call it
+        between reads, not from inside ``Scans.read_rows``, whose range is not final
+        until it returns.
+        """
+        merged = self._merged
+        points = self.points
+        if points:
+            for key in points:
+                _insert(merged, key, key + b"\x00")
+            # Each folded point may have added a range: the room it had is used.
+            self.room -= len(points)
+            points.clear()  # the same list: hot paths hold on to it
+        intervals = self._intervals
+        kept: list[Interval] = []
+        for interval in intervals:
+            lo, hi = interval.lo, interval.hi
+            if type(interval) is ScanInterval:
+                counted = interval.counted
+                # Identity, not equality: a scan widens with new bytes objects, and a
+                # scan dropped long ago is looked at on every call.
+                if (counted is None or counted[0] is not lo or counted[1] is not hi) and lo < hi:
+                    _insert(merged, lo, hi)  # it contains what it was when counted
+                    interval.counted = (lo, hi)
+                if interval.running:
+                    kept.append(interval)  # it may widen yet
+            elif lo < hi:
+                _insert(merged, lo, hi)  # counted in room when added
+        intervals[:] = kept
+        return len(merged)
+
+    def set_limit(self, limit: int) -> None:
+        """Make ``limit`` the most ranges allowed from now on (a nested call's lowered
+        limit, or its caller's again once it returns). Call it between reads, as
+        :meth:`ranges`.
+
+        Raises nothing, even below the ranges read already: the next read raises, as
+        in Convex. Cost: :meth:`ranges`.
+        """
+        self.limit = limit
+        counted = self.ranges()  # leaves only running scans in _intervals
+        # A running scan that read nothing yet adds a range when it does; the others
+        # only widen, which can join ranges but never add one.
+        empty = sum(1 for interval in self._intervals if interval.lo >= interval.hi)
+        self.room = limit - counted - empty
+
     def add_interval(self, lo: bytes, hi: bytes) -> Interval:
-        """Record ``[lo, hi)``; the returned interval may be widened by the caller."""
+        """Record ``[lo, hi)``; the returned interval may be changed by the caller until
+        its read returns (``Scans.read_rows`` cuts it where it stopped)."""
         interval = Interval(lo, hi)
+        self._add(interval)
+        return interval
+
+    def add_scan(self, lo: bytes, hi: bytes) -> ScanInterval:
+        """:meth:`add_interval` for a streaming scan, which widens it while it runs."""
+        interval = ScanInterval(lo, hi)
         self._add(interval)
         return interval
 
@@ -94,14 +176,17 @@ class ReadSet:
         Only point reads are folded together: scan intervals stay as the live
         objects their scans keep widening, or the read set would lose reads.
         """
-        merged = self.freeze()
-        if len(merged) > MAX_READ_RANGES:
+        if len(self.freeze()) > self.limit:
             raise LimitExceeded(
-                f"Too many reads in a single function execution (limit: {MAX_READ_RANGES}). "
+                f"Too many reads in a single function execution (limit: {self.limit}). "
                 "Consider using smaller limits in your queries, paginating your queries, or "
                 "using indexed queries with a selective index range expressions.",
                 limit="TooManyReads",
             )
+        self._fold()
+
+    def _fold(self) -> None:
+        """Fold point reads into ``_merged`` and count the room left under ``limit``."""
         folded = [(key, key + b"\x00") for key in self.points]
         self._merged = FrozenReadSet([*self._merged, *folded]).pairs()
         self.points.clear()  # the same list: hot paths hold on to it
@@ -118,9 +203,9 @@ class ReadSet:
             older = live[:-1]
             settled = FrozenReadSet([(i.lo, i.hi) for i in older] + self._merged)
             empty = sum(1 for i in older if i.lo >= i.hi)
-            self.room = MAX_READ_RANGES - len(settled) - empty - 1
+            self.room = self.limit - len(settled) - empty - 1
         else:
-            self.room = MAX_READ_RANGES - len(self._merged)
+            self.room = self.limit - len(self._merged)
 
     def extend(self, other: ReadSet) -> None:
         """Add every interval of ``other`` (a nested query's reads)."""
@@ -129,7 +214,7 @@ class ReadSet:
         for key in other.points:
             self.add_point(key)
         for lo, hi in other._merged:
-            self._merged.append((lo, hi))
+            _insert(self._merged, lo, hi)  # kept sorted and disjoint (ranges() bisects)
             self.room -= 1
         if len(self.points) > self.room:
             self._merge()
@@ -140,6 +225,22 @@ class ReadSet:
         pairs.extend((key, key + b"\x00") for key in self.points)
         pairs.extend(self._merged)
         return FrozenReadSet(pairs)
+
+
+_LO = itemgetter(0)
+_HI = itemgetter(1)
+
+
+def _insert(merged: list[tuple[bytes, bytes]], lo: bytes, hi: bytes) -> None:
+    """Add ``[lo, hi)`` to ``merged`` (sorted, disjoint, touching ranges joined, as
+    :class:`FrozenReadSet` makes them), joining the ranges it touches. Cost: two
+    bisections and a list insert."""
+    first = bisect_left(merged, lo, key=_HI)  # the first range ending at or after lo
+    end = bisect_right(merged, hi, key=_LO)  # past the last range starting at or before hi
+    if first < end:
+        lo = min(lo, merged[first][0])
+        hi = max(hi, merged[end - 1][1])
+    merged[first:end] = [(lo, hi)]
 
 
 class FrozenReadSet:

@@ -5,7 +5,8 @@ either direction, merging the transaction's own uncommitted writes over the
 LMDB scan; :meth:`Scans.read_rows` is the one-loop path for read-only
 transactions (``collect``/``take``/``paginate`` of a query). Both record in the read set
 exactly the interval they consumed, and count documents and bytes read
-against Convex's limits (:data:`MAX_DOCUMENTS_READ`, :data:`MAX_BYTES_READ`).
+against Convex's limits (:data:`MAX_DOCUMENTS_READ`, :data:`MAX_BYTES_READ`, or
+the lower ones a nested call's ``transaction_limits`` set: :mod:`engine.limits`).
 ``by_id`` has no entries in ``indexes``: its scans read ``documents`` directly.
 
 :class:`Scans` is a part of :class:`engine.transaction.Transaction`, kept in
@@ -31,6 +32,7 @@ from .errors import CorruptionError, LimitExceeded
 from .ids import FIRST_USER_TABLE_NUMBER
 
 if TYPE_CHECKING:
+    from .limits import Limits
     from .readset import ReadSet
     from .storage import Storage
     from .writeset import WriteSet
@@ -59,12 +61,15 @@ class Scans:
     """The range reads of a transaction (a base class of ``Transaction``)."""
 
     #: Documents and bytes read so far, counted against Convex's limits; bytes read
-    #: from system tables, which Convex does not count against them.
-    __slots__ = ("bytes_read", "documents_read", "system_bytes_read")
+    #: from system tables, which Convex does not count against them; the limits: None
+    #: for Convex's (the module's constants, read when checked), else those a nested
+    #: call's ``transaction_limits`` lowered them to (:mod:`engine.limits`).
+    __slots__ = ("bytes_read", "documents_read", "limits", "system_bytes_read")
 
     bytes_read: int
     documents_read: int
     system_bytes_read: int
+    limits: Limits | None
     # Provided by Transaction.
     reads: ReadSet
     writes: WriteSet
@@ -87,15 +92,28 @@ class Scans:
     def _count_read(self, size: int) -> None:
         self.documents_read += 1
         self.bytes_read += size
-        if self.documents_read > MAX_DOCUMENTS_READ:
+        if (
+            self.documents_read > MAX_DOCUMENTS_READ
+            or self.bytes_read > MAX_BYTES_READ
+            or self.limits is not None
+        ):
+            self._check_reads()
+
+    def _check_reads(self) -> None:
+        """Raise :class:`LimitExceeded` if the reads counted so far pass the limits
+        (documents checked first, as Convex's ``record_read_document``)."""
+        limits = self.limits
+        max_documents = MAX_DOCUMENTS_READ if limits is None else limits.documents_read
+        max_bytes = MAX_BYTES_READ if limits is None else limits.bytes_read
+        if self.documents_read > max_documents:
             raise LimitExceeded(
                 f"Too many documents read in a single function execution (limit: "
-                f"{MAX_DOCUMENTS_READ}). {_READ_HINT}",
+                f"{max_documents}). {_READ_HINT}",
                 limit="TooManyDocumentsRead",
             )
-        if self.bytes_read > MAX_BYTES_READ:
+        if self.bytes_read > max_bytes:
             raise LimitExceeded(
-                f"Too many bytes read in a single function execution (limit: {MAX_BYTES_READ} "
+                f"Too many bytes read in a single function execution (limit: {max_bytes} "
                 f"bytes). {_READ_HINT}",
                 limit="TooManyBytesRead",
             )
@@ -109,7 +127,7 @@ class Scans:
         so far (or the whole interval once the scan is exhausted). Cost: one
         seek, then one step and one document lookup per row.
         """
-        interval = self.reads.add_interval(hi, hi) if reverse else self.reads.add_interval(lo, lo)
+        interval = self.reads.add_scan(hi, hi) if reverse else self.reads.add_scan(lo, lo)
         # Convex counts reads of system tables (_storage, _scheduled_functions) apart,
         # outside the limits (ReadSet::record_read_document skips is_system tables).
         system = table.number < FIRST_USER_TABLE_NUMBER
@@ -184,6 +202,9 @@ class Scans:
             interval.lo = lo
         else:
             interval.hi = hi
+        # Done: the range is final. (A scan dropped before its end keeps `running`: the
+        # read set cannot tell it from one paused, and checks it for widening.)
+        interval.running = False
 
     def read_rows(
         self,
@@ -235,8 +256,15 @@ class Scans:
         # Convex's limits, checked per row (the common case: two compares); none for
         # system tables, whose reads Convex does not count against them.
         system = table.number < FIRST_USER_TABLE_NUMBER
-        budget = 1 << 62 if system else MAX_DOCUMENTS_READ - self.documents_read
-        byte_budget = 1 << 62 if system else MAX_BYTES_READ - self.bytes_read
+        limits = self.limits
+        if system:
+            budget = byte_budget = 1 << 62
+        elif limits is None:
+            budget = MAX_DOCUMENTS_READ - self.documents_read
+            byte_budget = MAX_BYTES_READ - self.bytes_read
+        else:
+            budget = limits.documents_read - self.documents_read
+            byte_budget = limits.bytes_read - self.bytes_read
         row_bound = max_rows if max_rows is not None else -1  # never equals a count
         byte_bound = max_bytes if max_bytes is not None else 1 << 62  # never reached
         last_key: bytes | None = None
@@ -318,8 +346,12 @@ class Scans:
                 interval.lo = last_key
             else:
                 interval.hi = last_key + b"\x00"
-        if self.documents_read > MAX_DOCUMENTS_READ or self.bytes_read > MAX_BYTES_READ:
-            self._count_read(0)
+        if (
+            self.documents_read > MAX_DOCUMENTS_READ
+            or self.bytes_read > MAX_BYTES_READ
+            or limits is not None
+        ):
+            self._check_reads()
         return Rows(out, out_keys, read, last_key, stopped)
 
     def _read_plain(

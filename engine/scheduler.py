@@ -292,6 +292,8 @@ class Scheduler:
         self._own_job = own_job
         self._count = 0
         self._bytes = 0
+        if txn is not None:
+            txn.scheduler = self  # its counts are the transaction's (ctx.meta metrics)
 
     def __repr__(self) -> str:
         where = "mutation" if self._txn is not None else "action"
@@ -393,19 +395,23 @@ class Scheduler:
         from .functions import _txn_resolver
 
         checked = runtime.check_args(name, function, args, _txn_resolver(txn))
-        if self._count >= MAX_SCHEDULED_PER_MUTATION:
+        limits = txn.limits  # None: Convex's, else a nested call's lower ones
+        max_jobs = MAX_SCHEDULED_PER_MUTATION if limits is None else limits.functions_scheduled
+        if self._count >= max_jobs:
             raise LimitExceeded(
-                f"Too many functions scheduled by this mutation (limit: "
-                f"{MAX_SCHEDULED_PER_MUTATION}). Schedule one function that schedules the "
-                "rest in batches.",
+                f"Too many functions scheduled by this mutation (limit: {max_jobs}). "
+                "Schedule one function that schedules the rest in batches.",
                 limit="TooManyFunctionsScheduled",
             )
         size = value_size([checked])
-        if self._bytes + size > MAX_SCHEDULED_ARGS_BYTES:
+        max_bytes = (
+            MAX_SCHEDULED_ARGS_BYTES if limits is None else limits.scheduled_function_args_bytes
+        )
+        if self._bytes + size > max_bytes:
             raise LimitExceeded(
                 "Too large total size of the arguments of scheduled functions from this "
-                f"mutation (limit: {MAX_SCHEDULED_ARGS_BYTES} bytes). Pass ids of stored "
-                "documents instead of large values.",
+                f"mutation (limit: {max_bytes} bytes). Pass ids of stored documents instead "
+                "of large values.",
                 limit="ScheduledFunctionsArgumentsTooLarge",
             )
         job_id = self._insert(txn, name, checked, when_ms)

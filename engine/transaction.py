@@ -45,6 +45,7 @@ from .writeset import WriteSet
 
 if TYPE_CHECKING:
     from .database import Database
+    from .scheduler import Scheduler
 
 __all__ = [
     "MAX_BYTES_READ",
@@ -123,11 +124,16 @@ class Transaction(Scans):
         "journal",
         "paginated",
         "reads",
+        "scheduler",
         "snapshot_ts",
         "system_writes",
         "writable",
         "writes",
     )
+
+    #: A mutation's ``ctx.scheduler``, set by it when made (unset until then: the
+    #: scheduler counts the jobs and argument bytes ``limits`` bounds).
+    scheduler: Scheduler
 
     def __init__(self, db: Database, writable: bool, rtxn: Any = None) -> None:
         self.db = db
@@ -155,6 +161,7 @@ class Transaction(Scans):
         self.documents_read = 0
         self.bytes_read = 0
         self.system_bytes_read = 0
+        self.limits = None  # Convex's limits, until a nested call lowers them
         self._plans: dict[str, KeyPlan] = {}
         #: True while engine-internal code (scheduler, storage) writes system tables.
         self.system_writes = False
@@ -293,14 +300,16 @@ class Transaction(Scans):
             # apart, outside the limits (ReadSet::record_read_document).
             self.system_bytes_read += len(found)
             return _decode_document(found)
-        # Counted inline (the common case stays under the limits with two compares).
+        # Counted inline: the common case stays under Convex's limits, with no nested
+        # call's lower ones, in three compares.
         self.documents_read += 1
         self.bytes_read += len(found)
         if (
             self.documents_read > _scans.MAX_DOCUMENTS_READ
             or self.bytes_read > _scans.MAX_BYTES_READ
+            or self.limits is not None
         ):
-            self._count_read(0)
+            self._check_reads()
         try:
             return _decode_document(found)
         except DecodeError as error:
@@ -374,19 +383,21 @@ class Transaction(Scans):
                 keys = writes.current_keys[doc_key] if previous_keys is None else previous_keys
             else:
                 keys = plan.keys(document, internal_id)
-        if writes.writes >= MAX_DOCUMENTS_WRITTEN:
+        limits = self.limits  # None: Convex's, else a nested call's lower ones
+        max_writes = MAX_DOCUMENTS_WRITTEN if limits is None else limits.documents_written
+        if writes.writes >= max_writes:
             raise LimitExceeded(
-                f"Too many documents written in a single function execution (limit: "
-                f"{MAX_DOCUMENTS_WRITTEN}).",
+                f"Too many documents written in a single function execution (limit: {max_writes}).",
                 limit="TooManyWrites",
             )
         # Counted once the write is accepted: a refused write the caller catches
         # leaves the count as it was.
         written = writes.bytes_written + (0 if raw is None else len(raw))
-        if written > MAX_BYTES_WRITTEN:
+        max_bytes = MAX_BYTES_WRITTEN if limits is None else limits.bytes_written
+        if written > max_bytes:
             raise LimitExceeded(
                 f"Too many bytes written in a single function execution (limit: "
-                f"{MAX_BYTES_WRITTEN} bytes).",
+                f"{max_bytes} bytes).",
                 limit="TooManyBytesWritten",
             )
         writes.bytes_written = written

@@ -1,19 +1,27 @@
-"""Convex's per-execution limits: documents, bytes and ranges read; documents written."""
+"""Convex's per-execution limits: documents, bytes and ranges read; documents written;
+the metrics of ``ctx.meta.get_transaction_metrics()`` and nested ``transaction_limits``."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine import (
+    UNSET,
     ConvexError,
     Engine,
     LimitExceeded,
+    ValidationError,
+    action,
     internal_mutation,
+    internal_query,
     readset,
     scans,
     transaction,
+    v,
 )
 from tests import app
 
@@ -255,3 +263,434 @@ def test_bytes_written_roll_back_with_the_writes(
     assert [len(d["pad"]) for d in engine.query(lambda ctx: ctx.db.query("t").collect())] == [6_000]
     with pytest.raises(LimitExceeded, match="Too many bytes written"):
         engine.run(lambda ctx: [ctx.db.insert("t", {"pad": "w" * 6_000}) for _ in range(2)])
+
+
+# -- ctx.meta.get_transaction_metrics() and transaction_limits= ---------------------------
+
+METRIC_KEYS = [
+    "bytesRead",
+    "bytesWritten",
+    "databaseQueries",
+    "documentsRead",
+    "documentsWritten",
+    "functionsScheduled",
+    "scheduledFunctionArgsBytes",
+]
+CONVEX_LIMITS = {
+    "bytesRead": 16 << 20,
+    "bytesWritten": 16 << 20,
+    "databaseQueries": 4096,
+    "documentsRead": 32_000,
+    "documentsWritten": 16_000,
+    "functionsScheduled": 1000,
+    "scheduledFunctionArgsBytes": 16 << 20,
+}
+
+
+def used(metrics: Any) -> dict[str, int]:
+    return {key: metrics[key]["used"] for key in METRIC_KEYS}
+
+
+def test_metrics_have_convexs_keys_and_limits(engine: Engine) -> None:
+    for run in (engine.query, engine.run):
+        metrics = run(lambda ctx: ctx.meta.get_transaction_metrics())
+        assert sorted(metrics) == METRIC_KEYS
+        assert metrics == {k: {"used": 0, "remaining": n} for k, n in CONVEX_LIMITS.items()}
+
+
+def test_metrics_count_reads_and_remaining_goes_down(engine: Engine) -> None:
+    ids = fill(engine, 20)
+
+    def reads(ctx):  # type: ignore[no-untyped-def]
+        steps = [ctx.meta.get_transaction_metrics()]
+        ctx.db.get(ids[0])
+        steps.append(ctx.meta.get_transaction_metrics())
+        ctx.db.query("t").take(5)
+        steps.append(ctx.meta.get_transaction_metrics())
+        ctx.db.query("t").filter(lambda q: q.eq(q.field("i"), -1)).collect()  # 20 scanned
+        steps.append(ctx.meta.get_transaction_metrics())
+        return steps
+
+    for run in (engine.query, engine.run):  # the read-only path and a mutation's
+        steps = run(reads)
+        assert [s["documentsRead"]["used"] for s in steps] == [0, 1, 6, 26]
+        # A get is one range, and so is each query; the two scans of the whole table
+        # from its start merge into one with the get's range inside it.
+        assert [s["databaseQueries"]["used"] for s in steps] == [0, 1, 2, 2]
+        bytes_read = [s["bytesRead"]["used"] for s in steps]
+        assert bytes_read[0] == 0 and bytes_read[1] > 0 and bytes_read[3] > bytes_read[2]
+        for step in steps:
+            for key in METRIC_KEYS:
+                metric = step[key]
+                assert metric["used"] + metric["remaining"] == CONVEX_LIMITS[key]
+        assert used(steps[-1])["documentsWritten"] == 0
+
+
+def test_metrics_count_writes_and_their_bytes(engine: Engine) -> None:
+    def writes(ctx):  # type: ignore[no-untyped-def]
+        first = ctx.db.insert("t", {"pad": "x" * 100})
+        after_one = ctx.meta.get_transaction_metrics()
+        ctx.db.insert("t", {"pad": "y" * 100})
+        ctx.db.patch(first, {"pad": "z"})  # reads the document, then writes it again
+        return after_one, ctx.meta.get_transaction_metrics()
+
+    after_one, after_three = engine.run(writes)
+    assert after_one["documentsWritten"] == {"used": 1, "remaining": 15_999}
+    assert 100 < after_one["bytesWritten"]["used"] < 200
+    assert after_three["documentsWritten"] == {"used": 3, "remaining": 15_997}
+    assert after_three["bytesWritten"]["used"] > 2 * after_one["bytesWritten"]["used"]
+    assert after_three["documentsRead"]["used"] == 1  # the patch's read of its document
+
+
+def test_metrics_count_scheduled_functions_and_their_arguments(db_path: Path) -> None:
+    from engine.values import value_size
+    from tests.app import jobs
+
+    @internal_query(args={})
+    def seen_by_a_nested_query(ctx):  # type: ignore[no-untyped-def]
+        return ctx.meta.get_transaction_metrics()
+
+    def schedule(ctx):  # type: ignore[no-untyped-def]
+        before = ctx.meta.get_transaction_metrics()
+        ctx.scheduler.run_after(60, jobs.write_note, {"text": "a"})
+        ctx.scheduler.run_after(60, jobs.write_note, {"text": "bcd"})
+        return before, ctx.meta.get_transaction_metrics(), ctx.run_query(seen_by_a_nested_query)
+
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        before, after, nested = engine.run(schedule)
+    args_bytes = value_size([{"text": "a"}]) + value_size([{"text": "bcd"}])
+    assert before["functionsScheduled"] == {"used": 0, "remaining": 1000}
+    assert after["functionsScheduled"] == {"used": 2, "remaining": 998}
+    assert after["scheduledFunctionArgsBytes"] == {
+        "used": args_bytes,
+        "remaining": (16 << 20) - args_bytes,
+    }
+    assert nested == after  # the transaction's, seen from a nested call
+
+
+def test_remaining_is_negative_after_a_caught_limit_error(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Convex (remaining is an isize): the read past the limit was counted."""
+    fill(engine, 8)
+    monkeypatch.setattr(scans, "MAX_DOCUMENTS_READ", 5)
+
+    def over(ctx):  # type: ignore[no-untyped-def]
+        try:
+            ctx.db.query("t").collect()
+        except LimitExceeded:
+            pass
+        return ctx.meta.get_transaction_metrics()["documentsRead"]
+
+    assert engine.query(over) == {"used": 6, "remaining": -1}
+
+
+@internal_query(args={"n": v.int64()})
+def read_n(ctx, n):  # type: ignore[no-untyped-def]
+    return len(ctx.db.query("t").take(n))
+
+
+@internal_query(args={})
+def metrics_inside(ctx):  # type: ignore[no-untyped-def]
+    return ctx.meta.get_transaction_metrics()
+
+
+@internal_mutation(args={"n": v.int64(), "pad": v.int64()})
+def write_n(ctx, n, pad):  # type: ignore[no-untyped-def]
+    for _ in range(n):
+        ctx.db.insert("t", {"pad": "x" * pad})
+
+
+def test_transaction_limits_are_a_budget_on_top_of_what_was_used(engine: Engine) -> None:
+    """Convex's from_budget: each value is how much more the nested call may use."""
+    fill(engine, 20)
+
+    def parent(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.query("t").take(3)
+        inside = ctx.run_query(metrics_inside, transaction_limits={"documentsRead": 5})
+        assert ctx.run_query(read_n, {"n": 5}, transaction_limits={"documentsRead": 5}) == 5
+        with pytest.raises(LimitExceeded) as caught:
+            ctx.run_query(read_n, {"n": 6}, transaction_limits={"documentsRead": 5})
+        after = ctx.meta.get_transaction_metrics()
+        return inside, str(caught.value), caught.value.limit, after
+
+    for run in (engine.query, engine.run):
+        inside, message, limit, after = run(parent)
+        assert inside["documentsRead"] == {"used": 3, "remaining": 5}
+        # The keys left out keep the caller's limits.
+        assert inside["bytesRead"]["used"] + inside["bytesRead"]["remaining"] == 16 << 20
+        assert inside["documentsWritten"]["remaining"] == 16_000
+        # Convex's message, naming the absolute limit the nested call ran under (3 + 5,
+        # then 8 + 5), and the read past it counted, as Convex counts it.
+        assert message.startswith(
+            "Too many documents read in a single function execution (limit: 13). Consider"
+        )
+        assert limit == "TooManyDocumentsRead"
+        assert after["documentsRead"] == {"used": 14, "remaining": 32_000 - 14}
+
+
+def test_the_callers_limits_are_back_after_a_nested_call_returns_or_raises(
+    engine: Engine,
+) -> None:
+    ids = fill(engine, 30)
+
+    def parent(ctx):  # type: ignore[no-untyped-def]
+        try:
+            ctx.run_query(read_n, {"n": 10}, transaction_limits={"documentsRead": 2})
+        except LimitExceeded:
+            pass
+        ctx.run_query(read_n, {"n": 1}, transaction_limits={"databaseQueries": 1})
+        # Well past both nested limits: 30 reads, 15 separate ranges.
+        ctx.db.query("t").collect()
+        [ctx.db.get(i) for i in ids[::2]]
+        return ctx.meta.get_transaction_metrics()
+
+    for run in (engine.query, engine.run):
+        metrics = run(parent)
+        assert metrics["documentsRead"]["remaining"] == 32_000 - metrics["documentsRead"]["used"]
+        assert metrics["databaseQueries"]["remaining"] == 4096 - metrics["databaseQueries"]["used"]
+
+
+def test_transaction_limits_only_lower_the_limits(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value past the limit in force keeps that limit (Convex clamps; no error), also
+    for a call nested in a call that lowered it."""
+    fill(engine, 20)
+    monkeypatch.setattr(scans, "MAX_DOCUMENTS_READ", 10)
+
+    @internal_query(args={"budget": v.int64(), "n": v.int64()})
+    def lowered_again(ctx, budget, n):  # type: ignore[no-untyped-def]
+        return ctx.run_query(read_n, {"n": n}, transaction_limits={"documentsRead": budget})
+
+    def parent(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.query("t").take(4)
+        inside = ctx.run_query(metrics_inside, transaction_limits={"documentsRead": 1_000_000})
+        assert inside["documentsRead"] == {"used": 4, "remaining": 6}
+        with pytest.raises(LimitExceeded, match=r"\(limit: 10\)"):
+            ctx.run_query(read_n, {"n": 7}, transaction_limits={"documentsRead": 1_000_000})
+
+    engine.query(parent)
+
+    def nested_twice(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.query("t").take(1)
+        # An inner call cannot raise what its caller lowered: 1 + 2, not 1 + 100.
+        with pytest.raises(LimitExceeded, match=r"\(limit: 3\)"):
+            ctx.run_query(
+                lowered_again, {"budget": 100, "n": 3}, transaction_limits={"documentsRead": 2}
+            )
+
+    engine.query(nested_twice)
+
+
+def test_a_nested_mutation_over_its_write_limits_rolls_back_and_the_caller_goes_on(
+    engine: Engine,
+) -> None:
+    def parent(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.insert("t", {"who": "parent"})
+        errors = []
+        for budget in ({"documentsWritten": 2}, {"bytesWritten": 250}):
+            try:
+                ctx.run_mutation(write_n, {"n": 3, "pad": 100}, transaction_limits=budget)
+            except LimitExceeded as error:
+                errors.append((error.limit, str(error)))
+        ctx.run_mutation(write_n, {"n": 2, "pad": 100}, transaction_limits={"bytesWritten": 400})
+        ctx.db.insert("t", {"who": "parent"})
+        return errors, ctx.meta.get_transaction_metrics()["documentsWritten"]
+
+    errors, written = engine.run(parent)
+    assert [limit for limit, _ in errors] == ["TooManyWrites", "TooManyBytesWritten"]
+    assert errors[0][1] == "Too many documents written in a single function execution (limit: 3)."
+    assert errors[1][1].startswith("Too many bytes written in a single function execution")
+    assert written == {"used": 4, "remaining": 15_996}
+    assert len(engine.query(lambda ctx: ctx.db.query("t").collect())) == 4
+
+
+@internal_query(args={"ids": v.array(v.id("t"))})
+def get_all(ctx, ids):  # type: ignore[no-untyped-def]
+    return [ctx.db.get(i) for i in ids]
+
+
+@internal_query(args={})
+def scan_all(ctx):  # type: ignore[no-untyped-def]
+    return [row for row in ctx.db.query("t")]  # iteration: the streaming scan
+
+
+@pytest.mark.parametrize(
+    ("callee", "budget", "code"),
+    [
+        (get_all, {"documentsRead": 2}, "TooManyDocumentsRead"),
+        (get_all, {"bytesRead": 40}, "TooManyBytesRead"),
+        (read_n, {"documentsRead": 2}, "TooManyDocumentsRead"),
+        (read_n, {"bytesRead": 40}, "TooManyBytesRead"),
+        (scan_all, {"documentsRead": 2}, "TooManyDocumentsRead"),
+        (scan_all, {"bytesRead": 40}, "TooManyBytesRead"),
+    ],
+)
+def test_lowered_read_limits_hold_on_every_read_path(
+    engine: Engine, callee: Any, budget: dict[str, int], code: str
+) -> None:
+    """A point get, a query's one-loop read (in a query) or merged scan (in a mutation),
+    and an iterated query all stop at a nested call's lower limits."""
+    ids = fill(engine, 5)
+    args = {"ids": ids[:3]} if callee is get_all else {"n": 3} if callee is read_n else {}
+    for run in (engine.query, engine.run):
+        with pytest.raises(LimitExceeded) as caught:
+            run(lambda ctx: ctx.run_query(callee, args, transaction_limits=budget))
+        assert caught.value.limit == code
+        assert run(lambda ctx: ctx.run_query(callee, args))  # the same call, unlimited
+
+
+def test_transaction_limits_on_read_ranges(engine: Engine) -> None:
+    ids = fill(engine, 20)
+
+    def parent(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.get(ids[19])
+        assert ctx.run_query(
+            get_all, {"ids": ids[0:8:2]}, transaction_limits={"databaseQueries": 4}
+        )
+        with pytest.raises(LimitExceeded) as caught:
+            ctx.run_query(get_all, {"ids": ids[8:18:2]}, transaction_limits={"databaseQueries": 4})
+        # The same document again is no new range.
+        ctx.run_query(get_all, {"ids": [ids[19]] * 50}, transaction_limits={"databaseQueries": 0})
+        return str(caught.value), caught.value.limit
+
+    message, limit = engine.query(parent)
+    assert message.startswith("Too many reads in a single function execution (limit: 9).")
+    assert limit == "TooManyReads"
+
+
+def test_transaction_limits_on_scheduling(db_path: Path) -> None:
+    from tests.app import jobs
+
+    @internal_mutation(args={"texts": v.array(v.string())})
+    def schedule_all(ctx, texts):  # type: ignore[no-untyped-def]
+        for text in texts:
+            ctx.scheduler.run_after(60, jobs.write_note, {"text": text})
+
+    def parent(ctx):  # type: ignore[no-untyped-def]
+        ctx.scheduler.run_after(60, jobs.write_note, {"text": "parent"})
+        caught = []
+        for budget in ({"functionsScheduled": 1}, {"scheduledFunctionArgsBytes": 100}):
+            with pytest.raises(LimitExceeded) as error:
+                ctx.run_mutation(
+                    schedule_all, {"texts": ["a" * 60, "b" * 60]}, transaction_limits=budget
+                )
+            caught.append((error.value.limit, str(error.value)))
+        ctx.run_mutation(
+            schedule_all, {"texts": ["c"]}, transaction_limits={"functionsScheduled": 1}
+        )
+        return caught, ctx.meta.get_transaction_metrics()["functionsScheduled"]
+
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        caught, scheduled = engine.run(parent)
+        assert (
+            len(engine.query(lambda ctx: ctx.db.system.query("_scheduled_functions").collect()))
+            == 2
+        )
+    assert caught[0] == (
+        "TooManyFunctionsScheduled",
+        "Too many functions scheduled by this mutation (limit: 2). Schedule one function "
+        "that schedules the rest in batches.",
+    )
+    assert caught[1][0] == "ScheduledFunctionsArgumentsTooLarge"
+    assert "Too large total size of the arguments of scheduled functions" in caught[1][1]
+    assert scheduled == {"used": 2, "remaining": 998}  # the failed calls' jobs rolled back
+
+
+@pytest.mark.parametrize(
+    ("budget", "path", "words"),
+    [
+        ([("documentsRead", 1)], "", "must be a dict of Convex's keys"),
+        ({"documents_read": 1}, ".documents_read", "Convex's name for it is 'documentsRead'"),
+        ({"rows": 1}, ".rows", "the keys are bytesRead, bytesWritten"),
+        ({"documentsRead": -1}, ".documentsRead", "a whole number >= 0"),
+        ({"documentsRead": 2.5}, ".documentsRead", "got float: 2.5"),
+        ({"documentsRead": True}, ".documentsRead", "got bool: True"),
+        ({"documentsRead": None}, ".documentsRead", "Leave the key out"),
+    ],
+)
+def test_a_malformed_budget_is_refused_before_the_call_runs(
+    engine: Engine, budget: Any, path: str, words: str
+) -> None:
+    ran = []
+
+    @internal_query(args={})
+    def callee(ctx):  # type: ignore[no-untyped-def]
+        ran.append(1)
+
+    with pytest.raises(ValidationError, match=re.escape(words)) as caught:
+        engine.query(lambda ctx: ctx.run_query(callee, transaction_limits=budget))
+    assert caught.value.path == path
+    assert ran == []
+
+
+def test_a_whole_float_and_unset_are_accepted_as_convexs_json_numbers_and_undefined(
+    engine: Engine,
+) -> None:
+    fill(engine, 5)
+    inside = engine.query(
+        lambda ctx: ctx.run_query(
+            metrics_inside, transaction_limits={"documentsRead": 2.0, "bytesRead": UNSET}
+        )
+    )
+    assert inside["documentsRead"]["remaining"] == 2
+    assert inside["bytesRead"]["remaining"] == 16 << 20
+
+
+def test_actions_have_no_transaction_metrics_nor_limits(engine: Engine) -> None:
+    """Convex's ActionMeta has no getTransactionMetrics, and an action's runQuery no
+    transactionLimits: an action is no transaction."""
+
+    @action(args={})
+    async def metrics_in_action(ctx):  # type: ignore[no-untyped-def]
+        return ctx.meta.get_transaction_metrics()
+
+    with pytest.raises(AttributeError) as caught:
+        engine.action(metrics_in_action, {})
+    message = str(caught.value)
+    assert message.startswith("ctx.meta is not available in an action:")
+    assert "get_transaction_metrics() can only be called from a query or mutation" in message
+    assert "inside the query or mutation the action runs" in message
+
+    @action(args={})
+    async def limited_in_action(ctx):  # type: ignore[no-untyped-def]
+        return await ctx.run_query(metrics_inside, {}, transaction_limits={"documentsRead": 1})
+
+    with pytest.raises(TypeError, match="transaction_limits"):
+        engine.action(limited_in_action, {})
+
+
+def test_metrics_in_a_loop_of_reads_cost_no_sort_of_everything_read(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Convex's own example asks for the metrics after each document it deletes: the
+    ranges count must not sort every range read on each call (500 turns of a loop of
+    gets and queries sorted 250,000 ranges; now the reads since the last call are
+    merged in, a bisection each)."""
+    ids = fill(engine, 500)
+    sorted_ranges = 0
+    frozen_init = readset.FrozenReadSet.__init__
+
+    def counting_init(self: readset.FrozenReadSet, intervals: Any) -> None:
+        nonlocal sorted_ranges
+        intervals = list(intervals)
+        sorted_ranges += len(intervals)
+        frozen_init(self, intervals)
+
+    monkeypatch.setattr(readset.FrozenReadSet, "__init__", counting_init)
+
+    def loop(ctx):  # type: ignore[no-untyped-def]
+        for i in ids:
+            ctx.db.get(i)
+            ctx.db.query("t").with_index("by_id", lambda q, i=i: q.eq("_id", i)).first()
+            ctx.meta.get_transaction_metrics()
+        for document in ctx.db.query("t"):  # a scan running while asked: still counted
+            if document["_id"] == ids[100]:
+                return ctx.meta.get_transaction_metrics()["databaseQueries"]
+
+    for run in (engine.query, engine.run):  # read_rows's ranges, and dropped scans'
+        sorted_ranges = 0
+        # A range per id (its get and its query read the same key), and the scan's.
+        assert run(loop) == {"used": 501, "remaining": 3595}
+        assert sorted_ranges < 2_000
