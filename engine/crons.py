@@ -60,6 +60,7 @@ from .scheduler import (
     all_documents,
     engine_writes,
     now_ms,
+    resolve_target,
     system_table,
 )
 from .values import nesting, value_size
@@ -359,23 +360,13 @@ def defined_crons(package_crons: Crons | None, runtime: Runtime) -> dict[str, di
     if package_crons is None:
         return specs
     for cron in package_crons:
+        prefix = f"Cron {cron.name!r}: "
         try:
-            name, function = runtime.resolve(cron.function, internal=True)
+            name, function = resolve_target(runtime, cron.function, prefix)
         except FunctionNotFound as error:
-            raise FunctionNotFound(f"Cron {cron.name!r}: {error}", name=error.name) from None
-        name = runtime.registry.names.get(id(function), name)
-        if runtime.registry.by_name.get(name) is not function:
-            raise FunctionNotFound(
-                f"Cron {cron.name!r}: {function!r} is not registered: crons run functions by "
-                "name, so the target must be in the package passed as "
-                "Engine.open(functions=...).",
-                name=name,
-            )
-        if function.kind not in ("mutation", "action"):
-            raise SchedulerError(
-                f"Cron {cron.name!r}: {name} is a {function.kind}; a cron runs a mutation or "
-                "an action (public or internal)."
-            )
+            if str(error).startswith(prefix):
+                raise
+            raise FunctionNotFound(f"{prefix}{error}", name=error.name) from None
         try:
             args = runtime.check_args(name, function, cron.args)
         except ArgumentValidationError as error:

@@ -852,25 +852,22 @@ class Engine:
         report = check_integrity(self._db)
         kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
         counts, problems, unknown = check_jobs(self._db, kinds)
-        if problems:
-            raise CorruptionError(
-                f"Engine.check() found {len(problems)} broken invariant(s) in "
-                f"_scheduled_functions of {self.path!r}:\n"
-                + "\n".join(f"- {p}" for p in problems[:50]),
-                problems=problems,
-            )
+        self._refuse_problems("_scheduled_functions", problems)
         report["scheduled_functions"] = counts
         report["scheduled_functions_unknown"] = unknown
         cron_counts, cron_problems = check_crons(self._db)
-        if cron_problems:
-            raise CorruptionError(
-                f"Engine.check() found {len(cron_problems)} broken invariant(s) in "
-                f"{CRON_JOBS} of {self.path!r}:\n"
-                + "\n".join(f"- {p}" for p in cron_problems[:50]),
-                problems=cron_problems,
-            )
+        self._refuse_problems(CRON_JOBS, cron_problems)
         report["crons"] = cron_counts
         return report
+
+    def _refuse_problems(self, table: str, problems: list[str]) -> None:
+        """Raise :class:`CorruptionError` listing ``problems`` found in ``table``, if any."""
+        if problems:
+            raise CorruptionError(
+                f"Engine.check() found {len(problems)} broken invariant(s) in {table} of "
+                f"{self.path!r}:\n" + "\n".join(f"- {p}" for p in problems[:50]),
+                problems=problems,
+            )
 
 
 def _check_auth(config: Any) -> None:

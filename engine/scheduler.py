@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Generator
 
     from .database import Database
-    from .functions import Runtime
+    from .functions import FunctionDef, Runtime
     from .transaction import Transaction
 
 __all__ = [
@@ -210,6 +210,29 @@ def all_documents(db: Database, table_name: str) -> Iterator[dict[str, Any]]:
             cursor.close()
 
 
+def resolve_target(runtime: Runtime, ref: Any, prefix: str = "") -> tuple[str, FunctionDef]:
+    """The name jobs run ``ref`` by, and its definition: a mutation or action (public or
+    internal) registered in the engine's package. ``prefix`` starts the errors' messages.
+
+    Raises :class:`FunctionNotFound` for a name no function has or a function outside
+    the package, :class:`SchedulerError` for a query.
+    """
+    name, function = runtime.resolve(ref, internal=True)
+    name = runtime.registry.names.get(id(function), name)
+    if runtime.registry.by_name.get(name) is not function:
+        raise FunctionNotFound(
+            f"{prefix}{function!r} is not registered: the scheduler runs functions by name, "
+            "so the target must be in the package passed as Engine.open(functions=...).",
+            name=name,
+        )
+    if function.kind not in ("mutation", "action"):
+        raise SchedulerError(
+            f"{prefix}{name} is a {function.kind}: the scheduler runs a mutation or an action "
+            "(public or internal). Run queries from the scheduled function instead."
+        )
+    return name, function
+
+
 def as_seconds(value: object) -> float | None:
     """``value`` as a float if it is a number (``int`` or ``float``, not ``bool``), an
     ``int`` past the floats' range as infinity; None for anything else. For the callers
@@ -370,19 +393,7 @@ class Scheduler:
                 "in seconds."
             )
         runtime = self._runtime
-        name, function = runtime.resolve(ref, internal=True)
-        name = runtime.registry.names.get(id(function), name)  # the name jobs are run by
-        if runtime.registry.by_name.get(name) is not function:
-            raise FunctionNotFound(
-                f"{function!r} is not registered: the scheduler runs functions by name, so "
-                "the target must be in the package passed as Engine.open(functions=...).",
-                name=name,
-            )
-        if function.kind not in ("mutation", "action"):
-            raise SchedulerError(
-                f"{name} is a {function.kind}: the scheduler runs a mutation or an action "
-                "(public or internal). Run queries from the scheduled function instead."
-            )
+        name, function = resolve_target(runtime, ref)
         txn = self._txn
         if txn is None:
             checked = runtime.check_args(name, function, args)

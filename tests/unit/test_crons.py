@@ -371,7 +371,7 @@ def test_a_package_module_named_crons_holds_the_crons(
             FunctionNotFound,
             "Could not find function for 'cronjobs:missing'",
         ),
-        ("cronjobs:read_only", {}, SchedulerError, "is a query; a cron runs a mutation"),
+        ("cronjobs:read_only", {}, SchedulerError, "is a query: the scheduler runs a mutation"),
         ("cronjobs:tick", {"label": 1}, ArgumentValidationError, "label"),
     ],
 )
