@@ -307,6 +307,21 @@ def _shown_fields(fields: list[str]) -> str:
     return "[" + ", ".join(f'"{f}"' for f in fields if f != "_id") + "]"
 
 
+def _queryable(table_name: str, table: TableDef, name: str) -> IndexDef | None:
+    """Index ``name`` of ``table`` (None if it has none); raises :class:`IndexNotFound`
+    while it is backfilling."""
+    index = table.indexes.get(name)
+    if index is not None and index.state != "ready":
+        # Convex's index_backfilling_error (crates/indexing/src/index_registry.rs).
+        raise IndexNotFound(
+            f"Index {table_name}.{name} is currently backfilling and not available "
+            "to query yet. (Opening the engine finishes an interrupted backfill.)",
+            table=table_name,
+            index=name,
+        )
+    return index
+
+
 class Query:
     """A lazy query over one table. Build it with ``ctx.db.query(table)``.
 
@@ -438,20 +453,24 @@ class Query:
             query._range = None
             query._ops = builder._ops
             return query
-        index = table.indexes.get(name)
-        if index is not None and index.state != "ready":
-            # Convex's index_backfilling_error (crates/indexing/src/index_registry.rs).
-            raise IndexNotFound(
-                f"Index {self._table_name}.{name} is currently backfilling and not available "
-                "to query yet. (Opening the engine finishes an interrupted backfill.)",
-                table=self._table_name,
-                index=name,
-            )
+        index = _queryable(self._table_name, table, name)
         if index is None:
-            known = ", ".join(sorted(n for n, i in table.indexes.items() if i.state == "ready"))
+            known = ", ".join(
+                sorted(
+                    n for n, i in table.indexes.items() if i.state == "ready" and not i.is_search
+                )
+            )
             raise IndexNotFound(
                 f"Index {self._table_name}.{name} not found. Indexes of this table: {known}. "
                 "Declare indexes in the schema with define_table(...).index(name, fields).",
+                table=self._table_name,
+                index=name,
+            )
+        if index.is_search:
+            # Convex's index_not_a_database_index_error (database_index_snapshot.rs).
+            raise IndexNotFound(
+                f"Index {self._table_name}.{name} is not a database index. It is a search "
+                "index, which queries cannot read yet.",
                 table=self._table_name,
                 index=name,
             )
