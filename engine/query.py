@@ -33,6 +33,7 @@ from .filters import (
     predicate,
 )
 from .ordering import compare
+from .search import SearchFilterBuilder, SearchPlan
 from .values import UNSET, convert, format_value, type_name
 
 if TYPE_CHECKING:
@@ -342,6 +343,7 @@ class Query:
         "_ops",
         "_order",
         "_range",
+        "_search",
         "_table",
         "_table_name",
         "_txn",
@@ -358,6 +360,8 @@ class Query:
         self._filters: list[Expression] = []
         #: A range given before its table existed, compiled when the query runs.
         self._ops: list[tuple[str, str, Any]] | None = None
+        #: The compiled search filter of a ``with_search_index`` query (else None).
+        self._search: SearchPlan | None = None
         #: ``ctx.db.query(t)`` itself, which may start any number of queries; a query
         #: made by a builder step may be chained once (``_chained`` once it was).
         self._initializer = True
@@ -399,6 +403,7 @@ class Query:
         other._order = self._order
         other._filters = list(self._filters)
         other._ops = self._ops
+        other._search = self._search
         return other
 
     def _table_now(self) -> TableDef | None:
@@ -417,15 +422,7 @@ class Query:
         Raises :class:`IndexNotFound` for an unknown index and
         :class:`InvalidIndexRange` for a range that breaks the grammar.
         """
-        if self._index_name is not None:
-            raise ValidationError(
-                "A query may use only one index: with_index was already "
-                f"called with {self._index_name!r}."
-            )
-        if self._order is not None or self._filters:
-            raise ValidationError(
-                "with_index must come first in a query: call it before .order() and .filter()."
-            )
+        self._only_index("with_index")
         builder = IndexRangeBuilder()
         if range is not None:
             if not callable(range):
@@ -470,7 +467,7 @@ class Query:
             # Convex's index_not_a_database_index_error (database_index_snapshot.rs).
             raise IndexNotFound(
                 f"Index {self._table_name}.{name} is not a database index. It is a search "
-                "index, which queries cannot read yet.",
+                "index: query it with .with_search_index(name, lambda q: q.search(...)).",
                 table=self._table_name,
                 index=name,
             )
@@ -478,8 +475,82 @@ class Query:
         query._range = IndexRange.compile(table, name, index, builder._ops)
         return query
 
+    def _only_index(self, method: str) -> None:
+        """Raise unless ``method`` (``with_index``, ``with_search_index``) may come now."""
+        if self._index_name is not None:
+            raise ValidationError(
+                "A query may use only one index: with_index or with_search_index was already "
+                f"called with {self._index_name!r}."
+            )
+        if self._order is not None or self._filters:
+            raise ValidationError(
+                f"{method} must come first in a query: call it before .order() and .filter()."
+            )
+
+    def with_search_index(self, name: str, search: Callable[[SearchFilterBuilder], Any]) -> Query:
+        """Read through full-text search index ``name``: ``search`` receives a
+        :class:`engine.search.SearchFilterBuilder` ``q`` and returns
+        ``q.search(search_field, text)`` chained with up to 8 ``.eq(filter_field, value)``.
+
+        Results come in relevance order (``order()`` is refused), at most 1024 of them;
+        ``filter`` applies after the search. See docs/concepts/search.md. Cost: one
+        range read per distinct term (see :mod:`engine.search`), when the query runs.
+
+        Raises :class:`IndexNotFound` for an unknown index or one that is not a search
+        index, :class:`InvalidIndexRange` (with Convex's ``.code``) for a filter that
+        does not fit the index. Example::
+
+            ctx.db.query("messages").with_search_index(
+                "search_body", lambda q: q.search("body", "hello").eq("channel", "general")
+            ).take(10)
+        """
+        self._only_index("with_search_index")
+        if not callable(search):
+            raise InvalidIndexRange(
+                f"with_search_index({name!r}, search) expects a function of q, such as "
+                f"lambda q: q.search('body', text), got {search!r}",
+                code="InvalidSearchFilter",
+            )
+        table = self._table_now()
+        index = None if table is None else _queryable(self._table_name, table, name)
+        if table is None or index is None:
+            # Convex's index_not_found_error (crates/indexing/src/index_registry.rs).
+            raise IndexNotFound(
+                f"Index {self._table_name}.{name} not found.",
+                table=self._table_name,
+                index=name,
+            )
+        if not index.is_search:
+            # Convex's IndexNotASearchIndexError (crates/search/src/lib.rs).
+            raise IndexNotFound(
+                f"Index {self._table_name}.{name} is not a search index. Read it with "
+                ".with_index(name, range).",
+                table=self._table_name,
+                index=name,
+            )
+        builder = SearchFilterBuilder()
+        chain = search(builder)
+        if not isinstance(chain, SearchFilterBuilder):
+            raise InvalidIndexRange(
+                "The search filter callback must return the chain it builds, such as "
+                f"q.search('{index.search_field}', text).eq(field, value); got {chain!r}.",
+                code="InvalidSearchFilter",
+            )
+        plan = SearchPlan.compile(table, index, chain._export())
+        query = self._copy()
+        query._index_name = name
+        query._index = index
+        query._search = plan
+        return query
+
     def order(self, order: str) -> Query:
         """``"asc"`` (the default) or ``"desc"``, by the full index key."""
+        if self._search is not None:
+            self._usable()
+            # convex-js QueryImpl.order.
+            raise ValidationError(
+                "Search queries must always be in relevance order. Can not set order manually."
+            )
         if self._order is not None:
             raise ValidationError("Queries may only specify order at most once")
         if order not in ("asc", "desc"):
@@ -550,12 +621,33 @@ class Query:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Stream the documents, one LMDB step at a time."""
         self._run()
+        if self._search is not None:
+            yield from self._searched(None)
+            return
         for _, document in self._rows():
             yield document
+
+    def _searched(self, limit: int | None) -> Iterator[dict[str, Any]]:
+        """The documents of a search query passing the filters, best first (up to
+        ``limit``): the search runs when the first is asked for."""
+        assert self._search is not None
+        txn = self._txn
+        keep = self._keep()
+        found = 0
+        if limit == 0:
+            return
+        for _, document in self._search.run(txn).fetch(txn):
+            if document is not None and (keep is None or keep(document)):
+                yield document
+                found += 1
+                if found == limit:
+                    return
 
     def _batch(self, limit: int | None) -> list[dict[str, Any]]:
         """Up to ``limit`` matching documents, read in one loop when the snapshot allows."""
         self._run()
+        if self._search is not None:
+            return list(self._searched(limit))
         resolved = self._resolved()
         if resolved is None:
             return []
@@ -624,10 +716,24 @@ class Query:
         from .pagination import paginate
 
         self._run()
+        if self._search is not None:
+            raise ValidationError(
+                "paginate() of a search query is not supported yet: use take(n) or collect()."
+            )
         return paginate(self, opts)
 
     def fingerprint(self) -> list[Any]:
         """What identifies this query for cursors: table, index, range, order, filters."""
+        if self._search is not None:
+            search = self._search
+            return [
+                self._table_name,
+                search.index.name,
+                ["search", *search.index.fields],
+                search.description(),
+                "relevance",
+                [f.fingerprint() for f in self._filters],
+            ]
         self._resolved()  # a table created since the query was built, and its range
         table = self._table
         index = self._index_name or BY_CREATION_TIME

@@ -9,6 +9,7 @@ any term, the last term also as a prefix; relevance order, ties newest first; at
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,15 @@ from engine import (
     CorruptionError,
     Engine,
     IndexNotFound,
+    InvalidIndexRange,
+    LimitExceeded,
+    QueryCtx,
     SchemaValidationError,
+    ValidationError,
     define_schema,
     define_table,
     ids,
+    query,
     v,
 )
 from engine.catalog import Catalog, IndexDef, encode_catalog
@@ -260,8 +266,16 @@ def test_nested_search_and_filter_fields(db_path: Path) -> None:
     with Engine.open(db_path, schema=schema, durability="none") as db:
         insert(db, post={"text": "nested words"}, meta={"kind": "a"})
         insert(db, post={"text": "nested too"}, meta={"kind": "b"})
-        assert tokens_of(db) == ["nested", "nested", "too", "words"]
-        assert sum(b"\x10b\x00" in key for key in entries(db)) == 2  # kind "b", 2 tokens
+        found = db.run(
+            lambda ctx: (
+                ctx.db.query("messages")
+                .with_search_index(
+                    "search_body", lambda q: q.search("post.text", "nested").eq("meta.kind", "b")
+                )
+                .collect()
+            )
+        )
+        assert [d["post"]["text"] for d in found] == ["nested too"]
         db.check()
 
 
@@ -305,6 +319,8 @@ def test_check_and_searches_find_an_entry_of_a_missing_document(db: Engine) -> N
     _damage(db, lambda wtxn, st: wtxn.delete(key, db=st.documents))
     with pytest.raises(CorruptionError, match="points to a missing document"):
         db.check()
+    with pytest.raises(CorruptionError, match="points to the missing document"):
+        db.run(lambda ctx: searched(ctx, "alpha").collect())
     _damage(db, lambda wtxn, st: wtxn.put(key, raw, db=st.documents))
 
 
@@ -326,7 +342,7 @@ def test_a_search_index_marks_the_folder_format_5_and_long_keys_keep_it(db: Engi
     insert(db, body="long filter", channel="x" * 600)  # a search entry past 511 bytes
     with storage.read() as rtxn:
         assert rtxn.get(b"format", db=storage.meta) == b"5"
-    assert len(entries(db)) == 2
+    assert bodies(db, "long", channel="x" * 600) == ["long filter"]
 
 
 def test_a_folder_without_search_indexes_keeps_its_format(db_path: Path) -> None:
@@ -358,7 +374,8 @@ def test_adding_a_search_index_backfills_and_removing_it_drops_it(db_path: Path)
         insert(db, body=42)
     with Engine.open(db_path, schema=SCHEMA, durability="none") as db:
         assert len(entries(db)) == 30 * 2
-        assert tokens_of(db).count("word1") == 10
+        assert len(bodies(db, "word1")) == 10
+        assert len(bodies(db, "common", channel="c0")) == 15
         report = db.check()
         assert report["tables"]["messages"]["indexes"]["search_body"] == 60
         with db._db.storage.read() as rtxn:
@@ -383,10 +400,355 @@ def test_changing_a_search_index_rebuilds_it(db_path: Path) -> None:
     with Engine.open(db_path, schema=changed, durability="none") as db:
         assert entries(db) == []  # no document has a title
         insert(db, title="hello again")
-        assert tokens_of(db) == ["again", "hello"]
+        found = db.run(
+            lambda ctx: (
+                ctx.db.query("messages")
+                .with_search_index("search_body", lambda q: q.search("title", "hello"))
+                .collect()
+            )
+        )
+        assert [d["title"] for d in found] == ["hello again"]
         db.check()
 
 
 def test_with_index_refuses_a_search_index(db: Engine) -> None:
     with pytest.raises(IndexNotFound, match="is not a database index"):
         db.run(lambda ctx: ctx.db.query("messages").with_index("search_body").collect())
+
+
+# -- searching ------------------------------------------------------------------------
+
+
+def test_a_document_matches_any_term_ignoring_case_and_punctuation(db: Engine) -> None:
+    insert(db, body="The quick brown fox")
+    insert(db, body="A LAZY dog.")
+    insert(db, body="nothing here")
+    assert sorted(bodies(db, "dog, fox!")) == ["A LAZY dog.", "The quick brown fox"]
+    assert bodies(db, "QUICK") == ["The quick brown fox"]
+    assert bodies(db, "cat") == []
+    assert bodies(db, "   ") == []  # no term: nothing matches
+
+
+def test_only_the_last_term_is_a_prefix(db: Engine) -> None:
+    insert(db, body="hello")
+    insert(db, body="world")
+    insert(db, body="help")
+    assert sorted(bodies(db, "wor hel")) == ["hello", "help"]  # "wor" is no prefix here
+    assert sorted(bodies(db, "hel wor")) == ["world"]
+    assert sorted(bodies(db, "hel")) == ["hello", "help"]
+    assert bodies(db, "hello") == ["hello"]  # a whole token is a prefix of itself only
+    assert bodies(db, "helloo") == []
+
+
+def test_equality_filters_on_any_filter_fields(db: Engine) -> None:
+    insert(db, body="note one", channel="a", author="ann")
+    insert(db, body="note two", channel="a", author="bob")
+    insert(db, body="note three", channel="b", author="ann")
+    insert(db, body="note four", author="ann")  # no channel
+    insert(db, body="note five", channel=None, author="ann")
+    assert sorted(bodies(db, "note", channel="a")) == ["note one", "note two"]
+    assert sorted(bodies(db, "note", author="ann")) == [
+        "note five",
+        "note four",
+        "note one",
+        "note three",
+    ]
+    assert bodies(db, "note", channel="a", author="ann") == ["note one"]
+    assert bodies(db, "note", channel=UNSET) == ["note four"]  # missing, not null
+    assert bodies(db, "note", channel=None) == ["note five"]
+    assert bodies(db, "note", channel="a", author="carl") == []
+    assert bodies(db, "note", channel="a", author="ann", **{}) == ["note one"]
+
+
+def test_filter_values_compare_as_convex_values(db: Engine) -> None:
+    insert(db, body="n", channel=1)
+    insert(db, body="n", channel=1.0)
+    assert len(bodies(db, "n", channel=1)) == len(bodies(db, "n", channel=1.0)) == 1
+
+
+def test_ties_come_newest_first(db: Engine) -> None:
+    ids_in_order = [insert(db, body="same words", channel=str(i)) for i in range(5)]
+    found = db.run(lambda ctx: searched(ctx, "same").collect())
+    assert [d["_id"] for d in found] == ids_in_order[::-1]
+
+
+def test_more_and_rarer_terms_rank_higher(db: Engine) -> None:
+    # Equal lengths and counts: what the ranking formula guarantees (engine.ranking).
+    both = insert(db, body="apple banana")
+    common = [insert(db, body=f"apple x{i}") for i in range(4)]
+    rare = insert(db, body="cherry pie")
+    found = [d["_id"] for d in db.run(lambda ctx: searched(ctx, "apple banana").collect())]
+    assert found[0] == both and set(found[1:]) == set(common)
+    found = [d["_id"] for d in db.run(lambda ctx: searched(ctx, "apple cherry").collect())]
+    assert found[0] == rare and set(found[1:]) == {both, *common}
+
+
+def test_a_term_that_repeats_in_a_short_field_ranks_higher(db: Engine) -> None:
+    short = insert(db, body="tea tea")
+    insert(db, body="tea and many other words here")
+    assert db.run(lambda ctx: searched(ctx, "tea").first())["_id"] == short
+
+
+def test_take_first_unique_iteration_and_filter(db: Engine) -> None:
+    for i in range(6):
+        insert(db, body=f"item number {i}", n=i)
+    assert len(db.run(lambda ctx: searched(ctx, "item").take(4))) == 4
+    assert db.run(lambda ctx: searched(ctx, "nothing").first()) is None
+    assert db.run(lambda ctx: searched(ctx, "3").unique())["n"] == 3
+    with pytest.raises(ValidationError, match="unique\\(\\) query returned more than one"):
+        db.run(lambda ctx: searched(ctx, "item").unique())
+    assert len(db.run(lambda ctx: list(searched(ctx, "item")))) == 6
+    odd = db.run(
+        lambda ctx: (
+            searched(ctx, "item").filter(lambda q: q.eq(q.mod(q.field("n"), 2), 1)).collect()
+        )
+    )
+    assert sorted(d["n"] for d in odd) == [1, 3, 5]
+    assert db.run(lambda ctx: searched(ctx, "item").take(0)) == []
+
+
+def test_a_query_function_searches_as_a_mutation_does(db: Engine) -> None:
+    insert(db, body="read only")
+
+    @query(args={"text": v.string()})
+    def find(ctx: QueryCtx, text: str) -> list[str]:
+        return [d["body"] for d in searched(ctx, text).collect()]
+
+    assert db.query(find, {"text": "only"}) == ["read only"]
+
+
+def test_order_is_refused_with_convex_message(db: Engine) -> None:
+    with pytest.raises(ValidationError, match="Search queries must always be in relevance order"):
+        db.run(lambda ctx: searched(ctx, "x").order("desc"))
+
+
+def test_a_mutation_searches_its_own_writes(db: Engine) -> None:
+    kept = insert(db, body="old text")
+    gone = insert(db, body="old news")
+
+    def body(ctx: Any) -> Any:
+        ctx.db.insert("messages", {"body": "fresh text"})
+        ctx.db.patch(kept, {"body": "renamed"})
+        ctx.db.delete(gone)
+        return (
+            sorted(d["body"] for d in searched(ctx, "text").collect()),
+            [d["body"] for d in searched(ctx, "renamed").collect()],
+            [d["body"] for d in searched(ctx, "old").collect()],
+        )
+
+    assert db.run(body) == (["fresh text"], ["renamed"], [])
+
+
+def test_unknown_and_wrong_indexes(db: Engine) -> None:
+    with pytest.raises(IndexNotFound, match=r"Index messages\.nope not found\."):
+        db.run(lambda ctx: ctx.db.query("messages").with_search_index("nope", lambda q: q))
+    with pytest.raises(IndexNotFound, match="is not a search index"):
+        db.run(
+            lambda ctx: ctx.db.query("messages").with_search_index(
+                "by_creation_time", lambda q: q.search("body", "x")
+            )
+        )
+    with pytest.raises(IndexNotFound, match=r"Index nothing\.search_body not found"):
+        db.run(
+            lambda ctx: ctx.db.query("nothing").with_search_index(
+                "search_body", lambda q: q.search("body", "x")
+            )
+        )
+
+
+@pytest.mark.parametrize(
+    ("build", "code", "message"),
+    [
+        (
+            lambda q: q.search("title", "x"),
+            "IncorrectSearchField",
+            'contains a search filter against "title", which doesn\'t match the indexed '
+            '`searchField` "body"',
+        ),
+        (
+            lambda q: q.search("body", "x").eq("body", "x"),
+            "IncorrectFilterFieldError",
+            'contains an equality filter on "body" but that field isn\'t indexed',
+        ),
+        (
+            lambda q: q.search("body", "x").search("body", "y"),
+            "DuplicateSearchFiltersError",
+            'multiple search filters against "body". Only one is allowed.',
+        ),
+        (
+            lambda q: q.eq("channel", "a"),
+            "MissingSearchFilterError",
+            "does not contain any search filters",
+        ),
+        (
+            lambda q: (
+                q.search("body", "x")
+                .eq("channel", 1)
+                .eq("channel", 2)
+                .eq("channel", 3)
+                .eq("channel", 4)
+                .eq("author", 5)
+                .eq("author", 6)
+                .eq("author", 7)
+                .eq("author", 8)
+                .eq("author", 9)
+            ),
+            "TooManyFilterConditionsInSearchQueryError",
+            "has too many filter conditions. Max: 8 Actual: 9",
+        ),
+        (lambda q: q.search("body", 5), "InvalidSearchFilter", "searches for a str"),
+        (lambda q: q.search("a-b", "x"), "InvalidSearchFilter", "Invalid field path"),
+        (lambda q: None, "InvalidSearchFilter", "must return the chain"),
+        (lambda q: (q.search("body", "x"), q)[1], "SearchFilterBuilderUsed", "already been used"),
+    ],
+)
+def test_search_filter_errors_are_convex_s(db: Engine, build: Any, code: str, message: str) -> None:
+    with pytest.raises(InvalidIndexRange) as caught:
+        db.run(lambda ctx: ctx.db.query("messages").with_search_index("search_body", build))
+    assert caught.value.code == code
+    assert message in str(caught.value)
+    if code.startswith(("Incorrect", "Duplicate", "Missing", "TooMany")):
+        assert str(caught.value).startswith("Search query against messages.search_body ")
+
+
+def test_eight_filter_conditions_are_allowed(db: Engine) -> None:
+    insert(db, body="x", channel=1)
+    found = db.run(
+        lambda ctx: (
+            ctx.db.query("messages")
+            .with_search_index(
+                "search_body",
+                lambda q: (
+                    q.search("body", "x")
+                    .eq("channel", 1)
+                    .eq("channel", 1)
+                    .eq("channel", 1)
+                    .eq("channel", 1)
+                    .eq("channel", 1)
+                    .eq("channel", 1)
+                    .eq("channel", 1)
+                    .eq("channel", 1)
+                ),
+            )
+            .collect()
+        )
+    )
+    assert len(found) == 1
+
+
+def test_only_the_first_16_terms_count(db: Engine) -> None:
+    # Convex keeps the first MAX_QUERY_TERMS tokens and drops the rest (no error).
+    insert(db, body="seventeenth")
+    words = " ".join(f"w{i}" for i in range(16))
+    assert bodies(db, f"{words} seventeenth") == []
+    assert bodies(db, f"{' '.join(f'w{i}' for i in range(15))} seventeenth") == ["seventeenth"]
+
+
+def test_the_last_term_expands_to_at_most_64_terms(db: Engine) -> None:
+    # Convex's MAX_UNIQUE_QUERY_TERMS: the exact terms, then prefix matches in token
+    # order, 64 in all.
+    tokens = [f"pre{i:03d}" for i in range(70)]
+    db.run(lambda ctx: [ctx.db.insert("messages", {"body": t}) for t in tokens])
+    assert sorted(bodies(db, "pre")) == tokens[:63]  # "pre" itself takes one of the 64
+    assert sorted(bodies(db, "x pre")) == tokens[:62]
+    assert sorted(bodies(db, "pre0")) == tokens[:63]
+    assert sorted(bodies(db, "pre06")) == tokens[60:70]
+
+
+def test_reading_past_1024_results_raises_convex_error(db: Engine) -> None:
+    db.run(lambda ctx: [ctx.db.insert("messages", {"body": "many"}) for _ in range(1023)])
+    assert len(db.run(lambda ctx: searched(ctx, "many").collect())) == 1023
+    insert(db, body="many")
+    insert(db, body="many more")
+    with pytest.raises(LimitExceeded) as caught:
+        db.run(lambda ctx: searched(ctx, "many").collect())
+    assert caught.value.limit == "SearchQueryScannedTooManyDocumentsError"
+    assert "Search query scanned too many documents (fetched 1024)" in str(caught.value)
+    assert len(db.run(lambda ctx: searched(ctx, "many").take(1024))) == 1024
+    with pytest.raises(LimitExceeded):  # filtered-out results count as read
+        db.run(lambda ctx: searched(ctx, "many").filter(lambda q: q.eq(1, 2)).first())
+    assert db.run(lambda ctx: searched(ctx, "more").first())["body"] == "many more"
+
+
+def _both_searched_first(db: Engine, text: str, write: Any) -> list[int]:
+    """Two threads each run a mutation that searches ``text`` and then calls
+    ``write(ctx, found, i)``; on their first attempts both search before either
+    writes (a barrier), so an engine that left the search out of the read set would
+    commit both on what they read."""
+    barrier = threading.Barrier(2)
+    attempts = [0, 0]
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        def body(ctx: Any) -> None:
+            attempts[i] += 1
+            found = searched(ctx, text).collect()
+            if attempts[i] == 1:
+                barrier.wait(5)
+            write(ctx, found, i)
+
+        try:
+            db.run(body)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    return attempts
+
+
+def test_a_search_conflicts_with_a_concurrent_matching_insert(db: Engine) -> None:
+    # Each inserts "claim" unless a search finds one: serializable means one claim.
+    db._db.retry.retries = 100
+    insert(db, body="unrelated")
+
+    def claim(ctx: Any, found: list[Any], i: int) -> None:
+        if not found:
+            ctx.db.insert("messages", {"body": f"claim by {i}"})
+
+    attempts = _both_searched_first(db, "claim", claim)
+    assert len(bodies(db, "claim")) == 1
+    assert sorted(attempts) == [1, 2]
+
+
+def test_a_search_conflicts_with_a_concurrent_change_of_a_result(db: Engine) -> None:
+    # Each takes the last open slot it finds; a slot taken twice means a lost update.
+    db._db.retry.retries = 100
+    insert(db, body="open slot", channel="x")
+
+    def take(ctx: Any, found: list[Any], i: int) -> None:
+        for slot in found:
+            ctx.db.patch(slot["_id"], {"body": f"taken by {i}"})
+            ctx.db.insert("other", {"took": i})
+
+    attempts = _both_searched_first(db, "open", take)
+    assert len(db.run(lambda ctx: ctx.db.query("other").collect())) == 1
+    assert sorted(attempts) == [1, 2]
+
+
+def test_a_search_does_not_conflict_with_unrelated_commits(db: Engine) -> None:
+    insert(db, body="alpha", channel="a")
+    barrier = threading.Barrier(2)
+    attempts = [0]
+
+    def searcher(ctx: Any) -> None:
+        attempts[0] += 1
+        searched(ctx, "alpha", channel="a").collect()
+        if attempts[0] == 1:
+            barrier.wait(5)
+            barrier.wait(5)  # the other commits in between
+        ctx.db.insert("other", {"done": True})
+
+    thread = threading.Thread(target=lambda: db.run(searcher))
+    thread.start()
+    barrier.wait(5)
+    insert(db, body="beta", channel="a")  # another token
+    insert(db, body="alpha", channel="b")  # the term, another channel (the first filter)
+    insert(db, table="other", body="alpha")
+    barrier.wait(5)
+    thread.join(30)
+    assert attempts == [1]
