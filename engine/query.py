@@ -713,13 +713,11 @@ class Query:
 
     def paginate(self, opts: dict[str, Any]) -> dict[str, Any]:
         """One page of results and a cursor to continue: see :mod:`engine.pagination`."""
-        from .pagination import paginate
+        from .pagination import paginate, paginate_search
 
         self._run()
         if self._search is not None:
-            raise ValidationError(
-                "paginate() of a search query is not supported yet: use take(n) or collect()."
-            )
+            return paginate_search(self, self._search, opts)
         return paginate(self, opts)
 
     def fingerprint(self) -> list[Any]:

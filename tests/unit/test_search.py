@@ -22,6 +22,7 @@ from engine import (
     CorruptionError,
     Engine,
     IndexNotFound,
+    InvalidCursor,
     InvalidIndexRange,
     LimitExceeded,
     QueryCtx,
@@ -752,3 +753,176 @@ def test_a_search_does_not_conflict_with_unrelated_commits(db: Engine) -> None:
     barrier.wait(5)
     thread.join(30)
     assert attempts == [1]
+
+
+# -- pagination -----------------------------------------------------------------------
+
+
+def _pages(db: Engine, text: str, size: int, **eq: Any) -> list[dict[str, Any]]:
+    pages = []
+    cursor = None
+    while True:
+        page = db.run(
+            lambda ctx: searched(ctx, text, **eq).paginate({"numItems": size, "cursor": cursor})
+        )
+        pages.append(page)
+        if page["isDone"]:
+            return pages
+        cursor = page["continueCursor"]
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 50])
+def test_paginating_through_a_search_gives_what_collect_gives(db: Engine, size: int) -> None:
+    for i in range(25):
+        words = " ".join(["fish"] * (1 + i % 4) + ["chips"] * (i % 3) + [f"pad{i}"] * (i % 5))
+        insert(db, body=words, channel=f"c{i % 2}")
+    for text, eq in [("fish chips", {}), ("chi", {"channel": "c1"}), ("nothing", {})]:
+        everything = db.run(lambda ctx: searched(ctx, text, **eq).collect())
+        pages = _pages(db, text, size, **eq)
+        assert [d["_id"] for p in pages for d in p["page"]] == [d["_id"] for d in everything]
+        assert all(p["splitCursor"] is None for p in pages)
+
+
+def test_a_search_page_is_stable_at_one_snapshot_and_cursors_are_bound(db: Engine) -> None:
+    for i in range(10):
+        insert(db, body=f"stable {'word ' * i}")
+
+    def two_runs(ctx: Any) -> Any:
+        first = searched(ctx, "stable word").paginate({"numItems": 4, "cursor": None})
+        return first, [d["_id"] for d in searched(ctx, "stable word").take(8)]
+
+    first, top = db.run(two_runs)
+    again = db.run(
+        lambda ctx: searched(ctx, "stable word").paginate(
+            {"numItems": 4, "cursor": first["continueCursor"]}
+        )
+    )
+    assert [d["_id"] for d in first["page"] + again["page"]] == top
+    with pytest.raises(InvalidCursor, match="different query"):
+        db.run(
+            lambda ctx: searched(ctx, "stable").paginate(
+                {"numItems": 4, "cursor": first["continueCursor"]}
+            )
+        )
+    with pytest.raises(InvalidCursor):
+        db.run(
+            lambda ctx: searched(ctx, "stable word").paginate(
+                {"numItems": 4, "cursor": first["continueCursor"][:-2] + "AA"}
+            )
+        )
+    plain = db.run(lambda ctx: ctx.db.query("messages").paginate({"numItems": 1, "cursor": None}))
+    with pytest.raises(InvalidCursor, match="different query"):
+        db.run(
+            lambda ctx: searched(ctx, "stable word").paginate(
+                {"numItems": 4, "cursor": plain["continueCursor"]}
+            )
+        )
+
+
+def test_an_end_cursor_bounds_a_search_page(db: Engine) -> None:
+    for i in range(6):
+        insert(db, body=f"edge {i}")
+    first = db.run(lambda ctx: searched(ctx, "edge").paginate({"numItems": 3, "cursor": None}))
+    again = db.run(
+        lambda ctx: searched(ctx, "edge").paginate(
+            {"numItems": 1, "cursor": None, "endCursor": first["continueCursor"]}
+        )
+    )
+    assert again["page"] == first["page"]  # (cursor, endCursor] whatever numItems says
+    assert again["continueCursor"] == first["continueCursor"] and not again["isDone"]
+
+
+def test_fixed_search_page_boundaries_stay_gapless_as_scores_move(db: Engine) -> None:
+    # A cursor is a position in relevance order (score, then _creationTime, then id).
+    # Scores move when matching documents change, and documents move between pages
+    # with them, but pages kept at fixed boundaries still cover every result once.
+    for i in range(8):
+        insert(db, body=f"drift {'x ' * (i % 3)}{i}")
+    cuts: list[Any] = [None]
+    while cuts[-1] is not None or len(cuts) == 1:
+        page = db.run(
+            lambda ctx: searched(ctx, "drift").paginate({"numItems": 3, "cursor": cuts[-1]})
+        )
+        cuts.append(None if page["isDone"] else page["continueCursor"])
+    for body in ("drift drift", "drift new words here", "drift"):
+        insert(db, body=body)
+        seen = []
+        for start, end in zip(cuts, cuts[1:], strict=False):
+            opts = {"numItems": 1, "cursor": start, "endCursor": end}
+            if end is None:
+                opts = {"numItems": 100, "cursor": start}
+            seen += [
+                d["_id"] for d in db.run(lambda ctx: searched(ctx, "drift").paginate(opts))["page"]
+            ]
+        assert seen == [d["_id"] for d in db.run(lambda ctx: searched(ctx, "drift").collect())]
+
+
+# -- subscriptions -------------------------------------------------------------------
+
+runs: list[str] = []
+
+
+@query(args={"text": v.string(), "channel": v.optional(v.string())})
+def watch(ctx: QueryCtx, text: str, channel: str | None = None) -> list[str]:
+    runs.append(text)
+    found = searched(ctx, text) if channel is None else searched(ctx, text, channel=channel)
+    return [d["body"] for d in found.take(10)]
+
+
+@query(args={"text": v.string(), "paginationOpts": v.any()})
+def watch_pages(ctx: QueryCtx, text: str, paginationOpts: Any) -> Any:
+    runs.append(text)
+    page = searched(ctx, text).paginate(paginationOpts)
+    return {"ids": [d["_id"] for d in page["page"]], "continueCursor": page["continueCursor"]}
+
+
+def test_a_search_subscription_reruns_only_for_matching_writes(db: Engine) -> None:
+    runs.clear()
+    first = insert(db, body="ocean waves", channel="a")
+    with db.subscribe(watch, {"text": "ocean"}) as sub:
+        assert sub.value == ["ocean waves"]
+        assert len(runs) == 1
+        insert(db, table="other", body="ocean")  # another table
+        insert(db, body="mountain air", channel="a")  # another token
+        insert(db, body="oce", channel="a")  # a prefix of the term, not a match of it
+        assert len(runs) == 1
+        insert(db, body="ocean deep", channel="b")
+        assert len(runs) == 2 and sorted(sub.value) == ["ocean deep", "ocean waves"]
+        db.run(lambda ctx: ctx.db.patch(first, {"channel": "z"}))  # a result's other field
+        assert len(runs) == 3
+        db.run(lambda ctx: ctx.db.patch(first, {"body": "calm lake"}))  # leaves the results
+        assert len(runs) == 4 and sub.value == ["ocean deep"]
+
+
+def test_a_filtered_search_subscription_ignores_other_filter_values(db: Engine) -> None:
+    runs.clear()
+    insert(db, body="river", channel="a")
+    with db.subscribe(watch, {"text": "rive", "channel": "a"}) as sub:  # a prefix too
+        assert sub.value == ["river"]
+        insert(db, body="river bank", channel="b")  # the token exists: another channel
+        insert(db, body="lake", channel="a")
+        assert len(runs) == 1
+        insert(db, body="riverside", channel="b")  # a new token the prefix matches
+        assert len(runs) == 2  # the tokens decide which prefix matches count
+        insert(db, body="river mouth", channel="a")
+        assert len(runs) == 3 and sorted(sub.value) == ["river", "river mouth"]
+
+
+def test_a_paginated_search_subscription_keeps_its_page_boundary(db: Engine) -> None:
+    runs.clear()
+    for i in range(4):
+        insert(db, body=f"tide {i}")
+    first_page = {"numItems": 2, "cursor": None}
+    with db.subscribe(watch_pages, {"text": "tide", "paginationOpts": first_page}) as sub:
+        boundary = sub.value["continueCursor"]
+        assert len(sub.value["ids"]) == 2 and len(runs) == 1
+        insert(db, body="low water")
+        assert len(runs) == 1
+        insert(db, body="tide tide tide")  # a better match: the page re-runs
+        assert len(runs) == 2
+        assert sub.value["continueCursor"] == boundary  # the journal kept the boundary
+        rest = db.run(
+            lambda ctx: searched(ctx, "tide").paginate({"numItems": 10, "cursor": boundary})
+        )
+        everything = db.run(lambda ctx: searched(ctx, "tide").collect())
+        assert sub.value["ids"] + [d["_id"] for d in rest["page"]] == [d["_id"] for d in everything]
