@@ -22,7 +22,8 @@ Invariants, checked on one consistent snapshot:
 8. the catalog (read afresh, not from the cache) has the version the head names;
    each table is stored under its own name, with a number of its kind (user
    tables from 10001, system tables below) used by no other table and below the
-   next free number; each has ``by_id`` and ``by_creation_time``; index numbers
+   next free number; each has ``by_id`` and ``by_creation_time``; every index is
+   of a known kind (a search index with a search field); index numbers
    are unique across tables, at least 1 (0 is the catalog's own) and below the
    next free number. A broken one would let two tables or two indexes share keys;
 9. the environment's main database names only the sub-databases; ``meta`` holds
@@ -47,6 +48,7 @@ from .catalog import (
     BY_CREATION_TIME,
     BY_ID,
     FIRST_SYSTEM_TABLE_NUMBER,
+    SEARCH,
     Catalog,
     load_catalog,
 )
@@ -447,6 +449,11 @@ def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> No
             if index.state not in ("ready", "backfilling"):
                 # Neither queryable nor finished by an open: its entries go unchecked.
                 problem(f"catalog index {label} has state {index.state!r}")
+            if index.kind not in ("database", SEARCH):
+                # Read as a database index: its keys would not be the ones it holds.
+                problem(f"catalog index {label} has kind {index.kind!r}")
+            elif index.is_search and not index.fields:
+                problem(f"catalog search index {label} has no search field")
             _check_number(
                 problem,
                 f"catalog index {label}",
