@@ -505,41 +505,12 @@ class Query:
             ).take(10)
         """
         self._only_index("with_search_index")
-        if not callable(search):
-            raise InvalidIndexRange(
-                f"with_search_index({name!r}, search) expects a function of q, such as "
-                f"lambda q: q.search('body', text), got {search!r}",
-                code="InvalidSearchFilter",
-            )
         table = self._table_now()
         index = None if table is None else _queryable(self._table_name, table, name)
-        if table is None or index is None:
-            # Convex's index_not_found_error (crates/indexing/src/index_registry.rs).
-            raise IndexNotFound(
-                f"Index {self._table_name}.{name} not found.",
-                table=self._table_name,
-                index=name,
-            )
-        if not index.is_search:
-            # Convex's IndexNotASearchIndexError (crates/search/src/lib.rs).
-            raise IndexNotFound(
-                f"Index {self._table_name}.{name} is not a search index. Read it with "
-                ".with_index(name, range).",
-                table=self._table_name,
-                index=name,
-            )
-        builder = SearchFilterBuilder()
-        chain = search(builder)
-        if not isinstance(chain, SearchFilterBuilder):
-            raise InvalidIndexRange(
-                "The search filter callback must return the chain it builds, such as "
-                f"q.search('{index.search_field}', text).eq(field, value); got {chain!r}.",
-                code="InvalidSearchFilter",
-            )
-        plan = SearchPlan.compile(table, index, chain._export())
+        plan = SearchPlan.build(self._table_name, table, name, index, search)
         query = self._copy()
         query._index_name = name
-        query._index = index
+        query._index = plan.index
         query._search = plan
         return query
 

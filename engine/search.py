@@ -30,13 +30,13 @@ Example::
 from __future__ import annotations
 
 import heapq
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from . import keys
 from .catalog import IndexDef, TableDef
 from .encoding import DecodeError, document_decoder
-from .errors import CorruptionError, InvalidIndexRange, LimitExceeded
+from .errors import CorruptionError, IndexNotFound, InvalidIndexRange, LimitExceeded
 from .filters import field_path_problem
 from .ranking import Posting, rank
 from .scans import _scan_index, _scan_lmdb, damaged_document
@@ -159,6 +159,48 @@ class SearchPlan:
                 break
             leading += given[position]
         self.leading = leading
+
+    @classmethod
+    def build(
+        cls,
+        table_name: str,
+        table: TableDef | None,
+        name: str,
+        index: IndexDef | None,
+        search: Callable[[SearchFilterBuilder], Any],
+    ) -> SearchPlan:
+        """The plan of ``with_search_index(name, search)`` on ``table`` (None: it does
+        not exist) whose index ``name`` is ``index`` (None: it has none).
+
+        Raises :class:`IndexNotFound` (Convex's ``index_not_found_error``, and
+        ``IndexNotASearchIndexError`` for a database index) and :class:`InvalidIndexRange`
+        for a callback that does not build one chain, then as :meth:`compile`.
+        """
+        if not callable(search):
+            raise InvalidIndexRange(
+                f"with_search_index({name!r}, search) expects a function of q, such as "
+                f"lambda q: q.search('body', text), got {search!r}",
+                code="InvalidSearchFilter",
+            )
+        if table is None or index is None:
+            raise IndexNotFound(
+                f"Index {table_name}.{name} not found.", table=table_name, index=name
+            )
+        if not index.is_search:
+            raise IndexNotFound(
+                f"Index {table_name}.{name} is not a search index. Read it with "
+                ".with_index(name, range).",
+                table=table_name,
+                index=name,
+            )
+        chain = search(SearchFilterBuilder())
+        if not isinstance(chain, SearchFilterBuilder):
+            raise InvalidIndexRange(
+                "The search filter callback must return the chain it builds, such as "
+                f"q.search('{index.search_field}', text).eq(field, value); got {chain!r}.",
+                code="InvalidSearchFilter",
+            )
+        return cls.compile(table, index, chain._export())
 
     @classmethod
     def compile(
