@@ -28,6 +28,7 @@ __all__ = [
     "BY_CREATION_TIME",
     "BY_ID",
     "CATALOG_INDEX",
+    "SEARCH",
     "Catalog",
     "CatalogView",
     "IndexDef",
@@ -38,6 +39,8 @@ __all__ = [
 
 BY_ID = "by_id"
 BY_CREATION_TIME = "by_creation_time"
+#: ``IndexDef.kind`` of a full-text search index (the others are ``"database"``).
+SEARCH = "search"
 #: The index number reserved for catalog entries in read sets and the log.
 CATALOG_INDEX = 0
 _U32 = struct.Struct(">I")
@@ -67,17 +70,37 @@ class IndexDef(msgspec.Struct, frozen=True):
     """An index: its name, number, and the declared fields (dotted paths).
 
     ``fields`` excludes the ``_creationTime`` and id that every key ends with.
-    ``state`` is ``"ready"`` or ``"backfilling"`` (not yet queryable).
+    ``state`` is ``"ready"`` or ``"backfilling"`` (not yet queryable). ``kind`` is
+    ``"database"`` (one key per document, ordered by ``fields``) or ``"search"`` (a
+    full-text search index: ``fields`` is the search field, then the filter fields;
+    one key per distinct token, see :mod:`engine.searchkeys`). Catalogs stored before
+    search indexes existed have no ``kind``: their indexes decode as ``"database"``.
     """
 
     name: str
     number: int
     fields: tuple[str, ...]
     state: str = "ready"
+    kind: str = "database"
 
     @property
     def prefix(self) -> bytes:
         return _U32.pack(self.number)
+
+    @property
+    def is_search(self) -> bool:
+        """True for a full-text search index (``kind == "search"``)."""
+        return self.kind == SEARCH
+
+    @property
+    def search_field(self) -> str:
+        """A search index's search field (its first field)."""
+        return self.fields[0]
+
+    @property
+    def filter_fields(self) -> tuple[str, ...]:
+        """A search index's filter fields, in declared order (its fields after the first)."""
+        return self.fields[1:]
 
 
 class TableDef(msgspec.Struct, frozen=True):

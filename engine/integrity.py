@@ -6,11 +6,14 @@ Invariants, checked on one consistent snapshot:
    document's ``_id`` decodes to exactly that table and internal id, and the
    document is a Convex value that matches the stored schema (if it validates);
 2. every document has exactly the index entries its fields produce, in every
-   index of its table (``by_creation_time`` included);
+   index of its table (``by_creation_time`` included; in a full-text search
+   index, one per distinct token of its search field);
 3. every index entry belongs to a known index, has an empty value, and points
    to a live document that produces exactly that key (no orphans, no stale keys);
 4. index keys decode as sort keys (key order is byte order, which LMDB keeps);
-5. per index, the entry count equals the table's document count;
+5. per index, the entry count equals the table's document count (for a search
+   index, the number of entries its documents produce), and a folder whose
+   catalog has a search index is format 5;
 6. the log is ordered, no entry is newer than the head, and the log floor
    (the newest pruned timestamp) is below every entry and not above the head;
 7. every ``_storage`` row has its file's bytes in ``blobs``, with the recorded
@@ -19,7 +22,8 @@ Invariants, checked on one consistent snapshot:
 8. the catalog (read afresh, not from the cache) has the version the head names;
    each table is stored under its own name, with a number of its kind (user
    tables from 10001, system tables below) used by no other table and below the
-   next free number; each has ``by_id`` and ``by_creation_time``; index numbers
+   next free number; each has ``by_id`` and ``by_creation_time``; every index is
+   of a known kind (a search index with a search field); index numbers
    are unique across tables, at least 1 (0 is the catalog's own) and below the
    next free number. A broken one would let two tables or two indexes share keys;
 9. the environment's main database names only the sub-databases; ``meta`` holds
@@ -39,11 +43,12 @@ from collections.abc import Iterable, Iterator
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from . import blobs, ids, keys, longkeys, values
+from . import blobs, ids, keys, longkeys, searchkeys, values
 from .catalog import (
     BY_CREATION_TIME,
     BY_ID,
     FIRST_SYSTEM_TABLE_NUMBER,
+    SEARCH,
     Catalog,
     load_catalog,
 )
@@ -88,8 +93,19 @@ def check(db: Database) -> dict[str, Any]:
         except CorruptionError as error:
             problem(_named(error))
             long_counts = None  # reported: no comparison with the entries below
-        if raw_long is not None and rtxn.get(b"format", None, storage.meta) != longkeys.FORMAT:
-            problem("meta/long_keys is set, but meta/format is not 4")
+        stored_format = rtxn.get(b"format", None, storage.meta)
+        if raw_long is not None and stored_format not in (longkeys.FORMAT, searchkeys.FORMAT):
+            problem("meta/long_keys is set, but meta/format is not 4 or 5")
+        searched = [
+            f"{t.name}.{ix.name}"
+            for t in catalog.tables.values()
+            for ix in t.indexes.values()
+            if ix.is_search
+        ]
+        if searched and stored_format != searchkeys.FORMAT:
+            # A version without search indexes would open the folder and write
+            # database-index keys into them.
+            problem(f"the catalog has search indexes ({searched[0]}), but meta/format is not 5")
         report: dict[str, Any] = {"tables": {}}
         by_number = catalog.table_by_number
         schema = catalog.schema  # the stored schema: enforced on every write since stored
@@ -99,6 +115,8 @@ def check(db: Database) -> dict[str, Any]:
             return None if found is None else found.name
 
         counts: dict[int, int] = {}
+        #: Entries the documents give each search index (any number per document).
+        search_entries: dict[int, int] = {}
         # 1 and 2: documents and the index entries they must have.
         cursor = rtxn.cursor(db=storage.documents)
         for raw_key, raw_value in cursor.iternext(keys=True, values=True):
@@ -133,27 +151,34 @@ def check(db: Database) -> dict[str, Any]:
             except ValidationError as error:
                 problem(f"document {document['_id']} in {table.name!r} is invalid: {error}")
             try:
-                expected_keys = db.key_plan(table).keys(document, internal_id)
+                plan = db.key_plan(table)
+                expected_keys = [
+                    (ix, plan.index_keys(ix, document, internal_id))
+                    for name, ix in table.indexes.items()
+                    if name != "by_id"
+                ]
             except Exception as error:  # a value outside the model in an indexed field
                 problem(f"document {document['_id']} in {table.name!r} has no index keys: {error}")
                 continue
-            # keys() gives by_id's key first, then one per other index in catalog order.
-            # An index still backfilling may lack entries: only ready ones must have them.
-            for index, index_key in zip(
-                (ix for name, ix in table.indexes.items() if name != "by_id"),
-                expected_keys[1:],
-                strict=True,
-            ):
-                try:
-                    found = longkeys.contains(rtxn, storage.indexes, index_key)
-                except CorruptionError as error:  # a damaged list of long keys
-                    problem(_named(error))
-                    continue
-                if index.state == "ready" and not found:
-                    problem(
-                        f"document {document['_id']} in {table.name!r} is missing index "
-                        f"entry {index_key.hex()}"
+            # One key per index, or for a search index one per distinct token of its
+            # search field (maybe none). An index still backfilling may lack entries:
+            # only ready ones must have them.
+            for index, index_keys in expected_keys:
+                if index.is_search:
+                    search_entries[index.number] = search_entries.get(index.number, 0) + len(
+                        index_keys
                     )
+                for index_key in index_keys:
+                    try:
+                        found = longkeys.contains(rtxn, storage.indexes, index_key)
+                    except CorruptionError as error:  # a damaged list of long keys
+                        problem(_named(error))
+                        continue
+                    if index.state == "ready" and not found:
+                        problem(
+                            f"document {document['_id']} in {table.name!r} is missing index "
+                            f"entry {index_key.hex()}"
+                        )
         cursor.close()
         # 3, 4 and 5: every index entry.
         index_counts: dict[int, int] = {}
@@ -183,7 +208,7 @@ def check(db: Database) -> dict[str, Any]:
                 continue
             try:
                 document = decode_document(raw)
-                expected = db.key_plan(table).keys(document, internal_id)
+                expected = db.key_plan(table).index_keys(index, document, internal_id)
             except Exception:  # reported by the documents pass; the entry cannot match
                 problem(
                     f"index entry {key.hex()} of {table.name}.{index.name} points to a "
@@ -210,7 +235,14 @@ def check(db: Database) -> dict[str, Any]:
                     continue
                 n = index_counts.get(index.number, 0)
                 index_counts_out[index.name] = n
-                if n != documents and index.state == "ready":
+                if index.is_search:
+                    wanted = search_entries.get(index.number, 0)
+                    if n != wanted and index.state == "ready":
+                        problem(
+                            f"search index {table.name}.{index.name} has {n} entries; its "
+                            f"{documents} documents have {wanted} distinct tokens"
+                        )
+                elif n != documents and index.state == "ready":
                     problem(
                         f"index {table.name}.{index.name} has {n} entries for {documents} documents"
                     )
@@ -417,6 +449,11 @@ def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> No
             if index.state not in ("ready", "backfilling"):
                 # Neither queryable nor finished by an open: its entries go unchecked.
                 problem(f"catalog index {label} has state {index.state!r}")
+            if index.kind not in ("database", SEARCH):
+                # Read as a database index: its keys would not be the ones it holds.
+                problem(f"catalog index {label} has kind {index.kind!r}")
+            elif index.is_search and not index.fields:
+                problem(f"catalog search index {label} has no search field")
             _check_number(
                 problem,
                 f"catalog index {label}",

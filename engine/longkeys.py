@@ -23,7 +23,8 @@ readers send the ranges of the indexes counted to the scan that expands entries 
 their one-loop fast paths for every other index (one whose count is back at zero too).
 A value that does not decode as such a list is a :class:`CorruptionError`. A database
 holding one is format 4 (:func:`apply` marks it): versions that read format 2 would miss
-the keys an entry lists, so they refuse it.
+the keys an entry lists, so they refuse it (format 5, a folder with a search index,
+keeps holding them: :func:`mark_format` never lowers the format).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "forget_index",
     "keys_in",
     "long_index_counts",
+    "mark_format",
 ]
 
 #: LMDB's largest key (``mdb_env_get_maxkeysize``, 511 bytes in py-lmdb's build): keys of
@@ -77,6 +79,17 @@ def _decoded(decoder: Callable[[bytes], T], raw: bytes, what: str) -> T:
 def decode_entry(key: bytes, value: bytes) -> tuple[bool, list[bytes]]:
     """The ``(has_self, rests)`` of an entry with a value. Cost: one typed decode."""
     return _decoded(_decode_entry, value, f"the list of long keys of index entry {key.hex()}")
+
+
+def mark_format(wtxn: Any, meta: Any, version: bytes) -> None:
+    """Make ``meta/format`` at least ``version`` in write txn ``wtxn``: a folder holding
+    long keys is format 4, one whose catalog holds a search index format 5
+    (:data:`engine.searchkeys.FORMAT`, which may hold long keys too), and neither
+    mark lowers the other. Cost: one lookup, and one write when the format moves."""
+    current = wtxn.get(_FORMAT_KEY, None, meta)
+    if current is not None and bytes(current).isdigit() and int(current) >= int(version):
+        return
+    wtxn.put(_FORMAT_KEY, version, True, True, False, meta)
 
 
 def long_index_counts(raw: bytes | None) -> dict[int, int]:
@@ -198,6 +211,6 @@ def apply(wtxn: Any, db: Any, meta: Any, changes: dict[bytes, bytes | None]) -> 
         counts = {number: n for number, n in sorted(counts.items()) if n > 0}
         if counts:
             wtxn.put(LONG_KEYS_KEY, encode(counts), True, True, False, meta)
-            wtxn.put(_FORMAT_KEY, FORMAT, True, True, False, meta)
+            mark_format(wtxn, meta, FORMAT)
         else:
             wtxn.delete(LONG_KEYS_KEY, b"", meta)

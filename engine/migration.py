@@ -36,12 +36,15 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import longkeys
+import msgspec
+
+from . import longkeys, searchkeys
 from .catalog import (
     BY_CREATION_TIME,
     BY_ID,
     NEXT_TABLE_KEY,
     SCHEMA_KEY,
+    SEARCH,
     Catalog,
     IndexDef,
     TableDef,
@@ -249,7 +252,14 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
                 _check_written_since(db, schema, stored, wtxn, written)
         changed = new_schema  # a new schema is a new catalog version (it names the schema)
         for name, definition in schema.tables.items():
-            wanted = {index: tuple(fields) for index, fields in definition.indexes.items()}
+            # Index name → (kind, fields); a search index's fields are its search field,
+            # then its filter fields. One that changed kind or fields is dropped and
+            # backfilled again under a new number.
+            wanted: dict[str, tuple[str, tuple[str, ...]]] = {
+                index: ("database", tuple(fields)) for index, fields in definition.indexes.items()
+            }
+            for search_name, (field, filters) in definition.search_indexes.items():
+                wanted[search_name] = (SEARCH, (field, *filters))
             table = current.tables.get(name)
             if table is None:
                 current = current.with_table(name)
@@ -258,17 +268,19 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
             indexes: dict[str, IndexDef] = {}
             next_number = current.next_index
             for index_name, index in table.indexes.items():
-                if (
-                    index_name in (BY_ID, BY_CREATION_TIME)
-                    or wanted.get(index_name) == index.fields
+                if index_name in (BY_ID, BY_CREATION_TIME) or wanted.get(index_name) == (
+                    index.kind,
+                    index.fields,
                 ):
                     indexes[index_name] = index
                 else:
                     _drop_entries(wtxn, db, index)
                     changed = True
-            for index_name, fields in wanted.items():
+            for index_name, (kind, fields) in wanted.items():
                 if index_name not in indexes:
-                    indexes[index_name] = IndexDef(index_name, next_number, fields, "backfilling")
+                    indexes[index_name] = IndexDef(
+                        index_name, next_number, fields, "backfilling", kind
+                    )
                     next_number += 1
                     changed = True
             if changed:
@@ -289,6 +301,9 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
         if changed:
             if current.version == stored.version:
                 current = current.bumped()
+            if any(ix.is_search for t in current.tables.values() for ix in t.indexes.values()):
+                # Versions without search indexes must not open it (see searchkeys.FORMAT).
+                longkeys.mark_format(wtxn, storage.meta, searchkeys.FORMAT)
             ts = _store_catalog(wtxn, db, current, stored, schema=new_schema)
             if new_schema:
                 wtxn.put(b"schema", schema_json, db=storage.meta)
@@ -342,8 +357,6 @@ def _backfill(db: Database, table_name: str, index_name: str) -> None:
         if not number:
             number.append(index.number)
         plan = db.key_plan(table)
-        # keys() returns by_id first, then the other indexes in catalog order.
-        position = [n for n in table.indexes if n != BY_ID].index(index_name)
         cursor = wtxn.cursor(db=storage.documents)
         start = table.prefix if after is None else after + b"\x00"
         last, count = None, 0
@@ -353,16 +366,17 @@ def _backfill(db: Database, table_name: str, index_name: str) -> None:
                 if key[:4] != table.prefix or count >= _BATCH:
                     break
                 document = decode_document(value)
-                index_key = plan.keys(document, key[4:])[1 + position]
-                if len(index_key) < longkeys.SPLIT:
-                    wtxn.put(index_key, b"", db=storage.indexes)
-                else:
-                    longkeys.apply(wtxn, storage.indexes, storage.meta, {index_key: b""})
+                # One key, or for a search index one per distinct token (maybe none).
+                for index_key in plan.index_keys(index, document, key[4:]):
+                    if len(index_key) < longkeys.SPLIT:
+                        wtxn.put(index_key, b"", db=storage.indexes)
+                    else:
+                        longkeys.apply(wtxn, storage.indexes, storage.meta, {index_key: b""})
                 last, count = key, count + 1
         cursor.close()
         if last is None:
             indexes = dict(table.indexes)
-            indexes[index_name] = IndexDef(index.name, index.number, index.fields, "ready")
+            indexes[index_name] = msgspec.structs.replace(index, state="ready")
             _store_catalog(wtxn, db, catalog.with_indexes(table_name, indexes), catalog)
         return last, count
 

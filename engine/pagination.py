@@ -23,6 +23,7 @@ boundary neither conflict with it nor invalidate it.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import hmac
 import json
@@ -30,13 +31,15 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidCursor, PaginationError, ValidationError
+from .search import MAX_CANDIDATES
 from .values import UNSET, format_value
 
 if TYPE_CHECKING:
     from .query import Query
+    from .search import SearchPlan
     from .transaction import Transaction
 
-__all__ = ["MAX_PAGE_SIZE", "decode_cursor", "encode_cursor", "paginate"]
+__all__ = ["MAX_PAGE_SIZE", "decode_cursor", "encode_cursor", "paginate", "paginate_search"]
 
 MAX_PAGE_SIZE = 32_000
 _VERSION = 2  # 2: fingerprints by exact values (cursors of version 1 are refused as such)
@@ -289,6 +292,72 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
         split = encode_cursor(secret, digest, scanned_keys[len(scanned_keys) // 2])
     _record_page(txn, continue_cursor)
     return _result(page, continue_cursor, is_done, split, status)
+
+
+def paginate_search(query: Query, search: SearchPlan, opts: dict[str, Any]) -> dict[str, Any]:
+    """One page of a full-text search query, in relevance order.
+
+    As Convex's search pages (``SearchQuery`` in crates/database/src/query/
+    search_query.rs): the search runs and ranks its (at most 1024) results, the
+    page takes those after ``cursor`` (and up to ``endCursor``). A cursor names a
+    position in relevance order (score, then ``_creationTime``, then id), bound to
+    the query as any cursor, so re-running a page at the same snapshot gives the
+    same page. ``maximumRowsRead``/``maximumBytesRead`` are not enforced and no
+    ``splitCursor`` is given, as in Convex. Cost: the whole search, then a point
+    read per result on the page.
+    """
+    num_items, cursor, end_cursor, _, _, has_end = _check_options(opts)
+    txn = query._txn
+    journal = txn.journal
+    if journal is not None and not has_end and journal.get("endCursor") is not None:
+        end_cursor, has_end = journal["endCursor"], True
+    secret = _secret(txn)
+    digest = fingerprint(query)
+    start_key = None if cursor is None else decode_cursor(secret, digest, cursor)
+    end_key = decode_cursor(secret, digest, end_cursor) if has_end else None
+    end_is_end = not has_end or end_key is None
+    if cursor is not None and start_key is None:
+        at_end = encode_cursor(secret, digest, None)
+        _record_page(txn, at_end)
+        return _result([], at_end, True, None, None)
+    index = search.index
+    for key in (start_key, end_key):
+        if key is not None and not key.startswith(index.prefix):
+            raise InvalidCursor(_INDEX_CHANGED.format(index=f"{search.table.name}.{index.name}"))
+    results = search.run(txn)
+    positions = results.positions
+    start = 0 if start_key is None else bisect.bisect_right(positions, start_key)
+    stop = len(positions) if end_key is None else bisect.bisect_right(positions, end_key)
+    keep = query._keep()
+    page: list[dict[str, Any]] = []
+    last_key: bytes | None = None
+    rows = 0
+    bytes_before = txn.bytes_read
+    exhausted = True
+    fetched = results.fetch(txn, start, max(start, stop))
+    for key, document in fetched:
+        rows += 1
+        last_key = key
+        if document is not None and (keep is None or keep(document)):
+            page.append(document)
+        if not has_end and len(page) >= num_items:
+            exhausted = False
+            break
+    fetched.close()
+    if has_end:
+        continue_cursor = end_cursor
+        is_done = end_is_end
+    elif exhausted:
+        continue_cursor = encode_cursor(secret, digest, None)
+        is_done = True
+    else:
+        continue_cursor = encode_cursor(secret, digest, last_key)
+        is_done = False
+    status = None
+    if rows > 0.75 * MAX_CANDIDATES or txn.bytes_read - bytes_before > 0.75 * (16 << 20):
+        status = "SplitRecommended"  # Convex's is_approaching_data_limit of a search
+    _record_page(txn, continue_cursor)
+    return _result(page, continue_cursor, is_done, None, status)
 
 
 def _record_page(txn: Transaction, continue_cursor: str) -> None:

@@ -33,6 +33,7 @@ from .filters import (
     predicate,
 )
 from .ordering import compare
+from .search import SearchFilterBuilder, SearchPlan
 from .values import UNSET, convert, format_value, type_name
 
 if TYPE_CHECKING:
@@ -307,6 +308,21 @@ def _shown_fields(fields: list[str]) -> str:
     return "[" + ", ".join(f'"{f}"' for f in fields if f != "_id") + "]"
 
 
+def _queryable(table_name: str, table: TableDef, name: str) -> IndexDef | None:
+    """Index ``name`` of ``table`` (None if it has none); raises :class:`IndexNotFound`
+    while it is backfilling."""
+    index = table.indexes.get(name)
+    if index is not None and index.state != "ready":
+        # Convex's index_backfilling_error (crates/indexing/src/index_registry.rs).
+        raise IndexNotFound(
+            f"Index {table_name}.{name} is currently backfilling and not available "
+            "to query yet. (Opening the engine finishes an interrupted backfill.)",
+            table=table_name,
+            index=name,
+        )
+    return index
+
+
 class Query:
     """A lazy query over one table. Build it with ``ctx.db.query(table)``.
 
@@ -327,6 +343,7 @@ class Query:
         "_ops",
         "_order",
         "_range",
+        "_search",
         "_table",
         "_table_name",
         "_txn",
@@ -343,6 +360,8 @@ class Query:
         self._filters: list[Expression] = []
         #: A range given before its table existed, compiled when the query runs.
         self._ops: list[tuple[str, str, Any]] | None = None
+        #: The compiled search filter of a ``with_search_index`` query (else None).
+        self._search: SearchPlan | None = None
         #: ``ctx.db.query(t)`` itself, which may start any number of queries; a query
         #: made by a builder step may be chained once (``_chained`` once it was).
         self._initializer = True
@@ -384,6 +403,7 @@ class Query:
         other._order = self._order
         other._filters = list(self._filters)
         other._ops = self._ops
+        other._search = self._search
         return other
 
     def _table_now(self) -> TableDef | None:
@@ -402,15 +422,7 @@ class Query:
         Raises :class:`IndexNotFound` for an unknown index and
         :class:`InvalidIndexRange` for a range that breaks the grammar.
         """
-        if self._index_name is not None:
-            raise ValidationError(
-                "A query may use only one index: with_index was already "
-                f"called with {self._index_name!r}."
-            )
-        if self._order is not None or self._filters:
-            raise ValidationError(
-                "with_index must come first in a query: call it before .order() and .filter()."
-            )
+        self._only_index("with_index")
         builder = IndexRangeBuilder()
         if range is not None:
             if not callable(range):
@@ -438,20 +450,24 @@ class Query:
             query._range = None
             query._ops = builder._ops
             return query
-        index = table.indexes.get(name)
-        if index is not None and index.state != "ready":
-            # Convex's index_backfilling_error (crates/indexing/src/index_registry.rs).
-            raise IndexNotFound(
-                f"Index {self._table_name}.{name} is currently backfilling and not available "
-                "to query yet. (Opening the engine finishes an interrupted backfill.)",
-                table=self._table_name,
-                index=name,
-            )
+        index = _queryable(self._table_name, table, name)
         if index is None:
-            known = ", ".join(sorted(n for n, i in table.indexes.items() if i.state == "ready"))
+            known = ", ".join(
+                sorted(
+                    n for n, i in table.indexes.items() if i.state == "ready" and not i.is_search
+                )
+            )
             raise IndexNotFound(
                 f"Index {self._table_name}.{name} not found. Indexes of this table: {known}. "
                 "Declare indexes in the schema with define_table(...).index(name, fields).",
+                table=self._table_name,
+                index=name,
+            )
+        if index.is_search:
+            # Convex's index_not_a_database_index_error (database_index_snapshot.rs).
+            raise IndexNotFound(
+                f"Index {self._table_name}.{name} is not a database index. It is a search "
+                "index: query it with .with_search_index(name, lambda q: q.search(...)).",
                 table=self._table_name,
                 index=name,
             )
@@ -459,8 +475,53 @@ class Query:
         query._range = IndexRange.compile(table, name, index, builder._ops)
         return query
 
+    def _only_index(self, method: str) -> None:
+        """Raise unless ``method`` (``with_index``, ``with_search_index``) may come now."""
+        if self._index_name is not None:
+            raise ValidationError(
+                "A query may use only one index: with_index or with_search_index was already "
+                f"called with {self._index_name!r}."
+            )
+        if self._order is not None or self._filters:
+            raise ValidationError(
+                f"{method} must come first in a query: call it before .order() and .filter()."
+            )
+
+    def with_search_index(self, name: str, search: Callable[[SearchFilterBuilder], Any]) -> Query:
+        """Read through full-text search index ``name``: ``search`` receives a
+        :class:`engine.search.SearchFilterBuilder` ``q`` and returns
+        ``q.search(search_field, text)`` chained with up to 8 ``.eq(filter_field, value)``.
+
+        Results come in relevance order (``order()`` is refused), at most 1024 of them;
+        ``filter`` applies after the search. See docs/concepts/search.md. Cost: one
+        range read per distinct term (see :mod:`engine.search`), when the query runs.
+
+        Raises :class:`IndexNotFound` for an unknown index or one that is not a search
+        index, :class:`InvalidIndexRange` (with Convex's ``.code``) for a filter that
+        does not fit the index. Example::
+
+            ctx.db.query("messages").with_search_index(
+                "search_body", lambda q: q.search("body", "hello").eq("channel", "general")
+            ).take(10)
+        """
+        self._only_index("with_search_index")
+        table = self._table_now()
+        index = None if table is None else _queryable(self._table_name, table, name)
+        plan = SearchPlan.build(self._table_name, table, name, index, search)
+        query = self._copy()
+        query._index_name = name
+        query._index = plan.index
+        query._search = plan
+        return query
+
     def order(self, order: str) -> Query:
         """``"asc"`` (the default) or ``"desc"``, by the full index key."""
+        if self._search is not None:
+            self._usable()
+            # convex-js QueryImpl.order.
+            raise ValidationError(
+                "Search queries must always be in relevance order. Can not set order manually."
+            )
         if self._order is not None:
             raise ValidationError("Queries may only specify order at most once")
         if order not in ("asc", "desc"):
@@ -531,12 +592,33 @@ class Query:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Stream the documents, one LMDB step at a time."""
         self._run()
+        if self._search is not None:
+            yield from self._searched(None)
+            return
         for _, document in self._rows():
             yield document
+
+    def _searched(self, limit: int | None) -> Iterator[dict[str, Any]]:
+        """The documents of a search query passing the filters, best first (up to
+        ``limit``): the search runs when the first is asked for."""
+        assert self._search is not None
+        txn = self._txn
+        keep = self._keep()
+        found = 0
+        if limit == 0:
+            return
+        for _, document in self._search.run(txn).fetch(txn):
+            if document is not None and (keep is None or keep(document)):
+                yield document
+                found += 1
+                if found == limit:
+                    return
 
     def _batch(self, limit: int | None) -> list[dict[str, Any]]:
         """Up to ``limit`` matching documents, read in one loop when the snapshot allows."""
         self._run()
+        if self._search is not None:
+            return list(self._searched(limit))
         resolved = self._resolved()
         if resolved is None:
             return []
@@ -602,13 +684,25 @@ class Query:
 
     def paginate(self, opts: dict[str, Any]) -> dict[str, Any]:
         """One page of results and a cursor to continue: see :mod:`engine.pagination`."""
-        from .pagination import paginate
+        from .pagination import paginate, paginate_search
 
         self._run()
+        if self._search is not None:
+            return paginate_search(self, self._search, opts)
         return paginate(self, opts)
 
     def fingerprint(self) -> list[Any]:
         """What identifies this query for cursors: table, index, range, order, filters."""
+        if self._search is not None:
+            search = self._search
+            return [
+                self._table_name,
+                search.index.name,
+                ["search", *search.index.fields],
+                search.description(),
+                "relevance",
+                [f.fingerprint() for f in self._filters],
+            ]
         self._resolved()  # a table created since the query was built, and its range
         table = self._table
         index = self._index_name or BY_CREATION_TIME

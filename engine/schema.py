@@ -12,8 +12,9 @@ Rules are Convex's: table and index names are identifiers not starting with
 fields (16 counting the ``_creationTime`` appended to every index), no
 duplicates, never ``_id`` or ``_creationTime`` (appended automatically), every
 path component an identifier not starting with ``_``, and no two indexes of a
-table share a field list; a table declares at most 64 indexes. Tables not in
-the schema are schemaless, as in Convex.
+table share a field list; a table declares at most 64 indexes, full-text search
+indexes (``.search_index(...)``: one search field, up to 16 filter fields, at
+most 4 per table) included. Tables not in the schema are schemaless, as in Convex.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ _RESERVED = ("by_id", "by_creation_time")
 _MAX_INDEX_FIELDS = 16  # counting the appended _creationTime
 #: Convex's MAX_INDEXES_PER_TABLE (crates/common/src/schemas/mod.rs; its docs say 32).
 _MAX_INDEXES = 64
+#: Convex's MAX_TEXT_INDEX_FILTER_FIELDS_SIZE (crates/common/src/bootstrap_model/index).
+_MAX_FILTER_FIELDS = 16
+#: Convex's limits page: "Search indexes per table: 4".
+_MAX_SEARCH_INDEXES = 4
 _SYSTEM_FIELDS = ("_id", "_creationTime")
 
 
@@ -47,18 +52,22 @@ class TableDefinition:
     def __init__(self, validator: Validator | None) -> None:
         self.validator = validator
         self.indexes: dict[str, tuple[str, ...]] = {}
+        #: Search indexes: name → (search field, filter fields in declared order).
+        self.search_indexes: dict[str, tuple[str, tuple[str, ...]]] = {}
 
     def __repr__(self) -> str:
         text = f"define_table({self.validator!r})"
         for name, fields in self.indexes.items():
             text += f".index({name!r}, {list(fields)!r})"
+        for name, (search_field, filter_fields) in self.search_indexes.items():
+            text += f".search_index({name!r}, search_field={search_field!r}"
+            if filter_fields:
+                text += f", filter_fields={list(filter_fields)!r}"
+            text += ")"
         return text
 
-    def index(self, name: str, fields: list[str] | tuple[str, ...]) -> TableDefinition:
-        """Declare index ``name`` on ``fields`` (dotted paths for nested fields); chainable.
-
-        Raises :class:`SchemaValidationError` for names or fields that break Convex's rules.
-        """
+    def _check_name(self, name: object) -> str:
+        """``name`` if it may name a new index of this table (Convex's rules)."""
         if not isinstance(name, str) or not _IDENTIFIER.match(name) or name.startswith("_"):
             raise SchemaValidationError(
                 f"Invalid index name {name!r}: index names must be identifiers of at most 64 "
@@ -69,10 +78,18 @@ class TableDefinition:
                 f"IndexNameReserved: index name {name!r} is reserved (by_id and "
                 "by_creation_time exist on every table)."
             )
-        if name in self.indexes:
+        if name in self.indexes or name in self.search_indexes:
             raise SchemaValidationError(
                 f"Duplicate index name {name!r}: each index of a table needs its own name."
             )
+        return name
+
+    def index(self, name: str, fields: list[str] | tuple[str, ...]) -> TableDefinition:
+        """Declare index ``name`` on ``fields`` (dotted paths for nested fields); chainable.
+
+        Raises :class:`SchemaValidationError` for names or fields that break Convex's rules.
+        """
+        name = self._check_name(name)
         if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
             raise SchemaValidationError(
                 f"Index {name!r}: fields must be a list of field names, got {fields!r}"
@@ -93,20 +110,7 @@ class TableDefinition:
                 "it is appended to every index automatically."
             )
         for field in fields:
-            parts = field.split(".")
-            if any(not part or part.startswith("_") for part in parts):
-                raise SchemaValidationError(
-                    f"IndexFieldNameReserved: field {field!r} of index {name!r} has a path "
-                    "component that is empty or starts with '_'."
-                )
-            bad = next((p for p in parts if not _IDENTIFIER.match(p)), None)
-            if bad is not None:
-                # Convex parses each component as an IdentifierFieldName (FieldPath::from_str).
-                raise SchemaValidationError(
-                    f"Invalid field {field!r} of index {name!r}: the path component {bad!r} "
-                    "is not an identifier. Identifiers must start with a letter and can only "
-                    "contain letters, digits, and underscores (at most 64 characters)."
-                )
+            _check_field(name, field)
         if len(fields) + 1 > _MAX_INDEX_FIELDS:
             raise SchemaValidationError(
                 f"IndexTooManyFields: index {name!r} has {len(fields)} fields; at most "
@@ -121,13 +125,92 @@ class TableDefinition:
         self.indexes[name] = fields
         return self
 
-    def search_index(self, name: str, *args: Any, **kwargs: Any) -> TableDefinition:
-        """Convex's ``.searchIndex``: not supported; raises :class:`SchemaValidationError`."""
-        raise SchemaValidationError(
-            f"Search index {name!r}: full-text search indexes (Convex's .searchIndex) are not "
-            "supported by this engine. Declare an .index(...) on the fields to filter by and "
-            "match the text in the query (.filter(...) or Python code)."
-        )
+    def search_index(
+        self,
+        name: str,
+        config: Mapping[str, Any] | str | None = None,
+        *,
+        search_field: str | None = None,
+        filter_fields: list[str] | tuple[str, ...] = (),
+    ) -> TableDefinition:
+        """Declare full-text search index ``name``; chainable. See docs/concepts/search.md.
+
+        ``search_index("search_body", search_field="body", filter_fields=["channel"])``,
+        or Convex's form ``search_index("search_body", {"searchField": "body",
+        "filterFields": ["channel"]})``. The search field's strings are tokenized
+        (:mod:`engine.tokenizer`); the filter fields can be matched with ``q.eq`` in
+        ``with_search_index``. A filter field listed twice counts once (Convex keeps
+        them as a set); the first filter fields narrow a search that gives them
+        values, so list the one searches always give first.
+
+        Raises :class:`SchemaValidationError` for Convex's rules: one search field,
+        at most 16 filter fields, field paths of identifiers not starting with
+        ``_``, index names as for :meth:`index` (shared with the table's other
+        indexes). At most 4 search indexes per table, counted against the 64
+        indexes of a table, and no two with the same fields, are checked by
+        :func:`define_schema`. Example::
+
+            >>> from engine import v
+            >>> t = define_table({"body": v.string(), "channel": v.string()})
+            >>> t.search_index("search_body", search_field="body", filter_fields=["channel"])
+            define_table(v.object({...})).search_index('search_body', search_field='body', filter_fields=['channel'])
+        """
+        name = self._check_name(name)
+        if config is not None:
+            if search_field is not None or filter_fields:
+                raise SchemaValidationError(
+                    f"Search index {name!r}: give its configuration once, as keywords "
+                    "(search_field=..., filter_fields=[...]) or as Convex's dict "
+                    '({"searchField": ..., "filterFields": [...]}), not both.'
+                )
+            if isinstance(config, str):
+                search_field = config
+            elif isinstance(config, Mapping):
+                unknown = sorted(set(config) - {"searchField", "filterFields", "staged"})
+                if unknown:
+                    raise SchemaValidationError(
+                        f"Search index {name!r}: unknown configuration keys {unknown}; "
+                        'expected "searchField" and optionally "filterFields".'
+                    )
+                if config.get("staged"):
+                    raise SchemaValidationError(
+                        f"Search index {name!r}: staged indexes (Convex's staged: true, "
+                        "backfilled in the background and not queryable until enabled) are "
+                        "not supported: declare it without staged; Engine.open backfills it."
+                    )
+                search_field = config.get("searchField")
+                filter_fields = config.get("filterFields", ())
+            else:
+                raise SchemaValidationError(
+                    f"Search index {name!r}: expected its configuration as "
+                    '{"searchField": ..., "filterFields": [...]}, got ' + repr(config)
+                )
+        if not isinstance(search_field, str):
+            raise SchemaValidationError(
+                f"Search index {name!r} needs exactly one search field (a field name, "
+                f"dotted for a nested field), got {search_field!r}: "
+                f'search_index({name!r}, search_field="body").'
+            )
+        if not isinstance(filter_fields, (list, tuple)) or not all(
+            isinstance(f, str) for f in filter_fields
+        ):
+            raise SchemaValidationError(
+                f"Search index {name!r}: filter_fields must be a list of field names, got "
+                f"{filter_fields!r}"
+            )
+        _check_field(name, search_field)
+        unique = tuple(dict.fromkeys(filter_fields))  # Convex keeps a set: once each
+        if len(unique) > _MAX_FILTER_FIELDS:
+            # Convex's too_many_filter_fields (index_validation_error.rs).
+            raise SchemaValidationError(
+                f"IndexTooManyFilterFields: Search indexes may have up to "
+                f"{_MAX_FILTER_FIELDS} filter fields. (Search index {name!r} has "
+                f"{len(unique)}.)"
+            )
+        for field in unique:
+            _check_field(name, field)
+        self.search_indexes[name] = (search_field, unique)
+        return self
 
     def vector_index(self, name: str, *args: Any, **kwargs: Any) -> TableDefinition:
         """Convex's ``.vectorIndex``: not supported; raises :class:`SchemaValidationError`."""
@@ -135,6 +218,24 @@ class TableDefinition:
             f"Vector index {name!r}: vector indexes (Convex's .vectorIndex) are not supported "
             "by this engine. Store the vectors in a field and rank them in an action, or use "
             "a vector database beside it."
+        )
+
+
+def _check_field(index: str, field: str) -> None:
+    """Raise unless ``field`` may be a field of index ``index`` (Convex's rules)."""
+    parts = field.split(".")
+    if any(not part or part.startswith("_") for part in parts):
+        raise SchemaValidationError(
+            f"IndexFieldNameReserved: field {field!r} of index {index!r} has a path "
+            "component that is empty or starts with '_'."
+        )
+    bad = next((p for p in parts if not _IDENTIFIER.match(p)), None)
+    if bad is not None:
+        # Convex parses each component as an IdentifierFieldName (FieldPath::from_str).
+        raise SchemaValidationError(
+            f"Invalid field {field!r} of index {index!r}: the path component {bad!r} "
+            "is not an identifier. Identifiers must start with a letter and can only "
+            "contain letters, digits, and underscores (at most 64 characters)."
         )
 
 
@@ -195,6 +296,19 @@ def _unreachable(json: Any, parts: list[str], depth: int = 0) -> int | None:
     return -1
 
 
+def _table_json(table: TableDefinition) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "validator": None if table.validator is None else table.validator.to_json(),
+        "indexes": {k: list(f) for k, f in table.indexes.items()},
+    }
+    if table.search_indexes:
+        out["searchIndexes"] = [
+            {"indexDescriptor": name, "searchField": field, "filterFields": list(filters)}
+            for name, (field, filters) in table.search_indexes.items()
+        ]
+    return out
+
+
 class SchemaDefinition:
     """The tables of a schema. Build it with :func:`define_schema`."""
 
@@ -206,16 +320,16 @@ class SchemaDefinition:
         return f"define_schema({self.tables!r}, schema_validation={self.schema_validation})"
 
     def to_json(self) -> dict[str, Any]:
-        """The stored form: tables with validator JSON and index fields."""
+        """The stored form: tables with validator JSON and index fields.
+
+        A table with search indexes lists them as Convex's schema JSON does:
+        ``"searchIndexes": [{"indexDescriptor", "searchField", "filterFields"}]``
+        (left out when there are none, so schemas stored before search indexes
+        existed are unchanged).
+        """
         return {
             "schemaValidation": self.schema_validation,
-            "tables": {
-                name: {
-                    "validator": None if t.validator is None else t.validator.to_json(),
-                    "indexes": {k: list(f) for k, f in t.indexes.items()},
-                }
-                for name, t in self.tables.items()
-            },
+            "tables": {name: _table_json(t) for name, t in self.tables.items()},
         }
 
     def document_validator(self, table: str) -> Validator | None:
@@ -253,6 +367,33 @@ class SchemaDefinition:
         raise error
 
 
+def _check_search_indexes(table: str, definition: TableDefinition) -> None:
+    """At most 4 search indexes, no two on the same search and filter fields."""
+    search = definition.search_indexes
+    if len(search) > _MAX_SEARCH_INDEXES:
+        raise SchemaValidationError(
+            f'TooManySearchIndexes: Table "{table}" cannot have more than '
+            f"{_MAX_SEARCH_INDEXES} search indexes (it declares {len(search)}: "
+            f"{', '.join(search)}). Combine indexes on one search field into one with all "
+            "their filter fields.",
+            table=table,
+        )
+    seen: dict[tuple[str, frozenset[str]], str] = {}
+    for index, (field, filters) in search.items():
+        other = seen.setdefault((field, frozenset(filters)), index)
+        if other != index:
+            # Convex's search_field_not_unique (index_validation_error.rs), which compares
+            # the search field and the set of filter fields.
+            raise SchemaValidationError(
+                f'SearchIndexFieldNotUnique: In table "{table}" search index "{index}" and '
+                f'search index "{other}" have the same `searchField`. Search index fields '
+                "must be unique within a table. You should combine the indexes with the same "
+                "`searchField` into one index containing all `filterField`s and then use "
+                "different subsets of the `filterField`s at query time.",
+                table=table,
+            )
+
+
 def define_schema(
     tables: Mapping[str, TableDefinition], *, schema_validation: bool = True
 ) -> SchemaDefinition:
@@ -275,16 +416,22 @@ def define_schema(
                 f"Table {name!r} must be defined with define_table(...), got {definition!r}",
                 table=name,
             )
-        if len(definition.indexes) > _MAX_INDEXES:
+        declared = len(definition.indexes) + len(definition.search_indexes)
+        if declared > _MAX_INDEXES:
             raise SchemaValidationError(
                 f'TooManyIndexes: Table "{name}" cannot have more than {_MAX_INDEXES} indexes '
-                f"(it declares {len(definition.indexes)}); by_id and by_creation_time do not "
-                "count.",
+                f"(it declares {declared}); by_id and by_creation_time do not count, search "
+                "indexes do.",
                 table=name,
             )
+        _check_search_indexes(name, definition)
         if schema_validation and definition.validator is not None:
             json = definition.validator.to_json()
-            for index, fields in definition.indexes.items():
+            referenced = [
+                *definition.indexes.items(),
+                *((n, (f, *fs)) for n, (f, fs) in definition.search_indexes.items()),
+            ]
+            for index, fields in referenced:
                 for field in fields:
                     parts = field.split(".")
                     record = _unreachable(json, parts)
@@ -305,6 +452,7 @@ def define_schema(
         # schema unchecked.
         copy = TableDefinition(definition.validator)
         copy.indexes = dict(definition.indexes)
+        copy.search_indexes = dict(definition.search_indexes)
         checked[name] = copy
     return SchemaDefinition(checked, schema_validation)
 
@@ -324,5 +472,9 @@ def schema_from_json(data: Mapping[str, Any]) -> SchemaDefinition:
         raw = table["validator"]
         definition = TableDefinition(None if raw is None else validator_from_json(raw))
         definition.indexes = {index: tuple(fields) for index, fields in table["indexes"].items()}
+        definition.search_indexes = {
+            entry["indexDescriptor"]: (entry["searchField"], tuple(entry["filterFields"]))
+            for entry in table.get("searchIndexes", ())
+        }
         tables[name] = definition
     return SchemaDefinition(tables, bool(data["schemaValidation"]))

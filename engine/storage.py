@@ -79,8 +79,11 @@ DURABILITY_MODES: tuple[str, ...] = ("full", "normal", "none")
 FORMAT_VERSION = 2
 #: The formats this version reads: 4 is 2 with index keys longer than LMDB's key size
 #: (``engine.longkeys``), marked when the first one is stored. (3 was an earlier layout
-#: of those keys, never released, whose ``meta/long_keys`` was a list: refused.)
-READABLE_FORMATS = ("2", "4")
+#: of those keys, never released, whose ``meta/long_keys`` was a list: refused.) 5 is 4
+#: with full-text search indexes in the catalog (``engine.searchkeys``), marked by the
+#: schema change that declares the first one: a version without them would take a
+#: search index for a database index and write wrong entries into it.
+READABLE_FORMATS = ("2", "4", "5")
 _FORMAT_KEY = b"format"
 #: ``meta`` key of the head: the newest commit timestamp and the catalog
 #: version, two big-endian u64s that every transaction reads in one lookup.
@@ -851,7 +854,8 @@ def _damaged_meta(name: str, raw: Any) -> CorruptionError:
 def _format_error(path: str, version: str) -> FormatError:
     return FormatError(
         f"The database at {path!r} has format version {version}, but this "
-        f"convexlite reads formats {' and '.join(READABLE_FORMATS)}: open it with the "
+        f"convexlite reads formats {', '.join(READABLE_FORMATS[:-1])} and "
+        f"{READABLE_FORMATS[-1]}: open it with the "
         "convexlite "
         "version that wrote it, or export and re-import the data."
     )

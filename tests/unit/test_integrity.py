@@ -331,6 +331,32 @@ CATALOG_CASES: list[tuple[str, Callable[[Catalog], Catalog], str]] = [
         "catalog index t.by_n has state 'bogus'",
     ),
     (
+        "an index of an unknown kind",
+        lambda c: _retable(
+            c,
+            "t",
+            indexes={
+                **c.tables["t"].indexes,
+                "by_n": msgspec.structs.replace(c.tables["t"].indexes["by_n"], kind="vector"),
+            },
+        ),
+        "catalog index t.by_n has kind 'vector'",
+    ),
+    (
+        "a search index without a search field",
+        lambda c: _retable(
+            c,
+            "t",
+            indexes={
+                **c.tables["t"].indexes,
+                "by_n": msgspec.structs.replace(
+                    c.tables["t"].indexes["by_n"], kind="search", fields=()
+                ),
+            },
+        ),
+        "catalog search index t.by_n has no search field",
+    ),
+    (
         "a catalog rewritten under the same version",
         lambda c: msgspec.structs.replace(c, next_index=c.next_index + 1),
         "rewritten without a new version",
