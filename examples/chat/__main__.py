@@ -118,6 +118,8 @@ def main() -> None:
             db.finish_scheduled_functions(advance=timedelta(hours=1))
             topic = db.query("channels:by_name", {"name": "general"})["topic"]
             print(f"cron 'refresh topics' ran: #general topic {topic!r}")
+            hits = db.query("messages:search", {"channel": general, "text": "stand"})
+            print(f"full-text search for 'stand' in #general: {hits}")
             with db.serve_http("127.0.0.1", 0) as server:
                 message = db.action(
                     "messages:attach",

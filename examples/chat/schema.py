@@ -27,6 +27,8 @@ schema = define_schema(
                 "body": v.string(),
                 "attachment": v.optional(v.id("_storage")),
             }
-        ).index("by_channel", ["channel"]),
+        )
+        .index("by_channel", ["channel"])
+        .search_index("search_body", search_field="body", filter_fields=["channel"]),
     }
 )

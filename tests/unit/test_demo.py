@@ -22,6 +22,9 @@ def test_demo_runs_end_to_end() -> None:
     assert "page 3: 5 messages" in result.stdout
     assert "scheduled reminder ran: job state {'kind': 'success'}" in result.stdout
     assert "cron 'refresh topics' ran: #general topic '27 messages'" in result.stdout
+    assert "full-text search for 'stand' in #general: ['[reminder] stand-up in 5']" in (
+        result.stdout
+    )
     assert "downloaded over HTTP from http://127.0.0.1:" in result.stdout
     assert "'agenda: ship it'" in result.stdout
     assert "HTTP action POST /channels/general/messages: 201, 'posted over HTTP' by Grace" in (

@@ -85,6 +85,18 @@ def list_channel(ctx: QueryCtx, channel: str, paginationOpts: dict[str, Any]) ->
     )
 
 
+@query(args={"channel": v.id("channels"), "text": v.string()})
+def search(ctx: QueryCtx, channel: str, text: str) -> list[str]:
+    """The bodies of the channel's 5 messages most relevant to ``text`` (full-text search;
+    the last word also matches as a prefix)."""
+    found = (
+        ctx.db.query("messages")
+        .with_search_index("search_body", lambda q: q.search("body", text).eq("channel", channel))
+        .take(5)
+    )
+    return [message["body"] for message in found]
+
+
 @action(args={"channel": v.string()})
 async def summarize(ctx: ActionCtx, channel: str) -> dict[str, Any]:
     """Read a channel (a query), then record a summary message (a mutation)."""
