@@ -378,12 +378,13 @@ def _check_search_indexes(table: str, definition: TableDefinition) -> None:
             "their filter fields.",
             table=table,
         )
-    seen: dict[tuple[str, frozenset[str]], str] = {}
-    for index, (field, filters) in search.items():
-        other = seen.setdefault((field, frozenset(filters)), index)
+    seen: dict[str, str] = {}
+    for index, (field, _filters) in search.items():
+        other = seen.setdefault(field, index)
         if other != index:
-            # Convex's search_field_not_unique (index_validation_error.rs), which compares
-            # the search field and the set of filter fields.
+            # Convex's search_field_not_unique (index_validation_error.rs), raised by
+            # common/src/schemas/json.rs for any two search indexes on one search field,
+            # whatever their filter fields.
             raise SchemaValidationError(
                 f'SearchIndexFieldNotUnique: In table "{table}" search index "{index}" and '
                 f'search index "{other}" have the same `searchField`. Search index fields '

@@ -341,7 +341,7 @@ def _expand(
         reads.add_interval(lo, hi)
         return
     position = lo
-    gaps: list[tuple[bytes, bytes]] = []
+    ranges: list[tuple[bytes, bytes]] = []  # the tokens' narrowed ranges and the gaps
     while True:
         found = _first(txn, index, position, hi)
         if found is None:
@@ -352,18 +352,28 @@ def _expand(
         if weight < 0:  # cut: the tokens before it decide which come in
             reads.add_interval(lo, token_lo)
             return
-        gaps.append((position, token_lo))
+        ranges.append((position, token_lo))
         if weight == 0.5:
             room -= 1
         if weight:
             first, last = term_range(index.prefix, token, leading)
             for entry in _keys(txn, index, first, last):
                 _post(postings, entry, count, equalities, token, weight)
-            reads.add_interval(first, last)
+            ranges.append((first, last))
         position = token_hi
-    gaps.append((position, hi))
-    for gap in gaps:
-        reads.add_interval(*gap)
+    ranges.append((position, hi))
+    if len(ranges) > _MAX_NARROWED_RANGES:
+        # Many tokens start with the term: one range over them all, so a search costs
+        # one of the transaction's 4,096 ranges, not two per token (it also conflicts
+        # with writes of the tokens' other filter values: more re-runs, none missed).
+        reads.add_interval(lo, hi)
+        return
+    for low, high in ranges:
+        reads.add_interval(low, high)
+
+
+#: Most ranges a filtered prefix read records one by one (see :func:`_expand`).
+_MAX_NARROWED_RANGES = 9
 
 
 def _weight(token: str, start: str, exact: set[str], room: int) -> float:
