@@ -202,10 +202,7 @@ def check(db: Database) -> dict[str, Any]:
             internal_id = key[-16:]
             raw = rtxn.get(table.prefix + internal_id, db=storage.documents)
             if raw is None:
-                problem(
-                    f"index entry {key.hex()} of {table.name}.{index.name} points to a "
-                    "missing document"
-                )
+                problem(_missing_document(key, table, index))
                 continue
             if index.is_search and index.state == "ready":
                 # Not recomputed per entry (a document's tokens each have one: that was
@@ -523,10 +520,7 @@ def _name_stray_entries(
             if found is None:
                 raw = rtxn.get(table.prefix + internal_id, db=storage.documents)
                 if raw is None:
-                    problem(
-                        f"index entry {key.hex()} of {table.name}.{index.name} points to a "
-                        "missing document"
-                    )
+                    problem(_missing_document(key, table, index))
                     continue
                 try:
                     found = frozenset(plan.index_keys(index, decode_document(raw), internal_id))
@@ -540,3 +534,7 @@ def _name_stray_entries(
                 )
     finally:
         cursor.close()
+
+
+def _missing_document(key: bytes, table: TableDef, index: IndexDef) -> str:
+    return f"index entry {key.hex()} of {table.name}.{index.name} points to a missing document"

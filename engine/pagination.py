@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import InvalidCursor, PaginationError, ValidationError
 from .search import MAX_CANDIDATES
@@ -126,6 +126,30 @@ def _count(opts: dict[str, Any], name: str) -> int | None:
     return value
 
 
+class _Bounds(NamedTuple):
+    """A page's checked options (:func:`_check_options`; a subscription's re-run keeps
+    its first run's end cursor, from the journal) and its keys: ``(secret, query
+    fingerprint, start key, end key, end is the End)``."""
+
+    options: tuple[int, Any, Any, int | None, int | None, bool]
+    keys: tuple[bytes, Any, bytes | None, bytes | None, bool]
+
+    @classmethod
+    def of(cls, query: Query, opts: object) -> _Bounds:
+        num_items, cursor, end_cursor, max_rows, max_bytes, has_end = _check_options(opts)
+        journal = query._txn.journal
+        if journal is not None and not has_end and journal.get("endCursor") is not None:
+            # A subscription re-run: keep the page boundary of the first run.
+            end_cursor, has_end = journal["endCursor"], True
+        secret = _secret(query._txn)
+        digest = fingerprint(query)
+        start_key = None if cursor is None else decode_cursor(secret, digest, cursor)
+        end_key = decode_cursor(secret, digest, end_cursor) if has_end else None
+        end_is_end = not has_end or end_key is None
+        options = (num_items, cursor, end_cursor, max_rows, max_bytes, has_end)
+        return cls(options, (secret, digest, start_key, end_key, end_is_end))
+
+
 def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None, bool]:
     # As Convex (convex-js QueryImpl.paginate, then queryPage in
     # crates/isolate/src/environment/udf/async_syscall.rs): a missing cursor is the
@@ -171,17 +195,10 @@ def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None,
 
 def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     """Run one page of ``query``; see the module docstring. Cost: one seek + rows read."""
-    num_items, cursor, end_cursor, max_rows, max_bytes, has_end = _check_options(opts)
+    bounds = _Bounds.of(query, opts)
+    num_items, cursor, end_cursor, max_rows, max_bytes, has_end = bounds.options
+    secret, digest, start_key, end_key, end_is_end = bounds.keys
     txn = query._txn
-    journal = txn.journal
-    if journal is not None and not has_end and journal.get("endCursor") is not None:
-        # A subscription re-run: keep the page boundary of the first run.
-        end_cursor, has_end = journal["endCursor"], True
-    secret = _secret(txn)
-    digest = fingerprint(query)
-    start_key = None if cursor is None else decode_cursor(secret, digest, cursor)
-    end_key = decode_cursor(secret, digest, end_cursor) if has_end else None
-    end_is_end = not has_end or end_key is None
     resolved = query._resolved()
     if (cursor is not None and start_key is None) or resolved is None:
         # A cursor at the end, or a table that does not exist (yet): an empty page, and
@@ -306,16 +323,10 @@ def paginate_search(query: Query, search: SearchPlan, opts: dict[str, Any]) -> d
     ``splitCursor`` is given, as in Convex. Cost: the whole search, then a point
     read per result on the page.
     """
-    num_items, cursor, end_cursor, _, _, has_end = _check_options(opts)
+    bounds = _Bounds.of(query, opts)
+    num_items, cursor, end_cursor, _, _, has_end = bounds.options
+    secret, digest, start_key, end_key, end_is_end = bounds.keys
     txn = query._txn
-    journal = txn.journal
-    if journal is not None and not has_end and journal.get("endCursor") is not None:
-        end_cursor, has_end = journal["endCursor"], True
-    secret = _secret(txn)
-    digest = fingerprint(query)
-    start_key = None if cursor is None else decode_cursor(secret, digest, cursor)
-    end_key = decode_cursor(secret, digest, end_cursor) if has_end else None
-    end_is_end = not has_end or end_key is None
     if cursor is not None and start_key is None:
         at_end = encode_cursor(secret, digest, None)
         _record_page(txn, at_end)
