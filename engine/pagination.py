@@ -149,6 +149,17 @@ class _Bounds(NamedTuple):
         options = (num_items, cursor, end_cursor, max_rows, max_bytes, has_end)
         return cls(options, (secret, digest, start_key, end_key, end_is_end))
 
+    def continuation(self, exhausted: bool, last_key: bytes | None) -> tuple[str, bool]:
+        """``(continueCursor, isDone)`` of a page that read up to ``last_key`` (its
+        range ``exhausted`` or not); a page with an end cursor keeps it."""
+        end_cursor, has_end = self.options[2], self.options[5]
+        secret, digest, _, _, end_is_end = self.keys
+        if has_end:
+            return end_cursor, end_is_end
+        if exhausted:
+            return encode_cursor(secret, digest, None), True
+        return encode_cursor(secret, digest, last_key), False
+
 
 def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None, bool]:
     # As Convex (convex-js QueryImpl.paginate, then queryPage in
@@ -196,8 +207,8 @@ def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None,
 def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
     """Run one page of ``query``; see the module docstring. Cost: one seek + rows read."""
     bounds = _Bounds.of(query, opts)
-    num_items, cursor, end_cursor, max_rows, max_bytes, has_end = bounds.options
-    secret, digest, start_key, end_key, end_is_end = bounds.keys
+    num_items, cursor, _, max_rows, max_bytes, has_end = bounds.options
+    secret, digest, start_key, end_key, _ = bounds.keys
     txn = query._txn
     resolved = query._resolved()
     if (cursor is not None and start_key is None) or resolved is None:
@@ -286,15 +297,7 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
                 break
         scan.close()
     bytes_read = txn.bytes_read + txn.system_bytes_read - bytes_before
-    if has_end:
-        continue_cursor = end_cursor
-        is_done = end_is_end
-    elif exhausted:
-        continue_cursor = encode_cursor(secret, digest, None)
-        is_done = True
-    else:
-        continue_cursor = encode_cursor(secret, digest, last_key)
-        is_done = False
+    continue_cursor, is_done = bounds.continuation(exhausted, last_key)
     if status is None and (
         rows_read > 0.75 * min(max_rows or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
         or bytes_read > 0.75 * min(max_bytes or (16 << 20), 16 << 20)
@@ -324,8 +327,8 @@ def paginate_search(query: Query, search: SearchPlan, opts: dict[str, Any]) -> d
     read per result on the page.
     """
     bounds = _Bounds.of(query, opts)
-    num_items, cursor, end_cursor, _, _, has_end = bounds.options
-    secret, digest, start_key, end_key, end_is_end = bounds.keys
+    num_items, cursor, _, _, _, has_end = bounds.options
+    secret, digest, start_key, end_key, _ = bounds.keys
     txn = query._txn
     if cursor is not None and start_key is None:
         at_end = encode_cursor(secret, digest, None)
@@ -355,15 +358,7 @@ def paginate_search(query: Query, search: SearchPlan, opts: dict[str, Any]) -> d
             exhausted = False
             break
     fetched.close()
-    if has_end:
-        continue_cursor = end_cursor
-        is_done = end_is_end
-    elif exhausted:
-        continue_cursor = encode_cursor(secret, digest, None)
-        is_done = True
-    else:
-        continue_cursor = encode_cursor(secret, digest, last_key)
-        is_done = False
+    continue_cursor, is_done = bounds.continuation(exhausted, last_key)
     status = None
     if rows > 0.75 * MAX_CANDIDATES or txn.bytes_read - bytes_before > 0.75 * (16 << 20):
         status = "SplitRecommended"  # Convex's is_approaching_data_limit of a search
