@@ -29,6 +29,7 @@ __all__ = [
     "BY_ID",
     "CATALOG_INDEX",
     "SEARCH",
+    "VECTOR",
     "Catalog",
     "CatalogView",
     "IndexDef",
@@ -41,6 +42,8 @@ BY_ID = "by_id"
 BY_CREATION_TIME = "by_creation_time"
 #: ``IndexDef.kind`` of a full-text search index (the others are ``"database"``).
 SEARCH = "search"
+#: ``IndexDef.kind`` of a vector index (:mod:`engine.vectors`).
+VECTOR = "vector"
 #: The index number reserved for catalog entries in read sets and the log.
 CATALOG_INDEX = 0
 _U32 = struct.Struct(">I")
@@ -73,8 +76,10 @@ class IndexDef(msgspec.Struct, frozen=True):
     ``state`` is ``"ready"`` or ``"backfilling"`` (not yet queryable). ``kind`` is
     ``"database"`` (one key per document, ordered by ``fields``) or ``"search"`` (a
     full-text search index: ``fields`` is the search field, then the filter fields;
-    one key per distinct token, see :mod:`engine.searchkeys`). Catalogs stored before
-    search indexes existed have no ``kind``: their indexes decode as ``"database"``.
+    one key per distinct token, see :mod:`engine.searchkeys`) or ``"vector"`` (a vector
+    index: ``fields`` is the vector field, then the filter fields; ``dimensions`` its
+    vectors' length, see :mod:`engine.vectors`). Catalogs stored before search indexes
+    existed have no ``kind``: their indexes decode as ``"database"``.
     """
 
     name: str
@@ -82,6 +87,7 @@ class IndexDef(msgspec.Struct, frozen=True):
     fields: tuple[str, ...]
     state: str = "ready"
     kind: str = "database"
+    dimensions: int = 0
 
     @property
     def prefix(self) -> bytes:
@@ -93,13 +99,19 @@ class IndexDef(msgspec.Struct, frozen=True):
         return self.kind == SEARCH
 
     @property
+    def is_vector(self) -> bool:
+        """True for a vector index (``kind == "vector"``)."""
+        return self.kind == VECTOR
+
+    @property
     def search_field(self) -> str:
         """A search index's search field (its first field)."""
         return self.fields[0]
 
     @property
     def filter_fields(self) -> tuple[str, ...]:
-        """A search index's filter fields, in declared order (its fields after the first)."""
+        """A search or vector index's filter fields, in declared order (its fields after
+        the first)."""
         return self.fields[1:]
 
 
@@ -202,6 +214,7 @@ class CatalogView:
         "schema_ts",
         "table_by_number",
         "tables",
+        "vector_tables",
     )
 
     def __init__(self, catalog: Catalog) -> None:
@@ -219,6 +232,13 @@ class CatalogView:
         self.index_owner: dict[int, tuple[TableDef, IndexDef]] = {
             ix.number: (t, ix) for t in catalog.tables.values() for ix in t.indexes.values()
         }
+        #: Table prefix → the table's vector indexes, for the tables that have some: the
+        #: commit leader updates their entries (:func:`engine.vectors.apply`).
+        self.vector_tables: dict[bytes, tuple[IndexDef, ...]] = {}
+        for t in catalog.tables.values():
+            vector = tuple(ix for ix in t.indexes.values() if ix.is_vector)
+            if vector:
+                self.vector_tables[t.prefix] = vector
         #: The schema stored with this catalog version (a ``SchemaDefinition``), or None:
         #: every write is checked against the schema of its transaction's snapshot.
         self.schema: Any = None

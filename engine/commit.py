@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import blobs as _blobs
 from . import longkeys
+from . import vectors as _vectors
 from .catalog import NEXT_TABLE_KEY, SCHEMA_KEY, Catalog, catalog_key, encode_catalog
 from .encoding import decode, encode
 from .errors import EngineError
@@ -304,6 +305,8 @@ class Committer:
             if new_catalog:
                 wtxn.put(b"catalog", encode_catalog(catalog), db=meta)
             _apply_net(wtxn, storage.documents, documents)
+            if view.vector_tables:  # entries derived from the documents, in this txn
+                _vectors.apply(wtxn, storage.indexes, view.vector_tables, documents)
             if blob_changes:  # in the same LMDB txn as the _storage rows they belong to
                 _blobs.apply(wtxn, storage.blobs, blob_changes)
             _apply_index_keys(wtxn, storage, index_keys)

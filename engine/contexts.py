@@ -17,16 +17,18 @@ belong in actions.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import limits
+from . import limits, vectors
 from .errors import unavailable_attribute
 from .files import StorageActionWriter, StorageReader, StorageWriter
 from .readers import DatabaseReader, DatabaseWriter
+from .vectors import VectorFilterBuilder, VectorSearchError
 
 if TYPE_CHECKING:
     from .functions import Kind, Runtime
@@ -375,6 +377,57 @@ class ActionCtx:
     async def run_action(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
         """Run another action, as the caller's identity."""
         return await self._runtime.acall(ref, args, self.identity, kind="action", internal=True)
+
+    async def vector_search(
+        self,
+        table: str,
+        index: str,
+        query: Mapping[str, Any] | None = None,
+        *,
+        vector: Any = None,
+        limit: int | None = None,
+        filter: Callable[[VectorFilterBuilder], Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Convex's ``ctx.vectorSearch``: the documents nearest to ``vector`` in vector
+        index ``index`` of ``table``, as ``[{"_id": id, "_score": cosine similarity}]``,
+        best first (see :mod:`engine.vectors`).
+
+        ``limit`` is 1 to 256 (default 10); ``filter`` is ``lambda q: q.eq(field, value)``
+        or an ``q.or_(...)`` of such, on the index's filter fields. Convex's form, one
+        dict ``{"vector": ..., "limit": ..., "filter": ...}``, works too. Reads the
+        latest commit, in a worker thread; load the documents with ``ctx.run_query``.
+
+        Example::
+
+            results = await ctx.vector_search(
+                "foods", "by_embedding", vector=embedding, limit=16,
+                filter=lambda q: q.or_(q.eq("cuisine", "French"), q.eq("cuisine", "Thai")),
+            )
+        """
+        if query is not None:
+            if vector is not None or limit is not None or filter is not None:
+                raise VectorSearchError(
+                    "vector_search takes its query as keywords (vector=..., limit=..., "
+                    "filter=...) or as Convex's dict ({'vector': ..., 'limit': ...}), not both.",
+                    code="InvalidVectorSearch",
+                )
+            if not isinstance(query, Mapping):
+                raise VectorSearchError(
+                    f'vector_search expects {{"vector": [...], "limit": n}}, got {query!r:.60}',
+                    code="InvalidVectorSearch",
+                )
+            unknown = sorted(set(query) - {"vector", "limit", "filter"})
+            if unknown:
+                raise VectorSearchError(
+                    f"vector_search: unknown query keys {unknown}; expected vector, limit "
+                    "and filter.",
+                    code="InvalidVectorSearch",
+                )
+            vector, limit, filter = query.get("vector"), query.get("limit"), query.get("filter")
+        db = self._runtime.db
+        return await asyncio.to_thread(
+            vectors.vector_search, db, table, index, vector, limit=limit, filter=filter
+        )
 
 
 def _run_limited(

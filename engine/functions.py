@@ -851,6 +851,8 @@ class Runtime:
         identity_verified: bool = True,
     ) -> Any:
         """Run any function from async code; transactions run on a worker thread."""
+        if kind == "action" and not internal and callable(ref) and not isinstance(ref, FunctionDef):
+            return await self._inline_action(ref, args, auth)
         name, function = self.resolve(ref, internal=internal)
         if function.kind != kind:
             raise self._kind_error(name, function, kind)
@@ -870,6 +872,20 @@ class Runtime:
             internal=True,
             identity_verified=True,
         )
+
+    async def _inline_action(self, fn: Callable[..., Any], args: Any, identity: Any) -> Any:
+        """An inline action (``engine.action(async_fn)``, like convex-test's
+        ``t.action(async ctx => ...)``): ``fn(ctx)`` with an :class:`ActionCtx`; it may
+        call internal functions through ``ctx.run_*``."""
+        if args:
+            raise EngineError("An inline function takes no arguments: close over them instead.")
+        awaitable = fn(ActionCtx(self, identity, self.env))
+        if not inspect.isawaitable(awaitable):
+            raise EngineError(
+                "An inline action must be an async function (async def body(ctx): ...), as "
+                f"actions are; {fn!r} returned {type(awaitable).__name__}."
+            )
+        return refuse_awaited_result("(inline)", await awaitable)
 
     def nested(self, ctx: QueryCtx, ref: Any, args: Any, *, kind: Kind) -> Any:
         """``ctx.run_query`` / ``ctx.run_mutation`` inside a running transaction."""

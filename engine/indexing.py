@@ -65,6 +65,8 @@ class KeyPlan:
                 plan = SearchKeyPlan(index.prefix, index.search_field, index.filter_fields)
                 self.search_plans.append((index, plan))
                 continue
+            if index.is_vector:  # entries made at commit, from the documents (engine.vectors)
+                continue
             steps = [] if name == BY_CREATION_TIME else [split_path(f) for f in index.fields]
             self.plans.append((index.prefix, steps))
         #: The top-level fields that some index key depends on (besides the system
@@ -111,6 +113,11 @@ class KeyPlan:
         """
         if index.name == BY_ID:
             return [self.by_id_prefix + internal_id]
+        if index.is_vector:
+            raise ValueError(
+                f"vector index {index.name!r} has entries with values: "
+                "engine.vectors.index_entries makes them"
+            )
         if index.is_search:
             for search_index, search in self.search_plans:
                 if search_index.number == index.number:

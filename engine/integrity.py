@@ -43,12 +43,13 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from . import blobs, ids, keys, longkeys, searchkeys, values
+from . import blobs, ids, keys, longkeys, searchkeys, values, vectors
 from .catalog import (
     BY_CREATION_TIME,
     BY_ID,
     FIRST_SYSTEM_TABLE_NUMBER,
     SEARCH,
+    VECTOR,
     Catalog,
     load_catalog,
 )
@@ -95,18 +96,33 @@ def check(db: Database) -> dict[str, Any]:
             problem(_named(error))
             long_counts = None  # reported: no comparison with the entries below
         stored_format = rtxn.get(b"format", None, storage.meta)
-        if raw_long is not None and stored_format not in (longkeys.FORMAT, searchkeys.FORMAT):
-            problem("meta/long_keys is set, but meta/format is not 4 or 5")
+        if raw_long is not None and stored_format not in (
+            longkeys.FORMAT,
+            searchkeys.FORMAT,
+            vectors.FORMAT,
+        ):
+            problem("meta/long_keys is set, but meta/format is not 4, 5 or 6")
         searched = [
             f"{t.name}.{ix.name}"
             for t in catalog.tables.values()
             for ix in t.indexes.values()
             if ix.is_search
         ]
-        if searched and stored_format != searchkeys.FORMAT:
+        if searched and stored_format not in (searchkeys.FORMAT, vectors.FORMAT):
             # A version without search indexes would open the folder and write
             # database-index keys into them.
-            problem(f"the catalog has search indexes ({searched[0]}), but meta/format is not 5")
+            problem(
+                f"the catalog has search indexes ({searched[0]}), but meta/format is not 5 or 6"
+            )
+        vectored = [
+            f"{t.name}.{ix.name}"
+            for t in catalog.tables.values()
+            for ix in t.indexes.values()
+            if ix.is_vector
+        ]
+        if vectored and stored_format != vectors.FORMAT:
+            # A version without vector indexes would open the folder and leave them stale.
+            problem(f"the catalog has vector indexes ({vectored[0]}), but meta/format is not 6")
         report: dict[str, Any] = {"tables": {}}
         by_number = catalog.table_by_number
         schema = catalog.schema  # the stored schema: enforced on every write since stored
@@ -116,7 +132,8 @@ def check(db: Database) -> dict[str, Any]:
             return None if found is None else found.name
 
         counts: dict[int, int] = {}
-        #: Entries the documents give each search index (any number per document).
+        #: Entries the documents give each search or vector index (any number per
+        #: document).
         search_entries: dict[int, int] = {}
         # 1 and 2: documents and the index entries they must have.
         cursor = rtxn.cursor(db=storage.documents)
@@ -156,7 +173,12 @@ def check(db: Database) -> dict[str, Any]:
                 expected_keys = [
                     (ix, plan.index_keys(ix, document, internal_id))
                     for name, ix in table.indexes.items()
-                    if name != "by_id"
+                    if name != "by_id" and not ix.is_vector
+                ]
+                expected_vectors = [
+                    (ix, vectors.index_entries(ix, document, internal_id))
+                    for ix in table.indexes.values()
+                    if ix.is_vector
                 ]
             except Exception as error:  # a value outside the model in an indexed field
                 problem(f"document {document['_id']} in {table.name!r} has no index keys: {error}")
@@ -180,13 +202,34 @@ def check(db: Database) -> dict[str, Any]:
                             f"document {document['_id']} in {table.name!r} is missing index "
                             f"entry {index_key.hex()}"
                         )
+            # A vector index's entries carry values (the vector, the filter hashes):
+            # each must be there with exactly the value the document gives.
+            for index, given in expected_vectors:
+                search_entries[index.number] = search_entries.get(index.number, 0) + len(given)
+                for entry_key, entry_value in given.items():
+                    stored_value = rtxn.get(entry_key, None, storage.indexes)
+                    if index.state == "ready" and (
+                        stored_value is None or bytes(stored_value) != entry_value
+                    ):
+                        problem(
+                            f"document {document['_id']} in {table.name!r} has "
+                            f"{'no' if stored_value is None else 'a different'} vector index "
+                            f"entry {entry_key.hex()} in {table.name}.{index.name}"
+                        )
         cursor.close()
         # 3, 4 and 5: every index entry.
         index_counts: dict[int, int] = {}
         cursor = rtxn.cursor(db=storage.indexes)
         listed: dict[int, int] = {}  # entries with a value, by index number
+        vector_numbers = {
+            ix.number for t in catalog.tables.values() for ix in t.indexes.values() if ix.is_vector
+        }
         stored_keys: Iterator[bytes] = _entry_keys(
-            cursor.iternext(keys=True, values=True), problem, listed
+            _without_vector_entries(
+                cursor.iternext(keys=True, values=True), vector_numbers, index_counts
+            ),
+            problem,
+            listed,
         )
         for key in stored_keys:
             owner = catalog.index_owner.get(_U32.unpack(key[:4])[0]) if len(key) >= 4 else None
@@ -245,6 +288,16 @@ def check(db: Database) -> dict[str, Any]:
                             f"{documents} documents have {wanted} distinct tokens"
                         )
                         _name_stray_entries(db, rtxn, table, index, problem)
+                elif index.is_vector:
+                    # Every entry the documents give is there (the documents pass), and
+                    # keys are distinct: equal counts mean no entry is left over.
+                    wanted = search_entries.get(index.number, 0)
+                    if n != wanted and index.state == "ready":
+                        problem(
+                            f"vector index {table.name}.{index.name} has {n} entries; its "
+                            f"{documents} documents give {wanted} (a vector and its filter "
+                            "values each)"
+                        )
                 elif n != documents and index.state == "ready":
                     problem(
                         f"index {table.name}.{index.name} has {n} entries for {documents} documents"
@@ -352,6 +405,20 @@ def _entry_keys(
             yield key + rest
 
 
+def _without_vector_entries(
+    entries: Iterable[tuple[bytes, bytes]], numbers: set[int], counts: dict[int, int]
+) -> Iterator[tuple[bytes, bytes]]:
+    """``entries`` less those of the vector indexes ``numbers``, which are counted into
+    ``counts`` by index number: their values are vectors, not lists of long keys, and the
+    documents pass compared each with the entry its document gives."""
+    for raw_key, raw_value in entries:
+        if numbers and len(raw_key) >= 4 and int.from_bytes(raw_key[:4], "big") in numbers:
+            number = int.from_bytes(raw_key[:4], "big")
+            counts[number] = counts.get(number, 0) + 1
+            continue
+        yield raw_key, raw_value
+
+
 def _named(error: CorruptionError) -> str:
     """The damage a :class:`CorruptionError` from a read names, as one report line."""
     return error.problems[0] if error.problems else str(error)
@@ -452,11 +519,19 @@ def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> No
             if index.state not in ("ready", "backfilling"):
                 # Neither queryable nor finished by an open: its entries go unchecked.
                 problem(f"catalog index {label} has state {index.state!r}")
-            if index.kind not in ("database", SEARCH):
+            if index.kind not in ("database", SEARCH, VECTOR):
                 # Read as a database index: its keys would not be the ones it holds.
                 problem(f"catalog index {label} has kind {index.kind!r}")
             elif index.is_search and not index.fields:
                 problem(f"catalog search index {label} has no search field")
+            elif index.is_vector and (
+                not index.fields
+                or not vectors.MIN_DIMENSIONS <= index.dimensions <= vectors.MAX_DIMENSIONS
+            ):
+                problem(
+                    f"catalog vector index {label} has fields {index.fields} and dimensions "
+                    f"{index.dimensions}: it needs a vector field and 2 to 4096 dimensions"
+                )
             _check_number(
                 problem,
                 f"catalog index {label}",

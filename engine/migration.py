@@ -38,13 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from . import longkeys, searchkeys
+from . import longkeys, searchkeys, vectors
 from .catalog import (
     BY_CREATION_TIME,
     BY_ID,
     NEXT_TABLE_KEY,
     SCHEMA_KEY,
     SEARCH,
+    VECTOR,
     Catalog,
     IndexDef,
     TableDef,
@@ -255,11 +256,15 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
             # Index name → (kind, fields); a search index's fields are its search field,
             # then its filter fields. One that changed kind or fields is dropped and
             # backfilled again under a new number.
-            wanted: dict[str, tuple[str, tuple[str, ...]]] = {
-                index: ("database", tuple(fields)) for index, fields in definition.indexes.items()
+            # A vector index's dimensions are part of what must match.
+            wanted: dict[str, tuple[str, tuple[str, ...], int]] = {
+                index: ("database", tuple(fields), 0)
+                for index, fields in definition.indexes.items()
             }
             for search_name, (field, filters) in definition.search_indexes.items():
-                wanted[search_name] = (SEARCH, (field, *filters))
+                wanted[search_name] = (SEARCH, (field, *filters), 0)
+            for vector_name, (field, dimensions, filters) in definition.vector_indexes.items():
+                wanted[vector_name] = (VECTOR, (field, *filters), dimensions)
             table = current.tables.get(name)
             if table is None:
                 current = current.with_table(name)
@@ -271,15 +276,16 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
                 if index_name in (BY_ID, BY_CREATION_TIME) or wanted.get(index_name) == (
                     index.kind,
                     index.fields,
+                    index.dimensions,
                 ):
                     indexes[index_name] = index
                 else:
                     _drop_entries(wtxn, db, index)
                     changed = True
-            for index_name, (kind, fields) in wanted.items():
+            for index_name, (kind, fields, dimensions) in wanted.items():
                 if index_name not in indexes:
                     indexes[index_name] = IndexDef(
-                        index_name, next_number, fields, "backfilling", kind
+                        index_name, next_number, fields, "backfilling", kind, dimensions
                     )
                     next_number += 1
                     changed = True
@@ -301,7 +307,11 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
         if changed:
             if current.version == stored.version:
                 current = current.bumped()
-            if any(ix.is_search for t in current.tables.values() for ix in t.indexes.values()):
+            kinds = {ix.kind for t in current.tables.values() for ix in t.indexes.values()}
+            if VECTOR in kinds:
+                # Versions without vector indexes must not open it (see vectors.FORMAT).
+                longkeys.mark_format(wtxn, storage.meta, vectors.FORMAT)
+            elif SEARCH in kinds:
                 # Versions without search indexes must not open it (see searchkeys.FORMAT).
                 longkeys.mark_format(wtxn, storage.meta, searchkeys.FORMAT)
             ts = _store_catalog(wtxn, db, current, stored, schema=new_schema)
@@ -366,6 +376,10 @@ def _backfill(db: Database, table_name: str, index_name: str) -> None:
                 if key[:4] != table.prefix or count >= _BATCH:
                     break
                 document = decode_document(value)
+                if index.is_vector:  # entries with values, derived as the commits do
+                    vectors.update(wtxn, storage.indexes, index, document, key[4:])
+                    last, count = key, count + 1
+                    continue
                 # One key, or for a search index one per distinct token (maybe none).
                 for index_key in plan.index_keys(index, document, key[4:]):
                     if len(index_key) < longkeys.SPLIT:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import ids, keys
-from .catalog import BY_CREATION_TIME, BY_ID, IndexDef, TableDef
+from .catalog import BY_CREATION_TIME, BY_ID, SEARCH, VECTOR, IndexDef, TableDef
 from .errors import (
     EvalError,
     IndexNotFound,
@@ -454,7 +454,9 @@ class Query:
         if index is None:
             known = ", ".join(
                 sorted(
-                    n for n, i in table.indexes.items() if i.state == "ready" and not i.is_search
+                    n
+                    for n, i in table.indexes.items()
+                    if i.state == "ready" and i.kind not in (SEARCH, VECTOR)
                 )
             )
             raise IndexNotFound(
@@ -463,11 +465,17 @@ class Query:
                 table=self._table_name,
                 index=name,
             )
-        if index.is_search:
+        if index.is_search or index.is_vector:
             # Convex's index_not_a_database_index_error (database_index_snapshot.rs).
             raise IndexNotFound(
-                f"Index {self._table_name}.{name} is not a database index. It is a search "
-                "index: query it with .with_search_index(name, lambda q: q.search(...)).",
+                f"Index {self._table_name}.{name} is not a database index. "
+                + (
+                    "It is a search index: query it with .with_search_index(name, "
+                    "lambda q: q.search(...))."
+                    if index.is_search
+                    else "It is a vector index: search it from an action with "
+                    "ctx.vector_search(table, index, vector=...)."
+                ),
                 table=self._table_name,
                 index=name,
             )

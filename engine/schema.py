@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from . import vectors
 from .errors import SchemaValidationError
 from .validators import Resolver, Validator, as_validator, validator_from_json
 
@@ -43,6 +44,8 @@ _MAX_INDEXES = 64
 _MAX_FILTER_FIELDS = 16
 #: Convex's limits page: "Search indexes per table: 4".
 _MAX_SEARCH_INDEXES = 4
+#: Convex's limits page: "Vector indexes per table: 4".
+_MAX_VECTOR_INDEXES = 4
 _SYSTEM_FIELDS = ("_id", "_creationTime")
 
 
@@ -54,6 +57,8 @@ class TableDefinition:
         self.indexes: dict[str, tuple[str, ...]] = {}
         #: Search indexes: name → (search field, filter fields in declared order).
         self.search_indexes: dict[str, tuple[str, tuple[str, ...]]] = {}
+        #: Vector indexes: name → (vector field, dimensions, filter fields in declared order).
+        self.vector_indexes: dict[str, tuple[str, int, tuple[str, ...]]] = {}
 
     def __repr__(self) -> str:
         text = f"define_table({self.validator!r})"
@@ -61,6 +66,13 @@ class TableDefinition:
             text += f".index({name!r}, {list(fields)!r})"
         for name, (search_field, filter_fields) in self.search_indexes.items():
             text += f".search_index({name!r}, search_field={search_field!r}"
+            if filter_fields:
+                text += f", filter_fields={list(filter_fields)!r}"
+            text += ")"
+        for name, (vector_field, dimensions, filter_fields) in self.vector_indexes.items():
+            text += (
+                f".vector_index({name!r}, vector_field={vector_field!r}, dimensions={dimensions!r}"
+            )
             if filter_fields:
                 text += f", filter_fields={list(filter_fields)!r}"
             text += ")"
@@ -78,7 +90,7 @@ class TableDefinition:
                 f"IndexNameReserved: index name {name!r} is reserved (by_id and "
                 "by_creation_time exist on every table)."
             )
-        if name in self.indexes or name in self.search_indexes:
+        if name in self.indexes or name in self.search_indexes or name in self.vector_indexes:
             raise SchemaValidationError(
                 f"Duplicate index name {name!r}: each index of a table needs its own name."
             )
@@ -212,13 +224,95 @@ class TableDefinition:
         self.search_indexes[name] = (search_field, unique)
         return self
 
-    def vector_index(self, name: str, *args: Any, **kwargs: Any) -> TableDefinition:
-        """Convex's ``.vectorIndex``: not supported; raises :class:`SchemaValidationError`."""
-        raise SchemaValidationError(
-            f"Vector index {name!r}: vector indexes (Convex's .vectorIndex) are not supported "
-            "by this engine. Store the vectors in a field and rank them in an action, or use "
-            "a vector database beside it."
-        )
+    def vector_index(
+        self,
+        name: str,
+        config: Mapping[str, Any] | None = None,
+        *,
+        vector_field: str | None = None,
+        dimensions: int | None = None,
+        filter_fields: list[str] | tuple[str, ...] = (),
+    ) -> TableDefinition:
+        """Declare vector index ``name``; chainable. See docs/concepts/vector-search.md.
+
+        ``vector_index("by_embedding", vector_field="embedding", dimensions=1536,
+        filter_fields=["cuisine"])``, or Convex's form ``vector_index("by_embedding",
+        {"vectorField": "embedding", "dimensions": 1536, "filterFields": ["cuisine"]})``.
+        Documents whose vector field is a list of exactly ``dimensions`` floats are
+        indexed; actions search them with ``ctx.vector_search``.
+
+        Raises :class:`SchemaValidationError` for Convex's rules: one vector field,
+        dimensions from 2 to 4096, at most 16 filter fields, at most 4 vector indexes
+        per table, no two on one vector field (the last two checked by
+        :func:`define_schema`).
+
+        Example::
+
+            >>> from engine import v
+            >>> t = define_table({"embedding": v.array(v.float64())})
+            >>> t.vector_index("by_embedding", vector_field="embedding", dimensions=3)
+            define_table(v.object({...})).vector_index('by_embedding', vector_field='embedding', dimensions=3)
+        """
+        name = self._check_name(name)
+        if config is not None:
+            if vector_field is not None or dimensions is not None or filter_fields:
+                raise SchemaValidationError(
+                    f"Vector index {name!r}: give the configuration as keywords "
+                    "(vector_field=..., dimensions=..., filter_fields=[...]) or as Convex's "
+                    'dict ({"vectorField": ..., "dimensions": ..., "filterFields": [...]}), '
+                    "not both."
+                )
+            if not isinstance(config, Mapping):
+                raise SchemaValidationError(
+                    f'Vector index {name!r}: expected {{"vectorField": ..., "dimensions": ...}}, '
+                    f"got {config!r}"
+                )
+            unknown = sorted(set(config) - {"vectorField", "dimensions", "filterFields", "staged"})
+            if unknown:
+                raise SchemaValidationError(
+                    f"Vector index {name!r}: unknown configuration keys {unknown}; expected "
+                    '"vectorField", "dimensions" and optionally "filterFields".'
+                )
+            vector_field = config.get("vectorField")
+            dimensions = config.get("dimensions")
+            filter_fields = config.get("filterFields", ())
+        if not isinstance(vector_field, str):
+            raise SchemaValidationError(
+                f"Vector index {name!r} needs exactly one vector field (a field name, dotted "
+                f"for a nested field), got {vector_field!r}: "
+                f'vector_index({name!r}, vector_field="embedding", dimensions=1536).'
+            )
+        if type(dimensions) is not int or not (
+            vectors.MIN_DIMENSIONS <= dimensions <= vectors.MAX_DIMENSIONS
+        ):
+            # Convex's VectorDimensions::try_from (vector_index/dimensions.rs).
+            raise SchemaValidationError(
+                f"InvalidVectorDimensionError: Dimensions {dimensions!r} must be between "
+                f"{vectors.MIN_DIMENSIONS} and {vectors.MAX_DIMENSIONS}. (vector index {name!r}: "
+                "the length of the vectors it holds, e.g. 1536 for OpenAI's "
+                "text-embedding-3-small)"
+            )
+        if not isinstance(filter_fields, (list, tuple)) or not all(
+            isinstance(f, str) for f in filter_fields
+        ):
+            raise SchemaValidationError(
+                f"Vector index {name!r}: filter_fields must be a list of field names, got "
+                f"{filter_fields!r}"
+            )
+        _check_field(name, vector_field)
+        unique = tuple(dict.fromkeys(filter_fields))  # Convex keeps a set: once each
+        if len(unique) > _MAX_FILTER_FIELDS:
+            # Convex's too_many_filter_fields (index_validation_error.rs), the same text
+            # for both kinds of index.
+            raise SchemaValidationError(
+                f"IndexTooManyFilterFields: Search indexes may have up to "
+                f"{_MAX_FILTER_FIELDS} filter fields. (Vector index {name!r} has "
+                f"{len(unique)}.)"
+            )
+        for field in unique:
+            _check_field(name, field)
+        self.vector_indexes[name] = (vector_field, dimensions, unique)
+        return self
 
 
 def _check_field(index: str, field: str) -> None:
@@ -306,6 +400,16 @@ def _table_json(table: TableDefinition) -> dict[str, Any]:
             {"indexDescriptor": name, "searchField": field, "filterFields": list(filters)}
             for name, (field, filters) in table.search_indexes.items()
         ]
+    if table.vector_indexes:
+        out["vectorIndexes"] = [
+            {
+                "indexDescriptor": name,
+                "vectorField": field,
+                "dimensions": dimensions,
+                "filterFields": list(filters),
+            }
+            for name, (field, dimensions, filters) in table.vector_indexes.items()
+        ]
     return out
 
 
@@ -323,9 +427,10 @@ class SchemaDefinition:
         """The stored form: tables with validator JSON and index fields.
 
         A table with search indexes lists them as Convex's schema JSON does:
-        ``"searchIndexes": [{"indexDescriptor", "searchField", "filterFields"}]``
-        (left out when there are none, so schemas stored before search indexes
-        existed are unchanged).
+        ``"searchIndexes": [{"indexDescriptor", "searchField", "filterFields"}]``,
+        and vector indexes as ``"vectorIndexes": [{"indexDescriptor", "vectorField",
+        "dimensions", "filterFields"}]`` (each left out when there are none, so
+        schemas stored before these kinds existed are unchanged).
         """
         return {
             "schemaValidation": self.schema_validation,
@@ -395,6 +500,51 @@ def _check_search_indexes(table: str, definition: TableDefinition) -> None:
             )
 
 
+def _check_vector_indexes(table: str, definition: TableDefinition) -> None:
+    """At most 4 vector indexes, no two on the same vector field."""
+    vector = definition.vector_indexes
+    if len(vector) > _MAX_VECTOR_INDEXES:
+        raise SchemaValidationError(
+            f'TooManyVectorIndexes: Table "{table}" cannot have more than '
+            f"{_MAX_VECTOR_INDEXES} vector indexes (it declares {len(vector)}: "
+            f"{', '.join(vector)}).",
+            table=table,
+        )
+    seen: dict[str, str] = {}
+    for index, (field, _dimensions, _filters) in vector.items():
+        other = seen.setdefault(field, index)
+        if other != index:
+            # Convex's vector_field_not_unique (index_validation_error.rs).
+            raise SchemaValidationError(
+                f'VectorIndexFieldNotUnique: In table "{table}" vector index "{index}" and '
+                f'vector index "{other}" have the same `vectorField`. Vector index fields '
+                "must be unique within a table. You should combine the indexes with the same "
+                "`vectorField` into one index containing all `filterField`s and then use "
+                "different subsets of the `filterField`s at query time.",
+                table=table,
+            )
+
+
+def _vector_eligible(json: Mapping[str, Any], parts: list[str]) -> bool:
+    """Convex's ``overlaps_with_array_float64``: may the field at ``parts`` hold an array
+    of float64 (a union may, ``v.any()`` may, an object lacking the field may)?"""
+    kind = json["type"]
+    if not parts:
+        if kind == "array":
+            return bool(json["value"]["type"] in ("number", "any"))
+        if kind == "union":
+            return any(_vector_eligible(member, []) for member in json["value"])
+        return bool(kind == "any")
+    if kind == "any":
+        return True
+    if kind == "union":
+        return any(_vector_eligible(member, parts) for member in json["value"])
+    if kind == "object":
+        field = json["value"].get(parts[0])
+        return True if field is None else _vector_eligible(field["fieldType"], parts[1:])
+    return False
+
+
 def define_schema(
     tables: Mapping[str, TableDefinition], *, schema_validation: bool = True
 ) -> SchemaDefinition:
@@ -417,20 +567,26 @@ def define_schema(
                 f"Table {name!r} must be defined with define_table(...), got {definition!r}",
                 table=name,
             )
-        declared = len(definition.indexes) + len(definition.search_indexes)
+        declared = (
+            len(definition.indexes)
+            + len(definition.search_indexes)
+            + len(definition.vector_indexes)
+        )
         if declared > _MAX_INDEXES:
             raise SchemaValidationError(
                 f'TooManyIndexes: Table "{name}" cannot have more than {_MAX_INDEXES} indexes '
                 f"(it declares {declared}); by_id and by_creation_time do not count, search "
-                "indexes do.",
+                "and vector indexes do.",
                 table=name,
             )
         _check_search_indexes(name, definition)
+        _check_vector_indexes(name, definition)
         if schema_validation and definition.validator is not None:
             json = definition.validator.to_json()
             referenced = [
                 *definition.indexes.items(),
                 *((n, (f, *fs)) for n, (f, fs) in definition.search_indexes.items()),
+                *((n, (f, *fs)) for n, (f, _, fs) in definition.vector_indexes.items()),
             ]
             for index, fields in referenced:
                 for field in fields:
@@ -449,11 +605,21 @@ def define_schema(
                             f"references the field {field} that does not exist.{hint}",
                             table=name,
                         )
+            for index, (field, _, _) in definition.vector_indexes.items():
+                if not _vector_eligible(json, field.split(".")):
+                    # Convex's check in DatabaseSchema (common/src/schemas/mod.rs).
+                    raise SchemaValidationError(
+                        f'In table "{name}" the vector index "{index}" is invalid because it '
+                        f"references the field {field} that is neither an array of float64 "
+                        "or optional array of float64.",
+                        table=name,
+                    )
         # A copy: an .index() on the caller's table afterwards must not reach the
         # schema unchecked.
         copy = TableDefinition(definition.validator)
         copy.indexes = dict(definition.indexes)
         copy.search_indexes = dict(definition.search_indexes)
+        copy.vector_indexes = dict(definition.vector_indexes)
         checked[name] = copy
     return SchemaDefinition(checked, schema_validation)
 
@@ -476,6 +642,14 @@ def schema_from_json(data: Mapping[str, Any]) -> SchemaDefinition:
         definition.search_indexes = {
             entry["indexDescriptor"]: (entry["searchField"], tuple(entry["filterFields"]))
             for entry in table.get("searchIndexes", ())
+        }
+        definition.vector_indexes = {
+            entry["indexDescriptor"]: (
+                entry["vectorField"],
+                int(entry["dimensions"]),
+                tuple(entry["filterFields"]),
+            )
+            for entry in table.get("vectorIndexes", ())
         }
         tables[name] = definition
     return SchemaDefinition(tables, bool(data["schemaValidation"]))

@@ -188,8 +188,13 @@ class SearchPlan:
             )
         if not index.is_search:
             raise IndexNotFound(
-                f"Index {table_name}.{name} is not a search index. Read it with "
-                ".with_index(name, range).",
+                f"Index {table_name}.{name} is not a search index. "
+                + (
+                    "It is a vector index: search it from an action with "
+                    "ctx.vector_search(table, index, vector=...)."
+                    if index.is_vector
+                    else "Read it with .with_index(name, range)."
+                ),
                 table=table_name,
                 index=name,
             )

@@ -82,8 +82,10 @@ FORMAT_VERSION = 2
 #: of those keys, never released, whose ``meta/long_keys`` was a list: refused.) 5 is 4
 #: with full-text search indexes in the catalog (``engine.searchkeys``), marked by the
 #: schema change that declares the first one: a version without them would take a
-#: search index for a database index and write wrong entries into it.
-READABLE_FORMATS = ("2", "4", "5")
+#: search index for a database index and write wrong entries into it. 6 is 5 with
+#: vector indexes (``engine.vectors``), marked likewise: a version without them would
+#: leave their entries stale.
+READABLE_FORMATS = ("2", "4", "5", "6")
 _FORMAT_KEY = b"format"
 #: ``meta`` key of the head: the newest commit timestamp and the catalog
 #: version, two big-endian u64s that every transaction reads in one lookup.

@@ -337,10 +337,10 @@ CATALOG_CASES: list[tuple[str, Callable[[Catalog], Catalog], str]] = [
             "t",
             indexes={
                 **c.tables["t"].indexes,
-                "by_n": msgspec.structs.replace(c.tables["t"].indexes["by_n"], kind="vector"),
+                "by_n": msgspec.structs.replace(c.tables["t"].indexes["by_n"], kind="graph"),
             },
         ),
-        "catalog index t.by_n has kind 'vector'",
+        "catalog index t.by_n has kind 'graph'",
     ),
     (
         "a search index without a search field",

@@ -245,15 +245,6 @@ def test_a_table_changed_after_define_schema_leaves_the_schema_as_checked() -> N
     assert schema.to_json()["tables"]["t"]["indexes"] == {"by_a": ["a"]}
 
 
-def test_vector_indexes_are_refused_clearly() -> None:
-    # Convex's .vectorIndex has no counterpart here: porting one raised
-    # "'TableDefinition' object has no attribute 'vector_index'". (Search indexes are
-    # supported: tests/unit/test_search.py.)
-    table = define_table({"embedding": v.array(v.float64())})
-    with pytest.raises(SchemaValidationError, match="not supported by this engine"):
-        table.vector_index("by_embedding", {"vectorField": "embedding", "dimensions": 3})
-
-
 def test_a_schema_stored_in_an_older_spelling_is_not_a_schema_change(tmp_path: Path) -> None:
     # Records' values took Convex's {fieldType, optional} form: a schema stored in the
     # earlier form is the same schema, and upgrading must not re-check every document

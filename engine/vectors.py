@@ -1,0 +1,461 @@
+"""Vector indexes: Convex's ``vectorIndex`` and ``ctx.vectorSearch``, exact.
+
+A vector index keeps, for every document whose vector field is a list of exactly
+``dimensions`` floats (Convex indexes nothing else: a missing field, another type,
+another length or an integer element leave the document out), its vector as
+32-bit floats, as Convex does. Entries live in the ``indexes`` sub-database under
+the index's number, beside the other indexes, and change in the same LMDB write
+transaction as the documents they come from (the commit leader derives them from
+the documents it writes, :func:`apply`), so they never disagree with them::
+
+    index number (4 B) ‖ 0x00 ‖ internal id (16 B)
+        → the vector (little-endian float32, 4 B each)
+          ‖ a 16-byte hash of each filter field's value, in declared order
+    index number (4 B) ‖ 0x01 + filter slot ‖ hash of the value (16 B) ‖ internal id
+        → empty: the documents whose filter field ``slot`` holds that value
+
+The hash is BLAKE2b (16 bytes) of the value's sort key (:mod:`engine.keys`), so
+filter equality is Convex's (``1`` is not ``1.0``; a missing field is its own
+value, ``q.eq(f, UNSET)``). A search (:func:`vector_search`) reads the main
+entries, or for a filter the documents of each equality and then their main
+entries, and ranks every candidate by cosine similarity with the query vector
+(NumPy, float32): exact nearest neighbours where Convex's are approximate. Vector
+search runs in actions only, as in Convex: it reads the latest commit, records
+no read set, and takes no part in transactions.
+
+Cost: a write to a document of a table with vector indexes decodes it once at
+commit and rewrites its entries when they changed; a search reads
+``4 × dimensions`` bytes per candidate and is linear in the candidates (all of
+the index's documents without a filter). Example::
+
+    >>> from engine.catalog import IndexDef
+    >>> index = IndexDef("by_embedding", 7, ("embedding",), kind="vector", dimensions=2)
+    >>> entries = index_entries(index, {"embedding": [0.5, 1.0]}, bytes(16))
+    >>> len(entries), len(entries[index.prefix + b"\\x00" + bytes(16)])
+    (1, 8)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+from array import array
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import ids, keys
+from .encoding import decode_document
+from .errors import CorruptionError, EngineError, IndexNotFound
+from .indexing import field_value, split_path
+from .values import UNSET, convert
+
+if TYPE_CHECKING:
+    from .catalog import IndexDef, TableDef
+    from .database import Database
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "FORMAT",
+    "MAX_DIMENSIONS",
+    "MAX_FILTER_TERMS",
+    "MAX_RESULTS",
+    "MIN_DIMENSIONS",
+    "VectorFilterBuilder",
+    "VectorSearchError",
+    "apply",
+    "index_entries",
+    "vector_search",
+]
+
+#: The format version (``meta/format``) of a database whose catalog holds a vector
+#: index, stored by the schema change that declares the first one: versions that do
+#: not know vector indexes refuse it (they would leave its entries stale). It may
+#: hold search indexes and long keys too (formats 5 and 4).
+FORMAT = b"6"
+#: Convex's MIN_VECTOR_DIMENSIONS / MAX_VECTOR_DIMENSIONS (vector_index/dimensions.rs).
+MIN_DIMENSIONS = 2
+MAX_DIMENSIONS = 4096
+#: Convex's MAX_VECTOR_RESULTS, DEFAULT_VECTOR_LIMIT and MAX_FILTER_LENGTH
+#: (crates/vector/src/lib.rs).
+MAX_RESULTS = 256
+DEFAULT_LIMIT = 10
+MAX_FILTER_TERMS = 64
+
+_MAIN = b"\x00"
+_HASH = 16
+_LITTLE = sys.byteorder == "little"
+
+
+class VectorSearchError(EngineError, ValueError):
+    """A vector search Convex refuses: ``.code`` is Convex's error code
+    (``VectorDimensionsMismatch``, ``VectorLimitTooLargeError``,
+    ``IncorrectVectorFilterField``, ``TooManyElementsInVectorQueryError``,
+    ``InvalidVectorSearchFilter``, ``IndexNotAVectorIndexError``)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- entries -------------------------------------------------------------------
+
+
+def _hash(value: Any) -> bytes:
+    return hashlib.blake2b(keys.encode(value), digest_size=_HASH).digest()
+
+
+def _pack(vector: Any, dimensions: int) -> bytes | None:
+    """``vector`` as little-endian float32 bytes, or None if Convex would not index it
+    (not a list of exactly ``dimensions`` floats). Out-of-range values become ±inf,
+    as Rust's ``as f32``."""
+    if type(vector) is not list or len(vector) != dimensions:
+        return None
+    for value in vector:
+        if type(value) is not float:
+            return None
+    packed = array("f", vector)
+    if not _LITTLE:
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def index_entries(
+    index: IndexDef, document: Mapping[str, Any], internal_id: bytes
+) -> dict[bytes, bytes]:
+    """The entries ``document`` has in vector index ``index`` (none if its vector field
+    is not indexable). Cost: one pass over the vector, one hash per filter field."""
+    packed = _pack(field_value(document, split_path(index.fields[0])), index.dimensions)
+    if packed is None:
+        return {}
+    prefix = index.prefix
+    hashes = [_hash(field_value(document, split_path(f))) for f in index.fields[1:]]
+    entries = {prefix + _MAIN + internal_id: packed + b"".join(hashes)}
+    for slot, digest in enumerate(hashes):
+        entries[prefix + bytes((slot + 1,)) + digest + internal_id] = b""
+    return entries
+
+
+def _stored_entries(index: IndexDef, main_key: bytes, value: bytes) -> dict[bytes, bytes]:
+    """Every entry implied by a stored main entry (itself and its filter entries)."""
+    filters = len(index.fields) - 1
+    if len(value) != 4 * index.dimensions + _HASH * filters:
+        raise CorruptionError.damaged(
+            f"vector index entry {main_key.hex()} holds {len(value)} bytes, not "
+            f"{4 * index.dimensions + _HASH * filters} ({index.dimensions} float32 and "
+            f"{filters} filter hashes)",
+            "Run Engine.check() for the whole report; restore the folder from a backup "
+            "(Engine.backup, or `mdb_copy`).",
+        )
+    internal_id = main_key[-16:]
+    prefix = index.prefix
+    entries = {main_key: value}
+    start = 4 * index.dimensions
+    for slot in range(filters):
+        digest = value[start + _HASH * slot : start + _HASH * (slot + 1)]
+        entries[prefix + bytes((slot + 1,)) + digest + internal_id] = b""
+    return entries
+
+
+def update(
+    wtxn: Any, db: Any, index: IndexDef, document: Mapping[str, Any] | None, internal_id: bytes
+) -> None:
+    """Make ``document``'s entries in ``index`` current (None: the document is gone).
+    Cost: one lookup of the stored main entry; writes only what changed."""
+    new = {} if document is None else index_entries(index, document, internal_id)
+    main_key = index.prefix + _MAIN + internal_id
+    stored = wtxn.get(main_key, None, db)
+    old = {} if stored is None else _stored_entries(index, main_key, bytes(stored))
+    for key in old.keys() - new.keys():
+        wtxn.delete(key, b"", db)
+    for key, value in new.items():
+        if old.get(key) != value:
+            wtxn.put(key, value, True, True, False, db)
+
+
+def apply(
+    wtxn: Any,
+    db: Any,
+    vector_tables: Mapping[bytes, tuple[IndexDef, ...]],
+    documents: Mapping[bytes, bytes | None],
+) -> None:
+    """Update the vector entries of every written document (``doc key → stored bytes, or
+    None once deleted``) whose table has vector indexes, in the commit's write txn.
+    Cost: nothing for tables without vector indexes; else :func:`update` per index."""
+    for doc_key, raw in documents.items():
+        indexes = vector_tables.get(doc_key[:4])
+        if indexes is None:
+            continue
+        document = None if raw is None else decode_document(raw)
+        for index in indexes:
+            update(wtxn, db, index, document, doc_key[4:])
+
+
+# -- queries -------------------------------------------------------------------
+
+
+class VectorFilterBuilder:
+    """``q`` of a vector search's ``filter``: ``q.eq(field, value)`` and ``q.or_(...)``.
+
+    Convex allows only these (``q.or`` is ``q.or_`` in Python; ``q.or`` works too
+    through ``getattr``). A document matches when any equality holds.
+
+    Example::
+
+        filter=lambda q: q.or_(q.eq("cuisine", "French"), q.eq("cuisine", "Indonesian"))
+    """
+
+    __slots__ = ()
+
+    def eq(self, field: str, value: Any) -> _Filter:
+        """Documents whose filter field ``field`` equals ``value`` (``UNSET``: lacks it)."""
+        if not isinstance(field, str):
+            raise VectorSearchError(
+                "`q.eq` must take a field path as its first argument and a value as its "
+                f"second (got {field!r} first)",
+                code="InvalidVectorSearchFilter",
+            )
+        return _Filter(((field, value if value is UNSET else convert(value)),))
+
+    def or_(self, *filters: _Filter) -> _Filter:
+        """Documents matching any of ``filters``."""
+        terms: list[tuple[str, Any]] = []
+        for item in filters:
+            if not isinstance(item, _Filter):
+                raise VectorSearchError(
+                    "Filters should be a combination of `q.eq` and `q.or`. "
+                    f"(q.or_ got {item!r:.60})",
+                    code="InvalidVectorSearchFilter",
+                )
+            terms.extend(item.terms)
+        return _Filter(tuple(terms))
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "or":
+            return self.or_
+        raise VectorSearchError(
+            f"Filters should be a combination of `q.eq` and `q.or`. (q.{name} is not one: "
+            "a vector search filters by equality only; filter the documents further in the "
+            "action after loading them)",
+            code="InvalidVectorSearchFilter",
+        )
+
+
+class _Filter:
+    """An ``or`` of equalities: ``(field, value)`` pairs."""
+
+    __slots__ = ("terms",)
+
+    def __init__(self, terms: tuple[tuple[str, Any], ...]) -> None:
+        self.terms = terms
+
+    def __repr__(self) -> str:
+        return f"VectorFilter({list(self.terms)!r})"
+
+
+def _query_vector(vector: Any) -> list[float]:
+    if isinstance(vector, (str, bytes)) or not isinstance(vector, Iterable):
+        raise VectorSearchError(
+            f"`vector` must be a non-empty Array in vectorSearch (got {type(vector).__name__})",
+            code="InvalidVectorSearch",
+        )
+    values = list(vector)
+    if not values:
+        raise VectorSearchError(
+            "`vector` must be a non-empty Array in vectorSearch", code="InvalidVectorSearch"
+        )
+    for i, value in enumerate(values):
+        if type(value) is bool or not isinstance(value, (int, float)):
+            raise VectorSearchError(
+                f"`vector` must hold numbers; element {i} is {type(value).__name__} {value!r:.40}",
+                code="InvalidVectorSearch",
+            )
+    return [float(v) for v in values]
+
+
+def _limit(limit: Any) -> int:
+    if limit is None:
+        return DEFAULT_LIMIT
+    if type(limit) is not int or limit < 1:
+        raise VectorSearchError(
+            f"`limit` must be an integer from 1 to {MAX_RESULTS}, got {limit!r}",
+            code="InvalidVectorSearch",
+        )
+    if limit > MAX_RESULTS:
+        raise VectorSearchError(
+            f"Vector queries can fetch at most {MAX_RESULTS} results, requested {limit}.",
+            code="VectorLimitTooLargeError",
+        )
+    return limit
+
+
+def _index(table: TableDef | None, table_name: str, index_name: str) -> IndexDef:
+    index = None if table is None else table.indexes.get(index_name)
+    if index is None:
+        known = (
+            [] if table is None else sorted(n for n, ix in table.indexes.items() if ix.is_vector)
+        )
+        raise IndexNotFound(
+            f"Index {table_name}.{index_name} not found. Vector indexes of this table: "
+            f"{', '.join(known) or 'none'}. Declare one in the schema with "
+            "define_table(...).vector_index(name, vector_field=..., dimensions=...).",
+            table=table_name,
+            index=index_name,
+        )
+    if not index.is_vector:
+        raise VectorSearchError(
+            f"Index {table_name}.{index_name} is not a vector index",
+            code="IndexNotAVectorIndexError",
+        )
+    if index.state != "ready":
+        # Convex's index_backfilling_error.
+        raise IndexNotFound(
+            f"Index {table_name}.{index_name} is currently backfilling and not available "
+            "to query yet. (Opening the engine finishes an interrupted backfill.)",
+            table=table_name,
+            index=index_name,
+        )
+    return index
+
+
+def _conditions(
+    index: IndexDef, table_name: str, filter: Callable[[VectorFilterBuilder], Any] | None
+) -> dict[int, set[bytes]]:
+    """Filter slot → the hashes of the values it may hold (empty: no filter)."""
+    if filter is None:
+        return {}
+    built = filter(VectorFilterBuilder())
+    if not isinstance(built, _Filter):
+        raise VectorSearchError(
+            "Filters should be a combination of `q.eq` and `q.or`. (the filter returned "
+            f"{built!r:.60})",
+            code="InvalidVectorSearchFilter",
+        )
+    if len(built.terms) > MAX_FILTER_TERMS:
+        raise VectorSearchError(
+            f"Vector query against {table_name}.{index.name} has too many conditions. Max: "
+            f"{MAX_FILTER_TERMS} Actual: {len(built.terms)}",
+            code="TooManyElementsInVectorQueryError",
+        )
+    slots = {field: slot for slot, field in enumerate(index.fields[1:])}
+    conditions: dict[int, set[bytes]] = {}
+    for field, value in built.terms:
+        slot = slots.get(field)
+        if slot is None:
+            raise VectorSearchError(
+                f"Vector query against {table_name}.{index.name} contains a filter on "
+                f'"{field}" but that field isn\'t indexed for filtering in `filterFields`.',
+                code="IncorrectVectorFilterField",
+            )
+        conditions.setdefault(slot, set()).add(_hash(value))
+    return conditions
+
+
+def vector_search(
+    db: Database,
+    table_name: str,
+    index_name: str,
+    vector: Any,
+    *,
+    limit: Any = None,
+    filter: Callable[[VectorFilterBuilder], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The ``limit`` documents of ``table_name`` nearest to ``vector`` in vector index
+    ``index_name``, as ``[{"_id": id, "_score": cosine similarity}]``, highest score
+    first (ties: the larger id first, as Convex orders them).
+
+    Reads the latest commit. Raises :class:`VectorSearchError` with Convex's codes and
+    texts, :class:`IndexNotFound` for an unknown or backfilling index. Cost: see the
+    module docstring.
+    """
+    import numpy as np  # a vector search's dependency alone: imported on first use
+
+    query = _query_vector(vector)
+    count = _limit(limit)
+    storage = db.storage
+    with storage.read() as rtxn:
+        catalog = db.catalog_at(rtxn)
+        table = catalog.tables.get(table_name)
+        index = _index(table, table_name, index_name)
+        assert table is not None
+        conditions = _conditions(index, table_name, filter)
+        if len(query) > MAX_DIMENSIONS or len(query) != index.dimensions:
+            raise VectorSearchError(
+                f"Expected a vector with dimensions {min(index.dimensions, MAX_DIMENSIONS)}, "
+                f"received {len(query)}.",
+                code="VectorDimensionsMismatch",
+            )
+        ids_found, vectors = _candidates(rtxn, storage.indexes, index, conditions)
+    if not ids_found:
+        return []
+    width = 4 * index.dimensions
+    matrix = np.frombuffer(b"".join(v[:width] for v in vectors), dtype="<f4").reshape(
+        len(ids_found), index.dimensions
+    )
+    with np.errstate(all="ignore"):
+        # As Qdrant's cosine distance, which Convex uses: every vector scaled to length
+        # 1 (a zero vector left as is), then one float32 dot product each.
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        unit = np.where(norms > 0, matrix / np.where(norms > 0, norms, 1), matrix)
+        scores = unit @ _normalized(np, np.asarray(query, dtype=np.float32))
+    ranked = sorted(
+        range(len(ids_found)),
+        key=lambda i: (_score_key(float(scores[i])), ids_found[i]),
+        reverse=True,
+    )[:count]
+    number = table.number
+    return [
+        {"_id": ids.encode_id(number, ids_found[i]), "_score": float(scores[i])} for i in ranked
+    ]
+
+
+def _normalized(np: Any, vector: Any) -> Any:
+    norm = np.linalg.norm(vector)
+    return vector / norm if norm > 0 else vector
+
+
+def _score_key(score: float) -> float:
+    """NaN (a vector holding NaN) ranks after every number."""
+    return -math.inf if math.isnan(score) else score
+
+
+def _candidates(
+    rtxn: Any, db: Any, index: IndexDef, conditions: dict[int, set[bytes]]
+) -> tuple[list[bytes], list[bytes]]:
+    """(internal ids, main entry values) of the documents matching ``conditions``."""
+    prefix = index.prefix
+    found_ids: list[bytes] = []
+    values: list[bytes] = []
+    cursor = rtxn.cursor(db)
+    try:
+        if not conditions:
+            main = prefix + _MAIN
+            if cursor.set_range(main):
+                for key, value in cursor.iternext(keys=True, values=True):
+                    if bytes(key[:5]) != main:
+                        break
+                    found_ids.append(bytes(key[5:]))
+                    values.append(bytes(value))
+            return found_ids, values
+        wanted: set[bytes] = set()
+        for slot, digests in conditions.items():
+            for digest in digests:
+                start = prefix + bytes((slot + 1,)) + digest
+                if cursor.set_range(start):
+                    for key in cursor.iternext(keys=True, values=False):
+                        if bytes(key[:-16]) != start:
+                            break
+                        wanted.add(bytes(key[-16:]))
+        for internal_id in sorted(wanted):
+            value = rtxn.get(prefix + _MAIN + internal_id, None, db)
+            if value is None:
+                raise CorruptionError.damaged(
+                    f"vector index filter entry of {internal_id.hex()} in index number "
+                    f"{index.number} has no main entry",
+                    "Run Engine.check() for the whole report.",
+                )
+            found_ids.append(internal_id)
+            values.append(bytes(value))
+        return found_ids, values
+    finally:
+        cursor.close()
