@@ -37,6 +37,7 @@ from .errors import (
     StorageIdNotFound,
     SystemTableError,
     ValidationError,
+    VectorSearchError,
 )
 from .files import StorageActionWriter, StorageReader, StorageWriter
 from .functions import (
@@ -118,6 +119,7 @@ __all__ = [
     "TransactionMetrics",
     "ValidationError",
     "Validator",
+    "VectorSearchError",
     "WsgiApp",
     "action",
     "cron_jobs",

@@ -25,10 +25,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import limits, vectors
-from .errors import unavailable_attribute
+from .errors import VectorSearchError, unavailable_attribute
 from .files import StorageActionWriter, StorageReader, StorageWriter
 from .readers import DatabaseReader, DatabaseWriter
-from .vectors import VectorFilterBuilder, VectorSearchError
+from .vectors import VectorFilterBuilder
 
 if TYPE_CHECKING:
     from .functions import Kind, Runtime
@@ -462,6 +462,13 @@ _ELSEWHERE = {
         "it is not available in actions, which are no transaction (each ctx.run_query and "
         "ctx.run_mutation is its own). Call ctx.meta.get_transaction_metrics() inside the "
         "query or mutation the action runs",
+    },
+    # Convex's vectorSearch is on ActionCtx alone: a search is no transaction's read.
+    "vector_search": {
+        "query": "vector search runs in actions only, as in Convex; search from an action "
+        "and load the documents with ctx.run_query",
+        "mutation": "vector search runs in actions only, as in Convex; search from an "
+        "action, then write with ctx.run_mutation",
     },
     "now": {"action": "an action may read the clock itself (time.time() * 1000)"},
     "random": {"action": "an action may use the random module itself"},

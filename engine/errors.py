@@ -15,6 +15,7 @@ Every error the engine raises on purpose is an :class:`EngineError`::
     │   └── SystemTableError                  a system table's id in ctx.db (or the reverse)
     ├── InvalidIndexRange (ValueError)        .code: Convex's error code
     ├── IndexNotFound (LookupError)           .table, .index
+    ├── VectorSearchError (ValueError)        .code: a vector search Convex refuses
     ├── EvalError (ValueError)                filter arithmetic and logic
     ├── InvalidCursor (ValueError)            pagination cursors
     ├── PaginationError (ValueError)          .code: page options and limits
@@ -60,6 +61,7 @@ __all__ = [
     "StorageIdNotFound",
     "SystemTableError",
     "ValidationError",
+    "VectorSearchError",
 ]
 
 
@@ -172,6 +174,18 @@ class InvalidIndexRange(EngineError, ValueError):
     """
 
     def __init__(self, message: str, *, code: str = "InvalidIndexRange") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class VectorSearchError(EngineError, ValueError):
+    """A vector search Convex refuses (``ctx.vector_search``): ``.code`` is Convex's error
+    code (``VectorDimensionsMismatch``, ``VectorLimitTooLargeError``,
+    ``IncorrectVectorFilterField``, ``TooManyElementsInVectorQueryError``,
+    ``InvalidVectorSearchFilter``, ``IndexNotAVectorIndexError``, or
+    ``InvalidVectorSearch`` for arguments of the wrong type)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
         self.code = code
 

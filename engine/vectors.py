@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ids, keys
 from .encoding import decode_document
-from .errors import CorruptionError, EngineError, IndexNotFound
+from .errors import CorruptionError, IndexNotFound, VectorSearchError
 from .indexing import field_value, split_path
 from .values import UNSET, convert
 
@@ -62,7 +62,6 @@ __all__ = [
     "MAX_RESULTS",
     "MIN_DIMENSIONS",
     "VectorFilterBuilder",
-    "VectorSearchError",
     "apply",
     "index_entries",
     "vector_search",
@@ -85,17 +84,6 @@ MAX_FILTER_TERMS = 64
 _MAIN = b"\x00"
 _HASH = 16
 _LITTLE = sys.byteorder == "little"
-
-
-class VectorSearchError(EngineError, ValueError):
-    """A vector search Convex refuses: ``.code`` is Convex's error code
-    (``VectorDimensionsMismatch``, ``VectorLimitTooLargeError``,
-    ``IncorrectVectorFilterField``, ``TooManyElementsInVectorQueryError``,
-    ``InvalidVectorSearchFilter``, ``IndexNotAVectorIndexError``)."""
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # -- entries -------------------------------------------------------------------
