@@ -63,11 +63,19 @@ def crash_writer(path: str, durability: str) -> None:
     counter row, so a partial transaction would show up as a batch with
     fewer than 3 rows or a counter that disagrees with the batches. ``pad`` is
     indexed, and every third batch's is long: its index keys pass LMDB's 511 bytes
-    (engine.longkeys), so kills also land in writes of long-key entries.
+    (engine.longkeys), so kills also land in writes of long-key entries. ``vec`` is in
+    a vector index filtered by batch, so they land in writes of vector entries too
+    (made by the commit leader from the documents: engine.vectors).
     """
     from engine import define_schema, define_table
 
-    schema = define_schema({"rows": define_table().index("by_pad", ["pad"])})
+    schema = define_schema(
+        {
+            "rows": define_table()
+            .index("by_pad", ["pad"])
+            .vector_index("by_vec", vector_field="vec", dimensions=3, filter_fields=["batch"])
+        }
+    )
     with Engine.open(path, durability=durability, schema=schema) as engine:  # type: ignore[arg-type]
         counter = engine.run(lambda ctx: ctx.db.insert("state", {"batches": 0}))
         print(f"counter {counter}", flush=True)
@@ -84,6 +92,7 @@ def crash_writer(path: str, durability: str) -> None:
                             "batch": b,
                             "i": i,
                             "pad": "x" * (b % 200) + ("y" * 600 if b % 3 == 0 else ""),
+                            "vec": [float(b), float(i), 1.0],
                         },
                     )
                 state = ctx.db.get(counter)
@@ -93,6 +102,40 @@ def crash_writer(path: str, durability: str) -> None:
             engine.run(body)
             sys.stdout.write(f"ack {batch}\n")
             sys.stdout.flush()
+
+
+def vector_writer(path: str, seed: int, count: int) -> int:
+    """Child process: ``count`` mutations that insert, patch or delete documents of the
+    vector-indexed table ``items`` (see tests/race/test_vector_race.py); returns how
+    many committed."""
+    import random
+
+    from engine import OptimisticConcurrencyControlFailure
+
+    rng = random.Random(seed)
+    done = 0
+    with Engine.open(path, durability="normal") as engine:
+        engine._db.retry.retries = 50  # both read the same rows: conflicts are the point
+        for _ in range(count):
+
+            def body(ctx: MutationCtx) -> None:
+                rows = ctx.db.query("items").take(20)
+                choice = rng.random()
+                vector = [rng.choice([0.0, 1.0, -1.0, 0.5]) for _ in range(4)]
+                if choice < 0.5 or not rows:
+                    ctx.db.insert("items", {"vec": vector, "group": rng.randrange(3)})
+                elif choice < 0.8:
+                    row = rng.choice(rows)
+                    ctx.db.patch(row["_id"], {"vec": vector, "group": rng.randrange(3)})
+                else:
+                    ctx.db.delete(rng.choice(rows)["_id"])
+
+            try:
+                engine.run(body)
+                done += 1
+            except OptimisticConcurrencyControlFailure:
+                pass
+    return done
 
 
 def file_writer(path: str, durability: str) -> None:
