@@ -120,6 +120,8 @@ def main() -> None:
             print(f"cron 'refresh topics' ran: #general topic {topic!r}")
             hits = db.query("messages:search", {"channel": general, "text": "stand"})
             print(f"full-text search for 'stand' in #general: {hits}")
+            near = db.action("messages:similar", {"channel": general, "text": "reminder: stand-up"})
+            print(f"vector search near 'reminder: stand-up' in #general: {near[0]!r} first")
             with db.serve_http("127.0.0.1", 0) as server:
                 message = db.action(
                     "messages:attach",

@@ -1,5 +1,5 @@
 """The chat app's schema: users (synced from the identity provider), channels, messages
-(optionally with a file attached)."""
+(optionally with a file attached, searchable by words and by meaning)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,13 @@ schema = define_schema(
                 "channel": v.id("channels"),
                 "body": v.string(),
                 "attachment": v.optional(v.id("_storage")),
+                "embedding": v.optional(v.array(v.float64())),
             }
         )
         .index("by_channel", ["channel"])
-        .search_index("search_body", search_field="body", filter_fields=["channel"]),
+        .search_index("search_body", search_field="body", filter_fields=["channel"])
+        .vector_index(
+            "by_embedding", vector_field="embedding", dimensions=32, filter_fields=["channel"]
+        ),
     }
 )

@@ -25,6 +25,10 @@ def test_demo_runs_end_to_end() -> None:
     assert "full-text search for 'stand' in #general: ['[reminder] stand-up in 5']" in (
         result.stdout
     )
+    assert (
+        "vector search near 'reminder: stand-up' in #general: '[reminder] stand-up in 5' first"
+        in result.stdout
+    )
     assert "downloaded over HTTP from http://127.0.0.1:" in result.stdout
     assert "'agenda: ship it'" in result.stdout
     assert "HTTP action POST /channels/general/messages: 201, 'posted over HTTP' by Grace" in (

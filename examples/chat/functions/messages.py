@@ -1,8 +1,10 @@
 """Messages: send, list a channel page by page, an action that summarizes, reminders
-posted later by the scheduler, and file attachments."""
+posted later by the scheduler, file attachments, and search by words and by meaning."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 from typing import Any
 
 from engine import (
@@ -11,6 +13,7 @@ from engine import (
     QueryCtx,
     action,
     internal_mutation,
+    internal_query,
     mutation,
     pagination_opts,
     query,
@@ -31,7 +34,7 @@ from .users import require_user
 def send(ctx: MutationCtx, channel: str, body: str, attachment: str | None = None) -> str:
     """Post a message as the signed-in user, with a stored file attached if given."""
     user = require_user(ctx)  # signed out: ConvexError({"code": "UNAUTHENTICATED", ...})
-    message = {"author": user["_id"], "channel": channel, "body": body}
+    message = {"author": user["_id"], "channel": channel, "body": body, "embedding": embed(body)}
     if attachment is not None:
         message["attachment"] = attachment
     return ctx.db.insert("messages", message)
@@ -52,7 +55,10 @@ def remind(ctx: MutationCtx, channel: str, body: str, seconds: float) -> str:
 @internal_mutation(args={"channel": v.id("channels"), "author": v.id("users"), "body": v.string()})
 def post_reminder(ctx: MutationCtx, channel: str, author: str, body: str) -> None:
     """Run by the scheduler (no identity), exactly once."""
-    ctx.db.insert("messages", {"author": author, "channel": channel, "body": f"[reminder] {body}"})
+    text = f"[reminder] {body}"
+    ctx.db.insert(
+        "messages", {"author": author, "channel": channel, "body": text, "embedding": embed(text)}
+    )
 
 
 @action(args={"channel": v.id("channels"), "name": v.string(), "text": v.string()})
@@ -110,3 +116,36 @@ async def summarize(ctx: ActionCtx, channel: str) -> dict[str, Any]:
     summary = f"{len(page['page'])} messages, {words} words"
     await ctx.run_mutation(send, {"channel": found["_id"], "body": f"[summary] {summary}"})
     return {"messages": len(page["page"]), "summary": summary}
+
+
+def embed(text: str) -> list[float]:
+    """A toy 32-dimension embedding (each word hashed to a signed dimension, the sum
+    scaled to length 1): deterministic, so a mutation may compute it. A real app calls an
+    embedding model from an action and stores the vector with ``ctx.run_mutation``."""
+    vector = [0.0] * 32
+    for word in text.lower().replace("-", " ").split():
+        digest = hashlib.blake2b(word.strip("[]().,:;!?").encode(), digest_size=2).digest()
+        vector[digest[0] % 32] += 1.0 if digest[1] % 2 else -1.0
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+@action(args={"channel": v.id("channels"), "text": v.string()})
+async def similar(ctx: ActionCtx, channel: str, text: str) -> list[str]:
+    """The bodies of the channel's 3 messages nearest to ``text`` by embedding (a vector
+    search, in an action as in Convex; the documents are loaded with a query)."""
+    results = await ctx.vector_search(
+        "messages",
+        "by_embedding",
+        vector=embed(text),
+        limit=3,
+        filter=lambda q: q.eq("channel", channel),
+    )
+    found: list[str] = await ctx.run_query(bodies, {"ids": [r["_id"] for r in results]})
+    return found
+
+
+@internal_query(args={"ids": v.array(v.id("messages"))})
+def bodies(ctx: QueryCtx, ids: list[str]) -> list[str]:
+    """The bodies of messages ``ids``, in order (deleted ones left out)."""
+    return [m["body"] for m in (ctx.db.get(i) for i in ids) if m is not None]
