@@ -273,10 +273,8 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
             indexes: dict[str, IndexDef] = {}
             next_number = current.next_index
             for index_name, index in table.indexes.items():
-                if index_name in (BY_ID, BY_CREATION_TIME) or wanted.get(index_name) == (
-                    index.kind,
-                    index.fields,
-                    index.dimensions,
+                if index_name in (BY_ID, BY_CREATION_TIME) or _same_index(
+                    wanted.get(index_name), index
                 ):
                     indexes[index_name] = index
                 else:
@@ -328,6 +326,20 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
     pending = storage.write(change)
     for table_name, index_name in pending:
         _backfill(db, table_name, index_name)
+
+
+def _same_index(wanted: tuple[str, tuple[str, ...], int] | None, index: IndexDef) -> bool:
+    """Whether the declaration ``wanted`` (kind, fields, dimensions) is ``index`` as
+    stored. A vector index's filter fields are a set, as Convex keeps them: declaring them
+    in another order keeps the index (and its stored order, which numbers its entries)."""
+    if wanted is None:
+        return False
+    kind, fields, dimensions = wanted
+    if kind != index.kind or dimensions != index.dimensions:
+        return False
+    if kind == VECTOR:
+        return fields[:1] == index.fields[:1] and set(fields[1:]) == set(index.fields[1:])
+    return fields == index.fields
 
 
 def _drop_entries(wtxn: Any, db: Database, index: IndexDef) -> None:

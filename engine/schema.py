@@ -273,6 +273,12 @@ class TableDefinition:
                     f"Vector index {name!r}: unknown configuration keys {unknown}; expected "
                     '"vectorField", "dimensions" and optionally "filterFields".'
                 )
+            if config.get("staged"):
+                raise SchemaValidationError(
+                    f"Vector index {name!r}: staged indexes (Convex's staged: true, "
+                    "backfilled in the background and not queryable until enabled) are "
+                    "not supported: declare it without staged; Engine.open backfills it."
+                )
             vector_field = config.get("vectorField")
             dimensions = config.get("dimensions")
             filter_fields = config.get("filterFields", ())

@@ -543,3 +543,96 @@ def test_check_finds_damaged_vector_entries(engine: Engine, damage: str) -> None
             cursor.delete()
     with pytest.raises(CorruptionError, match="vector index"):
         engine.check()
+
+
+# -- from the review -----------------------------------------------------------
+
+
+def test_repeated_filter_values_count_once_and_fields_are_checked_first(engine: Engine) -> None:
+    # Convex merges each field's values into a set and counts the distinct ones.
+    search(engine, [1, 0, 0], filter=lambda q: q.or_(*(q.eq("cuisine", "x") for _ in range(65))))
+    with pytest.raises(VectorSearchError, match="isn't indexed for filtering") as error:
+        search(
+            engine,
+            [1, 0, 0],
+            filter=lambda q: q.or_(*(q.eq("cuisine", str(i)) for i in range(65)), q.eq("name", 1)),
+        )
+    assert error.value.code == "IncorrectVectorFilterField"
+
+
+def test_vectors_shorter_than_float32_epsilon_are_not_scaled(engine: Engine) -> None:
+    # Qdrant's cosine_preprocess leaves a vector whose squared length is below
+    # f32::EPSILON as it is: [1e-4, 0, 0] scores ~1e-4 against [1, 0, 0], not 1.
+    insert(engine, {"name": "tiny", "embedding": [1e-4, 0.0, 0.0]})
+    (result,) = search(engine, [1, 0, 0])
+    assert result["_score"] == pytest.approx(1e-4, rel=1e-3)
+    (result,) = search(engine, [1e-4, 0, 0])  # the query too
+    assert result["_score"] == pytest.approx(1e-8, rel=1e-3)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_query_vector_must_be_finite(engine: Engine, bad: float) -> None:
+    # Convex's JSON turns NaN and Infinity into null, which its f32 vector refuses.
+    with pytest.raises(VectorSearchError, match="element 1 is not finite") as error:
+        search(engine, [1.0, bad, 0.0])
+    assert error.value.code == "InvalidVectorSearch"
+
+
+def test_staged_vector_indexes_are_refused() -> None:
+    with pytest.raises(SchemaValidationError, match="staged indexes"):
+        define_table(FOOD).vector_index(
+            "v", {"vectorField": "embedding", "dimensions": 3, "staged": True}
+        )
+    define_table(FOOD).vector_index(
+        "v", {"vectorField": "embedding", "dimensions": 3, "staged": False}
+    )
+
+
+def test_a_query_vector_over_4096_is_reported_as_convex_does(engine: Engine) -> None:
+    with pytest.raises(
+        VectorSearchError, match=r"Expected a vector with dimensions 4096, received 5000\."
+    ) as error:
+        search(engine, [1.0] * 5000, limit=300)  # checked before the limit, as Convex
+    assert error.value.code == "VectorDimensionsMismatch"
+
+
+def test_reordering_filter_fields_keeps_the_index(db_path: Path) -> None:
+    # Convex keeps filter fields as a set: another order is the same index (no rebuild).
+    def stored(engine: Engine) -> Any:
+        with engine._db.storage.read() as rtxn:
+            return engine._db.catalog_at(rtxn).tables["foods"].indexes["by_embedding"]
+
+    with Engine.open(
+        db_path, schema=food_schema(filters=("cuisine", "rank")), durability="none"
+    ) as e:
+        before = stored(e)
+    with Engine.open(
+        db_path, schema=food_schema(filters=("rank", "cuisine")), durability="none"
+    ) as e:
+        assert stored(e) == before
+        e.check()
+    with Engine.open(db_path, schema=food_schema(filters=("rank",)), durability="none") as e:
+        assert stored(e).number != before.number
+
+
+def test_a_damaged_entry_met_by_a_search_is_corruption(engine: Engine) -> None:
+    (a,) = insert(engine, {"name": "a", "embedding": [1.0, 0.0, 0.0]})
+    storage = engine._db.storage
+    index = engine._db.catalog_cache[1].tables["foods"].indexes["by_embedding"]
+    from engine.ids import decode_id
+
+    main = index.prefix + b"\x00" + decode_id(a)[1]
+    with storage.env.begin(write=True) as txn:
+        txn.put(main, txn.get(main, db=storage.indexes)[:-3], db=storage.indexes)
+    with pytest.raises(CorruptionError, match="vector index entry .* holds 25 bytes"):
+        search(engine, [1, 0, 0])
+
+
+def test_numpy_query_vectors_are_accepted(engine: Engine) -> None:
+    import numpy as np
+
+    (a,) = insert(engine, {"name": "a", "embedding": [1.0, 0.0, 0.0]})
+    for query in (np.array([1.0, 0.0, 0.0], dtype=np.float32), [np.float32(1), np.int64(0), 0.0]):
+        assert [r["_id"] for r in search(engine, query)] == [a]
+    with pytest.raises(VectorSearchError, match="element 0 is bool"):
+        search(engine, [np.bool_(True), 0.0, 0.0])
