@@ -11,7 +11,7 @@ from bench.__main__ import available, main
 from bench.harness import Report
 
 #: Benchmarks whose quick run takes more than about a second: run by ``make test-slow``.
-SLOW = {"storage", "transactions", "paginate", "auth", "files"}
+SLOW = {"storage", "transactions", "paginate", "auth", "files", "vectors"}
 #: Benchmarks with nothing to compare against: no baseline store has subscriptions.
 NO_BASELINE = {"subscriptions"}
 
