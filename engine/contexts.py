@@ -18,6 +18,7 @@ belong in actions.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 from collections.abc import Callable, Mapping
@@ -424,10 +425,16 @@ class ActionCtx:
                     code="InvalidVectorSearch",
                 )
             vector, limit, filter = query.get("vector"), query.get("limit"), query.get("filter")
-        db = self._runtime.db
-        return await asyncio.to_thread(
-            vectors.vector_search, db, table, index, vector, limit=limit, filter=filter
+        search = functools.partial(
+            vectors.vector_search,
+            self._runtime.db,
+            table,
+            index,
+            vector,
+            limit=limit,
+            filter=filter,
         )
+        return await asyncio.get_running_loop().run_in_executor(vectors.executor(), search)
 
 
 def _run_limited(

@@ -636,3 +636,24 @@ def test_numpy_query_vectors_are_accepted(engine: Engine) -> None:
         assert [r["_id"] for r in search(engine, query)] == [a]
     with pytest.raises(VectorSearchError, match="element 0 is bool"):
         search(engine, [np.bool_(True), 0.0, 0.0])
+
+
+def test_searches_run_on_kept_threads_and_again_in_a_forked_child(db_path: Path) -> None:
+    import os
+    import threading
+
+    with Engine.open(db_path, schema=food_schema(), durability="none") as engine:
+        insert(engine, {"name": "a", "embedding": [1.0, 0.0, 0.0]})
+        assert len(search(engine, [1, 0, 0])) == 1
+        names = {t.name for t in threading.enumerate()}
+        assert any(name.startswith("convexlite-vectors") for name in names)
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's search threads are not here; new ones are made
+        code = 1
+        try:
+            with Engine.open(db_path, durability="none") as child:
+                code = 0 if len(search(child, [1, 0, 0])) == 1 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
