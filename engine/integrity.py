@@ -280,24 +280,22 @@ def check(db: Database) -> dict[str, Any]:
                     continue
                 n = index_counts.get(index.number, 0)
                 index_counts_out[index.name] = n
-                if index.is_search:
-                    wanted = search_entries.get(index.number, 0)
-                    if n != wanted and index.state == "ready":
-                        problem(
-                            f"search index {table.name}.{index.name} has {n} entries; its "
-                            f"{documents} documents have {wanted} distinct tokens"
-                        )
-                        _name_stray_entries(db, rtxn, table, index, problem)
-                elif index.is_vector:
+                if index.is_search or index.is_vector:
                     # Every entry the documents give is there (the documents pass), and
                     # keys are distinct: equal counts mean no entry is left over.
                     wanted = search_entries.get(index.number, 0)
                     if n != wanted and index.state == "ready":
                         problem(
-                            f"vector index {table.name}.{index.name} has {n} entries; its "
-                            f"{documents} documents give {wanted} (a vector and its filter "
-                            "values each)"
+                            f"{index.kind} index {table.name}.{index.name} has {n} entries; "
+                            f"its {documents} documents give {wanted} ("
+                            + (
+                                "one per distinct token)"
+                                if index.is_search
+                                else "a vector and its filter values each)"
+                            )
                         )
+                        if index.is_search:
+                            _name_stray_entries(db, rtxn, table, index, problem)
                 elif n != documents and index.state == "ready":
                     problem(
                         f"index {table.name}.{index.name} has {n} entries for {documents} documents"

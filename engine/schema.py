@@ -203,24 +203,8 @@ class TableDefinition:
                 f"dotted for a nested field), got {search_field!r}: "
                 f'search_index({name!r}, search_field="body").'
             )
-        if not isinstance(filter_fields, (list, tuple)) or not all(
-            isinstance(f, str) for f in filter_fields
-        ):
-            raise SchemaValidationError(
-                f"Search index {name!r}: filter_fields must be a list of field names, got "
-                f"{filter_fields!r}"
-            )
         _check_field(name, search_field)
-        unique = tuple(dict.fromkeys(filter_fields))  # Convex keeps a set: once each
-        if len(unique) > _MAX_FILTER_FIELDS:
-            # Convex's too_many_filter_fields (index_validation_error.rs).
-            raise SchemaValidationError(
-                f"IndexTooManyFilterFields: Search indexes may have up to "
-                f"{_MAX_FILTER_FIELDS} filter fields. (Search index {name!r} has "
-                f"{len(unique)}.)"
-            )
-        for field in unique:
-            _check_field(name, field)
+        unique = _filter_fields("Search index", name, filter_fields)
         self.search_indexes[name] = (search_field, unique)
         return self
 
@@ -298,27 +282,32 @@ class TableDefinition:
                 "the length of the vectors it holds, e.g. 1536 for OpenAI's "
                 "text-embedding-3-small)"
             )
-        if not isinstance(filter_fields, (list, tuple)) or not all(
-            isinstance(f, str) for f in filter_fields
-        ):
-            raise SchemaValidationError(
-                f"Vector index {name!r}: filter_fields must be a list of field names, got "
-                f"{filter_fields!r}"
-            )
         _check_field(name, vector_field)
-        unique = tuple(dict.fromkeys(filter_fields))  # Convex keeps a set: once each
-        if len(unique) > _MAX_FILTER_FIELDS:
-            # Convex's too_many_filter_fields (index_validation_error.rs), the same text
-            # for both kinds of index.
-            raise SchemaValidationError(
-                f"IndexTooManyFilterFields: Search indexes may have up to "
-                f"{_MAX_FILTER_FIELDS} filter fields. (Vector index {name!r} has "
-                f"{len(unique)}.)"
-            )
-        for field in unique:
-            _check_field(name, field)
+        unique = _filter_fields("Vector index", name, filter_fields)
         self.vector_indexes[name] = (vector_field, dimensions, unique)
         return self
+
+
+def _filter_fields(kind: str, name: str, filter_fields: Any) -> tuple[str, ...]:
+    """A search or vector index's filter fields, each once in declared order (Convex keeps
+    a set), checked: a list of at most 16 field paths. ``kind`` names the index in errors."""
+    if not isinstance(filter_fields, (list, tuple)) or not all(
+        isinstance(f, str) for f in filter_fields
+    ):
+        raise SchemaValidationError(
+            f"{kind} {name!r}: filter_fields must be a list of field names, got {filter_fields!r}"
+        )
+    unique = tuple(dict.fromkeys(filter_fields))
+    if len(unique) > _MAX_FILTER_FIELDS:
+        # Convex's too_many_filter_fields (index_validation_error.rs): this text for both
+        # kinds of index.
+        raise SchemaValidationError(
+            f"IndexTooManyFilterFields: Search indexes may have up to "
+            f"{_MAX_FILTER_FIELDS} filter fields. ({kind} {name!r} has {len(unique)}.)"
+        )
+    for field in unique:
+        _check_field(name, field)
+    return unique
 
 
 def _check_field(index: str, field: str) -> None:
