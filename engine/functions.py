@@ -852,7 +852,8 @@ class Runtime:
     ) -> Any:
         """Run any function from async code; transactions run on a worker thread."""
         if kind == "action" and not internal and callable(ref) and not isinstance(ref, FunctionDef):
-            return await self._inline_action(ref, args, auth)
+            identity = auth if identity_verified else self.identity(auth)
+            return await self._inline_action(ref, args, identity)
         name, function = self.resolve(ref, internal=internal)
         if function.kind != kind:
             raise self._kind_error(name, function, kind)

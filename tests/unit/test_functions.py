@@ -557,6 +557,28 @@ def test_async_handlers_given_as_inline_functions_are_refused(engine: Engine) ->
     assert engine.query("notes:texts") == []
 
 
+def test_inline_actions_run_with_an_action_context(engine: Engine) -> None:
+    # engine.action(async_fn), as convex-test's t.action(async ctx => ...): internal
+    # functions are callable from it, and the caller's identity reaches them.
+    async def body(ctx):  # type: ignore[no-untyped-def]
+        await ctx.run_mutation("notes:add", {"text": "inline"})
+        return await ctx.run_query("notes:secret"), await ctx.run_query("notes:who")
+
+    assert engine.action(body, auth=Identity("user_3")) == ("internal", "user_3")
+    assert asyncio.run(engine.aaction(body)) == ("internal", None)
+    assert engine.query("notes:texts") == ["inline", "inline"]
+    with pytest.raises(EngineError, match="must be an async function"):
+        engine.action(lambda ctx: 1)
+    with pytest.raises(EngineError, match="takes no arguments"):
+        engine.action(body, {"x": 1})
+
+    async def run_action_inline(ctx):  # type: ignore[no-untyped-def]
+        return await ctx.run_action(body)  # only the host may pass an inline function
+
+    with pytest.raises(EngineError, match="Expected a function name or a decorated function"):
+        engine.action(run_action_inline)
+
+
 def test_nested_calls_take_ids_of_tables_the_transaction_created(engine: Engine) -> None:
     # Found by review: a nested call's v.id arguments were checked against the snapshot's
     # tables only, so an id of a table the mutation had just created was refused.
