@@ -18,6 +18,7 @@ belong in actions.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
 import random
@@ -434,7 +435,10 @@ class ActionCtx:
             limit=limit,
             filter=filter,
         )
-        return await asyncio.get_running_loop().run_in_executor(vectors.executor(), search)
+        # In the action's context, as asyncio.to_thread would run it: a filter callback
+        # may read the action's context variables.
+        run = contextvars.copy_context().run
+        return await asyncio.get_running_loop().run_in_executor(vectors.executor(), run, search)
 
 
 def _run_limited(

@@ -267,7 +267,14 @@ def _query_vector(vector: Any) -> list[float]:
                     f"{value!r:.40}",
                     code="InvalidVectorSearch",
                 )
-            floats.append(float(value))
+            try:
+                floats.append(float(value))
+            except OverflowError:
+                raise VectorSearchError(
+                    f"`vector` must hold finite numbers; element {i} is out of the float "
+                    f"range ({type(value).__name__} {value!s:.40})",
+                    code="InvalidVectorSearch",
+                ) from None
     if not math.isfinite(sum(floats)):  # NaN or ±inf somewhere, or a sum past float's range
         bad = next(((i, x) for i, x in enumerate(floats) if not math.isfinite(x)), None)
         if bad is not None:
@@ -380,55 +387,69 @@ def vector_search(
 
     query = _query_vector(vector)
     storage = db.storage
-    with storage.read() as rtxn:
-        catalog = db.catalog_at(rtxn)
-        table = catalog.tables.get(table_name)
-        index = _index(table, table_name, index_name)
-        assert table is not None
-        # In Convex's order (QdrantSchema::compile): the vector's size, the limit, the
-        # filter, then the vector against the index.
-        if len(query) > MAX_DIMENSIONS:
-            raise VectorSearchError(
-                f"Expected a vector with dimensions {MAX_DIMENSIONS}, received {len(query)}.",
-                code="VectorDimensionsMismatch",
-            )
-        count = _limit(limit)
-        conditions = _conditions(index, table_name, filter)
-        if len(query) != index.dimensions:
-            raise VectorSearchError(
-                f"Expected a vector with dimensions {index.dimensions}, received {len(query)}.",
-                code="VectorDimensionsMismatch",
-            )
-        found_keys, entries = _candidates(rtxn, storage.indexes, index, conditions)
-    if not found_keys:
-        return []
-    # The entries side by side: each row its vector, then its filter hashes (skipped).
+    # This search's scratch buffer, until it ends: a search started meanwhile on this
+    # thread (a signal handler, a finalizer) gets its own instead of overwriting ours.
+    buffer, _scratch.vectors = _scratch.vectors, bytearray()
+    try:
+        with storage.read() as rtxn:
+            catalog = db.catalog_at(rtxn)
+            table = catalog.tables.get(table_name)
+            index = _index(table, table_name, index_name)
+            assert table is not None
+            # In Convex's order (QdrantSchema::compile): the vector's size, the limit, the
+            # filter, then the vector against the index.
+            if len(query) > MAX_DIMENSIONS:
+                raise VectorSearchError(
+                    f"Expected a vector with dimensions {MAX_DIMENSIONS}, received {len(query)}.",
+                    code="VectorDimensionsMismatch",
+                )
+            count = _limit(limit)
+            conditions = _conditions(index, table_name, filter)
+            if len(query) != index.dimensions:
+                raise VectorSearchError(
+                    f"Expected a vector with dimensions {index.dimensions}, received {len(query)}.",
+                    code="VectorDimensionsMismatch",
+                )
+            found_keys, buffer = _candidates(rtxn, storage.indexes, index, conditions, buffer)
+        # Not held past its snapshot: a child forked during the NumPy work below must be
+        # able to let go of this process's LMDB environment.
+        del rtxn
+        if not found_keys:
+            return []
+        scores = _scores(np, buffer, len(found_keys), index, query)
+    finally:
+        if len(buffer) <= _KEEP and len(buffer) >= len(_scratch.vectors):
+            _scratch.vectors = buffer
+    ranked = _top(np, scores, lambda i: found_keys[i][5:], count)
+    number = table.number
+    return [
+        {"_id": ids.encode_id(number, found_keys[i][5:]), "_score": float(scores[i])}
+        for i in ranked
+    ]
+
+
+def _scores(np: Any, entries: bytearray, n: int, index: IndexDef, query: list[float]) -> Any:
+    """The cosine similarity of each of the ``n`` entries side by side in ``entries``
+    (vector, then filter hashes) with ``query``, as Qdrant computes it for Convex: each
+    vector scaled to length 1 unless its squared length is below float32's epsilon (then
+    left as it is), then a dot product; dividing the dot products by the lengths gives
+    the same scores without a scaled copy of the matrix. ``einsum``, not ``@``: a fork
+    while OpenBLAS's threads ran a product hung it for ever, and a matrix-vector product
+    gains nothing from them. Cost: two passes over the vectors in C."""
     row: list[Any] = [("vector", "<f4", (index.dimensions,))]
     if len(index.fields) > 1:
         row.append(("hashes", "V", _HASH * (len(index.fields) - 1)))
-    matrix = np.frombuffer(entries, dtype=np.dtype(row), count=len(found_keys))["vector"]
-
-    def id_of(i: int) -> bytes:
-        return found_keys[i][5:]
-
+    matrix = np.frombuffer(entries, dtype=np.dtype(row), count=n)["vector"]
     epsilon = np.finfo(np.float32).eps
     with np.errstate(all="ignore"):
-        # Qdrant's cosine, as Convex runs it: each vector scaled to length 1 unless its
-        # squared length is below float32's epsilon (then left as it is), then a dot
-        # product. Dividing the dot products by the lengths gives the same scores
-        # without a scaled copy of the matrix.
         target = np.asarray(query, dtype=np.float32)
-        squared = np.float32(target @ target)
+        squared = np.einsum("i,i->", target, target)
         if squared >= epsilon:
             target = target / np.sqrt(squared)
-        scores = matrix @ target
+        dots = np.einsum("ij,j->i", matrix, target)
         lengths = np.einsum("ij,ij->i", matrix, matrix)
         scaled = lengths >= epsilon
-        scores = np.where(scaled, scores / np.sqrt(np.where(scaled, lengths, 1)), scores)
-    ranked = _top(np, scores, id_of, count)
-    del matrix  # its view of the scratch buffer (kept for the next search) ends here
-    number = table.number
-    return [{"_id": ids.encode_id(number, id_of(i)), "_score": float(scores[i])} for i in ranked]
+        return np.where(scaled, dots / np.sqrt(np.where(scaled, lengths, 1)), dots)
 
 
 def _top(np: Any, scores: Any, id_of: Callable[[int], bytes], count: int) -> list[int]:
@@ -500,16 +521,15 @@ _CHUNK = 64
 
 
 def _candidates(
-    rtxn: Any, db: Any, index: IndexDef, conditions: dict[int, set[bytes]]
+    rtxn: Any, db: Any, index: IndexDef, conditions: dict[int, set[bytes]], entries: bytearray
 ) -> tuple[list[bytes], bytearray]:
     """``(keys, entries)``: the main entry keys of the documents matching ``conditions``,
     in id order, and their values (``len(keys) × size`` bytes: vector, then filter
-    hashes) copied side by side into this thread's scratch buffer (valid until its next
-    search), 64 at a time. Raises :class:`CorruptionError` for an entry of the wrong
+    hashes) copied side by side into ``entries``, 64 at a time, or into a larger buffer
+    made when it fills (returned in its place). Raises :class:`CorruptionError` for an entry of the wrong
     size. Cost: about 1.2 µs per entry, two copies of each value (LMDB's, the chunk's)."""
     prefix = index.prefix
     size = 4 * index.dimensions + _HASH * (len(index.fields) - 1)
-    entries = _scratch.vectors
     found_keys: list[bytes] = []
     chunk: list[bytes] = []
     filled = 0
@@ -518,11 +538,10 @@ def _candidates(
         nonlocal entries, filled
         end = filled + size * len(chunk)
         if end > len(entries):
-            grown = bytearray(max(2 * len(entries), end, size * 1024))
-            grown[:filled] = entries[:filled]
+            # Doubling, but not past what may be kept unless this search needs more.
+            grown = bytearray(min(max(2 * len(entries), end, size * 1024), max(end, _KEEP)))
+            memoryview(grown)[:filled] = memoryview(entries)[:filled]
             entries = grown
-            if len(grown) <= _KEEP:
-                _scratch.vectors = grown
         entries[filled:end] = b"".join(chunk)
         filled = end
         chunk.clear()

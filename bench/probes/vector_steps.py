@@ -3,13 +3,14 @@
 Loads N documents of D random floats (as ``python -m bench vectors``) and prints:
 
 - the steps of :func:`engine.vectors.vector_search`, timed one after another inside
-  each call (a copy of its body with timestamps between the steps; the copy's results
-  are checked equal to the function's, so a change there shows as a failure here):
-  query validation, the read txn and catalog, ``_candidates`` (the LMDB reads and the
-  join), the matrix view, the product, the row lengths, ``_top`` and the ids;
+  each call (its body, calling the module's own helpers, with timestamps between the
+  steps; the results are checked equal to the function's, so a change there shows as a
+  failure here): query validation, the read txn and catalog, ``_candidates`` (the LMDB
+  reads and the copies into the scratch buffer), ``_scores``, ``_top`` and the ids;
 - one search called directly, in a pooled thread, in a new thread, through
-  ``asyncio.run`` + ``asyncio.to_thread`` (what ``engine.action`` does around
-  ``ctx.vector_search``) and through ``engine.action``;
+  ``asyncio.run`` + ``asyncio.to_thread`` (what ``engine.action`` did around
+  ``ctx.vector_search`` before it ran searches on ``vectors.executor()``) and through
+  ``engine.action``;
 - the vector-index upkeep per inserted document (``vectors.apply`` and its parts).
 
 Run: ``.venv/bin/python bench/probes/vector_steps.py [D N [filter]]`` (default 256
@@ -82,7 +83,10 @@ def main() -> None:
         where = eq if filtered else None
         spent: collections.Counter[str] = collections.Counter()
 
+        scratch = bytearray()
+
         def steps() -> list[dict[str, Any]]:
+            nonlocal scratch
             t0 = time.perf_counter()
             vector = V._query_vector(query)
             t1 = time.perf_counter()
@@ -92,50 +96,30 @@ def main() -> None:
                 count = V._limit(10)
                 conditions = V._conditions(index, "foods", where)
                 t2 = time.perf_counter()
-                found_keys, entries = V._candidates(rtxn, storage.indexes, index, conditions)
+                found_keys, scratch = V._candidates(
+                    rtxn, storage.indexes, index, conditions, scratch
+                )
+            del rtxn
             t3 = time.perf_counter()
-            fields: list[Any] = [("vector", "<f4", (index.dimensions,))]
-            if len(index.fields) > 1:
-                fields.append(("hashes", "V", V._HASH * (len(index.fields) - 1)))
-            matrix = np.frombuffer(entries, dtype=np.dtype(fields), count=len(found_keys))
-            matrix = matrix["vector"]
-
-            def id_of(i: int) -> bytes:
-                return found_keys[i][5:]
-
-            epsilon = np.finfo(np.float32).eps
-            with np.errstate(all="ignore"):
-                target = np.asarray(vector, dtype=np.float32)
-                squared = np.float32(target @ target)
-                if squared >= epsilon:
-                    target = target / np.sqrt(squared)
-                t4 = time.perf_counter()
-                scores = matrix @ target
-                t5 = time.perf_counter()
-                lengths = np.einsum("ij,ij->i", matrix, matrix)
-                scaled = lengths >= epsilon
-                scores = np.where(scaled, scores / np.sqrt(np.where(scaled, lengths, 1)), scores)
-            t6 = time.perf_counter()
-            ranked = V._top(np, scores, id_of, count)
-            del matrix
-            t7 = time.perf_counter()
+            scores = V._scores(np, scratch, len(found_keys), index, vector)
+            t4 = time.perf_counter()
+            ranked = V._top(np, scores, lambda i: found_keys[i][5:], count)
+            t5 = time.perf_counter()
             out = [
                 {
-                    "_id": V.ids.encode_id(found.number, id_of(i)),
+                    "_id": V.ids.encode_id(found.number, found_keys[i][5:]),
                     "_score": float(scores[i]),
                 }
                 for i in ranked
             ]
-            t8 = time.perf_counter()
+            t6 = time.perf_counter()
             for name, took in (
                 ("query checks (_query_vector)", t1 - t0),
                 ("read txn, catalog, filter", t2 - t1),
                 ("_candidates (LMDB reads, copies)", t3 - t2),
-                ("matrix view, query vector", t4 - t3),
-                ("matrix-vector product", t5 - t4),
-                ("row lengths, divide", t6 - t5),
-                ("_top (partition, sort)", t7 - t6),
-                ("ids", t8 - t7),
+                ("_scores (einsum products, lengths)", t4 - t3),
+                ("_top (partition, sort)", t5 - t4),
+                ("ids", t6 - t5),
             ):
                 spent[name] += took
             return out
@@ -144,7 +128,7 @@ def main() -> None:
             return V.vector_search(db, "foods", "by_embedding", query, limit=10, filter=where)
 
         if steps() != direct():
-            raise AssertionError("the probe's copy of vector_search no longer matches it")
+            raise AssertionError("the probe's steps of vector_search no longer match it")
         spent.clear()
         calls, start = 0, time.perf_counter()
         while time.perf_counter() - start < 3:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -657,3 +658,159 @@ def test_searches_run_on_kept_threads_and_again_in_a_forked_child(db_path: Path)
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# -- from the second review ------------------------------------------------------
+
+
+def test_a_search_started_inside_another_on_its_thread_does_not_change_its_results(
+    engine: Engine, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A signal handler or a finalizer may search while a search on the same thread has
+    # its candidates in the thread's scratch buffer: the nested one must not overwrite them.
+    from engine import vectors
+
+    rng = random.Random(5)
+    rows = [{"name": str(i), "embedding": [rng.gauss(0, 1) for _ in range(3)]} for i in range(300)]
+    insert(engine, *rows)
+    other_schema = define_schema(
+        {
+            "foods": define_table().vector_index(
+                "by_embedding", vector_field="embedding", dimensions=3
+            )
+        },
+        schema_validation=False,
+    )
+    with Engine.open(db_path.parent / "other", schema=other_schema, durability="none") as other:
+        insert(other, *({"embedding": [float(i), 1.0, -1.0]} for i in range(400)))
+        original = vectors._candidates
+
+        nested_once: list[None] = []
+
+        def with_a_nested_search(*args: Any) -> Any:
+            found = original(*args)
+            if not nested_once:  # the nested search's own call goes straight through
+                nested_once.append(None)
+                vectors.vector_search(other._db, "foods", "by_embedding", [1, 0, 0], limit=5)
+            return found
+
+        expected = vectors.vector_search(engine._db, "foods", "by_embedding", [1, 2, 3], limit=20)
+        monkeypatch.setattr(vectors, "_candidates", with_a_nested_search)
+        nested = vectors.vector_search(engine._db, "foods", "by_embedding", [1, 2, 3], limit=20)
+    assert nested == expected
+
+
+def test_scores_do_not_use_threaded_blas() -> None:
+    # Forking while OpenBLAS's threads ran a search's matrix product hung the search for
+    # ever (its fork handler tears the pool down): scores come from einsum, not BLAS.
+    import inspect
+
+    from engine import vectors
+
+    source = inspect.getsource(vectors.vector_search)
+    assert " @ " not in source and "np.dot" not in source and "matmul" not in source
+
+
+def test_a_child_forked_during_searches_opens_the_folder(db_path: Path) -> None:
+    # A search kept its (ended) read txn referenced through its NumPy work: a child forked
+    # then could not let go of the parent's environment, and Engine.open refused the folder.
+    import os
+    import threading
+
+    from engine import vectors
+
+    rng = random.Random(3)
+    wide = define_schema(
+        {"docs": define_table().vector_index("by_vec", vector_field="vec", dimensions=256)},
+        schema_validation=False,
+    )
+    with Engine.open(db_path, schema=wide, durability="none") as engine:
+        for _ in range(6):
+            rows = [{"vec": [rng.random() for _ in range(256)]} for _ in range(500)]
+            engine.run(lambda ctx, rows=rows: [ctx.db.insert("docs", r) for r in rows])
+        query = [rng.random() for _ in range(256)]
+        stop = threading.Event()
+
+        def searcher() -> None:
+            while not stop.is_set():
+                vectors.vector_search(engine._db, "docs", "by_vec", query, limit=10)
+
+        threads = [threading.Thread(target=searcher) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        failures = 0
+        try:
+            for _ in range(10):
+                time.sleep(rng.uniform(0, 0.02))
+                pid = os.fork()
+                if pid == 0:
+                    code = 3
+                    try:
+                        with Engine.open(db_path, durability="none"):
+                            code = 0
+                    finally:
+                        os._exit(code)
+                _, status = os.waitpid(pid, 0)
+                failures += os.waitstatus_to_exitcode(status) != 0
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+    assert failures == 0
+
+
+def test_a_kept_buffer_grows_to_what_a_search_needs_within_the_cap(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Doubling past the cap threw the buffer away although the search needed less: every
+    # such search faulted its pages in again.
+    import threading
+
+    from engine import vectors
+
+    insert(
+        engine,
+        *({"name": str(i), "cuisine": "x", "embedding": [1.0, 0.0, float(i)]} for i in range(3000)),
+    )
+    monkeypatch.setattr(vectors, "_KEEP", 100_000)  # 3,000 entries × 28 bytes = 84,000
+    kept: list[int] = []
+
+    def search_on_a_new_thread() -> None:
+        vectors.vector_search(engine._db, "foods", "by_embedding", [1, 0, 0])
+        kept.append(len(vectors._scratch.vectors))
+
+    thread = threading.Thread(target=search_on_a_new_thread)
+    thread.start()
+    thread.join()
+    assert 84_000 <= kept[0] <= 100_000
+
+
+def test_a_query_vector_past_float_range_is_refused(engine: Engine) -> None:
+    from fractions import Fraction
+
+    for bad in (10**400, Fraction(10**400)):
+        with pytest.raises(VectorSearchError, match="element 0 is out of the float range") as error:
+            search(engine, [bad, 0, 0])
+        assert error.value.code == "InvalidVectorSearch"
+
+
+def test_the_filter_sees_the_actions_context_variables(engine: Engine) -> None:
+    import contextvars
+
+    tenant: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
+    seen: list[str | None] = []
+    insert(engine, {"name": "a", "cuisine": "acme", "embedding": [1.0, 0.0, 0.0]})
+
+    async def body(ctx: Any) -> Any:
+        tenant.set("acme")
+
+        def only_tenant(q: Any) -> Any:
+            seen.append(tenant.get())
+            return q.eq("cuisine", tenant.get())
+
+        return await ctx.vector_search(
+            "foods", "by_embedding", vector=[1, 0, 0], filter=only_tenant
+        )
+
+    assert len(engine.action(body)) == 1
+    assert seen == ["acme"]
