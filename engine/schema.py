@@ -42,10 +42,8 @@ _MAX_INDEX_FIELDS = 16  # counting the appended _creationTime
 _MAX_INDEXES = 64
 #: Convex's MAX_TEXT_INDEX_FILTER_FIELDS_SIZE (crates/common/src/bootstrap_model/index).
 _MAX_FILTER_FIELDS = 16
-#: Convex's limits page: "Search indexes per table: 4".
-_MAX_SEARCH_INDEXES = 4
-#: Convex's limits page: "Vector indexes per table: 4".
-_MAX_VECTOR_INDEXES = 4
+#: Convex's limits page: "Search indexes per table: 4", and as many vector indexes.
+_MAX_FIELD_INDEXES = 4
 _SYSTEM_FIELDS = ("_id", "_creationTime")
 
 
@@ -467,54 +465,30 @@ class SchemaDefinition:
         raise error
 
 
-def _check_search_indexes(table: str, definition: TableDefinition) -> None:
-    """At most 4 search indexes, no two on the same search and filter fields."""
-    search = definition.search_indexes
-    if len(search) > _MAX_SEARCH_INDEXES:
+def _check_field_indexes(table: str, kind: str, fields: dict[str, str]) -> None:
+    """At most 4 search (``kind="search"``) or vector indexes, no two on the same search
+    or vector field (``fields``: index name → that field), with Convex's texts."""
+    title = kind.capitalize()
+    if len(fields) > _MAX_FIELD_INDEXES:
         raise SchemaValidationError(
-            f'TooManySearchIndexes: Table "{table}" cannot have more than '
-            f"{_MAX_SEARCH_INDEXES} search indexes (it declares {len(search)}: "
-            f"{', '.join(search)}). Combine indexes on one search field into one with all "
+            f'TooMany{title}Indexes: Table "{table}" cannot have more than '
+            f"{_MAX_FIELD_INDEXES} {kind} indexes (it declares {len(fields)}: "
+            f"{', '.join(fields)}). Combine indexes on one {kind} field into one with all "
             "their filter fields.",
             table=table,
         )
     seen: dict[str, str] = {}
-    for index, (field, _filters) in search.items():
+    for index, field in fields.items():
         other = seen.setdefault(field, index)
         if other != index:
-            # Convex's search_field_not_unique (index_validation_error.rs), raised by
-            # common/src/schemas/json.rs for any two search indexes on one search field,
-            # whatever their filter fields.
+            # Convex's search_field_not_unique / vector_field_not_unique
+            # (index_validation_error.rs), raised by common/src/schemas/json.rs for any two
+            # such indexes on one field, whatever their filter fields.
             raise SchemaValidationError(
-                f'SearchIndexFieldNotUnique: In table "{table}" search index "{index}" and '
-                f'search index "{other}" have the same `searchField`. Search index fields '
+                f'{title}IndexFieldNotUnique: In table "{table}" {kind} index "{index}" and '
+                f'{kind} index "{other}" have the same `{kind}Field`. {title} index fields '
                 "must be unique within a table. You should combine the indexes with the same "
-                "`searchField` into one index containing all `filterField`s and then use "
-                "different subsets of the `filterField`s at query time.",
-                table=table,
-            )
-
-
-def _check_vector_indexes(table: str, definition: TableDefinition) -> None:
-    """At most 4 vector indexes, no two on the same vector field."""
-    vector = definition.vector_indexes
-    if len(vector) > _MAX_VECTOR_INDEXES:
-        raise SchemaValidationError(
-            f'TooManyVectorIndexes: Table "{table}" cannot have more than '
-            f"{_MAX_VECTOR_INDEXES} vector indexes (it declares {len(vector)}: "
-            f"{', '.join(vector)}).",
-            table=table,
-        )
-    seen: dict[str, str] = {}
-    for index, (field, _dimensions, _filters) in vector.items():
-        other = seen.setdefault(field, index)
-        if other != index:
-            # Convex's vector_field_not_unique (index_validation_error.rs).
-            raise SchemaValidationError(
-                f'VectorIndexFieldNotUnique: In table "{table}" vector index "{index}" and '
-                f'vector index "{other}" have the same `vectorField`. Vector index fields '
-                "must be unique within a table. You should combine the indexes with the same "
-                "`vectorField` into one index containing all `filterField`s and then use "
+                f"`{kind}Field` into one index containing all `filterField`s and then use "
                 "different subsets of the `filterField`s at query time.",
                 table=table,
             )
@@ -574,8 +548,12 @@ def define_schema(
                 "and vector indexes do.",
                 table=name,
             )
-        _check_search_indexes(name, definition)
-        _check_vector_indexes(name, definition)
+        _check_field_indexes(
+            name, "search", {n: f for n, (f, _) in definition.search_indexes.items()}
+        )
+        _check_field_indexes(
+            name, "vector", {n: f for n, (f, _, _) in definition.vector_indexes.items()}
+        )
         if schema_validation and definition.validator is not None:
             json = definition.validator.to_json()
             referenced = [
