@@ -84,6 +84,8 @@ class CommitRequest:
     lead: bool = False
     #: File bytes to store or delete with ``_storage`` documents (see engine.blobs).
     blobs: dict[bytes, bytes | None] | None = None
+    #: The vector index entries of the documents written (``vectors.prepare``), or None.
+    vectors: dict[bytes, _vectors.Prepared] | None = None
 
     @classmethod
     def from_transaction(cls, txn: Transaction) -> CommitRequest:
@@ -112,6 +114,11 @@ class CommitRequest:
             new_catalog,
             # A failed hasattr on an unset slot, as this once asked, cost ~0.7 us a commit.
             blobs=None if txn.writes.blobs is None else txn.writes.blob_changes(),
+            vectors=(
+                _vectors.prepare(txn.catalog.vector_tables, documents)
+                if txn.catalog.vector_tables
+                else None
+            ),
         )
 
 
@@ -282,6 +289,7 @@ class Committer:
         index_keys: dict[bytes, bytes | None] = {}  # key → b"" (put) or None (delete)
         log_entries: list[tuple[bytes, bytes]] = []
         blob_changes: dict[bytes, bytes | None] = {}
+        vector_entries: dict[bytes, _vectors.Prepared] = {}
         new_catalog = False
         for request in batch:
             conflict = self._validate(request, history, floor, catalog, schema_ts)
@@ -294,6 +302,8 @@ class Committer:
             documents.update(request.documents)
             if request.blobs:
                 blob_changes.update(request.blobs)
+            if request.vectors:
+                vector_entries.update(request.vectors)
             index_keys.update(dict.fromkeys(request.index_deletes))
             index_keys.update(dict.fromkeys(request.index_puts, b""))
             ts = max(time.time_ns(), latest + 1)
@@ -305,8 +315,8 @@ class Committer:
             if new_catalog:
                 wtxn.put(b"catalog", encode_catalog(catalog), db=meta)
             _apply_net(wtxn, storage.documents, documents)
-            if view.vector_tables:  # entries derived from the documents, in this txn
-                _vectors.apply(wtxn, storage.indexes, view.vector_tables, documents)
+            if vector_entries:  # derived from the documents by their transactions
+                _vectors.apply(wtxn, storage.indexes, vector_entries)
             if blob_changes:  # in the same LMDB txn as the _storage rows they belong to
                 _blobs.apply(wtxn, storage.blobs, blob_changes)
             _apply_index_keys(wtxn, storage, index_keys)

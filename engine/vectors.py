@@ -5,8 +5,9 @@ A vector index keeps, for every document whose vector field is a list of exactly
 another length or an integer element leave the document out), its vector as
 32-bit floats, as Convex does. Entries live in the ``indexes`` sub-database under
 the index's number, beside the other indexes, and change in the same LMDB write
-transaction as the documents they come from (the commit leader derives them from
-the documents it writes, :func:`apply`), so they never disagree with them::
+transaction as the documents they come from (each committing transaction derives
+them from its final documents, :func:`prepare`, and the commit leader stores them
+with the documents, :func:`apply`), so they never disagree with them::
 
     index number (4 B) ‖ 0x00 ‖ internal id (16 B)
         → the vector (little-endian float32, 4 B each)
@@ -68,6 +69,7 @@ __all__ = [
     "VectorFilterBuilder",
     "apply",
     "index_entries",
+    "prepare",
     "vector_search",
 ]
 
@@ -148,12 +150,25 @@ def _stored_entries(index: IndexDef, main_key: bytes, value: bytes) -> dict[byte
     return entries
 
 
+#: What a commit does to one document's entries: ``(index, the entries it must have)``
+#: for each vector index of its table (no entries: the document is gone or not indexed).
+Prepared = list[tuple["IndexDef", dict[bytes, bytes]]]
+
+
 def update(
     wtxn: Any, db: Any, index: IndexDef, document: Mapping[str, Any] | None, internal_id: bytes
 ) -> None:
     """Make ``document``'s entries in ``index`` current (None: the document is gone).
-    Cost: one lookup of the stored main entry; writes only what changed."""
+    Cost: :func:`index_entries`, then :func:`_store`."""
     new = {} if document is None else index_entries(index, document, internal_id)
+    _store(wtxn, db, index, new, internal_id)
+
+
+def _store(
+    wtxn: Any, db: Any, index: IndexDef, new: dict[bytes, bytes], internal_id: bytes
+) -> None:
+    """Make the stored entries of one document in ``index`` exactly ``new``. Cost: one
+    lookup of the stored main entry; writes only what changed."""
     main_key = index.prefix + _MAIN + internal_id
     stored = wtxn.get(main_key, None, db)
     old = {} if stored is None else _stored_entries(index, main_key, bytes(stored))
@@ -164,22 +179,41 @@ def update(
             wtxn.put(key, value, True, True, False, db)
 
 
-def apply(
-    wtxn: Any,
-    db: Any,
+def prepare(
     vector_tables: Mapping[bytes, tuple[IndexDef, ...]],
-    documents: Mapping[bytes, bytes | None],
-) -> None:
-    """Update the vector entries of every written document (``doc key → stored bytes, or
-    None once deleted``) whose table has vector indexes, in the commit's write txn.
-    Cost: nothing for tables without vector indexes; else :func:`update` per index."""
-    for doc_key, raw in documents.items():
+    documents: Iterable[tuple[bytes, bytes | None]],
+) -> dict[bytes, Prepared] | None:
+    """The entries every written document (``(doc key, stored bytes, or None once
+    deleted)``) of a table with vector indexes must have: computed by the committing
+    transaction's thread, before its request reaches the commit leader, so that the
+    leader (under LMDB's write lock) only stores them. None when no such document was
+    written. The indexes are those of the transaction's snapshot: a commit is refused
+    when its tables' indexes changed since (``Committer._validate``), so they are the
+    leader's too. Cost: nothing for other tables; else a decode and
+    :func:`index_entries` per index."""
+    prepared: dict[bytes, Prepared] | None = None
+    for doc_key, raw in documents:
         indexes = vector_tables.get(doc_key[:4])
         if indexes is None:
             continue
         document = None if raw is None else decode_document(raw)
-        for index in indexes:
-            update(wtxn, db, index, document, doc_key[4:])
+        internal_id = doc_key[4:]
+        if prepared is None:
+            prepared = {}
+        prepared[doc_key] = [
+            (index, {} if document is None else index_entries(index, document, internal_id))
+            for index in indexes
+        ]
+    return prepared
+
+
+def apply(wtxn: Any, db: Any, prepared: Mapping[bytes, Prepared]) -> None:
+    """Store what :func:`prepare` computed (a group's, in commit order: a later commit of a
+    document replaces an earlier one's), in the commit's write txn. Cost: :func:`_store`
+    per document and index."""
+    for doc_key, indexes in prepared.items():
+        for index, entries in indexes:
+            _store(wtxn, db, index, entries, doc_key[4:])
 
 
 # -- queries -------------------------------------------------------------------

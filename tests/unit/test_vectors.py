@@ -814,3 +814,38 @@ def test_the_filter_sees_the_actions_context_variables(engine: Engine) -> None:
 
     assert len(engine.action(body)) == 1
     assert seen == ["acme"]
+
+
+def test_a_mutation_that_raced_the_index_being_added_is_re_run_with_its_entries(
+    db_path: Path,
+) -> None:
+    # A committing mutation computes its documents' vector entries from its snapshot's
+    # indexes (vectors.prepare): one whose snapshot predates the index must not commit
+    # without them. Its table changed, so it conflicts and runs again on the new catalog.
+    import threading
+
+    plain = define_schema({"foods": define_table(FOOD)})
+    with Engine.open(db_path, schema=plain, durability="none") as engine:
+        insert(engine, {"name": "first", "embedding": [0.0, 1.0, 0.0]})
+        started, changed = threading.Event(), threading.Event()
+        runs: list[None] = []
+
+        def body(ctx: Any) -> str:
+            runs.append(None)
+            ctx.db.query("foods").first()  # a snapshot that sees the table without the index
+            if len(runs) == 1:
+                started.set()
+                changed.wait(10)
+            return ctx.db.insert("foods", {"name": "raced", "embedding": [1.0, 0.0, 0.0]})
+
+        result: list[str] = []
+        writer = threading.Thread(target=lambda: result.append(engine.run(body)))
+        writer.start()
+        assert started.wait(10)
+        Engine.open(db_path, schema=food_schema(), durability="none").close()  # adds it
+        changed.set()
+        writer.join()
+        assert len(runs) == 2
+    with Engine.open(db_path, schema=food_schema(), durability="none") as engine:
+        assert [r["_id"] for r in search(engine, [1, 0, 0], limit=1)] == result
+        engine.check()
