@@ -14,18 +14,17 @@ live or deleted.
 from __future__ import annotations
 
 import functools
-import shutil
-import tempfile
 from types import SimpleNamespace
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import Bundle, invariant, rule
 
-from engine import UNSET, Engine, define_schema, define_table
+from engine import UNSET, define_schema, define_table
 from engine.readers import DatabaseReader
 from engine.values import compare
+from tests.property.machines import EngineMachine
 from tests.property.strategies import id_edits, id_strings
 
 PRESENT_VALUES = st.one_of(
@@ -171,18 +170,10 @@ def normalize(shape: Any) -> Any:
     return index, eqs, bound, order, flt
 
 
-class QueryModel(RuleBasedStateMachine):
+class QueryModel(EngineMachine):
     documents = Bundle("documents")
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.folder = tempfile.mkdtemp()
-        self.engine = Engine.open(self.folder, schema=SCHEMA, durability="none")
-        self.model: dict[str, dict[str, Any]] = {}
-
-    def teardown(self) -> None:
-        self.engine.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+    schema = SCHEMA
 
     @rule(target=documents, x=FIELD_VALUES, y=FIELD_VALUES)
     def insert(self, x: Any, y: Any) -> str:

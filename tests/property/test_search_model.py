@@ -15,15 +15,14 @@ as the pages of a paginated search (which must add up to ``collect()``).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import Bundle, invariant, rule
 
-from engine import UNSET, Engine, define_schema, define_table, keys
+from engine import UNSET, define_schema, define_table, keys
+from tests.property.machines import EngineMachine
 
 SCHEMA = define_schema(
     {
@@ -113,18 +112,10 @@ def fields_of(body: Any, channel: Any, author: Any) -> dict[str, Any]:
     return {name: value for name, value in pairs if value is not UNSET}
 
 
-class SearchModel(RuleBasedStateMachine):
+class SearchModel(EngineMachine):
     documents = Bundle("documents")
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.folder = tempfile.mkdtemp()
-        self.engine = Engine.open(self.folder, schema=SCHEMA, durability="none")
-        self.model: dict[str, dict[str, Any]] = {}
-
-    def teardown(self) -> None:
-        self.engine.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+    schema = SCHEMA
 
     @rule(target=documents, body=BODIES, channel=FILTER_VALUES, author=FILTER_VALUES)
     def insert(self, body: Any, channel: Any, author: Any) -> str:

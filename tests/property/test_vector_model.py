@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-import shutil
-import tempfile
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import Bundle, invariant, precondition, rule
 
 from engine import UNSET, Engine, define_schema, define_table
 from engine.contexts import ActionCtx
+from tests.property.machines import EngineMachine
 
 INDEXED = define_schema(
     {
@@ -77,18 +76,10 @@ def fields_of(vector: Any, kind: Any, size: Any) -> dict[str, Any]:
     return {k: x for k, x in fields.items() if x is not UNSET}
 
 
-class VectorModel(RuleBasedStateMachine):
+class VectorModel(EngineMachine):
     documents = Bundle("documents")
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.folder = tempfile.mkdtemp()
-        self.engine = Engine.open(self.folder, schema=INDEXED, durability="none")
-        self.model: dict[str, dict[str, Any]] = {}
-
-    def teardown(self) -> None:
-        self.engine.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+    schema = INDEXED
 
     @rule(target=documents, vector=VECTORS, kind=FILTER_VALUES, size=FILTER_VALUES)
     def insert(self, vector: Any, kind: Any, size: Any) -> str:

@@ -1,0 +1,29 @@
+"""A base for the stateful tests that drive one engine in a temporary folder."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from typing import Any
+
+from hypothesis.stateful import RuleBasedStateMachine
+
+from engine import Engine
+
+
+class EngineMachine(RuleBasedStateMachine):
+    """A state machine with ``self.engine``, opened on a fresh folder (``self.folder``)
+    with the class's ``schema`` and durability ``"none"``, and a ``self.model`` dict of
+    documents by id for the reference; closed and removed by ``teardown``."""
+
+    schema: Any = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = tempfile.mkdtemp()
+        self.engine = Engine.open(self.folder, schema=self.schema, durability="none")
+        self.model: dict[str, dict[str, Any]] = {}
+
+    def teardown(self) -> None:
+        self.engine.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
