@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from hypothesis.stateful import RuleBasedStateMachine
+from hypothesis.stateful import RuleBasedStateMachine, invariant
 
 from engine import Engine
 
@@ -14,7 +14,9 @@ from engine import Engine
 class EngineMachine(RuleBasedStateMachine):
     """A state machine with ``self.engine``, opened on a fresh folder (``self.folder``)
     with the class's ``schema`` and durability ``"none"``, and a ``self.model`` dict of
-    documents by id for the reference; closed and removed by ``teardown``."""
+    the documents of table ``docs`` by id, for the reference; after every step
+    ``Engine.check()`` passes and ``docs`` holds as many documents as the model; the
+    engine is closed and the folder removed by ``teardown``."""
 
     schema: Any = None
 
@@ -23,6 +25,11 @@ class EngineMachine(RuleBasedStateMachine):
         self.folder = tempfile.mkdtemp()
         self.engine = Engine.open(self.folder, schema=self.schema, durability="none")
         self.model: dict[str, dict[str, Any]] = {}
+
+    @invariant()
+    def consistent(self) -> None:
+        report = self.engine.check()
+        assert report["tables"].get("docs", {"documents": 0})["documents"] == len(self.model)
 
     def teardown(self) -> None:
         self.engine.close()

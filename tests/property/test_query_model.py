@@ -19,7 +19,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, invariant, rule
+from hypothesis.stateful import Bundle, rule
 
 from engine import UNSET, define_schema, define_table
 from engine.readers import DatabaseReader
@@ -287,11 +287,6 @@ class QueryModel(EngineMachine):
         except Rollback:
             pass
         assert result[0] == model_query(list(model.values()), *args)
-
-    @invariant()
-    def consistent(self) -> None:
-        report = self.engine.check()
-        assert report["tables"].get("docs", {"documents": 0})["documents"] == len(self.model)
 
 
 TestQueryModel = QueryModel.TestCase

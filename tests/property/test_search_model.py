@@ -19,7 +19,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, invariant, rule
+from hypothesis.stateful import Bundle, rule
 
 from engine import UNSET, define_schema, define_table, keys
 from tests.property.machines import EngineMachine
@@ -197,11 +197,6 @@ class SearchModel(EngineMachine):
         except Rollback:
             pass
         assert found[0] == model_search(list(model.values()), text, eqs)
-
-    @invariant()
-    def consistent(self) -> None:
-        report = self.engine.check()
-        assert report["tables"].get("docs", {"documents": 0})["documents"] == len(self.model)
 
 
 TestSearchModel = SearchModel.TestCase

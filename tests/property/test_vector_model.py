@@ -21,7 +21,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, invariant, precondition, rule
+from hypothesis.stateful import Bundle, precondition, rule
 
 from engine import UNSET, Engine, define_schema, define_table
 from engine.contexts import ActionCtx
@@ -184,11 +184,6 @@ class VectorModel(EngineMachine):
         if found:
             worst = found[-1]["_score"]
             assert all(s <= worst + 1e-5 for i, s in candidates.items() if i not in returned)
-
-    @invariant()
-    def consistent(self) -> None:
-        report = self.engine.check()
-        assert report["tables"].get("docs", {"documents": 0})["documents"] == len(self.model)
 
 
 TestVectorModel = VectorModel.TestCase
