@@ -19,7 +19,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, rule
+from hypothesis.stateful import rule
 
 from engine import UNSET, define_schema, define_table
 from engine.readers import DatabaseReader
@@ -171,7 +171,7 @@ def normalize(shape: Any) -> Any:
 
 
 class QueryModel(EngineMachine):
-    documents = Bundle("documents")
+    documents = EngineMachine.documents
 
     schema = SCHEMA
 
@@ -193,13 +193,6 @@ class QueryModel(EngineMachine):
         else:
             doc["x"] = x
         self.model[doc_id] = doc
-
-    @rule(doc_id=documents)
-    def delete(self, doc_id: str) -> None:
-        if doc_id not in self.model:
-            return
-        self.engine.run(lambda ctx: ctx.db.delete(doc_id))
-        del self.model[doc_id]
 
     @rule(shape=query_shapes)
     def query(self, shape: Any) -> None:

@@ -33,6 +33,21 @@ steps = st.lists(
 )
 
 
+def _scan_step(step: Any, scans: list[tuple[ScanInterval, bool]]) -> None:
+    """A ``widen`` step (a running scan reads further, down when it runs in reverse) or an
+    ``end`` step (it stops) on one of ``scans``, chosen by the step's number."""
+    if not scans:
+        return
+    scan, reverse = scans[step[1] % len(scans)]
+    if step[0] == "end":
+        scan.running = False
+    elif scan.running:
+        if reverse:
+            scan.lo = min(scan.lo, step[2])
+        else:
+            scan.hi = max(scan.hi, step[2])
+
+
 @settings(max_examples=300, deadline=None)
 @given(steps=steps)
 def test_ranges_counts_as_the_sorted_merge_of_every_range(steps: list[Any]) -> None:
@@ -60,15 +75,8 @@ def test_ranges_counts_as_the_sorted_merge_of_every_range(steps: list[Any]) -> N
         elif kind == "scan":
             scans.append((reads.add_scan(step[1], step[1]), step[2]))
             model.append(scans[-1][0])
-        elif kind == "widen" and scans:
-            scan, reverse = scans[step[1] % len(scans)]
-            if scan.running:
-                if reverse:
-                    scan.lo = min(scan.lo, step[2])
-                else:
-                    scan.hi = max(scan.hi, step[2])
-        elif kind == "end" and scans:
-            scans[step[1] % len(scans)][0].running = False
+        elif kind in ("widen", "end"):
+            _scan_step(step, scans)
         elif kind == "ask":
             assert reads.ranges() == len(read_so_far())
         assert reads.freeze().pairs() == read_so_far()
@@ -114,14 +122,7 @@ def test_a_limit_set_between_reads_holds_as_convexs_does(steps: list[Any]) -> No
             assert len(reads.freeze()) <= reads.limit  # nor a read past it
             if kind == "range" and step[3] is not None:  # read_rows stopped early
                 interval.hi = max(interval.lo, min(interval.hi, step[3]))
-        elif kind == "widen" and scans:
-            scan, reverse = scans[step[1] % len(scans)]
-            if scan.running:
-                if reverse:
-                    scan.lo = min(scan.lo, step[2])
-                else:
-                    scan.hi = max(scan.hi, step[2])
-        elif kind == "end" and scans:
-            scans[step[1] % len(scans)][0].running = False
+        elif kind in ("widen", "end"):
+            _scan_step(step, scans)
         elif kind == "ask":
             reads.ranges()

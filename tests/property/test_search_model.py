@@ -19,7 +19,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, rule
+from hypothesis.stateful import rule
 
 from engine import UNSET, define_schema, define_table, keys
 from tests.property.machines import EngineMachine
@@ -113,7 +113,7 @@ def fields_of(body: Any, channel: Any, author: Any) -> dict[str, Any]:
 
 
 class SearchModel(EngineMachine):
-    documents = Bundle("documents")
+    documents = EngineMachine.documents
 
     schema = SCHEMA
 
@@ -130,13 +130,6 @@ class SearchModel(EngineMachine):
             return
         self.engine.run(lambda ctx: ctx.db.patch(doc_id, {field: value}))
         self.model[doc_id] = self.engine.run(lambda ctx: ctx.db.get(doc_id))
-
-    @rule(doc_id=documents)
-    def delete(self, doc_id: str) -> None:
-        if doc_id not in self.model:
-            return
-        self.engine.run(lambda ctx: ctx.db.delete(doc_id))
-        del self.model[doc_id]
 
     @rule(text=QUERY_TEXTS, eqs=EQUALITIES, size=st.integers(1, 4))
     def search(self, text: str, eqs: dict[str, Any], size: int) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, precondition, rule
+from hypothesis.stateful import precondition, rule
 
 from engine import UNSET, Engine, define_schema, define_table
 from engine.contexts import ActionCtx
@@ -77,7 +77,7 @@ def fields_of(vector: Any, kind: Any, size: Any) -> dict[str, Any]:
 
 
 class VectorModel(EngineMachine):
-    documents = Bundle("documents")
+    documents = EngineMachine.documents
 
     schema = INDEXED
 
@@ -109,13 +109,6 @@ class VectorModel(EngineMachine):
         fields = fields_of(vector, kind, UNSET)
         self.engine.run(lambda ctx: ctx.db.replace(doc_id, dict(fields)))
         self.model[doc_id] = fields
-
-    @rule(doc_id=documents)
-    def delete(self, doc_id: str) -> None:
-        if doc_id not in self.model:
-            return
-        self.engine.run(lambda ctx: ctx.db.delete(doc_id))
-        del self.model[doc_id]
 
     @rule(
         writes=st.lists(st.tuples(VECTORS, FILTER_VALUES), min_size=1, max_size=4),
