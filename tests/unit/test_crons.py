@@ -401,7 +401,10 @@ def engine(db_path: Path) -> Iterator[Engine]:
     crons = cron_jobs()
     crons.interval("tick", cronjobs.tick, {"label": "t"}, seconds=60)
     crons.hourly("act", cronjobs.act, {"label": "a", "seconds": 0.0}, minute_utc=0)
-    crons.daily("fail", cronjobs.fail, hour_utc=0, minute_utc=0)
+    # Twelve hours from now, so that "fail" is due in a day's advance but never in an hour's,
+    # whatever the time of day the suite runs at (at 0:00 UTC it was due from 23:00 on).
+    far_hour = (int(time.time() // 3600) + 12) % 24  # the UTC hour, twelve on
+    crons.daily("fail", cronjobs.fail, hour_utc=far_hour, minute_utc=0)
     with open_with(db_path, crons) as handle:
         yield handle
         handle.check()
