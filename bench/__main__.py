@@ -9,6 +9,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
+from .baselines import close_connections
 from .harness import Report
 
 _NOT_BENCHMARKS = {"harness", "baselines", "plot"}
@@ -21,6 +22,15 @@ def available() -> list[str]:
         for m in pkgutil.iter_modules([str(folder)])
         if not m.name.startswith("_") and m.name not in _NOT_BENCHMARKS
     )
+
+
+def run_benchmark(name: str, report: Report) -> None:
+    """Run benchmark ``name`` into ``report``, then close the sqlite3 connections its
+    baselines opened (see :func:`bench.baselines.connect`)."""
+    try:
+        importlib.import_module(f"bench.{name}").run(report)
+    finally:
+        close_connections()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,9 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
     for name in chosen:
-        module = importlib.import_module(f"bench.{name}")
         report = Report(name, quick=args.quick)
-        module.run(report)
+        run_benchmark(name, report)
         if not args.no_save:
             report.save()
         print(json.dumps(report.to_json(), indent=2) if args.json else report.render())

@@ -19,7 +19,38 @@ from typing import Any
 import lmdb
 import msgspec
 
-__all__ = ["RawLmdbLayoutStore", "RawLmdbStore", "SqliteStore", "make_documents"]
+__all__ = [
+    "RawLmdbLayoutStore",
+    "RawLmdbStore",
+    "SqliteStore",
+    "close_connections",
+    "connect",
+    "make_documents",
+]
+
+#: Every connection :func:`connect` made and :func:`close_connections` has not closed.
+_connections: list[sqlite3.Connection] = []
+
+
+def connect(path: str, synchronous: str) -> sqlite3.Connection:
+    """A sqlite3 connection to ``path`` in WAL mode with ``synchronous`` (FULL, NORMAL
+    or OFF), in autocommit mode and usable from any thread; it stays open until
+    :func:`close_connections` (the runner calls it after each benchmark).
+
+    Kept rather than left to the garbage collector: Python 3.13 warns of a connection
+    collected unclosed (``ResourceWarning``), which the tests turn into a failure.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+    _connections.append(conn)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    return conn
+
+
+def close_connections() -> None:
+    """Close every connection :func:`connect` made (after a benchmark's run)."""
+    while _connections:
+        _connections.pop().close()
 
 
 def make_documents(n: int, seed: int = 1) -> list[dict[str, Any]]:
@@ -45,9 +76,7 @@ class SqliteStore:
         self.path = path
         self.synchronous = synchronous
         self.indexes = tuple(indexes)
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        self.conn = connect(path, synchronous)
         self.conn.execute("CREATE TABLE IF NOT EXISTS docs (id INTEGER PRIMARY KEY, doc TEXT)")
         for field in self.indexes:
             self.conn.execute(

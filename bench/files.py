@@ -12,18 +12,17 @@ not the disk's; and one durable store per system (``full``, ``FULL``,
 from __future__ import annotations
 
 import os
-import sqlite3
 import tempfile
 from typing import Any
 
 import lmdb
 
+from .baselines import connect
+
 
 class _SqliteFiles:
     def __init__(self, path: str, synchronous: str) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        self.conn = connect(path, synchronous)
         self.conn.execute("CREATE TABLE files (id INTEGER PRIMARY KEY, data BLOB)")
 
     def store(self, data: bytes) -> int:

@@ -35,7 +35,6 @@ import itertools
 import math
 import os
 import random
-import sqlite3
 import struct
 import tempfile
 from array import array
@@ -44,6 +43,8 @@ from typing import Any
 
 import lmdb
 import numpy as np
+
+from .baselines import connect
 
 LIMIT = 10
 CUISINES = 100
@@ -141,9 +142,7 @@ class SqliteVectors:
     float32, an index on ``cuisine``."""
 
     def __init__(self, path: str, dimensions: int, synchronous: str = "NORMAL") -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute(f"PRAGMA synchronous={synchronous}")
+        self.conn = connect(path, synchronous)
         self.conn.execute(
             "CREATE TABLE vectors (id TEXT PRIMARY KEY, cuisine TEXT, embedding BLOB)"
         )
