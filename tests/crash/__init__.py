@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -12,18 +13,54 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: The first line a worker prints, once Python and the engine are imported.
+STARTED = "started"
+
+
 def kill_worker_after(delay: float, *args: str) -> str:
-    """Run ``python -m tests.race.workers *args`` for ``delay`` seconds, SIGKILL it,
-    and return what it printed (each line an acknowledgement); fails on a traceback."""
+    """Run ``python -m tests.race.workers *args``, SIGKILL it ``delay`` seconds after it
+    printed :data:`STARTED`, and return what it printed after that (each line an
+    acknowledgement); fails on a traceback.
+
+    The delay counts from the worker's start line, not from its launch: starting Python
+    and importing the engine takes a machine-dependent while (0.49-0.55 s for
+    ``python -c "import tests.race.workers"`` on a slow 2-core machine), and a kill
+    timed from the launch (0.45-0.7 s, as the file crash test had it) could land before
+    the first write, leaving nothing tested. From the start line the kill lands in
+    ``Engine.open`` (and its recovery from the last kill) or in the writes after it,
+    as the delay says, on any machine.
+    """
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.race.workers", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
     )
-    time.sleep(delay)
-    os.kill(child.pid, signal.SIGKILL)
+    assert child.stdout is not None
+    # Read the start line from the pipe itself (not a buffered file object, whose
+    # buffer communicate() would skip): what follows it in the same read is kept.
+    head = b""
+    deadline = time.monotonic() + 120
+    try:
+        while b"\n" not in head:
+            left = max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([child.stdout], [], [], left)
+            chunk = os.read(child.stdout.fileno(), 65536) if ready else b""
+            if not chunk:
+                break
+            head += chunk
+        first, _, rest = head.partition(b"\n")
+        if first.decode() != STARTED:
+            child.kill()
+            out, err = child.communicate(timeout=30)
+            raise AssertionError(
+                f"the worker did not start (printing {STARTED!r} within 120 s): "
+                f"stdout {(head + out).decode()!r}, stderr:\n{err.decode()}"
+            )
+        time.sleep(delay)
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
     out, err = child.communicate(timeout=30)
-    assert "Traceback" not in err, err
-    return out
+    assert b"Traceback" not in err, err.decode()
+    return (rest + out).decode()

@@ -21,8 +21,8 @@ from tests.crash import kill_worker_after
 def kill_after(
     path: Path, durability: str, delay: float
 ) -> tuple[dict[str, str], set[str], set[str]]:
-    """Run the file writer for ``delay`` seconds, SIGKILL it; return what it acknowledged:
-    (files stored, deletions committed, deletions started)."""
+    """Run the file writer, SIGKILL it ``delay`` seconds past its start; return what it
+    acknowledged: (files stored, deletions committed, deletions started)."""
     out = kill_worker_after(delay, "file_writer", str(path), durability)
     stored: dict[str, str] = {}
     deleted: set[str] = set()
@@ -59,7 +59,7 @@ def rounds(path: Path, durability: str, count: int, seed: int) -> None:
     deleted: set[str] = set()
     deleting: set[str] = set()
     for _ in range(count):
-        new_stored, new_deleted, new_deleting = kill_after(path, durability, rng.uniform(0.45, 0.7))
+        new_stored, new_deleted, new_deleting = kill_after(path, durability, rng.uniform(0.2, 0.5))
         stored.update(new_stored)
         deleted |= new_deleted
         deleting |= new_deleting

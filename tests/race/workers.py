@@ -69,6 +69,7 @@ def crash_writer(path: str, durability: str) -> None:
     """
     from engine import define_schema, define_table
 
+    print("started", flush=True)  # tests.crash.kill_worker_after times the kill from here
     schema = define_schema(
         {
             "rows": define_table()
@@ -150,6 +151,7 @@ def file_writer(path: str, durability: str) -> None:
 
     rng = random.Random(os.getpid())
     kept: list[str] = []
+    print("started", flush=True)  # tests.crash.kill_worker_after times the kill from here
     with Engine.open(path, durability=durability) as engine:  # type: ignore[arg-type]
         n = 0
         while True:
