@@ -7,8 +7,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from engine import Engine
+
+# Hypothesis's defaults fail a test whose one example took over 200 ms (deadline), or
+# whose data took long to generate (too_slow): timings, not behaviour. A stall of a
+# busy 2-core CI machine (a GC pause, another process's burst) can do both to a test
+# whose examples take 0-7 ms. Every test here asserts behaviour; pytest-timeout bounds
+# the time. Loaded here, before the test modules: their @settings(...) inherit it.
+settings.register_profile("convexlite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("convexlite")
 
 
 @pytest.fixture
