@@ -142,10 +142,15 @@ def test_rejections(rsa_signer: Signer, overrides: dict, error: type) -> None:  
 
 
 def test_leeway_is_configurable(rsa_signer: Signer) -> None:
-    token = rsa_signer.token(exp=int(time.time()) - 3)
-    clerk(rsa_signer).verify(token)  # within the default 5 s
+    # On the provider's clock, not the wall's: 3 s past exp however slow the machine.
+    expires = int(time.time())
+    token = rsa_signer.token(exp=expires)
+    clock = lambda: expires + 3.0
+    clerk(rsa_signer, clock=clock).verify(token)  # within the default 5 s
     with pytest.raises(auth.TokenExpired):
-        clerk(rsa_signer, leeway=0.0).verify(token)
+        clerk(rsa_signer, leeway=0.0, clock=clock).verify(token)
+    with pytest.raises(auth.TokenExpired):
+        clerk(rsa_signer, clock=lambda: expires + 5.5).verify(token)  # past the 5 s
 
 
 def test_bad_signature_and_foreign_key(rsa_signer: Signer) -> None:
