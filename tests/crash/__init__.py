@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 STARTED = "started"
 
 
-def kill_worker_after(delay: float, *args: str) -> str:
+def kill_worker_after(delay: float, *args: str, after: str = STARTED) -> str:
     """Run ``python -m tests.race.workers *args``, SIGKILL it ``delay`` seconds after it
-    printed :data:`STARTED`, and return what it printed after that (each line an
-    acknowledgement); fails on a traceback.
+    printed the line ``after`` (:data:`STARTED` unless told), and return what it printed
+    after that (each line an acknowledgement); fails on a traceback.
 
     The delay counts from the worker's start line, not from its launch: starting Python
     and importing the engine takes a machine-dependent while (0.49-0.55 s for
@@ -42,19 +42,20 @@ def kill_worker_after(delay: float, *args: str) -> str:
     head = b""
     deadline = time.monotonic() + 120
     try:
-        while b"\n" not in head:
+        marker = b"\n" + after.encode() + b"\n"
+        while marker not in b"\n" + head:
             left = max(0.0, deadline - time.monotonic())
             ready, _, _ = select.select([child.stdout], [], [], left)
             chunk = os.read(child.stdout.fileno(), 65536) if ready else b""
             if not chunk:
                 break
             head += chunk
-        first, _, rest = head.partition(b"\n")
-        if first.decode() != STARTED:
+        _, found, rest = (b"\n" + head).partition(marker)
+        if not found:
             child.kill()
             out, err = child.communicate(timeout=30)
             raise AssertionError(
-                f"the worker did not start (printing {STARTED!r} within 120 s): "
+                f"the worker did not print {after!r} within 120 s: "
                 f"stdout {(head + out).decode()!r}, stderr:\n{err.decode()}"
             )
         time.sleep(delay)

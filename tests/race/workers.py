@@ -223,6 +223,26 @@ def grow_map(path: str, seconds: float) -> None:
             engine.run(lambda ctx: [ctx.db.insert("big", {"pad": "x" * 4000}) for _ in range(50)])
 
 
+def migrate(path: str) -> None:
+    """Child process for the backfill crash test: open the folder with schema V2 of
+    tests/unit/test_migration.py, whose new index the open backfills in batches of 500
+    (not 5,000: sixty commits, so a kill lands inside them). Prints ``backfilling`` as
+    the backfill starts and ``opened`` once the open returned."""
+    from engine import migration
+    from tests.unit.test_migration import V2
+
+    backfill = migration._backfill
+
+    def announced(db: Any, table: str, index: str) -> None:
+        print("backfilling", flush=True)
+        backfill(db, table, index)
+
+    migration._BATCH = 500
+    migration._backfill = announced
+    Engine.open(path, schema=V2, durability="none").close()
+    print("opened", flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "hold_a_read":
         hold_a_read(sys.argv[2])
@@ -232,6 +252,8 @@ if __name__ == "__main__":
         store_files(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "file_writer":
         file_writer(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "migrate":
+        migrate(sys.argv[2])
     elif sys.argv[1] == "grow_map":
         grow_map(sys.argv[2], float(sys.argv[3]))
     else:
