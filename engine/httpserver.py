@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import select
 import socket
 import sys
 import threading
@@ -360,7 +361,13 @@ class _Handler(BaseHTTPRequestHandler):
         wait = (
             self.timeout if first else min(KEEP_ALIVE_TIMEOUT, self.timeout or KEEP_ALIVE_TIMEOUT)
         )
-        if not server.mark_idle(connection):  # the server is closing
+        # A first request already in the socket: the connection is never idle, so a new
+        # client cannot close it to take its slot (between mark_idle and the peek below
+        # it could, and the request went unanswered). Later requests may be buffered in
+        # rfile, where select() does not look: for those the window stays, as for any
+        # kept-alive connection closed by a server while a request is on its way.
+        waiting = first and bool(select.select([connection], [], [], 0)[0])
+        if not waiting and not server.mark_idle(connection):  # the server is closing
             if not first:
                 return False
             wait = _CLOSING_PEEK  # a request already sent is answered 503 ServerClosing

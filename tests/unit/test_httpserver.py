@@ -49,6 +49,16 @@ def request(
         connection.close()
 
 
+def settle(server: HttpServer, connections: int, idle: int) -> None:
+    """Wait until the server holds ``connections`` connections, ``idle`` of them waiting
+    for a request (its handler threads mark them): what a fixed sleep assumed."""
+    inner = server._server
+    deadline = time.monotonic() + 10
+    while (len(inner._connections), len(inner._idle)) != (connections, idle):
+        assert time.monotonic() < deadline, (len(inner._connections), len(inner._idle))
+        time.sleep(0.005)
+
+
 def upload(engine: Engine, data: bytes, content_type: str = "image/png", **headers: str) -> Any:
     url = engine.mutation(files.upload_url)
     status, _, body = request(url, "POST", data, {"Content-Type": content_type, **headers})
@@ -281,7 +291,7 @@ def test_stalled_clients_are_disconnected_after_the_timeout(engine: Engine) -> N
 def test_connections_beyond_the_cap_are_refused(engine: Engine) -> None:
     with engine.serve_http("127.0.0.1", 0, max_connections=2, timeout=5) as server:
         held = [_raw(server, b"GET /api/storage/x HTTP/1.1\r\n") for _ in range(2)]
-        time.sleep(0.1)
+        settle(server, connections=2, idle=0)  # both busy with their requests
         answer = _answer(_raw(server, b""))
         assert b" 503 " in answer and b"TooManyConnections" in answer
         for connection in held:
@@ -497,13 +507,14 @@ def test_idle_kept_alive_connections_make_room_for_new_clients(engine: Engine) -
             for connection in pool:
                 connection.request("GET", "/api/storage/x")
                 assert connection.getresponse().read()  # kept alive, now idle
-            time.sleep(0.1)
+            settle(server, connections=2, idle=2)
             started = time.monotonic()
             assert request(server.url + "/api/storage/x")[0] == 404  # served, not 503
             assert time.monotonic() - started < 2
             # A connection busy with a request is never closed to make room.
             busy = _raw(server, b"GET /api/storage/x HTTP/1.1\r\nHost: x\r\n")  # unfinished
-            time.sleep(0.1)
+            # No wait: a connection whose first request is in its socket is never idle
+            # (before, a 0.1 s sleep let its handler pass the moment it was marked idle).
             assert request(server.url + "/api/storage/x")[0] == 404
             busy.sendall(b"Connection: close\r\n\r\n")
             assert b" 404 " in _answer(busy)
@@ -624,7 +635,7 @@ def test_connections_that_sent_nothing_yet_are_idle(engine: Engine) -> None:
     with engine.serve_http("127.0.0.1", 0, max_connections=1, timeout=30) as server:
         preconnected = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         try:
-            time.sleep(0.1)
+            settle(server, connections=1, idle=1)
             assert request(server.url + "/api/storage/x")[0] == 404  # not 503
         finally:
             preconnected.close()
