@@ -903,9 +903,12 @@ def test_iterating_a_joined_subscription_yields_its_value_once(engine: Engine) -
     # then yielded the unchanged value a second time.
     doc = put(engine, "a", 1)
     for _ in range(10):
+        greeted = threading.Event()  # the joiner's callback heard its first value
         with (
             engine.subscribe(get_one, {"id": doc}),
-            engine.subscribe(get_one, {"id": doc}, callback=lambda value: None) as joined,
+            engine.subscribe(
+                get_one, {"id": doc}, callback=lambda value, greeted=greeted: greeted.set()
+            ) as joined,
         ):
             yielded: list[Any] = []
 
@@ -915,7 +918,10 @@ def test_iterating_a_joined_subscription_yields_its_value_once(engine: Engine) -
 
             reader = threading.Thread(target=follow)
             reader.start()
-            time.sleep(0.05)  # the worker greets the joiner meanwhile
+            # Waited for, not slept on: a reader starting late had yielded nothing yet.
+            assert _until(lambda: len(yielded) > 0)
+            assert greeted.wait(10)  # the worker greeted the joiner
+            time.sleep(0.05)  # a second yield, had the greeting woken the reader
             assert yielded == [1]
         reader.join(5)
 
