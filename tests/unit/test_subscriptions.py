@@ -118,12 +118,15 @@ def test_iteration_yields_current_then_changes(engine: Engine) -> None:
 
     thread = threading.Thread(target=consume)
     thread.start()
+    # Each value is waited for before the next commit (a consumer starting or reading
+    # late skipped values, or saw 3 first): then it yields each one, once, in order.
+    assert _until(lambda: seen == [0])
     for i in (1, 2, 3):
-        time.sleep(0.05)
         engine.run(lambda ctx, i=i: ctx.db.patch(doc, {"value": i}))
+        assert _until(lambda i=i: len(seen) > i)
     thread.join(5)
     sub.close()
-    assert seen[0] == 0 and seen[-1] == 3
+    assert seen == [0, 1, 2, 3]
 
 
 def test_errors_are_delivered_and_recovered_from(engine: Engine) -> None:
