@@ -399,9 +399,13 @@ def test_iteration_never_yields_one_published_value_twice(engine: Engine) -> Non
     seen: list[Any] = []
     with engine.subscribe(get_one, {"id": doc}) as sub:
         original = sub._raise_if_stopped
+        paused = threading.Event()  # the iteration was woken after its first yield
+        published = threading.Event()  # the second commit is published
 
         def pause() -> None:  # runs between the wake-up and reading the value
-            time.sleep(0.15)
+            if seen == [0] and not paused.is_set():  # the first wake-up after the yield
+                paused.set()
+                published.wait(10)  # events, not sleeps: any thread may run late
             original()
 
         sub._raise_if_stopped = pause  # type: ignore[method-assign]
@@ -409,8 +413,9 @@ def test_iteration_never_yields_one_published_value_twice(engine: Engine) -> Non
         follower = _follow(sub, seen)
         assert _until(lambda: seen == [0])
         engine.run(lambda ctx: ctx.db.patch(doc, {"value": 1}))
-        time.sleep(0.05)  # the iteration is woken and pauses
+        assert paused.wait(10)  # the iteration is woken and pauses
         engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        published.set()
         assert _until(lambda: seen[-1:] == [2])
         time.sleep(0.4)  # a second wake would have been read by now
     follower.join(5)
