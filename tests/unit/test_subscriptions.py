@@ -1001,6 +1001,15 @@ def test_a_subscribed_query_cannot_call_the_engine(engine: Engine) -> None:
     _handle.clear()
 
 
+def _ended(subscription: Any) -> bool:
+    """True once ``subscription.value`` raises EngineError (its worker failed)."""
+    try:
+        subscription.value  # noqa: B018
+    except EngineError:
+        return True
+    return False
+
+
 @pytest.mark.parametrize("patience", [10.0, 0.05])
 def test_a_reader_table_full_for_a_moment_does_not_end_subscriptions(
     db_path: Path,
@@ -1039,7 +1048,14 @@ def test_a_reader_table_full_for_a_moment_does_not_end_subscriptions(
                 engine.query(lambda ctx: None)
             except StorageError:
                 break
-        time.sleep(0.2)  # ten polls: past the short patience, within the long one
+        # Waited for, not slept on (the worker may poll late): its poll finds the table
+        # full, then, past the short patience, the subscriptions end; the long patience
+        # outlasts ten more polls.
+        assert _until(lambda: "subscriptions wait for a free LMDB reader slot" in caplog.text)
+        if patience < 1:
+            assert _until(lambda: _ended(subscription))
+        else:
+            time.sleep(0.2)
         release.set()
         for holder in holders:
             holder.join(10)
