@@ -258,15 +258,34 @@ def count(ctx: QueryCtx) -> Any:
     return len(ctx.db.query("kv").collect())
 
 
-def test_subscriptions_update_at_one_timestamp(engine: Engine) -> None:
+def test_subscriptions_update_at_one_timestamp(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two queries over the same rows always agree: both re-run on one snapshot."""
     by_ts: dict[str, dict[int, Any]] = {"sum": {}, "count": {}}
     holder: dict[str, Any] = {}
     manager = engine._db.subscriptions
+    # Callbacks run on a thread of their own, maybe after the worker published newer
+    # batches: manager.ts read there can be a later batch's (a late callback thread gave
+    # one batch's sum and the next one's count one key). So it is read on the worker,
+    # which queues a batch's callbacks before it steps again, and handed to the callback.
+    batch_ts = [0]
+    queue_callback = manager._callbacks_later
+
+    def stamped(task: Any) -> None:
+        ts = manager.ts  # on the worker: the batch's timestamp
+
+        def run() -> None:
+            batch_ts[0] = ts
+            task()
+
+        queue_callback(run)
+
+    monkeypatch.setattr(manager, "_callbacks_later", stamped)
 
     def record(kind: str) -> Any:
         def callback(value: Any) -> None:
-            by_ts[kind][manager.ts] = value  # runs on the worker: the batch's timestamp
+            by_ts[kind][batch_ts[0]] = value
 
         return callback
 
