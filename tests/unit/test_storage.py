@@ -299,13 +299,25 @@ def test_durability_modes_set_lmdbs_sync_flags(
         assert (flags["sync"], flags["metasync"]) == (sync, metasync)
 
 
-def test_opening_while_the_last_handle_closes_waits_for_the_close(db_path: Path) -> None:
+def test_opening_while_the_last_handle_closes_waits_for_the_close(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Found by review: close() of the last handle unregisters the folder, then waits for
     # running calls before closing LMDB; an open() in that window made a second LMDB
     # environment on the same folder, which LMDB refuses in one process ("already open").
     engine = Engine.open(db_path, durability="none")
     started = threading.Event()
     closing = threading.Event()
+    unregistered = threading.Event()  # close() dropped the last reference to the folder
+    drop_ref = engine._db.storage.drop_ref
+
+    def drop_ref_then_tell() -> bool:
+        last = drop_ref()
+        if last:
+            unregistered.set()
+        return last
+
+    monkeypatch.setattr(engine._db.storage, "drop_ref", drop_ref_then_tell)
 
     def slow(ctx):  # type: ignore[no-untyped-def]
         started.set()
@@ -318,7 +330,7 @@ def test_opening_while_the_last_handle_closes_waits_for_the_close(db_path: Path)
     assert started.wait(5)
     closer = threading.Thread(target=engine.close)
     closer.start()
-    time.sleep(0.05)
+    assert unregistered.wait(5)  # waited for, not slept on: the closer may start late
     closing.set()
     with Engine.open(db_path, durability="none") as again:  # waits for the close
         assert not closer.is_alive()

@@ -118,12 +118,15 @@ def test_iteration_yields_current_then_changes(engine: Engine) -> None:
 
     thread = threading.Thread(target=consume)
     thread.start()
+    # Each value is waited for before the next commit (a consumer starting or reading
+    # late skipped values, or saw 3 first): then it yields each one, once, in order.
+    assert _until(lambda: seen == [0])
     for i in (1, 2, 3):
-        time.sleep(0.05)
         engine.run(lambda ctx, i=i: ctx.db.patch(doc, {"value": i}))
+        assert _until(lambda i=i: len(seen) > i)
     thread.join(5)
     sub.close()
-    assert seen[0] == 0 and seen[-1] == 3
+    assert seen == [0, 1, 2, 3]
 
 
 def test_errors_are_delivered_and_recovered_from(engine: Engine) -> None:
@@ -255,15 +258,34 @@ def count(ctx: QueryCtx) -> Any:
     return len(ctx.db.query("kv").collect())
 
 
-def test_subscriptions_update_at_one_timestamp(engine: Engine) -> None:
+def test_subscriptions_update_at_one_timestamp(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two queries over the same rows always agree: both re-run on one snapshot."""
     by_ts: dict[str, dict[int, Any]] = {"sum": {}, "count": {}}
     holder: dict[str, Any] = {}
     manager = engine._db.subscriptions
+    # Callbacks run on a thread of their own, maybe after the worker published newer
+    # batches: manager.ts read there can be a later batch's (a late callback thread gave
+    # one batch's sum and the next one's count one key). So it is read on the worker,
+    # which queues a batch's callbacks before it steps again, and handed to the callback.
+    batch_ts = [0]
+    queue_callback = manager._callbacks_later
+
+    def stamped(task: Any) -> None:
+        ts = manager.ts  # on the worker: the batch's timestamp
+
+        def run() -> None:
+            batch_ts[0] = ts
+            task()
+
+        queue_callback(run)
+
+    monkeypatch.setattr(manager, "_callbacks_later", stamped)
 
     def record(kind: str) -> Any:
         def callback(value: Any) -> None:
-            by_ts[kind][manager.ts] = value  # runs on the worker: the batch's timestamp
+            by_ts[kind][batch_ts[0]] = value
 
         return callback
 
@@ -396,9 +418,13 @@ def test_iteration_never_yields_one_published_value_twice(engine: Engine) -> Non
     seen: list[Any] = []
     with engine.subscribe(get_one, {"id": doc}) as sub:
         original = sub._raise_if_stopped
+        paused = threading.Event()  # the iteration was woken after its first yield
+        published = threading.Event()  # the second commit is published
 
         def pause() -> None:  # runs between the wake-up and reading the value
-            time.sleep(0.15)
+            if seen == [0] and not paused.is_set():  # the first wake-up after the yield
+                paused.set()
+                published.wait(10)  # events, not sleeps: any thread may run late
             original()
 
         sub._raise_if_stopped = pause  # type: ignore[method-assign]
@@ -406,8 +432,9 @@ def test_iteration_never_yields_one_published_value_twice(engine: Engine) -> Non
         follower = _follow(sub, seen)
         assert _until(lambda: seen == [0])
         engine.run(lambda ctx: ctx.db.patch(doc, {"value": 1}))
-        time.sleep(0.05)  # the iteration is woken and pauses
+        assert paused.wait(10)  # the iteration is woken and pauses
         engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        published.set()
         assert _until(lambda: seen[-1:] == [2])
         time.sleep(0.4)  # a second wake would have been read by now
     follower.join(5)
@@ -903,9 +930,12 @@ def test_iterating_a_joined_subscription_yields_its_value_once(engine: Engine) -
     # then yielded the unchanged value a second time.
     doc = put(engine, "a", 1)
     for _ in range(10):
+        greeted = threading.Event()  # the joiner's callback heard its first value
         with (
             engine.subscribe(get_one, {"id": doc}),
-            engine.subscribe(get_one, {"id": doc}, callback=lambda value: None) as joined,
+            engine.subscribe(
+                get_one, {"id": doc}, callback=lambda value, greeted=greeted: greeted.set()
+            ) as joined,
         ):
             yielded: list[Any] = []
 
@@ -915,7 +945,10 @@ def test_iterating_a_joined_subscription_yields_its_value_once(engine: Engine) -
 
             reader = threading.Thread(target=follow)
             reader.start()
-            time.sleep(0.05)  # the worker greets the joiner meanwhile
+            # Waited for, not slept on: a reader starting late had yielded nothing yet.
+            assert _until(lambda: len(yielded) > 0)
+            assert greeted.wait(10)  # the worker greeted the joiner
+            time.sleep(0.05)  # a second yield, had the greeting woken the reader
             assert yielded == [1]
         reader.join(5)
 
@@ -987,6 +1020,15 @@ def test_a_subscribed_query_cannot_call_the_engine(engine: Engine) -> None:
     _handle.clear()
 
 
+def _ended(subscription: Any) -> bool:
+    """True once ``subscription.value`` raises EngineError (its worker failed)."""
+    try:
+        subscription.value  # noqa: B018
+    except EngineError:
+        return True
+    return False
+
+
 @pytest.mark.parametrize("patience", [10.0, 0.05])
 def test_a_reader_table_full_for_a_moment_does_not_end_subscriptions(
     db_path: Path,
@@ -1025,7 +1067,14 @@ def test_a_reader_table_full_for_a_moment_does_not_end_subscriptions(
                 engine.query(lambda ctx: None)
             except StorageError:
                 break
-        time.sleep(0.2)  # ten polls: past the short patience, within the long one
+        # Waited for, not slept on (the worker may poll late): its poll finds the table
+        # full, then, past the short patience, the subscriptions end; the long patience
+        # outlasts ten more polls.
+        assert _until(lambda: "subscriptions wait for a free LMDB reader slot" in caplog.text)
+        if patience < 1:
+            assert _until(lambda: _ended(subscription))
+        else:
+            time.sleep(0.2)
         release.set()
         for holder in holders:
             holder.join(10)
