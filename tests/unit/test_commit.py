@@ -20,19 +20,21 @@ def test_snapshot_older_than_the_log_floor_conflicts_then_retries(
     doc = engine.run(lambda ctx: ctx.db.insert("t", {"n": 0}))
     runs: list[int] = []
     gate = threading.Event()
+    committed = threading.Event()
 
     def slow(ctx):  # type: ignore[no-untyped-def]
         runs.append(1)
         row = ctx.db.get(doc)
         if len(runs) == 1:
             gate.set()
-            threading.Event().wait(0.2)  # another commit prunes the log meanwhile
+            assert committed.wait(10)  # another commit prunes the log meanwhile
         ctx.db.patch(doc, {"n": row["n"] + 1})
 
     def two_commits() -> None:
-        gate.wait(5)
+        gate.wait(10)
         engine.run(lambda ctx: ctx.db.insert("u", {}))
         engine.run(lambda ctx: ctx.db.insert("u", {}))  # prunes the first: floor > snapshot
+        committed.set()
 
     other = threading.Thread(target=two_commits)
     other.start()
@@ -49,18 +51,22 @@ def test_writes_outside_the_read_set_do_not_conflict(engine: Engine) -> None:
     b = engine.run(lambda ctx: ctx.db.insert("t", {"k": "b"}))
     runs: list[int] = []
     gate = threading.Event()
+    committed = threading.Event()
 
     def body(ctx):  # type: ignore[no-untyped-def]
         runs.append(1)
         ctx.db.get(a)
         if len(runs) == 1:
             gate.set()
-            threading.Event().wait(0.2)
+            assert committed.wait(10)  # the other commit lands while this one runs
         ctx.db.patch(a, {"seen": True})
 
-    other = threading.Thread(
-        target=lambda: (gate.wait(5), engine.run(lambda ctx: ctx.db.patch(b, {"x": 1})))
-    )
+    def other_commit() -> None:
+        gate.wait(10)
+        engine.run(lambda ctx: ctx.db.patch(b, {"x": 1}))
+        committed.set()
+
+    other = threading.Thread(target=other_commit)
     other.start()
     engine.run(body)
     other.join()
