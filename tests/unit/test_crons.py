@@ -711,6 +711,6 @@ def test_finish_called_from_a_cron_actions_thread_is_refused(db_path: Path) -> N
         jobs.ENGINES_TO_FINISH[:] = [engine]
         started = time.monotonic()
         assert engine.finish_scheduled_functions() == 1
-        assert time.monotonic() - started < 0.9  # not its own 1 s timeout
+        assert time.monotonic() - started < 10.0  # not its own 20 s timeout
         (log,) = logs(engine, "finisher")
         assert "called from inside a scheduled action" in log["status"]["error"]

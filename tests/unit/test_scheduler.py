@@ -505,7 +505,7 @@ def test_a_scheduled_action_calling_finish_on_its_own_engine_is_refused(engine: 
     job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.finish_from_own_action, {}))
     start = time.monotonic()
     assert engine.finish_scheduled_functions() == 1
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 10.0  # not the inner finish's 20 s timeout
     state = job(engine, job_id)["state"]
     assert state["kind"] == "failed"
     assert "called from inside a scheduled action" in state["error"]
