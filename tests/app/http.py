@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import Any
 
 from engine import ActionCtx, ConvexError, HttpRequest, HttpResponse, HttpRouter, http_action
@@ -94,6 +96,41 @@ async def slow(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
     return HttpResponse("done")
 
 
+class Together:
+    """What ``/together`` has seen: requests inside it now, the most at once, and when
+    the first arrived (a test gives it a fresh one)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.most = 0
+        self.first: float | None = None
+
+
+TOGETHER = Together()
+
+
+@http_action
+async def together(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    """GET /together?n=k: answers once k requests have been inside at the same time, or
+    10 s after the first arrived, whichever comes first; the body is the most seen."""
+    n = int(request.query_params["n"])
+    seen = TOGETHER
+    with seen.lock:
+        seen.inside += 1
+        seen.most = max(seen.most, seen.inside)
+        if seen.first is None:
+            seen.first = time.monotonic()
+        deadline = seen.first + 10.0
+    try:
+        while seen.most < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+    finally:
+        with seen.lock:
+            seen.inside -= 1
+    return HttpResponse(str(seen.most))
+
+
 @http_action
 async def changed_after(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
     """GET /changed: a response whose status is reassigned out of range after it was built."""
@@ -141,3 +178,4 @@ http.route(path="/fail", method="GET", handler=fail)
 http.route(path="/fail-convex", method="GET", handler=fail_convex)
 http.route(path="/not-a-response", method="GET", handler=not_a_response)
 http.route(path="/slow", method="GET", handler=slow)
+http.route(path="/together", method="GET", handler=together)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -77,6 +78,18 @@ async def note_from_action(ctx: Any, text: str) -> str:
 async def slow_action(ctx: Any, seconds: float) -> None:
     await asyncio.sleep(seconds)
     await ctx.run_mutation(write_note, {"text": "slow done"})
+
+
+#: What ``gated_action`` waits for (a test gives it a fresh event and sets it).
+ACTION_GATE = threading.Event()
+
+
+@internal_action(args={})
+async def gated_action(ctx: Any) -> None:
+    """Runs until ACTION_GATE is set (10 s at most), then notes it: a running action that
+    stays running until the test says so, however slow the machine."""
+    await asyncio.to_thread(ACTION_GATE.wait, 10)
+    await ctx.run_mutation(write_note, {"text": "gated done"})
 
 
 @internal_action(args={})
@@ -352,4 +365,6 @@ ENGINES_TO_FINISH: list[Any] = []
 @internal_action(args={})
 async def finish_from_own_action(ctx: Any) -> None:
     engine = ENGINES_TO_FINISH.pop()
-    await asyncio.to_thread(engine.finish_scheduled_functions, timeout=1.0)
+    # A timeout well past what the tests allow: a finish that waits it out (for its own
+    # job) fails them by its time as well as by its error.
+    await asyncio.to_thread(engine.finish_scheduled_functions, timeout=20.0)

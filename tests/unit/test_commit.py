@@ -20,19 +20,21 @@ def test_snapshot_older_than_the_log_floor_conflicts_then_retries(
     doc = engine.run(lambda ctx: ctx.db.insert("t", {"n": 0}))
     runs: list[int] = []
     gate = threading.Event()
+    committed = threading.Event()
 
     def slow(ctx):  # type: ignore[no-untyped-def]
         runs.append(1)
         row = ctx.db.get(doc)
         if len(runs) == 1:
             gate.set()
-            threading.Event().wait(0.2)  # another commit prunes the log meanwhile
+            assert committed.wait(10)  # another commit prunes the log meanwhile
         ctx.db.patch(doc, {"n": row["n"] + 1})
 
     def two_commits() -> None:
-        gate.wait(5)
+        gate.wait(10)
         engine.run(lambda ctx: ctx.db.insert("u", {}))
         engine.run(lambda ctx: ctx.db.insert("u", {}))  # prunes the first: floor > snapshot
+        committed.set()
 
     other = threading.Thread(target=two_commits)
     other.start()
@@ -49,18 +51,22 @@ def test_writes_outside_the_read_set_do_not_conflict(engine: Engine) -> None:
     b = engine.run(lambda ctx: ctx.db.insert("t", {"k": "b"}))
     runs: list[int] = []
     gate = threading.Event()
+    committed = threading.Event()
 
     def body(ctx):  # type: ignore[no-untyped-def]
         runs.append(1)
         ctx.db.get(a)
         if len(runs) == 1:
             gate.set()
-            threading.Event().wait(0.2)
+            assert committed.wait(10)  # the other commit lands while this one runs
         ctx.db.patch(a, {"seen": True})
 
-    other = threading.Thread(
-        target=lambda: (gate.wait(5), engine.run(lambda ctx: ctx.db.patch(b, {"x": 1})))
-    )
+    def other_commit() -> None:
+        gate.wait(10)
+        engine.run(lambda ctx: ctx.db.patch(b, {"x": 1}))
+        committed.set()
+
+    other = threading.Thread(target=other_commit)
     other.start()
     engine.run(body)
     other.join()
@@ -136,12 +142,21 @@ def test_grouped_patches_deletes_and_inserts_all_land(tmp_path: Path) -> None:
 def test_writers_pause_while_a_group_is_applied(engine: Engine) -> None:
     committer = engine._db.committer
     committer.idle.clear()  # as a leader does while it applies a group
-    timer = threading.Timer(0.03, committer.idle.set)
+    released: list[float] = []
+
+    def release() -> None:
+        released.append(time.perf_counter())
+        committer.idle.set()
+
+    timer = threading.Timer(0.03, release)
+    started = time.perf_counter()  # before the timer starts: it cannot fire before this
     timer.start()
-    started = time.perf_counter()
     engine.run(lambda ctx: ctx.db.insert("t", {}))
-    assert time.perf_counter() - started >= 0.02
+    ended = time.perf_counter()
     timer.join()
+    # The writer waited until the leader was done (the timer set idle), or for its whole
+    # bounded pause if the timer thread was late; one that did not pause returns at once.
+    assert ended >= released[0] or ended - started >= 0.045, (ended - started, released)
     # Never for long: a writer waits at most 50 ms per pause even if nobody sets it.
     committer.idle.clear()
     started = time.perf_counter()

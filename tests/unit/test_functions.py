@@ -333,6 +333,7 @@ def test_determinism_under_forced_conflicts(engine: Engine) -> None:
     """A conflicting mutation re-runs on a fresh snapshot with the same arguments."""
     seen: list[int] = []
     gate = threading.Event()
+    committed = threading.Event()
 
     def body(ctx):  # type: ignore[no-untyped-def]
         rows = ctx.db.query("notes").collect()
@@ -340,12 +341,15 @@ def test_determinism_under_forced_conflicts(engine: Engine) -> None:
         if len(seen) == 1:
             gate.set()
             # let the other thread commit a note we have read around
-            threading.Event().wait(0.2)
+            assert committed.wait(10)
         ctx.db.insert("notes", {"text": f"saw {len(rows)}"})
 
-    other = threading.Thread(
-        target=lambda: (gate.wait(5), engine.mutation(notes.add, {"text": "x"}))
-    )
+    def other_commit() -> None:
+        gate.wait(10)
+        engine.mutation(notes.add, {"text": "x"})
+        committed.set()
+
+    other = threading.Thread(target=other_commit)
     other.start()
     engine.run(body)
     other.join()

@@ -433,14 +433,19 @@ def test_orphaned_in_progress_action_fails_on_open(db_path: Path) -> None:
         assert state == {"kind": "failed", "error": "Transient error while executing action"}
 
 
-def test_in_progress_action_of_a_live_executor_is_left_alone(db_path: Path) -> None:
+def test_in_progress_action_of_a_live_executor_is_left_alone(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()  # the action runs until the second engine has looked
+    monkeypatch.setattr(jobs, "ACTION_GATE", gate)
     with Engine.open(db_path, functions=app, durability="none") as first:
-        job_id = first.run(
-            lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.3})
-        )
-        wait_until(lambda: job(first, job_id)["state"]["kind"] == "inProgress")
-        with Engine.open(db_path, functions=app, durability="none") as second:
-            assert job(second, job_id)["state"] == {"kind": "inProgress"}
+        try:
+            job_id = first.run(lambda ctx: ctx.scheduler.run_after(0, jobs.gated_action, {}))
+            wait_until(lambda: job(first, job_id)["state"]["kind"] == "inProgress")
+            with Engine.open(db_path, functions=app, durability="none") as second:
+                assert job(second, job_id)["state"] == {"kind": "inProgress"}
+        finally:
+            gate.set()  # also when it failed: close() then need not wait for the action
         wait_until(lambda: job(first, job_id)["state"]["kind"] == "success")
 
 
@@ -500,7 +505,7 @@ def test_a_scheduled_action_calling_finish_on_its_own_engine_is_refused(engine: 
     job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.finish_from_own_action, {}))
     start = time.monotonic()
     assert engine.finish_scheduled_functions() == 1
-    assert time.monotonic() - start < 0.5
+    assert time.monotonic() - start < 10.0  # not the inner finish's 20 s timeout
     state = job(engine, job_id)["state"]
     assert state["kind"] == "failed"
     assert "called from inside a scheduled action" in state["error"]
@@ -588,19 +593,36 @@ def test_subscriptions_reflect_the_jobs_finish_waited_for_beside_the_worker(
         assert sub.value == ["slow done"]
 
 
-def test_finish_waits_for_a_canceled_action_that_still_runs(db_path: Path) -> None:
+def test_finish_waits_for_a_canceled_action_that_still_runs(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Found by hunt: a canceled action keeps running (Convex), but its job is no longer
     # inProgress, so finish_*() returned at once ("no job is due or running anywhere")
     # while the action went on writing.
+    # The action runs until finish_*() has found something still running (its _busy
+    # said so); a finish that does not wait for it returns while the note is unwritten.
+    gate = threading.Event()
+    monkeypatch.setattr(jobs, "ACTION_GATE", gate)
     with Engine.open(db_path, functions=app, durability="none") as engine:
-        job_id = engine.run(
-            lambda ctx: ctx.scheduler.run_after(0, jobs.slow_action, {"seconds": 0.3})
-        )
-        wait_until(lambda: job(engine, job_id)["state"]["kind"] == "inProgress")
-        engine.run(lambda ctx: ctx.scheduler.cancel(job_id))
-        assert engine.finish_scheduled_functions() == 0
-        assert engine.query(jobs.notes) == ["slow done"]
-        assert job(engine, job_id)["state"]["kind"] == "canceled"
+        assert engine._executor is not None
+        real_busy = engine._executor._busy
+
+        def busy(*args: Any, **kwargs: Any) -> bool:
+            found = real_busy(*args, **kwargs)
+            if found:
+                gate.set()
+            return found
+
+        monkeypatch.setattr(engine._executor, "_busy", busy)
+        try:
+            job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.gated_action, {}))
+            wait_until(lambda: job(engine, job_id)["state"]["kind"] == "inProgress")
+            engine.run(lambda ctx: ctx.scheduler.cancel(job_id))
+            assert engine.finish_scheduled_functions() == 0
+            assert engine.query(jobs.notes) == ["gated done"]
+            assert job(engine, job_id)["state"]["kind"] == "canceled"
+        finally:
+            gate.set()  # also when it failed: close() then need not wait for the action
 
 
 def test_subscriptions_reflect_what_an_action_committed_when_it_returns(engine: Engine) -> None:
