@@ -131,6 +131,30 @@ async def together(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
     return HttpResponse(str(seen.most))
 
 
+class Gate:
+    """``/gated``'s two events: ``entered`` when a request is inside, ``opened`` to let
+    it answer (a test gives it a fresh one)."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+
+GATE = Gate()
+
+
+@http_action
+async def gated(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    """GET /gated: sets ``GATE.entered``, answers ``done`` once ``GATE.opened`` is set (or
+    after 10 s): a request held in flight for as long as a test needs."""
+    gate = GATE
+    gate.entered.set()
+    deadline = time.monotonic() + 10.0
+    while not gate.opened.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    return HttpResponse("done")
+
+
 @http_action
 async def changed_after(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
     """GET /changed: a response whose status is reassigned out of range after it was built."""
@@ -179,3 +203,4 @@ http.route(path="/fail-convex", method="GET", handler=fail_convex)
 http.route(path="/not-a-response", method="GET", handler=not_a_response)
 http.route(path="/slow", method="GET", handler=slow)
 http.route(path="/together", method="GET", handler=together)
+http.route(path="/gated", method="GET", handler=gated)

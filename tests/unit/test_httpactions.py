@@ -728,21 +728,33 @@ def test_closing_the_server_lets_a_request_in_flight_finish_and_answer(engine: E
     # Found by closing a server while a request ran: its handler ran to the end (a
     # mutation it ran was committed) but close() had shut its socket down, so the
     # client saw "Remote end closed connection without response" and could only retry.
+    # The request is held by /gated until the server is closing (before, a 0.6 s /slow
+    # request had to be still running 0.2 s plus one more request later).
     server = engine.serve_http("127.0.0.1", 0)
+    gate = routes.GATE = routes.Gate()
     answers: list[Any] = []
 
     def client() -> None:
-        answers.append(over_http(server.url + "/slow?seconds=0.6", "GET", None, {}))
+        answers.append(over_http(server.url + "/gated", "GET", None, {}))
 
     thread = threading.Thread(target=client)
     thread.start()
-    time.sleep(0.2)
-    idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-    idle.request("GET", "/notes")
-    idle.getresponse().read()  # kept alive, idle: closed at once
-    started = time.monotonic()
-    server.close()
-    assert time.monotonic() - started < 3
+    try:
+        assert gate.entered.wait(10)  # in flight
+        idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        idle.request("GET", "/notes")
+        idle.getresponse().read()  # kept alive, idle: closed at once
+        started = time.monotonic()
+        closer = threading.Thread(target=server.close)
+        closer.start()
+        deadline = time.monotonic() + 10
+        while not server._server.closing:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    finally:
+        gate.opened.set()
+    closer.join(10)
+    assert time.monotonic() - started < 3  # idle connections did not hold close() up
     thread.join()
     status, headers, body = answers[0]
     assert (status, body) == (200, b"done")
