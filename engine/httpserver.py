@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import select
 import socket
 import sys
 import threading
@@ -99,6 +98,23 @@ def _shut(connection: socket.socket) -> None:
         connection.shutdown(socket.SHUT_RDWR)  # its thread's next read or write fails
     except OSError:
         pass
+
+
+def _bytes_waiting(connection: socket.socket) -> bool:
+    """Whether ``connection`` has received bytes not read yet, without waiting.
+
+    A peek with the socket made non-blocking for the call (``select()`` would refuse a
+    file descriptor past 1023, which a host with many open files reaches). Cost: one
+    ``recv`` system call and two ``settimeout``.
+    """
+    timeout = connection.gettimeout()
+    connection.settimeout(0.0)
+    try:
+        return bool(connection.recv(1, socket.MSG_PEEK))
+    except OSError:  # nothing yet (BlockingIOError), or reset: not a request waiting
+        return False
+    finally:
+        connection.settimeout(timeout)
 
 
 class _Server(ThreadingHTTPServer):
@@ -364,9 +380,9 @@ class _Handler(BaseHTTPRequestHandler):
         # A first request already in the socket: the connection is never idle, so a new
         # client cannot close it to take its slot (between mark_idle and the peek below
         # it could, and the request went unanswered). Later requests may be buffered in
-        # rfile, where select() does not look: for those the window stays, as for any
-        # kept-alive connection closed by a server while a request is on its way.
-        waiting = first and bool(select.select([connection], [], [], 0)[0])
+        # rfile, where the socket's peek does not look: for those the window stays, as for
+        # any kept-alive connection closed by a server while a request is on its way.
+        waiting = first and _bytes_waiting(connection)
         if not waiting and not server.mark_idle(connection):  # the server is closing
             if not first:
                 return False

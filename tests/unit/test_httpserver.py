@@ -7,6 +7,7 @@ import errno
 import hashlib
 import http.client
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -910,3 +911,37 @@ def test_a_server_started_while_the_engine_closes_does_not_outlive_it(
     assert isinstance(outcome[0], EngineError), outcome
     with pytest.raises(OSError):  # nothing listens there any more
         socket.create_connection(("127.0.0.1", made[0].port), timeout=2).close()
+
+
+def test_a_waiting_first_request_is_seen_on_any_file_descriptor() -> None:
+    # select() refuses descriptors past 1023 (ValueError), which a host with many open
+    # files reaches: the server's check must not depend on it.
+    import resource
+
+    from engine.httpserver import _bytes_waiting
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1500:
+        pytest.skip(f"the descriptor limit ({hard}) stays below 1500")
+    if soft != resource.RLIM_INFINITY and soft <= 1500:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1501, hard))
+    left, right = socket.socketpair()
+    try:
+        os.dup2(right.fileno(), 1500)
+        high = socket.socket(fileno=1500)
+        high.settimeout(7.0)
+        try:
+            assert not _bytes_waiting(high)  # nothing sent yet, and no wait for it
+            left.sendall(b"GET / HTTP/1.1\r\n")
+            deadline = time.monotonic() + 10
+            while not _bytes_waiting(high):
+                assert time.monotonic() < deadline
+                time.sleep(0.001)
+            assert high.gettimeout() == 7.0  # the socket's timeout is put back
+            assert high.recv(64) == b"GET / HTTP/1.1\r\n"  # peeked, not consumed
+        finally:
+            high.close()
+    finally:
+        left.close()
+        right.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
