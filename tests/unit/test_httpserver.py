@@ -60,6 +60,26 @@ def settle(server: HttpServer, connections: int, idle: int) -> None:
         time.sleep(0.005)
 
 
+def settle_busy(server: HttpServer, client: socket.socket) -> None:
+    """Wait until ``client``'s connection is served and every other connection is idle
+    (those closed to make room for it are gone, their slots free)."""
+    inner = server._server
+    deadline = time.monotonic() + 10
+    while True:
+        with inner._changed:
+            busy = [c for c in inner._connections if c not in inner._idle]
+        peers = []
+        for connection in busy:
+            try:
+                peers.append(connection.getpeername())
+            except OSError:  # shut down to make room, not yet gone
+                peers.append(None)
+        if peers == [client.getsockname()]:
+            return
+        assert time.monotonic() < deadline, peers
+        time.sleep(0.005)
+
+
 def upload(engine: Engine, data: bytes, content_type: str = "image/png", **headers: str) -> Any:
     url = engine.mutation(files.upload_url)
     status, _, body = request(url, "POST", data, {"Content-Type": content_type, **headers})
@@ -514,8 +534,7 @@ def test_idle_kept_alive_connections_make_room_for_new_clients(engine: Engine) -
             assert time.monotonic() - started < 2
             # A connection busy with a request is never closed to make room.
             busy = _raw(server, b"GET /api/storage/x HTTP/1.1\r\nHost: x\r\n")  # unfinished
-            # No wait: a connection whose first request is in its socket is never idle
-            # (before, a 0.1 s sleep let its handler pass the moment it was marked idle).
+            settle_busy(server, busy)  # and the pool connection it displaced is gone
             assert request(server.url + "/api/storage/x")[0] == 404
             busy.sendall(b"Connection: close\r\n\r\n")
             assert b" 404 " in _answer(busy)
