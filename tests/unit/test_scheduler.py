@@ -1284,8 +1284,22 @@ def test_an_action_raising_cancelled_error_itself_fails_with_its_error(
     assert job(engine, job_id)["state"] == {"kind": "failed", "error": error}
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt for the test, as in a terminal, whatever the suite
+    inherited: a shell without job control starts `make test &` with SIGINT ignored, and
+    these tests' Ctrl-C then did nothing (DID NOT RAISE KeyboardInterrupt)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_while_finish_waits_for_an_action_cancels_it_as_a_transient_failure(
-    engine: Engine,
+    engine: Engine, ctrl_c_raises: None
 ) -> None:
     # The executor's own cancellation (here: Ctrl-C in finish_*) stays the transient error.
     import signal
@@ -1306,7 +1320,7 @@ def test_ctrl_c_while_finish_waits_for_an_action_cancels_it_as_a_transient_failu
 
 
 def test_a_close_interrupted_while_it_waits_for_actions_cancels_them_and_stops_the_loop(
-    db_path: Path,
+    db_path: Path, ctrl_c_raises: None
 ) -> None:
     # Found by hunt: Ctrl-C while close() waited for running scheduled actions released
     # the folder but left the actions running on the loop's (daemon) thread, and their
