@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from engine import Engine, MutationCtx
+from tests.crash import STARTED
 
 
 def increment(ctx: MutationCtx, key: str = "counter") -> int:
@@ -69,7 +70,7 @@ def crash_writer(path: str, durability: str) -> None:
     """
     from engine import define_schema, define_table
 
-    print("started", flush=True)  # tests.crash.kill_worker_after times the kill from here
+    print(STARTED, flush=True)  # tests.crash.kill_worker_after times the kill from here
     schema = define_schema(
         {
             "rows": define_table()
@@ -151,7 +152,7 @@ def file_writer(path: str, durability: str) -> None:
 
     rng = random.Random(os.getpid())
     kept: list[str] = []
-    print("started", flush=True)  # tests.crash.kill_worker_after times the kill from here
+    print(STARTED, flush=True)  # tests.crash.kill_worker_after times the kill from here
     with Engine.open(path, durability=durability) as engine:  # type: ignore[arg-type]
         n = 0
         while True:

@@ -37,6 +37,7 @@ from engine.httpactions import convex_json
 from tests import app
 from tests.app import files, notes
 from tests.app import http as routes
+from tests.waiting import wait_until
 
 Answer = tuple[int, dict[str, str], bytes]
 Call = Callable[..., Answer]
@@ -747,10 +748,7 @@ def test_closing_the_server_lets_a_request_in_flight_finish_and_answer(engine: E
         started = time.monotonic()
         closer = threading.Thread(target=server.close)
         closer.start()
-        deadline = time.monotonic() + 10
-        while not server._server.closing:
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        wait_until(lambda: server._server.closing, 10)
     finally:
         gate.opened.set()
     closer.join(10)

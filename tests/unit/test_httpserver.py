@@ -21,6 +21,7 @@ from engine import Engine, EngineError, HttpServer
 from engine.blobs import CHUNK_SIZE
 from tests import app
 from tests.app import files
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -54,18 +55,19 @@ def settle(server: HttpServer, connections: int, idle: int) -> None:
     """Wait until the server holds ``connections`` connections, ``idle`` of them waiting
     for a request (its handler threads mark them): what a fixed sleep assumed."""
     inner = server._server
-    deadline = time.monotonic() + 10
-    while (len(inner._connections), len(inner._idle)) != (connections, idle):
-        assert time.monotonic() < deadline, (len(inner._connections), len(inner._idle))
-        time.sleep(0.005)
+
+    def counts() -> tuple[int, int]:
+        return len(inner._connections), len(inner._idle)
+
+    wait_until(lambda: counts() == (connections, idle), 10, counts)
 
 
 def settle_busy(server: HttpServer, client: socket.socket) -> None:
     """Wait until ``client``'s connection is served and every other connection is idle
     (those closed to make room for it are gone, their slots free)."""
     inner = server._server
-    deadline = time.monotonic() + 10
-    while True:
+
+    def busy_peers() -> list[Any]:
         with inner._changed:
             busy = [c for c in inner._connections if c not in inner._idle]
         peers = []
@@ -74,10 +76,9 @@ def settle_busy(server: HttpServer, client: socket.socket) -> None:
                 peers.append(connection.getpeername())
             except OSError:  # shut down to make room, not yet gone
                 peers.append(None)
-        if peers == [client.getsockname()]:
-            return
-        assert time.monotonic() < deadline, peers
-        time.sleep(0.005)
+        return peers
+
+    wait_until(lambda: busy_peers() == [client.getsockname()], 10, busy_peers)
 
 
 def upload(engine: Engine, data: bytes, content_type: str = "image/png", **headers: str) -> Any:
@@ -952,10 +953,7 @@ def test_a_waiting_first_request_is_seen_on_any_file_descriptor() -> None:
         try:
             assert not _bytes_waiting(high)  # nothing sent yet, and no wait for it
             left.sendall(b"GET / HTTP/1.1\r\n")
-            deadline = time.monotonic() + 10
-            while not _bytes_waiting(high):
-                assert time.monotonic() < deadline
-                time.sleep(0.001)
+            wait_until(lambda: _bytes_waiting(high), 10)
             assert high.gettimeout() == 7.0  # the socket's timeout is put back
             assert high.recv(64) == b"GET / HTTP/1.1\r\n"  # peeked, not consumed
         finally:

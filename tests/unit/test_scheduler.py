@@ -30,6 +30,7 @@ from engine import (
 from engine.scheduler import patch_job
 from tests import app
 from tests.app import jobs
+from tests.waiting import wait_until
 
 SYSTEM = "_scheduled_functions"
 
@@ -50,15 +51,6 @@ def job(engine: Engine, job_id: str) -> dict[str, Any]:
 
 def jobs_of(engine: Engine) -> list[dict[str, Any]]:
     return engine.run(lambda ctx: ctx.db.system.query(SYSTEM).collect())  # type: ignore[no-any-return]
-
-
-def wait_until(predicate: Any, timeout: float = 5.0) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.002)
-    return time.monotonic() - start
 
 
 # -- scheduling ------------------------------------------------------------------
