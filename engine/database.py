@@ -64,8 +64,22 @@ class RetryPolicy:
         return random.uniform(0.0, min(self.cap, self.base * (2 ** (attempt - 1))))
 
 
+class _Calls:
+    """How deep this thread is in function calls of one database (0: in none)."""
+
+    __slots__ = ("depth",)
+
+    def __init__(self) -> None:
+        self.depth = 0
+
+
 class _Local(threading.local):
-    depth = 0
+    """Per thread: its :class:`_Calls`, one object, so that the hot paths pay for one
+    thread-local lookup and then plain attribute access (a ``threading.local``
+    attribute costs about 90 ns to read or write, a slot about 12)."""
+
+    def __init__(self) -> None:
+        self.calls = _Calls()
 
 
 class Database:
@@ -258,22 +272,22 @@ class Database:
 
     def in_function(self) -> bool:
         """True while this thread runs a query or mutation of this database."""
-        return bool(self._local.depth)
+        return bool(self._local.calls.depth)
 
     def enter_function(self) -> None:
         """This thread starts running a function outside :meth:`run` and
         :meth:`open_query` (a subscription's re-run); pair with :meth:`leave_function`."""
-        self._local.depth += 1
+        self._local.calls.depth += 1
 
     def leave_function(self) -> None:
-        self._local.depth -= 1
+        self._local.calls.depth -= 1
 
     def refuse_reentry(self, call: str = "An engine call") -> None:
         """Raise :class:`EngineError` if this thread runs a query or mutation: an engine
         call from there would wait for the running transaction, commit outside it (and
         again on each of its retries), or open a snapshot of its own that can wait for
         ever on a map resize waiting for the running function's snapshot to end."""
-        if self._local.depth:
+        if self._local.calls.depth:
             raise _reentry_error(call)
 
     def open_query(self) -> Transaction:
@@ -285,18 +299,18 @@ class Database:
         function (an engine call from inside a query or mutation would wait for
         itself).
         """
-        local = self._local
-        if local.depth:
+        calls = self._local.calls
+        if calls.depth:
             raise _reentry_error("A query (Engine.query, Engine.aquery)")
         if self.closing:
             raise closed_error()
         txn = Transaction(self, False)  # positional: keywords cost a class call ~0.1 µs
-        local.depth = 1
+        calls.depth = 1
         return txn
 
     def close_query(self, txn: Transaction) -> None:
         """End a transaction from :meth:`open_query`."""
-        self._local.depth = 0
+        self._local.calls.depth = 0
         txn.close()
 
     def run(
@@ -330,7 +344,7 @@ class Database:
                 raise self.storage.mapped(error) from error
             finally:
                 self.close_query(txn)
-        local = self._local
+        local = self._local.calls
         if local.depth:
             raise _reentry_error(f"A call of {source}" if source else "A mutation")
         attempt = 0
