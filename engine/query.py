@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import ids, keys
-from .catalog import BY_CREATION_TIME, BY_ID, SEARCH, VECTOR, IndexDef, TableDef
+from .catalog import BY_CREATION_TIME, BY_ID, NEXT_TABLE_KEY, SEARCH, VECTOR, IndexDef, TableDef
 from .errors import (
     EvalError,
     IndexNotFound,
@@ -436,52 +436,64 @@ class Query:
                     "The index range callback must return q (or nothing): "
                     "chain q.eq(...).gt(...) on the builder it receives."
                 )
-        table = self._table_now()
-        query = self._copy()
-        query._index_name = name
-        if table is None:
-            if name not in (BY_ID, BY_CREATION_TIME):
+        try:
+            table = self._table_now()
+            query = self._copy()
+            query._index_name = name
+            if table is None:
+                if name not in (BY_ID, BY_CREATION_TIME):
+                    raise IndexNotFound(
+                        f"Index {self._table_name}.{name} not found: table {self._table_name!r} "
+                        "does not exist yet.",
+                        table=self._table_name,
+                        index=name,
+                    )
+                query._range = None
+                query._ops = builder._ops
+                return query
+            index = _queryable(self._table_name, table, name)
+            if index is None:
+                known = ", ".join(
+                    sorted(
+                        n
+                        for n, i in table.indexes.items()
+                        if i.state == "ready" and i.kind not in (SEARCH, VECTOR)
+                    )
+                )
                 raise IndexNotFound(
-                    f"Index {self._table_name}.{name} not found: table {self._table_name!r} "
-                    "does not exist yet.",
+                    f"Index {self._table_name}.{name} not found. Indexes of this table: {known}. "
+                    "Declare indexes in the schema with define_table(...).index(name, fields).",
                     table=self._table_name,
                     index=name,
                 )
-            query._range = None
-            query._ops = builder._ops
-            return query
-        index = _queryable(self._table_name, table, name)
-        if index is None:
-            known = ", ".join(
-                sorted(
-                    n
-                    for n, i in table.indexes.items()
-                    if i.state == "ready" and i.kind not in (SEARCH, VECTOR)
+            if index.is_search or index.is_vector:
+                # Convex's index_not_a_database_index_error (database_index_snapshot.rs).
+                raise IndexNotFound(
+                    f"Index {self._table_name}.{name} is not a database index. "
+                    + (
+                        "It is a search index: query it with .with_search_index(name, "
+                        "lambda q: q.search(...))."
+                        if index.is_search
+                        else "It is a vector index: search it from an action with "
+                        "ctx.vector_search(table, index, vector=...)."
+                    ),
+                    table=self._table_name,
+                    index=name,
                 )
-            )
-            raise IndexNotFound(
-                f"Index {self._table_name}.{name} not found. Indexes of this table: {known}. "
-                "Declare indexes in the schema with define_table(...).index(name, fields).",
-                table=self._table_name,
-                index=name,
-            )
-        if index.is_search or index.is_vector:
-            # Convex's index_not_a_database_index_error (database_index_snapshot.rs).
-            raise IndexNotFound(
-                f"Index {self._table_name}.{name} is not a database index. "
-                + (
-                    "It is a search index: query it with .with_search_index(name, "
-                    "lambda q: q.search(...))."
-                    if index.is_search
-                    else "It is a vector index: search it from an action with "
-                    "ctx.vector_search(table, index, vector=...)."
-                ),
-                table=self._table_name,
-                index=name,
-            )
-        query._index = index
-        query._range = IndexRange.compile(table, name, index, builder._ops)
-        return query
+            query._index = index
+            query._range = IndexRange.compile(table, name, index, builder._ops)
+            return query
+        except (IndexNotFound, InvalidIndexRange):
+            self._read_catalog()
+            raise
+
+    def _read_catalog(self) -> None:
+        """Record that this query's outcome came from the catalog (its table's indexes):
+        an index missing, still backfilling, of another kind, or without the range's
+        fields. Every catalog change logs ``NEXT_TABLE_KEY``, so a mutation that caught
+        the error conflicts with the schema change or finished backfill that would have
+        let the query run, as it would with any other read it acted on."""
+        self._txn.reads.add_point(NEXT_TABLE_KEY)
 
     def _only_index(self, method: str) -> None:
         """Raise unless ``method`` (``with_index``, ``with_search_index``) may come now."""
@@ -514,8 +526,12 @@ class Query:
         """
         self._only_index("with_search_index")
         table = self._table_now()
-        index = None if table is None else _queryable(self._table_name, table, name)
-        plan = SearchPlan.build(self._table_name, table, name, index, search)
+        try:
+            index = None if table is None else _queryable(self._table_name, table, name)
+            plan = SearchPlan.build(self._table_name, table, name, index, search)
+        except (IndexNotFound, InvalidIndexRange):
+            self._read_catalog()
+            raise
         query = self._copy()
         query._index_name = name
         query._index = plan.index

@@ -263,3 +263,40 @@ def test_a_table_removed_from_the_schema_loses_its_indexes(db_path: Path) -> Non
         assert report["tables"]["people"]["documents"] == 21
         assert set(report["tables"]["people"]["indexes"]) == {"by_id", "by_creation_time"}
         assert "by_n" in report["tables"]["others"]["indexes"]
+
+
+def test_a_mutation_that_caught_index_backfilling_conflicts_with_the_backfill_ending(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by an OCC hunt: the error was decided by the catalog, which no read recorded,
+    # so a mutation that acted on "backfilling" committed after the index was ready and a
+    # later mutation had read the index (no serial order has both).
+    _interrupt_a_backfill(db_path, monkeypatch)
+    monkeypatch.setattr(migration, "finish_backfills", lambda db: None)
+    seen: list[object] = []  # what each run of the mutation saw
+    queried, go = threading.Event(), threading.Event()
+
+    def guarded(ctx):  # type: ignore[no-untyped-def]
+        try:
+            found: object = len(ctx.db.query("people").with_index("by_age").collect())
+        except IndexNotFound:
+            found = "unavailable"
+        seen.append(found)
+        if len(seen) == 1:
+            queried.set()
+            assert go.wait(10)
+        ctx.db.insert("log", {"saw": found})
+
+    with Engine.open(db_path, durability="none") as engine:
+        monkeypatch.undo()
+        engine.run(lambda ctx: ctx.db.insert("log", {"saw": None}))  # no table to create
+        runner = threading.Thread(target=engine.run, args=(guarded,))
+        runner.start()
+        try:
+            assert queried.wait(10)
+            migration.finish_backfills(engine._db)  # by_age is ready now
+        finally:
+            go.set()
+            runner.join(10)
+        assert seen == ["unavailable", 300]  # re-run on the catalog with the index ready
+        assert engine.check()["tables"]["log"]["documents"] == 2

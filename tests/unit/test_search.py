@@ -34,7 +34,7 @@ from engine import (
     query,
     v,
 )
-from engine.catalog import Catalog, IndexDef, encode_catalog
+from engine.catalog import NEXT_TABLE_KEY, Catalog, IndexDef, encode_catalog
 from engine.schema import schema_from_json
 from engine.tokenizer import tokenize
 
@@ -564,6 +564,19 @@ def test_unknown_and_wrong_indexes(db: Engine) -> None:
                 "search_body", lambda q: q.search("body", "x")
             )
         )
+
+
+def test_a_search_index_error_is_a_read_of_the_catalog(db: Engine) -> None:
+    # A mutation that catches it must conflict with the schema change that would let the
+    # search run (every catalog change logs NEXT_TABLE_KEY); test_migration races the
+    # same for with_index.
+    def body(ctx: Any) -> list[bytes]:
+        for name in ("nope", "by_creation_time"):
+            with pytest.raises(IndexNotFound):
+                ctx.db.query("messages").with_search_index(name, lambda q: q.search("body", "x"))
+        return list(ctx._txn.reads.points)
+
+    assert db.run(body).count(NEXT_TABLE_KEY) == 2
 
 
 @pytest.mark.parametrize(
