@@ -8,7 +8,7 @@ import time
 import pytest
 
 import auth
-from tests.auth.conftest import Clock, JwksServer, Signer
+from tests.auth.conftest import ISSUER, Clock, JwksServer, Signer
 
 
 def provider(server: JwksServer, clock: Clock, **kwargs) -> auth.ClerkProvider:  # type: ignore[no-untyped-def]
@@ -328,3 +328,55 @@ def test_freshness_is_a_shared_http_caches(cache_control: str, age: str, fresh_f
     fetcher = auth.JwksFetcher("https://issuer.example/jwks")
     headers = {"cache-control": cache_control, **({"age": age} if age else {})}
     assert fetcher._max_age(headers) == fresh_for
+
+
+# -- odd key entries --------------------------------------------------------
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"kty": ["RSA"]},  # unhashable kty: was a TypeError
+        {"kty": {"x": 1}},
+        {"kty": 7},
+        {"kty": "RSA", "n": "AQAB", "e": "AQAB", "x5c": _nested(5000)},  # was a RecursionError
+    ],
+    ids=["kty-list", "kty-object", "kty-number", "deep-entry"],
+)
+def test_an_odd_key_entry_is_skipped(rsa_signer: Signer, odd: dict[str, object]) -> None:
+    """Hunt (auth): an entry whose kty is not a string, or one nested thousands of levels,
+    is skipped like any key of an unknown type, in a static jwks= as over HTTP."""
+    from auth.keys import keys_from_jwks
+
+    good = rsa_signer.jwk()
+    assert [key.kid for key in keys_from_jwks({"keys": [odd, good]})] == [rsa_signer.kid]
+    config = auth.AuthConfig(
+        providers=[auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [odd, good]})]
+    )
+    assert config.verify(rsa_signer.token()).subject == "user_123"
+
+
+def test_an_odd_key_entry_over_http_is_skipped_and_the_keys_cached(
+    jwks_server: JwksServer, rsa_signer: Signer, clock: Clock
+) -> None:
+    """Hunt (auth): an issuer's JWKS gaining an entry with a non-string kty made every
+    verification raise TypeError and fetch the keys again (3 verifications, 3 fetches);
+    the entry is skipped, and the key set is cached as usual."""
+    jwks_server.keys = [rsa_signer.jwk()]
+    config = auth.AuthConfig(
+        providers=[provider(jwks_server, clock, jwks_url=jwks_server.url + "/jwks")]
+    )
+    config.verify(rsa_signer.token(iss=jwks_server.url))
+    jwks_server.keys = [{"kty": {"x": 1}}, rsa_signer.jwk()]
+    clock.now += 301  # the cached keys are stale
+    for i in range(3):
+        token = rsa_signer.token(iss=jwks_server.url, jti=f"odd{i}")
+        assert config.verify(token).subject == "user_123"
+    assert jwks_server.hits["/jwks"] == 2  # one refresh, then cached for max-age
