@@ -6,7 +6,9 @@ the server gives (5 minutes when it gives none), refetches at most once per
 serving the cached keys when a refresh fails (an outage of the issuer does
 not log everybody out). A failed fetch is not retried before a ``cooldown``
 has passed, and while one caller refreshes stale keys the others keep using
-them instead of queueing behind the request. Every fetch failure (HTTP error,
+them instead of queueing behind the request; with no keys cached, the callers
+queued behind the first fetch use the keys it brought (even a reply that may not
+be cached), so a cold cache costs one fetch. Every fetch failure (HTTP error,
 broken reply, a document of the wrong shape) is a :class:`KeyFetchError`.
 The HTTP getter and the clock are injectable.
 
@@ -401,6 +403,10 @@ class JwksFetcher:
         else:
             self._lock.acquire()  # cold cache: wait for the fetch in flight (one fetch)
         try:
+            if keys is None and self._keys is not None:
+                # Keys arrived while this caller waited: use them, even if the reply may
+                # not be cached (no-store, max-age=0), or each waiter would fetch again.
+                return self._keys
             now = self._clock()
             if self._keys is not None and now < self._expires:
                 return self._keys  # refreshed by another caller meanwhile
