@@ -23,6 +23,7 @@ from .claims import (
     _media_type,
     _number,
     _string_claim,
+    _too_deep,
     normalize_issuer,
     parse_unverified,
 )
@@ -138,6 +139,7 @@ class _Provider:
             )
         self._check_header(header)
         key = self._keys.key(kid, alg)
+        too_deep: MalformedToken | None = None
         try:
             claims = jwt.decode(
                 token,
@@ -164,6 +166,12 @@ class _Provider:
             raise MalformedToken(
                 f"Invalid token: expected a JWT signed with {alg}; found {error}. {_RESEND}"
             ) from error
+        except RecursionError:
+            # parse_unverified bounded the nesting, but pyjwt parses the payload again,
+            # deeper in the stack: a caller already near the recursion limit can get here.
+            too_deep = _too_deep("payload")
+        if too_deep is not None:  # raised outside the except: no context holding the token
+            raise too_deep
         self._check_standard_claims(claims)
         self._check_claims(claims)
         return self._identity(claims)
