@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 from typing import Any
 
 from .errors import MalformedToken, MissingClaim, TokenExpired
@@ -35,6 +36,13 @@ def normalize_issuer(url: str) -> str:
 
 
 _FAILED: Any = object()  # what _unjson returns for input that is not JSON (null is None)
+_TOO_DEEP: Any = object()  # what _unjson returns for JSON nested past the stack
+
+#: Levels of arrays and objects a JWT part may nest, the part itself included.
+#: serde_json, which Convex's backend parses JSON with, stops at 128 by default; the
+#: bound keeps every identity usable where it is walked recursively (hashing it for a
+#: subscription, copy.deepcopy, json.dumps, returning a claim from a function).
+MAX_NESTING = 128
 
 
 def _unbase64(segment: str) -> bytes | None:
@@ -50,8 +58,24 @@ def _unjson(data: bytes) -> Any:
     holds all of ``data``, is dropped here, not kept as a ``__context__``)."""
     try:
         return json.loads(data)
-    except (ValueError, RecursionError):
+    except ValueError:
         return _FAILED
+    except RecursionError:
+        return _TOO_DEEP
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and objects more than ``limit`` levels (``value``
+    being level 1). Iterative; cost: one pass over the containers."""
+    pending = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if level > limit:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                pending.append((child, level + 1))
+    return False
 
 
 def _part(segment: str, what: str) -> dict[str, Any]:
@@ -68,6 +92,8 @@ def _part(segment: str, what: str) -> dict[str, Any]:
             f"{len(segment)} characters that do not decode as base64url. {_RESEND}"
         )
     value = _unjson(data)
+    if value is _TOO_DEEP or (isinstance(value, dict) and _nesting_exceeds(value, MAX_NESTING)):
+        raise _too_deep(what, "found deeper nesting" if value is not _TOO_DEEP else None)
     if value is _FAILED:
         raise MalformedToken(
             f"Could not parse JWT {what}: expected base64url-encoded JSON; found base64url "
@@ -79,6 +105,21 @@ def _part(segment: str, what: str) -> dict[str, Any]:
             f"{_JSON_TYPES.get(type(value), type(value).__name__)}. {_RESEND}"
         )
     return value
+
+
+def _too_deep(what: str, found: str | None = None) -> MalformedToken:
+    """The MalformedToken for a JWT part nested too deep (for the bound, or for the
+    Python stack left to parse it: json.loads recurses once per level)."""
+    found = found or (
+        "JSON nested deeper than the Python stack left here could parse (recursion "
+        f"limit {sys.getrecursionlimit()})"
+    )
+    return MalformedToken(
+        f"Could not parse JWT {what}: expected JSON nested at most {MAX_NESTING} levels deep "
+        f"(arrays and objects, the {what} itself included); {found}. Fix: have the issuer "
+        "mint flatter claims (serde_json, which Convex's backend parses JSON with, stops "
+        f"at {MAX_NESTING} levels by default)."
+    )
 
 
 _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
@@ -172,26 +213,32 @@ def _string_claim(claims: dict[str, Any], name: str, missing: str, expected: str
     return value
 
 
-def _flatten(
-    claims: dict[str, Any], prefix: str = "", out: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def _flatten(claims: dict[str, Any]) -> dict[str, Any]:
     """``claims`` with nested objects spread into dotted keys; arrays and scalars kept.
 
     Two claims that flatten to one name (``{"a.b": 1, "a": {"b": 2}}``) are a
-    MalformedToken: neither may silently replace the other.
+    MalformedToken: neither may silently replace the other. Iterative (depth first,
+    in claim order), so no depth of nesting makes it raise RecursionError.
     """
-    out = {} if out is None else out
-    for key, value in claims.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            _flatten(value, f"{name}.", out)
-        elif name in out:
-            raise MalformedToken(
-                f"Invalid claim {name!r}: expected each flattened claim name once "
-                "(customJwt claims are flattened with dots, as in Convex); found it twice, "
-                "from a dotted name and a nested object. Fix: have the issuer mint only one "
-                "of them."
-            )
-        else:
+    out: dict[str, Any] = {}
+    # The objects being walked, innermost last: each with its name prefix and the
+    # iterator over the claims not yet flattened.
+    walking = [("", iter(claims.items()))]
+    while walking:
+        prefix, items = walking[-1]
+        for key, value in items:
+            name = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                walking.append((f"{name}.", iter(value.items())))
+                break
+            if name in out:
+                raise MalformedToken(
+                    f"Invalid claim {name!r}: expected each flattened claim name once "
+                    "(customJwt claims are flattened with dots, as in Convex); found it "
+                    "twice, from a dotted name and a nested object. Fix: have the issuer "
+                    "mint only one of them."
+                )
             out[name] = value
+        else:
+            walking.pop()  # this object is done
     return out

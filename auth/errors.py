@@ -5,8 +5,9 @@
     AuthError
     ├── MalformedToken              not a JWT, longer than max_token_length, a header or claim
     │                               of the wrong shape (a date outside the years 1-9999, a list
-    │                               where a string belongs, a flattening collision), no kid
-    │                               (customJwt), a typ other than JWT/JOSE or a cty/crit (Clerk)
+    │                               where a string belongs, a flattening collision, nested
+    │                               past 128 levels), no kid (customJwt), a typ other than
+    │                               JWT/JOSE or a cty/crit (Clerk)
     ├── NoProviderMatches           no configured provider has this iss and aud
     ├── InvalidSignature            bad signature, an algorithm outside the pinned list, or a key
     │                               whose type does not fit the algorithm (Ed448 for EdDSA)

@@ -120,13 +120,44 @@ class _ReadOnlyList(list[Any]):
         return (_ReadOnlyList, (list(self),))
 
 
-def read_only(value: Any) -> Any:
-    """``value`` with every dict and list in it made read-only (copied once)."""
+def _read_only_shell(value: Any) -> Any:
+    """An empty read-only container for a dict or list, else ``value`` itself."""
     if isinstance(value, dict):
-        return _ReadOnlyDict({k: read_only(v) for k, v in value.items()})
+        return _ReadOnlyDict()
     if isinstance(value, list):
-        return _ReadOnlyList(read_only(v) for v in value)
+        return _ReadOnlyList()
     return value
+
+
+def read_only(value: Any) -> Any:
+    """``value`` with every dict and list in it made read-only (copied once).
+
+    Iterative, so no depth of nesting (and no depth of the caller's stack) makes it
+    raise RecursionError; a container met twice is copied once (a structure that
+    contains itself gives a read-only one that does too). Cost: one pass over the
+    containers.
+    """
+    root = _read_only_shell(value)
+    if root is value:
+        return value
+    copies = {id(value): root}
+    pending = [(value, root)]
+    while pending:
+        source, target = pending.pop()
+        # The read-only types refuse changes; fill them through the base class.
+        pairs = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, item in pairs:
+            copy_ = copies.get(id(item))
+            if copy_ is None:
+                copy_ = _read_only_shell(item)
+                if copy_ is not item:
+                    copies[id(item)] = copy_
+                    pending.append((item, copy_))
+            if isinstance(target, dict):
+                dict.__setitem__(target, key, copy_)
+            else:
+                list.append(target, copy_)
+    return root
 
 
 class Organization(msgspec.Struct, frozen=True):

@@ -6,7 +6,9 @@ the server gives (5 minutes when it gives none), refetches at most once per
 serving the cached keys when a refresh fails (an outage of the issuer does
 not log everybody out). A failed fetch is not retried before a ``cooldown``
 has passed, and while one caller refreshes stale keys the others keep using
-them instead of queueing behind the request. Every fetch failure (HTTP error,
+them instead of queueing behind the request; with no keys cached, the callers
+queued behind the first fetch use the keys it brought (even a reply that may not
+be cached), so a cold cache costs one fetch. Every fetch failure (HTTP error,
 broken reply, a document of the wrong shape) is a :class:`KeyFetchError`.
 The HTTP getter and the clock are injectable.
 
@@ -197,9 +199,11 @@ def decode_data_uri(uri: str) -> bytes:
 def keys_from_jwks(jwks: Mapping[str, Any] | str | bytes) -> list[Key]:
     """The public keys of a JWKS document (a mapping, JSON text or a ``data:`` URI).
 
-    Keys of unknown types, with ``use`` other than ``sig``, or that do not parse
-    are skipped. Raises ValueError when the document is not a JWKS: not JSON,
-    not an object, or without a ``keys`` list.
+    Entries that are not objects, keys of unknown types (a ``kty`` that is not one
+    of ``RSA``, ``EC``, ``OKP``, including one that is not a string), with ``use``
+    other than ``sig``, or that do not parse (nested too deep to encode, too) are
+    skipped. Raises ValueError when the document is not a JWKS: not JSON, not an
+    object, or without a ``keys`` list; nothing else.
     """
     fix = 'Fix: give a JWKS, {"keys": [{"kty": "RSA", "kid": ..., "n": ..., "e": ...}, ...]}.'
     document: Any = jwks
@@ -224,7 +228,10 @@ def keys_from_jwks(jwks: Mapping[str, Any] | str | bytes) -> list[Key]:
     for jwk in entries:
         if not isinstance(jwk, Mapping):
             continue
-        family = _KTY_FAMILY.get(jwk.get("kty"))  # type: ignore[arg-type]
+        kty = jwk.get("kty")
+        # A kty that is not a string (a list, an object) is a type we do not know:
+        # looking it up as it is would raise TypeError (unhashable) out of a fetch.
+        family = _KTY_FAMILY.get(kty) if isinstance(kty, str) else None
         kid, alg = jwk.get("kid"), jwk.get("alg")
         if (
             family is None
@@ -235,8 +242,8 @@ def keys_from_jwks(jwks: Mapping[str, Any] | str | bytes) -> list[Key]:
             continue
         try:
             keys.append(Key(kid, alg, algorithms[family].from_jwk(json.dumps(dict(jwk)))))
-        except (jwt.InvalidKeyError, ValueError, KeyError, TypeError):
-            continue
+        except (jwt.InvalidKeyError, ValueError, KeyError, TypeError, RecursionError):
+            continue  # RecursionError: json.dumps of an entry nested thousands of levels
     return keys
 
 
@@ -396,6 +403,10 @@ class JwksFetcher:
         else:
             self._lock.acquire()  # cold cache: wait for the fetch in flight (one fetch)
         try:
+            if keys is None and self._keys is not None:
+                # Keys arrived while this caller waited: use them, even if the reply may
+                # not be cached (no-store, max-age=0), or each waiter would fetch again.
+                return self._keys
             now = self._clock()
             if self._keys is not None and now < self._expires:
                 return self._keys  # refreshed by another caller meanwhile

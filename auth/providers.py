@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import jwt
@@ -23,6 +23,7 @@ from .claims import (
     _media_type,
     _number,
     _string_claim,
+    _too_deep,
     normalize_issuer,
     parse_unverified,
 )
@@ -138,6 +139,7 @@ class _Provider:
             )
         self._check_header(header)
         key = self._keys.key(kid, alg)
+        too_deep: MalformedToken | None = None
         try:
             claims = jwt.decode(
                 token,
@@ -164,6 +166,12 @@ class _Provider:
             raise MalformedToken(
                 f"Invalid token: expected a JWT signed with {alg}; found {error}. {_RESEND}"
             ) from error
+        except RecursionError:
+            # parse_unverified bounded the nesting, but pyjwt parses the payload again,
+            # deeper in the stack: a caller already near the recursion limit can get here.
+            too_deep = _too_deep("payload")
+        if too_deep is not None:  # raised outside the except: no context holding the token
+            raise too_deep
         self._check_standard_claims(claims)
         self._check_claims(claims)
         return self._identity(claims)
@@ -280,7 +288,7 @@ class ClerkProvider(_Provider):
         jwks_url: str | None = None,
         jwks: Any = None,
         public_key: str | bytes | None = None,
-        authorized_parties: Sequence[str] | None = None,
+        authorized_parties: Iterable[str] | None = None,
         leeway: float = 5.0,
         get: HttpGet = http_get,
         clock: Callable[[], float] = time.time,
@@ -298,11 +306,28 @@ class ClerkProvider(_Provider):
             clock=clock,
             hidden_claims=hidden_claims,
         )
-        #: A frozenset: changing the parties means assigning a new value, which the
-        #: token cache notices (an in-place change of a set would go unseen).
-        self.authorized_parties = (
-            None if authorized_parties is None else frozenset(authorized_parties)
-        )
+        self.authorized_parties = authorized_parties
+
+    @property
+    def authorized_parties(self) -> frozenset[str] | None:
+        """The origins ``azp`` must be one of, or None (``azp`` not looked at).
+
+        A frozenset: changing the parties means assigning a new value (any iterable
+        of origins), which the token cache notices (an in-place change of a set would
+        go unseen). A str is refused with TypeError: it would be taken as the set of
+        its characters.
+        """
+        return self._authorized_parties
+
+    @authorized_parties.setter
+    def authorized_parties(self, parties: Iterable[str] | None) -> None:
+        if isinstance(parties, str):
+            raise TypeError(
+                "authorized_parties takes origins (a list or set), not a str: expected "
+                f"[{parties!r}]; found the str {parties!r}, which would authorize each of "
+                f"its characters as an origin. Fix: authorized_parties=[{parties!r}]."
+            )
+        self._authorized_parties = None if parties is None else frozenset(parties)
 
     def _check_audience(self, audiences: list[str], present: bool) -> None:
         """Convex's OIDC rule: ``aud`` holds the application id and no other audience."""

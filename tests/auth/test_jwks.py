@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 
 import pytest
 
 import auth
-from tests.auth.conftest import Clock, JwksServer, Signer
+from tests.auth.conftest import ISSUER, Clock, JwksServer, Signer
 
 
 def provider(server: JwksServer, clock: Clock, **kwargs) -> auth.ClerkProvider:  # type: ignore[no-untyped-def]
@@ -328,3 +329,126 @@ def test_freshness_is_a_shared_http_caches(cache_control: str, age: str, fresh_f
     fetcher = auth.JwksFetcher("https://issuer.example/jwks")
     headers = {"cache-control": cache_control, **({"age": age} if age else {})}
     assert fetcher._max_age(headers) == fresh_for
+
+
+# -- odd key entries --------------------------------------------------------
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"kty": ["RSA"]},  # unhashable kty: was a TypeError
+        {"kty": {"x": 1}},
+        {"kty": 7},
+        {"kty": "RSA", "n": "AQAB", "e": "AQAB", "x5c": _nested(5000)},  # was a RecursionError
+    ],
+    ids=["kty-list", "kty-object", "kty-number", "deep-entry"],
+)
+def test_an_odd_key_entry_is_skipped(rsa_signer: Signer, odd: dict[str, object]) -> None:
+    """Hunt (auth): an entry whose kty is not a string, or one nested thousands of levels,
+    is skipped like any key of an unknown type, in a static jwks= as over HTTP."""
+    from auth.keys import keys_from_jwks
+
+    good = rsa_signer.jwk()
+    assert [key.kid for key in keys_from_jwks({"keys": [odd, good]})] == [rsa_signer.kid]
+    config = auth.AuthConfig(
+        providers=[auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [odd, good]})]
+    )
+    assert config.verify(rsa_signer.token()).subject == "user_123"
+
+
+def test_an_odd_key_entry_over_http_is_skipped_and_the_keys_cached(
+    jwks_server: JwksServer, rsa_signer: Signer, clock: Clock
+) -> None:
+    """Hunt (auth): an issuer's JWKS gaining an entry with a non-string kty made every
+    verification raise TypeError and fetch the keys again (3 verifications, 3 fetches);
+    the entry is skipped, and the key set is cached as usual."""
+    jwks_server.keys = [rsa_signer.jwk()]
+    config = auth.AuthConfig(
+        providers=[provider(jwks_server, clock, jwks_url=jwks_server.url + "/jwks")]
+    )
+    config.verify(rsa_signer.token(iss=jwks_server.url))
+    jwks_server.keys = [{"kty": {"x": 1}}, rsa_signer.jwk()]
+    clock.now += 301  # the cached keys are stale
+    for i in range(3):
+        token = rsa_signer.token(iss=jwks_server.url, jti=f"odd{i}")
+        assert config.verify(token).subject == "user_123"
+    assert jwks_server.hits["/jwks"] == 2  # one refresh, then cached for max-age
+
+
+class _CountingLock:
+    """The fetcher's lock, counting the callers that asked for it with blocking=True."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self.waiters = 0
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if blocking:
+            with self._changed:
+                self.waiters += 1
+                self._changed.notify_all()
+        return self._lock.acquire(blocking)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def wait_for_waiters(self, count: int) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.waiters >= count, timeout=10.0)
+
+
+@pytest.mark.parametrize("cache_control", ["no-store", "max-age=0"])
+def test_a_cold_cache_makes_one_fetch_for_all_waiting_callers(
+    jwks_server: JwksServer, rsa_signer: Signer, cache_control: str
+) -> None:
+    """Hunt (auth): with a cold cache and a reply that may not be cached, 12 concurrent
+    first verifications made 12 fetches one after another (each waiter found the keys
+    stale once it had the lock, and fetched again). Every caller that found the cache
+    cold and waited for the fetch uses the keys it brought: one fetch."""
+    jwks_server.keys = [rsa_signer.jwk()]
+    jwks_server.cache_control = cache_control
+    callers = 12
+    lock = _CountingLock()
+    all_waiting: list[bool] = []
+
+    def get(url: str) -> tuple[int, Mapping[str, str], bytes]:
+        # The fetch starts only once every caller has asked for the lock: the first
+        # holds it, the others wait behind it for the keys.
+        all_waiting.append(lock.wait_for_waiters(callers))
+        return auth.keys.http_get(url)
+
+    provider = auth.ClerkProvider(
+        issuer=jwks_server.url,
+        jwks_url=jwks_server.url + "/jwks",
+        get=get,
+    )
+    provider._keys._lock = lock  # type: ignore[union-attr, assignment]
+    config = auth.AuthConfig(providers=[provider])
+    tokens = [rsa_signer.token(iss=jwks_server.url, jti=f"cold{i}") for i in range(callers)]
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=lambda t=t: results.append(config.verify(t).subject))
+        for t in tokens
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all_waiting[0], f"only {lock.waiters} of {callers} callers reached the lock"
+    assert results == ["user_123"] * callers
+    assert jwks_server.hits["/jwks"] == 1

@@ -190,6 +190,25 @@ def test_authorized_parties(rsa_signer: Signer) -> None:
         config.verify(rsa_signer.token(azp="https://evil.example"))
 
 
+def test_authorized_parties_refuses_a_str(rsa_signer: Signer) -> None:
+    """Hunt (auth): one origin given as a str became the set of its characters, so every
+    real token was an InvalidAuthorizedParty and a token with azp "h" passed. A str is
+    refused, given to the constructor or assigned later; a list assigned is frozen."""
+    origin = "https://app.example.com"
+    with pytest.raises(TypeError, match=r"(?s)expected.*found the str.*Fix: authorized_parties="):
+        clerk(rsa_signer, authorized_parties=origin)
+    provider = auth.ClerkProvider(issuer=ISSUER, public_key=rsa_signer.public_pem)
+    with pytest.raises(TypeError, match="not a str"):
+        provider.authorized_parties = origin
+    assert provider.authorized_parties is None  # unchanged
+    provider.authorized_parties = [origin]
+    assert provider.authorized_parties == frozenset({origin})
+    config = auth.AuthConfig(providers=[provider])
+    assert config.verify(rsa_signer.token(azp=origin)).subject == "user_123"
+    with pytest.raises(auth.InvalidAuthorizedParty):
+        config.verify(rsa_signer.token(azp="h"))
+
+
 def test_pem_public_key_without_network(rsa_signer: Signer) -> None:
     config = auth.AuthConfig(
         providers=[auth.ClerkProvider(issuer=ISSUER, public_key=rsa_signer.public_pem)]
