@@ -125,8 +125,7 @@ def handle(
                 ("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS"),
                 ("Access-Control-Allow-Headers", _allowed_headers(header)),
                 ("Access-Control-Max-Age", "86400"),
-                ("Content-Length", "0"),
-            ],
+            ],  # no Content-Length: never in a 204 (RFC 9110 8.6)
         )
     try:
         if method in ("GET", "HEAD") and path.startswith(_PREFIX) and path != _UPLOAD:

@@ -155,6 +155,7 @@ def test_cors_preflight(engine: Engine, server: HttpServer) -> None:
     assert status == 204
     assert headers["Access-Control-Allow-Origin"] == "*"
     assert "POST" in headers["Access-Control-Allow-Methods"]
+    assert "Content-Length" not in headers  # RFC 9110 8.6: never in a 204
 
 
 def test_urls_use_the_server_origin_unless_site_url_is_set(db_path: Path) -> None:
