@@ -455,6 +455,24 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if consumed and response.status == 400:
             self.close_connection = True  # the body may be partly unread
+        # A body left unread must be dropped for the next request to be found: one of an
+        # unknown length, or too long to read for nothing, closes the connection, which
+        # the answer then says (decided before its headers are sent).
+        drop = 0 if consumed else self._droppable_body()
+        if drop is None:
+            self.close_connection = True
+        self._send(response)
+        if not response.complete:
+            self.close_connection = True
+        # Dropped after the answer, so a client that never sends the body it announced
+        # still gets one.
+        if drop != 0 and not self.close_connection:
+            self.close_connection = drop is None or not self._drop(drop)
+        if drop != 0 and self.close_connection:
+            self._linger()
+
+    def _send(self, response: Response) -> None:
+        """Send ``response``, with ``Connection: close`` if the connection closes after it."""
         # send_response() adds Server and Date even when the handler gave its own: two
         # Date headers (a singleton field). Added here only when the answer has none.
         self.send_response_only(response.status)
@@ -465,33 +483,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Date", self.date_time_string())
         for name, value in response.headers:
             self.send_header(name, value)
-        if self.server.closing:  # type: ignore[attr-defined]
+        if self.close_connection or self.server.closing:  # type: ignore[attr-defined]
             self.send_header("Connection", "close")  # sets close_connection too
         self.end_headers()
         if self.command != "HEAD":
             for part in response.body:
                 self.wfile.write(part)
-        if not response.complete:
-            self.close_connection = True
-        # An unread body would be taken for the next request: drop it (after the
-        # answer, so a client that never sends the body it announced still gets one).
-        if not consumed and (self.close_connection or not self._discard_body()):
-            self.close_connection = True
-            self._linger()
 
     def _linger(self) -> None:
-        """Before closing with a request body unread (a 413, say): read and drop it, up
-        to ``_LINGER_BYTES`` for up to ``_LINGER_SECONDS``. A client that is still
-        sending when the socket closes gets a reset, not the answer already sent
-        (RFC 9112 §9.6: close in stages); most clients read only once they have sent."""
-        size = _content_length(self.headers.get("Content-Length") or "")
-        if not size:
-            return
+        """Before closing with a request body unread (a 413, say): stop sending, then
+        read and drop what the client still sends until it closes, up to
+        ``_LINGER_BYTES`` for up to ``_LINGER_SECONDS``. A client that is still sending
+        when the socket closes gets a reset, not the answer already sent (RFC 9112 §9.6:
+        close in stages); most clients read only once they have sent."""
         try:
             self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)  # the client reads the answer to its end
             self.connection.settimeout(1.0)
             deadline = time.monotonic() + _LINGER_SECONDS
-            left = min(size, _LINGER_BYTES)
+            left = _LINGER_BYTES
             while left > 0 and time.monotonic() < deadline:
                 part = self.rfile.read1(min(left, _PIECE))
                 if not part:
@@ -500,14 +510,17 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the client stalled or went away: close now
             return
 
-    def _discard_body(self) -> bool:
-        """Read and drop an unused request body (up to 1 MiB); False if it could not be."""
+    def _droppable_body(self) -> int | None:
+        """The length of the request body if it is short enough to read and drop (up to
+        1 MiB) to keep the connection, else None (its length is unknown, bad, or larger)."""
         length = self.headers.get("Content-Length")
         if length is None:
-            return self.headers.get("Transfer-Encoding") is None
+            return 0 if self.headers.get("Transfer-Encoding") is None else None
         size = _content_length(length)
-        if size is None or size > _PIECE:
-            return False
+        return size if size is not None and size <= _PIECE else None
+
+    def _drop(self, size: int) -> bool:
+        """Read and drop an unused request body of ``size`` bytes; False if it could not be."""
         try:
             return len(self.rfile.read(size)) == size
         except OSError:  # the client stalled past the timeout

@@ -963,3 +963,42 @@ def test_a_waiting_first_request_is_seen_on_any_file_descriptor() -> None:
         left.close()
         right.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _head(answer: bytes) -> str:
+    """The status line and headers of the first answer in ``answer``, lowercased."""
+    return answer.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+
+
+def test_every_answer_before_a_close_says_connection_close(engine: Engine) -> None:
+    # The server decided to close after it had written the headers: a client that
+    # reused the connection lost its next request.
+    big = b"x" * (2 << 20)  # more than the 1 MiB the server reads and drops to keep going
+    post = b"POST /echo/x HTTP/1.1\r\nHost: x\r\n"
+    cases = [
+        (post + b"Content-Length: %d\r\n\r\n" % len(big) + big, b" 413 "),
+        (post + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", b" 411 "),
+        (
+            b"GET /notes HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big) + big,
+            b" 200 ",
+        ),
+        (post + b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc", b" 400 "),
+        (post + b"Content-Length: 1_0\r\n\r\nabc", b" 400 "),
+        (b"GET /notes HTTP/1.1\r\nHost: a b\r\n\r\n", b" 400 "),
+    ]
+    with engine.serve_http("127.0.0.1", 0, max_upload_size=1000) as server:
+        for data, status in cases:
+            answer = _answer(_raw(server, data + b"GET /notes HTTP/1.1\r\nHost: x\r\n\r\n"))
+            assert status in answer.partition(b"\r\n")[0], (data[:80], answer)
+            assert answer.count(b"HTTP/1.1 ") == 1, (data[:80], answer)
+            assert "\r\nconnection: close\r\n" in _head(answer) + "\r\n", (data[:80], answer)
+        # A connection the server keeps says nothing of the kind.
+        answer = _answer(
+            _raw(
+                server,
+                b"GET /notes HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /notes HTTP/1.1\r\nConnection: close\r\n\r\n",
+            )
+        )
+        assert answer.count(b"HTTP/1.1 200 ") == 2, answer
+        assert "connection" not in _head(answer)
