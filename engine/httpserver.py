@@ -2,8 +2,9 @@
 
 ``Engine.serve_http(host, port)`` runs an :class:`HttpServer` on a daemon thread; each
 connection is served on a thread of its own (``_Server``, ``_Handler``: connection
-caps, keep-alive, shutdown). ``_Handler`` refuses a request whose ``Host`` or body
-length it cannot trust, hands the others to :func:`engine.httphandling.handle` (the
+caps, keep-alive, shutdown). ``_Handler`` reads each request's head strictly
+(:mod:`engine.httphead`), refuses a request whose ``Host`` or body length it cannot
+trust, hands the others to :func:`engine.httphandling.handle` (the
 storage endpoints of :mod:`engine.httpstorage` and the HTTP actions), and sends the
 answer. The other front end, for hosts with their own web server, is
 :class:`engine.wsgi.WsgiApp`. :func:`handle`, :class:`Response`, :class:`WsgiApp` and
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from .httpbodies import _PIECE, DEFAULT_MAX_UPLOAD_SIZE, _content_length
 from .httphandling import _forwarded_scheme, _refuse_framing, _valid_host, handle
+from .httphead import _read_head
 from .httpmessages import escape_raw_path
 from .httpresponses import Response, _error
 from .wsgi import WsgiApp
@@ -351,6 +353,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     runtime: Runtime
     max_upload_size: int
+    raw_requestline: bytes  # set by handle_one_request before parse_request
     protocol_version = "HTTP/1.1"
     server_version = "convexlite"
 
@@ -401,6 +404,31 @@ class _Handler(BaseHTTPRequestHandler):
         connection.settimeout(self.timeout)
         return True
 
+    def parse_request(self) -> bool:
+        """Read the request's head (after ``raw_requestline``), strictly: see
+        :mod:`engine.httphead`. False, with the refusal sent, if it is not served."""
+        self.command = ""  # a refusal is not a HEAD answer: it has its body
+        self.request_version = self.protocol_version  # a refusal has a status line
+        self.close_connection = True
+        head = _read_head(self.raw_requestline, self.rfile.readline)
+        if head is None:  # the client closed the connection
+            return False
+        if isinstance(head, Response):  # what follows is not a request to serve
+            self._send(head)
+            self._linger()
+            return False
+        self.command, self.path, self.request_version, self.headers = head
+        self.requestline = f"{head.method} {head.target} {head.version}"
+        connection = {
+            token.strip().lower() for token in self.headers.get("Connection", "").split(",")
+        }
+        self.close_connection = "close" in connection or (
+            head.version == "HTTP/1.0" and "keep-alive" not in connection
+        )
+        if self.headers.get("Expect", "").lower() == "100-continue" and head.version != "HTTP/1.0":
+            return bool(self.handle_expect_100())
+        return True
+
     def _serve(self) -> None:
         if self.server.closing:  # type: ignore[attr-defined]
             self.close_connection = True
@@ -413,13 +441,11 @@ class _Handler(BaseHTTPRequestHandler):
             consumed = True
             return self.rfile.read(n)
 
-        # The request line's own target: http.server folds a leading "//" into "/" in
-        # self.path, which would route "//notes" to "/notes" here but not behind
-        # wsgi_app, Engine.fetch or Convex (whose URL pathname keeps "//notes").
-        # Its bytes outside URL syntax escaped, as a WHATWG URL parser (Convex's) escapes
-        # them: http.server decoded them as Latin-1.
-        words = self.requestline.split()
-        target = escape_raw_path((words[1] if len(words) >= 2 else self.path).encode("latin-1"))
+        # The request line's own target (parse_request keeps it: http.server folded a
+        # leading "//" into "/", which routed "//notes" to "/notes" here but not behind
+        # wsgi_app, Engine.fetch or Convex, whose URL pathname keeps "//notes"), its bytes
+        # outside URL syntax escaped as a WHATWG URL parser (Convex's) escapes them.
+        target = escape_raw_path(self.path.encode("latin-1"))
         host = self.headers.get("Host")
         if target.startswith("/"):
             address: Any = self.server.server_address
