@@ -35,7 +35,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from .httpbodies import _PIECE, DEFAULT_MAX_UPLOAD_SIZE, _content_length
-from .httphandling import _forwarded_scheme, _refuse_framing, _valid_host, handle
+from .httphandling import (
+    _absolute_form,
+    _forwarded_scheme,
+    _refuse_framing,
+    _valid_host,
+    handle,
+)
 from .httphead import _read_head
 from .httpmessages import escape_raw_path
 from .httpresponses import Response, _error
@@ -447,17 +453,25 @@ class _Handler(BaseHTTPRequestHandler):
         # outside URL syntax escaped as a WHATWG URL parser (Convex's) escapes them.
         target = escape_raw_path(self.path.encode("latin-1"))
         host = self.headers.get("Host")
-        if target.startswith("/"):
+        authority = host
+        refusal = None
+        if not target.startswith("/"):  # absolute-form: "GET http://host/path HTTP/1.1"
+            absolute = _absolute_form(target)
+            if absolute is None:
+                refusal = _error(
+                    400,
+                    "BadRequest",
+                    f"The request target {target[:100]!r} is neither a path nor an http or "
+                    "https URL whose authority is a host[:port] (RFC 9112 section 3.2).",
+                )
+            else:
+                authority, target = absolute
+        if authority is None:  # HTTP/1.0 may send none: the address served (IPv6 bracketed)
             address: Any = self.server.server_address
-            scheme = _forwarded_scheme(self.headers)
-            authority = host
-            if authority is None:  # HTTP/1.0 may send none: the address served (IPv6 bracketed)
-                bound = str(address[0])
-                authority = f"[{bound}]:{address[1]}" if ":" in bound else f"{bound}:{address[1]}"
-            url = f"{scheme}://{authority}{target}"
-        else:  # absolute-form: "GET http://host/path HTTP/1.1"
-            url = target
-        refusal = _refuse_framing(self.headers)
+            bound = str(address[0])
+            authority = f"[{bound}]:{address[1]}" if ":" in bound else f"{bound}:{address[1]}"
+        url = f"{_forwarded_scheme(self.headers)}://{authority}{target}"
+        refusal = refusal or _refuse_framing(self.headers)
         if refusal is None and len(self.headers.get_all("Host") or ()) > 1:
             # RFC 9112 3.2: a proxy in front may have checked another Host than ours.
             refusal = _error(

@@ -1108,3 +1108,43 @@ def test_a_utf8_path_is_split_from_its_request_line_on_ascii_whitespace_only(
             _raw(server, b"GET " + raw + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         )
         assert json.loads(answer.partition(b"\r\n\r\n")[2])["path"] == path, answer
+
+
+def test_an_absolute_form_target_is_checked_as_host_and_scheme_are(server: HttpServer) -> None:
+    # "GET http://user:pw@evil/all HTTP/1.1" became request.url as sent, past the Host
+    # rule (host[:port]) and the scheme rule (X-Forwarded-Proto, else http).
+    def seen(target: bytes, extra: bytes = b"") -> tuple[str, Any]:
+        answer = _answer(
+            _raw(
+                server,
+                b"GET "
+                + target
+                + b" HTTP/1.1\r\nHost: other.example\r\n"
+                + extra
+                + b"Connection: close\r\n\r\n",
+            )
+        )
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status = head.partition(b"\r\n")[0].decode()
+        return status, json.loads(body).get("url") if status.endswith(" 200 OK") else None
+
+    for bad in (
+        b"http://user:pw@evil/echo/x",
+        b"http://good\\@evil/echo/x",
+        b"ftp://x/echo/x",
+        b"http:///echo/x",
+        b"http://x:99999999999/echo/x",
+        b"javascript://x/echo/x",
+    ):
+        status, _ = seen(bad)
+        assert status.startswith("HTTP/1.1 400 "), (bad, status)
+    # RFC 9112 3.2.2: the target's authority is the host; the scheme is as for any request.
+    assert seen(b"http://app.example:8/echo/x?q=1") == (
+        "HTTP/1.1 200 OK",
+        "http://app.example:8/echo/x?q=1",
+    )
+    assert seen(b"HTTPS://app.example/echo/x", b"X-Forwarded-Proto: https\r\n") == (
+        "HTTP/1.1 200 OK",
+        "https://app.example/echo/x",
+    )
+    assert seen(b"https://app.example/echo/x") == ("HTTP/1.1 200 OK", "http://app.example/echo/x")
