@@ -12,10 +12,13 @@ answer. The other front end, for hosts with their own web server, is
 
 Limits of :class:`HttpServer` (arguments of ``Engine.serve_http``):
 ``timeout`` (default :data:`DEFAULT_TIMEOUT`, 120 s, Convex's request
-timeout) bounds every socket read and write, so a client that stalls
-(headers never finished, a body never sent, a download never read) is
-disconnected instead of holding its thread forever (it does not bound how long an
-HTTP action's handler runs); ``max_connections``
+timeout) bounds each socket read and write, so a client that stops (headers never
+finished, a body never sent, a download never read) is disconnected instead of
+holding its thread forever. It bounds no whole request: a client that sends a byte
+of its headers within every ``timeout`` keeps its connection and its thread (a
+slowloris attack; put a reverse proxy in front of a server open to the internet), and
+past ``max_connections`` of those, new clients are answered ``503``. Nor does it bound
+how long an HTTP action's handler runs. ``max_connections``
 (default :data:`DEFAULT_MAX_CONNECTIONS`) caps the connections served at
 once: one more is answered ``503`` and closed, unless a kept-alive connection is idle
 (it is then closed to make room). An idle kept-alive connection is closed after
