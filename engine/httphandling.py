@@ -18,7 +18,8 @@ job, as in Convex); a method an endpoint does not take gets 405. The engine's ow
 errors are JSON ``{"code": ..., "message": ...}`` (:mod:`engine.httpresponses`).
 
 Also here, for the front ends to check what only they see before calling
-:func:`handle`: ``_valid_host`` (the ``Host`` header), ``_forwarded_scheme`` (the
+:func:`handle`: ``_valid_host`` (the ``Host`` header), ``_absolute_form`` (a request
+target that is a URL, as proxies send), ``_forwarded_scheme`` (the
 scheme of ``request.url`` behind a proxy), and ``_refuse_framing`` (a body length that
 is ambiguous). Paths are escaped as a raw request line's
 (:func:`engine.httpmessages.escape_raw_path`) by every front end.
@@ -125,8 +126,7 @@ def handle(
                 ("Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS"),
                 ("Access-Control-Allow-Headers", _allowed_headers(header)),
                 ("Access-Control-Max-Age", "86400"),
-                ("Content-Length", "0"),
-            ],
+            ],  # no Content-Length: never in a 204 (RFC 9110 8.6)
         )
     try:
         if method in ("GET", "HEAD") and path.startswith(_PREFIX) and path != _UPLOAD:
@@ -194,6 +194,21 @@ def _valid_host(host: str) -> bool:
     """Whether a ``Host`` header is a host and optional port (RFC 9110 §7.2): nothing
     that would move the path or query of the URL an HTTP action sees."""
     return _HOST.fullmatch(host) is not None
+
+
+_ABSOLUTE_FORM = re.compile(r"(?i:https?)://([^/?#]*)(.*)", re.DOTALL)
+
+
+def _absolute_form(target: str) -> tuple[str, str] | None:
+    """An absolute-form request target (``"http://host:8/path?q"``, as proxies send) as
+    its host and its origin-form (``"/path?q"``), which RFC 9112 §3.2.2 has a server use
+    in place of the ``Host`` header; None unless the scheme is ``http`` or ``https``
+    and the authority a ``host[:port]`` (:func:`_valid_host`: no userinfo)."""
+    match = _ABSOLUTE_FORM.fullmatch(target)
+    if match is None or not _valid_host(match[1]):
+        return None
+    rest = match[2]
+    return match[1], rest if rest.startswith("/") else "/" + rest  # "http://h?q" is "/?q"
 
 
 def _forwarded_scheme(headers: Any) -> str:

@@ -2,8 +2,9 @@
 
 ``Engine.serve_http(host, port)`` runs an :class:`HttpServer` on a daemon thread; each
 connection is served on a thread of its own (``_Server``, ``_Handler``: connection
-caps, keep-alive, shutdown). ``_Handler`` refuses a request whose ``Host`` or body
-length it cannot trust, hands the others to :func:`engine.httphandling.handle` (the
+caps, keep-alive, shutdown). ``_Handler`` reads each request's head strictly
+(:mod:`engine.httphead`), refuses a request whose ``Host`` or body length it cannot
+trust, hands the others to :func:`engine.httphandling.handle` (the
 storage endpoints of :mod:`engine.httpstorage` and the HTTP actions), and sends the
 answer. The other front end, for hosts with their own web server, is
 :class:`engine.wsgi.WsgiApp`. :func:`handle`, :class:`Response`, :class:`WsgiApp` and
@@ -11,10 +12,13 @@ answer. The other front end, for hosts with their own web server, is
 
 Limits of :class:`HttpServer` (arguments of ``Engine.serve_http``):
 ``timeout`` (default :data:`DEFAULT_TIMEOUT`, 120 s, Convex's request
-timeout) bounds every socket read and write, so a client that stalls
-(headers never finished, a body never sent, a download never read) is
-disconnected instead of holding its thread forever (it does not bound how long an
-HTTP action's handler runs); ``max_connections``
+timeout) bounds each socket read and write, so a client that stops (headers never
+finished, a body never sent, a download never read) is disconnected instead of
+holding its thread forever. It bounds no whole request: a client that sends a byte
+of its headers within every ``timeout`` keeps its connection and its thread (a
+slowloris attack; put a reverse proxy in front of a server open to the internet), and
+past ``max_connections`` of those, new clients are answered ``503``. Nor does it bound
+how long an HTTP action's handler runs. ``max_connections``
 (default :data:`DEFAULT_MAX_CONNECTIONS`) caps the connections served at
 once: one more is answered ``503`` and closed, unless a kept-alive connection is idle
 (it is then closed to make room). An idle kept-alive connection is closed after
@@ -34,7 +38,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from .httpbodies import _PIECE, DEFAULT_MAX_UPLOAD_SIZE, _content_length
-from .httphandling import _forwarded_scheme, _refuse_framing, _valid_host, handle
+from .httphandling import (
+    _absolute_form,
+    _forwarded_scheme,
+    _refuse_framing,
+    _valid_host,
+    handle,
+)
+from .httphead import _read_head
 from .httpmessages import escape_raw_path
 from .httpresponses import Response, _error
 from .wsgi import WsgiApp
@@ -351,6 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     runtime: Runtime
     max_upload_size: int
+    raw_requestline: bytes  # set by handle_one_request before parse_request
     protocol_version = "HTTP/1.1"
     server_version = "convexlite"
 
@@ -401,6 +413,31 @@ class _Handler(BaseHTTPRequestHandler):
         connection.settimeout(self.timeout)
         return True
 
+    def parse_request(self) -> bool:
+        """Read the request's head (after ``raw_requestline``), strictly: see
+        :mod:`engine.httphead`. False, with the refusal sent, if it is not served."""
+        self.command = ""  # a refusal is not a HEAD answer: it has its body
+        self.request_version = self.protocol_version  # a refusal has a status line
+        self.close_connection = True
+        head = _read_head(self.raw_requestline, self.rfile.readline)
+        if head is None:  # the client closed the connection
+            return False
+        if isinstance(head, Response):  # what follows is not a request to serve
+            self._send(head)
+            self._linger()
+            return False
+        self.command, self.path, self.request_version, self.headers = head
+        self.requestline = f"{head.method} {head.target} {head.version}"
+        connection = {
+            token.strip().lower() for token in self.headers.get("Connection", "").split(",")
+        }
+        self.close_connection = "close" in connection or (
+            head.version == "HTTP/1.0" and "keep-alive" not in connection
+        )
+        if self.headers.get("Expect", "").lower() == "100-continue" and head.version != "HTTP/1.0":
+            return bool(self.handle_expect_100())
+        return True
+
     def _serve(self) -> None:
         if self.server.closing:  # type: ignore[attr-defined]
             self.close_connection = True
@@ -413,25 +450,31 @@ class _Handler(BaseHTTPRequestHandler):
             consumed = True
             return self.rfile.read(n)
 
-        # The request line's own target: http.server folds a leading "//" into "/" in
-        # self.path, which would route "//notes" to "/notes" here but not behind
-        # wsgi_app, Engine.fetch or Convex (whose URL pathname keeps "//notes").
-        # Its bytes outside URL syntax escaped, as a WHATWG URL parser (Convex's) escapes
-        # them: http.server decoded them as Latin-1.
-        words = self.requestline.split()
-        target = escape_raw_path((words[1] if len(words) >= 2 else self.path).encode("latin-1"))
+        # The request line's own target (parse_request keeps it: http.server folded a
+        # leading "//" into "/", which routed "//notes" to "/notes" here but not behind
+        # wsgi_app, Engine.fetch or Convex, whose URL pathname keeps "//notes"), its bytes
+        # outside URL syntax escaped as a WHATWG URL parser (Convex's) escapes them.
+        target = escape_raw_path(self.path.encode("latin-1"))
         host = self.headers.get("Host")
-        if target.startswith("/"):
+        authority = host
+        refusal = None
+        if not target.startswith("/"):  # absolute-form: "GET http://host/path HTTP/1.1"
+            absolute = _absolute_form(target)
+            if absolute is None:
+                refusal = _error(
+                    400,
+                    "BadRequest",
+                    f"The request target {target[:100]!r} is neither a path nor an http or "
+                    "https URL whose authority is a host[:port] (RFC 9112 section 3.2).",
+                )
+            else:
+                authority, target = absolute
+        if authority is None:  # HTTP/1.0 may send none: the address served (IPv6 bracketed)
             address: Any = self.server.server_address
-            scheme = _forwarded_scheme(self.headers)
-            authority = host
-            if authority is None:  # HTTP/1.0 may send none: the address served (IPv6 bracketed)
-                bound = str(address[0])
-                authority = f"[{bound}]:{address[1]}" if ":" in bound else f"{bound}:{address[1]}"
-            url = f"{scheme}://{authority}{target}"
-        else:  # absolute-form: "GET http://host/path HTTP/1.1"
-            url = target
-        refusal = _refuse_framing(self.headers)
+            bound = str(address[0])
+            authority = f"[{bound}]:{address[1]}" if ":" in bound else f"{bound}:{address[1]}"
+        url = f"{_forwarded_scheme(self.headers)}://{authority}{target}"
+        refusal = refusal or _refuse_framing(self.headers)
         if refusal is None and len(self.headers.get_all("Host") or ()) > 1:
             # RFC 9112 3.2: a proxy in front may have checked another Host than ours.
             refusal = _error(
@@ -455,6 +498,24 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if consumed and response.status == 400:
             self.close_connection = True  # the body may be partly unread
+        # A body left unread must be dropped for the next request to be found: one of an
+        # unknown length, or too long to read for nothing, closes the connection, which
+        # the answer then says (decided before its headers are sent).
+        drop = 0 if consumed else self._droppable_body()
+        if drop is None:
+            self.close_connection = True
+        self._send(response)
+        if not response.complete:
+            self.close_connection = True
+        # Dropped after the answer, so a client that never sends the body it announced
+        # still gets one.
+        if drop != 0 and not self.close_connection:
+            self.close_connection = drop is None or not self._drop(drop)
+        if drop != 0 and self.close_connection:
+            self._linger()
+
+    def _send(self, response: Response) -> None:
+        """Send ``response``, with ``Connection: close`` if the connection closes after it."""
         # send_response() adds Server and Date even when the handler gave its own: two
         # Date headers (a singleton field). Added here only when the answer has none.
         self.send_response_only(response.status)
@@ -465,33 +526,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Date", self.date_time_string())
         for name, value in response.headers:
             self.send_header(name, value)
-        if self.server.closing:  # type: ignore[attr-defined]
+        if self.close_connection or self.server.closing:  # type: ignore[attr-defined]
             self.send_header("Connection", "close")  # sets close_connection too
         self.end_headers()
         if self.command != "HEAD":
             for part in response.body:
                 self.wfile.write(part)
-        if not response.complete:
-            self.close_connection = True
-        # An unread body would be taken for the next request: drop it (after the
-        # answer, so a client that never sends the body it announced still gets one).
-        if not consumed and (self.close_connection or not self._discard_body()):
-            self.close_connection = True
-            self._linger()
 
     def _linger(self) -> None:
-        """Before closing with a request body unread (a 413, say): read and drop it, up
-        to ``_LINGER_BYTES`` for up to ``_LINGER_SECONDS``. A client that is still
-        sending when the socket closes gets a reset, not the answer already sent
-        (RFC 9112 §9.6: close in stages); most clients read only once they have sent."""
-        size = _content_length(self.headers.get("Content-Length") or "")
-        if not size:
-            return
+        """Before closing with a request body unread (a 413, say): stop sending, then
+        read and drop what the client still sends until it closes, up to
+        ``_LINGER_BYTES`` for up to ``_LINGER_SECONDS``. A client that is still sending
+        when the socket closes gets a reset, not the answer already sent (RFC 9112 §9.6:
+        close in stages); most clients read only once they have sent."""
         try:
             self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)  # the client reads the answer to its end
             self.connection.settimeout(1.0)
             deadline = time.monotonic() + _LINGER_SECONDS
-            left = min(size, _LINGER_BYTES)
+            left = _LINGER_BYTES
             while left > 0 and time.monotonic() < deadline:
                 part = self.rfile.read1(min(left, _PIECE))
                 if not part:
@@ -500,14 +553,17 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:  # the client stalled or went away: close now
             return
 
-    def _discard_body(self) -> bool:
-        """Read and drop an unused request body (up to 1 MiB); False if it could not be."""
+    def _droppable_body(self) -> int | None:
+        """The length of the request body if it is short enough to read and drop (up to
+        1 MiB) to keep the connection, else None (its length is unknown, bad, or larger)."""
         length = self.headers.get("Content-Length")
         if length is None:
-            return self.headers.get("Transfer-Encoding") is None
+            return 0 if self.headers.get("Transfer-Encoding") is None else None
         size = _content_length(length)
-        if size is None or size > _PIECE:
-            return False
+        return size if size is not None and size <= _PIECE else None
+
+    def _drop(self, size: int) -> bool:
+        """Read and drop an unused request body of ``size`` bytes; False if it could not be."""
         try:
             return len(self.rfile.read(size)) == size
         except OSError:  # the client stalled past the timeout

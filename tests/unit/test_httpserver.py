@@ -155,6 +155,7 @@ def test_cors_preflight(engine: Engine, server: HttpServer) -> None:
     assert status == 204
     assert headers["Access-Control-Allow-Origin"] == "*"
     assert "POST" in headers["Access-Control-Allow-Methods"]
+    assert "Content-Length" not in headers  # RFC 9110 8.6: never in a 204
 
 
 def test_urls_use_the_server_origin_unless_site_url_is_set(db_path: Path) -> None:
@@ -962,3 +963,188 @@ def test_a_waiting_first_request_is_seen_on_any_file_descriptor() -> None:
         left.close()
         right.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _head(answer: bytes) -> str:
+    """The status line and headers of the first answer in ``answer``, lowercased."""
+    return answer.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+
+
+def test_every_answer_before_a_close_says_connection_close(engine: Engine) -> None:
+    # The server decided to close after it had written the headers: a client that
+    # reused the connection lost its next request.
+    big = b"x" * (2 << 20)  # more than the 1 MiB the server reads and drops to keep going
+    post = b"POST /echo/x HTTP/1.1\r\nHost: x\r\n"
+    cases = [
+        (post + b"Content-Length: %d\r\n\r\n" % len(big) + big, b" 413 "),
+        (post + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", b" 411 "),
+        (
+            b"GET /notes HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big) + big,
+            b" 200 ",
+        ),
+        (post + b"Content-Length: 3\r\nContent-Length: 3\r\n\r\nabc", b" 400 "),
+        (post + b"Content-Length: 1_0\r\n\r\nabc", b" 400 "),
+        (b"GET /notes HTTP/1.1\r\nHost: a b\r\n\r\n", b" 400 "),
+    ]
+    with engine.serve_http("127.0.0.1", 0, max_upload_size=1000) as server:
+        for data, status in cases:
+            answer = _answer(_raw(server, data + b"GET /notes HTTP/1.1\r\nHost: x\r\n\r\n"))
+            assert status in answer.partition(b"\r\n")[0], (data[:80], answer)
+            assert answer.count(b"HTTP/1.1 ") == 1, (data[:80], answer)
+            assert "\r\nconnection: close\r\n" in _head(answer) + "\r\n", (data[:80], answer)
+        # A connection the server keeps says nothing of the kind.
+        answer = _answer(
+            _raw(
+                server,
+                b"GET /notes HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /notes HTTP/1.1\r\nConnection: close\r\n\r\n",
+            )
+        )
+        assert answer.count(b"HTTP/1.1 200 ") == 2, answer
+        assert "connection" not in _head(answer)
+
+
+def test_a_malformed_header_line_is_a_400_not_the_end_of_the_headers(
+    server: HttpServer,
+) -> None:
+    # The standard library's parser stopped at such a line (recording a defect nothing
+    # read): the Content-Length after it was dropped and the body, a request of its
+    # own, was served as the next request on the connection.
+    hidden = b"GET /notes HTTP/1.1\r\nHost: x\r\n\r\n"
+    for bad in (
+        b"Garbage-without-colon",
+        b"Transfer-Encoding : chunked",  # a space before the colon (RFC 9112 5.1)
+        b"X A: a",
+        b"X\x00A: a",
+        b"From x",  # taken for an mbox "From " line, silently
+        b" folded",  # obs-fold (RFC 9112 5.2)
+    ):
+        answer = _answer(
+            _raw(
+                server,
+                b"POST /echo/x HTTP/1.1\r\nHost: x\r\nX-First: 1\r\n"
+                + bad
+                + b"\r\nContent-Length: %d\r\n\r\n" % len(hidden)
+                + hidden,
+            )
+        )
+        assert answer.startswith(b"HTTP/1.1 400 "), (bad, answer)
+        assert answer.count(b"HTTP/1.1 ") == 1, (bad, answer)  # the body was not served
+        assert "connection: close" in _head(answer), (bad, answer)
+
+
+def test_a_bare_cr_or_a_nul_in_a_header_is_a_400(server: HttpServer) -> None:
+    # "X-A: a\rContent-Length: N" was read as two headers, where a proxy that replaces a
+    # bare CR with a space (RFC 9112 2.2) sees one and no body: the next request it
+    # forwards on the connection (another client's) became this request's body.
+    victim = b"GET /notes HTTP/1.1\r\nHost: x\r\n\r\n"
+    for line in (
+        b"X-A: a\rContent-Length: %d" % len(victim),
+        b"X-A: a\r",
+        b"X-A: a\x00b",  # RFC 9110 5.5
+    ):
+        answer = _answer(
+            _raw(server, b"GET /notes HTTP/1.1\r\nHost: x\r\n" + line + b"\r\n\r\n" + victim)
+        )
+        assert answer.startswith(b"HTTP/1.1 400 "), (line, answer)
+        assert answer.count(b"HTTP/1.1 ") == 1, (line, answer)
+        assert "connection: close" in _head(answer), (line, answer)
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        (b"GET /notes HTTP/2.0", b" 505 "),
+        (b"GET /notes HTTP/0.9", b" 505 "),
+        (b"GET /notes HTTP/1.1x", b" 400 "),
+        (b"GET /notes HTTP/01.1", b" 400 "),
+        (b"GET /notes HTTP/1.10000000000000000000000000000", b" 400 "),
+        (b"GET /notes", b" 400 "),  # HTTP/0.9: an answer with no status line or headers
+        (b"GET /api/storage/x", b" 400 "),
+    ],
+)
+def test_a_bad_or_missing_http_version_gets_a_status_line(
+    server: HttpServer, line: bytes, status: bytes
+) -> None:
+    answer = _answer(_raw(server, line + b"\r\nHost: x\r\n\r\n"))
+    assert answer.startswith(b"HTTP/1.1" + status), answer
+    assert "connection: close" in _head(answer), answer
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] in (
+        "BadRequest",
+        "HttpVersionNotSupported",
+    ), answer
+
+
+def test_empty_lines_before_a_request_line_are_skipped(server: HttpServer) -> None:
+    # RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request
+    # line (some clients send CRLF after a POST body); the connection was closed
+    # without an answer.
+    answer = _answer(
+        _raw(
+            server,
+            b"POST /echo/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\n"
+            b"GET /notes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+    )
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer
+    answer = _answer(
+        _raw(server, b"\r\n\n\r\nGET /notes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    # Not without end: past a few, the client is answered 400 and the connection closed.
+    answer = _answer(_raw(server, b"\r\n" * 1000 + b"GET /notes HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+
+
+def test_a_utf8_path_is_split_from_its_request_line_on_ascii_whitespace_only(
+    server: HttpServer,
+) -> None:
+    # http.server split the Latin-1 reading of the request line with str.split(), which
+    # also splits at \x85 and \xa0: "/echo/\xc3\x85" ("/echo/Å") lost its last byte and
+    # was served as "/echo/%C3".
+    for raw, path in ((b"/echo/\xc3\x85", "/echo/%C3%85"), (b"/echo/\xc2\xa0", "/echo/%C2%A0")):
+        answer = _answer(
+            _raw(server, b"GET " + raw + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        )
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["path"] == path, answer
+
+
+def test_an_absolute_form_target_is_checked_as_host_and_scheme_are(server: HttpServer) -> None:
+    # "GET http://user:pw@evil/all HTTP/1.1" became request.url as sent, past the Host
+    # rule (host[:port]) and the scheme rule (X-Forwarded-Proto, else http).
+    def seen(target: bytes, extra: bytes = b"") -> tuple[str, Any]:
+        answer = _answer(
+            _raw(
+                server,
+                b"GET "
+                + target
+                + b" HTTP/1.1\r\nHost: other.example\r\n"
+                + extra
+                + b"Connection: close\r\n\r\n",
+            )
+        )
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status = head.partition(b"\r\n")[0].decode()
+        return status, json.loads(body).get("url") if status.endswith(" 200 OK") else None
+
+    for bad in (
+        b"http://user:pw@evil/echo/x",
+        b"http://good\\@evil/echo/x",
+        b"ftp://x/echo/x",
+        b"http:///echo/x",
+        b"http://x:99999999999/echo/x",
+        b"javascript://x/echo/x",
+    ):
+        status, _ = seen(bad)
+        assert status.startswith("HTTP/1.1 400 "), (bad, status)
+    # RFC 9112 3.2.2: the target's authority is the host; the scheme is as for any request.
+    assert seen(b"http://app.example:8/echo/x?q=1") == (
+        "HTTP/1.1 200 OK",
+        "http://app.example:8/echo/x?q=1",
+    )
+    assert seen(b"HTTPS://app.example/echo/x", b"X-Forwarded-Proto: https\r\n") == (
+        "HTTP/1.1 200 OK",
+        "https://app.example/echo/x",
+    )
+    assert seen(b"https://app.example/echo/x") == ("HTTP/1.1 200 OK", "http://app.example/echo/x")
