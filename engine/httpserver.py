@@ -363,6 +363,8 @@ class _Handler(BaseHTTPRequestHandler):
     runtime: Runtime
     max_upload_size: int
     raw_requestline: bytes  # set by handle_one_request before parse_request
+    #: The request asked ``Expect: 100-continue`` and has not been sent the 100 yet.
+    continue_pending = False
     protocol_version = "HTTP/1.1"
     server_version = "convexlite"
 
@@ -417,6 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Read the request's head (after ``raw_requestline``), strictly: see
         :mod:`engine.httphead`. False, with the refusal sent, if it is not served."""
         self.command = ""  # a refusal is not a HEAD answer: it has its body
+        self.continue_pending = False
         self.request_version = self.protocol_version  # a refusal has a status line
         self.close_connection = True
         head = _read_head(self.raw_requestline, self.rfile.readline)
@@ -434,8 +437,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = "close" in connection or (
             head.version == "HTTP/1.0" and "keep-alive" not in connection
         )
-        if self.headers.get("Expect", "").lower() == "100-continue" and head.version != "HTTP/1.0":
-            return bool(self.handle_expect_100())
+        # The interim 100 goes out when the body is first read (``_serve``'s read_body),
+        # not now: a request refused on its head (413, 401, 404) is answered at once,
+        # and the client need not send a body nobody reads (RFC 9110 10.1.1).
+        self.continue_pending = (
+            self.headers.get("Expect", "").lower() == "100-continue" and head.version != "HTTP/1.0"
+        )
         return True
 
     def _serve(self) -> None:
@@ -448,6 +455,9 @@ class _Handler(BaseHTTPRequestHandler):
         def read_body(n: int) -> bytes:
             nonlocal consumed
             consumed = True
+            if self.continue_pending:  # the client waits for it before sending the body
+                self.continue_pending = False
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return self.rfile.read(n)
 
         # The request line's own target (parse_request keeps it: http.server folded a
@@ -502,6 +512,10 @@ class _Handler(BaseHTTPRequestHandler):
         # unknown length, or too long to read for nothing, closes the connection, which
         # the answer then says (decided before its headers are sent).
         drop = 0 if consumed else self._droppable_body()
+        if drop != 0 and self.continue_pending:
+            # Told no 100, the client may send the body or not: what comes next on the
+            # connection is unknown, so it closes (after lingering for a body under way).
+            drop = None
         if drop is None:
             self.close_connection = True
         self._send(response)

@@ -396,6 +396,63 @@ def test_bad_and_oversized_content_lengths_are_answered(engine: Engine) -> None:
     assert engine.check()["files"]["files"] == 1
 
 
+def _head_only(server: HttpServer, head: bytes) -> tuple[socket.socket, bytes]:
+    """Send a request head and read the server's first reply to it, the body unsent."""
+    connection = _raw(server, head)
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        part = connection.recv(65536)
+        if not part:
+            break
+        reply += part
+    return connection, reply
+
+
+def test_expect_100_continue_is_answered_when_the_body_is_wanted(engine: Engine) -> None:
+    # The interim 100 was sent as soon as the head was read, before the upload's token
+    # and size were looked at: a client waiting for it then sent a body over the cap
+    # only to be told 413 (RFC 9110 10.1.1: a server may answer with the final status
+    # instead, and must then say whether it closes the connection). An HTTP action's
+    # body is read before its route is looked up, so a 404 still comes after a 100.
+    url = urlsplit(engine.mutation(files.upload_url))
+    post = f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+    with engine.serve_http("127.0.0.1", 0, max_upload_size=1000, timeout=2) as server:
+        for head, status in [
+            (post.encode() + b"Content-Length: 1001\r\n\r\n", b" 413 "),
+            (  # a bad upload token
+                post.replace("token=", "token=x").encode() + b"Content-Length: 5\r\n\r\n",
+                b" 401 ",
+            ),
+            (  # an HTTP action's body over the cap
+                b"POST /echo/x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 5000\r\n\r\n",
+                b" 413 ",
+            ),
+        ]:
+            connection, reply = _head_only(server, head)
+            with connection:
+                assert reply.startswith(b"HTTP/1.1" + status), reply
+                # The body was never asked for: the connection closes after the answer.
+                assert "connection: close" in _head(reply), reply
+        # A body that is wanted: 100 first, and only then the answer.
+        connection, reply = _head_only(server, post.encode() + b"Content-Length: 5\r\n\r\n")
+        with connection:
+            assert reply == b"HTTP/1.1 100 Continue\r\n\r\n", reply
+            connection.sendall(b"hello")
+            answer = _answer(connection)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        # Without the expectation nothing changes: the body follows the head at once.
+        answer = _answer(
+            _raw(
+                server,
+                post.replace("Expect: 100-continue\r\n", "").encode()
+                + b"Connection: close\r\nContent-Length: 3\r\n\r\nabc",
+            )
+        )
+        assert answer.startswith(b"HTTP/1.1 200 ") and b" 100 " not in answer, answer
+    assert engine.check()["files"]["files"] == 2
+
+
 def test_aborted_requests_print_nothing_and_other_errors_are_logged(
     server: HttpServer, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
