@@ -34,6 +34,7 @@ import socket
 import sys
 import threading
 import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -527,6 +528,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = drop is None or not self._drop(drop)
         if drop != 0 and self.close_connection:
             self._linger()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's own refusals, in JSON as every other answer here: a
+        request line over 64 KiB (414) and a method without a handler (501)."""
+        self.close_connection = True  # the rest of the request is unread
+        if code == 414:
+            response = _error(
+                414,
+                "UriTooLong",
+                "The request line is longer than 65536 bytes: send long data in the body.",
+            )
+        elif code == 501:
+            response = _error(
+                501,
+                "NotImplemented",
+                f"The method {self.command[:100]!r} is not supported: the server answers "
+                "GET, HEAD, POST, PUT, DELETE, PATCH and OPTIONS.",
+            )
+        else:  # not called by http.server otherwise since parse_request is ours
+            status = HTTPStatus(code)
+            response = _error(
+                status.value, status.phrase.replace(" ", ""), message or status.phrase
+            )
+        self._send(response)
+        self._linger()
 
     def _send(self, response: Response) -> None:
         """Send ``response``, with ``Connection: close`` if the connection closes after it."""

@@ -1136,6 +1136,20 @@ def test_a_bad_or_missing_http_version_gets_a_status_line(
     ), answer
 
 
+def test_the_standard_librarys_refusals_are_json_too(server: HttpServer) -> None:
+    # http.server answered these two itself, with an HTML page, unlike every other
+    # answer of the server (JSON with a code).
+    for data, status, code in [
+        (b"BREW /notes HTTP/1.1\r\nHost: x\r\n\r\n", b" 501 ", "NotImplemented"),
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b" 414 ", "UriTooLong"),
+    ]:
+        answer = _answer(_raw(server, data))
+        assert answer.startswith(b"HTTP/1.1" + status), answer
+        head = _head(answer)
+        assert "connection: close" in head and "content-type: application/json" in head, answer
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["code"] == code, answer
+
+
 def test_empty_lines_before_a_request_line_are_skipped(server: HttpServer) -> None:
     # RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request
     # line (some clients send CRLF after a POST body); the connection was closed
