@@ -1,12 +1,12 @@
 """The ``http.server`` front end: :class:`HttpServer`, the server ``Engine.serve_http`` runs.
 
 ``Engine.serve_http(host, port)`` runs an :class:`HttpServer` on a daemon thread; each
-connection is served on a thread of its own (``_Server``, ``_Handler``: connection
-caps, keep-alive, shutdown). ``_Handler`` reads each request's head strictly
-(:mod:`engine.httphead`), refuses a request whose ``Host`` or body length it cannot
-trust, hands the others to :func:`engine.httphandling.handle` (the
-storage endpoints of :mod:`engine.httpstorage` and the HTTP actions), and sends the
-answer. The other front end, for hosts with their own web server, is
+connection is served on a thread of its own (:mod:`engine.httpconnections`: the cap
+on connections, idle eviction, shutdown). ``_Handler`` keeps connections alive, reads
+each request's head strictly (:mod:`engine.httphead`), refuses a request whose ``Host``
+or body length it cannot trust, hands the others to :func:`engine.httphandling.handle`
+(the storage endpoints of :mod:`engine.httpstorage` and the HTTP actions), and sends
+the answer. The other front end, for hosts with their own web server, is
 :class:`engine.wsgi.WsgiApp`. :func:`handle`, :class:`Response`, :class:`WsgiApp` and
 :data:`DEFAULT_MAX_UPLOAD_SIZE` are importable from here too.
 
@@ -28,17 +28,15 @@ once: one more is answered ``503`` and closed, unless a kept-alive connection is
 from __future__ import annotations
 
 import errno
-import json
-import logging
 import socket
-import sys
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from .httpbodies import _PIECE, DEFAULT_MAX_UPLOAD_SIZE, _content_length
+from .httpconnections import CLOSING, ConnectionServer, bytes_waiting
 from .httphandling import (
     _absolute_form,
     _forwarded_scheme,
@@ -65,10 +63,6 @@ __all__ = [
     "handle",
 ]
 
-_log = logging.getLogger(__name__)
-# Without it, a host that configured no logging would see the records on stderr (Python's
-# last-resort handler): the server logs for the host's handlers, never prints.
-_log.addHandler(logging.NullHandler())
 #: Seconds a socket read or write may wait before the connection is dropped
 #: (Convex's request timeout: 2 minutes).
 DEFAULT_TIMEOUT = 120.0
@@ -77,173 +71,15 @@ DEFAULT_MAX_CONNECTIONS = 64
 #: Seconds a kept-alive connection may wait idle for its next request before it is
 #: closed (Node's and uvicorn's 5 s); never more than the server's ``timeout``.
 KEEP_ALIVE_TIMEOUT = 5.0
-#: Seconds a new connection waits for the slot of an idle one closed to make room.
-_EVICTION_WAIT = 1.0
 #: Seconds ``HttpServer.close`` lets requests in flight finish (and answer), and then
 #: waits for the threads of those it had to cut short.
 _GRACE = 5.0
-_SHUTDOWN_WAIT = 1.0
 #: Seconds a connection accepted as the server closes waits for its first request.
 _CLOSING_PEEK = 0.2
 #: How much of a refused request body is read and dropped before the connection closes,
 #: and for how long (see ``_Handler._linger``).
 _LINGER_BYTES = 64 << 20
 _LINGER_SECONDS = 5.0
-
-
-def _raw_error(code: str, message: str) -> bytes:
-    """A whole ``503`` answer that closes the connection, written straight to a socket."""
-    body = json.dumps({"code": code, "message": message}).encode()
-    return (
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        b"Access-Control-Allow-Origin: *\r\nConnection: close\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-    )
-
-
-_BUSY = _raw_error("TooManyConnections", "Too many connections, retry later")
-_CLOSING = _raw_error("ServerClosing", "The server is closing")
-
-
-def _shut(connection: socket.socket) -> None:
-    try:
-        connection.shutdown(socket.SHUT_RDWR)  # its thread's next read or write fails
-    except OSError:
-        pass
-
-
-def _bytes_waiting(connection: socket.socket) -> bool:
-    """Whether ``connection`` has received bytes not read yet, without waiting.
-
-    A peek with the socket made non-blocking for the call (``select()`` would refuse a
-    file descriptor past 1023, which a host with many open files reaches). Cost: one
-    ``recv`` system call and two ``settimeout``.
-    """
-    timeout = connection.gettimeout()
-    connection.settimeout(0.0)
-    try:
-        return bool(connection.recv(1, socket.MSG_PEEK))
-    except OSError:  # nothing yet (BlockingIOError), or reset: not a request waiting
-        return False
-    finally:
-        connection.settimeout(timeout)
-
-
-class _Server(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` with a cap on the connections served at once, which
-    tracks them so that :meth:`close_connections` can end the kept-alive ones.
-
-    A connection waiting for a request to start arriving (its next on a kept-alive
-    connection, or its first: browsers open connections ahead of need) is *idle*: when
-    every slot is taken, a new connection closes the longest idle one and takes its slot
-    (as nginx reuses idle keep-alive connections), so idle clients never lock others
-    out, and closing the server ends idle connections at once."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int) -> None:
-        # The listen backlog (socketserver's default is 5: a burst of connections got
-        # resets before the accept loop could answer them, even a 503).
-        self.request_queue_size = max(128, max_connections)
-        # An IPv6 literal ("::1", "::") needs an AF_INET6 socket (the class's is AF_INET).
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._connections: set[socket.socket] = set()
-        self._idle: dict[socket.socket, None] = {}  # oldest first
-        self._evicted: set[socket.socket] = set()
-        self._changed = threading.Condition()
-        self.closing = False
-
-    def mark_idle(self, connection: socket.socket) -> bool:
-        """``connection`` now waits for its next request; False if it should close."""
-        with self._changed:
-            if self.closing:
-                return False
-            self._idle[connection] = None
-            return True
-
-    def mark_busy(self, connection: socket.socket) -> bool:
-        """``connection`` has a request to serve; False if it was closed to make room."""
-        with self._changed:
-            self._idle.pop(connection, None)
-            if connection in self._evicted:
-                self._evicted.discard(connection)
-                return False
-            return True
-
-    def _evict_idle(self) -> bool:
-        """Shut down the longest idle kept-alive connection; False if none is idle."""
-        with self._changed:
-            if not self._idle:
-                return False
-            connection = next(iter(self._idle))
-            del self._idle[connection]
-            self._evicted.add(connection)
-            _shut(connection)
-            return True
-
-    def _take_slot(self) -> bool:
-        if self._slots.acquire(blocking=False):
-            return True
-        while self._evict_idle():
-            if self._slots.acquire(timeout=_EVICTION_WAIT):
-                return True
-        return False
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if self.closing or not self._take_slot():
-            try:  # a fresh socket's send buffer takes this without blocking
-                request.sendall(_CLOSING if self.closing else _BUSY)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        with self._changed:
-            self._connections.add(request)
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._forget(request)
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._forget(request)
-
-    def _forget(self, request: Any) -> None:
-        with self._changed:
-            self._connections.discard(request)
-            self._idle.pop(request, None)
-            self._evicted.discard(request)
-            self._changed.notify_all()
-        self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A request failed: silent when the client went away (it aborted, or stalled past
-        the timeout, or the server is closing), else logged to ``engine.httpserver``,
-        never printed to stderr."""
-        error = sys.exc_info()[1]
-        if isinstance(error, ConnectionError | TimeoutError) or (
-            self.closing and isinstance(error, OSError)
-        ):
-            return
-        _log.error("Error serving a request from %s", client_address, exc_info=True)
-
-    def close_connections(self, wait: float) -> None:
-        """End every open connection: the idle kept-alive ones at once, the others once
-        they have answered the request in hand (``Connection: close``), or after
-        ``wait`` seconds, whichever comes first; then wait a moment for their threads."""
-        with self._changed:
-            self.closing = True
-            for connection in list(self._idle):
-                _shut(connection)
-            self._changed.wait_for(lambda: not self._connections, timeout=wait)
-            for connection in list(self._connections):  # still busy after the grace period
-                _shut(connection)
-            self._changed.wait_for(lambda: not self._connections, timeout=_SHUTDOWN_WAIT)
 
 
 class HttpServer:
@@ -285,7 +121,7 @@ class HttpServer:
             {"runtime": runtime, "timeout": timeout, "max_upload_size": max_upload_size},
         )
         try:
-            self._server = _Server((host, port), handler, max_connections)
+            self._server = ConnectionServer((host, port), handler, max_connections)
         except OSError as error:
             if error.errno != errno.EADDRINUSE:
                 raise  # as raised (socket.gaierror for a host that does not resolve, ...)
@@ -375,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
     def handle(self) -> None:
         """Serve the connection's requests. Until a request starts arriving the
         connection is idle: close() ends it at once, and a new connection may close
-        it to take its slot (see :class:`_Server`). Between two requests it waits at
+        it to take its slot (see :class:`~engine.httpconnections.ConnectionServer`). Between two requests it waits at
         most :data:`KEEP_ALIVE_TIMEOUT` for the next; for the first, ``timeout``."""
         self.close_connection = True
         first = True
@@ -387,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _next_request(self, first: bool) -> bool:
         """Whether a request starts arriving on this connection in time."""
-        server: _Server = self.server  # type: ignore[assignment]
+        server: ConnectionServer = self.server  # type: ignore[assignment]
         connection = self.connection
         wait = (
             self.timeout if first else min(KEEP_ALIVE_TIMEOUT, self.timeout or KEEP_ALIVE_TIMEOUT)
@@ -397,7 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
         # it could, and the request went unanswered). Later requests may be buffered in
         # rfile, where the socket's peek does not look: for those the window stays, as for
         # any kept-alive connection closed by a server while a request is on its way.
-        waiting = first and _bytes_waiting(connection)
+        waiting = first and bytes_waiting(connection)
         if not waiting and not server.mark_idle(connection):  # the server is closing
             if not first:
                 return False
@@ -449,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         if self.server.closing:  # type: ignore[attr-defined]
             self.close_connection = True
-            self.wfile.write(_CLOSING)
+            self.wfile.write(CLOSING)
             return
         consumed = False
 

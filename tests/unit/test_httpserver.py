@@ -572,7 +572,7 @@ def test_other_listen_errors_keep_their_type(
     def unresolved(*args: object, **kwargs: object) -> None:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    monkeypatch.setattr(httpserver, "_Server", unresolved)
+    monkeypatch.setattr(httpserver, "ConnectionServer", unresolved)
     with pytest.raises(socket.gaierror):
         engine.serve_http("no-such-host.invalid", 0)
 
@@ -996,7 +996,7 @@ def test_a_waiting_first_request_is_seen_on_any_file_descriptor() -> None:
     # files reaches: the server's check must not depend on it.
     import resource
 
-    from engine.httpserver import _bytes_waiting
+    from engine.httpconnections import bytes_waiting
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard <= 1500:
@@ -1009,9 +1009,9 @@ def test_a_waiting_first_request_is_seen_on_any_file_descriptor() -> None:
         high = socket.socket(fileno=1500)
         high.settimeout(7.0)
         try:
-            assert not _bytes_waiting(high)  # nothing sent yet, and no wait for it
+            assert not bytes_waiting(high)  # nothing sent yet, and no wait for it
             left.sendall(b"GET / HTTP/1.1\r\n")
-            wait_until(lambda: _bytes_waiting(high), 10)
+            wait_until(lambda: bytes_waiting(high), 10)
             assert high.gettimeout() == 7.0  # the socket's timeout is put back
             assert high.recv(64) == b"GET / HTTP/1.1\r\n"  # peeked, not consumed
         finally:
