@@ -575,7 +575,7 @@ def define_schema(
                         )
                         raise SchemaValidationError(
                             f'In table "{name}" the index "{index}" is invalid because it '
-                            f"references the field {field} that does not exist.{hint}",
+                            f'references the field "{field}" that does not exist.{hint}',
                             table=name,
                         )
             for index, (field, _, _) in definition.vector_indexes.items():
@@ -583,7 +583,7 @@ def define_schema(
                     # Convex's check in DatabaseSchema (common/src/schemas/mod.rs).
                     raise SchemaValidationError(
                         f'In table "{name}" the vector index "{index}" is invalid because it '
-                        f"references the field {field} that is neither an array of float64 "
+                        f'references the field "{field}" that is neither an array of float64 '
                         "or optional array of float64.",
                         table=name,
                     )

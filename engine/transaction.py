@@ -457,14 +457,18 @@ class Transaction(Scans):
     def _check_system_fields(
         self, fields: dict[str, Any], old: dict[str, Any], document_id: str
     ) -> None:
-        if "_id" in fields and fields["_id"] != old["_id"]:
+        """Refuse a system field in ``fields`` that differs from ``old``'s (set to
+        ``UNSET`` it is no change: Convex drops it, or puts it back after a patch)."""
+        if "_id" in fields and fields["_id"] is not UNSET and fields["_id"] != old["_id"]:
             raise ValidationError(
                 f"Provided document ID \"{fields['_id']}\" doesn't match '_id' field "
                 f'"{old["_id"]}"',
                 path="$._id",
             )
-        if "_creationTime" in fields and not values_equal(
-            fields["_creationTime"], old["_creationTime"]
+        if (
+            "_creationTime" in fields
+            and fields["_creationTime"] is not UNSET
+            and not values_equal(fields["_creationTime"], old["_creationTime"])
         ):
             raise ValidationError(
                 f"Provided creation time {fields['_creationTime']!r} doesn't match "
@@ -490,7 +494,8 @@ class Transaction(Scans):
         document = dict(old)
         for name, value in fields.items():
             if value is UNSET:
-                document.pop(name, None)
+                if name not in _SYSTEM_FIELDS:  # Convex puts those back: no change
+                    document.pop(name, None)
             else:
                 document[name] = value
         document = convert_document(document)

@@ -446,19 +446,23 @@ def _object(fields: Mapping[str, Any]) -> Validator:
     return validator
 
 
-def _record_keys_allowed(keys: Validator) -> bool:
-    return _string_keys(keys._json)
-
-
-def _string_keys(json: Any) -> bool:
-    """Whether validator ``json`` accepts only strings and no string literal.
-
-    Convex's rule for record keys (``is_subset(v.string())``, unions recursively,
-    and ``!is_string_subtype_with_string_literal``).
-    """
-    if json["type"] in ("string", "id"):
+def _only_strings(json: Any) -> bool:
+    """Whether validator ``json`` accepts only strings: Convex's ``is_subset(v.string())``
+    (``v.string()``, ``v.id(...)``, string literals, and unions of those)."""
+    kind = json["type"]
+    if kind in ("string", "id"):
         return True
-    return json["type"] == "union" and all(_string_keys(m) for m in json["value"])
+    if kind == "literal":
+        return type(json["value"]) is str
+    return kind == "union" and all(_only_strings(m) for m in json["value"])
+
+
+def _has_string_literal(json: Any) -> bool:
+    """Convex's ``is_string_subtype_with_string_literal``: a string literal, or a union
+    with one anywhere inside."""
+    if json["type"] == "literal":
+        return type(json["value"]) is str
+    return json["type"] == "union" and any(_has_string_literal(m) for m in json["value"])
 
 
 def _record(keys: Validator, values: Validator, *, checked: bool = True) -> Validator:
@@ -469,11 +473,19 @@ def _record(keys: Validator, values: Validator, *, checked: bool = True) -> Vali
             f"v.record({keys!r}, {values!r}). A record's fields are all optional already; "
             "use v.union(x, v.null()) for values that may be null."
         )
-    if checked and not _record_keys_allowed(keys):
+    # Convex's two InvalidRecordType messages (crates/common/src/schemas/json.rs).
+    if checked and not _only_strings(keys._json):
         raise ValidationError(
-            f"Invalid record key validator {keys!r} (InvalidRecordType): record keys are "
-            "strings, so the key validator must be v.string(), v.id(...), or a union of "
-            "those."
+            "InvalidRecordType: Records can only have string keys. Your validator contains "
+            f"a record with key typed as `{keys!r}`, which is not a subtype of `v.string()`. "
+            "Use v.string(), v.id(...) or a union of those as the key validator."
+        )
+    if checked and _has_string_literal(keys._json):
+        raise ValidationError(
+            f"InvalidRecordType: Records cannot have string literal keys (key validator "
+            f"{keys!r}). For a fixed set of keys use v.object with v.optional fields, "
+            'e.g. v.object({"a": v.optional(...), "b": v.optional(...)}); for any key, '
+            "v.string()."
         )
     key_check, value_check = keys._check, values._check
     text = f"v.record({keys!r}, {values!r})"

@@ -337,11 +337,11 @@ def _convert_array(x: Any, remaining: int, size: list[int]) -> list[Any]:
 def _convert_object(x: Any, remaining: int, size: list[int]) -> dict[str, Any]:
     if remaining == 0:
         raise _Reject("", limit="NestingTooDeep")
-    if len(x) > MAX_OBJECT_FIELDS and _present_fields(x) > MAX_OBJECT_FIELDS:
+    if len(x) > MAX_OBJECT_FIELDS and (present := _present_fields(x)) > MAX_OBJECT_FIELDS:
         raise _Reject(
             "Object has too many fields ({0} > maximum number {1}) (at {path}). "
             "Store the entries as an array or as documents.",
-            len(x),
+            present,
             MAX_OBJECT_FIELDS,
             limit="TooManyFields",
         )
@@ -412,6 +412,11 @@ def _field_name(key: object) -> str:
         )
     if type(key) is not str:
         key = str.__str__(key)
+    if key[:1] == "$":  # checked first, as Convex's check_valid_field_name does
+        raise _Reject(
+            "Field name {0} starts with a '$', which is reserved. (at {path}) Rename the field.",
+            printable(key),
+        )
     if not (key.isascii() and key.isprintable()):
         bad = next(c for c in key if not (c.isascii() and c.isprintable()))
         raise _Reject(
@@ -420,11 +425,6 @@ def _field_name(key: object) -> str:
             # readable; control characters and lone surrogates stay escaped
             printable(json.dumps(key, ensure_ascii=False)),
             bad,
-        )
-    if key[:1] == "$":
-        raise _Reject(
-            "Field name {0} starts with a '$', which is reserved. (at {path}) Rename the field.",
-            key,
         )
     if len(key) > MAX_FIELD_NAME_LENGTH:
         raise _Reject(

@@ -123,6 +123,27 @@ def test_insert_leaves_out_system_fields_set_to_unset(engine: Engine) -> None:
     assert set(document) == {"_id", "_creationTime", "a"}
 
 
+def test_patch_and_replace_ignore_system_fields_set_to_unset(engine: Engine) -> None:
+    # Convex's patch removes a field set to undefined and then puts back _id and
+    # _creationTime (PendingDocument::new), and replace drops undefined fields: both
+    # are no-ops for the system fields. convexlite compared UNSET with the stored value
+    # and refused ("Provided document ID "UNSET" doesn't match '_id' field").
+    doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
+    created = engine.query(lambda ctx: ctx.db.get(doc_id))["_creationTime"]
+    engine.run(lambda ctx: ctx.db.patch(doc_id, {"_id": UNSET, "_creationTime": UNSET, "a": 2}))
+    assert engine.query(lambda ctx: ctx.db.get(doc_id)) == {
+        "_id": doc_id,
+        "_creationTime": created,
+        "a": 2,
+    }
+    engine.run(lambda ctx: ctx.db.replace(doc_id, {"_id": UNSET, "_creationTime": UNSET, "b": 3}))
+    assert engine.query(lambda ctx: ctx.db.get(doc_id)) == {
+        "_id": doc_id,
+        "_creationTime": created,
+        "b": 3,
+    }
+
+
 def test_patch_may_repeat_system_fields_but_not_change_them(engine: Engine) -> None:
     doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"a": 1}))
     doc = engine.run(lambda ctx: ctx.db.get(doc_id))

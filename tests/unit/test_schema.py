@@ -119,13 +119,34 @@ def test_v_id_fields_need_an_id_of_that_existing_table(tmp_path: Path) -> None:
         assert len(engine.run(lambda ctx: ctx.db.query("posts").collect())) == 1
 
 
+def test_index_reference_errors_quote_the_field_path_as_convex() -> None:
+    # Convex's FieldPath displays quoted ("a.b"), so its SchemaDefinitionError texts
+    # (crates/common/src/schemas/mod.rs) read `references the field "a.b" that ...`;
+    # convexlite left the quotes out.
+    with pytest.raises(SchemaValidationError) as caught:
+        define_schema({"t": define_table({"a": v.string()}).index("by_ab", ["a.b"])})
+    assert str(caught.value) == (
+        'In table "t" the index "by_ab" is invalid because it references the field "a.b" '
+        "that does not exist."
+    )
+    table = define_table({"e": v.string()}).vector_index("v", vector_field="e", dimensions=3)
+    with pytest.raises(SchemaValidationError) as caught:
+        define_schema({"t": table})
+    assert str(caught.value) == (
+        'In table "t" the vector index "v" is invalid because it references the field "e" '
+        "that is neither an array of float64 or optional array of float64."
+    )
+
+
 def test_definitions_convex_refuses_are_refused() -> None:
     # Found by review: each of these was accepted.
     with pytest.raises(
         SchemaValidationError, match='index "by_b" is invalid because it references'
     ):
         define_schema({"t": define_table({"a": v.string()}).index("by_b", ["b"])})
-    with pytest.raises(SchemaValidationError, match="references the field a.b that does not exist"):
+    with pytest.raises(
+        SchemaValidationError, match='references the field "a.b" that does not exist'
+    ):
         define_schema({"t": define_table({"a": v.string()}).index("by_ab", ["a.b"])})
     with pytest.raises(SchemaValidationError, match="starts with an underscore"):
         define_table(v.union(v.object({"_secret": v.string()}), v.object({"a": v.string()})))
@@ -212,7 +233,7 @@ def test_an_index_into_a_record_is_refused_as_convex_does() -> None:
     # unions and v.any() hold named fields), so it refuses an index on "m.k" where m is
     # a v.record; this was accepted. The record field itself can be indexed.
     table = define_table({"m": v.record(v.string(), v.int64())})
-    with pytest.raises(SchemaValidationError, match="references the field m.k that does not"):
+    with pytest.raises(SchemaValidationError, match='references the field "m.k" that does not'):
         define_schema({"t": table.index("by_mk", ["m.k"])})
     # An app upgraded from a version that took such an index is told why.
     with pytest.raises(SchemaValidationError, match=r"\(m is a v.record: its keys are data"):

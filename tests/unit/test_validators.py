@@ -339,6 +339,25 @@ def test_record_keys_may_be_nested_unions_of_strings_and_ids() -> None:
         v.record(v.union(v.union(v.int64())), v.int64())
 
 
+def test_record_key_errors_use_convex_two_messages() -> None:
+    # String-literal keys got "record keys are strings, so the key validator must be
+    # v.string(), ..." although the literals are strings; Convex (schemas/json.rs) says
+    # "Records cannot have string literal keys" for them and names the key type otherwise.
+    keys = v.union(v.literal("a"), v.literal("b"))
+    with pytest.raises(ValidationError) as caught:
+        v.record(keys, v.float64())
+    assert str(caught.value).startswith(
+        "InvalidRecordType: Records cannot have string literal keys"
+    )
+    assert "v.object" in str(caught.value)  # the fix: an object with optional fields
+    with pytest.raises(ValidationError) as caught:
+        v.record(v.int64(), v.float64())
+    assert str(caught.value).startswith(
+        "InvalidRecordType: Records can only have string keys. Your validator contains a "
+        "record with key typed as `v.int64()`, which is not a subtype of `v.string()`"
+    )
+
+
 def test_a_python_type_where_a_validator_belongs_is_named_with_its_field_and_fix() -> None:
     # Found by a first-time user: {"title": str} raised "Expected a validator ... got
     # <class 'str'>" without saying which field, in a dict of dozens, or what to write.

@@ -275,6 +275,20 @@ def test_object_field_limit() -> None:
     assert str(caught.value).startswith("Object has too many fields (1025 > maximum number 1024)")
 
 
+def test_object_field_limit_counts_only_present_fields() -> None:
+    # UNSET fields are left out, so the message counts the fields Convex would see
+    # (it said 1030 for 1025 present fields and 5 UNSET ones).
+    wide: dict[str, Any] = {f"f{i}": 0 for i in range(1025)} | {f"u{i}": UNSET for i in range(5)}
+    with pytest.raises(LimitExceeded) as caught:
+        convert(wide)
+    assert str(caught.value).startswith("Object has too many fields (1025 > maximum number 1024)")
+
+
+def test_a_dollar_name_is_reported_as_reserved_before_its_characters() -> None:
+    # Convex's check_valid_field_name tests the '$' first, then the characters.
+    assert str(rejection({"$é": 1})).startswith("Field name $é starts with a '$'")
+
+
 def test_values_nest_up_to_64_levels() -> None:
     convert(nested_lists(64))
     with pytest.raises(LimitExceeded) as caught:

@@ -169,7 +169,7 @@ def test_the_vector_field_must_be_able_to_hold_an_array_of_float64(field: Any, o
     else:
         with pytest.raises(
             SchemaValidationError,
-            match='the vector index "v" is invalid because it references the field e that is '
+            match='the vector index "v" is invalid because it references the field "e" that is '
             "neither an array of float64 or optional array of float64",
         ):
             define_schema({"t": table})
