@@ -33,17 +33,19 @@ _EVICTION_WAIT = 1.0
 _SHUTDOWN_WAIT = 1.0
 
 
-def refusal(code: str, message: str) -> bytes:
-    """A whole ``503`` answer that closes the connection, written straight to a socket."""
+def refusal(code: str, message: str, *, retry_after: int | None = None) -> bytes:
+    """A whole ``503`` answer that closes the connection, written straight to a socket
+    (with ``Retry-After``, in seconds, if given: clients that retry wait that long)."""
     body = json.dumps({"code": code, "message": message}).encode()
+    retry = b"" if retry_after is None else b"Retry-After: %d\r\n" % retry_after
     return (
         b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        b"Access-Control-Allow-Origin: *\r\nConnection: close\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        b"Access-Control-Allow-Origin: *\r\nConnection: close\r\n%s"
+        b"Content-Length: %d\r\n\r\n%s" % (retry, len(body), body)
     )
 
 
-BUSY = refusal("TooManyConnections", "Too many connections, retry later")
+BUSY = refusal("TooManyConnections", "Too many connections, retry later", retry_after=1)
 CLOSING = refusal("ServerClosing", "The server is closing")
 
 

@@ -317,6 +317,7 @@ def test_connections_beyond_the_cap_are_refused(engine: Engine) -> None:
         settle(server, connections=2, idle=0)  # both busy with their requests
         answer = _answer(_raw(server, b""))
         assert b" 503 " in answer and b"TooManyConnections" in answer
+        assert "\r\nretry-after: 1\r\n" in _head(answer), answer  # RFC 9110 15.6.4
         for connection in held:
             connection.close()
         deadline = time.monotonic() + 3
