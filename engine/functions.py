@@ -47,7 +47,7 @@ from .router import HttpRouter, router_of_module
 from .scheduler import ActionCancel, ActionJobId
 from .storage import LMDB_ERRORS
 from .validators import Validator, as_validator
-from .values import convert_sized
+from .values import MAX_WALKED_SIZE, convert_sized
 
 if TYPE_CHECKING:
     from .database import Database
@@ -460,14 +460,17 @@ def _not_found(name: str, *, internal: bool = False) -> FunctionNotFound:
     )
 
 
-def _too_large(name: str, arguments: bool, size: int) -> LimitExceeded:
+def _too_large(name: str, arguments: bool, size: int | None) -> LimitExceeded:
     """Convex's error for arguments or a return value over 16 MiB (as Convex, a function
-    error: a mutation writes nothing, a caller of a nested call may catch it)."""
+    error: a mutation writes nothing, a caller of a nested call may catch it). ``size``
+    None: more than :data:`engine.values.MAX_WALKED_SIZE` (the conversion stopped)."""
     limit = MAX_ARGS_SIZE if arguments else MAX_RESULT_SIZE
     what = f"Arguments for {name} are" if arguments else f"Function {name} return value is"
+    shown = f"more than {human_size(MAX_WALKED_SIZE)}" if size is None else human_size(size)
+    measured = f"more than {MAX_WALKED_SIZE}" if size is None else str(size)
     return LimitExceeded(
-        f"{what} too large (actual: {human_size(size)}, limit: {human_size(limit)}): "
-        f"{size} bytes by Convex's measure, over {limit}. Pass large data as a file "
+        f"{what} too large (actual: {shown}, limit: {human_size(limit)}): "
+        f"{measured} bytes by Convex's measure, over {limit}. Pass large data as a file "
         "(ctx.storage) or split it over several calls.",
         limit="TooLargeFunctionArguments" if arguments else "TooLargeFunctionResult",
     )
@@ -677,6 +680,10 @@ class Runtime:
         """
         try:
             converted, size = convert_sized(value)
+        except LimitExceeded as error:
+            if error.limit != "ValueTooLarge":
+                raise
+            raise _too_large(name, error_type is ArgumentValidationError, None) from None
         except ValidationError as error:
             prefix = f"{self._tag(function.kind, name)} {error_type.__name__}: "
             raise error_type(f"{prefix}{not_a_value}{error}", path=error.path) from None

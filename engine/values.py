@@ -42,6 +42,7 @@ __all__ = [
     "MAX_FIELD_NAME_LENGTH",
     "MAX_OBJECT_FIELDS",
     "MAX_VALUE_NESTING",
+    "MAX_WALKED_SIZE",
     "SYSTEM_FIELDS",
     "UNSET",
     "Value",
@@ -67,6 +68,11 @@ MAX_FIELD_NAME_LENGTH: Final = 1024
 MAX_VALUE_NESTING: Final = 64
 MAX_DOCUMENT_NESTING: Final = 16
 MAX_DOCUMENT_SIZE: Final = 1 << 20
+#: Past this size (Convex's measure) a conversion stops walking: no Convex value is
+#: larger than 16 MiB (arguments, results, a transaction's writes), and a value that
+#: refers to one list or dict many times counts each reference in full, so without a
+#: bound a few objects in memory could take hours to walk.
+MAX_WALKED_SIZE: Final = 64 << 20
 #: Top-level fields the engine owns; every other top-level ``_`` field is refused.
 SYSTEM_FIELDS: Final = frozenset({"_id", "_creationTime"})
 
@@ -222,6 +228,8 @@ def convert_document(document: object, *, path: str = "$") -> dict[str, Value]:
     try:
         converted: dict[str, Value] = _convert(document, MAX_DOCUMENT_NESTING, size)
     except _Reject as reject:
+        if reject.limit == "ValueTooLarge":  # past MAX_WALKED_SIZE: the document's error
+            raise _document_too_large(path, None) from None
         if reject.limit == "NestingTooDeep":
             _explain_nesting(
                 reject,
@@ -233,15 +241,21 @@ def convert_document(document: object, *, path: str = "$") -> dict[str, Value]:
         reject.raise_at(path)
     _check_system_fields(converted, path)
     if size[0] > MAX_DOCUMENT_SIZE:
-        raise LimitExceeded(
-            f"Value is too large ({human_size(size[0])} > maximum size "
-            f"{human_size(MAX_DOCUMENT_SIZE)}): the document at {path} measures {size[0]} "
-            f"bytes, over the limit of {MAX_DOCUMENT_SIZE}. Move large fields to file storage "
-            "or split the document.",
-            limit="DocumentTooLarge",
-            path=path,
-        )
+        raise _document_too_large(path, size[0])
     return converted
+
+
+def _document_too_large(path: str, size: int | None) -> LimitExceeded:
+    """The error of a document over 1 MiB (``size`` None: over :data:`MAX_WALKED_SIZE`)."""
+    shown = f"more than {human_size(MAX_WALKED_SIZE)}" if size is None else human_size(size)
+    measured = f"more than {MAX_WALKED_SIZE}" if size is None else str(size)
+    return LimitExceeded(
+        f"Value is too large ({shown} > maximum size {human_size(MAX_DOCUMENT_SIZE)}): "
+        f"the document at {path} measures {measured} bytes, over the limit of "
+        f"{MAX_DOCUMENT_SIZE}. Move large fields to file storage or split the document.",
+        limit="DocumentTooLarge",
+        path=path,
+    )
 
 
 def _check_system_fields(document: dict[str, Value], path: str) -> None:
@@ -331,6 +345,8 @@ def _convert_array(x: Any, remaining: int, size: list[int]) -> list[Any]:
         if out is not None:
             out.append(item)
     size[0] += total
+    if size[0] > MAX_WALKED_SIZE:  # once per array: its items' walks are bounded too
+        raise _too_large()
     return x if out is None else out
 
 
@@ -393,7 +409,19 @@ def _convert_object(x: Any, remaining: int, size: list[int]) -> dict[str, Any]:
                 out[earlier] = value
             out[name] = converted
     size[0] += total
+    if size[0] > MAX_WALKED_SIZE:
+        raise _too_large()
     return x if out is None else out
+
+
+def _too_large() -> _Reject:
+    return _Reject(
+        "Value is too large (more than {0} by Convex's size rule, which counts a list or "
+        "dict referred to several times once per reference) (at {path}). Convex values "
+        "are at most 16 MiB: store large data as files (ctx.storage).",
+        human_size(MAX_WALKED_SIZE),
+        limit="ValueTooLarge",
+    )
 
 
 def _present_fields(x: Any) -> int:

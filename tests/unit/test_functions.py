@@ -827,3 +827,15 @@ def test_a_context_attribute_of_another_kind_of_function_says_where_it_is(
     said = engine.action(_reads_ctx_attribute, {"name": "db"})
     assert said.startswith("ctx.db is not available in an action") and "ctx.run_query" in said
     assert engine.action(_reads_ctx_attribute, {"name": "scheduler"}) == "found"
+
+
+def test_arguments_sharing_one_list_many_times_are_too_large(engine: Engine) -> None:
+    # A value is a tree to Convex: 8192 references to one list of 8192 references to
+    # 8192 floats is 4.4 TB by its measure. convert() stops walking it past 64 MiB, and
+    # the call is refused as Convex refuses large arguments.
+    from engine import LimitExceeded
+
+    shared: Any = [[[1.5] * 8192] * 8192] * 8192
+    with pytest.raises(LimitExceeded, match=r"\(actual: more than 64 MiB") as args:
+        engine.mutation("notes:add", {"text": shared})
+    assert args.value.limit == "TooLargeFunctionArguments"

@@ -562,3 +562,28 @@ def test_format_value_truncates_long_values_cheaply() -> None:
     assert len(text) == 80 and text.endswith("...")
     assert format_value("x" * 1_000_000, 20) == '"' + "x" * 16 + "..."
     assert format_value(10**5000).startswith("<int of")
+
+
+def _shared(levels: int) -> Any:
+    """A list of 8192 references to a list of 8192 references ... to 8192 floats: a few
+    objects in memory, 8192**levels floats for anything that walks it as a tree."""
+    value: Any = [1.5] * 8192
+    for _ in range(levels - 1):
+        value = [value] * 8192
+    return value
+
+
+def test_a_value_sharing_one_list_many_times_is_refused_without_walking_it_all() -> None:
+    # Found by the fidelity hunt: a value is a tree to Convex, so one list referred to
+    # many times counts in full each time, and convert() walked all of it before any
+    # size check: _shared(2) (67 million floats, 604 MB by Convex's measure) was walked
+    # for 3.6 s and accepted, _shared(3) ran for hours.
+    for levels in (2, 3):
+        with pytest.raises(LimitExceeded, match=r"Value is too large \(more than 64 MiB") as big:
+            convert(_shared(levels))
+        assert big.value.limit == "ValueTooLarge"
+    with pytest.raises(LimitExceeded, match=r"the document at \$ measures more than") as doc:
+        convert_document({"x": _shared(3)})
+    assert doc.value.limit == "DocumentTooLarge"
+    # Below the cap nothing changes: 8 MiB of one shared list is converted as before.
+    assert len(convert([[1.5] * 8192] * 100)) == 100
