@@ -186,8 +186,11 @@ def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None,
             code="NoDocumentsForPagination",
         )
     if num_items > MAX_PAGE_SIZE:
+        # The number as given: a whole float past 2**53 (1e300) as a float, not its
+        # hundreds of digits; an int too long to print by its size.
+        shown = num_items if num_items <= 2**53 else format_value(raw)
         raise PaginationError(
-            f"PageSizeTooLarge: Requested too many items: {num_items} (at most "
+            f"PageSizeTooLarge: Requested too many items: {shown} (at most "
             f"{MAX_PAGE_SIZE} per page).",
             code="PageSizeTooLarge",
         )

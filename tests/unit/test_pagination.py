@@ -384,3 +384,18 @@ def test_a_cursor_issued_before_its_table_existed_stays_valid(db_path: Path) -> 
         engine.run(lambda ctx: ctx.db.insert("later", {"n": 1}))
         again = engine.run(body(first["continueCursor"]))
         assert [d["n"] for d in again["page"]] == [1] and again["isDone"] is True
+
+
+@pytest.mark.parametrize(
+    ("num_items", "shown"),
+    [(32001.0, "32001"), (1e300, "1e300"), (2.0**60, "1.152921504606847e18"), (10**300, "<int of")],
+)
+def test_page_size_too_large_shows_the_number_sanely(
+    items: Engine, num_items: float, shown: str
+) -> None:
+    # Found by the pagination hunt: numItems 1e300 (a whole float) was turned into an
+    # int and printed with its 301 digits.
+    with pytest.raises(PaginationError, match="PageSizeTooLarge") as caught:
+        page(items, {"numItems": num_items, "cursor": None})
+    message = str(caught.value)
+    assert f"Requested too many items: {shown}" in message and len(message) < 120, message
