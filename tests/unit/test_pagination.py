@@ -399,3 +399,32 @@ def test_page_size_too_large_shows_the_number_sanely(
         page(items, {"numItems": num_items, "cursor": None})
     message = str(caught.value)
     assert f"Requested too many items: {shown}" in message and len(message) < 120, message
+
+
+def test_a_cursor_after_a_long_index_key_is_accepted(db_path: Path) -> None:
+    # Found by the pagination hunt: a cursor holds its row's whole index key, and
+    # decode_cursor refused any cursor over 16,384 characters as malformed, so a page
+    # ending on a string of 20,000 characters gave a continueCursor the next page
+    # refused (Convex's cursors hold whole keys too, of any length).
+    schema = define_schema({"t": define_table({"a": v.string()}).index("by_a", ["a"])})
+    with Engine.open(db_path, schema=schema, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("t", {"a": "x" * 20_000 + str(i)}) for i in range(3)])
+        seen: list[str] = []
+        cursor = None
+        for order in ("asc", "desc"):
+            seen, cursor = [], None
+            while True:
+                result = engine.run(
+                    lambda ctx: (
+                        ctx.db.query("t")
+                        .with_index("by_a")
+                        .order(order)
+                        .paginate({"numItems": 1, "cursor": cursor})
+                    )
+                )
+                seen += [d["a"][-1] for d in result["page"]]
+                if result["isDone"]:
+                    break
+                cursor = result["continueCursor"]
+                assert len(cursor) > 16_384
+            assert seen == (["0", "1", "2"] if order == "asc" else ["2", "1", "0"])
