@@ -47,6 +47,11 @@ _AFTER = 0
 _END = 1
 _MAC_BYTES = 16
 _FINGERPRINT_BYTES = 16
+#: No issued cursor is longer: it holds a whole index key, and an index's at most 15
+#: fields of one document (at most 1 MiB, its bytes at worst doubled by the key's
+#: escaping) take under 32 MiB, 43 MiB in base64. A bound on the work a junk cursor
+#: costs, not a limit on keys (a 20,000-character string key makes a 27 KB cursor).
+_MAX_CURSOR_CHARS = 64 << 20
 _DIFFERENT_QUERY = (
     "Tried to run a query starting from a cursor, but it looks like this "
     "cursor is from a different query."
@@ -82,7 +87,7 @@ def encode_cursor(secret: bytes, query_fingerprint: bytes, key: bytes | None) ->
 
 def decode_cursor(secret: bytes, query_fingerprint: bytes, cursor: object) -> bytes | None:
     """The key a cursor points after (None: the end). Raises :class:`InvalidCursor`."""
-    if not isinstance(cursor, str) or not cursor or len(cursor) > 16384:
+    if not isinstance(cursor, str) or not cursor or len(cursor) > _MAX_CURSOR_CHARS:
         raise InvalidCursor(_MALFORMED)
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -186,8 +191,11 @@ def _check_options(opts: object) -> tuple[int, Any, Any, int | None, int | None,
             code="NoDocumentsForPagination",
         )
     if num_items > MAX_PAGE_SIZE:
+        # The number as given: a whole float past 2**53 (1e300) as a float, not its
+        # hundreds of digits; an int too long to print by its size.
+        shown = num_items if num_items <= 2**53 else format_value(raw)
         raise PaginationError(
-            f"PageSizeTooLarge: Requested too many items: {num_items} (at most "
+            f"PageSizeTooLarge: Requested too many items: {shown} (at most "
             f"{MAX_PAGE_SIZE} per page).",
             code="PageSizeTooLarge",
         )

@@ -125,6 +125,22 @@ def _position(field: str, value: Any, table: TableDef, prefix: bytes, after: boo
     return keys.prefix_end(part) if after and exact else part
 
 
+def describe_ops(ops: list[tuple[str, str, Any]]) -> list[Any]:
+    """A range's operations as ``[op, field, type, value]`` rows (cursor fingerprints).
+
+    The same rows whether or not the table exists yet (a range given before its table
+    was created compiles when the query runs), so a cursor issued then stays valid.
+    """
+    # The exact value (its sort key), never a shortened rendering: two ranges that
+    # differ only past a long string's first characters are different queries.
+    return [
+        # Lowercased type names: what cursors were fingerprinted with before
+        # type_name took Convex's capitalized spelling (issued cursors stay valid).
+        [op, field, type_name(value).lower(), keys.encode(value).hex()]
+        for op, field, value in ops
+    ]
+
+
 _CHAINED_TWICE = (
     "A query can only be chained once and can't be chained after iteration begins. "
     "Start again from ctx.db.query(table), or keep the query each step returns."
@@ -164,14 +180,7 @@ class IndexRange:
         Made on demand: rendering values costs microseconds that most queries,
         which never paginate, would pay for nothing.
         """
-        # The exact value (its sort key), never a shortened rendering: two ranges that
-        # differ only past a long string's first characters are different queries.
-        return [
-            # Lowercased type names: what cursors were fingerprinted with before
-            # type_name took Convex's capitalized spelling (issued cursors stay valid).
-            [op, field, type_name(value).lower(), keys.encode(value).hex()]
-            for op, field, value in self._ops
-        ]
+        return describe_ops(self._ops)
 
     @classmethod
     def compile(
@@ -735,7 +744,7 @@ class Query:
             self._table_name,
             index,
             fields,
-            self._range.description if self._range else [],
+            self._range.description if self._range else describe_ops(self._ops or []),
             self._order or "asc",
             [f.fingerprint() for f in self._filters],
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -12,7 +13,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import Engine, InvalidCursor, define_schema, define_table, v
+from engine import UNSET, Engine, InvalidCursor, define_schema, define_table, v
+from engine.ordering import compare
 
 SCHEMA = define_schema(
     {"items": define_table({"g": v.int64(), "n": v.int64()}).index("by_g", ["g"])},
@@ -240,3 +242,131 @@ def paginate_with_reads(
         return page, txn.reads.freeze().pairs()
 
     return engine._db.run(body, writable=writable)[0]
+
+
+# Mixed values: every type of Convex's order, UNSET (a missing field), -0.0 beside 0.0,
+# NaN, and strings and bytes past LMDB's key size (entries sharing a 511-byte prefix).
+MIXED_SCHEMA = define_schema(
+    {"t": define_table({"a": v.any(), "k": v.boolean()}).index("by_a", ["a"])},
+    schema_validation=False,
+)
+_scalars = st.one_of(
+    st.just(UNSET),
+    st.none(),
+    st.integers(-3, 3),
+    st.sampled_from([0.0, -0.0, math.nan, math.inf, -1.5, 2.0]),
+    st.booleans(),
+    st.sampled_from(["", "a", "a" * 600, "a" * 600 + "b", "a" * 2000]),
+    st.sampled_from([b"", b"x" * 700, b"x" * 700 + b"\x00"]),
+)
+mixed = st.one_of(_scalars, st.lists(_scalars.filter(lambda x: x is not UNSET), max_size=2))
+mixed_edits = st.lists(
+    st.tuples(st.sampled_from(["insert", "delete", "move", "flip"]), mixed, st.integers(0, 99)),
+    max_size=10,
+)
+
+
+def _mixed_doc(a: Any, k: bool) -> dict[str, Any]:
+    return {"k": k} if a is UNSET else {"a": a, "k": k}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    initial=st.lists(st.tuples(mixed, st.booleans()), max_size=14),
+    edits=mixed_edits,
+    size=st.integers(1, 4),
+    shape=shapes,
+)
+def test_pages_of_mixed_values_follow_a_model_through_edits(
+    initial: list[tuple[Any, bool]],
+    edits: list[tuple[str, Any, int]],
+    size: int,
+    shape: tuple[str, bool, bool],
+) -> None:
+    """Each page is the model's next ``size`` rows after the last row returned, in
+    Convex's order (engine.ordering.compare, not the byte keys), while rows are
+    inserted, deleted, moved across the cursor (a new indexed value) or filtered in
+    and out between pages; then end-cursor re-runs of the pages tile ``collect()``."""
+    order, use_index, use_filter = shape
+
+    def build_mixed(ctx: Any) -> Any:
+        q = ctx.db.query("t")
+        q = (q.with_index("by_a") if use_index else q).order(order)
+        return q.filter(lambda f: f.eq(f.field("k"), True)) if use_filter else q
+
+    def position(d: dict[str, Any]) -> Any:
+        first = d.get("a", UNSET) if use_index else 0
+        return (_Sorted(first), d["_creationTime"], d["_id"])
+
+    folder = tempfile.mkdtemp()
+    try:
+        with Engine.open(folder, schema=MIXED_SCHEMA, durability="none") as engine:
+            engine.run(lambda ctx: [ctx.db.insert("t", _mixed_doc(a, k)) for a, k in initial])
+            cursor, after, bounds = None, None, []
+            pending = iter(edits)
+            for _ in range(200):
+                rows = sorted(
+                    engine.run(lambda ctx: ctx.db.query("t").collect()),
+                    key=position,
+                    reverse=order == "desc",
+                )
+                if after is not None:
+                    rows = [d for d in rows if (position(d) > after) == (order == "asc")]
+                    rows = [d for d in rows if position(d) != after]
+                rows = [d for d in rows if d["k"]] if use_filter else rows
+                result = engine.run(
+                    lambda ctx: build_mixed(ctx).paginate({"numItems": size, "cursor": cursor})
+                )
+                assert [d["_id"] for d in result["page"]] == [d["_id"] for d in rows[:size]]
+                assert result["isDone"] == (len(rows) < size)
+                bounds.append((cursor, result["continueCursor"]))
+                if result["isDone"]:
+                    break
+                cursor, after = result["continueCursor"], position(rows[size - 1])
+                edit = next(pending, None)
+                if edit is not None:
+                    _apply_mixed_edit(engine, *edit)
+            union: list[str] = []
+            for start, end in bounds:
+                opts = {"numItems": size, "cursor": start, "endCursor": end}
+                union += [
+                    d["_id"]
+                    for d in engine.run(lambda ctx: build_mixed(ctx).paginate(opts))["page"]
+                ]
+            assert union == engine.run(lambda ctx: [d["_id"] for d in build_mixed(ctx).collect()])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class _Sorted:
+    """A value ordered by Convex's total order (the model's comparator)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __lt__(self, other: _Sorted) -> bool:
+        return compare(self.value, other.value) < 0
+
+    def __gt__(self, other: _Sorted) -> bool:
+        return compare(self.value, other.value) > 0
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Sorted) and compare(self.value, other.value) == 0
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _apply_mixed_edit(engine: Engine, kind: str, a: Any, i: int) -> None:
+    docs = engine.run(lambda ctx: ctx.db.query("t").collect())
+    if kind == "insert" or not docs:
+        engine.run(lambda ctx: ctx.db.insert("t", _mixed_doc(a, i % 2 == 0)))
+        return
+    doc = docs[i % len(docs)]
+    if kind == "delete":
+        engine.run(lambda ctx: ctx.db.delete(doc["_id"]))
+    elif kind == "move":  # a new indexed value: it may cross the cursor either way
+        engine.run(lambda ctx: ctx.db.replace(doc["_id"], _mixed_doc(a, doc["k"])))
+    else:
+        engine.run(lambda ctx: ctx.db.patch(doc["_id"], {"k": not doc["k"]}))

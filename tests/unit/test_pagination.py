@@ -361,3 +361,70 @@ def test_a_cursor_of_an_earlier_format_says_so(
     monkeypatch.setattr(pagination, "_VERSION", 2)
     with pytest.raises(InvalidCursor, match="issued by an earlier convexlite"):
         page(items, {"numItems": 2, "cursor": old})
+
+
+def test_a_cursor_issued_before_its_table_existed_stays_valid(db_path: Path) -> None:
+    # Found by the pagination hunt: a query with an index range on a table not created
+    # yet was fingerprinted without its range (the range compiles once the table
+    # exists), so once the table appeared its end cursor was "from a different query";
+    # a subscription to such a paginated query failed with InvalidCursor on its first
+    # re-run after the insert that created the table.
+    def body(end_cursor: str | None):  # type: ignore[no-untyped-def]
+        def run(ctx):  # type: ignore[no-untyped-def]
+            q = ctx.db.query("later").with_index(
+                "by_creation_time", lambda r: r.gt("_creationTime", 0.0)
+            )
+            return q.paginate({"numItems": 5, "cursor": None, "endCursor": end_cursor})
+
+        return run
+
+    with Engine.open(db_path, durability="none") as engine:
+        first = engine.run(body(None))
+        assert first["page"] == [] and first["isDone"] is True
+        engine.run(lambda ctx: ctx.db.insert("later", {"n": 1}))
+        again = engine.run(body(first["continueCursor"]))
+        assert [d["n"] for d in again["page"]] == [1] and again["isDone"] is True
+
+
+@pytest.mark.parametrize(
+    ("num_items", "shown"),
+    [(32001.0, "32001"), (1e300, "1e300"), (2.0**60, "1.152921504606847e18"), (10**300, "<int of")],
+)
+def test_page_size_too_large_shows_the_number_sanely(
+    items: Engine, num_items: float, shown: str
+) -> None:
+    # Found by the pagination hunt: numItems 1e300 (a whole float) was turned into an
+    # int and printed with its 301 digits.
+    with pytest.raises(PaginationError, match="PageSizeTooLarge") as caught:
+        page(items, {"numItems": num_items, "cursor": None})
+    message = str(caught.value)
+    assert f"Requested too many items: {shown}" in message and len(message) < 120, message
+
+
+def test_a_cursor_after_a_long_index_key_is_accepted(db_path: Path) -> None:
+    # Found by the pagination hunt: a cursor holds its row's whole index key, and
+    # decode_cursor refused any cursor over 16,384 characters as malformed, so a page
+    # ending on a string of 20,000 characters gave a continueCursor the next page
+    # refused (Convex's cursors hold whole keys too, of any length).
+    schema = define_schema({"t": define_table({"a": v.string()}).index("by_a", ["a"])})
+    with Engine.open(db_path, schema=schema, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("t", {"a": "x" * 20_000 + str(i)}) for i in range(3)])
+        seen: list[str] = []
+        cursor = None
+        for order in ("asc", "desc"):
+            seen, cursor = [], None
+            while True:
+                result = engine.run(
+                    lambda ctx: (
+                        ctx.db.query("t")
+                        .with_index("by_a")
+                        .order(order)
+                        .paginate({"numItems": 1, "cursor": cursor})
+                    )
+                )
+                seen += [d["a"][-1] for d in result["page"]]
+                if result["isDone"]:
+                    break
+                cursor = result["continueCursor"]
+                assert len(cursor) > 16_384
+            assert seen == (["0", "1", "2"] if order == "asc" else ["2", "1", "0"])
