@@ -145,6 +145,15 @@ _CHAINED_TWICE = (
     "A query can only be chained once and can't be chained after iteration begins. "
     "Start again from ctx.db.query(table), or keep the query each step returns."
 )
+# The states of a query made by a builder step, as convex-js's QueryImpl has them: a
+# step or a limiting terminal takes it (closed); collect() and iteration run it
+# (executing, then consumed). Each misuse gets Convex's message.
+_PREPARING, _CLOSED, _EXECUTING, _CONSUMED = range(4)
+_NOT_STARTABLE = {
+    _EXECUTING: "Iteration can only begin on a query once.",
+    _CLOSED: "This query has been chained with another operator and can't be reused.",
+    _CONSUMED: "This query is closed and can't emit any more values.",
+}
 
 
 class IndexRange:
@@ -344,7 +353,6 @@ class Query:
     """
 
     __slots__ = (
-        "_chained",
         "_filters",
         "_index",
         "_index_name",
@@ -353,6 +361,7 @@ class Query:
         "_order",
         "_range",
         "_search",
+        "_state",
         "_table",
         "_table_name",
         "_txn",
@@ -372,9 +381,9 @@ class Query:
         #: The compiled search filter of a ``with_search_index`` query (else None).
         self._search: SearchPlan | None = None
         #: ``ctx.db.query(t)`` itself, which may start any number of queries; a query
-        #: made by a builder step may be chained once (``_chained`` once it was).
+        #: made by a builder step is used once (its ``_state``, Convex's).
         self._initializer = True
-        self._chained = False
+        self._state = _PREPARING
 
     # -- building ----------------------------------------------------------
     #
@@ -383,26 +392,36 @@ class Query:
     # discarded ``q.filter(...)`` must not leave ``q`` running without the filter.
 
     def _usable(self) -> None:
-        """Raise if a later step used this query up (steps and terminals check it)."""
-        if self._chained:
+        """Raise if this query was used: by a step, a terminal or iteration."""
+        if self._state != _PREPARING:
             raise ValidationError(_CHAINED_TWICE)
 
     def _chain(self) -> None:
+        """Take the query, as a builder step, ``take``, ``first``, ``unique`` and
+        ``paginate`` do (Convex's ``takeQuery``); the initializer ``ctx.db.query(t)``
+        starts a new query each time."""
         self._usable()
         if not self._initializer:
-            self._chained = True
+            self._state = _CLOSED
 
-    def _run(self) -> None:
-        """Start running: a query made by a step runs once, as in Convex, where a
-        terminal takes the query (``takeQuery``) and iteration consumes it; the
-        initializer ``ctx.db.query(t)`` starts a new query each time."""
-        self._chain()
+    def _start(self) -> None:
+        """Start running, as ``collect()`` and iteration do (Convex's ``startQuery``):
+        a query made by a step runs once; pair with :meth:`_finish`."""
+        message = _NOT_STARTABLE.get(self._state)
+        if message is not None:
+            raise ValidationError(message)
+        if not self._initializer:
+            self._state = _EXECUTING
+
+    def _finish(self) -> None:
+        if not self._initializer:
+            self._state = _CONSUMED
 
     def _copy(self) -> Query:
         self._chain()
         other = Query.__new__(Query)
         other._initializer = False
-        other._chained = False
+        other._state = _PREPARING
         other._txn = self._txn
         other._table_name = self._table_name
         other._table = self._table
@@ -624,12 +643,15 @@ class Query:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         """Stream the documents, one LMDB step at a time."""
-        self._run()
-        if self._search is not None:
-            yield from self._searched(None)
-            return
-        for _, document in self._rows():
-            yield document
+        self._start()
+        try:
+            if self._search is not None:
+                yield from self._searched(None)
+                return
+            for _, document in self._rows():
+                yield document
+        finally:  # exhausted, or the loop left early (the generator closed)
+            self._finish()
 
     def _searched(self, limit: int | None) -> Iterator[dict[str, Any]]:
         """The documents of a search query passing the filters, best first (up to
@@ -648,8 +670,8 @@ class Query:
                     return
 
     def _batch(self, limit: int | None) -> list[dict[str, Any]]:
-        """Up to ``limit`` matching documents, read in one loop when the snapshot allows."""
-        self._run()
+        """Up to ``limit`` matching documents, read in one loop when the snapshot allows
+        (the caller took or started the query)."""
         if self._search is not None:
             return list(self._searched(limit))
         resolved = self._resolved()
@@ -676,7 +698,11 @@ class Query:
 
     def collect(self) -> list[dict[str, Any]]:
         """Every matching document. Cost: a scan of the whole range."""
-        return self._batch(None)
+        self._start()
+        try:
+            return self._batch(None)
+        finally:
+            self._finish()
 
     def take(self, n: int) -> list[dict[str, Any]]:
         """The first ``n`` matching documents (``n`` a non-negative integer).
@@ -695,10 +721,8 @@ class Query:
             # take (and first, unique) adds Convex's limit operator to the filters: the
             # backend refuses a query of more than 256 (JsonQuery in common/src/json).
             raise EvalError(f"Query has too many operators: {len(self._filters) + 1}")
-        if n == 0:
-            self._run()  # takes the query all the same, as Convex's limit(0) does
-            return []
-        return self._batch(n)
+        self._chain()  # takes the query (Convex's limit(n)), for n == 0 too
+        return [] if n == 0 else self._batch(n)
 
     def first(self) -> dict[str, Any] | None:
         """The first matching document, or None."""
@@ -719,7 +743,7 @@ class Query:
         """One page of results and a cursor to continue: see :mod:`engine.pagination`."""
         from .pagination import paginate, paginate_search
 
-        self._run()
+        self._chain()
         if self._search is not None:
             return paginate_search(self, self._search, opts)
         return paginate(self, opts)

@@ -119,30 +119,41 @@ def test_a_chained_query_is_used_up_by_its_next_step(engine: Engine) -> None:
         indexed.order("desc")
         return indexed.order("asc")
 
-    for body in (discarded_filter, chained_twice):
-        with pytest.raises(ValidationError, match="can only be chained once"):
+    for body, message in [
+        (discarded_filter, "This query has been chained with another operator and can't be reused"),
+        (chained_twice, "can only be chained once"),
+    ]:
+        with pytest.raises(ValidationError, match=message):
             engine.query(body)
 
 
+_TAKEN = "can only be chained once and can't be chained after iteration begins"
+_CHAINED = "This query has been chained with another operator and can't be reused"
+_CONSUMED = "This query is closed and can't emit any more values"
+
+
 @pytest.mark.parametrize(
-    "second",
-    [
-        lambda q: q.collect(),
-        lambda q: q.first(),
-        lambda q: q.take(1),
-        lambda q: q.unique(),
-        lambda q: list(q),
-        lambda q: q.paginate({"numItems": 1, "cursor": None}),
-        lambda q: q.filter(lambda f: True),
+    ("second", "after_taking", "after_running"),
+    [  # convex-js QueryImpl: steps and limits take the query, collect and iteration start it
+        (lambda q: q.collect(), _CHAINED, _CONSUMED),
+        (lambda q: list(q), _CHAINED, _CONSUMED),
+        (lambda q: q.first(), _TAKEN, _TAKEN),
+        (lambda q: q.take(1), _TAKEN, _TAKEN),
+        (lambda q: q.unique(), _TAKEN, _TAKEN),
+        (lambda q: q.paginate({"numItems": 1, "cursor": None}), _TAKEN, _TAKEN),
+        (lambda q: q.filter(lambda f: True), _TAKEN, _TAKEN),
     ],
 )
 @pytest.mark.parametrize(
-    "first",
-    [lambda q: q.collect(), lambda q: q.first(), lambda q: next(iter(q))],
+    ("first", "runs"),
+    [(lambda q: q.collect(), True), (lambda q: q.first(), False), (lambda q: next(iter(q)), True)],
 )
-def test_a_query_made_by_a_step_runs_once(engine: Engine, first: Any, second: Any) -> None:
+def test_a_query_made_by_a_step_runs_once(
+    engine: Engine, first: Any, runs: bool, second: Any, after_taking: str, after_running: str
+) -> None:
     """As in Convex: a terminal takes the query (takeQuery) and iteration consumes it,
-    so running a step's query a second time raises; the initializer starts anew."""
+    so running a step's query a second time raises, with Convex's message for each
+    case; the initializer starts anew."""
     _fill(engine, [1, 2])
 
     def body(ctx: Any) -> Any:
@@ -152,7 +163,20 @@ def test_a_query_made_by_a_step_runs_once(engine: Engine, first: Any, second: An
         assert len(base.collect()) == 2 and len(base.collect()) == 2
         return second(indexed)
 
-    with pytest.raises(ValidationError, match="can only be chained once"):
+    with pytest.raises(ValidationError, match=after_running if runs else after_taking):
+        engine.query(body)
+
+
+def test_iteration_begins_once(engine: Engine) -> None:
+    _fill(engine, [1, 2])
+
+    def body(ctx: Any) -> Any:
+        indexed = ctx.db.query("rows").with_index("by_n")
+        rows = iter(indexed)
+        next(rows)  # executing: the generator is still open
+        return indexed.collect()
+
+    with pytest.raises(ValidationError, match="Iteration can only begin on a query once"):
         engine.query(body)
 
 
@@ -309,7 +333,7 @@ def test_take_adds_an_operator_and_uses_the_query_up_as_in_convex(engine: Engine
         assert query.take(0) == []
         return query.collect()
 
-    with pytest.raises(ValidationError, match="can only be chained once"):
+    with pytest.raises(ValidationError, match=_CHAINED):  # take(0) took the query
         engine.query(take_zero_then_collect)
 
 
