@@ -944,6 +944,30 @@ def test_finish_done_in_time_does_not_raise_the_timeout(engine: Engine) -> None:
     assert engine.finish_all_scheduled_functions(timeout=0, max_iterations=1) == 0
 
 
+def test_finish_raises_its_timeout_while_an_action_it_runs_is_still_running(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a scratch run: with scheduler=False, finish_* waited for the action it had
+    # started with no bound, so an action that never ended hung the caller whatever its
+    # timeout (beside the background worker the same call raised at the timeout).
+    gate = threading.Event()
+    monkeypatch.setattr(jobs, "ACTION_GATE", gate)
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.gated_action, {}))
+    began = time.monotonic()
+    try:
+        with pytest.raises(SchedulerError, match=r"still due or running after 0\.2 s"):
+            engine.finish_scheduled_functions(timeout=0.2)
+        assert time.monotonic() - began < 5  # the gate holds the action for 10 s
+        assert job(engine, job_id)["state"] == {"kind": "inProgress"}  # it runs on
+        with pytest.raises(SchedulerError, match=r"still due or running after 0\.1 s"):
+            engine.finish_all_scheduled_functions(timeout=0.1)  # waits for it, as long
+    finally:
+        gate.set()
+    assert engine.finish_scheduled_functions() == 0  # ran nothing: waited for it to end
+    assert job(engine, job_id)["state"] == {"kind": "success"}
+    assert engine.query(jobs.notes) == ["gated done"]
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
