@@ -453,7 +453,22 @@ class Scheduler:
         }
         if state == "canceled":  # as Convex records it: scheduled and completed now
             job["scheduledTime"] = job["completedTime"] = now_ms()
-        return txn.insert(SCHEDULED_FUNCTIONS, job, system=True)
+        try:
+            return txn.insert(SCHEDULED_FUNCTIONS, job, system=True)
+        except LimitExceeded as error:
+            if error.limit not in ("DocumentTooLarge", "NestingTooDeep"):
+                raise
+            what = str(error).rsplit(". ", 1)[0]  # without its fix, for a document's writer
+            raise LimitExceeded(
+                f"The arguments of {name} do not fit in one scheduled job: {what}. A job is "
+                f"a document of {SCHEDULED_FUNCTIONS} with the arguments object at "
+                "`args[0]`, so one job's arguments are bounded by the 1 MiB document limit "
+                "and by its 16 levels of nesting (the arguments object is level 3; Convex "
+                "stores them as bytes and allows more). Pass the ids of stored documents, "
+                "or of a file in ctx.storage, instead.",
+                limit=error.limit,
+                path=error.path,
+            ) from None
 
     # -- canceling -------------------------------------------------------------
 

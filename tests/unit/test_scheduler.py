@@ -174,6 +174,33 @@ def test_scheduled_arguments_are_limited_to_16_mib_per_mutation(engine: Engine) 
     assert len(jobs_of(engine)) == 2
 
 
+def test_arguments_that_do_not_fit_in_one_job_say_so(engine: Engine) -> None:
+    # Found by a scratch run: arguments over the 1 MiB document limit, or nested deeper
+    # than a document may be, raised the document errors of an insert ("the document at $
+    # measures ...", "Document is too nested ... Flatten the document"), naming no job and
+    # no function: the caller of run_after wrote no document.
+    from tests.app import pets
+
+    def schedule(args: dict[str, Any]) -> Any:
+        return engine.run(lambda ctx: ctx.scheduler.run_after(0, pets.create, args))
+
+    deep: Any = "bottom"
+    for _ in range(14):
+        deep = {"down": deep}
+    for args, limit in (
+        ({"doc": {"text": "x" * (1 << 20)}}, "DocumentTooLarge"),
+        ({"doc": deep}, "NestingTooDeep"),
+    ):
+        with pytest.raises(LimitExceeded) as caught:
+            schedule(args)
+        assert caught.value.limit == limit
+        message = str(caught.value)
+        assert "The arguments of pets:create do not fit in one scheduled job" in message
+        assert "Pass the ids of stored documents" in message
+    schedule({"doc": deep["down"]})  # 13 levels inside the arguments object fit
+    assert len(jobs_of(engine)) == 1
+
+
 def test_a_scheduled_mutation_cannot_cancel_itself(engine: Engine) -> None:
     job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.cancel_own_job))
     assert engine.finish_scheduled_functions() == 1
