@@ -82,6 +82,7 @@ from .scheduler import (
     TRANSIENT_ACTION_ERROR,
     Scheduler,
     current_job,
+    fitting,
     now_ms,
     patch_job,
 )
@@ -334,7 +335,7 @@ class Executor:
                     txn,
                     job["_id"],
                     {
-                        "state": {"kind": "failed", "error": TRANSIENT_ACTION_ERROR},
+                        "state": fitting(job, _TRANSIENT),  # a job from before its room was kept
                         "completedTime": now_ms(),
                     },
                 )
@@ -639,7 +640,7 @@ class Executor:
             job = txn.get(job_id)
             if job is None or job["state"]["kind"] not in expected:
                 return False
-            patch_job(txn, job_id, {"state": state, "completedTime": now_ms()})
+            patch_job(txn, job_id, {"state": fitting(job, state), "completedTime": now_ms()})
             return True
 
         return self.write_outcome(body, f"job {job_id}")

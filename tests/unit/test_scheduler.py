@@ -201,6 +201,61 @@ def test_arguments_that_do_not_fit_in_one_job_say_so(engine: Engine) -> None:
     assert len(jobs_of(engine)) == 1
 
 
+def test_a_job_as_large_as_can_be_scheduled_can_be_canceled_run_and_failed(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by a scratch run: a job just under the 1 MiB document limit was stored but could
+    # not take its later states: cancel raised LimitExceeded ("the document at $ measures
+    # ..."), and a failure (or an action's claim) could not be written, so the executor's
+    # pass raised at that job every time and the due jobs behind it never ran.
+    caplog.set_level(logging.CRITICAL, logger="engine.scheduler")
+
+    class Fits(Exception):
+        pass
+
+    def largest(ref: Any) -> int:
+        """The longest payload a job of ``ref`` takes (found by bisection)."""
+
+        def fits(n: int) -> bool:
+            def body(ctx: Any) -> None:
+                ctx.scheduler.run_after(0, ref, {"payload": "p" * n, "error_chars": 0})
+                raise Fits  # rolls the job back
+
+            try:
+                engine.run(body)
+            except Fits:
+                return True
+            except LimitExceeded:
+                return False
+            raise AssertionError("unreachable")
+
+        low, high = 1_000_000, 1 << 20
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        return low
+
+    def schedule(ref: Any, n: int, error_chars: int) -> str:
+        args = {"payload": "p" * n, "error_chars": error_chars}
+        return engine.run(lambda ctx: ctx.scheduler.run_after(0, ref, args))  # type: ignore[no-any-return]
+
+    n, n_action = largest(jobs.fail_long), largest(jobs.fail_long_action)
+    canceled = schedule(jobs.fail_long, n, 0)
+    engine.run(lambda ctx: ctx.scheduler.cancel(canceled))
+    assert job(engine, canceled)["state"] == {"kind": "canceled"}
+    failing = schedule(jobs.fail_long, n, 20_000)
+    failing_action = schedule(jobs.fail_long_action, n_action, 20_000)
+    behind = engine.mutation(jobs.later, {"text": "behind", "delay": 0.0})
+    assert engine.finish_scheduled_functions() == 3
+    for job_id in (failing, failing_action):
+        state = job(engine, job_id)["state"]
+        assert state["kind"] == "failed"
+        assert state["error"].startswith("Uncaught ValueError: eeee")
+        assert state["error"].endswith(" ... (truncated)")  # cut to what the job has room for
+    assert job(engine, behind)["state"] == {"kind": "success"}
+    assert engine.query(jobs.notes) == ["behind"]
+
+
 def test_a_scheduled_mutation_cannot_cancel_itself(engine: Engine) -> None:
     job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.cancel_own_job))
     assert engine.finish_scheduled_functions() == 1
