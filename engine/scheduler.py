@@ -488,7 +488,8 @@ class Scheduler:
             limit, path = "DocumentTooLarge", "$"
         else:
             try:
-                return txn.insert(SCHEDULED_FUNCTIONS, job, system=True)
+                with engine_writes(txn):  # a system write: not the function's (Convex)
+                    return txn.insert(SCHEDULED_FUNCTIONS, job, system=True)
             except LimitExceeded as error:
                 if error.limit not in ("DocumentTooLarge", "NestingTooDeep"):
                     raise

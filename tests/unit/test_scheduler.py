@@ -256,6 +256,33 @@ def test_a_job_as_large_as_can_be_scheduled_can_be_canceled_run_and_failed(
     assert engine.query(jobs.notes) == ["behind"]
 
 
+def test_scheduled_jobs_do_not_count_against_the_functions_write_limits(engine: Engine) -> None:
+    # Found by a scratch run: a job's document counted as a write of the scheduling function,
+    # so a mutation that wrote what get_transaction_metrics() said remained could not
+    # schedule its next batch (TooManyWrites). Convex counts writes to system tables apart
+    # from the user's limits (Writes::update), as this engine does for a cancel's write.
+    def metrics(ctx: Any) -> tuple[Any, Any]:
+        before = ctx.meta.get_transaction_metrics()
+        ctx.scheduler.run_after(60, jobs.write_note, {"text": "x" * 1000})
+        return before, ctx.meta.get_transaction_metrics()
+
+    before, after = engine.run(metrics)
+    assert after["documentsWritten"] == before["documentsWritten"]
+    assert after["bytesWritten"] == before["bytesWritten"]
+    assert after["functionsScheduled"]["used"] == 1
+
+    def fill_then_schedule(ctx: Any) -> tuple[str, Any]:
+        left = ctx.meta.get_transaction_metrics()["documentsWritten"]["remaining"]
+        for _ in range(left):
+            ctx.db.insert("job_notes", {"text": "n"})
+        job_id = ctx.scheduler.run_after(0, jobs.write_note, {"text": "next batch"})
+        return job_id, ctx.meta.get_transaction_metrics()["documentsWritten"]
+
+    job_id, written = engine.run(fill_then_schedule)
+    assert written == {"used": 16000, "remaining": 0}
+    assert job(engine, job_id)["state"] == {"kind": "pending"}
+
+
 def test_a_scheduled_mutation_cannot_cancel_itself(engine: Engine) -> None:
     job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.cancel_own_job))
     assert engine.finish_scheduled_functions() == 1
