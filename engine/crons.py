@@ -56,6 +56,8 @@ from .cronschedule import DAYS_OF_WEEK, after_skips, next_run, next_ts, parse_cr
 from .errors import ArgumentValidationError, EngineError, FunctionNotFound, SchedulerError
 from .query import Query
 from .scheduler import (
+    BY_STATE,
+    SCHEDULED_FUNCTIONS,
     TRANSIENT_ACTION_ERROR,
     all_documents,
     engine_writes,
@@ -410,6 +412,20 @@ def sync_crons(runtime: Runtime, specs: dict[str, dict[str, Any]]) -> None:
                 _trim_logs(txn, cron["name"], 0)
 
     runtime.db.run(body, writable=True, source="crons")
+
+
+def engine_indexes(table_name: str) -> tuple[str, ...]:
+    """The indexes the engine makes its system table ``table_name`` with (the scheduler's
+    and the crons' tables, made by their first write), or () for another table: a query
+    may name them before the table exists, and reads an empty table (Convex's system
+    tables always exist)."""
+    if table_name == SCHEDULED_FUNCTIONS:
+        return (BY_STATE,)
+    if table_name == CRON_JOBS:
+        return tuple(_CRON_INDEXES)
+    if table_name == CRON_JOB_LOGS:
+        return tuple(_LOG_INDEXES)
+    return ()
 
 
 def _user_fields(document: dict[str, Any]) -> dict[str, Any]:

@@ -262,9 +262,11 @@ def after_skips(schedule: dict[str, Any], prev_ts: float, now: float) -> tuple[f
         late = math.ceil((now - following) / period)
         return following + late * period, late
     expression = _expression(schedule)
-    # Every match in (prev_ts, now) is skipped; the next run is the first not before now.
+    # Every match in (prev_ts, now) is skipped; the next run is the first not before now:
+    # the first match after the minute before the first whole minute not before now (a
+    # run ending 0.5 ms past a matching minute skips it, as it counts it skipped).
     skipped = count_runs(expression, prev_ts, now)
-    found = next_run(expression, now - 1.0)
+    found = next_run(expression, math.ceil(now / 60000.0) * 60000.0 - 1.0)
     if found is None:  # cannot happen: it matched moments ago, and matches recur
         raise SchedulerError(f"Could not compute next timestamp for cron schedule {schedule!r}.")
     return found, skipped

@@ -82,6 +82,7 @@ from .scheduler import (
     TRANSIENT_ACTION_ERROR,
     Scheduler,
     current_job,
+    fitting,
     now_ms,
     patch_job,
 )
@@ -334,7 +335,7 @@ class Executor:
                     txn,
                     job["_id"],
                     {
-                        "state": {"kind": "failed", "error": TRANSIENT_ACTION_ERROR},
+                        "state": fitting(job, _TRANSIENT),  # a job from before its room was kept
                         "completedTime": now_ms(),
                     },
                 )
@@ -386,6 +387,9 @@ class Executor:
         ``max_iterations`` passes that each ran something (a job that keeps
         rescheduling itself), but never once nothing is left; :class:`EngineError`
         when the engine is closed meanwhile (the job in hand commits or is discarded).
+        An action it runs is waited for until the deadline at most: past it, the call
+        raises and the action runs on, as beside the background worker (a mutation runs
+        to its end on this thread).
         """
         if self._stopping:
             raise closed_error()
@@ -395,10 +399,15 @@ class Executor:
         while True:
             try:
                 ran, _ = self._pass(
-                    all_pending=all_pending, background=False, advance_ms=advance_ms
+                    all_pending=all_pending,
+                    background=False,
+                    advance_ms=advance_ms,
+                    deadline=deadline,
                 )
                 total += ran
                 busy = self._busy(all_pending, advance_ms)  # done in time is done
+            except _PastDeadline:  # an action it ran still runs: it goes on, on the loop
+                raise _timed_out(timeout) from None
             except Exception as error:
                 if self._stopping:  # closed meanwhile: its storage fails under us
                     raise closed_error() from error
@@ -416,13 +425,7 @@ class Executor:
                         "or stop the loop."
                     )
             if time.monotonic() > deadline:
-                raise SchedulerError(
-                    f"Scheduled functions were still due or running after {timeout} s (a "
-                    "function that keeps rescheduling itself, jobs in progress in another "
-                    "executor, or left inProgress by a dead process): raise timeout, or "
-                    "inspect ctx.db.system.query('_scheduled_functions') and "
-                    "ctx.db.system.query('_cron_jobs')."
-                )
+                raise _timed_out(timeout)
             if not ran:
                 time.sleep(0.005)
 
@@ -481,19 +484,29 @@ class Executor:
         return False
 
     def _pass(
-        self, *, all_pending: bool, background: bool, advance_ms: float = 0.0
+        self,
+        *,
+        all_pending: bool,
+        background: bool,
+        advance_ms: float = 0.0,
+        deadline: float | None = None,
     ) -> tuple[int, float | None]:
         """Run every due job, then every due cron, once (due by ``advance_ms`` after now,
-        for ``finish``); returns (runs, time in ms the next one is due)."""
-        ran, next_job = self._pass_jobs(all_pending, background, advance_ms)
+        for ``finish``, which waits for each action until its ``deadline``, a
+        ``time.monotonic()``); returns (runs, time in ms the next one is due)."""
+        ran, next_job = self._pass_jobs(all_pending, background, advance_ms, deadline)
         if self._stopping:
             return ran, None
-        ran_crons, next_cron = self._pass_crons(background, advance_ms)
+        ran_crons, next_cron = self._pass_crons(background, advance_ms, deadline)
         dues = [due for due in (next_job, next_cron) if due is not None]
         return ran + ran_crons, min(dues) if dues else None
 
     def _pass_jobs(
-        self, all_pending: bool, background: bool, advance_ms: float
+        self,
+        all_pending: bool,
+        background: bool,
+        advance_ms: float,
+        deadline: float | None = None,
     ) -> tuple[int, float | None]:
         """Run every due job once. Jobs of functions this engine does not know (another
         process's package) are left pending and paged past, so the runnable jobs behind
@@ -518,10 +531,12 @@ class Executor:
                 else:
                     if background and len(self._running) >= self.max_running_actions:
                         return ran, None  # at the cap: an action's end wakes the worker
-                    ran += self._run_action(run, function, background)
+                    ran += self._run_action(run, function, background, deadline)
         return ran, None
 
-    def _pass_crons(self, background: bool, advance_ms: float) -> tuple[int, float | None]:
+    def _pass_crons(
+        self, background: bool, advance_ms: float, deadline: float | None = None
+    ) -> tuple[int, float | None]:
         """Run every due cron once (only by their time: ``finish_all`` does not run crons
         ahead, they would never end); returns (runs, when the next one is due)."""
         from .crons import CronRun, all_crons, target_function
@@ -544,7 +559,7 @@ class Executor:
             else:
                 if background and len(self._running) >= self.max_running_actions:
                     return ran, None  # at the cap: an action's end wakes the worker
-                ran += self._run_action(run, function, background)
+                ran += self._run_action(run, function, background, deadline)
         return ran, None
 
     def _run_mutation(self, run: _Run, function: FunctionDef, background: bool) -> bool:
@@ -625,7 +640,7 @@ class Executor:
             job = txn.get(job_id)
             if job is None or job["state"]["kind"] not in expected:
                 return False
-            patch_job(txn, job_id, {"state": state, "completedTime": now_ms()})
+            patch_job(txn, job_id, {"state": fitting(job, state), "completedTime": now_ms()})
             return True
 
         return self.write_outcome(body, f"job {job_id}")
@@ -655,9 +670,13 @@ class Executor:
                 )
                 time.sleep(min(1.0, 0.01 * 2**failures))
 
-    def _run_action(self, run: _Run, function: FunctionDef, background: bool) -> bool:
+    def _run_action(
+        self, run: _Run, function: FunctionDef, background: bool, deadline: float | None = None
+    ) -> bool:
         """Claim an action's job or cron run and run it (at most once); False if it was
-        not due or pending, or close() has begun."""
+        not due or pending, or close() has begun. Not in ``background``, waits for it to
+        end, until ``deadline`` (a ``time.monotonic()``) at most: then raises
+        :class:`_PastDeadline` and the action runs on."""
 
         future = self._claim_and_start(run, function)
         if future is None:
@@ -665,7 +684,12 @@ class Executor:
         if background:
             return True
         try:
-            error = future.result()
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            error = future.result(wait)
+        except concurrent.futures.TimeoutError:
+            if future.done():
+                raise  # raised by the task itself, not the wait
+            raise _PastDeadline from None
         except concurrent.futures.CancelledError:  # close() cancelled it before it began
             raise closed_error() from None
         except BaseException:  # Ctrl-C while waiting: the action is cancelled, and recorded
@@ -847,6 +871,19 @@ _CANCEL_GRACE = 5.0
 #: In-place retries of a scheduled mutation that failed on a system error, with backoff
 #: (20 ms, 40 ms, ... 320 ms); after them the job is left pending for a later pass.
 _SYSTEM_RETRIES = 4
+
+
+class _PastDeadline(Exception):
+    """``finish_*``'s deadline passed while it waited for an action it had started."""
+
+
+def _timed_out(timeout: float) -> SchedulerError:
+    return SchedulerError(
+        f"Scheduled functions were still due or running after {timeout} s (a function "
+        "that keeps rescheduling itself, or runs longer, jobs in progress in another "
+        "executor, or left inProgress by a dead process): raise timeout, or inspect "
+        "ctx.db.system.query('_scheduled_functions') and ctx.db.system.query('_cron_jobs')."
+    )
 
 
 class _JobFailed(Exception):

@@ -469,7 +469,9 @@ class Query:
             query = self._copy()
             query._index_name = name
             if table is None:
-                if name not in (BY_ID, BY_CREATION_TIME):
+                from .crons import engine_indexes  # imported here: crons uses Query
+
+                if name not in (BY_ID, BY_CREATION_TIME, *engine_indexes(self._table_name)):
                     raise IndexNotFound(
                         f"Index {self._table_name}.{name} not found: table {self._table_name!r} "
                         "does not exist yet.",

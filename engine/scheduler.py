@@ -35,7 +35,7 @@ from . import ids
 from .catalog import NEXT_TABLE_KEY, TableDef
 from .encoding import decode_document
 from .errors import FunctionNotFound, InvalidId, LimitExceeded, SchedulerError
-from .values import value_size
+from .values import MAX_DOCUMENT_SIZE, value_size
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -69,6 +69,12 @@ MAX_SCHEDULED_ARGS_BYTES = 16 << 20
 _FIVE_YEARS_MS = 5 * 365 * 24 * 3600 * 1000.0
 #: The error of an action whose executor died while it ran (Convex's wording).
 TRANSIENT_ACTION_ERROR = "Transient error while executing action"
+#: The largest state a job takes whatever happens (a longer error is cut to fit, see
+#: :func:`fitting`): scheduling keeps room for it, so a stored job can always be claimed,
+#: completed, canceled or failed.
+_ROOMIEST_STATE = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
+#: The longest id a document has (31 to 37 characters): a job is measured before its id.
+_LONGEST_ID = "0" * 37
 
 
 #: The job of the scheduled action running in this context (asyncio task, and the
@@ -113,6 +119,24 @@ def engine_writes(txn: Transaction) -> Iterator[None]:
     finally:
         txn.system_writes = previous
         writes.writes, writes.bytes_written = counts
+
+
+def fitting(job: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """``state``, to be written with ``completedTime`` on ``job`` (as read), its error cut
+    to the room the 1 MiB document limit leaves: the 64 Ki characters of a failure do not
+    fit beside arguments of almost 1 MiB. Cost: one pass over the job's size."""
+    error = state.get("error")
+    if error is None:
+        return state
+    room = MAX_DOCUMENT_SIZE - value_size(
+        dict(job, state={**state, "error": ""}, completedTime=0.0)
+    )
+    encoded = error.encode("utf-8", "surrogatepass")
+    if len(encoded) <= room:
+        return state
+    suffix = " ... (truncated)"
+    kept = encoded[: max(0, room - len(suffix))].decode("utf-8", "ignore")
+    return {**state, "error": kept + suffix if room >= len(suffix) else ""}
 
 
 def patch_job(txn: Transaction, job_id: str, fields: dict[str, Any]) -> None:
@@ -285,8 +309,8 @@ class Scheduler:
 
     In a mutation it writes to the mutation's transaction; in an action each
     call commits its own small transaction at once. Cost per call: argument
-    validation plus one document insert (or one read and one patch for
-    ``cancel``).
+    validation, a pass measuring the job's size (with room for its final state) and
+    one document insert (or one read and one patch for ``cancel``).
 
     Example::
 
@@ -334,7 +358,7 @@ class Scheduler:
         Raises :class:`SchedulerError` for a delay that is not a finite
         number ≥ 0, :class:`FunctionNotFound`, :class:`ArgumentValidationError`,
         :class:`LimitExceeded` past 1000 jobs, or 16 MiB of their arguments, in
-        one mutation.
+        one mutation, or for arguments that do not fit in one job.
         """
         if isinstance(delay, bool) or not isinstance(delay, int | float):
             raise SchedulerError(
@@ -453,7 +477,34 @@ class Scheduler:
         }
         if state == "canceled":  # as Convex records it: scheduled and completed now
             job["scheduledTime"] = job["completedTime"] = now_ms()
-        return txn.insert(SCHEDULED_FUNCTIONS, job, system=True)
+        # Room for its later states too: stored, a job must be able to take them.
+        final = {"_id": _LONGEST_ID, "_creationTime": 0.0, **job, "completedTime": 0.0}
+        size = value_size(dict(final, state=_ROOMIEST_STATE))
+        if size > MAX_DOCUMENT_SIZE:
+            what = (
+                f"the job would measure {size} bytes once completed, over the limit of "
+                f"{MAX_DOCUMENT_SIZE}"
+            )
+            limit, path = "DocumentTooLarge", "$"
+        else:
+            try:
+                with engine_writes(txn):  # a system write: not the function's (Convex)
+                    return txn.insert(SCHEDULED_FUNCTIONS, job, system=True)
+            except LimitExceeded as error:
+                if error.limit not in ("DocumentTooLarge", "NestingTooDeep"):
+                    raise
+                what = str(error).rsplit(". ", 1)[0]  # without its fix, for a document's writer
+                limit, path = error.limit, error.path
+        raise LimitExceeded(
+            f"The arguments of {name} do not fit in one scheduled job: {what}. A job is "
+            f"a document of {SCHEDULED_FUNCTIONS} with the arguments object at "
+            "`args[0]`, so one job's arguments are bounded by the 1 MiB document limit "
+            "and by its 16 levels of nesting (the arguments object is level 3; Convex "
+            "stores them as bytes and allows more). Pass the ids of stored documents, "
+            "or of a file in ctx.storage, instead.",
+            limit=limit,
+            path=path,
+        )
 
     # -- canceling -------------------------------------------------------------
 

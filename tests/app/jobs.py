@@ -368,3 +368,15 @@ async def finish_from_own_action(ctx: Any) -> None:
     # A timeout well past what the tests allow: a finish that waits it out (for its own
     # job) fails them by its time as well as by its error.
     await asyncio.to_thread(engine.finish_scheduled_functions, timeout=20.0)
+
+
+@internal_mutation(args={"payload": v.string(), "error_chars": v.int64()})
+def fail_long(ctx: Any, payload: str, error_chars: int) -> None:
+    """Fails with an error of ``error_chars`` characters (a ``payload`` makes the job large)."""
+    raise ValueError("e" * error_chars)
+
+
+@internal_action(args={"payload": v.string(), "error_chars": v.int64()})
+async def fail_long_action(ctx: Any, payload: str, error_chars: int) -> None:
+    """``fail_long`` as an action."""
+    raise ValueError("e" * error_chars)

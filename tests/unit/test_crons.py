@@ -632,6 +632,24 @@ def test_skipped_runs_are_counted_exactly_after_a_long_outage() -> None:
     )
 
 
+def test_a_run_ending_within_a_millisecond_after_a_matching_minute_skips_that_minute() -> None:
+    # Found by a scratch run: the next run was looked for from 1 ms before the run's end,
+    # so a run ending less than a millisecond after a matching minute took that minute,
+    # already past, as its next run while also counting it skipped: it was logged
+    # canceled and ran all the same. Convex skips every run before the end (next < now).
+    from engine.cronschedule import after_skips
+
+    daily = {"type": "daily", "hourUTC": 12, "minuteUTC": 0}
+    ended = at("2026-01-03 12:00") + 0.25
+    assert after_skips(daily, at("2026-01-01 12:00"), ended) == (at("2026-01-04 12:00"), 2)
+    every_minute = {"type": "cron", "cron": "* * * * *"}
+    prev = at("2026-01-01 11:58")
+    noon = at("2026-01-01 12:00")
+    assert after_skips(every_minute, prev, noon) == (noon, 1)  # on the minute: it runs
+    for late in (0.0005, 0.5, 0.999, 1.0, 30_000.0):
+        assert after_skips(every_minute, prev, noon + late) == (at("2026-01-01 12:01"), 2)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     expression=st.sampled_from(

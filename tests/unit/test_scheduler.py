@@ -22,6 +22,7 @@ from engine import (
     Engine,
     EngineError,
     FunctionNotFound,
+    IndexNotFound,
     InvalidId,
     LimitExceeded,
     ReadOnlyError,
@@ -172,6 +173,148 @@ def test_scheduled_arguments_are_limited_to_16_mib_per_mutation(engine: Engine) 
         engine.mutation(jobs.schedule_big, {"size": 900_000, "n": 19})
     assert caught.value.limit == "ScheduledFunctionsArgumentsTooLarge"
     assert len(jobs_of(engine)) == 2
+
+
+def test_arguments_that_do_not_fit_in_one_job_say_so(engine: Engine) -> None:
+    # Found by a scratch run: arguments over the 1 MiB document limit, or nested deeper
+    # than a document may be, raised the document errors of an insert ("the document at $
+    # measures ...", "Document is too nested ... Flatten the document"), naming no job and
+    # no function: the caller of run_after wrote no document.
+    from tests.app import pets
+
+    def schedule(args: dict[str, Any]) -> Any:
+        return engine.run(lambda ctx: ctx.scheduler.run_after(0, pets.create, args))
+
+    deep: Any = "bottom"
+    for _ in range(14):
+        deep = {"down": deep}
+    for args, limit in (
+        ({"doc": {"text": "x" * (1 << 20)}}, "DocumentTooLarge"),
+        ({"doc": deep}, "NestingTooDeep"),
+    ):
+        with pytest.raises(LimitExceeded) as caught:
+            schedule(args)
+        assert caught.value.limit == limit
+        message = str(caught.value)
+        assert "The arguments of pets:create do not fit in one scheduled job" in message
+        assert "Pass the ids of stored documents" in message
+    schedule({"doc": deep["down"]})  # 13 levels inside the arguments object fit
+    assert len(jobs_of(engine)) == 1
+
+
+def test_a_job_as_large_as_can_be_scheduled_can_be_canceled_run_and_failed(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by a scratch run: a job just under the 1 MiB document limit was stored but could
+    # not take its later states: cancel raised LimitExceeded ("the document at $ measures
+    # ..."), and a failure (or an action's claim) could not be written, so the executor's
+    # pass raised at that job every time and the due jobs behind it never ran.
+    caplog.set_level(logging.CRITICAL, logger="engine.scheduler")
+
+    class Fits(Exception):
+        pass
+
+    def largest(ref: Any) -> int:
+        """The longest payload a job of ``ref`` takes (found by bisection)."""
+
+        def fits(n: int) -> bool:
+            def body(ctx: Any) -> None:
+                ctx.scheduler.run_after(0, ref, {"payload": "p" * n, "error_chars": 0})
+                raise Fits  # rolls the job back
+
+            try:
+                engine.run(body)
+            except Fits:
+                return True
+            except LimitExceeded:
+                return False
+            raise AssertionError("unreachable")
+
+        low, high = 1_000_000, 1 << 20
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        return low
+
+    def schedule(ref: Any, n: int, error_chars: int) -> str:
+        args = {"payload": "p" * n, "error_chars": error_chars}
+        return engine.run(lambda ctx: ctx.scheduler.run_after(0, ref, args))  # type: ignore[no-any-return]
+
+    n, n_action = largest(jobs.fail_long), largest(jobs.fail_long_action)
+    canceled = schedule(jobs.fail_long, n, 0)
+    engine.run(lambda ctx: ctx.scheduler.cancel(canceled))
+    assert job(engine, canceled)["state"] == {"kind": "canceled"}
+    failing = schedule(jobs.fail_long, n, 20_000)
+    failing_action = schedule(jobs.fail_long_action, n_action, 20_000)
+    behind = engine.mutation(jobs.later, {"text": "behind", "delay": 0.0})
+    assert engine.finish_scheduled_functions() == 3
+    for job_id in (failing, failing_action):
+        state = job(engine, job_id)["state"]
+        assert state["kind"] == "failed"
+        assert state["error"].startswith("Uncaught ValueError: eeee")
+        assert state["error"].endswith(" ... (truncated)")  # cut to what the job has room for
+    assert job(engine, behind)["state"] == {"kind": "success"}
+    assert engine.query(jobs.notes) == ["behind"]
+
+
+def test_scheduled_jobs_do_not_count_against_the_functions_write_limits(engine: Engine) -> None:
+    # Found by a scratch run: a job's document counted as a write of the scheduling function,
+    # so a mutation that wrote what get_transaction_metrics() said remained could not
+    # schedule its next batch (TooManyWrites). Convex counts writes to system tables apart
+    # from the user's limits (Writes::update), as this engine does for a cancel's write.
+    def metrics(ctx: Any) -> tuple[Any, Any]:
+        before = ctx.meta.get_transaction_metrics()
+        ctx.scheduler.run_after(60, jobs.write_note, {"text": "x" * 1000})
+        return before, ctx.meta.get_transaction_metrics()
+
+    before, after = engine.run(metrics)
+    assert after["documentsWritten"] == before["documentsWritten"]
+    assert after["bytesWritten"] == before["bytesWritten"]
+    assert after["functionsScheduled"]["used"] == 1
+
+    def fill_then_schedule(ctx: Any) -> tuple[str, Any]:
+        left = ctx.meta.get_transaction_metrics()["documentsWritten"]["remaining"]
+        for _ in range(left):
+            ctx.db.insert("job_notes", {"text": "n"})
+        job_id = ctx.scheduler.run_after(0, jobs.write_note, {"text": "next batch"})
+        return job_id, ctx.meta.get_transaction_metrics()["documentsWritten"]
+
+    job_id, written = engine.run(fill_then_schedule)
+    assert written == {"used": 16000, "remaining": 0}
+    assert job(engine, job_id)["state"] == {"kind": "pending"}
+
+
+def test_the_indexes_of_the_engines_tables_may_be_queried_before_the_tables_exist(
+    engine: Engine,
+) -> None:
+    # Found by a scratch run: with_index("by_state") on _scheduled_functions (as
+    # scheduled-functions.md shows to inspect jobs) raised IndexNotFound "table does not
+    # exist yet" until a first job was scheduled, and _cron_jobs' by_name / by_next_ts and
+    # _cron_job_logs' by_name_and_ts did so on a database without crons. They are the
+    # engine's tables, with these indexes from their first write: until then, empty.
+    def read(table: str, index: str, field: str, value: Any) -> Any:
+        return engine.run(
+            lambda ctx: (
+                ctx.db.system.query(table).with_index(index, lambda q: q.eq(field, value)).collect()
+            )
+        )
+
+    assert read(SYSTEM, "by_state", "state.kind", "pending") == []
+    assert read("_cron_jobs", "by_name", "name", "report") == []
+    assert read("_cron_jobs", "by_next_ts", "nextTs", 0.0) == []
+    assert read("_cron_job_logs", "by_name_and_ts", "name", "report") == []
+    with pytest.raises(IndexNotFound):  # an index these tables do not have
+        read(SYSTEM, "by_name", "name", "jobs:write_note")
+
+    def schedule_then_list(ctx: Any) -> tuple[str, list[str]]:
+        pending = ctx.db.system.query(SYSTEM).with_index(
+            "by_state", lambda q: q.eq("state.kind", "pending")
+        )
+        job_id = ctx.scheduler.run_after(60, jobs.write_note, {"text": "x"})  # makes the table
+        return job_id, [j["_id"] for j in pending.collect()]
+
+    job_id, listed = engine.run(schedule_then_list)
+    assert listed == [job_id]
 
 
 def test_a_scheduled_mutation_cannot_cancel_itself(engine: Engine) -> None:
@@ -942,6 +1085,30 @@ def test_finish_done_in_time_does_not_raise_the_timeout(engine: Engine) -> None:
     assert engine.finish_scheduled_functions(timeout=0.05) == 1  # ran past it, nothing left
     assert engine.finish_scheduled_functions(timeout=0) == 0
     assert engine.finish_all_scheduled_functions(timeout=0, max_iterations=1) == 0
+
+
+def test_finish_raises_its_timeout_while_an_action_it_runs_is_still_running(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a scratch run: with scheduler=False, finish_* waited for the action it had
+    # started with no bound, so an action that never ended hung the caller whatever its
+    # timeout (beside the background worker the same call raised at the timeout).
+    gate = threading.Event()
+    monkeypatch.setattr(jobs, "ACTION_GATE", gate)
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.gated_action, {}))
+    began = time.monotonic()
+    try:
+        with pytest.raises(SchedulerError, match=r"still due or running after 0\.2 s"):
+            engine.finish_scheduled_functions(timeout=0.2)
+        assert time.monotonic() - began < 5  # the gate holds the action for 10 s
+        assert job(engine, job_id)["state"] == {"kind": "inProgress"}  # it runs on
+        with pytest.raises(SchedulerError, match=r"still due or running after 0\.1 s"):
+            engine.finish_all_scheduled_functions(timeout=0.1)  # waits for it, as long
+    finally:
+        gate.set()
+    assert engine.finish_scheduled_functions() == 0  # ran nothing: waited for it to end
+    assert job(engine, job_id)["state"] == {"kind": "success"}
+    assert engine.query(jobs.notes) == ["gated done"]
 
 
 @pytest.mark.parametrize(
