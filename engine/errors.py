@@ -309,13 +309,78 @@ class ConvexError(EngineError):
         super().__init__(data if isinstance(data, str) else _json_message(data))
 
 
+#: convex-js cuts a ConvexError's message past this many characters.
+_MAX_MESSAGE_LENGTH = 16384
+_TRUNCATED = "[...truncated]"
+
+
 def _json_message(data: Any) -> str:
+    """``data`` as convex-js's ConvexError writes it (``stringifyValueForError``):
+    ``JSON.stringify`` of the value as JavaScript holds it, so an Int64 (a bigint) is
+    ``"<n>n"``, bytes (an ArrayBuffer) ``{}``, NaN and the infinities ``null``, a float
+    as JavaScript prints a number (``2``, ``1e-7``, ``0.00001``); no spaces, keys in
+    their order; cut past 16,384 characters. Cost: one pass over ``data`` (a converted
+    Convex value, so at most 64 levels deep)."""
+    text = _javascript_json(data)
+    if len(text) > _MAX_MESSAGE_LENGTH:
+        text = text[: _MAX_MESSAGE_LENGTH - len(_TRUNCATED)] + _TRUNCATED
+    return text
+
+
+def _javascript_json(value: Any) -> str:
     import json
 
-    try:
-        return json.dumps(data, sort_keys=True, default=repr)
-    except (TypeError, ValueError):
-        return repr(data)
+    kind = type(value)
+    if kind is str:
+        return json.dumps(value, ensure_ascii=False)
+    if kind is bool:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if kind is int:
+        return f'"{value}n"'
+    if kind is float:
+        return _javascript_number(value)
+    if kind is bytes:
+        return "{}"
+    if kind is list:
+        return "[" + ",".join(_javascript_json(item) for item in value) + "]"
+    return (
+        "{"
+        + ",".join(
+            json.dumps(key, ensure_ascii=False) + ":" + _javascript_json(item)
+            for key, item in value.items()
+        )
+        + "}"
+    )
+
+
+def _javascript_number(x: float) -> str:
+    """``x`` as ECMAScript's Number::toString writes it (JSON: NaN and ±inf are null).
+
+    The shortest digits that read back as ``x`` (Python's ``repr`` finds the same
+    ones), laid out by the specification's rules: plain up to 21 integer digits and
+    down to 6 leading zeros, else an exponent without padding.
+    """
+    if x != x or x in (float("inf"), float("-inf")):
+        return "null"
+    if x == 0:
+        return "0"  # -0 too
+    import decimal
+
+    sign = "-" if x < 0 else ""
+    exact = decimal.Decimal(repr(abs(x))).normalize()
+    digits = "".join(map(str, exact.as_tuple().digits))
+    k = len(digits)
+    n = int(exact.as_tuple().exponent) + k  # the value is 0.<digits> * 10**n
+    if k <= n <= 21:
+        return sign + digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return sign + digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return sign + "0." + "0" * -n + digits
+    mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+    return f"{sign}{mantissa}e{'+' if n - 1 > 0 else '-'}{abs(n - 1)}"
 
 
 def closed_error() -> EngineError:

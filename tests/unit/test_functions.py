@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -157,6 +158,22 @@ def test_convex_error_keeps_data_and_rolls_back(engine: Engine) -> None:
         engine.mutation("notes:fail_with_data")
     assert caught.value.data == {"code": "NOPE", "n": 1}
     assert engine.query("notes:texts") == []
+
+
+def test_convex_error_message_is_the_data_as_convex_writes_it() -> None:
+    # convex-js's ConvexError message is stringifyValueForError(data): JSON.stringify
+    # with no spaces, keys in their order, an Int64 (a bigint) as "<n>n", bytes (an
+    # ArrayBuffer) as {}, NaN and infinities as null, whole floats without ".0", and
+    # past 16,384 characters cut with "[...truncated]". Ours was json.dumps with
+    # sorted keys and spaces: '{"code": 1, "a": ...}'.
+    assert str(ConvexError("plain text")) == "plain text"
+    assert str(ConvexError({"z": 1, "a": [2.0, 2.5, -0.0]})) == '{"z":"1n","a":[2,2.5,0]}'
+    assert str(ConvexError([b"x", math.nan, math.inf, None, True, "é"])) == (
+        '[{},null,null,null,true,"é"]'
+    )
+    assert str(ConvexError([1e21, 1e-7, 123456789.125])) == "[1e+21,1e-7,123456789.125]"
+    long = str(ConvexError(["x" * 20_000]))
+    assert len(long) == 16_384 and long.endswith("[...truncated]")
 
 
 def test_convex_error_data_must_be_a_convex_value() -> None:
