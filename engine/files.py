@@ -42,7 +42,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import blobs
-from .errors import InvalidId, StorageIdNotFound, ValidationError, unavailable_attribute
+from .errors import (
+    InvalidId,
+    StorageIdNotFound,
+    ValidationError,
+    closed_error,
+    unavailable_attribute,
+)
 
 if TYPE_CHECKING:
     from .database import Database
@@ -297,11 +303,10 @@ def store_file_at(
 
 
 def _read(db: Database, fn: Any) -> Any:
-    txn = db.begin(writable=False)
-    try:
-        return fn(txn)
-    finally:
-        txn.close()
+    """``fn(txn)`` in a read transaction, as a call :meth:`Database.shutdown` waits for:
+    once the engine is closing it raises the engine's closed error (not LMDB's
+    "closed/deleted/dropped object"), and a damaged page is a :class:`CorruptionError`."""
+    return db.run(fn, writable=False, source="storage")[0]
 
 
 def metadata_and_key(db: Database, storage_id: str) -> tuple[dict[str, Any], bytes] | None:
@@ -341,13 +346,17 @@ def read_file(db: Database, storage_id: str) -> tuple[dict[str, Any], bytes] | N
     document, doc_key, small = found
     if small is not None:
         return document, small
+
     # The bytes through zero-copy buffers, joined once: copying each 256 KiB chunk out
     # first doubled the memory a read takes, and the allocator handed it back to the
     # OS after every read (4 MiB: 2,016 page faults and 6.8 ms; raw LMDB 0.18 ms). The
     # chunks under a document key never change (storage ids are not reused), so a
     # second snapshot holds the same bytes, or none once the file is deleted since.
-    with db.storage.read(buffers=True) as rtxn:
-        data = blobs.read(rtxn, db.storage.blobs, doc_key)
+    def chunks(_: Transaction) -> bytes | None:
+        with db.storage.read(buffers=True) as rtxn:
+            return blobs.read(rtxn, db.storage.blobs, doc_key)
+
+    data = db.run(chunks, writable=False, source="storage.get")[0]  # counted, as _read
     if data is None or len(data) != int(document["size"]):
         return None  # deleted after the first snapshot
     return document, data
@@ -478,8 +487,12 @@ class StorageActionWriter:
         )
 
     async def generate_upload_url(self) -> str:
-        """As :meth:`StorageWriter.generate_upload_url`."""
-        return upload_url(self._runtime.db, origin(self._runtime))
+        """As :meth:`StorageWriter.generate_upload_url`; the engine's closed error once
+        it is closing (no server of it answers the URL then)."""
+        db = self._runtime.db
+        if db.closing:
+            raise closed_error()
+        return upload_url(db, origin(self._runtime))
 
     async def delete(self, storage_id: str) -> None:
         """Delete the file in a transaction of its own; :class:`StorageIdNotFound` if missing."""

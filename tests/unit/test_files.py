@@ -15,6 +15,7 @@ from engine import (
     ConvexError,
     CorruptionError,
     Engine,
+    EngineError,
     InvalidId,
     InvalidTable,
     ReadOnlyError,
@@ -23,6 +24,7 @@ from engine import (
     ValidationError,
 )
 from engine.blobs import CHUNK_SIZE, chunk_key
+from engine.errors import closed_error
 from tests import app
 from tests.app import files
 
@@ -357,6 +359,32 @@ def test_a_file_deleted_between_its_row_and_its_bytes_reads_as_missing(
     monkeypatch.setattr(engine_files, "_read", lambda db, fn: stale)
     assert engine_files.read_file(engine._db, storage_id) is None
     assert engine.get_file(storage_id) is None
+
+
+def test_an_actions_storage_reads_on_a_closed_engine_raise_the_closed_error(
+    db_path: Path,
+) -> None:
+    # Found by the actions hunt: ctx.storage.get / get_url / get_metadata in an action
+    # read in a transaction that neither checked that the engine was closing nor was
+    # counted as a running call, so after close() they raised StorageError ("LMDB error
+    # at ...: Attempt to operate on closed/deleted/dropped object"), where the action's
+    # other calls (run_query, store, delete) raise the engine's closed error.
+    engine = Engine.open(db_path, functions=app, durability="none")
+    small, large = engine.store_file(b"small"), engine.store_file(b"x" * (CHUNK_SIZE + 1))
+    engine.close()
+    calls: dict[str, Any] = {
+        "get small": lambda ctx: ctx.storage.get(small),
+        "get large": lambda ctx: ctx.storage.get(large),
+        "get_url": lambda ctx: ctx.storage.get_url(small),
+        "get_metadata": lambda ctx: ctx.storage.get_metadata(small),
+        "generate_upload_url": lambda ctx: ctx.storage.generate_upload_url(),
+        "run_query": lambda ctx: ctx.run_query(files.url, {"id": small}),
+    }
+    for name, call in calls.items():
+        with pytest.raises(EngineError) as raised:
+            run_action(engine, call)
+        assert type(raised.value) is EngineError, (name, raised.value)
+        assert str(raised.value) == str(closed_error()), name
 
 
 def test_db_get_and_db_system_get_keep_to_their_tables(engine: Engine) -> None:

@@ -849,3 +849,24 @@ def test_a_mutation_that_raced_the_index_being_added_is_re_run_with_its_entries(
     with Engine.open(db_path, schema=food_schema(), durability="none") as engine:
         assert [r["_id"] for r in search(engine, [1, 0, 0], limit=1)] == result
         engine.check()
+
+
+def test_a_vector_search_on_a_closed_engine_raises_the_closed_error(db_path: Path) -> None:
+    # Found by the actions hunt: ctx.vector_search read in an LMDB txn of its own that
+    # neither checked that the engine was closing nor was counted as a running call,
+    # so an action searching after close() got StorageError ("LMDB error at ...: Attempt
+    # to operate on closed/deleted/dropped object"), where its ctx.run_query gets the
+    # engine's closed error.
+    import asyncio
+
+    from engine.contexts import ActionCtx
+    from engine.errors import EngineError, closed_error
+
+    engine = Engine.open(db_path, schema=food_schema(), durability="none")
+    insert(engine, {"name": "a", "embedding": [1.0, 0.0, 0.0]})
+    ctx = ActionCtx(engine._runtime, None)  # an action still running when the engine closes
+    engine.close()
+    with pytest.raises(EngineError) as raised:
+        asyncio.run(ctx.vector_search("foods", "by_embedding", vector=[1.0, 0.0, 0.0]))
+    assert type(raised.value) is EngineError
+    assert str(raised.value) == str(closed_error())
