@@ -47,7 +47,7 @@ from .router import HttpRouter, router_of_module
 from .scheduler import ActionCancel, ActionJobId
 from .storage import LMDB_ERRORS
 from .validators import Validator, as_validator
-from .values import MAX_WALKED_SIZE, convert_sized
+from .values import convert_sized, size_texts
 
 if TYPE_CHECKING:
     from .database import Database
@@ -466,8 +466,7 @@ def _too_large(name: str, arguments: bool, size: int | None) -> LimitExceeded:
     None: more than :data:`engine.values.MAX_WALKED_SIZE` (the conversion stopped)."""
     limit = MAX_ARGS_SIZE if arguments else MAX_RESULT_SIZE
     what = f"Arguments for {name} are" if arguments else f"Function {name} return value is"
-    shown = f"more than {human_size(MAX_WALKED_SIZE)}" if size is None else human_size(size)
-    measured = f"more than {MAX_WALKED_SIZE}" if size is None else str(size)
+    shown, measured = size_texts(size)
     return LimitExceeded(
         f"{what} too large (actual: {shown}, limit: {human_size(limit)}): "
         f"{measured} bytes by Convex's measure, over {limit}. Pass large data as a file "

@@ -52,6 +52,7 @@ __all__ = [
     "convert_sized",
     "format_value",
     "nesting",
+    "size_texts",
     "type_name",
     "value_size",
     "values_equal",
@@ -245,10 +246,17 @@ def convert_document(document: object, *, path: str = "$") -> dict[str, Value]:
     return converted
 
 
+def size_texts(size: int | None) -> tuple[str, str]:
+    """``size`` for an error message, human and in bytes (``size`` None: more than
+    :data:`MAX_WALKED_SIZE`, where a conversion stops measuring)."""
+    if size is None:
+        return f"more than {human_size(MAX_WALKED_SIZE)}", f"more than {MAX_WALKED_SIZE}"
+    return human_size(size), str(size)
+
+
 def _document_too_large(path: str, size: int | None) -> LimitExceeded:
     """The error of a document over 1 MiB (``size`` None: over :data:`MAX_WALKED_SIZE`)."""
-    shown = f"more than {human_size(MAX_WALKED_SIZE)}" if size is None else human_size(size)
-    measured = f"more than {MAX_WALKED_SIZE}" if size is None else str(size)
+    shown, measured = size_texts(size)
     return LimitExceeded(
         f"Value is too large ({shown} > maximum size {human_size(MAX_DOCUMENT_SIZE)}): "
         f"the document at {path} measures {measured} bytes, over the limit of "
