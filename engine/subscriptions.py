@@ -103,6 +103,10 @@ _log = logging.getLogger("convexlite.subscriptions")
 _NOTHING: Any = object()
 
 
+def _nothing(txn: Any) -> None:
+    """A read that reads nothing: its snapshot timestamp is the head's."""
+
+
 class _Watched:
     """One shared execution: a query, its arguments and identity, and its last result."""
 
@@ -588,6 +592,8 @@ class SubscriptionManager:
         args = fresh_args(runtime.check_args(name, function, args))  # kept: not the caller's
         key: tuple[Any, ...] = (id(runtime), name, keys.encode(args), identity)
         deadline = None if expiry is None else time.monotonic() + expiry()
+        # The newest commit now, any process's (refused once the engine is closing).
+        head = self._db.run(_nothing, writable=False, source="subscribe")[1]
         with self._lock:
             if self._db.closing:  # under the lock: shutdown() collects what to close under it
                 raise closed_error()
@@ -611,7 +617,10 @@ class SubscriptionManager:
             self._ensure_worker()
             self._wakeup = True
             self._lock.notify_all()
-            while watched.result is _NOTHING and watched.error is None:
+            # A joiner waits too while the worker has not seen every commit made before
+            # this call (another process's, a scheduled job's): the value it would
+            # join can be older than what engine.query showed the caller just now.
+            while (watched.result is _NOTHING and watched.error is None) or self.ts < head:
                 if self._worker_error is not None:
                     raise EngineError("The subscription worker failed") from self._worker_error
                 if subscription._closed:  # ended before a first value: its token expired,
@@ -737,9 +746,6 @@ class SubscriptionManager:
                     new, self._new = self._new, []
                     joined, self._joined = self._joined, []
                     due = self._deadlines.pop_due(time.monotonic())
-                for subscription in joined:
-                    if not subscription._delivered:  # else a change reached it already
-                        subscription._deliver(subscription._watched.outcome())
                 for subscription in due:
                     self._check_expiry(subscription)
                 try:
@@ -758,10 +764,16 @@ class SubscriptionManager:
                         raise
                     with self._lock:
                         self._new[:0] = new
+                        self._joined[:0] = joined
                         self._wakeup = True
                     time.sleep(self.poll_interval)
                     continue
                 full_since = None
+                # After the step, which brought the joined executions up to the head that
+                # their subscribe() waits for: the callback's first value is that one.
+                for subscription in joined:
+                    if not subscription._delivered:  # else a change reached it already
+                        subscription._deliver(subscription._watched.outcome())
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
                 # One lock for all three: a subscribe() in between would start a new

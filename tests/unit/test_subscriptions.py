@@ -752,6 +752,33 @@ def test_joining_a_failing_query_delivers_its_error(engine: Engine) -> None:
     assert "negative value" in str(errors[0])
 
 
+def test_joining_a_query_shows_the_commits_made_before_subscribe(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a differential fuzz (every delivered value against a replay of the
+    # commits): a subscription joining an execution whose worker had not yet seen a
+    # commit of another process started with the value from before it, although
+    # engine.query had just shown the commit (a subscription of its own showed it).
+    import multiprocessing
+
+    manager = engine._db.subscriptions
+    monkeypatch.setattr(manager, "poll_interval", 3600.0)  # wakes, never polls
+    doc = put(engine, "a", 1)
+    with engine.subscribe(get_one, {"id": doc}) as first:
+        process = multiprocessing.get_context("spawn").Process(
+            target=_remote_patch, args=(engine.path, doc, 2)
+        )
+        process.start()
+        process.join(60)
+        assert process.exitcode == 0
+        assert engine.query(get_one, {"id": doc}) == 2
+        got: list[Any] = []
+        with engine.subscribe(get_one, {"id": doc}, callback=got.append) as joined:
+            assert joined.value == 2
+            assert first.value == 2  # the shared execution caught up
+            _eventually(lambda: got == [2])  # the callback's first value is that one too
+
+
 def test_a_subscription_closed_by_another_callback_hears_nothing_more(engine: Engine) -> None:
     doc = put(engine, "a", 0)
     heard: list[tuple[Any, bool]] = []
