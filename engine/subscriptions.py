@@ -296,6 +296,9 @@ class Subscription(_Notifier):
         self._expiry: Callable[[], float] | None = None
         #: (a published result, this subscription's own copy of it): see _mine.
         self._copy: tuple[Any, Any] | None = None
+        #: The head's commit timestamp when subscribe() was called: results of older
+        #: snapshots are not for it (it may join while the worker re-runs on one).
+        self._since = 0
 
     def _mine(self, result: Any) -> Any:
         """This subscription's own copy of the published ``result`` for ``.value`` and
@@ -608,6 +611,7 @@ class SubscriptionManager:
                 self._watched[key] = watched
                 self._new.append(watched)
             subscription = Subscription(self, watched, callback, on_error)
+            subscription._since = head
             watched.subscribers.append(subscription)
             if expiry is not None and deadline is not None:
                 subscription._expiry = expiry
@@ -888,8 +892,17 @@ class SubscriptionManager:
                 if self._apply(watched, outcome, latest):
                     watched.version += 1
                     # Who hears of it is decided here, under the lock: a subscription
-                    # joining after this point gets the value as a joiner, once.
-                    changed.append((list(watched.subscribers), watched.outcome()))
+                    # joining after this point gets the value as a joiner, once; so
+                    # does one that joined during this step, if its subscribe() came
+                    # after this snapshot (this value is older than the call).
+                    hear = []
+                    for subscription in watched.subscribers:
+                        if subscription._since <= latest:
+                            hear.append(subscription)
+                        elif subscription not in self._joined:  # the next step's value
+                            self._joined.append(subscription)
+                            self._wakeup = True
+                    changed.append((hear, watched.outcome()))
             self.ts = max(self.ts, latest)
             self._lock.notify_all()
         # Iterations read the published values: wake them now, each set once (woken per

@@ -779,6 +779,89 @@ def test_joining_a_query_shows_the_commits_made_before_subscribe(
             _eventually(lambda: got == [2])  # the callback's first value is that one too
 
 
+#: Holds the next run of ``gated_get`` until released (set ``gate["armed"]`` first).
+gate: dict[str, Any] = {"armed": False}
+
+
+@query(args={"id": v.string()})
+def gated_get(ctx: QueryCtx, id: str) -> Any:
+    doc = ctx.db.get(id)  # read first: the snapshot is the one the worker opened
+    if gate["armed"]:
+        gate["armed"] = False
+        gate["entered"].set()
+        gate["release"].wait(10)
+    return doc["value"]
+
+
+def test_joining_during_a_rerun_does_not_hear_the_rerun_older_than_the_join(
+    engine: Engine,
+) -> None:
+    # Found by the same fuzz, after the fix above: a subscription that joined while the
+    # worker re-ran the shared query on a snapshot taken before subscribe() was called
+    # heard that re-run's (older) value first in its callback, then the current one.
+    doc = put(engine, "a", 0)
+    gate.update(armed=False, entered=threading.Event(), release=threading.Event())
+    with engine.subscribe(gated_get, {"id": doc}) as first:
+        gate["armed"] = True
+        writer = threading.Thread(
+            target=lambda: engine.run(lambda ctx: ctx.db.patch(doc, {"value": 1}))
+        )
+        writer.start()  # its commit's re-run (on a snapshot with value 1) is held
+        assert gate["entered"].wait(10)
+        later = threading.Thread(
+            target=lambda: engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        )
+        later.start()
+        _eventually(lambda: engine.query(get_one, {"id": doc}) == 2)  # committed
+        watched = first._watched
+        threading.Thread(
+            target=lambda: (
+                _until(lambda: len(watched.subscribers) == 2),
+                gate["release"].set(),
+            )
+        ).start()  # let the held re-run finish once the join below happened
+        got: list[Any] = []
+        with engine.subscribe(gated_get, {"id": doc}, callback=got.append) as joined:
+            assert joined.value == 2
+            _eventually(lambda: got != [])
+            writer.join(10)
+            later.join(10)
+            engine.run(lambda ctx: ctx.db.patch(doc, {"value": 3}))
+            _eventually(lambda: got[-1] == 3)
+        assert got == [2, 3]  # never 1: that was before it subscribed
+
+
+def test_joining_during_a_first_run_older_than_the_join_still_hears_a_first_value(
+    engine: Engine,
+) -> None:
+    # The fix above leaves out a joiner whose subscribe() came after the snapshot of the
+    # step that published: joining during the execution's first run, while a commit
+    # that does not touch the query moves the head, it must still hear a first value.
+    doc = put(engine, "a", 0)
+    gate.update(armed=True, entered=threading.Event(), release=threading.Event())
+    opened: list[Any] = []
+    first = threading.Thread(target=lambda: opened.append(engine.subscribe(gated_get, {"id": doc})))
+    first.start()  # its first run (on a snapshot with value 0) is held
+    assert gate["entered"].wait(10)
+    other = threading.Thread(target=lambda: put(engine, "b", 5))  # not read by gated_get
+    other.start()
+    _eventually(lambda: engine.query(count, {}) == 2)  # committed
+    manager = engine._db.subscriptions
+    threading.Thread(
+        target=lambda: (
+            _until(lambda: sum(len(w.subscribers) for w in manager._watched.values()) == 2),
+            gate["release"].set(),
+        )
+    ).start()
+    got: list[Any] = []
+    with engine.subscribe(gated_get, {"id": doc}, callback=got.append) as joined:
+        assert joined.value == 0
+        _eventually(lambda: got == [0])
+        first.join(10)
+        other.join(10)
+        opened[0].close()
+
+
 def test_a_subscription_closed_by_another_callback_hears_nothing_more(engine: Engine) -> None:
     doc = put(engine, "a", 0)
     heard: list[tuple[Any, bool]] = []
