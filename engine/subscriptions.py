@@ -595,8 +595,10 @@ class SubscriptionManager:
         args = fresh_args(runtime.check_args(name, function, args))  # kept: not the caller's
         key: tuple[Any, ...] = (id(runtime), name, keys.encode(args), identity)
         deadline = None if expiry is None else time.monotonic() + expiry()
-        # The newest commit now, any process's (refused once the engine is closing).
-        head = self._db.run(_nothing, writable=False, source="subscribe")[1]
+        try:  # the newest commit now, any process's (refused once the engine is closing)
+            head = self._db.run(_nothing, writable=False, source="subscribe")[1]
+        except ReadersFull:  # for a moment, as the worker's polls find it: wait as before
+            head = 0  # for a first run only (its snapshot is no older than this call)
         with self._lock:
             if self._db.closing:  # under the lock: shutdown() collects what to close under it
                 raise closed_error()

@@ -1185,6 +1185,9 @@ def test_a_reader_table_full_for_a_moment_does_not_end_subscriptions(
             assert _until(lambda: _ended(subscription))
         else:
             time.sleep(0.2)
+            # A subscription joining meanwhile is served (reading the head needs a slot).
+            with engine.subscribe(get_one, {"id": doc}) as joined:
+                assert joined.value == 1
         release.set()
         for holder in holders:
             holder.join(10)
