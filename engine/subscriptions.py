@@ -156,6 +156,23 @@ class _Watched:
         self.version = 0
         self.subscribers: list[Subscription] = []
 
+    def detached(self) -> _Watched:
+        """A copy of the published outcome that no worker updates (the lock is held):
+        what a closed subscription keeps."""
+        kept = _Watched(self.key, self.runtime, self.name, self.function, self.args, self.identity)
+        kept.result, kept.result_bytes, kept.published = (
+            self.result,
+            self.result_bytes,
+            self.published,
+        )
+        kept.error, kept.error_tb, kept.ts, kept.version = (
+            self.error,
+            self.error_tb,
+            self.ts,
+            self.version,
+        )
+        return kept
+
     def copy_of(self, result: Any) -> Any:
         """A copy of ``result`` (a value this execution published) that nothing else
         holds: decoded from the stored bytes while they are ``result``'s (any thread)."""
@@ -503,8 +520,13 @@ class SubscriptionSet(_Notifier):
         if self._closed:
             return
         self._closed = True
-        for subscription in self._members.values():
-            subscription.close()
+        # Under one lock, so that the results the members keep are of one snapshot.
+        members = [s for s in self._members.values() if not s._closed]
+        for subscription in members:
+            subscription._closed = True
+        self._manager._unsubscribe(*members)
+        for subscription in members:
+            subscription._wake()
         self._wake()
 
     def _end(self, error: BaseException) -> None:
@@ -634,17 +656,24 @@ class SubscriptionManager:
                         raise subscription._ended.with_traceback(None)
                     raise closed_error()
                 self._lock.wait(1.0)
+            if subscription._watched is not watched:  # closed as its first value came:
+                subscription._watched = watched.detached()  # it keeps that one
         return subscription
 
-    def _unsubscribe(self, subscription: Subscription) -> None:
-        watched = subscription._watched
+    def _unsubscribe(self, *subscriptions: Subscription) -> None:
+        """Stop serving ``subscriptions`` (a set's members under one lock). Each keeps
+        the outcome it had, detached from the shared execution: an identical
+        subscription still open no longer changes a closed one's ``value`` and ``ts``."""
         with self._lock:
-            if subscription in watched.subscribers:
-                watched.subscribers.remove(subscription)
-                self._deadlines.discard(subscription)
-            if not watched.subscribers and self._watched.get(watched.key) is watched:
-                del self._watched[watched.key]
-                self._index.remove(watched.key)
+            for subscription in subscriptions:
+                watched = subscription._watched
+                if subscription in watched.subscribers:
+                    watched.subscribers.remove(subscription)
+                    self._deadlines.discard(subscription)
+                    subscription._watched = watched.detached()
+                if not watched.subscribers and self._watched.get(watched.key) is watched:
+                    del self._watched[watched.key]
+                    self._index.remove(watched.key)
             if not self._watched:
                 self._stopping = True
             self._lock.notify_all()  # the worker, and a subscribe() waiting for a first value

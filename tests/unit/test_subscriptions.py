@@ -546,6 +546,25 @@ def test_a_closed_subscription_iterates_nothing(engine: Engine) -> None:
     assert _within(5, lambda: asyncio.run(drain())) == []
 
 
+def test_a_closed_subscription_keeps_its_last_value(engine: Engine) -> None:
+    # Found by a scratch check of the docs' "sub.value keeps the last result": a closed
+    # subscription read the shared execution, so while an identical subscription stayed
+    # open its value (and ts) went on changing, and a closed set's values too.
+    doc = put(engine, "a", 1)
+    other = put(engine, "b", 10)
+    with engine.subscribe(get_one, {"id": doc}) as still_open:
+        closed = engine.subscribe(get_one, {"id": doc})
+        members = engine.subscribe_set({"a": (get_one, {"id": doc}), "b": (get_one, {"id": other})})
+        closed.close()
+        members.close()
+        ts = closed.ts
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        assert still_open.value == 2
+        assert closed.value == 1 and closed.ts == ts
+        assert members.value == {"a": 1, "b": 10}
+        assert list(closed) == [] and list(members) == []
+
+
 def test_closing_the_engine_ends_its_subscriptions(db_path: Path) -> None:
     # Found by review: the worker kept reading the closed environment and died, and
     # a consumer iterating the subscription hung.
