@@ -205,7 +205,9 @@ class _Notifier:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._pending = False  # an update the iterators have not seen
+        #: Counts the wake-ups: each iteration waits for one it has not seen (a shared
+        #: flag, cleared by the first iteration to wake, left the others asleep).
+        self._wakes = 0
         self._closed = False
         #: Why the subscriptions stopped, if their worker failed or a callback raised
         #: what is not an Exception (iteration raises it), and which of the two it was.
@@ -223,7 +225,7 @@ class _Notifier:
 
     def _wake(self) -> None:
         with self._cond:
-            self._pending = True
+            self._wakes += 1
             self._cond.notify_all()
 
     def _follow(self, current: Callable[[], _Versioned]) -> Iterator[Any]:
@@ -236,7 +238,7 @@ class _Notifier:
         A closed notifier yields nothing; one whose worker failed raises.
         """
         with self._cond:
-            self._pending = False
+            woken = self._wakes
         self._raise_if_stopped()  # the worker failed, or the token expired, before this began
         if self._closed:
             return
@@ -244,9 +246,9 @@ class _Notifier:
         yield value()
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
+                while self._wakes == woken and not self._closed:
                     self._cond.wait()
-                self._pending = False
+                woken = self._wakes
             self._raise_if_stopped()
             if self._closed:
                 return

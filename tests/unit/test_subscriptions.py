@@ -129,6 +129,32 @@ def test_iteration_yields_current_then_changes(engine: Engine) -> None:
     assert seen == [0, 1, 2, 3]
 
 
+def test_two_threads_iterating_one_subscription_both_follow_it(engine: Engine) -> None:
+    # Found by a scratch check: the iterations of one subscription shared one "woken"
+    # flag, so the first to wake cleared it for the other, which slept on and was left
+    # several values behind (after 20 commits: one had the last value, the other 4).
+    doc = put(engine, "a", 0)
+    seen: dict[int, list[Any]] = {0: [], 1: []}
+    with engine.subscribe(get_one, {"id": doc}) as sub:
+
+        def follow(which: int) -> None:
+            for value in sub:
+                seen[which].append(value)
+                if value == 5:
+                    return
+
+        threads = [threading.Thread(target=follow, args=(which,)) for which in (0, 1)]
+        for thread in threads:
+            thread.start()
+        assert _until(lambda: seen[0] == [0] and seen[1] == [0])
+        for i in range(1, 6):
+            engine.run(lambda ctx, i=i: ctx.db.patch(doc, {"value": i}))
+            assert _until(lambda i=i: seen[0][-1] == i and seen[1][-1] == i), seen
+        for thread in threads:
+            thread.join(5)
+    assert seen == {0: [0, 1, 2, 3, 4, 5], 1: [0, 1, 2, 3, 4, 5]}
+
+
 def test_errors_are_delivered_and_recovered_from(engine: Engine) -> None:
     doc = put(engine, "a", 1)
     errors: list[BaseException] = []
