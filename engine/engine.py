@@ -598,6 +598,8 @@ class Engine:
                                     headers={"Content-Type": "application/json"})
             assert response.status == 201, response.text()
 
+        Returns once this process's subscriptions show what the request committed (the
+        handler's ``ctx.run_mutation`` calls, an upload's file), as :meth:`action` does.
         Cost: as the handler's. Bodies are capped at Convex's 20 MiB both ways, as
         behind :meth:`serve_http` (a 413; a redacted 500); uploads to the storage
         endpoints are not capped (the body is already in memory).
@@ -665,6 +667,24 @@ class Engine:
                 ) from None
         if body is not None and "content-length" not in given:
             given = Headers([*given.pairs(), ("Content-Length", str(len(data)))])
+        try:
+            return await self._fetched(runtime, path, method, given, data, identity)
+        finally:
+            # Read-your-writes, as after action(): the handler's ctx.run_mutation calls
+            # (or an upload's commit) are shown by this process's subscriptions.
+            if self._db.subscriptions_active():
+                await asyncio.to_thread(self._db.catch_up_subscriptions)
+
+    async def _fetched(
+        self,
+        runtime: Runtime,
+        path: str,
+        method: str,
+        given: Headers,
+        data: bytes,
+        identity: Any,
+    ) -> HttpResponse:
+        """:meth:`afetch` once its arguments are checked: route and answer the request."""
         router = runtime.registry.http
         # Escaped as a client sends it (convex-test's fetch goes through `new URL`) and as
         # serve_http escapes a raw request line: a test then reaches exactly the routes

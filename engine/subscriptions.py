@@ -103,6 +103,10 @@ _log = logging.getLogger("convexlite.subscriptions")
 _NOTHING: Any = object()
 
 
+def _nothing(txn: Any) -> None:
+    """A read that reads nothing: its snapshot timestamp is the head's."""
+
+
 class _Watched:
     """One shared execution: a query, its arguments and identity, and its last result."""
 
@@ -152,6 +156,23 @@ class _Watched:
         self.version = 0
         self.subscribers: list[Subscription] = []
 
+    def detached(self) -> _Watched:
+        """A copy of the published outcome that no worker updates (the lock is held):
+        what a closed subscription keeps."""
+        kept = _Watched(self.key, self.runtime, self.name, self.function, self.args, self.identity)
+        kept.result, kept.result_bytes, kept.published = (
+            self.result,
+            self.result_bytes,
+            self.published,
+        )
+        kept.error, kept.error_tb, kept.ts, kept.version = (
+            self.error,
+            self.error_tb,
+            self.ts,
+            self.version,
+        )
+        return kept
+
     def copy_of(self, result: Any) -> Any:
         """A copy of ``result`` (a value this execution published) that nothing else
         holds: decoded from the stored bytes while they are ``result``'s (any thread)."""
@@ -184,7 +205,9 @@ class _Notifier:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._pending = False  # an update the iterators have not seen
+        #: Counts the wake-ups: each iteration waits for one it has not seen (a shared
+        #: flag, cleared by the first iteration to wake, left the others asleep).
+        self._wakes = 0
         self._closed = False
         #: Why the subscriptions stopped, if their worker failed or a callback raised
         #: what is not an Exception (iteration raises it), and which of the two it was.
@@ -202,7 +225,7 @@ class _Notifier:
 
     def _wake(self) -> None:
         with self._cond:
-            self._pending = True
+            self._wakes += 1
             self._cond.notify_all()
 
     def _follow(self, current: Callable[[], _Versioned]) -> Iterator[Any]:
@@ -215,7 +238,7 @@ class _Notifier:
         A closed notifier yields nothing; one whose worker failed raises.
         """
         with self._cond:
-            self._pending = False
+            woken = self._wakes
         self._raise_if_stopped()  # the worker failed, or the token expired, before this began
         if self._closed:
             return
@@ -223,9 +246,9 @@ class _Notifier:
         yield value()
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
+                while self._wakes == woken and not self._closed:
                     self._cond.wait()
-                self._pending = False
+                woken = self._wakes
             self._raise_if_stopped()
             if self._closed:
                 return
@@ -292,6 +315,9 @@ class Subscription(_Notifier):
         self._expiry: Callable[[], float] | None = None
         #: (a published result, this subscription's own copy of it): see _mine.
         self._copy: tuple[Any, Any] | None = None
+        #: The head's commit timestamp when subscribe() was called: results of older
+        #: snapshots are not for it (it may join while the worker re-runs on one).
+        self._since = 0
 
     def _mine(self, result: Any) -> Any:
         """This subscription's own copy of the published ``result`` for ``.value`` and
@@ -496,8 +522,13 @@ class SubscriptionSet(_Notifier):
         if self._closed:
             return
         self._closed = True
-        for subscription in self._members.values():
-            subscription.close()
+        # Under one lock, so that the results the members keep are of one snapshot.
+        members = [s for s in self._members.values() if not s._closed]
+        for subscription in members:
+            subscription._closed = True
+        self._manager._unsubscribe(*members)
+        for subscription in members:
+            subscription._wake()
         self._wake()
 
     def _end(self, error: BaseException) -> None:
@@ -588,6 +619,10 @@ class SubscriptionManager:
         args = fresh_args(runtime.check_args(name, function, args))  # kept: not the caller's
         key: tuple[Any, ...] = (id(runtime), name, keys.encode(args), identity)
         deadline = None if expiry is None else time.monotonic() + expiry()
+        try:  # the newest commit now, any process's (refused once the engine is closing)
+            head = self._db.run(_nothing, writable=False, source="subscribe")[1]
+        except ReadersFull:  # for a moment, as the worker's polls find it: wait as before
+            head = 0  # for a first run only (its snapshot is no older than this call)
         with self._lock:
             if self._db.closing:  # under the lock: shutdown() collects what to close under it
                 raise closed_error()
@@ -602,6 +637,7 @@ class SubscriptionManager:
                 self._watched[key] = watched
                 self._new.append(watched)
             subscription = Subscription(self, watched, callback, on_error)
+            subscription._since = head
             watched.subscribers.append(subscription)
             if expiry is not None and deadline is not None:
                 subscription._expiry = expiry
@@ -611,7 +647,10 @@ class SubscriptionManager:
             self._ensure_worker()
             self._wakeup = True
             self._lock.notify_all()
-            while watched.result is _NOTHING and watched.error is None:
+            # A joiner waits too while the worker has not seen every commit made before
+            # this call (another process's, a scheduled job's): the value it would
+            # join can be older than what engine.query showed the caller just now.
+            while (watched.result is _NOTHING and watched.error is None) or self.ts < head:
                 if self._worker_error is not None:
                     raise EngineError("The subscription worker failed") from self._worker_error
                 if subscription._closed:  # ended before a first value: its token expired,
@@ -619,17 +658,24 @@ class SubscriptionManager:
                         raise subscription._ended.with_traceback(None)
                     raise closed_error()
                 self._lock.wait(1.0)
+            if subscription._watched is not watched:  # closed as its first value came:
+                subscription._watched = watched.detached()  # it keeps that one
         return subscription
 
-    def _unsubscribe(self, subscription: Subscription) -> None:
-        watched = subscription._watched
+    def _unsubscribe(self, *subscriptions: Subscription) -> None:
+        """Stop serving ``subscriptions`` (a set's members under one lock). Each keeps
+        the outcome it had, detached from the shared execution: an identical
+        subscription still open no longer changes a closed one's ``value`` and ``ts``."""
         with self._lock:
-            if subscription in watched.subscribers:
-                watched.subscribers.remove(subscription)
-                self._deadlines.discard(subscription)
-            if not watched.subscribers and self._watched.get(watched.key) is watched:
-                del self._watched[watched.key]
-                self._index.remove(watched.key)
+            for subscription in subscriptions:
+                watched = subscription._watched
+                if subscription in watched.subscribers:
+                    watched.subscribers.remove(subscription)
+                    self._deadlines.discard(subscription)
+                    subscription._watched = watched.detached()
+                if not watched.subscribers and self._watched.get(watched.key) is watched:
+                    del self._watched[watched.key]
+                    self._index.remove(watched.key)
             if not self._watched:
                 self._stopping = True
             self._lock.notify_all()  # the worker, and a subscribe() waiting for a first value
@@ -737,9 +783,6 @@ class SubscriptionManager:
                     new, self._new = self._new, []
                     joined, self._joined = self._joined, []
                     due = self._deadlines.pop_due(time.monotonic())
-                for subscription in joined:
-                    if not subscription._delivered:  # else a change reached it already
-                        subscription._deliver(subscription._watched.outcome())
                 for subscription in due:
                     self._check_expiry(subscription)
                 try:
@@ -758,10 +801,16 @@ class SubscriptionManager:
                         raise
                     with self._lock:
                         self._new[:0] = new
+                        self._joined[:0] = joined
                         self._wakeup = True
                     time.sleep(self.poll_interval)
                     continue
                 full_since = None
+                # After the step, which brought the joined executions up to the head that
+                # their subscribe() waits for: the callback's first value is that one.
+                for subscription in joined:
+                    if not subscription._delivered:  # else a change reached it already
+                        subscription._deliver(subscription._watched.outcome())
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
                 # One lock for all three: a subscribe() in between would start a new
@@ -876,8 +925,17 @@ class SubscriptionManager:
                 if self._apply(watched, outcome, latest):
                     watched.version += 1
                     # Who hears of it is decided here, under the lock: a subscription
-                    # joining after this point gets the value as a joiner, once.
-                    changed.append((list(watched.subscribers), watched.outcome()))
+                    # joining after this point gets the value as a joiner, once; so
+                    # does one that joined during this step, if its subscribe() came
+                    # after this snapshot (this value is older than the call).
+                    hear = []
+                    for subscription in watched.subscribers:
+                        if subscription._since <= latest:
+                            hear.append(subscription)
+                        elif subscription not in self._joined:  # the next step's value
+                            self._joined.append(subscription)
+                            self._wakeup = True
+                    changed.append((hear, watched.outcome()))
             self.ts = max(self.ts, latest)
             self._lock.notify_all()
         # Iterations read the published values: wake them now, each set once (woken per

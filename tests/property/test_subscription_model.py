@@ -503,6 +503,11 @@ class SubscriptionModel(RuleBasedStateMachine):
             self.runs.clear()
         written: dict[str, Written] = {}
         had_later = self._later_exists()
+        # A query that raised for what the catalog says (its index was dropped) read the
+        # next table number, which creating a table writes (Query._read_catalog).
+        failing = {
+            id(entry) for entry in self.open if "error" in outcome(lambda e=entry: e.sub.value)
+        }
         if mode == "fail":
             before = self.engine.query(get_query, {"ids": sorted(self.live)})
             with pytest.raises(Boom):
@@ -536,7 +541,8 @@ class SubscriptionModel(RuleBasedStateMachine):
         with self.runs_lock:
             runs = dict(self.runs)
         for entry in self.open:
-            if not entry.sub.closed and not may_touch(entry.kind, entry.args, writes, new_table):
+            touched = may_touch(entry.kind, entry.args, writes, new_table)
+            if not entry.sub.closed and not touched and not (new_table and id(entry) in failing):
                 assert runs.get(entry.sub._watched.key, 0) == 0, (
                     f"{entry.kind} {entry.args} re-ran after unrelated writes {writes}"
                 )

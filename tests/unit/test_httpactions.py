@@ -351,6 +351,56 @@ def test_fetch_and_afetch(engine: Engine) -> None:
         engine.fetch("notes")
 
 
+@pytest.mark.parametrize("target", ["route", "upload"])
+def test_fetch_returns_once_subscriptions_show_its_writes(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    # Found by a subscriptions hunt: engine.action() returns once subscriptions reflect
+    # what its ctx.run_mutation calls committed, but engine.fetch() (an HTTP action, or
+    # an upload to a URL the engine handed out) returned at once, so a subscription read
+    # right after it could still miss the write (as convex-test's t.fetch never would).
+    manager = engine._db.subscriptions
+    step, wait_for = manager._step, manager.wait_for
+    held, release, waiting = threading.Event(), threading.Event(), threading.Event()
+
+    def held_step(new: Any) -> None:  # the worker, held until released
+        if not release.is_set():
+            held.set()
+            release.wait(10)
+        step(new)
+
+    def waited(ts: int, timeout: float = 30.0) -> None:
+        waiting.set()
+        wait_for(ts, timeout)
+
+    if target == "route":
+        ref, first, expected = notes.texts, [], ["hi"]
+        url, body = "/notes", b'{"text": "hi"}'
+    else:
+        ref, first, expected = files.files, [], [10]
+        url, body = engine.mutation(files.upload_url), b"file bytes"
+    with engine.subscribe(ref, {}) as sub:
+        assert sub.value == first
+        monkeypatch.setattr(manager, "_step", held_step)
+        monkeypatch.setattr(manager, "wait_for", waited)
+        assert held.wait(10)  # the worker's next poll is held
+        returned = threading.Event()
+        seen: list[Any] = []
+
+        def post() -> None:
+            engine.fetch(url, method="POST", body=body, headers={"Content-Type": "text/plain"})
+            value = sub.value
+            seen.append(value if target == "route" else [f["size"] for f in value])
+            returned.set()
+
+        poster = threading.Thread(target=post)
+        poster.start()
+        wait_until(lambda: returned.is_set() or waiting.is_set())
+        release.set()
+        poster.join(10)
+        assert seen == [expected]
+
+
 def test_a_fetched_response_reads_its_body_as_json(engine: Engine) -> None:
     # convex-test: `const response = await t.fetch(...); await response.json()`. On a
     # response, json() reads the body; on the class, HttpResponse.json(data) still builds one.

@@ -129,6 +129,32 @@ def test_iteration_yields_current_then_changes(engine: Engine) -> None:
     assert seen == [0, 1, 2, 3]
 
 
+def test_two_threads_iterating_one_subscription_both_follow_it(engine: Engine) -> None:
+    # Found by a scratch check: the iterations of one subscription shared one "woken"
+    # flag, so the first to wake cleared it for the other, which slept on and was left
+    # several values behind (after 20 commits: one had the last value, the other 4).
+    doc = put(engine, "a", 0)
+    seen: dict[int, list[Any]] = {0: [], 1: []}
+    with engine.subscribe(get_one, {"id": doc}) as sub:
+
+        def follow(which: int) -> None:
+            for value in sub:
+                seen[which].append(value)
+                if value == 5:
+                    return
+
+        threads = [threading.Thread(target=follow, args=(which,)) for which in (0, 1)]
+        for thread in threads:
+            thread.start()
+        assert _until(lambda: seen[0] == [0] and seen[1] == [0])
+        for i in range(1, 6):
+            engine.run(lambda ctx, i=i: ctx.db.patch(doc, {"value": i}))
+            assert _until(lambda i=i: seen[0][-1] == i and seen[1][-1] == i), seen
+        for thread in threads:
+            thread.join(5)
+    assert seen == {0: [0, 1, 2, 3, 4, 5], 1: [0, 1, 2, 3, 4, 5]}
+
+
 def test_errors_are_delivered_and_recovered_from(engine: Engine) -> None:
     doc = put(engine, "a", 1)
     errors: list[BaseException] = []
@@ -546,6 +572,25 @@ def test_a_closed_subscription_iterates_nothing(engine: Engine) -> None:
     assert _within(5, lambda: asyncio.run(drain())) == []
 
 
+def test_a_closed_subscription_keeps_its_last_value(engine: Engine) -> None:
+    # Found by a scratch check of the docs' "sub.value keeps the last result": a closed
+    # subscription read the shared execution, so while an identical subscription stayed
+    # open its value (and ts) went on changing, and a closed set's values too.
+    doc = put(engine, "a", 1)
+    other = put(engine, "b", 10)
+    with engine.subscribe(get_one, {"id": doc}) as still_open:
+        closed = engine.subscribe(get_one, {"id": doc})
+        members = engine.subscribe_set({"a": (get_one, {"id": doc}), "b": (get_one, {"id": other})})
+        closed.close()
+        members.close()
+        ts = closed.ts
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        assert still_open.value == 2
+        assert closed.value == 1 and closed.ts == ts
+        assert members.value == {"a": 1, "b": 10}
+        assert list(closed) == [] and list(members) == []
+
+
 def test_closing_the_engine_ends_its_subscriptions(db_path: Path) -> None:
     # Found by review: the worker kept reading the closed environment and died, and
     # a consumer iterating the subscription hung.
@@ -750,6 +795,116 @@ def test_joining_a_failing_query_delivers_its_error(engine: Engine) -> None:
     ):
         _eventually(lambda: len(errors) == 1)
     assert "negative value" in str(errors[0])
+
+
+def test_joining_a_query_shows_the_commits_made_before_subscribe(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a differential fuzz (every delivered value against a replay of the
+    # commits): a subscription joining an execution whose worker had not yet seen a
+    # commit of another process started with the value from before it, although
+    # engine.query had just shown the commit (a subscription of its own showed it).
+    import multiprocessing
+
+    manager = engine._db.subscriptions
+    monkeypatch.setattr(manager, "poll_interval", 3600.0)  # wakes, never polls
+    doc = put(engine, "a", 1)
+    with engine.subscribe(get_one, {"id": doc}) as first:
+        process = multiprocessing.get_context("spawn").Process(
+            target=_remote_patch, args=(engine.path, doc, 2)
+        )
+        process.start()
+        process.join(60)
+        assert process.exitcode == 0
+        assert engine.query(get_one, {"id": doc}) == 2
+        got: list[Any] = []
+        with engine.subscribe(get_one, {"id": doc}, callback=got.append) as joined:
+            assert joined.value == 2
+            assert first.value == 2  # the shared execution caught up
+            _eventually(lambda: got == [2])  # the callback's first value is that one too
+
+
+#: Holds the next run of ``gated_get`` until released (set ``gate["armed"]`` first).
+gate: dict[str, Any] = {"armed": False}
+
+
+@query(args={"id": v.string()})
+def gated_get(ctx: QueryCtx, id: str) -> Any:
+    doc = ctx.db.get(id)  # read first: the snapshot is the one the worker opened
+    if gate["armed"]:
+        gate["armed"] = False
+        gate["entered"].set()
+        gate["release"].wait(10)
+    return doc["value"]
+
+
+def test_joining_during_a_rerun_does_not_hear_the_rerun_older_than_the_join(
+    engine: Engine,
+) -> None:
+    # Found by the same fuzz, after the fix above: a subscription that joined while the
+    # worker re-ran the shared query on a snapshot taken before subscribe() was called
+    # heard that re-run's (older) value first in its callback, then the current one.
+    doc = put(engine, "a", 0)
+    gate.update(armed=False, entered=threading.Event(), release=threading.Event())
+    with engine.subscribe(gated_get, {"id": doc}) as first:
+        gate["armed"] = True
+        writer = threading.Thread(
+            target=lambda: engine.run(lambda ctx: ctx.db.patch(doc, {"value": 1}))
+        )
+        writer.start()  # its commit's re-run (on a snapshot with value 1) is held
+        assert gate["entered"].wait(10)
+        later = threading.Thread(
+            target=lambda: engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        )
+        later.start()
+        _eventually(lambda: engine.query(get_one, {"id": doc}) == 2)  # committed
+        watched = first._watched
+        threading.Thread(
+            target=lambda: (
+                _until(lambda: len(watched.subscribers) == 2),
+                gate["release"].set(),
+            )
+        ).start()  # let the held re-run finish once the join below happened
+        got: list[Any] = []
+        with engine.subscribe(gated_get, {"id": doc}, callback=got.append) as joined:
+            assert joined.value == 2
+            _eventually(lambda: got != [])
+            writer.join(10)
+            later.join(10)
+            engine.run(lambda ctx: ctx.db.patch(doc, {"value": 3}))
+            _eventually(lambda: got[-1] == 3)
+        assert got == [2, 3]  # never 1: that was before it subscribed
+
+
+def test_joining_during_a_first_run_older_than_the_join_still_hears_a_first_value(
+    engine: Engine,
+) -> None:
+    # The fix above leaves out a joiner whose subscribe() came after the snapshot of the
+    # step that published: joining during the execution's first run, while a commit
+    # that does not touch the query moves the head, it must still hear a first value.
+    doc = put(engine, "a", 0)
+    gate.update(armed=True, entered=threading.Event(), release=threading.Event())
+    opened: list[Any] = []
+    first = threading.Thread(target=lambda: opened.append(engine.subscribe(gated_get, {"id": doc})))
+    first.start()  # its first run (on a snapshot with value 0) is held
+    assert gate["entered"].wait(10)
+    other = threading.Thread(target=lambda: put(engine, "b", 5))  # not read by gated_get
+    other.start()
+    _eventually(lambda: engine.query(count, {}) == 2)  # committed
+    manager = engine._db.subscriptions
+    threading.Thread(
+        target=lambda: (
+            _until(lambda: sum(len(w.subscribers) for w in manager._watched.values()) == 2),
+            gate["release"].set(),
+        )
+    ).start()
+    got: list[Any] = []
+    with engine.subscribe(gated_get, {"id": doc}, callback=got.append) as joined:
+        assert joined.value == 0
+        _eventually(lambda: got == [0])
+        first.join(10)
+        other.join(10)
+        opened[0].close()
 
 
 def test_a_subscription_closed_by_another_callback_hears_nothing_more(engine: Engine) -> None:
@@ -1075,6 +1230,9 @@ def test_a_reader_table_full_for_a_moment_does_not_end_subscriptions(
             assert _until(lambda: _ended(subscription))
         else:
             time.sleep(0.2)
+            # A subscription joining meanwhile is served (reading the head needs a slot).
+            with engine.subscribe(get_one, {"id": doc}) as joined:
+                assert joined.value == 1
         release.set()
         for holder in holders:
             holder.join(10)
