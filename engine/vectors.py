@@ -46,7 +46,7 @@ import threading
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from numbers import Real
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 from . import ids, keys
@@ -321,8 +321,14 @@ def _query_vector(vector: Any) -> list[float]:
 
 
 def _limit(limit: Any) -> int:
+    """``limit`` as an int from 1 to :data:`MAX_RESULTS` (None: the default). Convex's
+    limit is a JS number, so a whole float (an argument declared ``v.number()``) counts
+    as the integer it holds, as in ``take``; a NumPy integer is an integer too."""
     if limit is None:
         return DEFAULT_LIMIT
+    whole = type(limit) is float and limit.is_integer()
+    if whole or (isinstance(limit, Integral) and not isinstance(limit, bool)):
+        limit = int(limit)
     if type(limit) is not int or limit < 1:
         raise VectorSearchError(
             f"`limit` must be an integer from 1 to {MAX_RESULTS}, got {limit!r}",

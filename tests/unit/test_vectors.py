@@ -14,11 +14,13 @@ import pytest
 
 from engine import (
     UNSET,
+    ActionCtx,
     CorruptionError,
     Engine,
     IndexNotFound,
     SchemaValidationError,
     VectorSearchError,
+    action,
     define_schema,
     define_table,
     v,
@@ -228,6 +230,28 @@ def test_limit_defaults_to_10_and_is_at_most_256(engine: Engine) -> None:
     for bad in (0, -1, 2.5, "3"):
         with pytest.raises(VectorSearchError, match="`limit` must be an integer from 1 to 256"):
             search(engine, [1, 1, 1], limit=bad)
+
+
+def test_a_limit_declared_v_number_is_a_whole_float_and_works(engine: Engine) -> None:
+    # Convex's limit is a JS number: `limit: v.number()` (float64) passed on works there,
+    # as take(2.0) does here. A NumPy integer is an integer too.
+    import numpy as np
+
+    insert(engine, *({"name": str(i), "embedding": [1.0, float(i), 0.0]} for i in range(5)))
+
+    @action(args={"vector": v.array(v.float64()), "limit": v.number()})
+    async def similar(ctx: ActionCtx, vector: list[float], limit: float) -> Any:
+        return await ctx.vector_search("foods", "by_embedding", vector=vector, limit=limit)
+
+    assert len(engine.action(similar, {"vector": [1.0, 0.0, 0.0], "limit": 3.0})) == 3
+    assert len(search(engine, [1, 0, 0], limit=np.int64(2))) == 2
+    assert len(search(engine, [1, 0, 0], limit=256.0)) == 5
+    with pytest.raises(VectorSearchError, match="requested 257.") as error:
+        search(engine, [1, 0, 0], limit=257.0)
+    assert error.value.code == "VectorLimitTooLargeError"
+    for bad in (True, 0.0, 1.5, math.nan, math.inf):
+        with pytest.raises(VectorSearchError, match="`limit` must be an integer from 1 to 256"):
+            search(engine, [1, 0, 0], limit=bad)
 
 
 def test_the_exact_nearest_neighbours_are_found(engine: Engine) -> None:
