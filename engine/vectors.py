@@ -377,6 +377,13 @@ def _conditions(
     """Filter slot → the hashes of the values it may hold (empty: no filter)."""
     if filter is None:
         return {}
+    if not callable(filter):
+        raise VectorSearchError(
+            "vector_search's filter expects a function of q, such as "
+            "lambda q: q.eq(field, value) or lambda q: q.or_(q.eq(...), q.eq(...)); "
+            f"got {filter!r:.60}",
+            code="InvalidVectorSearchFilter",
+        )
     built = filter(VectorFilterBuilder())
     if not isinstance(built, _Filter):
         raise VectorSearchError(

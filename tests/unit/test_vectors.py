@@ -399,6 +399,16 @@ def test_filter_errors_use_convex_codes(engine: Engine) -> None:
     search(engine, [1, 0, 0], filter=lambda q: q.or_(*(q.eq("cuisine", str(i)) for i in range(64))))
 
 
+@pytest.mark.parametrize("bad", [{"cuisine": "Thai"}, "cuisine", ("cuisine", "Thai")])
+def test_a_filter_that_is_not_a_function_gets_a_vector_search_error(
+    engine: Engine, bad: Any
+) -> None:
+    with pytest.raises(VectorSearchError, match=r"expects a function of q, such as") as error:
+        search(engine, [1, 0, 0], filter=bad)
+    assert error.value.code == "InvalidVectorSearchFilter"
+    assert repr(bad)[:20] in str(error.value)
+
+
 def test_unknown_and_wrong_indexes(engine: Engine) -> None:
     with pytest.raises(
         IndexNotFound,
