@@ -258,12 +258,17 @@ class VectorFilterBuilder:
     def __getattr__(self, name: str) -> Any:
         if name == "or":
             return self.or_
-        raise VectorSearchError(
+        raise _NotAFilter(
             f"Filters should be a combination of `q.eq` and `q.or`. (q.{name} is not one: "
             "a vector search filters by equality only; filter the documents further in the "
             "action after loading them)",
             code="InvalidVectorSearchFilter",
         )
+
+
+class _NotAFilter(VectorSearchError, AttributeError):
+    """``q.<name>`` for a name the filter builder lacks: Convex's error, and an
+    ``AttributeError`` too, so that ``hasattr(q, name)`` is False (not an exception)."""
 
 
 class _Filter:

@@ -409,6 +409,24 @@ def test_a_filter_that_is_not_a_function_gets_a_vector_search_error(
     assert repr(bad)[:20] in str(error.value)
 
 
+def test_a_missing_filter_method_is_an_attribute_error_too(engine: Engine) -> None:
+    # hasattr() (and getattr with a default, debuggers, mocks) rely on AttributeError:
+    # q.neq must still say why with Convex's code, and hasattr(q, "neq") be False.
+    seen: dict[str, Any] = {}
+
+    def probe(q: Any) -> Any:
+        seen["hasattr"] = hasattr(q, "neq"), hasattr(q, "__array__"), hasattr(q, "or")
+        seen["default"] = getattr(q, "and_", None)
+        return q.eq("cuisine", "Thai")
+
+    search(engine, [1, 0, 0], filter=probe)
+    assert seen == {"hasattr": (False, False, True), "default": None}
+    with pytest.raises(VectorSearchError, match="combination of `q.eq` and `q.or`") as error:
+        search(engine, [1, 0, 0], filter=lambda q: q.neq("cuisine", "x"))
+    assert error.value.code == "InvalidVectorSearchFilter"
+    assert isinstance(error.value, AttributeError)
+
+
 def test_unknown_and_wrong_indexes(engine: Engine) -> None:
     with pytest.raises(
         IndexNotFound,
