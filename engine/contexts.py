@@ -387,7 +387,7 @@ class ActionCtx:
         query: Mapping[str, Any] | None = None,
         *,
         vector: Any = None,
-        limit: int | None = None,
+        limit: float | None = None,
         filter: Callable[[VectorFilterBuilder], Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Convex's ``ctx.vectorSearch``: the documents nearest to ``vector`` in vector

@@ -46,7 +46,7 @@ import threading
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from numbers import Real
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any
 
 from . import ids, keys
@@ -258,12 +258,17 @@ class VectorFilterBuilder:
     def __getattr__(self, name: str) -> Any:
         if name == "or":
             return self.or_
-        raise VectorSearchError(
+        raise _NotAFilter(
             f"Filters should be a combination of `q.eq` and `q.or`. (q.{name} is not one: "
             "a vector search filters by equality only; filter the documents further in the "
             "action after loading them)",
             code="InvalidVectorSearchFilter",
         )
+
+
+class _NotAFilter(VectorSearchError, AttributeError):
+    """``q.<name>`` for a name the filter builder lacks: Convex's error, and an
+    ``AttributeError`` too, so that ``hasattr(q, name)`` is False (not an exception)."""
 
 
 class _Filter:
@@ -321,8 +326,14 @@ def _query_vector(vector: Any) -> list[float]:
 
 
 def _limit(limit: Any) -> int:
+    """``limit`` as an int from 1 to :data:`MAX_RESULTS` (None: the default). Convex's
+    limit is a JS number, so a whole float (an argument declared ``v.number()``) counts
+    as the integer it holds, as in ``take``; a NumPy integer is an integer too."""
     if limit is None:
         return DEFAULT_LIMIT
+    whole = type(limit) is float and limit.is_integer()
+    if whole or (isinstance(limit, Integral) and not isinstance(limit, bool)):
+        limit = int(limit)
     if type(limit) is not int or limit < 1:
         raise VectorSearchError(
             f"`limit` must be an integer from 1 to {MAX_RESULTS}, got {limit!r}",
@@ -371,6 +382,13 @@ def _conditions(
     """Filter slot → the hashes of the values it may hold (empty: no filter)."""
     if filter is None:
         return {}
+    if not callable(filter):
+        raise VectorSearchError(
+            "vector_search's filter expects a function of q, such as "
+            "lambda q: q.eq(field, value) or lambda q: q.or_(q.eq(...), q.eq(...)); "
+            f"got {filter!r:.60}",
+            code="InvalidVectorSearchFilter",
+        )
     built = filter(VectorFilterBuilder())
     if not isinstance(built, _Filter):
         raise VectorSearchError(

@@ -14,11 +14,13 @@ import pytest
 
 from engine import (
     UNSET,
+    ActionCtx,
     CorruptionError,
     Engine,
     IndexNotFound,
     SchemaValidationError,
     VectorSearchError,
+    action,
     define_schema,
     define_table,
     v,
@@ -230,6 +232,28 @@ def test_limit_defaults_to_10_and_is_at_most_256(engine: Engine) -> None:
             search(engine, [1, 1, 1], limit=bad)
 
 
+def test_a_limit_declared_v_number_is_a_whole_float_and_works(engine: Engine) -> None:
+    # Convex's limit is a JS number: `limit: v.number()` (float64) passed on works there,
+    # as take(2.0) does here. A NumPy integer is an integer too.
+    import numpy as np
+
+    insert(engine, *({"name": str(i), "embedding": [1.0, float(i), 0.0]} for i in range(5)))
+
+    @action(args={"vector": v.array(v.float64()), "limit": v.number()})
+    async def similar(ctx: ActionCtx, vector: list[float], limit: float) -> Any:
+        return await ctx.vector_search("foods", "by_embedding", vector=vector, limit=limit)
+
+    assert len(engine.action(similar, {"vector": [1.0, 0.0, 0.0], "limit": 3.0})) == 3
+    assert len(search(engine, [1, 0, 0], limit=np.int64(2))) == 2
+    assert len(search(engine, [1, 0, 0], limit=256.0)) == 5
+    with pytest.raises(VectorSearchError, match="requested 257.") as error:
+        search(engine, [1, 0, 0], limit=257.0)
+    assert error.value.code == "VectorLimitTooLargeError"
+    for bad in (True, 0.0, 1.5, math.nan, math.inf):
+        with pytest.raises(VectorSearchError, match="`limit` must be an integer from 1 to 256"):
+            search(engine, [1, 0, 0], limit=bad)
+
+
 def test_the_exact_nearest_neighbours_are_found(engine: Engine) -> None:
     rng = random.Random(7)
     rows = [{"name": str(i), "embedding": [rng.gauss(0, 1) for _ in range(3)]} for i in range(500)]
@@ -373,6 +397,34 @@ def test_filter_errors_use_convex_codes(engine: Engine) -> None:
     fails(lambda q: None, "InvalidVectorSearchFilter", "the filter returned None")
     # 64 terms are allowed.
     search(engine, [1, 0, 0], filter=lambda q: q.or_(*(q.eq("cuisine", str(i)) for i in range(64))))
+
+
+@pytest.mark.parametrize("bad", [{"cuisine": "Thai"}, "cuisine", ("cuisine", "Thai")])
+def test_a_filter_that_is_not_a_function_gets_a_vector_search_error(
+    engine: Engine, bad: Any
+) -> None:
+    with pytest.raises(VectorSearchError, match=r"expects a function of q, such as") as error:
+        search(engine, [1, 0, 0], filter=bad)
+    assert error.value.code == "InvalidVectorSearchFilter"
+    assert repr(bad)[:20] in str(error.value)
+
+
+def test_a_missing_filter_method_is_an_attribute_error_too(engine: Engine) -> None:
+    # hasattr() (and getattr with a default, debuggers, mocks) rely on AttributeError:
+    # q.neq must still say why with Convex's code, and hasattr(q, "neq") be False.
+    seen: dict[str, Any] = {}
+
+    def probe(q: Any) -> Any:
+        seen["hasattr"] = hasattr(q, "neq"), hasattr(q, "__array__"), hasattr(q, "or")
+        seen["default"] = getattr(q, "and_", None)
+        return q.eq("cuisine", "Thai")
+
+    search(engine, [1, 0, 0], filter=probe)
+    assert seen == {"hasattr": (False, False, True), "default": None}
+    with pytest.raises(VectorSearchError, match="combination of `q.eq` and `q.or`") as error:
+        search(engine, [1, 0, 0], filter=lambda q: q.neq("cuisine", "x"))
+    assert error.value.code == "InvalidVectorSearchFilter"
+    assert isinstance(error.value, AttributeError)
 
 
 def test_unknown_and_wrong_indexes(engine: Engine) -> None:
