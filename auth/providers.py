@@ -364,7 +364,7 @@ class ClerkProvider(_Provider):
                 f"token); found {_show(typ)}. Fix: send the session token (or the 'convex' "
                 "template's token), not an access token or another kind of JWT."
             )
-        for name, meaning in (("cty", "a nested token"), ("crit", "critical extensions")):
+        for name, meaning in (("cty", "nested tokens"), ("crit", "critical extensions")):
             if name in header:
                 raise MalformedToken(
                     f"Invalid header {name!r}: expected none ({meaning} are not accepted); "
