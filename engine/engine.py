@@ -150,15 +150,9 @@ class Engine:
                 if db is None:
                     db = Database(storage)
                     _DATABASES[storage.path] = db
-            if schema is not None:
-                from .migration import apply_schema
-
-                apply_schema(db, schema)
-            else:  # an index a crash left half built is finished by any next open
-                from .migration import finish_backfills
-
-                finish_backfills(db)
-            db.cursor_secret()  # made now, never inside a running transaction
+            # Everything that can refuse the open is checked before the schema change
+            # commits: an open that raises changes nothing (a Convex deploy is all or
+            # nothing).
             registry = Registry.from_package(functions)
             if http is not None:
                 _check_router(http, registry)
@@ -169,10 +163,20 @@ class Engine:
             runtime = Runtime(db, registry, auth, variables)
             if site_url is not None:
                 runtime.site_url = _check_site_url(site_url)
+            specs = defined_crons(registry.crons, runtime) if registry.by_name else None
+            if schema is not None:
+                from .migration import apply_schema
+
+                apply_schema(db, schema)
+            else:  # an index a crash left half built is finished by any next open
+                from .migration import finish_backfills
+
+                finish_backfills(db)
+            db.cursor_secret()  # made now, never inside a running transaction
             executor = None
-            if registry.by_name:
+            if specs is not None:
                 # The package's crons are the stored ones (as a Convex deploy makes them).
-                sync_crons(runtime, defined_crons(registry.crons, runtime))
+                sync_crons(runtime, specs)
                 executor = Executor(runtime)
                 executor.start(background=scheduler)
         except BaseException:
