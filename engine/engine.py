@@ -852,7 +852,8 @@ class Engine:
                 f"({error.strerror}); back up to a new folder this process may create."
             ) from error
         try:
-            return runtime.db.storage.copy_to(target, made)
+            with runtime.db.running():  # a close() from another thread waits for the copy
+                return runtime.db.storage.copy_to(target, made)
         except BaseException:
             if created:
                 try:
@@ -873,13 +874,14 @@ class Engine:
         """
         runtime = self._live()
         self._refuse_in_function("check")
-        report = check_integrity(self._db)
-        kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
-        counts, problems, unknown = check_jobs(self._db, kinds)
+        with self._db.running():  # a close() from another thread waits for every pass
+            report = check_integrity(self._db)
+            kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
+            counts, problems, unknown = check_jobs(self._db, kinds)
+            cron_counts, cron_problems = check_crons(self._db)
         self._refuse_problems("_scheduled_functions", problems)
         report["scheduled_functions"] = counts
         report["scheduled_functions_unknown"] = unknown
-        cron_counts, cron_problems = check_crons(self._db)
         self._refuse_problems(CRON_JOBS, cron_problems)
         report["crons"] = cron_counts
         return report

@@ -16,8 +16,10 @@ import lmdb
 import pytest
 
 from engine import CorruptionError, Engine, EngineError, FormatError, StorageError, storage
+from engine import engine as engine_module
 from engine.storage import FORMAT_VERSION, Storage, open_storage
 from tests import app
+from tests.waiting import wait_until
 
 
 def test_format_version_is_stored_and_checked(db_path: Path) -> None:
@@ -248,6 +250,43 @@ def test_closing_waits_for_a_mutation_between_its_function_and_its_commit(
     # A call that starts after the last close is refused with the engine's message.
     with pytest.raises(EngineError, match="This engine is closed"):
         db.run(lambda txn: None)
+
+
+def test_closing_waits_for_a_check_of_another_thread_between_its_passes(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a lifecycle hunt: Engine.check() reads in several snapshots (the data, then
+    # the scheduled jobs, then the crons) and was not counted as a running call, so a
+    # close() from another thread between two of them closed LMDB under it: the check
+    # failed with a raw "Attempt to operate on closed/deleted/dropped object".
+    engine = Engine.open(db_path, durability="none")
+    engine.run(lambda ctx: ctx.db.insert("t", {"n": 1}))
+    db = engine._db
+    real = engine_module.check_jobs
+    entered = threading.Event()
+
+    def jobs_once_closing(*args: Any) -> Any:
+        entered.set()
+        wait_until(lambda: db.closing)  # close() has begun: the data pass is done
+        return real(*args)
+
+    monkeypatch.setattr(engine_module, "check_jobs", jobs_once_closing)
+    results: list[object] = []
+
+    def call() -> None:
+        try:
+            results.append(engine.check()["tables"]["t"]["documents"])
+        except BaseException as error:  # reported by the assert below
+            results.append(error)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    assert entered.wait(5)
+    engine.close()  # waits for the check
+    worker.join(5)
+    assert results == [1]
+    with pytest.raises(EngineError, match="This engine is closed"):
+        engine.check()
 
 
 def test_two_handles_closing_at_once_leave_the_folder_reopenable(
