@@ -340,6 +340,7 @@ class Storage:
                     metasync=durability == "full",
                     readahead=False,
                 )
+                _check_size(env, path)  # before any page is read through the map
                 return env, _open_sub_databases(env, path)
             except lmdb.MapResizedError:
                 if env is not None:
@@ -844,6 +845,20 @@ def _open_sub_databases(env: Any, path: str) -> list[Any]:
         txn.abort()
         raise
     return dbs
+
+
+def _check_size(env: Any, path: str) -> None:
+    """Refuse a ``data.mdb`` shorter than its newest meta page says (a copy or a download
+    cut short, a full disk): LMDB maps the file, and a read of a page past its end would
+    kill the process with ``SIGBUS``. Cost: one ``stat``."""
+    size = os.path.getsize(os.path.join(path, "data.mdb"))
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    if size < needed:
+        raise CorruptionError.damaged(
+            f"data.mdb is truncated: it holds {size} bytes, but its pages reach byte {needed}",
+            "The missing pages cannot be read: restore the folder from a backup "
+            "(Engine.backup, or `mdb_copy`).",
+        )
 
 
 def _damaged_meta(name: str, raw: Any) -> CorruptionError:

@@ -676,6 +676,37 @@ def test_a_damaged_page_met_by_a_read_is_a_corruption_error(db_path: Path) -> No
         subscription.close()
 
 
+def test_a_truncated_data_file_is_refused_at_open_not_a_crash(db_path: Path) -> None:
+    # Found by a lifecycle hunt: a data.mdb cut short (a copy or a download stopped
+    # midway, a full disk) opened without complaint, and the first read of a page past
+    # the end of the file killed the process with SIGBUS. The open runs in a child
+    # process, so that the old behaviour fails this test instead of killing pytest.
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("t", {"text": "x" * 1000}) for _ in range(500)])
+    data = (db_path / "data.mdb").read_bytes()
+    (db_path / "data.mdb").write_bytes(data[: len(data) // 2])
+    script = (
+        "import sys\n"
+        "from engine import CorruptionError, Engine\n"
+        "try:\n"
+        "    with Engine.open(sys.argv[1], durability='none') as engine:\n"
+        "        engine.query(lambda ctx: len(ctx.db.query('t').collect()))\n"
+        "except CorruptionError as error:\n"
+        "    print(error)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(db_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+    )
+    assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
+    assert "The database is damaged: data.mdb is truncated" in child.stdout
+    assert f"holds {len(data) // 2} bytes" in child.stdout
+    assert (db_path / "data.mdb").stat().st_size == len(data) // 2  # left as it was
+
+
 @pytest.mark.parametrize("durability", ["full", "normal"])
 def test_a_new_database_folder_is_synced_into_its_parents(
     tmp_path: Path, record_fsyncs: Callable[[], list[str]], durability: Any
