@@ -143,6 +143,14 @@ class Engine:
         variables = _check_env(env)  # before anything opens
         _check_schema(schema)
         _check_auth(auth)
+        registry = Registry.from_package(functions)
+        if http is not None:
+            _check_router(http, registry)
+            registry.http = http
+        if crons is not None:
+            _check_crons(crons, registry)
+            registry.crons = crons
+        origin = None if site_url is None else _check_site_url(site_url)
         storage = open_storage(os.fspath(path), durability=durability)
         try:
             with _DATABASES_LOCK:
@@ -150,19 +158,11 @@ class Engine:
                 if db is None:
                     db = Database(storage)
                     _DATABASES[storage.path] = db
-            # Everything that can refuse the open is checked before the schema change
-            # commits: an open that raises changes nothing (a Convex deploy is all or
-            # nothing).
-            registry = Registry.from_package(functions)
-            if http is not None:
-                _check_router(http, registry)
-                registry.http = http
-            if crons is not None:
-                _check_crons(crons, registry)
-                registry.crons = crons
             runtime = Runtime(db, registry, auth, variables)
-            if site_url is not None:
-                runtime.site_url = _check_site_url(site_url)
+            runtime.site_url = origin
+            # The crons' targets and arguments are checked before the schema change
+            # commits too: an open that raises applies none of it (a Convex deploy is all
+            # or nothing).
             specs = defined_crons(registry.crons, runtime) if registry.by_name else None
             if schema is not None:
                 from .migration import apply_schema

@@ -337,3 +337,12 @@ def test_an_open_refused_for_its_other_arguments_leaves_the_schema_unchanged(
         assert set(engine.check()["tables"]["people"]["indexes"]) == {"by_id", "by_creation_time"}
         stored = engine._db.latest_catalog().schema
         assert stored is not None and stored.to_json() == V1.to_json()
+
+
+def test_an_open_refused_for_a_bad_argument_makes_no_folder(tmp_path: Path) -> None:
+    # site_url, http= and crons= are checked before the folder is made or opened.
+    path = tmp_path / "new" / "db"
+    for options in ({"site_url": "ftp://files"}, {"http": object()}, {"crons": cron_jobs()}):
+        with pytest.raises(EngineError):
+            Engine.open(path, schema=V2, durability="none", **options)
+        assert not (tmp_path / "new").exists()
