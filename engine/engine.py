@@ -838,10 +838,7 @@ class Engine:
         elif os.path.isdir(target) and os.listdir(target):
             problem = "is not empty"
         if problem is not None:
-            raise EngineError(
-                f"Engine.backup({os.fspath(path)!r}): the destination {problem}; back up "
-                "to a new folder (or an empty one)."
-            )
+            raise _backup_refused(path, problem)
         created = not os.path.exists(target)
         made = missing_folders(target)
         try:
@@ -854,6 +851,8 @@ class Engine:
         try:
             with runtime.db.running():  # a close() from another thread waits for the copy
                 return runtime.db.storage.copy_to(target, made)
+        except FileExistsError:  # another backup wrote there since the check: its copy stays
+            raise _backup_refused(path, "is not empty") from None
         except BaseException:
             if created:
                 try:
@@ -894,6 +893,13 @@ class Engine:
                 f"{self.path!r}:\n" + "\n".join(f"- {p}" for p in problems[:50]),
                 problems=problems,
             )
+
+
+def _backup_refused(path: str | os.PathLike[str], problem: str) -> EngineError:
+    return EngineError(
+        f"Engine.backup({os.fspath(path)!r}): the destination {problem}; back up to a new "
+        "folder (or an empty one)."
+    )
 
 
 def _check_auth(config: Any) -> None:

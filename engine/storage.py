@@ -701,7 +701,8 @@ class Storage:
 
     def copy_to(self, path: str, made: Sequence[str] = ()) -> int:
         """Write a consistent, compacted copy of the environment to the folder ``path``
-        (which must hold no ``data.mdb``); returns the copy's size in bytes.
+        (which must hold no ``data.mdb``: else ``FileExistsError``, and that file is
+        left alone); returns the copy's size in bytes.
 
         The copy is of one snapshot, taken like a read txn (it holds a reader slot and
         a gate entry, so a resize waits for it; writers go on), and is synced to disk
@@ -723,6 +724,12 @@ class Storage:
                 _remove_quietly(target)
                 self._adopt_map_size()
             except lmdb.Error as error:
+                if os.strerror(errno.EEXIST) in str(error):
+                    # LMDB makes data.mdb exclusively: another copy made it since the
+                    # caller's check, and it is not ours to remove.
+                    raise FileExistsError(
+                        errno.EEXIST, "a copy is already there", target
+                    ) from error
                 _remove_quietly(target)
                 raise _map_error(error, self.path) from error
             except BaseException:
