@@ -17,7 +17,8 @@ import random
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from .catalog import CATALOG_INDEX, Catalog, CatalogView, TableDef, load_catalog
@@ -289,6 +290,21 @@ class Database:
         ever on a map resize waiting for the running function's snapshot to end."""
         if self._local.calls.depth:
             raise _reentry_error(call)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Count a call that reads in several snapshots or outside :meth:`run`
+        (``Engine.check``, ``Engine.backup``) as running, as :meth:`run` counts its
+        own: :meth:`shutdown` waits for it, and once closing it raises the engine's
+        closed error instead of reading a closed map."""
+        calls = self._calls
+        calls.append(None)
+        try:
+            if self.closing:
+                raise closed_error()
+            yield
+        finally:
+            calls.pop()
 
     def open_query(self) -> Transaction:
         """A read-only transaction for one top-level call; pair with :meth:`close_query`.

@@ -143,6 +143,14 @@ class Engine:
         variables = _check_env(env)  # before anything opens
         _check_schema(schema)
         _check_auth(auth)
+        registry = Registry.from_package(functions)
+        if http is not None:
+            _check_router(http, registry)
+            registry.http = http
+        if crons is not None:
+            _check_crons(crons, registry)
+            registry.crons = crons
+        origin = None if site_url is None else _check_site_url(site_url)
         storage = open_storage(os.fspath(path), durability=durability)
         try:
             with _DATABASES_LOCK:
@@ -150,6 +158,12 @@ class Engine:
                 if db is None:
                     db = Database(storage)
                     _DATABASES[storage.path] = db
+            runtime = Runtime(db, registry, auth, variables)
+            runtime.site_url = origin
+            # The crons' targets and arguments are checked before the schema change
+            # commits too: an open that raises applies none of it (a Convex deploy is all
+            # or nothing).
+            specs = defined_crons(registry.crons, runtime) if registry.by_name else None
             if schema is not None:
                 from .migration import apply_schema
 
@@ -159,20 +173,10 @@ class Engine:
 
                 finish_backfills(db)
             db.cursor_secret()  # made now, never inside a running transaction
-            registry = Registry.from_package(functions)
-            if http is not None:
-                _check_router(http, registry)
-                registry.http = http
-            if crons is not None:
-                _check_crons(crons, registry)
-                registry.crons = crons
-            runtime = Runtime(db, registry, auth, variables)
-            if site_url is not None:
-                runtime.site_url = _check_site_url(site_url)
             executor = None
-            if registry.by_name:
+            if specs is not None:
                 # The package's crons are the stored ones (as a Convex deploy makes them).
-                sync_crons(runtime, defined_crons(registry.crons, runtime))
+                sync_crons(runtime, specs)
                 executor = Executor(runtime)
                 executor.start(background=scheduler)
         except BaseException:
@@ -834,10 +838,7 @@ class Engine:
         elif os.path.isdir(target) and os.listdir(target):
             problem = "is not empty"
         if problem is not None:
-            raise EngineError(
-                f"Engine.backup({os.fspath(path)!r}): the destination {problem}; back up "
-                "to a new folder (or an empty one)."
-            )
+            raise _backup_refused(path, problem)
         created = not os.path.exists(target)
         made = missing_folders(target)
         try:
@@ -848,7 +849,10 @@ class Engine:
                 f"({error.strerror}); back up to a new folder this process may create."
             ) from error
         try:
-            return runtime.db.storage.copy_to(target, made)
+            with runtime.db.running():  # a close() from another thread waits for the copy
+                return runtime.db.storage.copy_to(target, made)
+        except FileExistsError:  # another backup wrote there since the check: its copy stays
+            raise _backup_refused(path, "is not empty") from None
         except BaseException:
             if created:
                 try:
@@ -869,13 +873,14 @@ class Engine:
         """
         runtime = self._live()
         self._refuse_in_function("check")
-        report = check_integrity(self._db)
-        kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
-        counts, problems, unknown = check_jobs(self._db, kinds)
+        with self._db.running():  # a close() from another thread waits for every pass
+            report = check_integrity(self._db)
+            kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
+            counts, problems, unknown = check_jobs(self._db, kinds)
+            cron_counts, cron_problems = check_crons(self._db)
         self._refuse_problems("_scheduled_functions", problems)
         report["scheduled_functions"] = counts
         report["scheduled_functions_unknown"] = unknown
-        cron_counts, cron_problems = check_crons(self._db)
         self._refuse_problems(CRON_JOBS, cron_problems)
         report["crons"] = cron_counts
         return report
@@ -888,6 +893,13 @@ class Engine:
                 f"{self.path!r}:\n" + "\n".join(f"- {p}" for p in problems[:50]),
                 problems=problems,
             )
+
+
+def _backup_refused(path: str | os.PathLike[str], problem: str) -> EngineError:
+    return EngineError(
+        f"Engine.backup({os.fspath(path)!r}): the destination {problem}; back up to a new "
+        "folder (or an empty one)."
+    )
 
 
 def _check_auth(config: Any) -> None:

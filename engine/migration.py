@@ -8,8 +8,8 @@ catalog and:
    refuses to open (:class:`SchemaValidationError` naming the first offending
    documents) and changes nothing;
 2. in one LMDB write txn: checks the documents committed since that snapshot
-   (found through the log; against the validators and the new indexes' key
-   size), creates missing tables, registers new indexes in
+   (found through the log; against the new validators: index keys have no size
+   limit), creates missing tables, registers new indexes in
    state ``backfilling`` (writers maintain them from this commit on), removes
    dropped indexes and their entries (also every declared index of a table the
    schema no longer names, as Convex does), and stores the schema with a new catalog

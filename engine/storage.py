@@ -340,6 +340,7 @@ class Storage:
                     metasync=durability == "full",
                     readahead=False,
                 )
+                _check_size(env, path)  # before any page is read through the map
                 return env, _open_sub_databases(env, path)
             except lmdb.MapResizedError:
                 if env is not None:
@@ -700,7 +701,8 @@ class Storage:
 
     def copy_to(self, path: str, made: Sequence[str] = ()) -> int:
         """Write a consistent, compacted copy of the environment to the folder ``path``
-        (which must hold no ``data.mdb``); returns the copy's size in bytes.
+        (which must hold no ``data.mdb``: else ``FileExistsError``, and that file is
+        left alone); returns the copy's size in bytes.
 
         The copy is of one snapshot, taken like a read txn (it holds a reader slot and
         a gate entry, so a resize waits for it; writers go on), and is synced to disk
@@ -722,6 +724,12 @@ class Storage:
                 _remove_quietly(target)
                 self._adopt_map_size()
             except lmdb.Error as error:
+                if os.strerror(errno.EEXIST) in str(error):
+                    # LMDB makes data.mdb exclusively: another copy made it since the
+                    # caller's check, and it is not ours to remove.
+                    raise FileExistsError(
+                        errno.EEXIST, "a copy is already there", target
+                    ) from error
                 _remove_quietly(target)
                 raise _map_error(error, self.path) from error
             except BaseException:
@@ -844,6 +852,20 @@ def _open_sub_databases(env: Any, path: str) -> list[Any]:
         txn.abort()
         raise
     return dbs
+
+
+def _check_size(env: Any, path: str) -> None:
+    """Refuse a ``data.mdb`` shorter than its newest meta page says (a copy or a download
+    cut short, a full disk): LMDB maps the file, and a read of a page past its end would
+    kill the process with ``SIGBUS``. Cost: one ``stat``."""
+    size = os.path.getsize(os.path.join(path, "data.mdb"))
+    needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    if size < needed:
+        raise CorruptionError.damaged(
+            f"data.mdb is truncated: it holds {size} bytes, but its pages reach byte {needed}",
+            "The missing pages cannot be read: restore the folder from a backup "
+            "(Engine.backup, or `mdb_copy`).",
+        )
 
 
 def _damaged_meta(name: str, raw: Any) -> CorruptionError:

@@ -112,3 +112,31 @@ def test_a_backup_is_on_disk_when_backup_returns(
     # the innermost parent was synced).
     assert os.path.realpath(tmp_path / "copies") in synced
     assert os.path.realpath(tmp_path) in synced
+
+
+def test_two_backups_racing_to_one_folder_keep_the_winners_copy(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a lifecycle hunt: two backups to one new folder can both pass the "new or
+    # empty" check; LMDB's copy makes data.mdb exclusively, so the second failed with
+    # "File exists", and then removed data.mdb as its own partial file: the copy the
+    # first backup reported written was gone. Here the other backup runs to its end
+    # between this one's check and its copy.
+    from engine import engine as engine_module
+
+    real = engine_module.missing_folders
+    won: list[int] = []
+
+    def the_other_backup_first(path: str) -> list[str]:
+        monkeypatch.setattr(engine_module, "missing_folders", real)
+        won.append(engine.backup(path))
+        return real(path)
+
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("t", {"i": i}) for i in range(100)])
+        monkeypatch.setattr(engine_module, "missing_folders", the_other_backup_first)
+        with pytest.raises(EngineError, match="the destination is not empty"):
+            engine.backup(tmp_path / "copy")
+    assert won and (tmp_path / "copy" / "data.mdb").stat().st_size == won[0]
+    with Engine.open(tmp_path / "copy", durability="none") as copy:
+        assert copy.check()["tables"]["t"]["documents"] == 100

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine import (
     Engine,
+    EngineError,
+    FunctionNotFound,
     IndexNotFound,
     SchemaValidationError,
+    cron_jobs,
     define_schema,
     define_table,
     migration,
     v,
 )
 from engine.catalog import encode_catalog
+from tests import app
 from tests.crash import kill_worker_after
 
 V1 = define_schema({"people": define_table({"name": v.string(), "age": v.int64()})})
@@ -300,3 +305,44 @@ def test_a_mutation_that_caught_index_backfilling_conflicts_with_the_backfill_en
             runner.join(10)
         assert seen == ["unavailable", 300]  # re-run on the catalog with the index ready
         assert engine.check()["tables"]["log"]["documents"] == 2
+
+
+def _missing_cron() -> Any:
+    crons = cron_jobs()
+    crons.interval("bad", "cronjobs:missing", {}, seconds=10)
+    return crons
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"site_url": "ftp://files"}, EngineError, "site_url must be an http"),
+        ({"http": object()}, EngineError, "takes an HttpRouter"),
+        ({"crons": cron_jobs()}, EngineError, "was given without functions"),
+        ({"functions": app, "crons": _missing_cron()}, FunctionNotFound, "Cron 'bad': "),
+    ],
+)
+def test_an_open_refused_for_its_other_arguments_leaves_the_schema_unchanged(
+    db_path: Path, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    # Found by a lifecycle hunt: the schema change committed before Engine.open checked
+    # site_url, http, crons and the package's crons, so an open that raised had still
+    # created the tables and indexes and stored the schema (a deploy is all or nothing).
+    populate(db_path, 10)
+    with pytest.raises(error, match=message):
+        Engine.open(db_path, schema=V2, durability="none", **options)
+    with Engine.open(db_path, durability="none") as engine:
+        with pytest.raises(IndexNotFound):
+            engine.run(lambda ctx: ctx.db.query("people").with_index("by_age").collect())
+        assert set(engine.check()["tables"]["people"]["indexes"]) == {"by_id", "by_creation_time"}
+        stored = engine._db.latest_catalog().schema
+        assert stored is not None and stored.to_json() == V1.to_json()
+
+
+def test_an_open_refused_for_a_bad_argument_makes_no_folder(tmp_path: Path) -> None:
+    # site_url, http= and crons= are checked before the folder is made or opened.
+    path = tmp_path / "new" / "db"
+    for options in ({"site_url": "ftp://files"}, {"http": object()}, {"crons": cron_jobs()}):
+        with pytest.raises(EngineError):
+            Engine.open(path, schema=V2, durability="none", **options)
+        assert not (tmp_path / "new").exists()

@@ -16,8 +16,10 @@ import lmdb
 import pytest
 
 from engine import CorruptionError, Engine, EngineError, FormatError, StorageError, storage
+from engine import engine as engine_module
 from engine.storage import FORMAT_VERSION, Storage, open_storage
 from tests import app
+from tests.waiting import wait_until
 
 
 def test_format_version_is_stored_and_checked(db_path: Path) -> None:
@@ -248,6 +250,43 @@ def test_closing_waits_for_a_mutation_between_its_function_and_its_commit(
     # A call that starts after the last close is refused with the engine's message.
     with pytest.raises(EngineError, match="This engine is closed"):
         db.run(lambda txn: None)
+
+
+def test_closing_waits_for_a_check_of_another_thread_between_its_passes(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by a lifecycle hunt: Engine.check() reads in several snapshots (the data, then
+    # the scheduled jobs, then the crons) and was not counted as a running call, so a
+    # close() from another thread between two of them closed LMDB under it: the check
+    # failed with a raw "Attempt to operate on closed/deleted/dropped object".
+    engine = Engine.open(db_path, durability="none")
+    engine.run(lambda ctx: ctx.db.insert("t", {"n": 1}))
+    db = engine._db
+    real = engine_module.check_jobs
+    entered = threading.Event()
+
+    def jobs_once_closing(*args: Any) -> Any:
+        entered.set()
+        wait_until(lambda: db.closing)  # close() has begun: the data pass is done
+        return real(*args)
+
+    monkeypatch.setattr(engine_module, "check_jobs", jobs_once_closing)
+    results: list[object] = []
+
+    def call() -> None:
+        try:
+            results.append(engine.check()["tables"]["t"]["documents"])
+        except BaseException as error:  # reported by the assert below
+            results.append(error)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    assert entered.wait(5)
+    engine.close()  # waits for the check
+    worker.join(5)
+    assert results == [1]
+    with pytest.raises(EngineError, match="This engine is closed"):
+        engine.check()
 
 
 def test_two_handles_closing_at_once_leave_the_folder_reopenable(
@@ -635,6 +674,37 @@ def test_a_damaged_page_met_by_a_read_is_a_corruption_error(db_path: Path) -> No
         with pytest.raises(CorruptionError, match="restore it from a backup"):
             subscription.value  # noqa: B018
         subscription.close()
+
+
+def test_a_truncated_data_file_is_refused_at_open_not_a_crash(db_path: Path) -> None:
+    # Found by a lifecycle hunt: a data.mdb cut short (a copy or a download stopped
+    # midway, a full disk) opened without complaint, and the first read of a page past
+    # the end of the file killed the process with SIGBUS. The open runs in a child
+    # process, so that the old behaviour fails this test instead of killing pytest.
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("t", {"text": "x" * 1000}) for _ in range(500)])
+    data = (db_path / "data.mdb").read_bytes()
+    (db_path / "data.mdb").write_bytes(data[: len(data) // 2])
+    script = (
+        "import sys\n"
+        "from engine import CorruptionError, Engine\n"
+        "try:\n"
+        "    with Engine.open(sys.argv[1], durability='none') as engine:\n"
+        "        engine.query(lambda ctx: len(ctx.db.query('t').collect()))\n"
+        "except CorruptionError as error:\n"
+        "    print(error)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(db_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+    )
+    assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
+    assert "The database is damaged: data.mdb is truncated" in child.stdout
+    assert f"holds {len(data) // 2} bytes" in child.stdout
+    assert (db_path / "data.mdb").stat().st_size == len(data) // 2  # left as it was
 
 
 @pytest.mark.parametrize("durability", ["full", "normal"])
