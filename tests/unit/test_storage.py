@@ -183,31 +183,40 @@ def _raise() -> None:
     raise RuntimeError("abort this write")
 
 
+def _close_while_running(
+    engine: Engine, call: Callable[[], object], started: threading.Event
+) -> list[object]:
+    """Run ``call`` on another thread, close ``engine`` once ``started`` is set (close()
+    must wait for the call), and return what the call gave or raised, as a list."""
+    results: list[object] = []
+
+    def run() -> None:
+        try:
+            results.append(call())
+        except BaseException as error:  # reported by the caller's assert
+            results.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    assert started.wait(5)
+    engine.close()  # waits for the call
+    worker.join(5)
+    return results
+
+
 def test_closing_waits_for_running_calls_of_other_threads(db_path: Path) -> None:
     # Found by review: closing the last handle while another thread's query was reading
     # closed LMDB under it, and the query failed with a raw lmdb.Error.
     engine = Engine.open(db_path, durability="none")
     doc = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1}))
     started = threading.Event()
-    results: list[object] = []
 
     def slow(ctx):  # type: ignore[no-untyped-def]
         started.set()
         time.sleep(0.3)
         return [ctx.db.get(doc)["n"], len(ctx.db.query("t").collect())]
 
-    def call() -> None:
-        try:
-            results.append(engine.query(slow))
-        except BaseException as error:  # reported by the assert below
-            results.append(error)
-
-    worker = threading.Thread(target=call)
-    worker.start()
-    assert started.wait(5)
-    engine.close()  # waits for the query
-    worker.join(5)
-    assert results == [[1, 1]]
+    assert _close_while_running(engine, lambda: engine.query(slow), started) == [[1, 1]]
     with pytest.raises(EngineError, match="closed"):
         engine.query(lambda ctx: None)
     with (
@@ -225,24 +234,13 @@ def test_closing_waits_for_a_mutation_between_its_function_and_its_commit(
     # with a raw LMDB error and was lost.
     engine = Engine.open(db_path, durability="none")
     started = threading.Event()
-    results: list[object] = []
 
     def slow_insert(ctx):  # type: ignore[no-untyped-def]
         started.set()
         time.sleep(0.3)
         return ctx.db.insert("t", {"n": 1})
 
-    def call() -> None:
-        try:
-            results.append(engine.run(slow_insert))
-        except BaseException as error:  # reported by the assert below
-            results.append(error)
-
-    worker = threading.Thread(target=call)
-    worker.start()
-    assert started.wait(5)
-    engine.close()
-    worker.join(5)
+    results = _close_while_running(engine, lambda: engine.run(slow_insert), started)
     assert len(results) == 1 and isinstance(results[0], str), results
     with Engine.open(db_path, durability="none") as again:
         assert again.query(lambda ctx: ctx.db.get(results[0]))["n"] == 1
@@ -271,20 +269,8 @@ def test_closing_waits_for_a_check_of_another_thread_between_its_passes(
         return real(*args)
 
     monkeypatch.setattr(engine_module, "check_jobs", jobs_once_closing)
-    results: list[object] = []
-
-    def call() -> None:
-        try:
-            results.append(engine.check()["tables"]["t"]["documents"])
-        except BaseException as error:  # reported by the assert below
-            results.append(error)
-
-    worker = threading.Thread(target=call)
-    worker.start()
-    assert entered.wait(5)
-    engine.close()  # waits for the check
-    worker.join(5)
-    assert results == [1]
+    count = lambda: engine.check()["tables"]["t"]["documents"]
+    assert _close_while_running(engine, count, entered) == [1]
     with pytest.raises(EngineError, match="This engine is closed"):
         engine.check()
 
