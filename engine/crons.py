@@ -56,16 +56,18 @@ from .cronschedule import DAYS_OF_WEEK, after_skips, next_run, next_ts, parse_cr
 from .errors import ArgumentValidationError, EngineError, FunctionNotFound, SchedulerError
 from .query import Query
 from .scheduler import (
+    _LONGEST_ID,
     BY_STATE,
     SCHEDULED_FUNCTIONS,
     TRANSIENT_ACTION_ERROR,
     all_documents,
+    cut_error,
     engine_writes,
     now_ms,
     resolve_target,
     system_table,
 )
-from .values import nesting, value_size
+from .values import MAX_DOCUMENT_SIZE, nesting, value_size
 
 if TYPE_CHECKING:
     from .database import Database
@@ -460,6 +462,14 @@ def _log(
         "status": status,
         "executionTime": seconds,
     }
+    if status.get("type") == "err":
+        # The error is cut to the room the 1 MiB limit leaves beside the cron's arguments,
+        # which the log holds too (as a job's error, see scheduler.fitting).
+        probe = {"_id": _LONGEST_ID, "_creationTime": 0.0, **log, "status": {**status, "error": ""}}
+        log["status"] = {
+            **status,
+            "error": cut_error(status["error"], MAX_DOCUMENT_SIZE - value_size(probe)),
+        }
     txn.insert(CRON_JOB_LOGS, log, system=True)
     _trim_logs(txn, cron["name"], MAX_LOGS_PER_CRON)
 

@@ -685,17 +685,19 @@ class Executor:
             return True
         try:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            error = future.result(wait)
-        except concurrent.futures.TimeoutError:
-            if future.done():
-                raise  # raised by the task itself, not the wait
-            raise _PastDeadline from None
+            # Waited for without raising: an action ending just as the wait timed out
+            # is done, not past the deadline (result(wait) raised TimeoutError then, and
+            # a done() check after it re-raised that bare TimeoutError from finish_*).
+            ended = bool(concurrent.futures.wait([future], wait).done)
+            error = future.result() if ended else None
         except concurrent.futures.CancelledError:  # close() cancelled it before it began
             raise closed_error() from None
         except BaseException:  # Ctrl-C while waiting: the action is cancelled, and recorded
             with self._idle:
                 self._cancel(run.key)
             raise
+        if not ended:
+            raise _PastDeadline
         if isinstance(error, KeyboardInterrupt):
             raise error  # Ctrl-C in finish_*: recorded as the run's failure, then stops
         return True

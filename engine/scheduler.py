@@ -131,12 +131,19 @@ def fitting(job: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
     room = MAX_DOCUMENT_SIZE - value_size(
         dict(job, state={**state, "error": ""}, completedTime=0.0)
     )
+    cut = cut_error(error, room)
+    return state if cut is error else {**state, "error": cut}
+
+
+def cut_error(error: str, room: int) -> str:
+    """``error`` itself if its UTF-8 takes at most ``room`` bytes (what a document has
+    left beside an empty error), else cut to them and marked ``... (truncated)``."""
     encoded = error.encode("utf-8", "surrogatepass")
     if len(encoded) <= room:
-        return state
+        return error
     suffix = " ... (truncated)"
     kept = encoded[: max(0, room - len(suffix))].decode("utf-8", "ignore")
-    return {**state, "error": kept + suffix if room >= len(suffix) else ""}
+    return kept + suffix if room >= len(suffix) else ""
 
 
 def patch_job(txn: Transaction, job_id: str, fields: dict[str, Any]) -> None:

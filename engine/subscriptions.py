@@ -501,6 +501,8 @@ class SubscriptionSet(_Notifier):
         super().__init__()
         self._manager = manager
         self._members = members
+        #: The timestamp the members' kept values are at, once closed (see close).
+        self._closed_ts: int | None = None
         for subscription in members.values():
             subscription._sets.append(self)
 
@@ -514,8 +516,10 @@ class SubscriptionSet(_Notifier):
 
     @property
     def ts(self) -> int:
-        """The commit timestamp the values are consistent at."""
-        return self._manager.ts
+        """The commit timestamp the values are consistent at (once closed, that of the
+        values the members keep: it no longer moves with other subscriptions)."""
+        closed_ts = self._closed_ts
+        return self._manager.ts if closed_ts is None else closed_ts
 
     def close(self) -> None:
         """Close every member. Idempotent."""
@@ -526,7 +530,7 @@ class SubscriptionSet(_Notifier):
         members = [s for s in self._members.values() if not s._closed]
         for subscription in members:
             subscription._closed = True
-        self._manager._unsubscribe(*members)
+        self._closed_ts = self._manager._unsubscribe(*members)
         for subscription in members:
             subscription._wake()
         self._wake()
@@ -662,10 +666,11 @@ class SubscriptionManager:
                 subscription._watched = watched.detached()  # it keeps that one
         return subscription
 
-    def _unsubscribe(self, *subscriptions: Subscription) -> None:
+    def _unsubscribe(self, *subscriptions: Subscription) -> int:
         """Stop serving ``subscriptions`` (a set's members under one lock). Each keeps
         the outcome it had, detached from the shared execution: an identical
-        subscription still open no longer changes a closed one's ``value`` and ``ts``."""
+        subscription still open no longer changes a closed one's ``value`` and ``ts``.
+        Returns the timestamp the kept outcomes are consistent at (the worker's)."""
         with self._lock:
             for subscription in subscriptions:
                 watched = subscription._watched
@@ -679,6 +684,7 @@ class SubscriptionManager:
             if not self._watched:
                 self._stopping = True
             self._lock.notify_all()  # the worker, and a subscribe() waiting for a first value
+            return self.ts
 
     @property
     def active(self) -> int:

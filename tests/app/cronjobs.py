@@ -62,3 +62,8 @@ def deep(ctx: Any, depth: int) -> Any:
 @internal_mutation(args={"size": v.int64()})
 def huge_error(ctx: Any, size: int) -> None:
     raise ValueError("x" * size)
+
+
+@internal_mutation(args={"size": v.int64(), "padding": v.string()})
+def padded_error(ctx: Any, size: int, padding: str) -> None:
+    raise ValueError("x" * size)

@@ -697,6 +697,24 @@ def test_a_huge_error_is_cut_so_its_log_fits(db_path: Path) -> None:
         assert len(log["status"]["error"]) < 70_000
 
 
+def test_an_error_is_cut_to_the_room_its_arguments_leave_in_the_log(db_path: Path) -> None:
+    # Found by review: a cron's log holds its arguments, and an error of up to 64 Ki
+    # characters beside arguments that fit in the cron (as the scheduler's jobs keep room
+    # for theirs) made the log too large: the run's outcome was never written, and
+    # finish_scheduled_functions raised DocumentTooLarge (the cron was never logged).
+    crons = cron_jobs()
+    padding = "a" * ((1 << 20) - 600)
+    crons.interval(
+        "padded", cronjobs.padded_error, {"size": 60_000, "padding": padding}, minutes=10
+    )
+    with open_with(db_path, crons) as engine:
+        assert engine.finish_scheduled_functions(timeout=5) == 1
+        (log,) = logs(engine, "padded")
+        assert log["status"]["error"].startswith("Uncaught ValueError: xxx")
+        assert log["status"]["error"].endswith("... (truncated)")
+        assert log["udfArgs"] == [{"size": 60_000, "padding": padding}]
+
+
 def test_a_cron_run_ending_does_not_unregister_the_next_run_of_the_same_cron(
     engine: Engine,
 ) -> None:

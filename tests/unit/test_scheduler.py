@@ -1111,6 +1111,43 @@ def test_finish_raises_its_timeout_while_an_action_it_runs_is_still_running(
     assert engine.query(jobs.notes) == ["gated done"]
 
 
+def test_finish_counts_an_action_that_ends_as_its_wait_times_out(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: finish_* waited with future.result(timeout) and, on its
+    # TimeoutError, re-raised it when the future was done by then ("raised by the task
+    # itself"): an action ending between the two raised a bare TimeoutError from
+    # finish_scheduled_functions. The race is made certain here.
+    import concurrent.futures
+
+    class EndsAsTheWaitTimesOut(concurrent.futures.Future[Any]):
+        def __init__(self, inner: concurrent.futures.Future[Any]) -> None:
+            super().__init__()
+            self.inner = inner
+            inner.add_done_callback(lambda done: self.set_result(done.result()))
+
+        def result(self, timeout: float | None = None) -> Any:
+            if timeout is not None:
+                self.inner.result()  # the action ends ...
+                raise concurrent.futures.TimeoutError  # ... as the wait times out
+            return super().result()
+
+    executor = engine._executor
+    assert executor is not None
+    claim = executor._claim_and_start
+
+    def claimed(run: Any, function: Any) -> Any:
+        future = claim(run, function)
+        return None if future is None else EndsAsTheWaitTimesOut(future)
+
+    monkeypatch.setattr(executor, "_claim_and_start", claimed)
+    job_id = engine.run(
+        lambda ctx: ctx.scheduler.run_after(0, jobs.note_from_action, {"text": "a"})
+    )
+    assert engine.finish_scheduled_functions(timeout=5) == 1
+    assert job(engine, job_id)["state"] == {"kind": "success"}
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

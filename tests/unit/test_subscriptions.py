@@ -591,6 +591,19 @@ def test_a_closed_subscription_keeps_its_last_value(engine: Engine) -> None:
         assert list(closed) == [] and list(members) == []
 
 
+def test_a_closed_set_keeps_the_timestamp_of_its_values(engine: Engine) -> None:
+    # Found by review: a closed set kept its members' values but its ts was the worker's,
+    # so an identical subscription still open moved it past the values it shows.
+    doc = put(engine, "a", 1)
+    with engine.subscribe(get_one, {"id": doc}) as still_open:
+        members = engine.subscribe_set({"a": (get_one, {"id": doc})})
+        members.close()
+        ts = members.ts
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))
+        assert still_open.value == 2 and still_open.ts > ts
+        assert members.value == {"a": 1} and members.ts == ts
+
+
 def test_closing_the_engine_ends_its_subscriptions(db_path: Path) -> None:
     # Found by review: the worker kept reading the closed environment and died, and
     # a consumer iterating the subscription hung.
