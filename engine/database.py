@@ -139,8 +139,13 @@ class Database:
         latest commit. Cost: nothing without subscriptions, else a head read and the wait."""
         manager = self._subscriptions
         if manager is not None and manager.active:
-            with self.storage.read() as rtxn:
-                ts = self.storage.head(rtxn)[0]
+            try:
+                with self.storage.read() as rtxn:
+                    ts = self.storage.head(rtxn)[0]
+            except EngineError:
+                if self.closing:  # closed meanwhile: its subscriptions ended with it, and
+                    return  # the caller's own outcome must not give way to this read's
+                raise
             manager.wait_for(ts)
 
     def wait_for_subscriptions(self, ts: int) -> None:

@@ -856,3 +856,31 @@ def test_arguments_sharing_one_list_many_times_are_too_large(engine: Engine) -> 
     with pytest.raises(LimitExceeded, match=r"\(actual: more than 64 MiB") as args:
         engine.mutation("notes:add", {"text": shared})
     assert args.value.limit == "TooLargeFunctionArguments"
+
+
+def test_an_action_keeps_its_outcome_when_the_engine_closes_as_it_returns(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: after an action, Engine.action reads the head to catch the
+    # subscriptions up, outside any counted call; a close() landing just then made that
+    # read raise LMDB's error from a finally, in place of the action's own result.
+    from engine.errors import StorageError
+
+    subscription = engine.subscribe("notes:texts")
+    db = engine._db
+    read = db.storage.read
+    caller = threading.current_thread()
+
+    def closed_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is not caller:  # the subscription worker
+            return read(*args, **kwargs)
+        db.closing = True  # close() began as the action returned
+        raise StorageError("LMDB error: Attempt to operate on closed/deleted/dropped object")
+
+    monkeypatch.setattr(db.storage, "read", closed_meanwhile)
+    try:
+        assert engine.action("notes:add_and_count", {"text": "x"})["count"] == 1
+    finally:
+        monkeypatch.undo()
+        db.closing = False
+        subscription.close()
