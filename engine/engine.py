@@ -827,18 +827,10 @@ class Engine:
         """
         runtime = self._live()
         self._refuse_in_function("backup")
-        target = os.path.abspath(os.fspath(path))
-        problem = None
-        if not os.fspath(path):  # abspath("") is the working directory
-            problem = "is empty (the working directory)"
-        elif os.path.isfile(target):
-            problem = "is a file"
-        elif os.path.realpath(target) == runtime.db.storage.path:
-            problem = "is the database itself"
-        elif os.path.isdir(target) and os.listdir(target):
-            problem = "is not empty"
+        problem = _backup_problem(os.fspath(path), runtime.db.storage.path)
         if problem is not None:
             raise _backup_refused(path, problem)
+        target = os.path.abspath(os.fspath(path))
         created = not os.path.exists(target)
         made = missing_folders(target)
         try:
@@ -893,6 +885,23 @@ class Engine:
                 f"{self.path!r}:\n" + "\n".join(f"- {p}" for p in problems[:50]),
                 problems=problems,
             )
+
+
+def _backup_problem(path: str, folder: str) -> str | None:
+    """Why :meth:`Engine.backup` may not write to ``path`` (the database in ``folder``),
+    or None."""
+    if not path:  # abspath("") is the working directory
+        return "is empty (the working directory)"
+    if "\0" in path:  # realpath would raise ValueError
+        return "has a NUL byte, which no file system path may hold"
+    target = os.path.abspath(path)
+    if os.path.isfile(target):
+        return "is a file"
+    if os.path.realpath(target) == folder:
+        return "is the database itself"
+    if os.path.isdir(target) and os.listdir(target):
+        return "is not empty"
+    return None
 
 
 def _backup_refused(path: str | os.PathLike[str], problem: str) -> EngineError:

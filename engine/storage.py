@@ -1097,6 +1097,12 @@ def open_storage(
             "Cannot use '' as a database folder: the path is empty; give the path of a "
             "folder, or of one to create ('./data'; '.' for the working directory)."
         )
+    if "\0" in path:  # realpath and LMDB would raise ValueError("embedded null byte")
+        raise StorageError(
+            f"Cannot use {path!r} as a database folder: it has a NUL byte (at position "
+            f"{path.index(chr(0))}), which no file system path may hold; check where the "
+            "path was built."
+        )
     real = os.path.realpath(path)
     while True:  # the last handle of the folder may be closing: wait for it, then open
         with _REGISTRY_LOCK:

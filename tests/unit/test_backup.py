@@ -54,6 +54,7 @@ def test_a_backup_goes_to_a_new_or_empty_folder_only(db_path: Path, tmp_path: Pa
             (busy, "is not empty"),
             (a_file, "is a file"),
             (db_path, "is the database itself"),
+            (tmp_path / "a\0b", "has a NUL byte"),
         ]:
             with pytest.raises(EngineError, match=words):
                 engine.backup(target)

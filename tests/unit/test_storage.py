@@ -736,3 +736,13 @@ def test_a_file_system_without_locks_is_a_storage_error(
             Engine.open(db_path, durability="none", functions=app)
     with Engine.open(db_path, durability="none", functions=app) as engine:
         engine.check()
+
+
+def test_a_path_with_a_nul_byte_is_a_storage_error(tmp_path: Path) -> None:
+    # os.path.realpath and LMDB refuse a NUL byte with ValueError ("embedded null
+    # byte"), which escaped Engine.open outside the engine's error tree.
+    path = str(tmp_path / "ab\0c")
+    with pytest.raises(StorageError, match=rf"NUL byte \(at position {len(path) - 2}\)") as raised:
+        Engine.open(path, durability="none")
+    assert isinstance(raised.value, EngineError)
+    assert list(tmp_path.iterdir()) == []
