@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from . import files, httpactions
 from .errors import EngineError
-from .httpbodies import DEFAULT_MAX_UPLOAD_SIZE, _body
+from .httpbodies import DEFAULT_MAX_UPLOAD_SIZE, _body, _content_length
 from .httpmessages import HttpRequest, normalize_path
 from .httpresponses import _CORS, Response, _error, _failed
 from .httpstorage import _PREFIX, _UPLOAD, _download, _upload
@@ -167,7 +167,11 @@ def _http_action(
 ) -> Response:
     """Answer a request with the HTTP action its route names (see :mod:`engine.httpactions`)."""
     body = b""
-    if method not in ("GET", "HEAD", "OPTIONS"):  # Convex hands these no body
+    if method not in ("GET", "HEAD", "OPTIONS") and (  # Convex hands these no body
+        router.lookup(path, method) is not None or _refused_from_head(header, max_size)
+    ):
+        # A request to no route is answered 404 from its head, its body unread (the
+        # server drops it, or closes): a client that waits for a 100 sends none.
         cap = min(max_size, httpactions.BODY_LIMIT)
         data = _body(header, read_body, cap, "The request body", optional=True, read_all=read_all)
         if isinstance(data, Response):
@@ -185,6 +189,17 @@ def _http_action(
         asyncio.run(httpactions.respond(runtime, router, request)), head=method == "HEAD"
     )
     return Response(answer.status, answer.headers.pairs(), [answer.body])
+
+
+def _refused_from_head(header: Callable[[str], str | None], max_size: int) -> bool:
+    """Whether the head alone refuses the body of an HTTP action's request (a bad
+    ``Content-Length``, or one over the cap): refused before routing, as
+    :func:`engine.httpactions.respond` checks the size before the route."""
+    value = header("Content-Length")
+    if value is None:
+        return False
+    length = _content_length(value)
+    return length is None or length > min(max_size, httpactions.BODY_LIMIT)
 
 
 _HOST = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")

@@ -413,8 +413,9 @@ def test_expect_100_continue_is_answered_when_the_body_is_wanted(engine: Engine)
     # The interim 100 was sent as soon as the head was read, before the upload's token
     # and size were looked at: a client waiting for it then sent a body over the cap
     # only to be told 413 (RFC 9110 10.1.1: a server may answer with the final status
-    # instead, and must then say whether it closes the connection). An HTTP action's
-    # body is read before its route is looked up, so a 404 still comes after a 100.
+    # instead, and must then say whether it closes the connection). A request to no
+    # route of the HTTP actions read its body before the route was looked up: a 100,
+    # then the whole body sent for nothing, then the 404.
     url = urlsplit(engine.mutation(files.upload_url))
     post = f"POST {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
     with engine.serve_http("127.0.0.1", 0, max_upload_size=1000, timeout=2) as server:
@@ -428,6 +429,16 @@ def test_expect_100_continue_is_answered_when_the_body_is_wanted(engine: Engine)
                 b"POST /echo/x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                 b"Content-Length: 5000\r\n\r\n",
                 b" 413 ",
+            ),
+            (  # no route for it
+                b"POST /no/such/route HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Length: 50\r\n\r\n",
+                b" 404 ",
+            ),
+            (
+                b"POST /no/such/route HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n",
+                b" 404 ",
             ),
         ]:
             connection, reply = _head_only(server, head)
