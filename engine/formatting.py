@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Final
+from collections.abc import Collection
+from itertools import islice
+from typing import Any, Final, cast
 
 from .unset import UNSET, _Unset
 
@@ -61,12 +63,60 @@ def printable(text: str) -> str:
 
 
 def short_repr(x: object, limit: int = 40) -> str:
-    """``repr(x)`` cut to ``limit`` characters, and never an exception."""
+    """``repr(x)`` cut to ``limit`` characters, and never an exception.
+
+    Cost: bounded by ``limit`` for the built-in containers (their first items only: a
+    set of millions of items is not rendered whole to show 40 characters), else one
+    ``repr``.
+
+    Example::
+
+        >>> short_repr(set(range(10**7)))
+        '{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11...'
+    """
     try:
-        text = repr(x)
+        text = _head_repr(x, limit)
     except Exception:  # a broken __repr__ must not hide the real error
         text = f"<{type(x).__name__} object>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _head_repr(x: object, limit: int, within: frozenset[int] = frozenset()) -> str:
+    """At least the first ``limit`` characters of ``repr(x)`` (all of it if shorter);
+    ``within``: the ids of the containers ``x`` is inside (a cycle shows as ``...``)."""
+    kind = type(x)
+    if kind not in _CONTAINERS or not x:  # (an empty set is "set()")
+        return repr(x)
+    if id(x) in within:  # as repr shows a list inside itself: [1, [...]]
+        return f"{_CONTAINERS[kind][0]}...{_CONTAINERS[kind][1]}"
+    within |= {id(x)}
+    # Each item takes at least one character and a separator: `limit` items are enough.
+    container = cast("Collection[Any]", x)
+    items = list(islice(x.items() if isinstance(x, dict) else container, limit + 1))
+    more = len(items) > limit
+    if kind is dict:
+        shown = [
+            f"{_head_repr(k, limit, within)}: {_head_repr(v, limit, within)}"
+            for k, v in items[:limit]
+        ]
+    else:
+        shown = [_head_repr(item, limit, within) for item in items[:limit]]
+    if more:
+        shown.append("...")  # never reached by the cut: the items before are long enough
+    elif kind is tuple and len(shown) == 1:
+        shown[0] += ","
+    opening, closing = _CONTAINERS[kind]
+    return f"{opening}{', '.join(shown)}{closing}"
+
+
+#: The built-in containers :func:`short_repr` renders by their first items.
+_CONTAINERS: Final[dict[type, tuple[str, str]]] = {
+    list: ("[", "]"),
+    tuple: ("(", ")"),
+    dict: ("{", "}"),
+    set: ("{", "}"),
+    frozenset: ("frozenset({", "})"),
+}
 
 
 def type_name(value: object) -> str:

@@ -9,6 +9,7 @@ import decimal
 import enum
 import math
 import pickle
+import re
 import struct
 from collections import OrderedDict
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from engine import values
 from engine.errors import LimitExceeded, ValidationError
+from engine.formatting import short_repr
 from engine.values import (
     UNSET,
     compare,
@@ -587,3 +589,34 @@ def test_a_value_sharing_one_list_many_times_is_refused_without_walking_it_all()
     assert doc.value.limit == "DocumentTooLarge"
     # Below the cap nothing changes: 8 MiB of one shared list is converted as before.
     assert len(convert([[1.5] * 8192] * 100)) == 100
+
+
+def test_the_not_a_value_error_renders_only_the_head_of_a_large_container() -> None:
+    # The message shows 40 characters of the value, but repr() rendered all of it
+    # first: a set of 8M items took about 1 s to refuse.
+    rendered = 0
+
+    class Item:
+        def __repr__(self) -> str:
+            nonlocal rendered
+            rendered += 1
+            return "it"
+
+    huge = {frozenset([Item() for _ in range(100_000)])}
+    with pytest.raises(ValidationError) as raised:
+        convert({"a": huge})
+    assert rendered <= 40
+    assert str(raised.value).startswith(
+        "set {frozenset({it, it, it, it, it, it, i... is not a Convex value (at $.a)"
+    )
+    # Short values and other types render as repr() does.
+    for value, shown in [
+        ({1, 2}, "{1, 2}"),
+        (set(range(100)), "{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11..."),
+        (frozenset({"a"}), "frozenset({'a'})"),
+    ]:
+        with pytest.raises(ValidationError, match=re.escape(f"{type(value).__name__} {shown} ")):
+            convert(value)
+    cyclic: list[Any] = [1]
+    cyclic.append(cyclic)
+    assert short_repr({"a": cyclic}) == "{'a': [1, [...]]}" == repr({"a": cyclic})
