@@ -857,9 +857,14 @@ def _open_sub_databases(env: Any, path: str) -> list[Any]:
 def _check_size(env: Any, path: str) -> None:
     """Refuse a ``data.mdb`` shorter than its newest meta page says (a copy or a download
     cut short, a full disk): LMDB maps the file, and a read of a page past its end would
-    kill the process with ``SIGBUS``. Cost: one ``stat``."""
-    size = os.path.getsize(os.path.join(path, "data.mdb"))
+    kill the process with ``SIGBUS``. Cost: one ``stat``.
+
+    The meta first, the size second: another process may commit in between, and the
+    pages of a commit are written before its meta page, so the file then holds every
+    page the meta read names (read the other way round, a sound file could look short).
+    """
     needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = os.path.getsize(os.path.join(path, "data.mdb"))
     if size < needed:
         raise CorruptionError.damaged(
             f"data.mdb is truncated: it holds {size} bytes, but its pages reach byte {needed}",

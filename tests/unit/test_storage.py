@@ -746,3 +746,31 @@ def test_a_path_with_a_nul_byte_is_a_storage_error(tmp_path: Path) -> None:
         Engine.open(path, durability="none")
     assert isinstance(raised.value, EngineError)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_truncation_check_reads_the_meta_before_the_file_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by test_opens_succeed_while_another_process_grows_the_map (a flake): the
+    # check read the file's size, then the newest meta page; another process committing
+    # in between grew both, so a sound file looked truncated and the open failed with
+    # CorruptionError. Read in the other order, pages a meta names are always written.
+    (tmp_path / "data.mdb").write_bytes(b"")
+    commits = 0  # each read of the meta sees one more commit of another process
+
+    class GrowingEnv:
+        def info(self) -> dict[str, int]:
+            nonlocal commits
+            commits += 1
+            return {"last_pgno": 10 * commits}
+
+        def stat(self) -> dict[str, int]:
+            return {"psize": 4096}
+
+    monkeypatch.setattr(
+        storage.os.path, "getsize", lambda path: (10 * commits + 1) * 4096
+    )  # the file as of the last commit
+    storage._check_size(GrowingEnv(), str(tmp_path))
+    monkeypatch.setattr(storage.os.path, "getsize", lambda path: 10 * commits * 4096)
+    with pytest.raises(CorruptionError, match="data.mdb is truncated"):
+        storage._check_size(GrowingEnv(), str(tmp_path))  # a page short: refused
