@@ -21,12 +21,14 @@ __all__ = [
     "document_decoder",
     "encode",
     "encode_document",
+    "encode_sorted",
     "typed_decoder",
 ]
 
 T = TypeVar("T")
 
 _encoder = msgspec.msgpack.Encoder()
+_sorted_encoder = msgspec.msgpack.Encoder(order="sorted")
 _decoder = msgspec.msgpack.Decoder()
 _document_decoder = msgspec.msgpack.Decoder(dict[str, Any])
 
@@ -36,6 +38,9 @@ DecodeError = msgspec.DecodeError
 
 #: Encode any msgpack-able value (documents, log entries, catalog records).
 encode = _encoder.encode
+#: Encode with every map's keys sorted: one encoding per value whatever the order its
+#: dicts were built in (to compare declarations, not to store documents).
+encode_sorted = _sorted_encoder.encode
 #: Decode msgpack bytes (or a zero-copy buffer) into plain Python values.
 decode = _decoder.decode
 

@@ -54,7 +54,7 @@ from .catalog import (
     load_catalog,
 )
 from .commit import read_log
-from .encoding import decode, decode_document, encode
+from .encoding import decode, decode_document, encode, encode_sorted
 from .errors import SchemaValidationError, ValidationError
 from .schema import schema_from_json
 
@@ -219,16 +219,19 @@ def _refuse(failures: list[str]) -> None:
 def _same_schema(stored: bytes | None, schema_json: bytes) -> bool:
     """Whether the stored schema is ``schema_json`` (encoded), also when it was stored in
     an older spelling of the same validators (a ``v.record``'s values before they took
-    Convex's ``{fieldType, optional}`` form): upgrading must not re-check every document.
-    Cost: a bytes compare; a decode and re-encode of the stored schema when they differ."""
+    Convex's ``{fieldType, optional}`` form), or declared its tables, fields or indexes
+    in another order (maps compare with sorted keys; lists, such as an index's fields
+    or a union's members, keep their order): neither must re-check every document.
+    Cost: a bytes compare; a decode and re-encode of both when they differ."""
     if stored is None:
         return False
     if stored == schema_json:
         return True
     try:
-        return encode(schema_from_json(decode(stored)).to_json()) == schema_json
+        stored_form = encode_sorted(schema_from_json(decode(stored)).to_json())
     except Exception:  # a schema that does not decode differs: it is replaced
         return False
+    return stored_form == encode_sorted(decode(schema_json))
 
 
 def apply_schema(db: Database, schema: SchemaDefinition) -> None:

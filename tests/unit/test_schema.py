@@ -290,3 +290,47 @@ def test_a_schema_stored_in_an_older_spelling_is_not_a_schema_change(tmp_path: P
         with storage.env.begin() as rtxn:
             assert (storage.head(rtxn), rtxn.get(b"schema_ts", db=storage.meta)) == before
         db.check()
+
+
+def test_the_same_schema_declared_in_another_order_is_not_a_schema_change(
+    tmp_path: Path,
+) -> None:
+    # Tables, fields and indexes declared in another order (a reformatted schema file)
+    # counted as a new schema: every document was checked again at open, and the
+    # catalog version moved (a conflict for in-flight mutations, a re-run for every
+    # subscription).
+    first = define_schema(
+        {
+            "a": define_table({"x": v.string(), "y": v.optional(v.int64())})
+            .index("by_x", ["x"])
+            .index("by_y", ["y"]),
+            "b": define_table({"z": v.object({"p": v.string(), "q": v.float64()})}),
+        }
+    )
+    reordered = define_schema(
+        {
+            "b": define_table({"z": v.object({"q": v.float64(), "p": v.string()})}),
+            "a": define_table({"y": v.optional(v.int64()), "x": v.string()})
+            .index("by_y", ["y"])
+            .index("by_x", ["x"]),
+        }
+    )
+    with Engine.open(tmp_path, schema=first, durability="none") as db:
+        db.run(lambda ctx: ctx.db.insert("a", {"x": "s", "y": 1}))
+        storage = db._db.storage
+        with storage.env.begin() as rtxn:
+            before = (storage.head(rtxn), rtxn.get(b"schema_ts", db=storage.meta))
+    with Engine.open(tmp_path, schema=reordered, durability="none") as db:
+        storage = db._db.storage
+        with storage.env.begin() as rtxn:
+            assert (storage.head(rtxn), rtxn.get(b"schema_ts", db=storage.meta)) == before
+        db.check()
+    # An index's fields keep their order: that is another index.
+    swapped = define_schema(
+        {"a": define_table({"x": v.string(), "y": v.optional(v.int64())}).index("by_x", ["y", "x"])}
+    )
+    with Engine.open(tmp_path, schema=swapped, durability="none") as db:
+        storage = db._db.storage
+        with storage.env.begin() as rtxn:
+            assert storage.head(rtxn) != before[0]
+        assert db._db.latest_catalog().catalog.tables["a"].indexes["by_x"].fields == ("y", "x")
