@@ -978,7 +978,10 @@ class SubscriptionManager:
         """Keys of the watched queries that commits in ``(self.ts, latest]`` touched."""
         storage = self._db.storage
         affected: set[Any] = set()
-        if latest <= self.ts:
+        if latest <= self.ts or not self._index:
+            # Nothing new, or no read set to match: the executions followed have not
+            # run yet, and run now on this snapshot (the first subscribe() after a quiet
+            # period reads none of the log since).
             return affected
         floor = storage.meta_timestamp(rtxn, b"log_floor")
         if self.ts < floor:
