@@ -781,3 +781,48 @@ def test_a_cron_whose_runs_would_not_fit_is_refused_when_registered(db_path: Pat
         (log,) = logs(engine, "padded")
         assert log["status"] == {"type": "success", "result": "r" * 900}
         assert "prevTs" in by_name(engine)["padded"]
+
+
+def test_a_cron_whose_bookkeeping_fails_does_not_stop_the_pass(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A run's outcome that could not be written (forced here) raised out of the
+    # executor's pass, and the crons due after it did not run in that pass. Now it is
+    # logged with the cron's name, the cron is left as stored, the others run, and
+    # finish_scheduled_functions raises the error once the pass is over.
+    import logging
+
+    import engine.crons as crons_module
+
+    caplog.set_level(logging.ERROR, logger="engine.scheduler")
+    crons = cron_jobs()
+    crons.interval("fail", cronjobs.fail, minutes=10)
+    crons.interval("tick", cronjobs.tick, {"label": "t"}, minutes=10)
+    real_complete_run = crons_module.complete_run
+
+    def broken_complete_run(
+        txn: Any, cron: dict[str, Any], status: dict[str, Any], *a: Any
+    ) -> None:
+        if status["type"] == "err":
+            raise LimitExceeded("forced bookkeeping failure", limit="DocumentTooLarge")
+        real_complete_run(txn, cron, status, *a)
+
+    with open_with(db_path, crons) as engine:
+        fail, tick = by_name(engine)["fail"], by_name(engine)["tick"]
+
+        def fail_first(ctx: Any) -> None:  # both are due at once: order them
+            with engine_writes(ctx._txn):
+                ctx._txn.patch(fail["_id"], {"nextTs": tick["nextTs"] - 1000.0})
+
+        engine.run(fail_first)
+        fail = by_name(engine)["fail"]
+        monkeypatch.setattr(crons_module, "complete_run", broken_complete_run)
+        with pytest.raises(LimitExceeded, match="forced bookkeeping failure"):
+            engine.finish_scheduled_functions(timeout=5)
+        assert engine.query(cronjobs.ticks) == ["t"]  # the cron behind it ran
+        assert logs(engine, "fail") == [] and by_name(engine)["fail"] == fail  # as stored
+        assert any("cron 'fail'" in record.getMessage() for record in caplog.records)
+        monkeypatch.setattr(crons_module, "complete_run", real_complete_run)
+        assert engine.finish_scheduled_functions(timeout=5) == 1  # now recorded, once
+        assert [log["status"]["type"] for log in logs(engine, "fail")] == ["err"]
+        assert engine.query(cronjobs.ticks) == ["t"]
