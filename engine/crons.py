@@ -53,7 +53,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .cronschedule import DAYS_OF_WEEK, after_skips, next_run, next_ts, parse_cron
-from .errors import ArgumentValidationError, EngineError, FunctionNotFound, SchedulerError
+from .errors import (
+    ArgumentValidationError,
+    EngineError,
+    FunctionNotFound,
+    LimitExceeded,
+    SchedulerError,
+)
 from .query import Query
 from .scheduler import (
     _LONGEST_ID,
@@ -359,7 +365,8 @@ def defined_crons(package_crons: Crons | None, runtime: Runtime) -> dict[str, di
     """Each cron of ``package_crons`` as its stored ``cronSpec``, by name; the targets
     are resolved and the arguments checked. Raises :class:`FunctionNotFound`,
     :class:`SchedulerError` (a target that is not a mutation or action),
-    :class:`ArgumentValidationError`."""
+    :class:`ArgumentValidationError`, :class:`LimitExceeded` (arguments that leave the
+    cron or its logs no room in the 1 MiB document limit)."""
     specs: dict[str, dict[str, Any]] = {}
     if package_crons is None:
         return specs
@@ -375,8 +382,56 @@ def defined_crons(package_crons: Crons | None, runtime: Runtime) -> dict[str, di
             args = runtime.check_args(name, function, cron.args)
         except ArgumentValidationError as error:
             raise ArgumentValidationError(f"Cron {cron.name!r}: {error}", path=error.path) from None
-        specs[cron.name] = {"udfPath": name, "udfArgs": [args], "cronSchedule": cron.schedule}
+        spec = {"udfPath": name, "udfArgs": [args], "cronSchedule": cron.schedule}
+        _check_room(cron.name, spec)
+        specs[cron.name] = spec
     return specs
+
+
+#: The largest status a run's log takes: a result is logged whole up to
+#: :data:`_MAX_LOGGED_RESULT` bytes, else as that many characters of text (up to 4 bytes
+#: each); an error is cut to the room left (see :func:`_log`).
+_ROOMIEST_STATUS = {"type": "success", "truncated": "\U0010ffff" * _MAX_LOGGED_RESULT}
+
+
+def _check_room(name: str, spec: dict[str, Any]) -> None:
+    """Refuse a cron whose stored document or run's log would not fit the 1 MiB document
+    limit once it runs: the cron takes ``prevTs`` and ``inProgress``, and each log holds
+    the arguments beside the run's status. Stored, such a cron could never record a run
+    (the executor retried it at every pass), so it is refused when the engine opens, as
+    a job is when scheduled. Cost: two passes over the arguments' size."""
+    cron = {
+        "_id": _LONGEST_ID,
+        "_creationTime": 0.0,
+        "name": name,
+        "cronSpec": spec,
+        "state": {"kind": "inProgress"},
+        "prevTs": 0.0,
+        "nextTs": 0.0,
+    }
+    log = {
+        "_id": _LONGEST_ID,
+        "_creationTime": 0.0,
+        "name": name,
+        "ts": 0.0,
+        "udfPath": spec["udfPath"],
+        "udfArgs": spec["udfArgs"],
+        "status": _ROOMIEST_STATUS,
+        "executionTime": 0.0,
+    }
+    for table, document in ((CRON_JOBS, cron), (CRON_JOB_LOGS, log)):
+        size = value_size(document)
+        if size > MAX_DOCUMENT_SIZE:
+            raise LimitExceeded(
+                f"Cron {name!r}: its arguments do not fit: a document of {table} would "
+                f"measure {size} bytes once the cron runs (with room for its state and a "
+                f"logged result), over the limit of {MAX_DOCUMENT_SIZE}. The cron's "
+                f"arguments are stored in {CRON_JOBS} and in each run's log in "
+                f"{CRON_JOB_LOGS}, so they are bounded by the 1 MiB document limit. Pass "
+                "the ids of stored documents, or of a file in ctx.storage, instead.",
+                limit="DocumentTooLarge",
+                path="$",
+            )
 
 
 def sync_crons(runtime: Runtime, specs: dict[str, dict[str, Any]]) -> None:

@@ -24,6 +24,11 @@ Guarantees (Convex's):
   started once claimed is recorded ``failed`` with the transient error (the cause is
   logged); the loop's thread starts before the claim, so a thread that cannot start
   leaves the job pending.
+- **One run's bookkeeping failing is isolated.** A claim or outcome that cannot be
+  written is logged with the job's id (or cron's name) and left as stored (pending:
+  a later pass tries again; an action inProgress: failed by the next executor that
+  starts alone); the runs due after it still run, and ``finish_*`` raises the first
+  such error once the pass is over.
 - **Bounded parallelism.** The background worker runs at most
   :attr:`Executor.max_running_actions` actions at once; at the cap it stops claiming
   until one ends (Convex's ``SCHEDULED_JOB_EXECUTION_PARALLELISM``).
@@ -64,6 +69,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .contexts import ActionCtx, MutationCtx
@@ -493,13 +499,46 @@ class Executor:
     ) -> tuple[int, float | None]:
         """Run every due job, then every due cron, once (due by ``advance_ms`` after now,
         for ``finish``, which waits for each action until its ``deadline``, a
-        ``time.monotonic()``); returns (runs, time in ms the next one is due)."""
-        ran, next_job = self._pass_jobs(all_pending, background, advance_ms, deadline)
-        if self._stopping:
-            return ran, None
-        ran_crons, next_cron = self._pass_crons(background, advance_ms, deadline)
+        ``time.monotonic()``); returns (runs, time in ms the next one is due).
+
+        A run whose bookkeeping fails (its claim or outcome cannot be written) is logged
+        and left as stored, and the pass goes on (see :meth:`_isolated`); not in
+        ``background``, the first such error is raised once the pass is over."""
+        failed: list[Exception] = []
+        ran, next_job = self._pass_jobs(all_pending, background, advance_ms, deadline, failed)
+        if not self._stopping:
+            ran_crons, next_cron = self._pass_crons(background, advance_ms, deadline, failed)
+        else:
+            ran_crons, next_job, next_cron = 0, None, None
+        if failed and not background:
+            raise failed[0]
         dues = [due for due in (next_job, next_cron) if due is not None]
         return ran + ran_crons, min(dues) if dues else None
+
+    def _isolated(self, run: _Run, step: Callable[[], bool], failed: list[Exception]) -> bool:
+        """``step()``, which runs or records ``run``; if it raises (its claim or outcome
+        could not be written, e.g. a document over the size limit), the error is logged
+        with the run's label, appended to ``failed``, and False returned, so the runs due
+        after it still run in this pass. The run is left as stored: a pending one is
+        tried again by a later pass (a mutation's writes were discarded with its
+        transaction), an action left inProgress is failed by the next executor that
+        starts alone. Not isolated: :class:`_PastDeadline`, and errors once close() has
+        begun (the storage fails under the pass)."""
+        try:
+            return step()
+        except _PastDeadline:
+            raise
+        except Exception as error:
+            if self._stopping:
+                raise
+            _log.exception(
+                "%s (%s): its bookkeeping failed (claim or outcome not written); left as "
+                "stored, the pass goes on with the runs due after it.",
+                run.source,
+                run.label,
+            )
+            failed.append(error)
+            return False
 
     def _pass_jobs(
         self,
@@ -507,10 +546,13 @@ class Executor:
         background: bool,
         advance_ms: float,
         deadline: float | None = None,
+        failed: list[Exception] | None = None,
     ) -> tuple[int, float | None]:
         """Run every due job once. Jobs of functions this engine does not know (another
         process's package) are left pending and paged past, so the runnable jobs behind
-        them run."""
+        them run; so do the jobs behind one whose bookkeeping fails (appended to
+        ``failed``, see :meth:`_isolated`)."""
+        failed = [] if failed is None else failed
         registry = self._runtime.registry.by_name
         now = now_ms() + advance_ms
         ran = 0
@@ -525,22 +567,31 @@ class Executor:
                     continue  # registered by another process's functions: left for it
                 run = _JobRun(self, job["_id"], job["name"], function.kind)
                 if function.kind == "mutation":
-                    ran += self._run_mutation(run, function, background)
+                    step = partial(self._run_mutation, run, function, background)
                 elif function.kind != "action":  # it was one when scheduled: code changed
-                    ran += self._complete(job["_id"], ("pending",), _unsupported(function.kind))
+                    step = partial(
+                        run.record, _unsupported(function.kind), None, 0.0, running=False
+                    )
                 else:
                     if background and len(self._running) >= self.max_running_actions:
                         return ran, None  # at the cap: an action's end wakes the worker
-                    ran += self._run_action(run, function, background, deadline)
+                    step = partial(self._run_action, run, function, background, deadline)
+                ran += self._isolated(run, step, failed)
         return ran, None
 
     def _pass_crons(
-        self, background: bool, advance_ms: float, deadline: float | None = None
+        self,
+        background: bool,
+        advance_ms: float,
+        deadline: float | None = None,
+        failed: list[Exception] | None = None,
     ) -> tuple[int, float | None]:
         """Run every due cron once (only by their time: ``finish_all`` does not run crons
-        ahead, they would never end); returns (runs, when the next one is due)."""
+        ahead, they would never end); returns (runs, when the next one is due). A cron
+        whose bookkeeping fails is appended to ``failed`` (see :meth:`_isolated`)."""
         from .crons import CronRun, all_crons, target_function
 
+        failed = [] if failed is None else failed
         now = now_ms() + advance_ms
         ran = 0
         for cron in self._db.run(all_crons, writable=False)[0]:
@@ -553,13 +604,14 @@ class Executor:
                 return ran, cron["nextTs"]
             run = CronRun(self, cron, function.kind, advance_ms)
             if function.kind == "mutation":
-                ran += self._run_mutation(run, function, background)
+                step = partial(self._run_mutation, run, function, background)
             elif function.kind != "action":  # it was one when the engine opened: code changed
-                ran += run.record(_unsupported(function.kind), None, 0.0, running=False)
+                step = partial(run.record, _unsupported(function.kind), None, 0.0, running=False)
             else:
                 if background and len(self._running) >= self.max_running_actions:
                     return ran, None  # at the cap: an action's end wakes the worker
-                ran += self._run_action(run, function, background, deadline)
+                step = partial(self._run_action, run, function, background, deadline)
+            ran += self._isolated(run, step, failed)
         return ran, None
 
     def _run_mutation(self, run: _Run, function: FunctionDef, background: bool) -> bool:
@@ -692,6 +744,8 @@ class Executor:
             error = future.result() if ended else None
         except concurrent.futures.CancelledError:  # close() cancelled it before it began
             raise closed_error() from None
+        except Exception:  # raised by the ended task: its outcome could not be recorded
+            raise
         except BaseException:  # Ctrl-C while waiting: the action is cancelled, and recorded
             with self._idle:
                 self._cancel(run.key)
@@ -852,6 +906,15 @@ class Executor:
             seconds = time.monotonic() - began
             try:
                 await asyncio.to_thread(run.record, state, result, seconds, running=True)
+            except Exception:
+                # Logged here: the worker never reads the task's result (finish_* raises it).
+                _log.exception(
+                    "%s (%s): its outcome could not be recorded; it stays inProgress until "
+                    "an executor starts with no other alive on the folder (which fails it).",
+                    run.source,
+                    run.label,
+                )
+                raise
             finally:
                 self._finished(run)
             return raised

@@ -67,3 +67,9 @@ def huge_error(ctx: Any, size: int) -> None:
 @internal_mutation(args={"size": v.int64(), "padding": v.string()})
 def padded_error(ctx: Any, size: int, padding: str) -> None:
     raise ValueError("x" * size)
+
+
+@internal_mutation(args={"size": v.int64(), "padding": v.string()})
+def padded_result(ctx: Any, size: int, padding: str) -> str:
+    """Return a result of ``size`` characters (logged whole up to 1,000 bytes)."""
+    return "r" * size

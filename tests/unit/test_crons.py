@@ -21,6 +21,7 @@ from engine import (
     Engine,
     EngineError,
     FunctionNotFound,
+    LimitExceeded,
     SchedulerError,
     cron_jobs,
 )
@@ -702,8 +703,9 @@ def test_an_error_is_cut_to_the_room_its_arguments_leave_in_the_log(db_path: Pat
     # characters beside arguments that fit in the cron (as the scheduler's jobs keep room
     # for theirs) made the log too large: the run's outcome was never written, and
     # finish_scheduled_functions raised DocumentTooLarge (the cron was never logged).
+    # (As large as a cron's arguments may be: room is kept for a logged result too.)
     crons = cron_jobs()
-    padding = "a" * ((1 << 20) - 600)
+    padding = "a" * ((1 << 20) - 6000)
     crons.interval(
         "padded", cronjobs.padded_error, {"size": 60_000, "padding": padding}, minutes=10
     )
@@ -753,3 +755,74 @@ def test_finish_called_from_a_cron_actions_thread_is_refused(db_path: Path) -> N
         assert time.monotonic() - started < 10.0  # not its own 20 s timeout
         (log,) = logs(engine, "finisher")
         assert "called from inside a scheduled action" in log["status"]["error"]
+
+
+def test_a_cron_whose_runs_would_not_fit_is_refused_when_registered(db_path: Path) -> None:
+    # Arguments that fit in _cron_jobs when the cron is stored could leave no room for
+    # what its runs write: the log holds the arguments beside a result of up to 1,000
+    # bytes (and the cron takes prevTs and inProgress). The run's outcome never
+    # committed and finish_scheduled_functions raised DocumentTooLarge at every pass,
+    # so the cron stalled. Such a cron is refused when the engine opens, by name.
+    crons = cron_jobs()
+    padding = "a" * ((1 << 20) - 600)
+    crons.interval("padded", cronjobs.padded_result, {"size": 900, "padding": padding}, minutes=10)
+    with pytest.raises(LimitExceeded) as raised:
+        open_with(db_path, crons).close()
+    message = str(raised.value)
+    assert raised.value.limit == "DocumentTooLarge"
+    assert "Cron 'padded'" in message and str(1 << 20) in message
+    assert "Pass the ids of stored documents" in message
+    # With the room its runs need, the same cron registers, runs and is logged.
+    crons = cron_jobs()
+    padding = "a" * ((1 << 20) - 6000)
+    crons.interval("padded", cronjobs.padded_result, {"size": 900, "padding": padding}, minutes=10)
+    with open_with(db_path, crons) as engine:
+        assert engine.finish_scheduled_functions(timeout=5) == 1
+        (log,) = logs(engine, "padded")
+        assert log["status"] == {"type": "success", "result": "r" * 900}
+        assert "prevTs" in by_name(engine)["padded"]
+
+
+def test_a_cron_whose_bookkeeping_fails_does_not_stop_the_pass(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A run's outcome that could not be written (forced here) raised out of the
+    # executor's pass, and the crons due after it did not run in that pass. Now it is
+    # logged with the cron's name, the cron is left as stored, the others run, and
+    # finish_scheduled_functions raises the error once the pass is over.
+    import logging
+
+    import engine.crons as crons_module
+
+    caplog.set_level(logging.ERROR, logger="engine.scheduler")
+    crons = cron_jobs()
+    crons.interval("fail", cronjobs.fail, minutes=10)
+    crons.interval("tick", cronjobs.tick, {"label": "t"}, minutes=10)
+    real_complete_run = crons_module.complete_run
+
+    def broken_complete_run(
+        txn: Any, cron: dict[str, Any], status: dict[str, Any], *a: Any
+    ) -> None:
+        if status["type"] == "err":
+            raise LimitExceeded("forced bookkeeping failure", limit="DocumentTooLarge")
+        real_complete_run(txn, cron, status, *a)
+
+    with open_with(db_path, crons) as engine:
+        fail, tick = by_name(engine)["fail"], by_name(engine)["tick"]
+
+        def fail_first(ctx: Any) -> None:  # both are due at once: order them
+            with engine_writes(ctx._txn):
+                ctx._txn.patch(fail["_id"], {"nextTs": tick["nextTs"] - 1000.0})
+
+        engine.run(fail_first)
+        fail = by_name(engine)["fail"]
+        monkeypatch.setattr(crons_module, "complete_run", broken_complete_run)
+        with pytest.raises(LimitExceeded, match="forced bookkeeping failure"):
+            engine.finish_scheduled_functions(timeout=5)
+        assert engine.query(cronjobs.ticks) == ["t"]  # the cron behind it ran
+        assert logs(engine, "fail") == [] and by_name(engine)["fail"] == fail  # as stored
+        assert any("cron 'fail'" in record.getMessage() for record in caplog.records)
+        monkeypatch.setattr(crons_module, "complete_run", real_complete_run)
+        assert engine.finish_scheduled_functions(timeout=5) == 1  # now recorded, once
+        assert [log["status"]["type"] for log in logs(engine, "fail")] == ["err"]
+        assert engine.query(cronjobs.ticks) == ["t"]
