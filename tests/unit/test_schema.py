@@ -283,13 +283,17 @@ def test_a_schema_stored_in_an_older_spelling_is_not_a_schema_change(tmp_path: P
                 "fieldType"
             ]
             wtxn.put(b"schema", encode(stored), db=storage.meta)
-        with storage.env.begin() as rtxn:
-            before = (storage.head(rtxn), rtxn.get(b"schema_ts", db=storage.meta))
+        before = _schema_state(db)
     with Engine.open(tmp_path, schema=schema, durability="none") as db:
-        storage = db._db.storage
-        with storage.env.begin() as rtxn:
-            assert (storage.head(rtxn), rtxn.get(b"schema_ts", db=storage.meta)) == before
+        assert _schema_state(db) == before
         db.check()
+
+
+def _schema_state(db: Engine) -> tuple[tuple[int, int], bytes | None]:
+    """The head (commit ts, catalog version) and the time of the last schema change."""
+    storage = db._db.storage
+    with storage.env.begin() as rtxn:
+        return storage.head(rtxn), rtxn.get(b"schema_ts", db=storage.meta)
 
 
 def test_the_same_schema_declared_in_another_order_is_not_a_schema_change(
@@ -317,20 +321,14 @@ def test_the_same_schema_declared_in_another_order_is_not_a_schema_change(
     )
     with Engine.open(tmp_path, schema=first, durability="none") as db:
         db.run(lambda ctx: ctx.db.insert("a", {"x": "s", "y": 1}))
-        storage = db._db.storage
-        with storage.env.begin() as rtxn:
-            before = (storage.head(rtxn), rtxn.get(b"schema_ts", db=storage.meta))
+        before = _schema_state(db)
     with Engine.open(tmp_path, schema=reordered, durability="none") as db:
-        storage = db._db.storage
-        with storage.env.begin() as rtxn:
-            assert (storage.head(rtxn), rtxn.get(b"schema_ts", db=storage.meta)) == before
+        assert _schema_state(db) == before
         db.check()
     # An index's fields keep their order: that is another index.
     swapped = define_schema(
         {"a": define_table({"x": v.string(), "y": v.optional(v.int64())}).index("by_x", ["y", "x"])}
     )
     with Engine.open(tmp_path, schema=swapped, durability="none") as db:
-        storage = db._db.storage
-        with storage.env.begin() as rtxn:
-            assert storage.head(rtxn) != before[0]
+        assert _schema_state(db)[0] != before[0]
         assert db._db.latest_catalog().catalog.tables["a"].indexes["by_x"].fields == ("y", "x")
