@@ -125,3 +125,41 @@ def test_documents_convert_unchanged(document: dict[str, Any]) -> None:
 def test_format_value_is_short_and_total(value: Any, limit: int) -> None:
     text = format_value(value, limit)
     assert 0 < len(text) <= limit
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=30),
+    st.binary(max_size=20),
+)
+_hashable = st.recursive(
+    st.one_of(st.integers(), st.text(max_size=8)),
+    lambda inner: st.one_of(st.tuples(inner, inner), st.frozensets(inner, max_size=5)),
+    max_leaves=10,
+)
+_containers = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=60),
+        st.tuples(inner),
+        st.tuples(inner, inner, inner),
+        st.dictionaries(st.one_of(st.text(max_size=6), st.integers()), inner, max_size=50),
+        st.sets(_hashable, max_size=50),
+        st.frozensets(_hashable, max_size=50),
+    ),
+    max_leaves=200,
+)
+
+
+@given(_containers, st.integers(min_value=4, max_value=120))
+@settings(max_examples=300, deadline=None)
+def test_short_repr_is_repr_cut_to_its_limit(value: Any, limit: int) -> None:
+    # short_repr renders the built-in containers by their first items only: its text
+    # must still be repr's, cut at the limit.
+    from engine.formatting import short_repr
+
+    full = repr(value)
+    assert short_repr(value, limit) == (full if len(full) <= limit else full[: limit - 3] + "...")
