@@ -401,26 +401,15 @@ def _check_room(name: str, spec: dict[str, Any]) -> None:
     (the executor retried it at every pass), so it is refused when the engine opens, as
     a job is when scheduled. Cost: two passes over the arguments' size."""
     cron = {
-        "_id": _LONGEST_ID,
-        "_creationTime": 0.0,
         "name": name,
         "cronSpec": spec,
         "state": {"kind": "inProgress"},
         "prevTs": 0.0,
         "nextTs": 0.0,
     }
-    log = {
-        "_id": _LONGEST_ID,
-        "_creationTime": 0.0,
-        "name": name,
-        "ts": 0.0,
-        "udfPath": spec["udfPath"],
-        "udfArgs": spec["udfArgs"],
-        "status": _ROOMIEST_STATUS,
-        "executionTime": 0.0,
-    }
+    log = _log_record(name, spec, 0.0, _ROOMIEST_STATUS, 0.0)
     for table, document in ((CRON_JOBS, cron), (CRON_JOB_LOGS, log)):
-        size = value_size(document)
+        size = _stored_size(document)
         if size > MAX_DOCUMENT_SIZE:
             raise LimitExceeded(
                 f"Cron {name!r}: its arguments do not fit: a document of {table} would "
@@ -503,28 +492,37 @@ def _trim_logs(txn: Transaction, name: str, keep: int) -> None:
             txn.delete(log["_id"])
 
 
-def _log(
-    txn: Transaction, cron: dict[str, Any], ts: float, status: dict[str, Any], seconds: float
-) -> None:
-    """Insert a run's log and keep the newest :data:`MAX_LOGS_PER_CRON` (in engine_writes)."""
-    system_table(txn, CRON_JOB_LOGS, _LOG_INDEXES)
-    spec = cron["cronSpec"]
-    log = {
-        "name": cron["name"],
+def _log_record(
+    name: str, spec: dict[str, Any], ts: float, status: dict[str, Any], seconds: float
+) -> dict[str, Any]:
+    """The fields of a run's log in ``_cron_job_logs`` (the system fields come at insert)."""
+    return {
+        "name": name,
         "ts": ts,
         "udfPath": spec["udfPath"],
         "udfArgs": spec["udfArgs"],
         "status": status,
         "executionTime": seconds,
     }
+
+
+def _stored_size(fields: dict[str, Any]) -> int:
+    """The size of a system document with ``fields`` once stored, by Convex's rule (with
+    the longest ``_id`` and a ``_creationTime``)."""
+    return value_size({"_id": _LONGEST_ID, "_creationTime": 0.0, **fields})
+
+
+def _log(
+    txn: Transaction, cron: dict[str, Any], ts: float, status: dict[str, Any], seconds: float
+) -> None:
+    """Insert a run's log and keep the newest :data:`MAX_LOGS_PER_CRON` (in engine_writes)."""
+    system_table(txn, CRON_JOB_LOGS, _LOG_INDEXES)
+    log = _log_record(cron["name"], cron["cronSpec"], ts, status, seconds)
     if status.get("type") == "err":
         # The error is cut to the room the 1 MiB limit leaves beside the cron's arguments,
         # which the log holds too (as a job's error, see scheduler.fitting).
-        probe = {"_id": _LONGEST_ID, "_creationTime": 0.0, **log, "status": {**status, "error": ""}}
-        log["status"] = {
-            **status,
-            "error": cut_error(status["error"], MAX_DOCUMENT_SIZE - value_size(probe)),
-        }
+        room = MAX_DOCUMENT_SIZE - _stored_size(dict(log, status={**status, "error": ""}))
+        log["status"] = {**status, "error": cut_error(status["error"], room)}
     txn.insert(CRON_JOB_LOGS, log, system=True)
     _trim_logs(txn, cron["name"], MAX_LOGS_PER_CRON)
 

@@ -167,12 +167,12 @@ def _http_action(
 ) -> Response:
     """Answer a request with the HTTP action its route names (see :mod:`engine.httpactions`)."""
     body = b""
+    cap = min(max_size, httpactions.BODY_LIMIT)
     if method not in ("GET", "HEAD", "OPTIONS") and (  # Convex hands these no body
-        router.lookup(path, method) is not None or _refused_from_head(header, max_size)
+        router.lookup(path, method) is not None or _refused_from_head(header, cap)
     ):
         # A request to no route is answered 404 from its head, its body unread (the
         # server drops it, or closes): a client that waits for a 100 sends none.
-        cap = min(max_size, httpactions.BODY_LIMIT)
         data = _body(header, read_body, cap, "The request body", optional=True, read_all=read_all)
         if isinstance(data, Response):
             return data
@@ -191,15 +191,15 @@ def _http_action(
     return Response(answer.status, answer.headers.pairs(), [answer.body])
 
 
-def _refused_from_head(header: Callable[[str], str | None], max_size: int) -> bool:
+def _refused_from_head(header: Callable[[str], str | None], cap: int) -> bool:
     """Whether the head alone refuses the body of an HTTP action's request (a bad
-    ``Content-Length``, or one over the cap): refused before routing, as
+    ``Content-Length``, or one over ``cap``): refused before routing, as
     :func:`engine.httpactions.respond` checks the size before the route."""
     value = header("Content-Length")
     if value is None:
         return False
     length = _content_length(value)
-    return length is None or length > min(max_size, httpactions.BODY_LIMIT)
+    return length is None or length > cap
 
 
 _HOST = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
