@@ -215,6 +215,9 @@ class _Notifier:
         self._failed = "The subscription worker failed"
         #: Why this subscription ended (its token expired): ``.value`` and iteration raise it.
         self._ended: BaseException | None = None
+        #: The version of the last failed outcome an iteration raised: a new iteration
+        #: waits for the next outcome rather than raise it again (see _follow).
+        self._raised: Any = None
 
     def _raise_if_stopped(self) -> None:
         """Raise why following stopped: the worker failed, or the token expired."""
@@ -243,7 +246,8 @@ class _Notifier:
         if self._closed:
             return
         seen, value = current()
-        yield value()
+        if seen != self._raised:
+            yield self._iterated(seen, value)
         while True:
             with self._cond:
                 while self._wakes == woken and not self._closed:
@@ -255,7 +259,22 @@ class _Notifier:
             version, value = current()
             if version != seen:
                 seen = version
-                yield value()
+                yield self._iterated(version, value)
+
+    def _iterated(self, version: Any, value: Callable[[], Any]) -> Any:
+        """``value()``; if it raises (the query failed), note ``version`` as raised.
+
+        An iteration that begins on a failed outcome another iteration already raised
+        skips it and waits for the next one: so the retry loop the docs suggest
+        (``while True: try: for v in sub: ... except ...``) blocks until a commit
+        changes the outcome, instead of raising the same error again at full speed.
+        ``.value`` still raises it every time.
+        """
+        try:
+            return value()
+        except BaseException:
+            self._raised = version
+            raise
 
     def _fail(self, error: BaseException, what: str) -> None:
         """End iterations with ``error`` (``what``: the worker died, or a callback raised
@@ -286,7 +305,8 @@ class Subscription(_Notifier):
     ends when the subscription is closed. A slow consumer sees the newest
     value, not every intermediate one. If a re-run raises, iteration raises
     that error (and ``.value`` does too) until a later commit fixes the data;
-    iterate again to keep following it.
+    iterate again to keep following it: a new iteration does not raise again an
+    error an iteration already raised, it waits for the next outcome.
 
     Example::
 
@@ -467,7 +487,8 @@ class Subscription(_Notifier):
             if self._closed:
                 return
             seen, value = self._current()
-            yield value()
+            if seen != self._raised:  # else an error an iteration raised: see _iterated
+                yield self._iterated(seen, value)
             while not self._closed:
                 await event.wait()
                 event.clear()
@@ -477,7 +498,7 @@ class Subscription(_Notifier):
                 version, value = self._current()
                 if version != seen:  # else woken for a value already yielded
                     seen = version
-                    yield value()
+                    yield self._iterated(version, value)
             self._raise_if_stopped()  # ended while the value was being consumed
         finally:
             self._async_waiters.remove(waiter)

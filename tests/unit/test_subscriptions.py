@@ -189,12 +189,81 @@ def test_reading_a_failed_value_does_not_grow_its_traceback(engine: Engine) -> N
                 sub.value  # noqa: B018
             lengths.append(len(_frames(caught.value)))
             assert "strict" in _frames(caught.value)  # where the query raised is kept
-        for _ in range(3):
-            with pytest.raises(ValueError):
-                next(iter(sub))
+        with pytest.raises(ValueError):  # an iteration raises it once (see the next test)
+            next(iter(sub))
         with pytest.raises(ValueError) as caught:
             sub.value  # noqa: B018
         assert len(set(lengths)) == 1 and len(_frames(caught.value)) == lengths[0]
+
+
+def test_iterating_again_after_an_error_waits_for_the_next_outcome(engine: Engine) -> None:
+    """The docstring says to iterate again after an iteration raised a failed re-run's
+    error. A new iteration raised that same error again at once, so the retry loop
+    (``while True: try: for v in sub``) spun at full speed until the data changed. A new
+    iteration now waits for the next outcome; a later, new error is raised again."""
+    doc = put(engine, "a", -1)
+    with engine.subscribe(strict, {"id": doc}) as sub:
+        with pytest.raises(ValueError, match="negative"):
+            next(iter(sub))
+        with pytest.raises(ValueError, match="negative"):  # .value raises it every time
+            sub.value  # noqa: B018
+        raised: list[BaseException] = []
+        got: list[Any] = []
+
+        def follow() -> None:
+            while len(raised) < 1000:
+                try:
+                    for value in sub:
+                        got.append(value)
+                        return
+                except ValueError as error:
+                    raised.append(error)
+
+        thread = threading.Thread(target=follow, daemon=True)
+        thread.start()
+        thread.join(0.3)  # time enough to spin a thousand times, were it to
+        assert thread.is_alive() and raised == []
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": 7}))
+        thread.join(5)
+        assert not thread.is_alive() and got == [7] and raised == []
+        engine.run(lambda ctx: ctx.db.patch(doc, {"value": -2}))
+        assert _until(lambda: _fails(sub))
+        with pytest.raises(ValueError, match="negative"):  # a new error: raised again
+            next(iter(sub))
+
+
+def test_async_iterating_again_after_an_error_waits_for_the_next_outcome(
+    engine: Engine,
+) -> None:
+    """The same as the test above, with ``async for``."""
+    doc = put(engine, "a", -1)
+
+    async def main() -> list[Any]:
+        with engine.subscribe(strict, {"id": doc}) as sub:
+            with pytest.raises(ValueError, match="negative"):
+                async for _ in sub:
+                    pass
+
+            async def first() -> Any:
+                async for value in sub:
+                    return value
+                return None
+
+            task = asyncio.ensure_future(first())
+            done, _ = await asyncio.wait([task], timeout=0.3)
+            assert not done  # waiting for the next outcome, not raising again
+            await engine.arun(lambda ctx: ctx.db.patch(doc, {"value": 7}))
+            return [await asyncio.wait_for(task, 5)]
+
+    assert asyncio.run(main()) == [7]
+
+
+def _fails(sub: Any) -> bool:
+    try:
+        sub.value  # noqa: B018
+    except ValueError:
+        return True
+    return False
 
 
 def test_range_subscription_sees_inserts_in_range(engine: Engine) -> None:
