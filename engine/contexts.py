@@ -436,17 +436,17 @@ class ActionCtx:
             limit=limit,
             filter=filter,
         )
-        # As a read-only call of the database: counted as running (close() waits for it)
-        # and refused with the engine's closed error once it is closing (the search's own
-        # LMDB txn raised LMDB's "closed/deleted/dropped object" then). Cost: ~1 µs.
-        counted = functools.partial(
-            db.run, lambda _: search(), writable=False, source="vector_search"
-        )
+        # Counted as a running call (close() waits for it) and refused with the engine's
+        # closed error once it is closing (the search's LMDB txn raised LMDB's
+        # "closed/deleted/dropped object" then); the search's snapshot is its only one.
+        counted = functools.partial(db.counted, search)
         # In the action's context, as asyncio.to_thread would run it: a filter callback
         # may read the action's context variables.
         run = contextvars.copy_context().run
-        found = await asyncio.get_running_loop().run_in_executor(vectors.executor(), run, counted)
-        return found[0]
+        found: list[dict[str, Any]] = await asyncio.get_running_loop().run_in_executor(
+            vectors.executor(), run, counted
+        )
+        return found
 
 
 def _run_limited(

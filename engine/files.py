@@ -352,11 +352,11 @@ def read_file(db: Database, storage_id: str) -> tuple[dict[str, Any], bytes] | N
     # OS after every read (4 MiB: 2,016 page faults and 6.8 ms; raw LMDB 0.18 ms). The
     # chunks under a document key never change (storage ids are not reused), so a
     # second snapshot holds the same bytes, or none once the file is deleted since.
-    def chunks(_: Transaction) -> bytes | None:
+    def chunks() -> bytes | None:
         with db.storage.read(buffers=True) as rtxn:
             return blobs.read(rtxn, db.storage.blobs, doc_key)
 
-    data = db.run(chunks, writable=False, source="storage.get")[0]  # counted, as _read
+    data = db.counted(chunks)  # counted, as _read, in this snapshot alone
     if data is None or len(data) != int(document["size"]):
         return None  # deleted after the first snapshot
     return document, data

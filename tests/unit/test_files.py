@@ -27,6 +27,7 @@ from engine.blobs import CHUNK_SIZE, chunk_key
 from engine.errors import closed_error
 from tests import app
 from tests.app import files
+from tests.readers import ReaderCount
 
 
 @pytest.fixture
@@ -497,3 +498,17 @@ async def test_astore_file_returns_once_subscriptions_show_the_file(engine: Engi
     with engine.subscribe(files.files, {}) as sub:
         storage_id = await engine.astore_file(b"x", "text/plain")
         assert [row["_id"] for row in sub.value] == [storage_id]
+
+
+def test_reading_a_large_file_holds_one_reader_slot_at_a_time(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file over 64 KiB is read in two snapshots (the row, then the chunks through
+    zero-copy buffers). The second ran inside a read-only ``db.run`` only to be counted
+    as a running call, which opened a read transaction it never used: two reader slots
+    held at once. Now each snapshot is the only one open while it is."""
+    data = bytes(range(256)) * (CHUNK_SIZE // 128 + 3)
+    storage_id = engine.store_file(data)
+    readers = ReaderCount(engine, monkeypatch)
+    assert engine.get_file(storage_id) == data
+    assert readers.peak == 1 and readers.open == 0

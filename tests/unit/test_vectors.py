@@ -25,6 +25,7 @@ from engine import (
     define_table,
     v,
 )
+from tests.readers import ReaderCount
 
 FOOD = {
     "name": v.string(),
@@ -922,3 +923,30 @@ def test_a_vector_search_on_a_closed_engine_raises_the_closed_error(db_path: Pat
         asyncio.run(ctx.vector_search("foods", "by_embedding", vector=[1.0, 0.0, 0.0]))
     assert type(raised.value) is EngineError
     assert str(raised.value) == str(closed_error())
+
+
+def test_a_search_holds_one_reader_slot_and_none_while_it_scores(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ctx.vector_search ran its search inside a read-only ``db.run`` only to be counted
+    as a running call: that opened a read transaction it never used, held beside the
+    search's own and through the scoring (two LMDB reader slots per search, and a
+    snapshot held while NumPy worked, which the search lets go of so that a fork then
+    can reopen the folder). Now the search's own snapshot is the only one."""
+    from engine import vectors
+
+    insert(
+        engine,
+        *({"name": f"f{i}", "cuisine": "x", "embedding": [1.0, float(i), 2.0]} for i in range(5)),
+    )
+    readers = ReaderCount(engine, monkeypatch)
+    held_while_scoring: list[int] = []
+    real_scores = vectors._scores
+
+    def scores(*args: Any) -> Any:
+        held_while_scoring.append(readers.open)
+        return real_scores(*args)
+
+    monkeypatch.setattr(vectors, "_scores", scores)
+    assert len(search(engine, [1.0, 0.0, 0.0], limit=3)) == 3
+    assert readers.peak == 1 and held_while_scoring == [0] and readers.open == 0
