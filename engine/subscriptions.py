@@ -218,6 +218,8 @@ class _Notifier:
         #: The version of the last failed outcome an iteration raised: a new iteration
         #: waits for the next outcome rather than raise it again (see _follow).
         self._raised: Any = None
+        #: The event loops of ``async for`` iterations, and the event each waits on.
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     def _raise_if_stopped(self) -> None:
         """Raise why following stopped: the worker failed, or the token expired."""
@@ -230,6 +232,16 @@ class _Notifier:
         with self._cond:
             self._wakes += 1
             self._cond.notify_all()
+        for loop, event in list(self._async_waiters):
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # the loop is closed
+                pass
+
+    def _current(self) -> _Versioned:
+        """The version of what was published, and a function giving the value (or
+        raising the error), read together."""
+        raise NotImplementedError
 
     def _follow(self, current: Callable[[], _Versioned]) -> Iterator[Any]:
         """The value now, then again after each wake-up that brought a new one, until
@@ -275,6 +287,37 @@ class _Notifier:
         except BaseException:
             self._raised = version
             raise
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._aiterate()
+
+    async def _aiterate(self) -> AsyncIterator[Any]:
+        """:meth:`_follow` for ``async for``: it waits on an :class:`asyncio.Event` of the
+        iterating loop, which :meth:`_wake` sets from the worker's thread."""
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        waiter = (loop, event)
+        self._async_waiters.append(waiter)
+        try:
+            self._raise_if_stopped()
+            if self._closed:
+                return
+            seen, value = self._current()
+            if seen != self._raised:  # else an error an iteration raised: see _iterated
+                yield self._iterated(seen, value)
+            while not self._closed:
+                await event.wait()
+                event.clear()
+                self._raise_if_stopped()
+                if self._closed:
+                    return
+                version, value = self._current()
+                if version != seen:  # else woken for a value already yielded
+                    seen = version
+                    yield self._iterated(version, value)
+            self._raise_if_stopped()  # ended while the value was being consumed
+        finally:
+            self._async_waiters.remove(waiter)
 
     def _fail(self, error: BaseException, what: str) -> None:
         """End iterations with ``error`` (``what``: the worker died, or a callback raised
@@ -327,7 +370,6 @@ class Subscription(_Notifier):
         self._watched = watched
         self._callback = callback
         self._on_error = on_error
-        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._sets: list[SubscriptionSet] = []
         #: True once a value or error was delivered (a joiner's first value is sent once).
         self._delivered = False
@@ -413,14 +455,6 @@ class Subscription(_Notifier):
             # A failing callback must not stop the deliveries of every other subscription.
             _log.exception("subscription callback for %s raised", self._watched.name)
 
-    def _wake(self) -> None:
-        super()._wake()
-        for loop, event in list(self._async_waiters):
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # the loop is closed
-                pass
-
     def _deliver(self, outcome: tuple[Any, BaseException | None]) -> None:
         """Called by the worker once ``outcome`` (a result, or an error with the
         query's traceback) was published for this subscription: its callback or
@@ -474,41 +508,13 @@ class Subscription(_Notifier):
     def __iter__(self) -> Iterator[Any]:
         return self._follow(self._current)
 
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._aiterate()
-
-    async def _aiterate(self) -> AsyncIterator[Any]:
-        loop = asyncio.get_running_loop()
-        event = asyncio.Event()
-        waiter = (loop, event)
-        self._async_waiters.append(waiter)
-        try:
-            self._raise_if_stopped()
-            if self._closed:
-                return
-            seen, value = self._current()
-            if seen != self._raised:  # else an error an iteration raised: see _iterated
-                yield self._iterated(seen, value)
-            while not self._closed:
-                await event.wait()
-                event.clear()
-                self._raise_if_stopped()
-                if self._closed:
-                    return
-                version, value = self._current()
-                if version != seen:  # else woken for a value already yielded
-                    seen = version
-                    yield self._iterated(version, value)
-            self._raise_if_stopped()  # ended while the value was being consumed
-        finally:
-            self._async_waiters.remove(waiter)
-
 
 class SubscriptionSet(_Notifier):
     """Several queries watched together, always seen at one commit timestamp.
 
     ``.value`` is a dict of the queries' newest results, all computed on the
-    same snapshot; iteration yields such a dict first and after each change.
+    same snapshot; iteration (``for`` or ``async for``) yields such a dict first and
+    after each change, until the set is closed.
 
     Example::
 

@@ -479,6 +479,26 @@ def test_subscription_set_is_one_snapshot(engine: Engine) -> None:
         assert seen[1]["count"] == seen[0]["count"] + 1
 
 
+def test_a_set_supports_async_for(engine: Engine) -> None:
+    """A SubscriptionSet had only ``for``: ``async for`` raised TypeError, though a
+    Subscription has both. It now yields the members' dict first and after each change,
+    and ends when the set is closed."""
+    put(engine, "x", 1)
+
+    async def main() -> list[Any]:
+        seen: list[Any] = []
+        live = engine.subscribe_set({"sum": (total, {}), "count": (count, {})})
+        async for state in live:
+            seen.append(state)
+            if len(seen) == 1:
+                await engine.arun(lambda ctx: ctx.db.insert("kv", {"key": "x", "value": 2}))
+            else:
+                live.close()
+        return seen
+
+    assert asyncio.run(main()) == [{"sum": 1, "count": 1}, {"sum": 3, "count": 2}]
+
+
 def test_a_set_yields_once_per_commit_that_changes_several_members(engine: Engine) -> None:
     """A commit that changed two members woke the set's iterations once per member, so
     an iteration quick enough to read between the two wakes yielded the same dict twice
