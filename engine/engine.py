@@ -17,6 +17,7 @@ mutations stay serializable across all of them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import math
 import os
@@ -361,6 +362,38 @@ class Engine:
             on_error=on_error,
             expiry=runtime.token_expiry(auth),
         )
+
+    async def asubscribe(
+        self,
+        ref: Any,
+        args: dict[str, Any] | None = None,
+        *,
+        auth: Any = None,
+        callback: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> Subscription:
+        """:meth:`subscribe` for asyncio hosts: the first run (which :meth:`subscribe`
+        waits for) runs on a worker thread, not on the event loop. Follow it with
+        ``async for``. Cancelled meanwhile, it closes the subscription it made.
+
+        Example::
+
+            with await engine.asubscribe("messages:list", {"channel": "general"}) as sub:
+                async for messages in sub:
+                    render(messages)
+        """
+        self._refuse_in_function("asubscribe")  # here: the call runs on another thread
+        made = functools.partial(
+            self.subscribe, ref, args, auth=auth, callback=callback, on_error=on_error
+        )
+        return await _closed_if_cancelled(made)
+
+    async def asubscribe_set(
+        self, queries: dict[str, tuple[Any, dict[str, Any] | None]], *, auth: Any = None
+    ) -> SubscriptionSet:
+        """:meth:`subscribe_set` for asyncio hosts, as :meth:`asubscribe`."""
+        self._refuse_in_function("asubscribe_set")
+        return await _closed_if_cancelled(functools.partial(self.subscribe_set, queries, auth=auth))
 
     async def aquery(
         self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None
@@ -1161,6 +1194,38 @@ def _check_finish_args(call: str, timeout: object, max_iterations: object) -> No
         raise SchedulerError(
             f"{call}(max_iterations=...) must be an int >= 1, got {max_iterations!r}"
         )
+
+
+_Followed = TypeVar("_Followed", Subscription, SubscriptionSet)
+
+
+async def _closed_if_cancelled(make: Callable[[], _Followed]) -> _Followed:
+    """``make()`` (a subscribe call, which waits for the first run) on a worker thread.
+    If the awaiting task is cancelled meanwhile, the thread still finishes (a thread
+    cannot be stopped) and what it made is closed: by the thread if it ends after the
+    cancel, else here. Either way the caller never gets it, and nothing is left open."""
+    lock = threading.Lock()
+    made: list[_Followed] = []
+    gave_up = [False]
+
+    def run() -> _Followed:
+        followed = make()
+        with lock:
+            if not gave_up[0]:
+                made.append(followed)
+                return followed
+        followed.close()
+        return followed
+
+    try:
+        return await asyncio.to_thread(run)
+    except asyncio.CancelledError:
+        with lock:
+            gave_up[0] = True
+            leftover = made[0] if made else None
+        if leftover is not None:
+            leftover.close()
+        raise
 
 
 def _refuse_in_event_loop(message: str) -> None:

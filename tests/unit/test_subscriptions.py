@@ -499,6 +499,52 @@ def test_a_set_supports_async_for(engine: Engine) -> None:
     assert asyncio.run(main()) == [{"sum": 1, "count": 1}, {"sum": 3, "count": 2}]
 
 
+first_run_gate = threading.Event()
+
+
+@query(args={})
+def gated(ctx: QueryCtx) -> Any:
+    """Waits (5 s at most) for the test's event loop to set ``first_run_gate``: a first run that
+    blocked the loop would time out."""
+    return first_run_gate.wait(5)
+
+
+def test_asubscribe_runs_the_first_value_off_the_event_loop(engine: Engine) -> None:
+    """There was no async twin of subscribe(): called from a coroutine, its first run
+    blocked the event loop. asubscribe (and asubscribe_set) wait on a worker thread."""
+    first_run_gate.clear()
+
+    async def main() -> tuple[Any, Any]:
+        async def open_gate() -> None:
+            await asyncio.sleep(0.05)
+            first_run_gate.set()
+
+        opener = asyncio.ensure_future(open_gate())
+        sub = await engine.asubscribe(gated)
+        live = await engine.asubscribe_set({"g": (gated, {})})
+        await opener
+        with sub, live:
+            return sub.value, live.value
+
+    assert asyncio.run(main()) == (True, {"g": True})
+
+
+def test_a_cancelled_asubscribe_closes_the_subscription_it_made(engine: Engine) -> None:
+    first_run_gate.clear()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(engine.asubscribe(gated))
+        await asyncio.sleep(0.05)  # the first run has begun, on a worker thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        first_run_gate.set()
+
+    asyncio.run(main())
+    manager = engine._db.subscriptions
+    assert _until(lambda: not manager._watched)  # made after the cancel, then closed
+
+
 def test_a_set_yields_once_per_commit_that_changes_several_members(engine: Engine) -> None:
     """A commit that changed two members woke the set's iterations once per member, so
     an iteration quick enough to read between the two wakes yielded the same dict twice
