@@ -239,8 +239,19 @@ class Committer:
         try:
             outcomes = self._db.storage.write(lambda wtxn: self._apply_yielding(wtxn, batch))
         except BaseException as error:
+            # The write txn was abandoned: no member was applied. An error of the
+            # storage is every member's; an interrupt (KeyboardInterrupt, SystemExit)
+            # is only this thread's, which raises it: the others get an error they
+            # can handle, as members of a group interrupted half-way (see _finish).
+            shared = error
+            if not isinstance(error, Exception):
+                shared = EngineError(
+                    f"The commit was interrupted: a {type(error).__name__} reached the "
+                    "thread that was committing this mutation's group, and the group was "
+                    "not applied. Run the mutation again."
+                )
             for request in batch:
-                request.error = error
+                request.error = shared
                 request.done = True
             raise
         for request, (ts, conflict) in zip(batch, outcomes, strict=True):

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, commit, define_schema, define_table
+from engine import Engine, EngineError, commit, define_schema, define_table
+from tests.waiting import wait_until
 
 
 def test_snapshot_older_than_the_log_floor_conflicts_then_retries(
@@ -290,6 +291,62 @@ def test_a_group_that_fails_fails_every_member_and_the_next_group_runs(
     assert outcomes.count("ok") == 6  # queued behind the failed group: the next leader ran them
     assert len(engine.query(lambda ctx: ctx.db.query("t").collect())) == 6
     engine.check()
+
+
+class _Stop(BaseException):
+    """Stands in for a KeyboardInterrupt (which would stop pytest itself)."""
+
+
+def test_an_interrupt_of_the_leader_reaches_only_its_own_thread(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt in the thread applying a group is that thread's: the other
+    members' threads get an EngineError they can handle, not the interrupt.
+
+    Found by a scratch repro: a group's leader raising KeyboardInterrupt made every
+    thread of its group raise KeyboardInterrupt too (the group's error was shared).
+    """
+    entered, release = threading.Event(), threading.Event()
+    real_apply = commit.Committer._apply
+
+    def apply(self: commit.Committer, wtxn: object, batch: list[commit.CommitRequest]) -> object:
+        if not entered.is_set():  # the first group waits while the others queue
+            entered.set()
+            assert release.wait(5)
+        elif len(batch) > 1:  # the second group's leader is interrupted mid-apply
+            raise _Stop
+        return real_apply(self, wtxn, batch)
+
+    monkeypatch.setattr(commit.Committer, "_apply", apply)
+    outcomes: list[BaseException | None] = []
+
+    def insert(tag: str) -> None:
+        try:
+            engine.run(lambda ctx: ctx.db.insert("t", {"tag": tag}))
+            outcomes.append(None)
+        except BaseException as error:  # _Stop included: it is what is checked
+            outcomes.append(error)
+
+    first = threading.Thread(target=insert, args=("first",))
+    first.start()
+    assert entered.wait(5)
+    group = [threading.Thread(target=insert, args=(f"t{i}",)) for i in range(3)]
+    for thread in group:
+        thread.start()
+    committer = engine._db.committer
+    wait_until(lambda: len(committer._queue) == 3, describe=lambda: committer._queue)
+    release.set()
+    for thread in [first, *group]:
+        thread.join(5)
+        assert not thread.is_alive()
+    assert outcomes.count(None) == 1  # the first group committed
+    stopped = [error for error in outcomes if isinstance(error, _Stop)]
+    others = [error for error in outcomes if error is not None and not isinstance(error, _Stop)]
+    assert len(stopped) == 1, outcomes  # only the interrupted thread sees the interrupt
+    assert len(others) == 2 and all(isinstance(error, EngineError) for error in others), outcomes
+    assert "interrupted" in str(others[0]) and "Run the mutation again" in str(others[0])
+    assert [r["tag"] for r in engine.query(lambda ctx: ctx.db.query("t").collect())] == ["first"]
+    engine.run(lambda ctx: ctx.db.insert("t", {"tag": "after"}))  # commits still flow
 
 
 def test_group_commit_grows_a_full_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
