@@ -7,6 +7,7 @@ audience match, as Convex does.
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -107,6 +108,32 @@ class _Provider:
         return (
             f"{type(self).__name__}(issuer={self.issuer!r}, application_id={self.application_id!r})"
         )
+
+    @property
+    def leeway(self) -> float:
+        """Seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``: a finite number,
+        at least 0.
+
+        Checked when built or assigned: a NaN compared False with every ``exp`` (an
+        expired token verified) and a str made every verification a TypeError.
+        """
+        return self._leeway
+
+    @leeway.setter
+    def leeway(self, seconds: float) -> None:
+        fix = "Fix: leeway=5.0 (Clerk's and Convex's clock skew), or leave it out."
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(
+                f"leeway takes seconds: expected a number; found {type(seconds).__name__} "
+                f"{_show(seconds)}. {fix}"
+            )
+        # Compared as it is: float() of a huge int overflows; NaN fails both bounds.
+        if not 0 <= seconds <= sys.float_info.max:
+            raise ValueError(
+                f"leeway takes seconds: expected a finite number of at least 0; found "
+                f"{_show(seconds)} (a NaN or an infinite leeway accepts expired tokens). {fix}"
+            )
+        self._leeway = float(seconds)
 
     def matches(self, claims: dict[str, Any]) -> bool:
         """Convex's routing: the issuer matches and ``aud`` contains the application id."""

@@ -153,6 +153,36 @@ def test_leeway_is_configurable(rsa_signer: Signer) -> None:
         clerk(rsa_signer, clock=lambda: expires + 5.5).verify(token)  # past the 5 s
 
 
+@pytest.mark.parametrize(
+    ("leeway", "error"),
+    [
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (-1.0, ValueError),
+        ("5", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+    ],
+)
+def test_leeway_must_be_a_finite_number_of_at_least_0(
+    rsa_signer: Signer, leeway: object, error: type[Exception]
+) -> None:
+    """Hunt (auth): a NaN leeway compared False with every exp, so a token expired an
+    hour ago verified (the first time; from the cache it was then a TokenExpired), and
+    leeway="5" (read from an env var) made every verify a TypeError, not an AuthError.
+    The provider refuses them when built or assigned, as verify_webhook's tolerance."""
+    expired = rsa_signer.token(exp=lambda now: now - 3600, iat=lambda now: now - 7200)
+    with pytest.raises(error, match=r"(?s)leeway.*expected.*found.*Fix"):
+        clerk(rsa_signer, leeway=leeway).verify(expired)
+    provider = auth.CustomJwtProvider(issuer=ISSUER, public_key=rsa_signer.public_pem)
+    with pytest.raises(error, match="leeway"):
+        provider.leeway = leeway  # type: ignore[assignment]
+    assert provider.leeway == 5.0  # unchanged
+    provider.leeway = 0  # an int is a number of seconds too
+    with pytest.raises(auth.TokenExpired):
+        auth.AuthConfig(providers=[provider]).verify(expired)
+
+
 def test_bad_signature_and_foreign_key(rsa_signer: Signer) -> None:
     other = Signer("RS256", rsa_signer.kid)
     with pytest.raises(auth.InvalidSignature):
