@@ -471,9 +471,13 @@ class CustomJwtProvider(_Provider):
     def _identity(self, claims: dict[str, Any]) -> UserIdentity:
         """As Convex's customJwt: nested objects of the claims are flattened with dots
         (``{"properties": {"id": "123"}}`` gives the claim ``"properties.id"``); two
-        claims flattening to one name are a MalformedToken. The organization is
-        decoded from the claims as minted, as ClerkProvider does."""
-        identity = UserIdentity.from_claims(_flatten(claims), hidden=self.hidden_claims)
+        claims flattening to one name are a MalformedToken. A hidden claim is hidden
+        as minted, with everything it nests (``"properties"`` hides every
+        ``"properties.*"``), and a dotted name hides one flattened claim. The
+        organization is decoded from the claims as minted, as ClerkProvider does."""
+        hidden = self.hidden_claims
+        minted = {k: v for k, v in claims.items() if k not in hidden or k in ("iss", "sub")}
+        identity = UserIdentity.from_claims(_flatten(minted), hidden=hidden)
         return msgspec.structs.replace(identity, org=decode_organization(claims))
 
     def _check_header(self, header: dict[str, Any]) -> None:

@@ -908,6 +908,34 @@ def test_hidden_claims_are_per_provider(rsa_signer: Signer, ec_signer: Signer) -
     )
 
 
+def test_a_hidden_nested_claim_of_a_custom_jwt_is_hidden_whole(ec_signer: Signer) -> None:
+    """Hunt (auth): hidden_claims were matched against the flattened names only, so
+    hiding a nested claim of a custom JWT (Supabase's user_metadata, which changes as the
+    user acts) left every "user_metadata.x" in the identity: it still changed with each
+    refreshed token (re-running subscriptions) and showed what the host hid. A hidden
+    name is the claim as minted, with all it nests; a dotted name hides one leaf."""
+    provider = auth.CustomJwtProvider(
+        issuer=ISSUER,
+        jwks={"keys": [ec_signer.jwk()]},
+        algorithm="ES256",
+        hidden_claims=auth.CustomJwtProvider.hidden_claims | {"user_metadata", "app.secret"},
+    )
+    token = ec_signer.token(
+        user_metadata={"last_seen": 123, "prefs": {"theme": "dark"}},
+        app={"secret": "s", "plan": "pro"},
+    )
+    identity = auth.AuthConfig(providers=[provider]).verify(token)
+    assert not any(name.startswith("user_metadata") for name in identity.claims)
+    assert identity.claims["app.plan"] == "pro" and "app.secret" not in identity.claims
+    # Hidden as minted, so not flattened: it cannot collide with the dotted claim.
+    provider.hidden_claims = provider.hidden_claims | {"sid"}
+    identity = auth.AuthConfig(providers=[provider]).verify(
+        ec_signer.token(sid={"a": 1}, **{"sid.a": 2})
+    )
+    assert identity.claims["sid.a"] == 2 and "sid" not in identity.claims
+    assert identity.subject == "user_123" and identity.issuer == ISSUER  # still fields
+
+
 # -- CustomJwtProvider: organizations and flattening ---------------------------------
 
 
