@@ -92,6 +92,8 @@ class _Provider:
         self._pem = public_key is not None
         if jwks_url is not None and jwks_url.startswith("data:"):
             jwks, jwks_url = jwks_url, None
+        if isinstance(jwks, str) and jwks.startswith(("http://", "https://")):
+            jwks_url, jwks = jwks, None  # a URL, as Convex's customJwt config writes jwks
         if public_key is not None:
             pem = public_key.encode() if isinstance(public_key, str) else public_key
             self._keys = KeySet([Key(None, None, load_pem_public_key(pem))])
@@ -283,7 +285,7 @@ class ClerkProvider(_Provider):
     """Clerk (Convex's OIDC provider): ``iss`` = the Frontend API URL, ``aud`` = ``convex``.
 
     Keys come from ``public_key`` (PEM, networkless), ``jwks`` (a static JWKS,
-    also as a ``data:`` URI), ``jwks_url``, or, with none of these, OIDC
+    also as a ``data:`` URI, or its ``http(s)`` URL), ``jwks_url``, or, with none of these, OIDC
     discovery on the issuer. Both Clerk token shapes verify: a session token
     with ``aud: "convex"`` (the Convex integration) and the legacy ``convex``
     JWT template. As Convex's OIDC verifier does, the audience must be exactly
@@ -452,8 +454,6 @@ class CustomJwtProvider(_Provider):
     ) -> None:
         if algorithm not in ("RS256", "ES256"):
             raise ValueError(f"algorithm must be 'RS256' or 'ES256', got {algorithm!r}")
-        if isinstance(jwks, str) and jwks.startswith(("http://", "https://")):
-            jwks_url, jwks = jwks, None
         super().__init__(
             issuer,
             application_id,

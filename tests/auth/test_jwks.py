@@ -33,6 +33,22 @@ def test_discovery_then_cached_keys(
     assert jwks_server.hits["/jwks"] == 2
 
 
+def test_a_jwks_url_given_as_jwks_is_fetched_by_either_provider(
+    jwks_server: JwksServer, rsa_signer: Signer
+) -> None:
+    """Hunt (auth): ClerkProvider(jwks="https://.../.well-known/jwks.json"), written as
+    Convex's customJwt config writes its jwks, raised ValueError "Expected a JWKS as
+    JSON" (CustomJwtProvider took the URL). Both providers fetch a URL given as jwks."""
+    jwks_server.keys = [rsa_signer.jwk()]
+    url = jwks_server.url + "/jwks"
+    for made in (
+        auth.ClerkProvider(issuer=ISSUER, jwks=url),
+        auth.CustomJwtProvider(issuer=ISSUER, jwks=url),
+    ):
+        assert auth.AuthConfig(providers=[made]).verify(rsa_signer.token()).subject == "user_123"
+    assert jwks_server.hits == {"/jwks": 2}
+
+
 def test_unknown_kid_refetches_once_per_cooldown(
     jwks_server: JwksServer, rsa_signer: Signer, clock: Clock
 ) -> None:
