@@ -75,6 +75,31 @@ class AuthConfig:
         #: Guards _verified, _cached_with and _generation (never held while verifying).
         self._cache_lock = threading.Lock()
 
+    @property
+    def max_token_length(self) -> int:
+        """The longest token looked at, in characters (a longer one is a
+        :class:`MalformedToken` before any parsing): a positive int.
+
+        Checked when built or assigned: ``None`` or a str made every verification a
+        TypeError, and a NaN let every length through.
+        """
+        return self._max_token_length
+
+    @max_token_length.setter
+    def max_token_length(self, length: int) -> None:
+        fix = f"Fix: max_token_length={MAX_TOKEN_LENGTH} (16 KiB, the default), or leave it out."
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise TypeError(
+                f"max_token_length takes a number of characters: expected an int; found "
+                f"{type(length).__name__} {_show(length)}. {fix}"
+            )
+        if length < 1:
+            raise ValueError(
+                f"max_token_length takes a number of characters: expected an int of at "
+                f"least 1; found {_show(length)}, which refuses every token as too long. {fix}"
+            )
+        self._max_token_length = length
+
     #: Verifications started again when the configuration changed while they ran; after
     #: that many the last one is returned (made with a configuration current during the
     #: call) without being cached.

@@ -872,6 +872,27 @@ def test_tokens_longer_than_max_token_length_are_refused_before_parsing(
     assert "{{" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("length", "error"),
+    [(None, TypeError), ("16384", TypeError), (float("nan"), TypeError), (0, ValueError)],
+)
+def test_max_token_length_must_be_a_positive_int(
+    rsa_signer: Signer, length: object, error: type[Exception]
+) -> None:
+    """Hunt (auth): max_token_length=None or "16384" (from an env var) made every verify
+    a TypeError, not an AuthError; a NaN cap compared False with every length, so no
+    token was ever too long; 0 refused every token as "too long". Refused when the
+    config is built or the attribute assigned."""
+    providers = [auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk()]})]
+    with pytest.raises(error, match=r"(?s)max_token_length.*expected.*found.*Fix"):
+        auth.AuthConfig(providers=providers, max_token_length=length)  # type: ignore[arg-type]
+    config = auth.AuthConfig(providers=providers)
+    with pytest.raises(error, match="max_token_length"):
+        config.max_token_length = length  # type: ignore[assignment]
+    assert config.max_token_length == 16 * 1024  # unchanged
+    assert config.verify(rsa_signer.token()).subject == "user_123"
+
+
 # -- hidden claims, per provider ----------------------------------------------------
 
 
