@@ -957,6 +957,17 @@ def test_a_hidden_nested_claim_of_a_custom_jwt_is_hidden_whole(ec_signer: Signer
     assert identity.subject == "user_123" and identity.issuer == ISSUER  # still fields
 
 
+def test_from_claims_refuses_hidden_claims_given_as_a_str() -> None:
+    """Hunt (auth): UserIdentity.from_claims(claims, hidden="sid") took the str as the
+    names to hide, so ``key in "sid"`` hid every claim whose name is a part of it: "id",
+    "s", "i", "d", besides "sid". The providers' hidden_claims= refused a str already."""
+    claims = {"iss": "https://i", "sub": "u", "id": "x", "sid": "s", "team": "t"}
+    with pytest.raises(TypeError, match=r"(?s)hidden.*expected.*found the str.*Fix"):
+        auth.UserIdentity.from_claims(claims, hidden="sid")
+    kept = auth.UserIdentity.from_claims(claims, hidden={"sid"}).claims
+    assert kept == {"id": "x", "team": "t"}
+
+
 # -- CustomJwtProvider: organizations and flattening ---------------------------------
 
 
