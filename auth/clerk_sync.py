@@ -31,6 +31,7 @@ __all__ = [
     "current_user",
     "delete_from_clerk",
     "handle_clerk_webhook",
+    "synced_user_data",
     "upsert_from_clerk",
 ]
 
@@ -69,6 +70,45 @@ def clerk_user_fields(data: Mapping[str, Any]) -> dict[str, Any]:
         fields["pictureUrl"] = str(data["image_url"])
     fields["clerkUpdatedAt"] = float(data.get("updated_at") or data.get("created_at") or 0)
     return fields
+
+
+#: The fields of a Clerk user's data that :func:`clerk_user_fields` reads.
+_SYNCED = (
+    "id",
+    "first_name",
+    "last_name",
+    "username",
+    "image_url",
+    "primary_email_address_id",
+    "updated_at",
+    "created_at",
+)
+
+
+def synced_user_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a Clerk ``user.created`` / ``user.updated`` ``data`` the sync reads,
+    to pass to :func:`upsert_from_clerk` (which stores the same row as from all of it).
+
+    The rest (``public_metadata``, ``unsafe_metadata``, which the user's own browser
+    writes, verification details) need not be a Convex value: a non-ASCII or ``$``
+    key, an int past 64 bits or nesting past 64 levels would make the mutation's
+    arguments an ``ArgumentValidationError``, and every delivery about that user fail.
+    Raises :class:`~auth.WebhookVerificationError` as :func:`clerk_user_fields` does.
+    Cost: one pass over the email addresses.
+
+    Example::
+
+        await ctx.run_mutation(upsert_from_clerk, {"data": synced_user_data(event["data"])})
+    """
+    _check_user_data(data)
+    out = {name: data[name] for name in _SYNCED if name in data}
+    addresses = data.get("email_addresses")
+    if addresses is not None:
+        out["email_addresses"] = [
+            {k: address[k] for k in ("id", "email_address") if k in address}
+            for address in addresses
+        ]
+    return out
 
 
 def _shape_error(field: str, expected: str, found: object) -> WebhookVerificationError:
@@ -173,8 +213,8 @@ def handle_clerk_webhook(
     event: dict[str, Any] = verify_webhook(secret, headers, body)
     kind, data = _user_event(event)
     if kind in ("user.created", "user.updated"):
-        clerk_user_fields(data)  # a payload of another shape: refused before any write
-        engine.run(lambda ctx: ctx.run_mutation(upsert_from_clerk, {"data": data}))
+        synced = synced_user_data(data)  # another shape: refused before any write
+        engine.run(lambda ctx: ctx.run_mutation(upsert_from_clerk, {"data": synced}))
     elif kind == "user.deleted" and data.get("id"):
         if not isinstance(data["id"], str):
             raise _shape_error("id", "a non-empty string", data["id"])

@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 
-from .claims import _RESEND, _expired, parse_unverified
-from .errors import MalformedToken, MissingClaim, NoProviderMatches
+from .claims import _RESEND, _expired, _number, parse_unverified
+from .errors import AuthError, MalformedToken, MissingClaim, NoProviderMatches
 from .identity import UserIdentity, _show
 from .providers import _Provider
 
@@ -75,6 +75,31 @@ class AuthConfig:
         #: Guards _verified, _cached_with and _generation (never held while verifying).
         self._cache_lock = threading.Lock()
 
+    @property
+    def max_token_length(self) -> int:
+        """The longest token looked at, in characters (a longer one is a
+        :class:`MalformedToken` before any parsing): a positive int.
+
+        Checked when built or assigned: ``None`` or a str made every verification a
+        TypeError, and a NaN let every length through.
+        """
+        return self._max_token_length
+
+    @max_token_length.setter
+    def max_token_length(self, length: int) -> None:
+        fix = f"Fix: max_token_length={MAX_TOKEN_LENGTH} (16 KiB, the default), or leave it out."
+        if isinstance(length, bool) or not isinstance(length, int):
+            raise TypeError(
+                f"max_token_length takes a number of characters: expected an int; found "
+                f"{type(length).__name__} {_show(length)}. {fix}"
+            )
+        if length < 1:
+            raise ValueError(
+                f"max_token_length takes a number of characters: expected an int of at "
+                f"least 1; found {_show(length)}, which refuses every token as too long. {fix}"
+            )
+        self._max_token_length = length
+
     #: Verifications started again when the configuration changed while they ran; after
     #: that many the last one is returned (made with a configuration current during the
     #: call) without being cached.
@@ -123,19 +148,50 @@ class AuthConfig:
 
         The engine ends a subscription made with ``auth=token`` when this runs out,
         as Convex ends a session whose token expired. Raises what :meth:`verify`
-        raises, so :class:`TokenExpired` once no time is left.
+        raises, so :class:`TokenExpired` once no time is left; for a token past its
+        ``exp`` that is no longer cached (forgotten by a full cache or a configuration
+        change), the TokenExpired is decided from its ``exp`` without a key lookup, so
+        the subscription worker never waits for the issuer to end it.
         Cost: that of :meth:`verify` (a dictionary lookup for a cached token).
 
         Example::
 
             auth_config.seconds_left(token)   # 42.3
         """
+        self._refuse_expired_uncached(token)
         _, expires, leeway, clock = self._entry(token)
         now = clock()
         left = expires + leeway - now
         if left <= 0:
             raise _expired(expires, now, leeway)
         return left
+
+    def _refuse_expired_uncached(self, token: str) -> None:
+        """TokenExpired for a token not (or no longer) cached whose ``exp``, read without
+        verifying, is past on the clock of the provider it routes to; else nothing, and
+        :meth:`_entry` verifies it.
+
+        A subscription's token forgotten by a full cache or a configuration change
+        would otherwise be verified from scratch at its deadline, fetching stale keys on
+        the subscription worker (stalling every subscription while the issuer answers).
+        An expired token is refused either way, so its signature need not be checked
+        first (its ``exp`` is no secret). Cost: parsing the token when not cached.
+        """
+        if not isinstance(token, str) or len(token) > self.max_token_length:
+            return
+        if token in self._verified and self._unchanged(tuple(self.providers)):
+            return  # the cache answers, also TokenExpired
+        try:
+            _, claims = parse_unverified(token)
+            provider = next((p for p in tuple(self.providers) if p.matches(claims)), None)
+            expires = None if provider is None else _number(claims, "exp")
+        except AuthError:
+            return  # verifying says what is wrong with it
+        if provider is None or expires is None:
+            return
+        now = provider._clock()
+        if expires <= now - provider.leeway:
+            raise _expired(expires, now, provider.leeway)
 
     def _entry(self, token: str) -> tuple[UserIdentity, float, float, Callable[[], float]]:
         """The cache entry of ``token``: (identity, exp, leeway, clock), verified if needed.

@@ -241,12 +241,19 @@ class UserIdentity(msgspec.Struct, frozen=True, kw_only=True):
 
         Claims named in ``hidden`` are not surfaced, neither as a standard field nor
         in ``claims`` (``iss`` and ``sub`` are always the ``issuer`` and ``subject``
-        fields); ``org`` is decoded from all claims. Cost: one pass over the claims.
+        fields); ``org`` is decoded from all claims. A str ``hidden`` is a TypeError
+        (it would hide every claim named by a part of it). Cost: one pass over the claims.
 
         Example::
 
             UserIdentity.from_claims({"iss": "https://i", "sub": "u", "team": "core"})
         """
+        if isinstance(hidden, str):  # "sid" would hide "id", "s", "i", "d" too
+            raise TypeError(
+                f"hidden takes claim names (a set or list): expected {{{hidden!r}}}; found "
+                f"the str {hidden!r}, which would hide every claim named by a part of it. "
+                f"Fix: hidden={{{hidden!r}}}."
+            )
         issuer, subject = claims.get("iss"), claims.get("sub")
         if not isinstance(issuer, str) or not isinstance(subject, str):
             from .errors import MissingClaim

@@ -7,6 +7,7 @@ audience match, as Convex does.
 from __future__ import annotations
 
 import itertools
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -91,6 +92,8 @@ class _Provider:
         self._pem = public_key is not None
         if jwks_url is not None and jwks_url.startswith("data:"):
             jwks, jwks_url = jwks_url, None
+        if isinstance(jwks, str) and jwks.startswith(("http://", "https://")):
+            jwks_url, jwks = jwks, None  # a URL, as Convex's customJwt config writes jwks
         if public_key is not None:
             pem = public_key.encode() if isinstance(public_key, str) else public_key
             self._keys = KeySet([Key(None, None, load_pem_public_key(pem))])
@@ -107,6 +110,32 @@ class _Provider:
         return (
             f"{type(self).__name__}(issuer={self.issuer!r}, application_id={self.application_id!r})"
         )
+
+    @property
+    def leeway(self) -> float:
+        """Seconds of clock skew allowed on ``exp``, ``nbf`` and ``iat``: a finite number,
+        at least 0.
+
+        Checked when built or assigned: a NaN compared False with every ``exp`` (an
+        expired token verified) and a str made every verification a TypeError.
+        """
+        return self._leeway
+
+    @leeway.setter
+    def leeway(self, seconds: float) -> None:
+        fix = "Fix: leeway=5.0 (Clerk's and Convex's clock skew), or leave it out."
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(
+                f"leeway takes seconds: expected a number; found {type(seconds).__name__} "
+                f"{_show(seconds)}. {fix}"
+            )
+        # Compared as it is: float() of a huge int overflows; NaN fails both bounds.
+        if not 0 <= seconds <= sys.float_info.max:
+            raise ValueError(
+                f"leeway takes seconds: expected a finite number of at least 0; found "
+                f"{_show(seconds)} (a NaN or an infinite leeway accepts expired tokens). {fix}"
+            )
+        self._leeway = float(seconds)
 
     def matches(self, claims: dict[str, Any]) -> bool:
         """Convex's routing: the issuer matches and ``aud`` contains the application id."""
@@ -256,7 +285,7 @@ class ClerkProvider(_Provider):
     """Clerk (Convex's OIDC provider): ``iss`` = the Frontend API URL, ``aud`` = ``convex``.
 
     Keys come from ``public_key`` (PEM, networkless), ``jwks`` (a static JWKS,
-    also as a ``data:`` URI), ``jwks_url``, or, with none of these, OIDC
+    also as a ``data:`` URI, or its ``http(s)`` URL), ``jwks_url``, or, with none of these, OIDC
     discovery on the issuer. Both Clerk token shapes verify: a session token
     with ``aud: "convex"`` (the Convex integration) and the legacy ``convex``
     JWT template. As Convex's OIDC verifier does, the audience must be exactly
@@ -425,8 +454,6 @@ class CustomJwtProvider(_Provider):
     ) -> None:
         if algorithm not in ("RS256", "ES256"):
             raise ValueError(f"algorithm must be 'RS256' or 'ES256', got {algorithm!r}")
-        if isinstance(jwks, str) and jwks.startswith(("http://", "https://")):
-            jwks_url, jwks = jwks, None
         super().__init__(
             issuer,
             application_id,
@@ -444,9 +471,13 @@ class CustomJwtProvider(_Provider):
     def _identity(self, claims: dict[str, Any]) -> UserIdentity:
         """As Convex's customJwt: nested objects of the claims are flattened with dots
         (``{"properties": {"id": "123"}}`` gives the claim ``"properties.id"``); two
-        claims flattening to one name are a MalformedToken. The organization is
-        decoded from the claims as minted, as ClerkProvider does."""
-        identity = UserIdentity.from_claims(_flatten(claims), hidden=self.hidden_claims)
+        claims flattening to one name are a MalformedToken. A hidden claim is hidden
+        as minted, with everything it nests (``"properties"`` hides every
+        ``"properties.*"``), and a dotted name hides one flattened claim. The
+        organization is decoded from the claims as minted, as ClerkProvider does."""
+        hidden = self.hidden_claims
+        minted = {k: v for k, v in claims.items() if k not in hidden or k in ("iss", "sub")}
+        identity = UserIdentity.from_claims(_flatten(minted), hidden=hidden)
         return msgspec.structs.replace(identity, org=decode_organization(claims))
 
     def _check_header(self, header: dict[str, Any]) -> None:

@@ -164,3 +164,30 @@ def test_other_events_and_a_null_data_still_pass(engine: Engine) -> None:
     assert deliver(engine, {"type": "session.created", "data": [1]})["type"] == "session.created"
     assert deliver(engine, {"type": "user.deleted", "data": None})["data"] is None
     assert rows(engine) == []
+
+
+def test_a_user_whose_metadata_is_not_a_convex_value_still_syncs(engine: Engine) -> None:
+    """Hunt (auth): the whole of Clerk's user data went to upsert_from_clerk, so a user
+    whose metadata (unsafe_metadata is written by the user's own browser) held a
+    non-ASCII or "$" key, an int past 64 bits or JSON nested past 64 levels made every
+    delivery about them an ArgumentValidationError (HTTP 500, retried by Svix for days)
+    and their row never synced. Only the fields the sync reads are passed on."""
+    event = user_event("user.updated", 10)
+    event["data"]["unsafe_metadata"] = {"prénom": "Ada", "$x": 1, "big": 2**70}
+    event["data"]["public_metadata"] = {"deep": json.loads("[" * 70 + "]" * 70)}
+    event["data"]["email_addresses"][1]["verification"] = {"é": 1}
+    assert deliver(engine, event)["data"]["unsafe_metadata"]["prénom"] == "Ada"
+    [row] = rows(engine)
+    assert row["name"] == "Ada L" and row["email"] == "ada@x.dev" and row["clerkUpdatedAt"] == 10.0
+    assert auth.clerk_sync.synced_user_data(event["data"]) == {
+        "id": "user_1",
+        "first_name": "Ada",
+        "last_name": "L",
+        "updated_at": 10,
+        "primary_email_address_id": "e1",
+        "image_url": "https://img/1.png",
+        "email_addresses": [
+            {"id": "e0", "email_address": "old@x.dev"},
+            {"id": "e1", "email_address": "ada@x.dev"},
+        ],
+    }

@@ -33,6 +33,22 @@ def test_discovery_then_cached_keys(
     assert jwks_server.hits["/jwks"] == 2
 
 
+def test_a_jwks_url_given_as_jwks_is_fetched_by_either_provider(
+    jwks_server: JwksServer, rsa_signer: Signer
+) -> None:
+    """Hunt (auth): ClerkProvider(jwks="https://.../.well-known/jwks.json"), written as
+    Convex's customJwt config writes its jwks, raised ValueError "Expected a JWKS as
+    JSON" (CustomJwtProvider took the URL). Both providers fetch a URL given as jwks."""
+    jwks_server.keys = [rsa_signer.jwk()]
+    url = jwks_server.url + "/jwks"
+    for made in (
+        auth.ClerkProvider(issuer=ISSUER, jwks=url),
+        auth.CustomJwtProvider(issuer=ISSUER, jwks=url),
+    ):
+        assert auth.AuthConfig(providers=[made]).verify(rsa_signer.token()).subject == "user_123"
+    assert jwks_server.hits == {"/jwks": 2}
+
+
 def test_unknown_kid_refetches_once_per_cooldown(
     jwks_server: JwksServer, rsa_signer: Signer, clock: Clock
 ) -> None:
@@ -140,6 +156,42 @@ def test_a_cached_token_expires_without_fetching_keys(
         with pytest.raises(auth.TokenExpired):
             check(token)
     assert jwks_server.hits == hits  # decided from the cached verification: no fetch
+
+
+@pytest.mark.parametrize("forget", ["a full cache", "a configuration change"])
+def test_an_expired_token_no_longer_cached_ends_without_fetching_keys(
+    jwks_server: JwksServer, rsa_signer: Signer, clock: Clock, forget: str
+) -> None:
+    """Hunt (auth): once a full token cache (1024 tokens: a minute of a busy server's
+    Clerk tokens) or a configuration change had forgotten a subscription's token, the
+    worker's expiry check verified it from scratch: with the key set stale it fetched
+    the keys on the subscription worker, so every subscription, and every mutation
+    waiting on them, stalled for as long as the issuer took (4.3 s in a scratch repro
+    with a hanging issuer, up to the 10 s fetch deadline). seconds_left of an expired
+    token is a TokenExpired read from its exp, without a key lookup."""
+    jwks_server.keys = [rsa_signer.jwk()]
+    now = [time.time()]
+    clerk = auth.ClerkProvider(issuer=jwks_server.url, clock=lambda: now[0])
+    clerk._keys._clock = clock  # type: ignore[union-attr]
+    config = auth.AuthConfig(providers=[clerk])
+    config.cache_size = 1
+    token = rsa_signer.token(iss=jwks_server.url, exp=int(now[0]) + 60)
+    assert config.seconds_left(token) > 50
+    if forget == "a full cache":
+        config.verify(rsa_signer.token(iss=jwks_server.url, jti="another user"))
+    else:
+        clerk.leeway = 4.0
+    hits = dict(jwks_server.hits)
+    clock.now += 301  # the key set went stale meanwhile
+    now[0] += 66  # and the token ran out
+    jwks_server.delay = 5.0  # the issuer hangs: a fetch would take 5 s
+    started = time.monotonic()
+    with pytest.raises(auth.TokenExpired, match=r"(?s)expected.*found.*Fix:"):
+        config.seconds_left(token)
+    assert jwks_server.hits == hits and time.monotonic() - started < 2.5
+    jwks_server.delay = 0.0
+    fresh = rsa_signer.token(iss=jwks_server.url, exp=int(now[0]) + 60, jti="new")
+    assert config.seconds_left(fresh) > 50  # an unexpired token is still verified
 
 
 @pytest.mark.parametrize("broken", ["garbage", "truncated", "list", "issuer-null"])

@@ -153,6 +153,36 @@ def test_leeway_is_configurable(rsa_signer: Signer) -> None:
         clerk(rsa_signer, clock=lambda: expires + 5.5).verify(token)  # past the 5 s
 
 
+@pytest.mark.parametrize(
+    ("leeway", "error"),
+    [
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (-1.0, ValueError),
+        ("5", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+    ],
+)
+def test_leeway_must_be_a_finite_number_of_at_least_0(
+    rsa_signer: Signer, leeway: object, error: type[Exception]
+) -> None:
+    """Hunt (auth): a NaN leeway compared False with every exp, so a token expired an
+    hour ago verified (the first time; from the cache it was then a TokenExpired), and
+    leeway="5" (read from an env var) made every verify a TypeError, not an AuthError.
+    The provider refuses them when built or assigned, as verify_webhook's tolerance."""
+    expired = rsa_signer.token(exp=lambda now: now - 3600, iat=lambda now: now - 7200)
+    with pytest.raises(error, match=r"(?s)leeway.*expected.*found.*Fix"):
+        clerk(rsa_signer, leeway=leeway).verify(expired)
+    provider = auth.CustomJwtProvider(issuer=ISSUER, public_key=rsa_signer.public_pem)
+    with pytest.raises(error, match="leeway"):
+        provider.leeway = leeway  # type: ignore[assignment]
+    assert provider.leeway == 5.0  # unchanged
+    provider.leeway = 0  # an int is a number of seconds too
+    with pytest.raises(auth.TokenExpired):
+        auth.AuthConfig(providers=[provider]).verify(expired)
+
+
 def test_bad_signature_and_foreign_key(rsa_signer: Signer) -> None:
     other = Signer("RS256", rsa_signer.kid)
     with pytest.raises(auth.InvalidSignature):
@@ -842,6 +872,27 @@ def test_tokens_longer_than_max_token_length_are_refused_before_parsing(
     assert "{{" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("length", "error"),
+    [(None, TypeError), ("16384", TypeError), (float("nan"), TypeError), (0, ValueError)],
+)
+def test_max_token_length_must_be_a_positive_int(
+    rsa_signer: Signer, length: object, error: type[Exception]
+) -> None:
+    """Hunt (auth): max_token_length=None or "16384" (from an env var) made every verify
+    a TypeError, not an AuthError; a NaN cap compared False with every length, so no
+    token was ever too long; 0 refused every token as "too long". Refused when the
+    config is built or the attribute assigned."""
+    providers = [auth.ClerkProvider(issuer=ISSUER, jwks={"keys": [rsa_signer.jwk()]})]
+    with pytest.raises(error, match=r"(?s)max_token_length.*expected.*found.*Fix"):
+        auth.AuthConfig(providers=providers, max_token_length=length)  # type: ignore[arg-type]
+    config = auth.AuthConfig(providers=providers)
+    with pytest.raises(error, match="max_token_length"):
+        config.max_token_length = length  # type: ignore[assignment]
+    assert config.max_token_length == 16 * 1024  # unchanged
+    assert config.verify(rsa_signer.token()).subject == "user_123"
+
+
 # -- hidden claims, per provider ----------------------------------------------------
 
 
@@ -876,6 +927,45 @@ def test_hidden_claims_are_per_provider(rsa_signer: Signer, ec_signer: Signer) -
     assert (
         auth.UserIdentity.from_claims({"iss": "i", "sub": "u", "x": 1}, hidden={"x"}).claims == {}
     )
+
+
+def test_a_hidden_nested_claim_of_a_custom_jwt_is_hidden_whole(ec_signer: Signer) -> None:
+    """Hunt (auth): hidden_claims were matched against the flattened names only, so
+    hiding a nested claim of a custom JWT (Supabase's user_metadata, which changes as the
+    user acts) left every "user_metadata.x" in the identity: it still changed with each
+    refreshed token (re-running subscriptions) and showed what the host hid. A hidden
+    name is the claim as minted, with all it nests; a dotted name hides one leaf."""
+    provider = auth.CustomJwtProvider(
+        issuer=ISSUER,
+        jwks={"keys": [ec_signer.jwk()]},
+        algorithm="ES256",
+        hidden_claims=auth.CustomJwtProvider.hidden_claims | {"user_metadata", "app.secret"},
+    )
+    token = ec_signer.token(
+        user_metadata={"last_seen": 123, "prefs": {"theme": "dark"}},
+        app={"secret": "s", "plan": "pro"},
+    )
+    identity = auth.AuthConfig(providers=[provider]).verify(token)
+    assert not any(name.startswith("user_metadata") for name in identity.claims)
+    assert identity.claims["app.plan"] == "pro" and "app.secret" not in identity.claims
+    # Hidden as minted, so not flattened: it cannot collide with the dotted claim.
+    provider.hidden_claims = provider.hidden_claims | {"sid"}
+    identity = auth.AuthConfig(providers=[provider]).verify(
+        ec_signer.token(sid={"a": 1}, **{"sid.a": 2})
+    )
+    assert identity.claims["sid.a"] == 2 and "sid" not in identity.claims
+    assert identity.subject == "user_123" and identity.issuer == ISSUER  # still fields
+
+
+def test_from_claims_refuses_hidden_claims_given_as_a_str() -> None:
+    """Hunt (auth): UserIdentity.from_claims(claims, hidden="sid") took the str as the
+    names to hide, so ``key in "sid"`` hid every claim whose name is a part of it: "id",
+    "s", "i", "d", besides "sid". The providers' hidden_claims= refused a str already."""
+    claims = {"iss": "https://i", "sub": "u", "id": "x", "sid": "s", "team": "t"}
+    with pytest.raises(TypeError, match=r"(?s)hidden.*expected.*found the str.*Fix"):
+        auth.UserIdentity.from_claims(claims, hidden="sid")
+    kept = auth.UserIdentity.from_claims(claims, hidden={"sid"}).claims
+    assert kept == {"id": "x", "team": "t"}
 
 
 # -- CustomJwtProvider: organizations and flattening ---------------------------------
