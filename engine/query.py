@@ -695,6 +695,9 @@ class Query:
         for _, document in self._rows():
             out.append(document)
             if limit is not None and len(out) >= limit:
+                # The scan stops here, short of its end: its range is final, and may be
+                # one more than the ranges limit allows (a scan ended checks it itself).
+                self._txn.reads.check_read()
                 break
         return out
 

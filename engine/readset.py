@@ -136,6 +136,21 @@ class ReadSet:
         intervals[:] = kept
         return len(merged)
 
+    def check_read(self) -> None:
+        """Raise :class:`LimitExceeded` if the read that just got its final range took
+        the count past the limit, as Convex raises at the read that records it.
+
+        For a read counted before its range was known: a scan (added empty), once it
+        ends or its reader stops it (``take``, a page), and :meth:`Scans.read_rows`, once
+        it has cut its range where it stopped (counted whole, it may have joined ranges
+        the cut one does not). ``room`` counted each as one range: only below 0 can the
+        count have passed the limit, and then the ranges are merged and counted. A scan
+        left open (a loop the function broke out of) is counted at the next read.
+        Cost: one comparison; a merge only at the limit.
+        """
+        if self.room < 0:
+            self._merge()
+
     def set_limit(self, limit: int) -> None:
         """Make ``limit`` the most ranges allowed from now on (a nested call's lowered
         limit, or its caller's again once it returns). Call it between reads, as

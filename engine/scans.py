@@ -205,6 +205,9 @@ class Scans:
         # Done: the range is final. (A scan dropped before its end keeps `running`: the
         # read set cannot tell it from one paused, and checks it for widening.)
         interval.running = False
+        # Counted as one range when it started, empty: now that it has its bounds, it may
+        # be one more than the limit allows (Convex raises at the read that records it).
+        self.reads.check_read()
 
     def read_rows(
         self,
@@ -352,6 +355,10 @@ class Scans:
             or limits is not None
         ):
             self._check_reads()
+        if stopped is not None:
+            # Counted whole when added, the range is now cut where the read stopped: it
+            # may no longer join the ranges the whole one joined.
+            self.reads.check_read()
         return Rows(out, out_keys, read, last_key, stopped)
 
     def _read_plain(

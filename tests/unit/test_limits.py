@@ -172,6 +172,60 @@ def test_read_ranges_limit_merges_adjacent_ranges(
     assert caught.value.limit == "TooManyReads"
 
 
+def test_the_read_that_passes_the_ranges_limit_raises_even_as_the_last_read(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Convex raises TooManyReads at the read that records range limit + 1
+    (``ReadSet::record_indexed_directly``), not at a later one. A scan is counted when it
+    starts, empty, and a query's one-loop read is counted whole, then cut where it
+    stopped: a function whose last read was one of these used to end with 11 ranges
+    under a limit of 10, and no error."""
+    monkeypatch.setattr(readset, "MAX_READ_RANGES", 10)
+    fill(engine, 30)
+    times = engine.query(lambda ctx: [d["_creationTime"] for d in ctx.db.query("t").collect()])
+
+    def reads(n: int, then: Any = None) -> Any:
+        def body(ctx: Any) -> int:
+            for k in range(n):  # n disjoint ranges: a row lies between each two
+                ctx.db.query("t").with_index(
+                    "by_creation_time", lambda q, k=k: q.gte("_creationTime", times[2 * k + 2])
+                ).first()
+            if then is not None:
+                then(ctx)
+            used: int = ctx.meta.get_transaction_metrics()["databaseQueries"]["used"]
+            return used
+
+        return body
+
+    after_the_last = lambda q: q.gt("_creationTime", times[-1])
+    last_reads = {
+        # an 11th disjoint range (a mutation's first() scans)
+        "first": lambda ctx: (
+            ctx.db.query("t")
+            .with_index("by_creation_time", lambda q: q.gte("_creationTime", times[24]))
+            .first()
+        ),
+        # a range joining all ten, cut at its first row: an 11th range
+        "cut": lambda ctx: ctx.db.query("t").first(),
+        "page": lambda ctx: ctx.db.query("t").paginate({"numItems": 1, "cursor": None}),
+        # an iteration of an empty range, to its end: an 11th range
+        "empty": lambda ctx: list(ctx.db.query("t").with_index("by_creation_time", after_the_last)),
+    }
+    for run in (engine.query, engine.run):
+        assert run(reads(10)) == 10
+        assert run(reads(10, lambda ctx: ctx.db.query("t").collect())) == 1  # one range
+        outcomes = {}
+        for name, last in last_reads.items():
+            try:
+                outcomes[name] = f"no error, {run(reads(10, last))} ranges"
+            except LimitExceeded as error:
+                assert str(error).startswith(
+                    "Too many reads in a single function execution (limit: 10)."
+                )
+                outcomes[name] = error.limit
+        assert outcomes == dict.fromkeys(last_reads, "TooManyReads"), run.__name__
+
+
 def test_documents_written_limit(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transaction, "MAX_DOCUMENTS_WRITTEN", 10)
     with pytest.raises(LimitExceeded, match="Too many documents written") as caught:
