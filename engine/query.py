@@ -14,6 +14,7 @@ The range compiles to one half-open byte interval of index keys
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 from . import ids, keys
@@ -714,9 +715,13 @@ class Query:
 
         A whole ``float`` counts as the integer it holds, as in Convex, whose ``n`` is a
         JavaScript number (``Number.isInteger``): a limit passed in as a ``v.number()``
-        argument works. Raises :class:`ValidationError` otherwise.
+        argument works. A NumPy integer is an integer too (as ``ctx.vector_search``'s
+        ``limit``). Raises :class:`ValidationError` otherwise.
         """
-        if type(n) is float and n.is_integer():
+        if type(n) is not int and (
+            (type(n) is float and n.is_integer())
+            or (isinstance(n, Integral) and not isinstance(n, bool))  # np.bool_ is none
+        ):
             n = int(n)
         if type(n) is not int or n < 0:
             raise ValidationError(

@@ -341,6 +341,23 @@ def test_take_accepts_a_whole_float_as_convex_does(people: Engine) -> None:
             take(bad)
 
 
+def test_take_accepts_a_numpy_integer_as_vector_search_does(people: Engine) -> None:
+    """A count computed with NumPy (np.int64) is an integer: take() refused it with
+    "must be a non-negative integer, got np.int64(2)", while ctx.vector_search's limit
+    takes it (engine.vectors._limit)."""
+    import numpy as np
+
+    def take(n: Any) -> Any:
+        return people.run(lambda ctx: ctx.db.query("people").take(n))
+
+    assert [d["name"] for d in take(np.int64(2))] == ["ann", "bob"]
+    assert [d["name"] for d in take(np.uint8(1))] == ["ann"]
+    assert take(np.int32(0)) == []
+    for bad in (np.int64(-1), np.bool_(True)):
+        with pytest.raises(ValidationError, match="Arg 1 `n` to `take` must be a non-negative"):
+            take(bad)
+
+
 def test_missing_table_reads_nothing(people: Engine) -> None:
     assert people.run(lambda ctx: ctx.db.query("nothing").collect()) == []
 
