@@ -242,6 +242,11 @@ class Scans:
         if self.writable or index.name == BY_ID:
             return None
         rtxn = self._txn()
+        if lo >= hi:
+            # An empty or inverted range holds no key: nothing to read, and no read range
+            # to record (as in Convex, and as the scans of a mutation skip it). Recorded,
+            # it would stay in the read set as an empty range that might still grow.
+            return Rows([], [], 0, None, None)
         if index.number in self._storage.long_indexes(rtxn):
             # An index holding keys past LMDB's key size (engine.longkeys), rare: the
             # scan reads them in order.
