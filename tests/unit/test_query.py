@@ -362,6 +362,37 @@ def test_missing_table_reads_nothing(people: Engine) -> None:
     assert people.run(lambda ctx: ctx.db.query("nothing").collect()) == []
 
 
+@pytest.mark.parametrize(
+    ("index", "build", "code"),
+    [
+        ("by_creation_time", lambda q: q.eq("x", 1), "FieldNotInIndex"),
+        ("by_id", lambda q: q.gt("_id", "a").gt("_id", "b"), "AlreadyDefinedBound"),
+        ("by_creation_time", lambda q: q.eq("_id", "a"), "InvalidIndexRange"),
+        (
+            "by_creation_time",
+            lambda q: q.gt("_creationTime", 1.0).lt("_id", "a"),
+            "BoundsOnMultipleFields",
+        ),
+        ("by_creation_time", lambda q: q.eq("_creationTime", 1.0).gt("_id", "a"), None),
+    ],
+)
+def test_a_range_on_a_table_not_made_yet_is_checked_as_on_one_that_exists(
+    people: Engine, index: str, build: Any, code: str | None
+) -> None:
+    """by_id and by_creation_time have their fields whatever the table: a range that
+    breaks the grammar raises the same error before the table's first insert as after
+    (it read nothing, silently, until the insert made it fail)."""
+    before: list[Any] = []
+    for table in ("later", "people"):  # "later" does not exist
+        try:
+            people.run(lambda ctx, t=table: ctx.db.query(t).with_index(index, build).collect())
+            before.append(None)
+        except InvalidIndexRange as error:
+            before.append((error.code, str(error).replace("later.", "people.")))
+    assert before[0] == before[1]
+    assert (before[1] and before[1][0]) == code
+
+
 @pytest.mark.parametrize("name", ["bad-name", "a.b", "1st", "a b", "", "x" * 65])
 def test_a_table_name_that_is_not_an_identifier_is_an_error(people: Engine, name: str) -> None:
     """Convex parses the table of a query and of normalizeId as a TableName (an
