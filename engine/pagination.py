@@ -304,6 +304,7 @@ def paginate(query: Query, opts: dict[str, Any]) -> dict[str, Any]:
                 status = "SplitRequired"
                 break
         scan.close()
+        txn.reads.check_read()  # the page's range is final: it may pass the ranges limit
     bytes_read = txn.bytes_read + txn.system_bytes_read - bytes_before
     continue_cursor, is_done = bounds.continuation(exhausted, last_key)
     if status is None and (

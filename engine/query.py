@@ -14,6 +14,7 @@ The range compiles to one half-open byte interval of index keys
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
 from . import ids, keys
@@ -79,12 +80,15 @@ class IndexRangeBuilder:
         return self._add("lte", field, value)
 
 
+#: The fields of the indexes every table has, whatever it is (effective_fields).
+_TABLE_FREE_FIELDS = {BY_ID: ["_id"], BY_CREATION_TIME: ["_creationTime", "_id"]}
+
+
 def effective_fields(name: str, index: IndexDef) -> list[str]:
     """The fields an index orders by: declared, then ``_creationTime``, then ``_id``."""
-    if name == BY_ID:
-        return ["_id"]
-    if name == BY_CREATION_TIME:
-        return ["_creationTime", "_id"]
+    fields = _TABLE_FREE_FIELDS.get(name)
+    if fields is not None:
+        return list(fields)
     return [*index.fields, "_creationTime", "_id"]
 
 
@@ -206,7 +210,7 @@ class IndexRange:
         key = (index_name, index.fields, tuple([(op, field) for op, field, _ in ops]))
         shape = _SHAPES.get(key)
         if shape is None:
-            shape = _check_shape(table, index_name, index, ops)
+            shape = _check_shape(table.name, index_name, effective_fields(index_name, index), ops)
             if len(_SHAPES) >= _SHAPES_MAX:
                 _SHAPES.clear()
             _SHAPES[key] = shape
@@ -244,7 +248,7 @@ _WHOLE: dict[int, IndexRange] = {}
 
 
 def _check_shape(
-    table: TableDef, index_name: str, index: IndexDef, ops: list[tuple[str, str, Any]]
+    table_name: str, index_name: str, fields: list[str], ops: list[tuple[str, str, Any]]
 ) -> _Shape:
     """Where each op goes in the range; raises :class:`InvalidIndexRange` as Convex does.
 
@@ -255,7 +259,6 @@ def _check_shape(
     bound on one field ``AlreadyDefinedBound``; then a field the index lacks
     ``FieldNotInIndex``; then fields out of index order ``InvalidIndexRange``.
     """
-    fields = effective_fields(index_name, index)
     position = {f: i for i, f in enumerate(fields)}
     equalities: dict[str, int] = {}
     lower: int = -1
@@ -274,7 +277,7 @@ def _check_shape(
         if bound_field is not None and bound_field != field:
             raise InvalidIndexRange(
                 "Upper and lower bounds in `range` can only be applied to a single index "
-                f"field. This query against index {table.name}.{index_name} attempted to set "
+                f"field. This query against index {table_name}.{index_name} attempted to set "
                 f'a range bound on both "{bound_field}" and "{field}". Consider using '
                 "`filter` instead. See https://docs.convex.dev/using/indexes for more info.",
                 code="BoundsOnMultipleFields",
@@ -291,7 +294,7 @@ def _check_shape(
         if field not in position:
             raise InvalidIndexRange(
                 f'The index range included a comparison with "{field}", but '
-                f"{table.name}.{index_name} with fields {shown} doesn't index this field. "
+                f"{table_name}.{index_name} with fields {shown} doesn't index this field. "
                 "For more information see https://docs.convex.dev/using/indexes.",
                 code="FieldNotInIndex",
             )
@@ -301,7 +304,7 @@ def _check_shape(
         if fields[i] != field:
             query_fields = "[" + ", ".join(f'"{f}"' for f in ordered) + "]"
             raise InvalidIndexRange(
-                f"Tried to query index {table.name}.{index_name} but the query didn't use "
+                f"Tried to query index {table_name}.{index_name} but the query didn't use "
                 f"the index fields in order.\nIndex fields: {shown}\nQuery fields: "
                 f'{query_fields}\nFirst incorrect field: "{field}"\n'
                 "For more information see https://docs.convex.dev/using/indexes.",
@@ -478,6 +481,10 @@ class Query:
                         table=self._table_name,
                         index=name,
                     )
+                if builder._ops and name in _TABLE_FREE_FIELDS:
+                    # Their fields do not depend on the table: the range is checked now, as
+                    # it will be once the table exists (its values compile when it runs).
+                    _check_shape(self._table_name, name, _TABLE_FREE_FIELDS[name], builder._ops)
                 query._range = None
                 query._ops = builder._ops
                 return query
@@ -695,6 +702,9 @@ class Query:
         for _, document in self._rows():
             out.append(document)
             if limit is not None and len(out) >= limit:
+                # The scan stops here, short of its end: its range is final, and may be
+                # one more than the ranges limit allows (a scan ended checks it itself).
+                self._txn.reads.check_read()
                 break
         return out
 
@@ -711,9 +721,13 @@ class Query:
 
         A whole ``float`` counts as the integer it holds, as in Convex, whose ``n`` is a
         JavaScript number (``Number.isInteger``): a limit passed in as a ``v.number()``
-        argument works. Raises :class:`ValidationError` otherwise.
+        argument works. A NumPy integer is an integer too (as ``ctx.vector_search``'s
+        ``limit``). Raises :class:`ValidationError` otherwise.
         """
-        if type(n) is float and n.is_integer():
+        if type(n) is not int and (
+            (type(n) is float and n.is_integer())
+            or (isinstance(n, Integral) and not isinstance(n, bool))  # np.bool_ is none
+        ):
             n = int(n)
         if type(n) is not int or n < 0:
             raise ValidationError(

@@ -128,83 +128,90 @@ class Scans:
         seek, then one step and one document lookup per row.
         """
         interval = self.reads.add_scan(hi, hi) if reverse else self.reads.add_scan(lo, lo)
-        # Convex counts reads of system tables (_storage, _scheduled_functions) apart,
-        # outside the limits (ReadSet::record_read_document skips is_system tables).
-        system = table.number < FIRST_USER_TABLE_NUMBER
-        writes = self.writes
-        generation = writes.generation
-        added = writes.added
-        removed = writes.removed
-        pending_docs = writes.documents
-        documents_db = self._storage.documents
-        table_prefix = table.prefix
-        rtxn = self._txn()
-        overlay = iter(added.irange(lo, hi, inclusive=(True, False), reverse=reverse))
-        if index.name == BY_ID:
-            base = _scan_by_id(rtxn, documents_db, table, index, lo, hi, reverse)
-        elif index.number in self._storage.long_indexes(rtxn):
-            base = _scan_index(rtxn, self._storage.indexes, lo, hi, reverse)
-        else:
-            base = _scan_lmdb(rtxn, self._storage.indexes, lo, hi, reverse)
-        next_overlay = next(overlay, None)
-        next_base = next(base, None)
-        while next_overlay is not None or next_base is not None:
-            if next_base is not None and (
-                next_overlay is None
-                or (next_base > next_overlay if reverse else next_base < next_overlay)
-            ):
-                key = next_base
-                next_base = next(base, None)
-                if key in removed:
-                    continue
+        try:
+            # Convex counts reads of system tables (_storage, _scheduled_functions) apart,
+            # outside the limits (ReadSet::record_read_document skips is_system tables).
+            system = table.number < FIRST_USER_TABLE_NUMBER
+            writes = self.writes
+            generation = writes.generation
+            added = writes.added
+            removed = writes.removed
+            pending_docs = writes.documents
+            documents_db = self._storage.documents
+            table_prefix = table.prefix
+            rtxn = self._txn()
+            overlay = iter(added.irange(lo, hi, inclusive=(True, False), reverse=reverse))
+            if index.name == BY_ID:
+                base = _scan_by_id(rtxn, documents_db, table, index, lo, hi, reverse)
+            elif index.number in self._storage.long_indexes(rtxn):
+                base = _scan_index(rtxn, self._storage.indexes, lo, hi, reverse)
             else:
-                key = next_overlay  # type: ignore[assignment]
-                next_overlay = next(overlay, None)
+                base = _scan_lmdb(rtxn, self._storage.indexes, lo, hi, reverse)
+            next_overlay = next(overlay, None)
+            next_base = next(base, None)
+            while next_overlay is not None or next_base is not None:
+                if next_base is not None and (
+                    next_overlay is None
+                    or (next_base > next_overlay if reverse else next_base < next_overlay)
+                ):
+                    key = next_base
+                    next_base = next(base, None)
+                    if key in removed:
+                        continue
+                else:
+                    key = next_overlay  # type: ignore[assignment]
+                    next_overlay = next(overlay, None)
+                if reverse:
+                    interval.lo = key
+                else:
+                    interval.hi = key + b"\x00"
+                doc_key = table_prefix + key[-16:]
+                if doc_key in pending_docs:
+                    raw = pending_docs[doc_key]
+                    if raw is None:  # cannot happen: a deleted document has no keys
+                        continue
+                else:
+                    found = rtxn.get(doc_key, None, documents_db)
+                    if found is None:
+                        raise _missing_document(key)
+                    raw = found
+                # Own writes count too: Convex's index range reads the transaction's
+                # pending writes with the snapshot and records every document it returns.
+                if system:
+                    self.system_bytes_read += len(raw)
+                else:
+                    self._count_read(len(raw))
+                try:
+                    document = _decode_document(raw)
+                except DecodeError as error:
+                    raise damaged_document(doc_key, error) from None
+                yield key, document
+                if self._rtxn is None:
+                    self._txn()  # raises: the function that started this scan has returned
+                if writes.generation != generation:
+                    # The caller wrote while iterating: the overlay changed under the scan.
+                    # Re-seek it past the last key yielded, so no key comes twice, none that
+                    # exists is skipped, and rows written ahead of the scan are read.
+                    generation = writes.generation
+                    overlay = iter(
+                        added.irange(lo, key, inclusive=(True, False), reverse=True)
+                        if reverse
+                        else added.irange(key, hi, inclusive=(False, False))
+                    )
+                    next_overlay = next(overlay, None)
             if reverse:
-                interval.lo = key
+                interval.lo = lo
             else:
-                interval.hi = key + b"\x00"
-            doc_key = table_prefix + key[-16:]
-            if doc_key in pending_docs:
-                raw = pending_docs[doc_key]
-                if raw is None:  # cannot happen: a deleted document has no keys
-                    continue
-            else:
-                found = rtxn.get(doc_key, None, documents_db)
-                if found is None:
-                    raise _missing_document(key)
-                raw = found
-            # Own writes count too: Convex's index range reads the transaction's
-            # pending writes with the snapshot and records every document it returns.
-            if system:
-                self.system_bytes_read += len(raw)
-            else:
-                self._count_read(len(raw))
-            try:
-                document = _decode_document(raw)
-            except DecodeError as error:
-                raise damaged_document(doc_key, error) from None
-            yield key, document
-            if self._rtxn is None:
-                self._txn()  # raises: the function that started this scan has returned
-            if writes.generation != generation:
-                # The caller wrote while iterating: the overlay changed under the scan.
-                # Re-seek it past the last key yielded, so no key comes twice, none that
-                # exists is skipped, and rows written ahead of the scan are read.
-                generation = writes.generation
-                overlay = iter(
-                    added.irange(lo, key, inclusive=(True, False), reverse=True)
-                    if reverse
-                    else added.irange(key, hi, inclusive=(False, False))
-                )
-                next_overlay = next(overlay, None)
-        if reverse:
-            interval.lo = lo
-        else:
-            interval.hi = hi
-        # Done: the range is final. (A scan dropped before its end keeps `running`: the
-        # read set cannot tell it from one paused, and checks it for widening.)
-        interval.running = False
+                interval.hi = hi
+        finally:
+            # However it stops (its end, its reader closing it, as a take() or a page
+            # does, or dropping it, an error), it reads no more: its range is final as far
+            # as it got, and the read set stops looking at it for widening. (A scan its
+            # reader keeps, paused, stays running.)
+            interval.running = False
+        # Counted as one range when it started, empty: now that it has its bounds, it may
+        # be one more than the limit allows (Convex raises at the read that records it).
+        self.reads.check_read()
 
     def read_rows(
         self,
@@ -239,6 +246,11 @@ class Scans:
         if self.writable or index.name == BY_ID:
             return None
         rtxn = self._txn()
+        if lo >= hi:
+            # An empty or inverted range holds no key: nothing to read, and no read range
+            # to record (as in Convex, and as the scans of a mutation skip it). Recorded,
+            # it would stay in the read set as an empty range that might still grow.
+            return Rows([], [], 0, None, None)
         if index.number in self._storage.long_indexes(rtxn):
             # An index holding keys past LMDB's key size (engine.longkeys), rare: the
             # scan reads them in order.
@@ -352,6 +364,10 @@ class Scans:
             or limits is not None
         ):
             self._check_reads()
+        if stopped is not None:
+            # Counted whole when added, the range is now cut where the read stopped: it
+            # may no longer join the ranges the whole one joined.
+            self.reads.check_read()
         return Rows(out, out_keys, read, last_key, stopped)
 
     def _read_plain(

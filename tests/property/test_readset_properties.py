@@ -100,8 +100,9 @@ def test_ranges_counts_as_the_sorted_merge_of_every_range(steps: list[Any]) -> N
 def test_a_limit_set_between_reads_holds_as_convexs_does(steps: list[Any]) -> None:
     """``set_limit`` (a nested call's ``databaseQueries``, then its caller's again) keeps
     the limit as Convex checks it: a read raises if and only if the ranges read, itself
-    included, pass the limit (a range read_rows cuts afterwards, and scans widening
-    between reads, are counted by the next read)."""
+    included, pass the limit; a range read_rows cuts afterwards, and a scan that ends,
+    are counted by ``check_read`` then (as the engine calls it), scans still widening
+    by the next read."""
     reads = ReadSet()
     scans: list[tuple[ScanInterval, bool]] = []
     for step in steps:
@@ -122,7 +123,23 @@ def test_a_limit_set_between_reads_holds_as_convexs_does(steps: list[Any]) -> No
             assert len(reads.freeze()) <= reads.limit  # nor a read past it
             if kind == "range" and step[3] is not None:  # read_rows stopped early
                 interval.hi = max(interval.lo, min(interval.hi, step[3]))
+                if not _checked(reads):
+                    return
         elif kind in ("widen", "end"):
             _scan_step(step, scans)
+            if kind == "end" and not _checked(reads):
+                return
         elif kind == "ask":
             reads.ranges()
+
+
+def _checked(reads: ReadSet) -> bool:
+    """``reads.check_read()``: raises if and only if the ranges read pass the limit.
+    False if it raised."""
+    try:
+        reads.check_read()
+    except LimitExceeded:
+        assert len(reads.freeze()) > reads.limit
+        return False
+    assert len(reads.freeze()) <= reads.limit
+    return True

@@ -341,8 +341,56 @@ def test_take_accepts_a_whole_float_as_convex_does(people: Engine) -> None:
             take(bad)
 
 
+def test_take_accepts_a_numpy_integer_as_vector_search_does(people: Engine) -> None:
+    """A count computed with NumPy (np.int64) is an integer: take() refused it with
+    "must be a non-negative integer, got np.int64(2)", while ctx.vector_search's limit
+    takes it (engine.vectors._limit)."""
+    import numpy as np
+
+    def take(n: Any) -> Any:
+        return people.run(lambda ctx: ctx.db.query("people").take(n))
+
+    assert [d["name"] for d in take(np.int64(2))] == ["ann", "bob"]
+    assert [d["name"] for d in take(np.uint8(1))] == ["ann"]
+    assert take(np.int32(0)) == []
+    for bad in (np.int64(-1), np.bool_(True)):
+        with pytest.raises(ValidationError, match="Arg 1 `n` to `take` must be a non-negative"):
+            take(bad)
+
+
 def test_missing_table_reads_nothing(people: Engine) -> None:
     assert people.run(lambda ctx: ctx.db.query("nothing").collect()) == []
+
+
+@pytest.mark.parametrize(
+    ("index", "build", "code"),
+    [
+        ("by_creation_time", lambda q: q.eq("x", 1), "FieldNotInIndex"),
+        ("by_id", lambda q: q.gt("_id", "a").gt("_id", "b"), "AlreadyDefinedBound"),
+        ("by_creation_time", lambda q: q.eq("_id", "a"), "InvalidIndexRange"),
+        (
+            "by_creation_time",
+            lambda q: q.gt("_creationTime", 1.0).lt("_id", "a"),
+            "BoundsOnMultipleFields",
+        ),
+        ("by_creation_time", lambda q: q.eq("_creationTime", 1.0).gt("_id", "a"), None),
+    ],
+)
+def test_a_range_on_a_table_not_made_yet_is_checked_as_on_one_that_exists(
+    people: Engine, index: str, build: Any, code: str | None
+) -> None:
+    """by_id and by_creation_time have their fields whatever the table: a range that
+    breaks the grammar raises the same error before the table's first insert as after
+    (it read nothing, silently, until the insert made it fail)."""
+    before: list[Any] = []
+    for table in ("later", "people"):  # "later" does not exist
+        try:
+            people.run(lambda ctx, t=table: ctx.db.query(t).with_index(index, build).collect())
+            before.append(None)
+        except InvalidIndexRange as error:
+            before.append((error.code, str(error).replace("later.", "people.")))
+    assert before[0] == before[1]
+    assert (before[1] and before[1][0]) == code
 
 
 @pytest.mark.parametrize("name", ["bad-name", "a.b", "1st", "a b", "", "x" * 65])
