@@ -181,6 +181,25 @@ class _Gate:
             self.resizing = False
             self._cond.notify_all()
 
+    def held_back(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` with new transactions held back; the running ones go on.
+
+        For an abort of the write txn (see :meth:`Storage.write`): py-lmdb's
+        abort waits until no LMDB call of any thread of this process is in
+        flight, which two threads stepping cursors back to back can keep from
+        ever happening. With no new transaction let in, the running ones end,
+        and the wait with them. If a resize is already pending, it holds them
+        back already (and waits for the caller's own transaction to end).
+        """
+        with self._cond:
+            mine = not self.resizing
+            self.resizing = True
+        try:
+            fn()
+        finally:
+            if mine:
+                self.resume()
+
     def exclusive(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` with no transaction active; the caller must not be in one."""
         with self._cond:
@@ -627,7 +646,7 @@ class Storage:
                     txn.commit()
                     return result
                 except BaseException:
-                    txn.abort()
+                    self._gate.held_back(txn.abort)
                     raise
             except lmdb.MapFullError:
                 self._gate.leave()

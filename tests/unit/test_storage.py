@@ -69,9 +69,8 @@ def test_map_grows_while_other_threads_read(db_path: Path) -> None:
     def reader() -> None:
         # Each read positions a scan (an LMDB cursor), sleeps, then steps it: a
         # scan holds pointers into the map, so a remap under an active reader
-        # would leave it reading unmapped memory. Sleeping, not
-        # spinning: threads that spin on LMDB calls, which release the GIL, can
-        # starve the writer of the GIL.
+        # would leave it reading unmapped memory. (Threads scanning without a pause:
+        # test_map_grows_while_threads_scan_back_to_back.)
         try:
             while not stop.is_set():
                 with storage.read() as txn:
@@ -99,6 +98,74 @@ def test_map_grows_while_other_threads_read(db_path: Path) -> None:
         storage.release()
     assert not errors
     assert reads[0] > 0
+
+
+def finishes_while_threads_scan(storage: Storage, work: Callable[[], Any]) -> bool:
+    """Run ``work`` in a thread while two threads scan back to back; True if it ended
+    within 10 s (it takes milliseconds). The scans stop either way."""
+    storage.write(lambda txn: [txn.put(b"s%04d" % i, b"v", db=storage.meta) for i in range(2000)])
+    stop = threading.Event()
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def scan() -> None:
+        while not stop.is_set():
+            with storage.read() as txn:
+                for _ in txn.cursor(db=storage.meta):
+                    pass
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # reported by the caller
+            errors.append(error)
+        finally:
+            done.set()
+
+    threads = [threading.Thread(target=scan) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    runner = threading.Thread(target=run)
+    runner.start()
+    try:
+        return done.wait(10)
+    finally:
+        stop.set()
+        for thread in [*threads, runner]:
+            thread.join(60)
+        if errors and not isinstance(errors[0], RuntimeError):
+            raise errors[0]
+
+
+def test_a_failed_write_is_not_held_up_by_threads_scanning(db_path: Path) -> None:
+    """py-lmdb's abort of a write txn waits until no LMDB call of the process is in
+    flight; two threads stepping cursors back to back kept that from happening, and the
+    abort (holding every process's write lock) waited as long as they scanned."""
+    storage = open_storage(str(db_path), durability="none")
+
+    def failing(txn: Any) -> None:
+        txn.put(b"half", b"written", db=storage.meta)
+        raise RuntimeError("refused")
+
+    try:
+        assert finishes_while_threads_scan(storage, lambda: storage.write(failing))
+        with storage.read() as txn:
+            assert txn.get(b"half", db=storage.meta) is None
+    finally:
+        storage.release()
+
+
+def test_map_grows_while_threads_scan_back_to_back(db_path: Path) -> None:
+    """A write that finds the map full is aborted (then the map grows): that abort, too."""
+    storage = open_storage(str(db_path), durability="none", map_size=1 << 20)
+    try:
+        before = storage.map_size
+        assert finishes_while_threads_scan(storage, lambda: fill_past_the_map(storage, 4))
+        assert storage.map_size > before
+        with storage.read() as txn:
+            assert bytes(txn.get(b"3-299", db=storage.documents)) == BLOB
+    finally:
+        storage.release()
 
 
 def test_same_folder_is_shared_within_a_process(db_path: Path) -> None:
