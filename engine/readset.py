@@ -223,18 +223,6 @@ class ReadSet:
         empty = sum(1 for i in intervals if i.lo >= i.hi and i is not pending)
         self.room = self.limit - settled - empty - (pending is not None)
 
-    def extend(self, other: ReadSet) -> None:
-        """Add every interval of ``other`` (a nested query's reads)."""
-        for interval in other._intervals:
-            self._add(interval)
-        for key in other.points:
-            self.add_point(key)
-        for lo, hi in other._merged:
-            _insert(self._merged, lo, hi)  # kept sorted and disjoint (ranges() bisects)
-            self.room -= 1
-        if len(self.points) > self.room:
-            self._merge()
-
     def freeze(self) -> FrozenReadSet:
         """The merged, sorted, immutable form used for overlap tests."""
         pairs = [(i.lo, i.hi) for i in self._intervals]
