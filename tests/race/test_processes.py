@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,33 @@ def test_reader_slots_left_by_killed_processes_are_freed_when_the_table_is_full(
         holder.stdout.close()
         assert len(engine._db.storage.env.readers().splitlines()) - 1 == 8  # all stale
         assert engine.query(lambda ctx: ctx.db.query("t").first())["x"] == 1
+
+
+def test_a_writer_killed_holding_the_write_lock_does_not_stop_the_others(db_path: Path) -> None:
+    # Checked in the process hunt (2026-12-05): LMDB's writer lock is a robust mutex, so
+    # the next writer takes it over from a killed holder; a write of this process waiting
+    # for it then commits, the killed txn's write is gone, and check() passes.
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {"x": 1}))
+        holder = _child("hold_the_write_lock", str(db_path))
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "writing"
+        inserted: list[str] = []
+        waiting = threading.Thread(
+            target=lambda: inserted.append(engine.run(lambda ctx: ctx.db.insert("t", {"x": 2})))
+        )
+        waiting.start()  # waits for the writer lock the child holds (or takes it after)
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(30)
+        holder.stdout.close()
+        waiting.join(30)
+        assert len(inserted) == 1
+        engine.run(lambda ctx: ctx.db.insert("t", {"x": 3}))
+        assert engine.check()["tables"]["t"]["documents"] == 3
+        assert engine.run(lambda ctx: ctx.db.query("t").collect())[-1]["x"] == 3
+    with Engine.open(db_path, durability="none") as engine:
+        engine.check()
+        with engine._db.storage.read() as rtxn:
+            assert rtxn.get(b"never_committed", None, engine._db.storage.meta) is None
 
 
 def test_processes_opening_an_older_folder_at_once_share_one_blobs_sub_database(

@@ -211,6 +211,22 @@ def hold_reads(path: str, count: int) -> None:
         threading.Event().wait()
 
 
+def hold_the_write_lock(path: str) -> None:
+    """Child process: open a write txn (LMDB's writer lock), write in it, say so, and
+    stay inside it (until killed)."""
+    import time
+
+    with Engine.open(path, durability="none") as engine:
+        storage = engine._db.storage
+
+        def writing(wtxn: Any) -> None:
+            wtxn.put(b"never_committed", b"1", db=storage.meta)
+            print("writing", flush=True)
+            time.sleep(120)
+
+        storage.write(writing)
+
+
 def grow_map(path: str, seconds: float) -> None:
     """Child process: insert 200 KB per commit for ``seconds``, from a 1 MiB map."""
     import time
@@ -255,6 +271,8 @@ if __name__ == "__main__":
         file_writer(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "migrate":
         migrate(sys.argv[2])
+    elif sys.argv[1] == "hold_the_write_lock":
+        hold_the_write_lock(sys.argv[2])
     elif sys.argv[1] == "grow_map":
         grow_map(sys.argv[2], float(sys.argv[3]))
     else:
