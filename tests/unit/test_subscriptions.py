@@ -1421,3 +1421,38 @@ def test_a_subscribe_with_none_followed_reads_no_log(
         engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))  # followed again: heard
         assert sub.value == 2
         assert stabbed >= 1
+
+
+def test_iterations_of_an_empty_set_end_when_the_engine_closes(engine: Engine) -> None:
+    """subscribe_set({}) makes a set with no members, which engine close never reached
+    (it closes the sets of the subscriptions it follows): a 'for' or 'async for' over it
+    hung after the engine closed. Found in review: the thread never ended."""
+    live = engine.subscribe_set({})
+    started = threading.Event()
+    ended: list[str] = []
+
+    def follow() -> None:
+        for _ in live:
+            started.set()
+        ended.append("for")
+
+    async def afollow() -> None:
+        async for _ in live:
+            started.set()
+        ended.append("async for")
+
+    threads = [
+        threading.Thread(target=follow, daemon=True),
+        threading.Thread(target=lambda: asyncio.run(afollow()), daemon=True),
+    ]
+    for thread in threads:
+        started.clear()
+        thread.start()
+        assert started.wait(5)
+    assert _until(lambda: len(live._async_waiters) == 1)  # the async for waits too
+    engine.close()
+    for thread in threads:
+        thread.join(5)
+    assert sorted(ended) == ["async for", "for"]
+    with pytest.raises(EngineError, match="closed"):
+        engine.subscribe_set({})  # as subscribe() after close
