@@ -1456,3 +1456,27 @@ def test_iterations_of_an_empty_set_end_when_the_engine_closes(engine: Engine) -
     assert sorted(ended) == ["async for", "for"]
     with pytest.raises(EngineError, match="closed"):
         engine.subscribe_set({})  # as subscribe() after close
+
+
+def test_an_asubscribe_dropped_with_its_event_loop_closes_what_it_made(engine: Engine) -> None:
+    """An asubscribe whose event loop closed under it (the pending task's coroutine is
+    closed, GeneratorExit, not cancelled) left the subscription its worker thread made
+    open until the engine closed: only CancelledError handed it to be closed. Found in
+    review: the query stayed watched after the loop was gone."""
+    first_run_gate.clear()
+    manager = engine._db.subscriptions
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(engine.asubscribe(gated))
+
+        async def first_run_begun() -> None:
+            while not manager._watched:
+                await asyncio.sleep(0.002)
+
+        loop.run_until_complete(asyncio.wait_for(first_run_begun(), 5))
+    finally:
+        loop.close()  # the task still waits for the worker thread
+    task.get_coro().close()  # what collecting the pending task does
+    task._log_destroy_pending = False  # type: ignore[attr-defined]  # (it says so, as meant)
+    first_run_gate.set()
+    assert _until(lambda: not manager._watched)  # made after the loop closed, then closed
