@@ -236,13 +236,26 @@ class Committer:
             idle.wait(0.05)  # bounded: a slow apply must not stall new work for long
 
     def _run(self, batch: list[CommitRequest]) -> None:
+        #: The outcomes of the write txn's last attempt (a full map runs it again).
+        decided: list[list[tuple[int, Conflict | None]]] = []
+
+        def apply(wtxn: Any) -> list[tuple[int, Conflict | None]]:
+            outcomes = self._apply_yielding(wtxn, batch)
+            decided[:] = [outcomes]
+            return outcomes
+
         try:
-            outcomes = self._db.storage.write(lambda wtxn: self._apply_yielding(wtxn, batch))
+            outcomes = self._db.storage.write(apply)
         except BaseException as error:
+            # An interrupt (KeyboardInterrupt, SystemExit) is only this thread's, which
+            # raises it. A Ctrl-C during the commit's syncs is raised as LMDB's commit
+            # returns: the group is written, and its members committed.
+            if not isinstance(error, Exception) and decided and self._written(decided[0], batch):
+                self._record(batch, decided[0])
+                raise
             # The write txn was abandoned: no member was applied. An error of the
-            # storage is every member's; an interrupt (KeyboardInterrupt, SystemExit)
-            # is only this thread's, which raises it: the others get an error they
-            # can handle, as members of a group interrupted half-way (see _finish).
+            # storage is every member's; the others get an error they can handle for
+            # an interrupt, as members of a group interrupted half-way (see _finish).
             shared = error
             if not isinstance(error, Exception):
                 shared = EngineError(
@@ -254,6 +267,12 @@ class Committer:
                 request.error = shared
                 request.done = True
             raise
+        self._record(batch, outcomes)
+
+    def _record(
+        self, batch: list[CommitRequest], outcomes: list[tuple[int, Conflict | None]]
+    ) -> None:
+        """Hand each member of the written group its outcome, and tell the listeners."""
         for request, (ts, conflict) in zip(batch, outcomes, strict=True):
             request.ts = ts
             request.conflict = conflict
@@ -261,6 +280,25 @@ class Committer:
             self.stats["conflicts" if conflict else "commits"] += 1
         self.stats["groups"] += 1
         self._db.after_commit([r for r in batch if r.conflict is None])
+
+    def _written(
+        self, outcomes: list[tuple[int, Conflict | None]], batch: list[CommitRequest]
+    ) -> bool:
+        """True if the group decided as ``outcomes`` is in the database: its first
+        committed member's log entry is there (its timestamp is new, and unique). A
+        group of conflicts writes nothing and is decided either way. False if that
+        cannot be read (the storage closed meanwhile): then the group counts as not
+        applied, as it did before this check."""
+        storage = self._db.storage
+        for request, (ts, conflict) in zip(batch, outcomes, strict=True):
+            if conflict is None:
+                try:
+                    with storage.read() as rtxn:
+                        found = rtxn.get(_U64.pack(ts), None, storage.log)
+                except Exception:
+                    return False
+                return found is not None and bytes(found) == encode(request.log_keys)
+        return True
 
     def _apply_yielding(
         self, wtxn: Any, batch: list[CommitRequest]

@@ -1201,9 +1201,10 @@ _Followed = TypeVar("_Followed", Subscription, SubscriptionSet)
 
 async def _closed_if_cancelled(make: Callable[[], _Followed]) -> _Followed:
     """``make()`` (a subscribe call, which waits for the first run) on a worker thread.
-    If the awaiting task is cancelled meanwhile, the thread still finishes (a thread
-    cannot be stopped) and what it made is closed: by the thread if it ends after the
-    cancel, else here. Either way the caller never gets it, and nothing is left open."""
+    If the awaiting task is cancelled meanwhile, or its coroutine closed (GeneratorExit:
+    its event loop closed under it), the thread still finishes (a thread cannot be
+    stopped) and what it made is closed: by the thread if it ends after that, else here.
+    Either way the caller never gets it, and nothing is left open."""
     lock = threading.Lock()
     made: list[_Followed] = []
     gave_up = [False]
@@ -1219,7 +1220,7 @@ async def _closed_if_cancelled(make: Callable[[], _Followed]) -> _Followed:
 
     try:
         return await asyncio.to_thread(run)
-    except asyncio.CancelledError:
+    except BaseException:  # cancelled, closed (GeneratorExit), or the thread's error
         with lock:
             gave_up[0] = True
             leftover = made[0] if made else None

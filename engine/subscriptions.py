@@ -41,6 +41,7 @@ import struct
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -532,6 +533,7 @@ class SubscriptionSet(_Notifier):
         self._closed_ts: int | None = None
         for subscription in members.values():
             subscription._sets.append(self)
+        manager._track(self)
 
     @property
     def value(self) -> dict[str, Any]:
@@ -623,6 +625,9 @@ class SubscriptionManager:
         self._rerun = False
         #: When to ask the tokens of subscriptions made with one how long they have left.
         self._deadlines: Deadlines[Subscription] = Deadlines()
+        #: The sets made, which shutdown() closes: one with no members is reached through
+        #: no subscription, and its iterations would wait for ever.
+        self._sets: weakref.WeakSet[SubscriptionSet] = weakref.WeakSet()
         db.listeners.append(self._on_commit)
 
     # -- subscribing ---------------------------------------------------------
@@ -692,6 +697,15 @@ class SubscriptionManager:
             if subscription._watched is not watched:  # closed as its first value came:
                 subscription._watched = watched.detached()  # it keeps that one
         return subscription
+
+    def _track(self, followed: SubscriptionSet) -> None:
+        """Note a new set for :meth:`shutdown`; close it at once if the database is
+        closing (shutdown() may have collected the sets already)."""
+        with self._lock:
+            self._sets.add(followed)
+            closing = self._db.closing
+        if closing:
+            followed.close()
 
     def _unsubscribe(self, *subscriptions: Subscription) -> int:
         """Stop serving ``subscriptions`` (a set's members under one lock). Each keeps
@@ -904,6 +918,10 @@ class SubscriptionManager:
                     notifier._cond = threading.Condition()
                     notifier._ended = error
                     notifier._closed = True
+        for followed in list(self._sets):  # a set with no members too
+            followed._cond = threading.Condition()
+            followed._ended = error
+            followed._closed = True
         self._watched.clear()
         self._new.clear()
         self._joined.clear()
@@ -918,6 +936,9 @@ class SubscriptionManager:
         """
         with self._lock:
             subscriptions = self._subscriptions()
+            sets = list(self._sets)
+        for followed in sets:  # with their members; an empty set too
+            followed.close()
         for subscription in subscriptions:
             for member_of in subscription._sets:
                 member_of.close()

@@ -349,6 +349,65 @@ def test_an_interrupt_of_the_leader_reaches_only_its_own_thread(
     engine.run(lambda ctx: ctx.db.insert("t", {"tag": "after"}))  # commits still flow
 
 
+def test_an_interrupt_after_the_group_was_written_reports_its_members_committed(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt that reaches the leader once LMDB committed its group (a Ctrl-C during
+    the commit's syncs is raised as the commit returns) leaves the group written: the
+    other members' threads are told they committed, not "not applied: run it again".
+
+    Found in review: the members got that EngineError though their rows were in the
+    database, so a caller that ran the mutation again wrote it twice.
+    """
+    engine.run(lambda ctx: ctx.db.insert("t", {"tag": "made"}))  # the table: no conflicts
+    entered, release = threading.Event(), threading.Event()
+    storage = engine._db.storage
+    real_write = storage.write
+    writes = [0]
+
+    def write(fn: Any) -> Any:
+        writes[0] += 1
+        if writes[0] == 1:  # the first group waits while the others queue
+            entered.set()
+            assert release.wait(5)
+        result = real_write(fn)
+        if writes[0] == 2:  # the second group is written; the interrupt comes as the
+            raise _Stop  # commit returns (a Ctrl-C during its syncs)
+        return result
+
+    monkeypatch.setattr(storage, "write", write)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def insert(tag: str) -> None:
+        try:
+            engine.run(lambda ctx: ctx.db.insert("t", {"tag": tag}))
+            outcomes[tag] = None
+        except BaseException as error:  # _Stop included: it is what is checked
+            outcomes[tag] = error
+
+    first = threading.Thread(target=insert, args=("first",))
+    first.start()
+    assert entered.wait(5)
+    group = [threading.Thread(target=insert, args=(f"t{i}",)) for i in range(3)]
+    for thread in group:
+        thread.start()
+    committer = engine._db.committer
+    wait_until(lambda: len(committer._queue) == 3, describe=lambda: committer._queue)
+    release.set()
+    for thread in [first, *group]:
+        thread.join(5)
+        assert not thread.is_alive()
+    monkeypatch.setattr(storage, "write", real_write)
+    stored = sorted(r["tag"] for r in engine.query(lambda ctx: ctx.db.query("t").collect()))
+    assert stored == ["first", "made", "t0", "t1", "t2"]  # the second group was written
+    stopped = [tag for tag, error in outcomes.items() if isinstance(error, _Stop)]
+    assert len(stopped) == 1, outcomes  # the leader's own thread has the interrupt
+    assert sorted(tag for tag, error in outcomes.items() if error is None) == sorted(
+        set(stored) - {"made", *stopped}
+    ), outcomes  # every other member is told it committed, as it did
+    engine.run(lambda ctx: ctx.db.insert("t", {"tag": "after"}))  # commits still flow
+
+
 def test_group_commit_grows_a_full_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Eight writers on a 1 MiB map: groups hit MapFull, the map grows, nothing is lost."""
     import functools

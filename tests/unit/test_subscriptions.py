@@ -1421,3 +1421,62 @@ def test_a_subscribe_with_none_followed_reads_no_log(
         engine.run(lambda ctx: ctx.db.patch(doc, {"value": 2}))  # followed again: heard
         assert sub.value == 2
         assert stabbed >= 1
+
+
+def test_iterations_of_an_empty_set_end_when_the_engine_closes(engine: Engine) -> None:
+    """subscribe_set({}) makes a set with no members, which engine close never reached
+    (it closes the sets of the subscriptions it follows): a 'for' or 'async for' over it
+    hung after the engine closed. Found in review: the thread never ended."""
+    live = engine.subscribe_set({})
+    started = threading.Event()
+    ended: list[str] = []
+
+    def follow() -> None:
+        for _ in live:
+            started.set()
+        ended.append("for")
+
+    async def afollow() -> None:
+        async for _ in live:
+            started.set()
+        ended.append("async for")
+
+    threads = [
+        threading.Thread(target=follow, daemon=True),
+        threading.Thread(target=lambda: asyncio.run(afollow()), daemon=True),
+    ]
+    for thread in threads:
+        started.clear()
+        thread.start()
+        assert started.wait(5)
+    assert _until(lambda: len(live._async_waiters) == 1)  # the async for waits too
+    engine.close()
+    for thread in threads:
+        thread.join(5)
+    assert sorted(ended) == ["async for", "for"]
+    with pytest.raises(EngineError, match="closed"):
+        engine.subscribe_set({})  # as subscribe() after close
+
+
+def test_an_asubscribe_dropped_with_its_event_loop_closes_what_it_made(engine: Engine) -> None:
+    """An asubscribe whose event loop closed under it (the pending task's coroutine is
+    closed, GeneratorExit, not cancelled) left the subscription its worker thread made
+    open until the engine closed: only CancelledError handed it to be closed. Found in
+    review: the query stayed watched after the loop was gone."""
+    first_run_gate.clear()
+    manager = engine._db.subscriptions
+    loop = asyncio.new_event_loop()
+    try:
+        task = loop.create_task(engine.asubscribe(gated))
+
+        async def first_run_begun() -> None:
+            while not manager._watched:
+                await asyncio.sleep(0.002)
+
+        loop.run_until_complete(asyncio.wait_for(first_run_begun(), 5))
+    finally:
+        loop.close()  # the task still waits for the worker thread
+    task.get_coro().close()  # what collecting the pending task does
+    task._log_destroy_pending = False  # type: ignore[attr-defined]  # (it says so, as meant)
+    first_run_gate.set()
+    assert _until(lambda: not manager._watched)  # made after the loop closed, then closed

@@ -17,6 +17,7 @@ from engine import (
     ActionCtx,
     CorruptionError,
     Engine,
+    EngineError,
     IndexNotFound,
     SchemaValidationError,
     VectorSearchError,
@@ -950,3 +951,19 @@ def test_a_search_holds_one_reader_slot_and_none_while_it_scores(
     monkeypatch.setattr(vectors, "_scores", scores)
     assert len(search(engine, [1.0, 0.0, 0.0], limit=3)) == 3
     assert readers.peak == 1 and held_while_scoring == [0] and readers.open == 0
+
+
+def test_a_filter_that_calls_the_engine_is_refused_as_before(engine: Engine) -> None:
+    """The search's filter runs inside the search's snapshot. Under ``db.run`` its thread
+    counted as running a function, so an engine call from the filter was refused (it
+    would open a second snapshot, and wait for ever on a map resize waiting for the
+    search's). ``Database.counted`` dropped that mark: the call ran. Found in review."""
+    insert(engine, {"name": "a", "cuisine": "x", "embedding": [1.0, 0.0, 0.0]})
+
+    def calls_the_engine(q: Any) -> Any:
+        engine.query(lambda ctx: ctx.db.query("foods").collect())
+        return q.eq("cuisine", "x")
+
+    with pytest.raises(EngineError, match="from inside a running query or mutation"):
+        search(engine, [1.0, 0.0, 0.0], filter=calls_the_engine)
+    assert len(search(engine, [1.0, 0.0, 0.0], filter=lambda q: q.eq("cuisine", "x"))) == 1
