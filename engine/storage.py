@@ -635,6 +635,15 @@ class Storage:
         and ``fn`` runs again on a fresh txn: ``fn`` must derive everything
         from the txn it is given. An exception from ``fn`` aborts the txn.
         Cost: the commit's syncs (two fdatasync calls in ``full`` mode).
+
+        Aborts: py-lmdb's ``abort()`` of a write txn waits until no LMDB call of any
+        thread of the process is in flight. Threads scanning back to back keep one in
+        flight at every moment (so the abort holds new transactions back:
+        :meth:`_Gate.held_back`), and a backup's copy is one call as long as the
+        backup. The abort of a write that found the map full drops the txn instead
+        (with the error's traceback, whose frames of ``fn`` refer to it: that error is
+        never seen), and py-lmdb aborts a write txn freed so without that wait, so
+        LMDB's write lock is let go at once and other processes' writers go on.
         """
         while True:
             self._gate.enter()
@@ -645,6 +654,14 @@ class Storage:
                     result = fn(txn)
                     txn.commit()
                     return result
+                except lmdb.MapFullError as error:  # run again below, once the map grew
+                    error.__traceback__ = None  # fn's frames, which refer to txn
+                    kept = weakref.ref(txn)
+                    del txn  # the last reference: py-lmdb aborts it, and does not wait
+                    left = kept()
+                    if left is not None:  # fn kept it (a cursor, say): abort it here
+                        self._gate.held_back(left.abort)
+                    raise
                 except BaseException:
                     self._gate.held_back(txn.abort)
                     raise
