@@ -94,6 +94,9 @@ HEAD = struct.Struct(">QQ")
 _U64 = struct.Struct(">Q")
 
 _INITIAL_MAP_SIZE = 256 << 20
+#: Seconds after which a close still waiting for other threads' transactions says so
+#: (the engine's own wait for running calls, ``Database.close_timeout``, comes first).
+SLOW_WAIT = 30.0
 #: The names of the sub-databases: the only keys of the environment's main database.
 SUB_DATABASES = (b"meta", b"documents", b"indexes", b"log", b"blobs")
 _MAX_READERS = 1022
@@ -200,16 +203,25 @@ class _Gate:
             if mine:
                 self.resume()
 
-    def exclusive(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` with no transaction active; the caller must not be in one."""
+    def exclusive(self, fn: Callable[[], None], slow: Callable[[int], None] | None = None) -> None:
+        """Run ``fn`` with no transaction active; the caller must not be in one.
+
+        ``slow(n)`` is called once (the condition's lock held) if ``n`` transactions
+        are still active after :data:`SLOW_WAIT` seconds: the wait has no bound.
+        """
         with self._cond:
             while self.resizing:
                 self._cond.wait()
             self.resizing = True
             try:
+                since = time.monotonic()
                 while self.active:
                     # The timeout only bounds a missed wakeup; leave() notifies.
                     self._cond.wait(0.01)
+                    if slow is not None and time.monotonic() - since > SLOW_WAIT:
+                        if self.active:
+                            slow(len(self.active))
+                        slow = None
                 fn()
             finally:
                 self.resizing = False
@@ -541,8 +553,20 @@ class Storage:
             finally:
                 self.env.close()
 
+        def slow(running: int) -> None:
+            _log.warning(
+                "Closing the database at %r waits for %d transaction%s of other threads, "
+                "still open after %g s (a query or mutation blocked in its function, a "
+                "backup): the map cannot be closed under them, so the close ends when "
+                "they do. Close after the other threads' calls return.",
+                self.path,
+                running,
+                "" if running == 1 else "s",
+                SLOW_WAIT,
+            )
+
         try:
-            self._gate.exclusive(close)
+            self._gate.exclusive(close, slow)
         finally:
             if self._mode_lock is not None:
                 self._mode_lock.close()
@@ -635,6 +659,15 @@ class Storage:
         and ``fn`` runs again on a fresh txn: ``fn`` must derive everything
         from the txn it is given. An exception from ``fn`` aborts the txn.
         Cost: the commit's syncs (two fdatasync calls in ``full`` mode).
+
+        Aborts: py-lmdb's ``abort()`` of a write txn waits until no LMDB call of any
+        thread of the process is in flight. Threads scanning back to back keep one in
+        flight at every moment (so the abort holds new transactions back:
+        :meth:`_Gate.held_back`), and a backup's copy is one call as long as the
+        backup. The abort of a write that found the map full drops the txn instead
+        (with the error's traceback, whose frames of ``fn`` refer to it: that error is
+        never seen), and py-lmdb aborts a write txn freed so without that wait, so
+        LMDB's write lock is let go at once and other processes' writers go on.
         """
         while True:
             self._gate.enter()
@@ -645,6 +678,14 @@ class Storage:
                     result = fn(txn)
                     txn.commit()
                     return result
+                except lmdb.MapFullError as error:  # run again below, once the map grew
+                    error.__traceback__ = None  # fn's frames, which refer to txn
+                    kept = weakref.ref(txn)
+                    del txn  # the last reference: py-lmdb aborts it, and does not wait
+                    left = kept()
+                    if left is not None:  # fn kept it (a cursor, say): abort it here
+                        self._gate.held_back(left.abort)
+                    raise
                 except BaseException:
                     self._gate.held_back(txn.abort)
                     raise

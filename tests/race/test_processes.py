@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine import Engine, storage
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,6 +112,74 @@ def test_a_writer_killed_holding_the_write_lock_does_not_stop_the_others(db_path
         engine.check()
         with engine._db.storage.read() as rtxn:
             assert rtxn.get(b"never_committed", None, engine._db.storage.meta) is None
+
+
+def test_a_write_finding_the_map_full_during_a_backup_lets_other_processes_write(
+    db_path: Path,
+) -> None:
+    # Found by the stall hunt: py-lmdb's abort of a write txn waits until no LMDB call of
+    # the process is in flight, and a backup's copy is one call as long as the backup. A
+    # write that found the map full was aborted that way: it held LMDB's write lock
+    # until the backup ended, and every process's writers waited for it (a 236 MiB
+    # backup: another process's one-key write took 0.15 s, the backup's remainder). The
+    # copy here writes into a pipe nobody reads: it stays in flight until the test reads.
+    s = storage.open_storage(str(db_path), durability="none", map_size=1 << 20)
+    blob = b"x" * 4096
+    s.write(lambda txn: [txn.put(b"old-%d" % i, blob, db=s.documents) for i in range(100)])
+    read_end, write_end = os.pipe()
+    errors: list[BaseException] = []
+
+    def guarded(work: Any) -> Any:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        return threading.Thread(target=run)
+
+    def backup() -> None:
+        with s.read():  # as Storage.copy_to: a gate entry, then the copy
+            s.env.copyfd(write_end, compact=True)
+
+    def fill() -> None:  # 1.2 MiB per write: the first finds the map full
+        for batch in range(2):
+            s.write(
+                lambda txn, b=batch: [
+                    txn.put(b"new-%d-%d" % (b, i), blob, db=s.documents) for i in range(300)
+                ]
+            )
+
+    copying, filling = guarded(backup), guarded(fill)
+    writer = None
+    try:
+        copying.start()
+        assert select.select([read_end], [], [], 10)[0]  # the copy is under way
+        filling.start()
+        wait_until(lambda: s._gate.resizing, 10)  # it found the map full
+        writer = _child("write_once", str(db_path))
+        assert writer.stdout is not None
+        written, _ = writer.communicate(timeout=10)  # before the backup ends
+        assert written.strip() == "written"
+    finally:
+        drained = threading.Thread(
+            target=lambda: [0 for _ in iter(lambda: os.read(read_end, 1 << 16), b"")]
+        )
+        drained.start()
+        copying.join(30)
+        os.close(write_end)
+        drained.join(30)
+        os.close(read_end)
+        filling.join(30)
+        if writer is not None and writer.poll() is None:
+            writer.communicate(timeout=30)  # its write can go on once the backup ended
+        try:
+            assert not errors, errors
+            with s.read() as txn:
+                assert txn.get(b"other_process", db=s.meta) == b"1"
+                assert bytes(txn.get(b"new-1-299", db=s.documents)) == blob
+        finally:
+            s.release()
 
 
 def test_processes_opening_an_older_folder_at_once_share_one_blobs_sub_database(

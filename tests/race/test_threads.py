@@ -5,6 +5,7 @@ Each test states an invariant that a non-serializable engine would break.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import threading
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from engine import Engine, OptimisticConcurrencyControlFailure
+from engine import Engine, OptimisticConcurrencyControlFailure, storage
+from tests.waiting import wait_until
 
 from .workers import book, go_off_call, increment, process_increments
 
@@ -215,3 +217,47 @@ def test_one_handle_closed_by_two_threads_at_once_releases_the_folder_once(
         assert len(second.query(lambda ctx: ctx.db.query("n").collect())) == 1
         second.run(lambda ctx: ctx.db.insert("n", {"k": 2}))
         second.check()
+
+
+def test_close_says_what_it_waits_for_once_a_transaction_outlasts_its_patience(
+    db_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the stall hunt: close() waits for the LMDB transactions of other threads
+    # without a bound (the map cannot be closed under a read: values handed out as
+    # buffers point into it), after up to close_timeout (30 s) for the calls counted as
+    # running (queries are not). A query blocked in its function kept close() waiting
+    # for as long, and nothing said why.
+    monkeypatch.setattr(storage, "SLOW_WAIT", 0.1)
+    caplog.set_level(logging.WARNING, logger="engine.storage")
+    engine = Engine.open(db_path, durability="none")
+    engine.run(lambda ctx: ctx.db.insert("t", {}))
+    inside, release = threading.Event(), threading.Event()
+
+    def blocked(ctx: Any) -> bool:
+        ctx.db.query("t").first()
+        inside.set()
+        release.wait(30)
+        return ctx.db.query("t").first() is not None  # its snapshot is still readable
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "transaction" in r.getMessage()]
+
+    results: list[bool] = []
+    querying = threading.Thread(target=lambda: results.append(engine.query(blocked)))
+    querying.start()
+    closing = threading.Thread(target=engine.close)
+    try:
+        assert inside.wait(10)
+        closing.start()
+        wait_until(lambda: said(), 5, lambda: [r.getMessage() for r in caplog.records])
+        assert closing.is_alive()  # it waits for the query's transaction
+    finally:
+        release.set()
+        querying.join(30)
+        if closing.ident is not None:
+            closing.join(30)
+        engine.close()
+    assert results == [True]
+    assert len(said()) == 1
+    assert "waits for 1 transaction of other threads, still open after 0.1 s" in said()[0]
+    assert "blocked in its function" in said()[0]

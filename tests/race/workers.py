@@ -227,6 +227,18 @@ def hold_the_write_lock(path: str) -> None:
         storage.write(writing)
 
 
+def write_once(path: str) -> None:
+    """Child process: open the folder's storage, commit one key, say so."""
+    from engine import storage
+
+    opened = storage.open_storage(path, durability="none")
+    try:
+        opened.write(lambda wtxn: wtxn.put(b"other_process", b"1", db=opened.meta))
+    finally:
+        opened.release()
+    print("written", flush=True)
+
+
 def grow_map(path: str, seconds: float) -> None:
     """Child process: insert 200 KB per commit for ``seconds``, from a 1 MiB map."""
     import time
@@ -273,6 +285,8 @@ if __name__ == "__main__":
         migrate(sys.argv[2])
     elif sys.argv[1] == "hold_the_write_lock":
         hold_the_write_lock(sys.argv[2])
+    elif sys.argv[1] == "write_once":
+        write_once(sys.argv[2])
     elif sys.argv[1] == "grow_map":
         grow_map(sys.argv[2], float(sys.argv[3]))
     else:
