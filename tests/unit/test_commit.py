@@ -297,6 +297,36 @@ class _Stop(BaseException):
     """Stands in for a KeyboardInterrupt (which would stop pytest itself)."""
 
 
+def _first_then_a_group_of_three(
+    engine: Engine, entered: threading.Event, release: threading.Event
+) -> dict[str, BaseException | None]:
+    """Insert "first" in a thread; once its commit is held (the caller's patch sets
+    ``entered`` and waits for ``release``), queue inserts "t0".."t2" behind it (the next
+    group), release it, and return each insert's outcome: None or what it raised."""
+    outcomes: dict[str, BaseException | None] = {}
+
+    def insert(tag: str) -> None:
+        try:
+            engine.run(lambda ctx: ctx.db.insert("t", {"tag": tag}))
+            outcomes[tag] = None
+        except BaseException as error:  # _Stop included: it is what is checked
+            outcomes[tag] = error
+
+    first = threading.Thread(target=insert, args=("first",))
+    first.start()
+    assert entered.wait(5)
+    group = [threading.Thread(target=insert, args=(f"t{i}",)) for i in range(3)]
+    for thread in group:
+        thread.start()
+    committer = engine._db.committer
+    wait_until(lambda: len(committer._queue) == 3, describe=lambda: committer._queue)
+    release.set()
+    for thread in [first, *group]:
+        thread.join(5)
+        assert not thread.is_alive()
+    return outcomes
+
+
 def test_an_interrupt_of_the_leader_reaches_only_its_own_thread(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -318,27 +348,7 @@ def test_an_interrupt_of_the_leader_reaches_only_its_own_thread(
         return real_apply(self, wtxn, batch)
 
     monkeypatch.setattr(commit.Committer, "_apply", apply)
-    outcomes: list[BaseException | None] = []
-
-    def insert(tag: str) -> None:
-        try:
-            engine.run(lambda ctx: ctx.db.insert("t", {"tag": tag}))
-            outcomes.append(None)
-        except BaseException as error:  # _Stop included: it is what is checked
-            outcomes.append(error)
-
-    first = threading.Thread(target=insert, args=("first",))
-    first.start()
-    assert entered.wait(5)
-    group = [threading.Thread(target=insert, args=(f"t{i}",)) for i in range(3)]
-    for thread in group:
-        thread.start()
-    committer = engine._db.committer
-    wait_until(lambda: len(committer._queue) == 3, describe=lambda: committer._queue)
-    release.set()
-    for thread in [first, *group]:
-        thread.join(5)
-        assert not thread.is_alive()
+    outcomes = list(_first_then_a_group_of_three(engine, entered, release).values())
     assert outcomes.count(None) == 1  # the first group committed
     stopped = [error for error in outcomes if isinstance(error, _Stop)]
     others = [error for error in outcomes if error is not None and not isinstance(error, _Stop)]
@@ -376,27 +386,7 @@ def test_an_interrupt_after_the_group_was_written_reports_its_members_committed(
         return result
 
     monkeypatch.setattr(storage, "write", write)
-    outcomes: dict[str, BaseException | None] = {}
-
-    def insert(tag: str) -> None:
-        try:
-            engine.run(lambda ctx: ctx.db.insert("t", {"tag": tag}))
-            outcomes[tag] = None
-        except BaseException as error:  # _Stop included: it is what is checked
-            outcomes[tag] = error
-
-    first = threading.Thread(target=insert, args=("first",))
-    first.start()
-    assert entered.wait(5)
-    group = [threading.Thread(target=insert, args=(f"t{i}",)) for i in range(3)]
-    for thread in group:
-        thread.start()
-    committer = engine._db.committer
-    wait_until(lambda: len(committer._queue) == 3, describe=lambda: committer._queue)
-    release.set()
-    for thread in [first, *group]:
-        thread.join(5)
-        assert not thread.is_alive()
+    outcomes = _first_then_a_group_of_three(engine, entered, release)
     monkeypatch.setattr(storage, "write", real_write)
     stored = sorted(r["tag"] for r in engine.query(lambda ctx: ctx.db.query("t").collect()))
     assert stored == ["first", "made", "t0", "t1", "t2"]  # the second group was written
