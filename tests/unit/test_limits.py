@@ -37,6 +37,20 @@ def fill(engine: Engine, n: int) -> list[str]:
     return ids
 
 
+def count_freezes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count, in the returned one-item list, the calls of ReadSet.freeze (a merge of
+    every range read)."""
+    counted = [0]
+    freeze = readset.ReadSet.freeze
+
+    def counting_freeze(self: readset.ReadSet) -> readset.FrozenReadSet:
+        counted[0] += 1
+        return freeze(self)
+
+    monkeypatch.setattr(readset.ReadSet, "freeze", counting_freeze)
+    return counted
+
+
 def count_ranges_sorted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count, in the returned one-item list, the ranges every FrozenReadSet is built
     from (each such build sorts them: what a count of ranges must not do per read)."""
@@ -268,20 +282,13 @@ def test_many_scans_of_one_range_merge_without_quadratic_work(
     they are merged again only once per limit's worth of reads (each read past the
     limit used to merge every scan again: 12,000 queries of one range took 10 s)."""
     monkeypatch.setattr(readset, "MAX_READ_RANGES", 50)
-    merges = 0
     freeze = readset.ReadSet.freeze
-
-    def counting_freeze(self: readset.ReadSet) -> readset.FrozenReadSet:
-        nonlocal merges
-        merges += 1
-        return freeze(self)
-
-    monkeypatch.setattr(readset.ReadSet, "freeze", counting_freeze)
+    merges = count_freezes(monkeypatch)
     reads = readset.ReadSet()
     for _ in range(2000):
         reads.add_interval(b"a", b"b")
     assert len(freeze(reads)) == 1
-    assert merges <= 2000 // 49 + 1
+    assert merges[0] <= 2000 // 49 + 1
     empty = reads.add_scan(b"k", b"k")  # a scan that has read nothing yet
     for _ in range(48):
         reads.add_interval(b"a", b"b")
@@ -303,15 +310,7 @@ def test_reads_of_empty_ranges_count_no_range_and_cost_no_merges(
     mutation)."""
     monkeypatch.setattr(readset, "MAX_READ_RANGES", 50)
     fill(engine, 20)
-    merges = 0
-    freeze = readset.ReadSet.freeze
-
-    def counting_freeze(self: readset.ReadSet) -> readset.FrozenReadSet:
-        nonlocal merges
-        merges += 1
-        return freeze(self)
-
-    monkeypatch.setattr(readset.ReadSet, "freeze", counting_freeze)
+    merges = count_freezes(monkeypatch)
     empty_ranges = [
         lambda q, i: q.gte("_creationTime", float(i)).lt("_creationTime", float(i)),
         lambda q, i: q.gt("_creationTime", float(i + 5)).lt("_creationTime", float(i)),
@@ -328,9 +327,9 @@ def test_reads_of_empty_ranges_count_no_range_and_cost_no_merges(
         return used
 
     for run in (engine.query, engine.run):
-        merges = 0
+        merges[0] = 0
         assert run(reads) == 0
-        assert merges <= 600 // 49 + 1, run.__name__
+        assert merges[0] <= 600 // 49 + 1, run.__name__
 
 
 def test_reads_near_the_ranges_limit_cost_no_sort_of_everything_read(
