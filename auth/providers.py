@@ -83,7 +83,7 @@ class _Provider:
             if isinstance(hidden_claims, str):
                 raise TypeError("hidden_claims takes claim names (a set or list), not a str")
             self.hidden_claims = frozenset(hidden_claims)
-        self.issuer = normalize_issuer(issuer)
+        self.issuer = _configured_issuer(issuer)
         self.application_id = application_id
         self.leeway = leeway
         self._clock = clock
@@ -279,6 +279,26 @@ class _Provider:
 
     def _check_claims(self, claims: dict[str, Any]) -> None:
         return None
+
+
+def _configured_issuer(issuer: object) -> str:
+    """A provider's ``issuer=`` normalized; raises for one that is no URL string (an
+    unset environment variable's None, an empty string that would normalize to
+    ``https:``)."""
+    fix = (
+        "Fix: give the URL its tokens carry as iss, e.g. "
+        "issuer='https://<your-app>.clerk.accounts.dev' (Clerk's Frontend API URL)."
+    )
+    if not isinstance(issuer, str):
+        raise TypeError(
+            f"issuer takes the issuer's URL: expected a str; found "
+            f"{type(issuer).__name__} {_show(issuer)}. {fix}"
+        )
+    if not issuer.strip().strip("/") or issuer.rstrip("/") in ("http:", "https:"):
+        raise ValueError(
+            f"issuer takes the issuer's URL: expected a non-empty URL; found {_show(issuer)}. {fix}"
+        )
+    return normalize_issuer(issuer)
 
 
 class ClerkProvider(_Provider):

@@ -183,6 +183,20 @@ def test_leeway_must_be_a_finite_number_of_at_least_0(
         auth.AuthConfig(providers=[provider]).verify(expired)
 
 
+@pytest.mark.parametrize(
+    ("issuer", "error"), [(None, TypeError), (b"https://x.dev", TypeError), ("", ValueError)]
+)
+def test_issuer_must_be_a_url_given_as_a_str(
+    rsa_signer: Signer, issuer: object, error: type[Exception]
+) -> None:
+    """Hunt (misuse): issuer=os.environ.get("CLERK_ISSUER") unset made ClerkProvider(...)
+    an "AttributeError: 'NoneType' object has no attribute 'startswith'", and issuer=""
+    was taken as "https:", an issuer no token names."""
+    for make in (auth.ClerkProvider, auth.CustomJwtProvider):
+        with pytest.raises(error, match=r"(?s)issuer.*expected.*found.*Fix"):
+            make(issuer=issuer, public_key=rsa_signer.public_pem)  # type: ignore[arg-type]
+
+
 def test_bad_signature_and_foreign_key(rsa_signer: Signer) -> None:
     other = Signer("RS256", rsa_signer.kid)
     with pytest.raises(auth.InvalidSignature):
