@@ -83,7 +83,7 @@ class _Provider:
             if isinstance(hidden_claims, str):
                 raise TypeError("hidden_claims takes claim names (a set or list), not a str")
             self.hidden_claims = frozenset(hidden_claims)
-        self.issuer = normalize_issuer(issuer)
+        self.issuer = _configured_issuer(issuer)
         self.application_id = application_id
         self.leeway = leeway
         self._clock = clock
@@ -95,8 +95,7 @@ class _Provider:
         if isinstance(jwks, str) and jwks.startswith(("http://", "https://")):
             jwks_url, jwks = jwks, None  # a URL, as Convex's customJwt config writes jwks
         if public_key is not None:
-            pem = public_key.encode() if isinstance(public_key, str) else public_key
-            self._keys = KeySet([Key(None, None, load_pem_public_key(pem))])
+            self._keys = KeySet([Key(None, None, _pem_public_key(public_key))])
         elif jwks is not None:
             self._keys = KeySet(keys_from_jwks(jwks))
         elif jwks_url is not None:
@@ -279,6 +278,54 @@ class _Provider:
 
     def _check_claims(self, claims: dict[str, Any]) -> None:
         return None
+
+
+def _pem_public_key(public_key: object) -> Any:
+    """``public_key=`` loaded; raises naming the parameter for what is no PEM public key
+    (cryptography's own error names neither). The value is never quoted: it may be a
+    private key pasted by mistake."""
+    fix = (
+        "Fix: give the issuer's public key in PEM ('-----BEGIN PUBLIC KEY-----...'; Clerk "
+        "shows it as the JWKS Public Key), or its keys as jwks=."
+    )
+    if not isinstance(public_key, (str, bytes)):
+        raise TypeError(
+            f"public_key takes a PEM public key: expected a str or bytes; found "
+            f"{type(public_key).__name__}. {fix}"
+        )
+    pem = public_key.encode() if isinstance(public_key, str) else public_key
+    try:
+        return load_pem_public_key(pem)
+    except ValueError as error:
+        if b"PRIVATE KEY-----" in pem:
+            found = "a private key (never give it to the verifier: it signs tokens)"
+        elif pem.lstrip().startswith(b"{"):
+            found = "JSON (a JWKS goes in jwks=)"
+        else:
+            found = f"{len(pem)} bytes that are no PEM public key ({error})"
+        raise ValueError(
+            f"public_key takes a PEM public key: expected one; found {found}. {fix}"
+        ) from None
+
+
+def _configured_issuer(issuer: object) -> str:
+    """A provider's ``issuer=`` normalized; raises for one that is no URL string (an
+    unset environment variable's None, an empty string that would normalize to
+    ``https:``)."""
+    fix = (
+        "Fix: give the URL its tokens carry as iss, e.g. "
+        "issuer='https://<your-app>.clerk.accounts.dev' (Clerk's Frontend API URL)."
+    )
+    if not isinstance(issuer, str):
+        raise TypeError(
+            f"issuer takes the issuer's URL: expected a str; found "
+            f"{type(issuer).__name__} {_show(issuer)}. {fix}"
+        )
+    if not issuer.strip().strip("/") or issuer.rstrip("/") in ("http:", "https:"):
+        raise ValueError(
+            f"issuer takes the issuer's URL: expected a non-empty URL; found {_show(issuer)}. {fix}"
+        )
+    return normalize_issuer(issuer)
 
 
 class ClerkProvider(_Provider):

@@ -142,6 +142,12 @@ class Engine:
         folder (another process's, or a handle of this one).
         """
         variables = _check_env(env)  # before anything opens
+        if not isinstance(scheduler, bool):  # "false" from an env var would be true
+            raise EngineError(
+                f"Engine.open(scheduler=...) takes True or False, got "
+                f"{type(scheduler).__name__} {scheduler!r}: scheduler=False leaves scheduled "
+                "functions to finish_scheduled_functions()."
+            )
         _check_schema(schema)
         _check_auth(auth)
         registry = Registry.from_package(functions)

@@ -143,6 +143,25 @@ class Expression:
     def __neg__(self) -> Any:
         raise EvalError("Filter expressions do not support Python's unary `-`: write q.neg(x).")
 
+    def _logical(self, symbol: str, method: str) -> NoReturn:
+        raise EvalError(
+            f"Filter expressions do not support Python's `{symbol}`: write q.{method}(a, b, ...) "
+            f"(for example q.{method}(q.eq(q.field('a'), 1), q.gt(q.field('b'), 2)))."
+        )
+
+    def __and__(self, other: object) -> Any:
+        self._logical("&", "and_")
+
+    __rand__ = __and__
+
+    def __or__(self, other: object) -> Any:
+        self._logical("|", "or_")
+
+    __ror__ = __or__
+
+    def __invert__(self) -> Any:
+        raise EvalError("Filter expressions do not support Python's `~`: write q.not_(x).")
+
     __hash__ = object.__hash__
 
     def fingerprint(self) -> Any:
@@ -242,6 +261,13 @@ class FilterBuilder:
     """
 
     __slots__ = ()
+
+    def __getitem__(self, key: object) -> NoReturn:  # lambda doc: doc["n"] > 1
+        raise EvalError(
+            f"filter() passes the filter builder q, not the document: read a field with "
+            f"q.field({key!r}) and compare it with q.eq, q.gt, ... (for example "
+            f"q.gt(q.field({key!r}), 1))."
+        )
 
     def field(self, path: str) -> Expression:
         """The value of field ``path`` (dotted for nested fields); missing → ``UNSET``.

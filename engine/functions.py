@@ -339,6 +339,13 @@ def _decorator(kind: Kind, internal: bool) -> Any:
 
     def decorate(fn: Any = None, /, *, args: Any = None, returns: Any = None) -> Any:
         if fn is not None:
+            if not callable(fn):  # @query({...}): Convex's query({args, handler}) form
+                name = decorate.__name__
+                raise EngineError(
+                    f"{name}() takes the handler function (bare @{name}) or keyword "
+                    f"arguments (@{name}(args={{...}}, returns=...)), got "
+                    f"{type(fn).__name__} {fn!r}: pass the validators as args=..."
+                )
             return FunctionDef(kind, fn, internal=internal)
 
         def wrap(handler: Callable[..., Any]) -> FunctionDef:

@@ -117,10 +117,11 @@ class SystemReader(_Reads):
     __slots__ = ()
 
     def _check(self, table: str, method: str) -> None:
-        if not isinstance(table, str) or not table.startswith("_"):
+        check_table_name(table, system=True)  # not a str: "Invalid table name", not "User"
+        if not table.startswith("_"):
             raise InvalidTable(
                 f"User tables can only be accessed from db.{method}(). (table {table!r})",
-                table=str(table),
+                table=table,
             )
 
     def get(
@@ -213,12 +214,12 @@ class DatabaseReader(_Reads):
         A table that does not exist reads no rows; a name that is not an identifier
         raises :class:`InvalidTable`, as Convex.
         """
-        if not isinstance(table, str) or table.startswith("_"):
+        check_table_name(table, system=True)  # not a str: "Invalid table name"
+        if table.startswith("_"):
             raise InvalidTable(
                 f"System tables can only be accessed from db.system.query(). (table {table!r})",
-                table=str(table),
+                table=table,
             )
-        check_table_name(table, system=True)
         return Query(self._txn, table)
 
     def normalize_id(self, table: str, document_id: str) -> str | None:

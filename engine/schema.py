@@ -518,6 +518,11 @@ def define_schema(
     tables: Mapping[str, TableDefinition], *, schema_validation: bool = True
 ) -> SchemaDefinition:
     """A schema of ``tables``; with ``schema_validation`` every write is checked."""
+    if not isinstance(schema_validation, bool):  # "false" from an env var would be true
+        raise SchemaValidationError(
+            f"define_schema(schema_validation=...) takes True or False, got "
+            f"{type(schema_validation).__name__} {schema_validation!r}."
+        )
     if not isinstance(tables, Mapping):
         raise SchemaValidationError(
             f"define_schema() takes a dict of table names to define_table(...) results, got "

@@ -617,6 +617,11 @@ class _V:
         return _array(item)
 
     def object(self, fields: Mapping[str, Any]) -> Validator:
+        if not isinstance(fields, Mapping):  # else "'list' object has no attribute 'items'"
+            raise TypeError(
+                f"v.object() takes a dict of field names to validators, got "
+                f'{type(fields).__name__} {fields!r}: write v.object({{"name": v.string()}})'
+            )
         return _object(fields)
 
     def record(self, keys: Any, values: Any) -> Validator:

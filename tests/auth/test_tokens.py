@@ -9,6 +9,7 @@ import time
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 import auth
 from tests.auth.conftest import ISSUER, Signer
@@ -183,6 +184,20 @@ def test_leeway_must_be_a_finite_number_of_at_least_0(
         auth.AuthConfig(providers=[provider]).verify(expired)
 
 
+@pytest.mark.parametrize(
+    ("issuer", "error"), [(None, TypeError), (b"https://x.dev", TypeError), ("", ValueError)]
+)
+def test_issuer_must_be_a_url_given_as_a_str(
+    rsa_signer: Signer, issuer: object, error: type[Exception]
+) -> None:
+    """Hunt (misuse): issuer=os.environ.get("CLERK_ISSUER") unset made ClerkProvider(...)
+    an "AttributeError: 'NoneType' object has no attribute 'startswith'", and issuer=""
+    was taken as "https:", an issuer no token names."""
+    for make in (auth.ClerkProvider, auth.CustomJwtProvider):
+        with pytest.raises(error, match=r"(?s)issuer.*expected.*found.*Fix"):
+            make(issuer=issuer, public_key=rsa_signer.public_pem)  # type: ignore[arg-type]
+
+
 def test_bad_signature_and_foreign_key(rsa_signer: Signer) -> None:
     other = Signer("RS256", rsa_signer.kid)
     with pytest.raises(auth.InvalidSignature):
@@ -296,6 +311,30 @@ def test_auth_config_refuses_what_is_not_a_list_of_providers(rsa_signer: Signer)
     with pytest.raises(TypeError, match="objects, got dict$"):
         auth.AuthConfig(providers=[{"issuer": ISSUER}])  # type: ignore[list-item]
     assert auth.AuthConfig(providers=(provider,)).verify(rsa_signer.token()).subject == "user_123"
+
+
+def test_a_public_key_that_is_no_pem_public_key_is_named_and_not_quoted(
+    rsa_signer: Signer,
+) -> None:
+    """Hunt (misuse): public_key="garbage" (or the private key, or a JWKS pasted there)
+    raised cryptography's "Unable to load PEM file. See https://cryptography.io/... for
+    more details. MalformedFraming", naming neither the parameter nor what it takes."""
+    private_pem = rsa_signer.private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    for given, hint in [
+        ("garbage", "PEM"),
+        (json.dumps({"keys": [rsa_signer.jwk()]}), "jwks="),
+        (private_pem, "private key"),
+    ]:
+        with pytest.raises(ValueError, match=r"(?s)public_key.*expected.*found.*Fix") as caught:
+            auth.ClerkProvider(issuer=ISSUER, public_key=given)
+        assert hint in str(caught.value)
+        assert "PRIVATE KEY-----\nMII" not in str(caught.value)  # never quoted
+    with pytest.raises(TypeError, match=r"public_key.*found int"):
+        auth.CustomJwtProvider(issuer=ISSUER, public_key=5)  # type: ignore[arg-type]
 
 
 def test_a_token_with_its_bearer_scheme_is_told_to_drop_it(rsa_signer: Signer) -> None:

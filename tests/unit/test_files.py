@@ -428,6 +428,22 @@ def test_query_and_normalize_id_keep_to_their_tables_with_convex_words(engine: E
     assert engine.run(lambda ctx: ctx.db.normalize_id("things", user_id)) == user_id
 
 
+def test_a_table_name_that_is_no_str_is_called_invalid_not_a_system_or_user_table(
+    engine: Engine,
+) -> None:
+    # ctx.db.query(None) said "System tables can only be accessed from db.system.query()",
+    # and ctx.db.system.query(None) "User tables can only be accessed from db.query()".
+    for call in [
+        lambda ctx: ctx.db.query(None),
+        lambda ctx: ctx.db.query(123),
+        lambda ctx: ctx.db.system.query(None),
+        lambda ctx: ctx.db.system.normalize_id(["_storage"], "x"),
+    ]:
+        with pytest.raises(InvalidTable, match="Invalid table name") as info:
+            engine.run(call)
+        assert "can only be accessed" not in str(info.value)
+
+
 def test_check_requires_full_chunks_but_the_last(engine: Engine) -> None:
     from engine import ids
 

@@ -346,6 +346,21 @@ def test_decorator_rules() -> None:
         notes.add(None)
 
 
+def test_a_decorator_given_something_else_than_a_function_says_how_to_write_it() -> None:
+    # @query({"n": v.int64()}) (args passed positionally, as Convex's query({args, handler})
+    # takes an object) or @mutation("send") made a FunctionDef of the dict or str, and the
+    # decorator then failed with "AttributeError: 'dict' object has no attribute '__module__'".
+    for decorator, given in [
+        (query, {"n": v.int64()}),
+        (mutation, "send"),
+        (action, {"args": {}, "handler": None}),
+        (query, 1),
+    ]:
+        with pytest.raises(EngineError, match=r"args=\{\.\.\.\}") as info:
+            decorator(given)
+        assert repr(given) in str(info.value)
+
+
 def test_determinism_under_forced_conflicts(engine: Engine) -> None:
     """A conflicting mutation re-runs on a fresh snapshot with the same arguments."""
     seen: list[int] = []

@@ -240,6 +240,27 @@ def test_python_operators_on_filter_expressions_are_refused(engine: Engine) -> N
             engine.query(lambda ctx, b=build: ctx.db.query("rows").filter(b).collect())
 
 
+def test_bitwise_operators_and_reading_q_as_the_document_say_what_to_write(
+    engine: Engine,
+) -> None:
+    # `&`, `|`, `~` (pandas' and SQLAlchemy's way to combine conditions) raised "TypeError:
+    # unsupported operand type(s) for &: 'Expression' and 'Expression'", and a filter
+    # written over the document (lambda doc: doc["n"] > 1) "'FilterBuilder' object is not
+    # subscriptable", neither naming the builder method to use.
+    _fill(engine, [1, 2])
+    n = "n"
+    for build, hint in [
+        (lambda q: q.eq(q.field(n), 1) & q.eq(q.field(n), 2), "q.and_"),
+        (lambda q: q.eq(q.field(n), 1) | q.eq(q.field(n), 2), "q.or_"),
+        (lambda q: True & q.eq(q.field(n), 2), "q.and_"),
+        (lambda q: False | q.eq(q.field(n), 2), "q.or_"),
+        (lambda q: ~q.eq(q.field(n), 1), "q.not_"),
+        (lambda q: q[n] > 1, "q.field('n')"),
+    ]:
+        with pytest.raises(EvalError, match=re.escape(hint)):
+            engine.query(lambda ctx, b=build: ctx.db.query("rows").filter(b).collect())
+
+
 def test_field_paths_parse_as_convex_parses_them(engine: Engine) -> None:
     _fill(engine, [1])
     for path in (".n", "n."):

@@ -1642,3 +1642,12 @@ def test_the_worker_runs_the_jobs_behind_one_whose_bookkeeping_fails(
         assert job(engine, second)["state"] == {"kind": "success"}
         assert job(engine, first)["state"] == {"kind": "pending"}
         assert any(f"job {first}" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("flag", ["no", "false", 0, None])
+def test_the_scheduler_option_must_be_a_bool(db_path: Path, flag: object) -> None:
+    # Engine.open(..., scheduler="false") (from an env var) started the background
+    # scheduler: a test meant to run jobs with finish_scheduled_functions raced it.
+    with pytest.raises(EngineError, match=r"scheduler=.*True or False"):
+        Engine.open(db_path, scheduler=flag)  # type: ignore[arg-type]
+    assert not db_path.exists()  # refused before anything opens

@@ -332,3 +332,11 @@ def test_the_same_schema_declared_in_another_order_is_not_a_schema_change(
     with Engine.open(tmp_path, schema=swapped, durability="none") as db:
         assert _schema_state(db)[0] != before[0]
         assert db._db.latest_catalog().catalog.tables["a"].indexes["by_x"].fields == ("y", "x")
+
+
+@pytest.mark.parametrize("flag", ["no", "false", 0, None])
+def test_schema_validation_must_be_a_bool(flag: object) -> None:
+    # define_schema(..., schema_validation=os.environ.get("VALIDATE")) took "false" (or
+    # "no") as true, and None or 0 as false, and stored the value in the schema's JSON.
+    with pytest.raises(SchemaValidationError, match=r"schema_validation.*True or False"):
+        define_schema({"t": define_table({})}, schema_validation=flag)  # type: ignore[arg-type]

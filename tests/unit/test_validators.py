@@ -377,6 +377,14 @@ def test_a_python_type_where_a_validator_belongs_is_named_with_its_field_and_fix
     assert (type(copy), str(copy)) == (type(raised.value), str(raised.value))
 
 
+def test_v_object_of_something_else_than_a_dict_says_what_it_takes() -> None:
+    # v.object([...]) (or of a validator) raised "AttributeError: 'list' object has no
+    # attribute 'items'" from inside the builder.
+    for given in [[("a", v.string())], v.object({"a": v.string()}), None, "a"]:
+        with pytest.raises(TypeError, match=r"^v\.object\(\) takes a dict of field names"):
+            v.object(given)  # type: ignore[arg-type]
+
+
 def test_none_for_an_optional_field_says_to_leave_it_out_or_patch_unset() -> None:
     # In JavaScript `undefined` leaves an optional field out; in Python None is null, a
     # value, and the Convex message alone did not say how to clear the field.
