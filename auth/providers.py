@@ -72,7 +72,7 @@ class _Provider:
         *,
         jwks_url: str | None,
         jwks: Any,
-        public_key: str | bytes | None,
+        public_key: str | bytes | bytearray | memoryview | None,
         leeway: float,
         discovery: bool,
         get: HttpGet,
@@ -288,12 +288,13 @@ def _pem_public_key(public_key: object) -> Any:
         "Fix: give the issuer's public key in PEM ('-----BEGIN PUBLIC KEY-----...'; Clerk "
         "shows it as the JWKS Public Key), or its keys as jwks=."
     )
-    if not isinstance(public_key, (str, bytes)):
+    if not isinstance(public_key, (str, bytes, bytearray, memoryview)):
         raise TypeError(
             f"public_key takes a PEM public key: expected a str or bytes; found "
             f"{type(public_key).__name__}. {fix}"
         )
-    pem = public_key.encode() if isinstance(public_key, str) else public_key
+    # A bytearray or memoryview (a buffer read from a file) loads as its bytes.
+    pem = public_key.encode() if isinstance(public_key, str) else bytes(public_key)
     try:
         return load_pem_public_key(pem)
     except ValueError as error:
@@ -363,7 +364,7 @@ class ClerkProvider(_Provider):
         *,
         jwks_url: str | None = None,
         jwks: Any = None,
-        public_key: str | bytes | None = None,
+        public_key: str | bytes | bytearray | memoryview | None = None,
         authorized_parties: Iterable[str] | None = None,
         leeway: float = 5.0,
         get: HttpGet = http_get,
@@ -491,7 +492,7 @@ class CustomJwtProvider(_Provider):
         *,
         jwks: Any = None,
         jwks_url: str | None = None,
-        public_key: str | bytes | None = None,
+        public_key: str | bytes | bytearray | memoryview | None = None,
         algorithm: str = "RS256",
         application_id: str | None = None,
         leeway: float = 5.0,

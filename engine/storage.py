@@ -207,25 +207,36 @@ class _Gate:
         """Run ``fn`` with no transaction active; the caller must not be in one.
 
         ``slow(n)`` is called once (the condition's lock held) if ``n`` transactions
-        are still active after :data:`SLOW_WAIT` seconds: the wait has no bound.
+        are still active after :data:`SLOW_WAIT` seconds: the wait has no bound. The
+        time counts from the call, a wait behind another thread's pending resize (which
+        waits for the same transactions) included.
         """
         with self._cond:
+            since = time.monotonic()
             while self.resizing:
-                self._cond.wait()
+                self._cond.wait(None if slow is None else 0.01)
+                slow = self._patience(slow, since)
             self.resizing = True
             try:
-                since = time.monotonic()
                 while self.active:
                     # The timeout only bounds a missed wakeup; leave() notifies.
                     self._cond.wait(0.01)
-                    if slow is not None and time.monotonic() - since > SLOW_WAIT:
-                        if self.active:
-                            slow(len(self.active))
-                        slow = None
+                    slow = self._patience(slow, since)
                 fn()
             finally:
                 self.resizing = False
                 self._cond.notify_all()
+
+    def _patience(
+        self, slow: Callable[[int], None] | None, since: float
+    ) -> Callable[[int], None] | None:
+        """For :meth:`exclusive` (its lock held): ``slow`` once :data:`SLOW_WAIT` seconds
+        have passed since ``since``, called if transactions are active, then None."""
+        if slow is None or time.monotonic() - since <= SLOW_WAIT:
+            return slow
+        if self.active:
+            slow(len(self.active))
+        return None
 
 
 class ReadersFull(StorageError):

@@ -337,6 +337,18 @@ def test_a_public_key_that_is_no_pem_public_key_is_named_and_not_quoted(
         auth.CustomJwtProvider(issuer=ISSUER, public_key=5)  # type: ignore[arg-type]
 
 
+def test_a_public_key_given_as_a_bytearray_or_memoryview_still_verifies(
+    rsa_signer: Signer,
+) -> None:
+    """Review: the check that public_key is a str or bytes (bd97dd3) refused a bytearray
+    or memoryview of the PEM (a buffer read from a file or a secrets store), which
+    cryptography loads and which verified tokens before it."""
+    for given in (bytearray(rsa_signer.public_pem), memoryview(rsa_signer.public_pem)):
+        provider = auth.ClerkProvider(issuer=ISSUER, public_key=given)
+        config = auth.AuthConfig(providers=[provider])
+        assert config.verify(rsa_signer.token()).subject == "user_123"
+
+
 def test_a_token_with_its_bearer_scheme_is_told_to_drop_it(rsa_signer: Signer) -> None:
     # The Authorization header's value passed as auth= was "Could not parse JWT header:
     # ... do not decode as base64url", with a fix that showed the Bearer form.

@@ -261,3 +261,47 @@ def test_close_says_what_it_waits_for_once_a_transaction_outlasts_its_patience(
     assert len(said()) == 1
     assert "waits for 1 transaction of other threads, still open after 0.1 s" in said()[0]
     assert "blocked in its function" in said()[0]
+
+
+def test_close_behind_a_pending_resize_says_what_it_waits_for(
+    db_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found in review: the close-waits warning (7dec1a2) only timed the wait for the
+    # transactions themselves. A close that came while a resize was pending (a commit
+    # that found the map full, itself waiting for a query blocked in its function)
+    # waited behind that resize, for as long as the query, and said nothing.
+    monkeypatch.setattr(storage, "SLOW_WAIT", 0.1)
+    caplog.set_level(logging.WARNING, logger="engine.storage")
+    engine = Engine.open(db_path, durability="none")
+    engine.run(lambda ctx: ctx.db.insert("t", {}))
+    inside, release = threading.Event(), threading.Event()
+
+    def blocked(ctx: Any) -> bool:
+        ctx.db.query("t").first()
+        inside.set()
+        release.wait(30)
+        return True
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "transaction" in r.getMessage()]
+
+    opened = engine._db.storage
+    querying = threading.Thread(target=lambda: engine.query(blocked))
+    growing = threading.Thread(target=opened._grow_map)  # as a commit finding the map full
+    closing = threading.Thread(target=engine.close)
+    try:
+        querying.start()
+        assert inside.wait(10)
+        growing.start()
+        wait_until(lambda: opened._gate.resizing, 5)  # the resize waits for the query
+        closing.start()
+        wait_until(lambda: said(), 5, lambda: [r.getMessage() for r in caplog.records])
+        assert closing.is_alive()  # it waits behind the resize, for the query
+    finally:
+        release.set()
+        for thread in (querying, growing, closing):
+            if thread.ident is not None:
+                thread.join(30)
+        engine.close()
+    assert len(said()) == 1
+    assert "waits for 1 transaction of other threads, still open after 0.1 s" in said()[0]
