@@ -326,6 +326,12 @@ def _configured_issuer(issuer: object) -> str:
         raise ValueError(
             f"issuer takes the issuer's URL: expected a non-empty URL; found {_show(issuer)}. {fix}"
         )
+    if issuer != issuer.strip():  # read with its newline: tokens would all be refused
+        raise ValueError(
+            f"issuer takes the issuer's URL: expected it without surrounding whitespace; "
+            f"found {_show(issuer)} (read from a file or an environment variable with its "
+            f"newline?). Fix: strip it, issuer=value.strip()."
+        )
     return normalize_issuer(issuer)
 
 

@@ -185,7 +185,15 @@ def test_leeway_must_be_a_finite_number_of_at_least_0(
 
 
 @pytest.mark.parametrize(
-    ("issuer", "error"), [(None, TypeError), (b"https://x.dev", TypeError), ("", ValueError)]
+    ("issuer", "error"),
+    [
+        (None, TypeError),
+        (b"https://x.dev", TypeError),
+        ("", ValueError),
+        # read from a file or an env var with its newline: an issuer no token names
+        ("https://x.clerk.accounts.dev\n", ValueError),
+        (" https://x.clerk.accounts.dev", ValueError),
+    ],
 )
 def test_issuer_must_be_a_url_given_as_a_str(
     rsa_signer: Signer, issuer: object, error: type[Exception]
