@@ -194,10 +194,11 @@ class _Gate:
         and the wait with them. If a resize is already pending, it holds them
         back already (and waits for the caller's own transaction to end).
         """
-        with self._cond:
-            mine = not self.resizing
-            self.resizing = True
-        try:
+        mine = False
+        try:  # the flag is set inside: an interrupt at the lock's release still resumes
+            with self._cond:
+                mine = not self.resizing
+                self.resizing = True
             fn()
         finally:
             if mine:

@@ -841,3 +841,50 @@ def test_the_truncation_check_reads_the_meta_before_the_file_size(
     monkeypatch.setattr(storage.os.path, "getsize", lambda path: 10 * commits * 4096)
     with pytest.raises(CorruptionError, match="data.mdb is truncated"):
         storage._check_size(GrowingEnv(), str(tmp_path))  # a page short: refused
+
+
+def test_an_interrupt_as_an_abort_holds_transactions_back_lets_them_in_again(
+    db_path: Path,
+) -> None:
+    """The session-20 review: an interrupt (Ctrl-C) landing just after the gate's lock was
+    let go, before the abort's try, left the gate holding new transactions back for ever:
+    every later query of the process hung."""
+
+    class Stop(BaseException):
+        pass
+
+    storage = open_storage(str(db_path), durability="none")
+    gate = storage._gate
+    real = gate._cond
+
+    class InterruptedOnce:  # the lock, with an interrupt as its first release returns
+        fired = False
+
+        def __enter__(self) -> Any:
+            return real.__enter__()
+
+        def __exit__(self, *exc: Any) -> Any:
+            result = real.__exit__(*exc)
+            if not InterruptedOnce.fired:
+                InterruptedOnce.fired = True
+                raise Stop
+            return result
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    gate._cond = InterruptedOnce()  # type: ignore[assignment]
+    try:
+        with pytest.raises(Stop):
+            gate.held_back(lambda: None)
+    finally:
+        gate._cond = real
+    stuck = gate.resizing  # then every new transaction would wait for ever
+    if stuck:
+        gate.resume()  # so that the storage can close
+    try:
+        assert not stuck
+        with storage.read() as txn:
+            assert txn.get(b"format", db=storage.meta) is not None
+    finally:
+        storage.release()
