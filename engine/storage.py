@@ -48,6 +48,7 @@ try:
 except ImportError:  # Windows: no cross-process durability check
     fcntl = None  # type: ignore[assignment]
 
+from .backupfile import PartialCopy
 from .errors import CorruptionError, EngineError, FormatError, StorageError
 from .longkeys import LONG_KEYS_KEY, long_index_counts
 
@@ -777,51 +778,46 @@ class Storage:
         left alone); returns the copy's size in bytes.
 
         The copy is of one snapshot, taken like a read txn (it holds a reader slot and
-        a gate entry, so a resize waits for it; writers go on), and is synced to disk
-        (the file, its folder, the folder's parent, and the parent of each folder the
-        caller made for it, ``made``: see :func:`missing_folders`) before this returns.
-        On failure the partial file is removed. Cost: one pass over the used pages,
-        written sequentially, and the sync.
+        a gate entry, so a resize waits for it; writers go on). It is written to
+        ``data.mdb.partial`` (:mod:`engine.backupfile`: a second copy into ``path``
+        meanwhile raises :class:`~engine.backupfile.BackupInProgress`), synced, named
+        ``data.mdb``, and the names synced (the folder, its parent, and the parent of
+        each folder the caller made for it, ``made``: see :func:`missing_folders`)
+        before this returns: a process killed at any point leaves a whole ``data.mdb``
+        or none. On failure the partial file is removed. Cost: one pass over the used
+        pages, written sequentially, and the syncs.
         """
-        target = os.path.join(path, "data.mdb")
-        while True:
-            self._gate.enter()
-            entered = True
-            try:
-                self.env.copy(path, compact=True)
-                break
-            except lmdb.MapResizedError:
-                self._gate.leave()
-                entered = False
-                _remove_quietly(target)
-                self._adopt_map_size()
-            except lmdb.Error as error:
-                if os.strerror(errno.EEXIST) in str(error):
-                    # LMDB makes data.mdb exclusively: another copy made it since the
-                    # caller's check, and it is not ours to remove.
-                    raise FileExistsError(
-                        errno.EEXIST, "a copy is already there", target
-                    ) from error
-                _remove_quietly(target)
-                raise _map_error(error, self.path) from error
-            except BaseException:
-                _remove_quietly(target)
-                raise
-            finally:
-                if entered:
+        with PartialCopy(path) as partial:
+            while True:
+                self._gate.enter()
+                entered = True
+                try:
+                    self.env.copyfd(partial.fd, compact=True)
+                    break
+                except lmdb.MapResizedError:
                     self._gate.leave()
-        # LMDB's copy closes the file unsynced: make the copy durable before returning
-        # (outside the gate: a resize need not wait for the disk).
-        try:
-            _fsync_path(target)
-            _fsync_entries(path, [os.path.abspath(path), *made])  # data.mdb's and the folders'
-        except OSError as error:
-            _remove_quietly(target)
-            raise StorageError(
-                f"The backup at {path!r} could not be synced to disk ({error.strerror}): "
-                "nothing was kept; check the device and free space, and back up again."
-            ) from error
-        return os.path.getsize(target)
+                    entered = False
+                    self._adopt_map_size()
+                    partial.restart()
+                except lmdb.Error as error:
+                    raise _map_error(error, self.path) from error
+                finally:
+                    if entered:
+                        self._gate.leave()
+            # Synced outside the gate: a resize need not wait for the disk.
+            try:
+                size = partial.publish()
+                _fsync_entries(path, [os.path.abspath(path), *made])  # data.mdb's, the folders'
+            except FileExistsError:
+                raise
+            except OSError as error:
+                if partial.published:
+                    _remove_quietly(partial.target)
+                raise StorageError(
+                    f"The backup at {path!r} could not be synced to disk ({error.strerror}): "
+                    "nothing was kept; check the device and free space, and back up again."
+                ) from error
+        return size
 
 
 def _fsync_path(path: str, *, folder: bool = False) -> None:

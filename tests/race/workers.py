@@ -272,6 +272,26 @@ def migrate(path: str) -> None:
     print("opened", flush=True)
 
 
+def backup_loop(path: str, target: str) -> None:
+    """Child process for the backup crash test: open ``path``, then over and over insert
+    a ``gen`` row (``ack N`` once committed) and back up to ``target/N`` (``done N``
+    once backup returned), removing backup N-1 then, so the disk holds two copies at
+    most. The kill lands in a copy (most of the loop's time), its sync or its rename."""
+    import shutil
+
+    with Engine.open(path, durability="none") as engine:
+        print("opened", flush=True)
+        n = 0
+        while True:
+            n += 1
+            engine.run(lambda ctx, n=n: ctx.db.insert("gens", {"n": n}))
+            print(f"ack {n}", flush=True)
+            engine.backup(os.path.join(target, str(n)))
+            print(f"done {n}", flush=True)
+            if n > 1:
+                shutil.rmtree(os.path.join(target, str(n - 1)))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "hold_a_read":
         hold_a_read(sys.argv[2])
@@ -287,6 +307,8 @@ if __name__ == "__main__":
         hold_the_write_lock(sys.argv[2])
     elif sys.argv[1] == "write_once":
         write_once(sys.argv[2])
+    elif sys.argv[1] == "backup_loop":
+        backup_loop(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "grow_map":
         grow_map(sys.argv[2], float(sys.argv[3]))
     else:
