@@ -134,7 +134,8 @@ class Engine:
         stored crons are made to match (new ones added, changed ones updated, the rest
         deleted): see :mod:`engine.crons`.
 
-        Raises :class:`StorageError` when the folder cannot be opened,
+        Raises :class:`StorageError` when the folder cannot be opened or holds only an
+        unfinished backup (``data.mdb.partial``: see :meth:`backup`),
         :class:`FormatError` for an unknown on-disk format or an LMDB folder
         convexlite did not write, :class:`CorruptionError` for a damaged ``meta``,
         :class:`SchemaValidationError` when existing data breaks the schema, and
@@ -853,7 +854,8 @@ class Engine:
         writing to); a folder that cannot be made (under a file, no permission) raises
         :class:`StorageError`. The copy is written as ``data.mdb.partial`` and named
         ``data.mdb`` only once whole and synced: a backup killed midway leaves no
-        ``data.mdb``, and a backup into that folder writes over its partial file.
+        ``data.mdb`` (:meth:`open` refuses that folder), and a backup into that folder
+        writes over its partial file.
         Refused (``EngineError``) inside a running function. Copying a live LMDB file
         with ``cp`` can give a damaged copy; this cannot.
 

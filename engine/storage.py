@@ -48,7 +48,7 @@ try:
 except ImportError:  # Windows: no cross-process durability check
     fcntl = None  # type: ignore[assignment]
 
-from .backupfile import PartialCopy
+from .backupfile import PARTIAL_NAME, PartialCopy, unfinished_backup
 from .errors import CorruptionError, EngineError, FormatError, StorageError
 from .longkeys import LONG_KEYS_KEY, long_index_counts
 
@@ -327,6 +327,15 @@ class Storage:
         _OPENED.add(self)  # before anything is opened: a fork now must see it
         made = missing_folders(path)
         fresh = not os.path.exists(os.path.join(path, "data.mdb"))
+        if fresh and unfinished_backup(path):  # LMDB would make a new, empty database
+            raise StorageError(
+                f"The folder {path!r} holds an unfinished backup ({PARTIAL_NAME}, no "
+                "data.mdb): a backup into it was killed midway or is still running, and "
+                "opening it would make a new, empty database. Open the database the "
+                "backup was taken from, or run the backup again into this folder (it "
+                f"writes over {PARTIAL_NAME}), or delete the folder (or the file) to "
+                "start an empty database here."
+            )
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as error:  # a file at the path, a file as a parent, no permission

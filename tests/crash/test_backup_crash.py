@@ -3,8 +3,9 @@
 After each kill, every backup the child reported done opens and passes
 ``Engine.check()`` with every row acknowledged before it began, and the backup it
 was writing when killed is either whole (it opens, checks, and holds those rows) or
-has no ``data.mdb`` at all: never a cut-short file that looks like a database. The
-parent then backs up into the killed backup's folder: its leftover is written over.
+has no ``data.mdb`` at all: never a cut-short file that looks like a database. An
+open refuses that folder (not a new, empty database), and the parent then backs up
+into it: the killed backup's leftover is written over.
 
 Found by a crash hunt: LMDB's copy wrote ``data.mdb`` in place, so a kill during the
 copy left a truncated ``data.mdb`` behind (2 of 12 kills), which an open refused as
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import Engine
+from engine import Engine, StorageError
 from tests.crash import kill_worker_after
 
 
@@ -69,7 +70,10 @@ def kill_rounds(tmp_path: Path, kills: int, seed: int) -> tuple[int, int]:
             whole += 1
             continue
         missing += 1
-        if unfinished.exists():  # a killed backup's leftover is written over by the next
+        if unfinished.exists():  # a killed backup's leftover is refused by an open and
+            if (unfinished / "data.mdb.partial").exists():  # written over by a backup
+                with pytest.raises(StorageError, match="holds an unfinished backup"):
+                    Engine.open(unfinished, durability="none")
             with Engine.open(source, durability="none") as engine:
                 engine.backup(unfinished)
             verify_copy(unfinished, acked[-1])

@@ -214,3 +214,21 @@ def test_a_second_backup_into_a_folder_being_written_is_refused(
     assert os.listdir(target) == ["data.mdb"]
     with Engine.open(target, durability="none") as copy:
         assert copy.check()["tables"]["t"]["documents"] == 10
+
+
+def test_a_folder_holding_only_an_unfinished_backup_is_not_opened_as_a_new_database(
+    tmp_path: Path,
+) -> None:
+    # Found by a crash hunt: a backup killed midway leaves data.mdb.partial and no
+    # data.mdb; Engine.open made a new, empty database there, silently, so a user
+    # restoring from that folder got an empty app.
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    (folder / "data.mdb.partial").write_bytes(b"\xff" * 10_000)
+    with pytest.raises(StorageError) as raised:
+        Engine.open(folder, durability="none")
+    message = str(raised.value)
+    assert "holds an unfinished backup (data.mdb.partial, no data.mdb)" in message
+    assert "run the backup again into this folder" in message
+    assert "delete the folder" in message
+    assert os.listdir(folder) == ["data.mdb.partial"]  # nothing made, nothing removed
