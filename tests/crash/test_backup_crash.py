@@ -81,7 +81,7 @@ def kill_rounds(tmp_path: Path, kills: int, seed: int) -> tuple[int, int]:
 
 
 def test_a_killed_backup_leaves_a_whole_copy_or_no_data_mdb(tmp_path: Path) -> None:
-    missing, whole = kill_rounds(tmp_path, 4, 3)
+    missing, whole = kill_rounds(tmp_path, 6, 3)
     assert missing + whole > 0, "no kill landed in a backup: nothing was tested"
 
 
