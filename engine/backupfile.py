@@ -82,9 +82,13 @@ class PartialCopy:
                 if os.fstat(self.fd).st_nlink == 1:
                     os.remove(self.path)  # locked by us: no other backup's file
                 raise FileExistsError(errno.EEXIST, "a copy is already there", self.target)
-            self.restart()
         except BaseException:
             os.close(self.fd)
+            raise
+        try:
+            self.restart()
+        except BaseException:
+            self.__exit__(None, None, None)  # ours alone (see _take): removed
             raise
         return self
 

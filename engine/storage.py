@@ -819,6 +819,19 @@ class Storage:
         or none. On failure the partial file is removed. Cost: one pass over the used
         pages, written sequentially, and the syncs.
         """
+        try:
+            return self._copy_to(path, made)
+        except FileExistsError:
+            raise
+        except OSError as error:  # the partial file cannot be made, emptied or locked
+            raise StorageError(
+                f"The backup at {path!r} could not be written ({error.strerror}): nothing "
+                "was kept; check the folder's permissions, the device and free space, and "
+                "back up again."
+            ) from error
+
+    def _copy_to(self, path: str, made: Sequence[str]) -> int:
+        """:meth:`copy_to` but for mapping an ``OSError`` of the partial file."""
         with PartialCopy(path) as partial:
             while True:
                 self._gate.enter()

@@ -232,3 +232,23 @@ def test_a_folder_holding_only_an_unfinished_backup_is_not_opened_as_a_new_datab
     assert "run the backup again into this folder" in message
     assert "delete the folder" in message
     assert os.listdir(folder) == ["data.mdb.partial"]  # nothing made, nothing removed
+
+
+def test_a_partial_file_that_cannot_be_written_is_a_storage_error(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError on the partial file (here ENOSPC emptying it): StorageError naming the
+    backup, not a bare OSError, and nothing left behind."""
+    import errno
+
+    from engine import backupfile
+
+    def no_space(self: backupfile.PartialCopy) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(backupfile.PartialCopy, "restart", no_space)
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {}))
+        with pytest.raises(StorageError, match=r"could not be written \(No space left on device\)"):
+            engine.backup(tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()  # the folder it made, removed with the file
