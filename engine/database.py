@@ -202,7 +202,9 @@ class Database:
         return None
 
     def cursor_secret(self) -> bytes:
-        """The per-database key that authenticates pagination cursors (made on first use)."""
+        """The per-database key that authenticates pagination cursors and file URLs
+        (made on first use, by :meth:`engine.Engine.open`, and synced to disk then in
+        every durability mode that syncs: URLs signed with it outlive the process)."""
         secret = self._secret
         if secret is None:
             with self.storage.read() as rtxn:
@@ -219,6 +221,8 @@ class Database:
                     return fresh
 
                 secret = self.storage.write(store)
+                if secret is fresh:  # ours: on disk before anything is signed with it
+                    self.storage.make_durable()
             self._secret = secret
         return secret
 

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from . import files, httpactions
+from .backupfile import PARTIAL_NAME, BackupInProgress
 from .contexts import MutationCtx
 from .crons import CRON_JOBS, Crons, check_crons, defined_crons, sync_crons
 from .database import Database
@@ -133,7 +134,8 @@ class Engine:
         stored crons are made to match (new ones added, changed ones updated, the rest
         deleted): see :mod:`engine.crons`.
 
-        Raises :class:`StorageError` when the folder cannot be opened,
+        Raises :class:`StorageError` when the folder cannot be opened or holds only an
+        unfinished backup (``data.mdb.partial``: see :meth:`backup`),
         :class:`FormatError` for an unknown on-disk format or an LMDB folder
         convexlite did not write, :class:`CorruptionError` for a damaged ``meta``,
         :class:`SchemaValidationError` when existing data breaks the schema, and
@@ -848,10 +850,14 @@ class Engine:
         original, and is synced to disk before this returns. Writers in this and other
         processes go on meanwhile. ``path`` must not exist, or be an empty folder; the
         original's folder, a file or a folder with anything in it raise
-        :class:`EngineError` and nothing is written; a folder that cannot be made (under
-        a file, no permission) raises :class:`StorageError`. Refused (``EngineError``)
-        inside a running function. Copying a live LMDB file with ``cp`` can give a
-        damaged copy; this cannot.
+        :class:`EngineError` and nothing is written (so does a folder another backup is
+        writing to); a folder that cannot be made (under a file, no permission) raises
+        :class:`StorageError`. The copy is written as ``data.mdb.partial`` and named
+        ``data.mdb`` only once whole and synced: a backup killed midway leaves no
+        ``data.mdb`` (:meth:`open` refuses that folder), and a backup into that folder
+        writes over its partial file.
+        Refused (``EngineError``) inside a running function. Copying a live LMDB file
+        with ``cp`` can give a damaged copy; this cannot.
 
         Example::
 
@@ -882,6 +888,12 @@ class Engine:
         try:
             with runtime.db.running():  # a close() from another thread waits for the copy
                 return runtime.db.storage.copy_to(target, made)
+        except BackupInProgress:  # another backup is writing there: its copy stays
+            raise _backup_refused(
+                path,
+                f"is being written by another backup (it holds {PARTIAL_NAME}); wait for "
+                "it to finish, or back up elsewhere",
+            ) from None
         except FileExistsError:  # another backup wrote there since the check: its copy stays
             raise _backup_refused(path, "is not empty") from None
         except BaseException:
@@ -938,7 +950,8 @@ def _backup_problem(path: str, folder: str) -> str | None:
         return "is a file"
     if os.path.realpath(target) == folder:
         return "is the database itself"
-    if os.path.isdir(target) and os.listdir(target):
+    # A killed backup's partial file alone (see engine.backupfile) is written over.
+    if os.path.isdir(target) and set(os.listdir(target)) - {PARTIAL_NAME}:
         return "is not empty"
     return None
 

@@ -48,6 +48,7 @@ try:
 except ImportError:  # Windows: no cross-process durability check
     fcntl = None  # type: ignore[assignment]
 
+from .backupfile import PARTIAL_NAME, PartialCopy, unfinished_backup
 from .errors import CorruptionError, EngineError, FormatError, StorageError
 from .longkeys import LONG_KEYS_KEY, long_index_counts
 
@@ -326,6 +327,15 @@ class Storage:
         _OPENED.add(self)  # before anything is opened: a fork now must see it
         made = missing_folders(path)
         fresh = not os.path.exists(os.path.join(path, "data.mdb"))
+        if fresh and unfinished_backup(path):  # LMDB would make a new, empty database
+            raise StorageError(
+                f"The folder {path!r} holds an unfinished backup ({PARTIAL_NAME}, no "
+                "data.mdb): a backup into it was killed midway or is still running, and "
+                "opening it would make a new, empty database. Open the database the "
+                "backup was taken from, or run the backup again into this folder (it "
+                f"writes over {PARTIAL_NAME}), or delete the folder (or the file) to "
+                "start an empty database here."
+            )
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as error:  # a file at the path, a file as a parent, no permission
@@ -490,6 +500,29 @@ class Storage:
     def put_head(self, txn: WriteTxn, latest_ts: int, catalog_version: int) -> None:
         """Store the head inside write txn ``txn``."""
         txn.put(HEAD_KEY, HEAD.pack(latest_ts, catalog_version), True, True, False, self.meta)
+
+    def make_durable(self) -> None:
+        """Sync the last commit to disk now in ``normal`` mode, where LMDB leaves a
+        commit's meta page unsynced until the next commit's sync (a power loss before
+        it undoes the commit); nothing in ``full`` mode (already synced) nor ``none``
+        (never synced).
+
+        For a commit whose loss would be noticed without any later commit: the
+        database's secret, which signs URLs and cursors handed out by queries alone.
+        Cost: one ``fdatasync`` of ``data.mdb`` (``env.sync(True)``) in ``normal`` mode.
+        Raises :class:`StorageError` if the disk refuses.
+
+        Example::
+
+            storage.write(store_the_secret)
+            storage.make_durable()
+        """
+        if self.durability != "normal":
+            return
+        try:
+            self.env.sync(True)
+        except lmdb.Error as error:
+            raise _map_error(error, self.path) from error
 
     @property
     def closed(self) -> bool:
@@ -777,51 +810,59 @@ class Storage:
         left alone); returns the copy's size in bytes.
 
         The copy is of one snapshot, taken like a read txn (it holds a reader slot and
-        a gate entry, so a resize waits for it; writers go on), and is synced to disk
-        (the file, its folder, the folder's parent, and the parent of each folder the
-        caller made for it, ``made``: see :func:`missing_folders`) before this returns.
-        On failure the partial file is removed. Cost: one pass over the used pages,
-        written sequentially, and the sync.
+        a gate entry, so a resize waits for it; writers go on). It is written to
+        ``data.mdb.partial`` (:mod:`engine.backupfile`: a second copy into ``path``
+        meanwhile raises :class:`~engine.backupfile.BackupInProgress`), synced, named
+        ``data.mdb``, and the names synced (the folder, its parent, and the parent of
+        each folder the caller made for it, ``made``: see :func:`missing_folders`)
+        before this returns: a process killed at any point leaves a whole ``data.mdb``
+        or none. On failure the partial file is removed. Cost: one pass over the used
+        pages, written sequentially, and the syncs.
         """
-        target = os.path.join(path, "data.mdb")
-        while True:
-            self._gate.enter()
-            entered = True
-            try:
-                self.env.copy(path, compact=True)
-                break
-            except lmdb.MapResizedError:
-                self._gate.leave()
-                entered = False
-                _remove_quietly(target)
-                self._adopt_map_size()
-            except lmdb.Error as error:
-                if os.strerror(errno.EEXIST) in str(error):
-                    # LMDB makes data.mdb exclusively: another copy made it since the
-                    # caller's check, and it is not ours to remove.
-                    raise FileExistsError(
-                        errno.EEXIST, "a copy is already there", target
-                    ) from error
-                _remove_quietly(target)
-                raise _map_error(error, self.path) from error
-            except BaseException:
-                _remove_quietly(target)
-                raise
-            finally:
-                if entered:
-                    self._gate.leave()
-        # LMDB's copy closes the file unsynced: make the copy durable before returning
-        # (outside the gate: a resize need not wait for the disk).
         try:
-            _fsync_path(target)
-            _fsync_entries(path, [os.path.abspath(path), *made])  # data.mdb's and the folders'
-        except OSError as error:
-            _remove_quietly(target)
+            return self._copy_to(path, made)
+        except FileExistsError:
+            raise
+        except OSError as error:  # the partial file cannot be made, emptied or locked
             raise StorageError(
-                f"The backup at {path!r} could not be synced to disk ({error.strerror}): "
-                "nothing was kept; check the device and free space, and back up again."
+                f"The backup at {path!r} could not be written ({error.strerror}): nothing "
+                "was kept; check the folder's permissions, the device and free space, and "
+                "back up again."
             ) from error
-        return os.path.getsize(target)
+
+    def _copy_to(self, path: str, made: Sequence[str]) -> int:
+        """:meth:`copy_to` but for mapping an ``OSError`` of the partial file."""
+        with PartialCopy(path) as partial:
+            while True:
+                self._gate.enter()
+                entered = True
+                try:
+                    self.env.copyfd(partial.fd, compact=True)
+                    break
+                except lmdb.MapResizedError:
+                    self._gate.leave()
+                    entered = False
+                    self._adopt_map_size()
+                    partial.restart()
+                except lmdb.Error as error:
+                    raise _map_error(error, self.path) from error
+                finally:
+                    if entered:
+                        self._gate.leave()
+            # Synced outside the gate: a resize need not wait for the disk.
+            try:
+                size = partial.publish()
+                _fsync_entries(path, [os.path.abspath(path), *made])  # data.mdb's, the folders'
+            except FileExistsError:
+                raise
+            except OSError as error:
+                if partial.published:
+                    _remove_quietly(partial.target)
+                raise StorageError(
+                    f"The backup at {path!r} could not be synced to disk ({error.strerror}): "
+                    "nothing was kept; check the device and free space, and back up again."
+                ) from error
+        return size
 
 
 def _fsync_path(path: str, *, folder: bool = False) -> None:

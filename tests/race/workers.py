@@ -272,6 +272,82 @@ def migrate(path: str) -> None:
     print("opened", flush=True)
 
 
+def backup_loop(path: str, target: str) -> None:
+    """Child process for the backup crash test: open ``path``, then over and over insert
+    a ``gen`` row (``ack N`` once committed) and back up to ``target/N`` (``done N``
+    once backup returned), removing backup N-1 then, so the disk holds two copies at
+    most. The kill lands in a copy (most of the loop's time), its sync or its rename."""
+    import shutil
+
+    with Engine.open(path, durability="none") as engine:
+        print("opened", flush=True)
+        n = 0
+        while True:
+            n += 1
+            engine.run(lambda ctx, n=n: ctx.db.insert("gens", {"n": n}))
+            print(f"ack {n}", flush=True)
+            engine.backup(os.path.join(target, str(n)))
+            print(f"done {n}", flush=True)
+            if n > 1:
+                shutil.rmtree(os.path.join(target, str(n - 1)))
+
+
+def thread_writer(path: str, durability: str, threads: int) -> None:
+    """Child process for the group-commit crash test: ``threads`` threads each run
+    mutations that insert 2 rows tagged with the thread's counter row and its batch
+    number ``k`` and bump that counter, printing ``ack T K`` after each commit returns.
+    Their commits meet in the commit queue, so kills land in group commits."""
+    import threading
+    import time
+
+    with Engine.open(path, durability=durability) as engine:  # type: ignore[arg-type]
+        ids = [engine.run(lambda ctx: ctx.db.insert("counters", {"n": 0})) for _ in range(threads)]
+        print("opened", flush=True)  # the kill is timed from here, and the ids follow
+        print("ids " + " ".join(ids), flush=True)
+        lock = threading.Lock()
+
+        def loop(t: int) -> None:
+            k = 0
+            while True:
+                k += 1
+
+                def body(ctx: MutationCtx, k: int = k) -> None:
+                    for i in range(2):
+                        ctx.db.insert("rows", {"c": ids[t], "k": k, "i": i, "pad": "p" * (k % 700)})
+                    counter = ctx.db.get(ids[t])
+                    assert counter is not None
+                    ctx.db.patch(ids[t], {"n": counter["n"] + 1})
+
+                engine.run(body)
+                with lock:
+                    sys.stdout.write(f"ack {t} {k}\n")
+                    sys.stdout.flush()
+
+        for t in range(threads):
+            threading.Thread(target=loop, args=(t,), daemon=True).start()
+        time.sleep(120)  # killed long before
+
+
+def job_writer(path: str, tag: str) -> None:
+    """Child process for the scheduler crash test: over and over, schedule (through
+    ``jobs.schedule_bumps``) a mutation job and an action job for each of 3 new keys,
+    printing ``scheduled KEY...`` once committed, while the executor runs them."""
+    import time
+
+    from tests import app
+    from tests.app import jobs
+
+    with Engine.open(path, functions=app, durability="full") as engine:
+        print("opened", flush=True)
+        batch = 0
+        while True:
+            batch += 1
+            keys = [f"{tag}-{batch}-{i}" for i in range(3)]
+            engine.mutation(jobs.schedule_bumps, {"keys": keys})
+            print("scheduled " + " ".join(keys), flush=True)
+            time.sleep(0.01)  # let the executor keep up
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "hold_a_read":
         hold_a_read(sys.argv[2])
@@ -287,6 +363,12 @@ if __name__ == "__main__":
         hold_the_write_lock(sys.argv[2])
     elif sys.argv[1] == "write_once":
         write_once(sys.argv[2])
+    elif sys.argv[1] == "thread_writer":
+        thread_writer(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif sys.argv[1] == "job_writer":
+        job_writer(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "backup_loop":
+        backup_loop(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "grow_map":
         grow_map(sys.argv[2], float(sys.argv[3]))
     else:

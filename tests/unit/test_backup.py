@@ -106,8 +106,10 @@ def test_a_backup_is_on_disk_when_backup_returns(
         synced = record_fsyncs()
         engine.backup(tmp_path / "copies" / "a" / "copy")
     copy = os.path.realpath(tmp_path / "copies" / "a" / "copy")
-    assert os.path.join(copy, "data.mdb") in synced  # the bytes
-    assert copy in synced  # the folder's entry for data.mdb
+    # the bytes, under the partial name (the same file, named data.mdb once synced),
+    # then the folder's entry for data.mdb
+    assert synced.index(os.path.join(copy, "data.mdb.partial")) < synced.index(copy)
+    assert os.listdir(copy) == ["data.mdb"]
     assert os.path.dirname(copy) in synced  # the parent's entry for the folder made
     # and the entries of every folder backup() made on the way (found by review: only
     # the innermost parent was synced).
@@ -141,3 +143,112 @@ def test_two_backups_racing_to_one_folder_keep_the_winners_copy(
     assert won and (tmp_path / "copy" / "data.mdb").stat().st_size == won[0]
     with Engine.open(tmp_path / "copy", durability="none") as copy:
         assert copy.check()["tables"]["t"]["documents"] == 100
+
+
+def test_a_killed_backups_partial_file_is_written_over_by_the_next_backup(
+    db_path: Path, tmp_path: Path
+) -> None:
+    # A backup killed midway leaves data.mdb.partial (and no data.mdb): the folder is not
+    # "in use", and backing up into it again must work, not be refused as not empty.
+    target = tmp_path / "copy"
+    target.mkdir()
+    (target / "data.mdb.partial").write_bytes(b"\xff" * 50_000)  # cut short, nobody's
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("t", {"i": i}) for i in range(10)])
+        size = engine.backup(target)
+    assert os.listdir(target) == ["data.mdb"]
+    assert (target / "data.mdb").stat().st_size == size
+    with Engine.open(target, durability="none") as copy:
+        assert copy.check()["tables"]["t"]["documents"] == 10
+
+
+def test_a_leftover_partial_file_with_another_name_is_not_emptied(
+    db_path: Path, tmp_path: Path
+) -> None:
+    # A backup killed between naming its copy data.mdb and dropping the partial name
+    # leaves one file under both; if data.mdb was then moved away, writing over the
+    # partial file in place would empty the moved copy.
+    target = tmp_path / "copy"
+    target.mkdir()
+    kept = tmp_path / "kept.mdb"
+    kept.write_bytes(b"a whole copy")
+    os.link(kept, target / "data.mdb.partial")
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {}))
+        engine.backup(target)
+    assert kept.read_bytes() == b"a whole copy"
+    assert os.listdir(target) == ["data.mdb"]
+
+
+def test_a_second_backup_into_a_folder_being_written_is_refused(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first backup holds data.mdb.partial locked until it is named data.mdb: a
+    # second backup into the folder must not take the half-written file for a stale one.
+    from engine import backupfile
+
+    real_publish = backupfile.PartialCopy.publish
+    writing = threading.Event()
+    go_on = threading.Event()
+
+    def publish_when_told(self: backupfile.PartialCopy) -> int:
+        writing.set()
+        assert go_on.wait(10)
+        return real_publish(self)
+
+    monkeypatch.setattr(backupfile.PartialCopy, "publish", publish_when_told)
+    target = tmp_path / "copy"
+    sizes: list[int] = []
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("t", {"i": i}) for i in range(10)])
+        first = threading.Thread(target=lambda: sizes.append(engine.backup(target)))
+        first.start()
+        try:
+            assert writing.wait(10)
+            with pytest.raises(EngineError, match="is being written by another backup"):
+                engine.backup(target)
+        finally:
+            go_on.set()
+            first.join()
+    assert sizes == [(target / "data.mdb").stat().st_size]
+    assert os.listdir(target) == ["data.mdb"]
+    with Engine.open(target, durability="none") as copy:
+        assert copy.check()["tables"]["t"]["documents"] == 10
+
+
+def test_a_folder_holding_only_an_unfinished_backup_is_not_opened_as_a_new_database(
+    tmp_path: Path,
+) -> None:
+    # Found by a crash hunt: a backup killed midway leaves data.mdb.partial and no
+    # data.mdb; Engine.open made a new, empty database there, silently, so a user
+    # restoring from that folder got an empty app.
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    (folder / "data.mdb.partial").write_bytes(b"\xff" * 10_000)
+    with pytest.raises(StorageError) as raised:
+        Engine.open(folder, durability="none")
+    message = str(raised.value)
+    assert "holds an unfinished backup (data.mdb.partial, no data.mdb)" in message
+    assert "run the backup again into this folder" in message
+    assert "delete the folder" in message
+    assert os.listdir(folder) == ["data.mdb.partial"]  # nothing made, nothing removed
+
+
+def test_a_partial_file_that_cannot_be_written_is_a_storage_error(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError on the partial file (here ENOSPC emptying it): StorageError naming the
+    backup, not a bare OSError, and nothing left behind."""
+    import errno
+
+    from engine import backupfile
+
+    def no_space(self: backupfile.PartialCopy) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(backupfile.PartialCopy, "restart", no_space)
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {}))
+        with pytest.raises(StorageError, match=r"could not be written \(No space left on device\)"):
+            engine.backup(tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()  # the folder it made, removed with the file
