@@ -194,15 +194,22 @@ def check_jobs(
         where = f"{SCHEDULED_FUNCTIONS} {job['_id']}"
         state = job.get("state")
         kind = state.get("kind") if isinstance(state, dict) else None
-        if kind not in _STATES:
-            problems.append(f"{where}: unknown state {state!r}")
+        # Fields of any type may be stored here: compare only strings with the sets
+        # (a list or an object is unhashable).
+        if not isinstance(kind, str) or kind not in _STATES:
+            problems.append(
+                f"{where}: unknown state {state!r} (state.kind is one of "
+                f"{', '.join(sorted(_STATES))})"
+            )
             continue
         assert isinstance(state, dict)
         counts[kind] = counts.get(kind, 0) + 1
         if set(job) - _FIELDS:
             problems.append(f"{where}: unexpected fields {sorted(set(job) - _FIELDS)}")
-        if not isinstance(job.get("name"), str):
-            problems.append(f"{where}: name is not a string: {job.get('name')!r}")
+        name = job.get("name")
+        if not isinstance(name, str):
+            problems.append(f"{where}: name is not a string: {name!r}")
+            name = None
         args = job.get("args")
         if not (isinstance(args, list) and len(args) == 1 and isinstance(args[0], dict)):
             problems.append(f"{where}: args is not [argsObject]: {args!r}")
@@ -213,10 +220,9 @@ def check_jobs(
             problems.append(f"{where}: state {state!r} does not have Convex's shape")
         if (kind in _FINAL) != isinstance(job.get("completedTime"), float):
             problems.append(f"{where}: completedTime must be set exactly when a job is final")
-        if kind == "inProgress" and kinds.get(job.get("name", "")) == "mutation":
+        if kind == "inProgress" and name is not None and kinds.get(name) == "mutation":
             problems.append(f"{where}: a mutation's job is stored inProgress")
-        name = job.get("name")
-        if kind == "pending" and isinstance(name, str) and name not in kinds:
+        if kind == "pending" and name is not None and name not in kinds:
             unknown[name] = unknown.get(name, 0) + 1
     return counts, problems, unknown
 

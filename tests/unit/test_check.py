@@ -1,0 +1,110 @@
+"""Engine.check(): damage the checks of jobs, crons, vector indexes, the catalog
+against the stored schema, ``meta`` and documents' system fields must name.
+
+Each case damages a healthy database (through the storage layer's sub-databases, or
+as the engine's own system writes do) and expects a :class:`CorruptionError` that
+names what is broken and where; never another exception type, which would hide every
+problem found so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine import CorruptionError, Engine, cron_jobs
+from engine.scheduler import engine_writes, patch_job
+from tests import app
+from tests.app import cronjobs, jobs
+
+
+@pytest.fixture
+def scheduled(db_path: Path) -> Iterator[Engine]:
+    """An engine with the test app and one cron ("tick"), without the worker."""
+    crons = cron_jobs()
+    crons.interval("tick", cronjobs.tick, {"label": "t"}, seconds=60)
+    with Engine.open(
+        db_path, functions=app, crons=crons, durability="none", scheduler=False
+    ) as handle:
+        yield handle
+
+
+def _cron(engine: Engine, name: str) -> dict[str, Any]:
+    (cron,) = (
+        c
+        for c in engine.run(lambda ctx: ctx.db.system.query("_cron_jobs").collect())
+        if c["name"] == name
+    )
+    return cron
+
+
+def _patch_cron(engine: Engine, cron_id: str, fields: dict[str, Any]) -> None:
+    def write(ctx: Any) -> None:
+        with engine_writes(ctx._txn):
+            ctx._txn.patch(cron_id, fields)
+
+    engine.run(write)
+
+
+# -- 1: jobs and crons whose fields have the wrong type --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        # An inProgress job's name was looked up in the functions by kind: unhashable.
+        (
+            {"state": {"kind": "inProgress"}, "name": ["jobs:write_note"]},
+            r"name is not a string: \['jobs:write_note'\]",
+        ),
+        ({"state": {"kind": ["pending"]}}, r"unknown state \{'kind': \['pending'\]\}"),
+        ({"state": {"kind": {"a": 1.0}}}, "unknown state"),
+    ],
+    ids=["list name of an inProgress job", "list state kind", "object state kind"],
+)
+def test_a_job_field_of_the_wrong_type_is_named(
+    scheduled: Engine, fields: dict[str, Any], message: str
+) -> None:
+    job_id = scheduled.mutation(jobs.later, {"text": "a", "delay": 60.0})
+    scheduled.check()
+    scheduled.run(lambda ctx: patch_job(ctx._txn, job_id, fields))
+    with pytest.raises(CorruptionError, match=message) as caught:
+        scheduled.check()
+    assert any(p.startswith(f"_scheduled_functions {job_id}: ") for p in caught.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"cronSpec": "spec"},
+            "cronSpec .spec. does not have Convex.s shape",
+        ),
+        (
+            {
+                "cronSpec": {
+                    "udfPath": "cronjobs:tick",
+                    "udfArgs": [{"label": "t"}],
+                    "cronSchedule": {"type": ["interval"], "seconds": 60.0},
+                }
+            },
+            r"cronSpec.cronSchedule type \['interval'\] is not one of",
+        ),
+        ({"state": {"kind": ["pending"]}}, "neither pending nor inProgress"),
+        ({"prevTs": [1.0]}, "prevTs is not a float"),
+    ],
+    ids=["spec a string", "list schedule type", "list state kind", "list prevTs"],
+)
+def test_a_cron_field_of_the_wrong_type_is_named(
+    scheduled: Engine, fields: dict[str, Any], message: str
+) -> None:
+    tick = _cron(scheduled, "tick")
+    scheduled.check()
+    _patch_cron(scheduled, tick["_id"], fields)
+    with pytest.raises(CorruptionError, match=message) as caught:
+        scheduled.check()
+    # The cron is named by its id and its name.
+    assert any(p.startswith(f"_cron_jobs {tick['_id']} ('tick'): ") for p in caught.value.problems)
