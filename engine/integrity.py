@@ -294,8 +294,7 @@ def check(db: Database) -> dict[str, Any]:
                                 else "a vector and its filter values each)"
                             )
                         )
-                        if index.is_search:
-                            _name_stray_entries(db, rtxn, table, index, problem)
+                        _name_stray_entries(db, rtxn, table, index, problem)
                 elif n != documents and index.state == "ready":
                     problem(
                         f"index {table.name}.{index.name} has {n} entries for {documents} documents"
@@ -574,20 +573,27 @@ def _check_sort_keys(key: bytes, problem: Callable[[str], None]) -> None:
 def _name_stray_entries(
     db: Database, rtxn: Any, table: TableDef, index: IndexDef, problem: Callable[[str], None]
 ) -> None:
-    """Name the entries of a damaged search index that no document produces (a second
-    pass over it, run only when its count is wrong: each document's keys are computed
-    once and kept, so memory is that of the index's keys)."""
+    """Name the entries of a damaged search or vector index that no document produces
+    (a second pass over that index, run only when its count is wrong: each document's
+    entries are computed once and kept, so memory is that of the index's entries)."""
     storage = db.storage
     try:
         plan = db.key_plan(table)
     except Exception:  # a damaged catalog (reported by its own check): nothing to compare
         return
-    expected: dict[bytes, frozenset[bytes]] = {}
+    prefix = index.prefix
+    expected: dict[bytes, dict[bytes, bytes]] = {}
     cursor = rtxn.cursor(db=storage.indexes)
     try:
-        for key in _entry_keys(cursor.iternext(keys=True, values=True), lambda _: None, {}):
-            if key[:4] != index.prefix:
-                continue
+        if not cursor.set_range(prefix):
+            return
+        entries = _prefixed(cursor.iternext(keys=True, values=True), prefix)
+        pairs: Iterator[tuple[bytes, bytes]] = (
+            ((bytes(k), bytes(v)) for k, v in entries)
+            if index.is_vector  # values: the vector and its filter hashes
+            else ((k, b"") for k in _entry_keys(entries, lambda _: None, {}))
+        )
+        for key, value in pairs:
             internal_id = key[-16:]
             found = expected.get(internal_id)
             if found is None:
@@ -596,18 +602,45 @@ def _name_stray_entries(
                     problem(_missing_document(key, table, index))
                     continue
                 try:
-                    found = frozenset(plan.index_keys(index, decode_document(raw), internal_id))
+                    document = decode_document(raw)
+                    found = (
+                        vectors.index_entries(index, document, internal_id)
+                        if index.is_vector
+                        else dict.fromkeys(plan.index_keys(index, document, internal_id), b"")
+                    )
                 except Exception:  # reported by the documents pass
-                    found = frozenset()
+                    found = {}
                 expected[internal_id] = found
-            if key not in found:
+            if found.get(key) != value:
                 problem(
                     f"index entry {key.hex()} of {table.name}.{index.name} does not match "
-                    f"document {ids.encode_id(table.number, internal_id)}"
+                    f"document {_document_id(table, key)}"
                 )
     finally:
         cursor.close()
 
 
+def _prefixed(
+    entries: Iterable[tuple[bytes, bytes]], prefix: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    """``entries`` up to the first whose key does not start with ``prefix``."""
+    for key, value in entries:
+        if key[: len(prefix)] != prefix:
+            return
+        yield key, value
+
+
+def _document_id(table: TableDef, key: bytes) -> str:
+    """The id of the document index entry ``key`` of ``table`` points to (its last 16
+    bytes), or the bytes in hex if they are too few."""
+    try:
+        return ids.encode_id(table.number, key[-16:])
+    except ValueError:  # an entry shorter than an id
+        return f"(internal id {key[-16:].hex()})"
+
+
 def _missing_document(key: bytes, table: TableDef, index: IndexDef) -> str:
-    return f"index entry {key.hex()} of {table.name}.{index.name} points to a missing document"
+    return (
+        f"index entry {key.hex()} of {table.name}.{index.name} points to a missing "
+        f"document {_document_id(table, key)}"
+    )

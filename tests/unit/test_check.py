@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from engine import CorruptionError, Engine, cron_jobs
+from engine import CorruptionError, Engine, cron_jobs, define_schema, define_table, ids, v
 from engine.scheduler import engine_writes, patch_job
 from tests import app
 from tests.app import cronjobs, jobs
@@ -108,3 +108,54 @@ def test_a_cron_field_of_the_wrong_type_is_named(
         scheduled.check()
     # The cron is named by its id and its name.
     assert any(p.startswith(f"_cron_jobs {tick['_id']} ('tick'): ") for p in caught.value.problems)
+
+
+# -- 2: stray vector-index entries are named --------------------------------------------
+
+FOODS = define_schema(
+    {
+        "foods": define_table(
+            {"cuisine": v.optional(v.string()), "embedding": v.optional(v.array(v.float64()))}
+        ).vector_index(
+            "by_embedding", vector_field="embedding", dimensions=3, filter_fields=["cuisine"]
+        )
+    }
+)
+
+
+@pytest.mark.parametrize("stray", ["main entry", "filter entry", "entry of a live document"])
+def test_a_stray_vector_entry_is_named_with_its_index_and_document(
+    db_path: Path, stray: str
+) -> None:
+    with Engine.open(db_path, schema=FOODS, durability="none") as engine:
+        food = engine.run(
+            lambda ctx: ctx.db.insert("foods", {"cuisine": "x", "embedding": [1.0, 0.0, 0.0]})
+        )
+        engine.check()
+        storage = engine._db.storage
+        index = engine._db.catalog_cache[1].tables["foods"].indexes["by_embedding"]
+        number, internal_id = ids.decode_id(food)
+        gone = ids.encode_id(number, bytes(16))  # an id no document has
+        main = index.prefix + b"\x00" + internal_id
+        with storage.env.begin(write=True) as txn:
+            value = bytes(txn.get(main, db=storage.indexes))
+            if stray == "main entry":  # a vector of a document that is not there
+                key = index.prefix + b"\x00" + bytes(16)
+                txn.put(key, value, db=storage.indexes)
+            elif stray == "filter entry":  # a filter value of a document that is not there
+                key = index.prefix + b"\x01" + bytes(16) + bytes(16)
+                txn.put(key, b"", db=storage.indexes)
+            else:  # a filter value the live document does not have
+                key = index.prefix + b"\x01" + b"\xff" * 16 + internal_id
+                txn.put(key, b"", db=storage.indexes)
+        with pytest.raises(CorruptionError) as caught:
+            engine.check()
+        problems = caught.value.problems
+        if stray == "entry of a live document":
+            wanted = f"index entry {key.hex()} of foods.by_embedding does not match document {food}"
+        else:
+            wanted = (
+                f"index entry {key.hex()} of foods.by_embedding points to a missing document {gone}"
+            )
+        assert wanted in problems, problems
+        assert len(problems) == 2, problems  # the count, and the entry: once
