@@ -159,3 +159,35 @@ def test_a_stray_vector_entry_is_named_with_its_index_and_document(
             )
         assert wanted in problems, problems
         assert len(problems) == 2, problems  # the count, and the entry: once
+
+
+# -- 7: a stray search-index entry is reported once -------------------------------------
+
+NOTES = define_schema(
+    {"notes": define_table({"body": v.string()}).search_index("search_body", search_field="body")}
+)
+
+
+def test_a_search_entry_of_a_missing_document_is_reported_once(db_path: Path) -> None:
+    with Engine.open(db_path, schema=NOTES, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("notes", {"body": "alpha"}))
+        engine.check()
+        storage = engine._db.storage
+        index = engine._db.catalog_cache[1].tables["notes"].indexes["search_body"]
+        with storage.env.begin(write=True) as txn:
+            cursor = txn.cursor(db=storage.indexes)
+            assert cursor.set_range(index.prefix)
+            entry = bytes(cursor.key())
+            cursor.close()
+            stray = entry[:-16] + bytes(16)  # the same token, of a document that is not there
+            txn.put(stray, b"", db=storage.indexes)
+        with pytest.raises(CorruptionError) as caught:
+            engine.check()
+        problems = caught.value.problems
+        number = engine._db.catalog_cache[1].tables["notes"].number
+        missing = (
+            f"index entry {stray.hex()} of notes.search_body points to a missing document "
+            f"{ids.encode_id(number, bytes(16))}"
+        )
+        assert problems.count(missing) == 1, problems
+        assert len(problems) == len(set(problems)) == 2, problems  # that, and the count
