@@ -56,12 +56,14 @@ from .catalog import (
 from .encoding import decode, decode_document
 from .errors import CorruptionError, ValidationError
 from .ids import FIRST_USER_TABLE_NUMBER
+from .migration import Declared, declared_indexes, same_index
 from .schema import schema_from_json
 from .storage import HEAD, HEAD_KEY, READABLE_FORMATS, SUB_DATABASES
 
 if TYPE_CHECKING:
     from .catalog import IndexDef, TableDef
     from .database import Database
+    from .schema import SchemaDefinition
 
 __all__ = ["check"]
 
@@ -349,8 +351,9 @@ def check(db: Database) -> dict[str, Any]:
             problem(f"the log has no entry for latest_ts {latest} (the newest is {newest})")
         report["log_entries"] = entries
         report["latest_ts"] = latest
-        # 8: the catalog itself.
+        # 8: the catalog itself, and against the stored schema.
         _check_catalog(rtxn, storage, catalog.catalog, problem)
+        _check_declared(catalog.catalog, schema, problem)
         # 7: files.
         storage_table = catalog.tables.get("_storage")
         report["files"] = blobs.check(
@@ -538,6 +541,55 @@ def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> No
                 indexes_by_number,
                 f"index {label}",
             )
+
+
+def _check_declared(
+    catalog: Catalog, schema: SchemaDefinition | None, problem: Callable[[str], None]
+) -> None:
+    """Invariant 8, against the stored schema: every table it declares is in the catalog
+    with exactly the indexes it declares (same kind, fields and dimensions), and no user
+    table has another index, except one still backfilling. ``apply_schema`` stores both
+    in one LMDB txn; without a declared index, queries on it raise IndexNotFound and
+    writers skip its entries; an undeclared one is kept up by every write for nothing.
+    System tables keep the indexes the engine gives them. Cost: linear in the indexes."""
+    declared_tables = {} if schema is None else schema.tables
+    for name, definition in declared_tables.items():
+        table = catalog.tables.get(name)
+        if table is None:
+            problem(f"the stored schema declares table {name!r}, the catalog has no such table")
+            continue
+        for index_name, wanted in declared_indexes(definition).items():
+            index = table.indexes.get(index_name)
+            if index is None:
+                problem(
+                    f"the stored schema declares index {name}.{index_name}, the catalog has "
+                    "no such index"
+                )
+            elif not same_index(wanted, index):
+                stored = (index.kind, index.fields, index.dimensions)
+                problem(
+                    f"catalog index {name}.{index_name} is {_described(stored)}, the stored "
+                    f"schema declares {_described(wanted)}"
+                )
+    for table in catalog.tables.values():
+        if table.name.startswith("_"):
+            continue
+        declared = declared_tables.get(table.name)
+        wanted_names = {} if declared is None else declared_indexes(declared)
+        for index_name, index in table.indexes.items():
+            if (
+                index_name not in (BY_ID, BY_CREATION_TIME)
+                and index_name not in wanted_names
+                and index.state != "backfilling"
+            ):
+                problem(
+                    f"catalog index {table.name}.{index_name} is not declared by the stored schema"
+                )
+
+
+def _described(index: Declared) -> str:
+    kind, fields, dimensions = index
+    return f"{kind} index on {fields}" + (f" of {dimensions} dimensions" if dimensions else "")
 
 
 def _check_number(

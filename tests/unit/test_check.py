@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from engine import CorruptionError, Engine, cron_jobs, define_schema, define_table, ids, v
+from engine.catalog import Catalog, IndexDef, decode_catalog
 from engine.scheduler import engine_writes, patch_job
 from tests import app
 from tests.app import cronjobs, jobs
@@ -191,3 +193,85 @@ def test_a_search_entry_of_a_missing_document_is_reported_once(db_path: Path) ->
         )
         assert problems.count(missing) == 1, problems
         assert len(problems) == len(set(problems)) == 2, problems  # that, and the count
+
+
+# -- 3: the catalog against the stored schema's declared indexes ------------------------
+
+TABLES = define_schema(
+    {
+        "t": define_table({"n": v.optional(v.number())}).index("by_n", ["n"]),
+        "u": define_table({"n": v.optional(v.number())}),
+    }
+)
+
+
+def _indexes(catalog: Catalog, table: str, change: Any) -> Catalog:
+    """``catalog`` with ``table``'s indexes changed by ``change`` (a dict in place)."""
+    indexes = dict(catalog.tables[table].indexes)
+    change(indexes)
+    tables = dict(catalog.tables)
+    tables[table] = msgspec.structs.replace(tables[table], indexes=indexes)
+    return msgspec.structs.replace(catalog, tables=tables)
+
+
+def _extra_index(catalog: Catalog, table: str, state: str) -> Catalog:
+    extra = IndexDef("by_x", catalog.next_index, ("n",), state)
+    changed = _indexes(catalog, table, lambda ixs: ixs.update(by_x=extra))
+    return msgspec.structs.replace(changed, next_index=catalog.next_index + 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda c: _indexes(c, "t", lambda ixs: ixs.pop("by_n")),
+            "the stored schema declares index t.by_n, the catalog has no such index",
+        ),
+        (
+            lambda c: _indexes(
+                c, "t", lambda ixs: ixs.update(by_n=msgspec.structs.replace(ixs["by_n"], fields=()))
+            ),
+            r"catalog index t.by_n is database index on \(\), the stored schema declares "
+            r"database index on \('n',\)",
+        ),
+        (
+            lambda c: _extra_index(c, "u", "ready"),
+            "catalog index u.by_x is not declared by the stored schema",
+        ),
+        (
+            lambda c: msgspec.structs.replace(
+                c, tables={n: t for n, t in c.tables.items() if n != "u"}
+            ),
+            "the stored schema declares table 'u', the catalog has no such table",
+        ),
+    ],
+    ids=["declared index missing", "other fields", "undeclared index", "declared table missing"],
+)
+def test_the_catalog_must_have_the_stored_schemas_indexes(
+    db_path: Path, change: Any, message: str
+) -> None:
+    with Engine.open(db_path, schema=TABLES, durability="none") as engine:
+        engine.check()
+        _store_catalog(engine, change)
+        with pytest.raises(CorruptionError, match=message):
+            engine.check()
+
+
+def test_an_undeclared_index_still_backfilling_is_not_reported(db_path: Path) -> None:
+    with Engine.open(db_path, schema=TABLES, durability="none") as engine:
+        _store_catalog(engine, lambda c: _extra_index(c, "u", "backfilling"))
+        engine.check()
+
+
+def _store_catalog(engine: Engine, change: Any) -> None:
+    """Commit ``change`` of the stored catalog as a new catalog version, as a schema
+    change does (not a schema change: the stored schema stays)."""
+    from engine.migration import _store_catalog as store
+
+    storage = engine._db.storage
+
+    def write(txn: Any) -> None:
+        stored = decode_catalog(txn.get(b"catalog", db=storage.meta))
+        store(txn, engine._db, change(stored).bumped(), stored)
+
+    storage.write(write)
