@@ -698,13 +698,14 @@ def _spec_problems(spec: object) -> list[str]:
     return found
 
 
-def check_crons(db: Database) -> tuple[dict[str, int], list[str]]:
-    """Check every stored cron's shape; returns (crons by state, problems). Part of
-    ``Engine.check()``. Cost: one pass over ``_cron_jobs``."""
+def check_crons(db: Database, rtxn: Any) -> tuple[dict[str, int], list[str]]:
+    """Check every stored cron's shape in the LMDB txn ``rtxn`` (the snapshot the rest of
+    ``Engine.check()`` reads); returns (crons by state, problems). Cost: one pass over
+    ``_cron_jobs``."""
     counts: dict[str, int] = {}
     problems: list[str] = []
     names: set[str] = set()
-    for cron in all_documents(db, CRON_JOBS):
+    for cron in all_documents(db, rtxn, CRON_JOBS):
         name = cron.get("name")
         # Named by id and, when it has one, by name: the name is what the app declared.
         where = f"{CRON_JOBS} {cron['_id']}" + (f" ({name!r})" if isinstance(name, str) else "")

@@ -72,11 +72,19 @@ _U64 = struct.Struct(">Q")
 _MAX_PROBLEMS = 50
 
 
-def check(db: Database) -> dict[str, Any]:
+#: Further checks :func:`check` runs in its snapshot: called with the LMDB txn, returns
+#: (what to add to the report, problems found).
+MoreChecks = Callable[[Any], tuple[dict[str, Any], list[str]]]
+
+
+def check(db: Database, more: MoreChecks | None = None) -> dict[str, Any]:
     """Verify the stored data; return a report or raise :class:`CorruptionError`.
 
     The report: ``{"tables": {name: {"documents": n, "indexes": {index: n}}},
-    "log_entries": n, "latest_ts": ts, "files": {"files": n, "bytes": n}}``.
+    "log_entries": n, "latest_ts": ts, "files": {"files": n, "bytes": n}}``, and what
+    ``more`` adds. Every pass, ``more`` included, reads one LMDB snapshot: a report
+    made while others write counts one state of the database, and problems are never
+    a mix of two.
     """
     storage = db.storage
     problems: list[str] = []
@@ -363,6 +371,11 @@ def check(db: Database) -> dict[str, Any]:
             None if storage_table is None else storage_table.prefix,
             problem,
         )
+        if more is not None:
+            added, more_problems = more(rtxn)
+            report.update(added)
+            for text in more_problems:
+                problem(text)
     if problems:
         raise _corruption(storage.path, problems)
     return report

@@ -177,10 +177,11 @@ _FIELDS = frozenset(
 
 
 def check_jobs(
-    db: Database, kinds: dict[str, str]
+    db: Database, rtxn: Any, kinds: dict[str, str]
 ) -> tuple[dict[str, int], list[str], dict[str, int]]:
-    """Check every job's shape; returns (jobs by state, problems, pending jobs by name
-    for the names this engine does not know). Part of ``Engine.check()``.
+    """Check every job's shape in the LMDB txn ``rtxn`` (the snapshot the rest of
+    ``Engine.check()`` reads); returns (jobs by state, problems, pending jobs by name
+    for the names this engine does not know).
 
     Invariants: Convex's fields and no others; ``args`` is ``[object]``; a known
     state, with ``error`` (a string) exactly when failed; ``completedTime`` exactly
@@ -190,7 +191,7 @@ def check_jobs(
     counts: dict[str, int] = {}
     problems: list[str] = []
     unknown: dict[str, int] = {}
-    for job in all_documents(db, SCHEDULED_FUNCTIONS):
+    for job in all_documents(db, rtxn, SCHEDULED_FUNCTIONS):
         where = f"{SCHEDULED_FUNCTIONS} {job['_id']}"
         state = job.get("state")
         kind = state.get("kind") if isinstance(state, dict) else None
@@ -227,24 +228,23 @@ def check_jobs(
     return counts, problems, unknown
 
 
-def all_documents(db: Database, table_name: str) -> Iterator[dict[str, Any]]:
-    """Every document of a table, read straight from storage on one snapshot (no read
-    limits: for checks)."""
+def all_documents(db: Database, rtxn: Any, table_name: str) -> Iterator[dict[str, Any]]:
+    """Every document of a table, read straight from storage in the LMDB txn ``rtxn`` (no
+    read limits: for checks). Cost: one scan of the table."""
     storage = db.storage
-    with storage.read() as rtxn:
-        table = db.catalog_at(rtxn).tables.get(table_name)
-        if table is None:
-            return
-        prefix = table.prefix
-        cursor = rtxn.cursor(db=storage.documents)
-        try:
-            if cursor.set_range(prefix):
-                for key, raw in cursor.iternext(keys=True, values=True):
-                    if bytes(key[:4]) != prefix:
-                        break
-                    yield decode_document(raw)
-        finally:
-            cursor.close()
+    table = db.catalog_at(rtxn).tables.get(table_name)
+    if table is None:
+        return
+    prefix = table.prefix
+    cursor = rtxn.cursor(db=storage.documents)
+    try:
+        if cursor.set_range(prefix):
+            for key, raw in cursor.iternext(keys=True, values=True):
+                if bytes(key[:4]) != prefix:
+                    break
+                yield decode_document(raw)
+    finally:
+        cursor.close()
 
 
 def resolve_target(runtime: Runtime, ref: Any, prefix: str = "") -> tuple[str, FunctionDef]:
