@@ -53,6 +53,7 @@ from .catalog import (
     Catalog,
     load_catalog,
 )
+from .database import SECRET_BYTES
 from .encoding import decode, decode_document
 from .errors import CorruptionError, ValidationError
 from .ids import FIRST_USER_TABLE_NUMBER
@@ -472,6 +473,11 @@ def _check_meta(rtxn: Any, storage: Any, problem: Any) -> bool:
     elif raw is not None and _U64.unpack(raw)[0] > latest:
         # Every write's snapshot would predate the schema change: all would conflict.
         problem(f"meta/schema_ts {_U64.unpack(raw)[0]} is newer than latest_ts {latest}")
+    raw = rtxn.get(b"secret", None, storage.meta)
+    if raw is not None and len(raw) != SECRET_BYTES:
+        # The HMAC key of pagination cursors and file URLs: made once, of this length; a
+        # short one makes them easier to forge.
+        problem(f"meta/secret is {len(raw)} bytes, not {SECRET_BYTES}")
     raw = rtxn.get(b"schema", None, storage.meta)
     if raw is not None:
         try:

@@ -275,3 +275,16 @@ def _store_catalog(engine: Engine, change: Any) -> None:
         store(txn, engine._db, change(stored).bumped(), stored)
 
     storage.write(write)
+
+
+# -- 5: meta's secret is 32 bytes ------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", [b"", b"short", bytes(33)], ids=["empty", "5 bytes", "33 bytes"])
+def test_a_secret_of_another_length_than_32_bytes_is_damage(db_path: Path, secret: bytes) -> None:
+    with Engine.open(db_path, durability="none") as engine:
+        engine.check()
+        storage = engine._db.storage
+        storage.write(lambda txn: txn.put(b"secret", secret, db=storage.meta))
+        with pytest.raises(CorruptionError, match=f"meta/secret is {len(secret)} bytes, not 32"):
+            engine.check()
