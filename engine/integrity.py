@@ -38,6 +38,7 @@ needed: expected keys are checked by point lookups.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise
@@ -170,9 +171,18 @@ def check(db: Database, more: MoreChecks | None = None) -> dict[str, Any]:
                     f"document {document['_id']} is stored under key {key.hex()} of "
                     f"another table or id"
                 )
-            if not isinstance(document.get("_creationTime"), float):
+            creation_time = document.get("_creationTime")
+            if not isinstance(creation_time, float):
                 problem(f"document {document['_id']} has no float _creationTime")
                 continue
+            if not (math.isfinite(creation_time) and creation_time >= 0.0):
+                # No commit gives such a time; by_creation_time and every index's ties
+                # are ordered by it, and apps read it as a date.
+                problem(
+                    f"document {document['_id']} in {table.name!r} has _creationTime "
+                    f"{creation_time!r}: a creation time is a finite, non-negative float "
+                    "(milliseconds since the Unix epoch)"
+                )
             try:
                 values.convert(document)
                 if schema is not None and schema.schema_validation:

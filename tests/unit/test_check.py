@@ -9,6 +9,7 @@ problem found so far.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 from engine import CorruptionError, Engine, cron_jobs, define_schema, define_table, ids, v
 from engine.catalog import Catalog, IndexDef, decode_catalog
+from engine.encoding import decode, encode
 from engine.scheduler import engine_writes, patch_job
 from tests import app
 from tests.app import cronjobs, jobs
@@ -288,3 +290,41 @@ def test_a_secret_of_another_length_than_32_bytes_is_damage(db_path: Path, secre
         storage.write(lambda txn: txn.put(b"secret", secret, db=storage.meta))
         with pytest.raises(CorruptionError, match=f"meta/secret is {len(secret)} bytes, not 32"):
             engine.check()
+
+
+# -- 6: a document's _creationTime is a finite, non-negative float ---------------------
+
+
+@pytest.mark.parametrize(
+    "creation_time", [math.nan, -1.0, math.inf, -math.inf], ids=["NaN", "negative", "inf", "-inf"]
+)
+def test_a_creation_time_that_is_no_time_is_damage(db_path: Path, creation_time: float) -> None:
+    with Engine.open(db_path, durability="none") as engine:
+        doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1.0}))
+        engine.check()
+        db = engine._db
+        storage = db.storage
+        table = db.catalog_cache[1].tables["t"]
+        internal_id = ids.decode_id(doc_id)[1]
+        key = table.prefix + internal_id
+
+        def write(txn: Any) -> None:
+            # The document and its by_creation_time entry, consistently: only the value
+            # itself is wrong.
+            document = decode(txn.get(key, db=storage.documents))
+            index = table.indexes["by_creation_time"]
+            plan = db.key_plan(table)
+            (old,) = plan.index_keys(index, document, internal_id)
+            document["_creationTime"] = creation_time
+            (new,) = plan.index_keys(index, document, internal_id)
+            txn.put(key, encode(document), db=storage.documents)
+            txn.delete(old, db=storage.indexes)
+            txn.put(new, b"", db=storage.indexes)
+
+        storage.write(write)
+        with pytest.raises(CorruptionError) as caught:
+            engine.check()
+        assert caught.value.problems == [
+            f"document {doc_id} in 't' has _creationTime {creation_time!r}: a creation "
+            "time is a finite, non-negative float (milliseconds since the Unix epoch)"
+        ]
