@@ -90,15 +90,17 @@ def check(db: Database, more: MoreChecks | None = None) -> dict[str, Any]:
     """
     storage = db.storage
     problems: list[str] = []
+    reported = [0]  # every problem, also those past the ones listed
 
     def problem(text: str) -> None:
+        reported[0] += 1
         if len(problems) < _MAX_PROBLEMS:
             problems.append(text)
 
     with storage.read() as rtxn:
         if not _check_meta(rtxn, storage, problem):
             # The head does not decode: no catalog version, so nothing else can be read.
-            raise _corruption(storage.path, problems)
+            raise _corruption(storage.path, problems, reported[0])
         catalog = db.catalog_at(rtxn)
         raw_long = rtxn.get(longkeys.LONG_KEYS_KEY, None, storage.meta)
         long_counts: dict[int, int] | None = {}
@@ -388,7 +390,7 @@ def check(db: Database, more: MoreChecks | None = None) -> dict[str, Any]:
             for text in more_problems:
                 problem(text)
     if problems:
-        raise _corruption(storage.path, problems)
+        raise _corruption(storage.path, problems, reported[0])
     return report
 
 
@@ -448,10 +450,16 @@ def _named(error: CorruptionError) -> str:
     return error.problems[0] if error.problems else str(error)
 
 
-def _corruption(path: str, problems: list[str]) -> CorruptionError:
+def _corruption(path: str, problems: list[str], found: int) -> CorruptionError:
+    """The error of a check that found ``found`` problems, the first of them ``problems``."""
+    listed = f" (the first {len(problems)} listed)" if found > len(problems) else ""
     return CorruptionError(
-        f"Engine.check() found {len(problems)} broken invariant(s) in {path!r}:\n"
-        + "\n".join(f"- {p}" for p in problems),
+        f"Engine.check() found {found} broken invariant(s) in {path!r}{listed}:\n"
+        + "\n".join(f"- {p}" for p in problems)
+        + "\nThe stored data is damaged (a bug, a tool writing to the LMDB file, a failing "
+        "disk). Restore the folder from a backup made with Engine.backup (run "
+        "Engine.check() on the copy first); Engine.check() lists every problem it finds, "
+        "so run it again after a repair to see what is left.",
         problems=problems,
     )
 

@@ -328,3 +328,47 @@ def test_a_creation_time_that_is_no_time_is_damage(db_path: Path, creation_time:
             f"document {doc_id} in 't' has _creationTime {creation_time!r}: a creation "
             "time is a finite, non-negative float (milliseconds since the Unix epoch)"
         ]
+
+
+# -- 8: the error says what to do -------------------------------------------------------
+
+
+def test_the_error_lists_every_problem_and_says_how_to_repair(db_path: Path) -> None:
+    with Engine.open(db_path, durability="none") as engine:
+        engine.check()
+        storage = engine._db.storage
+        storage.write(lambda txn: txn.put(b"secret", b"", db=storage.meta))
+        with pytest.raises(CorruptionError) as caught:
+            engine.check()
+    message = str(caught.value)
+    assert message.startswith(
+        f"Engine.check() found 1 broken invariant(s) in {str(db_path)!r}:\n"
+        "- meta/secret is 0 bytes, not 32\n"
+    )
+    assert message.endswith(
+        "Restore the folder from a backup made with Engine.backup (run Engine.check() on the "
+        "copy first); Engine.check() lists every problem it finds, so run it again after a "
+        "repair to see what is left."
+    )
+
+
+def test_more_problems_than_listed_are_counted(db_path: Path) -> None:
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("t", {"n": float(i)}) for i in range(60)])
+        engine.check()
+        storage = engine._db.storage
+        table = engine._db.catalog_cache[1].tables["t"]
+
+        def garble(txn: Any) -> None:
+            cursor = txn.cursor(db=storage.documents)
+            assert cursor.set_range(table.prefix)
+            for key in list(cursor.iternext(keys=True, values=False))[:60]:
+                txn.put(bytes(key), b"\xc1", db=storage.documents)
+            cursor.close()
+
+        storage.write(garble)
+        with pytest.raises(CorruptionError) as caught:
+            engine.check()
+    assert len(caught.value.problems) == 50
+    assert str(caught.value).startswith("Engine.check() found 120 broken invariant(s)")
+    assert "(the first 50 listed)" in str(caught.value)
