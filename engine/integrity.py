@@ -4,16 +4,20 @@ Invariants, checked on one consistent snapshot:
 
 1. every document key is ``table number ‖ internal id`` of a known table, the
    document's ``_id`` decodes to exactly that table and internal id, and the
-   document is a Convex value that matches the stored schema (if it validates);
+   document is a Convex value that matches the stored schema (if it validates),
+   with a ``_creationTime`` that is a finite, non-negative float;
 2. every document has exactly the index entries its fields produce, in every
    index of its table (``by_creation_time`` included; in a full-text search
-   index, one per distinct token of its search field);
+   index, one per distinct token of its search field; in a vector index, its
+   vector and filter entries with exactly the values the document gives);
 3. every index entry belongs to a known index, has an empty value, and points
    to a live document that produces exactly that key (no orphans, no stale keys);
 4. index keys decode as sort keys (key order is byte order, which LMDB keeps);
 5. per index, the entry count equals the table's document count (for a search
    index, the number of entries its documents produce), and a folder whose
-   catalog has a search index is format 5;
+   catalog has a search index is format 5; when a search or vector index's
+   count is wrong, a second pass over that index names each entry no document
+   gives (and its document);
 6. the log is ordered, no entry is newer than the head, and the log floor
    (the newest pruned timestamp) is below every entry and not above the head;
 7. every ``_storage`` row has its file's bytes in ``blobs``, with the recorded
@@ -25,15 +29,25 @@ Invariants, checked on one consistent snapshot:
    next free number; each has ``by_id`` and ``by_creation_time``; every index is
    of a known kind (a search index with a search field); index numbers
    are unique across tables, at least 1 (0 is the catalog's own) and below the
-   next free number. A broken one would let two tables or two indexes share keys;
+   next free number. A broken one would let two tables or two indexes share keys.
+   Against the stored schema: every table it declares is in the catalog with
+   exactly the indexes it declares (kind, fields, dimensions), and no user table
+   has an undeclared index (except one still backfilling);
 9. the environment's main database names only the sub-databases; ``meta`` holds
    this format version, a head that decodes, the newest log entry at the head's
-   timestamp, and a stored schema that decodes, changed no later than the head.
+   timestamp, a stored schema that decodes, changed no later than the head, and
+   a secret (the key of cursors and file URLs) of 32 bytes;
+10. what the caller adds (``more``): ``Engine.check()`` adds the shape of every
+    scheduled job and cron (:func:`engine.scheduler.check_jobs`,
+    :func:`engine.crons.check_crons`), read in the same snapshot.
+
+The :class:`CorruptionError` lists up to 50 problems, counts them all, and says
+how to repair.
 
 Cost: one pass over ``documents`` (each decoded and validated) and one over
-``indexes``; memory
-proportional to the number of index entries of one table at a time is not
-needed: expected keys are checked by point lookups.
+``indexes``; memory proportional to the number of index entries of one table at
+a time is not needed: expected keys are checked by point lookups (only the
+second pass over a damaged search or vector index keeps its documents' keys).
 """
 
 from __future__ import annotations
