@@ -230,7 +230,9 @@ def check_jobs(
 
 def all_documents(db: Database, rtxn: Any, table_name: str) -> Iterator[dict[str, Any]]:
     """Every document of a table, read straight from storage in the LMDB txn ``rtxn`` (no
-    read limits: for checks). Cost: one scan of the table."""
+    read limits: for checks). One that does not decode to an object with an ``_id`` is
+    left out: ``Engine.check()``'s data pass, in the same snapshot, reports it. Cost: one
+    scan of the table."""
     storage = db.storage
     table = db.catalog_at(rtxn).tables.get(table_name)
     if table is None:
@@ -242,7 +244,12 @@ def all_documents(db: Database, rtxn: Any, table_name: str) -> Iterator[dict[str
             for key, raw in cursor.iternext(keys=True, values=True):
                 if bytes(key[:4]) != prefix:
                     break
-                yield decode_document(raw)
+                try:
+                    document = decode_document(raw)
+                except Exception:  # reported by the data pass
+                    continue
+                if isinstance(document.get("_id"), str):
+                    yield document
     finally:
         cursor.close()
 

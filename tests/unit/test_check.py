@@ -372,3 +372,34 @@ def test_more_problems_than_listed_are_counted(db_path: Path) -> None:
     assert len(caught.value.problems) == 50
     assert str(caught.value).startswith("Engine.check() found 120 broken invariant(s)")
     assert "(the first 50 listed)" in str(caught.value)
+
+
+# -- the jobs and crons passes now run beside the data pass: damage both meet -----------
+
+
+@pytest.mark.parametrize("table", ["_scheduled_functions", "_cron_jobs"])
+@pytest.mark.parametrize("damage", ["bytes that do not decode", "no _id", "not an object"])
+def test_a_job_or_cron_that_does_not_decode_is_reported_once_as_corruption(
+    scheduled: Engine, table: str, damage: str
+) -> None:
+    scheduled.mutation(jobs.later, {"text": "a", "delay": 60.0})
+    scheduled.check()
+    storage = scheduled._db.storage
+    prefix = scheduled._db.catalog_cache[1].tables[table].prefix
+
+    def write(txn: Any) -> None:
+        cursor = txn.cursor(db=storage.documents)
+        assert cursor.set_range(prefix)
+        key = bytes(cursor.key())
+        cursor.close()
+        document = decode(txn.get(key, db=storage.documents))
+        del document["_id"]
+        value = {"bytes that do not decode": b"\xc1", "no _id": encode(document)}.get(
+            damage, encode([1.0])
+        )
+        txn.put(key, value, db=storage.documents)
+
+    storage.write(write)
+    with pytest.raises(CorruptionError, match="does not decode") as caught:
+        scheduled.check()
+    assert len(caught.value.problems) == len(set(caught.value.problems))
