@@ -675,14 +675,40 @@ _CRON_FIELDS = frozenset({"_id", "_creationTime", "name", "cronSpec", "state", "
 _SCHEDULE_TYPES = frozenset({"interval", "hourly", "daily", "weekly", "monthly", "cron"})
 
 
-def check_crons(db: Database) -> tuple[dict[str, int], list[str]]:
-    """Check every stored cron's shape; returns (crons by state, problems). Part of
-    ``Engine.check()``. Cost: one pass over ``_cron_jobs``."""
+def _spec_problems(spec: object) -> list[str]:
+    """What keeps a stored ``cronSpec`` from Convex's shape (``{udfPath: str, udfArgs:
+    [object], cronSchedule: {type, ...}}``), one line per field; empty if it has it."""
+    if not isinstance(spec, dict):
+        return [f"cronSpec {spec!r:.80} does not have Convex's shape (an object)"]
+    found: list[str] = []
+    if not isinstance(spec.get("udfPath"), str):
+        found.append(f"cronSpec.udfPath {spec.get('udfPath')!r:.80} is not a string")
+    args = spec.get("udfArgs")
+    if not (isinstance(args, list) and len(args) == 1 and isinstance(args[0], dict)):
+        found.append(f"cronSpec.udfArgs {args!r:.80} is not [argsObject]")
+    schedule = spec.get("cronSchedule")
+    kind = schedule.get("type") if isinstance(schedule, dict) else None
+    if not isinstance(schedule, dict):
+        found.append(f"cronSpec.cronSchedule {schedule!r:.80} is not an object")
+    elif not isinstance(kind, str) or kind not in _SCHEDULE_TYPES:
+        found.append(
+            f"cronSpec.cronSchedule type {kind!r:.80} is not one of "
+            f"{', '.join(sorted(_SCHEDULE_TYPES))}"
+        )
+    return found
+
+
+def check_crons(db: Database, rtxn: Any) -> tuple[dict[str, int], list[str]]:
+    """Check every stored cron's shape in the LMDB txn ``rtxn`` (the snapshot the rest of
+    ``Engine.check()`` reads); returns (crons by state, problems). Cost: one pass over
+    ``_cron_jobs``."""
     counts: dict[str, int] = {}
     problems: list[str] = []
     names: set[str] = set()
-    for cron in all_documents(db, CRON_JOBS):
-        where = f"{CRON_JOBS} {cron['_id']}"
+    for cron in all_documents(db, rtxn, CRON_JOBS):
+        name = cron.get("name")
+        # Named by id and, when it has one, by name: the name is what the app declared.
+        where = f"{CRON_JOBS} {cron['_id']}" + (f" ({name!r})" if isinstance(name, str) else "")
         state = cron.get("state")
         kind = state.get("kind") if isinstance(state, dict) else None
         if kind not in ("pending", "inProgress") or set(state or {}) != {"kind"}:
@@ -691,24 +717,13 @@ def check_crons(db: Database) -> tuple[dict[str, int], list[str]]:
             counts[kind] = counts.get(kind, 0) + 1
         if set(cron) - _CRON_FIELDS:
             problems.append(f"{where}: unexpected fields {sorted(set(cron) - _CRON_FIELDS)}")
-        name = cron.get("name")
         if not isinstance(name, str) or name in names:
             problems.append(f"{where}: name {name!r} is not a string, or not unique")
         else:
             names.add(name)
-        spec = cron.get("cronSpec")
-        if not (
-            isinstance(spec, dict)
-            and isinstance(spec.get("udfPath"), str)
-            and isinstance(spec.get("udfArgs"), list)
-            and len(spec["udfArgs"]) == 1
-            and isinstance(spec["udfArgs"][0], dict)
-            and isinstance(spec.get("cronSchedule"), dict)
-            and spec["cronSchedule"].get("type") in _SCHEDULE_TYPES
-        ):
-            problems.append(f"{where}: cronSpec {spec!r} does not have Convex's shape")
+        problems.extend(f"{where}: {p}" for p in _spec_problems(cron.get("cronSpec")))
         if not isinstance(cron.get("nextTs"), float):
-            problems.append(f"{where}: nextTs is not a float")
+            problems.append(f"{where}: nextTs is not a float: {cron.get('nextTs')!r:.80}")
         if "prevTs" in cron and not isinstance(cron["prevTs"], float):
-            problems.append(f"{where}: prevTs is not a float")
+            problems.append(f"{where}: prevTs is not a float: {cron['prevTs']!r:.80}")
     return counts, problems

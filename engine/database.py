@@ -36,7 +36,11 @@ from .storage import LMDB_ERRORS, Storage
 from .subscriptions import SubscriptionManager
 from .transaction import Transaction
 
-__all__ = ["Database", "RetryPolicy"]
+__all__ = ["SECRET_BYTES", "Database", "RetryPolicy"]
+
+#: The length of the per-database secret in ``meta`` (the HMAC key of cursors and file
+#: URLs); ``Engine.check()`` reports another length.
+SECRET_BYTES = 32
 
 T = TypeVar("T")
 _U32 = struct.Struct(">I")
@@ -211,7 +215,7 @@ class Database:
                 raw = rtxn.get(b"secret", db=self.storage.meta)
                 secret = bytes(raw) if raw is not None else None
             if secret is None:
-                fresh = os.urandom(32)
+                fresh = os.urandom(SECRET_BYTES)
 
                 def store(wtxn: Any) -> bytes:
                     existing = wtxn.get(b"secret", db=self.storage.meta)

@@ -33,9 +33,9 @@ from urllib.parse import urlsplit
 from . import files, httpactions
 from .backupfile import PARTIAL_NAME, BackupInProgress
 from .contexts import MutationCtx
-from .crons import CRON_JOBS, Crons, check_crons, defined_crons, sync_crons
+from .crons import Crons, check_crons, defined_crons, sync_crons
 from .database import Database
-from .errors import CorruptionError, EngineError, SchedulerError, StorageError, closed_error
+from .errors import EngineError, SchedulerError, StorageError, closed_error
 from .executor import Executor
 from .files import read_file, store_file_at
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
@@ -911,31 +911,29 @@ class Engine:
         counts them by state; ``report["scheduled_functions_unknown"]`` counts the pending
         jobs of functions this engine does not know, by name: they wait for an executor
         with those functions), and of every cron (``report["crons"]`` counts them by
-        state). Cost: a full pass over documents and index entries (one snapshot), and
-        one over the jobs and the crons.
+        state). Everything is read in one snapshot, so a check made while others write
+        reports one state of the database. Cost: a full pass over documents and index
+        entries, and one over the jobs and the crons (all in that snapshot).
         """
         runtime = self._live()
         self._refuse_in_function("check")
-        with self._db.running():  # a close() from another thread waits for every pass
-            report = check_integrity(self._db)
-            kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
-            counts, problems, unknown = check_jobs(self._db, kinds)
-            cron_counts, cron_problems = check_crons(self._db)
-        self._refuse_problems("_scheduled_functions", problems)
-        report["scheduled_functions"] = counts
-        report["scheduled_functions_unknown"] = unknown
-        self._refuse_problems(CRON_JOBS, cron_problems)
-        report["crons"] = cron_counts
-        return report
+        kinds: dict[str, str] = {n: f.kind for n, f in runtime.registry.by_name.items()}
 
-    def _refuse_problems(self, table: str, problems: list[str]) -> None:
-        """Raise :class:`CorruptionError` listing ``problems`` found in ``table``, if any."""
-        if problems:
-            raise CorruptionError(
-                f"Engine.check() found {len(problems)} broken invariant(s) in {table} of "
-                f"{self.path!r}:\n" + "\n".join(f"- {p}" for p in problems[:50]),
-                problems=problems,
-            )
+        def jobs_and_crons(rtxn: Any) -> tuple[dict[str, Any], list[str]]:
+            counts, problems, unknown = check_jobs(self._db, rtxn, kinds)
+            cron_counts, cron_problems = check_crons(self._db, rtxn)
+            report = {
+                "scheduled_functions": counts,
+                "scheduled_functions_unknown": unknown,
+                "crons": cron_counts,
+            }
+            return report, problems + cron_problems
+
+        with self._db.running():  # a close() from another thread waits for the check
+            # One snapshot for the data, the jobs and the crons: read in several, a
+            # report made while mutations schedule jobs counted jobs the data pass did
+            # not see.
+            return check_integrity(self._db, jobs_and_crons)
 
 
 def _backup_problem(path: str, folder: str) -> str | None:

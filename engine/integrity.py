@@ -4,16 +4,20 @@ Invariants, checked on one consistent snapshot:
 
 1. every document key is ``table number ‖ internal id`` of a known table, the
    document's ``_id`` decodes to exactly that table and internal id, and the
-   document is a Convex value that matches the stored schema (if it validates);
+   document is a Convex value that matches the stored schema (if it validates),
+   with a ``_creationTime`` that is a finite, non-negative float;
 2. every document has exactly the index entries its fields produce, in every
    index of its table (``by_creation_time`` included; in a full-text search
-   index, one per distinct token of its search field);
+   index, one per distinct token of its search field; in a vector index, its
+   vector and filter entries with exactly the values the document gives);
 3. every index entry belongs to a known index, has an empty value, and points
    to a live document that produces exactly that key (no orphans, no stale keys);
 4. index keys decode as sort keys (key order is byte order, which LMDB keeps);
 5. per index, the entry count equals the table's document count (for a search
    index, the number of entries its documents produce), and a folder whose
-   catalog has a search index is format 5;
+   catalog has a search index is format 5; when a search or vector index's
+   count is wrong, a second pass over that index names each entry no document
+   gives (and its document);
 6. the log is ordered, no entry is newer than the head, and the log floor
    (the newest pruned timestamp) is below every entry and not above the head;
 7. every ``_storage`` row has its file's bytes in ``blobs``, with the recorded
@@ -25,39 +29,40 @@ Invariants, checked on one consistent snapshot:
    next free number; each has ``by_id`` and ``by_creation_time``; every index is
    of a known kind (a search index with a search field); index numbers
    are unique across tables, at least 1 (0 is the catalog's own) and below the
-   next free number. A broken one would let two tables or two indexes share keys;
+   next free number. A broken one would let two tables or two indexes share keys.
+   Against the stored schema: every table it declares is in the catalog with
+   exactly the indexes it declares (kind, fields, dimensions), and no user table
+   has an undeclared index (except one still backfilling);
 9. the environment's main database names only the sub-databases; ``meta`` holds
    this format version, a head that decodes, the newest log entry at the head's
-   timestamp, and a stored schema that decodes, changed no later than the head.
+   timestamp, a stored schema that decodes, changed no later than the head, and
+   a secret (the key of cursors and file URLs) of 32 bytes;
+10. what the caller adds (``more``): ``Engine.check()`` adds the shape of every
+    scheduled job and cron (:func:`engine.scheduler.check_jobs`,
+    :func:`engine.crons.check_crons`), read in the same snapshot.
+
+Invariants 8 and 9 are checked by :mod:`engine.metadata`. The
+:class:`CorruptionError` lists up to 50 problems, counts them all, and says
+how to repair.
 
 Cost: one pass over ``documents`` (each decoded and validated) and one over
-``indexes``; memory
-proportional to the number of index entries of one table at a time is not
-needed: expected keys are checked by point lookups.
+``indexes``; memory proportional to the number of index entries of one table at
+a time is not needed: expected keys are checked by point lookups (only the
+second pass over a damaged search or vector index keeps its documents' keys).
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from . import blobs, ids, keys, longkeys, searchkeys, values, vectors
-from .catalog import (
-    BY_CREATION_TIME,
-    BY_ID,
-    FIRST_SYSTEM_TABLE_NUMBER,
-    SEARCH,
-    VECTOR,
-    Catalog,
-    load_catalog,
-)
 from .encoding import decode, decode_document
 from .errors import CorruptionError, ValidationError
-from .ids import FIRST_USER_TABLE_NUMBER
-from .schema import schema_from_json
-from .storage import HEAD, HEAD_KEY, READABLE_FORMATS, SUB_DATABASES
+from .metadata import check_catalog, check_declared, check_meta, problem_of
 
 if TYPE_CHECKING:
     from .catalog import IndexDef, TableDef
@@ -70,30 +75,40 @@ _U64 = struct.Struct(">Q")
 _MAX_PROBLEMS = 50
 
 
-def check(db: Database) -> dict[str, Any]:
+#: Further checks :func:`check` runs in its snapshot: called with the LMDB txn, returns
+#: (what to add to the report, problems found).
+MoreChecks = Callable[[Any], tuple[dict[str, Any], list[str]]]
+
+
+def check(db: Database, more: MoreChecks | None = None) -> dict[str, Any]:
     """Verify the stored data; return a report or raise :class:`CorruptionError`.
 
     The report: ``{"tables": {name: {"documents": n, "indexes": {index: n}}},
-    "log_entries": n, "latest_ts": ts, "files": {"files": n, "bytes": n}}``.
+    "log_entries": n, "latest_ts": ts, "files": {"files": n, "bytes": n}}``, and what
+    ``more`` adds. Every pass, ``more`` included, reads one LMDB snapshot: a report
+    made while others write counts one state of the database, and problems are never
+    a mix of two.
     """
     storage = db.storage
     problems: list[str] = []
+    reported = [0]  # every problem, also those past the ones listed
 
     def problem(text: str) -> None:
+        reported[0] += 1
         if len(problems) < _MAX_PROBLEMS:
             problems.append(text)
 
     with storage.read() as rtxn:
-        if not _check_meta(rtxn, storage, problem):
+        if not check_meta(rtxn, storage, problem):
             # The head does not decode: no catalog version, so nothing else can be read.
-            raise _corruption(storage.path, problems)
+            raise _corruption(storage.path, problems, reported[0])
         catalog = db.catalog_at(rtxn)
         raw_long = rtxn.get(longkeys.LONG_KEYS_KEY, None, storage.meta)
         long_counts: dict[int, int] | None = {}
         try:
             long_counts = longkeys.long_index_counts(raw_long)
         except CorruptionError as error:
-            problem(_named(error))
+            problem(problem_of(error))
             long_counts = None  # reported: no comparison with the entries below
         stored_format = rtxn.get(b"format", None, storage.meta)
         if raw_long is not None and stored_format not in (
@@ -159,9 +174,18 @@ def check(db: Database) -> dict[str, Any]:
                     f"document {document['_id']} is stored under key {key.hex()} of "
                     f"another table or id"
                 )
-            if not isinstance(document.get("_creationTime"), float):
+            creation_time = document.get("_creationTime")
+            if not isinstance(creation_time, float):
                 problem(f"document {document['_id']} has no float _creationTime")
                 continue
+            if not (math.isfinite(creation_time) and creation_time >= 0.0):
+                # No commit gives such a time; by_creation_time and every index's ties
+                # are ordered by it, and apps read it as a date.
+                problem(
+                    f"document {document['_id']} in {table.name!r} has _creationTime "
+                    f"{creation_time!r}: a creation time is a finite, non-negative float "
+                    "(milliseconds since the Unix epoch)"
+                )
             try:
                 values.convert(document)
                 if schema is not None and schema.schema_validation:
@@ -195,7 +219,7 @@ def check(db: Database) -> dict[str, Any]:
                     try:
                         found = longkeys.contains(rtxn, storage.indexes, index_key)
                     except CorruptionError as error:  # a damaged list of long keys
-                        problem(_named(error))
+                        problem(problem_of(error))
                         continue
                     if index.state == "ready" and not found:
                         problem(
@@ -294,8 +318,7 @@ def check(db: Database) -> dict[str, Any]:
                                 else "a vector and its filter values each)"
                             )
                         )
-                        if index.is_search:
-                            _name_stray_entries(db, rtxn, table, index, problem)
+                        _name_stray_entries(db, rtxn, table, index, problem)
                 elif n != documents and index.state == "ready":
                     problem(
                         f"index {table.name}.{index.name} has {n} entries for {documents} documents"
@@ -350,8 +373,9 @@ def check(db: Database) -> dict[str, Any]:
             problem(f"the log has no entry for latest_ts {latest} (the newest is {newest})")
         report["log_entries"] = entries
         report["latest_ts"] = latest
-        # 8: the catalog itself.
-        _check_catalog(rtxn, storage, catalog.catalog, problem)
+        # 8: the catalog itself, and against the stored schema.
+        check_catalog(rtxn, storage, catalog.catalog, problem)
+        check_declared(catalog.catalog, schema, problem)
         # 7: files.
         storage_table = catalog.tables.get("_storage")
         report["files"] = blobs.check(
@@ -361,8 +385,13 @@ def check(db: Database) -> dict[str, Any]:
             None if storage_table is None else storage_table.prefix,
             problem,
         )
+        if more is not None:
+            added, more_problems = more(rtxn)
+            report.update(added)
+            for text in more_problems:
+                problem(text)
     if problems:
-        raise _corruption(storage.path, problems)
+        raise _corruption(storage.path, problems, reported[0])
     return report
 
 
@@ -387,7 +416,7 @@ def _entry_keys(
         try:
             has_self, rests = longkeys.decode_entry(key, raw_value)
         except CorruptionError as error:
-            problem(_named(error))
+            problem(problem_of(error))
             yield key
             continue
         if not rests or not all(rests) or any(a >= b for a, b in pairwise(rests)):
@@ -417,150 +446,18 @@ def _without_vector_entries(
         yield raw_key, raw_value
 
 
-def _named(error: CorruptionError) -> str:
-    """The damage a :class:`CorruptionError` from a read names, as one report line."""
-    return error.problems[0] if error.problems else str(error)
-
-
-def _corruption(path: str, problems: list[str]) -> CorruptionError:
+def _corruption(path: str, problems: list[str], found: int) -> CorruptionError:
+    """The error of a check that found ``found`` problems, the first of them ``problems``."""
+    listed = f" (the first {len(problems)} listed)" if found > len(problems) else ""
     return CorruptionError(
-        f"Engine.check() found {len(problems)} broken invariant(s) in {path!r}:\n"
-        + "\n".join(f"- {p}" for p in problems),
+        f"Engine.check() found {found} broken invariant(s) in {path!r}{listed}:\n"
+        + "\n".join(f"- {p}" for p in problems)
+        + "\nThe stored data is damaged (a bug, a tool writing to the LMDB file, a failing "
+        "disk). Restore the folder from a backup made with Engine.backup (run "
+        "Engine.check() on the copy first); Engine.check() lists every problem it finds, "
+        "so run it again after a repair to see what is left.",
         problems=problems,
     )
-
-
-def _check_meta(rtxn: Any, storage: Any, problem: Any) -> bool:
-    """Invariant 9: the environment's main database names only the sub-databases, and
-    ``meta`` holds this format version, a head that decodes, and a stored schema (with
-    its timestamp, not after the head's) that decodes. False if the head does not
-    decode (then nothing else can be checked)."""
-    cursor = rtxn.cursor()
-    try:
-        for raw_key in cursor.iternext(True, False):
-            if bytes(raw_key) not in SUB_DATABASES:
-                problem(f"the main database has key {bytes(raw_key)!r:.60}, not a sub-database")
-    finally:
-        cursor.close()
-    raw = rtxn.get(b"format", None, storage.meta)
-    if raw is None or bytes(raw).decode("ascii", "replace") not in READABLE_FORMATS:
-        found = "missing" if raw is None else repr(bytes(raw)[:20])
-        problem(f"meta/format is {found}, not one of {', '.join(READABLE_FORMATS)}")
-    raw = rtxn.get(HEAD_KEY, None, storage.meta)
-    if raw is not None and len(raw) != HEAD.size:
-        problem(f"meta/head {bytes(raw)[:40].hex()} is not {HEAD.size} bytes")
-        return False
-    latest = storage.head(rtxn)[0]
-    raw = rtxn.get(b"schema_ts", None, storage.meta)
-    if raw is not None and len(raw) != 8:
-        problem(f"meta/schema_ts {bytes(raw)[:40].hex()} is not 8 bytes")
-    elif raw is not None and _U64.unpack(raw)[0] > latest:
-        # Every write's snapshot would predate the schema change: all would conflict.
-        problem(f"meta/schema_ts {_U64.unpack(raw)[0]} is newer than latest_ts {latest}")
-    raw = rtxn.get(b"schema", None, storage.meta)
-    if raw is not None:
-        try:
-            schema_from_json(decode(raw))
-        except Exception as error:
-            problem(f"the stored schema (meta/schema) does not decode: {error}")
-    return True
-
-
-def _check_catalog(rtxn: Any, storage: Any, cached: Catalog, problem: Any) -> None:
-    """Invariant 8: the stored catalog, decoded afresh, against the head and itself."""
-    try:
-        stored = load_catalog(rtxn, storage.meta)
-    except CorruptionError as error:
-        problem(_named(error))
-        return
-    version = storage.head(rtxn)[1]
-    if stored.version != version:
-        problem(f"the stored catalog has version {stored.version}, the head names {version}")
-    elif stored != cached:
-        problem(
-            f"the stored catalog differs from the one this process read for version "
-            f"{version} (it was rewritten without a new version)"
-        )
-    tables_by_number: dict[int, str] = {}
-    indexes_by_number: dict[int, str] = {}
-    for name, table in stored.tables.items():
-        where = f"catalog table {name!r}"
-        if table.name != name:
-            problem(f"{where} is stored as table {table.name!r}")
-        system = name.startswith("_")
-        low, high, kind = (
-            (FIRST_SYSTEM_TABLE_NUMBER, stored.next_system_table, "system")
-            if system
-            else (FIRST_USER_TABLE_NUMBER, stored.next_user_table, "user")
-        )
-        if system and high > FIRST_USER_TABLE_NUMBER:
-            high = FIRST_USER_TABLE_NUMBER
-        _check_number(
-            problem,
-            where,
-            table.number,
-            (low, high),
-            f"the {kind} tables' range",
-            tables_by_number,
-            f"table {name!r}",
-        )
-        for required in (BY_ID, BY_CREATION_TIME):
-            if required not in table.indexes:
-                problem(f"{where} has no {required} index")
-            elif table.indexes[required].fields:
-                # Keys never hold them: a range on them would read wrong rows.
-                problem(f"{where} has {required} on fields {table.indexes[required].fields}")
-        for index_name, index in table.indexes.items():
-            label = f"{name}.{index_name}"
-            if index.name != index_name:
-                problem(f"catalog index {label} is stored as index {index.name!r}")
-            if index.state not in ("ready", "backfilling"):
-                # Neither queryable nor finished by an open: its entries go unchecked.
-                problem(f"catalog index {label} has state {index.state!r}")
-            if index.kind not in ("database", SEARCH, VECTOR):
-                # Read as a database index: its keys would not be the ones it holds.
-                problem(f"catalog index {label} has kind {index.kind!r}")
-            elif index.is_search and not index.fields:
-                problem(f"catalog search index {label} has no search field")
-            elif index.is_vector and (
-                not index.fields
-                or not vectors.MIN_DIMENSIONS <= index.dimensions <= vectors.MAX_DIMENSIONS
-            ):
-                problem(
-                    f"catalog vector index {label} has fields {index.fields} and dimensions "
-                    f"{index.dimensions}: it needs a vector field and 2 to 4096 dimensions"
-                )
-            _check_number(
-                problem,
-                f"catalog index {label}",
-                index.number,
-                (1, stored.next_index),
-                "",
-                indexes_by_number,
-                f"index {label}",
-            )
-
-
-def _check_number(
-    problem: Any,
-    where: str,
-    number: int,
-    bounds: tuple[int, int],
-    range_name: str,
-    taken: dict[int, str],
-    owner: str,
-) -> None:
-    """``number`` (of ``owner``, described as ``where``) lies in ``bounds`` (the upper
-    one the next free number) and no other owner in ``taken`` has it."""
-    low, high = bounds
-    if not low <= number < high:
-        problem(
-            f"{where} has number {number}, outside {range_name + ' ' if range_name else ''}"
-            f"[{low}, {high}) (the next free number is below it)"
-        )
-    other = taken.setdefault(number, owner)
-    if other != owner:
-        problem(f"{where} has number {number}, as {other}")
 
 
 def _check_sort_keys(key: bytes, problem: Callable[[str], None]) -> None:
@@ -574,40 +471,75 @@ def _check_sort_keys(key: bytes, problem: Callable[[str], None]) -> None:
 def _name_stray_entries(
     db: Database, rtxn: Any, table: TableDef, index: IndexDef, problem: Callable[[str], None]
 ) -> None:
-    """Name the entries of a damaged search index that no document produces (a second
-    pass over it, run only when its count is wrong: each document's keys are computed
-    once and kept, so memory is that of the index's keys)."""
+    """Name the entries of a damaged search or vector index that no document produces
+    (a second pass over that index, run only when its count is wrong: each document's
+    entries are computed once and kept, so memory is that of the index's entries)."""
     storage = db.storage
     try:
         plan = db.key_plan(table)
     except Exception:  # a damaged catalog (reported by its own check): nothing to compare
         return
-    expected: dict[bytes, frozenset[bytes]] = {}
+    prefix = index.prefix
+    expected: dict[bytes, dict[bytes, bytes]] = {}
     cursor = rtxn.cursor(db=storage.indexes)
     try:
-        for key in _entry_keys(cursor.iternext(keys=True, values=True), lambda _: None, {}):
-            if key[:4] != index.prefix:
-                continue
+        if not cursor.set_range(prefix):
+            return
+        entries = _prefixed(cursor.iternext(keys=True, values=True), prefix)
+        pairs: Iterator[tuple[bytes, bytes]] = (
+            ((bytes(k), bytes(v)) for k, v in entries)
+            if index.is_vector  # values: the vector and its filter hashes
+            else ((k, b"") for k in _entry_keys(entries, lambda _: None, {}))
+        )
+        for key, value in pairs:
             internal_id = key[-16:]
             found = expected.get(internal_id)
             if found is None:
                 raw = rtxn.get(table.prefix + internal_id, db=storage.documents)
                 if raw is None:
-                    problem(_missing_document(key, table, index))
+                    if index.is_vector:  # the entries pass reported the search index's
+                        problem(_missing_document(key, table, index))
                     continue
                 try:
-                    found = frozenset(plan.index_keys(index, decode_document(raw), internal_id))
+                    document = decode_document(raw)
+                    found = (
+                        vectors.index_entries(index, document, internal_id)
+                        if index.is_vector
+                        else dict.fromkeys(plan.index_keys(index, document, internal_id), b"")
+                    )
                 except Exception:  # reported by the documents pass
-                    found = frozenset()
+                    found = {}
                 expected[internal_id] = found
-            if key not in found:
+            if found.get(key) != value:
                 problem(
                     f"index entry {key.hex()} of {table.name}.{index.name} does not match "
-                    f"document {ids.encode_id(table.number, internal_id)}"
+                    f"document {_document_id(table, key)}"
                 )
     finally:
         cursor.close()
 
 
+def _prefixed(
+    entries: Iterable[tuple[bytes, bytes]], prefix: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    """``entries`` up to the first whose key does not start with ``prefix``."""
+    for key, value in entries:
+        if key[: len(prefix)] != prefix:
+            return
+        yield key, value
+
+
+def _document_id(table: TableDef, key: bytes) -> str:
+    """The id of the document index entry ``key`` of ``table`` points to (its last 16
+    bytes), or the bytes in hex if they are too few."""
+    try:
+        return ids.encode_id(table.number, key[-16:])
+    except ValueError:  # an entry shorter than an id
+        return f"(internal id {key[-16:].hex()})"
+
+
 def _missing_document(key: bytes, table: TableDef, index: IndexDef) -> str:
-    return f"index entry {key.hex()} of {table.name}.{index.name} points to a missing document"
+    return (
+        f"index entry {key.hex()} of {table.name}.{index.name} points to a missing "
+        f"document {_document_id(table, key)}"
+    )

@@ -60,9 +60,9 @@ from .schema import schema_from_json
 
 if TYPE_CHECKING:
     from .database import Database
-    from .schema import SchemaDefinition
+    from .schema import SchemaDefinition, TableDefinition
 
-__all__ = ["apply_schema"]
+__all__ = ["apply_schema", "declared_indexes", "same_index"]
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -256,18 +256,9 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
                 _check_written_since(db, schema, stored, wtxn, written)
         changed = new_schema  # a new schema is a new catalog version (it names the schema)
         for name, definition in schema.tables.items():
-            # Index name → (kind, fields); a search index's fields are its search field,
-            # then its filter fields. One that changed kind or fields is dropped and
-            # backfilled again under a new number.
-            # A vector index's dimensions are part of what must match.
-            wanted: dict[str, tuple[str, tuple[str, ...], int]] = {
-                index: ("database", tuple(fields), 0)
-                for index, fields in definition.indexes.items()
-            }
-            for search_name, (field, filters) in definition.search_indexes.items():
-                wanted[search_name] = (SEARCH, (field, *filters), 0)
-            for vector_name, (field, dimensions, filters) in definition.vector_indexes.items():
-                wanted[vector_name] = (VECTOR, (field, *filters), dimensions)
+            # One that changed kind, fields or dimensions is dropped and backfilled again
+            # under a new number.
+            wanted = declared_indexes(definition)
             table = current.tables.get(name)
             if table is None:
                 current = current.with_table(name)
@@ -276,7 +267,7 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
             indexes: dict[str, IndexDef] = {}
             next_number = current.next_index
             for index_name, index in table.indexes.items():
-                if index_name in (BY_ID, BY_CREATION_TIME) or _same_index(
+                if index_name in (BY_ID, BY_CREATION_TIME) or same_index(
                     wanted.get(index_name), index
                 ):
                     indexes[index_name] = index
@@ -331,7 +322,26 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
         _backfill(db, table_name, index_name)
 
 
-def _same_index(wanted: tuple[str, tuple[str, ...], int] | None, index: IndexDef) -> bool:
+#: A declared index: (kind, fields, dimensions). A search index's fields are its search
+#: field, then its filter fields; a vector index's its vector field, then its filter
+#: fields (dimensions are 0 for the other kinds).
+Declared = tuple[str, tuple[str, ...], int]
+
+
+def declared_indexes(definition: TableDefinition) -> dict[str, Declared]:
+    """The indexes a schema's table declares, by name (``by_id`` and ``by_creation_time``
+    are every table's and not declared). Cost: linear in the indexes."""
+    wanted: dict[str, Declared] = {
+        index: ("database", tuple(fields), 0) for index, fields in definition.indexes.items()
+    }
+    for search_name, (field, filters) in definition.search_indexes.items():
+        wanted[search_name] = (SEARCH, (field, *filters), 0)
+    for vector_name, (field, dimensions, filters) in definition.vector_indexes.items():
+        wanted[vector_name] = (VECTOR, (field, *filters), dimensions)
+    return wanted
+
+
+def same_index(wanted: Declared | None, index: IndexDef) -> bool:
     """Whether the declaration ``wanted`` (kind, fields, dimensions) is ``index`` as
     stored. A vector index's filter fields are a set, as Convex keeps them: declaring them
     in another order keeps the index (and its stored order, which numbers its entries)."""

@@ -177,10 +177,11 @@ _FIELDS = frozenset(
 
 
 def check_jobs(
-    db: Database, kinds: dict[str, str]
+    db: Database, rtxn: Any, kinds: dict[str, str]
 ) -> tuple[dict[str, int], list[str], dict[str, int]]:
-    """Check every job's shape; returns (jobs by state, problems, pending jobs by name
-    for the names this engine does not know). Part of ``Engine.check()``.
+    """Check every job's shape in the LMDB txn ``rtxn`` (the snapshot the rest of
+    ``Engine.check()`` reads); returns (jobs by state, problems, pending jobs by name
+    for the names this engine does not know).
 
     Invariants: Convex's fields and no others; ``args`` is ``[object]``; a known
     state, with ``error`` (a string) exactly when failed; ``completedTime`` exactly
@@ -190,19 +191,26 @@ def check_jobs(
     counts: dict[str, int] = {}
     problems: list[str] = []
     unknown: dict[str, int] = {}
-    for job in all_documents(db, SCHEDULED_FUNCTIONS):
+    for job in all_documents(db, rtxn, SCHEDULED_FUNCTIONS):
         where = f"{SCHEDULED_FUNCTIONS} {job['_id']}"
         state = job.get("state")
         kind = state.get("kind") if isinstance(state, dict) else None
-        if kind not in _STATES:
-            problems.append(f"{where}: unknown state {state!r}")
+        # Fields of any type may be stored here: compare only strings with the sets
+        # (a list or an object is unhashable).
+        if not isinstance(kind, str) or kind not in _STATES:
+            problems.append(
+                f"{where}: unknown state {state!r} (state.kind is one of "
+                f"{', '.join(sorted(_STATES))})"
+            )
             continue
         assert isinstance(state, dict)
         counts[kind] = counts.get(kind, 0) + 1
         if set(job) - _FIELDS:
             problems.append(f"{where}: unexpected fields {sorted(set(job) - _FIELDS)}")
-        if not isinstance(job.get("name"), str):
-            problems.append(f"{where}: name is not a string: {job.get('name')!r}")
+        name = job.get("name")
+        if not isinstance(name, str):
+            problems.append(f"{where}: name is not a string: {name!r}")
+            name = None
         args = job.get("args")
         if not (isinstance(args, list) and len(args) == 1 and isinstance(args[0], dict)):
             problems.append(f"{where}: args is not [argsObject]: {args!r}")
@@ -213,32 +221,37 @@ def check_jobs(
             problems.append(f"{where}: state {state!r} does not have Convex's shape")
         if (kind in _FINAL) != isinstance(job.get("completedTime"), float):
             problems.append(f"{where}: completedTime must be set exactly when a job is final")
-        if kind == "inProgress" and kinds.get(job.get("name", "")) == "mutation":
+        if kind == "inProgress" and name is not None and kinds.get(name) == "mutation":
             problems.append(f"{where}: a mutation's job is stored inProgress")
-        name = job.get("name")
-        if kind == "pending" and isinstance(name, str) and name not in kinds:
+        if kind == "pending" and name is not None and name not in kinds:
             unknown[name] = unknown.get(name, 0) + 1
     return counts, problems, unknown
 
 
-def all_documents(db: Database, table_name: str) -> Iterator[dict[str, Any]]:
-    """Every document of a table, read straight from storage on one snapshot (no read
-    limits: for checks)."""
+def all_documents(db: Database, rtxn: Any, table_name: str) -> Iterator[dict[str, Any]]:
+    """Every document of a table, read straight from storage in the LMDB txn ``rtxn`` (no
+    read limits: for checks). One that does not decode to an object with an ``_id`` is
+    left out: ``Engine.check()``'s data pass, in the same snapshot, reports it. Cost: one
+    scan of the table."""
     storage = db.storage
-    with storage.read() as rtxn:
-        table = db.catalog_at(rtxn).tables.get(table_name)
-        if table is None:
-            return
-        prefix = table.prefix
-        cursor = rtxn.cursor(db=storage.documents)
-        try:
-            if cursor.set_range(prefix):
-                for key, raw in cursor.iternext(keys=True, values=True):
-                    if bytes(key[:4]) != prefix:
-                        break
-                    yield decode_document(raw)
-        finally:
-            cursor.close()
+    table = db.catalog_at(rtxn).tables.get(table_name)
+    if table is None:
+        return
+    prefix = table.prefix
+    cursor = rtxn.cursor(db=storage.documents)
+    try:
+        if cursor.set_range(prefix):
+            for key, raw in cursor.iternext(keys=True, values=True):
+                if bytes(key[:4]) != prefix:
+                    break
+                try:
+                    document = decode_document(raw)
+                except Exception:  # reported by the data pass
+                    continue
+                if isinstance(document.get("_id"), str):
+                    yield document
+    finally:
+        cursor.close()
 
 
 def resolve_target(runtime: Runtime, ref: Any, prefix: str = "") -> tuple[str, FunctionDef]:
