@@ -91,17 +91,18 @@ def check(db: Database, more: MoreChecks | None = None) -> dict[str, Any]:
     """
     storage = db.storage
     problems: list[str] = []
-    reported = [0]  # every problem, also those past the ones listed
+    reported = 0  # every problem, also those past the ones listed
 
     def problem(text: str) -> None:
-        reported[0] += 1
+        nonlocal reported
+        reported += 1
         if len(problems) < _MAX_PROBLEMS:
             problems.append(text)
 
     with storage.read() as rtxn:
         if not check_meta(rtxn, storage, problem):
             # The head does not decode: no catalog version, so nothing else can be read.
-            raise _corruption(storage.path, problems, reported[0])
+            raise _corruption(storage.path, problems, reported)
         catalog = db.catalog_at(rtxn)
         raw_long = rtxn.get(longkeys.LONG_KEYS_KEY, None, storage.meta)
         long_counts: dict[int, int] | None = {}
@@ -391,7 +392,7 @@ def check(db: Database, more: MoreChecks | None = None) -> dict[str, Any]:
             for text in more_problems:
                 problem(text)
     if problems:
-        raise _corruption(storage.path, problems, reported[0])
+        raise _corruption(storage.path, problems, reported)
     return report
 
 

@@ -170,12 +170,13 @@ def check_declared(
     writers skip its entries; an undeclared one is kept up by every write for nothing.
     System tables keep the indexes the engine gives them. Cost: linear in the indexes."""
     declared_tables = {} if schema is None else schema.tables
-    for name, definition in declared_tables.items():
+    declared = {name: declared_indexes(d) for name, d in declared_tables.items()}
+    for name, wanted_indexes in declared.items():
         table = catalog.tables.get(name)
         if table is None:
             problem(f"the stored schema declares table {name!r}, the catalog has no such table")
             continue
-        for index_name, wanted in declared_indexes(definition).items():
+        for index_name, wanted in wanted_indexes.items():
             index = table.indexes.get(index_name)
             if index is None:
                 problem(
@@ -191,8 +192,7 @@ def check_declared(
     for table in catalog.tables.values():
         if table.name.startswith("_"):
             continue
-        declared = declared_tables.get(table.name)
-        wanted_names = {} if declared is None else declared_indexes(declared)
+        wanted_names = declared.get(table.name, {})
         for index_name, index in table.indexes.items():
             if (
                 index_name not in (BY_ID, BY_CREATION_TIME)
