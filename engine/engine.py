@@ -357,6 +357,10 @@ class Engine:
         (``auth.TokenExpired``), and ``.value`` and iteration raise it from then
         on; subscribe again with a fresh token. An already verified identity
         never expires.
+
+        It lives until closed, or until the engine closes; one with neither
+        ``callback`` nor ``on_error`` also ends once nothing refers to it (its
+        handle was dropped: nothing could see its values).
         """
         runtime = self._live()
         self._refuse_in_function("subscribe")

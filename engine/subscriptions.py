@@ -34,6 +34,7 @@ return exactly ``(cursor, endCursor]``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import queue
@@ -44,7 +45,7 @@ import traceback
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from . import keys
 from .deadlines import Deadlines
@@ -98,6 +99,10 @@ def _worker_failed(
 
 #: (the version of a published outcome, a function giving its value or raising its error)
 _Versioned = tuple[Any, Callable[[], Any]]
+#: How the manager holds a subscription: the object itself when it has a callback (it is
+#: followed for the callback's sake, kept handle or not), else a weak reference (a handle
+#: dropped without close() is let go: see SubscriptionManager._let_go).
+_Entry: TypeAlias = "Subscription | weakref.ReferenceType[Subscription]"
 
 _U64 = struct.Struct(">Q")
 _log = logging.getLogger("convexlite.subscriptions")
@@ -155,7 +160,12 @@ class _Watched:
         self.ts = 0
         #: Counts the outcomes published (a new result or error), for iterations.
         self.version = 0
-        self.subscribers: list[Subscription] = []
+        #: Who follows this execution, as the manager holds them (see :data:`_Entry`).
+        self.subscribers: list[_Entry] = []
+
+    def live_subscribers(self) -> list[Subscription]:
+        """The subscriptions following this execution, those let go left out."""
+        return [s for s in map(_live, self.subscribers) if s is not None]
 
     def detached(self) -> _Watched:
         """A copy of the published outcome that no worker updates (the lock is held):
@@ -199,6 +209,11 @@ class _Watched:
             return None
         pair = self.error_tb
         return error.with_traceback(pair[1] if pair is not None and pair[0] is error else None)
+
+
+def _live(entry: _Entry) -> Subscription | None:
+    """The subscription ``entry`` holds (None: its handle was dropped and collected)."""
+    return entry if type(entry) is Subscription else entry()  # type: ignore[operator]
 
 
 class _Notifier:
@@ -381,6 +396,13 @@ class Subscription(_Notifier):
         #: The head's commit timestamp when subscribe() was called: results of older
         #: snapshots are not for it (it may join while the worker re-runs on one).
         self._since = 0
+        #: The manager's weak reference to this subscription, if it has no callback.
+        self._ref: weakref.ReferenceType[Subscription] | None = None
+
+    def _entry(self) -> _Entry:
+        """How the manager holds this subscription (see :data:`_Entry`)."""
+        ref = self._ref
+        return self if ref is None else ref
 
     def _mine(self, result: Any) -> Any:
         """This subscription's own copy of the published ``result`` for ``.value`` and
@@ -624,7 +646,10 @@ class SubscriptionManager:
         #: Set by :meth:`rerun_all`: the next step re-runs every watched query.
         self._rerun = False
         #: When to ask the tokens of subscriptions made with one how long they have left.
-        self._deadlines: Deadlines[Subscription] = Deadlines()
+        self._deadlines: Deadlines[_Entry] = Deadlines()
+        #: (execution, weak reference) of subscriptions whose handle was dropped and
+        #: collected, for the worker to let go (see :meth:`_let_go`).
+        self._dropped: list[tuple[_Watched, weakref.ReferenceType[Subscription]]] = []
         #: The sets made, which shutdown() closes: one with no members is reached through
         #: no subscription, and its iterations would wait for ever.
         self._sets: weakref.WeakSet[SubscriptionSet] = weakref.WeakSet()
@@ -674,10 +699,14 @@ class SubscriptionManager:
                 self._new.append(watched)
             subscription = Subscription(self, watched, callback, on_error)
             subscription._since = head
-            watched.subscribers.append(subscription)
+            if callback is None and on_error is None:
+                ref = weakref.ref(subscription, functools.partial(self._let_go, watched))
+                hash(ref)  # now: Deadlines hashes it, and a dead one cannot be hashed anew
+                subscription._ref = ref
+            watched.subscribers.append(subscription._entry())
             if expiry is not None and deadline is not None:
                 subscription._expiry = expiry
-                self._deadlines.add(subscription, deadline)
+                self._deadlines.add(subscription._entry(), deadline)
             if watched.result is not _NOTHING or watched.error is not None:
                 self._joined.append(subscription)
             self._ensure_worker()
@@ -715,17 +744,44 @@ class SubscriptionManager:
         with self._lock:
             for subscription in subscriptions:
                 watched = subscription._watched
-                if subscription in watched.subscribers:
-                    watched.subscribers.remove(subscription)
-                    self._deadlines.discard(subscription)
+                entry = subscription._entry()
+                if entry in watched.subscribers:
+                    watched.subscribers.remove(entry)
+                    self._deadlines.discard(entry)
                     subscription._watched = watched.detached()
-                if not watched.subscribers and self._watched.get(watched.key) is watched:
-                    del self._watched[watched.key]
-                    self._index.remove(watched.key)
+                self._forget_if_unfollowed(watched)
             if not self._watched:
                 self._stopping = True
             self._lock.notify_all()  # the worker, and a subscribe() waiting for a first value
             return self.ts
+
+    def _forget_if_unfollowed(self, watched: _Watched) -> None:
+        """Stop running ``watched`` if no subscription follows it (the lock is held)."""
+        if not watched.subscribers and self._watched.get(watched.key) is watched:
+            del self._watched[watched.key]
+            self._index.remove(watched.key)
+
+    def _let_go(self, watched: _Watched, ref: weakref.ReferenceType[Subscription]) -> None:
+        """A subscription with no callback was collected (its handle dropped without
+        close()): note it for the worker, which stops following it (:meth:`_reap`).
+
+        Runs wherever the garbage collector runs, maybe on a thread holding the lock:
+        it takes no lock (a list append is atomic) and does nothing else.
+        """
+        self._dropped.append((watched, ref))
+        self._wakeup = True
+
+    def _reap(self) -> None:
+        """Let go the subscriptions collected since the last call (the lock is held).
+        Cost: O(subscribers of their executions)."""
+        dropped, self._dropped = self._dropped, []
+        for watched, ref in dropped:
+            if ref in watched.subscribers:
+                watched.subscribers.remove(ref)
+                self._deadlines.discard(ref)
+            self._forget_if_unfollowed(watched)
+        if not self._watched:
+            self._stopping = True  # the worker ends (the caller's loop sees it)
 
     @property
     def active(self) -> int:
@@ -822,6 +878,8 @@ class SubscriptionManager:
                 with self._lock:
                     if not self._wakeup and not self._stopping:
                         self._lock.wait(self.poll_interval)
+                    if self._dropped:
+                        self._reap()
                     if self._stopping and not self._watched:
                         self._thread = None
                         self._lock.notify_all()
@@ -829,9 +887,10 @@ class SubscriptionManager:
                     self._wakeup = False
                     new, self._new = self._new, []
                     joined, self._joined = self._joined, []
-                    due = self._deadlines.pop_due(time.monotonic())
+                    due = [_live(entry) for entry in self._deadlines.pop_due(time.monotonic())]
                 for subscription in due:
-                    self._check_expiry(subscription)
+                    if subscription is not None:  # else collected: let go, no token to ask
+                        self._check_expiry(subscription)
                 try:
                     self._step(new)
                 except ReadersFull:
@@ -896,13 +955,14 @@ class SubscriptionManager:
         except Exception as error:  # auth.TokenExpired, or another AuthError
             subscription._end(error)
             return
+        entry = subscription._entry()
         with self._lock:
-            if subscription in subscription._watched.subscribers:
-                self._deadlines.add(subscription, time.monotonic() + max(left, self.poll_interval))
+            if entry in subscription._watched.subscribers:
+                self._deadlines.add(entry, time.monotonic() + max(left, self.poll_interval))
 
     def _subscriptions(self) -> list[Subscription]:
         """Every open subscription (the lock is held)."""
-        return [s for watched in self._watched.values() for s in watched.subscribers]
+        return [s for watched in self._watched.values() for s in watched.live_subscribers()]
 
     def forked_away(self, error: EngineError) -> None:
         """In a ``fork()`` child: end every subscription with ``error`` (no worker runs
@@ -913,7 +973,7 @@ class SubscriptionManager:
         self._callback_thread = None
         self._queue = queue.SimpleQueue()
         for watched in list(self._watched.values()):
-            for subscription in list(watched.subscribers):
+            for subscription in watched.live_subscribers():
                 for notifier in (subscription, *subscription._sets):
                     notifier._cond = threading.Condition()
                     notifier._ended = error
@@ -925,6 +985,7 @@ class SubscriptionManager:
         self._watched.clear()
         self._new.clear()
         self._joined.clear()
+        self._dropped.clear()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Close every subscription and stop the worker: the database is closing.
@@ -983,7 +1044,7 @@ class SubscriptionManager:
                     # does one that joined during this step, if its subscribe() came
                     # after this snapshot (this value is older than the call).
                     hear = []
-                    for subscription in watched.subscribers:
+                    for subscription in watched.live_subscribers():
                         if subscription._since <= latest:
                             hear.append(subscription)
                         elif subscription not in self._joined:  # the next step's value

@@ -174,3 +174,16 @@ def test_a_token_expiring_before_the_first_run_is_token_expired_not_closed(
         with pytest.raises(auth.TokenExpired):
             result.value  # noqa: B018
     assert engine.query(me, {}) is None  # the engine is open
+
+
+def test_a_dropped_handle_with_a_token_is_let_go(engine: Engine, rsa_signer: Signer) -> None:
+    import gc
+
+    manager = engine._db.subscriptions
+    engine.subscribe(me, {}, auth=rsa_signer.token(exp=time.time() + 60))  # dropped at once
+    gc.collect()
+    deadline = time.monotonic() + 5.0
+    while manager.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert manager.active == 0
+    assert len(manager._deadlines._live) == 0  # its deadline is forgotten too

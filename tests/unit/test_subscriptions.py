@@ -1480,3 +1480,80 @@ def test_an_asubscribe_dropped_with_its_event_loop_closes_what_it_made(engine: E
     task._log_destroy_pending = False  # type: ignore[attr-defined]  # (it says so, as meant)
     first_run_gate.set()
     assert _until(lambda: not manager._watched)  # made after the loop closed, then closed
+
+
+def _wait_until(condition: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_dropped_handle_without_callback_is_let_go(engine: Engine) -> None:
+    import gc
+
+    doc = put(engine, "a", 1)
+    kept = engine.subscribe(get_one, {"id": doc})
+    for key in ("b", "c"):
+        engine.subscribe(by_key, {"key": key})  # dropped at once, never closed
+    gc.collect()
+    manager = engine._db.subscriptions
+    assert _wait_until(lambda: manager.active == 1), manager.active
+    calls.clear()
+    engine.run(lambda ctx: ctx.db.insert("kv", {"key": "b", "value": 2}))
+    engine.run(lambda ctx: ctx.db.patch(doc, {"value": 5}))
+    assert kept.value == 5
+    assert "b" not in calls and "c" not in calls  # let go: no longer re-run
+    kept.close()
+    assert _wait_until(lambda: manager.active == 0)
+
+
+def test_a_dropped_handle_shared_with_a_kept_one_leaves_it_following(engine: Engine) -> None:
+    import gc
+
+    doc = put(engine, "a", 1)
+    kept = engine.subscribe(get_one, {"id": doc})
+    engine.subscribe(get_one, {"id": doc})  # the same execution, dropped
+    gc.collect()
+    time.sleep(0.1)  # the worker lets the dropped one go
+    engine.run(lambda ctx: ctx.db.patch(doc, {"value": 7}))
+    assert kept.value == 7
+    assert list(zip(range(1), kept)) == [(0, 7)]
+    kept.close()
+
+
+def test_a_dropped_handle_with_a_callback_keeps_following(engine: Engine) -> None:
+    import gc
+
+    doc = put(engine, "a", 1)
+    seen: list[Any] = []
+    engine.subscribe(get_one, {"id": doc}, callback=seen.append)  # followed for good
+    gc.collect()
+    engine.run(lambda ctx: ctx.db.patch(doc, {"value": 3}))
+    assert _wait_until(lambda: seen[-1:] == [3]), seen
+    assert engine._db.subscriptions.active == 1
+
+
+def test_a_dropped_set_lets_its_members_go(engine: Engine) -> None:
+    import gc
+
+    doc = put(engine, "a", 1)
+    live = engine.subscribe_set({"one": (get_one, {"id": doc}), "b": (by_key, {"key": "b"})})
+    assert live.value == {"one": 1, "b": None}
+    del live
+    gc.collect()
+    assert _wait_until(lambda: engine._db.subscriptions.active == 0)
+
+
+def test_an_iteration_keeps_its_subscription(engine: Engine) -> None:
+    import gc
+
+    doc = put(engine, "a", 1)
+    values = iter(engine.subscribe(get_one, {"id": doc}))  # only the iterator is kept
+    assert next(values) == 1
+    gc.collect()
+    engine.run(lambda ctx: ctx.db.patch(doc, {"value": 4}))
+    assert next(values) == 4
+    values.close()  # type: ignore[attr-defined]
