@@ -7,7 +7,8 @@ synced, so a backup killed midway (SIGKILL, power loss) never leaves a cut-short
 an exclusive ``flock`` on its partial file: a second backup into the same folder
 refuses (:class:`BackupInProgress`), and a partial file nobody holds is a killed
 backup's leftover, written over by the next backup there. :func:`unfinished_backup`
-lets an open refuse a folder that holds only such a leftover.
+lets an open refuse a folder that holds only such a leftover, and
+:func:`drop_leftover_name` lets it drop a partial name left beside the copy it became.
 
 The final name is given by ``os.link``, which fails if ``data.mdb`` exists, so a copy
 another backup finished meanwhile is never replaced; where the file system has no
@@ -25,7 +26,13 @@ try:
 except ImportError:  # Windows: no lock; two backups into one folder are not detected
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["PARTIAL_NAME", "BackupInProgress", "PartialCopy", "unfinished_backup"]
+__all__ = [
+    "PARTIAL_NAME",
+    "BackupInProgress",
+    "PartialCopy",
+    "drop_leftover_name",
+    "unfinished_backup",
+]
 
 #: The name of a backup's copy until it is complete and synced.
 PARTIAL_NAME = "data.mdb.partial"
@@ -46,6 +53,36 @@ def unfinished_backup(folder: str) -> bool:
     return os.path.exists(os.path.join(folder, PARTIAL_NAME)) and not os.path.exists(
         os.path.join(folder, "data.mdb")
     )
+
+
+def drop_leftover_name(folder: str) -> bool:
+    """Remove ``folder``'s ``data.mdb.partial`` if it is a second name of its ``data.mdb``
+    that no backup holds: what a backup killed between naming its copy and dropping the
+    partial name leaves. Returns whether it did. Cost: two ``stat`` calls (plus an
+    ``open`` and an ``flock`` when there is such a name).
+
+    Anything else under the partial name (another file, or a name a running backup
+    holds locked and is about to drop) is left alone.
+    """
+    partial = os.path.join(folder, PARTIAL_NAME)
+    database = os.path.join(folder, "data.mdb")
+    try:
+        if not os.path.samestat(os.stat(partial), os.stat(database)):
+            return False
+        fd = os.open(partial, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:  # no partial file (the common case), or none we can read
+        return False
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if not os.path.samestat(os.fstat(fd), os.stat(database)):
+            return False  # the names moved meanwhile
+        os.remove(partial)
+        return True
+    except OSError:  # held by a backup (it drops the name itself), or moved meanwhile
+        return False
+    finally:
+        os.close(fd)
 
 
 class PartialCopy:

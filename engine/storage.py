@@ -48,7 +48,7 @@ try:
 except ImportError:  # Windows: no cross-process durability check
     fcntl = None  # type: ignore[assignment]
 
-from .backupfile import PARTIAL_NAME, PartialCopy, unfinished_backup
+from .backupfile import PARTIAL_NAME, PartialCopy, drop_leftover_name, unfinished_backup
 from .errors import CorruptionError, EngineError, FormatError, StorageError
 from .longkeys import LONG_KEYS_KEY, long_index_counts
 
@@ -335,6 +335,10 @@ class Storage:
                 "backup was taken from, or run the backup again into this folder (it "
                 f"writes over {PARTIAL_NAME}), or delete the folder (or the file) to "
                 "start an empty database here."
+            )
+        if not fresh and drop_leftover_name(path):
+            _log.info(
+                "dropped %s in %s: a killed backup's second name for data.mdb", PARTIAL_NAME, path
             )
         try:
             os.makedirs(path, exist_ok=True)

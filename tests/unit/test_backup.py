@@ -252,3 +252,51 @@ def test_a_partial_file_that_cannot_be_written_is_a_storage_error(
         with pytest.raises(StorageError, match=r"could not be written \(No space left on device\)"):
             engine.backup(tmp_path / "copy")
     assert not (tmp_path / "copy").exists()  # the folder it made, removed with the file
+
+
+def test_opening_a_backup_drops_the_second_name_a_killed_backup_left(
+    db_path: Path, tmp_path: Path
+) -> None:
+    # A backup killed between naming its copy data.mdb and dropping the partial name
+    # leaves the copy under both names; opening it as a database drops the partial name
+    # (nobody's: not locked), so the folder holds a database and nothing else of ours.
+    target = tmp_path / "copy"
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: [ctx.db.insert("t", {"i": i}) for i in range(5)])
+        engine.backup(target)
+    os.link(target / "data.mdb", target / "data.mdb.partial")
+    with Engine.open(target, durability="none") as copy:
+        assert copy.check()["tables"]["t"]["documents"] == 5
+    assert "data.mdb.partial" not in os.listdir(target)
+    with Engine.open(target, durability="none") as copy:  # the file itself is untouched
+        assert copy.check()["tables"]["t"]["documents"] == 5
+
+
+def test_opening_a_folder_keeps_a_partial_file_that_is_not_the_databases(
+    db_path: Path, tmp_path: Path
+) -> None:
+    # Only the second name of data.mdb itself is dropped: another file under the partial
+    # name (not a backup's leftover of this copy) is left for the user to look at.
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {}))
+    (db_path / "data.mdb.partial").write_bytes(b"something else")
+    with Engine.open(db_path, durability="none"):
+        pass
+    assert (db_path / "data.mdb.partial").read_bytes() == b"something else"
+
+
+def test_opening_a_folder_keeps_a_partial_name_a_running_backup_holds(
+    db_path: Path, tmp_path: Path
+) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    with Engine.open(db_path, durability="none") as engine:
+        engine.run(lambda ctx: ctx.db.insert("t", {}))
+    os.link(db_path / "data.mdb", db_path / "data.mdb.partial")
+    fd = os.open(db_path / "data.mdb.partial", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a backup about to drop it itself
+        with Engine.open(db_path, durability="none"):
+            pass
+        assert (db_path / "data.mdb.partial").exists()
+    finally:
+        os.close(fd)
