@@ -38,6 +38,7 @@ from .database import Database
 from .errors import EngineError, SchedulerError, StorageError, closed_error
 from .executor import Executor
 from .files import read_file, store_file_at
+from .folders import missing_folders
 from .functions import PLAIN_RESULTS, Registry, Runtime, refuse_awaitable
 from .httpbodies import DEFAULT_MAX_UPLOAD_SIZE
 from .httphandling import handle
@@ -55,7 +56,7 @@ from .httpserver import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, HttpServer
 from .integrity import check as check_integrity
 from .router import HttpRouter
 from .scheduler import as_seconds, check_jobs
-from .storage import Durability, missing_folders, open_storage
+from .storage import Durability, open_storage
 from .subscriptions import Subscription, SubscriptionSet
 from .wsgi import WsgiApp
 

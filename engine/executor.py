@@ -81,6 +81,7 @@ from .errors import (
     StorageError,
     closed_error,
 )
+from .folders import no_locks_error
 from .query import Query
 from .scheduler import (
     BY_STATE,
@@ -92,7 +93,7 @@ from .scheduler import (
     now_ms,
     patch_job,
 )
-from .storage import LMDB_ERRORS, no_locks_error
+from .storage import LMDB_ERRORS
 
 if TYPE_CHECKING:
     from .commit import CommitRequest

@@ -28,11 +28,9 @@ call (measured: ``txn.get(k, db=d)`` 0.50 µs, ``txn.get(k, None, d)`` 0.32 µs;
 
 from __future__ import annotations
 
-import errno
 import gc
 import logging
 import os
-import random
 import struct
 import threading
 import time
@@ -50,6 +48,8 @@ except ImportError:  # Windows: no cross-process durability check
 
 from .backupfile import PARTIAL_NAME, PartialCopy, drop_leftover_name, unfinished_backup
 from .errors import CorruptionError, EngineError, FormatError, StorageError
+from .folders import ModeLock, fsync_entries, missing_folders, sync_new_entries
+from .gate import Gate
 from .longkeys import LONG_KEYS_KEY, long_index_counts
 
 _log = logging.getLogger(__name__)
@@ -110,135 +110,6 @@ LMDB_ERRORS: tuple[type[BaseException], ...] = (lmdb.Error,)
 #: LMDB-specific behaviour; callers use ``get``/``put``/``delete``/``cursor``.
 ReadTxn = Any
 WriteTxn = Any
-
-
-class _Gate:
-    """Lets any number of transactions use the map, or one thread remap it.
-
-    ``mdb_env_set_mapsize`` unmaps and remaps the file, which would pull the
-    memory out from under a transaction in another thread, so a resize waits
-    until no transaction of this process is active, and holds new ones back.
-
-    Entering and leaving take no lock (they run on every transaction): each
-    active transaction holds one entry of ``active``, a list whose
-    ``append``/``pop`` are atomic under the GIL. A transaction enters first and
-    checks ``resizing`` second, and a resizer sets ``resizing`` first and
-    counts entries second, so one of them always sees the other. Cost: about
-    0.1 µs on entry and on exit; the condition is only touched while a resize
-    is pending (rare: the map doubles each time).
-    """
-
-    __slots__ = ("_cond", "active", "resizing")
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self.active: list[None] = []
-        self.resizing = False
-
-    def enter(self) -> None:
-        active = self.active
-        while True:
-            active.append(None)
-            if not self.resizing:
-                return
-            self.leave()  # a resize is pending: step back and wait for it
-            with self._cond:
-                while self.resizing:
-                    self._cond.wait()
-
-    def leave(self) -> None:
-        self.active.pop()
-        if self.resizing:
-            self.wake_resizer()
-
-    def wake_resizer(self) -> None:
-        """Tell a pending resize that a transaction left."""
-        with self._cond:
-            self._cond.notify_all()
-
-    def pause(self, timeout: float) -> tuple[bool, bool]:
-        """Hold new transactions back and wait up to ``timeout`` seconds for the running
-        ones to end: ``(held, quiet)``; call :meth:`resume` when ``held``."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self.resizing:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False, False
-                self._cond.wait(left)
-            self.resizing = True
-            try:
-                while self.active:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return True, False
-                    self._cond.wait(min(left, 0.01))
-            except BaseException:  # a KeyboardInterrupt while waiting: let them in again
-                self.resizing = False
-                self._cond.notify_all()
-                raise
-            return True, True
-
-    def resume(self) -> None:
-        """Let transactions in again after :meth:`pause`."""
-        with self._cond:
-            self.resizing = False
-            self._cond.notify_all()
-
-    def held_back(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` with new transactions held back; the running ones go on.
-
-        For an abort of the write txn (see :meth:`Storage.write`): py-lmdb's
-        abort waits until no LMDB call of any thread of this process is in
-        flight, which two threads stepping cursors back to back can keep from
-        ever happening. With no new transaction let in, the running ones end,
-        and the wait with them. If a resize is already pending, it holds them
-        back already (and waits for the caller's own transaction to end).
-        """
-        mine = False
-        try:  # the flag is set inside: an interrupt at the lock's release still resumes
-            with self._cond:
-                mine = not self.resizing
-                self.resizing = True
-            fn()
-        finally:
-            if mine:
-                self.resume()
-
-    def exclusive(self, fn: Callable[[], None], slow: Callable[[int], None] | None = None) -> None:
-        """Run ``fn`` with no transaction active; the caller must not be in one.
-
-        ``slow(n)`` is called once (the condition's lock held) if ``n`` transactions
-        are still active after :data:`SLOW_WAIT` seconds: the wait has no bound. The
-        time counts from the call, a wait behind another thread's pending resize (which
-        waits for the same transactions) included.
-        """
-        with self._cond:
-            since = time.monotonic()
-            while self.resizing:
-                self._cond.wait(None if slow is None else 0.01)
-                slow = self._patience(slow, since)
-            self.resizing = True
-            try:
-                while self.active:
-                    # The timeout only bounds a missed wakeup; leave() notifies.
-                    self._cond.wait(0.01)
-                    slow = self._patience(slow, since)
-                fn()
-            finally:
-                self.resizing = False
-                self._cond.notify_all()
-
-    def _patience(
-        self, slow: Callable[[int], None] | None, since: float
-    ) -> Callable[[int], None] | None:
-        """For :meth:`exclusive` (its lock held): ``slow`` once :data:`SLOW_WAIT` seconds
-        have passed since ``since``, called if transactions are active, then None."""
-        if slow is None or time.monotonic() - since <= SLOW_WAIT:
-            return slow
-        if self.active:
-            slow(len(self.active))
-        return None
 
 
 class ReadersFull(StorageError):
@@ -308,7 +179,7 @@ class Storage:
             )
         self.path = path
         self.durability: Durability = durability
-        self._gate = _Gate()
+        self._gate = Gate()
         #: ``(LMDB txn id, head)`` of the snapshot last seen (:meth:`snapshot_head`).
         self.head_cache: tuple[int, tuple[int, int]] = (-1, (0, 0))
         self.long_cache: tuple[int, frozenset[int]] = (-1, frozenset())
@@ -323,7 +194,7 @@ class Storage:
         #: When a fork last waited in vain for this process's transactions.
         self._fork_waited_in_vain = -FORK_WAIT
         self.env: Any = None
-        self._mode_lock: _ModeLock | None = None
+        self._mode_lock: ModeLock | None = None
         _OPENED.add(self)  # before anything is opened: a fork now must see it
         made = missing_folders(path)
         fresh = not os.path.exists(os.path.join(path, "data.mdb"))
@@ -347,7 +218,7 @@ class Storage:
                 f"Cannot use {path!r} as a database folder ({error.strerror}): give the path "
                 "of a folder, or of one to create, that this process may write to."
             ) from error
-        mode_lock = self._mode_lock = _ModeLock(path, durability)
+        mode_lock = self._mode_lock = ModeLock(path, durability)
         try:
             self.env, (self.meta, self.documents, self.indexes, self.log, self.blobs) = (
                 self._open_env(path, map_size, durability)
@@ -362,7 +233,7 @@ class Storage:
         try:
             self._check_format()
             if durability != "none" and (fresh or made):
-                _sync_new_entries(path, made)
+                sync_new_entries(path, made)
         except BaseException:
             self.env.close()
             mode_lock.close()
@@ -548,7 +419,7 @@ class Storage:
         the folder cannot be opened again in this process.
         """
         self._released = True
-        self._gate = _Gate()  # the parent's threads' entries would block a resize for ever
+        self._gate = Gate()  # the parent's threads' entries would block a resize for ever
         if self._mode_lock is not None:  # its fcntl locks are the parent's; closing it
             self._mode_lock.close()  # later would drop those of the child's own open
         forked = _ForkedEnv(self.path, parent)
@@ -615,7 +486,7 @@ class Storage:
             )
 
         try:
-            self._gate.exclusive(close, slow)
+            self._gate.exclusive(close, slow, SLOW_WAIT)
         finally:
             if self._mode_lock is not None:
                 self._mode_lock.close()
@@ -662,7 +533,7 @@ class Storage:
         Cost: about 0.3 µs (the gate's entry inline, then ``mdb_txn_begin``).
         """
         gate = self._gate
-        gate.active.append(None)  # _Gate.enter, inline: this runs for every transaction
+        gate.active.append(None)  # Gate.enter, inline: this runs for every transaction
         if not gate.resizing:
             try:
                 return self.env.begin(None, None, False, True) if buffers else self.env.begin()
@@ -696,7 +567,7 @@ class Storage:
             txn.abort()
         finally:
             gate = self._gate
-            gate.active.pop()  # _Gate.leave, inline
+            gate.active.pop()  # Gate.leave, inline
             if gate.resizing:
                 gate.wake_resizer()
 
@@ -712,7 +583,7 @@ class Storage:
         Aborts: py-lmdb's ``abort()`` of a write txn waits until no LMDB call of any
         thread of the process is in flight. Threads scanning back to back keep one in
         flight at every moment (so the abort holds new transactions back:
-        :meth:`_Gate.held_back`), and a backup's copy is one call as long as the
+        :meth:`Gate.held_back`), and a backup's copy is one call as long as the
         backup. The abort of a write that found the map full drops the txn instead
         (with the error's traceback, whose frames of ``fn`` refer to it: that error is
         never seen), and py-lmdb aborts a write txn freed so without that wait, so
@@ -856,7 +727,7 @@ class Storage:
             # Synced outside the gate: a resize need not wait for the disk.
             try:
                 size = partial.publish()
-                _fsync_entries(path, [os.path.abspath(path), *made])  # data.mdb's, the folders'
+                fsync_entries(path, [os.path.abspath(path), *made])  # data.mdb's, the folders'
             except FileExistsError:
                 raise
             except OSError as error:
@@ -867,64 +738,6 @@ class Storage:
                     "nothing was kept; check the device and free space, and back up again."
                 ) from error
         return size
-
-
-def _fsync_path(path: str, *, folder: bool = False) -> None:
-    """``fsync`` a file or a folder (a folder's sync makes the entries in it durable;
-    skipped where a folder cannot be opened, on Windows or without read permission, or
-    cannot be synced: ``EINVAL``)."""
-    flags = os.O_RDONLY
-    if folder:
-        if not hasattr(os, "O_DIRECTORY"):
-            return
-        flags |= os.O_DIRECTORY
-    try:
-        fd = os.open(path, flags)
-    except PermissionError:
-        if folder:  # a parent this process may write but not read: best effort
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError as error:
-        if not folder or error.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
-
-
-def missing_folders(path: str) -> list[str]:
-    """The folders ``os.makedirs(path)`` would make, ``path`` first."""
-    missing = []
-    while path and not os.path.exists(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return missing
-
-
-def _fsync_entries(path: str, made: list[str]) -> None:
-    """Make durable the names in folder ``path`` and those of the folders ``made`` (each
-    in its parent); raises ``OSError``."""
-    _fsync_path(path, folder=True)
-    for parent in dict.fromkeys(os.path.dirname(folder) for folder in made):
-        _fsync_path(parent, folder=True)
-
-
-def _sync_new_entries(path: str, made: list[str]) -> None:
-    """Make a new database's names durable: LMDB syncs ``data.mdb`` at each commit, but
-    not the folder naming it, nor the parents naming the folders this open made (a power
-    loss could take them, with every acknowledged commit). Once per new folder or file;
-    raises :class:`StorageError` if the disk refuses."""
-    try:
-        _fsync_entries(path, made)
-    except OSError as error:
-        raise StorageError(
-            f"Cannot sync the new database folder {path!r} ({error.strerror}): check the "
-            "device, or open it with durability='none' where power loss does not matter."
-        ) from error
 
 
 def _open_sub_databases(env: Any, path: str) -> list[Any]:
@@ -1034,102 +847,6 @@ def _never() -> bool:
 
 def _drop_txn(txn: Any) -> None:
     """``end_read`` of a storage a fork child inherited: no LMDB call, no gate."""
-
-
-class _ModeLock:
-    """Keeps processes with and without syncing off one folder at once.
-
-    LMDB's sync flags are per process, and a process that never syncs
-    (``durability="none"``) rewrites pages that the last synced commit of a ``full``
-    process still needs: a power loss then loses that process's acknowledged writes
-    and can leave the file unreadable. Each process holds a shared ``fcntl`` lock on
-    one byte of ``durability.lock`` in the folder (byte 0 for ``full`` and ``normal``,
-    byte 1 for ``none``) and checks that nobody holds the other byte; an open that
-    finds the other kind raises :class:`EngineError`. Two opens racing may both be
-    refused, never both admitted. Cost: an ``open`` and three ``fcntl`` calls per
-    open of the folder. Without ``fcntl`` (Windows) nothing is checked.
-    """
-
-    __slots__ = ("_fd",)
-
-    def __init__(self, path: str, durability: Durability) -> None:
-        self._fd: int | None = None
-        if fcntl is None:
-            return
-        mine, other = (1, 0) if durability == "none" else (0, 1)
-        name = os.path.join(path, "durability.lock")
-        try:
-            fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o644)
-        except PermissionError as error:
-            # A folder shared with other users may let LMDB write its files and still
-            # refuse a new one here: open anyway, unchecked, and say so.
-            _log.warning(
-                "Cannot open %r (%s): durability modes are not checked across processes "
-                "for %r; create the file with write access for every user of the folder.",
-                name,
-                error.strerror,
-                path,
-            )
-            return
-        except OSError as error:
-            raise StorageError(
-                f"Cannot open {name!r} ({error.strerror}): the database folder must be "
-                "writable by this process (LMDB's lock.mdb beside it too); check its "
-                "permissions and owner."
-            ) from error
-        try:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_SH, 1, mine)  # waits out another open's probe
-            except OSError as error:
-                raise no_locks_error(name, error) from error
-            if not self._probe(fd, other, name):
-                theirs = "none" if durability != "none" else "full or normal"
-                raise EngineError(
-                    f"{path!r} is open in another process with durability={theirs}, and "
-                    f"this open asks for durability={durability!r}: a process that does "
-                    "not sync can make the synced writes of another one unrecoverable "
-                    "after a power loss. Open every process with durability='none' (tests, "
-                    "bulk loads) or none with it."
-                )
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-
-    @staticmethod
-    def _probe(fd: int, byte: int, name: str) -> bool:
-        """True if no other process holds a lock on ``byte``: an exclusive lock on it
-        is taken and dropped at once. Opens of the same mode probe the same byte, so a
-        failure is retried for up to a second (theirs last microseconds; a holder of
-        the other mode holds it for as long as its engine is open)."""
-        assert fcntl is not None
-        for _ in range(200):
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, byte)
-            except OSError as error:
-                if error.errno not in (errno.EAGAIN, errno.EACCES):  # held: try again
-                    raise no_locks_error(name, error) from error
-                time.sleep(0.001 + 0.004 * random.random())
-                continue
-            fcntl.lockf(fd, fcntl.LOCK_UN, 1, byte)
-            return True
-        return False
-
-    def close(self) -> None:
-        """Release the lock (closing the file drops this process's locks on it)."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-
-def no_locks_error(name: str, error: OSError) -> StorageError:
-    """The error of an open that cannot lock ``name`` (``durability.lock``,
-    ``scheduler.lock``): ``ENOLCK`` and the like, on a file system without locks."""
-    return StorageError(
-        f"Cannot lock {name!r} ({error.strerror}): the file system does not support file "
-        "locks (an NFS or FUSE mount?), which LMDB needs as well: put the database folder "
-        "on a local disk."
-    )
 
 
 class _ForkedEnv:

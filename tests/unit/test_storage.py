@@ -17,6 +17,7 @@ import pytest
 
 from engine import CorruptionError, Engine, EngineError, FormatError, StorageError, storage
 from engine import engine as engine_module
+from engine.gate import Gate
 from engine.storage import FORMAT_VERSION, Storage, open_storage
 from tests import app
 from tests.waiting import wait_until
@@ -468,7 +469,7 @@ def test_a_durability_lock_that_cannot_be_opened_is_a_storage_error(db_path: Pat
 def test_an_interrupt_while_a_fork_waits_lets_transactions_in_again() -> None:
     # Found by review: a KeyboardInterrupt in the before-fork wait (swallowed by fork's
     # hook machinery) left the gate shut: every later transaction blocked for ever.
-    gate = storage._Gate()
+    gate = Gate()
     gate.active.append(None)  # a transaction of another thread
 
     class Interrupting(threading.Condition):
