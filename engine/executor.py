@@ -89,8 +89,10 @@ from .scheduler import (
     Scheduler,
     current_job,
     fitting,
+    job_problem,
     now_ms,
     patch_job,
+    state_kind,
 )
 from .storage import LMDB_ERRORS, no_locks_error
 
@@ -166,6 +168,8 @@ class Executor:
         self._claiming = 0
         self._idle = threading.Condition()
         self._lock_fd: int | None = None
+        #: Ids of the damaged jobs and crons this executor skipped (each is logged once).
+        self._damaged: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -461,6 +465,8 @@ class Executor:
         """Pending jobs due at ``now`` (``all_pending``: every pending job), in due order."""
         for jobs in self._pages("pending"):
             for job in jobs:
+                if not self._sound(SCHEDULED_FUNCTIONS, job, job_problem(job)):
+                    continue  # damaged: never run, so never waited for
                 if not all_pending and job["scheduledTime"] > now:
                     return
                 yield job
@@ -479,10 +485,12 @@ class Executor:
         # Read after the pending jobs: a job claimed meanwhile is seen in progress here.
         if next(self._pages("inProgress")):
             return True
-        from .crons import all_crons, target_function
+        from .crons import all_crons, cron_problems, target_function
 
         until = now_ms() + advance_ms
         for cron in self._db.run(all_crons, writable=False)[0]:
+            if not self._sound(CRON_JOBS, cron, cron_problems(cron)):
+                continue  # damaged: never run, so never waited for
             if cron["state"]["kind"] != "pending":
                 return True  # a cron's action under way (here or elsewhere)
             if cron["nextTs"] <= until and target_function(self._runtime, cron) is not None:
@@ -514,6 +522,35 @@ class Executor:
             raise failed[0]
         dues = [due for due in (next_job, next_cron) if due is not None]
         return ran + ran_crons, min(dues) if dues else None
+
+    def _sound(
+        self, table: str, document: dict[str, Any], problems: str | list[str] | None
+    ) -> bool:
+        """True if ``problems`` (what :func:`~engine.scheduler.job_problem` or
+        :func:`~engine.crons.cron_problems` found in ``document``, a job or a cron of
+        ``table``) is empty; else the document is skipped, logged once per executor with
+        its id and what is wrong: a field of the wrong type (an old or foreign process's
+        write, or damage) must not stop the runs of the others."""
+        if not problems:
+            return True
+        key = document["_id"]
+        if key not in self._damaged:
+            self._damaged.add(key)
+            what = problems if isinstance(problems, str) else "; ".join(problems)
+            fix = (
+                "cancel it with ctx.scheduler.cancel(id) if it is still pending"
+                if table == SCHEDULED_FUNCTIONS
+                else "Engine.open with the functions stores a defined cron afresh"
+            )
+            _log.warning(
+                "%s %s is damaged (%s): skipped, the executor runs the others. "
+                "Engine.check() names it; %s.",
+                table,
+                key,
+                what,
+                fix,
+            )
+        return False
 
     def _isolated(self, run: _Run, step: Callable[[], bool], failed: list[Exception]) -> bool:
         """``step()``, which runs or records ``run``; if it raises (its claim or outcome
@@ -560,6 +597,8 @@ class Executor:
             for job in jobs:
                 if self._stopping:
                     return ran, None
+                if not self._sound(SCHEDULED_FUNCTIONS, job, job_problem(job)):
+                    continue  # a field of the wrong type: skipped (logged once)
                 if not all_pending and job["scheduledTime"] > now:
                     return ran, job["scheduledTime"]
                 function = registry.get(job["name"])
@@ -589,7 +628,7 @@ class Executor:
         """Run every due cron once (only by their time: ``finish_all`` does not run crons
         ahead, they would never end); returns (runs, when the next one is due). A cron
         whose bookkeeping fails is appended to ``failed`` (see :meth:`_isolated`)."""
-        from .crons import CronRun, all_crons, target_function
+        from .crons import CronRun, all_crons, cron_problems, target_function
 
         failed = [] if failed is None else failed
         now = now_ms() + advance_ms
@@ -597,6 +636,8 @@ class Executor:
         for cron in self._db.run(all_crons, writable=False)[0]:
             if self._stopping:
                 return ran, None
+            if not self._sound(CRON_JOBS, cron, cron_problems(cron)):
+                continue  # a field of the wrong type: skipped (logged once)
             function = target_function(self._runtime, cron)
             if function is None or cron["state"]["kind"] != "pending" or cron["_id"] in self._runs:
                 continue  # another process's function, or a run under way (here: ending)
@@ -690,7 +731,7 @@ class Executor:
 
         def body(txn: Transaction) -> bool:
             job = txn.get(job_id)
-            if job is None or job["state"]["kind"] not in expected:
+            if job is None or state_kind(job) not in expected:
                 return False
             patch_job(txn, job_id, {"state": fitting(job, state), "completedTime": now_ms()})
             return True
@@ -1039,8 +1080,8 @@ class _JobRun:
 
     def start(self, txn: Transaction, *, claim: bool) -> tuple[Any, float] | None:
         job = txn.get(self.key)
-        if job is None or job["state"]["kind"] != "pending":
-            return None
+        if job is None or state_kind(job) != "pending" or job_problem(job) is not None:
+            return None  # run, canceled, or damaged since the pass read it
         patch_job(txn, self.key, {"state": {"kind": "inProgress"}})  # as it sees itself
         return job["args"], job["scheduledTime"]
 

@@ -1651,3 +1651,76 @@ def test_the_scheduler_option_must_be_a_bool(db_path: Path, flag: object) -> Non
     with pytest.raises(EngineError, match=r"scheduler=.*True or False"):
         Engine.open(db_path, scheduler=flag)  # type: ignore[arg-type]
     assert not db_path.exists()  # refused before anything opens
+
+
+# -- damaged jobs ------------------------------------------------------------------------
+# A job document whose fields have the wrong type (an old or foreign process, corruption)
+# must not stop the executor: it is skipped, logged once with its id and what is wrong,
+# named by check(), and every other job still runs.
+
+DAMAGES = {
+    "string scheduledTime": {"scheduledTime": "soon"},
+    "list name": {"name": ["jobs:write_note"]},
+    "missing scheduledTime": {"scheduledTime": UNSET},
+    "object name": {"name": {"a": 1.0}},
+}
+
+
+def _damage(engine: Engine, job_id: str, fields: dict[str, Any]) -> None:
+    engine.run(lambda ctx: patch_job(ctx._txn, job_id, fields))
+
+
+@pytest.mark.parametrize("fields", DAMAGES.values(), ids=DAMAGES.keys())
+def test_a_damaged_pending_job_is_skipped_logged_once_and_the_others_run(
+    db_path: Path, fields: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="engine.scheduler")
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        before = engine.mutation(jobs.later, {"text": "before", "delay": 0.0})
+        damaged = engine.mutation(jobs.later, {"text": "damaged", "delay": 0.0})
+        after = engine.mutation(jobs.later, {"text": "after", "delay": 0.0})
+        _damage(engine, damaged, fields)
+        assert engine.finish_scheduled_functions(timeout=5) == 2
+        assert engine.finish_all_scheduled_functions(timeout=5) == 0  # not waited for
+        assert sorted(engine.query(jobs.notes)) == ["after", "before"]
+        assert job(engine, before)["state"] == job(engine, after)["state"] == {"kind": "success"}
+        assert job(engine, damaged)["state"] == {"kind": "pending"}  # left as stored
+        logged = [r.getMessage() for r in caplog.records if damaged in r.getMessage()]
+        assert len(logged) == 1, logged  # once, however many passes met it
+        assert "skipped" in logged[0]
+        with pytest.raises(CorruptionError) as caught:
+            engine.check()
+        assert any(p.startswith(f"{SYSTEM} {damaged}: ") for p in caught.value.problems)
+
+
+def test_the_worker_skips_a_damaged_job_and_keeps_running_the_others(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="engine.scheduler")
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+
+        def schedule_damaged(ctx: Any) -> str:
+            job_id = ctx.scheduler.run_after(0, jobs.write_note, {"text": "damaged"})
+            patch_job(ctx._txn, job_id, {"scheduledTime": "soon", "name": ["x"]})
+            return job_id  # type: ignore[no-any-return]
+
+        damaged = engine.run(schedule_damaged)
+        for text in ("one", "two"):
+            job_id = engine.mutation(jobs.later, {"text": text, "delay": 0.0})
+            wait_until(lambda j=job_id: job(engine, j)["state"] == {"kind": "success"})
+        time.sleep(3 * engine._executor.poll_interval)  # type: ignore[union-attr]
+        job_id = engine.mutation(jobs.later, {"text": "three", "delay": 0.0})
+        wait_until(lambda: job(engine, job_id)["state"] == {"kind": "success"})
+        assert engine.query(jobs.notes) == ["one", "two", "three"]
+        messages = [r.getMessage() for r in caplog.records]
+        assert not any("failed a pass" in m for m in messages), messages
+        assert len([m for m in messages if damaged in m]) == 1
+
+
+def test_cancel_of_a_job_whose_state_is_not_an_object_does_nothing(engine: Engine) -> None:
+    job_id = engine.mutation(jobs.later, {"text": "x", "delay": 60.0})
+    _damage(engine, job_id, {"state": "pending"})
+    engine.run(lambda ctx: ctx.scheduler.cancel(job_id))
+    assert job(engine, job_id)["state"] == "pending"
+    assert engine.finish_all_scheduled_functions(timeout=5) == 0
+    _damage(engine, job_id, {"state": {"kind": "pending"}})  # the fixture's check passes
