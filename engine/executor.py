@@ -72,6 +72,7 @@ from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .catalog import BY_CREATION_TIME
 from .contexts import ActionCtx, MutationCtx
 from .crons import CRON_JOBS
 from .errors import (
@@ -88,6 +89,7 @@ from .scheduler import (
     TRANSIENT_ACTION_ERROR,
     Scheduler,
     current_job,
+    engine_writes,
     fitting,
     job_problem,
     now_ms,
@@ -113,6 +115,12 @@ _ORPHAN_BATCH = 256
 #: Bytes of job documents read per page (or orphan batch), well inside a transaction's
 #: 16 MiB read limit: a job's arguments may be up to 1 MiB, so 256 of them would not fit.
 _PAGE_BYTES = 4 << 20
+#: Jobs looked at (and, completed long enough ago, deleted) per transaction by the
+#: collector of completed jobs (and at most :data:`_PAGE_BYTES` of them). Convex's
+#: ``SCHEDULED_JOB_GARBAGE_COLLECTION_BATCH_SIZE`` is 1000, with its own read-size bound.
+_COLLECT_BATCH = 256
+#: The source of the collector's transactions.
+_COLLECT_SOURCE = "scheduler: completed jobs"
 
 
 def _error_message(error: BaseException) -> str:
@@ -147,6 +155,13 @@ class Executor:
     #: ``SCHEDULED_JOB_EXECUTION_PARALLELISM``, 10). Due jobs behind them wait, in
     #: order, until one ends: a burst of thousands of due actions is not claimed at once.
     max_running_actions = 10
+    #: Seconds a completed job (``success``, ``failed`` or ``canceled``) is kept after its
+    #: ``completedTime``; then the executor deletes it (Convex's ``SCHEDULED_JOB_RETENTION``,
+    #: 7 days). See :meth:`collect_completed`.
+    completed_job_retention = 7 * 24 * 3600.0
+    #: Seconds between two sweeps of the background worker for such jobs (Convex's
+    #: collector waits 10 s after a batch). ``finish_*`` sweeps at every call.
+    collect_interval = 10.0
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -170,6 +185,11 @@ class Executor:
         self._lock_fd: int | None = None
         #: Ids of the damaged jobs and crons this executor skipped (each is logged once).
         self._damaged: set[str] = set()
+        #: The background worker's sweep for completed jobs under way: (the completedTime
+        #: bound, the page cursor), or None between sweeps; the next starts at _next_sweep
+        #: (``time.monotonic()``; at once when the worker starts).
+        self._sweep: tuple[float, str | None] | None = None
+        self._next_sweep = 0.0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -381,8 +401,115 @@ class Executor:
             else:
                 if next_due is not None:
                     timeout = max(0.0, min(timeout, (next_due - now_ms()) / 1000.0))
+            if self._stopping:
+                return
+            if self._collect_step():
+                timeout = 0.0  # more to delete: the next batch after the next pass
+            elif self._sweep is None:
+                timeout = max(0.0, min(timeout, self._next_sweep - time.monotonic()))
             if timeout > 0 or self._stopping:
                 self._wake.wait(timeout)
+
+    # -- deleting completed jobs ---------------------------------------------------
+
+    def collect_completed(self, now: float | None = None) -> int:
+        """Delete every completed job (``success``, ``failed`` or ``canceled``) whose
+        ``completedTime`` is :attr:`completed_job_retention` old at ``now`` (ms since the
+        epoch; default: the clock); returns how many. Convex's garbage collection of
+        scheduled jobs: pending and ``inProgress`` jobs are never deleted, nor a job whose
+        ``completedTime`` is not a float (damage: kept, logged once, named by
+        ``Engine.check()``).
+
+        The background worker runs it every :attr:`collect_interval` seconds, one batch
+        between two passes; ``finish_*`` at each call. Jobs are read in creation order,
+        only those created before ``now`` minus the retention (a job completes after it
+        is created, so a younger one cannot be old enough), :data:`_COLLECT_BATCH` (and
+        at most 4 MiB of them) per transaction, which deletes the ones old enough: never
+        one huge transaction. Cost: one read of the jobs created more than the retention
+        ago, and a delete of each one old enough.
+
+        Example::
+
+            deleted = engine._executor.collect_completed()
+        """
+        bound = (now_ms() if now is None else now) - self.completed_job_retention * 1000.0
+        cursor: str | None = None
+        total = 0
+        while True:
+            deleted, cursor, done = self._collect_batch(bound, cursor)
+            total += deleted
+            if done:
+                return total
+
+    def _collect_step(self) -> bool:
+        """One batch of the background worker's sweep, if one is under way or due; True
+        while the sweep has more to read. A failure is logged and the sweep tried again
+        after :attr:`collect_interval`."""
+        sweep = self._sweep
+        if sweep is None:
+            if time.monotonic() < self._next_sweep:
+                return False
+            sweep = (now_ms() - self.completed_job_retention * 1000.0, None)
+        bound, cursor = sweep
+        try:
+            _, cursor, done = self._collect_batch(bound, cursor)
+        except Exception:
+            if self._stopping:  # closed meanwhile: its storage fails under us
+                return False
+            _log.exception(
+                "Deleting the completed jobs older than the retention failed; tried again in %s s.",
+                self.collect_interval,
+            )
+            done = True
+        if done:
+            self._sweep = None
+            self._next_sweep = time.monotonic() + self.collect_interval
+            return False
+        self._sweep = (bound, cursor)
+        return True
+
+    def _collect_batch(self, bound: float, cursor: str | None) -> tuple[int, str | None, bool]:
+        """In a transaction of its own: read the next page (from ``cursor``) of the jobs
+        created up to ``bound`` (ms) and delete those completed up to it; returns
+        (deleted, the next page's cursor, whether this was the last page)."""
+
+        def body(txn: Transaction) -> tuple[int, str | None, bool]:
+            if txn.table(SCHEDULED_FUNCTIONS) is None:
+                return 0, None, True
+            page = (
+                Query(txn, SCHEDULED_FUNCTIONS)
+                .with_index(BY_CREATION_TIME, lambda q: q.lte("_creationTime", bound))
+                .paginate(
+                    {
+                        "numItems": _COLLECT_BATCH,
+                        "cursor": cursor,
+                        "maximumBytesRead": _PAGE_BYTES,
+                    }
+                )
+            )
+            deleted = 0
+            with engine_writes(txn):
+                for job in page["page"]:
+                    if self._collectable(job, bound):
+                        txn.delete(job["_id"])
+                        deleted += 1
+            return deleted, page["continueCursor"], page["isDone"]
+
+        result: tuple[int, str | None, bool] = self._db.run(
+            body, writable=True, source=_COLLECT_SOURCE
+        )[0]
+        return result
+
+    def _collectable(self, job: dict[str, Any], bound: float) -> bool:
+        """True if ``job`` is completed and its ``completedTime`` is at most ``bound``
+        (Convex keeps a job while ``completedTime + retention > now``)."""
+        if state_kind(job) not in ("success", "failed", "canceled"):
+            return False
+        completed = job.get("completedTime")
+        if not isinstance(completed, float):
+            problem = f"completedTime is not a float: {completed!r:.80}; kept"
+            return self._sound(SCHEDULED_FUNCTIONS, job, problem)  # logged once: False
+        return completed <= bound
 
     # -- running jobs ------------------------------------------------------------
 
@@ -404,6 +531,7 @@ class Executor:
         if self._stopping:
             raise closed_error()
         deadline = time.monotonic() + timeout
+        self.collect_completed()
         total = 0
         passes = 0
         while True:
