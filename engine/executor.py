@@ -32,6 +32,14 @@ Guarantees (Convex's):
 - **Bounded parallelism.** The background worker runs at most
   :attr:`Executor.max_running_actions` actions at once; at the cap it stops claiming
   until one ends (Convex's ``SCHEDULED_JOB_EXECUTION_PARALLELISM``).
+- **Completed jobs are deleted after** :attr:`Executor.completed_job_retention`
+  (7 days, Convex's ``SCHEDULED_JOB_RETENTION``), by the worker every
+  :attr:`Executor.collect_interval` seconds and by ``finish_*``, in batches of
+  :data:`_COLLECT_BATCH` per transaction (see :meth:`Executor.collect_completed`).
+- **A damaged job or cron is skipped**: one whose fields have the wrong type (see
+  :func:`~engine.scheduler.job_problem`, :func:`~engine.crons.cron_problems`) is
+  logged once with its id and what is wrong, and the others run; ``Engine.check()``
+  names it.
 - **Several executors** (threads, handles, processes on one folder) may run at
   once: claiming is transactional, so two executors racing for one job
   conflict and the loser, re-running, sees the job is no longer pending.
