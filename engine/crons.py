@@ -46,6 +46,8 @@ are kept (Convex's ``MAX_LOGS_PER_CRON``).
 
 from __future__ import annotations
 
+import logging
+import math
 import re
 import zlib
 from collections.abc import Iterator
@@ -71,6 +73,7 @@ from .scheduler import (
     engine_writes,
     now_ms,
     resolve_target,
+    state_kind,
     system_table,
 )
 from .values import MAX_DOCUMENT_SIZE, nesting, value_size
@@ -98,6 +101,9 @@ MAX_LOGS_PER_CRON = 5
 #: first characters of its text (Convex truncates results over 1,000 characters).
 _MAX_LOGGED_RESULT = 1000
 _MAX_LOGGED_NESTING = 14
+
+#: Where a damaged cron met at Engine.open is reported (the executor's logger).
+_log_damage = logging.getLogger("engine.scheduler")
 
 _IDENTIFIER = re.compile(r"[a-zA-Z0-9_ '-]+")
 
@@ -430,13 +436,40 @@ def sync_crons(runtime: Runtime, specs: dict[str, dict[str, Any]]) -> None:
 
     def body(txn: Transaction) -> None:
         stored: dict[str, dict[str, Any]] = {}
+        damaged: list[tuple[dict[str, Any], list[str]]] = []
         if txn.table(CRON_JOBS) is not None:
-            stored = {cron["name"]: cron for cron in Query(txn, CRON_JOBS).collect()}
-        if not specs and not stored:
+            for doc in Query(txn, CRON_JOBS).collect():
+                problems = cron_problems(doc)
+                if not problems and doc["name"] in stored:
+                    problems = [f"name {doc['name']!r} is not unique"]
+                if problems:
+                    damaged.append((doc, problems))
+                else:
+                    stored[doc["name"]] = doc
+        if not specs and not stored and not damaged:
             return
         now = now_ms()
         with engine_writes(txn):
             system_table(txn, CRON_JOBS, _CRON_INDEXES)
+            for doc, problems in damaged:
+                # Not a cron the executor could run: a defined one is stored afresh below
+                # (with its logs), any other deleted with its logs, as undefined crons are.
+                txn.delete(doc["_id"])
+                found = doc.get("name")
+                known = found if isinstance(found, str) else None
+                defined = known is not None and known in specs
+                if known is not None and not defined and known not in stored:
+                    _trim_logs(txn, known, 0)
+                _log_damage.warning(
+                    "%s %s%s is damaged (%s): deleted%s.",
+                    CRON_JOBS,
+                    doc["_id"],
+                    "" if known is None else f" ({known!r})",
+                    "; ".join(problems),
+                    " and stored afresh from its definition"
+                    if defined and known not in stored
+                    else "",
+                )
             for name, spec in specs.items():
                 cron = stored.pop(name, None)
                 if cron is None:
@@ -602,7 +635,11 @@ def fail_orphaned_crons(txn: Transaction) -> int:
     """Complete every cron left ``inProgress`` (its executor died while its action ran)
     with Convex's transient error, and set its next run. Run by an executor that starts
     alone on the folder."""
-    stuck = [cron for cron in all_crons(txn) if cron["state"]["kind"] == "inProgress"]
+    stuck = [
+        cron
+        for cron in all_crons(txn)
+        if state_kind(cron) == "inProgress" and not cron_problems(cron)  # damaged: left
+    ]
     now = now_ms()
     for cron in stuck:
         complete_run(txn, cron, {"type": "err", "error": TRANSIENT_ACTION_ERROR}, 0.0, now)
@@ -636,6 +673,7 @@ class CronRun:
         cron = txn.get(self.key)
         if (
             cron is None
+            or cron_problems(cron)  # damaged since the pass read it: skipped
             or cron["state"]["kind"] != "pending"
             or cron["nextTs"] > self._now()
             or cron["cronSpec"]["udfPath"] != self.name  # redefined meanwhile
@@ -658,8 +696,8 @@ class CronRun:
 
         def body(txn: Transaction) -> bool:
             cron = txn.get(self.key)
-            if cron is None:
-                return False  # deleted meanwhile (no longer defined): nothing to record
+            if cron is None or cron_problems(cron):
+                return False  # deleted meanwhile (no longer defined), or damaged: skipped
             kind = cron["state"]["kind"]
             if running and kind != "inProgress":
                 return False
@@ -695,6 +733,73 @@ def _spec_problems(spec: object) -> list[str]:
             f"cronSpec.cronSchedule type {kind!r:.80} is not one of "
             f"{', '.join(sorted(_SCHEDULE_TYPES))}"
         )
+    elif (problem := _schedule_problem(schedule)) is not None:
+        found.append(f"cronSpec.cronSchedule: {problem}")
+    return found
+
+
+def _schedule_problem(schedule: dict[str, Any]) -> str | None:
+    """What keeps a stored ``cronSchedule`` (its ``type`` known) from giving the next run's
+    time, or None: a field of the wrong type or out of range, an expression that does not
+    parse. Cost: a few type checks (a parse of a ``cron`` expression)."""
+    kind = schedule["type"]
+    if kind == "interval":
+        seconds = schedule.get("seconds")
+        if (
+            isinstance(seconds, int | float)
+            and not isinstance(seconds, bool)
+            and 0 < seconds < math.inf
+        ):
+            return None
+        return f"interval seconds {seconds!r:.80} is not a number > 0"
+    if kind == "cron":
+        try:
+            parse_cron(schedule.get("cron"))  # type: ignore[arg-type]  # checked by the parse
+        except SchedulerError as error:
+            return f"cron expression: {error}"
+        return None
+    ranges = {"minuteUTC": (0, 59), "hourUTC": (0, 23), "day": (1, 31)}
+    wanted = {
+        "hourly": ("minuteUTC",),
+        "daily": ("hourUTC", "minuteUTC"),
+        "weekly": ("hourUTC", "minuteUTC"),
+        "monthly": ("day", "hourUTC", "minuteUTC"),
+    }[kind]
+    for field in wanted:
+        if not _int_in(schedule.get(field), *ranges[field]):
+            low, high = ranges[field]
+            return f"{field} {schedule.get(field)!r:.80} is not an integer from {low} to {high}"
+    if kind == "weekly" and schedule.get("dayOfWeek") not in DAYS_OF_WEEK:
+        return f"dayOfWeek {schedule.get('dayOfWeek')!r:.80} is not a day like 'monday'"
+    return None
+
+
+def _sound_state(cron: dict[str, Any]) -> bool:
+    state = cron.get("state")
+    return isinstance(state, dict) and set(state) == {"kind"} and state_kind(cron) in _KINDS
+
+
+_KINDS = ("pending", "inProgress")
+
+
+def cron_problems(cron: dict[str, Any]) -> list[str]:
+    """What keeps a stored cron from being run, one line per field: its state is not
+    ``{"kind": "pending" | "inProgress"}``, its name not a string, its ``cronSpec`` not
+    Convex's shape (with a schedule the next run's time can be computed from), ``nextTs``
+    (``prevTs`` if present) not a float. Empty for a sound cron. The executor and the
+    crons' sync at ``Engine.open`` skip a cron with problems; ``Engine.check()`` names
+    them. Cost: a few type checks."""
+    found: list[str] = []
+    if not _sound_state(cron):
+        found.append(f"state {cron.get('state')!r:.80} is neither pending nor inProgress")
+    name = cron.get("name")
+    if not isinstance(name, str):
+        found.append(f"name {name!r:.80} is not a string")
+    found.extend(_spec_problems(cron.get("cronSpec")))
+    if not isinstance(cron.get("nextTs"), float):
+        found.append(f"nextTs is not a float: {cron.get('nextTs', '(missing)')!r:.80}")
+    if "prevTs" in cron and not isinstance(cron["prevTs"], float):
+        found.append(f"prevTs is not a float: {cron['prevTs']!r:.80}")
     return found
 
 
@@ -709,21 +814,15 @@ def check_crons(db: Database, rtxn: Any) -> tuple[dict[str, int], list[str]]:
         name = cron.get("name")
         # Named by id and, when it has one, by name: the name is what the app declared.
         where = f"{CRON_JOBS} {cron['_id']}" + (f" ({name!r})" if isinstance(name, str) else "")
-        state = cron.get("state")
-        kind = state.get("kind") if isinstance(state, dict) else None
-        if kind not in ("pending", "inProgress") or set(state or {}) != {"kind"}:
-            problems.append(f"{where}: state {state!r} is neither pending nor inProgress")
-        else:
+        found = cron_problems(cron)
+        if _sound_state(cron):
+            kind = cron["state"]["kind"]
             counts[kind] = counts.get(kind, 0) + 1
         if set(cron) - _CRON_FIELDS:
-            problems.append(f"{where}: unexpected fields {sorted(set(cron) - _CRON_FIELDS)}")
-        if not isinstance(name, str) or name in names:
-            problems.append(f"{where}: name {name!r} is not a string, or not unique")
-        else:
+            found.append(f"unexpected fields {sorted(set(cron) - _CRON_FIELDS)}")
+        if isinstance(name, str):
+            if name in names:
+                found.append(f"name {name!r} is not unique")
             names.add(name)
-        problems.extend(f"{where}: {p}" for p in _spec_problems(cron.get("cronSpec")))
-        if not isinstance(cron.get("nextTs"), float):
-            problems.append(f"{where}: nextTs is not a float: {cron.get('nextTs')!r:.80}")
-        if "prevTs" in cron and not isinstance(cron["prevTs"], float):
-            problems.append(f"{where}: prevTs is not a float: {cron['prevTs']!r:.80}")
+        problems.extend(f"{where}: {p}" for p in found)
     return counts, problems

@@ -32,6 +32,14 @@ Guarantees (Convex's):
 - **Bounded parallelism.** The background worker runs at most
   :attr:`Executor.max_running_actions` actions at once; at the cap it stops claiming
   until one ends (Convex's ``SCHEDULED_JOB_EXECUTION_PARALLELISM``).
+- **Completed jobs are deleted after** :attr:`Executor.completed_job_retention`
+  (7 days, Convex's ``SCHEDULED_JOB_RETENTION``), by the worker every
+  :attr:`Executor.collect_interval` seconds and by ``finish_*``, in batches of
+  :data:`_COLLECT_BATCH` per transaction (see :meth:`Executor.collect_completed`).
+- **A damaged job or cron is skipped**: one whose fields have the wrong type (see
+  :func:`~engine.scheduler.job_problem`, :func:`~engine.crons.cron_problems`) is
+  logged once with its id and what is wrong, and the others run; ``Engine.check()``
+  names it.
 - **Several executors** (threads, handles, processes on one folder) may run at
   once: claiming is transactional, so two executors racing for one job
   conflict and the loser, re-running, sees the job is no longer pending.
@@ -72,6 +80,7 @@ from contextvars import ContextVar
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .catalog import BY_CREATION_TIME
 from .contexts import ActionCtx, MutationCtx
 from .crons import CRON_JOBS
 from .errors import (
@@ -89,9 +98,12 @@ from .scheduler import (
     TRANSIENT_ACTION_ERROR,
     Scheduler,
     current_job,
+    engine_writes,
     fitting,
+    job_problem,
     now_ms,
     patch_job,
+    state_kind,
 )
 from .storage import LMDB_ERRORS
 
@@ -112,6 +124,12 @@ _ORPHAN_BATCH = 256
 #: Bytes of job documents read per page (or orphan batch), well inside a transaction's
 #: 16 MiB read limit: a job's arguments may be up to 1 MiB, so 256 of them would not fit.
 _PAGE_BYTES = 4 << 20
+#: Jobs looked at (and, completed long enough ago, deleted) per transaction by the
+#: collector of completed jobs (and at most :data:`_PAGE_BYTES` of them). Convex's
+#: ``SCHEDULED_JOB_GARBAGE_COLLECTION_BATCH_SIZE`` is 1000, with its own read-size bound.
+_COLLECT_BATCH = 256
+#: The source of the collector's transactions.
+_COLLECT_SOURCE = "scheduler: completed jobs"
 
 
 def _error_message(error: BaseException) -> str:
@@ -146,6 +164,13 @@ class Executor:
     #: ``SCHEDULED_JOB_EXECUTION_PARALLELISM``, 10). Due jobs behind them wait, in
     #: order, until one ends: a burst of thousands of due actions is not claimed at once.
     max_running_actions = 10
+    #: Seconds a completed job (``success``, ``failed`` or ``canceled``) is kept after its
+    #: ``completedTime``; then the executor deletes it (Convex's ``SCHEDULED_JOB_RETENTION``,
+    #: 7 days). See :meth:`collect_completed`.
+    completed_job_retention = 7 * 24 * 3600.0
+    #: Seconds between two sweeps of the background worker for such jobs (Convex's
+    #: collector waits 10 s after a batch). ``finish_*`` sweeps at every call.
+    collect_interval = 10.0
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -167,6 +192,13 @@ class Executor:
         self._claiming = 0
         self._idle = threading.Condition()
         self._lock_fd: int | None = None
+        #: Ids of the damaged jobs and crons this executor skipped (each is logged once).
+        self._damaged: set[str] = set()
+        #: The background worker's sweep for completed jobs under way: (the completedTime
+        #: bound, the page cursor), or None between sweeps; the next starts at _next_sweep
+        #: (``time.monotonic()``; at once when the worker starts).
+        self._sweep: tuple[float, str | None] | None = None
+        self._next_sweep = 0.0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -378,8 +410,115 @@ class Executor:
             else:
                 if next_due is not None:
                     timeout = max(0.0, min(timeout, (next_due - now_ms()) / 1000.0))
+            if self._stopping:
+                return
+            if self._collect_step():
+                timeout = 0.0  # more to delete: the next batch after the next pass
+            elif self._sweep is None:
+                timeout = max(0.0, min(timeout, self._next_sweep - time.monotonic()))
             if timeout > 0 or self._stopping:
                 self._wake.wait(timeout)
+
+    # -- deleting completed jobs ---------------------------------------------------
+
+    def collect_completed(self, now: float | None = None) -> int:
+        """Delete every completed job (``success``, ``failed`` or ``canceled``) whose
+        ``completedTime`` is :attr:`completed_job_retention` old at ``now`` (ms since the
+        epoch; default: the clock); returns how many. Convex's garbage collection of
+        scheduled jobs: pending and ``inProgress`` jobs are never deleted, nor a job whose
+        ``completedTime`` is not a float (damage: kept, logged once, named by
+        ``Engine.check()``).
+
+        The background worker runs it every :attr:`collect_interval` seconds, one batch
+        between two passes; ``finish_*`` at each call. Jobs are read in creation order,
+        only those created before ``now`` minus the retention (a job completes after it
+        is created, so a younger one cannot be old enough), :data:`_COLLECT_BATCH` (and
+        at most 4 MiB of them) per transaction, which deletes the ones old enough: never
+        one huge transaction. Cost: one read of the jobs created more than the retention
+        ago, and a delete of each one old enough.
+
+        Example::
+
+            deleted = engine._executor.collect_completed()
+        """
+        bound = (now_ms() if now is None else now) - self.completed_job_retention * 1000.0
+        cursor: str | None = None
+        total = 0
+        while True:
+            deleted, cursor, done = self._collect_batch(bound, cursor)
+            total += deleted
+            if done:
+                return total
+
+    def _collect_step(self) -> bool:
+        """One batch of the background worker's sweep, if one is under way or due; True
+        while the sweep has more to read. A failure is logged and the sweep tried again
+        after :attr:`collect_interval`."""
+        sweep = self._sweep
+        if sweep is None:
+            if time.monotonic() < self._next_sweep:
+                return False
+            sweep = (now_ms() - self.completed_job_retention * 1000.0, None)
+        bound, cursor = sweep
+        try:
+            _, cursor, done = self._collect_batch(bound, cursor)
+        except Exception:
+            if self._stopping:  # closed meanwhile: its storage fails under us
+                return False
+            _log.exception(
+                "Deleting the completed jobs older than the retention failed; tried again in %s s.",
+                self.collect_interval,
+            )
+            done = True
+        if done:
+            self._sweep = None
+            self._next_sweep = time.monotonic() + self.collect_interval
+            return False
+        self._sweep = (bound, cursor)
+        return True
+
+    def _collect_batch(self, bound: float, cursor: str | None) -> tuple[int, str | None, bool]:
+        """In a transaction of its own: read the next page (from ``cursor``) of the jobs
+        created up to ``bound`` (ms) and delete those completed up to it; returns
+        (deleted, the next page's cursor, whether this was the last page)."""
+
+        def body(txn: Transaction) -> tuple[int, str | None, bool]:
+            if txn.table(SCHEDULED_FUNCTIONS) is None:
+                return 0, None, True
+            page = (
+                Query(txn, SCHEDULED_FUNCTIONS)
+                .with_index(BY_CREATION_TIME, lambda q: q.lte("_creationTime", bound))
+                .paginate(
+                    {
+                        "numItems": _COLLECT_BATCH,
+                        "cursor": cursor,
+                        "maximumBytesRead": _PAGE_BYTES,
+                    }
+                )
+            )
+            deleted = 0
+            with engine_writes(txn):
+                for job in page["page"]:
+                    if self._collectable(job, bound):
+                        txn.delete(job["_id"])
+                        deleted += 1
+            return deleted, page["continueCursor"], page["isDone"]
+
+        result: tuple[int, str | None, bool] = self._db.run(
+            body, writable=True, source=_COLLECT_SOURCE
+        )[0]
+        return result
+
+    def _collectable(self, job: dict[str, Any], bound: float) -> bool:
+        """True if ``job`` is completed and its ``completedTime`` is at most ``bound``
+        (Convex keeps a job while ``completedTime + retention > now``)."""
+        if state_kind(job) not in ("success", "failed", "canceled"):
+            return False
+        completed = job.get("completedTime")
+        if not isinstance(completed, float):
+            problem = f"completedTime is not a float: {completed!r:.80}; kept"
+            return self._sound(SCHEDULED_FUNCTIONS, job, problem)  # logged once: False
+        return completed <= bound
 
     # -- running jobs ------------------------------------------------------------
 
@@ -401,6 +540,7 @@ class Executor:
         if self._stopping:
             raise closed_error()
         deadline = time.monotonic() + timeout
+        self.collect_completed()
         total = 0
         passes = 0
         while True:
@@ -462,6 +602,8 @@ class Executor:
         """Pending jobs due at ``now`` (``all_pending``: every pending job), in due order."""
         for jobs in self._pages("pending"):
             for job in jobs:
+                if not self._sound(SCHEDULED_FUNCTIONS, job, job_problem(job)):
+                    continue  # damaged: never run, so never waited for
                 if not all_pending and job["scheduledTime"] > now:
                     return
                 yield job
@@ -480,10 +622,12 @@ class Executor:
         # Read after the pending jobs: a job claimed meanwhile is seen in progress here.
         if next(self._pages("inProgress")):
             return True
-        from .crons import all_crons, target_function
+        from .crons import all_crons, cron_problems, target_function
 
         until = now_ms() + advance_ms
         for cron in self._db.run(all_crons, writable=False)[0]:
+            if not self._sound(CRON_JOBS, cron, cron_problems(cron)):
+                continue  # damaged: never run, so never waited for
             if cron["state"]["kind"] != "pending":
                 return True  # a cron's action under way (here or elsewhere)
             if cron["nextTs"] <= until and target_function(self._runtime, cron) is not None:
@@ -515,6 +659,35 @@ class Executor:
             raise failed[0]
         dues = [due for due in (next_job, next_cron) if due is not None]
         return ran + ran_crons, min(dues) if dues else None
+
+    def _sound(
+        self, table: str, document: dict[str, Any], problems: str | list[str] | None
+    ) -> bool:
+        """True if ``problems`` (what :func:`~engine.scheduler.job_problem` or
+        :func:`~engine.crons.cron_problems` found in ``document``, a job or a cron of
+        ``table``) is empty; else the document is skipped, logged once per executor with
+        its id and what is wrong: a field of the wrong type (an old or foreign process's
+        write, or damage) must not stop the runs of the others."""
+        if not problems:
+            return True
+        key = document["_id"]
+        if key not in self._damaged:
+            self._damaged.add(key)
+            what = problems if isinstance(problems, str) else "; ".join(problems)
+            fix = (
+                "cancel it with ctx.scheduler.cancel(id) if it is still pending"
+                if table == SCHEDULED_FUNCTIONS
+                else "Engine.open with the functions stores a defined cron afresh"
+            )
+            _log.warning(
+                "%s %s is damaged (%s): skipped, the executor runs the others. "
+                "Engine.check() names it; %s.",
+                table,
+                key,
+                what,
+                fix,
+            )
+        return False
 
     def _isolated(self, run: _Run, step: Callable[[], bool], failed: list[Exception]) -> bool:
         """``step()``, which runs or records ``run``; if it raises (its claim or outcome
@@ -561,6 +734,8 @@ class Executor:
             for job in jobs:
                 if self._stopping:
                     return ran, None
+                if not self._sound(SCHEDULED_FUNCTIONS, job, job_problem(job)):
+                    continue  # a field of the wrong type: skipped (logged once)
                 if not all_pending and job["scheduledTime"] > now:
                     return ran, job["scheduledTime"]
                 function = registry.get(job["name"])
@@ -590,7 +765,7 @@ class Executor:
         """Run every due cron once (only by their time: ``finish_all`` does not run crons
         ahead, they would never end); returns (runs, when the next one is due). A cron
         whose bookkeeping fails is appended to ``failed`` (see :meth:`_isolated`)."""
-        from .crons import CronRun, all_crons, target_function
+        from .crons import CronRun, all_crons, cron_problems, target_function
 
         failed = [] if failed is None else failed
         now = now_ms() + advance_ms
@@ -598,6 +773,8 @@ class Executor:
         for cron in self._db.run(all_crons, writable=False)[0]:
             if self._stopping:
                 return ran, None
+            if not self._sound(CRON_JOBS, cron, cron_problems(cron)):
+                continue  # a field of the wrong type: skipped (logged once)
             function = target_function(self._runtime, cron)
             if function is None or cron["state"]["kind"] != "pending" or cron["_id"] in self._runs:
                 continue  # another process's function, or a run under way (here: ending)
@@ -691,7 +868,7 @@ class Executor:
 
         def body(txn: Transaction) -> bool:
             job = txn.get(job_id)
-            if job is None or job["state"]["kind"] not in expected:
+            if job is None or state_kind(job) not in expected:
                 return False
             patch_job(txn, job_id, {"state": fitting(job, state), "completedTime": now_ms()})
             return True
@@ -1040,8 +1217,8 @@ class _JobRun:
 
     def start(self, txn: Transaction, *, claim: bool) -> tuple[Any, float] | None:
         job = txn.get(self.key)
-        if job is None or job["state"]["kind"] != "pending":
-            return None
+        if job is None or state_kind(job) != "pending" or job_problem(job) is not None:
+            return None  # run, canceled, or damaged since the pass read it
         patch_job(txn, self.key, {"state": {"kind": "inProgress"}})  # as it sees itself
         return job["args"], job["scheduledTime"]
 

@@ -169,6 +169,27 @@ def get_job(txn: Transaction, job_id: str) -> dict[str, Any] | None:
     return txn.get(job_id)
 
 
+def state_kind(document: dict[str, Any]) -> str | None:
+    """``document["state"]["kind"]`` (a job's or a cron's) if it is a string, else None:
+    a damaged document (its state not an object) is in no state."""
+    state = document.get("state")
+    kind = state.get("kind") if isinstance(state, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def job_problem(job: dict[str, Any]) -> str | None:
+    """What keeps the executor from running (or from waiting for) a stored job, or None:
+    its ``name`` is not a string, or its ``scheduledTime`` not a float. Such a job (an
+    old or foreign process's, or damage) is skipped; ``Engine.check()`` names it. Cost:
+    two type checks."""
+    name = job.get("name")
+    if not isinstance(name, str):
+        return f"name is not a string: {name!r:.80}"
+    if not isinstance(job.get("scheduledTime"), float):
+        return f"scheduledTime is not a float: {job.get('scheduledTime', '(missing)')!r:.80}"
+    return None
+
+
 _STATES = frozenset({"pending", "inProgress", "success", "failed", "canceled"})
 _FINAL = frozenset({"success", "failed", "canceled"})
 _FIELDS = frozenset(
@@ -487,7 +508,7 @@ class Scheduler:
         state = "pending"
         if self._parent_job is not None:
             parent = txn.get(self._parent_job)
-            if parent is not None and parent["state"]["kind"] == "canceled":
+            if parent is not None and state_kind(parent) == "canceled":
                 state = "canceled"  # a canceled action's new jobs never run (Convex)
         job: dict[str, Any] = {
             "name": name,
@@ -562,6 +583,6 @@ class Scheduler:
 
 def _cancel(txn: Transaction, job_id: str) -> None:
     job = get_job(txn, job_id)
-    if job is None or job["state"]["kind"] not in ("pending", "inProgress"):
-        return
+    if job is None or state_kind(job) not in ("pending", "inProgress"):
+        return  # done, canceled, or damaged (not in any state: Engine.check() names it)
     patch_job(txn, job_id, {"state": {"kind": "canceled"}, "completedTime": now_ms()})

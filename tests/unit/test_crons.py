@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import textwrap
 import threading
@@ -29,6 +30,7 @@ from engine.cronschedule import next_run, next_ts, parse_cron
 from engine.scheduler import engine_writes
 from tests import app
 from tests.app import cronjobs
+from tests.waiting import wait_until
 
 CRONS = "_cron_jobs"
 LOGS = "_cron_job_logs"
@@ -826,3 +828,107 @@ def test_a_cron_whose_bookkeeping_fails_does_not_stop_the_pass(
         assert engine.finish_scheduled_functions(timeout=5) == 1  # now recorded, once
         assert [log["status"]["type"] for log in logs(engine, "fail")] == ["err"]
         assert engine.query(cronjobs.ticks) == ["t"]
+
+
+# -- damaged crons -----------------------------------------------------------------------
+# A cron document whose fields have the wrong type (an old or foreign process, corruption)
+# must neither fail Engine.open nor stop the executor.
+
+CRON_DAMAGES = {
+    "state a string": {"state": "pending"},
+    "spec a string": {"cronSpec": "spec"},
+    "string nextTs": {"nextTs": "soon"},
+    "list name": {"name": ["tick"]},
+    "list schedule type": {
+        "cronSpec": {
+            "udfPath": "cronjobs:tick",
+            "udfArgs": [{"label": "t"}],
+            "cronSchedule": {"type": ["interval"], "seconds": 60.0},
+        }
+    },
+    "string interval": {
+        "cronSpec": {
+            "udfPath": "cronjobs:tick",
+            "udfArgs": [{"label": "t"}],
+            "cronSchedule": {"type": "interval", "seconds": "60"},
+        }
+    },
+}
+
+
+def _damage_cron(engine: Engine, cron_id: str, fields: dict[str, Any]) -> None:
+    def write(ctx: Any) -> None:
+        with engine_writes(ctx._txn):
+            ctx._txn.patch(cron_id, fields)
+
+    engine.run(write)
+
+
+def _two_crons() -> Crons:
+    crons = cron_jobs()
+    crons.interval("tick", cronjobs.tick, {"label": "t"}, seconds=60)
+    crons.interval("tock", cronjobs.tick, {"label": "o"}, seconds=60)
+    return crons
+
+
+@pytest.mark.parametrize("fields", CRON_DAMAGES.values(), ids=CRON_DAMAGES.keys())
+def test_a_damaged_cron_is_skipped_logged_once_and_the_others_run(
+    db_path: Path, fields: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from engine import CorruptionError
+
+    caplog.set_level(logging.WARNING, logger="engine.scheduler")
+    with open_with(db_path, _two_crons()) as engine:
+        tick = by_name(engine)["tick"]
+        _damage_cron(engine, tick["_id"], fields)
+        for step in range(3):
+            assert engine.finish_scheduled_functions(timeout=5, advance=60 * step) == 1
+        assert engine.query(cronjobs.ticks) == ["o"] * 3  # "tock" ran on, "tick" never
+        logged = [r.getMessage() for r in caplog.records if tick["_id"] in r.getMessage()]
+        assert len(logged) == 1, logged
+        assert "skipped" in logged[0]
+        with pytest.raises(CorruptionError) as caught:
+            engine.check()
+        assert any(p.startswith(f"{CRONS} {tick['_id']}") for p in caught.value.problems)
+
+
+@pytest.mark.parametrize("fields", CRON_DAMAGES.values(), ids=CRON_DAMAGES.keys())
+def test_open_replaces_a_damaged_cron_by_its_definition(
+    db_path: Path, fields: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="engine.scheduler")
+    with open_with(db_path, _two_crons()) as engine:
+        tick = by_name(engine)["tick"]
+        _damage_cron(engine, tick["_id"], fields)
+    # The next open (a deploy of the same crons) stores the defined cron afresh; the
+    # damaged document is deleted, and said so.
+    with open_with(db_path, _two_crons()) as engine:
+        assert sorted(by_name(engine)) == ["tick", "tock"]
+        assert by_name(engine)["tick"]["cronSpec"]["udfArgs"] == [{"label": "t"}]
+        assert tick["_id"] in "\n".join(r.getMessage() for r in caplog.records)
+        assert engine.finish_scheduled_functions(timeout=5) == 2
+        engine.check()
+    # Opened with other crons, the damaged one is deleted like any cron no longer defined.
+    with open_with(db_path, _two_crons()) as engine:
+        _damage_cron(engine, by_name(engine)["tick"]["_id"], fields)
+    crons = cron_jobs()
+    crons.interval("tock", cronjobs.tick, {"label": "o"}, seconds=60)
+    with open_with(db_path, crons) as engine:
+        assert [c["name"] for c in stored(engine)] == ["tock"]
+        engine.check()
+
+
+def test_the_worker_survives_a_damaged_cron(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="engine.scheduler")
+    crons = cron_jobs()
+    crons.interval("tick", cronjobs.tick, {"label": "t"}, seconds=3600)
+    crons.interval("often", cronjobs.tick, {"label": "o"}, seconds=1)
+    with open_with(db_path, crons, scheduler=True) as engine:
+        wait_until(lambda: "t" in engine.query(cronjobs.ticks))
+        _damage_cron(engine, by_name(engine)["tick"]["_id"], {"nextTs": "soon"})
+        count = len(engine.query(cronjobs.ticks))
+        wait_until(lambda: len(engine.query(cronjobs.ticks)) >= count + 2, timeout=10)
+        messages = [r.getMessage() for r in caplog.records]
+        assert not any("failed a pass" in m for m in messages), messages

@@ -1651,3 +1651,180 @@ def test_the_scheduler_option_must_be_a_bool(db_path: Path, flag: object) -> Non
     with pytest.raises(EngineError, match=r"scheduler=.*True or False"):
         Engine.open(db_path, scheduler=flag)  # type: ignore[arg-type]
     assert not db_path.exists()  # refused before anything opens
+
+
+# -- damaged jobs ------------------------------------------------------------------------
+# A job document whose fields have the wrong type (an old or foreign process, corruption)
+# must not stop the executor: it is skipped, logged once with its id and what is wrong,
+# named by check(), and every other job still runs.
+
+DAMAGES = {
+    "string scheduledTime": {"scheduledTime": "soon"},
+    "list name": {"name": ["jobs:write_note"]},
+    "missing scheduledTime": {"scheduledTime": UNSET},
+    "object name": {"name": {"a": 1.0}},
+}
+
+
+def _damage(engine: Engine, job_id: str, fields: dict[str, Any]) -> None:
+    engine.run(lambda ctx: patch_job(ctx._txn, job_id, fields))
+
+
+@pytest.mark.parametrize("fields", DAMAGES.values(), ids=DAMAGES.keys())
+def test_a_damaged_pending_job_is_skipped_logged_once_and_the_others_run(
+    db_path: Path, fields: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="engine.scheduler")
+    with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
+        before = engine.mutation(jobs.later, {"text": "before", "delay": 0.0})
+        damaged = engine.mutation(jobs.later, {"text": "damaged", "delay": 0.0})
+        after = engine.mutation(jobs.later, {"text": "after", "delay": 0.0})
+        _damage(engine, damaged, fields)
+        assert engine.finish_scheduled_functions(timeout=5) == 2
+        assert engine.finish_all_scheduled_functions(timeout=5) == 0  # not waited for
+        assert sorted(engine.query(jobs.notes)) == ["after", "before"]
+        assert job(engine, before)["state"] == job(engine, after)["state"] == {"kind": "success"}
+        assert job(engine, damaged)["state"] == {"kind": "pending"}  # left as stored
+        logged = [r.getMessage() for r in caplog.records if damaged in r.getMessage()]
+        assert len(logged) == 1, logged  # once, however many passes met it
+        assert "skipped" in logged[0]
+        with pytest.raises(CorruptionError) as caught:
+            engine.check()
+        assert any(p.startswith(f"{SYSTEM} {damaged}: ") for p in caught.value.problems)
+
+
+def test_the_worker_skips_a_damaged_job_and_keeps_running_the_others(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="engine.scheduler")
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+
+        def schedule_damaged(ctx: Any) -> str:
+            job_id = ctx.scheduler.run_after(0, jobs.write_note, {"text": "damaged"})
+            patch_job(ctx._txn, job_id, {"scheduledTime": "soon", "name": ["x"]})
+            return job_id  # type: ignore[no-any-return]
+
+        damaged = engine.run(schedule_damaged)
+        for text in ("one", "two"):
+            job_id = engine.mutation(jobs.later, {"text": text, "delay": 0.0})
+            wait_until(lambda j=job_id: job(engine, j)["state"] == {"kind": "success"})
+        time.sleep(3 * engine._executor.poll_interval)  # type: ignore[union-attr]
+        job_id = engine.mutation(jobs.later, {"text": "three", "delay": 0.0})
+        wait_until(lambda: job(engine, job_id)["state"] == {"kind": "success"})
+        assert engine.query(jobs.notes) == ["one", "two", "three"]
+        messages = [r.getMessage() for r in caplog.records]
+        assert not any("failed a pass" in m for m in messages), messages
+        assert len([m for m in messages if damaged in m]) == 1
+
+
+def test_cancel_of_a_job_whose_state_is_not_an_object_does_nothing(engine: Engine) -> None:
+    job_id = engine.mutation(jobs.later, {"text": "x", "delay": 60.0})
+    _damage(engine, job_id, {"state": "pending"})
+    engine.run(lambda ctx: ctx.scheduler.cancel(job_id))
+    assert job(engine, job_id)["state"] == "pending"
+    assert engine.finish_all_scheduled_functions(timeout=5) == 0
+    _damage(engine, job_id, {"state": {"kind": "pending"}})  # the fixture's check passes
+
+
+# -- retention of completed jobs (Convex's SCHEDULED_JOB_RETENTION) ---------------------
+
+
+def test_completed_jobs_are_deleted_once_the_retention_has_passed(engine: Engine) -> None:
+    """Success, failed and canceled jobs go once their completedTime is the retention
+    (7 days) old; pending jobs and newer completed ones stay (the clock is injected)."""
+    executor = engine._executor
+    assert executor is not None
+    assert executor.completed_job_retention == 7 * 24 * 3600.0
+    done = engine.mutation(jobs.later, {"text": "done", "delay": 0.0})
+    failed = engine.mutation(jobs.schedule_failing, {})
+    canceled = engine.mutation(jobs.later, {"text": "canceled", "delay": 60.0})
+    engine.run(lambda ctx: ctx.scheduler.cancel(canceled))
+    pending = engine.mutation(jobs.later, {"text": "pending", "delay": 3600.0})
+    damaged = engine.mutation(jobs.later, {"text": "damaged", "delay": 0.0})
+    assert engine.finish_scheduled_functions() == 3
+    assert job(engine, failed)["state"]["kind"] == "failed"
+    _damage(engine, damaged, {"completedTime": "long ago"})  # never deleted: its time is unknown
+    time.sleep(0.02)
+    newer = engine.mutation(jobs.later, {"text": "newer", "delay": 0.0})
+    assert engine.finish_scheduled_functions() == 1
+    times = [job(engine, j)["completedTime"] for j in (done, failed, canceled)]
+    old = max(times)
+    assert job(engine, newer)["completedTime"] > old
+    retention_ms = executor.completed_job_retention * 1000.0
+    # A millisecond before the last of them is the retention old, it stays; the others
+    # (completed more than a millisecond before it) go.
+    earlier = sum(t <= old - 1.0 for t in times)
+    assert executor.collect_completed(now=old + retention_ms - 1.0) == earlier
+    assert len(jobs_of(engine)) == 6 - earlier
+    assert executor.collect_completed(now=old + retention_ms) == 3 - earlier
+    left = {j["_id"] for j in jobs_of(engine)}
+    assert left == {pending, damaged, newer}
+    engine.run(lambda ctx: ctx.scheduler.cancel(done))  # a deleted job's id: a no-op
+    assert executor.collect_completed(now=old + 2 * retention_ms) == 1  # the newer one
+    _damage(engine, damaged, {"completedTime": 1.0})
+    assert executor.collect_completed(now=old + 2 * retention_ms) == 1
+    assert {j["_id"] for j in jobs_of(engine)} == {pending}
+    assert engine.check()["scheduled_functions"] == {"pending": 1}
+
+
+def test_many_completed_jobs_are_deleted_in_bounded_transactions(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine import executor as executor_module
+
+    executor = engine._executor
+    assert executor is not None
+    engine.run(
+        lambda ctx: [
+            ctx.scheduler.run_after(0, jobs.write_note, {"text": str(n)}) for n in range(45)
+        ]
+    )
+    assert engine.finish_scheduled_functions() == 45
+    monkeypatch.setattr(executor_module, "_COLLECT_BATCH", 10, raising=False)
+    batches: list[int] = []
+    real_run = engine._db.run
+
+    def counting_run(fn: Any, **options: Any) -> Any:
+        result = real_run(fn, **options)
+        if options.get("source") == "scheduler: completed jobs":
+            batches.append(result[0][0])
+        return result
+
+    monkeypatch.setattr(engine._db, "run", counting_run)
+    later = time.time() * 1000.0 + executor.completed_job_retention * 1000.0 + 1000.0
+    assert executor.collect_completed(now=later) == 45
+    assert batches[:5] == [10, 10, 10, 10, 5] and sum(batches) == 45
+    assert jobs_of(engine) == []
+    assert engine.query(jobs.notes) == [str(n) for n in range(45)]  # their writes stay
+    engine.check()
+
+
+def test_finish_deletes_jobs_completed_longer_ago_than_the_retention(engine: Engine) -> None:
+    executor = engine._executor
+    assert executor is not None
+    executor.completed_job_retention = 0.2
+    done = engine.mutation(jobs.later, {"text": "done", "delay": 0.0})
+    pending = engine.mutation(jobs.later, {"text": "pending", "delay": 3600.0})
+    assert engine.finish_scheduled_functions() == 1
+    assert {j["_id"] for j in jobs_of(engine)} == {done, pending}
+    time.sleep(0.25)
+    assert engine.finish_scheduled_functions() == 0
+    assert {j["_id"] for j in jobs_of(engine)} == {pending}
+
+
+def test_the_worker_deletes_completed_jobs_after_the_retention(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.executor import Executor
+
+    monkeypatch.setattr(Executor, "completed_job_retention", 0.3)
+    monkeypatch.setattr(Executor, "collect_interval", 0.05)
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        pending = engine.mutation(jobs.later, {"text": "pending", "delay": 3600.0})
+        done = engine.mutation(jobs.later, {"text": "done", "delay": 0.0})
+        wait_until(lambda: job(engine, done)["state"] == {"kind": "success"})
+        completed = job(engine, done)["completedTime"]
+        wait_until(lambda: engine.run(lambda ctx: ctx.db.system.get(done)) is None)
+        assert time.time() * 1000.0 >= completed + 300.0  # not before its time
+        assert [j["_id"] for j in jobs_of(engine)] == [pending]
+        engine.check()
