@@ -34,6 +34,7 @@ return exactly ``(cursor, endCursor]``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import logging
@@ -649,7 +650,11 @@ class SubscriptionManager:
         self._deadlines: Deadlines[_Entry] = Deadlines()
         #: (execution, weak reference) of subscriptions whose handle was dropped and
         #: collected, for the worker to let go (see :meth:`_let_go`).
-        self._dropped: list[tuple[_Watched, weakref.ReferenceType[Subscription]]] = []
+        #: A deque: its appends and pops are atomic, and the collector's appends always
+        #: go to this one object (a list swapped for a new one could take an append made
+        #: by a thread that had read the old list, after the worker had gone through it).
+        self._dropped: collections.deque[tuple[_Watched, weakref.ReferenceType[Subscription]]]
+        self._dropped = collections.deque()
         #: The sets made, which shutdown() closes: one with no members is reached through
         #: no subscription, and its iterations would wait for ever.
         self._sets: weakref.WeakSet[SubscriptionSet] = weakref.WeakSet()
@@ -766,7 +771,7 @@ class SubscriptionManager:
         close()): note it for the worker, which stops following it (:meth:`_reap`).
 
         Runs wherever the garbage collector runs, maybe on a thread holding the lock:
-        it takes no lock (a list append is atomic) and does nothing else.
+        it takes no lock (a deque append is atomic) and does nothing else.
         """
         self._dropped.append((watched, ref))
         self._wakeup = True
@@ -774,8 +779,9 @@ class SubscriptionManager:
     def _reap(self) -> None:
         """Let go the subscriptions collected since the last call (the lock is held).
         Cost: O(subscribers of their executions)."""
-        dropped, self._dropped = self._dropped, []
-        for watched, ref in dropped:
+        dropped = self._dropped
+        while dropped:
+            watched, ref = dropped.popleft()
             if ref in watched.subscribers:
                 watched.subscribers.remove(ref)
                 self._deadlines.discard(ref)
