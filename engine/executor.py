@@ -72,6 +72,7 @@ import asyncio
 import concurrent.futures
 import errno
 import logging
+import math
 import os
 import threading
 import time
@@ -515,8 +516,8 @@ class Executor:
         if state_kind(job) not in ("success", "failed", "canceled"):
             return False
         completed = job.get("completedTime")
-        if not isinstance(completed, float):
-            problem = f"completedTime is not a float: {completed!r:.80}; kept"
+        if not isinstance(completed, float) or not math.isfinite(completed):
+            problem = f"completedTime is not a finite time: {completed!r:.80}; kept"
             return self._sound(SCHEDULED_FUNCTIONS, job, problem)  # logged once: False
         return completed <= bound
 

@@ -240,8 +240,16 @@ def check_jobs(
         wanted_state_fields = {"kind", "error"} if kind == "failed" else {"kind"}
         if set(state) != wanted_state_fields or not isinstance(state.get("error", ""), str):
             problems.append(f"{where}: state {state!r} does not have Convex's shape")
-        if (kind in _FINAL) != isinstance(job.get("completedTime"), float):
+        completed = job.get("completedTime")
+        if (kind in _FINAL) != isinstance(completed, float):
             problems.append(f"{where}: completedTime must be set exactly when a job is final")
+        for field, value in (
+            ("scheduledTime", job.get("scheduledTime")),
+            ("completedTime", completed),
+        ):
+            if isinstance(value, float) and not math.isfinite(value):
+                # A float, but no time: never due, or never old enough to be deleted.
+                problems.append(f"{where}: {field} is not a finite time: {value!r}")
         if kind == "inProgress" and name is not None and kinds.get(name) == "mutation":
             problems.append(f"{where}: a mutation's job is stored inProgress")
         if kind == "pending" and name is not None and name not in kinds:

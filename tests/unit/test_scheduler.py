@@ -1828,3 +1828,21 @@ def test_the_worker_deletes_completed_jobs_after_the_retention(
         assert time.time() * 1000.0 >= completed + 300.0  # not before its time
         assert [j["_id"] for j in jobs_of(engine)] == [pending]
         engine.check()
+
+
+def test_a_completed_job_whose_completed_time_is_not_finite_is_kept_and_named(
+    engine: Engine,
+) -> None:
+    """A NaN (or infinite) completedTime is a float, but no time: the collector never
+    found it old enough and check() passed it, so it stayed unseen for ever."""
+    done = engine.mutation(jobs.later, {"text": "done", "delay": 0.0})
+    assert engine.finish_scheduled_functions() == 1
+    _damage(engine, done, {"completedTime": float("nan")})
+    executor = engine._executor
+    assert executor is not None
+    later = time.time() * 1000.0 + executor.completed_job_retention * 1000.0 + 1000.0
+    assert executor.collect_completed(now=later) == 0  # kept: its time is unknown
+    with pytest.raises(CorruptionError, match="completedTime is not a finite time"):
+        engine.check()
+    _damage(engine, done, {"completedTime": 1.0})
+    assert executor.collect_completed(now=later) == 1
