@@ -296,6 +296,10 @@ class Database:
     def leave_function(self) -> None:
         self._local.calls.depth -= 1
 
+    def reentry_error(self, call: str = "An engine call") -> EngineError:
+        """The error :meth:`refuse_reentry` raises (for a caller that checks inline)."""
+        return _reentry_error(call)
+
     def refuse_reentry(self, call: str = "An engine call") -> None:
         """Raise :class:`EngineError` if this thread runs a query or mutation: an engine
         call from there would wait for the running transaction, commit outside it (and
@@ -340,7 +344,10 @@ class Database:
     def close_query(self, txn: Transaction) -> None:
         """End a transaction from :meth:`open_query`."""
         self._local.calls.depth = 0
-        txn.close()
+        rtxn = txn._rtxn  # Transaction.close, inline: an open_query txn owns its LMDB txn
+        if rtxn is not None:
+            txn._rtxn = None
+            self.storage.end_read(rtxn)
 
     def run(
         self, fn: Callable[[Transaction], T], *, writable: bool = True, source: str = ""
