@@ -326,8 +326,9 @@ class Database:
     def open_query(self) -> Transaction:
         """A read-only transaction for one top-level call; pair with :meth:`close_query`.
 
-        :meth:`run` without a retry loop or a closure: the path of every
-        ``Engine.query``. Cost: about 1 µs (LMDB reader slot, head, read set).
+        :meth:`run` without a retry loop or a closure (``Runtime.query``, the path
+        of every ``Engine.query``, has these steps inline). Cost: about 1 µs (LMDB
+        reader slot, head, read set).
         Raises :class:`EngineError` when this thread is already running a
         function (an engine call from inside a query or mutation would wait for
         itself).
