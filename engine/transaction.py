@@ -23,8 +23,6 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
-import lmdb
-
 from . import ids
 from . import scans as _scans
 from .catalog import NEXT_TABLE_KEY, Catalog, CatalogView, TableDef, catalog_key
@@ -42,6 +40,7 @@ from .ids import FIRST_USER_TABLE_NUMBER
 from .indexing import KeyPlan
 from .readset import ReadSet
 from .scans import MAX_BYTES_READ, MAX_DOCUMENTS_READ, Scans
+from .storage import LMDB_ERRORS
 from .values import UNSET, convert_document, values_equal
 from .writeset import WriteSet
 
@@ -152,7 +151,7 @@ class Transaction(Scans):
             gate.active.append(None)
             try:
                 rtxn = None if gate.resizing else storage.env.begin()
-            except lmdb.Error:
+            except LMDB_ERRORS:
                 pass
             except BaseException:
                 gate.leave()
