@@ -166,6 +166,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
+class _Elsewhere:
+    """A name a query's or mutation's ``ctx`` lacks (see ``_ELSEWHERE``): reading it
+    raises the AttributeError that says where it is available."""
+
+    __slots__ = ("name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        if obj is None:
+            raise AttributeError(
+                f"type object {getattr(owner, '__name__', '?')!r} has no attribute {self.name!r}",
+                name=self.name,
+                obj=owner,
+            )
+        _unavailable(obj, self.name, "query" if type(obj) is QueryCtx else "mutation")
+
+
 class QueryCtx:
     """The context of a query: read-only database access.
 
@@ -210,10 +229,19 @@ class QueryCtx:
     #: The class of ``ctx.db`` (a class attribute, not a method: one call less per run).
     _reader: Any = DatabaseReader
 
-    def __getattr__(self, name: str) -> Any:
-        # Only for names the class lacks (and unset slots): "'QueryCtx' object has no
-        # attribute 'scheduler'" did not say where the attribute is.
-        _unavailable(self, name, "query" if type(self) is QueryCtx else "mutation")
+    if TYPE_CHECKING:  # as before: type checkers let any name through
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    else:
+        # "'QueryCtx' object has no attribute 'scheduler'" did not say where the
+        # attribute is: these do (MutationCtx defines its own scheduler and
+        # run_mutation). Descriptors, not a __getattr__: a class with one makes every
+        # attribute read of its instances slower (CPython does not specialize them).
+        scheduler = _Elsewhere()
+        run_mutation = _Elsewhere()
+        run_action = _Elsewhere()
+        vector_search = _Elsewhere()
 
     @property
     def storage(self) -> StorageReader:

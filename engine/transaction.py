@@ -40,6 +40,7 @@ from .ids import FIRST_USER_TABLE_NUMBER
 from .indexing import KeyPlan
 from .readset import ReadSet
 from .scans import MAX_BYTES_READ, MAX_DOCUMENTS_READ, Scans
+from .storage import LMDB_ERRORS
 from .values import UNSET, convert_document, values_equal
 from .writeset import WriteSet
 
@@ -143,10 +144,25 @@ class Transaction(Scans):
         #: not ours to close.
         self._owns_rtxn = rtxn is None
         if rtxn is None:
-            rtxn = storage.begin_read()
+            # Storage.begin_read's fast path, inline: enter the storage gate, then
+            # mdb_txn_begin; anything unusual (a resize pending, an LMDB error) is
+            # left to begin_read itself, after leaving the gate.
+            gate = storage._gate
+            gate.active.append(None)
+            try:
+                rtxn = None if gate.resizing else storage.env.begin()
+            except LMDB_ERRORS:
+                pass
+            except BaseException:
+                gate.leave()
+                raise
+            if rtxn is None:
+                gate.leave()
+                rtxn = storage.begin_read()
         self._rtxn: Any = rtxn
         try:
-            ts, version = storage.snapshot_head(rtxn)
+            head = storage.head_cache  # Storage.snapshot_head, inline for the common case
+            ts, version = head[1] if head[0] == rtxn.id() else storage.snapshot_head(rtxn)
             self.snapshot_ts: int = ts
             cached = db.catalog_cache  # Database.catalog_view, inline for the common case
             self.catalog: CatalogView = (
@@ -162,7 +178,8 @@ class Transaction(Scans):
         self.bytes_read = 0
         self.system_bytes_read = 0
         self.limits = None  # Convex's limits, until a nested call lowers them
-        self._plans: dict[str, KeyPlan] = {}
+        #: Key plans of the tables this transaction wrote (made by the first write).
+        self._plans: dict[str, KeyPlan] | None = None
         #: True while engine-internal code (scheduler, storage) writes system tables.
         self.system_writes = False
         #: Set by the first .paginate() of this function run (Convex allows one).
@@ -223,10 +240,13 @@ class Transaction(Scans):
         return self.writes.catalog.tables[name]
 
     def plan(self, table: TableDef) -> KeyPlan:
-        plan = self._plans.get(table.name)
+        plans = self._plans
+        if plans is None:
+            plans = self._plans = {}
+        plan = plans.get(table.name)
         if plan is None or plan.table is not table:
             plan = self.db.key_plan(table)
-            self._plans[table.name] = plan
+            plans[table.name] = plan
         return plan
 
     # -- reads ---------------------------------------------------------------
