@@ -893,10 +893,10 @@ class SubscriptionManager:
                     self._wakeup = False
                     new, self._new = self._new, []
                     joined, self._joined = self._joined, []
-                    due = [_live(entry) for entry in self._deadlines.pop_due(time.monotonic())]
-                for subscription in due:
-                    if subscription is not None:  # else collected: let go, no token to ask
-                        self._check_expiry(subscription)
+                    due = self._deadlines.pop_due(time.monotonic())
+                # Helpers, not loops here: this frame lives as long as the worker, and a
+                # loop variable left holding a subscription kept it from being let go.
+                self._check_expiries(due)
                 try:
                     self._step(new)
                 except ReadersFull:
@@ -920,9 +920,8 @@ class SubscriptionManager:
                 full_since = None
                 # After the step, which brought the joined executions up to the head that
                 # their subscribe() waits for: the callback's first value is that one.
-                for subscription in joined:
-                    if not subscription._delivered:  # else a change reached it already
-                        subscription._deliver(subscription._watched.outcome())
+                self._deliver_joined(joined)
+                joined.clear()  # nor kept by this frame until the next joiner
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
                 # One lock for all three: a subscribe() in between would start a new
@@ -934,6 +933,20 @@ class SubscriptionManager:
             self._fail(subscriptions, error, "The subscription worker failed")
         finally:
             tasks.put(None)  # the callback thread ends after the callbacks queued
+
+    def _check_expiries(self, due: list[_Entry]) -> None:
+        """:meth:`_check_expiry` for each subscription whose token deadline is due."""
+        for entry in due:
+            subscription = _live(entry)
+            if subscription is not None:  # else collected: let go, no token to ask
+                self._check_expiry(subscription)
+
+    @staticmethod
+    def _deliver_joined(joined: list[Subscription]) -> None:
+        """Give the subscriptions that joined an execution its value, once."""
+        for subscription in joined:
+            if not subscription._delivered:  # else a change reached it already
+                subscription._deliver(subscription._watched.outcome())
 
     def _fail_all(self, error: BaseException) -> None:
         """End every subscription with ``error``: a callback raised what is not an
