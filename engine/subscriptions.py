@@ -1030,7 +1030,6 @@ class SubscriptionManager:
 
     def _step(self, new: list[_Watched]) -> None:
         storage = self._db.storage
-        changed: list[tuple[list[Subscription], tuple[Any, BaseException | None]]] = []
         with storage.read() as rtxn:
             latest, version = storage.head(rtxn)
             catalog = self._db.catalog_view(rtxn, version).catalog
@@ -1050,8 +1049,18 @@ class SubscriptionManager:
                 ]
             outcomes = [(w, self._run(w, rtxn)) for w in todo]
         # A stored error's traceback refers to this frame: keep no LMDB txn in it (an
-        # ended py-lmdb txn still holds its reader slot and its environment).
+        # ended py-lmdb txn still holds its reader slot and its environment), nor any
+        # subscription (one whose handle was dropped would never be let go): they are
+        # handled by _publish, whose frame no traceback keeps.
         del rtxn
+        self._publish(outcomes, latest)
+
+    def _publish(
+        self, outcomes: list[tuple[_Watched, tuple[Any, Any, BaseException | None]]], latest: int
+    ) -> None:
+        """Publish the outcomes of one step's runs on the snapshot at ``latest``, wake
+        the iterations and queue the callbacks."""
+        changed: list[tuple[list[Subscription], tuple[Any, BaseException | None]]] = []
         with self._lock:
             # Publish every new result of this snapshot at once, so that readers holding
             # the lock (SubscriptionSet.value) never see two timestamps mixed.

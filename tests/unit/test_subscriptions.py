@@ -1574,3 +1574,14 @@ def test_a_dropped_joiner_is_let_go(engine: Engine) -> None:
     gc.collect()
     assert _wait_until(lambda: manager.active == 0), manager.active
     assert _wait_until(lambda: manager._thread is None)  # nothing watched: the worker ends
+
+
+def test_a_dropped_handle_whose_query_fails_is_let_go(engine: Engine) -> None:
+    import gc
+
+    doc = put(engine, "a", -1)
+    failing = engine.subscribe(strict, {"id": doc})
+    del failing  # its stored error's traceback kept the worker's step (and it) alive
+    gc.collect()
+    manager = engine._db.subscriptions
+    assert _wait_until(lambda: manager.active == 0), manager.active
