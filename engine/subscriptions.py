@@ -771,10 +771,13 @@ class SubscriptionManager:
         close()): note it for the worker, which stops following it (:meth:`_reap`).
 
         Runs wherever the garbage collector runs, maybe on a thread holding the lock:
-        it takes no lock (a deque append is atomic) and does nothing else.
+        it takes no lock (a deque append is atomic) and does nothing else. One closed
+        before (its entry is gone, and a dead one is never added again) is not noted:
+        it would keep its execution and wake the worker for nothing.
         """
-        self._dropped.append((watched, ref))
-        self._wakeup = True
+        if ref in watched.subscribers:  # compares identities only: runs no Python code
+            self._dropped.append((watched, ref))
+            self._wakeup = True
 
     def _reap(self) -> None:
         """Let go the subscriptions collected since the last call (the lock is held).

@@ -1585,3 +1585,16 @@ def test_a_dropped_handle_whose_query_fails_is_let_go(engine: Engine) -> None:
     gc.collect()
     manager = engine._db.subscriptions
     assert _wait_until(lambda: manager.active == 0), manager.active
+
+
+def test_a_closed_handle_collected_later_leaves_nothing_to_let_go(engine: Engine) -> None:
+    import gc
+
+    doc = put(engine, "a", 1)
+    sub = engine.subscribe(get_one, {"id": doc})
+    sub.close()
+    manager = engine._db.subscriptions
+    assert _wait_until(lambda: manager._thread is None)  # nothing watched: the worker ended
+    del sub
+    gc.collect()
+    assert not manager._dropped  # it held the execution (and its result) until a new worker
