@@ -771,10 +771,13 @@ class SubscriptionManager:
         close()): note it for the worker, which stops following it (:meth:`_reap`).
 
         Runs wherever the garbage collector runs, maybe on a thread holding the lock:
-        it takes no lock (a deque append is atomic) and does nothing else.
+        it takes no lock (a deque append is atomic) and does nothing else. One closed
+        before (its entry is gone, and a dead one is never added again) is not noted:
+        it would keep its execution and wake the worker for nothing.
         """
-        self._dropped.append((watched, ref))
-        self._wakeup = True
+        if ref in watched.subscribers:  # compares identities only: runs no Python code
+            self._dropped.append((watched, ref))
+            self._wakeup = True
 
     def _reap(self) -> None:
         """Let go the subscriptions collected since the last call (the lock is held).
@@ -893,10 +896,10 @@ class SubscriptionManager:
                     self._wakeup = False
                     new, self._new = self._new, []
                     joined, self._joined = self._joined, []
-                    due = [_live(entry) for entry in self._deadlines.pop_due(time.monotonic())]
-                for subscription in due:
-                    if subscription is not None:  # else collected: let go, no token to ask
-                        self._check_expiry(subscription)
+                    due = self._deadlines.pop_due(time.monotonic())
+                # Helpers, not loops here: this frame lives as long as the worker, and a
+                # loop variable left holding a subscription kept it from being let go.
+                self._check_expiries(due)
                 try:
                     self._step(new)
                 except ReadersFull:
@@ -920,9 +923,8 @@ class SubscriptionManager:
                 full_since = None
                 # After the step, which brought the joined executions up to the head that
                 # their subscribe() waits for: the callback's first value is that one.
-                for subscription in joined:
-                    if not subscription._delivered:  # else a change reached it already
-                        subscription._deliver(subscription._watched.outcome())
+                self._deliver_joined(joined)
+                joined.clear()  # nor kept by this frame until the next joiner
         except BaseException as error:  # surfaced to subscribers, never silent
             with self._lock:
                 # One lock for all three: a subscribe() in between would start a new
@@ -934,6 +936,20 @@ class SubscriptionManager:
             self._fail(subscriptions, error, "The subscription worker failed")
         finally:
             tasks.put(None)  # the callback thread ends after the callbacks queued
+
+    def _check_expiries(self, due: list[_Entry]) -> None:
+        """:meth:`_check_expiry` for each subscription whose token deadline is due."""
+        for entry in due:
+            subscription = _live(entry)
+            if subscription is not None:  # else collected: let go, no token to ask
+                self._check_expiry(subscription)
+
+    @staticmethod
+    def _deliver_joined(joined: list[Subscription]) -> None:
+        """Give the subscriptions that joined an execution its value, once."""
+        for subscription in joined:
+            if not subscription._delivered:  # else a change reached it already
+                subscription._deliver(subscription._watched.outcome())
 
     def _fail_all(self, error: BaseException) -> None:
         """End every subscription with ``error``: a callback raised what is not an
@@ -1017,7 +1033,6 @@ class SubscriptionManager:
 
     def _step(self, new: list[_Watched]) -> None:
         storage = self._db.storage
-        changed: list[tuple[list[Subscription], tuple[Any, BaseException | None]]] = []
         with storage.read() as rtxn:
             latest, version = storage.head(rtxn)
             catalog = self._db.catalog_view(rtxn, version).catalog
@@ -1037,8 +1052,18 @@ class SubscriptionManager:
                 ]
             outcomes = [(w, self._run(w, rtxn)) for w in todo]
         # A stored error's traceback refers to this frame: keep no LMDB txn in it (an
-        # ended py-lmdb txn still holds its reader slot and its environment).
+        # ended py-lmdb txn still holds its reader slot and its environment), nor any
+        # subscription (one whose handle was dropped would never be let go): they are
+        # handled by _publish, whose frame no traceback keeps.
         del rtxn
+        self._publish(outcomes, latest)
+
+    def _publish(
+        self, outcomes: list[tuple[_Watched, tuple[Any, Any, BaseException | None]]], latest: int
+    ) -> None:
+        """Publish the outcomes of one step's runs on the snapshot at ``latest``, wake
+        the iterations and queue the callbacks."""
+        changed: list[tuple[list[Subscription], tuple[Any, BaseException | None]]] = []
         with self._lock:
             # Publish every new result of this snapshot at once, so that readers holding
             # the lock (SubscriptionSet.value) never see two timestamps mixed.

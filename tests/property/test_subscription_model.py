@@ -51,6 +51,7 @@ from engine.intervals import IntervalIndex
 from engine.subscriptions import Subscription, SubscriptionSet
 from engine.values import compare
 from tests.property.test_query_model import FIELD_VALUES, INDEXES, PRESENT_VALUES, index_range
+from tests.waiting import wait_until
 
 
 def docs_schema(indexes: dict[str, list[str]]) -> Any:
@@ -357,6 +358,17 @@ class SubscriptionModel(RuleBasedStateMachine):
         entry.sub.close()
         assert entry.sub.closed
 
+    @rule(data=st.data())
+    def subscribe_and_drop(self, data: st.DataObject) -> None:
+        """A handle without callback, dropped unclosed: let go, and its execution with it
+        unless an open subscription shares it (see followed_are_the_open_ones)."""
+        if self.open and data.draw(st.booleans()):
+            entry = data.draw(st.sampled_from(self.open))
+            kind, args = entry.kind, entry.args  # joins that execution
+        else:
+            kind, args = self._call(data)
+        self.engine.subscribe(FUNCTIONS[kind], args)  # collected at once (reference counting)
+
     @precondition(lambda self: self.sets)
     @rule(data=st.data())
     def close_set(self, data: st.DataObject) -> None:
@@ -568,6 +580,17 @@ class SubscriptionModel(RuleBasedStateMachine):
                 self.live[doc["_id"]] = table
 
     # -- the invariant ------------------------------------------------------------------
+
+    @invariant()
+    def followed_are_the_open_ones(self) -> None:
+        """The executions followed are those of the open handles: the dropped ones are
+        let go (by the worker, within a poll), the closed ones at once."""
+        manager = self.engine._db.subscriptions
+        keys = {entry.sub._watched.key for entry in self.open}
+        keys |= {sub._watched.key for live, _ in self.sets for sub in live._members.values()}
+        with manager._lock:  # the worker reaps at its next poll: now, not in 20 ms
+            manager._lock.notify_all()
+        wait_until(lambda: manager.active == len(keys), 5.0, lambda: (manager.active, keys))
 
     @invariant()
     def subscriptions_match_fresh_queries(self) -> None:

@@ -1557,3 +1557,44 @@ def test_an_iteration_keeps_its_subscription(engine: Engine) -> None:
     engine.run(lambda ctx: ctx.db.patch(doc, {"value": 4}))
     assert next(values) == 4
     values.close()  # type: ignore[attr-defined]
+
+
+def test_a_dropped_joiner_is_let_go(engine: Engine) -> None:
+    import gc
+
+    doc = put(engine, "a", 1)
+    first = engine.subscribe(get_one, {"id": doc})
+    joiner = engine.subscribe(get_one, {"id": doc})  # joins: the worker gives it the value
+    assert joiner.value == 1
+    manager = engine._db.subscriptions
+    assert _wait_until(lambda: not manager._joined)  # delivered to, by the worker
+    time.sleep(0.05)
+    first.close()
+    del joiner  # the worker's loop variable kept it (and its execution) for good
+    gc.collect()
+    assert _wait_until(lambda: manager.active == 0), manager.active
+    assert _wait_until(lambda: manager._thread is None)  # nothing watched: the worker ends
+
+
+def test_a_dropped_handle_whose_query_fails_is_let_go(engine: Engine) -> None:
+    import gc
+
+    doc = put(engine, "a", -1)
+    failing = engine.subscribe(strict, {"id": doc})
+    del failing  # its stored error's traceback kept the worker's step (and it) alive
+    gc.collect()
+    manager = engine._db.subscriptions
+    assert _wait_until(lambda: manager.active == 0), manager.active
+
+
+def test_a_closed_handle_collected_later_leaves_nothing_to_let_go(engine: Engine) -> None:
+    import gc
+
+    doc = put(engine, "a", 1)
+    sub = engine.subscribe(get_one, {"id": doc})
+    sub.close()
+    manager = engine._db.subscriptions
+    assert _wait_until(lambda: manager._thread is None)  # nothing watched: the worker ended
+    del sub
+    gc.collect()
+    assert not manager._dropped  # it held the execution (and its result) until a new worker
