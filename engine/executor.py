@@ -451,7 +451,8 @@ class Executor:
         canceled, or run, ahead of it), :data:`_COLLECT_BATCH` (and at most 4 MiB of them)
         per transaction, which deletes the ones old enough: never one huge transaction.
         With a ``deadline`` (``time.monotonic()``), no batch starts past it (the first
-        always runs). The background worker sweeps every :attr:`collect_interval`
+        always runs). A batch that conflicts on every retry (another executor of the folder
+        deletes the same jobs) ends the sweep: they are the other's to delete. The background worker sweeps every :attr:`collect_interval`
         seconds, one batch between two passes, fully every
         :attr:`full_collect_interval`; ``finish_*`` at each call, not fully, until its
         deadline. Cost: a read of the completed jobs scheduled more than the retention
@@ -466,7 +467,11 @@ class Executor:
         for part in (*_COMPLETED_STATES, _CREATED) if full else _COMPLETED_STATES:
             cursor: str | None = None
             while True:
-                deleted, cursor, done = self._collect_batch(bound, part, cursor)
+                try:
+                    deleted, cursor, done = self._collect_batch(bound, part, cursor)
+                except OptimisticConcurrencyControlFailure:
+                    _log.debug("Another executor deletes the completed jobs: sweep ended.")
+                    return total
                 total += deleted
                 if deadline is not None and time.monotonic() >= deadline:
                     return total
@@ -498,6 +503,9 @@ class Executor:
                 parts, cursor = parts[1:], None
                 if deleted:
                     break  # one batch that wrote per step: the due jobs come first
+        except OptimisticConcurrencyControlFailure:  # another executor deletes them
+            _log.debug("Another executor deletes the completed jobs: sweep ended.")
+            parts = ()
         except Exception:
             if self._stopping:  # closed meanwhile: its storage fails under us
                 return False
