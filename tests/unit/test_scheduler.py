@@ -1934,7 +1934,7 @@ def test_the_worker_deletes_a_job_canceled_long_before_its_time(
 
     monkeypatch.setattr(Executor, "completed_job_retention", 0.3)
     monkeypatch.setattr(Executor, "collect_interval", 0.05)
-    monkeypatch.setattr(Executor, "full_collect_interval", 0.2, raising=False)
+    monkeypatch.setattr(Executor, "full_collect_interval", 0.2)
     with Engine.open(db_path, functions=app, durability="none") as engine:
         canceled = engine.mutation(jobs.later, {"text": "canceled", "delay": 3600.0})
         engine.run(lambda ctx: ctx.scheduler.cancel(canceled))
