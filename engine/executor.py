@@ -34,8 +34,9 @@ Guarantees (Convex's):
   until one ends (Convex's ``SCHEDULED_JOB_EXECUTION_PARALLELISM``).
 - **Completed jobs are deleted after** :attr:`Executor.completed_job_retention`
   (7 days, Convex's ``SCHEDULED_JOB_RETENTION``), by the worker every
-  :attr:`Executor.collect_interval` seconds and by ``finish_*``, in batches of
-  :data:`_COLLECT_BATCH` per transaction (see :meth:`Executor.collect_completed`).
+  :attr:`Executor.collect_interval` seconds and by ``finish_*`` (until its deadline), in
+  batches of :data:`_COLLECT_BATCH` per transaction; pending jobs are not read (see
+  :meth:`Executor.collect_completed`).
 - **A damaged job or cron is skipped**: one whose fields have the wrong type (see
   :func:`~engine.scheduler.job_problem`, :func:`~engine.crons.cron_problems`) is
   logged once with its id and what is wrong, and the others run; ``Engine.check()``
@@ -131,6 +132,12 @@ _PAGE_BYTES = 4 << 20
 _COLLECT_BATCH = 256
 #: The source of the collector's transactions.
 _COLLECT_SOURCE = "scheduler: completed jobs"
+#: What a sweep reads, one range after the other: the ``by_state`` range of each completed
+#: state, scheduled up to the bound (a job completes after its scheduledTime, unless it was
+#: canceled or run before it); a full sweep then every job created up to the bound
+#: (:data:`_CREATED`), the pending ones scheduled far ahead included.
+_COMPLETED_STATES = ("success", "failed", "canceled")
+_CREATED = "created"
 
 
 def _error_message(error: BaseException) -> str:
@@ -172,6 +179,10 @@ class Executor:
     #: Seconds between two sweeps of the background worker for such jobs (Convex's
     #: collector waits 10 s after a batch). ``finish_*`` sweeps at every call.
     collect_interval = 10.0
+    #: Seconds between two full sweeps of the worker, which also find the jobs completed
+    #: before their scheduledTime (canceled ahead): they read every job created more than
+    #: the retention ago, pending ones included. The first sweep is full.
+    full_collect_interval = 3600.0
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -196,10 +207,12 @@ class Executor:
         #: Ids of the damaged jobs and crons this executor skipped (each is logged once).
         self._damaged: set[str] = set()
         #: The background worker's sweep for completed jobs under way: (the completedTime
-        #: bound, the page cursor), or None between sweeps; the next starts at _next_sweep
-        #: (``time.monotonic()``; at once when the worker starts).
-        self._sweep: tuple[float, str | None] | None = None
+        #: bound, the ranges left to read, the page cursor in the first), or None between
+        #: sweeps; the next starts at _next_sweep, full from _next_full
+        #: (``time.monotonic()``; at once, full, when the worker starts).
+        self._sweep: tuple[float, tuple[str, ...], str | None] | None = None
         self._next_sweep = 0.0
+        self._next_full = 0.0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -422,7 +435,9 @@ class Executor:
 
     # -- deleting completed jobs ---------------------------------------------------
 
-    def collect_completed(self, now: float | None = None) -> int:
+    def collect_completed(
+        self, now: float | None = None, *, full: bool = True, deadline: float | None = None
+    ) -> int:
         """Delete every completed job (``success``, ``failed`` or ``canceled``) whose
         ``completedTime`` is :attr:`completed_job_retention` old at ``now`` (ms since the
         epoch; default: the clock); returns how many. Convex's garbage collection of
@@ -430,39 +445,67 @@ class Executor:
         ``completedTime`` is not a float (damage: kept, logged once, named by
         ``Engine.check()``).
 
-        The background worker runs it every :attr:`collect_interval` seconds, one batch
-        between two passes; ``finish_*`` at each call. Jobs are read in creation order,
-        only those created before ``now`` minus the retention (a job completes after it
-        is created, so a younger one cannot be old enough), :data:`_COLLECT_BATCH` (and
-        at most 4 MiB of them) per transaction, which deletes the ones old enough: never
-        one huge transaction. Cost: one read of the jobs created more than the retention
-        ago, and a delete of each one old enough.
+        Reads the ``by_state`` range of each completed state up to the bound (by
+        scheduledTime: pending jobs, however many, are not read), then, if ``full``, every
+        job created up to the bound (for the jobs completed before their scheduledTime:
+        canceled, or run, ahead of it), :data:`_COLLECT_BATCH` (and at most 4 MiB of them)
+        per transaction, which deletes the ones old enough: never one huge transaction.
+        With a ``deadline`` (``time.monotonic()``), no batch starts past it (the first
+        always runs). A batch that conflicts on every retry (another executor of the folder
+        deletes the same jobs) ends the sweep: they are the other's to delete. The background worker sweeps every :attr:`collect_interval`
+        seconds, one batch between two passes, fully every
+        :attr:`full_collect_interval`; ``finish_*`` at each call, not fully, until its
+        deadline. Cost: a read of the completed jobs scheduled more than the retention
+        ago (a full sweep: of every job created then), a delete of each one old enough.
 
         Example::
 
             deleted = engine._executor.collect_completed()
         """
         bound = (now_ms() if now is None else now) - self.completed_job_retention * 1000.0
-        cursor: str | None = None
         total = 0
-        while True:
-            deleted, cursor, done = self._collect_batch(bound, cursor)
-            total += deleted
-            if done:
-                return total
+        for part in (*_COMPLETED_STATES, _CREATED) if full else _COMPLETED_STATES:
+            cursor: str | None = None
+            while True:
+                try:
+                    deleted, cursor, done = self._collect_batch(bound, part, cursor)
+                except OptimisticConcurrencyControlFailure:
+                    _log.debug("Another executor deletes the completed jobs: sweep ended.")
+                    return total
+                total += deleted
+                if deadline is not None and time.monotonic() >= deadline:
+                    return total
+                if done:
+                    break
+        return total
 
     def _collect_step(self) -> bool:
-        """One batch of the background worker's sweep, if one is under way or due; True
-        while the sweep has more to read. A failure is logged and the sweep tried again
-        after :attr:`collect_interval`."""
+        """One batch of the background worker's sweep, if one is under way or due (and
+        the next ranges' too while they end with nothing deleted); True while the sweep
+        has more to read. A failure is logged and the sweep tried again after
+        :attr:`collect_interval`."""
         sweep = self._sweep
         if sweep is None:
-            if time.monotonic() < self._next_sweep:
+            now = time.monotonic()
+            if now < self._next_sweep:
                 return False
-            sweep = (now_ms() - self.completed_job_retention * 1000.0, None)
-        bound, cursor = sweep
+            parts: tuple[str, ...] = _COMPLETED_STATES
+            if now >= self._next_full:
+                parts = (*_COMPLETED_STATES, _CREATED)
+                self._next_full = now + self.full_collect_interval
+            sweep = (now_ms() - self.completed_job_retention * 1000.0, parts, None)
+        bound, parts, cursor = sweep
         try:
-            _, cursor, done = self._collect_batch(bound, cursor)
+            while parts:
+                deleted, cursor, done = self._collect_batch(bound, parts[0], cursor)
+                if not done:
+                    break
+                parts, cursor = parts[1:], None
+                if deleted:
+                    break  # one batch that wrote per step: the due jobs come first
+        except OptimisticConcurrencyControlFailure:  # another executor deletes them
+            _log.debug("Another executor deletes the completed jobs: sweep ended.")
+            parts = ()
         except Exception:
             if self._stopping:  # closed meanwhile: its storage fails under us
                 return False
@@ -470,32 +513,35 @@ class Executor:
                 "Deleting the completed jobs older than the retention failed; tried again in %s s.",
                 self.collect_interval,
             )
-            done = True
-        if done:
+            parts = ()
+        if not parts:
             self._sweep = None
             self._next_sweep = time.monotonic() + self.collect_interval
             return False
-        self._sweep = (bound, cursor)
+        self._sweep = (bound, parts, cursor)
         return True
 
-    def _collect_batch(self, bound: float, cursor: str | None) -> tuple[int, str | None, bool]:
-        """In a transaction of its own: read the next page (from ``cursor``) of the jobs
-        created up to ``bound`` (ms) and delete those completed up to it; returns
-        (deleted, the next page's cursor, whether this was the last page)."""
+    def _collect_batch(
+        self, bound: float, part: str, cursor: str | None
+    ) -> tuple[int, str | None, bool]:
+        """In a transaction of its own: read the next page (from ``cursor``) of range
+        ``part`` (a completed state's jobs scheduled up to ``bound``, ms, or
+        :data:`_CREATED`: the jobs created up to it) and delete those completed up to
+        ``bound``; returns (deleted, the next page's cursor, whether this was the last
+        page)."""
 
         def body(txn: Transaction) -> tuple[int, str | None, bool]:
             if txn.table(SCHEDULED_FUNCTIONS) is None:
                 return 0, None, True
-            page = (
-                Query(txn, SCHEDULED_FUNCTIONS)
-                .with_index(BY_CREATION_TIME, lambda q: q.lte("_creationTime", bound))
-                .paginate(
-                    {
-                        "numItems": _COLLECT_BATCH,
-                        "cursor": cursor,
-                        "maximumBytesRead": _PAGE_BYTES,
-                    }
+            query = Query(txn, SCHEDULED_FUNCTIONS)
+            if part == _CREATED:
+                query = query.with_index(BY_CREATION_TIME, lambda q: q.lte("_creationTime", bound))
+            else:
+                query = query.with_index(
+                    BY_STATE, lambda q: q.eq("state.kind", part).lte("scheduledTime", bound)
                 )
+            page = query.paginate(
+                {"numItems": _COLLECT_BATCH, "cursor": cursor, "maximumBytesRead": _PAGE_BYTES}
             )
             deleted = 0
             with engine_writes(txn):
@@ -541,7 +587,7 @@ class Executor:
         if self._stopping:
             raise closed_error()
         deadline = time.monotonic() + timeout
-        self.collect_completed()
+        self.collect_completed(full=False, deadline=deadline)
         total = 0
         passes = 0
         while True:

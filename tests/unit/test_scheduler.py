@@ -1846,3 +1846,157 @@ def test_a_completed_job_whose_completed_time_is_not_finite_is_kept_and_named(
         engine.check()
     _damage(engine, done, {"completedTime": 1.0})
     assert executor.collect_completed(now=later) == 1
+
+
+_COLLECT_SOURCE = "scheduler: completed jobs"
+
+
+def _collector_reads(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The bytes of documents each of the collector's transactions reads, from now on."""
+    reads: list[int] = []
+    real_run = engine._db.run
+
+    def counting_run(fn: Any, **options: Any) -> Any:
+        if options.get("source") != _COLLECT_SOURCE:
+            return real_run(fn, **options)
+
+        def counted(txn: Any) -> Any:
+            result = fn(txn)
+            reads.append(txn.system_bytes_read)
+            return result
+
+        return real_run(counted, **options)
+
+    monkeypatch.setattr(engine._db, "run", counting_run)
+    return reads
+
+
+def test_finish_does_not_read_the_pending_jobs_scheduled_far_ahead(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs pending for longer than the retention (scheduled far ahead: reminders) were
+    read by every sweep, so each finish_* call read them all: 20,000 of them made a
+    finish_scheduled_functions() with nothing due take 60 ms instead of 1 ms."""
+    executor = engine._executor
+    assert executor is not None
+    year = 365 * 24 * 3600.0
+    engine.run(
+        lambda ctx: [
+            ctx.scheduler.run_after(year, jobs.write_note, {"text": str(n)}) for n in range(300)
+        ]
+    )
+    done = engine.mutation(jobs.later, {"text": "done", "delay": 0.0})
+    assert engine.finish_scheduled_functions() == 1
+    time.sleep(0.01)
+    executor.completed_job_retention = 0.005  # the pending jobs were made before the bound
+    reads = _collector_reads(engine, monkeypatch)
+    assert engine.finish_scheduled_functions() == 0
+    assert done not in {j["_id"] for j in jobs_of(engine)}  # the completed one went
+    assert len(jobs_of(engine)) == 300  # the pending ones stay
+    one_job = len(repr(job(engine, jobs_of(engine)[0]["_id"])))  # ~ its stored size
+    assert 0 < sum(reads) < 3 * one_job, reads  # the completed job, none of the pending
+
+
+def test_finish_deletes_a_backlog_of_completed_jobs_within_its_timeout(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """finish_*(timeout=...) deleted every old completed job before it looked at the due
+    ones, however long it took: 20,000 made finish_scheduled_functions(timeout=0.05)
+    take 0.33 s. It deletes one batch at least, and no more batches past its deadline
+    (the rest go at the next call, or by the worker)."""
+    from engine import executor as executor_module
+
+    executor = engine._executor
+    assert executor is not None
+    engine.run(
+        lambda ctx: [
+            ctx.scheduler.run_after(0, jobs.write_note, {"text": str(n)}) for n in range(45)
+        ]
+    )
+    assert engine.finish_scheduled_functions() == 45
+    monkeypatch.setattr(executor_module, "_COLLECT_BATCH", 10)
+    time.sleep(0.01)
+    executor.completed_job_retention = 0.005
+    reads = _collector_reads(engine, monkeypatch)
+    assert engine.finish_scheduled_functions(timeout=0.0) == 0
+    assert len(reads) == 1 and len(jobs_of(engine)) == 35  # one batch, then past the deadline
+    assert engine.finish_scheduled_functions(timeout=30.0) == 0
+    assert jobs_of(engine) == []
+
+
+def test_the_worker_deletes_a_job_canceled_long_before_its_time(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's sweeps read the completed jobs by state and scheduled time; a job
+    canceled long before its scheduledTime is found by its full sweeps (every job made
+    before the bound), so it still goes once its completedTime is the retention old."""
+    from engine.executor import Executor
+
+    monkeypatch.setattr(Executor, "completed_job_retention", 0.3)
+    monkeypatch.setattr(Executor, "collect_interval", 0.05)
+    monkeypatch.setattr(Executor, "full_collect_interval", 0.2)
+    with Engine.open(db_path, functions=app, durability="none") as engine:
+        canceled = engine.mutation(jobs.later, {"text": "canceled", "delay": 3600.0})
+        engine.run(lambda ctx: ctx.scheduler.cancel(canceled))
+        completed = job(engine, canceled)["completedTime"]
+        wait_until(lambda: engine.run(lambda ctx: ctx.db.system.get(canceled)) is None)
+        assert time.time() * 1000.0 >= completed + 300.0  # not before its time
+        engine.check()
+
+
+def test_a_sweep_whose_jobs_another_executor_deletes_meanwhile_ends_quietly(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Several executors may serve one folder, each sweeping: two sweeps deleting the same
+    old jobs conflict, and the loser failed with OptimisticConcurrencyControlFailure after
+    its retries, out of finish_* (measured: two executors collecting 20,000 old jobs at
+    once, one failed in 3 runs of 3), and logged with a traceback by the worker. Those
+    jobs are the other's to delete: the sweep ends, to start again later. Here the other
+    executor deletes each page this one reads before this one commits it."""
+    from engine import executor as executor_module
+
+    caplog.set_level(logging.INFO, logger="engine.scheduler")
+    monkeypatch.setattr(executor_module, "_COLLECT_BATCH", 5)
+    with (
+        Engine.open(db_path, functions=app, durability="none", scheduler=False) as one,
+        Engine.open(db_path, functions=app, durability="none", scheduler=False) as two,
+    ):
+        one.run(
+            lambda ctx: [
+                ctx.scheduler.run_after(0, jobs.write_note, {"text": str(n)}) for n in range(100)
+            ]
+        )
+        assert one.finish_scheduled_functions() == 100
+        time.sleep(0.01)
+        mine, other = one._executor, two._executor
+        assert mine is not None and other is not None
+        mine.completed_job_retention = other.completed_job_retention = 0.005
+        real_run = one._db.run  # the handles share it: only this thread's runs are raced
+        racer = threading.get_ident()
+
+        def racing_run(fn: Any, **options: Any) -> Any:
+            if options.get("source") != _COLLECT_SOURCE or threading.get_ident() != racer:
+                return real_run(fn, **options)
+
+            def raced(txn: Any) -> Any:  # this snapshot is taken: the other deletes its page
+                bound = time.time() * 1000.0 - 5.0
+                helper = threading.Thread(
+                    target=lambda: other._collect_batch(bound, "success", None)
+                )
+                helper.start()
+                helper.join(10)
+                return fn(txn)
+
+            return real_run(raced, **options)
+
+        monkeypatch.setattr(one._db, "run", racing_run)
+        assert one.finish_scheduled_functions() == 0  # raised the conflict
+        before = len(jobs_of(one))
+        assert before < 100
+        assert not mine._collect_step()  # the worker's sweep: ended, not failed
+        assert len(jobs_of(one)) < before
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        monkeypatch.setattr(one._db, "run", real_run)
+        assert mine.collect_completed() > 0
+        assert jobs_of(one) == []
+        one.check()
