@@ -34,7 +34,7 @@ Guarantees (Convex's):
   until one ends (Convex's ``SCHEDULED_JOB_EXECUTION_PARALLELISM``).
 - **Completed jobs are deleted after** :attr:`Executor.completed_job_retention`
   (7 days, Convex's ``SCHEDULED_JOB_RETENTION``), by the worker every
-  :attr:`Executor.collect_interval` seconds and by ``finish_*`` (until its deadline), in
+  :attr:`Executor.collect_interval` seconds and by ``finish_*`` (for at most 0.1 s of it), in
   batches of :data:`_COLLECT_BATCH` per transaction; pending jobs are not read (see
   :meth:`Executor.collect_completed`).
 - **A damaged job or cron is skipped**: one whose fields have the wrong type (see
@@ -130,6 +130,9 @@ _PAGE_BYTES = 4 << 20
 #: collector of completed jobs (and at most :data:`_PAGE_BYTES` of them). Convex's
 #: ``SCHEDULED_JOB_GARBAGE_COLLECTION_BATCH_SIZE`` is 1000, with its own read-size bound.
 _COLLECT_BATCH = 256
+#: At most this many seconds (and a tenth of its timeout) of a ``finish_*`` call go to
+#: deleting completed jobs past the retention (one batch always runs).
+_FINISH_COLLECT_SECONDS = 0.1
 #: The source of the collector's transactions.
 _COLLECT_SOURCE = "scheduler: completed jobs"
 #: What a sweep reads, one range after the other: the ``by_state`` range of each completed
@@ -586,8 +589,13 @@ class Executor:
         """
         if self._stopping:
             raise closed_error()
-        deadline = time.monotonic() + timeout
-        self.collect_completed(full=False, deadline=deadline)
+        start = time.monotonic()
+        deadline = start + timeout
+        # Old completed jobs first, but for a bounded share of the time: a backlog must
+        # not use up the timeout the due jobs are run within (the rest go next call).
+        self.collect_completed(
+            full=False, deadline=min(deadline, start + min(_FINISH_COLLECT_SECONDS, timeout / 10))
+        )
         total = 0
         passes = 0
         while True:

@@ -2000,3 +2000,27 @@ def test_a_sweep_whose_jobs_another_executor_deletes_meanwhile_ends_quietly(
         assert mine.collect_completed() > 0
         assert jobs_of(one) == []
         one.check()
+
+
+def test_finish_gives_old_jobs_a_bounded_share_of_its_timeout(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog of old completed jobs must not use up the timeout the due jobs run
+    within: finish_* deletes for at most _FINISH_COLLECT_SECONDS (here none: one batch)."""
+    from engine import executor as executor_module
+
+    executor = engine._executor
+    assert executor is not None
+    engine.run(
+        lambda ctx: [
+            ctx.scheduler.run_after(0, jobs.write_note, {"text": str(n)}) for n in range(45)
+        ]
+    )
+    assert engine.finish_scheduled_functions() == 45
+    monkeypatch.setattr(executor_module, "_COLLECT_BATCH", 10)
+    monkeypatch.setattr(executor_module, "_FINISH_COLLECT_SECONDS", 0.0)
+    time.sleep(0.01)
+    executor.completed_job_retention = 0.005
+    reads = _collector_reads(engine, monkeypatch)
+    assert engine.finish_scheduled_functions(timeout=30.0) == 0
+    assert len(reads) == 1 and len(jobs_of(engine)) == 35  # one batch, then the due jobs
