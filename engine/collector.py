@@ -20,8 +20,8 @@ from .catalog import BY_CREATION_TIME
 from .errors import OptimisticConcurrencyControlFailure
 from .query import Query
 from .scheduler import (
-    _PAGE_BYTES,
     BY_STATE,
+    PAGE_BYTES,
     SCHEDULED_FUNCTIONS,
     engine_writes,
     now_ms,
@@ -37,7 +37,7 @@ __all__ = ["Collector"]
 _log = logging.getLogger("engine.scheduler")
 
 #: Jobs looked at (and, completed long enough ago, deleted) per transaction by the
-#: collector of completed jobs (and at most :data:`_PAGE_BYTES` of them). Convex's
+#: collector of completed jobs (and at most :data:`PAGE_BYTES` of them). Convex's
 #: ``SCHEDULED_JOB_GARBAGE_COLLECTION_BATCH_SIZE`` is 1000, with its own read-size bound.
 _COLLECT_BATCH = 256
 #: At most this many seconds (and a tenth of its timeout) of a ``finish_*`` call go to
@@ -205,7 +205,7 @@ class Collector:
                     BY_STATE, lambda q: q.eq("state.kind", part).lte("scheduledTime", bound)
                 )
             page = query.paginate(
-                {"numItems": _COLLECT_BATCH, "cursor": cursor, "maximumBytesRead": _PAGE_BYTES}
+                {"numItems": _COLLECT_BATCH, "cursor": cursor, "maximumBytesRead": PAGE_BYTES}
             )
             deleted = 0
             with engine_writes(txn):

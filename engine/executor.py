@@ -103,8 +103,8 @@ from .runs import (
     _unsupported,
 )
 from .scheduler import (
-    _PAGE_BYTES,
     BY_STATE,
+    PAGE_BYTES,
     SCHEDULED_FUNCTIONS,
     fitting,
     job_problem,
@@ -357,7 +357,7 @@ class Executor(Collector, MutationRunner, ActionRunner):
             page = (
                 Query(txn, SCHEDULED_FUNCTIONS)
                 .with_index(BY_STATE, lambda q: q.eq("state.kind", kind))
-                .paginate({"numItems": _BATCH, "cursor": cursor, "maximumBytesRead": _PAGE_BYTES})
+                .paginate({"numItems": _BATCH, "cursor": cursor, "maximumBytesRead": PAGE_BYTES})
             )
             return page["page"], page["continueCursor"], page["isDone"]
 

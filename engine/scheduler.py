@@ -64,7 +64,7 @@ _BY_STATE_FIELDS = ("state.kind", "scheduledTime")
 #: Bytes of job documents the executor reads per page (or batch), well inside a
 #: transaction's 16 MiB read limit: a job's arguments may be up to 1 MiB, so 256 of them
 #: would not fit.
-_PAGE_BYTES = 4 << 20
+PAGE_BYTES = 4 << 20
 #: Convex's limit on the functions one mutation may schedule.
 MAX_SCHEDULED_PER_MUTATION = 1000
 #: Convex's limit on the total size of their arguments (Convex's size formula).

@@ -20,7 +20,7 @@ from .errors import StorageError
 from .folders import no_locks_error
 from .query import Query
 from .runs import _TRANSIENT
-from .scheduler import _PAGE_BYTES, BY_STATE, SCHEDULED_FUNCTIONS, fitting, now_ms, patch_job
+from .scheduler import BY_STATE, PAGE_BYTES, SCHEDULED_FUNCTIONS, fitting, now_ms, patch_job
 
 if TYPE_CHECKING:
     from .database import Database
@@ -82,7 +82,7 @@ def _fail_orphans(db: Database) -> None:
         stuck = (
             Query(txn, SCHEDULED_FUNCTIONS)
             .with_index(BY_STATE, lambda q: q.eq("state.kind", "inProgress"))
-            .paginate({"numItems": _ORPHAN_BATCH, "cursor": None, "maximumBytesRead": _PAGE_BYTES})
+            .paginate({"numItems": _ORPHAN_BATCH, "cursor": None, "maximumBytesRead": PAGE_BYTES})
         )["page"]
         for job in stuck:
             patch_job(
