@@ -35,8 +35,8 @@ Guarantees (Convex's):
 - **Completed jobs are deleted after** :attr:`Executor.completed_job_retention`
   (7 days, Convex's ``SCHEDULED_JOB_RETENTION``), by the worker every
   :attr:`Executor.collect_interval` seconds and by ``finish_*`` (for at most 0.1 s of it), in
-  batches of :data:`_COLLECT_BATCH` per transaction; pending jobs are not read (see
-  :meth:`Executor.collect_completed`).
+  batches of :data:`~engine.collector._COLLECT_BATCH` per transaction; pending jobs are
+  not read (see :meth:`Executor.collect_completed`).
 - **A damaged job or cron is skipped**: one whose fields have the wrong type (see
   :func:`~engine.scheduler.job_problem`, :func:`~engine.crons.cron_problems`) is
   logged once with its id and what is wrong, and the others run; ``Engine.check()``
@@ -55,110 +55,86 @@ Orphaned actions: every executor holds a shared ``flock`` on
 ``<folder>/scheduler.lock``. When an executor starts and can take that lock
 exclusively, no other executor is alive on the folder, so every job left
 ``inProgress`` belonged to a dead one: it is marked ``failed`` with Convex's
-"Transient error while executing action" (in batches of
-:data:`_ORPHAN_BATCH` per transaction). While another executor is alive
-nothing can be told, and such jobs stay ``inProgress`` until a later start
-finds itself alone.
+"Transient error while executing action" (see :mod:`engine.schedulerlock`). While
+another executor is alive nothing can be told, and such jobs stay ``inProgress``
+until a later start finds itself alone.
 
 Close: the worker finishes the job in hand (a mutation job's transaction
 commits or is discarded, never half-applied), running actions get
 :attr:`Executor.shutdown_timeout` seconds to end, then are cancelled and marked
 failed with the transient error (a ``CancelledError`` the action raises itself, not
 from the executor's cancel, is the action's own failure).
+
+This module finds the due runs and hands each to its runner; the rest is in:
+:mod:`engine.mutationrunner` (a mutation's run), :mod:`engine.actionrunner` (an
+action's: claim, event loop, cancel), :mod:`engine.runs` (a job's run and how its
+outcome is recorded), :mod:`engine.collector` (deleting completed jobs) and
+:mod:`engine.schedulerlock` (the lock, and failing orphaned actions). The runners and
+the collector are base classes of :class:`Executor`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import errno
 import logging
-import math
 import os
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from .catalog import BY_CREATION_TIME
-from .contexts import ActionCtx, MutationCtx
+from .actionrunner import ActionRunner
+from .collector import Collector
 from .crons import CRON_JOBS
 from .errors import (
-    ConvexError,
     OptimisticConcurrencyControlFailure,
     SchedulerError,
     StorageError,
     closed_error,
 )
-from .folders import no_locks_error
+from .mutationrunner import _SYSTEM_RETRIES, MutationRunner
 from .query import Query
+from .runs import (
+    _TRANSIENT,
+    _JobRun,
+    _PastDeadline,
+    _Run,
+    _timed_out,
+    _unsupported,
+)
 from .scheduler import (
     BY_STATE,
+    PAGE_BYTES,
     SCHEDULED_FUNCTIONS,
-    TRANSIENT_ACTION_ERROR,
-    Scheduler,
-    current_job,
-    engine_writes,
     fitting,
     job_problem,
     now_ms,
     patch_job,
     state_kind,
 )
-from .storage import LMDB_ERRORS
+from .schedulerlock import take_lock
 
 if TYPE_CHECKING:
     from .commit import CommitRequest
-    from .functions import FunctionDef, Runtime
+    from .functions import Runtime
     from .transaction import Transaction
 
 __all__ = ["Executor"]
 
 _log = logging.getLogger("engine.scheduler")
+
 #: Jobs read per page (each page in its own snapshot; a pass reads pages until the first
 #: job not yet due).
 _BATCH = 256
-#: Orphaned actions failed per transaction on start (a transaction's reads and writes
-#: are limited: thousands of orphans are failed in several transactions).
-_ORPHAN_BATCH = 256
-#: Bytes of job documents read per page (or orphan batch), well inside a transaction's
-#: 16 MiB read limit: a job's arguments may be up to 1 MiB, so 256 of them would not fit.
-_PAGE_BYTES = 4 << 20
-#: Jobs looked at (and, completed long enough ago, deleted) per transaction by the
-#: collector of completed jobs (and at most :data:`_PAGE_BYTES` of them). Convex's
-#: ``SCHEDULED_JOB_GARBAGE_COLLECTION_BATCH_SIZE`` is 1000, with its own read-size bound.
-_COLLECT_BATCH = 256
-#: At most this many seconds (and a tenth of its timeout) of a ``finish_*`` call go to
-#: deleting completed jobs past the retention (one batch always runs).
-_FINISH_COLLECT_SECONDS = 0.1
-#: The source of the collector's transactions.
-_COLLECT_SOURCE = "scheduler: completed jobs"
-#: What a sweep reads, one range after the other: the ``by_state`` range of each completed
-#: state, scheduled up to the bound (a job completes after its scheduledTime, unless it was
-#: canceled or run before it); a full sweep then every job created up to the bound
-#: (:data:`_CREATED`), the pending ones scheduled far ahead included.
-_COMPLETED_STATES = ("success", "failed", "canceled")
-_CREATED = "created"
 
 
-def _error_message(error: BaseException) -> str:
-    """A failure as stored (a job's ``state.error``, a cron log's ``error``): Convex's
-    ``Uncaught <Type>: <message>``, cut at :data:`_MAX_ERROR_CHARS` characters so the
-    document that records it always fits the 1 MiB limit (the whole error is logged)."""
-    text = f"Uncaught {type(error).__name__}: {error}"
-    if len(text) > _MAX_ERROR_CHARS:
-        text = text[:_MAX_ERROR_CHARS] + " ... (truncated)"
-    return text
-
-
-#: Characters of an error kept in a job's state or a cron's log.
-_MAX_ERROR_CHARS = 64 * 1024
-
-
-class Executor:
+class Executor(Collector, MutationRunner, ActionRunner):
     """Runs scheduled jobs for one engine handle (see the module docstring).
+
+    Settings (class attributes): :attr:`poll_interval`, :attr:`shutdown_timeout`,
+    :attr:`max_running_actions`, and, from :class:`~engine.collector.Collector`,
+    :attr:`completed_job_retention`, :attr:`collect_interval` and
+    :attr:`full_collect_interval`.
 
     Example::
 
@@ -175,17 +151,6 @@ class Executor:
     #: ``SCHEDULED_JOB_EXECUTION_PARALLELISM``, 10). Due jobs behind them wait, in
     #: order, until one ends: a burst of thousands of due actions is not claimed at once.
     max_running_actions = 10
-    #: Seconds a completed job (``success``, ``failed`` or ``canceled``) is kept after its
-    #: ``completedTime``; then the executor deletes it (Convex's ``SCHEDULED_JOB_RETENTION``,
-    #: 7 days). See :meth:`collect_completed`.
-    completed_job_retention = 7 * 24 * 3600.0
-    #: Seconds between two sweeps of the background worker for such jobs (Convex's
-    #: collector waits 10 s after a batch). ``finish_*`` sweeps at every call.
-    collect_interval = 10.0
-    #: Seconds between two full sweeps of the worker, which also find the jobs completed
-    #: before their scheduledTime (canceled ahead): they read every job created more than
-    #: the retention ago, pending ones included. The first sweep is full.
-    full_collect_interval = 3600.0
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
@@ -193,35 +158,16 @@ class Executor:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
-        #: Scheduled actions started on the loop and not yet recorded as finished.
-        self._running: dict[str, concurrent.futures.Future[BaseException | None]] = {}
-        #: The runs of those actions (a job's, or a cron's), by the same keys.
-        self._runs: dict[str, _Run] = {}
-        #: Jobs whose action this executor cancelled (close(), Ctrl-C in finish_*): their
-        #: CancelledError is the transient error, any other is the action's own failure.
-        self._cancelled: set[str] = set()
-        #: Claims of actions under way (claimed or being claimed, not yet in ``_running``):
-        #: close() waits for them too, and none starts once it has begun.
-        self._claiming = 0
-        self._idle = threading.Condition()
         self._lock_fd: int | None = None
         #: Ids of the damaged jobs and crons this executor skipped (each is logged once).
         self._damaged: set[str] = set()
-        #: The background worker's sweep for completed jobs under way: (the completedTime
-        #: bound, the ranges left to read, the page cursor in the first), or None between
-        #: sweeps; the next starts at _next_sweep, full from _next_full
-        #: (``time.monotonic()``; at once, full, when the worker starts).
-        self._sweep: tuple[float, tuple[str, ...], str | None] | None = None
-        self._next_sweep = 0.0
-        self._next_full = 0.0
+        super().__init__()  # the collector's state, then the actions'
 
     # -- lifecycle -----------------------------------------------------------
 
     def start(self, *, background: bool) -> None:
         """Take the executors' lock (failing orphaned actions if alone), start the worker."""
-        self._lock_fd = self._take_lock()
+        self._lock_fd = take_lock(self._db)
         self._db.listeners.append(self._on_commit)
         if background:
             self._thread = threading.Thread(
@@ -264,19 +210,6 @@ class Executor:
         finally:
             self._release()
 
-    def _cancel_all(self) -> None:
-        """Cancel every running action (call with ``_idle`` held; each task records the
-        transient error) and wait up to :data:`_CANCEL_GRACE` for them to end, cancelling
-        the actions of claims under way as they register."""
-
-        def ended() -> bool:
-            for job_id in list(self._running):
-                if job_id not in self._cancelled:
-                    self._cancel(job_id)
-            return not self._running and not self._claiming
-
-        self._idle.wait_for(ended, _CANCEL_GRACE)
-
     def _fail_late(self, key: str) -> None:
         """Record an action that did not end in time ``failed`` with the transient error;
         if even that fails (after :meth:`write_outcome`'s retries), log it: the job (or
@@ -296,13 +229,7 @@ class Executor:
         """stop()'s last steps, each one even when one before it fails: stop the actions'
         loop, remove the commit listener, release the lock."""
         try:
-            loop = self._loop
-            if loop is not None:
-                loop.call_soon_threadsafe(loop.stop)
-                assert self._loop_thread is not None
-                self._loop_thread.join(_CANCEL_GRACE)
-                if not self._loop_thread.is_alive():
-                    loop.close()
+            self._stop_loop()
         finally:
             try:
                 self._db.listeners.remove(self._on_commit)
@@ -327,81 +254,6 @@ class Executor:
                 os.close(fd)
             except OSError:
                 pass
-
-    def on_action_loop(self) -> bool:
-        """True inside one of this executor's scheduled actions: on the thread that runs
-        them, or in code the action handed to another thread (``asyncio.to_thread``
-        copies the context, and with it the job being run)."""
-        thread = self._loop_thread
-        if thread is not None and thread is threading.current_thread():
-            return True
-        run = _current_run.get()  # a job's or a cron's
-        return run is not None and self._runs.get(run.key) is run
-
-    def _take_lock(self) -> int | None:
-        try:
-            import fcntl
-        except ImportError:  # no flock (Windows): orphans cannot be told, none is failed
-            return None
-        path = os.path.join(self._db.storage.path, "scheduler.lock")
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise StorageError(
-                f"Cannot open the scheduler's lock file {path!r}: {error}. The engine keeps it "
-                "beside the database to tell live executors from dead ones: make the folder "
-                "writable, or open the engine without functions."
-            ) from error
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EAGAIN, errno.EACCES):  # else: another holds it
-                os.close(fd)
-                raise no_locks_error(path, error) from error
-            alone = False
-        else:
-            alone = True
-        try:
-            if alone:
-                self._fail_orphans()
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH)  # converts an exclusive lock; waits for one
-            except OSError as error:
-                raise no_locks_error(path, error) from error
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _fail_orphans(self) -> None:
-        """Fail every job left ``inProgress``, :data:`_ORPHAN_BATCH` per transaction."""
-
-        def fail(txn: Transaction) -> int:
-            if txn.table(SCHEDULED_FUNCTIONS) is None:
-                return 0
-            stuck = (
-                Query(txn, SCHEDULED_FUNCTIONS)
-                .with_index(BY_STATE, lambda q: q.eq("state.kind", "inProgress"))
-                .paginate(
-                    {"numItems": _ORPHAN_BATCH, "cursor": None, "maximumBytesRead": _PAGE_BYTES}
-                )
-            )["page"]
-            for job in stuck:
-                patch_job(
-                    txn,
-                    job["_id"],
-                    {
-                        "state": fitting(job, _TRANSIENT),  # a job from before its room was kept
-                        "completedTime": now_ms(),
-                    },
-                )
-            return len(stuck)
-
-        while self._db.run(fail, writable=True, source="scheduler recovery")[0]:
-            pass  # each batch leaves inProgress: the next one starts at the front again
-        from .crons import fail_orphaned_crons
-
-        self._db.run(fail_orphaned_crons, writable=True, source="scheduler recovery")
 
     def _on_commit(self, requests: list[CommitRequest]) -> None:
         # Called by the committer after every commit group: keep it O(1) per request.
@@ -436,140 +288,6 @@ class Executor:
             if timeout > 0 or self._stopping:
                 self._wake.wait(timeout)
 
-    # -- deleting completed jobs ---------------------------------------------------
-
-    def collect_completed(
-        self, now: float | None = None, *, full: bool = True, deadline: float | None = None
-    ) -> int:
-        """Delete every completed job (``success``, ``failed`` or ``canceled``) whose
-        ``completedTime`` is :attr:`completed_job_retention` old at ``now`` (ms since the
-        epoch; default: the clock); returns how many. Convex's garbage collection of
-        scheduled jobs: pending and ``inProgress`` jobs are never deleted, nor a job whose
-        ``completedTime`` is not a float (damage: kept, logged once, named by
-        ``Engine.check()``).
-
-        Reads the ``by_state`` range of each completed state up to the bound (by
-        scheduledTime: pending jobs, however many, are not read), then, if ``full``, every
-        job created up to the bound (for the jobs completed before their scheduledTime:
-        canceled, or run, ahead of it), :data:`_COLLECT_BATCH` (and at most 4 MiB of them)
-        per transaction, which deletes the ones old enough: never one huge transaction.
-        With a ``deadline`` (``time.monotonic()``), no batch starts past it (the first
-        always runs). A batch that conflicts on every retry (another executor of the folder
-        deletes the same jobs) ends the sweep: they are the other's to delete. The background worker sweeps every :attr:`collect_interval`
-        seconds, one batch between two passes, fully every
-        :attr:`full_collect_interval`; ``finish_*`` at each call, not fully, until its
-        deadline. Cost: a read of the completed jobs scheduled more than the retention
-        ago (a full sweep: of every job created then), a delete of each one old enough.
-
-        Example::
-
-            deleted = engine._executor.collect_completed()
-        """
-        bound = (now_ms() if now is None else now) - self.completed_job_retention * 1000.0
-        total = 0
-        for part in (*_COMPLETED_STATES, _CREATED) if full else _COMPLETED_STATES:
-            cursor: str | None = None
-            while True:
-                try:
-                    deleted, cursor, done = self._collect_batch(bound, part, cursor)
-                except OptimisticConcurrencyControlFailure:
-                    _log.debug("Another executor deletes the completed jobs: sweep ended.")
-                    return total
-                total += deleted
-                if deadline is not None and time.monotonic() >= deadline:
-                    return total
-                if done:
-                    break
-        return total
-
-    def _collect_step(self) -> bool:
-        """One batch of the background worker's sweep, if one is under way or due (and
-        the next ranges' too while they end with nothing deleted); True while the sweep
-        has more to read. A failure is logged and the sweep tried again after
-        :attr:`collect_interval`."""
-        sweep = self._sweep
-        if sweep is None:
-            now = time.monotonic()
-            if now < self._next_sweep:
-                return False
-            parts: tuple[str, ...] = _COMPLETED_STATES
-            if now >= self._next_full:
-                parts = (*_COMPLETED_STATES, _CREATED)
-                self._next_full = now + self.full_collect_interval
-            sweep = (now_ms() - self.completed_job_retention * 1000.0, parts, None)
-        bound, parts, cursor = sweep
-        try:
-            while parts:
-                deleted, cursor, done = self._collect_batch(bound, parts[0], cursor)
-                if not done:
-                    break
-                parts, cursor = parts[1:], None
-                if deleted:
-                    break  # one batch that wrote per step: the due jobs come first
-        except OptimisticConcurrencyControlFailure:  # another executor deletes them
-            _log.debug("Another executor deletes the completed jobs: sweep ended.")
-            parts = ()
-        except Exception:
-            if self._stopping:  # closed meanwhile: its storage fails under us
-                return False
-            _log.exception(
-                "Deleting the completed jobs older than the retention failed; tried again in %s s.",
-                self.collect_interval,
-            )
-            parts = ()
-        if not parts:
-            self._sweep = None
-            self._next_sweep = time.monotonic() + self.collect_interval
-            return False
-        self._sweep = (bound, parts, cursor)
-        return True
-
-    def _collect_batch(
-        self, bound: float, part: str, cursor: str | None
-    ) -> tuple[int, str | None, bool]:
-        """In a transaction of its own: read the next page (from ``cursor``) of range
-        ``part`` (a completed state's jobs scheduled up to ``bound``, ms, or
-        :data:`_CREATED`: the jobs created up to it) and delete those completed up to
-        ``bound``; returns (deleted, the next page's cursor, whether this was the last
-        page)."""
-
-        def body(txn: Transaction) -> tuple[int, str | None, bool]:
-            if txn.table(SCHEDULED_FUNCTIONS) is None:
-                return 0, None, True
-            query = Query(txn, SCHEDULED_FUNCTIONS)
-            if part == _CREATED:
-                query = query.with_index(BY_CREATION_TIME, lambda q: q.lte("_creationTime", bound))
-            else:
-                query = query.with_index(
-                    BY_STATE, lambda q: q.eq("state.kind", part).lte("scheduledTime", bound)
-                )
-            page = query.paginate(
-                {"numItems": _COLLECT_BATCH, "cursor": cursor, "maximumBytesRead": _PAGE_BYTES}
-            )
-            deleted = 0
-            with engine_writes(txn):
-                for job in page["page"]:
-                    if self._collectable(job, bound):
-                        txn.delete(job["_id"])
-                        deleted += 1
-            return deleted, page["continueCursor"], page["isDone"]
-
-        result: tuple[int, str | None, bool] = self._db.run(
-            body, writable=True, source=_COLLECT_SOURCE
-        )[0]
-        return result
-
-    def _collectable(self, job: dict[str, Any], bound: float) -> bool:
-        """True if ``job`` is completed and its ``completedTime`` is at most ``bound``
-        (Convex keeps a job while ``completedTime + retention > now``)."""
-        if state_kind(job) not in ("success", "failed", "canceled"):
-            return False
-        completed = job.get("completedTime")
-        if not isinstance(completed, float) or not math.isfinite(completed):
-            problem = f"completedTime is not a finite time: {completed!r:.80}; kept"
-            return self._sound(SCHEDULED_FUNCTIONS, job, problem)  # logged once: False
-        return completed <= bound
-
     # -- running jobs ------------------------------------------------------------
 
     def finish(
@@ -591,11 +309,7 @@ class Executor:
             raise closed_error()
         start = time.monotonic()
         deadline = start + timeout
-        # Old completed jobs first, but for a bounded share of the time: a backlog must
-        # not use up the timeout the due jobs are run within (the rest go next call).
-        self.collect_completed(
-            full=False, deadline=min(deadline, start + min(_FINISH_COLLECT_SECONDS, timeout / 10))
-        )
+        self._collect_before_finish(start, deadline, timeout)  # old completed jobs first
         total = 0
         passes = 0
         while True:
@@ -643,7 +357,7 @@ class Executor:
             page = (
                 Query(txn, SCHEDULED_FUNCTIONS)
                 .with_index(BY_STATE, lambda q: q.eq("state.kind", kind))
-                .paginate({"numItems": _BATCH, "cursor": cursor, "maximumBytesRead": _PAGE_BYTES})
+                .paginate({"numItems": _BATCH, "cursor": cursor, "maximumBytesRead": PAGE_BYTES})
             )
             return page["page"], page["continueCursor"], page["isDone"]
 
@@ -847,76 +561,6 @@ class Executor:
             ran += self._isolated(run, step, failed)
         return ran, None
 
-    def _run_mutation(self, run: _Run, function: FunctionDef, background: bool) -> bool:
-        """Run a mutation's job or cron run exactly once; False if it was not due or
-        pending (any more), or the engine failed around it (left for a later pass)."""
-        runtime = self._runtime
-        name = run.name
-        from .functions import _txn_resolver, handler_args, refuse_awaitable
-
-        def body(txn: Transaction) -> bool:
-            started = run.start(txn, claim=False)
-            if started is None:
-                return False
-            stored_args, scheduled = started
-            began = time.monotonic()
-            try:  # the function's part: what it raises is the run's failure
-                args = runtime.check_args(name, function, stored_args[0], _txn_resolver(txn))
-                # A job run before its time (finish_all_scheduled_functions) sees the
-                # clock at its time, as convex-test's jobs see fake timers run to it.
-                now = max(now_ms(), scheduled)
-                ctx = MutationCtx(runtime, txn, None, now, None, runtime.env)
-                ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=run.own_job)
-                result = function.handler(ctx, **handler_args(args))
-                refuse_awaitable(name, result)
-                runtime.check_result(name, function, result, txn)
-            except (OptimisticConcurrencyControlFailure, StorageError):
-                raise  # the engine's, even when raised through the function: retried
-            except LMDB_ERRORS:
-                raise  # a damaged page met by a read: StorageError once out of db.run
-            except BaseException as error:  # SystemExit too: the worker survives it
-                raise _JobFailed(error, time.monotonic() - began) from error
-            run.succeed(txn, result, time.monotonic() - began)
-            return True
-
-        attempt = 0
-        failures = 0
-        while True:
-            try:
-                return self._db.run(body, writable=True, source=run.source)[0]
-            except OptimisticConcurrencyControlFailure:
-                # Exactly once: conflicts are retried for as long as the engine is open.
-                if self._stopping:
-                    return False
-                attempt += 1
-                time.sleep(min(1.0, 0.01 * attempt))
-            except _JobFailed as failed:
-                done = run.record(_failed(failed.error), None, failed.seconds, running=False)
-                if done:
-                    _log_failure("mutation", name, run.label, failed.error)
-                if not background and isinstance(failed.error, KeyboardInterrupt):
-                    raise failed.error from None  # Ctrl-C in finish_*: recorded, then stops
-                return done
-            except Exception:
-                # Storage or engine around the function (its commit, the run's own reads
-                # and writes): not the function's error, so the run stays pending and is
-                # retried with backoff (Convex's schedule_retry); then a later pass tries.
-                if self._stopping:
-                    return False
-                failures += 1
-                if failures > _SYSTEM_RETRIES:
-                    _log.exception(
-                        "%s (%s) failed %d times on a system error; left pending for a later pass.",
-                        run.source,
-                        run.label,
-                        failures,
-                    )
-                    return False
-                _log.warning(
-                    "%s (%s): system error, retrying.", run.source, run.label, exc_info=True
-                )
-                time.sleep(min(1.0, 0.01 * 2**failures))
-
     def _complete(self, job_id: str, expected: tuple[str, ...], state: dict[str, Any]) -> bool:
         """Write a job's final state if it is still in one of the ``expected`` states
         (retried as :meth:`write_outcome` does)."""
@@ -954,332 +598,3 @@ class Executor:
                     exc_info=True,
                 )
                 time.sleep(min(1.0, 0.01 * 2**failures))
-
-    def _run_action(
-        self, run: _Run, function: FunctionDef, background: bool, deadline: float | None = None
-    ) -> bool:
-        """Claim an action's job or cron run and run it (at most once); False if it was
-        not due or pending, or close() has begun. Not in ``background``, waits for it to
-        end, until ``deadline`` (a ``time.monotonic()``) at most: then raises
-        :class:`_PastDeadline` and the action runs on."""
-
-        future = self._claim_and_start(run, function)
-        if future is None:
-            return False
-        if background:
-            return True
-        try:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            # Waited for without raising: an action ending just as the wait timed out
-            # is done, not past the deadline (result(wait) raised TimeoutError then, and
-            # a done() check after it re-raised that bare TimeoutError from finish_*).
-            ended = bool(concurrent.futures.wait([future], wait).done)
-            error = future.result() if ended else None
-        except concurrent.futures.CancelledError:  # close() cancelled it before it began
-            raise closed_error() from None
-        except Exception:  # raised by the ended task: its outcome could not be recorded
-            raise
-        except BaseException:  # Ctrl-C while waiting: the action is cancelled, and recorded
-            with self._idle:
-                self._cancel(run.key)
-            raise
-        if not ended:
-            raise _PastDeadline
-        if isinstance(error, KeyboardInterrupt):
-            raise error  # Ctrl-C in finish_*: recorded as the run's failure, then stops
-        return True
-
-    def _claim_and_start(
-        self, run: _Run, function: FunctionDef
-    ) -> concurrent.futures.Future[BaseException | None] | None:
-        """Claim an action's run and start it on the loop; None if it was not pending,
-        or close() has begun.
-
-        From the claim to the registration in ``_running`` the run is counted in
-        ``_claiming``, which close() waits for: otherwise a close() from another thread
-        that lands after the claim's commit sees nothing running, stops the loop and
-        closes the storage, and the run is left inProgress for good.
-        """
-        key = run.key
-        with self._idle:
-            if self._stopping:
-                return None
-            self._claiming += 1
-        try:
-            # On the executor's loop even for finish_*, which waits for it: close() then
-            # waits for it (and cancels it after shutdown_timeout) as for the worker's.
-            # Started before the claim: a loop whose thread cannot start leaves the run
-            # pending for a later pass, not claimed with nothing to run it.
-            loop = self._action_loop()
-            try:
-                started = self._db.run(
-                    lambda txn: run.start(txn, claim=True), writable=True, source=run.source
-                )[0]
-            except OptimisticConcurrencyControlFailure:
-                return None  # another executor keeps winning it; a later pass looks again
-            if started is None:
-                return None
-            action: Coroutine[Any, Any, BaseException | None] | None = None
-            try:
-                action = self._action(run, function, started[0][0])
-                with self._idle:  # registered before the task can end and unregister itself
-                    self._runs[key] = run
-                    future = self._running[key] = asyncio.run_coroutine_threadsafe(action, loop)
-            except BaseException as error:
-                if key in self._running:
-                    raise  # handed to the loop: its task records its outcome
-                self._runs.pop(key, None)
-                if action is not None:
-                    action.close()  # never handed to the loop
-                return self._not_started(run, error)
-            return future
-        finally:
-            with self._idle:
-                self._claiming -= 1
-                self._idle.notify_all()
-
-    def _not_started(
-        self, run: _Run, error: BaseException
-    ) -> concurrent.futures.Future[BaseException | None]:
-        """Record a claimed action that could not be started (its stored arguments are
-        not ``[argsObject]``, the loop refused its task) ``failed`` with Convex's
-        transient error, as Convex does with an action its executor failed to run (the
-        system's fault, not the action's); the cause is logged. Returns the run's future,
-        already done; re-raises what is not an ``Exception`` (Ctrl-C in finish_*), once
-        recorded."""
-        _log.error(
-            "%s (%s) could not be started after its claim; recorded failed with %r.",
-            run.source,
-            run.label,
-            TRANSIENT_ACTION_ERROR,
-            exc_info=(type(error), error, error.__traceback__),
-        )
-        run.record(_TRANSIENT, None, 0.0, running=True)
-        if not isinstance(error, Exception):
-            raise error
-        future: concurrent.futures.Future[BaseException | None] = concurrent.futures.Future()
-        future.set_result(None)
-        return future
-
-    def _cancel(self, job_id: str) -> None:
-        """Cancel a running action's task (call with ``_idle`` held); marked first, so
-        its CancelledError is told from one the action raised itself."""
-        future = self._running.get(job_id)
-        if future is not None:
-            self._cancelled.add(job_id)
-            future.cancel()
-
-    def _finished(self, run: _Run) -> None:
-        """Unregister ``run``'s action, and only it: a cron's next run, claimed as soon as
-        this one's outcome committed, is registered under the same key."""
-        job_id = run.key
-        with self._idle:
-            if len(self._running) >= self.max_running_actions:
-                self._wake.set()  # the worker stopped at the cap: room for one more
-            if self._runs.get(job_id, run) is run:
-                self._running.pop(job_id, None)
-                self._runs.pop(job_id, None)
-                self._cancelled.discard(job_id)
-            self._idle.notify_all()
-
-    def _action_loop(self) -> asyncio.AbstractEventLoop:
-        with self._idle:  # the worker and finish_* threads may start the first actions at once
-            loop = self._loop
-            if loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=loop.run_forever, name="convexlite-scheduled-actions", daemon=True
-                )
-                try:
-                    thread.start()
-                except BaseException:  # no thread to be had: a later call tries again
-                    loop.close()
-                    raise
-                self._loop_thread = thread
-                self._loop = loop  # published once its thread runs it
-            return loop
-
-    def _action(
-        self, run: _Run, function: FunctionDef, raw_args: Any
-    ) -> Coroutine[Any, Any, BaseException | None]:
-        """The run's task; it returns what the action raised, if not an Exception."""
-        runtime = self._runtime
-        job_id, name = run.key, run.name  # a job's id, or a cron's
-        from .functions import handler_args, refuse_awaited_result
-
-        async def task() -> BaseException | None:
-            state: dict[str, Any]
-            raised: BaseException | None = None
-            result: Any = None
-            began = time.monotonic()
-            try:
-                args = runtime.check_args(name, function, raw_args)
-                current_job.set(run.own_job)  # this task's context only
-                _current_run.set(run)
-                ctx = ActionCtx(runtime, None, runtime.env)
-                result = await function.handler(ctx, **handler_args(args))
-                result = refuse_awaited_result(name, result)
-                runtime.check_result(name, function, result)
-                state = {"kind": "success"}
-            except asyncio.CancelledError as error:
-                if job_id in self._cancelled:  # close(), or Ctrl-C in finish_*, cancelled it
-                    state = _TRANSIENT
-                else:  # raised by the action's own code: its failure, as any error it throws
-                    state = _failed(error)
-                    _log_failure("action", name, run.label, error)
-            except Exception as error:
-                state = _failed(error)
-                _log_failure("action", name, run.label, error)
-            except BaseException as error:
-                # SystemExit, KeyboardInterrupt: re-raised, they would stop the loop's
-                # thread and every action on it; they are this run's failure only.
-                state = _failed(error)
-                raised = error
-                _log_failure("action", name, run.label, error)
-            seconds = time.monotonic() - began
-            try:
-                await asyncio.to_thread(run.record, state, result, seconds, running=True)
-            except Exception:
-                # Logged here: the worker never reads the task's result (finish_* raises it).
-                _log.exception(
-                    "%s (%s): its outcome could not be recorded; it stays inProgress until "
-                    "an executor starts with no other alive on the folder (which fails it).",
-                    run.source,
-                    run.label,
-                )
-                raise
-            finally:
-                self._finished(run)
-            return raised
-
-        return task()
-
-
-_TRANSIENT: dict[str, Any] = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
-
-#: The run (a job's or a cron's) of the scheduled action running in this context: the
-#: action's task and the threads it hands work to, which copy the context.
-_current_run: ContextVar[_Run | None] = ContextVar("convexlite_scheduled_run", default=None)
-
-#: Seconds close() waits for cancelled actions to end, then for the loop's thread to stop
-#: (an action that ignores its cancellation, or blocks the loop, is then left behind).
-_CANCEL_GRACE = 5.0
-
-
-#: In-place retries of a scheduled mutation that failed on a system error, with backoff
-#: (20 ms, 40 ms, ... 320 ms); after them the job is left pending for a later pass.
-_SYSTEM_RETRIES = 4
-
-
-class _PastDeadline(Exception):
-    """``finish_*``'s deadline passed while it waited for an action it had started."""
-
-
-def _timed_out(timeout: float) -> SchedulerError:
-    return SchedulerError(
-        f"Scheduled functions were still due or running after {timeout} s (a function "
-        "that keeps rescheduling itself, or runs longer, jobs in progress in another "
-        "executor, or left inProgress by a dead process): raise timeout, or inspect "
-        "ctx.db.system.query('_scheduled_functions') and ctx.db.system.query('_cron_jobs')."
-    )
-
-
-class _JobFailed(Exception):
-    """What a scheduled function (or its argument or return validation) raised, and
-    after how many seconds."""
-
-    def __init__(self, error: BaseException, seconds: float) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.seconds = seconds
-
-
-def _unsupported(kind: str) -> dict[str, Any]:
-    """The failure of a job whose function is now neither a mutation nor an action."""
-    return {
-        "kind": "failed",
-        "error": f"Unsupported function type {kind} in scheduler: only Mutation and Action "
-        "can be scheduled",
-    }
-
-
-def _log_failure(kind: str, name: str, label: str, error: BaseException) -> None:
-    """Log a scheduled function's failure, as Convex shows it in the function logs.
-
-    The job's ``state.error`` keeps the message only; without this the traceback was
-    lost and a failing job was silent. A ``ConvexError`` (an expected failure) is a
-    WARNING without traceback, anything else an ERROR with it (as for HTTP actions).
-    """
-    if isinstance(error, ConvexError):
-        _log.warning("Scheduled %s %s (%s) failed: %s", kind, name, label, error)
-    else:
-        _log.error(
-            "Scheduled %s %s (%s) failed",
-            kind,
-            name,
-            label,
-            exc_info=(type(error), error, error.__traceback__),
-        )
-
-
-def _failed(error: BaseException) -> dict[str, Any]:
-    return {"kind": "failed", "error": _error_message(error)}
-
-
-class _Run(Protocol):
-    """One run of a scheduled job or of a cron: how the executor starts and records it."""
-
-    #: The job's or cron's id (keys ``_running``).
-    key: str
-    #: The function's name.
-    name: str
-    #: What logs and errors call it ("job <id>", "cron 'name'").
-    label: str
-    #: The source of its transactions.
-    source: str
-    #: The job a scheduled function belongs to (it cannot cancel it; what an action
-    #: schedules after its job is canceled is created canceled), or None.
-    own_job: str | None
-
-    def start(self, txn: Transaction, *, claim: bool) -> tuple[Any, float] | None:
-        """In ``txn``: (stored arguments ``[argsObject]``, the run's time) if it is pending
-        and due, else None; ``claim`` (an action's) marks it inProgress. The arguments
-        are taken out of their list by the caller, where a damaged list is the run's
-        failure."""
-
-    def succeed(self, txn: Transaction, result: Any, seconds: float) -> None:
-        """In a mutation's ``txn``: record its success, to commit with its writes."""
-
-    def record(self, state: dict[str, Any], result: Any, seconds: float, *, running: bool) -> bool:
-        """In a transaction of its own: record the outcome ``state`` (``{"kind":
-        "success"}`` or ``failed``) of a run that was claimed (``running``) or pending;
-        False if it was not in that state any more."""
-
-
-class _JobRun:
-    """A job of ``_scheduled_functions`` (see :class:`_Run`)."""
-
-    __slots__ = ("_executor", "key", "label", "name", "own_job", "source")
-
-    own_job: str | None
-
-    def __init__(self, executor: Executor, job_id: str, name: str, kind: str) -> None:
-        self._executor = executor
-        self.key = self.own_job = job_id
-        self.name = name
-        self.label = f"job {job_id}"
-        self.source = f"Scheduled {kind} {name}"
-
-    def start(self, txn: Transaction, *, claim: bool) -> tuple[Any, float] | None:
-        job = txn.get(self.key)
-        if job is None or state_kind(job) != "pending" or job_problem(job) is not None:
-            return None  # run, canceled, or damaged since the pass read it
-        patch_job(txn, self.key, {"state": {"kind": "inProgress"}})  # as it sees itself
-        return job["args"], job["scheduledTime"]
-
-    def succeed(self, txn: Transaction, result: Any, seconds: float) -> None:
-        patch_job(txn, self.key, {"state": {"kind": "success"}, "completedTime": now_ms()})
-
-    def record(self, state: dict[str, Any], result: Any, seconds: float, *, running: bool) -> bool:
-        expected = ("inProgress",) if running else ("pending",)
-        return self._executor._complete(self.key, expected, state)

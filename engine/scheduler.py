@@ -61,6 +61,10 @@ SCHEDULED_FUNCTIONS = "_scheduled_functions"
 #: Its index for the executor: pending jobs in scheduled-time order.
 BY_STATE = "by_state"
 _BY_STATE_FIELDS = ("state.kind", "scheduledTime")
+#: Bytes of job documents the executor reads per page (or batch), well inside a
+#: transaction's 16 MiB read limit: a job's arguments may be up to 1 MiB, so 256 of them
+#: would not fit.
+PAGE_BYTES = 4 << 20
 #: Convex's limit on the functions one mutation may schedule.
 MAX_SCHEDULED_PER_MUTATION = 1000
 #: Convex's limit on the total size of their arguments (Convex's size formula).

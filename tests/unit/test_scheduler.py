@@ -888,7 +888,7 @@ def test_thousands_of_orphans_are_failed_in_several_transactions(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More orphans than one transaction may touch: open still succeeds and fails them all."""
-    from engine import executor, readset
+    from engine import readset, schedulerlock
 
     handle = Engine.open(db_path, functions=app, durability="none", scheduler=False)
     ids = handle.run(
@@ -905,7 +905,7 @@ def test_thousands_of_orphans_are_failed_in_several_transactions(
     handle.close()
     # Scaled down: a transaction may read 100 ranges, recovery fails 30 jobs per transaction.
     monkeypatch.setattr(readset, "MAX_READ_RANGES", 100)
-    monkeypatch.setattr(executor, "_ORPHAN_BATCH", 30, raising=False)
+    monkeypatch.setattr(schedulerlock, "_ORPHAN_BATCH", 30)
     with Engine.open(db_path, functions=app, durability="none", scheduler=False) as again:
         monkeypatch.undo()
         states = {j["state"].get("error") for j in jobs_of(again)}
@@ -1426,14 +1426,14 @@ def test_close_cleans_up_when_recording_a_late_actions_failure_fails(
     # lock stayed held, so no later executor found itself alone to fail the orphan.
     import concurrent.futures
 
-    from engine import StorageError, executor
+    from engine import StorageError, actionrunner
 
     engine = Engine.open(db_path, functions=app, durability="none", scheduler=False)
     runner = engine._executor
     assert runner is not None
     db = engine._db
     runner.shutdown_timeout = 0.05
-    monkeypatch.setattr(executor, "_CANCEL_GRACE", 0.05, raising=False)
+    monkeypatch.setattr(actionrunner, "_CANCEL_GRACE", 0.05)
     job_id = engine.run(
         lambda ctx: ctx.scheduler.run_after(0, jobs.note_from_action, {"text": "x"})
     )
@@ -1571,7 +1571,7 @@ def test_a_job_whose_bookkeeping_fails_does_not_stop_the_pass(
     # the executor's pass: the due jobs behind it never ran in that pass. Now each such
     # job is logged with its id and left as stored, the jobs behind it run, and
     # finish_scheduled_functions raises the first error once the pass is over.
-    import engine.executor as executor_module
+    from engine import executor, runs
 
     caplog.set_level(logging.ERROR, logger="engine.scheduler")
     with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
@@ -1583,7 +1583,7 @@ def test_a_job_whose_bookkeeping_fails_does_not_stop_the_pass(
         claimed = schedule(jobs.note_from_action, {"text": "claimed"})
         acting = schedule(jobs.failing_action, {})
         behind = schedule(jobs.write_note, {"text": "behind"})
-        real_patch_job = executor_module.patch_job
+        real_patch_job = executor.patch_job
 
         def broken_patch_job(txn: Any, job_id: str, fields: dict[str, Any]) -> None:
             claim = fields["state"]["kind"] == "inProgress"
@@ -1591,7 +1591,8 @@ def test_a_job_whose_bookkeeping_fails_does_not_stop_the_pass(
                 raise LimitExceeded("forced bookkeeping failure", limit="DocumentTooLarge")
             real_patch_job(txn, job_id, fields)
 
-        monkeypatch.setattr(executor_module, "patch_job", broken_patch_job)
+        for module in (executor, runs):  # a job's claim is in runs, its outcome in executor
+            monkeypatch.setattr(module, "patch_job", broken_patch_job)
         with pytest.raises(LimitExceeded, match="forced bookkeeping failure"):
             engine.finish_scheduled_functions(timeout=10)
         assert engine.query(jobs.notes) == ["behind"]  # the job behind them ran
@@ -1602,7 +1603,7 @@ def test_a_job_whose_bookkeeping_fails_does_not_stop_the_pass(
         logged = "\n".join(record.getMessage() for record in caplog.records)
         for job_id in (failing, claimed, acting):
             assert f"job {job_id}" in logged
-        monkeypatch.setattr(executor_module, "patch_job", real_patch_job)
+        monkeypatch.undo()
     # Nothing lost, nothing run twice: reopened alone, the executor fails the action
     # left inProgress; the others run once.
     with Engine.open(db_path, functions=app, durability="none", scheduler=False) as engine:
@@ -1617,10 +1618,10 @@ def test_a_job_whose_bookkeeping_fails_does_not_stop_the_pass(
 def test_the_worker_runs_the_jobs_behind_one_whose_bookkeeping_fails(
     db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import engine.executor as executor_module
+    from engine import executor, runs
 
     caplog.set_level(logging.ERROR, logger="engine.scheduler")
-    real_patch_job = executor_module.patch_job
+    real_patch_job = executor.patch_job
     failing: list[str] = []
 
     def broken_patch_job(txn: Any, job_id: str, fields: dict[str, Any]) -> None:
@@ -1628,7 +1629,8 @@ def test_the_worker_runs_the_jobs_behind_one_whose_bookkeeping_fails(
             raise LimitExceeded("forced bookkeeping failure", limit="DocumentTooLarge")
         real_patch_job(txn, job_id, fields)
 
-    monkeypatch.setattr(executor_module, "patch_job", broken_patch_job)
+    for module in (executor, runs):  # a job's claim is in runs, its outcome in executor
+        monkeypatch.setattr(module, "patch_job", broken_patch_job)
     with Engine.open(db_path, functions=app, durability="none") as engine:
 
         def body(ctx: Any) -> tuple[str, str]:
@@ -1770,7 +1772,7 @@ def test_completed_jobs_are_deleted_once_the_retention_has_passed(engine: Engine
 def test_many_completed_jobs_are_deleted_in_bounded_transactions(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine import executor as executor_module
+    from engine import collector
 
     executor = engine._executor
     assert executor is not None
@@ -1780,7 +1782,7 @@ def test_many_completed_jobs_are_deleted_in_bounded_transactions(
         ]
     )
     assert engine.finish_scheduled_functions() == 45
-    monkeypatch.setattr(executor_module, "_COLLECT_BATCH", 10, raising=False)
+    monkeypatch.setattr(collector, "_COLLECT_BATCH", 10)
     batches: list[int] = []
     real_run = engine._db.run
 
@@ -1904,7 +1906,7 @@ def test_finish_deletes_a_backlog_of_completed_jobs_within_its_timeout(
     ones, however long it took: 20,000 made finish_scheduled_functions(timeout=0.05)
     take 0.33 s. It deletes one batch at least, and no more batches past its deadline
     (the rest go at the next call, or by the worker)."""
-    from engine import executor as executor_module
+    from engine import collector
 
     executor = engine._executor
     assert executor is not None
@@ -1914,7 +1916,7 @@ def test_finish_deletes_a_backlog_of_completed_jobs_within_its_timeout(
         ]
     )
     assert engine.finish_scheduled_functions() == 45
-    monkeypatch.setattr(executor_module, "_COLLECT_BATCH", 10)
+    monkeypatch.setattr(collector, "_COLLECT_BATCH", 10)
     time.sleep(0.01)
     executor.completed_job_retention = 0.005
     reads = _collector_reads(engine, monkeypatch)
@@ -1953,10 +1955,10 @@ def test_a_sweep_whose_jobs_another_executor_deletes_meanwhile_ends_quietly(
     once, one failed in 3 runs of 3), and logged with a traceback by the worker. Those
     jobs are the other's to delete: the sweep ends, to start again later. Here the other
     executor deletes each page this one reads before this one commits it."""
-    from engine import executor as executor_module
+    from engine import collector
 
     caplog.set_level(logging.INFO, logger="engine.scheduler")
-    monkeypatch.setattr(executor_module, "_COLLECT_BATCH", 5)
+    monkeypatch.setattr(collector, "_COLLECT_BATCH", 5)
     with (
         Engine.open(db_path, functions=app, durability="none", scheduler=False) as one,
         Engine.open(db_path, functions=app, durability="none", scheduler=False) as two,
@@ -2007,7 +2009,7 @@ def test_finish_gives_old_jobs_a_bounded_share_of_its_timeout(
 ) -> None:
     """A backlog of old completed jobs must not use up the timeout the due jobs run
     within: finish_* deletes for at most _FINISH_COLLECT_SECONDS (here none: one batch)."""
-    from engine import executor as executor_module
+    from engine import collector
 
     executor = engine._executor
     assert executor is not None
@@ -2017,8 +2019,8 @@ def test_finish_gives_old_jobs_a_bounded_share_of_its_timeout(
         ]
     )
     assert engine.finish_scheduled_functions() == 45
-    monkeypatch.setattr(executor_module, "_COLLECT_BATCH", 10)
-    monkeypatch.setattr(executor_module, "_FINISH_COLLECT_SECONDS", 0.0)
+    monkeypatch.setattr(collector, "_COLLECT_BATCH", 10)
+    monkeypatch.setattr(collector, "_FINISH_COLLECT_SECONDS", 0.0)
     time.sleep(0.01)
     executor.completed_job_retention = 0.005
     reads = _collector_reads(engine, monkeypatch)
