@@ -28,6 +28,7 @@ from engine import (
     ReadOnlyError,
     SchedulerError,
 )
+from engine.executor import Executor
 from engine.scheduler import patch_job
 from tests import app
 from tests.app import jobs
@@ -1263,7 +1264,6 @@ def test_close_waits_for_an_action_claimed_but_not_yet_started_on_another_thread
     # in between saw nothing running: it stopped the loop (joining a loop thread not yet
     # started raised RuntimeError) or closed the storage under the action, which was left
     # inProgress for good (and the finishing thread waited on it for ever).
-    from engine.executor import Executor
 
     claimed = threading.Event()
     release = threading.Event()
@@ -1769,9 +1769,8 @@ def test_completed_jobs_are_deleted_once_the_retention_has_passed(engine: Engine
     assert engine.check()["scheduled_functions"] == {"pending": 1}
 
 
-def test_many_completed_jobs_are_deleted_in_bounded_transactions(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _completed_jobs(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Executor:
+    """45 jobs run to success; the collector then reads 10 per batch. Returns the executor."""
     from engine import collector
 
     executor = engine._executor
@@ -1783,6 +1782,13 @@ def test_many_completed_jobs_are_deleted_in_bounded_transactions(
     )
     assert engine.finish_scheduled_functions() == 45
     monkeypatch.setattr(collector, "_COLLECT_BATCH", 10)
+    return executor
+
+
+def test_many_completed_jobs_are_deleted_in_bounded_transactions(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executor = _completed_jobs(engine, monkeypatch)
     batches: list[int] = []
     real_run = engine._db.run
 
@@ -1817,7 +1823,6 @@ def test_finish_deletes_jobs_completed_longer_ago_than_the_retention(engine: Eng
 def test_the_worker_deletes_completed_jobs_after_the_retention(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.executor import Executor
 
     monkeypatch.setattr(Executor, "completed_job_retention", 0.3)
     monkeypatch.setattr(Executor, "collect_interval", 0.05)
@@ -1906,17 +1911,7 @@ def test_finish_deletes_a_backlog_of_completed_jobs_within_its_timeout(
     ones, however long it took: 20,000 made finish_scheduled_functions(timeout=0.05)
     take 0.33 s. It deletes one batch at least, and no more batches past its deadline
     (the rest go at the next call, or by the worker)."""
-    from engine import collector
-
-    executor = engine._executor
-    assert executor is not None
-    engine.run(
-        lambda ctx: [
-            ctx.scheduler.run_after(0, jobs.write_note, {"text": str(n)}) for n in range(45)
-        ]
-    )
-    assert engine.finish_scheduled_functions() == 45
-    monkeypatch.setattr(collector, "_COLLECT_BATCH", 10)
+    executor = _completed_jobs(engine, monkeypatch)
     time.sleep(0.01)
     executor.completed_job_retention = 0.005
     reads = _collector_reads(engine, monkeypatch)
@@ -1932,7 +1927,6 @@ def test_the_worker_deletes_a_job_canceled_long_before_its_time(
     """The worker's sweeps read the completed jobs by state and scheduled time; a job
     canceled long before its scheduledTime is found by its full sweeps (every job made
     before the bound), so it still goes once its completedTime is the retention old."""
-    from engine.executor import Executor
 
     monkeypatch.setattr(Executor, "completed_job_retention", 0.3)
     monkeypatch.setattr(Executor, "collect_interval", 0.05)
@@ -2011,15 +2005,7 @@ def test_finish_gives_old_jobs_a_bounded_share_of_its_timeout(
     within: finish_* deletes for at most _FINISH_COLLECT_SECONDS (here none: one batch)."""
     from engine import collector
 
-    executor = engine._executor
-    assert executor is not None
-    engine.run(
-        lambda ctx: [
-            ctx.scheduler.run_after(0, jobs.write_note, {"text": str(n)}) for n in range(45)
-        ]
-    )
-    assert engine.finish_scheduled_functions() == 45
-    monkeypatch.setattr(collector, "_COLLECT_BATCH", 10)
+    executor = _completed_jobs(engine, monkeypatch)
     monkeypatch.setattr(collector, "_FINISH_COLLECT_SECONDS", 0.0)
     time.sleep(0.01)
     executor.completed_job_retention = 0.005
