@@ -28,6 +28,7 @@ from engine import (
     ReadOnlyError,
     SchedulerError,
 )
+from engine.collector import _COLLECT_SOURCE
 from engine.executor import Executor
 from engine.scheduler import patch_job
 from tests import app
@@ -1794,7 +1795,7 @@ def test_many_completed_jobs_are_deleted_in_bounded_transactions(
 
     def counting_run(fn: Any, **options: Any) -> Any:
         result = real_run(fn, **options)
-        if options.get("source") == "scheduler: completed jobs":
+        if options.get("source") == _COLLECT_SOURCE:
             batches.append(result[0][0])
         return result
 
@@ -1853,9 +1854,6 @@ def test_a_completed_job_whose_completed_time_is_not_finite_is_kept_and_named(
         engine.check()
     _damage(engine, done, {"completedTime": 1.0})
     assert executor.collect_completed(now=later) == 1
-
-
-_COLLECT_SOURCE = "scheduler: completed jobs"
 
 
 def _collector_reads(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
