@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from . import limits, vectors
 from .errors import VectorSearchError, unavailable_attribute
 from .files import StorageActionWriter, StorageReader, StorageWriter
-from .readers import DatabaseReader, DatabaseWriter
+from .readers import Absent, DatabaseReader, DatabaseWriter, visible_names
 from .vectors import VectorFilterBuilder
 
 if TYPE_CHECKING:
@@ -166,22 +166,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
-class _Elsewhere:
-    """A name a query's or mutation's ``ctx`` lacks (see ``_ELSEWHERE``): reading it
-    raises the AttributeError that says where it is available."""
+class _Elsewhere(Absent):
+    """A name a query's or mutation's ``ctx`` lacks (``ctx.scheduler`` in a query):
+    reading it raises the AttributeError that says where it is available."""
 
-    __slots__ = ("name",)
+    __slots__ = ()
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: object, owner: type | None = None) -> Any:
-        if obj is None:
-            raise AttributeError(
-                f"type object {getattr(owner, '__name__', '?')!r} has no attribute {self.name!r}",
-                name=self.name,
-                obj=owner,
-            )
+    def missing(self, obj: object) -> NoReturn:
         _unavailable(obj, self.name, "query" if type(obj) is QueryCtx else "mutation")
 
 
@@ -236,12 +227,14 @@ class QueryCtx:
     else:
         # "'QueryCtx' object has no attribute 'scheduler'" did not say where the
         # attribute is: these do (MutationCtx defines its own scheduler and
-        # run_mutation). Descriptors, not a __getattr__: a class with one makes every
-        # attribute read of its instances slower (CPython does not specialize them).
+        # run_mutation; see Absent).
         scheduler = _Elsewhere()
         run_mutation = _Elsewhere()
         run_action = _Elsewhere()
         vector_search = _Elsewhere()
+
+    def __dir__(self) -> list[str]:
+        return visible_names(self)  # without the names above (a mutation's own stay)
 
     @property
     def storage(self) -> StorageReader:

@@ -8,7 +8,7 @@ query cannot write by construction, not by a runtime check alone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import ids
 from .errors import InvalidId, InvalidTable
@@ -149,9 +149,14 @@ class SystemReader(_Reads):
         return self._normalize(table, document_id)
 
 
-class _WriteInQuery:
-    """A writing method of ``ctx.db`` read in a query: raises the AttributeError that
-    says where writing is (Python's usual one for a read of the class itself)."""
+class Absent:
+    """A descriptor for a name a class lacks on purpose (a query's ``ctx.db.insert``):
+    reading it raises the AttributeError of :meth:`missing`, which says where the
+    name is available; :func:`visible_names` leaves it out of ``dir()``.
+
+    Descriptors, not a ``__getattr__``: a class with one makes every attribute read of
+    its instances slower (CPython does not specialize them), ~35 ns per ``ctx.db.get``.
+    """
 
     __slots__ = ("name",)
 
@@ -159,17 +164,42 @@ class _WriteInQuery:
         self.name = name
 
     def __get__(self, obj: object, owner: type | None = None) -> Any:
-        name = self.name
-        if obj is None:
+        if obj is None:  # read on the class: Python's usual error
             raise AttributeError(
-                f"type object {getattr(owner, '__name__', '?')!r} has no attribute {name!r}",
-                name=name,
+                f"type object {getattr(owner, '__name__', '?')!r} has no attribute {self.name!r}",
+                name=self.name,
                 obj=owner,
             )
+        self.missing(obj)
+
+    def missing(self, obj: object) -> NoReturn:
+        """Raise the error for reading this name on ``obj``."""
+        raise NotImplementedError
+
+
+def visible_names(obj: object) -> list[str]:
+    """``dir(obj)`` without the names its class lacks on purpose (:class:`Absent`)."""
+    mro = type(obj).__mro__
+
+    def absent(name: str) -> bool:
+        for cls in mro:
+            if name in vars(cls):
+                return isinstance(vars(cls)[name], Absent)
+        return False
+
+    return [name for name in object.__dir__(obj) if not absent(name)]
+
+
+class _WriteInQuery(Absent):
+    """A writing method of ``ctx.db`` read in a query: says where writing is."""
+
+    __slots__ = ()
+
+    def missing(self, obj: object) -> NoReturn:
         raise AttributeError(
-            f"ctx.db.{name} is not available in a query: a query's ctx.db only reads. "
+            f"ctx.db.{self.name} is not available in a query: a query's ctx.db only reads. "
             "Write from a mutation (from an action, through ctx.run_mutation).",
-            name=name,
+            name=self.name,
             obj=obj,
         )
 
@@ -196,13 +226,14 @@ class DatabaseReader(_Reads):
 
     else:
         # A query's ctx.db.insert said no more than "'DatabaseReader' object has no
-        # attribute 'insert'": these say where writing is. Descriptors, not a
-        # __getattr__: a class with one makes every attribute read of its instances
-        # slower (CPython does not specialize them), ~35 ns per ctx.db.get.
+        # attribute 'insert'": these say where writing is (see Absent).
         insert = _WriteInQuery()
         patch = _WriteInQuery()
         replace = _WriteInQuery()
         delete = _WriteInQuery()
+
+    def __dir__(self) -> list[str]:
+        return visible_names(self)
 
     @property
     def system(self) -> SystemReader:

@@ -55,6 +55,21 @@ def test_names_a_context_lacks_still_say_where_they_are(engine: Engine) -> None:
     assert engine.mutation(lambda ctx: [ctx.scheduler is not None, callable(ctx.db.delete)])
 
 
+def test_dir_lists_what_a_context_has(engine: Engine) -> None:
+    # The descriptors that say where a name is are not attributes: dir() (and so a
+    # REPL's completion) does not offer them, as it did not when __getattr__ said it.
+    in_query = engine.query(lambda ctx: (dir(ctx), dir(ctx.db)))
+    for name in ("scheduler", "run_mutation", "run_action", "vector_search"):
+        assert name not in in_query[0]
+    assert {"db", "auth", "run_query"} <= set(in_query[0])
+    assert not {"insert", "patch", "replace", "delete"} & set(in_query[1])
+    assert {"get", "query", "normalize_id", "system"} <= set(in_query[1])
+    in_mutation = engine.mutation(lambda ctx: (dir(ctx), dir(ctx.db)))
+    assert {"scheduler", "run_mutation", "run_query"} <= set(in_mutation[0])
+    assert not {"run_action", "vector_search"} & set(in_mutation[0])
+    assert {"insert", "patch", "replace", "delete", "get"} <= set(in_mutation[1])
+
+
 class _FlakyEnv:
     """An LMDB environment whose next ``begin()`` calls raise ``errors`` in turn."""
 
