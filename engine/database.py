@@ -345,10 +345,7 @@ class Database:
     def close_query(self, txn: Transaction) -> None:
         """End a transaction from :meth:`open_query`."""
         self._local.calls.depth = 0
-        rtxn = txn._rtxn  # Transaction.close, inline: an open_query txn owns its LMDB txn
-        if rtxn is not None:
-            txn._rtxn = None
-            self.storage.end_read(rtxn)
+        txn.close()
 
     def run(
         self, fn: Callable[[Transaction], T], *, writable: bool = True, source: str = ""
