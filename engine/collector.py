@@ -106,10 +106,10 @@ class Collector:
         per transaction, which deletes the ones old enough: never one huge transaction.
         With a ``deadline`` (``time.monotonic()``), no batch starts past it (the first
         always runs). A batch that conflicts on every retry (another executor of the folder
-        deletes the same jobs) ends the sweep: they are the other's to delete. The background worker sweeps every :attr:`collect_interval`
-        seconds, one batch between two passes, fully every
-        :attr:`full_collect_interval`; ``finish_*`` at each call, not fully, until its
-        deadline. Cost: a read of the completed jobs scheduled more than the retention
+        deletes the same jobs) ends the sweep: they are the other's to delete. The
+        background worker sweeps every :attr:`collect_interval` seconds, one batch between
+        two passes, fully every :attr:`full_collect_interval`; ``finish_*`` at each call,
+        not fully, for a bounded share of its timeout (:meth:`_collect_before_finish`). Cost: a read of the completed jobs scheduled more than the retention
         ago (a full sweep: of every job created then), a delete of each one old enough.
 
         Example::
@@ -223,7 +223,7 @@ class Collector:
     def _collectable(self, job: dict[str, Any], bound: float) -> bool:
         """True if ``job`` is completed and its ``completedTime`` is at most ``bound``
         (Convex keeps a job while ``completedTime + retention > now``)."""
-        if state_kind(job) not in ("success", "failed", "canceled"):
+        if state_kind(job) not in _COMPLETED_STATES:
             return False
         completed = job.get("completedTime")
         if not isinstance(completed, float) or not math.isfinite(completed):

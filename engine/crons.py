@@ -709,6 +709,8 @@ class CronRun:
         return self._executor.write_outcome(body, self.label)
 
 
+#: The states a stored cron may be in.
+_KINDS = ("pending", "inProgress")
 _CRON_FIELDS = frozenset({"_id", "_creationTime", "name", "cronSpec", "state", "prevTs", "nextTs"})
 _SCHEDULE_TYPES = frozenset({"interval", "hourly", "daily", "weekly", "monthly", "cron"})
 
@@ -777,9 +779,6 @@ def _schedule_problem(schedule: dict[str, Any]) -> str | None:
 def _sound_state(cron: dict[str, Any]) -> bool:
     state = cron.get("state")
     return isinstance(state, dict) and set(state) == {"kind"} and state_kind(cron) in _KINDS
-
-
-_KINDS = ("pending", "inProgress")
 
 
 def cron_problems(cron: dict[str, Any]) -> list[str]:
