@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -64,9 +65,10 @@ class Collector:
     #: Seconds between two sweeps of the background worker for such jobs (Convex's
     #: collector waits 10 s after a batch). ``finish_*`` sweeps at every call.
     collect_interval = 10.0
-    #: Seconds between two full sweeps of the worker, which also find the jobs completed
-    #: before their scheduledTime (canceled ahead): they read every job created more than
-    #: the retention ago, pending ones included. The first sweep is full.
+    #: Seconds between two full sweeps of the worker (or, without one, of ``finish_*``),
+    #: which also find the jobs completed before their scheduledTime (canceled ahead): they
+    #: read every job created more than the retention ago, pending ones included. The
+    #: first sweep is full.
     full_collect_interval = 3600.0
 
     # Set by the executor.
@@ -87,6 +89,8 @@ class Collector:
         self._sweep: tuple[float, tuple[str, ...], str | None] | None = None
         self._next_sweep = 0.0
         self._next_full = 0.0
+        #: Held by the ``finish_*`` call that carries the sweeps when no worker runs.
+        self._finishing = threading.Lock()
         super().__init__()
 
     def collect_completed(
@@ -109,8 +113,10 @@ class Collector:
         deletes the same jobs) ends the sweep: they are the other's to delete. The
         background worker sweeps every :attr:`collect_interval` seconds, one batch between
         two passes, fully every :attr:`full_collect_interval`; ``finish_*`` at each call,
-        not fully, for a bounded share of its timeout (:meth:`_collect_before_finish`). Cost: a read of the completed jobs scheduled more than the retention
-        ago (a full sweep: of every job created then), a delete of each one old enough.
+        for a bounded share of its timeout, fully only without a worker
+        (:meth:`_collect_before_finish`). Cost: a read of the completed jobs scheduled
+        more than the retention ago (a full sweep: of every job created then), a delete of
+        each one old enough.
 
         Example::
 
@@ -133,21 +139,55 @@ class Collector:
                     break
         return total
 
-    def _collect_before_finish(self, start: float, deadline: float, timeout: float) -> None:
+    def _collect_before_finish(
+        self, start: float, deadline: float, timeout: float, *, worker: bool
+    ) -> None:
         """The sweep of a ``finish_*`` call started at ``start`` (a ``time.monotonic()``)
-        with ``timeout`` seconds, until ``deadline``: not full, and for a bounded share of
-        the time, at most :data:`_FINISH_COLLECT_SECONDS` and a tenth of ``timeout`` (one
-        batch always runs): a backlog must not use up the timeout the due jobs are run
-        within (the rest go next call)."""
-        self.collect_completed(
-            full=False, deadline=min(deadline, start + min(_FINISH_COLLECT_SECONDS, timeout / 10))
-        )
+        with ``timeout`` seconds, until ``deadline``, for a bounded share of the time: at
+        most :data:`_FINISH_COLLECT_SECONDS` and a tenth of ``timeout`` (one batch always
+        runs): a backlog must not use up the timeout the due jobs are run within (the rest
+        go next call).
+
+        With a background ``worker``, which makes the full sweeps, it is not full. Without
+        one (``scheduler=False``) ``finish_*`` carries the worker's sweeps: full every
+        :attr:`full_collect_interval` (a job canceled ahead of its scheduledTime is found by
+        no other), each resumed where the last call stopped, so a long one ends too."""
+        until = min(deadline, start + min(_FINISH_COLLECT_SECONDS, timeout / 10))
+        if worker:
+            self.collect_completed(full=False, deadline=until)
+            return
+        if not self._finishing.acquire(blocking=False):
+            return  # another thread's finish_* sweeps: two would read the same pages
+        try:
+            self._next_sweep = 0.0  # finish_* sweeps at every call
+            while self._advance_sweep() and time.monotonic() < until:
+                pass
+        finally:
+            self._finishing.release()
 
     def _collect_step(self) -> bool:
-        """One batch of the background worker's sweep, if one is under way or due (and
-        the next ranges' too while they end with nothing deleted); True while the sweep
-        has more to read. A failure is logged and the sweep tried again after
+        """One batch of the background worker's sweep (:meth:`_advance_sweep`); True while
+        the sweep has more to read. A failure is logged and the sweep tried again after
         :attr:`collect_interval`."""
+        try:
+            return self._advance_sweep()
+        except Exception:
+            self._sweep = None
+            self._next_sweep = time.monotonic() + self.collect_interval
+            if not self._stopping:  # closed meanwhile: its storage fails under us
+                _log.exception(
+                    "Deleting the completed jobs older than the retention failed; "
+                    "tried again in %s s.",
+                    self.collect_interval,
+                )
+            return False
+
+    def _advance_sweep(self) -> bool:
+        """One batch of the sweep under way, or of a new one if one is due (full if
+        :attr:`full_collect_interval` has passed since the last full one), and the next
+        ranges' too while they end with nothing deleted; True while the sweep has more to
+        read. A conflict with another executor deleting the same jobs ends the sweep
+        quietly; another error ends it and is raised."""
         sweep = self._sweep
         if sweep is None:
             now = time.monotonic()
@@ -159,6 +199,7 @@ class Collector:
                 self._next_full = now + self.full_collect_interval
             sweep = (now_ms() - self.completed_job_retention * 1000.0, parts, None)
         bound, parts, cursor = sweep
+        self._sweep = None  # until it is known to go on
         try:
             while parts:
                 deleted, cursor, done = self._collect_batch(bound, parts[0], cursor)
@@ -170,16 +211,7 @@ class Collector:
         except OptimisticConcurrencyControlFailure:  # another executor deletes them
             _log.debug("Another executor deletes the completed jobs: sweep ended.")
             parts = ()
-        except Exception:
-            if self._stopping:  # closed meanwhile: its storage fails under us
-                return False
-            _log.exception(
-                "Deleting the completed jobs older than the retention failed; tried again in %s s.",
-                self.collect_interval,
-            )
-            parts = ()
         if not parts:
-            self._sweep = None
             self._next_sweep = time.monotonic() + self.collect_interval
             return False
         self._sweep = (bound, parts, cursor)

@@ -309,7 +309,8 @@ class Executor(Collector, MutationRunner, ActionRunner):
             raise closed_error()
         start = time.monotonic()
         deadline = start + timeout
-        self._collect_before_finish(start, deadline, timeout)  # old completed jobs first
+        # Old completed jobs first; without a worker, this call makes its full sweeps.
+        self._collect_before_finish(start, deadline, timeout, worker=self._thread is not None)
         total = 0
         passes = 0
         while True:

@@ -1938,6 +1938,78 @@ def test_the_worker_deletes_a_job_canceled_long_before_its_time(
         engine.check()
 
 
+def test_finish_without_a_worker_deletes_a_job_canceled_long_before_its_time(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a full sweep finds a job canceled long before its scheduledTime, and only the
+    worker swept fully: with scheduler=False such jobs were kept for ever. finish_* now
+    carries the worker's sweeps, full ones included (its first, then one an interval)."""
+    monkeypatch.setattr(Executor, "full_collect_interval", 0.2)
+    executor = engine._executor
+    assert executor is not None
+    executor.completed_job_retention = 0.05
+    assert engine.finish_scheduled_functions() == 0  # the first sweep is full: now done
+    canceled = engine.mutation(jobs.later, {"text": "canceled", "delay": 3600.0})
+    engine.run(lambda ctx: ctx.scheduler.cancel(canceled))
+    pending = engine.mutation(jobs.later, {"text": "pending", "delay": 3600.0})
+    time.sleep(0.1)
+    assert engine.finish_scheduled_functions() == 0
+    assert {j["_id"] for j in jobs_of(engine)} == {canceled, pending}  # not full yet
+    time.sleep(0.15)
+    assert engine.finish_scheduled_functions() == 0
+    assert [j["_id"] for j in jobs_of(engine)] == [pending]
+
+
+def test_a_full_sweep_cut_by_finish_time_share_resumes_at_the_next_call(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full sweep reads every job created before the bound; one finish_* call has a
+    tenth of its timeout for it, so with many far-ahead pending jobs no call could read
+    them all and the canceled job behind them stayed. Each call resumes the sweep."""
+    from engine import collector
+
+    monkeypatch.setattr(collector, "_COLLECT_BATCH", 5)
+    year = 365 * 24 * 3600.0
+    engine.run(
+        lambda ctx: [
+            ctx.scheduler.run_after(year, jobs.write_note, {"text": str(n)}) for n in range(40)
+        ]
+    )
+    canceled = engine.mutation(jobs.later, {"text": "canceled", "delay": 3600.0})
+    engine.run(lambda ctx: ctx.scheduler.cancel(canceled))
+    time.sleep(0.01)
+    executor = engine._executor
+    assert executor is not None
+    executor.completed_job_retention = 0.005
+    reads = _collector_reads(engine, monkeypatch)
+    calls = 0
+    while canceled in {j["_id"] for j in jobs_of(engine)}:
+        calls += 1
+        assert calls <= 20, reads
+        assert engine.finish_scheduled_functions(timeout=0.0) == 0  # one batch a call
+    assert calls >= 8  # 40 pending jobs read 5 a batch, one batch a call, then it
+    assert len(jobs_of(engine)) == 40
+
+
+def test_finish_leaves_the_sweep_to_another_thread_finish_already_sweeping(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a worker, the finish_* calls share one sweep: two threads stepping it at
+    once would read the same pages and lose each other's place."""
+    done = engine.mutation(jobs.later, {"text": "done", "delay": 0.0})
+    assert engine.finish_scheduled_functions() == 1
+    time.sleep(0.01)
+    executor = engine._executor
+    assert executor is not None
+    executor.completed_job_retention = 0.005
+    reads = _collector_reads(engine, monkeypatch)
+    with executor._finishing:  # as while another thread's finish_* sweeps
+        assert engine.finish_scheduled_functions() == 0
+    assert reads == [] and done in {j["_id"] for j in jobs_of(engine)}
+    assert engine.finish_scheduled_functions() == 0
+    assert reads and done not in {j["_id"] for j in jobs_of(engine)}
+
+
 def test_a_sweep_whose_jobs_another_executor_deletes_meanwhile_ends_quietly(
     db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1987,6 +2059,7 @@ def test_a_sweep_whose_jobs_another_executor_deletes_meanwhile_ends_quietly(
         assert one.finish_scheduled_functions() == 0  # raised the conflict
         before = len(jobs_of(one))
         assert before < 100
+        mine._next_sweep = 0.0  # finish_*'s sweep ended too: the worker's next is due now
         assert not mine._collect_step()  # the worker's sweep: ended, not failed
         assert len(jobs_of(one)) < before
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
