@@ -186,6 +186,9 @@ class Engine:
             # commits too: an open that raises applies none of it (a Convex deploy is all
             # or nothing).
             specs = defined_crons(registry.crons, runtime) if registry.by_name else None
+            from .migration import retokenize
+
+            retokenize(db)  # search entries of an older tokenizer: rebuilt below
             if schema is not None:
                 from .migration import apply_schema
 

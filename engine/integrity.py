@@ -15,9 +15,9 @@ Invariants, checked on one consistent snapshot:
 4. index keys decode as sort keys (key order is byte order, which LMDB keeps);
 5. per index, the entry count equals the table's document count (for a search
    index, the number of entries its documents produce), and a folder whose
-   catalog has a search index is format 5; when a search or vector index's
-   count is wrong, a second pass over that index names each entry no document
-   gives (and its document);
+   catalog has a search index is format 7 (one with a vector index 6 or 7); when a
+   search or vector index's count is wrong, a second pass over that index names
+   each entry no document gives (and its document);
 6. the log is ordered, no entry is newer than the head, and the log floor
    (the newest pruned timestamp) is below every entry and not above the head;
 7. every ``_storage`` row has its file's bytes in ``blobs``, with the recorded
@@ -114,31 +114,32 @@ def check(db: Database, more: MoreChecks | None = None) -> dict[str, Any]:
         stored_format = rtxn.get(b"format", None, storage.meta)
         if raw_long is not None and stored_format not in (
             longkeys.FORMAT,
-            searchkeys.FORMAT,
+            b"5",  # search indexes of the older tokenizer, or none left
             vectors.FORMAT,
+            searchkeys.FORMAT,
         ):
-            problem("meta/long_keys is set, but meta/format is not 4, 5 or 6")
+            problem("meta/long_keys is set, but meta/format is not 4, 5, 6 or 7")
         searched = [
             f"{t.name}.{ix.name}"
             for t in catalog.tables.values()
             for ix in t.indexes.values()
             if ix.is_search
         ]
-        if searched and stored_format not in (searchkeys.FORMAT, vectors.FORMAT):
+        if searched and stored_format != searchkeys.FORMAT:
             # A version without search indexes would open the folder and write
-            # database-index keys into them.
-            problem(
-                f"the catalog has search indexes ({searched[0]}), but meta/format is not 5 or 6"
-            )
+            # database-index keys into them; one with the older tokenizer, its entries.
+            problem(f"the catalog has search indexes ({searched[0]}), but meta/format is not 7")
         vectored = [
             f"{t.name}.{ix.name}"
             for t in catalog.tables.values()
             for ix in t.indexes.values()
             if ix.is_vector
         ]
-        if vectored and stored_format != vectors.FORMAT:
+        if vectored and stored_format not in (vectors.FORMAT, searchkeys.FORMAT):
             # A version without vector indexes would open the folder and leave them stale.
-            problem(f"the catalog has vector indexes ({vectored[0]}), but meta/format is not 6")
+            problem(
+                f"the catalog has vector indexes ({vectored[0]}), but meta/format is not 6 or 7"
+            )
         report: dict[str, Any] = {"tables": {}}
         by_number = catalog.table_by_number
         schema = catalog.schema  # the stored schema: enforced on every write since stored

@@ -23,8 +23,8 @@ readers send the ranges of the indexes counted to the scan that expands entries 
 their one-loop fast paths for every other index (one whose count is back at zero too).
 A value that does not decode as such a list is a :class:`CorruptionError`. A database
 holding one is format 4 (:func:`apply` marks it): versions that read format 2 would miss
-the keys an entry lists, so they refuse it (format 5, a folder with a search index,
-keeps holding them: :func:`mark_format` never lowers the format).
+the keys an entry lists, so they refuse it (formats 6 and 7, a folder with a vector or a
+search index, keep holding them: :func:`mark_format` never lowers the format).
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ def decode_entry(key: bytes, value: bytes) -> tuple[bool, list[bytes]]:
 
 def mark_format(wtxn: Any, meta: Any, version: bytes) -> None:
     """Make ``meta/format`` at least ``version`` in write txn ``wtxn``: a folder holding
-    long keys is format 4, one whose catalog holds a search index format 5
-    (:data:`engine.searchkeys.FORMAT`, which may hold long keys too), and neither
-    mark lowers the other. Cost: one lookup, and one write when the format moves."""
+    long keys is format 4, one whose catalog holds a vector index 6
+    (:data:`engine.vectors.FORMAT`), a search index 7 (:data:`engine.searchkeys.FORMAT`);
+    each may hold long keys too, and no mark lowers another. Cost: one lookup, and one write when the format moves."""
     current = wtxn.get(_FORMAT_KEY, None, meta)
     if current is not None and bytes(current).isdigit() and int(current) >= int(version):
         return

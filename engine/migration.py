@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from .database import Database
     from .schema import SchemaDefinition, TableDefinition
 
-__all__ = ["apply_schema", "declared_indexes", "same_index"]
+__all__ = ["apply_schema", "declared_indexes", "retokenize", "same_index"]
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -303,8 +303,9 @@ def apply_schema(db: Database, schema: SchemaDefinition) -> None:
             if VECTOR in kinds:
                 # Versions without vector indexes must not open it (see vectors.FORMAT).
                 longkeys.mark_format(wtxn, storage.meta, vectors.FORMAT)
-            elif SEARCH in kinds:
-                # Versions without search indexes must not open it (see searchkeys.FORMAT).
+            if SEARCH in kinds:
+                # Versions without search indexes, or with another tokenizer, must not
+                # open it (see searchkeys.FORMAT).
                 longkeys.mark_format(wtxn, storage.meta, searchkeys.FORMAT)
             ts = _store_catalog(wtxn, db, current, stored, schema=new_schema)
             if new_schema:
@@ -453,6 +454,46 @@ def finish_backfills(db: Database) -> None:
         ]
     for table_name, index_name in pending:
         _backfill(db, table_name, index_name)
+
+
+def retokenize(db: Database) -> None:
+    """Rebuild the search indexes of a folder of format 5 or 6, whose entries an earlier
+    version made with Python's ``str.isalnum`` as its tokenizer's "alphanumeric": text in
+    scripts with ``Other_Alphabetic`` marks (Indic vowel signs, Arabic harakat, Hebrew
+    points) split where Convex's does not (see :mod:`engine.tokenizer`).
+
+    In one write txn: each search index's entries are dropped and it is ``backfilling``
+    again (under its number: a search meanwhile raises Convex's backfilling error), and
+    the folder is marked :data:`engine.searchkeys.FORMAT` (7), which earlier versions
+    refuse to open (they would write entries of their tokenizer). :func:`apply_schema` or
+    :func:`finish_backfills` then backfills them, as any index; a crash before that txn
+    commits changes nothing, one after it leaves them ``backfilling`` for the next open.
+    Called by every ``Engine.open``. Cost: one read of ``meta/format``; a rebuild once.
+    """
+    storage = db.storage
+
+    def change(wtxn: Any) -> None:
+        stored = wtxn.get(b"format", None, storage.meta)
+        if stored is None or bytes(stored) not in (b"5", b"6"):
+            return  # none (format 2, 4), or made by this tokenizer (7)
+        catalog = current = load_catalog(wtxn, storage.meta)
+        for table in catalog.tables.values():
+            if not any(ix.is_search for ix in table.indexes.values()):
+                continue
+            indexes = dict(table.indexes)
+            for name, index in table.indexes.items():
+                if index.is_search:
+                    _drop_entries(wtxn, db, index)
+                    indexes[name] = msgspec.structs.replace(index, state="backfilling")
+            current = current.with_indexes(table.name, indexes)
+        if current is not catalog:
+            longkeys.mark_format(wtxn, storage.meta, searchkeys.FORMAT)
+            _store_catalog(wtxn, db, current, catalog)
+
+    with storage.read() as rtxn:  # the common case, without the write lock
+        stored = rtxn.get(b"format", None, storage.meta)
+    if stored is not None and bytes(stored) in (b"5", b"6"):
+        storage.write(change)
 
 
 def _count_documents(db: Database, table_name: str) -> int:

@@ -53,7 +53,11 @@ __all__ = [
 #: The format version (``meta/format``) of a database whose catalog holds a search
 #: index, stored by the schema change that declares the first one; versions that do
 #: not know search indexes refuse it (they would write database-index keys into it).
-FORMAT = b"5"
+#: 5 (and 6, 5 with vector indexes) was the format of search entries made with Python's
+#: ``str.isalnum`` as the tokenizer's "alphanumeric"; 7 is 6 with entries made with
+#: Rust's, as Convex (:mod:`engine.tokenizer`): ``Engine.open`` rebuilds the search
+#: indexes of a folder of format 5 or 6 (:func:`engine.migration.retokenize`).
+FORMAT = b"7"
 
 _MISSING_KEY = keys.encode(UNSET)
 _STRING_TAG = b"\x10"

@@ -85,8 +85,11 @@ FORMAT_VERSION = 2
 #: schema change that declares the first one: a version without them would take a
 #: search index for a database index and write wrong entries into it. 6 is 5 with
 #: vector indexes (``engine.vectors``), marked likewise: a version without them would
-#: leave their entries stale.
-READABLE_FORMATS = ("2", "4", "5", "6")
+#: leave their entries stale. 7 is 6 with search entries made by the tokenizer of
+#: Rust's alphanumerics (``engine.searchkeys.FORMAT``): a 5 or 6 folder holding search
+#: indexes becomes 7 as its open rebuilds them; a version with the older tokenizer
+#: refuses 7 (it would write entries of its own).
+READABLE_FORMATS = ("2", "4", "5", "6", "7")
 _FORMAT_KEY = b"format"
 #: ``meta`` key of the head: the newest commit timestamp and the catalog
 #: version, two big-endian u64s that every transaction reads in one lookup.

@@ -76,7 +76,8 @@ __all__ = [
 #: The format version (``meta/format``) of a database whose catalog holds a vector
 #: index, stored by the schema change that declares the first one: versions that do
 #: not know vector indexes refuse it (they would leave its entries stale). It may
-#: hold search indexes and long keys too (formats 5 and 4).
+#: hold long keys too (format 4), and search indexes made by the older tokenizer (5);
+#: a folder with search indexes of the current tokenizer is format 7, which includes 6.
 FORMAT = b"6"
 #: Convex's MIN_VECTOR_DIMENSIONS / MAX_VECTOR_DIMENSIONS (vector_index/dimensions.rs).
 MIN_DIMENSIONS = 2

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
-from engine import UNSET, define_schema, define_table, keys
+from engine import UNSET, define_schema, define_table, keys, tokenizer
 from tests.property.machines import EngineMachine
 
 SCHEMA = define_schema(
@@ -33,20 +33,75 @@ SCHEMA = define_schema(
     schema_validation=False,
 )
 
+#: Beside ASCII and Latin-1: Devanagari with a vowel sign (Other_Alphabetic: a letter to
+#: Rust, not to str.isalnum), Arabic with harakat, a Brahmi vowel sign and a letter of
+#: Unicode 15 (past U+FFFF: the tokenizer's other class).
+MARKED = ["हि", "ह", "كِتَ", "\U00011003\U00011038", "\U00031350"]
 WORDS = st.sampled_from(
-    ["a", "ab", "abc", "AB", "b", "ba", "bab", "c", "Ça", "ça", "x1", "1x", "z" * 31, "z" * 32]
+    [
+        "a",
+        "ab",
+        "abc",
+        "AB",
+        "b",
+        "ba",
+        "bab",
+        "c",
+        "Ça",
+        "ça",
+        "x1",
+        "1x",
+        "z" * 31,
+        "z" * 32,
+        *MARKED,
+    ]
 )
-SEPARATORS = st.sampled_from([" ", "  ", ", ", "-", "_", ".", "\n", "!?"])
+SEPARATORS = st.sampled_from([" ", "  ", ", ", "-", "_", ".", "\n", "!?", "\u094d"])
 TEXTS = st.lists(st.tuples(WORDS, SEPARATORS), max_size=5).map(
     lambda parts: "".join(word + separator for word, separator in parts)
 )
 BODIES = st.one_of(TEXTS, TEXTS, st.just(UNSET), st.sampled_from([None, 5, ["a"], {"a": "b"}]))
 FILTER_VALUES = st.sampled_from(["x", "y", None, 1, 1.0, UNSET])
 QUERY_WORDS = st.sampled_from(
-    ["a", "ab", "abc", "b", "ba", "c", "ç", "ça", "x", "x1", "1", "q", "z", "z" * 31, "z" * 32]
+    [
+        "a",
+        "ab",
+        "abc",
+        "b",
+        "ba",
+        "c",
+        "ç",
+        "ça",
+        "x",
+        "x1",
+        "1",
+        "q",
+        "z",
+        "z" * 31,
+        "z" * 32,
+        *MARKED,
+    ]
 )
 QUERY_TEXTS = st.lists(QUERY_WORDS, max_size=4).map(" ".join)
 EQUALITIES = st.dictionaries(st.sampled_from(["channel", "author"]), FILTER_VALUES, max_size=2)
+
+
+def _spans(spans: str) -> frozenset[str]:
+    out: set[str] = set()
+    for span in spans.split():
+        first, _, last = span.partition("-")
+        out.update(chr(c) for c in range(int(first, 16), int(last or first, 16) + 1))
+    return frozenset(out)
+
+
+#: Rust's char::is_alphanumeric beyond str.isalnum (the tokenizer's data, read one
+#: character at a time here).
+_RUST_ONLY = _spans(tokenizer._RUST_ONLY)
+
+
+def alphanumeric(character: str) -> bool:
+    """Rust's ``char::is_alphanumeric``, which Tantivy's SimpleTokenizer splits by."""
+    return character.isalnum() or character in _RUST_ONLY
 
 
 def brute_tokens(text: Any) -> set[str]:
@@ -56,7 +111,7 @@ def brute_tokens(text: Any) -> set[str]:
     found: set[str] = set()
     word = ""
     for character in text + " ":
-        if character.isalnum():
+        if alphanumeric(character):
             word += character
             continue
         if word and len(word.encode()) < 32:
@@ -69,7 +124,7 @@ def brute_query_terms(text: str) -> list[str]:
     terms: list[str] = []
     word = ""
     for character in text + " ":
-        if character.isalnum():
+        if alphanumeric(character):
             word += character
         else:
             if word and len(word.encode()) < 32:

@@ -9,6 +9,7 @@ any term, the last term also as a prefix; relevance order, ties newest first; at
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,6 +108,22 @@ def test_tokenizer_splits_on_non_alphanumerics_and_lowercases() -> None:
     ]
     assert tokenize("Éclair ΣΟΦΙΑΣ naïve") == ["éclair", "σοφιασ", "naïve"]  # no final sigma
     assert tokenize("  ...  ") == []
+
+
+def test_tokenizer_counts_as_alphanumeric_what_rust_does() -> None:
+    """Rust's char::is_alphanumeric (Tantivy's SimpleTokenizer) counts Unicode's
+    Other_Alphabetic marks, which str.isalnum does not: Hindi split at every vowel sign
+    ("हिन्दी" was "ह", "न", "द", "ी"), vowelled Arabic at every haraka. And letters newer
+    than the running Python's Unicode count on every Python."""
+    assert tokenize("हिन्दी भाषा") == ["हिन", "दी", "भाषा"]  # the virama (्) separates
+    assert tokenize("كِتَابٌ جَمِيلٌ") == ["كِتَابٌ", "جَمِيلٌ"]
+    assert tokenize("שָׁלוֹם") == ["שָׁלוֹם"]  # Hebrew points
+    assert tokenize("Ⓐbc ⓩ") == ["ⓐbc", "ⓩ"]  # circled letters: So, Other_Alphabetic
+    assert tokenize("ab\u0345cd") == ["ab\u0345cd"]  # a combining mark Other_Alphabetic
+    assert tokenize("ab\u0301cd") == ["ab", "cd"]  # one that is not: a separator, as in Rust
+    assert tokenize("\U00011003\U00011038 x") == ["\U00011003\U00011038", "x"]  # Brahmi sign
+    assert tokenize("\U00031350\U00031351") == ["\U00031350\U00031351"]  # Unicode 15 letters
+    assert tokenize("snake_case __x__ a_\U00031350") == ["snake", "case", "x", "a", "\U00031350"]
 
 
 def test_tokenizer_drops_tokens_of_32_bytes_or_more() -> None:
@@ -334,25 +351,91 @@ def test_check_and_searches_find_an_entry_of_a_missing_document(db: Engine) -> N
     _damage(db, lambda wtxn, st: wtxn.put(key, raw, db=st.documents))
 
 
-def test_check_finds_a_search_index_in_a_folder_not_marked_format_5(db: Engine) -> None:
-    _damage(db, lambda wtxn, st: wtxn.put(b"format", b"2", db=st.meta))
+@pytest.mark.parametrize("stored", [b"2", b"5", b"6"])
+def test_check_finds_a_search_index_in_a_folder_not_marked_format_7(
+    db: Engine, stored: bytes
+) -> None:
+    """5 and 6 name search entries of the older tokenizer (rebuilt by the next open)."""
+    _damage(db, lambda wtxn, st: wtxn.put(b"format", stored, db=st.meta))
     with pytest.raises(
         CorruptionError,
-        match=r"search indexes \(messages.search_body\), but "
-        "meta/format is not 5",
+        match=r"search indexes \(messages.search_body\), but meta/format is not 7",
     ):
         db.check()
-    _damage(db, lambda wtxn, st: wtxn.put(b"format", b"5", db=st.meta))
+    _damage(db, lambda wtxn, st: wtxn.put(b"format", b"7", db=st.meta))
 
 
-def test_a_search_index_marks_the_folder_format_5_and_long_keys_keep_it(db: Engine) -> None:
+def test_a_search_index_marks_the_folder_format_7_and_long_keys_keep_it(db: Engine) -> None:
     storage = db._db.storage
     with storage.read() as rtxn:
-        assert rtxn.get(b"format", db=storage.meta) == b"5"
+        assert rtxn.get(b"format", db=storage.meta) == b"7"
     insert(db, body="long filter", channel="x" * 600)  # a search entry past 511 bytes
     with storage.read() as rtxn:
-        assert rtxn.get(b"format", db=storage.meta) == b"5"
+        assert rtxn.get(b"format", db=storage.meta) == b"7"
     assert bodies(db, "long", channel="x" * 600) == ["long filter"]
+
+
+_OLDER_WORD = re.compile(r"[^\W_]+")
+
+
+def _older_tokenize(text: str) -> list[str]:
+    """The tokenizer of format 5 and 6 folders: Python's str.isalnum as alphanumeric."""
+    return [w.lower() for w in _OLDER_WORD.findall(text) if len(w.encode()) < 32]
+
+
+#: Hindi and vowelled Arabic: their vowel signs are Other_Alphabetic, which Rust counts
+#: alphanumeric and str.isalnum does not (the older tokenizer made "हिन्दी" "ह", "न", "द", "ी"...).
+HINDI = "हिन्दी भाषा"
+ARABIC = "كِتَابٌ جَمِيلٌ"
+
+
+@pytest.mark.parametrize("stored", [b"5", b"6"])
+def test_an_open_rebuilds_search_entries_of_the_older_tokenizer(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, stored: bytes
+) -> None:
+    """A folder of format 5 or 6 holds search entries made with Python's isalnum: text
+    with Other_Alphabetic marks split where Convex's tokenizer does not, so check()
+    found its entries stale and searches matched single letters. The next open rebuilds
+    them (with or without a schema) and marks the folder 7."""
+    from engine import search, searchkeys
+
+    with monkeypatch.context() as patched:
+        patched.setattr(searchkeys, "tokenize", _older_tokenize)  # what entries hold
+        patched.setattr(search, "tokenize", _older_tokenize)  # what searches look for
+        with Engine.open(db_path, schema=SCHEMA, durability="none") as old:
+            hindi = insert(old, body=HINDI, channel="c")
+            arabic = insert(old, body=ARABIC, channel="c")
+            letters = insert(old, body="ह न द", channel="c")  # the older tokens, apart
+            assert set(bodies(old, "हिन्दी")) == {HINDI, "ह न द"}
+            _damage(old, lambda wtxn, st: wtxn.put(b"format", stored, db=st.meta))
+    with Engine.open(db_path, durability="none") as db:  # no schema: still rebuilt
+        storage = db._db.storage
+        with storage.read() as rtxn:
+            assert rtxn.get(b"format", db=storage.meta) == b"7"
+        db.check()
+        assert bodies(db, "हिन्दी") == [HINDI]
+        assert bodies(db, "كِتَابٌ") == [ARABIC]
+        assert bodies(db, "न") == ["ह न द"]  # a letter of HINDI, no longer its token
+        assert {hindi, arabic, letters} == {
+            m["_id"] for m in db.run(lambda ctx: ctx.db.query("messages").collect())
+        }
+    with Engine.open(db_path, schema=SCHEMA, durability="none") as db:  # 7: left alone
+        assert len(entries(db)) == len(set(tokenize(HINDI))) + 2 + 3
+        db.check()
+
+
+def test_a_format_5_folder_without_search_indexes_left_is_left_alone(db_path: Path) -> None:
+    with Engine.open(db_path, schema=define_schema({"t": define_table()}), durability="none") as db:
+        _damage(db, lambda wtxn, st: wtxn.put(b"format", b"5", db=st.meta))
+        storage = db._db.storage
+        with storage.read() as rtxn:
+            head = storage.head(rtxn)
+    with Engine.open(db_path, durability="none") as db:
+        storage = db._db.storage
+        with storage.read() as rtxn:
+            assert rtxn.get(b"format", db=storage.meta) == b"5"
+            assert storage.head(rtxn) == head  # nothing committed
+        db.check()
 
 
 def test_a_folder_without_search_indexes_keeps_its_format(db_path: Path) -> None:

@@ -27,7 +27,7 @@ def test_format_version_is_stored_and_checked(db_path: Path) -> None:
     storage = open_storage(str(db_path), durability="none")
     storage.write(lambda txn: txn.put(b"format", b"999", db=storage.meta))
     storage.release()
-    with pytest.raises(FormatError, match="format version 999.*reads formats 2, 4, 5 and 6"):
+    with pytest.raises(FormatError, match="format version 999.*reads formats 2, 4, 5, 6 and 7"):
         Engine.open(db_path)
 
 
