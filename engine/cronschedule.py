@@ -2,6 +2,8 @@
 
 Every schedule but ``interval`` is a cron expression in UTC (Convex turns ``hourly``,
 ``daily``, ``weekly`` and ``monthly`` into one), evaluated at minute resolution.
+:func:`_schedule_problem` says what keeps a stored schedule from giving the next run's
+time (``Engine.check()`` and the executor skip such a cron).
 """
 
 from __future__ import annotations
@@ -270,3 +272,43 @@ def after_skips(schedule: dict[str, Any], prev_ts: float, now: float) -> tuple[f
     if found is None:  # cannot happen: it matched moments ago, and matches recur
         raise SchedulerError(f"Could not compute next timestamp for cron schedule {schedule!r}.")
     return found, skipped
+
+
+def _int_in(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _schedule_problem(schedule: dict[str, Any]) -> str | None:
+    """What keeps a stored ``cronSchedule`` (its ``type`` known) from giving the next run's
+    time, or None: a field of the wrong type or out of range, an expression that does not
+    parse. Cost: a few type checks (a parse of a ``cron`` expression)."""
+    kind = schedule["type"]
+    if kind == "interval":
+        seconds = schedule.get("seconds")
+        if (
+            isinstance(seconds, int | float)
+            and not isinstance(seconds, bool)
+            and 0 < seconds < math.inf
+        ):
+            return None
+        return f"interval seconds {seconds!r:.80} is not a number > 0"
+    if kind == "cron":
+        try:
+            parse_cron(schedule.get("cron"))  # type: ignore[arg-type]  # checked by the parse
+        except SchedulerError as error:
+            return f"cron expression: {error}"
+        return None
+    ranges = {"minuteUTC": (0, 59), "hourUTC": (0, 23), "day": (1, 31)}
+    wanted = {
+        "hourly": ("minuteUTC",),
+        "daily": ("hourUTC", "minuteUTC"),
+        "weekly": ("hourUTC", "minuteUTC"),
+        "monthly": ("day", "hourUTC", "minuteUTC"),
+    }[kind]
+    for field in wanted:
+        if not _int_in(schedule.get(field), *ranges[field]):
+            low, high = ranges[field]
+            return f"{field} {schedule.get(field)!r:.80} is not an integer from {low} to {high}"
+    if kind == "weekly" and schedule.get("dayOfWeek") not in DAYS_OF_WEEK:
+        return f"dayOfWeek {schedule.get('dayOfWeek')!r:.80} is not a day like 'monday'"
+    return None

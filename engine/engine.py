@@ -31,7 +31,9 @@ from typing import Any, TypeVar
 from . import files, httpactions
 from .backupfile import PARTIAL_NAME, BackupInProgress
 from .contexts import MutationCtx
-from .crons import Crons, check_crons, defined_crons, sync_crons
+from .crons import Crons
+from .cronsync import defined_crons, sync_crons
+from .crontables import check_crons
 from .database import Database
 from .engineargs import (
     advance_in_ms,

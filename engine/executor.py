@@ -38,7 +38,7 @@ Guarantees (Convex's):
   batches of :data:`~engine.collector._COLLECT_BATCH` per transaction; pending jobs are
   not read (see :meth:`Executor.collect_completed`).
 - **A damaged job or cron is skipped**: one whose fields have the wrong type (see
-  :func:`~engine.scheduler.job_problem`, :func:`~engine.crons.cron_problems`) is
+  :func:`~engine.scheduler.job_problem`, :func:`~engine.crontables.cron_problems`) is
   logged once with its id and what is wrong, and the others run; ``Engine.check()``
   names it.
 - **Several executors** (threads, handles, processes on one folder) may run at
@@ -85,7 +85,7 @@ from typing import TYPE_CHECKING, Any
 
 from .actionrunner import ActionRunner
 from .collector import Collector
-from .crons import CRON_JOBS
+from .crontables import CRON_JOBS
 from .errors import (
     OptimisticConcurrencyControlFailure,
     SchedulerError,
@@ -392,7 +392,8 @@ class Executor(Collector, MutationRunner, ActionRunner):
         # Read after the pending jobs: a job claimed meanwhile is seen in progress here.
         if next(self._pages("inProgress")):
             return True
-        from .crons import all_crons, cron_problems, target_function
+        from .cronruns import target_function
+        from .crontables import all_crons, cron_problems
 
         until = now_ms() + advance_ms
         for cron in self._db.run(all_crons, writable=False)[0]:
@@ -434,7 +435,7 @@ class Executor(Collector, MutationRunner, ActionRunner):
         self, table: str, document: dict[str, Any], problems: str | list[str] | None
     ) -> bool:
         """True if ``problems`` (what :func:`~engine.scheduler.job_problem` or
-        :func:`~engine.crons.cron_problems` found in ``document``, a job or a cron of
+        :func:`~engine.crontables.cron_problems` found in ``document``, a job or a cron of
         ``table``) is empty; else the document is skipped, logged once per executor with
         its id and what is wrong: a field of the wrong type (an old or foreign process's
         write, or damage) must not stop the runs of the others."""
@@ -535,7 +536,8 @@ class Executor(Collector, MutationRunner, ActionRunner):
         """Run every due cron once (only by their time: ``finish_all`` does not run crons
         ahead, they would never end); returns (runs, when the next one is due). A cron
         whose bookkeeping fails is appended to ``failed`` (see :meth:`_isolated`)."""
-        from .crons import CronRun, all_crons, cron_problems, target_function
+        from .cronruns import CronRun, target_function
+        from .crontables import all_crons, cron_problems
 
         failed = [] if failed is None else failed
         now = now_ms() + advance_ms

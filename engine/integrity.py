@@ -39,7 +39,7 @@ Invariants, checked on one consistent snapshot:
    a secret (the key of cursors and file URLs) of 32 bytes;
 10. what the caller adds (``more``): ``Engine.check()`` adds the shape of every
     scheduled job and cron (:func:`engine.scheduler.check_jobs`,
-    :func:`engine.crons.check_crons`), read in the same snapshot.
+    :func:`engine.crontables.check_crons`), read in the same snapshot.
 
 Invariants 8 and 9 are checked by :mod:`engine.metadata`. The
 :class:`CorruptionError` lists up to 50 problems, counts them all, and says

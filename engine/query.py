@@ -472,7 +472,7 @@ class Query:
             query = self._copy()
             query._index_name = name
             if table is None:
-                from .crons import engine_indexes  # imported here: crons uses Query
+                from .crontables import engine_indexes  # imported here: crontables uses Query
 
                 if name not in (BY_ID, BY_CREATION_TIME, *engine_indexes(self._table_name)):
                     raise IndexNotFound(

@@ -1,7 +1,7 @@
 """One run of a scheduled job or cron, and how its failure is recorded and reported.
 
 The executor (:mod:`engine.executor`) runs a due job through a :class:`_JobRun` (a cron
-through :class:`~engine.crons.CronRun`): both follow :class:`_Run`, which claims the run,
+through :class:`~engine.cronruns.CronRun`): both follow :class:`_Run`, which claims the run,
 records its success within a mutation's transaction, or its outcome in a transaction of
 its own. A failure is stored as Convex shows it (:func:`_failed`: ``Uncaught <Type>:
 <message>``, cut to fit the document) and logged with its traceback (:func:`_log_failure`).

@@ -97,6 +97,6 @@ def _fail_orphans(db: Database) -> None:
 
     while db.run(fail, writable=True, source="scheduler recovery")[0]:
         pass  # each batch leaves inProgress: the next one starts at the front again
-    from .crons import fail_orphaned_crons
+    from .cronruns import fail_orphaned_crons
 
     db.run(fail_orphaned_crons, writable=True, source="scheduler recovery")

@@ -1,4 +1,5 @@
-"""engine.crons and engine.cronschedule: cron definitions, schedules, storage, runs."""
+"""engine.crons and the modules it re-exports (cronschedule, crontables, cronsync, cronruns):
+cron definitions, schedules, storage, runs."""
 
 from __future__ import annotations
 
@@ -794,13 +795,13 @@ def test_a_cron_whose_bookkeeping_fails_does_not_stop_the_pass(
     # finish_scheduled_functions raises the error once the pass is over.
     import logging
 
-    import engine.crons as crons_module
+    import engine.cronruns as cronruns  # CronRun reads complete_run there
 
     caplog.set_level(logging.ERROR, logger="engine.scheduler")
     crons = cron_jobs()
     crons.interval("fail", cronjobs.fail, minutes=10)
     crons.interval("tick", cronjobs.tick, {"label": "t"}, minutes=10)
-    real_complete_run = crons_module.complete_run
+    real_complete_run = cronruns.complete_run
 
     def broken_complete_run(
         txn: Any, cron: dict[str, Any], status: dict[str, Any], *a: Any
@@ -818,13 +819,13 @@ def test_a_cron_whose_bookkeeping_fails_does_not_stop_the_pass(
 
         engine.run(fail_first)
         fail = by_name(engine)["fail"]
-        monkeypatch.setattr(crons_module, "complete_run", broken_complete_run)
+        monkeypatch.setattr(cronruns, "complete_run", broken_complete_run)
         with pytest.raises(LimitExceeded, match="forced bookkeeping failure"):
             engine.finish_scheduled_functions(timeout=5)
         assert engine.query(cronjobs.ticks) == ["t"]  # the cron behind it ran
         assert logs(engine, "fail") == [] and by_name(engine)["fail"] == fail  # as stored
         assert any("cron 'fail'" in record.getMessage() for record in caplog.records)
-        monkeypatch.setattr(crons_module, "complete_run", real_complete_run)
+        monkeypatch.setattr(cronruns, "complete_run", real_complete_run)
         assert engine.finish_scheduled_functions(timeout=5) == 1  # now recorded, once
         assert [log["status"]["type"] for log in logs(engine, "fail")] == ["err"]
         assert engine.query(cronjobs.ticks) == ["t"]
