@@ -328,6 +328,53 @@ def thread_writer(path: str, durability: str, threads: int) -> None:
         time.sleep(120)  # killed long before
 
 
+def index_writer(path: str, seed: int, seconds: float) -> None:
+    """Child process for the schema race test: for ``seconds``, mutations that patch
+    (indexed fields set and UNSET), replace, delete and re-insert, and insert rows of
+    table ``t``, each bumping this process's counter row; prints ``done N`` (N mutations
+    committed) at the end. Run while another process changes ``t``'s indexes."""
+    import random
+    import time
+
+    from engine import UNSET, OptimisticConcurrencyControlFailure
+
+    rng = random.Random(seed)
+    with Engine.open(path, durability="none", scheduler=False) as engine:
+        counter = engine.run(lambda ctx: ctx.db.insert("counters", {"n": 0}))
+        print(f"counter {counter}", flush=True)
+        done = 0
+        end = time.monotonic() + seconds
+
+        def body(ctx: MutationCtx) -> None:
+            rows = ctx.db.query("t").take(50)
+            for _ in range(3):
+                roll = rng.random()
+                row = rng.choice(rows) if rows else None
+                if row is None or roll < 0.3:
+                    ctx.db.insert("t", {"a": rng.randint(0, 9), "s": "new row", "b": rng.random()})
+                elif ctx.db.get(row["_id"]) is None:
+                    continue  # deleted by this mutation
+                elif roll < 0.6:
+                    b = UNSET if rng.random() < 0.5 else rng.random()
+                    ctx.db.patch(row["_id"], {"a": rng.randint(0, 9), "b": b, "s": "patched"})
+                elif roll < 0.8:
+                    ctx.db.replace(row["_id"], {"b": "r" * rng.randint(0, 600)})
+                else:
+                    ctx.db.delete(row["_id"])
+                    ctx.db.insert("t", {"a": row.get("a"), "s": "reborn"})
+            current = ctx.db.get(counter)
+            assert current is not None
+            ctx.db.patch(counter, {"n": current["n"] + 1})
+
+        while time.monotonic() < end:
+            try:
+                engine.run(body)
+            except OptimisticConcurrencyControlFailure:
+                continue
+            done += 1
+        print(f"done {done}", flush=True)
+
+
 def job_writer(path: str, tag: str) -> None:
     """Child process for the scheduler crash test: over and over, schedule (through
     ``jobs.schedule_bumps``) a mutation job and an action job for each of 3 new keys,
@@ -365,6 +412,8 @@ if __name__ == "__main__":
         write_once(sys.argv[2])
     elif sys.argv[1] == "thread_writer":
         thread_writer(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif sys.argv[1] == "index_writer":
+        index_writer(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     elif sys.argv[1] == "job_writer":
         job_writer(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "backup_loop":
