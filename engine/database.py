@@ -12,6 +12,7 @@ to Convex's budget (4 retries), then raising
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import struct
@@ -43,6 +44,7 @@ __all__ = ["SECRET_BYTES", "Database", "RetryPolicy"]
 SECRET_BYTES = 32
 
 T = TypeVar("T")
+_log = logging.getLogger("engine.database")
 _U32 = struct.Struct(">I")
 
 CommitListener = Callable[[list[CommitRequest]], None]
@@ -275,9 +277,17 @@ class Database:
         schema.check_document(table, document, resolve, for_write=True)
 
     def after_commit(self, requests: list[CommitRequest]) -> None:
-        """Called by the committer with the requests it just made durable."""
+        """Called by the committer with the requests it just made durable.
+
+        A listener that raises is logged (``engine.database``) and the others are still
+        told: the group is committed, and the leading thread must report it so, not
+        return a listener's error for a mutation that is in the database.
+        """
         for listener in list(self.listeners):
-            listener(requests)
+            try:
+                listener(requests)
+            except Exception:
+                _log.exception("A commit listener failed (the commits stand): %r", listener)
 
     # -- running transactions ---------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from engine import Engine, EngineError, commit, define_schema, define_table
+from tests import app
 from tests.waiting import wait_until
 
 
@@ -591,3 +592,31 @@ def test_an_insert_behind_a_first_row_conflicts_with_a_later_full_read(db_path: 
             return len(query().collect())
 
         assert _race(engine, first_then_all, lambda ctx: ctx.db.insert("d", {"x": 5})) == 2
+
+
+def test_a_failing_commit_listener_neither_fails_the_commit_nor_silences_the_others(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Listeners run after the group is in the database; one that raised made the
+    leading thread's mutation raise, though it had committed, and the listeners after it
+    (subscriptions, the scheduler) were not told."""
+    heard: list[int] = []
+
+    def failing(requests: Any) -> None:
+        raise RuntimeError("listener broke")
+
+    with Engine.open(db_path, durability="none", functions=app, scheduler=False) as engine:
+        subscription = engine.subscribe("notes:texts")
+        assert subscription.value == []
+        listeners = engine._db.listeners
+        listeners[:0] = [failing]
+        listeners.append(lambda requests: heard.append(len(requests)))
+        with caplog.at_level("ERROR", logger="engine.database"):
+            new_id = engine.mutation("notes:add", {"text": "kept"})
+        assert engine.run(lambda ctx: ctx.db.get(new_id))["text"] == "kept"
+        assert heard == [1]
+        assert subscription.value == ["kept"]  # the subscriptions' listener was told
+        assert "listener broke" in caplog.text
+        listeners.remove(failing)
+        subscription.close()
+        engine.check()
