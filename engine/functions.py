@@ -585,7 +585,7 @@ class Runtime:
         catalog; a nested call passes its transaction's, which knows the tables
         the transaction created).
         """
-        if args is None:
+        if args is None or args is UNSET:  # convex-js's parseArgs: undefined is {}
             args = {}
         if not isinstance(args, dict):
             raise ArgumentValidationError(

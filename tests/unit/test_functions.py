@@ -160,6 +160,19 @@ def test_a_function_returning_unset_returns_none_as_convex_returns_null(engine: 
         engine.query(query(lambda ctx: [UNSET]))
 
 
+def test_arguments_given_as_unset_are_no_arguments_as_convex_parse_args(engine: Engine) -> None:
+    # Found by review: convex-js's parseArgs takes undefined arguments as {} (None did
+    # already); UNSET, Convex's undefined, was "must be an object. Received: UNSET".
+    @query(args={"x": v.optional(v.string())})
+    def optional_x(ctx, x="none"):  # type: ignore[no-untyped-def]
+        return x
+
+    assert engine.query(optional_x, UNSET) == "none"  # type: ignore[arg-type]
+    assert engine.query(optional_x, None) == "none"  # type: ignore[arg-type]
+    with pytest.raises(ArgumentValidationError, match="must be an object"):
+        engine.query(optional_x, [])  # type: ignore[arg-type]
+
+
 def test_queries_cannot_write(engine: Engine) -> None:
     with pytest.raises((AttributeError, ReadOnlyError)):
         engine.query("notes:try_write")
