@@ -395,3 +395,14 @@ def fail_undecodable(ctx: Any) -> None:
 async def fail_undecodable_action(ctx: Any) -> None:
     """:func:`fail_undecodable`, from an action."""
     raise ValueError("cannot read " + os.fsdecode(b"caf\xe9.txt"))
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+@internal_mutation(args={})
+def fail_unprintable(ctx: Any) -> None:
+    """Fail with an exception whose ``str()`` raises."""
+    raise _Unprintable
