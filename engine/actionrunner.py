@@ -244,7 +244,8 @@ class ActionRunner:
                 ctx = ActionCtx(runtime, None, runtime.env)
                 result = await function.handler(ctx, **handler_args(args))
                 result = refuse_awaited_result(name, result)
-                runtime.check_result(name, function, result)
+                # What the run records is the checked value (a tuple a list, UNSET None).
+                result = runtime.check_result(name, function, result)
                 state = {"kind": "success"}
             except asyncio.CancelledError as error:
                 if job_id in self._cancelled:  # close(), or Ctrl-C in finish_*, cancelled it

@@ -49,7 +49,7 @@ from .scheduler import ActionCancel, ActionJobId
 from .storage import LMDB_ERRORS
 from .transaction import Transaction
 from .validators import Validator, as_validator
-from .values import convert_sized, size_texts
+from .values import UNSET, convert_sized, size_texts
 
 if TYPE_CHECKING:
     from .database import Database
@@ -585,7 +585,7 @@ class Runtime:
         catalog; a nested call passes its transaction's, which knows the tables
         the transaction created).
         """
-        if args is None:
+        if args is None or args is UNSET:  # convex-js's parseArgs: undefined is {}
             args = {}
         if not isinstance(args, dict):
             raise ArgumentValidationError(
@@ -642,7 +642,13 @@ class Runtime:
         self, name: str, function: FunctionDef, result: Any, txn: Transaction | None = None
     ) -> Any:
         """``result`` checked by the function's ``returns``; ``txn``: the transaction it
-        ran in (``v.id`` then knows the tables it created)."""
+        ran in (``v.id`` then knows the tables it created).
+
+        A result of :data:`UNSET` (Convex's ``undefined``) is ``None``, as convex-js
+        returns ``result === undefined ? null : result``; inside a value UNSET keeps its
+        meaning (a field left out, an error in an array)."""
+        if result is UNSET:
+            result = None
         if result is None and function.returns is None:  # most mutations: nothing to check
             return None
         return self._checked(

@@ -4,8 +4,10 @@ Invariants, checked on one consistent snapshot:
 
 1. every document key is ``table number ‖ internal id`` of a known table, the
    document's ``_id`` decodes to exactly that table and internal id, and the
-   document is a Convex value that matches the stored schema (if it validates),
-   with a ``_creationTime`` that is a finite, non-negative float;
+   document keeps the rules every write checks (a Convex value, nesting at most 16,
+   at most 1 MiB, no top-level ``_`` field but the system ones), matches the stored
+   schema (if it validates), and has a ``_creationTime`` that is a finite,
+   non-negative float;
 2. every document has exactly the index entries its fields produce, in every
    index of its table (``by_creation_time`` included; in a full-text search
    index, one per distinct token of its search field; in a vector index, its
@@ -61,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import blobs, ids, keys, longkeys, searchkeys, values, vectors
 from .encoding import decode, decode_document
-from .errors import CorruptionError, ValidationError
+from .errors import CorruptionError, LimitExceeded, ValidationError
 from .metadata import check_catalog, check_declared, check_meta, problem_of
 
 if TYPE_CHECKING:
@@ -189,10 +191,13 @@ def check(db: Database, more: MoreChecks | None = None) -> dict[str, Any]:
                     "(milliseconds since the Unix epoch)"
                 )
             try:
-                values.convert(document)
+                # A document's rules, not only a value's: every write runs convert_document
+                # (nesting 16, 1 MiB, no other top-level "_" field), so a stored document
+                # that breaks one is damage; LimitExceeded is no ValidationError.
+                values.convert_document(document)
                 if schema is not None and schema.schema_validation:
                     schema.check_document(table.name, document, table_name)
-            except ValidationError as error:
+            except (ValidationError, LimitExceeded) as error:
                 problem(f"document {document['_id']} in {table.name!r} is invalid: {error}")
             try:
                 plan = db.key_plan(table)

@@ -65,7 +65,8 @@ class MutationRunner:
                 ctx._scheduler = Scheduler(runtime, txn, ctx.now, own_job=run.own_job)
                 result = function.handler(ctx, **handler_args(args))
                 refuse_awaitable(name, result)
-                runtime.check_result(name, function, result, txn)
+                # What the run records is the checked value (a tuple a list, UNSET None).
+                result = runtime.check_result(name, function, result, txn)
             except (OptimisticConcurrencyControlFailure, StorageError):
                 raise  # the engine's, even when raised through the function: retried
             except LMDB_ERRORS:

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConvexError, SchedulerError
+from .formatting import printable
 from .scheduler import TRANSIENT_ACTION_ERROR, job_problem, now_ms, patch_job, state_kind
 
 if TYPE_CHECKING:
@@ -25,11 +26,23 @@ _log = logging.getLogger("engine.scheduler")
 _TRANSIENT: dict[str, Any] = {"kind": "failed", "error": TRANSIENT_ACTION_ERROR}
 
 
+def _text(error: BaseException) -> str:
+    """``str(error)``, or what Python's tracebacks show when that raises: the failure is
+    still recorded."""
+    try:
+        return str(error)
+    except Exception:
+        return "<exception str() failed>"
+
+
 def _error_message(error: BaseException) -> str:
     """A failure as stored (a job's ``state.error``, a cron log's ``error``): Convex's
     ``Uncaught <Type>: <message>``, cut at :data:`_MAX_ERROR_CHARS` characters so the
     document that records it always fits the 1 MiB limit (the whole error is logged)."""
-    text = f"Uncaught {type(error).__name__}: {error}"
+    message = _text(error)
+    # Escaped: a lone surrogate (a file name decoded by os.fsdecode, say) is no Convex
+    # string, and the document recording the failure could not be written.
+    text = printable(f"Uncaught {type(error).__name__}: {message}")
     if len(text) > _MAX_ERROR_CHARS:
         text = text[:_MAX_ERROR_CHARS] + " ... (truncated)"
     return text
@@ -57,7 +70,7 @@ class _JobFailed(Exception):
     after how many seconds."""
 
     def __init__(self, error: BaseException, seconds: float) -> None:
-        super().__init__(str(error))
+        super().__init__(_text(error))
         self.error = error
         self.seconds = seconds
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from engine import ConvexError, internal_action, internal_mutation, mutation, query, v
+from engine import UNSET, ConvexError, internal_action, internal_mutation, mutation, query, v
 
 
 @internal_mutation(args={"label": v.string()})
@@ -73,3 +73,24 @@ def padded_error(ctx: Any, size: int, padding: str) -> None:
 def padded_result(ctx: Any, size: int, padding: str) -> str:
     """Return a result of ``size`` characters (logged whole up to 1,000 bytes)."""
     return "r" * size
+
+
+@internal_mutation(args={})
+def python_shaped(ctx: Any) -> Any:
+    """Return a result in Python's spellings of Convex values (a tuple, a bytearray, an
+    UNSET field): the result is the value they stand for."""
+    ctx.db.insert("ticks", {"label": "python_shaped", "now": ctx.now})
+    return {"pair": (1, 2.5), "raw": bytearray(b"\x00"), "gone": UNSET}
+
+
+@internal_action(args={})
+async def python_shaped_action(ctx: Any) -> Any:
+    """:func:`python_shaped`, from an action."""
+    return {"pair": (1, 2.5), "raw": bytearray(b"\x00"), "gone": UNSET}
+
+
+@internal_mutation(args={})
+def undefined(ctx: Any) -> Any:
+    """Return UNSET (Convex's undefined): the result is null."""
+    ctx.db.insert("ticks", {"label": "undefined", "now": ctx.now})
+    return UNSET

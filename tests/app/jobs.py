@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from typing import Any
@@ -380,3 +381,28 @@ def fail_long(ctx: Any, payload: str, error_chars: int) -> None:
 async def fail_long_action(ctx: Any, payload: str, error_chars: int) -> None:
     """``fail_long`` as an action."""
     raise ValueError("e" * error_chars)
+
+
+@internal_mutation(args={})
+def fail_undecodable(ctx: Any) -> None:
+    """Fail with a message holding a lone surrogate, as text from ``os.fsdecode`` of a
+    file name that is not UTF-8 does."""
+    ctx.db.insert("job_notes", {"text": "never"})
+    raise ValueError("cannot read " + os.fsdecode(b"caf\xe9.txt"))
+
+
+@internal_action(args={})
+async def fail_undecodable_action(ctx: Any) -> None:
+    """:func:`fail_undecodable`, from an action."""
+    raise ValueError("cannot read " + os.fsdecode(b"caf\xe9.txt"))
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+@internal_mutation(args={})
+def fail_unprintable(ctx: Any) -> None:
+    """Fail with an exception whose ``str()`` raises."""
+    raise _Unprintable

@@ -330,6 +330,54 @@ def test_a_creation_time_that_is_no_time_is_damage(db_path: Path, creation_time:
         ]
 
 
+def _nested(levels: int) -> Any:
+    value: Any = 1.0
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        # Past a value limit: check() raised LimitExceeded, hiding every other problem.
+        ("a", [1.0] * 8193, "Array length is too long (8193 > maximum length 8192)"),
+        ("a", _nested(70), "Document is too nested (nested 71 levels deep > maximum nesting 16)"),
+        # Past a document rule only: check() found nothing wrong.
+        ("a", _nested(16), "Document is too nested (nested 17 levels deep > maximum nesting 16)"),
+        ("_x", 1.0, "Field '_x' starts with an underscore"),
+        ("a", "x" * (1 << 20), "Value is too large"),
+    ],
+    ids=["long array", "value nesting", "document nesting", "underscore field", "over 1 MiB"],
+)
+def test_a_document_that_breaks_a_value_or_document_rule_is_damage(
+    db_path: Path, field: str, value: Any, message: str
+) -> None:
+    """No write stores such a document (each write runs ``convert_document``): one found
+    is damage, reported as such beside any other problem."""
+    with Engine.open(db_path, durability="none") as engine:
+        doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1.0}))
+        engine.check()
+        storage = engine._db.storage
+        table = engine._db.catalog_cache[1].tables["t"]
+        key = table.prefix + ids.decode_id(doc_id)[1]
+
+        def write(txn: Any) -> None:  # no index covers the field: only the document changes
+            document = decode(txn.get(key, db=storage.documents))
+            document[field] = value
+            txn.put(key, encode(document), db=storage.documents)
+            txn.put(b"secret", b"", db=storage.meta)  # and a second, unrelated problem
+
+        storage.write(write)
+        with pytest.raises(CorruptionError) as caught:
+            engine.check()
+    problems = caught.value.problems
+    assert len(problems) == 2
+    assert "meta/secret is 0 bytes, not 32" in problems
+    (found,) = (p for p in problems if p.startswith(f"document {doc_id} in 't' is invalid: "))
+    assert message in found
+
+
 # -- 8: the error says what to do -------------------------------------------------------
 
 

@@ -679,6 +679,48 @@ def test_count_runs_counts_what_next_run_walks(
     assert count_runs(parsed, after, before) == walked
 
 
+@pytest.mark.parametrize(
+    ("target", "logged"),
+    [
+        (cronjobs.python_shaped, {"pair": [1, 2.5], "raw": b"\x00"}),
+        (cronjobs.python_shaped_action, {"pair": [1, 2.5], "raw": b"\x00"}),
+        (cronjobs.undefined, None),
+    ],
+    ids=["mutation", "action", "UNSET"],
+)
+def test_a_result_is_logged_as_the_convex_value_it_stands_for(
+    db_path: Path, target: Any, logged: Any
+) -> None:
+    # Found by review: the run logged the result as the function returned it, not as
+    # checked: a tuple (or a bytearray, an UNSET field, UNSET itself) made measuring it
+    # for the log raise TypeError, so a mutation cron retried as on a system error and
+    # never committed, and an action cron's TypeError escaped finish_scheduled_functions.
+    crons = cron_jobs()
+    crons.interval("shaped", target, {}, minutes=10)
+    with open_with(db_path, crons) as engine:
+        assert engine.finish_scheduled_functions(timeout=5) == 1
+        (log,) = logs(engine, "shaped")
+        assert log["status"] == {"type": "success", "result": logged}
+        assert "prevTs" in by_name(engine)["shaped"]
+
+
+def test_an_error_holding_a_lone_surrogate_is_logged_escaped(db_path: Path) -> None:
+    # Found by review: the cron's failure could not be logged (no Convex string holds a
+    # lone surrogate) and the cron never moved on.
+    from tests.app import jobs
+
+    crons = cron_jobs()
+    crons.interval("undecodable", jobs.fail_undecodable, {}, minutes=10)
+    with open_with(db_path, crons) as engine:
+        assert engine.finish_scheduled_functions(timeout=5) == 1
+        (log,) = logs(engine, "undecodable")
+        assert log["status"] == {
+            "type": "err",
+            "error": "Uncaught ValueError: cannot read caf\\udce9.txt",
+        }
+        assert "prevTs" in by_name(engine)["undecodable"]
+
+
 def test_a_deeply_nested_result_is_logged_as_text_and_the_cron_moves_on(db_path: Path) -> None:
     crons = cron_jobs()
     crons.interval("deep", cronjobs.deep, {"depth": 15}, minutes=10)

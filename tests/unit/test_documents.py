@@ -83,6 +83,42 @@ def test_document_size_limit(engine: Engine) -> None:
     assert caught.value.limit == "DocumentTooLarge"
 
 
+def test_document_limits_count_the_system_fields_as_convex(engine: Engine) -> None:
+    """Convex checks the object with ``_id`` and ``_creationTime`` in it (ResolvedDocument):
+    1022 user fields fit, 1023 do not; and a 32-character id and a creation time add
+    38 + 23 bytes to the 1 MiB, so a 1-character field name leaves 2**20 - 67 bytes."""
+    wide = {f"f{i}": 0.0 for i in range(1022)}
+    engine.run(lambda ctx: ctx.db.insert("t", wide))
+    with pytest.raises(LimitExceeded, match=r"too many fields \(1025 > maximum number 1024\)"):
+        engine.run(lambda ctx: ctx.db.insert("t", {**wide, "one_more": 0.0}))
+    fits = (1 << 20) - 67  # 2 + (4 + 34) + (14 + 9) + (2 + 2 + n) for {"a": "x" * n}
+    doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"a": "x" * fits}))
+    with pytest.raises(LimitExceeded, match="measures 1048577 bytes") as caught:
+        engine.run(lambda ctx: ctx.db.insert("t", {"a": "x" * (fits + 1)}))
+    assert caught.value.limit == "DocumentTooLarge"
+    assert len(engine.run(lambda ctx: ctx.db.get(doc_id))["a"]) == fits
+
+
+def test_patch_and_replace_check_the_rules_on_the_whole_new_document(engine: Engine) -> None:
+    doc_id = engine.run(lambda ctx: ctx.db.insert("t", {"a": "x" * (1 << 19), "n": 1.0}))
+    deep: object = 1.0
+    for _ in range(15):  # the document is level 1: a field nesting 15 deep makes 16
+        deep = [deep]
+    engine.run(lambda ctx: ctx.db.patch(doc_id, {"deep": deep}))
+    with pytest.raises(LimitExceeded) as caught:  # each half fits, the two do not
+        engine.run(lambda ctx: ctx.db.patch(doc_id, {"b": "y" * (1 << 19)}))
+    assert caught.value.limit == "DocumentTooLarge"
+    with pytest.raises(LimitExceeded, match=r"nested 17 levels deep > maximum nesting 16"):
+        engine.run(lambda ctx: ctx.db.patch(doc_id, {"deep": [deep]}))
+    with pytest.raises(LimitExceeded, match=r"\(1025 > maximum number 1024\)"):
+        engine.run(lambda ctx: ctx.db.replace(doc_id, {f"f{i}": 0.0 for i in range(1023)}))
+    with pytest.raises(ValidationError, match="Field '_x' starts with an underscore"):
+        engine.run(lambda ctx: ctx.db.replace(doc_id, {"_x": 1.0}))
+    document = engine.run(lambda ctx: ctx.db.get(doc_id))
+    assert sorted(document) == ["_creationTime", "_id", "a", "deep", "n"]  # all refused
+    engine.check()
+
+
 def test_table_names(engine: Engine) -> None:
     with pytest.raises(ReadOnlyError, match="System tables"):
         engine.run(lambda ctx: ctx.db.insert("_storage", {}))

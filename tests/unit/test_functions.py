@@ -123,6 +123,56 @@ def test_return_validation(engine: Engine) -> None:
         engine.query("notes:bad_return")
 
 
+def test_a_function_returning_unset_returns_none_as_convex_returns_null(engine: Engine) -> None:
+    # Found by review: returning UNSET (Convex's undefined, e.g. ``doc.get("x", UNSET)``)
+    # raised ReturnsValidationError. convex-js returns ``result === undefined ? null :
+    # result`` from every query, mutation and action (registration_impl.ts), and the
+    # returns validator sees that null.
+    @query
+    def plain(ctx):  # type: ignore[no-untyped-def]
+        return UNSET
+
+    @query(returns=v.null())
+    def checked(ctx):  # type: ignore[no-untyped-def]
+        return UNSET
+
+    @mutation(returns=v.union(v.string(), v.null()))
+    def writes(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.insert("t", {"n": 1.0})
+        return UNSET
+
+    @action
+    async def acts(ctx):  # type: ignore[no-untyped-def]
+        return UNSET
+
+    @query(returns=v.string())
+    def wrong(ctx):  # type: ignore[no-untyped-def]
+        return UNSET
+
+    assert engine.query(plain) is None
+    assert engine.query(checked) is None
+    assert engine.mutation(writes) is None
+    assert engine.action(acts) is None
+    with pytest.raises(ReturnsValidationError, match="Value: null"):
+        engine.query(wrong)  # checked as the null it becomes
+    # Inside a value UNSET stays what it was: a field left out, an error in an array.
+    with pytest.raises(ReturnsValidationError, match="not a Convex value"):
+        engine.query(query(lambda ctx: [UNSET]))
+
+
+def test_arguments_given_as_unset_are_no_arguments_as_convex_parse_args(engine: Engine) -> None:
+    # Found by review: convex-js's parseArgs takes undefined arguments as {} (None did
+    # already); UNSET, Convex's undefined, was "must be an object. Received: UNSET".
+    @query(args={"x": v.optional(v.string())})
+    def optional_x(ctx, x="none"):  # type: ignore[no-untyped-def]
+        return x
+
+    assert engine.query(optional_x, UNSET) == "none"  # type: ignore[arg-type]
+    assert engine.query(optional_x, None) == "none"  # type: ignore[arg-type]
+    with pytest.raises(ArgumentValidationError, match="must be an object"):
+        engine.query(optional_x, [])  # type: ignore[arg-type]
+
+
 def test_queries_cannot_write(engine: Engine) -> None:
     with pytest.raises((AttributeError, ReadOnlyError)):
         engine.query("notes:try_write")

@@ -400,6 +400,32 @@ def test_failed_mutation_rolls_back_and_records_the_error(engine: Engine) -> Non
     assert engine.query(jobs.notes) == []
 
 
+@pytest.mark.parametrize("target", [jobs.fail_undecodable, jobs.fail_undecodable_action])
+def test_an_error_holding_a_lone_surrogate_is_recorded_escaped(engine: Engine, target: Any) -> None:
+    # Found by review: an error message with a lone surrogate (a file name that is not
+    # UTF-8, through os.fsdecode) is no Convex string, so the failure could not be
+    # written: the mutation's job stayed pending and finish_scheduled_functions raised
+    # ValidationError; the action's job stayed inProgress.
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, target, {}))
+    assert engine.finish_scheduled_functions(timeout=5) == 1
+    assert job(engine, job_id)["state"] == {
+        "kind": "failed",
+        "error": "Uncaught ValueError: cannot read caf\\udce9.txt",
+    }
+    assert engine.query(jobs.notes) == []
+
+
+def test_an_error_whose_str_raises_is_recorded_by_its_type(engine: Engine) -> None:
+    # Found by review: building the stored text raised again, so the failure was never
+    # written and the job stayed pending (as Python's tracebacks do, name the type).
+    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.fail_unprintable, {}))
+    assert engine.finish_scheduled_functions(timeout=5) == 1
+    assert job(engine, job_id)["state"] == {
+        "kind": "failed",
+        "error": "Uncaught _Unprintable: <exception str() failed>",
+    }
+
+
 def test_scheduled_action_runs_and_succeeds(engine: Engine) -> None:
     job_id = engine.mutation(jobs.schedule_action, {"text": "a"})
     assert engine.finish_scheduled_functions() == 1
