@@ -203,6 +203,10 @@ def decode_id_key(id: object) -> tuple[int, bytes, bytes]:
     in :data:`RECENT_IDS`. Raises :class:`InvalidId` as :func:`decode_id` does."""
     found = RECENT_IDS.get(id) if type(id) is str else None
     if found is None:
+        if type(id) is not str and isinstance(id, str):
+            # A str subclass (a StrEnum member, a (str, Enum) one whose str() is its
+            # name): the string it holds, as values take it.
+            id = str.__str__(id)
         number, internal_id = _decode(id)
         found = (number, internal_id, number.to_bytes(4, "big") + internal_id)
         if len(RECENT_IDS) >= _RECENT_IDS_MAX:

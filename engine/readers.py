@@ -108,7 +108,7 @@ class _Reads:
         found = self._txn.table(table)
         if found is None or found.number != number:
             return None
-        return document_id
+        return document_id if type(document_id) is str else str.__str__(document_id)
 
 
 class SystemReader(_Reads):

@@ -421,3 +421,30 @@ def test_keyword_forms_from_before_the_table_first_ones_still_work(engine: Engin
         engine.run(lambda ctx: ctx.db.get())
     engine.run(lambda ctx: ctx.db.delete(document_id=doc_id))
     assert engine.query(lambda ctx: ctx.db.get(doc_id)) is None
+
+
+def test_an_id_held_by_a_str_subclass_is_the_id_it_holds(engine: Engine) -> None:
+    """Values take a str subclass as its string; db.get refused it ("an ID is a str, got
+    S"), so ids kept in a StrEnum or a (str, Enum) could not be read or written."""
+    import enum
+
+    first = engine.run(lambda ctx: ctx.db.insert("t", {"n": 1}))
+    second = engine.run(lambda ctx: ctx.db.insert("t", {"n": 2}))
+    third = engine.run(lambda ctx: ctx.db.insert("t", {"n": 3}))
+
+    class Known(enum.StrEnum):
+        FIRST = first
+
+    class Mixed(str, enum.Enum):  # noqa: UP042 (on purpose: str() is "Mixed.SECOND")
+        SECOND = second
+
+    class Plain(str):
+        pass
+
+    assert engine.run(lambda ctx: ctx.db.get(Known.FIRST))["n"] == 1
+    assert engine.run(lambda ctx: ctx.db.get("t", Mixed.SECOND))["n"] == 2
+    engine.run(lambda ctx: ctx.db.patch(Mixed.SECOND, {"n": 20}))
+    engine.run(lambda ctx: ctx.db.delete(Plain(third)))
+    assert [d["n"] for d in engine.run(lambda ctx: ctx.db.query("t").collect())] == [1, 20]
+    normalized = engine.run(lambda ctx: ctx.db.normalize_id("t", Mixed.SECOND))
+    assert normalized == second and type(normalized) is str
