@@ -29,7 +29,7 @@ def _error_message(error: BaseException) -> str:
     """A failure as stored (a job's ``state.error``, a cron log's ``error``): Convex's
     ``Uncaught <Type>: <message>``, cut at :data:`_MAX_ERROR_CHARS` characters so the
     document that records it always fits the 1 MiB limit (the whole error is logged)."""
-    text = f"Uncaught {type(error).__name__}: {error}"
+    text = f"Uncaught {type(error).__name__}: {_error_text(error)}"
     if len(text) > _MAX_ERROR_CHARS:
         text = text[:_MAX_ERROR_CHARS] + " ... (truncated)"
     return text
@@ -37,6 +37,16 @@ def _error_message(error: BaseException) -> str:
 
 #: Characters of an error kept in a job's state or a cron's log.
 _MAX_ERROR_CHARS = 64 * 1024
+
+
+def _error_text(error: BaseException) -> str:
+    """``str(error)``, or a placeholder naming what it raised: a failure is recorded
+    whatever the function raised, also an error whose ``__str__`` has a bug (that
+    error escaped the recording, and the run stayed pending or inProgress)."""
+    try:
+        return str(error)
+    except Exception as failure:
+        return f"<str() of the error raised {type(failure).__name__}>"
 
 
 class _PastDeadline(Exception):
@@ -57,7 +67,7 @@ class _JobFailed(Exception):
     after how many seconds."""
 
     def __init__(self, error: BaseException, seconds: float) -> None:
-        super().__init__(str(error))
+        super().__init__(_error_text(error))
         self.error = error
         self.seconds = seconds
 

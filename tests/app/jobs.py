@@ -380,3 +380,21 @@ def fail_long(ctx: Any, payload: str, error_chars: int) -> None:
 async def fail_long_action(ctx: Any, payload: str, error_chars: int) -> None:
     """``fail_long`` as an action."""
     raise ValueError("e" * error_chars)
+
+
+class UnprintableError(Exception):
+    """An error whose ``str()`` itself raises (a custom ``__str__`` with a bug)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ failed on purpose")
+
+
+@internal_mutation(args={})
+def fail_unprintably(ctx: Any) -> None:
+    ctx.db.insert("job_notes", {"text": "never"})
+    raise UnprintableError
+
+
+@internal_action(args={})
+async def fail_unprintably_action(ctx: Any) -> None:
+    raise UnprintableError

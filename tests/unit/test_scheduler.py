@@ -1031,6 +1031,27 @@ def test_a_job_raising_system_exit_or_keyboard_interrupt_fails_and_the_worker_su
         assert engine.query(jobs.notes) == ["action:after"]
 
 
+def test_a_job_failing_with_an_error_whose_str_raises_is_recorded_failed(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by review: the failure's text was str(error), so an error whose __str__
+    # raised escaped the recording: the mutation's job stayed pending (and ran again
+    # on every pass), the action's inProgress for good, and finish_* raised it.
+    failing = [
+        engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.fail_unprintably)),
+        engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.fail_unprintably_action)),
+    ]
+    with caplog.at_level(logging.CRITICAL, logger="engine.scheduler"):
+        assert engine.finish_scheduled_functions(timeout=5) == 2
+    for job_id in failing:
+        assert job(engine, job_id)["state"] == {
+            "kind": "failed",
+            "error": "Uncaught UnprintableError: <str() of the error raised RuntimeError>",
+        }
+    assert engine.query(jobs.notes) == []
+    assert engine.finish_scheduled_functions(timeout=5) == 0  # nothing left to run
+
+
 def test_finish_records_a_keyboard_interrupt_then_stops(engine: Engine) -> None:
     interrupts = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.interrupt_action))
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C during finish_* still stops the host
