@@ -346,6 +346,27 @@ def test_decorator_rules() -> None:
         notes.add(None)
 
 
+def test_generator_handlers_are_refused_when_defined(engine: Engine) -> None:
+    # Found by review: a query or mutation with a `yield` returned a generator, so its
+    # body never ran (a mutation wrote nothing) and the call failed with "generator ...
+    # is not a Convex value"; an `async def` action with a `yield` was refused as not
+    # being `async def`.
+    def rows(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.insert("notes", {"text": "never"})
+        yield 1
+
+    async def chunks(ctx):  # type: ignore[no-untyped-def]
+        yield 1
+
+    for decorator, handler in [(query, rows), (mutation, rows), (action, chunks)]:
+        with pytest.raises(EngineError, match=r"is a generator \(it has `yield`\)") as info:
+            decorator(handler)
+        assert "return a list" in str(info.value)
+    for decorator, handler in [(query, chunks), (mutation, chunks), (action, rows)]:
+        with pytest.raises(EngineError, match=r"is a generator \(it has `yield`\)"):
+            decorator(handler)
+
+
 def test_a_decorator_given_something_else_than_a_function_says_how_to_write_it() -> None:
     # @query({"n": v.int64()}) (args passed positionally, as Convex's query({args, handler})
     # takes an object) or @mutation("send") made a FunctionDef of the dict or str, and the
