@@ -22,8 +22,8 @@ import contextvars
 import functools
 import os
 import random
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from collections.abc import Callable, Coroutine, Mapping
+from types import CoroutineType, MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import limits, vectors
@@ -389,17 +389,36 @@ class ActionCtx:
         ``generate_upload_url``, ``get_metadata``; each call is its own transaction."""
         return StorageActionWriter(self._runtime)
 
-    async def run_query(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
-        """Run a query in its own read transaction, as the caller's identity."""
-        return await self._runtime.acall(ref, args, self.identity, kind="query", internal=True)
+    def run_query(self, ref: Any, args: dict[str, Any] | None = None) -> Coroutine[Any, Any, Any]:
+        """Run a query in its own read transaction, as the caller's identity (await it).
 
-    async def run_mutation(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
-        """Run a mutation in its own transaction, as the caller's identity."""
-        return await self._runtime.acall(ref, args, self.identity, kind="mutation", internal=True)
+        The arguments are taken when the call is made, as Convex serializes them then:
+        changing the dict afterwards (before the call is awaited, or while it runs on
+        a worker thread) does not reach the query.
+        """
+        return self._call(ref, args, "query")
 
-    async def run_action(self, ref: Any, args: dict[str, Any] | None = None) -> Any:
-        """Run another action, as the caller's identity."""
-        return await self._runtime.acall(ref, args, self.identity, kind="action", internal=True)
+    def run_mutation(
+        self, ref: Any, args: dict[str, Any] | None = None
+    ) -> Coroutine[Any, Any, Any]:
+        """Run a mutation in its own transaction, as the caller's identity (await it).
+
+        The arguments are taken when the call is made (see :meth:`run_query`).
+        """
+        return self._call(ref, args, "mutation")
+
+    def run_action(self, ref: Any, args: dict[str, Any] | None = None) -> Coroutine[Any, Any, Any]:
+        """Run another action, as the caller's identity (await it).
+
+        The arguments are taken when the call is made (see :meth:`run_query`).
+        """
+        return self._call(ref, args, "action")
+
+    def _call(self, ref: Any, args: Any, kind: Kind) -> Coroutine[Any, Any, Any]:
+        call = self._runtime.acall(ref, _taken(args), self.identity, kind=kind, internal=True)
+        if isinstance(call, CoroutineType):  # Python's "coroutine ... was never awaited"
+            call.__qualname__ = f"ActionCtx.run_{kind}"  # then names the call made
+        return call
 
     async def vector_search(
         self,
@@ -468,6 +487,33 @@ class ActionCtx:
             vectors.executor(), run, counted
         )
         return found
+
+
+#: How deep :func:`_taken` copies: past Convex's nesting limit (64), validation refuses
+#: the arguments anyway, and a cycle is not followed for ever.
+_TAKEN_DEPTH = 66
+
+
+def _taken(value: Any, depth: int = 0) -> Any:
+    """An action's call arguments as they are now: their lists and objects (tuples,
+    ``bytearray`` and ``memoryview`` too) copied, since the call reads them only when
+    it runs. Anything else is kept as it is, for the call's validation to judge.
+    Cost: one container per list or object in the arguments."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if depth > _TAKEN_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {k: _taken(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_taken(v, depth + 1) for v in value]
+    if isinstance(value, bytearray | memoryview):
+        try:
+            return bytes(value)
+        except (ValueError, TypeError):  # a released view: validation says what it is
+            return value
+    return value
 
 
 def _run_limited(

@@ -195,6 +195,12 @@ class FunctionDef:
         args: Any = None,
         returns: Any = None,
     ) -> None:
+        if inspect.isgeneratorfunction(handler) or inspect.isasyncgenfunction(handler):
+            raise EngineError(
+                f"{kind.capitalize()} handler {handler.__qualname__} is a generator (it has "
+                "`yield`): calling it would only make the generator, so its body would never "
+                "run. Collect the items and return a list (return [...])."
+            )
         if kind == "action" and not inspect.iscoroutinefunction(handler):
             raise EngineError(f"Action handler {handler.__qualname__} must be `async def`.")
         if kind != "action" and inspect.iscoroutinefunction(handler):

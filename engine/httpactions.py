@@ -10,8 +10,9 @@
    header it is ``None``; a header that does not verify does not refuse the request:
    ``ctx.auth.get_user_identity()`` raises the verification error, as in Convex;
 3. the handler runs with an :class:`~engine.ActionCtx` on the caller's event loop;
-4. a handler that raises, or returns something other than an :class:`HttpResponse`,
-   is logged to the ``engine.httpactions`` logger (with a request id and traceback)
+4. a handler that raises (``SystemExit`` included: it ends the handler, not the
+   host), or returns something other than an :class:`HttpResponse` (an awaitable it
+   forgot to ``await`` is closed unrun), is logged to the ``engine.httpactions`` logger (with a request id and traceback)
    and answered ``500`` with Convex's redacted JSON body
    ``{"code": "[Request ID: <id>] Server Error"}``, plus ``"data"`` (the value in
    Convex's JSON encoding) for a :class:`~engine.ConvexError`. The traceback never
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import logging
 import math
 import secrets
@@ -108,10 +110,21 @@ async def respond(
             raise  # this request itself is cancelled (its caller's task, or shutdown)
         _log.error("HTTP action %s let a CancelledError escape", where, exc_info=True)
         return _server_error(request_id, None)
-    except Exception:
+    except (Exception, SystemExit):  # SystemExit: the handler's failure, not the host's
         _log.error("HTTP action %s raised", where, exc_info=True)
         return _server_error(request_id, None)
     if not isinstance(result, HttpResponse):
+        if inspect.isawaitable(result):
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # never run: closed, else Python warns it was never awaited
+            _log.error(
+                "HTTP action %s returned an awaitable instead of an HttpResponse: did you "
+                "forget `await` (return await ...)? It was never awaited, so what it would "
+                "have run did not run.",
+                where,
+            )
+            return _server_error(request_id, None)
         _log.error(
             "HTTP action %s returned %s, not an HttpResponse: return "
             "HttpResponse(body, status=..., headers=...) or HttpResponse.json(value)",

@@ -77,6 +77,16 @@ async def not_a_response(ctx: ActionCtx, request: HttpRequest) -> Any:
 
 
 @http_action
+async def forgets_await(ctx: ActionCtx, request: HttpRequest) -> Any:
+    return ctx.run_query(notes.texts, {})  # no await: a bug the engine names
+
+
+@http_action
+async def exits(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
+    raise SystemExit(3)
+
+
+@http_action
 async def preflight(ctx: ActionCtx, request: HttpRequest) -> HttpResponse:
     """OPTIONS /notes: CORS is the app's job, as in Convex."""
     return HttpResponse(
@@ -201,6 +211,8 @@ http.route(path="/echo/exact", method="GET", handler=exact)
 http.route(path="/fail", method="GET", handler=fail)
 http.route(path="/fail-convex", method="GET", handler=fail_convex)
 http.route(path="/not-a-response", method="GET", handler=not_a_response)
+http.route(path="/forgets-await", method="GET", handler=forgets_await)
+http.route(path="/exits", method="GET", handler=exits)
 http.route(path="/slow", method="GET", handler=slow)
 http.route(path="/together", method="GET", handler=together)
 http.route(path="/gated", method="GET", handler=gated)

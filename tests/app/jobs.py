@@ -397,12 +397,19 @@ async def fail_undecodable_action(ctx: Any) -> None:
     raise ValueError("cannot read " + os.fsdecode(b"caf\xe9.txt"))
 
 
-class _Unprintable(Exception):
+class UnprintableError(Exception):
+    """An error whose ``str()`` itself raises (a custom ``__str__`` with a bug)."""
+
     def __str__(self) -> str:
-        raise RuntimeError("no text")
+        raise RuntimeError("__str__ failed on purpose")
 
 
 @internal_mutation(args={})
-def fail_unprintable(ctx: Any) -> None:
-    """Fail with an exception whose ``str()`` raises."""
-    raise _Unprintable
+def fail_unprintably(ctx: Any) -> None:
+    ctx.db.insert("job_notes", {"text": "never"})
+    raise UnprintableError
+
+
+@internal_action(args={})
+async def fail_unprintably_action(ctx: Any) -> None:
+    raise UnprintableError

@@ -396,6 +396,27 @@ def test_decorator_rules() -> None:
         notes.add(None)
 
 
+def test_generator_handlers_are_refused_when_defined(engine: Engine) -> None:
+    # Found by review: a query or mutation with a `yield` returned a generator, so its
+    # body never ran (a mutation wrote nothing) and the call failed with "generator ...
+    # is not a Convex value"; an `async def` action with a `yield` was refused as not
+    # being `async def`.
+    def rows(ctx):  # type: ignore[no-untyped-def]
+        ctx.db.insert("notes", {"text": "never"})
+        yield 1
+
+    async def chunks(ctx):  # type: ignore[no-untyped-def]
+        yield 1
+
+    for decorator, handler in [(query, rows), (mutation, rows), (action, chunks)]:
+        with pytest.raises(EngineError, match=r"is a generator \(it has `yield`\)") as info:
+            decorator(handler)
+        assert "return a list" in str(info.value)
+    for decorator, handler in [(query, chunks), (mutation, chunks), (action, rows)]:
+        with pytest.raises(EngineError, match=r"is a generator \(it has `yield`\)"):
+            decorator(handler)
+
+
 def test_a_decorator_given_something_else_than_a_function_says_how_to_write_it() -> None:
     # @query({"n": v.int64()}) (args passed positionally, as Convex's query({args, handler})
     # takes an object) or @mutation("send") made a FunctionDef of the dict or str, and the
@@ -437,6 +458,34 @@ def test_determinism_under_forced_conflicts(engine: Engine) -> None:
     other.join()
     assert seen[0] == 0 and seen[-1] == 1  # the re-run saw the concurrent commit
     assert sorted(engine.query("notes:texts")) == ["saw 1", "x"]
+
+
+def test_a_read_made_by_a_nested_query_conflicts_for_its_caller(engine: Engine) -> None:
+    """The caller reads nothing itself: what its ``ctx.run_query`` read is in the
+    transaction's read set, so a commit that changes it makes the caller re-run."""
+    seen: list[list[str]] = []
+    gate = threading.Event()
+    committed = threading.Event()
+
+    def body(ctx):  # type: ignore[no-untyped-def]
+        texts = ctx.run_query(notes.texts, {})
+        seen.append(texts)
+        if len(seen) == 1:
+            gate.set()
+            assert committed.wait(10)
+        ctx.db.insert("log", {"saw": len(texts)})
+
+    def other_commit() -> None:
+        gate.wait(10)
+        engine.mutation(notes.add, {"text": "x"})
+        committed.set()
+
+    other = threading.Thread(target=other_commit)
+    other.start()
+    engine.run(body)
+    other.join()
+    assert seen == [[], ["x"]]
+    assert engine.query(lambda ctx: [d["saw"] for d in ctx.db.query("log").collect()]) == [1]
 
 
 def test_an_engine_call_from_inside_a_function_is_refused(engine: Engine) -> None:
@@ -549,6 +598,42 @@ def test_actions_call_functions_by_object_whatever_their_name(
     stray.name = "elsewhere:stray"  # as another engine's registry would name it
     assert engine.query(stray) == "stray"
     assert engine.action(calls_stray) == "stray"
+
+
+def test_an_actions_calls_take_their_arguments_when_made(engine: Engine) -> None:
+    # Found by review: ctx.run_query / run_mutation / run_action were coroutine functions,
+    # so they read their arguments when first awaited (a mutation's on a worker thread),
+    # not when called: calls made in a loop that reused one dict all ran with its last
+    # value, and a change racing the worker thread could reach the function. Convex
+    # serializes the arguments when the call is made.
+    @mutation(args={"text": v.string(), "tags": v.array(v.string())})
+    def add_tagged(ctx, text, tags):  # type: ignore[no-untyped-def]
+        ctx.db.insert("notes", {"text": f"{text}:{','.join(tags)}"})
+
+    @query(args={"text": v.string()})
+    def echo(ctx, text):  # type: ignore[no-untyped-def]
+        return text
+
+    @action(args={"text": v.string()})
+    async def echo_action(ctx, text):  # type: ignore[no-untyped-def]
+        return text
+
+    @action(args={})
+    async def fan_out(ctx):  # type: ignore[no-untyped-def]
+        args: dict[str, Any] = {"text": "", "tags": []}
+        writes, reads, runs = [], [], []
+        for text in ["a", "b", "c"]:
+            args["text"] = text
+            args["tags"].append(text)
+            writes.append(ctx.run_mutation(add_tagged, args))
+            reads.append(ctx.run_query(echo, {"text": args["text"]}))
+            runs.append(ctx.run_action(echo_action, {"text": args["text"]}))
+        return [await asyncio.gather(*reads), await asyncio.gather(*runs), await writes[0]] + [
+            await w for w in writes[1:]
+        ]
+
+    assert engine.action(fan_out) == [["a", "b", "c"], ["a", "b", "c"], None, None, None]
+    assert sorted(engine.query("notes:texts")) == ["a:a", "b:a,b", "c:a,b,c"]
 
 
 def test_v_id_arguments_and_results_must_be_ids_of_that_table(engine: Engine) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import http.client
 import io
 import json
@@ -14,6 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,34 @@ def test_a_handler_returning_no_response_is_a_500_with_a_clear_log(
     assert status == 500 and b"oops" not in body
     (record,) = [r for r in caplog.records if r.name == "engine.httpactions"]
     assert "returned dict, not an HttpResponse" in record.getMessage()
+
+
+def test_a_handler_returning_an_unawaited_call_is_told_to_await_it(
+    call: Call, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by review: the coroutine was left unawaited (Python's "coroutine ... was
+    # never awaited" warning when it was collected) and the log did not say why.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        status, _, body = call("GET", "/forgets-await")
+        gc.collect()
+    assert status == 500 and json.loads(body)["code"].endswith("] Server Error")
+    (record,) = [r for r in caplog.records if r.name == "engine.httpactions"]
+    assert "did you forget `await`" in record.getMessage()
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
+def test_a_handler_raising_system_exit_is_a_500(
+    call: Call, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by review: SystemExit went past the handler's error handling: Engine.fetch
+    # raised it, and a served request's thread ended with no answer and nothing logged.
+    # As for scheduled actions, it is the handler's failure, not the host's.
+    status, _, body = call("GET", "/exits")
+    assert status == 500 and json.loads(body)["code"].endswith("] Server Error")
+    (record,) = [r for r in caplog.records if r.name == "engine.httpactions"]
+    assert record.levelno == logging.ERROR and "GET /exits" in record.getMessage()
+    assert call("GET", "/notes")[0] == 200  # the front end still answers
 
 
 def test_prefix_routes_see_the_request(call: Call) -> None:

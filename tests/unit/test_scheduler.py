@@ -415,17 +415,6 @@ def test_an_error_holding_a_lone_surrogate_is_recorded_escaped(engine: Engine, t
     assert engine.query(jobs.notes) == []
 
 
-def test_an_error_whose_str_raises_is_recorded_by_its_type(engine: Engine) -> None:
-    # Found by review: building the stored text raised again, so the failure was never
-    # written and the job stayed pending (as Python's tracebacks do, name the type).
-    job_id = engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.fail_unprintable, {}))
-    assert engine.finish_scheduled_functions(timeout=5) == 1
-    assert job(engine, job_id)["state"] == {
-        "kind": "failed",
-        "error": "Uncaught _Unprintable: <exception str() failed>",
-    }
-
-
 def test_scheduled_action_runs_and_succeeds(engine: Engine) -> None:
     job_id = engine.mutation(jobs.schedule_action, {"text": "a"})
     assert engine.finish_scheduled_functions() == 1
@@ -1055,6 +1044,27 @@ def test_a_job_raising_system_exit_or_keyboard_interrupt_fails_and_the_worker_su
             "error": "Uncaught KeyboardInterrupt: ",
         }
         assert engine.query(jobs.notes) == ["action:after"]
+
+
+def test_a_job_failing_with_an_error_whose_str_raises_is_recorded_failed(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by review: the failure's text was str(error), so an error whose __str__
+    # raised escaped the recording: the mutation's job stayed pending (and ran again
+    # on every pass), the action's inProgress for good, and finish_* raised it.
+    failing = [
+        engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.fail_unprintably)),
+        engine.run(lambda ctx: ctx.scheduler.run_after(0, jobs.fail_unprintably_action)),
+    ]
+    with caplog.at_level(logging.CRITICAL, logger="engine.scheduler"):
+        assert engine.finish_scheduled_functions(timeout=5) == 2
+    for job_id in failing:
+        assert job(engine, job_id)["state"] == {
+            "kind": "failed",
+            "error": "Uncaught UnprintableError: <exception str() failed>",
+        }
+    assert engine.query(jobs.notes) == []
+    assert engine.finish_scheduled_functions(timeout=5) == 0  # nothing left to run
 
 
 def test_finish_records_a_keyboard_interrupt_then_stops(engine: Engine) -> None:
