@@ -415,7 +415,7 @@ class ActionCtx:
         return self._call(ref, args, "action")
 
     def _call(self, ref: Any, args: Any, kind: Kind) -> Coroutine[Any, Any, Any]:
-        call = self._runtime.acall(ref, _taken(args), self.identity, kind=kind, internal=True)
+        call = self._runtime.acall(ref, taken(args), self.identity, kind=kind, internal=True)
         if isinstance(call, CoroutineType):  # Python's "coroutine ... was never awaited"
             call.__qualname__ = f"ActionCtx.run_{kind}"  # then names the call made
         return call
@@ -489,13 +489,14 @@ class ActionCtx:
         return found
 
 
-#: How deep :func:`_taken` copies: past Convex's nesting limit (64), validation refuses
+#: How deep :func:`taken` copies: past Convex's nesting limit (64), validation refuses
 #: the arguments anyway, and a cycle is not followed for ever.
 _TAKEN_DEPTH = 66
 
 
-def _taken(value: Any, depth: int = 0) -> Any:
-    """An action's call arguments as they are now: their lists and objects (tuples,
+def taken(value: Any, depth: int = 0) -> Any:
+    """A call's arguments as they are now (an action's ``ctx.run_*``, the host's
+    ``Engine.aquery``/``amutation``/``aaction``): their lists and objects (tuples,
     ``bytearray`` and ``memoryview`` too) copied, since the call reads them only when
     it runs. Anything else is kept as it is, for the call's validation to judge.
     Cost: one container per list or object in the arguments."""
@@ -505,9 +506,9 @@ def _taken(value: Any, depth: int = 0) -> Any:
     if depth > _TAKEN_DEPTH:
         return value
     if isinstance(value, dict):
-        return {k: _taken(v, depth + 1) for k, v in value.items()}
+        return {k: taken(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_taken(v, depth + 1) for v in value]
+        return [taken(v, depth + 1) for v in value]
     if isinstance(value, bytearray | memoryview):
         try:
             return bytes(value)

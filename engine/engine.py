@@ -23,14 +23,14 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import timedelta
 from types import ModuleType
 from typing import Any, TypeVar
 
 from . import files, httpactions
 from .backupfile import PARTIAL_NAME, BackupInProgress
-from .contexts import MutationCtx
+from .contexts import MutationCtx, taken
 from .crons import Crons
 from .cronsync import defined_crons, sync_crons
 from .crontables import check_crons
@@ -425,24 +425,40 @@ class Engine:
         self._refuse_in_function("asubscribe_set")
         return await _closed_if_cancelled(functools.partial(self.subscribe_set, queries, auth=auth))
 
-    async def aquery(
+    def aquery(
         self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None
-    ) -> Any:
-        """:meth:`query` for asyncio hosts: runs on a worker thread."""
+    ) -> Coroutine[Any, Any, Any]:
+        """:meth:`query` for asyncio hosts (await it): runs on a worker thread.
+
+        The arguments are taken when the call is made, as a Convex client serializes
+        them then: changing the dict before the call is awaited, or while it runs, does
+        not reach the query (the same for :meth:`amutation` and :meth:`aaction`).
+        """
+        return self._aquery(ref, taken(args), auth)
+
+    async def _aquery(self, ref: Any, args: Any, auth: Any) -> Any:
         self._refuse_in_function("aquery")  # here: the call runs on another thread
         return await asyncio.to_thread(self.query, ref, args, auth=auth)
 
-    async def amutation(
+    def amutation(
         self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None
-    ) -> Any:
-        """:meth:`mutation` for asyncio hosts: the commit never blocks the event loop."""
+    ) -> Coroutine[Any, Any, Any]:
+        """:meth:`mutation` for asyncio hosts (await it): the commit never blocks the
+        event loop. The arguments are taken when the call is made (see :meth:`aquery`)."""
+        return self._amutation(ref, taken(args), auth)
+
+    async def _amutation(self, ref: Any, args: Any, auth: Any) -> Any:
         self._refuse_in_function("amutation")  # here: the call runs on another thread
         return await asyncio.to_thread(self.mutation, ref, args, auth=auth)
 
-    async def aaction(
+    def aaction(
         self, ref: Any, args: dict[str, Any] | None = None, *, auth: Any = None
-    ) -> Any:
-        """:meth:`action` for asyncio hosts: runs on the caller's event loop."""
+    ) -> Coroutine[Any, Any, Any]:
+        """:meth:`action` for asyncio hosts (await it): runs on the caller's event loop.
+        The arguments are taken when the call is made (see :meth:`aquery`)."""
+        return self._aaction(ref, taken(args), auth)
+
+    async def _aaction(self, ref: Any, args: Any, auth: Any) -> Any:
         runtime = self._live()
         self._refuse_in_function("aaction")
         identity = await asyncio.to_thread(runtime.identity, auth)

@@ -636,6 +636,34 @@ def test_an_actions_calls_take_their_arguments_when_made(engine: Engine) -> None
     assert sorted(engine.query("notes:texts")) == ["a:a", "b:a,b", "c:a,b,c"]
 
 
+def test_the_hosts_async_calls_take_their_arguments_when_made(engine: Engine) -> None:
+    # Engine.aquery / amutation / aaction were coroutine functions: the arguments were
+    # read when the call was first awaited, so calls made in a loop that reused one dict
+    # and gathered all ran with its last value. A Convex client serializes them at once.
+    @query(args={"text": v.string()})
+    def echo(ctx, text):  # type: ignore[no-untyped-def]
+        return text
+
+    @action(args={"text": v.string()})
+    async def echo_action(ctx, text):  # type: ignore[no-untyped-def]
+        return text
+
+    async def host() -> list[Any]:
+        args: dict[str, Any] = {"text": ""}
+        calls = []
+        for text in ["a", "b", "c"]:
+            args["text"] = text
+            calls.append(engine.amutation("notes:add", args))
+            calls.append(engine.aquery(echo, args))
+            calls.append(engine.aaction(echo_action, args))
+        args["text"] = "changed"
+        return list(await asyncio.gather(*calls))
+
+    results = asyncio.run(host())
+    assert results[1::3] == ["a", "b", "c"] and results[2::3] == ["a", "b", "c"]
+    assert sorted(engine.query("notes:texts")) == ["a", "b", "c"]
+
+
 def test_v_id_arguments_and_results_must_be_ids_of_that_table(engine: Engine) -> None:
     # Found by review: args and returns checked only that the id was well formed.
     from tests.app import pets
