@@ -432,20 +432,16 @@ def test_a_decorator_given_something_else_than_a_function_says_how_to_write_it()
         assert repr(given) in str(info.value)
 
 
-def test_determinism_under_forced_conflicts(engine: Engine) -> None:
-    """A conflicting mutation re-runs on a fresh snapshot with the same arguments."""
-    seen: list[int] = []
+def _run_with_a_commit_between(engine: Engine, body: Any) -> None:
+    """Run ``body(ctx, pause)`` as a mutation; its first ``pause()`` lets another thread
+    commit a note and returns once it has (later ones do nothing)."""
     gate = threading.Event()
     committed = threading.Event()
 
-    def body(ctx):  # type: ignore[no-untyped-def]
-        rows = ctx.db.query("notes").collect()
-        seen.append(len(rows))
-        if len(seen) == 1:
+    def pause() -> None:
+        if not gate.is_set():
             gate.set()
-            # let the other thread commit a note we have read around
             assert committed.wait(10)
-        ctx.db.insert("notes", {"text": f"saw {len(rows)}"})
 
     def other_commit() -> None:
         gate.wait(10)
@@ -454,8 +450,21 @@ def test_determinism_under_forced_conflicts(engine: Engine) -> None:
 
     other = threading.Thread(target=other_commit)
     other.start()
-    engine.run(body)
+    engine.run(lambda ctx: body(ctx, pause))
     other.join()
+
+
+def test_determinism_under_forced_conflicts(engine: Engine) -> None:
+    """A conflicting mutation re-runs on a fresh snapshot with the same arguments."""
+    seen: list[int] = []
+
+    def body(ctx: Any, pause: Any) -> None:
+        rows = ctx.db.query("notes").collect()
+        seen.append(len(rows))
+        pause()  # another thread commits a note we have read around
+        ctx.db.insert("notes", {"text": f"saw {len(rows)}"})
+
+    _run_with_a_commit_between(engine, body)
     assert seen[0] == 0 and seen[-1] == 1  # the re-run saw the concurrent commit
     assert sorted(engine.query("notes:texts")) == ["saw 1", "x"]
 
@@ -464,26 +473,14 @@ def test_a_read_made_by_a_nested_query_conflicts_for_its_caller(engine: Engine) 
     """The caller reads nothing itself: what its ``ctx.run_query`` read is in the
     transaction's read set, so a commit that changes it makes the caller re-run."""
     seen: list[list[str]] = []
-    gate = threading.Event()
-    committed = threading.Event()
 
-    def body(ctx):  # type: ignore[no-untyped-def]
+    def body(ctx: Any, pause: Any) -> None:
         texts = ctx.run_query(notes.texts, {})
         seen.append(texts)
-        if len(seen) == 1:
-            gate.set()
-            assert committed.wait(10)
+        pause()
         ctx.db.insert("log", {"saw": len(texts)})
 
-    def other_commit() -> None:
-        gate.wait(10)
-        engine.mutation(notes.add, {"text": "x"})
-        committed.set()
-
-    other = threading.Thread(target=other_commit)
-    other.start()
-    engine.run(body)
-    other.join()
+    _run_with_a_commit_between(engine, body)
     assert seen == [[], ["x"]]
     assert engine.query(lambda ctx: [d["saw"] for d in ctx.db.query("log").collect()]) == [1]
 
