@@ -124,6 +124,16 @@ def test_tokenizer_counts_as_alphanumeric_what_rust_does() -> None:
     assert tokenize("\U00011003\U00011038 x") == ["\U00011003\U00011038", "x"]  # Brahmi sign
     assert tokenize("\U00031350\U00031351") == ["\U00031350\U00031351"]  # Unicode 15 letters
     assert tokenize("snake_case __x__ a_\U00031350") == ["snake", "case", "x", "a", "\U00031350"]
+    # Emoji (no word characters) beside the characters past U+FFFF that Rust counts and
+    # str.isalnum does not (an enclosed letter, a Brahmi vowel sign), and beside letters
+    # both count (CJK Extension B): text with emoji is read as other text.
+    assert tokenize("\U0001f600 ab\U0001f130 \U0001f600") == ["ab\U0001f130"]
+    assert tokenize("\U0001f600\U00011003\U00011038x\U0001f1e6") == ["\U00011003\U00011038x"]
+    assert tokenize("\U0001f600 \U00020000\U00020001\u0345 x") == [
+        "\U00020000\U00020001\u0345",
+        "x",
+    ]
+    assert tokenize("\U0001f600 a\U0001f18ab") == ["a", "b"]  # a squared letter: not one
 
 
 def test_tokenizer_drops_tokens_of_32_bytes_or_more() -> None:
