@@ -18,8 +18,11 @@ those characters, which :data:`_RUST_ONLY` adds: the marks Unicode calls
 ``Other_Alphabetic`` (the vowel signs of Devanagari and other Indic scripts, Arabic
 harakat, Hebrew points, circled letters: without them, vowelled Arabic split at every
 vowel sign), and the letters and digits of Unicode versions newer than the running
-Python's (3.11 has Unicode 14): so the tokens are the same on every Python. Cost: one
-regular expression pass over the text, plus a length check and a lowercase per token.
+Python's (3.11 has Unicode 14): so where tokens split is the same on every Python.
+Lowercasing is the running Python's: the capitals added since its Unicode (some 50 up to
+Unicode 17: U+1C89, U+A7CB, the Garay capitals...) stay capitals on 3.11, where Rust
+lowercases them. Cost: one regular expression pass over the text, plus a length check and a
+lowercase per token.
 """
 
 from __future__ import annotations
