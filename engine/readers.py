@@ -74,7 +74,7 @@ def _check_id_table(txn: Transaction, method: str, table: object, document_id: o
             f"Invalid argument `table` for `{method}`: a table name is a str, got {table!r}",
             table=None,
         )
-    if type(document_id) is not str:
+    if not isinstance(document_id, str):  # a str subclass is the id it holds
         return
     try:
         number, _ = ids.decode_id(document_id)

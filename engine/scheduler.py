@@ -579,7 +579,9 @@ class Scheduler:
                 "of jobs are what ctx.scheduler.run_after / run_at return)",
                 value=job_id,
             )
-        job_id = str(job_id)  # an ActionJobId, as an action's run_after returns it
+        # The string held (an ActionJobId, as an action's run_after returns it, or a
+        # (str, Enum) member, whose str() is its name).
+        job_id = str.__str__(job_id)
         if job_id == self._own_job:
             raise SchedulerError(
                 "A mutation cannot cancel itself: a scheduled mutation's job completes with "

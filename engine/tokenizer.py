@@ -18,13 +18,17 @@ those characters, which :data:`_RUST_ONLY` adds: the marks Unicode calls
 ``Other_Alphabetic`` (the vowel signs of Devanagari and other Indic scripts, Arabic
 harakat, Hebrew points, circled letters: without them, vowelled Arabic split at every
 vowel sign), and the letters and digits of Unicode versions newer than the running
-Python's (3.11 has Unicode 14): so the tokens are the same on every Python. Cost: one
-regular expression pass over the text, plus a length check and a lowercase per token.
+Python's (3.11 has Unicode 14): so where tokens split is the same on every Python.
+Lowercasing is the running Python's: the capitals added since its Unicode (some 50 up to
+Unicode 17: U+1C89, U+A7CB, the Garay capitals...) stay capitals on 3.11, where Rust
+lowercases them. Cost: one regular expression pass over the text, plus a length check and a
+lowercase per token.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 
 __all__ = ["MAX_TERM_BYTES", "tokenize"]
 
@@ -114,18 +118,55 @@ def _spans(astral: bool) -> str:
 #: A maximal run of word characters (``str.isalnum``, ``_``, :data:`_RUST_ONLY`), in one
 #: class (an alternation per character is slower); ``_`` is made a space first. A class with a
 #: character past U+FFFF is checked span by span (4x slower on any text), so this one
-#: holds the spans below it, and text holding such a character is read with
-#: ``_WORD_ASTRAL`` (a search for one costs ~3 µs per 1,000 characters).
+#: holds the spans below it, and only text holding a character of the others (Brahmi
+#: vowel signs, say; not emoji, which are no word characters) is read with
+#: ``_WORD_ASTRAL``: see :func:`_marked_astral`.
 _WORD = re.compile("[\\w" + _character_class(_spans(False)) + "]+")
 _WORD_ASTRAL = re.compile("[\\w" + _character_class(_RUST_ONLY) + "]+")
-_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+def _bounds(spans: str) -> tuple[list[int], list[int]]:
+    """The first and the last code points of ``spans`` (``0x41 0x61-0x7A ...``)."""
+    pairs = [span.partition("-")[::2] for span in spans.split()]
+    return [int(first, 16) for first, _ in pairs], [int(last or first, 16) for first, last in pairs]
+
+
+#: The first and last code points of the spans of :data:`_RUST_ONLY` past U+FFFF, in order.
+_ASTRAL_FIRST, _ASTRAL_LAST = _bounds(_spans(True))
+
+
+def _astral_outside_emoji() -> re.Pattern[str]:
+    """A character past U+FFFF outside the gap of :data:`_RUST_ONLY` that holds the emoji
+    (U+1F18A to U+2B738): text with emoji alone is then known at once to hold none of
+    its characters. A class of two ranges, so as fast as one (unlike ``_WORD_ASTRAL``)."""
+    after = bisect_right(_ASTRAL_FIRST, 0x1F600)
+    low, high = _ASTRAL_LAST[after - 1] + 1, _ASTRAL_FIRST[after] - 1
+    return re.compile(
+        f"[\U00010000-{re.escape(chr(low - 1))}{re.escape(chr(high + 1))}-\U0010ffff]"
+    )
+
+
+#: The characters past U+FFFF worth a look by :func:`_marked_astral`.
+_MAYBE_MARKED = _astral_outside_emoji()
+
+
+def _marked_astral(text: str) -> bool:
+    """Whether ``text`` holds a character past U+FFFF of :data:`_RUST_ONLY`, which
+    ``_WORD`` does not count. Cost: a search for characters past U+FFFF but emoji (~3 µs
+    per 1,000 characters), and a bisection per distinct one found."""
+    for character in set(_MAYBE_MARKED.findall(text)):
+        point = ord(character)
+        at = bisect_right(_ASTRAL_FIRST, point) - 1
+        if at >= 0 and point <= _ASTRAL_LAST[at]:
+            return True
+    return False
 
 
 def tokenize(text: str) -> list[str]:
     """The tokens of ``text`` in order, repeats included (see the module docstring)."""
     out: list[str] = []
     append = out.append
-    words = _WORD if text.isascii() or _ASTRAL.search(text) is None else _WORD_ASTRAL
+    words = _WORD_ASTRAL if not text.isascii() and _marked_astral(text) else _WORD
     if "_" in text:  # a word character, but a separator to Rust
         text = text.replace("_", " ")
     for word in words.findall(text):

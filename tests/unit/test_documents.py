@@ -448,3 +448,33 @@ def test_an_id_held_by_a_str_subclass_is_the_id_it_holds(engine: Engine) -> None
     assert [d["n"] for d in engine.run(lambda ctx: ctx.db.query("t").collect())] == [1, 20]
     normalized = engine.run(lambda ctx: ctx.db.normalize_id("t", Mixed.SECOND))
     assert normalized == second and type(normalized) is str
+
+
+def test_the_table_first_forms_refuse_an_id_of_another_table_held_by_a_str_subclass(
+    engine: Engine,
+) -> None:
+    """db.get/patch/replace/delete("b", id) refuse an id of table "a" (Convex's
+    check_table_name); an id held by a str subclass skipped that check, so the call
+    read, patched or deleted the document of "a"."""
+
+    class Plain(str):
+        pass
+
+    held = Plain(engine.run(lambda ctx: ctx.db.insert("a", {"n": 1})))
+    engine.run(lambda ctx: ctx.db.insert("b", {"n": 2}))
+    expected = r'expected to be an Id<"b">, got Id<"a"> instead'
+    with pytest.raises(InvalidTable, match=expected):
+        engine.run(lambda ctx: ctx.db.get("b", held))
+    with pytest.raises(InvalidTable, match=expected):
+        engine.run(lambda ctx: ctx.db.patch("b", held, {"n": 10}))
+    with pytest.raises(InvalidTable, match=expected):
+        engine.run(lambda ctx: ctx.db.replace("b", held, {"n": 10}))
+    with pytest.raises(InvalidTable, match=expected):
+        engine.run(lambda ctx: ctx.db.delete("b", held))
+    with pytest.raises(InvalidTable, match=expected):
+        engine.query(lambda ctx: ctx.db.get("b", held))
+    assert engine.query(lambda ctx: ctx.db.get("a", held)) == {
+        "_id": held,
+        "_creationTime": engine.query(lambda ctx: ctx.db.get(held))["_creationTime"],
+        "n": 1,
+    }

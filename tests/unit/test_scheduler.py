@@ -525,6 +525,20 @@ def test_cancel_rejects_ids_of_other_tables(engine: Engine) -> None:
             engine.run(lambda ctx, w=wrong: ctx.scheduler.cancel(w))
 
 
+def test_cancel_takes_a_job_id_held_by_a_str_enum_member(engine: Engine) -> None:
+    """Ids held by a str subclass are the ids they hold (as db.get takes them); cancel
+    read str(id), which for a (str, Enum) member is its name ("Held.JOB"): InvalidId."""
+    import enum
+
+    job_id = engine.mutation(jobs.later, {"text": "no", "delay": 0.0})
+
+    class Held(str, enum.Enum):  # noqa: UP042 (on purpose: str() is "Held.JOB")
+        JOB = job_id
+
+    engine.run(lambda ctx: ctx.scheduler.cancel(Held.JOB))
+    assert job(engine, job_id)["state"] == {"kind": "canceled"}
+
+
 # -- the background worker ---------------------------------------------------------------
 
 

@@ -124,6 +124,16 @@ def test_tokenizer_counts_as_alphanumeric_what_rust_does() -> None:
     assert tokenize("\U00011003\U00011038 x") == ["\U00011003\U00011038", "x"]  # Brahmi sign
     assert tokenize("\U00031350\U00031351") == ["\U00031350\U00031351"]  # Unicode 15 letters
     assert tokenize("snake_case __x__ a_\U00031350") == ["snake", "case", "x", "a", "\U00031350"]
+    # Emoji (no word characters) beside the characters past U+FFFF that Rust counts and
+    # str.isalnum does not (an enclosed letter, a Brahmi vowel sign), and beside letters
+    # both count (CJK Extension B): text with emoji is read as other text.
+    assert tokenize("\U0001f600 ab\U0001f130 \U0001f600") == ["ab\U0001f130"]
+    assert tokenize("\U0001f600\U00011003\U00011038x\U0001f1e6") == ["\U00011003\U00011038x"]
+    assert tokenize("\U0001f600 \U00020000\U00020001\u0345 x") == [
+        "\U00020000\U00020001\u0345",
+        "x",
+    ]
+    assert tokenize("\U0001f600 a\U0001f18ab") == ["a", "b"]  # a squared letter: not one
 
 
 def test_tokenizer_drops_tokens_of_32_bytes_or_more() -> None:
@@ -422,6 +432,75 @@ def test_an_open_rebuilds_search_entries_of_the_older_tokenizer(
     with Engine.open(db_path, schema=SCHEMA, durability="none") as db:  # 7: left alone
         assert len(entries(db)) == len(set(tokenize(HINDI))) + 2 + 3
         db.check()
+
+
+def _older_folder(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, schema: Any, stored: bytes
+) -> None:
+    """A folder of format ``stored`` whose search entries the older tokenizer made: HINDI
+    and a document whose filter values make long index keys."""
+    from engine import search, searchkeys
+
+    with monkeypatch.context() as patched:
+        patched.setattr(searchkeys, "tokenize", _older_tokenize)
+        patched.setattr(search, "tokenize", _older_tokenize)
+        with Engine.open(db_path, schema=schema, durability="none") as old:
+            insert(old, body=HINDI, channel="c", e=[1.0, 2.0])
+            insert(old, body=ARABIC, channel="x" * 700, author="y" * 600, e=[3.0, 4.0])
+            _damage(old, lambda wtxn, st: wtxn.put(b"format", stored, db=st.meta))
+
+
+def test_a_rebuild_cut_after_its_first_commit_is_finished_by_the_next_open(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild's first commit drops the entries and marks the folder 7: an open that
+    stops there (a crash, Ctrl-C) leaves the indexes backfilling, and the next open, with
+    or without a schema, backfills them."""
+    from engine import migration
+
+    _older_folder(db_path, monkeypatch, SCHEMA, b"5")
+
+    def interrupted(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(migration, "_backfill", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            Engine.open(db_path, schema=SCHEMA, durability="none")
+    with Engine.open(db_path, durability="none") as db:
+        db.check()
+        assert bodies(db, "हिन्दी") == [HINDI]
+        assert bodies(db, "كِتَابٌ", channel="x" * 700) == [ARABIC]
+
+
+def test_a_rebuild_beside_a_vector_index_and_a_schema_that_changes_the_search_index(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Format 6 (vector indexes too): the vector index is kept as it is, and a schema given
+    at the rebuilding open that redefines the search index is applied after it."""
+    both = define_schema(
+        {
+            "messages": define_table()
+            .search_index("search_body", search_field="body", filter_fields=["channel", "author"])
+            .vector_index("by_e", vector_field="e", dimensions=2),
+            "other": define_table(),
+        }
+    )
+    _older_folder(db_path, monkeypatch, both, b"6")
+    narrower = define_schema(
+        {
+            "messages": define_table()
+            .search_index("search_body", search_field="body", filter_fields=["channel"])
+            .vector_index("by_e", vector_field="e", dimensions=2),
+            "other": define_table(),
+        }
+    )
+    with Engine.open(db_path, schema=narrower, durability="none") as db:
+        db.check()  # the vector index's entries too
+        storage = db._db.storage
+        with storage.read() as rtxn:
+            assert rtxn.get(b"format", db=storage.meta) == b"7"
+        assert bodies(db, "हिन्दी") == [HINDI]
 
 
 def test_a_format_5_folder_without_search_indexes_left_is_left_alone(db_path: Path) -> None:
