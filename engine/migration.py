@@ -468,7 +468,8 @@ def retokenize(db: Database) -> None:
     refuse to open (they would write entries of their tokenizer). :func:`apply_schema` or
     :func:`finish_backfills` then backfills them, as any index; a crash before that txn
     commits changes nothing, one after it leaves them ``backfilling`` for the next open.
-    Called by every ``Engine.open``. Cost: one read of ``meta/format``; a rebuild once.
+    Called by every ``Engine.open``. Cost: one read of ``meta/format`` (and of the catalog
+    in a 5 or 6 folder); a rebuild once.
     """
     storage = db.storage
 
@@ -492,8 +493,12 @@ def retokenize(db: Database) -> None:
 
     with storage.read() as rtxn:  # the common case, without the write lock
         stored = rtxn.get(b"format", None, storage.meta)
-    if stored is not None and bytes(stored) in (b"5", b"6"):
-        storage.write(change)
+        if stored is None or bytes(stored) not in (b"5", b"6"):
+            return
+        tables = load_catalog(rtxn, storage.meta).tables.values()
+        if not any(ix.is_search for table in tables for ix in table.indexes.values()):
+            return  # a 5 whose search indexes were dropped: nothing to rebuild
+    storage.write(change)
 
 
 def _count_documents(db: Database, table_name: str) -> int:
