@@ -3,7 +3,8 @@ what the reader consumed.
 
 Two transactions interleave. A (a mutation, which streams and merges its own writes, or
 a read-only query, which reads in one loop) writes a few documents of its own, then runs
-one query over a compound index with mixed-type values (any range of Convex's grammar,
+one query over a compound index with mixed-type values, or over ``by_id`` or
+``by_creation_time`` with bounds at and between ids (any range of Convex's grammar,
 either order, a filter that rejects rows, ``collect``/``take``/``first``/``unique``/
 ``paginate``, a page from a cursor issued before). Then B commits one write (an insert,
 a patch, a delete) and A tries to commit.
@@ -73,8 +74,63 @@ def ranges(draw: st.DrawFn) -> list[tuple[str, str, Any]]:
     return ops
 
 
+# A range on a system index: (op, field, the position of the initial document whose
+# field it compares with, an edit of an _id: as is, cut short, lengthened).
+system_ranges = st.one_of(
+    st.tuples(
+        st.just("by_id"),
+        st.lists(
+            st.tuples(
+                st.sampled_from(["eq", *LOWER, *UPPER]),
+                st.just("_id"),
+                st.integers(0, 8),
+                st.sampled_from(["", "cut", "longer"]),
+            ),
+            max_size=2,
+        ),
+    ),
+    st.tuples(
+        st.just("by_creation_time"),
+        st.lists(
+            st.tuples(
+                st.sampled_from(["eq", *LOWER, *UPPER]),
+                st.sampled_from(["_creationTime", "_id"]),
+                st.integers(0, 8),
+                st.sampled_from(["", "cut", "longer"]),
+            ),
+            max_size=3,
+        ),
+    ),
+)
+
+
+def system_ops(index: str, spec: Any, docs: list[dict[str, Any]]) -> list[Any] | None:
+    """``spec``'s range over ``docs``, or None where it breaks the grammar."""
+    ops = []
+    for op, field, position, edit in spec:
+        if not docs:
+            return None
+        value = docs[position % len(docs)][field]
+        if field == "_id":
+            value = {"": value, "cut": value[:-1], "longer": value + "0"}[edit]
+        ops.append((op, field, value))
+    fields = {"by_id": ["_id"], "by_creation_time": ["_creationTime", "_id"]}[index]
+    eqs = [f for op, f, _ in ops if op == "eq"]
+    bounds = [f for op, f, _ in ops if op != "eq"]
+    lowers = [op for op, _, _ in ops if op in LOWER]
+    uppers = [op for op, _, _ in ops if op in UPPER]
+    if len(set(bounds)) > 1 or len(lowers) > 1 or len(uppers) > 1 or len(set(eqs)) < len(eqs):
+        return None
+    used = eqs + bounds[:1]
+    if set(eqs) & set(bounds) or used != fields[: len(used)]:
+        return None
+    return ops
+
+
 plans = st.fixed_dictionaries(
     {
+        "index": st.sampled_from(["by_ab", "by_ab", "system"]),
+        "system": system_ranges,
         "ops": ranges(),
         "order": st.sampled_from(["asc", "desc"]),
         "filter": st.booleans(),  # keeps rows with c != 0
@@ -103,8 +159,13 @@ other_write = st.one_of(
 _K = functools.cmp_to_key(compare)
 
 
-def model_key(doc: dict[str, Any]) -> tuple[Any, ...]:
-    """A document's position in ``by_ab``: ``a``, ``b``, ``_creationTime``, ``_id``."""
+def position(doc: dict[str, Any], index: str = "by_ab") -> tuple[Any, ...]:
+    """A document's position in ``index``: ``by_ab`` orders by ``a``, ``b``, then as
+    ``by_creation_time`` by ``_creationTime`` and ``_id``; ``by_id`` by ``_id``."""
+    if index == "by_id":
+        return (doc["_id"],)
+    if index == "by_creation_time":
+        return (doc["_creationTime"], doc["_id"])
     return (_K(doc.get("a", UNSET)), _K(doc.get("b", UNSET)), doc["_creationTime"], doc["_id"])
 
 
@@ -127,7 +188,7 @@ def build(db: Any, plan: dict[str, Any]) -> Any:
             r = getattr(r, op)(field, value)
         return r
 
-    q = db.query("d").with_index("by_ab", index_range)
+    q = db.query("d").with_index(plan["index"], index_range)
     q = q.order(plan["order"])
     if plan["filter"]:
         q = q.filter(lambda f: f.neq(f.field("c"), 0))
@@ -208,6 +269,11 @@ def consumed(
     """The model: the documents the query returns, a test of whether a document version
     lies in what it consumed, and the row it stopped at (None: it read the range)."""
     ops, reverse = plan["ops"], plan["order"] == "desc"
+    index = plan["index"]
+
+    def model_key(doc: dict[str, Any]) -> tuple[Any, ...]:
+        return position(doc, index)
+
     terminal, n = plan["terminal"], plan["n"]
     candidates = sorted(
         (d for d in docs.values() if in_range(d, ops)), key=model_key, reverse=reverse
@@ -250,7 +316,7 @@ def outcome(docs: dict[str, dict[str, Any]], plan: dict[str, Any], after: Any) -
     return rows, stop if plan["terminal"] in ("page", "cursor") else None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(
     initial=st.lists(rows, max_size=8),
     plan=plans,
@@ -282,6 +348,12 @@ def interleave(
 ) -> None:
     db = run.db
     base = run.committed()
+    if plan["index"] == "system":
+        index, spec = plan["system"]
+        ops = system_ops(index, spec, [base[i] for i in run.ids])
+        if ops is None:
+            return
+        plan = {**plan, "index": index, "ops": ops}
     cursor: str | None = None
     after: tuple[Any, ...] | None = None
     if plan["terminal"] == "cursor":
@@ -291,7 +363,7 @@ def interleave(
         if page["isDone"]:
             return  # its cursor is the End: no range left to read
         cursor = page["continueCursor"]
-        after = model_key(page["page"][-1])
+        after = position(page["page"][-1], plan["index"])
 
     # A: its own writes, then the query; it is kept open while B commits.
     writable = plan["writable"]

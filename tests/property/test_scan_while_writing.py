@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import Engine
-from tests.property.test_occ_reads import SCHEMA, document, in_range, model_key, ranges, rows
+from tests.property.test_occ_reads import SCHEMA, document, in_range, ranges, rows
+from tests.property.test_occ_reads import position as model_key
 
 writes = st.one_of(
     st.tuples(st.just("insert"), rows),
