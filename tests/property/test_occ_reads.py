@@ -49,6 +49,8 @@ SCHEMA = define_schema(
 VALUES: list[Any] = [
     UNSET, None, -1, 0, 1, -math.inf, -0.0, 0.0, 1.5, math.nan, False, True,
     "", "a", "a\x00", b"", b"\x00", [], [0], [0, 0], {}, {"a": 0},
+    # Index keys past LMDB's 511 bytes, kept apart (engine.longkeys); one of 511 bytes.
+    "L" * 480, "L" * 600, "L" * 600 + "a",
 ]  # fmt: skip
 values = st.sampled_from(VALUES)
 rows = st.tuples(values, values, st.integers(0, 2))  # (a, b, c); c for the filter
