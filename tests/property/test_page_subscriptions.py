@@ -10,9 +10,9 @@ the search field. After each write:
   subscription's first run (the journal), and its ``continueCursor`` stays that one;
 - the pages still tile the query: the page, then every row after its end cursor,
   give what ``collect()`` gives (nothing skipped, nothing twice);
-- a write that left the page's rows and every row before its end as they were, in
-  the index's order, need not re-run it: it does not, for an index range (it may for
-  a search, whose scores move with any matching document).
+- a write to a document that is on the page neither before nor after it (its index
+  keys, old and new, lie outside the page's interval) does not re-run it, for an index
+  range (a search's page may re-run: its scores move with any matching document).
 """
 
 from __future__ import annotations
