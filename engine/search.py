@@ -38,6 +38,7 @@ from .catalog import IndexDef, TableDef
 from .encoding import DecodeError, document_decoder
 from .errors import CorruptionError, IndexNotFound, InvalidIndexRange, LimitExceeded
 from .filters import field_path_problem
+from .indexing import field_value, split_path
 from .ranking import Posting, rank
 from .scans import _scan_index, _scan_lmdb, damaged_document
 from .searchkeys import prefix_range, read_entry, term_range
@@ -288,13 +289,36 @@ class SearchPlan:
                 _post(postings, key, count, equalities, term, 1.0)
             txn.reads.add_interval(lo, hi)
         assert last is not None  # there are terms
-        _expand(txn, index, last, set(self.exact), self.leading, postings, count, equalities)
+        matched = set(self.exact)  # and the tokens the last term starts, once read
+        exact = set(self.exact)
+        cut = _expand(txn, index, last, exact, self.leading, postings, count, equalities, matched)
         ranked = rank(postings)[:MAX_CANDIDATES]
         encode = keys.encode
         return SearchResults(
             self.table,
             [prefix + encode(score) + encode(time) + iid for score, time, iid in ranked],
             [iid for _, _, iid in ranked],
+            (self, frozenset(matched), None if cut else last),
+        )
+
+    def matches(self, document: dict[str, Any], tokens: frozenset[str], prefix: str | None) -> bool:
+        """Whether ``document`` (as a transaction wrote it since the search ran) still
+        matches: its search field has one of the ``tokens`` the search matched, or one
+        starting with ``prefix`` (the last term, when its prefix matches were not cut at
+        :data:`MAX_UNIQUE_TERMS`), and every ``eq`` holds. Cost: one tokenization."""
+        index = self.index
+        text = field_value(document, split_path(index.search_field))
+        if type(text) is not str:
+            return False
+        if not any(
+            token in tokens or (prefix is not None and token.startswith(prefix))
+            for token in tokenize(text)
+        ):
+            return False
+        encode = keys.encode
+        return all(
+            encode(field_value(document, split_path(index.filter_fields[position]))) == value
+            for position, value in self.equalities
         )
 
 
@@ -307,11 +331,13 @@ def _expand(
     postings: dict[bytes, Posting],
     count: int,
     equalities: list[tuple[int, bytes]],
-) -> None:
+    matched: set[str],
+) -> bool:
     """Add the entries of ``start`` itself (weight 1) and of the tokens it is a proper
     prefix of (weight 1/2, as Convex boosts prefix matches): the first
     ``MAX_UNIQUE_TERMS - len(exact)`` of those in token order (UTF-8 byte order, as
-    Convex's), skipping the other exact terms (read on their own).
+    Convex's), skipping the other exact terms (read on their own). Adds those tokens to
+    ``matched``; returns True if tokens were left out (a cut).
 
     Without values for the first filter fields (``leading``) this is one range read,
     recorded up to the first token left out. With them, it visits each token's
@@ -324,6 +350,7 @@ def _expand(
     lo, hi = prefix_range(index.prefix, start)
     room = MAX_UNIQUE_TERMS - len(exact)
     reads = txn.reads
+    cut = False
     if not leading:
         token = ""
         weight = 0.0
@@ -336,15 +363,17 @@ def _expand(
                     weight = _weight(token, start, exact, room)
                     if weight < 0:
                         hi = term_range(index.prefix, token)[0]  # read up to this token only
+                        cut = True
                         break
                     if weight == 0.5:
                         room -= 1
+                        matched.add(token)
                 if weight:
                     _post(postings, key, count, equalities, token, weight)
         finally:
             scan.close()
         reads.add_interval(lo, hi)
-        return
+        return cut
     position = lo
     ranges: list[tuple[bytes, bytes]] = []  # the tokens' narrowed ranges and the gaps
     while True:
@@ -356,10 +385,11 @@ def _expand(
         weight = _weight(token, start, exact, room)
         if weight < 0:  # cut: the tokens before it decide which come in
             reads.add_interval(lo, token_lo)
-            return
+            return True
         ranges.append((position, token_lo))
         if weight == 0.5:
             room -= 1
+            matched.add(token)
         if weight:
             first, last = term_range(index.prefix, token, leading)
             for entry in _keys(txn, index, first, last):
@@ -372,9 +402,10 @@ def _expand(
         # one of the transaction's 4,096 ranges, not two per token (it also conflicts
         # with writes of the tokens' other filter values: more re-runs, none missed).
         reads.add_interval(lo, hi)
-        return
+        return False
     for low, high in ranges:
         reads.add_interval(low, high)
+    return False
 
 
 #: Most ranges a filtered prefix read records one by one (see :func:`_expand`).
@@ -458,12 +489,22 @@ class SearchResults:
     position (the key a cursor holds: index number, -score, -creation time, id)
     and its internal id, best first."""
 
-    __slots__ = ("ids", "positions", "table")
+    __slots__ = ("ids", "match", "positions", "table")
 
-    def __init__(self, table: TableDef, positions: list[bytes], ids: list[bytes]) -> None:
+    def __init__(
+        self,
+        table: TableDef,
+        positions: list[bytes],
+        ids: list[bytes],
+        match: tuple[SearchPlan, frozenset[str], str | None] | None = None,
+    ) -> None:
         self.table = table
         self.positions = positions
         self.ids = ids
+        #: The search, the tokens it matched and its open prefix (see
+        #: :meth:`SearchPlan.matches`): how to tell whether a result the transaction
+        #: wrote still matches.
+        self.match = match
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -473,7 +514,9 @@ class SearchResults:
     ) -> Generator[tuple[bytes, dict[str, Any] | None], None, None]:
         """``(position, document)`` of results ``start`` to ``stop``, read as they are
         consumed (a point read each, counted against the read limits). A document
-        the transaction deleted since the search is None.
+        the transaction deleted since the search is None, and so is one it changed so
+        that the search no longer matches it (:meth:`SearchPlan.matches`); one it changed
+        that still matches comes as it is now, in the place it was ranked.
 
         Raises :class:`LimitExceeded` (Convex's ``SearchQueryScannedTooManyDocumentsError``)
         when asked for one more after :data:`MAX_CANDIDATES` were read: the results
@@ -500,6 +543,13 @@ class SearchResults:
                     document = _decode_document(raw)
                 except DecodeError as error:
                     raise damaged_document(doc_key, error) from None
+                match = self.match
+                if (
+                    match is not None
+                    and doc_key in txn.writes.documents
+                    and not match[0].matches(document, match[1], match[2])
+                ):
+                    document = None  # changed by this transaction: no longer a result
             elif doc_key not in txn.writes.documents:  # not deleted by this transaction
                 raise CorruptionError.damaged(
                     f"a search index entry of table {table.name!r} points to the missing "

@@ -723,6 +723,29 @@ def test_a_mutation_searches_its_own_writes(db: Engine) -> None:
     assert db.run(body) == (["fresh text"], ["renamed"], [])
 
 
+def test_a_result_changed_while_iterating_is_read_as_it_is_now_if_it_still_matches(
+    db: Engine,
+) -> None:
+    # Found by review: a search ranks its results when it starts; a result that the
+    # mutation then changed so that the search no longer matches it (none of its terms,
+    # or another filter value) was yielded anyway, breaking the search's own .eq.
+    ids = [insert(db, body=f"fish {'fish ' * i}", channel="x") for i in range(4)]
+
+    def iterate(ctx: Any) -> list[str]:
+        seen = []
+        for doc in searched(ctx, "fi", channel="x"):  # the last term: a prefix too
+            seen.append(f"{doc['body'].strip()}|{doc['channel']}")
+            if len(seen) == 1:
+                rest = [i for i in ids if i != doc["_id"]]
+                ctx.db.patch(rest[0], {"channel": "y"})  # another filter value
+                ctx.db.patch(rest[1], {"body": "bird"})  # none of the terms
+                ctx.db.patch(rest[2], {"body": "first"})  # still a prefix match
+        return seen
+
+    seen = db.run(iterate)
+    assert len(seen) == 2 and seen[1] == "first|x", seen
+
+
 def test_unknown_and_wrong_indexes(db: Engine) -> None:
     with pytest.raises(IndexNotFound, match=r"Index messages\.nope not found\."):
         db.run(lambda ctx: ctx.db.query("messages").with_search_index("nope", lambda q: q))
