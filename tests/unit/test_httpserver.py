@@ -1232,3 +1232,26 @@ def test_an_absolute_form_target_is_checked_as_host_and_scheme_are(server: HttpS
         "https://app.example/echo/x",
     )
     assert seen(b"https://app.example/echo/x") == ("HTTP/1.1 200 OK", "http://app.example/echo/x")
+
+
+def test_a_header_section_larger_than_hypers_limit_is_a_431(server: HttpServer) -> None:
+    # Found by review: only each line (64 KiB) and the count (100) were capped, so one
+    # head could carry 6.5 MB, and parsing it peaked at about 50 MB of memory: a few
+    # dozen clients (the default cap is 64 connections) could exhaust the host's memory.
+    # The whole section is now capped as Convex's server (hyper) caps it.
+    line = b"X-Filler: " + b"a" * 8000 + b"\r\n"
+    many = 417_792 // len(line) + 1  # each line and their count within the old limits
+    answer = _answer(_raw(server, b"GET /notes HTTP/1.1\r\nHost: x\r\n" + line * many + b"\r\n"))
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"HeaderTooLarge" in answer and b"417792 bytes" in answer, answer[-300:]
+    assert "connection: close" in _head(answer)
+    # A large header section within the limit is still served.
+    answer = _answer(
+        _raw(
+            server,
+            b"GET /notes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            + line * (many - 2)
+            + b"\r\n",
+        )
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
