@@ -1308,3 +1308,88 @@ def test_a_chunked_body_is_decoded_as_convex_decodes_it(engine: Engine) -> None:
         # HTTP/1.0 has no chunked coding (RFC 9112 6.1): still refused, and closed.
         answer = _answer(_raw(server, post.replace(b"1.1", b"1.0", 1) + b"0\r\n\r\n" + after))
         assert answer.startswith(b"HTTP/1.1 411 ") and answer.count(b"HTTP/1.1 ") == 1, answer
+
+
+def test_wsgi_app_mounted_in_a_real_wsgi_server_serves_files_and_actions(
+    db_path: Path,
+) -> None:
+    # wsgi_app under wsgiref.simple_server on 127.0.0.1, mounted at /files as a
+    # dispatcher mounts it (SCRIPT_NAME "/files", PATH_INFO the rest): file URLs, ranges,
+    # HEAD, a deleted file, an upload, and an HTTP action's url and path.
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    def mounted(inner: Any) -> Any:
+        def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+            path = environ["PATH_INFO"]
+            if path != "/files" and not path.startswith("/files/"):
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"outside the mount"]
+            environ["SCRIPT_NAME"], environ["PATH_INFO"] = "/files", path[len("/files") :]
+            return inner(environ, start_response)
+
+        return dispatch
+
+    wsgi = make_server("127.0.0.1", 0, mounted(None), handler_class=Quiet)
+    site = f"http://127.0.0.1:{wsgi.server_port}/files"
+    with Engine.open(db_path, functions=app, durability="none", site_url=site) as engine:
+        wsgi.set_app(mounted(engine.wsgi_app()))
+        thread = threading.Thread(target=wsgi.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            data = bytes(range(256)) * (CHUNK_SIZE // 256 + 1)  # two chunks
+            status, answer = upload(engine, data, "image/png")
+            assert status == 200, answer
+            url = engine.query(files.url, {"id": answer["storageId"]})
+            assert url.startswith(site + "/api/storage/")
+            status, headers, body = request(url)
+            assert (status, body, headers["Content-Type"]) == (200, data, "image/png")
+            start = CHUNK_SIZE - 3
+            status, headers, body = request(url, headers={"Range": f"bytes={start}-{start + 5}"})
+            assert (status, body) == (206, data[start : start + 6])
+            assert headers["Content-Range"] == f"bytes {start}-{start + 5}/{len(data)}"
+            status, headers, body = request(url, headers={"Range": f"bytes={len(data)}-"})
+            assert (status, headers["Content-Range"]) == (416, f"bytes */{len(data)}")
+            status, headers, body = request(url, "HEAD")
+            assert (status, body, headers["Content-Length"]) == (200, b"", str(len(data)))
+            status, _, body = request(url[:-1] + ("0" if url[-1] != "0" else "1"))
+            assert status == 404, body  # a signature that does not match
+            # Without a Content-Length (wsgiref passes no CONTENT_LENGTH), an upload is
+            # refused and an HTTP action's body is empty.
+            upload_url = engine.mutation(files.upload_url)
+            connection = http.client.HTTPConnection("127.0.0.1", wsgi.server_port, timeout=10)
+            try:
+                connection.putrequest(
+                    "POST", urlsplit(upload_url).path + "?" + urlsplit(upload_url).query
+                )
+                connection.endheaders()
+                response = connection.getresponse()
+                assert (response.status, json.loads(response.read())["code"]) == (
+                    411,
+                    "LengthRequired",
+                )
+            finally:
+                connection.close()
+            status, _, body = request(f"{site}/echo/caf%C3%A9?q=a+b", "POST", b"hi")
+            seen = json.loads(body)
+            assert status == 200, body
+            assert (seen["path"], seen["url"], seen["query"], seen["body"]) == (
+                "/echo/caf%C3%A9",
+                f"{site}/echo/caf%C3%A9?q=a+b",
+                {"q": "a b"},
+                "hi",
+            )
+            engine.mutation(files.delete_file, {"id": answer["storageId"], "fail": False})
+            assert request(url)[0] == 404
+            assert request(f"http://127.0.0.1:{wsgi.server_port}/elsewhere")[2] == (
+                b"outside the mount"
+            )
+        finally:
+            wsgi.shutdown()
+            thread.join()
+            wsgi.server_close()
+        engine.check()
