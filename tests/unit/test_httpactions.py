@@ -1271,3 +1271,20 @@ def test_fetch_sends_a_str_body_with_a_lone_surrogate_as_fetch_does(engine: Engi
     # Engine.fetch(body="\udcff") raised a bare UnicodeEncodeError.
     sent = engine.fetch("/echo/a", method="POST", body="x\udcff")
     assert json.loads(sent.body)["body"] == "x\ufffd"
+
+
+def test_text_and_json_decode_the_body_as_fetch_does() -> None:
+    # Found by review: Fetch's text() and json() run "UTF-8 decode", which drops a
+    # leading BOM and turns invalid bytes into U+FFFD. text() kept the BOM, and json()
+    # let Python guess the encoding: invalid UTF-8 inside a string raised
+    # UnicodeDecodeError, and a body shaped as UTF-16 was read as UTF-16.
+    for make in (
+        lambda body: HttpRequest("POST", "http://h/x", body=body),
+        lambda body: HttpResponse(body),
+    ):
+        assert make(b"\xef\xbb\xbfhi").text() == "hi"
+        assert make(b"\xef\xbb\xbf\xef\xbb\xbfhi").text() == "\ufeffhi"  # only one is dropped
+        assert make(b'\xef\xbb\xbf{"a": 1}').json() == {"a": 1}
+        assert make(b'{"a": "\xff"}').json() == {"a": "\ufffd"}
+        with pytest.raises(ValueError):  # UTF-16 is not decoded: not JSON as UTF-8
+            make('{"a": 1}'.encode("utf-16-le")).json()
