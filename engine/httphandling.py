@@ -70,7 +70,7 @@ def handle(
     *,
     headers: Callable[[], list[tuple[str, str]]] | None = None,
     url: str | None = None,
-    read_all: Callable[[int], bytes | None] | None = None,
+    read_all: Callable[[int], bytes | Response | None] | None = None,
 ) -> Response:
     """Answer one request, to the storage endpoints or an HTTP action, whatever server
     carries it.
@@ -81,8 +81,9 @@ def handle(
     token, or a request an HTTP action will answer). ``headers()`` returns every
     request header and ``url`` is the request's absolute URL, both for HTTP actions
     (defaults: none, and the engine's origin followed by ``target``). ``read_all(n)``:
-    for a server that decoded a chunked body, its bytes read to the end (None past
-    ``n``), called where ``read_body`` would be.
+    for a chunked body, its bytes decoded and read to the end (None past ``n``, or
+    the answer refusing a body that is not chunked coding), called where
+    ``read_body`` would be.
 
     Paths under ``/api/storage/`` are the storage endpoints'; every other path goes to
     the HTTP actions' router when the engine has one (``Engine.open(http=...)`` or the
@@ -163,7 +164,7 @@ def _http_action(
     max_size: int,
     headers: Callable[[], list[tuple[str, str]]] | None,
     url: str | None,
-    read_all: Callable[[int], bytes | None] | None = None,
+    read_all: Callable[[int], bytes | Response | None] | None = None,
 ) -> Response:
     """Answer a request with the HTTP action its route names (see :mod:`engine.httpactions`)."""
     body = b""

@@ -10,7 +10,9 @@ starting with ``From `` vanished; a request line without a version (HTTP/0.9) wa
 answered with no status line. :func:`_read_head` refuses each of these with a 400 (a
 version other than HTTP/1.x with a 505), which the server sends before closing the
 connection. Empty lines before a request line are skipped (RFC 9112 §2.2), up to
-:data:`_EMPTY_LINES`.
+:data:`_EMPTY_LINES`. A head too large is a 414 or 431: a request line over 64 KiB,
+a header line over 64 KiB, more than 100 header lines, or header lines over
+:data:`_MAX_HEADER_BYTES` (408 KiB) together.
 
 Cost: one regular-expression match per header line, besides the standard library's
 parsing of the checked lines into an :class:`http.client.HTTPMessage`.
@@ -31,6 +33,10 @@ __all__: list[str] = []
 #: The longest request or header line taken, and the most header lines (``http.client``'s).
 _MAX_LINE = 65536
 _MAX_HEADERS = 100
+#: The most bytes the header lines may have together: hyper's read buffer limit
+#: (``8192 + 4096 * 100``, the server Convex runs), past which it answers 431. Each line
+#: and the count alone let one head carry 6.5 MB, which parsing held ~8 times over.
+_MAX_HEADER_BYTES = 8192 + 4096 * 100
 #: Empty lines skipped before a request line (a client may send one after a body).
 _EMPTY_LINES = 8
 _EMPTY = (b"\r\n", b"\n")
@@ -99,12 +105,21 @@ def _read_headers(readline: Callable[[int], bytes]) -> HTTPMessage | Response:
     :mod:`email.parser` reads them (it splits a line at a bare CR and stops at a line
     it cannot read, both without a word)."""
     lines = []
+    total = 0
     while True:
         line = readline(_MAX_LINE + 1)
         if len(line) > _MAX_LINE:
             return _error(431, "HeaderTooLarge", f"A header line is longer than {_MAX_LINE} bytes.")
         if line in _EMPTY:
             break
+        total += len(line)
+        if total > _MAX_HEADER_BYTES:
+            return _error(
+                431,
+                "HeaderTooLarge",
+                f"The request's header lines have more than {_MAX_HEADER_BYTES} bytes "
+                "together: send large data in the body.",
+            )
         if _FIELD_LINE.fullmatch(line) is None:
             return _error(400, "BadRequest", _why(line))
         lines.append(line)

@@ -263,16 +263,26 @@ class HttpRequest:
         return parse_qs(self.query, keep_blank_values=True)
 
     def text(self) -> str:
-        """The body decoded as UTF-8 (invalid bytes become U+FFFD, as Fetch's ``text()``)."""
-        return self.body.decode("utf-8", errors="replace")
+        """The body decoded as UTF-8, as Fetch's ``text()`` decodes it: a leading BOM
+        dropped, invalid bytes as U+FFFD."""
+        return _utf8_decode(self.body)
 
     def json(self) -> Any:
-        """The body parsed as JSON; raises ``ValueError`` (``json.JSONDecodeError``) if it is
-        not JSON, ``NaN`` and ``Infinity`` included (as Fetch's ``json()``)."""
-        return json.loads(self.body, parse_constant=_not_json)
+        """The body, decoded as :meth:`text` decodes it, parsed as JSON; raises
+        ``ValueError`` (``json.JSONDecodeError``) if it is not JSON, ``NaN`` and
+        ``Infinity`` included (as Fetch's ``json()``)."""
+        return json.loads(_utf8_decode(self.body), parse_constant=_not_json)
 
     def __repr__(self) -> str:
         return f"<HttpRequest {self.method} {self.url} ({len(self.body)} bytes)>"
+
+
+def _utf8_decode(body: bytes) -> str:
+    """``body`` as the Encoding standard's "UTF-8 decode" reads it (Fetch's ``text()`` and
+    ``json()``): one leading BOM dropped, invalid bytes as U+FFFD. Python's
+    ``json.loads(bytes)`` would instead guess UTF-16 or UTF-32 from the first bytes, and
+    raise on invalid UTF-8."""
+    return body.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
 
 
 def _utf8(text: str) -> bytes:
@@ -350,7 +360,7 @@ class _JsonMethod:
                     "response.json() takes no arguments: it reads the response's body; "
                     "to build a JSON response call the class, HttpResponse.json(data)"
                 )
-            return json.loads(response.body, parse_constant=_not_json)
+            return json.loads(_utf8_decode(response.body), parse_constant=_not_json)
 
         return read
 
@@ -408,8 +418,9 @@ class HttpResponse:
             )
 
     def text(self) -> str:
-        """The body decoded as UTF-8 (for tests reading an answer of ``Engine.fetch``)."""
-        return self.body.decode("utf-8", errors="replace")
+        """The body decoded as UTF-8, as Fetch's ``text()`` (for tests reading an answer
+        of ``Engine.fetch``)."""
+        return _utf8_decode(self.body)
 
     def __repr__(self) -> str:
         return f"<HttpResponse {self.status} ({len(self.body)} bytes)>"

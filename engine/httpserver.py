@@ -35,7 +35,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
-from .httpbodies import _PIECE, DEFAULT_MAX_UPLOAD_SIZE, _content_length
+from .httpbodies import _PIECE, DEFAULT_MAX_UPLOAD_SIZE, _content_length, _read_chunked
 from .httpconnections import CLOSING, ConnectionServer, bytes_waiting
 from .httphandling import (
     _absolute_form,
@@ -288,6 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(CLOSING)
             return
         consumed = False
+        whole = True  # False while a chunked body is read in part
 
         def read_body(n: int) -> bytes:
             nonlocal consumed
@@ -296,6 +297,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self.continue_pending = False
                 self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return self.rfile.read(n)
+
+        read_all = None
+        if self._chunked():
+
+            def read_all(max_size: int) -> bytes | Response | None:
+                nonlocal whole
+                whole = False
+                read_body(0)  # the 100 Continue, if the client waits for one
+                data = _read_chunked(self.rfile.readline, read_body, max_size)
+                whole = isinstance(data, bytes)
+                return data
 
         # The request line's own target (parse_request keeps it: http.server folded a
         # leading "//" into "/", which routed "//notes" to "/notes" here but not behind
@@ -342,8 +354,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.max_upload_size,
                 headers=self.headers.items,
                 url=url,
+                read_all=read_all,
             )
-        if consumed and response.status == 400:
+        if consumed and (response.status == 400 or not whole):
             self.close_connection = True  # the body may be partly unread
         # A body left unread must be dropped for the next request to be found: one of an
         # unknown length, or too long to read for nothing, closes the connection, which
@@ -428,6 +441,18 @@ class _Handler(BaseHTTPRequestHandler):
                 left -= len(part)
         except OSError:  # the client stalled or went away: close now
             return
+
+    def _chunked(self) -> bool:
+        """Whether the request's body is chunked coding alone, which is decoded (RFC 9112
+        6.1: HTTP/1.0 has none, and other codings are not taken: 411 and the
+        connection closes)."""
+        codings = self.headers.get_all("Transfer-Encoding") or []
+        return (
+            self.request_version == "HTTP/1.1"
+            and len(codings) == 1
+            and codings[0].strip().lower() == "chunked"
+            and self.headers.get("Content-Length") is None
+        )
 
     def _droppable_body(self) -> int | None:
         """The length of the request body if it is short enough to read and drop (up to

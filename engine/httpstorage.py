@@ -17,7 +17,7 @@
   ``ctx.storage.generate_upload_url``, valid one hour): stores the request
   body as a new file, with the request's ``Content-Type``; an optional
   ``Digest: sha-256=<base64>`` header is checked. Answers
-  ``{"storageId": "..."}``. The body needs a ``Content-Length``.
+  ``{"storageId": "..."}``. The body has a ``Content-Length`` or is chunked.
 
 Every storage answer allows any origin (``Access-Control-Allow-Origin: *``), and
 ``OPTIONS`` (answered by :func:`engine.httphandling.handle`) answers CORS preflights,
@@ -204,7 +204,7 @@ def _upload(
     header: Callable[[str], str | None],
     read_body: Callable[[int], bytes],
     max_upload_size: int,
-    read_all: Callable[[int], bytes | None] | None = None,
+    read_all: Callable[[int], bytes | Response | None] | None = None,
 ) -> Response:
     db = runtime.db
     token = parse_qs(query).get("token", [""])[0]

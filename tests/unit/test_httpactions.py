@@ -324,16 +324,15 @@ def test_bodies_are_capped_at_convexs_20_mib_both_ways(
         stop()
 
 
-def test_a_body_without_a_length_is_refused_and_a_bad_header_is_a_400(
+def test_a_chunked_body_is_taken_and_a_bad_header_is_a_400(
     engine: Engine, server: HttpServer
 ) -> None:
+    # A chunked body was answered 411 (Convex's server takes it): now it is decoded.
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
-        connection.request(
-            "POST", "/echo/x", body=iter([b"chunk"]), headers={"Transfer-Encoding": "chunked"}
-        )
+        connection.request("POST", "/echo/x", body=iter([b"chu", b"nk"]))  # sent chunked
         response = connection.getresponse()
-        assert (response.status, json.loads(response.read())["code"]) == (411, "LengthRequired")
+        assert (response.status, json.loads(response.read())["body"]) == (200, "chunk")
     finally:
         connection.close()
     with pytest.raises(EngineError, match="line break or control character"):
@@ -1272,3 +1271,20 @@ def test_fetch_sends_a_str_body_with_a_lone_surrogate_as_fetch_does(engine: Engi
     # Engine.fetch(body="\udcff") raised a bare UnicodeEncodeError.
     sent = engine.fetch("/echo/a", method="POST", body="x\udcff")
     assert json.loads(sent.body)["body"] == "x\ufffd"
+
+
+def test_text_and_json_decode_the_body_as_fetch_does() -> None:
+    # Found by review: Fetch's text() and json() run "UTF-8 decode", which drops a
+    # leading BOM and turns invalid bytes into U+FFFD. text() kept the BOM, and json()
+    # let Python guess the encoding: invalid UTF-8 inside a string raised
+    # UnicodeDecodeError, and a body shaped as UTF-16 was read as UTF-16.
+    for make in (
+        lambda body: HttpRequest("POST", "http://h/x", body=body),
+        lambda body: HttpResponse(body),
+    ):
+        assert make(b"\xef\xbb\xbfhi").text() == "hi"
+        assert make(b"\xef\xbb\xbf\xef\xbb\xbfhi").text() == "\ufeffhi"  # only one is dropped
+        assert make(b'\xef\xbb\xbf{"a": 1}').json() == {"a": 1}
+        assert make(b'{"a": "\xff"}').json() == {"a": "\ufffd"}
+        with pytest.raises(ValueError):  # UTF-16 is not decoded: not JSON as UTF-8
+            make('{"a": 1}'.encode("utf-16-le")).json()

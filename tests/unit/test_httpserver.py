@@ -1053,7 +1053,11 @@ def test_every_answer_before_a_close_says_connection_close(engine: Engine) -> No
     post = b"POST /echo/x HTTP/1.1\r\nHost: x\r\n"
     cases = [
         (post + b"Content-Length: %d\r\n\r\n" % len(big) + big, b" 413 "),
-        (post + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", b" 411 "),
+        (  # a coding other than chunked alone
+            post + b"Transfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            b" 411 ",
+        ),
+        (post + b"Transfer-Encoding: chunked\r\n\r\n400\r\n" + b"x" * 1024, b" 413 "),
         (
             b"GET /notes HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(big) + big,
             b" 200 ",
@@ -1232,3 +1236,160 @@ def test_an_absolute_form_target_is_checked_as_host_and_scheme_are(server: HttpS
         "https://app.example/echo/x",
     )
     assert seen(b"https://app.example/echo/x") == ("HTTP/1.1 200 OK", "http://app.example/echo/x")
+
+
+def test_a_header_section_larger_than_hypers_limit_is_a_431(server: HttpServer) -> None:
+    # Found by review: only each line (64 KiB) and the count (100) were capped, so one
+    # head could carry 6.5 MB, and parsing it peaked at about 50 MB of memory: a few
+    # dozen clients (the default cap is 64 connections) could exhaust the host's memory.
+    # The whole section is now capped as Convex's server (hyper) caps it.
+    line = b"X-Filler: " + b"a" * 8000 + b"\r\n"
+    many = 417_792 // len(line) + 1  # each line and their count within the old limits
+    answer = _answer(_raw(server, b"GET /notes HTTP/1.1\r\nHost: x\r\n" + line * many + b"\r\n"))
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"HeaderTooLarge" in answer and b"417792 bytes" in answer, answer[-300:]
+    assert "connection: close" in _head(answer)
+    # A large header section within the limit is still served.
+    answer = _answer(
+        _raw(
+            server,
+            b"GET /notes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            + line * (many - 2)
+            + b"\r\n",
+        )
+    )
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
+def test_a_chunked_body_is_decoded_as_convex_decodes_it(engine: Engine) -> None:
+    # Found by review: serve_http answered every chunked body 411, where Convex's server
+    # (hyper) and wsgi_app behind a decoding WSGI server take it; clients that stream a
+    # body (requests or httpx with a generator, curl -T -, fetch with a stream) send one.
+    url = engine.mutation(files.upload_url)
+    with engine.serve_http("127.0.0.1", 0, max_upload_size=1000) as server:
+        path = url[len(server.url) :] if url.startswith(server.url) else urlsplit(url).path
+        path += "?" + urlsplit(url).query
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        try:  # an upload, then an HTTP action, on one kept-alive connection
+            connection.request("POST", path, body=iter([b"hel", b"", b"lo"]))
+            response = connection.getresponse()
+            assert response.status == 200, response.read()
+            storage_id = json.loads(response.read())["storageId"]
+            connection.request(
+                "POST", "/echo/x", body=iter([b"a" * 300, b"b"]), headers={"X-Tag": "t"}
+            )
+            response = connection.getresponse()
+            assert response.status == 200
+            assert json.loads(response.read())["body"] == "a" * 300 + "b"
+        finally:
+            connection.close()
+        assert engine.get_file(storage_id) == b"hello"
+        post = b"POST /echo/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        after = b"GET /notes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        # Extensions and trailers are read and ignored; the next request is served.
+        answer = _answer(_raw(server, post + b"3;name=v\r\nabc\r\n0\r\nX-T: 1\r\n\r\n" + after))
+        assert answer.count(b"HTTP/1.1 200 ") == 2, answer
+        assert json.loads(answer.split(b"\r\n\r\n")[1].partition(b"HTTP/1.1")[0])["body"] == "abc"
+        # A body that is not chunked coding, or too long, is refused and the connection
+        # closes: where the next request would start is unknown.
+        for chunks, status in [
+            (b"3\r\nabcX\r\n0\r\n\r\n", b" 400 "),  # no CRLF after the data
+            (b"3\nabc\r\n0\r\n\r\n", b" 400 "),  # a bare LF ends the size line
+            (b"x\r\nabc\r\n0\r\n\r\n", b" 400 "),  # not a hex size
+            (b"-3\r\nabc\r\n0\r\n\r\n", b" 400 "),
+            (b"3\r\nabc\r\n0\r\nbad trailer\r\n\r\n", b" 400 "),
+            (b"3e9\r\n" + b"a" * 1001 + b"\r\n0\r\n\r\n", b" 413 "),  # past the cap
+            (b"3\r\nab", b" 400 "),  # ends early
+        ]:
+            answer = _answer(_raw(server, post + chunks + after))
+            assert answer.startswith(b"HTTP/1.1" + status), (chunks, answer)
+            assert answer.count(b"HTTP/1.1 ") == 1, (chunks, answer)
+            assert "connection: close" in _head(answer), (chunks, answer)
+        # HTTP/1.0 has no chunked coding (RFC 9112 6.1): still refused, and closed.
+        answer = _answer(_raw(server, post.replace(b"1.1", b"1.0", 1) + b"0\r\n\r\n" + after))
+        assert answer.startswith(b"HTTP/1.1 411 ") and answer.count(b"HTTP/1.1 ") == 1, answer
+
+
+def test_wsgi_app_mounted_in_a_real_wsgi_server_serves_files_and_actions(
+    db_path: Path,
+) -> None:
+    # wsgi_app under wsgiref.simple_server on 127.0.0.1, mounted at /files as a
+    # dispatcher mounts it (SCRIPT_NAME "/files", PATH_INFO the rest): file URLs, ranges,
+    # HEAD, a deleted file, an upload, and an HTTP action's url and path.
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    def mounted(inner: Any) -> Any:
+        def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+            path = environ["PATH_INFO"]
+            if path != "/files" and not path.startswith("/files/"):
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"outside the mount"]
+            environ["SCRIPT_NAME"], environ["PATH_INFO"] = "/files", path[len("/files") :]
+            return inner(environ, start_response)
+
+        return dispatch
+
+    wsgi = make_server("127.0.0.1", 0, mounted(None), handler_class=Quiet)
+    site = f"http://127.0.0.1:{wsgi.server_port}/files"
+    with Engine.open(db_path, functions=app, durability="none", site_url=site) as engine:
+        wsgi.set_app(mounted(engine.wsgi_app()))
+        thread = threading.Thread(target=wsgi.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            data = bytes(range(256)) * (CHUNK_SIZE // 256 + 1)  # two chunks
+            status, answer = upload(engine, data, "image/png")
+            assert status == 200, answer
+            url = engine.query(files.url, {"id": answer["storageId"]})
+            assert url.startswith(site + "/api/storage/")
+            status, headers, body = request(url)
+            assert (status, body, headers["Content-Type"]) == (200, data, "image/png")
+            start = CHUNK_SIZE - 3
+            status, headers, body = request(url, headers={"Range": f"bytes={start}-{start + 5}"})
+            assert (status, body) == (206, data[start : start + 6])
+            assert headers["Content-Range"] == f"bytes {start}-{start + 5}/{len(data)}"
+            status, headers, body = request(url, headers={"Range": f"bytes={len(data)}-"})
+            assert (status, headers["Content-Range"]) == (416, f"bytes */{len(data)}")
+            status, headers, body = request(url, "HEAD")
+            assert (status, body, headers["Content-Length"]) == (200, b"", str(len(data)))
+            status, _, body = request(url[:-1] + ("0" if url[-1] != "0" else "1"))
+            assert status == 404, body  # a signature that does not match
+            # Without a Content-Length (wsgiref passes no CONTENT_LENGTH), an upload is
+            # refused and an HTTP action's body is empty.
+            upload_url = engine.mutation(files.upload_url)
+            connection = http.client.HTTPConnection("127.0.0.1", wsgi.server_port, timeout=10)
+            try:
+                connection.putrequest(
+                    "POST", urlsplit(upload_url).path + "?" + urlsplit(upload_url).query
+                )
+                connection.endheaders()
+                response = connection.getresponse()
+                assert (response.status, json.loads(response.read())["code"]) == (
+                    411,
+                    "LengthRequired",
+                )
+            finally:
+                connection.close()
+            status, _, body = request(f"{site}/echo/caf%C3%A9?q=a+b", "POST", b"hi")
+            seen = json.loads(body)
+            assert status == 200, body
+            assert (seen["path"], seen["url"], seen["query"], seen["body"]) == (
+                "/echo/caf%C3%A9",
+                f"{site}/echo/caf%C3%A9?q=a+b",
+                {"q": "a b"},
+                "hi",
+            )
+            engine.mutation(files.delete_file, {"id": answer["storageId"], "fail": False})
+            assert request(url)[0] == 404
+            assert request(f"http://127.0.0.1:{wsgi.server_port}/elsewhere")[2] == (
+                b"outside the mount"
+            )
+        finally:
+            wsgi.shutdown()
+            thread.join()
+            wsgi.server_close()
+        engine.check()
