@@ -340,10 +340,18 @@ def index_writer(path: str, seed: int, seconds: float) -> None:
 
     rng = random.Random(seed)
     with Engine.open(path, durability="none", scheduler=False) as engine:
-        counter = engine.run(lambda ctx: ctx.db.insert("counters", {"n": 0}))
+        end = time.monotonic() + seconds
+        counter = None
+        while counter is None:
+            # Its first commit too may use up the retries while the schema keeps changing
+            # (seen once in a full run): tried again, within the run's time and more.
+            try:
+                counter = engine.run(lambda ctx: ctx.db.insert("counters", {"n": 0}))
+            except OptimisticConcurrencyControlFailure:
+                if time.monotonic() > end + 30:
+                    raise
         print(f"counter {counter}", flush=True)
         done = 0
-        end = time.monotonic() + seconds
 
         def body(ctx: MutationCtx) -> None:
             rows = ctx.db.query("t").take(50)
