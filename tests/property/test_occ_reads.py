@@ -34,11 +34,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import UNSET, Engine, define_schema, define_table
-from engine.commit import CommitRequest, read_log
 from engine.contexts import MutationCtx, QueryCtx
 from engine.errors import EngineError
 from engine.transaction import Transaction
 from engine.values import compare
+from tests.property.interleaving import ends_in_conflict
 
 SCHEMA = define_schema(
     {"d": define_table({}).index("by_ab", ["a", "b"]), "out": define_table({})},
@@ -422,18 +422,7 @@ def interleave(
 
     # Does A conflict? A mutation asks the committer; a query's read set is tested
     # against the log as the committer (and a subscription) would.
-    if writable:
-        request = CommitRequest.from_transaction(txn)
-        txn.close()
-        db.committer.commit(request)
-        conflict = request.conflict is not None
-    else:
-        with db.storage.read() as rtxn:
-            logged = [
-                k for _, keys in read_log(rtxn, db.storage.log, txn.snapshot_ts) for k in keys
-            ]
-        txn.close()
-        conflict = reads.first_hit(logged) is not None
+    conflict = ends_in_conflict(db, txn, reads, writable)
 
     # Soundness: if it sees something else now, A conflicts.
     if rerun != seen or stale_by_id:

@@ -42,13 +42,13 @@ from hypothesis import strategies as st
 
 from engine import UNSET, Engine, define_schema, define_table, keys
 from engine import search as search_module
-from engine.commit import CommitRequest, read_log
 from engine.contexts import MutationCtx, QueryCtx
 from engine.errors import EngineError
 from engine.ids import decode_id
 from engine.ranking import Posting, rank
 from engine.tokenizer import tokenize
 from engine.transaction import Transaction
+from tests.property.interleaving import ends_in_conflict
 
 SCHEMA = define_schema(
     {
@@ -446,18 +446,7 @@ def interleave(
             view_after.pop(doc_id, None)
     rerun, _, _ = model.outcome(view_after, after, end_position)
 
-    if writable:
-        request = CommitRequest.from_transaction(txn)
-        txn.close()
-        db.committer.commit(request)
-        conflict = request.conflict is not None
-    else:
-        with db.storage.read() as rtxn:
-            logged = [
-                k for _, keys_ in read_log(rtxn, db.storage.log, txn.snapshot_ts) for k in keys_
-            ]
-        txn.close()
-        conflict = reads.first_hit(logged) is not None
+    conflict = ends_in_conflict(db, txn, reads, writable)
 
     if rerun != seen:
         assert conflict, f"stale search committed: saw {seen}, now {rerun}"

@@ -597,6 +597,17 @@ def test_actions_call_functions_by_object_whatever_their_name(
     assert engine.action(calls_stray) == "stray"
 
 
+@query(args={"text": v.string()})
+def echo(ctx, text):  # type: ignore[no-untyped-def]
+    """Returns its argument: what a call took (the two tests below)."""
+    return text
+
+
+@action(args={"text": v.string()})
+async def echo_action(ctx, text):  # type: ignore[no-untyped-def]
+    return text
+
+
 def test_an_actions_calls_take_their_arguments_when_made(engine: Engine) -> None:
     # Found by review: ctx.run_query / run_mutation / run_action were coroutine functions,
     # so they read their arguments when first awaited (a mutation's on a worker thread),
@@ -606,14 +617,6 @@ def test_an_actions_calls_take_their_arguments_when_made(engine: Engine) -> None
     @mutation(args={"text": v.string(), "tags": v.array(v.string())})
     def add_tagged(ctx, text, tags):  # type: ignore[no-untyped-def]
         ctx.db.insert("notes", {"text": f"{text}:{','.join(tags)}"})
-
-    @query(args={"text": v.string()})
-    def echo(ctx, text):  # type: ignore[no-untyped-def]
-        return text
-
-    @action(args={"text": v.string()})
-    async def echo_action(ctx, text):  # type: ignore[no-untyped-def]
-        return text
 
     @action(args={})
     async def fan_out(ctx):  # type: ignore[no-untyped-def]
@@ -637,14 +640,6 @@ def test_the_hosts_async_calls_take_their_arguments_when_made(engine: Engine) ->
     # Engine.aquery / amutation / aaction were coroutine functions: the arguments were
     # read when the call was first awaited, so calls made in a loop that reused one dict
     # and gathered all ran with its last value. A Convex client serializes them at once.
-    @query(args={"text": v.string()})
-    def echo(ctx, text):  # type: ignore[no-untyped-def]
-        return text
-
-    @action(args={"text": v.string()})
-    async def echo_action(ctx, text):  # type: ignore[no-untyped-def]
-        return text
-
     async def host() -> list[Any]:
         args: dict[str, Any] = {"text": ""}
         calls = []
