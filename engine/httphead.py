@@ -35,7 +35,7 @@ _MAX_LINE = 65536
 _MAX_HEADERS = 100
 #: The most bytes the header lines may have together: hyper's read buffer limit
 #: (``8192 + 4096 * 100``, the server Convex runs), past which it answers 431. Each line
-#: and the count alone let one head carry 6.5 MB, which parsing held ~8 times over.
+#: and the count alone let one head carry 6.5 MB (100 lines of 64 KiB).
 _MAX_HEADER_BYTES = 8192 + 4096 * 100
 #: Empty lines skipped before a request line (a client may send one after a body).
 _EMPTY_LINES = 8

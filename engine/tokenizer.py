@@ -97,53 +97,44 @@ _RUST_ONLY = """
 """
 
 
-def _character_class(spans: str) -> str:
-    """The regular expression class body of ``spans`` (``0x41 0x61-0x7A ...``)."""
-    out = []
-    for span in spans.split():
-        first, _, last = span.partition("-")
-        out.append(re.escape(chr(int(first, 16))))
-        if last:
-            out.append("-" + re.escape(chr(int(last, 16))))
-    return "".join(out)
+#: :data:`_RUST_ONLY` read: (first, last) code points of each span, in order.
+_SPANS = [
+    (int(first, 16), int(last or first, 16))
+    for first, _, last in (span.partition("-") for span in _RUST_ONLY.split())
+]
 
 
-def _spans(astral: bool) -> str:
-    """The spans of :data:`_RUST_ONLY` below U+10000, or (``astral``) from it on."""
-    return " ".join(
-        s for s in _RUST_ONLY.split() if (int(s.partition("-")[0], 16) > 0xFFFF) is astral
+def _character_class(spans: list[tuple[int, int]]) -> str:
+    """The regular expression class body of ``spans``."""
+    return "".join(
+        re.escape(chr(first)) + ("" if last == first else "-" + re.escape(chr(last)))
+        for first, last in spans
     )
 
 
 #: A maximal run of word characters (``str.isalnum``, ``_``, :data:`_RUST_ONLY`), in one
 #: class (an alternation per character is slower); ``_`` is made a space first. A class with a
-#: character past U+FFFF is checked span by span (4x slower on any text), so this one
+#: character past U+FFFF is checked span by span (``bench/probes/tokenize_speed.py``:
+#: English with one Brahmi sign ~4x slower than without), so this one
 #: holds the spans below it, and only text holding a character of the others (Brahmi
 #: vowel signs, say; not emoji, which are no word characters) is read with
 #: ``_WORD_ASTRAL``: see :func:`_marked_astral`.
-_WORD = re.compile("[\\w" + _character_class(_spans(False)) + "]+")
-_WORD_ASTRAL = re.compile("[\\w" + _character_class(_RUST_ONLY) + "]+")
+_WORD = re.compile("[\\w" + _character_class([s for s in _SPANS if s[0] <= 0xFFFF]) + "]+")
+_WORD_ASTRAL = re.compile("[\\w" + _character_class(_SPANS) + "]+")
 
-
-def _bounds(spans: str) -> tuple[list[int], list[int]]:
-    """The first and the last code points of ``spans`` (``0x41 0x61-0x7A ...``)."""
-    pairs = [span.partition("-")[::2] for span in spans.split()]
-    return [int(first, 16) for first, _ in pairs], [int(last or first, 16) for first, last in pairs]
-
-
-#: The first and last code points of the spans of :data:`_RUST_ONLY` past U+FFFF, in order.
-_ASTRAL_FIRST, _ASTRAL_LAST = _bounds(_spans(True))
+#: The first and last code points of the spans past U+FFFF, in order.
+_ASTRAL_FIRST = [first for first, _ in _SPANS if first > 0xFFFF]
+_ASTRAL_LAST = [last for first, last in _SPANS if first > 0xFFFF]
 
 
 def _astral_outside_emoji() -> re.Pattern[str]:
-    """A character past U+FFFF outside the gap of :data:`_RUST_ONLY` that holds the emoji
+    """A character past U+FFFF outside the gap between two spans that holds the emoji
     (U+1F18A to U+2B738): text with emoji alone is then known at once to hold none of
-    its characters. A class of two ranges, so as fast as one (unlike ``_WORD_ASTRAL``)."""
+    the spans' characters. A class of two ranges, so as fast as one (unlike
+    ``_WORD_ASTRAL``)."""
     after = bisect_right(_ASTRAL_FIRST, 0x1F600)
-    low, high = _ASTRAL_LAST[after - 1] + 1, _ASTRAL_FIRST[after] - 1
-    return re.compile(
-        f"[\U00010000-{re.escape(chr(low - 1))}{re.escape(chr(high + 1))}-\U0010ffff]"
-    )
+    below, above = chr(_ASTRAL_LAST[after - 1]), chr(_ASTRAL_FIRST[after])
+    return re.compile(f"[\U00010000-{re.escape(below)}{re.escape(above)}-\U0010ffff]")
 
 
 #: The characters past U+FFFF worth a look by :func:`_marked_astral`.
@@ -152,8 +143,8 @@ _MAYBE_MARKED = _astral_outside_emoji()
 
 def _marked_astral(text: str) -> bool:
     """Whether ``text`` holds a character past U+FFFF of :data:`_RUST_ONLY`, which
-    ``_WORD`` does not count. Cost: a search for characters past U+FFFF but emoji (~3 µs
-    per 1,000 characters), and a bisection per distinct one found."""
+    ``_WORD`` does not count. Cost: a search for characters past U+FFFF but emoji (one
+    pass of a two-range class), and a bisection per distinct one found."""
     for character in set(_MAYBE_MARKED.findall(text)):
         point = ord(character)
         at = bisect_right(_ASTRAL_FIRST, point) - 1

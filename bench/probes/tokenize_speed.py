@@ -34,6 +34,9 @@ TEXTS = {
     "English, 1,440 chars": "The quick brown fox jumps over the lazy dog, again; 42 times! " * 24,
     "English with one emoji": "The quick brown fox jumps over the lazy dog, again; 42 times! " * 24
     + "\U0001f600",
+    "English with a Brahmi sign": "The quick brown fox jumps over the lazy dog, again; 42 times! "
+    * 24
+    + "\U00011003\U00011038",
     "vowelled Arabic": "كِتَابٌ جَمِيلٌ في المكتبة " * 40,
     "Hindi": "हिन्दी भाषा बहुत सुंदर है " * 40,
     "English, 100k chars": "lorem ipsum dolor sit amet, consectetur adipiscing elit " * 1800,
@@ -47,7 +50,7 @@ def main() -> None:
             number = 2_000 if len(text) < 10_000 else 50
             best = min(timeit.repeat(lambda fn=fn: fn(text), number=number, repeat=5)) / number
             times.append(best * 1e6)
-        print(f"{name:24s} tokenize {times[0]:8.1f} µs   older {times[1]:8.1f} µs")
+        print(f"{name:28s} tokenize {times[0]:8.1f} µs   older {times[1]:8.1f} µs")
 
 
 if __name__ == "__main__":

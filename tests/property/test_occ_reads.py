@@ -35,10 +35,9 @@ from hypothesis import strategies as st
 
 from engine import UNSET, Engine, define_schema, define_table
 from engine.contexts import MutationCtx, QueryCtx
-from engine.errors import EngineError
 from engine.transaction import Transaction
 from engine.values import compare
-from tests.property.interleaving import ends_in_conflict
+from tests.property.interleaving import ends_in_conflict, run_terminal
 
 SCHEMA = define_schema(
     {"d": define_table({}).index("by_ab", ["a", "b"]), "out": define_table({})},
@@ -200,24 +199,10 @@ def build(db: Any, plan: dict[str, Any]) -> Any:
 def run_query(db: Any, plan: dict[str, Any], cursor: str | None) -> Any:
     """The plan's terminal on a fresh query: a list of documents, a page, or an error."""
     q = build(db, plan)
-    terminal, n = plan["terminal"], plan["n"]
-    try:
-        if terminal == "collect":
-            return q.collect()
-        if terminal == "take":
-            return q.take(n)
-        if terminal == "first":
-            found = q.first()
-            return [] if found is None else [found]
-        if terminal == "unique":
-            found = q.unique()
-            return [] if found is None else [found]
-        opts: dict[str, Any] = {"numItems": max(n, 1), "cursor": cursor}
-        if plan["max_rows"] is not None:
-            opts["maximumRowsRead"] = plan["max_rows"]
-        return q.paginate(opts)
-    except EngineError as error:
-        return ("error", type(error).__name__)
+    opts: dict[str, Any] = {"numItems": max(plan["n"], 1), "cursor": cursor}
+    if plan["max_rows"] is not None:
+        opts["maximumRowsRead"] = plan["max_rows"]
+    return run_terminal(q, plan["terminal"], plan["n"], opts)
 
 
 class Run:

@@ -43,12 +43,11 @@ from hypothesis import strategies as st
 from engine import UNSET, Engine, define_schema, define_table, keys
 from engine import search as search_module
 from engine.contexts import MutationCtx, QueryCtx
-from engine.errors import EngineError
 from engine.ids import decode_id
 from engine.ranking import Posting, rank
 from engine.tokenizer import tokenize
 from engine.transaction import Transaction
-from tests.property.interleaving import ends_in_conflict
+from tests.property.interleaving import ends_in_conflict, run_terminal
 
 SCHEMA = define_schema(
     {
@@ -261,21 +260,10 @@ def run_search(db: Any, plan: dict[str, Any], cursor: str | None, end: str | Non
     q = db.query("d").with_search_index("s", build)
     if plan["filter"]:
         q = q.filter(lambda f: f.neq(f.field("n"), 0))
-    terminal, n = plan["terminal"], plan["n"]
-    try:
-        if terminal == "collect":
-            return q.collect()
-        if terminal == "take":
-            return q.take(n)
-        if terminal == "first":
-            found = q.first()
-            return [] if found is None else [found]
-        opts: dict[str, Any] = {"numItems": max(n, 1), "cursor": cursor}
-        if end is not None:
-            opts["endCursor"] = end
-        return q.paginate(opts)
-    except EngineError as error:
-        return ("error", type(error).__name__)
+    opts: dict[str, Any] = {"numItems": max(plan["n"], 1), "cursor": cursor}
+    if end is not None:
+        opts["endCursor"] = end
+    return run_terminal(q, plan["terminal"], plan["n"], opts)
 
 
 def shaped(result: Any) -> Any:
